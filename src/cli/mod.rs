@@ -1,0 +1,151 @@
+//! The command line: one module per command, each with its own `Args` and
+//! `run`. This module only parses, dispatches and maps outcomes to exit codes.
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+mod fmt;
+mod graph;
+mod plan;
+mod points;
+mod replicate;
+mod restore;
+mod state;
+mod validate;
+mod vault;
+
+/// Disaster recovery as code: describe DR topology in HCL, review it as a
+/// plan, replicate into an encrypted vault, and prove recovery with drills.
+#[derive(Debug, Parser)]
+#[command(
+    name = "standby",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    /// Run as if started in DIR (the configuration directory).
+    #[arg(short = 'C', long = "chdir", global = true, value_name = "DIR")]
+    pub chdir: Option<std::path::PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check the configuration without touching state or the vault.
+    Validate(validate::Args),
+    /// Rewrite configuration files in the canonical layout.
+    Fmt(fmt::Args),
+    /// Show what would change to make the actual state match the configuration.
+    Plan(plan::Args),
+    /// Print the plan's dependency graph in DOT.
+    Graph(graph::Args),
+    /// Inspect the state document.
+    #[command(subcommand)]
+    State(state::Command),
+    /// Manage the vault: create it, prune old points, verify its contents.
+    #[command(subcommand)]
+    Vault(vault::Command),
+    /// Take a recovery point now for the given protections (or all).
+    Replicate(replicate::Args),
+    /// List recovery points.
+    Points(points::Args),
+    /// Write one disk of a recovery point to a file.
+    Restore(restore::Args),
+}
+
+/// Variable inputs shared by every command that loads the configuration.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct VarArgs {
+    /// Set a variable: `--var name=value` (also written `-var name=value`).
+    #[arg(long = "var", value_name = "NAME=VALUE")]
+    pub vars: Vec<String>,
+    /// Read variables from an HCL file of `name = value` lines
+    /// (`standby.vars.hcl` in the configuration directory is read anyway).
+    #[arg(long = "var-file", value_name = "FILE")]
+    pub var_files: Vec<std::path::PathBuf>,
+}
+
+/// Terraform users type `-var x=y`; accept single-dash long options.
+fn normalize_args(args: impl Iterator<Item = String>) -> Vec<String> {
+    const LONG: [&str; 5] = ["-var", "-var-file", "-chdir", "-backend-config", "-out"];
+    args.map(|a| {
+        let name = a.split_once('=').map_or(a.as_str(), |(n, _)| n);
+        if LONG.contains(&name) {
+            format!("-{a}")
+        } else {
+            a
+        }
+    })
+    .collect()
+}
+
+/// Entry point used by `main.rs`.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse_from(normalize_args(std::env::args()));
+    init_tracing();
+    if let Some(dir) = &cli.chdir {
+        if let Err(e) = std::env::set_current_dir(dir) {
+            eprintln!("error: cannot change to directory {}: {e}", dir.display());
+            return ExitCode::from(1);
+        }
+    }
+    let outcome = match cli.command {
+        Command::Validate(a) => validate::run(a),
+        Command::Fmt(a) => fmt::run(a),
+        Command::Plan(a) => plan::run(a),
+        Command::Graph(a) => graph::run(a),
+        Command::State(c) => state::run(c),
+        Command::Vault(c) => vault::run(c),
+        Command::Replicate(a) => replicate::run(a),
+        Command::Points(a) => points::run(a),
+        Command::Restore(a) => restore::run(a),
+    };
+    match outcome {
+        Ok(code) => code,
+        Err(report) => {
+            eprintln!("{report:?}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Logs go to stderr; `STANDBY_LOG` (e.g. `debug`) sets the level.
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("STANDBY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// A runtime for commands that talk to object stores.
+pub(crate) fn runtime() -> miette::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| miette::miette!("cannot start the async runtime: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn single_dash_long_options_are_accepted() {
+        let args = ["standby", "-var", "a=b", "-var-file=x.hcl", "-v"].map(String::from);
+        assert_eq!(
+            normalize_args(args.into_iter()),
+            ["standby", "--var", "a=b", "--var-file=x.hcl", "-v"]
+        );
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

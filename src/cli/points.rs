@@ -1,0 +1,12 @@
+//! `standby points`.
+
+use std::process::ExitCode;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+pub fn run(_args: Args) -> miette::Result<ExitCode> {
+    Err(miette::miette!(
+        "`standby points` is not available in this build yet"
+    ))
+}

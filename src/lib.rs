@@ -1,0 +1,14 @@
+//! standby: disaster recovery as code.
+//!
+//! Data flows one way: `config` (HCL) -> `model` (desired state) -> `plan`
+//! (diff against `state`) -> `exec` -> `replication` | `recovery` ->
+//! `vault` / providers -> `state`. The binary (`main.rs`, `cli`) is thin.
+
+pub mod cli;
+pub mod config;
+pub mod model;
+pub mod plan;
+pub mod replication;
+pub mod state;
+pub mod store;
+pub mod vault;

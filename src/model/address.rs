@@ -1,0 +1,176 @@
+//! Addresses name one object of the configuration and of the state:
+//! `machine.db`, `machine.web["a"]`, `recovery_plan.shop`.
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::fmt;
+use std::str::FromStr;
+
+/// The kinds of managed objects, in the order plans list them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    Vault,
+    Site,
+    Policy,
+    Machine,
+    Protection,
+    RecoveryPlan,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 6] = [
+        Kind::Vault,
+        Kind::Site,
+        Kind::Policy,
+        Kind::Machine,
+        Kind::Protection,
+        Kind::RecoveryPlan,
+    ];
+
+    /// The block type that declares this kind (`recovery_plan`).
+    pub fn block_name(self) -> &'static str {
+        match self {
+            Kind::Vault => "vault",
+            Kind::Site => "site",
+            Kind::Policy => "policy",
+            Kind::Machine => "machine",
+            Kind::Protection => "protection",
+            Kind::RecoveryPlan => "recovery_plan",
+        }
+    }
+
+    pub fn from_block_name(s: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.block_name() == s)
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.block_name())
+    }
+}
+
+/// `KIND.NAME` or `KIND.NAME["KEY"]` for an instance made by `for_each`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Address {
+    pub kind: Kind,
+    pub name: String,
+    pub key: Option<String>,
+}
+
+impl Address {
+    pub fn new(kind: Kind, name: impl Into<String>) -> Address {
+        Address {
+            kind,
+            name: name.into(),
+            key: None,
+        }
+    }
+
+    pub fn keyed(kind: Kind, name: impl Into<String>, key: impl Into<String>) -> Address {
+        Address {
+            kind,
+            name: name.into(),
+            key: Some(key.into()),
+        }
+    }
+
+    /// `NAME` or `NAME["KEY"]`, without the kind: used in file names and labels.
+    pub fn instance_name(&self) -> String {
+        match &self.key {
+            None => self.name.clone(),
+            Some(k) => format!("{}[{}]", self.name, quote(k)),
+        }
+    }
+}
+
+fn quote(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| format!("\"{s}\""))
+}
+
+impl fmt::Display for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.kind, self.instance_name())
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error(
+    "{input:?} is not an address: {reason} (expected KIND.NAME or KIND.NAME[\"KEY\"], e.g. machine.db)"
+)]
+pub struct ParseAddressError {
+    pub input: String,
+    pub reason: &'static str,
+}
+
+impl FromStr for Address {
+    type Err = ParseAddressError;
+
+    fn from_str(s: &str) -> Result<Address, ParseAddressError> {
+        let err = |reason| ParseAddressError {
+            input: s.to_string(),
+            reason,
+        };
+        let (kind, rest) = s
+            .split_once('.')
+            .ok_or_else(|| err("no '.' after the kind"))?;
+        let kind = Kind::from_block_name(kind).ok_or_else(|| err("unknown kind"))?;
+        let (name, key) = match rest.split_once('[') {
+            None => (rest, None),
+            Some((name, tail)) => {
+                let inner = tail.strip_suffix(']').ok_or_else(|| err("missing ']'"))?;
+                let key: String = serde_json::from_str(inner)
+                    .map_err(|_| err("the key must be a quoted string"))?;
+                (name, Some(key))
+            }
+        };
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(err("the name must be letters, digits, '_' or '-'"));
+        }
+        Ok(Address {
+            kind,
+            name: name.to_string(),
+            key,
+        })
+    }
+}
+
+impl Serialize for Address {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Address {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Address, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_plain_and_keyed() {
+        for s in ["machine.db", "recovery_plan.shop", "machine.web[\"a b\"]"] {
+            let a: Address = s.parse().unwrap();
+            assert_eq!(a.to_string(), s);
+        }
+        let a: Address = "protection.web[\"x\"]".parse().unwrap();
+        assert_eq!(a.key.as_deref(), Some("x"));
+    }
+
+    #[test]
+    fn rejects_bad_addresses() {
+        assert!("db".parse::<Address>().is_err());
+        assert!("disk.db".parse::<Address>().is_err());
+        assert!("machine.web[a]".parse::<Address>().is_err());
+        assert!("machine.".parse::<Address>().is_err());
+    }
+}

@@ -1,0 +1,224 @@
+//! The desired state as plain types: what the configuration asks for, after
+//! variables, references and `for_each` have been resolved and checked.
+//!
+//! `config` produces a [`Config`]; `plan` diffs it against the state. Nothing
+//! here knows about HCL, spans or files; paths are as written (relative paths
+//! are relative to [`Config::root`] for sites and vault files, and to the
+//! site root for disks).
+
+mod address;
+mod duration;
+
+pub use address::{Address, Kind, ParseAddressError};
+pub use duration::{Duration, ParseDurationError};
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+/// A whole, checked configuration.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Config {
+    /// The configuration directory; relative paths resolve against it.
+    pub root: PathBuf,
+    /// BLAKE3 of the configuration files and resolved variable values
+    /// (sorted by file name), hex. A saved plan records it.
+    pub source_hash: String,
+    pub variables: BTreeMap<String, Variable>,
+    pub vaults: BTreeMap<Address, Vault>,
+    pub sites: BTreeMap<Address, Site>,
+    pub policies: BTreeMap<Address, Policy>,
+    pub machines: BTreeMap<Address, Machine>,
+    pub protections: BTreeMap<Address, Protection>,
+    pub recovery_plans: BTreeMap<Address, RecoveryPlan>,
+}
+
+/// A declared input variable with its resolved value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Variable {
+    pub name: String,
+    pub description: Option<String>,
+    pub sensitive: bool,
+    pub value: serde_json::Value,
+}
+
+/// Where the vault master key comes from. Never the key itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    File(PathBuf),
+    Env(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Vault {
+    pub addr: Address,
+    /// `file://path`, `az://container/prefix` or `s3://bucket/prefix`.
+    pub url: String,
+    pub key: KeySource,
+    /// Attribute names whose values came from a sensitive variable.
+    pub sensitive: BTreeSet<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Site {
+    pub addr: Address,
+    /// `local` or `exec`.
+    pub provider: String,
+    /// Site root for the local provider (relative to the config root).
+    pub root: Option<PathBuf>,
+    /// Provider command for the exec provider.
+    pub command: Option<Vec<String>>,
+    pub sensitive: BTreeSet<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    pub addr: Address,
+    pub rpo_threshold: Duration,
+    pub crash_consistent_every: Duration,
+    /// None: the policy takes crash-consistent points only.
+    pub app_consistent_every: Option<Duration>,
+    pub retention: Duration,
+    /// zstd level for data written under this policy (default 1).
+    pub compression_level: i32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Machine {
+    pub addr: Address,
+    pub site: Address,
+    pub disks: Vec<Disk>,
+    pub quiesce: Option<Quiesce>,
+    pub boot: Option<Boot>,
+    pub checks: Vec<Check>,
+    pub sensitive: BTreeSet<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Disk {
+    pub name: String,
+    /// Relative to the machine's site root, or absolute (a block device).
+    pub path: PathBuf,
+}
+
+/// An argv vector run without a shell.
+pub type Command = Vec<String>;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Quiesce {
+    pub freeze: Command,
+    pub thaw: Command,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Boot {
+    pub command: Command,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Check {
+    pub name: String,
+    pub probe: Probe,
+    pub timeout: Duration,
+    pub retries: u32,
+    pub interval: Duration,
+}
+
+/// What a check does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Probe {
+    /// Passes when the command exits 0 and, if set, its trimmed stdout equals `expect`.
+    Command {
+        command: Command,
+        expect: Option<String>,
+    },
+    /// Passes on the expected status and, if set, a body containing `contains`.
+    Http {
+        url: String,
+        status: u16,
+        contains: Option<String>,
+    },
+    /// Passes when a TCP connection to `address` (host:port) succeeds.
+    Tcp { address: String },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Protection {
+    pub addr: Address,
+    pub machine: Address,
+    pub target: Address,
+    pub vault: Address,
+    pub policy: Address,
+    pub consistency_group: Option<String>,
+    pub prevent_destroy: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecoveryPlan {
+    pub addr: Address,
+    /// In declaration order; `depends_on` names other groups of this plan.
+    pub groups: Vec<Group>,
+    pub drill: Option<Drill>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Group {
+    pub name: String,
+    pub machines: Vec<Address>,
+    pub depends_on: Vec<String>,
+    pub before: Vec<Step>,
+    pub after: Vec<Step>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    pub name: String,
+    pub action: StepAction,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum StepAction {
+    Script { command: Command },
+    Manual { instructions: String },
+    Check(Probe),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Drill {
+    pub schedule: Schedule,
+    pub max_rto: Duration,
+}
+
+/// How often a drill is due: `daily`, `weekly`, `monthly` or a duration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Schedule {
+    Daily,
+    Weekly,
+    Monthly,
+    Every(Duration),
+}
+
+impl Schedule {
+    /// The interval after which a drill is due again.
+    pub fn interval(&self) -> Duration {
+        match self {
+            Schedule::Daily => Duration::from_secs(86_400),
+            Schedule::Weekly => Duration::from_secs(7 * 86_400),
+            Schedule::Monthly => Duration::from_secs(30 * 86_400),
+            Schedule::Every(d) => *d,
+        }
+    }
+}
+
+impl std::fmt::Display for Schedule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Schedule::Daily => f.write_str("daily"),
+            Schedule::Weekly => f.write_str("weekly"),
+            Schedule::Monthly => f.write_str("monthly"),
+            Schedule::Every(d) => write!(f, "{d}"),
+        }
+    }
+}

@@ -1,0 +1,2 @@
+//! diff(model, state) -> Plan { changes, graph }; renderers (text, markdown,
+//! json) only read a Plan; saved plan files.
