@@ -37,6 +37,8 @@ impl Out<'_> {
 pub struct VarValue {
     pub value: Value,
     pub sensitive: bool,
+    /// False when the variable has no usable value (already reported).
+    pub known: bool,
 }
 
 /// One `locals` entry, evaluated on first use.
@@ -272,6 +274,7 @@ impl<'a> Scope<'a> {
         let rest = &ops[1..];
         match root {
             "var" => match self.vars.get(first) {
+                Some(v) if !v.known => Err(Failed),
                 Some(v) => {
                     if v.sensitive {
                         out.sensitive = true;

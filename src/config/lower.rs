@@ -245,7 +245,7 @@ pub fn policy(ctx: &Ctx, t: &Top, diags: &mut Diagnostics) -> Option<Policy> {
 pub fn instances(
     ctx: &Ctx,
     t: &Top,
-    machine_keys: &HashMap<String, Vec<String>>,
+    machine_keys: &MachineKeys,
     diags: &mut Diagnostics,
 ) -> Option<Vec<(Option<String>, Value)>> {
     let Some(attr) = t.block.body.get_attribute("for_each") else {
@@ -293,9 +293,10 @@ pub fn instances(
             kind: Kind::Machine,
             name,
             key: None,
-        }) if machine_keys.contains_key(&name) => Some(
+        }) if matches!(machine_keys.get(&name), Some(Some(_))) => Some(
             machine_keys[&name]
                 .iter()
+                .flatten()
                 .map(|k| {
                     (
                         Some(k.clone()),
@@ -534,7 +535,7 @@ pub fn machine(
         }
         r.sensitive.extend(d.sensitive);
     }
-    if disks.is_empty() && ok {
+    if disks.is_empty() && ok && !r.suggested.contains("disk") {
         diags.push(
             Diagnostic::error(
                 "standby::missing_block",
@@ -610,28 +611,38 @@ pub fn machine(
     })
 }
 
+/// Keys of each machine with `for_each`; None when its `for_each` failed
+/// (references to it are then not reported again).
+pub type MachineKeys = HashMap<String, Option<Vec<String>>>;
+
 /// Resolve a reference to one machine instance against the declared
 /// instances (`machine_keys` lists the keys of machines with `for_each`).
 fn machine_addrs(
     name: &str,
     key: Option<String>,
     loc: &Loc,
-    machine_keys: &HashMap<String, Vec<String>>,
+    machine_keys: &MachineKeys,
     allow_all: bool,
     diags: &mut Diagnostics,
 ) -> Option<Vec<Address>> {
     match (machine_keys.get(name), key) {
         (None, _) => Some(vec![Address::new(Kind::Machine, name)]),
-        (Some(keys), Some(k)) => {
+        (Some(None), _) => None,
+        (Some(Some(keys)), Some(k)) => {
             if keys.contains(&k) {
                 Some(vec![Address::keyed(Kind::Machine, name, k)])
             } else {
                 let help = match did_you_mean(&k, keys.iter().map(String::as_str)) {
                     Some(s) => format!("did you mean machine.{name}[{s:?}]?"),
-                    None => format!(
-                        "machine.{name} has {} instances; check its for_each",
-                        keys.len()
-                    ),
+                    None => {
+                        let shown: Vec<String> =
+                            keys.iter().take(5).map(|k| format!("{k:?}")).collect();
+                        let more = if keys.len() > 5 { ", ..." } else { "" };
+                        format!(
+                            "machine.{name} has the instances {}{more}",
+                            shown.join(", ")
+                        )
+                    }
                 };
                 diags.push(
                     Diagnostic::error(
@@ -645,12 +656,12 @@ fn machine_addrs(
                 None
             }
         }
-        (Some(keys), None) if allow_all => Some(
+        (Some(Some(keys)), None) if allow_all => Some(
             keys.iter()
                 .map(|k| Address::keyed(Kind::Machine, name, k))
                 .collect(),
         ),
-        (Some(_), None) => {
+        (Some(Some(_)), None) => {
             diags.push(
                 Diagnostic::error("standby::wrong_type", loc.clone(), format!("machine.{name} has for_each, so it names many machines; one is needed here"))
                     .label("many machines")
@@ -666,6 +677,10 @@ fn machine_addrs(
 pub struct Protections {
     /// Machine -> (protection, where it names the machine).
     pub by_machine: HashMap<Address, (Address, Loc)>,
+    /// Machines named by a protection that failed to resolve them.
+    pub uncertain: HashSet<String>,
+    /// A protection failed before naming its machine: coverage can't be judged.
+    pub coverage_unknown: bool,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -675,7 +690,7 @@ pub fn protection(
     key: &Option<String>,
     each: &Value,
     machines: &std::collections::BTreeMap<Address, Machine>,
-    machine_keys: &HashMap<String, Vec<String>>,
+    machine_keys: &MachineKeys,
     seen: &mut Protections,
     diags: &mut Diagnostics,
 ) -> Option<Protection> {
@@ -692,12 +707,20 @@ pub fn protection(
     ];
     let mut r = Reader::new(scope, t.block, &attrs, &[], diags);
     let this = addr(Kind::Protection, &t.name, key);
-    let machine = r
-        .reference("machine", Kind::Machine, diags)
-        .and_then(|(n, k, loc)| {
-            let a = machine_addrs(&n, k, &loc, machine_keys, false, diags)?.pop()?;
-            Some((a, loc))
-        });
+    let machine = match r.reference("machine", Kind::Machine, diags) {
+        Some((n, k, loc)) => match machine_addrs(&n, k, &loc, machine_keys, false, diags) {
+            Some(mut a) => a.pop().map(|a| (a, loc)),
+            None => {
+                // Its instances may still be listed in a plan: don't call them unprotected.
+                seen.uncertain.insert(n);
+                None
+            }
+        },
+        None => {
+            seen.coverage_unknown = true;
+            None
+        }
+    };
     let target = r.reference("target", Kind::Site, diags);
     let vault = r.reference("vault", Kind::Vault, diags);
     let policy = r.reference("policy", Kind::Policy, diags);
@@ -822,8 +845,8 @@ fn steps(r: &Reader, b: &Block, prefix: &str, diags: &mut Diagnostics) -> Option
 pub fn recovery_plan(
     ctx: &Ctx,
     t: &Top,
-    machine_keys: &HashMap<String, Vec<String>>,
-    covered: &HashSet<Address>,
+    machine_keys: &MachineKeys,
+    seen_protections: &Protections,
     diags: &mut Diagnostics,
 ) -> Option<RecoveryPlan> {
     let mut group_names = Vec::new();
@@ -901,7 +924,10 @@ pub fn recovery_plan(
                             continue;
                         }
                         listed.insert(a.clone(), loc.clone());
-                        if !covered.contains(&a) {
+                        let covered = seen_protections.by_machine.contains_key(&a)
+                            || seen_protections.uncertain.contains(&a.name)
+                            || seen_protections.coverage_unknown;
+                        if !covered {
                             diags.push(
                                 Diagnostic::error("standby::unprotected_machine", loc.clone(), format!("recovery_plan {:?} lists {a}, but no protection covers it", t.name))
                                     .label("not protected")
@@ -964,7 +990,7 @@ pub fn recovery_plan(
             after,
         });
     }
-    if groups.is_empty() && ok {
+    if groups.is_empty() && ok && !r.suggested.contains("group") {
         diags.push(
             Diagnostic::error(
                 "standby::missing_block",

@@ -443,16 +443,14 @@ fn load_into(dir: &Path, inputs: &VarInputs, diags: &mut Diagnostics) -> Option<
             config.policies.insert(p.addr.clone(), p);
         }
     }
-    let mut machine_keys: HashMap<String, Vec<String>> = HashMap::new();
+    let mut machine_keys: lower::MachineKeys = HashMap::new();
     let mut machine_instances = Vec::new();
     for t in of("machine") {
         let inst = lower::instances(&ctx, t, &machine_keys, diags);
         if t.block.body.has_attribute("for_each") {
             let keys = inst
-                .iter()
-                .flatten()
-                .filter_map(|(k, _)| k.clone())
-                .collect();
+                .as_ref()
+                .map(|i| i.iter().filter_map(|(k, _)| k.clone()).collect());
             machine_keys.insert(t.name.clone(), keys);
         }
         machine_instances.push((t, inst));
@@ -467,6 +465,7 @@ fn load_into(dir: &Path, inputs: &VarInputs, diags: &mut Diagnostics) -> Option<
     let mut seen = lower::Protections::default();
     for t in of("protection") {
         let Some(inst) = lower::instances(&ctx, t, &machine_keys, diags) else {
+            seen.coverage_unknown = true;
             continue;
         };
         for (key, each) in &inst {
@@ -484,9 +483,9 @@ fn load_into(dir: &Path, inputs: &VarInputs, diags: &mut Diagnostics) -> Option<
             }
         }
     }
-    let covered: HashSet<Address> = seen.by_machine.keys().cloned().collect();
+
     for t in of("recovery_plan") {
-        if let Some(p) = lower::recovery_plan(&ctx, t, &machine_keys, &covered, diags) {
+        if let Some(p) = lower::recovery_plan(&ctx, t, &machine_keys, &seen, diags) {
             config.recovery_plans.insert(p.addr.clone(), p);
         }
     }

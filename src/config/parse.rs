@@ -21,7 +21,11 @@ pub fn parse(source: &Arc<Source>, diags: &mut Diagnostics) -> Option<Body> {
                     format!("syntax error: {}", e.message()),
                 )
                 .label("the parser stopped here")
-                .help("check for a missing quote, brace, bracket or `=` just before this point"),
+                .help(if e.message().contains("redefined attribute") {
+                    "an attribute is set once per block: remove one of the two"
+                } else {
+                    "check for a missing quote, brace, bracket or `=` just before this point"
+                }),
             );
             None
         }

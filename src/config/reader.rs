@@ -87,6 +87,9 @@ pub struct Reader<'s, 'b> {
     pub sensitive: BTreeSet<String>,
     prefix: String,
     attrs: HashMap<&'b str, &'b Attribute>,
+    /// Names already suggested for a misspelt attribute or block, so their
+    /// absence is not reported a second time.
+    pub suggested: BTreeSet<String>,
 }
 
 impl<'s, 'b> Reader<'s, 'b> {
@@ -101,6 +104,7 @@ impl<'s, 'b> Reader<'s, 'b> {
         let source = scope.source.clone();
         let what = describe(block);
         let mut attrs: HashMap<&'b str, &'b Attribute> = HashMap::new();
+        let mut suggested = BTreeSet::new();
         for a in block.body.attributes() {
             let key = a.key.as_str();
             let loc = Loc::new(&source, a.key.span());
@@ -110,7 +114,10 @@ impl<'s, 'b> Reader<'s, 'b> {
                     format!("`{key}` is a block here: write {key} {{ ... }} without `=`")
                 } else {
                     match did_you_mean(key, allowed_attrs.iter().copied()) {
-                        Some(s) => format!("did you mean `{s}`?"),
+                        Some(s) => {
+                            suggested.insert(s.clone());
+                            format!("did you mean `{s}`?")
+                        }
                         None if allowed_attrs.is_empty() => {
                             format!("`{}` takes no attributes", block.ident.as_str())
                         }
@@ -156,7 +163,10 @@ impl<'s, 'b> Reader<'s, 'b> {
                     format!("`{ident}` is an attribute here: write {ident} = ...")
                 } else {
                     match did_you_mean(ident, allowed_blocks.iter().copied()) {
-                        Some(s) => format!("did you mean `{s}`?"),
+                        Some(s) => {
+                            suggested.insert(s.clone());
+                            format!("did you mean `{s}`?")
+                        }
                         None if allowed_blocks.is_empty() => {
                             format!("`{}` holds no blocks", block.ident.as_str())
                         }
@@ -186,6 +196,7 @@ impl<'s, 'b> Reader<'s, 'b> {
             sensitive: BTreeSet::new(),
             prefix: String::new(),
             attrs,
+            suggested,
         }
     }
 
@@ -287,6 +298,9 @@ impl<'s, 'b> Reader<'s, 'b> {
     }
 
     pub fn missing(&self, name: &str, diags: &mut Diagnostics) {
+        if self.suggested.contains(name) {
+            return;
+        }
         diags.push(
             Diagnostic::error(
                 "standby::missing_attribute",
@@ -430,10 +444,18 @@ pub fn wrong_type(loc: &Loc, attr: &str, expected: &str, found: &Value, diags: &
         d = d.help(format!("references are written without quotes: {s}"));
     } else if expected.starts_with("a list") {
         d = d.help(format!("write a list in brackets: {attr} = [\"...\"]"));
+    } else if let (Value::Ref(_), Some(kind)) = (found, expected.strip_prefix("a reference to a "))
+    {
+        let kind = kind.split(' ').next().unwrap_or(kind);
+        d = d.help(format!("`{attr}` names a {kind}: write {kind}.NAME"));
     } else if let Value::Ref(_) = found {
         d = d.help(format!(
             "`{attr}` takes {expected}, not a reference to a block"
         ));
+    } else if expected == "a string" && matches!(found, Value::Number(_) | Value::Bool(_)) {
+        d = d.help(format!("put the value in quotes: {attr} = \"...\""));
+    } else {
+        d = d.help(format!("`{attr}` takes {expected}"));
     }
     diags.push(d);
 }
@@ -461,11 +483,11 @@ pub fn want_duration(
         Err(e) => {
             let message = if hide {
                 format!(
-                    "`{attr}` is not a duration: {} (value from a sensitive variable)",
+                    "`{attr}` is not a duration: the value (from a sensitive variable): {}",
                     e.reason
                 )
             } else {
-                format!("`{attr}` is not a duration: {e}")
+                format!("`{attr}` is not a duration: {:?}: {}", e.input, e.reason)
             };
             diags.push(
                 Diagnostic::error("standby::bad_duration", loc.clone(), message)

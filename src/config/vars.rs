@@ -167,11 +167,53 @@ fn unknown_variable(
     );
 }
 
-/// A string-typed value from the environment or the command line is taken
-/// as is; any other type is read as an HCL expression.
+/// Like [`from_text_raw`], but a sensitive value never reaches a message:
+/// its errors are replaced by one that shows no text.
 fn from_text(d: &Declared, source: &Arc<Source>, diags: &mut Diagnostics) -> Option<Value> {
-    if matches!(d.ty, Type::String | Type::Any) {
-        return Some(Value::String(source.text.clone()));
+    if !d.sensitive {
+        return from_text_raw(d, source, diags);
+    }
+    let mut scratch = Diagnostics::default();
+    let v = from_text_raw(d, source, &mut scratch);
+    if scratch.has_errors() {
+        let hidden = Source::new(source.name.clone(), "(sensitive)");
+        diags.push(
+            Diagnostic::error(
+                "standby::wrong_type",
+                Loc::new(&hidden, Some(0..hidden.text.len())),
+                format!(
+                    "the value of sensitive variable `{}` is not a valid {}",
+                    d.name, d.ty
+                ),
+            )
+            .label("value hidden")
+            .help(format!(
+                "variable `{}` is declared at {} with type {}",
+                d.name,
+                d.label.position(),
+                d.ty
+            )),
+        );
+    }
+    v
+}
+
+/// A string-typed value from the environment or the command line is taken
+/// as is; numbers and bools convert from the text; lists and maps are read
+/// as HCL expressions.
+fn from_text_raw(d: &Declared, source: &Arc<Source>, diags: &mut Diagnostics) -> Option<Value> {
+    match d.ty {
+        Type::String | Type::Any => return Some(Value::String(source.text.clone())),
+        // Scalars convert from the text itself, so `--var n=three` is a type error, not a reference.
+        Type::Number | Type::Bool => {
+            return convert(
+                d,
+                Value::String(source.text.clone()),
+                Loc::new(source, Some(0..source.text.len())),
+                diags,
+            );
+        }
+        Type::List(_) | Type::Map(_) => {}
     }
     let e = match hcl_edit::parser::parse_expr(&source.text) {
         Ok(e) => e,
@@ -281,6 +323,15 @@ pub fn resolve(
                         )),
                 );
             }
+            // Known to be missing or wrong: references to it are not reported again.
+            resolved.insert(
+                d.name.clone(),
+                VarValue {
+                    value: Value::Null,
+                    sensitive: d.sensitive,
+                    known: false,
+                },
+            );
             continue;
         };
         model.insert(
@@ -297,6 +348,7 @@ pub fn resolve(
             VarValue {
                 value: v,
                 sensitive: d.sensitive,
+                known: true,
             },
         );
     }
