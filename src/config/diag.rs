@@ -236,7 +236,8 @@ pub fn did_you_mean<'a>(
     let mut best: Option<(f64, &str)> = None;
     for c in candidates {
         let score = strsim::jaro_winkler(name, c);
-        if score > 0.75 && best.is_none_or(|(s, _)| score > s) {
+        // Ties go to the alphabetically first name, so output is stable.
+        if score > 0.75 && best.is_none_or(|(s, b)| score > s || (score == s && c < b)) {
             best = Some((score, c));
         }
     }

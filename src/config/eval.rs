@@ -58,6 +58,8 @@ enum LocalState {
 #[derive(Default)]
 pub struct Locals {
     pub defs: HashMap<String, LocalDef>,
+    /// Names in declaration order, so evaluation (and its errors) is deterministic.
+    pub order: Vec<String>,
     state: RefCell<HashMap<String, LocalState>>,
     stack: RefCell<Vec<String>>,
 }

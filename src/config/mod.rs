@@ -249,6 +249,7 @@ fn load_into(dir: &Path, inputs: &VarInputs, diags: &mut Diagnostics) -> Option<
                         continue;
                     }
                     local_locs.insert(name.clone(), loc);
+                    locals.order.push(name.clone());
                     locals.defs.insert(
                         name,
                         LocalDef {
@@ -393,7 +394,7 @@ fn load_into(dir: &Path, inputs: &VarInputs, diags: &mut Diagnostics) -> Option<
         locals: &locals,
         objects: &objects,
     };
-    for name in locals.defs.keys() {
+    for name in &locals.order {
         // Evaluate every local once so errors in unused locals are reported too.
         let src = &locals.defs[name].source;
         let scope = eval::Scope {
