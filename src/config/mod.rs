@@ -170,11 +170,13 @@ fn load_into(dir: &Path, inputs: &VarInputs, diags: &mut Diagnostics) -> Option<
             ),
         }
     }
+    let started = std::time::Instant::now();
     let bodies: Vec<(Arc<Source>, hcl_edit::structure::Body)> = sources
         .iter()
         .filter_map(|s| parse::parse(s, diags).map(|b| (s.clone(), b)))
         .collect();
     let parsed_all = bodies.len() == files.len();
+    tracing::debug!(elapsed = ?started.elapsed(), files = files.len(), "parsed");
 
     // Sort the top-level blocks by kind, catching unknown blocks and names seen twice.
     let mut tops: HashMap<&str, Vec<Top>> = HashMap::new();
@@ -424,6 +426,7 @@ fn load_into(dir: &Path, inputs: &VarInputs, diags: &mut Diagnostics) -> Option<
         let _ = scope.eval(&local, &mut out);
     }
 
+    tracing::debug!(elapsed = ?started.elapsed(), "variables and locals resolved");
     let mut config = Config {
         root: dir.to_path_buf(),
         variables,
@@ -491,6 +494,7 @@ fn load_into(dir: &Path, inputs: &VarInputs, diags: &mut Diagnostics) -> Option<
         }
     }
     config.source_hash = hasher.finalize().to_hex().to_string();
+    tracing::debug!(elapsed = ?started.elapsed(), "lowered");
     parsed_all.then_some(config)
 }
 
