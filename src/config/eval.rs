@@ -9,7 +9,7 @@ use hcl_edit::Span;
 use hcl_edit::expr::{BinaryOperator, Expression, ObjectKey, TraversalOperator, UnaryOperator};
 use hcl_edit::template::{Element, Template};
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -64,8 +64,15 @@ pub struct Locals {
     stack: RefCell<Vec<String>>,
 }
 
-/// Declared block names, per kind; `true` when the block has `for_each`.
-pub type Objects = HashMap<Kind, HashMap<String, bool>>;
+/// Declared block names.
+#[derive(Default)]
+pub struct Objects {
+    /// Per kind, each name and whether its block has `for_each`.
+    pub names: HashMap<Kind, HashMap<String, bool>>,
+    /// Blocks seen in files that failed to parse: references to them fail
+    /// quietly, since the syntax error is what needs fixing.
+    pub broken: HashSet<(Kind, String)>,
+}
 
 /// Everything an expression may refer to.
 #[derive(Clone)]
@@ -379,8 +386,11 @@ impl<'a> Scope<'a> {
                         .help(help),
                     ));
                 };
-                let names = self.objects.get(&kind);
+                let names = self.objects.names.get(&kind);
                 let Some(&has_for_each) = names.and_then(|n| n.get(first)) else {
+                    if self.objects.broken.contains(&(kind, first.to_string())) {
+                        return Err(Failed);
+                    }
                     let candidates = names.into_iter().flat_map(|n| n.keys().map(String::as_str));
                     return Err(self.unknown(
                         whole,

@@ -295,7 +295,7 @@ fn load_into(dir: &Path, inputs: &VarInputs, diags: &mut Diagnostics) -> Option<
 
     // Variables.
     let mut decls = Vec::new();
-    let (no_vars, no_locals, no_objects) = (HashMap::new(), Locals::default(), Objects::new());
+    let (no_vars, no_locals, no_objects) = (HashMap::new(), Locals::default(), Objects::default());
     for t in of("variable") {
         // Variable blocks may not refer to anything: read them in an empty scope.
         let scope = eval::Scope {
@@ -360,7 +360,14 @@ fn load_into(dir: &Path, inputs: &VarInputs, diags: &mut Diagnostics) -> Option<
             sensitive,
         });
     }
-    let (var_values, variables) = vars::resolve(&decls, dir, inputs, diags);
+    let (mut var_values, variables) = vars::resolve(&decls, dir, inputs, diags);
+    for name in broken_variables(&sources, &bodies) {
+        var_values.entry(name).or_insert(eval::VarValue {
+            value: value::Value::Null,
+            sensitive: false,
+            known: false,
+        });
+    }
     for (name, v) in &variables {
         hasher.update(name.as_bytes());
         hasher.update(&[0]);
@@ -369,9 +376,12 @@ fn load_into(dir: &Path, inputs: &VarInputs, diags: &mut Diagnostics) -> Option<
     }
 
     // Declared names, so references resolve by lookup.
-    let mut objects: Objects = HashMap::new();
+    let mut objects = Objects {
+        broken: broken_blocks(&sources, &bodies),
+        ..Objects::default()
+    };
     for kind in Kind::ALL {
-        let entry = objects.entry(kind).or_default();
+        let entry = objects.names.entry(kind).or_default();
         for t in of(kind.block_name()) {
             entry.insert(t.name.clone(), t.block.body.has_attribute("for_each"));
         }
@@ -496,6 +506,47 @@ fn load_into(dir: &Path, inputs: &VarInputs, diags: &mut Diagnostics) -> Option<
     config.source_hash = hasher.finalize().to_hex().to_string();
     tracing::debug!(elapsed = ?started.elapsed(), "lowered");
     parsed_all.then_some(config)
+}
+
+/// `KIND "NAME"` headers found by a plain scan of files that failed to parse.
+fn scan_headers(
+    sources: &[Arc<Source>],
+    bodies: &[(Arc<Source>, hcl_edit::structure::Body)],
+) -> Vec<(String, String)> {
+    let parsed: HashSet<&str> = bodies.iter().map(|(s, _)| s.name.as_str()).collect();
+    let mut found = Vec::new();
+    for s in sources.iter().filter(|s| !parsed.contains(s.name.as_str())) {
+        for line in s.text.lines() {
+            let mut words = line.split_whitespace();
+            if let (Some(kind), Some(name)) = (words.next(), words.next()) {
+                if let Some(name) = name.strip_prefix('"').and_then(|n| n.strip_suffix('"')) {
+                    found.push((kind.to_string(), name.to_string()));
+                }
+            }
+        }
+    }
+    found
+}
+
+fn broken_blocks(
+    sources: &[Arc<Source>],
+    bodies: &[(Arc<Source>, hcl_edit::structure::Body)],
+) -> HashSet<(Kind, String)> {
+    scan_headers(sources, bodies)
+        .into_iter()
+        .filter_map(|(k, n)| Kind::from_block_name(&k).map(|k| (k, n)))
+        .collect()
+}
+
+fn broken_variables(
+    sources: &[Arc<Source>],
+    bodies: &[(Arc<Source>, hcl_edit::structure::Body)],
+) -> Vec<String> {
+    scan_headers(sources, bodies)
+        .into_iter()
+        .filter(|(k, _)| k == "variable")
+        .map(|(_, n)| n)
+        .collect()
 }
 
 /// The sensitive attribute names recorded for an object, for callers that

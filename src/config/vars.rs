@@ -66,7 +66,7 @@ pub fn parse_type(e: &Expression, source: &Arc<Source>, diags: &mut Diagnostics)
 fn eval_const(e: &Expression, source: &Arc<Source>, diags: &mut Diagnostics) -> Option<Value> {
     let vars = HashMap::new();
     let locals = Locals::default();
-    let objects = Objects::new();
+    let objects = Objects::default();
     let scope = Scope {
         source,
         vars: &vars,
