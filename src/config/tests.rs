@@ -421,3 +421,48 @@ fn json_has_one_based_positions() {
     assert_eq!(j[0]["end_column"], 21);
     assert_eq!(j[0]["severity"], "error");
 }
+
+#[test]
+fn fleet_example_expands_to_fifty_machines_in_three_tiers() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("plans/fleet");
+    let c = load_ok(&dir, &VarInputs::default());
+    assert_eq!(c.machines.len(), 50);
+    assert_eq!(c.protections.len(), 50);
+    let web30 = Address::keyed(Kind::Machine, "node", "web-30");
+    assert_eq!(
+        c.machines[&web30].disks[0].path.display().to_string(),
+        "web/web-30/system.img"
+    );
+    let db1 = &c.protections[&Address::keyed(Kind::Protection, "node", "db-01")];
+    assert_eq!(db1.policy, Address::new(Kind::Policy, "db"));
+    assert_eq!(db1.consistency_group.as_deref(), Some("db"));
+    let app1 = &c.protections[&Address::keyed(Kind::Protection, "node", "app-01")];
+    assert_eq!(app1.policy, Address::new(Kind::Policy, "stateless"));
+    let plan = &c.recovery_plans[&Address::new(Kind::RecoveryPlan, "fleet")];
+    let sizes: Vec<usize> = plan.groups.iter().map(|g| g.machines.len()).collect();
+    assert_eq!(sizes, [5, 15, 30]);
+    assert_eq!(plan.groups[2].depends_on, ["app"]);
+}
+
+#[test]
+fn azure_example_marks_the_sensitive_provider_command() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("plans/azure");
+    let c = load_ok(&dir, &VarInputs::default());
+    let azure = &c.sites[&Address::new(Kind::Site, "azure")];
+    assert!(azure.sensitive.contains("command"));
+    assert_eq!(
+        c.vaults[&Address::new(Kind::Vault, "prod")].key,
+        KeySource::Env("STANDBY_VAULT_KEY".into())
+    );
+    let inputs = VarInputs {
+        cli: vec!["rpo=5m".into()],
+        files: vec![],
+    };
+    let c = load_ok(&dir, &inputs);
+    assert_eq!(
+        c.policies[&Address::new(Kind::Policy, "production")]
+            .rpo_threshold
+            .as_secs(),
+        300
+    );
+}
