@@ -751,15 +751,15 @@ pub fn protection(
             .insert(machine.clone(), (this.clone(), mloc));
     }
     let (target, _, tloc) = target?;
-    if let Some(m) = machines.get(&machine) {
-        if m.site.name == target {
-            diags.push(
+    if let Some(m) = machines.get(&machine)
+        && m.site.name == target
+    {
+        diags.push(
                 Diagnostic::error("standby::target_is_source", tloc, format!("{this} replicates {machine} to its own site, site.{target}"))
                     .label("the machine already runs here")
                     .help("the target must be a different site from the machine's `site`, so a loss of one site leaves the other"),
             );
-            ok = false;
-        }
+        ok = false;
     }
     let (vault, _, _) = vault?;
     let (policy, _, _) = policy?;
@@ -857,11 +857,11 @@ pub fn recovery_plan(
         .blocks()
         .filter(|b| b.ident.as_str() == "group")
     {
-        if let Some((name, loc)) = one_label(&t.source, b, &mut Diagnostics::default()) {
-            if !seen.contains_key(&name) {
-                seen.insert(name.clone(), loc);
-                group_names.push(name);
-            }
+        if let Some((name, loc)) = one_label(&t.source, b, &mut Diagnostics::default())
+            && !seen.contains_key(&name)
+        {
+            seen.insert(name.clone(), loc);
+            group_names.push(name);
         }
     }
     let mut scope = ctx.scope(&t.source);
@@ -1094,10 +1094,10 @@ fn find_cycle(groups: &[Group]) -> Option<Vec<String>> {
                 cycle.push(groups[j].name.clone());
                 return Some(cycle);
             }
-            if color[j] == 0 {
-                if let Some(c) = visit(j, groups, index, color, path) {
-                    return Some(c);
-                }
+            if color[j] == 0
+                && let Some(c) = visit(j, groups, index, color, path)
+            {
+                return Some(c);
             }
         }
         path.pop();
@@ -1105,10 +1105,10 @@ fn find_cycle(groups: &[Group]) -> Option<Vec<String>> {
         None
     }
     for i in 0..groups.len() {
-        if color[i] == 0 {
-            if let Some(c) = visit(i, groups, &index, &mut color, &mut Vec::new()) {
-                return Some(c);
-            }
+        if color[i] == 0
+            && let Some(c) = visit(i, groups, &index, &mut color, &mut Vec::new())
+        {
+            return Some(c);
         }
     }
     None

@@ -518,10 +518,10 @@ fn scan_headers(
     for s in sources.iter().filter(|s| !parsed.contains(s.name.as_str())) {
         for line in s.text.lines() {
             let mut words = line.split_whitespace();
-            if let (Some(kind), Some(name)) = (words.next(), words.next()) {
-                if let Some(name) = name.strip_prefix('"').and_then(|n| n.strip_suffix('"')) {
-                    found.push((kind.to_string(), name.to_string()));
-                }
+            if let (Some(kind), Some(name)) = (words.next(), words.next())
+                && let Some(name) = name.strip_prefix('"').and_then(|n| n.strip_suffix('"'))
+            {
+                found.push((kind.to_string(), name.to_string()));
             }
         }
     }

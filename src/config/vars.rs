@@ -138,10 +138,10 @@ fn read_file(
             unknown_variable(name, Loc::new(source, a.key.span()), declared, diags);
             continue;
         };
-        if let Some(v) = eval_const(&a.value, source, diags) {
-            if let Some(v) = convert(d, v, Loc::new(source, a.value.span()), diags) {
-                values.insert(name.to_string(), v);
-            }
+        if let Some(v) = eval_const(&a.value, source, diags)
+            && let Some(v) = convert(d, v, Loc::new(source, a.value.span()), diags)
+        {
+            values.insert(name.to_string(), v);
         }
     }
 }
@@ -244,12 +244,11 @@ pub fn resolve(
     let declared: HashMap<&str, &Declared> = decls.iter().map(|d| (d.name.as_str(), d)).collect();
     let mut values: HashMap<String, Value> = HashMap::new();
     for d in decls {
-        if let Some((e, src)) = &d.default {
-            if let Some(v) = eval_const(e, src, diags) {
-                if let Some(v) = convert(d, v, Loc::new(src, e.span()), diags) {
-                    values.insert(d.name.clone(), v);
-                }
-            }
+        if let Some((e, src)) = &d.default
+            && let Some(v) = eval_const(e, src, diags)
+            && let Some(v) = convert(d, v, Loc::new(src, e.span()), diags)
+        {
+            values.insert(d.name.clone(), v);
         }
     }
     for d in decls {
