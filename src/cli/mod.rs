@@ -86,11 +86,11 @@ fn normalize_args(args: impl Iterator<Item = String>) -> Vec<String> {
 pub fn main() -> ExitCode {
     let cli = Cli::parse_from(normalize_args(std::env::args()));
     init_tracing();
-    if let Some(dir) = &cli.chdir
-        && let Err(e) = std::env::set_current_dir(dir)
-    {
-        eprintln!("error: cannot change to directory {}: {e}", dir.display());
-        return ExitCode::from(1);
+    if let Some(dir) = &cli.chdir {
+        if let Err(e) = std::env::set_current_dir(dir) {
+            eprintln!("error: cannot change to directory {}: {e}", dir.display());
+            return ExitCode::from(1);
+        }
     }
     let outcome = match cli.command {
         Command::Validate(a) => validate::run(a),
