@@ -572,6 +572,10 @@ impl<'a> Scope<'a> {
                     Some(x) => Ok(x.clone()),
                     None => {
                         let help = match did_you_mean(&key, m.keys().map(String::as_str)) {
+                            // Keys of a sensitive value are not shown.
+                            _ if out.sensitive => {
+                                "the map comes from a sensitive value; check the key".to_string()
+                            }
                             Some(s) => format!("did you mean {s:?}?"),
                             None => format!(
                                 "the map has keys: {}",

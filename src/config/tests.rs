@@ -466,3 +466,32 @@ fn azure_example_marks_the_sensitive_provider_command() {
         300
     );
 }
+
+#[test]
+fn bad_sensitive_values_are_reported_without_the_value() {
+    let main = "variable \"token\" {\n  type      = number\n  sensitive = true\n}\n";
+    let dir = dir_with(&[
+        ("main.hcl", main),
+        ("standby.vars.hcl", "token = \"hunter2-secret\"\n"),
+    ]);
+    let err = load(dir.path(), &VarInputs::default()).unwrap_err();
+    let text = format!("{}{}", err.render(false), err.to_json());
+    assert!(
+        text.contains("sensitive variable `token` is not a valid number"),
+        "{text}"
+    );
+    assert!(!text.contains("hunter2"), "{text}");
+
+    let dir = dir_with(&[("main.hcl", main)]);
+    let err = load(
+        dir.path(),
+        &VarInputs {
+            cli: vec!["token=hunter2-secret".into()],
+            files: vec![],
+        },
+    )
+    .unwrap_err();
+    let text = format!("{}{}", err.render(false), err.to_json());
+    assert!(text.contains("not a valid number"), "{text}");
+    assert!(!text.contains("hunter2"), "{text}");
+}

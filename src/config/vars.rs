@@ -138,10 +138,20 @@ fn read_file(
             unknown_variable(name, Loc::new(source, a.key.span()), declared, diags);
             continue;
         };
-        if let Some(v) = eval_const(&a.value, source, diags)
-            && let Some(v) = convert(d, v, Loc::new(source, a.value.span()), diags)
+        let mut scratch = Diagnostics::default();
+        let sink = if d.sensitive {
+            &mut scratch
+        } else {
+            &mut *diags
+        };
+        if let Some(v) = eval_const(&a.value, source, sink)
+            && let Some(v) = convert(d, v, Loc::new(source, a.value.span()), sink)
         {
             values.insert(name.to_string(), v);
+        }
+        if scratch.has_errors() {
+            let (line, _) = source.line_col(a.key.span().map_or(0, |s| s.start));
+            hidden_value_error(d, &format!("{} line {line}", source.name), diags);
         }
     }
 }
@@ -176,7 +186,15 @@ fn from_text(d: &Declared, source: &Arc<Source>, diags: &mut Diagnostics) -> Opt
     let mut scratch = Diagnostics::default();
     let v = from_text_raw(d, source, &mut scratch);
     if scratch.has_errors() {
-        let hidden = Source::new(source.name.clone(), "(sensitive)");
+        hidden_value_error(d, &source.name, diags);
+    }
+    v
+}
+
+/// A bad value of a sensitive variable, reported without showing it.
+fn hidden_value_error(d: &Declared, from: &str, diags: &mut Diagnostics) {
+    {
+        let hidden = Source::new(from, "(sensitive)");
         diags.push(
             Diagnostic::error(
                 "standby::wrong_type",
@@ -195,7 +213,6 @@ fn from_text(d: &Declared, source: &Arc<Source>, diags: &mut Diagnostics) -> Opt
             )),
         );
     }
-    v
 }
 
 /// A string-typed value from the environment or the command line is taken
