@@ -495,3 +495,15 @@ fn bad_sensitive_values_are_reported_without_the_value() {
     assert!(text.contains("not a valid number"), "{text}");
     assert!(!text.contains("hunter2"), "{text}");
 }
+
+#[test]
+fn rendering_has_colour_only_when_asked() {
+    let dir = dir_with(&[("main.hcl", "site \"s\" {\n  provider = \"lokal\"\n}\n")]);
+    let err = load(dir.path(), &VarInputs::default()).unwrap_err();
+    let plain = err.render(false);
+    assert!(!plain.contains('\u{1b}'), "{plain}");
+    assert!(plain.contains("main.hcl:2:14"), "{plain}");
+    assert!(plain.contains("standby::unknown_provider"), "{plain}");
+    assert!(plain.contains("did you mean \"local\"?"), "{plain}");
+    assert!(err.render(true).contains('\u{1b}'));
+}
