@@ -442,6 +442,8 @@ pub fn wrong_type(loc: &Loc, attr: &str, expected: &str, found: &Value, diags: &
     .label(format!("this is {}", found.type_name()));
     if let (Value::String(s), true) = (found, expected.starts_with("a reference")) {
         d = d.help(format!("references are written without quotes: {s}"));
+    } else if let (Value::Ref(r), true) = (found, expected.starts_with("a list")) {
+        d = d.help(format!("write a list in brackets: {attr} = [{r}]"));
     } else if expected.starts_with("a list") {
         d = d.help(format!("write a list in brackets: {attr} = [\"...\"]"));
     } else if let (Value::Ref(_), Some(kind)) = (found, expected.strip_prefix("a reference to a "))

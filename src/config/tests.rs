@@ -507,3 +507,88 @@ fn rendering_has_colour_only_when_asked() {
     assert!(plain.contains("did you mean \"local\"?"), "{plain}");
     assert!(err.render(true).contains('\u{1b}'));
 }
+
+#[test]
+fn heredocs_conditionals_and_keyed_references() {
+    let main = r#"
+locals {
+  webs = { a = "10.0.0.1", b = "10.0.0.2" }
+}
+vault "v" { url = "file://x" }
+site "one" {
+  provider = "local"
+  root     = "one"
+}
+site "two" {
+  provider = "exec"
+  command  = ["p.sh"]
+}
+policy "p" {
+  rpo_threshold          = "1h30m"
+  crash_consistent_every = "90s"
+  retention              = "7d"
+  compression_level      = 19
+}
+machine "web" {
+  for_each = local.webs
+  site     = site.one
+  disk "d" { path = "${each.key}.img" }
+  check "http" {
+    http     = "http://${each.value}/"
+    contains = "ok"
+    status   = 204
+  }
+}
+protection "web" {
+  for_each        = local.webs
+  machine         = machine.web[each.key]
+  target          = site.two
+  vault           = vault.v
+  policy          = policy.p
+  prevent_destroy = length(local.webs) > 1 ? true : false
+}
+recovery_plan "r" {
+  group "g" {
+    machines = [machine.web["a"], machine.web["b"]]
+    after {
+      manual "m" {
+        instructions = <<-EOT
+          Do this
+            and that
+        EOT
+      }
+    }
+  }
+}
+"#;
+    let dir = dir_with(&[("main.hcl", main)]);
+    let c = load_ok(dir.path(), &VarInputs::default());
+    let p = &c.protections[&Address::keyed(Kind::Protection, "web", "b")];
+    assert_eq!(p.machine, Address::keyed(Kind::Machine, "web", "b"));
+    assert!(p.prevent_destroy);
+    let policy = &c.policies[&Address::new(Kind::Policy, "p")];
+    assert_eq!(
+        (policy.rpo_threshold.as_secs(), policy.compression_level),
+        (5_400, 19)
+    );
+    let m = &c.machines[&Address::keyed(Kind::Machine, "web", "a")];
+    assert_eq!(
+        m.checks[0].probe,
+        Probe::Http {
+            url: "http://10.0.0.1/".into(),
+            status: 204,
+            contains: Some("ok".into())
+        }
+    );
+    let step = &c.recovery_plans[&Address::new(Kind::RecoveryPlan, "r")].groups[0].after[0];
+    assert_eq!(
+        step.action,
+        StepAction::Manual {
+            instructions: "Do this\n  and that\n".into()
+        }
+    );
+    assert_eq!(
+        c.sites[&Address::new(Kind::Site, "two")].command,
+        Some(vec!["p.sh".to_string()])
+    );
+}
