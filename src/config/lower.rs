@@ -679,6 +679,8 @@ pub struct Protections {
     pub by_machine: HashMap<Address, (Address, Loc)>,
     /// Machines named by a protection that failed to resolve them.
     pub uncertain: HashSet<String>,
+    /// Consistency group -> (first protection, its vault, its policy).
+    pub groups: HashMap<String, (Address, Address, Address)>,
     /// A protection failed before naming its machine: coverage can't be judged.
     pub coverage_unknown: bool,
 }
@@ -724,11 +726,15 @@ pub fn protection(
     let target = r.reference("target", Kind::Site, diags);
     let vault = r.reference("vault", Kind::Vault, diags);
     let policy = r.reference("policy", Kind::Policy, diags);
+    // Evaluated without returning early, so the machine still counts as covered.
     let group = if r.has("consistency_group") {
-        Some(r.string("consistency_group", false, diags)?)
+        r.string("consistency_group", false, diags).map(Some)
     } else {
-        None
+        Some(None)
     };
+    let group_loc = r
+        .expr("consistency_group")
+        .map(|e| Loc::new(r.source(), hcl_edit::Span::span(e)));
     let prevent_destroy = r.bool_or("prevent_destroy", false, diags);
     let (machine, mloc) = machine?;
     let mut ok = true;
@@ -763,6 +769,37 @@ pub fn protection(
     }
     let (vault, _, _) = vault?;
     let (policy, _, _) = policy?;
+    let group = group?;
+    let (vault, policy) = (
+        Address::new(Kind::Vault, vault),
+        Address::new(Kind::Policy, policy),
+    );
+    if let (Some(g), Some(gloc)) = (&group, group_loc) {
+        match seen.groups.get(g) {
+            Some((first, fvault, fpolicy)) if (fvault, fpolicy) != (&vault, &policy) => {
+                let (what, mine, theirs) = if fvault != &vault {
+                    ("vault", &vault, fvault)
+                } else {
+                    ("policy", &policy, fpolicy)
+                };
+                diags.push(
+                    Diagnostic::error(
+                        "standby::inconsistent_group",
+                        gloc,
+                        format!("{this} uses {mine} but {first}, in the same consistency group {g:?}, uses {theirs}"),
+                    )
+                    .label(format!("different {what} in this group"))
+                    .help("machines of one consistency group share recovery points, so their protections need the same vault and policy"),
+                );
+                ok = false;
+            }
+            Some(_) => {}
+            None => {
+                seen.groups
+                    .insert(g.clone(), (this.clone(), vault.clone(), policy.clone()));
+            }
+        }
+    }
     if !ok {
         return None;
     }
@@ -770,8 +807,8 @@ pub fn protection(
         addr: this,
         machine,
         target: Address::new(Kind::Site, target),
-        vault: Address::new(Kind::Vault, vault),
-        policy: Address::new(Kind::Policy, policy),
+        vault,
+        policy,
         consistency_group: group,
         prevent_destroy: prevent_destroy?,
     })

@@ -341,7 +341,8 @@ impl<'s, 'b> Reader<'s, 'b> {
         want_duration(v, &loc, name, hide, diags)
     }
 
-    /// `Ok(None)` when absent; `Err` when present but wrong.
+    /// The duration, or `default` seconds when the attribute is absent;
+    /// None (reported) when it is present but wrong.
     pub fn duration_or(
         &mut self,
         name: &str,
