@@ -76,11 +76,27 @@ fn eval_const(e: &Expression, source: &Arc<Source>, diags: &mut Diagnostics) -> 
         each: None,
         for_vars: Vec::new(),
     };
+    let mut scratch = Diagnostics::default();
     let mut out = Out {
-        diags,
+        diags: &mut scratch,
         sensitive: false,
     };
-    scope.eval(e, &mut out).ok()
+    let v = scope.eval(e, &mut out).ok();
+    // Nothing is in scope here, so any reference is a misplaced one.
+    for d in scratch.items {
+        diags.push(if d.code == "standby::unknown_reference" {
+            Diagnostic::error(
+                "standby::not_constant",
+                d.loc,
+                "a variable's value cannot refer to other values",
+            )
+            .label("reference")
+            .help("write a literal value here; combine variables in a `locals` block instead")
+        } else {
+            d
+        });
+    }
+    v
 }
 
 fn convert(d: &Declared, v: Value, loc: Loc, diags: &mut Diagnostics) -> Option<Value> {
