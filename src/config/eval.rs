@@ -72,6 +72,9 @@ pub struct Objects {
     /// Blocks seen in files that failed to parse: references to them fail
     /// quietly, since the syntax error is what needs fixing.
     pub broken: HashSet<(Kind, String)>,
+    /// Kinds with a block whose name is missing: an unknown name of such a
+    /// kind may be that block, so it is not reported.
+    pub unnamed: HashSet<Kind>,
 }
 
 /// Everything an expression may refer to.
@@ -388,7 +391,9 @@ impl<'a> Scope<'a> {
                 };
                 let names = self.objects.names.get(&kind);
                 let Some(&has_for_each) = names.and_then(|n| n.get(first)) else {
-                    if self.objects.broken.contains(&(kind, first.to_string())) {
+                    if self.objects.unnamed.contains(&kind)
+                        || self.objects.broken.contains(&(kind, first.to_string()))
+                    {
                         return Err(Failed);
                     }
                     let candidates = names.into_iter().flat_map(|n| n.keys().map(String::as_str));

@@ -1072,7 +1072,7 @@ pub fn recovery_plan(
                         Ok(d) => Some(Schedule::Every(d)),
                         Err(e) => {
                             diags.push(
-                                Diagnostic::error("standby::bad_duration", loc, format!("`schedule` is neither daily, weekly, monthly nor a duration: {e}"))
+                                Diagnostic::error("standby::bad_duration", loc, format!("`schedule` must be daily, weekly, monthly or a duration; {:?} is none of these", e.input))
                                     .label("not a schedule")
                                     .help("write \"daily\", \"weekly\", \"monthly\" or a duration such as \"3d\""),
                             );

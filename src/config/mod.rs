@@ -183,6 +183,8 @@ fn load_into(dir: &Path, inputs: &VarInputs, diags: &mut Diagnostics) -> Option<
     let mut locals = Locals::default();
     let mut local_locs: HashMap<String, Loc> = HashMap::new();
     let mut names: HashMap<&str, HashMap<String, Loc>> = HashMap::new();
+    // Kinds with a block whose name is missing or invalid (already reported).
+    let mut unnamed: HashSet<Kind> = HashSet::new();
     for (source, body) in &bodies {
         for a in body.attributes() {
             diags.push(
@@ -263,6 +265,9 @@ fn load_into(dir: &Path, inputs: &VarInputs, diags: &mut Diagnostics) -> Option<
                 continue;
             }
             let Some((name, label)) = reader::one_label(source, b, diags) else {
+                if let Some(k) = Kind::from_block_name(kind) {
+                    unnamed.insert(k);
+                }
                 continue;
             };
             let seen = names.entry(kind).or_default();
@@ -378,6 +383,7 @@ fn load_into(dir: &Path, inputs: &VarInputs, diags: &mut Diagnostics) -> Option<
     // Declared names, so references resolve by lookup.
     let mut objects = Objects {
         broken: broken_blocks(&sources, &bodies),
+        unnamed,
         ..Objects::default()
     };
     for kind in Kind::ALL {

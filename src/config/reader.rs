@@ -50,7 +50,7 @@ pub fn one_label(
                     b.labels.len()
                 ),
             )
-            .label("here")
+            .label("needs one name")
             .help(format!("write it as {ident} \"NAME\" {{ ... }}")),
         );
         return None;
