@@ -47,9 +47,9 @@ pub struct Plan {
     pub graph: DependencyGraph,
 }
 
-/// One object that changes.
+/// One object that changes. (No `deny_unknown_fields`: serde does not
+/// support it with `flatten`; the schema forbids extra fields.)
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Change {
     pub address: Address,
     pub kind: Kind,

@@ -37,7 +37,25 @@ fn shown(a: &AttributeChange, v: &Value) -> String {
     if a.sensitive || super::attributes::is_marker(v) {
         "(sensitive)".to_string()
     } else {
-        v.to_string()
+        human(v)
+    }
+}
+
+/// JSON with a space after each `,` and `:`, on one line.
+fn human(v: &Value) -> String {
+    match v {
+        Value::Array(items) => {
+            let inner: Vec<String> = items.iter().map(human).collect();
+            format!("[{}]", inner.join(", "))
+        }
+        Value::Object(map) => {
+            let inner: Vec<String> = map
+                .iter()
+                .map(|(k, v)| format!("{}: {}", Value::String(k.clone()), human(v)))
+                .collect();
+            format!("{{{}}}", inner.join(", "))
+        }
+        other => other.to_string(),
     }
 }
 
