@@ -103,7 +103,7 @@ fn check(case: &Path, file: &str, actual: &str, failures: &mut Vec<String>) {
 }
 
 #[test]
-#[ignore = "needs the real config::load from the config branch; run with --ignored once merged"]
+
 fn golden_plans() {
     let schema: Value = serde_json::from_str(
         &std::fs::read_to_string(concat!(

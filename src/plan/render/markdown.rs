@@ -1,7 +1,7 @@
 //! The pull-request view: summary, a table of changes, the diff in a
 //! ```diff block, and review notes as a list.
 
-use super::{headline, key_width, shown, summary_line};
+use super::{key_width, shown, summary_line};
 use crate::plan::{Action, Plan};
 use std::fmt::Write as _;
 
@@ -32,14 +32,16 @@ pub fn markdown(plan: &Plan) -> String {
         }
         out.push_str("\n```diff\n");
         for c in &plan.changes {
-            let _ = writeln!(out, "# {}", headline(c));
-            let lead = match c.action {
-                Action::Create => "+",
-                Action::Delete => "-",
-                Action::Update => "!",
-                Action::Replace { .. } => "!",
+            // The first character is what GitHub colours: + green, - red.
+            let head = match c.action {
+                Action::Create => format!("+ {} (create)", c.address),
+                Action::Delete => format!("- {} (destroy)", c.address),
+                Action::Update => format!("~ {} (update in place)", c.address),
+                Action::Replace { .. } => {
+                    format!("~ {} (replace: destroy, then create)", c.address)
+                }
             };
-            let _ = writeln!(out, "{lead} {} {}", c.action.symbol(), c.address);
+            let _ = writeln!(out, "{head}");
             let width = key_width(&c.attributes);
             for a in &c.attributes {
                 let forces = if a.forces_replacement && matches!(c.action, Action::Replace { .. }) {
