@@ -605,3 +605,45 @@ fn change_after_reconstructs_the_desired_attributes() {
     );
     assert_eq!(after, want);
 }
+
+#[test]
+fn destroying_a_protection_with_prevent_destroy_is_refused() {
+    let mut c = quickstart();
+    c.protections
+        .get_mut(&addr("protection.db"))
+        .unwrap()
+        .prevent_destroy = true;
+    let s = matching_state(&c);
+    // Replace: prevent_destroy as configured.
+    let mut retarget = c.clone();
+    retarget
+        .protections
+        .get_mut(&addr("protection.db"))
+        .unwrap()
+        .target = addr("site.onprem");
+    let p = plan::diff(&retarget, Some(&s), &opts());
+    let prevented = p.prevented_destroys(&retarget, Some(&s));
+    assert_eq!(prevented.len(), 1);
+    assert_eq!(
+        prevented[0].to_string(),
+        "protection.db has prevent_destroy = true, but this plan would replace it (forced by target): its recovery points would be lost. Undo the change, or set prevent_destroy = false in a separate change first."
+    );
+    // Delete: prevent_destroy as recorded.
+    let mut removed = c.clone();
+    removed.protections.remove(&addr("protection.db"));
+    removed.recovery_plans.clear();
+    let p = plan::diff(&removed, Some(&s), &opts());
+    let prevented = p.prevented_destroys(&removed, Some(&s));
+    assert_eq!(prevented[0].forced_by, None);
+    // Without the flag nothing is refused.
+    let p = plan::diff(&quickstart(), Some(&matching_state(&quickstart())), &opts());
+    assert!(p.prevented_destroys(&quickstart(), None).is_empty());
+    let mut removed = quickstart();
+    removed.protections.remove(&addr("protection.web"));
+    let s = matching_state(&quickstart());
+    assert!(
+        plan::diff(&removed, Some(&s), &opts())
+            .prevented_destroys(&removed, Some(&s))
+            .is_empty()
+    );
+}

@@ -86,11 +86,15 @@ pub(crate) fn make_plan(vars: &crate::cli::VarArgs, color: bool) -> miette::Resu
         eprint!("{}", loaded.warnings.render(color));
     }
     let state = state::read_local(Path::new(".")).map_err(|e| miette::miette!("{e}"))?;
-    Ok(Some(plan::diff(
-        &loaded.config,
-        state.as_ref(),
-        &DiffOptions::default(),
-    )))
+    let plan = plan::diff(&loaded.config, state.as_ref(), &DiffOptions::default());
+    let prevented = plan.prevented_destroys(&loaded.config, state.as_ref());
+    if !prevented.is_empty() {
+        for p in &prevented {
+            eprintln!("error: {p}");
+        }
+        return Ok(None);
+    }
+    Ok(Some(plan))
 }
 
 /// Colour only on a terminal, and never when NO_COLOR is set.

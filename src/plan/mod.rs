@@ -12,6 +12,7 @@ pub mod saved;
 
 pub use attributes::{Attributes, ObjectRef, flatten, forces_replacement};
 pub use diff::diff;
+
 pub use graph::{DependencyGraph, GraphNode, Step, StepOp};
 pub use saved::{SavedPlan, SavedPlanError, StalePlan, StaleReason, ensure_applicable};
 
@@ -211,6 +212,60 @@ impl Plan {
 
     pub fn has_changes(&self) -> bool {
         !self.changes.is_empty()
+    }
+}
+
+/// A protection with `prevent_destroy = true` that the plan would destroy
+/// (delete, or replace).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{address} has prevent_destroy = true, but this plan would {}: its recovery points would be lost. Undo the change, or set prevent_destroy = false in a separate change first.",
+    match forced_by { Some(f) => format!("replace it (forced by {})", f.join(", ")), None => "destroy it".to_string() }
+)]
+pub struct DestroyPrevented {
+    pub address: Address,
+    /// The attributes forcing a replacement; `None` for a delete.
+    pub forced_by: Option<Vec<String>>,
+}
+
+impl Plan {
+    /// Changes that would destroy a protection marked `prevent_destroy`, as
+    /// configured (for a replace) or as recorded (for a delete). A plan with
+    /// any is refused, like terraform's `prevent_destroy`.
+    pub fn prevented_destroys(
+        &self,
+        config: &crate::model::Config,
+        state: Option<&crate::state::StateDoc>,
+    ) -> Vec<DestroyPrevented> {
+        let recorded = |a: &Address| {
+            state
+                .and_then(|s| s.objects.get(a))
+                .and_then(|o| o.attributes.get("prevent_destroy"))
+                .and_then(Value::as_bool)
+                .unwrap_or(false)
+        };
+        self.changes
+            .iter()
+            .filter(|c| c.kind == Kind::Protection)
+            .filter_map(|c| match &c.action {
+                Action::Delete if recorded(&c.address) => Some(DestroyPrevented {
+                    address: c.address.clone(),
+                    forced_by: None,
+                }),
+                Action::Replace { forced_by }
+                    if config
+                        .protections
+                        .get(&c.address)
+                        .is_some_and(|p| p.prevent_destroy) =>
+                {
+                    Some(DestroyPrevented {
+                        address: c.address.clone(),
+                        forced_by: Some(forced_by.clone()),
+                    })
+                }
+                _ => None,
+            })
+            .collect()
     }
 }
 
