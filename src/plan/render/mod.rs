@@ -42,7 +42,7 @@ fn shown(a: &AttributeChange, v: &Value) -> String {
 }
 
 /// JSON with a space after each `,` and `:`, on one line.
-fn human(v: &Value) -> String {
+pub(super) fn human(v: &Value) -> String {
     match v {
         Value::Array(items) => {
             let inner: Vec<String> = items.iter().map(human).collect();

@@ -1,9 +1,10 @@
 //! The terminal view: terraform-like `+`, `~`, `-/+`, `-` blocks with
 //! per-attribute `old -> new`, the summary line, then the review notes.
 
-use super::{headline, key_width, shown, summary_line};
+use super::{headline, human, key_width, shown, summary_line};
 use crate::plan::{Action, Plan};
 use owo_colors::OwoColorize;
+use serde_json::Value;
 use std::fmt::Write as _;
 
 /// Render for a terminal; colours only when `color`.
@@ -28,6 +29,12 @@ pub fn text(plan: &Plan, color: bool) -> String {
         let _ = writeln!(out, "{:>3} {} {{", paint(sym), c.address);
         let width = key_width(&c.attributes);
         for a in &c.attributes {
+            if let (Some(Value::Array(b)), Some(Value::Array(v)), false) =
+                (&a.before, &a.after, a.sensitive)
+            {
+                list_change(&mut out, &paint, &a.name, width, b, v);
+                continue;
+            }
             let (s, value) = match (&a.before, &a.after) {
                 (None, Some(v)) => ("+", shown(a, v)),
                 (Some(v), None) => ("-", shown(a, v)),
@@ -65,4 +72,28 @@ pub fn text(plan: &Plan, color: bool) -> String {
         }
     }
     out
+}
+
+/// A changed list, one element a line, terraform style: kept elements plain,
+/// removed ones `-`, added ones `+`.
+fn list_change(
+    out: &mut String,
+    paint: &dyn Fn(&str) -> String,
+    name: &str,
+    width: usize,
+    before: &[Value],
+    after: &[Value],
+) {
+    let _ = writeln!(out, "      {} {name:<width$} = [", paint("~"));
+    for op in similar::capture_diff_slices(similar::Algorithm::Myers, before, after) {
+        for change in op.iter_changes(before, after) {
+            let sym = match change.tag() {
+                similar::ChangeTag::Equal => " ".to_string(),
+                similar::ChangeTag::Delete => paint("-"),
+                similar::ChangeTag::Insert => paint("+"),
+            };
+            let _ = writeln!(out, "          {sym} {},", human(&change.value()));
+        }
+    }
+    out.push_str("        ]\n");
 }
