@@ -4,7 +4,7 @@
 use crate::config::{self, VarInputs};
 use crate::plan::{self, DiffOptions, Plan, SavedPlan, render};
 use crate::state;
-use std::io::IsTerminal as _;
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -40,8 +40,8 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> miette::Result<ExitCode> {
-    let color = use_color(args.no_color);
-    let Some(plan) = make_plan(&args.vars, color)? else {
+    let color = use_color(args.no_color, &std::io::stdout());
+    let Some(plan) = make_plan(&args.vars, use_color(args.no_color, &std::io::stderr()))? else {
         return Ok(ExitCode::from(1));
     };
     if let Some(out) = &args.out {
@@ -69,7 +69,8 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
 }
 
 /// Load the configuration in the current directory and its state and diff
-/// them. Diagnostics go to stderr; `None` when the configuration has errors.
+/// them. Diagnostics go to stderr (coloured when `color`); `None` when the
+/// configuration has errors or the plan would destroy a protected protection.
 pub(crate) fn make_plan(vars: &crate::cli::VarArgs, color: bool) -> miette::Result<Option<Plan>> {
     let inputs = VarInputs {
         cli: vars.vars.clone(),
@@ -97,9 +98,7 @@ pub(crate) fn make_plan(vars: &crate::cli::VarArgs, color: bool) -> miette::Resu
     Ok(Some(plan))
 }
 
-/// Colour only on a terminal, and never when NO_COLOR is set.
-pub(crate) fn use_color(no_color: bool) -> bool {
-    !no_color
-        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
-        && std::io::stdout().is_terminal()
+/// Colour only when `stream` is a terminal, and never when NO_COLOR is set.
+pub(crate) fn use_color(no_color: bool, stream: &impl IsTerminal) -> bool {
+    !no_color && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && stream.is_terminal()
 }

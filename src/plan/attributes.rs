@@ -24,6 +24,19 @@
 //! `{"sensitive": "<16 hex>"}`, the first 8 bytes of a BLAKE3 hash keyed by the
 //! state lineage, so a change is still detected but the value is not stored.
 //!
+//! Changes to these attributes force replacement (`-/+`, destroy then
+//! create) instead of an in-place update (`~`); see [`forces_replacement`]:
+//!
+//! | kind | attribute | why |
+//! |---|---|---|
+//! | vault | `url` | another store is another vault: its points do not move |
+//! | site | `provider` | a different provider manages different machines |
+//! | machine | `site` | the machine's disks and change tracking live on its site |
+//! | protection | `machine`, `target`, `vault` | its recovery points belong to that machine, target and vault |
+//!
+//! Everything else (policy values, disks, checks, recovery plan groups,
+//! drills, `consistency_group`, `prevent_destroy`) is updated in place.
+//!
 //! `bench/gen_fleet.py` mirrors the machine and protection rules here to
 //! write a matching state; keep them in step (tested by `plan_generator`).
 
@@ -140,18 +153,8 @@ pub fn is_marker(value: &Value) -> bool {
         .is_some_and(|o| o.len() == 1 && o.contains_key("sensitive"))
 }
 
-/// Which attribute changes force the object to be replaced (`-/+`) instead of
-/// updated in place, and why:
-///
-/// | kind | attribute | why |
-/// |---|---|---|
-/// | vault | `url` | another store is another vault: its points do not move |
-/// | site | `provider` | a different provider manages different machines |
-/// | machine | `site` | the machine's disks and change tracking live on its site |
-/// | protection | `machine`, `target`, `vault` | its recovery points belong to that machine, target and vault |
-///
-/// Everything else (policy values, disks, checks, recovery plan groups,
-/// drills) is updated in place.
+/// Whether a change to `attribute` forces the object to be replaced (`-/+`)
+/// instead of updated in place (the table in the module doc).
 pub fn forces_replacement(kind: Kind, attribute: &str) -> bool {
     matches!(
         (kind, attribute),

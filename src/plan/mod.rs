@@ -1,5 +1,5 @@
-//! The plan is data: [`diff`] compares the desired [`Config`] with the
-//! recorded [`StateDoc`] into a [`Plan`] (changes, dependency graph, review
+//! The plan is data: [`diff`] compares the desired [`crate::model::Config`] with the
+//! recorded [`crate::state::StateDoc`] into a [`Plan`] (changes, dependency graph, review
 //! notes). Renderers in [`render`] only read a `Plan`; text, Markdown and
 //! JSON are three views of one value. [`saved`] writes and checks plan files.
 
@@ -34,7 +34,7 @@ pub struct Plan {
     pub lineage: uuid::Uuid,
     /// The serial of that state; `None` when there was no state.
     pub serial: Option<u64>,
-    /// [`Config::source_hash`] of the configuration planned.
+    /// [`crate::model::Config::source_hash`] of the configuration planned.
     pub source_hash: String,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: time::OffsetDateTime,
