@@ -8,7 +8,8 @@ use std::process::ExitCode;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
-    /// List the addresses in the state, one a line, sorted.
+    /// List the addresses in the state, one a line, sorted by kind (in plan
+    /// order), then name.
     List {
         /// Print a JSON array of addresses instead.
         #[arg(long)]

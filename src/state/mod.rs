@@ -120,16 +120,15 @@ impl miette::Diagnostic for StateError {
             StateError::Read { .. } => "check the file's permissions".to_string(),
             StateError::Malformed { path, .. } => {
                 let backup = backup_of(path);
-                let keep = "standby will not overwrite it; fix or restore it by hand";
                 if backup.exists() {
                     format!(
-                        "the previous copy is kept in {}; {keep} (e.g. `cp {} {}`)",
+                        "standby will not overwrite it; the previous copy is kept in {}: check it and restore it with `cp {} {}`",
                         backup.display(),
                         backup.display(),
                         path.display()
                     )
                 } else {
-                    format!("{keep} (restore it from your backups or version control)")
+                    "standby will not overwrite it; fix it by hand or restore it from your backups or version control".to_string()
                 }
             }
             StateError::NewerFormat { written_by, .. } => {
