@@ -261,6 +261,13 @@ fn cut(l: &Logical, indent: usize) -> Cells {
             assign: None,
             comment,
         },
+        Some(eq) if eq < code_end && l.net_after_eq == -1 && single => Cells {
+            indent,
+            lead: one_line_block(line, start, eq, code_end)
+                .unwrap_or_else(|| normalize_header(code)),
+            assign: None,
+            comment,
+        },
         _ => Cells {
             indent,
             lead: normalize_header(code),
@@ -272,38 +279,53 @@ fn cut(l: &Logical, indent: usize) -> Cells {
 
 /// `type  "label"   {` -> `type "label" {`; anything else unchanged.
 fn normalize_header(code: &str) -> String {
-    let Some(brace) = code.find('{') else {
-        return code.to_string();
-    };
-    let (head, rest) = code.split_at(brace);
+    match code.find('{') {
+        Some(brace) => match block_header(&code[..brace]) {
+            Some(h) => format!("{h} {}", &code[brace..]),
+            None => code.to_string(),
+        },
+        None => code.to_string(),
+    }
+}
+
+/// `type "label" ...` (what comes before a block's `{`) with single spaces;
+/// `None` when `head` is not a block type and labels.
+fn block_header(head: &str) -> Option<String> {
     let mut parts: Vec<&str> = Vec::new();
     let mut s = head.trim();
     while !s.is_empty() {
         let end = if s.starts_with('"') {
-            // A quoted label: up to the closing quote (labels hold no escapes
-            // of quotes or interpolation in practice; refuse those).
-            match s[1..].find('"') {
-                Some(q) => q + 2,
-                None => return code.to_string(),
-            }
+            s[1..].find('"')? + 2
         } else {
             s.find(|c: char| c.is_whitespace()).unwrap_or(s.len())
         };
         let part = &s[..end];
-        let ident = part
-            .chars()
-            .all(|c| c.is_alphanumeric() || c == '_' || c == '-');
+        let ident = !part.is_empty()
+            && part
+                .chars()
+                .all(|c| c.is_alphanumeric() || c == '_' || c == '-');
+        // Quoted labels hold no escapes or interpolation in practice; leave
+        // anything fancier as written.
         let label = part.starts_with('"') && !part.contains('\\') && !part.contains("${");
-        if part.is_empty() || !(ident || label) || (parts.is_empty() && !ident) {
-            return code.to_string();
+        if !(ident || label) || (parts.is_empty() && !ident) {
+            return None;
         }
         parts.push(part);
         s = s[end..].trim_start();
     }
-    if parts.is_empty() {
-        return code.to_string();
+    (!parts.is_empty()).then(|| parts.join(" "))
+}
+
+/// A one-line block `type "label" { name = value }` with single spaces.
+fn one_line_block(line: &str, start: usize, eq: usize, code_end: usize) -> Option<String> {
+    let brace = line[start..eq].find('{')? + start;
+    let header = block_header(&line[start..brace])?;
+    let name = line[brace + 1..eq].trim();
+    let value = line[eq + 1..code_end].trim().strip_suffix('}')?.trim_end();
+    if name.is_empty() || value.is_empty() {
+        return None;
     }
-    format!("{} {}", parts.join(" "), rest)
+    Some(format!("{header} {{ {name} = {value} }}"))
 }
 
 /// Pad the leads of each run of consecutive assignment lines to one width.
