@@ -10,6 +10,7 @@ pub mod hclfmt;
 pub mod model;
 pub mod plan;
 pub mod replication;
+pub mod samples;
 pub mod state;
 pub mod store;
 pub mod vault;
