@@ -57,22 +57,22 @@ pub fn format_source(source: &str) -> Result<String, FormatError> {
     }
 }
 
-/// Parse with hcl-edit (for the error position) and return hcl-rs's body.
+/// Parse to hcl-rs's body; on failure, ask hcl-edit's parser (which hcl-rs
+/// uses underneath) for the error's position.
 fn parse(source: &str) -> Result<hcl::Body, FormatError> {
-    if let Err(e) = hcl_edit::parser::parse_body(source) {
-        let loc = e.location();
-        return Err(FormatError::Syntax {
-            line: loc.line(),
-            column: loc.column(),
-            offset: loc.offset(),
-            message: e.message().to_string(),
-        });
-    }
-    hcl::parse(source).map_err(|e| FormatError::Syntax {
-        line: 1,
-        column: 1,
-        offset: 0,
-        message: e.to_string(),
+    hcl::parse(source).map_err(|e| match hcl_edit::parser::parse_body(source) {
+        Err(pe) => FormatError::Syntax {
+            line: pe.location().line(),
+            column: pe.location().column(),
+            offset: pe.location().offset(),
+            message: pe.message().to_string(),
+        },
+        Ok(_) => FormatError::Syntax {
+            line: 1,
+            column: 1,
+            offset: 0,
+            message: e.to_string(),
+        },
     })
 }
 
