@@ -256,3 +256,19 @@ fn stale_holder_text_does_not_block() {
     assert!(!text.contains("gone"), "{text}");
     assert_eq!(lock.info().pid, std::process::id());
 }
+
+#[test]
+fn a_state_removed_under_a_writer_is_not_silently_recreated() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = LocalBackend::new(dir.path());
+    let lock = backend.lock("standby test").unwrap();
+    let mut doc = sample_doc();
+    backend.write(&lock, &mut doc).unwrap();
+    std::fs::remove_file(backend.state_path()).unwrap();
+    let err = backend.write(&lock, &mut doc).unwrap_err();
+    assert!(
+        matches!(err, StateError::Vanished { expected: 1, .. }),
+        "{err}"
+    );
+    assert!(!backend.state_path().exists());
+}

@@ -179,6 +179,12 @@ impl Backend for LocalBackend {
         }
         // Refuse to replace anything that does not parse, or that moved.
         let current = self.read_bytes()?;
+        if current.is_none() && doc.serial != 0 {
+            return Err(StateError::Vanished {
+                path: self.state.clone(),
+                expected: doc.serial,
+            });
+        }
         if let Some(bytes) = &current {
             let stored = parse_document(&self.state, bytes)?;
             if stored.lineage != doc.lineage || stored.serial != doc.serial {

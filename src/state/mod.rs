@@ -110,6 +110,10 @@ pub enum StateError {
         found_lineage: uuid::Uuid,
         found: u64,
     },
+    #[error(
+        "the state file {path} disappeared while this command ran (it was read at serial {expected})"
+    )]
+    Vanished { path: PathBuf, expected: u64 },
     #[error("the lock given to write {path} is not held on that state (it belongs to {lock_path})")]
     WrongLock { path: PathBuf, lock_path: String },
 }
@@ -146,6 +150,10 @@ impl miette::Diagnostic for StateError {
                 "another command changed the state: run the command again to start from the new state"
                     .to_string()
             }
+            StateError::Vanished { path, .. } => format!(
+                "nothing was written; if the state was removed on purpose, restore it from {} or start over with a new state",
+                backup_of(path).display()
+            ),
             StateError::WrongLock { .. } => return None,
         };
         Some(Box::new(text))
