@@ -10,8 +10,11 @@
 //!   without such an `=`: a blank line, a comment-only line, a block or
 //!   bracket opener or closer, or an attribute whose value spans lines (as
 //!   in terraform, a comment line ends a group);
-//! - trailing comments of consecutive lines are aligned one space past the
-//!   longest code;
+//! - trailing `#` and `//` comments of consecutive lines are aligned one
+//!   space past the longest code (a trailing `/* */` comment is part of the
+//!   code before it, as in terraform);
+//! - a value that spans lines (a heredoc, a multi-line string) ends the
+//!   alignment groups after its line, since its inner lines have no `=`;
 //! - block headers are written `type "label" {` with single spaces;
 //! - no trailing whitespace, at most one blank line in a row, none at the
 //!   start or end, exactly one newline at the end;
@@ -160,8 +163,9 @@ fn layout(source: &str) -> String {
         cells.push(Some(cut(l, level * 2)));
     }
 
-    align_assignments(&mut cells);
-    let rendered: Vec<Option<String>> = align_comments(&cells);
+    let multi_line: Vec<bool> = logical.iter().map(|l| !l.rest.is_empty()).collect();
+    align_assignments(&mut cells, &multi_line);
+    let rendered: Vec<Option<String>> = align_comments(&cells, &multi_line);
 
     let mut out = String::with_capacity(source.len());
     let mut pending_blank = false;
@@ -329,7 +333,8 @@ fn one_line_block(line: &str, start: usize, eq: usize, code_end: usize) -> Optio
 }
 
 /// Pad the leads of each run of consecutive assignment lines to one width.
-fn align_assignments(cells: &mut [Option<Cells>]) {
+/// A line that continues over raw lines (`multi_line`) ends its group.
+fn align_assignments(cells: &mut [Option<Cells>], multi_line: &[bool]) {
     let mut i = 0;
     while i < cells.len() {
         let has = |c: &Option<Cells>| c.as_ref().is_some_and(|c| c.assign.is_some());
@@ -340,6 +345,9 @@ fn align_assignments(cells: &mut [Option<Cells>]) {
         let mut j = i;
         while j < cells.len() && has(&cells[j]) {
             j += 1;
+            if multi_line[j - 1] {
+                break;
+            }
         }
         let widest = cells[i..j]
             .iter()
@@ -357,7 +365,7 @@ fn align_assignments(cells: &mut [Option<Cells>]) {
 
 /// Render each line, placing the trailing comments of consecutive lines
 /// one space past the longest code among them.
-fn align_comments(cells: &[Option<Cells>]) -> Vec<Option<String>> {
+fn align_comments(cells: &[Option<Cells>], multi_line: &[bool]) -> Vec<Option<String>> {
     let code: Vec<Option<String>> = cells
         .iter()
         .map(|c| {
@@ -381,8 +389,12 @@ fn align_comments(cells: &[Option<Cells>]) -> Vec<Option<String>> {
             continue;
         }
         let mut j = i;
-        while j < cells.len() && has(j) {
+        while j < cells.len() && has(j) && !multi_line[j] {
             j += 1;
+        }
+        if j == i {
+            // A comment on a line that continues below stands alone.
+            j = i + 1;
         }
         let widest = (i..j)
             .filter_map(|k| code[k].as_deref().map(width))

@@ -19,7 +19,8 @@ pub(crate) struct LineInfo {
     pub brackets: Vec<(usize, i32)>,
     /// The first lone `=` in top-level code that has code before it.
     pub eq: Option<usize>,
-    /// Where a comment that runs to the end of the line starts.
+    /// Where a comment that runs to the end of the line starts: a `#` or
+    /// `//` comment, or a `/* */` comment that is alone on its line.
     pub comment: Option<usize>,
 }
 
@@ -163,7 +164,10 @@ fn scan_line(line: &str, stack: &mut Vec<Ctx>, info: &mut LineInfo) {
             Some(Ctx::Heredoc(_)) => i = b.len(),
         }
     }
-    if info.comment.is_none() {
+    // A `/* */` comment standing alone on its line is still a comment line
+    // (it ends alignment groups); after code it stays part of the code, as
+    // in terraform, where only `#` and `//` comments get aligned.
+    if info.comment.is_none() && !seen_code {
         if let Some((start, true)) = block_comment {
             info.comment = Some(start);
         }

@@ -5,7 +5,7 @@ machine "db" {
   # indented hash comment
   site = site.onprem # trailing hash
   role = "database"  // trailing slashes
-  tier = 1           /* trailing block */
+  tier = 1 /* trailing block */
   /*
    * A multi-line block comment:
    * its inner lines stay as written.

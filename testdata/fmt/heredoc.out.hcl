@@ -3,10 +3,10 @@ machine "db" {
   This text stays exactly as written,
       with its own indentation   
 EOT
-  note        = "after"
-  script      = <<-SCRIPT
+  note   = "after"
+  script = <<-SCRIPT
         set -e
           echo "indented heredoc"
     SCRIPT
-  z           = 1
+  z = 1
 }
