@@ -108,11 +108,11 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
                     .header(&format!("a/{shown}"), &format!("b/{shown}"))
             );
         }
-        if !args.check {
-            if let Err(e) = write_atomically(path, &formatted) {
-                eprintln!("error: cannot write {shown}: {e}");
-                failed = true;
-            }
+        if !args.check
+            && let Err(e) = write_atomically(path, &formatted)
+        {
+            eprintln!("error: cannot write {shown}: {e}");
+            failed = true;
         }
     }
     Ok(if failed {

@@ -298,8 +298,8 @@ fn block_header(head: &str) -> Option<String> {
     let mut parts: Vec<&str> = Vec::new();
     let mut s = head.trim();
     while !s.is_empty() {
-        let end = if s.starts_with('"') {
-            s[1..].find('"')? + 2
+        let end = if let Some(quoted) = s.strip_prefix('"') {
+            quoted.find('"')? + 2
         } else {
             s.find(|c: char| c.is_whitespace()).unwrap_or(s.len())
         };
@@ -311,7 +311,13 @@ fn block_header(head: &str) -> Option<String> {
         // Quoted labels hold no escapes or interpolation in practice; leave
         // anything fancier as written.
         let label = part.starts_with('"') && !part.contains('\\') && !part.contains("${");
-        if !(ident || label) || (parts.is_empty() && !ident) {
+        // The block type comes first and is an identifier.
+        let fits = if parts.is_empty() {
+            ident
+        } else {
+            ident || label
+        };
+        if !fits {
             return None;
         }
         parts.push(part);

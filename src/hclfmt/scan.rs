@@ -93,11 +93,7 @@ fn scan_line(line: &str, stack: &mut Vec<Ctx>, info: &mut LineInfo) {
                     b'}' | b']' | b')' if heredoc.is_none() => info.brackets.push((i, -1)),
                     b'!' | b'<' | b'>' if at(i + 1) == b'=' => i += 1,
                     b'=' if at(i + 1) == b'=' || at(i + 1) == b'>' => i += 1,
-                    b'=' => {
-                        if info.eq.is_none() && seen_code {
-                            info.eq = Some(i);
-                        }
-                    }
+                    b'=' if info.eq.is_none() && seen_code => info.eq = Some(i),
                     b'<' if at(i + 1) == b'<' => {
                         let mut j = i + 2;
                         if at(j) == b'-' {
@@ -151,10 +147,10 @@ fn scan_line(line: &str, stack: &mut Vec<Ctx>, info: &mut LineInfo) {
             Some(Ctx::BlockComment) => {
                 if c == b'*' && at(i + 1) == b'/' {
                     stack.pop();
-                    if stack.is_empty() {
-                        if let Some((start, _)) = block_comment {
-                            block_comment = Some((start, true));
-                        }
+                    if stack.is_empty()
+                        && let Some((start, _)) = block_comment
+                    {
+                        block_comment = Some((start, true));
                     }
                     i += 2;
                 } else {
@@ -167,15 +163,16 @@ fn scan_line(line: &str, stack: &mut Vec<Ctx>, info: &mut LineInfo) {
     // A `/* */` comment standing alone on its line is still a comment line
     // (it ends alignment groups); after code it stays part of the code, as
     // in terraform, where only `#` and `//` comments get aligned.
-    if info.comment.is_none() && !seen_code {
-        if let Some((start, true)) = block_comment {
-            info.comment = Some(start);
-        }
+    if info.comment.is_none()
+        && !seen_code
+        && let Some((start, true)) = block_comment
+    {
+        info.comment = Some(start);
     }
     info.ends_in_code = stack.is_empty();
-    if let Some(marker) = heredoc {
-        if stack.is_empty() {
-            stack.push(Ctx::Heredoc(marker));
-        }
+    if let Some(marker) = heredoc
+        && stack.is_empty()
+    {
+        stack.push(Ctx::Heredoc(marker));
     }
 }
