@@ -17,7 +17,8 @@
 //!   alignment groups after its line, since its inner lines have no `=`;
 //! - block headers are written `type "label" {` with single spaces;
 //! - no trailing whitespace, at most one blank line in a row, none at the
-//!   start or end, exactly one newline at the end;
+//!   start or end of the file or right inside brackets, exactly one newline
+//!   at the end;
 //! - strings, heredoc bodies and comment text stay as written, as does
 //!   everything inside an expression apart from its line's indentation;
 //!   lines inside a multi-line comment, string or heredoc are kept byte
@@ -169,14 +170,17 @@ fn layout(source: &str) -> String {
 
     let mut out = String::with_capacity(source.len());
     let mut pending_blank = false;
+    let mut after_opener = false;
     for (l, r) in logical.iter().zip(&rendered) {
         match r {
-            None => pending_blank = !out.is_empty(),
+            None => pending_blank = !out.is_empty() && !after_opener,
             Some(first) => {
-                if pending_blank {
+                let closer = first.trim_start().starts_with(['}', ']', ')']);
+                if pending_blank && !closer {
                     out.push('\n');
-                    pending_blank = false;
                 }
+                pending_blank = false;
+                after_opener = l.net > 0;
                 out.push_str(first);
                 out.push('\n');
                 let shift = comment_shift(l, first);

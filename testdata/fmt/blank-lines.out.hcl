@@ -7,3 +7,11 @@ vault "main" {
 site "dr" {
   root = "r"
 }
+
+a {
+  x = 1
+}
+
+b = [
+  1,
+]
