@@ -272,3 +272,11 @@ fn a_state_removed_under_a_writer_is_not_silently_recreated() {
     );
     assert!(!backend.state_path().exists());
 }
+
+#[test]
+fn backends_and_locks_can_be_shared_across_threads() {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<LocalBackend>();
+    shareable::<standby::state::StateLock>();
+    shareable::<Box<dyn Backend>>();
+}

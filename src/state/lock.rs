@@ -54,12 +54,12 @@ pub struct StateLock {
     location: String,
     /// What the backend needs to keep alive and release on drop (for the
     /// local backend: the locked file).
-    _held: Box<dyn Send>,
+    _held: Box<dyn Send + Sync>,
 }
 
 impl StateLock {
     /// For backends: wrap what keeps the lock held.
-    pub fn new(info: LockInfo, location: String, held: Box<dyn Send>) -> StateLock {
+    pub fn new(info: LockInfo, location: String, held: Box<dyn Send + Sync>) -> StateLock {
         StateLock {
             info,
             location,

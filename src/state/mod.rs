@@ -43,7 +43,7 @@ pub const LOCAL_STATE_PATH: &str = ".standby/state.json";
 /// object with a conditional put (fails if it exists, its body is the
 /// [`LockInfo`]), the returned [`StateLock`] deletes it on drop, and `write`
 /// puts the document with compare-and-swap on the etag it read.
-pub trait Backend {
+pub trait Backend: Send + Sync {
     /// Where the state lives, for messages (`.standby/state.json`, `az://...`).
     fn location(&self) -> String;
 
