@@ -149,3 +149,31 @@ fn a_missing_path_is_an_error() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("nope.hcl"));
 }
+
+#[test]
+fn dash_formats_standard_input_to_standard_output() {
+    use std::io::Write;
+    let run = |args: &[&str], input: &str| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_standby"))
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // A binary that exits early closes the pipe; the asserts below say why.
+        let _ = child.stdin.take().unwrap().write_all(input.as_bytes());
+        child.wait_with_output().unwrap()
+    };
+    let out = run(&["fmt", "-"], MESSY);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(stdout(&out), TIDY);
+    let out = run(&["fmt", "--check", "-"], MESSY);
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(stdout(&out), "");
+    let out = run(&["fmt", "--check", "-"], TIDY);
+    assert_eq!(out.status.code(), Some(0));
+    let out = run(&["fmt", "-"], "a = \n");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("<stdin>:"), "{}", stderr(&out));
+}

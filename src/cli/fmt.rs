@@ -23,7 +23,8 @@ pub struct Args {
     #[arg(long)]
     pub recursive: bool,
     /// Directories (their *.hcl files) and files to format; default: the
-    /// current directory.
+    /// current directory. `-` reads standard input and writes the result to
+    /// standard output.
     #[arg(value_name = "DIR|FILE")]
     pub paths: Vec<PathBuf>,
 }
@@ -49,6 +50,9 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
     } else {
         args.paths.clone()
     };
+    if roots.len() == 1 && roots[0].as_os_str() == "-" {
+        return format_stdin(&args);
+    }
     let mut files = Vec::new();
     for root in &roots {
         collect(root, args.recursive, &mut files)?;
@@ -118,6 +122,51 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
     Ok(if failed {
         ExitCode::from(1)
     } else if args.check && unformatted {
+        ExitCode::from(EXIT_UNFORMATTED)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// `standby fmt -`: for editors. Prints the formatted text (or, with
+/// `--check`, nothing; with `--diff`, the diff).
+fn format_stdin(args: &Args) -> miette::Result<ExitCode> {
+    let mut source = String::new();
+    std::io::Read::read_to_string(&mut std::io::stdin(), &mut source)
+        .map_err(|e| miette::miette!("cannot read standard input: {e}"))?;
+    let formatted = match format_source(&source) {
+        Ok(f) => f,
+        Err(FormatError::Syntax {
+            line,
+            column,
+            offset,
+            message,
+        }) => {
+            return Err(miette::Report::new(SyntaxError {
+                path: "<stdin>".to_string(),
+                line,
+                column,
+                message,
+                span: SourceSpan::from((offset.min(source.len()), 0)),
+                source_code: NamedSource::new("<stdin>", source),
+            }));
+        }
+        Err(e) => return Err(miette::miette!("<stdin>: {e}")),
+    };
+    let mut out = std::io::stdout().lock();
+    if args.diff {
+        let diff = similar::TextDiff::from_lines(&source, &formatted);
+        let _ = write!(
+            out,
+            "{}",
+            diff.unified_diff()
+                .context_radius(3)
+                .header("a/<stdin>", "b/<stdin>")
+        );
+    } else if !args.check {
+        let _ = out.write_all(formatted.as_bytes());
+    }
+    Ok(if args.check && formatted != source {
         ExitCode::from(EXIT_UNFORMATTED)
     } else {
         ExitCode::SUCCESS

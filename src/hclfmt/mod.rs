@@ -53,6 +53,11 @@ pub enum FormatError {
 
 /// Format HCL `source`; `Err` when it does not parse.
 pub fn format_source(source: &str) -> Result<String, FormatError> {
+    format_with(source, layout)
+}
+
+/// Format with `layout`, refusing any result that means something else.
+fn format_with(source: &str, layout: fn(&str) -> String) -> Result<String, FormatError> {
     let before = parse(source)?;
     let out = layout(source);
     match hcl::parse(&out) {
@@ -441,6 +446,16 @@ mod tests {
         assert_eq!(normalize_header("disk   \"data\"   {"), "disk \"data\" {");
         assert_eq!(normalize_header("x = {"), "x = {");
         assert_eq!(normalize_header("a{"), "a {");
+    }
+
+    #[test]
+    fn a_layout_that_changes_the_body_is_refused() {
+        let src = "a = 1\n";
+        let broken: fn(&str) -> String = |s| s.replace('1', "2");
+        assert_eq!(format_with(src, broken), Err(FormatError::Changed));
+        let garbage: fn(&str) -> String = |s| format!("{s} {{");
+        assert_eq!(format_with(src, garbage), Err(FormatError::Changed));
+        assert_eq!(format_with(src, layout), Ok(src.to_string()));
     }
 
     #[test]
