@@ -114,8 +114,29 @@ fn golden_plans() {
     )
     .unwrap();
     let validator = jsonschema::draft202012::new(&schema).unwrap();
+    let state_schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/schema/state.schema.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let state_validator = jsonschema::draft202012::new(&state_schema).unwrap();
     let mut failures = Vec::new();
     for case in cases() {
+        if let Ok(text) = std::fs::read_to_string(case.join("state.json")) {
+            let doc: Value = serde_json::from_str(&text).unwrap();
+            let errors: Vec<String> = state_validator
+                .iter_errors(&doc)
+                .map(|e| format!("{e} at {}", e.instance_path()))
+                .collect();
+            assert!(
+                errors.is_empty(),
+                "{}/state.json: {errors:#?}",
+                case.display()
+            );
+        }
         let dir = workdir(&case);
         let fresh = !case.join("state.json").exists();
         let secrets: Vec<String> = std::fs::read_to_string(case.join("secrets"))
