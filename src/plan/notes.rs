@@ -191,14 +191,14 @@ fn weakened(
     after: &Attributes,
 ) {
     let pair = |k: &str| (duration(before, k), duration(after, k));
-    if let (Some(old), Some(new)) = pair("rpo_threshold") {
-        if new > old {
-            notes.push(ReviewNote {
-                subject: subject.clone(),
-                kind: NoteKind::RpoWeakened,
-                message: format!("{what}{whom}: RPO threshold weakened from {old} to {new}: up to {new} of data may be lost in a disaster."),
-            });
-        }
+    if let (Some(old), Some(new)) = pair("rpo_threshold")
+        && new > old
+    {
+        notes.push(ReviewNote {
+            subject: subject.clone(),
+            kind: NoteKind::RpoWeakened,
+            message: format!("{what}{whom}: RPO threshold weakened from {old} to {new}: up to {new} of data may be lost in a disaster."),
+        });
     }
     for (key, label) in [
         ("crash_consistent_every", "crash-consistent"),
@@ -220,14 +220,14 @@ fn weakened(
             _ => {}
         }
     }
-    if let (Some(old), Some(new)) = pair("retention") {
-        if new < old {
-            notes.push(ReviewNote {
-                subject: subject.clone(),
-                kind: NoteKind::RetentionShortened,
-                message: format!("{what}{whom}: retention shortened from {old} to {new}: recovery points older than {new} will be pruned."),
-            });
-        }
+    if let (Some(old), Some(new)) = pair("retention")
+        && new < old
+    {
+        notes.push(ReviewNote {
+            subject: subject.clone(),
+            kind: NoteKind::RetentionShortened,
+            message: format!("{what}{whom}: retention shortened from {old} to {new}: recovery points older than {new} will be pruned."),
+        });
     }
 }
 
