@@ -223,6 +223,12 @@ fn golden_plans() {
                 "{}: secret in saved plan",
                 case.display()
             );
+            let state = std::fs::read_to_string(case.join("state.json")).unwrap_or_default();
+            assert!(
+                !state.contains(s.as_str()),
+                "{}: secret in state",
+                case.display()
+            );
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
