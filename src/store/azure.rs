@@ -4,7 +4,6 @@
 
 use super::StoreError;
 use super::client::{client_settings, is_plain_http, retry_config};
-use super::redact::redact;
 use object_store::ObjectStore;
 use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
 use std::sync::Arc;
@@ -85,7 +84,7 @@ pub fn open(url: &str, container: &str) -> Result<Arc<dyn ObjectStore>, StoreErr
     }
     let azure = builder.build().map_err(|e| StoreError::Open {
         url: url.to_string(),
-        message: redact(&e.to_string()),
+        message: super::describe(&e),
     })?;
     Ok(Arc::new(azure))
 }

@@ -83,7 +83,7 @@ impl Store {
                 url,
                 name,
                 op,
-                message: redact(&other.to_string()),
+                message: describe(&other),
             },
         }
     }
@@ -166,6 +166,22 @@ impl Store {
             Err(e) => Err(self.error("delete", name, e)),
         }
     }
+}
+
+/// The error and its causes on one line, secrets redacted: object_store's
+/// top-level text alone often hides the reason (e.g. a refused certificate).
+pub fn describe(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    redact(&text)
 }
 
 /// Open the store named by `url`:

@@ -5,7 +5,6 @@
 
 use super::StoreError;
 use super::client::{client_settings, is_plain_http, retry_config};
-use super::redact::redact;
 use object_store::ObjectStore;
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey, S3ConditionalPut};
 use std::sync::Arc;
@@ -80,7 +79,7 @@ pub fn open(url: &str, bucket: &str) -> Result<Arc<dyn ObjectStore>, StoreError>
     }
     let s3 = builder.build().map_err(|e| StoreError::Open {
         url: url.to_string(),
-        message: redact(&e.to_string()),
+        message: super::describe(&e),
     })?;
     Ok(Arc::new(s3))
 }
