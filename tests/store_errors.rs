@@ -383,3 +383,70 @@ fn store_error_variants_are_typed() {
     assert!(matches!(e, StoreError::AlreadyExists { .. }));
     assert_eq!(e.to_string(), "lock already exists in store file://v");
 }
+
+/// Transient server errors are retried with backoff: a loopback server that
+/// answers 503 to the first two PUTs sees the third succeed.
+#[test]
+fn transient_errors_are_retried() {
+    let script = r#"
+import http.server, sys
+count = {"put": 0}
+class H(http.server.BaseHTTPRequestHandler):
+    def do_PUT(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        count["put"] += 1
+        if count["put"] <= 2:
+            self.send_response(503); self.send_header("Content-Length", "0"); self.end_headers()
+        else:
+            self.send_response(200); self.send_header("ETag", '"ok"')
+            self.send_header("Content-Length", "0"); self.end_headers()
+    def do_GET(self):
+        body = str(count["put"]).encode()
+        self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a): pass
+srv = http.server.HTTPServer(("127.0.0.1", 0), H)
+print(srv.server_address[1], flush=True)
+srv.serve_forever()
+"#;
+    let mut server = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start flaky server");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(server.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let port: u16 = line.trim().parse().expect("server port");
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let result = with_env(
+        S3_VARS,
+        &[
+            ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+            ("AWS_SECRET_ACCESS_KEY", "x".repeat(40).as_str()),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ENDPOINT", endpoint.as_str()),
+        ],
+        || {
+            let s = store::open("s3://standby-test", "/".as_ref()).unwrap();
+            runtime().block_on(s.inner.put(&s.path("x"), PutPayload::from_static(b"x")))
+        },
+    );
+    let count = std::process::Command::new("curl")
+        .args(["-s", &format!("{endpoint}/count")])
+        .output()
+        .expect("ask the server");
+    let _ = server.kill();
+    let _ = server.wait();
+    let put = result.expect("the third attempt succeeds");
+    assert_eq!(put.e_tag.as_deref(), Some("\"ok\""));
+    assert_eq!(
+        String::from_utf8_lossy(&count.stdout),
+        "3",
+        "two failures, then success"
+    );
+}

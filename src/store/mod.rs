@@ -159,6 +159,14 @@ impl Store {
         Ok((bytes, version))
     }
 
+    /// Size, last-modified time and version of `name` (e.g. a lock's age).
+    pub async fn head(&self, name: &str) -> Result<object_store::ObjectMeta, StoreError> {
+        self.inner
+            .head(&self.path(name))
+            .await
+            .map_err(|e| self.error("inspect", name, e))
+    }
+
     /// Delete `name`; deleting what is not there is not an error.
     pub async fn delete(&self, name: &str) -> Result<(), StoreError> {
         match self.inner.delete(&self.path(name)).await {
