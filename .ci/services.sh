@@ -98,6 +98,7 @@ stop_one() {
 stop_all() {
     stop_one azurite "$CACHE/azurite.pid"
     stop_one moto "$CACHE/moto.pid"
+    rm -f "$ENV_FILE" # its ports are dead now
 }
 
 start_all() {
