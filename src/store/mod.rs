@@ -125,15 +125,18 @@ impl Store {
             mode: PutMode::Update(expected.clone()),
             ..Default::default()
         };
-        let result = self
-            .inner
-            .put_opts(&self.path(name), bytes.into(), opts)
-            .await
-            .map_err(|e| match self.error("update", name, e) {
-                // S3 answers NotFound for If-Match on a missing object.
-                StoreError::NotFound { url, name } => StoreError::Changed { url, name },
-                other => other,
-            })?;
+        let result =
+            self.inner
+                .put_opts(&self.path(name), bytes.into(), opts)
+                .await
+                .map_err(|e| match self.error("update", name, e) {
+                    // S3 answers NotFound for If-Match on a missing object, and
+                    // 409 (read as AlreadyExists) when a concurrent conditional
+                    // write to the same key won: both mean our version is stale.
+                    StoreError::NotFound { url, name }
+                    | StoreError::AlreadyExists { url, name } => StoreError::Changed { url, name },
+                    other => other,
+                })?;
         Ok(UpdateVersion {
             e_tag: result.e_tag,
             version: result.version,
