@@ -94,7 +94,7 @@ pub fn open(url: &str, container: &str) -> Result<Arc<dyn ObjectStore>, StoreErr
 fn looks_like_base64(s: &str) -> bool {
     let body = s.trim_end_matches('=');
     !body.is_empty()
-        && s.len() % 4 == 0
+        && s.len().is_multiple_of(4)
         && s.len() - body.len() <= 2
         && body
             .bytes()
