@@ -8,6 +8,7 @@ mod fmt;
 mod graph;
 mod plan;
 mod points;
+mod quickstart;
 mod replicate;
 mod restore;
 mod state;
@@ -54,6 +55,8 @@ pub enum Command {
     Points(points::Args),
     /// Write one disk of a recovery point to a file.
     Restore(restore::Args),
+    /// Set up the embedded quickstart (config, sample machines) and run it end to end.
+    Quickstart(quickstart::Args),
 }
 
 /// Variable inputs shared by every command that loads the configuration.
@@ -102,6 +105,7 @@ pub fn main() -> ExitCode {
         Command::Replicate(a) => replicate::run(a),
         Command::Points(a) => points::run(a),
         Command::Restore(a) => restore::run(a),
+        Command::Quickstart(a) => quickstart::run(a),
     };
     match outcome {
         Ok(code) => code,
