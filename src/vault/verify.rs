@@ -1,0 +1,1 @@
+//! Verify: placeholder, filled in below.
