@@ -60,6 +60,8 @@ struct Done {
     hashes: Vec<[u8; 16]>,
     extents: Vec<Extent>,
     blobs: Vec<(Id, Vec<u8>, u32)>,
+    /// The chunk buffer, handed back for reuse.
+    buf: Option<Vec<u8>>,
     read: u64,
     new: u64,
 }
@@ -110,6 +112,9 @@ pub fn capture(
     std::thread::scope(|s| -> Result<(), ReplicationError> {
         let (chunk_tx, chunk_rx) = sync_channel::<std::io::Result<Chunk>>(3);
         let (done_tx, done_rx) = sync_channel::<Result<Done, ReplicationError>>(2);
+        // Chunk buffers go back to the reader instead of being freed and
+        // zero-filled again.
+        let (pool_tx, pool_rx) = sync_channel::<Vec<u8>>(8);
         let file = &file;
         let ranges = &ranges;
         s.spawn(move || {
@@ -119,7 +124,8 @@ pub fn capture(
                 let has_data = ranges.iter().any(|&(a, b)| a < end && b > start);
                 let msg = if has_data {
                     let len = ((end - start).div_ceil(BLOCK) * BLOCK) as usize;
-                    let mut buf = vec![0u8; len];
+                    let mut buf = pool_rx.try_recv().unwrap_or_default();
+                    buf.resize(len, 0);
                     disk::read_full_at(file, &mut buf, start).map(|()| Chunk {
                         idx,
                         data: Some(buf),
@@ -145,12 +151,14 @@ pub fn capture(
             let done = done?;
             let first = (done.idx * CHUNK / BLOCK) as usize;
             hashes[first..first + done.hashes.len()].copy_from_slice(&done.hashes);
-            for (id, sealed, raw) in &done.blobs {
-                packer.add(*id, sealed, *raw)?;
-                stored += sealed.len() as u64;
-                progress
-                    .stored
-                    .fetch_add(sealed.len() as u64, Ordering::Relaxed);
+            for (id, sealed, raw) in done.blobs {
+                let n = sealed.len() as u64;
+                packer.add(id, sealed, raw)?;
+                stored += n;
+                progress.stored.fetch_add(n, Ordering::Relaxed);
+            }
+            if let Some(buf) = done.buf {
+                let _ = pool_tx.try_send(buf);
             }
             extents.insert(done.idx, done.extents);
             read += done.read;
@@ -232,6 +240,7 @@ fn process(ctx: &Ctx<'_>, chunk: Chunk, size: u64) -> Done {
         hashes: Vec::new(),
         extents: Vec::new(),
         blobs: Vec::new(),
+        buf: None,
         read: chunk.data.as_ref().map_or(0, |_| end - start),
         new: 0,
     };
@@ -274,5 +283,6 @@ fn process(ctx: &Ctx<'_>, chunk: Chunk, size: u64) -> Done {
         i = j;
     }
     done.hashes = short;
+    done.buf = chunk.data;
     done
 }

@@ -13,7 +13,9 @@ const IN_FLIGHT: usize = 2;
 /// Collects sealed blobs into packs and uploads them.
 pub struct PackWriter<'v> {
     vault: &'v Vault,
-    buf: Vec<u8>,
+    /// The sealed blobs of the open pack, uploaded as parts (no copying).
+    parts: Vec<bytes::Bytes>,
+    len: usize,
     blobs: Vec<(Id, u64, u32, u32)>,
     uploads: VecDeque<(
         String,
@@ -28,7 +30,8 @@ impl<'v> PackWriter<'v> {
     pub fn new(vault: &'v Vault) -> PackWriter<'v> {
         PackWriter {
             vault,
-            buf: Vec::with_capacity(TARGET + (1 << 20)),
+            parts: Vec::new(),
+            len: 0,
             blobs: Vec::new(),
             uploads: VecDeque::new(),
             done: Vec::new(),
@@ -37,11 +40,12 @@ impl<'v> PackWriter<'v> {
     }
 
     /// Append one sealed blob; cuts and uploads a pack when it is full.
-    pub fn add(&mut self, id: Id, sealed: &[u8], raw: u32) -> Result<()> {
-        let offset = self.buf.len() as u64;
-        self.buf.extend_from_slice(sealed);
+    pub fn add(&mut self, id: Id, sealed: Vec<u8>, raw: u32) -> Result<()> {
+        let offset = self.len as u64;
+        self.len += sealed.len();
         self.blobs.push((id, offset, sealed.len() as u32, raw));
-        if self.buf.len() >= TARGET {
+        self.parts.push(bytes::Bytes::from(sealed));
+        if self.len >= TARGET {
             self.cut()?;
         }
         Ok(())
@@ -51,10 +55,24 @@ impl<'v> PackWriter<'v> {
         if self.blobs.is_empty() {
             return Ok(());
         }
-        let bytes = std::mem::replace(&mut self.buf, Vec::with_capacity(TARGET + (1 << 20)));
-        let id = self.vault.id_of(&[b"pack", &bytes]);
+        let parts = std::mem::take(&mut self.parts);
+        // A pack is named by its table of contents (blob ids and places):
+        // unique, keyed, and cheap; its bytes are authenticated blob by blob.
+        let toc: Vec<u8> = self
+            .blobs
+            .iter()
+            .flat_map(|(id, off, len, raw)| {
+                let mut e = id.0.to_vec();
+                e.extend_from_slice(&off.to_le_bytes());
+                e.extend_from_slice(&len.to_le_bytes());
+                e.extend_from_slice(&raw.to_le_bytes());
+                e
+            })
+            .collect();
+        let id = self.vault.id_of(&[b"pack", &toc]);
         let name = pack_name(&id);
-        self.stored += bytes.len() as u64;
+        self.stored += self.len as u64;
+        self.len = 0;
         while self.uploads.len() >= IN_FLIGHT {
             self.wait_one()?;
         }
@@ -63,7 +81,7 @@ impl<'v> PackWriter<'v> {
         let handle = self.vault.runtime().spawn(async move {
             store
                 .inner
-                .put(&path, PutPayload::from(bytes))
+                .put(&path, PutPayload::from_iter(parts))
                 .await
                 .map(|_| ())
         });

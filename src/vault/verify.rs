@@ -151,7 +151,13 @@ pub fn verify(vault: &Vault, read_data: bool) -> Result<Report> {
                         affected.extend(users.get(&blob).into_iter().flatten().copied());
                     }
                 }
-                let content_ok = vault.id_of(&[b"pack", &bytes]) == *id;
+                let end = packs[id]
+                    .blobs
+                    .iter()
+                    .map(|b| b.1 + b.2 as u64)
+                    .max()
+                    .unwrap_or(0);
+                let content_ok = end == bytes.len() as u64;
                 if !reasons.is_empty() {
                     problems.add(
                         name.clone(),
@@ -161,7 +167,7 @@ pub fn verify(vault: &Vault, read_data: bool) -> Result<Report> {
                 } else if !content_ok {
                     problems.add(
                         name.clone(),
-                        "its content does not match its name".into(),
+                        format!("it is {} bytes long; its index says {end}", bytes.len()),
                         [],
                     );
                 }
