@@ -223,6 +223,33 @@ impl Resolved {
         out
     }
 
+    /// The delta map that turns `base` (resolved with the same blob table)
+    /// into this disk.
+    pub fn delta_against(&self, base: &Resolved, parent: Id) -> DiskMap {
+        let mut extents: Vec<Extent> = Vec::new();
+        for (i, &v) in self.blocks.iter().enumerate() {
+            if base.blocks.get(i).copied().unwrap_or(ZERO) == v {
+                continue;
+            }
+            let blob = (v != ZERO).then(|| self.blobs[(v >> 32) as usize]);
+            let k = if v == ZERO { 0 } else { v & 0xffff_ffff };
+            let off = i as u64 * BLOCK;
+            if let Some(last) = extents.last_mut() {
+                let contiguous = last.0 + last.1 == off && last.2 == blob;
+                if contiguous && (blob.is_none() || last.3 + last.1 == k * BLOCK) {
+                    last.1 += BLOCK;
+                    continue;
+                }
+            }
+            extents.push(Extent(off, BLOCK, blob, k * BLOCK));
+        }
+        DiskMap {
+            size: self.size,
+            parent: Some(parent),
+            extents,
+        }
+    }
+
     /// The full map equivalent to this resolved disk.
     pub fn to_full(&self) -> DiskMap {
         let extents = self
@@ -297,11 +324,30 @@ pub fn resolve(
     disk: &str,
     cache: &mut HashMap<Id, Manifest>,
 ) -> Result<Resolved> {
+    resolve_with(
+        vault,
+        point,
+        disk,
+        cache,
+        Resolved::default(),
+        &mut HashMap::new(),
+    )
+}
+
+/// Resolve into `r`, sharing its blob table (and `seen`) with earlier
+/// resolutions so block values compare across points.
+pub fn resolve_with(
+    vault: &Vault,
+    point: &Manifest,
+    disk: &str,
+    cache: &mut HashMap<Id, Manifest>,
+    mut r: Resolved,
+    seen: &mut HashMap<Id, u32>,
+) -> Result<Resolved> {
     let chain = chain(vault, point, disk, cache)?;
-    let mut r = Resolved::default();
-    let mut seen = HashMap::new();
+    r.blocks.clear();
     for (id, map) in &chain {
-        r.apply(map, &mut seen)
+        r.apply(map, seen)
             .map_err(|e| vault.damaged(&point_name(id), e))?;
     }
     Ok(r)
