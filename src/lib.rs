@@ -9,6 +9,7 @@ pub mod config;
 pub mod model;
 pub mod plan;
 pub mod replication;
+pub mod samples;
 pub mod state;
 pub mod store;
 pub mod vault;

@@ -1,12 +1,69 @@
-//! `standby validate`.
+//! `standby validate`: load and check the configuration, touching neither
+//! state nor the vault.
 
+use crate::config::{self, VarInputs};
+use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Configuration directory (default: the current directory, or -C DIR).
+    #[arg(value_name = "DIR", default_value = ".")]
+    pub dir: PathBuf,
+    /// Print `{"valid": bool, "diagnostics": [...]}` to stdout instead of text.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub vars: crate::cli::VarArgs,
+}
 
-pub fn run(_args: Args) -> miette::Result<ExitCode> {
-    Err(miette::miette!(
-        "`standby validate` is not available in this build yet"
-    ))
+/// Colour only on a terminal, and never when NO_COLOR is set.
+fn use_color() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+pub fn run(args: Args) -> miette::Result<ExitCode> {
+    let inputs = VarInputs {
+        cli: args.vars.vars.clone(),
+        files: args.vars.var_files.clone(),
+    };
+    let result = config::load(&args.dir, &inputs);
+    if args.json {
+        let (valid, diags) = match &result {
+            Ok(l) => (true, l.warnings.to_json()),
+            Err(d) => (false, d.to_json()),
+        };
+        let doc = serde_json::json!({ "valid": valid, "diagnostics": diags });
+        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+        return Ok(if valid {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        });
+    }
+    match result {
+        Ok(loaded) => {
+            if !loaded.warnings.is_empty() {
+                eprint!("{}", loaded.warnings.render(use_color()));
+            }
+            let c = &loaded.config;
+            println!(
+                "Success! The configuration is valid ({} machines, {} protections, {} recovery plans).",
+                c.machines.len(),
+                c.protections.len(),
+                c.recovery_plans.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(diags) => {
+            eprint!("{}", diags.render(use_color()));
+            let errors = diags.items.iter().filter(|d| d.is_error()).count();
+            eprintln!(
+                "Error: the configuration is not valid ({errors} error{}).",
+                if errors == 1 { "" } else { "s" }
+            );
+            Ok(ExitCode::from(1))
+        }
+    }
 }

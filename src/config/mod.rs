@@ -1,9 +1,29 @@
 //! HCL -> typed model: parse (hcl-edit keeps spans), evaluate (variables,
 //! locals, references, for_each), check (references, types, cycles), and
 //! report every problem as a miette diagnostic with its source span.
+//!
+//! The steps of [`load`]: read and parse every `*.hcl` file; sort the
+//! top-level blocks by kind and catch duplicate names; resolve variables;
+//! then lower vaults, sites, policies, machines, protections and recovery
+//! plans in that order, so each can check the ones before it.
 
-use crate::model::Config;
+mod diag;
+mod eval;
+mod lower;
+mod parse;
+mod reader;
+mod value;
+mod vars;
+
+pub use diag::{Diagnostic, Diagnostics, Loc, Severity, Source};
+
+use crate::model::{Address, Config, Kind};
+use eval::{LocalDef, Locals, Objects};
+use hcl_edit::Span;
+use lower::{Ctx, Top};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Variable values given from outside the configuration files.
 #[derive(Debug, Clone, Default)]
@@ -22,33 +42,469 @@ pub struct Loaded {
     pub warnings: Diagnostics,
 }
 
-/// Every problem found in one run, errors and warnings together.
-#[derive(Debug, Default)]
-pub struct Diagnostics {
-    pub items: Vec<miette::Report>,
+/// The variables file read from the configuration directory.
+pub const VARS_FILE: &str = "standby.vars.hcl";
+
+const TOP_BLOCKS: [&str; 8] = [
+    "variable",
+    "locals",
+    "vault",
+    "site",
+    "policy",
+    "machine",
+    "protection",
+    "recovery_plan",
+];
+
+/// A path as shown in messages: without a leading `./`.
+pub(crate) fn display_path(p: &Path) -> String {
+    let s = p.display().to_string();
+    s.strip_prefix("./").map(str::to_string).unwrap_or(s)
 }
 
-impl Diagnostics {
-    /// Human rendering with source snippets; colour only when `color`.
-    pub fn render(&self, _color: bool) -> String {
-        self.items.iter().map(|r| format!("{r:?}\n")).collect()
+/// The configuration files of `dir`, sorted by name.
+fn config_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.ends_with(".hcl") && name != VARS_FILE && path.is_file() {
+            files.push(path);
+        }
     }
+    files.sort();
+    Ok(files)
+}
 
-    /// Machine rendering for editors and CI.
-    pub fn to_json(&self) -> serde_json::Value {
-        serde_json::Value::Array(
-            self.items
-                .iter()
-                .map(|r| serde_json::json!({ "message": r.to_string() }))
-                .collect(),
-        )
+fn shown_name(dir: &Path, file: &Path) -> String {
+    let name = file
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    if dir.as_os_str().is_empty() || dir == Path::new(".") {
+        name
+    } else {
+        display_path(&dir.join(name))
     }
 }
 
 /// Load every `*.hcl` file of `dir` as one configuration.
-pub fn load(dir: &Path, _vars: &VarInputs) -> Result<Loaded, Diagnostics> {
-    let _ = dir;
-    Err(Diagnostics {
-        items: vec![miette::miette!("the configuration loader is not built yet")],
-    })
+pub fn load(dir: &Path, vars: &VarInputs) -> Result<Loaded, Diagnostics> {
+    let mut diags = Diagnostics::default();
+    let config = load_into(dir, vars, &mut diags);
+    let mut seen = HashSet::new();
+    diags.items.retain(|d| {
+        seen.insert((
+            d.code,
+            d.loc.source.name.clone(),
+            d.loc.span.clone(),
+            d.message.clone(),
+        ))
+    });
+    match config {
+        Some(config) if !diags.has_errors() => Ok(Loaded {
+            config,
+            warnings: diags,
+        }),
+        _ => Err(diags),
+    }
 }
+
+fn load_into(dir: &Path, inputs: &VarInputs, diags: &mut Diagnostics) -> Option<Config> {
+    let files = match config_files(dir) {
+        Ok(f) => f,
+        Err(e) => {
+            let src = Source::new(display_path(dir), "");
+            diags.push(
+                Diagnostic::error(
+                    "standby::io",
+                    Loc::new(&src, None),
+                    format!(
+                        "cannot read the configuration directory {}: {e}",
+                        display_path(dir)
+                    ),
+                )
+                .label("unreadable")
+                .help("pass the configuration directory with -C DIR or as an argument"),
+            );
+            return None;
+        }
+    };
+    if files.is_empty() {
+        let src = Source::new(display_path(dir), "");
+        diags.push(
+            Diagnostic::error(
+                "standby::no_configuration",
+                Loc::new(&src, None),
+                format!("no configuration files (*.hcl) in {}", display_path(dir)),
+            )
+            .label("empty")
+            .help("run in the configuration directory, or pass it with -C DIR"),
+        );
+        return None;
+    }
+    let mut sources = Vec::new();
+    let mut hasher = blake3::Hasher::new();
+    for f in &files {
+        let name = shown_name(dir, f);
+        match std::fs::read_to_string(f) {
+            Ok(text) => {
+                let file_name = f
+                    .file_name()
+                    .map(|n| n.to_string_lossy().to_string())
+                    .unwrap_or_default();
+                hasher.update(file_name.as_bytes());
+                hasher.update(&[0]);
+                hasher.update(text.as_bytes());
+                hasher.update(&[0]);
+                sources.push(Source::new(name, text));
+            }
+            Err(e) => diags.push(
+                Diagnostic::error(
+                    "standby::io",
+                    Loc::new(&Source::new(name.clone(), ""), None),
+                    format!("cannot read {name}: {e}"),
+                )
+                .label("unreadable")
+                .help("configuration files must be readable UTF-8 text"),
+            ),
+        }
+    }
+    let bodies: Vec<(Arc<Source>, hcl_edit::structure::Body)> = sources
+        .iter()
+        .filter_map(|s| parse::parse(s, diags).map(|b| (s.clone(), b)))
+        .collect();
+    let parsed_all = bodies.len() == files.len();
+
+    // Sort the top-level blocks by kind, catching unknown blocks and names seen twice.
+    let mut tops: HashMap<&str, Vec<Top>> = HashMap::new();
+    let mut locals = Locals::default();
+    let mut local_locs: HashMap<String, Loc> = HashMap::new();
+    let mut names: HashMap<&str, HashMap<String, Loc>> = HashMap::new();
+    for (source, body) in &bodies {
+        for a in body.attributes() {
+            diags.push(
+                Diagnostic::error("standby::unexpected_attribute", Loc::new(source, a.key.span()), format!("attribute `{}` outside any block", a.key.as_str()))
+                    .label("top-level attribute")
+                    .help("put it inside a block, or in `locals { ... }`; variable values go in standby.vars.hcl"),
+            );
+        }
+        for b in body.blocks() {
+            let ident = b.ident.as_str();
+            let Some(&kind) = TOP_BLOCKS.iter().find(|k| **k == ident) else {
+                let help = match diag::did_you_mean(ident, TOP_BLOCKS) {
+                    Some(s) => format!("did you mean `{s}`?"),
+                    None => format!("top-level blocks are: {}", TOP_BLOCKS.join(", ")),
+                };
+                diags.push(
+                    Diagnostic::error(
+                        "standby::unknown_block",
+                        Loc::new(source, b.ident.span()),
+                        format!("unknown block type `{ident}`"),
+                    )
+                    .label("not a block standby knows")
+                    .help(help),
+                );
+                continue;
+            };
+            if kind == "locals" {
+                if !b.labels.is_empty() {
+                    diags.push(
+                        Diagnostic::error(
+                            "standby::wrong_labels",
+                            reader::header(source, b),
+                            "a `locals` block takes no name",
+                        )
+                        .label("unexpected name")
+                        .help("write locals { NAME = VALUE }"),
+                    );
+                }
+                for blk in b.body.blocks() {
+                    diags.push(
+                        Diagnostic::error(
+                            "standby::unknown_block",
+                            Loc::new(source, blk.ident.span()),
+                            format!("unknown block `{}` in locals", blk.ident.as_str()),
+                        )
+                        .label("not expected here")
+                        .help("locals hold only `NAME = VALUE` lines"),
+                    );
+                }
+                for a in b.body.attributes() {
+                    let name = a.key.as_str().to_string();
+                    let loc = Loc::new(source, a.key.span());
+                    if let Some(first) = local_locs.get(&name) {
+                        diags.push(
+                            Diagnostic::error(
+                                "standby::duplicate_name",
+                                loc,
+                                format!("local {name:?} is declared twice"),
+                            )
+                            .label("second declaration")
+                            .help(format!(
+                                "the first is at {}; rename one of them",
+                                first.position()
+                            )),
+                        );
+                        continue;
+                    }
+                    local_locs.insert(name.clone(), loc);
+                    locals.order.push(name.clone());
+                    locals.defs.insert(
+                        name,
+                        LocalDef {
+                            expr: a.value.clone(),
+                            source: source.clone(),
+                        },
+                    );
+                }
+                continue;
+            }
+            let Some((name, label)) = reader::one_label(source, b, diags) else {
+                continue;
+            };
+            let seen = names.entry(kind).or_default();
+            if let Some(first) = seen.get(&name) {
+                diags.push(
+                    Diagnostic::error(
+                        "standby::duplicate_name",
+                        label,
+                        format!("{kind} {name:?} is declared twice"),
+                    )
+                    .label("second declaration")
+                    .help(format!(
+                        "the first is at {}; names must be unique per block type",
+                        first.position()
+                    )),
+                );
+                continue;
+            }
+            seen.insert(name.clone(), label.clone());
+            tops.entry(kind).or_default().push(Top {
+                block: b,
+                source: source.clone(),
+                name,
+                label,
+            });
+        }
+    }
+    let empty = Vec::new();
+    let of = |k: &str| tops.get(k).unwrap_or(&empty);
+
+    // Variables.
+    let mut decls = Vec::new();
+    let (no_vars, no_locals, no_objects) = (HashMap::new(), Locals::default(), Objects::new());
+    for t in of("variable") {
+        // Variable blocks may not refer to anything: read them in an empty scope.
+        let scope = eval::Scope {
+            source: &t.source,
+            vars: &no_vars,
+            locals: &no_locals,
+            objects: &no_objects,
+            groups: None,
+            each: None,
+            for_vars: Vec::new(),
+        };
+        let r = reader::Reader::new(
+            scope,
+            t.block,
+            &["default", "type", "description", "sensitive"],
+            &[],
+            diags,
+        );
+        let ty = match r.expr("type") {
+            Some(e) => vars::parse_type(e, &t.source, diags).unwrap_or(value::Type::Any),
+            None => value::Type::Any,
+        };
+        let text = |name: &str, diags: &mut Diagnostics| match r.expr(name) {
+            Some(hcl_edit::expr::Expression::String(s)) => Some(s.to_string()),
+            Some(e) => {
+                diags.push(
+                    Diagnostic::error(
+                        "standby::wrong_type",
+                        Loc::new(&t.source, e.span()),
+                        format!("`{name}` of a variable must be a literal string"),
+                    )
+                    .label("not a literal string")
+                    .help("write it in quotes without references"),
+                );
+                None
+            }
+            None => None,
+        };
+        let description = text("description", diags);
+        let sensitive = match r.expr("sensitive") {
+            Some(hcl_edit::expr::Expression::Bool(b)) => **b,
+            Some(e) => {
+                diags.push(
+                    Diagnostic::error(
+                        "standby::wrong_type",
+                        Loc::new(&t.source, e.span()),
+                        "`sensitive` must be true or false",
+                    )
+                    .label("not a bool")
+                    .help("write sensitive = true"),
+                );
+                false
+            }
+            None => false,
+        };
+        decls.push(vars::Declared {
+            name: t.name.clone(),
+            label: t.label.clone(),
+            ty,
+            default: r.expr("default").map(|e| (e.clone(), t.source.clone())),
+            description,
+            sensitive,
+        });
+    }
+    let (var_values, variables) = vars::resolve(&decls, dir, inputs, diags);
+    for (name, v) in &variables {
+        hasher.update(name.as_bytes());
+        hasher.update(&[0]);
+        hasher.update(v.value.to_string().as_bytes());
+        hasher.update(&[0]);
+    }
+
+    // Declared names, so references resolve by lookup.
+    let mut objects: Objects = HashMap::new();
+    for kind in Kind::ALL {
+        let entry = objects.entry(kind).or_default();
+        for t in of(kind.block_name()) {
+            entry.insert(t.name.clone(), t.block.body.has_attribute("for_each"));
+        }
+    }
+    for kind in ["vault", "site", "policy", "recovery_plan"] {
+        for t in of(kind) {
+            if let Some(a) = t.block.body.get_attribute("for_each") {
+                diags.push(
+                    Diagnostic::error(
+                        "standby::unknown_attribute",
+                        Loc::new(&t.source, a.key.span()),
+                        format!("`for_each` is not supported on {kind} blocks"),
+                    )
+                    .label("not supported here")
+                    .help("only machine and protection blocks take for_each"),
+                );
+            }
+        }
+    }
+    let ctx = Ctx {
+        vars: &var_values,
+        locals: &locals,
+        objects: &objects,
+    };
+    for name in &locals.order {
+        // Evaluate every local once so errors in unused locals are reported too.
+        let src = &locals.defs[name].source;
+        let scope = eval::Scope {
+            source: src,
+            vars: &var_values,
+            locals: &locals,
+            objects: &objects,
+            groups: None,
+            each: None,
+            for_vars: Vec::new(),
+        };
+        let mut out = eval::Out {
+            diags: &mut *diags,
+            sensitive: false,
+        };
+        let local =
+            hcl_edit::expr::Expression::Traversal(Box::new(hcl_edit::expr::Traversal::new(
+                hcl_edit::expr::Expression::Variable(hcl_edit::Decorated::new(
+                    hcl_edit::Ident::new("local"),
+                )),
+                vec![hcl_edit::Decorated::new(
+                    hcl_edit::expr::TraversalOperator::GetAttr(hcl_edit::Decorated::new(
+                        hcl_edit::Ident::new(name.as_str()),
+                    )),
+                )],
+            )));
+        let _ = scope.eval(&local, &mut out);
+    }
+
+    let mut config = Config {
+        root: dir.to_path_buf(),
+        variables,
+        ..Config::default()
+    };
+    for t in of("vault") {
+        if let Some(v) = lower::vault(&ctx, t, diags) {
+            config.vaults.insert(v.addr.clone(), v);
+        }
+    }
+    for t in of("site") {
+        if let Some(s) = lower::site(&ctx, t, diags) {
+            config.sites.insert(s.addr.clone(), s);
+        }
+    }
+    for t in of("policy") {
+        if let Some(p) = lower::policy(&ctx, t, diags) {
+            config.policies.insert(p.addr.clone(), p);
+        }
+    }
+    let mut machine_keys: lower::MachineKeys = HashMap::new();
+    let mut machine_instances = Vec::new();
+    for t in of("machine") {
+        let inst = lower::instances(&ctx, t, &machine_keys, diags);
+        if t.block.body.has_attribute("for_each") {
+            let keys = inst
+                .as_ref()
+                .map(|i| i.iter().filter_map(|(k, _)| k.clone()).collect());
+            machine_keys.insert(t.name.clone(), keys);
+        }
+        machine_instances.push((t, inst));
+    }
+    for (t, inst) in &machine_instances {
+        for (key, each) in inst.iter().flatten() {
+            if let Some(m) = lower::machine(&ctx, t, key, each, diags) {
+                config.machines.insert(m.addr.clone(), m);
+            }
+        }
+    }
+    let mut seen = lower::Protections::default();
+    for t in of("protection") {
+        let Some(inst) = lower::instances(&ctx, t, &machine_keys, diags) else {
+            seen.coverage_unknown = true;
+            continue;
+        };
+        for (key, each) in &inst {
+            if let Some(p) = lower::protection(
+                &ctx,
+                t,
+                key,
+                each,
+                &config.machines,
+                &machine_keys,
+                &mut seen,
+                diags,
+            ) {
+                config.protections.insert(p.addr.clone(), p);
+            }
+        }
+    }
+
+    for t in of("recovery_plan") {
+        if let Some(p) = lower::recovery_plan(&ctx, t, &machine_keys, &seen, diags) {
+            config.recovery_plans.insert(p.addr.clone(), p);
+        }
+    }
+    config.source_hash = hasher.finalize().to_hex().to_string();
+    parsed_all.then_some(config)
+}
+
+/// The sensitive attribute names recorded for an object, for callers that
+/// want one view across kinds.
+pub fn sensitive_of(config: &Config, addr: &Address) -> BTreeSet<String> {
+    match addr.kind {
+        Kind::Vault => config.vaults.get(addr).map(|v| v.sensitive.clone()),
+        Kind::Site => config.sites.get(addr).map(|v| v.sensitive.clone()),
+        Kind::Machine => config.machines.get(addr).map(|v| v.sensitive.clone()),
+        _ => None,
+    }
+    .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,1115 @@
+//! Lowering checked blocks into the model, with the checks that need more
+//! than one block: a protection's target, one protection per machine,
+//! retention against RPO, plan coverage and `depends_on` cycles.
+
+use super::diag::{Diagnostic, Diagnostics, Loc, Source, did_you_mean};
+use super::eval::{Locals, Objects, Scope, VarValue};
+use super::reader::{Reader, one_label, want_ref, wrong_type};
+use super::value::{Ref, Value};
+use crate::model::*;
+use hcl_edit::structure::Block;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+/// A top-level block with its file.
+pub struct Top<'f> {
+    pub block: &'f Block,
+    pub source: Arc<Source>,
+    pub name: String,
+    pub label: Loc,
+}
+
+/// What lowering needs beside the blocks themselves.
+pub struct Ctx<'a> {
+    pub vars: &'a HashMap<String, VarValue>,
+    pub locals: &'a Locals,
+    pub objects: &'a Objects,
+}
+
+impl<'a> Ctx<'a> {
+    fn scope<'s>(&'s self, source: &'s Arc<Source>) -> Scope<'s> {
+        Scope {
+            source,
+            vars: self.vars,
+            locals: self.locals,
+            objects: self.objects,
+            groups: None,
+            each: None,
+            for_vars: Vec::new(),
+        }
+    }
+}
+
+pub fn vault(ctx: &Ctx, t: &Top, diags: &mut Diagnostics) -> Option<Vault> {
+    let mut r = Reader::new(
+        ctx.scope(&t.source),
+        t.block,
+        &["url", "key_file", "key_env"],
+        &[],
+        diags,
+    );
+    let url = r.string("url", true, diags);
+    let key = match (r.has("key_file"), r.has("key_env")) {
+        (true, true) => {
+            diags.push(
+                Diagnostic::error(
+                    "standby::conflicting_attributes",
+                    r.key_loc("key_env").unwrap_or(r.header.clone()),
+                    format!("{} sets both `key_file` and `key_env`", r.what),
+                )
+                .label("second key source")
+                .help("the master key comes from one place: keep either key_file or key_env"),
+            );
+            None
+        }
+        (false, true) => r.string("key_env", false, diags).map(KeySource::Env),
+        (true, false) => r
+            .string("key_file", false, diags)
+            .map(|p| KeySource::File(p.into())),
+        (false, false) => Some(KeySource::File(
+            format!(".standby/keys/{}.key", t.name).into(),
+        )),
+    };
+    let url = url?;
+    if !["file://", "az://", "s3://"]
+        .iter()
+        .any(|p| url.starts_with(p))
+    {
+        let loc = r
+            .expr("url")
+            .map(|e| Loc::new(r.source(), hcl_edit::Span::span(e)))
+            .unwrap_or(r.header.clone());
+        diags.push(
+            Diagnostic::error(
+                "standby::bad_url",
+                loc,
+                format!("unsupported vault url {url:?}"),
+            )
+            .label("unknown scheme")
+            .help("use file://PATH, az://CONTAINER/PREFIX or s3://BUCKET/PREFIX"),
+        );
+        return None;
+    }
+    Some(Vault {
+        addr: Address::new(Kind::Vault, &t.name),
+        url,
+        key: key?,
+        sensitive: r.sensitive,
+    })
+}
+
+pub fn site(ctx: &Ctx, t: &Top, diags: &mut Diagnostics) -> Option<Site> {
+    let mut r = Reader::new(
+        ctx.scope(&t.source),
+        t.block,
+        &["provider", "root", "command"],
+        &[],
+        diags,
+    );
+    let (pv, ploc) = r.required("provider", diags)?;
+    let provider = super::reader::want_string(pv, &ploc, "provider", diags)?;
+    let (root, command) = match provider.as_str() {
+        "local" => (Some(r.string("root", true, diags)?.into()), None),
+        "exec" => (None, Some(r.argv("command", true, diags)?)),
+        other => {
+            let help = match did_you_mean(other, ["local", "exec"]) {
+                Some(s) => format!("did you mean {s:?}?"),
+                None => {
+                    "providers are \"local\" (this host) and \"exec\" (your own scripts)".into()
+                }
+            };
+            diags.push(
+                Diagnostic::error(
+                    "standby::unknown_provider",
+                    ploc,
+                    format!("unknown site provider {other:?}"),
+                )
+                .label("not a provider")
+                .help(help),
+            );
+            return None;
+        }
+    };
+    let wrong = if provider == "local" {
+        "command"
+    } else {
+        "root"
+    };
+    if let Some(loc) = r.key_loc(wrong) {
+        diags.push(
+            Diagnostic::error(
+                "standby::unknown_attribute",
+                loc,
+                format!("`{wrong}` does not apply to a site with provider {provider:?}"),
+            )
+            .label("not used by this provider")
+            .help("a local site takes `root`; an exec site takes `command`"),
+        );
+        return None;
+    }
+    Some(Site {
+        addr: Address::new(Kind::Site, &t.name),
+        provider,
+        root,
+        command,
+        sensitive: r.sensitive,
+    })
+}
+
+pub fn policy(ctx: &Ctx, t: &Top, diags: &mut Diagnostics) -> Option<Policy> {
+    let attrs = [
+        "rpo_threshold",
+        "crash_consistent_every",
+        "app_consistent_every",
+        "retention",
+        "compression_level",
+    ];
+    let mut r = Reader::new(ctx.scope(&t.source), t.block, &attrs, &[], diags);
+    let rpo = r.duration("rpo_threshold", true, diags);
+    let crash = r.duration("crash_consistent_every", true, diags);
+    let app = if r.has("app_consistent_every") {
+        Some(r.duration("app_consistent_every", false, diags)?)
+    } else {
+        None
+    };
+    let retention = r.duration("retention", true, diags);
+    let level = match r.number("compression_level", diags) {
+        None if r.has("compression_level") => None,
+        None => Some(1),
+        Some((n, loc)) => {
+            if n.fract() != 0.0 || !(1.0..=19.0).contains(&n) {
+                diags.push(
+                    Diagnostic::error(
+                        "standby::out_of_range",
+                        loc,
+                        format!(
+                            "compression_level must be a whole number from 1 to 19, found {}",
+                            super::value::format_number(n)
+                        ),
+                    )
+                    .label("out of range")
+                    .help("1 is fastest (the default); 19 packs tightest but is slow"),
+                );
+                None
+            } else {
+                Some(n as i32)
+            }
+        }
+    };
+    let (rpo, crash, retention, level) = (rpo?, crash?, retention?, level?);
+    let loc_of = |name: &str| {
+        r.expr(name)
+            .map(|e| Loc::new(r.source(), hcl_edit::Span::span(e)))
+            .unwrap_or(r.header.clone())
+    };
+    if retention < rpo {
+        diags.push(
+            Diagnostic::error(
+                "standby::retention_below_rpo",
+                loc_of("retention"),
+                format!(
+                    "retention ({retention}) is shorter than the RPO threshold ({rpo}) in {}",
+                    r.what
+                ),
+            )
+            .label("shorter than rpo_threshold")
+            .help(format!(
+                "keep points at least as long as the RPO threshold: retention = \"{rpo}\" or more"
+            )),
+        );
+        return None;
+    }
+    if crash > rpo {
+        diags.push(
+            Diagnostic::warning(
+                "standby::frequency_above_rpo",
+                loc_of("crash_consistent_every"),
+                format!("crash_consistent_every ({crash}) is longer than rpo_threshold ({rpo}): the RPO will be missed between points"),
+            )
+            .label("longer than the RPO threshold")
+            .help(format!("take points at least every {rpo}")),
+        );
+    }
+    Some(Policy {
+        addr: Address::new(Kind::Policy, &t.name),
+        rpo_threshold: rpo,
+        crash_consistent_every: crash,
+        app_consistent_every: app,
+        retention,
+        compression_level: level,
+    })
+}
+
+/// The instances a block's `for_each` makes: (key, each.value); one
+/// unkeyed instance when there is no `for_each`.
+pub fn instances(
+    ctx: &Ctx,
+    t: &Top,
+    machine_keys: &MachineKeys,
+    diags: &mut Diagnostics,
+) -> Option<Vec<(Option<String>, Value)>> {
+    let Some(attr) = t.block.body.get_attribute("for_each") else {
+        return Some(vec![(None, Value::Null)]);
+    };
+    let scope = ctx.scope(&t.source);
+    let mut out = super::eval::Out {
+        diags,
+        sensitive: false,
+    };
+    let v = scope.eval(&attr.value, &mut out).ok()?;
+    let loc = Loc::new(&t.source, hcl_edit::Span::span(&attr.value));
+    match v {
+        Value::Map(m) => Some(m.into_iter().map(|(k, v)| (Some(k), v)).collect()),
+        Value::List(items) => {
+            let mut seen = HashSet::new();
+            let mut res = Vec::new();
+            for i in items {
+                match i {
+                    Value::String(s) => {
+                        if seen.insert(s.clone()) {
+                            res.push((Some(s.clone()), Value::String(s)));
+                        }
+                    }
+                    other => {
+                        diags.push(
+                            Diagnostic::error(
+                                "standby::for_each_not_collection",
+                                loc,
+                                format!(
+                                    "for_each over a list needs strings, found {}",
+                                    other.type_name()
+                                ),
+                            )
+                            .label("not a list of strings")
+                            .help("use a map (keys name the instances) or a list of strings"),
+                        );
+                        return None;
+                    }
+                }
+            }
+            Some(res)
+        }
+        Value::Ref(Ref::Object {
+            kind: Kind::Machine,
+            name,
+            key: None,
+        }) if matches!(machine_keys.get(&name), Some(Some(_))) => Some(
+            machine_keys[&name]
+                .iter()
+                .flatten()
+                .map(|k| {
+                    (
+                        Some(k.clone()),
+                        Value::Ref(Ref::Object {
+                            kind: Kind::Machine,
+                            name: name.clone(),
+                            key: Some(k.clone()),
+                        }),
+                    )
+                })
+                .collect(),
+        ),
+        other => {
+            diags.push(
+                Diagnostic::error("standby::for_each_not_collection", loc, format!("for_each needs a map or a list of strings, found {}", other.type_name()))
+                    .label("not a collection")
+                    .help("write for_each = { a = ..., b = ... } or [\"a\", \"b\"]; each instance is named by its key"),
+            );
+            None
+        }
+    }
+}
+
+fn addr(kind: Kind, name: &str, key: &Option<String>) -> Address {
+    match key {
+        Some(k) => Address::keyed(kind, name, k),
+        None => Address::new(kind, name),
+    }
+}
+
+fn probe(r: &mut Reader, diags: &mut Diagnostics) -> Option<Probe> {
+    let kinds: Vec<&str> = ["command", "http", "tcp"]
+        .into_iter()
+        .filter(|k| r.has(k))
+        .collect();
+    if kinds.len() != 1 {
+        let (loc, msg) = if kinds.is_empty() {
+            (r.header.clone(), format!("{} has no probe", r.what))
+        } else {
+            (
+                r.key_loc(kinds[1]).unwrap_or(r.header.clone()),
+                format!(
+                    "{} has more than one probe: {}",
+                    r.what,
+                    kinds.join(" and ")
+                ),
+            )
+        };
+        diags.push(
+            Diagnostic::error("standby::probe_count", loc, msg)
+                .label(if kinds.is_empty() { "needs a probe" } else { "second probe" })
+                .help("a check has exactly one of: command = [argv], http = \"URL\" or tcp = \"HOST:PORT\""),
+        );
+        return None;
+    }
+    let only = |r: &Reader, attr: &str, probe: &str, diags: &mut Diagnostics| {
+        if let Some(loc) = r.key_loc(attr) {
+            diags.push(
+                Diagnostic::error(
+                    "standby::unknown_attribute",
+                    loc,
+                    format!("`{attr}` applies only to {probe} checks"),
+                )
+                .label(format!("not used by a {} check", kinds[0]))
+                .help(format!("remove `{attr}`, or make this a {probe} check")),
+            );
+            return false;
+        }
+        true
+    };
+    match kinds[0] {
+        "command" => {
+            let ok = only(r, "status", "http", diags) & only(r, "contains", "http", diags);
+            let command = r.argv("command", true, diags)?;
+            let expect = if r.has("expect") {
+                Some(r.string("expect", false, diags)?)
+            } else {
+                None
+            };
+            ok.then_some(Probe::Command { command, expect })
+        }
+        "http" => {
+            let ok = only(r, "expect", "command", diags);
+            let url = r.string("http", true, diags)?;
+            let status = match r.number("status", diags) {
+                None if r.has("status") => return None,
+                None => 200,
+                Some((n, _)) if n.fract() == 0.0 && (100.0..=599.0).contains(&n) => n as u16,
+                Some((n, loc)) => {
+                    diags.push(
+                        Diagnostic::error(
+                            "standby::out_of_range",
+                            loc,
+                            format!(
+                                "status {} is not an HTTP status code",
+                                super::value::format_number(n)
+                            ),
+                        )
+                        .label("not 100..599")
+                        .help("write the status the check expects, e.g. 200"),
+                    );
+                    return None;
+                }
+            };
+            let contains = if r.has("contains") {
+                Some(r.string("contains", false, diags)?)
+            } else {
+                None
+            };
+            ok.then_some(Probe::Http {
+                url,
+                status,
+                contains,
+            })
+        }
+        _ => {
+            let ok = only(r, "expect", "command", diags)
+                & only(r, "status", "http", diags)
+                & only(r, "contains", "http", diags);
+            let address = r.string("tcp", true, diags)?;
+            ok.then_some(Probe::Tcp { address })
+        }
+    }
+}
+
+const CHECK_ATTRS: [&str; 9] = [
+    "command", "expect", "http", "status", "contains", "tcp", "timeout", "retries", "interval",
+];
+
+fn check(
+    r: &Reader,
+    b: &Block,
+    default_timeout: u64,
+    diags: &mut Diagnostics,
+) -> Option<(Check, Loc)> {
+    let (name, loc) = one_label(r.source(), b, diags)?;
+    let mut c = r.nested(b, &format!("check.{name}"), &CHECK_ATTRS, &[], diags);
+    let probe = probe(&mut c, diags);
+    let timeout = c.duration_or("timeout", default_timeout, diags);
+    let interval = c.duration_or("interval", 5, diags);
+    let retries = match c.number("retries", diags) {
+        None if c.has("retries") => None,
+        None => Some(3),
+        Some((n, _)) if n.fract() == 0.0 && (0.0..=1000.0).contains(&n) => Some(n as u32),
+        Some((n, l)) => {
+            diags.push(
+                Diagnostic::error(
+                    "standby::out_of_range",
+                    l,
+                    format!(
+                        "retries must be a whole number from 0 to 1000, found {}",
+                        super::value::format_number(n)
+                    ),
+                )
+                .label("out of range")
+                .help("retries counts extra attempts after the first; 3 is the default"),
+            );
+            None
+        }
+    };
+    Some((
+        Check {
+            name,
+            probe: probe?,
+            timeout: timeout?,
+            retries: retries?,
+            interval: interval?,
+        },
+        loc,
+    ))
+}
+
+/// Report a name seen twice among sibling blocks.
+fn dup_name(
+    seen: &mut HashMap<String, Loc>,
+    name: &str,
+    loc: &Loc,
+    what: &str,
+    diags: &mut Diagnostics,
+) -> bool {
+    if let Some(first) = seen.get(name) {
+        diags.push(
+            Diagnostic::error(
+                "standby::duplicate_name",
+                loc.clone(),
+                format!("{what} {name:?} is declared twice"),
+            )
+            .label("second declaration")
+            .help(format!(
+                "the first is at {}; rename one of them",
+                first.position()
+            )),
+        );
+        return true;
+    }
+    seen.insert(name.to_string(), loc.clone());
+    false
+}
+
+pub fn machine(
+    ctx: &Ctx,
+    t: &Top,
+    key: &Option<String>,
+    each: &Value,
+    diags: &mut Diagnostics,
+) -> Option<Machine> {
+    let mut scope = ctx.scope(&t.source);
+    scope.each = key.as_deref().map(|k| (k, each));
+    let mut r = Reader::new(
+        scope,
+        t.block,
+        &["site", "for_each"],
+        &["disk", "quiesce", "boot", "check"],
+        diags,
+    );
+    let site = r.reference("site", Kind::Site, diags);
+    let mut disks = Vec::new();
+    let mut ok = true;
+    let mut seen = HashMap::new();
+    for b in r.blocks("disk") {
+        let Some((name, loc)) = one_label(r.source(), b, diags) else {
+            ok = false;
+            continue;
+        };
+        if dup_name(&mut seen, &name, &loc, "disk", diags) {
+            ok = false;
+            continue;
+        }
+        let mut d = r.nested(b, &format!("disk.{name}"), &["path"], &[], diags);
+        match d.string("path", true, diags) {
+            Some(p) => disks.push(Disk {
+                name,
+                path: p.into(),
+            }),
+            None => ok = false,
+        }
+        r.sensitive.extend(d.sensitive);
+    }
+    if disks.is_empty() && ok && !r.suggested.contains("disk") {
+        diags.push(
+            Diagnostic::error(
+                "standby::missing_block",
+                r.header.clone(),
+                format!("{} has no disk", r.what),
+            )
+            .label("needs a disk block")
+            .help("add at least one: disk \"system\" { path = \"...\" }"),
+        );
+        ok = false;
+    }
+    let quiesce = match r.single_block("quiesce", diags) {
+        None => None,
+        Some(b) => {
+            let mut q = r.nested(b, "quiesce", &["freeze", "thaw", "timeout"], &[], diags);
+            let freeze = q.argv("freeze", true, diags);
+            let thaw = q.argv("thaw", true, diags);
+            let timeout = q.duration_or("timeout", 30, diags);
+            r.sensitive.extend(std::mem::take(&mut q.sensitive));
+            match (freeze, thaw, timeout) {
+                (Some(freeze), Some(thaw), Some(timeout)) => Some(Quiesce {
+                    freeze,
+                    thaw,
+                    timeout,
+                }),
+                _ => {
+                    ok = false;
+                    None
+                }
+            }
+        }
+    };
+    let boot = match r.single_block("boot", diags) {
+        None => None,
+        Some(b) => {
+            let mut q = r.nested(b, "boot", &["command", "timeout"], &[], diags);
+            let command = q.argv("command", true, diags);
+            let timeout = q.duration_or("timeout", 300, diags);
+            r.sensitive.extend(std::mem::take(&mut q.sensitive));
+            match (command, timeout) {
+                (Some(command), Some(timeout)) => Some(Boot { command, timeout }),
+                _ => {
+                    ok = false;
+                    None
+                }
+            }
+        }
+    };
+    let mut checks = Vec::new();
+    let mut seen = HashMap::new();
+    for b in r.blocks("check") {
+        match check(&r, b, 30, diags) {
+            Some((c, loc)) => {
+                if !dup_name(&mut seen, &c.name, &loc, "check", diags) {
+                    checks.push(c);
+                }
+            }
+            None => ok = false,
+        }
+    }
+    let (site, _, _) = site?;
+    if !ok {
+        return None;
+    }
+    Some(Machine {
+        addr: addr(Kind::Machine, &t.name, key),
+        site: Address::new(Kind::Site, site),
+        disks,
+        quiesce,
+        boot,
+        checks,
+        sensitive: r.sensitive,
+    })
+}
+
+/// Keys of each machine with `for_each`; None when its `for_each` failed
+/// (references to it are then not reported again).
+pub type MachineKeys = HashMap<String, Option<Vec<String>>>;
+
+/// Resolve a reference to one machine instance against the declared
+/// instances (`machine_keys` lists the keys of machines with `for_each`).
+fn machine_addrs(
+    name: &str,
+    key: Option<String>,
+    loc: &Loc,
+    machine_keys: &MachineKeys,
+    allow_all: bool,
+    diags: &mut Diagnostics,
+) -> Option<Vec<Address>> {
+    match (machine_keys.get(name), key) {
+        (None, _) => Some(vec![Address::new(Kind::Machine, name)]),
+        (Some(None), _) => None,
+        (Some(Some(keys)), Some(k)) => {
+            if keys.contains(&k) {
+                Some(vec![Address::keyed(Kind::Machine, name, k)])
+            } else {
+                let help = match did_you_mean(&k, keys.iter().map(String::as_str)) {
+                    Some(s) => format!("did you mean machine.{name}[{s:?}]?"),
+                    None => {
+                        let shown: Vec<String> =
+                            keys.iter().take(5).map(|k| format!("{k:?}")).collect();
+                        let more = if keys.len() > 5 { ", ..." } else { "" };
+                        format!(
+                            "machine.{name} has the instances {}{more}",
+                            shown.join(", ")
+                        )
+                    }
+                };
+                diags.push(
+                    Diagnostic::error(
+                        "standby::unknown_reference",
+                        loc.clone(),
+                        format!("machine.{name} has no instance {k:?}"),
+                    )
+                    .label("no such key")
+                    .help(help),
+                );
+                None
+            }
+        }
+        (Some(Some(keys)), None) if allow_all => Some(
+            keys.iter()
+                .map(|k| Address::keyed(Kind::Machine, name, k))
+                .collect(),
+        ),
+        (Some(Some(_)), None) => {
+            diags.push(
+                Diagnostic::error("standby::wrong_type", loc.clone(), format!("machine.{name} has for_each, so it names many machines; one is needed here"))
+                    .label("many machines")
+                    .help(format!("pick one instance with machine.{name}[\"KEY\"], or use machine.{name}[each.key] with for_each")),
+            );
+            None
+        }
+    }
+}
+
+/// State shared across protections for the cross-block checks.
+#[derive(Default)]
+pub struct Protections {
+    /// Machine -> (protection, where it names the machine).
+    pub by_machine: HashMap<Address, (Address, Loc)>,
+    /// Machines named by a protection that failed to resolve them.
+    pub uncertain: HashSet<String>,
+    /// A protection failed before naming its machine: coverage can't be judged.
+    pub coverage_unknown: bool,
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn protection(
+    ctx: &Ctx,
+    t: &Top,
+    key: &Option<String>,
+    each: &Value,
+    machines: &std::collections::BTreeMap<Address, Machine>,
+    machine_keys: &MachineKeys,
+    seen: &mut Protections,
+    diags: &mut Diagnostics,
+) -> Option<Protection> {
+    let mut scope = ctx.scope(&t.source);
+    scope.each = key.as_deref().map(|k| (k, each));
+    let attrs = [
+        "machine",
+        "target",
+        "vault",
+        "policy",
+        "consistency_group",
+        "prevent_destroy",
+        "for_each",
+    ];
+    let mut r = Reader::new(scope, t.block, &attrs, &[], diags);
+    let this = addr(Kind::Protection, &t.name, key);
+    let machine = match r.reference("machine", Kind::Machine, diags) {
+        Some((n, k, loc)) => match machine_addrs(&n, k, &loc, machine_keys, false, diags) {
+            Some(mut a) => a.pop().map(|a| (a, loc)),
+            None => {
+                // Its instances may still be listed in a plan: don't call them unprotected.
+                seen.uncertain.insert(n);
+                None
+            }
+        },
+        None => {
+            seen.coverage_unknown = true;
+            None
+        }
+    };
+    let target = r.reference("target", Kind::Site, diags);
+    let vault = r.reference("vault", Kind::Vault, diags);
+    let policy = r.reference("policy", Kind::Policy, diags);
+    let group = if r.has("consistency_group") {
+        Some(r.string("consistency_group", false, diags)?)
+    } else {
+        None
+    };
+    let prevent_destroy = r.bool_or("prevent_destroy", false, diags);
+    let (machine, mloc) = machine?;
+    let mut ok = true;
+    if let Some((other, first)) = seen.by_machine.get(&machine) {
+        diags.push(
+            Diagnostic::error(
+                "standby::duplicate_protection",
+                mloc.clone(),
+                format!("{machine} is already protected by {other}"),
+            )
+            .label("second protection of this machine")
+            .help(format!(
+                "a machine has one protection; {other} names it at {}. Remove one of them",
+                first.position()
+            )),
+        );
+        ok = false;
+    } else {
+        seen.by_machine
+            .insert(machine.clone(), (this.clone(), mloc));
+    }
+    let (target, _, tloc) = target?;
+    if let Some(m) = machines.get(&machine) {
+        if m.site.name == target {
+            diags.push(
+                Diagnostic::error("standby::target_is_source", tloc, format!("{this} replicates {machine} to its own site, site.{target}"))
+                    .label("the machine already runs here")
+                    .help("the target must be a different site from the machine's `site`, so a loss of one site leaves the other"),
+            );
+            ok = false;
+        }
+    }
+    let (vault, _, _) = vault?;
+    let (policy, _, _) = policy?;
+    if !ok {
+        return None;
+    }
+    Some(Protection {
+        addr: this,
+        machine,
+        target: Address::new(Kind::Site, target),
+        vault: Address::new(Kind::Vault, vault),
+        policy: Address::new(Kind::Policy, policy),
+        consistency_group: group,
+        prevent_destroy: prevent_destroy?,
+    })
+}
+
+fn steps(r: &Reader, b: &Block, prefix: &str, diags: &mut Diagnostics) -> Option<Vec<Step>> {
+    let outer = r.nested(b, prefix, &[], &["script", "manual", "check"], diags);
+    let mut out = Vec::new();
+    let mut ok = true;
+    let mut seen = HashMap::new();
+    for s in outer.body.blocks() {
+        let kind = s.ident.as_str();
+        if !["script", "manual", "check"].contains(&kind) {
+            continue;
+        }
+        let step = match kind {
+            "check" => check(&outer, s, 300, diags).map(|(c, loc)| {
+                (
+                    Step {
+                        name: c.name,
+                        action: StepAction::Check(c.probe),
+                        timeout: c.timeout,
+                    },
+                    loc,
+                )
+            }),
+            _ => (|| {
+                let (name, loc) = one_label(outer.source(), s, diags)?;
+                let attrs: &[&str] = if kind == "script" {
+                    &["command", "timeout"]
+                } else {
+                    &["instructions", "timeout"]
+                };
+                let mut sr = outer.nested(s, &format!("{kind}.{name}"), attrs, &[], diags);
+                let (action, default) = if kind == "script" {
+                    (
+                        sr.argv("command", true, diags)
+                            .map(|command| StepAction::Script { command }),
+                        600,
+                    )
+                } else {
+                    (
+                        sr.string("instructions", true, diags)
+                            .map(|instructions| StepAction::Manual { instructions }),
+                        86_400,
+                    )
+                };
+                let timeout = sr.duration_or("timeout", default, diags);
+                Some((
+                    Step {
+                        name,
+                        action: action?,
+                        timeout: timeout?,
+                    },
+                    loc,
+                ))
+            })(),
+        };
+        match step {
+            Some((st, loc)) => {
+                if !dup_name(&mut seen, &st.name, &loc, "step", diags) {
+                    out.push(st);
+                }
+            }
+            None => ok = false,
+        }
+    }
+    ok.then_some(out)
+}
+
+pub fn recovery_plan(
+    ctx: &Ctx,
+    t: &Top,
+    machine_keys: &MachineKeys,
+    seen_protections: &Protections,
+    diags: &mut Diagnostics,
+) -> Option<RecoveryPlan> {
+    let mut group_names = Vec::new();
+    let mut seen = HashMap::new();
+    for b in t
+        .block
+        .body
+        .blocks()
+        .filter(|b| b.ident.as_str() == "group")
+    {
+        if let Some((name, loc)) = one_label(&t.source, b, &mut Diagnostics::default()) {
+            if !seen.contains_key(&name) {
+                seen.insert(name.clone(), loc);
+                group_names.push(name);
+            }
+        }
+    }
+    let mut scope = ctx.scope(&t.source);
+    scope.groups = Some(&group_names);
+    let r = Reader::new(scope, t.block, &[], &["group", "drill"], diags);
+    let this = Address::new(Kind::RecoveryPlan, &t.name);
+    let mut ok = true;
+    let mut groups = Vec::new();
+    let mut dep_locs: HashMap<String, Loc> = HashMap::new();
+    let mut seen = HashMap::new();
+    let mut listed: HashMap<Address, Loc> = HashMap::new();
+    for b in r.blocks("group") {
+        let Some((name, loc)) = one_label(r.source(), b, diags) else {
+            ok = false;
+            continue;
+        };
+        if dup_name(&mut seen, &name, &loc, "group", diags) {
+            ok = false;
+            continue;
+        }
+        let mut g = r.nested(
+            b,
+            &format!("group.{name}"),
+            &["machines", "depends_on"],
+            &["before", "after"],
+            diags,
+        );
+        let mut machines = Vec::new();
+        match g.list_items("machines", diags) {
+            None if !g.has("machines") => {
+                g.missing("machines", diags);
+                ok = false;
+            }
+            None => ok = false,
+            Some(items) => {
+                for (v, loc) in items {
+                    let Some((n, k)) = want_ref(v, &loc, "machines", Kind::Machine, diags) else {
+                        ok = false;
+                        continue;
+                    };
+                    let Some(addrs) = machine_addrs(&n, k, &loc, machine_keys, true, diags) else {
+                        ok = false;
+                        continue;
+                    };
+                    for a in addrs {
+                        if let Some(first) = listed.get(&a) {
+                            diags.push(
+                                Diagnostic::error(
+                                    "standby::duplicate_name",
+                                    loc.clone(),
+                                    format!("{a} is listed twice in recovery_plan {:?}", t.name),
+                                )
+                                .label("listed again")
+                                .help(format!(
+                                    "a machine recovers in one group; it is first listed at {}",
+                                    first.position()
+                                )),
+                            );
+                            ok = false;
+                            continue;
+                        }
+                        listed.insert(a.clone(), loc.clone());
+                        let covered = seen_protections.by_machine.contains_key(&a)
+                            || seen_protections.uncertain.contains(&a.name)
+                            || seen_protections.coverage_unknown;
+                        if !covered {
+                            diags.push(
+                                Diagnostic::error("standby::unprotected_machine", loc.clone(), format!("recovery_plan {:?} lists {a}, but no protection covers it", t.name))
+                                    .label("not protected")
+                                    .help(format!("add a protection with machine = {a}, or remove it from this group")),
+                            );
+                            ok = false;
+                        }
+                        machines.push(a);
+                    }
+                }
+            }
+        }
+        let mut depends_on = Vec::new();
+        if g.has("depends_on") {
+            if let Some(l) = g.key_loc("depends_on") {
+                dep_locs.insert(name.clone(), l);
+            }
+            match g.list_items("depends_on", diags) {
+                None => ok = false,
+                Some(items) => {
+                    for (v, loc) in items {
+                        match v {
+                            Value::Ref(Ref::Group(d)) => depends_on.push(d),
+                            other => {
+                                wrong_type(
+                                    &loc,
+                                    "depends_on",
+                                    "a reference to a group (like group.NAME)",
+                                    &other,
+                                    diags,
+                                );
+                                ok = false;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let before = g
+            .single_block("before", diags)
+            .map(|b| steps(&g, b, "before", diags));
+        let after = g
+            .single_block("after", diags)
+            .map(|b| steps(&g, b, "after", diags));
+        let (before, after) = match (before, after) {
+            (Some(None), _) | (_, Some(None)) => {
+                ok = false;
+                (Vec::new(), Vec::new())
+            }
+            (b, a) => (
+                b.flatten().unwrap_or_default(),
+                a.flatten().unwrap_or_default(),
+            ),
+        };
+        groups.push(Group {
+            name,
+            machines,
+            depends_on,
+            before,
+            after,
+        });
+    }
+    if groups.is_empty() && ok && !r.suggested.contains("group") {
+        diags.push(
+            Diagnostic::error(
+                "standby::missing_block",
+                r.header.clone(),
+                format!("{} has no group", r.what),
+            )
+            .label("needs a group block")
+            .help("add one: group \"app\" { machines = [machine.NAME] }"),
+        );
+        ok = false;
+    }
+    if let Some(cycle) = find_cycle(&groups) {
+        let loc = dep_locs.get(&cycle[0]).cloned().unwrap_or(r.header.clone());
+        let path: Vec<String> = cycle.iter().map(|g| format!("group.{g}")).collect();
+        diags.push(
+            Diagnostic::error(
+                "standby::dependency_cycle",
+                loc,
+                format!(
+                    "groups of recovery_plan {:?} depend on each other in a cycle: {}",
+                    t.name,
+                    path.join(" -> ")
+                ),
+            )
+            .label("part of the cycle")
+            .help("remove one of these depends_on entries so that the groups can start in order"),
+        );
+        ok = false;
+    }
+    let mut r = r;
+    let drill = match r.single_block("drill", diags) {
+        None => None,
+        Some(b) => {
+            let mut d = r.nested(b, "drill", &["schedule", "max_rto"], &[], diags);
+            let schedule = d.required("schedule", diags).and_then(|(v, loc)| {
+                let s = super::reader::want_string(v.clone(), &loc, "schedule", diags)?;
+                match s.as_str() {
+                    "daily" => Some(Schedule::Daily),
+                    "weekly" => Some(Schedule::Weekly),
+                    "monthly" => Some(Schedule::Monthly),
+                    _ => match s.parse::<Duration>() {
+                        Ok(d) => Some(Schedule::Every(d)),
+                        Err(e) => {
+                            diags.push(
+                                Diagnostic::error("standby::bad_duration", loc, format!("`schedule` is neither daily, weekly, monthly nor a duration: {e}"))
+                                    .label("not a schedule")
+                                    .help("write \"daily\", \"weekly\", \"monthly\" or a duration such as \"3d\""),
+                            );
+                            None
+                        }
+                    },
+                }
+            });
+            let max_rto = d.duration("max_rto", true, diags);
+            r.sensitive.extend(d.sensitive);
+            match (schedule, max_rto) {
+                (Some(schedule), Some(max_rto)) => Some(Drill { schedule, max_rto }),
+                _ => {
+                    ok = false;
+                    None
+                }
+            }
+        }
+    };
+    ok.then_some(RecoveryPlan {
+        addr: this,
+        groups,
+        drill,
+    })
+}
+
+/// The first `depends_on` cycle among groups, as names in order with the
+/// first repeated at the end; None when the groups form a DAG.
+fn find_cycle(groups: &[Group]) -> Option<Vec<String>> {
+    let index: HashMap<&str, usize> = groups
+        .iter()
+        .enumerate()
+        .map(|(i, g)| (g.name.as_str(), i))
+        .collect();
+    // 0 = unvisited, 1 = on the current path, 2 = done
+    let mut color = vec![0u8; groups.len()];
+    fn visit(
+        i: usize,
+        groups: &[Group],
+        index: &HashMap<&str, usize>,
+        color: &mut [u8],
+        path: &mut Vec<usize>,
+    ) -> Option<Vec<String>> {
+        color[i] = 1;
+        path.push(i);
+        for d in &groups[i].depends_on {
+            let Some(&j) = index.get(d.as_str()) else {
+                continue;
+            };
+            if color[j] == 1 {
+                let start = path.iter().position(|&p| p == j).unwrap_or(0);
+                let mut cycle: Vec<String> = path[start..]
+                    .iter()
+                    .map(|&p| groups[p].name.clone())
+                    .collect();
+                cycle.push(groups[j].name.clone());
+                return Some(cycle);
+            }
+            if color[j] == 0 {
+                if let Some(c) = visit(j, groups, index, color, path) {
+                    return Some(c);
+                }
+            }
+        }
+        path.pop();
+        color[i] = 2;
+        None
+    }
+    for i in 0..groups.len() {
+        if color[i] == 0 {
+            if let Some(c) = visit(i, groups, &index, &mut color, &mut Vec::new()) {
+                return Some(c);
+            }
+        }
+    }
+    None
+}

@@ -1,0 +1,356 @@
+//! Input variables: declarations and their values from, lowest to highest
+//! precedence, the default, `STANDBY_VAR_NAME`, `standby.vars.hcl`, each
+//! `--var-file`, and `--var NAME=VALUE`.
+
+use super::diag::{Diagnostic, Diagnostics, Loc, Source, did_you_mean};
+use super::eval::{Locals, Objects, Out, Scope, VarValue};
+use super::value::{Type, Value};
+use super::{VarInputs, parse};
+use hcl_edit::Span;
+use hcl_edit::expr::Expression;
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+
+/// One `variable "NAME" { ... }` block, read but not yet given a value.
+pub struct Declared {
+    pub name: String,
+    pub label: Loc,
+    pub ty: Type,
+    pub default: Option<(Expression, Arc<Source>)>,
+    pub description: Option<String>,
+    pub sensitive: bool,
+}
+
+/// Parse a type expression: `string`, `list(string)`, `map(number)`, ...
+pub fn parse_type(e: &Expression, source: &Arc<Source>, diags: &mut Diagnostics) -> Option<Type> {
+    let simple = |name: &str| match name {
+        "string" => Some(Type::String),
+        "number" => Some(Type::Number),
+        "bool" => Some(Type::Bool),
+        "any" => Some(Type::Any),
+        _ => None,
+    };
+    let found = match e {
+        Expression::Variable(v) => simple(v.as_str()),
+        Expression::FuncCall(f) => {
+            let args: Vec<&Expression> = f.args.iter().collect();
+            match (f.name.name.as_str(), args.as_slice()) {
+                ("list" | "set", [inner]) => {
+                    parse_type(inner, source, diags).map(|t| Type::List(Box::new(t)))
+                }
+                ("map", [inner]) => {
+                    parse_type(inner, source, diags).map(|t| Type::Map(Box::new(t)))
+                }
+                _ => None,
+            }
+        }
+        _ => None,
+    };
+    if found.is_none() {
+        diags.push(
+            Diagnostic::error(
+                "standby::wrong_type",
+                Loc::new(source, e.span()),
+                "not a type",
+            )
+            .label("expected a type")
+            .help("write one of: string, number, bool, any, list(TYPE), set(TYPE), map(TYPE)"),
+        );
+    }
+    found
+}
+
+/// Evaluate an expression that may not refer to anything (a default or a
+/// value from a variables file).
+fn eval_const(e: &Expression, source: &Arc<Source>, diags: &mut Diagnostics) -> Option<Value> {
+    let vars = HashMap::new();
+    let locals = Locals::default();
+    let objects = Objects::new();
+    let scope = Scope {
+        source,
+        vars: &vars,
+        locals: &locals,
+        objects: &objects,
+        groups: None,
+        each: None,
+        for_vars: Vec::new(),
+    };
+    let mut out = Out {
+        diags,
+        sensitive: false,
+    };
+    scope.eval(e, &mut out).ok()
+}
+
+fn convert(d: &Declared, v: Value, loc: Loc, diags: &mut Diagnostics) -> Option<Value> {
+    match d.ty.convert(v) {
+        Ok(v) => Some(v),
+        Err(found) => {
+            diags.push(
+                Diagnostic::error(
+                    "standby::wrong_type",
+                    loc,
+                    format!(
+                        "wrong type for variable `{}`: expected {}, found {found}",
+                        d.name, d.ty
+                    ),
+                )
+                .label(format!("expected {}", d.ty))
+                .help(format!(
+                    "variable `{}` is declared at {} with type {}",
+                    d.name,
+                    d.label.position(),
+                    d.ty
+                )),
+            );
+            None
+        }
+    }
+}
+
+/// Read `name = value` lines from a variables file into `values`.
+fn read_file(
+    source: &Arc<Source>,
+    declared: &HashMap<&str, &Declared>,
+    values: &mut HashMap<String, Value>,
+    diags: &mut Diagnostics,
+) {
+    let Some(body) = parse::parse(source, diags) else {
+        return;
+    };
+    for s in body.iter() {
+        if let Some(b) = s.as_block() {
+            diags.push(
+                Diagnostic::error(
+                    "standby::unexpected_block",
+                    Loc::new(source, b.ident.span()),
+                    "a variables file holds only `name = value` lines",
+                )
+                .label("block")
+                .help("declare variables in a *.hcl configuration file; set their values here"),
+            );
+            continue;
+        }
+        let Some(a) = s.as_attribute() else { continue };
+        let name = a.key.as_str();
+        let Some(d) = declared.get(name) else {
+            unknown_variable(name, Loc::new(source, a.key.span()), declared, diags);
+            continue;
+        };
+        if let Some(v) = eval_const(&a.value, source, diags) {
+            if let Some(v) = convert(d, v, Loc::new(source, a.value.span()), diags) {
+                values.insert(name.to_string(), v);
+            }
+        }
+    }
+}
+
+fn unknown_variable(
+    name: &str,
+    loc: Loc,
+    declared: &HashMap<&str, &Declared>,
+    diags: &mut Diagnostics,
+) {
+    let help = match did_you_mean(name, declared.keys().copied()) {
+        Some(s) => format!("did you mean `{s}`?"),
+        None => format!("declare it first: variable \"{name}\" {{}}"),
+    };
+    diags.push(
+        Diagnostic::error(
+            "standby::unknown_variable",
+            loc,
+            format!("a value is set for `{name}`, but no variable of that name is declared"),
+        )
+        .label("not declared")
+        .help(help),
+    );
+}
+
+/// Like [`from_text_raw`], but a sensitive value never reaches a message:
+/// its errors are replaced by one that shows no text.
+fn from_text(d: &Declared, source: &Arc<Source>, diags: &mut Diagnostics) -> Option<Value> {
+    if !d.sensitive {
+        return from_text_raw(d, source, diags);
+    }
+    let mut scratch = Diagnostics::default();
+    let v = from_text_raw(d, source, &mut scratch);
+    if scratch.has_errors() {
+        let hidden = Source::new(source.name.clone(), "(sensitive)");
+        diags.push(
+            Diagnostic::error(
+                "standby::wrong_type",
+                Loc::new(&hidden, Some(0..hidden.text.len())),
+                format!(
+                    "the value of sensitive variable `{}` is not a valid {}",
+                    d.name, d.ty
+                ),
+            )
+            .label("value hidden")
+            .help(format!(
+                "variable `{}` is declared at {} with type {}",
+                d.name,
+                d.label.position(),
+                d.ty
+            )),
+        );
+    }
+    v
+}
+
+/// A string-typed value from the environment or the command line is taken
+/// as is; numbers and bools convert from the text; lists and maps are read
+/// as HCL expressions.
+fn from_text_raw(d: &Declared, source: &Arc<Source>, diags: &mut Diagnostics) -> Option<Value> {
+    match d.ty {
+        Type::String | Type::Any => return Some(Value::String(source.text.clone())),
+        // Scalars convert from the text itself, so `--var n=three` is a type error, not a reference.
+        Type::Number | Type::Bool => {
+            return convert(
+                d,
+                Value::String(source.text.clone()),
+                Loc::new(source, Some(0..source.text.len())),
+                diags,
+            );
+        }
+        Type::List(_) | Type::Map(_) => {}
+    }
+    let e = match hcl_edit::parser::parse_expr(&source.text) {
+        Ok(e) => e,
+        Err(err) => {
+            let at = err.location().offset();
+            diags.push(
+                Diagnostic::error("standby::syntax", Loc::new(source, Some(at..at + 1)), format!("cannot read the value of `{}`: {}", d.name, err.message()))
+                    .label("here")
+                    .help(format!("`{}` has type {}; write it in HCL syntax, e.g. [\"a\", \"b\"] or {{ k = \"v\" }}", d.name, d.ty)),
+            );
+            return None;
+        }
+    };
+    let v = eval_const(&e, source, diags)?;
+    convert(d, v, Loc::new(source, Some(0..source.text.len())), diags)
+}
+
+/// Give every declared variable its value; report unknown and unset ones.
+pub fn resolve(
+    decls: &[Declared],
+    dir: &Path,
+    inputs: &VarInputs,
+    diags: &mut Diagnostics,
+) -> (
+    HashMap<String, VarValue>,
+    BTreeMap<String, crate::model::Variable>,
+) {
+    let declared: HashMap<&str, &Declared> = decls.iter().map(|d| (d.name.as_str(), d)).collect();
+    let mut values: HashMap<String, Value> = HashMap::new();
+    for d in decls {
+        if let Some((e, src)) = &d.default {
+            if let Some(v) = eval_const(e, src, diags) {
+                if let Some(v) = convert(d, v, Loc::new(src, e.span()), diags) {
+                    values.insert(d.name.clone(), v);
+                }
+            }
+        }
+    }
+    for d in decls {
+        let env = format!("STANDBY_VAR_{}", d.name);
+        if let Ok(text) = std::env::var(&env) {
+            let src = Source::new(format!("${env}"), text);
+            if let Some(v) = from_text(d, &src, diags) {
+                values.insert(d.name.clone(), v);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    let default_file = dir.join("standby.vars.hcl");
+    if default_file.is_file() {
+        files.push(default_file);
+    }
+    files.extend(inputs.files.iter().cloned());
+    for f in files {
+        let name = super::display_path(&f);
+        match std::fs::read_to_string(&f) {
+            Ok(text) => read_file(&Source::new(name, text), &declared, &mut values, diags),
+            Err(e) => diags.push(
+                Diagnostic::error(
+                    "standby::io",
+                    Loc::new(&Source::new(name.clone(), ""), None),
+                    format!("cannot read variables file {name}: {e}"),
+                )
+                .label("unreadable")
+                .help("check the path given to --var-file"),
+            ),
+        }
+    }
+    for arg in &inputs.cli {
+        let cmdline = Source::new("command line", format!("--var {arg}"));
+        let Some((name, text)) = arg.split_once('=') else {
+            diags.push(
+                Diagnostic::error(
+                    "standby::syntax",
+                    Loc::new(&cmdline, Some(6..cmdline.text.len())),
+                    format!("`--var {arg}` has no `=`"),
+                )
+                .label("expected NAME=VALUE")
+                .help("write --var NAME=VALUE, e.g. --var region=westeurope"),
+            );
+            continue;
+        };
+        let Some(d) = declared.get(name) else {
+            unknown_variable(
+                name,
+                Loc::new(&cmdline, Some(6..6 + name.len())),
+                &declared,
+                diags,
+            );
+            continue;
+        };
+        if let Some(v) = from_text(d, &Source::new(format!("--var {name}"), text), diags) {
+            values.insert(name.to_string(), v);
+        }
+    }
+    let mut resolved = HashMap::new();
+    let mut model = BTreeMap::new();
+    for d in decls {
+        let Some(v) = values.remove(&d.name) else {
+            if d.default.is_none() {
+                diags.push(
+                    Diagnostic::error("standby::unset_variable", d.label.clone(), format!("variable `{}` has no value", d.name))
+                        .label("declared here without a default")
+                        .help(format!(
+                            "set it with `--var {n}=VALUE`, a line `{n} = VALUE` in standby.vars.hcl, or the environment variable STANDBY_VAR_{n}; or give it a default",
+                            n = d.name
+                        )),
+                );
+            }
+            // Known to be missing or wrong: references to it are not reported again.
+            resolved.insert(
+                d.name.clone(),
+                VarValue {
+                    value: Value::Null,
+                    sensitive: d.sensitive,
+                    known: false,
+                },
+            );
+            continue;
+        };
+        model.insert(
+            d.name.clone(),
+            crate::model::Variable {
+                name: d.name.clone(),
+                description: d.description.clone(),
+                sensitive: d.sensitive,
+                value: v.to_json(),
+            },
+        );
+        resolved.insert(
+            d.name.clone(),
+            VarValue {
+                value: v,
+                sensitive: d.sensitive,
+                known: true,
+            },
+        );
+    }
+    (resolved, model)
+}

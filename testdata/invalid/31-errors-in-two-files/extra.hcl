@@ -1,0 +1,4 @@
+machine "web" {
+  site = site.onprem
+  disk "system" { path = "web/system.img" 
+}

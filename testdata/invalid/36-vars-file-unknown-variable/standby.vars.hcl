@@ -1,0 +1,2 @@
+dr_root = "/srv/dr"
+regoin  = "westeurope"
