@@ -21,15 +21,29 @@ fn ext4_and_sqlite_points_restore_clean() {
     let mut points = Vec::new();
     for round in 0..3 {
         if round > 0 {
-            ext4_write(&img, d, &format!("/etc/round{round}"), &"x".repeat(10_000 * round));
+            ext4_write(
+                &img,
+                d,
+                &format!("/etc/round{round}"),
+                &"x".repeat(10_000 * round),
+            );
             samples::add_orders(&db, 700).unwrap();
         }
         let r_img = snapshot(&img, &d.join(format!("ref-img-{round}")));
         let r_db = snapshot(&db, &d.join(format!("ref-db-{round}")));
-        let p = take(&vault, &cache, &[target("m", &[("system", &img), ("data", &db)])]).remove(0);
+        let p = take(
+            &vault,
+            &cache,
+            &[target("m", &[("system", &img), ("data", &db)])],
+        )
+        .remove(0);
         if round > 0 {
             // A delta is small: the changed blocks, not the 64 MiB image.
-            assert!(p.stats.new < 2 << 20, "round {round} stored {}", p.stats.new);
+            assert!(
+                p.stats.new < 2 << 20,
+                "round {round} stored {}",
+                p.stats.new
+            );
         }
         points.push((p, r_img, r_db));
     }
@@ -76,11 +90,17 @@ fn qcow2_files_restore_identical() {
     }
     // A fresh empty qcow2 (qemu-img create) round-trips too.
     let empty = d.join("empty.qcow2");
-    run(Command::new("qemu-img").args(["create", "-f", "qcow2"]).arg(&empty).arg("1G"));
+    run(Command::new("qemu-img")
+        .args(["create", "-f", "qcow2"])
+        .arg(&empty)
+        .arg("1G"));
     let p = take(&vault, &cache, &[target("e", &[("root", &empty)])]).remove(0);
     let out = d.join("out-empty.qcow2");
     restore(&vault, &p, "root", &out);
-    run(Command::new("qemu-img").arg("compare").arg(&empty).arg(&out));
+    run(Command::new("qemu-img")
+        .arg("compare")
+        .arg(&empty)
+        .arg(&out));
 }
 
 #[test]
@@ -111,7 +131,10 @@ fn sparse_shrinking_and_deduplicated_disks() {
     assert_eq!(p2.stats.new, 0, "deduplicated across machines");
 
     // Shrinking a disk between points.
-    let f = std::fs::OpenOptions::new().write(true).open(&sparse).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&sparse)
+        .unwrap();
     f.set_len((512 << 20) + 4096 + 17).unwrap();
     drop(f);
     let p3 = take(&vault, &cache, &[target("s", &[("root", &sparse)])]).remove(0);

@@ -29,7 +29,8 @@ fn setup() -> Setup {
     let f = std::fs::File::create(&disk).unwrap();
     let random: Vec<u8> = (0..(2 << 20)).map(|_| rand::random::<u8>()).collect();
     f.write_all_at(&random, 0).unwrap();
-    f.write_all_at("some text\n".repeat(100_000).as_bytes(), 3 << 20).unwrap();
+    f.write_all_at("some text\n".repeat(100_000).as_bytes(), 3 << 20)
+        .unwrap();
     let cache = d.join("cache");
     let p1 = take(&vault, &cache, &[target("a", &[("root", &disk)])]).remove(0);
     f.write_all_at(&[7u8; 8192], 1 << 20).unwrap();
@@ -59,7 +60,11 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
 }
 
 fn flip(path: &Path, at: Option<u64>) {
-    let f = std::fs::OpenOptions::new().read(true).write(true).open(path).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
     let len = f.metadata().unwrap().len();
     let at = at.unwrap_or(len / 2);
     let mut b = [0u8; 1];
@@ -69,7 +74,10 @@ fn flip(path: &Path, at: Option<u64>) {
 }
 
 fn name_of(s: &Setup, path: &Path) -> String {
-    path.strip_prefix(&s.vault_dir).unwrap().to_string_lossy().into_owned()
+    path.strip_prefix(&s.vault_dir)
+        .unwrap()
+        .to_string_lossy()
+        .into_owned()
 }
 
 fn restore_err(s: &Setup, vault: &Vault, p: &Manifest) -> String {
@@ -120,7 +128,11 @@ fn flipped_bit_in_an_index() {
     let objects: Vec<&str> = r.problems.iter().map(|p| p.object.as_str()).collect();
     assert!(objects.contains(&name.as_str()), "{:?}", r.problems);
     // Blobs only that index listed are reported with the points using them.
-    assert!(r.problems.iter().any(|p| !p.points.is_empty()), "{:?}", r.problems);
+    assert!(
+        r.problems.iter().any(|p| !p.points.is_empty()),
+        "{:?}",
+        r.problems
+    );
     let e = restore_err(&s, &vault, &s.points[0]);
     assert!(e.contains(&name), "{e}");
 }
@@ -150,6 +162,9 @@ fn flipped_bit_in_the_config() {
     let s = setup();
     flip(&s.vault_dir.join("config"), Some(20));
     let e = Vault::open(&s.url, &s.key, &s.d).err().unwrap();
-    assert!(matches!(e, VaultError::Damaged { ref object, .. } if object == "config"), "{e}");
+    assert!(
+        matches!(e, VaultError::Damaged { ref object, .. } if object == "config"),
+        "{e}"
+    );
     assert!(e.to_string().contains("config"));
 }
