@@ -277,7 +277,7 @@ impl Vault {
         let sub = master.derive(&salt);
         let meta = Sealer::new(&sub.meta);
         match meta.open(&check, b"config") {
-            Ok(p) if p == KEY_CHECK => {}
+            Ok(p) if &*p == KEY_CHECK => {}
             _ => {
                 return Err(VaultError::WrongKey {
                     url: url.to_string(),
@@ -420,6 +420,7 @@ impl Vault {
     pub fn open_meta(&self, name: &str, sealed: &[u8]) -> Result<Vec<u8>> {
         self.meta
             .open(sealed, name.as_bytes())
+            .map(seal::Plain::into_vec)
             .map_err(|e| self.damaged(name, e))
     }
 

@@ -27,6 +27,27 @@ pub enum OpenError {
     Inflate,
 }
 
+/// Opened bytes; derefs to the plain text (avoids moving a raw body).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Plain {
+    buf: Vec<u8>,
+    start: usize,
+}
+
+impl Plain {
+    pub fn into_vec(mut self) -> Vec<u8> {
+        self.buf.drain(..self.start);
+        self.buf
+    }
+}
+
+impl std::ops::Deref for Plain {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+}
+
 /// One AES-256-GCM key with the compression policy.
 #[derive(Clone)]
 pub struct Sealer {
@@ -99,7 +120,7 @@ impl Sealer {
     }
 
     /// Authenticate and open sealed bytes made by [`Sealer::seal`] with the same context.
-    pub fn open(&self, sealed: &[u8], context: &[u8]) -> Result<Vec<u8>, OpenError> {
+    pub fn open(&self, sealed: &[u8], context: &[u8]) -> Result<Plain, OpenError> {
         if sealed.len() < OVERHEAD {
             return Err(OpenError::Short);
         }
@@ -128,8 +149,7 @@ impl Sealer {
             if buf.len() - 8 != len as usize {
                 return Err(OpenError::Inflate);
             }
-            buf.drain(..8);
-            return Ok(buf);
+            return Ok(Plain { buf, start: 8 });
         }
         let out = DECOMPRESSOR.with(|d| {
             let mut slot = d.borrow_mut();
@@ -140,7 +160,7 @@ impl Sealer {
                 .and_then(|dec| dec.decompress(&buf[8..], len as usize).ok())
         });
         match out {
-            Some(o) if o.len() == len as usize => Ok(o),
+            Some(o) if o.len() == len as usize => Ok(Plain { buf: o, start: 0 }),
             _ => Err(OpenError::Inflate),
         }
     }
@@ -163,11 +183,11 @@ mod tests {
         let text = b"hello hello hello hello ".repeat(10_000);
         let sealed = s.seal(&text, 1, b"ctx");
         assert!(sealed.len() < text.len() / 10);
-        assert_eq!(s.open(&sealed, b"ctx").unwrap(), text);
+        assert_eq!(&*s.open(&sealed, b"ctx").unwrap(), &text[..]);
         let random: Vec<u8> = (0..300_000).map(|_| rand::random::<u8>()).collect();
         let sealed = s.seal(&random, 1, b"ctx");
         assert_eq!(sealed[0], RAW);
-        assert_eq!(s.open(&sealed, b"ctx").unwrap(), random);
+        assert_eq!(&*s.open(&sealed, b"ctx").unwrap(), &random[..]);
     }
 
     #[test]
