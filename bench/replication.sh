@@ -8,8 +8,9 @@
 # Records wall time, bytes added to the repository, peak RSS (/usr/bin/time),
 # and prints medians with ratios. Not a test: nothing here asserts timings.
 #
+# KEEP_RESULTS=1 appends to the previous results instead of starting over.
 # Environment: BENCH_DIR (cache, default /tmp/standby-bench), RUNS (3),
-# SIZE_MIB (2048), CARGO (cargo), CARGO_TARGET_DIR.
+# SIZE_MIB (2048), TOOLS ("standby restic borg"), CARGO (cargo), CARGO_TARGET_DIR.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
@@ -45,7 +46,7 @@ SB="$CARGO_TARGET_DIR/release/examples/replication_bench"
 
 W="$BENCH_DIR/work"
 RES="$BENCH_DIR/results.tsv"
-: > "$RES"
+[ -n "${KEEP_RESULTS:-}" ] || : > "$RES"
 export RESTIC_PASSWORD=bench BORG_PASSPHRASE=bench BORG_RELOCATED_REPO_ACCESS_IS_OK=yes
 export BORG_CACHE_DIR="$W/borg-cache"
 
@@ -97,8 +98,12 @@ restore() { # tool repo which out
     esac
 }
 
+# /usr/bin/time runs programs, not shell functions: export them to a child bash.
+export -f backup restore
+export SB W
+
 for run in $(seq 1 "$RUNS"); do
-    for tool in standby restic borg; do
+    for tool in ${TOOLS:-standby restic borg}; do
         echo "run $run: $tool" >&2
         rm -rf "$W" && mkdir -p "$W"
         cp "$IMG" "$W/cur.img"
@@ -108,11 +113,11 @@ for run in $(seq 1 "$RUNS"); do
         case $tool in
             standby) mkdir -p "$repo" ;;
             restic) restic -q -r "$repo" init > /dev/null ;;
-            borg) borg init -q -e repokey "$repo" ;;
+            borg) borg init -e repokey "$repo" > /dev/null 2>&1 ;;
         esac
         base=$(size_of "$repo")
         cd "$W"
-        timed "$tool" full backup "$tool" "$repo"
+        timed "$tool" full bash -c 'backup "$@"' _ "$tool" "$repo"
         after1=$(size_of "$repo")
         record "$tool" full bytes_added $((after1 - base))
         if [ "$tool" = standby ]; then p1=$(awk '/^point/{print $2}' "$W/cmd.out"); fi
@@ -122,7 +127,7 @@ for run in $(seq 1 "$RUNS"); do
         python3 "$SHARED/modify_image.py" "$W/cur.img" 1 > /dev/null
         cp "$W/cur.img" "$W/ref2.img"
         cat "$W/cur.img" > /dev/null
-        timed "$tool" delta backup "$tool" "$repo"
+        timed "$tool" delta bash -c 'backup "$@"' _ "$tool" "$repo"
         after2=$(size_of "$repo")
         record "$tool" delta bytes_added $((after2 - after1))
         if [ "$tool" = standby ]; then p2=$(awk '/^point/{print $2}' "$W/cmd.out"); fi
@@ -130,10 +135,10 @@ for run in $(seq 1 "$RUNS"); do
         if [ "$tool" = borg ]; then p2=$(borg list --short "$repo" | tail -1); fi
         rm -f "$W/cur.img"
 
-        timed "$tool" restore_full restore "$tool" "$repo" "$p1" "$W/out1.img"
+        timed "$tool" restore_full bash -c 'restore "$@"' _ "$tool" "$repo" "$p1" "$W/out1.img"
         check_same "$W/ref1.img" "$W/out1.img" "$tool" restore_full
         rm -f "$W/out1.img"
-        timed "$tool" restore_delta restore "$tool" "$repo" "$p2" "$W/out2.img"
+        timed "$tool" restore_delta bash -c 'restore "$@"' _ "$tool" "$repo" "$p2" "$W/out2.img"
         check_same "$W/ref2.img" "$W/out2.img" "$tool" restore_delta
         cd /
         rm -rf "$W"

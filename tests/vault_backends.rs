@@ -102,3 +102,54 @@ fn round_trip_azurite() {
 fn round_trip_moto() {
     round_trip("s3");
 }
+
+#[test]
+fn key_from_environment_and_key_file_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let url = backend_url("file", d);
+    // An env key must exist already: init never invents one there.
+    let missing = KeySource::Env("STANDBY_TEST_KEY_UNSET_7f3a".into());
+    let err = Vault::init(&url, &missing, d).err().unwrap();
+    assert!(
+        err.to_string()
+            .contains("STANDBY_TEST_KEY_UNSET_7f3a is not set"),
+        "{err}"
+    );
+    assert!(
+        !d.join(url.trim_start_matches(&format!("file://{}/", d.display())))
+            .join("config")
+            .exists()
+    );
+
+    let key_hex = hex::encode([5u8; 32]);
+    // SAFETY: this test alone uses this variable name.
+    unsafe { std::env::set_var("STANDBY_TEST_KEY_ENV_7f3a", &key_hex) };
+    let env = KeySource::Env("STANDBY_TEST_KEY_ENV_7f3a".into());
+    let out = Vault::init(&url, &env, d).unwrap();
+    assert!(out.key_created.is_none());
+    assert!(!out.existed);
+    // The same key written to a file opens it; init again is harmless.
+    let f = d.join("same.key");
+    std::fs::write(&f, &key_hex).unwrap();
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+    Vault::open(&url, &KeySource::File(f.clone()), d).unwrap();
+    assert!(Vault::init(&url, &env, d).unwrap().existed);
+    // A malformed key is refused without echoing it.
+    std::fs::write(&f, "not-a-key-material-xyz").unwrap();
+    let err = Vault::open(&url, &KeySource::File(f), d).err().unwrap();
+    assert!(
+        err.to_string().contains("does not hold a vault key"),
+        "{err}"
+    );
+    assert!(!err.to_string().contains("not-a-key-material-xyz"));
+    // No error or object name carries the key.
+    let err = Vault::open(
+        &url,
+        &KeySource::Env("STANDBY_TEST_KEY_UNSET_7f3a".into()),
+        d,
+    )
+    .err()
+    .unwrap();
+    assert!(!err.to_string().contains(&key_hex));
+}

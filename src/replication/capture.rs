@@ -76,7 +76,8 @@ struct Ctx<'a> {
 }
 
 /// Capture `path` into `packer`. With `prev`, only blocks whose hash differs
-/// are stored and the map is a delta against `prev.point`.
+/// are stored and the map is a delta against `prev.point`. `tick` runs once
+/// per chunk (the caller refreshes its vault lock there).
 #[allow(clippy::too_many_arguments)]
 pub fn capture(
     vault: &Vault,
@@ -87,6 +88,7 @@ pub fn capture(
     prev: Option<&Hashes>,
     level: i32,
     progress: &Progress,
+    tick: &mut dyn FnMut() -> Result<(), crate::vault::VaultError>,
 ) -> Result<Captured, ReplicationError> {
     let io = |op: &'static str| {
         let path = path.to_path_buf();
@@ -149,6 +151,7 @@ pub fn capture(
         drop(done_tx);
         for done in done_rx {
             let done = done?;
+            tick()?;
             let first = (done.idx * CHUNK / BLOCK) as usize;
             hashes[first..first + done.hashes.len()].copy_from_slice(&done.hashes);
             for (id, sealed, raw) in done.blobs {

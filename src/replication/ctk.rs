@@ -105,6 +105,9 @@ impl Sink for HashSink<'_> {
         all[first..first + hs.len()].copy_from_slice(&hs);
         Ok(())
     }
+    fn target(&self) -> PathBuf {
+        PathBuf::from("the change-tracking cache")
+    }
 }
 
 /// Rebuild the hashes of `disk` as of `point` by reading it from the vault.

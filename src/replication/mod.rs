@@ -254,8 +254,8 @@ fn capture_all(
                 prevs[ti][di].as_ref(),
                 t.level,
                 progress,
+                &mut || lock.refresh(),
             )?;
-            lock.refresh()?;
             stats.read += c.read;
             stats.new += c.new;
             stats.stored += c.stored;

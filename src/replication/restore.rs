@@ -20,13 +20,18 @@ use std::sync::{Arc, Mutex};
 /// Where restored bytes go.
 pub trait Sink: Sync {
     fn write_at(&self, off: u64, data: &[u8]) -> std::io::Result<()>;
+    /// What errors call the target.
+    fn target(&self) -> PathBuf;
 }
 
-struct FileSink(File);
+struct FileSink(File, PathBuf);
 
 impl Sink for FileSink {
     fn write_at(&self, off: u64, data: &[u8]) -> std::io::Result<()> {
         self.0.write_all_at(data, off)
+    }
+    fn target(&self) -> PathBuf {
+        self.1.clone()
     }
 }
 
@@ -250,7 +255,7 @@ fn write_pack(
             sink.write_at(off, &plain[a..a + keep])
                 .map_err(|source| ReplicationError::Io {
                     op: "write restored data to",
-                    path: PathBuf::from("target"),
+                    path: sink.target(),
                     source,
                 })?;
         }
@@ -292,7 +297,7 @@ pub fn restore_disk(
             .write(true)
             .open(to)
             .map_err(io("open", to))?;
-        let sink = FileSink(f);
+        let sink = FileSink(f, to.to_path_buf());
         write_resolved(vault, &index, &r, &sink, progress, &point.id)?;
         let zeros = vec![0u8; 1 << 20];
         let mut i = 0usize;
@@ -319,7 +324,7 @@ pub fn restore_disk(
     let partial = PathBuf::from(partial);
     let f = File::create(&partial).map_err(io("create", &partial))?;
     f.set_len(r.size).map_err(io("size", &partial))?;
-    let sink = FileSink(f);
+    let sink = FileSink(f, partial.clone());
     let res = write_resolved(vault, &index, &r, &sink, progress, &point.id);
     if let Err(e) = res {
         let _ = std::fs::remove_file(&partial);
