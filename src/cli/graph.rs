@@ -1,12 +1,18 @@
-//! `standby graph`.
+//! `standby graph`: the plan's dependency graph in Graphviz DOT.
 
 use std::process::ExitCode;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    #[command(flatten)]
+    pub vars: crate::cli::VarArgs,
+}
 
-pub fn run(_args: Args) -> miette::Result<ExitCode> {
-    Err(miette::miette!(
-        "`standby graph` is not available in this build yet"
-    ))
+pub fn run(args: Args) -> miette::Result<ExitCode> {
+    let color = super::plan::use_color(false, &std::io::stderr());
+    let Some(plan) = super::plan::make_plan(&args.vars, color)? else {
+        return Ok(ExitCode::from(1));
+    };
+    print!("{}", plan.graph.to_dot());
+    Ok(ExitCode::SUCCESS)
 }

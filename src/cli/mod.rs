@@ -42,7 +42,7 @@ pub enum Command {
     Plan(plan::Args),
     /// Print the plan's dependency graph in DOT.
     Graph(graph::Args),
-    /// Inspect the state document.
+    /// Inspect the state document, or forget objects recorded in it.
     #[command(subcommand)]
     State(state::Command),
     /// Manage the vault: create it, prune old points, verify its contents.

@@ -1,12 +1,104 @@
-//! `standby plan`.
+//! `standby plan`: load the configuration and state, diff them, print the
+//! plan (text, Markdown or JSON) and optionally save it for `apply`.
 
+use crate::config::{self, VarInputs};
+use crate::plan::{self, DiffOptions, Plan, SavedPlan, render};
+use crate::state;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-#[derive(Debug, clap::Args)]
-pub struct Args {}
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Terraform-like diff for terminals.
+    Text,
+    /// A pull-request comment: summary table, diff block, review notes.
+    Markdown,
+    /// The plan document (schema/plan.schema.json).
+    Json,
+}
 
-pub fn run(_args: Args) -> miette::Result<ExitCode> {
-    Err(miette::miette!(
-        "`standby plan` is not available in this build yet"
-    ))
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// How to print the plan.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Print the plan as JSON (same as --format json).
+    #[arg(long)]
+    pub json: bool,
+    /// Also save the plan to FILE, for a later `standby apply FILE`.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Exit 0 when nothing changes, 2 when something does (1 on error).
+    #[arg(long)]
+    pub detailed_exitcode: bool,
+    /// Never colour the output (colour is used only on a terminal without NO_COLOR).
+    #[arg(long)]
+    pub no_color: bool,
+    #[command(flatten)]
+    pub vars: crate::cli::VarArgs,
+}
+
+pub fn run(args: Args) -> miette::Result<ExitCode> {
+    let color = use_color(args.no_color, &std::io::stdout());
+    let Some(plan) = make_plan(&args.vars, use_color(args.no_color, &std::io::stderr()))? else {
+        return Ok(ExitCode::from(1));
+    };
+    if let Some(out) = &args.out {
+        SavedPlan::save(&plan, out).map_err(|e| miette::miette!("{e}"))?;
+    }
+    let format = if args.json { Format::Json } else { args.format };
+    let rendered = match format {
+        Format::Text => render::text(&plan, color),
+        Format::Markdown => render::markdown(&plan),
+        Format::Json => render::json(&plan),
+    };
+    print!("{rendered}");
+    if let (Some(out), Format::Text) = (&args.out, format) {
+        println!(
+            "\nSaved the plan to {}. Apply exactly these changes with `standby apply {}`.",
+            out.display(),
+            out.display()
+        );
+    }
+    Ok(if args.detailed_exitcode && plan.has_changes() {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Load the configuration in the current directory and its state and diff
+/// them. Diagnostics go to stderr (coloured when `color`); `None` when the
+/// configuration has errors or the plan would destroy a protected protection.
+pub(crate) fn make_plan(vars: &crate::cli::VarArgs, color: bool) -> miette::Result<Option<Plan>> {
+    let inputs = VarInputs {
+        cli: vars.vars.clone(),
+        files: vars.var_files.clone(),
+    };
+    let loaded = match config::load(Path::new("."), &inputs) {
+        Ok(l) => l,
+        Err(diags) => {
+            eprint!("{}", diags.render(color));
+            return Ok(None);
+        }
+    };
+    if !loaded.warnings.items.is_empty() {
+        eprint!("{}", loaded.warnings.render(color));
+    }
+    let state = state::read_local(Path::new(".")).map_err(|e| miette::miette!("{e}"))?;
+    let plan = plan::diff(&loaded.config, state.as_ref(), &DiffOptions::default());
+    let prevented = plan.prevented_destroys(&loaded.config, state.as_ref());
+    if !prevented.is_empty() {
+        for p in &prevented {
+            eprintln!("error: {p}");
+        }
+        return Ok(None);
+    }
+    Ok(Some(plan))
+}
+
+/// Colour only when `stream` is a terminal, and never when NO_COLOR is set.
+pub(crate) fn use_color(no_color: bool, stream: &impl IsTerminal) -> bool {
+    !no_color && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && stream.is_terminal()
 }

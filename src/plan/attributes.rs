@@ -1,0 +1,408 @@
+//! How each model object flattens to the attribute map that `plan` diffs and
+//! that `state::ObjectState.attributes` records (`apply` writes exactly these).
+//!
+//! Keys are stable and dotted for nested blocks; values are JSON. Durations are
+//! canonical strings (`"1h30m"`), references are address strings
+//! (`"site.onprem"`), commands are JSON arrays. Optional values that are unset
+//! are absent, not `null`.
+//!
+//! | kind | keys |
+//! |---|---|
+//! | vault | `url`, `key_file` or `key_env` |
+//! | site | `provider`, `root`, `command` |
+//! | policy | `rpo_threshold`, `crash_consistent_every`, `app_consistent_every`, `retention`, `compression_level` |
+//! | machine | `site`, `disk.NAME.path`, `quiesce.{freeze,thaw,timeout}`, `boot.{command,timeout}`, `check.NAME.{type,command,expect,url,status,contains,address,timeout,retries,interval}` |
+//! | protection | `machine`, `target`, `vault`, `policy`, `consistency_group`, `prevent_destroy` |
+//! | recovery_plan | `groups` (names in order), `group.NAME.{machines,depends_on,before,after}`, `drill.{schedule,max_rto}` |
+//!
+//! Keys starting with `observed.` (e.g. `observed.recovery_points`,
+//! `observed.stored_bytes`) are recorded by replication, not configuration:
+//! the diff ignores them and review notes read them.
+//!
+//! Sensitive values: a key named in the object's `sensitive` set (or nested
+//! under such a name) never holds its value. It holds
+//! `{"sensitive": "<16 hex>"}`, the first 8 bytes of a BLAKE3 hash keyed by the
+//! state lineage, so a change is still detected but the value is not stored.
+//!
+//! Changes to these attributes force replacement (`-/+`, destroy then
+//! create) instead of an in-place update (`~`); see [`forces_replacement`]:
+//!
+//! | kind | attribute | why |
+//! |---|---|---|
+//! | vault | `url` | another store is another vault: its points do not move |
+//! | site | `provider` | a different provider manages different machines |
+//! | machine | `site` | the machine's disks and change tracking live on its site |
+//! | protection | `machine`, `target`, `vault` | its recovery points belong to that machine, target and vault |
+//!
+//! Everything else (policy values, disks, checks, recovery plan groups,
+//! drills, `consistency_group`, `prevent_destroy`) is updated in place.
+//!
+//! `bench/gen_fleet.py` mirrors the machine and protection rules here to
+//! write a matching state; keep them in step (tested by `plan_generator`).
+
+use crate::model::{
+    Address, Check, Config, KeySource, Kind, Machine, Policy, Probe, Protection, RecoveryPlan,
+    Site, Step, StepAction, Vault,
+};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The flattened attributes of one object.
+pub type Attributes = BTreeMap<String, Value>;
+
+/// Prefix of attributes recorded by replication rather than configuration.
+pub const OBSERVED_PREFIX: &str = "observed.";
+
+/// One desired object of any kind.
+#[derive(Debug, Clone, Copy)]
+pub enum ObjectRef<'a> {
+    Vault(&'a Vault),
+    Site(&'a Site),
+    Policy(&'a Policy),
+    Machine(&'a Machine),
+    Protection(&'a Protection),
+    RecoveryPlan(&'a RecoveryPlan),
+}
+
+impl ObjectRef<'_> {
+    pub fn kind(&self) -> Kind {
+        match self {
+            ObjectRef::Vault(_) => Kind::Vault,
+            ObjectRef::Site(_) => Kind::Site,
+            ObjectRef::Policy(_) => Kind::Policy,
+            ObjectRef::Machine(_) => Kind::Machine,
+            ObjectRef::Protection(_) => Kind::Protection,
+            ObjectRef::RecoveryPlan(_) => Kind::RecoveryPlan,
+        }
+    }
+}
+
+/// Every desired object of the configuration, with its address.
+pub fn desired_objects(config: &Config) -> impl Iterator<Item = (&Address, ObjectRef<'_>)> {
+    let v = config.vaults.iter().map(|(a, o)| (a, ObjectRef::Vault(o)));
+    let s = config.sites.iter().map(|(a, o)| (a, ObjectRef::Site(o)));
+    let p = config
+        .policies
+        .iter()
+        .map(|(a, o)| (a, ObjectRef::Policy(o)));
+    let m = config
+        .machines
+        .iter()
+        .map(|(a, o)| (a, ObjectRef::Machine(o)));
+    let pr = config
+        .protections
+        .iter()
+        .map(|(a, o)| (a, ObjectRef::Protection(o)));
+    let r = config
+        .recovery_plans
+        .iter()
+        .map(|(a, o)| (a, ObjectRef::RecoveryPlan(o)));
+    v.chain(s).chain(p).chain(m).chain(pr).chain(r)
+}
+
+/// Flatten one object; sensitive values are replaced by markers keyed by `lineage`.
+pub fn flatten(object: ObjectRef<'_>, lineage: &uuid::Uuid) -> Attributes {
+    let (mut attrs, sensitive) = match object {
+        ObjectRef::Vault(v) => (vault(v), &v.sensitive),
+        ObjectRef::Site(s) => (site(s), &s.sensitive),
+        ObjectRef::Policy(p) => (policy(p), &EMPTY),
+        ObjectRef::Machine(m) => (machine(m), &m.sensitive),
+        ObjectRef::Protection(p) => (protection(p), &EMPTY),
+        ObjectRef::RecoveryPlan(r) => (recovery_plan(r), &EMPTY),
+    };
+    if !sensitive.is_empty() {
+        let key = sensitive_key(lineage);
+        for (name, value) in attrs.iter_mut() {
+            if is_sensitive(name, sensitive) {
+                *value = mask(&key, value);
+            }
+        }
+    }
+    attrs
+}
+
+static EMPTY: BTreeSet<String> = BTreeSet::new();
+
+/// Whether attribute `name` is `s` or nested under `s` for some `s` in the set.
+fn is_sensitive(name: &str, set: &BTreeSet<String>) -> bool {
+    set.iter().any(|s| {
+        name == s
+            || name
+                .strip_prefix(s.as_str())
+                .is_some_and(|rest| rest.starts_with('.'))
+    })
+}
+
+fn sensitive_key(lineage: &uuid::Uuid) -> [u8; 32] {
+    blake3::derive_key(
+        "standby 2026 sensitive attribute marker",
+        lineage.as_bytes(),
+    )
+}
+
+fn mask(key: &[u8; 32], value: &Value) -> Value {
+    let bytes = value.to_string();
+    let hash = blake3::keyed_hash(key, bytes.as_bytes());
+    json!({ "sensitive": hex::encode(&hash.as_bytes()[..8]) })
+}
+
+/// Whether a flattened value is a sensitive marker (renderers print `(sensitive)`).
+pub fn is_marker(value: &Value) -> bool {
+    value
+        .as_object()
+        .is_some_and(|o| o.len() == 1 && o.contains_key("sensitive"))
+}
+
+/// Whether a change to `attribute` forces the object to be replaced (`-/+`)
+/// instead of updated in place (the table in the module doc).
+pub fn forces_replacement(kind: Kind, attribute: &str) -> bool {
+    matches!(
+        (kind, attribute),
+        (Kind::Vault, "url")
+            | (Kind::Site, "provider")
+            | (Kind::Machine, "site")
+            | (Kind::Protection, "machine" | "target" | "vault")
+    )
+}
+
+/// Addresses an object's attributes refer to directly (protection -> machine,
+/// target, vault, policy; machine -> site). Recovery plans refer to machines
+/// through `group.NAME.machines`; see [`plan_machines`].
+pub fn references(kind: Kind, attrs: &Attributes) -> Vec<Address> {
+    let keys: &[&str] = match kind {
+        Kind::Protection => &["machine", "target", "vault", "policy"],
+        Kind::Machine => &["site"],
+        _ => &[],
+    };
+    keys.iter()
+        .filter_map(|k| attrs.get(*k)?.as_str()?.parse().ok())
+        .collect()
+}
+
+/// The machines a recovery plan's groups list.
+pub fn plan_machines(attrs: &Attributes) -> Vec<Address> {
+    attrs
+        .iter()
+        .filter(|(k, _)| k.starts_with("group.") && k.ends_with(".machines"))
+        .filter_map(|(_, v)| v.as_array())
+        .flatten()
+        .filter_map(|m| m.as_str()?.parse().ok())
+        .collect()
+}
+
+fn s(v: impl ToString) -> Value {
+    Value::String(v.to_string())
+}
+
+fn vault(v: &Vault) -> Attributes {
+    let mut a = Attributes::new();
+    a.insert("url".into(), s(&v.url));
+    match &v.key {
+        KeySource::File(p) => a.insert("key_file".into(), s(p.display())),
+        KeySource::Env(e) => a.insert("key_env".into(), s(e)),
+    };
+    a
+}
+
+fn site(x: &Site) -> Attributes {
+    let mut a = Attributes::new();
+    a.insert("provider".into(), s(&x.provider));
+    if let Some(root) = &x.root {
+        a.insert("root".into(), s(root.display()));
+    }
+    if let Some(cmd) = &x.command {
+        a.insert("command".into(), json!(cmd));
+    }
+    a
+}
+
+fn policy(p: &Policy) -> Attributes {
+    let mut a = Attributes::new();
+    a.insert("rpo_threshold".into(), s(p.rpo_threshold));
+    a.insert("crash_consistent_every".into(), s(p.crash_consistent_every));
+    if let Some(d) = p.app_consistent_every {
+        a.insert("app_consistent_every".into(), s(d));
+    }
+    a.insert("retention".into(), s(p.retention));
+    a.insert("compression_level".into(), json!(p.compression_level));
+    a
+}
+
+fn machine(m: &Machine) -> Attributes {
+    let mut a = Attributes::new();
+    a.insert("site".into(), s(&m.site));
+    for d in &m.disks {
+        a.insert(format!("disk.{}.path", d.name), s(d.path.display()));
+    }
+    if let Some(q) = &m.quiesce {
+        a.insert("quiesce.freeze".into(), json!(q.freeze));
+        a.insert("quiesce.thaw".into(), json!(q.thaw));
+        a.insert("quiesce.timeout".into(), s(q.timeout));
+    }
+    if let Some(b) = &m.boot {
+        a.insert("boot.command".into(), json!(b.command));
+        a.insert("boot.timeout".into(), s(b.timeout));
+    }
+    for c in &m.checks {
+        check(&mut a, c);
+    }
+    a
+}
+
+fn check(a: &mut Attributes, c: &Check) {
+    let p = format!("check.{}.", c.name);
+    probe(a, &p, &c.probe);
+    a.insert(format!("{p}timeout"), s(c.timeout));
+    a.insert(format!("{p}retries"), json!(c.retries));
+    a.insert(format!("{p}interval"), s(c.interval));
+}
+
+fn probe(a: &mut Attributes, prefix: &str, probe: &Probe) {
+    match probe {
+        Probe::Command { command, expect } => {
+            a.insert(format!("{prefix}type"), s("command"));
+            a.insert(format!("{prefix}command"), json!(command));
+            if let Some(e) = expect {
+                a.insert(format!("{prefix}expect"), s(e));
+            }
+        }
+        Probe::Http {
+            url,
+            status,
+            contains,
+        } => {
+            a.insert(format!("{prefix}type"), s("http"));
+            a.insert(format!("{prefix}url"), s(url));
+            a.insert(format!("{prefix}status"), json!(status));
+            if let Some(c) = contains {
+                a.insert(format!("{prefix}contains"), s(c));
+            }
+        }
+        Probe::Tcp { address } => {
+            a.insert(format!("{prefix}type"), s("tcp"));
+            a.insert(format!("{prefix}address"), s(address));
+        }
+    }
+}
+
+fn protection(p: &Protection) -> Attributes {
+    let mut a = Attributes::new();
+    a.insert("machine".into(), s(&p.machine));
+    a.insert("target".into(), s(&p.target));
+    a.insert("vault".into(), s(&p.vault));
+    a.insert("policy".into(), s(&p.policy));
+    if let Some(g) = &p.consistency_group {
+        a.insert("consistency_group".into(), s(g));
+    }
+    a.insert("prevent_destroy".into(), json!(p.prevent_destroy));
+    a
+}
+
+fn recovery_plan(r: &RecoveryPlan) -> Attributes {
+    let mut a = Attributes::new();
+    let names: Vec<&str> = r.groups.iter().map(|g| g.name.as_str()).collect();
+    a.insert("groups".into(), json!(names));
+    for g in &r.groups {
+        let p = format!("group.{}.", g.name);
+        let machines: Vec<String> = g.machines.iter().map(|m| m.to_string()).collect();
+        a.insert(format!("{p}machines"), json!(machines));
+        if !g.depends_on.is_empty() {
+            a.insert(format!("{p}depends_on"), json!(g.depends_on));
+        }
+        if !g.before.is_empty() {
+            a.insert(format!("{p}before"), steps(&g.before));
+        }
+        if !g.after.is_empty() {
+            a.insert(format!("{p}after"), steps(&g.after));
+        }
+    }
+    if let Some(d) = &r.drill {
+        a.insert("drill.schedule".into(), s(d.schedule));
+        a.insert("drill.max_rto".into(), s(d.max_rto));
+    }
+    a
+}
+
+fn steps(steps: &[Step]) -> Value {
+    Value::Array(
+        steps
+            .iter()
+            .map(|st| {
+                let mut a = Attributes::new();
+                a.insert("name".into(), s(&st.name));
+                a.insert("timeout".into(), s(st.timeout));
+                match &st.action {
+                    StepAction::Script { command } => {
+                        a.insert("type".into(), s("script"));
+                        a.insert("command".into(), json!(command));
+                    }
+                    StepAction::Manual { instructions } => {
+                        a.insert("type".into(), s("manual"));
+                        a.insert("instructions".into(), s(instructions));
+                    }
+                    StepAction::Check(p) => {
+                        a.insert("type".into(), s("check"));
+                        probe(&mut a, "", p);
+                        // `type` from the probe would clash with the step type.
+                        if let Some(t) = a.remove("type") {
+                            a.insert("probe".into(), t);
+                        }
+                        a.insert("type".into(), s("check"));
+                    }
+                }
+                Value::Object(a.into_iter().collect())
+            })
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Duration;
+
+    #[test]
+    fn sensitive_names_match_themselves_and_nested_keys_only() {
+        let set: BTreeSet<String> = ["check.api".to_string()].into();
+        assert!(is_sensitive("check.api", &set));
+        assert!(is_sensitive("check.api.url", &set));
+        assert!(!is_sensitive("check.apix.url", &set));
+        assert!(!is_sensitive("site", &set));
+    }
+
+    #[test]
+    fn sensitive_values_are_masked_and_keyed_by_lineage() {
+        let site = Site {
+            addr: Address::new(Kind::Site, "dr"),
+            provider: "exec".into(),
+            root: None,
+            command: Some(vec!["deploy".into(), "--token=hunter2".into()]),
+            sensitive: ["command".to_string()].into(),
+        };
+        let l1 = uuid::Uuid::from_u128(1);
+        let l2 = uuid::Uuid::from_u128(2);
+        let a = flatten(ObjectRef::Site(&site), &l1);
+        assert!(is_marker(&a["command"]));
+        assert!(!a["command"].to_string().contains("hunter2"));
+        assert_eq!(a["provider"], "exec");
+        let b = flatten(ObjectRef::Site(&site), &l2);
+        assert_ne!(a["command"], b["command"]);
+        assert_eq!(a, flatten(ObjectRef::Site(&site), &l1));
+    }
+
+    #[test]
+    fn policy_durations_are_canonical_strings() {
+        let p = Policy {
+            addr: Address::new(Kind::Policy, "p"),
+            rpo_threshold: Duration::from_secs(900),
+            crash_consistent_every: Duration::from_secs(300),
+            app_consistent_every: None,
+            retention: Duration::from_secs(86_400),
+            compression_level: 1,
+        };
+        let a = flatten(ObjectRef::Policy(&p), &uuid::Uuid::nil());
+        assert_eq!(a["rpo_threshold"], "15m");
+        assert_eq!(a["retention"], "1d");
+        assert!(!a.contains_key("app_consistent_every"));
+    }
+}

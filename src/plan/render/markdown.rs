@@ -1,0 +1,84 @@
+//! The pull-request view: summary, a table of changes, the diff in a
+//! ```diff block, and review notes as a list.
+
+use super::{key_width, shown, summary_line};
+use crate::plan::{Action, Plan};
+use std::fmt::Write as _;
+
+/// Render as a Markdown comment.
+pub fn markdown(plan: &Plan) -> String {
+    let mut out = String::from("### standby plan\n\n");
+    let _ = writeln!(out, "**{}**", summary_line(&plan.summary()));
+    if plan.has_changes() {
+        out.push_str("\n| Action | Object | Changed attributes |\n|---|---|---|\n");
+        for c in &plan.changes {
+            let attrs = match &c.action {
+                Action::Create | Action::Delete => String::new(),
+                Action::Update => names(c.attributes.iter().map(|a| a.name.as_str())),
+                Action::Replace { forced_by } => format!(
+                    "{} (forces replacement: {})",
+                    names(c.attributes.iter().map(|a| a.name.as_str())),
+                    names(forced_by.iter().map(String::as_str))
+                ),
+            };
+            let _ = writeln!(
+                out,
+                "| `{}` {} | `{}` | {} |",
+                c.action.symbol(),
+                c.action.word(),
+                cell(&c.address.to_string()),
+                attrs
+            );
+        }
+        out.push_str("\n```diff\n");
+        for c in &plan.changes {
+            // The first character is what GitHub colours: + green, - red.
+            let head = match c.action {
+                Action::Create => format!("+ {} (create)", c.address),
+                Action::Delete => format!("- {} (destroy)", c.address),
+                Action::Update => format!("~ {} (update in place)", c.address),
+                Action::Replace { .. } => {
+                    format!("~ {} (replace: destroy, then create)", c.address)
+                }
+            };
+            let _ = writeln!(out, "{head}");
+            let width = key_width(&c.attributes);
+            for a in &c.attributes {
+                let forces = if a.forces_replacement && matches!(c.action, Action::Replace { .. }) {
+                    "  # forces replacement"
+                } else {
+                    ""
+                };
+                if let Some(b) = &a.before {
+                    let _ = writeln!(out, "-     {:<width$} = {}{forces}", a.name, shown(a, b));
+                }
+                if let Some(v) = &a.after {
+                    let _ = writeln!(out, "+     {:<width$} = {}{forces}", a.name, shown(a, v));
+                }
+            }
+            out.push('\n');
+        }
+        // The last blank line would show inside the block.
+        out.pop();
+        out.push_str("```\n");
+    }
+    if !plan.notes.is_empty() {
+        out.push_str("\n#### Review notes\n\n");
+        for n in &plan.notes {
+            let _ = writeln!(out, "- ⚠️ {}", n.message);
+        }
+    }
+    out
+}
+
+fn names<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    names
+        .map(|n| format!("`{}`", cell(n)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Keep a value inside one table cell.
+fn cell(s: &str) -> String {
+    s.replace('|', "\\|")
+}

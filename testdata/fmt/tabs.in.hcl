@@ -1,0 +1,7 @@
+site "dr" {
+	provider	=	"local"
+	root = "sites/dr"
+	nested {
+		x = 1
+	}
+}

@@ -1,0 +1,97 @@
+//! Shared by the state tests: sample documents and state directories.
+#![allow(dead_code)]
+
+use standby::model::{Address, Kind};
+use standby::state::{DrillRecord, ObjectState, StateDoc, Status};
+use std::path::{Path, PathBuf};
+use time::macros::datetime;
+
+/// A document with plain and keyed addresses, every kind, and drills.
+pub fn sample_doc() -> StateDoc {
+    let mut doc = StateDoc::new();
+    let at = datetime!(2026-11-26 05:10:00 UTC);
+    let mut put = |addr: Address, status: Status, attrs: serde_json::Value| {
+        let attributes = attrs
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        doc.objects.insert(
+            addr.clone(),
+            ObjectState {
+                kind: addr.kind,
+                attributes,
+                status,
+                updated_at: at,
+            },
+        );
+    };
+    put(
+        Address::new(Kind::Vault, "main"),
+        Status::Ready,
+        serde_json::json!({"url": "file://.standby/vault"}),
+    );
+    put(
+        Address::new(Kind::Site, "onprem"),
+        Status::Ready,
+        serde_json::json!({"provider": "local", "root": "sites/onprem"}),
+    );
+    put(
+        Address::new(Kind::Policy, "standard"),
+        Status::Ready,
+        serde_json::json!({"rpo_threshold": "15m", "retention": "24h"}),
+    );
+    put(
+        Address::new(Kind::Machine, "db"),
+        Status::Ready,
+        serde_json::json!({"site": "site.onprem", "disks": ["system", "data"]}),
+    );
+    put(
+        Address::keyed(Kind::Machine, "web", "a"),
+        Status::Ready,
+        serde_json::json!({"site": "site.onprem"}),
+    );
+    put(
+        Address::keyed(Kind::Protection, "web", "a b"),
+        Status::Protected,
+        serde_json::json!({"machine": "machine.web[\"a\"]", "target": "site.dr"}),
+    );
+    put(
+        Address::new(Kind::RecoveryPlan, "shop"),
+        Status::FailedOver,
+        serde_json::json!({"groups": [{"name": "data"}]}),
+    );
+    doc.drills.push(DrillRecord {
+        plan: Address::new(Kind::RecoveryPlan, "shop"),
+        started_at: datetime!(2026-11-20 01:00:00 UTC),
+        finished_at: datetime!(2026-11-20 01:07:30 UTC),
+        passed: true,
+        rto_seconds: Some(450),
+        rpo_seconds: Some(120),
+    });
+    doc.drills.push(DrillRecord {
+        plan: Address::new(Kind::RecoveryPlan, "shop"),
+        started_at: datetime!(2026-11-25 01:00:00.5 +01:00),
+        finished_at: datetime!(2026-11-25 01:02:00 +01:00),
+        passed: false,
+        rto_seconds: None,
+        rpo_seconds: None,
+    });
+    doc
+}
+
+/// The repository's `testdata/state/NAME`.
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata/state")
+        .join(name)
+}
+
+/// A configuration directory whose `.standby/state.json` holds `bytes`.
+pub fn dir_with_state(bytes: &[u8]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join(".standby")).unwrap();
+    std::fs::write(dir.path().join(".standby/state.json"), bytes).unwrap();
+    dir
+}
