@@ -83,8 +83,7 @@ fn name_of(s: &Setup, path: &Path) -> String {
 fn restore_err(s: &Setup, vault: &Vault, p: &Manifest) -> String {
     let out = s.d.join("out");
     let e = replication::restore_disk(vault, p, "root", &out, &Progress::default())
-        .err()
-        .expect("restore of damaged data must fail");
+        .expect_err("restore of damaged data must fail");
     assert!(!out.exists(), "no restored file is left behind");
     e.to_string()
 }

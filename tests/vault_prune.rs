@@ -21,7 +21,7 @@ fn write_disk(path: &Path, seed: u8, size: u64) {
         .unwrap();
     f.set_len(size).unwrap();
     for i in 0..(size / 4096) {
-        if (i + seed as u64) % 7 == 0 {
+        if (i + seed as u64).is_multiple_of(7) {
             let block: Vec<u8> = (0..4096).map(|_| rand::random::<u8>()).collect();
             f.write_all_at(&block, i * 4096).unwrap();
         }

@@ -72,10 +72,8 @@ impl Frozen {
 
 impl Drop for Frozen {
     fn drop(&mut self) {
-        if !self.thawed {
-            if let Err(e) = self.thaw() {
-                tracing::error!(machine = %self.machine, "thaw failed: {e}");
-            }
+        if let Err(e) = self.thaw() {
+            tracing::error!(machine = %self.machine, "thaw failed: {e}");
         }
     }
 }

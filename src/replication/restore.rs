@@ -186,7 +186,7 @@ pub fn write_resolved(
                             url: vault.url.clone(),
                             op: "read",
                             object: name,
-                            source,
+                            source: Box::new(source),
                         },
                     });
                     (i, r)

@@ -212,11 +212,13 @@ impl Resolved {
                 continue;
             }
             let (b, k) = ((v >> 32) as u32, v & 0xffff_ffff);
-            if let Some(last) = out.last_mut() {
-                if last.2 == b && last.0 + last.1 == i as u64 && last.3 + last.1 == k {
-                    last.1 += 1;
-                    continue;
-                }
+            if let Some(last) = out.last_mut()
+                && last.2 == b
+                && last.0 + last.1 == i as u64
+                && last.3 + last.1 == k
+            {
+                last.1 += 1;
+                continue;
             }
             out.push((i as u64, 1, b, k));
         }

@@ -40,7 +40,7 @@ pub enum VaultError {
         op: &'static str,
         object: String,
         #[source]
-        source: object_store::Error,
+        source: Box<object_store::Error>,
     },
     #[error("vault {url}: object {object} is missing")]
     Missing { url: String, object: String },
@@ -57,7 +57,7 @@ pub enum VaultError {
     #[error(transparent)]
     Key(#[from] KeyError),
     #[error(transparent)]
-    Open(#[from] StoreError),
+    Open(#[from] Box<StoreError>),
     #[error("cannot start the I/O runtime: {0}")]
     Runtime(std::io::Error),
     #[error("no point matches {query:?} in vault {url}")]
@@ -177,7 +177,7 @@ impl Vault {
     /// against `base`). Writes a key file when the source is a file that does
     /// not exist yet. An existing vault is opened, not overwritten.
     pub fn init(url: &str, key: &KeySource, base: &Path) -> Result<InitOutcome> {
-        let store = crate::store::open(url, base)?;
+        let store = crate::store::open(url, base).map_err(Box::new)?;
         let rt = runtime()?;
         let existing = get_raw(&rt, &store, url, "config")?;
         let mut key_created = None;
@@ -219,7 +219,7 @@ impl Vault {
             url: url.to_string(),
             op: "write",
             object: "config".into(),
-            source,
+            source: Box::new(source),
         })?;
         let vault = Vault::open_with(url, store, rt, &master)?;
         Ok(InitOutcome {
@@ -237,7 +237,7 @@ impl Vault {
 
     /// Open an existing vault with a master key in hand.
     pub fn open_with_key(url: &str, base: &Path, master: &MasterKey) -> Result<Vault> {
-        let store = crate::store::open(url, base)?;
+        let store = crate::store::open(url, base).map_err(Box::new)?;
         let rt = runtime()?;
         Vault::open_with(url, store, rt, master)
     }
@@ -332,7 +332,7 @@ impl Vault {
             url: self.url.clone(),
             op,
             object: object.to_string(),
-            source,
+            source: Box::new(source),
         }
     }
 
@@ -448,7 +448,7 @@ fn get_raw(
             url: url.to_string(),
             op: "read",
             object: name.to_string(),
-            source,
+            source: Box::new(source),
         }),
     }
 }

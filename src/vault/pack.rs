@@ -100,7 +100,7 @@ impl<'v> PackWriter<'v> {
                 url: self.vault.url.clone(),
                 op: "write",
                 object: name.clone(),
-                source,
+                source: Box::new(source),
             };
             match res {
                 Ok(Ok(())) => {}

@@ -59,10 +59,10 @@ pub fn select(
         let kept_app = ms
             .iter()
             .any(|m| !dropped.contains(&m.id) && m.consistency == Consistency::App);
-        if !kept_app {
-            if let Some(last_app) = ms.iter().rev().find(|m| m.consistency == Consistency::App) {
-                dropped.retain(|id| *id != last_app.id);
-            }
+        if !kept_app
+            && let Some(last_app) = ms.iter().rev().find(|m| m.consistency == Consistency::App)
+        {
+            dropped.retain(|id| *id != last_app.id);
         }
         drop.extend(dropped);
     }
