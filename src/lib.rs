@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod exec;
 pub mod hclfmt;
 pub mod model;
 pub mod plan;
