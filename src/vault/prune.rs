@@ -78,10 +78,39 @@ pub fn prune(
     dry_run: bool,
     lock_wait: Duration,
 ) -> Result<PruneReport> {
+    remove_points(vault, |p| select(p, retention, now), dry_run, lock_wait)
+}
+
+/// Delete every point of `protection` (e.g. `protection.db`) and the data
+/// only they used; other points built on them are folded first, as in
+/// [`prune`]. Used when a protection is destroyed. Safe to repeat after an
+/// interruption: what is left is deleted the next time.
+pub fn drop_protection(
+    vault: &Vault,
+    protection: &str,
+    lock_wait: Duration,
+) -> Result<PruneReport> {
+    let choose = |points: &[Manifest]| {
+        points
+            .iter()
+            .filter(|m| m.protection == protection)
+            .map(|m| m.id)
+            .collect()
+    };
+    remove_points(vault, choose, false, lock_wait)
+}
+
+/// Drop the points `choose` picks, fold, and delete unreferenced data.
+fn remove_points(
+    vault: &Vault,
+    choose: impl FnOnce(&[Manifest]) -> BTreeSet<Id>,
+    dry_run: bool,
+    lock_wait: Duration,
+) -> Result<PruneReport> {
     let _lock = Lock::acquire(vault, true, lock_wait)?;
     let (points, _) = manifest::list(vault, false)?;
     let (idx, _) = index::load(vault, false)?;
-    let drop = select(&points, retention, now);
+    let drop = choose(&points);
     let mut cache: HashMap<Id, Manifest> = points.iter().map(|m| (m.id, m.clone())).collect();
     let mut report = PruneReport {
         dry_run,
