@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+mod apply;
 mod fmt;
 mod graph;
 mod plan;
@@ -41,6 +42,8 @@ pub enum Command {
     Fmt(fmt::Args),
     /// Show what would change to make the actual state match the configuration.
     Plan(plan::Args),
+    /// Carry out the plan: set up vaults, enable protections, record changes.
+    Apply(apply::Args),
     /// Print the plan's dependency graph in DOT.
     Graph(graph::Args),
     /// Inspect the state document, or forget objects recorded in it.
@@ -99,6 +102,7 @@ pub fn main() -> ExitCode {
         Command::Validate(a) => validate::run(a),
         Command::Fmt(a) => fmt::run(a),
         Command::Plan(a) => plan::run(a),
+        Command::Apply(a) => apply::run(a),
         Command::Graph(a) => graph::run(a),
         Command::State(c) => state::run(c),
         Command::Vault(c) => vault::run(c),

@@ -1,0 +1,284 @@
+//! What each apply step does, by kind and operation, and how it is
+//! recorded: every finished step is written to state at once (under the
+//! lock held for the whole run), so a crash at any instant leaves state
+//! true to what happened. Every step is safe to run again after an
+//! interruption: vault init opens an existing vault; enabling a protection
+//! adopts the points an interrupted enable already wrote instead of taking
+//! another; destroying a protection deletes whatever points are left.
+
+use crate::cli::replicate::target_for;
+use crate::cli::vault::{cache_dir, human};
+use crate::model::{Address, Config, KeySource, Kind};
+use crate::plan::{Attributes, Change, StepOp, attributes::OBSERVED_PREFIX};
+use crate::replication::{self, Options, Progress};
+use crate::state::{Backend, ObjectState, StateDoc, StateLock, Status};
+use crate::vault::{Vault, manifest, prune};
+use serde_json::json;
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// One node of the apply graph.
+#[derive(Debug, Clone)]
+pub struct ApplyStep {
+    pub address: Address,
+    pub op: StepOp,
+    /// Index into the plan's changes.
+    pub change: usize,
+}
+
+impl fmt::Display for ApplyStep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let op = match self.op {
+            StepOp::Create => "create",
+            StepOp::Update => "update",
+            StepOp::Delete => "delete",
+        };
+        write!(f, "{op} {}", self.address)
+    }
+}
+
+/// Everything the steps share.
+pub struct Context {
+    pub config: Config,
+    pub changes: Vec<Change>,
+    pub backend: Box<dyn Backend>,
+    pub lock: StateLock,
+    /// The state as last written; the mutex also serialises writes.
+    pub doc: Mutex<StateDoc>,
+    /// Vaults opened so far, by address (opening derives keys: do it once).
+    vaults: Mutex<HashMap<Address, Arc<Vault>>>,
+}
+
+impl Context {
+    pub fn new(
+        config: Config,
+        changes: Vec<Change>,
+        backend: Box<dyn Backend>,
+        lock: StateLock,
+        doc: StateDoc,
+    ) -> Context {
+        Context {
+            config,
+            changes,
+            backend,
+            lock,
+            doc: Mutex::new(doc),
+            vaults: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Run one step (blocking) and record it; `Ok` holds a few words on what it did.
+    pub fn run(&self, step: &ApplyStep) -> Result<String, String> {
+        let change = &self.changes[step.change];
+        match (step.address.kind, step.op) {
+            (_, StepOp::Delete) => self.delete(&step.address),
+            (Kind::Vault, StepOp::Create) => self.create_vault(change),
+            (Kind::Protection, StepOp::Create) => self.enable(change),
+            (_, StepOp::Create | StepOp::Update) => self.record_as_configured(change),
+        }
+    }
+
+    /// Write `change` into the state document and the backend.
+    fn record(&self, f: impl FnOnce(&mut StateDoc)) -> Result<(), String> {
+        let mut doc = self
+            .doc
+            .lock()
+            .map_err(|_| "the state lock was poisoned by a failed step".to_string())?;
+        let mut next = doc.clone();
+        f(&mut next);
+        self.backend
+            .write(&self.lock, &mut next)
+            .map_err(|e| format!("cannot record the step in state: {e}"))?;
+        *doc = next;
+        Ok(())
+    }
+
+    fn before(&self, address: &Address) -> Option<ObjectState> {
+        self.doc.lock().ok()?.objects.get(address).cloned()
+    }
+
+    /// Store `attrs` for the change's object with `status`.
+    fn store(&self, change: &Change, attrs: Attributes, status: Status) -> Result<(), String> {
+        self.record(|doc| {
+            doc.objects.insert(
+                change.address.clone(),
+                ObjectState {
+                    kind: change.kind,
+                    attributes: attrs,
+                    status,
+                    updated_at: time::OffsetDateTime::now_utc(),
+                },
+            );
+        })
+    }
+
+    /// The attributes after the change, keeping what replication observed.
+    fn after(&self, change: &Change) -> Result<(Attributes, Option<Status>), String> {
+        let before = self.before(&change.address);
+        let mut attrs = change
+            .after(before.as_ref().map(|b| &b.attributes))
+            .ok_or_else(|| format!("{} has no attributes after the change", change.address))?;
+        if let Some(b) = &before {
+            for (k, v) in &b.attributes {
+                if k.starts_with(OBSERVED_PREFIX) {
+                    attrs.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        Ok((attrs, before.map(|b| b.status)))
+    }
+
+    /// Policies, sites, machines, recovery plans, and protection updates:
+    /// nothing to do outside state.
+    fn record_as_configured(&self, change: &Change) -> Result<String, String> {
+        let (attrs, status) = self.after(change)?;
+        let status = status.unwrap_or(Status::Ready);
+        self.store(change, attrs, status)?;
+        Ok("recorded".to_string())
+    }
+
+    fn create_vault(&self, change: &Change) -> Result<String, String> {
+        let v = self
+            .config
+            .vaults
+            .get(&change.address)
+            .ok_or_else(|| format!("no {} in the configuration", change.address))?;
+        let out = Vault::init(&v.url, &v.key, &self.config.root).map_err(|e| e.to_string())?;
+        let mut detail = if out.existed {
+            format!("vault {} exists already and the key opens it", v.url)
+        } else {
+            format!("created vault {}", v.url)
+        };
+        if let Some(p) = &out.key_created {
+            detail.push_str(&format!(
+                "; wrote a new master key to {} (back it up: without it nothing in the vault can be read)",
+                p.display()
+            ));
+        }
+        if let Ok(mut vaults) = self.vaults.lock() {
+            vaults.insert(change.address.clone(), Arc::new(out.vault));
+        }
+        let (attrs, _) = self.after(change)?;
+        self.store(change, attrs, Status::Ready)?;
+        Ok(detail)
+    }
+
+    /// Open the vault at `address`: as configured, or as recorded in state
+    /// when the configuration no longer has it (a destroy).
+    fn vault(&self, address: &Address) -> Result<Arc<Vault>, String> {
+        if let Some(v) = self
+            .vaults
+            .lock()
+            .ok()
+            .and_then(|m| m.get(address).cloned())
+        {
+            return Ok(v);
+        }
+        let (url, key) = match self.config.vaults.get(address) {
+            Some(v) => (v.url.clone(), v.key.clone()),
+            None => {
+                let rec = self
+                    .before(address)
+                    .ok_or_else(|| format!("{address} is neither configured nor recorded"))?;
+                let get = |k: &str| rec.attributes.get(k).and_then(|v| v.as_str());
+                let url = get("url").ok_or_else(|| format!("{address} has no recorded url"))?;
+                let key = match (get("key_file"), get("key_env")) {
+                    (Some(f), _) => KeySource::File(f.into()),
+                    (None, Some(e)) => KeySource::Env(e.to_string()),
+                    _ => return Err(format!("{address} has no recorded key source")),
+                };
+                (url.to_string(), key)
+            }
+        };
+        let v = Arc::new(
+            Vault::open(&url, &key, &self.config.root).map_err(|e| format!("{address}: {e}"))?,
+        );
+        if let Ok(mut vaults) = self.vaults.lock() {
+            vaults.insert(address.clone(), v.clone());
+        }
+        Ok(v)
+    }
+
+    /// Enable a protection: its first recovery point, then record it as
+    /// protected. Points an interrupted enable already wrote are adopted,
+    /// so repeating the step never takes a second initial point.
+    fn enable(&self, change: &Change) -> Result<String, String> {
+        let addr = &change.address;
+        let p = self
+            .config
+            .protections
+            .get(addr)
+            .ok_or_else(|| format!("no {addr} in the configuration"))?;
+        let vault = self.vault(&p.vault)?;
+        let name = addr.to_string();
+        let mine = |vault: &Vault| -> Result<Vec<manifest::Manifest>, String> {
+            let (points, _) = manifest::list(vault, false).map_err(|e| e.to_string())?;
+            Ok(points
+                .into_iter()
+                .filter(|m| m.protection == name)
+                .collect())
+        };
+        let mut points = mine(&vault)?;
+        let detail = if points.is_empty() {
+            let target = target_for(&self.config, addr).map_err(|e| e.to_string())?;
+            let opts = Options::new(cache_dir(&self.config));
+            let made = replication::take_points(&vault, &[target], &opts, &Progress::default())
+                .map_err(|e| e.to_string())?;
+            let detail = made
+                .first()
+                .map(|m| {
+                    format!(
+                        "first point {} ({}), read {}, stored {}",
+                        m.id.short(),
+                        m.consistency,
+                        human(m.stats.read),
+                        human(m.stats.stored)
+                    )
+                })
+                .unwrap_or_default();
+            points = made;
+            detail
+        } else {
+            format!(
+                "adopted {} point(s) already in the vault (an earlier run was interrupted after taking them)",
+                points.len()
+            )
+        };
+        let (mut attrs, _) = self.after(change)?;
+        attrs.insert("observed.recovery_points".into(), json!(points.len()));
+        let stored: u64 = points.iter().map(|m| m.stats.stored).sum();
+        attrs.insert("observed.stored_bytes".into(), json!(stored));
+        self.store(change, attrs, Status::Protected)?;
+        Ok(detail)
+    }
+
+    fn delete(&self, address: &Address) -> Result<String, String> {
+        let mut detail = "removed from state".to_string();
+        if address.kind == Kind::Protection {
+            let vault_addr: Option<Address> = self
+                .before(address)
+                .and_then(|o| o.attributes.get("vault")?.as_str()?.parse().ok());
+            if let Some(va) = vault_addr {
+                let vault = self.vault(&va)?;
+                let r = prune::drop_protection(&vault, &address.to_string(), LOCK_WAIT)
+                    .map_err(|e| e.to_string())?;
+                detail = format!(
+                    "deleted {} recovery point(s) from {va}, freed {}",
+                    r.dropped.len(),
+                    human(r.bytes_freed)
+                );
+            }
+        } else if address.kind == Kind::Vault {
+            detail = "forgotten; the vault's data was left where it is".to_string();
+        }
+        self.record(|doc| {
+            doc.objects.remove(address);
+        })?;
+        Ok(detail)
+    }
+}
+
+/// How long a destroy waits for running replications to release the vault.
+const LOCK_WAIT: Duration = Duration::from_secs(600);
