@@ -1,0 +1,371 @@
+//! `standby apply` end to end through the binary on real sample disks:
+//! the quickstart bar (plan, apply, plan again shows nothing), kill -9 at
+//! random moments of a six-protection apply followed by apply again, and
+//! the refusals (non-interactive, stale saved plan, destroy without
+//! --allow-destroy, prevent_destroy).
+//!
+//! "Not done twice", as tested: however often an apply is killed, each
+//! protection ends with exactly one recovery point — an interrupted enable
+//! that already wrote its point is adopted by the next run, never repeated.
+
+use serde_json::Value;
+use standby::samples;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dst = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dst);
+        } else {
+            std::fs::copy(e.path(), dst).unwrap();
+        }
+    }
+}
+
+fn standby(dir: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_standby"));
+    c.arg("-C")
+        .arg(dir)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null());
+    c
+}
+
+fn run(dir: &Path, args: &[&str]) -> Output {
+    standby(dir).args(args).output().unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn ok(dir: &Path, args: &[&str]) -> String {
+    let o = run(dir, args);
+    assert!(o.status.success(), "standby {args:?} failed:\n{}", text(&o));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// The exit code of `plan --detailed-exitcode`.
+fn plan_code(dir: &Path) -> i32 {
+    let o = run(dir, &["plan", "--detailed-exitcode"]);
+    o.status.code().unwrap_or(-1)
+}
+
+/// Points per protection, from `standby points --json`.
+fn points(dir: &Path) -> Vec<Value> {
+    let out = ok(dir, &["points", "--json"]);
+    serde_json::from_str::<Vec<Value>>(&out).unwrap()
+}
+
+fn points_of(dir: &Path, protection: &str) -> usize {
+    points(dir)
+        .iter()
+        .filter(|p| p["protection"] == protection)
+        .count()
+}
+
+/// A quickstart copy with real disks for machines db and web.
+fn quickstart(d: &Path) -> PathBuf {
+    let root = d.join("qs");
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("plans/quickstart"),
+        &root,
+    );
+    let onprem = root.join("sites/onprem");
+    samples::make_ext4(&onprem.join("db/system.img"), "db", 16).unwrap();
+    samples::make_sqlite(&onprem.join("db/data.sqlite"), 500).unwrap();
+    samples::make_ext4(&onprem.join("web/system.img"), "web", 8).unwrap();
+    root
+}
+
+#[test]
+fn quickstart_plan_apply_plan_converges() {
+    let d = tempfile::tempdir().unwrap();
+    let qs = quickstart(d.path());
+    let plan = ok(&qs, &["plan"]);
+    assert!(plan.contains("+ protection.db"), "{plan}");
+    assert!(plan.contains("9 to add"), "{plan}");
+    assert_eq!(plan_code(&qs), 2);
+
+    let out = ok(&qs, &["apply", "--auto-approve"]);
+    assert!(
+        out.contains("create protection.db: done, first point"),
+        "{out}"
+    );
+    assert!(out.contains("Apply complete: 9 added"), "{out}");
+    assert_eq!(points_of(&qs, "protection.db"), 1);
+    assert_eq!(points_of(&qs, "protection.web"), 1);
+    assert_eq!(plan_code(&qs), 0);
+
+    let state: Value =
+        serde_json::from_slice(&std::fs::read(qs.join(".standby/state.json")).unwrap()).unwrap();
+    let db = &state["objects"]["protection.db"];
+    assert_eq!(db["status"], "protected");
+    assert_eq!(db["attributes"]["observed.recovery_points"], 1);
+    assert_eq!(state["objects"]["vault.main"]["status"], "ready");
+
+    // Applying again changes nothing and takes no point.
+    let again = ok(&qs, &["apply", "--auto-approve"]);
+    assert!(again.contains("No changes"), "{again}");
+    assert_eq!(points(&qs).len(), 2);
+    ok(&qs, &["vault", "verify", "--read-data"]);
+}
+
+#[test]
+fn json_events_one_per_line() {
+    let d = tempfile::tempdir().unwrap();
+    let qs = quickstart(d.path());
+    let out = ok(
+        &qs,
+        &["apply", "--auto-approve", "--json", "--parallelism", "1"],
+    );
+    let events: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
+    let started = events.iter().filter(|e| e["event"] == "started").count();
+    let finished = events.iter().filter(|e| e["event"] == "finished").count();
+    assert_eq!((started, finished), (9, 9));
+    let last = events.last().unwrap();
+    assert_eq!(last["event"], "summary");
+    assert_eq!(last["done"], 9);
+    // With parallelism 1 every step finishes before the next starts.
+    for pair in events.windows(2) {
+        if pair[1]["event"] == "started" {
+            assert_ne!(pair[0]["event"], "started", "{out}");
+        }
+    }
+}
+
+#[test]
+fn saved_plan_applies_and_then_is_stale() {
+    let d = tempfile::tempdir().unwrap();
+    let qs = quickstart(d.path());
+    let file = d.path().join("p.json");
+    let f = file.to_str().unwrap();
+    ok(&qs, &["plan", "--out", f]);
+    let out = ok(&qs, &["apply", f]);
+    assert!(out.contains("Apply complete"), "{out}");
+    assert_eq!(plan_code(&qs), 0);
+
+    // The same file again: the state moved (serial) since it was made.
+    let o = run(&qs, &["apply", f]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("cannot be applied"), "{err}");
+    assert!(err.contains("a state now exists"), "{err}");
+
+    // A plan made now, then the configuration changes: refused, naming it.
+    let pol = qs.join("main.hcl");
+    let hcl = std::fs::read_to_string(&pol).unwrap();
+    std::fs::write(&pol, hcl.replace("\"24h\"", "\"48h\"")).unwrap();
+    ok(&qs, &["plan", "--out", f]);
+    let serial_before = std::fs::read(qs.join(".standby/state.json")).unwrap();
+    let hcl = std::fs::read_to_string(&pol).unwrap();
+    std::fs::write(&pol, hcl.replace("\"48h\"", "\"72h\"")).unwrap();
+    let o = run(&qs, &["apply", f]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("configuration changed"), "{err}");
+    assert_eq!(
+        std::fs::read(qs.join(".standby/state.json")).unwrap(),
+        serial_before,
+        "a refused apply must not write state"
+    );
+}
+
+#[test]
+fn refusals_change_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let qs = quickstart(d.path());
+
+    // Non-interactive without --auto-approve.
+    let o = run(&qs, &["apply"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("not a terminal"), "{err}");
+    assert!(err.contains("--auto-approve"), "{err}");
+    assert!(!qs.join(".standby/state.json").exists());
+    assert!(!qs.join(".standby/vault").exists());
+
+    ok(&qs, &["apply", "--auto-approve"]);
+    let state = || std::fs::read(qs.join(".standby/state.json")).unwrap();
+
+    // Deleting a protection needs --allow-destroy.
+    let prot = qs.join("protection.hcl");
+    let hcl = std::fs::read_to_string(&prot).unwrap();
+    let without_web = hcl[..hcl.find("protection \"web\"").unwrap()].to_string();
+    std::fs::write(&prot, &without_web).unwrap();
+    // The recovery plan lists machine.web, which would be unprotected.
+    std::fs::remove_file(qs.join("recovery.hcl")).unwrap();
+    let before = state();
+    let o = run(&qs, &["apply", "--auto-approve"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("protection.web"), "{err}");
+    assert!(err.contains("--allow-"), "{err}");
+    assert_eq!(state(), before);
+    assert_eq!(points_of(&qs, "protection.web"), 1);
+
+    let out = ok(&qs, &["apply", "--auto-approve", "--allow-destroy"]);
+    assert!(
+        out.contains("delete protection.web: done, deleted 1 recovery point"),
+        "{out}"
+    );
+    assert_eq!(points_of(&qs, "protection.web"), 0);
+    assert_eq!(points_of(&qs, "protection.db"), 1);
+    assert_eq!(plan_code(&qs), 0);
+    ok(&qs, &["vault", "verify", "--read-data"]);
+
+    // prevent_destroy, recorded by an update, then the protection is removed.
+    let guarded = without_web.replace(
+        "consistency_group = \"shop\"",
+        "consistency_group = \"shop\"\n  prevent_destroy   = true",
+    );
+    std::fs::write(&prot, &guarded).unwrap();
+    let out = ok(&qs, &["apply", "--auto-approve"]);
+    assert!(out.contains("update protection.db: done"), "{out}");
+    std::fs::write(&prot, "").unwrap();
+    let before = state();
+    let o = run(&qs, &["apply", "--auto-approve", "--allow-destroy"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("prevent_destroy"), "{err}");
+    assert!(err.contains("protection.db"), "{err}");
+    assert_eq!(state(), before);
+    assert_eq!(points_of(&qs, "protection.db"), 1);
+}
+
+/// Six machines, each with an ext4 system disk and a raw data disk of
+/// random bytes, each protected on its own, into one vault.
+fn fleet(d: &Path) -> PathBuf {
+    let root = d.join("fleet");
+    std::fs::create_dir_all(&root).unwrap();
+    let main = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("plans/quickstart/main.hcl"),
+    )
+    .unwrap();
+    std::fs::write(root.join("main.hcl"), main).unwrap();
+    let mut hcl = String::new();
+    let mut seed = 0x9e3779b97f4a7c15u64;
+    for i in 1..=6 {
+        let m = format!("m{i}");
+        hcl.push_str(&format!(
+            "machine \"{m}\" {{\n  site = site.onprem\n  disk \"system\" {{ path = \"{m}/system.img\" }}\n  disk \"data\" {{ path = \"{m}/data.img\" }}\n}}\n\n\
+             protection \"{m}\" {{\n  machine = machine.{m}\n  target  = site.dr\n  vault   = vault.main\n  policy  = policy.standard\n}}\n\n"
+        ));
+        let dir = root.join("sites/onprem").join(&m);
+        samples::make_ext4(&dir.join("system.img"), &m, 16).unwrap();
+        let data: Vec<u8> = (0..4 << 20)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed as u8
+            })
+            .collect();
+        std::fs::write(dir.join("data.img"), data).unwrap();
+    }
+    std::fs::write(root.join("fleet.hcl"), hcl).unwrap();
+    root
+}
+
+/// A small xorshift, seeded from the clock (printed, for replay via
+/// STANDBY_KILL_SEED).
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self, below: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % below.max(1)
+    }
+}
+
+#[test]
+fn kill_9_at_random_moments_then_apply_again_converges() {
+    let rounds: usize = if std::env::var_os("STANDBY_LONG").is_some() {
+        20
+    } else {
+        4
+    };
+    let seed = std::env::var("STANDBY_KILL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        });
+    eprintln!("kill seed {seed} (set STANDBY_KILL_SEED to replay)");
+    let mut rng = Rng(seed);
+    let d = tempfile::tempdir().unwrap();
+    let template = fleet(d.path());
+    // 6 protections + 6 machines + vault + 2 sites + policy = 16 steps,
+    // each with a started and a finished line.
+    let lines_total = 32;
+    let mut killed_mid_run = 0;
+    for round in 0..rounds {
+        let dir = d.path().join(format!("round{round}"));
+        copy_dir(&template, &dir);
+        let mut child = standby(&dir)
+            .args(["apply", "--auto-approve", "--json", "--parallelism", "2"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Kill after a random number of event lines, plus a random pause
+        // of up to 50 ms so the kill also lands inside steps.
+        let after = rng.next(lines_total);
+        let mut seen = 0;
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        while seen < after && out.read_line(&mut line).unwrap() > 0 {
+            seen += 1;
+            line.clear();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(rng.next(50)));
+        // SIGKILL: no cleanup of any kind runs in the child.
+        child.kill().unwrap();
+        let status = child.wait().unwrap();
+        if !status.success() {
+            killed_mid_run += 1;
+        }
+
+        // The state is readable and the next plan shows only what is left.
+        let left = run(&dir, &["plan", "--detailed-exitcode"]);
+        assert!(
+            matches!(left.status.code(), Some(0 | 2)),
+            "round {round}: plan after kill failed:\n{}",
+            text(&left)
+        );
+        let out = ok(&dir, &["apply", "--auto-approve"]);
+        assert!(
+            out.contains("Apply complete") || out.contains("No changes"),
+            "round {round}:\n{out}"
+        );
+        assert_eq!(plan_code(&dir), 0, "round {round}: not converged");
+        ok(&dir, &["vault", "verify", "--read-data"]);
+        for i in 1..=6 {
+            assert_eq!(
+                points_of(&dir, &format!("protection.m{i}")),
+                1,
+                "round {round} (killed after {after} lines): protection.m{i} must have exactly one initial point"
+            );
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+    eprintln!("{killed_mid_run} of {rounds} rounds were killed before apply finished");
+    assert!(killed_mid_run > 0, "no round was actually interrupted");
+}
