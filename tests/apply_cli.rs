@@ -369,3 +369,61 @@ fn kill_9_at_random_moments_then_apply_again_converges() {
     eprintln!("{killed_mid_run} of {rounds} rounds were killed before apply finished");
     assert!(killed_mid_run > 0, "no round was actually interrupted");
 }
+
+/// Start `apply --json` on `dir` and return it once its first step started.
+fn start_apply(dir: &Path) -> (std::process::Child, BufReader<std::process::ChildStdout>) {
+    let mut child = standby(dir)
+        .args(["apply", "--auto-approve", "--json", "--parallelism", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert!(line.contains("\"started\""), "{line}");
+    (child, out)
+}
+
+#[test]
+fn a_second_apply_is_refused_while_the_first_holds_the_lock() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = fleet(d.path());
+    let (mut first, mut out) = start_apply(&dir);
+    let o = run(&dir, &["apply", "--auto-approve"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("standby apply"), "the holder is named: {err}");
+    assert!(err.contains(&format!("pid {}", first.id())), "{err}");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    assert!(first.wait().unwrap().success(), "{rest}");
+    assert_eq!(plan_code(&dir), 0);
+}
+
+#[test]
+fn sigint_starts_nothing_new_and_leaves_state_true() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = fleet(d.path());
+    let (mut child, out) = start_apply(&dir);
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let lines: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(&l.unwrap()).unwrap())
+        .collect();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(1));
+    let summary = lines.last().unwrap();
+    assert_eq!(summary["event"], "summary", "{lines:?}");
+    assert_eq!(summary["interrupted"], true, "{lines:?}");
+    assert!(summary["not_started"].as_u64().unwrap() > 0, "{lines:?}");
+    assert!(lines.iter().any(|e| e["event"] == "interrupted"));
+    // The lock is free, the state holds what finished, apply finishes the rest.
+    assert_eq!(plan_code(&dir), 2);
+    ok(&dir, &["apply", "--auto-approve"]);
+    assert_eq!(plan_code(&dir), 0);
+    for i in 1..=6 {
+        assert_eq!(points_of(&dir, &format!("protection.m{i}")), 1);
+    }
+}

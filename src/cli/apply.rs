@@ -141,7 +141,9 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
     let cancel = Cancel::new();
     let report = rt.block_on(async {
         // A second interrupt stops at once: every finished step is in state already.
-        cancel.on_signals(|| std::process::exit(130));
+        if let Err(e) = cancel.on_signals(|| std::process::exit(130)) {
+            tracing::warn!("cannot watch for interrupts: {e}");
+        }
         exec::walk(
             &graph,
             usize::from(args.parallelism),

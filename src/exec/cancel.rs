@@ -40,20 +40,23 @@ impl Cancel {
     }
 
     /// Cancel on the first SIGINT or SIGTERM; call `on_second` on the next
-    /// one (e.g. to exit at once). Must run inside a tokio runtime.
-    pub fn on_signals(&self, on_second: impl Fn() + Send + 'static) {
+    /// one (e.g. to exit at once). Must run inside a tokio runtime; the
+    /// handlers are in place when this returns.
+    pub fn on_signals(&self, on_second: impl Fn() + Send + 'static) -> std::io::Result<()> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut term = signal(SignalKind::terminate())?;
         let me = self.clone();
         tokio::spawn(async move {
-            let Ok(mut term) =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            else {
-                return;
-            };
             let mut seen = 0;
             loop {
-                tokio::select! {
-                    r = tokio::signal::ctrl_c() => if r.is_err() { return },
-                    _ = term.recv() => {}
+                let got = tokio::select! {
+                    s = int.recv() => s,
+                    s = term.recv() => s,
+                };
+                // None: the runtime is shutting down.
+                if got.is_none() {
+                    return;
                 }
                 seen += 1;
                 if seen == 1 {
@@ -63,5 +66,6 @@ impl Cancel {
                 }
             }
         });
+        Ok(())
     }
 }
