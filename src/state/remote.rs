@@ -316,8 +316,27 @@ impl Backend for ObjectStoreBackend {
                 });
             }
         }
-        // Refuse to replace anything that does not parse, or that moved.
         let current = self.fetch(REMOTE_STATE_NAME)?;
+        self.write_over(current, doc)
+    }
+
+    fn force_unlock(&self, id: &str) -> Result<LockInfo, StateError> {
+        self.remove_lock(id)
+    }
+}
+
+impl ObjectStoreBackend {
+    /// Replace `current` (the stored document and its version, as read just
+    /// now; `None` if there is none) with `doc`, serial bumped, keeping
+    /// `current` as the backup. Refused when `current` does not parse or is
+    /// not at `doc`'s lineage and serial, and when the stored document is no
+    /// longer `current` (compare-and-swap on its version).
+    fn write_over(
+        &self,
+        current: Option<(Bytes, UpdateVersion)>,
+        doc: &mut StateDoc,
+    ) -> Result<(), StateError> {
+        let location = self.location();
         let path = Path::new(&location);
         match &current {
             None if doc.serial != 0 => {
@@ -388,7 +407,7 @@ impl Backend for ObjectStoreBackend {
         Ok(())
     }
 
-    fn force_unlock(&self, id: &str) -> Result<LockInfo, StateError> {
+    fn remove_lock(&self, id: &str) -> Result<LockInfo, StateError> {
         let location = self.location();
         let lock_object = self.url_of(REMOTE_LOCK_NAME);
         let info = match self.holder()? {
@@ -427,7 +446,81 @@ impl Backend for ObjectStoreBackend {
 
 #[cfg(test)]
 mod tests {
-    use super::age;
+    use super::*;
+
+    /// A backend under a fresh prefix of `kind` (file, az or s3; the last two
+    /// need the test services, see `.ci/services.sh`).
+    fn backend(kind: &str, tmp: &Path) -> ObjectStoreBackend {
+        let prefix = format!("remote-unit-{}", uuid::Uuid::new_v4().simple());
+        let base = |var: &str| {
+            std::env::var(var).unwrap_or_else(|_| {
+                panic!("{var} is not set: start the services with .ci/services.sh and source .ci/.cache/services.env")
+            })
+        };
+        let url = match kind {
+            "file" => format!("file://{}/{prefix}", tmp.display()),
+            "az" => format!("{}/{prefix}", base("STANDBY_TEST_AZ_URL")),
+            _ => format!("{}/{prefix}", base("STANDBY_TEST_S3_URL")),
+        };
+        ObjectStoreBackend::new(crate::store::open(&url, tmp).unwrap()).unwrap()
+    }
+
+    /// Someone writes the document between our read and our write (without
+    /// the lock): the compare-and-swap refuses our write and leaves theirs.
+    fn stale_version_is_refused(kind: &str) {
+        let tmp = tempfile::tempdir().unwrap();
+        let b = backend(kind, tmp.path());
+        let lock = b.lock("test").unwrap();
+        let mut doc = StateDoc::new();
+        b.write(&lock, &mut doc).unwrap();
+        let read_at = b.fetch(REMOTE_STATE_NAME).unwrap().unwrap();
+
+        // The other writer: same lineage and serial, different content.
+        let mut theirs = doc.clone();
+        theirs.drills.clear();
+        theirs.standby_version = "someone-else".into();
+        let their_bytes = serde_json::to_vec_pretty(&theirs).unwrap();
+        let store = b.store.clone();
+        let put = their_bytes.clone();
+        b.rt.run("test", async move {
+            store
+                .inner
+                .put(&store.path(REMOTE_STATE_NAME), put.into())
+                .await
+                .map_err(|e| store.error("write", REMOTE_STATE_NAME, e))
+        })
+        .unwrap();
+
+        let mut ours = doc.clone();
+        let err = b.write_over(Some(read_at), &mut ours).unwrap_err();
+        assert!(matches!(err, StateError::Changed { .. }), "{err:?}");
+        assert!(err.to_string().contains("nothing was written"), "{err}");
+        assert_eq!(
+            ours.serial, doc.serial,
+            "a refused write must not bump the serial"
+        );
+        let (now, _) = b.fetch(REMOTE_STATE_NAME).unwrap().unwrap();
+        assert_eq!(
+            &now[..],
+            &their_bytes[..],
+            "the other writer's document must stay"
+        );
+    }
+
+    #[test]
+    fn stale_version_is_refused_file() {
+        stale_version_is_refused("file");
+    }
+
+    #[test]
+    fn stale_version_is_refused_az() {
+        stale_version_is_refused("az");
+    }
+
+    #[test]
+    fn stale_version_is_refused_s3() {
+        stale_version_is_refused("s3");
+    }
 
     #[test]
     fn ages_read_naturally() {
