@@ -616,3 +616,41 @@ fn local_force_unlock_explains_os_locks() {
     // Still held: a write under it works.
     b.write(&held, &mut StateDoc::new()).unwrap();
 }
+
+/// Not a test: the figures `bench/remote_state.sh` prints (run with
+/// `--ignored --nocapture`). Times lock + read + write + release, in
+/// process, on each backend; asserts only that every round trip worked.
+#[test]
+#[ignore]
+fn measure_lock_write_round_trip() {
+    const ROUNDS: usize = 30;
+    for kind in ["file", "az", "s3"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let u = url(kind, tmp.path(), "measure");
+        let b = backend(&u, tmp.path());
+        let names: Vec<String> = (0..100).map(|i| format!("m{i}")).collect();
+        seed(b.as_ref(), &mut doc_with(&names));
+        let mut lock_ms = Vec::new();
+        let mut total_ms = Vec::new();
+        for _ in 0..ROUNDS {
+            let start = std::time::Instant::now();
+            let lock = b.lock("bench").unwrap();
+            let locked = start.elapsed();
+            let mut doc = b.read().unwrap().unwrap();
+            b.write(&lock, &mut doc).unwrap();
+            drop(lock);
+            lock_ms.push(locked.as_secs_f64() * 1000.0);
+            total_ms.push(start.elapsed().as_secs_f64() * 1000.0);
+        }
+        assert_eq!(b.read().unwrap().unwrap().serial, 1 + ROUNDS as u64);
+        let stats = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            (v[v.len() / 2], v[v.len() * 9 / 10])
+        };
+        let (lock_med, lock_p90) = stats(&mut lock_ms);
+        let (med, p90) = stats(&mut total_ms);
+        println!(
+            "{kind:>4}: lock {lock_med:6.1} ms median ({lock_p90:6.1} p90); lock+read+write+release {med:6.1} ms median ({p90:6.1} p90), {ROUNDS} rounds, 100-object state"
+        );
+    }
+}
