@@ -654,3 +654,41 @@ fn measure_lock_write_round_trip() {
         );
     }
 }
+
+/// A backend url naming a container or bucket that does not exist.
+fn a_missing_bucket_is_named(kind: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = url(kind, tmp.path(), "x");
+    let scheme = &base[..base.find("://").unwrap()];
+    let u = format!("{scheme}://{}/state", common::unique("nobucket"));
+    let out = run(
+        tmp.path(),
+        &[
+            "state",
+            "rm",
+            "machine.a",
+            "--backend-config",
+            &format!("url={u}"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = flat(&out.stderr);
+    assert!(
+        says(
+            &err,
+            &format!("the container or bucket of {u} does not exist")
+        ),
+        "{err}"
+    );
+    assert_no_secrets(&err);
+}
+
+#[test]
+fn a_missing_container_is_named_az() {
+    a_missing_bucket_is_named("az");
+}
+
+#[test]
+fn a_missing_bucket_is_named_s3() {
+    a_missing_bucket_is_named("s3");
+}

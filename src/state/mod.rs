@@ -182,6 +182,8 @@ pub enum StateError {
         host: String,
         holder: String,
     },
+    #[error("the container or bucket of {url} does not exist")]
+    NoContainer { url: String },
     #[error("the lock object {lock_object} cannot be read: {reason}")]
     LockUnreadable { lock_object: String, reason: String },
 }
@@ -253,6 +255,9 @@ impl miette::Diagnostic for StateError {
             StateError::LocalLockHeld { pid, host, .. } => format!(
                 "a local lock is an OS lock: it is released when its process exits and cannot be removed while the process lives. Stop that process (pid {pid} on {host}) if it is stuck"
             ),
+            StateError::NoContainer { .. } => {
+                "create it first (standby creates objects, not containers or buckets), or fix the backend url".to_string()
+            }
             StateError::LockUnreadable { lock_object, .. } => format!(
                 "standby cannot tell whose lock it is; if no command is running, delete {lock_object} with your storage tools"
             ),

@@ -78,12 +78,13 @@ impl Rt {
     /// Run `fut` on the private runtime and wait for its result.
     fn run<T: Send + 'static>(
         &self,
+        url: &str,
         what: &str,
         fut: impl Future<Output = Result<T, StoreError>> + Send + 'static,
     ) -> Result<T, StateError> {
         let failed = |message: String| {
             StateError::Store(StoreError::Request {
-                url: String::new(),
+                url: url.to_string(),
                 name: what.to_string(),
                 op: "run",
                 message,
@@ -133,7 +134,7 @@ impl ObjectStoreBackend {
     /// The object `name` with its version; `None` when it does not exist.
     fn fetch(&self, name: &'static str) -> Result<Option<(Bytes, UpdateVersion)>, StateError> {
         let store = self.store.clone();
-        self.rt.run(name, async move {
+        self.rt.run(&self.store.url, name, async move {
             match store.get_versioned(name).await {
                 Ok(found) => Ok(Some(found)),
                 Err(StoreError::NotFound { .. }) => Ok(None),
@@ -166,7 +167,7 @@ impl ObjectStoreBackend {
                 let store = self.store.clone();
                 let modified = self
                     .rt
-                    .run(REMOTE_LOCK_NAME, async move {
+                    .run(&self.store.url, REMOTE_LOCK_NAME, async move {
                         store.head(REMOTE_LOCK_NAME).await
                     })
                     .ok()
@@ -221,7 +222,7 @@ impl Drop for HeldObject {
     fn drop(&mut self) {
         let store = self.store.clone();
         let id = self.id;
-        let released = self.rt.run(REMOTE_LOCK_NAME, async move {
+        let released = self.rt.run(&self.store.url, REMOTE_LOCK_NAME, async move {
             // Delete only our own lock: after a force-unlock it may be someone else's.
             match store.get_versioned(REMOTE_LOCK_NAME).await {
                 Err(StoreError::NotFound { .. }) => Ok(false),
@@ -269,13 +270,21 @@ impl Backend for ObjectStoreBackend {
         for _ in 0..3 {
             let store = self.store.clone();
             let payload = body.clone();
-            let created = self.rt.run(REMOTE_LOCK_NAME, async move {
+            let created = self.rt.run(&self.store.url, REMOTE_LOCK_NAME, async move {
                 match store.put_if_absent(REMOTE_LOCK_NAME, payload).await {
-                    Ok(_) => Ok(true),
-                    Err(StoreError::AlreadyExists { .. }) => Ok(false),
+                    Ok(_) => Ok(Some(true)),
+                    Err(StoreError::AlreadyExists { .. }) => Ok(Some(false)),
+                    // Creating an object answers "not found" only when its
+                    // container or bucket is missing.
+                    Err(StoreError::NotFound { .. }) => Ok(None),
                     Err(e) => Err(e),
                 }
             })?;
+            let Some(created) = created else {
+                return Err(StateError::NoContainer {
+                    url: self.store.url.clone(),
+                });
+            };
             if created {
                 let held = HeldObject {
                     store: self.store.clone(),
@@ -371,35 +380,37 @@ impl ObjectStoreBackend {
         let text = Bytes::from(text);
 
         let store = self.store.clone();
-        let written = self.rt.run(REMOTE_STATE_NAME, async move {
-            let result = match current {
-                Some((bytes, version)) => {
-                    // The backup first: if we stop between the two puts, the
-                    // backup equals the current document and nothing is lost.
-                    let backup = store.path(REMOTE_BACKUP_NAME);
-                    store
-                        .inner
-                        .put(&backup, bytes.into())
-                        .await
-                        .map_err(|e| store.error("write", REMOTE_BACKUP_NAME, e))?;
-                    store.put_if_match(REMOTE_STATE_NAME, text, &version).await
-                }
-                None => store
-                    .put_if_absent(REMOTE_STATE_NAME, text)
-                    .await
-                    .map_err(|e| match e {
-                        StoreError::AlreadyExists { url, name } => {
-                            StoreError::Changed { url, name }
+        let written =
+            self.rt
+                .run(&self.store.url, REMOTE_STATE_NAME, async move {
+                    let result = match current {
+                        Some((bytes, version)) => {
+                            // The backup first: if we stop between the two puts, the
+                            // backup equals the current document and nothing is lost.
+                            let backup = store.path(REMOTE_BACKUP_NAME);
+                            store
+                                .inner
+                                .put(&backup, bytes.into())
+                                .await
+                                .map_err(|e| store.error("write", REMOTE_BACKUP_NAME, e))?;
+                            store.put_if_match(REMOTE_STATE_NAME, text, &version).await
                         }
-                        other => other,
-                    }),
-            };
-            match result {
-                Ok(_) => Ok(true),
-                Err(StoreError::Changed { .. }) => Ok(false),
-                Err(e) => Err(e),
-            }
-        })?;
+                        None => store
+                            .put_if_absent(REMOTE_STATE_NAME, text)
+                            .await
+                            .map_err(|e| match e {
+                                StoreError::AlreadyExists { url, name } => {
+                                    StoreError::Changed { url, name }
+                                }
+                                other => other,
+                            }),
+                    };
+                    match result {
+                        Ok(_) => Ok(true),
+                        Err(StoreError::Changed { .. }) => Ok(false),
+                        Err(e) => Err(e),
+                    }
+                })?;
         if !written {
             return Err(StateError::Changed { location });
         }
@@ -437,7 +448,7 @@ impl ObjectStoreBackend {
         // command lock; object stores offer no conditional delete here, and
         // the compare-and-swap on every write keeps even that case safe.
         let store = self.store.clone();
-        self.rt.run(REMOTE_LOCK_NAME, async move {
+        self.rt.run(&self.store.url, REMOTE_LOCK_NAME, async move {
             store.delete(REMOTE_LOCK_NAME).await
         })?;
         Ok(info)
@@ -482,7 +493,7 @@ mod tests {
         let their_bytes = serde_json::to_vec_pretty(&theirs).unwrap();
         let store = b.store.clone();
         let put = their_bytes.clone();
-        b.rt.run("test", async move {
+        b.rt.run("test", "test", async move {
             store
                 .inner
                 .put(&store.path(REMOTE_STATE_NAME), put.into())
