@@ -177,14 +177,6 @@ fn init_tracing() {
         .try_init();
 }
 
-/// A runtime for commands that talk to object stores.
-pub(crate) fn runtime() -> miette::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| miette::miette!("cannot start the async runtime: {e}"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
