@@ -11,7 +11,7 @@ use crate::cli::vault::load_config;
 use crate::exec::{self, Cancel, JsonSink, Outcome, PlainSink, Sink};
 use crate::model::{Address, Kind};
 use crate::plan::{self, Action, DiffOptions, Plan, SavedPlan, StepOp, render};
-use crate::state::{self, Backend, StateDoc};
+use crate::state::StateDoc;
 use miette::miette;
 use petgraph::graph::{DiGraph, NodeIndex};
 use std::collections::HashMap;
@@ -44,11 +44,8 @@ pub struct Args {
     pub no_color: bool,
     #[command(flatten)]
     pub vars: crate::cli::VarArgs,
-}
-
-/// Where the state is kept: the one place to switch backends.
-fn state_backend() -> Box<dyn Backend> {
-    Box::new(state::LocalBackend::new("."))
+    #[command(flatten)]
+    pub backend: crate::cli::BackendArgs,
 }
 
 pub fn run(args: Args) -> miette::Result<ExitCode> {
@@ -59,10 +56,10 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
             "--json cannot ask for confirmation"
         ));
     }
-    let backend = state_backend();
-    let lock = backend.lock("standby apply").map_err(|e| miette!("{e}"))?;
     let config = load_config(&args.vars)?;
-    let current = backend.read().map_err(|e| miette!("{e}"))?;
+    let backend = args.backend.open(config.backend.as_ref())?;
+    let lock = backend.lock("standby apply").map_err(miette::Report::new)?;
+    let current = backend.read().map_err(miette::Report::new)?;
 
     let plan = match &args.plan_file {
         Some(path) => {
@@ -137,7 +134,10 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         Box::new(PlainSink::new(std::io::stdout()))
     };
 
-    let rt = crate::cli::runtime()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| miette!("cannot start the async runtime: {e}"))?;
     let cancel = Cancel::new();
     let report = rt.block_on(async {
         // A second interrupt stops at once: every finished step is in state already.
