@@ -121,9 +121,17 @@ where
         .collect();
     let permits = Arc::new(Semaphore::new(parallelism.max(1)));
     let mut running: JoinSet<(NodeIndex, Duration, Result<String, StepError>)> = JoinSet::new();
-    let mut interrupted = cancel.is_cancelled();
+    let mut interrupted = false;
 
     loop {
+        // Checked here as well as in the select below: a step may cancel
+        // and finish at once, and the select may see its end first.
+        if !interrupted && cancel.is_cancelled() {
+            interrupted = true;
+            sink.event(&Event::Interrupted {
+                running: running.len(),
+            });
+        }
         // Start everything ready that a permit allows.
         while !interrupted {
             let Some(i) = ready.front().copied() else {
@@ -153,11 +161,8 @@ where
         }
         let joined = tokio::select! {
             j = running.join_next() => j,
-            _ = cancel.cancelled(), if !interrupted => {
-                interrupted = true;
-                sink.event(&Event::Interrupted { running: running.len() });
-                continue;
-            }
+            // Handled at the top of the loop.
+            _ = cancel.cancelled(), if !interrupted => continue,
         };
         let Some(joined) = joined else { break };
         let (i, elapsed, result) = match joined {
