@@ -433,3 +433,69 @@ fn sigint_starts_nothing_new_and_leaves_state_true() {
         assert_eq!(points_of(&dir, &format!("protection.m{i}")), 1);
     }
 }
+
+#[test]
+fn refresh_only_shows_and_records_drift() {
+    let d = tempfile::tempdir().unwrap();
+    let qs = quickstart(d.path());
+    ok(&qs, &["apply", "--auto-approve"]);
+    let o = run(&qs, &["plan", "--refresh-only", "--detailed-exitcode"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("No drift"));
+
+    // Outside standby: web's point is deleted by hand, db's system disk grows.
+    let web_point = points(&qs)
+        .into_iter()
+        .find(|p| p["protection"] == "protection.web")
+        .unwrap();
+    let id = web_point["id"].as_str().unwrap();
+    std::fs::remove_file(qs.join(".standby/vault/points").join(id)).unwrap();
+    let img = qs.join("sites/onprem/db/system.img");
+    let f = std::fs::OpenOptions::new().write(true).open(&img).unwrap();
+    f.set_len(32 << 20).unwrap();
+    drop(f);
+
+    let before = std::fs::read(qs.join(".standby/state.json")).unwrap();
+    let o = run(&qs, &["plan", "--refresh-only", "--detailed-exitcode"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains(
+            "protection.web: recovery_points 1 -> 0 (points were deleted outside standby)"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("machine.db: disk.system.size 16.0 MiB -> 32.0 MiB (the disk grew)"),
+        "{out}"
+    );
+    assert_eq!(
+        std::fs::read(qs.join(".standby/state.json")).unwrap(),
+        before,
+        "plan writes nothing"
+    );
+
+    // Refusing to ask without a terminal, then recording with --auto-approve.
+    let o = run(&qs, &["apply", "--refresh-only"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let out = ok(&qs, &["apply", "--refresh-only", "--auto-approve"]);
+    assert!(out.contains("Recorded the refreshed facts"), "{out}");
+    let o = run(&qs, &["plan", "--refresh-only", "--detailed-exitcode"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    // The configuration still matches: drift is facts, not changes.
+    assert_eq!(plan_code(&qs), 0);
+
+    // The whole vault goes.
+    std::fs::remove_dir_all(qs.join(".standby/vault")).unwrap();
+    let o = run(&qs, &["plan", "--refresh-only", "--detailed-exitcode"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("vault.main: present true -> false (the vault is gone)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("protection.db: recovery_points 1 -> 0"),
+        "{out}"
+    );
+}

@@ -7,6 +7,7 @@
 mod steps;
 
 use crate::cli::plan::use_color;
+use crate::cli::refresh;
 use crate::cli::vault::load_config;
 use crate::exec::{self, Cancel, JsonSink, Outcome, PlainSink, Sink};
 use crate::model::{Address, Kind};
@@ -42,6 +43,9 @@ pub struct Args {
     /// Never colour the output.
     #[arg(long)]
     pub no_color: bool,
+    /// Only record what changed outside standby (drift); change nothing else.
+    #[arg(long, conflicts_with = "plan_file")]
+    pub refresh_only: bool,
     #[command(flatten)]
     pub vars: crate::cli::VarArgs,
     #[command(flatten)]
@@ -60,6 +64,9 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
     let backend = args.backend.open(config.backend.as_ref())?;
     let lock = backend.lock("standby apply").map_err(miette::Report::new)?;
     let current = backend.read().map_err(miette::Report::new)?;
+    if args.refresh_only {
+        return refresh_only(args.auto_approve, &config, backend.as_ref(), &lock, current);
+    }
 
     let plan = match &args.plan_file {
         Some(path) => {
@@ -203,6 +210,39 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// `apply --refresh-only`: show drift, ask, and record the facts in one write.
+fn refresh_only(
+    auto_approve: bool,
+    config: &crate::model::Config,
+    backend: &dyn crate::state::Backend,
+    lock: &crate::state::StateLock,
+    current: Option<StateDoc>,
+) -> miette::Result<ExitCode> {
+    let Some(mut doc) = current else {
+        println!("No state yet: nothing to refresh.");
+        return Ok(ExitCode::SUCCESS);
+    };
+    let (facts, notes) = refresh::observe(config, &doc);
+    let found = refresh::drift(&doc, &facts);
+    refresh::print_drift(&found, &notes);
+    let mut next = doc.clone();
+    refresh::record(&mut next, &facts);
+    if next.objects == doc.objects {
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !auto_approve && !confirmed()? {
+        return Ok(ExitCode::from(1));
+    }
+    next.serial = doc.serial;
+    doc = next;
+    backend.write(lock, &mut doc).map_err(miette::Report::new)?;
+    println!(
+        "Recorded the refreshed facts in state (serial {}).",
+        doc.serial
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Protections the plan deletes or replaces (their points are destroyed).

@@ -10,6 +10,7 @@ mod graph;
 mod plan;
 mod points;
 mod quickstart;
+mod refresh;
 mod replicate;
 mod restore;
 mod state;

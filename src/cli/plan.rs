@@ -34,6 +34,9 @@ pub struct Args {
     /// Never colour the output (colour is used only on a terminal without NO_COLOR).
     #[arg(long)]
     pub no_color: bool,
+    /// Show only what changed outside standby (drift in the vaults and sites), not the diff.
+    #[arg(long)]
+    pub refresh_only: bool,
     #[command(flatten)]
     pub vars: crate::cli::VarArgs,
     #[command(flatten)]
@@ -41,6 +44,13 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> miette::Result<ExitCode> {
+    if args.refresh_only {
+        return crate::cli::refresh::plan_refresh_only(
+            &args.vars,
+            &args.backend,
+            args.detailed_exitcode,
+        );
+    }
     let color = use_color(args.no_color, &std::io::stdout());
     let color_err = use_color(args.no_color, &std::io::stderr());
     let Some(plan) = make_plan(&args.vars, &args.backend, color_err)? else {

@@ -133,10 +133,32 @@ impl Context {
     /// Policies, sites, machines, recovery plans, and protection updates:
     /// nothing to do outside state.
     fn record_as_configured(&self, change: &Change) -> Result<String, String> {
-        let (attrs, status) = self.after(change)?;
+        let (mut attrs, status) = self.after(change)?;
         let status = status.unwrap_or(Status::Ready);
+        if change.kind == Kind::Machine {
+            self.disk_sizes(&change.address, &mut attrs);
+        }
         self.store(change, attrs, status)?;
         Ok("recorded".to_string())
+    }
+
+    /// Record the sizes of a machine's disks as found now (for drift).
+    fn disk_sizes(&self, address: &Address, attrs: &mut Attributes) {
+        let Some(m) = self.config.machines.get(address) else {
+            return;
+        };
+        let Some(site) = self.config.sites.get(&m.site) else {
+            return;
+        };
+        let root = self
+            .config
+            .root
+            .join(site.root.clone().unwrap_or_else(|| ".".into()));
+        for d in &m.disks {
+            if let Ok(meta) = std::fs::metadata(root.join(&d.path)) {
+                attrs.insert(format!("observed.disk.{}.size", d.name), json!(meta.len()));
+            }
+        }
     }
 
     fn create_vault(&self, change: &Change) -> Result<String, String> {
@@ -160,7 +182,8 @@ impl Context {
         if let Ok(mut vaults) = self.vaults.lock() {
             vaults.insert(change.address.clone(), Arc::new(out.vault));
         }
-        let (attrs, _) = self.after(change)?;
+        let (mut attrs, _) = self.after(change)?;
+        attrs.insert("observed.present".into(), json!(true));
         self.store(change, attrs, Status::Ready)?;
         Ok(detail)
     }
@@ -250,6 +273,9 @@ impl Context {
         attrs.insert("observed.recovery_points".into(), json!(points.len()));
         let stored: u64 = points.iter().map(|m| m.stats.stored).sum();
         attrs.insert("observed.stored_bytes".into(), json!(stored));
+        if let Some(newest) = points.iter().max_by(|a, b| a.created.cmp(&b.created)) {
+            attrs.insert("observed.newest_point".into(), json!(newest.created));
+        }
         self.store(change, attrs, Status::Protected)?;
         Ok(detail)
     }

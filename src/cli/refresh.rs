@@ -1,0 +1,253 @@
+//! Refresh: read what is actually there — each recorded protection's points
+//! in its vault (count, newest, stored bytes), whether each recorded vault
+//! still exists, each recorded machine's disks (present, size) — and compare
+//! it with the `observed.*` facts recorded in state. What differs changed
+//! outside standby (drift): a point deleted by hand, a disk that grew, a
+//! vault that is gone. `plan --refresh-only` shows it; `apply --refresh-only`
+//! records it.
+
+use crate::cli::vault::human;
+use crate::model::{Address, Config, Kind};
+use crate::plan::{Attributes, attributes::OBSERVED_PREFIX};
+use crate::state::StateDoc;
+use crate::vault::{Vault, VaultError, manifest};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+
+/// One fact that changed outside standby.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Drift {
+    pub address: Address,
+    /// The `observed.*` key.
+    pub key: String,
+    pub before: Option<Value>,
+    pub after: Option<Value>,
+}
+
+impl std::fmt::Display for Drift {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let show = |v: &Option<Value>| match v {
+            None => "absent".to_string(),
+            Some(Value::Number(n))
+                if self.key.ends_with("bytes") || self.key.ends_with(".size") =>
+            {
+                n.as_u64().map_or_else(|| n.to_string(), human)
+            }
+            Some(Value::String(s)) => s.clone(),
+            Some(v) => v.to_string(),
+        };
+        let name = self.key.trim_start_matches(OBSERVED_PREFIX);
+        let why = match (name, &self.before, &self.after) {
+            ("present", _, Some(Value::Bool(false))) => " (the vault is gone)",
+            (n, Some(_), None) if n.starts_with("disk.") => " (the disk is missing)",
+            ("recovery_points", Some(b), Some(a)) if a.as_u64() < b.as_u64() => {
+                " (points were deleted outside standby)"
+            }
+            (n, Some(b), Some(a)) if n.starts_with("disk.") && a.as_u64() > b.as_u64() => {
+                " (the disk grew)"
+            }
+            _ => "",
+        };
+        write!(
+            f,
+            "~ {}: {name} {} -> {}{why}",
+            self.address,
+            show(&self.before),
+            show(&self.after)
+        )
+    }
+}
+
+/// The facts observed now, per recorded object (only `observed.*` keys), and
+/// notes on what could not be read.
+pub(crate) fn observe(
+    config: &Config,
+    state: &StateDoc,
+) -> (BTreeMap<Address, Attributes>, Vec<String>) {
+    let mut facts: BTreeMap<Address, Attributes> = BTreeMap::new();
+    let mut notes = Vec::new();
+    let mut vaults: HashMap<Address, Option<Vault>> = HashMap::new();
+    for (addr, obj) in &state.objects {
+        let get = |k: &str| obj.attributes.get(k).and_then(Value::as_str);
+        match addr.kind {
+            Kind::Vault => {
+                let Some(v) = config.vaults.get(addr) else {
+                    continue;
+                };
+                let present = match Vault::open(&v.url, &v.key, &config.root) {
+                    Ok(vault) => {
+                        vaults.insert(addr.clone(), Some(vault));
+                        true
+                    }
+                    Err(VaultError::NotAVault { .. }) => {
+                        vaults.insert(addr.clone(), None);
+                        false
+                    }
+                    Err(e) => {
+                        notes.push(format!("cannot refresh {addr}: {e}"));
+                        continue;
+                    }
+                };
+                facts
+                    .entry(addr.clone())
+                    .or_default()
+                    .insert("observed.present".into(), json!(present));
+            }
+            Kind::Machine => {
+                let site_root = get("site")
+                    .and_then(|s| s.parse::<Address>().ok())
+                    .and_then(|s| config.sites.get(&s))
+                    .map(|s| {
+                        config
+                            .root
+                            .join(s.root.clone().unwrap_or_else(|| PathBuf::from(".")))
+                    });
+                let Some(root) = site_root else { continue };
+                let f = facts.entry(addr.clone()).or_default();
+                for (k, v) in &obj.attributes {
+                    let (Some(disk), Some(path)) = (
+                        k.strip_prefix("disk.")
+                            .and_then(|d| d.strip_suffix(".path")),
+                        v.as_str(),
+                    ) else {
+                        continue;
+                    };
+                    if let Ok(meta) = std::fs::metadata(root.join(path)) {
+                        f.insert(format!("observed.disk.{disk}.size"), json!(meta.len()));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    for (addr, obj) in state
+        .objects
+        .iter()
+        .filter(|(a, _)| a.kind == Kind::Protection)
+    {
+        let Some(va) = obj
+            .attributes
+            .get("vault")
+            .and_then(Value::as_str)
+            .and_then(|s| s.parse::<Address>().ok())
+        else {
+            continue;
+        };
+        let Some(opened) = vaults.get(&va) else {
+            continue;
+        };
+        let f = facts.entry(addr.clone()).or_default();
+        let Some(vault) = opened else {
+            f.insert("observed.recovery_points".into(), json!(0));
+            continue;
+        };
+        let points = match manifest::list(vault, false) {
+            Ok((p, _)) => p,
+            Err(e) => {
+                notes.push(format!("cannot list the points of {addr} in {va}: {e}"));
+                continue;
+            }
+        };
+        let name = addr.to_string();
+        let mine: Vec<_> = points.iter().filter(|m| m.protection == name).collect();
+        f.insert("observed.recovery_points".into(), json!(mine.len()));
+        f.insert(
+            "observed.stored_bytes".into(),
+            json!(mine.iter().map(|m| m.stats.stored).sum::<u64>()),
+        );
+        if let Some(newest) = mine.last() {
+            f.insert("observed.newest_point".into(), json!(newest.created));
+        }
+    }
+    (facts, notes)
+}
+
+/// What differs between the recorded facts and `facts`. Only keys recorded
+/// before count: a fact seen for the first time is not drift.
+pub(crate) fn drift(state: &StateDoc, facts: &BTreeMap<Address, Attributes>) -> Vec<Drift> {
+    let mut out = Vec::new();
+    for (addr, now) in facts {
+        let Some(obj) = state.objects.get(addr) else {
+            continue;
+        };
+        for (k, before) in obj
+            .attributes
+            .iter()
+            .filter(|(k, _)| k.starts_with(OBSERVED_PREFIX))
+        {
+            let after = now.get(k);
+            // Facts this refresh does not read are left alone.
+            if after.is_none() && !(k.starts_with("observed.disk.") || k == "observed.newest_point")
+            {
+                continue;
+            }
+            if after != Some(before) {
+                out.push(Drift {
+                    address: addr.clone(),
+                    key: k.clone(),
+                    before: Some(before.clone()),
+                    after: after.cloned(),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Write `facts` into `doc`'s objects (replacing the observed keys refreshed).
+pub(crate) fn record(doc: &mut StateDoc, facts: &BTreeMap<Address, Attributes>) {
+    for (addr, now) in facts {
+        let Some(obj) = doc.objects.get_mut(addr) else {
+            continue;
+        };
+        obj.attributes.retain(|k, _| {
+            !(k.starts_with("observed.disk.") || k == "observed.newest_point")
+                || now.contains_key(k)
+        });
+        for (k, v) in now {
+            obj.attributes.insert(k.clone(), v.clone());
+        }
+    }
+}
+
+/// `plan --refresh-only`: show drift alone. Exit 2 with `detailed` when there is any.
+pub(crate) fn plan_refresh_only(
+    vars: &crate::cli::VarArgs,
+    backend: &crate::cli::BackendArgs,
+    detailed: bool,
+) -> miette::Result<std::process::ExitCode> {
+    let config = crate::cli::vault::load_config(vars)?;
+    let backend = backend.open(config.backend.as_ref())?;
+    let state = backend
+        .read()
+        .map_err(miette::Report::new)?
+        .unwrap_or_default();
+    let (facts, notes) = observe(&config, &state);
+    let found = drift(&state, &facts);
+    print_drift(&found, &notes);
+    Ok(if detailed && !found.is_empty() {
+        std::process::ExitCode::from(2)
+    } else {
+        std::process::ExitCode::SUCCESS
+    })
+}
+
+/// Print drift (or that there is none) and what could not be read.
+pub(crate) fn print_drift(found: &[Drift], notes: &[String]) {
+    for n in notes {
+        eprintln!("warning: {n}");
+    }
+    if found.is_empty() {
+        println!("No drift: what standby recorded matches the vaults and the sites.");
+        return;
+    }
+    println!("Objects changed outside standby (since standby last recorded them):\n");
+    for d in found {
+        println!("  {d}");
+    }
+    println!(
+        "\n{} fact(s) changed. `standby apply --refresh-only` records them in state.",
+        found.len()
+    );
+}
