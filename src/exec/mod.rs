@@ -133,10 +133,7 @@ where
             });
         }
         // Start everything ready that a permit allows.
-        while !interrupted {
-            let Some(i) = ready.front().copied() else {
-                break;
-            };
+        while let Some(i) = ready.front().copied().filter(|_| !interrupted) {
             let Ok(permit) = permits.clone().try_acquire_owned() else {
                 break;
             };
