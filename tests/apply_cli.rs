@@ -499,3 +499,68 @@ fn refresh_only_shows_and_records_drift() {
         "{out}"
     );
 }
+
+#[test]
+fn replace_deletes_then_creates_and_records_every_attribute() {
+    let d = tempfile::tempdir().unwrap();
+    let qs = quickstart(d.path());
+    ok(&qs, &["apply", "--auto-approve"]);
+    let old_id = points(&qs)
+        .into_iter()
+        .find(|p| p["protection"] == "protection.db")
+        .unwrap()["id"]
+        .clone();
+    std::fs::write(
+        qs.join("dr2.hcl"),
+        "site \"dr2\" {\n  provider = \"local\"\n  root     = \"sites/dr2\"\n}\n",
+    )
+    .unwrap();
+    let prot = qs.join("protection.hcl");
+    let hcl = std::fs::read_to_string(&prot).unwrap();
+    let (db, web) = hcl.split_at(hcl.find("protection \"web\"").unwrap());
+    std::fs::write(&prot, db.replace("site.dr", "site.dr2") + web).unwrap();
+
+    let o = run(&qs, &["apply", "--auto-approve"]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "a replace destroys points: {}",
+        text(&o)
+    );
+
+    let out = ok(
+        &qs,
+        &["apply", "--auto-approve", "--allow-destroy", "--json"],
+    );
+    let events: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let at = |event: &str, step: &str| {
+        events
+            .iter()
+            .position(|e| e["event"] == event && e["step"] == step)
+            .unwrap_or_else(|| panic!("no {event} {step}: {out}"))
+    };
+    assert!(at("finished", "delete protection.db") < at("started", "create protection.db"));
+    assert!(at("finished", "create site.dr2") < at("started", "create protection.db"));
+
+    let db_points: Vec<Value> = points(&qs)
+        .into_iter()
+        .filter(|p| p["protection"] == "protection.db")
+        .collect();
+    assert_eq!(db_points.len(), 1);
+    assert_ne!(
+        db_points[0]["id"], old_id,
+        "the old point went, a new one came"
+    );
+    assert_eq!(plan_code(&qs), 0);
+    let state: Value =
+        serde_json::from_slice(&std::fs::read(qs.join(".standby/state.json")).unwrap()).unwrap();
+    let attrs = &state["objects"]["protection.db"]["attributes"];
+    assert_eq!(attrs["target"], "site.dr2");
+    assert_eq!(attrs["machine"], "machine.db");
+    assert_eq!(attrs["vault"], "vault.main");
+    assert_eq!(attrs["observed.recovery_points"], 1);
+    ok(&qs, &["vault", "verify", "--read-data"]);
+}

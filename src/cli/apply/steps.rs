@@ -9,7 +9,7 @@
 use crate::cli::replicate::target_for;
 use crate::cli::vault::{cache_dir, human};
 use crate::model::{Address, Config, KeySource, Kind};
-use crate::plan::{Attributes, Change, StepOp, attributes::OBSERVED_PREFIX};
+use crate::plan::{Action, Attributes, Change, StepOp, attributes::OBSERVED_PREFIX};
 use crate::replication::{self, Options, Progress};
 use crate::state::{Backend, ObjectState, StateDoc, StateLock, Status};
 use crate::vault::{Vault, manifest, prune};
@@ -49,6 +49,9 @@ pub struct Context {
     pub doc: Mutex<StateDoc>,
     /// Vaults opened so far, by address (opening derives keys: do it once).
     vaults: Mutex<HashMap<Address, Arc<Vault>>>,
+    /// Attributes as recorded when the run began: the create half of a
+    /// replace applies its change to these (its delete half removed them).
+    initial: HashMap<Address, Attributes>,
 }
 
 impl Context {
@@ -59,7 +62,13 @@ impl Context {
         lock: StateLock,
         doc: StateDoc,
     ) -> Context {
+        let initial = doc
+            .objects
+            .iter()
+            .map(|(a, o)| (a.clone(), o.attributes.clone()))
+            .collect();
         Context {
+            initial,
             config,
             changes,
             backend,
@@ -117,8 +126,15 @@ impl Context {
     /// The attributes after the change, keeping what replication observed.
     fn after(&self, change: &Change) -> Result<(Attributes, Option<Status>), String> {
         let before = self.before(&change.address);
+        // A replace lists only the attributes that differ: apply them to
+        // what was recorded before its delete half ran.
+        let base = match (&before, &change.action) {
+            (Some(b), _) => Some(&b.attributes),
+            (None, Action::Replace { .. }) => self.initial.get(&change.address),
+            (None, _) => None,
+        };
         let mut attrs = change
-            .after(before.as_ref().map(|b| &b.attributes))
+            .after(base)
             .ok_or_else(|| format!("{} has no attributes after the change", change.address))?;
         if let Some(b) = &before {
             for (k, v) in &b.attributes {
