@@ -112,6 +112,23 @@ fn quickstart_plan_apply_plan_converges() {
     assert_eq!(db["status"], "protected");
     assert_eq!(db["attributes"]["observed.recovery_points"], 1);
     assert_eq!(state["objects"]["vault.main"]["status"], "ready");
+    // The state apply writes is the documented format.
+    let schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("schema/state.schema.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::options()
+        .should_validate_formats(true)
+        .build(&schema)
+        .unwrap();
+    let problems: Vec<String> = validator
+        .iter_errors(&state)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(problems.is_empty(), "{problems:?}");
 
     // Applying again changes nothing and takes no point.
     let again = ok(&qs, &["apply", "--auto-approve"]);
