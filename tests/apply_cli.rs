@@ -581,3 +581,30 @@ fn replace_deletes_then_creates_and_records_every_attribute() {
     assert_eq!(attrs["observed.recovery_points"], 1);
     ok(&qs, &["vault", "verify", "--read-data"]);
 }
+
+/// What an apply killed between writing a first point and recording it
+/// leaves behind (a vault and points that state does not know), made on
+/// purpose: the next apply adopts both instead of doing the work again.
+#[test]
+fn an_interrupted_enable_is_adopted_not_repeated() {
+    let d = tempfile::tempdir().unwrap();
+    let qs = quickstart(d.path());
+    ok(&qs, &["vault", "init"]);
+    ok(&qs, &["replicate"]);
+    assert_eq!(points(&qs).len(), 2);
+    assert!(!qs.join(".standby/state.json").exists());
+
+    let out = ok(&qs, &["apply", "--auto-approve"]);
+    assert!(out.contains("create vault.main: done, vault"), "{out}");
+    assert!(out.contains("exists already and the key opens it"), "{out}");
+    assert!(
+        out.contains("create protection.db: done, adopted 1 point(s)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("create protection.web: done, adopted 1 point(s)"),
+        "{out}"
+    );
+    assert_eq!(points(&qs).len(), 2, "no second initial point");
+    assert_eq!(plan_code(&qs), 0);
+}
