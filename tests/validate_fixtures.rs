@@ -223,3 +223,47 @@ fn valid_json_output_says_valid() {
     assert_eq!(doc["valid"], true);
     assert!(doc["diagnostics"].as_array().unwrap().is_empty());
 }
+
+#[test]
+fn warnings_are_printed_but_validation_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("main.hcl"),
+        "policy \"slow\" {\n  rpo_threshold          = \"5m\"\n  crash_consistent_every = \"10m\"\n  retention              = \"1d\"\n}\n",
+    )
+    .unwrap();
+    let out = validate(dir.path(), &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("standby::frequency_above_rpo"), "{stderr}");
+    assert!(stderr.contains("main.hcl:3:28"), "{stderr}");
+    let out = validate(dir.path(), &["--json"]);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["valid"], true);
+    assert_eq!(doc["diagnostics"][0]["severity"], "warning");
+}
+
+#[test]
+fn validate_writes_nothing_into_the_configuration_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(repo().join("plans/quickstart")).unwrap() {
+        let p = entry.unwrap().path();
+        if p.extension().is_some_and(|e| e == "hcl") {
+            std::fs::copy(&p, dir.path().join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    let before: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(validate(dir.path(), &[]).status.code(), Some(0));
+    let after: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        before.len(),
+        after.len(),
+        "no .standby/, no state, no vault"
+    );
+}

@@ -147,10 +147,17 @@ impl miette::Diagnostic for Diagnostic {
     }
 
     fn source_code(&self) -> Option<&dyn SourceCode> {
+        // A diagnostic about a whole directory or file has no text to show.
+        if self.loc.source.text.is_empty() {
+            return None;
+        }
         Some(&self.loc.source.named)
     }
 
     fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
+        if self.loc.source.text.is_empty() {
+            return None;
+        }
         let span = &self.loc.span;
         let label = LabeledSpan::new_primary_with_span(
             Some(self.label.clone()),

@@ -9,7 +9,7 @@ use hcl_edit::Span;
 use hcl_edit::expr::{BinaryOperator, Expression, ObjectKey, TraversalOperator, UnaryOperator};
 use hcl_edit::template::{Element, Template};
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -64,8 +64,18 @@ pub struct Locals {
     stack: RefCell<Vec<String>>,
 }
 
-/// Declared block names, per kind; `true` when the block has `for_each`.
-pub type Objects = HashMap<Kind, HashMap<String, bool>>;
+/// Declared block names.
+#[derive(Default)]
+pub struct Objects {
+    /// Per kind, each name and whether its block has `for_each`.
+    pub names: HashMap<Kind, HashMap<String, bool>>,
+    /// Blocks seen in files that failed to parse: references to them fail
+    /// quietly, since the syntax error is what needs fixing.
+    pub broken: HashSet<(Kind, String)>,
+    /// Kinds with a block whose name is missing: an unknown name of such a
+    /// kind may be that block, so it is not reported.
+    pub unnamed: HashSet<Kind>,
+}
 
 /// Everything an expression may refer to.
 #[derive(Clone)]
@@ -379,8 +389,13 @@ impl<'a> Scope<'a> {
                         .help(help),
                     ));
                 };
-                let names = self.objects.get(&kind);
+                let names = self.objects.names.get(&kind);
                 let Some(&has_for_each) = names.and_then(|n| n.get(first)) else {
+                    if self.objects.unnamed.contains(&kind)
+                        || self.objects.broken.contains(&(kind, first.to_string()))
+                    {
+                        return Err(Failed);
+                    }
                     let candidates = names.into_iter().flat_map(|n| n.keys().map(String::as_str));
                     return Err(self.unknown(
                         whole,
@@ -562,6 +577,10 @@ impl<'a> Scope<'a> {
                     Some(x) => Ok(x.clone()),
                     None => {
                         let help = match did_you_mean(&key, m.keys().map(String::as_str)) {
+                            // Keys of a sensitive value are not shown.
+                            _ if out.sensitive => {
+                                "the map comes from a sensitive value; check the key".to_string()
+                            }
                             Some(s) => format!("did you mean {s:?}?"),
                             None => format!(
                                 "the map has keys: {}",

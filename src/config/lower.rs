@@ -679,6 +679,8 @@ pub struct Protections {
     pub by_machine: HashMap<Address, (Address, Loc)>,
     /// Machines named by a protection that failed to resolve them.
     pub uncertain: HashSet<String>,
+    /// Consistency group -> (first protection, its vault, its policy).
+    pub groups: HashMap<String, (Address, Address, Address)>,
     /// A protection failed before naming its machine: coverage can't be judged.
     pub coverage_unknown: bool,
 }
@@ -724,11 +726,15 @@ pub fn protection(
     let target = r.reference("target", Kind::Site, diags);
     let vault = r.reference("vault", Kind::Vault, diags);
     let policy = r.reference("policy", Kind::Policy, diags);
+    // Evaluated without returning early, so the machine still counts as covered.
     let group = if r.has("consistency_group") {
-        Some(r.string("consistency_group", false, diags)?)
+        r.string("consistency_group", false, diags).map(Some)
     } else {
-        None
+        Some(None)
     };
+    let group_loc = r
+        .expr("consistency_group")
+        .map(|e| Loc::new(r.source(), hcl_edit::Span::span(e)));
     let prevent_destroy = r.bool_or("prevent_destroy", false, diags);
     let (machine, mloc) = machine?;
     let mut ok = true;
@@ -751,18 +757,49 @@ pub fn protection(
             .insert(machine.clone(), (this.clone(), mloc));
     }
     let (target, _, tloc) = target?;
-    if let Some(m) = machines.get(&machine) {
-        if m.site.name == target {
-            diags.push(
+    if let Some(m) = machines.get(&machine)
+        && m.site.name == target
+    {
+        diags.push(
                 Diagnostic::error("standby::target_is_source", tloc, format!("{this} replicates {machine} to its own site, site.{target}"))
                     .label("the machine already runs here")
                     .help("the target must be a different site from the machine's `site`, so a loss of one site leaves the other"),
             );
-            ok = false;
-        }
+        ok = false;
     }
     let (vault, _, _) = vault?;
     let (policy, _, _) = policy?;
+    let group = group?;
+    let (vault, policy) = (
+        Address::new(Kind::Vault, vault),
+        Address::new(Kind::Policy, policy),
+    );
+    if let (Some(g), Some(gloc)) = (&group, group_loc) {
+        match seen.groups.get(g) {
+            Some((first, fvault, fpolicy)) if (fvault, fpolicy) != (&vault, &policy) => {
+                let (what, mine, theirs) = if fvault != &vault {
+                    ("vault", &vault, fvault)
+                } else {
+                    ("policy", &policy, fpolicy)
+                };
+                diags.push(
+                    Diagnostic::error(
+                        "standby::inconsistent_group",
+                        gloc,
+                        format!("{this} uses {mine} but {first}, in the same consistency group {g:?}, uses {theirs}"),
+                    )
+                    .label(format!("different {what} in this group"))
+                    .help("machines of one consistency group share recovery points, so their protections need the same vault and policy"),
+                );
+                ok = false;
+            }
+            Some(_) => {}
+            None => {
+                seen.groups
+                    .insert(g.clone(), (this.clone(), vault.clone(), policy.clone()));
+            }
+        }
+    }
     if !ok {
         return None;
     }
@@ -770,8 +807,8 @@ pub fn protection(
         addr: this,
         machine,
         target: Address::new(Kind::Site, target),
-        vault: Address::new(Kind::Vault, vault),
-        policy: Address::new(Kind::Policy, policy),
+        vault,
+        policy,
         consistency_group: group,
         prevent_destroy: prevent_destroy?,
     })
@@ -857,11 +894,11 @@ pub fn recovery_plan(
         .blocks()
         .filter(|b| b.ident.as_str() == "group")
     {
-        if let Some((name, loc)) = one_label(&t.source, b, &mut Diagnostics::default()) {
-            if !seen.contains_key(&name) {
-                seen.insert(name.clone(), loc);
-                group_names.push(name);
-            }
+        if let Some((name, loc)) = one_label(&t.source, b, &mut Diagnostics::default())
+            && !seen.contains_key(&name)
+        {
+            seen.insert(name.clone(), loc);
+            group_names.push(name);
         }
     }
     let mut scope = ctx.scope(&t.source);
@@ -1035,7 +1072,7 @@ pub fn recovery_plan(
                         Ok(d) => Some(Schedule::Every(d)),
                         Err(e) => {
                             diags.push(
-                                Diagnostic::error("standby::bad_duration", loc, format!("`schedule` is neither daily, weekly, monthly nor a duration: {e}"))
+                                Diagnostic::error("standby::bad_duration", loc, format!("`schedule` must be daily, weekly, monthly or a duration; {:?} is none of these", e.input))
                                     .label("not a schedule")
                                     .help("write \"daily\", \"weekly\", \"monthly\" or a duration such as \"3d\""),
                             );
@@ -1094,10 +1131,10 @@ fn find_cycle(groups: &[Group]) -> Option<Vec<String>> {
                 cycle.push(groups[j].name.clone());
                 return Some(cycle);
             }
-            if color[j] == 0 {
-                if let Some(c) = visit(j, groups, index, color, path) {
-                    return Some(c);
-                }
+            if color[j] == 0
+                && let Some(c) = visit(j, groups, index, color, path)
+            {
+                return Some(c);
             }
         }
         path.pop();
@@ -1105,10 +1142,10 @@ fn find_cycle(groups: &[Group]) -> Option<Vec<String>> {
         None
     }
     for i in 0..groups.len() {
-        if color[i] == 0 {
-            if let Some(c) = visit(i, groups, &index, &mut color, &mut Vec::new()) {
-                return Some(c);
-            }
+        if color[i] == 0
+            && let Some(c) = visit(i, groups, &index, &mut color, &mut Vec::new())
+        {
+            return Some(c);
         }
     }
     None

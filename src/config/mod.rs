@@ -7,6 +7,7 @@
 //! then lower vaults, sites, policies, machines, protections and recovery
 //! plans in that order, so each can check the ones before it.
 
+mod backend;
 mod diag;
 mod eval;
 mod lower;
@@ -15,6 +16,7 @@ mod reader;
 mod value;
 mod vars;
 
+pub use backend::load as load_backend;
 pub use diag::{Diagnostic, Diagnostics, Loc, Severity, Source};
 
 use crate::model::{Address, Config, Kind};
@@ -45,7 +47,7 @@ pub struct Loaded {
 /// The variables file read from the configuration directory.
 pub const VARS_FILE: &str = "standby.vars.hcl";
 
-const TOP_BLOCKS: [&str; 8] = [
+const TOP_BLOCKS: [&str; 9] = [
     "variable",
     "locals",
     "vault",
@@ -54,6 +56,7 @@ const TOP_BLOCKS: [&str; 8] = [
     "machine",
     "protection",
     "recovery_plan",
+    "backend",
 ];
 
 /// A path as shown in messages: without a leading `./`.
@@ -170,17 +173,22 @@ fn load_into(dir: &Path, inputs: &VarInputs, diags: &mut Diagnostics) -> Option<
             ),
         }
     }
+    let started = std::time::Instant::now();
     let bodies: Vec<(Arc<Source>, hcl_edit::structure::Body)> = sources
         .iter()
         .filter_map(|s| parse::parse(s, diags).map(|b| (s.clone(), b)))
         .collect();
     let parsed_all = bodies.len() == files.len();
+    tracing::debug!(elapsed = ?started.elapsed(), files = files.len(), "parsed");
 
     // Sort the top-level blocks by kind, catching unknown blocks and names seen twice.
     let mut tops: HashMap<&str, Vec<Top>> = HashMap::new();
     let mut locals = Locals::default();
     let mut local_locs: HashMap<String, Loc> = HashMap::new();
     let mut names: HashMap<&str, HashMap<String, Loc>> = HashMap::new();
+    // Kinds with a block whose name is missing or invalid (already reported).
+    let mut unnamed: HashSet<Kind> = HashSet::new();
+    let mut backend_blocks = Vec::new();
     for (source, body) in &bodies {
         for a in body.attributes() {
             diags.push(
@@ -207,6 +215,10 @@ fn load_into(dir: &Path, inputs: &VarInputs, diags: &mut Diagnostics) -> Option<
                 );
                 continue;
             };
+            if kind == "backend" {
+                backend_blocks.push((source.clone(), b));
+                continue;
+            }
             if kind == "locals" {
                 if !b.labels.is_empty() {
                     diags.push(
@@ -261,6 +273,9 @@ fn load_into(dir: &Path, inputs: &VarInputs, diags: &mut Diagnostics) -> Option<
                 continue;
             }
             let Some((name, label)) = reader::one_label(source, b, diags) else {
+                if let Some(k) = Kind::from_block_name(kind) {
+                    unnamed.insert(k);
+                }
                 continue;
             };
             let seen = names.entry(kind).or_default();
@@ -293,7 +308,7 @@ fn load_into(dir: &Path, inputs: &VarInputs, diags: &mut Diagnostics) -> Option<
 
     // Variables.
     let mut decls = Vec::new();
-    let (no_vars, no_locals, no_objects) = (HashMap::new(), Locals::default(), Objects::new());
+    let (no_vars, no_locals, no_objects) = (HashMap::new(), Locals::default(), Objects::default());
     for t in of("variable") {
         // Variable blocks may not refer to anything: read them in an empty scope.
         let scope = eval::Scope {
@@ -358,7 +373,14 @@ fn load_into(dir: &Path, inputs: &VarInputs, diags: &mut Diagnostics) -> Option<
             sensitive,
         });
     }
-    let (var_values, variables) = vars::resolve(&decls, dir, inputs, diags);
+    let (mut var_values, variables) = vars::resolve(&decls, dir, inputs, diags);
+    for name in broken_variables(&sources, &bodies) {
+        var_values.entry(name).or_insert(eval::VarValue {
+            value: value::Value::Null,
+            sensitive: false,
+            known: false,
+        });
+    }
     for (name, v) in &variables {
         hasher.update(name.as_bytes());
         hasher.update(&[0]);
@@ -367,9 +389,13 @@ fn load_into(dir: &Path, inputs: &VarInputs, diags: &mut Diagnostics) -> Option<
     }
 
     // Declared names, so references resolve by lookup.
-    let mut objects: Objects = HashMap::new();
+    let mut objects = Objects {
+        broken: broken_blocks(&sources, &bodies),
+        unnamed,
+        ..Objects::default()
+    };
     for kind in Kind::ALL {
-        let entry = objects.entry(kind).or_default();
+        let entry = objects.names.entry(kind).or_default();
         for t in of(kind.block_name()) {
             entry.insert(t.name.clone(), t.block.body.has_attribute("for_each"));
         }
@@ -424,9 +450,11 @@ fn load_into(dir: &Path, inputs: &VarInputs, diags: &mut Diagnostics) -> Option<
         let _ = scope.eval(&local, &mut out);
     }
 
+    tracing::debug!(elapsed = ?started.elapsed(), "variables and locals resolved");
     let mut config = Config {
         root: dir.to_path_buf(),
         variables,
+        backend: backend::lower(&backend_blocks, diags),
         ..Config::default()
     };
     for t in of("vault") {
@@ -491,7 +519,49 @@ fn load_into(dir: &Path, inputs: &VarInputs, diags: &mut Diagnostics) -> Option<
         }
     }
     config.source_hash = hasher.finalize().to_hex().to_string();
+    tracing::debug!(elapsed = ?started.elapsed(), "lowered");
     parsed_all.then_some(config)
+}
+
+/// `KIND "NAME"` headers found by a plain scan of files that failed to parse.
+fn scan_headers(
+    sources: &[Arc<Source>],
+    bodies: &[(Arc<Source>, hcl_edit::structure::Body)],
+) -> Vec<(String, String)> {
+    let parsed: HashSet<&str> = bodies.iter().map(|(s, _)| s.name.as_str()).collect();
+    let mut found = Vec::new();
+    for s in sources.iter().filter(|s| !parsed.contains(s.name.as_str())) {
+        for line in s.text.lines() {
+            let mut words = line.split_whitespace();
+            if let (Some(kind), Some(name)) = (words.next(), words.next())
+                && let Some(name) = name.strip_prefix('"').and_then(|n| n.strip_suffix('"'))
+            {
+                found.push((kind.to_string(), name.to_string()));
+            }
+        }
+    }
+    found
+}
+
+fn broken_blocks(
+    sources: &[Arc<Source>],
+    bodies: &[(Arc<Source>, hcl_edit::structure::Body)],
+) -> HashSet<(Kind, String)> {
+    scan_headers(sources, bodies)
+        .into_iter()
+        .filter_map(|(k, n)| Kind::from_block_name(&k).map(|k| (k, n)))
+        .collect()
+}
+
+fn broken_variables(
+    sources: &[Arc<Source>],
+    bodies: &[(Arc<Source>, hcl_edit::structure::Body)],
+) -> Vec<String> {
+    scan_headers(sources, bodies)
+        .into_iter()
+        .filter(|(k, _)| k == "variable")
+        .map(|(_, n)| n)
+        .collect()
 }
 
 /// The sensitive attribute names recorded for an object, for callers that

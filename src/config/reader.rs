@@ -50,7 +50,7 @@ pub fn one_label(
                     b.labels.len()
                 ),
             )
-            .label("here")
+            .label("needs one name")
             .help(format!("write it as {ident} \"NAME\" {{ ... }}")),
         );
         return None;
@@ -341,7 +341,8 @@ impl<'s, 'b> Reader<'s, 'b> {
         want_duration(v, &loc, name, hide, diags)
     }
 
-    /// `Ok(None)` when absent; `Err` when present but wrong.
+    /// The duration, or `default` seconds when the attribute is absent;
+    /// None (reported) when it is present but wrong.
     pub fn duration_or(
         &mut self,
         name: &str,
@@ -442,6 +443,8 @@ pub fn wrong_type(loc: &Loc, attr: &str, expected: &str, found: &Value, diags: &
     .label(format!("this is {}", found.type_name()));
     if let (Value::String(s), true) = (found, expected.starts_with("a reference")) {
         d = d.help(format!("references are written without quotes: {s}"));
+    } else if let (Value::Ref(r), true) = (found, expected.starts_with("a list")) {
+        d = d.help(format!("write a list in brackets: {attr} = [{r}]"));
     } else if expected.starts_with("a list") {
         d = d.help(format!("write a list in brackets: {attr} = [\"...\"]"));
     } else if let (Value::Ref(_), Some(kind)) = (found, expected.strip_prefix("a reference to a "))

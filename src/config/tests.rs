@@ -421,3 +421,174 @@ fn json_has_one_based_positions() {
     assert_eq!(j[0]["end_column"], 21);
     assert_eq!(j[0]["severity"], "error");
 }
+
+#[test]
+fn fleet_example_expands_to_fifty_machines_in_three_tiers() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("plans/fleet");
+    let c = load_ok(&dir, &VarInputs::default());
+    assert_eq!(c.machines.len(), 50);
+    assert_eq!(c.protections.len(), 50);
+    let web30 = Address::keyed(Kind::Machine, "node", "web-30");
+    assert_eq!(
+        c.machines[&web30].disks[0].path.display().to_string(),
+        "web/web-30/system.img"
+    );
+    let db1 = &c.protections[&Address::keyed(Kind::Protection, "node", "db-01")];
+    assert_eq!(db1.policy, Address::new(Kind::Policy, "db"));
+    assert_eq!(db1.consistency_group.as_deref(), Some("db"));
+    let app1 = &c.protections[&Address::keyed(Kind::Protection, "node", "app-01")];
+    assert_eq!(app1.policy, Address::new(Kind::Policy, "stateless"));
+    let plan = &c.recovery_plans[&Address::new(Kind::RecoveryPlan, "fleet")];
+    let sizes: Vec<usize> = plan.groups.iter().map(|g| g.machines.len()).collect();
+    assert_eq!(sizes, [5, 15, 30]);
+    assert_eq!(plan.groups[2].depends_on, ["app"]);
+}
+
+#[test]
+fn azure_example_marks_the_sensitive_provider_command() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("plans/azure");
+    let c = load_ok(&dir, &VarInputs::default());
+    let azure = &c.sites[&Address::new(Kind::Site, "azure")];
+    assert!(azure.sensitive.contains("command"));
+    assert_eq!(
+        c.vaults[&Address::new(Kind::Vault, "prod")].key,
+        KeySource::Env("STANDBY_VAULT_KEY".into())
+    );
+    let inputs = VarInputs {
+        cli: vec!["rpo=5m".into()],
+        files: vec![],
+    };
+    let c = load_ok(&dir, &inputs);
+    assert_eq!(
+        c.policies[&Address::new(Kind::Policy, "production")]
+            .rpo_threshold
+            .as_secs(),
+        300
+    );
+}
+
+#[test]
+fn bad_sensitive_values_are_reported_without_the_value() {
+    let main = "variable \"token\" {\n  type      = number\n  sensitive = true\n}\n";
+    let dir = dir_with(&[
+        ("main.hcl", main),
+        ("standby.vars.hcl", "token = \"hunter2-secret\"\n"),
+    ]);
+    let err = load(dir.path(), &VarInputs::default()).unwrap_err();
+    let text = format!("{}{}", err.render(false), err.to_json());
+    assert!(
+        text.contains("sensitive variable `token` is not a valid number"),
+        "{text}"
+    );
+    assert!(!text.contains("hunter2"), "{text}");
+
+    let dir = dir_with(&[("main.hcl", main)]);
+    let err = load(
+        dir.path(),
+        &VarInputs {
+            cli: vec!["token=hunter2-secret".into()],
+            files: vec![],
+        },
+    )
+    .unwrap_err();
+    let text = format!("{}{}", err.render(false), err.to_json());
+    assert!(text.contains("not a valid number"), "{text}");
+    assert!(!text.contains("hunter2"), "{text}");
+}
+
+#[test]
+fn rendering_has_colour_only_when_asked() {
+    let dir = dir_with(&[("main.hcl", "site \"s\" {\n  provider = \"lokal\"\n}\n")]);
+    let err = load(dir.path(), &VarInputs::default()).unwrap_err();
+    let plain = err.render(false);
+    assert!(!plain.contains('\u{1b}'), "{plain}");
+    assert!(plain.contains("main.hcl:2:14"), "{plain}");
+    assert!(plain.contains("standby::unknown_provider"), "{plain}");
+    assert!(plain.contains("did you mean \"local\"?"), "{plain}");
+    assert!(err.render(true).contains('\u{1b}'));
+}
+
+#[test]
+fn heredocs_conditionals_and_keyed_references() {
+    let main = r#"
+locals {
+  webs = { a = "10.0.0.1", b = "10.0.0.2" }
+}
+vault "v" { url = "file://x" }
+site "one" {
+  provider = "local"
+  root     = "one"
+}
+site "two" {
+  provider = "exec"
+  command  = ["p.sh"]
+}
+policy "p" {
+  rpo_threshold          = "1h30m"
+  crash_consistent_every = "90s"
+  retention              = "7d"
+  compression_level      = 19
+}
+machine "web" {
+  for_each = local.webs
+  site     = site.one
+  disk "d" { path = "${each.key}.img" }
+  check "http" {
+    http     = "http://${each.value}/"
+    contains = "ok"
+    status   = 204
+  }
+}
+protection "web" {
+  for_each        = local.webs
+  machine         = machine.web[each.key]
+  target          = site.two
+  vault           = vault.v
+  policy          = policy.p
+  prevent_destroy = length(local.webs) > 1 ? true : false
+}
+recovery_plan "r" {
+  group "g" {
+    machines = [machine.web["a"], machine.web["b"]]
+    after {
+      manual "m" {
+        instructions = <<-EOT
+          Do this
+            and that
+        EOT
+      }
+    }
+  }
+}
+"#;
+    let dir = dir_with(&[("main.hcl", main)]);
+    let c = load_ok(dir.path(), &VarInputs::default());
+    let p = &c.protections[&Address::keyed(Kind::Protection, "web", "b")];
+    assert_eq!(p.machine, Address::keyed(Kind::Machine, "web", "b"));
+    assert!(p.prevent_destroy);
+    let policy = &c.policies[&Address::new(Kind::Policy, "p")];
+    assert_eq!(
+        (policy.rpo_threshold.as_secs(), policy.compression_level),
+        (5_400, 19)
+    );
+    let m = &c.machines[&Address::keyed(Kind::Machine, "web", "a")];
+    assert_eq!(
+        m.checks[0].probe,
+        Probe::Http {
+            url: "http://10.0.0.1/".into(),
+            status: 204,
+            contains: Some("ok".into())
+        }
+    );
+    let step = &c.recovery_plans[&Address::new(Kind::RecoveryPlan, "r")].groups[0].after[0];
+    assert_eq!(
+        step.action,
+        StepAction::Manual {
+            instructions: "Do this\n  and that\n".into()
+        }
+    );
+    assert_eq!(
+        c.sites[&Address::new(Kind::Site, "two")].command,
+        Some(vec!["p.sh".to_string()])
+    );
+}

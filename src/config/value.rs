@@ -54,7 +54,7 @@ impl Value {
             Value::String(_) => "a string".into(),
             Value::List(_) => "a list".into(),
             Value::Map(_) => "a map".into(),
-            Value::Ref(r) => format!("a reference ({r})"),
+            Value::Ref(r) => format!("a reference to {r}"),
         }
     }
 

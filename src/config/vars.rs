@@ -66,7 +66,7 @@ pub fn parse_type(e: &Expression, source: &Arc<Source>, diags: &mut Diagnostics)
 fn eval_const(e: &Expression, source: &Arc<Source>, diags: &mut Diagnostics) -> Option<Value> {
     let vars = HashMap::new();
     let locals = Locals::default();
-    let objects = Objects::new();
+    let objects = Objects::default();
     let scope = Scope {
         source,
         vars: &vars,
@@ -76,11 +76,27 @@ fn eval_const(e: &Expression, source: &Arc<Source>, diags: &mut Diagnostics) -> 
         each: None,
         for_vars: Vec::new(),
     };
+    let mut scratch = Diagnostics::default();
     let mut out = Out {
-        diags,
+        diags: &mut scratch,
         sensitive: false,
     };
-    scope.eval(e, &mut out).ok()
+    let v = scope.eval(e, &mut out).ok();
+    // Nothing is in scope here, so any reference is a misplaced one.
+    for d in scratch.items {
+        diags.push(if d.code == "standby::unknown_reference" {
+            Diagnostic::error(
+                "standby::not_constant",
+                d.loc,
+                "a variable's value cannot refer to other values",
+            )
+            .label("reference")
+            .help("write a literal value here; combine variables in a `locals` block instead")
+        } else {
+            d
+        });
+    }
+    v
 }
 
 fn convert(d: &Declared, v: Value, loc: Loc, diags: &mut Diagnostics) -> Option<Value> {
@@ -138,10 +154,20 @@ fn read_file(
             unknown_variable(name, Loc::new(source, a.key.span()), declared, diags);
             continue;
         };
-        if let Some(v) = eval_const(&a.value, source, diags) {
-            if let Some(v) = convert(d, v, Loc::new(source, a.value.span()), diags) {
-                values.insert(name.to_string(), v);
-            }
+        let mut scratch = Diagnostics::default();
+        let sink = if d.sensitive {
+            &mut scratch
+        } else {
+            &mut *diags
+        };
+        if let Some(v) = eval_const(&a.value, source, sink)
+            && let Some(v) = convert(d, v, Loc::new(source, a.value.span()), sink)
+        {
+            values.insert(name.to_string(), v);
+        }
+        if scratch.has_errors() {
+            let (line, _) = source.line_col(a.key.span().map_or(0, |s| s.start));
+            hidden_value_error(d, &format!("{} line {line}", source.name), diags);
         }
     }
 }
@@ -176,7 +202,15 @@ fn from_text(d: &Declared, source: &Arc<Source>, diags: &mut Diagnostics) -> Opt
     let mut scratch = Diagnostics::default();
     let v = from_text_raw(d, source, &mut scratch);
     if scratch.has_errors() {
-        let hidden = Source::new(source.name.clone(), "(sensitive)");
+        hidden_value_error(d, &source.name, diags);
+    }
+    v
+}
+
+/// A bad value of a sensitive variable, reported without showing it.
+fn hidden_value_error(d: &Declared, from: &str, diags: &mut Diagnostics) {
+    {
+        let hidden = Source::new(from, "(sensitive)");
         diags.push(
             Diagnostic::error(
                 "standby::wrong_type",
@@ -195,7 +229,6 @@ fn from_text(d: &Declared, source: &Arc<Source>, diags: &mut Diagnostics) -> Opt
             )),
         );
     }
-    v
 }
 
 /// A string-typed value from the environment or the command line is taken
@@ -244,12 +277,11 @@ pub fn resolve(
     let declared: HashMap<&str, &Declared> = decls.iter().map(|d| (d.name.as_str(), d)).collect();
     let mut values: HashMap<String, Value> = HashMap::new();
     for d in decls {
-        if let Some((e, src)) = &d.default {
-            if let Some(v) = eval_const(e, src, diags) {
-                if let Some(v) = convert(d, v, Loc::new(src, e.span()), diags) {
-                    values.insert(d.name.clone(), v);
-                }
-            }
+        if let Some((e, src)) = &d.default
+            && let Some(v) = eval_const(e, src, diags)
+            && let Some(v) = convert(d, v, Loc::new(src, e.span()), diags)
+        {
+            values.insert(d.name.clone(), v);
         }
     }
     for d in decls {

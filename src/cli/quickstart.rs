@@ -1,0 +1,167 @@
+//! `standby quickstart [DIR]`: the main job on the embedded defaults. Writes
+//! the `plans/quickstart` configuration into DIR, makes its sample machines
+//! (real ext4 and SQLite disks), then runs the real commands a user would:
+//! validate, plan, vault init, replicate, a change, replicate again, points,
+//! restore with filesystem and database checks, and vault verify.
+
+use crate::samples;
+use miette::{IntoDiagnostic, miette};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Where to set the quickstart up (created; reused when it holds an earlier quickstart).
+    #[arg(default_value = "standby-quickstart")]
+    pub dir: PathBuf,
+}
+
+/// The embedded default configuration (`plans/quickstart`), file by file.
+const FILES: [(&str, &str); 9] = [
+    ("main.hcl", include_str!("../../plans/quickstart/main.hcl")),
+    (
+        "machines.hcl",
+        include_str!("../../plans/quickstart/machines.hcl"),
+    ),
+    (
+        "protection.hcl",
+        include_str!("../../plans/quickstart/protection.hcl"),
+    ),
+    (
+        "recovery.hcl",
+        include_str!("../../plans/quickstart/recovery.hcl"),
+    ),
+    (
+        "README.md",
+        include_str!("../../plans/quickstart/README.md"),
+    ),
+    (
+        "scripts/db-freeze.sh",
+        include_str!("../../plans/quickstart/scripts/db-freeze.sh"),
+    ),
+    (
+        "scripts/db-thaw.sh",
+        include_str!("../../plans/quickstart/scripts/db-thaw.sh"),
+    ),
+    (
+        "scripts/db-start.sh",
+        include_str!("../../plans/quickstart/scripts/db-start.sh"),
+    ),
+    (
+        "scripts/web-start.sh",
+        include_str!("../../plans/quickstart/scripts/web-start.sh"),
+    ),
+];
+
+/// Marks a directory as made by this command, so a rerun may reuse it.
+const MARKER: &str = ".standby-quickstart";
+
+pub fn run(args: Args) -> miette::Result<ExitCode> {
+    prepare_dir(&args.dir)?;
+    // Absolute from here on: the commands below run with `-C DIR`.
+    let dir = &args.dir.canonicalize().into_diagnostic()?;
+    for (name, text) in FILES {
+        let path = dir.join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).into_diagnostic()?;
+        }
+        std::fs::write(&path, text).into_diagnostic()?;
+    }
+    std::fs::write(dir.join(MARKER), "made by `standby quickstart`\n").into_diagnostic()?;
+
+    let onprem = dir.join("sites/onprem");
+    say(&format!(
+        "making sample machines under {}",
+        onprem.display()
+    ));
+    samples::make_ext4(&onprem.join("db/system.img"), "db", 64).into_diagnostic()?;
+    samples::make_sqlite(&onprem.join("db/data.sqlite"), 5_000).into_diagnostic()?;
+    samples::make_ext4(&onprem.join("web/system.img"), "web", 32).into_diagnostic()?;
+
+    let exe = std::env::current_exe().into_diagnostic()?;
+    let standby = |args: &[&str]| step(&exe, dir, args);
+    standby(&["validate"])?;
+    standby(&["plan"])?;
+    standby(&["vault", "init"])?;
+    standby(&["replicate"])?;
+
+    say("the database takes new orders; only the changed 4 KiB blocks go into the next point");
+    samples::add_orders(&onprem.join("db/data.sqlite"), 500).into_diagnostic()?;
+    standby(&["replicate"])?;
+    standby(&["points"])?;
+
+    let restored = dir.join("restored");
+    std::fs::create_dir_all(&restored).into_diagnostic()?;
+    let data = restored.join("data.sqlite");
+    let system = restored.join("system.img");
+    for (disk, to) in [("data", &data), ("system", &system)] {
+        let to = to.display().to_string();
+        standby(&[
+            "restore",
+            "latest",
+            "--machine",
+            "machine.db",
+            "--disk",
+            disk,
+            "--to",
+            &to,
+        ])?;
+    }
+    let integrity = samples::sqlite_integrity(&data).into_diagnostic()?;
+    let clean = samples::ext4_is_clean(&system).into_diagnostic()?;
+    say(&format!(
+        "restored database: PRAGMA integrity_check = {integrity}"
+    ));
+    say(&format!(
+        "restored system disk: e2fsck -fn {}",
+        if clean { "clean" } else { "FOUND ERRORS" }
+    ));
+    standby(&["vault", "verify", "--read-data"])?;
+
+    if integrity != "ok" || !clean {
+        return Err(miette!("a restored disk failed its check (see above)"));
+    }
+    say(&format!(
+        "done. The configuration, vault and sites are in {}; try `standby -C {} plan --format markdown` or edit the .hcl files and plan again.",
+        dir.display(),
+        dir.display()
+    ));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn prepare_dir(dir: &Path) -> miette::Result<()> {
+    if dir.join(MARKER).exists() {
+        return Ok(());
+    }
+    if let Ok(mut entries) = std::fs::read_dir(dir) {
+        if entries.next().is_some() {
+            return Err(miette!(
+                help = "pick a new directory: `standby quickstart some/new/dir`",
+                "{} exists and was not made by `standby quickstart`; refusing to write into it",
+                dir.display()
+            ));
+        }
+    }
+    std::fs::create_dir_all(dir).into_diagnostic()
+}
+
+fn say(text: &str) {
+    println!("\n==> {text}");
+}
+
+/// Run one real `standby` command in the quickstart directory, echoing it.
+fn step(exe: &Path, dir: &Path, args: &[&str]) -> miette::Result<()> {
+    println!("\n$ standby {}", args.join(" "));
+    let status = Command::new(exe)
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("STANDBY_STATE_DIR", dir.join(".standby"))
+        .status()
+        .into_diagnostic()?;
+    if status.success() || (args.first() == Some(&"plan") && status.code() == Some(2)) {
+        Ok(())
+    } else {
+        Err(miette!("`standby {}` failed ({status})", args.join(" ")))
+    }
+}

@@ -1,0 +1,10 @@
+site "onprem" {
+  provider = "local"
+  root     = "sites/onprem"
+}
+
+site "dr" {
+  provider = "local"
+  root     = "sites/dr
+}
+
