@@ -1,23 +1,274 @@
-//! `standby vault init|prune|verify`.
+//! `standby vault init|prune|verify`, and the helpers the vault-facing
+//! commands share: load the configuration, pick a vault, open it.
 
+use crate::config::{self, VarInputs};
+use crate::model::{Address, Config, Kind};
+use crate::vault::{Vault, prune, verify};
+use miette::{IntoDiagnostic, miette};
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
     /// Create the vault layout and, when none exists yet, a master key file.
-    Init,
+    Init {
+        /// The vault to create (e.g. `vault.main`); default: every vault.
+        vault: Option<String>,
+        #[command(flatten)]
+        vars: crate::cli::VarArgs,
+    },
     /// Drop points past their policy's retention and delete unreferenced data.
-    Prune,
+    Prune {
+        /// The vault to prune; default: every vault.
+        vault: Option<String>,
+        /// Show what would be dropped and freed; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// How long to wait for running replications, in seconds.
+        #[arg(long, default_value_t = 600, value_name = "SECS")]
+        wait: u64,
+        #[command(flatten)]
+        vars: crate::cli::VarArgs,
+    },
     /// Check that every referenced object exists (and with --read-data, authenticates).
     Verify {
+        /// The vault to verify; default: every vault.
+        vault: Option<String>,
         /// Read and authenticate every object, not just the structure.
         #[arg(long)]
         read_data: bool,
+        /// Print the report as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        vars: crate::cli::VarArgs,
     },
 }
 
-pub fn run(_cmd: Command) -> miette::Result<ExitCode> {
-    Err(miette::miette!(
-        "`standby vault` is not available in this build yet"
-    ))
+/// Load the configuration in the current directory (set by -C).
+pub(crate) fn load_config(vars: &crate::cli::VarArgs) -> miette::Result<Config> {
+    let inputs = VarInputs {
+        cli: vars.vars.clone(),
+        files: vars.var_files.clone(),
+    };
+    let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    match config::load(Path::new("."), &inputs) {
+        Ok(loaded) => {
+            if !loaded.warnings.is_empty() {
+                eprint!("{}", loaded.warnings.render(color));
+            }
+            Ok(loaded.config)
+        }
+        Err(diags) => {
+            eprint!("{}", diags.render(color));
+            Err(miette!("the configuration has errors; nothing was done"))
+        }
+    }
+}
+
+/// Parse `kind.name` or a bare `name` of the given kind.
+pub(crate) fn parse_addr(s: &str, kind: Kind) -> miette::Result<Address> {
+    if s.contains('.') {
+        s.parse::<Address>().map_err(|e| miette!("{e}"))
+    } else {
+        Ok(Address::new(kind, s))
+    }
+}
+
+/// The vaults named (or all), each checked to exist.
+pub(crate) fn pick_vaults(cfg: &Config, which: Option<&str>) -> miette::Result<Vec<Address>> {
+    match which {
+        None => {
+            if cfg.vaults.is_empty() {
+                return Err(miette!("the configuration declares no vault"));
+            }
+            Ok(cfg.vaults.keys().cloned().collect())
+        }
+        Some(s) => {
+            let a = parse_addr(s, Kind::Vault)?;
+            if !cfg.vaults.contains_key(&a) {
+                let have: Vec<String> = cfg.vaults.keys().map(|a| a.to_string()).collect();
+                return Err(miette!(
+                    "no {a} in the configuration (it has: {})",
+                    have.join(", ")
+                ));
+            }
+            Ok(vec![a])
+        }
+    }
+}
+
+/// Open a configured vault.
+pub(crate) fn open(cfg: &Config, addr: &Address) -> miette::Result<Vault> {
+    let v = cfg
+        .vaults
+        .get(addr)
+        .ok_or_else(|| miette!("no {addr} in the configuration"))?;
+    Vault::open(&v.url, &v.key, &cfg.root).map_err(|e| miette!("{addr}: {e}"))
+}
+
+/// The local change-tracking cache and staging area.
+pub(crate) fn cache_dir(cfg: &Config) -> PathBuf {
+    cfg.root.join(".standby").join("cache")
+}
+
+pub fn run(cmd: Command) -> miette::Result<ExitCode> {
+    match cmd {
+        Command::Init { vault, vars } => init(vault.as_deref(), &vars),
+        Command::Prune {
+            vault,
+            dry_run,
+            wait,
+            vars,
+        } => prune_cmd(vault.as_deref(), dry_run, wait, &vars),
+        Command::Verify {
+            vault,
+            read_data,
+            json,
+            vars,
+        } => verify_cmd(vault.as_deref(), read_data, json, &vars),
+    }
+}
+
+fn init(which: Option<&str>, vars: &crate::cli::VarArgs) -> miette::Result<ExitCode> {
+    let cfg = load_config(vars)?;
+    for addr in pick_vaults(&cfg, which)? {
+        let v = &cfg.vaults[&addr];
+        let out = Vault::init(&v.url, &v.key, &cfg.root).map_err(|e| miette!("{addr}: {e}"))?;
+        if out.existed {
+            println!("{addr}: vault {} exists already; the key opens it.", v.url);
+        } else {
+            println!("{addr}: created vault {}.", v.url);
+        }
+        if let Some(path) = out.key_created {
+            println!(
+                "{addr}: wrote a new master key to {} (mode 0600).\n  Back it up somewhere safe: without it nothing in the vault can be read.",
+                path.display()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn prune_cmd(
+    which: Option<&str>,
+    dry_run: bool,
+    wait: u64,
+    vars: &crate::cli::VarArgs,
+) -> miette::Result<ExitCode> {
+    let cfg = load_config(vars)?;
+    for addr in pick_vaults(&cfg, which)? {
+        let vault = open(&cfg, &addr)?;
+        let retention: BTreeMap<String, Duration> = cfg
+            .protections
+            .values()
+            .filter(|p| p.vault == addr)
+            .filter_map(|p| {
+                let pol = cfg.policies.get(&p.policy)?;
+                Some((p.addr.to_string(), pol.retention.to_std()))
+            })
+            .collect();
+        let r = prune::prune(
+            &vault,
+            &retention,
+            time::OffsetDateTime::now_utc(),
+            dry_run,
+            Duration::from_secs(wait),
+        )
+        .map_err(|e| miette!("{addr}: {e}"))?;
+        let verb = if dry_run { "would drop" } else { "dropped" };
+        println!(
+            "{addr}: {verb} {} point(s), kept {}; {} {} pack(s), {} freed",
+            r.dropped.len(),
+            r.kept,
+            if dry_run { "would delete" } else { "deleted" },
+            r.packs_deleted,
+            human(r.bytes_freed)
+        );
+        for id in &r.dropped {
+            println!("  - {}", &id[..12]);
+        }
+        if !r.folded.is_empty() {
+            println!("  {} point(s) re-based onto kept ancestors", r.folded.len());
+        }
+        if r.packs_partly_garbage > 0 {
+            println!(
+                "  {} pack(s) still hold {} of unreferenced data next to live data (not repacked)",
+                r.packs_partly_garbage,
+                human(r.garbage_bytes_left)
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn verify_cmd(
+    which: Option<&str>,
+    read_data: bool,
+    json: bool,
+    vars: &crate::cli::VarArgs,
+) -> miette::Result<ExitCode> {
+    let cfg = load_config(vars)?;
+    let mut ok = true;
+    let mut docs = Vec::new();
+    for addr in pick_vaults(&cfg, which)? {
+        let vault = open(&cfg, &addr)?;
+        let r = verify::verify(&vault, read_data).map_err(|e| miette!("{addr}: {e}"))?;
+        ok &= r.problems.is_empty();
+        if json {
+            docs.push(
+                serde_json::json!({ "vault": addr.to_string(), "url": vault.url, "report": r }),
+            );
+            continue;
+        }
+        if r.problems.is_empty() {
+            println!(
+                "{addr}: ok — {} point(s), {} pack(s), {} blob(s){}",
+                r.points,
+                r.packs,
+                r.blobs,
+                if read_data {
+                    format!(", {} read and authenticated", human(r.bytes_read))
+                } else {
+                    String::new()
+                }
+            );
+        } else {
+            println!("{addr}: {} problem(s)", r.problems.len());
+            for p in &r.problems {
+                println!("  {}: {}", p.object, p.reason);
+                if !p.points.is_empty() {
+                    let ids: Vec<&str> = p.points.iter().map(|s| &s[..12]).collect();
+                    println!("    affects point(s): {}", ids.join(", "));
+                }
+            }
+        }
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&docs).into_diagnostic()?);
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// Bytes for people: `1.2 GiB`.
+pub(crate) fn human(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
 }

@@ -1,2 +1,310 @@
-//! Taking a recovery point: quiesce, change detection at 4 KiB, and the
-//! read -> hash -> compress -> encrypt -> upload pipeline into the vault.
+//! Taking recovery points: quiesce, change detection at 4 KiB, and the
+//! read -> hash -> compress -> seal -> upload pipeline into the vault; and
+//! restoring a point's disk.
+//!
+//! Public entry points: [`take_points`] (one point instant for a list of
+//! targets — a consistency group, or a single protection) and
+//! [`restore::restore_disk`].
+
+pub mod capture;
+pub mod ctk;
+pub mod disk;
+pub mod quiesce;
+pub mod restore;
+
+use crate::model;
+use crate::vault::manifest::{self, Consistency, Manifest, Stats};
+use crate::vault::pack::PackWriter;
+use crate::vault::{Id, Vault, VaultError, index, lock::Lock};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
+
+pub use restore::{Restored, restore_disk};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicationError {
+    #[error(transparent)]
+    Vault(#[from] VaultError),
+    #[error("cannot {op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("freeze of {machine} failed: {reason}; no point was taken (thaw has run)")]
+    Freeze { machine: String, reason: String },
+    #[error("thaw of {machine} failed: {reason}; check the machine, no point was taken")]
+    Thaw { machine: String, reason: String },
+}
+
+/// Live counters for progress bars: the library adds, the CLI reads.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Bytes expected in total (disk sizes; restore: plain blob bytes).
+    pub total: AtomicU64,
+    /// Bytes of disk processed.
+    pub read: AtomicU64,
+    /// Sealed bytes written to the vault (restore: bytes written out).
+    pub stored: AtomicU64,
+}
+
+/// One machine to capture.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Protection address, e.g. `protection.db`.
+    pub protection: String,
+    /// Machine address, e.g. `machine.db`.
+    pub machine: String,
+    pub group: Option<String>,
+    /// (disk name, path to read).
+    pub disks: Vec<(String, PathBuf)>,
+    /// Freeze/thaw hooks; used when `app` is set.
+    pub quiesce: Option<model::Quiesce>,
+    /// Take an app-consistent point (needs `quiesce`).
+    pub app: bool,
+    /// zstd level for this point's data.
+    pub level: i32,
+}
+
+impl Target {
+    /// A target from the model: disks resolve against `site_root`; the point
+    /// is app-consistent when the machine has quiesce hooks and the policy
+    /// asks for app-consistent points.
+    pub fn from_model(
+        protection: &model::Protection,
+        machine: &model::Machine,
+        policy: &model::Policy,
+        site_root: &Path,
+    ) -> Target {
+        Target {
+            protection: protection.addr.to_string(),
+            machine: machine.addr.to_string(),
+            group: protection.consistency_group.clone(),
+            disks: machine
+                .disks
+                .iter()
+                .map(|d| (d.name.clone(), site_root.join(&d.path)))
+                .collect(),
+            quiesce: machine.quiesce.clone(),
+            app: machine.quiesce.is_some() && policy.app_consistent_every.is_some(),
+            level: policy.compression_level,
+        }
+    }
+}
+
+/// Where local state lives and how long to wait for a busy vault.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Change-tracking cache and staging area (`.standby/cache`).
+    pub cache_dir: PathBuf,
+    /// How long to wait for a prune to release the vault.
+    pub lock_wait: Duration,
+}
+
+impl Options {
+    pub fn new(cache_dir: impl Into<PathBuf>) -> Options {
+        Options {
+            cache_dir: cache_dir.into(),
+            lock_wait: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Take one point instant for all `targets` (a consistency group when they
+/// share one): freeze all that ask for it, stage their disks, thaw all, then
+/// capture. Writes packs, one index, then the manifests (last). Returns the
+/// manifests written, in target order.
+pub fn take_points(
+    vault: &Vault,
+    targets: &[Target],
+    opts: &Options,
+    progress: &Progress,
+) -> Result<Vec<Manifest>, ReplicationError> {
+    let mut lock = Lock::acquire(vault, false, opts.lock_wait)?;
+    let (idx, _) = index::load(vault, false)?;
+    let (points, _) = manifest::list(vault, false)?;
+    let mut cache: HashMap<Id, Manifest> = points.iter().map(|m| (m.id, m.clone())).collect();
+
+    // Previous hashes per (target, disk), prepared before any freeze so the
+    // freeze window does not pay for a rebuilt cache.
+    let mut prevs: Vec<Vec<Option<capture::Hashes>>> = Vec::new();
+    for t in targets {
+        let last = points.iter().rev().find(|m| m.machine == t.machine);
+        let mut per_disk = Vec::new();
+        for (name, _) in &t.disks {
+            let prev = match last.filter(|m| m.disks.contains_key(name)) {
+                None => None,
+                Some(m) => {
+                    let p = ctk::path(&opts.cache_dir, &vault.id, &t.machine, name);
+                    match ctk::load(&p, &m.id) {
+                        Some(h) => Some(h),
+                        None => Some(ctk::rebuild(vault, &idx, m, name, &mut cache)?),
+                    }
+                }
+            };
+            per_disk.push(prev);
+        }
+        prevs.push(per_disk);
+    }
+
+    // The point instant: freeze everything that asks, stage, thaw everything.
+    let created = time::OffsetDateTime::now_utc();
+    let staging = opts
+        .cache_dir
+        .join("staging")
+        .join(hex::encode(rand::random::<[u8; 8]>()));
+    let any_app = targets.iter().any(|t| t.app && t.quiesce.is_some());
+    let mut sources: Vec<Vec<PathBuf>> = targets
+        .iter()
+        .map(|t| t.disks.iter().map(|(_, p)| p.clone()).collect())
+        .collect();
+    let mut freeze_ms = None;
+    if any_app {
+        let started = Instant::now();
+        let r = freeze_and_stage(targets, &staging, &mut sources);
+        freeze_ms = Some(started.elapsed().as_millis() as u64);
+        if let Err(e) = r {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(e);
+        }
+    }
+    let result = capture_all(
+        vault, &idx, targets, &sources, &prevs, progress, &mut lock, created, freeze_ms, opts,
+    );
+    let _ = std::fs::remove_dir_all(&staging);
+    result
+}
+
+fn freeze_and_stage(
+    targets: &[Target],
+    staging: &Path,
+    sources: &mut [Vec<PathBuf>],
+) -> Result<(), ReplicationError> {
+    let mut frozen = Vec::new();
+    for t in targets {
+        if let (true, Some(q)) = (t.app, &t.quiesce) {
+            // On error, `frozen` drops here and every freeze so far is thawed.
+            let f = quiesce::Frozen::freeze(&t.machine, q).map_err(|reason| {
+                ReplicationError::Freeze {
+                    machine: t.machine.clone(),
+                    reason,
+                }
+            })?;
+            frozen.push(f);
+        }
+    }
+    let io = |op: &'static str, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ReplicationError::Io { op, path, source }
+    };
+    std::fs::create_dir_all(staging).map_err(io("create staging directory", staging))?;
+    for (ti, t) in targets.iter().enumerate() {
+        if !(t.app && t.quiesce.is_some()) {
+            continue;
+        }
+        for (di, (_, path)) in t.disks.iter().enumerate() {
+            let dst = staging.join(format!("{ti}-{di}"));
+            disk::stage_copy(path, &dst).map_err(io("stage a copy of disk", path))?;
+            sources[ti][di] = dst;
+        }
+    }
+    let mut failed = None;
+    for mut f in frozen {
+        if let Err(reason) = f.thaw() {
+            failed.get_or_insert(ReplicationError::Thaw {
+                machine: f.machine.clone(),
+                reason,
+            });
+        }
+    }
+    failed.map_or(Ok(()), Err)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn capture_all(
+    vault: &Vault,
+    idx: &crate::vault::Index,
+    targets: &[Target],
+    sources: &[Vec<PathBuf>],
+    prevs: &[Vec<Option<capture::Hashes>>],
+    progress: &Progress,
+    lock: &mut Lock<'_>,
+    created: time::OffsetDateTime,
+    freeze_ms: Option<u64>,
+    opts: &Options,
+) -> Result<Vec<Manifest>, ReplicationError> {
+    let claimed = Mutex::new(HashSet::new());
+    let mut packer = PackWriter::new(vault);
+    let mut made = Vec::new();
+    for (ti, t) in targets.iter().enumerate() {
+        let mut disks = BTreeMap::new();
+        let mut stats = Stats::default();
+        let mut hashes = Vec::new();
+        for (di, (name, _)) in t.disks.iter().enumerate() {
+            let c = capture::capture(
+                vault,
+                &idx.blobs,
+                &claimed,
+                &mut packer,
+                &sources[ti][di],
+                prevs[ti][di].as_ref(),
+                t.level,
+                progress,
+                &mut || lock.refresh(),
+            )?;
+            stats.read += c.read;
+            stats.new += c.new;
+            stats.stored += c.stored;
+            disks.insert(name.clone(), c.map);
+            hashes.push((name.clone(), c.size, c.hashes));
+        }
+        let app = t.app && t.quiesce.is_some();
+        let nonce: [u8; 16] = rand::random();
+        let id = vault.id_of(&[b"point", t.machine.as_bytes(), &nonce]);
+        let m = Manifest {
+            format: 1,
+            id,
+            protection: t.protection.clone(),
+            machine: t.machine.clone(),
+            group: t.group.clone(),
+            created: created
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
+            consistency: if app {
+                Consistency::App
+            } else {
+                Consistency::Crash
+            },
+            freeze_ms: if app { freeze_ms } else { None },
+            disks,
+            stats,
+        };
+        made.push((m, hashes));
+    }
+    let (packs, _) = packer.finish()?;
+    if !packs.is_empty() {
+        index::write(vault, packs)?;
+    }
+    let mut out = Vec::new();
+    for (m, hashes) in made {
+        manifest::write(vault, &m)?;
+        for (disk, size, blocks) in hashes {
+            let p = ctk::path(&opts.cache_dir, &vault.id, &m.machine, &disk);
+            let h = capture::Hashes {
+                point: m.id,
+                size,
+                blocks,
+            };
+            // A missing cache only costs a rebuild next time.
+            if let Err(e) = ctk::save(&p, &h) {
+                tracing::warn!("cannot write change-tracking cache {}: {e}", p.display());
+            }
+        }
+        out.push(m);
+    }
+    Ok(out)
+}

@@ -1,2 +1,467 @@
-//! The replica store: object layout, keys and AEAD, zstd, packs, indexes,
-//! recovery-point manifests, retention and GC, verify.
+//! The vault: an encrypted, compressed, deduplicated store of recovery
+//! points on any object store. Layers (after restic's design): the store
+//! saves/loads/lists/deletes named immutable objects; this module seals
+//! them and knows the layout; `pack`/`index` hold blobs; `manifest` holds
+//! points on top.
+//!
+//! Layout under the store prefix: `config` (plain JSON: vault id, format,
+//! salt, sealed key check), `data/<2 hex>/<pack id>`, `index/<id>`,
+//! `points/<point id>`, `locks/<id>`. Names are keyed BLAKE3 ids.
+
+pub mod index;
+pub mod keys;
+pub mod lock;
+pub mod manifest;
+pub mod pack;
+pub mod prune;
+pub mod seal;
+pub mod verify;
+
+pub use index::{Index, Location};
+pub use keys::{KeyError, MasterKey};
+pub use manifest::{Consistency, DiskMap, Extent, Manifest};
+
+use crate::model::KeySource;
+use crate::store::{Store, StoreError};
+use bytes::Bytes;
+use futures::StreamExt;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use seal::Sealer;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Everything that can go wrong in the vault. Never carries key material.
+#[derive(Debug, thiserror::Error)]
+pub enum VaultError {
+    #[error("vault {url}: cannot {op} {object}: {source}")]
+    Store {
+        url: String,
+        op: &'static str,
+        object: String,
+        #[source]
+        source: Box<object_store::Error>,
+    },
+    #[error("vault {url}: object {object} is missing")]
+    Missing { url: String, object: String },
+    #[error("vault {url}: object {object} is damaged: {reason}")]
+    Damaged {
+        url: String,
+        object: String,
+        reason: String,
+    },
+    #[error("this key does not open vault {url}")]
+    WrongKey { url: String },
+    #[error("{url} is not a vault yet (it has no config object); run `standby vault init`")]
+    NotAVault { url: String },
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error(transparent)]
+    Open(#[from] Box<StoreError>),
+    #[error("cannot start the I/O runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("no point matches {query:?} in vault {url}")]
+    PointNotFound { url: String, query: String },
+    #[error("{query:?} matches several points ({candidates}); give more of the id")]
+    AmbiguousPoint { query: String, candidates: String },
+    #[error("point {point} has no disk {disk:?} (it has: {have})")]
+    NoSuchDisk {
+        point: String,
+        disk: String,
+        have: String,
+    },
+    #[error("cannot {op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "vault {url} is locked by {holder}; try again later (locks older than {} minutes are ignored)",
+        lock::STALE_AFTER.as_secs() / 60
+    )]
+    Locked { url: String, holder: String },
+}
+
+pub type Result<T, E = VaultError> = std::result::Result<T, E>;
+
+/// A 256-bit id (keyed BLAKE3), written as 64 hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Id(pub [u8; 32]);
+
+impl Id {
+    pub fn hex(&self) -> String {
+        hex::encode(self.0)
+    }
+    pub fn parse(s: &str) -> Option<Id> {
+        let b = hex::decode(s).ok()?;
+        Some(Id(b.try_into().ok()?))
+    }
+    /// The first 12 hex digits: what listings show.
+    pub fn short(&self) -> String {
+        self.hex()[..12].to_string()
+    }
+}
+
+impl std::fmt::Debug for Id {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.short())
+    }
+}
+
+impl std::fmt::Display for Id {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.hex())
+    }
+}
+
+impl Serialize for Id {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.hex())
+    }
+}
+
+impl<'de> Deserialize<'de> for Id {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Id, D::Error> {
+        let s = String::deserialize(d)?;
+        Id::parse(&s).ok_or_else(|| serde::de::Error::custom("expected a 64-hex-digit id"))
+    }
+}
+
+const FORMAT: u32 = 1;
+const KEY_CHECK: &[u8] = b"standby vault key check v1";
+
+/// The plain `config` object. `checksum` tells damage apart from a wrong key.
+#[derive(Serialize, Deserialize)]
+struct ConfigBody {
+    format: u32,
+    vault_id: String,
+    salt: String,
+    key_check: String,
+}
+
+/// An opened vault: its store, derived keys and a private I/O runtime.
+/// The methods block; call them from plain threads, not async tasks.
+pub struct Vault {
+    pub url: String,
+    /// Random id of this vault (hex); names the local change-tracking cache.
+    pub id: String,
+    store: Store,
+    rt: Arc<tokio::runtime::Runtime>,
+    keys: keys::Subkeys,
+    data: Sealer,
+    meta: Sealer,
+}
+
+/// What `init` did.
+pub struct InitOutcome {
+    pub vault: Vault,
+    /// The key file written, when there was none.
+    pub key_created: Option<PathBuf>,
+    /// The vault existed already (and the key opens it).
+    pub existed: bool,
+}
+
+fn runtime() -> Result<Arc<tokio::runtime::Runtime>> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map(Arc::new)
+        .map_err(VaultError::Runtime)
+}
+
+impl Vault {
+    /// Create the vault at `url` (relative file paths and key files resolve
+    /// against `base`). Writes a key file when the source is a file that does
+    /// not exist yet. An existing vault is opened, not overwritten.
+    pub fn init(url: &str, key: &KeySource, base: &Path) -> Result<InitOutcome> {
+        let store = crate::store::open(url, base).map_err(Box::new)?;
+        let rt = runtime()?;
+        let existing = get_raw(&rt, &store, url, "config")?;
+        let mut key_created = None;
+        let master = match keys::load(key, base) {
+            Ok(k) => k,
+            Err(KeyError::Missing { path }) if existing.is_none() => {
+                let k = keys::create_file(&path)?;
+                key_created = Some(path);
+                k
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if existing.is_some() {
+            let vault = Vault::open_with(url, store, rt, &master)?;
+            return Ok(InitOutcome {
+                vault,
+                key_created,
+                existed: true,
+            });
+        }
+        let salt: [u8; 32] = rand::random();
+        let vault_id: [u8; 16] = rand::random();
+        let sub = master.derive(&salt);
+        let check = Sealer::new(&sub.meta).seal(KEY_CHECK, 0, b"config");
+        let body = serde_json::to_string(&ConfigBody {
+            format: FORMAT,
+            vault_id: hex::encode(vault_id),
+            salt: hex::encode(salt),
+            key_check: hex::encode(check),
+        })
+        .unwrap_or_default();
+        let text = format!("{body}\n{}\n", blake3::hash(body.as_bytes()).to_hex());
+        rt.block_on(
+            store
+                .inner
+                .put(&store.path("config"), PutPayload::from(text)),
+        )
+        .map_err(|source| VaultError::Store {
+            url: url.to_string(),
+            op: "write",
+            object: "config".into(),
+            source: Box::new(source),
+        })?;
+        let vault = Vault::open_with(url, store, rt, &master)?;
+        Ok(InitOutcome {
+            vault,
+            key_created,
+            existed: false,
+        })
+    }
+
+    /// Open an existing vault with the key from `key`.
+    pub fn open(url: &str, key: &KeySource, base: &Path) -> Result<Vault> {
+        let master = keys::load(key, base)?;
+        Vault::open_with_key(url, base, &master)
+    }
+
+    /// Open an existing vault with a master key in hand.
+    pub fn open_with_key(url: &str, base: &Path, master: &MasterKey) -> Result<Vault> {
+        let store = crate::store::open(url, base).map_err(Box::new)?;
+        let rt = runtime()?;
+        Vault::open_with(url, store, rt, master)
+    }
+
+    fn open_with(
+        url: &str,
+        store: Store,
+        rt: Arc<tokio::runtime::Runtime>,
+        master: &MasterKey,
+    ) -> Result<Vault> {
+        let raw = get_raw(&rt, &store, url, "config")?.ok_or_else(|| VaultError::NotAVault {
+            url: url.to_string(),
+        })?;
+        let damaged = |reason: &str| VaultError::Damaged {
+            url: url.to_string(),
+            object: "config".into(),
+            reason: reason.to_string(),
+        };
+        let text = std::str::from_utf8(&raw).map_err(|_| damaged("it is not text"))?;
+        let (body, sum) = text
+            .trim_end()
+            .rsplit_once('\n')
+            .ok_or_else(|| damaged("its checksum line is missing"))?;
+        if blake3::hash(body.as_bytes()).to_hex().as_str() != sum {
+            return Err(damaged("its checksum does not match"));
+        }
+        let cfg: ConfigBody =
+            serde_json::from_str(body).map_err(|e| damaged(&format!("unreadable: {e}")))?;
+        if cfg.format != FORMAT {
+            return Err(damaged(&format!(
+                "format {} is not supported (this build reads {FORMAT})",
+                cfg.format
+            )));
+        }
+        let salt = hex::decode(&cfg.salt).map_err(|_| damaged("bad salt"))?;
+        let check = hex::decode(&cfg.key_check).map_err(|_| damaged("bad key check"))?;
+        let sub = master.derive(&salt);
+        let meta = Sealer::new(&sub.meta);
+        match meta.open(&check, b"config") {
+            Ok(p) if &*p == KEY_CHECK => {}
+            _ => {
+                return Err(VaultError::WrongKey {
+                    url: url.to_string(),
+                });
+            }
+        }
+        Ok(Vault {
+            url: url.to_string(),
+            id: cfg.vault_id,
+            data: Sealer::new(&sub.data),
+            meta,
+            keys: sub,
+            store,
+            rt,
+        })
+    }
+
+    /// Keyed BLAKE3 of `parts`, concatenated: ids reveal nothing without the key.
+    pub fn id_of(&self, parts: &[&[u8]]) -> Id {
+        let mut h = blake3::Hasher::new_keyed(&self.keys.id);
+        for p in parts {
+            h.update(p);
+        }
+        Id(*h.finalize().as_bytes())
+    }
+
+    /// The id key, for hot loops that hash blocks themselves.
+    pub fn id_key(&self) -> &[u8; 32] {
+        &self.keys.id
+    }
+
+    pub fn data_sealer(&self) -> &Sealer {
+        &self.data
+    }
+
+    pub(crate) fn runtime(&self) -> &tokio::runtime::Runtime {
+        &self.rt
+    }
+
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
+    fn store_err(&self, op: &'static str, object: &str, source: object_store::Error) -> VaultError {
+        if matches!(source, object_store::Error::NotFound { .. }) {
+            return VaultError::Missing {
+                url: self.url.clone(),
+                object: object.to_string(),
+            };
+        }
+        VaultError::Store {
+            url: self.url.clone(),
+            op,
+            object: object.to_string(),
+            source: Box::new(source),
+        }
+    }
+
+    pub fn damaged(&self, object: &str, reason: impl std::fmt::Display) -> VaultError {
+        VaultError::Damaged {
+            url: self.url.clone(),
+            object: object.to_string(),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// Write an object (whole, in one request).
+    pub fn put(&self, name: &str, bytes: Vec<u8>) -> Result<()> {
+        self.rt
+            .block_on(
+                self.store
+                    .inner
+                    .put(&self.store.path(name), PutPayload::from(bytes)),
+            )
+            .map(|_| ())
+            .map_err(|e| self.store_err("write", name, e))
+    }
+
+    /// Read a whole object.
+    pub fn get(&self, name: &str) -> Result<Bytes> {
+        self.rt
+            .block_on(get_bytes(&self.store, name))
+            .map_err(|e| self.store_err("read", name, e))
+    }
+
+    pub fn delete(&self, name: &str) -> Result<()> {
+        match self
+            .rt
+            .block_on(self.store.inner.delete(&self.store.path(name)))
+        {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.store_err("delete", name, e)),
+        }
+    }
+
+    /// Objects under `dir` (`data`, `index`, `points`, `locks`) as
+    /// (name relative to the prefix, size), sorted by name.
+    pub fn list(&self, dir: &str) -> Result<Vec<(String, u64)>> {
+        let prefix = self.store.path(dir);
+        let base = self.store.prefix.as_ref().to_string();
+        let mut out: Vec<(String, u64)> = self.rt.block_on(async {
+            let mut s = self.store.inner.list(Some(&prefix));
+            let mut v = Vec::new();
+            while let Some(m) = s.next().await {
+                let m = m.map_err(|e| self.store_err("list", dir, e))?;
+                let full = m.location.as_ref();
+                let rel = full
+                    .strip_prefix(&base)
+                    .unwrap_or(full)
+                    .trim_start_matches('/');
+                v.push((rel.to_string(), m.size));
+            }
+            Ok::<_, VaultError>(v)
+        })?;
+        out.sort();
+        Ok(out)
+    }
+
+    /// Read many objects, a few at a time; results in the order asked.
+    pub fn get_many(&self, names: &[String]) -> Vec<Result<Bytes>> {
+        self.rt.block_on(async {
+            futures::stream::iter(names.iter().map(|n| async move {
+                get_bytes(&self.store, n)
+                    .await
+                    .map_err(|e| self.store_err("read", n, e))
+            }))
+            .buffered(8)
+            .collect()
+            .await
+        })
+    }
+
+    /// Seal and write a metadata object (`index/..`, `points/..`).
+    pub fn put_meta(&self, name: &str, plain: &[u8]) -> Result<()> {
+        let sealed = self.meta.seal(plain, 3, name.as_bytes());
+        self.put(name, sealed)
+    }
+
+    /// Open sealed metadata bytes read from `name`.
+    pub fn open_meta(&self, name: &str, sealed: &[u8]) -> Result<Vec<u8>> {
+        self.meta
+            .open(sealed, name.as_bytes())
+            .map(seal::Plain::into_vec)
+            .map_err(|e| self.damaged(name, e))
+    }
+
+    /// Read and open a metadata object.
+    pub fn get_meta(&self, name: &str) -> Result<Vec<u8>> {
+        let b = self.get(name)?;
+        self.open_meta(name, &b)
+    }
+}
+
+async fn get_bytes(store: &Store, name: &str) -> std::result::Result<Bytes, object_store::Error> {
+    store.inner.get(&store.path(name)).await?.bytes().await
+}
+
+fn get_raw(
+    rt: &tokio::runtime::Runtime,
+    store: &Store,
+    url: &str,
+    name: &str,
+) -> Result<Option<Bytes>> {
+    match rt.block_on(get_bytes(store, name)) {
+        Ok(b) => Ok(Some(b)),
+        Err(object_store::Error::NotFound { .. }) => Ok(None),
+        Err(source) => Err(VaultError::Store {
+            url: url.to_string(),
+            op: "read",
+            object: name.to_string(),
+            source: Box::new(source),
+        }),
+    }
+}
+
+/// The object name of a pack.
+pub fn pack_name(id: &Id) -> String {
+    let h = id.hex();
+    format!("data/{}/{h}", &h[..2])
+}
+
+/// The context a blob is sealed under: its id.
+pub fn blob_context(id: &Id) -> Vec<u8> {
+    let mut c = b"blob:".to_vec();
+    c.extend_from_slice(&id.0);
+    c
+}

@@ -1,0 +1,291 @@
+//! The capture pipeline for one disk: a reader thread reads 4 MiB chunks
+//! (skipping holes), two workers hash every 4 KiB block, drop zero blocks,
+//! compare with the previous point's hashes, and compress + seal the changed
+//! runs; the calling thread packs the sealed blobs and uploads them.
+//! Queues are bounded, so memory stays flat whatever the disk size.
+
+use super::disk;
+use super::{Progress, ReplicationError};
+use crate::vault::manifest::{BLOCK, DiskMap, Extent};
+use crate::vault::pack::PackWriter;
+use crate::vault::{Id, Location, Vault, blob_context};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::File;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, sync_channel};
+use std::sync::{Arc, Mutex};
+
+/// Bytes read per chunk.
+const CHUNK: u64 = 4 << 20;
+/// Longest run of blocks stored as one blob (1 MiB).
+const MAX_RUN: usize = 256;
+/// The block hash recorded for an all-zero block.
+pub const ZERO_HASH: [u8; 16] = [0; 16];
+
+/// Block hashes of a disk as of one point (the change-tracking state).
+#[derive(Debug, Clone)]
+pub struct Hashes {
+    pub point: Id,
+    pub size: u64,
+    pub blocks: Vec<[u8; 16]>,
+}
+
+/// What capturing one disk produced.
+pub struct Captured {
+    pub map: DiskMap,
+    pub hashes: Vec<[u8; 16]>,
+    pub size: u64,
+    pub read: u64,
+    pub new: u64,
+    pub stored: u64,
+}
+
+/// Keyed hash of one block, truncated to 128 bits for change tracking.
+pub fn block_hash(key: &[u8; 32], block: &[u8]) -> ([u8; 32], [u8; 16]) {
+    let full = *blake3::keyed_hash(key, block).as_bytes();
+    let mut short = [0u8; 16];
+    short.copy_from_slice(&full[..16]);
+    (full, short)
+}
+
+struct Chunk {
+    idx: u64,
+    /// None: the chunk lies in a hole.
+    data: Option<Vec<u8>>,
+}
+
+struct Done {
+    idx: u64,
+    hashes: Vec<[u8; 16]>,
+    extents: Vec<Extent>,
+    blobs: Vec<(Id, Vec<u8>, u32)>,
+    /// The chunk buffer, handed back for reuse.
+    buf: Option<Vec<u8>>,
+    read: u64,
+    new: u64,
+}
+
+/// Shared, read-only inputs of the workers.
+struct Ctx<'a> {
+    vault: &'a Vault,
+    known: &'a HashMap<Id, Location>,
+    claimed: &'a Mutex<HashSet<Id>>,
+    prev: Option<&'a Hashes>,
+    level: i32,
+}
+
+/// Capture `path` into `packer`. With `prev`, only blocks whose hash differs
+/// are stored and the map is a delta against `prev.point`. `tick` runs once
+/// per chunk (the caller refreshes its vault lock there).
+#[allow(clippy::too_many_arguments)]
+pub fn capture(
+    vault: &Vault,
+    known: &HashMap<Id, Location>,
+    claimed: &Mutex<HashSet<Id>>,
+    packer: &mut PackWriter<'_>,
+    path: &Path,
+    prev: Option<&Hashes>,
+    level: i32,
+    progress: &Progress,
+    tick: &mut dyn FnMut() -> Result<(), crate::vault::VaultError>,
+) -> Result<Captured, ReplicationError> {
+    let io = |op: &'static str| {
+        let path = path.to_path_buf();
+        move |source| ReplicationError::Io { op, path, source }
+    };
+    let mut file = File::open(path).map_err(io("open disk"))?;
+    let size = disk::size(&mut file).map_err(io("read the size of disk"))?;
+    let ranges = disk::data_ranges(&file, size);
+    progress.total.fetch_add(size, Ordering::Relaxed);
+    let nblocks = size.div_ceil(BLOCK) as usize;
+    let nchunks = size.div_ceil(CHUNK);
+    let ctx = Ctx {
+        vault,
+        known,
+        claimed,
+        prev,
+        level,
+    };
+    let mut hashes = vec![ZERO_HASH; nblocks];
+    let mut extents: BTreeMap<u64, Vec<Extent>> = BTreeMap::new();
+    let (mut read, mut new, mut stored) = (0u64, 0u64, 0u64);
+
+    std::thread::scope(|s| -> Result<(), ReplicationError> {
+        let (chunk_tx, chunk_rx) = sync_channel::<std::io::Result<Chunk>>(3);
+        let (done_tx, done_rx) = sync_channel::<Result<Done, ReplicationError>>(2);
+        // Chunk buffers go back to the reader instead of being freed and
+        // zero-filled again.
+        let (pool_tx, pool_rx) = sync_channel::<Vec<u8>>(8);
+        let file = &file;
+        let ranges = &ranges;
+        s.spawn(move || {
+            for idx in 0..nchunks {
+                let start = idx * CHUNK;
+                let end = (start + CHUNK).min(size);
+                let has_data = ranges.iter().any(|&(a, b)| a < end && b > start);
+                let msg = if has_data {
+                    let len = ((end - start).div_ceil(BLOCK) * BLOCK) as usize;
+                    let mut buf = pool_rx.try_recv().unwrap_or_default();
+                    buf.resize(len, 0);
+                    disk::read_full_at(file, &mut buf, start).map(|()| Chunk {
+                        idx,
+                        data: Some(buf),
+                    })
+                } else {
+                    Ok(Chunk { idx, data: None })
+                };
+                let failed = msg.is_err();
+                if chunk_tx.send(msg).is_err() || failed {
+                    return;
+                }
+            }
+        });
+        let chunk_rx = Arc::new(Mutex::new(chunk_rx));
+        for _ in 0..2 {
+            let rx = Arc::clone(&chunk_rx);
+            let tx = done_tx.clone();
+            let ctx = &ctx;
+            s.spawn(move || worker(ctx, &rx, size, &tx, path));
+        }
+        drop(done_tx);
+        for done in done_rx {
+            let done = done?;
+            tick()?;
+            let first = (done.idx * CHUNK / BLOCK) as usize;
+            hashes[first..first + done.hashes.len()].copy_from_slice(&done.hashes);
+            for (id, sealed, raw) in done.blobs {
+                let n = sealed.len() as u64;
+                packer.add(id, sealed, raw)?;
+                stored += n;
+                progress.stored.fetch_add(n, Ordering::Relaxed);
+            }
+            if let Some(buf) = done.buf {
+                let _ = pool_tx.try_send(buf);
+            }
+            extents.insert(done.idx, done.extents);
+            read += done.read;
+            progress.read.fetch_add(done.read, Ordering::Relaxed);
+            new += done.new;
+        }
+        Ok(())
+    })?;
+    if extents.len() as u64 != nchunks {
+        return Err(ReplicationError::Io {
+            op: "read",
+            path: path.to_path_buf(),
+            source: std::io::Error::other("the reader stopped early"),
+        });
+    }
+    Ok(Captured {
+        map: DiskMap {
+            size,
+            parent: prev.map(|p| p.point),
+            extents: extents.into_values().flatten().collect(),
+        },
+        hashes,
+        size,
+        read,
+        new,
+        stored,
+    })
+}
+
+fn worker(
+    ctx: &Ctx<'_>,
+    rx: &Mutex<Receiver<std::io::Result<Chunk>>>,
+    size: u64,
+    tx: &std::sync::mpsc::SyncSender<Result<Done, ReplicationError>>,
+    path: &Path,
+) {
+    loop {
+        let next = match rx.lock() {
+            Ok(r) => r.recv(),
+            Err(_) => return,
+        };
+        let Ok(chunk) = next else { return };
+        let out = match chunk {
+            Ok(c) => Ok(process(ctx, c, size)),
+            Err(source) => Err(ReplicationError::Io {
+                op: "read disk",
+                path: path.to_path_buf(),
+                source,
+            }),
+        };
+        if tx.send(out).is_err() {
+            return;
+        }
+    }
+}
+
+fn process(ctx: &Ctx<'_>, chunk: Chunk, size: u64) -> Done {
+    let start = chunk.idx * CHUNK;
+    let end = (start + CHUNK).min(size);
+    let nb = (end - start).div_ceil(BLOCK) as usize;
+    let first = (start / BLOCK) as usize;
+    let mut short = vec![ZERO_HASH; nb];
+    let mut full = vec![[0u8; 32]; nb];
+    let key = ctx.vault.id_key();
+    if let Some(buf) = &chunk.data {
+        for i in 0..nb {
+            let b = &buf[i * BLOCK as usize..(i + 1) * BLOCK as usize];
+            if !disk::is_zero(b) {
+                (full[i], short[i]) = block_hash(key, b);
+            }
+        }
+    }
+    let changed = |i: usize| match ctx.prev {
+        None => short[i] != ZERO_HASH,
+        Some(p) => p.blocks.get(first + i).copied().unwrap_or(ZERO_HASH) != short[i],
+    };
+    let mut done = Done {
+        idx: chunk.idx,
+        hashes: Vec::new(),
+        extents: Vec::new(),
+        blobs: Vec::new(),
+        buf: None,
+        read: chunk.data.as_ref().map_or(0, |_| end - start),
+        new: 0,
+    };
+    let mut i = 0;
+    while i < nb {
+        if !changed(i) {
+            i += 1;
+            continue;
+        }
+        let zero = short[i] == ZERO_HASH;
+        let mut j = i + 1;
+        while j < nb && j - i < MAX_RUN && changed(j) && (short[j] == ZERO_HASH) == zero {
+            j += 1;
+        }
+        let off = start + i as u64 * BLOCK;
+        let len = (j - i) as u64 * BLOCK;
+        if zero {
+            done.extents.push(Extent(off, len, None, 0));
+        } else if let Some(buf) = &chunk.data {
+            let mut h = blake3::Hasher::new_keyed(key);
+            h.update(b"blob");
+            h.update(&len.to_le_bytes());
+            for f in &full[i..j] {
+                h.update(f);
+            }
+            let id = Id(*h.finalize().as_bytes());
+            let fresh =
+                !ctx.known.contains_key(&id) && ctx.claimed.lock().is_ok_and(|mut c| c.insert(id));
+            if fresh {
+                let plain = &buf[i * BLOCK as usize..j * BLOCK as usize];
+                let sealed = ctx
+                    .vault
+                    .data_sealer()
+                    .seal(plain, ctx.level, &blob_context(&id));
+                done.new += len;
+                done.blobs.push((id, sealed, len as u32));
+            }
+            done.extents.push(Extent(off, len, Some(id), 0));
+        }
+        i = j;
+    }
+    done.hashes = short;
+    done.buf = chunk.data;
+    done
+}

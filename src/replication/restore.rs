@@ -1,0 +1,336 @@
+//! Restoring a disk: resolve the point's chain into a block map, fetch the
+//! packs that hold its blobs (two ahead), open the blobs on two threads and
+//! write each run where it belongs. Files come out sparse (only data is
+//! written); block devices get their zero runs written explicitly.
+
+use super::{Progress, ReplicationError};
+use crate::vault::manifest::{self, BLOCK, Manifest, Resolved, ZERO};
+use crate::vault::{Id, Index, Location, Vault, VaultError, blob_context, pack_name};
+use bytes::Bytes;
+use futures::StreamExt;
+use object_store::ObjectStoreExt;
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::sync_channel;
+use std::sync::{Arc, Mutex};
+
+/// Where restored bytes go.
+pub trait Sink: Sync {
+    fn write_at(&self, off: u64, data: &[u8]) -> std::io::Result<()>;
+    /// What errors call the target.
+    fn target(&self) -> PathBuf;
+}
+
+struct FileSink(File, PathBuf);
+
+impl Sink for FileSink {
+    fn write_at(&self, off: u64, data: &[u8]) -> std::io::Result<()> {
+        self.0.write_all_at(data, off)
+    }
+    fn target(&self) -> PathBuf {
+        self.1.clone()
+    }
+}
+
+/// One blob's part in the restore: the runs `(disk block, count, block in blob)`.
+struct Want {
+    blob: Id,
+    loc: Location,
+    runs: Vec<(u64, u64, u64)>,
+}
+
+/// A pack and the blobs wanted from it; `whole` when fetching it all pays.
+struct PackJob {
+    pack: Id,
+    wants: Vec<Want>,
+    whole: bool,
+}
+
+fn plan(
+    index: &Index,
+    r: &Resolved,
+    point: &Id,
+    vault: &Vault,
+) -> Result<Vec<PackJob>, VaultError> {
+    let mut by_blob: HashMap<u32, Vec<(u64, u64, u64)>> = HashMap::new();
+    for (first, n, b, k) in r.runs() {
+        by_blob.entry(b).or_default().push((first, n, k));
+    }
+    let mut by_pack: BTreeMap<Id, Vec<Want>> = BTreeMap::new();
+    for (b, runs) in by_blob {
+        let blob = r.blobs[b as usize];
+        let loc = *index.blobs.get(&blob).ok_or_else(|| VaultError::Missing {
+            url: vault.url.clone(),
+            object: format!("blob {} (needed by point {})", blob.short(), point.short()),
+        })?;
+        by_pack
+            .entry(loc.pack)
+            .or_default()
+            .push(Want { blob, loc, runs });
+    }
+    let sizes: HashMap<Id, u64> = index
+        .packs()
+        .into_iter()
+        .map(|(id, p)| {
+            (
+                id,
+                p.blobs.iter().map(|b| b.1 + b.2 as u64).max().unwrap_or(0),
+            )
+        })
+        .collect();
+    Ok(by_pack
+        .into_iter()
+        .map(|(pack, mut wants)| {
+            wants.sort_by_key(|w| w.loc.offset);
+            let need: u64 = wants.iter().map(|w| w.loc.len as u64).sum();
+            let whole = need * 2 >= sizes.get(&pack).copied().unwrap_or(0);
+            PackJob { pack, wants, whole }
+        })
+        .collect())
+}
+
+async fn fetch(
+    vault_store: crate::store::Store,
+    job: &PackJob,
+) -> Result<Vec<Bytes>, object_store::Error> {
+    let path = vault_store.path(&pack_name(&job.pack));
+    if job.whole {
+        let all = vault_store.inner.get(&path).await?.bytes().await?;
+        return Ok(job
+            .wants
+            .iter()
+            .map(|w| {
+                let (a, b) = (
+                    w.loc.offset as usize,
+                    w.loc.offset as usize + w.loc.len as usize,
+                );
+                if b <= all.len() {
+                    all.slice(a..b)
+                } else {
+                    Bytes::new()
+                }
+            })
+            .collect());
+    }
+    let ranges: Vec<_> = job
+        .wants
+        .iter()
+        .map(|w| w.loc.offset..w.loc.offset + w.loc.len as u64)
+        .collect();
+    vault_store.inner.get_ranges(&path, &ranges).await
+}
+
+/// Write every data run of `r` into `sink`.
+pub fn write_resolved(
+    vault: &Vault,
+    index: &Index,
+    r: &Resolved,
+    sink: &dyn Sink,
+    progress: &Progress,
+    point: &Id,
+) -> Result<(), ReplicationError> {
+    let jobs = plan(index, r, point, vault)?;
+    let total: u64 = jobs
+        .iter()
+        .flat_map(|j| &j.wants)
+        .map(|w| w.loc.raw as u64)
+        .sum();
+    progress.total.fetch_add(total, Ordering::Relaxed);
+    let size = r.size;
+    let jobs = Arc::new(jobs);
+    let errors: Mutex<Vec<ReplicationError>> = Mutex::new(Vec::new());
+    let errors = &errors;
+    std::thread::scope(|s| -> Result<(), ReplicationError> {
+        let (tx, rx) = sync_channel::<(usize, Result<Vec<Bytes>, VaultError>)>(2);
+        let rx = Arc::new(Mutex::new(rx));
+        let mut workers = Vec::new();
+        for _ in 0..2 {
+            let rx = Arc::clone(&rx);
+            let jobs = Arc::clone(&jobs);
+            workers.push(s.spawn(move || {
+                loop {
+                    let msg = match rx.lock() {
+                        Ok(r) => r.recv(),
+                        Err(_) => return,
+                    };
+                    let Ok((i, got)) = msg else { return };
+                    let res = got.map_err(ReplicationError::from).and_then(|parts| {
+                        write_pack(vault, &jobs[i], &parts, sink, size, progress)
+                    });
+                    if let Err(e) = res {
+                        if let Ok(mut v) = errors.lock() {
+                            v.push(e);
+                        }
+                        return;
+                    }
+                }
+            }));
+        }
+        // Fetch two packs ahead of the writers.
+        let store = vault.store().clone();
+        let fetched = vault.runtime().block_on(async {
+            let mut stream = futures::stream::iter((0..jobs.len()).map(|i| {
+                let store = store.clone();
+                let jobs = Arc::clone(&jobs);
+                async move {
+                    let name = pack_name(&jobs[i].pack);
+                    let r = fetch(store, &jobs[i]).await.map_err(|e| match e {
+                        object_store::Error::NotFound { .. } => VaultError::Missing {
+                            url: vault.url.clone(),
+                            object: format!("{name} (needed by point {})", point.short()),
+                        },
+                        source => VaultError::Store {
+                            url: vault.url.clone(),
+                            op: "read",
+                            object: name,
+                            source: Box::new(source),
+                        },
+                    });
+                    (i, r)
+                }
+            }))
+            .buffered(2);
+            while let Some(item) = stream.next().await {
+                let tx = tx.clone();
+                // Hand over on a blocking thread: the channel is bounded.
+                let sent = tokio::task::spawn_blocking(move || tx.send(item).is_ok()).await;
+                if !matches!(sent, Ok(true)) {
+                    return false;
+                }
+            }
+            true
+        });
+        drop(tx);
+        for w in workers {
+            let _ = w.join();
+        }
+        let mut errs = errors
+            .lock()
+            .map(|mut v| std::mem::take(&mut *v))
+            .unwrap_or_default();
+        if let Some(e) = errs.pop() {
+            return Err(e);
+        }
+        if !fetched {
+            return Err(ReplicationError::Io {
+                op: "restore",
+                path: PathBuf::from(&vault.url),
+                source: std::io::Error::other("the restore writers stopped early"),
+            });
+        }
+        Ok(())
+    })
+}
+
+fn write_pack(
+    vault: &Vault,
+    job: &PackJob,
+    parts: &[Bytes],
+    sink: &dyn Sink,
+    size: u64,
+    progress: &Progress,
+) -> Result<(), ReplicationError> {
+    let name = pack_name(&job.pack);
+    for (w, sealed) in job.wants.iter().zip(parts) {
+        let plain = vault
+            .data_sealer()
+            .open(sealed, &blob_context(&w.blob))
+            .map_err(|e| vault.damaged(&name, format!("blob {} in it: {e}", w.blob.short())))?;
+        for &(first, n, k) in &w.runs {
+            let a = (k * BLOCK) as usize;
+            let b = ((k + n) * BLOCK) as usize;
+            if b > plain.len() {
+                return Err(vault
+                    .damaged(
+                        &name,
+                        format!("blob {} is shorter than the map says", w.blob.short()),
+                    )
+                    .into());
+            }
+            let off = first * BLOCK;
+            let keep = (size.saturating_sub(off)).min((b - a) as u64) as usize;
+            sink.write_at(off, &plain[a..a + keep])
+                .map_err(|source| ReplicationError::Io {
+                    op: "write restored data to",
+                    path: sink.target(),
+                    source,
+                })?;
+        }
+        progress
+            .stored
+            .fetch_add(w.loc.raw as u64, Ordering::Relaxed);
+        progress.read.fetch_add(w.loc.raw as u64, Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+/// What a restore wrote.
+#[derive(Debug, Clone, Copy)]
+pub struct Restored {
+    pub size: u64,
+    /// Bytes of data written (holes not counted).
+    pub data: u64,
+}
+
+/// Restore `disk` of `point` to `to`: a file (written as `TO.partial`, then
+/// renamed, sparse) or an existing block device (zeros written explicitly).
+pub fn restore_disk(
+    vault: &Vault,
+    point: &Manifest,
+    disk: &str,
+    to: &Path,
+    progress: &Progress,
+) -> Result<Restored, ReplicationError> {
+    let (index, _) = crate::vault::index::load(vault, false)?;
+    let mut cache = HashMap::new();
+    let r = manifest::resolve(vault, point, disk, &mut cache)?;
+    let io = |op: &'static str, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ReplicationError::Io { op, path, source }
+    };
+    let data = r.blocks.iter().filter(|&&b| b != ZERO).count() as u64 * BLOCK;
+    if super::disk::is_block_device(to) {
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(to)
+            .map_err(io("open", to))?;
+        let sink = FileSink(f, to.to_path_buf());
+        write_resolved(vault, &index, &r, &sink, progress, &point.id)?;
+        let zeros = vec![0u8; 1 << 20];
+        let mut i = 0usize;
+        while i < r.blocks.len() {
+            if r.blocks[i] != ZERO {
+                i += 1;
+                continue;
+            }
+            let mut j = i;
+            while j < r.blocks.len() && r.blocks[j] == ZERO && j - i < 256 {
+                j += 1;
+            }
+            let off = i as u64 * BLOCK;
+            let len = ((j - i) as u64 * BLOCK).min(r.size - off) as usize;
+            sink.write_at(off, &zeros[..len])
+                .map_err(io("write zeros to", to))?;
+            i = j;
+        }
+        sink.0.sync_all().map_err(io("sync", to))?;
+        return Ok(Restored { size: r.size, data });
+    }
+    let mut partial = to.as_os_str().to_owned();
+    partial.push(".partial");
+    let partial = PathBuf::from(partial);
+    let f = File::create(&partial).map_err(io("create", &partial))?;
+    f.set_len(r.size).map_err(io("size", &partial))?;
+    let sink = FileSink(f, partial.clone());
+    let res = write_resolved(vault, &index, &r, &sink, progress, &point.id);
+    if let Err(e) = res {
+        let _ = std::fs::remove_file(&partial);
+        return Err(e);
+    }
+    sink.0.sync_all().map_err(io("sync", &partial))?;
+    std::fs::rename(&partial, to).map_err(io("rename into place", to))?;
+    Ok(Restored { size: r.size, data })
+}

@@ -1,0 +1,356 @@
+//! Recovery points: the manifest (which machine, when, how consistent, and
+//! per disk the map from offsets to blobs), reading and writing them, and
+//! resolving a delta chain into one block map.
+//!
+//! A full map lists the data extents of the disk (everything else reads as
+//! zeros). A delta map names its parent point and lists only the runs that
+//! changed (a run without a blob became zeros). The manifest is written last:
+//! a point exists exactly when its manifest does.
+
+use super::{Id, Result, Vault, VaultError};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+
+/// Change tracking granularity.
+pub const BLOCK: u64 = 4096;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Consistency {
+    Crash,
+    App,
+}
+
+impl std::fmt::Display for Consistency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Consistency::Crash => "crash",
+            Consistency::App => "app",
+        })
+    }
+}
+
+/// `(disk offset, length, blob or None for zeros, offset inside the blob)`;
+/// offsets and lengths are multiples of [`BLOCK`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Extent(pub u64, pub u64, pub Option<Id>, pub u64);
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DiskMap {
+    pub size: u64,
+    /// The point this map is a delta against; None: a full map.
+    pub parent: Option<Id>,
+    pub extents: Vec<Extent>,
+}
+
+/// What a replication read and wrote.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    /// Bytes of disk read (holes skipped).
+    pub read: u64,
+    /// Plain bytes of new blobs (changed and not already in the vault).
+    pub new: u64,
+    /// Sealed bytes written to the vault (packs, index, manifest).
+    pub stored: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: u32,
+    pub id: Id,
+    /// Protection address (`protection.db`).
+    pub protection: String,
+    /// Machine address (`machine.db`).
+    pub machine: String,
+    /// Consistency group, when the point was taken with its group.
+    pub group: Option<String>,
+    /// RFC 3339, UTC: the capture instant.
+    pub created: String,
+    pub consistency: Consistency,
+    /// How long the machine stayed frozen, for app-consistent points.
+    pub freeze_ms: Option<u64>,
+    pub disks: BTreeMap<String, DiskMap>,
+    pub stats: Stats,
+}
+
+impl Manifest {
+    pub fn created_at(&self) -> Option<time::OffsetDateTime> {
+        time::OffsetDateTime::parse(
+            &self.created,
+            &time::format_description::well_known::Rfc3339,
+        )
+        .ok()
+    }
+}
+
+pub fn point_name(id: &Id) -> String {
+    format!("points/{}", id.hex())
+}
+
+/// Write (or, for prune's folding, replace) a point manifest.
+pub fn write(vault: &Vault, m: &Manifest) -> Result<()> {
+    let plain = serde_json::to_vec(m).unwrap_or_default();
+    vault.put_meta(&point_name(&m.id), &plain)
+}
+
+pub fn parse(vault: &Vault, name: &str, sealed: &[u8]) -> Result<Manifest> {
+    let plain = vault.open_meta(name, sealed)?;
+    let m: Manifest = serde_json::from_slice(&plain)
+        .map_err(|e| vault.damaged(name, format!("unreadable manifest: {e}")))?;
+    if point_name(&m.id) != name {
+        return Err(vault.damaged(name, "the manifest names another point"));
+    }
+    Ok(m)
+}
+
+pub fn read(vault: &Vault, id: &Id) -> Result<Manifest> {
+    let name = point_name(id);
+    let b = vault.get(&name)?;
+    parse(vault, &name, &b)
+}
+
+/// Every point, oldest first. With `tolerant`, unreadable manifests are
+/// returned as errors instead of failing the listing.
+pub fn list(vault: &Vault, tolerant: bool) -> Result<(Vec<Manifest>, Vec<VaultError>)> {
+    let names: Vec<String> = vault.list("points")?.into_iter().map(|(n, _)| n).collect();
+    let mut out = Vec::new();
+    let mut bad = Vec::new();
+    for (name, got) in names.iter().zip(vault.get_many(&names)) {
+        match got.and_then(|b| parse(vault, name, &b)) {
+            Ok(m) => out.push(m),
+            Err(e) if tolerant => bad.push(e),
+            Err(e) => return Err(e),
+        }
+    }
+    out.sort_by(|a, b| (&a.created, a.id).cmp(&(&b.created, b.id)));
+    Ok((out, bad))
+}
+
+/// Find a point by full id, unique id prefix, or `latest` (optionally of one machine).
+pub fn find<'a>(
+    vault: &Vault,
+    points: &'a [Manifest],
+    query: &str,
+    machine: Option<&str>,
+) -> Result<&'a Manifest> {
+    let of_machine = |m: &&Manifest| machine.is_none_or(|a| m.machine == a);
+    let not_found = || VaultError::PointNotFound {
+        url: vault.url.clone(),
+        query: query.to_string(),
+    };
+    if query == "latest" {
+        return points.iter().rev().find(of_machine).ok_or_else(not_found);
+    }
+    let q = query.to_ascii_lowercase();
+    let hits: Vec<&Manifest> = points
+        .iter()
+        .filter(of_machine)
+        .filter(|m| m.id.hex().starts_with(&q))
+        .collect();
+    match hits.as_slice() {
+        [] => Err(not_found()),
+        [one] => Ok(one),
+        many => Err(VaultError::AmbiguousPoint {
+            query: query.to_string(),
+            candidates: many
+                .iter()
+                .map(|m| m.id.short())
+                .collect::<Vec<_>>()
+                .join(", "),
+        }),
+    }
+}
+
+/// A disk as of one point: for each block, which blob holds it.
+#[derive(Debug, Clone, Default)]
+pub struct Resolved {
+    pub size: u64,
+    pub blobs: Vec<Id>,
+    /// Per block: `blob index << 32 | block inside the blob`, or [`ZERO`].
+    pub blocks: Vec<u64>,
+}
+
+pub const ZERO: u64 = u64::MAX;
+
+impl Resolved {
+    fn apply(
+        &mut self,
+        map: &DiskMap,
+        seen: &mut HashMap<Id, u32>,
+    ) -> std::result::Result<(), String> {
+        let nblocks = map.size.div_ceil(BLOCK) as usize;
+        if map.parent.is_none() {
+            self.blocks.clear();
+        }
+        self.blocks.resize(nblocks, ZERO);
+        self.size = map.size;
+        for &Extent(off, len, blob, boff) in &map.extents {
+            if off % BLOCK != 0
+                || boff % BLOCK != 0
+                || off.saturating_add(len) > nblocks as u64 * BLOCK
+            {
+                return Err(format!("extent at {off}+{len} is out of line"));
+            }
+            let first = (off / BLOCK) as usize;
+            let count = len.div_ceil(BLOCK) as usize;
+            let n = blob.map(|b| self_index(&mut self.blobs, seen, b));
+            for i in 0..count {
+                self.blocks[first + i] = match n {
+                    None => ZERO,
+                    Some(n) => (n as u64) << 32 | (boff / BLOCK + i as u64),
+                };
+            }
+        }
+        Ok(())
+    }
+
+    /// Contiguous runs `(first block, count, blob index, first block in blob)`.
+    pub fn runs(&self) -> Vec<(u64, u64, u32, u64)> {
+        let mut out: Vec<(u64, u64, u32, u64)> = Vec::new();
+        for (i, &v) in self.blocks.iter().enumerate() {
+            if v == ZERO {
+                continue;
+            }
+            let (b, k) = ((v >> 32) as u32, v & 0xffff_ffff);
+            if let Some(last) = out.last_mut()
+                && last.2 == b
+                && last.0 + last.1 == i as u64
+                && last.3 + last.1 == k
+            {
+                last.1 += 1;
+                continue;
+            }
+            out.push((i as u64, 1, b, k));
+        }
+        out
+    }
+
+    /// The delta map that turns `base` (resolved with the same blob table)
+    /// into this disk.
+    pub fn delta_against(&self, base: &Resolved, parent: Id) -> DiskMap {
+        let mut extents: Vec<Extent> = Vec::new();
+        for (i, &v) in self.blocks.iter().enumerate() {
+            if base.blocks.get(i).copied().unwrap_or(ZERO) == v {
+                continue;
+            }
+            let blob = (v != ZERO).then(|| self.blobs[(v >> 32) as usize]);
+            let k = if v == ZERO { 0 } else { v & 0xffff_ffff };
+            let off = i as u64 * BLOCK;
+            if let Some(last) = extents.last_mut() {
+                let contiguous = last.0 + last.1 == off && last.2 == blob;
+                if contiguous && (blob.is_none() || last.3 + last.1 == k * BLOCK) {
+                    last.1 += BLOCK;
+                    continue;
+                }
+            }
+            extents.push(Extent(off, BLOCK, blob, k * BLOCK));
+        }
+        DiskMap {
+            size: self.size,
+            parent: Some(parent),
+            extents,
+        }
+    }
+
+    /// The full map equivalent to this resolved disk.
+    pub fn to_full(&self) -> DiskMap {
+        let extents = self
+            .runs()
+            .into_iter()
+            .map(|(first, n, b, k)| {
+                Extent(
+                    first * BLOCK,
+                    n * BLOCK,
+                    Some(self.blobs[b as usize]),
+                    k * BLOCK,
+                )
+            })
+            .collect();
+        DiskMap {
+            size: self.size,
+            parent: None,
+            extents,
+        }
+    }
+}
+
+fn self_index(blobs: &mut Vec<Id>, seen: &mut HashMap<Id, u32>, b: Id) -> u32 {
+    *seen.entry(b).or_insert_with(|| {
+        blobs.push(b);
+        (blobs.len() - 1) as u32
+    })
+}
+
+/// The chain of maps for `disk` from its full base to `point`, oldest first.
+pub fn chain(
+    vault: &Vault,
+    point: &Manifest,
+    disk: &str,
+    cache: &mut HashMap<Id, Manifest>,
+) -> Result<Vec<(Id, DiskMap)>> {
+    let mut out = Vec::new();
+    let mut cur = point.clone();
+    loop {
+        let map = cur
+            .disks
+            .get(disk)
+            .cloned()
+            .ok_or_else(|| VaultError::NoSuchDisk {
+                point: cur.id.short(),
+                disk: disk.to_string(),
+                have: cur.disks.keys().cloned().collect::<Vec<_>>().join(", "),
+            })?;
+        let parent = map.parent;
+        out.push((cur.id, map));
+        let Some(p) = parent else { break };
+        if out.len() > 100_000 || out.iter().any(|(id, _)| *id == p) {
+            return Err(vault.damaged(&point_name(&point.id), "its delta chain loops"));
+        }
+        cur = match cache.get(&p) {
+            Some(m) => m.clone(),
+            None => {
+                let m = read(vault, &p)?;
+                cache.insert(p, m.clone());
+                m
+            }
+        };
+    }
+    out.reverse();
+    Ok(out)
+}
+
+/// Resolve `disk` of `point` into a block map.
+pub fn resolve(
+    vault: &Vault,
+    point: &Manifest,
+    disk: &str,
+    cache: &mut HashMap<Id, Manifest>,
+) -> Result<Resolved> {
+    resolve_with(
+        vault,
+        point,
+        disk,
+        cache,
+        Resolved::default(),
+        &mut HashMap::new(),
+    )
+}
+
+/// Resolve into `r`, sharing its blob table (and `seen`) with earlier
+/// resolutions so block values compare across points.
+pub fn resolve_with(
+    vault: &Vault,
+    point: &Manifest,
+    disk: &str,
+    cache: &mut HashMap<Id, Manifest>,
+    mut r: Resolved,
+    seen: &mut HashMap<Id, u32>,
+) -> Result<Resolved> {
+    let chain = chain(vault, point, disk, cache)?;
+    r.blocks.clear();
+    for (id, map) in &chain {
+        r.apply(map, seen)
+            .map_err(|e| vault.damaged(&point_name(id), e))?;
+    }
+    Ok(r)
+}

@@ -1,0 +1,192 @@
+//! Retention and GC: folding dropped ancestors into kept points, keeping the
+//! newest and the last app-consistent point, and prune racing replication.
+
+mod vault_support;
+
+use standby::model::{Duration as Dur, Quiesce};
+use standby::vault::manifest::{self, Consistency};
+use standby::vault::{prune, verify};
+use std::collections::{BTreeMap, HashMap};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::time::Duration;
+use vault_support::*;
+
+fn write_disk(path: &Path, seed: u8, size: u64) {
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(false)
+        .open(path)
+        .unwrap();
+    f.set_len(size).unwrap();
+    for i in 0..(size / 4096) {
+        if (i + seed as u64).is_multiple_of(7) {
+            let block: Vec<u8> = (0..4096).map(|_| rand::random::<u8>()).collect();
+            f.write_all_at(&block, i * 4096).unwrap();
+        }
+    }
+}
+
+fn later() -> time::OffsetDateTime {
+    time::OffsetDateTime::now_utc() + time::Duration::days(1)
+}
+
+#[test]
+fn prune_folds_dropped_ancestors_and_frees_their_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (vault, _) = new_vault(&backend_url("file", d), d);
+    let disk = d.join("disk");
+    let cache = d.join("cache");
+    let mut refs = Vec::new();
+    let mut ids = Vec::new();
+    for seed in 0..3u8 {
+        write_disk(&disk, seed, 4 << 20);
+        refs.push(snapshot(&disk, &d.join(format!("ref{seed}"))));
+        ids.push(take(&vault, &cache, &[target("a", &[("root", &disk)])])[0].id);
+    }
+    let before = vault.list("data").unwrap().len();
+    let retention = BTreeMap::from([("protection.a".to_string(), Duration::from_secs(3600))]);
+    let dry = prune::prune(&vault, &retention, later(), true, Duration::from_secs(5)).unwrap();
+    let mut expect = vec![ids[0].hex(), ids[1].hex()];
+    expect.sort();
+    assert_eq!(dry.dropped, expect);
+    assert_eq!(
+        manifest::list(&vault, false).unwrap().0.len(),
+        3,
+        "dry run changed nothing"
+    );
+
+    let rep = prune::prune(&vault, &retention, later(), false, Duration::from_secs(5)).unwrap();
+    assert_eq!(rep.folded, vec![ids[2].hex()]);
+    let (points, _) = manifest::list(&vault, false).unwrap();
+    assert_eq!(points.len(), 1);
+    assert_eq!(points[0].id, ids[2]);
+    assert_eq!(
+        points[0].disks["root"].parent, None,
+        "folded into a full map"
+    );
+    let out = d.join("out");
+    restore(&vault, &points[0], "root", &out);
+    assert_same(&refs[2], &out);
+    assert!(vault.list("data").unwrap().len() <= before);
+    let v = verify::verify(&vault, true).unwrap();
+    assert!(v.problems.is_empty(), "{:?}", v.problems);
+    // The next point after folding still works as a delta.
+    write_disk(&disk, 9, 4 << 20);
+    let r4 = snapshot(&disk, &d.join("ref4"));
+    let p4 = take(&vault, &cache, &[target("a", &[("root", &disk)])]);
+    assert_eq!(p4[0].disks["root"].parent, Some(ids[2]));
+    restore(&vault, &p4[0], "root", &out);
+    assert_same(&r4, &out);
+}
+
+#[test]
+fn prune_keeps_the_last_app_consistent_point_and_folds_the_middle() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (vault, _) = new_vault(&backend_url("file", d), d);
+    let disk = d.join("disk");
+    let cache = d.join("cache");
+    let mut refs = HashMap::new();
+    let mut ids = Vec::new();
+    for seed in 0..3u8 {
+        write_disk(&disk, seed, 2 << 20);
+        let mut t = target("a", &[("root", &disk)]);
+        if seed == 0 {
+            t.app = true;
+            t.quiesce = Some(Quiesce {
+                freeze: vec!["true".into()],
+                thaw: vec!["true".into()],
+                timeout: Dur::from_secs(10),
+            });
+        }
+        let p = take(&vault, &cache, &[t]).remove(0);
+        refs.insert(p.id, snapshot(&disk, &d.join(format!("ref{seed}"))));
+        ids.push(p.id);
+    }
+    let retention = BTreeMap::from([("protection.a".to_string(), Duration::from_secs(60))]);
+    let rep = prune::prune(&vault, &retention, later(), false, Duration::from_secs(5)).unwrap();
+    assert_eq!(rep.dropped, vec![ids[1].hex()]);
+    let (points, _) = manifest::list(&vault, false).unwrap();
+    assert_eq!(
+        points.iter().map(|p| p.id).collect::<Vec<_>>(),
+        vec![ids[0], ids[2]]
+    );
+    assert_eq!(points[0].consistency, Consistency::App);
+    assert_eq!(
+        points[1].disks["root"].parent,
+        Some(ids[0]),
+        "re-parented onto the kept ancestor"
+    );
+    for p in &points {
+        let out = d.join(format!("out-{}", p.id.short()));
+        restore(&vault, p, "root", &out);
+        assert_same(&refs[&p.id], &out);
+    }
+    assert!(verify::verify(&vault, true).unwrap().problems.is_empty());
+}
+
+/// Replication (two machines sharing data) and prune run at once, many
+/// times; afterwards the vault verifies and every point restores exactly.
+#[test]
+fn prune_racing_replication_never_loses_referenced_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    let url = backend_url("file", &d);
+    let (vault, key) = new_vault(&url, &d);
+    drop(vault);
+    let refs = std::sync::Mutex::new(HashMap::new());
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let mut replicators = Vec::new();
+        for m in ["a", "b"] {
+            let (d, url, key, refs) = (&d, &url, &key, &refs);
+            replicators.push(s.spawn(move || {
+                let vault = standby::vault::Vault::open(url, key, d).unwrap();
+                let disk = d.join(format!("disk-{m}"));
+                let cache = d.join("cache");
+                for i in 0..8u8 {
+                    // Both machines write the same content: their blobs dedup.
+                    write_disk(&disk, i, 1 << 20);
+                    let reference = d.join(format!("ref-{m}-{i}"));
+                    std::fs::copy(&disk, &reference).unwrap();
+                    let p = take(&vault, &cache, &[target(m, &[("root", &disk)])]).remove(0);
+                    refs.lock().unwrap().insert(p.id, reference);
+                }
+            }));
+        }
+        let (d, url, key, stop) = (&d, &url, &key, &stop);
+        let pruner = s.spawn(move || {
+            let vault = standby::vault::Vault::open(url, key, d).unwrap();
+            let retention = BTreeMap::from([
+                ("protection.a".to_string(), Duration::ZERO),
+                ("protection.b".to_string(), Duration::ZERO),
+            ]);
+            let mut runs = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) || runs < 8 {
+                prune::prune(&vault, &retention, later(), false, Duration::from_secs(60)).unwrap();
+                runs += 1;
+            }
+            runs
+        });
+        // The replicators finish first; then let the pruner stop.
+        for r in replicators {
+            r.join().unwrap();
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(pruner.join().unwrap() >= 8);
+    });
+    let vault = standby::vault::Vault::open(&url, &key, &d).unwrap();
+    let v = verify::verify(&vault, true).unwrap();
+    assert!(v.problems.is_empty(), "{:?}", v.problems);
+    let (points, _) = manifest::list(&vault, false).unwrap();
+    assert!(!points.is_empty());
+    let refs = refs.into_inner().unwrap();
+    for p in &points {
+        let out = d.join(format!("out-{}", p.id.short()));
+        restore(&vault, p, "root", &out);
+        assert_same(&refs[&p.id], &out);
+    }
+}
