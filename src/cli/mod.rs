@@ -51,11 +51,13 @@ pub enum Command {
     /// Manage the vault: create it, prune old points, verify its contents.
     #[command(subcommand)]
     Vault(vault::Command),
-    /// Take a recovery point now for the given protections (or all).
+    /// Take a recovery point now for the given protections (or all), or keep taking them (--watch).
+    #[command(after_help = watch::HELP)]
     Replicate(replicate::Args),
     /// List recovery points.
     Points(points::Args),
     /// Show each protection against its RPO threshold and each recovery plan's last drill.
+    #[command(after_help = status::HELP)]
     Status(status::Args),
     /// Write one disk of a recovery point to a file.
     Restore(restore::Args),

@@ -12,20 +12,23 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 use time::OffsetDateTime;
 
-/// Levels: OK when the newest point is no older than the policy's
-/// rpo_threshold; WARNING when older, up to twice the threshold; CRITICAL
-/// beyond that or when the protection has no point. A recovery plan is
-/// OVERDUE when its last drill is older than its drill schedule's interval.
-///
-/// Exit status: 0 every protection OK; 2 any protection WARNING or CRITICAL
-/// (past its RPO threshold); 1 an error (configuration, vault or state
-/// unreadable). Drill results are shown but do not change the exit status.
-///
-/// The environment variable STANDBY_NOW (an RFC 3339 instant) makes status
-/// judge ages as of that instant instead of the clock (for tests and for
-/// asking "what will status say at ...").
+/// Shown after `standby status --help`.
+pub const HELP: &str = "\
+Levels: OK when the newest point is no older than the policy's rpo_threshold;
+WARNING when older, up to twice the threshold; CRITICAL beyond that, or when
+the protection has no point. A recovery plan is OVERDUE when its last drill is
+older than its drill schedule's interval (\"never drilled\" when none is
+recorded in the state).
+
+Exit status: 0 every protection OK; 2 any protection WARNING or CRITICAL (past
+its RPO threshold), so cron or CI can alert; 1 an error (configuration, vault
+or state unreadable). Drill results are shown but do not change the exit
+status.
+
+STANDBY_NOW=<RFC 3339 instant> judges ages as of that instant instead of the
+clock (tests use it; also answers \"what will status say at ...\").";
+
 #[derive(Debug, clap::Args)]
-#[command(verbatim_doc_comment)]
 pub struct Args {
     /// Print a JSON object on stdout: {now, protections: [..], recovery_plans: [..], exit_code}.
     #[arg(long)]

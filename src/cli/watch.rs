@@ -10,14 +10,27 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use tokio::signal::unix::{SignalKind, signal};
 
+/// Shown after `standby replicate --help`.
+pub const HELP: &str = "\
+With --watch: crash-consistent points every crash_consistent_every and
+app-consistent ones every app_consistent_every (instead of the crash point when
+both are due), per consistency group; pruning by retention every --prune-every;
+failed attempts retried with exponential backoff (1s doubling, jittered, capped
+at --retry-max and the crash interval). A vault outage is logged and counted;
+one point catches up when the vault is back. SIGTERM or SIGINT stops it with
+exit 0: a capture in progress is abandoned before it writes a point (freeze and
+thaw are never cut short), so no partial point is left.
+
+Endpoints (--listen): GET /metrics in Prometheus text format, per protection:
+standby_newest_point_age_seconds, standby_rpo_threshold_seconds, standby_points,
+standby_bytes_replicated_total, standby_replication_failures_total,
+standby_points_taken_total; and standby_up. GET /healthz answers 200 while the
+loop runs and 503 once it stops; an RPO breach does not fail it (alert on the
+metrics or on `standby status` exiting 2).";
+
 #[derive(Debug, Clone, clap::Args)]
 pub struct WatchArgs {
-    /// Keep running: take points on each policy's schedule (crash-consistent
-    /// every crash_consistent_every, app-consistent every
-    /// app_consistent_every), prune by retention, retry failures with
-    /// backoff, and serve /metrics and /healthz. Stops cleanly on SIGTERM
-    /// or SIGINT: a capture in progress is abandoned before it writes a
-    /// point (freeze/thaw are never cut short), so no partial point is left.
+    /// Keep running as a service: points on each policy's schedule, pruning, /metrics (see below).
     #[arg(long)]
     pub watch: bool,
     /// Where to serve /metrics (Prometheus) and /healthz (200 while the loop
