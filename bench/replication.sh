@@ -5,7 +5,8 @@
 #   (a) first full backup, (b) backup after the 1% change,
 #   (c) restore of each point, checked with cmp against a copy of the source
 #       taken at capture time.
-# Records wall time, bytes added to the repository, peak RSS (/usr/bin/time),
+# Records wall time, CPU time (user + sys), bytes added to the repository,
+# peak RSS (/usr/bin/time),
 # and prints medians with ratios. Not a test: nothing here asserts timings.
 #
 # KEEP_RESULTS=1 appends to the previous results instead of starting over.
@@ -26,6 +27,7 @@ need=()
 command -v restic >/dev/null || need+=(restic)
 command -v borg >/dev/null || need+=(borgbackup)
 [ -x /usr/bin/time ] || need+=(time)
+command -v bc >/dev/null || need+=(bc)
 if [ ${#need[@]} -gt 0 ]; then
     echo "installing ${need[*]}" >&2
     apt-get update -qq
@@ -56,13 +58,15 @@ size_of() { du -sb "$1" | cut -f1; }
 timed() {
     local tool=$1 what=$2
     shift 2
-    /usr/bin/time -f "%e %M" -o "$W/time.out" "$@" > "$W/cmd.out" 2>&1 || {
+    /usr/bin/time -f "%e %M %U %S" -o "$W/time.out" "$@" > "$W/cmd.out" 2>&1 || {
         cat "$W/cmd.out" >&2
         echo "$tool $what failed" >&2
         exit 1
     }
-    read -r wall rss < "$W/time.out"
+    read -r wall rss user sys < "$W/time.out"
     printf '%s\t%s\twall\t%s\n%s\t%s\trss_kib\t%s\n' "$tool" "$what" "$wall" "$tool" "$what" "$rss" >> "$RES"
+    # CPU seconds (user + sys) barely move when other work shares the machine.
+    printf '%s\t%s\tcpu\t%s\n' "$tool" "$what" "$(echo "$user + $sys" | bc)" >> "$RES"
 }
 
 record() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >> "$RES"; }
@@ -154,7 +158,7 @@ for line in open(sys.argv[1]):
 med = lambda k: statistics.median(rows[k]) if rows.get(k) else float("nan")
 tools = ["standby", "restic", "borg"]
 def fmt(metric, v):
-    if metric == "wall": return f"{v:.2f} s"
+    if metric in ("wall", "cpu"): return f"{v:.2f} s"
     if metric == "bytes_added": return f"{v/1e6:.1f} MB"
     if metric == "rss_kib": return f"{v/1024:.0f} MiB"
     return f"{v:g}"
@@ -162,7 +166,7 @@ print(f"\nmedians of {sys.argv[2]} run(s); ratio = peer / standby (higher is bet
 print(f"| {'step':<14} | {'metric':<11} | " + " | ".join(f"{t:>10}" for t in tools) + " | x restic | x borg |")
 print("|" + "---|" * (5 + len(tools) - 1))
 for what in ["full", "delta", "restore_full", "restore_delta"]:
-    for metric in ["wall", "bytes_added", "rss_kib"]:
+    for metric in ["wall", "cpu", "bytes_added", "rss_kib"]:
         if (tools[0], what, metric) not in rows: continue
         vals = [med((t, what, metric)) for t in tools]
         r = [f"{v/vals[0]:.1f}x" if vals[0] else "-" for v in vals[1:]]

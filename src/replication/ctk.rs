@@ -63,7 +63,13 @@ pub fn save(path: &Path, h: &Hashes) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let tmp = path.with_extension("ctk.tmp");
+    // A private temporary name: two replications of one machine never
+    // write into the same file.
+    let tmp = path.with_extension(format!(
+        "ctk.{}-{}.tmp",
+        std::process::id(),
+        hex::encode(rand::random::<[u8; 4]>())
+    ));
     let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
     f.write_all(MAGIC)?;
     f.write_all(&h.point.0)?;
@@ -71,8 +77,15 @@ pub fn save(path: &Path, h: &Hashes) -> std::io::Result<()> {
     for b in &h.blocks {
         f.write_all(b)?;
     }
-    f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-    std::fs::rename(&tmp, path)
+    let done = f
+        .into_inner()
+        .map_err(|e| e.into_error())
+        .and_then(|f| f.sync_all())
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if done.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    done
 }
 
 /// Hashes blocks as restore hands them over.

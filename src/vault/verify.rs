@@ -52,7 +52,10 @@ impl Problems {
     }
 }
 
+/// Verify the vault. Holds a shared lock so a concurrent prune cannot make
+/// objects vanish mid-check (and be reported as missing).
 pub fn verify(vault: &Vault, read_data: bool) -> Result<Report> {
+    let _lock = super::lock::Lock::acquire(vault, false, std::time::Duration::from_secs(600))?;
     let mut problems = Problems::default();
     let (idx, bad_index) = index::load(vault, true)?;
     for e in &bad_index {
