@@ -10,7 +10,9 @@ pub struct Args {
 
 pub fn run(args: Args) -> miette::Result<ExitCode> {
     let color = super::plan::use_color(false, &std::io::stderr());
-    let Some(plan) = super::plan::make_plan(&args.vars, color)? else {
+    let Some(plan) =
+        super::plan::make_plan(&args.vars, &crate::cli::BackendArgs::default(), color)?
+    else {
         return Ok(ExitCode::from(1));
     };
     print!("{}", plan.graph.to_dot());

@@ -77,6 +77,57 @@ pub struct VarArgs {
     pub var_files: Vec<std::path::PathBuf>,
 }
 
+/// Where the state is, for commands that read or write it.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct BackendArgs {
+    /// Keep the state at URL instead of the `backend` block's url:
+    /// `--backend-config url=az://CONTAINER/PREFIX` (also s3://, file://DIR).
+    #[arg(long = "backend-config", value_name = "url=URL")]
+    pub backend_config: Vec<String>,
+}
+
+impl BackendArgs {
+    /// The backend given on the command line (last `url=` wins), if any.
+    pub fn backend(&self) -> miette::Result<Option<crate::model::Backend>> {
+        let mut found = None;
+        for item in &self.backend_config {
+            let Some((key, value)) = item.split_once('=') else {
+                return Err(miette::miette!(
+                    help = "write --backend-config url=az://CONTAINER/PREFIX",
+                    "--backend-config {item:?} is not KEY=VALUE"
+                ));
+            };
+            if key.trim() != "url" {
+                return Err(miette::miette!(
+                    help = "the only backend setting is url, e.g. --backend-config url=s3://BUCKET/PREFIX",
+                    "unknown backend setting {:?}",
+                    key.trim()
+                ));
+            }
+            let url = value.trim().to_string();
+            crate::store::check_url(&url).map_err(|e| {
+                miette::miette!(
+                    help = "use az://CONTAINER/PREFIX, s3://BUCKET/PREFIX or file://DIR",
+                    "invalid --backend-config url: {e}"
+                )
+            })?;
+            found = Some(crate::model::Backend { url });
+        }
+        Ok(found)
+    }
+
+    /// Open the state backend: the command line's url, else `configured`
+    /// (the configuration's `backend` block), else the local files.
+    pub fn open(
+        &self,
+        configured: Option<&crate::model::Backend>,
+    ) -> miette::Result<Box<dyn crate::state::Backend>> {
+        let given = self.backend()?;
+        crate::state::open_backend(std::path::Path::new("."), given.as_ref().or(configured))
+            .map_err(miette::Report::new)
+    }
+}
+
 /// Terraform users type `-var x=y`; accept single-dash long options.
 fn normalize_args(args: impl Iterator<Item = String>) -> Vec<String> {
     const LONG: [&str; 5] = ["-var", "-var-file", "-chdir", "-backend-config", "-out"];
@@ -140,14 +191,6 @@ fn init_tracing(default: &str) {
         .with_ansi(color)
         .with_writer(std::io::stderr)
         .try_init();
-}
-
-/// A runtime for commands that talk to object stores.
-pub(crate) fn runtime() -> miette::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| miette::miette!("cannot start the async runtime: {e}"))
 }
 
 #[cfg(test)]

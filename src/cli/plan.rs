@@ -3,7 +3,6 @@
 
 use crate::config::{self, VarInputs};
 use crate::plan::{self, DiffOptions, Plan, SavedPlan, render};
-use crate::state;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -37,11 +36,14 @@ pub struct Args {
     pub no_color: bool,
     #[command(flatten)]
     pub vars: crate::cli::VarArgs,
+    #[command(flatten)]
+    pub backend: crate::cli::BackendArgs,
 }
 
 pub fn run(args: Args) -> miette::Result<ExitCode> {
     let color = use_color(args.no_color, &std::io::stdout());
-    let Some(plan) = make_plan(&args.vars, use_color(args.no_color, &std::io::stderr()))? else {
+    let color_err = use_color(args.no_color, &std::io::stderr());
+    let Some(plan) = make_plan(&args.vars, &args.backend, color_err)? else {
         return Ok(ExitCode::from(1));
     };
     if let Some(out) = &args.out {
@@ -71,7 +73,11 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
 /// Load the configuration in the current directory and its state and diff
 /// them. Diagnostics go to stderr (coloured when `color`); `None` when the
 /// configuration has errors or the plan would destroy a protected protection.
-pub(crate) fn make_plan(vars: &crate::cli::VarArgs, color: bool) -> miette::Result<Option<Plan>> {
+pub(crate) fn make_plan(
+    vars: &crate::cli::VarArgs,
+    backend: &crate::cli::BackendArgs,
+    color: bool,
+) -> miette::Result<Option<Plan>> {
     let inputs = VarInputs {
         cli: vars.vars.clone(),
         files: vars.var_files.clone(),
@@ -86,7 +92,8 @@ pub(crate) fn make_plan(vars: &crate::cli::VarArgs, color: bool) -> miette::Resu
     if !loaded.warnings.items.is_empty() {
         eprint!("{}", loaded.warnings.render(color));
     }
-    let state = state::read_local(Path::new(".")).map_err(|e| miette::miette!("{e}"))?;
+    let backend = backend.open(loaded.config.backend.as_ref())?;
+    let state = backend.read().map_err(miette::Report::new)?;
     let plan = plan::diff(&loaded.config, state.as_ref(), &DiffOptions::default());
     let prevented = plan.prevented_destroys(&loaded.config, state.as_ref());
     if !prevented.is_empty() {

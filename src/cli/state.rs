@@ -1,8 +1,10 @@
-//! `standby state list|show ADDR|rm ADDR...`: inspect the state document,
-//! and forget objects without touching anything real.
+//! `standby state list|show ADDR|rm ADDR...|force-unlock LOCK_ID`: inspect
+//! the state document, forget objects without touching anything real, and
+//! remove a lock left behind on a remote backend.
 
+use crate::cli::BackendArgs;
 use crate::model::Address;
-use crate::state::{Backend, LocalBackend, ObjectState, StateDoc};
+use crate::state::{Backend, ObjectState, StateDoc};
 use miette::{IntoDiagnostic, miette};
 use std::process::ExitCode;
 
@@ -14,6 +16,8 @@ pub enum Command {
         /// Print a JSON array of addresses instead.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        backend: BackendArgs,
     },
     /// Show one object's kind, status, time of last update and attributes.
     Show {
@@ -22,6 +26,8 @@ pub enum Command {
         /// Print the object as JSON instead.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        backend: BackendArgs,
     },
     /// Forget objects: remove them from the state without touching the
     /// real machines, sites or vault (the next plan proposes them again).
@@ -29,30 +35,76 @@ pub enum Command {
         /// The objects to remove, e.g. machine.db protection.web["a"].
         #[arg(required = true)]
         addresses: Vec<String>,
+        #[command(flatten)]
+        backend: BackendArgs,
+    },
+    /// Remove the state lock of a command that died without releasing it.
+    ///
+    /// Remote backends (az://, s3://, file://) keep the lock as an object,
+    /// which outlives a killed or disconnected command. LOCK_ID is the id
+    /// printed in the "is locked by" message; the lock is removed only if it
+    /// is still that lock. Make sure its command is really gone: if it still
+    /// runs, its next write is refused (nothing is lost, but it stops).
+    ///
+    /// The local backend's lock is an OS lock that dies with its process
+    /// (also on kill -9), so there is never a stale one: force-unlock only
+    /// names the live process that holds it, and removes nothing.
+    ForceUnlock {
+        /// The id of the lock to remove, from the "is locked by" message.
+        lock_id: String,
+        #[command(flatten)]
+        backend: BackendArgs,
     },
 }
 
 pub fn run(cmd: Command) -> miette::Result<ExitCode> {
-    let backend = LocalBackend::new(".");
+    let args = match &cmd {
+        Command::List { backend, .. }
+        | Command::Show { backend, .. }
+        | Command::Rm { backend, .. }
+        | Command::ForceUnlock { backend, .. } => backend,
+    };
+    let Some(backend) = open(args)? else {
+        return Ok(ExitCode::from(1));
+    };
+    let backend = backend.as_ref();
     match cmd {
-        Command::List { json } => list(&backend, json),
-        Command::Show { address, json } => show(&backend, &address, json),
-        Command::Rm { addresses } => rm(&backend, &addresses),
+        Command::List { json, .. } => list(backend, json),
+        Command::Show { address, json, .. } => show(backend, &address, json),
+        Command::Rm { addresses, .. } => rm(backend, &addresses),
+        Command::ForceUnlock { lock_id, .. } => force_unlock(backend, &lock_id),
     }
 }
 
-fn read(backend: &LocalBackend) -> miette::Result<Option<StateDoc>> {
+/// The backend `--backend-config` or the configuration's `backend` block
+/// names; `None` (after printing the diagnostics) when that block, or the
+/// configuration around it, has errors.
+fn open(args: &BackendArgs) -> miette::Result<Option<Box<dyn Backend>>> {
+    if args.backend()?.is_some() {
+        return args.open(None).map(Some);
+    }
+    match crate::config::load_backend(std::path::Path::new(".")) {
+        Ok(configured) => args.open(configured.as_ref()).map(Some),
+        Err(diags) => {
+            let color = super::plan::use_color(false, &std::io::stderr());
+            eprint!("{}", diags.render(color));
+            Ok(None)
+        }
+    }
+}
+
+fn read(backend: &dyn Backend) -> miette::Result<Option<StateDoc>> {
     backend.read().map_err(miette::Report::new)
 }
 
-fn no_state_message(backend: &LocalBackend) -> String {
+fn no_state_message(backend: &dyn Backend) -> String {
     format!(
         "No state yet: {} does not exist (standby writes it when it first changes something).",
-        backend.state_path().display()
+        backend.location()
     )
 }
 
-fn list(backend: &LocalBackend, json: bool) -> miette::Result<ExitCode> {
+fn list(backend: &dyn Backend, json: bool) -> miette::Result<ExitCode> {
     let doc = read(backend)?;
     let addresses: Vec<String> = doc
         .as_ref()
@@ -66,10 +118,9 @@ fn list(backend: &LocalBackend, json: bool) -> miette::Result<ExitCode> {
     } else {
         match &doc {
             None => eprintln!("{}", no_state_message(backend)),
-            Some(d) if d.objects.is_empty() => eprintln!(
-                "The state in {} holds no objects.",
-                backend.state_path().display()
-            ),
+            Some(d) if d.objects.is_empty() => {
+                eprintln!("The state in {} holds no objects.", backend.location())
+            }
             Some(_) => {
                 for a in &addresses {
                     println!("{a}");
@@ -111,7 +162,7 @@ pub(crate) fn did_you_mean(
         .map(|(_, c)| c)
 }
 
-fn show(backend: &LocalBackend, input: &str, json: bool) -> miette::Result<ExitCode> {
+fn show(backend: &dyn Backend, input: &str, json: bool) -> miette::Result<ExitCode> {
     let address = parse_address(input)?;
     let Some(doc) = read(backend)? else {
         return Err(miette!("{}", no_state_message(backend)));
@@ -165,7 +216,7 @@ fn command_line() -> String {
     format!("standby {}", rest.join(" "))
 }
 
-fn rm(backend: &LocalBackend, inputs: &[String]) -> miette::Result<ExitCode> {
+fn rm(backend: &dyn Backend, inputs: &[String]) -> miette::Result<ExitCode> {
     let addresses = inputs
         .iter()
         .map(|s| parse_address(s))
@@ -193,6 +244,17 @@ fn rm(backend: &LocalBackend, inputs: &[String]) -> miette::Result<ExitCode> {
         "Removed {} object(s) from the state (serial {}); nothing real was changed.",
         addresses.len(),
         doc.serial
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn force_unlock(backend: &dyn Backend, lock_id: &str) -> miette::Result<ExitCode> {
+    let info = backend.force_unlock(lock_id).map_err(miette::Report::new)?;
+    println!(
+        "Removed the lock {} on {}.\nIt was held by {}.\nIf that command still runs, its next write to the state will be refused.",
+        info.id,
+        backend.location(),
+        info
     );
     Ok(ExitCode::SUCCESS)
 }

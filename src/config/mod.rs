@@ -7,6 +7,7 @@
 //! then lower vaults, sites, policies, machines, protections and recovery
 //! plans in that order, so each can check the ones before it.
 
+mod backend;
 mod diag;
 mod eval;
 mod lower;
@@ -15,6 +16,7 @@ mod reader;
 mod value;
 mod vars;
 
+pub use backend::load as load_backend;
 pub use diag::{Diagnostic, Diagnostics, Loc, Severity, Source};
 
 use crate::model::{Address, Config, Kind};
@@ -45,7 +47,7 @@ pub struct Loaded {
 /// The variables file read from the configuration directory.
 pub const VARS_FILE: &str = "standby.vars.hcl";
 
-const TOP_BLOCKS: [&str; 8] = [
+const TOP_BLOCKS: [&str; 9] = [
     "variable",
     "locals",
     "vault",
@@ -54,6 +56,7 @@ const TOP_BLOCKS: [&str; 8] = [
     "machine",
     "protection",
     "recovery_plan",
+    "backend",
 ];
 
 /// A path as shown in messages: without a leading `./`.
@@ -185,6 +188,7 @@ fn load_into(dir: &Path, inputs: &VarInputs, diags: &mut Diagnostics) -> Option<
     let mut names: HashMap<&str, HashMap<String, Loc>> = HashMap::new();
     // Kinds with a block whose name is missing or invalid (already reported).
     let mut unnamed: HashSet<Kind> = HashSet::new();
+    let mut backend_blocks = Vec::new();
     for (source, body) in &bodies {
         for a in body.attributes() {
             diags.push(
@@ -211,6 +215,10 @@ fn load_into(dir: &Path, inputs: &VarInputs, diags: &mut Diagnostics) -> Option<
                 );
                 continue;
             };
+            if kind == "backend" {
+                backend_blocks.push((source.clone(), b));
+                continue;
+            }
             if kind == "locals" {
                 if !b.labels.is_empty() {
                     diags.push(
@@ -446,6 +454,7 @@ fn load_into(dir: &Path, inputs: &VarInputs, diags: &mut Diagnostics) -> Option<
     let mut config = Config {
         root: dir.to_path_buf(),
         variables,
+        backend: backend::lower(&backend_blocks, diags),
         ..Config::default()
     };
     for t in of("vault") {

@@ -30,6 +30,15 @@ pub struct Config {
     pub machines: BTreeMap<Address, Machine>,
     pub protections: BTreeMap<Address, Protection>,
     pub recovery_plans: BTreeMap<Address, RecoveryPlan>,
+    /// Where the state is kept; `None`: the local files under `.standby/`.
+    pub backend: Option<Backend>,
+}
+
+/// The `backend` block: the state document on an object store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backend {
+    /// `az://container/prefix`, `s3://bucket/prefix` or `file://DIR`.
+    pub url: String,
 }
 
 /// A declared input variable with its resolved value.

@@ -216,4 +216,61 @@ impl Backend for LocalBackend {
         *doc = next;
         Ok(())
     }
+
+    /// The local lock is an OS lock that dies with its process, so there is
+    /// never anything to remove: a free lock is reported as not locked, a
+    /// held one names its live holder (stop that process instead).
+    fn force_unlock(&self, id: &str) -> Result<LockInfo, StateError> {
+        let location = self.lock.display().to_string();
+        let not_locked = || {
+            StateError::NotLocked {
+            location: self.location(),
+            note: "a local lock is an OS lock that is released when its process exits (also on kill -9), so there is never a stale lock to remove".into(),
+        }
+        };
+        let mut file = match OpenOptions::new().read(true).write(true).open(&self.lock) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(not_locked()),
+            Err(source) => {
+                return Err(StateError::LockIo {
+                    path: self.lock.clone(),
+                    source,
+                });
+            }
+        };
+        match fs4::FileExt::try_lock(&file) {
+            Ok(()) => {
+                let _ = fs4::FileExt::unlock(&file);
+                Err(not_locked())
+            }
+            Err(fs4::TryLockError::WouldBlock) => {
+                let mut text = String::new();
+                let info = file
+                    .read_to_string(&mut text)
+                    .ok()
+                    .and_then(|_| serde_json::from_str::<LockInfo>(&text).ok());
+                let holder = Self::describe_holder(&mut file);
+                match info {
+                    Some(info) if uuid::Uuid::parse_str(id.trim()).ok() == Some(info.id) => {
+                        Err(StateError::LocalLockHeld {
+                            location,
+                            id: info.id,
+                            pid: info.pid,
+                            host: info.host,
+                            holder,
+                        })
+                    }
+                    _ => Err(StateError::WrongLockId {
+                        location: self.location(),
+                        given: id.to_string(),
+                        holder,
+                    }),
+                }
+            }
+            Err(fs4::TryLockError::Error(source)) => Err(StateError::LockIo {
+                path: self.lock.clone(),
+                source,
+            }),
+        }
+    }
 }

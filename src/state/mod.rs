@@ -12,11 +12,13 @@ mod document;
 mod local;
 mod lock;
 mod parse;
+mod remote;
 
 pub use document::*;
 pub use local::{LOCAL_BACKUP_PATH, LOCAL_LOCK_PATH, LocalBackend};
 pub use lock::{LockInfo, StateLock};
 pub use parse::parse_document;
+pub use remote::{ObjectStoreBackend, REMOTE_BACKUP_NAME, REMOTE_LOCK_NAME, REMOTE_STATE_NAME};
 
 use std::path::{Path, PathBuf};
 
@@ -39,10 +41,11 @@ pub const LOCAL_STATE_PATH: &str = ".standby/state.json";
 /// # Ok(()) }
 /// ```
 ///
-/// An object-store backend fits the same shape: `lock` creates a lock
-/// object with a conditional put (fails if it exists, its body is the
-/// [`LockInfo`]), the returned [`StateLock`] deletes it on drop, and `write`
-/// puts the document with compare-and-swap on the etag it read.
+/// The object-store backend ([`ObjectStoreBackend`]) fits the same shape:
+/// `lock` creates a lock object with a conditional put (fails if it exists,
+/// its body is the [`LockInfo`]), the returned [`StateLock`] deletes it on
+/// drop, and `write` puts the document with compare-and-swap on the etag it
+/// read. [`open_backend`] picks the backend a configuration asks for.
 pub trait Backend: Send + Sync {
     /// Where the state lives, for messages (`.standby/state.json`, `az://...`).
     fn location(&self) -> String;
@@ -64,6 +67,29 @@ pub trait Backend: Send + Sync {
     /// bumped and `doc.standby_version` set to this build; the previous
     /// document is kept as a backup.
     fn write(&self, lock: &StateLock, doc: &mut StateDoc) -> Result<(), StateError>;
+
+    /// Remove the lock whose id is `id`, left behind by a command that can
+    /// no longer release it; returns who held it. Refused unless `id` is the
+    /// current lock's id. Backends whose locks die with their process (the
+    /// local OS lock) never remove anything and say so instead.
+    fn force_unlock(&self, id: &str) -> Result<LockInfo, StateError>;
+}
+
+/// The backend of the configuration in `config_root`: the local files under
+/// `.standby/` when there is no `backend` block, else the object store its
+/// URL names (`az://`, `s3://`, or `file://DIR`, a directory used like an
+/// object store, e.g. a shared mount; relative to `config_root`).
+pub fn open_backend(
+    config_root: &Path,
+    backend: Option<&crate::model::Backend>,
+) -> Result<Box<dyn Backend>, StateError> {
+    match backend {
+        None => Ok(Box::new(LocalBackend::new(config_root))),
+        Some(b) => {
+            let store = crate::store::open(&b.url, config_root)?;
+            Ok(Box::new(ObjectStoreBackend::new(store)?))
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +142,50 @@ pub enum StateError {
     Vanished { path: PathBuf, expected: u64 },
     #[error("the lock given to write {path} is not held on that state (it belongs to {lock_path})")]
     WrongLock { path: PathBuf, lock_path: String },
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("the state {location} is locked by {holder}; lock age {age}")]
+    RemoteLocked {
+        location: String,
+        holder: String,
+        age: String,
+        /// The lock's id, when its lock object could be read.
+        id: Option<uuid::Uuid>,
+        lock_object: String,
+    },
+    #[error(
+        "the state lock {id} of this command was removed (force-unlocked) while it ran, so it may no longer write {location}{}",
+        now.as_deref().map(|h| format!("; the lock is now held by {h}")).unwrap_or_default()
+    )]
+    LockLost {
+        location: String,
+        id: uuid::Uuid,
+        now: Option<String>,
+    },
+    #[error(
+        "the state {location} was changed by another writer between reading and writing it; nothing was written"
+    )]
+    Changed { location: String },
+    #[error("the state {location} is not locked")]
+    NotLocked { location: String, note: String },
+    #[error("{given:?} is not the id of the current lock on {location}; it is held by {holder}")]
+    WrongLockId {
+        location: String,
+        given: String,
+        holder: String,
+    },
+    #[error("the lock {id} on {location} is held by a live process: {holder}")]
+    LocalLockHeld {
+        location: String,
+        id: uuid::Uuid,
+        pid: u32,
+        host: String,
+        holder: String,
+    },
+    #[error("the container or bucket of {url} does not exist")]
+    NoContainer { url: String },
+    #[error("the lock object {lock_object} cannot be read: {reason}")]
+    LockUnreadable { lock_object: String, reason: String },
 }
 
 impl miette::Diagnostic for StateError {
@@ -124,7 +194,12 @@ impl miette::Diagnostic for StateError {
             StateError::Read { .. } => "check the file's permissions".to_string(),
             StateError::Malformed { path, .. } => {
                 let backup = backup_of(path);
-                if backup.exists() {
+                if path.to_string_lossy().contains("://") {
+                    format!(
+                        "standby will not overwrite it; the previous copy is kept in {}: check it and copy it over the state object with your storage tools",
+                        backup.display()
+                    )
+                } else if backup.exists() {
                     format!(
                         "standby will not overwrite it; the previous copy is kept in {}: check it and restore it with `cp {} {}`",
                         backup.display(),
@@ -155,6 +230,37 @@ impl miette::Diagnostic for StateError {
                 backup_of(path).display()
             ),
             StateError::WrongLock { .. } => return None,
+            StateError::Store(e) => match e {
+                crate::store::StoreError::Config { .. } | crate::store::StoreError::Open { .. } => {
+                    "check the backend URL and the credentials in the environment".to_string()
+                }
+                _ => "nothing was changed by the failed request; check the network and credentials and run the command again".to_string(),
+            },
+            StateError::RemoteLocked { id: Some(id), .. } => format!(
+                "wait for that command to finish and run again. A remote lock outlives a killed process: if that command is gone, remove its lock with `standby state force-unlock {id}`"
+            ),
+            StateError::RemoteLocked { lock_object, .. } => format!(
+                "wait for that command to finish and run again; if it is gone, delete the lock object {lock_object} with your storage tools"
+            ),
+            StateError::LockLost { .. } => {
+                "someone removed this command's lock with `standby state force-unlock`; run the command again to start from the current state".to_string()
+            }
+            StateError::Changed { .. } => {
+                "someone wrote the state without holding its lock (or after force-unlocking it); run the command again to start from the new state".to_string()
+            }
+            StateError::NotLocked { note, .. } => note.clone(),
+            StateError::WrongLockId { .. } => {
+                "copy the lock id from the \"is locked by\" message; force-unlock only removes the lock it names".to_string()
+            }
+            StateError::LocalLockHeld { pid, host, .. } => format!(
+                "a local lock is an OS lock: it is released when its process exits and cannot be removed while the process lives. Stop that process (pid {pid} on {host}) if it is stuck"
+            ),
+            StateError::NoContainer { .. } => {
+                "create it first (standby creates objects, not containers or buckets), or fix the backend url".to_string()
+            }
+            StateError::LockUnreadable { lock_object, .. } => format!(
+                "standby cannot tell whose lock it is; if no command is running, delete {lock_object} with your storage tools"
+            ),
         };
         Some(Box::new(text))
     }

@@ -204,6 +204,46 @@ pub fn describe(err: &(dyn std::error::Error + 'static)) -> String {
 /// - `s3://BUCKET/PREFIX`: S3, configured by `AWS_*` (`AWS_ENDPOINT` for
 ///   S3-compatible servers such as moto).
 pub fn open(url: &str, base: &std::path::Path) -> Result<Store, StoreError> {
+    match parse_url(url)? {
+        Parsed::File(rest) => open_file(url, rest, base),
+        Parsed::Remote {
+            azure,
+            bucket,
+            prefix,
+        } => {
+            let inner = if azure {
+                azure::open(url, bucket)?
+            } else {
+                s3::open(url, bucket)?
+            };
+            Ok(Store {
+                url: url.to_string(),
+                inner,
+                prefix,
+            })
+        }
+    }
+}
+
+/// Check the shape of a store URL (scheme, container or bucket name,
+/// prefix) without opening anything: no credentials or network needed, so
+/// configuration checks can use it.
+pub fn check_url(url: &str) -> Result<(), StoreError> {
+    parse_url(url).map(|_| ())
+}
+
+/// A store URL taken apart.
+enum Parsed<'a> {
+    /// `file://` and the path after it.
+    File(&'a str),
+    Remote {
+        azure: bool,
+        bucket: &'a str,
+        prefix: StorePath,
+    },
+}
+
+fn parse_url(url: &str) -> Result<Parsed<'_>, StoreError> {
     let bad = |reason: &str| StoreError::BadUrl {
         url: url.to_string(),
         reason: reason.to_string(),
@@ -212,7 +252,10 @@ pub fn open(url: &str, base: &std::path::Path) -> Result<Store, StoreError> {
         .split_once("://")
         .ok_or_else(|| bad("it has no scheme (file://, az:// or s3://)"))?;
     match scheme {
-        "file" => open_file(url, rest, base),
+        "file" if rest.is_empty() => Err(bad(
+            "file:// needs a directory, e.g. file://.standby/vault or file:///srv/vault",
+        )),
+        "file" => Ok(Parsed::File(rest)),
         "az" | "s3" => {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
             let what = if scheme == "az" {
@@ -227,14 +270,9 @@ pub fn open(url: &str, base: &std::path::Path) -> Result<Store, StoreError> {
                 ))
             })?;
             let prefix = parse_prefix(prefix).map_err(|why| bad(&why))?;
-            let inner = if scheme == "az" {
-                azure::open(url, bucket)?
-            } else {
-                s3::open(url, bucket)?
-            };
-            Ok(Store {
-                url: url.to_string(),
-                inner,
+            Ok(Parsed::Remote {
+                azure: scheme == "az",
+                bucket,
                 prefix,
             })
         }
@@ -245,13 +283,6 @@ pub fn open(url: &str, base: &std::path::Path) -> Result<Store, StoreError> {
 }
 
 fn open_file(url: &str, rest: &str, base: &std::path::Path) -> Result<Store, StoreError> {
-    if rest.is_empty() {
-        return Err(StoreError::BadUrl {
-            url: url.to_string(),
-            reason: "file:// needs a directory, e.g. file://.standby/vault or file:///srv/vault"
-                .into(),
-        });
-    }
     // `file:///abs` leaves "/abs", which `join` keeps absolute.
     let dir = base.join(rest);
     std::fs::create_dir_all(&dir).map_err(|e| StoreError::Open {

@@ -1,0 +1,3 @@
+backend {
+  url = "s3://tfstate/shop"
+}
