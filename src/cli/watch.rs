@@ -67,7 +67,12 @@ pub fn run(cfg: Config, batches: Vec<Batch>, args: &WatchArgs) -> miette::Result
         lock_wait: std::time::Duration::from_secs(600),
     };
     let service = Service::new(&cfg, batches, settings).map_err(|e| miette!("{e}"))?;
-    let rt = super::runtime()?;
+    // The HTTP endpoint and signal handling; captures use the vault's own runtime.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| miette!("cannot start the async runtime: {e}"))?;
     let listener = rt
         .block_on(tokio::net::TcpListener::bind(args.listen))
         .map_err(|e| miette!("cannot listen on {}: {e}", args.listen))?;
