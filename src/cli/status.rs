@@ -30,7 +30,7 @@ clock (tests use it; also answers \"what will status say at ...\").";
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Print a JSON object on stdout: {now, protections: [..], recovery_plans: [..], exit_code}.
+    /// Print one JSON object on stdout (schema/status.schema.json).
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
