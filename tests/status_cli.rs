@@ -5,7 +5,7 @@
 mod watch_support;
 
 use standby::model::{Address, Kind};
-use standby::state::{Backend, DrillRecord, LocalBackend, StateDoc};
+use standby::state::{Backend, DrillRecord, LocalBackend};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use watch_support::*;
@@ -115,7 +115,7 @@ fn levels_follow_the_newest_point_age_and_exit_codes_alert() {
     // Drills from state: passed and fresh, then overdue against "weekly".
     let backend = LocalBackend::new(&root);
     let lock = backend.lock("test").unwrap();
-    let mut doc = backend.read().unwrap().unwrap_or_else(StateDoc::new);
+    let mut doc = backend.read().unwrap().unwrap_or_default();
     doc.drills.push(DrillRecord {
         plan: Address::new(Kind::RecoveryPlan, "shop"),
         started_at: created - secs(60),

@@ -110,7 +110,7 @@ fn watch_survives_an_azurite_outage_without_damaged_points() {
             .env("AZURE_STORAGE_USE_EMULATOR", "true");
         c
     };
-    expect_code(&mut with_env(standby(&root)).args(["vault", "init"]), 0);
+    expect_code(with_env(standby(&root)).args(["vault", "init"]), 0);
 
     let port = free_port();
     let log = dir.path().join("watch.log");
@@ -181,18 +181,18 @@ fn watch_survives_an_azurite_outage_without_damaged_points() {
     // outage is deleted at the next capture): prune gets its exclusive
     // lock at once.
     expect_code(
-        &mut with_env(standby(&root)).args(["vault", "prune", "--wait", "0"]),
+        with_env(standby(&root)).args(["vault", "prune", "--wait", "0"]),
         0,
     );
 
     // No damaged point, and every point restores to a clean disk.
     let out = expect_code(
-        &mut with_env(standby(&root)).args(["vault", "verify", "--read-data"]),
+        with_env(standby(&root)).args(["vault", "verify", "--read-data"]),
         0,
     );
     assert!(stdout(&out).contains("ok"), "{}", stdout(&out));
     let points: serde_json::Value = serde_json::from_str(&stdout(&expect_code(
-        &mut with_env(standby(&root)).args(["points", "--json"]),
+        with_env(standby(&root)).args(["points", "--json"]),
         0,
     )))
     .unwrap();
@@ -211,7 +211,7 @@ fn watch_survives_an_azurite_outage_without_damaged_points() {
         for disk in p["disks"].as_object().unwrap().keys() {
             let to = dir.path().join(format!("r-{id}-{disk}"));
             expect_code(
-                &mut with_env(standby(&root))
+                with_env(standby(&root))
                     .args(["restore", id, "--machine", machine, "--disk", disk, "--to"])
                     .arg(&to),
                 0,
