@@ -158,3 +158,38 @@ fn unreadable_vault_or_bad_clock_is_an_error() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("STANDBY_NOW"));
 }
+
+#[test]
+fn drills_are_read_from_the_configured_state_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = quickstart(dir.path(), POLICY, None);
+    expect_code(standby(&root).args(["vault", "init"]), 0);
+    let url = format!("file://{}/remote-state", dir.path().display());
+    let remote = standby::model::Backend { url: url.clone() };
+    let backend = standby::state::open_backend(&root, Some(&remote)).unwrap();
+    let lock = backend.lock("test").unwrap();
+    let mut doc = backend.read().unwrap().unwrap_or_default();
+    let now = OffsetDateTime::now_utc();
+    doc.drills.push(DrillRecord {
+        plan: Address::new(Kind::RecoveryPlan, "shop"),
+        started_at: now - time::Duration::seconds(120),
+        finished_at: now - time::Duration::seconds(60),
+        passed: false,
+        rto_seconds: None,
+        rpo_seconds: None,
+    });
+    backend.write(&lock, &mut doc).unwrap();
+    drop(lock);
+    // Local state has no drill; the remote one has a failed drill.
+    let out = expect_code(standby(&root).args(["status", "--json"]), 2);
+    let local: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(local["recovery_plans"][0]["state"], "never_drilled");
+    let config = format!("url={url}");
+    let out = expect_code(
+        standby(&root).args(["status", "--json", "--backend-config", &config]),
+        2,
+    );
+    let remote: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(remote["recovery_plans"][0]["state"], "failed", "{remote}");
+    assert_eq!(remote["recovery_plans"][0]["last_drill"]["passed"], false);
+}

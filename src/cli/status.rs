@@ -34,6 +34,8 @@ pub struct Args {
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
+    pub backend: crate::cli::BackendArgs,
+    #[command(flatten)]
     pub vars: crate::cli::VarArgs,
 }
 
@@ -72,7 +74,12 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
             &p.addr, &p.vault, policy, list, now,
         ));
     }
-    let state = crate::state::read_local(&cfg.root).map_err(|e| miette!("{e}"))?;
+    // Drill history: from the state wherever it is kept (local or `backend`).
+    let state = args
+        .backend
+        .open(cfg.backend.as_ref())?
+        .read()
+        .map_err(miette::Report::new)?;
     let plans: Vec<PlanStatus> = cfg
         .recovery_plans
         .values()
