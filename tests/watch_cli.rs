@@ -134,3 +134,60 @@ fn watch_refuses_a_non_loopback_listen_address() {
     assert!(err.contains("not a loopback address"), "{err}");
     assert!(err.contains("--listen-any"), "{err}");
 }
+
+/// SIGTERM while the machine is frozen: freeze and thaw finish, the capture
+/// is abandoned before it writes anything that makes a point, exit 0.
+#[test]
+fn sigterm_during_a_freeze_thaws_and_leaves_no_point() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = quickstart(dir.path(), POLICY, None);
+    // The freeze hook holds until the test releases it.
+    let freeze = root.join("scripts/db-freeze.sh");
+    let mut script = std::fs::read_to_string(&freeze).unwrap();
+    script.push_str("while [ ! -e .standby/release ]; do sleep 0.1; done\n");
+    std::fs::write(&freeze, script).unwrap();
+    let machines = root.join("machines.hcl");
+    let text = std::fs::read_to_string(&machines).unwrap();
+    std::fs::write(
+        &machines,
+        text.replace("timeout = \"10s\"", "timeout = \"5m\""),
+    )
+    .unwrap();
+    expect_code(standby(&root).args(["vault", "init"]), 0);
+
+    let port = free_port();
+    let log = dir.path().join("watch.log");
+    let child = standby(&root)
+        .args(["replicate", "--watch", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut child = KillOnDrop(child);
+    let marker = root.join(".standby/db-frozen");
+    wait_for("the freeze", Duration::from_secs(60), || {
+        marker.exists().then_some(())
+    });
+
+    unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
+    // Still frozen: the service waits for the hook, it does not cut it short.
+    wait_for(
+        "/healthz to report the stop",
+        Duration::from_secs(30),
+        || http_get(port, "/healthz").filter(|(s, _)| *s == 503),
+    );
+    assert!(child.0.try_wait().unwrap().is_none(), "exited while frozen");
+    std::fs::write(root.join(".standby/release"), "").unwrap();
+    let status = wait_for("the service to exit", Duration::from_secs(60), || {
+        child.0.try_wait().unwrap()
+    });
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status.code(), Some(0), "{text}");
+    assert!(!marker.exists(), "thaw did not run");
+    assert!(text.contains("capture abandoned"), "{text}");
+    let out = expect_code(standby(&root).args(["points", "--json"]), 0);
+    let points: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(points.as_array().unwrap().len(), 0, "{points}");
+    expect_code(standby(&root).args(["vault", "verify", "--read-data"]), 0);
+}
