@@ -13,5 +13,7 @@ pub mod plan;
 pub mod replication;
 pub mod samples;
 pub mod state;
+pub mod status;
 pub mod store;
 pub mod vault;
+pub mod watch;

@@ -151,6 +151,13 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         if let Err(e) = cancel.on_signals(|| std::process::exit(130)) {
             tracing::warn!("cannot watch for interrupts: {e}");
         }
+        // Running first replications watch this flag and stop before writing.
+        let flag = ctx.cancel.clone();
+        let watched = cancel.clone();
+        tokio::spawn(async move {
+            watched.cancelled().await;
+            flag.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
         exec::walk(
             &graph,
             usize::from(args.parallelism),
@@ -163,7 +170,6 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
                     tokio::task::spawn_blocking(move || ctx.run(&step))
                         .await
                         .map_err(|e| exec::StepError::Failed(format!("the step crashed: {e}")))?
-                        .map_err(exec::StepError::Failed)
                 }
             },
         )

@@ -14,8 +14,10 @@ mod refresh;
 mod replicate;
 mod restore;
 mod state;
+mod status;
 mod validate;
 mod vault;
+mod watch;
 
 /// Disaster recovery as code: describe DR topology in HCL, review it as a
 /// plan, replicate into an encrypted vault, and prove recovery with drills.
@@ -53,10 +55,14 @@ pub enum Command {
     /// Manage the vault: create it, prune old points, verify its contents.
     #[command(subcommand)]
     Vault(vault::Command),
-    /// Take a recovery point now for the given protections (or all).
+    /// Take a recovery point now for the given protections (or all), or keep taking them (--watch).
+    #[command(after_help = watch::HELP)]
     Replicate(replicate::Args),
     /// List recovery points.
     Points(points::Args),
+    /// Show each protection against its RPO threshold and each recovery plan's last drill.
+    #[command(after_help = status::HELP)]
+    Status(status::Args),
     /// Write one disk of a recovery point to a file.
     Restore(restore::Args),
     /// Set up the embedded quickstart (config, sample machines) and run it end to end.
@@ -143,7 +149,13 @@ fn normalize_args(args: impl Iterator<Item = String>) -> Vec<String> {
 /// Entry point used by `main.rs`.
 pub fn main() -> ExitCode {
     let cli = Cli::parse_from(normalize_args(std::env::args()));
-    init_tracing();
+    // The watch service logs every point taken or failed at info level.
+    let watching = matches!(&cli.command, Command::Replicate(a) if a.watch.watch);
+    init_tracing(if watching {
+        "warn,standby=info"
+    } else {
+        "warn"
+    });
     if let Some(dir) = &cli.chdir {
         if let Err(e) = std::env::set_current_dir(dir) {
             eprintln!("error: cannot change to directory {}: {e}", dir.display());
@@ -160,6 +172,7 @@ pub fn main() -> ExitCode {
         Command::Vault(c) => vault::run(c),
         Command::Replicate(a) => replicate::run(a),
         Command::Points(a) => points::run(a),
+        Command::Status(a) => status::run(a),
         Command::Restore(a) => restore::run(a),
         Command::Quickstart(a) => quickstart::run(a),
     };
@@ -173,11 +186,14 @@ pub fn main() -> ExitCode {
 }
 
 /// Logs go to stderr; `STANDBY_LOG` (e.g. `debug`) sets the level.
-fn init_tracing() {
+fn init_tracing(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("STANDBY_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    use std::io::IsTerminal;
+    let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(color)
         .with_writer(std::io::stderr)
         .try_init();
 }

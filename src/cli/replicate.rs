@@ -1,14 +1,14 @@
 //! `standby replicate [ADDR...]`: take a recovery point now for the given
 //! protections (default: all). Protections sharing a consistency group (and
-//! a vault) get one point instant together.
+//! a vault) get one point instant together. With `--watch`, a long-running
+//! service instead (see `cli::watch` and the `watch` module).
 
 use super::vault::{cache_dir, human, load_config, open, parse_addr};
-use crate::model::{Address, Config, Kind};
-use crate::replication::{self, Options, Progress, Target};
+use crate::model::{Address, Kind};
+use crate::replication::{self, Options, Progress};
 use miette::miette;
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -19,28 +19,9 @@ pub struct Args {
     #[arg(value_name = "ADDR")]
     pub addrs: Vec<String>,
     #[command(flatten)]
+    pub watch: super::watch::WatchArgs,
+    #[command(flatten)]
     pub vars: crate::cli::VarArgs,
-}
-
-/// The capture target for one protection, from the configuration.
-pub(crate) fn target_for(cfg: &Config, prot: &Address) -> miette::Result<Target> {
-    let p = &cfg.protections[prot];
-    let m = cfg
-        .machines
-        .get(&p.machine)
-        .ok_or_else(|| miette!("{prot}: no {} in the configuration", p.machine))?;
-    let policy = cfg
-        .policies
-        .get(&p.policy)
-        .ok_or_else(|| miette!("{prot}: no {} in the configuration", p.policy))?;
-    let site = cfg
-        .sites
-        .get(&m.site)
-        .ok_or_else(|| miette!("{}: no {} in the configuration", m.addr, m.site))?;
-    let root = cfg
-        .root
-        .join(site.root.clone().unwrap_or_else(|| PathBuf::from(".")));
-    Ok(Target::from_model(p, m, policy, &root))
 }
 
 pub fn run(args: Args) -> miette::Result<ExitCode> {
@@ -62,31 +43,20 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         }
         v
     };
-    // One batch per (vault, consistency group); ungrouped protections alone.
-    let mut batches: BTreeMap<(Address, String), Vec<Address>> = BTreeMap::new();
-    for a in &chosen {
-        let p = &cfg.protections[a];
-        let key = match &p.consistency_group {
-            Some(g) => format!("group {g}"),
-            None => a.to_string(),
-        };
-        batches
-            .entry((p.vault.clone(), key))
-            .or_default()
-            .push(a.clone());
+    let batches = replication::batches(&cfg, &chosen).map_err(|e| miette!("{e}"))?;
+    if args.watch.watch {
+        return super::watch::run(cfg, batches, &args.watch);
     }
     let opts = Options::new(cache_dir(&cfg));
     let mut failed = 0;
     let mut vaults = BTreeMap::new();
-    for ((vault_addr, label), prots) in batches {
+    for batch in batches {
+        let (vault_addr, label, prots, targets) =
+            (batch.vault, batch.label, batch.protections, batch.targets);
         if !vaults.contains_key(&vault_addr) {
             vaults.insert(vault_addr.clone(), open(&cfg, &vault_addr)?);
         }
         let vault = &vaults[&vault_addr];
-        let targets = prots
-            .iter()
-            .map(|a| target_for(&cfg, a))
-            .collect::<miette::Result<Vec<_>>>()?;
         eprintln!("replicating {label} into {vault_addr}");
         let started = Instant::now();
         let progress = Progress::default();

@@ -6,6 +6,7 @@
 //! targets — a consistency group, or a single protection) and
 //! [`restore::restore_disk`].
 
+pub mod batch;
 pub mod capture;
 pub mod ctk;
 pub mod disk;
@@ -18,10 +19,11 @@ use crate::vault::pack::PackWriter;
 use crate::vault::{Id, Vault, VaultError, index, lock::Lock};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub use batch::{Batch, BatchError, batches, target_for};
 pub use restore::{Restored, restore_disk};
 
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +41,8 @@ pub enum ReplicationError {
     Freeze { machine: String, reason: String },
     #[error("thaw of {machine} failed: {reason}; check the machine, no point was taken")]
     Thaw { machine: String, reason: String },
+    #[error("the capture was abandoned on request; no point was taken")]
+    Cancelled,
 }
 
 /// Live counters for progress bars: the library adds, the CLI reads.
@@ -103,6 +107,10 @@ pub struct Options {
     pub cache_dir: PathBuf,
     /// How long to wait for a prune to release the vault.
     pub lock_wait: Duration,
+    /// When set (e.g. on SIGTERM), the capture stops before its next disk
+    /// and before writing anything that would make a point: no point is
+    /// taken. Freeze and thaw are never cut short.
+    pub cancel: Option<Arc<AtomicBool>>,
 }
 
 impl Options {
@@ -110,6 +118,14 @@ impl Options {
         Options {
             cache_dir: cache_dir.into(),
             lock_wait: Duration::from_secs(600),
+            cancel: None,
+        }
+    }
+
+    fn check_cancel(&self) -> Result<(), ReplicationError> {
+        match &self.cancel {
+            Some(c) if c.load(Ordering::Relaxed) => Err(ReplicationError::Cancelled),
+            _ => Ok(()),
         }
     }
 }
@@ -124,6 +140,7 @@ pub fn take_points(
     opts: &Options,
     progress: &Progress,
 ) -> Result<Vec<Manifest>, ReplicationError> {
+    opts.check_cancel()?;
     let mut lock = Lock::acquire(vault, false, opts.lock_wait)?;
     let (idx, _) = index::load(vault, false)?;
     let (points, _) = manifest::list(vault, false)?;
@@ -245,6 +262,7 @@ fn capture_all(
         let mut stats = Stats::default();
         let mut hashes = Vec::new();
         for (di, (name, _)) in t.disks.iter().enumerate() {
+            opts.check_cancel()?;
             let c = capture::capture(
                 vault,
                 &idx.blobs,
@@ -285,6 +303,7 @@ fn capture_all(
         };
         made.push((m, hashes));
     }
+    opts.check_cancel()?;
     let (packs, _) = packer.finish()?;
     if !packs.is_empty() {
         index::write(vault, packs)?;

@@ -15,7 +15,7 @@
 //! leaves a stuck lock; the holder's [`LockInfo`] text in the lock file is
 //! only read when the lock is busy, so stale text is harmless.
 
-use super::{Backend, FORMAT_VERSION, LockInfo, StateDoc, StateError, StateLock, backup_of};
+use super::{Backend, LockInfo, StateDoc, StateError, StateLock, backup_of, next_document};
 use crate::state::parse::parse_document;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -179,33 +179,7 @@ impl Backend for LocalBackend {
         }
         // Refuse to replace anything that does not parse, or that moved.
         let current = self.read_bytes()?;
-        if current.is_none() && doc.serial != 0 {
-            return Err(StateError::Vanished {
-                path: self.state.clone(),
-                expected: doc.serial,
-            });
-        }
-        if let Some(bytes) = &current {
-            let stored = parse_document(&self.state, bytes)?;
-            if stored.lineage != doc.lineage || stored.serial != doc.serial {
-                return Err(StateError::Conflict {
-                    path: self.state.clone(),
-                    lineage: doc.lineage,
-                    expected: doc.serial,
-                    found_lineage: stored.lineage,
-                    found: stored.serial,
-                });
-            }
-        }
-        let mut next = doc.clone();
-        next.format_version = FORMAT_VERSION;
-        next.serial = doc.serial + 1;
-        next.standby_version = env!("CARGO_PKG_VERSION").to_string();
-        let mut text = serde_json::to_vec_pretty(&next).map_err(|e| StateError::Write {
-            path: self.state.clone(),
-            source: std::io::Error::other(e),
-        })?;
-        text.push(b'\n');
+        let (next, text) = next_document(&self.state, current.as_deref(), doc)?;
 
         let dir = self.state_dir();
         std::fs::create_dir_all(dir).map_err(self.write_err(dir))?;

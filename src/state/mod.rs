@@ -277,3 +277,45 @@ pub(crate) fn backup_of(path: &Path) -> PathBuf {
 pub fn read_local(dir: &Path) -> Result<Option<StateDoc>, StateError> {
     LocalBackend::new(dir).read()
 }
+
+/// The document that replaces `stored` (the bytes a backend holds now, if
+/// any) when `doc` is written: serial bumped, version stamped, with its
+/// serialized form. Refused when `stored` does not parse, or is not at
+/// `doc`'s lineage and serial, or vanished after `doc` was read.
+pub(crate) fn next_document(
+    path: &Path,
+    stored: Option<&[u8]>,
+    doc: &StateDoc,
+) -> Result<(StateDoc, Vec<u8>), StateError> {
+    match stored {
+        None if doc.serial != 0 => {
+            return Err(StateError::Vanished {
+                path: path.into(),
+                expected: doc.serial,
+            });
+        }
+        None => {}
+        Some(bytes) => {
+            let stored = parse_document(path, bytes)?;
+            if stored.lineage != doc.lineage || stored.serial != doc.serial {
+                return Err(StateError::Conflict {
+                    path: path.into(),
+                    lineage: doc.lineage,
+                    expected: doc.serial,
+                    found_lineage: stored.lineage,
+                    found: stored.serial,
+                });
+            }
+        }
+    }
+    let mut next = doc.clone();
+    next.format_version = FORMAT_VERSION;
+    next.serial = doc.serial + 1;
+    next.standby_version = env!("CARGO_PKG_VERSION").to_string();
+    let mut text = serde_json::to_vec_pretty(&next).map_err(|e| StateError::Write {
+        path: path.into(),
+        source: std::io::Error::other(e),
+    })?;
+    text.push(b'\n');
+    Ok((next, text))
+}

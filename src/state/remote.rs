@@ -22,7 +22,7 @@
 //! runtime for the length of the call, without deadlock, since the work
 //! runs on the private runtime's own thread.
 
-use super::{Backend, FORMAT_VERSION, LockInfo, StateDoc, StateError, StateLock};
+use super::{Backend, LockInfo, StateDoc, StateError, StateLock, next_document};
 use crate::state::parse::parse_document;
 use crate::store::{Store, StoreError, UpdateVersion};
 use bytes::Bytes;
@@ -347,36 +347,8 @@ impl ObjectStoreBackend {
     ) -> Result<(), StateError> {
         let location = self.location();
         let path = Path::new(&location);
-        match &current {
-            None if doc.serial != 0 => {
-                return Err(StateError::Vanished {
-                    path: path.into(),
-                    expected: doc.serial,
-                });
-            }
-            None => {}
-            Some((bytes, _)) => {
-                let stored = parse_document(path, bytes)?;
-                if stored.lineage != doc.lineage || stored.serial != doc.serial {
-                    return Err(StateError::Conflict {
-                        path: path.into(),
-                        lineage: doc.lineage,
-                        expected: doc.serial,
-                        found_lineage: stored.lineage,
-                        found: stored.serial,
-                    });
-                }
-            }
-        }
-        let mut next = doc.clone();
-        next.format_version = FORMAT_VERSION;
-        next.serial = doc.serial + 1;
-        next.standby_version = env!("CARGO_PKG_VERSION").to_string();
-        let mut text = serde_json::to_vec_pretty(&next).map_err(|e| StateError::Write {
-            path: path.into(),
-            source: std::io::Error::other(e),
-        })?;
-        text.push(b'\n');
+        let stored = current.as_ref().map(|(bytes, _)| bytes.as_ref());
+        let (next, text) = next_document(path, stored, doc)?;
         let text = Bytes::from(text);
 
         let store = self.store.clone();

@@ -15,6 +15,7 @@ use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use std::sync::Arc;
 
+pub use client::set_request_retry_timeout;
 pub use object_store::UpdateVersion;
 pub use redact::redact;
 

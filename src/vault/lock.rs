@@ -24,6 +24,17 @@ struct LockBody {
     time: u64,
 }
 
+/// Locks this process released but could not delete (the store was down),
+/// as (vault url, name): deleted at the next acquire on that vault, so a
+/// long-running process does not block prune with its own dead lock until
+/// it goes stale.
+static LEFTOVER: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+
+fn clear_leftovers(vault: &Vault) {
+    let mut left = LEFTOVER.lock().unwrap_or_else(|p| p.into_inner());
+    left.retain(|(url, name)| url != &vault.url || vault.delete(name).is_err());
+}
+
 /// A held lock; released on drop.
 pub struct Lock<'v> {
     vault: &'v Vault,
@@ -43,6 +54,7 @@ impl<'v> Lock<'v> {
     /// `wait` for conflicting holders to finish.
     pub fn acquire(vault: &'v Vault, exclusive: bool, wait: Duration) -> Result<Lock<'v>> {
         let started = Instant::now();
+        clear_leftovers(vault);
         let id: [u8; 16] = rand::random();
         let name = format!("locks/{}", hex::encode(id));
         let mut pause = Duration::from_millis(20);
@@ -94,7 +106,12 @@ impl<'v> Lock<'v> {
 
 impl Drop for Lock<'_> {
     fn drop(&mut self) {
-        let _ = self.vault.delete(&self.name);
+        if self.vault.delete(&self.name).is_err() {
+            LEFTOVER
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((self.vault.url.clone(), self.name.clone()));
+        }
     }
 }
 

@@ -6,16 +6,17 @@
 //! adopts the points an interrupted enable already wrote instead of taking
 //! another; destroying a protection deletes whatever points are left.
 
-use crate::cli::replicate::target_for;
 use crate::cli::vault::{cache_dir, human};
+use crate::exec::StepError;
 use crate::model::{Address, Config, KeySource, Kind};
 use crate::plan::{Action, Attributes, Change, StepOp, attributes::OBSERVED_PREFIX};
-use crate::replication::{self, Options, Progress};
+use crate::replication::{self, Options, Progress, ReplicationError, batch::target_for};
 use crate::state::{Backend, ObjectState, StateDoc, StateLock, Status};
 use crate::vault::{Vault, manifest, prune};
 use serde_json::json;
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -52,6 +53,9 @@ pub struct Context {
     /// Attributes as recorded when the run began: the create half of a
     /// replace applies its change to these (its delete half removed them).
     initial: HashMap<Address, Attributes>,
+    /// Set on interrupt: a first replication still running stops before it
+    /// writes a point (the step is abandoned; the next apply takes it).
+    pub cancel: Arc<AtomicBool>,
 }
 
 impl Context {
@@ -68,6 +72,7 @@ impl Context {
             .map(|(a, o)| (a.clone(), o.attributes.clone()))
             .collect();
         Context {
+            cancel: Arc::new(AtomicBool::new(false)),
             initial,
             config,
             changes,
@@ -79,14 +84,15 @@ impl Context {
     }
 
     /// Run one step (blocking) and record it; `Ok` holds a few words on what it did.
-    pub fn run(&self, step: &ApplyStep) -> Result<String, String> {
+    pub fn run(&self, step: &ApplyStep) -> Result<String, StepError> {
         let change = &self.changes[step.change];
         match (step.address.kind, step.op) {
             (_, StepOp::Delete) => self.delete(&step.address),
             (Kind::Vault, StepOp::Create) => self.create_vault(change),
-            (Kind::Protection, StepOp::Create) => self.enable(change),
+            (Kind::Protection, StepOp::Create) => return self.enable(change),
             (_, StepOp::Create | StepOp::Update) => self.record_as_configured(change),
         }
+        .map_err(StepError::Failed)
     }
 
     /// Write `change` into the state document and the backend.
@@ -243,14 +249,15 @@ impl Context {
     /// Enable a protection: its first recovery point, then record it as
     /// protected. Points an interrupted enable already wrote are adopted,
     /// so repeating the step never takes a second initial point.
-    fn enable(&self, change: &Change) -> Result<String, String> {
+    fn enable(&self, change: &Change) -> Result<String, StepError> {
         let addr = &change.address;
+        let failed = StepError::Failed;
         let p = self
             .config
             .protections
             .get(addr)
-            .ok_or_else(|| format!("no {addr} in the configuration"))?;
-        let vault = self.vault(&p.vault)?;
+            .ok_or_else(|| failed(format!("no {addr} in the configuration")))?;
+        let vault = self.vault(&p.vault).map_err(failed)?;
         let name = addr.to_string();
         let mine = |vault: &Vault| -> Result<Vec<manifest::Manifest>, String> {
             let (points, _) = manifest::list(vault, false).map_err(|e| e.to_string())?;
@@ -259,12 +266,19 @@ impl Context {
                 .filter(|m| m.protection == name)
                 .collect())
         };
-        let mut points = mine(&vault)?;
+        let mut points = mine(&vault).map_err(failed)?;
         let detail = if points.is_empty() {
-            let target = target_for(&self.config, addr).map_err(|e| e.to_string())?;
-            let opts = Options::new(cache_dir(&self.config));
+            let target = target_for(&self.config, addr).map_err(|e| failed(e.to_string()))?;
+            let mut opts = Options::new(cache_dir(&self.config));
+            opts.cancel = Some(self.cancel.clone());
             let made = replication::take_points(&vault, &[target], &opts, &Progress::default())
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| match e {
+                    ReplicationError::Cancelled => StepError::Abandoned(
+                        "interrupted before its first point was written; the next apply takes it"
+                            .to_string(),
+                    ),
+                    e => failed(e.to_string()),
+                })?;
             let detail = made
                 .first()
                 .map(|m| {
@@ -285,14 +299,15 @@ impl Context {
                 points.len()
             )
         };
-        let (mut attrs, _) = self.after(change)?;
+        let (mut attrs, _) = self.after(change).map_err(failed)?;
         attrs.insert("observed.recovery_points".into(), json!(points.len()));
         let stored: u64 = points.iter().map(|m| m.stats.stored).sum();
         attrs.insert("observed.stored_bytes".into(), json!(stored));
         if let Some(newest) = points.iter().max_by(|a, b| a.created.cmp(&b.created)) {
             attrs.insert("observed.newest_point".into(), json!(newest.created));
         }
-        self.store(change, attrs, Status::Protected)?;
+        self.store(change, attrs, Status::Protected)
+            .map_err(failed)?;
         Ok(detail)
     }
 

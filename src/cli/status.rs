@@ -1,0 +1,187 @@
+//! `standby status [--json]`: each protection's newest point against its
+//! RPO threshold and each recovery plan's last drill against its schedule.
+//! Exit 0 when every protection is OK, 2 when any is past its threshold,
+//! 1 when the configuration, a vault or the state cannot be read.
+
+use super::vault::{human, load_config, open};
+use crate::status::{self, DrillState, Level, PlanStatus, ProtectionStatus};
+use miette::{IntoDiagnostic, miette};
+use owo_colors::OwoColorize;
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use time::OffsetDateTime;
+
+/// Shown after `standby status --help`.
+pub const HELP: &str = "\
+Levels: OK when the newest point is no older than the policy's rpo_threshold;
+WARNING when older, up to twice the threshold; CRITICAL beyond that, or when
+the protection has no point. A recovery plan is OVERDUE when its last drill is
+older than its drill schedule's interval (\"never drilled\" when none is
+recorded in the state).
+
+Exit status: 0 every protection OK; 2 any protection WARNING or CRITICAL (past
+its RPO threshold), so cron or CI can alert; 1 an error (configuration, vault
+or state unreadable). Drill results are shown but do not change the exit
+status.
+
+STANDBY_NOW=<RFC 3339 instant> judges ages as of that instant instead of the
+clock (tests use it; also answers \"what will status say at ...\").";
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Print one JSON object on stdout (schema/status.schema.json).
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub backend: crate::cli::BackendArgs,
+    #[command(flatten)]
+    pub vars: crate::cli::VarArgs,
+}
+
+/// The instant ages are judged at: STANDBY_NOW when set, else the clock.
+fn now() -> miette::Result<OffsetDateTime> {
+    match std::env::var("STANDBY_NOW") {
+        Ok(s) if !s.is_empty() => {
+            OffsetDateTime::parse(&s, &time::format_description::well_known::Rfc3339)
+                .map_err(|e| miette!("STANDBY_NOW={s:?} is not an RFC 3339 instant: {e}"))
+        }
+        _ => Ok(OffsetDateTime::now_utc()),
+    }
+}
+
+pub fn run(args: Args) -> miette::Result<ExitCode> {
+    let cfg = load_config(&args.vars)?;
+    let now = now()?;
+    let mut points = BTreeMap::new();
+    for addr in cfg.vaults.keys() {
+        if !cfg.protections.values().any(|p| &p.vault == addr) {
+            continue;
+        }
+        let vault = open(&cfg, addr)?;
+        let (list, _) =
+            crate::vault::manifest::list(&vault, false).map_err(|e| miette!("{addr}: {e}"))?;
+        points.insert(addr.clone(), list);
+    }
+    let mut prots: Vec<ProtectionStatus> = Vec::new();
+    for p in cfg.protections.values() {
+        let policy = cfg
+            .policies
+            .get(&p.policy)
+            .ok_or_else(|| miette!("{}: no {} in the configuration", p.addr, p.policy))?;
+        let list = points.get(&p.vault).map_or(&[][..], |v| v.as_slice());
+        prots.push(status::protection_status(
+            &p.addr, &p.vault, policy, list, now,
+        ));
+    }
+    // Drill history: from the state wherever it is kept (local or `backend`).
+    let state = args
+        .backend
+        .open(cfg.backend.as_ref())?
+        .read()
+        .map_err(miette::Report::new)?;
+    let plans: Vec<PlanStatus> = cfg
+        .recovery_plans
+        .values()
+        .map(|rp| status::plan_status(rp, state.as_ref(), now))
+        .collect();
+    let code: u8 = if prots.iter().all(|p| p.level == Level::Ok) {
+        0
+    } else {
+        2
+    };
+    if args.json {
+        let doc = serde_json::json!({
+            "now": now.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+            "protections": prots,
+            "recovery_plans": plans,
+            "exit_code": code,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc).into_diagnostic()?);
+    } else {
+        let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        print!("{}", render(&prots, &plans, color));
+    }
+    Ok(ExitCode::from(code))
+}
+
+/// `1h2m` style ages; "-" when absent.
+fn age(secs: Option<i64>) -> String {
+    match secs {
+        None => "-".into(),
+        Some(s) if s < 0 => "in the future".into(),
+        Some(s) => crate::model::Duration::from_secs(s as u64).to_string(),
+    }
+}
+
+fn paint(text: String, level: Level, color: bool) -> String {
+    if !color {
+        return text;
+    }
+    match level {
+        Level::Ok => text.green().to_string(),
+        Level::Warning => text.yellow().to_string(),
+        Level::Critical => text.red().bold().to_string(),
+    }
+}
+
+fn render(prots: &[ProtectionStatus], plans: &[PlanStatus], color: bool) -> String {
+    let mut out = String::new();
+    if prots.is_empty() {
+        out.push_str("No protections in the configuration.\n");
+    } else {
+        out.push_str(&format!(
+            "{:<24}  {:<8}  {:>10}  {:>10}  {:>10}  {:>6}  {:>10}\n",
+            "PROTECTION", "RPO", "NEWEST", "THRESHOLD", "NEWEST APP", "POINTS", "STORED"
+        ));
+        for p in prots {
+            let level = format!("{:<8}", p.level.label());
+            out.push_str(&format!(
+                "{:<24}  {}  {:>10}  {:>10}  {:>10}  {:>6}  {:>10}\n",
+                p.protection,
+                paint(level, p.level, color),
+                age(p.newest_point.as_ref().map(|x| x.age_seconds)),
+                age(Some(p.rpo_threshold_seconds as i64)),
+                age(p.newest_app_point.as_ref().map(|x| x.age_seconds)),
+                p.points,
+                human(p.stored_bytes),
+            ));
+        }
+    }
+    if !plans.is_empty() {
+        out.push('\n');
+        out.push_str(&format!(
+            "{:<24}  {:<14}  {:>10}  {:>10}  {}\n",
+            "RECOVERY PLAN", "DRILL", "LAST", "SCHEDULE", "RESULT"
+        ));
+        for p in plans {
+            let level = match p.state {
+                DrillState::Ok | DrillState::NotScheduled => Level::Ok,
+                DrillState::Overdue | DrillState::NeverDrilled => Level::Warning,
+                DrillState::Failed => Level::Critical,
+            };
+            let result = match &p.last_drill {
+                None => "-".to_string(),
+                Some(d) => {
+                    let rto = d
+                        .rto_seconds
+                        .map(|s| format!(", RTO {}", age(Some(s as i64))));
+                    format!(
+                        "{}{}",
+                        if d.passed { "passed" } else { "failed" },
+                        rto.unwrap_or_default()
+                    )
+                }
+            };
+            out.push_str(&format!(
+                "{:<24}  {}  {:>10}  {:>10}  {}\n",
+                p.recovery_plan,
+                paint(format!("{:<14}", p.state.label()), level, color),
+                age(p.last_drill.as_ref().map(|d| d.age_seconds)),
+                p.schedule.as_deref().unwrap_or("-"),
+                result
+            ));
+        }
+    }
+    out
+}

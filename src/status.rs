@@ -1,0 +1,212 @@
+//! Health of protection at a glance: each protection's newest point age
+//! against its policy's RPO threshold, and each recovery plan's last drill
+//! against its schedule. Pure functions over points and state; the
+//! `status` command reads them and renders.
+
+use crate::model::{Address, Policy, RecoveryPlan};
+use crate::state::StateDoc;
+use crate::vault::{Consistency, Manifest};
+use serde::Serialize;
+use time::OffsetDateTime;
+
+/// How a protection stands against its RPO threshold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Level {
+    /// The newest point is no older than the threshold.
+    Ok,
+    /// Older than the threshold, at most twice it.
+    Warning,
+    /// Older than twice the threshold, or there is no point at all.
+    Critical,
+}
+
+impl Level {
+    pub fn label(self) -> &'static str {
+        match self {
+            Level::Ok => "OK",
+            Level::Warning => "WARNING",
+            Level::Critical => "CRITICAL",
+        }
+    }
+}
+
+/// The level for a newest point of age `age_secs` (None: no point).
+pub fn rpo_level(age_secs: Option<i64>, threshold_secs: u64) -> Level {
+    match age_secs {
+        None => Level::Critical,
+        Some(a) if a <= threshold_secs as i64 => Level::Ok,
+        Some(a) if a <= 2 * threshold_secs as i64 => Level::Warning,
+        Some(_) => Level::Critical,
+    }
+}
+
+/// One point as status shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PointSummary {
+    pub id: String,
+    /// RFC 3339.
+    pub created: String,
+    pub age_seconds: i64,
+    pub consistency: Consistency,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProtectionStatus {
+    pub protection: String,
+    pub vault: String,
+    pub policy: String,
+    pub level: Level,
+    pub rpo_threshold_seconds: u64,
+    pub newest_point: Option<PointSummary>,
+    pub newest_app_point: Option<PointSummary>,
+    pub points: usize,
+    /// Sealed bytes the protection's points added to the vault.
+    pub stored_bytes: u64,
+}
+
+fn summary(m: &Manifest, now: OffsetDateTime) -> PointSummary {
+    let age = m
+        .created_at()
+        .map_or(i64::MAX, |t| (now - t).whole_seconds());
+    PointSummary {
+        id: m.id.hex(),
+        created: m.created.clone(),
+        age_seconds: age,
+        consistency: m.consistency,
+    }
+}
+
+/// The status of `protection` given every point in its vault (oldest first).
+pub fn protection_status(
+    protection: &Address,
+    vault: &Address,
+    policy: &Policy,
+    points: &[Manifest],
+    now: OffsetDateTime,
+) -> ProtectionStatus {
+    let prot = protection.to_string();
+    let mine: Vec<&Manifest> = points.iter().filter(|m| m.protection == prot).collect();
+    let newest = mine
+        .iter()
+        .max_by_key(|m| m.created_at())
+        .map(|m| summary(m, now));
+    let newest_app = mine
+        .iter()
+        .filter(|m| m.consistency == Consistency::App)
+        .max_by_key(|m| m.created_at())
+        .map(|m| summary(m, now));
+    let threshold = policy.rpo_threshold.as_secs();
+    ProtectionStatus {
+        protection: prot,
+        vault: vault.to_string(),
+        policy: policy.addr.to_string(),
+        level: rpo_level(newest.as_ref().map(|p| p.age_seconds), threshold),
+        rpo_threshold_seconds: threshold,
+        newest_point: newest,
+        newest_app_point: newest_app,
+        points: mine.len(),
+        stored_bytes: mine.iter().map(|m| m.stats.stored).sum(),
+    }
+}
+
+/// Where a recovery plan's drills stand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DrillState {
+    /// The last drill passed and is younger than the schedule's interval.
+    Ok,
+    /// The last drill failed (and is younger than the interval).
+    Failed,
+    /// The last drill is older than the schedule's interval.
+    Overdue,
+    /// No drill was ever recorded.
+    NeverDrilled,
+    /// The plan has no `drill` block.
+    NotScheduled,
+}
+
+impl DrillState {
+    pub fn label(self) -> &'static str {
+        match self {
+            DrillState::Ok => "OK",
+            DrillState::Failed => "FAILED",
+            DrillState::Overdue => "OVERDUE",
+            DrillState::NeverDrilled => "never drilled",
+            DrillState::NotScheduled => "no drill",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LastDrill {
+    pub started_at: String,
+    pub finished_at: String,
+    pub passed: bool,
+    pub age_seconds: i64,
+    pub rto_seconds: Option<u64>,
+    pub rpo_seconds: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanStatus {
+    pub recovery_plan: String,
+    pub state: DrillState,
+    /// `weekly`, `daily`, `monthly` or a duration; None without a drill block.
+    pub schedule: Option<String>,
+    pub schedule_seconds: Option<u64>,
+    pub last_drill: Option<LastDrill>,
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// The drill status of `plan` from the state's drill history.
+pub fn plan_status(
+    plan: &RecoveryPlan,
+    state: Option<&StateDoc>,
+    now: OffsetDateTime,
+) -> PlanStatus {
+    let last = state
+        .and_then(|s| s.last_drill(&plan.addr))
+        .map(|d| LastDrill {
+            started_at: rfc3339(d.started_at),
+            finished_at: rfc3339(d.finished_at),
+            passed: d.passed,
+            age_seconds: (now - d.finished_at).whole_seconds(),
+            rto_seconds: d.rto_seconds,
+            rpo_seconds: d.rpo_seconds,
+        });
+    let interval = plan.drill.as_ref().map(|d| d.schedule.interval().as_secs());
+    let state = match (&last, interval) {
+        (_, None) => DrillState::NotScheduled,
+        (None, Some(_)) => DrillState::NeverDrilled,
+        (Some(d), Some(i)) if d.age_seconds > i as i64 => DrillState::Overdue,
+        (Some(d), Some(_)) if !d.passed => DrillState::Failed,
+        (Some(_), Some(_)) => DrillState::Ok,
+    };
+    PlanStatus {
+        recovery_plan: plan.addr.to_string(),
+        state,
+        schedule: plan.drill.as_ref().map(|d| d.schedule.to_string()),
+        schedule_seconds: interval,
+        last_drill: last,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn levels_follow_the_threshold() {
+        assert_eq!(rpo_level(Some(0), 60), Level::Ok);
+        assert_eq!(rpo_level(Some(60), 60), Level::Ok);
+        assert_eq!(rpo_level(Some(61), 60), Level::Warning);
+        assert_eq!(rpo_level(Some(120), 60), Level::Warning);
+        assert_eq!(rpo_level(Some(121), 60), Level::Critical);
+        assert_eq!(rpo_level(None, 60), Level::Critical);
+    }
+}

@@ -1,0 +1,513 @@
+//! `replicate --watch`: the long-running replication service. One thread
+//! per batch (a consistency group, or a protection alone) takes points on
+//! its policy's schedule; one thread per vault prunes by retention; the
+//! HTTP endpoint (`http`) serves what `metrics` holds.
+//!
+//! Schedule: a crash-consistent point every `crash_consistent_every`, an
+//! app-consistent one every `app_consistent_every` (it replaces the crash
+//! point when both are due). A failed attempt is retried with exponential
+//! backoff (1 s doubling, jittered, capped at `retry_max` and the crash
+//! interval) until it succeeds; missed points are not replayed: one point
+//! catches up. A point exists only once its manifest is written (the
+//! replication library writes it last), so an outage or a stop mid-capture
+//! never leaves a damaged point.
+
+pub mod http;
+pub mod metrics;
+
+use crate::model::{Address, Config, KeySource};
+use crate::replication::{self, Batch, Options, Progress, ReplicationError};
+use crate::vault::{Consistency, Manifest, Vault, VaultError, manifest, prune};
+use metrics::Metrics;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+use time::OffsetDateTime;
+
+/// How the service runs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Change-tracking cache and staging area.
+    pub cache_dir: PathBuf,
+    /// How often each vault is pruned by retention.
+    pub prune_every: Duration,
+    /// The longest pause between retries of a failed capture.
+    pub retry_max: Duration,
+    /// How long a capture waits for a prune (and a prune for captures).
+    pub lock_wait: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    #[error("{from}: no {missing} in the configuration")]
+    Missing { from: String, missing: String },
+    #[error("nothing to replicate: the configuration has no protection")]
+    Nothing,
+}
+
+/// Asks every thread to stop and wakes their waits. `cancel` is handed to
+/// running captures, which abandon before writing a point.
+#[derive(Debug, Default)]
+pub struct Stop {
+    stopped: Mutex<bool>,
+    cv: Condvar,
+    pub cancel: Arc<AtomicBool>,
+}
+
+impl Stop {
+    pub fn stop(&self) {
+        *self.stopped.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.cancel.store(true, Ordering::Relaxed);
+        self.cv.notify_all();
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        *self.stopped.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Wait up to `d`, or until stopped; true when stopped.
+    pub fn wait(&self, d: Duration) -> bool {
+        let g = self.stopped.lock().unwrap_or_else(|p| p.into_inner());
+        let (g, _) = self
+            .cv
+            .wait_timeout_while(g, d, |s| !*s)
+            .unwrap_or_else(|p| p.into_inner());
+        *g
+    }
+}
+
+/// Exponential backoff for the `failures`-th consecutive failure: 1 s
+/// doubling, capped at `cap`, with jitter (a random 50–100% of it) so that
+/// many services do not retry in step.
+pub fn backoff(failures: u32, cap: Duration) -> Duration {
+    let exp = Duration::from_secs(1)
+        .saturating_mul(1u32 << failures.saturating_sub(1).min(20))
+        .min(cap);
+    exp.mul_f64(0.5 + 0.5 * rand::random::<f64>())
+}
+
+/// A vault opened on first use and kept; shared by a vault's threads.
+struct VaultSlot {
+    addr: Address,
+    url: String,
+    key: KeySource,
+    base: PathBuf,
+    open: Mutex<Option<Arc<Vault>>>,
+}
+
+impl VaultSlot {
+    fn get(&self) -> Result<Arc<Vault>, VaultError> {
+        let mut g = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(v) = &*g {
+            return Ok(Arc::clone(v));
+        }
+        let v = Arc::new(Vault::open(&self.url, &self.key, &self.base)?);
+        *g = Some(Arc::clone(&v));
+        Ok(v)
+    }
+}
+
+struct Job {
+    batch: Batch,
+    crash_every: Duration,
+    /// Set when some member takes app-consistent points.
+    app_every: Option<Duration>,
+    slot: Arc<VaultSlot>,
+}
+
+struct Pruner {
+    slot: Arc<VaultSlot>,
+    retention: BTreeMap<String, Duration>,
+}
+
+/// The service: build it, hand out `metrics()` and `stopper()`, then `run`.
+pub struct Service {
+    jobs: Vec<Job>,
+    pruners: Vec<Pruner>,
+    metrics: Arc<Metrics>,
+    stop: Arc<Stop>,
+    settings: Settings,
+}
+
+impl Service {
+    pub fn new(
+        cfg: &Config,
+        batches: Vec<Batch>,
+        settings: Settings,
+    ) -> Result<Service, WatchError> {
+        if batches.is_empty() {
+            return Err(WatchError::Nothing);
+        }
+        let metrics = Arc::new(Metrics::default());
+        let mut slots: BTreeMap<Address, Arc<VaultSlot>> = BTreeMap::new();
+        let mut retention: BTreeMap<Address, BTreeMap<String, Duration>> = BTreeMap::new();
+        let mut jobs = Vec::new();
+        for batch in batches {
+            let v = cfg
+                .vaults
+                .get(&batch.vault)
+                .ok_or_else(|| WatchError::Missing {
+                    from: batch.label.clone(),
+                    missing: batch.vault.to_string(),
+                })?;
+            let slot = slots
+                .entry(batch.vault.clone())
+                .or_insert_with(|| {
+                    Arc::new(VaultSlot {
+                        addr: batch.vault.clone(),
+                        url: v.url.clone(),
+                        key: v.key.clone(),
+                        base: cfg.root.clone(),
+                        open: Mutex::new(None),
+                    })
+                })
+                .clone();
+            let mut crash_every = Duration::MAX;
+            let mut app_every: Option<Duration> = None;
+            for (a, t) in batch.protections.iter().zip(&batch.targets) {
+                let p = &cfg.protections[a];
+                let policy = cfg
+                    .policies
+                    .get(&p.policy)
+                    .ok_or_else(|| WatchError::Missing {
+                        from: a.to_string(),
+                        missing: p.policy.to_string(),
+                    })?;
+                crash_every = crash_every.min(policy.crash_consistent_every.to_std());
+                if let (true, Some(e)) = (t.app, policy.app_consistent_every) {
+                    let e = e.to_std();
+                    app_every = Some(app_every.map_or(e, |x| x.min(e)));
+                }
+                retention
+                    .entry(batch.vault.clone())
+                    .or_default()
+                    .insert(a.to_string(), policy.retention.to_std());
+                metrics.update(&a.to_string(), |f| {
+                    f.rpo_threshold_seconds = policy.rpo_threshold.as_secs();
+                });
+            }
+            let floor = Duration::from_secs(1);
+            jobs.push(Job {
+                batch,
+                crash_every: crash_every.max(floor),
+                app_every: app_every.map(|e| e.max(floor)),
+                slot,
+            });
+        }
+        let pruners = retention
+            .into_iter()
+            .filter_map(|(addr, retention)| {
+                Some(Pruner {
+                    slot: slots.get(&addr)?.clone(),
+                    retention,
+                })
+            })
+            .collect();
+        Ok(Service {
+            jobs,
+            pruners,
+            metrics,
+            stop: Arc::new(Stop::default()),
+            settings,
+        })
+    }
+
+    pub fn metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.metrics)
+    }
+
+    pub fn stopper(&self) -> Arc<Stop> {
+        Arc::clone(&self.stop)
+    }
+
+    /// Run every thread until `stopper().stop()`; returns when all ended.
+    pub fn run(self) {
+        let Service {
+            jobs,
+            pruners,
+            metrics,
+            stop,
+            settings,
+        } = self;
+        metrics
+            .expected_workers
+            .store(jobs.len() + pruners.len(), Ordering::Relaxed);
+        std::thread::scope(|s| {
+            for job in &jobs {
+                let (m, st, se) = (&metrics, &stop, &settings);
+                s.spawn(move || {
+                    let _alive = Alive::new(m);
+                    run_job(job, se, m, st);
+                });
+            }
+            for p in &pruners {
+                let (m, st, se) = (&metrics, &stop, &settings);
+                s.spawn(move || {
+                    let _alive = Alive::new(m);
+                    run_pruner(p, se, m, st);
+                });
+            }
+        });
+    }
+}
+
+/// Counts a live scheduler thread, also when it panics.
+struct Alive<'a>(&'a Metrics);
+
+impl<'a> Alive<'a> {
+    fn new(m: &'a Metrics) -> Alive<'a> {
+        m.live_workers.fetch_add(1, Ordering::Relaxed);
+        Alive(m)
+    }
+}
+
+impl Drop for Alive<'_> {
+    fn drop(&mut self) {
+        self.0.live_workers.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// How long ago `m` was taken (zero if in the future or unreadable).
+fn age_of(m: &Manifest) -> Duration {
+    m.created_at()
+        .map(|t| (OffsetDateTime::now_utc() - t).unsigned_abs())
+        .unwrap_or(Duration::MAX)
+}
+
+/// Record what the vault holds for `protections` in `metrics`.
+fn record_points(metrics: &Metrics, protections: &[String], points: &[Manifest]) {
+    for a in protections {
+        let mine: Vec<&Manifest> = points.iter().filter(|m| &m.protection == a).collect();
+        metrics.update(a, |f| {
+            f.points = Some(mine.len() as u64);
+            f.newest = mine.iter().filter_map(|m| m.created_at()).max();
+        });
+    }
+}
+
+/// When a batch is next due, from the newest points in the vault: the
+/// oldest of its members' newest points decides (a member without a point
+/// makes it due now).
+fn due_from_points(
+    job: &Job,
+    points: &[Manifest],
+    kind: Option<Consistency>,
+    every: Duration,
+) -> Instant {
+    let now = Instant::now();
+    let mut oldest_newest = Duration::ZERO;
+    for a in &job.batch.protections {
+        let a = a.to_string();
+        let newest = points
+            .iter()
+            .filter(|m| m.protection == a && kind.is_none_or(|k| m.consistency == k))
+            .map(age_of)
+            .min();
+        match newest {
+            None => return now,
+            Some(age) => oldest_newest = oldest_newest.max(age),
+        }
+    }
+    now + every.saturating_sub(oldest_newest)
+}
+
+fn run_job(job: &Job, settings: &Settings, metrics: &Metrics, stop: &Stop) {
+    let label = &job.batch.label;
+    let names: Vec<String> = job
+        .batch
+        .protections
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    let cap = settings
+        .retry_max
+        .min(job.crash_every)
+        .max(Duration::from_secs(1));
+    let mut next_crash = Instant::now();
+    let mut next_app = job.app_every.map(|_| Instant::now());
+    let mut listed = false;
+    let mut failures = 0u32;
+    let mut retry_at: Option<Instant> = None;
+    tracing::info!(
+        "{label}: crash-consistent every {}s{}",
+        job.crash_every.as_secs(),
+        job.app_every
+            .map(|e| format!(", app-consistent every {}s", e.as_secs()))
+            .unwrap_or_default()
+    );
+    loop {
+        let now = Instant::now();
+        let mut due = next_app.map_or(next_crash, |a| a.min(next_crash));
+        if let Some(r) = retry_at {
+            due = due.max(r);
+        }
+        if due > now {
+            if stop.wait(due - now) {
+                return;
+            }
+            continue;
+        }
+        if stop.is_stopped() {
+            return;
+        }
+        let fail = |e: &dyn std::fmt::Display, failures: u32| {
+            for a in &names {
+                metrics.update(a, |f| f.failures += 1);
+            }
+            let wait = backoff(failures, cap);
+            tracing::warn!(
+                "{label}: attempt failed ({failures} in a row), retrying in {:.1}s: {e}",
+                wait.as_secs_f64()
+            );
+            Instant::now() + wait
+        };
+        let vault = match job.slot.get() {
+            Ok(v) => v,
+            Err(e) => {
+                failures += 1;
+                retry_at = Some(fail(&e, failures));
+                continue;
+            }
+        };
+        if !listed {
+            // First contact: learn what the vault holds, so that a restart
+            // does not take a point that is not due yet.
+            match manifest::list(&vault, true) {
+                Ok((points, _)) => {
+                    record_points(metrics, &names, &points);
+                    next_crash = due_from_points(job, &points, None, job.crash_every);
+                    if let Some(e) = job.app_every {
+                        next_app = Some(due_from_points(job, &points, Some(Consistency::App), e));
+                    }
+                    listed = true;
+                }
+                Err(e) => {
+                    failures += 1;
+                    retry_at = Some(fail(&e, failures));
+                }
+            }
+            continue;
+        }
+        let app = next_app.is_some_and(|a| a <= now);
+        let targets: Vec<_> = job
+            .batch
+            .targets
+            .iter()
+            .cloned()
+            .map(|mut t| {
+                t.app &= app;
+                t
+            })
+            .collect();
+        let opts = Options {
+            cache_dir: settings.cache_dir.clone(),
+            lock_wait: settings.lock_wait,
+            cancel: Some(Arc::clone(&stop.cancel)),
+        };
+        let started = Instant::now();
+        match replication::take_points(&vault, &targets, &opts, &Progress::default()) {
+            Ok(made) => {
+                for (a, m) in names.iter().zip(&made) {
+                    tracing::info!(
+                        "{a}: point {} ({}{}) read {} B, stored {} B in {:.1}s",
+                        m.id.short(),
+                        m.consistency,
+                        m.group
+                            .as_ref()
+                            .map(|g| format!(", group {g}"))
+                            .unwrap_or_default(),
+                        m.stats.read,
+                        m.stats.stored,
+                        started.elapsed().as_secs_f64()
+                    );
+                    metrics.update(a, |f| {
+                        f.newest = m.created_at().or(f.newest);
+                        f.points = Some(f.points.unwrap_or(0) + 1);
+                        f.bytes_replicated += m.stats.stored;
+                        f.points_taken += 1;
+                    });
+                }
+                if failures > 0 {
+                    tracing::info!("{label}: caught up after {failures} failed attempt(s)");
+                }
+                failures = 0;
+                retry_at = None;
+                next_crash = started + job.crash_every;
+                if let (true, Some(e)) = (app, job.app_every) {
+                    next_app = Some(started + e);
+                }
+            }
+            Err(ReplicationError::Cancelled) => {
+                tracing::info!("{label}: capture abandoned on stop; no point was taken");
+                return;
+            }
+            Err(e) => {
+                failures += 1;
+                retry_at = Some(fail(&e, failures));
+            }
+        }
+    }
+}
+
+fn run_pruner(p: &Pruner, settings: &Settings, metrics: &Metrics, stop: &Stop) {
+    let addr = &p.slot.addr;
+    let names: Vec<String> = p.retention.keys().cloned().collect();
+    let every = settings.prune_every.max(Duration::from_secs(1));
+    while !stop.wait(every) {
+        let result = p.slot.get().and_then(|v| {
+            let r = prune::prune(
+                &v,
+                &p.retention,
+                OffsetDateTime::now_utc(),
+                false,
+                settings.lock_wait,
+            )?;
+            let (points, _) = manifest::list(&v, true)?;
+            Ok((r, points))
+        });
+        match result {
+            Ok((r, points)) => {
+                record_points(metrics, &names, &points);
+                tracing::info!(
+                    "{addr}: pruned {} point(s), kept {}, deleted {} pack(s) ({} B)",
+                    r.dropped.len(),
+                    r.kept,
+                    r.packs_deleted,
+                    r.bytes_freed
+                );
+            }
+            Err(e) => tracing::warn!(
+                "{addr}: prune failed, next try in {}s: {e}",
+                every.as_secs()
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_is_capped() {
+        let cap = Duration::from_secs(30);
+        for n in 1..=10u32 {
+            let d = backoff(n, cap);
+            let full = Duration::from_secs(1u64 << (n - 1)).min(cap);
+            assert!(d >= full / 2 && d <= full, "{n}: {d:?}");
+        }
+        assert!(backoff(100, cap) <= cap);
+    }
+
+    #[test]
+    fn stop_wakes_a_waiter() {
+        let s = Arc::new(Stop::default());
+        let s2 = Arc::clone(&s);
+        let t = std::thread::spawn(move || s2.wait(Duration::from_secs(3600)));
+        s.stop();
+        assert!(t.join().unwrap());
+        assert!(s.cancel.load(Ordering::Relaxed));
+    }
+}

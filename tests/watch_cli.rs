@@ -1,0 +1,193 @@
+//! `standby replicate --watch` as a real process on a file:// vault: points
+//! come on the policy's schedule and show in /metrics, /healthz answers,
+//! retention prunes, SIGTERM stops it cleanly, and the vault verifies.
+//! Every wait polls a condition with a deadline; nothing asserts on timing.
+
+mod watch_support;
+
+use std::process::Stdio;
+use std::time::Duration;
+use watch_support::*;
+
+const POLICY: &str = r#"  rpo_threshold          = "5s"
+  crash_consistent_every = "2s"
+  app_consistent_every   = "4s"
+  retention              = "8s""#;
+
+#[test]
+fn watch_takes_points_serves_metrics_prunes_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = quickstart(dir.path(), POLICY, None);
+    expect_code(standby(&root).args(["vault", "init"]), 0);
+    let port = free_port();
+    let log = dir.path().join("watch.log");
+    let child = standby(&root)
+        .args(["replicate", "--watch", "--prune-every", "3s", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut child = KillOnDrop(child);
+
+    let (status, body) = wait_for("/healthz", Duration::from_secs(60), || {
+        http_get(port, "/healthz")
+    });
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body.trim(), "ok");
+
+    // At least two points of each machine, and the metrics say so.
+    let body = wait_for("two points in /metrics", Duration::from_secs(120), || {
+        let (_, body) = http_get(port, "/metrics")?;
+        let ok = ["protection.db", "protection.web"]
+            .iter()
+            .all(|p| metric(&body, "standby_points_taken_total", p).is_some_and(|n| n >= 2.0));
+        ok.then_some(body)
+    });
+    for name in [
+        "standby_newest_point_age_seconds",
+        "standby_rpo_threshold_seconds",
+        "standby_bytes_replicated_total",
+        "standby_replication_failures_total",
+        "standby_points",
+    ] {
+        assert!(body.contains(&format!("# HELP {name} ")), "{name}: {body}");
+        assert!(body.contains(&format!("# TYPE {name} ")), "{name}: {body}");
+    }
+    assert_eq!(
+        metric(&body, "standby_rpo_threshold_seconds", "protection.db"),
+        Some(5.0)
+    );
+    assert!(metric(&body, "standby_bytes_replicated_total", "protection.db").unwrap() > 0.0);
+    assert_eq!(
+        metric(&body, "standby_replication_failures_total", "protection.db"),
+        Some(0.0)
+    );
+    assert!(metric(&body, "standby_points", "protection.db").unwrap() >= 2.0);
+    let age = metric(&body, "standby_newest_point_age_seconds", "protection.db").unwrap();
+    assert!(age >= 0.0, "{body}");
+    assert_eq!(http_get(port, "/nope").map(|r| r.0), Some(404));
+
+    // Retention (8s) drops old points; the log says so.
+    wait_for(
+        "a prune that drops points",
+        Duration::from_secs(120),
+        || {
+            let text = std::fs::read_to_string(&log).ok()?;
+            text.lines()
+                .any(|l| l.contains("pruned ") && !l.contains("pruned 0 point"))
+                .then_some(())
+        },
+    );
+
+    let status = terminate(&mut child.0, Duration::from_secs(120));
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("protection.db: point "), "{text}");
+    assert!(text.contains("(app, group shop)"), "{text}");
+    assert!(text.contains("(crash, group shop)"), "{text}");
+    assert!(text.contains("SIGTERM"), "{text}");
+    // The freeze marker is gone: thaw ran for every app-consistent point.
+    assert!(!root.join(".standby/db-frozen").exists());
+    assert!(
+        http_get(port, "/healthz").is_none(),
+        "still serving after exit"
+    );
+
+    let out = expect_code(standby(&root).args(["vault", "verify", "--read-data"]), 0);
+    assert!(stdout(&out).contains("ok"), "{}", stdout(&out));
+    // Every remaining point restores to a clean file system / database.
+    let points: serde_json::Value = serde_json::from_str(&stdout(&expect_code(
+        standby(&root).args(["points", "--json"]),
+        0,
+    )))
+    .unwrap();
+    let points = points.as_array().unwrap();
+    assert!(points.len() >= 2, "{points:?}");
+    for p in points.iter().filter(|p| p["machine"] == "machine.db") {
+        let id = &p["id"].as_str().unwrap()[..16];
+        let to = dir.path().join(format!("r-{id}"));
+        expect_code(
+            standby(&root)
+                .args(["restore", id, "--disk", "data", "--machine", "db", "--to"])
+                .arg(&to),
+            0,
+        );
+        assert_eq!(standby::samples::sqlite_integrity(&to).unwrap(), "ok");
+    }
+}
+
+#[test]
+fn watch_refuses_a_non_loopback_listen_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = quickstart(dir.path(), POLICY, None);
+    let out = expect_code(
+        standby(&root).args(["replicate", "--watch", "--listen", "0.0.0.0:0"]),
+        1,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not a loopback address"), "{err}");
+    assert!(err.contains("--listen-any"), "{err}");
+}
+
+/// SIGTERM while the machine is frozen: freeze and thaw finish, the capture
+/// is abandoned before it writes anything that makes a point, exit 0.
+#[test]
+fn sigterm_during_a_freeze_thaws_and_leaves_no_point() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = quickstart(dir.path(), POLICY, None);
+    // The freeze hook holds until the test releases it.
+    let freeze = root.join("scripts/db-freeze.sh");
+    let mut script = std::fs::read_to_string(&freeze).unwrap();
+    script.push_str("while [ ! -e .standby/release ]; do sleep 0.1; done\n");
+    std::fs::write(&freeze, script).unwrap();
+    let machines = root.join("machines.hcl");
+    let text = std::fs::read_to_string(&machines).unwrap();
+    std::fs::write(
+        &machines,
+        text.replace("timeout = \"10s\"", "timeout = \"5m\""),
+    )
+    .unwrap();
+    expect_code(standby(&root).args(["vault", "init"]), 0);
+
+    let port = free_port();
+    let log = dir.path().join("watch.log");
+    let child = standby(&root)
+        .args(["replicate", "--watch", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut child = KillOnDrop(child);
+    let marker = root.join(".standby/db-frozen");
+    wait_for("the freeze", Duration::from_secs(60), || {
+        marker.exists().then_some(())
+    });
+
+    unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
+    // Still frozen: the service waits for the hook, it does not cut it short.
+    wait_for(
+        "/healthz to report the stop",
+        Duration::from_secs(30),
+        || http_get(port, "/healthz").filter(|(s, _)| *s == 503),
+    );
+    assert!(child.0.try_wait().unwrap().is_none(), "exited while frozen");
+    std::fs::write(root.join(".standby/release"), "").unwrap();
+    let status = wait_for("the service to exit", Duration::from_secs(60), || {
+        child.0.try_wait().unwrap()
+    });
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status.code(), Some(0), "{text}");
+    assert!(!marker.exists(), "thaw did not run");
+    assert!(text.contains("capture abandoned"), "{text}");
+    let out = expect_code(standby(&root).args(["points", "--json"]), 0);
+    let points: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(points.as_array().unwrap().len(), 0, "{points}");
+    expect_code(standby(&root).args(["vault", "verify", "--read-data"]), 0);
+}
