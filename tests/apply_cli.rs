@@ -608,3 +608,58 @@ fn an_interrupted_enable_is_adopted_not_repeated() {
     assert_eq!(points(&qs).len(), 2, "no second initial point");
     assert_eq!(plan_code(&qs), 0);
 }
+
+#[test]
+fn sigint_during_a_first_replication_finishes_or_abandons_it_cleanly() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = fleet(d.path());
+    let mut child = standby(&dir)
+        .args(["apply", "--auto-approve", "--json", "--parallelism", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    let step = loop {
+        line.clear();
+        assert!(out.read_line(&mut line).unwrap() > 0, "apply ended early");
+        let e: Value = serde_json::from_str(&line).unwrap();
+        if e["event"] == "started"
+            && e["step"]
+                .as_str()
+                .unwrap()
+                .starts_with("create protection.")
+        {
+            break e["step"].as_str().unwrap().to_string();
+        }
+    };
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let events: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(&l.unwrap()).unwrap())
+        .collect();
+    assert_eq!(child.wait().unwrap().code(), Some(1));
+    let fate = events
+        .iter()
+        .find(|e| e["step"] == step.as_str() && e["event"] != "started")
+        .unwrap_or_else(|| panic!("{step} has no outcome: {events:?}"));
+    let protection = step.trim_start_matches("create ");
+    eprintln!("{step} after SIGINT: {}", fate["event"]);
+    match fate["event"].as_str().unwrap() {
+        // Stopped before writing: no point, nothing recorded.
+        "abandoned" => assert_eq!(points_of(&dir, protection), 0),
+        "finished" => assert_eq!(points_of(&dir, protection), 1),
+        other => panic!("{step}: unexpected {other}: {events:?}"),
+    }
+    // No other step started after the interrupt.
+    assert!(
+        !events.iter().any(|e| e["event"] == "started"),
+        "{events:?}"
+    );
+    ok(&dir, &["apply", "--auto-approve"]);
+    assert_eq!(plan_code(&dir), 0);
+    assert_eq!(points_of(&dir, protection), 1);
+    ok(&dir, &["vault", "verify", "--read-data"]);
+}
