@@ -58,6 +58,9 @@ size_of() { du -sb "$1" | cut -f1; }
 timed() {
     local tool=$1 what=$2
     shift 2
+    # Start every measured step with no writeback pending from the previous
+    # one (a backup just wrote a repository's worth of dirty pages).
+    sync
     /usr/bin/time -f "%e %M %U %S" -o "$W/time.out" "$@" > "$W/cmd.out" 2>&1 || {
         cat "$W/cmd.out" >&2
         echo "$tool $what failed" >&2

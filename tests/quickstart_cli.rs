@@ -1,0 +1,82 @@
+//! The main job: `standby quickstart DIR` sets up the embedded configuration
+//! and sample machines and runs plan, apply, replicate, restore and verify
+//! end to end with the real binary and the real disk tools.
+
+use std::process::Command;
+
+fn standby() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_standby"))
+}
+
+#[test]
+fn quickstart_runs_end_to_end_and_can_run_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("qs");
+    for round in 0..2 {
+        let out = standby()
+            .arg("quickstart")
+            .arg(&dir)
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "round {round}: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains("PRAGMA integrity_check = ok"), "{stdout}");
+        assert!(stdout.contains("e2fsck -fn clean"), "{stdout}");
+        assert!(
+            stdout.contains("No changes."),
+            "apply must converge: {stdout}"
+        );
+    }
+    // What it left is a working configuration: the user's next commands work.
+    let plan = standby()
+        .arg("-C")
+        .arg(&dir)
+        .args(["plan", "--detailed-exitcode"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        plan.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&plan.stdout)
+    );
+    let points = standby()
+        .arg("-C")
+        .arg(&dir)
+        .args(["points", "--json"])
+        .output()
+        .unwrap();
+    let points: serde_json::Value = serde_json::from_slice(&points.stdout).unwrap();
+    let n = points
+        .as_array()
+        .map(|a| a.len())
+        .or_else(|| points["points"].as_array().map(|a| a.len()));
+    assert!(
+        n.unwrap_or(0) >= 4,
+        "two rounds of first points and a replicate each: {points}"
+    );
+}
+
+#[test]
+fn quickstart_refuses_a_directory_it_did_not_make() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("precious.txt"), "keep me").unwrap();
+    let out = standby()
+        .arg("quickstart")
+        .arg(tmp.path())
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("was not made by `standby quickstart`"));
+    let names: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["precious.txt"], "nothing may be written into it");
+}
