@@ -115,15 +115,11 @@ pub fn load(dir: &Path) -> Result<Option<Backend>, Diagnostics> {
         let name = super::shown_name(dir, f);
         match std::fs::read_to_string(f) {
             Ok(text) => sources.push(Source::new(name, text)),
-            Err(e) => diags.push(
-                Diagnostic::error(
-                    "standby::io",
-                    Loc::new(&Source::new(name.clone(), ""), None),
-                    format!("cannot read {name}: {e}"),
-                )
-                .label("unreadable")
-                .help("configuration files must be readable UTF-8 text"),
-            ),
+            Err(e) => diags.push(Diagnostic::unreadable(
+                &name,
+                format!("cannot read {name}: {e}"),
+                "configuration files must be readable UTF-8 text",
+            )),
         }
     }
     let bodies: Vec<_> = sources

@@ -105,6 +105,18 @@ impl Diagnostic {
         }
     }
 
+    /// A file or directory that could not be read: there is no span to
+    /// underline, so the location is the path itself.
+    pub fn unreadable(path: &str, message: impl Into<String>, help: &str) -> Diagnostic {
+        Diagnostic::error(
+            "standby::io",
+            Loc::new(&Source::new(path.to_string(), ""), None),
+            message,
+        )
+        .label("unreadable")
+        .help(help)
+    }
+
     pub fn label(mut self, label: impl Into<String>) -> Diagnostic {
         self.label = label.into();
         self

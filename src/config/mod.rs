@@ -162,15 +162,11 @@ fn load_into(dir: &Path, inputs: &VarInputs, diags: &mut Diagnostics) -> Option<
                 hasher.update(&[0]);
                 sources.push(Source::new(name, text));
             }
-            Err(e) => diags.push(
-                Diagnostic::error(
-                    "standby::io",
-                    Loc::new(&Source::new(name.clone(), ""), None),
-                    format!("cannot read {name}: {e}"),
-                )
-                .label("unreadable")
-                .help("configuration files must be readable UTF-8 text"),
-            ),
+            Err(e) => diags.push(Diagnostic::unreadable(
+                &name,
+                format!("cannot read {name}: {e}"),
+                "configuration files must be readable UTF-8 text",
+            )),
         }
     }
     let started = std::time::Instant::now();

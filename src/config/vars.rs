@@ -303,15 +303,11 @@ pub fn resolve(
         let name = super::display_path(&f);
         match std::fs::read_to_string(&f) {
             Ok(text) => read_file(&Source::new(name, text), &declared, &mut values, diags),
-            Err(e) => diags.push(
-                Diagnostic::error(
-                    "standby::io",
-                    Loc::new(&Source::new(name.clone(), ""), None),
-                    format!("cannot read variables file {name}: {e}"),
-                )
-                .label("unreadable")
-                .help("check the path given to --var-file"),
-            ),
+            Err(e) => diags.push(Diagnostic::unreadable(
+                &name,
+                format!("cannot read variables file {name}: {e}"),
+                "check the path given to --var-file",
+            )),
         }
     }
     for arg in &inputs.cli {
