@@ -12,13 +12,12 @@
 //! `--backend-config url=...`.
 
 use super::diag::{Diagnostic, Diagnostics, Loc, Source};
-use super::eval::{Locals, Objects, Scope};
+use super::eval::Empty;
 use super::reader::{self, Reader};
 use crate::model::Backend;
 use hcl_edit::Span;
 use hcl_edit::expr::Expression;
 use hcl_edit::structure::Block;
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -53,16 +52,8 @@ pub fn lower(blocks: &[(Arc<Source>, &Block)], diags: &mut Diagnostics) -> Optio
         );
     }
     // Nothing in a backend block may refer to anything: read it in an empty scope.
-    let (vars, locals, objects) = (HashMap::new(), Locals::default(), Objects::default());
-    let scope = Scope {
-        source: first_source,
-        vars: &vars,
-        locals: &locals,
-        objects: &objects,
-        groups: None,
-        each: None,
-        for_vars: Vec::new(),
-    };
+    let empty = Empty::default();
+    let scope = empty.scope(first_source);
     let r = Reader::new(scope, first, &["url"], &[], diags);
     let Some(expr) = r.expr("url") else {
         r.missing("url", diags);

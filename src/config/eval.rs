@@ -92,6 +92,41 @@ pub struct Scope<'a> {
     pub for_vars: Vec<(String, Value)>,
 }
 
+impl<'a> Scope<'a> {
+    /// A scope outside any recovery plan, `for_each` or `for` expression.
+    pub fn top(
+        source: &'a Arc<Source>,
+        vars: &'a HashMap<String, VarValue>,
+        locals: &'a Locals,
+        objects: &'a Objects,
+    ) -> Scope<'a> {
+        Scope {
+            source,
+            vars,
+            locals,
+            objects,
+            groups: None,
+            each: None,
+            for_vars: Vec::new(),
+        }
+    }
+}
+
+/// Nothing to refer to: the scope of variable declarations, variables files
+/// and the backend block, which may not depend on anything.
+#[derive(Default)]
+pub struct Empty {
+    vars: HashMap<String, VarValue>,
+    locals: Locals,
+    objects: Objects,
+}
+
+impl Empty {
+    pub fn scope<'s>(&'s self, source: &'s Arc<Source>) -> Scope<'s> {
+        Scope::top(source, &self.vars, &self.locals, &self.objects)
+    }
+}
+
 const NAMESPACES: [&str; 10] = [
     "var",
     "local",
@@ -507,15 +542,7 @@ impl<'a> Scope<'a> {
             .borrow_mut()
             .insert(name.to_string(), LocalState::InProgress);
         self.locals.stack.borrow_mut().push(name.to_string());
-        let scope = Scope {
-            source: &def.source,
-            vars: self.vars,
-            locals: self.locals,
-            objects: self.objects,
-            groups: None,
-            each: None,
-            for_vars: Vec::new(),
-        };
+        let scope = Scope::top(&def.source, self.vars, self.locals, self.objects);
         let mut inner = Out {
             diags: &mut *out.diags,
             sensitive: false,

@@ -28,15 +28,7 @@ pub struct Ctx<'a> {
 
 impl<'a> Ctx<'a> {
     fn scope<'s>(&'s self, source: &'s Arc<Source>) -> Scope<'s> {
-        Scope {
-            source,
-            vars: self.vars,
-            locals: self.locals,
-            objects: self.objects,
-            groups: None,
-            each: None,
-            for_vars: Vec::new(),
-        }
+        Scope::top(source, self.vars, self.locals, self.objects)
     }
 }
 

@@ -304,18 +304,10 @@ fn load_into(dir: &Path, inputs: &VarInputs, diags: &mut Diagnostics) -> Option<
 
     // Variables.
     let mut decls = Vec::new();
-    let (no_vars, no_locals, no_objects) = (HashMap::new(), Locals::default(), Objects::default());
+    let empty = eval::Empty::default();
     for t in of("variable") {
         // Variable blocks may not refer to anything: read them in an empty scope.
-        let scope = eval::Scope {
-            source: &t.source,
-            vars: &no_vars,
-            locals: &no_locals,
-            objects: &no_objects,
-            groups: None,
-            each: None,
-            for_vars: Vec::new(),
-        };
+        let scope = empty.scope(&t.source);
         let r = reader::Reader::new(
             scope,
             t.block,
@@ -419,15 +411,7 @@ fn load_into(dir: &Path, inputs: &VarInputs, diags: &mut Diagnostics) -> Option<
     for name in &locals.order {
         // Evaluate every local once so errors in unused locals are reported too.
         let src = &locals.defs[name].source;
-        let scope = eval::Scope {
-            source: src,
-            vars: &var_values,
-            locals: &locals,
-            objects: &objects,
-            groups: None,
-            each: None,
-            for_vars: Vec::new(),
-        };
+        let scope = eval::Scope::top(src, &var_values, &locals, &objects);
         let mut out = eval::Out {
             diags: &mut *diags,
             sensitive: false,

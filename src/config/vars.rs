@@ -3,7 +3,7 @@
 //! `--var-file`, and `--var NAME=VALUE`.
 
 use super::diag::{Diagnostic, Diagnostics, Loc, Source, did_you_mean};
-use super::eval::{Locals, Objects, Out, Scope, VarValue};
+use super::eval::{Empty, Out, VarValue};
 use super::value::{Type, Value};
 use super::{VarInputs, parse};
 use hcl_edit::Span;
@@ -64,18 +64,8 @@ pub fn parse_type(e: &Expression, source: &Arc<Source>, diags: &mut Diagnostics)
 /// Evaluate an expression that may not refer to anything (a default or a
 /// value from a variables file).
 fn eval_const(e: &Expression, source: &Arc<Source>, diags: &mut Diagnostics) -> Option<Value> {
-    let vars = HashMap::new();
-    let locals = Locals::default();
-    let objects = Objects::default();
-    let scope = Scope {
-        source,
-        vars: &vars,
-        locals: &locals,
-        objects: &objects,
-        groups: None,
-        each: None,
-        for_vars: Vec::new(),
-    };
+    let empty = Empty::default();
+    let scope = empty.scope(source);
     let mut scratch = Diagnostics::default();
     let mut out = Out {
         diags: &mut scratch,
