@@ -70,28 +70,10 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
                 continue;
             }
         };
-        let formatted = match format_source(&source) {
+        let formatted = match format_or_report(&shown, &source) {
             Ok(f) => f,
-            Err(FormatError::Syntax {
-                line,
-                column,
-                offset,
-                message,
-            }) => {
-                let report = miette::Report::new(SyntaxError {
-                    path: shown.clone(),
-                    line,
-                    column,
-                    message,
-                    span: SourceSpan::from((offset.min(source.len()), 0)),
-                    source_code: NamedSource::new(shown, source),
-                });
+            Err(report) => {
                 eprintln!("{report:?}");
-                failed = true;
-                continue;
-            }
-            Err(e @ FormatError::Changed) => {
-                eprintln!("error: {shown}: {e}");
                 failed = true;
                 continue;
             }
@@ -103,14 +85,7 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         let mut out = stdout.lock();
         let _ = writeln!(out, "{shown}");
         if args.diff {
-            let diff = similar::TextDiff::from_lines(&source, &formatted);
-            let _ = write!(
-                out,
-                "{}",
-                diff.unified_diff()
-                    .context_radius(3)
-                    .header(&format!("a/{shown}"), &format!("b/{shown}"))
-            );
+            write_diff(&mut out, &shown, &source, &formatted);
         }
         if !args.check
             && let Err(e) = write_atomically(path, &formatted)
@@ -128,41 +103,49 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
     })
 }
 
+/// The formatted text of `source` (shown as `shown`), or the report that
+/// says why it cannot be formatted.
+fn format_or_report(shown: &str, source: &str) -> miette::Result<String> {
+    format_source(source).map_err(|e| match e {
+        FormatError::Syntax {
+            line,
+            column,
+            offset,
+            message,
+        } => miette::Report::new(SyntaxError {
+            path: shown.to_string(),
+            line,
+            column,
+            message,
+            span: SourceSpan::from((offset.min(source.len()), 0)),
+            source_code: NamedSource::new(shown, source.to_string()),
+        }),
+        e @ FormatError::Changed => miette::miette!("{shown}: {e}"),
+    })
+}
+
+/// A unified diff from `source` to `formatted`, headed `a/NAME`, `b/NAME`.
+fn write_diff(out: &mut impl Write, shown: &str, source: &str, formatted: &str) {
+    let diff = similar::TextDiff::from_lines(source, formatted);
+    let _ = write!(
+        out,
+        "{}",
+        diff.unified_diff()
+            .context_radius(3)
+            .header(&format!("a/{shown}"), &format!("b/{shown}"))
+    );
+}
+
 /// `standby fmt -`: for editors. Prints the formatted text (or, with
 /// `--check`, nothing; with `--diff`, the diff).
 fn format_stdin(args: &Args) -> miette::Result<ExitCode> {
     let mut source = String::new();
     std::io::Read::read_to_string(&mut std::io::stdin(), &mut source)
         .map_err(|e| miette::miette!("cannot read standard input: {e}"))?;
-    let formatted = match format_source(&source) {
-        Ok(f) => f,
-        Err(FormatError::Syntax {
-            line,
-            column,
-            offset,
-            message,
-        }) => {
-            return Err(miette::Report::new(SyntaxError {
-                path: "<stdin>".to_string(),
-                line,
-                column,
-                message,
-                span: SourceSpan::from((offset.min(source.len()), 0)),
-                source_code: NamedSource::new("<stdin>", source),
-            }));
-        }
-        Err(e) => return Err(miette::miette!("<stdin>: {e}")),
-    };
+    let formatted = format_or_report("<stdin>", &source)?;
     let mut out = std::io::stdout().lock();
     if args.diff {
-        let diff = similar::TextDiff::from_lines(&source, &formatted);
-        let _ = write!(
-            out,
-            "{}",
-            diff.unified_diff()
-                .context_radius(3)
-                .header("a/<stdin>", "b/<stdin>")
-        );
+        write_diff(&mut out, "<stdin>", &source, &formatted);
     } else if !args.check {
         let _ = out.write_all(formatted.as_bytes());
     }
