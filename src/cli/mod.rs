@@ -81,6 +81,32 @@ pub struct VarArgs {
     pub var_files: Vec<std::path::PathBuf>,
 }
 
+impl VarArgs {
+    pub fn inputs(&self) -> crate::config::VarInputs {
+        crate::config::VarInputs {
+            cli: self.vars.clone(),
+            files: self.var_files.clone(),
+        }
+    }
+
+    /// Load the configuration in the current directory (set by -C), printing
+    /// its warnings, or its errors and `None`.
+    pub(crate) fn load_or_report(&self, color: bool) -> Option<crate::model::Config> {
+        match crate::config::load(std::path::Path::new("."), &self.inputs()) {
+            Ok(loaded) => {
+                if !loaded.warnings.is_empty() {
+                    eprint!("{}", loaded.warnings.render(color));
+                }
+                Some(loaded.config)
+            }
+            Err(diags) => {
+                eprint!("{}", diags.render(color));
+                None
+            }
+        }
+    }
+}
+
 /// Where the state is, for commands that read or write it.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct BackendArgs {

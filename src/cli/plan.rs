@@ -1,10 +1,9 @@
 //! `standby plan`: load the configuration and state, diff them, print the
 //! plan (text, Markdown or JSON) and optionally save it for `apply`.
 
-use crate::config::{self, VarInputs};
 use crate::plan::{self, DiffOptions, Plan, SavedPlan, render};
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -88,24 +87,13 @@ pub(crate) fn make_plan(
     backend: &crate::cli::BackendArgs,
     color: bool,
 ) -> miette::Result<Option<Plan>> {
-    let inputs = VarInputs {
-        cli: vars.vars.clone(),
-        files: vars.var_files.clone(),
+    let Some(config) = vars.load_or_report(color) else {
+        return Ok(None);
     };
-    let loaded = match config::load(Path::new("."), &inputs) {
-        Ok(l) => l,
-        Err(diags) => {
-            eprint!("{}", diags.render(color));
-            return Ok(None);
-        }
-    };
-    if !loaded.warnings.items.is_empty() {
-        eprint!("{}", loaded.warnings.render(color));
-    }
-    let backend = backend.open(loaded.config.backend.as_ref())?;
+    let backend = backend.open(config.backend.as_ref())?;
     let state = backend.read().map_err(miette::Report::new)?;
-    let plan = plan::diff(&loaded.config, state.as_ref(), &DiffOptions::default());
-    let prevented = plan.prevented_destroys(&loaded.config, state.as_ref());
+    let plan = plan::diff(&config, state.as_ref(), &DiffOptions::default());
+    let prevented = plan.prevented_destroys(&config, state.as_ref());
     if !prevented.is_empty() {
         for p in &prevented {
             eprintln!("error: {p}");

@@ -1,7 +1,7 @@
 //! `standby validate`: load and check the configuration, touching neither
 //! state nor the vault.
 
-use crate::config::{self, VarInputs};
+use crate::config;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -24,11 +24,7 @@ fn use_color() -> bool {
 }
 
 pub fn run(args: Args) -> miette::Result<ExitCode> {
-    let inputs = VarInputs {
-        cli: args.vars.vars.clone(),
-        files: args.vars.var_files.clone(),
-    };
-    let result = config::load(&args.dir, &inputs);
+    let result = config::load(&args.dir, &args.vars.inputs());
     if args.json {
         let (valid, diags) = match &result {
             Ok(l) => (true, l.warnings.to_json()),

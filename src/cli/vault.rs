@@ -1,13 +1,12 @@
 //! `standby vault init|prune|verify`, and the helpers the vault-facing
 //! commands share: load the configuration, pick a vault, open it.
 
-use crate::config::{self, VarInputs};
 use crate::model::{Address, Config, Kind};
 use crate::vault::{Vault, prune, verify};
 use miette::{IntoDiagnostic, miette};
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -50,23 +49,9 @@ pub enum Command {
 
 /// Load the configuration in the current directory (set by -C).
 pub(crate) fn load_config(vars: &crate::cli::VarArgs) -> miette::Result<Config> {
-    let inputs = VarInputs {
-        cli: vars.vars.clone(),
-        files: vars.var_files.clone(),
-    };
     let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    match config::load(Path::new("."), &inputs) {
-        Ok(loaded) => {
-            if !loaded.warnings.is_empty() {
-                eprint!("{}", loaded.warnings.render(color));
-            }
-            Ok(loaded.config)
-        }
-        Err(diags) => {
-            eprint!("{}", diags.render(color));
-            Err(miette!("the configuration has errors; nothing was done"))
-        }
-    }
+    vars.load_or_report(color)
+        .ok_or_else(|| miette!("the configuration has errors; nothing was done"))
 }
 
 /// Parse `kind.name` or a bare `name` of the given kind.
