@@ -1,14 +1,28 @@
 //! The contract a site provider implements: prepare a run, materialize a
-//! machine's disks from a recovery point, start, stop, run a check, destroy.
+//! machine's disks, start, stop, run a check, destroy.
 //!
-//! Providers never see HCL or the vault: standby hands them plain requests
-//! and a reader for each disk's restored bytes.
+//! Providers never see HCL or the vault: standby hands them plain requests.
+//! To materialize a disk, a provider says where the disk's bytes go
+//! ([`SiteProvider::disk_target`]); standby writes the restored point there.
+//!
+//! Providers are stateless between calls: one `standby failover test` process
+//! may start machines that a later `standby failover cleanup` process stops,
+//! so whatever a provider must remember (pids, sandboxes) it keeps at the site.
+//!
+//! Calls for one run come in this order: `prepare` once, then per machine
+//! `disk_target` for each disk, `start`, `check` (any number of times),
+//! `stop`; finally `destroy` once (test runs; cleanup). `stop` and `destroy`
+//! must succeed when there is nothing left to stop or remove, so cleanup can
+//! be rerun after an interruption.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
-/// Why a run happens; test runs must never touch production paths.
+/// Why a run happens. A `Test` run lives in a sandbox of its own and never
+/// touches a production path of either site; a `Failover` run puts the
+/// machines on the site's production paths.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
@@ -16,63 +30,207 @@ pub enum Mode {
     Failover,
 }
 
-/// One recovery run of one machine at one site.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RunContext {
-    pub run_id: String,
-    pub mode: Mode,
-    pub site: String,
-    pub machine: String,
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Test => "test",
+            Mode::Failover => "failover",
+        }
+    }
 }
 
-/// Where a materialized disk ended up, by disk name.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Materialized {
+/// One recovery run (all machines of one recovery plan) at one site.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Run {
+    /// Unique per run, safe as a file name (`[A-Za-z0-9-]`).
+    pub run_id: String,
+    pub mode: Mode,
+    /// The site's address, e.g. `site.dr`.
+    pub site: String,
+    /// The site's root directory (local provider), absolute.
+    pub site_root: Option<PathBuf>,
+    /// The configuration directory, absolute: relative commands and paths
+    /// in the configuration (boot scripts, check scripts) resolve against it
+    /// and commands run with it as their working directory.
+    pub config_root: PathBuf,
+}
+
+/// A disk to materialize: its name, size, and where it lives on the
+/// machine's own site, relative to that site's root (or absolute: a device).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskSpec {
+    pub name: String,
+    pub size: u64,
+    pub path: PathBuf,
+}
+
+/// A machine of a run, with where its disks were materialized.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MachineSpec {
+    /// The machine's address, e.g. `machine.db` or `machine.web["a"]`.
+    pub machine: String,
+    /// The machine's `boot` command (argv, no shell), if any.
+    pub boot: Option<Vec<String>>,
+    /// Materialized disks by disk name (paths from `disk_target`).
     pub disks: BTreeMap<String, PathBuf>,
 }
 
+impl MachineSpec {
+    /// The environment every command of this machine gets:
+    /// `STANDBY_MACHINE`, `STANDBY_RUN_ID`, `STANDBY_MODE`, and
+    /// `STANDBY_DISK_<NAME>` (upper case, `-` and `.` as `_`) per disk.
+    pub fn env(&self, run: &Run) -> Vec<(String, String)> {
+        let mut env = vec![
+            ("STANDBY_MACHINE".to_string(), self.machine.clone()),
+            ("STANDBY_RUN_ID".to_string(), run.run_id.clone()),
+            ("STANDBY_MODE".to_string(), run.mode.as_str().to_string()),
+        ];
+        for (name, path) in &self.disks {
+            env.push((disk_env_name(name), path.display().to_string()));
+        }
+        env
+    }
+}
+
+/// `STANDBY_DISK_<NAME>` for a disk name.
+pub fn disk_env_name(disk: &str) -> String {
+    let upper: String = disk
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("STANDBY_DISK_{upper}")
+}
+
+/// A command check run with the machine's environment: passes when the
+/// command exits 0 within `timeout` and, if `expect` is set, its trimmed
+/// stdout equals it. (HTTP and TCP checks are run by standby itself.)
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandCheck {
+    pub name: String,
+    pub command: Vec<String>,
+    pub expect: Option<String>,
+    #[serde(with = "secs")]
+    pub timeout: Duration,
+}
+
 /// The outcome of one check attempt.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckOutcome {
     pub passed: bool,
+    /// What was seen: exit code and the tail of the output, or why it failed.
     pub detail: String,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProviderError {
-    #[error("{action} failed for machine {machine}: {reason}")]
+    #[error("{action} failed for {subject}: {reason}")]
     Action {
         action: &'static str,
-        machine: String,
+        subject: String,
         reason: String,
     },
-    #[error(transparent)]
-    Io(#[from] std::io::Error),
+    #[error("{action} for {subject} did not finish within {timeout:?}")]
+    Timeout {
+        action: &'static str,
+        subject: String,
+        timeout: Duration,
+    },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
-/// What every site provider does. Methods are called in order:
-/// prepare, materialize, start, check (repeatedly), stop, destroy.
+/// What every site provider does.
 pub trait SiteProvider: Send + Sync {
-    /// Set up the place a run lives (a sandbox for test runs).
-    fn prepare(&self, ctx: &RunContext) -> Result<(), ProviderError>;
-    /// Create an empty disk named `disk` of `size` bytes; standby writes its contents to the returned path.
-    fn materialize_disk(
+    /// Set up the place a run lives (for test runs, a fresh sandbox).
+    fn prepare(&self, run: &Run) -> Result<(), ProviderError>;
+
+    /// Where `machine`'s disk should be written: an existing or new file of
+    /// `disk.size` bytes (or a device) that standby then fills with the
+    /// restored point. Test runs get a path inside the run's sandbox.
+    fn disk_target(
         &self,
-        ctx: &RunContext,
-        disk: &str,
-        size: u64,
+        run: &Run,
+        machine: &str,
+        disk: &DiskSpec,
     ) -> Result<PathBuf, ProviderError>;
-    /// Boot the machine from its materialized disks.
-    fn start(&self, ctx: &RunContext, disks: &Materialized) -> Result<(), ProviderError>;
-    /// Stop the machine if it runs.
-    fn stop(&self, ctx: &RunContext) -> Result<(), ProviderError>;
-    /// Run one check command with the machine's disks in its environment.
+
+    /// Boot the machine from its materialized disks. Returns once the boot
+    /// command has been started (a long-running process is tracked so
+    /// `stop` can end it, even from another standby process) or, for a boot
+    /// command that exits, once it exited 0 within `timeout`.
+    fn start(
+        &self,
+        run: &Run,
+        machine: &MachineSpec,
+        timeout: Duration,
+    ) -> Result<(), ProviderError>;
+
+    /// Stop the machine if it runs; succeeds when it does not.
+    fn stop(&self, run: &Run, machine: &str) -> Result<(), ProviderError>;
+
+    /// Run one attempt of a command check with the machine's environment.
     fn check(
         &self,
-        ctx: &RunContext,
-        disks: &Materialized,
-        command: &[String],
+        run: &Run,
+        machine: &MachineSpec,
+        check: &CommandCheck,
     ) -> Result<CheckOutcome, ProviderError>;
-    /// Remove everything the run created.
-    fn destroy(&self, ctx: &RunContext) -> Result<(), ProviderError>;
+
+    /// Remove everything the run created (the test sandbox); succeeds when
+    /// there is nothing left. Never removes production disks.
+    fn destroy(&self, run: &Run) -> Result<(), ProviderError>;
+}
+
+mod secs {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let secs = f64::deserialize(d)?;
+        Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disk_env_names_are_shell_safe() {
+        assert_eq!(disk_env_name("system"), "STANDBY_DISK_SYSTEM");
+        assert_eq!(disk_env_name("data-1.v2"), "STANDBY_DISK_DATA_1_V2");
+    }
+
+    #[test]
+    fn machine_env_names_run_mode_and_disks() {
+        let run = Run {
+            run_id: "r1".into(),
+            mode: Mode::Test,
+            site: "site.dr".into(),
+            site_root: None,
+            config_root: PathBuf::from("/cfg"),
+        };
+        let m = MachineSpec {
+            machine: "machine.db".into(),
+            boot: None,
+            disks: BTreeMap::from([("data".to_string(), PathBuf::from("/x/data"))]),
+        };
+        let env = m.env(&run);
+        assert!(env.contains(&("STANDBY_MODE".into(), "test".into())));
+        assert!(env.contains(&("STANDBY_DISK_DATA".into(), "/x/data".into())));
+    }
 }
