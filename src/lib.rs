@@ -10,6 +10,7 @@ pub mod exec;
 pub mod hclfmt;
 pub mod model;
 pub mod plan;
+pub mod recovery;
 pub mod replication;
 pub mod samples;
 pub mod state;

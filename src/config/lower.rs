@@ -501,7 +501,7 @@ pub fn machine(
         scope,
         t.block,
         &["site", "for_each"],
-        &["disk", "quiesce", "boot", "check"],
+        &["disk", "quiesce", "boot", "shutdown", "check"],
         diags,
     );
     let site = r.reference("site", Kind::Site, diags);
@@ -576,6 +576,22 @@ pub fn machine(
             }
         }
     };
+    let shutdown = match r.single_block("shutdown", diags) {
+        None => None,
+        Some(b) => {
+            let mut q = r.nested(b, "shutdown", &["command", "timeout"], &[], diags);
+            let command = q.argv("command", true, diags);
+            let timeout = q.duration_or("timeout", 300, diags);
+            r.sensitive.extend(std::mem::take(&mut q.sensitive));
+            match (command, timeout) {
+                (Some(command), Some(timeout)) => Some(Shutdown { command, timeout }),
+                _ => {
+                    ok = false;
+                    None
+                }
+            }
+        }
+    };
     let mut checks = Vec::new();
     let mut seen = HashMap::new();
     for b in r.blocks("check") {
@@ -598,6 +614,7 @@ pub fn machine(
         disks,
         quiesce,
         boot,
+        shutdown,
         checks,
         sensitive: r.sensitive,
     })
