@@ -12,6 +12,7 @@ pub mod model;
 pub mod plan;
 pub mod recovery;
 pub mod replication;
+pub mod report;
 pub mod samples;
 pub mod state;
 pub mod status;

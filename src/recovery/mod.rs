@@ -8,4 +8,10 @@ pub mod engine;
 pub mod points;
 pub mod providers;
 pub mod record;
+pub mod run;
 pub mod timeline;
+
+pub use engine::{Approvals, TEST_HOOK_ENV};
+pub use points::PointChoice;
+pub use record::Recorder;
+pub use run::{Cleaned, DrillResult, RecoveryError, RunResult};
