@@ -87,40 +87,11 @@ pub fn probe_once(
 }
 
 fn tcp(address: &str, timeout: Duration) -> CheckOutcome {
-    use std::net::ToSocketAddrs;
-    let addrs = match address.to_socket_addrs() {
-        Ok(a) => a.collect::<Vec<_>>(),
-        Err(e) => {
-            return CheckOutcome {
-                passed: false,
-                detail: format!("cannot resolve {address}: {e}"),
-            };
-        }
-    };
-    let mut last = format!("{address} resolves to no address");
-    for a in addrs {
-        match std::net::TcpStream::connect_timeout(&a, timeout) {
-            Ok(_) => {
-                return CheckOutcome {
-                    passed: true,
-                    detail: format!("connected to {a}"),
-                };
-            }
-            Err(e) => last = format!("cannot connect to {a}: {e}"),
-        }
-    }
-    CheckOutcome {
-        passed: false,
-        detail: last,
-    }
+    standby_provider_core::probe::tcp(address, timeout)
 }
 
 fn http(url: &str, status: u16, contains: Option<&str>, timeout: Duration) -> CheckOutcome {
-    let _ = (status, contains, timeout);
-    CheckOutcome {
-        passed: false,
-        detail: format!("http checks are not available in this build ({url})"),
-    }
+    standby_provider_core::probe::http(url, status, contains, timeout)
 }
 
 /// Call `attempt` up to `retries + 1` times, `interval` apart, until it passes.

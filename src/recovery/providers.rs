@@ -16,6 +16,7 @@ pub fn for_site(
         .ok_or_else(|| format!("no {site} in the configuration"))?;
     let _ = root;
     match s.provider.as_str() {
+        "local" => Ok(Box::new(standby_provider_local::LocalProvider::new())),
         other => Err(format!(
             "{site}: provider {other:?} is not built into this standby"
         )),
