@@ -602,3 +602,53 @@ fn unplanned_failover_restores_the_chosen_point() {
     // The source was left alone.
     assert_eq!(rows(&src), 600);
 }
+
+/// Wait until the plan's run in the state waits for `step`.
+fn wait_for_waiting(qs: &Path, child: &mut std::process::Child, step: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let st = std::fs::read(qs.join(".standby/state.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok());
+        if st.as_ref().is_some_and(|s| s["runs"][0]["waiting_for"] == step) {
+            return;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the run ended before waiting: {status}");
+        }
+        assert!(Instant::now() < deadline, "the run never waited for {step}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn an_interrupted_drill_still_cleans_up_and_records_a_failed_drill() {
+    let d = tempfile::tempdir().unwrap();
+    let qs = quickstart(d.path());
+    let reports = d.path().join("reports");
+    let mut child = standby(&qs)
+        .args(["drill", "shop", "--wait-for-approval", "--report-dir"])
+        .arg(&reports)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_waiting(&qs, &mut child, "web.dns");
+    // Both machines are up in the sandbox by now.
+    assert!(!files_under(&qs.join("sites/dr")).is_empty());
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let left = files_under(&qs.join("sites/dr"));
+    assert!(left.is_empty(), "left at the DR site: {left:?}");
+    let st = state(&qs);
+    assert!(st.get("runs").is_none(), "{st:#}");
+    assert_eq!(st["drills"][0]["passed"], false);
+    let report = json_file(&reports.join("report.json"));
+    assert_eq!(report["interrupted"], true);
+    assert_eq!(report["cleanup"]["passed"], true);
+}

@@ -158,9 +158,9 @@ fn refusal(doc: &crate::state::StateDoc, plan: &Address, kind: RunKind) -> Optio
             .map(|m| m.site.clone())
             .unwrap_or_else(|| "its target site".into());
         let help = match f.phase {
-            Phase::Running => format!(
-                "that run is still in progress (or its process died: `standby status` shows where each machine is); wait for it to finish"
-            ),
+            // Its process was killed: a new attempt replaces it.
+            Phase::Running if f.abandoned() => return None,
+            Phase::Running => "that run is still in progress on another host or process; wait for it to finish (`standby status` shows where each machine is)".to_string(),
             Phase::Completed => format!(
                 "the machines run at {site}; make it final with `standby failover commit {name}`"
             ),
@@ -224,6 +224,7 @@ pub fn failover(
         phase: Phase::Running,
         started_at: timeline.started_at(),
         finished_at: None,
+        owner: Some(crate::state::Owner::me()),
         waiting_for: None,
         approvals: Vec::new(),
         machines: BTreeMap::new(),
@@ -232,7 +233,7 @@ pub fn failover(
         if let Some(r) = refusal(doc, &plan.addr, kind) {
             return Err(r);
         }
-        // A failed failover is replaced by the new attempt.
+        // A failed (or abandoned) failover is replaced by the new attempt.
         doc.runs
             .retain(|r| !(r.plan == plan.addr && r.kind.is_test() == kind.is_test()));
         doc.runs.push(record.clone());
@@ -456,6 +457,10 @@ pub fn commit(plan: &Address, recorder: &Recorder) -> Result<RunRecord, Recovery
                 ),
                 "nothing to do".into(),
             )),
+            Phase::Running if r.abandoned() => Err(refused(
+                format!("the failover of {plan} (run {}) was interrupted: its process is gone", r.run_id),
+                format!("run the failover again (`standby failover unplanned {name}`); the state shows how far it got"),
+            )),
             Phase::Running => Err(refused(
                 format!("the failover of {plan} (run {}) is still running", r.run_id),
                 "wait for it to finish; `standby status` shows where each machine is".into(),
@@ -482,7 +487,7 @@ pub fn approve(
         let mut running: Vec<&mut RunRecord> = doc
             .runs
             .iter_mut()
-            .filter(|r| &r.plan == plan && r.phase == Phase::Running)
+            .filter(|r| &r.plan == plan && r.phase == Phase::Running && !r.abandoned())
             .collect();
         // Prefer the run that waits for this very step.
         running.sort_by_key(|r| {

@@ -78,6 +78,10 @@ pub struct RunRecord {
     pub started_at: OffsetDateTime,
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub finished_at: Option<OffsetDateTime>,
+    /// The process carrying the run out, so a run whose process died is
+    /// told from one in progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Owner>,
     /// The manual step the run waits for now, if any (`GROUP.STEP`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting_for: Option<String>,
@@ -89,7 +93,44 @@ pub struct RunRecord {
     pub machines: BTreeMap<String, MachineRun>,
 }
 
+/// A process on a host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Owner {
+    pub pid: u32,
+    pub host: String,
+}
+
+impl Owner {
+    /// This process.
+    pub fn me() -> Owner {
+        Owner {
+            pid: std::process::id(),
+            host: gethostname::gethostname().to_string_lossy().into_owned(),
+        }
+    }
+
+    /// False only when the process is on this host and certainly gone.
+    pub fn may_be_alive(&self) -> bool {
+        if self.host != gethostname::gethostname().to_string_lossy() {
+            return true;
+        }
+        let Ok(pid) = libc::pid_t::try_from(self.pid) else {
+            return true;
+        };
+        // Signal 0 checks existence; EPERM means it exists under another user.
+        let r = unsafe { libc::kill(pid, 0) };
+        r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    }
+}
+
 impl RunRecord {
+    /// A run recorded as running whose process is gone (killed): nothing
+    /// will finish it.
+    pub fn abandoned(&self) -> bool {
+        self.phase == Phase::Running && self.owner.as_ref().is_some_and(|o| !o.may_be_alive())
+    }
+
     /// Whether `step` (`STEP` or `GROUP.STEP`) of `group` is approved.
     pub fn approved(&self, group: &str, step: &str) -> bool {
         self.approvals

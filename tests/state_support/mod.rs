@@ -87,6 +87,10 @@ pub fn sample_doc() -> StateDoc {
         phase: standby::state::Phase::Running,
         started_at: at,
         finished_at: None,
+        owner: Some(standby::state::Owner {
+            pid: 4242,
+            host: "ops-1".into(),
+        }),
         waiting_for: Some("web.dns".into()),
         approvals: vec![standby::state::Approval {
             step: "dns".into(),
