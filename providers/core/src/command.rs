@@ -152,15 +152,35 @@ pub fn kill_group(pid: u32, signal: i32) {
     }
 }
 
-/// True while any process of the group led by `pid` exists (zombies count
-/// until reaped).
+/// True while a live (not zombie) process of the group led by `pid`
+/// exists. Zombies do not count: where nothing reaps orphans (some
+/// containers' init), they would otherwise keep a stopped group "alive".
 pub fn group_alive(pid: u32) -> bool {
     let Ok(p) = i32::try_from(pid) else {
         return false;
     };
     // SAFETY: signal 0 only checks for existence and permission.
     let r = unsafe { libc::kill(-p, 0) };
-    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    if r != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH) {
+        return false;
+    }
+    // Something is there: look for a member that is not a zombie.
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return true;
+    };
+    procs.filter_map(Result::ok).any(|e| {
+        std::fs::read_to_string(e.path().join("stat"))
+            .ok()
+            .and_then(|s| {
+                // Fields after the command name: state, ppid, pgrp, ...
+                let rest = s.get(s.rfind(')')? + 1..)?.to_string();
+                let mut f = rest.split_whitespace();
+                let state = f.next()?;
+                let pgrp: u32 = f.nth(1)?.parse().ok()?;
+                Some(pgrp == pid && state != "Z")
+            })
+            .unwrap_or(false)
+    })
 }
 
 /// The last `n` lines of `bytes` (lossy UTF-8), trimmed.
@@ -236,6 +256,34 @@ mod tests {
             assert!(Instant::now() < deadline, "background sleep survived");
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    #[test]
+    fn a_group_of_only_zombies_is_not_alive() {
+        let mut child = Command::new("true").process_group(0).spawn().unwrap();
+        let pid = child.id();
+        // Exited but not reaped: a zombie, still a member of its group.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap()
+            .contains(") Z ")
+        {
+            assert!(Instant::now() < deadline, "child never exited");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(!group_alive(pid));
+        child.wait().unwrap();
+        assert!(!group_alive(pid));
+
+        let mut live = Command::new("sleep")
+            .arg("30")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        assert!(group_alive(live.id()));
+        kill_group(live.id(), libc::SIGKILL);
+        live.wait().unwrap();
+        assert!(!group_alive(live.id()));
     }
 
     #[test]
