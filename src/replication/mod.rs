@@ -4,7 +4,8 @@
 //!
 //! Public entry points: [`take_points`] (one point instant for a list of
 //! targets — a consistency group, or a single protection) and
-//! [`restore::restore_disk`].
+//! [`restore::restore_disk`], and [`resync::restore_onto`] (only the blocks
+//! that differ, onto an existing disk).
 
 pub mod batch;
 pub mod capture;
@@ -12,6 +13,7 @@ pub mod ctk;
 pub mod disk;
 pub mod quiesce;
 pub mod restore;
+pub mod resync;
 
 use crate::model;
 use crate::vault::manifest::{self, Consistency, Manifest, Stats};
@@ -25,6 +27,7 @@ use std::time::{Duration, Instant};
 
 pub use batch::{Batch, BatchError, batches, target_for};
 pub use restore::{Restored, restore_disk};
+pub use resync::{Resynced, restore_onto};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplicationError {
