@@ -7,29 +7,16 @@
 //! CI runs a bounded number of trials; `STANDBY_CORRUPTION_TRIALS=1000`
 //! (bench/faults.sh) runs the long form. `STANDBY_SEED` replays a run.
 
+mod common;
 mod vault_support;
 
+use common::{Rng, copy_dir, count_from_env};
 use standby::replication::{self, Progress};
 use standby::vault::{Id, Manifest, Vault, manifest, verify};
 use std::collections::BTreeMap;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use vault_support::*;
-
-/// A small deterministic generator, so a failing trial can be replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
 
 fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
     for e in std::fs::read_dir(dir).unwrap() {
@@ -38,19 +25,6 @@ fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
             files_under(&p, out);
         } else {
             out.push(p);
-        }
-    }
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dst = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_tree(&e.path(), &dst);
-        } else {
-            std::fs::copy(e.path(), dst).unwrap();
         }
     }
 }
@@ -64,17 +38,9 @@ enum Damage {
 
 #[test]
 fn random_damage_is_always_detected_and_never_restored_as_wrong_bytes() {
-    let trials: u64 = std::env::var("STANDBY_CORRUPTION_TRIALS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(15);
-    let seed: u64 = std::env::var("STANDBY_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(rand::random::<u64>)
-        | 1;
-    println!("corruption trials: {trials}, STANDBY_SEED={seed}");
-    let mut rng = Rng(seed);
+    let trials = count_from_env("STANDBY_CORRUPTION_TRIALS", 15);
+    let mut rng = Rng::seeded("corruption trials");
+    let seed = rng.0;
 
     // A pristine vault: two machines, a full point and a delta each, with
     // the bytes every point must restore to.
@@ -123,7 +89,7 @@ fn random_damage_is_always_detected_and_never_restored_as_wrong_bytes() {
     let mut tally: BTreeMap<(Damage, String), u64> = BTreeMap::new();
     for trial in 0..trials {
         let _ = std::fs::remove_dir_all(&work);
-        copy_tree(&pristine, &work);
+        copy_dir(&pristine, &work);
         let victim = &objects[rng.below(objects.len() as u64) as usize];
         let name = victim
             .strip_prefix(&pristine)

@@ -133,3 +133,40 @@ pub fn fill(dir: &Path, name: &str) -> PathBuf {
     }
     path
 }
+
+/// A small deterministic generator for fault injection, so a failing run
+/// can be replayed: seeded from `STANDBY_SEED` when set, else at random
+/// (the seed is printed).
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn seeded(what: &str) -> Rng {
+        let seed = std::env::var("STANDBY_SEED")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| uuid::Uuid::new_v4().as_u64_pair().0)
+            | 1;
+        println!("{what}: STANDBY_SEED={seed}");
+        Rng(seed)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// Uniform-ish in `0..n` (0 when `n` is 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+/// A count from the environment (the long form of a fault test), else `ci`.
+pub fn count_from_env(var: &str, ci: u64) -> u64 {
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(ci)
+}
