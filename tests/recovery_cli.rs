@@ -610,7 +610,10 @@ fn wait_for_waiting(qs: &Path, child: &mut std::process::Child, step: &str) {
         let st = std::fs::read(qs.join(".standby/state.json"))
             .ok()
             .and_then(|b| serde_json::from_slice::<Value>(&b).ok());
-        if st.as_ref().is_some_and(|s| s["runs"][0]["waiting_for"] == step) {
+        if st
+            .as_ref()
+            .is_some_and(|s| s["runs"][0]["waiting_for"] == step)
+        {
             return;
         }
         if let Some(status) = child.try_wait().unwrap() {
@@ -651,4 +654,28 @@ fn an_interrupted_drill_still_cleans_up_and_records_a_failed_drill() {
     let report = json_file(&reports.join("report.json"));
     assert_eq!(report["interrupted"], true);
     assert_eq!(report["cleanup"]["passed"], true);
+}
+
+#[test]
+fn drill_through_the_exec_provider_example() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().join("exec");
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("plans/exec-example"),
+        &root,
+    );
+    samples::make_ext4(&root.join("sites/onprem/app/system.img"), "app", 8).unwrap();
+    ok(&root, &["apply", "--auto-approve"]);
+    let reports = d.path().join("reports");
+    let out = ok(
+        &root,
+        &["drill", "app", "--report-dir", reports.to_str().unwrap()],
+    );
+    assert!(out.contains("# Drill of recovery_plan.app: PASSED"), "{out}");
+    let report = json_file(&reports.join("report.json"));
+    assert_valid("report.schema.json", &report);
+    assert_eq!(report["cleanup"]["passed"], true);
+    let junit = std::fs::read_to_string(reports.join("junit.xml")).unwrap();
+    assert!(junit.contains("name=\"check disk\""), "{junit}");
+    assert!(state(&root).get("runs").is_none());
 }

@@ -14,9 +14,16 @@ pub fn for_site(
         .sites
         .get(site)
         .ok_or_else(|| format!("no {site} in the configuration"))?;
-    let _ = root;
     match s.provider.as_str() {
         "local" => Ok(Box::new(standby_provider_local::LocalProvider::new())),
+        "exec" => match &s.command {
+            Some(command) if !command.is_empty() => Ok(Box::new(
+                standby_provider_exec::ExecProvider::new(command.clone(), root.to_path_buf()),
+            )),
+            _ => Err(format!(
+                "{site}: provider \"exec\" needs a command (site {{ command = [...] }})"
+            )),
+        },
         other => Err(format!(
             "{site}: provider {other:?} is not built into this standby"
         )),
