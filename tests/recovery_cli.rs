@@ -467,10 +467,11 @@ fn planned_failover_then_commit_is_recorded_and_refuses_a_second() {
     let qs = quickstart(d.path());
     // A shutdown command for the source database, which standby did not start.
     let machines = qs.join("machines.hcl");
-    let hcl = std::fs::read_to_string(&machines).unwrap().replacen(
-        r#"boot { command = ["sh", "scripts/db-start.sh"] }"#,
-        r#"boot { command = ["sh", "scripts/db-start.sh"] }
-  shutdown {
+    let hcl = std::fs::read_to_string(&machines).unwrap();
+    assert!(hcl.contains(r#"shutdown { command = ["sh", "scripts/db-stop.sh"] }"#));
+    let hcl = hcl.replacen(
+        r#"shutdown { command = ["sh", "scripts/db-stop.sh"] }"#,
+        r#"shutdown {
     command = ["sh", "-c", "sqlite3 \"$STANDBY_DISK_DATA\" 'SELECT count(*) FROM orders' > .standby/db-stopped-rows"]
     timeout = "30s"
   }"#,
