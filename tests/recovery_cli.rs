@@ -566,6 +566,46 @@ fn unplanned_failover_restores_the_chosen_point() {
     ok(&qs, &["replicate"]);
     assert_eq!(rows(&src), 600);
 
+    // latest-app: app-consistent for db (it has quiesce hooks); web, which
+    // cannot have such points, comes from the same instant.
+    ok(
+        &qs,
+        &[
+            "failover",
+            "test",
+            "shop",
+            "--point",
+            "latest-app",
+            "--approve",
+            "dns",
+        ],
+    );
+    let st = state(&qs);
+    let placed = &st["runs"][0]["machines"];
+    assert_eq!(placed["machine.db"]["point"]["consistency"], "app");
+    assert_eq!(
+        placed["machine.web"]["point"]["created"],
+        placed["machine.db"]["point"]["created"]
+    );
+    ok(&qs, &["failover", "cleanup", "shop"]);
+    // A time before every point has none to offer.
+    let early = run(
+        &qs,
+        &[
+            "failover",
+            "unplanned",
+            "shop",
+            "--point",
+            "2020-01-01T00:00:00Z",
+        ],
+    );
+    assert_eq!(early.status.code(), Some(1));
+    assert!(
+        text(&early).contains("before that time"),
+        "{}",
+        text(&early)
+    );
+
     let bad = run(
         &qs,
         &["failover", "unplanned", "shop", "--point", "yesterday"],
@@ -672,7 +712,10 @@ fn drill_through_the_exec_provider_example() {
         &root,
         &["drill", "app", "--report-dir", reports.to_str().unwrap()],
     );
-    assert!(out.contains("# Drill of recovery_plan.app: PASSED"), "{out}");
+    assert!(
+        out.contains("# Drill of recovery_plan.app: PASSED"),
+        "{out}"
+    );
     let report = json_file(&reports.join("report.json"));
     assert_valid("report.schema.json", &report);
     assert_eq!(report["cleanup"]["passed"], true);

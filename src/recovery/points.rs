@@ -12,7 +12,9 @@ use time::OffsetDateTime;
 pub enum PointChoice {
     /// The newest point (instant) of every machine (group).
     Latest,
-    /// The newest app-consistent point (instant).
+    /// The newest app-consistent point (instant): app-consistent for every
+    /// machine that can have such points (quiesce hooks and a policy that
+    /// takes them); a machine (group) with none of those takes its latest.
     LatestApp,
     /// The instant of this point (a unique id prefix); other groups take
     /// their newest instant at or before it.
@@ -59,8 +61,8 @@ struct Unit {
     group: Option<String>,
     /// (machine, protection)
     machines: Vec<(Address, Address)>,
-    /// The policy takes app-consistent points of every machine here.
-    app: bool,
+    /// Per machine: it has quiesce hooks and its policy takes app-consistent points.
+    app: Vec<bool>,
 }
 
 /// One instant of a unit: a point per machine, in unit order.
@@ -119,16 +121,23 @@ pub fn choose(
             .as_ref()
             .map(|g| format!("consistency group {g}"))
             .unwrap_or_else(|| u.machines[0].0.to_string());
-        let all_app = |i: &&Instant| i.1.iter().all(|m| m.consistency == Consistency::App);
+        // App-consistent: every machine that can have such points has one
+        // (a machine without quiesce hooks only ever has crash points).
+        let all_app = |i: &&Instant| {
+            i.1.iter()
+                .zip(&u.app)
+                .all(|(m, &can)| !can || m.consistency == Consistency::App)
+        };
+        let any_app = u.app.iter().any(|&a| a);
         let picked = match &choice {
             PointChoice::Latest => instants.last(),
-            PointChoice::LatestApp => instants.iter().rev().find(all_app),
-            PointChoice::PreferApp if u.app => instants
+            PointChoice::LatestApp if any_app => instants.iter().rev().find(all_app),
+            PointChoice::LatestApp => instants.last(),
+            PointChoice::PreferApp => instants
                 .iter()
                 .rev()
                 .find(all_app)
                 .or_else(|| instants.last()),
-            PointChoice::PreferApp => instants.last(),
             PointChoice::Time(t) => instants.iter().rev().find(|i| i.0 <= *t),
             PointChoice::Id(_) => None,
         };
@@ -195,9 +204,9 @@ fn units(cfg: &Config, plan: &RecoveryPlan) -> Result<Vec<Unit>, String> {
                 vault: p.vault.clone(),
                 group: p.consistency_group.clone(),
                 machines: Vec::new(),
-                app: true,
+                app: Vec::new(),
             });
-            u.app &= app;
+            u.app.push(app);
             u.machines.push((m.clone(), p.addr.clone()));
         }
     }
