@@ -49,6 +49,15 @@ fn text(o: &Output) -> String {
     )
 }
 
+/// Output with miette's wrapping undone: one line, single spaces.
+fn flat(o: &Output) -> String {
+    text(o)
+        .replace('│', " ")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn ok(dir: &Path, args: &[&str]) -> String {
     let o = run(dir, args);
     assert!(o.status.success(), "standby {args:?} failed:\n{}", text(&o));
@@ -392,7 +401,7 @@ fn manual_steps_need_an_approval_which_another_process_can_give() {
     // Not on a terminal, not pre-approved: the drill fails at the step, cleans up.
     let o = run(&qs, &["drill", "shop"]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    let all = text(&o);
+    let all = flat(&o);
     assert!(all.contains("--approve dns"), "{all}");
     assert!(all.contains("standby approve shop dns"), "{all}");
     assert!(files_under(&qs.join("sites/dr")).is_empty());
@@ -401,13 +410,13 @@ fn manual_steps_need_an_approval_which_another_process_can_give() {
     let o = run(&qs, &["approve", "shop", "dns"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(
-        text(&o).contains("no run of recovery_plan.shop is in progress"),
+        flat(&o).contains("no run of recovery_plan.shop is in progress"),
         "{}",
         text(&o)
     );
     // An unknown step is named.
     let o = run(&qs, &["approve", "shop", "dnz"]);
-    assert!(text(&o).contains("has no manual step dnz"), "{}", text(&o));
+    assert!(flat(&o).contains("has no manual step dnz"), "{}", text(&o));
 
     // A waiting run goes on once a second process approves.
     let mut child = standby(&qs)
@@ -433,6 +442,10 @@ fn manual_steps_need_an_approval_which_another_process_can_give() {
         assert!(Instant::now() < deadline, "the run never waited for dns");
         std::thread::sleep(Duration::from_millis(50));
     }
+    // Cleanup does not pull the sandbox from under a run at work.
+    let o = run(&qs, &["failover", "cleanup", "shop"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(flat(&o).contains("is still in progress"), "{}", text(&o));
     let approved = ok(&qs, &["approve", "shop", "dns"]);
     assert!(approved.contains("Approved step dns"), "{approved}");
     let out = child.wait_with_output().unwrap();
@@ -446,7 +459,7 @@ fn manual_steps_need_an_approval_which_another_process_can_give() {
     let o = run_test(&qs);
     assert_eq!(o.status.code(), Some(1));
     assert!(
-        text(&o).contains("standby failover cleanup shop"),
+        flat(&o).contains("standby failover cleanup shop"),
         "{}",
         text(&o)
     );
@@ -528,13 +541,13 @@ fn planned_failover_then_commit_is_recorded_and_refuses_a_second() {
         let o = run(&qs, &["failover", kind, "shop"]);
         assert_eq!(o.status.code(), Some(1), "{}", text(&o));
         assert!(
-            text(&o).contains("is failed over to site.dr"),
+            flat(&o).contains("is failed over to site.dr"),
             "{}",
             text(&o)
         );
     }
     let o = run(&qs, &["failover", "commit", "shop"]);
-    assert!(text(&o).contains("already committed"), "{}", text(&o));
+    assert!(flat(&o).contains("already committed"), "{}", text(&o));
 
     let points_before = ok(&qs, &["points", "--json"]);
     let o = run(&qs, &["replicate"]);
@@ -601,7 +614,7 @@ fn unplanned_failover_restores_the_chosen_point() {
     );
     assert_eq!(early.status.code(), Some(1));
     assert!(
-        text(&early).contains("before that time"),
+        flat(&early).contains("no point at or before that time"),
         "{}",
         text(&early)
     );
@@ -611,7 +624,7 @@ fn unplanned_failover_restores_the_chosen_point() {
         &["failover", "unplanned", "shop", "--point", "yesterday"],
     );
     assert_eq!(bad.status.code(), Some(1));
-    assert!(text(&bad).contains("is not a point"), "{}", text(&bad));
+    assert!(flat(&bad).contains("is not a point"), "{}", text(&bad));
     assert!(!qs.join("sites/dr").exists() || files_under(&qs.join("sites/dr")).is_empty());
 
     let out = ok(

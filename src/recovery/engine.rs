@@ -820,3 +820,35 @@ pub fn order(plan: &RecoveryPlan) -> Vec<&Group> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Kind;
+
+    fn group(name: &str, deps: &[&str]) -> Group {
+        Group {
+            name: name.into(),
+            machines: vec![],
+            depends_on: deps.iter().map(|d| d.to_string()).collect(),
+            before: vec![],
+            after: vec![],
+        }
+    }
+
+    #[test]
+    fn groups_run_after_what_they_depend_on_whatever_the_declaration_order() {
+        let plan = RecoveryPlan {
+            addr: Address::new(Kind::RecoveryPlan, "p"),
+            groups: vec![
+                group("web", &["app"]),
+                group("data", &[]),
+                group("app", &["data"]),
+                group("batch", &[]),
+            ],
+            drill: None,
+        };
+        let names: Vec<&str> = order(&plan).iter().map(|g| g.name.as_str()).collect();
+        assert_eq!(names, ["data", "app", "web", "batch"]);
+    }
+}

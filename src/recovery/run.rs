@@ -357,6 +357,21 @@ pub fn cleanup(
     let Some(run) = doc.run_of(&plan.addr, true).cloned() else {
         return Ok(Cleaned::Nothing);
     };
+    // Not under a run still at work (a drill cleans up after its run ended).
+    if run.phase == Phase::Running && !run.abandoned() {
+        let who = run
+            .owner
+            .as_ref()
+            .map(|o| format!(" (pid {} on {})", o.pid, o.host))
+            .unwrap_or_default();
+        return Err(RecoveryError::Refused {
+            message: format!(
+                "test run {} of {} is still in progress{who}",
+                run.run_id, plan.addr
+            ),
+            help: "wait for it to finish, or stop it (Ctrl-C or SIGTERM), then clean up".into(),
+        });
+    }
     let start = timeline.map(|t| t.now());
     let root = providers::absolute_root(cfg);
     // Sites: where machines were placed, and every target of the plan
