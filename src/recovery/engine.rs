@@ -697,7 +697,7 @@ impl<'a> Engine<'a> {
                         .map_err(|e| format!("restore disk {}: {e}", d.name))?;
                         Ok((target, r))
                     },
-                    |(t, r)| format!("{} bytes ({} of data) to {}", r.size, r.data, t.display()),
+                    |(_, r)| format!("{} disk, {} of data written", mib(r.size), mib(r.data)),
                 )?;
                 disks.insert(d.name.clone(), target.0.clone());
                 placed
@@ -791,6 +791,11 @@ impl<'a> Engine<'a> {
         self.place(addr, placed);
         result
     }
+}
+
+/// `12.5 MiB`.
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 
 /// The plan's groups in dependency order (declaration order among equals).

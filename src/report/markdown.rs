@@ -29,6 +29,18 @@ fn cell(s: &str) -> String {
     s.replace('|', "\\|").replace('\n', " ")
 }
 
+/// The detail worth a reader's eye: why something failed or was skipped,
+/// and what a restore wrote; passing checks need none (report.json has it).
+fn shown(e: &crate::recovery::timeline::Entry) -> String {
+    match (e.outcome, e.kind) {
+        (Outcome::Passed, EntryKind::Restore | EntryKind::Step | EntryKind::FinalPoint) => {
+            crate::recovery::command::tail(&e.detail, 120)
+        }
+        (Outcome::Passed, _) => String::new(),
+        _ => crate::recovery::command::tail(&e.detail, 300),
+    }
+}
+
 fn outcome(o: Outcome) -> &'static str {
     match o {
         Outcome::Passed => "passed",
@@ -104,7 +116,7 @@ pub fn markdown(r: &Report) -> String {
                 cell(e.machine.as_deref().unwrap_or("-")),
                 cell(&e.name),
                 outcome(e.outcome),
-                cell(&crate::recovery::command::tail(&e.detail, 160))
+                cell(&shown(e))
             ));
         }
         o.push('\n');
@@ -135,7 +147,7 @@ pub fn markdown(r: &Report) -> String {
             secs(e.end_seconds),
             cell(&what),
             outcome(e.outcome),
-            cell(&crate::recovery::command::tail(&e.detail, 120))
+            cell(&shown(e))
         ));
     }
     o.push('\n');
