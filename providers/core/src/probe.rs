@@ -1,9 +1,9 @@
 //! Checks standby runs itself, from the host it runs on: HTTP (status and
 //! body), TCP (connect), and the retry loop every check kind shares.
 //!
-//! These block: call them from a plain thread or `spawn_blocking`, never
-//! from inside an async task (reqwest's blocking client brings its own
-//! runtime).
+//! These block: call them from a plain thread or `spawn_blocking`. (`http`
+//! runs its request on a thread of its own, so reqwest's blocking client
+//! never meets a caller's tokio runtime, but it still blocks the caller.)
 
 use crate::{CheckOutcome, ProviderError};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -16,6 +16,16 @@ const BODY_LIMIT: u64 = 4 << 20;
 /// GETs `url` (redirects followed, TLS always verified) and passes when the
 /// final response has `status` and, if given, its body contains `contains`.
 pub fn http(url: &str, status: u16, contains: Option<&str>, timeout: Duration) -> CheckOutcome {
+    // reqwest's blocking client panics when used inside a tokio runtime;
+    // a thread of its own keeps that from ever reaching the caller.
+    std::thread::scope(|s| {
+        s.spawn(|| http_attempt(url, status, contains, timeout))
+            .join()
+            .unwrap_or_else(|_| fail(format!("GET {}: the HTTP client failed", shown_url(url))))
+    })
+}
+
+fn http_attempt(url: &str, status: u16, contains: Option<&str>, timeout: Duration) -> CheckOutcome {
     let shown = shown_url(url);
     let url_text = url;
     let url = shown.as_str();
@@ -210,6 +220,16 @@ mod tests {
             "{}",
             o.detail
         );
+    }
+
+    #[test]
+    fn http_works_from_inside_an_async_runtime() {
+        let url = server(200, "ok");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let o = rt.block_on(async { http(&url, 200, Some("ok"), Duration::from_secs(5)) });
+        assert!(o.passed, "{}", o.detail);
     }
 
     #[test]
