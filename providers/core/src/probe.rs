@@ -1,9 +1,9 @@
 //! Checks standby runs itself, from the host it runs on: HTTP (status and
 //! body), TCP (connect), and the retry loop every check kind shares.
 //!
-//! These block: call them from a plain thread or `spawn_blocking`, never
-//! from inside an async task (reqwest's blocking client brings its own
-//! runtime).
+//! These block: call them from a plain thread or `spawn_blocking`. (`http`
+//! runs its request on a thread of its own, so reqwest's blocking client
+//! never meets a caller's tokio runtime, but it still blocks the caller.)
 
 use crate::{CheckOutcome, ProviderError};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -16,6 +16,19 @@ const BODY_LIMIT: u64 = 4 << 20;
 /// GETs `url` (redirects followed, TLS always verified) and passes when the
 /// final response has `status` and, if given, its body contains `contains`.
 pub fn http(url: &str, status: u16, contains: Option<&str>, timeout: Duration) -> CheckOutcome {
+    // reqwest's blocking client panics when used inside a tokio runtime;
+    // a thread of its own keeps that from ever reaching the caller.
+    std::thread::scope(|s| {
+        s.spawn(|| http_attempt(url, status, contains, timeout))
+            .join()
+            .unwrap_or_else(|_| fail(format!("GET {}: the HTTP client failed", shown_url(url))))
+    })
+}
+
+fn http_attempt(url: &str, status: u16, contains: Option<&str>, timeout: Duration) -> CheckOutcome {
+    let shown = shown_url(url);
+    let url_text = url;
+    let url = shown.as_str();
     let client = match reqwest::blocking::Client::builder()
         .timeout(timeout)
         .build()
@@ -23,7 +36,7 @@ pub fn http(url: &str, status: u16, contains: Option<&str>, timeout: Duration) -
         Ok(c) => c,
         Err(e) => return fail(format!("cannot build an HTTP client: {}", chain(&e))),
     };
-    let resp = match client.get(url).send() {
+    let resp = match client.get(url_text).send() {
         Ok(r) => r,
         Err(e) if e.is_timeout() => {
             return fail(format!("GET {url}: no answer within {timeout:?}"));
@@ -118,6 +131,17 @@ pub fn with_retries(
     }
 }
 
+/// The URL as details show it: a password in it is masked.
+fn shown_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
 fn pass(detail: String) -> CheckOutcome {
     CheckOutcome {
         passed: true,
@@ -199,6 +223,16 @@ mod tests {
     }
 
     #[test]
+    fn http_works_from_inside_an_async_runtime() {
+        let url = server(200, "ok");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let o = rt.block_on(async { http(&url, 200, Some("ok"), Duration::from_secs(5)) });
+        assert!(o.passed, "{}", o.detail);
+    }
+
+    #[test]
     fn http_reports_a_server_error_status() {
         let url = server(503, "down");
         let o = http(&url, 200, None, Duration::from_secs(5));
@@ -232,6 +266,87 @@ mod tests {
         );
         assert!(!o.passed);
         assert!(o.detail.to_lowercase().contains("refused"), "{}", o.detail);
+    }
+
+    #[test]
+    fn https_to_a_plain_http_server_fails_the_handshake() {
+        let url = server(200, "plain").replace("http://", "https://");
+        let o = http(&url, 200, None, Duration::from_secs(5));
+        assert!(!o.passed);
+        assert!(
+            o.detail.starts_with(&format!("GET {url}: ")),
+            "{}",
+            o.detail
+        );
+    }
+
+    /// A self-signed HTTPS server (openssl + Python's ssl) is refused: TLS
+    /// is always verified.
+    #[test]
+    fn https_with_an_untrusted_certificate_fails() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (cert, key) = (tmp.path().join("cert.pem"), tmp.path().join("key.pem"));
+        let status = std::process::Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            ])
+            .args([
+                "-subj",
+                "/CN=127.0.0.1",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1",
+            ])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let script = r#"
+import http.server, ssl, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200); self.end_headers(); self.wfile.write(b"secure")
+    def log_message(self, *a): pass
+srv = http.server.HTTPServer(("127.0.0.1", 0), H)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); ctx.load_cert_chain(sys.argv[1], sys.argv[2])
+srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+print(srv.server_address[1], flush=True)
+srv.serve_forever()
+"#;
+        let mut server = std::process::Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .arg(&cert)
+            .arg(&key)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(server.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = format!("https://127.0.0.1:{}/", line.trim());
+        let o = http(&url, 200, Some("secure"), Duration::from_secs(5));
+        server.kill().unwrap();
+        server.wait().unwrap();
+        assert!(!o.passed);
+        assert!(
+            o.detail.to_lowercase().contains("certificate"),
+            "{}",
+            o.detail
+        );
+    }
+
+    #[test]
+    fn a_password_in_the_url_is_masked() {
+        let url = server(500, "x").replace("http://", "http://user:hunter2@");
+        let o = http(&url, 200, None, Duration::from_secs(5));
+        assert!(!o.passed);
+        assert!(!o.detail.contains("hunter2"), "{}", o.detail);
+        assert!(o.detail.contains("user:***@"), "{}", o.detail);
     }
 
     #[test]

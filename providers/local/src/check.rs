@@ -29,9 +29,9 @@ pub fn run(run: &Run, machine: &MachineSpec, check: &CommandCheck) -> CheckOutco
     }
 }
 
-/// Judges a finished check command (shared with the exec provider's idea of
-/// a command check, which is the same rule).
-pub fn outcome(f: &Finished, check: &CommandCheck) -> CheckOutcome {
+/// Judges a finished check command: exit 0 in time and, if set, the
+/// expected output.
+fn outcome(f: &Finished, check: &CommandCheck) -> CheckOutcome {
     let out = String::from_utf8_lossy(&f.stdout);
     let mut passed = f.success();
     let mut detail = if f.timed_out() {
