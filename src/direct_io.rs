@@ -19,6 +19,22 @@ pub const ALIGN: usize = 4096;
 #[derive(Default)]
 pub struct AlignedBuf {
     raw: Vec<u8>,
+    /// Where the aligned part of the last region starts, and its length.
+    at: usize,
+    len: usize,
+}
+
+// Not derived: the contents are megabytes of disk data.
+impl std::fmt::Debug for AlignedBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AlignedBuf({} bytes)", self.raw.len())
+    }
+}
+
+impl AsRef<[u8]> for AlignedBuf {
+    fn as_ref(&self) -> &[u8] {
+        self.data()
+    }
 }
 
 impl AlignedBuf {
@@ -38,7 +54,18 @@ impl AlignedBuf {
         }
         let addr = self.raw.as_ptr() as usize;
         let aligned = (ALIGN - addr % ALIGN) % ALIGN + ALIGN;
+        (self.at, self.len) = (aligned, len);
         &mut self.raw[aligned - prefix..aligned + len]
+    }
+
+    /// Shorten the aligned part of the last region to `len` bytes.
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+
+    /// The aligned part of the last region asked for.
+    pub fn data(&self) -> &[u8] {
+        &self.raw[self.at..self.at + self.len]
     }
 
     /// `len` bytes starting on an aligned address.
@@ -59,7 +86,7 @@ pub fn is_aligned(data: &[u8], off: u64) -> bool {
 pub struct DirectFile {
     buffered: File,
     direct: Option<File>,
-    /// Cleared when a direct write was refused: later writes skip trying.
+    /// Cleared when a direct request was refused: later ones skip trying.
     direct_ok: AtomicBool,
 }
 
@@ -67,16 +94,61 @@ impl DirectFile {
     /// Pair `buffered` (already open for writing at `path`) with a direct
     /// handle on the same file. Without one, every write is buffered.
     pub fn new(buffered: File, path: &Path) -> DirectFile {
-        let direct = OpenOptions::new()
-            .write(true)
-            .custom_flags(libc::O_DIRECT)
-            .open(path)
-            .ok();
+        DirectFile::pair(buffered, OpenOptions::new().write(true), path)
+    }
+
+    /// Pair `buffered` (open for reading at `path`) with a direct read handle.
+    pub fn for_reading(buffered: File, path: &Path) -> DirectFile {
+        DirectFile::pair(buffered, OpenOptions::new().read(true), path)
+    }
+
+    fn pair(buffered: File, opts: &mut OpenOptions, path: &Path) -> DirectFile {
+        let direct = opts.custom_flags(libc::O_DIRECT).open(path).ok();
         DirectFile {
             direct_ok: AtomicBool::new(direct.is_some()),
             buffered,
             direct,
         }
+    }
+
+    /// Fill `buf` from `off`: directly when aligned, else through the page
+    /// cache. Bytes past the end of the file read as zeros.
+    pub fn read_full_at(&self, buf: &mut [u8], off: u64) -> std::io::Result<()> {
+        let mut done = 0;
+        if let Some(d) = &self.direct
+            && self.direct_ok.load(Ordering::Relaxed)
+            && is_aligned(buf, off)
+        {
+            while done < buf.len() {
+                match d.read_at(&mut buf[done..], off + done as u64) {
+                    // A short direct read only happens at the end of the file.
+                    Ok(n) if n == 0 || !n.is_multiple_of(ALIGN) => {
+                        done += n;
+                        buf[done..].fill(0);
+                        return Ok(());
+                    }
+                    Ok(n) => done += n,
+                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                        self.direct_ok.store(false, Ordering::Relaxed);
+                        break;
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        while done < buf.len() {
+            match self.buffered.read_at(&mut buf[done..], off + done as u64) {
+                Ok(0) => {
+                    buf[done..].fill(0);
+                    break;
+                }
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     /// Write all of `data` at `off`: its aligned part directly, the rest
