@@ -14,6 +14,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Alignment of buffers, offsets and lengths for direct writes.
 pub const ALIGN: usize = 4096;
+/// Shorter writes go through the page cache: a direct write waits for the
+/// device, and scattered small ones (a restored delta) would pay that wait
+/// thousands of times, where the cache absorbs them.
+pub const MIN_DIRECT: usize = 64 << 10;
 
 /// A reusable byte buffer whose data starts on an [`ALIGN`] boundary.
 #[derive(Default)]
@@ -28,12 +32,6 @@ pub struct AlignedBuf {
 impl std::fmt::Debug for AlignedBuf {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "AlignedBuf({} bytes)", self.raw.len())
-    }
-}
-
-impl AsRef<[u8]> for AlignedBuf {
-    fn as_ref(&self) -> &[u8] {
-        self.data()
     }
 }
 
@@ -152,10 +150,10 @@ impl DirectFile {
     }
 
     /// Write all of `data` at `off`: its aligned part directly, the rest
-    /// (or everything, when not aligned) through the page cache.
+    /// (or everything, when not aligned or short) through the page cache.
     pub fn write_all_at(&self, data: &[u8], off: u64) -> std::io::Result<()> {
         let whole = data.len() / ALIGN * ALIGN;
-        if whole > 0
+        if whole >= MIN_DIRECT
             && let Some(d) = &self.direct
             && self.direct_ok.load(Ordering::Relaxed)
             && is_aligned(&data[..whole], off)
@@ -209,13 +207,13 @@ mod tests {
         block.fill(7);
         df.write_all_at(block, 4096).unwrap();
         df.write_all_at(b"tail", 4096 + 8192).unwrap();
-        let long = b.aligned(4096 + 3);
+        let long = b.aligned(MIN_DIRECT + 3);
         long.fill(5);
         df.write_all_at(long, 16384).unwrap();
         df.write_all_at(&[9u8; 100], 10).unwrap();
         df.file().sync_all().unwrap();
         let got = std::fs::read(&path).unwrap();
-        assert_eq!(got.len(), 16384 + 4096 + 3);
+        assert_eq!(got.len(), 16384 + MIN_DIRECT + 3);
         assert!(got[16384..].iter().all(|&x| x == 5));
         assert!(got[..10].iter().all(|&x| x == 0));
         assert!(got[10..110].iter().all(|&x| x == 9));

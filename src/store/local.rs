@@ -20,21 +20,23 @@ use std::sync::{Arc, Mutex};
 
 /// Objects at least this big are written with direct I/O.
 const DIRECT_MIN: usize = 1 << 20;
-/// Aligned buffers kept for reuse (packs are uploaded two at a time).
-const POOL: usize = 2;
+/// Aligned buffers kept for reuse: packs are uploaded two at a time, and
+/// a restore holds about four (two fetched ahead, two being opened).
+const POOL: usize = 4;
 
 #[derive(Debug)]
 pub struct LocalStore {
     fs: Arc<LocalFileSystem>,
-    /// Aligned buffers for direct writes, reused so no write pays for fresh pages.
-    buffers: Arc<Mutex<Vec<AlignedBuf>>>,
+    /// Aligned buffers for direct I/O, reused so no object pays for fresh
+    /// pages (page faults and zeroing cost as much as the I/O itself).
+    buffers: Pool,
 }
 
 impl LocalStore {
     pub fn new(fs: LocalFileSystem) -> Self {
         Self {
             fs: Arc::new(fs),
-            buffers: Arc::default(),
+            buffers: Pool::default(),
         }
     }
 
@@ -44,24 +46,16 @@ impl LocalStore {
     /// whole object or none.
     async fn put_direct(&self, location: &Path, payload: PutPayload) -> Result<PutResult> {
         let dest = self.fs.path_to_filesystem(location)?;
-        let buffers = Arc::clone(&self.buffers);
+        let buffers = self.buffers.clone();
         let generic =
             |source: Box<dyn std::error::Error + Send + Sync>| object_store::Error::Generic {
                 store: "LocalStore",
                 source,
             };
         tokio::task::spawn_blocking(move || {
-            let mut buf = buffers
-                .lock()
-                .ok()
-                .and_then(|mut b| b.pop())
-                .unwrap_or_default();
+            let mut buf = buffers.take();
             let res = write_direct(&dest, &payload, &mut buf);
-            if let Ok(mut b) = buffers.lock()
-                && b.len() < POOL
-            {
-                b.push(buf);
-            }
+            buffers.give(buf);
             res
         })
         .await
@@ -122,6 +116,49 @@ impl LocalStore {
     }
 }
 
+/// A few aligned buffers shared by the store's direct reads and writes.
+#[derive(Debug, Clone, Default)]
+struct Pool(Arc<Mutex<Vec<AlignedBuf>>>);
+
+impl Pool {
+    fn take(&self) -> AlignedBuf {
+        self.0
+            .lock()
+            .ok()
+            .and_then(|mut b| b.pop())
+            .unwrap_or_default()
+    }
+
+    fn give(&self, buf: AlignedBuf) {
+        if let Ok(mut b) = self.0.lock()
+            && b.len() < POOL
+        {
+            b.push(buf);
+        }
+    }
+}
+
+/// An object read into a pooled buffer; the buffer goes back to the pool
+/// when the last `Bytes` referring to it drops.
+struct Pooled {
+    buf: Option<AlignedBuf>,
+    pool: Pool,
+}
+
+impl AsRef<[u8]> for Pooled {
+    fn as_ref(&self) -> &[u8] {
+        self.buf.as_ref().map_or(&[], AlignedBuf::data)
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        if let Some(buf) = self.buf.take() {
+            self.pool.give(buf);
+        }
+    }
+}
+
 /// Stage `payload` next to `dest` with direct writes from `buf`, then rename.
 fn write_direct(
     dest: &std::path::Path,
@@ -161,13 +198,24 @@ fn write_direct(
 
 /// A whole object of `size` bytes read with direct I/O (a big object is
 /// read once, by a restore or a verify: no use keeping it in the cache).
-fn read_direct(file: File, path: &std::path::Path, size: u64) -> std::io::Result<bytes::Bytes> {
+fn read_direct(
+    file: File,
+    path: &std::path::Path,
+    size: u64,
+    pool: Pool,
+) -> std::io::Result<bytes::Bytes> {
     let size = usize::try_from(size).map_err(std::io::Error::other)?;
-    let mut buf = AlignedBuf::new();
+    let mut buf = pool.take();
     let df = DirectFile::for_reading(file, path);
-    df.read_full_at(buf.aligned(size.div_ceil(ALIGN) * ALIGN), 0)?;
+    if let Err(e) = df.read_full_at(buf.aligned(size.div_ceil(ALIGN) * ALIGN), 0) {
+        pool.give(buf);
+        return Err(e);
+    }
     buf.truncate(size);
-    Ok(bytes::Bytes::from_owner(buf))
+    Ok(bytes::Bytes::from_owner(Pooled {
+        buf: Some(buf),
+        pool,
+    }))
 }
 
 /// A new file `DEST#N` for the first free N, creating parent directories.
@@ -271,16 +319,18 @@ impl ObjectStore for LocalStore {
         match res.payload {
             GetResultPayload::File(file, path) if whole && res.meta.size >= DIRECT_MIN as u64 => {
                 let size = res.meta.size;
-                let bytes = tokio::task::spawn_blocking(move || read_direct(file, &path, size))
-                    .await
-                    .map_err(|e| object_store::Error::Generic {
-                        store: "LocalStore",
-                        source: Box::new(e),
-                    })?
-                    .map_err(|e| object_store::Error::Generic {
-                        store: "LocalStore",
-                        source: Box::new(e),
-                    })?;
+                let pool = self.buffers.clone();
+                let bytes =
+                    tokio::task::spawn_blocking(move || read_direct(file, &path, size, pool))
+                        .await
+                        .map_err(|e| object_store::Error::Generic {
+                            store: "LocalStore",
+                            source: Box::new(e),
+                        })?
+                        .map_err(|e| object_store::Error::Generic {
+                            store: "LocalStore",
+                            source: Box::new(e),
+                        })?;
                 Ok(GetResult {
                     payload: GetResultPayload::Stream(
                         futures::stream::once(async { Ok(bytes) }).boxed(),
