@@ -92,7 +92,10 @@ pub(crate) fn make_plan(
     };
     let backend = backend.open(config.backend.as_ref())?;
     let state = backend.read().map_err(miette::Report::new)?;
-    let plan = plan::diff(&config, state.as_ref(), &DiffOptions::default());
+    let mut plan = plan::diff(&config, state.as_ref(), &DiffOptions::default());
+    if let Some(state) = &state {
+        plan.drift = crate::cli::refresh::refresh(&config, state).drift;
+    }
     let prevented = plan.prevented_destroys(&config, state.as_ref());
     if !prevented.is_empty() {
         for p in &prevented {
