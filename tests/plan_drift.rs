@@ -150,6 +150,19 @@ fn plan_shows_deleted_point_grown_disk_and_gone_vault_before_the_diff() {
         md.contains("- vault.main: present true -> false (the vault is gone)"),
         "{md}"
     );
+    // apply --json emits each drift as an event before anything else.
+    let out = stdout(&expect_code(
+        standby(&qs).args(["apply", "--auto-approve", "--json"]),
+        0,
+    ));
+    let first: Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert_eq!(first["event"], "drift", "{out}");
+    assert!(
+        out.lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .any(|e| e["event"] == "drift" && e["drift"]["fact"] == "present"),
+        "{out}"
+    );
     let doc: Value = serde_json::from_str(&plan(&qs, &["--json"])).unwrap();
     validate_plan(&doc);
     assert!(
