@@ -15,7 +15,7 @@ pub enum SampleError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{tool} failed while making {path}: {stderr}")]
+    #[error("{tool} failed on {path}: {stderr}")]
     Failed {
         tool: &'static str,
         path: PathBuf,
@@ -150,9 +150,23 @@ pub fn ext4_is_clean(img: &Path) -> Result<bool, SampleError> {
 
 /// The database's `PRAGMA integrity_check` answer (`ok` when sound).
 pub fn sqlite_integrity(db: &Path) -> Result<String, SampleError> {
+    sqlite_query(db, "PRAGMA integrity_check")
+}
+
+/// How many orders the sample database holds.
+pub fn sqlite_orders(db: &Path) -> Result<u64, SampleError> {
+    let text = sqlite_query(db, "SELECT count(*) FROM orders")?;
+    text.parse().map_err(|_| SampleError::Failed {
+        tool: "sqlite3",
+        path: db.to_path_buf(),
+        stderr: format!("expected a row count, got {text:?}"),
+    })
+}
+
+fn sqlite_query(db: &Path, sql: &str) -> Result<String, SampleError> {
     let out = Command::new("sqlite3")
         .arg(db)
-        .arg("PRAGMA integrity_check")
+        .arg(sql)
         .output()
         .map_err(|source| SampleError::Spawn {
             tool: "sqlite3",

@@ -18,7 +18,7 @@ pub struct Args {
 }
 
 /// The embedded default configuration (`plans/quickstart`), file by file.
-const FILES: [(&str, &str); 9] = [
+const FILES: [(&str, &str); 11] = [
     ("main.hcl", include_str!("../../plans/quickstart/main.hcl")),
     (
         "machines.hcl",
@@ -47,6 +47,14 @@ const FILES: [(&str, &str); 9] = [
     (
         "scripts/db-start.sh",
         include_str!("../../plans/quickstart/scripts/db-start.sh"),
+    ),
+    (
+        "scripts/db-writer.sh",
+        include_str!("../../plans/quickstart/scripts/db-writer.sh"),
+    ),
+    (
+        "scripts/db-stop.sh",
+        include_str!("../../plans/quickstart/scripts/db-stop.sh"),
     ),
     (
         "scripts/web-start.sh",
@@ -83,12 +91,21 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
     let standby = |args: &[&str]| step(&exe, dir, args);
     standby(&["validate"])?;
     standby(&["plan"])?;
+
+    say(
+        "the database's application starts taking orders (scripts/db-writer.sh); its quiesce hooks pause it for app-consistent points",
+    );
+    let writer = Writer::start(dir)?;
     standby(&["apply", "--auto-approve"])?;
     standby(&["plan", "--detailed-exitcode"])?;
 
-    say("the database takes new orders; only the changed 4 KiB blocks go into the next point");
-    samples::add_orders(&onprem.join("db/data.sqlite"), 500).into_diagnostic()?;
+    say("the writer goes on; only the changed 4 KiB blocks go into the next point");
+    writer.wait_for_orders(20)?;
     standby(&["replicate"])?;
+    let rows = writer.stop()?;
+    say(&format!(
+        "the writer stopped after committing {rows} orders"
+    ));
     standby(&["points"])?;
     standby(&["status"])?;
 
@@ -110,9 +127,12 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         ])?;
     }
     let integrity = samples::sqlite_integrity(&data).into_diagnostic()?;
+    let orders = samples::sqlite_orders(&data).into_diagnostic()?;
+    let frozen = last_freeze(dir);
     let clean = samples::ext4_is_clean(&system).into_diagnostic()?;
     say(&format!(
-        "restored database: PRAGMA integrity_check = {integrity}"
+        "restored database: PRAGMA integrity_check = {integrity}, {orders} orders (the writer had committed {} at the point's freeze)",
+        frozen.map_or("?".to_string(), |n| n.to_string())
     ));
     say(&format!(
         "restored system disk: e2fsck -fn {}",
@@ -120,7 +140,7 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
     ));
     standby(&["vault", "verify", "--read-data"])?;
 
-    if integrity != "ok" || !clean {
+    if integrity != "ok" || !clean || frozen.is_some_and(|n| n != orders) {
         return Err(miette!("a restored disk failed its check (see above)"));
     }
     say(&format!(
@@ -145,6 +165,74 @@ fn prepare_dir(dir: &Path) -> miette::Result<()> {
         }
     }
     std::fs::create_dir_all(dir).into_diagnostic()
+}
+
+/// The sample database's application (scripts/db-writer.sh), running while
+/// points are taken; stopped cleanly when dropped, so an error cannot leave
+/// it behind.
+struct Writer {
+    child: std::process::Child,
+    control: PathBuf,
+}
+
+impl Writer {
+    fn start(dir: &Path) -> miette::Result<Writer> {
+        let control = dir.join("run/db-writer");
+        let _ = std::fs::remove_file(control.join("committed"));
+        let child = Command::new("sh")
+            .args(["scripts/db-writer.sh", "sites/onprem/db/data.sqlite"])
+            .current_dir(dir)
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .into_diagnostic()?;
+        Ok(Writer { child, control })
+    }
+
+    /// The rows the writer has committed so far (0 before its first).
+    fn committed(&self) -> u64 {
+        std::fs::read_to_string(self.control.join("committed"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Wait until the writer has committed `n` more orders.
+    fn wait_for_orders(&self, n: u64) -> miette::Result<()> {
+        let goal = self.committed() + n;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while self.committed() < goal {
+            if std::time::Instant::now() > deadline {
+                return Err(miette!("the sample writer stopped taking orders"));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    /// Ask the writer to finish and wait for it; the rows it committed.
+    fn stop(mut self) -> miette::Result<u64> {
+        std::fs::write(self.control.join("stop"), "").into_diagnostic()?;
+        let status = self.child.wait().into_diagnostic()?;
+        if !status.success() {
+            return Err(miette!("the sample writer failed ({status})"));
+        }
+        Ok(self.committed())
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = std::fs::write(self.control.join("stop"), "");
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The row count the writer reported at the newest freeze (scripts/db-freeze.sh).
+fn last_freeze(dir: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(dir.join("run/db-writer/freezes")).ok()?;
+    text.lines().last()?.trim().parse().ok()
 }
 
 fn say(text: &str) {

@@ -123,6 +123,35 @@ impl Sink for HashSink<'_> {
     }
 }
 
+/// The block hashes of a local disk as a capture would record them, so a
+/// disk can be compared with a point without fetching the point's data.
+/// Holes hash as zero blocks without being read.
+pub fn hash_local(vault: &Vault, path: &Path) -> std::io::Result<(u64, Vec<[u8; 16]>)> {
+    let mut file = std::fs::File::open(path)?;
+    let size = super::disk::size(&mut file)?;
+    let sink = HashSink {
+        key: vault.id_key(),
+        blocks: Mutex::new(vec![ZERO_HASH; size.div_ceil(BLOCK) as usize]),
+    };
+    let mut buf = vec![0u8; 1 << 20];
+    for (start, end) in super::disk::data_ranges(&file, size) {
+        // Ranges start on file-system block boundaries; align to ours.
+        let mut off = start / BLOCK * BLOCK;
+        while off < end {
+            let n = (end.div_ceil(BLOCK) * BLOCK - off).min(buf.len() as u64) as usize;
+            let n = n.min((size - off) as usize);
+            super::disk::read_full_at(&file, &mut buf[..n], off)?;
+            sink.write_at(off, &buf[..n])?;
+            off += n as u64;
+        }
+    }
+    let blocks = sink
+        .blocks
+        .into_inner()
+        .map_err(|_| std::io::Error::other("poisoned"))?;
+    Ok((size, blocks))
+}
+
 /// Rebuild the hashes of `disk` as of `point` by reading it from the vault.
 pub fn rebuild(
     vault: &Vault,

@@ -4,7 +4,8 @@
 //!
 //! Public entry points: [`take_points`] (one point instant for a list of
 //! targets — a consistency group, or a single protection) and
-//! [`restore::restore_disk`].
+//! [`restore::restore_disk`], and [`resync::restore_onto`] (only the blocks
+//! that differ, onto an existing disk).
 
 pub mod batch;
 pub mod capture;
@@ -12,6 +13,7 @@ pub mod ctk;
 pub mod disk;
 pub mod quiesce;
 pub mod restore;
+pub mod resync;
 
 use crate::model;
 use crate::vault::manifest::{self, Consistency, Manifest, Stats};
@@ -25,6 +27,7 @@ use std::time::{Duration, Instant};
 
 pub use batch::{Batch, BatchError, batches, target_for};
 pub use restore::{Restored, restore_disk};
+pub use resync::{Resynced, restore_onto};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplicationError {
@@ -170,10 +173,14 @@ pub fn take_points(
 
     // The point instant: freeze everything that asks, stage, thaw everything.
     let created = time::OffsetDateTime::now_utc();
-    let staging = opts
-        .cache_dir
-        .join("staging")
-        .join(hex::encode(rand::random::<[u8; 8]>()));
+    let staging_root = opts.cache_dir.join("staging");
+    sweep_staging(&staging_root);
+    // Named by our pid, so a later run can tell when we are gone.
+    let staging = staging_root.join(format!(
+        "{}-{}",
+        std::process::id(),
+        hex::encode(rand::random::<[u8; 8]>())
+    ));
     let any_app = targets.iter().any(|t| t.app && t.quiesce.is_some());
     let mut sources: Vec<Vec<PathBuf>> = targets
         .iter()
@@ -194,6 +201,30 @@ pub fn take_points(
     );
     let _ = std::fs::remove_dir_all(&staging);
     result
+}
+
+/// Remove staging copies left by runs that were killed (their process is
+/// gone); a copy of every app-consistent disk would otherwise pile up.
+fn sweep_staging(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let pid = name
+            .to_string_lossy()
+            .split('-')
+            .next()
+            .and_then(|p| p.parse::<i32>().ok());
+        // SAFETY: signal 0 only asks whether the process exists.
+        let alive = pid.is_some_and(|p| {
+            let rc = unsafe { libc::kill(p, 0) };
+            rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+        });
+        if !alive {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 fn freeze_and_stage(

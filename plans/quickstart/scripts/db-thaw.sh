@@ -1,4 +1,5 @@
 #!/bin/sh
-# Resume the database after the point is taken: removes the freeze marker.
+# Resume the database after the point is taken: let the writer go on and
+# remove the freeze marker.
 set -eu
-rm -f "${STANDBY_STATE_DIR:-.standby}/db-frozen"
+rm -f run/db-writer/pause "${STANDBY_STATE_DIR:-.standby}/db-frozen"

@@ -1,0 +1,114 @@
+//! Bringing an existing disk to a point's content by writing only the 4 KiB
+//! blocks that differ: failback onto the original site's disks, or a
+//! failover onto a DR copy left by an earlier one. The disk is hashed
+//! locally and compared with the point's block hashes (the change-tracking
+//! cache, or rebuilt from the vault), so only differing blocks are fetched.
+//!
+//! Writes go straight onto the disk: an interrupted resync leaves a disk
+//! that is neither old nor new, and running it again finishes the job (the
+//! comparison starts over). Callers keep the machine stopped meanwhile.
+
+use super::restore::{self, Sink};
+use super::{Progress, ReplicationError, ctk};
+use crate::vault::manifest::{self, BLOCK, Manifest, ZERO};
+use crate::vault::{Vault, index};
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+/// What a resync did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resynced {
+    pub size: u64,
+    /// Bytes of the disk compared with the point.
+    pub compared: u64,
+    /// Bytes written onto the disk (data and zeroed blocks).
+    pub written: u64,
+    /// The disk was missing, so the whole point was restored instead.
+    pub full: bool,
+}
+
+struct InPlace(File, PathBuf);
+
+impl Sink for InPlace {
+    fn write_at(&self, off: u64, data: &[u8]) -> std::io::Result<()> {
+        self.0.write_all_at(data, off)
+    }
+    fn target(&self) -> PathBuf {
+        self.1.clone()
+    }
+}
+
+/// Make `target` hold `disk` of `point`, writing only blocks that differ.
+/// A missing target gets a full restore (`full` says so).
+pub fn restore_onto(
+    vault: &Vault,
+    point: &Manifest,
+    disk: &str,
+    target: &Path,
+    cache_dir: &Path,
+    progress: &Progress,
+) -> Result<Resynced, ReplicationError> {
+    if !target.exists() {
+        let r = restore::restore_disk(vault, point, disk, target, progress)?;
+        return Ok(Resynced {
+            size: r.size,
+            compared: 0,
+            written: r.data,
+            full: true,
+        });
+    }
+    let io = |op: &'static str| {
+        let path = target.to_path_buf();
+        move |source| ReplicationError::Io { op, path, source }
+    };
+    let (idx, _) = index::load(vault, false)?;
+    let mut cache = HashMap::new();
+    let mut r = manifest::resolve(vault, point, disk, &mut cache)?;
+    let want = match ctk::load(
+        &ctk::path(cache_dir, &vault.id, &point.machine, disk),
+        &point.id,
+    ) {
+        Some(h) if h.size == r.size => h.blocks,
+        _ => ctk::rebuild(vault, &idx, point, disk, &mut cache)?.blocks,
+    };
+    let (have_size, have) = ctk::hash_local(vault, target).map_err(io("read"))?;
+
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(target)
+        .map_err(io("open"))?;
+    if have_size != r.size && !super::disk::is_block_device(target) {
+        f.set_len(r.size).map_err(io("resize"))?;
+    }
+    // Keep only the blocks that differ; those whose new content is zero are
+    // zeroed here, the rest come from the vault.
+    let zeros = vec![0u8; BLOCK as usize];
+    let mut written = 0u64;
+    for (i, slot) in r.blocks.iter_mut().enumerate() {
+        let now = have.get(i).copied().unwrap_or(super::capture::ZERO_HASH);
+        if want.get(i) == Some(&now) {
+            *slot = ZERO;
+            continue;
+        }
+        if *slot == ZERO {
+            let off = i as u64 * BLOCK;
+            let len = (r.size - off).min(BLOCK) as usize;
+            f.write_all_at(&zeros[..len], off)
+                .map_err(io("zero a block of"))?;
+            written += len as u64;
+        }
+    }
+    written += r.blocks.iter().filter(|&&b| b != ZERO).count() as u64 * BLOCK;
+    let sink = InPlace(f, target.to_path_buf());
+    restore::write_resolved(vault, &idx, &r, &sink, progress, &point.id)?;
+    sink.0.sync_all().map_err(io("sync"))?;
+    Ok(Resynced {
+        size: r.size,
+        compared: have_size.min(r.size),
+        written: written.min(r.size),
+        full: false,
+    })
+}
