@@ -13,7 +13,7 @@ mod watch_support;
 
 use serde_json::Value;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 use watch_support::{quickstart, standby};
 
