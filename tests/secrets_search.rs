@@ -361,6 +361,12 @@ fn no_secret_appears_in_anything_standby_prints_or_writes() {
     search.objects(&state_url, &qs, |_| true);
     search.objects(&vault_url, &qs, |n| n.ends_with("/config"));
 
+    eprintln!(
+        "searched {} bytes for {} forms of 6 secrets after {} commands",
+        search.searched,
+        search.secrets.len(),
+        runs.len() + 3
+    );
     assert!(
         search.searched > 100_000,
         "searched only {} bytes",
