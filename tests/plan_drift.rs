@@ -91,6 +91,9 @@ fn plan_shows_deleted_point_grown_disk_and_gone_vault_before_the_diff() {
         "{out}"
     );
     assert!(out.contains("~ policy.standard"), "{out}");
+    let quiet = plan(&qs, &["--no-refresh"]);
+    assert!(!quiet.contains("Changes outside standby"), "{quiet}");
+    assert!(quiet.contains("~ policy.standard"), "{quiet}");
 
     let md = plan(&qs, &["--format", "markdown"]);
     let section = md.find("#### Changes outside standby").expect(&md);

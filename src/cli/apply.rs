@@ -44,8 +44,11 @@ pub struct Args {
     #[arg(long)]
     pub no_color: bool,
     /// Only record what changed outside standby (drift); change nothing else.
-    #[arg(long, conflicts_with = "plan_file")]
+    #[arg(long, conflicts_with_all = ["plan_file", "no_refresh"])]
     pub refresh_only: bool,
+    /// Do not read the vaults and sites first (no drift shown or recorded).
+    #[arg(long)]
+    pub no_refresh: bool,
     #[command(flatten)]
     pub vars: crate::cli::VarArgs,
     #[command(flatten)]
@@ -88,7 +91,10 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         None => plan::diff(&config, current.as_ref(), &DiffOptions::default()),
     };
     // Drift is what is found now, also for a saved plan.
-    let refreshed = current.as_ref().map(|s| refresh::refresh(&config, s));
+    let refreshed = current
+        .as_ref()
+        .filter(|_| !args.no_refresh)
+        .map(|s| refresh::refresh(&config, s));
     if let Some(r) = &refreshed {
         plan.drift = r.drift.clone();
     }
