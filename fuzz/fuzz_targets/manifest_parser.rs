@@ -19,5 +19,8 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let again = serde_json::to_vec(&m).expect("a manifest serializes");
-    assert_eq!(manifest::decode(&again).expect("a checked manifest decodes again"), m);
+    assert_eq!(
+        manifest::decode(&again).expect("a checked manifest decodes again"),
+        m
+    );
 });
