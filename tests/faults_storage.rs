@@ -113,8 +113,9 @@ fn a_full_state_file_system_fails_apply_cleanly_and_keeps_the_state() {
     assert_eq!(
         standby(&root)
             .args(["plan", "--detailed-exitcode"])
-            .status()
+            .output()
             .unwrap()
+            .status
             .code(),
         Some(2)
     );
@@ -140,8 +141,9 @@ fn a_full_state_file_system_fails_apply_cleanly_and_keeps_the_state() {
     ok(&root, &["apply", "--auto-approve"]);
     let code = standby(&root)
         .args(["plan", "--detailed-exitcode"])
-        .status()
+        .output()
         .unwrap()
+        .status
         .code();
     assert_eq!(code, Some(0), "apply converged once space was back");
 }

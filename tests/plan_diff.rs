@@ -32,6 +32,7 @@ fn machine(name: &str, site: &str, disks: &[(&str, &str)]) -> Machine {
             command: vec!["sh".into(), format!("scripts/{name}-start.sh")],
             timeout: d("2m"),
         }),
+        shutdown: None,
         checks: vec![Check {
             name: "up".into(),
             probe: Probe::Command {

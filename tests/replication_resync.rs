@@ -18,6 +18,16 @@ fn scribble(img: &std::path::Path, count: u64, seed: u8) {
     }
 }
 
+fn resync(
+    vault: &standby::vault::Vault,
+    point: &standby::vault::Manifest,
+    disk: &str,
+    onto: &std::path::Path,
+    cache: &std::path::Path,
+) -> standby::replication::Resynced {
+    restore_onto(vault, point, disk, onto, cache, &Progress::default()).unwrap()
+}
+
 #[test]
 fn only_changed_blocks_are_written_onto_the_original_disk() {
     let dir = tempfile::tempdir().unwrap();
@@ -44,15 +54,7 @@ fn only_changed_blocks_are_written_onto_the_original_disk() {
     let p2 = take(&vault, &cache, &[target("m", &[("system", &dr)])]).remove(0);
     assert!(p2.stats.new <= 2 * (changed + 16) * 4096, "{:?}", p2.stats);
 
-    let r = restore_onto(
-        &vault,
-        &p2,
-        "system",
-        &original,
-        &cache,
-        &Progress::default(),
-    )
-    .unwrap();
+    let r = resync(&vault, &p2, "system", &original, &cache);
     assert!(!r.full);
     assert_eq!(r.compared, size);
     assert!(r.written > 0);
@@ -67,15 +69,7 @@ fn only_changed_blocks_are_written_onto_the_original_disk() {
     // Again: nothing differs, nothing is written. Without the change-tracking
     // cache the point's hashes come from the vault, same answer.
     std::fs::remove_dir_all(&cache).unwrap();
-    let again = restore_onto(
-        &vault,
-        &p2,
-        "system",
-        &original,
-        &cache,
-        &Progress::default(),
-    )
-    .unwrap();
+    let again = resync(&vault, &p2, "system", &original, &cache);
     assert_eq!(again.written, 0);
     assert_same(&dr, &original);
 }
@@ -100,13 +94,13 @@ fn blocks_zeroed_and_disks_resized_at_the_dr_site_come_back() {
     f.write_all_at(b"tail", (1 << 20) + 100).unwrap();
     drop(f);
     let p2 = take(&vault, &cache, &[target("m", &[("data", &disk)])]).remove(0);
-    let r = restore_onto(&vault, &p2, "data", &original, &cache, &Progress::default()).unwrap();
+    let r = resync(&vault, &p2, "data", &original, &cache);
     assert!(r.written <= 16 * 4096, "{r:?}");
     assert_same(&disk, &original);
 
     // A disk that is gone at the original site is restored in full.
     std::fs::remove_file(&original).unwrap();
-    let r = restore_onto(&vault, &p2, "data", &original, &cache, &Progress::default()).unwrap();
+    let r = resync(&vault, &p2, "data", &original, &cache);
     assert!(r.full);
     assert_same(&disk, &original);
 }

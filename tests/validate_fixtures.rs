@@ -203,6 +203,18 @@ fn every_example_under_plans_validates() {
 }
 
 #[test]
+fn the_exec_provider_example_validates() {
+    let out = validate(&repo().join("plans/exec-example"), &[]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "Success! The configuration is valid (1 machines, 1 protections, 1 recovery plans).\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
 fn the_directory_can_be_given_as_argument_or_with_chdir() {
     let quickstart = repo().join("plans/quickstart");
     let by_arg = validate(&repo(), &[quickstart.to_str().unwrap()]);

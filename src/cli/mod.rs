@@ -5,6 +5,9 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 mod apply;
+mod approve;
+mod drill;
+mod failover;
 mod fmt;
 mod graph;
 mod plan;
@@ -65,6 +68,13 @@ pub enum Command {
     Status(status::Args),
     /// Write one disk of a recovery point to a file.
     Restore(restore::Args),
+    /// Fail a recovery plan over (test, planned, unplanned), clean up a test, or commit.
+    #[command(subcommand)]
+    Failover(failover::Command),
+    /// Test-fail a recovery plan over, run every check, clean up, and report RTO/RPO.
+    Drill(drill::Args),
+    /// Approve a manual step of a recovery plan's run in progress.
+    Approve(approve::Args),
     /// Set up the embedded quickstart (config, sample machines) and run it end to end.
     Quickstart(quickstart::Args),
 }
@@ -200,6 +210,9 @@ pub fn main() -> ExitCode {
         Command::Points(a) => points::run(a),
         Command::Status(a) => status::run(a),
         Command::Restore(a) => restore::run(a),
+        Command::Failover(c) => failover::run(c),
+        Command::Drill(a) => drill::run(a),
+        Command::Approve(a) => approve::run(a),
         Command::Quickstart(a) => quickstart::run(a),
     };
     match outcome {

@@ -98,6 +98,9 @@ pub struct Machine {
     pub disks: Vec<Disk>,
     pub quiesce: Option<Quiesce>,
     pub boot: Option<Boot>,
+    /// How to stop the machine at its own site when standby did not start
+    /// it (planned failover stops the source first).
+    pub shutdown: Option<Shutdown>,
     pub checks: Vec<Check>,
     pub sensitive: BTreeSet<String>,
 }
@@ -121,6 +124,13 @@ pub struct Quiesce {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Boot {
+    pub command: Command,
+    pub timeout: Duration,
+}
+
+/// The `shutdown` block: a command that stops the running source machine.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Shutdown {
     pub command: Command,
     pub timeout: Duration,
 }

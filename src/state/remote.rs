@@ -293,8 +293,19 @@ impl Backend for ObjectStoreBackend {
                 };
                 return Ok(StateLock::new(info, self.location(), Box::new(held)));
             }
-            if let Some(holder) = self.holder()? {
-                return Err(self.locked(holder)?);
+            match self.holder()? {
+                // Our own create landed but its answer was lost, and the
+                // retried create found it: the lock is ours.
+                Some(Ok(h)) if h.id == info.id => {
+                    let held = HeldObject {
+                        store: self.store.clone(),
+                        rt: self.rt.clone(),
+                        id: info.id,
+                    };
+                    return Ok(StateLock::new(info, self.location(), Box::new(held)));
+                }
+                Some(holder) => return Err(self.locked(holder)?),
+                None => {}
             }
         }
         Err(self.locked(Err(
@@ -350,6 +361,7 @@ impl ObjectStoreBackend {
         let stored = current.as_ref().map(|(bytes, _)| bytes.as_ref());
         let (next, text) = next_document(path, stored, doc)?;
         let text = Bytes::from(text);
+        let mine = text.clone();
 
         let store = self.store.clone();
         let written =
@@ -384,7 +396,12 @@ impl ObjectStoreBackend {
                     }
                 })?;
         if !written {
-            return Err(StateError::Changed { location });
+            // A conditional put whose answer was lost is retried and then
+            // refused by its own success: the document is ours after all.
+            match self.fetch(REMOTE_STATE_NAME)? {
+                Some((bytes, _)) if bytes == mine => {}
+                _ => return Err(StateError::Changed { location }),
+            }
         }
         *doc = next;
         Ok(())

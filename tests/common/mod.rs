@@ -41,8 +41,91 @@ pub fn standby(dir: &Path) -> Command {
     c.arg("-C")
         .arg(dir)
         .env("NO_COLOR", "1")
+        .env_remove("STANDBY_TEST_AFTER_MATERIALIZE")
         .stdin(Stdio::null());
     c
+}
+
+/// The local state document of the configuration in `dir`.
+pub fn state(dir: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(dir.join(".standby/state.json")).unwrap()).unwrap()
+}
+
+/// The quickstart database's application (scripts/db-writer.sh), taking
+/// orders until stopped; stopped when dropped.
+pub struct Writer {
+    child: std::process::Child,
+    control: PathBuf,
+}
+
+impl Writer {
+    /// Start it in configuration `root` on `db` (relative to `root`).
+    pub fn start(root: &Path, db: &str) -> Writer {
+        let control = root.join("run/db-writer");
+        let _ = std::fs::remove_dir_all(&control);
+        let child = Command::new("sh")
+            .args(["scripts/db-writer.sh", db])
+            .current_dir(root)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        Writer { child, control }
+    }
+
+    /// Rows committed so far (the writer's own count after each commit).
+    pub fn committed(&self) -> u64 {
+        std::fs::read_to_string(self.control.join("committed"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Wait until `n` more rows are committed.
+    pub fn wait_for(&self, n: u64) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let wait = |goal: u64| {
+            while self.committed() < goal {
+                assert!(std::time::Instant::now() < deadline, "the writer stalled");
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        };
+        // Counting starts at its first commit (the table's size then).
+        wait(1);
+        wait(self.committed() + n);
+    }
+
+    /// The row count at each freeze (scripts/db-freeze.sh), oldest first.
+    pub fn freezes(&self) -> Vec<u64> {
+        std::fs::read_to_string(self.control.join("freezes"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| l.trim().parse().unwrap())
+            .collect()
+    }
+
+    /// Wait for the writer to exit (after `stop`, or a shutdown hook).
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        self.child.wait().unwrap()
+    }
+
+    pub fn stop(&mut self) {
+        std::fs::write(self.control.join("stop"), "").unwrap();
+        assert!(self.wait().success());
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = std::fs::write(self.control.join("stop"), "");
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Rows in the sample database's `orders` table.
+pub fn orders(db: &Path) -> u64 {
+    standby::samples::sqlite_orders(db).unwrap()
 }
 
 /// Both output streams, for assertion messages.
@@ -169,4 +252,103 @@ pub fn count_from_env(var: &str, ci: u64) -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(ci)
+}
+
+/// Change a disk in a few scattered 4 KiB blocks, as a running machine would.
+pub fn churn(path: &Path, rng: &mut Rng) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    let blocks = f.metadata().unwrap().len() / 4096;
+    for _ in 0..(1 + rng.below(40)) {
+        let block: Vec<u8> = (0..4096).map(|_| rng.next() as u8).collect();
+        f.write_all_at(&block, rng.below(blocks) * 4096).unwrap();
+    }
+}
+
+/// (point id, machine) of every listed point, from `points --json` output.
+pub fn point_ids(json: &str) -> Vec<(String, String)> {
+    let v: Vec<serde_json::Value> = serde_json::from_str(json).unwrap();
+    v.iter()
+        .map(|p| {
+            (
+                p["id"].as_str().unwrap().to_string(),
+                p["machine"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The quickstart's disks and what each point must restore to, for tests
+/// that take points in rounds while faults strike.
+pub struct Rounds {
+    /// (machine, disk, path) of every quickstart disk.
+    pub disks: Vec<(String, String, PathBuf)>,
+    refs: PathBuf,
+    /// Copies of the disks as they were this round, by machine.
+    now: std::collections::BTreeMap<String, Vec<(String, PathBuf)>>,
+    /// Point id -> (disk, copy of the disk when the point was taken).
+    pub expected: std::collections::BTreeMap<String, Vec<(String, PathBuf)>>,
+}
+
+impl Rounds {
+    pub fn new(root: &Path, refs: &Path) -> Rounds {
+        std::fs::create_dir_all(refs).unwrap();
+        let onprem = root.join("sites/onprem");
+        let disks = [
+            ("machine.db", "system", "db/system.img"),
+            ("machine.db", "data", "db/data.sqlite"),
+            ("machine.web", "system", "web/system.img"),
+        ]
+        .iter()
+        .map(|(m, d, p)| (m.to_string(), d.to_string(), onprem.join(p)))
+        .collect();
+        Rounds {
+            disks,
+            refs: refs.to_path_buf(),
+            now: Default::default(),
+            expected: Default::default(),
+        }
+    }
+
+    /// Change every disk (unless `rng` is None) and copy them as they now are.
+    pub fn next(&mut self, round: u64, rng: Option<&mut Rng>) {
+        if let Some(rng) = rng {
+            for (_, _, p) in &self.disks {
+                churn(p, rng);
+            }
+        }
+        self.now.clear();
+        for (m, disk, p) in &self.disks {
+            let copy = self.refs.join(format!("{round}-{m}-{disk}"));
+            std::fs::copy(p, &copy).unwrap();
+            self.now
+                .entry(m.clone())
+                .or_default()
+                .push((disk.clone(), copy));
+        }
+    }
+
+    /// Points listed now that were not before were taken this round.
+    pub fn taken(&mut self, before: &[(String, String)], after: &[(String, String)]) {
+        for (id, m) in after {
+            if !before.contains(&(id.clone(), m.clone())) {
+                self.expected.insert(id.clone(), self.now[m].clone());
+            }
+        }
+    }
+
+    /// Restore every expected point's disks through `restore(id, disk, to)`
+    /// and compare them with the copies.
+    pub fn check_all(&self, scratch: &Path, restore: impl Fn(&str, &str, &Path)) {
+        for (id, disks) in &self.expected {
+            for (disk, reference) in disks {
+                let to = scratch.join("restored");
+                restore(id, disk, &to);
+                assert!(
+                    std::fs::read(&to).unwrap() == std::fs::read(reference).unwrap(),
+                    "point {id} disk {disk} does not restore to the disk as it was"
+                );
+            }
+        }
+    }
 }

@@ -15,6 +15,9 @@
 //! must succeed when there is nothing left to stop or remove, so cleanup can
 //! be rerun after an interruption.
 
+pub mod command;
+pub mod probe;
+
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
