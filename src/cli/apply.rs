@@ -44,8 +44,11 @@ pub struct Args {
     #[arg(long)]
     pub no_color: bool,
     /// Only record what changed outside standby (drift); change nothing else.
-    #[arg(long, conflicts_with = "plan_file")]
+    #[arg(long, conflicts_with_all = ["plan_file", "no_refresh"])]
     pub refresh_only: bool,
+    /// Do not read the vaults and sites first (no drift shown or recorded).
+    #[arg(long)]
+    pub no_refresh: bool,
     #[command(flatten)]
     pub vars: crate::cli::VarArgs,
     #[command(flatten)]
@@ -68,7 +71,7 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         return refresh_only(args.auto_approve, &config, backend.as_ref(), &lock, current);
     }
 
-    let plan = match &args.plan_file {
+    let mut plan = match &args.plan_file {
         Some(path) => {
             let saved = SavedPlan::load(path).map_err(|e| miette!("{e}"))?;
             plan::ensure_applicable(&saved, current.as_ref(), &config.source_hash).map_err(
@@ -87,6 +90,22 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         }
         None => plan::diff(&config, current.as_ref(), &DiffOptions::default()),
     };
+    // Drift is what is found now, also for a saved plan.
+    let refreshed = current
+        .as_ref()
+        .filter(|_| !args.no_refresh)
+        .map(|s| refresh::refresh(&config, s));
+    if let Some(r) = &refreshed {
+        plan.drift = r.drift.clone();
+    }
+    if args.json {
+        for d in &plan.drift {
+            println!(
+                "{}",
+                serde_json::json!({"event": "drift", "drift": d, "message": d.to_string()})
+            );
+        }
+    }
 
     let prevented = plan.prevented_destroys(&config, current.as_ref());
     if !prevented.is_empty() {
@@ -122,10 +141,21 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
     }
 
     // A new state takes the plan's lineage: sensitive markers are keyed by it.
-    let doc = current.unwrap_or_else(|| StateDoc {
+    let mut doc = current.unwrap_or_else(|| StateDoc {
         lineage: plan.lineage,
         ..StateDoc::new()
     });
+    // Record the refreshed facts first, so the next plan shows only new drift.
+    if let Some(r) = &refreshed {
+        let mut next = doc.clone();
+        refresh::record(&mut next, &r.facts);
+        if next.objects != doc.objects {
+            backend
+                .write(&lock, &mut next)
+                .map_err(miette::Report::new)?;
+            doc = next;
+        }
+    }
     let (graph, _) = step_graph(&plan);
     let ctx = Arc::new(Context::new(
         config,

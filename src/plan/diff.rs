@@ -85,6 +85,7 @@ pub fn diff(config: &Config, state: Option<&StateDoc>, options: &DiffOptions) ->
         unchanged,
         notes,
         graph,
+        drift: Vec::new(),
     }
 }
 

@@ -5,6 +5,7 @@
 
 pub mod attributes;
 mod diff;
+pub mod drift;
 pub mod graph;
 mod notes;
 pub mod render;
@@ -12,6 +13,7 @@ pub mod saved;
 
 pub use attributes::{Attributes, ObjectRef, flatten, forces_replacement};
 pub use diff::diff;
+pub use drift::Drift;
 
 pub use graph::{DependencyGraph, GraphNode, Step, StepOp};
 pub use saved::{SavedPlan, SavedPlanError, StalePlan, StaleReason, ensure_applicable};
@@ -46,6 +48,10 @@ pub struct Plan {
     pub notes: Vec<ReviewNote>,
     /// Every object (changed or not) and what it depends on.
     pub graph: DependencyGraph,
+    /// Facts that changed outside standby since it last recorded them,
+    /// found by refreshing before the diff. Shown, not acted on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drift: Vec<Drift>,
 }
 
 /// One object that changes. (No `deny_unknown_fields`: serde does not

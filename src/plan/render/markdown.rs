@@ -8,6 +8,15 @@ use std::fmt::Write as _;
 /// Render as a Markdown comment.
 pub fn markdown(plan: &Plan) -> String {
     let mut out = String::from("### standby plan\n\n");
+    if !plan.drift.is_empty() {
+        let _ = writeln!(out, "#### {}\n", super::OUTSIDE);
+        for d in &plan.drift {
+            // Drop the leading `~ `: a list item needs no symbol.
+            let line = d.to_string();
+            let _ = writeln!(out, "- {}", line.strip_prefix("~ ").unwrap_or(&line));
+        }
+        let _ = writeln!(out, "\n{}\n", super::OUTSIDE_HINT);
+    }
     let _ = writeln!(out, "**{}**", summary_line(&plan.summary()));
     if plan.has_changes() {
         out.push_str("\n| Action | Object | Changed attributes |\n|---|---|---|\n");

@@ -30,6 +30,12 @@ pub fn summary_line(s: &Summary) -> String {
     }
 }
 
+/// The heading of the drift section, before the diff in every view.
+pub const OUTSIDE: &str = "Changes outside standby";
+
+/// What the drift section says after its list.
+pub const OUTSIDE_HINT: &str = "These facts changed since standby last recorded them; they are not changes this plan makes. `standby apply --refresh-only` records them in state.";
+
 pub const NO_CHANGES: &str = "No changes. The DR topology matches the configuration.";
 
 /// A value as shown to humans: `(sensitive)` for markers, strings quoted.

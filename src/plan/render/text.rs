@@ -20,6 +20,13 @@ pub fn text(plan: &Plan, color: bool) -> String {
         }
     };
     let mut out = String::new();
+    if !plan.drift.is_empty() {
+        let _ = writeln!(out, "{}:\n", super::OUTSIDE);
+        for d in &plan.drift {
+            let _ = writeln!(out, "  {d}");
+        }
+        let _ = writeln!(out, "\n{}\n", super::OUTSIDE_HINT);
+    }
     if plan.has_changes() {
         out.push_str("Standby will perform the following actions:\n");
     }
