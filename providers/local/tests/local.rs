@@ -486,3 +486,55 @@ fn a_site_without_a_root_is_a_clear_error() {
     assert!(e.contains("prepare failed for site.dr"), "{e}");
     assert!(e.contains("needs the site's root directory"), "{e}");
 }
+
+/// Run by `a_machine_started_by_one_process_is_stopped_by_another` in a
+/// process of its own (this test binary again): starts a machine, exits.
+#[test]
+#[ignore = "a helper process for another test"]
+fn helper_start_a_machine_and_exit() {
+    let (Ok(dr), Ok(config)) = (
+        std::env::var("LOCAL_TEST_HELPER_DR"),
+        std::env::var("LOCAL_TEST_HELPER_CONFIG"),
+    ) else {
+        return;
+    };
+    let r = Run {
+        run_id: "x-1".into(),
+        mode: Mode::Failover,
+        site: "site.dr".into(),
+        site_root: Some(PathBuf::from(dr)),
+        config_root: PathBuf::from(config),
+    };
+    let p = LocalProvider::new();
+    p.prepare(&r).unwrap();
+    let m = MachineSpec {
+        machine: "machine.db".into(),
+        boot: Some(vec!["sleep".into(), "60".into()]),
+        disks: BTreeMap::new(),
+    };
+    p.start(&r, &m, Duration::from_secs(30)).unwrap();
+}
+
+#[test]
+fn a_machine_started_by_one_process_is_stopped_by_another() {
+    let s = sites();
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--ignored", "--exact", "helper_start_a_machine_and_exit"])
+        .env("LOCAL_TEST_HELPER_DR", &s.dr)
+        .env("LOCAL_TEST_HELPER_CONFIG", &s.config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let runs = s.dr.join(".standby-runs/x-1");
+    let pid = pid_in(&runs.join("machine.db.pid"));
+    // The starter is gone; the machine runs on, no longer anyone's child here.
+    assert!(alive(pid));
+    let r = run(&s, "x-1", Mode::Failover);
+    LocalProvider::new().stop(&r, "machine.db").unwrap();
+    assert!(!alive(pid));
+    assert!(!s.dr.join(".standby-runs").exists());
+}
