@@ -228,6 +228,8 @@ pub fn failover(
         waiting_for: None,
         approvals: Vec::new(),
         machines: BTreeMap::new(),
+        reprotect: None,
+        failback: None,
     };
     recorder.update(|doc| {
         if let Some(r) = refusal(doc, &plan.addr, kind) {
