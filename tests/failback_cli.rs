@@ -335,7 +335,24 @@ fn failback_killed_at_random_moments_completes_when_rerun() {
         }
         ok(&qs, &["reprotect", "shop"]);
         // Kill failback after a random delay, a few times, then let it finish.
-        let mut kills = 0;
+        // The first attempt dies right after the final reverse points are
+        // recorded, before any home disk is written (the worst moment);
+        // later ones at random.
+        let o = standby(&qs)
+            .args(["failback", "shop", "--approve", "dns"])
+            .env(standby::recovery::failback::TEST_HOOK_ENV, "kill -9 $PPID")
+            .output()
+            .unwrap();
+        assert!(!o.status.success(), "{}", text(&o));
+        let st = state(&qs);
+        assert_eq!(
+            st["runs"][0]["failback"]["final_points"]
+                .as_object()
+                .unwrap()
+                .len(),
+            2
+        );
+        let mut kills = 1;
         for attempt in 0..20 {
             let mut child = standby(&qs)
                 .args(["failback", "shop", "--approve", "dns"])
@@ -344,7 +361,7 @@ fn failback_killed_at_random_moments_completes_when_rerun() {
                 .spawn()
                 .unwrap();
             let delay = if attempt < 3 {
-                Duration::from_millis(rng.below(1500))
+                Duration::from_millis(rng.below(500))
             } else {
                 Duration::from_secs(120)
             };
