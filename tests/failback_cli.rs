@@ -167,6 +167,15 @@ fn failback_moves_only_changed_blocks_both_ways_and_loses_no_row() {
     assert_eq!(n, 2, "one reverse point per machine: {out}");
     let st = state(&qs);
     assert!(st["runs"][0]["reprotect"]["points"]["machine.db"]["id"].is_string());
+    // Status shows the direction (exit 2: forward points are old by now is fine).
+    let o = run(&qs, &["status", "--json"]);
+    let status: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let placed = status["recoveries"].as_array().unwrap();
+    assert_eq!(placed.len(), 2);
+    assert!(
+        placed.iter().all(|p| p["protection"] == "reverse"),
+        "{status}"
+    );
     // Replicate now captures the DR disks (the writer keeps going meanwhile).
     wait_for_rows(&qs, committed(&qs) + 20);
     let before_rep = ids(&qs);
