@@ -933,6 +933,7 @@ mod tests {
                 group("batch", &[]),
             ],
             drill: None,
+            active_site: None,
         };
         let names: Vec<&str> = order(&plan).iter().map(|g| g.name.as_str()).collect();
         assert_eq!(names, ["data", "app", "web", "batch"]);
