@@ -62,6 +62,11 @@ pub fn markdown(plan: &Plan) -> String {
         out.pop();
         out.push_str("```\n");
     }
+    if !plan.site_changes.is_empty() {
+        out.push_str("\n#### Recovery plans that change site\n\n```\n");
+        out.push_str(crate::plan::site::render_text(&plan.site_changes).trim_start_matches('\n'));
+        out.push_str("```\n");
+    }
     if !plan.notes.is_empty() {
         out.push_str("\n#### Review notes\n\n");
         for n in &plan.notes {

@@ -60,6 +60,10 @@ pub fn text(plan: &Plan, color: bool) -> String {
     }
     out.push_str(&summary_line(&plan.summary()));
     out.push('\n');
+    if !plan.site_changes.is_empty() {
+        out.push_str("\nRecovery plans that change site:\n");
+        out.push_str(&crate::plan::site::render_text(&plan.site_changes));
+    }
     if !plan.notes.is_empty() {
         out.push_str("\nReview notes:\n");
         for n in &plan.notes {
