@@ -1,15 +1,15 @@
 //! The pull-request view: summary, a table of changes, the diff in a
 //! ```diff block, and review notes as a list.
 
-use super::{key_width, shown, summary_line};
+use super::{key_width, plan_summary_line, shown};
 use crate::plan::{Action, Plan};
 use std::fmt::Write as _;
 
 /// Render as a Markdown comment.
 pub fn markdown(plan: &Plan) -> String {
     let mut out = String::from("### standby plan\n\n");
-    let _ = writeln!(out, "**{}**", summary_line(&plan.summary()));
-    if plan.has_changes() {
+    let _ = writeln!(out, "**{}**", plan_summary_line(plan));
+    if !plan.changes.is_empty() {
         out.push_str("\n| Action | Object | Changed attributes |\n|---|---|---|\n");
         for c in &plan.changes {
             let attrs = match &c.action {

@@ -30,6 +30,19 @@ pub fn summary_line(s: &Summary) -> String {
     }
 }
 
+/// The summary line, counting recovery plans that change site too.
+pub fn plan_summary_line(plan: &crate::plan::Plan) -> String {
+    let n = plan.site_changes.len();
+    if n == 0 {
+        return summary_line(&plan.summary());
+    }
+    let s = plan.summary();
+    format!(
+        "Plan: {} to add, {} to change, {} to destroy, {n} recovery plan(s) to change site.",
+        s.add, s.change, s.destroy
+    )
+}
+
 pub const NO_CHANGES: &str = "No changes. The DR topology matches the configuration.";
 
 /// A value as shown to humans: `(sensitive)` for markers, strings quoted.
