@@ -736,3 +736,41 @@ fn drill_through_the_exec_provider_example() {
     assert!(junit.contains("name=\"check disk\""), "{junit}");
     assert!(state(&root).get("runs").is_none());
 }
+
+#[test]
+fn a_failover_killed_mid_run_leaves_the_state_true_and_can_be_run_again() {
+    let d = tempfile::tempdir().unwrap();
+    let qs = quickstart(d.path());
+    let mut child = standby(&qs)
+        .args(["failover", "unplanned", "shop", "--wait-for-approval"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_waiting(&qs, &mut child, "web.dns");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // What it did is recorded: both machines placed at the DR site.
+    let st = state(&qs);
+    assert_valid("state.schema.json", &st);
+    let rec = &st["runs"][0];
+    assert_eq!(rec["phase"], "running");
+    for m in ["machine.db", "machine.web"] {
+        assert_eq!(rec["machines"][m]["site"], "site.dr", "{rec:#}");
+        assert_eq!(rec["machines"][m]["status"], "running", "{rec:#}");
+        let disk = rec["machines"][m]["disks"]["system"].as_str().unwrap();
+        assert!(Path::new(disk).exists(), "{disk}");
+    }
+    let killed_run = rec["run_id"].as_str().unwrap().to_string();
+    // Its process is gone, so it no longer blocks a new attempt.
+    let out = ok(&qs, &["failover", "unplanned", "shop", "--approve", "dns"]);
+    assert!(
+        out.contains("Failover of recovery_plan.shop complete"),
+        "{out}"
+    );
+    let st = state(&qs);
+    let runs = st["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 1, "{st:#}");
+    assert_ne!(runs[0]["run_id"], killed_run.as_str());
+    assert_eq!(runs[0]["phase"], "completed");
+}

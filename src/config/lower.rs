@@ -9,6 +9,7 @@ use super::value::{Ref, Value};
 use crate::model::*;
 use hcl_edit::structure::Block;
 use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 /// A top-level block with its file.
@@ -90,7 +91,25 @@ pub fn vault(ctx: &Ctx, t: &Top, diags: &mut Diagnostics) -> Option<Vault> {
     })
 }
 
-pub fn site(ctx: &Ctx, t: &Top, diags: &mut Diagnostics) -> Option<Site> {
+/// Local site roots seen so far, lexically normalised, with where each was set.
+pub type SiteRoots = Vec<(PathBuf, Address, Loc)>;
+
+/// `a/./b/../c` -> `a/c`, without touching the disk (roots need not exist yet).
+fn normalise(p: &std::path::Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+pub fn site(ctx: &Ctx, t: &Top, roots: &mut SiteRoots, diags: &mut Diagnostics) -> Option<Site> {
     let mut r = Reader::new(
         ctx.scope(&t.source),
         t.block,
@@ -139,8 +158,29 @@ pub fn site(ctx: &Ctx, t: &Top, diags: &mut Diagnostics) -> Option<Site> {
         );
         return None;
     }
+    let addr = Address::new(Kind::Site, &t.name);
+    if let (Some(root), Some(loc)) = (&root, r.value_loc("root")) {
+        let root: &PathBuf = root;
+        let here = normalise(root);
+        if let Some((_, other, _)) = roots
+            .iter()
+            .find(|(p, _, _)| p.starts_with(&here) || here.starts_with(p))
+        {
+            diags.push(
+                Diagnostic::error(
+                    "standby::site_roots_overlap",
+                    loc,
+                    format!("{addr}'s root overlaps {other}'s root"),
+                )
+                .label("same directory as another site, or inside it")
+                .help("give each site a root of its own: replicas written into another site's tree would mix with (or overwrite) its machines' disks"),
+            );
+            return None;
+        }
+        roots.push((here, addr.clone(), loc));
+    }
     Some(Site {
-        addr: Address::new(Kind::Site, &t.name),
+        addr,
         provider,
         root,
         command,

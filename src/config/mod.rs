@@ -442,8 +442,9 @@ fn load_into(dir: &Path, inputs: &VarInputs, diags: &mut Diagnostics) -> Option<
             config.vaults.insert(v.addr.clone(), v);
         }
     }
+    let mut roots = lower::SiteRoots::new();
     for t in of("site") {
-        if let Some(s) = lower::site(&ctx, t, diags) {
+        if let Some(s) = lower::site(&ctx, t, &mut roots, diags) {
             config.sites.insert(s.addr.clone(), s);
         }
     }

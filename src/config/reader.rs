@@ -235,6 +235,13 @@ impl<'s, 'b> Reader<'s, 'b> {
             .map(|a| Loc::new(self.source(), a.key.span()))
     }
 
+    /// Where an attribute's value is written.
+    pub fn value_loc(&self, name: &str) -> Option<Loc> {
+        self.attrs
+            .get(name)
+            .map(|a| Loc::new(self.source(), a.value.span()))
+    }
+
     pub fn expr(&self, name: &str) -> Option<&'b Expression> {
         self.attrs.get(name).map(|a| &a.value)
     }
