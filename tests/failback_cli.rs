@@ -124,6 +124,19 @@ fn wait_for_rows(qs: &Path, at_least: u64) {
     }
 }
 
+fn assert_state_valid(st: &Value) {
+    let schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("schema/state.schema.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let v = jsonschema::validator_for(&schema).unwrap();
+    let errors: Vec<String> = v.iter_errors(st).map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "{errors:?}\n{st}");
+}
+
 fn state(qs: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(qs.join(".standby/state.json")).unwrap()).unwrap()
 }
@@ -167,6 +180,7 @@ fn failback_moves_only_changed_blocks_both_ways_and_loses_no_row() {
     assert_eq!(n, 2, "one reverse point per machine: {out}");
     let st = state(&qs);
     assert!(st["runs"][0]["reprotect"]["points"]["machine.db"]["id"].is_string());
+    assert_state_valid(&st);
     // Status shows the direction (exit 2: forward points are old by now is fine).
     let o = run(&qs, &["status", "--json"]);
     let status: Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -292,6 +306,16 @@ fn reprotect_and_failback_refuse_out_of_order() {
     let o = run(&qs, &["reprotect", "shop"]);
     assert!(!o.status.success());
     assert!(text(&o).contains("already reprotected"), "{}", text(&o));
+
+    // An original disk that is gone is restored in full, and said so.
+    let home_web = qs.join("sites/onprem/web/system.img");
+    std::fs::remove_file(&home_web).unwrap();
+    let out = ok(&qs, &["failback", "shop", "--approve", "dns"]);
+    assert!(out.contains("missing, restored in full"), "{out}");
+    assert!(
+        std::fs::read(&home_web).unwrap()
+            == std::fs::read(qs.join("sites/dr/web/system.img")).unwrap()
+    );
 }
 
 /// Wait for `child` up to `after`, then SIGKILL it if it still runs.
@@ -354,6 +378,7 @@ fn failback_killed_at_random_moments_completes_when_rerun() {
             .unwrap();
         assert!(!o.status.success(), "{}", text(&o));
         let st = state(&qs);
+        assert_state_valid(&st);
         assert_eq!(
             st["runs"][0]["failback"]["final_points"]
                 .as_object()
