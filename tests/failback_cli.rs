@@ -428,3 +428,57 @@ fn failback_killed_at_random_moments_completes_when_rerun() {
         println!("round {round}: {kills} kill(s), {rows} rows home");
     }
 }
+
+#[test]
+fn the_first_reverse_point_diffs_against_the_point_the_replica_came_from() {
+    let d = tempfile::tempdir().unwrap();
+    let qs = quickstart(d.path(), 8, 8);
+    ok(&qs, &["apply", "--auto-approve"]);
+    ok(&qs, &["replicate"]);
+    let a = points(&qs)
+        .iter()
+        .rev()
+        .find(|p| p["machine"] == "machine.web")
+        .map(|p| p["id"].as_str().unwrap().to_string())
+        .unwrap();
+    // The source goes on changing after point A: 200 blocks in point B.
+    let web = qs.join("sites/onprem/web/system.img");
+    let f = std::fs::OpenOptions::new().write(true).open(&web).unwrap();
+    let mut rng = Rng::seeded("baseline");
+    let blocks = f.metadata().unwrap().len() / 4096;
+    for i in 0..200 {
+        let data: Vec<u8> = (0..4096).map(|_| rng.next() as u8).collect();
+        f.write_all_at(&data, (blocks - 1 - i) * 4096).unwrap();
+    }
+    ok(&qs, &["replicate"]);
+    // Unplanned failover from A: the replica holds A, not the newer B.
+    ok(
+        &qs,
+        &[
+            "failover",
+            "unplanned",
+            "shop",
+            "--point",
+            &a,
+            "--approve",
+            "dns",
+        ],
+    );
+    ok(&qs, &["failover", "commit", "shop"]);
+    let before = ids(&qs);
+    let out = ok(&qs, &["reprotect", "shop"]);
+    let (n, stored) = stored_since(&qs, &before);
+    assert_eq!(n, 2);
+    // Nothing was written at DR, so nothing is stored; and the point's
+    // parent is A, the point the replica holds, not the newer B.
+    assert!(stored < 64 * 1024, "stored {stored}:\n{out}");
+    let reverse = points(&qs)
+        .into_iter()
+        .find(|p| p["machine"] == "machine.web" && !before.contains(p["id"].as_str().unwrap()))
+        .unwrap();
+    assert_eq!(
+        reverse["disks"]["system"]["parent"],
+        a.as_str(),
+        "{reverse}"
+    );
+}

@@ -310,23 +310,29 @@ fn final_points(
 ) -> Result<BTreeMap<String, PointUsed>, String> {
     let batches = reverse_batches(cfg, plan, run, true).map_err(|e| e.to_string())?;
     let start = engine.timeline.now();
-    let made = take(cfg, &batches, &engine.cancel, |b, made| {
-        for m in made {
-            engine.say(format!(
-                "{}: final reverse point {} stored {} bytes (disks {} bytes)",
-                m.machine,
-                m.id.short(),
-                m.stats.stored,
-                m.disks.values().map(|d| d.size).sum::<u64>()
-            ));
-        }
-        engine.timeline.record(
-            Subject::new(EntryKind::FinalPoint, b.label.clone()),
-            start,
-            Outcome::Passed,
-            format!("{} point(s)", made.len()),
-        );
-    })
+    let made = take(
+        cfg,
+        &batches,
+        Default::default(),
+        &engine.cancel,
+        |b, made| {
+            for m in made {
+                engine.say(format!(
+                    "{}: final reverse point {} stored {} bytes (disks {} bytes)",
+                    m.machine,
+                    m.id.short(),
+                    m.stats.stored,
+                    m.disks.values().map(|d| d.size).sum::<u64>()
+                ));
+            }
+            engine.timeline.record(
+                Subject::new(EntryKind::FinalPoint, b.label.clone()),
+                start,
+                Outcome::Passed,
+                format!("{} point(s)", made.len()),
+            );
+        },
+    )
     .map_err(|e| format!("final reverse point: {e}"))?;
     let points: BTreeMap<String, PointUsed> = made
         .iter()

@@ -12,9 +12,9 @@ use crate::exec::Cancel;
 use crate::model::{Address, Config, RecoveryPlan};
 use crate::replication::{self, Batch, Options, Progress};
 use crate::state::{Phase, PointUsed, Reprotect, RunRecord, StateDoc};
-use crate::vault::Vault;
 use crate::vault::manifest::Manifest;
-use std::collections::BTreeMap;
+use crate::vault::{Id, Vault};
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -159,9 +159,11 @@ pub fn used(vault: &Address, m: &Manifest) -> PointUsed {
 }
 
 /// Take one point instant per batch, from the disks the batches name.
+/// `baseline`: machine -> point to diff against (default: its newest).
 pub fn take(
     cfg: &Config,
     batches: &[Batch],
+    baseline: HashMap<String, Id>,
     cancel: &Cancel,
     mut each: impl FnMut(&Batch, &[Manifest]),
 ) -> Result<Vec<(Address, Manifest)>, RecoveryError> {
@@ -169,6 +171,7 @@ pub fn take(
     let stop = Arc::new(AtomicBool::new(false));
     let mut opts = Options::new(root.join(".standby").join("cache"));
     opts.cancel = Some(stop.clone());
+    opts.baseline = baseline;
     let mut vaults: BTreeMap<Address, Vault> = BTreeMap::new();
     let mut out = Vec::new();
     for b in batches {
@@ -216,7 +219,14 @@ pub fn reprotect(
         });
     }
     let batches = reverse_batches(cfg, plan, &run, false)?;
-    let made = take(cfg, &batches, cancel, |_, _| {})?;
+    // Diff against the point each replica was restored from: what was
+    // written at DR since, even when newer points exist (unplanned).
+    let baseline: HashMap<String, Id> = run
+        .machines
+        .iter()
+        .filter_map(|(m, r)| Some((m.clone(), Id::parse(&r.point.as_ref()?.id)?)))
+        .collect();
+    let made = take(cfg, &batches, baseline, cancel, |_, _| {})?;
     let mut out = Vec::new();
     let mut points = BTreeMap::new();
     for (vault, m) in made {
