@@ -87,10 +87,11 @@ pub fn changes(cfg: &Config, state: Option<&StateDoc>, now: OffsetDateTime) -> V
             Direction::Failover
         };
         let reprotected = run.is_some_and(|r| r.reprotect.is_some());
+        let committed = run.is_some_and(|r| r.phase == Phase::Committed);
         out.push(SiteChange {
             recovery_plan: plan.addr.clone(),
             direction,
-            steps: steps(cfg, plan, direction, &now_at, &want, reprotected),
+            steps: steps(cfg, plan, direction, &now_at, &want, committed, reprotected),
             from: now_at,
             to: want,
             undrilled: undrilled(plan, state, now),
@@ -129,6 +130,7 @@ fn steps(
     direction: Direction,
     from: &Address,
     to: &Address,
+    committed: bool,
     reprotected: bool,
 ) -> Vec<SiteStep> {
     let step = |op: &str, detail: String| SiteStep {
@@ -150,6 +152,9 @@ fn steps(
         .flat_map(|g| g.machines.iter().map(|m| m.to_string()))
         .collect();
     let mut out = Vec::new();
+    if direction == Direction::Failback && !committed {
+        out.push(step("commit", "make the failover final first".into()));
+    }
     if direction == Direction::Failback && !reprotected {
         out.push(step(
             "reprotect",

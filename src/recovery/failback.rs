@@ -166,14 +166,11 @@ pub fn failback(
     if passed {
         // A machine an earlier attempt started at home starts afresh.
         for (m, placed) in &progress.machines {
-            if let (Ok(site), Ok(p)) = (
-                placed.site.parse::<Address>(),
-                placed
-                    .site
-                    .parse::<Address>()
-                    .map_err(|e| e.to_string())
-                    .and_then(|s| providers::for_site(cfg, &engine.root, &s)),
-            ) {
+            let Ok(site) = placed.site.parse::<Address>() else {
+                continue;
+            };
+            if let Ok(p) = providers::for_site(cfg, &engine.root, &site) {
+                // Not running is fine: stop only makes sure.
                 let _ = p.stop(&engine.run_at(&site), m);
             }
         }

@@ -86,10 +86,20 @@ impl fmt::Display for Stage {
 fn stages(c: &SiteChange) -> Vec<Op> {
     match c.direction {
         Direction::Failover => vec![Op::Failover, Op::Commit, Op::Reprotect],
-        Direction::Failback if c.steps.iter().any(|s| s.op == "reprotect") => {
-            vec![Op::Reprotect, Op::Failback]
+        // What the plan says is still to do before the failback itself.
+        Direction::Failback => {
+            let mut ops: Vec<Op> = c
+                .steps
+                .iter()
+                .filter_map(|s| match s.op.as_str() {
+                    "commit" => Some(Op::Commit),
+                    "reprotect" => Some(Op::Reprotect),
+                    _ => None,
+                })
+                .collect();
+            ops.push(Op::Failback);
+            ops
         }
-        Direction::Failback => vec![Op::Failback],
     }
 }
 
