@@ -22,6 +22,17 @@ fn run(dir: &Path, args: &[&str]) -> Output {
 /// Quickstart applied, replicated, failed over (planned) and committed.
 fn failed_over(d: &Path) -> PathBuf {
     let qs = quickstart(d, 16, 8);
+    // The freeze hook also notes which database disk it was given.
+    let machines = qs.join("machines.hcl");
+    let hcl = std::fs::read_to_string(&machines).unwrap();
+    let from = r#"freeze  = ["sh", "scripts/db-freeze.sh"]"#;
+    assert!(hcl.contains(from));
+    let hcl = hcl.replacen(
+        from,
+        r#"freeze  = ["sh", "-c", "echo \"$STANDBY_DISK_DATA\" >> .standby/freeze-disks && sh scripts/db-freeze.sh"]"#,
+        1,
+    );
+    std::fs::write(&machines, hcl).unwrap();
     ok(&qs, &["apply", "--auto-approve"]);
     ok(&qs, &["replicate"]);
     ok(&qs, &["failover", "planned", "shop", "--approve", "dns"]);
@@ -178,6 +189,17 @@ fn failback_moves_only_changed_blocks_both_ways_and_loses_no_row() {
     assert!(out.contains("first reverse point"), "{out}");
     let (n, first_stored) = stored_since(&qs, &before);
     assert_eq!(n, 2, "one reverse point per machine: {out}");
+    // Its quiesce hooks ran with the machine's DR disks in their environment.
+    let noted = std::fs::read_to_string(qs.join(".standby/freeze-disks")).unwrap();
+    assert_eq!(
+        noted.lines().last().unwrap(),
+        dr.join("db/data.sqlite")
+            .canonicalize()
+            .unwrap()
+            .to_str()
+            .unwrap(),
+        "{noted}"
+    );
     let st = state(&qs);
     assert!(st["runs"][0]["reprotect"]["points"]["machine.db"]["id"].is_string());
     assert_state_valid(&st);

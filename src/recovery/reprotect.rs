@@ -137,6 +137,11 @@ pub fn reverse_batches(
     });
     doc.runs.push(r);
     redirect(&mut batches, &doc);
+    for b in &mut batches {
+        for t in &mut b.targets {
+            with_machine_env(t, &run.run_id);
+        }
+    }
     if crash_only {
         for b in &mut batches {
             for t in &mut b.targets {
@@ -145,6 +150,35 @@ pub fn reverse_batches(
         }
     }
     Ok(batches)
+}
+
+/// Quiesce hooks of a reverse capture see the machine's environment with
+/// its disks where it runs now (`STANDBY_DISK_*`, `STANDBY_MACHINE`,
+/// `STANDBY_RUN_ID`, `STANDBY_MODE`), passed through `env(1)` so the
+/// commands still run without a shell.
+fn with_machine_env(t: &mut replication::Target, run_id: &str) {
+    let Some(q) = &mut t.quiesce else {
+        return;
+    };
+    let spec = standby_provider_core::MachineSpec {
+        machine: t.machine.clone(),
+        boot: None,
+        disks: t.disks.iter().cloned().collect(),
+    };
+    let run = standby_provider_core::Run {
+        run_id: run_id.to_string(),
+        mode: standby_provider_core::Mode::Failover,
+        site: String::new(),
+        site_root: None,
+        config_root: PathBuf::new(),
+    };
+    let mut prefix = vec!["env".to_string()];
+    prefix.extend(spec.env(&run).into_iter().map(|(k, v)| format!("{k}={v}")));
+    for argv in [&mut q.freeze, &mut q.thaw] {
+        let mut full = prefix.clone();
+        full.append(argv);
+        *argv = full;
+    }
 }
 
 /// A manifest as the run record keeps it.
