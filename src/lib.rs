@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod direct_io;
 pub mod exec;
 pub mod hclfmt;
 pub mod model;

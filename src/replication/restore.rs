@@ -1,9 +1,11 @@
 //! Restoring a disk: resolve the point's chain into a block map, fetch the
 //! packs that hold its blobs (two ahead), open the blobs on two threads and
-//! write each run where it belongs. Files come out sparse (only data is
-//! written); block devices get their zero runs written explicitly.
+//! write each run where it belongs, with direct I/O where the file system
+//! allows (see `direct_io`). Files come out sparse (only data is written);
+//! block devices get their zero runs written explicitly.
 
 use super::{Progress, ReplicationError};
+use crate::direct_io::{AlignedBuf, DirectFile};
 use crate::vault::manifest::{self, BLOCK, Manifest, Resolved, ZERO};
 use crate::vault::{Id, Index, Location, Vault, VaultError, blob_context, pack_name};
 use bytes::Bytes;
@@ -11,7 +13,6 @@ use futures::StreamExt;
 use object_store::ObjectStoreExt;
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::sync_channel;
@@ -24,7 +25,7 @@ pub trait Sink: Sync {
     fn target(&self) -> PathBuf;
 }
 
-struct FileSink(File, PathBuf);
+struct FileSink(DirectFile, PathBuf);
 
 impl Sink for FileSink {
     fn write_at(&self, off: u64, data: &[u8]) -> std::io::Result<()> {
@@ -151,6 +152,9 @@ pub fn write_resolved(
             let rx = Arc::clone(&rx);
             let jobs = Arc::clone(&jobs);
             workers.push(s.spawn(move || {
+                // Opened blobs land here: aligned for direct writes, and
+                // reused, so no blob pays for fresh pages.
+                let mut buf = AlignedBuf::new();
                 loop {
                     let msg = match rx.lock() {
                         Ok(r) => r.recv(),
@@ -158,7 +162,7 @@ pub fn write_resolved(
                     };
                     let Ok((i, got)) = msg else { return };
                     let res = got.map_err(ReplicationError::from).and_then(|parts| {
-                        write_pack(vault, &jobs[i], &parts, sink, size, progress)
+                        write_pack(vault, &jobs[i], &parts, sink, size, progress, &mut buf)
                     });
                     if let Err(e) = res {
                         if let Ok(mut v) = errors.lock() {
@@ -232,12 +236,13 @@ fn write_pack(
     sink: &dyn Sink,
     size: u64,
     progress: &Progress,
+    buf: &mut AlignedBuf,
 ) -> Result<(), ReplicationError> {
     let name = pack_name(&job.pack);
     for (w, sealed) in job.wants.iter().zip(parts) {
         let plain = vault
             .data_sealer()
-            .open(sealed, &blob_context(&w.blob))
+            .open_aligned(sealed, &blob_context(&w.blob), buf)
             .map_err(|e| vault.damaged(&name, format!("blob {} in it: {e}", w.blob.short())))?;
         for &(first, n, k) in &w.runs {
             let a = (k * BLOCK) as usize;
@@ -297,9 +302,11 @@ pub fn restore_disk(
             .write(true)
             .open(to)
             .map_err(io("open", to))?;
-        let sink = FileSink(f, to.to_path_buf());
+        let sink = FileSink(DirectFile::new(f, to), to.to_path_buf());
         write_resolved(vault, &index, &r, &sink, progress, &point.id)?;
-        let zeros = vec![0u8; 1 << 20];
+        let mut zero_buf = AlignedBuf::new();
+        let zeros = zero_buf.aligned(1 << 20);
+        zeros.fill(0);
         let mut i = 0usize;
         while i < r.blocks.len() {
             if r.blocks[i] != ZERO {
@@ -316,7 +323,7 @@ pub fn restore_disk(
                 .map_err(io("write zeros to", to))?;
             i = j;
         }
-        sink.0.sync_all().map_err(io("sync", to))?;
+        sink.0.file().sync_all().map_err(io("sync", to))?;
         return Ok(Restored { size: r.size, data });
     }
     let mut partial = to.as_os_str().to_owned();
@@ -324,13 +331,13 @@ pub fn restore_disk(
     let partial = PathBuf::from(partial);
     let f = File::create(&partial).map_err(io("create", &partial))?;
     f.set_len(r.size).map_err(io("size", &partial))?;
-    let sink = FileSink(f, partial.clone());
+    let sink = FileSink(DirectFile::new(f, &partial), partial.clone());
     let res = write_resolved(vault, &index, &r, &sink, progress, &point.id);
     if let Err(e) = res {
         let _ = std::fs::remove_file(&partial);
         return Err(e);
     }
-    sink.0.sync_all().map_err(io("sync", &partial))?;
+    sink.0.file().sync_all().map_err(io("sync", &partial))?;
     std::fs::rename(&partial, to).map_err(io("rename into place", to))?;
     Ok(Restored { size: r.size, data })
 }
