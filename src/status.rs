@@ -212,6 +212,11 @@ pub struct Placement {
     /// The machine's own status in the run: `starting`, `running`, `failed`, `stopped`.
     pub status: String,
     pub point: Option<String>,
+    /// Which way its protection runs: `forward` (from its own site; test
+    /// runs), `none` (failed over, not reprotected: no points taken),
+    /// `reverse` (reprotected: points from where it runs now),
+    /// `failing_back` (a failback is under way).
+    pub protection: String,
 }
 
 /// Every machine placed by a recovery run recorded in the state.
@@ -233,6 +238,16 @@ pub fn placements(state: Option<&StateDoc>) -> Vec<Placement> {
                     .and_then(|v| v.as_str().map(String::from))
                     .unwrap_or_default(),
                 point: p.point.as_ref().map(|x| x.id.clone()),
+                protection: if r.kind.is_test() {
+                    "forward"
+                } else if r.failback.is_some() {
+                    "failing_back"
+                } else if r.reprotect.is_some() {
+                    "reverse"
+                } else {
+                    "none"
+                }
+                .to_string(),
             });
         }
     }

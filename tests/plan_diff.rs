@@ -143,6 +143,7 @@ fn quickstart() -> Config {
                 schedule: Schedule::Weekly,
                 max_rto: d("10m"),
             }),
+            active_site: None,
         },
     );
     c

@@ -4,6 +4,7 @@
 //! configuration moved since). The state lock is held for the whole run;
 //! the steps (see `steps`) are walked by [`crate::exec::walk`].
 
+mod site;
 mod steps;
 
 use crate::cli::plan::use_color;
@@ -40,6 +41,17 @@ pub struct Args {
     /// Allow deleting protections, which destroys their recovery points.
     #[arg(long)]
     pub allow_destroy: bool,
+    /// Allow the plan's site changes (a recovery plan's `active_site`
+    /// moved): planned failover + commit + reprotect, or failback.
+    #[arg(long)]
+    pub allow_failover: bool,
+    /// Allow a site change of a recovery plan never drilled, whose last
+    /// drill failed, or is older than its schedule.
+    #[arg(long)]
+    pub allow_undrilled: bool,
+    /// Approve manual step STEP (or GROUP.STEP) of a site change in advance; repeatable.
+    #[arg(long = "approve", value_name = "STEP")]
+    pub approve: Vec<String>,
     /// Never colour the output.
     #[arg(long)]
     pub no_color: bool,
@@ -125,6 +137,13 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         ));
     }
 
+    site::guard(
+        &plan,
+        args.allow_failover,
+        args.allow_undrilled,
+        args.plan_file.is_some(),
+    )?;
+
     if !plan.has_changes() {
         if args.json {
             println!("{}", serde_json::json!({"event": "summary", "changes": 0}));
@@ -157,6 +176,7 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         }
     }
     let (graph, _) = step_graph(&plan);
+    let site_config = config.clone();
     let ctx = Arc::new(Context::new(
         config,
         plan.changes.clone(),
@@ -206,6 +226,8 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         .await
     });
     drop(rt);
+    // Release the state lock: site changes record their runs update by update.
+    drop(ctx);
 
     let count = |f: fn(&Outcome) -> bool| report.count(f);
     let done = count(|o| o.is_done());
@@ -241,11 +263,28 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
             }
         );
     }
-    Ok(if report.all_done() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    if !report.all_done() {
+        return Ok(ExitCode::from(1));
+    }
+    if !plan.site_changes.is_empty() {
+        let b = args.backend.open(site_config.backend.as_ref())?;
+        let rec = crate::recovery::Recorder::new(Arc::from(b), "standby apply");
+        let done = site::run(
+            site_config,
+            &plan.site_changes,
+            rec,
+            args.approve.clone(),
+            args.json,
+        )?;
+        if !done {
+            println!(
+                "\nThe site change did not finish: the state records how far it got (`standby status`); fix the cause and apply again."
+            );
+            return Ok(ExitCode::from(1));
+        }
+        println!("\nSite changes complete.");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `apply --refresh-only`: show drift, ask, and record the facts in one write.

@@ -30,6 +30,10 @@ pub struct Args {
     /// Exit 0 when nothing changes, 2 when something does (1 on error).
     #[arg(long)]
     pub detailed_exitcode: bool,
+    /// Mark the saved plan (--out) as allowed to carry out its site changes
+    /// (`active_site`), so `apply FILE` needs no --allow-failover.
+    #[arg(long)]
+    pub allow_failover: bool,
     /// Never colour the output (colour is used only on a terminal without NO_COLOR).
     #[arg(long)]
     pub no_color: bool,
@@ -55,9 +59,10 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
     }
     let color = use_color(args.no_color, &std::io::stdout());
     let color_err = use_color(args.no_color, &std::io::stderr());
-    let Some(plan) = make_plan(&args.vars, &args.backend, color_err, !args.no_refresh)? else {
+    let Some(mut plan) = make_plan(&args.vars, &args.backend, color_err, !args.no_refresh)? else {
         return Ok(ExitCode::from(1));
     };
+    plan.allow_failover = args.allow_failover;
     if let Some(out) = &args.out {
         SavedPlan::save(&plan, out).map_err(|e| miette::miette!("{e}"))?;
     }

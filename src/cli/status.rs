@@ -114,12 +114,12 @@ fn render_placements(placed: &[status::Placement]) -> String {
         return String::new();
     }
     let mut out = format!(
-        "\n{:<24}  {:<20}  {:<16}  {:<10}  {:<10}  {:<9}  {}\n",
-        "RECOVERED MACHINE", "RUNS AT", "FROM", "KIND", "PHASE", "STATUS", "RUN"
+        "\n{:<24}  {:<20}  {:<16}  {:<10}  {:<10}  {:<9}  {:<12}  {}\n",
+        "RECOVERED MACHINE", "RUNS AT", "FROM", "KIND", "PHASE", "STATUS", "PROTECTION", "RUN"
     );
     for p in placed {
         out.push_str(&format!(
-            "{:<24}  {:<20}  {:<16}  {:<10}  {:<10}  {:<9}  {}\n",
+            "{:<24}  {:<20}  {:<16}  {:<10}  {:<10}  {:<9}  {:<12}  {}\n",
             p.machine,
             if p.kind == "test" {
                 format!("{} (test)", p.site)
@@ -130,6 +130,11 @@ fn render_placements(placed: &[status::Placement]) -> String {
             p.kind,
             p.phase,
             p.status,
+            match p.protection.as_str() {
+                "reverse" => format!("<- {}", p.site),
+                "forward" => format!("-> {}", p.site),
+                other => other.to_string(),
+            },
             p.run_id
         ));
     }

@@ -179,6 +179,10 @@ pub struct RecoveryPlan {
     /// In declaration order; `depends_on` names other groups of this plan.
     pub groups: Vec<Group>,
     pub drill: Option<Drill>,
+    /// Where the plan's machines should run: `None` is their own site;
+    /// their protections' target site means "failed over". `plan` compares
+    /// it with where the state says they run.
+    pub active_site: Option<Address>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

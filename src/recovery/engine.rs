@@ -51,6 +51,10 @@ pub struct Engine<'a> {
     pub timeline: Timeline,
     pub vaults: BTreeMap<Address, Vault>,
     pub points: BTreeMap<Address, Chosen>,
+    /// A failback (see `failback`): machines go to their own site, whose
+    /// existing disks get only the blocks that differ (`restore_onto`), and
+    /// placements are recorded in the run's `failback` progress.
+    pub failback: bool,
     providers: BTreeMap<Address, Box<dyn SiteProvider>>,
     failures: Mutex<Vec<String>>,
     print: Mutex<()>,
@@ -85,6 +89,7 @@ impl<'a> Engine<'a> {
             timeline,
             vaults: BTreeMap::new(),
             points: BTreeMap::new(),
+            failback: false,
             providers: BTreeMap::new(),
             failures: Mutex::new(Vec::new()),
             print: Mutex::new(()),
@@ -141,6 +146,9 @@ impl<'a> Engine<'a> {
 
     /// Where `machine` is recovered to: its protection's target site.
     fn target_site(&self, machine: &Address) -> Option<Address> {
+        if self.failback {
+            return self.cfg.machines.get(machine).map(|m| m.site.clone());
+        }
         super::points::protection_of(self.cfg, machine).map(|p| p.target.clone())
     }
 
@@ -590,11 +598,20 @@ impl<'a> Engine<'a> {
     /// Record where `machine` is now.
     fn place(&self, machine: &Address, entry: MachineRun) {
         let id = self.run_id.clone();
+        let failback = self.failback;
         let r = self.recorder.update(|doc| {
             let r = doc
                 .run_mut(&id)
                 .ok_or("the run is no longer in the state")?;
-            r.machines.insert(machine.to_string(), entry);
+            if failback {
+                let f = r
+                    .failback
+                    .as_mut()
+                    .ok_or("the failback is no longer in the state")?;
+                f.machines.insert(machine.to_string(), entry);
+            } else {
+                r.machines.insert(machine.to_string(), entry);
+            }
             Ok(())
         });
         if let Err(e) = r {
@@ -646,8 +663,12 @@ impl<'a> Engine<'a> {
             .ok_or_else(|| format!("{} is not open", chosen.vault))?;
         let run = self.run_at(&site);
         let p = &chosen.point;
+        let from_site = match (self.failback, super::points::protection_of(self.cfg, addr)) {
+            (true, Some(p)) => p.target.to_string(),
+            _ => m.site.to_string(),
+        };
         let mut placed = MachineRun {
-            from_site: m.site.to_string(),
+            from_site,
             site: site.to_string(),
             status: MachineStatus::Starting,
             point: Some(PointUsed {
@@ -681,6 +702,54 @@ impl<'a> Engine<'a> {
                 let subj = Subject::new(EntryKind::Restore, &d.name)
                     .group(&g.name)
                     .machine(&name);
+                if self.failback {
+                    let target = self.home_disk(&run, &d.path);
+                    let r = self.timeline.timed(
+                        subj,
+                        || {
+                            replication::restore_onto(
+                                vault,
+                                p,
+                                &d.name,
+                                &target,
+                                &self.root.join(".standby").join("cache"),
+                                &Progress::default(),
+                            )
+                            .map_err(|e| format!("write changed blocks onto disk {}: {e}", d.name))
+                        },
+                        |r| {
+                            if r.full {
+                                format!("missing: restored in full, {} written", mib(r.written))
+                            } else {
+                                format!(
+                                    "{} compared, {} of changed blocks written",
+                                    mib(r.compared),
+                                    mib(r.written)
+                                )
+                            }
+                        },
+                    )?;
+                    self.say(format!(
+                        "{name}: disk {} at {}: {} (bytes written: {})",
+                        d.name,
+                        target.display(),
+                        if r.full {
+                            format!("missing, restored in full ({} written)", mib(r.written))
+                        } else {
+                            format!(
+                                "{} of {} written (changed blocks only)",
+                                mib(r.written),
+                                mib(r.size)
+                            )
+                        },
+                        r.written
+                    ));
+                    disks.insert(d.name.clone(), target.clone());
+                    placed
+                        .disks
+                        .insert(d.name.clone(), target.display().to_string());
+                    continue;
+                }
                 let target = self.timeline.timed(
                     subj,
                     || {
@@ -793,6 +862,18 @@ impl<'a> Engine<'a> {
     }
 }
 
+impl Engine<'_> {
+    /// A machine's disk at its own site: the site root (or the configuration
+    /// directory) joined with the disk's path. Not the provider's
+    /// `disk_target`, which makes a fresh, empty file.
+    fn home_disk(&self, run: &Run, path: &std::path::Path) -> PathBuf {
+        run.site_root
+            .clone()
+            .unwrap_or_else(|| self.root.clone())
+            .join(path)
+    }
+}
+
 /// `12.5 MiB`.
 fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
@@ -852,6 +933,7 @@ mod tests {
                 group("batch", &[]),
             ],
             drill: None,
+            active_site: None,
         };
         let names: Vec<&str> = order(&plan).iter().map(|g| g.name.as_str()).collect();
         assert_eq!(names, ["data", "app", "web", "batch"]);

@@ -228,6 +228,8 @@ pub fn failover(
         waiting_for: None,
         approvals: Vec::new(),
         machines: BTreeMap::new(),
+        reprotect: None,
+        failback: None,
     };
     recorder.update(|doc| {
         if let Some(r) = refusal(doc, &plan.addr, kind) {
@@ -502,7 +504,14 @@ pub fn approve(
         let mut running: Vec<&mut RunRecord> = doc
             .runs
             .iter_mut()
-            .filter(|r| &r.plan == plan && r.phase == Phase::Running && !r.abandoned())
+            .filter(|r| {
+                &r.plan == plan
+                    && ((r.phase == Phase::Running && !r.abandoned())
+                        // A failback under way runs on the committed failover's record.
+                        || r.failback.as_ref().is_some_and(|f| {
+                            f.owner.as_ref().is_some_and(|o| o.may_be_alive())
+                        }))
+            })
             .collect();
         // Prefer the run that waits for this very step.
         running.sort_by_key(|r| {

@@ -91,6 +91,42 @@ pub struct RunRecord {
     /// Machines by address, recorded as each one is placed.
     #[serde(default)]
     pub machines: BTreeMap<String, MachineRun>,
+    /// `standby reprotect`: the machines' protection now captures their
+    /// disks at the site they run at (the paths in `machines`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reprotect: Option<Reprotect>,
+    /// `standby failback` in progress: how far it got, so a rerun after a
+    /// crash goes on from there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failback: Option<Failback>,
+}
+
+/// Reverse protection of a failed-over plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reprotect {
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// Machine address -> the first reverse point.
+    #[serde(default)]
+    pub points: BTreeMap<String, PointUsed>,
+}
+
+/// A failback's progress.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Failback {
+    #[serde(with = "time::serde::rfc3339")]
+    pub started_at: OffsetDateTime,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Owner>,
+    /// Machine address -> the final reverse point, taken once the replicas
+    /// were stopped. Set: the replicas stay stopped, a rerun restores these.
+    #[serde(default)]
+    pub final_points: BTreeMap<String, PointUsed>,
+    /// Machines placed back at their own site.
+    #[serde(default)]
+    pub machines: BTreeMap<String, MachineRun>,
 }
 
 /// A process on a host.

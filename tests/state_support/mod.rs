@@ -115,6 +115,8 @@ pub fn sample_doc() -> StateDoc {
             },
         )]
         .into(),
+        reprotect: None,
+        failback: None,
     });
     doc
 }

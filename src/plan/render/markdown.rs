@@ -1,7 +1,7 @@
 //! The pull-request view: summary, a table of changes, the diff in a
 //! ```diff block, and review notes as a list.
 
-use super::{key_width, shown, summary_line};
+use super::{key_width, plan_summary_line, shown};
 use crate::plan::{Action, Plan};
 use std::fmt::Write as _;
 
@@ -17,8 +17,8 @@ pub fn markdown(plan: &Plan) -> String {
         }
         let _ = writeln!(out, "\n{}\n", super::OUTSIDE_HINT);
     }
-    let _ = writeln!(out, "**{}**", summary_line(&plan.summary()));
-    if plan.has_changes() {
+    let _ = writeln!(out, "**{}**", plan_summary_line(plan));
+    if !plan.changes.is_empty() {
         out.push_str("\n| Action | Object | Changed attributes |\n|---|---|---|\n");
         for c in &plan.changes {
             let attrs = match &c.action {
@@ -69,6 +69,11 @@ pub fn markdown(plan: &Plan) -> String {
         }
         // The last blank line would show inside the block.
         out.pop();
+        out.push_str("```\n");
+    }
+    if !plan.site_changes.is_empty() {
+        out.push_str("\n#### Recovery plans that change site\n\n```\n");
+        out.push_str(crate::plan::site::render_text(&plan.site_changes).trim_start_matches('\n'));
         out.push_str("```\n");
     }
     if !plan.notes.is_empty() {
