@@ -279,7 +279,16 @@ impl Backend for ObjectStoreBackend {
                     Err(StoreError::NotFound { .. }) => Ok(None),
                     Err(e) => Err(e),
                 }
-            })?;
+            });
+            let created = match created {
+                Ok(c) => c,
+                // The create may have landed with its answer lost on the
+                // way back: then the lock is ours.
+                Err(e) => match self.holder() {
+                    Ok(Some(Ok(h))) if h.id == info.id => Some(true),
+                    _ => return Err(e),
+                },
+            };
             let Some(created) = created else {
                 return Err(StateError::NoContainer {
                     url: self.store.url.clone(),
@@ -364,44 +373,45 @@ impl ObjectStoreBackend {
         let mine = text.clone();
 
         let store = self.store.clone();
-        let written =
-            self.rt
-                .run(&self.store.url, REMOTE_STATE_NAME, async move {
-                    let result = match current {
-                        Some((bytes, version)) => {
-                            // The backup first: if we stop between the two puts, the
-                            // backup equals the current document and nothing is lost.
-                            let backup = store.path(REMOTE_BACKUP_NAME);
-                            store
-                                .inner
-                                .put(&backup, bytes.into())
-                                .await
-                                .map_err(|e| store.error("write", REMOTE_BACKUP_NAME, e))?;
-                            store.put_if_match(REMOTE_STATE_NAME, text, &version).await
+        let written = self.rt.run(&self.store.url, REMOTE_STATE_NAME, async move {
+            let result = match current {
+                Some((bytes, version)) => {
+                    // The backup first: if we stop between the two puts, the
+                    // backup equals the current document and nothing is lost.
+                    let backup = store.path(REMOTE_BACKUP_NAME);
+                    store
+                        .inner
+                        .put(&backup, bytes.into())
+                        .await
+                        .map_err(|e| store.error("write", REMOTE_BACKUP_NAME, e))?;
+                    store.put_if_match(REMOTE_STATE_NAME, text, &version).await
+                }
+                None => store
+                    .put_if_absent(REMOTE_STATE_NAME, text)
+                    .await
+                    .map_err(|e| match e {
+                        StoreError::AlreadyExists { url, name } => {
+                            StoreError::Changed { url, name }
                         }
-                        None => store
-                            .put_if_absent(REMOTE_STATE_NAME, text)
-                            .await
-                            .map_err(|e| match e {
-                                StoreError::AlreadyExists { url, name } => {
-                                    StoreError::Changed { url, name }
-                                }
-                                other => other,
-                            }),
-                    };
-                    match result {
-                        Ok(_) => Ok(true),
-                        Err(StoreError::Changed { .. }) => Ok(false),
-                        Err(e) => Err(e),
-                    }
-                })?;
-        if !written {
-            // A conditional put whose answer was lost is retried and then
-            // refused by its own success: the document is ours after all.
-            match self.fetch(REMOTE_STATE_NAME)? {
-                Some((bytes, _)) if bytes == mine => {}
-                _ => return Err(StateError::Changed { location }),
+                        other => other,
+                    }),
+            };
+            match result {
+                Ok(_) => Ok(true),
+                Err(StoreError::Changed { .. }) => Ok(false),
+                Err(e) => Err(e),
             }
+        });
+        // A put whose answer was lost may have landed: failed outright, or
+        // retried and then refused by its own success. Then it is ours.
+        let landed =
+            || matches!(self.fetch(REMOTE_STATE_NAME), Ok(Some((bytes, _))) if bytes == mine);
+        match written {
+            Ok(true) => {}
+            Ok(false) if landed() => {}
+            Ok(false) => return Err(StateError::Changed { location }),
+            Err(_) if landed() => {}
+            Err(e) => return Err(e),
         }
         *doc = next;
         Ok(())
