@@ -196,6 +196,64 @@ pub fn plan_status(
     }
 }
 
+/// Where one machine of a recovery run is.
+#[derive(Debug, Clone, Serialize)]
+pub struct Placement {
+    pub recovery_plan: String,
+    pub machine: String,
+    /// The site it runs at (or is being brought up at).
+    pub site: String,
+    pub from_site: String,
+    pub run_id: String,
+    /// `test`, `planned` or `unplanned`.
+    pub kind: String,
+    /// The run's phase: `running`, `completed`, `failed`, `committed`.
+    pub phase: String,
+    /// The machine's own status in the run: `starting`, `running`, `failed`, `stopped`.
+    pub status: String,
+    pub point: Option<String>,
+    /// Which way its protection runs: `forward` (from its own site; test
+    /// runs), `none` (failed over, not reprotected: no points taken),
+    /// `reverse` (reprotected: points from where it runs now),
+    /// `failing_back` (a failback is under way).
+    pub protection: String,
+}
+
+/// Every machine placed by a recovery run recorded in the state.
+pub fn placements(state: Option<&StateDoc>) -> Vec<Placement> {
+    let Some(doc) = state else { return Vec::new() };
+    let mut out = Vec::new();
+    for r in &doc.runs {
+        for (m, p) in &r.machines {
+            out.push(Placement {
+                recovery_plan: r.plan.to_string(),
+                machine: m.clone(),
+                site: p.site.clone(),
+                from_site: p.from_site.clone(),
+                run_id: r.run_id.clone(),
+                kind: r.kind.as_str().to_string(),
+                phase: r.phase.as_str().to_string(),
+                status: serde_json::to_value(p.status)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default(),
+                point: p.point.as_ref().map(|x| x.id.clone()),
+                protection: if r.kind.is_test() {
+                    "forward"
+                } else if r.failback.is_some() {
+                    "failing_back"
+                } else if r.reprotect.is_some() {
+                    "reverse"
+                } else {
+                    "none"
+                }
+                .to_string(),
+            });
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

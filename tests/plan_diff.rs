@@ -32,6 +32,7 @@ fn machine(name: &str, site: &str, disks: &[(&str, &str)]) -> Machine {
             command: vec!["sh".into(), format!("scripts/{name}-start.sh")],
             timeout: d("2m"),
         }),
+        shutdown: None,
         checks: vec![Check {
             name: "up".into(),
             probe: Probe::Command {
@@ -142,6 +143,7 @@ fn quickstart() -> Config {
                 schedule: Schedule::Weekly,
                 max_rto: d("10m"),
             }),
+            active_site: None,
         },
     );
     c

@@ -38,6 +38,7 @@ fn fleet(n: usize) -> Config {
                 }],
                 quiesce: None,
                 boot: None,
+                shutdown: None,
                 checks: vec![],
                 sensitive: Default::default(),
             },

@@ -28,6 +28,10 @@ fn quickstart_runs_end_to_end_and_can_run_again() {
         assert!(stdout.contains("PRAGMA integrity_check = ok"), "{stdout}");
         assert!(stdout.contains("e2fsck -fn clean"), "{stdout}");
         assert!(
+            stdout.contains("# Drill of recovery_plan.shop: PASSED"),
+            "{stdout}"
+        );
+        assert!(
             stdout.contains("No changes."),
             "apply must converge: {stdout}"
         );

@@ -43,6 +43,7 @@ fn written_documents_match_the_schema() {
             .contains_key("protection.web[\"a b\"]")
     );
     assert_eq!(written["drills"].as_array().unwrap().len(), 2);
+    assert_eq!(written["runs"].as_array().unwrap().len(), 1);
     assert_eq!(errors(&v, &written), Vec::<String>::new());
 
     let fixture: Value =
@@ -89,6 +90,14 @@ fn invalid_documents_fail_the_schema() {
             bad(&|d| d["drills"][0]["passed"] = json!("yes")),
         ),
         ("bad lineage", bad(&|d| d["lineage"] = json!("not-a-uuid"))),
+        (
+            "bad run kind",
+            bad(&|d| d["runs"][0]["kind"] = json!("sideways")),
+        ),
+        (
+            "bad run phase",
+            bad(&|d| d["runs"][0]["phase"] = json!("half")),
+        ),
     ];
     for (name, doc) in cases {
         assert!(!v.is_valid(&doc), "{name}: the schema accepted it");

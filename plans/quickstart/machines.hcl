@@ -11,6 +11,8 @@ machine "db" {
   }
 
   boot { command = ["sh", "scripts/db-start.sh"] }
+  # A planned failover runs this first: the writer finishes and exits.
+  shutdown { command = ["sh", "scripts/db-stop.sh"] }
 
   check "filesystem" {
     command = ["sh", "-c", "e2fsck -fn \"$STANDBY_DISK_SYSTEM\""]

@@ -4,6 +4,7 @@
 //! configuration moved since). The state lock is held for the whole run;
 //! the steps (see `steps`) are walked by [`crate::exec::walk`].
 
+mod site;
 mod steps;
 
 use crate::cli::plan::use_color;
@@ -40,12 +41,26 @@ pub struct Args {
     /// Allow deleting protections, which destroys their recovery points.
     #[arg(long)]
     pub allow_destroy: bool,
+    /// Allow the plan's site changes (a recovery plan's `active_site`
+    /// moved): planned failover + commit + reprotect, or failback.
+    #[arg(long)]
+    pub allow_failover: bool,
+    /// Allow a site change of a recovery plan never drilled, whose last
+    /// drill failed, or is older than its schedule.
+    #[arg(long)]
+    pub allow_undrilled: bool,
+    /// Approve manual step STEP (or GROUP.STEP) of a site change in advance; repeatable.
+    #[arg(long = "approve", value_name = "STEP")]
+    pub approve: Vec<String>,
     /// Never colour the output.
     #[arg(long)]
     pub no_color: bool,
     /// Only record what changed outside standby (drift); change nothing else.
-    #[arg(long, conflicts_with = "plan_file")]
+    #[arg(long, conflicts_with_all = ["plan_file", "no_refresh"])]
     pub refresh_only: bool,
+    /// Do not read the vaults and sites first (no drift shown or recorded).
+    #[arg(long)]
+    pub no_refresh: bool,
     #[command(flatten)]
     pub vars: crate::cli::VarArgs,
     #[command(flatten)]
@@ -68,7 +83,7 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         return refresh_only(args.auto_approve, &config, backend.as_ref(), &lock, current);
     }
 
-    let plan = match &args.plan_file {
+    let mut plan = match &args.plan_file {
         Some(path) => {
             let saved = SavedPlan::load(path).map_err(|e| miette!("{e}"))?;
             plan::ensure_applicable(&saved, current.as_ref(), &config.source_hash).map_err(
@@ -87,6 +102,22 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         }
         None => plan::diff(&config, current.as_ref(), &DiffOptions::default()),
     };
+    // Drift is what is found now, also for a saved plan.
+    let refreshed = current
+        .as_ref()
+        .filter(|_| !args.no_refresh)
+        .map(|s| refresh::refresh(&config, s));
+    if let Some(r) = &refreshed {
+        plan.drift = r.drift.clone();
+    }
+    if args.json {
+        for d in &plan.drift {
+            println!(
+                "{}",
+                serde_json::json!({"event": "drift", "drift": d, "message": d.to_string()})
+            );
+        }
+    }
 
     let prevented = plan.prevented_destroys(&config, current.as_ref());
     if !prevented.is_empty() {
@@ -106,6 +137,13 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         ));
     }
 
+    site::guard(
+        &plan,
+        args.allow_failover,
+        args.allow_undrilled,
+        args.plan_file.is_some(),
+    )?;
+
     if !plan.has_changes() {
         if args.json {
             println!("{}", serde_json::json!({"event": "summary", "changes": 0}));
@@ -122,11 +160,23 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
     }
 
     // A new state takes the plan's lineage: sensitive markers are keyed by it.
-    let doc = current.unwrap_or_else(|| StateDoc {
+    let mut doc = current.unwrap_or_else(|| StateDoc {
         lineage: plan.lineage,
         ..StateDoc::new()
     });
+    // Record the refreshed facts first, so the next plan shows only new drift.
+    if let Some(r) = &refreshed {
+        let mut next = doc.clone();
+        refresh::record(&mut next, &r.facts);
+        if next.objects != doc.objects {
+            backend
+                .write(&lock, &mut next)
+                .map_err(miette::Report::new)?;
+            doc = next;
+        }
+    }
     let (graph, _) = step_graph(&plan);
+    let site_config = config.clone();
     let ctx = Arc::new(Context::new(
         config,
         plan.changes.clone(),
@@ -176,6 +226,8 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         .await
     });
     drop(rt);
+    // Release the state lock: site changes record their runs update by update.
+    drop(ctx);
 
     let count = |f: fn(&Outcome) -> bool| report.count(f);
     let done = count(|o| o.is_done());
@@ -211,11 +263,28 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
             }
         );
     }
-    Ok(if report.all_done() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    if !report.all_done() {
+        return Ok(ExitCode::from(1));
+    }
+    if !plan.site_changes.is_empty() {
+        let b = args.backend.open(site_config.backend.as_ref())?;
+        let rec = crate::recovery::Recorder::new(Arc::from(b), "standby apply");
+        let done = site::run(
+            site_config,
+            &plan.site_changes,
+            rec,
+            args.approve.clone(),
+            args.json,
+        )?;
+        if !done {
+            println!(
+                "\nThe site change did not finish: the state records how far it got (`standby status`); fix the cause and apply again."
+            );
+            return Ok(ExitCode::from(1));
+        }
+        println!("\nSite changes complete.");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `apply --refresh-only`: show drift, ask, and record the facts in one write.

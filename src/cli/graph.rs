@@ -10,8 +10,12 @@ pub struct Args {
 
 pub fn run(args: Args) -> miette::Result<ExitCode> {
     let color = super::plan::use_color(false, &std::io::stderr());
-    let Some(plan) =
-        super::plan::make_plan(&args.vars, &crate::cli::BackendArgs::default(), color)?
+    let Some(plan) = super::plan::make_plan(
+        &args.vars,
+        &crate::cli::BackendArgs::default(),
+        color,
+        false,
+    )?
     else {
         return Ok(ExitCode::from(1));
     };

@@ -5,6 +5,10 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 mod apply;
+mod approve;
+mod drill;
+mod failback;
+mod failover;
 mod fmt;
 mod graph;
 mod plan;
@@ -65,6 +69,19 @@ pub enum Command {
     Status(status::Args),
     /// Write one disk of a recovery point to a file.
     Restore(restore::Args),
+    /// Fail a recovery plan over (test, planned, unplanned), clean up a test, or commit.
+    #[command(subcommand)]
+    Failover(failover::Command),
+    /// After a committed failover, protect the replicas back toward the original site (reverse points).
+    #[command(after_help = failback::REPROTECT_HELP)]
+    Reprotect(failback::ReprotectArgs),
+    /// Bring a reprotected plan home: stop the replicas, final point, changed blocks only, start, checks.
+    #[command(after_help = failback::FAILBACK_HELP)]
+    Failback(failback::FailbackArgs),
+    /// Test-fail a recovery plan over, run every check, clean up, and report RTO/RPO.
+    Drill(drill::Args),
+    /// Approve a manual step of a recovery plan's run in progress.
+    Approve(approve::Args),
     /// Set up the embedded quickstart (config, sample machines) and run it end to end.
     Quickstart(quickstart::Args),
 }
@@ -200,6 +217,11 @@ pub fn main() -> ExitCode {
         Command::Points(a) => points::run(a),
         Command::Status(a) => status::run(a),
         Command::Restore(a) => restore::run(a),
+        Command::Failover(c) => failover::run(c),
+        Command::Reprotect(a) => failback::reprotect(a),
+        Command::Failback(a) => failback::failback(a),
+        Command::Drill(a) => drill::run(a),
+        Command::Approve(a) => approve::run(a),
         Command::Quickstart(a) => quickstart::run(a),
     };
     match outcome {

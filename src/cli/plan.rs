@@ -30,12 +30,19 @@ pub struct Args {
     /// Exit 0 when nothing changes, 2 when something does (1 on error).
     #[arg(long)]
     pub detailed_exitcode: bool,
+    /// Mark the saved plan (--out) as allowed to carry out its site changes
+    /// (`active_site`), so `apply FILE` needs no --allow-failover.
+    #[arg(long)]
+    pub allow_failover: bool,
     /// Never colour the output (colour is used only on a terminal without NO_COLOR).
     #[arg(long)]
     pub no_color: bool,
     /// Show only what changed outside standby (drift in the vaults and sites), not the diff.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "no_refresh")]
     pub refresh_only: bool,
+    /// Do not read the vaults and sites first (no "Changes outside standby" section).
+    #[arg(long)]
+    pub no_refresh: bool,
     #[command(flatten)]
     pub vars: crate::cli::VarArgs,
     #[command(flatten)]
@@ -52,9 +59,10 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
     }
     let color = use_color(args.no_color, &std::io::stdout());
     let color_err = use_color(args.no_color, &std::io::stderr());
-    let Some(plan) = make_plan(&args.vars, &args.backend, color_err)? else {
+    let Some(mut plan) = make_plan(&args.vars, &args.backend, color_err, !args.no_refresh)? else {
         return Ok(ExitCode::from(1));
     };
+    plan.allow_failover = args.allow_failover;
     if let Some(out) = &args.out {
         SavedPlan::save(&plan, out).map_err(|e| miette::miette!("{e}"))?;
     }
@@ -80,19 +88,24 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
 }
 
 /// Load the configuration in the current directory and its state and diff
-/// them. Diagnostics go to stderr (coloured when `color`); `None` when the
+/// them; with `refresh`, first read the vaults and sites for drift.
+/// Diagnostics go to stderr (coloured when `color`); `None` when the
 /// configuration has errors or the plan would destroy a protected protection.
 pub(crate) fn make_plan(
     vars: &crate::cli::VarArgs,
     backend: &crate::cli::BackendArgs,
     color: bool,
+    refresh: bool,
 ) -> miette::Result<Option<Plan>> {
     let Some(config) = vars.load_or_report(color) else {
         return Ok(None);
     };
     let backend = backend.open(config.backend.as_ref())?;
     let state = backend.read().map_err(miette::Report::new)?;
-    let plan = plan::diff(&config, state.as_ref(), &DiffOptions::default());
+    let mut plan = plan::diff(&config, state.as_ref(), &DiffOptions::default());
+    if let Some(state) = state.as_ref().filter(|_| refresh) {
+        plan.drift = crate::cli::refresh::refresh(&config, state).drift;
+    }
     let prevented = plan.prevented_destroys(&config, state.as_ref());
     if !prevented.is_empty() {
         for p in &prevented {

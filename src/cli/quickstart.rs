@@ -139,6 +139,16 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         if clean { "clean" } else { "FOUND ERRORS" }
     ));
     standby(&["vault", "verify", "--read-data"])?;
+    // The recovery plan end to end: both groups restored into a sandbox at
+    // the DR site, booted and checked, then removed; prints the report.
+    standby(&[
+        "drill",
+        "shop",
+        "--approve",
+        "dns",
+        "--report-dir",
+        "drill-report",
+    ])?;
 
     if integrity != "ok" || !clean || frozen.is_some_and(|n| n != orders) {
         return Err(miette!("a restored disk failed its check (see above)"));

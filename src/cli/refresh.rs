@@ -6,58 +6,13 @@
 //! vault that is gone. `plan --refresh-only` shows it; `apply --refresh-only`
 //! records it.
 
-use crate::cli::vault::human;
 use crate::model::{Address, Config, Kind};
-use crate::plan::{Attributes, attributes::OBSERVED_PREFIX};
+use crate::plan::{Attributes, Drift, attributes::OBSERVED_PREFIX};
 use crate::state::StateDoc;
 use crate::vault::{Vault, VaultError, manifest};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-
-/// One fact that changed outside standby.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Drift {
-    pub address: Address,
-    /// The `observed.*` key.
-    pub key: String,
-    pub before: Option<Value>,
-    pub after: Option<Value>,
-}
-
-impl std::fmt::Display for Drift {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let show = |v: &Option<Value>| match v {
-            None => "absent".to_string(),
-            Some(Value::Number(n))
-                if self.key.ends_with("bytes") || self.key.ends_with(".size") =>
-            {
-                n.as_u64().map_or_else(|| n.to_string(), human)
-            }
-            Some(Value::String(s)) => s.clone(),
-            Some(v) => v.to_string(),
-        };
-        let name = self.key.trim_start_matches(OBSERVED_PREFIX);
-        let why = match (name, &self.before, &self.after) {
-            ("present", _, Some(Value::Bool(false))) => " (the vault is gone)",
-            (n, Some(_), None) if n.starts_with("disk.") => " (the disk is missing)",
-            ("recovery_points", Some(b), Some(a)) if a.as_u64() < b.as_u64() => {
-                " (points were deleted outside standby)"
-            }
-            (n, Some(b), Some(a)) if n.starts_with("disk.") && a.as_u64() > b.as_u64() => {
-                " (the disk grew)"
-            }
-            _ => "",
-        };
-        write!(
-            f,
-            "~ {}: {name} {} -> {}{why}",
-            self.address,
-            show(&self.before),
-            show(&self.after)
-        )
-    }
-}
 
 /// The facts observed now, per recorded object (only `observed.*` keys), and
 /// notes on what could not be read.
@@ -185,7 +140,7 @@ pub(crate) fn drift(state: &StateDoc, facts: &BTreeMap<Address, Attributes>) -> 
             if after != Some(before) {
                 out.push(Drift {
                     address: addr.clone(),
-                    key: k.clone(),
+                    fact: k.trim_start_matches(OBSERVED_PREFIX).to_string(),
                     before: Some(before.clone()),
                     after: after.cloned(),
                 });
@@ -209,6 +164,23 @@ pub(crate) fn record(doc: &mut StateDoc, facts: &BTreeMap<Address, Attributes>) 
             obj.attributes.insert(k.clone(), v.clone());
         }
     }
+}
+
+/// What a refresh found: the facts observed now and how they differ from state.
+pub(crate) struct Refreshed {
+    pub facts: BTreeMap<Address, Attributes>,
+    pub drift: Vec<Drift>,
+}
+
+/// Observe and compare, before a plan's diff. What could not be read is
+/// warned about on stderr (it is not drift: the next refresh tries again).
+pub(crate) fn refresh(config: &Config, state: &StateDoc) -> Refreshed {
+    let (facts, notes) = observe(config, state);
+    for n in &notes {
+        eprintln!("warning: {n}");
+    }
+    let drift = drift(state, &facts);
+    Refreshed { facts, drift }
 }
 
 /// `plan --refresh-only`: show drift alone. Exit 2 with `detailed` when there is any.

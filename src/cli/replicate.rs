@@ -43,7 +43,16 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         }
         v
     };
-    let batches = replication::batches(&cfg, &chosen).map_err(|e| miette!("{e}"))?;
+    let (chosen, doc) = skip_failed_over(&cfg, chosen)?;
+    if chosen.is_empty() {
+        eprintln!("nothing to replicate");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut batches = replication::batches(&cfg, &chosen).map_err(|e| miette!("{e}"))?;
+    // Reprotected machines: their points come from where they run now.
+    if let Some(doc) = &doc {
+        crate::recovery::reprotect::redirect(&mut batches, doc);
+    }
     if args.watch.watch {
         return super::watch::run(cfg, batches, &args.watch);
     }
@@ -98,6 +107,47 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// Drop protections whose machine is failed over (a failover run in the
+/// state that did not fail) and not reprotected: its source is stopped or
+/// gone, and its points must not move past the failover. Says so for each
+/// one skipped. A reprotected machine stays (its DR disks are captured).
+fn skip_failed_over(
+    cfg: &crate::model::Config,
+    chosen: Vec<Address>,
+) -> miette::Result<(Vec<Address>, Option<crate::state::StateDoc>)> {
+    let backend = crate::state::open_backend(std::path::Path::new("."), cfg.backend.as_ref())
+        .map_err(miette::Report::new)?;
+    let Some(doc) = backend.read().map_err(miette::Report::new)? else {
+        return Ok((chosen, None));
+    };
+    let mut keep = Vec::new();
+    for a in chosen {
+        let machine = cfg.protections.get(&a).map(|p| p.machine.to_string());
+        let run = doc.runs.iter().find(|r| {
+            !r.kind.is_test()
+                && r.reprotect.is_none()
+                && r.phase != crate::state::Phase::Failed
+                && machine.as_ref().is_some_and(|m| r.machines.contains_key(m))
+        });
+        match (run, &machine) {
+            (Some(r), Some(m)) => {
+                let site = r
+                    .machines
+                    .get(m)
+                    .map_or("its target site", |x| x.site.as_str());
+                eprintln!(
+                    "skipping {a}: {m} is failed over to {site} ({} failover, run {}, {}); no points are taken of it until it is reprotected (`standby reprotect PLAN`) or fails back",
+                    r.kind.as_str(),
+                    r.run_id,
+                    r.phase.as_str()
+                );
+            }
+            _ => keep.push(a),
+        }
+    }
+    Ok((keep, Some(doc)))
 }
 
 /// Run `f` while showing `progress`: a bar on a terminal, nothing otherwise

@@ -41,11 +41,22 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
     let mut last_err = None;
     for addr in vaults {
         let vault = open(&cfg, &addr)?;
-        let (points, _) = manifest::list(&vault, false).map_err(|e| miette!("{addr}: {e}"))?;
+        // A damaged or hostile manifest must not stop the restore of a good
+        // point: list tolerantly, and name the bad ones only if the point
+        // asked for is not among the good.
+        let (points, bad) = manifest::list(&vault, true).map_err(|e| miette!("{addr}: {e}"))?;
         let point = match manifest::find(&vault, &points, &args.point, machine.as_deref()) {
             Ok(p) => p,
+            Err(e) if bad.is_empty() => {
+                last_err = Some(miette!("{e}"));
+                continue;
+            }
             Err(e) => {
-                last_err = Some(e);
+                let refused: Vec<String> = bad.iter().map(|b| format!("  - {b}")).collect();
+                last_err = Some(miette!(
+                    "{e}; {addr} also holds point manifests that were refused, nothing was restored from them:\n{}",
+                    refused.join("\n")
+                ));
                 continue;
             }
         };
@@ -68,5 +79,5 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    Err(last_err.map_or_else(|| miette!("no vault to restore from"), |e| miette!("{e}")))
+    Err(last_err.unwrap_or_else(|| miette!("no vault to restore from")))
 }

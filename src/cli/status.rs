@@ -85,6 +85,7 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         .values()
         .map(|rp| status::plan_status(rp, state.as_ref(), now))
         .collect();
+    let placed = status::placements(state.as_ref());
     let code: u8 = if prots.iter().all(|p| p.level == Level::Ok) {
         0
     } else {
@@ -95,14 +96,49 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
             "now": now.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
             "protections": prots,
             "recovery_plans": plans,
+            "recoveries": placed,
             "exit_code": code,
         });
         println!("{}", serde_json::to_string_pretty(&doc).into_diagnostic()?);
     } else {
         let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
         print!("{}", render(&prots, &plans, color));
+        print!("{}", render_placements(&placed));
     }
     Ok(ExitCode::from(code))
+}
+
+/// Where recovered machines run, when any run is recorded.
+fn render_placements(placed: &[status::Placement]) -> String {
+    if placed.is_empty() {
+        return String::new();
+    }
+    let mut out = format!(
+        "\n{:<24}  {:<20}  {:<16}  {:<10}  {:<10}  {:<9}  {:<12}  {}\n",
+        "RECOVERED MACHINE", "RUNS AT", "FROM", "KIND", "PHASE", "STATUS", "PROTECTION", "RUN"
+    );
+    for p in placed {
+        out.push_str(&format!(
+            "{:<24}  {:<20}  {:<16}  {:<10}  {:<10}  {:<9}  {:<12}  {}\n",
+            p.machine,
+            if p.kind == "test" {
+                format!("{} (test)", p.site)
+            } else {
+                p.site.clone()
+            },
+            p.from_site,
+            p.kind,
+            p.phase,
+            p.status,
+            match p.protection.as_str() {
+                "reverse" => format!("<- {}", p.site),
+                "forward" => format!("-> {}", p.site),
+                other => other.to_string(),
+            },
+            p.run_id
+        ));
+    }
+    out
 }
 
 /// `1h2m` style ages; "-" when absent.

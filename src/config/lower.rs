@@ -541,7 +541,7 @@ pub fn machine(
         scope,
         t.block,
         &["site", "for_each"],
-        &["disk", "quiesce", "boot", "check"],
+        &["disk", "quiesce", "boot", "shutdown", "check"],
         diags,
     );
     let site = r.reference("site", Kind::Site, diags);
@@ -616,6 +616,22 @@ pub fn machine(
             }
         }
     };
+    let shutdown = match r.single_block("shutdown", diags) {
+        None => None,
+        Some(b) => {
+            let mut q = r.nested(b, "shutdown", &["command", "timeout"], &[], diags);
+            let command = q.argv("command", true, diags);
+            let timeout = q.duration_or("timeout", 300, diags);
+            r.sensitive.extend(std::mem::take(&mut q.sensitive));
+            match (command, timeout) {
+                (Some(command), Some(timeout)) => Some(Shutdown { command, timeout }),
+                _ => {
+                    ok = false;
+                    None
+                }
+            }
+        }
+    };
     let mut checks = Vec::new();
     let mut seen = HashMap::new();
     for b in r.blocks("check") {
@@ -638,6 +654,7 @@ pub fn machine(
         disks,
         quiesce,
         boot,
+        shutdown,
         checks,
         sensitive: r.sensitive,
     })
@@ -916,6 +933,7 @@ pub fn recovery_plan(
     t: &Top,
     machine_keys: &MachineKeys,
     seen_protections: &Protections,
+    config: &crate::model::Config,
     diags: &mut Diagnostics,
 ) -> Option<RecoveryPlan> {
     let mut group_names = Vec::new();
@@ -935,8 +953,14 @@ pub fn recovery_plan(
     }
     let mut scope = ctx.scope(&t.source);
     scope.groups = Some(&group_names);
-    let r = Reader::new(scope, t.block, &[], &["group", "drill"], diags);
+    let mut r = Reader::new(scope, t.block, &["active_site"], &["group", "drill"], diags);
     let this = Address::new(Kind::RecoveryPlan, &t.name);
+    let active_site = if r.has("active_site") {
+        r.reference("active_site", Kind::Site, diags)
+            .map(|(n, _, loc)| Some((Address::new(Kind::Site, n), loc)))
+    } else {
+        Some(None)
+    };
     let mut ok = true;
     let mut groups = Vec::new();
     let mut dep_locs: HashMap<String, Loc> = HashMap::new();
@@ -1124,10 +1148,46 @@ pub fn recovery_plan(
             }
         }
     };
+    let active_site = match active_site {
+        None => {
+            ok = false;
+            None
+        }
+        Some(None) => None,
+        Some(Some((site, loc))) => {
+            // Each machine can run at its own site or its protection's target.
+            for m in groups.iter().flat_map(|g: &Group| &g.machines) {
+                let Some(own) = config.machines.get(m).map(|x| &x.site) else {
+                    continue;
+                };
+                let target = config
+                    .protections
+                    .values()
+                    .find(|p| &p.machine == m)
+                    .map(|p| &p.target);
+                if own != &site && target != Some(&site) {
+                    let to = target.map_or("(no protection)".to_string(), |t| t.to_string());
+                    diags.push(
+                        Diagnostic::error(
+                            "standby::active_site_out_of_reach",
+                            loc.clone(),
+                            format!("recovery_plan {:?} cannot be active at {site}: {m} runs at {own} and is recovered to {to}", t.name),
+                        )
+                        .label("neither the machines' site nor their protection's target")
+                        .help(format!("active_site names where the plan's machines run: {own} (their own site, the default) or {to} (failed over)")),
+                    );
+                    ok = false;
+                    break;
+                }
+            }
+            Some(site)
+        }
+    };
     ok.then_some(RecoveryPlan {
         addr: this,
         groups,
         drill,
+        active_site,
     })
 }
 

@@ -98,6 +98,9 @@ pub struct Machine {
     pub disks: Vec<Disk>,
     pub quiesce: Option<Quiesce>,
     pub boot: Option<Boot>,
+    /// How to stop the machine at its own site when standby did not start
+    /// it (planned failover stops the source first).
+    pub shutdown: Option<Shutdown>,
     pub checks: Vec<Check>,
     pub sensitive: BTreeSet<String>,
 }
@@ -121,6 +124,13 @@ pub struct Quiesce {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Boot {
+    pub command: Command,
+    pub timeout: Duration,
+}
+
+/// The `shutdown` block: a command that stops the running source machine.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Shutdown {
     pub command: Command,
     pub timeout: Duration,
 }
@@ -169,6 +179,10 @@ pub struct RecoveryPlan {
     /// In declaration order; `depends_on` names other groups of this plan.
     pub groups: Vec<Group>,
     pub drill: Option<Drill>,
+    /// Where the plan's machines should run: `None` is their own site;
+    /// their protections' target site means "failed over". `plan` compares
+    /// it with where the state says they run.
+    pub active_site: Option<Address>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -11,7 +11,7 @@
 //! | vault | `url`, `key_file` or `key_env` |
 //! | site | `provider`, `root`, `command` |
 //! | policy | `rpo_threshold`, `crash_consistent_every`, `app_consistent_every`, `retention`, `compression_level` |
-//! | machine | `site`, `disk.NAME.path`, `quiesce.{freeze,thaw,timeout}`, `boot.{command,timeout}`, `check.NAME.{type,command,expect,url,status,contains,address,timeout,retries,interval}` |
+//! | machine | `site`, `disk.NAME.path`, `quiesce.{freeze,thaw,timeout}`, `boot.{command,timeout}`, `shutdown.{command,timeout}`, `check.NAME.{type,command,expect,url,status,contains,address,timeout,retries,interval}` |
 //! | protection | `machine`, `target`, `vault`, `policy`, `consistency_group`, `prevent_destroy` |
 //! | recovery_plan | `groups` (names in order), `group.NAME.{machines,depends_on,before,after}`, `drill.{schedule,max_rto}` |
 //!
@@ -242,6 +242,10 @@ fn machine(m: &Machine) -> Attributes {
     if let Some(b) = &m.boot {
         a.insert("boot.command".into(), json!(b.command));
         a.insert("boot.timeout".into(), s(b.timeout));
+    }
+    if let Some(b) = &m.shutdown {
+        a.insert("shutdown.command".into(), json!(b.command));
+        a.insert("shutdown.timeout".into(), s(b.timeout));
     }
     for c in &m.checks {
         check(&mut a, c);

@@ -74,7 +74,9 @@ pub fn diff(config: &Config, state: Option<&StateDoc>, options: &DiffOptions) ->
     }
 
     let graph = DependencyGraph::build(&entries, &changes);
-    let notes = notes::review(config, state, &changes, options.now);
+    let mut notes = notes::review(config, state, &changes, options.now);
+    let site_changes = super::site::changes(config, state, options.now);
+    notes.extend(super::site::notes(config, state, &site_changes));
     Plan {
         format_version: FORMAT_VERSION,
         lineage,
@@ -85,6 +87,9 @@ pub fn diff(config: &Config, state: Option<&StateDoc>, options: &DiffOptions) ->
         unchanged,
         notes,
         graph,
+        drift: Vec::new(),
+        site_changes,
+        allow_failover: false,
     }
 }
 

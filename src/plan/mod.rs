@@ -5,13 +5,16 @@
 
 pub mod attributes;
 mod diff;
+pub mod drift;
 pub mod graph;
 mod notes;
 pub mod render;
 pub mod saved;
+pub mod site;
 
 pub use attributes::{Attributes, ObjectRef, flatten, forces_replacement};
 pub use diff::diff;
+pub use drift::Drift;
 
 pub use graph::{DependencyGraph, GraphNode, Step, StepOp};
 pub use saved::{SavedPlan, SavedPlanError, StalePlan, StaleReason, ensure_applicable};
@@ -46,6 +49,18 @@ pub struct Plan {
     pub notes: Vec<ReviewNote>,
     /// Every object (changed or not) and what it depends on.
     pub graph: DependencyGraph,
+    /// Facts that changed outside standby since it last recorded them,
+    /// found by refreshing before the diff. Shown, not acted on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drift: Vec<Drift>,
+    /// Recovery plans whose `active_site` differs from where they run: a
+    /// failover or failback, each a chain of steps.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub site_changes: Vec<site::SiteChange>,
+    /// Made with `plan --allow-failover`: applying this saved plan may
+    /// carry out its site changes.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub allow_failover: bool,
 }
 
 /// One object that changes. (No `deny_unknown_fields`: serde does not
@@ -179,6 +194,10 @@ pub enum NoteKind {
     DrillOverdue,
     /// The last drill failed.
     DrillFailed,
+    /// A recovery plan fails over or back (`active_site`): expected data loss.
+    SiteChange,
+    /// The last drill's measured RTO, for a plan that fails over or back.
+    DrillRto,
 }
 
 /// Counts for the summary line; a replace counts as one add and one destroy.
@@ -211,7 +230,7 @@ impl Plan {
     }
 
     pub fn has_changes(&self) -> bool {
-        !self.changes.is_empty()
+        !self.changes.is_empty() || !self.site_changes.is_empty()
     }
 }
 

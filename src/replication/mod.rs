@@ -114,6 +114,9 @@ pub struct Options {
     /// and before writing anything that would make a point: no point is
     /// taken. Freeze and thaw are never cut short.
     pub cancel: Option<Arc<AtomicBool>>,
+    /// Machine address -> the point to diff against instead of its newest
+    /// (reprotect: the point the replica was restored from).
+    pub baseline: HashMap<String, Id>,
 }
 
 impl Options {
@@ -122,6 +125,7 @@ impl Options {
             cache_dir: cache_dir.into(),
             lock_wait: Duration::from_secs(600),
             cancel: None,
+            baseline: HashMap::new(),
         }
     }
 
@@ -153,7 +157,10 @@ pub fn take_points(
     // freeze window does not pay for a rebuilt cache.
     let mut prevs: Vec<Vec<Option<capture::Hashes>>> = Vec::new();
     for t in targets {
-        let last = points.iter().rev().find(|m| m.machine == t.machine);
+        let last = match opts.baseline.get(&t.machine) {
+            Some(id) => points.iter().find(|m| m.id == *id),
+            None => points.iter().rev().find(|m| m.machine == t.machine),
+        };
         let mut per_disk = Vec::new();
         for (name, _) in &t.disks {
             let prev = match last.filter(|m| m.disks.contains_key(name)) {

@@ -24,6 +24,10 @@ pub struct StateDoc {
     pub objects: BTreeMap<Address, ObjectState>,
     #[serde(default)]
     pub drills: Vec<DrillRecord>,
+    /// Recovery runs in effect: test runs until cleanup, failovers until
+    /// failback. See [`super::RunRecord`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub runs: Vec<super::RunRecord>,
 }
 
 impl StateDoc {
@@ -36,6 +40,7 @@ impl StateDoc {
             standby_version: env!("CARGO_PKG_VERSION").to_string(),
             objects: BTreeMap::new(),
             drills: Vec::new(),
+            runs: Vec::new(),
         }
     }
 
@@ -45,6 +50,20 @@ impl StateDoc {
             .iter()
             .filter(|d| &d.plan == plan)
             .max_by_key(|d| d.started_at)
+    }
+}
+
+impl StateDoc {
+    /// The plan's current test run (`test`) or failover run.
+    pub fn run_of(&self, plan: &Address, test: bool) -> Option<&super::RunRecord> {
+        self.runs
+            .iter()
+            .find(|r| &r.plan == plan && r.kind.is_test() == test)
+    }
+
+    /// The run with this id.
+    pub fn run_mut(&mut self, run_id: &str) -> Option<&mut super::RunRecord> {
+        self.runs.iter_mut().find(|r| r.run_id == run_id)
     }
 }
 

@@ -95,18 +95,42 @@ impl LocalBackend {
             .map_err(self.write_err(dir))
     }
 
-    /// Who holds the lock, as far as the lock file says.
-    fn describe_holder(file: &mut File) -> String {
+    /// Who holds the lock. A holder that took the lock an instant ago may
+    /// not have written who it is yet (two commands started together): give
+    /// it a moment, so the refusal can name it.
+    fn wait_for_holder(file: &mut File) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        loop {
+            let (named, text) = Self::describe_holder(file);
+            if named || std::time::Instant::now() >= deadline {
+                return text;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    /// Who holds the lock, as far as the lock file says, and whether it
+    /// says (`false`: no or partial holder information).
+    fn describe_holder(file: &mut File) -> (bool, String) {
         let mut text = String::new();
         if file.seek(SeekFrom::Start(0)).is_err() || file.read_to_string(&mut text).is_err() {
-            return "another process (its lock information cannot be read)".to_string();
+            return (
+                false,
+                "another process (its lock information cannot be read)".to_string(),
+            );
         }
         if text.trim().is_empty() {
-            return "another process (it has not recorded who it is yet)".to_string();
+            return (
+                false,
+                "another process (it has not recorded who it is yet)".to_string(),
+            );
         }
         match serde_json::from_str::<LockInfo>(&text) {
-            Ok(info) => info.to_string(),
-            Err(_) => "another process (its lock information is unreadable)".to_string(),
+            Ok(info) => (true, info.to_string()),
+            Err(_) => (
+                false,
+                "another process (its lock information is unreadable)".to_string(),
+            ),
         }
     }
 }
@@ -154,7 +178,7 @@ impl Backend for LocalBackend {
             Err(fs4::TryLockError::WouldBlock) => {
                 return Err(StateError::Locked {
                     path: self.lock.clone(),
-                    holder: Self::describe_holder(&mut file),
+                    holder: Self::wait_for_holder(&mut file),
                 });
             }
             Err(fs4::TryLockError::Error(source)) => return Err(lock_err(source)),
@@ -223,7 +247,7 @@ impl Backend for LocalBackend {
                     .read_to_string(&mut text)
                     .ok()
                     .and_then(|_| serde_json::from_str::<LockInfo>(&text).ok());
-                let holder = Self::describe_holder(&mut file);
+                let (_, holder) = Self::describe_holder(&mut file);
                 match info {
                     Some(info) if uuid::Uuid::parse_str(id.trim()).ok() == Some(info.id) => {
                         Err(StateError::LocalLockHeld {

@@ -13,12 +13,14 @@ mod local;
 mod lock;
 mod parse;
 mod remote;
+mod runs;
 
 pub use document::*;
 pub use local::{LOCAL_BACKUP_PATH, LOCAL_LOCK_PATH, LocalBackend};
 pub use lock::{LockInfo, StateLock};
 pub use parse::parse_document;
 pub use remote::{ObjectStoreBackend, REMOTE_BACKUP_NAME, REMOTE_LOCK_NAME, REMOTE_STATE_NAME};
+pub use runs::*;
 
 use std::path::{Path, PathBuf};
 

@@ -3,7 +3,7 @@
 //! and no credential lookup ever wanders off to a metadata service.
 
 use super::StoreError;
-use super::client::{client_settings, is_plain_http, retry_config};
+use super::client::{client_settings, plain_http, retry_config};
 use object_store::ObjectStore;
 use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
 use std::sync::Arc;
@@ -38,12 +38,7 @@ pub fn open(url: &str, container: &str) -> Result<Arc<dyn ObjectStore>, StoreErr
     let mut endpoint_http = false;
     if emulator {
         if let Some(blob_url) = env("AZURITE_BLOB_STORAGE_URL") {
-            endpoint_http = is_plain_http(&blob_url);
-            if !endpoint_http && !blob_url.starts_with("https://") {
-                return Err(config(format!(
-                    "AZURITE_BLOB_STORAGE_URL={blob_url:?} must start with http:// or https://"
-                )));
-            }
+            endpoint_http = plain_http(&blob_url, "AZURITE_BLOB_STORAGE_URL").map_err(config)?;
         } else {
             endpoint_http = true; // object_store's default http://127.0.0.1:10000
         }
@@ -72,7 +67,7 @@ pub fn open(url: &str, container: &str) -> Result<Arc<dyn ObjectStore>, StoreErr
             ));
         }
         if let Some(endpoint) = env("AZURE_STORAGE_ENDPOINT").or_else(|| env("AZURE_ENDPOINT")) {
-            endpoint_http = is_plain_http(&endpoint);
+            endpoint_http = plain_http(&endpoint, "AZURE_STORAGE_ENDPOINT").map_err(config)?;
         }
     }
 

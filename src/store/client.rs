@@ -49,9 +49,70 @@ pub fn client_settings(allow_http: bool) -> Vec<(ClientConfigKey, String)> {
     ]
 }
 
-/// True when `endpoint` is an explicit plain-http URL (an emulator).
-pub fn is_plain_http(endpoint: &str) -> bool {
-    endpoint
-        .get(..7)
-        .is_some_and(|s| s.eq_ignore_ascii_case("http://"))
+/// Whether `endpoint` (named by the setting `var`) may be reached over
+/// plain http: only an emulator on this machine (a loopback host). Any other
+/// endpoint must be https://, so credentials and data never cross a network
+/// unencrypted and certificates are always verified.
+pub fn plain_http(endpoint: &str, var: &str) -> Result<bool, String> {
+    let lower = endpoint.to_ascii_lowercase();
+    if lower.starts_with("https://") {
+        return Ok(false);
+    }
+    let Some(rest) = lower.strip_prefix("http://") else {
+        return Err(format!(
+            "{var}={endpoint:?} must start with https:// (or http:// for an emulator on this machine)"
+        ));
+    };
+    if is_loopback(rest) {
+        return Ok(true);
+    }
+    Err(format!(
+        "{var}={endpoint:?} is plain http to another machine: use https:// (plain http is allowed only to an emulator on a loopback address: 127.0.0.1, ::1, localhost)"
+    ))
+}
+
+/// True when the authority at the start of `rest` (`host[:port][/...]`)
+/// names this machine.
+fn is_loopback(rest: &str) -> bool {
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    // Credentials in the URL (`user@host`) would hide the real host.
+    let host_port = authority.rsplit('@').next().unwrap_or("");
+    let host = if let Some(v6) = host_port.strip_prefix('[') {
+        v6.split(']').next().unwrap_or("")
+    } else {
+        host_port.split(':').next().unwrap_or("")
+    };
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plain_http;
+
+    #[test]
+    fn plain_http_only_to_loopback() {
+        for ok in [
+            "http://127.0.0.1:10000",
+            "http://localhost:4566/",
+            "http://[::1]:9000",
+            "HTTP://127.0.0.2",
+        ] {
+            assert_eq!(plain_http(ok, "X"), Ok(true), "{ok}");
+        }
+        assert_eq!(plain_http("https://s3.example.com", "X"), Ok(false));
+        for bad in [
+            "http://s3.example.com",
+            "http://10.0.0.5:9000",
+            "http://127.0.0.1.evil.example",
+            "http://localhost.evil.example/",
+            "http://127.0.0.1@evil.example",
+            "ftp://127.0.0.1",
+            "127.0.0.1:9000",
+        ] {
+            assert!(plain_http(bad, "X").is_err(), "{bad}");
+        }
+    }
 }

@@ -4,7 +4,7 @@
 //! instance metadata service.
 
 use super::StoreError;
-use super::client::{client_settings, is_plain_http, retry_config};
+use super::client::{client_settings, plain_http, retry_config};
 use object_store::ObjectStore;
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey, S3ConditionalPut};
 use std::sync::Arc;
@@ -54,13 +54,8 @@ pub fn open(url: &str, bucket: &str) -> Result<Arc<dyn ObjectStore>, StoreError>
         ));
     }
     let allow_http = match &endpoint {
-        Some(e) if is_plain_http(e) => true,
-        Some(e) if !e.starts_with("https://") => {
-            return Err(config(&format!(
-                "AWS_ENDPOINT={e:?} must start with http:// or https://"
-            )));
-        }
-        _ => false,
+        Some(e) => plain_http(e, "AWS_ENDPOINT").map_err(|m| config(&m))?,
+        None => false,
     };
 
     let mut builder = AmazonS3Builder::from_env()

@@ -71,16 +71,39 @@ pub fn load(vault: &Vault, tolerant: bool) -> Result<(Index, Vec<VaultError>)> {
     for (name, got) in names.iter().zip(vault.get_many(&names)) {
         let parsed = got.and_then(|b| {
             let plain = vault.open_meta(name, &b)?;
-            serde_json::from_slice::<IndexFile>(&plain)
-                .map_err(|e| vault.damaged(name, format!("unreadable index: {e}")))
+            decode(&plain).map_err(|e| vault.damaged(name, e))
         });
         match parsed {
-            Ok(f) => index.add_file(name.clone(), f.packs),
+            Ok(packs) => index.add_file(name.clone(), packs),
             Err(e) if tolerant => bad.push(e),
             Err(e) => return Err(e),
         }
     }
     Ok((index, bad))
+}
+
+/// The largest pack offset an index may name (1 TiB; packs are tens of MiB).
+const MAX_PACK: u64 = 1 << 40;
+
+/// Parse an opened index object and check every entry: a blob must fit in
+/// a pack of sane size and be at least a sealed object's overhead long, so
+/// a hostile index cannot make a restore read or allocate without bound.
+pub fn decode(plain: &[u8]) -> std::result::Result<Vec<PackEntry>, String> {
+    let f: IndexFile =
+        serde_json::from_slice(plain).map_err(|e| format!("unreadable index: {e}"))?;
+    for p in &f.packs {
+        for &(blob, offset, len, _) in &p.blobs {
+            let end = offset.checked_add(u64::from(len));
+            if end.is_none_or(|e| e > MAX_PACK) || (len as usize) < super::seal::OVERHEAD {
+                return Err(format!(
+                    "pack {} lists blob {} at {offset}+{len}, which no pack can hold",
+                    p.id.short(),
+                    blob.short()
+                ));
+            }
+        }
+    }
+    Ok(f.packs)
 }
 
 /// Write an index object listing `packs`; returns its name.

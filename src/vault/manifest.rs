@@ -83,6 +83,115 @@ impl Manifest {
     }
 }
 
+/// The largest disk a manifest may describe (16 TiB). A bigger size is
+/// damage or malice, and restoring it would allocate without bound.
+pub const MAX_DISK: u64 = 16 << 40;
+
+/// The largest plain blob an extent may point into (an index records plain
+/// lengths as u32).
+const MAX_BLOB: u64 = 1 << 32;
+
+/// Parse an opened manifest and check it ([`Manifest::check`]): everything a
+/// hostile or damaged manifest could use to write outside its target, size
+/// a restore absurdly, or point at itself is refused here, before any
+/// reader acts on it.
+pub fn decode(plain: &[u8]) -> std::result::Result<Manifest, String> {
+    let m: Manifest =
+        serde_json::from_slice(plain).map_err(|e| format!("unreadable manifest: {e}"))?;
+    m.check()?;
+    Ok(m)
+}
+
+/// A name a restore may use as one path component: what the configuration
+/// allows for block names (letters, digits, `_`, `-`), never `/` or `..`.
+fn plain_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// An address of `kind` (`machine.db`, `protection.web["a"]`) whose name is
+/// plain; a key, if any, is only used inside quotes.
+fn plain_address(s: &str, kind: crate::model::Kind) -> bool {
+    s.parse::<crate::model::Address>()
+        .is_ok_and(|a| a.kind == kind && plain_name(&a.name))
+}
+
+impl Manifest {
+    /// Refuse what no capture writes: a format this build does not know,
+    /// names that are not plain (a disk name is a path component on
+    /// restore), disks over [`MAX_DISK`], extents off the 4 KiB grid or past
+    /// the disk's end, and a disk that is its own parent.
+    pub fn check(&self) -> std::result::Result<(), String> {
+        if self.format != 1 {
+            return Err(format!(
+                "manifest format {} is not one this build reads (1)",
+                self.format
+            ));
+        }
+        if !plain_address(&self.protection, crate::model::Kind::Protection) {
+            return Err(format!(
+                "the manifest names protection {:?}, not a protection address",
+                self.protection
+            ));
+        }
+        if !plain_address(&self.machine, crate::model::Kind::Machine) {
+            return Err(format!(
+                "the manifest names machine {:?}, not a machine address",
+                self.machine
+            ));
+        }
+        if let Some(g) = &self.group
+            && !plain_name(g)
+        {
+            return Err(format!(
+                "the manifest names consistency group {g:?}, not a plain name"
+            ));
+        }
+        if self.created_at().is_none() {
+            return Err(format!(
+                "its capture time {:?} is not RFC 3339",
+                self.created
+            ));
+        }
+        for (disk, map) in &self.disks {
+            if !plain_name(disk) {
+                return Err(format!(
+                    "it names disk {disk:?}: a disk name must be letters, digits, _ and - (a restore must never write outside its target)"
+                ));
+            }
+            if map.size > MAX_DISK {
+                return Err(format!(
+                    "disk {disk} claims {} bytes, more than the 16 TiB limit",
+                    map.size
+                ));
+            }
+            if map.parent == Some(self.id) {
+                return Err(format!(
+                    "disk {disk} names its own point as parent (a reference cycle)"
+                ));
+            }
+            let end = map.size.div_ceil(BLOCK) * BLOCK;
+            for &Extent(off, len, blob, boff) in &map.extents {
+                let past = off.checked_add(len).is_none_or(|e| e > end);
+                if off % BLOCK != 0 || boff % BLOCK != 0 || len == 0 || past {
+                    return Err(format!(
+                        "disk {disk}: extent {off}+{len} is off the 4 KiB grid or runs past the disk's end ({} bytes)",
+                        map.size
+                    ));
+                }
+                if blob.is_some() && boff.checked_add(len).is_none_or(|e| e > MAX_BLOB) {
+                    return Err(format!(
+                        "disk {disk}: extent {off}+{len} reads past any blob (at {boff})"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 pub fn point_name(id: &Id) -> String {
     format!("points/{}", id.hex())
 }
@@ -95,8 +204,7 @@ pub fn write(vault: &Vault, m: &Manifest) -> Result<()> {
 
 pub fn parse(vault: &Vault, name: &str, sealed: &[u8]) -> Result<Manifest> {
     let plain = vault.open_meta(name, sealed)?;
-    let m: Manifest = serde_json::from_slice(&plain)
-        .map_err(|e| vault.damaged(name, format!("unreadable manifest: {e}")))?;
+    let m = decode(&plain).map_err(|e| vault.damaged(name, e))?;
     if point_name(&m.id) != name {
         return Err(vault.damaged(name, "the manifest names another point"));
     }

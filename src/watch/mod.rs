@@ -405,6 +405,7 @@ fn run_job(job: &Job, settings: &Settings, metrics: &Metrics, stop: &Stop) {
             cache_dir: settings.cache_dir.clone(),
             lock_wait: settings.lock_wait,
             cancel: Some(Arc::clone(&stop.cancel)),
+            baseline: Default::default(),
         };
         let started = Instant::now();
         match replication::take_points(&vault, &targets, &opts, &Progress::default()) {

@@ -97,6 +97,14 @@ def main():
     })
     write("changes_with_notes", s)
 
+    # drift: the quickstart as applied, with disk sizes recorded for
+    # machine.db; the golden run has no disks, so both read as missing.
+    s = state_from(binary, quick, serial=5)
+    db = s["objects"]["machine.db"]["attributes"]
+    db["observed.disk.data.size"] = 65536
+    db["observed.disk.system.size"] = 16777216
+    write("drift", s)
+
     # sensitive_variable: applied with the old token.
     write("sensitive_variable", state_from(
         binary, os.path.join(HERE, "sensitive_variable", "config"),

@@ -41,8 +41,91 @@ pub fn standby(dir: &Path) -> Command {
     c.arg("-C")
         .arg(dir)
         .env("NO_COLOR", "1")
+        .env_remove("STANDBY_TEST_AFTER_MATERIALIZE")
         .stdin(Stdio::null());
     c
+}
+
+/// The local state document of the configuration in `dir`.
+pub fn state(dir: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(dir.join(".standby/state.json")).unwrap()).unwrap()
+}
+
+/// The quickstart database's application (scripts/db-writer.sh), taking
+/// orders until stopped; stopped when dropped.
+pub struct Writer {
+    child: std::process::Child,
+    control: PathBuf,
+}
+
+impl Writer {
+    /// Start it in configuration `root` on `db` (relative to `root`).
+    pub fn start(root: &Path, db: &str) -> Writer {
+        let control = root.join("run/db-writer");
+        let _ = std::fs::remove_dir_all(&control);
+        let child = Command::new("sh")
+            .args(["scripts/db-writer.sh", db])
+            .current_dir(root)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        Writer { child, control }
+    }
+
+    /// Rows committed so far (the writer's own count after each commit).
+    pub fn committed(&self) -> u64 {
+        std::fs::read_to_string(self.control.join("committed"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Wait until `n` more rows are committed.
+    pub fn wait_for(&self, n: u64) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let wait = |goal: u64| {
+            while self.committed() < goal {
+                assert!(std::time::Instant::now() < deadline, "the writer stalled");
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        };
+        // Counting starts at its first commit (the table's size then).
+        wait(1);
+        wait(self.committed() + n);
+    }
+
+    /// The row count at each freeze (scripts/db-freeze.sh), oldest first.
+    pub fn freezes(&self) -> Vec<u64> {
+        std::fs::read_to_string(self.control.join("freezes"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| l.trim().parse().unwrap())
+            .collect()
+    }
+
+    /// Wait for the writer to exit (after `stop`, or a shutdown hook).
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        self.child.wait().unwrap()
+    }
+
+    pub fn stop(&mut self) {
+        std::fs::write(self.control.join("stop"), "").unwrap();
+        assert!(self.wait().success());
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = std::fs::write(self.control.join("stop"), "");
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Rows in the sample database's `orders` table.
+pub fn orders(db: &Path) -> u64 {
+    standby::samples::sqlite_orders(db).unwrap()
 }
 
 /// Both output streams, for assertion messages.

@@ -78,6 +78,46 @@ pub fn sample_doc() -> StateDoc {
         rto_seconds: None,
         rpo_seconds: None,
     });
+    // A failover run in progress, with one machine placed and one approval.
+    doc.runs.push(standby::state::RunRecord {
+        plan: Address::new(Kind::RecoveryPlan, "shop"),
+        run_id: "shop-planned-20261126T051000-a1b2c3".into(),
+        kind: standby::state::RunKind::Planned,
+        mode: standby_provider_core::Mode::Failover,
+        phase: standby::state::Phase::Running,
+        started_at: at,
+        finished_at: None,
+        owner: Some(standby::state::Owner {
+            pid: 4242,
+            host: "ops-1".into(),
+        }),
+        waiting_for: Some("web.dns".into()),
+        approvals: vec![standby::state::Approval {
+            step: "dns".into(),
+            at,
+            by: "ops@host".into(),
+        }],
+        machines: [(
+            "machine.db".to_string(),
+            standby::state::MachineRun {
+                from_site: "site.onprem".into(),
+                site: "site.dr".into(),
+                status: standby::state::MachineStatus::Running,
+                point: Some(standby::state::PointUsed {
+                    vault: "vault.main".into(),
+                    id: "ab".repeat(32),
+                    created: "2026-11-26T05:09:00Z".into(),
+                    consistency: "app".into(),
+                    group: Some("shop".into()),
+                }),
+                disks: [("data".to_string(), "/srv/dr/db/data.sqlite".to_string())].into(),
+                error: None,
+            },
+        )]
+        .into(),
+        reprotect: None,
+        failback: None,
+    });
     doc
 }
 

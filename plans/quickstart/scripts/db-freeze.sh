@@ -8,7 +8,9 @@ set -eu
 ctl=run/db-writer
 mkdir -p "${STANDBY_STATE_DIR:-.standby}" "$ctl"
 date -u +%Y-%m-%dT%H:%M:%SZ > "${STANDBY_STATE_DIR:-.standby}/db-frozen"
-if [ -e "$ctl/writer.pid" ] && kill -0 "$(cat "$ctl/writer.pid")" 2>/dev/null; then
+pid=$(cat "$ctl/writer.pid" 2>/dev/null || true)
+# A writer that is gone (or a zombie nobody reaped) cannot answer.
+if [ -n "$pid" ] && [ -e "/proc/$pid" ] && ! grep -q '^[0-9]* (.*) Z' "/proc/$pid/stat" 2>/dev/null; then
     token="$$-$(date +%s%N)"
     echo "$token" > "$ctl/pause.tmp" && mv "$ctl/pause.tmp" "$ctl/pause"
     # standby's quiesce timeout bounds this wait.

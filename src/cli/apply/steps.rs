@@ -5,6 +5,9 @@
 //! interruption: vault init opens an existing vault; enabling a protection
 //! adopts the points an interrupted enable already wrote instead of taking
 //! another; destroying a protection deletes whatever points are left.
+//! Members of one consistency group enabled in the same run take ONE first
+//! point together (`replication::take_points` on all their targets: all
+//! freezes, one instant, all thaws), as `replicate` does.
 
 use crate::cli::vault::{cache_dir, human};
 use crate::exec::StepError;
@@ -56,6 +59,12 @@ pub struct Context {
     /// Set on interrupt: a first replication still running stops before it
     /// writes a point (the step is abandoned; the next apply takes it).
     pub cancel: Arc<AtomicBool>,
+    /// One mutex per (vault, consistency group): the first member's enable
+    /// takes the group's first point for every member enabled in this run,
+    /// the others wait for it and find theirs.
+    groups: Mutex<HashMap<(Address, String), Arc<Mutex<()>>>>,
+    /// Points taken by a group's batch in this run, by protection.
+    batched: Mutex<HashMap<Address, String>>,
 }
 
 impl Context {
@@ -80,6 +89,8 @@ impl Context {
             lock,
             doc: Mutex::new(doc),
             vaults: Mutex::new(HashMap::new()),
+            groups: Mutex::new(HashMap::new()),
+            batched: Mutex::new(HashMap::new()),
         }
     }
 
@@ -266,12 +277,32 @@ impl Context {
                 .filter(|m| m.protection == name)
                 .collect())
         };
+        // Members of a consistency group take their first point together:
+        // hold the group's mutex while looking and taking.
+        let group_lock = p.consistency_group.as_ref().map(|g| {
+            let mut groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
+            groups
+                .entry((p.vault.clone(), g.clone()))
+                .or_default()
+                .clone()
+        });
+        let _held = group_lock
+            .as_ref()
+            .map(|m| m.lock().unwrap_or_else(|e| e.into_inner()));
         let mut points = mine(&vault).map_err(failed)?;
-        let detail = if points.is_empty() {
-            let target = target_for(&self.config, addr).map_err(|e| failed(e.to_string()))?;
+        let batched = self.batched.lock().ok().and_then(|b| b.get(addr).cloned());
+        let detail = if let (Some(detail), false) = (batched, points.is_empty()) {
+            detail
+        } else if points.is_empty() {
+            let members = self.enabled_with(addr, &vault).map_err(failed)?;
+            let targets = members
+                .iter()
+                .map(|a| target_for(&self.config, a))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| failed(e.to_string()))?;
             let mut opts = Options::new(cache_dir(&self.config));
             opts.cancel = Some(self.cancel.clone());
-            let made = replication::take_points(&vault, &[target], &opts, &Progress::default())
+            let made = replication::take_points(&vault, &targets, &opts, &Progress::default())
                 .map_err(|e| match e {
                     ReplicationError::Cancelled => StepError::Abandoned(
                         "interrupted before its first point was written; the next apply takes it"
@@ -279,19 +310,29 @@ impl Context {
                     ),
                     e => failed(e.to_string()),
                 })?;
-            let detail = made
-                .first()
-                .map(|m| {
-                    format!(
-                        "first point {} ({}), read {}, stored {}",
-                        m.id.short(),
-                        m.consistency,
-                        human(m.stats.read),
-                        human(m.stats.stored)
-                    )
-                })
-                .unwrap_or_default();
-            points = made;
+            let describe = |m: &manifest::Manifest| {
+                let with = match (&m.group, members.len()) {
+                    (Some(g), n) if n > 1 => format!(
+                        ", taken with group {g} ({n} protections, one instant {})",
+                        m.created
+                    ),
+                    _ => String::new(),
+                };
+                format!(
+                    "first point {} ({}), read {}, stored {}{with}",
+                    m.id.short(),
+                    m.consistency,
+                    human(m.stats.read),
+                    human(m.stats.stored)
+                )
+            };
+            if let Ok(mut b) = self.batched.lock() {
+                for (a, m) in members.iter().zip(&made).skip(1) {
+                    b.insert(a.clone(), describe(m));
+                }
+            }
+            let detail = made.first().map(describe).unwrap_or_default();
+            points = made.into_iter().take(1).collect();
             detail
         } else {
             format!(
@@ -309,6 +350,37 @@ impl Context {
         self.store(change, attrs, Status::Protected)
             .map_err(failed)?;
         Ok(detail)
+    }
+
+    /// The protections whose first point `addr` takes: itself first, then
+    /// the other members of its consistency group (same vault) that this
+    /// run enables and that have no point yet.
+    fn enabled_with(&self, addr: &Address, vault: &Vault) -> Result<Vec<Address>, String> {
+        let mut out = vec![addr.clone()];
+        let Some(group) = self
+            .config
+            .protections
+            .get(addr)
+            .and_then(|p| Some((p.vault.clone(), p.consistency_group.clone()?)))
+        else {
+            return Ok(out);
+        };
+        let (all, _) = manifest::list(vault, false).map_err(|e| e.to_string())?;
+        for c in &self.changes {
+            // A replaced member's delete half may not have run yet: it
+            // takes its own point, after its old ones are gone.
+            if c.kind != Kind::Protection || c.action != Action::Create || c.address == *addr {
+                continue;
+            }
+            let same = self.config.protections.get(&c.address).is_some_and(|p| {
+                p.vault == group.0 && p.consistency_group.as_ref() == Some(&group.1)
+            });
+            let name = c.address.to_string();
+            if same && !all.iter().any(|m| m.protection == name) {
+                out.push(c.address.clone());
+            }
+        }
+        Ok(out)
     }
 
     fn delete(&self, address: &Address) -> Result<String, String> {

@@ -1,15 +1,24 @@
 //! The pull-request view: summary, a table of changes, the diff in a
 //! ```diff block, and review notes as a list.
 
-use super::{key_width, shown, summary_line};
+use super::{key_width, plan_summary_line, shown};
 use crate::plan::{Action, Plan};
 use std::fmt::Write as _;
 
 /// Render as a Markdown comment.
 pub fn markdown(plan: &Plan) -> String {
     let mut out = String::from("### standby plan\n\n");
-    let _ = writeln!(out, "**{}**", summary_line(&plan.summary()));
-    if plan.has_changes() {
+    if !plan.drift.is_empty() {
+        let _ = writeln!(out, "#### {}\n", super::OUTSIDE);
+        for d in &plan.drift {
+            // Drop the leading `~ `: a list item needs no symbol.
+            let line = d.to_string();
+            let _ = writeln!(out, "- {}", line.strip_prefix("~ ").unwrap_or(&line));
+        }
+        let _ = writeln!(out, "\n{}\n", super::OUTSIDE_HINT);
+    }
+    let _ = writeln!(out, "**{}**", plan_summary_line(plan));
+    if !plan.changes.is_empty() {
         out.push_str("\n| Action | Object | Changed attributes |\n|---|---|---|\n");
         for c in &plan.changes {
             let attrs = match &c.action {
@@ -60,6 +69,11 @@ pub fn markdown(plan: &Plan) -> String {
         }
         // The last blank line would show inside the block.
         out.pop();
+        out.push_str("```\n");
+    }
+    if !plan.site_changes.is_empty() {
+        out.push_str("\n#### Recovery plans that change site\n\n```\n");
+        out.push_str(crate::plan::site::render_text(&plan.site_changes).trim_start_matches('\n'));
         out.push_str("```\n");
     }
     if !plan.notes.is_empty() {

@@ -30,6 +30,24 @@ pub fn summary_line(s: &Summary) -> String {
     }
 }
 
+/// The heading of the drift section, before the diff in every view.
+pub const OUTSIDE: &str = "Changes outside standby";
+
+/// What the drift section says after its list.
+pub const OUTSIDE_HINT: &str = "These facts changed since standby last recorded them; they are not changes this plan makes. `standby apply --refresh-only` records them in state.";
+/// The summary line, counting recovery plans that change site too.
+pub fn plan_summary_line(plan: &crate::plan::Plan) -> String {
+    let n = plan.site_changes.len();
+    if n == 0 {
+        return summary_line(&plan.summary());
+    }
+    let s = plan.summary();
+    format!(
+        "Plan: {} to add, {} to change, {} to destroy, {n} recovery plan(s) to change site.",
+        s.add, s.change, s.destroy
+    )
+}
+
 pub const NO_CHANGES: &str = "No changes. The DR topology matches the configuration.";
 
 /// A value as shown to humans: `(sensitive)` for markers, strings quoted.

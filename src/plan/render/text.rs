@@ -1,7 +1,7 @@
 //! The terminal view: terraform-like `+`, `~`, `-/+`, `-` blocks with
 //! per-attribute `old -> new`, the summary line, then the review notes.
 
-use super::{headline, human, key_width, shown, summary_line};
+use super::{headline, human, key_width, plan_summary_line, shown};
 use crate::plan::{Action, Plan};
 use owo_colors::OwoColorize;
 use serde_json::Value;
@@ -20,6 +20,13 @@ pub fn text(plan: &Plan, color: bool) -> String {
         }
     };
     let mut out = String::new();
+    if !plan.drift.is_empty() {
+        let _ = writeln!(out, "{}:\n", super::OUTSIDE);
+        for d in &plan.drift {
+            let _ = writeln!(out, "  {d}");
+        }
+        let _ = writeln!(out, "\n{}\n", super::OUTSIDE_HINT);
+    }
     if plan.has_changes() {
         out.push_str("Standby will perform the following actions:\n");
     }
@@ -58,8 +65,12 @@ pub fn text(plan: &Plan, color: bool) -> String {
     if plan.has_changes() {
         out.push('\n');
     }
-    out.push_str(&summary_line(&plan.summary()));
+    out.push_str(&plan_summary_line(plan));
     out.push('\n');
+    if !plan.site_changes.is_empty() {
+        out.push_str("\nRecovery plans that change site:\n");
+        out.push_str(&crate::plan::site::render_text(&plan.site_changes));
+    }
     if !plan.notes.is_empty() {
         out.push_str("\nReview notes:\n");
         for n in &plan.notes {

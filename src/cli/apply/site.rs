@@ -1,0 +1,217 @@
+//! apply's site changes (`active_site`): the guard (`--allow-failover`,
+//! or a saved plan made with it; `--allow-undrilled` for a plan whose drill
+//! record does not vouch for it), and the run: per recovery plan a chain of
+//! stages walked by the executor — failover: planned failover, commit,
+//! reprotect; failback: reprotect (when not done), failback.
+
+use crate::exec::{self, Cancel, JsonSink, PlainSink, Sink, StepError};
+use crate::model::{Address, Config};
+use crate::plan::Plan;
+use crate::plan::site::{Direction, SiteChange};
+use crate::recovery::{self, Approvals, PointChoice, Recorder};
+use crate::state::RunKind;
+use miette::miette;
+use petgraph::graph::DiGraph;
+use std::fmt;
+use std::sync::Arc;
+
+/// Refuse site changes the flags do not allow; nothing has changed yet.
+pub fn guard(
+    plan: &Plan,
+    allow_failover: bool,
+    allow_undrilled: bool,
+    saved: bool,
+) -> miette::Result<()> {
+    if plan.site_changes.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<String> = plan
+        .site_changes
+        .iter()
+        .map(|c| format!("  - {} {} -> {}", c.recovery_plan, c.from, c.to))
+        .collect();
+    if !(allow_failover || (saved && plan.allow_failover)) {
+        return Err(miette!(
+            help = "review the plan; to carry it out run apply again with --allow-failover (or save it with `standby plan --allow-failover --out FILE` and apply that file)",
+            "refusing to apply: this plan moves recovery plans to another site (active_site); nothing was changed:\n{}",
+            list.join("\n")
+        ));
+    }
+    let undrilled: Vec<String> = plan
+        .site_changes
+        .iter()
+        .filter_map(|c| {
+            c.undrilled
+                .as_ref()
+                .map(|w| format!("  - {}: {w}", c.recovery_plan))
+        })
+        .collect();
+    if !undrilled.is_empty() && !allow_undrilled {
+        return Err(miette!(
+            help =
+                "drill it first (`standby drill PLAN`), or accept the risk with --allow-undrilled",
+            "refusing to apply: a recovery plan that moves site is not proven by a recent passing drill; nothing was changed:\n{}",
+            undrilled.join("\n")
+        ));
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Failover,
+    Commit,
+    Reprotect,
+    Failback,
+}
+
+#[derive(Debug, Clone)]
+struct Stage {
+    plan: Address,
+    op: Op,
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let op = match self.op {
+            Op::Failover => "planned failover of",
+            Op::Commit => "commit the failover of",
+            Op::Reprotect => "reprotect",
+            Op::Failback => "fail back",
+        };
+        write!(f, "{op} {}", self.plan)
+    }
+}
+
+fn stages(c: &SiteChange) -> Vec<Op> {
+    match c.direction {
+        Direction::Failover => vec![Op::Failover, Op::Commit, Op::Reprotect],
+        // What the plan says is still to do before the failback itself.
+        Direction::Failback => {
+            let mut ops: Vec<Op> = c
+                .steps
+                .iter()
+                .filter_map(|s| match s.op.as_str() {
+                    "commit" => Some(Op::Commit),
+                    "reprotect" => Some(Op::Reprotect),
+                    _ => None,
+                })
+                .collect();
+            ops.push(Op::Failback);
+            ops
+        }
+    }
+}
+
+/// Carry out the site changes. True when every stage finished.
+pub fn run(
+    config: Config,
+    changes: &[SiteChange],
+    recorder: Recorder,
+    approve: Vec<String>,
+    json: bool,
+) -> miette::Result<bool> {
+    let mut graph: DiGraph<Stage, ()> = DiGraph::new();
+    for c in changes {
+        let mut before = None;
+        for op in stages(c) {
+            let n = graph.add_node(Stage {
+                plan: c.recovery_plan.clone(),
+                op,
+            });
+            if let Some(b) = before {
+                graph.add_edge(n, b, ());
+            }
+            before = Some(n);
+        }
+    }
+    let sink: Box<dyn Sink> = if json {
+        Box::new(JsonSink::new(std::io::stdout()))
+    } else {
+        println!();
+        Box::new(PlainSink::new(std::io::stdout()))
+    };
+    let config = Arc::new(config);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| miette!("cannot start the async runtime: {e}"))?;
+    let cancel = Cancel::new();
+    let report = rt.block_on(async {
+        if let Err(e) = cancel.on_signals(|| {
+            eprintln!("interrupted again: standby finishes what it started and exits");
+        }) {
+            tracing::warn!("cannot watch for interrupts: {e}");
+        }
+        exec::walk(&graph, 1, &cancel, sink.as_ref(), |i, cancel| {
+            let stage = graph[i].clone();
+            let config = config.clone();
+            let recorder = recorder.clone();
+            let approve = approve.clone();
+            async move {
+                tokio::task::spawn_blocking(move || {
+                    run_stage(&config, &stage, &recorder, approve, &cancel)
+                })
+                .await
+                .map_err(|e| StepError::Failed(format!("the step crashed: {e}")))?
+            }
+        })
+        .await
+    });
+    drop(rt);
+    Ok(report.all_done())
+}
+
+fn run_stage(
+    cfg: &Config,
+    stage: &Stage,
+    rec: &Recorder,
+    approve: Vec<String>,
+    cancel: &Cancel,
+) -> Result<String, StepError> {
+    let plan = cfg
+        .recovery_plans
+        .get(&stage.plan)
+        .ok_or_else(|| StepError::Failed(format!("no {} in the configuration", stage.plan)))?;
+    let approvals = Approvals {
+        interactive: std::io::IsTerminal::is_terminal(&std::io::stdin()),
+        wait: false,
+        given: approve,
+    };
+    let failed = |e: recovery::RecoveryError| StepError::Failed(e.to_string());
+    let outcome = |r: recovery::RunResult| {
+        if r.passed {
+            Ok(format!("run {}", r.record.run_id))
+        } else {
+            Err(StepError::Failed(r.failures.join("; ")))
+        }
+    };
+    match stage.op {
+        Op::Failover => outcome(
+            recovery::run::failover(
+                cfg,
+                plan,
+                RunKind::Planned,
+                &PointChoice::Latest,
+                approvals,
+                rec,
+                cancel,
+            )
+            .map_err(failed)?,
+        ),
+        Op::Commit => recovery::run::commit(&plan.addr, rec)
+            .map(|r| format!("run {} committed", r.run_id))
+            .map_err(failed),
+        Op::Reprotect => {
+            let made = recovery::reprotect::reprotect(cfg, plan, rec, cancel).map_err(failed)?;
+            let stored: u64 = made.iter().map(|r| r.point.stats.stored).sum();
+            let size: u64 = made.iter().map(|r| r.disk_bytes).sum();
+            Ok(format!(
+                "first reverse points stored {stored} bytes of {size} bytes of disk"
+            ))
+        }
+        Op::Failback => outcome(
+            recovery::failback::failback(cfg, plan, approvals, rec, cancel).map_err(failed)?,
+        ),
+    }
+}

@@ -1,0 +1,292 @@
+//! `standby failover test|planned|unplanned|cleanup|commit PLAN` and the
+//! pieces `drill` and `approve` share: finding the plan, the state
+//! recorder, and running the recovery with Ctrl-C/SIGTERM handling.
+
+use super::vault::{load_config, parse_addr};
+use crate::exec::Cancel;
+use crate::model::{Config, Kind, RecoveryPlan};
+use crate::recovery::{self, Approvals, Cleaned, PointChoice, Recorder, RecoveryError};
+use crate::report::Report;
+use crate::state::RunKind;
+use miette::miette;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Bring the plan's replicas up in isolation (a sandbox); the source and its replication go on untouched.
+    Test(RunArgs),
+    /// Stop the source machines, take a final point, and fail over from it: no data lost.
+    Planned(RunArgs),
+    /// Fail over with the source assumed gone, from the chosen points.
+    Unplanned(RunArgs),
+    /// Stop and remove the replicas of the plan's test failover.
+    Cleanup(PlanArgs),
+    /// Make the plan's completed failover final.
+    Commit(PlanArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PlanArgs {
+    /// The recovery plan (`shop` or `recovery_plan.shop`).
+    #[arg(value_name = "PLAN")]
+    pub plan: String,
+    #[command(flatten)]
+    pub backend: crate::cli::BackendArgs,
+    #[command(flatten)]
+    pub vars: crate::cli::VarArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub plan: PlanArgs,
+    #[command(flatten)]
+    pub run: RunOptions,
+    /// Also write report.json, junit.xml and report.md of the run into DIR.
+    #[arg(long, value_name = "DIR")]
+    pub report_dir: Option<PathBuf>,
+}
+
+/// Options of anything that runs a plan (failover, drill).
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunOptions {
+    /// Which point: latest, latest-app, a point id, or an RFC 3339 time
+    /// (newest point at or before it). Default: latest; for unplanned,
+    /// latest app-consistent where the policy takes them. Ignored by planned.
+    #[arg(long, value_name = "POINT")]
+    pub point: Option<String>,
+    /// Approve manual step STEP (or GROUP.STEP) in advance; repeatable.
+    #[arg(long = "approve", value_name = "STEP")]
+    pub approve: Vec<String>,
+    /// When not on a terminal, wait for `standby approve PLAN STEP` at a
+    /// manual step (up to its timeout) instead of failing.
+    #[arg(long)]
+    pub wait_for_approval: bool,
+}
+
+impl RunOptions {
+    pub fn choice(&self, default: PointChoice) -> miette::Result<PointChoice> {
+        match &self.point {
+            None => Ok(default),
+            Some(s) => s.parse().map_err(|e: String| miette!("--point: {e}")),
+        }
+    }
+
+    pub fn approvals(&self, plan: &RecoveryPlan) -> miette::Result<Approvals> {
+        for a in &self.approve {
+            let known = plan.groups.iter().any(|g| {
+                g.before.iter().chain(&g.after).any(|s| {
+                    matches!(s.action, crate::model::StepAction::Manual { .. })
+                        && (&s.name == a || format!("{}.{}", g.name, s.name) == *a)
+                })
+            });
+            if !known {
+                return Err(miette!(
+                    help = format!("its manual steps: {}", manual_steps(plan).join(", ")),
+                    "--approve {a}: {} has no manual step {a}",
+                    plan.addr
+                ));
+            }
+        }
+        Ok(Approvals {
+            interactive: std::io::stdin().is_terminal(),
+            wait: self.wait_for_approval,
+            given: self.approve.clone(),
+        })
+    }
+}
+
+/// `GROUP.STEP` of every manual step of `plan`.
+pub(crate) fn manual_steps(plan: &RecoveryPlan) -> Vec<String> {
+    let mut v = Vec::new();
+    for g in &plan.groups {
+        for s in g.before.iter().chain(&g.after) {
+            if matches!(s.action, crate::model::StepAction::Manual { .. }) {
+                v.push(format!("{}.{}", g.name, s.name));
+            }
+        }
+    }
+    if v.is_empty() {
+        v.push("(none)".into());
+    }
+    v
+}
+
+/// The recovery plan named `name`.
+pub(crate) fn find_plan<'a>(cfg: &'a Config, name: &str) -> miette::Result<&'a RecoveryPlan> {
+    let addr = parse_addr(name, Kind::RecoveryPlan)?;
+    cfg.recovery_plans.get(&addr).ok_or_else(|| {
+        let have: Vec<String> = cfg
+            .recovery_plans
+            .keys()
+            .map(|a| a.instance_name())
+            .collect();
+        miette!(
+            help = format!("the configuration has: {}", have.join(", ")),
+            "no {addr} in the configuration"
+        )
+    })
+}
+
+pub(crate) fn recorder(
+    cfg: &Config,
+    backend: &crate::cli::BackendArgs,
+    command: &str,
+) -> miette::Result<Recorder> {
+    let b = backend.open(cfg.backend.as_ref())?;
+    Ok(Recorder::new(Arc::from(b), command))
+}
+
+pub(crate) fn report_err(e: RecoveryError) -> miette::Report {
+    match e {
+        RecoveryError::Refused { message, help } => miette!(help = help, "{message}"),
+        RecoveryError::State(s) => miette::Report::new(s),
+        other => miette!("{other}"),
+    }
+}
+
+/// Run `f` on a blocking thread with Ctrl-C/SIGTERM setting its [`Cancel`];
+/// a second interrupt does not cut short what runs (cleanup must finish).
+pub(crate) fn with_cancel<T: Send + 'static>(
+    f: impl FnOnce(Cancel) -> T + Send + 'static,
+) -> miette::Result<T> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| miette!("cannot start the async runtime: {e}"))?;
+    let cancel = Cancel::new();
+    let out = rt.block_on(async {
+        if let Err(e) = cancel.on_signals(|| {
+            eprintln!(
+                "interrupted again: standby finishes what it started (cleanup, state) and exits"
+            );
+        }) {
+            tracing::warn!("cannot watch for interrupts: {e}");
+        }
+        let c = cancel.clone();
+        tokio::task::spawn_blocking(move || f(c)).await
+    });
+    drop(rt);
+    out.map_err(|e| miette!("the run crashed: {e}"))
+}
+
+pub fn run(cmd: Command) -> miette::Result<ExitCode> {
+    match cmd {
+        Command::Test(a) => start(a, RunKind::Test),
+        Command::Planned(a) => start(a, RunKind::Planned),
+        Command::Unplanned(a) => start(a, RunKind::Unplanned),
+        Command::Cleanup(a) => cleanup(a),
+        Command::Commit(a) => commit(a),
+    }
+}
+
+fn start(args: RunArgs, kind: RunKind) -> miette::Result<ExitCode> {
+    let cfg = load_config(&args.plan.vars)?;
+    let plan = find_plan(&cfg, &args.plan.plan)?.clone();
+    let default = if kind == RunKind::Unplanned {
+        PointChoice::PreferApp
+    } else {
+        PointChoice::Latest
+    };
+    if kind == RunKind::Planned && args.run.point.is_some() {
+        return Err(miette!(
+            help = "drop --point: a planned failover always uses the final point it takes",
+            "--point does not apply to a planned failover"
+        ));
+    }
+    let choice = args.run.choice(default)?;
+    let approvals = args.run.approvals(&plan)?;
+    let rec = recorder(
+        &cfg,
+        &args.plan.backend,
+        &format!("standby failover {}", kind.as_str()),
+    )?;
+    let threshold = recovery::run::rpo_threshold(&cfg, &plan);
+    let result = with_cancel(move |cancel| {
+        recovery::run::failover(&cfg, &plan, kind, &choice, approvals, &rec, &cancel)
+    })?
+    .map_err(report_err)?;
+    let report = Report::of_run(&result, threshold);
+    if let Some(dir) = &args.report_dir {
+        report
+            .write_to(dir)
+            .map_err(|e| miette!("cannot write the report into {}: {e}", dir.display()))?;
+    }
+    let name = recovery::run::plan_arg(&result.record.plan);
+    if result.passed {
+        match kind {
+            RunKind::Test => println!(
+                "\nTest failover of {} is up (run {}). Remove it with `standby failover cleanup {name}`.",
+                result.record.plan, result.record.run_id
+            ),
+            _ => println!(
+                "\nFailover of {} complete (run {}). Make it final with `standby failover commit {name}`.",
+                result.record.plan, result.record.run_id
+            ),
+        }
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!(
+            "\n{} failover of {} FAILED (run {}{}):",
+            kind.as_str(),
+            result.record.plan,
+            result.record.run_id,
+            if result.interrupted {
+                ", interrupted"
+            } else {
+                ""
+            }
+        );
+        for f in &result.failures {
+            eprintln!("  - {f}");
+        }
+        if kind == RunKind::Test {
+            eprintln!("Remove what it started with `standby failover cleanup {name}`.");
+        } else {
+            eprintln!(
+                "The state records where each machine is (`standby status`); fix the cause and run the failover again."
+            );
+        }
+        Ok(ExitCode::from(1))
+    }
+}
+
+fn cleanup(args: PlanArgs) -> miette::Result<ExitCode> {
+    let cfg = load_config(&args.vars)?;
+    let plan = find_plan(&cfg, &args.plan)?;
+    let rec = recorder(&cfg, &args.backend, "standby failover cleanup")?;
+    match recovery::run::cleanup(&cfg, plan, &rec, None).map_err(report_err)? {
+        Cleaned::Nothing => println!("{} has no test failover to clean up.", plan.addr),
+        Cleaned::Done { run_id, machines } => println!(
+            "Cleaned up test failover {run_id} of {}: {machines} machine(s) stopped, sandbox removed.",
+            plan.addr
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn commit(args: PlanArgs) -> miette::Result<ExitCode> {
+    let cfg = load_config(&args.vars)?;
+    let plan = find_plan(&cfg, &args.plan)?;
+    let rec = recorder(&cfg, &args.backend, "standby failover commit")?;
+    let r = recovery::run::commit(&plan.addr, &rec).map_err(report_err)?;
+    println!(
+        "Committed the {} failover of {} (run {}): its machines run at {}.",
+        r.kind.as_str(),
+        r.plan,
+        r.run_id,
+        sites(&r)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn sites(r: &crate::state::RunRecord) -> String {
+    let mut s: Vec<&str> = r.machines.values().map(|m| m.site.as_str()).collect();
+    s.sort();
+    s.dedup();
+    s.join(", ")
+}

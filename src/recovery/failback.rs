@@ -1,0 +1,393 @@
+//! Failback: a planned failover from the DR site back to the machines' own
+//! site, after reprotect. Stops the replicas (groups in reverse order, the
+//! machine's `shutdown` command with the DR disks, provider `stop`), takes
+//! the final reverse point of each machine, then runs the plan's groups with
+//! the engine in failback mode: each original disk gets only the blocks
+//! that differ from that point (`restore_onto`), machines start at their own
+//! site, checks and steps run as on failover. Done, the failover run leaves
+//! the state: forward protection resumes from the original disks, whose
+//! change-tracking cache already holds the final point's hashes.
+//!
+//! Every stage is recorded in the run's `failback` progress, so a rerun
+//! after a crash goes on: once final points are recorded the replicas stay
+//! stopped and those points are restored again (idempotent).
+
+use super::command;
+use super::engine::{Approvals, Engine, order};
+use super::points::Chosen;
+use super::providers;
+use super::record::Recorder;
+use super::reprotect::{committed_failover, reverse_batches, take, used};
+use super::run::{RecoveryError, RunResult, plan_arg};
+use super::timeline::{EntryKind, Outcome, Subject, Timeline};
+use crate::exec::Cancel;
+use crate::model::{Address, Config, RecoveryPlan};
+use crate::state::{Failback, Owner, PointUsed, RunKind, RunRecord};
+use standby_provider_core::MachineSpec;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use time::OffsetDateTime;
+
+/// Test-only: a shell command run after the final reverse points are
+/// recorded and before any disk is written (tests kill failback there).
+pub const TEST_HOOK_ENV: &str = "STANDBY_TEST_FAILBACK_AFTER_FINAL";
+
+/// `standby failback PLAN`. `Err` means nothing was done (refused); a
+/// failback that started returns its result, passed or not.
+pub fn failback(
+    cfg: &Config,
+    plan: &RecoveryPlan,
+    approvals: Approvals,
+    recorder: &Recorder,
+    cancel: &Cancel,
+) -> Result<RunResult, RecoveryError> {
+    let name = plan_arg(&plan.addr);
+    let doc = recorder.read()?;
+    let run = committed_failover(doc.as_ref(), &plan.addr)?;
+    if run.reprotect.is_none() {
+        return Err(RecoveryError::Refused {
+            message: format!(
+                "{} is failed over (run {}) but not reprotected: its DR disks are not protected, so there is nothing to fail back from",
+                plan.addr, run.run_id
+            ),
+            help: format!(
+                "reprotect first with `standby reprotect {name}`, then `standby failback {name}`"
+            ),
+        });
+    }
+    if let Some(f) = &run.failback {
+        if let Some(o) = &f.owner {
+            if o != &Owner::me() && o.may_be_alive() {
+                return Err(RecoveryError::Refused {
+                    message: format!(
+                        "a failback of {} is in progress (pid {} on {})",
+                        plan.addr, o.pid, o.host
+                    ),
+                    help: "wait for it to finish; `standby status` shows where each machine is"
+                        .into(),
+                });
+            }
+        }
+    }
+    let timeline = Timeline::new();
+    let run_id = run.run_id.clone();
+    let started = timeline.started_at();
+    let run = recorder.update(|doc| {
+        let r = doc
+            .run_mut(&run_id)
+            .ok_or("the failover run is no longer in the state")?;
+        match &mut r.failback {
+            Some(f) => f.owner = Some(Owner::me()),
+            None => {
+                // Approvals given during the failover are not approvals of
+                // the failback's manual steps.
+                r.approvals.clear();
+                r.failback = Some(Failback {
+                    started_at: started,
+                    owner: Some(Owner::me()),
+                    final_points: BTreeMap::new(),
+                    machines: BTreeMap::new(),
+                });
+            }
+        }
+        r.waiting_for = None;
+        Ok(r.clone())
+    })?;
+    let progress = run.failback.clone().unwrap_or(Failback {
+        started_at: started,
+        owner: None,
+        final_points: BTreeMap::new(),
+        machines: BTreeMap::new(),
+    });
+
+    let mut engine = Engine::new(
+        cfg,
+        plan,
+        run_id.clone(),
+        RunKind::Planned,
+        recorder.clone(),
+        cancel.clone(),
+        approvals,
+        timeline,
+    );
+    engine.failback = true;
+    engine.say(format!("failback of {} (failover run {run_id})", plan.addr));
+
+    let mut passed = true;
+    let final_points = if progress.final_points.is_empty() {
+        passed = stop_replicas(&engine, &run);
+        if passed && !cancel.is_cancelled() {
+            match final_points(&engine, cfg, plan, &run) {
+                Ok(p) => p,
+                Err(e) => {
+                    engine.fail(e);
+                    passed = false;
+                    BTreeMap::new()
+                }
+            }
+        } else {
+            passed = false;
+            BTreeMap::new()
+        }
+    } else {
+        engine.say(
+            "an earlier attempt stopped the replicas and took the final points: going on from them",
+        );
+        progress.final_points.clone()
+    };
+    if passed {
+        if let Ok(hook) = std::env::var(TEST_HOOK_ENV) {
+            if !hook.is_empty() {
+                let argv = vec!["sh".to_string(), "-c".to_string(), hook];
+                let _ = command::run(
+                    &argv,
+                    &engine.root,
+                    &[],
+                    std::time::Duration::from_secs(60),
+                    None,
+                );
+            }
+        }
+        match chosen(cfg, plan, &final_points) {
+            Ok(c) => engine.points = c,
+            Err(e) => {
+                engine.fail(e);
+                passed = false;
+            }
+        }
+    }
+    for (m, c) in &engine.points {
+        engine.say(format!(
+            "{m}: final reverse point {} ({})",
+            c.point.id.short(),
+            c.point.created
+        ));
+    }
+    if passed {
+        // A machine an earlier attempt started at home starts afresh.
+        for (m, placed) in &progress.machines {
+            let Ok(site) = placed.site.parse::<Address>() else {
+                continue;
+            };
+            if let Ok(p) = providers::for_site(cfg, &engine.root, &site) {
+                // Not running is fine: stop only makes sure.
+                let _ = p.stop(&engine.run_at(&site), m);
+            }
+        }
+        passed = engine.run_groups();
+    }
+    let interrupted = cancel.is_cancelled();
+    let finished_at = OffsetDateTime::now_utc();
+    let mut record = run.clone();
+    if passed {
+        let r = recorder.update(|doc| {
+            let r = doc
+                .run_mut(&run_id)
+                .ok_or("the failover run is no longer in the state")?
+                .clone();
+            doc.runs.retain(|x| x.run_id != run_id);
+            Ok(r)
+        });
+        match r {
+            Ok(r) => record = r,
+            Err(e) => {
+                engine.fail(format!("record the end of the failback: {e}"));
+                passed = false;
+            }
+        }
+    } else {
+        let _ = recorder.update(|doc| {
+            if let Some(r) = doc.run_mut(&run_id) {
+                r.waiting_for = None;
+                if let Some(f) = &mut r.failback {
+                    f.owner = None;
+                }
+                record = r.clone();
+            }
+            Ok(())
+        });
+    }
+    let timeline = std::mem::take(&mut engine.timeline);
+    let rto_seconds = passed.then(|| {
+        timeline
+            .entries()
+            .iter()
+            .filter(|e| e.kind == EntryKind::Machine)
+            .map(|e| e.end_seconds)
+            .fold(0.0, f64::max)
+    });
+    Ok(RunResult {
+        record,
+        passed,
+        interrupted,
+        failures: engine.failures(),
+        points: engine.points.clone(),
+        started_at: timeline.started_at(),
+        finished_at,
+        rto_seconds,
+        timeline,
+    })
+}
+
+/// Stop the replicas at the site each runs at, groups in reverse order:
+/// the machine's `shutdown` command (with its disks there), then the site
+/// provider's `stop`. Stopping a stopped replica is no error.
+fn stop_replicas(engine: &Engine<'_>, run: &RunRecord) -> bool {
+    let mut ok = true;
+    for g in order(engine.plan).into_iter().rev() {
+        for addr in &g.machines {
+            let Some(m) = engine.cfg.machines.get(addr) else {
+                continue;
+            };
+            let Some(placed) = run.machines.get(&addr.to_string()) else {
+                continue;
+            };
+            let what = Subject::new(EntryKind::Shutdown, addr.to_string())
+                .group(&g.name)
+                .machine(&addr.to_string());
+            let r = engine.timeline.timed(
+                what,
+                || -> Result<String, String> {
+                    let site: Address = placed.site.parse().map_err(|e| format!("{e}"))?;
+                    let at = engine.run_at(&site);
+                    let mut did = Vec::new();
+                    if let Some(sd) = &m.shutdown {
+                        let spec = MachineSpec {
+                            machine: addr.to_string(),
+                            boot: None,
+                            disks: placed
+                                .disks
+                                .iter()
+                                .map(|(n, p)| (n.clone(), PathBuf::from(p)))
+                                .collect(),
+                        };
+                        let f = command::run(
+                            &sd.command,
+                            &engine.root,
+                            &spec.env(&at),
+                            sd.timeout.to_std(),
+                            None,
+                        )
+                        .map_err(|e| format!("shutdown command: {e}"))?;
+                        if !f.success() {
+                            return Err(format!("shutdown command: {}", f.describe()));
+                        }
+                        did.push("shutdown command ran");
+                    }
+                    let p = providers::for_site(engine.cfg, &engine.root, &site)?;
+                    p.stop(&at, &addr.to_string()).map_err(|e| e.to_string())?;
+                    did.push("provider stopped it");
+                    Ok(did.join(", "))
+                },
+                |d| d.clone(),
+            );
+            match r {
+                Ok(d) => engine.say(format!("{addr}: replica stopped at {} ({d})", placed.site)),
+                Err(e) => {
+                    engine.fail(format!(
+                        "stop the replica of {addr} at {}: {e}",
+                        placed.site
+                    ));
+                    ok = false;
+                }
+            }
+        }
+    }
+    ok
+}
+
+/// The final reverse point of every machine (crash-consistent: they are
+/// stopped), recorded in the failback progress before anything is written
+/// at the original site.
+fn final_points(
+    engine: &Engine<'_>,
+    cfg: &Config,
+    plan: &RecoveryPlan,
+    run: &RunRecord,
+) -> Result<BTreeMap<String, PointUsed>, String> {
+    let batches = reverse_batches(cfg, plan, run, true).map_err(|e| e.to_string())?;
+    let start = engine.timeline.now();
+    let made = take(
+        cfg,
+        &batches,
+        Default::default(),
+        &engine.cancel,
+        |b, made| {
+            for m in made {
+                engine.say(format!(
+                    "{}: final reverse point {} stored {} bytes (disks {} bytes)",
+                    m.machine,
+                    m.id.short(),
+                    m.stats.stored,
+                    m.disks.values().map(|d| d.size).sum::<u64>()
+                ));
+            }
+            engine.timeline.record(
+                Subject::new(EntryKind::FinalPoint, b.label.clone()),
+                start,
+                Outcome::Passed,
+                format!("{} point(s)", made.len()),
+            );
+        },
+    )
+    .map_err(|e| format!("final reverse point: {e}"))?;
+    let points: BTreeMap<String, PointUsed> = made
+        .iter()
+        .map(|(v, m)| (m.machine.clone(), used(v, m)))
+        .collect();
+    let run_id = run.run_id.clone();
+    let recorded = points.clone();
+    engine
+        .recorder
+        .update(|doc| {
+            let r = doc
+                .run_mut(&run_id)
+                .ok_or("the failover run is no longer in the state")?;
+            let f = r
+                .failback
+                .as_mut()
+                .ok_or("the failback is no longer in the state")?;
+            f.final_points = recorded;
+            Ok(())
+        })
+        .map_err(|e| format!("record the final points: {e}"))?;
+    Ok(points)
+}
+
+/// The recorded final points as the engine's choice, read back from the vaults.
+fn chosen(
+    cfg: &Config,
+    plan: &RecoveryPlan,
+    finals: &BTreeMap<String, PointUsed>,
+) -> Result<BTreeMap<Address, Chosen>, String> {
+    let listed = super::run::list_points(cfg, plan).map_err(|e| e.to_string())?;
+    let mut out = BTreeMap::new();
+    for g in &plan.groups {
+        for m in &g.machines {
+            let used = finals
+                .get(&m.to_string())
+                .ok_or_else(|| format!("no final reverse point was recorded for {m}"))?;
+            let prot = super::points::protection_of(cfg, m)
+                .ok_or_else(|| format!("{m} has no protection"))?;
+            let point = listed
+                .get(&prot.vault)
+                .and_then(|l| l.iter().find(|p| p.id.hex() == used.id))
+                .ok_or_else(|| {
+                    format!(
+                        "final reverse point {} of {m} is not in {}",
+                        &used.id[..12.min(used.id.len())],
+                        prot.vault
+                    )
+                })?;
+            out.insert(
+                m.clone(),
+                Chosen {
+                    vault: prot.vault.clone(),
+                    protection: prot.addr.clone(),
+                    point: point.clone(),
+                },
+            );
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,20 @@
+//! Recovery: failover (test, planned, unplanned), cleanup, commit and
+//! drills of a recovery plan, with RTO/RPO measurement. Choosing points
+//! lives in `points`, the run itself in `engine`, state records in `record`;
+//! the way back in `reprotect` and `failback`.
+
+pub mod checks;
+pub mod command;
+pub mod engine;
+pub mod failback;
+pub mod points;
+pub mod providers;
+pub mod record;
+pub mod reprotect;
+pub mod run;
+pub mod timeline;
+
+pub use engine::{Approvals, TEST_HOOK_ENV};
+pub use points::PointChoice;
+pub use record::Recorder;
+pub use run::{Cleaned, DrillResult, RecoveryError, RunResult};

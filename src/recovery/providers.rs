@@ -1,0 +1,56 @@
+//! The site provider of each site, and the provider's view of a run at it.
+
+use crate::model::{Address, Config};
+use standby_provider_core::{Mode, Run, SiteProvider};
+use std::path::{Path, PathBuf};
+
+/// The provider a site's `provider` attribute names.
+pub fn for_site(
+    cfg: &Config,
+    root: &Path,
+    site: &Address,
+) -> Result<Box<dyn SiteProvider>, String> {
+    let s = cfg
+        .sites
+        .get(site)
+        .ok_or_else(|| format!("no {site} in the configuration"))?;
+    match s.provider.as_str() {
+        "local" => Ok(Box::new(standby_provider_local::LocalProvider::new())),
+        "exec" => match &s.command {
+            Some(command) if !command.is_empty() => Ok(Box::new(
+                standby_provider_exec::ExecProvider::new(command.clone(), root.to_path_buf()),
+            )),
+            _ => Err(format!(
+                "{site}: provider \"exec\" needs a command (site {{ command = [...] }})"
+            )),
+        },
+        other => Err(format!(
+            "{site}: provider {other:?} is not built into this standby"
+        )),
+    }
+}
+
+/// The run as providers see it at `site`.
+pub fn run_at(cfg: &Config, root: &Path, site: &Address, run_id: &str, mode: Mode) -> Run {
+    let site_root = cfg
+        .sites
+        .get(site)
+        .and_then(|s| s.root.clone())
+        .map(|r| root.join(r));
+    Run {
+        run_id: run_id.to_string(),
+        mode,
+        site: site.to_string(),
+        site_root,
+        config_root: root.to_path_buf(),
+    }
+}
+
+/// The configuration directory as an absolute path.
+pub fn absolute_root(cfg: &Config) -> PathBuf {
+    std::fs::canonicalize(&cfg.root).unwrap_or_else(|_| {
+        std::env::current_dir()
+            .map(|d| d.join(&cfg.root))
+            .unwrap_or_else(|_| cfg.root.clone())
+    })
+}

@@ -1,0 +1,286 @@
+//! Reprotect: after a committed failover, the machines' protection captures
+//! their disks where they run now (the DR copies the run record names) into
+//! the same vault. Points of a machine form one chain whatever site it runs
+//! at, so the first reverse point diffs against the machine's newest point
+//! (the one the failover restored) and stores only blocks written since.
+//! Also: redirecting `replicate`'s batches to those disks.
+
+use super::points;
+use super::record::Recorder;
+use super::run::{RecoveryError, plan_arg};
+use crate::exec::Cancel;
+use crate::model::{Address, Config, RecoveryPlan};
+use crate::replication::{self, Batch, Options, Progress};
+use crate::state::{Phase, PointUsed, Reprotect, RunRecord, StateDoc};
+use crate::vault::manifest::Manifest;
+use crate::vault::{Id, Vault};
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use time::OffsetDateTime;
+
+/// One machine's first reverse point.
+pub struct Reversed {
+    pub machine: String,
+    pub point: Manifest,
+    /// Sum of the point's disk sizes.
+    pub disk_bytes: u64,
+}
+
+/// The committed failover of `plan`, or why there is none to work from.
+pub fn committed_failover(
+    doc: Option<&StateDoc>,
+    plan: &Address,
+) -> Result<RunRecord, RecoveryError> {
+    let name = plan_arg(plan);
+    let Some(run) = doc.and_then(|d| d.run_of(plan, false)) else {
+        return Err(RecoveryError::Refused {
+            message: format!(
+                "{plan} is not failed over: there is nothing to reprotect or fail back"
+            ),
+            help: format!(
+                "fail over first (`standby failover planned {name}`), then `standby failover commit {name}`"
+            ),
+        });
+    };
+    if run.phase != Phase::Committed {
+        return Err(RecoveryError::Refused {
+            message: format!(
+                "the failover of {plan} (run {}) is {}, not committed",
+                run.run_id,
+                run.phase.as_str()
+            ),
+            help: match run.phase {
+                Phase::Completed => {
+                    format!("make it final first with `standby failover commit {name}`")
+                }
+                _ => format!(
+                    "finish the failover (`standby status` shows where each machine is), then `standby failover commit {name}`"
+                ),
+            },
+        });
+    }
+    Ok(run.clone())
+}
+
+/// Point `batches`' targets of machines under reverse protection at the
+/// disks where those machines run now.
+pub fn redirect(batches: &mut [Batch], doc: &StateDoc) {
+    for b in batches {
+        for t in &mut b.targets {
+            let placed = doc
+                .runs
+                .iter()
+                .filter(|r| !r.kind.is_test() && r.reprotect.is_some())
+                .find_map(|r| r.machines.get(&t.machine));
+            if let Some(m) = placed {
+                for (name, path) in &mut t.disks {
+                    if let Some(p) = m.disks.get(name) {
+                        *path = PathBuf::from(p);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Whether `machine` is under reverse protection (its points come from
+/// the site it runs at now).
+pub fn reprotected(doc: &StateDoc, machine: &str) -> bool {
+    doc.runs
+        .iter()
+        .any(|r| !r.kind.is_test() && r.reprotect.is_some() && r.machines.contains_key(machine))
+}
+
+/// The plan's capture batches with every disk at the site its machine runs
+/// at per `run`; `app` as the policy says, or crash-only when `crash_only`.
+pub fn reverse_batches(
+    cfg: &Config,
+    plan: &RecoveryPlan,
+    run: &RunRecord,
+    crash_only: bool,
+) -> Result<Vec<Batch>, RecoveryError> {
+    let mut prots = Vec::new();
+    for g in &plan.groups {
+        for m in &g.machines {
+            let p = points::protection_of(cfg, m)
+                .ok_or_else(|| RecoveryError::Other(format!("{m} has no protection")))?;
+            prots.push(p.addr.clone());
+            let placed = run.machines.get(&m.to_string()).ok_or_else(|| {
+                RecoveryError::Other(format!(
+                    "the failover run {} has no record of {m}: it did not place it",
+                    run.run_id
+                ))
+            })?;
+            if let Some(machine) = cfg.machines.get(m) {
+                if let Some(d) = machine
+                    .disks
+                    .iter()
+                    .find(|d| !placed.disks.contains_key(&d.name))
+                {
+                    return Err(RecoveryError::Other(format!(
+                        "the failover run {} has no path of {m} disk {:?}",
+                        run.run_id, d.name
+                    )));
+                }
+            }
+        }
+    }
+    let mut batches =
+        replication::batches(cfg, &prots).map_err(|e| RecoveryError::Other(e.to_string()))?;
+    let mut doc = StateDoc::default();
+    let mut r = run.clone();
+    r.reprotect.get_or_insert(Reprotect {
+        at: OffsetDateTime::now_utc(),
+        points: BTreeMap::new(),
+    });
+    doc.runs.push(r);
+    redirect(&mut batches, &doc);
+    for b in &mut batches {
+        for t in &mut b.targets {
+            with_machine_env(t, &run.run_id);
+        }
+    }
+    if crash_only {
+        for b in &mut batches {
+            for t in &mut b.targets {
+                t.app = false;
+            }
+        }
+    }
+    Ok(batches)
+}
+
+/// Quiesce hooks of a reverse capture see the machine's environment with
+/// its disks where it runs now (`STANDBY_DISK_*`, `STANDBY_MACHINE`,
+/// `STANDBY_RUN_ID`, `STANDBY_MODE`), passed through `env(1)` so the
+/// commands still run without a shell.
+fn with_machine_env(t: &mut replication::Target, run_id: &str) {
+    let Some(q) = &mut t.quiesce else {
+        return;
+    };
+    let spec = standby_provider_core::MachineSpec {
+        machine: t.machine.clone(),
+        boot: None,
+        disks: t.disks.iter().cloned().collect(),
+    };
+    let run = standby_provider_core::Run {
+        run_id: run_id.to_string(),
+        mode: standby_provider_core::Mode::Failover,
+        site: String::new(),
+        site_root: None,
+        config_root: PathBuf::new(),
+    };
+    let mut prefix = vec!["env".to_string()];
+    prefix.extend(spec.env(&run).into_iter().map(|(k, v)| format!("{k}={v}")));
+    for argv in [&mut q.freeze, &mut q.thaw] {
+        let mut full = prefix.clone();
+        full.append(argv);
+        *argv = full;
+    }
+}
+
+/// A manifest as the run record keeps it.
+pub fn used(vault: &Address, m: &Manifest) -> PointUsed {
+    PointUsed {
+        vault: vault.to_string(),
+        id: m.id.hex(),
+        created: m.created.clone(),
+        consistency: m.consistency.to_string(),
+        group: m.group.clone(),
+    }
+}
+
+/// Take one point instant per batch, from the disks the batches name.
+/// `baseline`: machine -> point to diff against (default: its newest).
+pub fn take(
+    cfg: &Config,
+    batches: &[Batch],
+    baseline: HashMap<String, Id>,
+    cancel: &Cancel,
+    mut each: impl FnMut(&Batch, &[Manifest]),
+) -> Result<Vec<(Address, Manifest)>, RecoveryError> {
+    let root = super::providers::absolute_root(cfg);
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut opts = Options::new(root.join(".standby").join("cache"));
+    opts.cancel = Some(stop.clone());
+    opts.baseline = baseline;
+    let mut vaults: BTreeMap<Address, Vault> = BTreeMap::new();
+    let mut out = Vec::new();
+    for b in batches {
+        if cancel.is_cancelled() {
+            return Err(RecoveryError::Other("interrupted".into()));
+        }
+        if !vaults.contains_key(&b.vault) {
+            let v = cfg.vaults.get(&b.vault).ok_or_else(|| {
+                RecoveryError::Other(format!("no {} in the configuration", b.vault))
+            })?;
+            let opened = Vault::open(&v.url, &v.key, &root)
+                .map_err(|e| RecoveryError::Other(format!("{}: {e}", b.vault)))?;
+            vaults.insert(b.vault.clone(), opened);
+        }
+        let vault = &vaults[&b.vault];
+        let made = replication::take_points(vault, &b.targets, &opts, &Progress::default())
+            .map_err(|e| RecoveryError::Other(format!("point of {}: {e}", b.label)))?;
+        each(b, &made);
+        out.extend(made.into_iter().map(|m| (b.vault.clone(), m)));
+    }
+    Ok(out)
+}
+
+/// `standby reprotect PLAN`: the first reverse point of every machine of
+/// the plan (consistency groups at one instant, quiesce hooks run), then the
+/// reverse protection is recorded.
+pub fn reprotect(
+    cfg: &Config,
+    plan: &RecoveryPlan,
+    recorder: &Recorder,
+    cancel: &Cancel,
+) -> Result<Vec<Reversed>, RecoveryError> {
+    let doc = recorder.read()?;
+    let run = committed_failover(doc.as_ref(), &plan.addr)?;
+    if let Some(r) = &run.reprotect {
+        let at =
+            r.at.format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default();
+        return Err(RecoveryError::Refused {
+            message: format!("{} is already reprotected (since {at})", plan.addr),
+            help: format!(
+                "`standby replicate` takes its next points; fail back with `standby failback {}`",
+                plan_arg(&plan.addr)
+            ),
+        });
+    }
+    let batches = reverse_batches(cfg, plan, &run, false)?;
+    // Diff against the point each replica was restored from: what was
+    // written at DR since, even when newer points exist (unplanned).
+    let baseline: HashMap<String, Id> = run
+        .machines
+        .iter()
+        .filter_map(|(m, r)| Some((m.clone(), Id::parse(&r.point.as_ref()?.id)?)))
+        .collect();
+    let made = take(cfg, &batches, baseline, cancel, |_, _| {})?;
+    let mut out = Vec::new();
+    let mut points = BTreeMap::new();
+    for (vault, m) in made {
+        points.insert(m.machine.clone(), used(&vault, &m));
+        out.push(Reversed {
+            machine: m.machine.clone(),
+            disk_bytes: m.disks.values().map(|d| d.size).sum(),
+            point: m,
+        });
+    }
+    let run_id = run.run_id.clone();
+    recorder.update(|doc| {
+        let r = doc
+            .run_mut(&run_id)
+            .ok_or("the failover run is no longer in the state")?;
+        r.reprotect = Some(Reprotect {
+            at: OffsetDateTime::now_utc(),
+            points,
+        });
+        Ok(())
+    })?;
+    Ok(out)
+}

@@ -1,0 +1,637 @@
+//! The operations on a recovery plan: start a run (test, planned,
+//! unplanned), clean up a test run, commit a failover, approve a manual
+//! step, and drill (test run, checks, cleanup, RTO/RPO). Each refuses
+//! what the state says cannot be done, with what to run instead.
+
+use super::engine::{Approvals, Engine};
+use super::points::{self, Chosen, PointChoice};
+use super::providers;
+use super::record::{Recorder, UpdateError};
+use super::timeline::{EntryKind, Outcome, Subject, Timeline};
+use crate::exec::Cancel;
+use crate::model::{Address, Config, RecoveryPlan};
+use crate::state::{Approval, DrillRecord, Phase, RunKind, RunRecord};
+use crate::vault::Vault;
+use crate::vault::manifest::{self, Manifest};
+use standby_provider_core::Mode;
+use std::collections::BTreeMap;
+use time::OffsetDateTime;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecoveryError {
+    /// The state says no; `help` says what to run.
+    #[error("{message}")]
+    Refused { message: String, help: String },
+    #[error("cannot choose recovery points: {0}")]
+    Points(String),
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl From<UpdateError> for RecoveryError {
+    fn from(e: UpdateError) -> RecoveryError {
+        match e {
+            UpdateError::State(s) => RecoveryError::State(s),
+            UpdateError::Refused(m) => match m.split_once("\nhelp: ") {
+                Some((message, help)) => RecoveryError::Refused {
+                    message: message.to_string(),
+                    help: help.to_string(),
+                },
+                None => RecoveryError::Other(m),
+            },
+        }
+    }
+}
+
+/// What a run did.
+pub struct RunResult {
+    pub record: RunRecord,
+    pub passed: bool,
+    pub interrupted: bool,
+    pub failures: Vec<String>,
+    pub timeline: Timeline,
+    pub points: BTreeMap<Address, Chosen>,
+    pub started_at: OffsetDateTime,
+    pub finished_at: OffsetDateTime,
+    /// Run start to the last machine's checks green; None unless it passed.
+    pub rto_seconds: Option<f64>,
+}
+
+impl RunResult {
+    /// Age of the oldest point used, at the run's start.
+    pub fn rpo_seconds(&self) -> Option<f64> {
+        self.points
+            .values()
+            .filter_map(|c| c.point.created_at())
+            .map(|t| (self.started_at - t).as_seconds_f64().max(0.0))
+            .reduce(f64::max)
+    }
+}
+
+/// A plan's name as a command argument: `shop` for `recovery_plan.shop`.
+pub fn plan_arg(plan: &Address) -> String {
+    let n = plan.instance_name();
+    if n.contains('[') {
+        format!("'{plan}'")
+    } else {
+        n
+    }
+}
+
+/// A run id: plan, kind, time and a random suffix, `[A-Za-z0-9-]`.
+fn new_run_id(plan: &Address, kind: RunKind) -> String {
+    let safe: String = plan
+        .instance_name()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    let now = OffsetDateTime::now_utc();
+    format!(
+        "{safe}-{}-{:04}{:02}{:02}T{:02}{:02}{:02}-{}",
+        kind.as_str(),
+        now.year(),
+        now.month() as u8,
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second(),
+        hex::encode(rand::random::<[u8; 3]>())
+    )
+}
+
+/// Every point of the vaults the plan's protections use.
+pub fn list_points(
+    cfg: &Config,
+    plan: &RecoveryPlan,
+) -> Result<BTreeMap<Address, Vec<Manifest>>, RecoveryError> {
+    let root = providers::absolute_root(cfg);
+    let mut out = BTreeMap::new();
+    for g in &plan.groups {
+        for m in &g.machines {
+            let Some(p) = points::protection_of(cfg, m) else {
+                continue;
+            };
+            if out.contains_key(&p.vault) {
+                continue;
+            }
+            let v = cfg.vaults.get(&p.vault).ok_or_else(|| {
+                RecoveryError::Other(format!("no {} in the configuration", p.vault))
+            })?;
+            let vault = Vault::open(&v.url, &v.key, &root)
+                .map_err(|e| RecoveryError::Other(format!("{}: {e}", p.vault)))?;
+            let (list, _) = manifest::list(&vault, false)
+                .map_err(|e| RecoveryError::Other(format!("{}: {e}", p.vault)))?;
+            out.insert(p.vault.clone(), list);
+        }
+    }
+    Ok(out)
+}
+
+fn refused(message: String, help: String) -> String {
+    format!("{message}\nhelp: {help}")
+}
+
+/// Why a new run of `kind` cannot start, given the plan's runs in `doc`.
+fn refusal(doc: &crate::state::StateDoc, plan: &Address, kind: RunKind) -> Option<String> {
+    let name = plan_arg(plan);
+    if let Some(t) = doc.run_of(plan, true) {
+        if kind.is_test() {
+            return Some(refused(
+                format!(
+                    "{plan} already has a test failover (run {}, {})",
+                    t.run_id,
+                    t.phase.as_str()
+                ),
+                format!(
+                    "remove its replicas first with `standby failover cleanup {name}`, then run again"
+                ),
+            ));
+        }
+    }
+    if let Some(f) = doc.run_of(plan, false) {
+        let site = f
+            .machines
+            .values()
+            .next()
+            .map(|m| m.site.clone())
+            .unwrap_or_else(|| "its target site".into());
+        let help = match f.phase {
+            // Its process was killed: a new attempt replaces it.
+            Phase::Running if f.abandoned() => return None,
+            Phase::Running => "that run is still in progress on another host or process; wait for it to finish (`standby status` shows where each machine is)".to_string(),
+            Phase::Completed => format!(
+                "the machines run at {site}; make it final with `standby failover commit {name}`"
+            ),
+            Phase::Committed => format!(
+                "the machines run at {site} and the failover is committed; bring them back with a failback"
+            ),
+            Phase::Failed => return None,
+        };
+        return Some(refused(
+            format!(
+                "{plan} is failed over to {site} ({} failover, run {}, {})",
+                f.kind.as_str(),
+                f.run_id,
+                f.phase.as_str()
+            ),
+            if kind.is_test() {
+                format!("a test failover cannot run while the plan is failed over; {help}")
+            } else {
+                help
+            },
+        ));
+    }
+    None
+}
+
+/// Start and finish a run of `plan`: test, planned or unplanned. `Err`
+/// means nothing was done (refused, or no points); a run that started
+/// always returns its result, passed or not.
+pub fn failover(
+    cfg: &Config,
+    plan: &RecoveryPlan,
+    kind: RunKind,
+    choice: &PointChoice,
+    approvals: Approvals,
+    recorder: &Recorder,
+    cancel: &Cancel,
+) -> Result<RunResult, RecoveryError> {
+    // Refuse before anything is read from the vault.
+    if let Some(doc) = recorder.read()? {
+        if let Some(r) = refusal(&doc, &plan.addr, kind) {
+            return Err(UpdateError::Refused(r).into());
+        }
+    }
+    let chosen = if kind == RunKind::Planned {
+        BTreeMap::new()
+    } else {
+        let listed = list_points(cfg, plan)?;
+        points::choose(cfg, plan, &listed, choice).map_err(RecoveryError::Points)?
+    };
+    let run_id = new_run_id(&plan.addr, kind);
+    let timeline = Timeline::new();
+    let record = RunRecord {
+        plan: plan.addr.clone(),
+        run_id: run_id.clone(),
+        kind,
+        mode: if kind.is_test() {
+            Mode::Test
+        } else {
+            Mode::Failover
+        },
+        phase: Phase::Running,
+        started_at: timeline.started_at(),
+        finished_at: None,
+        owner: Some(crate::state::Owner::me()),
+        waiting_for: None,
+        approvals: Vec::new(),
+        machines: BTreeMap::new(),
+        reprotect: None,
+        failback: None,
+    };
+    recorder.update(|doc| {
+        if let Some(r) = refusal(doc, &plan.addr, kind) {
+            return Err(r);
+        }
+        // A failed (or abandoned) failover is replaced by the new attempt.
+        doc.runs
+            .retain(|r| !(r.plan == plan.addr && r.kind.is_test() == kind.is_test()));
+        doc.runs.push(record.clone());
+        Ok(())
+    })?;
+
+    let mut engine = Engine::new(
+        cfg,
+        plan,
+        run_id.clone(),
+        kind,
+        recorder.clone(),
+        cancel.clone(),
+        approvals,
+        timeline,
+    );
+    engine.say(format!(
+        "{} failover of {} (run {run_id})",
+        kind.as_str(),
+        plan.addr
+    ));
+    let mut passed = true;
+    if kind == RunKind::Planned {
+        passed = engine.stop_sources();
+        if passed && !cancel.is_cancelled() {
+            match engine.final_points() {
+                Ok(p) => engine.points = p,
+                Err(e) => {
+                    engine.fail(e);
+                    passed = false;
+                }
+            }
+        } else {
+            passed = false;
+        }
+    } else {
+        engine.points = chosen;
+    }
+    for (m, c) in &engine.points {
+        engine.say(format!(
+            "{m}: point {} ({}, {}{})",
+            c.point.id.short(),
+            c.point.created,
+            c.point.consistency,
+            c.point
+                .group
+                .as_ref()
+                .map(|g| format!(", group {g}"))
+                .unwrap_or_default()
+        ));
+    }
+    if passed {
+        passed = engine.run_groups();
+    }
+    let interrupted = cancel.is_cancelled();
+    let finished_at = OffsetDateTime::now_utc();
+    let phase = if passed {
+        Phase::Completed
+    } else {
+        Phase::Failed
+    };
+    let finished = recorder.update(|doc| {
+        let r = doc
+            .run_mut(&run_id)
+            .ok_or("the run is no longer in the state")?;
+        r.phase = phase;
+        r.finished_at = Some(finished_at);
+        r.waiting_for = None;
+        Ok(r.clone())
+    });
+    let record = match finished {
+        Ok(r) => r,
+        Err(e) => {
+            engine.fail(format!("record the end of the run: {e}"));
+            passed = false;
+            record
+        }
+    };
+    let timeline = std::mem::take(&mut engine.timeline);
+    let rto_seconds = passed.then(|| {
+        timeline
+            .entries()
+            .iter()
+            .filter(|e| e.kind == EntryKind::Machine)
+            .map(|e| e.end_seconds)
+            .fold(0.0, f64::max)
+    });
+    Ok(RunResult {
+        record,
+        passed,
+        interrupted,
+        failures: engine.failures(),
+        points: engine.points.clone(),
+        started_at: timeline.started_at(),
+        finished_at,
+        rto_seconds,
+        timeline,
+    })
+}
+
+/// What cleanup did.
+#[derive(Debug)]
+pub enum Cleaned {
+    /// No test run was recorded.
+    Nothing,
+    /// Replicas stopped and removed; the record is gone.
+    Done { run_id: String, machines: usize },
+}
+
+/// Stop and remove the plan's test replicas (provider `stop` for each
+/// machine, `destroy` per site), then forget the test run.
+pub fn cleanup(
+    cfg: &Config,
+    plan: &RecoveryPlan,
+    recorder: &Recorder,
+    timeline: Option<&Timeline>,
+) -> Result<Cleaned, RecoveryError> {
+    let Some(doc) = recorder.read()? else {
+        return Ok(Cleaned::Nothing);
+    };
+    let Some(run) = doc.run_of(&plan.addr, true).cloned() else {
+        return Ok(Cleaned::Nothing);
+    };
+    // Not under a run still at work (a drill cleans up after its run ended).
+    if run.phase == Phase::Running && !run.abandoned() {
+        let who = run
+            .owner
+            .as_ref()
+            .map(|o| format!(" (pid {} on {})", o.pid, o.host))
+            .unwrap_or_default();
+        return Err(RecoveryError::Refused {
+            message: format!(
+                "test run {} of {} is still in progress{who}",
+                run.run_id, plan.addr
+            ),
+            help: "wait for it to finish, or stop it (Ctrl-C or SIGTERM), then clean up".into(),
+        });
+    }
+    let start = timeline.map(|t| t.now());
+    let root = providers::absolute_root(cfg);
+    // Sites: where machines were placed, and every target of the plan
+    // (a run killed early may have prepared a sandbox before placing any).
+    let mut sites: Vec<String> = run.machines.values().map(|m| m.site.clone()).collect();
+    for g in &plan.groups {
+        for m in &g.machines {
+            if let Some(p) = points::protection_of(cfg, m) {
+                sites.push(p.target.to_string());
+            }
+        }
+    }
+    sites.sort();
+    sites.dedup();
+    let mut errors = Vec::new();
+    let mut provs = BTreeMap::new();
+    for s in &sites {
+        let addr: Address = match s.parse() {
+            Ok(a) => a,
+            Err(e) => {
+                errors.push(format!("{s}: {e}"));
+                continue;
+            }
+        };
+        match providers::for_site(cfg, &root, &addr) {
+            Ok(p) => {
+                provs.insert(s.clone(), (addr, p));
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    for (machine, m) in &run.machines {
+        if let Some((addr, p)) = provs.get(&m.site) {
+            let r = providers::run_at(cfg, &root, addr, &run.run_id, Mode::Test);
+            if let Err(e) = p.stop(&r, machine) {
+                errors.push(format!("stop {machine}: {e}"));
+            }
+        }
+    }
+    for (addr, p) in provs.values() {
+        let r = providers::run_at(cfg, &root, addr, &run.run_id, Mode::Test);
+        if let Err(e) = p.destroy(&r) {
+            errors.push(format!("remove the test run at {addr}: {e}"));
+        }
+    }
+    let result = if errors.is_empty() {
+        recorder
+            .update(|doc| {
+                doc.runs.retain(|r| r.run_id != run.run_id);
+                Ok(())
+            })
+            .map_err(RecoveryError::from)
+            .map(|_| Cleaned::Done {
+                run_id: run.run_id.clone(),
+                machines: run.machines.len(),
+            })
+    } else {
+        Err(RecoveryError::Other(format!(
+            "cleanup of test run {} is incomplete: {}; the run stays recorded, run `standby failover cleanup {}` again",
+            run.run_id,
+            errors.join("; "),
+            plan_arg(&plan.addr)
+        )))
+    };
+    if let (Some(t), Some(start)) = (timeline, start) {
+        let subj = Subject::new(EntryKind::Cleanup, run.run_id.clone());
+        match &result {
+            Ok(_) => t.record(subj, start, Outcome::Passed, "replicas stopped and removed"),
+            Err(e) => t.record(subj, start, Outcome::Failed, e.to_string()),
+        }
+    }
+    result
+}
+
+/// Make the plan's completed failover final.
+pub fn commit(plan: &Address, recorder: &Recorder) -> Result<RunRecord, RecoveryError> {
+    let name = plan_arg(plan);
+    Ok(recorder.update(|doc| {
+        let Some(r) = doc
+            .runs
+            .iter_mut()
+            .find(|r| &r.plan == plan && !r.kind.is_test())
+        else {
+            return Err(refused(
+                format!("{plan} is not failed over: there is nothing to commit"),
+                format!("fail over first with `standby failover planned {name}` (or unplanned)"),
+            ));
+        };
+        match r.phase {
+            Phase::Completed => {
+                r.phase = Phase::Committed;
+                Ok(r.clone())
+            }
+            Phase::Committed => Err(refused(
+                format!(
+                    "the failover of {plan} (run {}) is already committed",
+                    r.run_id
+                ),
+                "nothing to do".into(),
+            )),
+            Phase::Running if r.abandoned() => Err(refused(
+                format!("the failover of {plan} (run {}) was interrupted: its process is gone", r.run_id),
+                format!("run the failover again (`standby failover unplanned {name}`); the state shows how far it got"),
+            )),
+            Phase::Running => Err(refused(
+                format!("the failover of {plan} (run {}) is still running", r.run_id),
+                "wait for it to finish; `standby status` shows where each machine is".into(),
+            )),
+            Phase::Failed => Err(refused(
+                format!("the failover of {plan} (run {}) failed", r.run_id),
+                format!(
+                    "fix the cause and run the failover again (`standby failover unplanned {name}`)"
+                ),
+            )),
+        }
+    })?)
+}
+
+/// Record an approval of `step` for the plan's running run.
+pub fn approve(
+    plan: &Address,
+    step: &str,
+    by: &str,
+    recorder: &Recorder,
+) -> Result<RunRecord, RecoveryError> {
+    let name = plan_arg(plan);
+    Ok(recorder.update(|doc| {
+        let mut running: Vec<&mut RunRecord> = doc
+            .runs
+            .iter_mut()
+            .filter(|r| {
+                &r.plan == plan
+                    && ((r.phase == Phase::Running && !r.abandoned())
+                        // A failback under way runs on the committed failover's record.
+                        || r.failback.as_ref().is_some_and(|f| {
+                            f.owner.as_ref().is_some_and(|o| o.may_be_alive())
+                        }))
+            })
+            .collect();
+        // Prefer the run that waits for this very step.
+        running.sort_by_key(|r| {
+            !r.waiting_for
+                .as_deref()
+                .is_some_and(|w| w == step || w.ends_with(&format!(".{step}")))
+        });
+        let Some(r) = running.into_iter().next() else {
+            return Err(refused(
+                format!("no run of {plan} is in progress, so there is nothing to approve"),
+                format!(
+                    "start one first (`standby failover test {name}` or `standby drill {name}`), or pre-approve with --approve {step}"
+                ),
+            ));
+        };
+        r.approvals.push(Approval {
+            step: step.to_string(),
+            at: OffsetDateTime::now_utc(),
+            by: by.to_string(),
+        });
+        Ok(r.clone())
+    })?)
+}
+
+/// What a drill measured.
+pub struct DrillResult {
+    pub run: RunResult,
+    /// Cleanup error, if it failed.
+    pub cleanup_error: Option<String>,
+    pub max_rto_seconds: Option<u64>,
+    /// The plan's policies' smallest RPO threshold.
+    pub rpo_threshold_seconds: Option<u64>,
+    pub passed: bool,
+    pub finished_at: OffsetDateTime,
+}
+
+/// A drill: test failover, every check, then cleanup (also after a failed
+/// check or an interrupt), RTO/RPO measured and recorded in the state.
+pub fn drill(
+    cfg: &Config,
+    plan: &RecoveryPlan,
+    choice: &PointChoice,
+    approvals: Approvals,
+    recorder: &Recorder,
+    cancel: &Cancel,
+) -> Result<DrillResult, RecoveryError> {
+    let run = failover(
+        cfg,
+        plan,
+        RunKind::Test,
+        choice,
+        approvals,
+        recorder,
+        cancel,
+    )?;
+    println!("[{:>6.1}s] cleaning up the test run", run.timeline.now());
+    let cleanup_error = match cleanup(cfg, plan, recorder, Some(&run.timeline)) {
+        Ok(_) => None,
+        Err(e) => Some(e.to_string()),
+    };
+    let max_rto_seconds = plan.drill.as_ref().map(|d| d.max_rto.as_secs());
+    let rpo_threshold_seconds = rpo_threshold(cfg, plan);
+    let rto_ok = match (run.rto_seconds, max_rto_seconds) {
+        (Some(rto), Some(max)) => rto <= max as f64,
+        (Some(_), None) => true,
+        (None, _) => false,
+    };
+    let passed = run.passed && cleanup_error.is_none() && rto_ok;
+    let finished_at = OffsetDateTime::now_utc();
+    let rec = DrillRecord {
+        plan: plan.addr.clone(),
+        started_at: run.started_at,
+        finished_at,
+        passed,
+        rto_seconds: run.rto_seconds.map(|s| s.ceil() as u64),
+        rpo_seconds: run.rpo_seconds().map(|s| s.round() as u64),
+    };
+    recorder.update(|doc| {
+        doc.drills.push(rec);
+        Ok(())
+    })?;
+    Ok(DrillResult {
+        run,
+        cleanup_error,
+        max_rto_seconds,
+        rpo_threshold_seconds,
+        passed,
+        finished_at,
+    })
+}
+
+/// The smallest RPO threshold of the policies protecting the plan's machines.
+pub fn rpo_threshold(cfg: &Config, plan: &RecoveryPlan) -> Option<u64> {
+    plan.groups
+        .iter()
+        .flat_map(|g| &g.machines)
+        .filter_map(|m| points::protection_of(cfg, m))
+        .filter_map(|p| cfg.policies.get(&p.policy))
+        .map(|p| p.rpo_threshold.as_secs())
+        .min()
+}
+
+/// Plans whose drill is due at `now`: never drilled, or the last drill
+/// finished longer ago than the schedule's interval.
+pub fn due<'a>(
+    cfg: &'a Config,
+    doc: Option<&crate::state::StateDoc>,
+    now: OffsetDateTime,
+) -> Vec<&'a RecoveryPlan> {
+    cfg.recovery_plans
+        .values()
+        .filter(|p| {
+            let Some(d) = &p.drill else { return false };
+            match doc.and_then(|s| s.last_drill(&p.addr)) {
+                None => true,
+                Some(last) => {
+                    (now - last.finished_at).whole_seconds()
+                        > d.schedule.interval().as_secs() as i64
+                }
+            }
+        })
+        .collect()
+}

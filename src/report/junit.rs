@@ -1,0 +1,128 @@
+//! JUnit XML: one test case per check, step, boot and cleanup, so a CI
+//! system lists each and names the one that failed.
+
+use super::Report;
+use crate::recovery::timeline::{EntryKind, Outcome};
+
+fn esc(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => o.push_str("&amp;"),
+            '<' => o.push_str("&lt;"),
+            '>' => o.push_str("&gt;"),
+            '"' => o.push_str("&quot;"),
+            '\'' => o.push_str("&apos;"),
+            c if (c as u32) < 0x20 && c != '\n' && c != '\t' && c != '\r' => {}
+            c => o.push(c),
+        }
+    }
+    o
+}
+
+pub fn junit(r: &Report) -> String {
+    let mut cases = Vec::new();
+    for e in &r.timeline {
+        let (class, name) = match e.kind {
+            EntryKind::Check => (
+                format!(
+                    "{}.{}.{}",
+                    r.plan,
+                    e.group.as_deref().unwrap_or("-"),
+                    e.machine.as_deref().unwrap_or("-")
+                ),
+                format!("check {}", e.name),
+            ),
+            EntryKind::Step => (
+                format!("{}.{}", r.plan, e.group.as_deref().unwrap_or("-")),
+                format!("step {}", e.name),
+            ),
+            EntryKind::Boot => (
+                format!(
+                    "{}.{}.{}",
+                    r.plan,
+                    e.group.as_deref().unwrap_or("-"),
+                    e.name
+                ),
+                "boot".to_string(),
+            ),
+            EntryKind::Shutdown => (format!("{}.source", r.plan), format!("shutdown {}", e.name)),
+            EntryKind::FinalPoint => (
+                format!("{}.source", r.plan),
+                format!("final point {}", e.name),
+            ),
+            EntryKind::Cleanup => (r.plan.clone(), "cleanup".to_string()),
+            _ => continue,
+        };
+        cases.push((class, name, e));
+    }
+    let failures = cases
+        .iter()
+        .filter(|c| c.2.outcome == Outcome::Failed)
+        .count();
+    let skipped = cases
+        .iter()
+        .filter(|c| c.2.outcome == Outcome::Skipped)
+        .count();
+    let total: f64 = r.timeline.iter().map(|e| e.end_seconds).fold(0.0, f64::max);
+    let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    x.push_str(&format!(
+        "<testsuites name=\"standby {}\" tests=\"{}\" failures=\"{failures}\" skipped=\"{skipped}\" time=\"{total:.3}\">\n",
+        esc(&r.kind),
+        cases.len()
+    ));
+    x.push_str(&format!(
+        "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{failures}\" errors=\"0\" skipped=\"{skipped}\" time=\"{total:.3}\" timestamp=\"{}\">\n",
+        esc(&r.plan),
+        cases.len(),
+        esc(&r.started_at)
+    ));
+    x.push_str(&format!(
+        "    <properties><property name=\"run_id\" value=\"{}\"/><property name=\"kind\" value=\"{}\"/></properties>\n",
+        esc(&r.run_id),
+        esc(&r.kind)
+    ));
+    for (class, name, e) in &cases {
+        let time = (e.end_seconds - e.start_seconds).max(0.0);
+        x.push_str(&format!(
+            "    <testcase classname=\"{}\" name=\"{}\" time=\"{time:.3}\"",
+            esc(class),
+            esc(name)
+        ));
+        match e.outcome {
+            Outcome::Passed => x.push_str("/>\n"),
+            Outcome::Failed => x.push_str(&format!(
+                ">\n      <failure message=\"{}\">{}</failure>\n    </testcase>\n",
+                esc(&first_line(&e.detail)),
+                esc(&e.detail)
+            )),
+            Outcome::Skipped => x.push_str(&format!(
+                ">\n      <skipped message=\"{}\"/>\n    </testcase>\n",
+                esc(&e.detail)
+            )),
+        }
+    }
+    if r.rto.within == Some(false) {
+        x.push_str(&format!(
+            "    <testcase classname=\"{}\" name=\"rto within max_rto\" time=\"0\">\n      <failure message=\"RTO {:.1}s exceeds max_rto {}s\"/>\n    </testcase>\n",
+            esc(&r.plan),
+            r.rto.seconds.unwrap_or(0.0),
+            r.rto.limit_seconds.unwrap_or(0)
+        ));
+    }
+    x.push_str("  </testsuite>\n</testsuites>\n");
+    x
+}
+
+fn first_line(s: &str) -> String {
+    let l = s.lines().next().unwrap_or("");
+    if l.len() > 200 {
+        let mut end = 200;
+        while !l.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}...", &l[..end])
+    } else {
+        l.to_string()
+    }
+}
