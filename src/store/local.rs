@@ -18,8 +18,12 @@ use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::sync::{Arc, Mutex};
 
-/// Objects at least this big are written with direct I/O.
+/// Objects at least this big (and at most `DIRECT_MAX`) are written and
+/// read whole with direct I/O.
 const DIRECT_MIN: usize = 1 << 20;
+/// Bigger objects keep `LocalFileSystem`'s path, which streams reads
+/// instead of holding the whole object in one buffer.
+const DIRECT_MAX: usize = 64 << 20;
 /// Aligned buffers kept for reuse: packs are uploaded two at a time, and
 /// a restore holds about four (two fetched ahead, two being opened).
 const POOL: usize = 4;
@@ -291,7 +295,8 @@ impl ObjectStore for LocalStore {
                 self.put_if_match(location, payload, expected, opts).await
             }
             PutMode::Overwrite
-                if payload.content_length() >= DIRECT_MIN && opts.attributes.is_empty() =>
+                if (DIRECT_MIN..=DIRECT_MAX).contains(&payload.content_length())
+                    && opts.attributes.is_empty() =>
             {
                 self.put_direct(location, payload).await
             }
@@ -317,7 +322,9 @@ impl ObjectStore for LocalStore {
             && options.version.is_none();
         let res = self.fs.get_opts(location, options).await?;
         match res.payload {
-            GetResultPayload::File(file, path) if whole && res.meta.size >= DIRECT_MIN as u64 => {
+            GetResultPayload::File(file, path)
+                if whole && (DIRECT_MIN as u64..=DIRECT_MAX as u64).contains(&res.meta.size) =>
+            {
                 let size = res.meta.size;
                 let pool = self.buffers.clone();
                 let bytes =
