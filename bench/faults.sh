@@ -6,6 +6,7 @@
 #   apply killed with SIGKILL        STANDBY_LONG=1            (20 rounds)
 #   vault corruption trials          STANDBY_CORRUPTION_TRIALS (default 1000)
 #   network faults (Azurite, moto)   STANDBY_NETWORK_ROUNDS    (default 12)
+#   failback killed with SIGKILL     STANDBY_LONG=1            (10 rounds)
 #   full file systems                (as in CI)
 #
 # Starts the test services unless they already run. Prints each test's
@@ -27,7 +28,7 @@ export STANDBY_NETWORK_ROUNDS="${STANDBY_NETWORK_ROUNDS:-12}"
 export STANDBY_LONG=1
 printf 'load average: %s\n' "$(cut -d' ' -f1-3 /proc/loadavg)"
 started=$(date +%s)
-for t in faults_crash faults_corruption faults_network faults_storage "apply_cli kill_9"; do
+for t in faults_crash faults_corruption faults_network faults_storage "apply_cli kill_9" "failback_cli failback_killed" "recovery_cli a_failover_killed"; do
     set -- $t
     echo "== $*"
     t0=$(date +%s)

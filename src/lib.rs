@@ -8,6 +8,8 @@ pub mod cli;
 pub mod config;
 pub mod direct_io;
 pub mod exec;
+#[doc(hidden)]
+pub mod fuzz_bodies;
 pub mod hclfmt;
 pub mod model;
 pub mod plan;

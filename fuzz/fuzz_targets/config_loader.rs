@@ -1,10 +1,10 @@
 //! Bytes -> one HCL file -> the whole configuration loader (parse, variables,
 //! references, checks) -> rendered diagnostics. Any input must end in a
-//! configuration or diagnostics, never a panic.
+//! configuration or diagnostics, never a panic. The body lives in
+//! `standby::fuzz_bodies`, which CI also replays.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use standby::config::{self, VarInputs};
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
@@ -18,16 +18,4 @@ fn dir() -> &'static PathBuf {
     })
 }
 
-fuzz_target!(|data: &[u8]| {
-    let d = dir();
-    std::fs::write(d.join("main.hcl"), data).expect("write the input");
-    match config::load(d, &VarInputs::default()) {
-        Ok(loaded) => {
-            let _ = loaded.warnings.render(false);
-        }
-        Err(diags) => {
-            let text = diags.render(false);
-            assert!(!text.is_empty(), "a failed load must say why");
-        }
-    }
-});
+fuzz_target!(|data: &[u8]| standby::fuzz_bodies::config_loader(dir(), data));
