@@ -60,6 +60,21 @@ pub struct Engine<'a> {
     print: Mutex<()>,
 }
 
+/// Run a machine's `shutdown` command with the environment of its disks.
+pub fn run_shutdown(
+    sd: &crate::model::Shutdown,
+    root: &std::path::Path,
+    spec: &MachineSpec,
+    run: &Run,
+) -> Result<(), String> {
+    let f = command::run(&sd.command, root, &spec.env(run), sd.timeout.to_std(), None)
+        .map_err(|e| format!("shutdown command: {e}"))?;
+    if !f.success() {
+        return Err(format!("shutdown command: {}", f.describe()));
+    }
+    Ok(())
+}
+
 impl<'a> Engine<'a> {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
@@ -209,17 +224,7 @@ impl<'a> Engine<'a> {
                     .map(|d| (d.name.clone(), site_root.join(&d.path)))
                     .collect(),
             };
-            let f = command::run(
-                &sd.command,
-                &self.root,
-                &spec.env(&run),
-                sd.timeout.to_std(),
-                None,
-            )
-            .map_err(|e| format!("shutdown command: {e}"))?;
-            if !f.success() {
-                return Err(format!("shutdown command: {}", f.describe()));
-            }
+            run_shutdown(sd, &self.root, &spec, &run)?;
             did.push("shutdown command ran");
         }
         let p = self

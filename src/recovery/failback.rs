@@ -207,26 +207,13 @@ pub fn failback(
             Ok(())
         });
     }
-    let timeline = std::mem::take(&mut engine.timeline);
-    let rto_seconds = passed.then(|| {
-        timeline
-            .entries()
-            .iter()
-            .filter(|e| e.kind == EntryKind::Machine)
-            .map(|e| e.end_seconds)
-            .fold(0.0, f64::max)
-    });
-    Ok(RunResult {
+    Ok(RunResult::of(
+        &mut engine,
         record,
         passed,
         interrupted,
-        failures: engine.failures(),
-        points: engine.points.clone(),
-        started_at: timeline.started_at(),
         finished_at,
-        rto_seconds,
-        timeline,
-    })
+    ))
 }
 
 /// Stop the replicas at the site each runs at, groups in reverse order:
@@ -261,17 +248,7 @@ fn stop_replicas(engine: &Engine<'_>, run: &RunRecord) -> bool {
                                 .map(|(n, p)| (n.clone(), PathBuf::from(p)))
                                 .collect(),
                         };
-                        let f = command::run(
-                            &sd.command,
-                            &engine.root,
-                            &spec.env(&at),
-                            sd.timeout.to_std(),
-                            None,
-                        )
-                        .map_err(|e| format!("shutdown command: {e}"))?;
-                        if !f.success() {
-                            return Err(format!("shutdown command: {}", f.describe()));
-                        }
+                        super::engine::run_shutdown(sd, &engine.root, &spec, &at)?;
                         did.push("shutdown command ran");
                     }
                     let p = providers::for_site(engine.cfg, &engine.root, &site)?;

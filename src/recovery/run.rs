@@ -60,6 +60,37 @@ pub struct RunResult {
 }
 
 impl RunResult {
+    /// The result of a finished run: its record, outcome and timeline, with
+    /// RTO (when the last machine's checks were green) for a passed run.
+    pub(super) fn of(
+        engine: &mut Engine<'_>,
+        record: RunRecord,
+        passed: bool,
+        interrupted: bool,
+        finished_at: OffsetDateTime,
+    ) -> RunResult {
+        let timeline = std::mem::take(&mut engine.timeline);
+        let rto_seconds = passed.then(|| {
+            timeline
+                .entries()
+                .iter()
+                .filter(|e| e.kind == EntryKind::Machine)
+                .map(|e| e.end_seconds)
+                .fold(0.0, f64::max)
+        });
+        RunResult {
+            record,
+            passed,
+            interrupted,
+            failures: engine.failures(),
+            points: engine.points.clone(),
+            started_at: timeline.started_at(),
+            finished_at,
+            rto_seconds,
+            timeline,
+        }
+    }
+
     /// Age of the oldest point used, at the run's start.
     pub fn rpo_seconds(&self) -> Option<f64> {
         self.points
@@ -314,26 +345,13 @@ pub fn failover(
             record
         }
     };
-    let timeline = std::mem::take(&mut engine.timeline);
-    let rto_seconds = passed.then(|| {
-        timeline
-            .entries()
-            .iter()
-            .filter(|e| e.kind == EntryKind::Machine)
-            .map(|e| e.end_seconds)
-            .fold(0.0, f64::max)
-    });
-    Ok(RunResult {
+    Ok(RunResult::of(
+        &mut engine,
         record,
         passed,
         interrupted,
-        failures: engine.failures(),
-        points: engine.points.clone(),
-        started_at: timeline.started_at(),
         finished_at,
-        rto_seconds,
-        timeline,
-    })
+    ))
 }
 
 /// What cleanup did.
