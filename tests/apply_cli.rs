@@ -8,24 +8,14 @@
 //! protection ends with exactly one recovery point — an interrupted enable
 //! that already wrote its point is adopted by the next run, never repeated.
 
+mod common;
+use common::{copy_dir, text};
+
 use serde_json::Value;
 use standby::samples;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dst = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &dst);
-        } else {
-            std::fs::copy(e.path(), dst).unwrap();
-        }
-    }
-}
 
 fn standby(dir: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_standby"));
@@ -38,14 +28,6 @@ fn standby(dir: &Path) -> Command {
 
 fn run(dir: &Path, args: &[&str]) -> Output {
     standby(dir).args(args).output().unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "stdout:\n{}\nstderr:\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 fn ok(dir: &Path, args: &[&str]) -> String {

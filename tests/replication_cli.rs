@@ -4,23 +4,13 @@
 
 mod vault_support;
 
+mod common;
+use common::copy_dir;
+
 use standby::samples;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use vault_support::*;
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dst = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &dst);
-        } else {
-            std::fs::copy(e.path(), dst).unwrap();
-        }
-    }
-}
 
 fn standby(dir: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_standby"));
