@@ -95,6 +95,15 @@ impl DirectFile {
         DirectFile::pair(buffered, OpenOptions::new().write(true), path)
     }
 
+    /// Every write through the page cache (no direct handle).
+    pub fn buffered_only(buffered: File) -> DirectFile {
+        DirectFile {
+            direct_ok: AtomicBool::new(false),
+            buffered,
+            direct: None,
+        }
+    }
+
     /// Pair `buffered` (open for reading at `path`) with a direct read handle.
     pub fn for_reading(buffered: File, path: &Path) -> DirectFile {
         DirectFile::pair(buffered, OpenOptions::new().read(true), path)

@@ -137,7 +137,7 @@ fn drill_of_the_quickstart_passes_and_leaves_nothing_behind() {
         out.contains("# Drill of recovery_plan.shop: PASSED"),
         "{out}"
     );
-    assert!(out.contains("Checks (3 of 3 passed)"), "{out}");
+    assert!(out.contains("Checks (4 of 4 passed)"), "{out}");
 
     let report = json_file(&reports.join("report.json"));
     assert_valid("report.schema.json", &report);
@@ -149,7 +149,7 @@ fn drill_of_the_quickstart_passes_and_leaves_nothing_behind() {
         .iter()
         .filter(|e| e["kind"] == "check")
         .collect();
-    assert_eq!(checks.len(), 3, "{report:#}");
+    assert_eq!(checks.len(), 4, "{report:#}");
     assert!(
         checks.iter().all(|c| c["outcome"] == "passed"),
         "{report:#}"

@@ -280,6 +280,9 @@ pub struct Restored {
     pub data: u64,
 }
 
+/// The mean run length from which a restore writes with direct I/O.
+const DIRECT_RUN: u64 = 1 << 20;
+
 /// Restore `disk` of `point` to `to`: a file (written as `TO.partial`, then
 /// renamed, sparse) or an existing block device (zeros written explicitly).
 pub fn restore_disk(
@@ -331,7 +334,16 @@ pub fn restore_disk(
     let partial = PathBuf::from(partial);
     let f = File::create(&partial).map_err(io("create", &partial))?;
     f.set_len(r.size).map_err(io("size", &partial))?;
-    let sink = FileSink(DirectFile::new(f, &partial), partial.clone());
+    // Direct writes pay off for long runs (a full point); a delta's map is
+    // cut into short runs, which synchronous direct writes of a few hundred
+    // KiB each make slower than the page cache.
+    let runs = r.runs().len().max(1) as u64;
+    let file = if data / runs >= DIRECT_RUN {
+        DirectFile::new(f, &partial)
+    } else {
+        DirectFile::buffered_only(f)
+    };
+    let sink = FileSink(file, partial.clone());
     let res = write_resolved(vault, &index, &r, &sink, progress, &point.id);
     if let Err(e) = res {
         let _ = std::fs::remove_file(&partial);
