@@ -208,15 +208,19 @@ impl Writer {
 
     /// Wait until the writer has committed `n` more orders.
     fn wait_for_orders(&self, n: u64) -> miette::Result<()> {
-        let goal = self.committed() + n;
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        while self.committed() < goal {
-            if std::time::Instant::now() > deadline {
-                return Err(miette!("the sample writer stopped taking orders"));
+        let wait = |goal: u64| {
+            while self.committed() < goal {
+                if std::time::Instant::now() > deadline {
+                    return Err(miette!("the sample writer stopped taking orders"));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
             }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        Ok(())
+            Ok(())
+        };
+        // Its count starts at its first commit (the table's size then).
+        wait(1)?;
+        wait(self.committed() + n)
     }
 
     /// Ask the writer to finish and wait for it; the rows it committed.
