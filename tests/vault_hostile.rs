@@ -136,6 +136,14 @@ fn hostile_manifests_and_indexes_are_refused_before_anything_is_written() {
     refused(&qs, &out, &bad.id, "system", "more than the 16 TiB limit");
     remove(&qs, &bad);
 
+    // A disk within the size limit whose block map would not fit in this
+    // machine's memory (16 TiB: 32 GiB of map) is refused, not allocated.
+    let bad = craft(&vault, &db, |m| {
+        m.disks.get_mut("system").unwrap().size = manifest::MAX_DISK;
+    });
+    refused(&qs, &out, &bad.id, "system", "bytes of memory and only");
+    remove(&qs, &bad);
+
     // An extent past the disk's end.
     let bad = craft(&vault, &db, |m| {
         let map = m.disks.get_mut("system").unwrap();

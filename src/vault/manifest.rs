@@ -444,6 +444,14 @@ pub fn resolve(
     )
 }
 
+/// `MemAvailable` from /proc/meminfo, in bytes (None where it cannot be read).
+fn memory_available() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
 /// Resolve into `r`, sharing its blob table (and `seen`) with earlier
 /// resolutions so block values compare across points.
 pub fn resolve_with(
@@ -455,6 +463,21 @@ pub fn resolve_with(
     seen: &mut HashMap<Id, u32>,
 ) -> Result<Resolved> {
     let chain = chain(vault, point, disk, cache)?;
+    // The block map holds 8 bytes per 4 KiB block: refuse, rather than be
+    // killed for, a (possibly hostile) size that cannot fit in memory.
+    let size = chain.iter().map(|(_, m)| m.size).max().unwrap_or(0);
+    let need = size.div_ceil(BLOCK).saturating_mul(8);
+    if let Some(available) = memory_available()
+        && need > available / 4 * 3
+    {
+        return Err(VaultError::TooBigToMap {
+            point: point.id.short(),
+            disk: disk.to_string(),
+            size,
+            need,
+            available,
+        });
+    }
     r.blocks.clear();
     for (id, map) in &chain {
         r.apply(map, seen)

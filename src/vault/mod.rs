@@ -64,6 +64,16 @@ pub enum VaultError {
     PointNotFound { url: String, query: String },
     #[error("{query:?} matches several points ({candidates}); give more of the id")]
     AmbiguousPoint { query: String, candidates: String },
+    #[error(
+        "disk {disk:?} of point {point} is {size} bytes; mapping its blocks needs {need} bytes of memory and only {available} are available: restore it on a machine with more memory"
+    )]
+    TooBigToMap {
+        point: String,
+        disk: String,
+        size: u64,
+        need: u64,
+        available: u64,
+    },
     #[error("point {point} has no disk {disk:?} (it has: {have})")]
     NoSuchDisk {
         point: String,
