@@ -125,17 +125,8 @@ impl Sealer {
 
     /// Authenticate and open sealed bytes made by [`Sealer::seal`] with the same context.
     pub fn open(&self, sealed: &[u8], context: &[u8]) -> Result<Plain, OpenError> {
-        if sealed.len() < OVERHEAD {
-            return Err(OpenError::Short);
-        }
-        let flag = sealed[0];
-        if flag != RAW && flag != ZSTD {
-            return Err(OpenError::Auth);
-        }
-        let nonce: [u8; 12] = sealed[1..13].try_into().map_err(|_| OpenError::Short)?;
-        let tag_at = sealed.len() - 16;
-        let mut buf = sealed[13..tag_at].to_vec();
-        let tag: [u8; 16] = sealed[tag_at..].try_into().map_err(|_| OpenError::Short)?;
+        let (flag, nonce, body, tag) = split(sealed)?;
+        let mut buf = body.to_vec();
         let ad = associated(flag, context);
         self.cipher
             .decrypt_inout_detached(
