@@ -1,8 +1,8 @@
 machine "db" {
   site = site.onprem
 
-  disk "system" { path = "db/system.img" }   # an ext4 image
-  disk "data" { path = "db/data.sqlite" }    # a SQLite database
+  disk "system" { path = "db/system.img" } # an ext4 image
+  disk "data" { path = "db/data.sqlite" }  # a SQLite database
 
   quiesce { # makes app-consistent points
     freeze  = ["sh", "scripts/db-freeze.sh"]
