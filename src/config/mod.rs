@@ -10,6 +10,7 @@
 mod backend;
 mod diag;
 mod eval;
+mod funcs;
 mod lower;
 mod parse;
 mod reader;

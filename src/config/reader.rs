@@ -4,7 +4,7 @@
 
 use super::diag::{Diagnostic, Diagnostics, Loc, Source, did_you_mean};
 use super::eval::{Out, Scope};
-use super::value::{Ref, Value};
+use super::value::{Ref, Type, Value};
 use crate::model::{Duration, Kind, ParseDurationError};
 use hcl_edit::Span;
 use hcl_edit::expr::Expression;
@@ -225,8 +225,22 @@ impl<'s, 'b> Reader<'s, 'b> {
         self.scope.source
     }
 
+    /// The attribute is written and its value is not null: `null` means
+    /// "not set", as in Terraform (`key_env = var.c ? "X" : null`).
     pub fn has(&self, name: &str) -> bool {
-        self.attrs.contains_key(name)
+        let Some(a) = self.attrs.get(name) else {
+            return false;
+        };
+        if !may_be_null(&a.value) {
+            return true;
+        }
+        // Errors are reported where the value is read; here only null matters.
+        let mut scratch = Diagnostics::default();
+        let mut out = Out {
+            diags: &mut scratch,
+            sensitive: false,
+        };
+        !matches!(self.scope.speculate(&a.value, &mut out), Some(Value::Null))
     }
 
     pub fn key_loc(&self, name: &str) -> Option<Loc> {
@@ -291,17 +305,35 @@ impl<'s, 'b> Reader<'s, 'b> {
         Some((v, Loc::new(self.source(), e.span())))
     }
 
+    /// The attribute's value; None when it is absent, null, or wrong (reported).
     pub fn optional(&mut self, name: &str, diags: &mut Diagnostics) -> Option<(Value, Loc)> {
         let e = self.expr(name)?;
-        self.eval_expr(name, e, diags)
+        match self.eval_expr(name, e, diags)? {
+            (Value::Null, _) => None,
+            v => Some(v),
+        }
     }
 
     pub fn required(&mut self, name: &str, diags: &mut Diagnostics) -> Option<(Value, Loc)> {
-        if !self.has(name) {
+        let Some(e) = self.expr(name) else {
             self.missing(name, diags);
             return None;
+        };
+        match self.eval_expr(name, e, diags)? {
+            (Value::Null, loc) => {
+                diags.push(
+                    Diagnostic::error(
+                        "standby::missing_attribute",
+                        loc,
+                        format!("the required attribute `{name}` of {} is null", self.what),
+                    )
+                    .label("null")
+                    .help(format!("`{name}` must have a value; null means \"not set\"")),
+                );
+                None
+            }
+            v => Some(v),
         }
-        self.optional(name, diags)
     }
 
     pub fn missing(&self, name: &str, diags: &mut Diagnostics) {
@@ -380,9 +412,10 @@ impl<'s, 'b> Reader<'s, 'b> {
         let Some((v, loc)) = self.optional(name, diags) else {
             return if self.has(name) { None } else { Some(default) };
         };
-        match v {
-            Value::Bool(b) => Some(b),
-            other => {
+        match Type::Bool.convert(v.clone()) {
+            Ok(Value::Bool(b)) => Some(b),
+            _ => {
+                let other = v;
                 wrong_type(&loc, name, "a bool (true or false)", &other, diags);
                 None
             }
@@ -391,9 +424,10 @@ impl<'s, 'b> Reader<'s, 'b> {
 
     pub fn number(&mut self, name: &str, diags: &mut Diagnostics) -> Option<(f64, Loc)> {
         let (v, loc) = self.optional(name, diags)?;
-        match v {
-            Value::Number(n) => Some((n, loc)),
-            other => {
+        match Type::Number.convert(v.clone()) {
+            Ok(Value::Number(n)) => Some((n, loc)),
+            _ => {
+                let other = v;
                 wrong_type(&loc, name, "a number", &other, diags);
                 None
             }
@@ -473,6 +507,8 @@ pub fn wrong_type(loc: &Loc, attr: &str, expected: &str, found: &Value, diags: &
 pub fn want_string(v: Value, loc: &Loc, attr: &str, diags: &mut Diagnostics) -> Option<String> {
     match v {
         Value::String(s) => Some(s),
+        // Terraform converts numbers and bools to strings where one is needed.
+        v @ (Value::Number(_) | Value::Bool(_)) => v.to_template_string(),
         other => {
             wrong_type(loc, attr, "a string", &other, diags);
             None
@@ -517,6 +553,9 @@ pub fn want_argv(v: Value, loc: &Loc, attr: &str, diags: &mut Diagnostics) -> Op
             for i in items {
                 match i {
                     Value::String(s) => out.push(s),
+                    v @ (Value::Number(_) | Value::Bool(_)) => {
+                        out.push(v.to_template_string().unwrap_or_default())
+                    }
                     other => {
                         wrong_type(loc, attr, expected, &other, diags);
                         return None;
@@ -574,4 +613,18 @@ pub fn want_ref(
             None
         }
     }
+}
+
+/// Whether an expression can evaluate to null (literals cannot), so
+/// `Reader::has` only evaluates what it must.
+fn may_be_null(e: &Expression) -> bool {
+    !matches!(
+        e,
+        Expression::Bool(_)
+            | Expression::Number(_)
+            | Expression::String(_)
+            | Expression::Array(_)
+            | Expression::Object(_)
+            | Expression::ForExpr(_)
+    )
 }

@@ -77,7 +77,10 @@ impl Value {
                 if n.fract() == 0.0 && n.abs() < 9e15 {
                     serde_json::json!(*n as i64)
                 } else {
-                    serde_json::Number::from_f64(*n)
+                    // The printed form, so JSON shows 0.3 where Terraform does.
+                    serde_json::from_str::<serde_json::Number>(&format_number(*n))
+                        .ok()
+                        .or_else(|| serde_json::Number::from_f64(*n))
                         .map_or(serde_json::Value::Null, serde_json::Value::Number)
                 }
             }
@@ -91,16 +94,30 @@ impl Value {
     }
 }
 
+/// A number as Terraform prints it. Terraform computes in decimal-exact
+/// big floats, so `0.1 + 0.2` is `0.3`; standby computes in binary f64 and
+/// prints the 15-significant-digit form when it is within a few units in
+/// the last place of the result (binary rounding noise), else the shortest
+/// form that reads back exactly (`1/3` is `0.3333333333333333`).
 pub fn format_number(n: f64) -> String {
     if n.fract() == 0.0 && n.abs() < 9e15 {
-        format!("{}", n as i64)
-    } else {
-        format!("{n}")
+        return format!("{}", n as i64);
     }
+    if !n.is_finite() {
+        return format!("{n}");
+    }
+    let short: f64 = format!("{n:.14e}").parse().unwrap_or(n);
+    let ulp = f64::from_bits(n.abs().to_bits() + 1) - n.abs();
+    let best = if (short - n).abs() <= 4.0 * ulp { short } else { n };
+    if best.fract() == 0.0 && best.abs() < 9e15 {
+        return format!("{}", best as i64);
+    }
+    format!("{best}")
 }
 
-/// A variable's declared type: `string`, `number`, `bool`, `list(T)`,
-/// `set(T)`, `map(T)` or `any`.
+/// A variable's declared type: `string`, `number`, `bool`, `any`,
+/// `list(T)`, `set(T)`, `map(T)`, `object({NAME = T, ...})` (attributes may
+/// be `optional(T)` or `optional(T, DEFAULT)`) and `tuple([T, ...])`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Type {
     Any,
@@ -108,7 +125,19 @@ pub enum Type {
     Number,
     Bool,
     List(Box<Type>),
+    Set(Box<Type>),
     Map(Box<Type>),
+    Object(BTreeMap<String, Attr>),
+    Tuple(Vec<Type>),
+}
+
+/// One attribute of an object type.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attr {
+    pub ty: Type,
+    /// `optional(T)`: may be left out (or null); then the default, or null.
+    pub optional: bool,
+    pub default: Option<Value>,
 }
 
 impl fmt::Display for Type {
@@ -119,14 +148,51 @@ impl fmt::Display for Type {
             Type::Number => f.write_str("number"),
             Type::Bool => f.write_str("bool"),
             Type::List(t) => write!(f, "list({t})"),
+            Type::Set(t) => write!(f, "set({t})"),
             Type::Map(t) => write!(f, "map({t})"),
+            Type::Object(attrs) => {
+                f.write_str("object({")?;
+                for (i, (k, a)) in attrs.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    if a.optional {
+                        write!(f, "{k} = optional({})", a.ty)?;
+                    } else {
+                        write!(f, "{k} = {}", a.ty)?;
+                    }
+                }
+                f.write_str("})")
+            }
+            Type::Tuple(ts) => {
+                f.write_str("tuple([")?;
+                for (i, t) in ts.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{t}")?;
+                }
+                f.write_str("])")
+            }
         }
+    }
+}
+
+/// Where inside a value a conversion failed: `["web"].disks[0]`.
+fn at(path: &str, inner: String) -> String {
+    if inner.contains(" at ") {
+        let (what, rest) = inner.split_once(" at ").unwrap_or((&inner, ""));
+        format!("{what} at {path}{rest}")
+    } else {
+        format!("{inner} at {path}")
     }
 }
 
 impl Type {
     /// Convert `v` to this type the way HCL does (numbers and bools become
-    /// strings and back); `Err` names what was found.
+    /// strings and back, objects lose attributes the type does not name,
+    /// optional attributes left out become their default or null); `Err`
+    /// names what was found and where (`a string at .port`).
     pub fn convert(&self, v: Value) -> Result<Value, String> {
         match (self, v) {
             (Type::Any, v) => Ok(v),
@@ -136,26 +202,101 @@ impl Type {
                 Ok(Value::String(v.to_template_string().unwrap_or_default()))
             }
             (Type::Number, Value::Number(n)) => Ok(Value::Number(n)),
-            (Type::Number, Value::String(s)) => s
-                .trim()
-                .parse::<f64>()
+            (Type::Number, Value::String(s)) => parse_number(&s)
                 .map(Value::Number)
-                .map_err(|_| "a string that is not a number".to_string()),
+                // The text is not shown: it may come from a sensitive variable.
+                .ok_or_else(|| "a string that is not a number".to_string()),
             (Type::Bool, Value::Bool(b)) => Ok(Value::Bool(b)),
             (Type::Bool, Value::String(s)) if s == "true" || s == "false" => {
                 Ok(Value::Bool(s == "true"))
             }
             (Type::List(t), Value::List(items)) => items
                 .into_iter()
-                .map(|i| t.convert(i))
+                .enumerate()
+                .map(|(i, v)| t.convert(v).map_err(|e| at(&format!("[{i}]"), e)))
                 .collect::<Result<_, _>>()
                 .map(Value::List),
+            (Type::Set(t), Value::List(items)) => items
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| t.convert(v).map_err(|e| at(&format!("[{i}]"), e)))
+                .collect::<Result<Vec<_>, _>>()
+                .map(|l| Value::List(set_of(l))),
+            (Type::Tuple(ts), Value::List(items)) => {
+                if ts.len() != items.len() {
+                    return Err(format!("a list of {} items where {} are needed", items.len(), ts.len()));
+                }
+                ts.iter()
+                    .zip(items)
+                    .enumerate()
+                    .map(|(i, (t, v))| t.convert(v).map_err(|e| at(&format!("[{i}]"), e)))
+                    .collect::<Result<_, _>>()
+                    .map(Value::List)
+            }
             (Type::Map(t), Value::Map(m)) => m
                 .into_iter()
-                .map(|(k, v)| t.convert(v).map(|v| (k, v)))
+                .map(|(k, v)| {
+                    let path = format!("[{k:?}]");
+                    t.convert(v).map(|v| (k, v)).map_err(|e| at(&path, e))
+                })
                 .collect::<Result<_, _>>()
                 .map(Value::Map),
+            (Type::Object(attrs), Value::Map(mut m)) => {
+                let mut res = BTreeMap::new();
+                for (k, a) in attrs {
+                    let v = m.remove(k).unwrap_or(Value::Null);
+                    let v = match v {
+                        Value::Null if a.optional => a.default.clone().unwrap_or(Value::Null),
+                        Value::Null => {
+                            return Err(format!("an object without the required attribute {k:?}"));
+                        }
+                        v => v,
+                    };
+                    res.insert(k.clone(), a.ty.convert(v).map_err(|e| at(&format!(".{k}"), e))?);
+                }
+                Ok(Value::Map(res))
+            }
             (_, v) => Err(v.type_name()),
         }
     }
+}
+
+/// A number written as HCL and Terraform accept it in a string: decimal,
+/// optionally signed, with a fraction and exponent (no hex, no `inf`).
+pub fn parse_number(s: &str) -> Option<f64> {
+    let t = s.trim();
+    let ok = !t.is_empty()
+        && t.chars().all(|c| c.is_ascii_digit() || matches!(c, '.' | '-' | '+' | 'e' | 'E'))
+        && t.chars().any(|c| c.is_ascii_digit());
+    if !ok || t != s {
+        return None;
+    }
+    t.parse().ok()
+}
+
+/// A set's items in cty's order: numbers numerically, other values by
+/// their text; duplicates removed; mixed primitives become strings.
+pub fn set_of(items: Vec<Value>) -> Vec<Value> {
+    let all_num = items.iter().all(|v| matches!(v, Value::Number(_)));
+    let all_prim = items
+        .iter()
+        .all(|v| matches!(v, Value::Number(_) | Value::String(_) | Value::Bool(_)));
+    let mut items: Vec<Value> = if all_prim && !all_num {
+        items
+            .into_iter()
+            .map(|v| Type::String.convert(v).unwrap_or(Value::Null))
+            .collect()
+    } else {
+        items
+    };
+    if all_num {
+        items.sort_by(|a, b| match (a, b) {
+            (Value::Number(x), Value::Number(y)) => x.total_cmp(y),
+            _ => std::cmp::Ordering::Equal,
+        });
+    } else {
+        items.sort_by_key(|v| v.to_json().to_string());
+    }
+    items.dedup();
+    items
 }
