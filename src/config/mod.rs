@@ -157,11 +157,14 @@ fn load_into(dir: &Path, inputs: &VarInputs, diags: &mut Diagnostics) -> Option<
                     .file_name()
                     .map(|n| n.to_string_lossy().to_string())
                     .unwrap_or_default();
+                // The text as read (no BOM, LF endings): a checkout with
+                // CRLF endings has the same configuration hash.
+                let source = Source::new(name, text);
                 hasher.update(file_name.as_bytes());
                 hasher.update(&[0]);
-                hasher.update(text.as_bytes());
+                hasher.update(source.text.as_bytes());
                 hasher.update(&[0]);
-                sources.push(Source::new(name, text));
+                sources.push(source);
             }
             Err(e) => diags.push(Diagnostic::unreadable(
                 &name,
