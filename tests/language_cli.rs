@@ -234,3 +234,100 @@ fn fmt_keeps_a_files_own_line_ending_and_bom_and_makes_it_consistent() {
     let o = standby(dir.path(), &["fmt", "--check"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
 }
+
+const DYNAMIC: &str = r#"
+locals {
+  inventory = {
+    db  = { disks = { system = "db/system.img", data = "db/data.img" }, checks = ["fs", "sql"] }
+    web = { disks = { system = "web/system.img" }, checks = [] }
+  }
+}
+machine "m" {
+  for_each = local.inventory
+  site     = site.onprem
+  dynamic "disk" {
+    for_each = each.value.disks
+    labels   = [disk.key]
+    content {
+      path = disk.value
+    }
+  }
+  dynamic "check" {
+    for_each = each.value.checks
+    iterator = c
+    labels   = [c.value]
+    content {
+      command = ["sh", "-c", "exit 0", c.key]
+    }
+  }
+}
+protection "m" {
+  for_each = machine.m
+  machine  = each.value
+  target   = site.dr
+  vault    = vault.main
+  policy   = policy.standard
+}
+recovery_plan "shop" {
+  dynamic "group" {
+    for_each = ["db", "web"]
+    labels   = [group.value]
+    content {
+      machines = [machine.m[group.value]]
+    }
+  }
+}
+"#;
+
+#[test]
+fn dynamic_blocks_generate_disks_checks_and_groups() {
+    let dir = config(DYNAMIC);
+    let o = standby(dir.path(), &["plan", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let plan: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let attrs = |addr: &str| -> Vec<(String, serde_json::Value)> {
+        plan["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["address"] == addr)
+            .unwrap_or_else(|| panic!("no {addr} in {plan}"))["attributes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| (a["name"].as_str().unwrap().to_string(), a["after"].clone()))
+            .collect()
+    };
+    let db = attrs(r#"machine.m["db"]"#);
+    let names: Vec<&str> = db.iter().map(|(n, _)| n.as_str()).collect();
+    assert!(names.contains(&"disk.system.path") && names.contains(&"disk.data.path"), "{db:?}");
+    assert!(names.contains(&"check.fs.command") && names.contains(&"check.sql.command"), "{db:?}");
+    let sql = db.iter().find(|(n, _)| n == "check.sql.command").unwrap();
+    assert_eq!(sql.1, serde_json::json!(["sh", "-c", "exit 0", "1"]));
+    let web = attrs(r#"machine.m["web"]"#);
+    let names: Vec<&str> = web.iter().map(|(n, _)| n.as_str()).collect();
+    assert!(names.contains(&"disk.system.path") && !names.contains(&"disk.data.path"), "{web:?}");
+    assert!(!names.iter().any(|n| n.starts_with("check.")), "{web:?}");
+    let shop = attrs("recovery_plan.shop");
+    let groups = shop.iter().find(|(n, _)| n == "groups").unwrap();
+    assert_eq!(groups.1, serde_json::json!(["db", "web"]));
+}
+
+#[test]
+fn an_error_inside_a_dynamic_block_points_at_its_content() {
+    let bad = DYNAMIC.replace("path = disk.value", "path = disk.value.nope");
+    let dir = config(&bad);
+    let o = standby(dir.path(), &["validate", "--json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let d = &j["diagnostics"][0];
+    // `path = disk.value.nope` is line 33 of main.hcl (BASE is 18 lines).
+    assert_eq!(d["line"], 33, "{j}");
+    assert!(d["message"].as_str().unwrap().contains("cannot index"), "{j}");
+    // A dynamic block for a block type the machine does not have.
+    let wrong = DYNAMIC.replace("dynamic \"disk\"", "dynamic \"disks\"");
+    let dir = config(&wrong);
+    let o = standby(dir.path(), &["validate"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("cannot generate `disks` blocks"), "{}", text(&o));
+}

@@ -537,9 +537,10 @@ pub fn machine(
 ) -> Option<Machine> {
     let mut scope = ctx.scope(&t.source);
     scope.each = key.as_deref().map(|k| (k, each));
-    let mut r = Reader::new(
+    let expanded = super::dynamic::expand(&scope, t.block, &["disk", "check"], diags)?;
+    let mut r = Reader::expanded(
         scope,
-        t.block,
+        &expanded,
         &["site", "for_each"],
         &["disk", "quiesce", "boot", "shutdown", "check"],
         diags,
@@ -936,9 +937,10 @@ pub fn recovery_plan(
     config: &crate::model::Config,
     diags: &mut Diagnostics,
 ) -> Option<RecoveryPlan> {
+    let expanded = super::dynamic::expand(&ctx.scope(&t.source), t.block, &["group"], diags)?;
     let mut group_names = Vec::new();
     let mut seen = HashMap::new();
-    for b in t
+    for b in expanded
         .block
         .body
         .blocks()
@@ -953,7 +955,7 @@ pub fn recovery_plan(
     }
     let mut scope = ctx.scope(&t.source);
     scope.groups = Some(&group_names);
-    let mut r = Reader::new(scope, t.block, &["active_site"], &["group", "drill"], diags);
+    let mut r = Reader::expanded(scope, &expanded, &["active_site"], &["group", "drill"], diags);
     let this = Address::new(Kind::RecoveryPlan, &t.name);
     let active_site = if r.has("active_site") {
         r.reference("active_site", Kind::Site, diags)

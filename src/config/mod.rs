@@ -9,6 +9,7 @@
 
 mod backend;
 mod diag;
+mod dynamic;
 mod eval;
 mod funcs;
 mod lower;
