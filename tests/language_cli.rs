@@ -331,3 +331,40 @@ fn an_error_inside_a_dynamic_block_points_at_its_content() {
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).contains("cannot generate `disks` blocks"), "{}", text(&o));
 }
+
+#[test]
+fn count_makes_numbered_machines_and_protections() {
+    let counted = r#"
+machine "web" {
+  count = 2
+  site  = site.onprem
+  disk "system" { path = "web${count.index}/system.img" }
+}
+protection "web" {
+  count   = "2"
+  machine = machine.web[count.index]
+  target  = site.dr
+  vault   = vault.main
+  policy  = policy.standard
+}
+"#;
+    let dir = config(counted);
+    let o = standby(dir.path(), &["plan", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let plan: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let changes = plan["changes"].as_array().unwrap();
+    let find = |a: &str| changes.iter().find(|c| c["address"] == a).cloned();
+    let web1 = find(r#"machine.web["1"]"#).unwrap_or_else(|| panic!("{plan}"));
+    assert!(web1.to_string().contains("web1/system.img"), "{web1}");
+    assert!(find(r#"protection.web["0"]"#).is_some(), "{plan}");
+    assert!(find(r#"machine.web["2"]"#).is_none(), "{plan}");
+    // count beside for_each, and count.index without count, are errors.
+    let both = counted.replace("count = 2", "count = 2\n  for_each = [\"a\"]");
+    let o = standby(config(&both).path(), &["validate"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("sets both `count` and `for_each`"), "{}", text(&o));
+    let stray = counted.replace("count   = \"2\"\n", "");
+    let o = standby(config(&stray).path(), &["validate"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("only available in a block with `count`"), "{}", text(&o));
+}

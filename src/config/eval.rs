@@ -554,6 +554,15 @@ impl<'a> Scope<'a> {
                     )),
                 }
             }
+            "count" => Err(out.err(
+                Diagnostic::error(
+                    "standby::each_outside_for_each",
+                    whole,
+                    format!("`count.{first}` is only available in a block with `count`"),
+                )
+                .label("no count here")
+                .help("add `count = N` to this machine or protection block (count.index is then 0 to N-1)"),
+            )),
             "group" => {
                 let Some(groups) = self.groups else {
                     return Err(out.err(

@@ -280,6 +280,9 @@ pub fn instances(
     machine_keys: &MachineKeys,
     diags: &mut Diagnostics,
 ) -> Option<Vec<(Option<String>, Value)>> {
+    if let Some(c) = t.block.body.get_attribute("count") {
+        return count_instances(ctx, t, c, diags);
+    }
     let Some(attr) = t.block.body.get_attribute("for_each") else {
         return Some(vec![(None, Value::Null)]);
     };
@@ -349,6 +352,68 @@ pub fn instances(
             );
             None
         }
+    }
+}
+
+/// `count = N`: instances keyed "0" to "N-1" (Terraform's `[0]`...), each
+/// with its number as the value `count.index` reads.
+fn count_instances(
+    ctx: &Ctx,
+    t: &Top,
+    c: &hcl_edit::structure::Attribute,
+    diags: &mut Diagnostics,
+) -> Option<Vec<(Option<String>, Value)>> {
+    let loc = Loc::new(&t.source, hcl_edit::Span::span(&c.value));
+    if let Some(fe) = t.block.body.get_attribute("for_each") {
+        diags.push(
+            Diagnostic::error(
+                "standby::count_and_for_each",
+                Loc::new(&t.source, hcl_edit::Span::span(&fe.key)),
+                format!("{} sets both `count` and `for_each`", super::reader::describe(t.block)),
+            )
+            .label("second way to repeat the block")
+            .help("use one of them: for_each for instances named by key, count for numbered ones"),
+        );
+        return None;
+    }
+    let scope = ctx.scope(&t.source);
+    let mut out = super::eval::Out {
+        diags: &mut *diags,
+        sensitive: false,
+    };
+    let v = scope.eval(&c.value, &mut out).ok()?;
+    match super::value::Type::Number.convert(v.clone()) {
+        Ok(Value::Number(n)) if n.fract() == 0.0 && (0.0..=100_000.0).contains(&n) => Some(
+            (0..n as u64)
+                .map(|i| (Some(i.to_string()), Value::Number(i as f64)))
+                .collect(),
+        ),
+        _ => {
+            diags.push(
+                Diagnostic::error(
+                    "standby::wrong_type",
+                    loc,
+                    format!("`count` needs a whole number from 0, found {}", match v {
+                        Value::Number(n) => super::value::format_number(n),
+                        other => other.type_name(),
+                    }),
+                )
+                .label("not a count")
+                .help("count = 3 makes instances [0], [1] and [2]"),
+            );
+            None
+        }
+    }
+}
+
+/// The scope of one instance: `each.key`/`each.value` with `for_each`,
+/// `count.index` with `count`.
+fn instance_scope<'a>(scope: &mut Scope<'a>, t: &Top, key: &'a Option<String>, each: &'a Value) {
+    if t.block.body.has_attribute("count") {
+        let index = std::collections::BTreeMap::from([("index".to_string(), each.clone())]);
+        scope.for_vars.push(("count".to_string(), Value::Map(index)));
+    } else {
+        scope.each = key.as_deref().map(|k| (k, each));
     }
 }
 
@@ -536,12 +601,12 @@ pub fn machine(
     diags: &mut Diagnostics,
 ) -> Option<Machine> {
     let mut scope = ctx.scope(&t.source);
-    scope.each = key.as_deref().map(|k| (k, each));
+    instance_scope(&mut scope, t, key, each);
     let expanded = super::dynamic::expand(&scope, t.block, &["disk", "check"], diags)?;
     let mut r = Reader::expanded(
         scope,
         &expanded,
-        &["site", "for_each"],
+        &["site", "for_each", "count"],
         &["disk", "quiesce", "boot", "shutdown", "check"],
         diags,
     );
@@ -747,7 +812,7 @@ pub fn protection(
     diags: &mut Diagnostics,
 ) -> Option<Protection> {
     let mut scope = ctx.scope(&t.source);
-    scope.each = key.as_deref().map(|k| (k, each));
+    instance_scope(&mut scope, t, key, each);
     let attrs = [
         "machine",
         "target",
@@ -756,6 +821,7 @@ pub fn protection(
         "consistency_group",
         "prevent_destroy",
         "for_each",
+        "count",
     ];
     let mut r = Reader::new(scope, t.block, &attrs, &[], diags);
     let this = addr(Kind::Protection, &t.name, key);
