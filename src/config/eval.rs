@@ -368,6 +368,42 @@ impl<'a> Scope<'a> {
         v.ok()
     }
 
+    /// For `try` and `can`: Ok(None) when `e` fails at evaluation, but a
+    /// static mistake (an undeclared name, an unknown function) is still
+    /// an error, as in Terraform, so a typo is not taken for "absent".
+    fn attempt(&self, e: &Expression, out: &mut Out) -> Eval<Option<Value>> {
+        let mut scratch = Diagnostics::default();
+        let mut inner = Out {
+            diags: &mut scratch,
+            sensitive: false,
+        };
+        self.locals.speculative.set(self.locals.speculative.get() + 1);
+        let v = self.eval(e, &mut inner);
+        self.locals.speculative.set(self.locals.speculative.get() - 1);
+        if inner.sensitive {
+            out.sensitive = true;
+        }
+        if v.is_ok() {
+            return Ok(v.ok());
+        }
+        let is_static = |d: &Diagnostic| {
+            matches!(
+                d.code,
+                "standby::unknown_function"
+                    | "standby::unsupported_function"
+                    | "standby::each_outside_for_each"
+                    | "standby::cycle"
+            ) || (d.code == "standby::unknown_reference" && d.message.starts_with("unknown reference"))
+        };
+        if scratch.items.iter().any(is_static) {
+            for d in scratch.items.into_iter().filter(is_static) {
+                out.diags.push(d);
+            }
+            return Err(Failed);
+        }
+        Ok(None)
+    }
+
     fn template_piece(&self, v: Value, e: &Expression, out: &mut Out) -> Eval<String> {
         match v.to_template_string() {
             Some(piece) => Ok(piece),
@@ -1025,7 +1061,7 @@ impl<'a> Scope<'a> {
                     return Err(bad(out, "try() needs at least one argument".into()));
                 }
                 for e in &exprs {
-                    if let Some(v) = self.speculate(e, out) {
+                    if let Some(v) = self.attempt(e, out)? {
                         return Ok(v);
                     }
                 }
@@ -1038,7 +1074,7 @@ impl<'a> Scope<'a> {
                 let [e] = exprs.as_slice() else {
                     return Err(bad(out, format!("can() takes 1 argument, got {}", exprs.len())));
                 };
-                return Ok(Value::Bool(self.speculate(e, out).is_some()));
+                return Ok(Value::Bool(self.attempt(e, out)?.is_some()));
             }
             _ => {}
         }
