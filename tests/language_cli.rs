@@ -368,3 +368,34 @@ protection "web" {
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).contains("only available in a block with `count`"), "{}", text(&o));
 }
+
+#[test]
+fn file_refuses_a_symbolic_link_that_leads_outside_the_configuration() {
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("secret"), "s3cr3t").unwrap();
+    let cfg = r#"
+machine "db" {
+  site = site.onprem
+  disk "data" { path = "db/data.img" }
+  check "c" { command = ["echo", file("link")] }
+}
+protection "db" {
+  machine = machine.db
+  target  = site.dr
+  vault   = vault.main
+  policy  = policy.standard
+}
+"#;
+    let dir = config(cfg);
+    std::os::unix::fs::symlink(outside.path().join("secret"), dir.path().join("link")).unwrap();
+    let o = standby(dir.path(), &["validate"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("leads outside the configuration directory"), "{}", text(&o));
+    assert!(!text(&o).contains("s3cr3t"));
+    // A link that stays inside is fine.
+    std::fs::remove_file(dir.path().join("link")).unwrap();
+    std::fs::write(dir.path().join("real.txt"), "inside").unwrap();
+    std::os::unix::fs::symlink("real.txt", dir.path().join("link")).unwrap();
+    let o = standby(dir.path(), &["validate"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+}

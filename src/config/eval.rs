@@ -14,6 +14,11 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Range;
 use std::sync::Arc;
 
+thread_local! {
+    /// How many `templatefile` templates are being rendered on this thread.
+    static TEMPLATE_DEPTH: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 /// The evaluation failed; its diagnostic has already been recorded.
 #[derive(Debug, Clone, Copy)]
 pub struct Failed;
@@ -514,12 +519,12 @@ impl<'a> Scope<'a> {
             Expression::Variable(v) => v.as_str(),
             other => {
                 let v = self.eval(other, out)?;
-                return self.apply_ops(v, &ops, t, out);
+                return self.apply_ops(v, &ops, out);
             }
         };
         if self.for_vars.iter().any(|(n, _)| n == root) {
             let v = self.bare_variable(root, None, out)?;
-            return self.apply_ops(v, &ops, t, out);
+            return self.apply_ops(v, &ops, out);
         }
         let whole = self.loc(t.span());
         let first = match ops.first() {
@@ -537,7 +542,7 @@ impl<'a> Scope<'a> {
                     if v.sensitive {
                         out.sensitive = true;
                     }
-                    self.apply_ops(v.value.clone(), rest, t, out)
+                    self.apply_ops(v.value.clone(), rest, out)
                 }
                 None => Err(self.unknown(
                     whole,
@@ -563,7 +568,7 @@ impl<'a> Scope<'a> {
                 if sensitive {
                     out.sensitive = true;
                 }
-                self.apply_ops(v, rest, t, out)
+                self.apply_ops(v, rest, out)
             }
             "each" => {
                 let Some((key, value)) = self.each else {
@@ -578,8 +583,8 @@ impl<'a> Scope<'a> {
                     ));
                 };
                 match first {
-                    "key" => self.apply_ops(Value::String(key.to_string()), rest, t, out),
-                    "value" => self.apply_ops(value.clone(), rest, t, out),
+                    "key" => self.apply_ops(Value::String(key.to_string()), rest, out),
+                    "value" => self.apply_ops(value.clone(), rest, out),
                     other => Err(self.unknown(
                         whole,
                         "each",
@@ -787,7 +792,6 @@ impl<'a> Scope<'a> {
         &self,
         mut v: Value,
         ops: &[&TraversalOperator],
-        t: &hcl_edit::expr::Traversal,
         out: &mut Out,
     ) -> Eval<Value> {
         for (i, op) in ops.iter().enumerate() {
@@ -823,9 +827,9 @@ impl<'a> Scope<'a> {
                     };
                     let mapped = items
                         .into_iter()
-                        .map(|item| self.apply_ops(item, &rest[..n], t, out))
+                        .map(|item| self.apply_ops(item, &rest[..n], out))
                         .collect::<Eval<Vec<_>>>()?;
-                    return self.apply_ops(Value::List(mapped), &rest[n..], t, out);
+                    return self.apply_ops(Value::List(mapped), &rest[n..], out);
                 }
             };
         }
@@ -1158,6 +1162,10 @@ impl<'a> Scope<'a> {
         let Value::Map(vars) = vars else {
             return Err(format!("the variables must be a map, found {}", vars.type_name()));
         };
+        if TEMPLATE_DEPTH.get() > 0 {
+            // As in Terraform: a template calling templatefile could recurse forever.
+            return Err("templatefile() cannot be called from inside a template".into());
+        }
         let text = super::funcs::read_config_file(dir, path)?;
         let shown = super::display_path(&dir.join(path));
         let src = Source::new(shown.clone(), text);
@@ -1180,7 +1188,10 @@ impl<'a> Scope<'a> {
         let mut scope = empty.scope(&src);
         scope.for_vars = vars.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         let mut s = String::new();
-        match scope.render(&t, false, false, &mut s, out) {
+        TEMPLATE_DEPTH.set(TEMPLATE_DEPTH.get() + 1);
+        let rendered = scope.render(&t, false, false, &mut s, out);
+        TEMPLATE_DEPTH.set(TEMPLATE_DEPTH.get() - 1);
+        match rendered {
             Ok(()) => Ok(Value::String(s)),
             Err(Failed) => Err(format!("the template {shown} failed (see the error in it)")),
         }

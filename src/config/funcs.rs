@@ -519,6 +519,7 @@ fn regex(p: &str) -> Result<regex::Regex, FnError> {
 /// leave it (absolute, or through `..`) are refused, so a configuration
 /// cannot read the machine's other files into a plan.
 pub fn read_config_file(dir: &Path, p: &str) -> Result<String, String> {
+    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
     let rel = Path::new(p);
     let mut norm = PathBuf::new();
     for c in rel.components() {
@@ -542,6 +543,9 @@ pub fn read_config_file(dir: &Path, p: &str) -> Result<String, String> {
         return Err(format!(
             "{p:?} leads outside the configuration directory (through a symbolic link)"
         ));
+    }
+    if !real.is_file() {
+        return Err(format!("{p:?} is not a regular file"));
     }
     let bytes = std::fs::read(&real).map_err(|e| format!("cannot read {p:?}: {e}"))?;
     let text = String::from_utf8(bytes)
@@ -622,6 +626,10 @@ pub fn format(fmt: &str, args: &[Value]) -> Result<String, String> {
         if i < chars.len() && chars[i] == '.' {
             i += 1;
             prec = Some(read_num(&mut i).unwrap_or(0));
+        }
+        // A configuration must not be able to ask for gigabytes of padding.
+        if width.unwrap_or(0) > 1000 || prec.unwrap_or(0) > 1000 {
+            return Err("a width or precision above 1000 is not supported".into());
         }
         let verb = *chars.get(i).ok_or("the format ends with an unfinished % verb")?;
         i += 1;
