@@ -399,3 +399,31 @@ protection "db" {
     let o = standby(dir.path(), &["validate"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
 }
+
+#[test]
+fn function_errors_do_not_show_sensitive_arguments() {
+    let cfg = r#"
+variable "token" {
+  sensitive = true
+  default   = "hunter2-token"
+}
+machine "db" {
+  site = site.onprem
+  disk "data" { path = "db/data.img" }
+  check "c" { command = ["echo", lookup({ a = 1 }, var.token)] }
+  check "d" { command = ["echo", jsonencode({ for x in [var.token, var.token] : x => 1 })] }
+}
+protection "db" {
+  machine = machine.db
+  target  = site.dr
+  vault   = vault.main
+  policy  = policy.standard
+}
+"#;
+    let dir = config(cfg);
+    let o = standby(dir.path(), &["validate"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("details hidden"), "{}", text(&o));
+    assert!(text(&o).contains("key hidden"), "{}", text(&o));
+    assert!(!text(&o).contains("hunter2"), "{}", text(&o));
+}

@@ -1024,6 +1024,17 @@ impl<'a> Scope<'a> {
                 continue;
             }
             if let Some(first) = first_of.get(&key) {
+                if out.sensitive {
+                    return Err(out.err(
+                        Diagnostic::error(
+                            "standby::duplicate_key",
+                            self.loc(ke.span()),
+                            "duplicate object key (key hidden: it comes from a sensitive variable)",
+                        )
+                        .label("a key produced twice")
+                        .help("keys must be unique; group items with `...` after the value"),
+                    ));
+                }
                 return Err(out.err(
                     Diagnostic::error(
                         "standby::duplicate_key",
@@ -1111,6 +1122,11 @@ impl<'a> Scope<'a> {
         }
         match super::funcs::call(name, &args, &dir) {
             Ok(v) => Ok(v),
+            // The message may quote an argument: not one from a sensitive variable.
+            Err(FnError::Bad(_)) if out.sensitive => Err(bad(
+                out,
+                format!("{name}() failed; details hidden because an argument comes from a sensitive variable"),
+            )),
             Err(FnError::Bad(msg)) => Err(bad(out, msg)),
             Err(FnError::Unsupported) => Err(out.err(
                 Diagnostic::error(
