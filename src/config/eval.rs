@@ -187,6 +187,20 @@ impl<'a> Scope<'a> {
                             self.key_string(kv, ke.span(), out)?
                         }
                     };
+                    if map.contains_key(&key) {
+                        // Two keys that evaluate alike ({ (local.k) = 1, x = 2 }):
+                        // refused rather than one silently winning.
+                        let shown = if out.sensitive { "(hidden)".to_string() } else { format!("{key:?}") };
+                        return Err(out.err(
+                            Diagnostic::error(
+                                "standby::duplicate_key",
+                                self.loc(k.span()),
+                                format!("duplicate object key {shown}: an earlier key of this object has the same value"),
+                            )
+                            .label("second time")
+                            .help("each key appears once per object: remove or rename one"),
+                        ));
+                    }
                     map.insert(key, self.eval(v.expr(), out)?);
                 }
                 Ok(Value::Map(map))

@@ -100,7 +100,8 @@ impl Value {
 /// the last place of the result (binary rounding noise), else the shortest
 /// form that reads back exactly (`1/3` is `0.3333333333333333`).
 pub fn format_number(n: f64) -> String {
-    if n.fract() == 0.0 && n.abs() < 9e15 {
+    // Whole numbers print exactly (every f64 from 2^53 up is whole).
+    if n.fract() == 0.0 && n.abs() < 9.2e18 {
         return format!("{}", n as i64);
     }
     if !n.is_finite() {
