@@ -208,8 +208,12 @@ impl Type {
                 // The text is not shown: it may come from a sensitive variable.
                 .ok_or_else(|| "a string that is not a number".to_string()),
             (Type::Bool, Value::Bool(b)) => Ok(Value::Bool(b)),
-            (Type::Bool, Value::String(s)) if s == "true" || s == "false" => {
-                Ok(Value::Bool(s == "true"))
+            // go-cty's string-to-bool conversion: "true"/"1", "false"/"0".
+            (Type::Bool, Value::String(s)) if matches!(s.as_str(), "true" | "1" | "false" | "0") => {
+                Ok(Value::Bool(s == "true" || s == "1"))
+            }
+            (Type::Bool, Value::String(s)) if s.eq_ignore_ascii_case("true") || s.eq_ignore_ascii_case("false") => {
+                Err("a string with a capital letter (to convert from a string, use lowercase \"true\" or \"false\")".to_string())
             }
             (Type::List(t), Value::List(items)) => items
                 .into_iter()
