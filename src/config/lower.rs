@@ -344,6 +344,12 @@ pub fn instances(
                 })
                 .collect(),
         ),
+        // That machine's own for_each failed and was reported.
+        Value::Ref(Ref::Object {
+            kind: Kind::Machine,
+            name,
+            key: None,
+        }) if matches!(machine_keys.get(&name), Some(None)) => None,
         other => {
             diags.push(
                 Diagnostic::error("standby::for_each_not_collection", loc, format!("for_each needs a map or a list of strings, found {}", other.type_name()))
