@@ -9,7 +9,9 @@
 //! through `jsonencode`) or `{"name", "expr", "error": "TEXT"}` (loading
 //! fails with a diagnostic whose message or help contains TEXT), with
 //! optional `"hcl"` (more top-level blocks), `"files"` (`{name: content}`
-//! written beside the configuration) and `"vars"` (`--var` values).
+//! written beside the configuration) and `"vars"` (`--var` values). A case
+//! standby knowingly answers differently carries `"differs"` (why) and
+//! `"standby"` (its value) beside Terraform's `"want"`.
 
 use serde_json::Value as Json;
 use standby::config::{VarInputs, load};
@@ -122,7 +124,13 @@ fn conformance_cases_match_terraform() {
             let tmp = tempfile::tempdir().unwrap();
             let name = format!("{file}: {}", case["name"].as_str().unwrap_or("?"));
             let got = run(tmp.path(), case);
-            match (case.get("want"), case.get("error").and_then(Json::as_str), got) {
+            // A recorded difference: `want` is Terraform's value, `standby`
+            // standby's, `differs` why (docs/LANGUAGE.md lists them).
+            let want = match case.get("differs") {
+                Some(_) => case.get("standby"),
+                None => case.get("want"),
+            };
+            match (want, case.get("error").and_then(Json::as_str), got) {
                 (Some(want), None, Ok(got)) if same(want, &got) => {}
                 (None, Some(text), Err(diags))
                     if diags.to_lowercase().contains(&text.to_lowercase()) => {}

@@ -158,7 +158,7 @@ impl<'a> Scope<'a> {
             Expression::Null(_) => Ok(Value::Null),
             Expression::Bool(b) => Ok(Value::Bool(**b)),
             Expression::Number(n) => Ok(Value::Number(n.as_f64().unwrap_or(f64::NAN))),
-            Expression::String(s) => Ok(Value::String(s.to_string())),
+            Expression::String(s) => Ok(Value::String(nfc(s))),
             Expression::Array(a) => a
                 .iter()
                 .map(|i| self.eval(i, out))
@@ -187,20 +187,7 @@ impl<'a> Scope<'a> {
                             self.key_string(kv, ke.span(), out)?
                         }
                     };
-                    if map.contains_key(&key) {
-                        // Two keys that evaluate alike ({ (local.k) = 1, x = 2 }):
-                        // refused rather than one silently winning.
-                        let shown = if out.sensitive { "(hidden)".to_string() } else { format!("{key:?}") };
-                        return Err(out.err(
-                            Diagnostic::error(
-                                "standby::duplicate_key",
-                                self.loc(k.span()),
-                                format!("duplicate object key {shown}: an earlier key of this object has the same value"),
-                            )
-                            .label("second time")
-                            .help("each key appears once per object: remove or rename one"),
-                        ));
-                    }
+                    // Two keys that evaluate alike: the later wins, as in HCL.
                     map.insert(key, self.eval(v.expr(), out)?);
                 }
                 Ok(Value::Map(map))
@@ -318,7 +305,7 @@ impl<'a> Scope<'a> {
                     if trim_end {
                         text = text.trim_end();
                     }
-                    s.push_str(text);
+                    s.push_str(&nfc(text));
                 }
                 Element::Interpolation(it) => {
                     let v = self.eval(&it.expr, out)?;
@@ -969,13 +956,14 @@ impl<'a> Scope<'a> {
                 .help("Terraform refuses to divide by zero too"),
             ));
         }
+        let dec = |c: char, f: f64| super::value::decimal(x, c, y).unwrap_or(f);
         let n = match op {
-            B::Plus => x + y,
-            B::Minus => x - y,
-            B::Mul => x * y,
+            B::Plus => dec('+', x + y),
+            B::Minus => dec('-', x - y),
+            B::Mul => dec('*', x * y),
             B::Div => x / y,
             // cty: the remainder takes the sign of the dividend, like Go's.
-            B::Mod => x % y,
+            B::Mod => dec('%', x % y),
             B::Less => return Ok(Value::Bool(x < y)),
             B::LessEq => return Ok(Value::Bool(x <= y)),
             B::Greater => return Ok(Value::Bool(x > y)),
@@ -1282,4 +1270,13 @@ fn dedent_directives(t: &mut Template, n: usize) {
             nested(d, n);
         }
     }
+}
+
+/// String literals are normalised to Unicode NFC, as HCL does, so `"é"`
+/// typed as one character or as `e` and a combining accent is one string.
+fn nfc(s: &str) -> String {
+    if s.is_ascii() {
+        return s.to_string();
+    }
+    unicode_normalization::UnicodeNormalization::nfc(s).collect()
 }

@@ -92,22 +92,30 @@ fn arity(name: &str, args: &[Value], min: usize, max: usize) -> Result<(), FnErr
     Ok(())
 }
 
-/// Grapheme clusters, approximated: a base character with the combining
-/// marks, variation selectors, emoji modifiers and joined characters after it.
+/// User-perceived characters (extended grapheme clusters), as Terraform's
+/// `length` counts them.
 pub fn graphemes(s: &str) -> usize {
-    let mut n = 0;
-    let mut join = false;
+    unicode_segmentation::UnicodeSegmentation::graphemes(s, true).count()
+}
+
+/// Case mapping per character, as Go's `strings.ToLower`/`ToUpper` (and so
+/// Terraform) do it: a character whose mapping is several characters
+/// (`ß` to `SS`) stays as it is, and Greek sigma has no final form.
+fn map_case(s: &str, upper: bool) -> String {
+    let mut out = String::with_capacity(s.len());
     for c in s.chars() {
-        let u = c as u32;
-        let extends = matches!(u,
-            0x0300..=0x036F | 0x1AB0..=0x1AFF | 0x1DC0..=0x1DFF | 0x20D0..=0x20FF
-            | 0xFE20..=0xFE2F | 0xFE00..=0xFE0F | 0x1F3FB..=0x1F3FF | 0x200D | 0xE0020..=0xE007F);
-        if !(extends || join) || n == 0 {
-            n += 1;
+        let mapped: Vec<char> = if upper {
+            c.to_uppercase().collect()
+        } else {
+            c.to_lowercase().collect()
+        };
+        if mapped.len() == 1 {
+            out.push(mapped[0]);
+        } else {
+            out.push(c);
         }
-        join = u == 0x200D;
     }
-    n
+    out
 }
 
 /// Call a function that needs only its argument values. `dir` is the
@@ -149,8 +157,8 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
             arity(name, a, 1, 1)?;
             let s = string(&a[0], "the argument")?;
             Ok(Value::String(match name {
-                "lower" => s.to_lowercase(),
-                "upper" => s.to_uppercase(),
+                "lower" => map_case(&s, false),
+                "upper" => map_case(&s, true),
                 "trimspace" => s.trim().to_string(),
                 _ => s.trim_end_matches(['\r', '\n']).to_string(),
             }))

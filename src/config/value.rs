@@ -94,26 +94,68 @@ impl Value {
     }
 }
 
-/// A number as Terraform prints it. Terraform computes in decimal-exact
-/// big floats, so `0.1 + 0.2` is `0.3`; standby computes in binary f64 and
-/// prints the 15-significant-digit form when it is within a few units in
-/// the last place of the result (binary rounding noise), else the shortest
-/// form that reads back exactly (`1/3` is `0.3333333333333333`).
+/// A number as Terraform prints it: whole numbers without a fraction,
+/// others in the shortest form that reads back as the same f64. Sums,
+/// differences, products and remainders are computed in decimal
+/// ([`decimal`]), so `0.1 + 0.2` is `0.3` as in Terraform's big floats.
 pub fn format_number(n: f64) -> String {
     // Whole numbers print exactly (every f64 from 2^53 up is whole).
     if n.fract() == 0.0 && n.abs() < 9.2e18 {
         return format!("{}", n as i64);
     }
-    if !n.is_finite() {
-        return format!("{n}");
+    format!("{n}")
+}
+
+/// A number's shortest decimal form as (digits, scale): 5.1 is (51, 1).
+fn to_decimal(x: f64) -> Option<(i128, u32)> {
+    if !x.is_finite() {
+        return None;
     }
-    let short: f64 = format!("{n:.14e}").parse().unwrap_or(n);
-    let ulp = f64::from_bits(n.abs().to_bits() + 1) - n.abs();
-    let best = if (short - n).abs() <= 4.0 * ulp { short } else { n };
-    if best.fract() == 0.0 && best.abs() < 9e15 {
-        return format!("{}", best as i64);
+    let s = format!("{x:e}");
+    let (mantissa, exp) = s.split_once('e')?;
+    let exp: i32 = exp.parse().ok()?;
+    let (neg, mantissa) = match mantissa.strip_prefix('-') {
+        Some(m) => (true, m),
+        None => (false, mantissa),
+    };
+    let frac = mantissa.split_once('.').map_or(0, |(_, f)| f.len()) as i32;
+    let digits: i128 = mantissa.replace('.', "").parse().ok()?;
+    let digits = if neg { -digits } else { digits };
+    let scale = frac - exp;
+    if scale >= 0 {
+        (scale <= 36).then_some((digits, scale as u32))
+    } else {
+        let up = 10i128.checked_pow((-scale) as u32)?;
+        digits.checked_mul(up).map(|d| (d, 0))
     }
-    format!("{best}")
+}
+
+/// `x OP y` for `+ - * %` in exact decimal arithmetic on the numbers'
+/// shortest decimal forms (as Terraform's big floats give for decimal
+/// input), rounded once to f64; None when the digits do not fit, and the
+/// caller computes in f64.
+pub fn decimal(x: f64, op: char, y: f64) -> Option<f64> {
+    let (a, sa) = to_decimal(x)?;
+    let (b, sb) = to_decimal(y)?;
+    let (m, scale) = if op == '*' {
+        (a.checked_mul(b)?, sa + sb)
+    } else {
+        let s = sa.max(sb);
+        let a = a.checked_mul(10i128.checked_pow(s - sa)?)?;
+        let b = b.checked_mul(10i128.checked_pow(s - sb)?)?;
+        let m = match op {
+            '+' => a.checked_add(b)?,
+            '-' => a.checked_sub(b)?,
+            // The remainder has the dividend's sign, as in Go and cty.
+            '%' if b != 0 => a.checked_rem(b)?,
+            _ => return None,
+        };
+        (m, s)
+    };
+    if scale > 60 {
+        return None;
+    }
+    format!("{m}e-{scale}").parse().ok()
 }
 
 /// A variable's declared type: `string`, `number`, `bool`, `any`,
