@@ -4,7 +4,7 @@
 
 use super::diag::{Diagnostic, Diagnostics, Loc, Source, did_you_mean};
 use super::funcs::FnError;
-use super::value::{Ref, Type, Value, format_number};
+use super::value::{Ref, Type, Value, format_number, nfc};
 use crate::model::Kind;
 use hcl_edit::Span;
 use hcl_edit::expr::{BinaryOperator, Expression, ObjectKey, TraversalOperator, UnaryOperator};
@@ -1270,13 +1270,4 @@ fn dedent_directives(t: &mut Template, n: usize) {
             nested(d, n);
         }
     }
-}
-
-/// String literals are normalised to Unicode NFC, as HCL does, so `"é"`
-/// typed as one character or as `e` and a combining accent is one string.
-fn nfc(s: &str) -> String {
-    if s.is_ascii() {
-        return s.to_string();
-    }
-    unicode_normalization::UnicodeNormalization::nfc(s).collect()
 }

@@ -505,7 +505,9 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
         "file" => {
             arity(name, a, 1, 1)?;
             let p = string(&a[0], "the path")?;
-            read_config_file(dir, &p).map(Value::String).map_err(FnError::Bad)
+            read_config_file(dir, &p)
+                .map(|t| Value::String(super::value::nfc(&t)))
+                .map_err(FnError::Bad)
         }
         _ if TERRAFORM_ONLY.contains(&name) => Err(FnError::Unsupported),
         _ => Err(FnError::Unknown),
@@ -577,7 +579,7 @@ fn from_json(j: serde_json::Value) -> Value {
         serde_json::Value::Null => Value::Null,
         serde_json::Value::Bool(b) => Value::Bool(b),
         serde_json::Value::Number(n) => Value::Number(n.as_f64().unwrap_or(f64::NAN)),
-        serde_json::Value::String(s) => Value::String(s),
+        serde_json::Value::String(s) => Value::String(super::value::nfc(&s)),
         serde_json::Value::Array(a) => Value::List(a.into_iter().map(from_json).collect()),
         serde_json::Value::Object(o) => {
             Value::Map(o.into_iter().map(|(k, v)| (k, from_json(v))).collect())

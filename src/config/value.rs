@@ -347,3 +347,12 @@ pub fn set_of(items: Vec<Value>) -> Vec<Value> {
     items.dedup();
     items
 }
+
+/// Unicode NFC, which go-cty gives every string (so `"é"` typed as one
+/// character or as `e` and a combining accent is one string).
+pub fn nfc(s: &str) -> String {
+    if s.is_ascii() {
+        return s.to_string();
+    }
+    unicode_normalization::UnicodeNormalization::nfc(s).collect()
+}

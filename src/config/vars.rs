@@ -291,7 +291,7 @@ fn hidden_value_error(d: &Declared, from: &str, diags: &mut Diagnostics) {
 /// as HCL expressions.
 fn from_text_raw(d: &Declared, source: &Arc<Source>, diags: &mut Diagnostics) -> Option<Value> {
     match d.ty {
-        Type::String | Type::Any => return Some(Value::String(source.text.clone())),
+        Type::String | Type::Any => return Some(Value::String(super::value::nfc(&source.text))),
         // Scalars convert from the text itself, so `--var n=three` is a type error, not a reference.
         Type::Number | Type::Bool => {
             return convert(
