@@ -183,7 +183,9 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
         "substr" => {
             arity(name, a, 3, 3)?;
             let s = string(&a[0], "the string")?;
-            let chars: Vec<char> = s.chars().collect();
+            // Grapheme clusters, as go-cty's substr counts.
+            let chars: Vec<&str> =
+                unicode_segmentation::UnicodeSegmentation::graphemes(s.as_str(), true).collect();
             let len = chars.len() as i64;
             let mut off = num(&a[1], "the offset")? as i64;
             let n = num(&a[2], "the length")? as i64;
@@ -194,7 +196,7 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
                 return bad("substr(): the offset is outside the string");
             }
             let end = if n < 0 { len } else { (off + n).min(len) };
-            Ok(Value::String(chars[off as usize..end as usize].iter().collect()))
+            Ok(Value::String(chars[off as usize..end as usize].concat()))
         }
         "split" => {
             arity(name, a, 2, 2)?;
