@@ -1205,12 +1205,13 @@ impl<'a> Scope<'a> {
         let empty = Empty::default();
         let mut scope = empty.scope(&src);
         scope.for_vars = vars.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        let mut s = String::new();
+        // As in Terraform, a template that is one interpolation gives its
+        // value unchanged (`${jsonencode(x)}` or `${true}`).
         TEMPLATE_DEPTH.set(TEMPLATE_DEPTH.get() + 1);
-        let rendered = scope.render(&t, false, false, &mut s, out);
+        let rendered = scope.template_value(&t, out);
         TEMPLATE_DEPTH.set(TEMPLATE_DEPTH.get() - 1);
         match rendered {
-            Ok(()) => Ok(Value::String(s)),
+            Ok(v) => Ok(v),
             Err(Failed) => Err(format!("the template {shown} failed (see the error in it)")),
         }
     }
