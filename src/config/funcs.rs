@@ -676,13 +676,19 @@ pub fn format(fmt: &str, args: &[Value]) -> Result<String, String> {
             },
             's' => match Type::String.convert(arg.clone()) {
                 Ok(Value::String(s)) => match prec {
-                    Some(p) => s.chars().take(p).collect(),
+                    Some(p) => take_graphemes(&s, p),
                     None => s,
                 },
                 _ => return Err(format!("%s needs a string, found {}", arg.type_name())),
             },
             'q' => match Type::String.convert(arg.clone()) {
-                Ok(Value::String(s)) => serde_json::to_string(&s).unwrap_or_default(),
+                Ok(Value::String(s)) => {
+                    let s = match prec {
+                        Some(p) => take_graphemes(&s, p),
+                        None => s,
+                    };
+                    serde_json::to_string(&s).unwrap_or_default()
+                }
                 _ => return Err(format!("%q needs a string, found {}", arg.type_name())),
             },
             't' => match Type::Bool.convert(arg.clone()) {
@@ -717,10 +723,7 @@ pub fn format(fmt: &str, args: &[Value]) -> Result<String, String> {
                         if verb == 'E' { s.to_uppercase() } else { s }
                     }
                     _ => {
-                        let s = match prec {
-                            Some(p) => format_number(format!("{:.*e}", p.max(1) - 1, n).parse().unwrap_or(n)),
-                            None => format_number(n),
-                        };
+                        let s = go_g(n, prec);
                         if verb == 'G' { s.to_uppercase() } else { s }
                     }
                 };
@@ -729,7 +732,8 @@ pub fn format(fmt: &str, args: &[Value]) -> Result<String, String> {
             _ => return Err(format!("unknown format verb %{verb}")),
         };
         let w = width.unwrap_or(0);
-        let len = text.chars().count();
+        // Width counts grapheme clusters, as go-cty's format does.
+        let len = graphemes(&text);
         if len < w {
             let pad = w - len;
             if minus {
@@ -751,13 +755,49 @@ pub fn format(fmt: &str, args: &[Value]) -> Result<String, String> {
             out.push_str(&text);
         }
     }
-    if let Some(unused) = used.iter().position(|u| !u) {
-        return Err(format!(
-            "too many arguments: argument {} is not used by the format",
-            unused + 1
-        ));
+    // As go-cty: arguments past the highest one a verb used are too many
+    // (`%[2]s` may skip the first).
+    let highest = used.iter().rposition(|u| *u).map_or(0, |i| i + 1);
+    if highest < args.len() {
+        return Err(if highest == 0 {
+            "too many arguments; no verbs in the format".to_string()
+        } else {
+            format!("too many arguments; only {highest} used by the format")
+        });
     }
     Ok(out)
+}
+
+fn take_graphemes(s: &str, n: usize) -> String {
+    unicode_segmentation::UnicodeSegmentation::graphemes(s, true)
+        .take(n)
+        .collect()
+}
+
+/// `%g` as Go formats a number: the shortest digits (or `prec`
+/// significant ones), in exponent form when the exponent is below -4 or
+/// at least the precision (6 when shortest).
+fn go_g(n: f64, prec: Option<usize>) -> String {
+    let e = match prec {
+        Some(p) => format!("{:.*e}", p.max(1) - 1, n),
+        None => format!("{n:e}"),
+    };
+    let Some((mant, exp)) = e.split_once('e') else {
+        return e;
+    };
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let mant = if mant.contains('.') {
+        mant.trim_end_matches('0').trim_end_matches('.')
+    } else {
+        mant
+    };
+    let eprec = prec.map_or(6, |p| p.max(1) as i32);
+    if exp < -4 || exp >= eprec {
+        let (sg, d) = if exp < 0 { ('-', -exp) } else { ('+', exp) };
+        return format!("{mant}e{sg}{d:02}");
+    }
+    let v: f64 = format!("{mant}e{exp}").parse().unwrap_or(n);
+    format_number(v)
 }
 
 /// `%e` as Go writes it: `1.234560e+03` (at least two exponent digits).
