@@ -945,7 +945,11 @@ impl<'a> Scope<'a> {
         let Ok(Value::Number(y)) = Type::Number.convert(r.clone()) else {
             return Err(self.type_error(&b.rhs_expr, "a number", &r, out));
         };
-        if matches!(op, B::Div | B::Mod) && y == 0.0 {
+        if op == B::Mod && y == 0.0 {
+            // go-cty: a remainder by zero is the dividend.
+            return Ok(Value::Number(x));
+        }
+        if op == B::Div && y == 0.0 {
             return Err(out.err(
                 Diagnostic::error(
                     "standby::division_by_zero",
@@ -953,7 +957,7 @@ impl<'a> Scope<'a> {
                     "division by zero",
                 )
                 .label("this is zero")
-                .help("Terraform refuses to divide by zero too"),
+                .help("Terraform gives an infinity here (or an error for 0/0); standby refuses both"),
             ));
         }
         let dec = |c: char, f: f64| super::value::decimal(x, c, y).unwrap_or(f);

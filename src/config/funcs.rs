@@ -189,13 +189,15 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
             let len = chars.len() as i64;
             let mut off = num(&a[1], "the offset")? as i64;
             let n = num(&a[2], "the length")? as i64;
+            // go-cty's rules: a negative offset counts from the end (and
+            // clamps at the start); an offset past the end gives "".
             if off < 0 {
-                off += len;
+                off = (off + len).max(0);
+            } else if n == 0 || off >= len {
+                return Ok(Value::String(String::new()));
             }
-            if off < 0 || off > len {
-                return bad("substr(): the offset is outside the string");
-            }
-            let end = if n < 0 { len } else { (off + n).min(len) };
+            let off = off.min(len);
+            let end = if n <= 0 { len } else { (off + n).min(len) };
             Ok(Value::String(chars[off as usize..end as usize].concat()))
         }
         "split" => {
