@@ -1,10 +1,13 @@
 import re, json, sys
-FN={"Contains":"contains","Merge":"merge","Length":"length","Lookup":"lookup","Element":"element","CoalesceList":"coalescelist",
+FN={"Coalesce":"coalesce","Index":"index","Lookup":"lookup","Replace":"replace","StartsWith":"startswith","Contains":"contains","Merge":"merge","Length":"length","Lookup":"lookup","Element":"element","CoalesceList":"coalescelist",
 "Values":"values","Zipmap":"zipmap","Keys":"keys","Flatten":"flatten","ReverseList":"reverse","Slice":"slice","Distinct":"distinct",
 "JSONEncode":"jsonencode","JSONDecode":"jsondecode","Absolute":"abs","Min":"min","Max":"max","Ceil":"ceil","Floor":"floor",
 "Regex":"regex","RegexAll":"regexall","Concat":"concat","Range":"range","Upper":"upper","Lower":"lower","Strlen":"length",
 "Substr":"substr","Join":"join","Sort":"sort","Add":"+","Subtract":"-","Multiply":"*","Divide":"/","Modulo":"%","Negate":"neg",
 "LessThan":"<","LessThanOrEqualTo":"<=","GreaterThan":">","GreaterThanOrEqualTo":">="}
+# go-cty's "Index" is the [ ] operator, Terraform's index() finds a value.
+if not any("/funcs/" in f or "tf_" in f for f in sys.argv[2:]):
+    del FN["Index"]
 class Skip(Exception): pass
 def go_str(tok):
     tok=tok.strip()
@@ -70,11 +73,23 @@ for f in sys.argv[2:]:
         fields=re.search(r'struct \{(.*?)\}\{', body, re.S)
         if not fields: continue
         fl=[l.split()[0] for l in fields.group(1).strip().split('\n') if l.strip() and not l.strip().startswith('//')]
-        call=re.search(r'got, err := '+name+r'\((.*?)\)\n', body)
-        if not call: continue
-        argnames=[a.strip().replace('test.','') for a in call.group(1).split(',')]
-        variadic=argnames[-1].endswith('...')
-        argnames=[a.rstrip('.') for a in argnames]
+        call=re.search(r'got, err :?= '+name+r'\((.*?)\)\n', body)
+        if call:
+            argnames=[a.strip().replace('test.','') for a in call.group(1).split(',')]
+            variadic=argnames[-1].endswith('...')
+            argnames=[a.rstrip('.') for a in argnames]
+        else:
+            # Terraform's tests: NAMEFunc.Call([]cty.Value{test.A, ...}) or .Call(test.Values)
+            call=re.search(r'got, err :?= '+name+r'Func\.Call\((.*?)\)\n', body)
+            if not call: continue
+            inner=call.group(1).strip()
+            m2=re.fullmatch(r'\[\]cty\.Value\{(.*)\}', inner)
+            if m2:
+                argnames=[a.strip().replace('test.','') for a in m2.group(1).split(',')]
+                variadic=False
+            else:
+                argnames=[inner.replace('test.','')]
+                variadic=True
         tbl=body[body.index('}{')+2:body.index('\n\tfor ')]
         for blk in re.findall(r'\n\t\t\{(.*?)\n\t\t\},', tbl, re.S):
             parts=split_top(blk)
@@ -110,5 +125,10 @@ for f in sys.argv[2:]:
 # tuple, which Terraform's concat keeps as it is. Not Terraform's result.
 cases=[c for c in cases if not (c["expr"] in ('concat([1], ["foo"], [true])','concat([1], ["foo", "bar"])'))]
 print(len(cases),"cases",skipped,"skipped",by, file=sys.stderr)
-json.dump({"source":"go-cty's function tests, ported mechanically: zclconf/go-cty cty/function/stdlib/{string,collection,sequence,number,regexp,json}_test.go (Upper, Lower, Strlen, Substr, Join, Sort, Contains, Merge, Length, Lookup, Element, CoalesceList, Values, Zipmap, Keys, Flatten, ReverseList, Slice, Distinct, JSONEncode, JSONDecode, Absolute, Min, Max, Ceil, Floor, Regex, RegexAll, Concat, Range and the arithmetic and comparison operators), every case whose values are known, unmarked and not sets. Error cases expect a diagnostic (standby's own wording).","cases":cases}, open(OUT,'w'), indent=2, ensure_ascii=False)
+SOURCE = {
+    "cty": "go-cty's function tests, ported mechanically: zclconf/go-cty cty/function/stdlib/{string,collection,sequence,number,regexp,json}_test.go (Upper, Lower, Strlen, Substr, Join, Sort, Contains, Merge, Length, Lookup, Element, CoalesceList, Values, Zipmap, Keys, Flatten, ReverseList, Slice, Distinct, JSONEncode, JSONDecode, Absolute, Min, Max, Ceil, Floor, Regex, RegexAll, Concat, Range and the arithmetic and comparison operators), every case whose values are known, unmarked and not sets. Error cases expect a diagnostic (standby's own wording).",
+    "terraform": "Terraform's function tests, ported mechanically: hashicorp/terraform internal/lang/funcs/{collection,string,number,encoding}_test.go (Length, Coalesce, Index, Replace, ...), every case whose values are known, unmarked and not sets. Error cases expect a diagnostic (standby's own wording).",
+}
+kind = "terraform" if any("/funcs/" in f or "tf_" in f for f in sys.argv[2:]) else "cty"
+json.dump({"source": SOURCE[kind], "cases": cases}, open(OUT,'w'), indent=2, ensure_ascii=False)
 open(OUT,'a').write("\n")
