@@ -457,36 +457,26 @@ impl<'a> Scope<'a> {
             let f = self.eval(&c.false_expr, out)?;
             (self.speculate(&c.true_expr, out).unwrap_or(Value::Null), f)
         };
-        let kind = |v: &Value| match v {
-            Value::Null => 0,
-            Value::Bool(_) | Value::Number(_) | Value::String(_) => 1,
-            Value::List(_) => 2,
-            Value::Map(_) => 3,
-            Value::Ref(_) => 4,
-        };
-        let (kt, kf) = (kind(&t), kind(&f));
-        if kt != 0 && kf != 0 && kt != kf {
+        // go-cty's type unification: both results must share a type, and
+        // the chosen one is converted to it (`true ? 1 : "a"` is "1").
+        let Some(ty) = super::value::unify(&[&t, &f]) else {
+            let detail = if std::mem::discriminant(&t) == std::mem::discriminant(&f) {
+                format!("both are {} but their items or attributes have types that do not fit together", t.type_name())
+            } else {
+                format!("the true result is {}, the false result is {}", t.type_name(), f.type_name())
+            };
             return Err(out.err(
                 Diagnostic::error(
                     "standby::inconsistent_types",
                     self.loc(c.span()),
-                    format!(
-                        "inconsistent conditional result types: the true result is {}, the false result is {}",
-                        t.type_name(),
-                        f.type_name()
-                    ),
+                    format!("inconsistent conditional result types: {detail}"),
                 )
                 .label("both results must have the same type")
                 .help("make both results the same type, or use null for \"not set\""),
             ));
-        }
-        let same = std::mem::discriminant(&t) == std::mem::discriminant(&f);
+        };
         let chosen = if cond { t } else { f };
-        if kt == 1 && kf == 1 && !same {
-            // number and string, bool and string...: HCL unifies to string.
-            return Ok(Type::String.convert(chosen).unwrap_or(Value::Null));
-        }
-        Ok(chosen)
+        Ok(ty.convert(chosen.clone()).unwrap_or(chosen))
     }
 
     fn bare_variable(&self, name: &str, span: Option<Range<usize>>, out: &mut Out) -> Eval<Value> {

@@ -356,3 +356,70 @@ pub fn nfc(s: &str) -> String {
     }
     unicode_normalization::UnicodeNormalization::nfc(s).collect()
 }
+
+/// The type go-cty unifies values' types to (a conditional's two results):
+/// null fits anything; different primitives become string; lists of one
+/// length unify item by item, of different lengths to a list of one item
+/// type; maps with the same keys unify key by key, else to a map of one
+/// value type. None when they cannot be unified.
+pub fn unify(values: &[&Value]) -> Option<Type> {
+    let known: Vec<&Value> = values
+        .iter()
+        .copied()
+        .filter(|v| !matches!(v, Value::Null))
+        .collect();
+    let Some(first) = known.first() else {
+        return Some(Type::Any);
+    };
+    let same_kind = |f: fn(&Value) -> bool| known.iter().all(|v| f(v));
+    if same_kind(|v| matches!(v, Value::Ref(_))) {
+        return Some(Type::Any);
+    }
+    if same_kind(|v| matches!(v, Value::String(_) | Value::Number(_) | Value::Bool(_))) {
+        if !known.iter().all(|v| std::mem::discriminant(*v) == std::mem::discriminant(*first)) {
+            return Some(Type::String);
+        }
+        return Some(match first {
+            Value::Number(_) => Type::Number,
+            Value::Bool(_) => Type::Bool,
+            _ => Type::String,
+        });
+    }
+    if same_kind(|v| matches!(v, Value::List(_))) {
+        let lists: Vec<&Vec<Value>> = known
+            .iter()
+            .filter_map(|v| if let Value::List(l) = v { Some(l) } else { None })
+            .collect();
+        let n = lists[0].len();
+        if lists.iter().all(|l| l.len() == n) {
+            let mut items = Vec::new();
+            for i in 0..n {
+                let at: Vec<&Value> = lists.iter().map(|l| &l[i]).collect();
+                items.push(unify(&at)?);
+            }
+            return Some(Type::Tuple(items));
+        }
+        let all: Vec<&Value> = lists.iter().flat_map(|l| l.iter()).collect();
+        return unify(&all).map(|t| Type::List(Box::new(t)));
+    }
+    if same_kind(|v| matches!(v, Value::Map(_))) {
+        let maps: Vec<&BTreeMap<String, Value>> = known
+            .iter()
+            .filter_map(|v| if let Value::Map(m) = v { Some(m) } else { None })
+            .collect();
+        let keys: Vec<&String> = maps[0].keys().collect();
+        if maps.iter().all(|m| m.keys().collect::<Vec<_>>() == keys) {
+            let mut attrs = BTreeMap::new();
+            for k in keys {
+                let at: Vec<&Value> = maps.iter().filter_map(|m| m.get(k)).collect();
+                let ty = unify(&at)?;
+                // Optional, so a null attribute converts as itself.
+                attrs.insert(k.clone(), Attr { ty, optional: true, default: None });
+            }
+            return Some(Type::Object(attrs));
+        }
+        let all: Vec<&Value> = maps.iter().flat_map(|m| m.values()).collect();
+        return unify(&all).map(|t| Type::Map(Box::new(t)));
+    }
+    None
+}
