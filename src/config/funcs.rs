@@ -197,7 +197,7 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
                 return Ok(Value::String(String::new()));
             }
             let off = off.min(len);
-            let end = if n <= 0 { len } else { (off + n).min(len) };
+            let end = if n <= 0 { len } else { off.saturating_add(n).min(len) };
             Ok(Value::String(chars[off as usize..end as usize].concat()))
         }
         "split" => {
