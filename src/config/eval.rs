@@ -483,6 +483,24 @@ impl<'a> Scope<'a> {
         if let Some((_, v)) = self.for_vars.iter().rev().find(|(n, _)| n == name) {
             return Ok(v.clone());
         }
+        if TEMPLATE_DEPTH.get() > 0 {
+            // Inside a templatefile() template only its variables exist.
+            let mut given: Vec<&str> = self.for_vars.iter().map(|(n, _)| n.as_str()).collect();
+            given.sort_unstable();
+            given.dedup();
+            return Err(out.err(
+                Diagnostic::error(
+                    "standby::unknown_reference",
+                    self.loc(span),
+                    format!("the template refers to `{name}`, which templatefile() was not given"),
+                )
+                .label("not among the template's variables")
+                .help(match did_you_mean(name, given.iter().copied()) {
+                    Some(s) => format!("did you mean `{s}`?"),
+                    None => format!("pass it in the call: templatefile(PATH, {{ {name} = ... }})"),
+                }),
+            ));
+        }
         let help = if NAMESPACES.contains(&name) {
             format!("`{name}` needs a name after it, like `{name}.NAME`")
         } else if let Some(s) = did_you_mean(name, NAMESPACES) {
