@@ -1132,7 +1132,24 @@ impl<'a> Scope<'a> {
         }
         let dir = self.dir();
         if name == "templatefile" {
-            return self.templatefile(&args, &dir, out).map_err(|m| bad(out, m));
+            let before = out.diags.items.len();
+            return match self.templatefile(&args, &dir, out) {
+                Ok(v) => Ok(v),
+                // The template's own error is reported, pointing into it:
+                // say where it was called from there, not in a second error.
+                Err(_) if out.diags.items.len() > before => {
+                    let at = self.loc(span.clone()).position();
+                    for d in &mut out.diags.items[before..] {
+                        let note = format!("the template is rendered by templatefile() at {at}");
+                        d.help = Some(match d.help.take() {
+                            Some(h) => format!("{h} ({note})"),
+                            None => note,
+                        });
+                    }
+                    Err(Failed)
+                }
+                Err(m) => Err(bad(out, m)),
+            };
         }
         match super::funcs::call(name, &args, &dir) {
             Ok(v) => Ok(v),
