@@ -22,27 +22,26 @@ fn bad<T>(msg: impl Into<String>) -> Result<T, FnError> {
 
 /// Functions standby implements (for messages and docs/LANGUAGE.md).
 pub const SUPPORTED: &[&str] = &[
-    "abs", "can", "ceil", "chomp", "coalesce", "coalescelist", "compact", "concat", "contains",
-    "distinct", "element", "endswith", "file", "flatten", "floor", "format", "formatlist",
-    "index", "join", "jsondecode", "jsonencode", "keys", "length", "lookup", "lower", "max",
-    "merge", "min", "range", "regex", "regexall", "replace", "reverse", "slice", "sort", "split",
-    "startswith", "substr", "templatefile", "tobool", "tolist", "tomap", "tonumber", "toset",
-    "tostring", "trim", "trimprefix", "trimspace", "trimsuffix", "try", "upper", "values",
-    "zipmap",
+    "abs", "alltrue", "anytrue", "can", "ceil", "chomp", "chunklist", "coalesce", "coalescelist",
+    "compact", "concat", "contains", "distinct", "element", "endswith", "file", "flatten",
+    "floor", "format", "formatlist", "indent", "index", "join", "jsondecode", "jsonencode",
+    "keys", "length", "lookup", "lower", "max", "merge", "min", "one", "range", "regex",
+    "regexall", "replace", "reverse", "setintersection", "setsubtract", "setunion", "slice",
+    "sort", "split", "startswith", "strcontains", "strrev", "substr", "sum", "templatefile",
+    "tobool", "tolist", "tomap", "tonumber", "toset", "tostring", "trim", "trimprefix",
+    "trimspace", "trimsuffix", "try", "upper", "values", "zipmap",
 ];
 
 /// Terraform functions standby refuses by name with "not supported".
 const TERRAFORM_ONLY: &[&str] = &[
-    "abspath", "alltrue", "anytrue", "base64decode", "base64encode", "base64gzip",
-    "base64sha256", "base64sha512", "basename", "bcrypt", "cidrhost", "cidrnetmask",
-    "cidrsubnet", "cidrsubnets", "chunklist", "csvdecode", "dirname", "endswith", "filebase64",
-    "filebase64sha256", "filebase64sha512", "fileexists", "filemd5", "fileset", "filesha1",
-    "filesha256", "filesha512", "formatdate", "indent", "log", "matchkeys", "md5", "nonsensitive",
-    "one", "parseint", "pathexpand", "plantimestamp", "pow", "rsadecrypt", "sensitive",
-    "setintersection", "setproduct", "setsubtract", "setunion", "sha1", "sha256", "sha512",
-    "signum", "strcontains", "strrev", "sum", "textdecodebase64", "textencodebase64",
-    "timeadd", "timecmp", "timestamp", "title", "tobool", "transpose", "type", "urlencode",
-    "uuid", "uuidv5", "yamldecode", "yamlencode",
+    "abspath", "base64decode", "base64encode", "base64gzip", "base64sha256", "base64sha512",
+    "basename", "bcrypt", "cidrhost", "cidrnetmask", "cidrsubnet", "cidrsubnets", "csvdecode",
+    "dirname", "filebase64", "filebase64sha256", "filebase64sha512", "fileexists", "filemd5",
+    "fileset", "filesha1", "filesha256", "filesha512", "formatdate", "log", "matchkeys", "md5",
+    "nonsensitive", "parseint", "pathexpand", "plantimestamp", "pow", "rsadecrypt", "sensitive",
+    "setproduct", "sha1", "sha256", "sha512", "signum", "textdecodebase64", "textencodebase64",
+    "timeadd", "timecmp", "timestamp", "title", "transpose", "type", "urlencode", "uuid",
+    "uuidv5", "yamldecode", "yamlencode",
 ];
 
 
@@ -512,6 +511,98 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
             read_config_file(dir, &p)
                 .map(|t| Value::String(super::value::nfc(&t)))
                 .map_err(FnError::Bad)
+        }
+        "alltrue" | "anytrue" => {
+            arity(name, a, 1, 1)?;
+            let mut bools = Vec::new();
+            for v in list(&a[0], "the argument")? {
+                match Type::Bool.convert(v.clone()) {
+                    Ok(Value::Bool(b)) => bools.push(b),
+                    // go-cty: a null item is not true.
+                    Ok(Value::Null) => bools.push(false),
+                    _ => return bad(format!("{name}() takes a list of bools, found {}", v.type_name())),
+                }
+            }
+            Ok(Value::Bool(if name == "alltrue" {
+                bools.iter().all(|b| *b)
+            } else {
+                bools.iter().any(|b| *b)
+            }))
+        }
+        "sum" => {
+            arity(name, a, 1, 1)?;
+            let l = list(&a[0], "the argument")?;
+            if l.is_empty() {
+                return bad("sum(): cannot sum an empty list");
+            }
+            let mut total = num(&l[0], "each item")?;
+            for v in &l[1..] {
+                if *v == Value::Null {
+                    return bad("sum(): the list holds null");
+                }
+                let n = num(v, "each item")?;
+                total = super::value::decimal(total, '+', n).unwrap_or(total + n);
+            }
+            Ok(Value::Number(total))
+        }
+        "one" => {
+            arity(name, a, 1, 1)?;
+            match list(&a[0], "the argument")?.as_slice() {
+                [] => Ok(Value::Null),
+                [v] => Ok(v.clone()),
+                l => bad(format!("one(): the list has {} items; it must have zero or one", l.len())),
+            }
+        }
+        "strcontains" => {
+            arity(name, a, 2, 2)?;
+            let s = string(&a[0], "the string")?;
+            let sub = string(&a[1], "the substring")?;
+            Ok(Value::Bool(s.contains(&sub)))
+        }
+        "strrev" => {
+            arity(name, a, 1, 1)?;
+            let s = string(&a[0], "the argument")?;
+            let mut g: Vec<&str> = unicode_segmentation::UnicodeSegmentation::graphemes(s.as_str(), true).collect();
+            g.reverse();
+            Ok(Value::String(g.concat()))
+        }
+        "indent" => {
+            arity(name, a, 2, 2)?;
+            let n = num(&a[0], "the number of spaces")?;
+            if !(0.0..=1000.0).contains(&n) || n.fract() != 0.0 {
+                return bad("indent(): the number of spaces must be a whole number from 0 to 1000");
+            }
+            let s = string(&a[1], "the string")?;
+            let pad = " ".repeat(n as usize);
+            Ok(Value::String(s.replace('\n', &format!("\n{pad}"))))
+        }
+        "chunklist" => {
+            arity(name, a, 2, 2)?;
+            let l = list(&a[0], "the list")?;
+            let n = num(&a[1], "the chunk size")?;
+            if n < 0.0 || n.fract() != 0.0 {
+                return bad("chunklist(): the size must be a whole number from 0");
+            }
+            if n == 0.0 {
+                return Ok(Value::List(vec![Value::List(l.clone())]));
+            }
+            Ok(Value::List(l.chunks(n as usize).map(|c| Value::List(c.to_vec())).collect()))
+        }
+        "setunion" | "setintersection" | "setsubtract" => {
+            arity(name, a, if name == "setsubtract" { 2 } else { 1 }, if name == "setsubtract" { 2 } else { usize::MAX })?;
+            let sets: Vec<Vec<Value>> = a
+                .iter()
+                .map(|v| list(v, "each argument").map(|l| set_of(l.clone())))
+                .collect::<Result<_, _>>()?;
+            let mut out = sets[0].clone();
+            for s in &sets[1..] {
+                match name {
+                    "setunion" => out.extend(s.iter().cloned()),
+                    "setintersection" => out.retain(|v| s.contains(v)),
+                    _ => out.retain(|v| !s.contains(v)),
+                }
+            }
+            Ok(Value::List(set_of(out)))
         }
         _ if TERRAFORM_ONLY.contains(&name) => Err(FnError::Unsupported),
         _ => Err(FnError::Unknown),

@@ -1,5 +1,5 @@
 import re, json, sys
-FN={"Coalesce":"coalesce","Index":"index","Lookup":"lookup","Replace":"replace","StartsWith":"startswith","Contains":"contains","Merge":"merge","Length":"length","Lookup":"lookup","Element":"element","CoalesceList":"coalescelist",
+FN={"AllTrue":"alltrue","AnyTrue":"anytrue","One":"one","Sum":"sum","StrContains":"strcontains","Chunklist":"chunklist","Reverse":"strrev","Coalesce":"coalesce","Index":"index","Lookup":"lookup","Replace":"replace","StartsWith":"startswith","Contains":"contains","Merge":"merge","Length":"length","Lookup":"lookup","Element":"element","CoalesceList":"coalescelist",
 "Values":"values","Zipmap":"zipmap","Keys":"keys","Flatten":"flatten","ReverseList":"reverse","Slice":"slice","Distinct":"distinct",
 "JSONEncode":"jsonencode","JSONDecode":"jsondecode","Absolute":"abs","Min":"min","Max":"max","Ceil":"ceil","Floor":"floor",
 "Regex":"regex","RegexAll":"regexall","Concat":"concat","Range":"range","Upper":"upper","Lower":"lower","Strlen":"length",
@@ -41,9 +41,15 @@ def parse(v):
     m=re.fullmatch(r'cty\.NumberIntVal\((-?\d+)\)', v)
     if m: return m.group(1), int(m.group(1))
     m=re.fullmatch(r'cty\.NumberFloatVal\((-?[\d.]+(?:[eE][+-]?\d+)?)\)', v)
-    if m: return m.group(1), float(m.group(1))
+    if m:
+        # Infinities have no HCL literal.
+        if abs(float(m.group(1))) == float("inf"): raise Skip()
+        return m.group(1), float(m.group(1))
     m=re.fullmatch(r'cty\.MustParseNumberVal\("(.*)"\)', v)
-    if m: return m.group(1), float(m.group(1))
+    if m:
+        # Beyond a 64-bit float (1e+500): no standby equivalent.
+        if abs(float(m.group(1))) == float("inf"): raise Skip()
+        return m.group(1), float(m.group(1))
     if v=='cty.True': return 'true', True
     if v=='cty.False': return 'false', False
     if re.fullmatch(r'cty\.NullVal\(.*\)', v, re.S): return 'null', None
@@ -124,6 +130,9 @@ for f in sys.argv[2:]:
 # cty.ListVal unifies element types; the same input written in HCL is a
 # tuple, which Terraform's concat keeps as it is. Not Terraform's result.
 cases=[c for c in cases if not (c["expr"] in ('concat([1], ["foo"], [true])','concat([1], ["foo", "bar"])'))]
+# The Go test calls the function directly, skipping the argument conversion
+# HCL does first: in a configuration, strcontains("hello1", 1) is true.
+cases=[c for c in cases if c["expr"] != 'strcontains("hello1", 1)']
 print(len(cases),"cases",skipped,"skipped",by, file=sys.stderr)
 SOURCE = {
     "cty": "go-cty's function tests, ported mechanically: zclconf/go-cty cty/function/stdlib/{string,collection,sequence,number,regexp,json}_test.go (Upper, Lower, Strlen, Substr, Join, Sort, Contains, Merge, Length, Lookup, Element, CoalesceList, Values, Zipmap, Keys, Flatten, ReverseList, Slice, Distinct, JSONEncode, JSONDecode, Absolute, Min, Max, Ceil, Floor, Regex, RegexAll, Concat, Range and the arithmetic and comparison operators), every case whose values are known, unmarked and not sets. Error cases expect a diagnostic (standby's own wording).",
