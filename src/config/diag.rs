@@ -19,9 +19,18 @@ pub struct Source {
 }
 
 impl Source {
+    /// Files as editors save them read as their plain twins: a UTF-8
+    /// byte-order mark is dropped and CRLF line endings become LF (so
+    /// heredocs hold the same text and positions are the same).
     pub fn new(name: impl Into<String>, text: impl Into<String>) -> Arc<Source> {
         let name = name.into();
-        let text = text.into();
+        let mut text: String = text.into();
+        if let Some(t) = text.strip_prefix('\u{feff}') {
+            text = t.to_string();
+        }
+        if text.contains("\r\n") {
+            text = text.replace("\r\n", "\n");
+        }
         let named = NamedSource::new(name.clone(), text.clone());
         Arc::new(Source { name, text, named })
     }

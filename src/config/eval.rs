@@ -3,15 +3,21 @@
 //! resolved by name lookups (never by building a context of all objects).
 
 use super::diag::{Diagnostic, Diagnostics, Loc, Source, did_you_mean};
-use super::value::{Ref, Value, format_number};
+use super::funcs::FnError;
+use super::value::{Ref, Type, Value, format_number, nfc};
 use crate::model::Kind;
 use hcl_edit::Span;
 use hcl_edit::expr::{BinaryOperator, Expression, ObjectKey, TraversalOperator, UnaryOperator};
-use hcl_edit::template::{Element, Template};
+use hcl_edit::template::{Directive, Element, Template};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Range;
 use std::sync::Arc;
+
+thread_local! {
+    /// How many `templatefile` templates are being rendered on this thread.
+    static TEMPLATE_DEPTH: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
 
 /// The evaluation failed; its diagnostic has already been recorded.
 #[derive(Debug, Clone, Copy)]
@@ -62,6 +68,8 @@ pub struct Locals {
     pub order: Vec<String>,
     state: RefCell<HashMap<String, LocalState>>,
     stack: RefCell<Vec<String>>,
+    /// Depth of speculative evaluation (`try`, `can`, an untaken branch).
+    speculative: std::cell::Cell<usize>,
 }
 
 /// Declared block names.
@@ -140,11 +148,6 @@ const NAMESPACES: [&str; 10] = [
     "group",
 ];
 
-const FUNCTIONS: [&str; 13] = [
-    "concat", "format", "keys", "length", "lower", "merge", "range", "toset", "tostring",
-    "tonumber", "upper", "values", "join",
-];
-
 impl<'a> Scope<'a> {
     fn loc(&self, span: Option<Range<usize>>) -> Loc {
         Loc::new(self.source, span)
@@ -155,7 +158,7 @@ impl<'a> Scope<'a> {
             Expression::Null(_) => Ok(Value::Null),
             Expression::Bool(b) => Ok(Value::Bool(**b)),
             Expression::Number(n) => Ok(Value::Number(n.as_f64().unwrap_or(f64::NAN))),
-            Expression::String(s) => Ok(Value::String(s.to_string())),
+            Expression::String(s) => Ok(Value::String(nfc(s))),
             Expression::Array(a) => a
                 .iter()
                 .map(|i| self.eval(i, out))
@@ -166,37 +169,59 @@ impl<'a> Scope<'a> {
                 for (k, v) in o.iter() {
                     let key = match k {
                         ObjectKey::Ident(id) => id.as_str().to_string(),
+                        ObjectKey::Expression(ke @ Expression::Traversal(_)) => {
+                            // hclsyntax: `a.b = 1` could mean the reference or the
+                            // literal name "a.b"; Terraform refuses to guess.
+                            return Err(out.err(
+                                Diagnostic::error(
+                                    "standby::ambiguous_key",
+                                    self.loc(ke.span()),
+                                    "ambiguous object key",
+                                )
+                                .label("a reference or a name with dots?")
+                                .help("wrap a reference in parentheses: (var.name) = ...; quote a literal name: \"a.b\" = ..."),
+                            ));
+                        }
                         ObjectKey::Expression(ke) => {
                             let kv = self.eval(ke, out)?;
                             self.key_string(kv, ke.span(), out)?
                         }
                     };
+                    // Two keys that evaluate alike: the later wins, as in HCL.
                     map.insert(key, self.eval(v.expr(), out)?);
                 }
                 Ok(Value::Map(map))
             }
-            Expression::StringTemplate(t) => self.template(t, out),
+            Expression::StringTemplate(t) => self.template_value(t, out),
             Expression::HeredocTemplate(h) => {
-                let mut h = (**h).clone();
-                h.dedent();
-                self.template(&h.template, out)
+                // The parser has already dedented `<<-EOT` (a plain `<<EOT`
+                // keeps its indentation, as in HCL), but only outside
+                // directives: lines inside `%{ if }`/`%{ for }` are done here.
+                match h.indent() {
+                    Some(n) if h.template.iter().any(Element::is_directive) => {
+                        let mut t = h.template.clone();
+                        dedent_directives(&mut t, n);
+                        self.template_value(&t, out)
+                    }
+                    _ => self.template_value(&h.template, out),
+                }
             }
             Expression::Parenthesis(p) => self.eval(p.inner(), out),
             Expression::Variable(v) => self.bare_variable(v.as_str(), v.span(), out),
             Expression::Traversal(t) => self.traversal(t, out),
-            Expression::Conditional(c) => match self.eval(&c.cond_expr, out)? {
-                Value::Bool(true) => self.eval(&c.true_expr, out),
-                Value::Bool(false) => self.eval(&c.false_expr, out),
-                other => Err(self.type_error(&c.cond_expr, "a bool", &other, out)),
-            },
+            Expression::Conditional(c) => self.conditional(c, out),
             Expression::FuncCall(f) => self.call(f, out),
             Expression::UnaryOp(u) => {
                 let v = self.eval(&u.expr, out)?;
-                match (*u.operator.value(), v) {
-                    (UnaryOperator::Neg, Value::Number(n)) => Ok(Value::Number(-n)),
-                    (UnaryOperator::Not, Value::Bool(b)) => Ok(Value::Bool(!b)),
-                    (UnaryOperator::Neg, v) => Err(self.type_error(&u.expr, "a number", &v, out)),
-                    (UnaryOperator::Not, v) => Err(self.type_error(&u.expr, "a bool", &v, out)),
+                match *u.operator.value() {
+                    UnaryOperator::Neg => match Type::Number.convert(v.clone()) {
+                        Ok(Value::Number(n)) => Ok(Value::Number(-n)),
+                        _ => Err(self.type_error(&u.expr, "a number", &v, out)),
+                    },
+                    UnaryOperator::Not => match Type::Bool.convert(v.clone()) {
+                        Ok(Value::Bool(b)) => Ok(Value::Bool(!b)),
+                        _ => Err(self.type_error(&u.expr, "a bool", &v, out)),
+                    },
                 }
             }
             Expression::BinaryOp(b) => self.binary(b, out),
@@ -232,49 +257,249 @@ impl<'a> Scope<'a> {
         }
     }
 
-    fn template(&self, t: &Template, out: &mut Out) -> Eval<Value> {
+    /// A template's value: a template that is one interpolation and nothing
+    /// else (`"${var.list}"`) is that value unchanged, as in HCL.
+    fn template_value(&self, t: &Template, out: &mut Out) -> Eval<Value> {
+        let els: Vec<&Element> = t.iter().collect();
+        if let [Element::Interpolation(i)] = els.as_slice() {
+            return self.eval(&i.expr, out);
+        }
         let mut s = String::new();
-        for el in t.iter() {
+        self.render(t, false, false, &mut s, out)?;
+        Ok(Value::String(s))
+    }
+
+    /// Render a template into `s`. `~` strip markers remove the whitespace
+    /// (newlines too) of the literal next to them; `trim_first`/`trim_last`
+    /// are the markers of an enclosing directive that touch this template's
+    /// first and last literal.
+    fn render(
+        &self,
+        t: &Template,
+        trim_first: bool,
+        trim_last: bool,
+        s: &mut String,
+        out: &mut Out,
+    ) -> Eval<()> {
+        let els: Vec<&Element> = t.iter().collect();
+        // (strips the literal before it, strips the literal after it)
+        let marks = |e: &Element| -> (bool, bool) {
+            match e {
+                Element::Literal(_) => (false, false),
+                Element::Interpolation(i) => (i.strip.strip_start(), i.strip.strip_end()),
+                Element::Directive(d) => match &**d {
+                    Directive::If(d) => (d.if_expr.strip.strip_start(), d.endif_expr.strip.strip_end()),
+                    Directive::For(d) => (d.for_expr.strip.strip_start(), d.endfor_expr.strip.strip_end()),
+                },
+            }
+        };
+        for (i, el) in els.iter().enumerate() {
             match el {
-                Element::Literal(l) => s.push_str(l.value()),
-                Element::Interpolation(i) => {
-                    let v = self.eval(&i.expr, out)?;
-                    match v.to_template_string() {
-                        Some(piece) => s.push_str(&piece),
-                        None => {
-                            return Err(out.err(
-                                Diagnostic::error(
-                                    "standby::wrong_type",
-                                    self.loc(i.expr.span()),
-                                    format!("cannot interpolate {} into a string", v.type_name()),
-                                )
-                                .label(format!("this is {}", v.type_name()))
-                                .help(
-                                    "only strings, numbers and bools can appear inside \"${...}\"",
-                                ),
-                            ));
+                Element::Literal(l) => {
+                    let mut text: &str = l.value();
+                    let trim_start = if i == 0 { trim_first } else { marks(els[i - 1]).1 };
+                    let trim_end = if i + 1 == els.len() { trim_last } else { marks(els[i + 1]).0 };
+                    if trim_start {
+                        text = text.trim_start();
+                    }
+                    if trim_end {
+                        text = text.trim_end();
+                    }
+                    s.push_str(&nfc(text));
+                }
+                Element::Interpolation(it) => {
+                    let v = self.eval(&it.expr, out)?;
+                    s.push_str(&self.template_piece(v, &it.expr, out)?);
+                }
+                Element::Directive(d) => match &**d {
+                    Directive::If(d) => {
+                        let c = self.eval(&d.if_expr.cond_expr, out)?;
+                        let c = match Type::Bool.convert(c.clone()) {
+                            Ok(Value::Bool(b)) => b,
+                            _ => {
+                                return Err(self.type_error(&d.if_expr.cond_expr, "a bool", &c, out));
+                            }
+                        };
+                        let end_strip = d.endif_expr.strip.strip_start();
+                        if c {
+                            let last = match &d.else_expr {
+                                Some(e) => e.strip.strip_start(),
+                                None => end_strip,
+                            };
+                            self.render(&d.if_expr.template, d.if_expr.strip.strip_end(), last, s, out)?;
+                        } else if let Some(e) = &d.else_expr {
+                            self.render(&e.template, e.strip.strip_end(), end_strip, s, out)?;
                         }
                     }
-                }
-                Element::Directive(d) => {
-                    return Err(out.err(
-                        Diagnostic::error(
-                            "standby::unsupported",
-                            self.loc(d.span()),
-                            "template directives (%{if}, %{for}) are not supported",
-                        )
-                        .label("directive")
-                        .help("build the value with a conditional or a `for` expression instead"),
-                    ));
-                }
+                    Directive::For(d) => {
+                        let f = &d.for_expr;
+                        let coll = self.eval(&f.collection_expr, out)?;
+                        let items = self.for_items(coll, &f.collection_expr, out)?;
+                        for (k, v) in items {
+                            let mut scope = self.clone();
+                            if let Some(kv) = &f.key_var {
+                                scope.for_vars.push((kv.to_string(), k));
+                            }
+                            scope.for_vars.push((f.value_var.to_string(), v));
+                            scope.render(
+                                &f.template,
+                                f.strip.strip_end(),
+                                d.endfor_expr.strip.strip_start(),
+                                s,
+                                out,
+                            )?;
+                        }
+                    }
+                },
             }
         }
-        Ok(Value::String(s))
+        Ok(())
+    }
+
+    /// Evaluate without reporting: for `try`, `can` and the branch of a
+    /// conditional that is not taken. Locals that fail here are not
+    /// remembered as failed, so a later real use reports their error.
+    pub(super) fn speculate(&self, e: &Expression, out: &mut Out) -> Option<Value> {
+        let mut scratch = Diagnostics::default();
+        let mut inner = Out {
+            diags: &mut scratch,
+            sensitive: false,
+        };
+        self.locals.speculative.set(self.locals.speculative.get() + 1);
+        let v = self.eval(e, &mut inner);
+        self.locals.speculative.set(self.locals.speculative.get() - 1);
+        if inner.sensitive {
+            out.sensitive = true;
+        }
+        v.ok()
+    }
+
+    /// For `try` and `can`: Ok(None) when `e` fails at evaluation, but a
+    /// static mistake (an undeclared name, an unknown function) is still
+    /// an error, as in Terraform, so a typo is not taken for "absent".
+    fn attempt(&self, e: &Expression, out: &mut Out) -> Eval<Option<Value>> {
+        let mut scratch = Diagnostics::default();
+        let mut inner = Out {
+            diags: &mut scratch,
+            sensitive: false,
+        };
+        self.locals.speculative.set(self.locals.speculative.get() + 1);
+        let v = self.eval(e, &mut inner);
+        self.locals.speculative.set(self.locals.speculative.get() - 1);
+        if inner.sensitive {
+            out.sensitive = true;
+        }
+        if v.is_ok() {
+            return Ok(v.ok());
+        }
+        let is_static = |d: &Diagnostic| {
+            matches!(
+                d.code,
+                "standby::unknown_function"
+                    | "standby::unsupported_function"
+                    | "standby::each_outside_for_each"
+                    | "standby::cycle"
+            ) || (d.code == "standby::unknown_reference" && d.message.starts_with("unknown reference"))
+        };
+        if scratch.items.iter().any(is_static) {
+            for d in scratch.items.into_iter().filter(is_static) {
+                out.diags.push(d);
+            }
+            return Err(Failed);
+        }
+        Ok(None)
+    }
+
+    fn template_piece(&self, v: Value, e: &Expression, out: &mut Out) -> Eval<String> {
+        match v.to_template_string() {
+            Some(piece) => Ok(piece),
+            None => Err(out.err(
+                Diagnostic::error(
+                    "standby::wrong_type",
+                    self.loc(e.span()),
+                    format!("cannot interpolate {} into a string", v.type_name()),
+                )
+                .label(format!("this is {}", v.type_name()))
+                .help("only strings, numbers and bools can appear inside \"${...}\" with other text; use join() or jsonencode() for a list or map"),
+            )),
+        }
+    }
+
+    /// The (key, value) pairs a `for` walks: index and item of a list, key
+    /// and value of a map (keys in lexical order, as in HCL).
+    fn for_items(&self, coll: Value, e: &Expression, out: &mut Out) -> Eval<Vec<(Value, Value)>> {
+        match coll {
+            Value::List(l) => Ok(l
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| (Value::Number(i as f64), v))
+                .collect()),
+            Value::Map(m) => Ok(m.into_iter().map(|(k, v)| (Value::String(k), v)).collect()),
+            other => Err(self.type_error(e, "a list or a map", &other, out)),
+        }
+    }
+
+    /// `c ? a : b`: the condition must be a bool; results of different
+    /// types are unified as HCL does (primitives become strings), and
+    /// results that cannot be unified are an error even when not chosen.
+    fn conditional(&self, c: &hcl_edit::expr::Conditional, out: &mut Out) -> Eval<Value> {
+        let cv = self.eval(&c.cond_expr, out)?;
+        let cond = match Type::Bool.convert(cv.clone()) {
+            Ok(Value::Bool(b)) => b,
+            _ => return Err(self.type_error(&c.cond_expr, "a bool", &cv, out)),
+        };
+        // Only the chosen result's errors count (`var.x != null ? var.x.a : ""`),
+        // but the other result's type is still checked when it has one.
+        let (t, f) = if cond {
+            let t = self.eval(&c.true_expr, out)?;
+            (t, self.speculate(&c.false_expr, out).unwrap_or(Value::Null))
+        } else {
+            let f = self.eval(&c.false_expr, out)?;
+            (self.speculate(&c.true_expr, out).unwrap_or(Value::Null), f)
+        };
+        // go-cty's type unification: both results must share a type, and
+        // the chosen one is converted to it (`true ? 1 : "a"` is "1").
+        let Some(ty) = super::value::unify(&[&t, &f]) else {
+            let detail = if std::mem::discriminant(&t) == std::mem::discriminant(&f) {
+                format!("both are {} but their items or attributes have types that do not fit together", t.type_name())
+            } else {
+                format!("the true result is {}, the false result is {}", t.type_name(), f.type_name())
+            };
+            return Err(out.err(
+                Diagnostic::error(
+                    "standby::inconsistent_types",
+                    self.loc(c.span()),
+                    format!("inconsistent conditional result types: {detail}"),
+                )
+                .label("both results must have the same type")
+                .help("make both results the same type, or use null for \"not set\""),
+            ));
+        };
+        let chosen = if cond { t } else { f };
+        Ok(ty.convert(chosen.clone()).unwrap_or(chosen))
     }
 
     fn bare_variable(&self, name: &str, span: Option<Range<usize>>, out: &mut Out) -> Eval<Value> {
         if let Some((_, v)) = self.for_vars.iter().rev().find(|(n, _)| n == name) {
             return Ok(v.clone());
+        }
+        if TEMPLATE_DEPTH.get() > 0 {
+            // Inside a templatefile() template only its variables exist.
+            let mut given: Vec<&str> = self.for_vars.iter().map(|(n, _)| n.as_str()).collect();
+            given.sort_unstable();
+            given.dedup();
+            return Err(out.err(
+                Diagnostic::error(
+                    "standby::unknown_reference",
+                    self.loc(span),
+                    format!("the template refers to `{name}`, which templatefile() was not given"),
+                )
+                .label("not among the template's variables")
+                .help(match did_you_mean(name, given.iter().copied()) {
+                    Some(s) => format!("did you mean `{s}`?"),
+                    None => format!("pass it in the call: templatefile(PATH, {{ {name} = ... }})"),
+                }),
+            ));
         }
         let help = if NAMESPACES.contains(&name) {
             format!("`{name}` needs a name after it, like `{name}.NAME`")
@@ -303,12 +528,12 @@ impl<'a> Scope<'a> {
             Expression::Variable(v) => v.as_str(),
             other => {
                 let v = self.eval(other, out)?;
-                return self.apply_ops(v, &ops, t, out);
+                return self.apply_ops(v, &ops, out);
             }
         };
         if self.for_vars.iter().any(|(n, _)| n == root) {
             let v = self.bare_variable(root, None, out)?;
-            return self.apply_ops(v, &ops, t, out);
+            return self.apply_ops(v, &ops, out);
         }
         let whole = self.loc(t.span());
         let first = match ops.first() {
@@ -326,7 +551,7 @@ impl<'a> Scope<'a> {
                     if v.sensitive {
                         out.sensitive = true;
                     }
-                    self.apply_ops(v.value.clone(), rest, t, out)
+                    self.apply_ops(v.value.clone(), rest, out)
                 }
                 None => Err(self.unknown(
                     whole,
@@ -352,7 +577,7 @@ impl<'a> Scope<'a> {
                 if sensitive {
                     out.sensitive = true;
                 }
-                self.apply_ops(v, rest, t, out)
+                self.apply_ops(v, rest, out)
             }
             "each" => {
                 let Some((key, value)) = self.each else {
@@ -367,8 +592,8 @@ impl<'a> Scope<'a> {
                     ));
                 };
                 match first {
-                    "key" => self.apply_ops(Value::String(key.to_string()), rest, t, out),
-                    "value" => self.apply_ops(value.clone(), rest, t, out),
+                    "key" => self.apply_ops(Value::String(key.to_string()), rest, out),
+                    "value" => self.apply_ops(value.clone(), rest, out),
                     other => Err(self.unknown(
                         whole,
                         "each",
@@ -379,6 +604,15 @@ impl<'a> Scope<'a> {
                     )),
                 }
             }
+            "count" => Err(out.err(
+                Diagnostic::error(
+                    "standby::each_outside_for_each",
+                    whole,
+                    format!("`count.{first}` is only available in a block with `count`"),
+                )
+                .label("no count here")
+                .help("add `count = N` to this machine or protection block (count.index is then 0 to N-1)"),
+            )),
             "group" => {
                 let Some(groups) = self.groups else {
                     return Err(out.err(
@@ -551,13 +785,15 @@ impl<'a> Scope<'a> {
         let sensitive = inner.sensitive;
         self.locals.stack.borrow_mut().pop();
         let state = match &result {
-            Ok(v) => LocalState::Done(v.clone(), sensitive),
-            Err(_) => LocalState::Failed,
+            Ok(v) => Some(LocalState::Done(v.clone(), sensitive)),
+            Err(_) if self.locals.speculative.get() == 0 => Some(LocalState::Failed),
+            // Its errors went to a scratch list: evaluate again when used for real.
+            Err(_) => None,
         };
-        self.locals
-            .state
-            .borrow_mut()
-            .insert(name.to_string(), state);
+        match state {
+            Some(state) => self.locals.state.borrow_mut().insert(name.to_string(), state),
+            None => self.locals.state.borrow_mut().remove(name),
+        };
         result.map(|v| (v, sensitive))
     }
 
@@ -565,10 +801,9 @@ impl<'a> Scope<'a> {
         &self,
         mut v: Value,
         ops: &[&TraversalOperator],
-        t: &hcl_edit::expr::Traversal,
         out: &mut Out,
     ) -> Eval<Value> {
-        for op in ops {
+        for (i, op) in ops.iter().enumerate() {
             v = match op {
                 TraversalOperator::GetAttr(id) => {
                     self.index(v, Value::String(id.to_string()), id.span(), out)?
@@ -577,19 +812,33 @@ impl<'a> Scope<'a> {
                     let k = self.eval(ie, out)?;
                     self.index(v, k, ie.span(), out)?
                 }
-                TraversalOperator::LegacyIndex(i) => {
-                    self.index(v, Value::Number(**i as f64), i.span(), out)?
+                TraversalOperator::LegacyIndex(n) => {
+                    self.index(v, Value::Number(**n as f64), n.span(), out)?
                 }
                 TraversalOperator::AttrSplat(_) | TraversalOperator::FullSplat(_) => {
-                    return Err(out.err(
-                        Diagnostic::error(
-                            "standby::unsupported",
-                            self.loc(t.span()),
-                            "splat expressions (`[*]`) are not supported",
-                        )
-                        .label("splat")
-                        .help("use a `for` expression: [for x in LIST : x.attr]"),
-                    ));
+                    // A splat over null is an empty list, over a single value a
+                    // one-item list (HCL). `[*]` applies every later step to
+                    // each item; `.*` only the attribute steps right after it.
+                    let items = match v {
+                        Value::List(l) => l,
+                        Value::Null => Vec::new(),
+                        other => vec![other],
+                    };
+                    let rest = &ops[i + 1..];
+                    let n = match op {
+                        TraversalOperator::FullSplat(_) => rest.len(),
+                        _ => rest
+                            .iter()
+                            .take_while(|o| {
+                                matches!(o, TraversalOperator::GetAttr(_) | TraversalOperator::LegacyIndex(_))
+                            })
+                            .count(),
+                    };
+                    let mapped = items
+                        .into_iter()
+                        .map(|item| self.apply_ops(item, &rest[..n], out))
+                        .collect::<Eval<Vec<_>>>()?;
+                    return self.apply_ops(Value::List(mapped), &rest[n..], out);
                 }
             };
         }
@@ -597,7 +846,24 @@ impl<'a> Scope<'a> {
     }
 
     fn index(&self, v: Value, k: Value, span: Option<Range<usize>>, out: &mut Out) -> Eval<Value> {
+        // HCL converts a string index of a list ("1") to a number.
+        let k = match (&v, k) {
+            (Value::List(_), Value::String(s)) => match Type::Number.convert(Value::String(s.clone())) {
+                Ok(n) => n,
+                Err(_) => Value::String(s),
+            },
+            (_, k) => k,
+        };
         match (&v, &k) {
+            (Value::Null, _) => Err(out.err(
+                Diagnostic::error(
+                    "standby::wrong_type",
+                    self.loc(span),
+                    "attempt to index a null value",
+                )
+                .label("the value here is null")
+                .help("check the value for null first: x == null ? DEFAULT : x[KEY], or use try()"),
+            )),
             (Value::Map(m), _) => {
                 let key = self.key_string(k, span.clone(), out)?;
                 match m.get(&key) {
@@ -664,86 +930,141 @@ impl<'a> Scope<'a> {
         use BinaryOperator as B;
         let op = *b.operator.value();
         let l = self.eval(&b.lhs_expr, out)?;
-        if matches!(op, B::And | B::Or) {
-            let Value::Bool(lb) = l else {
-                return Err(self.type_error(&b.lhs_expr, "a bool", &l, out));
-            };
-            if (op == B::And && !lb) || (op == B::Or && lb) {
-                return Ok(Value::Bool(lb));
-            }
-            return match self.eval(&b.rhs_expr, out)? {
-                Value::Bool(rb) => Ok(Value::Bool(rb)),
-                r => Err(self.type_error(&b.rhs_expr, "a bool", &r, out)),
-            };
-        }
         let r = self.eval(&b.rhs_expr, out)?;
         match op {
             B::Eq => return Ok(Value::Bool(l == r)),
             B::NotEq => return Ok(Value::Bool(l != r)),
+            B::And | B::Or => {
+                // HCL checks both operands (no short cut around a bad one).
+                let Ok(Value::Bool(x)) = Type::Bool.convert(l.clone()) else {
+                    return Err(self.type_error(&b.lhs_expr, "a bool", &l, out));
+                };
+                let Ok(Value::Bool(y)) = Type::Bool.convert(r.clone()) else {
+                    return Err(self.type_error(&b.rhs_expr, "a bool", &r, out));
+                };
+                return Ok(Value::Bool(if op == B::And { x && y } else { x || y }));
+            }
             _ => {}
         }
-        let Value::Number(x) = l else {
+        // Numbers, or strings that are numbers ("5" + 1 is 6), as in HCL.
+        let Ok(Value::Number(x)) = Type::Number.convert(l.clone()) else {
             return Err(self.type_error(&b.lhs_expr, "a number", &l, out));
         };
-        let Value::Number(y) = r else {
+        let Ok(Value::Number(y)) = Type::Number.convert(r.clone()) else {
             return Err(self.type_error(&b.rhs_expr, "a number", &r, out));
         };
-        Ok(match op {
-            B::Plus => Value::Number(x + y),
-            B::Minus => Value::Number(x - y),
-            B::Mul => Value::Number(x * y),
-            B::Div => Value::Number(x / y),
-            B::Mod => Value::Number(x % y),
-            B::Less => Value::Bool(x < y),
-            B::LessEq => Value::Bool(x <= y),
-            B::Greater => Value::Bool(x > y),
-            B::GreaterEq => Value::Bool(x >= y),
-            B::Eq | B::NotEq | B::And | B::Or => Value::Null,
-        })
+        if op == B::Mod && y == 0.0 {
+            // go-cty: a remainder by zero is the dividend.
+            return Ok(Value::Number(x));
+        }
+        if op == B::Div && y == 0.0 {
+            return Err(out.err(
+                Diagnostic::error(
+                    "standby::division_by_zero",
+                    self.loc(b.rhs_expr.span()),
+                    "division by zero",
+                )
+                .label("this is zero")
+                .help("Terraform gives an infinity here (or an error for 0/0); standby refuses both"),
+            ));
+        }
+        let dec = |c: char, f: f64| super::value::decimal(x, c, y).unwrap_or(f);
+        let n = match op {
+            B::Plus => dec('+', x + y),
+            B::Minus => dec('-', x - y),
+            B::Mul => dec('*', x * y),
+            B::Div => x / y,
+            // cty: the remainder takes the sign of the dividend, like Go's.
+            B::Mod => dec('%', x % y),
+            B::Less => return Ok(Value::Bool(x < y)),
+            B::LessEq => return Ok(Value::Bool(x <= y)),
+            B::Greater => return Ok(Value::Bool(x > y)),
+            B::GreaterEq => return Ok(Value::Bool(x >= y)),
+            B::Eq | B::NotEq | B::And | B::Or => return Ok(Value::Null),
+        };
+        Ok(Value::Number(n))
     }
 
     fn for_expr(&self, f: &hcl_edit::expr::ForExpr, out: &mut Out) -> Eval<Value> {
         let coll = self.eval(&f.intro.collection_expr, out)?;
-        let items: Vec<(Value, Value)> = match coll {
-            Value::List(l) => l
-                .into_iter()
-                .enumerate()
-                .map(|(i, v)| (Value::Number(i as f64), v))
-                .collect(),
-            Value::Map(m) => m.into_iter().map(|(k, v)| (Value::String(k), v)).collect(),
-            other => {
-                return Err(self.type_error(
-                    &f.intro.collection_expr,
-                    "a list or a map",
-                    &other,
-                    out,
-                ));
-            }
-        };
+        let items = self.for_items(coll, &f.intro.collection_expr, out)?;
         let mut list = Vec::new();
-        let mut map = BTreeMap::new();
+        let mut map: BTreeMap<String, Value> = BTreeMap::new();
+        // Which item produced each key, to name both sides of a duplicate.
+        let mut first_of: HashMap<String, Value> = HashMap::new();
         for (k, v) in items {
             let mut scope = self.clone();
             if let Some(kv) = &f.intro.key_var {
-                scope.for_vars.push((kv.to_string(), k));
+                scope.for_vars.push((kv.to_string(), k.clone()));
             }
             scope.for_vars.push((f.intro.value_var.to_string(), v));
             if let Some(cond) = &f.cond {
-                match scope.eval(&cond.expr, out)? {
-                    Value::Bool(true) => {}
-                    Value::Bool(false) => continue,
-                    other => return Err(scope.type_error(&cond.expr, "a bool", &other, out)),
+                let c = scope.eval(&cond.expr, out)?;
+                match Type::Bool.convert(c.clone()) {
+                    Ok(Value::Bool(true)) => {}
+                    Ok(Value::Bool(false)) => continue,
+                    _ => return Err(scope.type_error(&cond.expr, "a bool", &c, out)),
                 }
             }
+            let Some(ke) = &f.key_expr else {
+                list.push(scope.eval(&f.value_expr, out)?);
+                continue;
+            };
+            let kv = scope.eval(ke, out)?;
+            if kv == Value::Null {
+                return Err(out.err(
+                    Diagnostic::error(
+                        "standby::wrong_type",
+                        self.loc(ke.span()),
+                        format!("the key of item {} is null", item_name(&k)),
+                    )
+                    .label("null key")
+                    .help("every item of a `for` that builds a map needs a string key"),
+                ));
+            }
+            let key = scope.key_string(kv, ke.span(), out)?;
             let value = scope.eval(&f.value_expr, out)?;
-            match &f.key_expr {
-                Some(ke) => {
-                    let kv = scope.eval(ke, out)?;
-                    let key = scope.key_string(kv, ke.span(), out)?;
-                    map.insert(key, value);
+            if f.grouping {
+                match map.entry(key) {
+                    std::collections::btree_map::Entry::Occupied(mut e) => {
+                        if let Value::List(l) = e.get_mut() {
+                            l.push(value);
+                        }
+                    }
+                    std::collections::btree_map::Entry::Vacant(e) => {
+                        e.insert(Value::List(vec![value]));
+                    }
                 }
-                None => list.push(value),
+                continue;
             }
+            if let Some(first) = first_of.get(&key) {
+                if out.sensitive {
+                    return Err(out.err(
+                        Diagnostic::error(
+                            "standby::duplicate_key",
+                            self.loc(ke.span()),
+                            "duplicate object key (key hidden: it comes from a sensitive variable)",
+                        )
+                        .label("a key produced twice")
+                        .help("keys must be unique; group items with `...` after the value"),
+                    ));
+                }
+                return Err(out.err(
+                    Diagnostic::error(
+                        "standby::duplicate_key",
+                        self.loc(ke.span()),
+                        format!(
+                            "duplicate object key {key:?}: items {} and {} of the `for` both produce it",
+                            item_name(first),
+                            item_name(&k)
+                        ),
+                    )
+                    .label(format!("{key:?} twice"))
+                    .help("keys must be unique (Terraform: \"Duplicate object key\"); rename one of the items, or group them with `...` after the value: { for x in LIST : x.name => x... }"),
+                ));
+            }
+            first_of.insert(key.clone(), k);
+            map.insert(key, value);
         }
         Ok(if f.key_expr.is_some() {
             Value::Map(map)
@@ -755,116 +1076,105 @@ impl<'a> Scope<'a> {
     fn call(&self, f: &hcl_edit::expr::FuncCall, out: &mut Out) -> Eval<Value> {
         let name = f.name.name.as_str();
         let span = f.span();
-        let args: Vec<Value> = f
-            .args
-            .iter()
-            .map(|a| self.eval(a, out))
-            .collect::<Eval<_>>()?;
         let bad = |out: &mut Out, msg: String| {
             out.err(
                 Diagnostic::error("standby::wrong_type", self.loc(span.clone()), msg)
-                    .label(format!("in this call to {name}")),
+                    .label(format!("in this call to {name}()")),
             )
         };
-        let num = |v: &Value| {
-            if let Value::Number(n) = v {
-                Some(*n)
-            } else {
-                None
-            }
-        };
-        match (name, args.as_slice()) {
-            ("range", [n]) | ("range", [_, n]) => {
-                let start = if args.len() == 2 {
-                    num(&args[0])
-                } else {
-                    Some(0.0)
-                };
-                match (start, num(n)) {
-                    (Some(a), Some(b)) if b - a <= 100_000.0 => {
-                        let mut v = Vec::new();
-                        let mut i = a;
-                        while i < b {
-                            v.push(Value::Number(i));
-                            i += 1.0;
-                        }
-                        Ok(Value::List(v))
-                    }
-                    _ => Err(bad(out, "range takes numbers (at most 100000 apart): range(END) or range(START, END)".into())),
+        let exprs: Vec<&Expression> = f.args.iter().collect();
+        match name {
+            // These look at whether their arguments fail, so they evaluate them.
+            "try" => {
+                if exprs.is_empty() {
+                    return Err(bad(out, "try() needs at least one argument".into()));
                 }
-            }
-            ("format", [Value::String(fmt), rest @ ..]) => match format(fmt, rest) {
-                Ok(s) => Ok(Value::String(s)),
-                Err(e) => Err(bad(out, format!("format: {e}"))),
-            },
-            ("length", [Value::List(l)]) => Ok(Value::Number(l.len() as f64)),
-            ("length", [Value::Map(m)]) => Ok(Value::Number(m.len() as f64)),
-            ("length", [Value::String(s)]) => Ok(Value::Number(s.chars().count() as f64)),
-            ("keys", [Value::Map(m)]) => {
-                Ok(Value::List(m.keys().cloned().map(Value::String).collect()))
-            }
-            ("values", [Value::Map(m)]) => Ok(Value::List(m.values().cloned().collect())),
-            ("lower", [Value::String(s)]) => Ok(Value::String(s.to_lowercase())),
-            ("upper", [Value::String(s)]) => Ok(Value::String(s.to_uppercase())),
-            ("tostring", [v]) if v.to_template_string().is_some() => {
-                Ok(Value::String(v.to_template_string().unwrap_or_default()))
-            }
-            ("tonumber", [v]) => super::value::Type::Number
-                .convert(v.clone())
-                .map_err(|found| bad(out, format!("tonumber: cannot convert {found} to a number"))),
-            ("join", [Value::String(sep), Value::List(l)]) => {
-                let parts: Option<Vec<String>> = l.iter().map(Value::to_template_string).collect();
-                match parts {
-                    Some(p) => Ok(Value::String(p.join(sep))),
-                    None => Err(bad(
-                        out,
-                        "join takes a separator and a list of strings".into(),
-                    )),
-                }
-            }
-            ("toset", [Value::List(l)]) => {
-                let mut seen = Vec::new();
-                for v in l {
-                    if !seen.contains(v) {
-                        seen.push(v.clone());
+                for e in &exprs {
+                    if let Some(v) = self.attempt(e, out)? {
+                        return Ok(v);
                     }
                 }
-                Ok(Value::List(seen))
-            }
-            ("concat", lists) if lists.iter().all(|l| matches!(l, Value::List(_))) => {
-                Ok(Value::List(
-                    lists
-                        .iter()
-                        .flat_map(|l| {
-                            if let Value::List(l) = l {
-                                l.clone()
-                            } else {
-                                Vec::new()
-                            }
-                        })
-                        .collect(),
-                ))
-            }
-            ("merge", maps) if maps.iter().all(|m| matches!(m, Value::Map(_))) => {
-                let mut all = BTreeMap::new();
-                for m in maps {
-                    if let Value::Map(m) = m {
-                        all.extend(m.clone());
-                    }
-                }
-                Ok(Value::Map(all))
-            }
-            _ if FUNCTIONS.contains(&name) => {
-                let found: Vec<String> = args.iter().map(Value::type_name).collect();
-                Err(bad(
+                return Err(bad(
                     out,
-                    format!("wrong arguments for {name}(): got ({})", found.join(", ")),
-                ))
+                    "try(): no expression succeeded (each argument failed to evaluate)".into(),
+                ));
             }
-            _ => {
-                let help = match did_you_mean(name, FUNCTIONS) {
+            "can" => {
+                let [e] = exprs.as_slice() else {
+                    return Err(bad(out, format!("can() takes 1 argument, got {}", exprs.len())));
+                };
+                return Ok(Value::Bool(self.attempt(e, out)?.is_some()));
+            }
+            _ => {}
+        }
+        let mut args: Vec<Value> = exprs
+            .iter()
+            .map(|a| self.eval(a, out))
+            .collect::<Eval<_>>()?;
+        if f.args.expand_final() {
+            // f(a, list...): the last argument's items become arguments.
+            match args.pop() {
+                Some(Value::List(l)) => args.extend(l),
+                Some(other) => {
+                    let e = exprs.last().copied();
+                    return Err(out.err(
+                        Diagnostic::error(
+                            "standby::wrong_type",
+                            self.loc(e.and_then(|e| e.span())),
+                            format!("`...` expands a list, found {}", other.type_name()),
+                        )
+                        .label("not a list")
+                        .help("only a list (or tuple) can be expanded into arguments"),
+                    ));
+                }
+                None => {}
+            }
+        }
+        let dir = self.dir();
+        if name == "templatefile" {
+            let before = out.diags.items.len();
+            return match self.templatefile(&args, &dir, out) {
+                Ok(v) => Ok(v),
+                // The template's own error is reported, pointing into it:
+                // say where it was called from there, not in a second error.
+                Err(_) if out.diags.items.len() > before => {
+                    let at = self.loc(span.clone()).position();
+                    for d in &mut out.diags.items[before..] {
+                        let note = format!("the template is rendered by templatefile() at {at}");
+                        d.help = Some(match d.help.take() {
+                            Some(h) => format!("{h} ({note})"),
+                            None => note,
+                        });
+                    }
+                    Err(Failed)
+                }
+                Err(m) => Err(bad(out, m)),
+            };
+        }
+        match super::funcs::call(name, &args, &dir) {
+            Ok(v) => Ok(v),
+            // The message may quote an argument: not one from a sensitive variable.
+            Err(FnError::Bad(_)) if out.sensitive => Err(bad(
+                out,
+                format!("{name}() failed; details hidden because an argument comes from a sensitive variable"),
+            )),
+            Err(FnError::Bad(msg)) => Err(bad(out, msg)),
+            Err(FnError::Unsupported) => Err(out.err(
+                Diagnostic::error(
+                    "standby::unsupported_function",
+                    self.loc(f.name.name.span()),
+                    format!("the Terraform function `{name}` is not supported by standby"),
+                )
+                .label("not supported")
+                .help("docs/LANGUAGE.md lists the functions standby supports"),
+            )),
+            Err(FnError::Unknown) => {
+                let help = match did_you_mean(name, super::funcs::SUPPORTED.iter().copied()) {
                     Some(s) => format!("did you mean `{s}`?"),
-                    None => format!("available functions: {}", FUNCTIONS.join(", ")),
+                    None => format!(
+                        "available functions: {}",
+                        super::funcs::SUPPORTED.join(", ")
+                    ),
                 };
                 Err(out.err(
                     Diagnostic::error(
@@ -878,45 +1188,116 @@ impl<'a> Scope<'a> {
             }
         }
     }
+
+    /// The configuration directory: where the file being evaluated lives.
+    fn dir(&self) -> std::path::PathBuf {
+        std::path::Path::new(&self.source.name)
+            .parent()
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_default()
+    }
+
+    /// `templatefile(PATH, VARS)`: the file is a template that sees only
+    /// VARS (as in Terraform); its errors point into the file itself.
+    fn templatefile(&self, args: &[Value], dir: &std::path::Path, out: &mut Out) -> Result<Value, String> {
+        let [path, vars] = args else {
+            return Err(format!("templatefile() takes 2 arguments, got {}", args.len()));
+        };
+        let Value::String(path) = path else {
+            return Err(format!("the path must be a string, found {}", path.type_name()));
+        };
+        let Value::Map(vars) = vars else {
+            return Err(format!("the variables must be a map, found {}", vars.type_name()));
+        };
+        if TEMPLATE_DEPTH.get() > 0 {
+            // As in Terraform: a template calling templatefile could recurse forever.
+            return Err("templatefile() cannot be called from inside a template".into());
+        }
+        let text = super::funcs::read_config_file(dir, path)?;
+        let shown = super::display_path(&dir.join(path));
+        let src = Source::new(shown.clone(), text);
+        let t = match hcl_edit::parser::parse_template(&src.text) {
+            Ok(t) => t,
+            Err(e) => {
+                let at = e.location().offset().min(src.text.len());
+                out.err(
+                    Diagnostic::error(
+                        "standby::syntax",
+                        Loc::new(&src, Some(at..at)),
+                        format!("syntax error in template: {}", e.message()),
+                    )
+                    .label("the parser stopped here"),
+                );
+                return Err(format!("{shown} is not a valid template"));
+            }
+        };
+        let empty = Empty::default();
+        let mut scope = empty.scope(&src);
+        scope.for_vars = vars.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        // As in Terraform, a template that is one interpolation gives its
+        // value unchanged (`${jsonencode(x)}` or `${true}`).
+        TEMPLATE_DEPTH.set(TEMPLATE_DEPTH.get() + 1);
+        let rendered = scope.template_value(&t, out);
+        TEMPLATE_DEPTH.set(TEMPLATE_DEPTH.get() - 1);
+        match rendered {
+            Ok(v) => Ok(v),
+            Err(Failed) => Err(format!("the template {shown} failed (see the error in it)")),
+        }
+    }
 }
 
-/// `format("web-%02d", 3)`: `%s`, `%d` with optional zero padding, `%%`.
-fn format(fmt: &str, args: &[Value]) -> Result<String, String> {
-    let mut out = String::new();
-    let mut args = args.iter();
-    let mut chars = fmt.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c != '%' {
-            out.push(c);
-            continue;
-        }
-        let mut width = String::new();
-        while let Some(d) = chars.peek().filter(|d| d.is_ascii_digit()) {
-            width.push(*d);
-            chars.next();
-        }
-        let verb = chars.next().ok_or("the format ends with %")?;
-        if verb == '%' {
-            out.push('%');
-            continue;
-        }
-        let arg = args.next().ok_or("more % verbs than arguments")?;
-        let text = match (verb, arg) {
-            ('d', Value::Number(n)) => format!("{}", *n as i64),
-            ('s', v) => v
-                .to_template_string()
-                .ok_or("%s needs a string, number or bool")?,
-            ('v', v) => v
-                .to_template_string()
-                .ok_or("%v needs a string, number or bool")?,
-            _ => return Err(format!("%{verb} does not fit {}", arg.type_name())),
-        };
-        let w: usize = width.parse().unwrap_or(0);
-        let pad = if width.starts_with('0') { '0' } else { ' ' };
-        for _ in text.chars().count()..w {
-            out.push(pad);
-        }
-        out.push_str(&text);
+/// An item of a `for` as people name it: `[2]` for a list, `["web"]` for a map.
+fn item_name(k: &Value) -> String {
+    match k {
+        Value::String(s) => format!("[{s:?}]"),
+        other => format!("[{}]", other.to_template_string().unwrap_or_default()),
     }
-    Ok(out)
+}
+
+/// Remove up to `n` columns of indentation from the lines of literals
+/// inside directives (a flush heredoc's lines there, which hcl-edit's
+/// dedent does not reach).
+fn dedent_directives(t: &mut Template, n: usize) {
+    fn lines(t: &mut Template, n: usize) {
+        for el in t.iter_mut() {
+            match el {
+                Element::Literal(l) => {
+                    let mut res = String::new();
+                    for (i, line) in l.split('\n').enumerate() {
+                        if i > 0 {
+                            res.push('\n');
+                            let cut = line
+                                .char_indices()
+                                .take(n)
+                                .take_while(|(_, c)| *c == ' ' || *c == '\t')
+                                .last()
+                                .map_or(0, |(i, c)| i + c.len_utf8());
+                            res.push_str(&line[cut..]);
+                        } else {
+                            res.push_str(line);
+                        }
+                    }
+                    *l.as_mut() = res;
+                }
+                Element::Directive(d) => nested(d, n),
+                Element::Interpolation(_) => {}
+            }
+        }
+    }
+    fn nested(d: &mut Directive, n: usize) {
+        match d {
+            Directive::If(d) => {
+                lines(&mut d.if_expr.template, n);
+                if let Some(e) = &mut d.else_expr {
+                    lines(&mut e.template, n);
+                }
+            }
+            Directive::For(d) => lines(&mut d.for_expr.template, n),
+        }
+    }
+    for el in t.iter_mut() {
+        if let Element::Directive(d) = el {
+            nested(d, n);
+        }
+    }
 }

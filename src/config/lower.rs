@@ -280,6 +280,9 @@ pub fn instances(
     machine_keys: &MachineKeys,
     diags: &mut Diagnostics,
 ) -> Option<Vec<(Option<String>, Value)>> {
+    if let Some(c) = t.block.body.get_attribute("count") {
+        return count_instances(ctx, t, c, diags);
+    }
     let Some(attr) = t.block.body.get_attribute("for_each") else {
         return Some(vec![(None, Value::Null)]);
     };
@@ -341,6 +344,12 @@ pub fn instances(
                 })
                 .collect(),
         ),
+        // That machine's own for_each failed and was reported.
+        Value::Ref(Ref::Object {
+            kind: Kind::Machine,
+            name,
+            key: None,
+        }) if matches!(machine_keys.get(&name), Some(None)) => None,
         other => {
             diags.push(
                 Diagnostic::error("standby::for_each_not_collection", loc, format!("for_each needs a map or a list of strings, found {}", other.type_name()))
@@ -349,6 +358,68 @@ pub fn instances(
             );
             None
         }
+    }
+}
+
+/// `count = N`: instances keyed "0" to "N-1" (Terraform's `[0]`...), each
+/// with its number as the value `count.index` reads.
+fn count_instances(
+    ctx: &Ctx,
+    t: &Top,
+    c: &hcl_edit::structure::Attribute,
+    diags: &mut Diagnostics,
+) -> Option<Vec<(Option<String>, Value)>> {
+    let loc = Loc::new(&t.source, hcl_edit::Span::span(&c.value));
+    if let Some(fe) = t.block.body.get_attribute("for_each") {
+        diags.push(
+            Diagnostic::error(
+                "standby::count_and_for_each",
+                Loc::new(&t.source, hcl_edit::Span::span(&fe.key)),
+                format!("{} sets both `count` and `for_each`", super::reader::describe(t.block)),
+            )
+            .label("second way to repeat the block")
+            .help("use one of them: for_each for instances named by key, count for numbered ones"),
+        );
+        return None;
+    }
+    let scope = ctx.scope(&t.source);
+    let mut out = super::eval::Out {
+        diags: &mut *diags,
+        sensitive: false,
+    };
+    let v = scope.eval(&c.value, &mut out).ok()?;
+    match super::value::Type::Number.convert(v.clone()) {
+        Ok(Value::Number(n)) if n.fract() == 0.0 && (0.0..=100_000.0).contains(&n) => Some(
+            (0..n as u64)
+                .map(|i| (Some(i.to_string()), Value::Number(i as f64)))
+                .collect(),
+        ),
+        _ => {
+            diags.push(
+                Diagnostic::error(
+                    "standby::wrong_type",
+                    loc,
+                    format!("`count` needs a whole number from 0, found {}", match v {
+                        Value::Number(n) => super::value::format_number(n),
+                        other => other.type_name(),
+                    }),
+                )
+                .label("not a count")
+                .help("count = 3 makes instances [0], [1] and [2]"),
+            );
+            None
+        }
+    }
+}
+
+/// The scope of one instance: `each.key`/`each.value` with `for_each`,
+/// `count.index` with `count`.
+fn instance_scope<'a>(scope: &mut Scope<'a>, t: &Top, key: &'a Option<String>, each: &'a Value) {
+    if t.block.body.has_attribute("count") {
+        let index = std::collections::BTreeMap::from([("index".to_string(), each.clone())]);
+        scope.for_vars.push(("count".to_string(), Value::Map(index)));
+    } else {
+        scope.each = key.as_deref().map(|k| (k, each));
     }
 }
 
@@ -536,11 +607,12 @@ pub fn machine(
     diags: &mut Diagnostics,
 ) -> Option<Machine> {
     let mut scope = ctx.scope(&t.source);
-    scope.each = key.as_deref().map(|k| (k, each));
-    let mut r = Reader::new(
+    instance_scope(&mut scope, t, key, each);
+    let expanded = super::dynamic::expand(&scope, t.block, &["disk", "check"], diags)?;
+    let mut r = Reader::expanded(
         scope,
-        t.block,
-        &["site", "for_each"],
+        &expanded,
+        &["site", "for_each", "count"],
         &["disk", "quiesce", "boot", "shutdown", "check"],
         diags,
     );
@@ -746,7 +818,7 @@ pub fn protection(
     diags: &mut Diagnostics,
 ) -> Option<Protection> {
     let mut scope = ctx.scope(&t.source);
-    scope.each = key.as_deref().map(|k| (k, each));
+    instance_scope(&mut scope, t, key, each);
     let attrs = [
         "machine",
         "target",
@@ -755,6 +827,7 @@ pub fn protection(
         "consistency_group",
         "prevent_destroy",
         "for_each",
+        "count",
     ];
     let mut r = Reader::new(scope, t.block, &attrs, &[], diags);
     let this = addr(Kind::Protection, &t.name, key);
@@ -936,9 +1009,10 @@ pub fn recovery_plan(
     config: &crate::model::Config,
     diags: &mut Diagnostics,
 ) -> Option<RecoveryPlan> {
+    let expanded = super::dynamic::expand(&ctx.scope(&t.source), t.block, &["group"], diags)?;
     let mut group_names = Vec::new();
     let mut seen = HashMap::new();
-    for b in t
+    for b in expanded
         .block
         .body
         .blocks()
@@ -953,7 +1027,7 @@ pub fn recovery_plan(
     }
     let mut scope = ctx.scope(&t.source);
     scope.groups = Some(&group_names);
-    let mut r = Reader::new(scope, t.block, &["active_site"], &["group", "drill"], diags);
+    let mut r = Reader::expanded(scope, &expanded, &["active_site"], &["group", "drill"], diags);
     let this = Address::new(Kind::RecoveryPlan, &t.name);
     let active_site = if r.has("active_site") {
         r.reference("active_site", Kind::Site, diags)

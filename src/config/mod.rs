@@ -9,7 +9,9 @@
 
 mod backend;
 mod diag;
+mod dynamic;
 mod eval;
+mod funcs;
 mod lower;
 mod parse;
 mod reader;
@@ -156,11 +158,14 @@ fn load_into(dir: &Path, inputs: &VarInputs, diags: &mut Diagnostics) -> Option<
                     .file_name()
                     .map(|n| n.to_string_lossy().to_string())
                     .unwrap_or_default();
+                // The text as read (no BOM, LF endings): a checkout with
+                // CRLF endings has the same configuration hash.
+                let source = Source::new(name, text);
                 hasher.update(file_name.as_bytes());
                 hasher.update(&[0]);
-                hasher.update(text.as_bytes());
+                hasher.update(source.text.as_bytes());
                 hasher.update(&[0]);
-                sources.push(Source::new(name, text));
+                sources.push(source);
             }
             Err(e) => diags.push(Diagnostic::unreadable(
                 &name,
@@ -385,21 +390,23 @@ fn load_into(dir: &Path, inputs: &VarInputs, diags: &mut Diagnostics) -> Option<
     for kind in Kind::ALL {
         let entry = objects.names.entry(kind).or_default();
         for t in of(kind.block_name()) {
-            entry.insert(t.name.clone(), t.block.body.has_attribute("for_each"));
+            entry.insert(t.name.clone(), repeated(t.block));
         }
     }
     for kind in ["vault", "site", "policy", "recovery_plan"] {
         for t in of(kind) {
-            if let Some(a) = t.block.body.get_attribute("for_each") {
-                diags.push(
-                    Diagnostic::error(
-                        "standby::unknown_attribute",
-                        Loc::new(&t.source, a.key.span()),
-                        format!("`for_each` is not supported on {kind} blocks"),
-                    )
-                    .label("not supported here")
-                    .help("only machine and protection blocks take for_each"),
-                );
+            for attr in ["for_each", "count"] {
+                if let Some(a) = t.block.body.get_attribute(attr) {
+                    diags.push(
+                        Diagnostic::error(
+                            "standby::unknown_attribute",
+                            Loc::new(&t.source, a.key.span()),
+                            format!("`{attr}` is not supported on {kind} blocks"),
+                        )
+                        .label("not supported here")
+                        .help(format!("only machine and protection blocks take {attr}")),
+                    );
+                }
             }
         }
     }
@@ -457,7 +464,7 @@ fn load_into(dir: &Path, inputs: &VarInputs, diags: &mut Diagnostics) -> Option<
     let mut machine_instances = Vec::new();
     for t in of("machine") {
         let inst = lower::instances(&ctx, t, &machine_keys, diags);
-        if t.block.body.has_attribute("for_each") {
+        if repeated(t.block) {
             let keys = inst
                 .as_ref()
                 .map(|i| i.iter().filter_map(|(k, _)| k.clone()).collect());
@@ -502,6 +509,11 @@ fn load_into(dir: &Path, inputs: &VarInputs, diags: &mut Diagnostics) -> Option<
     config.source_hash = hasher.finalize().to_hex().to_string();
     tracing::debug!(elapsed = ?started.elapsed(), "lowered");
     parsed_all.then_some(config)
+}
+
+/// Whether a block makes several instances (`for_each` or `count`).
+fn repeated(b: &hcl_edit::structure::Block) -> bool {
+    b.body.has_attribute("for_each") || b.body.has_attribute("count")
 }
 
 /// `KIND "NAME"` headers found by a plain scan of files that failed to parse.

@@ -23,6 +23,8 @@ pub fn parse(source: &Arc<Source>, diags: &mut Diagnostics) -> Option<Body> {
                 .label("the parser stopped here")
                 .help(if e.message().contains("redefined attribute") {
                     "an attribute is set once per block: remove one of the two"
+                } else if e.message().contains("redefined object key") {
+                    "a key appears once per object: remove one of the two"
                 } else {
                     "check for a missing quote, brace, bracket or `=` just before this point"
                 }),

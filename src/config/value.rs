@@ -77,7 +77,10 @@ impl Value {
                 if n.fract() == 0.0 && n.abs() < 9e15 {
                     serde_json::json!(*n as i64)
                 } else {
-                    serde_json::Number::from_f64(*n)
+                    // The printed form, so JSON shows 0.3 where Terraform does.
+                    serde_json::from_str::<serde_json::Number>(&format_number(*n))
+                        .ok()
+                        .or_else(|| serde_json::Number::from_f64(*n))
                         .map_or(serde_json::Value::Null, serde_json::Value::Number)
                 }
             }
@@ -91,16 +94,73 @@ impl Value {
     }
 }
 
+/// A number as Terraform prints it: whole numbers without a fraction,
+/// others in the shortest form that reads back as the same f64. Sums,
+/// differences, products and remainders are computed in decimal
+/// ([`decimal`]), so `0.1 + 0.2` is `0.3` as in Terraform's big floats.
 pub fn format_number(n: f64) -> String {
-    if n.fract() == 0.0 && n.abs() < 9e15 {
-        format!("{}", n as i64)
+    // Whole numbers print exactly (every f64 from 2^53 up is whole).
+    if n.fract() == 0.0 && n.abs() < 9.2e18 {
+        return format!("{}", n as i64);
+    }
+    format!("{n}")
+}
+
+/// A number's shortest decimal form as (digits, scale): 5.1 is (51, 1).
+fn to_decimal(x: f64) -> Option<(i128, u32)> {
+    if !x.is_finite() {
+        return None;
+    }
+    let s = format!("{x:e}");
+    let (mantissa, exp) = s.split_once('e')?;
+    let exp: i32 = exp.parse().ok()?;
+    let (neg, mantissa) = match mantissa.strip_prefix('-') {
+        Some(m) => (true, m),
+        None => (false, mantissa),
+    };
+    let frac = mantissa.split_once('.').map_or(0, |(_, f)| f.len()) as i32;
+    let digits: i128 = mantissa.replace('.', "").parse().ok()?;
+    let digits = if neg { -digits } else { digits };
+    let scale = frac - exp;
+    if scale >= 0 {
+        (scale <= 36).then_some((digits, scale as u32))
     } else {
-        format!("{n}")
+        let up = 10i128.checked_pow((-scale) as u32)?;
+        digits.checked_mul(up).map(|d| (d, 0))
     }
 }
 
-/// A variable's declared type: `string`, `number`, `bool`, `list(T)`,
-/// `set(T)`, `map(T)` or `any`.
+/// `x OP y` for `+ - * %` in exact decimal arithmetic on the numbers'
+/// shortest decimal forms (as Terraform's big floats give for decimal
+/// input), rounded once to f64; None when the digits do not fit, and the
+/// caller computes in f64.
+pub fn decimal(x: f64, op: char, y: f64) -> Option<f64> {
+    let (a, sa) = to_decimal(x)?;
+    let (b, sb) = to_decimal(y)?;
+    let (m, scale) = if op == '*' {
+        (a.checked_mul(b)?, sa + sb)
+    } else {
+        let s = sa.max(sb);
+        let a = a.checked_mul(10i128.checked_pow(s - sa)?)?;
+        let b = b.checked_mul(10i128.checked_pow(s - sb)?)?;
+        let m = match op {
+            '+' => a.checked_add(b)?,
+            '-' => a.checked_sub(b)?,
+            // The remainder has the dividend's sign, as in Go and cty.
+            '%' if b != 0 => a.checked_rem(b)?,
+            _ => return None,
+        };
+        (m, s)
+    };
+    if scale > 60 {
+        return None;
+    }
+    format!("{m}e-{scale}").parse().ok()
+}
+
+/// A variable's declared type: `string`, `number`, `bool`, `any`,
+/// `list(T)`, `set(T)`, `map(T)`, `object({NAME = T, ...})` (attributes may
+/// be `optional(T)` or `optional(T, DEFAULT)`) and `tuple([T, ...])`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Type {
     Any,
@@ -108,7 +168,19 @@ pub enum Type {
     Number,
     Bool,
     List(Box<Type>),
+    Set(Box<Type>),
     Map(Box<Type>),
+    Object(BTreeMap<String, Attr>),
+    Tuple(Vec<Type>),
+}
+
+/// One attribute of an object type.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attr {
+    pub ty: Type,
+    /// `optional(T)`: may be left out (or null); then the default, or null.
+    pub optional: bool,
+    pub default: Option<Value>,
 }
 
 impl fmt::Display for Type {
@@ -119,14 +191,51 @@ impl fmt::Display for Type {
             Type::Number => f.write_str("number"),
             Type::Bool => f.write_str("bool"),
             Type::List(t) => write!(f, "list({t})"),
+            Type::Set(t) => write!(f, "set({t})"),
             Type::Map(t) => write!(f, "map({t})"),
+            Type::Object(attrs) => {
+                f.write_str("object({")?;
+                for (i, (k, a)) in attrs.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    if a.optional {
+                        write!(f, "{k} = optional({})", a.ty)?;
+                    } else {
+                        write!(f, "{k} = {}", a.ty)?;
+                    }
+                }
+                f.write_str("})")
+            }
+            Type::Tuple(ts) => {
+                f.write_str("tuple([")?;
+                for (i, t) in ts.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{t}")?;
+                }
+                f.write_str("])")
+            }
         }
+    }
+}
+
+/// Where inside a value a conversion failed: `["web"].disks[0]`.
+fn at(path: &str, inner: String) -> String {
+    if inner.contains(" at ") {
+        let (what, rest) = inner.split_once(" at ").unwrap_or((&inner, ""));
+        format!("{what} at {path}{rest}")
+    } else {
+        format!("{inner} at {path}")
     }
 }
 
 impl Type {
     /// Convert `v` to this type the way HCL does (numbers and bools become
-    /// strings and back); `Err` names what was found.
+    /// strings and back, objects lose attributes the type does not name,
+    /// optional attributes left out become their default or null); `Err`
+    /// names what was found and where (`a string at .port`).
     pub fn convert(&self, v: Value) -> Result<Value, String> {
         match (self, v) {
             (Type::Any, v) => Ok(v),
@@ -136,26 +245,181 @@ impl Type {
                 Ok(Value::String(v.to_template_string().unwrap_or_default()))
             }
             (Type::Number, Value::Number(n)) => Ok(Value::Number(n)),
-            (Type::Number, Value::String(s)) => s
-                .trim()
-                .parse::<f64>()
+            (Type::Number, Value::String(s)) => parse_number(&s)
                 .map(Value::Number)
-                .map_err(|_| "a string that is not a number".to_string()),
+                // The text is not shown: it may come from a sensitive variable.
+                .ok_or_else(|| "a string that is not a number".to_string()),
             (Type::Bool, Value::Bool(b)) => Ok(Value::Bool(b)),
-            (Type::Bool, Value::String(s)) if s == "true" || s == "false" => {
-                Ok(Value::Bool(s == "true"))
+            // go-cty's string-to-bool conversion: "true"/"1", "false"/"0".
+            (Type::Bool, Value::String(s)) if matches!(s.as_str(), "true" | "1" | "false" | "0") => {
+                Ok(Value::Bool(s == "true" || s == "1"))
+            }
+            (Type::Bool, Value::String(s)) if s.eq_ignore_ascii_case("true") || s.eq_ignore_ascii_case("false") => {
+                Err("a string with a capital letter (to convert from a string, use lowercase \"true\" or \"false\")".to_string())
             }
             (Type::List(t), Value::List(items)) => items
                 .into_iter()
-                .map(|i| t.convert(i))
+                .enumerate()
+                .map(|(i, v)| t.convert(v).map_err(|e| at(&format!("[{i}]"), e)))
                 .collect::<Result<_, _>>()
                 .map(Value::List),
+            (Type::Set(t), Value::List(items)) => items
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| t.convert(v).map_err(|e| at(&format!("[{i}]"), e)))
+                .collect::<Result<Vec<_>, _>>()
+                .map(|l| Value::List(set_of(l))),
+            (Type::Tuple(ts), Value::List(items)) => {
+                if ts.len() != items.len() {
+                    return Err(format!("a list of {} items where {} are needed", items.len(), ts.len()));
+                }
+                ts.iter()
+                    .zip(items)
+                    .enumerate()
+                    .map(|(i, (t, v))| t.convert(v).map_err(|e| at(&format!("[{i}]"), e)))
+                    .collect::<Result<_, _>>()
+                    .map(Value::List)
+            }
             (Type::Map(t), Value::Map(m)) => m
                 .into_iter()
-                .map(|(k, v)| t.convert(v).map(|v| (k, v)))
+                .map(|(k, v)| {
+                    let path = format!("[{k:?}]");
+                    t.convert(v).map(|v| (k, v)).map_err(|e| at(&path, e))
+                })
                 .collect::<Result<_, _>>()
                 .map(Value::Map),
+            (Type::Object(attrs), Value::Map(mut m)) => {
+                let mut res = BTreeMap::new();
+                for (k, a) in attrs {
+                    let v = m.remove(k).unwrap_or(Value::Null);
+                    let v = match v {
+                        Value::Null if a.optional => a.default.clone().unwrap_or(Value::Null),
+                        Value::Null => {
+                            return Err(format!("an object without the required attribute {k:?}"));
+                        }
+                        v => v,
+                    };
+                    res.insert(k.clone(), a.ty.convert(v).map_err(|e| at(&format!(".{k}"), e))?);
+                }
+                Ok(Value::Map(res))
+            }
             (_, v) => Err(v.type_name()),
         }
     }
+}
+
+/// A number written as HCL and Terraform accept it in a string: decimal,
+/// optionally signed, with a fraction and exponent (no hex, no `inf`).
+pub fn parse_number(s: &str) -> Option<f64> {
+    let t = s.trim();
+    let ok = !t.is_empty()
+        && t.chars().all(|c| c.is_ascii_digit() || matches!(c, '.' | '-' | '+' | 'e' | 'E'))
+        && t.chars().any(|c| c.is_ascii_digit());
+    if !ok || t != s {
+        return None;
+    }
+    t.parse().ok()
+}
+
+/// A set's items in cty's order: numbers numerically, other values by
+/// their text; duplicates removed; mixed primitives become strings.
+pub fn set_of(items: Vec<Value>) -> Vec<Value> {
+    let all_num = items.iter().all(|v| matches!(v, Value::Number(_)));
+    let all_prim = items
+        .iter()
+        .all(|v| matches!(v, Value::Number(_) | Value::String(_) | Value::Bool(_)));
+    let mut items: Vec<Value> = if all_prim && !all_num {
+        items
+            .into_iter()
+            .map(|v| Type::String.convert(v).unwrap_or(Value::Null))
+            .collect()
+    } else {
+        items
+    };
+    if all_num {
+        items.sort_by(|a, b| match (a, b) {
+            (Value::Number(x), Value::Number(y)) => x.total_cmp(y),
+            _ => std::cmp::Ordering::Equal,
+        });
+    } else {
+        items.sort_by_key(|v| v.to_json().to_string());
+    }
+    items.dedup();
+    items
+}
+
+/// Unicode NFC, which go-cty gives every string (so `"é"` typed as one
+/// character or as `e` and a combining accent is one string).
+pub fn nfc(s: &str) -> String {
+    if s.is_ascii() {
+        return s.to_string();
+    }
+    unicode_normalization::UnicodeNormalization::nfc(s).collect()
+}
+
+/// The type go-cty unifies values' types to (a conditional's two results):
+/// null fits anything; different primitives become string; lists of one
+/// length unify item by item, of different lengths to a list of one item
+/// type; maps with the same keys unify key by key, else to a map of one
+/// value type. None when they cannot be unified.
+pub fn unify(values: &[&Value]) -> Option<Type> {
+    let known: Vec<&Value> = values
+        .iter()
+        .copied()
+        .filter(|v| !matches!(v, Value::Null))
+        .collect();
+    let Some(first) = known.first() else {
+        return Some(Type::Any);
+    };
+    let same_kind = |f: fn(&Value) -> bool| known.iter().all(|v| f(v));
+    if same_kind(|v| matches!(v, Value::Ref(_))) {
+        return Some(Type::Any);
+    }
+    if same_kind(|v| matches!(v, Value::String(_) | Value::Number(_) | Value::Bool(_))) {
+        if !known.iter().all(|v| std::mem::discriminant(*v) == std::mem::discriminant(*first)) {
+            return Some(Type::String);
+        }
+        return Some(match first {
+            Value::Number(_) => Type::Number,
+            Value::Bool(_) => Type::Bool,
+            _ => Type::String,
+        });
+    }
+    if same_kind(|v| matches!(v, Value::List(_))) {
+        let lists: Vec<&Vec<Value>> = known
+            .iter()
+            .filter_map(|v| if let Value::List(l) = v { Some(l) } else { None })
+            .collect();
+        let n = lists[0].len();
+        if lists.iter().all(|l| l.len() == n) {
+            let mut items = Vec::new();
+            for i in 0..n {
+                let at: Vec<&Value> = lists.iter().map(|l| &l[i]).collect();
+                items.push(unify(&at)?);
+            }
+            return Some(Type::Tuple(items));
+        }
+        let all: Vec<&Value> = lists.iter().flat_map(|l| l.iter()).collect();
+        return unify(&all).map(|t| Type::List(Box::new(t)));
+    }
+    if same_kind(|v| matches!(v, Value::Map(_))) {
+        let maps: Vec<&BTreeMap<String, Value>> = known
+            .iter()
+            .filter_map(|v| if let Value::Map(m) = v { Some(m) } else { None })
+            .collect();
+        let keys: Vec<&String> = maps[0].keys().collect();
+        if maps.iter().all(|m| m.keys().collect::<Vec<_>>() == keys) {
+            let mut attrs = BTreeMap::new();
+            for k in keys {
+                let at: Vec<&Value> = maps.iter().filter_map(|m| m.get(k)).collect();
+                let ty = unify(&at)?;
+                // Optional, so a null attribute converts as itself.
+                attrs.insert(k.clone(), Attr { ty, optional: true, default: None });
+            }
+            return Some(Type::Object(attrs));
+        }
+        let all: Vec<&Value> = maps.iter().flat_map(|m| m.values()).collect();
+        return unify(&all).map(|t| Type::Map(Box::new(t)));
+    }
+    None
 }

@@ -22,8 +22,20 @@ pub struct Declared {
     pub sensitive: bool,
 }
 
-/// Parse a type expression: `string`, `list(string)`, `map(number)`, ...
+/// Parse a type expression: `string`, `list(string)`, `map(number)`,
+/// `set(T)`, `object({ a = T, b = optional(T, DEFAULT) })`, `tuple([T, ...])`.
 pub fn parse_type(e: &Expression, source: &Arc<Source>, diags: &mut Diagnostics) -> Option<Type> {
+    parse_type_in(e, source, diags, false).map(|(t, _)| t)
+}
+
+/// `in_object`: `optional(...)` is allowed (as an attribute's type); the
+/// result says whether it was optional and its default.
+fn parse_type_in(
+    e: &Expression,
+    source: &Arc<Source>,
+    diags: &mut Diagnostics,
+    in_object: bool,
+) -> Option<(Type, Option<Option<Value>>)> {
     let simple = |name: &str| match name {
         "string" => Some(Type::String),
         "number" => Some(Type::Number),
@@ -31,23 +43,7 @@ pub fn parse_type(e: &Expression, source: &Arc<Source>, diags: &mut Diagnostics)
         "any" => Some(Type::Any),
         _ => None,
     };
-    let found = match e {
-        Expression::Variable(v) => simple(v.as_str()),
-        Expression::FuncCall(f) => {
-            let args: Vec<&Expression> = f.args.iter().collect();
-            match (f.name.name.as_str(), args.as_slice()) {
-                ("list" | "set", [inner]) => {
-                    parse_type(inner, source, diags).map(|t| Type::List(Box::new(t)))
-                }
-                ("map", [inner]) => {
-                    parse_type(inner, source, diags).map(|t| Type::Map(Box::new(t)))
-                }
-                _ => None,
-            }
-        }
-        _ => None,
-    };
-    if found.is_none() {
+    let fail = |diags: &mut Diagnostics, e: &Expression| {
         diags.push(
             Diagnostic::error(
                 "standby::wrong_type",
@@ -55,10 +51,79 @@ pub fn parse_type(e: &Expression, source: &Arc<Source>, diags: &mut Diagnostics)
                 "not a type",
             )
             .label("expected a type")
-            .help("write one of: string, number, bool, any, list(TYPE), set(TYPE), map(TYPE)"),
+            .help("write one of: string, number, bool, any, list(TYPE), set(TYPE), map(TYPE), object({NAME = TYPE, ...}), tuple([TYPE, ...]); optional(TYPE) inside object({...})"),
         );
+        None
+    };
+    let found = match e {
+        Expression::Variable(v) => simple(v.as_str()),
+        Expression::FuncCall(f) => {
+            let args: Vec<&Expression> = f.args.iter().collect();
+            match (f.name.name.as_str(), args.as_slice()) {
+                ("list", [inner]) => parse_type(inner, source, diags).map(|t| Type::List(Box::new(t))),
+                ("set", [inner]) => parse_type(inner, source, diags).map(|t| Type::Set(Box::new(t))),
+                ("map", [inner]) => parse_type(inner, source, diags).map(|t| Type::Map(Box::new(t))),
+                ("object", [Expression::Object(o)]) => {
+                    let mut attrs = std::collections::BTreeMap::new();
+                    for (k, v) in o.iter() {
+                        let name = match k {
+                            hcl_edit::expr::ObjectKey::Ident(id) => id.as_str().to_string(),
+                            hcl_edit::expr::ObjectKey::Expression(Expression::String(s)) => s.to_string(),
+                            hcl_edit::expr::ObjectKey::Expression(ke) => return fail(diags, ke),
+                        };
+                        let (ty, opt) = parse_type_in(v.expr(), source, diags, true)?;
+                        attrs.insert(
+                            name,
+                            super::value::Attr {
+                                ty,
+                                optional: opt.is_some(),
+                                default: opt.flatten(),
+                            },
+                        );
+                    }
+                    Some(Type::Object(attrs))
+                }
+                ("tuple", [Expression::Array(a)]) => {
+                    let mut ts = Vec::new();
+                    for t in a.iter() {
+                        ts.push(parse_type(t, source, diags)?);
+                    }
+                    Some(Type::Tuple(ts))
+                }
+                ("optional", [inner, rest @ ..]) if in_object && rest.len() <= 1 => {
+                    let ty = parse_type(inner, source, diags)?;
+                    let default = match rest.first() {
+                        Some(d) => {
+                            let v = eval_const(d, source, diags)?;
+                            match ty.convert(v) {
+                                Ok(v) => Some(v),
+                                Err(found) => {
+                                    diags.push(
+                                        Diagnostic::error(
+                                            "standby::wrong_type",
+                                            Loc::new(source, d.span()),
+                                            format!("the default does not fit the attribute's type {ty}: found {found}"),
+                                        )
+                                        .label("wrong default")
+                                        .help(format!("give a default of type {ty}")),
+                                    );
+                                    return None;
+                                }
+                            }
+                        }
+                        None => None,
+                    };
+                    return Some((ty, Some(default)));
+                }
+                _ => None,
+            }
+        }
+        _ => None,
+    };
+    match found {
+        Some(t) => Some((t, None)),
+        None => fail(diags, e),
     }
-    found
 }
 
 /// Evaluate an expression that may not refer to anything (a default or a
@@ -226,7 +291,7 @@ fn hidden_value_error(d: &Declared, from: &str, diags: &mut Diagnostics) {
 /// as HCL expressions.
 fn from_text_raw(d: &Declared, source: &Arc<Source>, diags: &mut Diagnostics) -> Option<Value> {
     match d.ty {
-        Type::String | Type::Any => return Some(Value::String(source.text.clone())),
+        Type::String | Type::Any => return Some(Value::String(super::value::nfc(&source.text))),
         // Scalars convert from the text itself, so `--var n=three` is a type error, not a reference.
         Type::Number | Type::Bool => {
             return convert(
@@ -236,7 +301,7 @@ fn from_text_raw(d: &Declared, source: &Arc<Source>, diags: &mut Diagnostics) ->
                 diags,
             );
         }
-        Type::List(_) | Type::Map(_) => {}
+        _ => {}
     }
     let e = match hcl_edit::parser::parse_expr(&source.text) {
         Ok(e) => e,

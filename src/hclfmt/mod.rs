@@ -52,8 +52,26 @@ pub enum FormatError {
 }
 
 /// Format HCL `source`; `Err` when it does not parse.
+///
+/// Files as editors save them keep their form: a UTF-8 byte-order mark
+/// stays, and the file's own line ending (CRLF when most of its line
+/// breaks are CRLF, else LF) is written on every line, so a file ends up
+/// with one consistent ending and a formatted Windows file is left as is.
 pub fn format_source(source: &str) -> Result<String, FormatError> {
-    format_with(source, layout)
+    let (bom, text) = match source.strip_prefix('\u{feff}') {
+        Some(t) => ("\u{feff}", t),
+        None => ("", source),
+    };
+    let crlf = text.matches("\r\n").count();
+    let lf = text.matches('\n').count();
+    let normal = text.replace("\r\n", "\n");
+    let out = format_with(&normal, layout)?;
+    let out = if lf > 0 && crlf * 2 > lf {
+        out.replace('\n', "\r\n")
+    } else {
+        out
+    };
+    Ok(format!("{bom}{out}"))
 }
 
 /// Format with `layout`, refusing any result that means something else.

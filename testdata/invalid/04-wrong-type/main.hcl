@@ -9,7 +9,7 @@ site "onprem" {
 
 site "dr" {
   provider = "local"
-  root     = 42
+  root     = ["sites/dr"]
 }
 
 policy "standard" {

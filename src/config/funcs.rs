@@ -1,0 +1,909 @@
+//! Built-in functions with Terraform's semantics (names, argument rules,
+//! results and refusals), over evaluated values. `try`, `can` and
+//! `templatefile` need the evaluator and live in `eval.rs`.
+
+use super::value::{Type, Value, format_number, set_of};
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+
+/// Why a call failed.
+pub enum FnError {
+    /// Not a function standby knows.
+    Unknown,
+    /// A Terraform function standby does not implement.
+    Unsupported,
+    /// Wrong arguments or a failure; the text says which.
+    Bad(String),
+}
+
+fn bad<T>(msg: impl Into<String>) -> Result<T, FnError> {
+    Err(FnError::Bad(msg.into()))
+}
+
+/// Functions standby implements (for messages and docs/LANGUAGE.md).
+pub const SUPPORTED: &[&str] = &[
+    "abs", "alltrue", "anytrue", "can", "ceil", "chomp", "chunklist", "coalesce", "coalescelist",
+    "compact", "concat", "contains", "distinct", "element", "endswith", "file", "flatten",
+    "floor", "format", "formatlist", "indent", "index", "join", "jsondecode", "jsonencode",
+    "keys", "length", "lookup", "lower", "max", "merge", "min", "one", "range", "regex",
+    "regexall", "replace", "reverse", "setintersection", "setsubtract", "setunion", "slice",
+    "sort", "split", "startswith", "strcontains", "strrev", "substr", "sum", "templatefile",
+    "tobool", "tolist", "tomap", "tonumber", "toset", "tostring", "trim", "trimprefix",
+    "trimspace", "trimsuffix", "try", "upper", "values", "zipmap",
+];
+
+/// Terraform functions standby refuses by name with "not supported".
+const TERRAFORM_ONLY: &[&str] = &[
+    "abspath", "base64decode", "base64encode", "base64gzip", "base64sha256", "base64sha512",
+    "basename", "bcrypt", "cidrhost", "cidrnetmask", "cidrsubnet", "cidrsubnets", "csvdecode",
+    "dirname", "filebase64", "filebase64sha256", "filebase64sha512", "fileexists", "filemd5",
+    "fileset", "filesha1", "filesha256", "filesha512", "formatdate", "log", "matchkeys", "md5",
+    "nonsensitive", "parseint", "pathexpand", "plantimestamp", "pow", "rsadecrypt", "sensitive",
+    "setproduct", "sha1", "sha256", "sha512", "signum", "textdecodebase64", "textencodebase64",
+    "timeadd", "timecmp", "timestamp", "title", "transpose", "type", "urlencode", "uuid",
+    "uuidv5", "yamldecode", "yamlencode",
+];
+
+
+fn num(v: &Value, what: &str) -> Result<f64, FnError> {
+    match Type::Number.convert(v.clone()) {
+        Ok(Value::Number(n)) => Ok(n),
+        _ => bad(format!("{what} must be a number, found {}", v.type_name())),
+    }
+}
+
+fn string(v: &Value, what: &str) -> Result<String, FnError> {
+    match Type::String.convert(v.clone()) {
+        Ok(Value::String(s)) => Ok(s),
+        _ => bad(format!("{what} must be a string, found {}", v.type_name())),
+    }
+}
+
+fn list<'v>(v: &'v Value, what: &str) -> Result<&'v Vec<Value>, FnError> {
+    match v {
+        Value::List(l) => Ok(l),
+        _ => bad(format!("{what} must be a list, found {}", v.type_name())),
+    }
+}
+
+fn map<'v>(v: &'v Value, what: &str) -> Result<&'v BTreeMap<String, Value>, FnError> {
+    match v {
+        Value::Map(m) => Ok(m),
+        _ => bad(format!("{what} must be a map, found {}", v.type_name())),
+    }
+}
+
+fn arity(name: &str, args: &[Value], min: usize, max: usize) -> Result<(), FnError> {
+    if args.len() < min || args.len() > max {
+        let want = if min == max {
+            format!("{min}")
+        } else if max == usize::MAX {
+            format!("at least {min}")
+        } else {
+            format!("{min} to {max}")
+        };
+        return bad(format!(
+            "{name}() takes {want} argument{}, got {}",
+            if want == "1" { "" } else { "s" },
+            args.len()
+        ));
+    }
+    Ok(())
+}
+
+/// User-perceived characters (extended grapheme clusters), as Terraform's
+/// `length` counts them.
+pub fn graphemes(s: &str) -> usize {
+    unicode_segmentation::UnicodeSegmentation::graphemes(s, true).count()
+}
+
+/// Case mapping per character, as Go's `strings.ToLower`/`ToUpper` (and so
+/// Terraform) do it: a character whose mapping is several characters
+/// (`ß` to `SS`) stays as it is, and Greek sigma has no final form.
+fn map_case(s: &str, upper: bool) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        let mapped: Vec<char> = if upper {
+            c.to_uppercase().collect()
+        } else {
+            c.to_lowercase().collect()
+        };
+        if mapped.len() == 1 {
+            out.push(mapped[0]);
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Call a function that needs only its argument values. `dir` is the
+/// configuration directory, for `file`.
+pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
+    let a = args;
+    match name {
+        "abs" => {
+            arity(name, a, 1, 1)?;
+            Ok(Value::Number(num(&a[0], "the argument")?.abs()))
+        }
+        "ceil" => {
+            arity(name, a, 1, 1)?;
+            Ok(Value::Number(num(&a[0], "the argument")?.ceil()))
+        }
+        "floor" => {
+            arity(name, a, 1, 1)?;
+            Ok(Value::Number(num(&a[0], "the argument")?.floor()))
+        }
+        "min" | "max" => {
+            arity(name, a, 1, usize::MAX)?;
+            let mut best = num(&a[0], "each argument")?;
+            for v in &a[1..] {
+                let n = num(v, "each argument")?;
+                best = if name == "min" { best.min(n) } else { best.max(n) };
+            }
+            Ok(Value::Number(best))
+        }
+        "length" => {
+            arity(name, a, 1, 1)?;
+            match &a[0] {
+                Value::List(l) => Ok(Value::Number(l.len() as f64)),
+                Value::Map(m) => Ok(Value::Number(m.len() as f64)),
+                Value::String(s) => Ok(Value::Number(graphemes(s) as f64)),
+                v => bad(format!("length() takes a string, list or map, found {}", v.type_name())),
+            }
+        }
+        "lower" | "upper" | "trimspace" | "chomp" => {
+            arity(name, a, 1, 1)?;
+            let s = string(&a[0], "the argument")?;
+            Ok(Value::String(match name {
+                "lower" => map_case(&s, false),
+                "upper" => map_case(&s, true),
+                "trimspace" => s.trim().to_string(),
+                _ => s.trim_end_matches(['\r', '\n']).to_string(),
+            }))
+        }
+        "trim" => {
+            arity(name, a, 2, 2)?;
+            let s = string(&a[0], "the string")?;
+            let cut = string(&a[1], "the characters to cut")?;
+            Ok(Value::String(s.trim_matches(|c| cut.contains(c)).to_string()))
+        }
+        "trimprefix" | "trimsuffix" | "startswith" | "endswith" => {
+            arity(name, a, 2, 2)?;
+            let s = string(&a[0], "the string")?;
+            let p = string(&a[1], "the affix")?;
+            Ok(match name {
+                "trimprefix" => Value::String(s.strip_prefix(p.as_str()).unwrap_or(&s).to_string()),
+                "trimsuffix" => Value::String(s.strip_suffix(p.as_str()).unwrap_or(&s).to_string()),
+                "startswith" => Value::Bool(s.starts_with(&p)),
+                _ => Value::Bool(s.ends_with(&p)),
+            })
+        }
+        "substr" => {
+            arity(name, a, 3, 3)?;
+            let s = string(&a[0], "the string")?;
+            // Grapheme clusters, as go-cty's substr counts.
+            let chars: Vec<&str> =
+                unicode_segmentation::UnicodeSegmentation::graphemes(s.as_str(), true).collect();
+            let len = chars.len() as i64;
+            let mut off = num(&a[1], "the offset")? as i64;
+            let n = num(&a[2], "the length")? as i64;
+            // go-cty's rules: a negative offset counts from the end (and
+            // clamps at the start); an offset past the end gives "".
+            if off < 0 {
+                off = (off + len).max(0);
+            } else if n == 0 || off >= len {
+                return Ok(Value::String(String::new()));
+            }
+            let off = off.min(len);
+            let end = if n <= 0 { len } else { off.saturating_add(n).min(len) };
+            Ok(Value::String(chars[off as usize..end as usize].concat()))
+        }
+        "split" => {
+            arity(name, a, 2, 2)?;
+            let sep = string(&a[0], "the separator")?;
+            let s = string(&a[1], "the string")?;
+            if sep.is_empty() {
+                return Ok(Value::List(s.chars().map(|c| Value::String(c.to_string())).collect()));
+            }
+            Ok(Value::List(s.split(sep.as_str()).map(|p| Value::String(p.to_string())).collect()))
+        }
+        "join" => {
+            arity(name, a, 2, usize::MAX)?;
+            let sep = string(&a[0], "the separator")?;
+            let mut parts = Vec::new();
+            for l in &a[1..] {
+                for v in list(l, "each list to join")? {
+                    if *v == Value::Null {
+                        return bad("join(): a list holds null; remove it with compact()");
+                    }
+                    parts.push(string(v, "each item")?);
+                }
+            }
+            Ok(Value::String(parts.join(&sep)))
+        }
+        "replace" => {
+            arity(name, a, 3, 3)?;
+            let s = string(&a[0], "the string")?;
+            let find = string(&a[1], "the substring")?;
+            let with = string(&a[2], "the replacement")?;
+            if find.len() > 1 && find.starts_with('/') && find.ends_with('/') {
+                let re = regex(&find[1..find.len() - 1])?;
+                return Ok(Value::String(re.replace_all(&s, with.as_str()).into_owned()));
+            }
+            Ok(Value::String(s.replace(&find, &with)))
+        }
+        "regex" | "regexall" => {
+            arity(name, a, 2, 2)?;
+            let re = regex(&string(&a[0], "the pattern")?)?;
+            let s = string(&a[1], "the string")?;
+            let one = |caps: regex::Captures| -> Value {
+                let names: Vec<Option<&str>> = re.capture_names().skip(1).collect();
+                if names.is_empty() {
+                    return Value::String(caps.get(0).map_or("", |m| m.as_str()).into());
+                }
+                if names.iter().any(Option::is_some) {
+                    return Value::Map(
+                        names
+                            .iter()
+                            .enumerate()
+                            .filter_map(|(i, n)| {
+                                n.map(|n| (n.to_string(), group(&caps, i + 1)))
+                            })
+                            .collect(),
+                    );
+                }
+                Value::List((1..=names.len()).map(|i| group(&caps, i)).collect())
+            };
+            if name == "regexall" {
+                return Ok(Value::List(re.captures_iter(&s).map(one).collect()));
+            }
+            match re.captures(&s) {
+                Some(c) => Ok(one(c)),
+                None => bad("regex(): the pattern did not match any part of the string"),
+            }
+        }
+        "format" => {
+            arity(name, a, 1, usize::MAX)?;
+            let f = string(&a[0], "the format")?;
+            format(&f, &a[1..]).map(Value::String).map_err(FnError::Bad)
+        }
+        "formatlist" => {
+            arity(name, a, 1, usize::MAX)?;
+            let f = string(&a[0], "the format")?;
+            let mut n: Option<usize> = None;
+            for v in &a[1..] {
+                if let Value::List(l) = v {
+                    if n.is_some_and(|n| n != l.len()) {
+                        return bad("formatlist(): the lists must all have the same length");
+                    }
+                    n = Some(l.len());
+                }
+            }
+            let n = n.unwrap_or(1);
+            let mut res = Vec::new();
+            for i in 0..n {
+                let row: Vec<Value> = a[1..]
+                    .iter()
+                    .map(|v| match v {
+                        Value::List(l) => l[i].clone(),
+                        v => v.clone(),
+                    })
+                    .collect();
+                res.push(Value::String(format(&f, &row).map_err(FnError::Bad)?));
+            }
+            Ok(Value::List(res))
+        }
+        "range" => {
+            arity(name, a, 1, 3)?;
+            let ns: Vec<f64> = a.iter().map(|v| num(v, "each argument")).collect::<Result<_, _>>()?;
+            let (start, limit) = if ns.len() == 1 { (0.0, ns[0]) } else { (ns[0], ns[1]) };
+            let step = ns.get(2).copied().unwrap_or(if limit < start { -1.0 } else { 1.0 });
+            if step == 0.0 {
+                return bad("range(): the step must not be zero");
+            }
+            if (limit > start && step < 0.0) || (limit < start && step > 0.0) {
+                return bad("range(): the step moves away from the limit");
+            }
+            if ((limit - start) / step).abs() > 1024.0 {
+                return bad("range(): more than 1024 values");
+            }
+            let mut v = Vec::new();
+            let mut i = start;
+            while (step > 0.0 && i < limit) || (step < 0.0 && i > limit) {
+                v.push(Value::Number(i));
+                i += step;
+            }
+            Ok(Value::List(v))
+        }
+        "keys" | "values" => {
+            arity(name, a, 1, 1)?;
+            let m = map(&a[0], "the argument")?;
+            Ok(Value::List(if name == "keys" {
+                m.keys().cloned().map(Value::String).collect()
+            } else {
+                m.values().cloned().collect()
+            }))
+        }
+        "lookup" => {
+            arity(name, a, 2, 3)?;
+            let m = map(&a[0], "the first argument")?;
+            let k = string(&a[1], "the key")?;
+            match (m.get(&k), a.get(2)) {
+                (Some(v), _) => Ok(v.clone()),
+                (None, Some(d)) => Ok(d.clone()),
+                (None, None) => bad(format!("lookup(): the map has no key {k:?} and no default was given")),
+            }
+        }
+        "merge" => {
+            let mut all = BTreeMap::new();
+            for v in a {
+                match v {
+                    Value::Null => {}
+                    Value::Map(m) => all.extend(m.clone()),
+                    v => return bad(format!("merge() takes maps, found {}", v.type_name())),
+                }
+            }
+            Ok(Value::Map(all))
+        }
+        "zipmap" => {
+            arity(name, a, 2, 2)?;
+            let k = list(&a[0], "the keys")?;
+            let v = list(&a[1], "the values")?;
+            if k.len() != v.len() {
+                return bad("zipmap(): the keys and values lists have different lengths");
+            }
+            let mut m = BTreeMap::new();
+            for (k, v) in k.iter().zip(v) {
+                m.insert(string(k, "each key")?, v.clone());
+            }
+            Ok(Value::Map(m))
+        }
+        "concat" => {
+            let mut all = Vec::new();
+            for l in a {
+                all.extend(list(l, "each argument")?.iter().cloned());
+            }
+            Ok(Value::List(all))
+        }
+        "flatten" => {
+            arity(name, a, 1, 1)?;
+            fn flat(l: &[Value], into: &mut Vec<Value>) {
+                for v in l {
+                    match v {
+                        Value::List(inner) => flat(inner, into),
+                        v => into.push(v.clone()),
+                    }
+                }
+            }
+            let mut all = Vec::new();
+            flat(list(&a[0], "the argument")?, &mut all);
+            Ok(Value::List(all))
+        }
+        "element" => {
+            arity(name, a, 2, 2)?;
+            let l = list(&a[0], "the first argument")?;
+            let i = num(&a[1], "the index")?;
+            if l.is_empty() {
+                return bad("element(): cannot use element() with an empty list");
+            }
+            if i < 0.0 {
+                return bad("element(): the index must not be negative");
+            }
+            Ok(l[(i as usize) % l.len()].clone())
+        }
+        "index" => {
+            arity(name, a, 2, 2)?;
+            let l = list(&a[0], "the first argument")?;
+            match l.iter().position(|v| *v == a[1]) {
+                Some(i) => Ok(Value::Number(i as f64)),
+                None => bad("index(): the item is not in the list"),
+            }
+        }
+        "contains" => {
+            arity(name, a, 2, 2)?;
+            Ok(Value::Bool(list(&a[0], "the first argument")?.contains(&a[1])))
+        }
+        "distinct" => {
+            arity(name, a, 1, 1)?;
+            let mut seen: Vec<Value> = Vec::new();
+            for v in list(&a[0], "the argument")? {
+                if !seen.contains(v) {
+                    seen.push(v.clone());
+                }
+            }
+            Ok(Value::List(seen))
+        }
+        "compact" => {
+            arity(name, a, 1, 1)?;
+            Ok(Value::List(
+                list(&a[0], "the argument")?
+                    .iter()
+                    .filter(|v| !matches!(v, Value::Null) && **v != Value::String(String::new()))
+                    .cloned()
+                    .collect(),
+            ))
+        }
+        "reverse" => {
+            arity(name, a, 1, 1)?;
+            let mut l = list(&a[0], "the argument")?.clone();
+            l.reverse();
+            Ok(Value::List(l))
+        }
+        "slice" => {
+            arity(name, a, 3, 3)?;
+            let l = list(&a[0], "the first argument")?;
+            let (s, e) = (num(&a[1], "the start")?, num(&a[2], "the end")?);
+            if s < 0.0 || e > l.len() as f64 || s > e {
+                return bad(format!("slice(): indexes {}..{} do not fit a list of {}", format_number(s), format_number(e), l.len()));
+            }
+            Ok(Value::List(l[s as usize..e as usize].to_vec()))
+        }
+        "sort" => {
+            arity(name, a, 1, 1)?;
+            let mut l: Vec<String> = list(&a[0], "the argument")?
+                .iter()
+                .map(|v| string(v, "each item"))
+                .collect::<Result<_, _>>()?;
+            l.sort();
+            Ok(Value::List(l.into_iter().map(Value::String).collect()))
+        }
+        "coalesce" => {
+            for v in a {
+                match v {
+                    Value::Null => {}
+                    Value::String(s) if s.is_empty() => {}
+                    v => {
+                        // Arguments unify as in Terraform: mixed primitives are strings.
+                        let mixed = a.iter().any(|o| {
+                            !matches!(o, Value::Null)
+                                && std::mem::discriminant(o) != std::mem::discriminant(v)
+                        });
+                        return Ok(if mixed { Type::String.convert(v.clone()).unwrap_or(v.clone()) } else { v.clone() });
+                    }
+                }
+            }
+            bad("coalesce(): no non-null, non-empty-string arguments")
+        }
+        "coalescelist" => {
+            for v in a {
+                if !list(v, "each argument")?.is_empty() {
+                    return Ok(v.clone());
+                }
+            }
+            bad("coalescelist(): no non-empty list arguments")
+        }
+        "tostring" | "tonumber" | "tobool" => {
+            arity(name, a, 1, 1)?;
+            let ty = match name {
+                "tostring" => Type::String,
+                "tonumber" => Type::Number,
+                _ => Type::Bool,
+            };
+            ty.convert(a[0].clone()).or_else(|found| {
+                bad(format!("{name}(): cannot convert {found} to {}", ty))
+            })
+        }
+        "tolist" | "toset" => {
+            arity(name, a, 1, 1)?;
+            let l = list(&a[0], "the argument")?.clone();
+            Ok(Value::List(if name == "toset" { set_of(l) } else { l }))
+        }
+        "tomap" => {
+            arity(name, a, 1, 1)?;
+            Ok(Value::Map(map(&a[0], "the argument")?.clone()))
+        }
+        "jsonencode" => {
+            arity(name, a, 1, 1)?;
+            Ok(Value::String(json_encode(&a[0])))
+        }
+        "jsondecode" => {
+            arity(name, a, 1, 1)?;
+            let s = string(&a[0], "the argument")?;
+            match serde_json::from_str::<serde_json::Value>(&s) {
+                Ok(j) => Ok(from_json(j)),
+                Err(e) => bad(format!("jsondecode(): not valid JSON: {e}")),
+            }
+        }
+        "file" => {
+            arity(name, a, 1, 1)?;
+            let p = string(&a[0], "the path")?;
+            read_config_file(dir, &p)
+                .map(|t| Value::String(super::value::nfc(&t)))
+                .map_err(FnError::Bad)
+        }
+        "alltrue" | "anytrue" => {
+            arity(name, a, 1, 1)?;
+            let mut bools = Vec::new();
+            for v in list(&a[0], "the argument")? {
+                match Type::Bool.convert(v.clone()) {
+                    Ok(Value::Bool(b)) => bools.push(b),
+                    // go-cty: a null item is not true.
+                    Ok(Value::Null) => bools.push(false),
+                    _ => return bad(format!("{name}() takes a list of bools, found {}", v.type_name())),
+                }
+            }
+            Ok(Value::Bool(if name == "alltrue" {
+                bools.iter().all(|b| *b)
+            } else {
+                bools.iter().any(|b| *b)
+            }))
+        }
+        "sum" => {
+            arity(name, a, 1, 1)?;
+            let l = list(&a[0], "the argument")?;
+            if l.is_empty() {
+                return bad("sum(): cannot sum an empty list");
+            }
+            let mut total = num(&l[0], "each item")?;
+            for v in &l[1..] {
+                if *v == Value::Null {
+                    return bad("sum(): the list holds null");
+                }
+                let n = num(v, "each item")?;
+                total = super::value::decimal(total, '+', n).unwrap_or(total + n);
+            }
+            Ok(Value::Number(total))
+        }
+        "one" => {
+            arity(name, a, 1, 1)?;
+            match list(&a[0], "the argument")?.as_slice() {
+                [] => Ok(Value::Null),
+                [v] => Ok(v.clone()),
+                l => bad(format!("one(): the list has {} items; it must have zero or one", l.len())),
+            }
+        }
+        "strcontains" => {
+            arity(name, a, 2, 2)?;
+            let s = string(&a[0], "the string")?;
+            let sub = string(&a[1], "the substring")?;
+            Ok(Value::Bool(s.contains(&sub)))
+        }
+        "strrev" => {
+            arity(name, a, 1, 1)?;
+            let s = string(&a[0], "the argument")?;
+            let mut g: Vec<&str> = unicode_segmentation::UnicodeSegmentation::graphemes(s.as_str(), true).collect();
+            g.reverse();
+            Ok(Value::String(g.concat()))
+        }
+        "indent" => {
+            arity(name, a, 2, 2)?;
+            let n = num(&a[0], "the number of spaces")?;
+            if !(0.0..=1000.0).contains(&n) || n.fract() != 0.0 {
+                return bad("indent(): the number of spaces must be a whole number from 0 to 1000");
+            }
+            let s = string(&a[1], "the string")?;
+            let pad = " ".repeat(n as usize);
+            Ok(Value::String(s.replace('\n', &format!("\n{pad}"))))
+        }
+        "chunklist" => {
+            arity(name, a, 2, 2)?;
+            let l = list(&a[0], "the list")?;
+            let n = num(&a[1], "the chunk size")?;
+            if n < 0.0 || n.fract() != 0.0 {
+                return bad("chunklist(): the size must be a whole number from 0");
+            }
+            if n == 0.0 {
+                return Ok(Value::List(vec![Value::List(l.clone())]));
+            }
+            Ok(Value::List(l.chunks(n as usize).map(|c| Value::List(c.to_vec())).collect()))
+        }
+        "setunion" | "setintersection" | "setsubtract" => {
+            arity(name, a, if name == "setsubtract" { 2 } else { 1 }, if name == "setsubtract" { 2 } else { usize::MAX })?;
+            let sets: Vec<Vec<Value>> = a
+                .iter()
+                .map(|v| list(v, "each argument").map(|l| set_of(l.clone())))
+                .collect::<Result<_, _>>()?;
+            let mut out = sets[0].clone();
+            for s in &sets[1..] {
+                match name {
+                    "setunion" => out.extend(s.iter().cloned()),
+                    "setintersection" => out.retain(|v| s.contains(v)),
+                    _ => out.retain(|v| !s.contains(v)),
+                }
+            }
+            Ok(Value::List(set_of(out)))
+        }
+        _ if TERRAFORM_ONLY.contains(&name) => Err(FnError::Unsupported),
+        _ => Err(FnError::Unknown),
+    }
+}
+
+fn group(caps: &regex::Captures, i: usize) -> Value {
+    match caps.get(i) {
+        Some(m) => Value::String(m.as_str().to_string()),
+        None => Value::Null,
+    }
+}
+
+fn regex(p: &str) -> Result<regex::Regex, FnError> {
+    regex::Regex::new(p).or_else(|e| bad(format!("invalid regular expression: {e}")))
+}
+
+/// Read a file named relative to the configuration directory; paths that
+/// leave it (absolute, or through `..`) are refused, so a configuration
+/// cannot read the machine's other files into a plan.
+pub fn read_config_file(dir: &Path, p: &str) -> Result<String, String> {
+    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+    let rel = Path::new(p);
+    let mut norm = PathBuf::new();
+    for c in rel.components() {
+        match c {
+            Component::Normal(x) => norm.push(x),
+            Component::CurDir => {}
+            Component::ParentDir if norm.pop() => {}
+            _ => {
+                return Err(format!(
+                    "{p:?} is outside the configuration directory; file() and templatefile() read only files inside it"
+                ));
+            }
+        }
+    }
+    let full = dir.join(&norm);
+    // A symlink inside may still point outside.
+    let (Ok(real), Ok(root)) = (full.canonicalize(), dir.canonicalize()) else {
+        return Err(format!("cannot read {p:?}: no such file in {}", super::display_path(dir)));
+    };
+    if !real.starts_with(&root) {
+        return Err(format!(
+            "{p:?} leads outside the configuration directory (through a symbolic link)"
+        ));
+    }
+    if !real.is_file() {
+        return Err(format!("{p:?} is not a regular file"));
+    }
+    let bytes = std::fs::read(&real).map_err(|e| format!("cannot read {p:?}: {e}"))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| format!("{p:?} is not UTF-8 text; file() reads text files only"))?;
+    Ok(text)
+}
+
+/// JSON as Terraform's jsonencode writes it: compact, keys sorted, `<`,
+/// `>` and `&` escaped as Go's encoder does.
+pub fn json_encode(v: &Value) -> String {
+    let s = serde_json::to_string(&v.to_json()).unwrap_or_default();
+    s.replace('<', "\\u003c")
+        .replace('>', "\\u003e")
+        .replace('&', "\\u0026")
+        .replace('\u{2028}', "\\u2028")
+        .replace('\u{2029}', "\\u2029")
+}
+
+fn from_json(j: serde_json::Value) -> Value {
+    match j {
+        serde_json::Value::Null => Value::Null,
+        serde_json::Value::Bool(b) => Value::Bool(b),
+        serde_json::Value::Number(n) => Value::Number(n.as_f64().unwrap_or(f64::NAN)),
+        serde_json::Value::String(s) => Value::String(super::value::nfc(&s)),
+        serde_json::Value::Array(a) => Value::List(a.into_iter().map(from_json).collect()),
+        serde_json::Value::Object(o) => {
+            Value::Map(o.into_iter().map(|(k, v)| (k, from_json(v))).collect())
+        }
+    }
+}
+
+/// Terraform's `format`: Go-style verbs `%v %#v %t %d %b %o %x %X %e %E %f
+/// %g %G %s %q %%`, flags `-+ 0#`, width, precision and `%[N]` argument
+/// indexes; too many or too few arguments are errors.
+pub fn format(fmt: &str, args: &[Value]) -> Result<String, String> {
+    let mut out = String::new();
+    let chars: Vec<char> = fmt.chars().collect();
+    let mut i = 0;
+    let mut next = 0usize;
+    let mut used = vec![false; args.len()];
+    while i < chars.len() {
+        let c = chars[i];
+        i += 1;
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        let (mut minus, mut plus, mut space, mut zero, mut sharp) = (false, false, false, false, false);
+        while i < chars.len() {
+            match chars[i] {
+                '-' => minus = true,
+                '+' => plus = true,
+                ' ' => space = true,
+                '0' => zero = true,
+                '#' => sharp = true,
+                _ => break,
+            }
+            i += 1;
+        }
+        let read_num = |i: &mut usize| -> Option<usize> {
+            let start = *i;
+            while *i < chars.len() && chars[*i].is_ascii_digit() {
+                *i += 1;
+            }
+            (start != *i).then(|| chars[start..*i].iter().collect::<String>().parse().unwrap_or(0))
+        };
+        if i < chars.len() && chars[i] == '[' {
+            i += 1;
+            let n = read_num(&mut i).ok_or("%[ needs an argument number")?;
+            if i >= chars.len() || chars[i] != ']' || n == 0 {
+                return Err("invalid %[N] argument index".into());
+            }
+            i += 1;
+            next = n - 1;
+        }
+        let width = read_num(&mut i);
+        let mut prec = None;
+        if i < chars.len() && chars[i] == '.' {
+            i += 1;
+            prec = Some(read_num(&mut i).unwrap_or(0));
+        }
+        // A configuration must not be able to ask for gigabytes of padding.
+        if width.unwrap_or(0) > 1000 || prec.unwrap_or(0) > 1000 {
+            return Err("a width or precision above 1000 is not supported".into());
+        }
+        let verb = *chars.get(i).ok_or("the format ends with an unfinished % verb")?;
+        i += 1;
+        if verb == '%' {
+            out.push('%');
+            continue;
+        }
+        let arg = args
+            .get(next)
+            .ok_or_else(|| format!("not enough arguments for the format: %{verb} needs argument {}", next + 1))?;
+        used[next] = true;
+        next += 1;
+        let number = |v: &Value| match Type::Number.convert(v.clone()) {
+            Ok(Value::Number(n)) => Ok(n),
+            _ => Err(format!("%{verb} needs a number, found {}", v.type_name())),
+        };
+        let sign = |n: f64, s: String| -> String {
+            if n >= 0.0 && plus {
+                format!("+{s}")
+            } else if n >= 0.0 && space {
+                format!(" {s}")
+            } else {
+                s
+            }
+        };
+        let text = match verb {
+            'v' if sharp => super::funcs::json_encode(arg),
+            'v' => match arg {
+                Value::Null => "null".into(),
+                Value::List(_) | Value::Map(_) => super::funcs::json_encode(arg),
+                v => v.to_template_string().unwrap_or_default(),
+            },
+            's' => match Type::String.convert(arg.clone()) {
+                Ok(Value::String(s)) => match prec {
+                    Some(p) => take_graphemes(&s, p),
+                    None => s,
+                },
+                _ => return Err(format!("%s needs a string, found {}", arg.type_name())),
+            },
+            'q' => match Type::String.convert(arg.clone()) {
+                Ok(Value::String(s)) => {
+                    let s = match prec {
+                        Some(p) => take_graphemes(&s, p),
+                        None => s,
+                    };
+                    serde_json::to_string(&s).unwrap_or_default()
+                }
+                _ => return Err(format!("%q needs a string, found {}", arg.type_name())),
+            },
+            't' => match Type::Bool.convert(arg.clone()) {
+                Ok(Value::Bool(b)) => b.to_string(),
+                _ => return Err(format!("%t needs a bool, found {}", arg.type_name())),
+            },
+            'd' | 'b' | 'o' | 'x' | 'X' => {
+                let n = number(arg)?;
+                if n.fract() != 0.0 {
+                    if matches!(verb, 'x' | 'X') {
+                        return Err(format!("%{verb} needs a whole number, found {}", format_number(n)));
+                    }
+                    return Err(format!("%{verb} needs a whole number, found {}", format_number(n)));
+                }
+                let m = n.abs() as u128;
+                let digits = match verb {
+                    'd' => m.to_string(),
+                    'b' => format!("{m:b}"),
+                    'o' => format!("{m:o}"),
+                    'x' => format!("{m:x}"),
+                    _ => format!("{m:X}"),
+                };
+                let digits = if n < 0.0 { format!("-{digits}") } else { digits };
+                sign(n, digits)
+            }
+            'e' | 'E' | 'f' | 'F' | 'g' | 'G' => {
+                let n = number(arg)?;
+                let s = match verb {
+                    'f' | 'F' => format!("{:.*}", prec.unwrap_or(6), n),
+                    'e' | 'E' => {
+                        let s = go_exp(n, prec.unwrap_or(6));
+                        if verb == 'E' { s.to_uppercase() } else { s }
+                    }
+                    _ => {
+                        let s = go_g(n, prec);
+                        if verb == 'G' { s.to_uppercase() } else { s }
+                    }
+                };
+                sign(n, s)
+            }
+            _ => return Err(format!("unknown format verb %{verb}")),
+        };
+        let w = width.unwrap_or(0);
+        // Width counts grapheme clusters, as go-cty's format does.
+        let len = graphemes(&text);
+        if len < w {
+            let pad = w - len;
+            if minus {
+                out.push_str(&text);
+                out.extend(std::iter::repeat_n(' ', pad));
+            } else if zero && !matches!(verb, 's' | 'q' | 'v' | 't') {
+                let (sgn, rest) = match text.strip_prefix(['-', '+', ' ']) {
+                    Some(r) => (&text[..1], r),
+                    None => ("", text.as_str()),
+                };
+                out.push_str(sgn);
+                out.extend(std::iter::repeat_n('0', pad));
+                out.push_str(rest);
+            } else {
+                out.extend(std::iter::repeat_n(' ', pad));
+                out.push_str(&text);
+            }
+        } else {
+            out.push_str(&text);
+        }
+    }
+    // As go-cty: arguments past the highest one a verb used are too many
+    // (`%[2]s` may skip the first).
+    let highest = used.iter().rposition(|u| *u).map_or(0, |i| i + 1);
+    if highest < args.len() {
+        return Err(if highest == 0 {
+            "too many arguments; no verbs in the format".to_string()
+        } else {
+            format!("too many arguments; only {highest} used by the format")
+        });
+    }
+    Ok(out)
+}
+
+fn take_graphemes(s: &str, n: usize) -> String {
+    unicode_segmentation::UnicodeSegmentation::graphemes(s, true)
+        .take(n)
+        .collect()
+}
+
+/// `%g` as Go formats a number: the shortest digits (or `prec`
+/// significant ones), in exponent form when the exponent is below -4 or
+/// at least the precision (6 when shortest).
+fn go_g(n: f64, prec: Option<usize>) -> String {
+    let e = match prec {
+        Some(p) => format!("{:.*e}", p.max(1) - 1, n),
+        None => format!("{n:e}"),
+    };
+    let Some((mant, exp)) = e.split_once('e') else {
+        return e;
+    };
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let mant = if mant.contains('.') {
+        mant.trim_end_matches('0').trim_end_matches('.')
+    } else {
+        mant
+    };
+    let eprec = prec.map_or(6, |p| p.max(1) as i32);
+    if exp < -4 || exp >= eprec {
+        let (sg, d) = if exp < 0 { ('-', -exp) } else { ('+', exp) };
+        return format!("{mant}e{sg}{d:02}");
+    }
+    let v: f64 = format!("{mant}e{exp}").parse().unwrap_or(n);
+    format_number(v)
+}
+
+/// `%e` as Go writes it: `1.234560e+03` (at least two exponent digits).
+fn go_exp(n: f64, prec: usize) -> String {
+    let s = format!("{:.*e}", prec, n);
+    match s.split_once('e') {
+        Some((m, e)) => {
+            let (sg, d) = match e.strip_prefix('-') {
+                Some(d) => ('-', d),
+                None => ('+', e),
+            };
+            format!("{m}e{sg}{d:0>2}")
+        }
+        None => s,
+    }
+}

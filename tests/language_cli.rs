@@ -1,0 +1,429 @@
+//! The language's DR cases through the real binary (issue 18) and files as
+//! editors save them (issue 12 item 3): a `for_each` built by a `for` with
+//! two `web` entries is an error naming both; `null` means "not set";
+//! numbers convert where a string is needed; a configuration saved with a
+//! BOM and CRLF line endings validates, plans and formats like its plain twin.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn standby(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_standby"))
+        .current_dir(dir)
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+const BASE: &str = r#"
+vault "main" {
+  url      = "file://.standby/vault"
+  key_file = "vault.key"
+}
+site "onprem" {
+  provider = "local"
+  root     = "sites/onprem"
+}
+site "dr" {
+  provider = "local"
+  root     = "sites/dr"
+}
+policy "standard" {
+  rpo_threshold          = "15m"
+  crash_consistent_every = "5m"
+  retention              = "24h"
+}
+"#;
+
+fn config(extra: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("main.hcl"), format!("{BASE}{extra}")).unwrap();
+    dir
+}
+
+const INVENTORY: &str = r#"
+locals {
+  inventory = [
+    { name = "web", disk = "web/a.img" },
+    { name = "db", disk = "db/a.img" },
+    { name = "web", disk = "web/b.img" },
+  ]
+}
+machine "m" {
+  for_each = { for m in local.inventory : m.name => m }
+  site     = site.onprem
+  disk "system" { path = each.value.disk }
+}
+protection "m" {
+  for_each = machine.m
+  machine  = each.value
+  target   = site.dr
+  vault    = vault.main
+  policy   = policy.standard
+}
+"#;
+
+#[test]
+fn for_each_over_an_inventory_with_two_web_entries_is_an_error_naming_both() {
+    let dir = config(INVENTORY);
+    let o = standby(dir.path(), &["validate"]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains(r#"duplicate object key "web": items [0] and [2] of the `for` both produce it"#),
+        "{out}"
+    );
+    assert!(out.contains("main.hcl:28:"), "points at the key expression: {out}");
+    // Nothing is planned from a configuration with that error.
+    let o = standby(dir.path(), &["plan"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+}
+
+#[test]
+fn grouping_the_inventory_with_ellipsis_is_valid() {
+    let fixed = INVENTORY.replace(
+        "{ for m in local.inventory : m.name => m }",
+        "{ for name, ms in { for m in local.inventory : m.name => m... } : name => ms[0] }",
+    );
+    let dir = config(&fixed);
+    let o = standby(dir.path(), &["validate"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("2 machines"), "{}", text(&o));
+}
+
+#[test]
+fn null_means_not_set_for_optional_attributes() {
+    let vault = r#"
+variable "use_env" { default = true }
+vault "alt" {
+  url      = "file://.standby/alt"
+  key_env  = var.use_env ? "STANDBY_VAULT_KEY" : null
+  key_file = var.use_env ? null : "main.key"
+}
+machine "db" {
+  site = site.onprem
+  disk "data" { path = "db/data.img" }
+  check "rows" {
+    command = ["sh", "-c", "echo 42", 1]
+    expect  = 42
+    retries = null
+  }
+}
+protection "db" {
+  machine = machine.db
+  target  = site.dr
+  vault   = vault.alt
+  policy  = policy.standard
+}
+"#;
+    let dir = config(vault);
+    for var in ["use_env=true", "use_env=false"] {
+        let o = standby(dir.path(), &["validate", "--var", var]);
+        assert_eq!(o.status.code(), Some(0), "{var}: {}", text(&o));
+    }
+    // Both set is still refused.
+    let both = vault.replace("var.use_env ? null : \"main.key\"", "\"main.key\"");
+    let dir = config(&both);
+    let o = standby(dir.path(), &["validate"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("key_file"), "{}", text(&o));
+}
+
+/// Rewrite every `*.hcl` of `dir` as a Windows editor saves it.
+fn to_windows(dir: &Path) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "hcl") {
+            let t = std::fs::read_to_string(&p).unwrap();
+            std::fs::write(&p, format!("\u{feff}{}", t.replace('\n', "\r\n"))).unwrap();
+        }
+    }
+}
+
+fn copy(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_file() {
+            std::fs::copy(&p, to.join(p.file_name().unwrap())).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_configuration_saved_with_bom_and_crlf_behaves_like_its_plain_twin() {
+    let root = tempfile::tempdir().unwrap();
+    let quickstart = Path::new(env!("CARGO_MANIFEST_DIR")).join("plans/quickstart");
+    let (plain, win) = (root.path().join("plain"), root.path().join("win"));
+    copy(&quickstart, &plain);
+    copy(&quickstart, &win);
+    // A heredoc, where line endings are part of a value.
+    let extra = "locals {\n  runbook = <<EOT\n  step one\nEOT\n}\n";
+    std::fs::write(plain.join("extra.hcl"), extra).unwrap();
+    std::fs::write(win.join("extra.hcl"), extra).unwrap();
+    to_windows(&win);
+    for args in [
+        &["validate"][..],
+        &["validate", "--json"],
+        &["plan", "--detailed-exitcode", "--no-color"],
+        &["plan", "--json"],
+        &["fmt", "--check"],
+        &["fmt", "--check", "--diff"],
+    ] {
+        let a = standby(&plain, args);
+        let b = standby(&win, args);
+        assert_eq!(a.status.code(), b.status.code(), "{args:?}: {}\n---\n{}", text(&a), text(&b));
+        if args.contains(&"plan") && args.contains(&"--json") {
+            // Each plan has its own lineage and time; the rest (the
+            // configuration hash too) is the same.
+            let strip = |o: &Output| {
+                let mut j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+                j["lineage"] = serde_json::Value::Null;
+                j["created_at"] = serde_json::Value::Null;
+                j
+            };
+            assert_eq!(strip(&a), strip(&b));
+            continue;
+        }
+        // A diff shows the file's own bytes: its BOM and CRLF endings.
+        let b_text = if args.contains(&"--diff") {
+            text(&b).replace("\r\n", "\n").replace('\u{feff}', "")
+        } else {
+            text(&b)
+        };
+        assert_eq!(text(&a), b_text, "{args:?}");
+    }
+    // An error is reported at the same line and column in both.
+    for (d, nl) in [(&plain, "\n"), (&win, "\r\n")] {
+        let p = d.join("extra.hcl");
+        let t = std::fs::read_to_string(&p).unwrap();
+        std::fs::write(&p, format!("{t}locals {{{nl}  oops = var.nope{nl}}}{nl}")).unwrap();
+    }
+    let a = standby(&plain, &["validate", "--json"]);
+    let b = standby(&win, &["validate", "--json"]);
+    assert_eq!(a.status.code(), Some(1));
+    assert!(text(&a).contains(r#""line": 7"#) && text(&a).contains(r#""column": 10"#), "{}", text(&a));
+    assert_eq!(text(&a), text(&b));
+}
+
+#[test]
+fn fmt_keeps_a_files_own_line_ending_and_bom_and_makes_it_consistent() {
+    let dir = tempfile::tempdir().unwrap();
+    let messy = "site \"dr\" {\r\nprovider=\"local\"\r\n    root = \"sites/dr\"\r\n}\r\n";
+    std::fs::write(dir.path().join("crlf.hcl"), format!("\u{feff}{messy}")).unwrap();
+    // Mostly CRLF with one stray LF line.
+    std::fs::write(dir.path().join("mixed.hcl"), messy.replacen("\r\n", "\n", 1)).unwrap();
+    std::fs::write(dir.path().join("lf.hcl"), messy.replace("\r\n", "\n")).unwrap();
+    let o = standby(dir.path(), &["fmt"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let tidy = "site \"dr\" {\n  provider = \"local\"\n  root     = \"sites/dr\"\n}\n";
+    let read = |n: &str| std::fs::read_to_string(dir.path().join(n)).unwrap();
+    assert_eq!(read("crlf.hcl"), format!("\u{feff}{}", tidy.replace('\n', "\r\n")));
+    assert_eq!(read("mixed.hcl"), tidy.replace('\n', "\r\n"));
+    assert_eq!(read("lf.hcl"), tidy);
+    // Formatted files pass --check as they are.
+    let o = standby(dir.path(), &["fmt", "--check"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+}
+
+const DYNAMIC: &str = r#"
+locals {
+  inventory = {
+    db  = { disks = { system = "db/system.img", data = "db/data.img" }, checks = ["fs", "sql"] }
+    web = { disks = { system = "web/system.img" }, checks = [] }
+  }
+}
+machine "m" {
+  for_each = local.inventory
+  site     = site.onprem
+  dynamic "disk" {
+    for_each = each.value.disks
+    labels   = [disk.key]
+    content {
+      path = disk.value
+    }
+  }
+  dynamic "check" {
+    for_each = each.value.checks
+    iterator = c
+    labels   = [c.value]
+    content {
+      command = ["sh", "-c", "exit 0", c.key]
+    }
+  }
+}
+protection "m" {
+  for_each = machine.m
+  machine  = each.value
+  target   = site.dr
+  vault    = vault.main
+  policy   = policy.standard
+}
+recovery_plan "shop" {
+  dynamic "group" {
+    for_each = ["db", "web"]
+    labels   = [group.value]
+    content {
+      machines = [machine.m[group.value]]
+    }
+  }
+}
+"#;
+
+#[test]
+fn dynamic_blocks_generate_disks_checks_and_groups() {
+    let dir = config(DYNAMIC);
+    let o = standby(dir.path(), &["plan", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let plan: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let attrs = |addr: &str| -> Vec<(String, serde_json::Value)> {
+        plan["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["address"] == addr)
+            .unwrap_or_else(|| panic!("no {addr} in {plan}"))["attributes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| (a["name"].as_str().unwrap().to_string(), a["after"].clone()))
+            .collect()
+    };
+    let db = attrs(r#"machine.m["db"]"#);
+    let names: Vec<&str> = db.iter().map(|(n, _)| n.as_str()).collect();
+    assert!(names.contains(&"disk.system.path") && names.contains(&"disk.data.path"), "{db:?}");
+    assert!(names.contains(&"check.fs.command") && names.contains(&"check.sql.command"), "{db:?}");
+    let sql = db.iter().find(|(n, _)| n == "check.sql.command").unwrap();
+    assert_eq!(sql.1, serde_json::json!(["sh", "-c", "exit 0", "1"]));
+    let web = attrs(r#"machine.m["web"]"#);
+    let names: Vec<&str> = web.iter().map(|(n, _)| n.as_str()).collect();
+    assert!(names.contains(&"disk.system.path") && !names.contains(&"disk.data.path"), "{web:?}");
+    assert!(!names.iter().any(|n| n.starts_with("check.")), "{web:?}");
+    let shop = attrs("recovery_plan.shop");
+    let groups = shop.iter().find(|(n, _)| n == "groups").unwrap();
+    assert_eq!(groups.1, serde_json::json!(["db", "web"]));
+}
+
+#[test]
+fn an_error_inside_a_dynamic_block_points_at_its_content() {
+    let bad = DYNAMIC.replace("path = disk.value", "path = disk.value.nope");
+    let dir = config(&bad);
+    let o = standby(dir.path(), &["validate", "--json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let d = &j["diagnostics"][0];
+    // `path = disk.value.nope` is line 33 of main.hcl (BASE is 18 lines).
+    assert_eq!(d["line"], 33, "{j}");
+    assert!(d["message"].as_str().unwrap().contains("cannot index"), "{j}");
+    // A dynamic block for a block type the machine does not have.
+    let wrong = DYNAMIC.replace("dynamic \"disk\"", "dynamic \"disks\"");
+    let dir = config(&wrong);
+    let o = standby(dir.path(), &["validate"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("cannot generate `disks` blocks"), "{}", text(&o));
+}
+
+#[test]
+fn count_makes_numbered_machines_and_protections() {
+    let counted = r#"
+machine "web" {
+  count = 2
+  site  = site.onprem
+  disk "system" { path = "web${count.index}/system.img" }
+}
+protection "web" {
+  count   = "2"
+  machine = machine.web[count.index]
+  target  = site.dr
+  vault   = vault.main
+  policy  = policy.standard
+}
+"#;
+    let dir = config(counted);
+    let o = standby(dir.path(), &["plan", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let plan: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let changes = plan["changes"].as_array().unwrap();
+    let find = |a: &str| changes.iter().find(|c| c["address"] == a).cloned();
+    let web1 = find(r#"machine.web["1"]"#).unwrap_or_else(|| panic!("{plan}"));
+    assert!(web1.to_string().contains("web1/system.img"), "{web1}");
+    assert!(find(r#"protection.web["0"]"#).is_some(), "{plan}");
+    assert!(find(r#"machine.web["2"]"#).is_none(), "{plan}");
+    // count beside for_each, and count.index without count, are errors.
+    let both = counted.replace("count = 2", "count = 2\n  for_each = [\"a\"]");
+    let o = standby(config(&both).path(), &["validate"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("sets both `count` and `for_each`"), "{}", text(&o));
+    let stray = counted.replace("count   = \"2\"\n", "");
+    let o = standby(config(&stray).path(), &["validate"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("only available in a block with `count`"), "{}", text(&o));
+}
+
+#[test]
+fn file_refuses_a_symbolic_link_that_leads_outside_the_configuration() {
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("secret"), "s3cr3t").unwrap();
+    let cfg = r#"
+machine "db" {
+  site = site.onprem
+  disk "data" { path = "db/data.img" }
+  check "c" { command = ["echo", file("link")] }
+}
+protection "db" {
+  machine = machine.db
+  target  = site.dr
+  vault   = vault.main
+  policy  = policy.standard
+}
+"#;
+    let dir = config(cfg);
+    std::os::unix::fs::symlink(outside.path().join("secret"), dir.path().join("link")).unwrap();
+    let o = standby(dir.path(), &["validate"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("leads outside the configuration directory"), "{}", text(&o));
+    assert!(!text(&o).contains("s3cr3t"));
+    // A link that stays inside is fine.
+    std::fs::remove_file(dir.path().join("link")).unwrap();
+    std::fs::write(dir.path().join("real.txt"), "inside").unwrap();
+    std::os::unix::fs::symlink("real.txt", dir.path().join("link")).unwrap();
+    let o = standby(dir.path(), &["validate"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+}
+
+#[test]
+fn function_errors_do_not_show_sensitive_arguments() {
+    let cfg = r#"
+variable "token" {
+  sensitive = true
+  default   = "hunter2-token"
+}
+machine "db" {
+  site = site.onprem
+  disk "data" { path = "db/data.img" }
+  check "c" { command = ["echo", lookup({ a = 1 }, var.token)] }
+  check "d" { command = ["echo", jsonencode({ for x in [var.token, var.token] : x => 1 })] }
+}
+protection "db" {
+  machine = machine.db
+  target  = site.dr
+  vault   = vault.main
+  policy  = policy.standard
+}
+"#;
+    let dir = config(cfg);
+    let o = standby(dir.path(), &["validate"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("details hidden"), "{}", text(&o));
+    assert!(text(&o).contains("key hidden"), "{}", text(&o));
+    assert!(!text(&o).contains("hunter2"), "{}", text(&o));
+}
