@@ -52,9 +52,6 @@ pub struct Args {
     /// Approve manual step STEP (or GROUP.STEP) of a site change in advance; repeatable.
     #[arg(long = "approve", value_name = "STEP")]
     pub approve: Vec<String>,
-    /// Never colour the output.
-    #[arg(long)]
-    pub no_color: bool,
     /// Only record what changed outside standby (drift); change nothing else.
     #[arg(long, conflicts_with_all = ["plan_file", "no_refresh"])]
     pub refresh_only: bool,
@@ -68,7 +65,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> miette::Result<ExitCode> {
-    let color = use_color(args.no_color, &std::io::stdout());
+    let color = use_color(&std::io::stdout());
     if args.json && !args.auto_approve && args.plan_file.is_none() {
         return Err(miette!(
             help = "add --auto-approve, or apply a saved plan: `standby plan --out FILE`, then `standby apply --json FILE`",

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 mod apply;
 mod approve;
+mod args;
 mod drill;
 mod failback;
 mod failover;
@@ -37,8 +38,21 @@ pub struct Cli {
     #[arg(short = 'C', long = "chdir", global = true, value_name = "DIR")]
     pub chdir: Option<std::path::PathBuf>,
 
+    /// Never colour the output (colour is used only on a terminal without NO_COLOR).
+    #[arg(long, global = true)]
+    pub no_color: bool,
+
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// Set by the global `--no-color` before any command runs.
+static NO_COLOR: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether colour is allowed at all: no `--no-color`, no non-empty NO_COLOR.
+pub(crate) fn color_allowed() -> bool {
+    !NO_COLOR.load(std::sync::atomic::Ordering::Relaxed)
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 #[derive(Debug, Subcommand)]
@@ -175,23 +189,16 @@ impl BackendArgs {
     }
 }
 
-/// Terraform users type `-var x=y`; accept single-dash long options.
-fn normalize_args(args: impl Iterator<Item = String>) -> Vec<String> {
-    const LONG: [&str; 5] = ["-var", "-var-file", "-chdir", "-backend-config", "-out"];
-    args.map(|a| {
-        let name = a.split_once('=').map_or(a.as_str(), |(n, _)| n);
-        if LONG.contains(&name) {
-            format!("-{a}")
-        } else {
-            a
-        }
-    })
-    .collect()
-}
-
 /// Entry point used by `main.rs`.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse_from(normalize_args(std::env::args()));
+    let cli = match Cli::try_parse_from(args::normalize(std::env::args())) {
+        Ok(cli) => cli,
+        Err(e) => return args::usage_exit(e),
+    };
+    if cli.no_color {
+        NO_COLOR.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    set_error_style();
     // The watch service logs every point taken or failed at info level.
     let watching = matches!(&cli.command, Command::Replicate(a) if a.watch.watch);
     init_tracing(if watching {
@@ -233,12 +240,28 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Errors (miette reports) in colour only where colour is allowed, and
+/// never wrapped off a terminal, so a flag or id in a hint stays copyable.
+fn set_error_style() {
+    use std::io::IsTerminal;
+    let tty = std::io::stderr().is_terminal();
+    let color = tty && color_allowed();
+    let _ = miette::set_hook(Box::new(move |_| {
+        Box::new(
+            miette::MietteHandlerOpts::new()
+                .color(color)
+                .wrap_lines(tty)
+                .build(),
+        )
+    }));
+}
+
 /// Logs go to stderr; `STANDBY_LOG` (e.g. `debug`) sets the level.
 fn init_tracing(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("STANDBY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     use std::io::IsTerminal;
-    let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let color = std::io::stderr().is_terminal() && color_allowed();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(color)
@@ -249,15 +272,6 @@ fn init_tracing(default: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn single_dash_long_options_are_accepted() {
-        let args = ["standby", "-var", "a=b", "-var-file=x.hcl", "-v"].map(String::from);
-        assert_eq!(
-            normalize_args(args.into_iter()),
-            ["standby", "--var", "a=b", "--var-file=x.hcl", "-v"]
-        );
-    }
 
     #[test]
     fn cli_definition_is_consistent() {

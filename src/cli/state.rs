@@ -86,7 +86,7 @@ fn open(args: &BackendArgs) -> miette::Result<Option<Box<dyn Backend>>> {
     match crate::config::load_backend(std::path::Path::new(".")) {
         Ok(configured) => args.open(configured.as_ref()).map(Some),
         Err(diags) => {
-            let color = super::plan::use_color(false, &std::io::stderr());
+            let color = super::plan::use_color(&std::io::stderr());
             eprint!("{}", diags.render(color));
             Ok(None)
         }

@@ -101,7 +101,7 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         });
         println!("{}", serde_json::to_string_pretty(&doc).into_diagnostic()?);
     } else {
-        let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        let color = std::io::stdout().is_terminal() && crate::cli::color_allowed();
         print!("{}", render(&prots, &plans, color));
         print!("{}", render_placements(&placed));
     }

@@ -20,7 +20,7 @@ pub struct Args {
 
 /// Colour only on a terminal, and never when NO_COLOR is set.
 fn use_color() -> bool {
-    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+    std::io::stderr().is_terminal() && crate::cli::color_allowed()
 }
 
 pub fn run(args: Args) -> miette::Result<ExitCode> {

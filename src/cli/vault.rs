@@ -49,7 +49,7 @@ pub enum Command {
 
 /// Load the configuration in the current directory (set by -C).
 pub(crate) fn load_config(vars: &crate::cli::VarArgs) -> miette::Result<Config> {
-    let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let color = std::io::stderr().is_terminal() && crate::cli::color_allowed();
     vars.load_or_report(color)
         .ok_or_else(|| miette!("the configuration has errors; nothing was done"))
 }
