@@ -7,6 +7,7 @@ use std::process::ExitCode;
 mod apply;
 mod approve;
 mod args;
+mod closing;
 mod drill;
 mod failback;
 mod failover;
@@ -90,9 +91,10 @@ pub enum Command {
     #[command(after_help = failback::REPROTECT_HELP)]
     Reprotect(failback::ReprotectArgs),
     /// Bring a reprotected plan home: stop the replicas, final point, changed blocks only, start, checks.
-    #[command(after_help = failback::FAILBACK_HELP)]
+    #[command(after_help = failback::FAILBACK_HELP, mut_arg("point", |a| a.hide(true)))]
     Failback(failback::FailbackArgs),
     /// Test-fail a recovery plan over, run every check, clean up, and report RTO/RPO.
+    #[command(mut_arg("point", |a| a.help(failover::TEST_POINT_HELP)))]
     Drill(drill::Args),
     /// Approve a manual step of a recovery plan's run in progress.
     Approve(approve::Args),
@@ -132,6 +134,8 @@ impl VarArgs {
             }
             Err(diags) => {
                 eprint!("{}", diags.render(color));
+                let errors = diags.items.iter().filter(|d| d.is_error()).count();
+                eprintln!("{}", closing::config_invalid(errors));
                 None
             }
         }
@@ -233,6 +237,7 @@ pub fn main() -> ExitCode {
     };
     match outcome {
         Ok(code) => code,
+        Err(report) if report.downcast_ref::<closing::Reported>().is_some() => ExitCode::from(1),
         Err(report) => {
             eprintln!("{report:?}");
             ExitCode::from(1)

@@ -34,10 +34,7 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
             let a = parse_addr(s, Kind::Protection)?;
             if !cfg.protections.contains_key(&a) {
                 let have: Vec<String> = cfg.protections.keys().map(|a| a.to_string()).collect();
-                return Err(miette!(
-                    "no {a} in the configuration (it has: {})",
-                    have.join(", ")
-                ));
+                return Err(super::closing::unknown_addr(&a.to_string(), &have));
             }
             v.push(a);
         }

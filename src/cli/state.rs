@@ -88,6 +88,8 @@ fn open(args: &BackendArgs) -> miette::Result<Option<Box<dyn Backend>>> {
         Err(diags) => {
             let color = super::plan::use_color(&std::io::stderr());
             eprint!("{}", diags.render(color));
+            let errors = diags.items.iter().filter(|d| d.is_error()).count();
+            eprintln!("{}", super::closing::config_invalid(errors));
             Ok(None)
         }
     }

@@ -51,7 +51,7 @@ pub enum Command {
 pub(crate) fn load_config(vars: &crate::cli::VarArgs) -> miette::Result<Config> {
     let color = std::io::stderr().is_terminal() && crate::cli::color_allowed();
     vars.load_or_report(color)
-        .ok_or_else(|| miette!("the configuration has errors; nothing was done"))
+        .ok_or_else(|| super::closing::Reported.into())
 }
 
 /// Parse `kind.name` or a bare `name` of the given kind.
@@ -76,10 +76,7 @@ pub(crate) fn pick_vaults(cfg: &Config, which: Option<&str>) -> miette::Result<V
             let a = parse_addr(s, Kind::Vault)?;
             if !cfg.vaults.contains_key(&a) {
                 let have: Vec<String> = cfg.vaults.keys().map(|a| a.to_string()).collect();
-                return Err(miette!(
-                    "no {a} in the configuration (it has: {})",
-                    have.join(", ")
-                ));
+                return Err(super::closing::unknown_addr(&a.to_string(), &have));
             }
             Ok(vec![a])
         }

@@ -18,6 +18,7 @@ mod vars;
 
 pub use backend::load as load_backend;
 pub use diag::{Diagnostic, Diagnostics, Loc, Severity, Source};
+pub use diag::did_you_mean;
 
 use crate::model::{Address, Config, Kind};
 use eval::{LocalDef, Locals, Objects};
@@ -473,6 +474,9 @@ fn load_into(dir: &Path, inputs: &VarInputs, diags: &mut Diagnostics) -> Option<
         }
     }
     let mut seen = lower::Protections::default();
+    // A file that did not parse may hold the protections: judging coverage
+    // without it would add bogus "no protection covers it" errors.
+    seen.coverage_unknown = !parsed_all;
     for t in of("protection") {
         let Some(inst) = lower::instances(&ctx, t, &machine_keys, diags) else {
             seen.coverage_unknown = true;

@@ -199,6 +199,32 @@ pub struct Step {
     pub name: String,
     pub action: StepAction,
     pub timeout: Duration,
+    /// Which runs carry the step out (`when = "failover"`, the default).
+    pub when: StepWhen,
+}
+
+/// The direction a `before`/`after` step belongs to: `"failover"` (test,
+/// planned and unplanned failovers and drills, the default), `"failback"`,
+/// or `"always"`. A manual "point DNS at the DR site" is failover-only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StepWhen {
+    #[default]
+    Failover,
+    Failback,
+    Always,
+}
+
+impl StepWhen {
+    pub const NAMES: [&str; 3] = ["failover", "failback", "always"];
+
+    /// Whether a failback run (`failback`) or a failover run carries it out.
+    pub fn runs_in(self, failback: bool) -> bool {
+        match self {
+            StepWhen::Always => true,
+            StepWhen::Failover => !failback,
+            StepWhen::Failback => failback,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

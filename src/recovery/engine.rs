@@ -350,7 +350,7 @@ impl<'a> Engine<'a> {
 
     fn skip_group(&self, g: &Group, why: &str) {
         let tl = &self.timeline;
-        for s in g.before.iter().chain(&g.after) {
+        for s in self.directed(&g.before).iter().chain(&self.directed(&g.after)) {
             tl.skipped(Subject::new(EntryKind::Step, &s.name).group(&g.name), why);
         }
         for m in &g.machines {
@@ -376,7 +376,8 @@ impl<'a> Engine<'a> {
     fn group(&self, g: &Group) -> bool {
         let start = self.timeline.now();
         self.say(format!("group {}: started", g.name));
-        let mut ok = self.steps(g, &g.before, "before");
+        let (before, after) = (self.directed(&g.before), self.directed(&g.after));
+        let mut ok = self.steps(g, &before, "before");
         if ok {
             let results: Vec<bool> = std::thread::scope(|s| {
                 let handles: Vec<_> = g
@@ -399,9 +400,9 @@ impl<'a> Engine<'a> {
             }
         }
         if ok {
-            ok = self.steps(g, &g.after, "after");
+            ok = self.steps(g, &after, "after");
         } else {
-            for s in &g.after {
+            for s in &after {
                 let subj = Subject::new(EntryKind::Step, &s.name).group(&g.name);
                 self.timeline
                     .skipped(subj, "the group failed before its after steps");
@@ -423,6 +424,16 @@ impl<'a> Engine<'a> {
     }
 
     /// Run `steps` in order; stop at the first failure (the rest are skipped).
+    /// The steps this run's direction carries out (`when` on each step):
+    /// a failback skips failover-only steps and the other way round.
+    fn directed(&self, steps: &[Step]) -> Vec<Step> {
+        steps
+            .iter()
+            .filter(|s| s.when.runs_in(self.failback))
+            .cloned()
+            .collect()
+    }
+
     fn steps(&self, g: &Group, steps: &[Step], when: &str) -> bool {
         for (i, s) in steps.iter().enumerate() {
             let subj = Subject::new(EntryKind::Step, &s.name).group(&g.name);
