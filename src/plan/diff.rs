@@ -75,6 +75,7 @@ pub fn diff(config: &Config, state: Option<&StateDoc>, options: &DiffOptions) ->
 
     let graph = DependencyGraph::build(&entries, &changes);
     let mut notes = notes::review(config, state, &changes, options.now);
+    notes.extend(super::keys::notes(&changes));
     let site_changes = super::site::changes(config, state, options.now);
     notes.extend(super::site::notes(config, state, &site_changes));
     Plan {

@@ -7,6 +7,7 @@ pub mod attributes;
 mod diff;
 pub mod drift;
 pub mod graph;
+mod keys;
 mod notes;
 pub mod render;
 pub mod saved;
@@ -198,6 +199,8 @@ pub enum NoteKind {
     SiteChange,
     /// The last drill's measured RTO, for a plan that fails over or back.
     DrillRto,
+    /// A vault's key source (`key_file`, `key_env`) changes.
+    KeyChanged,
 }
 
 /// Counts for the summary line; a replace counts as one add and one destroy.

@@ -198,6 +198,13 @@ impl Vault {
                 key_created = Some(path);
                 k
             }
+            Err(KeyError::Missing { path }) => {
+                return Err(KeyError::MissingForExisting {
+                    path,
+                    url: url.to_string(),
+                }
+                .into());
+            }
             Err(e) => return Err(e.into()),
         };
         if existing.is_some() {
