@@ -136,6 +136,7 @@ fn quickstart() -> Config {
                             instructions: "Point shop.example.com at the DR site".into(),
                         },
                         timeout: d("1h"),
+                        when: Default::default(),
                     }],
                 },
             ],

@@ -4,6 +4,7 @@
 //! configuration moved since). The state lock is held for the whole run;
 //! the steps (see `steps`) are walked by [`crate::exec::walk`].
 
+pub(crate) mod moves;
 mod site;
 mod steps;
 
@@ -172,6 +173,25 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
             doc = next;
         }
     }
+    // Renames first: the steps after them work on the new addresses.
+    let renames: Vec<(Address, Address)> = plan
+        .changes
+        .iter()
+        .filter_map(|c| Some((c.moved_from.clone()?, c.address.clone())))
+        .collect();
+    if !renames.is_empty() {
+        let done = moves::carry_out(Some(&config), &config.root, backend.as_ref(), &lock, &mut doc, &renames)?;
+        for m in &done {
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"event": "moved", "from": m.from, "to": m.to, "points": m.points})
+                );
+            } else {
+                println!("{}", moves::line(m));
+            }
+        }
+    }
     let (graph, _) = step_graph(&plan);
     let site_config = config.clone();
     let ctx = Arc::new(Context::new(
@@ -246,8 +266,13 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
             })
         );
     } else if report.all_done() {
+        let moved = if summary.moved > 0 {
+            format!("{} moved, ", summary.moved)
+        } else {
+            String::new()
+        };
         println!(
-            "\nApply complete: {} added, {} changed, {} destroyed.",
+            "\nApply complete: {moved}{} added, {} changed, {} destroyed.",
             summary.add, summary.change, summary.destroy
         );
     } else {

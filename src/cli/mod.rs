@@ -19,6 +19,7 @@ mod quickstart;
 mod refresh;
 mod replicate;
 mod restore;
+mod show;
 mod state;
 mod status;
 mod validate;
@@ -68,6 +69,8 @@ pub enum Command {
     Apply(apply::Args),
     /// Print the plan's dependency graph in DOT.
     Graph(graph::Args),
+    /// Render a saved plan (`plan --out FILE`) as text, Markdown or JSON.
+    Show(show::Args),
     /// Inspect the state document, or forget objects recorded in it.
     #[command(subcommand)]
     State(state::Command),
@@ -222,6 +225,7 @@ pub fn main() -> ExitCode {
         Command::Plan(a) => plan::run(a),
         Command::Apply(a) => apply::run(a),
         Command::Graph(a) => graph::run(a),
+        Command::Show(a) => show::run(a),
         Command::State(c) => state::run(c),
         Command::Vault(c) => vault::run(c),
         Command::Replicate(a) => replicate::run(a),

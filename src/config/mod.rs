@@ -11,6 +11,7 @@ mod backend;
 mod diag;
 mod eval;
 mod lower;
+mod moved;
 mod parse;
 mod reader;
 mod value;
@@ -48,7 +49,7 @@ pub struct Loaded {
 /// The variables file read from the configuration directory.
 pub const VARS_FILE: &str = "standby.vars.hcl";
 
-const TOP_BLOCKS: [&str; 9] = [
+const TOP_BLOCKS: [&str; 10] = [
     "variable",
     "locals",
     "vault",
@@ -58,6 +59,7 @@ const TOP_BLOCKS: [&str; 9] = [
     "protection",
     "recovery_plan",
     "backend",
+    "moved",
 ];
 
 /// A path as shown in messages: without a leading `./`.
@@ -186,6 +188,7 @@ fn load_into(dir: &Path, inputs: &VarInputs, diags: &mut Diagnostics) -> Option<
     // Kinds with a block whose name is missing or invalid (already reported).
     let mut unnamed: HashSet<Kind> = HashSet::new();
     let mut backend_blocks = Vec::new();
+    let mut moved_blocks = Vec::new();
     for (source, body) in &bodies {
         for a in body.attributes() {
             diags.push(
@@ -214,6 +217,10 @@ fn load_into(dir: &Path, inputs: &VarInputs, diags: &mut Diagnostics) -> Option<
             };
             if kind == "backend" {
                 backend_blocks.push((source.clone(), b));
+                continue;
+            }
+            if kind == "moved" {
+                moved_blocks.push((source.clone(), b));
                 continue;
             }
             if kind == "locals" {
@@ -503,6 +510,7 @@ fn load_into(dir: &Path, inputs: &VarInputs, diags: &mut Diagnostics) -> Option<
             config.recovery_plans.insert(p.addr.clone(), p);
         }
     }
+    config.moves = moved::lower(&moved_blocks, &config, diags);
     config.source_hash = hasher.finalize().to_hex().to_string();
     tracing::debug!(elapsed = ?started.elapsed(), "lowered");
     parsed_all.then_some(config)

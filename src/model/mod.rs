@@ -32,6 +32,16 @@ pub struct Config {
     pub recovery_plans: BTreeMap<Address, RecoveryPlan>,
     /// Where the state is kept; `None`: the local files under `.standby/`.
     pub backend: Option<Backend>,
+    /// `moved` blocks: renamed protections and machines, in file order.
+    pub moves: Vec<Move>,
+}
+
+/// A `moved { from = ..., to = ... }` block: the object recorded at `from`
+/// is now `to` (same kind, protection or machine), keeping its points.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Move {
+    pub from: Address,
+    pub to: Address,
 }
 
 /// The `backend` block: the state document on an object store.
