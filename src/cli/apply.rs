@@ -277,12 +277,13 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         );
     } else {
         println!(
-            "\nApply {}: {done} step(s) done, {failed} failed, {skipped} skipped, {not_started} not started.\nState records every finished step; `standby plan` shows what is left.",
+            "\nApply {}: {} done, {failed} failed, {skipped} skipped, {not_started} not started.\nState records every finished step; `standby plan` shows what is left.",
             if report.interrupted {
                 "interrupted"
             } else {
                 "failed"
-            }
+            },
+            crate::human::count(done, "step")
         );
     }
     if !report.all_done() {

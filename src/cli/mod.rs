@@ -15,6 +15,7 @@ mod fmt;
 mod graph;
 mod plan;
 mod points;
+mod progress;
 mod quickstart;
 mod refresh;
 mod replicate;

@@ -84,14 +84,14 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "{:<12}  {:<20}  {:<20}  {:<5}  {:<10}  {:>10}",
+        "{:<12}  {:<23}  {:<20}  {:<5}  {:<10}  {:>10}",
         "ID", "CREATED", "MACHINE", "CONS.", "GROUP", "ADDED"
     );
     for (_, m) in &rows {
         println!(
-            "{:<12}  {:<20}  {:<20}  {:<5}  {:<10}  {:>10}",
+            "{:<12}  {:<23}  {:<20}  {:<5}  {:<10}  {:>10}",
             m.id.short(),
-            m.created.get(..19).unwrap_or(&m.created).replace('T', " "),
+            crate::human::time_str(&m.created),
             m.machine,
             m.consistency.to_string(),
             m.group.as_deref().unwrap_or("-"),

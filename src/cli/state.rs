@@ -206,10 +206,7 @@ fn render_object(address: &Address, obj: &ObjectState) -> String {
         .ok()
         .and_then(|v| v.as_str().map(String::from))
         .unwrap_or_default();
-    let updated = obj
-        .updated_at
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| obj.updated_at.to_string());
+    let updated = crate::human::time(obj.updated_at);
     let mut out = format!(
         "{address}\n  kind       = {}\n  status     = {status}\n  updated_at = {updated}\n",
         obj.kind
@@ -256,8 +253,8 @@ fn rm(backend: &dyn Backend, inputs: &[String]) -> miette::Result<ExitCode> {
         println!("Removed {address}");
     }
     println!(
-        "Removed {} object(s) from the state (serial {}); nothing real was changed.",
-        addresses.len(),
+        "Removed {} from the state (serial {}); nothing real was changed.",
+        crate::human::count(addresses.len(), "object"),
         doc.serial
     );
     Ok(ExitCode::SUCCESS)

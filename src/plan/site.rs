@@ -272,8 +272,9 @@ pub fn notes(cfg: &Config, state: Option<&StateDoc>, changes: &[SiteChange]) -> 
                 "{plan}: last drill on {} {}, measured RTO {}{max}.",
                 d.started_at.date(),
                 if d.passed { "passed" } else { "FAILED" },
-                d.rto_seconds
-                    .map_or("unknown".to_string(), |s| format!("{s}s"))
+                d.rto_seconds.map_or("unknown".to_string(), |s| {
+                    crate::human::duration(std::time::Duration::from_secs_f64(s.max(0.0)))
+                })
             ),
         };
         out.push(ReviewNote {

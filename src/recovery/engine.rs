@@ -271,7 +271,7 @@ impl<'a> Engine<'a> {
                         what,
                         start,
                         Outcome::Passed,
-                        format!("{} point(s)", made.len()),
+                        crate::human::count(made.len(), "point"),
                     );
                     for (prot, m) in b.protections.iter().zip(made) {
                         self.say(format!("{prot}: final point {}", m.id.short()));
@@ -890,9 +890,9 @@ impl Engine<'_> {
     }
 }
 
-/// `12.5 MiB`.
+/// `12.5 MiB`, `412.0 KiB`: the one size style (`crate::human::size`).
 fn mib(bytes: u64) -> String {
-    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+    crate::human::size(bytes)
 }
 
 /// The plan's groups in dependency order (declaration order among equals).

@@ -303,7 +303,7 @@ fn final_points(
                 Subject::new(EntryKind::FinalPoint, b.label.clone()),
                 start,
                 Outcome::Passed,
-                format!("{} point(s)", made.len()),
+                crate::human::count(made.len(), "point"),
             );
         },
     )

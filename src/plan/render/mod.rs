@@ -55,11 +55,12 @@ pub fn plan_summary_line(plan: &crate::plan::Plan) -> String {
     }
     let s = plan.summary();
     format!(
-        "Plan: {}{} to add, {} to change, {} to destroy, {n} recovery plan(s) to change site.",
+        "Plan: {}{} to add, {} to change, {} to destroy, {} to change site.",
         moved(&s),
         s.add,
         s.change,
-        s.destroy
+        s.destroy,
+        crate::human::count(n, "recovery plan")
     )
 }
 
