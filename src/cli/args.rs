@@ -13,8 +13,12 @@ use std::process::ExitCode;
 /// `=VALUE`, short options (`-C DIR`) are left alone, and nothing after `--`
 /// is touched. Unknown `-words` are left as they are, so clap reports them.
 pub(crate) fn normalize(args: impl IntoIterator<Item = String>) -> Vec<String> {
-    let root = super::Cli::command();
-    let mut path: Vec<&clap::Command> = vec![&root];
+    normalize_for(&super::Cli::command(), args)
+}
+
+/// [`normalize`] against any command tree.
+fn normalize_for(root: &clap::Command, args: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut path: Vec<&clap::Command> = vec![root];
     let mut out = Vec::new();
     let mut iter = args.into_iter();
     if let Some(program) = iter.next() {
@@ -126,6 +130,26 @@ mod tests {
             norm(&["standby", "fmt", "-check", "-diff", "-recursive", "-"]),
             ["standby", "fmt", "--check", "--diff", "--recursive", "-"]
         );
+    }
+
+    /// Any long option a command gains works with one dash at once, e.g. a
+    /// `--lock-timeout` on the commands that take the state lock.
+    #[test]
+    fn options_added_later_need_no_list() {
+        let cmd = clap::Command::new("standby").subcommand(
+            clap::Command::new("apply")
+                .arg(clap::Arg::new("lock_timeout").long("lock-timeout").action(clap::ArgAction::Append))
+                .arg(clap::Arg::new("auto").long("auto-approve").action(clap::ArgAction::SetTrue)),
+        );
+        let args = ["standby", "apply", "-lock-timeout=30s", "-lock-timeout", "1m", "-auto-approve"];
+        assert_eq!(
+            super::normalize_for(&cmd, args.map(String::from)),
+            ["standby", "apply", "--lock-timeout=30s", "--lock-timeout", "1m", "--auto-approve"]
+        );
+        let normalized = super::normalize_for(&cmd, args.map(String::from));
+        let m = cmd.try_get_matches_from(normalized).unwrap();
+        let (_, sub) = m.subcommand().unwrap();
+        assert_eq!(sub.get_many::<String>("lock_timeout").unwrap().last().unwrap(), "1m");
     }
 
     #[test]
