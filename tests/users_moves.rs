@@ -198,3 +198,21 @@ fn bad_moved_blocks_are_precise_errors() {
         assert!(err.contains("moved.hcl:"), "names the file: {err}");
     }
 }
+
+#[test]
+fn a_machine_in_a_recovery_run_is_not_moved() {
+    let d = tempfile::tempdir().unwrap();
+    let qs = quickstart(d.path(), 8, 8);
+    ok(&qs, &["apply", "--auto-approve"]);
+    ok(&qs, &["failover", "test", "shop", "--approve", "dns"]);
+    let before = std::fs::read(qs.join(".standby/state.json")).unwrap();
+    let o = run(&qs, &["state", "mv", "machine.db", "machine.database"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("cannot move machine.db: run shop-test-"), "{}", text(&o));
+    assert!(text(&o).contains("standby failover cleanup shop"), "{}", text(&o));
+    assert_eq!(std::fs::read(qs.join(".standby/state.json")).unwrap(), before);
+    assert_eq!(ids_of(&qs, "machine", "machine.database").len(), 0);
+    ok(&qs, &["failover", "cleanup", "shop"]);
+    ok(&qs, &["state", "mv", "machine.db", "machine.database"]);
+    assert!(ids_of(&qs, "machine", "machine.db").is_empty());
+}

@@ -29,6 +29,22 @@ pub(crate) fn carry_out(
     doc: &mut StateDoc,
     list: &[(Address, Address)],
 ) -> miette::Result<Vec<Moved>> {
+    // A recovery run records its machines by address: renaming one under a
+    // run in effect would cut the run off from it.
+    for (from, _) in list {
+        let name = from.to_string();
+        if let Some(r) = doc.runs.iter().find(|r| r.machines.contains_key(&name)) {
+            return Err(miette!(
+                help = format!(
+                    "finish that run first (`standby failover cleanup {}` for a test, failback after a failover), then move",
+                    crate::recovery::run::plan_arg(&r.plan)
+                ),
+                "cannot move {from}: run {} of {} holds it",
+                r.run_id,
+                r.plan
+            ));
+        }
+    }
     let mut counts = vec![0usize; list.len()];
     for (vault_addr, renames) in moves::vault_renames(doc, list) {
         let vault = open_vault(config, root, doc, &vault_addr)?;
