@@ -99,6 +99,6 @@ mod tests {
             status(Work::Replicate, 80 << 20, 81 << 20, 1 << 20).as_deref(),
             Some("80.0 MiB/80.0 MiB read, 1.0 MiB stored")
         );
-        assert_eq!(status(Work::Restore, 4096, 2048, 2048).as_deref(), Some("2048 B/4.0 KiB written"));
+        assert_eq!(status(Work::Restore, 4096, 2048, 2048).as_deref(), Some("2.0 KiB/4.0 KiB written"));
     }
 }
