@@ -28,8 +28,10 @@ fn usage_errors_exit_1_and_help_and_version_exit_0() {
         assert_eq!(o.status.code(), Some(1), "standby {args:?}:\n{}", text(&o));
         assert!(!o.stderr.is_empty(), "standby {args:?} said nothing");
     }
-    let o = run(d.path(), &["status", "--jsn"]);
-    assert!(text(&o).contains("--json"), "no suggestion:\n{}", text(&o));
+    for typo in ["--jsn", "-jsn"] {
+        let o = run(d.path(), &["status", typo]);
+        assert!(text(&o).contains("a similar argument exists: '--json'"), "no suggestion:\n{}", text(&o));
+    }
     for args in [&["--help"][..], &["plan", "--help"], &["--version"], &["help", "plan"]] {
         let o = run(d.path(), args);
         assert_eq!(o.status.code(), Some(0), "standby {args:?}:\n{}", text(&o));

@@ -54,9 +54,18 @@ fn normalize_for(root: &clap::Command, args: impl IntoIterator<Item = String>) -
                 skip_value = !inline && takes_value(&path, |a| a.get_long() == Some(name));
                 out.push(format!("-{arg}"));
             } else {
-                // A short option with its value attached (`-Cdir`) or an
-                // unknown option: clap decides.
-                out.push(arg);
+                let first = name.chars().next().unwrap_or_default();
+                if find(&path, |a| a.get_short() == Some(first)).is_some()
+                    || first.is_ascii_digit()
+                {
+                    // A short option with its value attached (`-Cdir`), or
+                    // a negative number: clap decides.
+                    out.push(arg);
+                } else {
+                    // An unknown long option typed Terraform's way (`-jsn`):
+                    // as `--jsn` clap names it and suggests `--json`.
+                    out.push(format!("-{arg}"));
+                }
             }
         } else {
             if let Some(sub) = current.find_subcommand(&arg) {
@@ -159,12 +168,13 @@ mod tests {
             norm(&["standby", "-C", "plan", "validate"]),
             ["standby", "-C", "plan", "validate"]
         );
-        assert_eq!(norm(&["standby", "-Cdir", "status", "-jsn"]), ["standby", "-Cdir", "status", "-jsn"]);
+        assert_eq!(norm(&["standby", "-Cdir", "status", "-jsn"]), ["standby", "-Cdir", "status", "--jsn"]);
         assert_eq!(
             norm(&["standby", "plan", "-out", "-json", "--", "-json"]),
             ["standby", "plan", "--out", "-json", "--", "-json"]
         );
-        // A long option of another command is not this command's.
-        assert_eq!(norm(&["standby", "status", "-auto-approve"]), ["standby", "status", "-auto-approve"]);
+        // A long option of another command is not this command's: clap
+        // reports it as the unknown long option it is.
+        assert_eq!(norm(&["standby", "status", "-auto-approve"]), ["standby", "status", "--auto-approve"]);
     }
 }
