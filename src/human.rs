@@ -110,7 +110,10 @@ mod tests {
     fn times_to_the_second_with_zone() {
         let t = time::macros::datetime!(2026-11-30 10:02:04.123456789 +01:00);
         assert_eq!(time(t), "2026-11-30 09:02:04 UTC");
-        assert_eq!(time_str("2026-11-30T09:02:04.999999Z"), "2026-11-30 09:02:04 UTC");
+        assert_eq!(
+            time_str("2026-11-30T09:02:04.999999Z"),
+            "2026-11-30 09:02:04 UTC"
+        );
     }
 
     #[test]

@@ -56,7 +56,11 @@ fn run_blocks(file: &Path, cwd: &Path, bin_dir: &Path) {
     let text = std::fs::read_to_string(file).unwrap();
     let blocks = sh_blocks(&text);
     assert!(!blocks.is_empty(), "no sh blocks in {}", file.display());
-    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     for (line, body) in blocks {
         let o = Command::new("bash")
             .arg("-e")
@@ -89,7 +93,11 @@ fn every_sh_block_of_the_readme_runs() {
     std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_standby"), bin_dir.join("standby")).unwrap();
     let work = d.path().join("work");
     std::fs::create_dir(&work).unwrap();
-    run_blocks(&Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"), &work, &bin_dir);
+    run_blocks(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"),
+        &work,
+        &bin_dir,
+    );
     // The README quickstart writes names commands that work where it is.
     let qs = work.join("standby-quickstart");
     run_blocks(&qs.join("README.md"), &qs, &bin_dir);
@@ -98,6 +106,12 @@ fn every_sh_block_of_the_readme_runs() {
 #[test]
 fn blocks_are_found_generically() {
     let md = "text\n```sh\na\nb\n```\n```bash\nnot run\n```\n```hcl\nx = 1\n```\n  ```sh title\nc\n  ```\n";
-    assert_eq!(sh_blocks(md), vec![(2, "a\nb\n".to_string()), (12, "c\n".to_string())]);
-    assert_eq!(runnable("cargo install --path .   # x\nstandby"), "true  # installed by the test harness: the built binary is on PATH\nstandby");
+    assert_eq!(
+        sh_blocks(md),
+        vec![(2, "a\nb\n".to_string()), (12, "c\n".to_string())]
+    );
+    assert_eq!(
+        runnable("cargo install --path .   # x\nstandby"),
+        "true  # installed by the test harness: the built binary is on PATH\nstandby"
+    );
 }

@@ -38,7 +38,8 @@ fn a_syntax_error_is_the_only_error_and_every_command_closes_alike() {
             assert!(err.contains("syntax error"), "{args:?}\n{err}");
             assert!(!err.contains("no protection covers it"), "{args:?}\n{err}");
             assert!(
-                err.trim_end().ends_with("Error: the configuration is not valid (1 error)."),
+                err.trim_end()
+                    .ends_with("Error: the configuration is not valid (1 error)."),
                 "{args:?} ends otherwise:\n{err}"
             );
             assert_eq!(err.matches("Error:").count(), 1, "{args:?}\n{err}");
@@ -54,18 +55,32 @@ fn unknown_addresses_are_errors_naming_them() {
     let o = run(&qs, &["points", "machine.nope"]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("no machine.nope in the configuration"), "{err}");
+    assert!(
+        err.contains("no machine.nope in the configuration"),
+        "{err}"
+    );
     assert!(err.contains("machine.db, machine.web"), "{err}");
     assert!(o.stdout.is_empty(), "{}", text(&o));
     let o = run(&qs, &["points", "machine.dbb"]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    assert!(text(&o).contains("did you mean `machine.db`?"), "{}", text(&o));
+    assert!(
+        text(&o).contains("did you mean `machine.db`?"),
+        "{}",
+        text(&o)
+    );
     let o = run(&qs, &["replicate", "protection.webb"]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    assert!(text(&o).contains("did you mean `protection.web`?"), "{}", text(&o));
+    assert!(
+        text(&o).contains("did you mean `protection.web`?"),
+        "{}",
+        text(&o)
+    );
     // A known machine is listed as before.
     let out = ok(&qs, &["points", "machine.db"]);
-    assert!(out.contains("machine.db") && !out.contains("machine.web"), "{out}");
+    assert!(
+        out.contains("machine.db") && !out.contains("machine.web"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -77,9 +92,15 @@ fn point_help_fits_each_command() {
         assert!(h.contains("Which point to test from"), "{cmd:?}\n{h}");
         assert!(!h.contains("unplanned"), "{cmd:?}\n{h}");
     }
-    for cmd in [&["failback", "--help"][..], &["failover", "planned", "--help"]] {
+    for cmd in [
+        &["failback", "--help"][..],
+        &["failover", "planned", "--help"],
+    ] {
         let h = help(cmd);
-        assert!(!h.contains("--point"), "{cmd:?} takes its own final point:\n{h}");
+        assert!(
+            !h.contains("--point"),
+            "{cmd:?} takes its own final point:\n{h}"
+        );
     }
     let h = help(&["failover", "unplanned", "--help"]);
     assert!(h.contains("Which point to fail over to"), "{h}");
@@ -104,22 +125,38 @@ fn steps_run_only_in_their_direction() {
     ok(&qs, &["apply", "--auto-approve"]);
     ok(&qs, &["replicate"]);
     let out = ok(&qs, &["failover", "planned", "shop", "--approve", "dns"]);
-    assert!(out.contains("Point shop.example.com at the DR site"), "{out}");
+    assert!(
+        out.contains("Point shop.example.com at the DR site"),
+        "{out}"
+    );
     assert!(!out.contains("back at the main site"), "{out}");
     ok(&qs, &["failover", "commit", "shop"]);
     ok(&qs, &["reprotect", "shop"]);
     // `dns` is failover-only: the failback never asks for it.
     let out = ok(&qs, &["failback", "shop", "--approve", "dns-home"]);
     assert!(out.contains("dns-home"), "{out}");
-    assert!(!out.contains("Point shop.example.com at the DR site"), "{out}");
+    assert!(
+        !out.contains("Point shop.example.com at the DR site"),
+        "{out}"
+    );
     assert!(!out.contains("step dns:"), "{out}");
     let announced = std::fs::read_to_string(qs.join(".standby/announced")).unwrap();
-    assert_eq!(announced.lines().count(), 2, "the `always` step ran once each way: {announced}");
+    assert_eq!(
+        announced.lines().count(),
+        2,
+        "the `always` step ran once each way: {announced}"
+    );
 
     // A direction that is not one.
-    let hcl = std::fs::read_to_string(&rec).unwrap().replacen("\"failback\"", "\"failbak\"", 1);
+    let hcl = std::fs::read_to_string(&rec)
+        .unwrap()
+        .replacen("\"failback\"", "\"failbak\"", 1);
     std::fs::write(&rec, hcl).unwrap();
     let o = run(&qs, &["validate"]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    assert!(text(&o).contains("did you mean \"failback\"?"), "{}", text(&o));
+    assert!(
+        text(&o).contains("did you mean \"failback\"?"),
+        "{}",
+        text(&o)
+    );
 }

@@ -30,9 +30,18 @@ fn usage_errors_exit_1_and_help_and_version_exit_0() {
     }
     for typo in ["--jsn", "-jsn"] {
         let o = run(d.path(), &["status", typo]);
-        assert!(text(&o).contains("a similar argument exists: '--json'"), "no suggestion:\n{}", text(&o));
+        assert!(
+            text(&o).contains("a similar argument exists: '--json'"),
+            "no suggestion:\n{}",
+            text(&o)
+        );
     }
-    for args in [&["--help"][..], &["plan", "--help"], &["--version"], &["help", "plan"]] {
+    for args in [
+        &["--help"][..],
+        &["plan", "--help"],
+        &["--version"],
+        &["help", "plan"],
+    ] {
         let o = run(d.path(), args);
         assert_eq!(o.status.code(), Some(0), "standby {args:?}:\n{}", text(&o));
     }
@@ -44,9 +53,26 @@ fn single_dash_long_options_work_like_double_dash() {
     let dir = quickstart(d.path(), 8, 8);
     // fmt -check -diff -recursive -no-color answers as the double-dash form.
     std::fs::create_dir_all(dir.join("sub")).unwrap();
-    std::fs::write(dir.join("sub/x.hcl"), "variable \"a\" {\n  default = 1\n}\n").unwrap();
-    let single = run(&dir, &["fmt", "-check", "-diff", "-recursive", "-no-color", "sub"]);
-    let double = run(&dir, &["fmt", "--check", "--diff", "--recursive", "--no-color", "sub"]);
+    std::fs::write(
+        dir.join("sub/x.hcl"),
+        "variable \"a\" {\n  default = 1\n}\n",
+    )
+    .unwrap();
+    let single = run(
+        &dir,
+        &["fmt", "-check", "-diff", "-recursive", "-no-color", "sub"],
+    );
+    let double = run(
+        &dir,
+        &[
+            "fmt",
+            "--check",
+            "--diff",
+            "--recursive",
+            "--no-color",
+            "sub",
+        ],
+    );
     assert_eq!(single.status.code(), Some(0), "{}", text(&single));
     assert_eq!(single.stdout, double.stdout);
     std::fs::write(dir.join("sub/x.hcl"), "variable \"a\" {\n default=1\n}\n").unwrap();
@@ -58,7 +84,10 @@ fn single_dash_long_options_work_like_double_dash() {
     let o = run(&dir, &["validate", "-no-color", "-json"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     // plan -detailed-exitcode: 2 means changes (nothing applied yet).
-    let o = run(&dir, &["plan", "-detailed-exitcode", "-no-color", "-no-refresh"]);
+    let o = run(
+        &dir,
+        &["plan", "-detailed-exitcode", "-no-color", "-no-refresh"],
+    );
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     let o = run(&dir, &["plan", "-json", "-out=tf.plan"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
@@ -70,7 +99,11 @@ fn single_dash_long_options_work_like_double_dash() {
     let o = run(&dir, &["plan", "-detailed-exitcode"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let o = run(&dir, &["status", "-json"]);
-    assert!(serde_json::from_slice::<serde_json::Value>(&o.stdout).is_ok(), "{}", text(&o));
+    assert!(
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).is_ok(),
+        "{}",
+        text(&o)
+    );
     // A long option of another command stays unknown here: a usage error.
     let o = run(&dir, &["status", "-auto-approve"]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));

@@ -17,7 +17,10 @@ fn on_a_terminal(dir: &Path, args: &str) -> String {
     let bin = env!("CARGO_BIN_EXE_standby");
     let o = Command::new("script")
         .arg("-qfec")
-        .arg(format!("stty cols 80 rows 24; {bin} -C {} {args}", dir.display()))
+        .arg(format!(
+            "stty cols 80 rows 24; {bin} -C {} {args}",
+            dir.display()
+        ))
         .arg("/dev/null")
         .env("TERM", "xterm")
         .env_remove("NO_COLOR")
@@ -66,7 +69,10 @@ fn bars_fit_the_terminal_and_count_data_not_holes() {
     ok(&qs, &["apply", "--auto-approve"]);
     // A mostly-hole disk: 256 MiB apparent, 8 MiB of data.
     let sparse = qs.join("sites/onprem/web/system.img");
-    let f = std::fs::OpenOptions::new().write(true).open(&sparse).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&sparse)
+        .unwrap();
     f.set_len(256 << 20).unwrap();
     f.write_all_at(&vec![0x42; 8 << 20], 128 << 20).unwrap();
     drop(f);
@@ -78,9 +84,16 @@ fn bars_fit_the_terminal_and_count_data_not_holes() {
         assert!(!l.contains("0 B/0 B"), "{l}");
     }
     for l in &bars {
-        assert!(l.chars().count() <= 80, "wider than the terminal ({}): {l}", l.chars().count());
+        assert!(
+            l.chars().count() <= 80,
+            "wider than the terminal ({}): {l}",
+            l.chars().count()
+        );
         assert!(!l.contains("0 B/0 B"), "{l}");
-        assert!(!l.contains(",  stored") && !l.ends_with("read, "), "a missing value: {l}");
+        assert!(
+            !l.contains(",  stored") && !l.ends_with("read, "),
+            "a missing value: {l}"
+        );
     }
     // Whatever the bar showed, its total is the data to read, far below
     // the 256 MiB the sparse disk pretends to be.
@@ -93,19 +106,35 @@ fn bars_fit_the_terminal_and_count_data_not_holes() {
             .unwrap_or_else(|| panic!("no MiB total in {b}"));
         assert!(total < 128.0, "the total counts holes: {b}");
     }
-    assert!(shown.iter().any(|l| l.starts_with("protection.web: point ")), "{}", short(&raw));
+    assert!(
+        shown
+            .iter()
+            .any(|l| l.starts_with("protection.web: point ")),
+        "{}",
+        short(&raw)
+    );
 
-    let out = on_a_terminal(&qs, "restore latest --machine machine.web --disk system --to restored.img");
+    let out = on_a_terminal(
+        &qs,
+        "restore latest --machine machine.web --disk system --to restored.img",
+    );
     for l in frames(&out).iter().filter(|l| l.contains(" written")) {
         assert!(l.chars().count() <= 80, "{l}");
         assert!(!l.contains("0 B/0 B") && !l.contains(" read"), "{l}");
     }
-    assert!(out.contains("restored disk system of point"), "{}", short(&out));
+    assert!(
+        out.contains("restored disk system of point"),
+        "{}",
+        short(&out)
+    );
 
     // Off a terminal: plain lines only.
     let o = standby(&qs).arg("replicate").output().unwrap();
     assert!(o.status.success(), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!err.contains('\r') && !err.contains('\x1b'), "{err:?}");
-    assert!(err.starts_with("replicating group shop into vault.main"), "{err}");
+    assert!(
+        err.starts_with("replicating group shop into vault.main"),
+        "{err}"
+    );
 }

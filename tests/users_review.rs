@@ -47,12 +47,18 @@ fn replication_progress_is_not_drift_but_lost_points_are() {
     // times to the second and sizes for people.
     let pts: Vec<Value> = serde_json::from_str(&ok(&qs, &["points", "--json"])).unwrap();
     for p in pts.iter().filter(|p| p["protection"] == "protection.web") {
-        std::fs::remove_file(qs.join(".standby/vault/points").join(p["id"].as_str().unwrap()))
-            .unwrap();
+        std::fs::remove_file(
+            qs.join(".standby/vault/points")
+                .join(p["id"].as_str().unwrap()),
+        )
+        .unwrap();
     }
     let out = ok(&qs, &["plan"]);
     assert!(out.contains("Changes outside standby"), "{out}");
-    assert!(out.contains("~ protection.web: recovery_points 1 -> 0"), "{out}");
+    assert!(
+        out.contains("~ protection.web: recovery_points 1 -> 0"),
+        "{out}"
+    );
     assert!(!out.contains("protection.db"), "db only progressed:\n{out}");
     let newest = out
         .lines()
@@ -63,7 +69,10 @@ fn replication_progress_is_not_drift_but_lost_points_are() {
         .as_bytes()
         .windows(3)
         .any(|w| w[0].is_ascii_digit() && w[1] == b'T' && w[2].is_ascii_digit());
-    assert!(!rfc3339, "a time for people, not an RFC 3339 stamp: {newest}");
+    assert!(
+        !rfc3339,
+        "a time for people, not an RFC 3339 stamp: {newest}"
+    );
 }
 
 #[test]
@@ -83,7 +92,11 @@ fn a_key_file_change_is_noted_and_its_errors_lead_somewhere() {
     );
     let doc: Value = serde_json::from_slice(&run(&qs, &["plan", "--json"]).stdout).unwrap();
     assert!(
-        doc["notes"].as_array().unwrap().iter().any(|n| n["kind"] == "key_changed"),
+        doc["notes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["kind"] == "key_changed"),
         "{doc}"
     );
     let md = ok(&qs, &["plan", "--format", "markdown"]);
@@ -94,13 +107,21 @@ fn a_key_file_change_is_noted_and_its_errors_lead_somewhere() {
     // new key would help.
     let o = run(&qs, &["points"]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    assert!(text(&o).contains("restore its key file there from your backup or point key_file back at it"), "{}", text(&o));
+    assert!(
+        text(&o)
+            .contains("restore its key file there from your backup or point key_file back at it"),
+        "{}",
+        text(&o)
+    );
     let o = run(&qs, &["vault", "init"]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let err = text(&o);
     assert!(err.contains("exists, but there is no key file at"), "{err}");
     assert!(err.contains("restore the vault's key file"), "{err}");
-    assert!(!qs.join("keys/moved.key").exists(), "no new key was written");
+    assert!(
+        !qs.join("keys/moved.key").exists(),
+        "no new key was written"
+    );
     // Restoring the key file is the way out.
     std::fs::create_dir_all(qs.join("keys")).unwrap();
     std::fs::copy(qs.join(".standby/keys/main.key"), qs.join("keys/moved.key")).unwrap();

@@ -55,8 +55,7 @@ fn normalize_for(root: &clap::Command, args: impl IntoIterator<Item = String>) -
                 out.push(format!("-{arg}"));
             } else {
                 let first = name.chars().next().unwrap_or_default();
-                if find(&path, |a| a.get_short() == Some(first)).is_some()
-                    || first.is_ascii_digit()
+                if find(&path, |a| a.get_short() == Some(first)).is_some() || first.is_ascii_digit()
                 {
                     // A short option with its value attached (`-Cdir`), or
                     // a negative number: clap decides.
@@ -87,17 +86,17 @@ fn split_value(body: &str) -> (&str, bool) {
 
 /// The argument matching `pred` on the innermost command, or a global one
 /// of its ancestors.
-fn find<'a>(path: &[&'a clap::Command], pred: impl Fn(&clap::Arg) -> bool) -> Option<&'a clap::Arg> {
+fn find<'a>(
+    path: &[&'a clap::Command],
+    pred: impl Fn(&clap::Arg) -> bool,
+) -> Option<&'a clap::Arg> {
     let (current, ancestors) = path.split_last()?;
-    current
-        .get_arguments()
-        .find(|a| pred(a))
-        .or_else(|| {
-            ancestors
-                .iter()
-                .rev()
-                .find_map(|c| c.get_arguments().find(|a| a.is_global_set() && pred(a)))
-        })
+    current.get_arguments().find(|a| pred(a)).or_else(|| {
+        ancestors
+            .iter()
+            .rev()
+            .find_map(|c| c.get_arguments().find(|a| a.is_global_set() && pred(a)))
+    })
 }
 
 fn takes_value(path: &[&clap::Command], pred: impl Fn(&clap::Arg) -> bool) -> bool {
@@ -128,8 +127,28 @@ mod tests {
     #[test]
     fn single_dash_long_options_become_double_dash() {
         assert_eq!(
-            norm(&["standby", "-C", "dir", "plan", "-var", "a=b", "-var-file=x.hcl", "-detailed-exitcode", "-no-color"]),
-            ["standby", "-C", "dir", "plan", "--var", "a=b", "--var-file=x.hcl", "--detailed-exitcode", "--no-color"]
+            norm(&[
+                "standby",
+                "-C",
+                "dir",
+                "plan",
+                "-var",
+                "a=b",
+                "-var-file=x.hcl",
+                "-detailed-exitcode",
+                "-no-color"
+            ]),
+            [
+                "standby",
+                "-C",
+                "dir",
+                "plan",
+                "--var",
+                "a=b",
+                "--var-file=x.hcl",
+                "--detailed-exitcode",
+                "--no-color"
+            ]
         );
         assert_eq!(
             norm(&["standby", "apply", "-auto-approve", "-json"]),
@@ -147,18 +166,46 @@ mod tests {
     fn options_added_later_need_no_list() {
         let cmd = clap::Command::new("standby").subcommand(
             clap::Command::new("apply")
-                .arg(clap::Arg::new("lock_timeout").long("lock-timeout").action(clap::ArgAction::Append))
-                .arg(clap::Arg::new("auto").long("auto-approve").action(clap::ArgAction::SetTrue)),
+                .arg(
+                    clap::Arg::new("lock_timeout")
+                        .long("lock-timeout")
+                        .action(clap::ArgAction::Append),
+                )
+                .arg(
+                    clap::Arg::new("auto")
+                        .long("auto-approve")
+                        .action(clap::ArgAction::SetTrue),
+                ),
         );
-        let args = ["standby", "apply", "-lock-timeout=30s", "-lock-timeout", "1m", "-auto-approve"];
+        let args = [
+            "standby",
+            "apply",
+            "-lock-timeout=30s",
+            "-lock-timeout",
+            "1m",
+            "-auto-approve",
+        ];
         assert_eq!(
             super::normalize_for(&cmd, args.map(String::from)),
-            ["standby", "apply", "--lock-timeout=30s", "--lock-timeout", "1m", "--auto-approve"]
+            [
+                "standby",
+                "apply",
+                "--lock-timeout=30s",
+                "--lock-timeout",
+                "1m",
+                "--auto-approve"
+            ]
         );
         let normalized = super::normalize_for(&cmd, args.map(String::from));
         let m = cmd.try_get_matches_from(normalized).unwrap();
         let (_, sub) = m.subcommand().unwrap();
-        assert_eq!(sub.get_many::<String>("lock_timeout").unwrap().last().unwrap(), "1m");
+        assert_eq!(
+            sub.get_many::<String>("lock_timeout")
+                .unwrap()
+                .last()
+                .unwrap(),
+            "1m"
+        );
     }
 
     #[test]
@@ -168,13 +215,19 @@ mod tests {
             norm(&["standby", "-C", "plan", "validate"]),
             ["standby", "-C", "plan", "validate"]
         );
-        assert_eq!(norm(&["standby", "-Cdir", "status", "-jsn"]), ["standby", "-Cdir", "status", "--jsn"]);
+        assert_eq!(
+            norm(&["standby", "-Cdir", "status", "-jsn"]),
+            ["standby", "-Cdir", "status", "--jsn"]
+        );
         assert_eq!(
             norm(&["standby", "plan", "-out", "-json", "--", "-json"]),
             ["standby", "plan", "--out", "-json", "--", "-json"]
         );
         // A long option of another command is not this command's: clap
         // reports it as the unknown long option it is.
-        assert_eq!(norm(&["standby", "status", "-auto-approve"]), ["standby", "status", "--auto-approve"]);
+        assert_eq!(
+            norm(&["standby", "status", "-auto-approve"]),
+            ["standby", "status", "--auto-approve"]
+        );
     }
 }

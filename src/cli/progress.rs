@@ -30,7 +30,12 @@ pub(crate) fn status(work: Work, total: u64, read: u64, stored: u64) -> Option<S
     // Never past the total, whatever the counters' order of updates.
     let read = read.min(total);
     Some(match work {
-        Work::Replicate => format!("{}/{} read, {} stored", size(read), size(total), size(stored)),
+        Work::Replicate => format!(
+            "{}/{} read, {} stored",
+            size(read),
+            size(total),
+            size(stored)
+        ),
         Work::Restore => format!("{}/{} written", size(read), size(total)),
     })
 }
@@ -99,6 +104,9 @@ mod tests {
             status(Work::Replicate, 80 << 20, 81 << 20, 1 << 20).as_deref(),
             Some("80.0 MiB/80.0 MiB read, 1.0 MiB stored")
         );
-        assert_eq!(status(Work::Restore, 4096, 2048, 2048).as_deref(), Some("2.0 KiB/4.0 KiB written"));
+        assert_eq!(
+            status(Work::Restore, 4096, 2048, 2048).as_deref(),
+            Some("2.0 KiB/4.0 KiB written")
+        );
     }
 }

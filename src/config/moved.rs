@@ -23,20 +23,31 @@ use std::sync::Arc;
 
 /// Every `moved` block, checked, in file order; blocks with errors are
 /// reported in `diags` and left out.
-pub fn lower(blocks: &[(Arc<Source>, &Block)], config: &Config, diags: &mut Diagnostics) -> Vec<Move> {
+pub fn lower(
+    blocks: &[(Arc<Source>, &Block)],
+    config: &Config,
+    diags: &mut Diagnostics,
+) -> Vec<Move> {
     let mut out: Vec<Move> = Vec::new();
     for (source, b) in blocks {
         if !b.labels.is_empty() {
             diags.push(
-                Diagnostic::error("standby::wrong_labels", reader::header(source, b), "a `moved` block takes no name")
-                    .label("unexpected name")
-                    .help("write moved { from = protection.OLD  to = protection.NEW }"),
+                Diagnostic::error(
+                    "standby::wrong_labels",
+                    reader::header(source, b),
+                    "a `moved` block takes no name",
+                )
+                .label("unexpected name")
+                .help("write moved { from = protection.OLD  to = protection.NEW }"),
             );
             continue;
         }
         let empty = Empty::default();
         let r = Reader::new(empty.scope(source), b, &["from", "to"], &[], diags);
-        let (Some(from), Some(to)) = (address(&r, source, "from", diags), address(&r, source, "to", diags)) else {
+        let (Some(from), Some(to)) = (
+            address(&r, source, "from", diags),
+            address(&r, source, "to", diags),
+        ) else {
             continue;
         };
         let ((from, from_loc), (to, to_loc)) = (from, to);
@@ -50,9 +61,13 @@ pub fn lower(blocks: &[(Arc<Source>, &Block)], config: &Config, diags: &mut Diag
         }
         if from == to {
             diags.push(
-                Diagnostic::error("standby::invalid_move", to_loc, format!("{from} is moved to itself"))
-                    .label("same address")
-                    .help("remove this moved block"),
+                Diagnostic::error(
+                    "standby::invalid_move",
+                    to_loc,
+                    format!("{from} is moved to itself"),
+                )
+                .label("same address")
+                .help("remove this moved block"),
             );
             continue;
         }
@@ -62,9 +77,13 @@ pub fn lower(blocks: &[(Arc<Source>, &Block)], config: &Config, diags: &mut Diag
         };
         if !exists {
             diags.push(
-                Diagnostic::error("standby::invalid_move", to_loc, format!("{to} is not in the configuration"))
-                    .label("not declared")
-                    .help("`to` names the object's new address, declared in the configuration"),
+                Diagnostic::error(
+                    "standby::invalid_move",
+                    to_loc,
+                    format!("{to} is not in the configuration"),
+                )
+                .label("not declared")
+                .help("`to` names the object's new address, declared in the configuration"),
             );
             continue;
         }
@@ -74,17 +93,25 @@ pub fn lower(blocks: &[(Arc<Source>, &Block)], config: &Config, diags: &mut Diag
         };
         if declared {
             diags.push(
-                Diagnostic::error("standby::invalid_move", from_loc, format!("{from} is still in the configuration"))
-                    .label("still declared")
-                    .help("a moved block's `from` is the old address: remove or rename the old block"),
+                Diagnostic::error(
+                    "standby::invalid_move",
+                    from_loc,
+                    format!("{from} is still in the configuration"),
+                )
+                .label("still declared")
+                .help("a moved block's `from` is the old address: remove or rename the old block"),
             );
             continue;
         }
         if let Some(other) = out.iter().find(|m| m.from == from) {
             diags.push(
-                Diagnostic::error("standby::invalid_move", from_loc, format!("{from} is moved twice (also to {})", other.to))
-                    .label("moved again")
-                    .help("keep one moved block per old address"),
+                Diagnostic::error(
+                    "standby::invalid_move",
+                    from_loc,
+                    format!("{from} is moved twice (also to {})", other.to),
+                )
+                .label("moved again")
+                .help("keep one moved block per old address"),
             );
             continue;
         }
@@ -94,7 +121,12 @@ pub fn lower(blocks: &[(Arc<Source>, &Block)], config: &Config, diags: &mut Diag
 }
 
 /// `from`/`to` as an address (`protection.web`, `machine.web["a"]`).
-fn address(r: &Reader, source: &Arc<Source>, name: &str, diags: &mut Diagnostics) -> Option<(Address, Loc)> {
+fn address(
+    r: &Reader,
+    source: &Arc<Source>,
+    name: &str,
+    diags: &mut Diagnostics,
+) -> Option<(Address, Loc)> {
     let Some(expr) = r.expr(name) else {
         r.missing(name, diags);
         return None;

@@ -20,8 +20,11 @@ pub fn effective(config: &Config, state: Option<&StateDoc>) -> Vec<(Address, Add
         return Vec::new();
     };
     // current address -> the recorded address it came from
-    let mut origin: BTreeMap<Address, Address> =
-        state.objects.keys().map(|a| (a.clone(), a.clone())).collect();
+    let mut origin: BTreeMap<Address, Address> = state
+        .objects
+        .keys()
+        .map(|a| (a.clone(), a.clone()))
+        .collect();
     // Each pass applies what it can; a cycle (a -> b, b -> a) stops the count.
     for _ in 0..=config.moves.len() {
         let mut progressed = false;
@@ -90,7 +93,10 @@ fn rename_refs(v: &mut Value, names: &BTreeMap<String, String>) {
 /// What each vault must record for `moves` against the state as recorded
 /// (before the moves): a protection's points are in its recorded vault; a
 /// machine's in the vaults of the protections recorded for it.
-pub fn vault_renames(state: &StateDoc, moves: &[(Address, Address)]) -> BTreeMap<Address, Vec<Rename>> {
+pub fn vault_renames(
+    state: &StateDoc,
+    moves: &[(Address, Address)],
+) -> BTreeMap<Address, Vec<Rename>> {
     let mut out: BTreeMap<Address, Vec<Rename>> = BTreeMap::new();
     let attr = |a: &Address, k: &str| {
         state

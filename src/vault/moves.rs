@@ -71,7 +71,11 @@ pub fn record(vault: &Vault, renames: &[Rename]) -> Result<Vec<usize>> {
         let mut n = 0;
         for m in points.iter_mut() {
             let is_protection = r.from.starts_with("protection.");
-            let current = if is_protection { &mut m.protection } else { &mut m.machine };
+            let current = if is_protection {
+                &mut m.protection
+            } else {
+                &mut m.machine
+            };
             if *current != r.from {
                 continue;
             }

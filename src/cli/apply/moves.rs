@@ -58,7 +58,9 @@ pub(crate) fn carry_out(
     }
     let mut next = doc.clone();
     moves::apply_to_state(&mut next, list);
-    backend.write(lock, &mut next).map_err(miette::Report::new)?;
+    backend
+        .write(lock, &mut next)
+        .map_err(miette::Report::new)?;
     *doc = next;
     Ok(list
         .iter()
