@@ -180,7 +180,14 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         .filter_map(|c| Some((c.moved_from.clone()?, c.address.clone())))
         .collect();
     if !renames.is_empty() {
-        let done = moves::carry_out(Some(&config), &config.root, backend.as_ref(), &lock, &mut doc, &renames)?;
+        let done = moves::carry_out(
+            Some(&config),
+            &config.root,
+            backend.as_ref(),
+            &lock,
+            &mut doc,
+            &renames,
+        )?;
         for m in &done {
             if args.json {
                 println!(

@@ -120,7 +120,10 @@ pub(crate) fn observe(
                 && let Some(mf) = facts.get_mut(&machine)
             {
                 for (disk, map) in &newest.disks {
-                    mf.insert(format!("{REPLICATED_PREFIX}disk.{disk}.size"), json!(map.size));
+                    mf.insert(
+                        format!("{REPLICATED_PREFIX}disk.{disk}.size"),
+                        json!(map.size),
+                    );
                 }
             }
         }

@@ -64,16 +64,22 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         eprintln!("replicating {label} into {vault_addr}");
         let started = Instant::now();
         let progress = Progress::default();
-        let result = super::progress::with_progress(&progress, super::progress::Work::Replicate, || {
-            replication::take_points(vault, &targets, &opts, &progress)
-        });
+        let result =
+            super::progress::with_progress(&progress, super::progress::Work::Replicate, || {
+                replication::take_points(vault, &targets, &opts, &progress)
+            });
         let took = started.elapsed();
         match result {
             Ok(points) => {
                 for (a, m) in prots.iter().zip(&points) {
                     let frozen = m
                         .freeze_ms
-                        .map(|ms| format!(", frozen {}", crate::human::duration(Duration::from_millis(ms))))
+                        .map(|ms| {
+                            format!(
+                                ", frozen {}",
+                                crate::human::duration(Duration::from_millis(ms))
+                            )
+                        })
                         .unwrap_or_default();
                     let group = m
                         .group

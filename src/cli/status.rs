@@ -204,9 +204,7 @@ fn render(prots: &[ProtectionStatus], plans: &[PlanStatus], color: bool) -> Stri
             let result = match &p.last_drill {
                 None => "-".to_string(),
                 Some(d) => {
-                    let rto = d
-                        .rto_seconds
-                        .map(|s| format!(", RTO {}", secs_f64(s)));
+                    let rto = d.rto_seconds.map(|s| format!(", RTO {}", secs_f64(s)));
                     format!(
                         "{}{}",
                         if d.passed { "passed" } else { "failed" },

@@ -183,7 +183,11 @@ fn prune_cmd(
             println!(
                 "  {} still {} {} of unreferenced data next to live data (not repacked)",
                 crate::human::count(r.packs_partly_garbage as usize, "pack"),
-                if r.packs_partly_garbage == 1 { "holds" } else { "hold" },
+                if r.packs_partly_garbage == 1 {
+                    "holds"
+                } else {
+                    "hold"
+                },
                 human(r.garbage_bytes_left)
             );
         }
@@ -223,7 +227,10 @@ fn verify_cmd(
                 }
             );
         } else {
-            println!("{addr}: {}", crate::human::count(r.problems.len(), "problem"));
+            println!(
+                "{addr}: {}",
+                crate::human::count(r.problems.len(), "problem")
+            );
             for p in &r.problems {
                 println!("  {}: {}", p.object, p.reason);
                 if !p.points.is_empty() {

@@ -1261,7 +1261,9 @@ fn step_when(r: &mut Reader, diags: &mut Diagnostics) -> Option<StepWhen> {
         _ => {
             let help = match did_you_mean(&s, StepWhen::NAMES) {
                 Some(close) => format!("did you mean \"{close}\"?"),
-                None => "a step runs on \"failover\" (the default), \"failback\" or \"always\"".into(),
+                None => {
+                    "a step runs on \"failover\" (the default), \"failback\" or \"always\"".into()
+                }
             };
             diags.push(
                 Diagnostic::error(

@@ -23,7 +23,9 @@ pub fn diff(config: &Config, state: Option<&StateDoc>, options: &DiffOptions) ->
     let lineage = state.map_or_else(uuid::Uuid::new_v4, |s| s.lineage);
     // Diff against the state as the `moved` blocks rename it.
     let moves = super::moves::effective(config, state);
-    let remapped = state.map(|s| super::moves::remap(&s.objects, &moves)).unwrap_or_default();
+    let remapped = state
+        .map(|s| super::moves::remap(&s.objects, &moves))
+        .unwrap_or_default();
     let recorded = &remapped;
 
     let mut desired: Peekable<_> = desired_objects(config)

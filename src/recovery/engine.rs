@@ -350,7 +350,11 @@ impl<'a> Engine<'a> {
 
     fn skip_group(&self, g: &Group, why: &str) {
         let tl = &self.timeline;
-        for s in self.directed(&g.before).iter().chain(&self.directed(&g.after)) {
+        for s in self
+            .directed(&g.before)
+            .iter()
+            .chain(&self.directed(&g.after))
+        {
             tl.skipped(Subject::new(EntryKind::Step, &s.name).group(&g.name), why);
         }
         for m in &g.machines {
