@@ -97,3 +97,19 @@ pub fn record(vault: &Vault, renames: &[Rename]) -> Result<Vec<usize>> {
     }
     Ok(counts)
 }
+
+/// Forget the entries of points that are gone (prune dropped them), so the
+/// object stays as small as the vault's live points. A stale entry is
+/// harmless (no manifest carries its id), so a crash before this is too.
+pub fn forget(vault: &Vault, ids: &[String]) -> Result<()> {
+    let mut moves = load(vault)?;
+    let before = moves.points.len();
+    for id in ids {
+        moves.points.remove(id);
+    }
+    if moves.points.len() != before {
+        let plain = serde_json::to_vec(&moves).unwrap_or_default();
+        vault.put_meta(NAME, &plain)?;
+    }
+    Ok(())
+}
