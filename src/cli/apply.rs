@@ -179,26 +179,18 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         .iter()
         .filter_map(|c| Some((c.moved_from.clone()?, c.address.clone())))
         .collect();
-    if !renames.is_empty() {
-        let done = moves::carry_out(
+    let moved = if renames.is_empty() {
+        Vec::new()
+    } else {
+        moves::carry_out(
             Some(&config),
             &config.root,
             backend.as_ref(),
             &lock,
             &mut doc,
             &renames,
-        )?;
-        for m in &done {
-            if args.json {
-                println!(
-                    "{}",
-                    serde_json::json!({"event": "moved", "from": m.from, "to": m.to, "points": m.points})
-                );
-            } else {
-                println!("{}", moves::line(m));
-            }
-        }
-    }
+        )?
+    };
     let (graph, _) = step_graph(&plan);
     let site_config = config.clone();
     let ctx = Arc::new(Context::new(
@@ -214,6 +206,16 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         println!();
         Box::new(PlainSink::new(std::io::stdout()))
     };
+    for m in &moved {
+        if args.json {
+            println!(
+                "{}",
+                serde_json::json!({"event": "moved", "from": m.from, "to": m.to, "points": m.points})
+            );
+        } else {
+            println!("{}", moves::line(m));
+        }
+    }
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
