@@ -11,6 +11,7 @@ pub mod exec;
 #[doc(hidden)]
 pub mod fuzz_bodies;
 pub mod hclfmt;
+pub mod human;
 pub mod model;
 pub mod plan;
 pub mod recovery;

@@ -144,8 +144,8 @@ pub struct LastDrill {
     pub finished_at: String,
     pub passed: bool,
     pub age_seconds: i64,
-    pub rto_seconds: Option<u64>,
-    pub rpo_seconds: Option<u64>,
+    pub rto_seconds: Option<f64>,
+    pub rpo_seconds: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -124,6 +124,8 @@ fn flipping_active_site_fails_over_through_apply_and_flipping_back_fails_back() 
     let shown = String::from_utf8_lossy(&o.stdout).to_string();
     assert!(shown.contains("site.dr -> site.onprem"), "{shown}");
     assert!(shown.contains("failback"), "{shown}");
+    // The DNS step is the failover's (`when` defaults to failover).
+    assert!(!shown.contains("manual dns"), "{shown}");
     assert!(
         shown.contains("write changed blocks onto its disks at site.onprem"),
         "{shown}"

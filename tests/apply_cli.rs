@@ -580,11 +580,11 @@ fn an_interrupted_enable_is_adopted_not_repeated() {
     assert!(out.contains("create vault.main: done, vault"), "{out}");
     assert!(out.contains("exists already and the key opens it"), "{out}");
     assert!(
-        out.contains("create protection.db: done, adopted 1 point(s)"),
+        out.contains("create protection.db: done, adopted 1 point"),
         "{out}"
     );
     assert!(
-        out.contains("create protection.web: done, adopted 1 point(s)"),
+        out.contains("create protection.web: done, adopted 1 point"),
         "{out}"
     );
     assert_eq!(points(&qs).len(), 2, "no second initial point");

@@ -136,6 +136,7 @@ fn quickstart() -> Config {
                             instructions: "Point shop.example.com at the DR site".into(),
                         },
                         timeout: d("1h"),
+                        when: Default::default(),
                     }],
                 },
             ],
@@ -177,8 +178,8 @@ fn matching_state(config: &Config) -> StateDoc {
         started_at: datetime!(2026-11-25 01:00 UTC),
         finished_at: datetime!(2026-11-25 01:07 UTC),
         passed: true,
-        rto_seconds: Some(420),
-        rpo_seconds: Some(60),
+        rto_seconds: Some(420.0),
+        rpo_seconds: Some(60.0),
     });
     s
 }

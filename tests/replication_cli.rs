@@ -93,7 +93,7 @@ fn quickstart_replicate_points_restore_verify_prune() {
     let out = run(standby(&root).args(["vault", "verify", "--read-data"]));
     assert!(out.contains("ok"), "{out}");
     let out = run(standby(&root).args(["vault", "prune", "--dry-run"]));
-    assert!(out.contains("would drop 0 point(s)"), "{out}");
+    assert!(out.contains("would drop 0 points"), "{out}");
 
     // Unknown point: a clear error, non-zero exit.
     let o = standby(&root)

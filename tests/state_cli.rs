@@ -100,7 +100,10 @@ fn show_prints_kind_status_time_and_attributes() {
     assert!(s.starts_with("protection.web[\"a b\"]\n"), "{s}");
     assert!(s.contains("  kind       = protection\n"), "{s}");
     assert!(s.contains("  status     = protected\n"), "{s}");
-    assert!(s.contains("  updated_at = 2026-11-26T05:10:00Z\n"), "{s}");
+    assert!(
+        s.contains("  updated_at = 2026-11-26 05:10:00 UTC\n"),
+        "{s}"
+    );
     assert!(
         s.contains("    machine = \"machine.web[\\\"a\\\"]\"\n"),
         "{s}"

@@ -121,8 +121,8 @@ fn levels_follow_the_newest_point_age_and_exit_codes_alert() {
         started_at: created - secs(60),
         finished_at: created,
         passed: true,
-        rto_seconds: Some(42),
-        rpo_seconds: Some(5),
+        rto_seconds: Some(42.0),
+        rpo_seconds: Some(5.0),
     });
     backend.write(&lock, &mut doc).unwrap();
     drop(lock);

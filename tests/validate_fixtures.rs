@@ -207,7 +207,7 @@ fn the_exec_provider_example_validates() {
     let out = validate(&repo().join("plans/exec-example"), &[]);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
-        "Success! The configuration is valid (1 machines, 1 protections, 1 recovery plans).\n",
+        "Success! The configuration is valid (1 machine, 1 protection, 1 recovery plan).\n",
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
@@ -223,7 +223,7 @@ fn the_directory_can_be_given_as_argument_or_with_chdir() {
     assert_eq!(by_chdir.status.code(), Some(0));
     assert_eq!(
         String::from_utf8_lossy(&by_arg.stdout),
-        "Success! The configuration is valid (2 machines, 2 protections, 1 recovery plans).\n"
+        "Success! The configuration is valid (2 machines, 2 protections, 1 recovery plan).\n"
     );
 }
 

@@ -100,7 +100,7 @@ fn a_large_generated_fleet_validates() {
     assert_eq!(
         stdout.trim(),
         format!(
-            "Success! The configuration is valid ({n} machines, {n} protections, 1 recovery plans)."
+            "Success! The configuration is valid ({n} machines, {n} protections, 1 recovery plan)."
         )
     );
     eprintln!("validate of {n} machines and {n} protections: {elapsed:?}");

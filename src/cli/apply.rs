@@ -4,6 +4,7 @@
 //! configuration moved since). The state lock is held for the whole run;
 //! the steps (see `steps`) are walked by [`crate::exec::walk`].
 
+pub(crate) mod moves;
 mod site;
 mod steps;
 
@@ -52,9 +53,6 @@ pub struct Args {
     /// Approve manual step STEP (or GROUP.STEP) of a site change in advance; repeatable.
     #[arg(long = "approve", value_name = "STEP")]
     pub approve: Vec<String>,
-    /// Never colour the output.
-    #[arg(long)]
-    pub no_color: bool,
     /// Only record what changed outside standby (drift); change nothing else.
     #[arg(long, conflicts_with_all = ["plan_file", "no_refresh"])]
     pub refresh_only: bool,
@@ -68,7 +66,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> miette::Result<ExitCode> {
-    let color = use_color(args.no_color, &std::io::stdout());
+    let color = use_color(&std::io::stdout());
     if args.json && !args.auto_approve && args.plan_file.is_none() {
         return Err(miette!(
             help = "add --auto-approve, or apply a saved plan: `standby plan --out FILE`, then `standby apply --json FILE`",
@@ -175,6 +173,24 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
             doc = next;
         }
     }
+    // Renames first: the steps after them work on the new addresses.
+    let renames: Vec<(Address, Address)> = plan
+        .changes
+        .iter()
+        .filter_map(|c| Some((c.moved_from.clone()?, c.address.clone())))
+        .collect();
+    let moved = if renames.is_empty() {
+        Vec::new()
+    } else {
+        moves::carry_out(
+            Some(&config),
+            &config.root,
+            backend.as_ref(),
+            &lock,
+            &mut doc,
+            &renames,
+        )?
+    };
     let (graph, _) = step_graph(&plan);
     let site_config = config.clone();
     let ctx = Arc::new(Context::new(
@@ -190,6 +206,16 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         println!();
         Box::new(PlainSink::new(std::io::stdout()))
     };
+    for m in &moved {
+        if args.json {
+            println!(
+                "{}",
+                serde_json::json!({"event": "moved", "from": m.from, "to": m.to, "points": m.points})
+            );
+        } else {
+            println!("{}", moves::line(m));
+        }
+    }
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -249,18 +275,24 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
             })
         );
     } else if report.all_done() {
+        let moved = if summary.moved > 0 {
+            format!("{} moved, ", summary.moved)
+        } else {
+            String::new()
+        };
         println!(
-            "\nApply complete: {} added, {} changed, {} destroyed.",
+            "\nApply complete: {moved}{} added, {} changed, {} destroyed.",
             summary.add, summary.change, summary.destroy
         );
     } else {
         println!(
-            "\nApply {}: {done} step(s) done, {failed} failed, {skipped} skipped, {not_started} not started.\nState records every finished step; `standby plan` shows what is left.",
+            "\nApply {}: {} done, {failed} failed, {skipped} skipped, {not_started} not started.\nState records every finished step; `standby plan` shows what is left.",
             if report.interrupted {
                 "interrupted"
             } else {
                 "failed"
-            }
+            },
+            crate::human::count(done, "step")
         );
     }
     if !report.all_done() {

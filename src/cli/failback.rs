@@ -54,14 +54,12 @@ pub fn reprotect(args: ReprotectArgs) -> miette::Result<ExitCode> {
             .map_err(report_err)?;
     for r in &made {
         println!(
-            "{}: first reverse point {} ({}) stored {} of {} disk ({} bytes of {})",
+            "{}: first reverse point {} ({}) stored {} of {} disk",
             r.machine,
             r.point.id.short(),
             r.point.consistency,
             human(r.point.stats.stored),
             human(r.disk_bytes),
-            r.point.stats.stored,
-            r.disk_bytes
         );
     }
     println!(

@@ -17,8 +17,10 @@ use std::sync::Arc;
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
     /// Bring the plan's replicas up in isolation (a sandbox); the source and its replication go on untouched.
+    #[command(mut_arg("point", |a| a.help(TEST_POINT_HELP)))]
     Test(RunArgs),
     /// Stop the source machines, take a final point, and fail over from it: no data lost.
+    #[command(mut_arg("point", |a| a.hide(true)))]
     Planned(RunArgs),
     /// Fail over with the source assumed gone, from the chosen points.
     Unplanned(RunArgs),
@@ -50,12 +52,16 @@ pub struct RunArgs {
     pub report_dir: Option<PathBuf>,
 }
 
+/// `--point` of a test failover or drill: the source runs on, nothing is lost.
+pub(crate) const TEST_POINT_HELP: &str = "Which point to test from: latest (the default), latest-app, \
+a point id, or an RFC 3339 time (the newest point at or before it)";
+
 /// Options of anything that runs a plan (failover, drill).
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunOptions {
-    /// Which point: latest, latest-app, a point id, or an RFC 3339 time
-    /// (newest point at or before it). Default: latest; for unplanned,
-    /// latest app-consistent where the policy takes them. Ignored by planned.
+    /// Which point to fail over to: latest, latest-app, a point id, or an
+    /// RFC 3339 time (the newest point at or before it). Default: the latest
+    /// app-consistent point where the policy takes them, else the latest.
     #[arg(long, value_name = "POINT")]
     pub point: Option<String>,
     /// Approve manual step STEP (or GROUP.STEP) in advance; repeatable.

@@ -9,7 +9,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> miette::Result<ExitCode> {
-    let color = super::plan::use_color(false, &std::io::stderr());
+    let color = super::plan::use_color(&std::io::stderr());
     let Some(plan) = super::plan::make_plan(
         &args.vars,
         &crate::cli::BackendArgs::default(),

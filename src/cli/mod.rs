@@ -6,6 +6,8 @@ use std::process::ExitCode;
 
 mod apply;
 mod approve;
+mod args;
+mod closing;
 mod drill;
 mod failback;
 mod failover;
@@ -13,10 +15,12 @@ mod fmt;
 mod graph;
 mod plan;
 mod points;
+mod progress;
 mod quickstart;
 mod refresh;
 mod replicate;
 mod restore;
+mod show;
 mod state;
 mod status;
 mod validate;
@@ -37,8 +41,21 @@ pub struct Cli {
     #[arg(short = 'C', long = "chdir", global = true, value_name = "DIR")]
     pub chdir: Option<std::path::PathBuf>,
 
+    /// Never colour the output (colour is used only on a terminal without NO_COLOR).
+    #[arg(long, global = true)]
+    pub no_color: bool,
+
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// Set by the global `--no-color` before any command runs.
+static NO_COLOR: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether colour is allowed at all: no `--no-color`, no non-empty NO_COLOR.
+pub(crate) fn color_allowed() -> bool {
+    !NO_COLOR.load(std::sync::atomic::Ordering::Relaxed)
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 #[derive(Debug, Subcommand)]
@@ -53,6 +70,8 @@ pub enum Command {
     Apply(apply::Args),
     /// Print the plan's dependency graph in DOT.
     Graph(graph::Args),
+    /// Render a saved plan (`plan --out FILE`) as text, Markdown or JSON.
+    Show(show::Args),
     /// Inspect the state document, or forget objects recorded in it.
     #[command(subcommand)]
     State(state::Command),
@@ -76,9 +95,10 @@ pub enum Command {
     #[command(after_help = failback::REPROTECT_HELP)]
     Reprotect(failback::ReprotectArgs),
     /// Bring a reprotected plan home: stop the replicas, final point, changed blocks only, start, checks.
-    #[command(after_help = failback::FAILBACK_HELP)]
+    #[command(after_help = failback::FAILBACK_HELP, mut_arg("point", |a| a.hide(true)))]
     Failback(failback::FailbackArgs),
     /// Test-fail a recovery plan over, run every check, clean up, and report RTO/RPO.
+    #[command(mut_arg("point", |a| a.help(failover::TEST_POINT_HELP)))]
     Drill(drill::Args),
     /// Approve a manual step of a recovery plan's run in progress.
     Approve(approve::Args),
@@ -118,6 +138,8 @@ impl VarArgs {
             }
             Err(diags) => {
                 eprint!("{}", diags.render(color));
+                let errors = diags.items.iter().filter(|d| d.is_error()).count();
+                eprintln!("{}", closing::config_invalid(errors));
                 None
             }
         }
@@ -175,23 +197,25 @@ impl BackendArgs {
     }
 }
 
-/// Terraform users type `-var x=y`; accept single-dash long options.
-fn normalize_args(args: impl Iterator<Item = String>) -> Vec<String> {
-    const LONG: [&str; 5] = ["-var", "-var-file", "-chdir", "-backend-config", "-out"];
-    args.map(|a| {
-        let name = a.split_once('=').map_or(a.as_str(), |(n, _)| n);
-        if LONG.contains(&name) {
-            format!("-{a}")
-        } else {
-            a
-        }
-    })
-    .collect()
-}
-
 /// Entry point used by `main.rs`.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse_from(normalize_args(std::env::args()));
+    let cli = match Cli::try_parse_from(args::normalize(std::env::args())) {
+        Ok(cli) => cli,
+        Err(e) => return args::usage_exit(e),
+    };
+    if cli.no_color {
+        NO_COLOR.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    set_error_style();
+    if prints_only(&cli.command) {
+        // `standby points | head`: end quietly when the reader goes away, as
+        // cat does, instead of panicking on the closed pipe. Only for
+        // commands that start no child process and write nothing partial.
+        // SAFETY: setting a signal disposition before any thread starts.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     // The watch service logs every point taken or failed at info level.
     let watching = matches!(&cli.command, Command::Replicate(a) if a.watch.watch);
     init_tracing(if watching {
@@ -211,6 +235,7 @@ pub fn main() -> ExitCode {
         Command::Plan(a) => plan::run(a),
         Command::Apply(a) => apply::run(a),
         Command::Graph(a) => graph::run(a),
+        Command::Show(a) => show::run(a),
         Command::State(c) => state::run(c),
         Command::Vault(c) => vault::run(c),
         Command::Replicate(a) => replicate::run(a),
@@ -226,6 +251,7 @@ pub fn main() -> ExitCode {
     };
     match outcome {
         Ok(code) => code,
+        Err(report) if report.downcast_ref::<closing::Reported>().is_some() => ExitCode::from(1),
         Err(report) => {
             eprintln!("{report:?}");
             ExitCode::from(1)
@@ -233,12 +259,42 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Commands that only read and print (see the SIGPIPE note in `main`).
+fn prints_only(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::Validate(_)
+            | Command::Plan(_)
+            | Command::Graph(_)
+            | Command::Show(_)
+            | Command::Points(_)
+            | Command::Status(_)
+            | Command::State(state::Command::List { .. } | state::Command::Show { .. })
+    )
+}
+
+/// Errors (miette reports) in colour only where colour is allowed, and
+/// never wrapped off a terminal, so a flag or id in a hint stays copyable.
+fn set_error_style() {
+    use std::io::IsTerminal;
+    let tty = std::io::stderr().is_terminal();
+    let color = tty && color_allowed();
+    let _ = miette::set_hook(Box::new(move |_| {
+        Box::new(
+            miette::MietteHandlerOpts::new()
+                .color(color)
+                .wrap_lines(tty)
+                .build(),
+        )
+    }));
+}
+
 /// Logs go to stderr; `STANDBY_LOG` (e.g. `debug`) sets the level.
 fn init_tracing(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("STANDBY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     use std::io::IsTerminal;
-    let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let color = std::io::stderr().is_terminal() && color_allowed();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(color)
@@ -249,15 +305,6 @@ fn init_tracing(default: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn single_dash_long_options_are_accepted() {
-        let args = ["standby", "-var", "a=b", "-var-file=x.hcl", "-v"].map(String::from);
-        assert_eq!(
-            normalize_args(args.into_iter()),
-            ["standby", "--var", "a=b", "--var-file=x.hcl", "-v"]
-        );
-    }
 
     #[test]
     fn cli_definition_is_consistent() {

@@ -34,9 +34,6 @@ pub struct Args {
     /// (`active_site`), so `apply FILE` needs no --allow-failover.
     #[arg(long)]
     pub allow_failover: bool,
-    /// Never colour the output (colour is used only on a terminal without NO_COLOR).
-    #[arg(long)]
-    pub no_color: bool,
     /// Show only what changed outside standby (drift in the vaults and sites), not the diff.
     #[arg(long, conflicts_with = "no_refresh")]
     pub refresh_only: bool,
@@ -57,8 +54,8 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
             args.detailed_exitcode,
         );
     }
-    let color = use_color(args.no_color, &std::io::stdout());
-    let color_err = use_color(args.no_color, &std::io::stderr());
+    let color = use_color(&std::io::stdout());
+    let color_err = use_color(&std::io::stderr());
     let Some(mut plan) = make_plan(&args.vars, &args.backend, color_err, !args.no_refresh)? else {
         return Ok(ExitCode::from(1));
     };
@@ -116,7 +113,8 @@ pub(crate) fn make_plan(
     Ok(Some(plan))
 }
 
-/// Colour only when `stream` is a terminal, and never when NO_COLOR is set.
-pub(crate) fn use_color(no_color: bool, stream: &impl IsTerminal) -> bool {
-    !no_color && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && stream.is_terminal()
+/// Colour only when `stream` is a terminal, and never with `--no-color` or
+/// NO_COLOR set.
+pub(crate) fn use_color(stream: &impl IsTerminal) -> bool {
+    crate::cli::color_allowed() && stream.is_terminal()
 }

@@ -31,6 +31,9 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         }
     };
     let mut rows = Vec::new();
+    // Points of a machine or protection removed from the configuration can
+    // still be listed; anything else named is a typo.
+    let mut matched_any = false;
     for addr in cfg.vaults.keys() {
         let vault = open(&cfg, addr)?;
         let (points, _) = manifest::list(&vault, false).map_err(|e| miette!("{addr}: {e}"))?;
@@ -41,7 +44,15 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
             {
                 continue;
             }
+            matched_any = true;
             rows.push((addr.to_string(), m));
+        }
+    }
+    if let Some(f) = filter.as_ref().filter(|_| !matched_any) {
+        let mut have: Vec<String> = cfg.machines.keys().map(|a| a.to_string()).collect();
+        have.extend(cfg.protections.keys().map(|a| a.to_string()));
+        if !have.contains(f) {
+            return Err(super::closing::unknown_addr(f, &have));
         }
     }
     if args.json {
@@ -73,14 +84,14 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "{:<12}  {:<20}  {:<20}  {:<5}  {:<10}  {:>10}",
+        "{:<12}  {:<23}  {:<20}  {:<5}  {:<10}  {:>10}",
         "ID", "CREATED", "MACHINE", "CONS.", "GROUP", "ADDED"
     );
     for (_, m) in &rows {
         println!(
-            "{:<12}  {:<20}  {:<20}  {:<5}  {:<10}  {:>10}",
+            "{:<12}  {:<23}  {:<20}  {:<5}  {:<10}  {:>10}",
             m.id.short(),
-            m.created.get(..19).unwrap_or(&m.created).replace('T', " "),
+            crate::human::time_str(&m.created),
             m.machine,
             m.consistency.to_string(),
             m.group.as_deref().unwrap_or("-"),

@@ -113,25 +113,50 @@ pub(crate) fn observe(
         );
         if let Some(newest) = mine.last() {
             f.insert("observed.newest_point".into(), json!(newest.created));
+            // The disk sizes standby itself last replicated: a disk that is
+            // that size now grew through replication's own view (a database
+            // file appending rows), which is not drift. Not recorded in state.
+            if let Ok(machine) = newest.machine.parse::<Address>()
+                && let Some(mf) = facts.get_mut(&machine)
+            {
+                for (disk, map) in &newest.disks {
+                    mf.insert(
+                        format!("{REPLICATED_PREFIX}disk.{disk}.size"),
+                        json!(map.size),
+                    );
+                }
+            }
         }
     }
     (facts, notes)
 }
 
 /// What differs between the recorded facts and `facts`. Only keys recorded
-/// before count: a fact seen for the first time is not drift.
+/// before count: a fact seen for the first time is not drift. A
+/// protection's points are standby's own progress while they only grow (more
+/// points, a newer newest point, more bytes stored; retention pruning old
+/// points): they are drift only when points standby took are gone — none
+/// left, or the newest one recorded no longer there.
 pub(crate) fn drift(state: &StateDoc, facts: &BTreeMap<Address, Attributes>) -> Vec<Drift> {
     let mut out = Vec::new();
     for (addr, now) in facts {
         let Some(obj) = state.objects.get(addr) else {
             continue;
         };
+        let progress_only = addr.kind == Kind::Protection && !points_lost(&obj.attributes, now);
         for (k, before) in obj
             .attributes
             .iter()
             .filter(|(k, _)| k.starts_with(OBSERVED_PREFIX))
         {
             let after = now.get(k);
+            if progress_only && POINT_FACTS.contains(&k.as_str()) {
+                continue;
+            }
+            let fact = k.trim_start_matches(OBSERVED_PREFIX);
+            if after.is_some() && now.get(&format!("{REPLICATED_PREFIX}{fact}")) == after {
+                continue;
+            }
             // Facts this refresh does not read are left alone.
             if after.is_none() && !(k.starts_with("observed.disk.") || k == "observed.newest_point")
             {
@@ -150,6 +175,40 @@ pub(crate) fn drift(state: &StateDoc, facts: &BTreeMap<Address, Attributes>) -> 
     out
 }
 
+/// Facts of what replication itself last stored (never recorded in state).
+const REPLICATED_PREFIX: &str = "replicated.";
+
+/// A protection's facts that replication itself moves forward.
+const POINT_FACTS: [&str; 3] = [
+    "observed.recovery_points",
+    "observed.newest_point",
+    "observed.stored_bytes",
+];
+
+/// Whether points standby recorded are gone: the count fell to zero, or the
+/// newest point recorded is newer than the newest now there (it was deleted),
+/// or no point is left.
+fn points_lost(recorded: &Attributes, now: &Attributes) -> bool {
+    let count = |a: &Attributes| a.get("observed.recovery_points").and_then(Value::as_u64);
+    if let (Some(before), Some(0)) = (count(recorded), count(now))
+        && before > 0
+    {
+        return true;
+    }
+    let newest = |a: &Attributes| {
+        a.get("observed.newest_point")
+            .and_then(Value::as_str)
+            .and_then(|s| {
+                time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
+            })
+    };
+    match (newest(recorded), newest(now)) {
+        (Some(_), None) => now.contains_key("observed.recovery_points"),
+        (Some(before), Some(after)) => after < before,
+        _ => false,
+    }
+}
+
 /// Write `facts` into `doc`'s objects (replacing the observed keys refreshed).
 pub(crate) fn record(doc: &mut StateDoc, facts: &BTreeMap<Address, Attributes>) {
     for (addr, now) in facts {
@@ -160,7 +219,7 @@ pub(crate) fn record(doc: &mut StateDoc, facts: &BTreeMap<Address, Attributes>) 
             !(k.starts_with("observed.disk.") || k == "observed.newest_point")
                 || now.contains_key(k)
         });
-        for (k, v) in now {
+        for (k, v) in now.iter().filter(|(k, _)| k.starts_with(OBSERVED_PREFIX)) {
             obj.attributes.insert(k.clone(), v.clone());
         }
     }

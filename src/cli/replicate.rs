@@ -8,9 +8,7 @@ use crate::model::{Address, Kind};
 use crate::replication::{self, Options, Progress};
 use miette::miette;
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
 use std::process::ExitCode;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, clap::Args)]
@@ -34,10 +32,7 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
             let a = parse_addr(s, Kind::Protection)?;
             if !cfg.protections.contains_key(&a) {
                 let have: Vec<String> = cfg.protections.keys().map(|a| a.to_string()).collect();
-                return Err(miette!(
-                    "no {a} in the configuration (it has: {})",
-                    have.join(", ")
-                ));
+                return Err(super::closing::unknown_addr(&a.to_string(), &have));
             }
             v.push(a);
         }
@@ -69,16 +64,22 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         eprintln!("replicating {label} into {vault_addr}");
         let started = Instant::now();
         let progress = Progress::default();
-        let result = with_progress(&progress, || {
-            replication::take_points(vault, &targets, &opts, &progress)
-        });
+        let result =
+            super::progress::with_progress(&progress, super::progress::Work::Replicate, || {
+                replication::take_points(vault, &targets, &opts, &progress)
+            });
         let took = started.elapsed();
         match result {
             Ok(points) => {
                 for (a, m) in prots.iter().zip(&points) {
                     let frozen = m
                         .freeze_ms
-                        .map(|ms| format!(", frozen {ms} ms"))
+                        .map(|ms| {
+                            format!(
+                                ", frozen {}",
+                                crate::human::duration(Duration::from_millis(ms))
+                            )
+                        })
                         .unwrap_or_default();
                     let group = m
                         .group
@@ -86,13 +87,13 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
                         .map(|g| format!(", group {g}"))
                         .unwrap_or_default();
                     println!(
-                        "{a}: point {} ({}{group}) read {}, new {}, stored {}{frozen}, {:.1}s",
+                        "{a}: point {} ({}{group}) read {}, new {}, stored {}{frozen}, {}",
                         m.id.short(),
                         m.consistency,
                         human(m.stats.read),
                         human(m.stats.new),
                         human(m.stats.stored),
-                        took.as_secs_f64()
+                        crate::human::duration(took)
                     );
                 }
             }
@@ -148,34 +149,4 @@ fn skip_failed_over(
         }
     }
     Ok((keep, Some(doc)))
-}
-
-/// Run `f` while showing `progress`: a bar on a terminal, nothing otherwise
-/// (the caller prints plain lines before and after).
-pub(crate) fn with_progress<T>(progress: &Progress, f: impl FnOnce() -> T) -> T {
-    if !std::io::stderr().is_terminal() {
-        return f();
-    }
-    let bar = indicatif::ProgressBar::new(0);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{bar:30} {bytes}/{total_bytes} read, {msg} stored, {bytes_per_sec}, ETA {eta}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    let done = std::sync::atomic::AtomicBool::new(false);
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            while !done.load(Ordering::Relaxed) {
-                bar.set_length(progress.total.load(Ordering::Relaxed));
-                bar.set_position(progress.read.load(Ordering::Relaxed));
-                bar.set_message(human(progress.stored.load(Ordering::Relaxed)));
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            bar.finish_and_clear();
-        });
-        let out = f();
-        done.store(true, Ordering::Relaxed);
-        out
-    })
 }

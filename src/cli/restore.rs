@@ -62,20 +62,20 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         };
         let started = Instant::now();
         let progress = Progress::default();
-        let r = super::replicate::with_progress(&progress, || {
+        let r = super::progress::with_progress(&progress, super::progress::Work::Restore, || {
             replication::restore_disk(&vault, point, &args.disk, &args.to, &progress)
         })
         .map_err(|e| miette!("{e}"))?;
         println!(
-            "restored disk {} of point {} ({}, {}) to {}: {} ({} of data) in {:.1}s",
+            "restored disk {} of point {} ({}, {}) to {}: {} ({} of data) in {}",
             args.disk,
             point.id.short(),
             point.machine,
-            point.created,
+            crate::human::time_str(&point.created),
             args.to.display(),
             human(r.size),
             human(r.data),
-            started.elapsed().as_secs_f64()
+            crate::human::duration(started.elapsed())
         );
         return Ok(ExitCode::SUCCESS);
     }

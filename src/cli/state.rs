@@ -1,4 +1,4 @@
-//! `standby state list|show ADDR|rm ADDR...|force-unlock LOCK_ID`: inspect
+//! `standby state list|show ADDR|rm ADDR...|mv FROM TO|force-unlock LOCK_ID`: inspect
 //! the state document, forget objects without touching anything real, and
 //! remove a lock left behind on a remote backend.
 
@@ -38,6 +38,17 @@ pub enum Command {
         #[command(flatten)]
         backend: BackendArgs,
     },
+    /// Rename an object in the state, as a `moved` block would: a renamed
+    /// protection or machine keeps its recovery points (each vault holding
+    /// them records the new name) and the next plan shows no destroy.
+    Mv {
+        /// The address recorded now, e.g. protection.web.
+        from: String,
+        /// The new address, e.g. protection.webserver or machine.web["a"].
+        to: String,
+        #[command(flatten)]
+        backend: BackendArgs,
+    },
     /// Remove the state lock of a command that died without releasing it.
     ///
     /// Remote backends (az://, s3://, file://) keep the lock as an object,
@@ -62,6 +73,7 @@ pub fn run(cmd: Command) -> miette::Result<ExitCode> {
         Command::List { backend, .. }
         | Command::Show { backend, .. }
         | Command::Rm { backend, .. }
+        | Command::Mv { backend, .. }
         | Command::ForceUnlock { backend, .. } => backend,
     };
     let Some(backend) = open(args)? else {
@@ -72,6 +84,7 @@ pub fn run(cmd: Command) -> miette::Result<ExitCode> {
         Command::List { json, .. } => list(backend, json),
         Command::Show { address, json, .. } => show(backend, &address, json),
         Command::Rm { addresses, .. } => rm(backend, &addresses),
+        Command::Mv { from, to, .. } => mv(backend, &from, &to),
         Command::ForceUnlock { lock_id, .. } => force_unlock(backend, &lock_id),
     }
 }
@@ -86,8 +99,10 @@ fn open(args: &BackendArgs) -> miette::Result<Option<Box<dyn Backend>>> {
     match crate::config::load_backend(std::path::Path::new(".")) {
         Ok(configured) => args.open(configured.as_ref()).map(Some),
         Err(diags) => {
-            let color = super::plan::use_color(false, &std::io::stderr());
+            let color = super::plan::use_color(&std::io::stderr());
             eprint!("{}", diags.render(color));
+            let errors = diags.items.iter().filter(|d| d.is_error()).count();
+            eprintln!("{}", super::closing::config_invalid(errors));
             Ok(None)
         }
     }
@@ -191,10 +206,7 @@ fn render_object(address: &Address, obj: &ObjectState) -> String {
         .ok()
         .and_then(|v| v.as_str().map(String::from))
         .unwrap_or_default();
-    let updated = obj
-        .updated_at
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| obj.updated_at.to_string());
+    let updated = crate::human::time(obj.updated_at);
     let mut out = format!(
         "{address}\n  kind       = {}\n  status     = {status}\n  updated_at = {updated}\n",
         obj.kind
@@ -241,8 +253,50 @@ fn rm(backend: &dyn Backend, inputs: &[String]) -> miette::Result<ExitCode> {
         println!("Removed {address}");
     }
     println!(
-        "Removed {} object(s) from the state (serial {}); nothing real was changed.",
-        addresses.len(),
+        "Removed {} from the state (serial {}); nothing real was changed.",
+        crate::human::count(addresses.len(), "object"),
+        doc.serial
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn mv(backend: &dyn Backend, from_input: &str, to_input: &str) -> miette::Result<ExitCode> {
+    let from = parse_address(from_input)?;
+    let to = parse_address(to_input)?;
+    if from.kind != to.kind {
+        return Err(miette!(
+            help = "state mv renames an object within its kind, e.g. protection.web to protection.webserver",
+            "cannot move {from} to {to}: a {} is not a {}",
+            from.kind,
+            to.kind
+        ));
+    }
+    let lock = backend.lock(&command_line()).map_err(miette::Report::new)?;
+    let Some(mut doc) = read(backend)? else {
+        return Err(miette!("{}", no_state_message(backend)));
+    };
+    if !doc.objects.contains_key(&from) {
+        return Err(not_in_state(&doc, from_input));
+    }
+    if doc.objects.contains_key(&to) {
+        return Err(miette!(
+            help = "pick another address, or `standby state rm` the one there first",
+            "{to} is already in the state"
+        ));
+    }
+    let done = super::apply::moves::carry_out(
+        None,
+        std::path::Path::new("."),
+        backend,
+        &lock,
+        &mut doc,
+        &[(from, to)],
+    )?;
+    for m in &done {
+        println!("{}", super::apply::moves::line(m));
+    }
+    println!(
+        "Moved 1 object in the state (serial {}). Rename it in the configuration too, or the next plan proposes to destroy it.",
         doc.serial
     );
     Ok(ExitCode::SUCCESS)

@@ -101,7 +101,7 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         });
         println!("{}", serde_json::to_string_pretty(&doc).into_diagnostic()?);
     } else {
-        let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        let color = std::io::stdout().is_terminal() && crate::cli::color_allowed();
         print!("{}", render(&prots, &plans, color));
         print!("{}", render_placements(&placed));
     }
@@ -141,13 +141,18 @@ fn render_placements(placed: &[status::Placement]) -> String {
     out
 }
 
-/// `1h2m` style ages; "-" when absent.
+/// Ages in the one duration style (`crate::human::duration`); "-" when absent.
 fn age(secs: Option<i64>) -> String {
     match secs {
         None => "-".into(),
         Some(s) if s < 0 => "in the future".into(),
-        Some(s) => crate::model::Duration::from_secs(s as u64).to_string(),
+        Some(s) => crate::human::seconds(s),
     }
+}
+
+/// A measured duration (RTO) exactly as the drill report shows it.
+fn secs_f64(s: f64) -> String {
+    crate::human::duration(std::time::Duration::from_secs_f64(s.max(0.0)))
 }
 
 fn paint(text: String, level: Level, color: bool) -> String {
@@ -199,9 +204,7 @@ fn render(prots: &[ProtectionStatus], plans: &[PlanStatus], color: bool) -> Stri
             let result = match &p.last_drill {
                 None => "-".to_string(),
                 Some(d) => {
-                    let rto = d
-                        .rto_seconds
-                        .map(|s| format!(", RTO {}", age(Some(s as i64))));
+                    let rto = d.rto_seconds.map(|s| format!(", RTO {}", secs_f64(s)));
                     format!(
                         "{}{}",
                         if d.passed { "passed" } else { "failed" },

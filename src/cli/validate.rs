@@ -20,7 +20,7 @@ pub struct Args {
 
 /// Colour only on a terminal, and never when NO_COLOR is set.
 fn use_color() -> bool {
-    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+    std::io::stderr().is_terminal() && crate::cli::color_allowed()
 }
 
 pub fn run(args: Args) -> miette::Result<ExitCode> {
@@ -45,20 +45,17 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
             }
             let c = &loaded.config;
             println!(
-                "Success! The configuration is valid ({} machines, {} protections, {} recovery plans).",
-                c.machines.len(),
-                c.protections.len(),
-                c.recovery_plans.len()
+                "Success! The configuration is valid ({}, {}, {}).",
+                crate::human::count(c.machines.len(), "machine"),
+                crate::human::count(c.protections.len(), "protection"),
+                crate::human::count(c.recovery_plans.len(), "recovery plan")
             );
             Ok(ExitCode::SUCCESS)
         }
         Err(diags) => {
             eprint!("{}", diags.render(use_color()));
             let errors = diags.items.iter().filter(|d| d.is_error()).count();
-            eprintln!(
-                "Error: the configuration is not valid ({errors} error{}).",
-                if errors == 1 { "" } else { "s" }
-            );
+            eprintln!("{}", super::closing::config_invalid(errors));
             Ok(ExitCode::from(1))
         }
     }

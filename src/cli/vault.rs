@@ -49,9 +49,9 @@ pub enum Command {
 
 /// Load the configuration in the current directory (set by -C).
 pub(crate) fn load_config(vars: &crate::cli::VarArgs) -> miette::Result<Config> {
-    let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let color = std::io::stderr().is_terminal() && crate::cli::color_allowed();
     vars.load_or_report(color)
-        .ok_or_else(|| miette!("the configuration has errors; nothing was done"))
+        .ok_or_else(|| super::closing::Reported.into())
 }
 
 /// Parse `kind.name` or a bare `name` of the given kind.
@@ -76,10 +76,7 @@ pub(crate) fn pick_vaults(cfg: &Config, which: Option<&str>) -> miette::Result<V
             let a = parse_addr(s, Kind::Vault)?;
             if !cfg.vaults.contains_key(&a) {
                 let have: Vec<String> = cfg.vaults.keys().map(|a| a.to_string()).collect();
-                return Err(miette!(
-                    "no {a} in the configuration (it has: {})",
-                    have.join(", ")
-                ));
+                return Err(super::closing::unknown_addr(&a.to_string(), &have));
             }
             Ok(vec![a])
         }
@@ -166,23 +163,31 @@ fn prune_cmd(
         .map_err(|e| miette!("{addr}: {e}"))?;
         let verb = if dry_run { "would drop" } else { "dropped" };
         println!(
-            "{addr}: {verb} {} point(s), kept {}; {} {} pack(s), {} freed",
-            r.dropped.len(),
+            "{addr}: {verb} {}, kept {}; {} {}, {} freed",
+            crate::human::count(r.dropped.len(), "point"),
             r.kept,
             if dry_run { "would delete" } else { "deleted" },
-            r.packs_deleted,
+            crate::human::count(r.packs_deleted as usize, "pack"),
             human(r.bytes_freed)
         );
         for id in &r.dropped {
             println!("  - {}", &id[..12]);
         }
         if !r.folded.is_empty() {
-            println!("  {} point(s) re-based onto kept ancestors", r.folded.len());
+            println!(
+                "  {} re-based onto kept ancestors",
+                crate::human::count(r.folded.len(), "point")
+            );
         }
         if r.packs_partly_garbage > 0 {
             println!(
-                "  {} pack(s) still hold {} of unreferenced data next to live data (not repacked)",
-                r.packs_partly_garbage,
+                "  {} still {} {} of unreferenced data next to live data (not repacked)",
+                crate::human::count(r.packs_partly_garbage as usize, "pack"),
+                if r.packs_partly_garbage == 1 {
+                    "holds"
+                } else {
+                    "hold"
+                },
                 human(r.garbage_bytes_left)
             );
         }
@@ -211,10 +216,10 @@ fn verify_cmd(
         }
         if r.problems.is_empty() {
             println!(
-                "{addr}: ok — {} point(s), {} pack(s), {} blob(s){}",
-                r.points,
-                r.packs,
-                r.blobs,
+                "{addr}: ok — {}, {}, {}{}",
+                crate::human::count(r.points as usize, "point"),
+                crate::human::count(r.packs as usize, "pack"),
+                crate::human::count(r.blobs as usize, "blob"),
                 if read_data {
                     format!(", {} read and authenticated", human(r.bytes_read))
                 } else {
@@ -222,12 +227,16 @@ fn verify_cmd(
                 }
             );
         } else {
-            println!("{addr}: {} problem(s)", r.problems.len());
+            println!(
+                "{addr}: {}",
+                crate::human::count(r.problems.len(), "problem")
+            );
             for p in &r.problems {
                 println!("  {}: {}", p.object, p.reason);
                 if !p.points.is_empty() {
                     let ids: Vec<&str> = p.points.iter().map(|s| &s[..12]).collect();
-                    println!("    affects point(s): {}", ids.join(", "));
+                    let what = if ids.len() == 1 { "point" } else { "points" };
+                    println!("    affects {what}: {}", ids.join(", "));
                 }
             }
         }
@@ -242,18 +251,7 @@ fn verify_cmd(
     })
 }
 
-/// Bytes for people: `1.2 GiB`.
+/// Bytes for people: `1.2 GiB` (see `crate::human::size`).
 pub(crate) fn human(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
+    crate::human::size(n)
 }

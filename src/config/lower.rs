@@ -953,6 +953,8 @@ fn steps(r: &Reader, b: &Block, prefix: &str, diags: &mut Diagnostics) -> Option
                         name: c.name,
                         action: StepAction::Check(c.probe),
                         timeout: c.timeout,
+                        // Checks change nothing: they verify in both directions.
+                        when: StepWhen::Always,
                     },
                     loc,
                 )
@@ -960,9 +962,9 @@ fn steps(r: &Reader, b: &Block, prefix: &str, diags: &mut Diagnostics) -> Option
             _ => (|| {
                 let (name, loc) = one_label(outer.source(), s, diags)?;
                 let attrs: &[&str] = if kind == "script" {
-                    &["command", "timeout"]
+                    &["command", "timeout", "when"]
                 } else {
-                    &["instructions", "timeout"]
+                    &["instructions", "timeout", "when"]
                 };
                 let mut sr = outer.nested(s, &format!("{kind}.{name}"), attrs, &[], diags);
                 let (action, default) = if kind == "script" {
@@ -979,11 +981,13 @@ fn steps(r: &Reader, b: &Block, prefix: &str, diags: &mut Diagnostics) -> Option
                     )
                 };
                 let timeout = sr.duration_or("timeout", default, diags);
+                let when = step_when(&mut sr, diags);
                 Some((
                     Step {
                         name,
                         action: action?,
                         timeout: timeout?,
+                        when: when?,
                     },
                     loc,
                 ))
@@ -1315,4 +1319,36 @@ fn find_cycle(groups: &[Group]) -> Option<Vec<String>> {
         }
     }
     None
+}
+
+/// A step's `when`: `"failover"` (the default), `"failback"` or `"always"`.
+fn step_when(r: &mut Reader, diags: &mut Diagnostics) -> Option<StepWhen> {
+    if !r.has("when") {
+        return Some(StepWhen::Failover);
+    }
+    let (v, loc) = r.optional("when", diags)?;
+    let s = super::reader::want_string(v, &loc, "when", diags)?;
+    match s.as_str() {
+        "failover" => Some(StepWhen::Failover),
+        "failback" => Some(StepWhen::Failback),
+        "always" => Some(StepWhen::Always),
+        _ => {
+            let help = match did_you_mean(&s, StepWhen::NAMES) {
+                Some(close) => format!("did you mean \"{close}\"?"),
+                None => {
+                    "a step runs on \"failover\" (the default), \"failback\" or \"always\"".into()
+                }
+            };
+            diags.push(
+                Diagnostic::error(
+                    "standby::invalid_value",
+                    loc,
+                    format!("when must be \"failover\", \"failback\" or \"always\", found {s:?}"),
+                )
+                .label("not a direction")
+                .help(help),
+            );
+            None
+        }
+    }
 }

@@ -13,6 +13,7 @@ mod dynamic;
 mod eval;
 mod funcs;
 mod lower;
+mod moved;
 mod parse;
 mod reader;
 mod value;
@@ -20,6 +21,7 @@ mod vars;
 
 pub use backend::load as load_backend;
 pub use diag::{Diagnostic, Diagnostics, Loc, Severity, Source};
+pub use diag::did_you_mean;
 
 use crate::model::{Address, Config, Kind};
 use eval::{LocalDef, Locals, Objects};
@@ -49,7 +51,7 @@ pub struct Loaded {
 /// The variables file read from the configuration directory.
 pub const VARS_FILE: &str = "standby.vars.hcl";
 
-const TOP_BLOCKS: [&str; 9] = [
+const TOP_BLOCKS: [&str; 10] = [
     "variable",
     "locals",
     "vault",
@@ -59,6 +61,7 @@ const TOP_BLOCKS: [&str; 9] = [
     "protection",
     "recovery_plan",
     "backend",
+    "moved",
 ];
 
 /// A path as shown in messages: without a leading `./`.
@@ -190,6 +193,7 @@ fn load_into(dir: &Path, inputs: &VarInputs, diags: &mut Diagnostics) -> Option<
     // Kinds with a block whose name is missing or invalid (already reported).
     let mut unnamed: HashSet<Kind> = HashSet::new();
     let mut backend_blocks = Vec::new();
+    let mut moved_blocks = Vec::new();
     for (source, body) in &bodies {
         for a in body.attributes() {
             diags.push(
@@ -218,6 +222,10 @@ fn load_into(dir: &Path, inputs: &VarInputs, diags: &mut Diagnostics) -> Option<
             };
             if kind == "backend" {
                 backend_blocks.push((source.clone(), b));
+                continue;
+            }
+            if kind == "moved" {
+                moved_blocks.push((source.clone(), b));
                 continue;
             }
             if kind == "locals" {
@@ -480,6 +488,9 @@ fn load_into(dir: &Path, inputs: &VarInputs, diags: &mut Diagnostics) -> Option<
         }
     }
     let mut seen = lower::Protections::default();
+    // A file that did not parse may hold the protections: judging coverage
+    // without it would add bogus "no protection covers it" errors.
+    seen.coverage_unknown = !parsed_all;
     for t in of("protection") {
         let Some(inst) = lower::instances(&ctx, t, &machine_keys, diags) else {
             seen.coverage_unknown = true;
@@ -506,6 +517,7 @@ fn load_into(dir: &Path, inputs: &VarInputs, diags: &mut Diagnostics) -> Option<
             config.recovery_plans.insert(p.addr.clone(), p);
         }
     }
+    config.moves = moved::lower(&moved_blocks, &config, diags);
     config.source_hash = hasher.finalize().to_hex().to_string();
     tracing::debug!(elapsed = ?started.elapsed(), "lowered");
     parsed_all.then_some(config)

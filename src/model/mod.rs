@@ -32,6 +32,16 @@ pub struct Config {
     pub recovery_plans: BTreeMap<Address, RecoveryPlan>,
     /// Where the state is kept; `None`: the local files under `.standby/`.
     pub backend: Option<Backend>,
+    /// `moved` blocks: renamed protections and machines, in file order.
+    pub moves: Vec<Move>,
+}
+
+/// A `moved { from = ..., to = ... }` block: the object recorded at `from`
+/// is now `to` (same kind, protection or machine), keeping its points.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Move {
+    pub from: Address,
+    pub to: Address,
 }
 
 /// The `backend` block: the state document on an object store.
@@ -199,6 +209,32 @@ pub struct Step {
     pub name: String,
     pub action: StepAction,
     pub timeout: Duration,
+    /// Which runs carry the step out (`when = "failover"`, the default).
+    pub when: StepWhen,
+}
+
+/// The direction a `before`/`after` step belongs to: `"failover"` (test,
+/// planned and unplanned failovers and drills, the default), `"failback"`,
+/// or `"always"`. A manual "point DNS at the DR site" is failover-only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StepWhen {
+    #[default]
+    Failover,
+    Failback,
+    Always,
+}
+
+impl StepWhen {
+    pub const NAMES: [&str; 3] = ["failover", "failback", "always"];
+
+    /// Whether a failback run (`failback`) or a failover run carries it out.
+    pub fn runs_in(self, failback: bool) -> bool {
+        match self {
+            StepWhen::Always => true,
+            StepWhen::Failover => !failback,
+            StepWhen::Failback => failback,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -42,7 +42,7 @@
 
 use crate::model::{
     Address, Check, Config, KeySource, Kind, Machine, Policy, Probe, Protection, RecoveryPlan,
-    Site, Step, StepAction, Vault,
+    Site, Step, StepAction, StepWhen, Vault,
 };
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
@@ -335,6 +335,15 @@ fn steps(steps: &[Step]) -> Value {
                 let mut a = Attributes::new();
                 a.insert("name".into(), s(&st.name));
                 a.insert("timeout".into(), s(st.timeout));
+                // Only when not the default, so earlier states still match.
+                match st.when {
+                    StepWhen::Failover => {}
+                    StepWhen::Failback => drop(a.insert("when".into(), s("failback"))),
+                    StepWhen::Always if !matches!(st.action, StepAction::Check(_)) => {
+                        drop(a.insert("when".into(), s("always")))
+                    }
+                    StepWhen::Always => {}
+                }
                 match &st.action {
                     StepAction::Script { command } => {
                         a.insert("type".into(), s("script"));

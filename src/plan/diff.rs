@@ -21,8 +21,12 @@ pub(super) struct Entry<'a> {
 /// Compare the configuration with the state (None: no state yet).
 pub fn diff(config: &Config, state: Option<&StateDoc>, options: &DiffOptions) -> Plan {
     let lineage = state.map_or_else(uuid::Uuid::new_v4, |s| s.lineage);
-    let empty = std::collections::BTreeMap::new();
-    let recorded = state.map_or(&empty, |s| &s.objects);
+    // Diff against the state as the `moved` blocks rename it.
+    let moves = super::moves::effective(config, state);
+    let remapped = state
+        .map(|s| super::moves::remap(&s.objects, &moves))
+        .unwrap_or_default();
+    let recorded = &remapped;
 
     let mut desired: Peekable<_> = desired_objects(config)
         .map(|(a, o)| (a, flatten(o, &lineage)))
@@ -54,7 +58,21 @@ pub fn diff(config: &Config, state: Option<&StateDoc>, options: &DiffOptions) ->
                 (a, Some(d), Some(r))
             }
         };
-        let change = compare(address, want.as_ref(), have);
+        let moved_from = moves.iter().find(|(_, to)| to == address).map(|(f, _)| f);
+        let change = match (compare(address, want.as_ref(), have), moved_from) {
+            (Some(mut c), Some(from)) => {
+                c.moved_from = Some(from.clone());
+                Some(c)
+            }
+            (None, Some(from)) => Some(Change {
+                address: address.clone(),
+                kind: address.kind,
+                action: Action::Move,
+                attributes: Vec::new(),
+                moved_from: Some(from.clone()),
+            }),
+            (c, None) => c,
+        };
         let index = match change {
             Some(c) => {
                 changes.push(c);
@@ -75,6 +93,7 @@ pub fn diff(config: &Config, state: Option<&StateDoc>, options: &DiffOptions) ->
 
     let graph = DependencyGraph::build(&entries, &changes);
     let mut notes = notes::review(config, state, &changes, options.now);
+    notes.extend(super::keys::notes(&changes));
     let site_changes = super::site::changes(config, state, options.now);
     notes.extend(super::site::notes(config, state, &site_changes));
     Plan {
@@ -126,6 +145,7 @@ fn compare(
         kind,
         action,
         attributes,
+        moved_from: None,
     })
 }
 

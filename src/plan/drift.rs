@@ -48,9 +48,9 @@ impl Drift {
             Some(Value::Number(n))
                 if self.fact.ends_with("bytes") || self.fact.ends_with(".size") =>
             {
-                n.as_u64()
-                    .map_or_else(|| n.to_string(), super::notes::human_bytes)
+                n.as_u64().map_or_else(|| n.to_string(), crate::human::size)
             }
+            Some(Value::String(s)) if self.fact == "newest_point" => crate::human::time_str(s),
             Some(Value::String(s)) => s.clone(),
             Some(v) => v.to_string(),
         }

@@ -7,6 +7,8 @@ pub mod attributes;
 mod diff;
 pub mod drift;
 pub mod graph;
+mod keys;
+pub mod moves;
 mod notes;
 pub mod render;
 pub mod saved;
@@ -74,6 +76,10 @@ pub struct Change {
     /// For a create, every attribute; for a delete, every recorded attribute;
     /// otherwise only those that differ. Sorted by name.
     pub attributes: Vec<AttributeChange>,
+    /// The address the object was recorded at, when a `moved` block (or
+    /// `state mv`) renamed it: its state and recovery points follow it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moved_from: Option<Address>,
 }
 
 /// What happens to an object.
@@ -88,6 +94,8 @@ pub enum Action {
     Replace { forced_by: Vec<String> },
     /// `-`
     Delete,
+    /// `->`: only renamed (see [`Change::moved_from`]); nothing else changes.
+    Move,
 }
 
 impl Action {
@@ -98,6 +106,7 @@ impl Action {
             Action::Update => "~",
             Action::Replace { .. } => "-/+",
             Action::Delete => "-",
+            Action::Move => "->",
         }
     }
 
@@ -108,6 +117,7 @@ impl Action {
             Action::Update => "update",
             Action::Replace { .. } => "replace",
             Action::Delete => "delete",
+            Action::Move => "move",
         }
     }
 }
@@ -198,6 +208,8 @@ pub enum NoteKind {
     SiteChange,
     /// The last drill's measured RTO, for a plan that fails over or back.
     DrillRto,
+    /// A vault's key source (`key_file`, `key_env`) changes.
+    KeyChanged,
 }
 
 /// Counts for the summary line; a replace counts as one add and one destroy.
@@ -207,6 +219,8 @@ pub struct Summary {
     pub change: usize,
     pub destroy: usize,
     pub unchanged: usize,
+    /// Objects renamed (a move alone, or a move with an update).
+    pub moved: usize,
 }
 
 impl Plan {
@@ -224,6 +238,10 @@ impl Plan {
                     s.destroy += 1
                 }
                 Action::Delete => s.destroy += 1,
+                Action::Move => {}
+            }
+            if c.moved_from.is_some() {
+                s.moved += 1;
             }
         }
         s

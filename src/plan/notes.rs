@@ -109,10 +109,14 @@ fn points_destroyed(c: &Change, before: Option<&Attributes>) -> ReviewNote {
     let bytes = get("observed.stored_bytes").and_then(|v| v.as_u64());
     let what = match (points, bytes) {
         (Some(p), Some(b)) => format!(
-            "its {p} recovery points ({} stored in {vault})",
+            "its {} ({} stored in {vault})",
+            crate::human::count(p as usize, "recovery point"),
             human_bytes(b)
         ),
-        (Some(p), None) => format!("its {p} recovery points in {vault}"),
+        (Some(p), None) => format!(
+            "its {} in {vault}",
+            crate::human::count(p as usize, "recovery point")
+        ),
         (None, Some(b)) => format!("its recovery points ({} stored in {vault})", human_bytes(b)),
         (None, None) => format!("its recovery points and stored data in {vault}"),
     };

@@ -185,9 +185,14 @@ fn steps(
     ));
     for g in &groups {
         let mut parts = Vec::new();
+        // Only the steps of this direction (`when`): a failback never
+        // lists "point DNS at the DR site".
+        let failback = direction == Direction::Failback;
+        let mine = |steps: &[crate::model::Step]| steps.iter().any(|s| s.when.runs_in(failback));
         let names = |steps: &[crate::model::Step]| {
             steps
                 .iter()
+                .filter(|s| s.when.runs_in(failback))
                 .map(|s| match s.action {
                     StepAction::Manual { .. } => format!("manual {}", s.name),
                     _ => s.name.clone(),
@@ -195,7 +200,7 @@ fn steps(
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        if !g.before.is_empty() {
+        if mine(&g.before) {
             parts.push(format!("before: {}", names(&g.before)));
         }
         for m in &g.machines {
@@ -218,7 +223,7 @@ fn steps(
                 }
             ));
         }
-        if !g.after.is_empty() {
+        if mine(&g.after) {
             parts.push(format!("after: {}", names(&g.after)));
         }
         out.push(step(
@@ -272,8 +277,9 @@ pub fn notes(cfg: &Config, state: Option<&StateDoc>, changes: &[SiteChange]) -> 
                 "{plan}: last drill on {} {}, measured RTO {}{max}.",
                 d.started_at.date(),
                 if d.passed { "passed" } else { "FAILED" },
-                d.rto_seconds
-                    .map_or("unknown".to_string(), |s| format!("{s}s"))
+                d.rto_seconds.map_or("unknown".to_string(), |s| {
+                    crate::human::duration(std::time::Duration::from_secs_f64(s.max(0.0)))
+                })
             ),
         };
         out.push(ReviewNote {

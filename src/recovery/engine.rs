@@ -271,7 +271,7 @@ impl<'a> Engine<'a> {
                         what,
                         start,
                         Outcome::Passed,
-                        format!("{} point(s)", made.len()),
+                        crate::human::count(made.len(), "point"),
                     );
                     for (prot, m) in b.protections.iter().zip(made) {
                         self.say(format!("{prot}: final point {}", m.id.short()));
@@ -350,7 +350,11 @@ impl<'a> Engine<'a> {
 
     fn skip_group(&self, g: &Group, why: &str) {
         let tl = &self.timeline;
-        for s in g.before.iter().chain(&g.after) {
+        for s in self
+            .directed(&g.before)
+            .iter()
+            .chain(&self.directed(&g.after))
+        {
             tl.skipped(Subject::new(EntryKind::Step, &s.name).group(&g.name), why);
         }
         for m in &g.machines {
@@ -376,7 +380,8 @@ impl<'a> Engine<'a> {
     fn group(&self, g: &Group) -> bool {
         let start = self.timeline.now();
         self.say(format!("group {}: started", g.name));
-        let mut ok = self.steps(g, &g.before, "before");
+        let (before, after) = (self.directed(&g.before), self.directed(&g.after));
+        let mut ok = self.steps(g, &before, "before");
         if ok {
             let results: Vec<bool> = std::thread::scope(|s| {
                 let handles: Vec<_> = g
@@ -399,9 +404,9 @@ impl<'a> Engine<'a> {
             }
         }
         if ok {
-            ok = self.steps(g, &g.after, "after");
+            ok = self.steps(g, &after, "after");
         } else {
-            for s in &g.after {
+            for s in &after {
                 let subj = Subject::new(EntryKind::Step, &s.name).group(&g.name);
                 self.timeline
                     .skipped(subj, "the group failed before its after steps");
@@ -423,6 +428,16 @@ impl<'a> Engine<'a> {
     }
 
     /// Run `steps` in order; stop at the first failure (the rest are skipped).
+    /// The steps this run's direction carries out (`when` on each step):
+    /// a failback skips failover-only steps and the other way round.
+    fn directed(&self, steps: &[Step]) -> Vec<Step> {
+        steps
+            .iter()
+            .filter(|s| s.when.runs_in(self.failback))
+            .cloned()
+            .collect()
+    }
+
     fn steps(&self, g: &Group, steps: &[Step], when: &str) -> bool {
         for (i, s) in steps.iter().enumerate() {
             let subj = Subject::new(EntryKind::Step, &s.name).group(&g.name);
@@ -879,9 +894,9 @@ impl Engine<'_> {
     }
 }
 
-/// `12.5 MiB`.
+/// `12.5 MiB`, `412.0 KiB`: the one size style (`crate::human::size`).
 fn mib(bytes: u64) -> String {
-    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+    crate::human::size(bytes)
 }
 
 /// The plan's groups in dependency order (declaration order among equals).

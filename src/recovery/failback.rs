@@ -292,18 +292,18 @@ fn final_points(
         |b, made| {
             for m in made {
                 engine.say(format!(
-                    "{}: final reverse point {} stored {} bytes (disks {} bytes)",
+                    "{}: final reverse point {} stored {} (disks {})",
                     m.machine,
                     m.id.short(),
-                    m.stats.stored,
-                    m.disks.values().map(|d| d.size).sum::<u64>()
+                    crate::human::size(m.stats.stored),
+                    crate::human::size(m.disks.values().map(|d| d.size).sum::<u64>())
                 ));
             }
             engine.timeline.record(
                 Subject::new(EntryKind::FinalPoint, b.label.clone()),
                 start,
                 Outcome::Passed,
-                format!("{} point(s)", made.len()),
+                crate::human::count(made.len(), "point"),
             );
         },
     )

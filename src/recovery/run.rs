@@ -604,8 +604,8 @@ pub fn drill(
         started_at: run.started_at,
         finished_at,
         passed,
-        rto_seconds: run.rto_seconds.map(|s| s.ceil() as u64),
-        rpo_seconds: run.rpo_seconds().map(|s| s.round() as u64),
+        rto_seconds: run.rto_seconds,
+        rpo_seconds: run.rpo_seconds(),
     };
     recorder.update(|doc| {
         doc.drills.push(rec);

@@ -97,9 +97,15 @@ pub fn capture(
     let mut file = File::open(path).map_err(io("open disk"))?;
     let size = disk::size(&mut file).map_err(io("read the size of disk"))?;
     let ranges = disk::data_ranges(&file, size);
-    progress.total.fetch_add(size, Ordering::Relaxed);
     let nblocks = size.div_ceil(BLOCK) as usize;
     let nchunks = size.div_ceil(CHUNK);
+    // Progress counts what is read: the chunks holding data, not the holes.
+    let to_read: u64 = (0..nchunks)
+        .map(|i| (i * CHUNK, ((i + 1) * CHUNK).min(size)))
+        .filter(|&(s, e)| ranges.iter().any(|&(a, b)| a < e && b > s))
+        .map(|(s, e)| e - s)
+        .sum();
+    progress.total.fetch_add(to_read, Ordering::Relaxed);
     let ctx = Ctx {
         vault,
         known,

@@ -4,12 +4,9 @@
 use super::{Measure, Report};
 use crate::recovery::timeline::{EntryKind, Outcome};
 
+/// Durations in the one style every view uses (`crate::human::duration`).
 fn secs(s: f64) -> String {
-    if s < 120.0 {
-        format!("{s:.1}s")
-    } else {
-        crate::model::Duration::from_secs(s.round() as u64).to_string()
-    }
+    crate::human::duration(std::time::Duration::from_secs_f64(s.max(0.0)))
 }
 
 fn measure(m: &Measure, limit_name: &str) -> String {
@@ -63,8 +60,8 @@ pub fn markdown(r: &Report) -> String {
     o.push_str(&format!(
         "Run `{}`, started {}, finished {}{}.\n\n",
         r.run_id,
-        r.started_at,
-        r.finished_at,
+        crate::human::time_str(&r.started_at),
+        crate::human::time_str(&r.finished_at),
         if r.interrupted { " (interrupted)" } else { "" }
     ));
     o.push_str("| | measured | limit | |\n|---|---|---|---|\n");
@@ -86,7 +83,7 @@ pub fn markdown(r: &Report) -> String {
                 "| {} | `{}` | {} | {}{} | {} |\n",
                 cell(&p.machine),
                 &p.point[..p.point.len().min(12)],
-                p.created,
+                crate::human::time_str(&p.created),
                 p.consistency,
                 p.group
                     .as_ref()

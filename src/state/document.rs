@@ -116,6 +116,8 @@ pub struct DrillRecord {
     #[serde(with = "time::serde::rfc3339")]
     pub finished_at: OffsetDateTime,
     pub passed: bool,
-    pub rto_seconds: Option<u64>,
-    pub rpo_seconds: Option<u64>,
+    /// Measured, as the drill report shows it (not rounded, so `status`
+    /// and the report agree).
+    pub rto_seconds: Option<f64>,
+    pub rpo_seconds: Option<f64>,
 }

@@ -30,8 +30,14 @@ pub enum KeyError {
         "environment variable {name} is not set (it should hold the vault key as 64 hex digits)"
     )]
     EnvMissing { name: String },
-    #[error("no key file at {path}; `standby vault init` creates one")]
+    #[error(
+        "no key file at {path}; if the vault exists, restore its key file there from your backup or point key_file back at it (for a new vault, `standby vault init` creates one)"
+    )]
     Missing { path: PathBuf },
+    #[error(
+        "the vault at {url} exists, but there is no key file at {path}: a new key cannot open it; restore the vault's key file to {path} from your backup, or point key_file back at where the key is"
+    )]
+    MissingForExisting { path: PathBuf, url: String },
 }
 
 /// 32 random bytes. Debug never prints them.

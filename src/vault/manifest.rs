@@ -214,18 +214,25 @@ pub fn parse(vault: &Vault, name: &str, sealed: &[u8]) -> Result<Manifest> {
 pub fn read(vault: &Vault, id: &Id) -> Result<Manifest> {
     let name = point_name(id);
     let b = vault.get(&name)?;
-    parse(vault, &name, &b)
+    let mut m = parse(vault, &name, &b)?;
+    super::moves::apply(&super::moves::load(vault)?, &mut m);
+    Ok(m)
 }
 
 /// Every point, oldest first. With `tolerant`, unreadable manifests are
 /// returned as errors instead of failing the listing.
 pub fn list(vault: &Vault, tolerant: bool) -> Result<(Vec<Manifest>, Vec<VaultError>)> {
     let names: Vec<String> = vault.list("points")?.into_iter().map(|(n, _)| n).collect();
+    // Renamed protections and machines: the names points are known by now.
+    let moves = super::moves::load(vault)?;
     let mut out = Vec::new();
     let mut bad = Vec::new();
     for (name, got) in names.iter().zip(vault.get_many(&names)) {
         match got.and_then(|b| parse(vault, name, &b)) {
-            Ok(m) => out.push(m),
+            Ok(mut m) => {
+                super::moves::apply(&moves, &mut m);
+                out.push(m)
+            }
             Err(e) if tolerant => bad.push(e),
             Err(e) => return Err(e),
         }

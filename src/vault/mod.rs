@@ -12,6 +12,7 @@ pub mod index;
 pub mod keys;
 pub mod lock;
 pub mod manifest;
+pub mod moves;
 pub mod pack;
 pub mod prune;
 pub mod seal;
@@ -197,6 +198,13 @@ impl Vault {
                 let k = keys::create_file(&path)?;
                 key_created = Some(path);
                 k
+            }
+            Err(KeyError::Missing { path }) => {
+                return Err(KeyError::MissingForExisting {
+                    path,
+                    url: url.to_string(),
+                }
+                .into());
             }
             Err(e) => return Err(e.into()),
         };

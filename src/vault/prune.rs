@@ -214,6 +214,8 @@ fn remove_points(
     for id in &drop {
         vault.delete(&point_name(id))?;
     }
+    let dropped: Vec<String> = drop.iter().map(|i| i.hex()).collect();
+    super::moves::forget(vault, &dropped)?;
     if !delete_packs.is_empty() || drop.iter().next().is_some() {
         let old: Vec<String> = idx.files.keys().cloned().collect();
         if !keep_packs.is_empty() {

@@ -67,8 +67,8 @@ pub fn sample_doc() -> StateDoc {
         started_at: datetime!(2026-11-20 01:00:00 UTC),
         finished_at: datetime!(2026-11-20 01:07:30 UTC),
         passed: true,
-        rto_seconds: Some(450),
-        rpo_seconds: Some(120),
+        rto_seconds: Some(450.0),
+        rpo_seconds: Some(120.0),
     });
     doc.drills.push(DrillRecord {
         plan: Address::new(Kind::RecoveryPlan, "shop"),

@@ -207,7 +207,9 @@ fn run_stage(
             let stored: u64 = made.iter().map(|r| r.point.stats.stored).sum();
             let size: u64 = made.iter().map(|r| r.disk_bytes).sum();
             Ok(format!(
-                "first reverse points stored {stored} bytes of {size} bytes of disk"
+                "first reverse points stored {} of {} of disk",
+                crate::human::size(stored),
+                crate::human::size(size)
             ))
         }
         Op::Failback => outcome(

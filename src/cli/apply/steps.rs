@@ -336,8 +336,8 @@ impl Context {
             detail
         } else {
             format!(
-                "adopted {} point(s) already in the vault (an earlier run was interrupted after taking them)",
-                points.len()
+                "adopted {} already in the vault (an earlier run was interrupted after taking them)",
+                crate::human::count(points.len(), "point")
             )
         };
         let (mut attrs, _) = self.after(change).map_err(failed)?;

@@ -23,6 +23,10 @@ pub fn markdown(plan: &Plan) -> String {
         for c in &plan.changes {
             let attrs = match &c.action {
                 Action::Create | Action::Delete => String::new(),
+                Action::Move => match &c.moved_from {
+                    Some(from) => format!("moved from `{}`", cell(&from.to_string())),
+                    None => String::new(),
+                },
                 Action::Update => names(c.attributes.iter().map(|a| a.name.as_str())),
                 Action::Replace { forced_by } => format!(
                     "{} (forces replacement: {})",
@@ -49,6 +53,17 @@ pub fn markdown(plan: &Plan) -> String {
                 Action::Replace { .. } => {
                     format!("~ {} (replace: destroy, then create)", c.address)
                 }
+                Action::Move => format!(
+                    "  {} (moved to {})",
+                    c.moved_from.as_ref().unwrap_or(&c.address),
+                    c.address
+                ),
+            };
+            let head = match (&c.moved_from, &c.action) {
+                (Some(from), Action::Update | Action::Replace { .. }) => {
+                    format!("{head} (moved from {from})")
+                }
+                _ => head,
             };
             let _ = writeln!(out, "{head}");
             let width = key_width(&c.attributes);

@@ -20,13 +20,25 @@ pub fn json(plan: &Plan) -> String {
 
 /// The summary line, exactly as terraform words it.
 pub fn summary_line(s: &Summary) -> String {
-    if s.add + s.change + s.destroy == 0 {
+    if s.add + s.change + s.destroy + s.moved == 0 {
         NO_CHANGES.to_string()
     } else {
         format!(
-            "Plan: {} to add, {} to change, {} to destroy.",
-            s.add, s.change, s.destroy
+            "Plan: {}{} to add, {} to change, {} to destroy.",
+            moved(s),
+            s.add,
+            s.change,
+            s.destroy
         )
+    }
+}
+
+/// `1 to move, ` when objects are renamed (nothing otherwise).
+fn moved(s: &Summary) -> String {
+    if s.moved == 0 {
+        String::new()
+    } else {
+        format!("{} to move, ", s.moved)
     }
 }
 
@@ -43,8 +55,12 @@ pub fn plan_summary_line(plan: &crate::plan::Plan) -> String {
     }
     let s = plan.summary();
     format!(
-        "Plan: {} to add, {} to change, {} to destroy, {n} recovery plan(s) to change site.",
-        s.add, s.change, s.destroy
+        "Plan: {}{} to add, {} to change, {} to destroy, {} to change site.",
+        moved(&s),
+        s.add,
+        s.change,
+        s.destroy,
+        crate::human::count(n, "recovery plan")
     )
 }
 
@@ -84,8 +100,15 @@ fn headline(c: &super::Change) -> String {
         super::Action::Update => "will be updated in place",
         super::Action::Replace { .. } => "must be replaced",
         super::Action::Delete => "will be destroyed",
+        super::Action::Move => {
+            let from = c.moved_from.as_ref().unwrap_or(&c.address);
+            return format!("{from} has moved to {}", c.address);
+        }
     };
-    format!("{} {what}", c.address)
+    match &c.moved_from {
+        Some(from) => format!("{} {what} (moved from {from})", c.address),
+        None => format!("{} {what}", c.address),
+    }
 }
 
 /// Width of the widest attribute name, to align `=`.

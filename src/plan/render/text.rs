@@ -33,6 +33,9 @@ pub fn text(plan: &Plan, color: bool) -> String {
     for c in &plan.changes {
         let sym = c.action.symbol();
         let _ = writeln!(out, "\n  # {}", headline(c));
+        if c.action == Action::Move {
+            continue;
+        }
         let _ = writeln!(out, "{:>3} {} {{", paint(sym), c.address);
         let width = key_width(&c.attributes);
         for a in &c.attributes {

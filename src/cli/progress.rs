@@ -1,0 +1,112 @@
+//! Progress of long transfers (replicate, restore) on stderr. On a terminal
+//! a bar that fits its width, counting what is really read (data, not holes)
+//! and stored or written, shown only once the total is known (never
+//! `0 B/0 B`); off a terminal a plain line every [`LOG_EVERY`] instead, so a
+//! CI log gets lines, not carriage returns. Sizes in `crate::human` style.
+
+use crate::human::size;
+use crate::replication::Progress;
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// How often a plain progress line is printed off a terminal.
+pub(crate) const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// What the transfer does, for its wording.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Work {
+    /// Reading disks into the vault: `read` of the data to read, `stored`.
+    Replicate,
+    /// Writing a point's data out: `written` of the data to write.
+    Restore,
+}
+
+/// `12.0 MiB/80.0 MiB read, 1.2 MiB stored`, or `None` before the total is known.
+pub(crate) fn status(work: Work, total: u64, read: u64, stored: u64) -> Option<String> {
+    if total == 0 {
+        return None;
+    }
+    // Never past the total, whatever the counters' order of updates.
+    let read = read.min(total);
+    Some(match work {
+        Work::Replicate => format!(
+            "{}/{} read, {} stored",
+            size(read),
+            size(total),
+            size(stored)
+        ),
+        Work::Restore => format!("{}/{} written", size(read), size(total)),
+    })
+}
+
+/// Run `f` while showing `progress` on stderr (see the module docs).
+pub(crate) fn with_progress<T>(progress: &Progress, work: Work, f: impl FnOnce() -> T) -> T {
+    let tty = std::io::stderr().is_terminal();
+    let done = AtomicBool::new(false);
+    let now = || {
+        status(
+            work,
+            progress.total.load(Ordering::Relaxed),
+            progress.read.load(Ordering::Relaxed),
+            progress.stored.load(Ordering::Relaxed),
+        )
+    };
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            if tty {
+                let bar = indicatif::ProgressBar::hidden();
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template("{wide_bar} {msg}")
+                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                );
+                let mut shown = false;
+                while !done.load(Ordering::Relaxed) {
+                    if let Some(msg) = now() {
+                        if !shown {
+                            bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+                            shown = true;
+                        }
+                        bar.set_length(progress.total.load(Ordering::Relaxed));
+                        bar.set_position(progress.read.load(Ordering::Relaxed));
+                        bar.set_message(msg);
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                bar.finish_and_clear();
+            } else {
+                let mut last = Instant::now();
+                while !done.load(Ordering::Relaxed) {
+                    if last.elapsed() >= LOG_EVERY {
+                        if let Some(msg) = now() {
+                            eprintln!("  {msg}");
+                        }
+                        last = Instant::now();
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        });
+        let out = f();
+        done.store(true, Ordering::Relaxed);
+        out
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_bar_before_the_total_and_never_past_it() {
+        assert_eq!(status(Work::Replicate, 0, 0, 0), None);
+        assert_eq!(
+            status(Work::Replicate, 80 << 20, 81 << 20, 1 << 20).as_deref(),
+            Some("80.0 MiB/80.0 MiB read, 1.0 MiB stored")
+        );
+        assert_eq!(
+            status(Work::Restore, 4096, 2048, 2048).as_deref(),
+            Some("2.0 KiB/4.0 KiB written")
+        );
+    }
+}

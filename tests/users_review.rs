@@ -1,0 +1,129 @@
+//! Review output is about the change (issue 12, item 4), through the real
+//! binary: standby's own replication progress is not drift, a vault key
+//! change gets a review note, and the errors after one lead somewhere.
+
+mod common;
+
+use common::{ok, quickstart, standby, text};
+use serde_json::Value;
+use std::path::Path;
+
+fn run(dir: &Path, args: &[&str]) -> std::process::Output {
+    standby(dir).args(args).output().unwrap()
+}
+
+#[test]
+fn right_after_the_quickstart_plan_shows_no_drift() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("qs");
+    let o = standby(d.path())
+        .arg("quickstart")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let o = run(&dir, &["plan", "-detailed-exitcode"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(!out.contains("Changes outside standby"), "{out}");
+    let doc: Value = serde_json::from_slice(&run(&dir, &["plan", "--json"]).stdout).unwrap();
+    assert_eq!(doc["drift"].as_array().map_or(0, Vec::len), 0, "{doc}");
+}
+
+#[test]
+fn replication_progress_is_not_drift_but_lost_points_are() {
+    let d = tempfile::tempdir().unwrap();
+    let qs = quickstart(d.path(), 8, 8);
+    ok(&qs, &["apply", "--auto-approve"]);
+    // More points, a newer newest point, more bytes stored: standby's own.
+    ok(&qs, &["replicate"]);
+    ok(&qs, &["replicate"]);
+    let out = ok(&qs, &["plan", "--refresh-only"]);
+    assert!(out.contains("No drift"), "{out}");
+    let out = ok(&qs, &["plan"]);
+    assert!(!out.contains("Changes outside standby"), "{out}");
+
+    // Someone deletes every point of protection.web: that is drift, with
+    // times to the second and sizes for people.
+    let pts: Vec<Value> = serde_json::from_str(&ok(&qs, &["points", "--json"])).unwrap();
+    for p in pts.iter().filter(|p| p["protection"] == "protection.web") {
+        std::fs::remove_file(
+            qs.join(".standby/vault/points")
+                .join(p["id"].as_str().unwrap()),
+        )
+        .unwrap();
+    }
+    let out = ok(&qs, &["plan"]);
+    assert!(out.contains("Changes outside standby"), "{out}");
+    assert!(
+        out.contains("~ protection.web: recovery_points 1 -> 0"),
+        "{out}"
+    );
+    assert!(!out.contains("protection.db"), "db only progressed:\n{out}");
+    let newest = out
+        .lines()
+        .find(|l| l.contains("newest_point"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(newest.contains(" UTC -> absent"), "{newest}");
+    let rfc3339 = newest
+        .as_bytes()
+        .windows(3)
+        .any(|w| w[0].is_ascii_digit() && w[1] == b'T' && w[2].is_ascii_digit());
+    assert!(
+        !rfc3339,
+        "a time for people, not an RFC 3339 stamp: {newest}"
+    );
+}
+
+#[test]
+fn a_key_file_change_is_noted_and_its_errors_lead_somewhere() {
+    let d = tempfile::tempdir().unwrap();
+    let qs = quickstart(d.path(), 8, 8);
+    ok(&qs, &["apply", "--auto-approve"]);
+    std::fs::write(
+        qs.join("standby.vars.hcl"),
+        "vault_key_file = \"keys/moved.key\"\n",
+    )
+    .unwrap();
+    let out = ok(&qs, &["plan"]);
+    assert!(
+        out.contains("vault.main: the vault key is read from elsewhere (key_file .standby/keys/main.key -> keys/moved.key)"),
+        "{out}"
+    );
+    let doc: Value = serde_json::from_slice(&run(&qs, &["plan", "--json"]).stdout).unwrap();
+    assert!(
+        doc["notes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["kind"] == "key_changed"),
+        "{doc}"
+    );
+    let md = ok(&qs, &["plan", "--format", "markdown"]);
+    assert!(md.contains("the vault key is read from elsewhere"), "{md}");
+    ok(&qs, &["apply", "--auto-approve"]);
+
+    // Every command now says what to do, and vault init does not pretend a
+    // new key would help.
+    let o = run(&qs, &["points"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o)
+            .contains("restore its key file there from your backup or point key_file back at it"),
+        "{}",
+        text(&o)
+    );
+    let o = run(&qs, &["vault", "init"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let err = text(&o);
+    assert!(err.contains("exists, but there is no key file at"), "{err}");
+    assert!(err.contains("restore the vault's key file"), "{err}");
+    assert!(
+        !qs.join("keys/moved.key").exists(),
+        "no new key was written"
+    );
+    // Restoring the key file is the way out.
+    std::fs::create_dir_all(qs.join("keys")).unwrap();
+    std::fs::copy(qs.join(".standby/keys/main.key"), qs.join("keys/moved.key")).unwrap();
+    ok(&qs, &["points"]);
+}
