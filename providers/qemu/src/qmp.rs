@@ -54,12 +54,16 @@ pub struct ImageInfo {
 /// A dirty bitmap as QEMU reports it.
 #[derive(Debug, Clone, Deserialize)]
 pub struct DirtyBitmap {
+    /// Empty for the anonymous bitmaps block jobs use.
+    #[serde(default)]
     pub name: String,
     /// Bytes per bit.
     pub granularity: u64,
     /// Dirty bytes (a multiple of the granularity, except at the disk's end).
     pub count: u64,
+    #[serde(default)]
     pub recording: bool,
+    #[serde(default)]
     pub persistent: bool,
     #[serde(default)]
     pub busy: bool,
