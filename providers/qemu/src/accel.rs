@@ -70,10 +70,19 @@ pub fn probe(kernel: &Path) -> Choice {
         .filter(|l| l.starts_with("flags"))
         .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"));
     if !virt {
-        return tcg("/dev/kvm opens but the CPU shows no vmx/svm flag (guests hang under KVM here)");
+        return tcg(
+            "/dev/kvm opens but the CPU shows no vmx/svm flag (guests hang under KVM here)",
+        );
     }
     let child = Command::new("qemu-system-x86_64")
-        .args(["-accel", "kvm", "-nodefaults", "-no-user-config", "-display", "none"])
+        .args([
+            "-accel",
+            "kvm",
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+        ])
         .args(["-m", "128", "-no-reboot", "-kernel"])
         .arg(kernel)
         .args(["-append", "panic=-1 console=ttyS0", "-serial", "null"])

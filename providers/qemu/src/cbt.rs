@@ -91,7 +91,11 @@ pub fn enable(qmp: &mut Qmp, node: &str, granularity: u64) -> Result<(String, bo
             ),
         ));
     }
-    if let Some((_, b)) = bitmaps(qmp, node)?.into_iter().rev().find(|(_, b)| b.recording) {
+    if let Some((_, b)) = bitmaps(qmp, node)?
+        .into_iter()
+        .rev()
+        .find(|(_, b)| b.recording)
+    {
         return Ok((b.name, false));
     }
     let name = format!("{BITMAP_PREFIX}1");
@@ -174,7 +178,10 @@ fn remove_export(qmp: &mut Qmp, id: &str) -> Result<()> {
     let start = Instant::now();
     loop {
         let v = qmp.execute_value("query-block-exports", Value::Null)?;
-        if !v.as_array().is_some_and(|a| a.iter().any(|e| e["id"] == id)) {
+        if !v
+            .as_array()
+            .is_some_and(|a| a.iter().any(|e| e["id"] == id))
+        {
             return Ok(());
         }
         if start.elapsed() > Duration::from_secs(30) {
@@ -262,7 +269,12 @@ impl Point {
 /// nodes, optional freeze through `agent`, one transaction, thaw, exports
 /// on an NBD server at `dir/nbd.sock`. Fleece images go to `dir`. On any
 /// error the guest is thawed and everything this call added is removed.
-pub fn begin(qmp: &mut Qmp, agent: Option<&mut Agent>, nodes: &[&str], dir: &Path) -> Result<Point> {
+pub fn begin(
+    qmp: &mut Qmp,
+    agent: Option<&mut Agent>,
+    nodes: &[&str],
+    dir: &Path,
+) -> Result<Point> {
     let mut disks = Vec::new();
     for node in nodes {
         sweep(qmp, node)?;
@@ -278,7 +290,10 @@ pub fn begin(qmp: &mut Qmp, agent: Option<&mut Agent>, nodes: &[&str], dir: &Pat
         if cur.inconsistent {
             return Err(cbt_err(
                 node,
-                format!("bitmap {} is inconsistent (QEMU was killed); the point must read the whole disk", cur.name),
+                format!(
+                    "bitmap {} is inconsistent (QEMU was killed); the point must read the whole disk",
+                    cur.name
+                ),
             ));
         }
         let fleece_path = dir.join(format!("{}.fleece.qcow2", fleece_node(node)));
@@ -289,7 +304,13 @@ pub fn begin(qmp: &mut Qmp, agent: Option<&mut Agent>, nodes: &[&str], dir: &Pat
             .output()
             .map_err(Error::io("running qemu-img create"))?;
         if !out.status.success() {
-            return Err(cbt_err(node, format!("qemu-img create: {}", String::from_utf8_lossy(&out.stderr).trim())));
+            return Err(cbt_err(
+                node,
+                format!(
+                    "qemu-img create: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
+            ));
         }
         disks.push(PointDisk {
             node: node.to_string(),
@@ -482,7 +503,11 @@ pub fn ranges(client: &mut Client, disk: &PointDisk, full: bool) -> Result<Vec<R
                 let change = if zero { Change::Zero } else { Change::Data };
                 match out.last_mut() {
                     Some(l) if l.change == change && l.offset + l.length == s => l.length += e - s,
-                    _ => out.push(Range { offset: s, length: e - s, change }),
+                    _ => out.push(Range {
+                        offset: s,
+                        length: e - s,
+                        change,
+                    }),
                 }
             }
             j += 1;

@@ -80,7 +80,9 @@ pub fn make_data_disk(path: &Path, size: u64, format: DiskFormat) -> Result<()> 
         .args(["-q", "-F", "-t", "ext4", "-L", "data"])
         .arg(&raw))?;
     match format {
-        DiskFormat::Raw => fs::rename(&raw, path).map_err(Error::io(format!("renaming to {}", path.display()))),
+        DiskFormat::Raw => {
+            fs::rename(&raw, path).map_err(Error::io(format!("renaming to {}", path.display())))
+        }
         DiskFormat::Qcow2 => {
             run(Command::new("qemu-img")
                 .args(["convert", "-q", "-f", "raw", "-O", "qcow2"])

@@ -24,7 +24,7 @@ pub mod guest;
 pub mod nbd;
 pub mod qga;
 pub mod qmp;
-mod wire;
 pub mod vm;
+mod wire;
 
 pub use error::Error;

@@ -158,7 +158,8 @@ impl Client {
                 format!("NBD {}", p.display()),
             ),
             Address::Tcp(a) => {
-                let s = TcpStream::connect(a).map_err(Error::io(format!("connecting to NBD {a}")))?;
+                let s =
+                    TcpStream::connect(a).map_err(Error::io(format!("connecting to NBD {a}")))?;
                 let _ = s.set_nodelay(true);
                 (Sock::Tcp(s), format!("NBD {a}"))
             }
@@ -345,7 +346,10 @@ impl Client {
 
     /// The id of negotiated meta context `name`.
     pub fn context_id(&self, name: &str) -> Option<u32> {
-        self.contexts.iter().find(|(_, n)| n == name).map(|(id, _)| *id)
+        self.contexts
+            .iter()
+            .find(|(_, n)| n == name)
+            .map(|(id, _)| *id)
     }
 
     fn send_request(&mut self, cmd: u16, flags: u16, offset: u64, length: u32) -> Result<u64> {
@@ -395,7 +399,9 @@ impl Client {
                     // A simple reply carries no payload except for READ,
                     // which this client only sends with structured replies
                     // negotiated, so a server sending one here is broken.
-                    return Err(self.protocol("simple reply although structured replies were negotiated"));
+                    return Err(
+                        self.protocol("simple reply although structured replies were negotiated")
+                    );
                 }
                 STRUCTURED_REPLY_MAGIC => {
                     let mut h = [0u8; 16];

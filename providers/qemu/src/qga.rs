@@ -100,7 +100,9 @@ impl Agent {
             req["arguments"] = arguments;
         }
         self.chan.send(&req)?;
-        let v = self.chan.recv(self.timeout, &format!("the reply to {command}"))?;
+        let v = self
+            .chan
+            .recv(self.timeout, &format!("the reply to {command}"))?;
         if let Some(r) = v.get("return") {
             return Ok(r.clone());
         }

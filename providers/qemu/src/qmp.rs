@@ -129,7 +129,9 @@ impl Qmp {
         }
         self.chan.send(&req)?;
         loop {
-            let v = self.chan.recv(self.timeout, &format!("the reply to {command}"))?;
+            let v = self
+                .chan
+                .recv(self.timeout, &format!("the reply to {command}"))?;
             if v.get("event").is_some() {
                 self.events.push(v);
                 continue;
@@ -205,7 +207,8 @@ impl Qmp {
 
     /// `system_powerdown`: ACPI power button.
     pub fn system_powerdown(&mut self) -> Result<()> {
-        self.execute_value("system_powerdown", Value::Null).map(|_| ())
+        self.execute_value("system_powerdown", Value::Null)
+            .map(|_| ())
     }
 
     /// `quit`: QEMU exits at once (no guest shutdown).

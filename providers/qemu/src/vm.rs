@@ -183,7 +183,12 @@ impl Vm {
         cmd.args(["-name", &spec.name, "-nodefaults", "-no-user-config"])
             .args(["-machine", "pc", "-accel", spec.accel.as_str()])
             .args(["-display", "none", "-vga", "none", "-nic", "none"])
-            .args(["-m", &spec.memory_mib.to_string(), "-smp", &spec.cpus.to_string()]);
+            .args([
+                "-m",
+                &spec.memory_mib.to_string(),
+                "-smp",
+                &spec.cpus.to_string(),
+            ]);
         match &spec.boot {
             Boot::Kernel {
                 kernel,
@@ -229,10 +234,13 @@ impl Vm {
                     "read-only": d.read_only,
                 },
             });
-            cmd.arg("-blockdev").arg(bd.to_string()).arg("-device").arg(format!(
-                "virtio-blk-pci,drive={},id={}-dev",
-                d.node_name, d.node_name
-            ));
+            cmd.arg("-blockdev")
+                .arg(bd.to_string())
+                .arg("-device")
+                .arg(format!(
+                    "virtio-blk-pci,drive={},id={}-dev",
+                    d.node_name, d.node_name
+                ));
         }
         cmd.arg("-daemonize").arg("-pidfile").arg(&qemu_pid);
         let stderr = fs::File::create(&stderr_path)
@@ -254,7 +262,15 @@ impl Vm {
             })?;
         if !status.success() {
             let tail = fs::read_to_string(&stderr_path).unwrap_or_default();
-            let tail: String = tail.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+            let tail: String = tail
+                .lines()
+                .rev()
+                .take(5)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join("\n");
             return Err(vm_err(format!("QEMU exited with {status}: {tail}")));
         }
         let pid: u32 = fs::read_to_string(&qemu_pid)
@@ -331,7 +347,10 @@ impl Vm {
 
     /// Connects to the VM's QMP socket.
     pub fn qmp(&self) -> Result<Qmp> {
-        Qmp::connect_unix(&Vm::qmp_path(&self.dir, &self.name), Duration::from_secs(10))
+        Qmp::connect_unix(
+            &Vm::qmp_path(&self.dir, &self.name),
+            Duration::from_secs(10),
+        )
     }
 
     /// Connects to the VM's guest agent, waiting at most `timeout` for it to

@@ -69,13 +69,21 @@ fn dirty_of(ranges: &[Range]) -> Vec<(u64, u64)> {
 }
 
 fn nbdinfo_dirty(point: &Point, disk: &PointDisk) -> Vec<(u64, u64)> {
-    let uri = format!("nbd+unix:///{}?socket={}", disk.export, point.socket.display());
+    let uri = format!(
+        "nbd+unix:///{}?socket={}",
+        disk.export,
+        point.socket.display()
+    );
     let out = Command::new("nbdinfo")
         .arg(format!("--map={}", disk.bitmap_context()))
         .args(["--json", &uri])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let mut d: Vec<(u64, u64)> = Vec::new();
     for e in v.as_array().unwrap().iter().filter(|e| e["type"] == 1) {
@@ -92,11 +100,18 @@ fn nbdinfo_dirty(point: &Point, disk: &PointDisk) -> Vec<(u64, u64)> {
 /// the last count the guest's freeze hook recorded in the image.
 fn check_database_image(img: &Path) -> u64 {
     let fsck = Command::new("e2fsck").arg("-fn").arg(img).output().unwrap();
-    assert!(fsck.status.success(), "e2fsck -fn: {}", String::from_utf8_lossy(&fsck.stdout));
+    assert!(
+        fsck.status.success(),
+        "e2fsck -fn: {}",
+        String::from_utf8_lossy(&fsck.stdout)
+    );
     let dir = common::tempdir();
     for name in ["orders.db", "orders.db-wal", "freezes.log"] {
         let out = Command::new("debugfs")
-            .args(["-R", &format!("dump /{name} {}", dir.path().join(name).display())])
+            .args([
+                "-R",
+                &format!("dump /{name} {}", dir.path().join(name).display()),
+            ])
             .arg(img)
             .output()
             .unwrap();
@@ -112,7 +127,10 @@ fn check_database_image(img: &Path) -> u64 {
     let count: u64 = q("SELECT count(*) FROM orders").parse().unwrap();
     let log = std::fs::read_to_string(dir.path().join("freezes.log")).unwrap();
     let recorded: u64 = log.lines().last().unwrap().trim().parse().unwrap();
-    assert_eq!(count, recorded, "the point's order count equals the count at its freeze");
+    assert_eq!(
+        count, recorded,
+        "the point's order count equals the count at its freeze"
+    );
     count
 }
 
@@ -121,7 +139,9 @@ fn dirty_extents_points_commit_abort_and_sweep_on_a_running_guest() {
     let g = common::guest();
     let accel = common::accel(&g);
     let dir = common::tempdir();
-    let root = g.root_overlay(&dir.path().join("root.qcow2"), "root").unwrap();
+    let root = g
+        .root_overlay(&dir.path().join("root.qcow2"), "root")
+        .unwrap();
     let data_path = dir.path().join("data.qcow2");
     make_data_disk(&data_path, 256 * MIB, DiskFormat::Qcow2).unwrap();
     let scratch_path = dir.path().join("scratch.qcow2");
@@ -137,7 +157,11 @@ fn dirty_extents_points_commit_abort_and_sweep_on_a_running_guest() {
         memory_mib: 256,
         cpus: 1,
         boot: g.boot(true),
-        disks: vec![root, disk("data", &data_path), disk("scratch", &scratch_path)],
+        disks: vec![
+            root,
+            disk("data", &data_path),
+            disk("scratch", &scratch_path),
+        ],
         accel: accel.accel,
     };
     let t0 = Instant::now();
@@ -145,12 +169,25 @@ fn dirty_extents_points_commit_abort_and_sweep_on_a_running_guest() {
     let _guard = common::KillOnDrop(vm.clone());
     let mut qmp = vm.qmp().unwrap();
     let mut agent = vm.agent(Duration::from_secs(120)).unwrap();
-    eprintln!("boot to guest agent: {:.2} s ({:?})", t0.elapsed().as_secs_f64(), accel.accel);
+    eprintln!(
+        "boot to guest agent: {:.2} s ({:?})",
+        t0.elapsed().as_secs_f64(),
+        accel.accel
+    );
 
     // Tracking on both disks; a second enable finds the same bitmap.
-    assert_eq!(cbt::enable(&mut qmp, "data", G).unwrap(), ("standby-1".into(), true));
-    assert_eq!(cbt::enable(&mut qmp, "scratch", G).unwrap(), ("standby-1".into(), true));
-    assert_eq!(cbt::enable(&mut qmp, "scratch", G).unwrap(), ("standby-1".into(), false));
+    assert_eq!(
+        cbt::enable(&mut qmp, "data", G).unwrap(),
+        ("standby-1".into(), true)
+    );
+    assert_eq!(
+        cbt::enable(&mut qmp, "scratch", G).unwrap(),
+        ("standby-1".into(), true)
+    );
+    assert_eq!(
+        cbt::enable(&mut qmp, "scratch", G).unwrap(),
+        ("standby-1".into(), false)
+    );
     // The root overlay is qcow2 too; a raw disk is refused by name (none here).
 
     // Let the writer commit a few orders.
@@ -160,7 +197,10 @@ fn dirty_extents_points_commit_abort_and_sweep_on_a_running_guest() {
         if n.trim().parse::<u64>().unwrap_or(0) >= 3 {
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(60), "the writer never committed");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the writer never committed"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 
@@ -179,21 +219,38 @@ fn dirty_extents_points_commit_abort_and_sweep_on_a_running_guest() {
     assert_eq!(p1.disks[0].old_bitmap, "standby-1");
     assert_eq!(p1.disks[0].new_bitmap, "standby-2");
     let data_img = dir.path().join("data-restored.raw");
-    let data_file = OpenOptions::new().create(true).truncate(true).read(true).write(true).open(&data_img).unwrap();
+    let data_file = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(&data_img)
+        .unwrap();
     data_file.set_len(256 * MIB).unwrap();
     let mut c = p1.connect(&p1.disks[0]).unwrap();
     let full = cbt::ranges(&mut c, &p1.disks[0], true).unwrap();
     c.disconnect().unwrap();
     let read1 = apply(&p1, &p1.disks[0], &full, &data_file);
-    assert!(read1 < 256 * MIB / 2, "a first point reads only allocated extents ({read1} bytes)");
+    assert!(
+        read1 < 256 * MIB / 2,
+        "a first point reads only allocated extents ({read1} bytes)"
+    );
     // The blank scratch disk has nothing allocated.
     let mut c = p1.connect(&p1.disks[1]).unwrap();
     assert_eq!(cbt::ranges(&mut c, &p1.disks[1], true).unwrap(), vec![]);
     c.disconnect().unwrap();
     cbt::finish(&mut qmp, p1, true).unwrap();
     let count1 = check_database_image(&data_img);
-    let names: Vec<String> = cbt::bitmaps(&mut qmp, "data").unwrap().into_iter().map(|(_, b)| b.name).collect();
-    assert_eq!(names, vec!["standby-2"], "commit deleted the old generation");
+    let names: Vec<String> = cbt::bitmaps(&mut qmp, "data")
+        .unwrap()
+        .into_iter()
+        .map(|(_, b)| b.name)
+        .collect();
+    assert_eq!(
+        names,
+        vec!["standby-2"],
+        "commit deleted the old generation"
+    );
 
     // Known writes: within one granule, straddling two, a large one.
     let writes: [(&str, u64, u64); 4] = [
@@ -210,7 +267,10 @@ fn dirty_extents_points_commit_abort_and_sweep_on_a_running_guest() {
 
     // Point 2: dirty ranges only.
     let p2 = cbt::begin(&mut qmp, Some(&mut agent), &["data", "scratch"], &pdir).unwrap();
-    eprintln!("point 2: freeze window {:.0} ms", p2.freeze.unwrap().window.as_secs_f64() * 1e3);
+    eprintln!(
+        "point 2: freeze window {:.0} ms",
+        p2.freeze.unwrap().window.as_secs_f64() * 1e3
+    );
     let (pd, ps) = (&p2.disks[0], &p2.disks[1]);
     let want_dirty = vec![(0, G), (MIB, G), (3 * MIB - G, 2 * G), (10 * MIB, 2 * G)];
     assert_eq!(ps.dirty_bytes, 6 * G, "QEMU's count of dirty bytes");
@@ -219,9 +279,17 @@ fn dirty_extents_points_commit_abort_and_sweep_on_a_running_guest() {
     guest_write(&mut agent, "B-4", 10 * MIB, 128 << 10);
     let mut c = p2.connect(ps).unwrap();
     let sr = cbt::ranges(&mut c, ps, false).unwrap();
-    assert_eq!(dirty_of(&sr), want_dirty, "dirty extents cover exactly the writes, at 64 KiB");
+    assert_eq!(
+        dirty_of(&sr),
+        want_dirty,
+        "dirty extents cover exactly the writes, at 64 KiB"
+    );
     assert!(sr.iter().all(|r| r.change == Change::Data));
-    assert_eq!(nbdinfo_dirty(&p2, ps), want_dirty, "nbdinfo --map agrees on QEMU's own export");
+    assert_eq!(
+        nbdinfo_dirty(&p2, ps),
+        want_dirty,
+        "nbdinfo --map agrees on QEMU's own export"
+    );
     let mut view = vec![0u8; SCRATCH as usize];
     c.read(0, &mut view).unwrap();
     assert!(view == expected, "the view is the disk at the freeze");
@@ -231,23 +299,36 @@ fn dirty_extents_points_commit_abort_and_sweep_on_a_running_guest() {
     let dr = cbt::ranges(&mut c, pd, false).unwrap();
     c.disconnect().unwrap();
     let read2 = apply(&p2, pd, &dr, &data_file);
-    eprintln!("data disk: point 2 read {read2} bytes; QEMU counted {} dirty", pd.dirty_bytes);
+    eprintln!(
+        "data disk: point 2 read {read2} bytes; QEMU counted {} dirty",
+        pd.dirty_bytes
+    );
     assert!(read2 <= pd.dirty_bytes, "only dirty bytes are read");
     cbt::finish(&mut qmp, p2, true).unwrap();
     drop(data_file);
     let count2 = check_database_image(&data_img);
-    assert!(count2 > count1, "the writer went on between points ({count1} -> {count2})");
+    assert!(
+        count2 > count1,
+        "the writer went on between points ({count1} -> {count2})"
+    );
 
     // Point 3 aborted: its changes are merged into the next generation.
     let p3 = cbt::begin(&mut qmp, None, &["scratch"], &pdir).unwrap();
     let b_dirty = vec![(MIB, G), (10 * MIB, 2 * G)];
     let mut c = p3.connect(&p3.disks[0]).unwrap();
-    assert_eq!(dirty_of(&cbt::ranges(&mut c, &p3.disks[0], false).unwrap()), b_dirty);
+    assert_eq!(
+        dirty_of(&cbt::ranges(&mut c, &p3.disks[0], false).unwrap()),
+        b_dirty
+    );
     c.disconnect().unwrap();
     cbt::finish(&mut qmp, p3, false).unwrap();
     let bms = cbt::bitmaps(&mut qmp, "scratch").unwrap();
     assert_eq!(bms.len(), 1);
-    assert_eq!(bms[0].1.count, 3 * G, "the aborted point's changes are kept");
+    assert_eq!(
+        bms[0].1.count,
+        3 * G,
+        "the aborted point's changes are kept"
+    );
 
     // Point 4 "killed": opened, never finished, its QMP connection dropped.
     guest_write(&mut agent, "C-1", 0, 4096);
@@ -258,24 +339,40 @@ fn dirty_extents_points_commit_abort_and_sweep_on_a_running_guest() {
     let mut qmp = vm.qmp().unwrap();
     let swept = cbt::sweep(&mut qmp, "scratch").unwrap();
     assert_eq!(swept.merged.len(), 1, "{swept:?}");
-    assert_eq!(swept.removed, vec!["sbx-scratch", "sbj-scratch", "sbf-scratch"]);
+    assert_eq!(
+        swept.removed,
+        vec!["sbx-scratch", "sbj-scratch", "sbf-scratch"]
+    );
     // Point 5 has every change since point 2: B (aborted), C (killed), D.
-    for (tag, off, len) in [("B-2", MIB + 4096, 8192), ("B-4", 10 * MIB, 128 << 10), ("C-1", 0, 4096), ("D-5", 20 * MIB, 4096)] {
+    for (tag, off, len) in [
+        ("B-2", MIB + 4096, 8192),
+        ("B-4", 10 * MIB, 128 << 10),
+        ("C-1", 0, 4096),
+        ("D-5", 20 * MIB, 4096),
+    ] {
         expected[off as usize..(off + len) as usize].copy_from_slice(&pattern(tag, len));
     }
     let p5 = cbt::begin(&mut qmp, Some(&mut agent), &["scratch"], &pdir).unwrap();
     let mut c = p5.connect(&p5.disks[0]).unwrap();
     let r5 = cbt::ranges(&mut c, &p5.disks[0], false).unwrap();
-    assert_eq!(dirty_of(&r5), vec![(0, G), (MIB, G), (10 * MIB, 2 * G), (20 * MIB, G)]);
+    assert_eq!(
+        dirty_of(&r5),
+        vec![(0, G), (MIB, G), (10 * MIB, 2 * G), (20 * MIB, G)]
+    );
     let mut view = vec![0u8; SCRATCH as usize];
     c.read(0, &mut view).unwrap();
-    assert!(view == expected, "point 5's view is the disk at its instant");
+    assert!(
+        view == expected,
+        "point 5's view is the disk at its instant"
+    );
     c.disconnect().unwrap();
     cbt::finish(&mut qmp, p5, true).unwrap();
     let bms = cbt::bitmaps(&mut qmp, "scratch").unwrap();
     assert_eq!(bms.len(), 1, "one generation left after commit");
     assert!(bms[0].1.recording && bms[0].1.persistent);
-    let exports = qmp.execute_value("query-block-exports", serde_json::Value::Null).unwrap();
+    let exports = qmp
+        .execute_value("query-block-exports", serde_json::Value::Null)
+        .unwrap();
     assert_eq!(exports, serde_json::json!([]), "no export left");
     assert!(qmp.block_jobs().unwrap().is_empty(), "no job left");
     drop(qmp);
@@ -284,9 +381,15 @@ fn dirty_extents_points_commit_abort_and_sweep_on_a_running_guest() {
     // The bitmap persists: after a clean stop the image holds it.
     let how = vm.stop(Duration::from_secs(60)).unwrap();
     assert_eq!(how, standby_provider_qemu::vm::Stopped::GuestAgent);
-    let info = Command::new("qemu-img").args(["info", "--output=json"]).arg(&scratch_path).output().unwrap();
+    let info = Command::new("qemu-img")
+        .args(["info", "--output=json"])
+        .arg(&scratch_path)
+        .output()
+        .unwrap();
     let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
-    let stored = info["format-specific"]["data"]["bitmaps"].as_array().unwrap();
+    let stored = info["format-specific"]["data"]["bitmaps"]
+        .as_array()
+        .unwrap();
     assert_eq!(stored.len(), 1);
     assert!(stored[0]["name"].as_str().unwrap().starts_with("standby-"));
 }

@@ -51,7 +51,11 @@ fn nbdinfo_map(uri: &str, context: &str) -> Vec<Extent> {
         .args(["--json", uri])
         .output()
         .expect("running nbdinfo (.ci/run installs libnbd-bin)");
-    assert!(out.status.success(), "nbdinfo: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "nbdinfo: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let mut ext: Vec<Extent> = Vec::new();
     for e in v.as_array().unwrap() {
@@ -61,7 +65,9 @@ fn nbdinfo_map(uri: &str, context: &str) -> Vec<Extent> {
             flags: e["type"].as_u64().unwrap() as u32,
         };
         match ext.last_mut() {
-            Some(l) if l.flags == x.flags && l.offset + l.length == x.offset => l.length += x.length,
+            Some(l) if l.flags == x.flags && l.offset + l.length == x.offset => {
+                l.length += x.length
+            }
             _ => ext.push(x),
         }
     }
@@ -75,11 +81,19 @@ fn qemu_io(img: &Path, cmds: &[&str]) {
         c.args(["-c", x]);
     }
     let out = c.arg(img).output().unwrap();
-    assert!(out.status.success(), "qemu-io: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "qemu-io: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 #[test]
@@ -87,16 +101,49 @@ fn qemu_nbd_extents_bitmap_and_reads_over_unix_and_tcp() {
     common::require_tools();
     let dir = common::tempdir();
     let img = dir.path().join("d.qcow2");
-    assert!(Command::new("qemu-img").args(["create", "-q", "-f", "qcow2"]).arg(&img).arg("16M").status().unwrap().success());
-    assert!(Command::new("qemu-img").args(["bitmap", "--add", "--granularity", "65536"]).arg(&img).arg("b0").status().unwrap().success());
+    assert!(
+        Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2"])
+            .arg(&img)
+            .arg("16M")
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(
+        Command::new("qemu-img")
+            .args(["bitmap", "--add", "--granularity", "65536"])
+            .arg(&img)
+            .arg("b0")
+            .status()
+            .unwrap()
+            .success()
+    );
     // Writes the bitmap records: a full cluster, a small write inside one,
     // one straddling two granules, explicit zeros.
-    qemu_io(&img, &["write -P 0xab 1M 64k", "write -P 0x01 5000 100", "write -P 0x02 4132864 131072", "write -z 12M 64k"]);
+    qemu_io(
+        &img,
+        &[
+            "write -P 0xab 1M 64k",
+            "write -P 0x01 5000 100",
+            "write -P 0x02 4132864 131072",
+            "write -z 12M 64k",
+        ],
+    );
 
     let sock = dir.path().join("n.sock");
-    let _srv = spawn(Command::new("qemu-nbd").args(["-t", "-r", "-e", "4", "-f", "qcow2", "-B", "b0", "-k"]).arg(&sock).arg(&img));
+    let _srv = spawn(
+        Command::new("qemu-nbd")
+            .args(["-t", "-r", "-e", "4", "-f", "qcow2", "-B", "b0", "-k"])
+            .arg(&sock)
+            .arg(&img),
+    );
     let uri = format!("nbd+unix:///?socket={}", sock.display());
-    let mut c = connect(Address::Unix(&sock), "", &["base:allocation", "qemu:dirty-bitmap:b0"]);
+    let mut c = connect(
+        Address::Unix(&sock),
+        "",
+        &["base:allocation", "qemu:dirty-bitmap:b0"],
+    );
     assert_eq!(c.size, 16 << 20);
     assert_ne!(c.flags & standby_provider_qemu::nbd::TFLAG_READ_ONLY, 0);
 
@@ -104,10 +151,19 @@ fn qemu_nbd_extents_bitmap_and_reads_over_unix_and_tcp() {
     assert_eq!(alloc, nbdinfo_map(&uri, "base:allocation"));
     let dirty = c.block_status("qemu:dirty-bitmap:b0", 0, c.size).unwrap();
     assert_eq!(dirty, nbdinfo_map(&uri, "qemu:dirty-bitmap:b0"));
-    let dirty_ranges: Vec<(u64, u64)> = dirty.iter().filter(|e| e.flags == 1).map(|e| (e.offset, e.length)).collect();
+    let dirty_ranges: Vec<(u64, u64)> = dirty
+        .iter()
+        .filter(|e| e.flags == 1)
+        .map(|e| (e.offset, e.length))
+        .collect();
     assert_eq!(
         dirty_ranges,
-        vec![(0, 65536), (1 << 20, 65536), (4128768, 196608), (12 << 20, 65536)],
+        vec![
+            (0, 65536),
+            (1 << 20, 65536),
+            (4128768, 196608),
+            (12 << 20, 65536)
+        ],
         "the bitmap's dirty granules cover exactly the writes"
     );
     // A sub-range query starts and ends where asked.
@@ -138,13 +194,30 @@ fn qemu_nbd_extents_bitmap_and_reads_over_unix_and_tcp() {
     let port = free_port();
     let _tcp = spawn(
         Command::new("qemu-nbd")
-            .args(["-t", "-r", "-e", "4", "-f", "qcow2", "-B", "b0", "-x", "disk0", "-b", "127.0.0.1", "-p"])
+            .args([
+                "-t",
+                "-r",
+                "-e",
+                "4",
+                "-f",
+                "qcow2",
+                "-B",
+                "b0",
+                "-x",
+                "disk0",
+                "-b",
+                "127.0.0.1",
+                "-p",
+            ])
             .arg(port.to_string())
             .arg(&img),
     );
     let addr = format!("127.0.0.1:{port}");
     let mut t = connect(Address::Tcp(&addr), "disk0", &["qemu:dirty-bitmap:b0"]);
-    assert_eq!(t.block_status("qemu:dirty-bitmap:b0", 0, t.size).unwrap(), dirty);
+    assert_eq!(
+        t.block_status("qemu:dirty-bitmap:b0", 0, t.size).unwrap(),
+        dirty
+    );
     let mut tb = vec![0u8; 9 << 20];
     t.read(0, &mut tb).unwrap();
     assert!(tb == buf, "TCP and unix reads differ");
@@ -166,14 +239,21 @@ fn nbdkit_data_and_memory() {
         Command::new("nbdkit")
             .args(["-f", "--exit-with-parent", "-U"])
             .arg(&sock)
-            .args(["data", "1 2 3 @1048576 ( 0x55 )*4096 @8388607 9", "size=16M"]),
+            .args([
+                "data",
+                "1 2 3 @1048576 ( 0x55 )*4096 @8388607 9",
+                "size=16M",
+            ]),
     );
     let uri = format!("nbd+unix:///?socket={}", sock.display());
     let mut c = connect(Address::Unix(&sock), "", &["base:allocation"]);
     assert_eq!(c.size, 16 << 20);
     let alloc = c.block_status("base:allocation", 0, c.size).unwrap();
     assert_eq!(alloc, nbdinfo_map(&uri, "base:allocation"));
-    assert!(alloc.iter().any(|e| e.flags & 1 != 0), "nbdkit data reports holes: {alloc:?}");
+    assert!(
+        alloc.iter().any(|e| e.flags & 1 != 0),
+        "nbdkit data reports holes: {alloc:?}"
+    );
     let mut buf = vec![0xeeu8; 16 << 20];
     c.read(0, &mut buf).unwrap();
     let mut want = vec![0u8; 16 << 20];
@@ -185,10 +265,22 @@ fn nbdkit_data_and_memory() {
 
     // nbdkit memory: writable, sparse, all zero; no bitmap contexts offered.
     let msock = dir.path().join("m.sock");
-    let _mem = spawn(Command::new("nbdkit").args(["-f", "--exit-with-parent", "-U"]).arg(&msock).args(["memory", "4M"]));
+    let _mem = spawn(
+        Command::new("nbdkit")
+            .args(["-f", "--exit-with-parent", "-U"])
+            .arg(&msock)
+            .args(["memory", "4M"]),
+    );
     let mut m = connect(Address::Unix(&msock), "", &["base:allocation"]);
     let ext = m.block_status("base:allocation", 0, m.size).unwrap();
-    assert_eq!(ext, vec![Extent { offset: 0, length: 4 << 20, flags: 3 }]);
+    assert_eq!(
+        ext,
+        vec![Extent {
+            offset: 0,
+            length: 4 << 20,
+            flags: 3
+        }]
+    );
     let mut z = vec![1u8; 1 << 20];
     m.read(3 << 20, &mut z).unwrap();
     assert!(z.iter().all(|b| *b == 0));

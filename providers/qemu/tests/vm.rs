@@ -15,7 +15,9 @@ fn guest_boots_freezes_through_agent_and_stops_cleanly() {
     let g = common::guest();
     let accel = common::accel(&g);
     let dir = common::tempdir();
-    let root = g.root_overlay(&dir.path().join("root.qcow2"), "root").unwrap();
+    let root = g
+        .root_overlay(&dir.path().join("root.qcow2"), "root")
+        .unwrap();
     let data_path = dir.path().join("data.qcow2");
     make_data_disk(&data_path, 64 << 20, DiskFormat::Qcow2).unwrap();
     let spec = VmSpec {
@@ -45,25 +47,38 @@ fn guest_boots_freezes_through_agent_and_stops_cleanly() {
     assert_eq!(qmp.status().unwrap(), "running");
     assert_eq!(qmp.version.0, 7, "the tests pin QEMU 7.2 (.ci/run)");
     let nodes = qmp.block_nodes().unwrap();
-    let data = nodes.iter().find(|n| n.node_name == "data").expect("node 'data'");
+    let data = nodes
+        .iter()
+        .find(|n| n.node_name == "data")
+        .expect("node 'data'");
     assert_eq!(data.image.as_ref().unwrap().virtual_size, 64 << 20);
 
     let mut agent = vm.agent(Duration::from_secs(120)).unwrap();
     let boot = t0.elapsed();
-    eprintln!("boot to guest agent: {:.2} s ({:?})", boot.as_secs_f64(), accel.accel);
+    eprintln!(
+        "boot to guest agent: {:.2} s ({:?})",
+        boot.as_secs_f64(),
+        accel.accel
+    );
     agent.ping().unwrap();
 
     // Wait for the writer's first commits.
     let count = |a: &mut standby_provider_qemu::qga::Agent| -> u64 {
-        a.sh("sqlite3 -cmd '.timeout 10000' /data/orders.db 'SELECT count(*) FROM orders'", Duration::from_secs(30))
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap()
+        a.sh(
+            "sqlite3 -cmd '.timeout 10000' /data/orders.db 'SELECT count(*) FROM orders'",
+            Duration::from_secs(30),
+        )
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
     };
     let start = Instant::now();
     while count(&mut agent) < 3 {
-        assert!(start.elapsed() < Duration::from_secs(60), "the writer never committed");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the writer never committed"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 
@@ -74,7 +89,10 @@ fn guest_boots_freezes_through_agent_and_stops_cleanly() {
     assert_eq!(agent.fsfreeze_status().unwrap(), "frozen");
     // While frozen the agent refuses guest-exec (it could block on the
     // frozen file systems).
-    let refused = agent.sh("true", Duration::from_secs(10)).unwrap_err().to_string();
+    let refused = agent
+        .sh("true", Duration::from_secs(10))
+        .unwrap_err()
+        .to_string();
     assert!(refused.contains("frozen"), "{refused}");
     let t1 = Instant::now();
     assert_eq!(agent.fsfreeze_thaw().unwrap(), frozen);
@@ -96,16 +114,23 @@ fn guest_boots_freezes_through_agent_and_stops_cleanly() {
     // The writer resumes after the thaw.
     let start = Instant::now();
     while count(&mut agent) <= recorded {
-        assert!(start.elapsed() < Duration::from_secs(60), "the writer did not resume after thaw");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the writer did not resume after thaw"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
-    let log = agent.sh("cat /data/freezes.log", Duration::from_secs(10)).unwrap();
+    let log = agent
+        .sh("cat /data/freezes.log", Duration::from_secs(10))
+        .unwrap();
     assert_eq!(log.trim(), recorded.to_string());
 
     // Another "process" finds the VM by its pid file and stops it.
     drop(agent);
     drop(qmp);
-    let found = Vm::open("app", dir.path()).unwrap().expect("the VM is found by its pid file");
+    let found = Vm::open("app", dir.path())
+        .unwrap()
+        .expect("the VM is found by its pid file");
     assert_eq!((found.pid, found.start_time), (vm.pid, vm.start_time));
     let how = found.stop(Duration::from_secs(60)).unwrap();
     assert_eq!(how, Stopped::GuestAgent, "serial:\n{}", vm.serial());
@@ -114,6 +139,14 @@ fn guest_boots_freezes_through_agent_and_stops_cleanly() {
     assert!(vm.serial().contains("standby-guest: up"));
 
     // The data disk is clean after the guest's shutdown.
-    let out = std::process::Command::new("qemu-img").args(["check"]).arg(&data_path).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let out = std::process::Command::new("qemu-img")
+        .args(["check"])
+        .arg(&data_path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }

@@ -42,8 +42,9 @@ pub fn target_dir() -> PathBuf {
 /// The test guest (built once, cached under target/standby-guest/).
 pub fn guest() -> Guest {
     require_tools();
-    guest::ensure(&target_dir().join("standby-guest"))
-        .unwrap_or_else(|e| panic!("building the test guest: {e} (run .ci/run to install its packages)"))
+    guest::ensure(&target_dir().join("standby-guest")).unwrap_or_else(|e| {
+        panic!("building the test guest: {e} (run .ci/run to install its packages)")
+    })
 }
 
 /// The accelerator, probed once per test binary; printed so logs say which ran.
