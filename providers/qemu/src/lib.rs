@@ -12,6 +12,7 @@
 //!   `READ`, `BLOCK_STATUS`) over unix sockets and TCP.
 //! - [`cbt`]: changed-block tracking with persistent dirty bitmaps and a
 //!   fleecing point-in-time view exported over NBD.
+//! - [`source`]: one disk of a point as a replication source.
 //! - [`guest`]: the test guest, built from Debian packages and cached.
 //!
 //! Everything here is blocking: call it from plain threads or
@@ -24,6 +25,7 @@ pub mod guest;
 pub mod nbd;
 pub mod qga;
 pub mod qmp;
+pub mod source;
 pub mod vm;
 mod wire;
 

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use standby_provider_qemu::cbt::{self, Change, Point, PointDisk, Range};
 use standby_provider_qemu::guest::{make_blank_disk, make_data_disk};
 use standby_provider_qemu::qga::Agent;
+use standby_provider_qemu::source::DiskSource;
 use standby_provider_qemu::vm::{DiskFormat, DiskSpec, Vm, VmSpec};
 
 const MIB: u64 = 1 << 20;
@@ -293,6 +294,7 @@ fn dirty_extents_points_commit_abort_and_sweep_on_a_running_guest() {
     let mut view = vec![0u8; SCRATCH as usize];
     c.read(0, &mut view).unwrap();
     assert!(view == expected, "the view is the disk at the freeze");
+    let view = view; // point 2's image: point 5 is rebuilt onto it below
     c.disconnect().unwrap();
     // The database disk: dirty ranges applied on point 1 give point 2.
     let mut c = p2.connect(pd).unwrap();
@@ -353,19 +355,31 @@ fn dirty_extents_points_commit_abort_and_sweep_on_a_running_guest() {
         expected[off as usize..(off + len) as usize].copy_from_slice(&pattern(tag, len));
     }
     let p5 = cbt::begin(&mut qmp, Some(&mut agent), &["scratch"], &pdir).unwrap();
-    let mut c = p5.connect(&p5.disks[0]).unwrap();
-    let r5 = cbt::ranges(&mut c, &p5.disks[0], false).unwrap();
+    // Through the source interface the pipeline will use.
+    let mut src = DiskSource::open(&p5, &p5.disks[0], false).unwrap();
+    assert_eq!(src.size(), SCRATCH);
     assert_eq!(
-        dirty_of(&r5),
+        dirty_of(src.ranges()),
         vec![(0, G), (MIB, G), (10 * MIB, 2 * G), (20 * MIB, G)]
     );
-    let mut view = vec![0u8; SCRATCH as usize];
-    c.read(0, &mut view).unwrap();
+    assert_eq!(src.data_bytes(), src.dirty_bytes());
+    // Point 2's image plus point 5's ranges is the disk at point 5.
+    let mut rebuilt = view.clone();
+    for r in src.ranges().to_vec() {
+        let (o, l) = (r.offset as usize, r.length as usize);
+        src.read_at(&mut rebuilt[o..o + l], r.offset).unwrap();
+    }
+    let mut whole = vec![0u8; SCRATCH as usize];
+    src.read_at(&mut whole, 0).unwrap();
     assert!(
-        view == expected,
+        whole == expected,
         "point 5's view is the disk at its instant"
     );
-    c.disconnect().unwrap();
+    assert!(
+        rebuilt == expected,
+        "point 2 plus point 5's dirty ranges is point 5"
+    );
+    src.close().unwrap();
     cbt::finish(&mut qmp, p5, true).unwrap();
     let bms = cbt::bitmaps(&mut qmp, "scratch").unwrap();
     assert_eq!(bms.len(), 1, "one generation left after commit");

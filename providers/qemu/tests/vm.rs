@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use standby_provider_qemu::guest::make_data_disk;
+use standby_provider_qemu::guest::{make_blank_disk, make_data_disk};
 use standby_provider_qemu::vm::{DiskFormat, DiskSpec, Stopped, Vm, VmSpec};
 
 #[test]
@@ -20,6 +20,8 @@ fn guest_boots_freezes_through_agent_and_stops_cleanly() {
         .unwrap();
     let data_path = dir.path().join("data.qcow2");
     make_data_disk(&data_path, 64 << 20, DiskFormat::Qcow2).unwrap();
+    let raw_path = dir.path().join("raw.img");
+    make_blank_disk(&raw_path, 8 << 20, DiskFormat::Raw).unwrap();
     let spec = VmSpec {
         name: "app".into(),
         memory_mib: 256,
@@ -31,6 +33,12 @@ fn guest_boots_freezes_through_agent_and_stops_cleanly() {
                 node_name: "data".into(),
                 path: data_path.clone(),
                 format: DiskFormat::Qcow2,
+                read_only: false,
+            },
+            DiskSpec {
+                node_name: "scratch".into(),
+                path: raw_path.clone(),
+                format: DiskFormat::Raw,
                 read_only: false,
             },
         ],
@@ -52,6 +60,16 @@ fn guest_boots_freezes_through_agent_and_stops_cleanly() {
         .find(|n| n.node_name == "data")
         .expect("node 'data'");
     assert_eq!(data.image.as_ref().unwrap().virtual_size, 64 << 20);
+    // A raw disk cannot carry a persistent bitmap: refused, saying why.
+    let err = standby_provider_qemu::cbt::enable(&mut qmp, "scratch", 65536)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("scratch") && err.contains("qcow2"), "{err}");
+    // A node that does not exist is named.
+    let err = standby_provider_qemu::cbt::enable(&mut qmp, "nope", 65536)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("nope"), "{err}");
 
     let mut agent = vm.agent(Duration::from_secs(120)).unwrap();
     let boot = t0.elapsed();
