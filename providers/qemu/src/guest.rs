@@ -219,5 +219,15 @@ pub fn ensure(cache: &Path) -> Result<Guest> {
     fs::write(tmp.join("done"), &key).map_err(Error::io("marking the guest built"))?;
     let _ = fs::remove_dir_all(&dir);
     fs::rename(&tmp, &dir).map_err(Error::io(format!("moving the guest to {}", dir.display())))?;
+    // Guests built from older inputs are dead weight now (still under the lock).
+    if let Ok(rd) = fs::read_dir(cache) {
+        for e in rd.flatten() {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if name != key && !name.starts_with('.') && e.path().is_dir() {
+                let _ = fs::remove_dir_all(e.path());
+            }
+        }
+    }
     Ok(guest)
 }
