@@ -106,6 +106,42 @@ pub fn enable(qmp: &mut Qmp, node: &str, granularity: u64) -> Result<(String, bo
     Ok((name, true))
 }
 
+/// Starts tracking `node` afresh: deletes every bitmap of ours (also
+/// inconsistent ones, which QEMU leaves after it was killed) and adds
+/// `standby-1`. The next point must read the whole disk (`full`), since
+/// changes before this call are unknown. Returns the deleted names.
+pub fn reset(qmp: &mut Qmp, node: &str, granularity: u64) -> Result<Vec<String>> {
+    sweep_jobs(qmp, node, &mut Vec::new())?;
+    let mut removed = Vec::new();
+    for (_, b) in bitmaps(qmp, node)? {
+        qmp.execute_value(
+            "block-dirty-bitmap-remove",
+            json!({ "node": node, "name": b.name }),
+        )?;
+        removed.push(b.name);
+    }
+    enable(qmp, node, granularity)?;
+    Ok(removed)
+}
+
+/// Whether `node`'s bitmaps can be trusted for a dirty-only point: Ok(None)
+/// if so, Ok(Some(reason)) if the point must read the whole disk.
+pub fn untrusted(qmp: &mut Qmp, node: &str) -> Result<Option<String>> {
+    let bms = bitmaps(qmp, node)?;
+    if bms.is_empty() {
+        return Ok(Some(
+            "no tracking bitmap (first point, or the disk lost it)".into(),
+        ));
+    }
+    if let Some((_, b)) = bms.iter().find(|(_, b)| b.inconsistent) {
+        return Ok(Some(format!(
+            "bitmap {} is inconsistent: QEMU stopped without storing it (killed or crashed)",
+            b.name
+        )));
+    }
+    Ok(None)
+}
+
 /// What [`sweep`] cleaned up.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Swept {
@@ -121,27 +157,13 @@ pub struct Swept {
 /// next point covers every change since the last committed one.
 pub fn sweep(qmp: &mut Qmp, node: &str) -> Result<Swept> {
     let mut s = Swept::default();
-    let exports = qmp.execute_value("query-block-exports", Value::Null)?;
-    if exports
-        .as_array()
-        .is_some_and(|a| a.iter().any(|e| e["id"] == export_id(node)))
-    {
-        remove_export(qmp, &export_id(node))?;
-        s.removed.push(export_id(node));
-    }
-    if qmp.block_jobs()?.iter().any(|j| j.device == job_id(node)) {
-        cancel_job(qmp, &job_id(node))?;
-        s.removed.push(job_id(node));
-    }
-    if qmp
-        .block_nodes()?
-        .iter()
-        .any(|n| n.node_name == fleece_node(node))
-    {
-        qmp.execute_value("blockdev-del", json!({ "node-name": fleece_node(node) }))?;
-        s.removed.push(fleece_node(node));
-    }
+    sweep_jobs(qmp, node, &mut s.removed)?;
     let bms = bitmaps(qmp, node)?;
+    if bms.iter().any(|(_, b)| b.inconsistent) {
+        // Nothing to merge into or from: the caller must `reset` and read
+        // the whole disk (see `untrusted`).
+        return Ok(s);
+    }
     if let Some(((_, newest), older)) = bms.split_last() {
         if !newest.recording {
             qmp.execute_value(
@@ -155,6 +177,31 @@ pub fn sweep(qmp: &mut Qmp, node: &str) -> Result<Swept> {
         }
     }
     Ok(s)
+}
+
+/// Removes the export, job and fleece node of an interrupted point on `node`.
+fn sweep_jobs(qmp: &mut Qmp, node: &str, removed: &mut Vec<String>) -> Result<()> {
+    let exports = qmp.execute_value("query-block-exports", Value::Null)?;
+    if exports
+        .as_array()
+        .is_some_and(|a| a.iter().any(|e| e["id"] == export_id(node)))
+    {
+        remove_export(qmp, &export_id(node))?;
+        removed.push(export_id(node));
+    }
+    if qmp.block_jobs()?.iter().any(|j| j.device == job_id(node)) {
+        cancel_job(qmp, &job_id(node))?;
+        removed.push(job_id(node));
+    }
+    if qmp
+        .block_nodes()?
+        .iter()
+        .any(|n| n.node_name == fleece_node(node))
+    {
+        qmp.execute_value("blockdev-del", json!({ "node-name": fleece_node(node) }))?;
+        removed.push(fleece_node(node));
+    }
+    Ok(())
 }
 
 fn merge_and_remove(qmp: &mut Qmp, node: &str, from: &str, into: &str) -> Result<()> {
