@@ -322,6 +322,84 @@ pub fn begin(
     nodes: &[&str],
     dir: &Path,
 ) -> Result<Point> {
+    let mut members = [Member {
+        qmp,
+        agent,
+        nodes: nodes.iter().map(|n| n.to_string()).collect(),
+        dir: dir.to_path_buf(),
+    }];
+    let mut g = begin_group(&mut members)?;
+    g.points.pop().ok_or_else(|| Error::Cbt {
+        node: nodes.join(","),
+        detail: "no point was opened".into(),
+    })
+}
+
+/// One VM of a consistency group: its QMP and (for app-consistent points)
+/// guest-agent connections, the disk nodes, and a directory for its fleece
+/// images and NBD socket (one per VM).
+pub struct Member<'a> {
+    pub qmp: &'a mut Qmp,
+    pub agent: Option<&'a mut Agent>,
+    pub nodes: Vec<String>,
+    pub dir: PathBuf,
+}
+
+/// A point over several VMs.
+#[derive(Debug)]
+pub struct GroupPoint {
+    /// One per member, in order.
+    pub points: Vec<Point>,
+    /// From the first freeze request to the last thaw reply (None without
+    /// agents).
+    pub window: Option<Duration>,
+    /// Between the first and the last VM's snapshot instant (each taken as
+    /// the middle of its transaction call).
+    pub spread: Duration,
+    /// The phases' order, for evidence: every freeze returned before the
+    /// first transaction was sent, and every transaction returned before
+    /// the first thaw was sent.
+    pub last_freeze_done: Option<Instant>,
+    pub first_transaction: Instant,
+    pub last_transaction_done: Instant,
+    pub first_thaw: Option<Instant>,
+}
+
+/// Opens one point across VMs: all guests frozen, then one transaction per
+/// VM, then all thawed, then the exports. On any error every guest is
+/// thawed and every VM's additions are swept (bitmaps merged, nothing lost).
+pub fn begin_group(members: &mut [Member<'_>]) -> Result<GroupPoint> {
+    let mut disks: Vec<Vec<PointDisk>> = Vec::new();
+    let mut result = Ok(());
+    for m in members.iter_mut() {
+        match prepare(m.qmp, &m.nodes, &m.dir) {
+            Ok(d) => disks.push(d),
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        }
+    }
+    let out = result.and_then(|()| snapshot(members, &mut disks));
+    match out {
+        Ok(g) => Ok(g),
+        Err(e) => {
+            // Every node of every member, also those a failed prepare left
+            // half done: sweep is idempotent.
+            for m in members.iter_mut() {
+                for node in &m.nodes {
+                    let _ = sweep(m.qmp, node);
+                    let fleece = m.dir.join(format!("{}.fleece.qcow2", fleece_node(node)));
+                    let _ = std::fs::remove_file(fleece);
+                }
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Per VM: sweep, check tracking, create and attach the fleece nodes.
+fn prepare(qmp: &mut Qmp, nodes: &[String], dir: &Path) -> Result<Vec<PointDisk>> {
     let mut disks = Vec::new();
     for node in nodes {
         sweep(qmp, node)?;
@@ -359,7 +437,7 @@ pub fn begin(
                 ),
             ));
         }
-        disks.push(PointDisk {
+        let d = PointDisk {
             node: node.to_string(),
             size,
             old_bitmap: cur.name.clone(),
@@ -368,34 +446,10 @@ pub fn begin(
             dirty_bytes: 0,
             export: node.to_string(),
             fleece_path,
-        });
-    }
-    let socket = dir.join("nbd.sock");
-    let result = begin_inner(qmp, agent, &mut disks, &socket);
-    match result {
-        Ok(freeze) => Ok(Point {
-            disks,
-            freeze,
-            socket,
-            taken_at: std::time::SystemTime::now(),
-        }),
-        Err(e) => {
-            for d in &disks {
-                let _ = sweep(qmp, &d.node);
-                let _ = std::fs::remove_file(&d.fleece_path);
-            }
-            Err(e)
-        }
-    }
-}
-
-fn begin_inner(
-    qmp: &mut Qmp,
-    agent: Option<&mut Agent>,
-    disks: &mut [PointDisk],
-    socket: &Path,
-) -> Result<Option<FreezeWindow>> {
-    for d in disks.iter() {
+        };
+        // Pushed before blockdev-add so a failure below is cleaned up.
+        disks.push(d);
+        let d = &disks[disks.len() - 1];
         qmp.execute_value(
             "blockdev-add",
             json!({
@@ -407,8 +461,12 @@ fn begin_inner(
             }),
         )?;
     }
+    Ok(disks)
+}
+
+fn actions(disks: &[PointDisk]) -> Vec<Value> {
     let mut actions = Vec::new();
-    for d in disks.iter() {
+    for d in disks {
         actions.push(json!({ "type": "block-dirty-bitmap-add",
             "data": { "node": d.node, "name": d.new_bitmap, "persistent": true, "granularity": d.granularity } }));
         actions.push(json!({ "type": "block-dirty-bitmap-disable",
@@ -417,38 +475,136 @@ fn begin_inner(
             "data": { "device": d.node, "target": fleece_node(&d.node), "sync": "none",
                       "job-id": job_id(&d.node), "auto-finalize": true, "auto-dismiss": true } }));
     }
-    let freeze = match agent {
-        Some(a) => {
-            let t0 = Instant::now();
-            let n = match a.fsfreeze_freeze() {
-                Ok(n) => n,
-                Err(e) => {
-                    // A failed freeze may leave some file systems frozen.
-                    let _ = a.fsfreeze_thaw();
-                    return Err(e);
-                }
-            };
-            let freeze_call = t0.elapsed();
-            let t1 = Instant::now();
-            let tx = qmp.execute_value("transaction", json!({ "actions": actions }));
-            let transaction = t1.elapsed();
-            // Thaw at once, whatever the transaction did.
-            let thaw = a.fsfreeze_thaw();
-            let window = t0.elapsed();
-            tx?;
-            thaw?;
-            Some(FreezeWindow {
-                window,
-                freeze_call,
-                transaction,
-                filesystems: n,
+    actions
+}
+
+/// Runs `f` on every member's agent in parallel (one thread each); None
+/// for members without an agent.
+fn on_agents<T: Send>(
+    members: &mut [Member<'_>],
+    f: impl Fn(&mut Agent) -> Result<T> + Sync,
+) -> Vec<Option<Result<T>>> {
+    let f = &f;
+    std::thread::scope(|sc| {
+        let handles: Vec<_> = members
+            .iter_mut()
+            .map(|m| m.agent.as_deref_mut().map(|a| sc.spawn(move || f(a))))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(Error::Protocol {
+                            peer: "guest agent".into(),
+                            detail: "the freeze/thaw thread panicked".into(),
+                        })
+                    })
+                })
             })
+            .collect()
+    })
+}
+
+/// Freeze all, transactions, thaw all, then exports.
+fn snapshot(members: &mut [Member<'_>], disks: &mut [Vec<PointDisk>]) -> Result<GroupPoint> {
+    let t0 = Instant::now();
+    // Per member: (freeze start, freeze call, file systems). The guests
+    // freeze in parallel, so the group's window is the slowest freeze, not
+    // the sum.
+    let mut frozen: Vec<Option<(Instant, Duration, u64)>> = vec![None; members.len()];
+    let mut failure: Option<Error> = None;
+    let results = on_agents(members, |a| {
+        let s = Instant::now();
+        match a.fsfreeze_freeze() {
+            Ok(n) => Ok((s, s.elapsed(), n)),
+            Err(e) => {
+                // A failed freeze may leave some file systems frozen.
+                let _ = a.fsfreeze_thaw();
+                Err(e)
+            }
         }
-        None => {
-            qmp.execute_value("transaction", json!({ "actions": actions }))?;
-            None
+    });
+    for (i, r) in results.into_iter().enumerate() {
+        match r {
+            Some(Ok(f)) => frozen[i] = Some(f),
+            Some(Err(e)) => {
+                failure.get_or_insert(e);
+            }
+            None => {}
         }
+    }
+    let last_freeze_done = frozen.iter().any(Option::is_some).then(Instant::now);
+    let first_transaction = Instant::now();
+    let mut tx_mid = Vec::new();
+    let mut tx_len = vec![Duration::ZERO; members.len()];
+    if failure.is_none() {
+        for (i, m) in members.iter_mut().enumerate() {
+            let s = Instant::now();
+            let r = m
+                .qmp
+                .execute_value("transaction", json!({ "actions": actions(&disks[i]) }));
+            tx_len[i] = s.elapsed();
+            tx_mid.push(s + tx_len[i] / 2);
+            if let Err(e) = r {
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    let last_transaction_done = Instant::now();
+    // Thaw every guest we froze, whatever happened.
+    let first_thaw = frozen.iter().any(Option::is_some).then(Instant::now);
+    let thawed = on_agents(members, |a| a.fsfreeze_thaw().map(|_| Instant::now()));
+    let mut windows = vec![None; members.len()];
+    for (i, r) in thawed.into_iter().enumerate() {
+        match (frozen[i], r) {
+            (Some((s, call, n)), Some(Ok(done))) => {
+                windows[i] = Some(FreezeWindow {
+                    window: done - s,
+                    freeze_call: call,
+                    transaction: tx_len[i],
+                    filesystems: n,
+                })
+            }
+            (_, Some(Err(e))) => {
+                failure.get_or_insert(e);
+            }
+            _ => {}
+        }
+    }
+    let window = first_thaw.map(|_| t0.elapsed());
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    let spread = match (tx_mid.iter().min(), tx_mid.iter().max()) {
+        (Some(a), Some(b)) => *b - *a,
+        _ => Duration::ZERO,
     };
+    let mut points = Vec::new();
+    for (i, m) in members.iter_mut().enumerate() {
+        let socket = m.dir.join("nbd.sock");
+        export(m.qmp, &mut disks[i], &socket)?;
+        points.push(Point {
+            disks: disks[i].clone(),
+            freeze: windows[i],
+            socket,
+            taken_at: std::time::SystemTime::now(),
+        });
+    }
+    Ok(GroupPoint {
+        points,
+        window,
+        spread,
+        last_freeze_done,
+        first_transaction,
+        last_transaction_done,
+        first_thaw,
+    })
+}
+
+/// Dirty counts, then the NBD server and one export per disk.
+fn export(qmp: &mut Qmp, disks: &mut [PointDisk], socket: &Path) -> Result<()> {
     for d in disks.iter_mut() {
         d.dirty_bytes = bitmaps(qmp, &d.node)?
             .into_iter()
@@ -472,7 +628,7 @@ fn begin_inner(
                     "name": d.export, "writable": false, "bitmaps": [d.old_bitmap] }),
         )?;
     }
-    Ok(freeze)
+    Ok(())
 }
 
 /// Closes `point`: exports, jobs and fleece nodes removed, the NBD server

@@ -97,44 +97,6 @@ fn nbdinfo_dirty(point: &Point, disk: &PointDisk) -> Vec<(u64, u64)> {
     d
 }
 
-/// e2fsck -fn passes, the database is intact, and its order count equals
-/// the last count the guest's freeze hook recorded in the image.
-fn check_database_image(img: &Path) -> u64 {
-    let fsck = Command::new("e2fsck").arg("-fn").arg(img).output().unwrap();
-    assert!(
-        fsck.status.success(),
-        "e2fsck -fn: {}",
-        String::from_utf8_lossy(&fsck.stdout)
-    );
-    let dir = common::tempdir();
-    for name in ["orders.db", "orders.db-wal", "freezes.log"] {
-        let out = Command::new("debugfs")
-            .args([
-                "-R",
-                &format!("dump /{name} {}", dir.path().join(name).display()),
-            ])
-            .arg(img)
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-    }
-    let db = dir.path().join("orders.db");
-    let q = |sql: &str| {
-        let o = Command::new("sqlite3").arg(&db).arg(sql).output().unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        String::from_utf8_lossy(&o.stdout).trim().to_string()
-    };
-    assert_eq!(q("PRAGMA integrity_check"), "ok");
-    let count: u64 = q("SELECT count(*) FROM orders").parse().unwrap();
-    let log = std::fs::read_to_string(dir.path().join("freezes.log")).unwrap();
-    let recorded: u64 = log.lines().last().unwrap().trim().parse().unwrap();
-    assert_eq!(
-        count, recorded,
-        "the point's order count equals the count at its freeze"
-    );
-    count
-}
-
 #[test]
 fn dirty_extents_points_commit_abort_and_sweep_on_a_running_guest() {
     let g = common::guest();
@@ -241,7 +203,7 @@ fn dirty_extents_points_commit_abort_and_sweep_on_a_running_guest() {
     assert_eq!(cbt::ranges(&mut c, &p1.disks[1], true).unwrap(), vec![]);
     c.disconnect().unwrap();
     cbt::finish(&mut qmp, p1, true).unwrap();
-    let count1 = check_database_image(&data_img);
+    let count1 = common::check_database_image(&data_img);
     let names: Vec<String> = cbt::bitmaps(&mut qmp, "data")
         .unwrap()
         .into_iter()
@@ -308,7 +270,7 @@ fn dirty_extents_points_commit_abort_and_sweep_on_a_running_guest() {
     assert!(read2 <= pd.dirty_bytes, "only dirty bytes are read");
     cbt::finish(&mut qmp, p2, true).unwrap();
     drop(data_file);
-    let count2 = check_database_image(&data_img);
+    let count2 = common::check_database_image(&data_img);
     assert!(
         count2 > count1,
         "the writer went on between points ({count1} -> {count2})"

@@ -16,7 +16,6 @@ mod common;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use standby_provider_qemu::cbt::{self, Change};
@@ -53,43 +52,6 @@ fn await_orders(agent: &mut Agent, n: u64) -> u64 {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-/// e2fsck -fn, integrity_check, and the count equals the freeze's record.
-fn check(img: &Path) -> u64 {
-    let fsck = Command::new("e2fsck").arg("-fn").arg(img).output().unwrap();
-    assert!(
-        fsck.status.success(),
-        "e2fsck -fn: {}",
-        String::from_utf8_lossy(&fsck.stdout)
-    );
-    let dir = common::tempdir();
-    for name in ["orders.db", "orders.db-wal", "freezes.log"] {
-        let out = Command::new("debugfs")
-            .args([
-                "-R",
-                &format!("dump /{name} {}", dir.path().join(name).display()),
-            ])
-            .arg(img)
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-    }
-    let db = dir.path().join("orders.db");
-    let q = |sql: &str| {
-        let o = Command::new("sqlite3").arg(&db).arg(sql).output().unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        String::from_utf8_lossy(&o.stdout).trim().to_string()
-    };
-    assert_eq!(q("PRAGMA integrity_check"), "ok");
-    let count: u64 = q("SELECT count(*) FROM orders").parse().unwrap();
-    let log = std::fs::read_to_string(dir.path().join("freezes.log")).unwrap();
-    let recorded: u64 = log.lines().last().unwrap().trim().parse().unwrap();
-    assert_eq!(
-        count, recorded,
-        "the point's order count is the count at its freeze"
-    );
-    count
 }
 
 /// One app-consistent point of disk "data", applied onto `img`. Returns
@@ -195,7 +157,7 @@ fn app_consistent_points_over_time_and_untrusted_bitmap_after_kill() {
                 "point {i}: read {read} bytes, more than the {dirty} dirty"
             );
         }
-        let count = check(&img_path);
+        let count = common::check_database_image(&img_path);
         assert!(
             count >= last,
             "point {i}: {count} orders, fewer than the {last} seen before it"
@@ -250,7 +212,7 @@ fn app_consistent_points_over_time_and_untrusted_bitmap_after_kill() {
     await_orders(&mut agent, 0);
     let img = fresh_image(&img_path, 4 * GIB);
     point(&mut qmp, &mut agent, &pdir, &img, true);
-    let last = check(&img_path);
+    let last = common::check_database_image(&img_path);
 
     // Tracking across a clean restart: the next point is dirty-only and
     // correct on the image rebuilt so far.
@@ -266,7 +228,7 @@ fn app_consistent_points_over_time_and_untrusted_bitmap_after_kill() {
     let last = await_orders(&mut agent, last);
     let (read, dirty) = point(&mut qmp, &mut agent, &pdir, &img, false);
     assert!(read <= dirty);
-    assert!(check(&img_path) >= last);
+    assert!(common::check_database_image(&img_path) >= last);
 
     // A bitmap generation created after the last clean open lives only in
     // QEMU's memory: a kill now loses it, and the point after says so.
