@@ -39,6 +39,8 @@ pub enum Error {
         errno: u32,
         detail: String,
     },
+    #[error("TLS with {peer} failed: {detail}")]
+    Tls { peer: String, detail: String },
     #[error("VM {name}: {detail}")]
     Vm { name: String, detail: String },
     #[error("building the test guest into {dir} failed: {detail}")]

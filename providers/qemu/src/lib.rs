@@ -12,6 +12,7 @@
 //!   `READ`, `BLOCK_STATUS`) over unix sockets and TCP.
 //! - [`cbt`]: changed-block tracking with persistent dirty bitmaps and a
 //!   fleecing point-in-time view exported over NBD.
+//! - [`tls`]: TLS (rustls) for QMP and NBD over TCP, certificates verified.
 //! - [`source`]: one disk of a point as a replication source.
 //! - [`guest`]: the test guest, built from Debian packages and cached.
 //!
@@ -26,6 +27,7 @@ pub mod nbd;
 pub mod qga;
 pub mod qmp;
 pub mod source;
+pub mod tls;
 pub mod vm;
 mod wire;
 

@@ -30,6 +30,7 @@ const FLAG_FIXED_NEWSTYLE: u16 = 1;
 const FLAG_NO_ZEROES: u16 = 2;
 
 const OPT_ABORT: u32 = 2;
+const OPT_STARTTLS: u32 = 5;
 const OPT_GO: u32 = 7;
 const OPT_STRUCTURED_REPLY: u32 = 8;
 const OPT_SET_META_CONTEXT: u32 = 10;
@@ -82,6 +83,9 @@ pub enum Address<'a> {
     Unix(&'a Path),
     /// `host:port`.
     Tcp(&'a str),
+    /// `host:port`, upgraded with `NBD_OPT_STARTTLS` before any other
+    /// option (the server's certificate verified).
+    Tls(&'a str, &'a crate::tls::TlsConfig),
 }
 
 /// An open NBD connection in the transmission phase.
@@ -157,12 +161,16 @@ impl Client {
                 ),
                 format!("NBD {}", p.display()),
             ),
-            Address::Tcp(a) => {
+            Address::Tcp(a) | Address::Tls(a, _) => {
                 let s =
                     TcpStream::connect(a).map_err(Error::io(format!("connecting to NBD {a}")))?;
                 let _ = s.set_nodelay(true);
                 (Sock::Tcp(s), format!("NBD {a}"))
             }
+        };
+        let tls = match addr {
+            Address::Tls(_, t) => Some(t),
+            _ => None,
         };
         let mut c = Client {
             sock,
@@ -173,7 +181,7 @@ impl Client {
             contexts: Vec::new(),
             next_cookie: 1,
         };
-        if let Err(e) = c.handshake(export, contexts) {
+        if let Err(e) = c.handshake(export, contexts, tls) {
             // Tell the server we are leaving (best effort), so it does not
             // log a broken negotiation.
             let _ = c.send_option(OPT_ABORT, &[]);
@@ -203,7 +211,12 @@ impl Client {
         }
     }
 
-    fn handshake(&mut self, export: &str, contexts: &[&str]) -> Result<()> {
+    fn handshake(
+        &mut self,
+        export: &str,
+        contexts: &[&str],
+        tls: Option<&crate::tls::TlsConfig>,
+    ) -> Result<()> {
         let mut hello = [0u8; 18];
         self.read_exact(&mut hello, "reading the NBD greeting")?;
         if be64(&hello[0..]) != NBDMAGIC || be64(&hello[8..]) != IHAVEOPT {
@@ -215,6 +228,21 @@ impl Client {
         }
         let client_flags = u32::from(FLAG_FIXED_NEWSTYLE | (server_flags & FLAG_NO_ZEROES));
         self.write_all(&client_flags.to_be_bytes(), "sending client flags")?;
+
+        if let Some(t) = tls {
+            self.send_option(OPT_STARTTLS, &[])?;
+            let (ty, data) = self.read_option_reply(OPT_STARTTLS)?;
+            if ty != REP_ACK {
+                return Err(Error::NbdRefused {
+                    what: "TLS (NBD_OPT_STARTTLS)".into(),
+                    detail: self.rep_detail(ty, &data),
+                });
+            }
+            let Sock::Tcp(tcp) = std::mem::replace(&mut self.sock, Sock::Closed) else {
+                return Err(self.protocol("TLS over a non-TCP socket"));
+            };
+            self.sock = t.wrap(tcp, &self.peer)?;
+        }
 
         // Structured replies: needed for BLOCK_STATUS and sparse reads.
         self.send_option(OPT_STRUCTURED_REPLY, &[])?;

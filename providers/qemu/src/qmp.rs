@@ -88,11 +88,20 @@ impl Qmp {
         Qmp::handshake(format!("QMP {}", path.display()), Sock::Unix(s))
     }
 
-    /// Connects to QMP on `host:port` (plain TCP; TLS comes with the remote
-    /// hypervisor work).
+    /// Connects to QMP on `host:port` (plain TCP: loopback only; use
+    /// [`Qmp::connect_tls`] for other hosts).
     pub fn connect_tcp(addr: &str) -> Result<Qmp> {
         let s = TcpStream::connect(addr).map_err(Error::io(format!("connecting to QMP {addr}")))?;
         Qmp::handshake(format!("QMP {addr}"), Sock::Tcp(s))
+    }
+
+    /// Connects to QMP on `host:port` over TLS (QEMU's chardev with
+    /// `tls-creds`), the server's certificate verified per `tls`.
+    pub fn connect_tls(addr: &str, tls: &crate::tls::TlsConfig) -> Result<Qmp> {
+        let s = TcpStream::connect(addr).map_err(Error::io(format!("connecting to QMP {addr}")))?;
+        let peer = format!("QMP {addr}");
+        let sock = tls.wrap(s, &peer)?;
+        Qmp::handshake(peer, sock)
     }
 
     fn handshake(peer: String, sock: Sock) -> Result<Qmp> {

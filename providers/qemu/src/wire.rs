@@ -15,19 +15,22 @@ use crate::error::{Error, Result};
 pub(crate) enum Sock {
     Unix(UnixStream),
     Tcp(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+    /// Taken apart (while being upgraded to TLS); every I/O fails.
+    Closed,
+}
+
+fn closed() -> std::io::Error {
+    std::io::ErrorKind::NotConnected.into()
 }
 
 impl Sock {
-    pub(crate) fn try_clone(&self) -> std::io::Result<Sock> {
-        Ok(match self {
-            Sock::Unix(s) => Sock::Unix(s.try_clone()?),
-            Sock::Tcp(s) => Sock::Tcp(s.try_clone()?),
-        })
-    }
     pub(crate) fn set_read_timeout(&self, t: Option<Duration>) -> std::io::Result<()> {
         match self {
             Sock::Unix(s) => s.set_read_timeout(t),
             Sock::Tcp(s) => s.set_read_timeout(t),
+            Sock::Tls(s) => s.sock.set_read_timeout(t),
+            Sock::Closed => Err(closed()),
         }
     }
 }
@@ -37,6 +40,8 @@ impl std::io::Read for Sock {
         match self {
             Sock::Unix(s) => s.read(buf),
             Sock::Tcp(s) => s.read(buf),
+            Sock::Tls(s) => s.read(buf),
+            Sock::Closed => Err(closed()),
         }
     }
 }
@@ -46,12 +51,16 @@ impl std::io::Write for Sock {
         match self {
             Sock::Unix(s) => s.write(buf),
             Sock::Tcp(s) => s.write(buf),
+            Sock::Tls(s) => s.write(buf),
+            Sock::Closed => Err(closed()),
         }
     }
     fn flush(&mut self) -> std::io::Result<()> {
         match self {
             Sock::Unix(s) => s.flush(),
             Sock::Tcp(s) => s.flush(),
+            Sock::Tls(s) => s.flush(),
+            Sock::Closed => Err(closed()),
         }
     }
 }
@@ -85,20 +94,17 @@ pub(crate) fn connect_unix(path: &Path, timeout: Duration) -> Result<UnixStream>
 /// A JSON-lines channel with a per-read deadline.
 pub(crate) struct JsonLines {
     peer: String,
+    /// Reads are buffered; writes go to the socket underneath (a TLS
+    /// stream cannot be cloned into a reader and a writer).
     reader: BufReader<Sock>,
-    writer: Sock,
     line: Vec<u8>,
 }
 
 impl JsonLines {
     pub(crate) fn new(peer: String, sock: Sock) -> Result<JsonLines> {
-        let reader = sock
-            .try_clone()
-            .map_err(Error::io(format!("cloning the socket of {peer}")))?;
         Ok(JsonLines {
             peer,
-            reader: BufReader::new(reader),
-            writer: sock,
+            reader: BufReader::new(sock),
             line: Vec::new(),
         })
     }
@@ -113,15 +119,16 @@ impl JsonLines {
             detail: e.to_string(),
         })?;
         bytes.push(b'\n');
-        self.writer
-            .write_all(&bytes)
-            .and_then(|()| self.writer.flush())
+        let w = self.reader.get_mut();
+        w.write_all(&bytes)
+            .and_then(|()| w.flush())
             .map_err(Error::io(format!("writing to {}", self.peer)))
     }
 
     /// Sends raw bytes (the guest agent's 0xFF resync marker).
     pub(crate) fn send_raw(&mut self, bytes: &[u8]) -> Result<()> {
-        self.writer
+        self.reader
+            .get_mut()
             .write_all(bytes)
             .map_err(Error::io(format!("writing to {}", self.peer)))
     }

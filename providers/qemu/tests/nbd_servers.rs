@@ -10,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use standby_provider_qemu::nbd::{Address, Client, Extent};
+use standby_provider_qemu::tls::TlsConfig;
 
 /// A server process killed when the test ends.
 struct Server(Child);
@@ -289,4 +290,132 @@ fn nbdkit_data_and_memory() {
         Ok(_) => panic!("nbdkit offered a qemu bitmap"),
     };
     assert!(err.contains("qemu:dirty-bitmap:x"), "{err}");
+}
+
+/// Makes a CA and a server certificate for 127.0.0.1/localhost in `dir`
+/// (QEMU's tls-creds-x509 layout: ca-cert.pem, server-cert.pem,
+/// server-key.pem), and a second, unrelated CA in `dir/other-ca.pem`.
+fn make_pki(dir: &Path) {
+    let sh = |script: &str| {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+    sh(&format!(
+        "openssl req -x509 {ec} -keyout ca-key.pem -out ca-cert.pem -days 2 -subj /CN=standby-test-ca"
+    ));
+    sh(&format!(
+        "openssl req -x509 {ec} -keyout other-key.pem -out other-ca.pem -days 2 -subj /CN=other-ca"
+    ));
+    sh(&format!(
+        "openssl req -new {ec} -keyout server-key.pem -out server.csr -subj /CN=localhost"
+    ));
+    sh(
+        "printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\\nextendedKeyUsage=serverAuth\\n' > ext.cnf && \
+        openssl x509 -req -in server.csr -CA ca-cert.pem -CAkey ca-key.pem -CAcreateserial \
+        -out server-cert.pem -days 2 -extfile ext.cnf",
+    );
+}
+
+#[test]
+fn qemu_nbd_over_tls_verifies_the_server_certificate() {
+    common::require_tools();
+    let dir = common::tempdir();
+    let pki = dir.path().join("pki");
+    std::fs::create_dir_all(&pki).unwrap();
+    make_pki(&pki);
+    let img = dir.path().join("d.qcow2");
+    assert!(
+        Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2"])
+            .arg(&img)
+            .arg("8M")
+            .status()
+            .unwrap()
+            .success()
+    );
+    qemu_io(&img, &["write -P 0x5a 2M 64k"]);
+    let port = free_port();
+    let _srv = spawn(
+        Command::new("qemu-nbd")
+            .args([
+                "-t",
+                "-r",
+                "-e",
+                "8",
+                "-f",
+                "qcow2",
+                "-x",
+                "disk0",
+                "-b",
+                "127.0.0.1",
+                "-p",
+            ])
+            .arg(port.to_string())
+            .arg("--object")
+            .arg(format!(
+                "tls-creds-x509,id=tls0,endpoint=server,dir={},verify-peer=off",
+                pki.display()
+            ))
+            .args(["--tls-creds", "tls0"])
+            .arg(&img),
+    );
+    let addr = format!("127.0.0.1:{port}");
+    let good = TlsConfig {
+        ca: pki.join("ca-cert.pem"),
+        server_name: "127.0.0.1".into(),
+        client: None,
+    };
+    let mut c = connect(Address::Tls(&addr, &good), "disk0", &["base:allocation"]);
+    let ext = c.block_status("base:allocation", 0, c.size).unwrap();
+    assert!(
+        ext.iter().any(|e| e.offset == 2 << 20 && e.flags == 0),
+        "{ext:?}"
+    );
+    let mut buf = vec![0u8; 65536];
+    c.read(2 << 20, &mut buf).unwrap();
+    assert!(buf.iter().all(|b| *b == 0x5a));
+    c.disconnect().unwrap();
+
+    // Without TLS the server refuses, saying TLS is required.
+    let err = match Client::connect(Address::Tcp(&addr), "disk0", &[]) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("plain TCP accepted by a TLS server"),
+    };
+    assert!(err.contains("TLS required"), "{err}");
+    // A certificate from another CA is refused, naming why and the CA.
+    let other = TlsConfig {
+        ca: pki.join("other-ca.pem"),
+        ..good.clone()
+    };
+    let err = match Client::connect(Address::Tls(&addr, &other), "disk0", &[]) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("a certificate of an unknown CA was accepted"),
+    };
+    assert!(
+        err.contains("UnknownIssuer") && err.contains("other-ca.pem"),
+        "{err}"
+    );
+    // A certificate for another name is refused.
+    let wrong_name = TlsConfig {
+        server_name: "db.example.com".into(),
+        ..good.clone()
+    };
+    let err = match Client::connect(Address::Tls(&addr, &wrong_name), "disk0", &[]) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("a certificate for another name was accepted"),
+    };
+    assert!(
+        err.contains("not valid for name") && err.contains("db.example.com"),
+        "{err}"
+    );
 }
