@@ -92,6 +92,7 @@ cat >"$root/usr/bin/writer" <<'SH'
 #!/bin/sh
 db=/data/orders.db
 sqlite3 -cmd '.timeout 10000' "$db" 'PRAGMA journal_mode=WAL; CREATE TABLE IF NOT EXISTS orders(id INTEGER PRIMARY KEY, at TEXT NOT NULL, body TEXT NOT NULL);' >/dev/null
+[ "$1" = --schema ] && exit 0
 echo "writer: started" >/dev/console
 while true; do
     if [ -e /run/writer.pause ]; then
@@ -145,7 +146,9 @@ mount -t tmpfs tmp /tmp
 [ -e /dev/ttyS1 ] || mdev -s
 hostname standby-guest
 if [ -b /dev/vdb ] && grep -q 'standby.writer=1' /proc/cmdline; then
-    mount -t ext4 /dev/vdb /data && { /usr/bin/writer & echo $! >/run/writer.pid; }
+    # The schema exists before the agent answers, so a client that sees
+    # the agent can query the table at once.
+    mount -t ext4 /dev/vdb /data && /usr/bin/writer --schema && { /usr/bin/writer & echo $! >/run/writer.pid; }
 fi
 /usr/sbin/qemu-ga -m isa-serial -p /dev/ttyS1 -F -t /run -d -f /run/qemu-ga.pid
 echo "standby-guest: up" >/dev/console
