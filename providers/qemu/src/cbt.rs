@@ -290,13 +290,31 @@ impl PointDisk {
     }
 }
 
-/// An open point: views exported over NBD at [`Point::socket`].
+/// Where QEMU's NBD server listens for a point's exports.
+#[derive(Debug, Clone, Default)]
+pub enum ExportAt {
+    /// `DIR/nbd.sock` of the member (standby on the hypervisor's host).
+    #[default]
+    Unix,
+    /// TCP with TLS (a remote hypervisor): QEMU listens on `host:port`
+    /// with its `tls-creds-x509` object `creds` (see
+    /// [`crate::vm::TLS_CREDS_ID`]); standby connects with `client`.
+    Tls {
+        host: String,
+        port: u16,
+        creds: String,
+        client: crate::tls::TlsConfig,
+    },
+}
+
+/// An open point: views exported over NBD (see [`Point::connect`]).
 #[derive(Debug)]
 pub struct Point {
     pub disks: Vec<PointDisk>,
     pub freeze: Option<FreezeWindow>,
-    /// The NBD server's unix socket.
+    /// The NBD server's unix socket (with [`ExportAt::Unix`]).
     pub socket: PathBuf,
+    pub at: ExportAt,
     /// The moment of the transaction (wall clock), for reports.
     pub taken_at: std::time::SystemTime,
 }
@@ -304,11 +322,18 @@ pub struct Point {
 impl Point {
     /// Connects to `disk`'s view with both meta contexts negotiated.
     pub fn connect(&self, disk: &PointDisk) -> Result<Client> {
-        Client::connect(
-            nbd::Address::Unix(&self.socket),
-            &disk.export,
-            &["base:allocation", &disk.bitmap_context()],
-        )
+        let contexts = ["base:allocation", &disk.bitmap_context()];
+        match &self.at {
+            ExportAt::Unix => {
+                Client::connect(nbd::Address::Unix(&self.socket), &disk.export, &contexts)
+            }
+            ExportAt::Tls {
+                host, port, client, ..
+            } => {
+                let addr = format!("{host}:{port}");
+                Client::connect(nbd::Address::Tls(&addr, client), &disk.export, &contexts)
+            }
+        }
     }
 }
 
@@ -327,6 +352,7 @@ pub fn begin(
         agent,
         nodes: nodes.iter().map(|n| n.to_string()).collect(),
         dir: dir.to_path_buf(),
+        at: ExportAt::Unix,
     }];
     let mut g = begin_group(&mut members)?;
     g.points.pop().ok_or_else(|| Error::Cbt {
@@ -343,6 +369,8 @@ pub struct Member<'a> {
     pub agent: Option<&'a mut Agent>,
     pub nodes: Vec<String>,
     pub dir: PathBuf,
+    /// Where this VM's QEMU exports the point.
+    pub at: ExportAt,
 }
 
 /// A point over several VMs.
@@ -584,11 +612,12 @@ fn snapshot(members: &mut [Member<'_>], disks: &mut [Vec<PointDisk>]) -> Result<
     let mut points = Vec::new();
     for (i, m) in members.iter_mut().enumerate() {
         let socket = m.dir.join("nbd.sock");
-        export(m.qmp, &mut disks[i], &socket)?;
+        export(m.qmp, &mut disks[i], &socket, &m.at)?;
         points.push(Point {
             disks: disks[i].clone(),
             freeze: windows[i],
             socket,
+            at: m.at.clone(),
             taken_at: std::time::SystemTime::now(),
         });
     }
@@ -604,7 +633,7 @@ fn snapshot(members: &mut [Member<'_>], disks: &mut [Vec<PointDisk>]) -> Result<
 }
 
 /// Dirty counts, then the NBD server and one export per disk.
-fn export(qmp: &mut Qmp, disks: &mut [PointDisk], socket: &Path) -> Result<()> {
+fn export(qmp: &mut Qmp, disks: &mut [PointDisk], socket: &Path, at: &ExportAt) -> Result<()> {
     for d in disks.iter_mut() {
         d.dirty_bytes = bitmaps(qmp, &d.node)?
             .into_iter()
@@ -615,12 +644,20 @@ fn export(qmp: &mut Qmp, disks: &mut [PointDisk], socket: &Path) -> Result<()> {
     // One NBD server per QEMU: restart it on our socket (a killed run may
     // have left one running elsewhere).
     let _ = qmp.execute_value("nbd-server-stop", Value::Null);
-    let _ = std::fs::remove_file(socket);
-    qmp.execute_value(
-        "nbd-server-start",
-        // SocketAddressLegacy: QEMU 7.2 wants the path under "data".
-        json!({ "addr": { "type": "unix", "data": { "path": socket.to_string_lossy() } } }),
-    )?;
+    // SocketAddressLegacy: QEMU 7.2 wants the address under "data".
+    let args = match at {
+        ExportAt::Unix => {
+            let _ = std::fs::remove_file(socket);
+            json!({ "addr": { "type": "unix", "data": { "path": socket.to_string_lossy() } } })
+        }
+        ExportAt::Tls {
+            host, port, creds, ..
+        } => json!({
+            "addr": { "type": "inet", "data": { "host": host, "port": port.to_string() } },
+            "tls-creds": creds,
+        }),
+    };
+    qmp.execute_value("nbd-server-start", args)?;
     for d in disks.iter() {
         qmp.execute_value(
             "block-export-add",

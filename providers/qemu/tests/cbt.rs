@@ -126,6 +126,7 @@ fn dirty_extents_points_commit_abort_and_sweep_on_a_running_guest() {
             disk("scratch", &scratch_path),
         ],
         accel: accel.accel,
+        remote_qmp: None,
     };
     let t0 = Instant::now();
     let vm = Vm::start(&spec, dir.path()).unwrap();

@@ -42,6 +42,7 @@ fn two_vms_one_point_freezes_then_snapshots_then_thaws() {
                 },
             ],
             accel: accel.accel,
+            remote_qmp: None,
         };
         // Both boot at once.
         let vm = Vm::start(&spec, &vdir).unwrap();
@@ -78,6 +79,7 @@ fn two_vms_one_point_freezes_then_snapshots_then_thaws() {
             agent: Some(a),
             nodes: vec!["data".into()],
             dir: vdir.clone(),
+            at: cbt::ExportAt::Unix,
         })
         .collect();
     let gp = cbt::begin_group(&mut members).unwrap();

@@ -137,6 +137,7 @@ fn app_consistent_points_over_time_and_untrusted_bitmap_after_kill() {
             },
         ],
         accel: accel.accel,
+        remote_qmp: None,
     };
     let vm = Vm::start(&spec, dir.path()).unwrap();
     let guard = common::KillOnDrop(vm.clone());

@@ -43,6 +43,7 @@ fn guest_boots_freezes_through_agent_and_stops_cleanly() {
             },
         ],
         accel: accel.accel,
+        remote_qmp: None,
     };
     let t0 = Instant::now();
     let vm = Vm::start(&spec, dir.path()).unwrap();
