@@ -171,6 +171,10 @@ fn cache_key() -> Result<String> {
 /// `cache/.lock`; a build goes to a temporary directory renamed into place,
 /// so a killed build leaves nothing that looks finished.
 pub fn ensure(cache: &Path) -> Result<Guest> {
+    // Absolute paths: overlays name the root image as their backing file.
+    fs::create_dir_all(cache).map_err(Error::io(format!("creating {}", cache.display())))?;
+    let cache =
+        &fs::canonicalize(cache).map_err(Error::io(format!("resolving {}", cache.display())))?;
     let key = cache_key()?;
     let dir = cache.join(&key);
     let guest = Guest {
