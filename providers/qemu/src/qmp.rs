@@ -28,6 +28,9 @@ pub struct Qmp {
     pub events: Vec<Value>,
     /// QEMU's version from the greeting (major, minor, micro).
     pub version: (u64, u64, u64),
+    /// The `id` prefix of this connection's commands, and a counter.
+    id_prefix: String,
+    next_id: u64,
 }
 
 /// One entry of `query-named-block-nodes` (fields standby uses).
@@ -126,6 +129,15 @@ impl Qmp {
             timeout: DEFAULT_TIMEOUT,
             events: Vec::new(),
             version,
+            id_prefix: format!(
+                "sb{}.{}",
+                std::process::id(),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.subsec_nanos())
+                    .unwrap_or(0)
+            ),
+            next_id: 0,
         };
         q.execute_value("qmp_capabilities", Value::Null)?;
         Ok(q)
@@ -134,7 +146,12 @@ impl Qmp {
     /// Runs `command` with `arguments` (`Value::Null` for none) and returns
     /// its `return` value; a QMP error becomes [`Error::Qmp`].
     pub fn execute_value(&mut self, command: &str, arguments: Value) -> Result<Value> {
-        let mut req = json!({ "execute": command });
+        // Every command carries a unique id and only the reply with that id
+        // counts: QEMU delivers the reply to a command whose client
+        // disconnected (a killed process) to the next client of the socket.
+        self.next_id += 1;
+        let id = format!("{}-{}", self.id_prefix, self.next_id);
+        let mut req = json!({ "execute": command, "id": id });
         if !arguments.is_null() {
             req["arguments"] = arguments;
         }
@@ -146,6 +163,9 @@ impl Qmp {
             if v.get("event").is_some() {
                 self.events.push(v);
                 continue;
+            }
+            if v.get("id").and_then(Value::as_str) != Some(id.as_str()) {
+                continue; // a reply meant for an earlier client
             }
             if let Some(r) = v.get("return") {
                 return Ok(r.clone());
