@@ -8,8 +8,8 @@
 //! protocol is the one in NBD's `doc/proto.md`; the client is tested
 //! against QEMU's own export, `qemu-nbd` and `nbdkit`.
 //!
-//! One request at a time (no pipelining): simple and enough for reading
-//! dirty extents in large chunks.
+//! Reads are pipelined ([`READ_DEPTH`] requests in flight, reply chunks
+//! matched by cookie); other commands go one at a time.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -65,6 +65,10 @@ pub const STATE_DIRTY: u32 = 1;
 
 /// The largest single read this client sends (QEMU allows 32 MiB).
 pub const MAX_READ: u32 = 4 << 20;
+/// Reads in flight at once (pipelining hides the round trip).
+pub const READ_DEPTH: usize = 8;
+/// [`Client::next_chunk`]'s type for a simple reply.
+const SIMPLE: u16 = u16::MAX;
 
 /// One run of bytes with the same status flags in one meta context.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -394,8 +398,78 @@ impl Client {
         Ok(cookie)
     }
 
-    /// Reads the reply chunks of request `cookie`, calling `chunk(type,
-    /// payload)` for each non-error chunk, until the final one.
+    /// Reads one reply chunk into `payload`: (cookie, final chunk?, type).
+    /// A simple reply comes back as type [`SIMPLE`] with its errno as a
+    /// 4-byte payload. Structured error chunks are returned as they are.
+    fn next_chunk(&mut self, payload: &mut Vec<u8>) -> Result<(u64, bool, u16)> {
+        let mut m = [0u8; 4];
+        self.read_exact(&mut m, "reading an NBD reply")?;
+        match be32(&m) {
+            SIMPLE_REPLY_MAGIC => {
+                let mut h = [0u8; 12];
+                self.read_exact(&mut h, "reading an NBD reply")?;
+                payload.clear();
+                payload.extend_from_slice(&h[..4]);
+                Ok((be64(&h[4..]), true, SIMPLE))
+            }
+            STRUCTURED_REPLY_MAGIC => {
+                let mut h = [0u8; 16];
+                self.read_exact(&mut h, "reading an NBD reply")?;
+                let len = be32(&h[12..]) as usize;
+                if len > (MAX_READ as usize) + 64 {
+                    return Err(self.protocol(format!("reply chunk of {len} bytes")));
+                }
+                payload.resize(len, 0);
+                let mut p = std::mem::take(payload);
+                let r = self.read_exact(&mut p, "reading an NBD reply");
+                *payload = p;
+                r?;
+                Ok((
+                    be64(&h[4..]),
+                    be16(&h) & REPLY_FLAG_DONE != 0,
+                    be16(&h[2..]),
+                ))
+            }
+            other => Err(self.protocol(format!("bad reply magic {other:#x}"))),
+        }
+    }
+
+    /// The error a simple reply or an error chunk carries (None for others).
+    fn chunk_error(command: &'static str, offset: u64, kind: u16, p: &[u8]) -> Option<Error> {
+        if kind == SIMPLE {
+            let errno = be32(p);
+            return (errno != 0).then(|| Error::NbdCommand {
+                command,
+                offset,
+                errno,
+                detail: errno_name(errno).into(),
+            });
+        }
+        if kind & REPLY_TYPE_ERROR_BIT == 0 {
+            return None;
+        }
+        let errno = if p.len() >= 4 { be32(p) } else { 0 };
+        let msg = if p.len() >= 6 {
+            let n = be16(&p[4..]) as usize;
+            String::from_utf8_lossy(&p[6..(6 + n).min(p.len())]).into_owned()
+        } else {
+            String::new()
+        };
+        Some(Error::NbdCommand {
+            command,
+            offset,
+            errno,
+            detail: if msg.is_empty() {
+                errno_name(errno).into()
+            } else {
+                format!("{}: {msg}", errno_name(errno))
+            },
+        })
+    }
+
+    /// Reads the reply chunks of request `cookie` (the only one in flight),
+    /// calling `chunk(type, payload)` for each non-error chunk, until the
+    /// final one.
     fn read_replies(
         &mut self,
         command: &'static str,
@@ -406,95 +480,41 @@ impl Client {
         let mut payload = Vec::new();
         let mut error: Option<Error> = None;
         loop {
-            let mut m = [0u8; 4];
-            self.read_exact(&mut m, "reading an NBD reply")?;
-            match be32(&m) {
-                SIMPLE_REPLY_MAGIC => {
-                    let mut h = [0u8; 12];
-                    self.read_exact(&mut h, "reading an NBD reply")?;
-                    if be64(&h[4..]) != cookie {
-                        return Err(self.protocol("simple reply to another request"));
-                    }
-                    let errno = be32(&h);
-                    if errno != 0 {
-                        return Err(Error::NbdCommand {
-                            command,
-                            offset,
-                            errno,
-                            detail: errno_name(errno).into(),
-                        });
-                    }
-                    // A simple reply carries no payload except for READ,
-                    // which this client only sends with structured replies
-                    // negotiated, so a server sending one here is broken.
-                    return Err(
-                        self.protocol("simple reply although structured replies were negotiated")
-                    );
+            let (c, done, kind) = self.next_chunk(&mut payload)?;
+            if c != cookie {
+                return Err(self.protocol("reply to another request"));
+            }
+            if kind == SIMPLE && Self::chunk_error(command, offset, kind, &payload).is_none() {
+                // Structured replies were negotiated: a successful simple
+                // reply means a broken server.
+                return Err(
+                    self.protocol("simple reply although structured replies were negotiated")
+                );
+            }
+            match Self::chunk_error(command, offset, kind, &payload) {
+                Some(e) => {
+                    error.get_or_insert(e);
                 }
-                STRUCTURED_REPLY_MAGIC => {
-                    let mut h = [0u8; 16];
-                    self.read_exact(&mut h, "reading an NBD reply")?;
-                    let flags = be16(&h);
-                    let kind = be16(&h[2..]);
-                    if be64(&h[4..]) != cookie {
-                        return Err(self.protocol("structured reply to another request"));
-                    }
-                    let len = be32(&h[12..]) as usize;
-                    if len > (MAX_READ as usize) + 64 {
-                        return Err(self.protocol(format!("reply chunk of {len} bytes")));
-                    }
-                    payload.resize(len, 0);
-                    let mut p = std::mem::take(&mut payload);
-                    self.read_exact(&mut p, "reading an NBD reply")?;
-                    if kind & REPLY_TYPE_ERROR_BIT != 0 {
-                        let errno = if p.len() >= 4 { be32(&p) } else { 0 };
-                        let msg = if p.len() >= 6 {
-                            let n = be16(&p[4..]) as usize;
-                            String::from_utf8_lossy(&p[6..(6 + n).min(p.len())]).into_owned()
-                        } else {
-                            String::new()
-                        };
-                        error.get_or_insert(Error::NbdCommand {
-                            command,
-                            offset,
-                            errno,
-                            detail: if msg.is_empty() {
-                                errno_name(errno).into()
-                            } else {
-                                format!("{}: {msg}", errno_name(errno))
-                            },
-                        });
-                    } else if kind != REPLY_TYPE_NONE && error.is_none() {
-                        chunk(self, kind, &p)?;
-                    }
-                    payload = p;
-                    if flags & REPLY_FLAG_DONE != 0 {
-                        return match error {
-                            Some(e) => Err(e),
-                            None => Ok(()),
-                        };
-                    }
-                }
-                other => return Err(self.protocol(format!("bad reply magic {other:#x}"))),
+                None if kind != REPLY_TYPE_NONE && error.is_none() => chunk(self, kind, &payload)?,
+                None => {}
+            }
+            if done {
+                return match error {
+                    Some(e) => Err(e),
+                    None => Ok(()),
+                };
             }
         }
     }
 
-    /// Reads `buf.len()` bytes at `offset` (any length: split into requests
-    /// of at most [`MAX_READ`]). Holes read as zeros.
+    /// Reads `buf.len()` bytes at `offset` (any length). Requests of at
+    /// most [`MAX_READ`] bytes are pipelined, [`READ_DEPTH`] in flight, and
+    /// their reply chunks may come in any order. Holes read as zeros.
     pub fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<()> {
-        let mut done = 0usize;
-        while done < buf.len() {
-            let n = (buf.len() - done).min(MAX_READ as usize);
-            let at = offset + done as u64;
-            self.read_one(at, &mut buf[done..done + n])?;
-            done += n;
-        }
-        Ok(())
-    }
-
-    fn read_one(&mut self, offset: u64, buf: &mut [u8]) -> Result<()> {
-        if offset + buf.len() as u64 > self.size {
+        if offset
+            .checked_add(buf.len() as u64)
+            .is_none_or(|e| e > self.size)
+        {
             return Err(Error::NbdCommand {
                 command: "READ",
                 offset,
@@ -502,38 +522,89 @@ impl Client {
                 detail: format!("past the export's end ({} bytes)", self.size),
             });
         }
-        let cookie = self.send_request(CMD_READ, 0, offset, buf.len() as u32)?;
-        let end = buf.len() as u64;
-        let mut covered = 0u64;
-        self.read_replies("READ", offset, cookie, |c, kind, p| {
-            match kind {
-                REPLY_TYPE_OFFSET_DATA if p.len() >= 8 => {
-                    let at = be64(p)
-                        .checked_sub(offset)
-                        .filter(|a| a + (p.len() as u64 - 8) <= end)
-                        .ok_or_else(|| c.protocol("data chunk outside the request"))?;
-                    buf[at as usize..at as usize + p.len() - 8].copy_from_slice(&p[8..]);
-                    covered += p.len() as u64 - 8;
-                }
-                REPLY_TYPE_OFFSET_HOLE if p.len() >= 12 => {
-                    let len = u64::from(be32(&p[8..]));
-                    let at = be64(p)
-                        .checked_sub(offset)
-                        .filter(|a| a + len <= end)
-                        .ok_or_else(|| c.protocol("hole chunk outside the request"))?;
-                    buf[at as usize..(at + len) as usize].fill(0);
-                    covered += len;
-                }
-                _ => return Err(c.protocol(format!("unexpected chunk type {kind} to READ"))),
-            }
-            Ok(())
-        })?;
-        if covered != end {
-            return Err(self.protocol(format!(
-                "READ of {end} bytes at {offset} answered with {covered}"
-            )));
+        struct Req {
+            cookie: u64,
+            rel: usize,
+            len: usize,
+            covered: u64,
+            err: Option<Error>,
         }
-        Ok(())
+        let mut inflight: Vec<Req> = Vec::new();
+        let mut next = 0usize;
+        let mut payload = Vec::new();
+        let mut failed: Option<Error> = None;
+        loop {
+            while next < buf.len() && inflight.len() < READ_DEPTH && failed.is_none() {
+                let len = (buf.len() - next).min(MAX_READ as usize);
+                let cookie = self.send_request(CMD_READ, 0, offset + next as u64, len as u32)?;
+                inflight.push(Req {
+                    cookie,
+                    rel: next,
+                    len,
+                    covered: 0,
+                    err: None,
+                });
+                next += len;
+            }
+            if inflight.is_empty() {
+                break;
+            }
+            let (cookie, done, kind) = self.next_chunk(&mut payload)?;
+            let i = inflight
+                .iter()
+                .position(|r| r.cookie == cookie)
+                .ok_or_else(|| self.protocol("reply to a request that is not in flight"))?;
+            let r = &mut inflight[i];
+            let start = offset + r.rel as u64;
+            let p = &payload;
+            if let Some(e) = Self::chunk_error("READ", start, kind, p) {
+                r.err.get_or_insert(e);
+            } else if kind == SIMPLE {
+                return Err(
+                    self.protocol("simple reply although structured replies were negotiated")
+                );
+            } else if kind != REPLY_TYPE_NONE {
+                let (at, len, data) = match kind {
+                    REPLY_TYPE_OFFSET_DATA if p.len() >= 8 => {
+                        (be64(p), p.len() as u64 - 8, Some(&p[8..]))
+                    }
+                    REPLY_TYPE_OFFSET_HOLE if p.len() >= 12 => {
+                        (be64(p), u64::from(be32(&p[8..])), None)
+                    }
+                    _ => return Err(self.protocol(format!("unexpected chunk type {kind} to READ"))),
+                };
+                let rel = at
+                    .checked_sub(start)
+                    .filter(|a| a + len <= r.len as u64)
+                    .ok_or_else(|| Error::Protocol {
+                        peer: self.peer.clone(),
+                        detail: "READ chunk outside its request".into(),
+                    })? as usize;
+                let dst = &mut buf[r.rel + rel..r.rel + rel + len as usize];
+                match data {
+                    Some(d) => dst.copy_from_slice(d),
+                    None => dst.fill(0),
+                }
+                r.covered += len;
+            }
+            if done {
+                let r = inflight.swap_remove(i);
+                if let Some(e) = r.err {
+                    failed.get_or_insert(e);
+                } else if r.covered != r.len as u64 {
+                    return Err(self.protocol(format!(
+                        "READ of {} bytes at {} answered with {}",
+                        r.len,
+                        offset + r.rel as u64,
+                        r.covered
+                    )));
+                }
+            }
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     /// The extents of meta context `context` over `[offset, offset+length)`,

@@ -285,6 +285,33 @@ fn nbdkit_data_and_memory() {
     let mut z = vec![1u8; 1 << 20];
     m.read(3 << 20, &mut z).unwrap();
     assert!(z.iter().all(|b| *b == 0));
+    // A read failing on the server (nbdkit's error filter: every pread
+    // fails with EIO) while several requests are in flight: the error names
+    // the command and errno, and the connection stays usable.
+    let esock = dir.path().join("e.sock");
+    let _err_srv = spawn(
+        Command::new("nbdkit")
+            .args(["-f", "--exit-with-parent", "-U"])
+            .arg(&esock)
+            .args([
+                "--filter=error",
+                "memory",
+                "32M",
+                "error-pread=EIO",
+                "error-pread-rate=100%",
+            ]),
+    );
+    let mut e = connect(Address::Unix(&esock), "", &["base:allocation"]);
+    let mut big = vec![0u8; 32 << 20];
+    let err = e.read(0, &mut big).unwrap_err().to_string();
+    assert!(err.contains("READ") && err.contains("EIO"), "{err}");
+    assert_eq!(
+        e.block_status("base:allocation", 0, e.size).unwrap().len(),
+        1,
+        "the connection is still in step after a failed pipelined read"
+    );
+    e.disconnect().unwrap();
+
     let err = match Client::connect(Address::Unix(&msock), "", &["qemu:dirty-bitmap:x"]) {
         Err(e) => e.to_string(),
         Ok(_) => panic!("nbdkit offered a qemu bitmap"),
