@@ -15,6 +15,7 @@ use crate::wire::{JsonLines, Sock, connect_unix};
 pub struct Agent {
     chan: JsonLines,
     timeout: Duration,
+    next_id: u64,
 }
 
 /// What `guest-exec` produced.
@@ -50,6 +51,7 @@ impl Agent {
             let mut a = Agent {
                 chan,
                 timeout: Duration::from_secs(30),
+                next_id: 0,
             };
             let left = timeout.saturating_sub(start.elapsed());
             match a.sync(left.min(Duration::from_secs(2))) {
@@ -95,14 +97,23 @@ impl Agent {
 
     /// Runs `command` and returns its `return` value.
     pub fn execute_value(&mut self, command: &str, arguments: Value) -> Result<Value> {
-        let mut req = json!({ "execute": command });
+        // A unique id per command: a reply to an earlier command that
+        // timed out is skipped instead of taken for this one's.
+        self.next_id += 1;
+        let id = format!("sb-{}", self.next_id);
+        let mut req = json!({ "execute": command, "id": id });
         if !arguments.is_null() {
             req["arguments"] = arguments;
         }
         self.chan.send(&req)?;
-        let v = self
-            .chan
-            .recv(self.timeout, &format!("the reply to {command}"))?;
+        let deadline = Instant::now() + self.timeout;
+        let v = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let v = self.chan.recv(left, &format!("the reply to {command}"))?;
+            if v.get("id").and_then(Value::as_str) == Some(id.as_str()) {
+                break v;
+            }
+        };
         if let Some(r) = v.get("return") {
             return Ok(r.clone());
         }

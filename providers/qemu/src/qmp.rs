@@ -20,11 +20,15 @@ use crate::wire::{JsonLines, Sock, connect_unix};
 /// How long one command may take before the client gives up.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Events kept in [`Qmp::events`] (the oldest are dropped).
+pub const MAX_EVENTS: usize = 256;
+
 /// A QMP connection in command mode (capabilities negotiated).
 pub struct Qmp {
     chan: JsonLines,
     timeout: Duration,
-    /// Events received while waiting for replies, oldest first.
+    /// Events received while waiting for replies, oldest first (at most
+    /// [`MAX_EVENTS`]).
     pub events: Vec<Value>,
     /// QEMU's version from the greeting (major, minor, micro).
     pub version: (u64, u64, u64),
@@ -161,6 +165,11 @@ impl Qmp {
                 .chan
                 .recv(self.timeout, &format!("the reply to {command}"))?;
             if v.get("event").is_some() {
+                // Kept for inspection, bounded: a long-lived connection
+                // sees events from every point's jobs.
+                if self.events.len() >= MAX_EVENTS {
+                    self.events.remove(0);
+                }
                 self.events.push(v);
                 continue;
             }
