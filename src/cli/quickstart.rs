@@ -124,6 +124,7 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
             disk,
             "--to",
             &to,
+            "--force", // a rerun replaces the previous run's restored copies
         ])?;
     }
     let integrity = samples::sqlite_integrity(&data).into_diagnostic()?;

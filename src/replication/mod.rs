@@ -14,6 +14,7 @@ pub mod disk;
 pub mod quiesce;
 pub mod restore;
 pub mod resync;
+pub mod target;
 
 use crate::model;
 use crate::vault::manifest::{self, Consistency, Manifest, Stats};
@@ -26,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub use batch::{Batch, BatchError, batches, target_for};
-pub use restore::{Restored, restore_disk};
+pub use restore::{Restored, restore_checked, restore_disk};
 pub use resync::{Resynced, restore_onto};
 
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +47,8 @@ pub enum ReplicationError {
     Thaw { machine: String, reason: String },
     #[error("the capture was abandoned on request; no point was taken")]
     Cancelled,
+    #[error(transparent)]
+    Target(#[from] target::TargetError),
 }
 
 /// Live counters for progress bars: the library adds, the CLI reads.
