@@ -8,6 +8,7 @@
 //! plans in that order, so each can check the ones before it.
 
 mod backend;
+mod checks;
 mod diag;
 mod eval;
 mod lower;
@@ -448,6 +449,7 @@ fn load_into(dir: &Path, inputs: &VarInputs, diags: &mut Diagnostics) -> Option<
             config.sites.insert(s.addr.clone(), s);
         }
     }
+    checks::site_roots(dir, &roots, diags);
     for t in of("policy") {
         if let Some(p) = lower::policy(&ctx, t, diags) {
             config.policies.insert(p.addr.clone(), p);

@@ -104,7 +104,7 @@ pub fn decode(plain: &[u8]) -> std::result::Result<Manifest, String> {
 
 /// A name a restore may use as one path component: what the configuration
 /// allows for block names (letters, digits, `_`, `-`), never `/` or `..`.
-fn plain_name(s: &str) -> bool {
+pub fn plain_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 128
         && s.chars()
