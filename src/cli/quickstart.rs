@@ -86,7 +86,8 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
     std::fs::write(dir.join(MARKER), "made by `standby quickstart`\n").into_diagnostic()?;
 
     let onprem = dir.join("sites/onprem");
-    let disks: [(&str, &dyn Fn(&Path) -> Result<(), samples::SampleError>); 3] = [
+    type Make<'a> = &'a dyn Fn(&Path) -> Result<(), samples::SampleError>;
+    let disks: [(&str, Make); 3] = [
         ("db/system.img", &|p| samples::make_ext4(p, "db", 64)),
         ("db/data.sqlite", &|p| samples::make_sqlite(p, 5_000)),
         ("web/system.img", &|p| samples::make_ext4(p, "web", 32)),

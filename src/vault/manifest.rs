@@ -17,8 +17,13 @@ pub const BLOCK: u64 = 4096;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Consistency {
+    /// An image of one instant, as a power cut would leave the disks.
     Crash,
+    /// Taken while the applications were quiesced (freeze/thaw hooks).
     App,
+    /// Read while the disks were being written: blocks of different
+    /// moments. Kept and listed, never counted as a consistent point.
+    Fuzzy,
 }
 
 impl std::fmt::Display for Consistency {
@@ -26,6 +31,7 @@ impl std::fmt::Display for Consistency {
         f.write_str(match self {
             Consistency::Crash => "crash",
             Consistency::App => "app",
+            Consistency::Fuzzy => "fuzzy",
         })
     }
 }
