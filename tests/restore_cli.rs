@@ -12,7 +12,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 
-fn run(dir: &Path, args: &[&str]) -> Output {
+fn run_cmd(dir: &Path, args: &[&str]) -> Output {
     standby(dir).args(args).output().unwrap()
 }
 
@@ -91,7 +91,7 @@ fn restore_refuses_every_disk_a_machine_uses_however_spelled() {
             if force {
                 args.push("--force");
             }
-            let t = refused(&run(&root, &args), "live disk");
+            let t = refused(&run_cmd(&root, &args), "live disk");
             assert!(
                 t.contains("disk data of machine.db at site.onprem"),
                 "{to:?}: the refusal names the disk:\n{t}"
@@ -104,7 +104,7 @@ fn restore_refuses_every_disk_a_machine_uses_however_spelled() {
     // Where a failover places it at the DR site, and another machine's disk.
     let dr = root.join("sites/dr/db/data.sqlite");
     let t = refused(
-        &run(&root, &restore_args(&latest, dr.to_str().unwrap())),
+        &run_cmd(&root, &restore_args(&latest, dr.to_str().unwrap())),
         "DR disk",
     );
     assert!(
@@ -114,7 +114,7 @@ fn restore_refuses_every_disk_a_machine_uses_however_spelled() {
     assert!(!dr.exists() && !root.join("sites/dr/db/data.sqlite.partial").exists());
     let web = root.join("sites/onprem/web/system.img");
     let t = refused(
-        &run(&root, &restore_args(&latest, web.to_str().unwrap())),
+        &run_cmd(&root, &restore_args(&latest, web.to_str().unwrap())),
         "web disk",
     );
     assert!(t.contains("disk system of machine.web"), "{t}");
@@ -128,7 +128,7 @@ fn restore_refuses_directories_special_files_and_existing_files_before_writing()
     let dir = d.path().join("out");
     std::fs::create_dir(&dir).unwrap();
     let t = refused(
-        &run(&root, &restore_args(&latest, dir.to_str().unwrap())),
+        &run_cmd(&root, &restore_args(&latest, dir.to_str().unwrap())),
         "directory",
     );
     assert!(t.contains("is a directory"), "{t}");
@@ -147,12 +147,12 @@ fn restore_refuses_directories_special_files_and_existing_files_before_writing()
             .success()
     );
     let t = refused(
-        &run(&root, &restore_args(&latest, fifo.to_str().unwrap())),
+        &run_cmd(&root, &restore_args(&latest, fifo.to_str().unwrap())),
         "fifo",
     );
     assert!(t.contains("is a FIFO"), "{t}");
     let t = refused(
-        &run(&root, &restore_args(&latest, "/dev/null")),
+        &run_cmd(&root, &restore_args(&latest, "/dev/null")),
         "char device",
     );
     assert!(t.contains("character device"), "{t}");
@@ -162,7 +162,7 @@ fn restore_refuses_directories_special_files_and_existing_files_before_writing()
     let to = d.path().join("restored.sqlite");
     std::fs::write(&to, b"precious").unwrap();
     let t = refused(
-        &run(&root, &restore_args(&latest, to.to_str().unwrap())),
+        &run_cmd(&root, &restore_args(&latest, to.to_str().unwrap())),
         "existing",
     );
     assert!(t.contains("--force"), "the refusal says how: {t}");
@@ -245,7 +245,7 @@ fn restores_to_one_target_never_both_proceed() {
     )
     .unwrap();
     assert_eq!(line.trim(), "held");
-    let o = run(&root, &restore_args(&latest, to.to_str().unwrap()));
+    let o = run_cmd(&root, &restore_args(&latest, to.to_str().unwrap()));
     let _ = holder.kill();
     let _ = holder.wait();
     let t = refused(&o, "held lock");
@@ -258,7 +258,7 @@ fn restore_latest_with_several_machines_needs_machine() {
     let d = tempfile::tempdir().unwrap();
     let (root, _, _) = setup(d.path());
     let to = d.path().join("x.img");
-    let o = run(
+    let o = run_cmd(
         &root,
         &[
             "restore",
@@ -287,4 +287,33 @@ fn restore_latest_with_several_machines_needs_machine() {
         ],
     );
     assert!(to.exists());
+}
+
+#[test]
+fn restore_refuses_the_disks_a_test_failover_placed() {
+    let d = tempfile::tempdir().unwrap();
+    let (root, _, latest) = setup(d.path());
+    ok(&root, &["failover", "test", "shop", "--approve", "dns"]);
+    let st = state(&root);
+    let run = &st["runs"][0];
+    let placed = run["machines"]["machine.db"]["disks"]["data"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let placed = if Path::new(&placed).is_absolute() {
+        PathBuf::from(placed)
+    } else {
+        root.join(placed)
+    };
+    assert!(placed.exists(), "{placed:?}");
+    let before = fingerprint(&placed);
+    let mut args = restore_args(&latest, placed.to_str().unwrap());
+    args.push("--force");
+    let t = refused(&run_cmd(&root, &args), "replica in a sandbox");
+    assert!(t.contains("by the test run"), "{t}");
+    assert!(
+        fingerprint(&placed) == before,
+        "the running replica's disk was touched"
+    );
+    ok(&root, &["failover", "cleanup", "shop"]);
 }
