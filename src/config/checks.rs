@@ -209,3 +209,80 @@ pub fn app_consistent_every(
     }
     super::reader::want_duration(v, loc, "app_consistent_every", hide, diags).map(Some)
 }
+
+/// Where a failover would write each protected disk, after resolving links,
+/// must be inside its target site and never a disk of a machine at its own
+/// site: a DR directory that is a link into the source site would have a
+/// failover overwrite the live source disks. Reported where the protection
+/// names its machine (`machines`: machine -> that place).
+pub fn failover_targets(
+    dir: &Path,
+    cfg: &crate::model::Config,
+    machines: &std::collections::HashMap<Address, (Address, Loc)>,
+    diags: &mut Diagnostics,
+) {
+    let root_of = |site: &Address| {
+        cfg.sites
+            .get(site)
+            .and_then(|s| s.root.as_ref())
+            .map(|r| resolved(dir, r))
+    };
+    let sources: Vec<(PathBuf, String)> = cfg
+        .machines
+        .values()
+        .flat_map(|m| {
+            let root = root_of(&m.site);
+            m.disks.iter().filter_map(move |d| {
+                let root = root.as_ref()?;
+                Some((
+                    resolved(root, &d.path),
+                    format!("disk {} of {} at {}", d.name, m.addr, m.site),
+                ))
+            })
+        })
+        .collect();
+    for p in cfg.protections.values() {
+        let (Some(m), Some(dr)) = (cfg.machines.get(&p.machine), root_of(&p.target)) else {
+            continue;
+        };
+        // A root that overlaps another site's was reported by `site_roots`.
+        let overlaps = cfg
+            .sites
+            .keys()
+            .filter(|s| **s != p.target)
+            .any(|s| root_of(s).is_some_and(|r| r.starts_with(&dr) || dr.starts_with(&r)));
+        if overlaps {
+            continue;
+        }
+        let Some((_, loc)) = machines.get(&p.machine) else {
+            continue;
+        };
+        for d in &m.disks {
+            let Ok(rel) = standby_provider_local::layout::disk_relative(&d.path) else {
+                continue;
+            };
+            let lands = resolved(&dr, &rel);
+            let clash = sources
+                .iter()
+                .find(|(s, _)| *s == lands)
+                .map(|(_, what)| what.clone())
+                .or_else(|| {
+                    (!lands.starts_with(&dr)).then(|| format!("outside {}'s root", p.target))
+                });
+            if let Some(what) = clash {
+                diags.push(
+                    Diagnostic::error(
+                        "standby::failover_target_overlaps",
+                        loc.clone(),
+                        format!(
+                            "a failover of {} to {} would write disk {} through a link onto {what}",
+                            m.addr, p.target, d.name
+                        ),
+                    )
+                    .label("its disks would land on another site's data")
+                    .help("a directory under the DR site's root links elsewhere; give the DR site directories of its own"),
+                );
+            }
+        }
+    }
+}
