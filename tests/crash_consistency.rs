@@ -249,7 +249,7 @@ fn run_rounds(root: &Path, scratch: &Path, machines: usize, rounds: usize) -> Ve
     let w = Writer::start(&disks);
     for r in 0..rounds {
         w.wait_writes(2000);
-        let held = r % 2 == 1;
+        let held = r % 2 == 0;
         w.hold(held);
         ok(root, &["replicate"]);
         w.hold(false);
@@ -259,9 +259,9 @@ fn run_rounds(root: &Path, scratch: &Path, machines: usize, rounds: usize) -> Ve
     assert_eq!(got.len(), rounds);
     println!("{got:?}");
     // Held rounds: nothing was written while the point was taken, so the
-    // check must not call them fuzzy (they are rounds 1, 3, ...).
+    // check must not call them fuzzy (they are rounds 0, 2, ...).
     for (i, (label, _)) in got.iter().enumerate() {
-        if i % 2 == 1 {
+        if i % 2 == 0 {
             assert_eq!(
                 label, "crash",
                 "round {i}: quiet disks were labelled fuzzy: {got:?}"
@@ -283,6 +283,35 @@ fn points_of_disks_being_written_are_instants_or_labelled_fuzzy() {
     let root = d.path().join("one");
     let text = ok(&root, &["points"]);
     assert!(text.contains("fuzzy"), "{text}");
+    // The newest point is fuzzy (an unheld round): `restore latest` takes
+    // the newest crash point instead.
+    let listed = points(&root);
+    assert_eq!(listed.last().unwrap()["consistency"], "fuzzy");
+    let newest_crash = listed
+        .iter()
+        .rev()
+        .find(|p| p["consistency"] == "crash")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (a, b) = (d.path().join("latest.img"), d.path().join("crash.img"));
+    for (point, to) in [("latest", &a), (newest_crash.as_str(), &b)] {
+        ok(
+            &root,
+            &[
+                "restore",
+                point,
+                "--machine",
+                "m0",
+                "--disk",
+                "d",
+                "--to",
+                to.to_str().unwrap(),
+            ],
+        );
+    }
+    assert!(std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap());
 
     let got = run_rounds(&d.path().join("group"), d.path(), 2, 4);
     assert!(got.iter().any(|(l, _)| l == "crash"));

@@ -240,7 +240,8 @@ pub fn list(vault: &Vault, tolerant: bool) -> Result<(Vec<Manifest>, Vec<VaultEr
     Ok((out, bad))
 }
 
-/// Find a point by full id, unique id prefix, or `latest` (optionally of one machine).
+/// Find a point by full id, unique id prefix, or `latest` (optionally of one
+/// machine): the newest point that is not `fuzzy`.
 pub fn find<'a>(
     vault: &Vault,
     points: &'a [Manifest],
@@ -252,8 +253,14 @@ pub fn find<'a>(
         url: vault.url.clone(),
         query: query.to_string(),
     };
+    // `latest` is the newest consistent point: a fuzzy one only by its id.
     if query == "latest" {
-        return points.iter().rev().find(of_machine).ok_or_else(not_found);
+        return points
+            .iter()
+            .rev()
+            .filter(of_machine)
+            .find(|m| m.consistency != Consistency::Fuzzy)
+            .ok_or_else(not_found);
     }
     let q = query.to_ascii_lowercase();
     let hits: Vec<&Manifest> = points
