@@ -87,8 +87,10 @@ pub fn protection_status(
 ) -> ProtectionStatus {
     let prot = protection.to_string();
     let mine: Vec<&Manifest> = points.iter().filter(|m| m.protection == prot).collect();
+    // A fuzzy point (read while written) does not meet an RPO.
     let newest = mine
         .iter()
+        .filter(|m| m.consistency != Consistency::Fuzzy)
         .max_by_key(|m| m.created_at())
         .map(|m| summary(m, now));
     let newest_app = mine

@@ -12,7 +12,11 @@ fn standby() -> Command {
 fn quickstart_runs_end_to_end_and_can_run_again() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("qs");
+    let db = dir.join("sites/onprem/db/data.sqlite");
     for round in 0..2 {
+        if round == 1 {
+            rerun_keeps_the_users_work(&dir, &db);
+        }
         let out = standby()
             .arg("quickstart")
             .arg(&dir)
@@ -36,6 +40,11 @@ fn quickstart_runs_end_to_end_and_can_run_again() {
             "apply must converge: {stdout}"
         );
     }
+    assert_eq!(marker_rows(&db), 1, "the rerun reset the sample database");
+    assert!(
+        dir.join("README.md").exists(),
+        "a deleted default file is written again"
+    );
     // What it left is a working configuration: the user's next commands work.
     let plan = standby()
         .arg("-C")
@@ -83,4 +92,57 @@ fn quickstart_refuses_a_directory_it_did_not_make() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(names, ["precious.txt"], "nothing may be written into it");
+}
+
+/// Orders the test added by hand (`late-customer-1`).
+fn marker_rows(db: &std::path::Path) -> u64 {
+    let o = Command::new("sqlite3")
+        .arg(db)
+        .arg("SELECT count(*) FROM orders WHERE customer = 'late-customer-1'")
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).trim().parse().unwrap()
+}
+
+/// Between two runs: the user takes an order and edits the configuration.
+/// A rerun with the edit refuses before touching anything; without it (and
+/// with a default file deleted) it runs on the user's data.
+fn rerun_keeps_the_users_work(dir: &std::path::Path, db: &std::path::Path) {
+    standby::samples::add_orders(db, 1).unwrap();
+    let main = dir.join("main.hcl");
+    let default = std::fs::read_to_string(&main).unwrap();
+    let edited = default.replace("\"15m\"", "\"30m\"");
+    assert_ne!(edited, default);
+    std::fs::write(&main, &edited).unwrap();
+    let state = std::fs::read(dir.join(".standby/state.json")).unwrap();
+    let db_before = std::fs::read(db).unwrap();
+    let out = standby()
+        .arg("quickstart")
+        .arg(dir)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    // miette's line wrapping undone.
+    let err = String::from_utf8_lossy(&out.stderr)
+        .replace('│', " ")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("main.hcl") && err.contains("changed nothing"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&main).unwrap(),
+        edited,
+        "the edit was overwritten"
+    );
+    assert!(std::fs::read(dir.join(".standby/state.json")).unwrap() == state);
+    assert!(
+        std::fs::read(db).unwrap() == db_before,
+        "the database was touched"
+    );
+    std::fs::write(&main, default).unwrap();
+    std::fs::remove_file(dir.join("README.md")).unwrap();
 }

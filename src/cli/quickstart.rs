@@ -69,8 +69,15 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
     prepare_dir(&args.dir)?;
     // Absolute from here on: the commands below run with `-C DIR`.
     let dir = &args.dir.canonicalize().into_diagnostic()?;
+    // A rerun checks everything first and then writes only what is missing:
+    // a file that differs from the default is the user's, and so are the
+    // sample disks (the database holds the orders taken so far).
+    rerun_check(dir)?;
     for (name, text) in FILES {
         let path = dir.join(name);
+        if path.exists() {
+            continue;
+        }
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).into_diagnostic()?;
         }
@@ -79,13 +86,24 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
     std::fs::write(dir.join(MARKER), "made by `standby quickstart`\n").into_diagnostic()?;
 
     let onprem = dir.join("sites/onprem");
-    say(&format!(
-        "making sample machines under {}",
-        onprem.display()
-    ));
-    samples::make_ext4(&onprem.join("db/system.img"), "db", 64).into_diagnostic()?;
-    samples::make_sqlite(&onprem.join("db/data.sqlite"), 5_000).into_diagnostic()?;
-    samples::make_ext4(&onprem.join("web/system.img"), "web", 32).into_diagnostic()?;
+    type Make<'a> = &'a dyn Fn(&Path) -> Result<(), samples::SampleError>;
+    let disks: [(&str, Make); 3] = [
+        ("db/system.img", &|p| samples::make_ext4(p, "db", 64)),
+        ("db/data.sqlite", &|p| samples::make_sqlite(p, 5_000)),
+        ("web/system.img", &|p| samples::make_ext4(p, "web", 32)),
+    ];
+    for (rel, make) in disks {
+        let path = onprem.join(rel);
+        if path.exists() {
+            say(&format!(
+                "keeping the sample disk {} as it is",
+                path.display()
+            ));
+            continue;
+        }
+        say(&format!("making the sample disk {}", path.display()));
+        make(&path).into_diagnostic()?;
+    }
 
     let exe = std::env::current_exe().into_diagnostic()?;
     let standby = |args: &[&str]| step(&exe, dir, args);
@@ -124,6 +142,7 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
             disk,
             "--to",
             &to,
+            "--force", // a rerun replaces the previous run's restored copies
         ])?;
     }
     let integrity = samples::sqlite_integrity(&data).into_diagnostic()?;
@@ -159,6 +178,60 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         dir.display()
     ));
     Ok(ExitCode::SUCCESS)
+}
+
+/// Before a rerun touches anything: refuse when the user changed a file the
+/// quickstart wrote (running the tour would apply their unreviewed edit with
+/// `--auto-approve`) or when a recovery run is in effect (the tour's drill
+/// and restores would fail halfway), saying what to do instead.
+fn rerun_check(dir: &Path) -> miette::Result<()> {
+    if !dir.join(MARKER).exists() {
+        return Ok(());
+    }
+    let edited: Vec<&str> = FILES
+        .iter()
+        .filter(|(name, text)| {
+            std::fs::read(dir.join(name)).is_ok_and(|have| have != text.as_bytes())
+        })
+        .map(|(name, _)| *name)
+        .collect();
+    if !edited.is_empty() {
+        return Err(miette!(
+            help = format!(
+                "review and apply your change with `standby -C {0} plan` and `standby -C {0} apply`, or run the tour in a new directory: `standby quickstart some/new/dir`",
+                dir.display()
+            ),
+            "{} holds your edits of {}; the quickstart changed nothing (it would apply them without review)",
+            dir.display(),
+            edited.join(", ")
+        ));
+    }
+    let state = crate::state::open_backend(dir, None)
+        .and_then(|b| b.read())
+        .map_err(|e| miette!("{}: {e}; the quickstart changed nothing", dir.display()))?;
+    if let Some(run) = state.as_ref().and_then(|s| s.runs.first()) {
+        let what = if run.kind.is_test() {
+            format!(
+                "`standby -C {} failover cleanup {}`",
+                dir.display(),
+                run.plan.name
+            )
+        } else {
+            format!(
+                "`standby -C {} failback {}` (after `failover commit` and `reprotect`)",
+                dir.display(),
+                run.plan.name
+            )
+        };
+        return Err(miette!(
+            help = format!("finish it first with {what}, or run the tour in a new directory"),
+            "a {} run of {} is in effect in {}; the quickstart changed nothing",
+            run.kind.as_str(),
+            run.plan,
+            dir.display()
+        ));
+    }
+    Ok(())
 }
 
 fn prepare_dir(dir: &Path) -> miette::Result<()> {

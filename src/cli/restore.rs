@@ -21,6 +21,9 @@ pub struct Args {
     /// Where to write the disk: a file (replaced when done) or a block device.
     #[arg(long, value_name = "PATH")]
     pub to: PathBuf,
+    /// Replace an existing file, or write over an existing block device.
+    #[arg(long)]
+    pub force: bool,
     /// Only consider points of this machine (needed with `latest` when there are several).
     #[arg(long, value_name = "ADDR")]
     pub machine: Option<String>,
@@ -37,15 +40,45 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         Some(s) => Some(parse_addr(s, Kind::Machine)?.to_string()),
         None => None,
     };
+    // Disks machines use, from the configuration and the recovery runs the
+    // state records: checked before anything is written.
+    let state = crate::state::open_backend(&cfg.root, cfg.backend.as_ref())
+        .and_then(|b| b.read())
+        .map_err(|e| {
+            miette!(
+                "cannot read the state to check that {} is no machine's disk: {e}",
+                args.to.display()
+            )
+        })?;
+    let in_use = replication::target::in_use_disks(&cfg, state.as_ref());
+    replication::target::check(&args.to, args.force, &in_use).map_err(|e| miette!("{e}"))?;
     let vaults = super::vault::pick_vaults(&cfg, args.vault.as_deref())?;
-    let mut last_err = None;
+    let mut opened = Vec::new();
     for addr in vaults {
         let vault = open(&cfg, &addr)?;
         // A damaged or hostile manifest must not stop the restore of a good
         // point: list tolerantly, and name the bad ones only if the point
         // asked for is not among the good.
         let (points, bad) = manifest::list(&vault, true).map_err(|e| miette!("{addr}: {e}"))?;
-        let point = match manifest::find(&vault, &points, &args.point, machine.as_deref()) {
+        opened.push((addr, vault, points, bad));
+    }
+    if args.point == "latest" && machine.is_none() {
+        let machines: std::collections::BTreeSet<&str> = opened
+            .iter()
+            .flat_map(|(_, _, points, _)| points.iter().map(|p| p.machine.as_str()))
+            .collect();
+        if machines.len() > 1 {
+            let list: Vec<&str> = machines.into_iter().collect();
+            return Err(miette!(
+                "`latest` is ambiguous: the vaults hold points of {}; say which with --machine (e.g. --machine {})",
+                list.join(", "),
+                list[0]
+            ));
+        }
+    }
+    let mut last_err = None;
+    for (addr, vault, points, bad) in &opened {
+        let point = match manifest::find(vault, points, &args.point, machine.as_deref()) {
             Ok(p) => p,
             Err(e) if bad.is_empty() => {
                 last_err = Some(miette!("{e}"));
@@ -63,7 +96,9 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         let started = Instant::now();
         let progress = Progress::default();
         let r = super::progress::with_progress(&progress, super::progress::Work::Restore, || {
-            replication::restore_disk(&vault, point, &args.disk, &args.to, &progress)
+            replication::restore_checked(
+                vault, point, &args.disk, &args.to, args.force, &in_use, &progress,
+            )
         })
         .map_err(|e| miette!("{e}"))?;
         println!(

@@ -200,7 +200,10 @@ pub fn policy(ctx: &Ctx, t: &Top, diags: &mut Diagnostics) -> Option<Policy> {
     let rpo = r.duration("rpo_threshold", true, diags);
     let crash = r.duration("crash_consistent_every", true, diags);
     let app = if r.has("app_consistent_every") {
-        Some(r.duration("app_consistent_every", false, diags)?)
+        // "off" (no app-consistent points) or a duration.
+        let (v, loc) = r.optional("app_consistent_every", diags)?;
+        let hide = r.sensitive.contains("app_consistent_every");
+        super::checks::app_consistent_every(v, &loc, hide, diags)?
     } else {
         None
     };
@@ -630,7 +633,13 @@ pub fn machine(
             continue;
         }
         let mut d = r.nested(b, &format!("disk.{name}"), &["path"], &[], diags);
-        match d.string("path", true, diags) {
+        let path_loc = d.value_loc("path");
+        let path = d.string("path", true, diags).filter(|p| {
+            path_loc
+                .as_ref()
+                .is_none_or(|l| super::checks::disk_path(p, l, diags))
+        });
+        match path {
             Some(p) => disks.push(Disk {
                 name,
                 path: p.into(),
@@ -857,6 +866,10 @@ pub fn protection(
     let group_loc = r
         .expr("consistency_group")
         .map(|e| Loc::new(r.source(), hcl_edit::Span::span(e)));
+    let group = match (group, &group_loc) {
+        (Some(Some(g)), Some(l)) if !super::checks::group_name(&g, l, diags) => None,
+        (g, _) => g,
+    };
     let prevent_destroy = r.bool_or("prevent_destroy", false, diags);
     let (machine, mloc) = machine?;
     let mut ok = true;

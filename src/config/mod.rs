@@ -8,6 +8,7 @@
 //! plans in that order, so each can check the ones before it.
 
 mod backend;
+mod checks;
 mod diag;
 mod dynamic;
 mod eval;
@@ -463,6 +464,7 @@ fn load_into(dir: &Path, inputs: &VarInputs, diags: &mut Diagnostics) -> Option<
             config.sites.insert(s.addr.clone(), s);
         }
     }
+    checks::site_roots(dir, &roots, diags);
     for t in of("policy") {
         if let Some(p) = lower::policy(&ctx, t, diags) {
             config.policies.insert(p.addr.clone(), p);
@@ -512,6 +514,7 @@ fn load_into(dir: &Path, inputs: &VarInputs, diags: &mut Diagnostics) -> Option<
         }
     }
 
+    checks::failover_targets(dir, &config, &seen.by_machine, diags);
     for t in of("recovery_plan") {
         if let Some(p) = lower::recovery_plan(&ctx, t, &machine_keys, &seen, &config, diags) {
             config.recovery_plans.insert(p.addr.clone(), p);

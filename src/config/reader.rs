@@ -58,11 +58,7 @@ pub fn one_label(
     let label = &b.labels[0];
     let name = label.as_str().to_string();
     let loc = Loc::new(source, label.span());
-    if name.is_empty()
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-    {
+    if !super::checks::plain_name(&name) {
         diags.push(
             Diagnostic::error(
                 "standby::invalid_name",
@@ -70,7 +66,7 @@ pub fn one_label(
                 format!("{name:?} is not a valid name"),
             )
             .label("invalid name")
-            .help("names use letters, digits, '_' and '-' only"),
+            .help("names use letters, digits, '_' and '-' only (at most 128)"),
         );
         return None;
     }
@@ -539,7 +535,7 @@ pub fn want_duration(
 ) -> Option<Duration> {
     let s = want_string(v, loc, attr, diags)?;
     match s.parse::<Duration>() {
-        Ok(d) => Some(d),
+        Ok(d) => super::checks::duration(attr, d, loc, diags),
         Err(e) => {
             let message = if hide {
                 format!(

@@ -220,9 +220,11 @@ fn policy(p: &Policy) -> Attributes {
     let mut a = Attributes::new();
     a.insert("rpo_threshold".into(), s(p.rpo_threshold));
     a.insert("crash_consistent_every".into(), s(p.crash_consistent_every));
-    if let Some(d) = p.app_consistent_every {
-        a.insert("app_consistent_every".into(), s(d));
-    }
+    // Absent or "off": no app-consistent points; shown as "off".
+    a.insert(
+        "app_consistent_every".into(),
+        p.app_consistent_every.map_or_else(|| s("off"), s),
+    );
     a.insert("retention".into(), s(p.retention));
     a.insert("compression_level".into(), json!(p.compression_level));
     a
@@ -416,6 +418,6 @@ mod tests {
         let a = flatten(ObjectRef::Policy(&p), &uuid::Uuid::nil());
         assert_eq!(a["rpo_threshold"], "15m");
         assert_eq!(a["retention"], "1d");
-        assert!(!a.contains_key("app_consistent_every"));
+        assert_eq!(a["app_consistent_every"], "off");
     }
 }

@@ -170,6 +170,16 @@ fn all(attrs: &Attributes, before: bool) -> Vec<AttributeChange> {
 
 /// The attributes that differ, by a merge of the two sorted maps.
 fn changed(kind: Kind, want: &Attributes, have: &Attributes) -> Vec<AttributeChange> {
+    // States recorded before "off" was written out: absent meant off.
+    let with_off;
+    let have = if kind == Kind::Policy && !have.contains_key("app_consistent_every") {
+        let mut h = have.clone();
+        h.insert("app_consistent_every".into(), serde_json::json!("off"));
+        with_off = h;
+        &with_off
+    } else {
+        have
+    };
     let mut out = Vec::new();
     let mut w = configured(want).peekable();
     let mut h = configured(have).peekable();

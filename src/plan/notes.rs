@@ -214,7 +214,8 @@ fn weakened(
                 kind: NoteKind::FrequencyWeakened,
                 message: format!("{what}{whom}: {label} points taken less often, every {new} instead of every {old}."),
             }),
-            (Some(old), None) if before.contains_key(key) && !after.contains_key(key) => {
+            // Absent or "off" now.
+            (Some(old), None) => {
                 notes.push(ReviewNote {
                     subject: subject.clone(),
                     kind: NoteKind::FrequencyWeakened,

@@ -77,6 +77,8 @@ pub fn choose(
     choice: &PointChoice,
 ) -> Result<BTreeMap<Address, Chosen>, String> {
     let units = units(cfg, plan)?;
+    // Fuzzy points (read while written) are used only when named by id.
+    let named = matches!(choice, PointChoice::Id(_));
     // A point id names an instant: find it among the plan's points.
     let choice = match choice {
         PointChoice::Id(prefix) => {
@@ -115,7 +117,10 @@ pub fn choose(
     let mut out = BTreeMap::new();
     for u in &units {
         let list = points.get(&u.vault).map_or(&[][..], |v| v.as_slice());
-        let instants = instants(u, list);
+        let instants: Vec<Instant> = instants(u, list)
+            .into_iter()
+            .filter(|i| named || i.1.iter().all(|m| m.consistency != Consistency::Fuzzy))
+            .collect();
         let what = u
             .group
             .as_ref()
@@ -153,7 +158,7 @@ pub fn choose(
                 ""
             };
             return Err(format!(
-                "{what} has {why}{together} in {}; run `standby replicate` first, or see `standby points`",
+                "{what} has {why}{together} in {} (fuzzy points, read while their disks were written, are used only when named by id); run `standby replicate` first, or see `standby points`",
                 u.vault
             ));
         };

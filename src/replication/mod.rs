@@ -14,6 +14,8 @@ pub mod disk;
 pub mod quiesce;
 pub mod restore;
 pub mod resync;
+pub mod snapshot;
+pub mod target;
 
 use crate::model;
 use crate::vault::manifest::{self, Consistency, Manifest, Stats};
@@ -26,7 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub use batch::{Batch, BatchError, batches, target_for};
-pub use restore::{Restored, restore_disk};
+pub use restore::{Restored, restore_checked, restore_disk};
 pub use resync::{Resynced, restore_onto};
 
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +48,8 @@ pub enum ReplicationError {
     Thaw { machine: String, reason: String },
     #[error("the capture was abandoned on request; no point was taken")]
     Cancelled,
+    #[error(transparent)]
+    Target(#[from] target::TargetError),
 }
 
 /// Live counters for progress bars: the library adds, the CLI reads.
@@ -193,18 +197,19 @@ pub fn take_points(
         .iter()
         .map(|t| t.disks.iter().map(|(_, p)| p.clone()).collect())
         .collect();
-    let mut freeze_ms = None;
-    if any_app {
-        let started = Instant::now();
-        let r = freeze_and_stage(targets, &staging, &mut sources);
-        freeze_ms = Some(started.elapsed().as_millis() as u64);
-        if let Err(e) = r {
+    let started = Instant::now();
+    let r = snapshot_all(targets, &staging, &mut sources);
+    let freeze_ms = any_app.then(|| started.elapsed().as_millis() as u64);
+    let windows = match r {
+        Ok(w) => w,
+        Err(e) => {
             let _ = std::fs::remove_dir_all(&staging);
             return Err(e);
         }
-    }
+    };
     let result = capture_all(
         vault, &idx, targets, &sources, &prevs, progress, &mut lock, created, freeze_ms, opts,
+        &windows,
     );
     let _ = std::fs::remove_dir_all(&staging);
     result
@@ -234,11 +239,17 @@ fn sweep_staging(dir: &Path) {
     }
 }
 
-fn freeze_and_stage(
+/// The point instant: freeze every target that asks; inside that window
+/// start the write windows of the crash-consistent disks (see
+/// [`snapshot`]), copy the frozen disks and reflink-clone the others where
+/// the file system can; thaw. Crash-consistent disks that could not be
+/// cloned are read in place afterwards. Returns the crash-consistent
+/// disks' windows, for [`snapshot::one_instant`].
+fn snapshot_all(
     targets: &[Target],
     staging: &Path,
     sources: &mut [Vec<PathBuf>],
-) -> Result<(), ReplicationError> {
+) -> Result<Vec<snapshot::Window>, ReplicationError> {
     let mut frozen = Vec::new();
     for t in targets {
         if let (true, Some(q)) = (t.app, &t.quiesce) {
@@ -257,14 +268,34 @@ fn freeze_and_stage(
         move |source| ReplicationError::Io { op, path, source }
     };
     std::fs::create_dir_all(staging).map_err(io("create staging directory", staging))?;
+    let crash = |t: &Target| !(t.app && t.quiesce.is_some());
+    // Every window starts before any disk is snapshotted, so all of them
+    // share the instants between the last start and the first snapshot.
+    let mut windows: Vec<snapshot::Window> = targets
+        .iter()
+        .filter(|t| crash(t))
+        .flat_map(|t| &t.disks)
+        .map(|(_, path)| snapshot::Window {
+            path: path.clone(),
+            cloned: false,
+            start: snapshot::settled(path),
+            end: None,
+        })
+        .collect();
+    let mut next = windows.iter_mut();
     for (ti, t) in targets.iter().enumerate() {
-        if !(t.app && t.quiesce.is_some()) {
-            continue;
-        }
         for (di, (_, path)) in t.disks.iter().enumerate() {
             let dst = staging.join(format!("{ti}-{di}"));
-            disk::stage_copy(path, &dst).map_err(io("stage a copy of disk", path))?;
-            sources[ti][di] = dst;
+            if !crash(t) {
+                disk::stage_copy(path, &dst).map_err(io("stage a copy of disk", path))?;
+                sources[ti][di] = dst;
+            } else if let Some(w) = next.next()
+                && snapshot::reflink(path, &dst)
+            {
+                w.cloned = true;
+                w.end = snapshot::stamp(path);
+                sources[ti][di] = dst;
+            }
         }
     }
     let mut failed = None;
@@ -276,7 +307,7 @@ fn freeze_and_stage(
             });
         }
     }
-    failed.map_or(Ok(()), Err)
+    failed.map_or(Ok(windows), Err)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -291,6 +322,7 @@ fn capture_all(
     created: time::OffsetDateTime,
     freeze_ms: Option<u64>,
     opts: &Options,
+    windows: &[snapshot::Window],
 ) -> Result<Vec<Manifest>, ReplicationError> {
     let claimed = Mutex::new(HashSet::new());
     let mut packer = PackWriter::new(vault);
@@ -340,6 +372,14 @@ fn capture_all(
             stats,
         };
         made.push((m, hashes));
+    }
+    // Every disk is read: were the crash-consistent ones one instant?
+    if !snapshot::one_instant(windows) {
+        for (m, _) in &mut made {
+            if m.consistency == Consistency::Crash {
+                m.consistency = Consistency::Fuzzy;
+            }
+        }
     }
     opts.check_cancel()?;
     let (packs, _) = packer.finish()?;

@@ -292,6 +292,55 @@ pub fn restore_disk(
     to: &Path,
     progress: &Progress,
 ) -> Result<Restored, ReplicationError> {
+    restore_disk_to(vault, point, disk, to, progress, false)
+}
+
+/// `standby restore`: [`restore_disk`] after the target checks of
+/// [`super::target`] — `to` is not a disk in `in_use`, not a directory or
+/// special file, replaces an existing file or writes a block device only
+/// with `force`, and no other restore writes it (lock named
+/// `TO.restore-lock`; `TO.partial` created exclusively). Nothing is written
+/// when a check fails.
+pub fn restore_checked(
+    vault: &Vault,
+    point: &Manifest,
+    disk: &str,
+    to: &Path,
+    force: bool,
+    in_use: &[super::target::InUseDisk],
+    progress: &Progress,
+) -> Result<Restored, ReplicationError> {
+    super::target::check(to, force, in_use)?;
+    // The disk must be in the point before anything is created.
+    if !point.disks.contains_key(disk) {
+        return Err(VaultError::NoSuchDisk {
+            point: point.id.short(),
+            disk: disk.to_string(),
+            have: point.disks.keys().cloned().collect::<Vec<_>>().join(", "),
+        }
+        .into());
+    }
+    let _lock = super::target::TargetLock::acquire(
+        to,
+        &super::target::holder(&format!(
+            "restoring disk {disk} of point {}",
+            point.id.short()
+        )),
+    )?;
+    // Checked again under the lock: a restore that finished while we
+    // waited may have created the target.
+    super::target::check(to, force, in_use)?;
+    restore_disk_to(vault, point, disk, to, progress, true)
+}
+
+fn restore_disk_to(
+    vault: &Vault,
+    point: &Manifest,
+    disk: &str,
+    to: &Path,
+    progress: &Progress,
+    exclusive: bool,
+) -> Result<Restored, ReplicationError> {
     let (index, _) = crate::vault::index::load(vault, false)?;
     let mut cache = HashMap::new();
     let r = manifest::resolve(vault, point, disk, &mut cache)?;
@@ -332,7 +381,22 @@ pub fn restore_disk(
     let mut partial = to.as_os_str().to_owned();
     partial.push(".partial");
     let partial = PathBuf::from(partial);
-    let f = File::create(&partial).map_err(io("create", &partial))?;
+    let f = if exclusive {
+        // Under the target lock a `.partial` can only be a dead restore's
+        // leftover; O_EXCL then makes sure no one else writes this one.
+        match std::fs::remove_file(&partial) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io("remove the leftover", &partial)(e)),
+        }
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&partial)
+            .map_err(io("create", &partial))?
+    } else {
+        File::create(&partial).map_err(io("create", &partial))?
+    };
     f.set_len(r.size).map_err(io("size", &partial))?;
     // Direct writes pay off for long runs (a full point); a delta's map is
     // cut into short runs, which synchronous direct writes of a few hundred

@@ -17,8 +17,13 @@ pub const BLOCK: u64 = 4096;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Consistency {
+    /// An image of one instant, as a power cut would leave the disks.
     Crash,
+    /// Taken while the applications were quiesced (freeze/thaw hooks).
     App,
+    /// Read while the disks were being written: blocks of different
+    /// moments. Kept and listed, never counted as a consistent point.
+    Fuzzy,
 }
 
 impl std::fmt::Display for Consistency {
@@ -26,6 +31,7 @@ impl std::fmt::Display for Consistency {
         f.write_str(match self {
             Consistency::Crash => "crash",
             Consistency::App => "app",
+            Consistency::Fuzzy => "fuzzy",
         })
     }
 }
@@ -104,7 +110,7 @@ pub fn decode(plain: &[u8]) -> std::result::Result<Manifest, String> {
 
 /// A name a restore may use as one path component: what the configuration
 /// allows for block names (letters, digits, `_`, `-`), never `/` or `..`.
-fn plain_name(s: &str) -> bool {
+pub fn plain_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 128
         && s.chars()
@@ -241,7 +247,8 @@ pub fn list(vault: &Vault, tolerant: bool) -> Result<(Vec<Manifest>, Vec<VaultEr
     Ok((out, bad))
 }
 
-/// Find a point by full id, unique id prefix, or `latest` (optionally of one machine).
+/// Find a point by full id, unique id prefix, or `latest` (optionally of one
+/// machine): the newest point that is not `fuzzy`.
 pub fn find<'a>(
     vault: &Vault,
     points: &'a [Manifest],
@@ -253,8 +260,14 @@ pub fn find<'a>(
         url: vault.url.clone(),
         query: query.to_string(),
     };
+    // `latest` is the newest consistent point: a fuzzy one only by its id.
     if query == "latest" {
-        return points.iter().rev().find(of_machine).ok_or_else(not_found);
+        return points
+            .iter()
+            .rev()
+            .filter(of_machine)
+            .find(|m| m.consistency != Consistency::Fuzzy)
+            .ok_or_else(not_found);
     }
     let q = query.to_ascii_lowercase();
     let hits: Vec<&Manifest> = points

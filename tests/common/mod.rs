@@ -348,6 +348,8 @@ impl Rounds {
                     std::fs::read(&to).unwrap() == std::fs::read(reference).unwrap(),
                     "point {id} disk {disk} does not restore to the disk as it was"
                 );
+                // restore replaces an existing file only with --force.
+                std::fs::remove_file(&to).unwrap();
             }
         }
     }
