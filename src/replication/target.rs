@@ -277,8 +277,19 @@ impl TargetLock {
             match fs4::FileExt::try_lock(&file) {
                 Ok(()) => {}
                 Err(fs4::TryLockError::WouldBlock) => {
+                    // The holder writes who it is just after it locks: give
+                    // it a moment, so the refusal can name it.
                     let mut who = String::new();
-                    let _ = file.read_to_string(&mut who);
+                    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+                    loop {
+                        who.clear();
+                        let _ = std::io::Seek::rewind(&mut file);
+                        let _ = file.read_to_string(&mut who);
+                        if !who.trim().is_empty() || std::time::Instant::now() >= deadline {
+                            break;
+                        }
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                    }
                     let who = who.trim();
                     return Err(TargetError::Busy {
                         path: to.to_path_buf(),
