@@ -21,11 +21,12 @@ pub(super) struct Entry<'a> {
 /// Compare the configuration with the state (None: no state yet).
 pub fn diff(config: &Config, state: Option<&StateDoc>, options: &DiffOptions) -> Plan {
     let lineage = state.map_or_else(uuid::Uuid::new_v4, |s| s.lineage);
+    let marker = super::attributes::marker_key(config, &lineage);
     let empty = std::collections::BTreeMap::new();
     let recorded = state.map_or(&empty, |s| &s.objects);
 
     let mut desired: Peekable<_> = desired_objects(config)
-        .map(|(a, o)| (a, flatten(o, &lineage)))
+        .map(|(a, o)| (a, flatten(o, &marker)))
         .peekable();
     let mut recorded = recorded.iter().map(|(a, o)| (a, &o.attributes)).peekable();
 
