@@ -63,7 +63,10 @@ impl Frozen {
             return Ok(());
         }
         self.thawed = true;
-        let env = [("STANDBY_MACHINE", self.machine.as_str()), ("STANDBY_HOOK", "thaw")];
+        let env = [
+            ("STANDBY_MACHINE", self.machine.as_str()),
+            ("STANDBY_HOOK", "thaw"),
+        ];
         run_hook(&self.hooks.thaw, self.hooks.timeout.to_std(), &env)
     }
 }

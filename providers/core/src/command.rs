@@ -446,8 +446,16 @@ mod tests {
         });
         assert!(started.elapsed() < Duration::from_secs(300));
         assert!(f.cancelled && !f.timed_out() && !f.success(), "{f:?}");
-        assert!(f.exit_text().starts_with("cancelled; its process group ("), "{}", f.exit_text());
-        let bg: u32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+        assert!(
+            f.exit_text().starts_with("cancelled; its process group ("),
+            "{}",
+            f.exit_text()
+        );
+        let bg: u32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
         assert_gone(bg);
     }
 
