@@ -392,5 +392,11 @@ pub fn restore_disk(
     }
     sink.0.file().sync_all().map_err(io("sync", &partial))?;
     std::fs::rename(&partial, to).map_err(io("rename into place", to))?;
+    // The new name is durable only once its directory is.
+    if let Some(dir) = to.parent().filter(|d| !d.as_os_str().is_empty()) {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io("sync the directory of", to))?;
+    }
     Ok(Restored { size: r.size, data })
 }
