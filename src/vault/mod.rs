@@ -34,7 +34,8 @@ use std::sync::Arc;
 /// Everything that can go wrong in the vault. Never carries key material.
 #[derive(Debug, thiserror::Error)]
 pub enum VaultError {
-    #[error("vault {url}: cannot {op} {object}: {source}")]
+    // The causes too: object_store's own text hides e.g. a refused certificate.
+    #[error("vault {url}: cannot {op} {object}: {}", crate::store::describe(source.as_ref()))]
     Store {
         url: String,
         op: &'static str,
