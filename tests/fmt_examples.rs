@@ -76,5 +76,8 @@ fn repository_configurations_format_stably() {
         }
     }
     assert!(formatted >= 10, "only {formatted} files formatted");
-    assert!(syntax_errors >= 1, "the syntax-error fixtures were not seen");
+    assert!(
+        syntax_errors >= 1,
+        "the syntax-error fixtures were not seen"
+    );
 }
