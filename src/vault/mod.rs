@@ -268,9 +268,12 @@ impl Vault {
             reason: reason.to_string(),
         };
         let text = std::str::from_utf8(&raw).map_err(|_| damaged("it is not text"))?;
+        // Exactly "BODY\nSUM\n", as written: any other byte, even trailing
+        // whitespace, is damage (a flipped bit in the final newline made
+        // it a vertical tab, which trimming accepted).
         let (body, sum) = text
-            .trim_end()
-            .rsplit_once('\n')
+            .strip_suffix('\n')
+            .and_then(|t| t.rsplit_once('\n'))
             .ok_or_else(|| damaged("its checksum line is missing"))?;
         if blake3::hash(body.as_bytes()).to_hex().as_str() != sum {
             return Err(damaged("its checksum does not match"));
