@@ -42,7 +42,7 @@ for t in faults_crash faults_corruption faults_network faults_storage faults_pow
     rc=0
     cargo test --release --quiet --test "$1" ${2:+"$2"} -- --nocapture --test-threads 1 > "$log" 2>&1 || rc=$?
     # The summary lines (no match is not an error; the exit code is).
-    grep -E 'STANDBY_SEED|kills|trials|rounds|faults|power|test result|panicked|FAILED|rerun' "$log" || true
+    grep -E 'STANDBY_SEED|kills|kill\(s\)|acknowledged|trials|rounds|faults|power|test result|panicked|FAILED|rerun' "$log" || true
     if [ "$rc" -ne 0 ]; then
         failed+=("$*")
         echo "   FAILED (exit $rc); last lines:"
