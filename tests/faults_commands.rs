@@ -71,8 +71,7 @@ fn a_freeze_hook_past_its_timeout_leaves_no_child_that_freezes_again() {
         &Options::new(d.join("cache")),
         &Progress::default(),
     )
-    .err()
-    .expect("a freeze past its timeout fails");
+    .expect_err("a freeze past its timeout fails");
     let msg = err.to_string();
     assert!(
         msg.contains("timed out after 1s; its process group (4 processes) was killed"),
