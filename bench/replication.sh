@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Replication benchmark: standby vs restic vs borg (zstd,1) on the canonical
-# 2 GiB disk (../shared/bench/gen_image.py) and its 1% change
-# (modify_image.py IMG 1). For each tool and each of RUNS repetitions:
+# 2 GiB disk (bench/gen_image.py) and its 1% change
+# (bench/modify_image.py IMG 1), generated here. For each tool and each of RUNS repetitions:
 #   (a) first full backup, (b) backup after the 1% change,
 #   (c) restore of each point, checked with cmp against a copy of the source
 #       taken at capture time.
 # Records wall time, CPU time (user + sys), bytes added to the repository,
 # peak RSS (/usr/bin/time),
-# and prints medians with ratios. Not a test: nothing here asserts timings.
+# and prints medians with ratios. Not a test: nothing here asserts timings;
+# but it exits 1 when any restore differs from its source.
 #
 # KEEP_RESULTS=1 appends to the previous results instead of starting over.
 # Environment: BENCH_DIR (cache, default /tmp/standby-bench), RUNS (3),
@@ -15,8 +16,8 @@
 set -euo pipefail
 
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
-SHARED="${SHARED:-$REPO/../../shared/bench}"
-[ -f "$SHARED/gen_image.py" ] || SHARED=/work/shared/bench
+# The data generators live in the repository.
+GEN="$REPO/bench"
 BENCH_DIR="${BENCH_DIR:-/tmp/standby-bench}"
 RUNS="${RUNS:-3}"
 SIZE_MIB="${SIZE_MIB:-2048}"
@@ -38,7 +39,7 @@ mkdir -p "$BENCH_DIR"
 IMG="$BENCH_DIR/disk-$SIZE_MIB.img"
 if [ ! -f "$IMG" ]; then
     echo "generating $IMG (once)" >&2
-    python3 "$SHARED/gen_image.py" "$IMG.tmp" "$SIZE_MIB"
+    python3 "$GEN/gen_image.py" "$IMG.tmp" "$SIZE_MIB"
     mv "$IMG.tmp" "$IMG"
 fi
 
@@ -53,6 +54,7 @@ export RESTIC_PASSWORD=bench BORG_PASSPHRASE=bench BORG_RELOCATED_REPO_ACCESS_IS
 export BORG_CACHE_DIR="$W/borg-cache"
 
 size_of() { du -sb "$1" | cut -f1; }
+mismatches=0
 
 # timed TOOL WHAT CMD...: run CMD under /usr/bin/time; append wall and RSS.
 timed() {
@@ -78,6 +80,7 @@ check_same() {
     if cmp -s "$1" "$2"; then record "$3" "$4" identical 1; else
         record "$3" "$4" identical 0
         echo "MISMATCH: $3 $4 restore differs from the source" >&2
+        mismatches=$((mismatches + 1))
     fi
 }
 
@@ -131,7 +134,7 @@ for run in $(seq 1 "$RUNS"); do
         if [ "$tool" = restic ]; then p1=$(restic -q -r "$repo" snapshots --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[-1]["id"])'); fi
         if [ "$tool" = borg ]; then p1=$(borg list --short "$repo" | tail -1); fi
 
-        python3 "$SHARED/modify_image.py" "$W/cur.img" 1 > /dev/null
+        python3 "$GEN/modify_image.py" "$W/cur.img" 1 > /dev/null
         cp "$W/cur.img" "$W/ref2.img"
         cat "$W/cur.img" > /dev/null
         timed "$tool" delta bash -c 'backup "$@"' _ "$tool" "$repo"
@@ -177,3 +180,7 @@ for what in ["full", "delta", "restore_full", "restore_delta"]:
 ok = all(v == 1.0 for (t, w, m), vs in rows.items() if m == "identical" for v in vs)
 print("\nevery restore identical to its source (cmp):", "yes" if ok else "NO")
 PY
+if [ "$mismatches" -gt 0 ]; then
+    echo "FAILED: $mismatches restore(s) differed from their source" >&2
+    exit 1
+fi

@@ -152,6 +152,50 @@ fn state(qs: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(qs.join(".standby/state.json")).unwrap()).unwrap()
 }
 
+/// Bytes standby's own process (not the machines it boots: pids that ran
+/// `execve` after the first are left out) wrote to files under `dir`, from
+/// an `strace -f -y` log: the return values of write calls on such files.
+fn written_at_sink(trace: &Path, dir: &Path) -> std::collections::BTreeMap<String, u64> {
+    let text = std::fs::read_to_string(trace).unwrap();
+    let dir = dir.canonicalize().unwrap();
+    let prefix = format!("<{}/", dir.display());
+    let mut children = BTreeSet::new();
+    let mut first = true;
+    for l in text.lines() {
+        if l.contains("execve(") {
+            if !first {
+                children.insert(l.split_whitespace().next().unwrap_or("").to_string());
+            }
+            first = false;
+        }
+    }
+    let mut by_file: std::collections::BTreeMap<String, u64> = Default::default();
+    for l in text.lines() {
+        if !l.contains(&prefix)
+            || l.contains("execve(")
+            || children.contains(l.split_whitespace().next().unwrap_or(""))
+        {
+            continue;
+        }
+        let Some(n) = l
+            .rsplit("= ")
+            .next()
+            .and_then(|t| t.trim().parse::<u64>().ok())
+        else {
+            continue;
+        };
+        let file = l
+            .split(&prefix)
+            .nth(1)
+            .and_then(|r| r.split('>').next())
+            .unwrap_or("?")
+            .to_string();
+        *by_file.entry(file).or_default() += n;
+    }
+    println!("written at the sink, by file: {by_file:?}");
+    by_file
+}
+
 /// Numbers in lines like `... (bytes written: N)`.
 fn written_bytes(out: &str) -> u64 {
     out.lines()
@@ -226,7 +270,27 @@ fn failback_moves_only_changed_blocks_both_ways_and_loses_no_row() {
         .collect();
     let before_fb = ids(&qs);
     // The shutdown command stops the writer: every committed row must come home.
-    let out = ok(&qs, &["failback", "shop", "--approve", "dns"]);
+    // Under strace: the bytes written to the home disks are counted at
+    // the sink (the write syscalls on those files), not by standby.
+    let trace = d.path().join("failback.strace");
+    let o = Command::new("strace")
+        .args(["-f", "-y", "-qq", "--seccomp-bpf", "-e", "signal=none"])
+        .args(["-e", "trace=execve,write,pwrite64,writev,pwritev,pwritev2"])
+        .arg("-o")
+        .arg(&trace)
+        .arg(env!("CARGO_BIN_EXE_standby"))
+        .arg("-C")
+        .arg(&qs)
+        .args(["failback", "shop", "--approve", "dns"])
+        .env("NO_COLOR", "1")
+        .env_remove("STANDBY_TEST_AFTER_MATERIALIZE")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "failback failed:\n{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let sink = written_at_sink(&trace, &home);
+    let sink_written: u64 = sink.values().sum();
     assert!(writer.join().unwrap());
     let rows_at_dr = committed(&qs);
     assert!(rows_at_dr > 520);
@@ -253,6 +317,33 @@ fn failback_moves_only_changed_blocks_both_ways_and_loses_no_row() {
         "wrote {written} for {changed} changed:\n{out}"
     );
     assert!(written > 0);
+    // Every block of a system image that differs now from before the
+    // failback had to be written by standby (the booted database writes
+    // data.sqlite itself): the trace misses no write.
+    let mut must = 0;
+    let mut seen = 0;
+    for (i, disk) in DISKS
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| d.ends_with("system.img"))
+    {
+        let before = d.path().join(format!("home-before-{i}"));
+        std::fs::write(&before, &home_before[i]).unwrap();
+        must += differing_blocks(&before, &home.join(disk)) * 4096;
+        seen += sink.get(*disk).copied().unwrap_or(0);
+    }
+    println!(
+        "written home, counted at the sink: {sink_written} B; system images: {seen} B written, {must} B changed"
+    );
+    assert!(
+        seen >= must,
+        "the trace saw {seen} B written to the system images, but {must} B changed there"
+    );
+    assert!(
+        sink_written <= 2 * changed,
+        "the home disks received {sink_written} B of writes for {changed} B changed"
+    );
+    assert!(sink_written > 0, "nothing was written home");
     // Home disks equal the DR copies, and they did change.
     for (i, disk) in DISKS.iter().enumerate() {
         let now = std::fs::read(home.join(disk)).unwrap();

@@ -74,3 +74,68 @@ fn replicate_killed_at_random_moments_never_lists_a_broken_point() {
     );
     assert!(interrupted > 0 || kills < 3, "no kill landed inside a run");
 }
+
+/// Every file under `dir` whose name ends with `.partial`.
+fn partials(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in rd {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(partials(&p));
+        } else if p.to_string_lossy().ends_with(".partial") {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// A failover killed with SIGKILL while it restores (machine.db's disks
+/// written, machine.web's not yet): the state says what it did, nothing
+/// half-written is left as a disk, and a rerun completes with sound disks.
+#[test]
+fn a_failover_killed_while_restoring_can_be_run_again() {
+    let d = tempfile::tempdir().unwrap();
+    let root = quickstart(d.path(), 16, 8);
+    ok(&root, &["apply", "--auto-approve"]);
+    ok(&root, &["replicate"]);
+    let dr = root.join("sites/dr");
+    // Runs right after a machine's disks are restored: for machine.db it
+    // kills standby itself (its parent), in the middle of the restores.
+    let hook = r#"[ "$STANDBY_MACHINE" = machine.db ] && kill -9 $PPID; true"#;
+    let o = standby(&root)
+        .args(["failover", "unplanned", "shop", "--approve", "dns"])
+        .env("STANDBY_TEST_AFTER_MATERIALIZE", hook)
+        .output()
+        .unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(o.status.signal(), Some(9), "not killed:\n{}", text(&o));
+    assert!(dr.join("db/system.img").exists(), "machine.db was restored");
+    assert!(
+        !dr.join("web/system.img").exists(),
+        "machine.web was not restored yet: the kill was mid-restore"
+    );
+    assert!(partials(&dr).is_empty(), "{:?}", partials(&dr));
+    let st = state(&root);
+    assert_eq!(st["runs"][0]["phase"], "running", "{st:#}");
+
+    let out = ok(
+        &root,
+        &["failover", "unplanned", "shop", "--approve", "dns"],
+    );
+    assert!(out.contains("complete"), "{out}");
+    let st = state(&root);
+    let runs = st["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 1, "{st:#}");
+    assert_eq!(runs[0]["phase"], "completed");
+    assert!(partials(&dr).is_empty(), "{:?}", partials(&dr));
+    for img in ["db/system.img", "web/system.img"] {
+        assert!(
+            standby::samples::ext4_is_clean(&dr.join(img)).unwrap(),
+            "{img} is not clean after the rerun"
+        );
+    }
+    assert!(orders(&dr.join("db/data.sqlite")) > 0);
+}

@@ -25,7 +25,7 @@ fn repository_configurations_format_stably() {
     let mut files = Vec::new();
     hcl_files(&root.join("plans"), &mut files);
     hcl_files(&root.join("testdata"), &mut files);
-    let mut formatted = 0;
+    let (mut formatted, mut syntax_errors) = (0, 0);
     for f in &files {
         let src = std::fs::read_to_string(f).unwrap();
         match format_source(&src) {
@@ -62,10 +62,22 @@ fn repository_configurations_format_stably() {
                     );
                 }
             }
-            // Fixtures of syntax errors are expected; anything else is a bug.
-            Err(FormatError::Syntax { .. }) => {}
+            // Syntax errors are expected only in the invalid-input
+            // fixtures; anywhere else (plans/, golden inputs) it is a bug.
+            Err(e @ FormatError::Syntax { .. }) => {
+                assert!(
+                    f.starts_with(root.join("testdata/invalid")),
+                    "{}: {e}",
+                    f.display()
+                );
+                syntax_errors += 1;
+            }
             Err(e) => panic!("{}: {e}", f.display()),
         }
     }
     assert!(formatted >= 10, "only {formatted} files formatted");
+    assert!(
+        syntax_errors >= 1,
+        "the syntax-error fixtures were not seen"
+    );
 }

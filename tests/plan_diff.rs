@@ -604,7 +604,7 @@ fn change_after_reconstructs_the_desired_attributes() {
         .unwrap();
     let want = plan::flatten(
         plan::ObjectRef::Machine(&c.machines[&addr("machine.db")]),
-        &s.lineage,
+        &plan::attributes::marker_key(&c, &s.lineage),
     );
     assert_eq!(after, want);
 }

@@ -127,7 +127,8 @@ fn a_freeze_past_its_timeout_is_killed_and_thawed() {
     .err()
     .unwrap();
     assert!(
-        err.to_string().contains("did not finish within 1s"),
+        err.to_string()
+            .contains("timed out after 1s; its process group"),
         "{err}"
     );
     assert_eq!(

@@ -4,8 +4,14 @@
 //! logging on; then every byte standby printed (stdout, stderr, /metrics)
 //! or wrote (files under the configuration directory, the state objects on
 //! Azurite, the vault's object names and its plain config object) is
-//! searched for each secret in raw, hex (both cases) and base64 forms
-//! (standard and URL-safe, at every alignment). None may appear.
+//! searched for each secret in raw, hex (both cases), base64 (standard and
+//! URL-safe, at every alignment) and percent-encoded forms. None may appear.
+//!
+//! The commands include a drill and a planned failover (with reports), one
+//! machine is recovered to an exec site whose command holds the sensitive
+//! token, and a freeze hook, a check and the exec provider each write their
+//! whole environment to a file under the configuration directory: children
+//! get an explicit environment, so none of those files holds a secret.
 
 mod common;
 mod watch_support;
@@ -79,6 +85,25 @@ fn forms(name: &str, secret: &[u8]) -> Vec<(String, Vec<u8>)> {
             hex::encode_upper(secret).into_bytes(),
         ),
     ];
+    // Percent-encoded: every byte outside RFC 3986's unreserved set as %XX,
+    // in either case (a secret of only unreserved bytes is its raw form).
+    for upper in [true, false] {
+        let enc: String = secret
+            .iter()
+            .map(|&b| {
+                if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                    (b as char).to_string()
+                } else if upper {
+                    format!("%{b:02X}")
+                } else {
+                    format!("%{b:02x}")
+                }
+            })
+            .collect();
+        if enc.as_bytes() != secret {
+            out.push((format!("{name} (percent-encoded)"), enc.into_bytes()));
+        }
+    }
     for url in [false, true] {
         for pad in 0..3usize {
             let mut data = vec![0u8; pad];
@@ -184,21 +209,56 @@ impl Search {
 }
 
 /// The quickstart with an s3:// vault keyed by an environment variable, state
-/// on Azurite, and a DR site reached by an exec provider given a sensitive token.
+/// on Azurite, and machine.web recovered to an exec site whose command is
+/// given a sensitive token. The db's freeze hook, a db check and the exec
+/// provider write their environment to `envdump/*-env`.
 fn config(d: &Path, vault_url: &str, state_url: &str) -> PathBuf {
     let qs = quickstart(d, POLICY, Some(vault_url));
-    let main = qs.join("main.hcl");
-    let text = std::fs::read_to_string(&main).unwrap().replace(
+    std::fs::create_dir_all(qs.join("envdump")).unwrap();
+    let edit = |file: &str, from: &str, to: &str| {
+        let p = qs.join(file);
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert!(text.contains(from), "{file} lacks {from}");
+        std::fs::write(&p, text.replacen(from, to, 1)).unwrap();
+    };
+    edit(
+        "main.hcl",
         "key_file = var.vault_key_file",
         "key_env  = \"SECRETS_TEST_VAULT_KEY\"",
     );
-    std::fs::write(&main, text).unwrap();
+    edit(
+        "machines.hcl",
+        r#"freeze  = ["sh", "scripts/db-freeze.sh"]"#,
+        r#"freeze  = ["sh", "-c", "env > envdump/freeze-env && sh scripts/db-freeze.sh"]"#,
+    );
+    edit(
+        "machines.hcl",
+        r#"  check "filesystem" {"#,
+        "  check \"env\" {\n    command = [\"sh\", \"-c\", \"env > envdump/check-env\"]\n  }\n  check \"filesystem\" {",
+    );
+    edit(
+        "protection.hcl",
+        "machine           = machine.web\n  target            = site.dr\n",
+        "machine           = machine.web\n  target            = site.dr2\n",
+    );
+    // The exec provider: plans/exec-example's stand-in hypervisor behind a
+    // wrapper that takes the token and records its environment.
+    let provider = Path::new(env!("CARGO_MANIFEST_DIR")).join("plans/exec-example/provider.py");
+    let wrapper = qs.join("scripts/dr-provider.sh");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nenv > envdump/provider-env\n[ \"$1\" = --token ] && shift 2\nexec python3 {} --root hypervisor \"$@\"\n",
+            provider.display()
+        ),
+    )
+    .unwrap();
     std::fs::write(
         qs.join("secrets.hcl"),
         format!(
             "backend {{\n  url = \"{state_url}\"\n}}\n\n\
              variable \"dr_token\" {{\n  sensitive = true\n}}\n\n\
-             site \"dr2\" {{\n  provider = \"exec\"\n  command  = [\"dr-provider\", \"--token\", var.dr_token]\n}}\n"
+             site \"dr2\" {{\n  provider = \"exec\"\n  command  = [\"sh\", \"scripts/dr-provider.sh\", \"--token\", var.dr_token]\n}}\n"
         ),
     )
     .unwrap();
@@ -283,6 +343,14 @@ fn no_secret_appears_in_anything_standby_prints_or_writes() {
             "--to",
             restored.to_str().unwrap(),
         ],
+        vec![
+            "drill",
+            "shop",
+            "--approve",
+            "dns",
+            "--report-dir",
+            "reports/drill",
+        ],
         // An error path too: a restore from an unknown vault.
         vec![
             "restore",
@@ -353,6 +421,49 @@ fn no_secret_appears_in_anything_standby_prints_or_writes() {
     search.check("stdout of replicate --watch", &out.join().unwrap());
     search.check("stderr of replicate --watch", &err.join().unwrap());
 
+    // A planned failover, with its report (machine.web goes to the exec site).
+    let o = cmd(&qs)
+        .args([
+            "failover",
+            "planned",
+            "shop",
+            "--approve",
+            "dns",
+            "--report-dir",
+            "reports/failover",
+        ])
+        .output()
+        .unwrap();
+    search.output("failover planned", &o);
+    assert!(
+        o.status.success(),
+        "failover planned failed:\n{}",
+        common::text(&o)
+    );
+    // The children did run and did write their environment.
+    for (file, machine) in [
+        ("freeze-env", Some("machine.db")),
+        ("check-env", Some("machine.db")),
+        ("provider-env", None),
+    ] {
+        let env = std::fs::read_to_string(qs.join("envdump").join(file))
+            .unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert!(env.contains("PATH="), "{file}:\n{env}");
+        if let Some(m) = machine {
+            assert!(
+                env.contains(&format!("STANDBY_MACHINE={m}")),
+                "{file}:\n{env}"
+            );
+        }
+    }
+    for kind in ["drill", "failover"] {
+        let report = std::fs::read_to_string(qs.join("reports").join(kind).join("report.json"))
+            .unwrap_or_else(|e| panic!("{kind} report: {e}"));
+        assert!(report.contains("machine.web"), "{kind} report:\n{report}");
+    }
+    // machine.web ran at the exec site (the stand-in hypervisor's disks).
+    assert!(qs.join("hypervisor/disks").is_dir());
+
     // Everything written locally (the sample disks are the user's input).
     search.files(&qs, &[qs.join("sites")]);
     search.check("restored disk", &std::fs::read(&restored).unwrap());
@@ -365,7 +476,7 @@ fn no_secret_appears_in_anything_standby_prints_or_writes() {
         "searched {} bytes for {} forms of 6 secrets after {} commands",
         search.searched,
         search.secrets.len(),
-        runs.len() + 3
+        runs.len() + 4
     );
     assert!(
         search.searched > 100_000,

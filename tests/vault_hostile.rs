@@ -60,8 +60,19 @@ fn flat(o: &std::process::Output) -> String {
 
 /// `restore POINT --disk DISK --to OUT` fails with `reason`; nothing is written.
 fn refused(qs: &Path, out: &Path, point: &Id, disk: &str, reason: &str) {
+    refused_by(standby(qs), qs, out, point, disk, reason)
+}
+
+fn refused_by(
+    mut cmd: std::process::Command,
+    qs: &Path,
+    out: &Path,
+    point: &Id,
+    disk: &str,
+    reason: &str,
+) {
     let o = expect_code(
-        standby(qs).args([
+        cmd.args([
             "restore",
             &point.hex(),
             "--disk",
@@ -136,12 +147,66 @@ fn hostile_manifests_and_indexes_are_refused_before_anything_is_written() {
     refused(&qs, &out, &bad.id, "system", "more than the 16 TiB limit");
     remove(&qs, &bad);
 
-    // A disk within the size limit whose block map would not fit in this
-    // machine's memory (16 TiB: 32 GiB of map) is refused, not allocated.
+    // A disk within the size limit whose block map would not fit in the
+    // memory the process may use (16 TiB: 32 GiB of map) is refused, not
+    // allocated. The restore runs with an 8 GiB address-space limit, so the
+    // refusal does not depend on how much memory this host has free.
     let bad = craft(&vault, &db, |m| {
         m.disks.get_mut("system").unwrap().size = manifest::MAX_DISK;
     });
-    refused(&qs, &out, &bad.id, "system", "bytes of memory and only");
+    let mut limited = standby(&qs);
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs in the child.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        limited.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: 8 << 30,
+                rlim_max: 8 << 30,
+            };
+            if libc::setrlimit(libc::RLIMIT_AS, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    refused_by(
+        limited,
+        &qs,
+        &out,
+        &bad.id,
+        "system",
+        "bytes of memory and only",
+    );
+    remove(&qs, &bad);
+    // 6 TiB (12 GiB of map) under the same 8 GiB limit: a host with plenty
+    // of free memory must not tempt the restore into an allocation the
+    // limit makes fail (an abort, not an error).
+    let bad = craft(&vault, &db, |m| {
+        m.disks.get_mut("system").unwrap().size = 6 << 40;
+    });
+    let mut limited = standby(&qs);
+    // SAFETY: as above.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        limited.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: 8 << 30,
+                rlim_max: 8 << 30,
+            };
+            if libc::setrlimit(libc::RLIMIT_AS, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    refused_by(
+        limited,
+        &qs,
+        &out,
+        &bad.id,
+        "system",
+        "bytes of memory and only",
+    );
     remove(&qs, &bad);
 
     // An extent past the disk's end.

@@ -42,7 +42,10 @@ fn prune_folds_dropped_ancestors_and_frees_their_data() {
     let mut refs = Vec::new();
     let mut ids = Vec::new();
     for seed in 0..3u8 {
-        write_disk(&disk, seed, 4 << 20);
+        // Every block new each time: what the first two points stored is
+        // referenced by no later point, so it is garbage once they go.
+        let data: Vec<u8> = (0..4 << 20).map(|_| rand::random::<u8>()).collect();
+        std::fs::write(&disk, data).unwrap();
         refs.push(snapshot(&disk, &d.join(format!("ref{seed}"))));
         ids.push(take(&vault, &cache, &[target("a", &[("root", &disk)])])[0].id);
     }
@@ -70,7 +73,9 @@ fn prune_folds_dropped_ancestors_and_frees_their_data() {
     let out = d.join("out");
     restore(&vault, &points[0], "root", &out);
     assert_same(&refs[2], &out);
-    assert!(vault.list("data").unwrap().len() <= before);
+    // The dropped points' data is gone from the vault, not only unlisted.
+    assert!(rep.packs_deleted > 0 && rep.bytes_freed > 0, "{rep:?}");
+    assert!(vault.list("data").unwrap().len() < before);
     let v = verify::verify(&vault, true).unwrap();
     assert!(v.problems.is_empty(), "{:?}", v.problems);
     // The next point after folding still works as a delta.
@@ -164,19 +169,31 @@ fn prune_racing_replication_never_loses_referenced_data() {
                 ("protection.a".to_string(), Duration::ZERO),
                 ("protection.b".to_string(), Duration::ZERO),
             ]);
-            let mut runs = 0;
+            let (mut runs, mut raced) = (0, 0);
             while !stop.load(std::sync::atomic::Ordering::Relaxed) || runs < 8 {
-                prune::prune(&vault, &retention, later(), false, Duration::from_secs(60)).unwrap();
+                let during = !stop.load(std::sync::atomic::Ordering::Relaxed);
+                let rep = prune::prune(&vault, &retention, later(), false, Duration::from_secs(60))
+                    .unwrap();
+                // A prune that dropped points while replication was still
+                // writing: the race this test is about.
+                if during && !rep.dropped.is_empty() {
+                    raced += 1;
+                }
                 runs += 1;
             }
-            runs
+            (runs, raced)
         });
         // The replicators finish first; then let the pruner stop.
         for r in replicators {
             r.join().unwrap();
         }
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        assert!(pruner.join().unwrap() >= 8);
+        let (runs, raced) = pruner.join().unwrap();
+        assert!(runs >= 8);
+        assert!(
+            raced > 0,
+            "no prune dropped a point while replication ran: no race happened"
+        );
     });
     let vault = standby::vault::Vault::open(&url, &key, &d).unwrap();
     let v = verify::verify(&vault, true).unwrap();

@@ -221,6 +221,21 @@ fn watch_survives_an_azurite_outage_without_damaged_points() {
             } else {
                 assert!(standby::samples::ext4_is_clean(&to).unwrap(), "{id} {disk}");
             }
+            // Nothing writes to the source disks here: each point holds
+            // exactly their bytes, not merely a disk that checks clean.
+            let source = root
+                .join("sites/onprem")
+                .join(machine)
+                .join(if disk == "data" {
+                    "data.sqlite".to_string()
+                } else {
+                    format!("{disk}.img")
+                });
+            assert!(
+                std::fs::read(&to).unwrap() == std::fs::read(&source).unwrap(),
+                "{id} {disk}: restored bytes differ from {}",
+                source.display()
+            );
             std::fs::remove_file(&to).unwrap();
         }
     }

@@ -119,6 +119,13 @@ fn watch_takes_points_serves_metrics_prunes_and_stops_on_sigterm() {
             0,
         );
         assert_eq!(standby::samples::sqlite_integrity(&to).unwrap(), "ok");
+        // Nothing writes to the source database in this test: every point
+        // holds exactly its bytes, not just a database that opens.
+        assert!(
+            std::fs::read(&to).unwrap()
+                == std::fs::read(root.join("sites/onprem/db/data.sqlite")).unwrap(),
+            "point {id} does not restore the database byte for byte"
+        );
     }
 }
 

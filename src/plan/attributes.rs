@@ -21,8 +21,11 @@
 //!
 //! Sensitive values: a key named in the object's `sensitive` set (or nested
 //! under such a name) never holds its value. It holds
-//! `{"sensitive": "<16 hex>"}`, the first 8 bytes of a BLAKE3 hash keyed by the
-//! state lineage, so a change is still detected but the value is not stored.
+//! `{"sensitive": "<16 hex>"}`, the first 8 bytes of a BLAKE3 hash keyed by a
+//! secret that is not in the state ([`marker_key`]: derived from a vault
+//! master key, else a 0600 key file under `.standby/`), so a change is still
+//! detected but the value is not stored, and whoever holds only the state
+//! cannot test guesses offline.
 //!
 //! Changes to these attributes force replacement (`-/+`, destroy then
 //! create) instead of an in-place update (`~`); see [`forces_replacement`]:
@@ -100,8 +103,9 @@ pub fn desired_objects(config: &Config) -> impl Iterator<Item = (&Address, Objec
     v.chain(s).chain(p).chain(m).chain(pr).chain(r)
 }
 
-/// Flatten one object; sensitive values are replaced by markers keyed by `lineage`.
-pub fn flatten(object: ObjectRef<'_>, lineage: &uuid::Uuid) -> Attributes {
+/// Flatten one object; sensitive values are replaced by markers keyed by
+/// `key` (from [`marker_key`]).
+pub fn flatten(object: ObjectRef<'_>, key: &[u8; 32]) -> Attributes {
     let (mut attrs, sensitive) = match object {
         ObjectRef::Vault(v) => (vault(v), &v.sensitive),
         ObjectRef::Site(s) => (site(s), &s.sensitive),
@@ -111,10 +115,9 @@ pub fn flatten(object: ObjectRef<'_>, lineage: &uuid::Uuid) -> Attributes {
         ObjectRef::RecoveryPlan(r) => (recovery_plan(r), &EMPTY),
     };
     if !sensitive.is_empty() {
-        let key = sensitive_key(lineage);
         for (name, value) in attrs.iter_mut() {
             if is_sensitive(name, sensitive) {
-                *value = mask(&key, value);
+                *value = mask(key, value);
             }
         }
     }
@@ -133,11 +136,50 @@ fn is_sensitive(name: &str, set: &BTreeSet<String>) -> bool {
     })
 }
 
-fn sensitive_key(lineage: &uuid::Uuid) -> [u8; 32] {
-    blake3::derive_key(
-        "standby 2026 sensitive attribute marker",
-        lineage.as_bytes(),
-    )
+/// The key of sensitive markers for `config` and a state of `lineage`: a
+/// secret the state does not hold. Derived from the master key of the first
+/// vault (by address) whose key this host can load — every operator of a
+/// remote state has it — else from `.standby/fingerprint.key` (32 random
+/// bytes, 0600, created on first use). Markers written before this key
+/// existed (keyed by the lineage alone) differ: such an attribute shows as
+/// changed once, and apply records the new marker.
+pub fn marker_key(config: &Config, lineage: &uuid::Uuid) -> [u8; 32] {
+    const CONTEXT: &str = "standby 2026 sensitive attribute marker v2";
+    let any_sensitive = config.vaults.values().any(|v| !v.sensitive.is_empty())
+        || config.sites.values().any(|s| !s.sensitive.is_empty())
+        || config.machines.values().any(|m| !m.sensitive.is_empty());
+    if !any_sensitive {
+        return blake3::derive_key(CONTEXT, lineage.as_bytes());
+    }
+    let secret = config
+        .vaults
+        .values()
+        .find_map(|v| crate::vault::keys::load(&v.key, &config.root).ok())
+        .map(|k| k.derive_for(CONTEXT))
+        .or_else(|| fingerprint_file_key(&config.root.join(".standby/fingerprint.key")));
+    let mut material = secret.map(|s| s.to_vec()).unwrap_or_default();
+    material.extend_from_slice(lineage.as_bytes());
+    blake3::derive_key(CONTEXT, &material)
+}
+
+/// Reads (or creates, 0600) a 32-byte key file; `None` when neither works.
+fn fingerprint_file_key(path: &std::path::Path) -> Option<[u8; 32]> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Ok(bytes) = std::fs::read(path) {
+        return bytes.try_into().ok();
+    }
+    std::fs::create_dir_all(path.parent()?).ok()?;
+    let key: [u8; 32] = rand::random();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .ok()?;
+    f.write_all(&key).ok()?;
+    f.sync_all().ok()?;
+    Some(key)
 }
 
 fn mask(key: &[u8; 32], value: &Value) -> Value {
@@ -386,7 +428,57 @@ mod tests {
     }
 
     #[test]
-    fn sensitive_values_are_masked_and_keyed_by_lineage() {
+    fn the_marker_key_is_a_secret_not_in_the_state() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let lineage = uuid::Uuid::from_u128(7);
+        let mut cfg = Config {
+            root: dir.path().to_path_buf(),
+            ..Config::default()
+        };
+        let site = Site {
+            addr: Address::new(Kind::Site, "dr"),
+            provider: "exec".into(),
+            root: None,
+            command: Some(vec!["x".into()]),
+            sensitive: ["command".to_string()].into(),
+        };
+        cfg.sites.insert(site.addr.clone(), site);
+        // What the state alone lets anyone compute: the old key.
+        let from_state = blake3::derive_key(
+            "standby 2026 sensitive attribute marker",
+            lineage.as_bytes(),
+        );
+        // No vault key here: a 0600 key file, stable across calls.
+        let filed = marker_key(&cfg, &lineage);
+        let key_file = dir.path().join(".standby/fingerprint.key");
+        assert_eq!(
+            std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(filed, marker_key(&cfg, &lineage));
+        assert_ne!(filed, from_state);
+        // With a vault key (what remote-state operators share): from it.
+        let name = "ATTRIBUTES_TEST_MARKER_VAULT_KEY";
+        // SAFETY: no other test reads this variable.
+        unsafe { std::env::set_var(name, "ab".repeat(32)) };
+        let vault = Vault {
+            addr: Address::new(Kind::Vault, "main"),
+            url: "file://v".into(),
+            key: KeySource::Env(name.into()),
+            sensitive: BTreeSet::new(),
+        };
+        cfg.vaults.insert(vault.addr.clone(), vault);
+        let keyed = marker_key(&cfg, &lineage);
+        assert_ne!(keyed, filed);
+        assert_ne!(keyed, from_state);
+        std::fs::remove_file(&key_file).unwrap();
+        assert_eq!(keyed, marker_key(&cfg, &lineage), "no key file needed");
+        assert!(!key_file.exists());
+    }
+
+    #[test]
+    fn sensitive_values_are_masked_and_keyed_by_a_secret() {
         let site = Site {
             addr: Address::new(Kind::Site, "dr"),
             provider: "exec".into(),
@@ -394,8 +486,8 @@ mod tests {
             command: Some(vec!["deploy".into(), "--token=hunter2".into()]),
             sensitive: ["command".to_string()].into(),
         };
-        let l1 = uuid::Uuid::from_u128(1);
-        let l2 = uuid::Uuid::from_u128(2);
+        let l1 = [1u8; 32];
+        let l2 = [2u8; 32];
         let a = flatten(ObjectRef::Site(&site), &l1);
         assert!(is_marker(&a["command"]));
         assert!(!a["command"].to_string().contains("hunter2"));
@@ -415,7 +507,7 @@ mod tests {
             retention: Duration::from_secs(86_400),
             compression_level: 1,
         };
-        let a = flatten(ObjectRef::Policy(&p), &uuid::Uuid::nil());
+        let a = flatten(ObjectRef::Policy(&p), &[0; 32]);
         assert_eq!(a["rpo_threshold"], "15m");
         assert_eq!(a["retention"], "1d");
         assert_eq!(a["app_consistent_every"], "off");

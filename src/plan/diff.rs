@@ -27,9 +27,10 @@ pub fn diff(config: &Config, state: Option<&StateDoc>, options: &DiffOptions) ->
         .map(|s| super::moves::remap(&s.objects, &moves))
         .unwrap_or_default();
     let recorded = &remapped;
+    let marker = super::attributes::marker_key(config, &lineage);
 
     let mut desired: Peekable<_> = desired_objects(config)
-        .map(|(a, o)| (a, flatten(o, &lineage)))
+        .map(|(a, o)| (a, flatten(o, &marker)))
         .peekable();
     let mut recorded = recorded.iter().map(|(a, o)| (a, &o.attributes)).peekable();
 

@@ -1,13 +1,12 @@
 //! Running a user command (script steps, shutdown, check steps, the test
 //! hook) with a timeout: argv without a shell, the configuration root as
-//! working directory, output captured, killed when the time is up or the
-//! run is cancelled.
+//! working directory, through the one runner of `standby_provider_core`.
 
 use crate::exec::Cancel;
-use std::io::Read;
+use standby_provider_core::command as runner;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 /// What a finished command did.
 #[derive(Debug, Clone)]
@@ -49,8 +48,12 @@ pub fn tail(s: &str, max: usize) -> String {
     format!("...{}", &s[start..])
 }
 
-/// Run `argv` in `cwd` with `env` added; `Err` when it cannot start, runs
-/// past `timeout` (it is killed) or the run is cancelled.
+/// Run `argv` in `cwd` with an explicit environment (the child base of
+/// [`standby_provider_core::command::base_env`] plus `env`) through the one
+/// command runner: its own process group, killed whole when the time is up
+/// or the run is cancelled. `Err` when it cannot start, runs past `timeout`
+/// or is cancelled; the message says what was killed (`timed out after 10s;
+/// its process group (2 processes) was killed`) and ends with its output.
 pub fn run(
     argv: &[String],
     cwd: &Path,
@@ -58,71 +61,36 @@ pub fn run(
     timeout: Duration,
     cancel: Option<&Cancel>,
 ) -> Result<Finished, String> {
-    let Some(program) = argv.first() else {
+    let Some(argv0) = argv.first() else {
         return Err("the command is empty".into());
     };
-    // A relative path with a slash means the configuration directory.
-    let program = if program.contains('/') && Path::new(program).is_relative() {
-        cwd.join(program).display().to_string()
-    } else {
-        program.clone()
-    };
-    let mut child = Command::new(&program)
-        .args(&argv[1..])
+    let program = runner::program(argv0, cwd);
+    let mut cmd = Command::new(&program);
+    cmd.args(&argv[1..])
         .current_dir(cwd)
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot start {program}: {e}"))?;
-    let readers: Vec<_> = [
-        child
-            .stdout
-            .take()
-            .map(|s| Box::new(s) as Box<dyn Read + Send>),
-        child
-            .stderr
-            .take()
-            .map(|s| Box::new(s) as Box<dyn Read + Send>),
-    ]
-    .into_iter()
-    .map(|pipe| {
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            if let Some(mut p) = pipe {
-                let _ = p.read_to_end(&mut buf);
-            }
-            String::from_utf8_lossy(&buf).into_owned()
-        })
+        .envs(env.iter().map(|(k, v)| (k, v)));
+    let f = runner::run_until(cmd, None, timeout, &|| {
+        cancel.is_some_and(|c| c.is_cancelled())
     })
-    .collect();
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(s)) => break Ok(s),
-            Ok(None) => {}
-            Err(e) => break Err(format!("cannot wait for {program}: {e}")),
-        }
-        if Instant::now() >= deadline {
-            break Err(format!("did not finish within {}s", timeout.as_secs()));
-        }
-        if cancel.is_some_and(|c| c.is_cancelled()) {
-            break Err("interrupted".to_string());
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    .map_err(|e| format!("cannot start {}: {e}", program.display()))?;
+    let done = Finished {
+        code: f.status.and_then(|s| s.code()),
+        stdout: String::from_utf8_lossy(&f.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&f.stderr).into_owned(),
     };
-    if status.is_err() {
-        let _ = child.kill();
-        let _ = child.wait();
+    if f.status.is_none() {
+        let out = tail(&format!("{}{}", done.stdout, done.stderr), 400);
+        let why = if f.cancelled {
+            // Callers and reports know this word.
+            format!("interrupted ({})", f.exit_text())
+        } else {
+            f.exit_text()
+        };
+        return Err(if out.is_empty() {
+            why
+        } else {
+            format!("{why}; its output ended with: {out}")
+        });
     }
-    let mut outs = readers.into_iter().map(|r| r.join().unwrap_or_default());
-    let stdout = outs.next().unwrap_or_default();
-    let stderr = outs.next().unwrap_or_default();
-    let status = status?;
-    Ok(Finished {
-        code: status.code(),
-        stdout,
-        stderr,
-    })
+    Ok(done)
 }

@@ -1,41 +1,37 @@
-//! Quiesce hooks: run a machine's `freeze` command (bounded by its timeout)
+//! Quiesce hooks: run a machine's `freeze` command (bounded by its timeout,
+//! through the one command runner)
 //! and guarantee its `thaw` runs afterwards — on success, on error, on
 //! timeout and on unwinding — through a guard.
 
 use crate::model::Quiesce;
+use standby_provider_core::command as runner;
 use std::process::Command;
-use std::sync::mpsc;
 use std::time::Duration;
 
-/// Run `argv` without a shell; fail on a non-zero exit or after `timeout`
-/// (the command is killed then).
+/// Run a hook `argv` without a shell through the one command runner (own
+/// process group, explicit environment plus `STANDBY_MACHINE` and
+/// `STANDBY_HOOK`); fail on a non-zero exit or after `timeout`, when its
+/// whole process group is killed: a background child the hook started
+/// cannot freeze the application again after thaw.
 pub fn run(argv: &[String], timeout: Duration) -> Result<(), String> {
+    run_hook(argv, timeout, &[])
+}
+
+fn run_hook(argv: &[String], timeout: Duration, env: &[(&str, &str)]) -> Result<(), String> {
     let (prog, args) = argv.split_first().ok_or("the command is empty")?;
-    let mut child = Command::new(prog)
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot start {prog}: {e}"))?;
-    let pid = child.id();
-    let (tx, rx) = mpsc::channel();
-    let waiter = std::thread::spawn(move || {
-        let _ = tx.send(child.wait());
-    });
-    let outcome = match rx.recv_timeout(timeout) {
-        Ok(Ok(status)) if status.success() => Ok(()),
-        Ok(Ok(status)) => Err(format!("{prog} failed ({status})")),
-        Ok(Err(e)) => Err(format!("cannot wait for {prog}: {e}")),
-        Err(_) => {
-            // SAFETY: kill(2) on the pid of a child we have not reaped yet.
-            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-            Err(format!(
-                "{prog} did not finish within {}s and was killed",
-                timeout.as_secs()
-            ))
-        }
+    let mut cmd = Command::new(prog);
+    cmd.args(args).envs(env.iter().copied());
+    let f = runner::run(cmd, None, timeout).map_err(|e| format!("cannot start {prog}: {e}"))?;
+    if f.success() {
+        return Ok(());
+    }
+    let out = runner::tail(&[f.stdout.as_slice(), f.stderr.as_slice()].concat(), 5);
+    let out = if out.is_empty() {
+        String::new()
+    } else {
+        format!("; its output ended with:\n{out}")
     };
-    let _ = waiter.join();
-    outcome
+    Err(format!("{prog} failed ({}){out}", f.exit_text()))
 }
 
 /// A frozen machine. `thaw` runs when this is dropped if not run before.
@@ -54,7 +50,8 @@ impl Frozen {
             hooks: hooks.clone(),
             thawed: false,
         };
-        if let Err(e) = run(&hooks.freeze, hooks.timeout.to_std()) {
+        let env = [("STANDBY_MACHINE", machine), ("STANDBY_HOOK", "freeze")];
+        if let Err(e) = run_hook(&hooks.freeze, hooks.timeout.to_std(), &env) {
             let _ = f.thaw();
             return Err(e);
         }
@@ -66,7 +63,11 @@ impl Frozen {
             return Ok(());
         }
         self.thawed = true;
-        run(&self.hooks.thaw, self.hooks.timeout.to_std())
+        let env = [
+            ("STANDBY_MACHINE", self.machine.as_str()),
+            ("STANDBY_HOOK", "thaw"),
+        ];
+        run_hook(&self.hooks.thaw, self.hooks.timeout.to_std(), &env)
     }
 }
 

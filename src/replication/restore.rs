@@ -144,6 +144,9 @@ pub fn write_resolved(
     let jobs = Arc::new(jobs);
     let errors: Mutex<Vec<ReplicationError>> = Mutex::new(Vec::new());
     let errors = &errors;
+    // Data blocks written, checked against the map at the end.
+    let written = std::sync::atomic::AtomicU64::new(0);
+    let written = &written;
     std::thread::scope(|s| -> Result<(), ReplicationError> {
         let (tx, rx) = sync_channel::<(usize, Result<Vec<Bytes>, VaultError>)>(2);
         let rx = Arc::new(Mutex::new(rx));
@@ -164,6 +167,15 @@ pub fn write_resolved(
                     let res = got.map_err(ReplicationError::from).and_then(|parts| {
                         write_pack(vault, &jobs[i], &parts, sink, size, progress, &mut buf)
                     });
+                    if res.is_ok() {
+                        let blocks: u64 = jobs[i]
+                            .wants
+                            .iter()
+                            .flat_map(|w| &w.runs)
+                            .map(|r| r.1)
+                            .sum();
+                        written.fetch_add(blocks, Ordering::SeqCst);
+                    }
                     if let Err(e) = res {
                         if let Ok(mut v) = errors.lock() {
                             v.push(e);
@@ -208,8 +220,25 @@ pub fn write_resolved(
             true
         });
         drop(tx);
+        // A writer that panicked wrote only part of its packs: its join
+        // error is the restore's error, never a success with holes.
+        let mut panicked = None;
         for w in workers {
-            let _ = w.join();
+            if let Err(p) = w.join() {
+                let why = p
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| p.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "no message".to_string());
+                panicked = Some(why);
+            }
+        }
+        if let Some(why) = panicked {
+            return Err(ReplicationError::Io {
+                op: "restore",
+                path: sink.target(),
+                source: std::io::Error::other(format!("a restore writer thread panicked: {why}")),
+            });
         }
         let mut errs = errors
             .lock()
@@ -217,6 +246,18 @@ pub fn write_resolved(
             .unwrap_or_default();
         if let Some(e) = errs.pop() {
             return Err(e);
+        }
+        // Every data block of the disk accounted for, as capture checks.
+        let want = r.blocks.iter().filter(|&&b| b != ZERO).count() as u64;
+        let got = written.load(Ordering::SeqCst);
+        if fetched && got != want {
+            return Err(ReplicationError::Io {
+                op: "restore",
+                path: sink.target(),
+                source: std::io::Error::other(format!(
+                    "only {got} of the point's {want} data blocks were written"
+                )),
+            });
         }
         if !fetched {
             return Err(ReplicationError::Io {
@@ -415,5 +456,11 @@ fn restore_disk_to(
     }
     sink.0.file().sync_all().map_err(io("sync", &partial))?;
     std::fs::rename(&partial, to).map_err(io("rename into place", to))?;
+    // The new name is durable only once its directory is.
+    if let Some(dir) = to.parent().filter(|d| !d.as_os_str().is_empty()) {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io("sync the directory of", to))?;
+    }
     Ok(Restored { size: r.size, data })
 }

@@ -2,6 +2,14 @@
 //! `LocalFileSystem` and adds what it lacks, compare-and-swap on the etag
 //! (`PutMode::Update`), so remote-state code runs unchanged on a directory,
 //! and writes big objects (vault packs) with direct I/O (see `direct_io`).
+//!
+//! Durability: `LocalFileSystem` does not fsync. Here every write, copy,
+//! rename and delete returns only once its data and the directory entries
+//! leading to it are on stable storage (the file's `fsync`, then each
+//! directory from its parent up to the store's root). The vault writes packs
+//! and the index before the manifest that names them, each awaited, so a
+//! power cut can lose a point being written but never leaves a listed point
+//! whose data is gone.
 
 use crate::direct_io::{ALIGN, AlignedBuf, DirectFile};
 use async_trait::async_trait;
@@ -31,6 +39,8 @@ const POOL: usize = 4;
 #[derive(Debug)]
 pub struct LocalStore {
     fs: Arc<LocalFileSystem>,
+    /// The store's directory: directory syncs stop here.
+    root: Option<std::path::PathBuf>,
     /// Aligned buffers for direct I/O, reused so no object pays for fresh
     /// pages (page faults and zeroing cost as much as the I/O itself).
     buffers: Pool,
@@ -38,10 +48,32 @@ pub struct LocalStore {
 
 impl LocalStore {
     pub fn new(fs: LocalFileSystem) -> Self {
+        let root = fs
+            .path_to_filesystem(&Path::from("x"))
+            .ok()
+            .and_then(|p| p.parent().map(|d| d.to_path_buf()));
         Self {
+            root,
             fs: Arc::new(fs),
             buffers: Pool::default(),
         }
+    }
+
+    /// Makes `location` durable: its data (unless `deleted`) and every
+    /// directory from its parent up to the store's root.
+    async fn sync(&self, location: &Path, deleted: bool) -> Result<()> {
+        let path = self.fs.path_to_filesystem(location)?;
+        let root = self.root.clone();
+        tokio::task::spawn_blocking(move || sync_path(&path, root.as_deref(), deleted))
+            .await
+            .map_err(|e| object_store::Error::Generic {
+                store: "LocalStore",
+                source: Box::new(e),
+            })?
+            .map_err(|e| object_store::Error::Generic {
+                store: "LocalStore",
+                source: Box::new(e),
+            })
     }
 
     /// An unconditional write of a big object: staged under a temporary
@@ -115,7 +147,9 @@ impl LocalStore {
             mode: PutMode::Overwrite,
             ..opts
         };
-        self.fs.put_opts(location, payload, opts).await
+        let put = self.fs.put_opts(location, payload, opts).await?;
+        self.sync(location, false).await?;
+        Ok(put)
         // `_lock` drops here, after the new file has replaced the old one.
     }
 }
@@ -186,6 +220,8 @@ fn write_direct(
         if padded != len {
             df.file().set_len(len as u64)?;
         }
+        // Data before the name: a rename must never expose unsynced bytes.
+        df.file().sync_all()?;
         let meta = df.file().metadata()?;
         std::fs::rename(&staged, dest)?;
         Ok(PutResult {
@@ -239,6 +275,28 @@ fn create_staged(dest: &std::path::Path) -> std::io::Result<(File, std::path::Pa
             Err(e) => return Err(e),
         }
     }
+}
+
+/// fsync `path` (unless `deleted`), then each directory from its parent up
+/// to `root` (inclusive; only the parent when `root` is unknown or not an
+/// ancestor).
+fn sync_path(
+    path: &std::path::Path,
+    root: Option<&std::path::Path>,
+    deleted: bool,
+) -> std::io::Result<()> {
+    if !deleted {
+        File::open(path)?.sync_all()?;
+    }
+    let mut dir = path.parent();
+    while let Some(d) = dir {
+        File::open(d)?.sync_all()?;
+        match root {
+            Some(r) if d.starts_with(r) && d != r => dir = d.parent(),
+            _ => break,
+        }
+    }
+    Ok(())
 }
 
 /// The etag `LocalFileSystem` gives a file (inode, mtime in microseconds,
@@ -298,9 +356,15 @@ impl ObjectStore for LocalStore {
                 if (DIRECT_MIN..=DIRECT_MAX).contains(&payload.content_length())
                     && opts.attributes.is_empty() =>
             {
-                self.put_direct(location, payload).await
+                let put = self.put_direct(location, payload).await?;
+                self.sync(location, false).await?;
+                Ok(put)
             }
-            _ => self.fs.put_opts(location, payload, opts).await,
+            _ => {
+                let put = self.fs.put_opts(location, payload, opts).await?;
+                self.sync(location, false).await?;
+                Ok(put)
+            }
         }
     }
 
@@ -361,7 +425,35 @@ impl ObjectStore for LocalStore {
         &self,
         locations: BoxStream<'static, Result<Path>>,
     ) -> BoxStream<'static, Result<Path>> {
-        self.fs.delete_stream(locations)
+        // A delete is durable once its directory is synced.
+        let fs = Arc::clone(&self.fs);
+        let root = self.root.clone();
+        self.fs
+            .delete_stream(locations)
+            .then(move |res| {
+                let fs = Arc::clone(&fs);
+                let root = root.clone();
+                async move {
+                    let location = res?;
+                    let path = fs.path_to_filesystem(&location)?;
+                    tokio::task::spawn_blocking(move || sync_path(&path, root.as_deref(), true))
+                        .await
+                        .map_err(|e| object_store::Error::Generic {
+                            store: "LocalStore",
+                            source: Box::new(e),
+                        })?
+                        .or_else(|e| match e.kind() {
+                            // Its directory went too (nothing left to sync).
+                            std::io::ErrorKind::NotFound => Ok(()),
+                            _ => Err(object_store::Error::Generic {
+                                store: "LocalStore",
+                                source: Box::new(e),
+                            }),
+                        })?;
+                    Ok(location)
+                }
+            })
+            .boxed()
     }
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
@@ -381,11 +473,14 @@ impl ObjectStore for LocalStore {
     }
 
     async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
-        self.fs.copy_opts(from, to, options).await
+        self.fs.copy_opts(from, to, options).await?;
+        self.sync(to, false).await
     }
 
     async fn rename_opts(&self, from: &Path, to: &Path, options: RenameOptions) -> Result<()> {
-        self.fs.rename_opts(from, to, options).await
+        self.fs.rename_opts(from, to, options).await?;
+        self.sync(to, false).await?;
+        self.sync(from, true).await
     }
 }
 

@@ -285,16 +285,34 @@ fn parse_url(url: &str) -> Result<Parsed<'_>, StoreError> {
 fn open_file(url: &str, rest: &str, base: &std::path::Path) -> Result<Store, StoreError> {
     // `file:///abs` leaves "/abs", which `join` keeps absolute.
     let dir = base.join(rest);
+    let existed = dir.is_dir();
     std::fs::create_dir_all(&dir).map_err(|e| StoreError::Open {
         url: url.to_string(),
         message: format!("cannot create {}: {e}", dir.display()),
     })?;
-    let fs = object_store::local::LocalFileSystem::new_with_prefix(&dir).map_err(|e| {
-        StoreError::Open {
+    if !existed {
+        // A new vault directory must survive a power cut with its first
+        // objects: sync the entries that lead to it.
+        for d in dir
+            .ancestors()
+            .skip(1)
+            .filter(|d| !d.as_os_str().is_empty())
+        {
+            std::fs::File::open(d)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| StoreError::Open {
+                    url: url.to_string(),
+                    message: format!("cannot sync {}: {e}", d.display()),
+                })?;
+        }
+    }
+    let fs = object_store::local::LocalFileSystem::new_with_prefix(&dir)
+        .map_err(|e| StoreError::Open {
             url: url.to_string(),
             message: e.to_string(),
-        }
-    })?;
+        })?
+        // Data synced before the rename that publishes it (see `local`).
+        .with_fsync(true);
     Ok(Store {
         url: url.to_string(),
         inner: Arc::new(local::LocalStore::new(fs)),

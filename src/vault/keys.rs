@@ -64,6 +64,12 @@ impl MasterKey {
         Ok(MasterKey(arr))
     }
 
+    /// A key for one job outside the vault (its own `context`), e.g. the
+    /// key of sensitive markers in the state.
+    pub fn derive_for(&self, context: &str) -> [u8; 32] {
+        blake3::derive_key(context, &self.0)
+    }
+
     /// Subkeys for one vault: distinct contexts so a key never serves two jobs.
     pub fn derive(&self, salt: &[u8]) -> Subkeys {
         let mut material = Vec::with_capacity(32 + salt.len());

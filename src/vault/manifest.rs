@@ -10,6 +10,7 @@
 use super::{Id, Result, Vault, VaultError};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
 
 /// Change tracking granularity.
 pub const BLOCK: u64 = 4096;
@@ -464,12 +465,81 @@ pub fn resolve(
     )
 }
 
-/// `MemAvailable` from /proc/meminfo, in bytes (None where it cannot be read).
+/// Memory this process can still use, in bytes: the least of the host's
+/// `MemAvailable`, its memory cgroup's limit minus usage (v2 or v1, the
+/// tightest of its ancestors too) and its address-space limit
+/// (`RLIMIT_AS`). None where none can be read.
 fn memory_available() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let cgroups = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    [
+        mem_available(&std::fs::read_to_string("/proc/meminfo").unwrap_or_default()),
+        cgroup_available(Path::new("/sys/fs/cgroup"), &cgroups),
+        address_space_limit(),
+    ]
+    .into_iter()
+    .flatten()
+    .min()
+}
+
+/// `MemAvailable` of a /proc/meminfo text, in bytes.
+fn mem_available(meminfo: &str) -> Option<u64> {
+    let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
+}
+
+/// Limit minus usage of the memory cgroup `proc_cgroup` (a /proc/self/cgroup
+/// text) names, under the cgroup mount `root`: the least over the group and
+/// its ancestors that have a limit. In a container the group's own path may
+/// not exist in its namespace's view: then the mount's root is the group.
+fn cgroup_available(root: &Path, proc_cgroup: &str) -> Option<u64> {
+    let read = |p: &Path| -> Option<u64> {
+        let t = std::fs::read_to_string(p).ok()?;
+        let v: u64 = t.trim().parse().ok()?;
+        // cgroup v1 writes "no limit" as a huge page-rounded number.
+        (v < 1 << 60).then_some(v)
+    };
+    let mut best: Option<u64> = None;
+    for line in proc_cgroup.lines() {
+        let mut f = line.splitn(3, ':');
+        let (Some(_), Some(controllers), Some(path)) = (f.next(), f.next(), f.next()) else {
+            continue;
+        };
+        let (base, limit, usage) = if controllers.is_empty() {
+            (root.to_path_buf(), "memory.max", "memory.current")
+        } else if controllers.split(',').any(|c| c == "memory") {
+            (
+                root.join("memory"),
+                "memory.limit_in_bytes",
+                "memory.usage_in_bytes",
+            )
+        } else {
+            continue;
+        };
+        let own = base.join(path.trim_start_matches('/'));
+        let mut dir = if own.is_dir() { own } else { base.clone() };
+        loop {
+            if let (Some(l), Some(u)) = (read(&dir.join(limit)), read(&dir.join(usage))) {
+                let left = l.saturating_sub(u);
+                best = Some(best.map_or(left, |b| b.min(left)));
+            }
+            if dir == base || !dir.pop() || !dir.starts_with(&base) {
+                break;
+            }
+        }
+    }
+    best
+}
+
+/// `RLIMIT_AS` in bytes, None when unlimited.
+fn address_space_limit() -> Option<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we pass.
+    let r = unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut lim) };
+    (r == 0 && lim.rlim_cur != libc::RLIM_INFINITY).then_some(lim.rlim_cur)
 }
 
 /// Resolve into `r`, sharing its blob table (and `seen`) with earlier
@@ -504,4 +574,60 @@ pub fn resolve_with(
             .map_err(|e| vault.damaged(&point_name(id), e))?;
     }
     Ok(r)
+}
+
+#[cfg(test)]
+mod memory_tests {
+    use super::*;
+
+    fn write(root: &Path, rel: &str, text: &str) {
+        let p = root.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+
+    #[test]
+    fn meminfo_is_read_in_bytes() {
+        let text = "MemTotal: 100 kB\nMemAvailable:   2048 kB\n";
+        assert_eq!(mem_available(text), Some(2 << 20));
+        assert_eq!(mem_available("MemTotal: 1 kB\n"), None);
+    }
+
+    #[test]
+    fn a_cgroup_v2_limit_counts_minus_usage_and_ancestors() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        write(root, "a/memory.max", "max\n");
+        write(root, "a/memory.current", "5\n");
+        write(root, "a/b/memory.max", "1073741824\n");
+        write(root, "a/b/memory.current", "73741824\n");
+        assert_eq!(cgroup_available(root, "0::/a/b\n"), Some(1_000_000_000));
+        // A tighter ancestor wins.
+        write(root, "a/memory.max", "600000000\n");
+        write(root, "a/memory.current", "100000000\n");
+        assert_eq!(cgroup_available(root, "0::/a/b\n"), Some(500_000_000));
+        // No limit anywhere.
+        let e = tempfile::tempdir().unwrap();
+        write(e.path(), "x/memory.max", "max\n");
+        write(e.path(), "x/memory.current", "1\n");
+        assert_eq!(cgroup_available(e.path(), "0::/x\n"), None);
+    }
+
+    #[test]
+    fn a_cgroup_v1_limit_and_a_namespaced_path() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        // The group's own path is not visible: the mount root is the group.
+        write(root, "memory/memory.limit_in_bytes", "2147483648\n");
+        write(root, "memory/memory.usage_in_bytes", "147483648\n");
+        let text = "5:cpu,cpuacct:/x\n4:memory:/process_api/abc\n0::/\n";
+        assert_eq!(cgroup_available(root, text), Some(2_000_000_000));
+        // v1's "unlimited" is no limit.
+        write(
+            root,
+            "memory/memory.limit_in_bytes",
+            "9223372036854771712\n",
+        );
+        assert_eq!(cgroup_available(root, text), None);
+    }
 }

@@ -35,7 +35,8 @@ use std::sync::Arc;
 /// Everything that can go wrong in the vault. Never carries key material.
 #[derive(Debug, thiserror::Error)]
 pub enum VaultError {
-    #[error("vault {url}: cannot {op} {object}: {source}")]
+    // The causes too: object_store's own text hides e.g. a refused certificate.
+    #[error("vault {url}: cannot {op} {object}: {}", crate::store::describe(source.as_ref()))]
     Store {
         url: String,
         op: &'static str,
@@ -275,9 +276,12 @@ impl Vault {
             reason: reason.to_string(),
         };
         let text = std::str::from_utf8(&raw).map_err(|_| damaged("it is not text"))?;
+        // Exactly "BODY\nSUM\n", as written: any other byte, even trailing
+        // whitespace, is damage (a flipped bit in the final newline made
+        // it a vertical tab, which trimming accepted).
         let (body, sum) = text
-            .trim_end()
-            .rsplit_once('\n')
+            .strip_suffix('\n')
+            .and_then(|t| t.rsplit_once('\n'))
             .ok_or_else(|| damaged("its checksum line is missing"))?;
         if blake3::hash(body.as_bytes()).to_hex().as_str() != sum {
             return Err(damaged("its checksum does not match"));

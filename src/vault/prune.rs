@@ -129,7 +129,11 @@ fn remove_points(
             let mut seen = HashMap::new();
             let r =
                 manifest::resolve_with(vault, m, disk, &mut cache, Resolved::default(), &mut seen)?;
-            live.extend(r.blobs.iter().copied());
+            // Live: the blobs some block of the disk maps to. The blob
+            // table also lists blobs of ancestors whose blocks were all
+            // overwritten since; counting those kept every dropped
+            // point's data forever.
+            live.extend(r.runs().iter().map(|&(_, _, b, _)| r.blobs[b as usize]));
             let Some(parent) = map.parent else { continue };
             if !drop.contains(&parent) {
                 continue;

@@ -1,7 +1,15 @@
-//! Running one command to completion under a deadline: stdin fed, stdout and
-//! stderr captured, and the command's whole process group killed when time
-//! runs out. Providers use it for checks and for exec-provider actions.
+//! The one command runner: every hook, check, script step, shutdown command
+//! and exec-provider call runs through [`run`] (boot, which starts a
+//! long-running machine, uses [`isolate`] and its own process group).
+//!
+//! A command runs in a process group of its own with stdin fed (or
+//! /dev/null), stdout and stderr captured (the last [`KEEP`] bytes of each),
+//! and an explicit environment ([`isolate`]): never standby's own. When its
+//! time runs out or its run is cancelled, the whole group gets SIGKILL;
+//! a grandchild that keeps a pipe open past the deadline cannot hold the
+//! caller either.
 
+use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Command, ExitStatus, Stdio};
@@ -10,20 +18,46 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Output kept per stream; older bytes are dropped (only the tail is shown).
-const KEEP: usize = 8 << 20;
+pub const KEEP: usize = 8 << 20;
+
+/// Variables a child gets from standby's own environment, when set: what
+/// programs need to find things and speak the user's language. Nothing
+/// else of standby's environment reaches a child (no vault key, no
+/// `STANDBY_VAR_*`, no cloud credentials) unless named in [`PASS_ENV`].
+pub const BASE_ENV: &[&str] = &[
+    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TERM",
+];
+
+/// `STANDBY_PASS_ENV`: names (comma or space separated) of further
+/// variables of standby's environment to pass to every child on purpose,
+/// e.g. the credentials an exec provider needs. A trailing `*` passes every
+/// variable with that prefix (`AWS_*`). Names starting with `STANDBY_` are
+/// never passed this way (standby sets the `STANDBY_*` a child gets).
+pub const PASS_ENV: &str = "STANDBY_PASS_ENV";
+
+/// How long a command is waited for between looks at its cancel flag.
+const TICK: Duration = Duration::from_millis(50);
 
 /// How a command ended.
 #[derive(Debug)]
 pub struct Finished {
-    /// `None`: it ran past its timeout and its process group was killed.
+    /// `None`: it ran past its timeout or was cancelled, and its process
+    /// group was killed.
     pub status: Option<ExitStatus>,
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
+    /// It was stopped because its run was cancelled (not timed out).
+    pub cancelled: bool,
+    /// Live processes of its group when the group was killed (0: not killed).
+    pub killed: usize,
+    /// The timeout it ran under.
+    pub timeout: Duration,
 }
 
 impl Finished {
+    /// True when it ran past its timeout (or held its output open past it).
     pub fn timed_out(&self) -> bool {
-        self.status.is_none()
+        self.status.is_none() && !self.cancelled
     }
 
     /// True when the command exited 0 in time.
@@ -31,12 +65,37 @@ impl Finished {
         self.status.is_some_and(|s| s.success())
     }
 
-    /// `exit code 3`, `killed by signal 9` or `timed out`.
+    /// `exit code 3`, `killed by signal 9`, or what was killed and why:
+    /// `timed out after 10s; its process group (2 processes) was killed`.
     pub fn exit_text(&self) -> String {
         match self.status {
-            None => "timed out".to_string(),
             Some(s) => exit_text(s),
+            None => {
+                let why = if self.cancelled {
+                    "cancelled".to_string()
+                } else {
+                    format!("timed out after {}", seconds(self.timeout))
+                };
+                let n = self.killed;
+                let what = match n {
+                    0 => "its process group was killed (nothing was left in it)".to_string(),
+                    1 => "its process group (1 process) was killed".to_string(),
+                    n => format!("its process group ({n} processes) was killed"),
+                };
+                format!("{why}; {what}")
+            }
         }
+    }
+}
+
+/// `10s`, `1.5s`, `250ms`.
+fn seconds(d: Duration) -> String {
+    if d.subsec_nanos() == 0 {
+        format!("{}s", d.as_secs())
+    } else if d < Duration::from_secs(1) {
+        format!("{}ms", d.as_millis())
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
     }
 }
 
@@ -49,16 +108,66 @@ pub fn exit_text(s: ExitStatus) -> String {
     }
 }
 
-/// Runs `cmd` in a process group of its own with `stdin` (or /dev/null) and
-/// waits up to `timeout`. On timeout the group gets SIGKILL. A process of the
-/// group that keeps stdout or stderr open past the deadline is killed too.
+/// The environment a child of standby starts from: [`BASE_ENV`], `LC_*`,
+/// and what [`PASS_ENV`] names, taken from standby's own environment.
+pub fn base_env() -> Vec<(OsString, OsString)> {
+    let pass: Vec<String> = std::env::var(PASS_ENV)
+        .unwrap_or_default()
+        .split([',', ' ', '\n', '\t'])
+        .map(str::trim)
+        .filter(|n| !n.is_empty() && !n.starts_with("STANDBY_"))
+        .map(str::to_string)
+        .collect();
+    let wanted = |name: &str| {
+        BASE_ENV.contains(&name)
+            || name.starts_with("LC_")
+            || pass.iter().any(|p| match p.strip_suffix('*') {
+                Some(prefix) => name.starts_with(prefix) && !name.starts_with("STANDBY_"),
+                None => p == name,
+            })
+    };
+    std::env::vars_os()
+        .filter(|(k, _)| k.to_str().is_some_and(wanted))
+        .collect()
+}
+
+/// Gives `cmd` an explicit environment: [`base_env`] plus whatever was set
+/// on `cmd` itself (the `STANDBY_*` variables standby passes). Nothing else
+/// of standby's environment is inherited.
+pub fn isolate(cmd: &mut Command) {
+    let set: Vec<(OsString, Option<OsString>)> = cmd
+        .get_envs()
+        .map(|(k, v)| (k.to_os_string(), v.map(|v| v.to_os_string())))
+        .collect();
+    cmd.env_clear();
+    cmd.envs(base_env());
+    for (k, v) in set {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+}
+
+/// Runs `cmd` with [`run_until`] and no cancel flag.
+pub fn run(cmd: Command, stdin: Option<Vec<u8>>, timeout: Duration) -> std::io::Result<Finished> {
+    run_until(cmd, stdin, timeout, &|| false)
+}
+
+/// Runs `cmd` in a process group of its own, with an explicit environment
+/// ([`isolate`]) and `stdin` (or /dev/null), and waits up to `timeout`.
+/// When the time runs out, or `cancelled()` turns true, the whole group
+/// gets SIGKILL. A process of the group that keeps stdout or stderr open
+/// past the deadline is killed too: the call never waits for it.
 /// Errors only when the command cannot be started.
-pub fn run(
+pub fn run_until(
     mut cmd: Command,
     stdin: Option<Vec<u8>>,
     timeout: Duration,
+    cancelled: &dyn Fn() -> bool,
 ) -> std::io::Result<Finished> {
     let deadline = Instant::now() + timeout;
+    isolate(&mut cmd);
     cmd.process_group(0)
         .stdin(if stdin.is_some() {
             Stdio::piped()
@@ -83,31 +192,62 @@ pub fn run(
     std::thread::spawn(move || {
         let _ = tx.send(child.wait());
     });
-    let mut timed_out = false;
-    let status = match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-        Ok(s) => Some(s?),
-        Err(_) => {
-            timed_out = true;
+    let mut stop: Option<bool> = None; // Some(cancelled) once we gave up.
+    let mut killed = 0;
+    let kill = |cancel: bool, stop: &mut Option<bool>, killed: &mut usize| {
+        if stop.is_none() {
+            *stop = Some(cancel);
+            *killed = group_members(pid);
             kill_group(pid, libc::SIGKILL);
+        }
+    };
+    let status = match wait_for(&rx, deadline, cancelled) {
+        Ok(s) => Some(s?),
+        Err(cancel) => {
+            kill(cancel, &mut stop, &mut killed);
             rx.recv().ok().and_then(Result::ok)
         }
     };
     // The leader is gone; its output is complete once every holder of the
     // pipes is gone too.
     for done in [&out.1, &err.1] {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if done.recv_timeout(left).is_err() {
-            timed_out = true;
-            kill_group(pid, libc::SIGKILL);
+        if stop.is_some() {
+            let _ = done.recv_timeout(Duration::from_secs(1));
+        } else if let Err(cancel) = wait_for(done, deadline, cancelled) {
+            kill(cancel, &mut stop, &mut killed);
             let _ = done.recv_timeout(Duration::from_secs(1));
         }
     }
     let take = |b: &Arc<Mutex<Vec<u8>>>| b.lock().map(|v| v.clone()).unwrap_or_default();
     Ok(Finished {
-        status: if timed_out { None } else { status },
+        status: if stop.is_some() { None } else { status },
         stdout: take(&out.0),
         stderr: take(&err.0),
+        cancelled: stop == Some(true),
+        killed,
+        timeout,
     })
+}
+
+/// Waits on `rx` until `deadline` or a cancel. `Err(true)`: cancelled;
+/// `Err(false)`: the deadline passed (or the sender vanished).
+fn wait_for<T>(
+    rx: &mpsc::Receiver<T>,
+    deadline: Instant,
+    cancelled: &dyn Fn() -> bool,
+) -> Result<T, bool> {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(false);
+        }
+        match rx.recv_timeout(left.min(TICK)) {
+            Ok(v) => return Ok(v),
+            Err(mpsc::RecvTimeoutError::Disconnected) => return Err(false),
+            Err(mpsc::RecvTimeoutError::Timeout) if cancelled() => return Err(true),
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+        }
+    }
 }
 
 type Collected = (Arc<Mutex<Vec<u8>>>, mpsc::Receiver<()>);
@@ -164,23 +304,33 @@ pub fn group_alive(pid: u32) -> bool {
     if r != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH) {
         return false;
     }
-    // Something is there: look for a member that is not a zombie.
+    // Something is there: look for a member that is not a zombie. Without
+    // /proc, assume it is alive.
+    std::fs::metadata("/proc/self").is_err() || group_members(pid) > 0
+}
+
+/// How many live (not zombie) processes the group led by `pid` has, from
+/// /proc (0 when /proc cannot be read).
+pub fn group_members(pid: u32) -> usize {
     let Ok(procs) = std::fs::read_dir("/proc") else {
-        return true;
+        return 0;
     };
-    procs.filter_map(Result::ok).any(|e| {
-        std::fs::read_to_string(e.path().join("stat"))
-            .ok()
-            .and_then(|s| {
-                // Fields after the command name: state, ppid, pgrp, ...
-                let rest = s.get(s.rfind(')')? + 1..)?.to_string();
-                let mut f = rest.split_whitespace();
-                let state = f.next()?;
-                let pgrp: u32 = f.nth(1)?.parse().ok()?;
-                Some(pgrp == pid && state != "Z")
-            })
-            .unwrap_or(false)
-    })
+    procs
+        .filter_map(Result::ok)
+        .filter(|e| {
+            std::fs::read_to_string(e.path().join("stat"))
+                .ok()
+                .and_then(|s| {
+                    // Fields after the command name: state, ppid, pgrp, ...
+                    let rest = s.get(s.rfind(')')? + 1..)?.to_string();
+                    let mut f = rest.split_whitespace();
+                    let state = f.next()?;
+                    let pgrp: u32 = f.nth(1)?.parse().ok()?;
+                    Some(pgrp == pid && state != "Z")
+                })
+                .unwrap_or(false)
+        })
+        .count()
 }
 
 /// The last `n` lines of `bytes` (lossy UTF-8), trimmed.
@@ -242,18 +392,103 @@ mod tests {
         let script = format!("sleep 60 & echo $! > {}; wait", pidfile.display());
         let f = run(sh(&script), None, Duration::from_millis(500)).unwrap();
         assert!(f.timed_out());
+        assert_eq!(
+            f.exit_text(),
+            "timed out after 500ms; its process group (2 processes) was killed"
+        );
         let bg: u32 = std::fs::read_to_string(&pidfile)
             .unwrap()
             .trim()
             .parse()
             .unwrap();
+        assert_gone(bg);
+    }
+
+    #[test]
+    fn a_grandchild_holding_the_pipe_ends_at_the_timeout() {
+        // The shell waits for `sleep`, which holds stdout: both must go.
+        let started = Instant::now();
+        let f = run(sh("sleep 600; true"), None, Duration::from_millis(300)).unwrap();
+        assert!(f.timed_out(), "{f:?}");
+        assert!(started.elapsed() < Duration::from_secs(60));
+        assert_eq!(
+            f.exit_text(),
+            "timed out after 300ms; its process group (2 processes) was killed"
+        );
+        // A leader that exits at once while its background child keeps the
+        // pipe open: the child is killed at the deadline.
+        let f = run(sh("sleep 600 & exit 0"), None, Duration::from_millis(300)).unwrap();
+        assert!(f.timed_out(), "{f:?}");
+        assert_eq!(
+            f.exit_text(),
+            "timed out after 300ms; its process group (1 process) was killed"
+        );
+    }
+
+    #[test]
+    fn a_cancel_kills_the_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("bg.pid");
+        let script = format!("sleep 600 & echo $! > {}; wait", pidfile.display());
+        let flag = std::sync::atomic::AtomicBool::new(false);
+        let started = Instant::now();
+        let f = std::thread::scope(|s| {
+            s.spawn(|| {
+                while !pidfile.exists() {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            });
+            run_until(sh(&script), None, Duration::from_secs(600), &|| {
+                flag.load(std::sync::atomic::Ordering::SeqCst)
+            })
+            .unwrap()
+        });
+        assert!(started.elapsed() < Duration::from_secs(300));
+        assert!(f.cancelled && !f.timed_out() && !f.success(), "{f:?}");
+        assert!(
+            f.exit_text().starts_with("cancelled; its process group ("),
+            "{}",
+            f.exit_text()
+        );
+        let bg: u32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert_gone(bg);
+    }
+
+    #[test]
+    fn children_get_an_explicit_environment() {
+        // SAFETY: the test binary's other tests do not read these variables.
+        unsafe {
+            std::env::set_var("CORE_TEST_SECRET", "s3cr3t-value");
+            std::env::set_var("CORE_TEST_PASSED", "passed-value");
+            std::env::set_var("AWS_CORE_TEST", "aws-value");
+            std::env::set_var(PASS_ENV, "CORE_TEST_PASSED, AWS_*, STANDBY_VAR_X");
+            std::env::set_var("STANDBY_VAR_X", "never");
+        }
+        let mut cmd = sh("env");
+        cmd.env("STANDBY_MACHINE", "machine.db");
+        let f = run(cmd, None, Duration::from_secs(10)).unwrap();
+        let out = String::from_utf8_lossy(&f.stdout);
+        assert!(out.contains("STANDBY_MACHINE=machine.db"), "{out}");
+        assert!(out.contains("CORE_TEST_PASSED=passed-value"), "{out}");
+        assert!(out.contains("AWS_CORE_TEST=aws-value"), "{out}");
+        assert!(out.contains("PATH="), "{out}");
+        assert!(!out.contains("s3cr3t-value"), "{out}");
+        assert!(!out.contains("never"), "{out}");
+        assert!(!out.contains(PASS_ENV), "{out}");
+    }
+
+    fn assert_gone(pid: u32) {
         let deadline = Instant::now() + Duration::from_secs(5);
-        while std::path::Path::new(&format!("/proc/{bg}")).exists()
-            && std::fs::read_to_string(format!("/proc/{bg}/stat"))
-                .map(|s| !s.contains(") Z "))
-                .unwrap_or(false)
+        while std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| !s.contains(") Z "))
+            .unwrap_or(false)
         {
-            assert!(Instant::now() < deadline, "background sleep survived");
+            assert!(Instant::now() < deadline, "process {pid} survived");
             std::thread::sleep(Duration::from_millis(20));
         }
     }

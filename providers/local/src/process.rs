@@ -158,6 +158,8 @@ pub fn start(
         .stdout(log)
         .stderr(log_err)
         .process_group(0);
+    // The machine gets the explicit environment every child gets.
+    standby_provider_core::command::isolate(&mut cmd);
     let mut child = cmd
         .spawn()
         .map_err(|e| action(format!("cannot run {argv0:?}: {e}")))?;
