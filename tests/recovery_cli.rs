@@ -427,7 +427,11 @@ fn manual_steps_need_an_approval_which_another_process_can_give() {
     // Cleanup does not pull the sandbox from under a run at work.
     let o = run(&qs, &["failover", "cleanup", "shop"]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    assert!(flat(&o).contains("is still in progress"), "{}", text(&o));
+    assert!(
+        flat(&o).contains("another run of recovery_plan.shop is in progress: pid"),
+        "{}",
+        text(&o)
+    );
     let approved = ok(&qs, &["approve", "shop", "dns"]);
     assert!(approved.contains("Approved step dns"), "{approved}");
     let out = child.wait_with_output().unwrap();

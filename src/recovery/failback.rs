@@ -42,6 +42,7 @@ pub fn failback(
     cancel: &Cancel,
 ) -> Result<RunResult, RecoveryError> {
     let name = plan_arg(&plan.addr);
+    let _run = super::runlock::acquire(cfg, &plan.addr, recorder.command())?;
     let doc = recorder.read()?;
     let run = committed_failover(doc.as_ref(), &plan.addr)?;
     if run.reprotect.is_none() {

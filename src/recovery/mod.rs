@@ -12,6 +12,7 @@ pub mod providers;
 pub mod record;
 pub mod reprotect;
 pub mod run;
+pub mod runlock;
 pub mod timeline;
 
 pub use engine::{Approvals, TEST_HOOK_ENV};

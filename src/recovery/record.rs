@@ -27,6 +27,11 @@ impl Recorder {
         }
     }
 
+    /// The command line the recorder locks the state for (`standby drill`).
+    pub fn command(&self) -> &str {
+        &self.command
+    }
+
     pub fn location(&self) -> String {
         self.backend.location()
     }

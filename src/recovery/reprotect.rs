@@ -238,6 +238,7 @@ pub fn reprotect(
     recorder: &Recorder,
     cancel: &Cancel,
 ) -> Result<Vec<Reversed>, RecoveryError> {
+    let _run = super::runlock::acquire(cfg, &plan.addr, recorder.command())?;
     let doc = recorder.read()?;
     let run = committed_failover(doc.as_ref(), &plan.addr)?;
     if let Some(r) = &run.reprotect {

@@ -7,6 +7,7 @@ use super::engine::{Approvals, Engine};
 use super::points::{self, Chosen, PointChoice};
 use super::providers;
 use super::record::{Recorder, UpdateError};
+use super::runlock;
 use super::timeline::{EntryKind, Outcome, Subject, Timeline};
 use crate::exec::Cancel;
 use crate::model::{Address, Config, RecoveryPlan};
@@ -229,6 +230,25 @@ pub fn failover(
     recorder: &Recorder,
     cancel: &Cancel,
 ) -> Result<RunResult, RecoveryError> {
+    let _run = runlock::acquire(cfg, &plan.addr, recorder.command())?;
+    if kind.is_test() {
+        clean_dead_test_run(cfg, plan, recorder)?;
+    }
+    failover_locked(cfg, plan, kind, choice, approvals, recorder, cancel, false)
+}
+
+/// [`failover`] under the plan's run lock; `drill` marks a drill's test run.
+#[allow(clippy::too_many_arguments)]
+fn failover_locked(
+    cfg: &Config,
+    plan: &RecoveryPlan,
+    kind: RunKind,
+    choice: &PointChoice,
+    approvals: Approvals,
+    recorder: &Recorder,
+    cancel: &Cancel,
+    drill: bool,
+) -> Result<RunResult, RecoveryError> {
     // Refuse before anything is read from the vault.
     if let Some(doc) = recorder.read()? {
         if let Some(r) = refusal(&doc, &plan.addr, kind) {
@@ -261,6 +281,7 @@ pub fn failover(
         machines: BTreeMap::new(),
         reprotect: None,
         failback: None,
+        drill,
     };
     recorder.update(|doc| {
         if let Some(r) = refusal(doc, &plan.addr, kind) {
@@ -366,6 +387,50 @@ pub enum Cleaned {
 /// Stop and remove the plan's test replicas (provider `stop` for each
 /// machine, `destroy` per site), then forget the test run.
 pub fn cleanup(
+    cfg: &Config,
+    plan: &RecoveryPlan,
+    recorder: &Recorder,
+    timeline: Option<&Timeline>,
+) -> Result<Cleaned, RecoveryError> {
+    let _run = runlock::acquire(cfg, &plan.addr, recorder.command())?;
+    cleanup_locked(cfg, plan, recorder, timeline)
+}
+
+/// Under the plan's run lock: remove a test run left by a dead process
+/// (a drill killed at any moment, or a `failover test` killed before it
+/// finished), so that it does not block the new run. A test run that
+/// completed on its own (`failover test`) is the user's and stays.
+fn clean_dead_test_run(
+    cfg: &Config,
+    plan: &RecoveryPlan,
+    recorder: &Recorder,
+) -> Result<(), RecoveryError> {
+    let Some(doc) = recorder.read()? else {
+        return Ok(());
+    };
+    let Some(run) = doc.run_of(&plan.addr, true) else {
+        return Ok(());
+    };
+    let dead = run.owner.as_ref().is_some_and(|o| !o.may_be_alive());
+    if !(dead && (run.drill || run.phase == Phase::Running)) {
+        return Ok(());
+    }
+    let who = run
+        .owner
+        .as_ref()
+        .map(|o| format!("pid {}", o.pid))
+        .unwrap_or_default();
+    println!(
+        "The test run {} of {} was left by a {} that is gone ({who}, {}): cleaning it up first.",
+        run.run_id,
+        plan.addr,
+        if run.drill { "drill" } else { "test failover" },
+        run.phase.as_str()
+    );
+    cleanup_locked(cfg, plan, recorder, None).map(|_| ())
+}
+
+fn cleanup_locked(
     cfg: &Config,
     plan: &RecoveryPlan,
     recorder: &Recorder,
@@ -576,7 +641,9 @@ pub fn drill(
     recorder: &Recorder,
     cancel: &Cancel,
 ) -> Result<DrillResult, RecoveryError> {
-    let run = failover(
+    let _run = runlock::acquire(cfg, &plan.addr, recorder.command())?;
+    clean_dead_test_run(cfg, plan, recorder)?;
+    let run = failover_locked(
         cfg,
         plan,
         RunKind::Test,
@@ -584,9 +651,10 @@ pub fn drill(
         approvals,
         recorder,
         cancel,
+        true,
     )?;
     println!("[{:>6.1}s] cleaning up the test run", run.timeline.now());
-    let cleanup_error = match cleanup(cfg, plan, recorder, Some(&run.timeline)) {
+    let cleanup_error = match cleanup_locked(cfg, plan, recorder, Some(&run.timeline)) {
         Ok(_) => None,
         Err(e) => Some(e.to_string()),
     };

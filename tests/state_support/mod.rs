@@ -117,6 +117,7 @@ pub fn sample_doc() -> StateDoc {
         .into(),
         reprotect: None,
         failback: None,
+        drill: false,
     });
     doc
 }
