@@ -179,6 +179,7 @@ fn matching_state(config: &Config) -> StateDoc {
         passed: true,
         rto_seconds: Some(420),
         rpo_seconds: Some(60),
+        interrupted: false,
     });
     s
 }

@@ -87,7 +87,7 @@ fn race(qs: &Path, args: &[&str], done: &str) {
     let a = spawn(qs, &with_wait);
     let b = spawn(qs, &with_wait);
     let (pa, pb) = (a.id(), b.id());
-    let mut kids = vec![Some(a), Some(b)];
+    let mut kids = [Some(a), Some(b)];
     // The loser ends on its own; the winner waits for the approval.
     let deadline = Instant::now() + Duration::from_secs(120);
     let loser = loop {

@@ -108,6 +108,7 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         .filter(|_| !args.no_refresh)
         .map(|s| refresh::refresh(&config, s));
     if let Some(r) = &refreshed {
+        plan::use_refreshed_facts(&mut plan, current.as_ref(), &r.facts);
         plan.drift = r.drift.clone();
     }
     if args.json {

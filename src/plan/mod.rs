@@ -8,6 +8,7 @@ mod diff;
 pub mod drift;
 pub mod graph;
 mod notes;
+pub use notes::use_refreshed_facts;
 pub mod render;
 pub mod saved;
 pub mod site;

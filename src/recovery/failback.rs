@@ -43,6 +43,7 @@ pub fn failback(
 ) -> Result<RunResult, RecoveryError> {
     let name = plan_arg(&plan.addr);
     let _run = super::runlock::acquire(cfg, &plan.addr, recorder.command())?;
+    recorder.interruptible_by(cancel);
     let doc = recorder.read()?;
     let run = committed_failover(doc.as_ref(), &plan.addr)?;
     if run.reprotect.is_none() {

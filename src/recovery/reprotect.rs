@@ -239,6 +239,7 @@ pub fn reprotect(
     cancel: &Cancel,
 ) -> Result<Vec<Reversed>, RecoveryError> {
     let _run = super::runlock::acquire(cfg, &plan.addr, recorder.command())?;
+    recorder.interruptible_by(cancel);
     let doc = recorder.read()?;
     let run = committed_failover(doc.as_ref(), &plan.addr)?;
     if let Some(r) = &run.reprotect {

@@ -71,13 +71,32 @@ impl RunResult {
         finished_at: OffsetDateTime,
     ) -> RunResult {
         let timeline = std::mem::take(&mut engine.timeline);
+        // Waits for another command's state lock are shown, never counted.
+        let mut waits = Vec::new();
+        for w in engine.recorder.waits() {
+            let (from, to) = (timeline.seconds_at(w.from), timeline.seconds_at(w.to));
+            if to <= 0.0 {
+                continue;
+            }
+            let from = from.max(0.0);
+            waits.push((from, to));
+            timeline.record_span(
+                Subject::new(EntryKind::LockWait, "state lock"),
+                from,
+                to,
+                Outcome::Passed,
+                format!("waited for the state lock held by {}", w.holder),
+            );
+        }
         let rto_seconds = passed.then(|| {
-            timeline
+            let end = timeline
                 .entries()
                 .iter()
                 .filter(|e| e.kind == EntryKind::Machine)
                 .map(|e| e.end_seconds)
-                .fold(0.0, f64::max)
+                .fold(0.0, f64::max);
+            let waited: f64 = waits.iter().map(|(a, b)| (b.min(end) - a).max(0.0)).sum();
+            (end - waited).max(0.0)
         });
         RunResult {
             record,
@@ -231,6 +250,7 @@ pub fn failover(
     cancel: &Cancel,
 ) -> Result<RunResult, RecoveryError> {
     let _run = runlock::acquire(cfg, &plan.addr, recorder.command())?;
+    recorder.interruptible_by(cancel);
     if kind.is_test() {
         clean_dead_test_run(cfg, plan, recorder)?;
     }
@@ -642,6 +662,7 @@ pub fn drill(
     cancel: &Cancel,
 ) -> Result<DrillResult, RecoveryError> {
     let _run = runlock::acquire(cfg, &plan.addr, recorder.command())?;
+    recorder.interruptible_by(cancel);
     clean_dead_test_run(cfg, plan, recorder)?;
     let run = failover_locked(
         cfg,
@@ -674,6 +695,7 @@ pub fn drill(
         passed,
         rto_seconds: run.rto_seconds.map(|s| s.ceil() as u64),
         rpo_seconds: run.rpo_seconds().map(|s| s.round() as u64),
+        interrupted: run.interrupted,
     };
     recorder.update(|doc| {
         doc.drills.push(rec);

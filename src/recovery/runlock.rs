@@ -101,10 +101,8 @@ fn holder(file: &mut File) -> String {
     loop {
         let mut text = String::new();
         let read = file.seek(SeekFrom::Start(0)).is_ok() && file.read_to_string(&mut text).is_ok();
-        if read {
-            if let Ok(info) = serde_json::from_str::<LockInfo>(&text) {
-                return info.to_string();
-            }
+        if read && let Ok(info) = serde_json::from_str::<LockInfo>(&text) {
+            return info.to_string();
         }
         if Instant::now() >= deadline {
             return "another standby process (it has not recorded who it is)".into();

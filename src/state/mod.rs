@@ -14,6 +14,7 @@ mod lock;
 mod parse;
 mod remote;
 mod runs;
+mod wait;
 
 pub use document::*;
 pub use local::{LOCAL_BACKUP_PATH, LOCAL_LOCK_PATH, LocalBackend};
@@ -21,6 +22,7 @@ pub use lock::{LockInfo, StateLock};
 pub use parse::parse_document;
 pub use remote::{ObjectStoreBackend, REMOTE_BACKUP_NAME, REMOTE_LOCK_NAME, REMOTE_STATE_NAME};
 pub use runs::*;
+pub use wait::{Waited, Waiting, lock_waiting, parse_lock_timeout};
 
 use std::path::{Path, PathBuf};
 
@@ -188,6 +190,18 @@ pub enum StateError {
     NoContainer { url: String },
     #[error("the lock object {lock_object} cannot be read: {reason}")]
     LockUnreadable { lock_object: String, reason: String },
+    #[error(
+        "the state {location} is still locked after waiting {waited} (--lock-timeout): it is held by {holder}"
+    )]
+    LockTimeout {
+        location: String,
+        waited: String,
+        holder: String,
+    },
+    #[error(
+        "interrupted while waiting for the state lock on {location}, held by {holder}; nothing was changed by the wait"
+    )]
+    LockWaitInterrupted { location: String, holder: String },
 }
 
 impl miette::Diagnostic for StateError {
@@ -219,6 +233,10 @@ impl miette::Diagnostic for StateError {
                 "the previous state is unchanged; check free space and permissions".to_string()
             }
             StateError::LockIo { .. } => "check the directory's permissions".to_string(),
+            StateError::LockTimeout { .. } => {
+                "wait for that command to finish and run again, or wait longer with --lock-timeout (e.g. --lock-timeout 5m)".to_string()
+            }
+            StateError::LockWaitInterrupted { .. } => return None,
             StateError::Locked { path, .. } => format!(
                 "wait for that command to finish and run again; the lock is held by a live process (it is released when the process exits), so do not delete {}",
                 path.display()
