@@ -63,6 +63,11 @@ pub struct ProtectionStatus {
     pub points: usize,
     /// Sealed bytes the protection's points added to the vault.
     pub stored_bytes: u64,
+    /// Set when its machine runs somewhere this protection does not
+    /// capture (failed over and not reprotected): why. The level is then
+    /// WARNING at least, whatever the newest point's age.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unprotected: Option<String>,
 }
 
 fn summary(m: &Manifest, now: OffsetDateTime) -> PointSummary {
@@ -107,6 +112,36 @@ pub fn protection_status(
         newest_app_point: newest_app,
         points: mine.len(),
         stored_bytes: mine.iter().map(|m| m.stats.stored).sum(),
+        unprotected: None,
+    }
+}
+
+/// Mark each protection whose machine runs somewhere without protection
+/// (per the state's recovery runs): `unprotected` says why, and the level
+/// is raised to WARNING at least.
+pub fn mark_unprotected(
+    prots: &mut [ProtectionStatus],
+    cfg: &crate::model::Config,
+    state: Option<&StateDoc>,
+) {
+    for p in prots {
+        let Some(machine) = p
+            .protection
+            .parse::<Address>()
+            .ok()
+            .and_then(|a| cfg.protections.get(&a))
+            .map(|x| x.machine.to_string())
+        else {
+            continue;
+        };
+        if let crate::recovery::placement::Capture::Skip {
+            reason,
+            unprotected: true,
+        } = crate::recovery::placement::capture_of(cfg, state, &machine)
+        {
+            p.level = p.level.max(Level::Warning);
+            p.unprotected = Some(reason);
+        }
     }
 }
 

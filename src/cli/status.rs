@@ -85,6 +85,7 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         .values()
         .map(|rp| status::plan_status(rp, state.as_ref(), now))
         .collect();
+    status::mark_unprotected(&mut prots, &cfg, state.as_ref());
     let placed = status::placements(state.as_ref());
     let code: u8 = if prots.iter().all(|p| p.level == Level::Ok) {
         0
@@ -182,6 +183,11 @@ fn render(prots: &[ProtectionStatus], plans: &[PlanStatus], color: bool) -> Stri
                 p.points,
                 human(p.stored_bytes),
             ));
+        }
+        for p in prots {
+            if let Some(why) = &p.unprotected {
+                out.push_str(&format!("  {}: unprotected: {why}\n", p.protection));
+            }
         }
     }
     if !plans.is_empty() {

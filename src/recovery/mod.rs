@@ -7,6 +7,7 @@ pub mod checks;
 pub mod command;
 pub mod engine;
 pub mod failback;
+pub mod placement;
 pub mod points;
 pub mod providers;
 pub mod record;

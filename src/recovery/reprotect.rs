@@ -80,6 +80,7 @@ pub fn redirect(batches: &mut [Batch], doc: &StateDoc) {
                         *path = PathBuf::from(p);
                     }
                 }
+                t.site = Some(m.site.clone());
             }
         }
     }
@@ -156,7 +157,7 @@ pub fn reverse_batches(
 /// its disks where it runs now (`STANDBY_DISK_*`, `STANDBY_MACHINE`,
 /// `STANDBY_RUN_ID`, `STANDBY_MODE`), passed through `env(1)` so the
 /// commands still run without a shell.
-fn with_machine_env(t: &mut replication::Target, run_id: &str) {
+pub fn with_machine_env(t: &mut replication::Target, run_id: &str) {
     let Some(q) = &mut t.quiesce else {
         return;
     };

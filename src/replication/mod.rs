@@ -75,6 +75,9 @@ pub struct Target {
     pub app: bool,
     /// zstd level for this point's data.
     pub level: i32,
+    /// The site whose disks these are (`site.onprem`; the DR site once the
+    /// machine is reprotected there); recorded in the point's manifest.
+    pub site: Option<String>,
 }
 
 impl Target {
@@ -99,6 +102,7 @@ impl Target {
             quiesce: machine.quiesce.clone(),
             app: machine.quiesce.is_some() && policy.app_consistent_every.is_some(),
             level: policy.compression_level,
+            site: Some(machine.site.to_string()),
         }
     }
 }
@@ -338,6 +342,7 @@ fn capture_all(
             freeze_ms: if app { freeze_ms } else { None },
             disks,
             stats,
+            site: t.site.clone(),
         };
         made.push((m, hashes));
     }
