@@ -18,6 +18,13 @@ pub struct Args {
     /// Protections to replicate (`protection.db` or just `db`); default: all.
     #[arg(value_name = "ADDR")]
     pub addrs: Vec<String>,
+    /// Capture although the state and the vault disagree on where a machine
+    /// runs (its newest point came from another site): the state is right,
+    /// e.g. the machine was moved back by hand. Without it such a
+    /// protection is refused, since a lost or stale state would capture an
+    /// old copy over newer data.
+    #[arg(long)]
+    pub trust_state: bool,
     #[command(flatten)]
     pub watch: super::watch::WatchArgs,
     #[command(flatten)]
@@ -52,6 +59,23 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
     if chosen.is_empty() {
         eprintln!("nothing to replicate");
         return Ok(ExitCode::SUCCESS);
+    }
+    if !args.trust_state {
+        let backend = crate::state::open_backend(std::path::Path::new("."), cfg.backend.as_ref())
+            .map_err(miette::Report::new)?;
+        let problems = crate::recovery::placement::check_vaults(
+            &cfg,
+            doc.as_ref(),
+            backend.orphaned_backup().as_deref(),
+            &chosen,
+        );
+        if !problems.is_empty() {
+            return Err(miette!(
+                help = "restore the state from its backup, or pass --trust-state if the state is right; nothing was captured",
+                "refusing to guess where the machines run:\n  - {}",
+                problems.join("\n  - ")
+            ));
+        }
     }
     let mut batches = replication::batches(&cfg, &chosen).map_err(|e| miette!("{e}"))?;
     // Reprotected machines: their points come from where they run now.

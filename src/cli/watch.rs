@@ -72,6 +72,14 @@ pub fn run(cfg: Config, batches: Vec<Batch>, args: &WatchArgs) -> miette::Result
     // Recovery runs are read from the state every round.
     let state = crate::state::open_backend(std::path::Path::new("."), cfg.backend.as_ref())
         .map_err(miette::Report::new)?;
+    if let Some(backup) = state.orphaned_backup() {
+        return Err(miette!(
+            help = format!(
+                "restore it (`cp {backup} .standby/state.json`), then start the service again"
+            ),
+            "the state is missing but its backup {backup} exists: without it the service cannot tell where the machines run"
+        ));
+    }
     let service = Service::new(&cfg, batches, settings, Some(std::sync::Arc::from(state)))
         .map_err(|e| miette!("{e}"))?;
     // The HTTP endpoint and signal handling; captures use the vault's own runtime.

@@ -93,6 +93,12 @@ impl Recorder {
         self.backend.read()
     }
 
+    /// The state's backup when the state itself is missing (see
+    /// [`Backend::orphaned_backup`]).
+    pub fn orphaned_backup(&self) -> Option<String> {
+        self.backend.orphaned_backup()
+    }
+
     /// Lock (waiting as described above), read, apply `f`, write. `f`'s
     /// `Err` writes nothing.
     pub fn update<T>(

@@ -184,6 +184,35 @@ fn refused(message: String, help: String) -> String {
     format!("{message}\nhelp: {help}")
 }
 
+/// Refuse when the state is missing while its backup exists, or the vault
+/// says a machine of `plan` runs elsewhere than the state believes.
+pub(crate) fn refuse_to_guess(
+    cfg: &Config,
+    plan: &RecoveryPlan,
+    doc: Option<&crate::state::StateDoc>,
+    recorder: &Recorder,
+) -> Result<(), RecoveryError> {
+    let prots: Vec<Address> = plan
+        .groups
+        .iter()
+        .flat_map(|g| &g.machines)
+        .filter_map(|m| points::protection_of(cfg, m).map(|p| p.addr.clone()))
+        .collect();
+    let problems =
+        super::placement::check_vaults(cfg, doc, recorder.orphaned_backup().as_deref(), &prots);
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(RecoveryError::Refused {
+        message: format!(
+            "refusing to guess where the machines of {} run:\n  - {}",
+            plan.addr,
+            problems.join("\n  - ")
+        ),
+        help: "restore the state from its backup; nothing was changed".into(),
+    })
+}
+
 /// Why a new run of `kind` cannot start, given the plan's runs in `doc`.
 fn refusal(doc: &crate::state::StateDoc, plan: &Address, kind: RunKind) -> Option<String> {
     let name = plan_arg(plan);
@@ -270,10 +299,15 @@ fn failover_locked(
     drill: bool,
 ) -> Result<RunResult, RecoveryError> {
     // Refuse before anything is read from the vault.
-    if let Some(doc) = recorder.read()? {
-        if let Some(r) = refusal(&doc, &plan.addr, kind) {
-            return Err(UpdateError::Refused(r).into());
-        }
+    let doc = recorder.read()?;
+    if let Some(doc) = &doc
+        && let Some(r) = refusal(doc, &plan.addr, kind)
+    {
+        return Err(UpdateError::Refused(r).into());
+    }
+    // A lost or stale state must not decide what is restored where.
+    if !kind.is_test() {
+        refuse_to_guess(cfg, plan, doc.as_ref(), recorder)?;
     }
     let chosen = if kind == RunKind::Planned {
         BTreeMap::new()

@@ -121,6 +121,10 @@ pub struct Options {
     /// Machine address -> the point to diff against instead of its newest
     /// (reprotect: the point the replica was restored from).
     pub baseline: HashMap<String, Id>,
+    /// Machine address -> the site the machine moves to from this point (a
+    /// planned failover's or a failback's final point), recorded in its
+    /// manifest as `moves_to`.
+    pub moves_to: HashMap<String, String>,
 }
 
 impl Options {
@@ -130,6 +134,7 @@ impl Options {
             lock_wait: Duration::from_secs(600),
             cancel: None,
             baseline: HashMap::new(),
+            moves_to: HashMap::new(),
         }
     }
 
@@ -343,6 +348,7 @@ fn capture_all(
             disks,
             stats,
             site: t.site.clone(),
+            moves_to: opts.moves_to.get(&t.machine).cloned(),
         };
         made.push((m, hashes));
     }

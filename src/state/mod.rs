@@ -77,6 +77,13 @@ pub trait Backend: Send + Sync {
     /// current lock's id. Backends whose locks die with their process (the
     /// local OS lock) never remove anything and say so instead.
     fn force_unlock(&self, id: &str) -> Result<LockInfo, StateError>;
+
+    /// Where the state's backup copy is, when the state itself is missing
+    /// but the backup exists (the state was lost or deleted): a command
+    /// must not start over from nothing then. None otherwise.
+    fn orphaned_backup(&self) -> Option<String> {
+        None
+    }
 }
 
 /// The backend of the configuration in `config_root`: the local files under

@@ -127,6 +127,10 @@ impl Backend for Waiting {
     fn force_unlock(&self, id: &str) -> Result<super::LockInfo, StateError> {
         self.inner.force_unlock(id)
     }
+
+    fn orphaned_backup(&self) -> Option<String> {
+        self.inner.orphaned_backup()
+    }
 }
 
 #[cfg(test)]

@@ -76,6 +76,11 @@ pub struct Manifest {
     /// recorded it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub site: Option<String>,
+    /// The final point of a move (planned failover, failback): the site
+    /// the machine runs at from this point on, its disks there restored
+    /// from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moves_to: Option<String>,
 }
 
 impl Manifest {

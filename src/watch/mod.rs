@@ -350,6 +350,7 @@ fn targets_now(
     job: &Job,
     world: &World<'_>,
     doc: Option<&crate::state::StateDoc>,
+    points: &[Manifest],
     metrics: &Metrics,
     skipped: &mut BTreeMap<String, String>,
 ) -> (Vec<String>, Vec<replication::Target>) {
@@ -358,15 +359,23 @@ fn targets_now(
     for (a, t) in job.batch.protections.iter().zip(&job.batch.targets) {
         let name = a.to_string();
         let capture = placement::capture_of(world.cfg, doc, &t.machine);
-        let unprotected = matches!(
-            capture,
-            placement::Capture::Skip {
-                unprotected: true,
-                ..
-            }
-        );
+        // A lost or stale state: the vault's newest point came from another
+        // site than the state says; capturing would store an old copy.
+        let stale = placement::refuse_to_guess(world.cfg, doc, None, points, [a]);
+        let unprotected = !stale.is_empty()
+            || matches!(
+                capture,
+                placement::Capture::Skip {
+                    unprotected: true,
+                    ..
+                }
+            );
         metrics.update(&name, |f| f.unprotected = unprotected);
-        match placement::target_now(world.cfg, doc, t) {
+        let now = match stale.into_iter().next() {
+            Some(why) => Err(why),
+            None => placement::target_now(world.cfg, doc, t),
+        };
+        match now {
             Ok(t) => {
                 if skipped.remove(&name).is_some() {
                     tracing::info!(
@@ -455,7 +464,6 @@ fn run_job(job: &Job, settings: &Settings, metrics: &Metrics, stop: &Stop, world
                 continue;
             }
         };
-        let (names, targets) = targets_now(job, world, doc.as_ref(), metrics, &mut skipped);
         // What the vault holds now, also points other processes took.
         let points = match manifest::list(&vault, true) {
             Ok((p, _)) => p,
@@ -466,6 +474,8 @@ fn run_job(job: &Job, settings: &Settings, metrics: &Metrics, stop: &Stop, world
             }
         };
         record_points(metrics, &all, &points);
+        let (names, targets) =
+            targets_now(job, world, doc.as_ref(), &points, metrics, &mut skipped);
         if targets.is_empty() {
             // Nothing to capture; look again at the next interval.
             failures = 0;
@@ -499,6 +509,7 @@ fn run_job(job: &Job, settings: &Settings, metrics: &Metrics, stop: &Stop, world
             lock_wait: settings.lock_wait,
             cancel: Some(Arc::clone(&stop.cancel)),
             baseline: Default::default(),
+            moves_to: Default::default(),
         };
         let started = Instant::now();
         match replication::take_points(&vault, &targets, &opts, &Progress::default()) {
