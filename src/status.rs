@@ -47,7 +47,9 @@ pub struct PointSummary {
     pub id: String,
     /// RFC 3339.
     pub created: String,
-    pub age_seconds: i64,
+    /// Seconds since it was taken; None when its time cannot be read
+    /// (such a point never counts as fresh).
+    pub age_seconds: Option<i64>,
     pub consistency: Consistency,
 }
 
@@ -71,9 +73,7 @@ pub struct ProtectionStatus {
 }
 
 fn summary(m: &Manifest, now: OffsetDateTime) -> PointSummary {
-    let age = m
-        .created_at()
-        .map_or(i64::MAX, |t| (now - t).whole_seconds());
+    let age = m.created_at().map(|t| (now - t).whole_seconds());
     PointSummary {
         id: m.id.hex(),
         created: m.created.clone(),
@@ -106,7 +106,7 @@ pub fn protection_status(
         protection: prot,
         vault: vault.to_string(),
         policy: policy.addr.to_string(),
-        level: rpo_level(newest.as_ref().map(|p| p.age_seconds), threshold),
+        level: rpo_level(newest.as_ref().and_then(|p| p.age_seconds), threshold),
         rpo_threshold_seconds: threshold,
         newest_point: newest,
         newest_app_point: newest_app,
@@ -292,6 +292,44 @@ pub fn placements(state: Option<&StateDoc>) -> Vec<Placement> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_point_whose_time_cannot_be_read_has_no_age_and_is_not_fresh() {
+        let m = Manifest {
+            format: 1,
+            id: crate::vault::Id([7; 32]),
+            protection: "protection.db".into(),
+            machine: "machine.db".into(),
+            group: None,
+            created: "yesterday-ish".into(),
+            consistency: Consistency::Crash,
+            freeze_ms: None,
+            disks: Default::default(),
+            stats: Default::default(),
+            site: None,
+            moves_to: None,
+        };
+        let policy = crate::model::Policy {
+            addr: "policy.standard".parse().unwrap(),
+            rpo_threshold: "15m".parse().unwrap(),
+            crash_consistent_every: "5m".parse().unwrap(),
+            app_consistent_every: None,
+            retention: "24h".parse().unwrap(),
+            compression_level: 1,
+        };
+        let s = protection_status(
+            &"protection.db".parse().unwrap(),
+            &"vault.main".parse().unwrap(),
+            &policy,
+            &[m],
+            OffsetDateTime::now_utc(),
+        );
+        let newest = s.newest_point.unwrap();
+        assert_eq!(newest.age_seconds, None, "never 0");
+        assert_eq!(s.level, Level::Critical);
+        let json = serde_json::to_value(&newest).unwrap();
+        assert!(json["age_seconds"].is_null(), "{json}");
+    }
 
     #[test]
     fn levels_follow_the_threshold() {

@@ -143,6 +143,14 @@ fn render_placements(placed: &[status::Placement]) -> String {
 }
 
 /// `1h2m` style ages; "-" when absent.
+/// A point's age: `-` without a point, `unknown` when its time cannot be read.
+fn point_age(p: Option<&status::PointSummary>) -> String {
+    match p {
+        None => "-".into(),
+        Some(p) => p.age_seconds.map_or("unknown".into(), |s| age(Some(s))),
+    }
+}
+
 fn age(secs: Option<i64>) -> String {
     match secs {
         None => "-".into(),
@@ -177,9 +185,9 @@ fn render(prots: &[ProtectionStatus], plans: &[PlanStatus], color: bool) -> Stri
                 "{:<24}  {}  {:>10}  {:>10}  {:>10}  {:>6}  {:>10}\n",
                 p.protection,
                 paint(level, p.level, color),
-                age(p.newest_point.as_ref().map(|x| x.age_seconds)),
+                point_age(p.newest_point.as_ref()),
                 age(Some(p.rpo_threshold_seconds as i64)),
-                age(p.newest_app_point.as_ref().map(|x| x.age_seconds)),
+                point_age(p.newest_app_point.as_ref()),
                 p.points,
                 human(p.stored_bytes),
             ));

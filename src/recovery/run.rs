@@ -111,13 +111,19 @@ impl RunResult {
         }
     }
 
-    /// Age of the oldest point used, at the run's start.
+    /// Age of the oldest point used, at the run's start; None without
+    /// points, or when a point's time cannot be read (unknown, never 0).
     pub fn rpo_seconds(&self) -> Option<f64> {
-        self.points
+        let ages: Option<Vec<f64>> = self
+            .points
             .values()
-            .filter_map(|c| c.point.created_at())
-            .map(|t| (self.started_at - t).as_seconds_f64().max(0.0))
-            .reduce(f64::max)
+            .map(|c| {
+                c.point
+                    .created_at()
+                    .map(|t| (self.started_at - t).as_seconds_f64().max(0.0))
+            })
+            .collect();
+        ages?.into_iter().reduce(f64::max)
     }
 }
 

@@ -99,7 +99,7 @@ pub fn markdown(r: &Report) -> String {
                     .as_ref()
                     .map(|g| format!(" (group {g})"))
                     .unwrap_or_default(),
-                secs(p.age_seconds)
+                p.age_seconds.map_or("unknown".to_string(), secs)
             ));
         }
         o.push('\n');

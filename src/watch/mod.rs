@@ -294,7 +294,8 @@ impl Drop for Alive<'_> {
     }
 }
 
-/// How long ago `m` was taken (zero if in the future or unreadable).
+/// How long ago `m` was taken (zero if in the future; the longest
+/// duration if its time cannot be read: such a point is never fresh).
 fn age_of(m: &Manifest) -> Duration {
     m.created_at()
         .map(|t| (OffsetDateTime::now_utc() - t).unsigned_abs())
