@@ -74,9 +74,7 @@ pub fn run(cfg: Config, batches: Vec<Batch>, args: &WatchArgs) -> miette::Result
         .map_err(miette::Report::new)?;
     if let Some(backup) = state.orphaned_backup() {
         return Err(miette!(
-            help = format!(
-                "restore it (`cp {backup} .standby/state.json`), then start the service again"
-            ),
+            help = "restore it from the backup (for the local state: `cp .standby/state.json.backup .standby/state.json`), then start the service again",
             "the state is missing but its backup {backup} exists: without it the service cannot tell where the machines run"
         ));
     }

@@ -140,8 +140,14 @@ pub fn refuse_to_guess<'a>(
     protections: impl IntoIterator<Item = &'a crate::model::Address>,
 ) -> Vec<String> {
     if let (None, Some(backup)) = (doc, backup) {
+        let how = if backup.contains("://") {
+            "copy it over the state object (state.json next to it) with your storage tools"
+                .to_string()
+        } else {
+            format!("`cp {backup} .standby/state.json`")
+        };
         return vec![format!(
-            "the state is missing but its backup {backup} exists: the state was lost or deleted, and without it standby cannot tell where the machines run; restore it (for the local state: `cp {backup} .standby/state.json`), then run the command again"
+            "the state is missing but its backup {backup} exists: the state was lost or deleted, and without it standby cannot tell where the machines run; restore it ({how}), then run the command again"
         )];
     }
     let mut out = Vec::new();
