@@ -268,11 +268,46 @@ fn watch_follows_planned_failover_commit_reprotect_and_failback_losing_no_row() 
     assert!(orders(&home_db) >= at_failback, "the failback lost rows");
     start_writer(&qs, "sites/onprem/db/data.sqlite");
     wait_rows(&qs, at_failback + 5);
-    let after_failback = ids(&qs, "protection.db");
     // Between reprotect and failback: the service's reverse points and the
-    // failback's final one, all of site.dr.
-    assert_sites(&qs, &after_failback, &after_reprotect, "site.dr");
-    assert!(after_failback.len() >= after_reprotect.len() + 2);
+    // failback's final one (moving db home), all of site.dr; after that
+    // final point only points of site.onprem (the service resumes at home
+    // as soon as the failback is done).
+    let all = points(&qs);
+    let db: Vec<&Value> = all
+        .iter()
+        .filter(|p| p["protection"] == "protection.db")
+        .filter(|p| !after_reprotect.contains(p["id"].as_str().unwrap()))
+        .collect();
+    let final_point = db
+        .iter()
+        .find(|p| p["moves_to"] == "site.onprem")
+        .unwrap_or_else(|| panic!("no final point moving db home: {db:#?}"));
+    assert_eq!(final_point["site"], "site.dr", "{final_point:#}");
+    let cut = final_point["created"].as_str().unwrap().to_string();
+    let at = |p: &Value| {
+        time::OffsetDateTime::parse(
+            p["created"].as_str().unwrap(),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap()
+    };
+    let cut =
+        time::OffsetDateTime::parse(&cut, &time::format_description::well_known::Rfc3339).unwrap();
+    for p in &db {
+        let want = if at(p) <= cut {
+            "site.dr"
+        } else {
+            "site.onprem"
+        };
+        assert_eq!(p["site"], want, "{p:#}");
+    }
+    assert!(db.iter().filter(|p| at(p) < cut).count() >= 1, "{db:#?}");
+    let after_failback: BTreeSet<String> = db
+        .iter()
+        .filter(|p| at(p) <= cut)
+        .map(|p| p["id"].as_str().unwrap().to_string())
+        .chain(after_reprotect.iter().cloned())
+        .collect();
     let rows = committed(&qs);
     next_point_holds(&qs, &scratch, "site.onprem", rows);
     assert_sites(
