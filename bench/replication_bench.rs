@@ -28,6 +28,7 @@ fn main() -> anyhow::Result<()> {
                 quiesce: None,
                 app: false,
                 level: 1,
+                site: None,
             };
             let ps = replication::take_points(
                 &vault,

@@ -4,6 +4,24 @@
 //! (diff against `state`) -> `exec` -> `replication` | `recovery` ->
 //! `vault` / providers -> `state`. The binary (`main.rs`, `cli`) is thin.
 
+// std's printing macros panic when the reader of stdout goes away (`| head
+// -1`); these shadow them in every module below (textual macro scope), so
+// a closed stream ends output quietly instead: see `output`.
+macro_rules! println {
+    () => { $crate::output::stdout(format_args!(""), true) };
+    ($($t:tt)*) => { $crate::output::stdout(format_args!($($t)*), true) };
+}
+macro_rules! print {
+    ($($t:tt)*) => { $crate::output::stdout(format_args!($($t)*), false) };
+}
+macro_rules! eprintln {
+    () => { $crate::output::stderr(format_args!(""), true) };
+    ($($t:tt)*) => { $crate::output::stderr(format_args!($($t)*), true) };
+}
+macro_rules! eprint {
+    ($($t:tt)*) => { $crate::output::stderr(format_args!($($t)*), false) };
+}
+
 pub mod cli;
 pub mod config;
 pub mod direct_io;
@@ -13,6 +31,7 @@ pub mod fuzz_bodies;
 pub mod hclfmt;
 pub mod human;
 pub mod model;
+pub mod output;
 pub mod plan;
 pub mod recovery;
 pub mod replication;

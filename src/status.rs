@@ -47,7 +47,9 @@ pub struct PointSummary {
     pub id: String,
     /// RFC 3339.
     pub created: String,
-    pub age_seconds: i64,
+    /// Seconds since it was taken; None when its time cannot be read
+    /// (such a point never counts as fresh).
+    pub age_seconds: Option<i64>,
     pub consistency: Consistency,
 }
 
@@ -63,12 +65,15 @@ pub struct ProtectionStatus {
     pub points: usize,
     /// Sealed bytes the protection's points added to the vault.
     pub stored_bytes: u64,
+    /// Set when its machine runs somewhere this protection does not
+    /// capture (failed over and not reprotected): why. The level is then
+    /// WARNING at least, whatever the newest point's age.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unprotected: Option<String>,
 }
 
 fn summary(m: &Manifest, now: OffsetDateTime) -> PointSummary {
-    let age = m
-        .created_at()
-        .map_or(i64::MAX, |t| (now - t).whole_seconds());
+    let age = m.created_at().map(|t| (now - t).whole_seconds());
     PointSummary {
         id: m.id.hex(),
         created: m.created.clone(),
@@ -103,12 +108,42 @@ pub fn protection_status(
         protection: prot,
         vault: vault.to_string(),
         policy: policy.addr.to_string(),
-        level: rpo_level(newest.as_ref().map(|p| p.age_seconds), threshold),
+        level: rpo_level(newest.as_ref().and_then(|p| p.age_seconds), threshold),
         rpo_threshold_seconds: threshold,
         newest_point: newest,
         newest_app_point: newest_app,
         points: mine.len(),
         stored_bytes: mine.iter().map(|m| m.stats.stored).sum(),
+        unprotected: None,
+    }
+}
+
+/// Mark each protection whose machine runs somewhere without protection
+/// (per the state's recovery runs): `unprotected` says why, and the level
+/// is raised to WARNING at least.
+pub fn mark_unprotected(
+    prots: &mut [ProtectionStatus],
+    cfg: &crate::model::Config,
+    state: Option<&StateDoc>,
+) {
+    for p in prots {
+        let Some(machine) = p
+            .protection
+            .parse::<Address>()
+            .ok()
+            .and_then(|a| cfg.protections.get(&a))
+            .map(|x| x.machine.to_string())
+        else {
+            continue;
+        };
+        if let crate::recovery::placement::Capture::Skip {
+            reason,
+            unprotected: true,
+        } = crate::recovery::placement::capture_of(cfg, state, &machine)
+        {
+            p.level = p.level.max(Level::Warning);
+            p.unprotected = Some(reason);
+        }
     }
 }
 
@@ -259,6 +294,44 @@ pub fn placements(state: Option<&StateDoc>) -> Vec<Placement> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_point_whose_time_cannot_be_read_has_no_age_and_is_not_fresh() {
+        let m = Manifest {
+            format: 1,
+            id: crate::vault::Id([7; 32]),
+            protection: "protection.db".into(),
+            machine: "machine.db".into(),
+            group: None,
+            created: "yesterday-ish".into(),
+            consistency: Consistency::Crash,
+            freeze_ms: None,
+            disks: Default::default(),
+            stats: Default::default(),
+            site: None,
+            moves_to: None,
+        };
+        let policy = crate::model::Policy {
+            addr: "policy.standard".parse().unwrap(),
+            rpo_threshold: "15m".parse().unwrap(),
+            crash_consistent_every: "5m".parse().unwrap(),
+            app_consistent_every: None,
+            retention: "24h".parse().unwrap(),
+            compression_level: 1,
+        };
+        let s = protection_status(
+            &"protection.db".parse().unwrap(),
+            &"vault.main".parse().unwrap(),
+            &policy,
+            &[m],
+            OffsetDateTime::now_utc(),
+        );
+        let newest = s.newest_point.unwrap();
+        assert_eq!(newest.age_seconds, None, "never 0");
+        assert_eq!(s.level, Level::Critical);
+        let json = serde_json::to_value(&newest).unwrap();
+        assert!(json["age_seconds"].is_null(), "{json}");
+    }
 
     #[test]
     fn levels_follow_the_threshold() {

@@ -180,6 +180,7 @@ fn matching_state(config: &Config) -> StateDoc {
         passed: true,
         rto_seconds: Some(420.0),
         rpo_seconds: Some(60.0),
+        interrupted: false,
     });
     s
 }

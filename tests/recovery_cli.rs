@@ -427,7 +427,11 @@ fn manual_steps_need_an_approval_which_another_process_can_give() {
     // Cleanup does not pull the sandbox from under a run at work.
     let o = run(&qs, &["failover", "cleanup", "shop"]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    assert!(flat(&o).contains("is still in progress"), "{}", text(&o));
+    assert!(
+        flat(&o).contains("another run of recovery_plan.shop is in progress: pid"),
+        "{}",
+        text(&o)
+    );
     let approved = ok(&qs, &["approve", "shop", "dns"]);
     assert!(approved.contains("Approved step dns"), "{approved}");
     let out = child.wait_with_output().unwrap();
@@ -506,9 +510,14 @@ fn planned_failover_then_commit_is_recorded_and_refuses_a_second() {
     assert!(committed.contains("run at site.dr"), "{committed}");
     assert_eq!(state(&qs)["runs"][0]["phase"], "committed");
 
-    let status = ok(&qs, &["status", "--json"]);
-    let status: Value = serde_json::from_str(&status).unwrap();
+    let o = run(&qs, &["status", "--json"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let status: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_valid("status.schema.json", &status);
+    for p in status["protections"].as_array().unwrap() {
+        assert_eq!(p["level"], "warning", "{status:#}");
+        assert!(p["unprotected"].is_string(), "{status:#}");
+    }
     let placed = status["recoveries"].as_array().unwrap();
     assert_eq!(placed.len(), 2);
     assert!(
@@ -516,8 +525,15 @@ fn planned_failover_then_commit_is_recorded_and_refuses_a_second() {
             .iter()
             .all(|p| p["site"] == "site.dr" && p["phase"] == "committed")
     );
-    let text_status = ok(&qs, &["status"]);
+    // Running at DR without protection: WARNING, exit 2, and why.
+    let o = run(&qs, &["status"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let text_status = String::from_utf8_lossy(&o.stdout);
     assert!(text_status.contains("RUNS AT"), "{text_status}");
+    assert!(
+        flat(&o).contains("protection.db: unprotected: machine.db is failed over to site.dr"),
+        "{text_status}"
+    );
 
     for kind in ["planned", "unplanned"] {
         let o = run(&qs, &["failover", kind, "shop"]);

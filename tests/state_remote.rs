@@ -478,6 +478,30 @@ fn backend_block_and_plan_use_the_remote_state(kind: &str) {
     );
 }
 
+/// A state deleted behind standby's back while its backup remains is
+/// named as such (commands refuse to start over from nothing then).
+fn a_deleted_state_with_its_backup_left_is_found(kind: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let u = url(kind, tmp.path(), "orphan");
+    let b = backend(&u, tmp.path());
+    assert_eq!(b.orphaned_backup(), None);
+    let mut doc = doc_with(&["a".into()]);
+    seed(b.as_ref(), &mut doc);
+    let lock = b.lock("second").unwrap();
+    let mut read = b.read().unwrap().unwrap();
+    b.write(&lock, &mut read).unwrap();
+    drop(lock);
+    assert_eq!(b.orphaned_backup(), None, "the state is there");
+    let store = raw(&u, tmp.path());
+    block_on(async {
+        object_store::ObjectStoreExt::delete(&*store.inner, &store.path(REMOTE_STATE_NAME))
+            .await
+            .unwrap()
+    });
+    let found = b.orphaned_backup().expect("the backup is named");
+    assert!(found.ends_with("state.json.backup"), "{found}");
+}
+
 /// Generate one test per backend for each suite function.
 macro_rules! over_backends {
     ($($name:ident),* $(,)?) => {
@@ -496,6 +520,7 @@ over_backends!(
     malformed_state_is_reported_and_never_overwritten,
     racing_processes_never_lose_a_write,
     backend_block_and_plan_use_the_remote_state,
+    a_deleted_state_with_its_backup_left_is_found,
 );
 
 /// The executor persists from tokio tasks: the synchronous backend must work

@@ -123,6 +123,7 @@ fn levels_follow_the_newest_point_age_and_exit_codes_alert() {
         passed: true,
         rto_seconds: Some(42.0),
         rpo_seconds: Some(5.0),
+        interrupted: false,
     });
     backend.write(&lock, &mut doc).unwrap();
     drop(lock);
@@ -177,6 +178,7 @@ fn drills_are_read_from_the_configured_state_backend() {
         passed: false,
         rto_seconds: None,
         rpo_seconds: None,
+        interrupted: false,
     });
     backend.write(&lock, &mut doc).unwrap();
     drop(lock);

@@ -80,6 +80,21 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
     if args.refresh_only {
         return refresh_only(args.auto_approve, &config, backend.as_ref(), &lock, current);
     }
+    // A lost or stale state must not adopt the vault's points as new.
+    let prots: Vec<crate::model::Address> = config.protections.keys().cloned().collect();
+    let problems = crate::recovery::placement::check_vaults(
+        &config,
+        current.as_ref(),
+        backend.orphaned_backup().as_deref(),
+        &prots,
+    );
+    if !problems.is_empty() {
+        return Err(miette!(
+            help = "restore the state from its backup; nothing was changed",
+            "refusing to guess where the machines run:\n  - {}",
+            problems.join("\n  - ")
+        ));
+    }
 
     let mut plan = match &args.plan_file {
         Some(path) => {
@@ -106,6 +121,7 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         .filter(|_| !args.no_refresh)
         .map(|s| refresh::refresh(&config, s));
     if let Some(r) = &refreshed {
+        plan::use_refreshed_facts(&mut plan, current.as_ref(), &r.facts);
         plan.drift = r.drift.clone();
     }
     if args.json {

@@ -142,8 +142,14 @@ pub(crate) fn recorder(
     backend: &crate::cli::BackendArgs,
     command: &str,
 ) -> miette::Result<Recorder> {
-    let b = backend.open(cfg.backend.as_ref())?;
-    Ok(Recorder::new(Arc::from(b), command))
+    let b = backend.open_unwaiting(cfg.backend.as_ref())?;
+    Ok(Recorder::new(Arc::from(b), command)
+        .with_lock_timeout(
+            backend
+                .lock_timeout
+                .unwrap_or(recovery::record::DEFAULT_LOCK_TIMEOUT),
+        )
+        .with_notice(Arc::new(|line| eprintln!("{line}"))))
 }
 
 pub(crate) fn report_err(e: RecoveryError) -> miette::Report {

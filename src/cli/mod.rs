@@ -153,6 +153,13 @@ pub struct BackendArgs {
     /// `--backend-config url=az://CONTAINER/PREFIX` (also s3://, file://DIR).
     #[arg(long = "backend-config", value_name = "url=URL")]
     pub backend_config: Vec<String>,
+    /// How long to wait for the state lock while another command holds it
+    /// (saying who), e.g. `30s`, `5m`; `0s` fails at once. Default: 0s, as
+    /// Terraform; recovery runs (failover, drill, reprotect, failback,
+    /// approve) wait 60s, so that a run does not fail on a moment's
+    /// contention. Lock waits never count toward a run's RTO.
+    #[arg(long = "lock-timeout", value_name = "DURATION", value_parser = crate::state::parse_lock_timeout)]
+    pub lock_timeout: Option<std::time::Duration>,
 }
 
 impl BackendArgs {
@@ -188,6 +195,23 @@ impl BackendArgs {
     /// Open the state backend: the command line's url, else `configured`
     /// (the configuration's `backend` block), else the local files.
     pub fn open(
+        &self,
+        configured: Option<&crate::model::Backend>,
+    ) -> miette::Result<Box<dyn crate::state::Backend>> {
+        let inner = self.open_unwaiting(configured)?;
+        Ok(match self.lock_timeout.filter(|t| !t.is_zero()) {
+            None => inner,
+            Some(timeout) => Box::new(crate::state::Waiting {
+                inner,
+                timeout,
+                notice: Box::new(|line| eprintln!("{line}")),
+            }),
+        })
+    }
+
+    /// [`BackendArgs::open`] without waiting for the lock (for callers that
+    /// wait themselves, like a recovery run's recorder).
+    pub fn open_unwaiting(
         &self,
         configured: Option<&crate::model::Backend>,
     ) -> miette::Result<Box<dyn crate::state::Backend>> {

@@ -101,7 +101,9 @@ pub(crate) fn make_plan(
     let state = backend.read().map_err(miette::Report::new)?;
     let mut plan = plan::diff(&config, state.as_ref(), &DiffOptions::default());
     if let Some(state) = state.as_ref().filter(|_| refresh) {
-        plan.drift = crate::cli::refresh::refresh(&config, state).drift;
+        let r = crate::cli::refresh::refresh(&config, state);
+        plan::use_refreshed_facts(&mut plan, Some(state), &r.facts);
+        plan.drift = r.drift;
     }
     let prevented = plan.prevented_destroys(&config, state.as_ref());
     if !prevented.is_empty() {

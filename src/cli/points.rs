@@ -68,6 +68,8 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
                     "consistency": m.consistency,
                     "group": m.group,
                     "freeze_ms": m.freeze_ms,
+                    "site": m.site,
+                    "moves_to": m.moves_to,
                     "disks": m.disks.iter().map(|(n, d)| (n.clone(), serde_json::json!({
                         "size": d.size,
                         "parent": d.parent.map(|p| p.hex()),

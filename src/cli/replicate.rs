@@ -16,6 +16,13 @@ pub struct Args {
     /// Protections to replicate (`protection.db` or just `db`); default: all.
     #[arg(value_name = "ADDR")]
     pub addrs: Vec<String>,
+    /// Capture although the state and the vault disagree on where a machine
+    /// runs (its newest point came from another site): the state is right,
+    /// e.g. the machine was moved back by hand. Without it such a
+    /// protection is refused, since a lost or stale state would capture an
+    /// old copy over newer data.
+    #[arg(long)]
+    pub trust_state: bool,
     #[command(flatten)]
     pub watch: super::watch::WatchArgs,
     #[command(flatten)]
@@ -38,18 +45,37 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         }
         v
     };
+    if args.watch.watch {
+        // The service decides every round where each machine runs.
+        let batches = replication::batches(&cfg, &chosen).map_err(|e| miette!("{e}"))?;
+        return super::watch::run(cfg, batches, &args.watch);
+    }
     let (chosen, doc) = skip_failed_over(&cfg, chosen)?;
     if chosen.is_empty() {
         eprintln!("nothing to replicate");
         return Ok(ExitCode::SUCCESS);
     }
+    if !args.trust_state {
+        let backend = crate::state::open_backend(std::path::Path::new("."), cfg.backend.as_ref())
+            .map_err(miette::Report::new)?;
+        let problems = crate::recovery::placement::check_vaults(
+            &cfg,
+            doc.as_ref(),
+            backend.orphaned_backup().as_deref(),
+            &chosen,
+        );
+        if !problems.is_empty() {
+            return Err(miette!(
+                help = "restore the state from its backup, or pass --trust-state if the state is right; nothing was captured",
+                "refusing to guess where the machines run:\n  - {}",
+                problems.join("\n  - ")
+            ));
+        }
+    }
     let mut batches = replication::batches(&cfg, &chosen).map_err(|e| miette!("{e}"))?;
     // Reprotected machines: their points come from where they run now.
     if let Some(doc) = &doc {
         crate::recovery::reprotect::redirect(&mut batches, doc);
-    }
-    if args.watch.watch {
-        return super::watch::run(cfg, batches, &args.watch);
     }
     let opts = Options::new(cache_dir(&cfg));
     let mut failed = 0;
@@ -126,24 +152,12 @@ fn skip_failed_over(
     let mut keep = Vec::new();
     for a in chosen {
         let machine = cfg.protections.get(&a).map(|p| p.machine.to_string());
-        let run = doc.runs.iter().find(|r| {
-            !r.kind.is_test()
-                && r.reprotect.is_none()
-                && r.phase != crate::state::Phase::Failed
-                && machine.as_ref().is_some_and(|m| r.machines.contains_key(m))
-        });
-        match (run, &machine) {
-            (Some(r), Some(m)) => {
-                let site = r
-                    .machines
-                    .get(m)
-                    .map_or("its target site", |x| x.site.as_str());
-                eprintln!(
-                    "skipping {a}: {m} is failed over to {site} ({} failover, run {}, {}); no points are taken of it until it is reprotected (`standby reprotect PLAN`) or fails back",
-                    r.kind.as_str(),
-                    r.run_id,
-                    r.phase.as_str()
-                );
+        let capture = machine
+            .as_deref()
+            .map(|m| crate::recovery::placement::capture_of(cfg, Some(&doc), m));
+        match capture {
+            Some(crate::recovery::placement::Capture::Skip { reason, .. }) => {
+                eprintln!("skipping {a}: {reason}");
             }
             _ => keep.push(a),
         }

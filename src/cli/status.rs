@@ -85,6 +85,7 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         .values()
         .map(|rp| status::plan_status(rp, state.as_ref(), now))
         .collect();
+    status::mark_unprotected(&mut prots, &cfg, state.as_ref());
     let placed = status::placements(state.as_ref());
     let code: u8 = if prots.iter().all(|p| p.level == Level::Ok) {
         0
@@ -141,6 +142,14 @@ fn render_placements(placed: &[status::Placement]) -> String {
     out
 }
 
+/// A point's age: `-` without a point, `unknown` when its time cannot be read.
+fn point_age(p: Option<&status::PointSummary>) -> String {
+    match p {
+        None => "-".into(),
+        Some(p) => p.age_seconds.map_or("unknown".into(), |s| age(Some(s))),
+    }
+}
+
 /// Ages in the one duration style (`crate::human::duration`); "-" when absent.
 fn age(secs: Option<i64>) -> String {
     match secs {
@@ -181,12 +190,17 @@ fn render(prots: &[ProtectionStatus], plans: &[PlanStatus], color: bool) -> Stri
                 "{:<24}  {}  {:>10}  {:>10}  {:>10}  {:>6}  {:>10}\n",
                 p.protection,
                 paint(level, p.level, color),
-                age(p.newest_point.as_ref().map(|x| x.age_seconds)),
+                point_age(p.newest_point.as_ref()),
                 age(Some(p.rpo_threshold_seconds as i64)),
-                age(p.newest_app_point.as_ref().map(|x| x.age_seconds)),
+                point_age(p.newest_app_point.as_ref()),
                 p.points,
                 human(p.stored_bytes),
             ));
+        }
+        for p in prots {
+            if let Some(why) = &p.unprotected {
+                out.push_str(&format!("  {}: unprotected: {why}\n", p.protection));
+            }
         }
     }
     if !plans.is_empty() {

@@ -24,7 +24,10 @@ thaw are never cut short), so no partial point is left.
 Endpoints (--listen): GET /metrics in Prometheus text format, per protection:
 standby_newest_point_age_seconds, standby_rpo_threshold_seconds, standby_points,
 standby_bytes_replicated_total, standby_replication_failures_total,
-standby_points_taken_total; and standby_up. GET /healthz answers 200 while the
+standby_points_taken_total, standby_protection_active (0 while the machine runs
+where its protection does not capture: failed over, not reprotected); and
+standby_up. Every round re-reads the state: failovers, commits, reprotects and
+failbacks are followed as they happen. GET /healthz answers 200 while the
 loop runs and 503 once it stops; an RPO breach does not fail it (alert on the
 metrics or on `standby status` exiting 2).";
 
@@ -66,7 +69,17 @@ pub fn run(cfg: Config, batches: Vec<Batch>, args: &WatchArgs) -> miette::Result
         retry_max: args.retry_max.to_std(),
         lock_wait: std::time::Duration::from_secs(600),
     };
-    let service = Service::new(&cfg, batches, settings).map_err(|e| miette!("{e}"))?;
+    // Recovery runs are read from the state every round.
+    let state = crate::state::open_backend(std::path::Path::new("."), cfg.backend.as_ref())
+        .map_err(miette::Report::new)?;
+    if let Some(backup) = state.orphaned_backup() {
+        return Err(miette!(
+            help = "restore it from the backup (for the local state: `cp .standby/state.json.backup .standby/state.json`), then start the service again",
+            "the state is missing but its backup {backup} exists: without it the service cannot tell where the machines run"
+        ));
+    }
+    let service = Service::new(&cfg, batches, settings, Some(std::sync::Arc::from(state)))
+        .map_err(|e| miette!("{e}"))?;
     // The HTTP endpoint and signal handling; captures use the vault's own runtime.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)

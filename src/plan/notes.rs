@@ -94,6 +94,44 @@ pub(super) fn review(
     notes
 }
 
+/// Rewrite the notes that quote the vault's contents (points and bytes a
+/// destroy or replace deletes) with `facts`, what a refresh read from the
+/// vaults now (`observed.*` keys per object), instead of the numbers state
+/// recorded at the last apply: `replicate` adds points after that.
+pub fn use_refreshed_facts(
+    plan: &mut super::Plan,
+    state: Option<&StateDoc>,
+    facts: &std::collections::BTreeMap<Address, Attributes>,
+) {
+    for c in &plan.changes {
+        if !(c.kind == Kind::Protection
+            && matches!(c.action, Action::Delete | Action::Replace { .. }))
+        {
+            continue;
+        }
+        let Some(now) = facts.get(&c.address) else {
+            continue;
+        };
+        let mut seen = state
+            .and_then(|s| s.objects.get(&c.address))
+            .map(|o| o.attributes.clone())
+            .unwrap_or_default();
+        for (k, v) in now {
+            seen.insert(k.clone(), v.clone());
+        }
+        // A vault that holds none of its points no longer has stored bytes.
+        if now.get("observed.recovery_points").and_then(|v| v.as_u64()) == Some(0) {
+            seen.insert("observed.stored_bytes".into(), serde_json::json!(0));
+        }
+        let fresh = points_destroyed(c, Some(&seen));
+        for n in plan.notes.iter_mut() {
+            if n.subject == c.address && n.kind == NoteKind::PointsDestroyed {
+                *n = fresh.clone();
+            }
+        }
+    }
+}
+
 fn desired_policy(config: &Config, addr: &Address) -> Option<Attributes> {
     let p = config.policies.get(addr)?;
     Some(super::flatten(

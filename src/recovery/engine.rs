@@ -249,7 +249,16 @@ impl<'a> Engine<'a> {
             }
         }
         let batches = replication::batches(self.cfg, &prots).map_err(|e| e.to_string())?;
-        let opts = replication::Options::new(self.root.join(".standby").join("cache"));
+        let mut opts = replication::Options::new(self.root.join(".standby").join("cache"));
+        // The machines run at their protection's target from these points on.
+        for b in &batches {
+            for (a, t) in b.protections.iter().zip(&b.targets) {
+                if let Some(p) = self.cfg.protections.get(a) {
+                    opts.moves_to
+                        .insert(t.machine.clone(), p.target.to_string());
+                }
+            }
+        }
         let mut out = BTreeMap::new();
         for b in batches {
             let start = self.timeline.now();

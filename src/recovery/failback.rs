@@ -42,7 +42,10 @@ pub fn failback(
     cancel: &Cancel,
 ) -> Result<RunResult, RecoveryError> {
     let name = plan_arg(&plan.addr);
+    let _run = super::runlock::acquire(cfg, &plan.addr, recorder.command())?;
+    recorder.interruptible_by(cancel);
     let doc = recorder.read()?;
+    super::run::refuse_to_guess(cfg, plan, doc.as_ref(), recorder)?;
     let run = committed_failover(doc.as_ref(), &plan.addr)?;
     if run.reprotect.is_none() {
         return Err(RecoveryError::Refused {
@@ -284,10 +287,17 @@ fn final_points(
 ) -> Result<BTreeMap<String, PointUsed>, String> {
     let batches = reverse_batches(cfg, plan, run, true).map_err(|e| e.to_string())?;
     let start = engine.timeline.now();
+    // Each machine runs at its own site again from its final point on.
+    let home: std::collections::HashMap<String, String> = cfg
+        .machines
+        .values()
+        .map(|m| (m.addr.to_string(), m.site.to_string()))
+        .collect();
     let made = take(
         cfg,
         &batches,
         Default::default(),
+        home,
         &engine.cancel,
         |b, made| {
             for m in made {

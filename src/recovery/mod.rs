@@ -7,11 +7,13 @@ pub mod checks;
 pub mod command;
 pub mod engine;
 pub mod failback;
+pub mod placement;
 pub mod points;
 pub mod providers;
 pub mod record;
 pub mod reprotect;
 pub mod run;
+pub mod runlock;
 pub mod timeline;
 
 pub use engine::{Approvals, TEST_HOOK_ENV};

@@ -80,6 +80,7 @@ pub fn redirect(batches: &mut [Batch], doc: &StateDoc) {
                         *path = PathBuf::from(p);
                     }
                 }
+                t.site = Some(m.site.clone());
             }
         }
     }
@@ -156,7 +157,7 @@ pub fn reverse_batches(
 /// its disks where it runs now (`STANDBY_DISK_*`, `STANDBY_MACHINE`,
 /// `STANDBY_RUN_ID`, `STANDBY_MODE`), passed through `env(1)` so the
 /// commands still run without a shell.
-fn with_machine_env(t: &mut replication::Target, run_id: &str) {
+pub fn with_machine_env(t: &mut replication::Target, run_id: &str) {
     let Some(q) = &mut t.quiesce else {
         return;
     };
@@ -193,11 +194,13 @@ pub fn used(vault: &Address, m: &Manifest) -> PointUsed {
 }
 
 /// Take one point instant per batch, from the disks the batches name.
-/// `baseline`: machine -> point to diff against (default: its newest).
+/// `baseline`: machine -> point to diff against (default: its newest);
+/// `moves_to`: machine -> the site it moves to from this point (final points).
 pub fn take(
     cfg: &Config,
     batches: &[Batch],
     baseline: HashMap<String, Id>,
+    moves_to: HashMap<String, String>,
     cancel: &Cancel,
     mut each: impl FnMut(&Batch, &[Manifest]),
 ) -> Result<Vec<(Address, Manifest)>, RecoveryError> {
@@ -206,6 +209,7 @@ pub fn take(
     let mut opts = Options::new(root.join(".standby").join("cache"));
     opts.cancel = Some(stop.clone());
     opts.baseline = baseline;
+    opts.moves_to = moves_to;
     let mut vaults: BTreeMap<Address, Vault> = BTreeMap::new();
     let mut out = Vec::new();
     for b in batches {
@@ -238,7 +242,10 @@ pub fn reprotect(
     recorder: &Recorder,
     cancel: &Cancel,
 ) -> Result<Vec<Reversed>, RecoveryError> {
+    let _run = super::runlock::acquire(cfg, &plan.addr, recorder.command())?;
+    recorder.interruptible_by(cancel);
     let doc = recorder.read()?;
+    super::run::refuse_to_guess(cfg, plan, doc.as_ref(), recorder)?;
     let run = committed_failover(doc.as_ref(), &plan.addr)?;
     if let Some(r) = &run.reprotect {
         let at =
@@ -260,7 +267,7 @@ pub fn reprotect(
         .iter()
         .filter_map(|(m, r)| Some((m.clone(), Id::parse(&r.point.as_ref()?.id)?)))
         .collect();
-    let made = take(cfg, &batches, baseline, cancel, |_, _| {})?;
+    let made = take(cfg, &batches, baseline, HashMap::new(), cancel, |_, _| {})?;
     let mut out = Vec::new();
     let mut points = BTreeMap::new();
     for (vault, m) in made {

@@ -7,6 +7,7 @@ use super::engine::{Approvals, Engine};
 use super::points::{self, Chosen, PointChoice};
 use super::providers;
 use super::record::{Recorder, UpdateError};
+use super::runlock;
 use super::timeline::{EntryKind, Outcome, Subject, Timeline};
 use crate::exec::Cancel;
 use crate::model::{Address, Config, RecoveryPlan};
@@ -70,13 +71,32 @@ impl RunResult {
         finished_at: OffsetDateTime,
     ) -> RunResult {
         let timeline = std::mem::take(&mut engine.timeline);
+        // Waits for another command's state lock are shown, never counted.
+        let mut waits = Vec::new();
+        for w in engine.recorder.waits() {
+            let (from, to) = (timeline.seconds_at(w.from), timeline.seconds_at(w.to));
+            if to <= 0.0 {
+                continue;
+            }
+            let from = from.max(0.0);
+            waits.push((from, to));
+            timeline.record_span(
+                Subject::new(EntryKind::LockWait, "state lock"),
+                from,
+                to,
+                Outcome::Passed,
+                format!("waited for the state lock held by {}", w.holder),
+            );
+        }
         let rto_seconds = passed.then(|| {
-            timeline
+            let end = timeline
                 .entries()
                 .iter()
                 .filter(|e| e.kind == EntryKind::Machine)
                 .map(|e| e.end_seconds)
-                .fold(0.0, f64::max)
+                .fold(0.0, f64::max);
+            let waited: f64 = waits.iter().map(|(a, b)| (b.min(end) - a).max(0.0)).sum();
+            (end - waited).max(0.0)
         });
         RunResult {
             record,
@@ -91,13 +111,19 @@ impl RunResult {
         }
     }
 
-    /// Age of the oldest point used, at the run's start.
+    /// Age of the oldest point used, at the run's start; None without
+    /// points, or when a point's time cannot be read (unknown, never 0).
     pub fn rpo_seconds(&self) -> Option<f64> {
-        self.points
+        let ages: Option<Vec<f64>> = self
+            .points
             .values()
-            .filter_map(|c| c.point.created_at())
-            .map(|t| (self.started_at - t).as_seconds_f64().max(0.0))
-            .reduce(f64::max)
+            .map(|c| {
+                c.point
+                    .created_at()
+                    .map(|t| (self.started_at - t).as_seconds_f64().max(0.0))
+            })
+            .collect();
+        ages?.into_iter().reduce(f64::max)
     }
 }
 
@@ -162,6 +188,35 @@ pub fn list_points(
 
 fn refused(message: String, help: String) -> String {
     format!("{message}\nhelp: {help}")
+}
+
+/// Refuse when the state is missing while its backup exists, or the vault
+/// says a machine of `plan` runs elsewhere than the state believes.
+pub(crate) fn refuse_to_guess(
+    cfg: &Config,
+    plan: &RecoveryPlan,
+    doc: Option<&crate::state::StateDoc>,
+    recorder: &Recorder,
+) -> Result<(), RecoveryError> {
+    let prots: Vec<Address> = plan
+        .groups
+        .iter()
+        .flat_map(|g| &g.machines)
+        .filter_map(|m| points::protection_of(cfg, m).map(|p| p.addr.clone()))
+        .collect();
+    let problems =
+        super::placement::check_vaults(cfg, doc, recorder.orphaned_backup().as_deref(), &prots);
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(RecoveryError::Refused {
+        message: format!(
+            "refusing to guess where the machines of {} run:\n  - {}",
+            plan.addr,
+            problems.join("\n  - ")
+        ),
+        help: "restore the state from its backup; nothing was changed".into(),
+    })
 }
 
 /// Why a new run of `kind` cannot start, given the plan's runs in `doc`.
@@ -229,11 +284,36 @@ pub fn failover(
     recorder: &Recorder,
     cancel: &Cancel,
 ) -> Result<RunResult, RecoveryError> {
+    let _run = runlock::acquire(cfg, &plan.addr, recorder.command())?;
+    recorder.interruptible_by(cancel);
+    if kind.is_test() {
+        clean_dead_test_run(cfg, plan, recorder)?;
+    }
+    failover_locked(cfg, plan, kind, choice, approvals, recorder, cancel, false)
+}
+
+/// [`failover`] under the plan's run lock; `drill` marks a drill's test run.
+#[allow(clippy::too_many_arguments)]
+fn failover_locked(
+    cfg: &Config,
+    plan: &RecoveryPlan,
+    kind: RunKind,
+    choice: &PointChoice,
+    approvals: Approvals,
+    recorder: &Recorder,
+    cancel: &Cancel,
+    drill: bool,
+) -> Result<RunResult, RecoveryError> {
     // Refuse before anything is read from the vault.
-    if let Some(doc) = recorder.read()? {
-        if let Some(r) = refusal(&doc, &plan.addr, kind) {
-            return Err(UpdateError::Refused(r).into());
-        }
+    let doc = recorder.read()?;
+    if let Some(doc) = &doc
+        && let Some(r) = refusal(doc, &plan.addr, kind)
+    {
+        return Err(UpdateError::Refused(r).into());
+    }
+    // A lost or stale state must not decide what is restored where.
+    if !kind.is_test() {
+        refuse_to_guess(cfg, plan, doc.as_ref(), recorder)?;
     }
     let chosen = if kind == RunKind::Planned {
         BTreeMap::new()
@@ -261,6 +341,7 @@ pub fn failover(
         machines: BTreeMap::new(),
         reprotect: None,
         failback: None,
+        drill,
     };
     recorder.update(|doc| {
         if let Some(r) = refusal(doc, &plan.addr, kind) {
@@ -366,6 +447,50 @@ pub enum Cleaned {
 /// Stop and remove the plan's test replicas (provider `stop` for each
 /// machine, `destroy` per site), then forget the test run.
 pub fn cleanup(
+    cfg: &Config,
+    plan: &RecoveryPlan,
+    recorder: &Recorder,
+    timeline: Option<&Timeline>,
+) -> Result<Cleaned, RecoveryError> {
+    let _run = runlock::acquire(cfg, &plan.addr, recorder.command())?;
+    cleanup_locked(cfg, plan, recorder, timeline)
+}
+
+/// Under the plan's run lock: remove a test run left by a dead process
+/// (a drill killed at any moment, or a `failover test` killed before it
+/// finished), so that it does not block the new run. A test run that
+/// completed on its own (`failover test`) is the user's and stays.
+fn clean_dead_test_run(
+    cfg: &Config,
+    plan: &RecoveryPlan,
+    recorder: &Recorder,
+) -> Result<(), RecoveryError> {
+    let Some(doc) = recorder.read()? else {
+        return Ok(());
+    };
+    let Some(run) = doc.run_of(&plan.addr, true) else {
+        return Ok(());
+    };
+    let dead = run.owner.as_ref().is_some_and(|o| !o.may_be_alive());
+    if !(dead && (run.drill || run.phase == Phase::Running)) {
+        return Ok(());
+    }
+    let who = run
+        .owner
+        .as_ref()
+        .map(|o| format!("pid {}", o.pid))
+        .unwrap_or_default();
+    println!(
+        "The test run {} of {} was left by a {} that is gone ({who}, {}): cleaning it up first.",
+        run.run_id,
+        plan.addr,
+        if run.drill { "drill" } else { "test failover" },
+        run.phase.as_str()
+    );
+    cleanup_locked(cfg, plan, recorder, None).map(|_| ())
+}
+
+fn cleanup_locked(
     cfg: &Config,
     plan: &RecoveryPlan,
     recorder: &Recorder,
@@ -576,7 +701,10 @@ pub fn drill(
     recorder: &Recorder,
     cancel: &Cancel,
 ) -> Result<DrillResult, RecoveryError> {
-    let run = failover(
+    let _run = runlock::acquire(cfg, &plan.addr, recorder.command())?;
+    recorder.interruptible_by(cancel);
+    clean_dead_test_run(cfg, plan, recorder)?;
+    let run = failover_locked(
         cfg,
         plan,
         RunKind::Test,
@@ -584,9 +712,10 @@ pub fn drill(
         approvals,
         recorder,
         cancel,
+        true,
     )?;
     println!("[{:>6.1}s] cleaning up the test run", run.timeline.now());
-    let cleanup_error = match cleanup(cfg, plan, recorder, Some(&run.timeline)) {
+    let cleanup_error = match cleanup_locked(cfg, plan, recorder, Some(&run.timeline)) {
         Ok(_) => None,
         Err(e) => Some(e.to_string()),
     };
@@ -606,6 +735,7 @@ pub fn drill(
         passed,
         rto_seconds: run.rto_seconds,
         rpo_seconds: run.rpo_seconds(),
+        interrupted: run.interrupted,
     };
     recorder.update(|doc| {
         doc.drills.push(rec);

@@ -26,6 +26,8 @@ pub enum EntryKind {
     FinalPoint,
     /// Stopping and removing test replicas.
     Cleanup,
+    /// Waiting for another command's state lock (not part of RTO).
+    LockWait,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -118,9 +120,29 @@ impl Timeline {
         self.started.elapsed().as_secs_f64()
     }
 
+    /// Seconds from the run's start to `at` (negative before it).
+    pub fn seconds_at(&self, at: Instant) -> f64 {
+        match at.checked_duration_since(self.started) {
+            Some(d) => d.as_secs_f64(),
+            None => -(self.started.duration_since(at).as_secs_f64()),
+        }
+    }
+
     /// Record `what` that ran from `start` (seconds, from [`Timeline::now`]) until now.
     pub fn record(&self, what: Subject, start: f64, outcome: Outcome, detail: impl Into<String>) {
         let end = self.now();
+        self.record_span(what, start, end, outcome, detail);
+    }
+
+    /// Record `what` that ran from `start` to `end` (seconds since the run started).
+    pub fn record_span(
+        &self,
+        what: Subject,
+        start: f64,
+        end: f64,
+        outcome: Outcome,
+        detail: impl Into<String>,
+    ) {
         let at = |s: f64| rfc3339(self.started_at + time::Duration::seconds_f64(s));
         let e = Entry {
             kind: what.kind,

@@ -79,6 +79,9 @@ pub struct Target {
     pub app: bool,
     /// zstd level for this point's data.
     pub level: i32,
+    /// The site whose disks these are (`site.onprem`; the DR site once the
+    /// machine is reprotected there); recorded in the point's manifest.
+    pub site: Option<String>,
 }
 
 impl Target {
@@ -103,6 +106,7 @@ impl Target {
             quiesce: machine.quiesce.clone(),
             app: machine.quiesce.is_some() && policy.app_consistent_every.is_some(),
             level: policy.compression_level,
+            site: Some(machine.site.to_string()),
         }
     }
 }
@@ -121,6 +125,10 @@ pub struct Options {
     /// Machine address -> the point to diff against instead of its newest
     /// (reprotect: the point the replica was restored from).
     pub baseline: HashMap<String, Id>,
+    /// Machine address -> the site the machine moves to from this point (a
+    /// planned failover's or a failback's final point), recorded in its
+    /// manifest as `moves_to`.
+    pub moves_to: HashMap<String, String>,
 }
 
 impl Options {
@@ -130,6 +138,7 @@ impl Options {
             lock_wait: Duration::from_secs(600),
             cancel: None,
             baseline: HashMap::new(),
+            moves_to: HashMap::new(),
         }
     }
 
@@ -370,6 +379,8 @@ fn capture_all(
             freeze_ms: if app { freeze_ms } else { None },
             disks,
             stats,
+            site: t.site.clone(),
+            moves_to: opts.moves_to.get(&t.machine).cloned(),
         };
         made.push((m, hashes));
     }

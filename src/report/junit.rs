@@ -56,10 +56,17 @@ pub fn junit(r: &Report) -> String {
         };
         cases.push((class, name, e));
     }
+    // RTO against max_rto is a test case of its own, counted like the rest.
+    let rto_case = match (r.rto.within, r.rto.seconds, r.rto.limit_seconds) {
+        (Some(within), Some(rto), Some(max)) => Some((within, rto, max)),
+        _ => None,
+    };
+    let tests = cases.len() + usize::from(rto_case.is_some());
     let failures = cases
         .iter()
         .filter(|c| c.2.outcome == Outcome::Failed)
-        .count();
+        .count()
+        + usize::from(rto_case.is_some_and(|c| !c.0));
     let skipped = cases
         .iter()
         .filter(|c| c.2.outcome == Outcome::Skipped)
@@ -67,14 +74,12 @@ pub fn junit(r: &Report) -> String {
     let total: f64 = r.timeline.iter().map(|e| e.end_seconds).fold(0.0, f64::max);
     let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     x.push_str(&format!(
-        "<testsuites name=\"standby {}\" tests=\"{}\" failures=\"{failures}\" skipped=\"{skipped}\" time=\"{total:.3}\">\n",
+        "<testsuites name=\"standby {}\" tests=\"{tests}\" failures=\"{failures}\" skipped=\"{skipped}\" time=\"{total:.3}\">\n",
         esc(&r.kind),
-        cases.len()
     ));
     x.push_str(&format!(
-        "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{failures}\" errors=\"0\" skipped=\"{skipped}\" time=\"{total:.3}\" timestamp=\"{}\">\n",
+        "  <testsuite name=\"{}\" tests=\"{tests}\" failures=\"{failures}\" errors=\"0\" skipped=\"{skipped}\" time=\"{total:.3}\" timestamp=\"{}\">\n",
         esc(&r.plan),
-        cases.len(),
         esc(&r.started_at)
     ));
     x.push_str(&format!(
@@ -102,13 +107,18 @@ pub fn junit(r: &Report) -> String {
             )),
         }
     }
-    if r.rto.within == Some(false) {
+    if let Some((within, rto, max)) = rto_case {
         x.push_str(&format!(
-            "    <testcase classname=\"{}\" name=\"rto within max_rto\" time=\"0\">\n      <failure message=\"RTO {:.1}s exceeds max_rto {}s\"/>\n    </testcase>\n",
-            esc(&r.plan),
-            r.rto.seconds.unwrap_or(0.0),
-            r.rto.limit_seconds.unwrap_or(0)
+            "    <testcase classname=\"{}\" name=\"rto within max_rto\" time=\"0\"",
+            esc(&r.plan)
         ));
+        if within {
+            x.push_str("/>\n");
+        } else {
+            x.push_str(&format!(
+                ">\n      <failure message=\"RTO {rto:.1}s exceeds max_rto {max}s\"/>\n    </testcase>\n"
+            ));
+        }
     }
     x.push_str("  </testsuite>\n</testsuites>\n");
     x

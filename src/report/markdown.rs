@@ -30,9 +30,10 @@ fn cell(s: &str) -> String {
 /// and what a restore wrote; passing checks need none (report.json has it).
 fn shown(e: &crate::recovery::timeline::Entry) -> String {
     match (e.outcome, e.kind) {
-        (Outcome::Passed, EntryKind::Restore | EntryKind::Step | EntryKind::FinalPoint) => {
-            crate::recovery::command::tail(&e.detail, 120)
-        }
+        (
+            Outcome::Passed,
+            EntryKind::Restore | EntryKind::Step | EntryKind::FinalPoint | EntryKind::LockWait,
+        ) => crate::recovery::command::tail(&e.detail, 120),
         (Outcome::Passed, _) => String::new(),
         _ => crate::recovery::command::tail(&e.detail, 300),
     }
@@ -55,7 +56,13 @@ pub fn markdown(r: &Report) -> String {
     let mut o = format!(
         "# {what} of {}: {}\n\n",
         r.plan,
-        if r.passed { "PASSED" } else { "FAILED" }
+        if r.passed {
+            "PASSED"
+        } else if r.interrupted {
+            "INTERRUPTED"
+        } else {
+            "FAILED"
+        }
     );
     o.push_str(&format!(
         "Run `{}`, started {}, finished {}{}.\n\n",
@@ -89,7 +96,7 @@ pub fn markdown(r: &Report) -> String {
                     .as_ref()
                     .map(|g| format!(" (group {g})"))
                     .unwrap_or_default(),
-                secs(p.age_seconds)
+                p.age_seconds.map_or("unknown".to_string(), secs)
             ));
         }
         o.push('\n');
@@ -137,6 +144,7 @@ pub fn markdown(r: &Report) -> String {
             EntryKind::Shutdown => format!("stop source {}", e.name),
             EntryKind::FinalPoint => format!("final point of {}", e.name),
             EntryKind::Cleanup => "cleanup".to_string(),
+            EntryKind::LockWait => "waiting for the state lock (not counted in RTO)".to_string(),
         };
         o.push_str(&format!(
             "| {} | {} | {} | {} | {} |\n",

@@ -72,7 +72,9 @@ pub struct PointReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
     /// Age of the point when the run started.
-    pub age_seconds: f64,
+    /// Age at the run's start; None when the point's time cannot be read
+    /// (never reported as 0).
+    pub age_seconds: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -100,13 +102,9 @@ impl Report {
                 created: c.point.created.clone(),
                 consistency: c.point.consistency.to_string(),
                 group: c.point.group.clone(),
-                age_seconds: c
-                    .point
-                    .created_at()
-                    .map(|t| {
-                        ((run.started_at - t).as_seconds_f64().max(0.0) * 1000.0).round() / 1000.0
-                    })
-                    .unwrap_or(0.0),
+                age_seconds: c.point.created_at().map(|t| {
+                    ((run.started_at - t).as_seconds_f64().max(0.0) * 1000.0).round() / 1000.0
+                }),
             })
             .collect();
         Report {

@@ -45,10 +45,11 @@ impl StateDoc {
     }
 
     /// The newest drill of a recovery plan, if it was ever drilled.
+    /// The plan's newest drill that ran to its end (interrupted ones do not count).
     pub fn last_drill(&self, plan: &Address) -> Option<&DrillRecord> {
         self.drills
             .iter()
-            .filter(|d| &d.plan == plan)
+            .filter(|d| &d.plan == plan && !d.interrupted)
             .max_by_key(|d| d.started_at)
     }
 }
@@ -120,4 +121,9 @@ pub struct DrillRecord {
     /// and the report agree).
     pub rto_seconds: Option<f64>,
     pub rpo_seconds: Option<f64>,
+    /// Stopped by Ctrl-C/SIGTERM before it could finish: neither passed
+    /// nor a failed recovery, and not the plan's last drill for `status`
+    /// and `drill --due`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub interrupted: bool,
 }

@@ -153,6 +153,11 @@ impl Backend for LocalBackend {
         self.state.display().to_string()
     }
 
+    fn orphaned_backup(&self) -> Option<String> {
+        let backup = self.backup_path();
+        (!self.state.exists() && backup.exists()).then(|| backup.display().to_string())
+    }
+
     fn read(&self) -> Result<Option<StateDoc>, StateError> {
         match self.read_bytes()? {
             None => Ok(None),

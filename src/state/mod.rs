@@ -14,6 +14,7 @@ mod lock;
 mod parse;
 mod remote;
 mod runs;
+mod wait;
 
 pub use document::*;
 pub use local::{LOCAL_BACKUP_PATH, LOCAL_LOCK_PATH, LocalBackend};
@@ -21,6 +22,7 @@ pub use lock::{LockInfo, StateLock};
 pub use parse::parse_document;
 pub use remote::{ObjectStoreBackend, REMOTE_BACKUP_NAME, REMOTE_LOCK_NAME, REMOTE_STATE_NAME};
 pub use runs::*;
+pub use wait::{Waited, Waiting, lock_waiting, parse_lock_timeout};
 
 use std::path::{Path, PathBuf};
 
@@ -75,6 +77,13 @@ pub trait Backend: Send + Sync {
     /// current lock's id. Backends whose locks die with their process (the
     /// local OS lock) never remove anything and say so instead.
     fn force_unlock(&self, id: &str) -> Result<LockInfo, StateError>;
+
+    /// Where the state's backup copy is, when the state itself is missing
+    /// but the backup exists (the state was lost or deleted): a command
+    /// must not start over from nothing then. None otherwise.
+    fn orphaned_backup(&self) -> Option<String> {
+        None
+    }
 }
 
 /// The backend of the configuration in `config_root`: the local files under
@@ -188,6 +197,18 @@ pub enum StateError {
     NoContainer { url: String },
     #[error("the lock object {lock_object} cannot be read: {reason}")]
     LockUnreadable { lock_object: String, reason: String },
+    #[error(
+        "the state {location} is still locked after waiting {waited} (--lock-timeout): it is held by {holder}"
+    )]
+    LockTimeout {
+        location: String,
+        waited: String,
+        holder: String,
+    },
+    #[error(
+        "interrupted while waiting for the state lock on {location}, held by {holder}; nothing was changed by the wait"
+    )]
+    LockWaitInterrupted { location: String, holder: String },
 }
 
 impl miette::Diagnostic for StateError {
@@ -219,6 +240,10 @@ impl miette::Diagnostic for StateError {
                 "the previous state is unchanged; check free space and permissions".to_string()
             }
             StateError::LockIo { .. } => "check the directory's permissions".to_string(),
+            StateError::LockTimeout { .. } => {
+                "wait for that command to finish and run again, or wait longer with --lock-timeout (e.g. --lock-timeout 5m)".to_string()
+            }
+            StateError::LockWaitInterrupted { .. } => return None,
             StateError::Locked { path, .. } => format!(
                 "wait for that command to finish and run again; the lock is held by a live process (it is released when the process exits), so do not delete {}",
                 path.display()

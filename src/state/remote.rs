@@ -253,6 +253,16 @@ impl Backend for ObjectStoreBackend {
         self.url_of(REMOTE_STATE_NAME)
     }
 
+    fn orphaned_backup(&self) -> Option<String> {
+        match (
+            self.fetch(REMOTE_STATE_NAME),
+            self.fetch(REMOTE_BACKUP_NAME),
+        ) {
+            (Ok(None), Ok(Some(_))) => Some(self.url_of(REMOTE_BACKUP_NAME)),
+            _ => None,
+        }
+    }
+
     fn read(&self) -> Result<Option<StateDoc>, StateError> {
         match self.fetch(REMOTE_STATE_NAME)? {
             None => Ok(None),

@@ -99,6 +99,10 @@ pub struct RunRecord {
     /// crash goes on from there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failback: Option<Failback>,
+    /// A drill's test run: the drill cleans it up itself, so one left by a
+    /// dead drill is removed by the next run whatever its phase.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub drill: bool,
 }
 
 /// Reverse protection of a failed-over plan.

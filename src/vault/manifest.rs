@@ -78,6 +78,16 @@ pub struct Manifest {
     pub freeze_ms: Option<u64>,
     pub disks: BTreeMap<String, DiskMap>,
     pub stats: Stats,
+    /// The site whose disks were read (`site.dr` for a reprotected
+    /// machine's reverse points); absent in points written before standby
+    /// recorded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
+    /// The final point of a move (planned failover, failback): the site
+    /// the machine runs at from this point on, its disks there restored
+    /// from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moves_to: Option<String>,
 }
 
 impl Manifest {

@@ -19,6 +19,9 @@ pub struct ProtectionFigures {
     pub bytes_replicated: u64,
     pub failures: u64,
     pub points_taken: u64,
+    /// Its machine runs somewhere its protection does not capture (failed
+    /// over and not reprotected).
+    pub unprotected: bool,
 }
 
 /// Shared between the scheduler threads and the HTTP server.
@@ -58,7 +61,13 @@ impl Metrics {
         let figs = self.snapshot();
         let mut out = String::new();
         type Get = fn(&ProtectionFigures, OffsetDateTime) -> Option<f64>;
-        let families: [(&str, &str, &str, Get); 6] = [
+        let families: [(&str, &str, &str, Get); 7] = [
+            (
+                "standby_protection_active",
+                "gauge",
+                "1 when the protection captures the disks where its machine runs; 0 when the machine runs elsewhere unprotected (failed over, not reprotected).",
+                |f, _| Some(if f.unprotected { 0.0 } else { 1.0 }),
+            ),
             (
                 "standby_newest_point_age_seconds",
                 "gauge",

@@ -11,12 +11,22 @@
 //! catches up. A point exists only once its manifest is written (the
 //! replication library writes it last), so an outage or a stop mid-capture
 //! never leaves a damaged point.
+//!
+//! Every scheduling round re-reads the state and the vault, so the service
+//! follows recovery runs as they happen: a machine that is failed over and
+//! not reprotected (or being moved by a failover or failback) is skipped
+//! and reported unprotected; a reprotected one is captured from the disks
+//! where it runs; a failed-back one from its own site again. Points taken
+//! by other processes (`replicate`, a planned failover's final point)
+//! count toward the schedule and the newest-point age.
 
 pub mod http;
 pub mod metrics;
 
 use crate::model::{Address, Config, KeySource};
+use crate::recovery::placement;
 use crate::replication::{self, Batch, Options, Progress, ReplicationError};
+use crate::state::Backend;
 use crate::vault::{Consistency, Manifest, Vault, VaultError, manifest, prune};
 use metrics::Metrics;
 use std::collections::BTreeMap;
@@ -110,6 +120,8 @@ impl VaultSlot {
 }
 
 struct Job {
+    /// The protections as configured; each round redirects or skips
+    /// members by where their machines run (`recovery::placement`).
     batch: Batch,
     crash_every: Duration,
     /// Set when some member takes app-consistent points.
@@ -129,13 +141,18 @@ pub struct Service {
     metrics: Arc<Metrics>,
     stop: Arc<Stop>,
     settings: Settings,
+    cfg: Arc<Config>,
+    state: Option<Arc<dyn Backend>>,
 }
 
 impl Service {
+    /// `state`: where recovery runs are recorded, read every round (None:
+    /// every machine is captured at its own site).
     pub fn new(
         cfg: &Config,
         batches: Vec<Batch>,
         settings: Settings,
+        state: Option<Arc<dyn Backend>>,
     ) -> Result<Service, WatchError> {
         if batches.is_empty() {
             return Err(WatchError::Nothing);
@@ -211,6 +228,8 @@ impl Service {
             metrics,
             stop: Arc::new(Stop::default()),
             settings,
+            cfg: Arc::new(cfg.clone()),
+            state,
         })
     }
 
@@ -230,16 +249,22 @@ impl Service {
             metrics,
             stop,
             settings,
+            cfg,
+            state,
         } = self;
+        let world = World {
+            cfg: &cfg,
+            state: state.as_deref(),
+        };
         metrics
             .expected_workers
             .store(jobs.len() + pruners.len(), Ordering::Relaxed);
         std::thread::scope(|s| {
             for job in &jobs {
-                let (m, st, se) = (&metrics, &stop, &settings);
+                let (m, st, se, w) = (&metrics, &stop, &settings, &world);
                 s.spawn(move || {
                     let _alive = Alive::new(m);
-                    run_job(job, se, m, st);
+                    run_job(job, se, m, st, w);
                 });
             }
             for p in &pruners {
@@ -269,7 +294,8 @@ impl Drop for Alive<'_> {
     }
 }
 
-/// How long ago `m` was taken (zero if in the future or unreadable).
+/// How long ago `m` was taken (zero if in the future; the longest
+/// duration if its time cannot be read: such a point is never fresh).
 fn age_of(m: &Manifest) -> Duration {
     m.created_at()
         .map(|t| (OffsetDateTime::now_utc() - t).unsigned_abs())
@@ -291,18 +317,17 @@ fn record_points(metrics: &Metrics, protections: &[String], points: &[Manifest])
 /// oldest of its members' newest points decides (a member without a point
 /// makes it due now).
 fn due_from_points(
-    job: &Job,
+    members: &[String],
     points: &[Manifest],
     kind: Option<Consistency>,
     every: Duration,
 ) -> Instant {
     let now = Instant::now();
     let mut oldest_newest = Duration::ZERO;
-    for a in &job.batch.protections {
-        let a = a.to_string();
+    for a in members {
         let newest = points
             .iter()
-            .filter(|m| m.protection == a && kind.is_none_or(|k| m.consistency == k))
+            .filter(|m| &m.protection == a && kind.is_none_or(|k| m.consistency == k))
             .map(age_of)
             .min();
         match newest {
@@ -313,9 +338,69 @@ fn due_from_points(
     now + every.saturating_sub(oldest_newest)
 }
 
-fn run_job(job: &Job, settings: &Settings, metrics: &Metrics, stop: &Stop) {
+/// What a scheduler thread reads every round besides the vault.
+struct World<'a> {
+    cfg: &'a Config,
+    state: Option<&'a dyn Backend>,
+}
+
+/// This round's capture targets of `job` (names and targets), members
+/// skipped by where their machines run logged when that changes, and
+/// every member's protection state recorded in `metrics`.
+fn targets_now(
+    job: &Job,
+    world: &World<'_>,
+    doc: Option<&crate::state::StateDoc>,
+    points: &[Manifest],
+    metrics: &Metrics,
+    skipped: &mut BTreeMap<String, String>,
+) -> (Vec<String>, Vec<replication::Target>) {
+    let mut names = Vec::new();
+    let mut targets = Vec::new();
+    for (a, t) in job.batch.protections.iter().zip(&job.batch.targets) {
+        let name = a.to_string();
+        let capture = placement::capture_of(world.cfg, doc, &t.machine);
+        // A lost or stale state: the vault's newest point came from another
+        // site than the state says; capturing would store an old copy.
+        let stale = placement::refuse_to_guess(world.cfg, doc, None, points, [a]);
+        let unprotected = !stale.is_empty()
+            || matches!(
+                capture,
+                placement::Capture::Skip {
+                    unprotected: true,
+                    ..
+                }
+            );
+        metrics.update(&name, |f| f.unprotected = unprotected);
+        let now = match stale.into_iter().next() {
+            Some(why) => Err(why),
+            None => placement::target_now(world.cfg, doc, t),
+        };
+        match now {
+            Ok(t) => {
+                if skipped.remove(&name).is_some() {
+                    tracing::info!(
+                        "{name}: protected again, capturing the disks at {}",
+                        t.site.as_deref().unwrap_or("its site")
+                    );
+                }
+                names.push(name);
+                targets.push(t);
+            }
+            Err(reason) => {
+                if skipped.get(&name) != Some(&reason) {
+                    tracing::warn!("{name}: skipped: {reason}");
+                    skipped.insert(name, reason);
+                }
+            }
+        }
+    }
+    (names, targets)
+}
+
+fn run_job(job: &Job, settings: &Settings, metrics: &Metrics, stop: &Stop, world: &World<'_>) {
     let label = &job.batch.label;
-    let names: Vec<String> = job
+    let all: Vec<String> = job
         .batch
         .protections
         .iter()
@@ -327,9 +412,9 @@ fn run_job(job: &Job, settings: &Settings, metrics: &Metrics, stop: &Stop) {
         .max(Duration::from_secs(1));
     let mut next_crash = Instant::now();
     let mut next_app = job.app_every.map(|_| Instant::now());
-    let mut listed = false;
     let mut failures = 0u32;
     let mut retry_at: Option<Instant> = None;
+    let mut skipped: BTreeMap<String, String> = BTreeMap::new();
     tracing::info!(
         "{label}: crash-consistent every {}s{}",
         job.crash_every.as_secs(),
@@ -353,7 +438,7 @@ fn run_job(job: &Job, settings: &Settings, metrics: &Metrics, stop: &Stop) {
             return;
         }
         let fail = |e: &dyn std::fmt::Display, failures: u32| {
-            for a in &names {
+            for a in &all {
                 metrics.update(a, |f| f.failures += 1);
             }
             let wait = backoff(failures, cap);
@@ -371,31 +456,50 @@ fn run_job(job: &Job, settings: &Settings, metrics: &Metrics, stop: &Stop) {
                 continue;
             }
         };
-        if !listed {
-            // First contact: learn what the vault holds, so that a restart
-            // does not take a point that is not due yet.
-            match manifest::list(&vault, true) {
-                Ok((points, _)) => {
-                    record_points(metrics, &names, &points);
-                    next_crash = due_from_points(job, &points, None, job.crash_every);
-                    if let Some(e) = job.app_every {
-                        next_app = Some(due_from_points(job, &points, Some(Consistency::App), e));
-                    }
-                    listed = true;
-                }
-                Err(e) => {
-                    failures += 1;
-                    retry_at = Some(fail(&e, failures));
-                }
+        // Where the machines run now: recovery runs change it under us.
+        let doc = match world.state.map(|b| b.read()).transpose() {
+            Ok(d) => d.flatten(),
+            Err(e) => {
+                failures += 1;
+                retry_at = Some(fail(&format!("cannot read the state: {e}"), failures));
+                continue;
             }
+        };
+        // What the vault holds now, also points other processes took.
+        let points = match manifest::list(&vault, true) {
+            Ok((p, _)) => p,
+            Err(e) => {
+                failures += 1;
+                retry_at = Some(fail(&e, failures));
+                continue;
+            }
+        };
+        record_points(metrics, &all, &points);
+        let (names, targets) =
+            targets_now(job, world, doc.as_ref(), &points, metrics, &mut skipped);
+        if targets.is_empty() {
+            // Nothing to capture; look again at the next interval.
+            failures = 0;
+            retry_at = None;
+            next_crash = now + job.crash_every;
+            next_app = job.app_every.map(|e| now + e);
             continue;
         }
-        let app = next_app.is_some_and(|a| a <= now);
-        let targets: Vec<_> = job
-            .batch
-            .targets
-            .iter()
-            .cloned()
+        let due_crash = due_from_points(&names, &points, None, job.crash_every);
+        let due_app = job
+            .app_every
+            .map(|e| due_from_points(&names, &points, Some(Consistency::App), e));
+        let now = Instant::now();
+        if due_crash > now && due_app.is_none_or(|a| a > now) {
+            // Someone else took a point meanwhile: not due yet.
+            next_crash = due_crash;
+            next_app = due_app;
+            retry_at = None;
+            continue;
+        }
+        let app = due_app.is_some_and(|a| a <= now);
+        let targets: Vec<_> = targets
+            .into_iter()
             .map(|mut t| {
                 t.app &= app;
                 t
@@ -406,19 +510,21 @@ fn run_job(job: &Job, settings: &Settings, metrics: &Metrics, stop: &Stop) {
             lock_wait: settings.lock_wait,
             cancel: Some(Arc::clone(&stop.cancel)),
             baseline: Default::default(),
+            moves_to: Default::default(),
         };
         let started = Instant::now();
         match replication::take_points(&vault, &targets, &opts, &Progress::default()) {
             Ok(made) => {
                 for (a, m) in names.iter().zip(&made) {
                     tracing::info!(
-                        "{a}: point {} ({}{}) read {} B, stored {} B in {:.1}s",
+                        "{a}: point {} ({}{}) of {} read {} B, stored {} B in {:.1}s",
                         m.id.short(),
                         m.consistency,
                         m.group
                             .as_ref()
                             .map(|g| format!(", group {g}"))
                             .unwrap_or_default(),
+                        m.site.as_deref().unwrap_or("its site"),
                         m.stats.read,
                         m.stats.stored,
                         started.elapsed().as_secs_f64()
@@ -436,8 +542,9 @@ fn run_job(job: &Job, settings: &Settings, metrics: &Metrics, stop: &Stop) {
                 failures = 0;
                 retry_at = None;
                 next_crash = started + job.crash_every;
-                if let (true, Some(e)) = (app, job.app_every) {
-                    next_app = Some(started + e);
+                match (app, job.app_every) {
+                    (true, Some(e)) => next_app = Some(started + e),
+                    _ => next_app = due_app,
                 }
             }
             Err(ReplicationError::Cancelled) => {

@@ -69,6 +69,7 @@ pub fn sample_doc() -> StateDoc {
         passed: true,
         rto_seconds: Some(450.0),
         rpo_seconds: Some(120.0),
+        interrupted: false,
     });
     doc.drills.push(DrillRecord {
         plan: Address::new(Kind::RecoveryPlan, "shop"),
@@ -77,6 +78,7 @@ pub fn sample_doc() -> StateDoc {
         passed: false,
         rto_seconds: None,
         rpo_seconds: None,
+        interrupted: false,
     });
     // A failover run in progress, with one machine placed and one approval.
     doc.runs.push(standby::state::RunRecord {
@@ -117,6 +119,7 @@ pub fn sample_doc() -> StateDoc {
         .into(),
         reprotect: None,
         failback: None,
+        drill: false,
     });
     doc
 }

@@ -117,6 +117,7 @@ pub fn target(machine: &str, disks: &[(&str, &Path)]) -> Target {
         quiesce: None,
         app: false,
         level: 1,
+        site: None,
     }
 }
 

@@ -1,0 +1,54 @@
+//! Printing that never panics. `println!`/`print!`/`eprintln!`/`eprint!`
+//! in this crate are the macros defined in `lib.rs`, which end here: when
+//! the reader of standard output (or error) goes away (`standby drill shop
+//! | head -1`), further output to that stream is dropped quietly and the
+//! command goes on (a recovery run must still finish, clean up and record
+//! itself); std's macros would panic on the broken pipe instead.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+static STDERR_CLOSED: AtomicBool = AtomicBool::new(false);
+
+/// Write `args` (and a newline when `newline`) to standard output; after
+/// the first write error (a closed pipe, a full disk) output is dropped.
+pub fn stdout(args: std::fmt::Arguments<'_>, newline: bool) {
+    if STDOUT_CLOSED.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut out = std::io::stdout().lock();
+    let r = out.write_fmt(args).and_then(|()| {
+        if newline {
+            out.write_all(b"\n")
+        } else {
+            Ok(())
+        }
+    });
+    if r.is_err() {
+        STDOUT_CLOSED.store(true, Ordering::Relaxed);
+    }
+}
+
+/// [`stdout`] for standard error.
+pub fn stderr(args: std::fmt::Arguments<'_>, newline: bool) {
+    if STDERR_CLOSED.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut out = std::io::stderr().lock();
+    let r = out.write_fmt(args).and_then(|()| {
+        if newline {
+            out.write_all(b"\n")
+        } else {
+            Ok(())
+        }
+    });
+    if r.is_err() {
+        STDERR_CLOSED.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Whether standard output was found closed (its reader went away).
+pub fn stdout_closed() -> bool {
+    STDOUT_CLOSED.load(Ordering::Relaxed)
+}
