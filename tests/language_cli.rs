@@ -427,3 +427,124 @@ protection "db" {
     assert!(text(&o).contains("key hidden"), "{}", text(&o));
     assert!(!text(&o).contains("hunter2"), "{}", text(&o));
 }
+
+/// The plan's attribute names for one change address.
+fn plan_attr_names(dir: &Path, addr: &str) -> Vec<String> {
+    let o = standby(dir, &["plan", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let plan: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    plan["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["address"] == addr)
+        .unwrap_or_else(|| panic!("no {addr} in {plan}"))["attributes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn dynamic_over_a_set_keys_each_block_by_its_value() {
+    // Terraform: a set element's key is the element, so the checks are
+    // named "a" and "b" (not "0" and "1").
+    let dir = config(
+        r#"
+machine "db" {
+  site = site.onprem
+  disk "data" { path = "db/data.img" }
+  dynamic "check" {
+    for_each = toset(["b", "a"])
+    labels   = [check.key]
+    content { command = ["echo", check.value] }
+  }
+}
+"#,
+    );
+    let names = plan_attr_names(dir.path(), "machine.db");
+    assert!(names.contains(&"check.a.command".to_string()), "{names:?}");
+    assert!(names.contains(&"check.b.command".to_string()), "{names:?}");
+    assert!(!names.iter().any(|n| n.starts_with("check.0")), "{names:?}");
+    // A list still works in a dynamic block (Terraform allows it), keyed by index.
+    let dir = config(
+        r#"
+machine "db" {
+  site = site.onprem
+  disk "data" { path = "db/data.img" }
+  dynamic "check" {
+    for_each = ["b", "a"]
+    labels   = [check.key]
+    content { command = ["echo", check.value] }
+  }
+}
+"#,
+    );
+    let names = plan_attr_names(dir.path(), "machine.db");
+    assert!(names.contains(&"check.0.command".to_string()), "{names:?}");
+    assert!(names.contains(&"check.1.command".to_string()), "{names:?}");
+}
+
+#[test]
+fn for_each_over_a_list_is_refused_as_terraform_does_even_without_duplicates() {
+    for fe in [r#"["a", "a", "b"]"#, r#"["a", "b"]"#, "[for m in local.inventory : m.name]"] {
+        let dir = config(&format!(
+            r#"
+locals {{
+  inventory = [{{ name = "web" }}, {{ name = "api" }}, {{ name = "web" }}]
+}}
+machine "m" {{
+  for_each = {fe}
+  site     = site.onprem
+  disk "system" {{ path = "${{each.key}}/a.img" }}
+}}
+"#
+        ));
+        let o = standby(dir.path(), &["plan"]);
+        let out = text(&o);
+        assert_eq!(o.status.code(), Some(1), "{fe}: {out}");
+        assert!(out.contains("must be a map, or"), "{fe}: {out}");
+        assert!(out.contains("toset"), "{fe}: {out}");
+    }
+    // The same in a protection block.
+    let dir = config(
+        r#"
+machine "m" {
+  site = site.onprem
+  disk "system" { path = "m/a.img" }
+}
+protection "p" {
+  for_each = ["x"]
+  machine  = machine.m
+  target   = site.dr
+  vault    = vault.main
+  policy   = policy.standard
+}
+"#,
+    );
+    let o = standby(dir.path(), &["validate"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("value of type list"), "{}", text(&o));
+    // toset() is the way: one instance per distinct name.
+    let dir = config(
+        r#"
+machine "m" {
+  for_each = toset(["web", "api", "web"])
+  site     = site.onprem
+  disk "system" { path = "${each.key}/a.img" }
+}
+"#,
+    );
+    let o = standby(dir.path(), &["plan", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let plan: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let addrs: Vec<&str> = plan["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["address"].as_str())
+        .filter(|a| a.starts_with("machine."))
+        .collect();
+    assert_eq!(addrs, [r#"machine.m["api"]"#, r#"machine.m["web"]"#]);
+}

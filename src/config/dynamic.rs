@@ -180,12 +180,14 @@ fn generate(
             .enumerate()
             .map(|(i, v)| (Value::Number(i as f64), v))
             .collect(),
+        // A set element's key is its value, as in Terraform.
+        Value::Set(l) => l.into_iter().map(|v| (v.clone(), v)).collect(),
         Value::Map(m) => m.into_iter().map(|(k, v)| (Value::String(k), v)).collect(),
         other => {
             return err(
                 diags,
                 Loc::new(source, fe.value.span()),
-                format!("the for_each of a dynamic block needs a list or a map, found {}", other.type_name()),
+                format!("the for_each of a dynamic block needs a list, set or map, found {}", other.type_name()),
                 "one block is generated per item".into(),
             );
         }

@@ -157,7 +157,27 @@ impl<'a> Scope<'a> {
         match e {
             Expression::Null(_) => Ok(Value::Null),
             Expression::Bool(b) => Ok(Value::Bool(**b)),
-            Expression::Number(n) => Ok(Value::Number(n.as_f64().unwrap_or(f64::NAN))),
+            Expression::Number(n) => {
+                let f = n.as_f64().unwrap_or(f64::NAN);
+                // The literal as written: a 64-bit float may not hold it.
+                let text = n.span().and_then(|r| self.source.text.get(r)).map(str::trim);
+                let checked = match text {
+                    Some(t) if t.parse::<f64>().is_ok_and(|p| p == f) => super::value::exact(t),
+                    _ => match n.as_u64() {
+                        Some(u) if u > (1u64 << 53) && (u as f64) as u64 != u => {
+                            Err(super::value::inexact(&u.to_string(), f))
+                        }
+                        _ => Ok(f),
+                    },
+                };
+                checked.map(Value::Number).map_err(|msg| {
+                    out.err(
+                        Diagnostic::error("standby::number_precision", self.loc(n.span()), msg)
+                            .label("this number")
+                            .help("Terraform keeps it exactly; write a smaller number, or a string if it is an identifier"),
+                    )
+                })
+            }
             Expression::String(s) => Ok(Value::String(nfc(s))),
             Expression::Array(a) => a
                 .iter()
@@ -434,6 +454,8 @@ impl<'a> Scope<'a> {
                 .enumerate()
                 .map(|(i, v)| (Value::Number(i as f64), v))
                 .collect()),
+            // A set element's key is the element itself, as in HCL.
+            Value::Set(l) => Ok(l.into_iter().map(|v| (v.clone(), v)).collect()),
             Value::Map(m) => Ok(m.into_iter().map(|(k, v)| (Value::String(k), v)).collect()),
             other => Err(self.type_error(e, "a list or a map", &other, out)),
         }
@@ -820,7 +842,7 @@ impl<'a> Scope<'a> {
                     // one-item list (HCL). `[*]` applies every later step to
                     // each item; `.*` only the attribute steps right after it.
                     let items = match v {
-                        Value::List(l) => l,
+                        Value::List(l) | Value::Set(l) => l,
                         Value::Null => Vec::new(),
                         other => vec![other],
                     };
@@ -895,6 +917,11 @@ impl<'a> Scope<'a> {
                     }
                 }
             }
+            (Value::Set(_), _) => Err(out.err(
+                Diagnostic::error("standby::wrong_type", self.loc(span), "cannot index a set")
+                    .label("a set")
+                    .help("elements of a set are identified only by their value; use tolist(...) to index them, or a for expression"),
+            )),
             (Value::List(l), Value::Number(n)) => {
                 let i = *n as usize;
                 if n.fract() == 0.0 && *n >= 0.0 && i < l.len() {
@@ -968,21 +995,32 @@ impl<'a> Scope<'a> {
                 .help("Terraform gives an infinity here (or an error for 0/0); standby refuses both"),
             ));
         }
-        let dec = |c: char, f: f64| super::value::decimal(x, c, y).unwrap_or(f);
+        let dec = |c: char| super::value::decimal(x, c, y);
         let n = match op {
-            B::Plus => dec('+', x + y),
-            B::Minus => dec('-', x - y),
-            B::Mul => dec('*', x * y),
-            B::Div => x / y,
+            B::Plus => dec('+'),
+            B::Minus => dec('-'),
+            B::Mul => dec('*'),
+            B::Div if (x / y).is_finite() => Ok(x / y),
+            B::Div => Err(super::value::inexact(
+                &format!("{} / {}", format_number(x), format_number(y)),
+                x / y,
+            )),
             // cty: the remainder takes the sign of the dividend, like Go's.
-            B::Mod => dec('%', x % y),
+            B::Mod => dec('%'),
             B::Less => return Ok(Value::Bool(x < y)),
             B::LessEq => return Ok(Value::Bool(x <= y)),
             B::Greater => return Ok(Value::Bool(x > y)),
             B::GreaterEq => return Ok(Value::Bool(x >= y)),
             B::Eq | B::NotEq | B::And | B::Or => return Ok(Value::Null),
         };
-        Ok(Value::Number(n))
+        match n {
+            Ok(n) => Ok(Value::Number(n)),
+            Err(msg) => Err(out.err(
+                Diagnostic::error("standby::number_precision", self.loc(b.span()), msg)
+                    .label("this result")
+                    .help("Terraform computes with arbitrary precision here; keep the numbers within 2^53 (or use strings for identifiers)"),
+            )),
+        }
     }
 
     fn for_expr(&self, f: &hcl_edit::expr::ForExpr, out: &mut Out) -> Eval<Value> {
@@ -1114,7 +1152,7 @@ impl<'a> Scope<'a> {
         if f.args.expand_final() {
             // f(a, list...): the last argument's items become arguments.
             match args.pop() {
-                Some(Value::List(l)) => args.extend(l),
+                Some(Value::List(l) | Value::Set(l)) => args.extend(l),
                 Some(other) => {
                     let e = exprs.last().copied();
                     return Err(out.err(

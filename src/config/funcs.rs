@@ -61,7 +61,7 @@ fn string(v: &Value, what: &str) -> Result<String, FnError> {
 
 fn list<'v>(v: &'v Value, what: &str) -> Result<&'v Vec<Value>, FnError> {
     match v {
-        Value::List(l) => Ok(l),
+        Value::List(l) | Value::Set(l) => Ok(l),
         _ => bad(format!("{what} must be a list, found {}", v.type_name())),
     }
 }
@@ -146,7 +146,7 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
         "length" => {
             arity(name, a, 1, 1)?;
             match &a[0] {
-                Value::List(l) => Ok(Value::Number(l.len() as f64)),
+                Value::List(l) | Value::Set(l) => Ok(Value::Number(l.len() as f64)),
                 Value::Map(m) => Ok(Value::Number(m.len() as f64)),
                 Value::String(s) => Ok(Value::Number(graphemes(s) as f64)),
                 v => bad(format!("length() takes a string, list or map, found {}", v.type_name())),
@@ -371,7 +371,7 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
             fn flat(l: &[Value], into: &mut Vec<Value>) {
                 for v in l {
                     match v {
-                        Value::List(inner) => flat(inner, into),
+                        Value::List(inner) | Value::Set(inner) => flat(inner, into),
                         v => into.push(v.clone()),
                     }
                 }
@@ -407,7 +407,7 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
         "distinct" => {
             arity(name, a, 1, 1)?;
             let mut seen: Vec<Value> = Vec::new();
-            for v in list(&a[0], "the argument")? {
+            for v in &unified(name, list(&a[0], "the argument")?.clone())? {
                 if !seen.contains(v) {
                     seen.push(v.clone());
                 }
@@ -416,13 +416,17 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
         }
         "compact" => {
             arity(name, a, 1, 1)?;
-            Ok(Value::List(
-                list(&a[0], "the argument")?
-                    .iter()
-                    .filter(|v| !matches!(v, Value::Null) && **v != Value::String(String::new()))
-                    .cloned()
-                    .collect(),
-            ))
+            // compact takes a list of strings: other items convert first.
+            let mut res = Vec::new();
+            for v in list(&a[0], "the argument")? {
+                match Type::String.convert(v.clone()) {
+                    Ok(Value::String(s)) if s.is_empty() => {}
+                    Ok(Value::Null) => {}
+                    Ok(s) => res.push(s),
+                    Err(found) => return bad(format!("compact() takes a list of strings, found {found} in it")),
+                }
+            }
+            Ok(Value::List(res))
         }
         "reverse" => {
             arity(name, a, 1, 1)?;
@@ -486,12 +490,14 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
         }
         "tolist" | "toset" => {
             arity(name, a, 1, 1)?;
-            let l = list(&a[0], "the argument")?.clone();
-            Ok(Value::List(if name == "toset" { set_of(l) } else { l }))
+            let l = unified(name, list(&a[0], "the argument")?.clone())?;
+            Ok(if name == "toset" { Value::Set(set_of(l)) } else { Value::List(l) })
         }
         "tomap" => {
             arity(name, a, 1, 1)?;
-            Ok(Value::Map(map(&a[0], "the argument")?.clone()))
+            let m = map(&a[0], "the argument")?;
+            let vals = unified(name, m.values().cloned().collect())?;
+            Ok(Value::Map(m.keys().cloned().zip(vals).collect()))
         }
         "jsonencode" => {
             arity(name, a, 1, 1)?;
@@ -500,10 +506,7 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
         "jsondecode" => {
             arity(name, a, 1, 1)?;
             let s = string(&a[0], "the argument")?;
-            match serde_json::from_str::<serde_json::Value>(&s) {
-                Ok(j) => Ok(from_json(j)),
-                Err(e) => bad(format!("jsondecode(): not valid JSON: {e}")),
-            }
+            json_decode(&s).map_err(|e| FnError::Bad(format!("jsondecode(): {e}")))
         }
         "file" => {
             arity(name, a, 1, 1)?;
@@ -541,7 +544,7 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
                     return bad("sum(): the list holds null");
                 }
                 let n = num(v, "each item")?;
-                total = super::value::decimal(total, '+', n).unwrap_or(total + n);
+                total = super::value::decimal(total, '+', n).map_err(|e| FnError::Bad(format!("sum(): {e}")))?;
             }
             Ok(Value::Number(total))
         }
@@ -602,11 +605,28 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
                     _ => out.retain(|v| !s.contains(v)),
                 }
             }
-            Ok(Value::List(set_of(out)))
+            Ok(Value::Set(set_of(out)))
         }
         _ if TERRAFORM_ONLY.contains(&name) => Err(FnError::Unsupported),
         _ => Err(FnError::Unknown),
     }
+}
+
+/// Items converted to the one type go-cty unifies them to, as its
+/// collection conversions (`tolist`, `toset`, `tomap`, `distinct`) do:
+/// `[1, "x"]` becomes `["1", "x"]`.
+fn unified(name: &str, items: Vec<Value>) -> Result<Vec<Value>, FnError> {
+    let refs: Vec<&Value> = items.iter().collect();
+    let Some(ty) = super::value::unify(&refs) else {
+        return bad(format!(
+            "{name}(): cannot convert the items to one type (a collection holds items of a single type)"
+        ));
+    };
+    items
+        .into_iter()
+        .map(|v| ty.convert(v))
+        .collect::<Result<_, _>>()
+        .or_else(|found| bad(format!("{name}(): cannot convert {found} to {ty}")))
 }
 
 fn group(caps: &regex::Captures, i: usize) -> Value {
@@ -659,26 +679,143 @@ pub fn read_config_file(dir: &Path, p: &str) -> Result<String, String> {
 }
 
 /// JSON as Terraform's jsonencode writes it: compact, keys sorted, `<`,
-/// `>` and `&` escaped as Go's encoder does.
+/// `>` and `&` escaped as Go's encoder does, numbers written out in full
+/// without an exponent (`100000000000000000000`, `0.000001`).
 pub fn json_encode(v: &Value) -> String {
-    let s = serde_json::to_string(&v.to_json()).unwrap_or_default();
-    s.replace('<', "\\u003c")
+    let mut out = String::new();
+    json_write(v, &mut out);
+    out
+}
+
+fn json_write(v: &Value, out: &mut String) {
+    match v {
+        Value::Null => out.push_str("null"),
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Number(n) => out.push_str(&format_number(*n)),
+        Value::String(s) => out.push_str(&json_string(s)),
+        Value::Ref(r) => out.push_str(&json_string(&r.to_string())),
+        Value::List(l) | Value::Set(l) => {
+            out.push('[');
+            for (i, x) in l.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                json_write(x, out);
+            }
+            out.push(']');
+        }
+        Value::Map(m) => {
+            out.push('{');
+            for (i, (k, x)) in m.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&json_string(k));
+                out.push(':');
+                json_write(x, out);
+            }
+            out.push('}');
+        }
+    }
+}
+
+fn json_string(s: &str) -> String {
+    serde_json::to_string(s)
+        .unwrap_or_default()
+        .replace('<', "\\u003c")
         .replace('>', "\\u003e")
         .replace('&', "\\u0026")
         .replace('\u{2028}', "\\u2028")
         .replace('\u{2029}', "\\u2029")
 }
 
-fn from_json(j: serde_json::Value) -> Value {
-    match j {
-        serde_json::Value::Null => Value::Null,
-        serde_json::Value::Bool(b) => Value::Bool(b),
-        serde_json::Value::Number(n) => Value::Number(n.as_f64().unwrap_or(f64::NAN)),
-        serde_json::Value::String(s) => Value::String(super::value::nfc(&s)),
-        serde_json::Value::Array(a) => Value::List(a.into_iter().map(from_json).collect()),
-        serde_json::Value::Object(o) => {
-            Value::Map(o.into_iter().map(|(k, v)| (k, from_json(v))).collect())
+/// Parse JSON as go-cty's jsondecode does: an object with a key twice is
+/// an error (`duplicate "a" property in JSON object`), and so is a number
+/// a 64-bit float would round (go-cty keeps it exactly).
+pub fn json_decode(s: &str) -> Result<Value, String> {
+    use serde::de::Deserializer;
+    let mut de = serde_json::Deserializer::from_str(s);
+    let v = de
+        .deserialize_any(JsonVisitor)
+        .and_then(|v| de.end().map(|()| v))
+        .map_err(|e| format!("not valid JSON: {e}"))?;
+    // Every number token as written, outside strings.
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'"' => {
+                i += 1;
+                while i < b.len() && b[i] != b'"' {
+                    i += if b[i] == b'\\' { 2 } else { 1 };
+                }
+                i += 1;
+            }
+            c if c == b'-' || c.is_ascii_digit() => {
+                let start = i;
+                while i < b.len() && (b[i].is_ascii_digit() || matches!(b[i], b'-' | b'+' | b'.' | b'e' | b'E')) {
+                    i += 1;
+                }
+                super::value::exact(&s[start..i])?;
+            }
+            _ => i += 1,
         }
+    }
+    Ok(v)
+}
+
+struct JsonVisitor;
+
+impl<'de> serde::de::Visitor<'de> for JsonVisitor {
+    type Value = Value;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, b: bool) -> Result<Value, E> {
+        Ok(Value::Bool(b))
+    }
+    fn visit_i64<E>(self, n: i64) -> Result<Value, E> {
+        Ok(Value::Number(n as f64))
+    }
+    fn visit_u64<E>(self, n: u64) -> Result<Value, E> {
+        Ok(Value::Number(n as f64))
+    }
+    fn visit_f64<E>(self, n: f64) -> Result<Value, E> {
+        Ok(Value::Number(n))
+    }
+    fn visit_str<E>(self, s: &str) -> Result<Value, E> {
+        Ok(Value::String(super::value::nfc(s)))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut l = Vec::new();
+        while let Some(v) = seq.next_element_seed(JsonSeed)? {
+            l.push(v);
+        }
+        Ok(Value::List(l))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut m = BTreeMap::new();
+        while let Some(k) = map.next_key::<String>()? {
+            let k = super::value::nfc(&k);
+            let v = map.next_value_seed(JsonSeed)?;
+            if m.contains_key(&k) {
+                return Err(serde::de::Error::custom(format!("duplicate {k:?} property in JSON object")));
+            }
+            m.insert(k, v);
+        }
+        Ok(Value::Map(m))
+    }
+}
+
+struct JsonSeed;
+
+impl<'de> serde::de::DeserializeSeed<'de> for JsonSeed {
+    type Value = Value;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(JsonVisitor)
     }
 }
 
@@ -749,6 +886,7 @@ pub fn format(fmt: &str, args: &[Value]) -> Result<String, String> {
         next += 1;
         let number = |v: &Value| match Type::Number.convert(v.clone()) {
             Ok(Value::Number(n)) => Ok(n),
+            Err(why) if matches!(v, Value::String(_)) => Err(format!("%{verb} needs a number, found {why}")),
             _ => Err(format!("%{verb} needs a number, found {}", v.type_name())),
         };
         let sign = |n: f64, s: String| -> String {
@@ -797,12 +935,19 @@ pub fn format(fmt: &str, args: &[Value]) -> Result<String, String> {
                     return Err(format!("%{verb} needs a whole number, found {}", format_number(n)));
                 }
                 let m = n.abs() as u128;
-                let digits = match verb {
-                    'd' => m.to_string(),
-                    'b' => format!("{m:b}"),
-                    'o' => format!("{m:o}"),
-                    'x' => format!("{m:x}"),
-                    _ => format!("{m:X}"),
+                // `#` adds Go's prefixes: 0b, 0 (octal, unless it already
+                // starts with 0), 0x, 0X.
+                let digits = match (verb, sharp) {
+                    ('d', _) => m.to_string(),
+                    ('b', false) => format!("{m:b}"),
+                    ('b', true) => format!("{m:#b}"),
+                    ('o', false) => format!("{m:o}"),
+                    ('o', true) if m == 0 => "0".to_string(),
+                    ('o', true) => format!("0{m:o}"),
+                    ('x', false) => format!("{m:x}"),
+                    ('x', true) => format!("{m:#x}"),
+                    (_, false) => format!("{m:X}"),
+                    (_, true) => format!("0X{m:X}"),
                 };
                 let digits = if n < 0.0 { format!("-{digits}") } else { digits };
                 sign(n, digits)

@@ -477,7 +477,7 @@ impl<'s, 'b> Reader<'s, 'b> {
         }
         let (v, loc) = self.eval_expr(name, e, diags)?;
         match v {
-            Value::List(l) => Some(l.into_iter().map(|v| (v, loc.clone())).collect()),
+            Value::List(l) | Value::Set(l) => Some(l.into_iter().map(|v| (v, loc.clone())).collect()),
             other => {
                 wrong_type(&loc, name, "a list", &other, diags);
                 None
