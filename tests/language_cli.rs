@@ -548,3 +548,67 @@ machine "m" {
         .collect();
     assert_eq!(addrs, [r#"machine.m["api"]"#, r#"machine.m["web"]"#]);
 }
+
+#[test]
+fn a_json_var_file_sets_variables_as_terraform_tfvars_json_does() {
+    let dir = config(
+        r#"
+variable "names" { type = set(string) }
+variable "size" { type = number }
+machine "m" {
+  for_each = var.names
+  site     = site.onprem
+  disk "system" { path = "${each.key}/a.img" }
+  check "size" { command = ["echo", var.size] }
+}
+"#,
+    );
+    std::fs::write(dir.path().join("prod.json"), r#"{"names": ["web", "db", "web"], "size": 3}"#).unwrap();
+    let o = standby(dir.path(), &["plan", "--json", "--var-file", "prod.json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let plan: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let addrs: Vec<&str> = plan["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["address"].as_str())
+        .filter(|a| a.starts_with("machine."))
+        .collect();
+    assert_eq!(addrs, [r#"machine.m["db"]"#, r#"machine.m["web"]"#]);
+    // A key twice is an error, as in Terraform's JSON parser.
+    std::fs::write(dir.path().join("dup.json"), r#"{"size": 3, "size": 4, "names": []}"#).unwrap();
+    let o = standby(dir.path(), &["validate", "--var-file", "dup.json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains(r#"duplicate "size" property"#), "{}", text(&o));
+    // A sensitive variable's value never shows, even in a one-line file.
+    let dir = config(
+        r#"
+variable "pw" {
+  type      = number
+  sensitive = true
+}
+"#,
+    );
+    std::fs::write(dir.path().join("s.json"), r#"{"pw": "s3cret-value", "nope": 1}"#).unwrap();
+    let o = standby(dir.path(), &["validate", "--var-file", "s.json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("`nope`"), "{}", text(&o));
+    assert!(!text(&o).contains("s3cret"), "{}", text(&o));
+}
+
+#[test]
+fn fmt_on_an_unclosed_block_names_one_position_at_its_brace() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("b.hcl"), "a {\n  b {\n    c = 1\n").unwrap();
+    let o = standby(dir.path(), &["fmt"]);
+    let out = text(&o);
+    assert_ne!(o.status.code(), Some(0), "{out}");
+    assert!(out.contains("b.hcl:2:5: unclosed `{`"), "{out}");
+    assert!(out.contains("[b.hcl:2:5]"), "{out}");
+    // Unchanged, as fmt promises for a file it cannot parse.
+    assert_eq!(std::fs::read_to_string(dir.path().join("b.hcl")).unwrap(), "a {\n  b {\n    c = 1\n");
+    // A quoted string over two lines is refused by validate and fmt alike.
+    std::fs::write(dir.path().join("b.hcl"), "a = \"x\ny\"\n").unwrap();
+    let o = standby(dir.path(), &["fmt"]);
+    assert!(text(&o).contains("Invalid multi-line string"), "{}", text(&o));
+}

@@ -135,7 +135,7 @@ impl Empty {
     }
 }
 
-const NAMESPACES: [&str; 10] = [
+const NAMESPACES: [&str; 11] = [
     "var",
     "local",
     "each",
@@ -146,6 +146,7 @@ const NAMESPACES: [&str; 10] = [
     "protection",
     "recovery_plan",
     "group",
+    "path",
 ];
 
 impl<'a> Scope<'a> {
@@ -635,6 +636,29 @@ impl<'a> Scope<'a> {
                 .label("no count here")
                 .help("add `count = N` to this machine or protection block (count.index is then 0 to N-1)"),
             )),
+            // The root module's paths, as Terraform gives them when run in
+            // the configuration directory: file() and templatefile() read
+            // relative to it, so "${path.module}/x" names the same file.
+            "path" => match first {
+                "module" | "root" => self.apply_ops(Value::String(".".into()), rest, out),
+                "cwd" => Err(out.err(
+                    Diagnostic::error(
+                        "standby::unsupported",
+                        whole,
+                        "`path.cwd` is not supported: it would make the plan depend on where standby runs",
+                    )
+                    .label("not supported")
+                    .help("use path.module (the configuration directory, \".\") or a relative path"),
+                )),
+                other => Err(self.unknown(
+                    whole,
+                    "path",
+                    other,
+                    ["module", "root"],
+                    "`path` has path.module and path.root",
+                    out,
+                )),
+            },
             "group" => {
                 let Some(groups) = self.groups else {
                     return Err(out.err(
