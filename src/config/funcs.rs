@@ -312,7 +312,8 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
             let mut i = start;
             while (step > 0.0 && i < limit) || (step < 0.0 && i > limit) {
                 v.push(Value::Number(i));
-                i += step;
+                // In decimal, so range(0, 1, 0.1) has 0.3, not 0.30000000000000004.
+                i = super::value::decimal(i, '+', step).map_err(|e| FnError::Bad(format!("range(): {e}")))?;
             }
             Ok(Value::List(v))
         }

@@ -43,6 +43,38 @@ pub fn parse(source: &Arc<Source>, diags: &mut Diagnostics) -> Option<Body> {
                 .chars()
                 .next()
                 .map_or(at, |c| if c == '\n' { at } else { at + c.len_utf8() });
+            // hcl-edit stops at the exponent of a number past the float
+            // range (`1e400`): name the number instead of the syntax.
+            let rest = &source.text[at..];
+            let exp_len = rest
+                .char_indices()
+                .take_while(|&(i, c)| {
+                    (i == 0 && matches!(c, 'e' | 'E'))
+                        || (i == 1 && matches!(c, '+' | '-'))
+                        || (i > 0 && c.is_ascii_digit())
+                })
+                .count();
+            let lead = source.text[..at]
+                .chars()
+                .rev()
+                .take_while(|c| c.is_ascii_digit() || *c == '.')
+                .count();
+            if lead > 0 && exp_len > 1 && rest[..exp_len].chars().last().is_some_and(|c| c.is_ascii_digit()) {
+                let start = at - lead;
+                let text = &source.text[start..at + exp_len];
+                if !text.parse::<f64>().is_ok_and(f64::is_finite) {
+                    diags.push(
+                        Diagnostic::error(
+                            "standby::number_precision",
+                            Loc::new(source, Some(start..at + exp_len)),
+                            super::value::inexact(text, f64::INFINITY),
+                        )
+                        .label("this number")
+                        .help("Terraform keeps it exactly; standby's numbers are 64-bit floats"),
+                    );
+                    return None;
+                }
+            }
             diags.push(
                 Diagnostic::error(
                     "standby::syntax",

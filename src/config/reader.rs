@@ -562,7 +562,7 @@ pub fn want_duration(
 pub fn want_argv(v: Value, loc: &Loc, attr: &str, diags: &mut Diagnostics) -> Option<Vec<String>> {
     let expected = "a list of strings (a command and its arguments)";
     match v {
-        Value::List(items) if !items.is_empty() => {
+        Value::List(items) | Value::Set(items) if !items.is_empty() => {
             let mut out = Vec::new();
             for i in items {
                 match i {
@@ -578,7 +578,7 @@ pub fn want_argv(v: Value, loc: &Loc, attr: &str, diags: &mut Diagnostics) -> Op
             }
             Some(out)
         }
-        Value::List(_) => {
+        Value::List(_) | Value::Set(_) => {
             diags.push(
                 Diagnostic::error(
                     "standby::wrong_type",

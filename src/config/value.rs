@@ -477,6 +477,20 @@ pub fn unify(values: &[&Value]) -> Option<Type> {
             _ => Type::String,
         });
     }
+    // A set among lists: the lists convert to the set's type, as in cty.
+    if same_kind(|v| matches!(v, Value::Set(_) | Value::List(_)))
+        && known.iter().any(|v| matches!(v, Value::Set(_)))
+    {
+        let all: Vec<&Value> = known
+            .iter()
+            .filter_map(|v| match v {
+                Value::Set(l) | Value::List(l) => Some(l),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        return unify(&all).map(|t| Type::Set(Box::new(t)));
+    }
     if same_kind(|v| matches!(v, Value::List(_))) {
         let lists: Vec<&Vec<Value>> = known
             .iter()
@@ -493,14 +507,6 @@ pub fn unify(values: &[&Value]) -> Option<Type> {
         }
         let all: Vec<&Value> = lists.iter().flat_map(|l| l.iter()).collect();
         return unify(&all).map(|t| Type::List(Box::new(t)));
-    }
-    if same_kind(|v| matches!(v, Value::Set(_))) {
-        let all: Vec<&Value> = known
-            .iter()
-            .filter_map(|v| if let Value::Set(l) = v { Some(l) } else { None })
-            .flatten()
-            .collect();
-        return unify(&all).map(|t| Type::Set(Box::new(t)));
     }
     if same_kind(|v| matches!(v, Value::Map(_))) {
         let maps: Vec<&BTreeMap<String, Value>> = known
