@@ -421,6 +421,12 @@ impl<'a> Scope<'a> {
                     | "standby::each_outside_for_each"
                     | "standby::cycle"
             ) || (d.code == "standby::unknown_reference" && d.message.starts_with("unknown reference"))
+                // standby's own limits are not failures Terraform would
+                // have: try() must not turn them into its fallback.
+                || matches!(d.code, "standby::number_precision" | "standby::unsupported_comparison" | "standby::unsupported_path")
+                || ["standby represents numbers exactly", "standby's numbers end", "standby would round"]
+                    .iter()
+                    .any(|m| d.message.contains(m))
         };
         if scratch.items.iter().any(is_static) {
             for d in scratch.items.into_iter().filter(is_static) {
@@ -643,7 +649,7 @@ impl<'a> Scope<'a> {
                 "module" | "root" => self.apply_ops(Value::String(".".into()), rest, out),
                 "cwd" => Err(out.err(
                     Diagnostic::error(
-                        "standby::unsupported",
+                        "standby::unsupported_path",
                         whole,
                         "`path.cwd` is not supported: it would make the plan depend on where standby runs",
                     )
@@ -982,6 +988,28 @@ impl<'a> Scope<'a> {
         let op = *b.operator.value();
         let l = self.eval(&b.lhs_expr, out)?;
         let r = self.eval(&b.rhs_expr, out)?;
+        if matches!(op, B::Eq | B::NotEq) {
+            // Terraform's == is false between a list and a tuple (or a map
+            // and an object) even with the same items: `var.names == []` is
+            // always false there. standby does not tell those kinds apart,
+            // so it compares two collections only when both are written
+            // here as constructors (tuples/objects on both sides).
+            let coll = |v: &Value| matches!(v, Value::List(_) | Value::Map(_));
+            let same_kind = matches!((&l, &r), (Value::List(_), Value::List(_)) | (Value::Map(_), Value::Map(_)));
+            if coll(&l) && same_kind && !(constructor(&b.lhs_expr) && constructor(&b.rhs_expr)) {
+                return Err(out.err(
+                    Diagnostic::error(
+                        "standby::unsupported_comparison",
+                        self.loc(b.span()),
+                        "comparing collections with == or != is not supported here",
+                    )
+                    .label("two collections")
+                    .help(
+                        "in Terraform a list never equals a tuple (so `var.names == []` is always false); test the length instead: length(x) == 0",
+                    ),
+                ));
+            }
+        }
         match op {
             B::Eq => return Ok(Value::Bool(l == r)),
             B::NotEq => return Ok(Value::Bool(l != r)),
@@ -1361,5 +1389,15 @@ fn dedent_directives(t: &mut Template, n: usize) {
         if let Element::Directive(d) = el {
             nested(d, n);
         }
+    }
+}
+
+/// A tuple or object written in place (`[...]`, `{...}`, a `for`), whose
+/// type is a tuple or object as in Terraform.
+fn constructor(e: &Expression) -> bool {
+    match e {
+        Expression::Array(_) | Expression::Object(_) | Expression::ForExpr(_) => true,
+        Expression::Parenthesis(p) => constructor(p.inner()),
+        _ => false,
     }
 }
