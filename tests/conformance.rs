@@ -97,7 +97,15 @@ fn run(dir: &Path, case: &Json) -> Result<Json, String> {
         Err(diags) => Err(diags
             .items
             .iter()
-            .map(|d| format!("{} {}: {} ({})", d.code, d.loc.position(), d.message, d.help.clone().unwrap_or_default()))
+            .map(|d| {
+                format!(
+                    "{} {}: {} ({})",
+                    d.code,
+                    d.loc.position(),
+                    d.message,
+                    d.help.clone().unwrap_or_default()
+                )
+            })
             .collect::<Vec<_>>()
             .join("\n")),
     }

@@ -161,7 +161,10 @@ impl<'a> Scope<'a> {
             Expression::Number(n) => {
                 let f = n.as_f64().unwrap_or(f64::NAN);
                 // The literal as written: a 64-bit float may not hold it.
-                let text = n.span().and_then(|r| self.source.text.get(r)).map(str::trim);
+                let text = n
+                    .span()
+                    .and_then(|r| self.source.text.get(r))
+                    .map(str::trim);
                 let checked = match text {
                     Some(t) if t.parse::<f64>().is_ok_and(|p| p == f) => super::value::exact(t),
                     _ => match n.as_u64() {
@@ -309,8 +312,14 @@ impl<'a> Scope<'a> {
                 Element::Literal(_) => (false, false),
                 Element::Interpolation(i) => (i.strip.strip_start(), i.strip.strip_end()),
                 Element::Directive(d) => match &**d {
-                    Directive::If(d) => (d.if_expr.strip.strip_start(), d.endif_expr.strip.strip_end()),
-                    Directive::For(d) => (d.for_expr.strip.strip_start(), d.endfor_expr.strip.strip_end()),
+                    Directive::If(d) => (
+                        d.if_expr.strip.strip_start(),
+                        d.endif_expr.strip.strip_end(),
+                    ),
+                    Directive::For(d) => (
+                        d.for_expr.strip.strip_start(),
+                        d.endfor_expr.strip.strip_end(),
+                    ),
                 },
             }
         };
@@ -318,8 +327,16 @@ impl<'a> Scope<'a> {
             match el {
                 Element::Literal(l) => {
                     let mut text: &str = l.value();
-                    let trim_start = if i == 0 { trim_first } else { marks(els[i - 1]).1 };
-                    let trim_end = if i + 1 == els.len() { trim_last } else { marks(els[i + 1]).0 };
+                    let trim_start = if i == 0 {
+                        trim_first
+                    } else {
+                        marks(els[i - 1]).1
+                    };
+                    let trim_end = if i + 1 == els.len() {
+                        trim_last
+                    } else {
+                        marks(els[i + 1]).0
+                    };
                     if trim_start {
                         text = text.trim_start();
                     }
@@ -338,7 +355,12 @@ impl<'a> Scope<'a> {
                         let c = match Type::Bool.convert(c.clone()) {
                             Ok(Value::Bool(b)) => b,
                             _ => {
-                                return Err(self.type_error(&d.if_expr.cond_expr, "a bool", &c, out));
+                                return Err(self.type_error(
+                                    &d.if_expr.cond_expr,
+                                    "a bool",
+                                    &c,
+                                    out,
+                                ));
                             }
                         };
                         let end_strip = d.endif_expr.strip.strip_start();
@@ -347,7 +369,13 @@ impl<'a> Scope<'a> {
                                 Some(e) => e.strip.strip_start(),
                                 None => end_strip,
                             };
-                            self.render(&d.if_expr.template, d.if_expr.strip.strip_end(), last, s, out)?;
+                            self.render(
+                                &d.if_expr.template,
+                                d.if_expr.strip.strip_end(),
+                                last,
+                                s,
+                                out,
+                            )?;
                         } else if let Some(e) = &d.else_expr {
                             self.render(&e.template, e.strip.strip_end(), end_strip, s, out)?;
                         }
@@ -386,9 +414,13 @@ impl<'a> Scope<'a> {
             diags: &mut scratch,
             sensitive: false,
         };
-        self.locals.speculative.set(self.locals.speculative.get() + 1);
+        self.locals
+            .speculative
+            .set(self.locals.speculative.get() + 1);
         let v = self.eval(e, &mut inner);
-        self.locals.speculative.set(self.locals.speculative.get() - 1);
+        self.locals
+            .speculative
+            .set(self.locals.speculative.get() - 1);
         if inner.sensitive {
             out.sensitive = true;
         }
@@ -404,9 +436,13 @@ impl<'a> Scope<'a> {
             diags: &mut scratch,
             sensitive: false,
         };
-        self.locals.speculative.set(self.locals.speculative.get() + 1);
+        self.locals
+            .speculative
+            .set(self.locals.speculative.get() + 1);
         let v = self.eval(e, &mut inner);
-        self.locals.speculative.set(self.locals.speculative.get() - 1);
+        self.locals
+            .speculative
+            .set(self.locals.speculative.get() - 1);
         if inner.sensitive {
             out.sensitive = true;
         }
@@ -490,9 +526,16 @@ impl<'a> Scope<'a> {
         // the chosen one is converted to it (`true ? 1 : "a"` is "1").
         let Some(ty) = super::value::unify(&[&t, &f]) else {
             let detail = if std::mem::discriminant(&t) == std::mem::discriminant(&f) {
-                format!("both are {} but their items or attributes have types that do not fit together", t.type_name())
+                format!(
+                    "both are {} but their items or attributes have types that do not fit together",
+                    t.type_name()
+                )
             } else {
-                format!("the true result is {}, the false result is {}", t.type_name(), f.type_name())
+                format!(
+                    "the true result is {}, the false result is {}",
+                    t.type_name(),
+                    f.type_name()
+                )
             };
             return Err(out.err(
                 Diagnostic::error(
@@ -843,18 +886,17 @@ impl<'a> Scope<'a> {
             Err(_) => None,
         };
         match state {
-            Some(state) => self.locals.state.borrow_mut().insert(name.to_string(), state),
+            Some(state) => self
+                .locals
+                .state
+                .borrow_mut()
+                .insert(name.to_string(), state),
             None => self.locals.state.borrow_mut().remove(name),
         };
         result.map(|v| (v, sensitive))
     }
 
-    fn apply_ops(
-        &self,
-        mut v: Value,
-        ops: &[&TraversalOperator],
-        out: &mut Out,
-    ) -> Eval<Value> {
+    fn apply_ops(&self, mut v: Value, ops: &[&TraversalOperator], out: &mut Out) -> Eval<Value> {
         for (i, op) in ops.iter().enumerate() {
             v = match op {
                 TraversalOperator::GetAttr(id) => {
@@ -882,7 +924,11 @@ impl<'a> Scope<'a> {
                         _ => rest
                             .iter()
                             .take_while(|o| {
-                                matches!(o, TraversalOperator::GetAttr(_) | TraversalOperator::LegacyIndex(_))
+                                matches!(
+                                    o,
+                                    TraversalOperator::GetAttr(_)
+                                        | TraversalOperator::LegacyIndex(_)
+                                )
                             })
                             .count(),
                     };
@@ -900,10 +946,12 @@ impl<'a> Scope<'a> {
     fn index(&self, v: Value, k: Value, span: Option<Range<usize>>, out: &mut Out) -> Eval<Value> {
         // HCL converts a string index of a list ("1") to a number.
         let k = match (&v, k) {
-            (Value::List(_), Value::String(s)) => match Type::Number.convert(Value::String(s.clone())) {
-                Ok(n) => n,
-                Err(_) => Value::String(s),
-            },
+            (Value::List(_), Value::String(s)) => {
+                match Type::Number.convert(Value::String(s.clone())) {
+                    Ok(n) => n,
+                    Err(_) => Value::String(s),
+                }
+            }
             (_, k) => k,
         };
         match (&v, &k) {
@@ -995,7 +1043,10 @@ impl<'a> Scope<'a> {
             // so it compares two collections only when both are written
             // here as constructors (tuples/objects on both sides).
             let coll = |v: &Value| matches!(v, Value::List(_) | Value::Map(_));
-            let same_kind = matches!((&l, &r), (Value::List(_), Value::List(_)) | (Value::Map(_), Value::Map(_)));
+            let same_kind = matches!(
+                (&l, &r),
+                (Value::List(_), Value::List(_)) | (Value::Map(_), Value::Map(_))
+            );
             if coll(&l) && same_kind && !(constructor(&b.lhs_expr) && constructor(&b.rhs_expr)) {
                 return Err(out.err(
                     Diagnostic::error(
@@ -1044,7 +1095,9 @@ impl<'a> Scope<'a> {
                     "division by zero",
                 )
                 .label("this is zero")
-                .help("Terraform gives an infinity here (or an error for 0/0); standby refuses both"),
+                .help(
+                    "Terraform gives an infinity here (or an error for 0/0); standby refuses both",
+                ),
             ));
         }
         let dec = |c: char| super::value::decimal(x, c, y);
@@ -1191,7 +1244,10 @@ impl<'a> Scope<'a> {
             }
             "can" => {
                 let [e] = exprs.as_slice() else {
-                    return Err(bad(out, format!("can() takes 1 argument, got {}", exprs.len())));
+                    return Err(bad(
+                        out,
+                        format!("can() takes 1 argument, got {}", exprs.len()),
+                    ));
                 };
                 return Ok(Value::Bool(self.attempt(e, out)?.is_some()));
             }
@@ -1246,7 +1302,9 @@ impl<'a> Scope<'a> {
             // The message may quote an argument: not one from a sensitive variable.
             Err(FnError::Bad(_)) if out.sensitive => Err(bad(
                 out,
-                format!("{name}() failed; details hidden because an argument comes from a sensitive variable"),
+                format!(
+                    "{name}() failed; details hidden because an argument comes from a sensitive variable"
+                ),
             )),
             Err(FnError::Bad(msg)) => Err(bad(out, msg)),
             Err(FnError::Unsupported) => Err(out.err(
@@ -1289,15 +1347,29 @@ impl<'a> Scope<'a> {
 
     /// `templatefile(PATH, VARS)`: the file is a template that sees only
     /// VARS (as in Terraform); its errors point into the file itself.
-    fn templatefile(&self, args: &[Value], dir: &std::path::Path, out: &mut Out) -> Result<Value, String> {
+    fn templatefile(
+        &self,
+        args: &[Value],
+        dir: &std::path::Path,
+        out: &mut Out,
+    ) -> Result<Value, String> {
         let [path, vars] = args else {
-            return Err(format!("templatefile() takes 2 arguments, got {}", args.len()));
+            return Err(format!(
+                "templatefile() takes 2 arguments, got {}",
+                args.len()
+            ));
         };
         let Value::String(path) = path else {
-            return Err(format!("the path must be a string, found {}", path.type_name()));
+            return Err(format!(
+                "the path must be a string, found {}",
+                path.type_name()
+            ));
         };
         let Value::Map(vars) = vars else {
-            return Err(format!("the variables must be a map, found {}", vars.type_name()));
+            return Err(format!(
+                "the variables must be a map, found {}",
+                vars.type_name()
+            ));
         };
         if TEMPLATE_DEPTH.get() > 0 {
             // As in Terraform: a template calling templatefile could recurse forever.

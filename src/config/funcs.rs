@@ -22,28 +22,127 @@ fn bad<T>(msg: impl Into<String>) -> Result<T, FnError> {
 
 /// Functions standby implements (for messages and docs/LANGUAGE.md).
 pub const SUPPORTED: &[&str] = &[
-    "abs", "alltrue", "anytrue", "can", "ceil", "chomp", "chunklist", "coalesce", "coalescelist",
-    "compact", "concat", "contains", "distinct", "element", "endswith", "file", "flatten",
-    "floor", "format", "formatlist", "indent", "index", "join", "jsondecode", "jsonencode",
-    "keys", "length", "lookup", "lower", "max", "merge", "min", "one", "range", "regex",
-    "regexall", "replace", "reverse", "setintersection", "setsubtract", "setunion", "slice",
-    "sort", "split", "startswith", "strcontains", "strrev", "substr", "sum", "templatefile",
-    "tobool", "tolist", "tomap", "tonumber", "toset", "tostring", "trim", "trimprefix",
-    "trimspace", "trimsuffix", "try", "upper", "values", "zipmap",
+    "abs",
+    "alltrue",
+    "anytrue",
+    "can",
+    "ceil",
+    "chomp",
+    "chunklist",
+    "coalesce",
+    "coalescelist",
+    "compact",
+    "concat",
+    "contains",
+    "distinct",
+    "element",
+    "endswith",
+    "file",
+    "flatten",
+    "floor",
+    "format",
+    "formatlist",
+    "indent",
+    "index",
+    "join",
+    "jsondecode",
+    "jsonencode",
+    "keys",
+    "length",
+    "lookup",
+    "lower",
+    "max",
+    "merge",
+    "min",
+    "one",
+    "range",
+    "regex",
+    "regexall",
+    "replace",
+    "reverse",
+    "setintersection",
+    "setsubtract",
+    "setunion",
+    "slice",
+    "sort",
+    "split",
+    "startswith",
+    "strcontains",
+    "strrev",
+    "substr",
+    "sum",
+    "templatefile",
+    "tobool",
+    "tolist",
+    "tomap",
+    "tonumber",
+    "toset",
+    "tostring",
+    "trim",
+    "trimprefix",
+    "trimspace",
+    "trimsuffix",
+    "try",
+    "upper",
+    "values",
+    "zipmap",
 ];
 
 /// Terraform functions standby refuses by name with "not supported".
 const TERRAFORM_ONLY: &[&str] = &[
-    "abspath", "base64decode", "base64encode", "base64gzip", "base64sha256", "base64sha512",
-    "basename", "bcrypt", "cidrhost", "cidrnetmask", "cidrsubnet", "cidrsubnets", "csvdecode",
-    "dirname", "filebase64", "filebase64sha256", "filebase64sha512", "fileexists", "filemd5",
-    "fileset", "filesha1", "filesha256", "filesha512", "formatdate", "log", "matchkeys", "md5",
-    "nonsensitive", "parseint", "pathexpand", "plantimestamp", "pow", "rsadecrypt", "sensitive",
-    "setproduct", "sha1", "sha256", "sha512", "signum", "textdecodebase64", "textencodebase64",
-    "timeadd", "timecmp", "timestamp", "title", "transpose", "type", "urlencode", "uuid",
-    "uuidv5", "yamldecode", "yamlencode",
+    "abspath",
+    "base64decode",
+    "base64encode",
+    "base64gzip",
+    "base64sha256",
+    "base64sha512",
+    "basename",
+    "bcrypt",
+    "cidrhost",
+    "cidrnetmask",
+    "cidrsubnet",
+    "cidrsubnets",
+    "csvdecode",
+    "dirname",
+    "filebase64",
+    "filebase64sha256",
+    "filebase64sha512",
+    "fileexists",
+    "filemd5",
+    "fileset",
+    "filesha1",
+    "filesha256",
+    "filesha512",
+    "formatdate",
+    "log",
+    "matchkeys",
+    "md5",
+    "nonsensitive",
+    "parseint",
+    "pathexpand",
+    "plantimestamp",
+    "pow",
+    "rsadecrypt",
+    "sensitive",
+    "setproduct",
+    "sha1",
+    "sha256",
+    "sha512",
+    "signum",
+    "textdecodebase64",
+    "textencodebase64",
+    "timeadd",
+    "timecmp",
+    "timestamp",
+    "title",
+    "transpose",
+    "type",
+    "urlencode",
+    "uuid",
+    "uuidv5",
+    "yamldecode",
+    "yamlencode",
 ];
-
 
 fn num(v: &Value, what: &str) -> Result<f64, FnError> {
     match Type::Number.convert(v.clone()) {
@@ -139,7 +238,11 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
             let mut best = num(&a[0], "each argument")?;
             for v in &a[1..] {
                 let n = num(v, "each argument")?;
-                best = if name == "min" { best.min(n) } else { best.max(n) };
+                best = if name == "min" {
+                    best.min(n)
+                } else {
+                    best.max(n)
+                };
             }
             Ok(Value::Number(best))
         }
@@ -149,7 +252,10 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
                 Value::List(l) | Value::Set(l) => Ok(Value::Number(l.len() as f64)),
                 Value::Map(m) => Ok(Value::Number(m.len() as f64)),
                 Value::String(s) => Ok(Value::Number(graphemes(s) as f64)),
-                v => bad(format!("length() takes a string, list or map, found {}", v.type_name())),
+                v => bad(format!(
+                    "length() takes a string, list or map, found {}",
+                    v.type_name()
+                )),
             }
         }
         "lower" | "upper" | "trimspace" | "chomp" => {
@@ -166,7 +272,9 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
             arity(name, a, 2, 2)?;
             let s = string(&a[0], "the string")?;
             let cut = string(&a[1], "the characters to cut")?;
-            Ok(Value::String(s.trim_matches(|c| cut.contains(c)).to_string()))
+            Ok(Value::String(
+                s.trim_matches(|c| cut.contains(c)).to_string(),
+            ))
         }
         "trimprefix" | "trimsuffix" | "startswith" | "endswith" => {
             arity(name, a, 2, 2)?;
@@ -196,7 +304,11 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
                 return Ok(Value::String(String::new()));
             }
             let off = off.min(len);
-            let end = if n <= 0 { len } else { off.saturating_add(n).min(len) };
+            let end = if n <= 0 {
+                len
+            } else {
+                off.saturating_add(n).min(len)
+            };
             Ok(Value::String(chars[off as usize..end as usize].concat()))
         }
         "split" => {
@@ -204,9 +316,15 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
             let sep = string(&a[0], "the separator")?;
             let s = string(&a[1], "the string")?;
             if sep.is_empty() {
-                return Ok(Value::List(s.chars().map(|c| Value::String(c.to_string())).collect()));
+                return Ok(Value::List(
+                    s.chars().map(|c| Value::String(c.to_string())).collect(),
+                ));
             }
-            Ok(Value::List(s.split(sep.as_str()).map(|p| Value::String(p.to_string())).collect()))
+            Ok(Value::List(
+                s.split(sep.as_str())
+                    .map(|p| Value::String(p.to_string()))
+                    .collect(),
+            ))
         }
         "join" => {
             arity(name, a, 2, usize::MAX)?;
@@ -229,7 +347,9 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
             let with = string(&a[2], "the replacement")?;
             if find.len() > 1 && find.starts_with('/') && find.ends_with('/') {
                 let re = regex(&find[1..find.len() - 1])?;
-                return Ok(Value::String(re.replace_all(&s, with.as_str()).into_owned()));
+                return Ok(Value::String(
+                    re.replace_all(&s, with.as_str()).into_owned(),
+                ));
             }
             Ok(Value::String(s.replace(&find, &with)))
         }
@@ -247,9 +367,7 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
                         names
                             .iter()
                             .enumerate()
-                            .filter_map(|(i, n)| {
-                                n.map(|n| (n.to_string(), group(&caps, i + 1)))
-                            })
+                            .filter_map(|(i, n)| n.map(|n| (n.to_string(), group(&caps, i + 1))))
                             .collect(),
                     );
                 }
@@ -296,9 +414,19 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
         }
         "range" => {
             arity(name, a, 1, 3)?;
-            let ns: Vec<f64> = a.iter().map(|v| num(v, "each argument")).collect::<Result<_, _>>()?;
-            let (start, limit) = if ns.len() == 1 { (0.0, ns[0]) } else { (ns[0], ns[1]) };
-            let step = ns.get(2).copied().unwrap_or(if limit < start { -1.0 } else { 1.0 });
+            let ns: Vec<f64> = a
+                .iter()
+                .map(|v| num(v, "each argument"))
+                .collect::<Result<_, _>>()?;
+            let (start, limit) = if ns.len() == 1 {
+                (0.0, ns[0])
+            } else {
+                (ns[0], ns[1])
+            };
+            let step = ns
+                .get(2)
+                .copied()
+                .unwrap_or(if limit < start { -1.0 } else { 1.0 });
             if step == 0.0 {
                 return bad("range(): the step must not be zero");
             }
@@ -313,7 +441,8 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
             while (step > 0.0 && i < limit) || (step < 0.0 && i > limit) {
                 v.push(Value::Number(i));
                 // In decimal, so range(0, 1, 0.1) has 0.3, not 0.30000000000000004.
-                i = super::value::decimal(i, '+', step).map_err(|e| FnError::Bad(format!("range(): {e}")))?;
+                i = super::value::decimal(i, '+', step)
+                    .map_err(|e| FnError::Bad(format!("range(): {e}")))?;
             }
             Ok(Value::List(v))
         }
@@ -333,7 +462,9 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
             match (m.get(&k), a.get(2)) {
                 (Some(v), _) => Ok(v.clone()),
                 (None, Some(d)) => Ok(d.clone()),
-                (None, None) => bad(format!("lookup(): the map has no key {k:?} and no default was given")),
+                (None, None) => bad(format!(
+                    "lookup(): the map has no key {k:?} and no default was given"
+                )),
             }
         }
         "merge" => {
@@ -403,7 +534,9 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
         }
         "contains" => {
             arity(name, a, 2, 2)?;
-            Ok(Value::Bool(list(&a[0], "the first argument")?.contains(&a[1])))
+            Ok(Value::Bool(
+                list(&a[0], "the first argument")?.contains(&a[1]),
+            ))
         }
         "distinct" => {
             arity(name, a, 1, 1)?;
@@ -424,7 +557,11 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
                     Ok(Value::String(s)) if s.is_empty() => {}
                     Ok(Value::Null) => {}
                     Ok(s) => res.push(s),
-                    Err(found) => return bad(format!("compact() takes a list of strings, found {found} in it")),
+                    Err(found) => {
+                        return bad(format!(
+                            "compact() takes a list of strings, found {found} in it"
+                        ));
+                    }
                 }
             }
             Ok(Value::List(res))
@@ -440,7 +577,12 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
             let l = list(&a[0], "the first argument")?;
             let (s, e) = (num(&a[1], "the start")?, num(&a[2], "the end")?);
             if s < 0.0 || e > l.len() as f64 || s > e {
-                return bad(format!("slice(): indexes {}..{} do not fit a list of {}", format_number(s), format_number(e), l.len()));
+                return bad(format!(
+                    "slice(): indexes {}..{} do not fit a list of {}",
+                    format_number(s),
+                    format_number(e),
+                    l.len()
+                ));
             }
             Ok(Value::List(l[s as usize..e as usize].to_vec()))
         }
@@ -464,7 +606,11 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
                             !matches!(o, Value::Null)
                                 && std::mem::discriminant(o) != std::mem::discriminant(v)
                         });
-                        return Ok(if mixed { Type::String.convert(v.clone()).unwrap_or(v.clone()) } else { v.clone() });
+                        return Ok(if mixed {
+                            Type::String.convert(v.clone()).unwrap_or(v.clone())
+                        } else {
+                            v.clone()
+                        });
                     }
                 }
             }
@@ -485,14 +631,17 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
                 "tonumber" => Type::Number,
                 _ => Type::Bool,
             };
-            ty.convert(a[0].clone()).or_else(|found| {
-                bad(format!("{name}(): cannot convert {found} to {}", ty))
-            })
+            ty.convert(a[0].clone())
+                .or_else(|found| bad(format!("{name}(): cannot convert {found} to {}", ty)))
         }
         "tolist" | "toset" => {
             arity(name, a, 1, 1)?;
             let l = unified(name, list(&a[0], "the argument")?.clone())?;
-            Ok(if name == "toset" { Value::Set(set_of(l)) } else { Value::List(l) })
+            Ok(if name == "toset" {
+                Value::Set(set_of(l))
+            } else {
+                Value::List(l)
+            })
         }
         "tomap" => {
             arity(name, a, 1, 1)?;
@@ -524,7 +673,12 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
                     Ok(Value::Bool(b)) => bools.push(b),
                     // go-cty: a null item is not true.
                     Ok(Value::Null) => bools.push(false),
-                    _ => return bad(format!("{name}() takes a list of bools, found {}", v.type_name())),
+                    _ => {
+                        return bad(format!(
+                            "{name}() takes a list of bools, found {}",
+                            v.type_name()
+                        ));
+                    }
                 }
             }
             Ok(Value::Bool(if name == "alltrue" {
@@ -545,7 +699,8 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
                     return bad("sum(): the list holds null");
                 }
                 let n = num(v, "each item")?;
-                total = super::value::decimal(total, '+', n).map_err(|e| FnError::Bad(format!("sum(): {e}")))?;
+                total = super::value::decimal(total, '+', n)
+                    .map_err(|e| FnError::Bad(format!("sum(): {e}")))?;
             }
             Ok(Value::Number(total))
         }
@@ -554,7 +709,10 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
             match list(&a[0], "the argument")?.as_slice() {
                 [] => Ok(Value::Null),
                 [v] => Ok(v.clone()),
-                l => bad(format!("one(): the list has {} items; it must have zero or one", l.len())),
+                l => bad(format!(
+                    "one(): the list has {} items; it must have zero or one",
+                    l.len()
+                )),
             }
         }
         "strcontains" => {
@@ -566,7 +724,8 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
         "strrev" => {
             arity(name, a, 1, 1)?;
             let s = string(&a[0], "the argument")?;
-            let mut g: Vec<&str> = unicode_segmentation::UnicodeSegmentation::graphemes(s.as_str(), true).collect();
+            let mut g: Vec<&str> =
+                unicode_segmentation::UnicodeSegmentation::graphemes(s.as_str(), true).collect();
             g.reverse();
             Ok(Value::String(g.concat()))
         }
@@ -590,10 +749,19 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
             if n == 0.0 {
                 return Ok(Value::List(vec![Value::List(l.clone())]));
             }
-            Ok(Value::List(l.chunks(n as usize).map(|c| Value::List(c.to_vec())).collect()))
+            Ok(Value::List(
+                l.chunks(n as usize)
+                    .map(|c| Value::List(c.to_vec()))
+                    .collect(),
+            ))
         }
         "setunion" | "setintersection" | "setsubtract" => {
-            arity(name, a, if name == "setsubtract" { 2 } else { 1 }, if name == "setsubtract" { 2 } else { usize::MAX })?;
+            arity(
+                name,
+                a,
+                if name == "setsubtract" { 2 } else { 1 },
+                if name == "setsubtract" { 2 } else { usize::MAX },
+            )?;
             let sets: Vec<Vec<Value>> = a
                 .iter()
                 .map(|v| list(v, "each argument").map(|l| set_of(l.clone())))
@@ -645,7 +813,11 @@ fn regex(p: &str) -> Result<regex::Regex, FnError> {
 /// leave it (absolute, or through `..`) are refused, so a configuration
 /// cannot read the machine's other files into a plan.
 pub fn read_config_file(dir: &Path, p: &str) -> Result<String, String> {
-    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
     let rel = Path::new(p);
     let mut norm = PathBuf::new();
     for c in rel.components() {
@@ -663,7 +835,10 @@ pub fn read_config_file(dir: &Path, p: &str) -> Result<String, String> {
     let full = dir.join(&norm);
     // A symlink inside may still point outside.
     let (Ok(real), Ok(root)) = (full.canonicalize(), dir.canonicalize()) else {
-        return Err(format!("cannot read {p:?}: no such file in {}", super::display_path(dir)));
+        return Err(format!(
+            "cannot read {p:?}: no such file in {}",
+            super::display_path(dir)
+        ));
     };
     if !real.starts_with(&root) {
         return Err(format!(
@@ -754,7 +929,9 @@ pub fn json_decode(s: &str) -> Result<Value, String> {
             }
             c if c == b'-' || c.is_ascii_digit() => {
                 let start = i;
-                while i < b.len() && (b[i].is_ascii_digit() || matches!(b[i], b'-' | b'+' | b'.' | b'e' | b'E')) {
+                while i < b.len()
+                    && (b[i].is_ascii_digit() || matches!(b[i], b'-' | b'+' | b'.' | b'e' | b'E'))
+                {
                     i += 1;
                 }
                 super::value::exact(&s[start..i])?;
@@ -803,7 +980,9 @@ impl<'de> serde::de::Visitor<'de> for JsonVisitor {
             let k = super::value::nfc(&k);
             let v = map.next_value_seed(JsonSeed)?;
             if m.contains_key(&k) {
-                return Err(serde::de::Error::custom(format!("duplicate {k:?} property in JSON object")));
+                return Err(serde::de::Error::custom(format!(
+                    "duplicate {k:?} property in JSON object"
+                )));
             }
             m.insert(k, v);
         }
@@ -836,7 +1015,8 @@ pub fn format(fmt: &str, args: &[Value]) -> Result<String, String> {
             out.push(c);
             continue;
         }
-        let (mut minus, mut plus, mut space, mut zero, mut sharp) = (false, false, false, false, false);
+        let (mut minus, mut plus, mut space, mut zero, mut sharp) =
+            (false, false, false, false, false);
         while i < chars.len() {
             match chars[i] {
                 '-' => minus = true,
@@ -853,7 +1033,13 @@ pub fn format(fmt: &str, args: &[Value]) -> Result<String, String> {
             while *i < chars.len() && chars[*i].is_ascii_digit() {
                 *i += 1;
             }
-            (start != *i).then(|| chars[start..*i].iter().collect::<String>().parse().unwrap_or(0))
+            (start != *i).then(|| {
+                chars[start..*i]
+                    .iter()
+                    .collect::<String>()
+                    .parse()
+                    .unwrap_or(0)
+            })
         };
         if i < chars.len() && chars[i] == '[' {
             i += 1;
@@ -874,20 +1060,27 @@ pub fn format(fmt: &str, args: &[Value]) -> Result<String, String> {
         if width.unwrap_or(0) > 1000 || prec.unwrap_or(0) > 1000 {
             return Err("a width or precision above 1000 is not supported".into());
         }
-        let verb = *chars.get(i).ok_or("the format ends with an unfinished % verb")?;
+        let verb = *chars
+            .get(i)
+            .ok_or("the format ends with an unfinished % verb")?;
         i += 1;
         if verb == '%' {
             out.push('%');
             continue;
         }
-        let arg = args
-            .get(next)
-            .ok_or_else(|| format!("not enough arguments for the format: %{verb} needs argument {}", next + 1))?;
+        let arg = args.get(next).ok_or_else(|| {
+            format!(
+                "not enough arguments for the format: %{verb} needs argument {}",
+                next + 1
+            )
+        })?;
         used[next] = true;
         next += 1;
         let number = |v: &Value| match Type::Number.convert(v.clone()) {
             Ok(Value::Number(n)) => Ok(n),
-            Err(why) if matches!(v, Value::String(_)) => Err(format!("%{verb} needs a number, found {why}")),
+            Err(why) if matches!(v, Value::String(_)) => {
+                Err(format!("%{verb} needs a number, found {why}"))
+            }
             _ => Err(format!("%{verb} needs a number, found {}", v.type_name())),
         };
         let sign = |n: f64, s: String| -> String {
@@ -931,9 +1124,15 @@ pub fn format(fmt: &str, args: &[Value]) -> Result<String, String> {
                 let n = number(arg)?;
                 if n.fract() != 0.0 {
                     if matches!(verb, 'x' | 'X') {
-                        return Err(format!("%{verb} needs a whole number, found {}", format_number(n)));
+                        return Err(format!(
+                            "%{verb} needs a whole number, found {}",
+                            format_number(n)
+                        ));
                     }
-                    return Err(format!("%{verb} needs a whole number, found {}", format_number(n)));
+                    return Err(format!(
+                        "%{verb} needs a whole number, found {}",
+                        format_number(n)
+                    ));
                 }
                 let m = n.abs() as u128;
                 // `#` adds Go's prefixes: 0b, 0 (octal, unless it already
@@ -950,7 +1149,11 @@ pub fn format(fmt: &str, args: &[Value]) -> Result<String, String> {
                     (_, false) => format!("{m:X}"),
                     (_, true) => format!("0X{m:X}"),
                 };
-                let digits = if n < 0.0 { format!("-{digits}") } else { digits };
+                let digits = if n < 0.0 {
+                    format!("-{digits}")
+                } else {
+                    digits
+                };
                 sign(n, digits)
             }
             'e' | 'E' | 'f' | 'F' | 'g' | 'G' => {

@@ -59,7 +59,13 @@ pub fn parse(source: &Arc<Source>, diags: &mut Diagnostics) -> Option<Body> {
                 .rev()
                 .take_while(|c| c.is_ascii_digit() || *c == '.')
                 .count();
-            if lead > 0 && exp_len > 1 && rest[..exp_len].chars().last().is_some_and(|c| c.is_ascii_digit()) {
+            if lead > 0
+                && exp_len > 1
+                && rest[..exp_len]
+                    .chars()
+                    .last()
+                    .is_some_and(|c| c.is_ascii_digit())
+            {
                 let start = at - lead;
                 let text = &source.text[start..at + exp_len];
                 if !text.parse::<f64>().is_ok_and(f64::is_finite) {
@@ -100,7 +106,10 @@ pub fn parse(source: &Arc<Source>, diags: &mut Diagnostics) -> Option<Body> {
 /// multi-line string"; a newline is allowed only inside `${ ... }` or
 /// `%{ ... }`); hcl-edit accepts it, so the raw text is checked here.
 pub fn multi_line_strings(text: &str, body: &Body) -> Vec<usize> {
-    let mut v = QuotedLines { text, found: Vec::new() };
+    let mut v = QuotedLines {
+        text,
+        found: Vec::new(),
+    };
     hcl_edit::visit::Visit::visit_body(&mut v, body);
     v.found
 }
@@ -115,7 +124,11 @@ impl hcl_edit::visit::Visit for QuotedLines<'_> {
         use hcl_edit::Span;
         use hcl_edit::expr::Expression;
         if let (Expression::String(_) | Expression::StringTemplate(_), Some(r)) = (e, e.span()) {
-            if let Some(at) = self.text.get(r.clone()).and_then(newline_outside_interpolation) {
+            if let Some(at) = self
+                .text
+                .get(r.clone())
+                .and_then(newline_outside_interpolation)
+            {
                 self.found.push(r.start + at);
                 return;
             }

@@ -147,7 +147,11 @@ fn normalize(text: &str) -> Option<(bool, String, i64)> {
 /// Why a number cannot be held: standby's numbers are 64-bit floats, and
 /// a value they would round is refused rather than silently changed.
 pub fn inexact(text: &str, n: f64) -> String {
-    let shown = if text.len() > 60 { format!("{}...", &text[..60]) } else { text.to_string() };
+    let shown = if text.len() > 60 {
+        format!("{}...", &text[..60])
+    } else {
+        text.to_string()
+    };
     if n.is_finite() {
         format!(
             "standby represents numbers exactly only up to 2^53 / 17 significant digits: {shown} would be rounded to {}",
@@ -161,7 +165,10 @@ pub fn inexact(text: &str, n: f64) -> String {
 /// The number `text` (a decimal, as written) if a 64-bit float holds it
 /// exactly, else `Err` with [`inexact`]'s message.
 pub fn exact(text: &str) -> Result<f64, String> {
-    let n: f64 = text.trim().parse().map_err(|_| format!("{text:?} is not a number"))?;
+    let n: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number"))?;
     if n.is_finite() && normalize(text) == normalize(&format!("{n:e}")) {
         Ok(n)
     } else {
@@ -172,7 +179,11 @@ pub fn exact(text: &str) -> Result<f64, String> {
 /// A number's shortest decimal form as (digits, exponent): 5.1 is (51, -1).
 fn to_decimal(x: f64) -> Option<(i128, i64)> {
     let (neg, digits, exp) = normalize(&format!("{x:e}"))?;
-    let d: i128 = if digits.is_empty() { 0 } else { digits.parse().ok()? };
+    let d: i128 = if digits.is_empty() {
+        0
+    } else {
+        digits.parse().ok()?
+    };
     Some((if neg { -d } else { d }, exp))
 }
 
@@ -188,7 +199,10 @@ pub fn decimal(x: f64, op: char, y: f64) -> Result<f64, String> {
             '*' => x * y,
             _ => x % y,
         };
-        inexact(&format!("{} {op} {}", format_number(x), format_number(y)), f)
+        inexact(
+            &format!("{} {op} {}", format_number(x), format_number(y)),
+            f,
+        )
     };
     let ((a, ea), (b, eb)) = match (to_decimal(x), to_decimal(y)) {
         (Some(a), Some(b)) => (a, b),
@@ -199,7 +213,10 @@ pub fn decimal(x: f64, op: char, y: f64) -> Result<f64, String> {
     } else {
         let e = ea.min(eb);
         let scale = |d: i128, by: i64| {
-            u32::try_from(by).ok().and_then(|by| 10i128.checked_pow(by)).and_then(|p| d.checked_mul(p))
+            u32::try_from(by)
+                .ok()
+                .and_then(|by| 10i128.checked_pow(by))
+                .and_then(|p| d.checked_mul(p))
         };
         match (scale(a, ea - e), scale(b, eb - e)) {
             (Some(a), Some(b)) => (
@@ -239,7 +256,10 @@ fn format_number_exact(m: i128, exp: i64) -> String {
         if k > 60 {
             return format!("{m}e{exp}");
         }
-        let padded = format!("{}{digits}", "0".repeat((k + 1).saturating_sub(digits.len())));
+        let padded = format!(
+            "{}{digits}",
+            "0".repeat((k + 1).saturating_sub(digits.len()))
+        );
         let (i, f) = padded.split_at(padded.len() - k);
         format!("{i}.{f}")
     };
@@ -405,7 +425,8 @@ impl Type {
 pub fn parse_number(s: &str) -> Option<f64> {
     let t = s.trim();
     let ok = !t.is_empty()
-        && t.chars().all(|c| c.is_ascii_digit() || matches!(c, '.' | '-' | '+' | 'e' | 'E'))
+        && t.chars()
+            .all(|c| c.is_ascii_digit() || matches!(c, '.' | '-' | '+' | 'e' | 'E'))
         && t.chars().any(|c| c.is_ascii_digit());
     if !ok || t != s {
         return None;
@@ -468,7 +489,10 @@ pub fn unify(values: &[&Value]) -> Option<Type> {
         return Some(Type::Any);
     }
     if same_kind(|v| matches!(v, Value::String(_) | Value::Number(_) | Value::Bool(_))) {
-        if !known.iter().all(|v| std::mem::discriminant(*v) == std::mem::discriminant(*first)) {
+        if !known
+            .iter()
+            .all(|v| std::mem::discriminant(*v) == std::mem::discriminant(*first))
+        {
             return Some(Type::String);
         }
         return Some(match first {
@@ -494,7 +518,13 @@ pub fn unify(values: &[&Value]) -> Option<Type> {
     if same_kind(|v| matches!(v, Value::List(_))) {
         let lists: Vec<&Vec<Value>> = known
             .iter()
-            .filter_map(|v| if let Value::List(l) = v { Some(l) } else { None })
+            .filter_map(|v| {
+                if let Value::List(l) = v {
+                    Some(l)
+                } else {
+                    None
+                }
+            })
             .collect();
         let n = lists[0].len();
         if lists.iter().all(|l| l.len() == n) {
@@ -520,7 +550,14 @@ pub fn unify(values: &[&Value]) -> Option<Type> {
                 let at: Vec<&Value> = maps.iter().filter_map(|m| m.get(k)).collect();
                 let ty = unify(&at)?;
                 // Optional, so a null attribute converts as itself.
-                attrs.insert(k.clone(), Attr { ty, optional: true, default: None });
+                attrs.insert(
+                    k.clone(),
+                    Attr {
+                        ty,
+                        optional: true,
+                        default: None,
+                    },
+                );
             }
             return Some(Type::Object(attrs));
         }

@@ -60,15 +60,23 @@ fn parse_type_in(
         Expression::FuncCall(f) => {
             let args: Vec<&Expression> = f.args.iter().collect();
             match (f.name.name.as_str(), args.as_slice()) {
-                ("list", [inner]) => parse_type(inner, source, diags).map(|t| Type::List(Box::new(t))),
-                ("set", [inner]) => parse_type(inner, source, diags).map(|t| Type::Set(Box::new(t))),
-                ("map", [inner]) => parse_type(inner, source, diags).map(|t| Type::Map(Box::new(t))),
+                ("list", [inner]) => {
+                    parse_type(inner, source, diags).map(|t| Type::List(Box::new(t)))
+                }
+                ("set", [inner]) => {
+                    parse_type(inner, source, diags).map(|t| Type::Set(Box::new(t)))
+                }
+                ("map", [inner]) => {
+                    parse_type(inner, source, diags).map(|t| Type::Map(Box::new(t)))
+                }
                 ("object", [Expression::Object(o)]) => {
                     let mut attrs = std::collections::BTreeMap::new();
                     for (k, v) in o.iter() {
                         let name = match k {
                             hcl_edit::expr::ObjectKey::Ident(id) => id.as_str().to_string(),
-                            hcl_edit::expr::ObjectKey::Expression(Expression::String(s)) => s.to_string(),
+                            hcl_edit::expr::ObjectKey::Expression(Expression::String(s)) => {
+                                s.to_string()
+                            }
                             hcl_edit::expr::ObjectKey::Expression(ke) => return fail(diags, ke),
                         };
                         let (ty, opt) = parse_type_in(v.expr(), source, diags, true)?;
@@ -242,7 +250,11 @@ fn read_json_file(
     let hide = declared.values().any(|d| d.sensitive);
     let blank = Source::new(source.name.clone(), "");
     let at = |span: Option<std::ops::Range<usize>>| {
-        if hide { Loc::new(&blank, None) } else { Loc::new(source, span) }
+        if hide {
+            Loc::new(&blank, None)
+        } else {
+            Loc::new(source, span)
+        }
     };
     let whole = at(Some(0..source.text.trim_end().len()));
     let obj = match super::funcs::json_decode(&source.text) {
@@ -252,7 +264,10 @@ fn read_json_file(
                 Diagnostic::error(
                     "standby::wrong_type",
                     whole,
-                    format!("a JSON variables file holds one object, found {}", other.type_name()),
+                    format!(
+                        "a JSON variables file holds one object, found {}",
+                        other.type_name()
+                    ),
                 )
                 .label("not an object")
                 .help("write {\"name\": value, ...}"),
@@ -263,7 +278,8 @@ fn read_json_file(
             // The message may quote the file's text: only the file is named
             // when it sets a sensitive variable.
             let msg = if hide {
-                "the file is not valid JSON (details hidden: it may set a sensitive variable)".to_string()
+                "the file is not valid JSON (details hidden: it may set a sensitive variable)"
+                    .to_string()
             } else {
                 e
             };

@@ -158,18 +158,24 @@ pub(crate) fn unclosed_brace(source: &str) -> Option<usize> {
                 }
             }
             b'/' if b.get(i + 1) == Some(&b'*') => {
-                i = source[i + 2..].find("*/").map_or(b.len(), |e| i + 2 + e + 1);
+                i = source[i + 2..]
+                    .find("*/")
+                    .map_or(b.len(), |e| i + 2 + e + 1);
             }
             b'<' if b.get(i + 1) == Some(&b'<') => {
                 // A heredoc: skip to the line holding only its marker.
                 let rest = &source[i + 2..];
                 let rest_t = rest.trim_start_matches('-');
-                let marker: String = rest_t.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+                let marker: String = rest_t
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_')
+                    .collect();
                 let Some(nl) = rest.find('\n') else { break };
                 let mut pos = i + 2 + nl + 1;
                 loop {
                     let end = source[pos..].find('\n').map_or(source.len(), |e| pos + e);
-                    if marker.is_empty() || source[pos..end].trim() == marker || end >= source.len() {
+                    if marker.is_empty() || source[pos..end].trim() == marker || end >= source.len()
+                    {
                         i = end;
                         break;
                     }
@@ -563,15 +569,46 @@ mod tests {
     #[test]
     fn an_unclosed_block_points_at_its_brace_with_one_position() {
         let err = format_source("a {\n  b {\n    c = 1\n").unwrap_err();
-        assert!(matches!(err, FormatError::Syntax { line: 2, column: 5, offset: 8, .. }), "{err:?}");
+        assert!(
+            matches!(
+                err,
+                FormatError::Syntax {
+                    line: 2,
+                    column: 5,
+                    offset: 8,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
         let err = format_source("a {\n  s = \"}\"\n  h = <<EOT\n}\nEOT\n").unwrap_err();
-        assert!(matches!(err, FormatError::Syntax { line: 1, column: 3, .. }), "{err:?}");
+        assert!(
+            matches!(
+                err,
+                FormatError::Syntax {
+                    line: 1,
+                    column: 3,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
     }
 
     #[test]
     fn a_quoted_string_over_two_lines_is_refused() {
         let err = format_source("a = \"x\ny\"\n").unwrap_err();
-        assert!(matches!(err, FormatError::Syntax { line: 1, column: 7, .. }), "{err:?}");
+        assert!(
+            matches!(
+                err,
+                FormatError::Syntax {
+                    line: 1,
+                    column: 7,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
         assert!(format_source("a = \"${join(\",\",\n[])}\"\n").is_ok());
     }
 
