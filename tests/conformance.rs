@@ -11,7 +11,8 @@
 //! optional `"hcl"` (more top-level blocks), `"files"` (`{name: content}`
 //! written beside the configuration) and `"vars"` (`--var` values). A case
 //! standby knowingly answers differently carries `"differs"` (why) and
-//! `"standby"` (its value) beside Terraform's `"want"`.
+//! `"standby"` (its value) or `"error"` (its refusal) beside Terraform's
+//! `"want"`.
 
 use serde_json::Value as Json;
 use standby::config::{VarInputs, load};
