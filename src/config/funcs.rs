@@ -911,11 +911,22 @@ fn json_string(s: &str) -> String {
 pub fn json_decode(s: &str) -> Result<Value, String> {
     use serde::de::Deserializer;
     let mut de = serde_json::Deserializer::from_str(s);
-    let v = de
+    let parsed = de
         .deserialize_any(JsonVisitor)
-        .and_then(|v| de.end().map(|()| v))
-        .map_err(|e| format!("not valid JSON: {e}"))?;
-    // Every number token as written, outside strings.
+        .and_then(|v| de.end().map(|()| v));
+    match parsed {
+        Ok(v) => json_numbers(s).map(|()| v),
+        // serde_json's "number out of range" (1e400): name the number.
+        Err(e) if e.to_string().contains("number out of range") => Err(json_numbers(s)
+            .err()
+            .unwrap_or_else(|| format!("not valid JSON: {e}"))),
+        Err(e) => Err(format!("not valid JSON: {e}")),
+    }
+}
+
+/// Every number token of JSON text `s` as written (outside strings), each
+/// checked to be one a 64-bit float holds exactly.
+fn json_numbers(s: &str) -> Result<(), String> {
     let b = s.as_bytes();
     let mut i = 0;
     while i < b.len() {
@@ -939,7 +950,7 @@ pub fn json_decode(s: &str) -> Result<Value, String> {
             _ => i += 1,
         }
     }
-    Ok(v)
+    Ok(())
 }
 
 struct JsonVisitor;

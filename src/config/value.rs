@@ -137,7 +137,7 @@ fn normalize(text: &str) -> Option<(bool, String, i64)> {
     let mut exp = exp.checked_sub(frac.len() as i64)?;
     let digits = all.trim_start_matches('0');
     let trimmed = digits.trim_end_matches('0');
-    exp += (digits.len() - trimmed.len()) as i64;
+    exp = exp.checked_add((digits.len() - trimmed.len()) as i64)?;
     if trimmed.is_empty() {
         return Some((false, String::new(), 0));
     }
@@ -148,7 +148,7 @@ fn normalize(text: &str) -> Option<(bool, String, i64)> {
 /// a value they would round is refused rather than silently changed.
 pub fn inexact(text: &str, n: f64) -> String {
     let shown = if text.len() > 60 {
-        format!("{}...", &text[..60])
+        format!("{}...", text.chars().take(60).collect::<String>())
     } else {
         text.to_string()
     };
