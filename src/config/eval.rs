@@ -1056,7 +1056,7 @@ impl<'a> Scope<'a> {
                     )
                     .label("two collections")
                     .help(
-                        "in Terraform a list never equals a tuple (so `var.names == []` is always false); test the length instead: length(x) == 0",
+                        "in Terraform a list never equals a tuple, nor a map an object, even with the same items (`var.names == []` is always false there); test emptiness with length(x) == 0, or compare the items with jsonencode(x) == jsonencode(y)",
                     ),
                 ));
             }
