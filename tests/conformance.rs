@@ -11,7 +11,8 @@
 //! optional `"hcl"` (more top-level blocks), `"files"` (`{name: content}`
 //! written beside the configuration) and `"vars"` (`--var` values). A case
 //! standby knowingly answers differently carries `"differs"` (why) and
-//! `"standby"` (its value) beside Terraform's `"want"`.
+//! `"standby"` (its value) or `"error"` (its refusal) beside Terraform's
+//! `"want"`.
 
 use serde_json::Value as Json;
 use standby::config::{VarInputs, load};
@@ -97,7 +98,15 @@ fn run(dir: &Path, case: &Json) -> Result<Json, String> {
         Err(diags) => Err(diags
             .items
             .iter()
-            .map(|d| format!("{} {}: {} ({})", d.code, d.loc.position(), d.message, d.help.clone().unwrap_or_default()))
+            .map(|d| {
+                format!(
+                    "{} {}: {} ({})",
+                    d.code,
+                    d.loc.position(),
+                    d.message,
+                    d.help.clone().unwrap_or_default()
+                )
+            })
             .collect::<Vec<_>>()
             .join("\n")),
     }

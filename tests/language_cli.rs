@@ -79,10 +79,15 @@ fn for_each_over_an_inventory_with_two_web_entries_is_an_error_naming_both() {
     let out = text(&o);
     assert_eq!(o.status.code(), Some(1), "{out}");
     assert!(
-        out.contains(r#"duplicate object key "web": items [0] and [2] of the `for` both produce it"#),
+        out.contains(
+            r#"duplicate object key "web": items [0] and [2] of the `for` both produce it"#
+        ),
         "{out}"
     );
-    assert!(out.contains("main.hcl:28:"), "points at the key expression: {out}");
+    assert!(
+        out.contains("main.hcl:28:"),
+        "points at the key expression: {out}"
+    );
     // Nothing is planned from a configuration with that error.
     let o = standby(dir.path(), &["plan"]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
@@ -181,7 +186,13 @@ fn a_configuration_saved_with_bom_and_crlf_behaves_like_its_plain_twin() {
     ] {
         let a = standby(&plain, args);
         let b = standby(&win, args);
-        assert_eq!(a.status.code(), b.status.code(), "{args:?}: {}\n---\n{}", text(&a), text(&b));
+        assert_eq!(
+            a.status.code(),
+            b.status.code(),
+            "{args:?}: {}\n---\n{}",
+            text(&a),
+            text(&b)
+        );
         if args.contains(&"plan") && args.contains(&"--json") {
             // Each plan has its own lineage and time; the rest (the
             // configuration hash too) is the same.
@@ -211,7 +222,11 @@ fn a_configuration_saved_with_bom_and_crlf_behaves_like_its_plain_twin() {
     let a = standby(&plain, &["validate", "--json"]);
     let b = standby(&win, &["validate", "--json"]);
     assert_eq!(a.status.code(), Some(1));
-    assert!(text(&a).contains(r#""line": 7"#) && text(&a).contains(r#""column": 10"#), "{}", text(&a));
+    assert!(
+        text(&a).contains(r#""line": 7"#) && text(&a).contains(r#""column": 10"#),
+        "{}",
+        text(&a)
+    );
     assert_eq!(text(&a), text(&b));
 }
 
@@ -221,13 +236,20 @@ fn fmt_keeps_a_files_own_line_ending_and_bom_and_makes_it_consistent() {
     let messy = "site \"dr\" {\r\nprovider=\"local\"\r\n    root = \"sites/dr\"\r\n}\r\n";
     std::fs::write(dir.path().join("crlf.hcl"), format!("\u{feff}{messy}")).unwrap();
     // Mostly CRLF with one stray LF line.
-    std::fs::write(dir.path().join("mixed.hcl"), messy.replacen("\r\n", "\n", 1)).unwrap();
+    std::fs::write(
+        dir.path().join("mixed.hcl"),
+        messy.replacen("\r\n", "\n", 1),
+    )
+    .unwrap();
     std::fs::write(dir.path().join("lf.hcl"), messy.replace("\r\n", "\n")).unwrap();
     let o = standby(dir.path(), &["fmt"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let tidy = "site \"dr\" {\n  provider = \"local\"\n  root     = \"sites/dr\"\n}\n";
     let read = |n: &str| std::fs::read_to_string(dir.path().join(n)).unwrap();
-    assert_eq!(read("crlf.hcl"), format!("\u{feff}{}", tidy.replace('\n', "\r\n")));
+    assert_eq!(
+        read("crlf.hcl"),
+        format!("\u{feff}{}", tidy.replace('\n', "\r\n"))
+    );
     assert_eq!(read("mixed.hcl"), tidy.replace('\n', "\r\n"));
     assert_eq!(read("lf.hcl"), tidy);
     // Formatted files pass --check as they are.
@@ -300,13 +322,22 @@ fn dynamic_blocks_generate_disks_checks_and_groups() {
     };
     let db = attrs(r#"machine.m["db"]"#);
     let names: Vec<&str> = db.iter().map(|(n, _)| n.as_str()).collect();
-    assert!(names.contains(&"disk.system.path") && names.contains(&"disk.data.path"), "{db:?}");
-    assert!(names.contains(&"check.fs.command") && names.contains(&"check.sql.command"), "{db:?}");
+    assert!(
+        names.contains(&"disk.system.path") && names.contains(&"disk.data.path"),
+        "{db:?}"
+    );
+    assert!(
+        names.contains(&"check.fs.command") && names.contains(&"check.sql.command"),
+        "{db:?}"
+    );
     let sql = db.iter().find(|(n, _)| n == "check.sql.command").unwrap();
     assert_eq!(sql.1, serde_json::json!(["sh", "-c", "exit 0", "1"]));
     let web = attrs(r#"machine.m["web"]"#);
     let names: Vec<&str> = web.iter().map(|(n, _)| n.as_str()).collect();
-    assert!(names.contains(&"disk.system.path") && !names.contains(&"disk.data.path"), "{web:?}");
+    assert!(
+        names.contains(&"disk.system.path") && !names.contains(&"disk.data.path"),
+        "{web:?}"
+    );
     assert!(!names.iter().any(|n| n.starts_with("check.")), "{web:?}");
     let shop = attrs("recovery_plan.shop");
     let groups = shop.iter().find(|(n, _)| n == "groups").unwrap();
@@ -323,13 +354,20 @@ fn an_error_inside_a_dynamic_block_points_at_its_content() {
     let d = &j["diagnostics"][0];
     // `path = disk.value.nope` is line 33 of main.hcl (BASE is 18 lines).
     assert_eq!(d["line"], 33, "{j}");
-    assert!(d["message"].as_str().unwrap().contains("cannot index"), "{j}");
+    assert!(
+        d["message"].as_str().unwrap().contains("cannot index"),
+        "{j}"
+    );
     // A dynamic block for a block type the machine does not have.
     let wrong = DYNAMIC.replace("dynamic \"disk\"", "dynamic \"disks\"");
     let dir = config(&wrong);
     let o = standby(dir.path(), &["validate"]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(text(&o).contains("cannot generate `disks` blocks"), "{}", text(&o));
+    assert!(
+        text(&o).contains("cannot generate `disks` blocks"),
+        "{}",
+        text(&o)
+    );
 }
 
 #[test]
@@ -362,11 +400,19 @@ protection "web" {
     let both = counted.replace("count = 2", "count = 2\n  for_each = [\"a\"]");
     let o = standby(config(&both).path(), &["validate"]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(text(&o).contains("sets both `count` and `for_each`"), "{}", text(&o));
+    assert!(
+        text(&o).contains("sets both `count` and `for_each`"),
+        "{}",
+        text(&o)
+    );
     let stray = counted.replace("count   = \"2\"\n", "");
     let o = standby(config(&stray).path(), &["validate"]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(text(&o).contains("only available in a block with `count`"), "{}", text(&o));
+    assert!(
+        text(&o).contains("only available in a block with `count`"),
+        "{}",
+        text(&o)
+    );
 }
 
 #[test]
@@ -390,7 +436,11 @@ protection "db" {
     std::os::unix::fs::symlink(outside.path().join("secret"), dir.path().join("link")).unwrap();
     let o = standby(dir.path(), &["validate"]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    assert!(text(&o).contains("leads outside the configuration directory"), "{}", text(&o));
+    assert!(
+        text(&o).contains("leads outside the configuration directory"),
+        "{}",
+        text(&o)
+    );
     assert!(!text(&o).contains("s3cr3t"));
     // A link that stays inside is fine.
     std::fs::remove_file(dir.path().join("link")).unwrap();
@@ -426,4 +476,216 @@ protection "db" {
     assert!(text(&o).contains("details hidden"), "{}", text(&o));
     assert!(text(&o).contains("key hidden"), "{}", text(&o));
     assert!(!text(&o).contains("hunter2"), "{}", text(&o));
+}
+
+/// The plan's attribute names for one change address.
+fn plan_attr_names(dir: &Path, addr: &str) -> Vec<String> {
+    let o = standby(dir, &["plan", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let plan: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    plan["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["address"] == addr)
+        .unwrap_or_else(|| panic!("no {addr} in {plan}"))["attributes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn dynamic_over_a_set_keys_each_block_by_its_value() {
+    // Terraform: a set element's key is the element, so the checks are
+    // named "a" and "b" (not "0" and "1").
+    let dir = config(
+        r#"
+machine "db" {
+  site = site.onprem
+  disk "data" { path = "db/data.img" }
+  dynamic "check" {
+    for_each = toset(["b", "a"])
+    labels   = [check.key]
+    content { command = ["echo", check.value] }
+  }
+}
+"#,
+    );
+    let names = plan_attr_names(dir.path(), "machine.db");
+    assert!(names.contains(&"check.a.command".to_string()), "{names:?}");
+    assert!(names.contains(&"check.b.command".to_string()), "{names:?}");
+    assert!(!names.iter().any(|n| n.starts_with("check.0")), "{names:?}");
+    // A list still works in a dynamic block (Terraform allows it), keyed by index.
+    let dir = config(
+        r#"
+machine "db" {
+  site = site.onprem
+  disk "data" { path = "db/data.img" }
+  dynamic "check" {
+    for_each = ["b", "a"]
+    labels   = [check.key]
+    content { command = ["echo", check.value] }
+  }
+}
+"#,
+    );
+    let names = plan_attr_names(dir.path(), "machine.db");
+    assert!(names.contains(&"check.0.command".to_string()), "{names:?}");
+    assert!(names.contains(&"check.1.command".to_string()), "{names:?}");
+}
+
+#[test]
+fn for_each_over_a_list_is_refused_as_terraform_does_even_without_duplicates() {
+    for fe in [
+        r#"["a", "a", "b"]"#,
+        r#"["a", "b"]"#,
+        "[for m in local.inventory : m.name]",
+    ] {
+        let dir = config(&format!(
+            r#"
+locals {{
+  inventory = [{{ name = "web" }}, {{ name = "api" }}, {{ name = "web" }}]
+}}
+machine "m" {{
+  for_each = {fe}
+  site     = site.onprem
+  disk "system" {{ path = "${{each.key}}/a.img" }}
+}}
+"#
+        ));
+        let o = standby(dir.path(), &["plan"]);
+        let out = text(&o);
+        assert_eq!(o.status.code(), Some(1), "{fe}: {out}");
+        assert!(out.contains("must be a map, or"), "{fe}: {out}");
+        assert!(out.contains("toset"), "{fe}: {out}");
+    }
+    // The same in a protection block.
+    let dir = config(
+        r#"
+machine "m" {
+  site = site.onprem
+  disk "system" { path = "m/a.img" }
+}
+protection "p" {
+  for_each = ["x"]
+  machine  = machine.m
+  target   = site.dr
+  vault    = vault.main
+  policy   = policy.standard
+}
+"#,
+    );
+    let o = standby(dir.path(), &["validate"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("value of type list"), "{}", text(&o));
+    // toset() is the way: one instance per distinct name.
+    let dir = config(
+        r#"
+machine "m" {
+  for_each = toset(["web", "api", "web"])
+  site     = site.onprem
+  disk "system" { path = "${each.key}/a.img" }
+}
+"#,
+    );
+    let o = standby(dir.path(), &["plan", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let plan: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let addrs: Vec<&str> = plan["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["address"].as_str())
+        .filter(|a| a.starts_with("machine."))
+        .collect();
+    assert_eq!(addrs, [r#"machine.m["api"]"#, r#"machine.m["web"]"#]);
+}
+
+#[test]
+fn a_json_var_file_sets_variables_as_terraform_tfvars_json_does() {
+    let dir = config(
+        r#"
+variable "names" { type = set(string) }
+variable "size" { type = number }
+machine "m" {
+  for_each = var.names
+  site     = site.onprem
+  disk "system" { path = "${each.key}/a.img" }
+  check "size" { command = ["echo", var.size] }
+}
+"#,
+    );
+    std::fs::write(
+        dir.path().join("prod.json"),
+        r#"{"names": ["web", "db", "web"], "size": 3}"#,
+    )
+    .unwrap();
+    let o = standby(dir.path(), &["plan", "--json", "--var-file", "prod.json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let plan: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let addrs: Vec<&str> = plan["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["address"].as_str())
+        .filter(|a| a.starts_with("machine."))
+        .collect();
+    assert_eq!(addrs, [r#"machine.m["db"]"#, r#"machine.m["web"]"#]);
+    // A key twice is an error, as in Terraform's JSON parser.
+    std::fs::write(
+        dir.path().join("dup.json"),
+        r#"{"size": 3, "size": 4, "names": []}"#,
+    )
+    .unwrap();
+    let o = standby(dir.path(), &["validate", "--var-file", "dup.json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains(r#"duplicate "size" property"#),
+        "{}",
+        text(&o)
+    );
+    // A sensitive variable's value never shows, even in a one-line file.
+    let dir = config(
+        r#"
+variable "pw" {
+  type      = number
+  sensitive = true
+}
+"#,
+    );
+    std::fs::write(
+        dir.path().join("s.json"),
+        r#"{"pw": "s3cret-value", "nope": 1}"#,
+    )
+    .unwrap();
+    let o = standby(dir.path(), &["validate", "--var-file", "s.json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("`nope`"), "{}", text(&o));
+    assert!(!text(&o).contains("s3cret"), "{}", text(&o));
+}
+
+#[test]
+fn fmt_on_an_unclosed_block_names_one_position_at_its_brace() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("b.hcl"), "a {\n  b {\n    c = 1\n").unwrap();
+    let o = standby(dir.path(), &["fmt"]);
+    let out = text(&o);
+    assert_ne!(o.status.code(), Some(0), "{out}");
+    assert!(out.contains("b.hcl:2:5: unclosed `{`"), "{out}");
+    assert!(out.contains("[b.hcl:2:5]"), "{out}");
+    // Unchanged, as fmt promises for a file it cannot parse.
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("b.hcl")).unwrap(),
+        "a {\n  b {\n    c = 1\n"
+    );
+    // A quoted string over two lines is refused by validate and fmt alike.
+    std::fs::write(dir.path().join("b.hcl"), "a = \"x\ny\"\n").unwrap();
+    let o = standby(dir.path(), &["fmt"]);
+    assert!(
+        text(&o).contains("Invalid multi-line string"),
+        "{}",
+        text(&o)
+    );
 }

@@ -100,7 +100,10 @@ fn generate(
             diags,
             header,
             "a `dynamic` block needs the type of block it generates".into(),
-            format!("write dynamic \"{}\" {{ ... }}", allowed.first().unwrap_or(&"disk")),
+            format!(
+                "write dynamic \"{}\" {{ ... }}",
+                allowed.first().unwrap_or(&"disk")
+            ),
         );
     };
     let ty = label.as_str();
@@ -127,7 +130,10 @@ fn generate(
         return err(
             diags,
             header,
-            format!("a dynamic block needs exactly one `content` block, found {} blocks", contents.len()),
+            format!(
+                "a dynamic block needs exactly one `content` block, found {} blocks",
+                contents.len()
+            ),
             "put the generated block's attributes in content { ... }".into(),
         );
     };
@@ -135,7 +141,10 @@ fn generate(
         return err(
             diags,
             Loc::new(source, content.ident.span()),
-            format!("unexpected block `{}` in a dynamic block", content.ident.as_str()),
+            format!(
+                "unexpected block `{}` in a dynamic block",
+                content.ident.as_str()
+            ),
             "a dynamic block holds one content { ... } block".into(),
         );
     }
@@ -180,12 +189,17 @@ fn generate(
             .enumerate()
             .map(|(i, v)| (Value::Number(i as f64), v))
             .collect(),
+        // A set element's key is its value, as in Terraform.
+        Value::Set(l) => l.into_iter().map(|v| (v.clone(), v)).collect(),
         Value::Map(m) => m.into_iter().map(|(k, v)| (Value::String(k), v)).collect(),
         other => {
             return err(
                 diags,
                 Loc::new(source, fe.value.span()),
-                format!("the for_each of a dynamic block needs a list or a map, found {}", other.type_name()),
+                format!(
+                    "the for_each of a dynamic block needs a list, set or map, found {}",
+                    other.type_name()
+                ),
                 "one block is generated per item".into(),
             );
         }
@@ -193,7 +207,10 @@ fn generate(
     let start = d.ident.span().map_or(0, |s| s.start);
     let mut res = Vec::new();
     for (k, v) in items {
-        let bind = Value::Map(BTreeMap::from([("key".to_string(), k), ("value".to_string(), v)]));
+        let bind = Value::Map(BTreeMap::from([
+            ("key".to_string(), k),
+            ("value".to_string(), v),
+        ]));
         let mut inner = scope.clone();
         inner.for_vars.push((iterator.clone(), bind.clone()));
         let mut labels = Vec::new();
@@ -214,7 +231,10 @@ fn generate(
                                 return err(
                                     diags,
                                     Loc::new(source, la.value.span()),
-                                    format!("block labels are strings, found {}", other.type_name()),
+                                    format!(
+                                        "block labels are strings, found {}",
+                                        other.type_name()
+                                    ),
                                     format!("labels = [{iterator}.key]"),
                                 );
                             }
@@ -225,7 +245,10 @@ fn generate(
                     return err(
                         diags,
                         Loc::new(source, la.value.span()),
-                        format!("`labels` needs a list of strings, found {}", other.type_name()),
+                        format!(
+                            "`labels` needs a list of strings, found {}",
+                            other.type_name()
+                        ),
                         format!("labels = [{iterator}.key]"),
                     );
                 }
@@ -235,7 +258,12 @@ fn generate(
         // new block's type and labels point at `dynamic "..."` in the source.
         let quoted: Vec<String> = labels
             .iter()
-            .map(|l| serde_json::to_string(l).unwrap_or_default().replace("${", "$${").replace("%{", "%%{"))
+            .map(|l| {
+                serde_json::to_string(l)
+                    .unwrap_or_default()
+                    .replace("${", "$${")
+                    .replace("%{", "%%{")
+            })
             .collect();
         let text = format!("{}{ty} {} {{}}\n", " ".repeat(start), quoted.join(" "));
         let mut b = match hcl_edit::parser::parse_body(&text)

@@ -135,7 +135,7 @@ impl Empty {
     }
 }
 
-const NAMESPACES: [&str; 10] = [
+const NAMESPACES: [&str; 11] = [
     "var",
     "local",
     "each",
@@ -146,6 +146,7 @@ const NAMESPACES: [&str; 10] = [
     "protection",
     "recovery_plan",
     "group",
+    "path",
 ];
 
 impl<'a> Scope<'a> {
@@ -157,7 +158,30 @@ impl<'a> Scope<'a> {
         match e {
             Expression::Null(_) => Ok(Value::Null),
             Expression::Bool(b) => Ok(Value::Bool(**b)),
-            Expression::Number(n) => Ok(Value::Number(n.as_f64().unwrap_or(f64::NAN))),
+            Expression::Number(n) => {
+                let f = n.as_f64().unwrap_or(f64::NAN);
+                // The literal as written: a 64-bit float may not hold it.
+                let text = n
+                    .span()
+                    .and_then(|r| self.source.text.get(r))
+                    .map(str::trim);
+                let checked = match text {
+                    Some(t) if t.parse::<f64>().is_ok_and(|p| p == f) => super::value::exact(t),
+                    _ => match n.as_u64() {
+                        Some(u) if u > (1u64 << 53) && (u as f64) as u64 != u => {
+                            Err(super::value::inexact(&u.to_string(), f))
+                        }
+                        _ => Ok(f),
+                    },
+                };
+                checked.map(Value::Number).map_err(|msg| {
+                    out.err(
+                        Diagnostic::error("standby::number_precision", self.loc(n.span()), msg)
+                            .label("this number")
+                            .help("Terraform keeps it exactly; write a smaller number, or a string if it is an identifier"),
+                    )
+                })
+            }
             Expression::String(s) => Ok(Value::String(nfc(s))),
             Expression::Array(a) => a
                 .iter()
@@ -288,8 +312,14 @@ impl<'a> Scope<'a> {
                 Element::Literal(_) => (false, false),
                 Element::Interpolation(i) => (i.strip.strip_start(), i.strip.strip_end()),
                 Element::Directive(d) => match &**d {
-                    Directive::If(d) => (d.if_expr.strip.strip_start(), d.endif_expr.strip.strip_end()),
-                    Directive::For(d) => (d.for_expr.strip.strip_start(), d.endfor_expr.strip.strip_end()),
+                    Directive::If(d) => (
+                        d.if_expr.strip.strip_start(),
+                        d.endif_expr.strip.strip_end(),
+                    ),
+                    Directive::For(d) => (
+                        d.for_expr.strip.strip_start(),
+                        d.endfor_expr.strip.strip_end(),
+                    ),
                 },
             }
         };
@@ -297,8 +327,16 @@ impl<'a> Scope<'a> {
             match el {
                 Element::Literal(l) => {
                     let mut text: &str = l.value();
-                    let trim_start = if i == 0 { trim_first } else { marks(els[i - 1]).1 };
-                    let trim_end = if i + 1 == els.len() { trim_last } else { marks(els[i + 1]).0 };
+                    let trim_start = if i == 0 {
+                        trim_first
+                    } else {
+                        marks(els[i - 1]).1
+                    };
+                    let trim_end = if i + 1 == els.len() {
+                        trim_last
+                    } else {
+                        marks(els[i + 1]).0
+                    };
                     if trim_start {
                         text = text.trim_start();
                     }
@@ -317,7 +355,12 @@ impl<'a> Scope<'a> {
                         let c = match Type::Bool.convert(c.clone()) {
                             Ok(Value::Bool(b)) => b,
                             _ => {
-                                return Err(self.type_error(&d.if_expr.cond_expr, "a bool", &c, out));
+                                return Err(self.type_error(
+                                    &d.if_expr.cond_expr,
+                                    "a bool",
+                                    &c,
+                                    out,
+                                ));
                             }
                         };
                         let end_strip = d.endif_expr.strip.strip_start();
@@ -326,7 +369,13 @@ impl<'a> Scope<'a> {
                                 Some(e) => e.strip.strip_start(),
                                 None => end_strip,
                             };
-                            self.render(&d.if_expr.template, d.if_expr.strip.strip_end(), last, s, out)?;
+                            self.render(
+                                &d.if_expr.template,
+                                d.if_expr.strip.strip_end(),
+                                last,
+                                s,
+                                out,
+                            )?;
                         } else if let Some(e) = &d.else_expr {
                             self.render(&e.template, e.strip.strip_end(), end_strip, s, out)?;
                         }
@@ -365,9 +414,13 @@ impl<'a> Scope<'a> {
             diags: &mut scratch,
             sensitive: false,
         };
-        self.locals.speculative.set(self.locals.speculative.get() + 1);
+        self.locals
+            .speculative
+            .set(self.locals.speculative.get() + 1);
         let v = self.eval(e, &mut inner);
-        self.locals.speculative.set(self.locals.speculative.get() - 1);
+        self.locals
+            .speculative
+            .set(self.locals.speculative.get() - 1);
         if inner.sensitive {
             out.sensitive = true;
         }
@@ -383,9 +436,13 @@ impl<'a> Scope<'a> {
             diags: &mut scratch,
             sensitive: false,
         };
-        self.locals.speculative.set(self.locals.speculative.get() + 1);
+        self.locals
+            .speculative
+            .set(self.locals.speculative.get() + 1);
         let v = self.eval(e, &mut inner);
-        self.locals.speculative.set(self.locals.speculative.get() - 1);
+        self.locals
+            .speculative
+            .set(self.locals.speculative.get() - 1);
         if inner.sensitive {
             out.sensitive = true;
         }
@@ -400,6 +457,12 @@ impl<'a> Scope<'a> {
                     | "standby::each_outside_for_each"
                     | "standby::cycle"
             ) || (d.code == "standby::unknown_reference" && d.message.starts_with("unknown reference"))
+                // standby's own limits are not failures Terraform would
+                // have: try() must not turn them into its fallback.
+                || matches!(d.code, "standby::number_precision" | "standby::unsupported_comparison" | "standby::unsupported_path")
+                || ["standby represents numbers exactly", "standby's numbers end", "standby would round"]
+                    .iter()
+                    .any(|m| d.message.contains(m))
         };
         if scratch.items.iter().any(is_static) {
             for d in scratch.items.into_iter().filter(is_static) {
@@ -434,6 +497,8 @@ impl<'a> Scope<'a> {
                 .enumerate()
                 .map(|(i, v)| (Value::Number(i as f64), v))
                 .collect()),
+            // A set element's key is the element itself, as in HCL.
+            Value::Set(l) => Ok(l.into_iter().map(|v| (v.clone(), v)).collect()),
             Value::Map(m) => Ok(m.into_iter().map(|(k, v)| (Value::String(k), v)).collect()),
             other => Err(self.type_error(e, "a list or a map", &other, out)),
         }
@@ -461,9 +526,16 @@ impl<'a> Scope<'a> {
         // the chosen one is converted to it (`true ? 1 : "a"` is "1").
         let Some(ty) = super::value::unify(&[&t, &f]) else {
             let detail = if std::mem::discriminant(&t) == std::mem::discriminant(&f) {
-                format!("both are {} but their items or attributes have types that do not fit together", t.type_name())
+                format!(
+                    "both are {} but their items or attributes have types that do not fit together",
+                    t.type_name()
+                )
             } else {
-                format!("the true result is {}, the false result is {}", t.type_name(), f.type_name())
+                format!(
+                    "the true result is {}, the false result is {}",
+                    t.type_name(),
+                    f.type_name()
+                )
             };
             return Err(out.err(
                 Diagnostic::error(
@@ -613,6 +685,29 @@ impl<'a> Scope<'a> {
                 .label("no count here")
                 .help("add `count = N` to this machine or protection block (count.index is then 0 to N-1)"),
             )),
+            // The root module's paths, as Terraform gives them when run in
+            // the configuration directory: file() and templatefile() read
+            // relative to it, so "${path.module}/x" names the same file.
+            "path" => match first {
+                "module" | "root" => self.apply_ops(Value::String(".".into()), rest, out),
+                "cwd" => Err(out.err(
+                    Diagnostic::error(
+                        "standby::unsupported_path",
+                        whole,
+                        "`path.cwd` is not supported: it would make the plan depend on where standby runs",
+                    )
+                    .label("not supported")
+                    .help("use path.module (the configuration directory, \".\") or a relative path"),
+                )),
+                other => Err(self.unknown(
+                    whole,
+                    "path",
+                    other,
+                    ["module", "root"],
+                    "`path` has path.module and path.root",
+                    out,
+                )),
+            },
             "group" => {
                 let Some(groups) = self.groups else {
                     return Err(out.err(
@@ -791,18 +886,17 @@ impl<'a> Scope<'a> {
             Err(_) => None,
         };
         match state {
-            Some(state) => self.locals.state.borrow_mut().insert(name.to_string(), state),
+            Some(state) => self
+                .locals
+                .state
+                .borrow_mut()
+                .insert(name.to_string(), state),
             None => self.locals.state.borrow_mut().remove(name),
         };
         result.map(|v| (v, sensitive))
     }
 
-    fn apply_ops(
-        &self,
-        mut v: Value,
-        ops: &[&TraversalOperator],
-        out: &mut Out,
-    ) -> Eval<Value> {
+    fn apply_ops(&self, mut v: Value, ops: &[&TraversalOperator], out: &mut Out) -> Eval<Value> {
         for (i, op) in ops.iter().enumerate() {
             v = match op {
                 TraversalOperator::GetAttr(id) => {
@@ -820,7 +914,7 @@ impl<'a> Scope<'a> {
                     // one-item list (HCL). `[*]` applies every later step to
                     // each item; `.*` only the attribute steps right after it.
                     let items = match v {
-                        Value::List(l) => l,
+                        Value::List(l) | Value::Set(l) => l,
                         Value::Null => Vec::new(),
                         other => vec![other],
                     };
@@ -830,7 +924,11 @@ impl<'a> Scope<'a> {
                         _ => rest
                             .iter()
                             .take_while(|o| {
-                                matches!(o, TraversalOperator::GetAttr(_) | TraversalOperator::LegacyIndex(_))
+                                matches!(
+                                    o,
+                                    TraversalOperator::GetAttr(_)
+                                        | TraversalOperator::LegacyIndex(_)
+                                )
                             })
                             .count(),
                     };
@@ -848,10 +946,12 @@ impl<'a> Scope<'a> {
     fn index(&self, v: Value, k: Value, span: Option<Range<usize>>, out: &mut Out) -> Eval<Value> {
         // HCL converts a string index of a list ("1") to a number.
         let k = match (&v, k) {
-            (Value::List(_), Value::String(s)) => match Type::Number.convert(Value::String(s.clone())) {
-                Ok(n) => n,
-                Err(_) => Value::String(s),
-            },
+            (Value::List(_), Value::String(s)) => {
+                match Type::Number.convert(Value::String(s.clone())) {
+                    Ok(n) => n,
+                    Err(_) => Value::String(s),
+                }
+            }
             (_, k) => k,
         };
         match (&v, &k) {
@@ -895,6 +995,11 @@ impl<'a> Scope<'a> {
                     }
                 }
             }
+            (Value::Set(_), _) => Err(out.err(
+                Diagnostic::error("standby::wrong_type", self.loc(span), "cannot index a set")
+                    .label("a set")
+                    .help("elements of a set are identified only by their value; use tolist(...) to index them, or a for expression"),
+            )),
             (Value::List(l), Value::Number(n)) => {
                 let i = *n as usize;
                 if n.fract() == 0.0 && *n >= 0.0 && i < l.len() {
@@ -931,6 +1036,31 @@ impl<'a> Scope<'a> {
         let op = *b.operator.value();
         let l = self.eval(&b.lhs_expr, out)?;
         let r = self.eval(&b.rhs_expr, out)?;
+        if matches!(op, B::Eq | B::NotEq) {
+            // Terraform's == is false between a list and a tuple (or a map
+            // and an object) even with the same items: `var.names == []` is
+            // always false there. standby does not tell those kinds apart,
+            // so it compares two collections only when both are written
+            // here as constructors (tuples/objects on both sides).
+            let coll = |v: &Value| matches!(v, Value::List(_) | Value::Map(_));
+            let same_kind = matches!(
+                (&l, &r),
+                (Value::List(_), Value::List(_)) | (Value::Map(_), Value::Map(_))
+            );
+            if coll(&l) && same_kind && !(constructor(&b.lhs_expr) && constructor(&b.rhs_expr)) {
+                return Err(out.err(
+                    Diagnostic::error(
+                        "standby::unsupported_comparison",
+                        self.loc(b.span()),
+                        "comparing collections with == or != is not supported here",
+                    )
+                    .label("two collections")
+                    .help(
+                        "in Terraform a list never equals a tuple, nor a map an object, even with the same items (`var.names == []` is always false there); test emptiness with length(x) == 0, or compare the items with jsonencode(x) == jsonencode(y)",
+                    ),
+                ));
+            }
+        }
         match op {
             B::Eq => return Ok(Value::Bool(l == r)),
             B::NotEq => return Ok(Value::Bool(l != r)),
@@ -965,24 +1095,37 @@ impl<'a> Scope<'a> {
                     "division by zero",
                 )
                 .label("this is zero")
-                .help("Terraform gives an infinity here (or an error for 0/0); standby refuses both"),
+                .help(
+                    "Terraform gives an infinity here (or an error for 0/0); standby refuses both",
+                ),
             ));
         }
-        let dec = |c: char, f: f64| super::value::decimal(x, c, y).unwrap_or(f);
+        let dec = |c: char| super::value::decimal(x, c, y);
         let n = match op {
-            B::Plus => dec('+', x + y),
-            B::Minus => dec('-', x - y),
-            B::Mul => dec('*', x * y),
-            B::Div => x / y,
+            B::Plus => dec('+'),
+            B::Minus => dec('-'),
+            B::Mul => dec('*'),
+            B::Div if (x / y).is_finite() => Ok(x / y),
+            B::Div => Err(super::value::inexact(
+                &format!("{} / {}", format_number(x), format_number(y)),
+                x / y,
+            )),
             // cty: the remainder takes the sign of the dividend, like Go's.
-            B::Mod => dec('%', x % y),
+            B::Mod => dec('%'),
             B::Less => return Ok(Value::Bool(x < y)),
             B::LessEq => return Ok(Value::Bool(x <= y)),
             B::Greater => return Ok(Value::Bool(x > y)),
             B::GreaterEq => return Ok(Value::Bool(x >= y)),
             B::Eq | B::NotEq | B::And | B::Or => return Ok(Value::Null),
         };
-        Ok(Value::Number(n))
+        match n {
+            Ok(n) => Ok(Value::Number(n)),
+            Err(msg) => Err(out.err(
+                Diagnostic::error("standby::number_precision", self.loc(b.span()), msg)
+                    .label("this result")
+                    .help("Terraform computes with arbitrary precision here; keep the numbers within 2^53 (or use strings for identifiers)"),
+            )),
+        }
     }
 
     fn for_expr(&self, f: &hcl_edit::expr::ForExpr, out: &mut Out) -> Eval<Value> {
@@ -1101,7 +1244,10 @@ impl<'a> Scope<'a> {
             }
             "can" => {
                 let [e] = exprs.as_slice() else {
-                    return Err(bad(out, format!("can() takes 1 argument, got {}", exprs.len())));
+                    return Err(bad(
+                        out,
+                        format!("can() takes 1 argument, got {}", exprs.len()),
+                    ));
                 };
                 return Ok(Value::Bool(self.attempt(e, out)?.is_some()));
             }
@@ -1114,7 +1260,7 @@ impl<'a> Scope<'a> {
         if f.args.expand_final() {
             // f(a, list...): the last argument's items become arguments.
             match args.pop() {
-                Some(Value::List(l)) => args.extend(l),
+                Some(Value::List(l) | Value::Set(l)) => args.extend(l),
                 Some(other) => {
                     let e = exprs.last().copied();
                     return Err(out.err(
@@ -1156,7 +1302,9 @@ impl<'a> Scope<'a> {
             // The message may quote an argument: not one from a sensitive variable.
             Err(FnError::Bad(_)) if out.sensitive => Err(bad(
                 out,
-                format!("{name}() failed; details hidden because an argument comes from a sensitive variable"),
+                format!(
+                    "{name}() failed; details hidden because an argument comes from a sensitive variable"
+                ),
             )),
             Err(FnError::Bad(msg)) => Err(bad(out, msg)),
             Err(FnError::Unsupported) => Err(out.err(
@@ -1199,15 +1347,29 @@ impl<'a> Scope<'a> {
 
     /// `templatefile(PATH, VARS)`: the file is a template that sees only
     /// VARS (as in Terraform); its errors point into the file itself.
-    fn templatefile(&self, args: &[Value], dir: &std::path::Path, out: &mut Out) -> Result<Value, String> {
+    fn templatefile(
+        &self,
+        args: &[Value],
+        dir: &std::path::Path,
+        out: &mut Out,
+    ) -> Result<Value, String> {
         let [path, vars] = args else {
-            return Err(format!("templatefile() takes 2 arguments, got {}", args.len()));
+            return Err(format!(
+                "templatefile() takes 2 arguments, got {}",
+                args.len()
+            ));
         };
         let Value::String(path) = path else {
-            return Err(format!("the path must be a string, found {}", path.type_name()));
+            return Err(format!(
+                "the path must be a string, found {}",
+                path.type_name()
+            ));
         };
         let Value::Map(vars) = vars else {
-            return Err(format!("the variables must be a map, found {}", vars.type_name()));
+            return Err(format!(
+                "the variables must be a map, found {}",
+                vars.type_name()
+            ));
         };
         if TEMPLATE_DEPTH.get() > 0 {
             // As in Terraform: a template calling templatefile could recurse forever.
@@ -1299,5 +1461,15 @@ fn dedent_directives(t: &mut Template, n: usize) {
         if let Element::Directive(d) = el {
             nested(d, n);
         }
+    }
+}
+
+/// A tuple or object written in place (`[...]`, `{...}`, a `for`), whose
+/// type is a tuple or object as in Terraform.
+fn constructor(e: &Expression) -> bool {
+    match e {
+        Expression::Array(_) | Expression::Object(_) | Expression::ForExpr(_) => true,
+        Expression::Parenthesis(p) => constructor(p.inner()),
+        _ => false,
     }
 }

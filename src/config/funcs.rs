@@ -22,28 +22,127 @@ fn bad<T>(msg: impl Into<String>) -> Result<T, FnError> {
 
 /// Functions standby implements (for messages and docs/LANGUAGE.md).
 pub const SUPPORTED: &[&str] = &[
-    "abs", "alltrue", "anytrue", "can", "ceil", "chomp", "chunklist", "coalesce", "coalescelist",
-    "compact", "concat", "contains", "distinct", "element", "endswith", "file", "flatten",
-    "floor", "format", "formatlist", "indent", "index", "join", "jsondecode", "jsonencode",
-    "keys", "length", "lookup", "lower", "max", "merge", "min", "one", "range", "regex",
-    "regexall", "replace", "reverse", "setintersection", "setsubtract", "setunion", "slice",
-    "sort", "split", "startswith", "strcontains", "strrev", "substr", "sum", "templatefile",
-    "tobool", "tolist", "tomap", "tonumber", "toset", "tostring", "trim", "trimprefix",
-    "trimspace", "trimsuffix", "try", "upper", "values", "zipmap",
+    "abs",
+    "alltrue",
+    "anytrue",
+    "can",
+    "ceil",
+    "chomp",
+    "chunklist",
+    "coalesce",
+    "coalescelist",
+    "compact",
+    "concat",
+    "contains",
+    "distinct",
+    "element",
+    "endswith",
+    "file",
+    "flatten",
+    "floor",
+    "format",
+    "formatlist",
+    "indent",
+    "index",
+    "join",
+    "jsondecode",
+    "jsonencode",
+    "keys",
+    "length",
+    "lookup",
+    "lower",
+    "max",
+    "merge",
+    "min",
+    "one",
+    "range",
+    "regex",
+    "regexall",
+    "replace",
+    "reverse",
+    "setintersection",
+    "setsubtract",
+    "setunion",
+    "slice",
+    "sort",
+    "split",
+    "startswith",
+    "strcontains",
+    "strrev",
+    "substr",
+    "sum",
+    "templatefile",
+    "tobool",
+    "tolist",
+    "tomap",
+    "tonumber",
+    "toset",
+    "tostring",
+    "trim",
+    "trimprefix",
+    "trimspace",
+    "trimsuffix",
+    "try",
+    "upper",
+    "values",
+    "zipmap",
 ];
 
 /// Terraform functions standby refuses by name with "not supported".
 const TERRAFORM_ONLY: &[&str] = &[
-    "abspath", "base64decode", "base64encode", "base64gzip", "base64sha256", "base64sha512",
-    "basename", "bcrypt", "cidrhost", "cidrnetmask", "cidrsubnet", "cidrsubnets", "csvdecode",
-    "dirname", "filebase64", "filebase64sha256", "filebase64sha512", "fileexists", "filemd5",
-    "fileset", "filesha1", "filesha256", "filesha512", "formatdate", "log", "matchkeys", "md5",
-    "nonsensitive", "parseint", "pathexpand", "plantimestamp", "pow", "rsadecrypt", "sensitive",
-    "setproduct", "sha1", "sha256", "sha512", "signum", "textdecodebase64", "textencodebase64",
-    "timeadd", "timecmp", "timestamp", "title", "transpose", "type", "urlencode", "uuid",
-    "uuidv5", "yamldecode", "yamlencode",
+    "abspath",
+    "base64decode",
+    "base64encode",
+    "base64gzip",
+    "base64sha256",
+    "base64sha512",
+    "basename",
+    "bcrypt",
+    "cidrhost",
+    "cidrnetmask",
+    "cidrsubnet",
+    "cidrsubnets",
+    "csvdecode",
+    "dirname",
+    "filebase64",
+    "filebase64sha256",
+    "filebase64sha512",
+    "fileexists",
+    "filemd5",
+    "fileset",
+    "filesha1",
+    "filesha256",
+    "filesha512",
+    "formatdate",
+    "log",
+    "matchkeys",
+    "md5",
+    "nonsensitive",
+    "parseint",
+    "pathexpand",
+    "plantimestamp",
+    "pow",
+    "rsadecrypt",
+    "sensitive",
+    "setproduct",
+    "sha1",
+    "sha256",
+    "sha512",
+    "signum",
+    "textdecodebase64",
+    "textencodebase64",
+    "timeadd",
+    "timecmp",
+    "timestamp",
+    "title",
+    "transpose",
+    "type",
+    "urlencode",
+    "uuid",
+    "uuidv5",
+    "yamldecode",
+    "yamlencode",
 ];
-
 
 fn num(v: &Value, what: &str) -> Result<f64, FnError> {
     match Type::Number.convert(v.clone()) {
@@ -61,7 +160,7 @@ fn string(v: &Value, what: &str) -> Result<String, FnError> {
 
 fn list<'v>(v: &'v Value, what: &str) -> Result<&'v Vec<Value>, FnError> {
     match v {
-        Value::List(l) => Ok(l),
+        Value::List(l) | Value::Set(l) => Ok(l),
         _ => bad(format!("{what} must be a list, found {}", v.type_name())),
     }
 }
@@ -139,17 +238,24 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
             let mut best = num(&a[0], "each argument")?;
             for v in &a[1..] {
                 let n = num(v, "each argument")?;
-                best = if name == "min" { best.min(n) } else { best.max(n) };
+                best = if name == "min" {
+                    best.min(n)
+                } else {
+                    best.max(n)
+                };
             }
             Ok(Value::Number(best))
         }
         "length" => {
             arity(name, a, 1, 1)?;
             match &a[0] {
-                Value::List(l) => Ok(Value::Number(l.len() as f64)),
+                Value::List(l) | Value::Set(l) => Ok(Value::Number(l.len() as f64)),
                 Value::Map(m) => Ok(Value::Number(m.len() as f64)),
                 Value::String(s) => Ok(Value::Number(graphemes(s) as f64)),
-                v => bad(format!("length() takes a string, list or map, found {}", v.type_name())),
+                v => bad(format!(
+                    "length() takes a string, list or map, found {}",
+                    v.type_name()
+                )),
             }
         }
         "lower" | "upper" | "trimspace" | "chomp" => {
@@ -166,7 +272,9 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
             arity(name, a, 2, 2)?;
             let s = string(&a[0], "the string")?;
             let cut = string(&a[1], "the characters to cut")?;
-            Ok(Value::String(s.trim_matches(|c| cut.contains(c)).to_string()))
+            Ok(Value::String(
+                s.trim_matches(|c| cut.contains(c)).to_string(),
+            ))
         }
         "trimprefix" | "trimsuffix" | "startswith" | "endswith" => {
             arity(name, a, 2, 2)?;
@@ -196,7 +304,11 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
                 return Ok(Value::String(String::new()));
             }
             let off = off.min(len);
-            let end = if n <= 0 { len } else { off.saturating_add(n).min(len) };
+            let end = if n <= 0 {
+                len
+            } else {
+                off.saturating_add(n).min(len)
+            };
             Ok(Value::String(chars[off as usize..end as usize].concat()))
         }
         "split" => {
@@ -204,9 +316,15 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
             let sep = string(&a[0], "the separator")?;
             let s = string(&a[1], "the string")?;
             if sep.is_empty() {
-                return Ok(Value::List(s.chars().map(|c| Value::String(c.to_string())).collect()));
+                return Ok(Value::List(
+                    s.chars().map(|c| Value::String(c.to_string())).collect(),
+                ));
             }
-            Ok(Value::List(s.split(sep.as_str()).map(|p| Value::String(p.to_string())).collect()))
+            Ok(Value::List(
+                s.split(sep.as_str())
+                    .map(|p| Value::String(p.to_string()))
+                    .collect(),
+            ))
         }
         "join" => {
             arity(name, a, 2, usize::MAX)?;
@@ -229,7 +347,9 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
             let with = string(&a[2], "the replacement")?;
             if find.len() > 1 && find.starts_with('/') && find.ends_with('/') {
                 let re = regex(&find[1..find.len() - 1])?;
-                return Ok(Value::String(re.replace_all(&s, with.as_str()).into_owned()));
+                return Ok(Value::String(
+                    re.replace_all(&s, with.as_str()).into_owned(),
+                ));
             }
             Ok(Value::String(s.replace(&find, &with)))
         }
@@ -247,9 +367,7 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
                         names
                             .iter()
                             .enumerate()
-                            .filter_map(|(i, n)| {
-                                n.map(|n| (n.to_string(), group(&caps, i + 1)))
-                            })
+                            .filter_map(|(i, n)| n.map(|n| (n.to_string(), group(&caps, i + 1))))
                             .collect(),
                     );
                 }
@@ -296,9 +414,19 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
         }
         "range" => {
             arity(name, a, 1, 3)?;
-            let ns: Vec<f64> = a.iter().map(|v| num(v, "each argument")).collect::<Result<_, _>>()?;
-            let (start, limit) = if ns.len() == 1 { (0.0, ns[0]) } else { (ns[0], ns[1]) };
-            let step = ns.get(2).copied().unwrap_or(if limit < start { -1.0 } else { 1.0 });
+            let ns: Vec<f64> = a
+                .iter()
+                .map(|v| num(v, "each argument"))
+                .collect::<Result<_, _>>()?;
+            let (start, limit) = if ns.len() == 1 {
+                (0.0, ns[0])
+            } else {
+                (ns[0], ns[1])
+            };
+            let step = ns
+                .get(2)
+                .copied()
+                .unwrap_or(if limit < start { -1.0 } else { 1.0 });
             if step == 0.0 {
                 return bad("range(): the step must not be zero");
             }
@@ -312,7 +440,9 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
             let mut i = start;
             while (step > 0.0 && i < limit) || (step < 0.0 && i > limit) {
                 v.push(Value::Number(i));
-                i += step;
+                // In decimal, so range(0, 1, 0.1) has 0.3, not 0.30000000000000004.
+                i = super::value::decimal(i, '+', step)
+                    .map_err(|e| FnError::Bad(format!("range(): {e}")))?;
             }
             Ok(Value::List(v))
         }
@@ -332,7 +462,9 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
             match (m.get(&k), a.get(2)) {
                 (Some(v), _) => Ok(v.clone()),
                 (None, Some(d)) => Ok(d.clone()),
-                (None, None) => bad(format!("lookup(): the map has no key {k:?} and no default was given")),
+                (None, None) => bad(format!(
+                    "lookup(): the map has no key {k:?} and no default was given"
+                )),
             }
         }
         "merge" => {
@@ -371,7 +503,7 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
             fn flat(l: &[Value], into: &mut Vec<Value>) {
                 for v in l {
                     match v {
-                        Value::List(inner) => flat(inner, into),
+                        Value::List(inner) | Value::Set(inner) => flat(inner, into),
                         v => into.push(v.clone()),
                     }
                 }
@@ -402,12 +534,14 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
         }
         "contains" => {
             arity(name, a, 2, 2)?;
-            Ok(Value::Bool(list(&a[0], "the first argument")?.contains(&a[1])))
+            Ok(Value::Bool(
+                list(&a[0], "the first argument")?.contains(&a[1]),
+            ))
         }
         "distinct" => {
             arity(name, a, 1, 1)?;
             let mut seen: Vec<Value> = Vec::new();
-            for v in list(&a[0], "the argument")? {
+            for v in &unified(name, list(&a[0], "the argument")?.clone())? {
                 if !seen.contains(v) {
                     seen.push(v.clone());
                 }
@@ -416,13 +550,21 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
         }
         "compact" => {
             arity(name, a, 1, 1)?;
-            Ok(Value::List(
-                list(&a[0], "the argument")?
-                    .iter()
-                    .filter(|v| !matches!(v, Value::Null) && **v != Value::String(String::new()))
-                    .cloned()
-                    .collect(),
-            ))
+            // compact takes a list of strings: other items convert first.
+            let mut res = Vec::new();
+            for v in list(&a[0], "the argument")? {
+                match Type::String.convert(v.clone()) {
+                    Ok(Value::String(s)) if s.is_empty() => {}
+                    Ok(Value::Null) => {}
+                    Ok(s) => res.push(s),
+                    Err(found) => {
+                        return bad(format!(
+                            "compact() takes a list of strings, found {found} in it"
+                        ));
+                    }
+                }
+            }
+            Ok(Value::List(res))
         }
         "reverse" => {
             arity(name, a, 1, 1)?;
@@ -435,7 +577,12 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
             let l = list(&a[0], "the first argument")?;
             let (s, e) = (num(&a[1], "the start")?, num(&a[2], "the end")?);
             if s < 0.0 || e > l.len() as f64 || s > e {
-                return bad(format!("slice(): indexes {}..{} do not fit a list of {}", format_number(s), format_number(e), l.len()));
+                return bad(format!(
+                    "slice(): indexes {}..{} do not fit a list of {}",
+                    format_number(s),
+                    format_number(e),
+                    l.len()
+                ));
             }
             Ok(Value::List(l[s as usize..e as usize].to_vec()))
         }
@@ -459,7 +606,11 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
                             !matches!(o, Value::Null)
                                 && std::mem::discriminant(o) != std::mem::discriminant(v)
                         });
-                        return Ok(if mixed { Type::String.convert(v.clone()).unwrap_or(v.clone()) } else { v.clone() });
+                        return Ok(if mixed {
+                            Type::String.convert(v.clone()).unwrap_or(v.clone())
+                        } else {
+                            v.clone()
+                        });
                     }
                 }
             }
@@ -480,18 +631,23 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
                 "tonumber" => Type::Number,
                 _ => Type::Bool,
             };
-            ty.convert(a[0].clone()).or_else(|found| {
-                bad(format!("{name}(): cannot convert {found} to {}", ty))
-            })
+            ty.convert(a[0].clone())
+                .or_else(|found| bad(format!("{name}(): cannot convert {found} to {}", ty)))
         }
         "tolist" | "toset" => {
             arity(name, a, 1, 1)?;
-            let l = list(&a[0], "the argument")?.clone();
-            Ok(Value::List(if name == "toset" { set_of(l) } else { l }))
+            let l = unified(name, list(&a[0], "the argument")?.clone())?;
+            Ok(if name == "toset" {
+                Value::Set(set_of(l))
+            } else {
+                Value::List(l)
+            })
         }
         "tomap" => {
             arity(name, a, 1, 1)?;
-            Ok(Value::Map(map(&a[0], "the argument")?.clone()))
+            let m = map(&a[0], "the argument")?;
+            let vals = unified(name, m.values().cloned().collect())?;
+            Ok(Value::Map(m.keys().cloned().zip(vals).collect()))
         }
         "jsonencode" => {
             arity(name, a, 1, 1)?;
@@ -500,10 +656,7 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
         "jsondecode" => {
             arity(name, a, 1, 1)?;
             let s = string(&a[0], "the argument")?;
-            match serde_json::from_str::<serde_json::Value>(&s) {
-                Ok(j) => Ok(from_json(j)),
-                Err(e) => bad(format!("jsondecode(): not valid JSON: {e}")),
-            }
+            json_decode(&s).map_err(|e| FnError::Bad(format!("jsondecode(): {e}")))
         }
         "file" => {
             arity(name, a, 1, 1)?;
@@ -520,7 +673,12 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
                     Ok(Value::Bool(b)) => bools.push(b),
                     // go-cty: a null item is not true.
                     Ok(Value::Null) => bools.push(false),
-                    _ => return bad(format!("{name}() takes a list of bools, found {}", v.type_name())),
+                    _ => {
+                        return bad(format!(
+                            "{name}() takes a list of bools, found {}",
+                            v.type_name()
+                        ));
+                    }
                 }
             }
             Ok(Value::Bool(if name == "alltrue" {
@@ -541,7 +699,8 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
                     return bad("sum(): the list holds null");
                 }
                 let n = num(v, "each item")?;
-                total = super::value::decimal(total, '+', n).unwrap_or(total + n);
+                total = super::value::decimal(total, '+', n)
+                    .map_err(|e| FnError::Bad(format!("sum(): {e}")))?;
             }
             Ok(Value::Number(total))
         }
@@ -550,7 +709,10 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
             match list(&a[0], "the argument")?.as_slice() {
                 [] => Ok(Value::Null),
                 [v] => Ok(v.clone()),
-                l => bad(format!("one(): the list has {} items; it must have zero or one", l.len())),
+                l => bad(format!(
+                    "one(): the list has {} items; it must have zero or one",
+                    l.len()
+                )),
             }
         }
         "strcontains" => {
@@ -562,7 +724,8 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
         "strrev" => {
             arity(name, a, 1, 1)?;
             let s = string(&a[0], "the argument")?;
-            let mut g: Vec<&str> = unicode_segmentation::UnicodeSegmentation::graphemes(s.as_str(), true).collect();
+            let mut g: Vec<&str> =
+                unicode_segmentation::UnicodeSegmentation::graphemes(s.as_str(), true).collect();
             g.reverse();
             Ok(Value::String(g.concat()))
         }
@@ -586,10 +749,19 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
             if n == 0.0 {
                 return Ok(Value::List(vec![Value::List(l.clone())]));
             }
-            Ok(Value::List(l.chunks(n as usize).map(|c| Value::List(c.to_vec())).collect()))
+            Ok(Value::List(
+                l.chunks(n as usize)
+                    .map(|c| Value::List(c.to_vec()))
+                    .collect(),
+            ))
         }
         "setunion" | "setintersection" | "setsubtract" => {
-            arity(name, a, if name == "setsubtract" { 2 } else { 1 }, if name == "setsubtract" { 2 } else { usize::MAX })?;
+            arity(
+                name,
+                a,
+                if name == "setsubtract" { 2 } else { 1 },
+                if name == "setsubtract" { 2 } else { usize::MAX },
+            )?;
             let sets: Vec<Vec<Value>> = a
                 .iter()
                 .map(|v| list(v, "each argument").map(|l| set_of(l.clone())))
@@ -602,11 +774,28 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
                     _ => out.retain(|v| !s.contains(v)),
                 }
             }
-            Ok(Value::List(set_of(out)))
+            Ok(Value::Set(set_of(out)))
         }
         _ if TERRAFORM_ONLY.contains(&name) => Err(FnError::Unsupported),
         _ => Err(FnError::Unknown),
     }
+}
+
+/// Items converted to the one type go-cty unifies them to, as its
+/// collection conversions (`tolist`, `toset`, `tomap`, `distinct`) do:
+/// `[1, "x"]` becomes `["1", "x"]`.
+fn unified(name: &str, items: Vec<Value>) -> Result<Vec<Value>, FnError> {
+    let refs: Vec<&Value> = items.iter().collect();
+    let Some(ty) = super::value::unify(&refs) else {
+        return bad(format!(
+            "{name}(): cannot convert the items to one type (a collection holds items of a single type)"
+        ));
+    };
+    items
+        .into_iter()
+        .map(|v| ty.convert(v))
+        .collect::<Result<_, _>>()
+        .or_else(|found| bad(format!("{name}(): cannot convert {found} to {ty}")))
 }
 
 fn group(caps: &regex::Captures, i: usize) -> Value {
@@ -624,7 +813,11 @@ fn regex(p: &str) -> Result<regex::Regex, FnError> {
 /// leave it (absolute, or through `..`) are refused, so a configuration
 /// cannot read the machine's other files into a plan.
 pub fn read_config_file(dir: &Path, p: &str) -> Result<String, String> {
-    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
     let rel = Path::new(p);
     let mut norm = PathBuf::new();
     for c in rel.components() {
@@ -642,7 +835,10 @@ pub fn read_config_file(dir: &Path, p: &str) -> Result<String, String> {
     let full = dir.join(&norm);
     // A symlink inside may still point outside.
     let (Ok(real), Ok(root)) = (full.canonicalize(), dir.canonicalize()) else {
-        return Err(format!("cannot read {p:?}: no such file in {}", super::display_path(dir)));
+        return Err(format!(
+            "cannot read {p:?}: no such file in {}",
+            super::display_path(dir)
+        ));
     };
     if !real.starts_with(&root) {
         return Err(format!(
@@ -659,26 +855,158 @@ pub fn read_config_file(dir: &Path, p: &str) -> Result<String, String> {
 }
 
 /// JSON as Terraform's jsonencode writes it: compact, keys sorted, `<`,
-/// `>` and `&` escaped as Go's encoder does.
+/// `>` and `&` escaped as Go's encoder does, numbers written out in full
+/// without an exponent (`100000000000000000000`, `0.000001`).
 pub fn json_encode(v: &Value) -> String {
-    let s = serde_json::to_string(&v.to_json()).unwrap_or_default();
-    s.replace('<', "\\u003c")
+    let mut out = String::new();
+    json_write(v, &mut out);
+    out
+}
+
+fn json_write(v: &Value, out: &mut String) {
+    match v {
+        Value::Null => out.push_str("null"),
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Number(n) => out.push_str(&format_number(*n)),
+        Value::String(s) => out.push_str(&json_string(s)),
+        Value::Ref(r) => out.push_str(&json_string(&r.to_string())),
+        Value::List(l) | Value::Set(l) => {
+            out.push('[');
+            for (i, x) in l.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                json_write(x, out);
+            }
+            out.push(']');
+        }
+        Value::Map(m) => {
+            out.push('{');
+            for (i, (k, x)) in m.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&json_string(k));
+                out.push(':');
+                json_write(x, out);
+            }
+            out.push('}');
+        }
+    }
+}
+
+fn json_string(s: &str) -> String {
+    serde_json::to_string(s)
+        .unwrap_or_default()
+        .replace('<', "\\u003c")
         .replace('>', "\\u003e")
         .replace('&', "\\u0026")
         .replace('\u{2028}', "\\u2028")
         .replace('\u{2029}', "\\u2029")
 }
 
-fn from_json(j: serde_json::Value) -> Value {
-    match j {
-        serde_json::Value::Null => Value::Null,
-        serde_json::Value::Bool(b) => Value::Bool(b),
-        serde_json::Value::Number(n) => Value::Number(n.as_f64().unwrap_or(f64::NAN)),
-        serde_json::Value::String(s) => Value::String(super::value::nfc(&s)),
-        serde_json::Value::Array(a) => Value::List(a.into_iter().map(from_json).collect()),
-        serde_json::Value::Object(o) => {
-            Value::Map(o.into_iter().map(|(k, v)| (k, from_json(v))).collect())
+/// Parse JSON as go-cty's jsondecode does: an object with a key twice is
+/// an error (`duplicate "a" property in JSON object`), and so is a number
+/// a 64-bit float would round (go-cty keeps it exactly).
+pub fn json_decode(s: &str) -> Result<Value, String> {
+    use serde::de::Deserializer;
+    let mut de = serde_json::Deserializer::from_str(s);
+    let parsed = de
+        .deserialize_any(JsonVisitor)
+        .and_then(|v| de.end().map(|()| v));
+    match parsed {
+        Ok(v) => json_numbers(s).map(|()| v),
+        // serde_json's "number out of range" (1e400): name the number.
+        Err(e) if e.to_string().contains("number out of range") => Err(json_numbers(s)
+            .err()
+            .unwrap_or_else(|| format!("not valid JSON: {e}"))),
+        Err(e) => Err(format!("not valid JSON: {e}")),
+    }
+}
+
+/// Every number token of JSON text `s` as written (outside strings), each
+/// checked to be one a 64-bit float holds exactly.
+fn json_numbers(s: &str) -> Result<(), String> {
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'"' => {
+                i += 1;
+                while i < b.len() && b[i] != b'"' {
+                    i += if b[i] == b'\\' { 2 } else { 1 };
+                }
+                i += 1;
+            }
+            c if c == b'-' || c.is_ascii_digit() => {
+                let start = i;
+                while i < b.len()
+                    && (b[i].is_ascii_digit() || matches!(b[i], b'-' | b'+' | b'.' | b'e' | b'E'))
+                {
+                    i += 1;
+                }
+                super::value::exact(&s[start..i])?;
+            }
+            _ => i += 1,
         }
+    }
+    Ok(())
+}
+
+struct JsonVisitor;
+
+impl<'de> serde::de::Visitor<'de> for JsonVisitor {
+    type Value = Value;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, b: bool) -> Result<Value, E> {
+        Ok(Value::Bool(b))
+    }
+    fn visit_i64<E>(self, n: i64) -> Result<Value, E> {
+        Ok(Value::Number(n as f64))
+    }
+    fn visit_u64<E>(self, n: u64) -> Result<Value, E> {
+        Ok(Value::Number(n as f64))
+    }
+    fn visit_f64<E>(self, n: f64) -> Result<Value, E> {
+        Ok(Value::Number(n))
+    }
+    fn visit_str<E>(self, s: &str) -> Result<Value, E> {
+        Ok(Value::String(super::value::nfc(s)))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut l = Vec::new();
+        while let Some(v) = seq.next_element_seed(JsonSeed)? {
+            l.push(v);
+        }
+        Ok(Value::List(l))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut m = BTreeMap::new();
+        while let Some(k) = map.next_key::<String>()? {
+            let k = super::value::nfc(&k);
+            let v = map.next_value_seed(JsonSeed)?;
+            if m.contains_key(&k) {
+                return Err(serde::de::Error::custom(format!(
+                    "duplicate {k:?} property in JSON object"
+                )));
+            }
+            m.insert(k, v);
+        }
+        Ok(Value::Map(m))
+    }
+}
+
+struct JsonSeed;
+
+impl<'de> serde::de::DeserializeSeed<'de> for JsonSeed {
+    type Value = Value;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(JsonVisitor)
     }
 }
 
@@ -698,7 +1026,8 @@ pub fn format(fmt: &str, args: &[Value]) -> Result<String, String> {
             out.push(c);
             continue;
         }
-        let (mut minus, mut plus, mut space, mut zero, mut sharp) = (false, false, false, false, false);
+        let (mut minus, mut plus, mut space, mut zero, mut sharp) =
+            (false, false, false, false, false);
         while i < chars.len() {
             match chars[i] {
                 '-' => minus = true,
@@ -715,7 +1044,13 @@ pub fn format(fmt: &str, args: &[Value]) -> Result<String, String> {
             while *i < chars.len() && chars[*i].is_ascii_digit() {
                 *i += 1;
             }
-            (start != *i).then(|| chars[start..*i].iter().collect::<String>().parse().unwrap_or(0))
+            (start != *i).then(|| {
+                chars[start..*i]
+                    .iter()
+                    .collect::<String>()
+                    .parse()
+                    .unwrap_or(0)
+            })
         };
         if i < chars.len() && chars[i] == '[' {
             i += 1;
@@ -736,19 +1071,27 @@ pub fn format(fmt: &str, args: &[Value]) -> Result<String, String> {
         if width.unwrap_or(0) > 1000 || prec.unwrap_or(0) > 1000 {
             return Err("a width or precision above 1000 is not supported".into());
         }
-        let verb = *chars.get(i).ok_or("the format ends with an unfinished % verb")?;
+        let verb = *chars
+            .get(i)
+            .ok_or("the format ends with an unfinished % verb")?;
         i += 1;
         if verb == '%' {
             out.push('%');
             continue;
         }
-        let arg = args
-            .get(next)
-            .ok_or_else(|| format!("not enough arguments for the format: %{verb} needs argument {}", next + 1))?;
+        let arg = args.get(next).ok_or_else(|| {
+            format!(
+                "not enough arguments for the format: %{verb} needs argument {}",
+                next + 1
+            )
+        })?;
         used[next] = true;
         next += 1;
         let number = |v: &Value| match Type::Number.convert(v.clone()) {
             Ok(Value::Number(n)) => Ok(n),
+            Err(why) if matches!(v, Value::String(_)) => {
+                Err(format!("%{verb} needs a number, found {why}"))
+            }
             _ => Err(format!("%{verb} needs a number, found {}", v.type_name())),
         };
         let sign = |n: f64, s: String| -> String {
@@ -792,19 +1135,36 @@ pub fn format(fmt: &str, args: &[Value]) -> Result<String, String> {
                 let n = number(arg)?;
                 if n.fract() != 0.0 {
                     if matches!(verb, 'x' | 'X') {
-                        return Err(format!("%{verb} needs a whole number, found {}", format_number(n)));
+                        return Err(format!(
+                            "%{verb} needs a whole number, found {}",
+                            format_number(n)
+                        ));
                     }
-                    return Err(format!("%{verb} needs a whole number, found {}", format_number(n)));
+                    return Err(format!(
+                        "%{verb} needs a whole number, found {}",
+                        format_number(n)
+                    ));
                 }
                 let m = n.abs() as u128;
-                let digits = match verb {
-                    'd' => m.to_string(),
-                    'b' => format!("{m:b}"),
-                    'o' => format!("{m:o}"),
-                    'x' => format!("{m:x}"),
-                    _ => format!("{m:X}"),
+                // `#` adds Go's prefixes: 0b, 0 (octal, unless it already
+                // starts with 0), 0x, 0X.
+                let digits = match (verb, sharp) {
+                    ('d', _) => m.to_string(),
+                    ('b', false) => format!("{m:b}"),
+                    ('b', true) => format!("{m:#b}"),
+                    ('o', false) => format!("{m:o}"),
+                    ('o', true) if m == 0 => "0".to_string(),
+                    ('o', true) => format!("0{m:o}"),
+                    ('x', false) => format!("{m:x}"),
+                    ('x', true) => format!("{m:#x}"),
+                    (_, false) => format!("{m:X}"),
+                    (_, true) => format!("0X{m:X}"),
                 };
-                let digits = if n < 0.0 { format!("-{digits}") } else { digits };
+                let digits = if n < 0.0 {
+                    format!("-{digits}")
+                } else {
+                    digits
+                };
                 sign(n, digits)
             }
             'e' | 'E' | 'f' | 'F' | 'g' | 'G' => {

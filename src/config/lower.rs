@@ -298,34 +298,41 @@ pub fn instances(
     let loc = Loc::new(&t.source, hcl_edit::Span::span(&attr.value));
     match v {
         Value::Map(m) => Some(m.into_iter().map(|(k, v)| (Some(k), v)).collect()),
-        Value::List(items) => {
-            let mut seen = HashSet::new();
+        // A set element's key is its value; a set has no duplicates.
+        Value::Set(items) => {
             let mut res = Vec::new();
             for i in items {
                 match i {
-                    Value::String(s) => {
-                        if seen.insert(s.clone()) {
-                            res.push((Some(s.clone()), Value::String(s)));
-                        }
-                    }
+                    Value::String(s) => res.push((Some(s.clone()), Value::String(s))),
                     other => {
                         diags.push(
                             Diagnostic::error(
                                 "standby::for_each_not_collection",
                                 loc,
-                                format!(
-                                    "for_each over a list needs strings, found {}",
-                                    other.type_name()
-                                ),
+                                format!("for_each over a set needs strings, found {}", other.type_name()),
                             )
-                            .label("not a list of strings")
-                            .help("use a map (keys name the instances) or a list of strings"),
+                            .label("not a set of strings")
+                            .help("use a map (keys name the instances) or a set of strings"),
                         );
                         return None;
                     }
                 }
             }
             Some(res)
+        }
+        // Terraform refuses lists and tuples: their items have no names of
+        // their own, and duplicates would silently merge into one instance.
+        Value::List(_) => {
+            diags.push(
+                Diagnostic::error(
+                    "standby::for_each_not_collection",
+                    loc,
+                    "the given \"for_each\" argument value is unsuitable: the \"for_each\" argument must be a map, or set of strings, and you have provided a value of type list",
+                )
+                .label("a list")
+                .help("write for_each = toset([...]) (toset drops duplicates, so two equal items make one instance), or build a map with { for x in ... : KEY => x }"),
+            );
+            None
         }
         Value::Ref(Ref::Object {
             kind: Kind::Machine,
@@ -355,9 +362,9 @@ pub fn instances(
         }) if matches!(machine_keys.get(&name), Some(None)) => None,
         other => {
             diags.push(
-                Diagnostic::error("standby::for_each_not_collection", loc, format!("for_each needs a map or a list of strings, found {}", other.type_name()))
+                Diagnostic::error("standby::for_each_not_collection", loc, format!("for_each needs a map or a set of strings, found {}", other.type_name()))
                     .label("not a collection")
-                    .help("write for_each = { a = ..., b = ... } or [\"a\", \"b\"]; each instance is named by its key"),
+                    .help("write for_each = { a = ..., b = ... } or toset([\"a\", \"b\"]); each instance is named by its key"),
             );
             None
         }

@@ -15,7 +15,7 @@ mod eval;
 mod funcs;
 mod lower;
 mod moved;
-mod parse;
+pub(crate) mod parse;
 mod reader;
 mod value;
 mod vars;

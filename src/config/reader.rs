@@ -473,7 +473,7 @@ impl<'s, 'b> Reader<'s, 'b> {
         }
         let (v, loc) = self.eval_expr(name, e, diags)?;
         match v {
-            Value::List(l) => Some(l.into_iter().map(|v| (v, loc.clone())).collect()),
+            Value::List(l) | Value::Set(l) => Some(l.into_iter().map(|v| (v, loc.clone())).collect()),
             other => {
                 wrong_type(&loc, name, "a list", &other, diags);
                 None
@@ -558,7 +558,7 @@ pub fn want_duration(
 pub fn want_argv(v: Value, loc: &Loc, attr: &str, diags: &mut Diagnostics) -> Option<Vec<String>> {
     let expected = "a list of strings (a command and its arguments)";
     match v {
-        Value::List(items) if !items.is_empty() => {
+        Value::List(items) | Value::Set(items) if !items.is_empty() => {
             let mut out = Vec::new();
             for i in items {
                 match i {
@@ -574,7 +574,7 @@ pub fn want_argv(v: Value, loc: &Loc, attr: &str, diags: &mut Diagnostics) -> Op
             }
             Some(out)
         }
-        Value::List(_) => {
+        Value::List(_) | Value::Set(_) => {
             diags.push(
                 Diagnostic::error(
                     "standby::wrong_type",

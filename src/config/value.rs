@@ -12,6 +12,11 @@ pub enum Value {
     Number(f64),
     String(String),
     List(Vec<Value>),
+    /// A set (from `toset`, a `set(...)` variable or a set function): items
+    /// in cty's order without duplicates (see [`set_of`]). Kept apart from
+    /// lists because Terraform treats them apart: `for_each` takes a set of
+    /// strings but not a list, and a set element's key is its value.
+    Set(Vec<Value>),
     Map(BTreeMap<String, Value>),
     Ref(Ref),
 }
@@ -53,6 +58,7 @@ impl Value {
             Value::Number(_) => "a number".into(),
             Value::String(_) => "a string".into(),
             Value::List(_) => "a list".into(),
+            Value::Set(_) => "a set".into(),
             Value::Map(_) => "a map".into(),
             Value::Ref(r) => format!("a reference to {r}"),
         }
@@ -85,7 +91,9 @@ impl Value {
                 }
             }
             Value::String(s) => serde_json::Value::String(s.clone()),
-            Value::List(l) => serde_json::Value::Array(l.iter().map(Value::to_json).collect()),
+            Value::List(l) | Value::Set(l) => {
+                serde_json::Value::Array(l.iter().map(Value::to_json).collect())
+            }
             Value::Map(m) => {
                 serde_json::Value::Object(m.iter().map(|(k, v)| (k.clone(), v.to_json())).collect())
             }
@@ -106,56 +114,156 @@ pub fn format_number(n: f64) -> String {
     format!("{n}")
 }
 
-/// A number's shortest decimal form as (digits, scale): 5.1 is (51, 1).
-fn to_decimal(x: f64) -> Option<(i128, u32)> {
-    if !x.is_finite() {
+/// A decimal number's text as (negative, significant digits, exponent):
+/// `-12.50e2` is (true, "125", 1); zero is (false, "", 0). None when the
+/// text is not a decimal number.
+fn normalize(text: &str) -> Option<(bool, String, i64)> {
+    let t = text.trim();
+    let (neg, t) = match t.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, t.strip_prefix('+').unwrap_or(t)),
+    };
+    let (mant, exp) = match t.find(['e', 'E']) {
+        Some(i) => (&t[..i], t[i + 1..].parse::<i64>().ok()?),
+        None => (t, 0),
+    };
+    let (int, frac) = mant.split_once('.').unwrap_or((mant, ""));
+    if (int.is_empty() && frac.is_empty())
+        || !int.chars().chain(frac.chars()).all(|c| c.is_ascii_digit())
+    {
         return None;
     }
-    let s = format!("{x:e}");
-    let (mantissa, exp) = s.split_once('e')?;
-    let exp: i32 = exp.parse().ok()?;
-    let (neg, mantissa) = match mantissa.strip_prefix('-') {
-        Some(m) => (true, m),
-        None => (false, mantissa),
-    };
-    let frac = mantissa.split_once('.').map_or(0, |(_, f)| f.len()) as i32;
-    let digits: i128 = mantissa.replace('.', "").parse().ok()?;
-    let digits = if neg { -digits } else { digits };
-    let scale = frac - exp;
-    if scale >= 0 {
-        (scale <= 36).then_some((digits, scale as u32))
-    } else {
-        let up = 10i128.checked_pow((-scale) as u32)?;
-        digits.checked_mul(up).map(|d| (d, 0))
+    let all = format!("{int}{frac}");
+    let mut exp = exp.checked_sub(frac.len() as i64)?;
+    let digits = all.trim_start_matches('0');
+    let trimmed = digits.trim_end_matches('0');
+    exp = exp.checked_add((digits.len() - trimmed.len()) as i64)?;
+    if trimmed.is_empty() {
+        return Some((false, String::new(), 0));
     }
+    Some((neg, trimmed.to_string(), exp))
+}
+
+/// Why a number cannot be held: standby's numbers are 64-bit floats, and
+/// a value they would round is refused rather than silently changed.
+pub fn inexact(text: &str, n: f64) -> String {
+    let shown = if text.len() > 60 {
+        format!("{}...", text.chars().take(60).collect::<String>())
+    } else {
+        text.to_string()
+    };
+    if n.is_finite() {
+        format!(
+            "standby represents numbers exactly only up to 2^53 / 17 significant digits: {shown} would be rounded to {}",
+            format_number(n)
+        )
+    } else {
+        format!("the number {shown} is too large: standby's numbers end near 1.8e308")
+    }
+}
+
+/// The number `text` (a decimal, as written) if a 64-bit float holds it
+/// exactly, else `Err` with [`inexact`]'s message.
+pub fn exact(text: &str) -> Result<f64, String> {
+    let n: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number"))?;
+    if n.is_finite() && normalize(text) == normalize(&format!("{n:e}")) {
+        Ok(n)
+    } else {
+        Err(inexact(text, n))
+    }
+}
+
+/// A number's shortest decimal form as (digits, exponent): 5.1 is (51, -1).
+fn to_decimal(x: f64) -> Option<(i128, i64)> {
+    let (neg, digits, exp) = normalize(&format!("{x:e}"))?;
+    let d: i128 = if digits.is_empty() {
+        0
+    } else {
+        digits.parse().ok()?
+    };
+    Some((if neg { -d } else { d }, exp))
 }
 
 /// `x OP y` for `+ - * %` in exact decimal arithmetic on the numbers'
 /// shortest decimal forms (as Terraform's big floats give for decimal
-/// input), rounded once to f64; None when the digits do not fit, and the
-/// caller computes in f64.
-pub fn decimal(x: f64, op: char, y: f64) -> Option<f64> {
-    let (a, sa) = to_decimal(x)?;
-    let (b, sb) = to_decimal(y)?;
-    let (m, scale) = if op == '*' {
-        (a.checked_mul(b)?, sa + sb)
-    } else {
-        let s = sa.max(sb);
-        let a = a.checked_mul(10i128.checked_pow(s - sa)?)?;
-        let b = b.checked_mul(10i128.checked_pow(s - sb)?)?;
-        let m = match op {
-            '+' => a.checked_add(b)?,
-            '-' => a.checked_sub(b)?,
-            // The remainder has the dividend's sign, as in Go and cty.
-            '%' if b != 0 => a.checked_rem(b)?,
-            _ => return None,
+/// input). `Err` (a message naming the exact result) when a 64-bit float
+/// cannot hold the result: it would be rounded, or it overflows.
+pub fn decimal(x: f64, op: char, y: f64) -> Result<f64, String> {
+    let too_many = || {
+        let f = match op {
+            '+' => x + y,
+            '-' => x - y,
+            '*' => x * y,
+            _ => x % y,
         };
-        (m, s)
+        inexact(
+            &format!("{} {op} {}", format_number(x), format_number(y)),
+            f,
+        )
     };
-    if scale > 60 {
-        return None;
-    }
-    format!("{m}e-{scale}").parse().ok()
+    let ((a, ea), (b, eb)) = match (to_decimal(x), to_decimal(y)) {
+        (Some(a), Some(b)) => (a, b),
+        _ => return Err(too_many()),
+    };
+    let (m, exp) = if op == '*' {
+        (a.checked_mul(b), ea + eb)
+    } else {
+        let e = ea.min(eb);
+        let scale = |d: i128, by: i64| {
+            u32::try_from(by)
+                .ok()
+                .and_then(|by| 10i128.checked_pow(by))
+                .and_then(|p| d.checked_mul(p))
+        };
+        match (scale(a, ea - e), scale(b, eb - e)) {
+            (Some(a), Some(b)) => (
+                match op {
+                    '+' => a.checked_add(b),
+                    '-' => a.checked_sub(b),
+                    // The remainder has the dividend's sign, as in Go and cty.
+                    '%' if b != 0 => a.checked_rem(b),
+                    _ => None,
+                },
+                e,
+            ),
+            _ => (None, e),
+        }
+    };
+    let Some(m) = m else {
+        return Err(too_many());
+    };
+    let text = format!("{m}e{exp}");
+    exact(&text).map_err(|_| {
+        let n: f64 = text.parse().unwrap_or(f64::NAN);
+        inexact(&format_number_exact(m, exp), n)
+    })
+}
+
+/// `m * 10^exp` written out without an exponent (for messages).
+fn format_number_exact(m: i128, exp: i64) -> String {
+    let neg = m < 0;
+    let digits = m.unsigned_abs().to_string();
+    let s = if exp >= 0 {
+        if exp > 40 {
+            return format!("{m}e{exp}");
+        }
+        format!("{digits}{}", "0".repeat(exp as usize))
+    } else {
+        let k = (-exp) as usize;
+        if k > 60 {
+            return format!("{m}e{exp}");
+        }
+        let padded = format!(
+            "{}{digits}",
+            "0".repeat((k + 1).saturating_sub(digits.len()))
+        );
+        let (i, f) = padded.split_at(padded.len() - k);
+        format!("{i}.{f}")
+    };
+    if neg { format!("-{s}") } else { s }
 }
 
 /// A variable's declared type: `string`, `number`, `bool`, `any`,
@@ -245,10 +353,14 @@ impl Type {
                 Ok(Value::String(v.to_template_string().unwrap_or_default()))
             }
             (Type::Number, Value::Number(n)) => Ok(Value::Number(n)),
-            (Type::Number, Value::String(s)) => parse_number(&s)
-                .map(Value::Number)
+            (Type::Number, Value::String(s)) => match parse_number(&s) {
                 // The text is not shown: it may come from a sensitive variable.
-                .ok_or_else(|| "a string that is not a number".to_string()),
+                None => Err("a string that is not a number".to_string()),
+                Some(_) if exact(&s).is_err() => Err(
+                    "a string holding a number standby would round (it keeps numbers exactly only up to 2^53 / 17 significant digits)".to_string(),
+                ),
+                Some(n) => Ok(Value::Number(n)),
+            },
             (Type::Bool, Value::Bool(b)) => Ok(Value::Bool(b)),
             // go-cty's string-to-bool conversion: "true"/"1", "false"/"0".
             (Type::Bool, Value::String(s)) if matches!(s.as_str(), "true" | "1" | "false" | "0") => {
@@ -257,18 +369,18 @@ impl Type {
             (Type::Bool, Value::String(s)) if s.eq_ignore_ascii_case("true") || s.eq_ignore_ascii_case("false") => {
                 Err("a string with a capital letter (to convert from a string, use lowercase \"true\" or \"false\")".to_string())
             }
-            (Type::List(t), Value::List(items)) => items
+            (Type::List(t), Value::List(items) | Value::Set(items)) => items
                 .into_iter()
                 .enumerate()
                 .map(|(i, v)| t.convert(v).map_err(|e| at(&format!("[{i}]"), e)))
                 .collect::<Result<_, _>>()
                 .map(Value::List),
-            (Type::Set(t), Value::List(items)) => items
+            (Type::Set(t), Value::List(items) | Value::Set(items)) => items
                 .into_iter()
                 .enumerate()
                 .map(|(i, v)| t.convert(v).map_err(|e| at(&format!("[{i}]"), e)))
                 .collect::<Result<Vec<_>, _>>()
-                .map(|l| Value::List(set_of(l))),
+                .map(|l| Value::Set(set_of(l))),
             (Type::Tuple(ts), Value::List(items)) => {
                 if ts.len() != items.len() {
                     return Err(format!("a list of {} items where {} are needed", items.len(), ts.len()));
@@ -313,7 +425,8 @@ impl Type {
 pub fn parse_number(s: &str) -> Option<f64> {
     let t = s.trim();
     let ok = !t.is_empty()
-        && t.chars().all(|c| c.is_ascii_digit() || matches!(c, '.' | '-' | '+' | 'e' | 'E'))
+        && t.chars()
+            .all(|c| c.is_ascii_digit() || matches!(c, '.' | '-' | '+' | 'e' | 'E'))
         && t.chars().any(|c| c.is_ascii_digit());
     if !ok || t != s {
         return None;
@@ -376,7 +489,10 @@ pub fn unify(values: &[&Value]) -> Option<Type> {
         return Some(Type::Any);
     }
     if same_kind(|v| matches!(v, Value::String(_) | Value::Number(_) | Value::Bool(_))) {
-        if !known.iter().all(|v| std::mem::discriminant(*v) == std::mem::discriminant(*first)) {
+        if !known
+            .iter()
+            .all(|v| std::mem::discriminant(*v) == std::mem::discriminant(*first))
+        {
             return Some(Type::String);
         }
         return Some(match first {
@@ -385,10 +501,30 @@ pub fn unify(values: &[&Value]) -> Option<Type> {
             _ => Type::String,
         });
     }
+    // A set among lists: the lists convert to the set's type, as in cty.
+    if same_kind(|v| matches!(v, Value::Set(_) | Value::List(_)))
+        && known.iter().any(|v| matches!(v, Value::Set(_)))
+    {
+        let all: Vec<&Value> = known
+            .iter()
+            .filter_map(|v| match v {
+                Value::Set(l) | Value::List(l) => Some(l),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        return unify(&all).map(|t| Type::Set(Box::new(t)));
+    }
     if same_kind(|v| matches!(v, Value::List(_))) {
         let lists: Vec<&Vec<Value>> = known
             .iter()
-            .filter_map(|v| if let Value::List(l) = v { Some(l) } else { None })
+            .filter_map(|v| {
+                if let Value::List(l) = v {
+                    Some(l)
+                } else {
+                    None
+                }
+            })
             .collect();
         let n = lists[0].len();
         if lists.iter().all(|l| l.len() == n) {
@@ -414,7 +550,14 @@ pub fn unify(values: &[&Value]) -> Option<Type> {
                 let at: Vec<&Value> = maps.iter().filter_map(|m| m.get(k)).collect();
                 let ty = unify(&at)?;
                 // Optional, so a null attribute converts as itself.
-                attrs.insert(k.clone(), Attr { ty, optional: true, default: None });
+                attrs.insert(
+                    k.clone(),
+                    Attr {
+                        ty,
+                        optional: true,
+                        default: None,
+                    },
+                );
             }
             return Some(Type::Object(attrs));
         }

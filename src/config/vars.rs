@@ -60,15 +60,23 @@ fn parse_type_in(
         Expression::FuncCall(f) => {
             let args: Vec<&Expression> = f.args.iter().collect();
             match (f.name.name.as_str(), args.as_slice()) {
-                ("list", [inner]) => parse_type(inner, source, diags).map(|t| Type::List(Box::new(t))),
-                ("set", [inner]) => parse_type(inner, source, diags).map(|t| Type::Set(Box::new(t))),
-                ("map", [inner]) => parse_type(inner, source, diags).map(|t| Type::Map(Box::new(t))),
+                ("list", [inner]) => {
+                    parse_type(inner, source, diags).map(|t| Type::List(Box::new(t)))
+                }
+                ("set", [inner]) => {
+                    parse_type(inner, source, diags).map(|t| Type::Set(Box::new(t)))
+                }
+                ("map", [inner]) => {
+                    parse_type(inner, source, diags).map(|t| Type::Map(Box::new(t)))
+                }
                 ("object", [Expression::Object(o)]) => {
                     let mut attrs = std::collections::BTreeMap::new();
                     for (k, v) in o.iter() {
                         let name = match k {
                             hcl_edit::expr::ObjectKey::Ident(id) => id.as_str().to_string(),
-                            hcl_edit::expr::ObjectKey::Expression(Expression::String(s)) => s.to_string(),
+                            hcl_edit::expr::ObjectKey::Expression(Expression::String(s)) => {
+                                s.to_string()
+                            }
                             hcl_edit::expr::ObjectKey::Expression(ke) => return fail(diags, ke),
                         };
                         let (ty, opt) = parse_type_in(v.expr(), source, diags, true)?;
@@ -227,6 +235,88 @@ fn read_file(
     }
 }
 
+/// Read a JSON variables file (`{"name": value, ...}`, as Terraform's
+/// `.tfvars.json`) into `values`. Keys twice and numbers a 64-bit float
+/// would round are errors, as in `jsondecode`.
+fn read_json_file(
+    source: &Arc<Source>,
+    declared: &HashMap<&str, &Declared>,
+    values: &mut HashMap<String, Value>,
+    diags: &mut Diagnostics,
+) {
+    // A JSON file is often one line: a snippet of it would show every
+    // value, so with a sensitive variable declared, messages name the file
+    // and key without quoting it.
+    let hide = declared.values().any(|d| d.sensitive);
+    let blank = Source::new(source.name.clone(), "");
+    let at = |span: Option<std::ops::Range<usize>>| {
+        if hide {
+            Loc::new(&blank, None)
+        } else {
+            Loc::new(source, span)
+        }
+    };
+    let whole = at(Some(0..source.text.trim_end().len()));
+    let obj = match super::funcs::json_decode(&source.text) {
+        Ok(Value::Map(m)) => m,
+        Ok(other) => {
+            diags.push(
+                Diagnostic::error(
+                    "standby::wrong_type",
+                    whole,
+                    format!(
+                        "a JSON variables file holds one object, found {}",
+                        other.type_name()
+                    ),
+                )
+                .label("not an object")
+                .help("write {\"name\": value, ...}"),
+            );
+            return;
+        }
+        Err(e) => {
+            // The message may quote the file's text: only the file is named
+            // when it sets a sensitive variable.
+            let msg = if hide {
+                "the file is not valid JSON (details hidden: it may set a sensitive variable)"
+                    .to_string()
+            } else {
+                e
+            };
+            diags.push(
+                Diagnostic::error("standby::syntax", whole, msg)
+                    .label("in this file")
+                    .help("a JSON variables file is one object: {\"name\": value, ...}"),
+            );
+            return;
+        }
+    };
+    for (name, v) in obj {
+        // The key as written, for the position of messages about it.
+        let span = source
+            .text
+            .find(&format!("\"{name}\""))
+            .map(|i| i..i + name.len() + 2);
+        let loc = at(span);
+        let Some(d) = declared.get(name.as_str()) else {
+            unknown_variable(&name, loc, declared, diags);
+            continue;
+        };
+        let mut scratch = Diagnostics::default();
+        let sink = if d.sensitive {
+            &mut scratch
+        } else {
+            &mut *diags
+        };
+        if let Some(v) = convert(d, v, loc, sink) {
+            values.insert(name.clone(), v);
+        }
+        if scratch.has_errors() {
+            hidden_value_error(d, &source.name, diags);
+        }
+    }
+}
+
 fn unknown_variable(
     name: &str,
     loc: Loc,
@@ -357,6 +447,10 @@ pub fn resolve(
     for f in files {
         let name = super::display_path(&f);
         match std::fs::read_to_string(&f) {
+            // `*.json`: Terraform's `.tfvars.json` form, one object of values.
+            Ok(text) if f.extension().is_some_and(|e| e == "json") => {
+                read_json_file(&Source::new(name, text), &declared, &mut values, diags)
+            }
             Ok(text) => read_file(&Source::new(name, text), &declared, &mut values, diags),
             Err(e) => diags.push(Diagnostic::unreadable(
                 &name,

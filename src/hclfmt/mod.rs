@@ -85,22 +85,112 @@ fn format_with(source: &str, layout: fn(&str) -> String) -> Result<String, Forma
 }
 
 /// Parse to hcl-rs's body; on failure, ask hcl-edit's parser (which hcl-rs
-/// uses underneath) for the error's position.
+/// uses underneath) for the error's position. A quoted string over several
+/// lines is refused as Terraform does; a file ending inside a block points
+/// at the block's unclosed `{`.
 fn parse(source: &str) -> Result<hcl::Body, FormatError> {
-    hcl::parse(source).map_err(|e| match hcl_edit::parser::parse_body(source) {
-        Err(pe) => FormatError::Syntax {
-            line: pe.location().line(),
-            column: pe.location().column(),
-            offset: pe.location().offset(),
-            message: pe.message().to_string(),
-        },
-        Ok(_) => FormatError::Syntax {
-            line: 1,
-            column: 1,
-            offset: 0,
-            message: e.to_string(),
-        },
-    })
+    let syntax = |offset: usize, message: String| {
+        let (line, column) = line_column(source, offset);
+        FormatError::Syntax {
+            line,
+            column,
+            offset,
+            message,
+        }
+    };
+    match hcl_edit::parser::parse_body(source) {
+        Err(pe) => {
+            let at = pe.location().offset().min(source.len());
+            if source[at..].trim().is_empty() {
+                if let Some(open) = unclosed_brace(source) {
+                    return Err(syntax(
+                        open,
+                        "unclosed `{`: this block (or object) has no closing `}` before the end of the file".into(),
+                    ));
+                }
+            }
+            return Err(syntax(at, pe.message().to_string()));
+        }
+        Ok(body) => {
+            if let Some(&at) = crate::config::parse::multi_line_strings(source, &body).first() {
+                return Err(syntax(
+                    at,
+                    "Invalid multi-line string: quoted strings may not be split over multiple lines (write \\n, or use a heredoc)".into(),
+                ));
+            }
+        }
+    }
+    hcl::parse(source).map_err(|e| syntax(0, e.to_string()))
+}
+
+/// 1-based line and column (in characters) of a byte offset, as the
+/// rendered source snippet counts them.
+fn line_column(source: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(source.len());
+    let before = source.get(..offset).unwrap_or(source);
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+    (line, col)
+}
+
+/// The offset of the innermost `{` never closed, skipping strings,
+/// comments and heredocs; None when the braces balance.
+pub(crate) fn unclosed_brace(source: &str) -> Option<usize> {
+    let b = source.as_bytes();
+    let mut stack = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'"' => {
+                i += 1;
+                while i < b.len() && b[i] != b'"' && b[i] != b'\n' {
+                    i += if b[i] == b'\\' { 2 } else { 1 };
+                }
+            }
+            b'#' => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if b.get(i + 1) == Some(&b'/') => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                i = source[i + 2..]
+                    .find("*/")
+                    .map_or(b.len(), |e| i + 2 + e + 1);
+            }
+            b'<' if b.get(i + 1) == Some(&b'<') => {
+                // A heredoc: skip to the line holding only its marker.
+                let rest = &source[i + 2..];
+                let rest_t = rest.trim_start_matches('-');
+                let marker: String = rest_t
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_')
+                    .collect();
+                let Some(nl) = rest.find('\n') else { break };
+                let mut pos = i + 2 + nl + 1;
+                loop {
+                    let end = source[pos..].find('\n').map_or(source.len(), |e| pos + e);
+                    if marker.is_empty() || source[pos..end].trim() == marker || end >= source.len()
+                    {
+                        i = end;
+                        break;
+                    }
+                    pos = end + 1;
+                }
+            }
+            b'{' => stack.push(i),
+            b'}' => {
+                stack.pop();
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    stack.pop()
 }
 
 /// One logical line: a physical line plus the raw lines that continue it
@@ -474,6 +564,52 @@ mod tests {
         let garbage: fn(&str) -> String = |s| format!("{s} {{");
         assert_eq!(format_with(src, garbage), Err(FormatError::Changed));
         assert_eq!(format_with(src, layout), Ok(src.to_string()));
+    }
+
+    #[test]
+    fn an_unclosed_block_points_at_its_brace_with_one_position() {
+        let err = format_source("a {\n  b {\n    c = 1\n").unwrap_err();
+        assert!(
+            matches!(
+                err,
+                FormatError::Syntax {
+                    line: 2,
+                    column: 5,
+                    offset: 8,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let err = format_source("a {\n  s = \"}\"\n  h = <<EOT\n}\nEOT\n").unwrap_err();
+        assert!(
+            matches!(
+                err,
+                FormatError::Syntax {
+                    line: 1,
+                    column: 3,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn a_quoted_string_over_two_lines_is_refused() {
+        let err = format_source("a = \"x\ny\"\n").unwrap_err();
+        assert!(
+            matches!(
+                err,
+                FormatError::Syntax {
+                    line: 1,
+                    column: 7,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(format_source("a = \"${join(\",\",\n[])}\"\n").is_ok());
     }
 
     #[test]
