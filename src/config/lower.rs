@@ -309,7 +309,10 @@ pub fn instances(
                             Diagnostic::error(
                                 "standby::for_each_not_collection",
                                 loc,
-                                format!("for_each over a set needs strings, found {}", other.type_name()),
+                                format!(
+                                    "for_each over a set needs strings, found {}",
+                                    other.type_name()
+                                ),
                             )
                             .label("not a set of strings")
                             .help("use a map (keys name the instances) or a set of strings"),
@@ -385,7 +388,10 @@ fn count_instances(
             Diagnostic::error(
                 "standby::count_and_for_each",
                 Loc::new(&t.source, hcl_edit::Span::span(&fe.key)),
-                format!("{} sets both `count` and `for_each`", super::reader::describe(t.block)),
+                format!(
+                    "{} sets both `count` and `for_each`",
+                    super::reader::describe(t.block)
+                ),
             )
             .label("second way to repeat the block")
             .help("use one of them: for_each for instances named by key, count for numbered ones"),
@@ -409,10 +415,13 @@ fn count_instances(
                 Diagnostic::error(
                     "standby::wrong_type",
                     loc,
-                    format!("`count` needs a whole number from 0, found {}", match v {
-                        Value::Number(n) => super::value::format_number(n),
-                        other => other.type_name(),
-                    }),
+                    format!(
+                        "`count` needs a whole number from 0, found {}",
+                        match v {
+                            Value::Number(n) => super::value::format_number(n),
+                            other => other.type_name(),
+                        }
+                    ),
                 )
                 .label("not a count")
                 .help("count = 3 makes instances [0], [1] and [2]"),
@@ -427,7 +436,9 @@ fn count_instances(
 fn instance_scope<'a>(scope: &mut Scope<'a>, t: &Top, key: &'a Option<String>, each: &'a Value) {
     if t.block.body.has_attribute("count") {
         let index = std::collections::BTreeMap::from([("index".to_string(), each.clone())]);
-        scope.for_vars.push(("count".to_string(), Value::Map(index)));
+        scope
+            .for_vars
+            .push(("count".to_string(), Value::Map(index)));
     } else {
         scope.each = key.as_deref().map(|k| (k, each));
     }
@@ -1051,7 +1062,13 @@ pub fn recovery_plan(
     }
     let mut scope = ctx.scope(&t.source);
     scope.groups = Some(&group_names);
-    let mut r = Reader::expanded(scope, &expanded, &["active_site"], &["group", "drill"], diags);
+    let mut r = Reader::expanded(
+        scope,
+        &expanded,
+        &["active_site"],
+        &["group", "drill"],
+        diags,
+    );
     let this = Address::new(Kind::RecoveryPlan, &t.name);
     let active_site = if r.has("active_site") {
         r.reference("active_site", Kind::Site, diags)

@@ -21,8 +21,8 @@ mod value;
 mod vars;
 
 pub use backend::load as load_backend;
-pub use diag::{Diagnostic, Diagnostics, Loc, Severity, Source};
 pub use diag::did_you_mean;
+pub use diag::{Diagnostic, Diagnostics, Loc, Severity, Source};
 
 use crate::model::{Address, Config, Kind};
 use eval::{LocalDef, Locals, Objects};

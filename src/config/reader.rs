@@ -338,7 +338,9 @@ impl<'s, 'b> Reader<'s, 'b> {
                         format!("the required attribute `{name}` of {} is null", self.what),
                     )
                     .label("null")
-                    .help(format!("`{name}` must have a value; null means \"not set\"")),
+                    .help(format!(
+                        "`{name}` must have a value; null means \"not set\""
+                    )),
                 );
                 None
             }
@@ -473,7 +475,9 @@ impl<'s, 'b> Reader<'s, 'b> {
         }
         let (v, loc) = self.eval_expr(name, e, diags)?;
         match v {
-            Value::List(l) | Value::Set(l) => Some(l.into_iter().map(|v| (v, loc.clone())).collect()),
+            Value::List(l) | Value::Set(l) => {
+                Some(l.into_iter().map(|v| (v, loc.clone())).collect())
+            }
             other => {
                 wrong_type(&loc, name, "a list", &other, diags);
                 None
