@@ -14,28 +14,18 @@ static STDERR_CLOSED: AtomicBool = AtomicBool::new(false);
 /// Write `args` (and a newline when `newline`) to standard output; after
 /// the first write error (a closed pipe, a full disk) output is dropped.
 pub fn stdout(args: std::fmt::Arguments<'_>, newline: bool) {
-    if STDOUT_CLOSED.load(Ordering::Relaxed) {
-        return;
-    }
-    let mut out = std::io::stdout().lock();
-    let r = out.write_fmt(args).and_then(|()| {
-        if newline {
-            out.write_all(b"\n")
-        } else {
-            Ok(())
-        }
-    });
-    if r.is_err() {
-        STDOUT_CLOSED.store(true, Ordering::Relaxed);
-    }
+    write(&mut std::io::stdout().lock(), &STDOUT_CLOSED, args, newline);
 }
 
 /// [`stdout`] for standard error.
 pub fn stderr(args: std::fmt::Arguments<'_>, newline: bool) {
-    if STDERR_CLOSED.load(Ordering::Relaxed) {
+    write(&mut std::io::stderr().lock(), &STDERR_CLOSED, args, newline);
+}
+
+fn write(out: &mut impl Write, closed: &AtomicBool, args: std::fmt::Arguments<'_>, newline: bool) {
+    if closed.load(Ordering::Relaxed) {
         return;
     }
-    let mut out = std::io::stderr().lock();
     let r = out.write_fmt(args).and_then(|()| {
         if newline {
             out.write_all(b"\n")
@@ -44,7 +34,7 @@ pub fn stderr(args: std::fmt::Arguments<'_>, newline: bool) {
         }
     });
     if r.is_err() {
-        STDERR_CLOSED.store(true, Ordering::Relaxed);
+        closed.store(true, Ordering::Relaxed);
     }
 }
 

@@ -77,11 +77,11 @@ fn wait_for_waiting(qs: &Path, step: &str) {
     }
 }
 
-/// Start the same command twice at once; each waits at the `web.dns`
-/// manual step when it gets that far. Exactly one must proceed (it gets
+/// Start the same command twice at once; each waits at the manual step
+/// `web.STEP` when it gets that far. Exactly one must proceed (it gets
 /// to the step and finishes once approved); the other must be refused at
 /// once, naming the holder's pid, and change nothing.
-fn race(qs: &Path, args: &[&str], done: &str) {
+fn race(qs: &Path, args: &[&str], step: &str, done: &str) {
     let mut with_wait: Vec<&str> = args.to_vec();
     with_wait.push("--wait-for-approval");
     let a = spawn(qs, &with_wait);
@@ -115,8 +115,8 @@ fn race(qs: &Path, args: &[&str], done: &str) {
             && msg.contains(&format!("pid {winner_pid} ")),
         "the refused run must name the holder (pid {winner_pid}):\n{msg}"
     );
-    wait_for_waiting(qs, "web.dns");
-    ok(qs, &["approve", "shop", "dns"]);
+    wait_for_waiting(qs, &format!("web.{step}"));
+    ok(qs, &["approve", "shop", step]);
     let won = kids[1 - loser].take().unwrap().wait_with_output().unwrap();
     assert!(won.status.success(), "{args:?} winner:\n{}", text(&won));
     let out = String::from_utf8_lossy(&won.stdout);
@@ -128,21 +128,36 @@ fn failover_drill_and_failback_racing_themselves_let_exactly_one_proceed() {
     let d = tempfile::tempdir().unwrap();
     let qs = applied(d.path());
 
-    race(&qs, &["drill", "shop"], "PASSED");
+    race(&qs, &["drill", "shop"], "dns", "PASSED");
     let st = state(&qs);
     assert_eq!(st["drills"].as_array().unwrap().len(), 1, "{st:#}");
     assert!(st.get("runs").is_none(), "{st:#}");
     assert!(files_under(&qs.join("sites/dr")).is_empty());
 
-    race(&qs, &["failover", "unplanned", "shop"], "complete");
+    race(&qs, &["failover", "unplanned", "shop"], "dns", "complete");
     let st = state(&qs);
     assert_eq!(st["runs"].as_array().unwrap().len(), 1, "{st:#}");
     ok(&qs, &["failover", "commit", "shop"]);
     ok(&qs, &["reprotect", "shop"]);
 
+    // The quickstart's `dns` step belongs to failover; give failback a
+    // manual step of its own to wait at.
+    let plan = qs.join("recovery.hcl");
+    let hcl = std::fs::read_to_string(&plan).unwrap();
+    let anchor = "      manual \"dns\" {";
+    assert!(hcl.contains(anchor), "{hcl}");
+    let hcl = hcl.replacen(
+        anchor,
+        &format!(
+            "      manual \"dns_home\" {{\n        when         = \"failback\"\n        instructions = \"Point shop.example.com home\"\n      }}\n{anchor}"
+        ),
+        1,
+    );
+    std::fs::write(&plan, hcl).unwrap();
     race(
         &qs,
         &["failback", "shop"],
+        "dns_home",
         "Failback of recovery_plan.shop complete",
     );
     let st = state(&qs);

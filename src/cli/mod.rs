@@ -231,15 +231,6 @@ pub fn main() -> ExitCode {
         NO_COLOR.store(true, std::sync::atomic::Ordering::Relaxed);
     }
     set_error_style();
-    if prints_only(&cli.command) {
-        // `standby points | head`: end quietly when the reader goes away, as
-        // cat does, instead of panicking on the closed pipe. Only for
-        // commands that start no child process and write nothing partial.
-        // SAFETY: setting a signal disposition before any thread starts.
-        unsafe {
-            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-        }
-    }
     // The watch service logs every point taken or failed at info level.
     let watching = matches!(&cli.command, Command::Replicate(a) if a.watch.watch);
     init_tracing(if watching {
@@ -281,20 +272,6 @@ pub fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
-}
-
-/// Commands that only read and print (see the SIGPIPE note in `main`).
-fn prints_only(command: &Command) -> bool {
-    matches!(
-        command,
-        Command::Validate(_)
-            | Command::Plan(_)
-            | Command::Graph(_)
-            | Command::Show(_)
-            | Command::Points(_)
-            | Command::Status(_)
-            | Command::State(state::Command::List { .. } | state::Command::Show { .. })
-    )
 }
 
 /// Errors (miette reports) in colour only where colour is allowed, and

@@ -409,6 +409,12 @@ impl<'a> Scope<'a> {
     /// conditional that is not taken. Locals that fail here are not
     /// remembered as failed, so a later real use reports their error.
     pub(super) fn speculate(&self, e: &Expression, out: &mut Out) -> Option<Value> {
+        self.quietly(e, out).0.ok()
+    }
+
+    /// Evaluate `e` with its diagnostics collected apart (returned) instead
+    /// of reported; sensitivity still flows into `out`.
+    fn quietly(&self, e: &Expression, out: &mut Out) -> (Eval<Value>, Diagnostics) {
         let mut scratch = Diagnostics::default();
         let mut inner = Out {
             diags: &mut scratch,
@@ -424,28 +430,14 @@ impl<'a> Scope<'a> {
         if inner.sensitive {
             out.sensitive = true;
         }
-        v.ok()
+        (v, scratch)
     }
 
     /// For `try` and `can`: Ok(None) when `e` fails at evaluation, but a
     /// static mistake (an undeclared name, an unknown function) is still
     /// an error, as in Terraform, so a typo is not taken for "absent".
     fn attempt(&self, e: &Expression, out: &mut Out) -> Eval<Option<Value>> {
-        let mut scratch = Diagnostics::default();
-        let mut inner = Out {
-            diags: &mut scratch,
-            sensitive: false,
-        };
-        self.locals
-            .speculative
-            .set(self.locals.speculative.get() + 1);
-        let v = self.eval(e, &mut inner);
-        self.locals
-            .speculative
-            .set(self.locals.speculative.get() - 1);
-        if inner.sensitive {
-            out.sensitive = true;
-        }
+        let (v, scratch) = self.quietly(e, out);
         if v.is_ok() {
             return Ok(v.ok());
         }
