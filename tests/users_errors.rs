@@ -190,7 +190,10 @@ fn a_moved_target_that_failed_its_own_check_is_not_reported_missing() {
         assert_eq!(o.status.code(), Some(1), "{args:?}\n{}", text(&o));
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(err.contains("shop"), "the group error is missing: {err}");
-        assert!(!err.contains("is not in the configuration"), "{args:?}\n{err}");
+        assert!(
+            !err.contains("is not in the configuration"),
+            "{args:?}\n{err}"
+        );
         assert_eq!(err.matches("Error:").count(), 1, "{args:?}\n{err}");
     }
     // A `to` that really is not declared is still an error.

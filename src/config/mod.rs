@@ -525,7 +525,11 @@ fn load_into(dir: &Path, inputs: &VarInputs, diags: &mut Diagnostics) -> Option<
     let declared: HashSet<(Kind, String)> = of("protection")
         .iter()
         .map(|t| (Kind::Protection, t.name.clone()))
-        .chain(of("machine").iter().map(|t| (Kind::Machine, t.name.clone())))
+        .chain(
+            of("machine")
+                .iter()
+                .map(|t| (Kind::Machine, t.name.clone())),
+        )
         .collect();
     config.moves = moved::lower(&moved_blocks, &config, &declared, diags);
     config.source_hash = hasher.finalize().to_hex().to_string();
