@@ -101,7 +101,25 @@ fn a_key_file_change_is_noted_and_its_errors_lead_somewhere() {
     );
     let md = ok(&qs, &["plan", "--format", "markdown"]);
     assert!(md.contains("the vault key is read from elsewhere"), "{md}");
-    ok(&qs, &["apply", "--auto-approve"]);
+    // Apply refuses a key source that cannot open the vault: nothing is
+    // recorded, the error names the file and the way out.
+    let state = qs.join(".standby/state.json");
+    let before = std::fs::read(&state).unwrap();
+    let o = run(&qs, &["apply", "-auto-approve"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let err = text(&o);
+    assert!(
+        err.contains("vault.main: the new key source does not open the vault"),
+        "{err}"
+    );
+    assert!(err.contains("keys/moved.key"), "{err}");
+    assert!(err.contains("nothing was recorded"), "{err}");
+    assert!(
+        err.contains("copy the current key file to .standby/keys/moved.key")
+            || err.contains("copy the current key file to keys/moved.key"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&state).unwrap(), before, "nothing recorded");
 
     // Every command now says what to do, and vault init does not pretend a
     // new key would help.
@@ -122,8 +140,22 @@ fn a_key_file_change_is_noted_and_its_errors_lead_somewhere() {
         !qs.join("keys/moved.key").exists(),
         "no new key was written"
     );
-    // Restoring the key file is the way out.
+    // A key that is not the vault's is refused alike.
     std::fs::create_dir_all(qs.join("keys")).unwrap();
+    std::fs::write(qs.join("keys/moved.key"), format!("{}\n", "ab".repeat(32))).unwrap();
+    let o = run(&qs, &["apply", "-auto-approve"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("the new key source does not open the vault"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(std::fs::read(&state).unwrap(), before, "nothing recorded");
+    // Copying the key file is the way out, and then the change applies.
     std::fs::copy(qs.join(".standby/keys/main.key"), qs.join("keys/moved.key")).unwrap();
     ok(&qs, &["points"]);
+    ok(&qs, &["apply", "-auto-approve"]);
+    let o = run(&qs, &["plan", "-detailed-exitcode"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    ok(&qs, &["status"]);
 }
