@@ -159,3 +159,42 @@ fn a_key_file_change_is_noted_and_its_errors_lead_somewhere() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     ok(&qs, &["status"]);
 }
+
+/// With the vault unreadable (its key file missing), what replication
+/// stored cannot be read, so a disk grown through replication is not
+/// reported as drift from stale facts; the warning says why nothing was
+/// compared.
+#[test]
+fn an_unreadable_vault_brings_no_drift_from_stale_facts() {
+    let d = tempfile::tempdir().unwrap();
+    let qs = quickstart(d.path(), 8, 8);
+    ok(&qs, &["apply", "--auto-approve"]);
+    let db = qs.join("sites/onprem/db/data.sqlite");
+    let before = std::fs::metadata(&db).unwrap().len();
+    let o = std::process::Command::new("sqlite3")
+        .arg(&db)
+        .arg("create table grow(x); insert into grow values (randomblob(16384));")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(std::fs::metadata(&db).unwrap().len() > before);
+    ok(&qs, &["replicate"]);
+    // The newest point holds the grown disk: no drift.
+    let out = ok(&qs, &["plan"]);
+    assert!(!out.contains("Changes outside standby"), "{out}");
+
+    std::fs::write(
+        qs.join("standby.vars.hcl"),
+        "vault_key_file = \".standby/keys/new.key\"\n",
+    )
+    .unwrap();
+    let o = run(&qs, &["plan"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let all = text(&o);
+    assert!(all.contains("warning: cannot refresh vault.main"), "{all}");
+    assert!(!all.contains("Changes outside standby"), "{all}");
+    assert!(!all.contains("the disk grew"), "{all}");
+    let o = run(&qs, &["plan", "--refresh-only", "-detailed-exitcode"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("No drift"), "{}", text(&o));
+}
