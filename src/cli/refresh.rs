@@ -292,7 +292,7 @@ pub(crate) fn print_drift(found: &[Drift], notes: &[String]) {
         println!("  {d}");
     }
     println!(
-        "\n{} fact(s) changed. `standby apply --refresh-only` records them in state.",
-        found.len()
+        "\n{} changed. `standby apply --refresh-only` records them in state.",
+        crate::human::count(found.len(), "fact")
     );
 }

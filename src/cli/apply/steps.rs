@@ -353,7 +353,7 @@ impl Context {
                 let with = match (&m.group, members.len()) {
                     (Some(g), n) if n > 1 => format!(
                         ", taken with group {g} ({n} protections, one instant {})",
-                        m.created
+                        crate::human::time_str(&m.created)
                     ),
                     _ => String::new(),
                 };
@@ -433,8 +433,8 @@ impl Context {
                 let r = prune::drop_protection(&vault, &address.to_string(), LOCK_WAIT)
                     .map_err(|e| e.to_string())?;
                 detail = format!(
-                    "deleted {} recovery point(s) from {va}, freed {}",
-                    r.dropped.len(),
+                    "deleted {} from {va}, freed {}",
+                    crate::human::count(r.dropped.len(), "recovery point"),
                     human(r.bytes_freed)
                 );
             }
