@@ -35,7 +35,7 @@ fn a_syntax_error_is_the_only_error_and_every_command_closes_alike() {
         assert_eq!(o.status.code(), Some(1), "{args:?}\n{}", text(&o));
         let err = String::from_utf8_lossy(&o.stderr);
         if args[0] != "state" {
-            assert!(err.contains("syntax error"), "{args:?}\n{err}");
+            assert!(err.contains("standby::syntax"), "{args:?}\n{err}");
             assert!(!err.contains("no protection covers it"), "{args:?}\n{err}");
             assert!(
                 err.trim_end()
