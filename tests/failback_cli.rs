@@ -196,11 +196,27 @@ fn written_at_sink(trace: &Path, dir: &Path) -> std::collections::BTreeMap<Strin
     by_file
 }
 
-/// Numbers in lines like `... (bytes written: N)`.
+/// The bytes written in lines like `...: 4.0 KiB of 32.0 MiB written (4096
+/// bytes, changed blocks only)` or `...: 0 B of 32.0 MiB written (changed
+/// blocks only)`.
 fn written_bytes(out: &str) -> u64 {
     out.lines()
-        .filter_map(|l| l.split("(bytes written: ").nth(1))
-        .map(|t| t.trim_end_matches(')').parse::<u64>().unwrap())
+        .filter(|l| l.contains(": disk ") && l.contains(" written ("))
+        .map(|l| {
+            let after = l.split(" written (").nth(1).unwrap();
+            match after.split_once(" bytes, ") {
+                Some((n, _)) => n.parse::<u64>().unwrap(),
+                None => {
+                    let before = l.split(" written (").next().unwrap();
+                    let before = before.split(" of ").next().unwrap();
+                    let n = before.rsplit(": ").next().unwrap();
+                    n.strip_suffix(" B")
+                        .unwrap_or_else(|| panic!("{l}"))
+                        .parse::<u64>()
+                        .unwrap()
+                }
+            }
+        })
         .sum()
 }
 
@@ -297,6 +313,9 @@ fn failback_moves_only_changed_blocks_both_ways_and_loses_no_row() {
     let (n, final_stored) = stored_since(&qs, &before_fb);
     assert_eq!(n, 2, "{out}");
     let written = written_bytes(&out);
+    // One statement per disk: sizes for people, the exact count beside.
+    assert!(!out.contains("(bytes written:"), "{out}");
+    assert!(out.contains("changed blocks only)"), "{out}");
 
     let changed: u64 = DISKS
         .iter()

@@ -35,7 +35,7 @@ fn a_syntax_error_is_the_only_error_and_every_command_closes_alike() {
         assert_eq!(o.status.code(), Some(1), "{args:?}\n{}", text(&o));
         let err = String::from_utf8_lossy(&o.stderr);
         if args[0] != "state" {
-            assert!(err.contains("syntax error"), "{args:?}\n{err}");
+            assert!(err.contains("standby::syntax"), "{args:?}\n{err}");
             assert!(!err.contains("no protection covers it"), "{args:?}\n{err}");
             assert!(
                 err.trim_end()
@@ -156,6 +156,57 @@ fn steps_run_only_in_their_direction() {
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(
         text(&o).contains("did you mean \"failback\"?"),
+        "{}",
+        text(&o)
+    );
+}
+
+/// A `moved` block whose `to` is declared but failed its own check (here a
+/// protection moved out of its consistency group's vault) brings no second
+/// error claiming `to` is not in the configuration: one error, one message.
+#[test]
+fn a_moved_target_that_failed_its_own_check_is_not_reported_missing() {
+    let d = tempfile::tempdir().unwrap();
+    let qs = quickstart(d.path(), 8, 8);
+    let prot = qs.join("protection.hcl");
+    let hcl = std::fs::read_to_string(&prot).unwrap();
+    let web = "protection \"web\" {\n  machine           = machine.web\n  target            = site.dr\n  vault             = vault.main\n";
+    assert!(hcl.contains(web), "{hcl}");
+    std::fs::write(
+        &prot,
+        hcl.replace(
+            web,
+            "protection \"web2\" {\n  machine           = machine.web\n  target            = site.dr\n  vault             = vault.other\n",
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        qs.join("moved.hcl"),
+        "vault \"other\" {\n  url      = \"file://.standby/other\"\n  key_file = var.vault_key_file\n}\n\nmoved {\n  from = protection.web\n  to   = protection.web2\n}\n",
+    )
+    .unwrap();
+    for args in [&["validate"][..], &["plan"]] {
+        let o = run(&qs, args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}\n{}", text(&o));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("shop"), "the group error is missing: {err}");
+        assert!(
+            !err.contains("is not in the configuration"),
+            "{args:?}\n{err}"
+        );
+        assert_eq!(err.matches("Error:").count(), 1, "{args:?}\n{err}");
+    }
+    // A `to` that really is not declared is still an error.
+    std::fs::write(&prot, hcl).unwrap();
+    std::fs::write(
+        qs.join("moved.hcl"),
+        "moved {\n  from = protection.old\n  to   = protection.nowhere\n}\n",
+    )
+    .unwrap();
+    let o = run(&qs, &["validate"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("protection.nowhere is not in the configuration"),
         "{}",
         text(&o)
     );

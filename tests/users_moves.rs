@@ -328,3 +328,61 @@ fn a_machine_in_a_recovery_run_is_not_moved() {
     ok(&qs, &["state", "mv", "machine.db", "machine.database"]);
     assert!(ids_of(&qs, "machine", "machine.db").is_empty());
 }
+
+/// `plan` already says what `apply` would refuse: a `moved` block renaming a
+/// machine a test failover holds is an error (exit 1) naming the run and the
+/// command that finishes it; after cleanup the same plan shows the move.
+#[test]
+fn plan_refuses_a_move_a_recovery_run_holds() {
+    let d = tempfile::tempdir().unwrap();
+    let qs = quickstart(d.path(), 8, 8);
+    ok(&qs, &["apply", "--auto-approve"]);
+    ok(&qs, &["failover", "test", "shop", "--approve", "dns"]);
+    edit(
+        &qs.join("machines.hcl"),
+        "machine \"db\" {",
+        "machine \"database\" {",
+    );
+    edit(
+        &qs.join("protection.hcl"),
+        "machine.db\n",
+        "machine.database\n",
+    );
+    edit(
+        &qs.join("recovery.hcl"),
+        "[machine.db]",
+        "[machine.database]",
+    );
+    std::fs::write(
+        qs.join("moved.hcl"),
+        "moved {\n  from = machine.db\n  to   = machine.database\n}\n",
+    )
+    .unwrap();
+    let before = std::fs::read(qs.join(".standby/state.json")).unwrap();
+    for args in [
+        &["plan"][..],
+        &["plan", "-detailed-exitcode"],
+        &["apply", "-auto-approve"],
+    ] {
+        let o = run(&qs, args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}\n{}", text(&o));
+        let out = text(&o);
+        assert!(
+            out.contains("cannot move machine.db: run shop-test-"),
+            "{args:?}\n{out}"
+        );
+        assert!(
+            out.contains("standby failover cleanup shop"),
+            "{args:?}\n{out}"
+        );
+        assert!(!out.contains("moved from"), "{args:?}\n{out}");
+    }
+    assert_eq!(
+        std::fs::read(qs.join(".standby/state.json")).unwrap(),
+        before
+    );
+    ok(&qs, &["failover", "cleanup", "shop"]);
+    let o = run(&qs, &["plan", "-detailed-exitcode"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("machine.db"), "{}", text(&o));
+}

@@ -144,3 +144,86 @@ fn a_flag_in_a_hint_is_never_wrapped_off_a_terminal() {
         "wrapped:\n{err}"
     );
 }
+
+/// An RFC 3339 stamp (`2026-11-30T11:16:56.102623133Z`) somewhere in `s`:
+/// digit, `T`, two digits, `:` (a run id's `20261130T122406` is not one).
+fn has_rfc3339(s: &str) -> bool {
+    s.as_bytes().windows(5).any(|w| {
+        w[0].is_ascii_digit()
+            && w[1] == b'T'
+            && w[2].is_ascii_digit()
+            && w[3].is_ascii_digit()
+            && w[4] == b':'
+    })
+}
+
+/// Recovery and apply logs, `state show` and `state mv` read as the rest:
+/// times to the second with their zone, counted nouns with the right
+/// plural, and a rename hint only when the configuration lacks the name.
+#[test]
+fn recovery_logs_state_and_plurals_read_well() {
+    let d = tempfile::tempdir().unwrap();
+    let qs = quickstart(d.path(), 8, 8);
+    let out = ok(&qs, &["apply", "-auto-approve"]);
+    assert!(out.contains("one instant "), "{out}");
+    assert!(!has_rfc3339(&out), "{out}");
+    ok(&qs, &["replicate"]);
+
+    let o = standby(&qs)
+        .args(["failover", "test", "shop", "--approve", "dns"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let out = text(&o);
+    assert!(out.contains(": point "), "{out}");
+    assert!(has_human_time(&out), "{out}");
+    assert!(!has_rfc3339(&out), "{out}");
+    let out = ok(&qs, &["failover", "cleanup", "shop"]);
+    assert!(
+        out.contains(": 2 machines stopped, sandbox removed."),
+        "{out}"
+    );
+    assert!(!out.contains("(s)"), "{out}");
+
+    let out = ok(&qs, &["state", "show", "protection.db"]);
+    let newest = out
+        .lines()
+        .find(|l| l.contains("observed.newest_point"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(has_human_time(newest), "{newest}");
+    assert!(!has_rfc3339(&out), "{out}");
+
+    // Renamed in the configuration first: state mv says so, no rename hint.
+    let prot = qs.join("protection.hcl");
+    let hcl = std::fs::read_to_string(&prot).unwrap();
+    std::fs::write(
+        &prot,
+        hcl.replace("protection \"web\" {", "protection \"web2\" {"),
+    )
+    .unwrap();
+    let out = ok(&qs, &["state", "mv", "protection.web", "protection.web2"]);
+    assert!(
+        out.contains("The configuration already names it protection.web2."),
+        "{out}"
+    );
+    assert!(!out.contains("Rename it"), "{out}");
+    // Not renamed there: the hint says to.
+    let out = ok(&qs, &["state", "mv", "protection.db", "protection.db2"]);
+    assert!(
+        out.contains("Rename it protection.db2 in the configuration too"),
+        "{out}"
+    );
+
+    // Drift counts its facts with the right plural.
+    std::fs::remove_dir_all(qs.join(".standby/vault")).unwrap();
+    let o = standby(&qs)
+        .args(["plan", "--refresh-only"])
+        .output()
+        .unwrap();
+    let out = text(&o);
+    assert!(!out.contains("fact(s)"), "{out}");
+    assert!(
+        out.contains(" changed. `standby apply --refresh-only`"),
+        "{out}"
+    );
+}

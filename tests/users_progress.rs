@@ -14,13 +14,15 @@ use std::process::Command;
 /// Run standby ARGS in `dir` under a pseudo-terminal 80 columns wide; the
 /// raw bytes the terminal received.
 fn on_a_terminal(dir: &Path, args: &str) -> String {
+    on_a_terminal_sized(dir, "cols 80 rows 24", args)
+}
+
+/// As [`on_a_terminal`], the terminal sized by `stty SIZE`.
+fn on_a_terminal_sized(dir: &Path, size: &str, args: &str) -> String {
     let bin = env!("CARGO_BIN_EXE_standby");
     let o = Command::new("script")
         .arg("-qfec")
-        .arg(format!(
-            "stty cols 80 rows 24; {bin} -C {} {args}",
-            dir.display()
-        ))
+        .arg(format!("stty {size}; {bin} -C {} {args}", dir.display()))
         .arg("/dev/null")
         .env("TERM", "xterm")
         .env_remove("NO_COLOR")
@@ -137,4 +139,30 @@ fn bars_fit_the_terminal_and_count_data_not_holes() {
         err.starts_with("replicating group shop into vault.main"),
         "{err}"
     );
+}
+
+/// The bar fits the terminal's real width, not an assumed 80 columns, also
+/// when the terminal reports no rows (as under `script` by default).
+#[test]
+fn the_bar_fits_a_narrow_terminal() {
+    let d = tempfile::tempdir().unwrap();
+    let qs = quickstart(d.path(), 64, 8);
+    ok(&qs, &["apply", "--auto-approve"]);
+    let img = qs.join("sites/onprem/db/system.img");
+    let f = std::fs::OpenOptions::new().write(true).open(&img).unwrap();
+    f.write_all_at(&vec![0x42; 32 << 20], 16 << 20).unwrap();
+    drop(f);
+    for size in ["cols 50", "cols 50 rows 20"] {
+        let raw = on_a_terminal_sized(&qs, size, "replicate");
+        let shown = frames(&raw);
+        let bars: Vec<&String> = shown.iter().filter(|l| l.contains(" read, ")).collect();
+        assert!(!bars.is_empty(), "{size}: no bar:\n{}", short(&raw));
+        for l in &bars {
+            assert!(
+                l.chars().count() <= 50,
+                "{size}: wider than the terminal ({}): {l}",
+                l.chars().count()
+            );
+        }
+    }
 }

@@ -101,7 +101,25 @@ fn a_key_file_change_is_noted_and_its_errors_lead_somewhere() {
     );
     let md = ok(&qs, &["plan", "--format", "markdown"]);
     assert!(md.contains("the vault key is read from elsewhere"), "{md}");
-    ok(&qs, &["apply", "--auto-approve"]);
+    // Apply refuses a key source that cannot open the vault: nothing is
+    // recorded, the error names the file and the way out.
+    let state = qs.join(".standby/state.json");
+    let before = std::fs::read(&state).unwrap();
+    let o = run(&qs, &["apply", "-auto-approve"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let err = text(&o);
+    assert!(
+        err.contains("vault.main: the new key source does not open the vault"),
+        "{err}"
+    );
+    assert!(err.contains("keys/moved.key"), "{err}");
+    assert!(err.contains("nothing was recorded"), "{err}");
+    assert!(
+        err.contains("copy the current key file to .standby/keys/moved.key")
+            || err.contains("copy the current key file to keys/moved.key"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&state).unwrap(), before, "nothing recorded");
 
     // Every command now says what to do, and vault init does not pretend a
     // new key would help.
@@ -122,8 +140,61 @@ fn a_key_file_change_is_noted_and_its_errors_lead_somewhere() {
         !qs.join("keys/moved.key").exists(),
         "no new key was written"
     );
-    // Restoring the key file is the way out.
+    // A key that is not the vault's is refused alike.
     std::fs::create_dir_all(qs.join("keys")).unwrap();
+    std::fs::write(qs.join("keys/moved.key"), format!("{}\n", "ab".repeat(32))).unwrap();
+    let o = run(&qs, &["apply", "-auto-approve"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("the new key source does not open the vault"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(std::fs::read(&state).unwrap(), before, "nothing recorded");
+    // Copying the key file is the way out, and then the change applies.
     std::fs::copy(qs.join(".standby/keys/main.key"), qs.join("keys/moved.key")).unwrap();
     ok(&qs, &["points"]);
+    ok(&qs, &["apply", "-auto-approve"]);
+    let o = run(&qs, &["plan", "-detailed-exitcode"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    ok(&qs, &["status"]);
+}
+
+/// With the vault unreadable (its key file missing), what replication
+/// stored cannot be read, so a disk grown through replication is not
+/// reported as drift from stale facts; the warning says why nothing was
+/// compared.
+#[test]
+fn an_unreadable_vault_brings_no_drift_from_stale_facts() {
+    let d = tempfile::tempdir().unwrap();
+    let qs = quickstart(d.path(), 8, 8);
+    ok(&qs, &["apply", "--auto-approve"]);
+    let db = qs.join("sites/onprem/db/data.sqlite");
+    let before = std::fs::metadata(&db).unwrap().len();
+    let o = std::process::Command::new("sqlite3")
+        .arg(&db)
+        .arg("create table grow(x); insert into grow values (randomblob(16384));")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(std::fs::metadata(&db).unwrap().len() > before);
+    ok(&qs, &["replicate"]);
+    // The newest point holds the grown disk: no drift.
+    let out = ok(&qs, &["plan"]);
+    assert!(!out.contains("Changes outside standby"), "{out}");
+
+    std::fs::write(
+        qs.join("standby.vars.hcl"),
+        "vault_key_file = \".standby/keys/new.key\"\n",
+    )
+    .unwrap();
+    let o = run(&qs, &["plan"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let all = text(&o);
+    assert!(all.contains("warning: cannot refresh vault.main"), "{all}");
+    assert!(!all.contains("Changes outside standby"), "{all}");
+    assert!(!all.contains("the disk grew"), "{all}");
+    let o = run(&qs, &["plan", "--refresh-only", "-detailed-exitcode"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("No drift"), "{}", text(&o));
 }

@@ -274,8 +274,9 @@ fn cleanup(args: PlanArgs) -> miette::Result<ExitCode> {
     match recovery::run::cleanup(&cfg, plan, &rec, None).map_err(report_err)? {
         Cleaned::Nothing => println!("{} has no test failover to clean up.", plan.addr),
         Cleaned::Done { run_id, machines } => println!(
-            "Cleaned up test failover {run_id} of {}: {machines} machine(s) stopped, sandbox removed.",
-            plan.addr
+            "Cleaned up test failover {run_id} of {}: {} stopped, sandbox removed.",
+            plan.addr,
+            crate::human::count(machines, "machine")
         ),
     }
     Ok(ExitCode::SUCCESS)

@@ -99,6 +99,11 @@ pub(crate) fn make_plan(
     };
     let backend = backend.open(config.backend.as_ref())?;
     let state = backend.read().map_err(miette::Report::new)?;
+    if let Some(state) = &state {
+        // Show now what apply would refuse: a move of what a run holds.
+        let moves = plan::moves::effective(&config, Some(state));
+        crate::cli::apply::moves::refuse_held(state, &moves)?;
+    }
     let mut plan = plan::diff(&config, state.as_ref(), &DiffOptions::default());
     if let Some(state) = state.as_ref().filter(|_| refresh) {
         let r = crate::cli::refresh::refresh(&config, state);

@@ -64,7 +64,9 @@ pub(crate) fn with_progress<T>(progress: &Progress, work: Work, f: impl FnOnce()
                 while !done.load(Ordering::Relaxed) {
                     if let Some(msg) = now() {
                         if !shown {
-                            bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+                            bar.set_draw_target(indicatif::ProgressDrawTarget::term_like(
+                                Box::new(Stderr),
+                            ));
                             shown = true;
                         }
                         bar.set_length(progress.total.load(Ordering::Relaxed));
@@ -91,6 +93,74 @@ pub(crate) fn with_progress<T>(progress: &Progress, work: Work, f: impl FnOnce()
         done.store(true, Ordering::Relaxed);
         out
     })
+}
+
+/// Columns of the terminal on stderr, read now; `None` when unknown. Only
+/// the columns: under `script` or a serial console the rows are often 0,
+/// which makes some libraries give up on the size and assume 80 columns.
+fn stderr_columns() -> Option<u16> {
+    // SAFETY: TIOCGWINSZ writes one `winsize` into the zeroed, owned value.
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::ioctl(libc::STDERR_FILENO, libc::TIOCGWINSZ, &mut ws) };
+    (rc == 0 && ws.ws_col > 0).then_some(ws.ws_col)
+}
+
+/// The terminal on stderr for the bar, its width read at each draw (a
+/// resized terminal gets a bar that fits on the next one), 80 columns when
+/// unknown.
+#[derive(Debug)]
+struct Stderr;
+
+impl Stderr {
+    fn put(&self, s: &str) -> std::io::Result<()> {
+        std::io::Write::write_all(&mut std::io::stderr().lock(), s.as_bytes())
+    }
+}
+
+impl indicatif::TermLike for Stderr {
+    fn width(&self) -> u16 {
+        stderr_columns().unwrap_or(80)
+    }
+    fn move_cursor_up(&self, n: usize) -> std::io::Result<()> {
+        if n == 0 {
+            Ok(())
+        } else {
+            self.put(&format!("\x1b[{n}A"))
+        }
+    }
+    fn move_cursor_down(&self, n: usize) -> std::io::Result<()> {
+        if n == 0 {
+            Ok(())
+        } else {
+            self.put(&format!("\x1b[{n}B"))
+        }
+    }
+    fn move_cursor_right(&self, n: usize) -> std::io::Result<()> {
+        if n == 0 {
+            Ok(())
+        } else {
+            self.put(&format!("\x1b[{n}C"))
+        }
+    }
+    fn move_cursor_left(&self, n: usize) -> std::io::Result<()> {
+        if n == 0 {
+            Ok(())
+        } else {
+            self.put(&format!("\x1b[{n}D"))
+        }
+    }
+    fn write_line(&self, s: &str) -> std::io::Result<()> {
+        self.put(&format!("{s}\n"))
+    }
+    fn write_str(&self, s: &str) -> std::io::Result<()> {
+        self.put(s)
+    }
+    fn clear_line(&self) -> std::io::Result<()> {
+        self.put("\r\x1b[2K")
+    }
+    fn flush(&self) -> std::io::Result<()> {
+        std::io::Write::flush(&mut std::io::stderr())
+    }
 }
 
 #[cfg(test)]

@@ -23,6 +23,8 @@ pub(crate) fn observe(
     let mut facts: BTreeMap<Address, Attributes> = BTreeMap::new();
     let mut notes = Vec::new();
     let mut vaults: HashMap<Address, Option<Vault>> = HashMap::new();
+    // Machines whose protection's vault could not be read.
+    let mut unjudged: Vec<Address> = Vec::new();
     for (addr, obj) in &state.objects {
         let get = |k: &str| obj.attributes.get(k).and_then(Value::as_str);
         match addr.kind {
@@ -89,7 +91,15 @@ pub(crate) fn observe(
         else {
             continue;
         };
+        // The machine's disk sizes are judged against what replication
+        // stored; without the vault they are stale facts, not drift.
+        let machine = obj
+            .attributes
+            .get("machine")
+            .and_then(Value::as_str)
+            .and_then(|s| s.parse::<Address>().ok());
         let Some(opened) = vaults.get(&va) else {
+            unjudged.extend(machine);
             continue;
         };
         let f = facts.entry(addr.clone()).or_default();
@@ -101,6 +111,7 @@ pub(crate) fn observe(
             Ok((p, _)) => p,
             Err(e) => {
                 notes.push(format!("cannot list the points of {addr} in {va}: {e}"));
+                unjudged.extend(machine);
                 continue;
             }
         };
@@ -127,6 +138,9 @@ pub(crate) fn observe(
                 }
             }
         }
+    }
+    for m in &unjudged {
+        facts.remove(m);
     }
     (facts, notes)
 }
@@ -278,7 +292,7 @@ pub(crate) fn print_drift(found: &[Drift], notes: &[String]) {
         println!("  {d}");
     }
     println!(
-        "\n{} fact(s) changed. `standby apply --refresh-only` records them in state.",
-        found.len()
+        "\n{} changed. `standby apply --refresh-only` records them in state.",
+        crate::human::count(found.len(), "fact")
     );
 }

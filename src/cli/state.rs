@@ -218,7 +218,14 @@ fn render_object(address: &Address, obj: &ObjectState) -> String {
     out.push_str("\n  attributes:\n");
     let width = obj.attributes.keys().map(|k| k.len()).max().unwrap_or(0);
     for (key, value) in &obj.attributes {
-        out.push_str(&format!("    {key:<width$} = {value}\n"));
+        // A recorded time (RFC 3339) reads as every time for people does.
+        let shown = match value.as_str().map(|s| {
+            time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        }) {
+            Some(Ok(t)) => crate::human::time(t),
+            _ => value.to_string(),
+        };
+        out.push_str(&format!("    {key:<width$} = {shown}\n"));
     }
     out
 }
@@ -284,6 +291,25 @@ fn mv(backend: &dyn Backend, from_input: &str, to_input: &str) -> miette::Result
             "{to} is already in the state"
         ));
     }
+    // Whether the configuration here (if it loads) still names the old
+    // address or already the new one: the closing hint depends on it.
+    let declared = crate::config::load(std::path::Path::new("."), &Default::default())
+        .ok()
+        .map(|l| {
+            let has = |a: &Address| {
+                l.config.protections.contains_key(a) || l.config.machines.contains_key(a)
+            };
+            (has(&from), has(&to))
+        });
+    let hint = match declared {
+        Some((false, true)) => format!("The configuration already names it {to}."),
+        None => format!(
+            "If the configuration does not name it {to} yet, rename it there too, or the next plan proposes to destroy it."
+        ),
+        Some(_) => format!(
+            "Rename it {to} in the configuration too, or the next plan proposes to destroy it."
+        ),
+    };
     let done = super::apply::moves::carry_out(
         None,
         std::path::Path::new("."),
@@ -295,10 +321,7 @@ fn mv(backend: &dyn Backend, from_input: &str, to_input: &str) -> miette::Result
     for m in &done {
         println!("{}", super::apply::moves::line(m));
     }
-    println!(
-        "Moved 1 object in the state (serial {}). Rename it in the configuration too, or the next plan proposes to destroy it.",
-        doc.serial
-    );
+    println!("Moved 1 object in the state (serial {}). {hint}", doc.serial);
     Ok(ExitCode::SUCCESS)
 }
 

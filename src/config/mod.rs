@@ -520,7 +520,18 @@ fn load_into(dir: &Path, inputs: &VarInputs, diags: &mut Diagnostics) -> Option<
             config.recovery_plans.insert(p.addr.clone(), p);
         }
     }
-    config.moves = moved::lower(&moved_blocks, &config, diags);
+    // Names declared by a block, lowered or not: a `moved` block's `to` whose
+    // block failed its own check is already reported there.
+    let declared: HashSet<(Kind, String)> = of("protection")
+        .iter()
+        .map(|t| (Kind::Protection, t.name.clone()))
+        .chain(
+            of("machine")
+                .iter()
+                .map(|t| (Kind::Machine, t.name.clone())),
+        )
+        .collect();
+    config.moves = moved::lower(&moved_blocks, &config, &declared, diags);
     config.source_hash = hasher.finalize().to_hex().to_string();
     tracing::debug!(elapsed = ?started.elapsed(), "lowered");
     parsed_all.then_some(config)

@@ -19,13 +19,18 @@ use super::reader::{self, Reader};
 use crate::model::{Address, Config, Kind, Move};
 use hcl_edit::Span;
 use hcl_edit::structure::Block;
+use std::collections::HashSet;
 use std::sync::Arc;
 
 /// Every `moved` block, checked, in file order; blocks with errors are
-/// reported in `diags` and left out.
+/// reported in `diags` and left out. `declared` holds the (kind, name) of
+/// every protection and machine block, lowered or not: when the
+/// configuration has errors, a `to` whose block is declared but failed its
+/// own check is not reported again as missing.
 pub fn lower(
     blocks: &[(Arc<Source>, &Block)],
     config: &Config,
+    declared: &HashSet<(Kind, String)>,
     diags: &mut Diagnostics,
 ) -> Vec<Move> {
     let mut out: Vec<Move> = Vec::new();
@@ -75,6 +80,9 @@ pub fn lower(
             Kind::Protection => config.protections.contains_key(&to),
             _ => config.machines.contains_key(&to),
         };
+        if !exists && diags.has_errors() && declared.contains(&(to.kind, to.name.clone())) {
+            continue;
+        }
         if !exists {
             diags.push(
                 Diagnostic::error(

@@ -105,7 +105,8 @@ impl<W: Write + Send> Sink for PlainSink<W> {
             Event::Skipped { step, cause } => format!("{step}: skipped ({cause} failed)"),
             Event::NotStarted { step } => format!("{step}: not started (interrupted)"),
             Event::Interrupted { running } => format!(
-                "Interrupted: starting no new steps; waiting for {running} running step(s) to finish (interrupt again to stop at once; state stays true either way)"
+                "Interrupted: starting no new steps; waiting for {} to finish (interrupt again to stop at once; state stays true either way)",
+                crate::human::count(*running, "running step")
             ),
         };
         if let Ok(mut out) = self.out.lock() {

@@ -6,7 +6,7 @@
 //! ([`crate::vault::moves`]), then renames the object in state.
 
 use crate::model::{Address, Config, Kind};
-use crate::state::{ObjectState, StateDoc};
+use crate::state::{ObjectState, RunRecord, StateDoc};
 use crate::vault::moves::Rename;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -129,6 +129,23 @@ pub fn vault_renames(
         }
     }
     out
+}
+
+/// The first of `moves` whose recorded object a recovery run in `state`
+/// holds (a run records its machines by address: renaming one under it
+/// would cut the run off from it), with that run.
+pub fn held<'a>(
+    state: &'a StateDoc,
+    moves: &'a [(Address, Address)],
+) -> Option<(&'a Address, &'a RunRecord)> {
+    moves.iter().find_map(|(from, _)| {
+        let name = from.to_string();
+        state
+            .runs
+            .iter()
+            .find(|r| r.machines.contains_key(&name))
+            .map(|r| (from, r))
+    })
 }
 
 /// `doc` with `moves` applied to its objects (see [`remap`]).

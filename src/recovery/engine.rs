@@ -758,20 +758,28 @@ impl<'a> Engine<'a> {
                             }
                         },
                     )?;
+                    // The exact count too when the size for people rounds.
+                    let exact = if r.written >= 1024 {
+                        format!("{} bytes, ", r.written)
+                    } else {
+                        String::new()
+                    };
                     self.say(format!(
-                        "{name}: disk {} at {}: {} (bytes written: {})",
+                        "{name}: disk {} at {}: {}",
                         d.name,
                         target.display(),
                         if r.full {
-                            format!("missing, restored in full ({} written)", mib(r.written))
+                            format!(
+                                "missing, restored in full: {} written ({exact}the whole disk)",
+                                mib(r.written)
+                            )
                         } else {
                             format!(
-                                "{} of {} written (changed blocks only)",
+                                "{} of {} written ({exact}changed blocks only)",
                                 mib(r.written),
                                 mib(r.size)
                             )
-                        },
-                        r.written
+                        }
                     ));
                     disks.insert(d.name.clone(), target.clone());
                     placed
@@ -805,7 +813,7 @@ impl<'a> Engine<'a> {
             self.say(format!(
                 "{name}: disks restored from point {} ({}, {})",
                 p.id.short(),
-                p.created,
+                crate::human::time_str(&p.created),
                 p.consistency
             ));
             self.place(addr, placed.clone());

@@ -163,7 +163,7 @@ pub fn failback(
         engine.say(format!(
             "{m}: final reverse point {} ({})",
             c.point.id.short(),
-            c.point.created
+            crate::human::time_str(&c.point.created)
         ));
     }
     if passed {

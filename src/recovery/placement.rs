@@ -194,7 +194,7 @@ pub fn refuse_to_guess<'a>(
             out.push(format!(
                 "{a}: the vault's newest point {} ({}) leaves {machine} at {found}, but the state says it runs at {expected}{}: the state is lost or stale, and capturing or recovering from it could overwrite newer data. Restore the state (e.g. `cp .standby/state.json.backup .standby/state.json`); only if {machine} really runs at {expected} now with its newest data there, adopt that with `standby replicate --trust-state {a}`",
                 newest.id.short(),
-                newest.created,
+                crate::human::time_str(&newest.created),
                 if doc.is_none_or(|d| d.runs.is_empty()) {
                     " (no recovery run recorded)"
                 } else {

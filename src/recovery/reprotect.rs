@@ -248,9 +248,7 @@ pub fn reprotect(
     super::run::refuse_to_guess(cfg, plan, doc.as_ref(), recorder)?;
     let run = committed_failover(doc.as_ref(), &plan.addr)?;
     if let Some(r) = &run.reprotect {
-        let at =
-            r.at.format(&time::format_description::well_known::Rfc3339)
-                .unwrap_or_default();
+        let at = crate::human::time(r.at);
         return Err(RecoveryError::Refused {
             message: format!("{} is already reprotected (since {at})", plan.addr),
             help: format!(

@@ -390,7 +390,7 @@ fn failover_locked(
         engine.say(format!(
             "{m}: point {} ({}, {}{})",
             c.point.id.short(),
-            c.point.created,
+            crate::human::time_str(&c.point.created),
             c.point.consistency,
             c.point
                 .group

@@ -164,7 +164,11 @@ pub fn verify(vault: &Vault, read_data: bool) -> Result<Report> {
                 if !reasons.is_empty() {
                     problems.add(
                         name.clone(),
-                        format!("blob(s) {} fail authentication", reasons.join(", ")),
+                        if reasons.len() == 1 {
+                            format!("blob {} fails authentication", reasons[0])
+                        } else {
+                            format!("blobs {} fail authentication", reasons.join(", "))
+                        },
                         affected,
                     );
                 } else if !content_ok {

@@ -517,7 +517,7 @@ fn run_job(job: &Job, settings: &Settings, metrics: &Metrics, stop: &Stop, world
             Ok(made) => {
                 for (a, m) in names.iter().zip(&made) {
                     tracing::info!(
-                        "{a}: point {} ({}{}) of {} read {} B, stored {} B in {:.1}s",
+                        "{a}: point {} ({}{}) of {} read {}, stored {} in {}",
                         m.id.short(),
                         m.consistency,
                         m.group
@@ -525,9 +525,9 @@ fn run_job(job: &Job, settings: &Settings, metrics: &Metrics, stop: &Stop, world
                             .map(|g| format!(", group {g}"))
                             .unwrap_or_default(),
                         m.site.as_deref().unwrap_or("its site"),
-                        m.stats.read,
-                        m.stats.stored,
-                        started.elapsed().as_secs_f64()
+                        crate::human::size(m.stats.read),
+                        crate::human::size(m.stats.stored),
+                        crate::human::duration(started.elapsed())
                     );
                     metrics.update(a, |f| {
                         f.newest = m.created_at().or(f.newest);
@@ -537,7 +537,10 @@ fn run_job(job: &Job, settings: &Settings, metrics: &Metrics, stop: &Stop, world
                     });
                 }
                 if failures > 0 {
-                    tracing::info!("{label}: caught up after {failures} failed attempt(s)");
+                    tracing::info!(
+                        "{label}: caught up after {}",
+                        crate::human::count(failures as usize, "failed attempt")
+                    );
                 }
                 failures = 0;
                 retry_at = None;
@@ -579,11 +582,11 @@ fn run_pruner(p: &Pruner, settings: &Settings, metrics: &Metrics, stop: &Stop) {
             Ok((r, points)) => {
                 record_points(metrics, &names, &points);
                 tracing::info!(
-                    "{addr}: pruned {} point(s), kept {}, deleted {} pack(s) ({} B)",
-                    r.dropped.len(),
+                    "{addr}: pruned {}, kept {}, deleted {} ({})",
+                    crate::human::count(r.dropped.len(), "point"),
                     r.kept,
-                    r.packs_deleted,
-                    r.bytes_freed
+                    crate::human::count(r.packs_deleted, "pack"),
+                    crate::human::size(r.bytes_freed)
                 );
             }
             Err(e) => tracing::warn!(

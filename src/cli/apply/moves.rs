@@ -29,22 +29,7 @@ pub(crate) fn carry_out(
     doc: &mut StateDoc,
     list: &[(Address, Address)],
 ) -> miette::Result<Vec<Moved>> {
-    // A recovery run records its machines by address: renaming one under a
-    // run in effect would cut the run off from it.
-    for (from, _) in list {
-        let name = from.to_string();
-        if let Some(r) = doc.runs.iter().find(|r| r.machines.contains_key(&name)) {
-            return Err(miette!(
-                help = format!(
-                    "finish that run first (`standby failover cleanup {}` for a test, failback after a failover), then move",
-                    crate::recovery::run::plan_arg(&r.plan)
-                ),
-                "cannot move {from}: run {} of {} holds it",
-                r.run_id,
-                r.plan
-            ));
-        }
-    }
+    refuse_held(doc, list)?;
     let mut counts = vec![0usize; list.len()];
     for (vault_addr, renames) in moves::vault_renames(doc, list) {
         let vault = open_vault(config, root, doc, &vault_addr)?;
@@ -71,6 +56,24 @@ pub(crate) fn carry_out(
             points,
         })
         .collect())
+}
+
+/// An error when a recovery run holds one of `list`'s recorded objects
+/// (see [`moves::held`]): naming the run and how to finish it. `plan` and
+/// `apply` refuse alike.
+pub(crate) fn refuse_held(doc: &StateDoc, list: &[(Address, Address)]) -> miette::Result<()> {
+    match moves::held(doc, list) {
+        Some((from, r)) => Err(miette!(
+            help = format!(
+                "finish that run first (`standby failover cleanup {}` for a test, failback after a failover), then move",
+                crate::recovery::run::plan_arg(&r.plan)
+            ),
+            "cannot move {from}: run {} of {} holds it",
+            r.run_id,
+            r.plan
+        )),
+        None => Ok(()),
+    }
 }
 
 /// The vault as configured, else as recorded in state (paths relative to `root`).

@@ -100,6 +100,7 @@ impl Context {
         match (step.address.kind, step.op) {
             (_, StepOp::Delete) => self.delete(&step.address),
             (Kind::Vault, StepOp::Create) => self.create_vault(change),
+            (Kind::Vault, StepOp::Update) => self.update_vault(change),
             (Kind::Protection, StepOp::Create) => return self.enable(change),
             (_, StepOp::Create | StepOp::Update) => self.record_as_configured(change),
         }
@@ -221,6 +222,44 @@ impl Context {
         Ok(detail)
     }
 
+    /// A vault update: when its key source changes (`key_file`, `key_env`),
+    /// the new source must load a key that opens the vault as it is (its
+    /// data stays sealed with the key it was created with); otherwise
+    /// nothing is recorded, and every later command still opens it.
+    fn update_vault(&self, change: &Change) -> Result<String, String> {
+        let rekeyed = change
+            .attributes
+            .iter()
+            .any(|a| a.name == "key_file" || a.name == "key_env");
+        if rekeyed {
+            let v = self
+                .config
+                .vaults
+                .get(&change.address)
+                .ok_or_else(|| format!("no {} in the configuration", change.address))?;
+            let todo = match &v.key {
+                KeySource::File(f) => format!(
+                    "To keep the key elsewhere, copy the current key file to {} first (the file only moves, the key stays), then apply again",
+                    f.display()
+                ),
+                KeySource::Env(e) => format!(
+                    "To read the key from {e}, set {e} to the current key first, then apply again"
+                ),
+            };
+            let opened = Vault::open(&v.url, &v.key, &self.config.root).map_err(|e| {
+                format!(
+                    "{}: the new key source does not open the vault, so nothing was recorded: {e}. {}",
+                    change.address,
+                    todo
+                )
+            })?;
+            if let Ok(mut vaults) = self.vaults.lock() {
+                vaults.insert(change.address.clone(), Arc::new(opened));
+            }
+        }
+        self.record_as_configured(change)
+    }
+
     /// Open the vault at `address`: as configured, or as recorded in state
     /// when the configuration no longer has it (a destroy).
     fn vault(&self, address: &Address) -> Result<Arc<Vault>, String> {
@@ -314,7 +353,7 @@ impl Context {
                 let with = match (&m.group, members.len()) {
                     (Some(g), n) if n > 1 => format!(
                         ", taken with group {g} ({n} protections, one instant {})",
-                        m.created
+                        crate::human::time_str(&m.created)
                     ),
                     _ => String::new(),
                 };
@@ -394,8 +433,8 @@ impl Context {
                 let r = prune::drop_protection(&vault, &address.to_string(), LOCK_WAIT)
                     .map_err(|e| e.to_string())?;
                 detail = format!(
-                    "deleted {} recovery point(s) from {va}, freed {}",
-                    r.dropped.len(),
+                    "deleted {} from {va}, freed {}",
+                    crate::human::count(r.dropped.len(), "recovery point"),
                     human(r.bytes_freed)
                 );
             }
