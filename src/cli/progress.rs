@@ -73,7 +73,9 @@ pub(crate) fn with_progress<T>(progress: &Progress, work: Work, f: impl FnOnce()
                         bar.set_position(progress.read.load(Ordering::Relaxed));
                         bar.set_message(msg);
                     }
-                    std::thread::sleep(Duration::from_millis(100));
+                    // Look often until the total is known, so even a short
+                    // run shows its bar; then redraw at 10 Hz.
+                    std::thread::sleep(Duration::from_millis(if shown { 100 } else { 10 }));
                 }
                 bar.finish_and_clear();
             } else {

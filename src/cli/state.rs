@@ -219,9 +219,10 @@ fn render_object(address: &Address, obj: &ObjectState) -> String {
     let width = obj.attributes.keys().map(|k| k.len()).max().unwrap_or(0);
     for (key, value) in &obj.attributes {
         // A recorded time (RFC 3339) reads as every time for people does.
-        let shown = match value.as_str().map(|s| {
-            time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
-        }) {
+        let shown = match value
+            .as_str()
+            .map(|s| time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339))
+        {
             Some(Ok(t)) => crate::human::time(t),
             _ => value.to_string(),
         };
@@ -321,7 +322,10 @@ fn mv(backend: &dyn Backend, from_input: &str, to_input: &str) -> miette::Result
     for m in &done {
         println!("{}", super::apply::moves::line(m));
     }
-    println!("Moved 1 object in the state (serial {}). {hint}", doc.serial);
+    println!(
+        "Moved 1 object in the state (serial {}). {hint}",
+        doc.serial
+    );
     Ok(ExitCode::SUCCESS)
 }
 
