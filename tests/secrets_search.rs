@@ -117,7 +117,7 @@ fn forms(name: &str, secret: &[u8]) -> Vec<(String, Vec<u8>)> {
                         "{name} (base64{}, offset {pad})",
                         if url { "url" } else { "" }
                     ),
-                    enc[skip..end].as_bytes().to_vec(),
+                    enc.as_bytes()[skip..end].to_vec(),
                 ));
             }
         }

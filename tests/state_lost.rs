@@ -60,8 +60,7 @@ fn a_lost_state_is_refused_instead_of_overwriting_newer_data_at_dr() {
     ok(&qs, &["replicate"]);
     let newest = points(&qs)
         .into_iter()
-        .filter(|p| p["protection"] == "protection.db")
-        .last()
+        .rfind(|p| p["protection"] == "protection.db")
         .unwrap();
     assert_eq!(newest["site"], "site.dr", "{newest:#}");
     let rows = sql(&dr_db, "SELECT count(*) FROM orders");
@@ -121,8 +120,7 @@ fn a_lost_state_is_refused_instead_of_overwriting_newer_data_at_dr() {
     ok(&qs, &["replicate"]);
     let newest = points(&qs)
         .into_iter()
-        .filter(|p| p["protection"] == "protection.db")
-        .last()
+        .rfind(|p| p["protection"] == "protection.db")
         .unwrap();
     assert_eq!(newest["site"], "site.dr", "{newest:#}");
 
@@ -139,8 +137,7 @@ fn a_lost_state_is_refused_instead_of_overwriting_newer_data_at_dr() {
     assert!(o.status.success(), "{}", text(&o));
     let newest = points(&qs)
         .into_iter()
-        .filter(|p| p["protection"] == "protection.db")
-        .last()
+        .rfind(|p| p["protection"] == "protection.db")
         .unwrap();
     assert_eq!(newest["site"], "site.onprem", "{newest:#}");
     ok(&qs, &["replicate", "protection.db"]);

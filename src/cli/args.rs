@@ -202,7 +202,7 @@ mod tests {
         assert_eq!(
             sub.get_many::<String>("lock_timeout")
                 .unwrap()
-                .last()
+                .next_back()
                 .unwrap(),
             "1m"
         );

@@ -238,11 +238,11 @@ pub fn main() -> ExitCode {
     } else {
         "warn"
     });
-    if let Some(dir) = &cli.chdir {
-        if let Err(e) = std::env::set_current_dir(dir) {
-            eprintln!("error: cannot change to directory {}: {e}", dir.display());
-            return ExitCode::from(1);
-        }
+    if let Some(dir) = &cli.chdir
+        && let Err(e) = std::env::set_current_dir(dir)
+    {
+        eprintln!("error: cannot change to directory {}: {e}", dir.display());
+        return ExitCode::from(1);
     }
     let outcome = match cli.command {
         Command::Validate(a) => validate::run(a),

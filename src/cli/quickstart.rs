@@ -239,14 +239,14 @@ fn prepare_dir(dir: &Path) -> miette::Result<()> {
     if dir.join(MARKER).exists() {
         return Ok(());
     }
-    if let Ok(mut entries) = std::fs::read_dir(dir) {
-        if entries.next().is_some() {
-            return Err(miette!(
-                help = "pick a new directory: `standby quickstart some/new/dir`",
-                "{} exists and was not made by `standby quickstart`; refusing to write into it",
-                dir.display()
-            ));
-        }
+    if let Ok(mut entries) = std::fs::read_dir(dir)
+        && entries.next().is_some()
+    {
+        return Err(miette!(
+            help = "pick a new directory: `standby quickstart some/new/dir`",
+            "{} exists and was not made by `standby quickstart`; refusing to write into it",
+            dir.display()
+        ));
     }
     std::fs::create_dir_all(dir).into_diagnostic()
 }

@@ -1228,7 +1228,6 @@ pub fn recovery_plan(
         );
         ok = false;
     }
-    let mut r = r;
     let drill = match r.single_block("drill", diags) {
         None => None,
         Some(b) => {

@@ -489,10 +489,12 @@ fn load_into(dir: &Path, inputs: &VarInputs, diags: &mut Diagnostics) -> Option<
             }
         }
     }
-    let mut seen = lower::Protections::default();
     // A file that did not parse may hold the protections: judging coverage
     // without it would add bogus "no protection covers it" errors.
-    seen.coverage_unknown = !parsed_all;
+    let mut seen = lower::Protections {
+        coverage_unknown: !parsed_all,
+        ..Default::default()
+    };
     for t in of("protection") {
         let Some(inst) = lower::instances(&ctx, t, &machine_keys, diags) else {
             seen.coverage_unknown = true;

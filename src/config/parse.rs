@@ -25,9 +25,10 @@ pub fn parse(source: &Arc<Source>, diags: &mut Diagnostics) -> Option<Body> {
         Err(e) => {
             let at = e.location().offset().min(source.text.len());
             // The file ends inside a block: point at the block's `{`.
-            if source.text[at..].trim().is_empty() {
-                if let Some(open) = crate::hclfmt::unclosed_brace(&source.text) {
-                    diags.push(
+            if source.text[at..].trim().is_empty()
+                && let Some(open) = crate::hclfmt::unclosed_brace(&source.text)
+            {
+                diags.push(
                         Diagnostic::error(
                             "standby::syntax",
                             Loc::new(source, Some(open..open + 1)),
@@ -36,8 +37,7 @@ pub fn parse(source: &Arc<Source>, diags: &mut Diagnostics) -> Option<Body> {
                         .label("opened here")
                         .help("add the missing `}`"),
                     );
-                    return None;
-                }
+                return None;
             }
             let end = source.text[at..]
                 .chars()
@@ -123,15 +123,14 @@ impl hcl_edit::visit::Visit for QuotedLines<'_> {
     fn visit_expr(&mut self, e: &hcl_edit::expr::Expression) {
         use hcl_edit::Span;
         use hcl_edit::expr::Expression;
-        if let (Expression::String(_) | Expression::StringTemplate(_), Some(r)) = (e, e.span()) {
-            if let Some(at) = self
+        if let (Expression::String(_) | Expression::StringTemplate(_), Some(r)) = (e, e.span())
+            && let Some(at) = self
                 .text
                 .get(r.clone())
                 .and_then(newline_outside_interpolation)
-            {
-                self.found.push(r.start + at);
-                return;
-            }
+        {
+            self.found.push(r.start + at);
+            return;
         }
         hcl_edit::visit::visit_expr(self, e);
     }

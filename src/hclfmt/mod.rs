@@ -101,13 +101,13 @@ fn parse(source: &str) -> Result<hcl::Body, FormatError> {
     match hcl_edit::parser::parse_body(source) {
         Err(pe) => {
             let at = pe.location().offset().min(source.len());
-            if source[at..].trim().is_empty() {
-                if let Some(open) = unclosed_brace(source) {
-                    return Err(syntax(
+            if source[at..].trim().is_empty()
+                && let Some(open) = unclosed_brace(source)
+            {
+                return Err(syntax(
                         open,
                         "unclosed `{`: this block (or object) has no closing `}` before the end of the file".into(),
                     ));
-                }
             }
             return Err(syntax(at, pe.message().to_string()));
         }

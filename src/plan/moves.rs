@@ -29,11 +29,12 @@ pub fn effective(config: &Config, state: Option<&StateDoc>) -> Vec<(Address, Add
     for _ in 0..=config.moves.len() {
         let mut progressed = false;
         for m in &config.moves {
-            if origin.contains_key(&m.from) && !origin.contains_key(&m.to) {
-                if let Some(o) = origin.remove(&m.from) {
-                    origin.insert(m.to.clone(), o);
-                    progressed = true;
-                }
+            if origin.contains_key(&m.from)
+                && !origin.contains_key(&m.to)
+                && let Some(o) = origin.remove(&m.from)
+            {
+                origin.insert(m.to.clone(), o);
+                progressed = true;
             }
         }
         if !progressed {

@@ -315,10 +315,10 @@ impl<'a> Engine<'a> {
         let mut sites: Vec<Address> = Vec::new();
         for g in &self.plan.groups {
             for m in &g.machines {
-                if let Some(s) = self.target_site(m) {
-                    if !sites.contains(&s) {
-                        sites.push(s);
-                    }
+                if let Some(s) = self.target_site(m)
+                    && !sites.contains(&s)
+                {
+                    sites.push(s);
                 }
             }
         }
@@ -328,11 +328,11 @@ impl<'a> Engine<'a> {
                 return false;
             }
             let run = self.run_at(s);
-            if let Some(p) = self.providers.get(s) {
-                if let Err(e) = p.prepare(&run) {
-                    self.fail(format!("prepare the run at {s}: {e}"));
-                    return false;
-                }
+            if let Some(p) = self.providers.get(s)
+                && let Err(e) = p.prepare(&run)
+            {
+                self.fail(format!("prepare the run at {s}: {e}"));
+                return false;
             }
         }
         for (_, chosen) in self.points.clone() {
@@ -564,14 +564,14 @@ impl<'a> Engine<'a> {
             if self.approved(g, s) {
                 return Ok("approved with standby approve".into());
             }
-            if let Some(rx) = &answers {
-                if let Ok(a) = rx.try_recv() {
-                    if a == "yes" {
-                        self.approve(key, "terminal")?;
-                        return Ok("approved on the terminal".into());
-                    }
-                    return Err(format!("not approved (answered {a:?})"));
+            if let Some(rx) = &answers
+                && let Ok(a) = rx.try_recv()
+            {
+                if a == "yes" {
+                    self.approve(key, "terminal")?;
+                    return Ok("approved on the terminal".into());
                 }
+                return Err(format!("not approved (answered {a:?})"));
             }
             if self.cancel.is_cancelled() {
                 return Err("interrupted while waiting for approval".into());
@@ -822,19 +822,19 @@ impl<'a> Engine<'a> {
                 boot: m.boot.as_ref().map(|b| b.command.clone()),
                 disks,
             };
-            if let Ok(hook) = std::env::var(TEST_HOOK_ENV) {
-                if !hook.is_empty() {
-                    let argv = vec!["sh".to_string(), "-c".to_string(), hook];
-                    let f = command::run(
-                        &argv,
-                        &self.root,
-                        &spec.env(&run),
-                        Duration::from_secs(60),
-                        None,
-                    )?;
-                    if !f.success() {
-                        return Err(format!("{TEST_HOOK_ENV} hook: {}", f.describe()));
-                    }
+            if let Ok(hook) = std::env::var(TEST_HOOK_ENV)
+                && !hook.is_empty()
+            {
+                let argv = vec!["sh".to_string(), "-c".to_string(), hook];
+                let f = command::run(
+                    &argv,
+                    &self.root,
+                    &spec.env(&run),
+                    Duration::from_secs(60),
+                    None,
+                )?;
+                if !f.success() {
+                    return Err(format!("{TEST_HOOK_ENV} hook: {}", f.describe()));
                 }
             }
             if self.cancel.is_cancelled() {

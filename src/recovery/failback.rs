@@ -58,19 +58,18 @@ pub fn failback(
             ),
         });
     }
-    if let Some(f) = &run.failback {
-        if let Some(o) = &f.owner {
-            if o != &Owner::me() && o.may_be_alive() {
-                return Err(RecoveryError::Refused {
-                    message: format!(
-                        "a failback of {} is in progress (pid {} on {})",
-                        plan.addr, o.pid, o.host
-                    ),
-                    help: "wait for it to finish; `standby status` shows where each machine is"
-                        .into(),
-                });
-            }
-        }
+    if let Some(f) = &run.failback
+        && let Some(o) = &f.owner
+        && o != &Owner::me()
+        && o.may_be_alive()
+    {
+        return Err(RecoveryError::Refused {
+            message: format!(
+                "a failback of {} is in progress (pid {} on {})",
+                plan.addr, o.pid, o.host
+            ),
+            help: "wait for it to finish; `standby status` shows where each machine is".into(),
+        });
     }
     let timeline = Timeline::new();
     let run_id = run.run_id.clone();
@@ -139,17 +138,17 @@ pub fn failback(
         progress.final_points.clone()
     };
     if passed {
-        if let Ok(hook) = std::env::var(TEST_HOOK_ENV) {
-            if !hook.is_empty() {
-                let argv = vec!["sh".to_string(), "-c".to_string(), hook];
-                let _ = command::run(
-                    &argv,
-                    &engine.root,
-                    &[],
-                    std::time::Duration::from_secs(60),
-                    None,
-                );
-            }
+        if let Ok(hook) = std::env::var(TEST_HOOK_ENV)
+            && !hook.is_empty()
+        {
+            let argv = vec!["sh".to_string(), "-c".to_string(), hook];
+            let _ = command::run(
+                &argv,
+                &engine.root,
+                &[],
+                std::time::Duration::from_secs(60),
+                None,
+            );
         }
         match chosen(cfg, plan, &final_points) {
             Ok(c) => engine.points = c,

@@ -114,17 +114,16 @@ pub fn reverse_batches(
                     run.run_id
                 ))
             })?;
-            if let Some(machine) = cfg.machines.get(m) {
-                if let Some(d) = machine
+            if let Some(machine) = cfg.machines.get(m)
+                && let Some(d) = machine
                     .disks
                     .iter()
                     .find(|d| !placed.disks.contains_key(&d.name))
-                {
-                    return Err(RecoveryError::Other(format!(
-                        "the failover run {} has no path of {m} disk {:?}",
-                        run.run_id, d.name
-                    )));
-                }
+            {
+                return Err(RecoveryError::Other(format!(
+                    "the failover run {} has no path of {m} disk {:?}",
+                    run.run_id, d.name
+                )));
             }
         }
     }

@@ -222,19 +222,19 @@ pub(crate) fn refuse_to_guess(
 /// Why a new run of `kind` cannot start, given the plan's runs in `doc`.
 fn refusal(doc: &crate::state::StateDoc, plan: &Address, kind: RunKind) -> Option<String> {
     let name = plan_arg(plan);
-    if let Some(t) = doc.run_of(plan, true) {
-        if kind.is_test() {
-            return Some(refused(
-                format!(
-                    "{plan} already has a test failover (run {}, {})",
-                    t.run_id,
-                    t.phase.as_str()
-                ),
-                format!(
-                    "remove its replicas first with `standby failover cleanup {name}`, then run again"
-                ),
-            ));
-        }
+    if let Some(t) = doc.run_of(plan, true)
+        && kind.is_test()
+    {
+        return Some(refused(
+            format!(
+                "{plan} already has a test failover (run {}, {})",
+                t.run_id,
+                t.phase.as_str()
+            ),
+            format!(
+                "remove its replicas first with `standby failover cleanup {name}`, then run again"
+            ),
+        ));
     }
     if let Some(f) = doc.run_of(plan, false) {
         let site = f

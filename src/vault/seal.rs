@@ -162,7 +162,9 @@ impl Sealer {
 }
 
 /// The parts of a sealed object: flag, nonce, ciphertext (`len | body`), tag.
-fn split(sealed: &[u8]) -> Result<(u8, [u8; 12], &[u8], [u8; 16]), OpenError> {
+type Parts<'a> = (u8, [u8; 12], &'a [u8], [u8; 16]);
+
+fn split(sealed: &[u8]) -> Result<Parts<'_>, OpenError> {
     if sealed.len() < OVERHEAD {
         return Err(OpenError::Short);
     }

@@ -70,7 +70,7 @@ impl Proxy {
                                     0 => next(&mut r) % 65_536,
                                     _ => next(&mut r) % 512,
                                 };
-                                let upload = next(&mut r) % 2 == 0;
+                                let upload = next(&mut r).is_multiple_of(2);
                                 if roll % 100 >= percent {
                                     None
                                 } else {

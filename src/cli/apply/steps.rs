@@ -62,10 +62,13 @@ pub struct Context {
     /// One mutex per (vault, consistency group): the first member's enable
     /// takes the group's first point for every member enabled in this run,
     /// the others wait for it and find theirs.
-    groups: Mutex<HashMap<(Address, String), Arc<Mutex<()>>>>,
+    groups: Mutex<HashMap<(Address, String), GroupGate>>,
     /// Points taken by a group's batch in this run, by protection.
     batched: Mutex<HashMap<Address, String>>,
 }
+
+/// Held while a consistency group's first point is taken.
+type GroupGate = Arc<Mutex<()>>;
 
 impl Context {
     pub fn new(
