@@ -139,8 +139,18 @@ pub(crate) fn observe(
             }
         }
     }
+    // Without the vault a disk that is there cannot be judged (its size is
+    // compared with what replication stored), but a disk that is gone is
+    // drift whatever the vault says: keep only that.
     for m in &unjudged {
-        facts.remove(m);
+        let (Some(f), Some(recorded)) = (facts.get_mut(m), state.objects.get(m)) else {
+            continue;
+        };
+        for (k, v) in f.iter_mut() {
+            if let Some(was) = recorded.attributes.get(k) {
+                *v = was.clone();
+            }
+        }
     }
     (facts, notes)
 }
