@@ -64,16 +64,7 @@ impl LocalStore {
     async fn sync(&self, location: &Path, deleted: bool) -> Result<()> {
         let path = self.fs.path_to_filesystem(location)?;
         let root = self.root.clone();
-        tokio::task::spawn_blocking(move || sync_path(&path, root.as_deref(), deleted))
-            .await
-            .map_err(|e| object_store::Error::Generic {
-                store: "LocalStore",
-                source: Box::new(e),
-            })?
-            .map_err(|e| object_store::Error::Generic {
-                store: "LocalStore",
-                source: Box::new(e),
-            })
+        blocking(move || sync_path(&path, root.as_deref(), deleted)).await
     }
 
     /// An unconditional write of a big object: staged under a temporary
@@ -83,20 +74,13 @@ impl LocalStore {
     async fn put_direct(&self, location: &Path, payload: PutPayload) -> Result<PutResult> {
         let dest = self.fs.path_to_filesystem(location)?;
         let buffers = self.buffers.clone();
-        let generic =
-            |source: Box<dyn std::error::Error + Send + Sync>| object_store::Error::Generic {
-                store: "LocalStore",
-                source,
-            };
-        tokio::task::spawn_blocking(move || {
+        blocking(move || {
             let mut buf = buffers.take();
             let res = write_direct(&dest, &payload, &mut buf);
             buffers.give(buf);
             res
         })
         .await
-        .map_err(|e| generic(Box::new(e)))?
-        .map_err(|e| generic(Box::new(e)))
     }
 
     /// Overwrite `location` only if its etag is still `expected`. Writers
@@ -120,21 +104,8 @@ impl LocalStore {
             ));
         };
         let file_path = self.fs.path_to_filesystem(location)?;
-        let lock = tokio::task::spawn_blocking(move || lock_current(&file_path))
-            .await
-            .map_err(|e| object_store::Error::Generic {
-                store: "LocalStore",
-                source: Box::new(e),
-            })?;
-        let _lock = match lock {
-            Ok(Some(file)) => file,
-            Ok(None) => return Err(precondition("the object does not exist".into())),
-            Err(e) => {
-                return Err(object_store::Error::Generic {
-                    store: "LocalStore",
-                    source: Box::new(e),
-                });
-            }
+        let Some(_lock) = blocking(move || lock_current(&file_path)).await? else {
+            return Err(precondition("the object does not exist".into()));
         };
         let meta = self.fs.head(location).await?;
         if meta.e_tag.as_deref() != Some(expected.as_str()) {
@@ -198,6 +169,21 @@ impl Drop for Pooled {
 }
 
 /// Stage `payload` next to `dest` with direct writes from `buf`, then rename.
+/// Run blocking file work off the async threads; its I/O error, or a
+/// panic, becomes the store's error.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> Result<T> {
+    let generic = |source: Box<dyn std::error::Error + Send + Sync>| object_store::Error::Generic {
+        store: "LocalStore",
+        source,
+    };
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| generic(Box::new(e)))?
+        .map_err(|e| generic(Box::new(e)))
+}
+
 fn write_direct(
     dest: &std::path::Path,
     payload: &PutPayload,
@@ -391,17 +377,7 @@ impl ObjectStore for LocalStore {
             {
                 let size = res.meta.size;
                 let pool = self.buffers.clone();
-                let bytes =
-                    tokio::task::spawn_blocking(move || read_direct(file, &path, size, pool))
-                        .await
-                        .map_err(|e| object_store::Error::Generic {
-                            store: "LocalStore",
-                            source: Box::new(e),
-                        })?
-                        .map_err(|e| object_store::Error::Generic {
-                            store: "LocalStore",
-                            source: Box::new(e),
-                        })?;
+                let bytes = blocking(move || read_direct(file, &path, size, pool)).await?;
                 Ok(GetResult {
                     payload: GetResultPayload::Stream(
                         futures::stream::once(async { Ok(bytes) }).boxed(),
@@ -436,20 +412,12 @@ impl ObjectStore for LocalStore {
                 async move {
                     let location = res?;
                     let path = fs.path_to_filesystem(&location)?;
-                    tokio::task::spawn_blocking(move || sync_path(&path, root.as_deref(), true))
-                        .await
-                        .map_err(|e| object_store::Error::Generic {
-                            store: "LocalStore",
-                            source: Box::new(e),
-                        })?
-                        .or_else(|e| match e.kind() {
-                            // Its directory went too (nothing left to sync).
-                            std::io::ErrorKind::NotFound => Ok(()),
-                            _ => Err(object_store::Error::Generic {
-                                store: "LocalStore",
-                                source: Box::new(e),
-                            }),
-                        })?;
+                    blocking(move || match sync_path(&path, root.as_deref(), true) {
+                        // Its directory went too (nothing left to sync).
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                        r => r,
+                    })
+                    .await?;
                     Ok(location)
                 }
             })
