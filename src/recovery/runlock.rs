@@ -14,9 +14,8 @@ use super::run::{RecoveryError, plan_arg};
 use crate::model::{Address, Config};
 use crate::state::LockInfo;
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Seek, SeekFrom, Write};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
 
 /// A held run lock; dropping it (or the process dying) releases it.
 pub struct RunLock {
@@ -97,16 +96,10 @@ pub fn acquire(cfg: &Config, plan: &Address, command: &str) -> Result<RunLock, R
 /// Who holds the lock. A holder that took it an instant ago may not have
 /// written who it is yet: give it a moment, so the refusal can name it.
 fn holder(file: &mut File) -> String {
-    let deadline = Instant::now() + Duration::from_secs(2);
-    loop {
-        let mut text = String::new();
-        let read = file.seek(SeekFrom::Start(0)).is_ok() && file.read_to_string(&mut text).is_ok();
-        if read && let Ok(info) = serde_json::from_str::<LockInfo>(&text) {
-            return info.to_string();
-        }
-        if Instant::now() >= deadline {
-            return "another standby process (it has not recorded who it is)".into();
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    crate::state::holder_text(file, |t| serde_json::from_str::<LockInfo>(t).is_ok())
+        .and_then(|t| serde_json::from_str::<LockInfo>(&t).ok())
+        .map_or_else(
+            || "another standby process (it has not recorded who it is)".into(),
+            |info| info.to_string(),
+        )
 }

@@ -13,7 +13,7 @@
 use crate::model::Config;
 use crate::state::StateDoc;
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
 
@@ -277,19 +277,8 @@ impl TargetLock {
             match fs4::FileExt::try_lock(&file) {
                 Ok(()) => {}
                 Err(fs4::TryLockError::WouldBlock) => {
-                    // The holder writes who it is just after it locks: give
-                    // it a moment, so the refusal can name it.
-                    let mut who = String::new();
-                    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
-                    loop {
-                        who.clear();
-                        let _ = std::io::Seek::rewind(&mut file);
-                        let _ = file.read_to_string(&mut who);
-                        if !who.trim().is_empty() || std::time::Instant::now() >= deadline {
-                            break;
-                        }
-                        std::thread::sleep(std::time::Duration::from_millis(10));
-                    }
+                    let who = crate::state::holder_text(&mut file, |t| !t.trim().is_empty())
+                        .unwrap_or_default();
                     let who = who.trim();
                     return Err(TargetError::Busy {
                         path: to.to_path_buf(),

@@ -99,38 +99,21 @@ impl LocalBackend {
     /// not have written who it is yet (two commands started together): give
     /// it a moment, so the refusal can name it.
     fn wait_for_holder(file: &mut File) -> String {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
-        loop {
-            let (named, text) = Self::describe_holder(file);
-            if named || std::time::Instant::now() >= deadline {
-                return text;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
+        let text = super::lock::holder_text(file, |t| serde_json::from_str::<LockInfo>(t).is_ok());
+        Self::describe_holder(text)
     }
 
-    /// Who holds the lock, as far as the lock file says, and whether it
-    /// says (`false`: no or partial holder information).
-    fn describe_holder(file: &mut File) -> (bool, String) {
-        let mut text = String::new();
-        if file.seek(SeekFrom::Start(0)).is_err() || file.read_to_string(&mut text).is_err() {
-            return (
-                false,
-                "another process (its lock information cannot be read)".to_string(),
-            );
-        }
+    /// Who holds the lock, as far as the lock file's text says.
+    fn describe_holder(text: Option<String>) -> String {
+        let Some(text) = text else {
+            return "another process (its lock information cannot be read)".to_string();
+        };
         if text.trim().is_empty() {
-            return (
-                false,
-                "another process (it has not recorded who it is yet)".to_string(),
-            );
+            return "another process (it has not recorded who it is yet)".to_string();
         }
         match serde_json::from_str::<LockInfo>(&text) {
-            Ok(info) => (true, info.to_string()),
-            Err(_) => (
-                false,
-                "another process (its lock information is unreadable)".to_string(),
-            ),
+            Ok(info) => info.to_string(),
+            Err(_) => "another process (its lock information is unreadable)".to_string(),
         }
     }
 }
@@ -248,11 +231,11 @@ impl Backend for LocalBackend {
             }
             Err(fs4::TryLockError::WouldBlock) => {
                 let mut text = String::new();
-                let info = file
-                    .read_to_string(&mut text)
-                    .ok()
-                    .and_then(|_| serde_json::from_str::<LockInfo>(&text).ok());
-                let (_, holder) = Self::describe_holder(&mut file);
+                let read = file.read_to_string(&mut text).is_ok();
+                let info = read
+                    .then(|| serde_json::from_str::<LockInfo>(&text).ok())
+                    .flatten();
+                let holder = Self::describe_holder(read.then_some(text));
                 match info {
                     Some(info) if uuid::Uuid::parse_str(id.trim()).ok() == Some(info.id) => {
                         Err(StateError::LocalLockHeld {

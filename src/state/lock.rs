@@ -85,3 +85,21 @@ impl fmt::Debug for StateLock {
             .finish_non_exhaustive()
     }
 }
+
+/// The holder text of a lock file just found locked. A holder that locked
+/// it an instant ago (two commands started together) may not have written
+/// who it is yet, so re-read it for up to 2 s until `ready` accepts it;
+/// then the last text read, or None when the file cannot be read.
+pub fn holder_text(file: &mut std::fs::File, ready: impl Fn(&str) -> bool) -> Option<String> {
+    use std::io::{Read, Seek};
+    use std::time::{Duration, Instant};
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let mut text = String::new();
+        let read = file.rewind().is_ok() && file.read_to_string(&mut text).is_ok();
+        if (read && ready(&text)) || Instant::now() >= deadline {
+            return read.then_some(text);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

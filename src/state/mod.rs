@@ -18,7 +18,7 @@ mod wait;
 
 pub use document::*;
 pub use local::{LOCAL_BACKUP_PATH, LOCAL_LOCK_PATH, LocalBackend};
-pub use lock::{LockInfo, StateLock};
+pub use lock::{LockInfo, StateLock, holder_text};
 pub use parse::parse_document;
 pub use remote::{ObjectStoreBackend, REMOTE_BACKUP_NAME, REMOTE_LOCK_NAME, REMOTE_STATE_NAME};
 pub use runs::*;
