@@ -170,13 +170,36 @@ fn written_at_sink(trace: &Path, dir: &Path) -> std::collections::BTreeMap<Strin
         }
     }
     let mut by_file: std::collections::BTreeMap<String, u64> = Default::default();
+    // With -f, a call that another thread interrupts is printed as
+    // `PID pwrite64(5</path>, ... <unfinished ...>` and later
+    // `PID <... pwrite64 resumed>...) = N`: the path is on the first line,
+    // the count on the second, so remember the file per pid.
+    let mut pending: std::collections::HashMap<String, String> = Default::default();
     for l in text.lines() {
-        if !l.contains(&prefix)
-            || l.contains("execve(")
-            || children.contains(l.split_whitespace().next().unwrap_or(""))
-        {
+        let pid = l.split_whitespace().next().unwrap_or("").to_string();
+        if l.contains("execve(") || children.contains(&pid) {
             continue;
         }
+        let file = if l.contains(" resumed>") {
+            match pending.remove(&pid) {
+                Some(f) => f,
+                None => continue,
+            }
+        } else if l.contains(&prefix) {
+            let f = l
+                .split(&prefix)
+                .nth(1)
+                .and_then(|r| r.split('>').next())
+                .unwrap_or("?")
+                .to_string();
+            if l.ends_with("<unfinished ...>") {
+                pending.insert(pid, f);
+                continue;
+            }
+            f
+        } else {
+            continue;
+        };
         let Some(n) = l
             .rsplit("= ")
             .next()
@@ -184,12 +207,6 @@ fn written_at_sink(trace: &Path, dir: &Path) -> std::collections::BTreeMap<Strin
         else {
             continue;
         };
-        let file = l
-            .split(&prefix)
-            .nth(1)
-            .and_then(|r| r.split('>').next())
-            .unwrap_or("?")
-            .to_string();
         *by_file.entry(file).or_default() += n;
     }
     println!("written at the sink, by file: {by_file:?}");
