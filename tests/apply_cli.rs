@@ -278,10 +278,19 @@ fn fleet(d: &Path) -> PathBuf {
     root
 }
 
-/// A small xorshift, seeded from the clock (printed, for replay via
-/// STANDBY_KILL_SEED).
+/// A small xorshift, seeded from `STANDBY_SEED` when set, else at random
+/// (printed, for replay).
 struct Rng(u64);
 impl Rng {
+    fn seeded(what: &str) -> Rng {
+        let seed = std::env::var("STANDBY_SEED")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| uuid::Uuid::new_v4().as_u64_pair().0)
+            | 1;
+        eprintln!("{what}: STANDBY_SEED={seed}");
+        Rng(seed)
+    }
     fn next(&mut self, below: u64) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
@@ -297,18 +306,7 @@ fn kill_9_at_random_moments_then_apply_again_converges() {
     } else {
         4
     };
-    let seed = std::env::var("STANDBY_KILL_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                | 1
-        });
-    eprintln!("kill seed {seed} (set STANDBY_KILL_SEED to replay)");
-    let mut rng = Rng(seed);
+    let mut rng = Rng::seeded("apply kills");
     let d = tempfile::tempdir().unwrap();
     let template = fleet(d.path());
     // 6 protections + 6 machines + vault + 2 sites + policy = 16 steps,

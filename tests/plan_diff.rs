@@ -605,7 +605,7 @@ fn change_after_reconstructs_the_desired_attributes() {
         .unwrap();
     let want = plan::flatten(
         plan::ObjectRef::Machine(&c.machines[&addr("machine.db")]),
-        &plan::attributes::marker_key(&c, &s.lineage),
+        &plan::attributes::marker_key(&c, &s.lineage).unwrap(),
     );
     assert_eq!(after, want);
 }

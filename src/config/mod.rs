@@ -110,6 +110,12 @@ pub fn load(dir: &Path, vars: &VarInputs) -> Result<Loaded, Diagnostics> {
             d.message.clone(),
         ))
     });
+    // A vault key's variable never reaches a child process.
+    for v in config.iter().flat_map(|c| c.vaults.values()) {
+        if let crate::model::KeySource::Env(name) = &v.key {
+            standby_provider_core::command::withhold_env(name);
+        }
+    }
     match config {
         Some(config) if !diags.has_errors() => Ok(Loaded {
             config,

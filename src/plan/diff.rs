@@ -27,7 +27,13 @@ pub fn diff(config: &Config, state: Option<&StateDoc>, options: &DiffOptions) ->
         .map(|s| super::moves::remap(&s.objects, &moves))
         .unwrap_or_default();
     let recorded = &remapped;
-    let marker = super::attributes::marker_key(config, &lineage);
+    // Without a secret key, markers are keyed at random for this plan only:
+    // sensitive values then always show as changed (never a guessable
+    // fingerprint in the state, never a silently missed change).
+    let (marker, unkeyed) = match super::attributes::marker_key(config, &lineage) {
+        Ok(k) => (k, None),
+        Err(e) => (rand::random(), Some(e)),
+    };
 
     let mut desired: Peekable<_> = desired_objects(config)
         .map(|(a, o)| (a, flatten(o, &marker)))
@@ -95,6 +101,15 @@ pub fn diff(config: &Config, state: Option<&StateDoc>, options: &DiffOptions) ->
     let graph = DependencyGraph::build(&entries, &changes);
     let mut notes = notes::review(config, state, &changes, options.now);
     notes.extend(super::keys::notes(&changes));
+    if let (Some(e), Some(subject)) = (unkeyed, super::attributes::first_sensitive(config)) {
+        notes.push(super::ReviewNote {
+            subject,
+            kind: super::NoteKind::SensitiveUncompared,
+            message: format!(
+                "sensitive attributes cannot be compared with the state ({e}); they show as changed on every plan until this is fixed"
+            ),
+        });
+    }
     let site_changes = super::site::changes(config, state, options.now);
     notes.extend(super::site::notes(config, state, &site_changes));
     Plan {

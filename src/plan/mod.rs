@@ -211,6 +211,8 @@ pub enum NoteKind {
     DrillRto,
     /// A vault's key source (`key_file`, `key_env`) changes.
     KeyChanged,
+    /// Sensitive attributes cannot be compared: no key for their markers.
+    SensitiveUncompared,
 }
 
 /// Counts for the summary line; a replace counts as one add and one destroy.
