@@ -9,7 +9,7 @@
 //! that already wrote its point is adopted by the next run, never repeated.
 
 mod common;
-use common::{copy_dir, text};
+use common::{Rng, copy_dir, text};
 
 use serde_json::Value;
 use standby::samples;
@@ -278,26 +278,6 @@ fn fleet(d: &Path) -> PathBuf {
     root
 }
 
-/// A small xorshift, seeded from `STANDBY_SEED` when set, else at random
-/// (printed, for replay).
-struct Rng(u64);
-impl Rng {
-    fn seeded(what: &str) -> Rng {
-        let seed = std::env::var("STANDBY_SEED")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| uuid::Uuid::new_v4().as_u64_pair().0)
-            | 1;
-        eprintln!("{what}: STANDBY_SEED={seed}");
-        Rng(seed)
-    }
-    fn next(&mut self, below: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % below.max(1)
-    }
-}
 
 #[test]
 fn kill_9_at_random_moments_then_apply_again_converges() {
@@ -325,7 +305,7 @@ fn kill_9_at_random_moments_then_apply_again_converges() {
             .unwrap();
         // Kill after a random number of event lines, plus a random pause
         // of up to 50 ms so the kill also lands inside steps.
-        let after = rng.next(lines_total);
+        let after = rng.below(lines_total);
         let mut seen = 0;
         let mut out = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
@@ -333,7 +313,7 @@ fn kill_9_at_random_moments_then_apply_again_converges() {
             seen += 1;
             line.clear();
         }
-        std::thread::sleep(std::time::Duration::from_millis(rng.next(50)));
+        std::thread::sleep(std::time::Duration::from_millis(rng.below(50)));
         // SIGKILL: no cleanup of any kind runs in the child.
         child.kill().unwrap();
         let status = child.wait().unwrap();

@@ -506,13 +506,10 @@ mod tests {
         assert!(!is_sensitive("site", &set));
     }
 
-    #[test]
-    fn the_marker_key_is_a_secret_not_in_the_state() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let lineage = uuid::Uuid::from_u128(7);
+    /// A configuration rooted at `root` whose exec site's command is sensitive.
+    fn with_sensitive_site(root: &std::path::Path) -> Config {
         let mut cfg = Config {
-            root: dir.path().to_path_buf(),
+            root: root.to_path_buf(),
             ..Config::default()
         };
         let site = Site {
@@ -523,6 +520,15 @@ mod tests {
             sensitive: ["command".to_string()].into(),
         };
         cfg.sites.insert(site.addr.clone(), site);
+        cfg
+    }
+
+    #[test]
+    fn the_marker_key_is_a_secret_not_in_the_state() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let lineage = uuid::Uuid::from_u128(7);
+        let mut cfg = with_sensitive_site(dir.path());
         // What the state alone lets anyone compute: the old key.
         let from_state = blake3::derive_key(
             "standby 2026 sensitive attribute marker",
@@ -565,18 +571,7 @@ mod tests {
     fn without_a_secret_the_marker_key_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let lineage = uuid::Uuid::from_u128(7);
-        let mut cfg = Config {
-            root: dir.path().to_path_buf(),
-            ..Config::default()
-        };
-        let site = Site {
-            addr: Address::new(Kind::Site, "dr"),
-            provider: "exec".into(),
-            root: None,
-            command: Some(vec!["x".into()]),
-            sensitive: ["command".to_string()].into(),
-        };
-        cfg.sites.insert(site.addr.clone(), site);
+        let cfg = with_sensitive_site(dir.path());
         // A key file a crash left short.
         std::fs::create_dir_all(dir.path().join(".standby")).unwrap();
         std::fs::write(dir.path().join(".standby/fingerprint.key"), b"short").unwrap();
