@@ -278,7 +278,6 @@ fn fleet(d: &Path) -> PathBuf {
     root
 }
 
-
 #[test]
 fn kill_9_at_random_moments_then_apply_again_converges() {
     let rounds: usize = if std::env::var_os("STANDBY_LONG").is_some() {
