@@ -187,7 +187,7 @@ fn generate(
         Value::List(l) => l
             .into_iter()
             .enumerate()
-            .map(|(i, v)| (Value::Number(i as f64), v))
+            .map(|(i, v)| (Value::Number(i.into()), v))
             .collect(),
         // A set element's key is its value, as in Terraform.
         Value::Set(l) => l.into_iter().map(|v| (v.clone(), v)).collect(),

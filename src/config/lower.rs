@@ -212,14 +212,14 @@ pub fn policy(ctx: &Ctx, t: &Top, diags: &mut Diagnostics) -> Option<Policy> {
         None if r.has("compression_level") => None,
         None => Some(1),
         Some((n, loc)) => {
-            if n.fract() != 0.0 || !(1.0..=19.0).contains(&n) {
+            if !n.to_i64().is_some_and(|i| (1..=19).contains(&i)) {
                 diags.push(
                     Diagnostic::error(
                         "standby::out_of_range",
                         loc,
                         format!(
                             "compression_level must be a whole number from 1 to 19, found {}",
-                            super::value::format_number(n)
+                            n
                         ),
                     )
                     .label("out of range")
@@ -227,7 +227,7 @@ pub fn policy(ctx: &Ctx, t: &Top, diags: &mut Diagnostics) -> Option<Policy> {
                 );
                 None
             } else {
-                Some(n as i32)
+                n.to_i64().map(|i| i as i32)
             }
         }
     };
@@ -405,9 +405,9 @@ fn count_instances(
     };
     let v = scope.eval(&c.value, &mut out).ok()?;
     match super::value::Type::Number.convert(v.clone()) {
-        Ok(Value::Number(n)) if n.fract() == 0.0 && (0.0..=100_000.0).contains(&n) => Some(
-            (0..n as u64)
-                .map(|i| (Some(i.to_string()), Value::Number(i as f64)))
+        Ok(Value::Number(n)) if n.to_i64().is_some_and(|i| (0..=100_000).contains(&i)) => Some(
+            (0..n.to_i64().unwrap_or(0))
+                .map(|i| (Some(i.to_string()), Value::Number(i.into())))
                 .collect(),
         ),
         _ => {
@@ -418,7 +418,7 @@ fn count_instances(
                     format!(
                         "`count` needs a whole number from 0, found {}",
                         match v {
-                            Value::Number(n) => super::value::format_number(n),
+                            Value::Number(n) => n.to_text(),
                             other => other.type_name(),
                         }
                     ),
@@ -508,16 +508,15 @@ fn probe(r: &mut Reader, diags: &mut Diagnostics) -> Option<Probe> {
             let status = match r.number("status", diags) {
                 None if r.has("status") => return None,
                 None => 200,
-                Some((n, _)) if n.fract() == 0.0 && (100.0..=599.0).contains(&n) => n as u16,
+                Some((n, _)) if n.to_i64().is_some_and(|i| (100..=599).contains(&i)) => {
+                    n.to_i64().unwrap_or(200) as u16
+                }
                 Some((n, loc)) => {
                     diags.push(
                         Diagnostic::error(
                             "standby::out_of_range",
                             loc,
-                            format!(
-                                "status {} is not an HTTP status code",
-                                super::value::format_number(n)
-                            ),
+                            format!("status {} is not an HTTP status code", n),
                         )
                         .label("not 100..599")
                         .help("write the status the check expects, e.g. 200"),
@@ -564,16 +563,15 @@ fn check(
     let retries = match c.number("retries", diags) {
         None if c.has("retries") => None,
         None => Some(3),
-        Some((n, _)) if n.fract() == 0.0 && (0.0..=1000.0).contains(&n) => Some(n as u32),
+        Some((n, _)) if n.to_i64().is_some_and(|i| (0..=1000).contains(&i)) => {
+            n.to_i64().map(|i| i as u32)
+        }
         Some((n, l)) => {
             diags.push(
                 Diagnostic::error(
                     "standby::out_of_range",
                     l,
-                    format!(
-                        "retries must be a whole number from 0 to 1000, found {}",
-                        super::value::format_number(n)
-                    ),
+                    format!("retries must be a whole number from 0 to 1000, found {}", n),
                 )
                 .label("out of range")
                 .help("retries counts extra attempts after the first; 3 is the default"),

@@ -15,6 +15,7 @@ mod eval;
 mod funcs;
 mod lower;
 mod moved;
+pub mod number;
 pub(crate) mod parse;
 mod reader;
 mod value;

@@ -434,7 +434,11 @@ impl<'s, 'b> Reader<'s, 'b> {
         }
     }
 
-    pub fn number(&mut self, name: &str, diags: &mut Diagnostics) -> Option<(f64, Loc)> {
+    pub fn number(
+        &mut self,
+        name: &str,
+        diags: &mut Diagnostics,
+    ) -> Option<(super::number::Number, Loc)> {
         let (v, loc) = self.optional(name, diags)?;
         match Type::Number.convert(v.clone()) {
             Ok(Value::Number(n)) => Some((n, loc)),
