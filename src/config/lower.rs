@@ -345,6 +345,7 @@ pub fn instances(
             machine_keys[&name]
                 .iter()
                 .flatten()
+                .filter_map(|a| a.key.as_ref().map(|k| k.text()))
                 .map(|k| {
                     (
                         Some(k.clone()),
@@ -444,10 +445,16 @@ fn instance_scope<'a>(scope: &mut Scope<'a>, t: &Top, key: &'a Option<String>, e
     }
 }
 
-fn addr(kind: Kind, name: &str, key: &Option<String>) -> Address {
-    match key {
-        Some(k) => Address::keyed(kind, name, k),
-        None => Address::new(kind, name),
+/// The address of one instance of `t`: `NAME[N]` for a `count` instance
+/// (as Terraform writes it), `NAME["KEY"]` for a `for_each` one.
+pub fn addr(kind: Kind, t: &Top, key: &Option<String>) -> Address {
+    let index = key.as_deref().and_then(|k| k.parse::<u64>().ok());
+    match (key, index) {
+        (Some(_), Some(i)) if t.block.body.has_attribute("count") => {
+            Address::indexed(kind, &t.name, i)
+        }
+        (Some(k), _) => Address::keyed(kind, &t.name, k),
+        (None, _) => Address::new(kind, &t.name),
     }
 }
 
@@ -746,7 +753,7 @@ pub fn machine(
         return None;
     }
     Some(Machine {
-        addr: addr(Kind::Machine, &t.name, key),
+        addr: addr(Kind::Machine, t, key),
         site: Address::new(Kind::Site, site),
         disks,
         quiesce,
@@ -757,9 +764,9 @@ pub fn machine(
     })
 }
 
-/// Keys of each machine with `for_each`; None when its `for_each` failed
-/// (references to it are then not reported again).
-pub type MachineKeys = HashMap<String, Option<Vec<String>>>;
+/// The instances of each machine with `for_each` or `count`; None when
+/// its `for_each` failed (references to it are then not reported again).
+pub type MachineKeys = HashMap<String, Option<Vec<Address>>>;
 
 /// Resolve a reference to one machine instance against the declared
 /// instances (`machine_keys` lists the keys of machines with `for_each`).
@@ -774,9 +781,14 @@ fn machine_addrs(
     match (machine_keys.get(name), key) {
         (None, _) => Some(vec![Address::new(Kind::Machine, name)]),
         (Some(None), _) => None,
-        (Some(Some(keys)), Some(k)) => {
-            if keys.contains(&k) {
-                Some(vec![Address::keyed(Kind::Machine, name, k)])
+        (Some(Some(instances)), Some(k)) => {
+            // `machine.web[0]` and `machine.web["0"]` find a count instance.
+            let keys: Vec<String> = instances
+                .iter()
+                .filter_map(|a| a.key.as_ref().map(|k| k.text()))
+                .collect();
+            if let Some(i) = keys.iter().position(|x| *x == k) {
+                Some(vec![instances[i].clone()])
             } else {
                 let help = match did_you_mean(&k, keys.iter().map(String::as_str)) {
                     Some(s) => format!("did you mean machine.{name}[{s:?}]?"),
@@ -802,11 +814,7 @@ fn machine_addrs(
                 None
             }
         }
-        (Some(Some(keys)), None) if allow_all => Some(
-            keys.iter()
-                .map(|k| Address::keyed(Kind::Machine, name, k))
-                .collect(),
-        ),
+        (Some(Some(instances)), None) if allow_all => Some(instances.clone()),
         (Some(Some(_)), None) => {
             diags.push(
                 Diagnostic::error("standby::wrong_type", loc.clone(), format!("machine.{name} has for_each, so it names many machines; one is needed here"))
@@ -855,7 +863,7 @@ pub fn protection(
         "count",
     ];
     let mut r = Reader::new(scope, t.block, &attrs, &[], diags);
-    let this = addr(Kind::Protection, &t.name, key);
+    let this = addr(Kind::Protection, t, key);
     let machine = match r.reference("machine", Kind::Machine, diags) {
         Some((n, k, loc)) => match machine_addrs(&n, k, &loc, machine_keys, false, diags) {
             Some(mut a) => a.pop().map(|a| (a, loc)),
