@@ -782,3 +782,134 @@ fn count_instances_recorded_with_a_string_key_move_and_keep_their_points() {
         .unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
 }
+
+/// Nested `dynamic` blocks work as in Terraform: a `dynamic` inside another
+/// one's `content` (and inside a plain block there) sees the outer
+/// iterator; every level expands per item.
+#[test]
+fn nested_dynamic_blocks_see_the_outer_iterator() {
+    let dir = config(
+        r#"
+locals {
+  tiers = {
+    data = { machines = ["db"], steps = ["check replication", "open the firewall"] }
+    web  = { machines = ["web"], steps = ["point DNS"] }
+    idle = { machines = [], steps = [] }
+  }
+  fleet = {
+    db  = { disks = { system = "db/system.img", data = "db/data.img" } }
+    web = { disks = { system = "web/system.img" } }
+  }
+}
+machine "m" {
+  for_each = local.fleet
+  site     = site.onprem
+  dynamic "disk" {
+    for_each = each.value.disks
+    labels   = [disk.key]
+    content { path = disk.value }
+  }
+}
+protection "m" {
+  for_each = machine.m
+  machine  = machine.m[each.key]
+  target   = site.dr
+  vault    = vault.main
+  policy   = policy.standard
+}
+recovery_plan "shop" {
+  dynamic "group" {
+    for_each = { for k, t in local.tiers : k => t if length(t.machines) > 0 }
+    iterator = tier
+    labels   = [tier.key]
+    content {
+      machines = [for m in tier.value.machines : machine.m[m]]
+      # a dynamic directly in the content, holding another one
+      dynamic "after" {
+        for_each = length(tier.value.steps) > 0 ? [tier.key] : []
+        content {
+          dynamic "manual" {
+            for_each = tier.value.steps
+            iterator = step
+            labels   = ["${after.value}-${step.key}"]
+            content { instructions = "${tier.key}: ${step.value}" }
+          }
+        }
+      }
+      # a dynamic in a plain block of the content
+      before {
+        dynamic "script" {
+          for_each = tier.value.machines
+          labels   = ["warm-${script.value}"]
+          content { command = ["echo", tier.key, script.value] }
+        }
+      }
+    }
+  }
+}
+"#,
+    );
+    let o = standby(dir.path(), &["plan", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let plan: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let rp = plan["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["address"] == "recovery_plan.shop")
+        .cloned()
+        .unwrap_or_else(|| panic!("{plan}"));
+    let attr = |name: &str| {
+        rp["attributes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["name"] == name)
+            .map(|a| a["after"].clone())
+            .unwrap_or_else(|| panic!("no {name} in {rp}"))
+    };
+    assert_eq!(attr("groups"), serde_json::json!(["data", "web"]));
+    let after = attr("group.data.after");
+    let steps: Vec<(&str, &str)> = after
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap(),
+                s["instructions"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            ("data-0", "data: check replication"),
+            ("data-1", "data: open the firewall")
+        ]
+    );
+    assert_eq!(attr("group.web.after")[0]["instructions"], "web: point DNS");
+    let before = attr("group.web.before");
+    assert_eq!(before[0]["name"], "warm-web", "{before}");
+    assert_eq!(
+        before[0]["command"],
+        serde_json::json!(["echo", "web", "web"]),
+        "{before}"
+    );
+    // An error inside a nested content points at the source as written.
+    let bad = std::fs::read_to_string(dir.path().join("main.hcl"))
+        .unwrap()
+        .replace(
+            "instructions = \"${tier.key}: ${step.value}\"",
+            "instructions = step.nope",
+        );
+    std::fs::write(dir.path().join("main.hcl"), &bad).unwrap();
+    let o = standby(dir.path(), &["validate"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let line = bad.lines().position(|l| l.contains("step.nope")).unwrap() + 1;
+    assert!(
+        text(&o).contains(&format!("main.hcl:{line}:")),
+        "{}",
+        text(&o)
+    );
+}
