@@ -46,6 +46,8 @@ pub struct VarValue {
     pub sensitive: bool,
     /// False when the variable has no usable value (already reported).
     pub known: bool,
+    /// Its declared type (`any` when it declares none): `==` needs it.
+    pub ty: Type,
 }
 
 /// One `locals` entry, evaluated on first use.
@@ -824,6 +826,14 @@ impl<'a> Scope<'a> {
         )
     }
 
+    /// A local's value if it has been evaluated.
+    pub(super) fn cached_local(&self, name: &str) -> Option<(Value, bool)> {
+        match self.locals.state.borrow().get(name) {
+            Some(LocalState::Done(v, s)) => Some((v.clone(), *s)),
+            _ => None,
+        }
+    }
+
     fn local(&self, name: &str, at: Loc, out: &mut Out) -> Eval<(Value, bool)> {
         match self.locals.state.borrow().get(name) {
             Some(LocalState::Done(v, s)) => return Ok((v.clone(), *s)),
@@ -1023,28 +1033,29 @@ impl<'a> Scope<'a> {
         let l = self.eval(&b.lhs_expr, out)?;
         let r = self.eval(&b.rhs_expr, out)?;
         if matches!(op, B::Eq | B::NotEq) {
-            // Terraform's == is false between a list and a tuple (or a map
-            // and an object) even with the same items: `var.names == []` is
-            // always false there. standby does not tell those kinds apart,
-            // so it compares two collections only when both are written
-            // here as constructors (tuples/objects on both sides).
-            let coll = |v: &Value| matches!(v, Value::List(_) | Value::Map(_));
+            // go-cty's == compares types, then values: a list never equals
+            // a tuple (`var.names == []` is false in Terraform). The types
+            // come from the operand expressions (equality.rs); where they
+            // cannot be told, the comparison is refused, not guessed.
             let same_kind = matches!(
                 (&l, &r),
                 (Value::List(_), Value::List(_)) | (Value::Map(_), Value::Map(_))
             );
-            if coll(&l) && same_kind && !(constructor(&b.lhs_expr) && constructor(&b.rhs_expr)) {
-                return Err(out.err(
-                    Diagnostic::error(
-                        "standby::unsupported_comparison",
-                        self.loc(b.span()),
-                        "comparing collections with == or != is not supported here",
-                    )
-                    .label("two collections")
-                    .help(
-                        "in Terraform a list never equals a tuple, nor a map an object, even with the same items (`var.names == []` is always false there); test emptiness with length(x) == 0, or compare the items with jsonencode(x) == jsonencode(y)",
-                    ),
-                ));
+            if same_kind {
+                let Some(eq) = self.collections_equal(&b.lhs_expr, &l, &b.rhs_expr, &r) else {
+                    return Err(out.err(
+                        Diagnostic::error(
+                            "standby::unsupported_comparison",
+                            self.loc(b.span()),
+                            "comparing these collections with == or != is not supported: standby cannot tell their types",
+                        )
+                        .label("two collections")
+                        .help(
+                            "Terraform compares types first (a list never equals a tuple, a map never an object); standby knows the types of [...], {...}, for expressions, typed variables, locals of those, tolist/toset/tomap and jsondecode. Test emptiness with length(x) == 0, or compare items with jsonencode(x) == jsonencode(y)",
+                        ),
+                    ));
+                };
+                return Ok(Value::Bool(if op == B::Eq { eq } else { !eq }));
             }
         }
         match op {
@@ -1436,15 +1447,5 @@ fn dedent_directives(t: &mut Template, n: usize) {
         if let Element::Directive(d) = el {
             nested(d, n);
         }
-    }
-}
-
-/// A tuple or object written in place (`[...]`, `{...}`, a `for`), whose
-/// type is a tuple or object as in Terraform.
-fn constructor(e: &Expression) -> bool {
-    match e {
-        Expression::Array(_) | Expression::Object(_) | Expression::ForExpr(_) => true,
-        Expression::Parenthesis(p) => constructor(p.inner()),
-        _ => false,
     }
 }

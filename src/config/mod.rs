@@ -11,6 +11,7 @@ mod backend;
 mod checks;
 mod diag;
 mod dynamic;
+mod equality;
 mod eval;
 mod funcs;
 mod lower;
@@ -382,6 +383,7 @@ fn load_into(dir: &Path, inputs: &VarInputs, diags: &mut Diagnostics) -> Option<
             value: value::Value::Null,
             sensitive: false,
             known: false,
+            ty: value::Type::Any,
         });
     }
     for (name, v) in &variables {

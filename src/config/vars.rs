@@ -507,6 +507,7 @@ pub fn resolve(
                     value: Value::Null,
                     sensitive: d.sensitive,
                     known: false,
+                    ty: d.ty.clone(),
                 },
             );
             continue;
@@ -526,6 +527,7 @@ pub fn resolve(
                 value: v,
                 sensitive: d.sensitive,
                 known: true,
+                ty: d.ty.clone(),
             },
         );
     }

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Write conformance cases for numbers with Terraform's exact values.
 
-Usage: numbers.py ORACLE OUT.json < expressions (one per line, `# name`
+Usage: numbers.py ORACLE OUT.json [PRELUDE.hcl] < expressions (one per line, `# name`
 lines name the next expression). ORACLE is the program port/oracle/build.sh
 builds (Terraform's hclsyntax + go-cty). Each case gets `want` (the value)
 and `json` (the exact jsonencode text, so digits past a 64-bit float are
@@ -28,6 +28,8 @@ def past_float(v):
 
 
 oracle, out = sys.argv[1], sys.argv[2]
+# Blocks every case needs (variables the oracle defines alike).
+prelude = open(sys.argv[3]).read() if len(sys.argv) > 3 else None
 cases, name, pending = [], None, []
 for line in sys.stdin:
     line = line.rstrip("\n")
@@ -47,13 +49,17 @@ for (name, expr, err), got in zip(pending, res):
         if not text.startswith("ERROR"):
             sys.exit(f"{expr}: Terraform gives {text}, not an error")
         cases.append({"name": name, "expr": expr, "error": err, "terraform": text[6:]})
+        if prelude:
+            cases[-1]["hcl"] = prelude
         continue
     if text.startswith(("ERROR", "PARSE-ERROR", "JSON-ERROR")):
         sys.exit(f"{expr}: {text}")
     case = {"name": name, "expr": expr, "want": json.loads(text), "json": text}
     if past_float(case["want"]):
         del case["want"]  # serde_json cannot read it; the text is compared
+    if prelude:
+        case["hcl"] = prelude
     cases.append(case)
-json.dump({"source": "numbers as go-cty holds them (512-bit big floats): values from Terraform's own evaluator (hcl v2.23.0, go-cty v1.16.2) via port/oracle, written by port/numbers.py from port/numbers.txt",
+json.dump({"source": f"values from Terraform's own evaluator (hcl v2.23.0, go-cty v1.16.2) via port/oracle, written by port/numbers.py from {sys.argv[0].rsplit('/', 1)[0]}/{out.rsplit('/', 1)[-1].split('-', 1)[1].replace('.json', '.txt')}",
            "cases": cases}, open(out, "w"), indent=1, ensure_ascii=False)
 open(out, "a").write("\n")

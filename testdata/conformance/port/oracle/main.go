@@ -44,6 +44,19 @@ func main() {
 		"keys": stdlib.KeysFunc, "values": stdlib.ValuesFunc, "merge": stdlib.MergeFunc,
 		"coalesce": stdlib.CoalesceFunc, "flatten": stdlib.FlattenFunc, "reverse": stdlib.ReverseListFunc,
 	}}
+	// The variables of port/equality.hcl, typed as Terraform converts them.
+	a, b, x := cty.StringVal("a"), cty.StringVal("b"), cty.StringVal("x")
+	ctx.Variables = map[string]cty.Value{"var": cty.ObjectVal(map[string]cty.Value{
+		"names": cty.ListVal([]cty.Value{a, b}),
+		"none":  cty.ListValEmpty(cty.String),
+		"nums":  cty.ListValEmpty(cty.Number),
+		"tags":  cty.MapVal(map[string]cty.Value{"a": x}),
+		"obj":   cty.ObjectVal(map[string]cty.Value{"a": x}),
+		"set":   cty.SetVal([]cty.Value{a, b}),
+		"raw":   cty.TupleVal([]cty.Value{a, b}),
+		"pair":  cty.TupleVal([]cty.Value{a, cty.NumberIntVal(1)}),
+		"lists": cty.ListVal([]cty.Value{cty.ListVal([]cty.Value{a})}),
+	})}
 	sc := bufio.NewScanner(os.Stdin)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
