@@ -1256,18 +1256,18 @@ pub fn format(fmt: &str, args: &[Value]) -> Result<String, String> {
             },
             's' => match Type::String.convert(arg.clone()) {
                 Ok(Value::String(s)) => match prec {
-                    Some(p) => take_graphemes(&s, p),
-                    None => s,
+                    Some(p) if p > 0 => take_graphemes(&s, p),
+                    _ => s,
                 },
                 _ => return Err(format!("%s needs a string, found {}", arg.type_name())),
             },
             'q' => match Type::String.convert(arg.clone()) {
                 Ok(Value::String(s)) => {
                     let s = match prec {
-                        Some(p) => take_graphemes(&s, p),
-                        None => s,
+                        Some(p) if p > 0 => take_graphemes(&s, p),
+                        _ => s,
                     };
-                    serde_json::to_string(&s).unwrap_or_default()
+                    json_string(&s)
                 }
                 _ => return Err(format!("%q needs a string, found {}", arg.type_name())),
             },
@@ -1293,27 +1293,21 @@ pub fn format(fmt: &str, args: &[Value]) -> Result<String, String> {
             }
             _ => return Err(format!("unknown format verb %{verb}")),
         };
-        let w = width.unwrap_or(0);
-        // Width counts grapheme clusters, as go-cty's format does.
+        // go-cty writes %t without padding.
+        if verb == 't' {
+            out.push_str(&text);
+            continue;
+        }
+        // go-cty's formatPadWidth: width counts grapheme clusters; the pad
+        // is zeros with the `0` flag (on either side), else spaces.
         let len = graphemes(&text);
-        if len < w {
-            let pad = w - len;
-            if minus {
-                out.push_str(&text);
-                out.extend(std::iter::repeat_n(' ', pad));
-            } else if zero && !matches!(verb, 's' | 'q' | 'v' | 't') {
-                let (sgn, rest) = match text.strip_prefix(['-', '+', ' ']) {
-                    Some(r) => (&text[..1], r),
-                    None => ("", text.as_str()),
-                };
-                out.push_str(sgn);
-                out.extend(std::iter::repeat_n('0', pad));
-                out.push_str(rest);
-            } else {
-                out.extend(std::iter::repeat_n(' ', pad));
-                out.push_str(&text);
-            }
+        let pad = width.unwrap_or(0).saturating_sub(len);
+        let fill: String = std::iter::repeat_n(if zero { '0' } else { ' ' }, pad).collect();
+        if minus {
+            out.push_str(&text);
+            out.push_str(&fill);
         } else {
+            out.push_str(&fill);
             out.push_str(&text);
         }
     }
