@@ -414,6 +414,25 @@ protection "web" {
     assert!(errors.is_empty(), "{errors:?}");
     let o = standby(dir.path(), &["plan"]);
     assert!(text(&o).contains("machine.web[0]"), "{}", text(&o));
+    // A moved block names count instances the same way.
+    std::fs::write(
+        dir.path().join("moved.hcl"),
+        "moved {\n  from = machine.old[0]\n  to   = machine.web[0]\n}\n",
+    )
+    .unwrap();
+    let o = standby(dir.path(), &["validate"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    std::fs::remove_file(dir.path().join("moved.hcl")).unwrap();
+    // An unknown instance: the message names count instances as written.
+    let typo = counted.replace("machine.web[count.index]", "machine.web[count.index + 1]");
+    let o = standby(config(&typo).path(), &["validate"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("machine.web has no instance [2]")
+            && text(&o).contains("machine.web has the instances [0], [1]"),
+        "{}",
+        text(&o)
+    );
     // count beside for_each, and count.index without count, are errors.
     let both = counted.replace("count = 2", "count = 2\n  for_each = [\"a\"]");
     let o = standby(config(&both).path(), &["validate"]);

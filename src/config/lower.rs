@@ -791,10 +791,19 @@ fn machine_addrs(
                 Some(vec![instances[i].clone()])
             } else {
                 let help = match did_you_mean(&k, keys.iter().map(String::as_str)) {
-                    Some(s) => format!("did you mean machine.{name}[{s:?}]?"),
+                    Some(s) => match keys.iter().position(|x| *x == s) {
+                        Some(i) => format!("did you mean {}?", instances[i]),
+                        None => format!("did you mean machine.{name}[{s:?}]?"),
+                    },
                     None => {
-                        let shown: Vec<String> =
-                            keys.iter().take(5).map(|k| format!("{k:?}")).collect();
+                        let shown: Vec<String> = instances
+                            .iter()
+                            .take(5)
+                            .filter_map(|a| match a.key.as_ref()? {
+                                Key::Name(s) => Some(format!("{s:?}")),
+                                Key::Index(i) => Some(format!("[{i}]")),
+                            })
+                            .collect();
                         let more = if keys.len() > 5 { ", ..." } else { "" };
                         format!(
                             "machine.{name} has the instances {}{more}",
@@ -806,7 +815,11 @@ fn machine_addrs(
                     Diagnostic::error(
                         "standby::unknown_reference",
                         loc.clone(),
-                        format!("machine.{name} has no instance {k:?}"),
+                        // As the instances are written: [2] for count, ["a"] for for_each.
+                        match instances.first().and_then(|a| a.key.as_ref()) {
+                            Some(Key::Index(_)) => format!("machine.{name} has no instance [{k}]"),
+                            _ => format!("machine.{name} has no instance {k:?}"),
+                        },
                     )
                     .label("no such key")
                     .help(help),
