@@ -289,7 +289,7 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
             let x = float(&a[0], "the first argument")?;
             let y = float(&a[1], "the second argument")?;
             let r = if name == "log" {
-                x.ln() / y.ln()
+                super::number::go_log(x) / super::number::go_log(y)
             } else {
                 super::number::go_pow(x, y)
             };

@@ -913,7 +913,7 @@ pub fn go_pow(x: f64, y: f64) -> f64 {
             yf -= 1.0;
             yi += 1.0;
         }
-        a1 = (yf * x.ln()).exp();
+        a1 = go_exp(yf * go_log(x));
     }
     let (mut x1, mut xe) = frexp(x);
     let mut i = yi as i64;
@@ -939,6 +939,140 @@ pub fn go_pow(x: f64, y: f64) -> f64 {
         ae = -ae;
     }
     ldexp(a1, ae)
+}
+
+/// Go's `math.Log` (go-cty's `log` divides two of them): the FreeBSD
+/// algorithm of Go's log.go, which Go's amd64 assembly computes in the
+/// same order, so results match Terraform's to the last bit.
+// The constants are Go's, digit for digit.
+#[allow(clippy::excessive_precision)]
+pub fn go_log(x: f64) -> f64 {
+    const LN2_HI: f64 = 6.931_471_803_691_238e-1;
+    const LN2_LO: f64 = 1.908_214_929_270_587_7e-10;
+    const L1: f64 = 6.666_666_666_666_735e-1;
+    const L2: f64 = 3.999_999_999_940_942e-1;
+    const L3: f64 = 2.857_142_874_366_239e-1;
+    const L4: f64 = 2.222_219_843_214_978_4e-1;
+    const L5: f64 = 1.818_357_216_161_805e-1;
+    const L6: f64 = 1.531_383_769_920_937_3e-1;
+    const L7: f64 = 1.479_819_860_511_658_6e-1;
+    if x.is_nan() || x == f64::INFINITY {
+        return x;
+    }
+    if x < 0.0 {
+        return f64::NAN;
+    }
+    if x == 0.0 {
+        return f64::NEG_INFINITY;
+    }
+    let (mut f1, mut ki) = frexp(x);
+    if f1 < std::f64::consts::SQRT_2 / 2.0 {
+        f1 *= 2.0;
+        ki -= 1;
+    }
+    let f = f1 - 1.0;
+    let k = ki as f64;
+    let s = f / (2.0 + f);
+    let s2 = s * s;
+    let s4 = s2 * s2;
+    let t1 = s2 * (L1 + s4 * (L3 + s4 * (L5 + s4 * L7)));
+    let t2 = s4 * (L2 + s4 * (L4 + s4 * L6));
+    let r = t1 + t2;
+    let hfsq = 0.5 * f * f;
+    k * LN2_HI - ((hfsq - (s * (hfsq + r) + k * LN2_LO)) - f)
+}
+
+/// Go's `math.Exp` as its amd64 assembly computes it (Shibata's method,
+/// fused multiply-adds where the processor has them, as Go chooses at run
+/// time), for the fractional part of `pow`.
+#[allow(clippy::excessive_precision)]
+pub fn go_exp(x: f64) -> f64 {
+    const LOG2E: f64 = std::f64::consts::LOG2_E;
+    const LN2U: f64 = 0.693_147_180_559_662_956_511_601_805_686_950_683_593_75;
+    const LN2L: f64 = 0.282_352_905_630_315_771_225_884_481_750_134_360_255_254_120_68e-12;
+    const C: [f64; 7] = [
+        2.480_158_730_158_730_158_7e-5,
+        1.984_126_984_126_984_127e-4,
+        1.388_888_888_888_888_888_9e-3,
+        8.333_333_333_333_333_333_3e-3,
+        4.166_666_666_666_666_666_7e-2,
+        1.666_666_666_666_666_666_7e-1,
+        0.5,
+    ];
+    if x.is_nan() || x == f64::INFINITY {
+        return x;
+    }
+    if x == f64::NEG_INFINITY {
+        return 0.0;
+    }
+    if x > 7.097_827_128_933_84e2 {
+        return f64::INFINITY;
+    }
+    // CVTSD2SL: round to nearest even; out of range is i32::MIN.
+    let t = (x * LOG2E).round_ties_even();
+    let e: i32 = if (-2_147_483_648.0..2_147_483_648.0).contains(&t) {
+        t as i32
+    } else {
+        i32::MIN
+    };
+    let k = f64::from(e);
+    let mut x0;
+    if fma() {
+        x0 = (-k).mul_add(LN2U, x);
+        x0 = (-k).mul_add(LN2L, x0);
+        x0 *= 0.0625;
+        let mut x1 = C[0];
+        for c in &C[1..] {
+            x1 = x1.mul_add(x0, *c);
+        }
+        x1 = x1.mul_add(x0, 1.0);
+        x0 *= x1;
+        for _ in 0..3 {
+            let x1 = x0 + 2.0;
+            x0 *= x1;
+        }
+        let x1 = x0 + 2.0;
+        x0 = x0.mul_add(x1, 1.0);
+    } else {
+        x0 = x - k * LN2U;
+        x0 -= k * LN2L;
+        x0 *= 0.0625;
+        let mut x1 = C[0];
+        for c in &C[1..] {
+            x1 = x1 * x0 + *c;
+        }
+        x1 = x1 * x0 + 1.0;
+        x0 *= x1;
+        for _ in 0..4 {
+            let x1 = x0 + 2.0;
+            x0 *= x1;
+        }
+        x0 += 1.0;
+    }
+    let mut bx = i64::from(e) + 0x3ff;
+    if bx <= 0 {
+        if bx < -52 {
+            return 0.0;
+        }
+        bx += 0x3fe;
+        x0 *= f64::from_bits((bx as u64) << 52);
+        bx = 1;
+    } else if bx >= 0x7ff {
+        return f64::INFINITY;
+    }
+    x0 * f64::from_bits((bx as u64) << 52)
+}
+
+/// Whether Go's amd64 `Exp` would take its FMA path here.
+fn fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        true
+    }
 }
 
 /// Go's `Frexp`: `f = frac * 2^exp`, `frac` in [0.5, 1).
