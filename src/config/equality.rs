@@ -247,6 +247,11 @@ impl Scope<'_> {
                     items_primitive(m.values()).map(|t| Ty::Map(Box::new(t)))
                 }
                 ("jsondecode", v) => literal(v),
+                // go-cty's static return types.
+                ("split" | "compact" | "sort" | "formatlist", Value::List(_)) => {
+                    Some(Ty::List(Box::new(Ty::String)))
+                }
+                ("range", Value::List(_)) => Some(Ty::List(Box::new(Ty::Number))),
                 _ => None,
             },
             _ => None,

@@ -42,6 +42,7 @@ func main() {
 		"slice": stdlib.SliceFunc, "chunklist": stdlib.ChunklistFunc, "zipmap": stdlib.ZipmapFunc,
 		"lookup": stdlib.LookupFunc, "concat": stdlib.ConcatFunc, "setunion": stdlib.SetUnionFunc,
 		"keys": stdlib.KeysFunc, "values": stdlib.ValuesFunc, "merge": stdlib.MergeFunc,
+		"split": stdlib.SplitFunc, "compact": stdlib.CompactFunc,
 		"coalesce": stdlib.CoalesceFunc, "flatten": stdlib.FlattenFunc, "reverse": stdlib.ReverseListFunc,
 	}}
 	// The variables of port/equality.hcl, typed as Terraform converts them.
