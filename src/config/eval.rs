@@ -1051,7 +1051,7 @@ impl<'a> Scope<'a> {
                         )
                         .label("two collections")
                         .help(
-                            "Terraform compares types first (a list never equals a tuple, a map never an object); standby knows the types of [...], {...}, for expressions, typed variables, locals of those, tolist/toset/tomap and jsondecode. Test emptiness with length(x) == 0, or compare items with jsonencode(x) == jsonencode(y)",
+                            "Terraform compares types first (a list never equals a tuple, a map never an object); standby knows the types of [...], {...}, for expressions, typed variables, locals of those, tolist/toset/tomap, split/compact/sort/formatlist/range and jsondecode. Test emptiness with length(x) == 0, or compare items with jsonencode(x) == jsonencode(y)",
                         ),
                     ));
                 };
