@@ -11,10 +11,12 @@ mod backend;
 mod checks;
 mod diag;
 mod dynamic;
+mod equality;
 mod eval;
 mod funcs;
 mod lower;
 mod moved;
+pub mod number;
 pub(crate) mod parse;
 mod reader;
 mod value;
@@ -387,6 +389,7 @@ fn load_into(dir: &Path, inputs: &VarInputs, diags: &mut Diagnostics) -> Option<
             value: value::Value::Null,
             sensitive: false,
             known: false,
+            ty: value::Type::Any,
         });
     }
     for (name, v) in &variables {
@@ -481,9 +484,12 @@ fn load_into(dir: &Path, inputs: &VarInputs, diags: &mut Diagnostics) -> Option<
     for t in of("machine") {
         let inst = lower::instances(&ctx, t, &machine_keys, diags);
         if repeated(t.block) {
-            let keys = inst
-                .as_ref()
-                .map(|i| i.iter().filter_map(|(k, _)| k.clone()).collect());
+            let keys = inst.as_ref().map(|i| {
+                i.iter()
+                    .filter(|(k, _)| k.is_some())
+                    .map(|(k, _)| lower::addr(Kind::Machine, t, k))
+                    .collect()
+            });
             machine_keys.insert(t.name.clone(), keys);
         }
         machine_instances.push((t, inst));

@@ -1,6 +1,7 @@
 //! Values of evaluated expressions: plain data plus references to blocks
 //! (`site.onprem`, `machine.web["a"]`, `group.data`).
 
+use super::number::Number;
 use crate::model::Kind;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -9,7 +10,8 @@ use std::fmt;
 pub enum Value {
     Null,
     Bool(bool),
-    Number(f64),
+    /// go-cty's number (a big binary float with its precision).
+    Number(Number),
     String(String),
     List(Vec<Value>),
     /// A set (from `toset`, a `set(...)` variable or a set function): items
@@ -68,7 +70,7 @@ impl Value {
     pub fn to_template_string(&self) -> Option<String> {
         match self {
             Value::String(s) => Some(s.clone()),
-            Value::Number(n) => Some(format_number(*n)),
+            Value::Number(n) => Some(n.to_text()),
             Value::Bool(b) => Some(b.to_string()),
             Value::Ref(r) => Some(r.to_string()),
             _ => None,
@@ -79,17 +81,9 @@ impl Value {
         match self {
             Value::Null => serde_json::Value::Null,
             Value::Bool(b) => serde_json::Value::Bool(*b),
-            Value::Number(n) => {
-                if n.fract() == 0.0 && n.abs() < 9e15 {
-                    serde_json::json!(*n as i64)
-                } else {
-                    // The printed form, so JSON shows 0.3 where Terraform does.
-                    serde_json::from_str::<serde_json::Number>(&format_number(*n))
-                        .ok()
-                        .or_else(|| serde_json::Number::from_f64(*n))
-                        .map_or(serde_json::Value::Null, serde_json::Value::Number)
-                }
-            }
+            // The printed form (serde_json keeps it only as an f64).
+            Value::Number(n) => serde_json::from_str::<serde_json::Number>(&n.to_text())
+                .map_or(serde_json::Value::Null, serde_json::Value::Number),
             Value::String(s) => serde_json::Value::String(s.clone()),
             Value::List(l) | Value::Set(l) => {
                 serde_json::Value::Array(l.iter().map(Value::to_json).collect())
@@ -102,168 +96,14 @@ impl Value {
     }
 }
 
-/// A number as Terraform prints it: whole numbers without a fraction,
-/// others in the shortest form that reads back as the same f64. Sums,
-/// differences, products and remainders are computed in decimal
-/// ([`decimal`]), so `0.1 + 0.2` is `0.3` as in Terraform's big floats.
-pub fn format_number(n: f64) -> String {
-    // Whole numbers print exactly (every f64 from 2^53 up is whole).
-    if n.fract() == 0.0 && n.abs() < 9.2e18 {
-        return format!("{}", n as i64);
+/// The number `text` as go-cty's `ParseNumberVal` reads it, or `Err` with
+/// a message (not a number, or past standby's range).
+pub fn parse_literal(text: &str) -> Result<Number, String> {
+    match Number::parse(text.trim()) {
+        Some(Ok(n)) => Ok(n),
+        Some(Err(e)) => Err(e.to_string()),
+        None => Err(format!("{text:?} is not a number")),
     }
-    format!("{n}")
-}
-
-/// A decimal number's text as (negative, significant digits, exponent):
-/// `-12.50e2` is (true, "125", 1); zero is (false, "", 0). None when the
-/// text is not a decimal number.
-fn normalize(text: &str) -> Option<(bool, String, i64)> {
-    let t = text.trim();
-    let (neg, t) = match t.strip_prefix('-') {
-        Some(r) => (true, r),
-        None => (false, t.strip_prefix('+').unwrap_or(t)),
-    };
-    let (mant, exp) = match t.find(['e', 'E']) {
-        Some(i) => (&t[..i], t[i + 1..].parse::<i64>().ok()?),
-        None => (t, 0),
-    };
-    let (int, frac) = mant.split_once('.').unwrap_or((mant, ""));
-    if (int.is_empty() && frac.is_empty())
-        || !int.chars().chain(frac.chars()).all(|c| c.is_ascii_digit())
-    {
-        return None;
-    }
-    let all = format!("{int}{frac}");
-    let mut exp = exp.checked_sub(frac.len() as i64)?;
-    let digits = all.trim_start_matches('0');
-    let trimmed = digits.trim_end_matches('0');
-    exp = exp.checked_add((digits.len() - trimmed.len()) as i64)?;
-    if trimmed.is_empty() {
-        return Some((false, String::new(), 0));
-    }
-    Some((neg, trimmed.to_string(), exp))
-}
-
-/// Why a number cannot be held: standby's numbers are 64-bit floats, and
-/// a value they would round is refused rather than silently changed.
-pub fn inexact(text: &str, n: f64) -> String {
-    let shown = if text.len() > 60 {
-        format!("{}...", text.chars().take(60).collect::<String>())
-    } else {
-        text.to_string()
-    };
-    if n.is_finite() {
-        format!(
-            "standby represents numbers exactly only up to 2^53 / 17 significant digits: {shown} would be rounded to {}",
-            format_number(n)
-        )
-    } else {
-        format!("the number {shown} is too large: standby's numbers end near 1.8e308")
-    }
-}
-
-/// The number `text` (a decimal, as written) if a 64-bit float holds it
-/// exactly, else `Err` with [`inexact`]'s message.
-pub fn exact(text: &str) -> Result<f64, String> {
-    let n: f64 = text
-        .trim()
-        .parse()
-        .map_err(|_| format!("{text:?} is not a number"))?;
-    if n.is_finite() && normalize(text) == normalize(&format!("{n:e}")) {
-        Ok(n)
-    } else {
-        Err(inexact(text, n))
-    }
-}
-
-/// A number's shortest decimal form as (digits, exponent): 5.1 is (51, -1).
-fn to_decimal(x: f64) -> Option<(i128, i64)> {
-    let (neg, digits, exp) = normalize(&format!("{x:e}"))?;
-    let d: i128 = if digits.is_empty() {
-        0
-    } else {
-        digits.parse().ok()?
-    };
-    Some((if neg { -d } else { d }, exp))
-}
-
-/// `x OP y` for `+ - * %` in exact decimal arithmetic on the numbers'
-/// shortest decimal forms (as Terraform's big floats give for decimal
-/// input). `Err` (a message naming the exact result) when a 64-bit float
-/// cannot hold the result: it would be rounded, or it overflows.
-pub fn decimal(x: f64, op: char, y: f64) -> Result<f64, String> {
-    let too_many = || {
-        let f = match op {
-            '+' => x + y,
-            '-' => x - y,
-            '*' => x * y,
-            _ => x % y,
-        };
-        inexact(
-            &format!("{} {op} {}", format_number(x), format_number(y)),
-            f,
-        )
-    };
-    let ((a, ea), (b, eb)) = match (to_decimal(x), to_decimal(y)) {
-        (Some(a), Some(b)) => (a, b),
-        _ => return Err(too_many()),
-    };
-    let (m, exp) = if op == '*' {
-        (a.checked_mul(b), ea + eb)
-    } else {
-        let e = ea.min(eb);
-        let scale = |d: i128, by: i64| {
-            u32::try_from(by)
-                .ok()
-                .and_then(|by| 10i128.checked_pow(by))
-                .and_then(|p| d.checked_mul(p))
-        };
-        match (scale(a, ea - e), scale(b, eb - e)) {
-            (Some(a), Some(b)) => (
-                match op {
-                    '+' => a.checked_add(b),
-                    '-' => a.checked_sub(b),
-                    // The remainder has the dividend's sign, as in Go and cty.
-                    '%' if b != 0 => a.checked_rem(b),
-                    _ => None,
-                },
-                e,
-            ),
-            _ => (None, e),
-        }
-    };
-    let Some(m) = m else {
-        return Err(too_many());
-    };
-    let text = format!("{m}e{exp}");
-    exact(&text).map_err(|_| {
-        let n: f64 = text.parse().unwrap_or(f64::NAN);
-        inexact(&format_number_exact(m, exp), n)
-    })
-}
-
-/// `m * 10^exp` written out without an exponent (for messages).
-fn format_number_exact(m: i128, exp: i64) -> String {
-    let neg = m < 0;
-    let digits = m.unsigned_abs().to_string();
-    let s = if exp >= 0 {
-        if exp > 40 {
-            return format!("{m}e{exp}");
-        }
-        format!("{digits}{}", "0".repeat(exp as usize))
-    } else {
-        let k = (-exp) as usize;
-        if k > 60 {
-            return format!("{m}e{exp}");
-        }
-        let padded = format!(
-            "{}{digits}",
-            "0".repeat((k + 1).saturating_sub(digits.len()))
-        );
-        let (i, f) = padded.split_at(padded.len() - k);
-        format!("{i}.{f}")
-    };
-    if neg { format!("-{s}") } else { s }
 }
 
 /// A variable's declared type: `string`, `number`, `bool`, `any`,
@@ -353,13 +193,11 @@ impl Type {
                 Ok(Value::String(v.to_template_string().unwrap_or_default()))
             }
             (Type::Number, Value::Number(n)) => Ok(Value::Number(n)),
-            (Type::Number, Value::String(s)) => match parse_number(&s) {
+            (Type::Number, Value::String(s)) => match Number::parse(&s) {
                 // The text is not shown: it may come from a sensitive variable.
                 None => Err("a string that is not a number".to_string()),
-                Some(_) if exact(&s).is_err() => Err(
-                    "a string holding a number standby would round (it keeps numbers exactly only up to 2^53 / 17 significant digits)".to_string(),
-                ),
-                Some(n) => Ok(Value::Number(n)),
+                Some(Err(e)) => Err(format!("a string holding a number standby refuses: {e}")),
+                Some(Ok(n)) => Ok(Value::Number(n)),
             },
             (Type::Bool, Value::Bool(b)) => Ok(Value::Bool(b)),
             // go-cty's string-to-bool conversion: "true"/"1", "false"/"0".
@@ -420,20 +258,6 @@ impl Type {
     }
 }
 
-/// A number written as HCL and Terraform accept it in a string: decimal,
-/// optionally signed, with a fraction and exponent (no hex, no `inf`).
-pub fn parse_number(s: &str) -> Option<f64> {
-    let t = s.trim();
-    let ok = !t.is_empty()
-        && t.chars()
-            .all(|c| c.is_ascii_digit() || matches!(c, '.' | '-' | '+' | 'e' | 'E'))
-        && t.chars().any(|c| c.is_ascii_digit());
-    if !ok || t != s {
-        return None;
-    }
-    t.parse().ok()
-}
-
 /// A set's items in cty's order: numbers numerically, other values by
 /// their text; duplicates removed; mixed primitives become strings.
 pub fn set_of(items: Vec<Value>) -> Vec<Value> {
@@ -451,7 +275,7 @@ pub fn set_of(items: Vec<Value>) -> Vec<Value> {
     };
     if all_num {
         items.sort_by(|a, b| match (a, b) {
-            (Value::Number(x), Value::Number(y)) => x.total_cmp(y),
+            (Value::Number(x), Value::Number(y)) => x.compare(y),
             _ => std::cmp::Ordering::Equal,
         });
     } else {

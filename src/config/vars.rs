@@ -236,8 +236,8 @@ fn read_file(
 }
 
 /// Read a JSON variables file (`{"name": value, ...}`, as Terraform's
-/// `.tfvars.json`) into `values`. Keys twice and numbers a 64-bit float
-/// would round are errors, as in `jsondecode`.
+/// `.tfvars.json`) into `values`. Keys twice are errors and numbers read at
+/// 512 bits, as in `jsondecode`.
 fn read_json_file(
     source: &Arc<Source>,
     declared: &HashMap<&str, &Declared>,
@@ -507,6 +507,7 @@ pub fn resolve(
                     value: Value::Null,
                     sensitive: d.sensitive,
                     known: false,
+                    ty: d.ty.clone(),
                 },
             );
             continue;
@@ -526,6 +527,7 @@ pub fn resolve(
                 value: v,
                 sensitive: d.sensitive,
                 known: true,
+                ty: d.ty.clone(),
             },
         );
     }

@@ -9,7 +9,7 @@
 mod address;
 mod duration;
 
-pub use address::{Address, Kind, ParseAddressError};
+pub use address::{Address, Key, Kind, ParseAddressError};
 pub use duration::{Duration, ParseDurationError};
 
 use std::collections::{BTreeMap, BTreeSet};

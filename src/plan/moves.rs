@@ -5,13 +5,14 @@
 //! records the move in each vault that holds points of the object
 //! ([`crate::vault::moves`]), then renames the object in state.
 
-use crate::model::{Address, Config, Kind};
+use crate::model::{Address, Config, Kind, Move};
 use crate::state::{ObjectState, RunRecord, StateDoc};
 use crate::vault::moves::Rename;
 use serde_json::Value;
 use std::collections::BTreeMap;
 
-/// The configuration's `moved` blocks that apply to `state`: `from` is
+/// The configuration's `moved` blocks that apply to `state` (and the move
+/// of a count instance recorded as `NAME["0"]` to `NAME[0]`): `from` is
 /// recorded and `to` is not (once applied, a `moved` block is a no-op, as in
 /// Terraform). Chains (`a -> b`, `b -> c`) collapse to `a -> c`, whatever
 /// their order in the files. Pairs of (recorded address, new address).
@@ -25,10 +26,25 @@ pub fn effective(config: &Config, state: Option<&StateDoc>) -> Vec<(Address, Add
         .keys()
         .map(|a| (a.clone(), a.clone()))
         .collect();
+    // Count instances were recorded as `machine.web["0"]` before standby
+    // wrote Terraform's `machine.web[0]`: a recorded old spelling moves to
+    // the count instance the configuration declares (never a destroy).
+    let respelled: Vec<Move> = config
+        .machines
+        .keys()
+        .chain(config.protections.keys())
+        .filter_map(|a| {
+            a.old_count_spelling().map(|from| Move {
+                from,
+                to: a.clone(),
+            })
+        })
+        .collect();
+    let all: Vec<&Move> = respelled.iter().chain(&config.moves).collect();
     // Each pass applies what it can; a cycle (a -> b, b -> a) stops the count.
-    for _ in 0..=config.moves.len() {
+    for _ in 0..=all.len() {
         let mut progressed = false;
-        for m in &config.moves {
+        for m in &all {
             if origin.contains_key(&m.from)
                 && !origin.contains_key(&m.to)
                 && let Some(o) = origin.remove(&m.from)
