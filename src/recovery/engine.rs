@@ -4,8 +4,10 @@
 //! `after` steps. Every action is timed into the [`Timeline`] and every
 //! machine's placement written to the state as soon as it is known.
 
+use super::approval::{Approver, Request};
 use super::checks;
 use super::command;
+use super::events::{Event, Sink, What};
 use super::points::Chosen;
 use super::providers;
 use super::record::Recorder;
@@ -17,26 +19,14 @@ use crate::state::{Approval, MachineRun, MachineStatus, PointUsed, RunKind};
 use crate::vault::Vault;
 use standby_provider_core::{DiskSpec, MachineSpec, Mode, Run, SiteProvider};
 use std::collections::BTreeMap;
-use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Test-only: a shell command run (`sh -c`, with the machine's environment)
 /// after a machine's disks are restored and before it boots. Tests corrupt
 /// a replica through it; never set it in production.
 pub const TEST_HOOK_ENV: &str = "STANDBY_TEST_AFTER_MATERIALIZE";
-
-/// How manual steps get their approval.
-#[derive(Debug, Clone, Default)]
-pub struct Approvals {
-    /// Stdin is a terminal: ask for `yes` there (and accept `standby approve`).
-    pub interactive: bool,
-    /// Not on a terminal: wait for `standby approve` instead of failing.
-    pub wait: bool,
-    /// Steps approved in advance (`--approve STEP` or `GROUP.STEP`).
-    pub given: Vec<String>,
-}
 
 pub struct Engine<'a> {
     pub cfg: &'a Config,
@@ -47,7 +37,7 @@ pub struct Engine<'a> {
     pub mode: Mode,
     pub recorder: Recorder,
     pub cancel: Cancel,
-    pub approvals: Approvals,
+    pub approver: &'a dyn Approver,
     pub timeline: Timeline,
     pub vaults: BTreeMap<Address, Vault>,
     pub points: BTreeMap<Address, Chosen>,
@@ -55,9 +45,9 @@ pub struct Engine<'a> {
     /// existing disks get only the blocks that differ (`restore_onto`), and
     /// placements are recorded in the run's `failback` progress.
     pub failback: bool,
+    pub sink: &'a dyn Sink,
     providers: BTreeMap<Address, Box<dyn SiteProvider>>,
     failures: Mutex<Vec<String>>,
-    print: Mutex<()>,
 }
 
 /// Run a machine's `shutdown` command with the environment of its disks.
@@ -84,8 +74,9 @@ impl<'a> Engine<'a> {
         kind: RunKind,
         recorder: Recorder,
         cancel: Cancel,
-        approvals: Approvals,
+        approver: &'a dyn Approver,
         timeline: Timeline,
+        sink: &'a dyn Sink,
     ) -> Engine<'a> {
         Engine {
             cfg,
@@ -100,26 +91,27 @@ impl<'a> Engine<'a> {
             },
             recorder,
             cancel,
-            approvals,
+            approver,
             timeline,
             vaults: BTreeMap::new(),
             points: BTreeMap::new(),
             failback: false,
+            sink,
             providers: BTreeMap::new(),
             failures: Mutex::new(Vec::new()),
-            print: Mutex::new(()),
         }
     }
 
-    /// A progress line on stdout.
-    pub fn say(&self, line: impl AsRef<str>) {
-        let _g = self.print.lock().unwrap_or_else(|p| p.into_inner());
-        println!("[{:>6.1}s] {}", self.timeline.now(), line.as_ref());
-        let _ = std::io::stdout().flush();
+    /// Report progress to the sink, stamped with the run's clock.
+    pub fn emit(&self, what: What) {
+        self.sink.event(&Event {
+            seconds: self.timeline.now(),
+            what,
+        });
     }
 
     pub fn fail(&self, what: String) {
-        self.say(format!("FAILED {what}"));
+        self.emit(What::Failed { what: what.clone() });
         if let Ok(mut v) = self.failures.lock() {
             v.push(what);
         }
@@ -199,7 +191,11 @@ impl<'a> Engine<'a> {
                     .timeline
                     .timed(what, || self.stop_source(m), |d| d.clone());
                 match r {
-                    Ok(d) => self.say(format!("{addr}: stopped at {} ({d})", m.site)),
+                    Ok(detail) => self.emit(What::SourceStopped {
+                        machine: addr.to_string(),
+                        site: m.site.to_string(),
+                        detail,
+                    }),
                     Err(e) => {
                         self.fail(format!("stop {addr} at {}: {e}", m.site));
                         ok = false;
@@ -283,7 +279,10 @@ impl<'a> Engine<'a> {
                         crate::human::count(made.len(), "point"),
                     );
                     for (prot, m) in b.protections.iter().zip(made) {
-                        self.say(format!("{prot}: final point {}", m.id.short()));
+                        self.emit(What::FinalPoint {
+                            protection: prot.to_string(),
+                            point: m.id.short(),
+                        });
                         let machine = self
                             .cfg
                             .protections
@@ -383,12 +382,17 @@ impl<'a> Engine<'a> {
             );
         }
         tl.skipped(Subject::new(EntryKind::Group, &g.name).group(&g.name), why);
-        self.say(format!("group {}: skipped ({why})", g.name));
+        self.emit(What::GroupSkipped {
+            group: g.name.clone(),
+            why: why.to_string(),
+        });
     }
 
     fn group(&self, g: &Group) -> bool {
         let start = self.timeline.now();
-        self.say(format!("group {}: started", g.name));
+        self.emit(What::GroupStarted {
+            group: g.name.clone(),
+        });
         let (before, after) = (self.directed(&g.before), self.directed(&g.after));
         let mut ok = self.steps(g, &before, "before");
         if ok {
@@ -428,11 +432,10 @@ impl<'a> Engine<'a> {
             outcome,
             "",
         );
-        self.say(format!(
-            "group {}: {}",
-            g.name,
-            if ok { "done" } else { "FAILED" }
-        ));
+        self.emit(What::GroupFinished {
+            group: g.name.clone(),
+            passed: ok,
+        });
         ok
     }
 
@@ -457,10 +460,18 @@ impl<'a> Engine<'a> {
                 }
                 return false;
             }
-            self.say(format!("group {} {when} step {}: started", g.name, s.name));
+            self.emit(What::StepStarted {
+                group: g.name.clone(),
+                when: when.to_string(),
+                step: s.name.clone(),
+            });
             let r = self.timeline.timed(subj, || self.step(g, s), |d| d.clone());
             match r {
-                Ok(d) => self.say(format!("group {} step {}: done {d}", g.name, s.name)),
+                Ok(detail) => self.emit(What::StepDone {
+                    group: g.name.clone(),
+                    step: s.name.clone(),
+                    detail,
+                }),
                 Err(e) => {
                     self.fail(format!("step {}.{}: {e}", g.name, s.name));
                     for rest in &steps[i + 1..] {
@@ -505,82 +516,32 @@ impl<'a> Engine<'a> {
         }
     }
 
-    /// A manual step: print the instructions, then wait for an approval
-    /// (given in advance, typed on the terminal, or `standby approve`).
+    /// A manual step: show the instructions, then ask the run's
+    /// [`Approver`] (in advance, the terminal, `standby approve`).
     fn manual(&self, g: &Group, s: &Step, instructions: &str) -> Result<String, String> {
         let key = format!("{}.{}", g.name, s.name);
-        self.say(format!("MANUAL STEP {key}: {instructions}"));
-        let given = self
-            .approvals
-            .given
-            .iter()
-            .any(|a| a == &s.name || a == &key);
-        if given {
-            self.approve(&key, "--approve")?;
-            return Ok("approved in advance (--approve)".into());
-        }
-        if self.approved(g, s) {
-            return Ok("approved with standby approve".into());
-        }
-        if !self.approvals.interactive && !self.approvals.wait {
-            return Err(format!(
-                "manual step {key} needs an approval and this run cannot ask for one (stdin is not a terminal); run again with --approve {} after doing it, or with --wait-for-approval and approve it from another shell with `standby approve {} {}`",
-                s.name,
-                self.plan.addr.instance_name(),
-                s.name
-            ));
-        }
-        self.set_waiting(Some(key.clone()));
-        let r = self.wait_for_approval(g, s, &key);
-        self.set_waiting(None);
-        r
-    }
-
-    fn wait_for_approval(&self, g: &Group, s: &Step, key: &str) -> Result<String, String> {
-        let answers = if self.approvals.interactive && std::io::stdin().is_terminal() {
-            self.say(format!(
-                "type yes when done (or run `standby approve {} {}` elsewhere):",
-                self.plan.addr.instance_name(),
-                s.name
-            ));
-            let (tx, rx) = std::sync::mpsc::channel();
-            std::thread::spawn(move || {
-                let mut line = String::new();
-                let _ = std::io::stdin().lock().read_line(&mut line);
-                let _ = tx.send(line.trim().to_string());
-            });
-            Some(rx)
-        } else {
-            self.say(format!(
-                "waiting for `standby approve {} {}` (up to {})",
-                self.plan.addr.instance_name(),
-                s.name,
-                s.timeout
-            ));
-            None
+        self.emit(What::ManualStep {
+            key: key.clone(),
+            instructions: instructions.to_string(),
+        });
+        let approved = || self.approved(g, s);
+        let set_waiting = |step: Option<String>| self.set_waiting(step);
+        let req = Request {
+            plan: &self.plan.addr,
+            group: &g.name,
+            step: &s.name,
+            timeout: s.timeout,
+            approved: &approved,
+            set_waiting: &set_waiting,
+            cancel: &self.cancel,
+            clock: &self.timeline,
+            sink: self.sink,
         };
-        let deadline = Instant::now() + s.timeout.to_std();
-        loop {
-            if self.approved(g, s) {
-                return Ok("approved with standby approve".into());
-            }
-            if let Some(rx) = &answers
-                && let Ok(a) = rx.try_recv()
-            {
-                if a == "yes" {
-                    self.approve(key, "terminal")?;
-                    return Ok("approved on the terminal".into());
-                }
-                return Err(format!("not approved (answered {a:?})"));
-            }
-            if self.cancel.is_cancelled() {
-                return Err("interrupted while waiting for approval".into());
-            }
-            if Instant::now() >= deadline {
-                return Err(format!("not approved within {}", s.timeout));
-            }
-            std::thread::sleep(Duration::from_millis(200));
+        let got = self.approver.approve(&req).map_err(|e| e.to_string())?;
+        if let Some(by) = &got.by {
+            self.approve(&key, by)?;
         }
+        Ok(got.detail)
     }
 
     fn approved(&self, g: &Group, s: &Step) -> bool {
@@ -658,7 +619,9 @@ impl<'a> Engine<'a> {
         match &r {
             Ok(()) => {
                 self.timeline.record(subj, start, Outcome::Passed, "");
-                self.say(format!("{addr}: up, every check passed"));
+                self.emit(What::MachineUp {
+                    machine: addr.to_string(),
+                });
             }
             Err(e) => {
                 self.timeline
@@ -758,29 +721,14 @@ impl<'a> Engine<'a> {
                             }
                         },
                     )?;
-                    // The exact count too when the size for people rounds.
-                    let exact = if r.written >= 1024 {
-                        format!("{} bytes, ", r.written)
-                    } else {
-                        String::new()
-                    };
-                    self.say(format!(
-                        "{name}: disk {} at {}: {}",
-                        d.name,
-                        target.display(),
-                        if r.full {
-                            format!(
-                                "missing, restored in full: {} written ({exact}the whole disk)",
-                                mib(r.written)
-                            )
-                        } else {
-                            format!(
-                                "{} of {} written ({exact}changed blocks only)",
-                                mib(r.written),
-                                mib(r.size)
-                            )
-                        }
-                    ));
+                    self.emit(What::DiskResynced {
+                        machine: name.clone(),
+                        disk: d.name.clone(),
+                        path: target.display().to_string(),
+                        written: r.written,
+                        size: r.size,
+                        full: r.full,
+                    });
                     disks.insert(d.name.clone(), target.clone());
                     placed
                         .disks
@@ -810,12 +758,12 @@ impl<'a> Engine<'a> {
                     .disks
                     .insert(d.name.clone(), target.0.display().to_string());
             }
-            self.say(format!(
-                "{name}: disks restored from point {} ({}, {})",
-                p.id.short(),
-                crate::human::time_str(&p.created),
-                p.consistency
-            ));
+            self.emit(What::DisksRestored {
+                machine: name.clone(),
+                point: p.id.short(),
+                created: p.created.clone(),
+                consistency: p.consistency.to_string(),
+            });
             self.place(addr, placed.clone());
             let spec = MachineSpec {
                 machine: name.clone(),
@@ -856,7 +804,10 @@ impl<'a> Engine<'a> {
                 },
                 |_| String::new(),
             )?;
-            self.say(format!("{name}: started at {site}"));
+            self.emit(What::MachineStarted {
+                machine: name.clone(),
+                site: site.to_string(),
+            });
             let mut failed = Vec::new();
             for c in &m.checks {
                 let subj = Subject::new(EntryKind::Check, &c.name)
@@ -875,10 +826,13 @@ impl<'a> Engine<'a> {
                     Outcome::Failed
                 };
                 self.timeline.record(subj, start, outcome, o.detail.clone());
-                if o.passed {
-                    self.say(format!("{name}: check {} passed", c.name));
-                } else {
-                    self.say(format!("{name}: check {} FAILED: {}", c.name, o.detail));
+                self.emit(What::CheckFinished {
+                    machine: name.clone(),
+                    check: c.name.clone(),
+                    passed: o.passed,
+                    detail: o.detail.clone(),
+                });
+                if !o.passed {
                     failed.push(format!("{}: {}", c.name, o.detail));
                 }
             }

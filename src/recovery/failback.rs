@@ -12,8 +12,10 @@
 //! after a crash goes on: once final points are recorded the replicas stay
 //! stopped and those points are restored again (idempotent).
 
+use super::approval::Approver;
 use super::command;
-use super::engine::{Approvals, Engine, order};
+use super::engine::{Engine, order};
+use super::events::{Sink, What};
 use super::points::Chosen;
 use super::providers;
 use super::record::Recorder;
@@ -37,9 +39,10 @@ pub const TEST_HOOK_ENV: &str = "STANDBY_TEST_FAILBACK_AFTER_FINAL";
 pub fn failback(
     cfg: &Config,
     plan: &RecoveryPlan,
-    approvals: Approvals,
+    approver: &dyn Approver,
     recorder: &Recorder,
     cancel: &Cancel,
+    sink: &dyn Sink,
 ) -> Result<RunResult, RecoveryError> {
     let name = plan_arg(&plan.addr);
     let _run = super::runlock::acquire(cfg, &plan.addr, recorder.command())?;
@@ -109,11 +112,15 @@ pub fn failback(
         RunKind::Planned,
         recorder.clone(),
         cancel.clone(),
-        approvals,
+        approver,
         timeline,
+        sink,
     );
     engine.failback = true;
-    engine.say(format!("failback of {} (failover run {run_id})", plan.addr));
+    engine.emit(What::FailbackStarted {
+        plan: plan.addr.to_string(),
+        run_id: run_id.clone(),
+    });
 
     let mut passed = true;
     let final_points = if progress.final_points.is_empty() {
@@ -132,9 +139,7 @@ pub fn failback(
             BTreeMap::new()
         }
     } else {
-        engine.say(
-            "an earlier attempt stopped the replicas and took the final points: going on from them",
-        );
+        engine.emit(What::FailbackResumed);
         progress.final_points.clone()
     };
     if passed {
@@ -159,11 +164,11 @@ pub fn failback(
         }
     }
     for (m, c) in &engine.points {
-        engine.say(format!(
-            "{m}: final reverse point {} ({})",
-            c.point.id.short(),
-            crate::human::time_str(&c.point.created)
-        ));
+        engine.emit(What::FinalReversePointChosen {
+            machine: m.to_string(),
+            point: c.point.id.short(),
+            created: c.point.created.clone(),
+        });
     }
     if passed {
         // A machine an earlier attempt started at home starts afresh.
@@ -261,7 +266,11 @@ fn stop_replicas(engine: &Engine<'_>, run: &RunRecord) -> bool {
                 |d| d.clone(),
             );
             match r {
-                Ok(d) => engine.say(format!("{addr}: replica stopped at {} ({d})", placed.site)),
+                Ok(detail) => engine.emit(What::ReplicaStopped {
+                    machine: addr.to_string(),
+                    site: placed.site.clone(),
+                    detail,
+                }),
                 Err(e) => {
                     engine.fail(format!(
                         "stop the replica of {addr} at {}: {e}",
@@ -300,13 +309,12 @@ fn final_points(
         &engine.cancel,
         |b, made| {
             for m in made {
-                engine.say(format!(
-                    "{}: final reverse point {} stored {} (disks {})",
-                    m.machine,
-                    m.id.short(),
-                    crate::human::size(m.stats.stored),
-                    crate::human::size(m.disks.values().map(|d| d.size).sum::<u64>())
-                ));
+                engine.emit(What::FinalReversePoint {
+                    machine: m.machine.clone(),
+                    point: m.id.short(),
+                    stored: m.stats.stored,
+                    disks: m.disks.values().map(|d| d.size).sum::<u64>(),
+                });
             }
             engine.timeline.record(
                 Subject::new(EntryKind::FinalPoint, b.label.clone()),

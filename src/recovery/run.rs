@@ -3,7 +3,9 @@
 //! step, and drill (test run, checks, cleanup, RTO/RPO). Each refuses
 //! what the state says cannot be done, with what to run instead.
 
-use super::engine::{Approvals, Engine};
+use super::approval::Approver;
+use super::engine::Engine;
+use super::events::{Event, Sink, What};
 use super::points::{self, Chosen, PointChoice};
 use super::providers;
 use super::record::{Recorder, UpdateError};
@@ -275,21 +277,25 @@ fn refusal(doc: &crate::state::StateDoc, plan: &Address, kind: RunKind) -> Optio
 /// Start and finish a run of `plan`: test, planned or unplanned. `Err`
 /// means nothing was done (refused, or no points); a run that started
 /// always returns its result, passed or not.
+#[allow(clippy::too_many_arguments)]
 pub fn failover(
     cfg: &Config,
     plan: &RecoveryPlan,
     kind: RunKind,
     choice: &PointChoice,
-    approvals: Approvals,
+    approver: &dyn Approver,
     recorder: &Recorder,
     cancel: &Cancel,
+    sink: &dyn Sink,
 ) -> Result<RunResult, RecoveryError> {
     let _run = runlock::acquire(cfg, &plan.addr, recorder.command())?;
     recorder.interruptible_by(cancel);
     if kind.is_test() {
-        clean_dead_test_run(cfg, plan, recorder)?;
+        clean_dead_test_run(cfg, plan, recorder, sink)?;
     }
-    failover_locked(cfg, plan, kind, choice, approvals, recorder, cancel, false)
+    failover_locked(
+        cfg, plan, kind, choice, approver, recorder, cancel, sink, false,
+    )
 }
 
 /// [`failover`] under the plan's run lock; `drill` marks a drill's test run.
@@ -299,9 +305,10 @@ fn failover_locked(
     plan: &RecoveryPlan,
     kind: RunKind,
     choice: &PointChoice,
-    approvals: Approvals,
+    approver: &dyn Approver,
     recorder: &Recorder,
     cancel: &Cancel,
+    sink: &dyn Sink,
     drill: bool,
 ) -> Result<RunResult, RecoveryError> {
     // Refuse before anything is read from the vault.
@@ -361,14 +368,15 @@ fn failover_locked(
         kind,
         recorder.clone(),
         cancel.clone(),
-        approvals,
+        approver,
         timeline,
+        sink,
     );
-    engine.say(format!(
-        "{} failover of {} (run {run_id})",
-        kind.as_str(),
-        plan.addr
-    ));
+    engine.emit(What::RunStarted {
+        kind: kind.as_str().to_string(),
+        plan: plan.addr.to_string(),
+        run_id: run_id.clone(),
+    });
     let mut passed = true;
     if kind == RunKind::Planned {
         passed = engine.stop_sources();
@@ -387,17 +395,13 @@ fn failover_locked(
         engine.points = chosen;
     }
     for (m, c) in &engine.points {
-        engine.say(format!(
-            "{m}: point {} ({}, {}{})",
-            c.point.id.short(),
-            crate::human::time_str(&c.point.created),
-            c.point.consistency,
-            c.point
-                .group
-                .as_ref()
-                .map(|g| format!(", group {g}"))
-                .unwrap_or_default()
-        ));
+        engine.emit(What::PointChosen {
+            machine: m.to_string(),
+            point: c.point.id.short(),
+            created: c.point.created.clone(),
+            consistency: c.point.consistency.to_string(),
+            group: c.point.group.clone(),
+        });
     }
     if passed {
         passed = engine.run_groups();
@@ -464,6 +468,7 @@ fn clean_dead_test_run(
     cfg: &Config,
     plan: &RecoveryPlan,
     recorder: &Recorder,
+    sink: &dyn Sink,
 ) -> Result<(), RecoveryError> {
     let Some(doc) = recorder.read()? else {
         return Ok(());
@@ -475,18 +480,16 @@ fn clean_dead_test_run(
     if !(dead && (run.drill || run.phase == Phase::Running)) {
         return Ok(());
     }
-    let who = run
-        .owner
-        .as_ref()
-        .map(|o| format!("pid {}", o.pid))
-        .unwrap_or_default();
-    println!(
-        "The test run {} of {} was left by a {} that is gone ({who}, {}): cleaning it up first.",
-        run.run_id,
-        plan.addr,
-        if run.drill { "drill" } else { "test failover" },
-        run.phase.as_str()
-    );
+    sink.event(&Event {
+        seconds: 0.0,
+        what: What::DeadTestRun {
+            run_id: run.run_id.clone(),
+            plan: plan.addr.to_string(),
+            drill: run.drill,
+            pid: run.owner.as_ref().map(|o| o.pid),
+            phase: run.phase.as_str().to_string(),
+        },
+    });
     cleanup_locked(cfg, plan, recorder, None).map(|_| ())
 }
 
@@ -697,24 +700,29 @@ pub fn drill(
     cfg: &Config,
     plan: &RecoveryPlan,
     choice: &PointChoice,
-    approvals: Approvals,
+    approver: &dyn Approver,
     recorder: &Recorder,
     cancel: &Cancel,
+    sink: &dyn Sink,
 ) -> Result<DrillResult, RecoveryError> {
     let _run = runlock::acquire(cfg, &plan.addr, recorder.command())?;
     recorder.interruptible_by(cancel);
-    clean_dead_test_run(cfg, plan, recorder)?;
+    clean_dead_test_run(cfg, plan, recorder, sink)?;
     let run = failover_locked(
         cfg,
         plan,
         RunKind::Test,
         choice,
-        approvals,
+        approver,
         recorder,
         cancel,
+        sink,
         true,
     )?;
-    println!("[{:>6.1}s] cleaning up the test run", run.timeline.now());
+    sink.event(&Event {
+        seconds: run.timeline.now(),
+        what: What::CleaningUp,
+    });
     let cleanup_error = match cleanup_locked(cfg, plan, recorder, Some(&run.timeline)) {
         Ok(_) => None,
         Err(e) => Some(e.to_string()),

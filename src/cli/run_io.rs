@@ -1,0 +1,231 @@
+//! How failover, drill and failback meet the person running them: each
+//! [`recovery::Event`] as one line on stdout (`[  12.3s] what happened`),
+//! and the approver of manual steps, whose terminal prompt reads stdin.
+
+use crate::human::{size, time_str};
+use crate::recovery::approval::{Answer, ApprovalError, Request};
+use crate::recovery::{
+    Approved, Approver, Event, InAdvance, Sink, Unattended, WaitForApprove, What,
+};
+use std::io::{BufRead, IsTerminal, Write};
+use std::sync::Mutex;
+
+/// Progress lines on stdout, whole even when machines report at once.
+#[derive(Default)]
+pub(crate) struct Lines {
+    one_at_a_time: Mutex<()>,
+}
+
+impl Sink for Lines {
+    fn event(&self, e: &Event) {
+        let _g = self.one_at_a_time.lock().unwrap_or_else(|p| p.into_inner());
+        match &e.what {
+            // Before the run has a clock: no time stamp.
+            What::DeadTestRun { .. } => println!("{}", line(&e.what)),
+            what => println!("{}", stamped(e.seconds, &line(what))),
+        }
+        let _ = std::io::stdout().flush();
+    }
+}
+
+/// `[  12.3s] text`.
+pub(crate) fn stamped(seconds: f64, text: &str) -> String {
+    format!("[{seconds:>6.1}s] {text}")
+}
+
+/// The text of one event.
+fn line(w: &What) -> String {
+    match w {
+        What::RunStarted { kind, plan, run_id } => {
+            format!("{kind} failover of {plan} (run {run_id})")
+        }
+        What::FailbackStarted { plan, run_id } => {
+            format!("failback of {plan} (failover run {run_id})")
+        }
+        What::FailbackResumed => {
+            "an earlier attempt stopped the replicas and took the final points: going on from them"
+                .into()
+        }
+        What::DeadTestRun {
+            run_id,
+            plan,
+            drill,
+            pid,
+            phase,
+        } => format!(
+            "The test run {run_id} of {plan} was left by a {} that is gone ({}, {phase}): cleaning it up first.",
+            if *drill { "drill" } else { "test failover" },
+            pid.map(|p| format!("pid {p}")).unwrap_or_default(),
+        ),
+        What::PointChosen {
+            machine,
+            point,
+            created,
+            consistency,
+            group,
+        } => format!(
+            "{machine}: point {point} ({}, {consistency}{})",
+            time_str(created),
+            group
+                .as_ref()
+                .map(|g| format!(", group {g}"))
+                .unwrap_or_default()
+        ),
+        What::FinalReversePointChosen {
+            machine,
+            point,
+            created,
+        } => format!(
+            "{machine}: final reverse point {point} ({})",
+            time_str(created)
+        ),
+        What::SourceStopped {
+            machine,
+            site,
+            detail,
+        } => format!("{machine}: stopped at {site} ({detail})"),
+        What::ReplicaStopped {
+            machine,
+            site,
+            detail,
+        } => format!("{machine}: replica stopped at {site} ({detail})"),
+        What::FinalPoint { protection, point } => format!("{protection}: final point {point}"),
+        What::FinalReversePoint {
+            machine,
+            point,
+            stored,
+            disks,
+        } => format!(
+            "{machine}: final reverse point {point} stored {} (disks {})",
+            size(*stored),
+            size(*disks)
+        ),
+        What::Failed { what } => format!("FAILED {what}"),
+        What::GroupStarted { group } => format!("group {group}: started"),
+        What::GroupFinished { group, passed } => {
+            format!("group {group}: {}", if *passed { "done" } else { "FAILED" })
+        }
+        What::GroupSkipped { group, why } => format!("group {group}: skipped ({why})"),
+        What::StepStarted { group, when, step } => {
+            format!("group {group} {when} step {step}: started")
+        }
+        What::StepDone {
+            group,
+            step,
+            detail,
+        } => format!("group {group} step {step}: done {detail}"),
+        What::ManualStep { key, instructions } => format!("MANUAL STEP {key}: {instructions}"),
+        What::WaitingForApproval {
+            plan,
+            step,
+            timeout,
+        } => format!("waiting for `standby approve {plan} {step}` (up to {timeout})"),
+        What::DisksRestored {
+            machine,
+            point,
+            created,
+            consistency,
+        } => format!(
+            "{machine}: disks restored from point {point} ({}, {consistency})",
+            time_str(created)
+        ),
+        What::DiskResynced {
+            machine,
+            disk,
+            path,
+            written,
+            size: disk_size,
+            full,
+        } => {
+            // The exact count too when the size for people rounds.
+            let exact = if *written >= 1024 {
+                format!("{written} bytes, ")
+            } else {
+                String::new()
+            };
+            let what = if *full {
+                format!(
+                    "missing, restored in full: {} written ({exact}the whole disk)",
+                    size(*written)
+                )
+            } else {
+                format!(
+                    "{} of {} written ({exact}changed blocks only)",
+                    size(*written),
+                    size(*disk_size)
+                )
+            };
+            format!("{machine}: disk {disk} at {path}: {what}")
+        }
+        What::MachineStarted { machine, site } => format!("{machine}: started at {site}"),
+        What::CheckFinished {
+            machine,
+            check,
+            passed: true,
+            ..
+        } => format!("{machine}: check {check} passed"),
+        What::CheckFinished {
+            machine,
+            check,
+            detail,
+            ..
+        } => format!("{machine}: check {check} FAILED: {detail}"),
+        What::MachineUp { machine } => format!("{machine}: up, every check passed"),
+        What::CleaningUp => "cleaning up the test run".into(),
+    }
+}
+
+/// The approver of a run: steps approved in advance (`--approve`), then
+/// the terminal when stdin is one, else `standby approve` from another
+/// process when `wait` (`--wait-for-approval`), else none (the step fails
+/// saying how to approve it).
+pub(crate) fn approver(given: Vec<String>, wait: bool) -> Box<dyn Approver> {
+    let then: Box<dyn Approver> = if std::io::stdin().is_terminal() {
+        Box::new(Terminal)
+    } else if wait {
+        Box::new(WaitForApprove)
+    } else {
+        Box::new(Unattended)
+    };
+    Box::new(InAdvance { steps: given, then })
+}
+
+/// Ask on the terminal: `yes` approves, anything else declines;
+/// `standby approve` from elsewhere counts too.
+pub(crate) struct Terminal;
+
+impl Approver for Terminal {
+    fn approve(&self, req: &Request<'_>) -> Result<Approved, ApprovalError> {
+        if req.approved_elsewhere() {
+            return Ok(Approved::elsewhere());
+        }
+        println!(
+            "{}",
+            stamped(
+                req.seconds(),
+                &format!(
+                    "type yes when done (or run `standby approve {} {}` elsewhere):",
+                    req.plan_name(),
+                    req.step
+                )
+            )
+        );
+        let _ = std::io::stdout().flush();
+        // A thread reads the line, so that `standby approve`, an interrupt
+        // or the timeout can end the wait while nobody types.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = std::io::stdin().lock().read_line(&mut line);
+            let _ = tx.send(line.trim().to_string());
+        });
+        req.wait(|| match rx.try_recv() {
+            Ok(a) if a == "yes" => Some(Answer::Approved(Approved {
+                by: Some("terminal".into()),
+                detail: "approved on the terminal".into(),
+            })),
+            Ok(a) => Some(Answer::Declined(a)),
+            Err(_) => None,
+        })
+    }
+}
