@@ -1,6 +1,7 @@
-//! The engine of one run: groups in dependency order, one at a time; the
-//! machines of a group in parallel (threads: provider and vault calls
-//! block); `before` steps, then per machine restore -> boot -> checks, then
+//! The engine of one run: groups through the generic walker (`exec::walk`),
+//! each once the groups it depends on are done, independent groups at the
+//! same time; the machines of a group in parallel (threads: provider and
+//! vault calls block); `before` steps, then per machine restore -> boot -> checks, then
 //! `after` steps. Every action is timed into the [`Timeline`] and every
 //! machine's placement written to the state as soon as it is known.
 
@@ -12,13 +13,15 @@ use super::points::Chosen;
 use super::providers;
 use super::record::Recorder;
 use super::timeline::{EntryKind, Outcome, Subject, Timeline};
-use crate::exec::Cancel;
+use crate::exec::{Cancel, StepError};
 use crate::model::{Address, Config, Group, Machine, RecoveryPlan, Step, StepAction};
 use crate::replication::{self, Progress};
 use crate::state::{Approval, MachineRun, MachineStatus, PointUsed, RunKind};
 use crate::vault::Vault;
+use petgraph::graph::{DiGraph, NodeIndex};
 use standby_provider_core::{DiskSpec, MachineSpec, Mode, Run, SiteProvider};
 use std::collections::BTreeMap;
+use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -340,20 +343,44 @@ impl<'a> Engine<'a> {
                 return false;
             }
         }
-        let mut failed: Option<String> = None;
-        for g in order(self.plan) {
-            if failed.is_none() && self.cancel.is_cancelled() {
-                failed = Some("the run was interrupted".into());
-            }
-            if let Some(why) = &failed {
-                self.skip_group(g, why);
-                continue;
-            }
-            if !self.group(g) {
-                failed = Some(format!("group {} failed", g.name));
+        self.walk_groups()
+    }
+
+    /// Run the groups through the generic walker: a group starts once the
+    /// groups it depends on are done, independent groups at the same time
+    /// (each on its own thread: provider and vault calls block). A failed
+    /// group skips its dependants; after an interrupt no group starts.
+    fn walk_groups(&self) -> bool {
+        let graph = group_graph(self.plan);
+        let skips = SkipGroups { engine: self };
+        let report = std::thread::scope(|scope| {
+            let walk =
+                crate::exec::walk(&graph, graph.node_count(), &self.cancel, &skips, |i, _| {
+                    let g = &self.plan.groups[i.index()];
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    scope.spawn(move || {
+                        // A panic fails the group (a bug), not the whole run.
+                        let ok = std::panic::catch_unwind(AssertUnwindSafe(|| self.group(g)))
+                            .unwrap_or(false);
+                        let _ = tx.send(ok);
+                    });
+                    let name = g.name.clone();
+                    async move {
+                        match rx.await {
+                            Ok(true) => Ok(String::new()),
+                            _ => Err(StepError::Failed(name)),
+                        }
+                    }
+                });
+            block_on(walk)
+        });
+        match report {
+            Ok(r) => r.all_done(),
+            Err(e) => {
+                self.fail(format!("cannot start the async runtime: {e}"));
+                false
             }
         }
-        failed.is_none()
     }
 
     fn skip_group(&self, g: &Group, why: &str) {
@@ -868,6 +895,54 @@ impl Engine<'_> {
 /// `12.5 MiB`, `412.0 KiB`: the one size style (`crate::human::size`).
 fn mib(bytes: u64) -> String {
     crate::human::size(bytes)
+}
+
+/// Turns the walker's skips into skipped groups: dependants of a failed
+/// group, and groups an interrupt kept from starting.
+struct SkipGroups<'e, 'a> {
+    engine: &'e Engine<'a>,
+}
+
+impl crate::exec::Sink for SkipGroups<'_, '_> {
+    fn event(&self, e: &crate::exec::Event) {
+        let (step, why) = match e {
+            crate::exec::Event::Skipped { step, cause } => (step, format!("group {cause} failed")),
+            crate::exec::Event::NotStarted { step } => (step, "the run was interrupted".into()),
+            _ => return,
+        };
+        if let Some(g) = self.engine.plan.groups.iter().find(|g| &g.name == step) {
+            self.engine.skip_group(g, &why);
+        }
+    }
+}
+
+/// The plan's groups as the walker's graph: node `i` is `plan.groups[i]`
+/// (by name), an edge from a group to each group it depends on.
+pub fn group_graph(plan: &RecoveryPlan) -> DiGraph<String, ()> {
+    let mut graph = DiGraph::new();
+    for g in &plan.groups {
+        graph.add_node(g.name.clone());
+    }
+    for (i, g) in plan.groups.iter().enumerate() {
+        for d in &g.depends_on {
+            if let Some(j) = plan.groups.iter().position(|x| &x.name == d) {
+                graph.add_edge(NodeIndex::new(i), NodeIndex::new(j), ());
+            }
+        }
+    }
+    graph
+}
+
+/// Run `fut` to its end from this (blocking) thread: on the runtime the
+/// command runs in, else on a small one of its own.
+fn block_on<T>(fut: impl std::future::Future<Output = T>) -> std::io::Result<T> {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) => Ok(h.block_on(fut)),
+        Err(_) => Ok(tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(fut)),
+    }
 }
 
 /// The plan's groups in dependency order (declaration order among equals).

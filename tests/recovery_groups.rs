@@ -1,0 +1,210 @@
+//! Groups of a recovery plan through the real binary: groups that do not
+//! depend on each other run at the same time (their steps meet: each waits,
+//! bounded, for a file the other creates, so the drill passes only if they
+//! overlap, and the report's timeline shows the overlap); a group waits for
+//! the groups it depends on; a failed group skips its dependants, naming
+//! it, while an unrelated group still recovers.
+
+mod common;
+use common::text;
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn run(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_standby"))
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("NO_COLOR", "1")
+        .env_remove("STANDBY_TEST_AFTER_MATERIALIZE")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// A shell step that creates `mine`, then waits up to 30 s for `theirs`
+/// (exit 1 if it never comes).
+fn meet(mine: &str, theirs: &str) -> String {
+    format!(
+        r#"["sh", "-c", "touch {mine}; i=0; while [ ! -e {theirs} ]; do i=$((i+1)); if [ $i -gt 300 ]; then exit 1; fi; sleep 0.1; done"]"#
+    )
+}
+
+/// Plan `pair`: groups `a` and `b` independent, whose before steps meet;
+/// `c` depends on both. Plan `broken`: `x` fails its before step, `y` is
+/// independent, `z` depends on `x`.
+fn config(d: &Path) -> PathBuf {
+    let root = d.join("groups");
+    let mut hcl = String::from(
+        r#"
+vault "main" {
+  url      = "file://.standby/vault"
+  key_file = ".standby/keys/main.key"
+}
+site "onprem" {
+  provider = "local"
+  root     = "sites/onprem"
+}
+site "dr" {
+  provider = "local"
+  root     = "sites/dr"
+}
+policy "p" {
+  rpo_threshold          = "15m"
+  crash_consistent_every = "5m"
+  retention              = "24h"
+}
+"#,
+    );
+    for m in ["a0", "b0", "c0", "x0", "y0", "z0"] {
+        let disk = root.join(format!("sites/onprem/{m}/disk.img"));
+        std::fs::create_dir_all(disk.parent().unwrap()).unwrap();
+        std::fs::write(&disk, vec![m.as_bytes()[0]; 16 * 1024]).unwrap();
+        hcl.push_str(&format!(
+            r#"
+machine "{m}" {{
+  site = site.onprem
+  disk "disk" {{ path = "{m}/disk.img" }}
+  check "disk" {{ command = ["sh", "-c", "test -s \"$STANDBY_DISK_DISK\""] }}
+}}
+protection "{m}" {{
+  machine = machine.{m}
+  target  = site.dr
+  vault   = vault.main
+  policy  = policy.p
+}}
+"#
+        ));
+    }
+    hcl.push_str(&format!(
+        r#"
+recovery_plan "pair" {{
+  group "a" {{
+    machines = [machine.a0]
+    before {{
+      script "meet" {{
+        command = {}
+        timeout = "60s"
+      }}
+    }}
+  }}
+  group "b" {{
+    machines = [machine.b0]
+    before {{
+      script "meet" {{
+        command = {}
+        timeout = "60s"
+      }}
+    }}
+  }}
+  group "c" {{
+    depends_on = [group.a, group.b]
+    machines   = [machine.c0]
+  }}
+}}
+
+recovery_plan "broken" {{
+  group "x" {{
+    machines = [machine.x0]
+    before {{
+      script "boom" {{ command = ["sh", "-c", "exit 3"] }}
+    }}
+  }}
+  group "y" {{
+    machines = [machine.y0]
+  }}
+  group "z" {{
+    depends_on = [group.x]
+    machines   = [machine.z0]
+  }}
+}}
+"#,
+        meet("a.here", "b.here"),
+        meet("b.here", "a.here")
+    ));
+    std::fs::write(root.join("main.hcl"), hcl).unwrap();
+    let o = run(&root, &["apply", "--auto-approve"]);
+    assert!(o.status.success(), "{}", text(&o));
+    root
+}
+
+fn report(dir: &Path) -> Vec<Value> {
+    let r: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("report.json")).unwrap()).unwrap();
+    r["timeline"].as_array().unwrap().clone()
+}
+
+/// (start, end) of the timeline entry of `kind` in `group`.
+fn span(timeline: &[Value], kind: &str, group: &str) -> (f64, f64) {
+    let e = timeline
+        .iter()
+        .find(|e| e["kind"] == kind && e["group"] == group)
+        .unwrap_or_else(|| panic!("no {kind} of group {group}: {timeline:#?}"));
+    (
+        e["start_seconds"].as_f64().unwrap(),
+        e["end_seconds"].as_f64().unwrap(),
+    )
+}
+
+#[test]
+fn independent_groups_run_at_the_same_time_and_dependants_wait_for_them() {
+    let d = tempfile::tempdir().unwrap();
+    let root = config(d.path());
+    let reports = d.path().join("reports");
+    let o = run(
+        &root,
+        &["drill", "pair", "--report-dir", reports.to_str().unwrap()],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let timeline = report(&reports);
+    // The two meeting steps overlap in the timeline.
+    let (a, b) = (span(&timeline, "step", "a"), span(&timeline, "step", "b"));
+    assert!(
+        a.0 < b.1 && b.0 < a.1,
+        "steps do not overlap: a {a:?}, b {b:?}"
+    );
+    // c started only once a and b had ended.
+    let c = span(&timeline, "group", "c");
+    let (ga, gb) = (span(&timeline, "group", "a"), span(&timeline, "group", "b"));
+    assert!(
+        c.0 >= ga.1 && c.0 >= gb.1,
+        "c {c:?} began before a {ga:?} or b {gb:?} ended"
+    );
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("group c: done"), "{stdout}");
+}
+
+#[test]
+fn a_failed_group_skips_its_dependants_and_an_unrelated_group_still_recovers() {
+    let d = tempfile::tempdir().unwrap();
+    let root = config(d.path());
+    let reports = d.path().join("reports");
+    let o = run(
+        &root,
+        &["drill", "broken", "--report-dir", reports.to_str().unwrap()],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("group x: FAILED"), "{stdout}");
+    assert!(stdout.contains("group y: done"), "{stdout}");
+    assert!(
+        stdout.contains("group z: skipped (group x failed)"),
+        "{stdout}"
+    );
+    let timeline = report(&reports);
+    let outcome = |kind: &str, group: &str| {
+        timeline
+            .iter()
+            .find(|e| e["kind"] == kind && e["group"] == group)
+            .map(|e| (e["outcome"].clone(), e["detail"].clone()))
+            .unwrap_or_else(|| panic!("no {kind} of {group}: {timeline:#?}"))
+    };
+    assert_eq!(outcome("group", "x").0, "failed");
+    assert_eq!(outcome("machine", "y").0, "passed");
+    assert_eq!(outcome("group", "z").0, "skipped");
+    assert_eq!(outcome("machine", "z").1, "group x failed");
+    // The run's failure names the step, and cleanup left nothing behind.
+    assert!(text(&o).contains("step x.boom"), "{}", text(&o));
+}
