@@ -14,12 +14,15 @@ use super::providers;
 use super::record::Recorder;
 use super::timeline::{EntryKind, Outcome, Subject, Timeline};
 use crate::exec::{Cancel, StepError};
-use crate::model::{Address, Config, Group, Machine, RecoveryPlan, Step, StepAction};
-use crate::replication::{self, Progress};
-use crate::state::{Approval, MachineRun, MachineStatus, PointUsed, RunKind};
+use crate::model::{
+    Address, Config, Disk, Group, Machine, RecoveryPlan, Step, StepAction, StepWhen,
+};
+
+use crate::state::{Approval, MachineRun, MachineStatus, PointUsed, RunKind, RunRecord};
 use crate::vault::Vault;
+use crate::vault::manifest::Manifest;
 use petgraph::graph::{DiGraph, NodeIndex};
-use standby_provider_core::{DiskSpec, MachineSpec, Mode, Run, SiteProvider};
+use standby_provider_core::{MachineSpec, Mode, Run, SiteProvider};
 use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
@@ -44,10 +47,9 @@ pub struct Engine<'a> {
     pub timeline: Timeline,
     pub vaults: BTreeMap<Address, Vault>,
     pub points: BTreeMap<Address, Chosen>,
-    /// A failback (see `failback`): machines go to their own site, whose
-    /// existing disks get only the blocks that differ (`restore_onto`), and
-    /// placements are recorded in the run's `failback` progress.
-    pub failback: bool,
+    /// The direction: [`super::failover::Failover`] or
+    /// [`super::failback::Failback`].
+    pub way: &'a dyn Way,
     pub sink: &'a dyn Sink,
     providers: BTreeMap<Address, Box<dyn SiteProvider>>,
     failures: Mutex<Vec<String>>,
@@ -80,6 +82,7 @@ impl<'a> Engine<'a> {
         approver: &'a dyn Approver,
         timeline: Timeline,
         sink: &'a dyn Sink,
+        way: &'a dyn Way,
     ) -> Engine<'a> {
         Engine {
             cfg,
@@ -98,7 +101,7 @@ impl<'a> Engine<'a> {
             timeline,
             vaults: BTreeMap::new(),
             points: BTreeMap::new(),
-            failback: false,
+            way,
             sink,
             providers: BTreeMap::new(),
             failures: Mutex::new(Vec::new()),
@@ -129,12 +132,20 @@ impl<'a> Engine<'a> {
     }
 
     /// The provider of `site`, created on first use.
-    fn provider(&mut self, site: &Address) -> Result<(), String> {
+    pub(super) fn open_provider(&mut self, site: &Address) -> Result<(), String> {
         if !self.providers.contains_key(site) {
             let p = providers::for_site(self.cfg, &self.root, site)?;
             self.providers.insert(site.clone(), p);
         }
         Ok(())
+    }
+
+    /// The provider of `site`, opened before with [`Engine::open_provider`].
+    pub(super) fn site_provider(&self, site: &Address) -> Result<&dyn SiteProvider, String> {
+        self.providers
+            .get(site)
+            .map(|p| p.as_ref())
+            .ok_or_else(|| format!("no provider for {site}"))
     }
 
     /// Open `vault` once.
@@ -154,12 +165,8 @@ impl<'a> Engine<'a> {
             .ok_or_else(|| format!("{addr} is not open"))
     }
 
-    /// Where `machine` is recovered to: its protection's target site.
     fn target_site(&self, machine: &Address) -> Option<Address> {
-        if self.failback {
-            return self.cfg.machines.get(machine).map(|m| m.site.clone());
-        }
-        super::points::protection_of(self.cfg, machine).map(|p| p.target.clone())
+        self.way.target_site(self.cfg, machine)
     }
 
     /// Environment of the plan's steps.
@@ -171,145 +178,6 @@ impl<'a> Engine<'a> {
             ("STANDBY_MODE".into(), self.mode.as_str().to_string()),
             ("STANDBY_KIND".into(), self.kind.as_str().to_string()),
         ]
-    }
-
-    /// Stop the source machines, groups in reverse order: the machine's
-    /// `shutdown` command (if any), then its site provider's `stop`.
-    pub fn stop_sources(&mut self) -> bool {
-        let mut ok = true;
-        for g in order(self.plan).into_iter().rev() {
-            for addr in &g.machines {
-                let Some(m) = self.cfg.machines.get(addr) else {
-                    continue;
-                };
-                if let Err(e) = self.provider(&m.site) {
-                    self.fail(format!("stop {addr}: {e}"));
-                    ok = false;
-                    continue;
-                }
-                let what = Subject::new(EntryKind::Shutdown, addr.to_string())
-                    .group(&g.name)
-                    .machine(&addr.to_string());
-                let r = self
-                    .timeline
-                    .timed(what, || self.stop_source(m), |d| d.clone());
-                match r {
-                    Ok(detail) => self.emit(What::SourceStopped {
-                        machine: addr.to_string(),
-                        site: m.site.to_string(),
-                        detail,
-                    }),
-                    Err(e) => {
-                        self.fail(format!("stop {addr} at {}: {e}", m.site));
-                        ok = false;
-                    }
-                }
-            }
-        }
-        ok
-    }
-
-    fn stop_source(&self, m: &Machine) -> Result<String, String> {
-        let run = providers::run_at(self.cfg, &self.root, &m.site, &self.run_id, Mode::Failover);
-        let mut did = Vec::new();
-        if let Some(sd) = &m.shutdown {
-            let site_root = run.site_root.clone().unwrap_or_else(|| self.root.clone());
-            let spec = MachineSpec {
-                machine: m.addr.to_string(),
-                boot: None,
-                disks: m
-                    .disks
-                    .iter()
-                    .map(|d| (d.name.clone(), site_root.join(&d.path)))
-                    .collect(),
-            };
-            run_shutdown(sd, &self.root, &spec, &run)?;
-            did.push("shutdown command ran");
-        }
-        let p = self
-            .providers
-            .get(&m.site)
-            .ok_or_else(|| format!("no provider for {}", m.site))?;
-        p.stop(&run, &m.addr.to_string())
-            .map_err(|e| e.to_string())?;
-        did.push("provider stopped it");
-        Ok(did.join(", "))
-    }
-
-    /// Take one final point of every protection of the plan (consistency
-    /// groups together, crash-consistent: the machines are stopped).
-    pub fn final_points(&mut self) -> Result<BTreeMap<Address, Chosen>, String> {
-        let mut prots = Vec::new();
-        for g in &self.plan.groups {
-            for m in &g.machines {
-                let p = super::points::protection_of(self.cfg, m)
-                    .ok_or_else(|| format!("{m} has no protection"))?;
-                prots.push(p.addr.clone());
-            }
-        }
-        let batches = replication::batches(self.cfg, &prots).map_err(|e| e.to_string())?;
-        let mut opts = replication::Options::new(self.root.join(".standby").join("cache"));
-        // The machines run at their protection's target from these points on.
-        for b in &batches {
-            for (a, t) in b.protections.iter().zip(&b.targets) {
-                if let Some(p) = self.cfg.protections.get(a) {
-                    opts.moves_to
-                        .insert(t.machine.clone(), p.target.to_string());
-                }
-            }
-        }
-        let mut out = BTreeMap::new();
-        for b in batches {
-            let start = self.timeline.now();
-            let targets: Vec<_> = b
-                .targets
-                .iter()
-                .cloned()
-                .map(|mut t| {
-                    t.app = false;
-                    t
-                })
-                .collect();
-            let vault = self.vault(&b.vault)?;
-            let r = replication::take_points(vault, &targets, &opts, &Progress::default());
-            let what = Subject::new(EntryKind::FinalPoint, b.label.clone());
-            match r {
-                Ok(made) => {
-                    self.timeline.record(
-                        what,
-                        start,
-                        Outcome::Passed,
-                        crate::human::count(made.len(), "point"),
-                    );
-                    for (prot, m) in b.protections.iter().zip(made) {
-                        self.emit(What::FinalPoint {
-                            protection: prot.to_string(),
-                            point: m.id.short(),
-                        });
-                        let machine = self
-                            .cfg
-                            .protections
-                            .get(prot)
-                            .map(|p| p.machine.clone())
-                            .ok_or_else(|| format!("no {prot}"))?;
-                        out.insert(
-                            machine,
-                            Chosen {
-                                vault: b.vault.clone(),
-                                protection: prot.clone(),
-                                point: m,
-                            },
-                        );
-                    }
-                }
-                Err(e) => {
-                    self.timeline
-                        .record(what, start, Outcome::Failed, e.to_string());
-                    return Err(format!("final point of {}: {e}", b.label));
-                }
-            }
-        }
-        Ok(out)
     }
 
     /// Prepare each target site, then run the groups. True when everything passed.
@@ -325,7 +193,7 @@ impl<'a> Engine<'a> {
             }
         }
         for s in &sites {
-            if let Err(e) = self.provider(s) {
+            if let Err(e) = self.open_provider(s) {
                 self.fail(format!("{s}: {e}"));
                 return false;
             }
@@ -472,7 +340,7 @@ impl<'a> Engine<'a> {
     fn directed(&self, steps: &[Step]) -> Vec<Step> {
         steps
             .iter()
-            .filter(|s| s.when.runs_in(self.failback))
+            .filter(|s| s.when == StepWhen::Always || s.when == self.way.steps())
             .cloned()
             .collect()
     }
@@ -615,21 +483,11 @@ impl<'a> Engine<'a> {
     /// Record where `machine` is now.
     fn place(&self, machine: &Address, entry: MachineRun) {
         let id = self.run_id.clone();
-        let failback = self.failback;
         let r = self.recorder.update(|doc| {
             let r = doc
                 .run_mut(&id)
                 .ok_or("the run is no longer in the state")?;
-            if failback {
-                let f = r
-                    .failback
-                    .as_mut()
-                    .ok_or("the failback is no longer in the state")?;
-                f.machines.insert(machine.to_string(), entry);
-            } else {
-                r.machines.insert(machine.to_string(), entry);
-            }
-            Ok(())
+            self.way.place(r, machine, entry)
         });
         if let Err(e) = r {
             self.fail(format!("record {machine} in the state: {e}"));
@@ -682,12 +540,8 @@ impl<'a> Engine<'a> {
             .ok_or_else(|| format!("{} is not open", chosen.vault))?;
         let run = self.run_at(&site);
         let p = &chosen.point;
-        let from_site = match (self.failback, super::points::protection_of(self.cfg, addr)) {
-            (true, Some(p)) => p.target.to_string(),
-            _ => m.site.to_string(),
-        };
         let mut placed = MachineRun {
-            from_site,
+            from_site: self.way.origin(self.cfg, m),
             site: site.to_string(),
             status: MachineStatus::Starting,
             point: Some(PointUsed {
@@ -703,88 +557,15 @@ impl<'a> Engine<'a> {
         self.place(addr, placed.clone());
         let name = addr.to_string();
         let result = (|| {
-            let mut disks = BTreeMap::new();
-            for d in &m.disks {
-                if self.cancel.is_cancelled() {
-                    return Err("interrupted".to_string());
-                }
-                let size = p
-                    .disks
-                    .get(&d.name)
-                    .map(|x| x.size)
-                    .ok_or_else(|| format!("point {} has no disk {}", p.id.short(), d.name))?;
-                let spec = DiskSpec {
-                    name: d.name.clone(),
-                    size,
-                    path: d.path.clone(),
-                };
-                let subj = Subject::new(EntryKind::Restore, &d.name)
-                    .group(&g.name)
-                    .machine(&name);
-                if self.failback {
-                    let target = self.home_disk(&run, &d.path);
-                    let r = self.timeline.timed(
-                        subj,
-                        || {
-                            replication::restore_onto(
-                                vault,
-                                p,
-                                &d.name,
-                                &target,
-                                &self.root.join(".standby").join("cache"),
-                                &Progress::default(),
-                            )
-                            .map_err(|e| format!("write changed blocks onto disk {}: {e}", d.name))
-                        },
-                        |r| {
-                            if r.full {
-                                format!("missing: restored in full, {} written", mib(r.written))
-                            } else {
-                                format!(
-                                    "{} compared, {} of changed blocks written",
-                                    mib(r.compared),
-                                    mib(r.written)
-                                )
-                            }
-                        },
-                    )?;
-                    self.emit(What::DiskResynced {
-                        machine: name.clone(),
-                        disk: d.name.clone(),
-                        path: target.display().to_string(),
-                        written: r.written,
-                        size: r.size,
-                        full: r.full,
-                    });
-                    disks.insert(d.name.clone(), target.clone());
-                    placed
-                        .disks
-                        .insert(d.name.clone(), target.display().to_string());
-                    continue;
-                }
-                let target = self.timeline.timed(
-                    subj,
-                    || {
-                        let target = provider
-                            .disk_target(&run, &name, &spec)
-                            .map_err(|e| e.to_string())?;
-                        let r = replication::restore_disk(
-                            vault,
-                            p,
-                            &d.name,
-                            &target,
-                            &Progress::default(),
-                        )
-                        .map_err(|e| format!("restore disk {}: {e}", d.name))?;
-                        Ok((target, r))
-                    },
-                    |(_, r)| format!("{} disk, {} of data written", mib(r.size), mib(r.data)),
-                )?;
-                disks.insert(d.name.clone(), target.0.clone());
-                placed
-                    .disks
-                    .insert(d.name.clone(), target.0.display().to_string());
-            }
+            let land = Landing {
+                group: g,
+                machine: m,
+                point: p,
+                vault,
+                provider: provider.as_ref(),
+                run: &run,
+            };
+            let disks = self.way.disks(self, &land, &mut placed)?;
             self.emit(What::DisksRestored {
                 machine: name.clone(),
                 point: p.id.short(),
@@ -881,20 +662,77 @@ impl<'a> Engine<'a> {
 }
 
 impl Engine<'_> {
-    /// A machine's disk at its own site: the site root (or the configuration
-    /// directory) joined with the disk's path. Not the provider's
-    /// `disk_target`, which makes a fresh, empty file.
-    fn home_disk(&self, run: &Run, path: &std::path::Path) -> PathBuf {
-        run.site_root
-            .clone()
-            .unwrap_or_else(|| self.root.clone())
-            .join(path)
+    /// For each disk of `land`'s machine, in order: `bring(disk, its size
+    /// in the point, the timeline subject)` puts it in place and says where
+    /// it is; recorded in `placed` and returned by disk name. Stops at an
+    /// interrupt or the first error.
+    pub(super) fn each_disk(
+        &self,
+        land: &Landing<'_>,
+        placed: &mut MachineRun,
+        bring: impl Fn(&Disk, u64, Subject) -> Result<PathBuf, String>,
+    ) -> Result<BTreeMap<String, PathBuf>, String> {
+        let (m, p) = (land.machine, land.point);
+        let mut disks = BTreeMap::new();
+        for d in &m.disks {
+            if self.cancel.is_cancelled() {
+                return Err("interrupted".to_string());
+            }
+            let size = p
+                .disks
+                .get(&d.name)
+                .map(|x| x.size)
+                .ok_or_else(|| format!("point {} has no disk {}", p.id.short(), d.name))?;
+            let subj = Subject::new(EntryKind::Restore, &d.name)
+                .group(&land.group.name)
+                .machine(&m.addr.to_string());
+            let at = bring(d, size, subj)?;
+            placed
+                .disks
+                .insert(d.name.clone(), at.display().to_string());
+            disks.insert(d.name.clone(), at);
+        }
+        Ok(disks)
     }
 }
 
-/// `12.5 MiB`, `412.0 KiB`: the one size style (`crate::human::size`).
-fn mib(bytes: u64) -> String {
-    crate::human::size(bytes)
+/// What differs between the two directions a run goes: failover (to the
+/// protection's target, fresh disks from the point) and failback (home,
+/// only the blocks that differ written onto the existing disks). The rest
+/// of a run (groups, steps, approvals, boot, checks) is shared.
+pub trait Way: Sync {
+    /// The steps this direction carries out besides `always` ones.
+    fn steps(&self) -> StepWhen;
+    /// Where `machine` is recovered to.
+    fn target_site(&self, cfg: &Config, machine: &Address) -> Option<Address>;
+    /// Where `m` comes from, as its placement records it.
+    fn origin(&self, cfg: &Config, m: &Machine) -> String;
+    /// Bring the disks of `land`'s machine to its point (through
+    /// [`Engine::each_disk`]); where each disk is now, by name.
+    fn disks(
+        &self,
+        e: &Engine<'_>,
+        land: &Landing<'_>,
+        placed: &mut MachineRun,
+    ) -> Result<BTreeMap<String, PathBuf>, String>;
+    /// Record `machine`'s placement in the run's record.
+    fn place(
+        &self,
+        run: &mut RunRecord,
+        machine: &Address,
+        entry: MachineRun,
+    ) -> Result<(), String>;
+}
+
+/// One machine being recovered: its group, point, vault, and the provider
+/// and run at the site it goes to.
+pub struct Landing<'r> {
+    pub group: &'r Group,
+    pub machine: &'r Machine,
+    pub point: &'r Manifest,
+    pub vault: &'r Vault,
+    pub provider: &'r dyn SiteProvider,
+    pub run: &'r Run,
 }
 
 /// Turns the walker's skips into skipped groups: dependants of a failed

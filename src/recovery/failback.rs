@@ -1,10 +1,11 @@
 //! Failback: a planned failover from the DR site back to the machines' own
 //! site, after reprotect. Stops the replicas (groups in reverse order, the
 //! machine's `shutdown` command with the DR disks, provider `stop`), takes
-//! the final reverse point of each machine, then runs the plan's groups with
-//! the engine in failback mode: each original disk gets only the blocks
-//! that differ from that point (`restore_onto`), machines start at their own
-//! site, checks and steps run as on failover. Done, the failover run leaves
+//! the final reverse point of each machine, then runs the plan's groups on
+//! the failback path ([`Failback`], the engine's other [`Way`]): each
+//! original disk gets only the blocks that differ from that point
+//! (`restore_onto`), machines start at their own site, checks and steps run
+//! as on failover. Done, the failover run leaves
 //! the state: forward protection resumes from the original disks, whose
 //! change-tracking cache already holds the final point's hashes.
 //!
@@ -14,7 +15,7 @@
 
 use super::approval::Approver;
 use super::command;
-use super::engine::{Engine, order};
+use super::engine::{Engine, Landing, Way, order};
 use super::events::{Sink, What};
 use super::points::Chosen;
 use super::providers;
@@ -23,8 +24,12 @@ use super::reprotect::{committed_failover, reverse_batches, take, used};
 use super::run::{RecoveryError, RunResult, plan_arg};
 use super::timeline::{EntryKind, Outcome, Subject, Timeline};
 use crate::exec::Cancel;
-use crate::model::{Address, Config, RecoveryPlan};
-use crate::state::{Failback, Owner, PointUsed, RunKind, RunRecord};
+use crate::human::size;
+use crate::model::{Address, Config, Machine, RecoveryPlan, StepWhen};
+use crate::replication::{self, Progress};
+use crate::state::{
+    Failback as FailbackProgress, MachineRun, Owner, PointUsed, RunKind, RunRecord,
+};
 use standby_provider_core::MachineSpec;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -87,7 +92,7 @@ pub fn failback(
                 // Approvals given during the failover are not approvals of
                 // the failback's manual steps.
                 r.approvals.clear();
-                r.failback = Some(Failback {
+                r.failback = Some(FailbackProgress {
                     started_at: started,
                     owner: Some(Owner::me()),
                     final_points: BTreeMap::new(),
@@ -98,7 +103,7 @@ pub fn failback(
         r.waiting_for = None;
         Ok(r.clone())
     })?;
-    let progress = run.failback.clone().unwrap_or(Failback {
+    let progress = run.failback.clone().unwrap_or(FailbackProgress {
         started_at: started,
         owner: None,
         final_points: BTreeMap::new(),
@@ -115,8 +120,8 @@ pub fn failback(
         approver,
         timeline,
         sink,
+        &Failback,
     );
-    engine.failback = true;
     engine.emit(What::FailbackStarted {
         plan: plan.addr.to_string(),
         run_id: run_id.clone(),
@@ -221,6 +226,96 @@ pub fn failback(
         interrupted,
         finished_at,
     ))
+}
+
+/// Failback: home to each machine's own site, onto its existing disks.
+pub struct Failback;
+
+impl Way for Failback {
+    fn steps(&self) -> StepWhen {
+        StepWhen::Failback
+    }
+
+    fn target_site(&self, cfg: &Config, machine: &Address) -> Option<Address> {
+        cfg.machines.get(machine).map(|m| m.site.clone())
+    }
+
+    /// The DR site it ran at since the failover.
+    fn origin(&self, cfg: &Config, m: &Machine) -> String {
+        super::points::protection_of(cfg, &m.addr)
+            .map_or_else(|| m.site.to_string(), |p| p.target.to_string())
+    }
+
+    /// Each disk at home gets only the blocks that differ from the point
+    /// (`restore_onto`); a missing one is restored in full.
+    fn disks(
+        &self,
+        e: &Engine<'_>,
+        land: &Landing<'_>,
+        placed: &mut MachineRun,
+    ) -> Result<BTreeMap<String, PathBuf>, String> {
+        let name = land.machine.addr.to_string();
+        let cache = e.root.join(".standby").join("cache");
+        e.each_disk(land, placed, |d, _, subj| {
+            // The disk at its own site: the site root (or the configuration
+            // directory) joined with its path; not the provider's
+            // `disk_target`, which makes a fresh, empty file.
+            let target = land
+                .run
+                .site_root
+                .clone()
+                .unwrap_or_else(|| e.root.clone())
+                .join(&d.path);
+            let r = e.timeline.timed(
+                subj,
+                || {
+                    replication::restore_onto(
+                        land.vault,
+                        land.point,
+                        &d.name,
+                        &target,
+                        &cache,
+                        &Progress::default(),
+                    )
+                    .map_err(|e| format!("write changed blocks onto disk {}: {e}", d.name))
+                },
+                |r| {
+                    if r.full {
+                        format!("missing: restored in full, {} written", size(r.written))
+                    } else {
+                        format!(
+                            "{} compared, {} of changed blocks written",
+                            size(r.compared),
+                            size(r.written)
+                        )
+                    }
+                },
+            )?;
+            e.emit(What::DiskResynced {
+                machine: name.clone(),
+                disk: d.name.clone(),
+                path: target.display().to_string(),
+                written: r.written,
+                size: r.size,
+                full: r.full,
+            });
+            Ok(target)
+        })
+    }
+
+    fn place(
+        &self,
+        run: &mut RunRecord,
+        machine: &Address,
+        entry: MachineRun,
+    ) -> Result<(), String> {
+        let f = run
+            .failback
+            .as_mut()
+            .ok_or("the failback is no longer in the state")?;
+        f.machines.insert(machine.to_string(), entry);
+        Ok(())
+    }
 }
 
 /// Stop the replicas at the site each runs at, groups in reverse order:

@@ -1,7 +1,11 @@
 //! Recovery: failover (test, planned, unplanned), cleanup, commit and
 //! drills of a recovery plan, with RTO/RPO measurement. Choosing points
-//! lives in `points`, the run itself in `engine`, state records in `record`;
-//! the way back in `reprotect` and `failback`.
+//! lives in `points`; what both directions share (groups through the
+//! walker, steps, approvals, boot and checks) in `engine`; the two paths in
+//! `failover` and `failback` (each an `engine::Way`); the operations in
+//! `run`; state records in `record`; progress goes out as `events`,
+//! approvals come in through `approval`; the way back starts with
+//! `reprotect`.
 
 pub mod approval;
 pub mod checks;
@@ -9,6 +13,7 @@ pub mod command;
 pub mod engine;
 pub mod events;
 pub mod failback;
+pub mod failover;
 pub mod placement;
 pub mod points;
 pub mod providers;

@@ -371,6 +371,7 @@ fn failover_locked(
         approver,
         timeline,
         sink,
+        &super::failover::Failover,
     );
     engine.emit(What::RunStarted {
         kind: kind.as_str().to_string(),
@@ -379,9 +380,9 @@ fn failover_locked(
     });
     let mut passed = true;
     if kind == RunKind::Planned {
-        passed = engine.stop_sources();
+        passed = super::failover::stop_sources(&mut engine);
         if passed && !cancel.is_cancelled() {
-            match engine.final_points() {
+            match super::failover::final_points(&mut engine) {
                 Ok(p) => engine.points = p,
                 Err(e) => {
                     engine.fail(e);
