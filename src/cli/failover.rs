@@ -76,7 +76,9 @@ impl RunOptions {
     pub fn choice(&self, default: PointChoice) -> miette::Result<PointChoice> {
         match &self.point {
             None => Ok(default),
-            Some(s) => s.parse().map_err(|e: String| miette!("--point: {e}")),
+            Some(s) => s
+                .parse()
+                .map_err(|e: recovery::points::BadPoint| miette!("--point: {e}")),
         }
     }
 
@@ -152,9 +154,11 @@ pub(crate) fn recorder(
 
 pub(crate) fn report_err(e: RecoveryError) -> miette::Report {
     match e {
-        RecoveryError::Refused { message, help } => miette!(help = help, "{message}"),
         RecoveryError::State(s) => miette::Report::new(s),
-        other => miette!("{other}"),
+        e => match e.help() {
+            Some(help) => miette!(help = help.to_string(), "{e}"),
+            None => miette!("{e}"),
+        },
     }
 }
 

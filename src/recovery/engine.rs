@@ -11,7 +11,7 @@ use super::command;
 use super::events::{Event, Sink, What};
 use super::points::Chosen;
 use super::providers;
-use super::record::Recorder;
+use super::record::{Recorder, Refusal};
 use super::timeline::{EntryKind, Outcome, Subject, Timeline};
 use crate::exec::{Cancel, StepError};
 use crate::model::{
@@ -34,7 +34,7 @@ use std::time::Duration;
 /// a replica through it; never set it in production.
 pub const TEST_HOOK_ENV: &str = "STANDBY_TEST_AFTER_MATERIALIZE";
 
-pub struct Engine<'a> {
+pub(crate) struct Engine<'a> {
     pub cfg: &'a Config,
     pub root: PathBuf,
     pub plan: &'a RecoveryPlan,
@@ -56,7 +56,7 @@ pub struct Engine<'a> {
 }
 
 /// Run a machine's `shutdown` command with the environment of its disks.
-pub fn run_shutdown(
+pub(super) fn run_shutdown(
     sd: &crate::model::Shutdown,
     root: &std::path::Path,
     spec: &MachineSpec,
@@ -134,7 +134,7 @@ impl<'a> Engine<'a> {
     /// The provider of `site`, created on first use.
     pub(super) fn open_provider(&mut self, site: &Address) -> Result<(), String> {
         if !self.providers.contains_key(site) {
-            let p = providers::for_site(self.cfg, &self.root, site)?;
+            let p = providers::for_site(self.cfg, &self.root, site).map_err(|e| e.to_string())?;
             self.providers.insert(site.clone(), p);
         }
         Ok(())
@@ -149,7 +149,7 @@ impl<'a> Engine<'a> {
     }
 
     /// Open `vault` once.
-    pub fn vault(&mut self, addr: &Address) -> Result<&Vault, String> {
+    pub(super) fn vault(&mut self, addr: &Address) -> Result<&Vault, String> {
         if !self.vaults.contains_key(addr) {
             let v = self
                 .cfg
@@ -391,7 +391,8 @@ impl<'a> Engine<'a> {
                     &env,
                     s.timeout.to_std(),
                     Some(&self.cancel),
-                )?;
+                )
+                .map_err(|e| e.to_string())?;
                 if f.success() {
                     Ok(f.describe())
                 } else {
@@ -588,7 +589,8 @@ impl<'a> Engine<'a> {
                     &spec.env(&run),
                     Duration::from_secs(60),
                     None,
-                )?;
+                )
+                .map_err(|e| e.to_string())?;
                 if !f.success() {
                     return Err(format!("{TEST_HOOK_ENV} hook: {}", f.describe()));
                 }
@@ -700,7 +702,7 @@ impl Engine<'_> {
 /// protection's target, fresh disks from the point) and failback (home,
 /// only the blocks that differ written onto the existing disks). The rest
 /// of a run (groups, steps, approvals, boot, checks) is shared.
-pub trait Way: Sync {
+pub(crate) trait Way: Sync {
     /// The steps this direction carries out besides `always` ones.
     fn steps(&self) -> StepWhen;
     /// Where `machine` is recovered to.
@@ -721,12 +723,12 @@ pub trait Way: Sync {
         run: &mut RunRecord,
         machine: &Address,
         entry: MachineRun,
-    ) -> Result<(), String>;
+    ) -> Result<(), Refusal>;
 }
 
 /// One machine being recovered: its group, point, vault, and the provider
 /// and run at the site it goes to.
-pub struct Landing<'r> {
+pub(crate) struct Landing<'r> {
     pub group: &'r Group,
     pub machine: &'r Machine,
     pub point: &'r Manifest,

@@ -19,7 +19,7 @@ use super::engine::{Engine, Landing, Way, order};
 use super::events::{Sink, What};
 use super::points::Chosen;
 use super::providers;
-use super::record::Recorder;
+use super::record::{Recorder, Refusal};
 use super::reprotect::{committed_failover, reverse_batches, take, used};
 use super::run::{RecoveryError, RunResult, plan_arg};
 use super::timeline::{EntryKind, Outcome, Subject, Timeline};
@@ -308,7 +308,7 @@ impl Way for Failback {
         run: &mut RunRecord,
         machine: &Address,
         entry: MachineRun,
-    ) -> Result<(), String> {
+    ) -> Result<(), Refusal> {
         let f = run
             .failback
             .as_mut()
@@ -353,7 +353,8 @@ fn stop_replicas(engine: &Engine<'_>, run: &RunRecord) -> bool {
                         super::engine::run_shutdown(sd, &engine.root, &spec, &at)?;
                         did.push("shutdown command ran");
                     }
-                    let p = providers::for_site(engine.cfg, &engine.root, &site)?;
+                    let p = providers::for_site(engine.cfg, &engine.root, &site)
+                        .map_err(|e| e.to_string())?;
                     p.stop(&at, &addr.to_string()).map_err(|e| e.to_string())?;
                     did.push("provider stopped it");
                     Ok(did.join(", "))

@@ -8,6 +8,7 @@ use super::engine::{Engine, Landing, Way, order, run_shutdown};
 use super::events::What;
 use super::points::Chosen;
 use super::providers;
+use super::record::Refusal;
 use super::timeline::{EntryKind, Outcome, Subject};
 use crate::model::{Address, Config, Machine, StepWhen};
 use crate::replication::{self, Progress};
@@ -60,7 +61,7 @@ impl Way for Failover {
                         &Progress::default(),
                     )
                     .map_err(|e| format!("restore disk {}: {e}", d.name))?;
-                    Ok((target, r))
+                    Ok::<_, String>((target, r))
                 },
                 |(_, r)| {
                     format!(
@@ -79,7 +80,7 @@ impl Way for Failover {
         run: &mut RunRecord,
         machine: &Address,
         entry: MachineRun,
-    ) -> Result<(), String> {
+    ) -> Result<(), Refusal> {
         run.machines.insert(machine.to_string(), entry);
         Ok(())
     }
@@ -87,7 +88,7 @@ impl Way for Failover {
 
 /// Stop the source machines, groups in reverse order: the machine's
 /// `shutdown` command (if any), then its site provider's `stop`.
-pub fn stop_sources(e: &mut Engine<'_>) -> bool {
+pub(crate) fn stop_sources(e: &mut Engine<'_>) -> bool {
     let mut ok = true;
     for g in order(e.plan).into_iter().rev() {
         for addr in &g.machines {
@@ -145,7 +146,7 @@ fn stop_source(e: &Engine<'_>, m: &Machine) -> Result<String, String> {
 
 /// Take one final point of every protection of the plan (consistency
 /// groups together, crash-consistent: the machines are stopped).
-pub fn final_points(e: &mut Engine<'_>) -> Result<BTreeMap<Address, Chosen>, String> {
+pub(crate) fn final_points(e: &mut Engine<'_>) -> Result<BTreeMap<Address, Chosen>, String> {
     let mut prots = Vec::new();
     for g in &e.plan.groups {
         for m in &g.machines {

@@ -8,7 +8,7 @@ use super::engine::Engine;
 use super::events::{Event, Sink, What};
 use super::points::{self, Chosen, PointChoice};
 use super::providers;
-use super::record::{Recorder, UpdateError};
+use super::record::{Recorder, Refusal, UpdateError};
 use super::runlock;
 use super::timeline::{EntryKind, Outcome, Subject, Timeline};
 use crate::exec::Cancel;
@@ -20,30 +20,84 @@ use standby_provider_core::Mode;
 use std::collections::BTreeMap;
 use time::OffsetDateTime;
 
+/// Why a recovery operation did nothing (or, for cleanup, not all of it).
+/// [`RecoveryError::help`] says what to do about it; the CLI shows it as
+/// the error's help.
 #[derive(Debug, thiserror::Error)]
 pub enum RecoveryError {
     /// The state says no; `help` says what to run.
     #[error("{message}")]
     Refused { message: String, help: String },
     #[error("cannot choose recovery points: {0}")]
-    Points(String),
+    Points(#[from] points::ChooseError),
     #[error(transparent)]
     State(#[from] crate::state::StateError),
+    #[error("no {0} in the configuration")]
+    NotConfigured(Address),
+    #[error("{0} has no protection")]
+    Unprotected(Address),
+    /// A vault could not be opened or listed.
+    #[error("{vault}: {source}")]
+    Vault {
+        vault: Address,
+        source: Box<crate::vault::VaultError>,
+    },
+    #[error("cannot take the run lock {}: {source}", path.display())]
+    RunLock {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    /// Some replicas or sandboxes could not be removed; the run stays recorded.
+    #[error(
+        "cleanup of test run {run_id} is incomplete: {}; the run stays recorded, run `standby failover cleanup {plan}` again",
+        errors.join("; ")
+    )]
+    CleanupIncomplete {
+        run_id: String,
+        errors: Vec<String>,
+        /// The plan as a command argument.
+        plan: String,
+    },
+    /// A state update refused without advice (the run vanished from it).
     #[error("{0}")]
-    Other(String),
+    Update(String),
+    /// The failover run lacks what reprotect needs (`what`).
+    #[error("the failover run {run_id} has no {what}")]
+    NotPlaced { run_id: String, what: String },
+    #[error(transparent)]
+    Batches(#[from] crate::replication::BatchError),
+    /// Taking a point of a batch (`label`) failed.
+    #[error("point of {label}: {source}")]
+    TakePoint {
+        label: String,
+        source: Box<crate::replication::ReplicationError>,
+    },
+    #[error("interrupted")]
+    Interrupted,
+}
+
+impl RecoveryError {
+    /// What to do about it, when standby knows.
+    pub fn help(&self) -> Option<&str> {
+        match self {
+            RecoveryError::Refused { help, .. } => Some(help),
+            _ => None,
+        }
+    }
 }
 
 impl From<UpdateError> for RecoveryError {
     fn from(e: UpdateError) -> RecoveryError {
         match e {
             UpdateError::State(s) => RecoveryError::State(s),
-            UpdateError::Refused(m) => match m.split_once("\nhelp: ") {
-                Some((message, help)) => RecoveryError::Refused {
-                    message: message.to_string(),
-                    help: help.to_string(),
-                },
-                None => RecoveryError::Other(m),
-            },
+            UpdateError::Refused(Refusal {
+                message,
+                help: Some(help),
+            }) => RecoveryError::Refused { message, help },
+            UpdateError::Refused(Refusal {
+                message,
+                help: None,
+            }) => RecoveryError::Update(message),
         }
     }
 }
@@ -175,21 +229,24 @@ pub fn list_points(
             if out.contains_key(&p.vault) {
                 continue;
             }
-            let v = cfg.vaults.get(&p.vault).ok_or_else(|| {
-                RecoveryError::Other(format!("no {} in the configuration", p.vault))
-            })?;
-            let vault = Vault::open(&v.url, &v.key, &root)
-                .map_err(|e| RecoveryError::Other(format!("{}: {e}", p.vault)))?;
-            let (list, _) = manifest::list(&vault, false)
-                .map_err(|e| RecoveryError::Other(format!("{}: {e}", p.vault)))?;
+            let v = cfg
+                .vaults
+                .get(&p.vault)
+                .ok_or_else(|| RecoveryError::NotConfigured(p.vault.clone()))?;
+            let vault_err = |source| RecoveryError::Vault {
+                vault: p.vault.clone(),
+                source: Box::new(source),
+            };
+            let vault = Vault::open(&v.url, &v.key, &root).map_err(vault_err)?;
+            let (list, _) = manifest::list(&vault, false).map_err(vault_err)?;
             out.insert(p.vault.clone(), list);
         }
     }
     Ok(out)
 }
 
-fn refused(message: String, help: String) -> String {
-    format!("{message}\nhelp: {help}")
+fn refused(message: String, help: String) -> Refusal {
+    Refusal::new(message, help)
 }
 
 /// Refuse when the state is missing while its backup exists, or the vault
@@ -222,7 +279,7 @@ pub(crate) fn refuse_to_guess(
 }
 
 /// Why a new run of `kind` cannot start, given the plan's runs in `doc`.
-fn refusal(doc: &crate::state::StateDoc, plan: &Address, kind: RunKind) -> Option<String> {
+fn refusal(doc: &crate::state::StateDoc, plan: &Address, kind: RunKind) -> Option<Refusal> {
     let name = plan_arg(plan);
     if let Some(t) = doc.run_of(plan, true)
         && kind.is_test()
@@ -326,7 +383,7 @@ fn failover_locked(
         BTreeMap::new()
     } else {
         let listed = list_points(cfg, plan)?;
-        points::choose(cfg, plan, &listed, choice).map_err(RecoveryError::Points)?
+        points::choose(cfg, plan, &listed, choice)?
     };
     let run_id = new_run_id(&plan.addr, kind);
     let timeline = Timeline::new();
@@ -549,7 +606,7 @@ fn cleanup_locked(
             Ok(p) => {
                 provs.insert(s.clone(), (addr, p));
             }
-            Err(e) => errors.push(e),
+            Err(e) => errors.push(e.to_string()),
         }
     }
     for (machine, m) in &run.machines {
@@ -578,12 +635,11 @@ fn cleanup_locked(
                 machines: run.machines.len(),
             })
     } else {
-        Err(RecoveryError::Other(format!(
-            "cleanup of test run {} is incomplete: {}; the run stays recorded, run `standby failover cleanup {}` again",
-            run.run_id,
-            errors.join("; "),
-            plan_arg(&plan.addr)
-        )))
+        Err(RecoveryError::CleanupIncomplete {
+            run_id: run.run_id.clone(),
+            errors,
+            plan: plan_arg(&plan.addr),
+        })
     };
     if let (Some(t), Some(start)) = (timeline, start) {
         let subj = Subject::new(EntryKind::Cleanup, run.run_id.clone());
@@ -791,4 +847,29 @@ pub fn due<'a>(
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Kind;
+    use crate::state::LocalBackend;
+    use std::sync::Arc;
+
+    #[test]
+    fn a_refusal_carries_its_help_as_data_not_glued_to_the_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let rec = Recorder::new(Arc::new(LocalBackend::new(dir.path())), "test");
+        let plan = Address::new(Kind::RecoveryPlan, "shop");
+        let e = commit(&plan, &rec).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "recovery_plan.shop is not failed over: there is nothing to commit"
+        );
+        assert_eq!(
+            e.help(),
+            Some("fail over first with `standby failover planned shop` (or unplanned)")
+        );
+        assert!(matches!(e, RecoveryError::Refused { .. }));
+    }
 }
