@@ -1,12 +1,13 @@
-//! The engine of one run: groups through the generic walker (`exec::walk`),
-//! each once the groups it depends on are done, independent groups at the
-//! same time; the machines of a group in parallel (threads: provider and
-//! vault calls block); `before` steps, then per machine restore -> boot -> checks, then
-//! `after` steps. Every action is timed into the [`Timeline`] and every
-//! machine's placement written to the state as soon as it is known.
+//! The engine of one run, what failover and failback share: groups through
+//! the generic walker (`exec::walk`), each once the groups it depends on are
+//! done, independent groups at the same time; in a group its `before` steps
+//! (`steps.rs`), its machines in parallel threads (provider and vault calls
+//! block; `machine.rs`: disks by the run's [`Way`], boot, checks), then its
+//! `after` steps. Every action is timed into the [`Timeline`], reported to
+//! the run's [`Sink`], and every machine's placement written to the state
+//! as soon as it is known.
 
-use super::approval::{Approver, Request};
-use super::checks;
+use super::approval::Approver;
 use super::command;
 use super::events::{Event, Sink, What};
 use super::points::Chosen;
@@ -14,11 +15,9 @@ use super::providers;
 use super::record::{Recorder, Refusal};
 use super::timeline::{EntryKind, Outcome, Subject, Timeline};
 use crate::exec::{Cancel, StepError};
-use crate::model::{
-    Address, Config, Disk, Group, Machine, RecoveryPlan, Step, StepAction, StepWhen,
-};
+use crate::model::{Address, Config, Group, Machine, RecoveryPlan, StepWhen};
 
-use crate::state::{Approval, MachineRun, MachineStatus, PointUsed, RunKind, RunRecord};
+use crate::state::{MachineRun, RunKind, RunRecord};
 use crate::vault::Vault;
 use crate::vault::manifest::Manifest;
 use petgraph::graph::{DiGraph, NodeIndex};
@@ -27,7 +26,6 @@ use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::time::Duration;
 
 /// Test-only: a shell command run (`sh -c`, with the machine's environment)
 /// after a machine's disks are restored and before it boots. Tests corrupt
@@ -165,19 +163,8 @@ impl<'a> Engine<'a> {
             .ok_or_else(|| format!("{addr} is not open"))
     }
 
-    fn target_site(&self, machine: &Address) -> Option<Address> {
+    pub(super) fn target_site(&self, machine: &Address) -> Option<Address> {
         self.way.target_site(self.cfg, machine)
-    }
-
-    /// Environment of the plan's steps.
-    fn step_env(&self, group: &str) -> Vec<(String, String)> {
-        vec![
-            ("STANDBY_PLAN".into(), self.plan.addr.to_string()),
-            ("STANDBY_GROUP".into(), group.to_string()),
-            ("STANDBY_RUN_ID".into(), self.run_id.clone()),
-            ("STANDBY_MODE".into(), self.mode.as_str().to_string()),
-            ("STANDBY_KIND".into(), self.kind.as_str().to_string()),
-        ]
     }
 
     /// Prepare each target site, then run the groups. True when everything passed.
@@ -333,370 +320,9 @@ impl<'a> Engine<'a> {
         });
         ok
     }
-
-    /// Run `steps` in order; stop at the first failure (the rest are skipped).
-    /// The steps this run's direction carries out (`when` on each step):
-    /// a failback skips failover-only steps and the other way round.
-    fn directed(&self, steps: &[Step]) -> Vec<Step> {
-        steps
-            .iter()
-            .filter(|s| s.when == StepWhen::Always || s.when == self.way.steps())
-            .cloned()
-            .collect()
-    }
-
-    fn steps(&self, g: &Group, steps: &[Step], when: &str) -> bool {
-        for (i, s) in steps.iter().enumerate() {
-            let subj = Subject::new(EntryKind::Step, &s.name).group(&g.name);
-            if self.cancel.is_cancelled() {
-                for rest in &steps[i..] {
-                    let subj = Subject::new(EntryKind::Step, &rest.name).group(&g.name);
-                    self.timeline.skipped(subj, "the run was interrupted");
-                }
-                return false;
-            }
-            self.emit(What::StepStarted {
-                group: g.name.clone(),
-                when: when.to_string(),
-                step: s.name.clone(),
-            });
-            let r = self.timeline.timed(subj, || self.step(g, s), |d| d.clone());
-            match r {
-                Ok(detail) => self.emit(What::StepDone {
-                    group: g.name.clone(),
-                    step: s.name.clone(),
-                    detail,
-                }),
-                Err(e) => {
-                    self.fail(format!("step {}.{}: {e}", g.name, s.name));
-                    for rest in &steps[i + 1..] {
-                        let subj = Subject::new(EntryKind::Step, &rest.name).group(&g.name);
-                        self.timeline
-                            .skipped(subj, format!("step {} failed", s.name));
-                    }
-                    return false;
-                }
-            }
-        }
-        true
-    }
-
-    fn step(&self, g: &Group, s: &Step) -> Result<String, String> {
-        let env = self.step_env(&g.name);
-        match &s.action {
-            StepAction::Script { command: argv } => {
-                let f = command::run(
-                    argv,
-                    &self.root,
-                    &env,
-                    s.timeout.to_std(),
-                    Some(&self.cancel),
-                )
-                .map_err(|e| e.to_string())?;
-                if f.success() {
-                    Ok(f.describe())
-                } else {
-                    Err(f.describe())
-                }
-            }
-            StepAction::Check(probe) => {
-                let o =
-                    checks::probe_once(probe, s.timeout.to_std(), &self.root, &env, &self.cancel);
-                if o.passed {
-                    Ok(o.detail)
-                } else {
-                    Err(o.detail)
-                }
-            }
-            StepAction::Manual { instructions } => self.manual(g, s, instructions),
-        }
-    }
-
-    /// A manual step: show the instructions, then ask the run's
-    /// [`Approver`] (in advance, the terminal, `standby approve`).
-    fn manual(&self, g: &Group, s: &Step, instructions: &str) -> Result<String, String> {
-        let key = format!("{}.{}", g.name, s.name);
-        self.emit(What::ManualStep {
-            key: key.clone(),
-            instructions: instructions.to_string(),
-        });
-        let approved = || self.approved(g, s);
-        let set_waiting = |step: Option<String>| self.set_waiting(step);
-        let req = Request {
-            plan: &self.plan.addr,
-            group: &g.name,
-            step: &s.name,
-            timeout: s.timeout,
-            approved: &approved,
-            set_waiting: &set_waiting,
-            cancel: &self.cancel,
-            clock: &self.timeline,
-            sink: self.sink,
-        };
-        let got = self.approver.approve(&req).map_err(|e| e.to_string())?;
-        if let Some(by) = &got.by {
-            self.approve(&key, by)?;
-        }
-        Ok(got.detail)
-    }
-
-    fn approved(&self, g: &Group, s: &Step) -> bool {
-        match self.recorder.read() {
-            Ok(Some(doc)) => doc
-                .runs
-                .iter()
-                .any(|r| r.run_id == self.run_id && r.approved(&g.name, &s.name)),
-            _ => false,
-        }
-    }
-
-    fn approve(&self, key: &str, by: &str) -> Result<(), String> {
-        let id = self.run_id.clone();
-        self.recorder
-            .update(|doc| {
-                let r = doc
-                    .run_mut(&id)
-                    .ok_or("the run is no longer in the state")?;
-                r.approvals.push(Approval {
-                    step: key.to_string(),
-                    at: time::OffsetDateTime::now_utc(),
-                    by: by.to_string(),
-                });
-                Ok(())
-            })
-            .map_err(|e| e.to_string())
-    }
-
-    fn set_waiting(&self, step: Option<String>) {
-        let id = self.run_id.clone();
-        let r = self.recorder.update(|doc| {
-            let r = doc
-                .run_mut(&id)
-                .ok_or("the run is no longer in the state")?;
-            r.waiting_for = step;
-            Ok(())
-        });
-        if let Err(e) = r {
-            tracing::warn!("cannot record the wait in the state: {e}");
-        }
-    }
-
-    /// Record where `machine` is now.
-    fn place(&self, machine: &Address, entry: MachineRun) {
-        let id = self.run_id.clone();
-        let r = self.recorder.update(|doc| {
-            let r = doc
-                .run_mut(&id)
-                .ok_or("the run is no longer in the state")?;
-            self.way.place(r, machine, entry)
-        });
-        if let Err(e) = r {
-            self.fail(format!("record {machine} in the state: {e}"));
-        }
-    }
-
-    /// One machine: restore its disks, boot it, run its checks.
-    fn machine(&self, g: &Group, addr: &Address) -> bool {
-        let start = self.timeline.now();
-        let subj = Subject::new(EntryKind::Machine, addr.to_string())
-            .group(&g.name)
-            .machine(&addr.to_string());
-        let r = self.machine_inner(g, addr);
-        match &r {
-            Ok(()) => {
-                self.timeline.record(subj, start, Outcome::Passed, "");
-                self.emit(What::MachineUp {
-                    machine: addr.to_string(),
-                });
-            }
-            Err(e) => {
-                self.timeline
-                    .record(subj, start, Outcome::Failed, e.clone());
-                self.fail(format!("{addr}: {e}"));
-            }
-        }
-        r.is_ok()
-    }
-
-    fn machine_inner(&self, g: &Group, addr: &Address) -> Result<(), String> {
-        let m = self
-            .cfg
-            .machines
-            .get(addr)
-            .ok_or_else(|| format!("no {addr} in the configuration"))?;
-        let chosen = self
-            .points
-            .get(addr)
-            .ok_or_else(|| "no point was chosen for it".to_string())?;
-        let site = self
-            .target_site(addr)
-            .ok_or_else(|| "it has no protection".to_string())?;
-        let provider = self
-            .providers
-            .get(&site)
-            .ok_or_else(|| format!("no provider for {site}"))?;
-        let vault = self
-            .vaults
-            .get(&chosen.vault)
-            .ok_or_else(|| format!("{} is not open", chosen.vault))?;
-        let run = self.run_at(&site);
-        let p = &chosen.point;
-        let mut placed = MachineRun {
-            from_site: self.way.origin(self.cfg, m),
-            site: site.to_string(),
-            status: MachineStatus::Starting,
-            point: Some(PointUsed {
-                vault: chosen.vault.to_string(),
-                id: p.id.hex(),
-                created: p.created.clone(),
-                consistency: p.consistency.to_string(),
-                group: p.group.clone(),
-            }),
-            disks: BTreeMap::new(),
-            error: None,
-        };
-        self.place(addr, placed.clone());
-        let name = addr.to_string();
-        let result = (|| {
-            let land = Landing {
-                group: g,
-                machine: m,
-                point: p,
-                vault,
-                provider: provider.as_ref(),
-                run: &run,
-            };
-            let disks = self.way.disks(self, &land, &mut placed)?;
-            self.emit(What::DisksRestored {
-                machine: name.clone(),
-                point: p.id.short(),
-                created: p.created.clone(),
-                consistency: p.consistency.to_string(),
-            });
-            self.place(addr, placed.clone());
-            let spec = MachineSpec {
-                machine: name.clone(),
-                boot: m.boot.as_ref().map(|b| b.command.clone()),
-                disks,
-            };
-            if let Ok(hook) = std::env::var(TEST_HOOK_ENV)
-                && !hook.is_empty()
-            {
-                let argv = vec!["sh".to_string(), "-c".to_string(), hook];
-                let f = command::run(
-                    &argv,
-                    &self.root,
-                    &spec.env(&run),
-                    Duration::from_secs(60),
-                    None,
-                )
-                .map_err(|e| e.to_string())?;
-                if !f.success() {
-                    return Err(format!("{TEST_HOOK_ENV} hook: {}", f.describe()));
-                }
-            }
-            if self.cancel.is_cancelled() {
-                return Err("interrupted".to_string());
-            }
-            let timeout = m
-                .boot
-                .as_ref()
-                .map_or(Duration::from_secs(300), |b| b.timeout.to_std());
-            let subj = Subject::new(EntryKind::Boot, &name)
-                .group(&g.name)
-                .machine(&name);
-            self.timeline.timed(
-                subj,
-                || {
-                    provider
-                        .start(&run, &spec, timeout)
-                        .map_err(|e| e.to_string())
-                },
-                |_| String::new(),
-            )?;
-            self.emit(What::MachineStarted {
-                machine: name.clone(),
-                site: site.to_string(),
-            });
-            let mut failed = Vec::new();
-            for c in &m.checks {
-                let subj = Subject::new(EntryKind::Check, &c.name)
-                    .group(&g.name)
-                    .machine(&name);
-                if self.cancel.is_cancelled() {
-                    self.timeline.skipped(subj, "interrupted");
-                    failed.push(format!("{} (interrupted)", c.name));
-                    continue;
-                }
-                let start = self.timeline.now();
-                let o = checks::machine_check(provider.as_ref(), &run, &spec, c, &self.cancel);
-                let outcome = if o.passed {
-                    Outcome::Passed
-                } else {
-                    Outcome::Failed
-                };
-                self.timeline.record(subj, start, outcome, o.detail.clone());
-                self.emit(What::CheckFinished {
-                    machine: name.clone(),
-                    check: c.name.clone(),
-                    passed: o.passed,
-                    detail: o.detail.clone(),
-                });
-                if !o.passed {
-                    failed.push(format!("{}: {}", c.name, o.detail));
-                }
-            }
-            if failed.is_empty() {
-                Ok(())
-            } else {
-                Err(format!("check {}", failed.join("; check ")))
-            }
-        })();
-        placed.status = if result.is_ok() {
-            MachineStatus::Running
-        } else {
-            MachineStatus::Failed
-        };
-        placed.error = result.as_ref().err().cloned();
-        self.place(addr, placed);
-        result
-    }
 }
 
-impl Engine<'_> {
-    /// For each disk of `land`'s machine, in order: `bring(disk, its size
-    /// in the point, the timeline subject)` puts it in place and says where
-    /// it is; recorded in `placed` and returned by disk name. Stops at an
-    /// interrupt or the first error.
-    pub(super) fn each_disk(
-        &self,
-        land: &Landing<'_>,
-        placed: &mut MachineRun,
-        bring: impl Fn(&Disk, u64, Subject) -> Result<PathBuf, String>,
-    ) -> Result<BTreeMap<String, PathBuf>, String> {
-        let (m, p) = (land.machine, land.point);
-        let mut disks = BTreeMap::new();
-        for d in &m.disks {
-            if self.cancel.is_cancelled() {
-                return Err("interrupted".to_string());
-            }
-            let size = p
-                .disks
-                .get(&d.name)
-                .map(|x| x.size)
-                .ok_or_else(|| format!("point {} has no disk {}", p.id.short(), d.name))?;
-            let subj = Subject::new(EntryKind::Restore, &d.name)
-                .group(&land.group.name)
-                .machine(&m.addr.to_string());
-            let at = bring(d, size, subj)?;
-            placed
-                .disks
-                .insert(d.name.clone(), at.display().to_string());
-            disks.insert(d.name.clone(), at);
-        }
-        Ok(disks)
-    }
-}
+impl Engine<'_> {}
 
 /// What differs between the two directions a run goes: failover (to the
 /// protection's target, fresh disks from the point) and failback (home,

@@ -1,7 +1,8 @@
 //! Recovery: failover (test, planned, unplanned), cleanup, commit and
 //! drills of a recovery plan, with RTO/RPO measurement. Choosing points
 //! lives in `points`; what both directions share (groups through the
-//! walker, steps, approvals, boot and checks) in `engine`; the two paths in
+//! walker in `engine`, steps and approvals in `steps`, restore -> boot ->
+//! checks in `machine`); the two paths in
 //! `failover` and `failback` (each an `engine::Way`); the operations in
 //! `run`; state records in `record`; progress goes out as `events`,
 //! approvals come in through `approval`; the way back starts with
@@ -14,6 +15,7 @@ pub mod engine;
 pub mod events;
 pub mod failback;
 pub mod failover;
+mod machine;
 pub mod placement;
 pub mod points;
 pub mod providers;
@@ -21,6 +23,7 @@ pub mod record;
 pub mod reprotect;
 pub mod run;
 pub mod runlock;
+mod steps;
 pub mod timeline;
 
 pub use approval::{Approved, Approver, InAdvance, Unattended, WaitForApprove};
