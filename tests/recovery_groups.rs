@@ -3,7 +3,8 @@
 //! bounded, for a file the other creates, so the drill passes only if they
 //! overlap, and the report's timeline shows the overlap); a group waits for
 //! the groups it depends on; a failed group skips its dependants, naming
-//! it, while an unrelated group still recovers.
+//! it, while an unrelated group still recovers; two groups may wait for
+//! approvals at once, and approving one leaves the other's wait recorded.
 
 mod common;
 use common::text;
@@ -33,7 +34,8 @@ fn meet(mine: &str, theirs: &str) -> String {
 }
 
 /// Plan `pair`: groups `a` and `b` independent, whose before steps meet;
-/// `c` depends on both. Plan `broken`: `x` fails its before step, `y` is
+/// `c` depends on both. Plan `manual`: independent groups `m` and `n`, each
+/// with a manual step. Plan `broken`: `x` fails its before step, `y` is
 /// independent, `z` depends on `x`.
 fn config(d: &Path) -> PathBuf {
     let root = d.join("groups");
@@ -58,7 +60,7 @@ policy "p" {
 }
 "#,
     );
-    for m in ["a0", "b0", "c0", "x0", "y0", "z0"] {
+    for m in ["a0", "b0", "c0", "x0", "y0", "z0", "m0", "n0"] {
         let disk = root.join(format!("sites/onprem/{m}/disk.img"));
         std::fs::create_dir_all(disk.parent().unwrap()).unwrap();
         std::fs::write(&disk, vec![m.as_bytes()[0]; 16 * 1024]).unwrap();
@@ -102,6 +104,21 @@ recovery_plan "pair" {{
   group "c" {{
     depends_on = [group.a, group.b]
     machines   = [machine.c0]
+  }}
+}}
+
+recovery_plan "manual" {{
+  group "m" {{
+    machines = [machine.m0]
+    after {{
+      manual "ok-m" {{ instructions = "check m" }}
+    }}
+  }}
+  group "n" {{
+    machines = [machine.n0]
+    after {{
+      manual "ok-n" {{ instructions = "check n" }}
+    }}
   }}
 }}
 
@@ -207,4 +224,80 @@ fn a_failed_group_skips_its_dependants_and_an_unrelated_group_still_recovers() {
     assert_eq!(outcome("machine", "z").1, "group x failed");
     // The run's failure names the step, and cleanup left nothing behind.
     assert!(text(&o).contains("step x.boom"), "{}", text(&o));
+}
+
+#[test]
+fn independent_groups_wait_for_their_approvals_at_the_same_time() {
+    let d = tempfile::tempdir().unwrap();
+    let root = config(d.path());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_standby"))
+        .arg("-C")
+        .arg(&root)
+        .args(["failover", "test", "manual", "--wait-for-approval"])
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, lines) = std::sync::mpsc::channel::<String>();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for l in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(l);
+        }
+    });
+    let mut seen = Vec::new();
+    // Awaits a progress line containing `what` (bounded).
+    let mut await_line = |what: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !seen.iter().any(|l: &String| l.contains(what)) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match lines.recv_timeout(left) {
+                Ok(l) => seen.push(l),
+                Err(_) => panic!("no line with {what:?}; saw:\n{}", seen.join("\n")),
+            }
+        }
+    };
+    // Both groups wait at once.
+    await_line("waiting for `standby approve manual ok-m`");
+    await_line("waiting for `standby approve manual ok-n`");
+    let state = || -> Value {
+        serde_json::from_slice(&std::fs::read(root.join(".standby/state.json")).unwrap()).unwrap()
+    };
+    // Approve the step the state does not name; its group finishes, and
+    // the state still names the other wait.
+    let named = state()["runs"][0]["waiting_for"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (first, group) = if named == "n.ok-n" {
+        ("ok-m", "m")
+    } else {
+        ("ok-n", "n")
+    };
+    let o = run(&root, &["approve", "manual", first]);
+    assert!(o.status.success(), "{}", text(&o));
+    await_line(&format!("group {group}: done"));
+    assert_eq!(state()["runs"][0]["waiting_for"], named.as_str());
+    let second = named.rsplit('.').next().unwrap().to_string();
+    let o = run(&root, &["approve", "manual", &second]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let st = state();
+    assert!(st["runs"][0].get("waiting_for").is_none(), "{st:#}");
+    let approvals: Vec<&str> = st["runs"][0]["approvals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["step"].as_str().unwrap())
+        .collect();
+    assert_eq!(approvals.len(), 2, "{st:#}");
+    let o = run(&root, &["failover", "cleanup", "manual"]);
+    assert!(o.status.success(), "{}", text(&o));
 }

@@ -199,18 +199,20 @@ impl Approver for Terminal {
         if req.approved_elsewhere() {
             return Ok(Approved::elsewhere());
         }
-        println!(
-            "{}",
-            stamped(
-                req.seconds(),
-                &format!(
-                    "type yes when done (or run `standby approve {} {}` elsewhere):",
-                    req.plan_name(),
-                    req.step
+        let prompt = || {
+            println!(
+                "{}",
+                stamped(
+                    req.seconds(),
+                    &format!(
+                        "type yes when done (or run `standby approve {} {}` elsewhere):",
+                        req.plan_name(),
+                        req.step
+                    )
                 )
-            )
-        );
-        let _ = std::io::stdout().flush();
+            );
+            let _ = std::io::stdout().flush();
+        };
         // A thread reads the line, so that `standby approve`, an interrupt
         // or the timeout can end the wait while nobody types.
         let (tx, rx) = std::sync::mpsc::channel();
@@ -219,7 +221,7 @@ impl Approver for Terminal {
             let _ = std::io::stdin().lock().read_line(&mut line);
             let _ = tx.send(line.trim().to_string());
         });
-        req.wait(|| match rx.try_recv() {
+        req.wait(prompt, || match rx.try_recv() {
             Ok(a) if a == "yes" => Some(Answer::Approved(Approved {
                 by: Some("terminal".into()),
                 detail: "approved on the terminal".into(),

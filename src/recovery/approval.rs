@@ -65,7 +65,9 @@ pub struct Request<'a> {
     /// How long the step may wait (its `timeout`).
     pub timeout: crate::model::Duration,
     pub(super) approved: &'a (dyn Fn() -> bool + Sync),
-    pub(super) set_waiting: &'a (dyn Fn(Option<String>) + Sync),
+    /// Record in the state that the run waits for this step (`true`), or
+    /// no longer does.
+    pub(super) set_waiting: &'a (dyn Fn(bool) + Sync),
     pub(super) cancel: &'a Cancel,
     pub(super) clock: &'a Timeline,
     pub(super) sink: &'a dyn Sink,
@@ -105,15 +107,18 @@ impl Request<'_> {
         });
     }
 
-    /// Wait, with the wait recorded in the state (`waiting_for`), until
+    /// Record the wait in the state (`waiting_for`), call `prompt` (to say
+    /// how to approve: the state already shows the wait), then wait until
     /// `standby approve` approves the step, `answer` returns an answer
     /// (polled every 200 ms), the run is cancelled or the step's timeout
     /// passes.
     pub fn wait(
         &self,
+        prompt: impl FnOnce(),
         mut answer: impl FnMut() -> Option<Answer>,
     ) -> Result<Approved, ApprovalError> {
-        (self.set_waiting)(Some(self.key()));
+        (self.set_waiting)(true);
+        prompt();
         let deadline = Instant::now() + self.timeout.to_std();
         let r = loop {
             if self.approved_elsewhere() {
@@ -132,7 +137,7 @@ impl Request<'_> {
             }
             std::thread::sleep(Duration::from_millis(200));
         };
-        (self.set_waiting)(None);
+        (self.set_waiting)(false);
         r
     }
 }
@@ -182,12 +187,14 @@ impl Approver for WaitForApprove {
         if req.approved_elsewhere() {
             return Ok(Approved::elsewhere());
         }
-        req.emit(What::WaitingForApproval {
-            plan: req.plan_name(),
-            step: req.step.to_string(),
-            timeout: req.timeout.to_string(),
-        });
-        req.wait(|| None)
+        let prompt = || {
+            req.emit(What::WaitingForApproval {
+                plan: req.plan_name(),
+                step: req.step.to_string(),
+                timeout: req.timeout.to_string(),
+            })
+        };
+        req.wait(prompt, || None)
     }
 }
 
@@ -203,15 +210,11 @@ mod tests {
         approver: &dyn Approver,
         elsewhere: bool,
         cancel: &Cancel,
-    ) -> (
-        Result<Approved, ApprovalError>,
-        Vec<Option<String>>,
-        Vec<Event>,
-    ) {
+    ) -> (Result<Approved, ApprovalError>, Vec<bool>, Vec<Event>) {
         let plan = Address::new(Kind::RecoveryPlan, "shop");
         let waits = Mutex::new(Vec::new());
         let approved = move || elsewhere;
-        let set_waiting = |w: Option<String>| waits.lock().unwrap().push(w);
+        let set_waiting = |w: bool| waits.lock().unwrap().push(w);
         let (clock, sink) = (Timeline::new(), Recorded::default());
         let req = Request {
             plan: &plan,
@@ -260,7 +263,7 @@ mod tests {
 
         let (r, waits, events) = ask(&WaitForApprove, false, &cancel);
         assert_eq!(r.unwrap_err(), ApprovalError::TimedOut("1s".into()));
-        assert_eq!(waits, [Some("web.dns".to_string()), None]);
+        assert_eq!(waits, [true, false]);
         assert!(matches!(
             &events[0].what,
             What::WaitingForApproval { plan, step, .. } if plan == "shop" && step == "dns"
@@ -269,6 +272,6 @@ mod tests {
         cancel.cancel();
         let (r, waits, _) = ask(&WaitForApprove, false, &cancel);
         assert_eq!(r.unwrap_err(), ApprovalError::Interrupted);
-        assert_eq!(waits.last(), Some(&None));
+        assert_eq!(waits.last(), Some(&false));
     }
 }

@@ -28,6 +28,7 @@ impl Engine<'_> {
             self.fail(format!("record {machine} in the state: {e}"));
         }
     }
+
     /// One machine: restore its disks, boot it, run its checks.
     pub(super) fn machine(&self, g: &Group, addr: &Address) -> bool {
         let start = self.timeline.now();
@@ -50,6 +51,7 @@ impl Engine<'_> {
         }
         r.is_ok()
     }
+
     pub(super) fn machine_inner(&self, g: &Group, addr: &Address) -> Result<(), String> {
         let m = self
             .cfg
@@ -119,6 +121,7 @@ impl Engine<'_> {
         self.place(addr, placed);
         result
     }
+
     /// A machine whose disks are in place: the test hook, boot at `site`,
     /// then every check (the failures together in the error).
     pub(super) fn boot_and_check(
@@ -202,6 +205,7 @@ impl Engine<'_> {
             Err(format!("check {}", failed.join("; check ")))
         }
     }
+
     /// For each disk of `land`'s machine, in order: `bring(disk, its size
     /// in the point, the timeline subject)` puts it in place and says where
     /// it is; recorded in `placed` and returned by disk name. Stops at an

@@ -23,7 +23,7 @@ impl Engine<'_> {
             ("STANDBY_KIND".into(), self.kind.as_str().to_string()),
         ]
     }
-    /// Run `steps` in order; stop at the first failure (the rest are skipped).
+
     /// The steps this run's direction carries out (`when` on each step):
     /// a failback skips failover-only steps and the other way round.
     pub(super) fn directed(&self, steps: &[Step]) -> Vec<Step> {
@@ -33,6 +33,9 @@ impl Engine<'_> {
             .cloned()
             .collect()
     }
+
+    /// Run `steps` in order; stop at the first failure (the rest are
+    /// skipped). `when` (`before`, `after`) names them in progress lines.
     pub(super) fn steps(&self, g: &Group, steps: &[Step], when: &str) -> bool {
         for (i, s) in steps.iter().enumerate() {
             let subj = Subject::new(EntryKind::Step, &s.name).group(&g.name);
@@ -68,6 +71,7 @@ impl Engine<'_> {
         }
         true
     }
+
     pub(super) fn step(&self, g: &Group, s: &Step) -> Result<String, String> {
         let env = self.step_env(&g.name);
         match &s.action {
@@ -98,6 +102,7 @@ impl Engine<'_> {
             StepAction::Manual { instructions } => self.manual(g, s, instructions),
         }
     }
+
     /// A manual step: show the instructions, then ask the run's
     /// [`Approver`] (in advance, the terminal, `standby approve`).
     pub(super) fn manual(&self, g: &Group, s: &Step, instructions: &str) -> Result<String, String> {
@@ -107,7 +112,7 @@ impl Engine<'_> {
             instructions: instructions.to_string(),
         });
         let approved = || self.approved(g, s);
-        let set_waiting = |step: Option<String>| self.set_waiting(step);
+        let set_waiting = |waiting: bool| self.set_waiting(&key, waiting);
         let req = Request {
             plan: &self.plan.addr,
             group: &g.name,
@@ -125,6 +130,7 @@ impl Engine<'_> {
         }
         Ok(got.detail)
     }
+
     pub(super) fn approved(&self, g: &Group, s: &Step) -> bool {
         match self.recorder.read() {
             Ok(Some(doc)) => doc
@@ -134,6 +140,7 @@ impl Engine<'_> {
             _ => false,
         }
     }
+
     pub(super) fn approve(&self, key: &str, by: &str) -> Result<(), String> {
         let id = self.run_id.clone();
         self.recorder
@@ -150,13 +157,21 @@ impl Engine<'_> {
             })
             .map_err(|e| e.to_string())
     }
-    pub(super) fn set_waiting(&self, step: Option<String>) {
+
+    /// Record that the run waits for manual step `key` (`GROUP.STEP`), or
+    /// no longer does. Independent groups may wait at the same time: the
+    /// state names the latest wait, and ending one clears only its own.
+    pub(super) fn set_waiting(&self, key: &str, waiting: bool) {
         let id = self.run_id.clone();
         let r = self.recorder.update(|doc| {
             let r = doc
                 .run_mut(&id)
                 .ok_or("the run is no longer in the state")?;
-            r.waiting_for = step;
+            if waiting {
+                r.waiting_for = Some(key.to_string());
+            } else if r.waiting_for.as_deref() == Some(key) {
+                r.waiting_for = None;
+            }
             Ok(())
         });
         if let Err(e) = r {
