@@ -4,7 +4,8 @@
 //! overlap, and the report's timeline shows the overlap); a group waits for
 //! the groups it depends on; a failed group skips its dependants, naming
 //! it, while an unrelated group still recovers; two groups may wait for
-//! approvals at once, and approving one leaves the other's wait recorded.
+//! approvals at once, and approving one leaves the other's wait recorded;
+//! on a terminal (`script` provides one) they take turns at the prompt.
 
 mod common;
 use common::text;
@@ -298,6 +299,99 @@ fn independent_groups_wait_for_their_approvals_at_the_same_time() {
         .map(|a| a["step"].as_str().unwrap())
         .collect();
     assert_eq!(approvals.len(), 2, "{st:#}");
+    let o = run(&root, &["failover", "cleanup", "manual"]);
+    assert!(o.status.success(), "{}", text(&o));
+}
+
+/// Lines of a child's output as they come, awaited with a bound.
+struct Watch {
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Watch {
+    fn new(out: impl std::io::Read + Send + 'static) -> Watch {
+        use std::io::BufRead;
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send(l.trim_end_matches('\r').to_string());
+            }
+        });
+        Watch {
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The index of the `n`th line (from 1) containing `what`, waiting up
+    /// to 60 s for it.
+    fn nth(&mut self, n: usize, what: &str) -> usize {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            if let Some((i, _)) = self
+                .seen
+                .iter()
+                .enumerate()
+                .filter(|(_, l)| l.contains(what))
+                .nth(n - 1)
+            {
+                return i;
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => self.seen.push(l),
+                Err(_) => panic!("no line {n} with {what:?}; saw:\n{}", self.seen.join("\n")),
+            }
+        }
+    }
+}
+
+#[test]
+fn groups_take_turns_at_the_terminal_so_each_yes_answers_the_prompt_on_screen() {
+    use std::io::Write;
+    let d = tempfile::tempdir().unwrap();
+    let root = config(d.path());
+    // `script` gives standby a terminal for stdin; its input is our pipe.
+    let cmd = format!(
+        "{} -C {} failover test manual",
+        env!("CARGO_BIN_EXE_standby"),
+        root.display()
+    );
+    let mut child = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut out = Watch::new(child.stdout.take().unwrap());
+    let prompt = "type yes when done (or run `standby approve manual";
+    let done = "done approved on the terminal";
+    // Both groups reach their manual step; one prompt is on screen.
+    out.nth(2, "MANUAL STEP");
+    out.nth(1, prompt);
+    stdin.write_all(b"yes\n").unwrap();
+    let first_done = out.nth(1, done);
+    // The second prompt comes only once the first was answered.
+    let second = out.nth(2, prompt);
+    assert!(second > first_done, "{}", out.seen.join("\n"));
+    stdin.write_all(b"yes\n").unwrap();
+    out.nth(2, done);
+    drop(stdin);
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{}", out.seen.join("\n"));
+    let st: Value =
+        serde_json::from_slice(&std::fs::read(root.join(".standby/state.json")).unwrap()).unwrap();
+    let by: Vec<&str> = st["runs"][0]["approvals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["by"].as_str().unwrap())
+        .collect();
+    assert_eq!(by, ["terminal", "terminal"], "{st:#}");
     let o = run(&root, &["failover", "cleanup", "manual"]);
     assert!(o.status.success(), "{}", text(&o));
 }

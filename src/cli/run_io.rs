@@ -8,7 +8,9 @@ use crate::recovery::{
     Approved, Approver, Event, InAdvance, Sink, Unattended, WaitForApprove, What,
 };
 use std::io::{BufRead, IsTerminal, Write};
-use std::sync::Mutex;
+use std::sync::mpsc::{self, Receiver, TryRecvError};
+use std::sync::{Mutex, TryLockError};
+use std::time::Duration;
 
 /// Progress lines on stdout, whole even when machines report at once.
 #[derive(Default)]
@@ -181,7 +183,7 @@ fn line(w: &What) -> String {
 /// saying how to approve it).
 pub(crate) fn approver(given: Vec<String>, wait: bool) -> Box<dyn Approver> {
     let then: Box<dyn Approver> = if std::io::stdin().is_terminal() {
-        Box::new(Terminal)
+        Box::new(Terminal::new())
     } else if wait {
         Box::new(WaitForApprove)
     } else {
@@ -190,16 +192,59 @@ pub(crate) fn approver(given: Vec<String>, wait: bool) -> Box<dyn Approver> {
     Box::new(InAdvance { steps: given, then })
 }
 
-/// Ask on the terminal: `yes` approves, anything else declines;
-/// `standby approve` from elsewhere counts too.
-pub(crate) struct Terminal;
+/// Ask on the terminal: `yes` approves, anything else declines (so does
+/// the end of input); `standby approve` from elsewhere counts too.
+/// Independent groups may reach manual steps together: they take turns at
+/// the terminal, so an answer always answers the prompt on screen.
+pub(crate) struct Terminal {
+    answers: Answers,
+    /// Held by the step whose prompt is on screen.
+    turn: Mutex<()>,
+}
+
+impl Terminal {
+    /// Reads stdin on one thread for the whole run, so that `standby
+    /// approve`, an interrupt or the timeout can end a wait while nobody
+    /// types, and no reader is left behind to swallow the next answer.
+    pub(crate) fn new() -> Terminal {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::stdin().lock().lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line.trim().to_string()).is_err() {
+                    return;
+                }
+            }
+            // End of input answers whoever asks with nothing.
+            let _ = tx.send(String::new());
+        });
+        Terminal {
+            answers: Answers(Mutex::new(rx)),
+            turn: Mutex::new(()),
+        }
+    }
+}
 
 impl Approver for Terminal {
     fn approve(&self, req: &Request<'_>) -> Result<Approved, ApprovalError> {
-        if req.approved_elsewhere() {
-            return Ok(Approved::elsewhere());
-        }
+        // Wait for the terminal, still taking `standby approve`.
+        let _turn = loop {
+            if req.approved_elsewhere() {
+                return Ok(Approved::elsewhere());
+            }
+            match self.turn.try_lock() {
+                Ok(g) => break g,
+                Err(TryLockError::Poisoned(p)) => break p.into_inner(),
+                Err(TryLockError::WouldBlock) => {}
+            }
+            if req.cancelled() {
+                return Err(ApprovalError::Interrupted);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
         let prompt = || {
+            // Lines typed before the question answer nothing.
+            self.answers.drain();
             println!(
                 "{}",
                 stamped(
@@ -213,21 +258,65 @@ impl Approver for Terminal {
             );
             let _ = std::io::stdout().flush();
         };
-        // A thread reads the line, so that `standby approve`, an interrupt
-        // or the timeout can end the wait while nobody types.
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = std::io::stdin().lock().read_line(&mut line);
-            let _ = tx.send(line.trim().to_string());
-        });
-        req.wait(prompt, || match rx.try_recv() {
-            Ok(a) if a == "yes" => Some(Answer::Approved(Approved {
-                by: Some("terminal".into()),
-                detail: "approved on the terminal".into(),
-            })),
-            Ok(a) => Some(Answer::Declined(a)),
-            Err(_) => None,
+        req.wait(prompt, || {
+            self.answers.next().map(|a| {
+                if a == "yes" {
+                    Answer::Approved(Approved {
+                        by: Some("terminal".into()),
+                        detail: "approved on the terminal".into(),
+                    })
+                } else {
+                    Answer::Declined(a)
+                }
+            })
         })
+    }
+}
+
+/// Lines typed on the terminal, as they come.
+struct Answers(Mutex<Receiver<String>>);
+
+impl Answers {
+    /// The next line, if one was typed; `""` once input has ended.
+    fn next(&self) -> Option<String> {
+        let rx = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match rx.try_recv() {
+            Ok(line) => Some(line),
+            Err(TryRecvError::Empty) => None,
+            Err(TryRecvError::Disconnected) => Some(String::new()),
+        }
+    }
+
+    /// Forget the lines typed so far (not the end of input).
+    fn drain(&self) {
+        let rx = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        while let Ok(line) = rx.try_recv() {
+            if line.is_empty() {
+                // Keep "input ended" for the next question: it is final.
+                break;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_typed_before_the_question_are_dropped_and_the_end_of_input_declines() {
+        let (tx, rx) = mpsc::channel();
+        let a = Answers(Mutex::new(rx));
+        assert_eq!(a.next(), None);
+        tx.send("yes".into()).unwrap();
+        tx.send("oops".into()).unwrap();
+        a.drain();
+        assert_eq!(a.next(), None, "lines before the prompt answer nothing");
+        tx.send("yes".into()).unwrap();
+        assert_eq!(a.next().as_deref(), Some("yes"));
+        drop(tx);
+        a.drain();
+        assert_eq!(a.next().as_deref(), Some(""));
+        assert_eq!(a.next().as_deref(), Some(""), "input stays ended");
     }
 }

@@ -95,6 +95,11 @@ impl Request<'_> {
         self.clock.now()
     }
 
+    /// The run was interrupted.
+    pub fn cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
     /// `standby approve` recorded an approval of this step for the run.
     pub fn approved_elsewhere(&self) -> bool {
         (self.approved)()
