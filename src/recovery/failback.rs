@@ -15,7 +15,7 @@
 
 use super::approval::Approver;
 use super::command;
-use super::engine::{Engine, Landing, Way, order};
+use super::engine::{Engine, Landing, Running, Way};
 use super::events::{Sink, What};
 use super::points::Chosen;
 use super::providers;
@@ -30,7 +30,6 @@ use crate::replication::{self, Progress};
 use crate::state::{
     Failback as FailbackProgress, MachineRun, Owner, PointUsed, RunKind, RunRecord,
 };
-use standby_provider_core::MachineSpec;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use time::OffsetDateTime;
@@ -322,62 +321,25 @@ impl Way for Failback {
 /// the machine's `shutdown` command (with its disks there), then the site
 /// provider's `stop`. Stopping a stopped replica is no error.
 fn stop_replicas(engine: &Engine<'_>, run: &RunRecord) -> bool {
-    let mut ok = true;
-    for g in order(engine.plan).into_iter().rev() {
-        for addr in &g.machines {
-            let Some(m) = engine.cfg.machines.get(addr) else {
-                continue;
-            };
-            let Some(placed) = run.machines.get(&addr.to_string()) else {
-                continue;
-            };
-            let what = Subject::new(EntryKind::Shutdown, addr.to_string())
-                .group(&g.name)
-                .machine(&addr.to_string());
-            let r = engine.timeline.timed(
-                what,
-                || -> Result<String, String> {
-                    let site: Address = placed.site.parse().map_err(|e| format!("{e}"))?;
-                    let at = engine.run_at(&site);
-                    let mut did = Vec::new();
-                    if let Some(sd) = &m.shutdown {
-                        let spec = MachineSpec {
-                            machine: addr.to_string(),
-                            boot: None,
-                            disks: placed
-                                .disks
-                                .iter()
-                                .map(|(n, p)| (n.clone(), PathBuf::from(p)))
-                                .collect(),
-                        };
-                        super::engine::run_shutdown(sd, &engine.root, &spec, &at)?;
-                        did.push("shutdown command ran");
-                    }
-                    let p = providers::for_site(engine.cfg, &engine.root, &site)
-                        .map_err(|e| e.to_string())?;
-                    p.stop(&at, &addr.to_string()).map_err(|e| e.to_string())?;
-                    did.push("provider stopped it");
-                    Ok(did.join(", "))
-                },
-                |d| d.clone(),
-            );
-            match r {
-                Ok(detail) => engine.emit(What::ReplicaStopped {
-                    machine: addr.to_string(),
-                    site: placed.site.clone(),
-                    detail,
-                }),
-                Err(e) => {
-                    engine.fail(format!(
-                        "stop the replica of {addr} at {}: {e}",
-                        placed.site
-                    ));
-                    ok = false;
-                }
-            }
-        }
-    }
-    ok
+    engine.stop_machines(
+        |m| {
+            let placed = run.machines.get(&m.addr.to_string())?;
+            Some(Running {
+                site: placed.site.clone(),
+                disks: placed
+                    .disks
+                    .iter()
+                    .map(|(n, p)| (n.clone(), PathBuf::from(p)))
+                    .collect(),
+            })
+        },
+        "stop the replica of",
+        |machine, site, detail| What::ReplicaStopped {
+            machine,
+            site,
+            detail,
+        },
+    )
 }
 
 /// The final reverse point of every machine (crash-consistent: they are

@@ -4,16 +4,15 @@
 //! and takes one final point of each ([`final_points`]). The operations
 //! (test, planned, unplanned, drill) live in `run`.
 
-use super::engine::{Engine, Landing, Way, order, run_shutdown};
+use super::engine::{Engine, Landing, Running, Way};
 use super::events::What;
 use super::points::Chosen;
-use super::providers;
 use super::record::Refusal;
 use super::timeline::{EntryKind, Outcome, Subject};
 use crate::model::{Address, Config, Machine, StepWhen};
 use crate::replication::{self, Progress};
 use crate::state::{MachineRun, RunRecord};
-use standby_provider_core::{DiskSpec, MachineSpec, Mode};
+use standby_provider_core::DiskSpec;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -86,62 +85,29 @@ impl Way for Failover {
     }
 }
 
-/// Stop the source machines, groups in reverse order: the machine's
-/// `shutdown` command (if any), then its site provider's `stop`.
-pub(crate) fn stop_sources(e: &mut Engine<'_>) -> bool {
-    let mut ok = true;
-    for g in order(e.plan).into_iter().rev() {
-        for addr in &g.machines {
-            let Some(m) = e.cfg.machines.get(addr) else {
-                continue;
-            };
-            if let Err(err) = e.open_provider(&m.site) {
-                e.fail(format!("stop {addr}: {err}"));
-                ok = false;
-                continue;
-            }
-            let what = Subject::new(EntryKind::Shutdown, addr.to_string())
-                .group(&g.name)
-                .machine(&addr.to_string());
-            let r = e.timeline.timed(what, || stop_source(e, m), |d| d.clone());
-            match r {
-                Ok(detail) => e.emit(What::SourceStopped {
-                    machine: addr.to_string(),
-                    site: m.site.to_string(),
-                    detail,
-                }),
-                Err(err) => {
-                    e.fail(format!("stop {addr} at {}: {err}", m.site));
-                    ok = false;
-                }
-            }
-        }
-    }
-    ok
-}
-
-fn stop_source(e: &Engine<'_>, m: &Machine) -> Result<String, String> {
-    let run = providers::run_at(e.cfg, &e.root, &m.site, &e.run_id, Mode::Failover);
-    let mut did = Vec::new();
-    if let Some(sd) = &m.shutdown {
-        let site_root = run.site_root.clone().unwrap_or_else(|| e.root.clone());
-        let spec = MachineSpec {
-            machine: m.addr.to_string(),
-            boot: None,
-            disks: m
-                .disks
-                .iter()
-                .map(|d| (d.name.clone(), site_root.join(&d.path)))
-                .collect(),
-        };
-        run_shutdown(sd, &e.root, &spec, &run)?;
-        did.push("shutdown command ran");
-    }
-    let p = e.site_provider(&m.site)?;
-    p.stop(&run, &m.addr.to_string())
-        .map_err(|e| e.to_string())?;
-    did.push("provider stopped it");
-    Ok(did.join(", "))
+/// Stop the source machines where they run, groups in reverse order
+/// ([`Engine::stop_machines`]).
+pub(crate) fn stop_sources(e: &Engine<'_>) -> bool {
+    e.stop_machines(
+        |m| {
+            let run = e.run_at(&m.site);
+            let root = run.site_root.unwrap_or_else(|| e.root.clone());
+            Some(Running {
+                site: m.site.to_string(),
+                disks: m
+                    .disks
+                    .iter()
+                    .map(|d| (d.name.clone(), root.join(&d.path)))
+                    .collect(),
+            })
+        },
+        "stop",
+        |machine, site, detail| What::SourceStopped {
+            machine,
+            site,
+            detail,
+        },
+    )
 }
 
 /// Take one final point of every protection of the plan (consistency

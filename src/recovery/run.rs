@@ -437,7 +437,7 @@ fn failover_locked(
     });
     let mut passed = true;
     if kind == RunKind::Planned {
-        passed = super::failover::stop_sources(&mut engine);
+        passed = super::failover::stop_sources(&engine);
         if passed && !cancel.is_cancelled() {
             match super::failover::final_points(&mut engine) {
                 Ok(p) => engine.points = p,
