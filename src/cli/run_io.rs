@@ -303,6 +303,84 @@ impl Answers {
 mod tests {
     use super::*;
 
+    fn render(seconds: f64, what: What) -> String {
+        match &what {
+            What::DeadTestRun { .. } => line(&what),
+            w => stamped(seconds, &line(w)),
+        }
+    }
+
+    #[test]
+    fn events_read_as_the_progress_lines_always_did() {
+        let cases = [
+            (
+                render(
+                    1.25,
+                    What::PointChosen {
+                        machine: "machine.db".into(),
+                        point: "0123456789ab".into(),
+                        created: "2026-11-30T09:02:04Z".into(),
+                        consistency: "app".into(),
+                        group: Some("shop".into()),
+                    },
+                ),
+                "[   1.2s] machine.db: point 0123456789ab (2026-11-30 09:02:04 UTC, app, group shop)",
+            ),
+            (
+                render(
+                    12.0,
+                    What::DiskResynced {
+                        machine: "machine.db".into(),
+                        disk: "data".into(),
+                        path: "/dr/db/data.sqlite".into(),
+                        written: 8192,
+                        size: 1 << 20,
+                        full: false,
+                    },
+                ),
+                "[  12.0s] machine.db: disk data at /dr/db/data.sqlite: 8.0 KiB of 1.0 MiB written (8192 bytes, changed blocks only)",
+            ),
+            (
+                render(
+                    0.0,
+                    What::DeadTestRun {
+                        run_id: "shop-test-1".into(),
+                        plan: "recovery_plan.shop".into(),
+                        drill: true,
+                        pid: Some(42),
+                        phase: "running".into(),
+                    },
+                ),
+                "The test run shop-test-1 of recovery_plan.shop was left by a drill that is gone (pid 42, running): cleaning it up first.",
+            ),
+            (
+                render(
+                    3.0,
+                    What::CheckFinished {
+                        machine: "machine.web".into(),
+                        check: "http".into(),
+                        passed: false,
+                        detail: "exit 1".into(),
+                    },
+                ),
+                "[   3.0s] machine.web: check http FAILED: exit 1",
+            ),
+            (
+                render(
+                    3.0,
+                    What::GroupSkipped {
+                        group: "web".into(),
+                        why: "group data failed".into(),
+                    },
+                ),
+                "[   3.0s] group web: skipped (group data failed)",
+            ),
+        ];
+        for (got, want) in cases {
+            assert_eq!(got, want);
+        }
+    }
+
     #[test]
     fn answers_typed_before_the_question_are_dropped_and_the_end_of_input_declines() {
         let (tx, rx) = mpsc::channel();
