@@ -9,7 +9,7 @@ use crate::recovery::{
 };
 use std::io::{BufRead, IsTerminal, Write};
 use std::sync::mpsc::{self, Receiver, TryRecvError};
-use std::sync::{Mutex, TryLockError};
+use std::sync::{Mutex, OnceLock, TryLockError};
 use std::time::Duration;
 
 /// Progress lines on stdout, whole even when machines report at once.
@@ -183,7 +183,7 @@ fn line(w: &What) -> String {
 /// saying how to approve it).
 pub(crate) fn approver(given: Vec<String>, wait: bool) -> Box<dyn Approver> {
     let then: Box<dyn Approver> = if std::io::stdin().is_terminal() {
-        Box::new(Terminal::new())
+        Box::new(Terminal)
     } else if wait {
         Box::new(WaitForApprove)
     } else {
@@ -194,19 +194,23 @@ pub(crate) fn approver(given: Vec<String>, wait: bool) -> Box<dyn Approver> {
 
 /// Ask on the terminal: `yes` approves, anything else declines (so does
 /// the end of input); `standby approve` from elsewhere counts too.
-/// Independent groups may reach manual steps together: they take turns at
-/// the terminal, so an answer always answers the prompt on screen.
-pub(crate) struct Terminal {
+/// Groups (and apply's plans) may reach manual steps together: they take
+/// turns at the terminal, so an answer always answers the prompt on screen.
+pub(crate) struct Terminal;
+
+/// The terminal as every [`Terminal`] of the process shares it.
+struct Shared {
     answers: Answers,
     /// Held by the step whose prompt is on screen.
     turn: Mutex<()>,
 }
 
-impl Terminal {
-    /// Reads stdin on one thread for the whole run, so that `standby
-    /// approve`, an interrupt or the timeout can end a wait while nobody
-    /// types, and no reader is left behind to swallow the next answer.
-    pub(crate) fn new() -> Terminal {
+/// Stdin is read on one thread for the whole process, so that `standby
+/// approve`, an interrupt or the timeout can end a wait while nobody
+/// types, and no reader is left behind to swallow the next answer.
+fn shared() -> &'static Shared {
+    static SHARED: OnceLock<Shared> = OnceLock::new();
+    SHARED.get_or_init(|| {
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             for line in std::io::stdin().lock().lines() {
@@ -218,21 +222,22 @@ impl Terminal {
             // End of input answers whoever asks with nothing.
             let _ = tx.send(String::new());
         });
-        Terminal {
+        Shared {
             answers: Answers(Mutex::new(rx)),
             turn: Mutex::new(()),
         }
-    }
+    })
 }
 
 impl Approver for Terminal {
     fn approve(&self, req: &Request<'_>) -> Result<Approved, ApprovalError> {
+        let t = shared();
         // Wait for the terminal, still taking `standby approve`.
         let _turn = loop {
             if req.approved_elsewhere() {
                 return Ok(Approved::elsewhere());
             }
-            match self.turn.try_lock() {
+            match t.turn.try_lock() {
                 Ok(g) => break g,
                 Err(TryLockError::Poisoned(p)) => break p.into_inner(),
                 Err(TryLockError::WouldBlock) => {}
@@ -244,7 +249,7 @@ impl Approver for Terminal {
         };
         let prompt = || {
             // Lines typed before the question answer nothing.
-            self.answers.drain();
+            t.answers.drain();
             println!(
                 "{}",
                 stamped(
@@ -259,7 +264,7 @@ impl Approver for Terminal {
             let _ = std::io::stdout().flush();
         };
         req.wait(prompt, || {
-            self.answers.next().map(|a| {
+            t.answers.next().map(|a| {
                 if a == "yes" {
                     Answer::Approved(Approved {
                         by: Some("terminal".into()),
