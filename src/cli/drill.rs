@@ -70,7 +70,8 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         let (cfg2, rec2, choice2) = (cfg.clone(), rec.clone(), choice.clone());
         let plan2 = plan.clone();
         let result = with_cancel(move |cancel| {
-            recovery::run::drill(&cfg2, &plan2, &choice2, approvals, &rec2, &cancel)
+            let sink = super::run_io::Lines::default();
+            recovery::run::drill(&cfg2, &plan2, &choice2, &*approvals, &rec2, &cancel, &sink)
         })?;
         let result = match result {
             Ok(r) => r,

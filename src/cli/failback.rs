@@ -82,7 +82,8 @@ pub fn failback(args: FailbackArgs) -> miette::Result<ExitCode> {
     let rec = recorder(&cfg, &args.plan.backend, "standby failback")?;
     let threshold = recovery::run::rpo_threshold(&cfg, &plan);
     let result = with_cancel(move |cancel| {
-        recovery::failback::failback(&cfg, &plan, approvals, &rec, &cancel)
+        let sink = super::run_io::Lines::default();
+        recovery::failback::failback(&cfg, &plan, &*approvals, &rec, &cancel, &sink)
     })?
     .map_err(report_err)?;
     if let Some(dir) = &args.report_dir {

@@ -20,6 +20,7 @@ mod quickstart;
 mod refresh;
 mod replicate;
 mod restore;
+mod run_io;
 mod show;
 mod state;
 mod status;

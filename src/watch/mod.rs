@@ -374,7 +374,7 @@ fn targets_now(
         metrics.update(&name, |f| f.unprotected = unprotected);
         let now = match stale.into_iter().next() {
             Some(why) => Err(why),
-            None => placement::target_now(world.cfg, doc, t),
+            None => placement::target_now(world.cfg, doc, t).map_err(|e| e.0),
         };
         match now {
             Ok(t) => {

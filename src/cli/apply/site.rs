@@ -8,7 +8,7 @@ use crate::exec::{self, Cancel, JsonSink, PlainSink, Sink, StepError};
 use crate::model::{Address, Config};
 use crate::plan::Plan;
 use crate::plan::site::{Direction, SiteChange};
-use crate::recovery::{self, Approvals, PointChoice, Recorder};
+use crate::recovery::{self, PointChoice, Recorder};
 use crate::state::RunKind;
 use miette::miette;
 use petgraph::graph::DiGraph;
@@ -173,11 +173,7 @@ fn run_stage(
         .recovery_plans
         .get(&stage.plan)
         .ok_or_else(|| StepError::Failed(format!("no {} in the configuration", stage.plan)))?;
-    let approvals = Approvals {
-        interactive: std::io::IsTerminal::is_terminal(&std::io::stdin()),
-        wait: false,
-        given: approve,
-    };
+    let approvals = crate::cli::run_io::approver(approve, false);
     let failed = |e: recovery::RecoveryError| StepError::Failed(e.to_string());
     let outcome = |r: recovery::RunResult| {
         if r.passed {
@@ -193,9 +189,10 @@ fn run_stage(
                 plan,
                 RunKind::Planned,
                 &PointChoice::Latest,
-                approvals,
+                &*approvals,
                 rec,
                 cancel,
+                &crate::cli::run_io::Lines::default(),
             )
             .map_err(failed)?,
         ),
@@ -213,7 +210,15 @@ fn run_stage(
             ))
         }
         Op::Failback => outcome(
-            recovery::failback::failback(cfg, plan, approvals, rec, cancel).map_err(failed)?,
+            recovery::failback::failback(
+                cfg,
+                plan,
+                &*approvals,
+                rec,
+                cancel,
+                &crate::cli::run_io::Lines::default(),
+            )
+            .map_err(failed)?,
         ),
     }
 }
