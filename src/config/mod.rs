@@ -16,6 +16,7 @@ mod funcs;
 mod lower;
 mod moved;
 pub(crate) mod parse;
+mod qemu;
 mod reader;
 mod value;
 mod vars;
@@ -484,7 +485,7 @@ fn load_into(dir: &Path, inputs: &VarInputs, diags: &mut Diagnostics) -> Option<
     }
     for (t, inst) in &machine_instances {
         for (key, each) in inst.iter().flatten() {
-            if let Some(m) = lower::machine(&ctx, t, key, each, diags) {
+            if let Some(m) = lower::machine(&ctx, t, key, each, &config.sites, diags) {
                 config.machines.insert(m.addr.clone(), m);
             }
         }
