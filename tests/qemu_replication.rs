@@ -508,3 +508,38 @@ fn a_consistency_group_of_two_vms_shares_one_instant() {
         assert!(p["freeze_ms"].as_u64().is_some(), "{p}");
     }
 }
+
+#[test]
+fn quickstart_qemu_runs_the_story_and_its_restored_database_checks_out() {
+    let g = guest();
+    let cache = g.kernel.parent().unwrap().parent().unwrap().to_path_buf();
+    let dir = tempfile::Builder::new()
+        .prefix("sbqq")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let d = dir.path().join("tour");
+    let out = Command::new(env!("CARGO_BIN_EXE_standby"))
+        .args(["quickstart", "--qemu"])
+        .arg(&d)
+        .env("STANDBY_GUEST_CACHE", &cache)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("disk data: changed-block tracking"), "{text}");
+    assert!(text.contains("across 2 VM(s)"), "{text}");
+    assert!(
+        text.contains("e2fsck -fn clean, PRAGMA integrity_check = ok"),
+        "{text}"
+    );
+    // No VM outlives the tour.
+    for name in ["app", "db"] {
+        let vm = Vm::open(name, &d.join("sites/hv1")).unwrap();
+        assert!(vm.is_none_or(|v| !v.running()), "VM {name} still runs");
+    }
+}
