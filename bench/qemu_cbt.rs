@@ -230,6 +230,16 @@ protection "filedb" {{
 
     cold(&[&qcow, &raw]);
     let (t_cbt, out_cbt) = run(&bin, dir, &["replicate", "vmdb"]);
+    if std::env::var_os("STANDBY_BENCH_TRACE").is_some() {
+        // Where a CBT point's time goes: one more point, logged.
+        let out = Command::new(&bin)
+            .args(["replicate", "vmdb"])
+            .current_dir(dir)
+            .env("STANDBY_LOG", "debug")
+            .output()
+            .unwrap();
+        eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    }
     let p = newest(&bin, dir, "machine.vmdb");
     cold(&[&qcow, &raw]);
     let (t_file, out_file) = run(&bin, dir, &["replicate", "filedb"]);
@@ -243,9 +253,10 @@ protection "filedb" {{
     );
     print!("{out_cbt}{out_file}");
     println!(
-        "CBT point (replicate vmdb):  {:>8.2} s  data disk: read {:.2} MiB over NBD for {:.2} MiB dirty ({:.3}x; bar <= 1.2x); point read {:.2} MiB, new {:.2} MiB, stored {:.2} MiB",
+        "CBT point (replicate vmdb):  {:>8.2} s  data disk: read {:.2} MiB over NBD in {} requests for {:.2} MiB dirty ({:.3}x; bar <= 1.2x); point read {:.2} MiB, new {:.2} MiB, stored {:.2} MiB",
         t_cbt.as_secs_f64(),
         read as f64 / MIB as f64,
+        d["read_requests"].as_u64().unwrap_or(0),
         dirty as f64 / MIB as f64,
         read as f64 / (dirty.max(1)) as f64,
         p["stats"]["read"].as_f64().unwrap_or(0.0) / MIB as f64,

@@ -223,6 +223,7 @@ pub fn take_points(
         .collect();
     // VMs: their own freeze, snapshot and thaw (all VMs of the batch
     // together), before the file targets' instant.
+    tracing::debug!("vault locked; index, points and previous hashes loaded");
     let mut session = vm::begin(targets, &prevs, &opts.cache_dir, &vault.id)?;
     let started = Instant::now();
     let r = snapshot_all(targets, &staging, &mut sources);

@@ -158,6 +158,7 @@ struct OpenVm {
     point: Option<Point>,
     plans: Vec<Plan>,
     read: Vec<u64>,
+    requests: Vec<u64>,
 }
 
 /// The VMs of a batch at one point instant; [`Session::finish`] must end it.
@@ -228,6 +229,7 @@ pub fn begin(
             qmp,
             point: None,
             read: vec![0; plans.len()],
+            requests: vec![0; plans.len()],
             plans,
         });
         agents.push(agent);
@@ -264,6 +266,10 @@ pub fn begin(
         machine: names,
         detail: e.to_string(),
     })?;
+    tracing::debug!(
+        vms = vms.len(),
+        "VM point instant open (freeze, transaction, thaw, exports)"
+    );
     let spread = g.spread;
     for (o, p) in vms.iter_mut().zip(g.points) {
         o.point = Some(p);
@@ -399,13 +405,16 @@ impl Session {
             full: plan.full,
             next: 0,
             error: None,
+            requests: 0,
         };
         let c = capture::capture_from(sink, &mut source, size, to_read, label);
         if let Some(s) = source.src.take() {
             let _ = s.close();
         }
         let c = c?;
+        tracing::debug!(disk = %label.display(), read = c.read, "VM disk read");
         o.read[di] = c.read;
+        o.requests[di] = source.requests;
         Ok(c)
     }
 
@@ -428,6 +437,7 @@ impl Session {
                     reason: plan.reason.clone(),
                     dirty_bytes: p.disks.get(di).map_or(0, |d| d.dirty_bytes),
                     read_bytes: o.read[di],
+                    read_requests: o.requests[di],
                 },
             );
         }
@@ -476,6 +486,7 @@ impl Session {
             if let Err(e) = cbt::finish(&mut o.qmp, point, m.is_some()) {
                 first_err.get_or_insert(vm_err(t, e));
             }
+            tracing::debug!(machine = %t.machine, commit = m.is_some(), "VM point closed");
         }
         first_err.map_or(Ok(()), Err)
     }
@@ -490,6 +501,8 @@ struct NbdSource {
     /// Index of the first range that may still overlap the next chunk.
     next: usize,
     error: Option<String>,
+    /// NBD reads sent.
+    requests: u64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -587,6 +600,7 @@ impl ChunkSource for NbdSource {
                     let off = start + b as u64 * BLOCK;
                     let n = ((start + e as u64 * BLOCK).min(end) - off) as usize;
                     let dst = &mut buf[b * BLOCK as usize..b * BLOCK as usize + n];
+                    self.requests += 1;
                     if let Err(err) = src.read_at(dst, off) {
                         let msg = err.to_string();
                         self.error = Some(msg.clone());
@@ -707,8 +721,9 @@ pub fn describe(c: &Cbt) -> Vec<String> {
                 mib(d.read_bytes)
             ),
             _ => format!(
-                "disk {name}: changed-block tracking, read {} for {} dirty",
+                "disk {name}: changed-block tracking, read {} in {} requests for {} dirty",
                 mib(d.read_bytes),
+                d.read_requests,
                 mib(d.dirty_bytes)
             ),
         })

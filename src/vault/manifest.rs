@@ -126,6 +126,10 @@ pub struct CbtDisk {
     pub dirty_bytes: u64,
     /// Bytes read from the VM over NBD.
     pub read_bytes: u64,
+    /// NBD read requests those bytes took (one per run of blocks to read
+    /// inside a 4 MiB chunk).
+    #[serde(default)]
+    pub read_requests: u64,
 }
 
 impl Cbt {
