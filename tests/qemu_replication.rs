@@ -106,6 +106,22 @@ fn agent(d: &Path, name: &str) -> Agent {
     .unwrap()
 }
 
+/// Waits until the guest's file systems are thawed (fails after 60 s).
+fn await_thawed(d: &Path, name: &str) {
+    let start = Instant::now();
+    loop {
+        let s = agent(d, name).fsfreeze_status().unwrap();
+        if s == "thawed" {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the guest stayed {s} after replicate was killed"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 fn sh(agent: &mut Agent, script: &str) -> String {
     agent
         .sh(script, Duration::from_secs(60))
@@ -370,6 +386,9 @@ fn a_vm_point_chain_survives_kills_and_a_raw_restart() {
         )));
         let _ = child.kill();
         let _ = child.wait();
+        // A kill inside the freeze must not leave the guest frozen: the
+        // point's thaw guard thaws it once the killed process is gone.
+        await_thawed(d, "db");
     }
     // The next point after the kills holds every change: its scratch disk
     // equals the guest's own at the freeze (nothing else writes to it).

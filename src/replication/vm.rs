@@ -154,6 +154,8 @@ struct Plan {
 struct OpenVm {
     /// Index into the batch's targets.
     ti: usize,
+    /// Its machine address, for messages.
+    machine: String,
     qmp: Qmp,
     point: Option<Point>,
     plans: Vec<Plan>,
@@ -226,6 +228,7 @@ pub fn begin(
         })?;
         vms.push(OpenVm {
             ti,
+            machine: t.machine.clone(),
             qmp,
             point: None,
             read: vec![0; plans.len()],
@@ -237,6 +240,15 @@ pub fn begin(
     if vms.is_empty() {
         return Ok(Session::default());
     }
+    // While guests are frozen, a helper process thaws them should this
+    // process die (SIGKILL) before it does: a frozen guest holds every
+    // write of its applications.
+    let guards: Vec<ThawGuard> = targets
+        .iter()
+        .filter(|t| t.app)
+        .filter_map(|t| t.vm.as_ref()?.agent.as_deref())
+        .filter_map(ThawGuard::spawn)
+        .collect();
     let names = vms
         .iter()
         .map(|o| targets[o.ti].machine.clone())
@@ -262,6 +274,10 @@ pub fn begin(
         .collect();
     let g = cbt::begin_group(&mut members);
     drop(members);
+    // begin_group thawed every guest it froze, whatever happened.
+    for guard in guards {
+        guard.release();
+    }
     let g = g.map_err(|e| ReplicationError::Vm {
         machine: names,
         detail: e.to_string(),
@@ -275,6 +291,80 @@ pub fn begin(
         o.point = Some(p);
     }
     Ok(Session { vms, spread })
+}
+
+/// The first argument that runs [`guard_main`] instead of the CLI.
+const GUARD_ARG: &str = "__standby-thaw-guard";
+
+/// A helper process, started from this executable before guests are
+/// frozen: it waits for its stdin to close. Told "thawed" first, it exits;
+/// otherwise (this process died inside the freeze) it connects to the
+/// guest agent once this process's connection is gone and thaws the guest
+/// if it is still frozen.
+struct ThawGuard {
+    child: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+}
+
+impl ThawGuard {
+    fn spawn(agent: &Path) -> Option<ThawGuard> {
+        use std::os::unix::process::CommandExt;
+        let exe = std::env::current_exe().ok()?;
+        // Only the standby binary runs the guard (a test binary calling
+        // the library would not).
+        if exe.file_name().is_none_or(|n| n != "standby") {
+            return None;
+        }
+        let mut child = std::process::Command::new(exe)
+            .arg(GUARD_ARG)
+            .arg(agent)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            // Its own process group: a signal to ours does not reach it.
+            .process_group(0)
+            .spawn()
+            .map_err(|e| tracing::warn!("cannot start the thaw guard: {e}"))
+            .ok()?;
+        let stdin = child.stdin.take();
+        Some(ThawGuard { child, stdin })
+    }
+
+    fn release(mut self) {
+        use std::io::Write;
+        if let Some(mut s) = self.stdin.take() {
+            let _ = s.write_all(b"thawed\n");
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the thaw guard when `args` (the process's, program name first)
+/// say this process was started as one, reading its parent's word from
+/// `input` (its stdin); returns its exit code. None: not a guard.
+pub fn guard_main(
+    args: impl IntoIterator<Item = std::ffi::OsString>,
+    input: &mut dyn std::io::Read,
+) -> Option<u8> {
+    let mut args = args.into_iter().skip(1);
+    if args.next()? != GUARD_ARG {
+        return None;
+    }
+    let agent = PathBuf::from(args.next()?);
+    let mut said = String::new();
+    let _ = input.read_to_string(&mut said);
+    if said.trim() == "thawed" {
+        return Some(0);
+    }
+    // The parent is gone; its agent connection closes with it.
+    let Ok(mut a) = Agent::connect_unix(&agent, Duration::from_secs(60)) else {
+        return Some(1);
+    };
+    match a.fsfreeze_status() {
+        Ok(s) if s == "frozen" => Some(u8::from(a.fsfreeze_thaw().is_err())),
+        Ok(_) => Some(0),
+        Err(_) => Some(1),
+    }
 }
 
 /// Decides how `node` is read this point, and gets tracking ready for the
@@ -377,13 +467,13 @@ impl Session {
         sink: Sink<'_, '_>,
         label: &Path,
     ) -> Result<capture::Captured, ReplicationError> {
-        let machine = || label.display().to_string();
         let Some(o) = self.vms.iter_mut().find(|o| o.ti == ti) else {
             return Err(ReplicationError::Vm {
-                machine: machine(),
+                machine: label.display().to_string(),
                 detail: "no open point for this VM".into(),
             });
         };
+        let machine = || o.machine.clone();
         let plan = o.plans[di].clone();
         let (Some(point), Some(disk)) = (
             o.point.as_ref(),
