@@ -13,10 +13,15 @@
 //!   and holds the order count the guest recorded at its freeze. Then the
 //!   VM restarts: the raw disk's bitmap is gone, its next point falls back
 //!   (reason shown, counted in `points --json`) and is still exact; the
-//!   qcow2 disks' bitmaps survived the clean restart and stay dirty-only.
-//! - `a_consistency_group_of_two_vms_shares_one_instant`: two VMs in one
-//!   group take one point: both app-consistent, one freeze window each,
-//!   the spread between their snapshot instants reported.
+//!   qcow2 disks' bitmaps survived the clean restart and stay dirty-only;
+//!   those points come from `replicate --watch`, whose /metrics counts the
+//!   fallback (`standby_cbt_fallbacks_total`).
+//! - `a_consistency_group_of_two_vms_shares_one_instant_and_a_resize_falls_back`:
+//!   two VMs in one group take one point: both app-consistent, one freeze
+//!   window each, the spread between their snapshot instants reported. Then
+//!   the database VM's data disk grows online (`block_resize`): its next
+//!   point falls back, says so, and restores at the new size, consistent.
+//! - `quickstart_qemu_runs_the_story_and_its_restored_database_checks_out`.
 //!
 //! `STANDBY_QEMU_POINTS=N` (CI 3; the long form 20) and
 //! `STANDBY_QEMU_KILLS=N` (CI 3; long form 20).
@@ -539,7 +544,7 @@ fn a_vm_point_chain_survives_kills_and_a_raw_restart() {
 }
 
 #[test]
-fn a_consistency_group_of_two_vms_shares_one_instant() {
+fn a_consistency_group_of_two_vms_shares_one_instant_and_a_resize_falls_back() {
     let g = guest();
     let dir = tempfile::Builder::new()
         .prefix("sbqg")
@@ -571,6 +576,43 @@ fn a_consistency_group_of_two_vms_shares_one_instant() {
         assert!(c["freeze_call_ms"].as_f64().is_some(), "{p}");
         assert!(p["freeze_ms"].as_u64().is_some(), "{p}");
     }
+
+    // The database VM's data disk grows while it runs: its next point
+    // cannot trust the bitmap's extents and reads the whole disk.
+    let db = &_vms.0[1];
+    {
+        let mut qmp =
+            Qmp::connect_unix(&Vm::qmp_path(&db.dir, &db.name), Duration::from_secs(10)).unwrap();
+        qmp.execute_value(
+            "block_resize",
+            serde_json::json!({ "node-name": "data", "size": (256u64 + 64) << 20 }),
+        )
+        .unwrap();
+    }
+    let out = ok(d, &["replicate"]);
+    assert!(
+        out.contains("disk data: fallback to a whole read (the disk was resized from 268435456 to 335544320 bytes)"),
+        "{out}"
+    );
+    let p = last_cbt(d, "machine.db");
+    assert_eq!(p["cbt"]["disks"]["data"]["mode"], "fallback", "{p}");
+    assert_eq!(p["disks"]["data"]["size"], 335544320u64, "{p}");
+    let img = d.join("db-data.img");
+    ok(
+        d,
+        &[
+            "restore",
+            p["id"].as_str().unwrap(),
+            "--disk",
+            "data",
+            "--to",
+            img.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(std::fs::metadata(&img).unwrap().len(), 335544320);
+    let count = check_database_image(&img);
+    let log = sh(&mut agent(d, "db"), "cat /data/freezes.log");
+    assert!(log.lines().any(|l| l.trim() == count.to_string()), "{log}");
 }
 
 #[test]
