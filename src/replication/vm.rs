@@ -27,6 +27,7 @@ use super::{ReplicationError, Target, ctk};
 use crate::vault::manifest::{BLOCK, Cbt, CbtDisk};
 use serde::{Deserialize, Serialize};
 use standby_provider_qemu::cbt::{self, Change, Member, Point};
+use standby_provider_qemu::nbd;
 use standby_provider_qemu::qga::Agent;
 use standby_provider_qemu::qmp::Qmp;
 use standby_provider_qemu::source::DiskSource;
@@ -496,6 +497,7 @@ impl Session {
             next: 0,
             error: None,
             requests: 0,
+            ahead: None,
         };
         let c = capture::capture_from(sink, &mut source, size, to_read, label);
         if let Some(s) = source.src.take() {
@@ -591,8 +593,53 @@ struct NbdSource {
     /// Index of the first range that may still overlap the next chunk.
     next: usize,
     error: Option<String>,
-    /// NBD reads sent.
+    /// NBD read requests sent.
     requests: u64,
+    /// Read ahead inside a long data range: (offset, bytes). A first or
+    /// fallback point reads whole allocated ranges; fetching several
+    /// chunks per call keeps the client's pipeline full.
+    ahead: Option<(u64, Vec<u8>)>,
+}
+
+/// The most read ahead at once: the NBD client's whole pipeline.
+const AHEAD: u64 = nbd::MAX_READ as u64 * nbd::READ_DEPTH as u64;
+
+impl NbdSource {
+    /// Reads `dst.len()` bytes at `off`, from the read-ahead buffer when it
+    /// holds them, else (inside a longer data range) by refilling it.
+    fn read_run(&mut self, dst: &mut [u8], off: u64) -> Result<(), String> {
+        let n = dst.len() as u64;
+        if let Some((a, buf)) = &self.ahead
+            && off >= *a
+            && off + n <= a + buf.len() as u64
+        {
+            let s = (off - a) as usize;
+            dst.copy_from_slice(&buf[s..s + dst.len()]);
+            return Ok(());
+        }
+        let Some(src) = self.src.as_mut() else {
+            return Err("the NBD view is closed".into());
+        };
+        let end = src
+            .ranges()
+            .iter()
+            .find(|r| r.change == Change::Data && r.offset <= off && off < r.offset + r.length)
+            .map(|r| r.offset + r.length);
+        let len = match end {
+            Some(end) if end >= off + n && end - off > n => (end - off).min(AHEAD).max(n),
+            _ => {
+                self.requests += n.div_ceil(u64::from(nbd::MAX_READ));
+                return src.read_at(dst, off).map_err(|e| e.to_string());
+            }
+        };
+        let mut buf = self.ahead.take().map(|(_, b)| b).unwrap_or_default();
+        buf.resize(len as usize, 0);
+        self.requests += len.div_ceil(u64::from(nbd::MAX_READ));
+        src.read_at(&mut buf, off).map_err(|e| e.to_string())?;
+        dst.copy_from_slice(&buf[..dst.len()]);
+        self.ahead = Some((off, buf));
+        Ok(())
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -690,9 +737,7 @@ impl ChunkSource for NbdSource {
                     let off = start + b as u64 * BLOCK;
                     let n = ((start + e as u64 * BLOCK).min(end) - off) as usize;
                     let dst = &mut buf[b * BLOCK as usize..b * BLOCK as usize + n];
-                    self.requests += 1;
-                    if let Err(err) = src.read_at(dst, off) {
-                        let msg = err.to_string();
+                    if let Err(msg) = self.read_run(dst, off) {
                         self.error = Some(msg.clone());
                         return Err(std::io::Error::other(msg));
                     }
