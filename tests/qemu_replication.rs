@@ -22,6 +22,11 @@
 //!   the database VM's data disk grows online (`block_resize`): its next
 //!   point falls back, says so, and restores at the new size, consistent.
 //! - `quickstart_qemu_runs_the_story_and_its_restored_database_checks_out`.
+//! - `points_read_over_nbd_with_tls_and_a_wrong_ca_is_refused_by_name`: a
+//!   VM whose `export_tls` makes QEMU export points on TCP with its
+//!   `tls-creds-x509` (certificates the test makes); points verify the
+//!   server's certificate, a wrong CA is refused naming it, and the next
+//!   point is complete.
 //!
 //! `STANDBY_QEMU_POINTS=N` (CI 3; the issue's long form 20) and
 //! `STANDBY_QEMU_KILLS=N` (CI 3; long form 20).
@@ -648,4 +653,123 @@ fn quickstart_qemu_runs_the_story_and_its_restored_database_checks_out() {
         let vm = Vm::open(name, &d.join("sites/hv1")).unwrap();
         assert!(vm.is_none_or(|v| !v.running()), "VM {name} still runs");
     }
+}
+
+/// A CA and a server certificate for 127.0.0.1 in `dir` (QEMU's x509
+/// layout: ca-cert.pem, server-cert.pem, server-key.pem), and an unrelated
+/// CA in `dir/other-ca.pem`.
+fn make_pki(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let sh = |script: &str| {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+    sh(&format!(
+        "openssl req -x509 {ec} -keyout ca-key.pem -out ca-cert.pem -days 2 -subj /CN=standby-test-ca"
+    ));
+    sh(&format!(
+        "openssl req -x509 {ec} -keyout other-key.pem -out other-ca.pem -days 2 -subj /CN=other-ca"
+    ));
+    sh(&format!(
+        "openssl req -new {ec} -keyout server-key.pem -out server.csr -subj /CN=localhost"
+    ));
+    sh(
+        "printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\\nextendedKeyUsage=serverAuth\\n' > ext.cnf && \
+        openssl x509 -req -in server.csr -CA ca-cert.pem -CAkey ca-key.pem -CAcreateserial \
+        -out server-cert.pem -days 2 -extfile ext.cnf",
+    );
+}
+
+#[test]
+fn points_read_over_nbd_with_tls_and_a_wrong_ca_is_refused_by_name() {
+    let g = guest();
+    let dir = tempfile::Builder::new()
+        .prefix("sbqt")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let d = dir.path();
+    make_pki(&d.join("hv1/pki"));
+    let port = watch_support::free_port();
+    let hcl = |ca: &str| {
+        config(&g, &[("db", false)], None).replace(
+            "    append = \"console=ttyS0 quiet panic=-1 standby.writer=1\"\n",
+            &format!(
+                "    append = \"console=ttyS0 quiet panic=-1 standby.writer=1\"\n    export_tls {{\n      listen    = \"127.0.0.1:{port}\"\n      creds_dir = \"pki\"\n      ca        = \"pki/{ca}\"\n    }}\n"
+            ),
+        )
+    };
+    std::fs::write(d.join("main.hcl"), hcl("ca-cert.pem")).unwrap();
+    make_disks(&g, &d.join("hv1"), "db", 256 << 20, false);
+    let _vms = Vms(vec![start(d, "machine.db")]);
+    await_orders(&mut agent(d, "db"), 0);
+    ok(d, &["apply", "--auto-approve"]);
+    {
+        let mut a = agent(d, "db");
+        let n = orders(&mut a);
+        await_orders(&mut a, n + 5);
+    }
+    let out = ok(d, &["replicate"]);
+    assert!(out.contains("disk data: changed-block tracking"), "{out}");
+    let p = last_cbt(d, "machine.db");
+    let img = d.join("db-data.img");
+    ok(
+        d,
+        &[
+            "restore",
+            p["id"].as_str().unwrap(),
+            "--disk",
+            "data",
+            "--to",
+            img.to_str().unwrap(),
+        ],
+    );
+    let count: u64 = sh(&mut agent(d, "db"), "cat /run/last-freeze-count")
+        .parse()
+        .unwrap();
+    assert_eq!(check_database_image(&img), count);
+
+    // Verified against another CA, QEMU's certificate is refused, naming
+    // the reason and the CA file; no point is taken and nothing is lost.
+    std::fs::write(d.join("main.hcl"), hcl("other-ca.pem")).unwrap();
+    let before = points(d).len();
+    let out = standby(d, &["replicate"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("UnknownIssuer") && err.contains("other-ca.pem"),
+        "{err}"
+    );
+    assert_eq!(points(d).len(), before);
+    // The refused point merged its bitmap generation back: the next one is
+    // dirty-only again and complete.
+    std::fs::write(d.join("main.hcl"), hcl("ca-cert.pem")).unwrap();
+    let out = ok(d, &["replicate"]);
+    assert!(out.contains("disk data: changed-block tracking"), "{out}");
+    let p = last_cbt(d, "machine.db");
+    ok(
+        d,
+        &[
+            "restore",
+            p["id"].as_str().unwrap(),
+            "--disk",
+            "data",
+            "--to",
+            img.to_str().unwrap(),
+            "--force",
+        ],
+    );
+    let count: u64 = sh(&mut agent(d, "db"), "cat /run/last-freeze-count")
+        .parse()
+        .unwrap();
+    assert_eq!(check_database_image(&img), count);
 }

@@ -25,7 +25,7 @@
 
 use super::diag::{Diagnostic, Diagnostics, Loc};
 use super::reader::{Reader, want_string};
-use crate::model::{Vm, VmDisk};
+use crate::model::{ExportTls, Vm, VmDisk};
 use hcl_edit::Span;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -176,7 +176,7 @@ pub fn machine_vm(
         return Err(());
     };
     let mut ok = true;
-    let mut v = r.nested(block, "vm", &VM_ATTRS, &[], diags);
+    let mut v = r.nested(block, "vm", &VM_ATTRS, &["export_tls"], diags);
     let mut socket = |v: &mut Reader<'_, '_>, attr: &str, diags: &mut Diagnostics| {
         let loc = v.value_loc(attr)?;
         let s = v.string(attr, false, diags);
@@ -299,6 +299,50 @@ pub fn machine_vm(
         ));
         ok = false;
     }
+    let export_tls = match v.single_block("export_tls", diags) {
+        None => None,
+        Some(b) => {
+            let mut e = v.nested(
+                b,
+                "export_tls",
+                &["listen", "creds_dir", "ca", "server_name"],
+                &[],
+                diags,
+            );
+            let listen_loc = e.value_loc("listen");
+            let listen = e.string("listen", true, diags);
+            let creds_dir = e.string("creds_dir", true, diags);
+            let ca = e.string("ca", true, diags);
+            let name = e.string("server_name", false, diags);
+            let host_port = listen.as_deref().and_then(|l| {
+                let (h, p) = l.rsplit_once(':')?;
+                let port: u16 = p.parse().ok().filter(|p| *p > 0)?;
+                Some((h.trim_matches(['[', ']']).to_string(), port))
+            });
+            if let (Some(l), None, Some(loc)) = (&listen, &host_port, listen_loc) {
+                diags.push(err(
+                    "standby::bad_address",
+                    loc,
+                    format!("`listen` {l:?} is not host:port"),
+                    "not host:port",
+                    "write the address QEMU's NBD server listens on, e.g. \"10.0.0.5:10809\""
+                        .into(),
+                ));
+            }
+            match (host_port, creds_dir, ca) {
+                (Some((host, port)), Some(creds_dir), Some(ca)) => Some(ExportTls {
+                    listen: format!("{host}:{port}"),
+                    creds_dir: creds_dir.into(),
+                    ca: ca.into(),
+                    server_name: name.unwrap_or(host),
+                }),
+                _ => {
+                    ok = false;
+                    None
+                }
+            }
+        }
+    };
     r.sensitive.extend(std::mem::take(&mut v.sensitive));
 
     let mut vm_disks = Vec::new();
@@ -380,6 +424,7 @@ pub fn machine_vm(
             append,
             fsfreeze,
             disks: vm_disks,
+            export_tls,
         })),
         _ => Err(()),
     }

@@ -141,6 +141,25 @@ pub struct Vm {
     pub fsfreeze: bool,
     /// Per disk of the machine, in the machine's disk order.
     pub disks: Vec<VmDisk>,
+    /// Points are read over NBD with TLS on TCP instead of a unix socket
+    /// (a hypervisor standby reaches over the network).
+    pub export_tls: Option<ExportTls>,
+}
+
+/// The `export_tls` block of a `vm`: where QEMU's NBD server listens for a
+/// point's exports and how both ends prove themselves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportTls {
+    /// `host:port` QEMU listens on.
+    pub listen: String,
+    /// QEMU's x509 directory (`ca-cert.pem`, `server-cert.pem`,
+    /// `server-key.pem`), relative to the configuration root.
+    pub creds_dir: PathBuf,
+    /// The CA standby verifies the server's certificate with.
+    pub ca: PathBuf,
+    /// The name the server's certificate must carry (default: the host of
+    /// `listen`).
+    pub server_name: String,
 }
 
 /// How QEMU opens one disk of a [`Vm`].

@@ -46,6 +46,43 @@ pub struct VmTarget {
     pub nodes: Vec<String>,
     /// Fleece images and the NBD socket of open points (at the site).
     pub work: PathBuf,
+    /// Exports over TCP with TLS instead of the unix socket.
+    pub export_tls: Option<TlsExport>,
+}
+
+/// Where QEMU exports a point over TLS and how standby verifies it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsExport {
+    pub host: String,
+    pub port: u16,
+    /// QEMU's x509 directory (absolute: QEMU opens it).
+    pub creds_dir: PathBuf,
+    pub ca: PathBuf,
+    pub server_name: String,
+}
+
+/// The id of the `tls-creds-x509` object standby adds to a VM for exports.
+const EXPORT_CREDS_ID: &str = "sbtls-nbd";
+
+/// Adds the VM's `tls-creds-x509` object for exports unless it exists.
+fn ensure_creds(qmp: &mut Qmp, e: &TlsExport) -> Result<(), standby_provider_qemu::Error> {
+    let have = qmp.execute_value("qom-list", serde_json::json!({ "path": "/objects" }))?;
+    let exists = have
+        .as_array()
+        .is_some_and(|a| a.iter().any(|o| o["name"] == EXPORT_CREDS_ID));
+    if !exists {
+        qmp.execute_value(
+            "object-add",
+            serde_json::json!({
+                "qom-type": "tls-creds-x509",
+                "id": EXPORT_CREDS_ID,
+                "dir": e.creds_dir.to_string_lossy(),
+                "endpoint": "server",
+                "verify-peer": false,
+            }),
+        )?;
+    }
+    Ok(())
 }
 
 /// A file-name-safe name for the VM of `machine` (`machine.db["a b"]` ->
@@ -104,6 +141,16 @@ impl VmTarget {
                 })
                 .collect(),
             work: site_root.join(".standby-cbt").join(name),
+            export_tls: vm.export_tls.as_ref().and_then(|e| {
+                let (host, port) = e.listen.rsplit_once(':')?;
+                Some(TlsExport {
+                    host: host.to_string(),
+                    port: port.parse().ok()?,
+                    creds_dir: site_root.join(&e.creds_dir),
+                    ca: site_root.join(&e.ca),
+                    server_name: e.server_name.clone(),
+                })
+            }),
         }
     }
 }
@@ -222,6 +269,9 @@ pub fn begin(
             .map_err(|e| vm_err(t, e))?;
             plans.push(plan);
         }
+        if let Some(e) = &v.export_tls {
+            ensure_creds(&mut qmp, e).map_err(|e| vm_err(t, e))?;
+        }
         std::fs::create_dir_all(&v.work).map_err(|source| ReplicationError::Io {
             op: "create the VM point directory",
             path: v.work.clone(),
@@ -259,17 +309,29 @@ pub fn begin(
         .iter_mut()
         .zip(agents.iter_mut())
         .map(|(o, a)| {
-            let v = targets[o.ti]
-                .vm
-                .as_ref()
-                .map(|v| (v.nodes.clone(), v.work.clone()));
-            let (nodes, dir) = v.unwrap_or_default();
+            let v = targets[o.ti].vm.as_ref();
+            let at = match v.and_then(|v| v.export_tls.as_ref()) {
+                Some(e) => cbt::ExportAt::Tls {
+                    host: e.host.clone(),
+                    port: e.port,
+                    creds: EXPORT_CREDS_ID.into(),
+                    client: standby_provider_qemu::tls::TlsConfig {
+                        ca: e.ca.clone(),
+                        server_name: e.server_name.clone(),
+                        client: None,
+                    },
+                },
+                None => cbt::ExportAt::Unix,
+            };
+            let (nodes, dir) = v
+                .map(|v| (v.nodes.clone(), v.work.clone()))
+                .unwrap_or_default();
             Member {
                 qmp: &mut o.qmp,
                 agent: a.as_mut(),
                 nodes,
                 dir,
-                at: cbt::ExportAt::Unix,
+                at,
             }
         })
         .collect();
