@@ -382,10 +382,14 @@ fn a_vm_point_chain_survives_kills_and_a_raw_restart() {
         assert!(p["freeze_ms"].as_u64().is_some(), "{p}");
     }
 
-    // SIGKILL `replicate` at random moments while the guest writes.
+    // SIGKILL `replicate` at random moments while the guest writes: every
+    // other one inside the point (after its view opened, before commit).
     let kills = env_n("STANDBY_QEMU_KILLS", 3);
-    for _ in 0..kills {
+    let sock = d.join("hv1/.standby-cbt/db/nbd.sock");
+    for round in 0..kills {
         scribble(&mut agent(d, "db"), 3);
+        // A killed point leaves its socket file; the next export replaces it.
+        let _ = std::fs::remove_file(&sock);
         let mut child = Command::new(env!("CARGO_BIN_EXE_standby"))
             .arg("replicate")
             .current_dir(d)
@@ -393,9 +397,22 @@ fn a_vm_point_chain_survives_kills_and_a_raw_restart() {
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(u64::from(
-            rand::random::<u16>() % 2500,
-        )));
+        if round % 2 == 0 {
+            std::thread::sleep(Duration::from_millis(u64::from(
+                rand::random::<u16>() % 2500,
+            )));
+        } else {
+            // Inside the point: once its point-in-time view is exported
+            // (after the transaction that started the next bitmap
+            // generation), before that generation is committed.
+            let start = Instant::now();
+            while !sock.exists() && start.elapsed() < Duration::from_secs(30) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            std::thread::sleep(Duration::from_millis(u64::from(
+                rand::random::<u16>() % 150,
+            )));
+        }
         let _ = child.kill();
         let _ = child.wait();
         // A kill inside the freeze must not leave the guest frozen: the
