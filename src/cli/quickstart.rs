@@ -18,7 +18,8 @@ pub struct Args {
     #[arg(default_value = "standby-quickstart")]
     pub dir: PathBuf,
     /// Run the `plans/qemu` story instead: two running QEMU VMs (the test
-    /// guest) replicated through changed-block tracking.
+    /// guest) replicated through changed-block tracking (default directory
+    /// `standby-quickstart-qemu`).
     #[arg(long)]
     pub qemu: bool,
 }
@@ -73,7 +74,13 @@ const MARKER: &str = ".standby-quickstart";
 
 pub fn run(args: Args) -> miette::Result<ExitCode> {
     if args.qemu {
-        return qemu::run(&args.dir);
+        // Beside, not inside, a plain quickstart's directory.
+        let dir = if args.dir == Path::new("standby-quickstart") {
+            PathBuf::from("standby-quickstart-qemu")
+        } else {
+            args.dir
+        };
+        return qemu::run(&dir);
     }
     prepare_dir(&args.dir)?;
     // Absolute from here on: the commands below run with `-C DIR`.
