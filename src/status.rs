@@ -310,6 +310,7 @@ mod tests {
             stats: Default::default(),
             site: None,
             moves_to: None,
+            cbt: None,
         };
         let policy = crate::model::Policy {
             addr: "policy.standard".parse().unwrap(),

@@ -44,6 +44,7 @@ fn machine(name: &str, site: &str, disks: &[(&str, &str)]) -> Machine {
             interval: d("5s"),
         }],
         sensitive: Default::default(),
+        vm: None,
     }
 }
 

@@ -224,6 +224,13 @@ impl BackendArgs {
 
 /// Entry point used by `main.rs`.
 pub fn main() -> ExitCode {
+    // The helper a VM point leaves behind while a guest is frozen (see
+    // replication::vm::thaw_guard): not a command users type.
+    if let Some(code) =
+        crate::replication::vm::guard_main(std::env::args_os(), &mut std::io::stdin())
+    {
+        return ExitCode::from(code);
+    }
     let cli = match Cli::try_parse_from(args::normalize(std::env::args())) {
         Ok(cli) => cli,
         Err(e) => return args::usage_exit(e),

@@ -75,6 +75,8 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
                         "parent": d.parent.map(|p| p.hex()),
                     }))).collect::<serde_json::Map<_, _>>(),
                     "stats": m.stats,
+                    "cbt": m.cbt,
+                    "cbt_fallbacks": m.cbt.as_ref().map_or(0, |c| c.fallbacks()),
                 })
             })
             .collect();

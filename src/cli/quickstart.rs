@@ -5,6 +5,8 @@
 //! changes), a change, replicate, points, status, restore with filesystem
 //! and database checks, and vault verify.
 
+mod qemu;
+
 use crate::samples;
 use miette::{IntoDiagnostic, miette};
 use std::path::{Path, PathBuf};
@@ -15,6 +17,11 @@ pub struct Args {
     /// Where to set the quickstart up (created; reused when it holds an earlier quickstart).
     #[arg(default_value = "standby-quickstart")]
     pub dir: PathBuf,
+    /// Run the `plans/qemu` story instead: two running QEMU VMs (the test
+    /// guest) replicated through changed-block tracking (default directory
+    /// `standby-quickstart-qemu`).
+    #[arg(long)]
+    pub qemu: bool,
 }
 
 /// The embedded default configuration (`plans/quickstart`), file by file.
@@ -66,6 +73,15 @@ const FILES: [(&str, &str); 11] = [
 const MARKER: &str = ".standby-quickstart";
 
 pub fn run(args: Args) -> miette::Result<ExitCode> {
+    if args.qemu {
+        // Beside, not inside, a plain quickstart's directory.
+        let dir = if args.dir == Path::new("standby-quickstart") {
+            PathBuf::from("standby-quickstart-qemu")
+        } else {
+            args.dir
+        };
+        return qemu::run(&dir);
+    }
     prepare_dir(&args.dir)?;
     // Absolute from here on: the commands below run with `-C DIR`.
     let dir = &args.dir.canonicalize().into_diagnostic()?;

@@ -121,6 +121,9 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
                         human(m.stats.stored),
                         crate::human::duration(took)
                     );
+                    for line in m.cbt.iter().flat_map(crate::replication::vm::describe) {
+                        println!("  {line}");
+                    }
                 }
             }
             Err(e) => {

@@ -120,14 +120,12 @@ pub fn site(ctx: &Ctx, t: &Top, roots: &mut SiteRoots, diags: &mut Diagnostics) 
     let (pv, ploc) = r.required("provider", diags)?;
     let provider = super::reader::want_string(pv, &ploc, "provider", diags)?;
     let (root, command) = match provider.as_str() {
-        "local" => (Some(r.string("root", true, diags)?.into()), None),
+        "local" | "qemu" => (Some(r.string("root", true, diags)?.into()), None),
         "exec" => (None, Some(r.argv("command", true, diags)?)),
         other => {
-            let help = match did_you_mean(other, ["local", "exec"]) {
+            let help = match did_you_mean(other, ["local", "qemu", "exec"]) {
                 Some(s) => format!("did you mean {s:?}?"),
-                None => {
-                    "providers are \"local\" (this host) and \"exec\" (your own scripts)".into()
-                }
+                None => "providers are \"local\" (this host), \"qemu\" (QEMU VMs on this host) and \"exec\" (your own scripts)".into(),
             };
             diags.push(
                 Diagnostic::error(
@@ -141,10 +139,10 @@ pub fn site(ctx: &Ctx, t: &Top, roots: &mut SiteRoots, diags: &mut Diagnostics) 
             return None;
         }
     };
-    let wrong = if provider == "local" {
-        "command"
-    } else {
+    let wrong = if provider == "exec" {
         "root"
+    } else {
+        "command"
     };
     if let Some(loc) = r.key_loc(wrong) {
         diags.push(
@@ -154,7 +152,7 @@ pub fn site(ctx: &Ctx, t: &Top, roots: &mut SiteRoots, diags: &mut Diagnostics) 
                 format!("`{wrong}` does not apply to a site with provider {provider:?}"),
             )
             .label("not used by this provider")
-            .help("a local site takes `root`; an exec site takes `command`"),
+            .help("a local or qemu site takes `root`; an exec site takes `command`"),
         );
         return None;
     }
@@ -630,6 +628,7 @@ pub fn machine(
     t: &Top,
     key: &Option<String>,
     each: &Value,
+    sites: &std::collections::BTreeMap<Address, Site>,
     diags: &mut Diagnostics,
 ) -> Option<Machine> {
     let mut scope = ctx.scope(&t.source);
@@ -639,11 +638,12 @@ pub fn machine(
         scope,
         &expanded,
         &["site", "for_each", "count"],
-        &["disk", "quiesce", "boot", "shutdown", "check"],
+        &["disk", "quiesce", "boot", "shutdown", "check", "vm"],
         diags,
     );
     let site = r.reference("site", Kind::Site, diags);
     let mut disks = Vec::new();
+    let mut qemu_disks = Vec::new();
     let mut ok = true;
     let mut seen = HashMap::new();
     for b in r.blocks("disk") {
@@ -655,12 +655,22 @@ pub fn machine(
             ok = false;
             continue;
         }
-        let mut d = r.nested(b, &format!("disk.{name}"), &["path"], &[], diags);
+        let attrs = [
+            "path",
+            super::qemu::DISK_ATTRS[0],
+            super::qemu::DISK_ATTRS[1],
+        ];
+        let mut d = r.nested(b, &format!("disk.{name}"), &attrs, &[], diags);
         let path_loc = d.value_loc("path");
         let path = d.string("path", true, diags).filter(|p| {
             path_loc
                 .as_ref()
                 .is_none_or(|l| super::checks::disk_path(p, l, diags))
+        });
+        let path = path.and_then(|p| {
+            let q = super::qemu::disk_opts(&mut d, &name, &p, diags)?;
+            qemu_disks.push(q);
+            Some(p)
         });
         match path {
             Some(p) => disks.push(Disk {
@@ -748,10 +758,15 @@ pub fn machine(
             None => ok = false,
         }
     }
+    let provider = site.as_ref().and_then(|(n, _, _)| {
+        let s = sites.get(&Address::new(Kind::Site, n))?;
+        Some(s.provider.as_str())
+    });
+    let vm = super::qemu::machine_vm(&mut r, provider, &qemu_disks, diags);
     let (site, _, _) = site?;
-    if !ok {
+    let (true, Ok(vm)) = (ok, vm) else {
         return None;
-    }
+    };
     Some(Machine {
         addr: addr(Kind::Machine, t, key),
         site: Address::new(Kind::Site, site),
@@ -761,6 +776,7 @@ pub fn machine(
         shutdown,
         checks,
         sensitive: r.sensitive,
+        vm,
     })
 }
 

@@ -18,6 +18,7 @@ mod lower;
 mod moved;
 pub mod number;
 pub(crate) mod parse;
+mod qemu;
 mod reader;
 mod value;
 mod vars;
@@ -496,7 +497,7 @@ fn load_into(dir: &Path, inputs: &VarInputs, diags: &mut Diagnostics) -> Option<
     }
     for (t, inst) in &machine_instances {
         for (key, each) in inst.iter().flatten() {
-            if let Some(m) = lower::machine(&ctx, t, key, each, diags) {
+            if let Some(m) = lower::machine(&ctx, t, key, each, &config.sites, diags) {
                 config.machines.insert(m.addr.clone(), m);
             }
         }

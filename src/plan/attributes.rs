@@ -11,7 +11,7 @@
 //! | vault | `url`, `key_file` or `key_env` |
 //! | site | `provider`, `root`, `command` |
 //! | policy | `rpo_threshold`, `crash_consistent_every`, `app_consistent_every`, `retention`, `compression_level` |
-//! | machine | `site`, `disk.NAME.path`, `quiesce.{freeze,thaw,timeout}`, `boot.{command,timeout}`, `shutdown.{command,timeout}`, `check.NAME.{type,command,expect,url,status,contains,address,timeout,retries,interval}` |
+//! | machine | `site`, `disk.NAME.path`, `disk.NAME.{format,node_name}` and `vm.{qmp,agent,kernel,initrd,append,memory_mib,cpus,fsfreeze}`, `vm.export_tls.{listen,creds_dir,ca,server_name}` (qemu sites), `quiesce.{freeze,thaw,timeout}`, `boot.{command,timeout}`, `shutdown.{command,timeout}`, `check.NAME.{type,command,expect,url,status,contains,address,timeout,retries,interval}` |
 //! | protection | `machine`, `target`, `vault`, `policy`, `consistency_group`, `prevent_destroy` |
 //! | recovery_plan | `groups` (names in order), `group.NAME.{machines,depends_on,before,after}`, `drill.{schedule,max_rto}` |
 //!
@@ -373,7 +373,39 @@ fn machine(m: &Machine) -> Attributes {
     for c in &m.checks {
         check(&mut a, c);
     }
+    if let Some(vm) = &m.vm {
+        vm_attributes(&mut a, vm);
+    }
     a
+}
+
+/// A qemu machine's `vm.*` keys and its disks' `format` and `node_name`.
+fn vm_attributes(a: &mut Attributes, vm: &crate::model::Vm) {
+    let path = |p: &Option<std::path::PathBuf>| p.as_ref().map(|p| s(p.display()));
+    for (k, v) in [
+        ("vm.qmp", path(&vm.qmp)),
+        ("vm.agent", path(&vm.agent)),
+        ("vm.kernel", path(&vm.kernel)),
+        ("vm.initrd", path(&vm.initrd)),
+        ("vm.append", vm.append.as_ref().map(s)),
+        ("vm.memory_mib", Some(json!(vm.memory_mib))),
+        ("vm.cpus", Some(json!(vm.cpus))),
+        ("vm.fsfreeze", Some(json!(vm.fsfreeze))),
+    ] {
+        if let Some(v) = v {
+            a.insert(k.into(), v);
+        }
+    }
+    if let Some(e) = &vm.export_tls {
+        a.insert("vm.export_tls.listen".into(), s(&e.listen));
+        a.insert("vm.export_tls.creds_dir".into(), s(e.creds_dir.display()));
+        a.insert("vm.export_tls.ca".into(), s(e.ca.display()));
+        a.insert("vm.export_tls.server_name".into(), s(&e.server_name));
+    }
+    for d in &vm.disks {
+        a.insert(format!("disk.{}.format", d.name), s(&d.format));
+        a.insert(format!("disk.{}.node_name", d.name), s(&d.node_name));
+    }
 }
 
 fn check(a: &mut Attributes, c: &Check) {

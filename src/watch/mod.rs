@@ -534,6 +534,7 @@ fn run_job(job: &Job, settings: &Settings, metrics: &Metrics, stop: &Stop, world
                         f.points = Some(f.points.unwrap_or(0) + 1);
                         f.bytes_replicated += m.stats.stored;
                         f.points_taken += 1;
+                        f.cbt_fallbacks += m.cbt.as_ref().map_or(0, |c| c.fallbacks() as u64);
                     });
                 }
                 if failures > 0 {
