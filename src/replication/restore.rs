@@ -524,6 +524,7 @@ mod tests {
             app: false,
             level: 1,
             site: None,
+            vm: None,
         };
         let opts = Options::new(d.path().join("cache"));
         let points = take_points(&vault, &[target], &opts, &Progress::default()).unwrap();
