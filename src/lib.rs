@@ -22,6 +22,7 @@ macro_rules! eprint {
     ($($t:tt)*) => { $crate::output::stderr(format_args!($($t)*), false) };
 }
 
+pub mod apply;
 pub mod cli;
 pub mod config;
 pub mod direct_io;
@@ -42,3 +43,4 @@ pub mod status;
 pub mod store;
 pub mod vault;
 pub mod watch;
+pub mod workspace;

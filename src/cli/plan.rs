@@ -102,11 +102,12 @@ pub(crate) fn make_plan(
     if let Some(state) = &state {
         // Show now what apply would refuse: a move of what a run holds.
         let moves = plan::moves::effective(&config, Some(state));
-        crate::cli::apply::moves::refuse_held(state, &moves)?;
+        crate::apply::moves::refuse_held(state, &moves).map_err(miette::Report::new)?;
     }
     let mut plan = plan::diff(&config, state.as_ref(), &DiffOptions::default());
     if let Some(state) = state.as_ref().filter(|_| refresh) {
-        let r = crate::cli::refresh::refresh(&config, state);
+        let r = crate::plan::refresh::refresh(&config, state);
+        crate::cli::refresh::warn(&r.notes);
         plan::use_refreshed_facts(&mut plan, Some(state), &r.facts);
         plan.drift = r.drift;
     }

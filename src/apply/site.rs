@@ -4,13 +4,13 @@
 //! stages walked by the executor — failover: planned failover, commit,
 //! reprotect; failback: reprotect (when not done), failback.
 
-use crate::exec::{self, Cancel, JsonSink, PlainSink, Sink, StepError};
+use super::ApplyError;
+use crate::exec::{self, Cancel, Sink, StepError};
 use crate::model::{Address, Config};
 use crate::plan::Plan;
 use crate::plan::site::{Direction, SiteChange};
 use crate::recovery::{self, Approvals, PointChoice, Recorder};
 use crate::state::RunKind;
-use miette::miette;
 use petgraph::graph::DiGraph;
 use std::fmt;
 use std::sync::Arc;
@@ -21,7 +21,7 @@ pub fn guard(
     allow_failover: bool,
     allow_undrilled: bool,
     saved: bool,
-) -> miette::Result<()> {
+) -> Result<(), ApplyError> {
     if plan.site_changes.is_empty() {
         return Ok(());
     }
@@ -31,11 +31,7 @@ pub fn guard(
         .map(|c| format!("  - {} {} -> {}", c.recovery_plan, c.from, c.to))
         .collect();
     if !(allow_failover || (saved && plan.allow_failover)) {
-        return Err(miette!(
-            help = "review the plan; to carry it out run apply again with --allow-failover (or save it with `standby plan --allow-failover --out FILE` and apply that file)",
-            "refusing to apply: this plan moves recovery plans to another site (active_site); nothing was changed:\n{}",
-            list.join("\n")
-        ));
+        return Err(ApplyError::SiteChangeNotAllowed(list));
     }
     let undrilled: Vec<String> = plan
         .site_changes
@@ -47,12 +43,7 @@ pub fn guard(
         })
         .collect();
     if !undrilled.is_empty() && !allow_undrilled {
-        return Err(miette!(
-            help =
-                "drill it first (`standby drill PLAN`), or accept the risk with --allow-undrilled",
-            "refusing to apply: a recovery plan that moves site is not proven by a recent passing drill; nothing was changed:\n{}",
-            undrilled.join("\n")
-        ));
+        return Err(ApplyError::Undrilled(undrilled));
     }
     Ok(())
 }
@@ -103,14 +94,18 @@ fn stages(c: &SiteChange) -> Vec<Op> {
     }
 }
 
-/// Carry out the site changes. True when every stage finished.
+/// Carry out the site changes, stage events to `sink`; `interactive`: a
+/// manual step may ask on the terminal; `on_second` runs on a second
+/// interrupt. True when every stage finished.
 pub fn run(
     config: Config,
     changes: &[SiteChange],
     recorder: Recorder,
     approve: Vec<String>,
-    json: bool,
-) -> miette::Result<bool> {
+    interactive: bool,
+    sink: &dyn Sink,
+    on_second: Box<dyn Fn() + Send>,
+) -> Result<bool, ApplyError> {
     let mut graph: DiGraph<Stage, ()> = DiGraph::new();
     for c in changes {
         let mut before = None;
@@ -125,32 +120,24 @@ pub fn run(
             before = Some(n);
         }
     }
-    let sink: Box<dyn Sink> = if json {
-        Box::new(JsonSink::new(std::io::stdout()))
-    } else {
-        println!();
-        Box::new(PlainSink::new(std::io::stdout()))
-    };
     let config = Arc::new(config);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| miette!("cannot start the async runtime: {e}"))?;
+        .map_err(ApplyError::Runtime)?;
     let cancel = Cancel::new();
     let report = rt.block_on(async {
-        if let Err(e) = cancel.on_signals(|| {
-            eprintln!("interrupted again: standby finishes what it started and exits");
-        }) {
+        if let Err(e) = cancel.on_signals(on_second) {
             tracing::warn!("cannot watch for interrupts: {e}");
         }
-        exec::walk(&graph, 1, &cancel, sink.as_ref(), |i, cancel| {
+        exec::walk(&graph, 1, &cancel, sink, |i, cancel| {
             let stage = graph[i].clone();
             let config = config.clone();
             let recorder = recorder.clone();
             let approve = approve.clone();
             async move {
                 tokio::task::spawn_blocking(move || {
-                    run_stage(&config, &stage, &recorder, approve, &cancel)
+                    run_stage(&config, &stage, &recorder, approve, interactive, &cancel)
                 })
                 .await
                 .map_err(|e| StepError::Failed(format!("the step crashed: {e}")))?
@@ -167,6 +154,7 @@ fn run_stage(
     stage: &Stage,
     rec: &Recorder,
     approve: Vec<String>,
+    interactive: bool,
     cancel: &Cancel,
 ) -> Result<String, StepError> {
     let plan = cfg
@@ -174,7 +162,7 @@ fn run_stage(
         .get(&stage.plan)
         .ok_or_else(|| StepError::Failed(format!("no {} in the configuration", stage.plan)))?;
     let approvals = Approvals {
-        interactive: std::io::IsTerminal::is_terminal(&std::io::stdin()),
+        interactive,
         wait: false,
         given: approve,
     };

@@ -1,0 +1,197 @@
+//! The workspace: one value a command builds once, holding the loaded
+//! configuration, the state backend (when the command uses state) and the
+//! vaults opened so far, and answering the questions every command asks of
+//! them — which vault, which policy, which site root, which points, where
+//! the cache is — so that no consumer re-joins the configuration itself.
+//! Opening a vault derives its keys, so each is opened once, lazily, and
+//! shared (`Arc`) by the threads of the command.
+
+use crate::model::{Address, Config, KeySource, Policy};
+use crate::state::{Backend, StateDoc};
+use crate::vault::{Vault, VaultError, manifest};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+/// What a workspace question can fail on; messages name the object.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkspaceError {
+    /// The address is not in the configuration.
+    #[error("no {0} in the configuration")]
+    NotConfigured(Address),
+    /// A vault neither configured nor recorded in state (a destroy of a
+    /// vault the state never knew).
+    #[error("{0} is neither configured nor recorded")]
+    Unknown(Address),
+    /// A vault recorded in state without the attribute named.
+    #[error("{address} has no recorded {what}")]
+    Unrecorded {
+        address: Address,
+        what: &'static str,
+    },
+    /// Opening or reading the vault failed.
+    #[error("{address}: {error}")]
+    Vault {
+        address: Address,
+        error: Box<VaultError>,
+    },
+    /// The command reads no state here.
+    #[error("this command opened no state backend")]
+    NoBackend,
+}
+
+/// The configuration, the state backend and the vaults of one command.
+pub struct Workspace {
+    pub config: Config,
+    backend: Option<Arc<dyn Backend>>,
+    vaults: Mutex<HashMap<Address, Arc<Vault>>>,
+}
+
+impl Workspace {
+    /// A workspace over `config`, without state.
+    pub fn new(config: Config) -> Workspace {
+        Workspace {
+            config,
+            backend: None,
+            vaults: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The same, keeping its state in `backend`.
+    pub fn with_backend(mut self, backend: Arc<dyn Backend>) -> Workspace {
+        self.backend = Some(backend);
+        self
+    }
+
+    /// The state backend, when the command opened one.
+    pub fn backend(&self) -> Result<&Arc<dyn Backend>, WorkspaceError> {
+        self.backend.as_ref().ok_or(WorkspaceError::NoBackend)
+    }
+
+    /// The local change-tracking cache and staging area
+    /// (`<config root>/.standby/cache`).
+    pub fn cache_dir(&self) -> PathBuf {
+        cache_dir(&self.config)
+    }
+
+    /// Where a site's disk paths are relative to: its `root` joined to the
+    /// configuration's root (the root itself when the site sets none).
+    /// `None` when the site is not configured.
+    pub fn site_root(&self, site: &Address) -> Option<PathBuf> {
+        let s = self.config.sites.get(site)?;
+        Some(
+            self.config
+                .root
+                .join(s.root.clone().unwrap_or_else(|| PathBuf::from("."))),
+        )
+    }
+
+    /// The replication policy of a configured protection.
+    pub fn policy_of(&self, protection: &Address) -> Option<&Policy> {
+        let p = self.config.protections.get(protection)?;
+        self.config.policies.get(&p.policy)
+    }
+
+    /// The configured vault at `address`, opened once per workspace.
+    pub fn vault(&self, address: &Address) -> Result<Arc<Vault>, WorkspaceError> {
+        self.vault_as_recorded(address, None)
+    }
+
+    /// The vault at `address` as configured, else as recorded in `state`
+    /// (a vault the configuration no longer has, being destroyed).
+    pub fn vault_as_recorded(
+        &self,
+        address: &Address,
+        state: Option<&StateDoc>,
+    ) -> Result<Arc<Vault>, WorkspaceError> {
+        if let Some(v) = self.opened(address) {
+            return Ok(v);
+        }
+        let (url, key) = match self.config.vaults.get(address) {
+            Some(v) => (v.url.clone(), v.key.clone()),
+            None => match state {
+                Some(doc) => recorded_vault(doc, address)?,
+                None => return Err(WorkspaceError::NotConfigured(address.clone())),
+            },
+        };
+        let vault =
+            Vault::open(&url, &key, &self.config.root).map_err(|error| WorkspaceError::Vault {
+                address: address.clone(),
+                error: Box::new(error),
+            })?;
+        Ok(self.keep_vault(address, vault))
+    }
+
+    /// Keep a vault opened elsewhere (initialised, or opened with a new key
+    /// source) for the rest of the command; returns the shared handle.
+    pub fn keep_vault(&self, address: &Address, vault: Vault) -> Arc<Vault> {
+        let vault = Arc::new(vault);
+        if let Ok(mut vaults) = self.vaults.lock() {
+            vaults.insert(address.clone(), vault.clone());
+        }
+        vault
+    }
+
+    fn opened(&self, address: &Address) -> Option<Arc<Vault>> {
+        self.vaults.lock().ok()?.get(address).cloned()
+    }
+
+    /// The recovery points of a configured protection in its vault, oldest
+    /// first.
+    pub fn points_of(
+        &self,
+        protection: &Address,
+    ) -> Result<Vec<manifest::Manifest>, WorkspaceError> {
+        let p = self
+            .config
+            .protections
+            .get(protection)
+            .ok_or_else(|| WorkspaceError::NotConfigured(protection.clone()))?;
+        let vault = self.vault(&p.vault)?;
+        points_in(&vault, protection).map_err(|error| WorkspaceError::Vault {
+            address: p.vault.clone(),
+            error: Box::new(error),
+        })
+    }
+}
+
+/// The recovery points of `protection` in `vault`, oldest first.
+pub fn points_in(
+    vault: &Vault,
+    protection: &Address,
+) -> Result<Vec<manifest::Manifest>, VaultError> {
+    let name = protection.to_string();
+    let (points, _) = manifest::list(vault, false)?;
+    Ok(points
+        .into_iter()
+        .filter(|m| m.protection == name)
+        .collect())
+}
+
+/// The local change-tracking cache and staging area of `config`.
+pub fn cache_dir(config: &Config) -> PathBuf {
+    config.root.join(".standby").join("cache")
+}
+
+/// A vault's url and key source as recorded in state.
+pub fn recorded_vault(
+    doc: &StateDoc,
+    address: &Address,
+) -> Result<(String, KeySource), WorkspaceError> {
+    let rec = doc
+        .objects
+        .get(address)
+        .ok_or_else(|| WorkspaceError::Unknown(address.clone()))?;
+    let get = |k: &str| rec.attributes.get(k).and_then(|v| v.as_str());
+    let missing = |what| WorkspaceError::Unrecorded {
+        address: address.clone(),
+        what,
+    };
+    let url = get("url").ok_or_else(|| missing("url"))?;
+    let key = match (get("key_file"), get("key_env")) {
+        (Some(f), _) => KeySource::File(f.into()),
+        (None, Some(e)) => KeySource::Env(e.to_string()),
+        _ => return Err(missing("key source")),
+    };
+    Ok((url.to_string(), key))
+}
