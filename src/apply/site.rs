@@ -8,7 +8,7 @@ use super::ApplyError;
 use crate::exec::{self, Cancel, Sink, StepError};
 use crate::model::{Address, Config};
 use crate::plan::Plan;
-use crate::plan::site::{Direction, SiteChange};
+use crate::plan::site::{Direction, SiteChange, SiteOp};
 use crate::recovery::{self, Approvals, PointChoice, Recorder};
 use crate::state::RunKind;
 use petgraph::graph::DiGraph;
@@ -74,24 +74,27 @@ impl fmt::Display for Stage {
     }
 }
 
+/// The stages that carry out a site change's steps, in order: the steps
+/// of one recovery run (stop, final point, groups, and clear after a
+/// failback) are one failover or failback stage; commit and reprotect are
+/// stages of their own.
 fn stages(c: &SiteChange) -> Vec<Op> {
-    match c.direction {
-        Direction::Failover => vec![Op::Failover, Op::Commit, Op::Reprotect],
-        // What the plan says is still to do before the failback itself.
-        Direction::Failback => {
-            let mut ops: Vec<Op> = c
-                .steps
-                .iter()
-                .filter_map(|s| match s.op.as_str() {
-                    "commit" => Some(Op::Commit),
-                    "reprotect" => Some(Op::Reprotect),
-                    _ => None,
-                })
-                .collect();
-            ops.push(Op::Failback);
-            ops
+    let run = match c.direction {
+        Direction::Failover => Op::Failover,
+        Direction::Failback => Op::Failback,
+    };
+    let mut ops: Vec<Op> = Vec::new();
+    for s in &c.steps {
+        let op = match s.op {
+            SiteOp::Commit => Op::Commit,
+            SiteOp::Reprotect => Op::Reprotect,
+            SiteOp::Stop | SiteOp::FinalPoint | SiteOp::Group | SiteOp::Clear => run,
+        };
+        if ops.last() != Some(&op) {
+            ops.push(op);
         }
     }
+    ops
 }
 
 /// Carry out the site changes, stage events to `sink`; `interactive`: a
@@ -203,5 +206,58 @@ fn run_stage(
         Op::Failback => outcome(
             recovery::failback::failback(cfg, plan, approvals, rec, cancel).map_err(failed)?,
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Kind;
+    use crate::plan::site::SiteStep;
+
+    fn change(direction: Direction, ops: &[SiteOp]) -> SiteChange {
+        SiteChange {
+            recovery_plan: Address::new(Kind::RecoveryPlan, "shop"),
+            direction,
+            from: Address::new(Kind::Site, "a"),
+            to: Address::new(Kind::Site, "b"),
+            steps: ops
+                .iter()
+                .map(|&op| SiteStep {
+                    op,
+                    detail: String::new(),
+                })
+                .collect(),
+            undrilled: None,
+        }
+    }
+
+    #[test]
+    fn a_failover_is_run_then_commit_then_reprotect() {
+        use SiteOp::*;
+        let c = change(
+            Direction::Failover,
+            &[Stop, FinalPoint, Group, Group, Commit, Reprotect],
+        );
+        assert_eq!(stages(&c), [Op::Failover, Op::Commit, Op::Reprotect]);
+    }
+
+    #[test]
+    fn a_failback_does_what_is_left_before_it() {
+        use SiteOp::*;
+        let all = change(
+            Direction::Failback,
+            &[Commit, Reprotect, Stop, FinalPoint, Group, Clear],
+        );
+        assert_eq!(stages(&all), [Op::Commit, Op::Reprotect, Op::Failback]);
+        let reprotected = change(Direction::Failback, &[Stop, FinalPoint, Group, Clear]);
+        assert_eq!(stages(&reprotected), [Op::Failback]);
+    }
+
+    #[test]
+    fn site_ops_keep_their_plan_names() {
+        let json = serde_json::to_string(&SiteOp::FinalPoint).unwrap_or_default();
+        assert_eq!(json, "\"final_point\"");
+        assert_eq!(format!("{:<11}|", SiteOp::Stop), "stop       |");
     }
 }
