@@ -77,7 +77,7 @@ impl RunOptions {
     pub fn choice(&self, default: PointChoice) -> miette::Result<PointChoice> {
         match &self.point {
             None => Ok(default),
-            Some(s) => s.parse().map_err(|e: String| miette!("--point: {e}")),
+            Some(s) => s.parse().map_err(|e| miette!("--point: {e}")),
         }
     }
 

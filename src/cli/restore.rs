@@ -5,6 +5,7 @@ use super::vault::{human, load_config, open, parse_addr};
 use crate::model::Kind;
 use crate::replication::{self, Progress};
 use crate::vault::manifest;
+use crate::vault::query::PointQuery;
 use miette::miette;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,7 +13,9 @@ use std::time::Instant;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Point id, a unique prefix of one, or `latest`.
+    /// `latest`, `latest-app`, a point id or a unique prefix of one (at
+    /// least 4 hex digits), or an RFC 3339 time (the newest point at or
+    /// before it).
     #[arg(value_name = "POINT")]
     pub point: String,
     /// Disk name, as declared in the machine (`system`, `data`).
@@ -24,7 +27,7 @@ pub struct Args {
     /// Replace an existing file, or write over an existing block device.
     #[arg(long)]
     pub force: bool,
-    /// Only consider points of this machine (needed with `latest` when there are several).
+    /// Only consider points of this machine (needed with `latest`, `latest-app` or a time when there are several).
     #[arg(long, value_name = "ADDR")]
     pub machine: Option<String>,
     /// The vault to read (`vault.main`); default: every configured vault.
@@ -35,6 +38,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> miette::Result<ExitCode> {
+    let query: PointQuery = args.point.parse().map_err(|e| miette!("{e}"))?;
     let cfg = load_config(&args.vars)?;
     let machine = match &args.machine {
         Some(s) => Some(parse_addr(s, Kind::Machine)?.to_string()),
@@ -62,7 +66,7 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         let (points, bad) = manifest::list(&vault, true).map_err(|e| miette!("{addr}: {e}"))?;
         opened.push((addr, vault, points, bad));
     }
-    if args.point == "latest" && machine.is_none() {
+    if !query.is_id() && machine.is_none() {
         let machines: std::collections::BTreeSet<&str> = opened
             .iter()
             .flat_map(|(_, _, points, _)| points.iter().map(|p| p.machine.as_str()))
@@ -70,7 +74,8 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         if machines.len() > 1 {
             let list: Vec<&str> = machines.into_iter().collect();
             return Err(miette!(
-                "`latest` is ambiguous: the vaults hold points of {}; say which with --machine (e.g. --machine {})",
+                "`{}` is ambiguous: the vaults hold points of {}; say which with --machine (e.g. --machine {})",
+                args.point,
                 list.join(", "),
                 list[0]
             ));
@@ -78,7 +83,8 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
     }
     let mut last_err = None;
     for (addr, vault, points, bad) in &opened {
-        let point = match manifest::find(vault, points, &args.point, machine.as_deref()) {
+        let found = manifest::find(vault, points, &args.point, machine.as_deref());
+        let point = match found {
             Ok(p) => p,
             Err(e) if bad.is_empty() => {
                 last_err = Some(miette!("{e}"));

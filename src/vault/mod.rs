@@ -15,6 +15,7 @@ pub mod manifest;
 pub mod moves;
 pub mod pack;
 pub mod prune;
+pub mod query;
 pub mod read;
 pub mod seal;
 pub mod verify;
