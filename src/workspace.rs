@@ -19,6 +19,9 @@ pub enum WorkspaceError {
     /// The address is not in the configuration.
     #[error("no {0} in the configuration")]
     NotConfigured(Address),
+    /// A configured object refers to one the configuration lacks.
+    #[error("{of}: no {missing} in the configuration")]
+    Missing { of: Address, missing: Address },
     /// A vault neither configured nor recorded in state (a destroy of a
     /// vault the state never knew).
     #[error("{0} is neither configured nor recorded")]

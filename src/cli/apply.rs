@@ -5,9 +5,9 @@
 //! command parses, renders its events and picks the exit code.
 
 use crate::apply::{self, ApplyError, Event, Moved, Outcome, RefreshOutcome};
+use crate::cli::load_config;
 use crate::cli::plan::use_color;
 use crate::cli::refresh;
-use crate::cli::vault::load_config;
 use crate::exec::{JsonSink, PlainSink, Sink};
 use crate::plan::render;
 use crate::workspace::Workspace;

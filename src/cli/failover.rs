@@ -2,7 +2,8 @@
 //! pieces `drill` and `approve` share: finding the plan, the state
 //! recorder, and running the recovery with Ctrl-C/SIGTERM handling.
 
-use super::vault::{load_config, parse_addr};
+use super::load_config;
+use super::vault::parse_addr;
 use crate::exec::Cancel;
 use crate::model::{Config, Kind, RecoveryPlan};
 use crate::recovery::{self, Approvals, Cleaned, PointChoice, Recorder, RecoveryError};

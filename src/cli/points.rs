@@ -1,9 +1,12 @@
 //! `standby points [ADDR] [--json]`: list recovery points, oldest first.
 
-use super::vault::{human, load_config, open, parse_addr};
+use super::load_config;
+use super::vault::parse_addr;
+use crate::human::size as human;
 use crate::model::Kind;
 use crate::vault::manifest::{self, Manifest};
 use crate::vault::query::{PointQuery, Unmatched};
+use crate::workspace::Workspace;
 use miette::{IntoDiagnostic, miette};
 use std::process::ExitCode;
 
@@ -29,7 +32,8 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         Some(p) => Some(p.parse().map_err(|e| miette!("--point: {e}"))?),
         None => None,
     };
-    let cfg = load_config(&args.vars)?;
+    let ws = Workspace::new(load_config(&args.vars)?);
+    let cfg = &ws.config;
     let filter = match &args.addr {
         None => None,
         Some(s) => {
@@ -45,7 +49,7 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
     // still be listed; anything else named is a typo.
     let mut matched_any = false;
     for addr in cfg.vaults.keys() {
-        let vault = open(&cfg, addr)?;
+        let vault = ws.vault(addr).map_err(|e| miette!("{e}"))?;
         let (points, _) = manifest::list(&vault, false).map_err(|e| miette!("{addr}: {e}"))?;
         for m in points {
             if filter

@@ -9,7 +9,7 @@ pub(crate) fn plan_refresh_only(
     backend: &crate::cli::BackendArgs,
     detailed: bool,
 ) -> miette::Result<std::process::ExitCode> {
-    let config = crate::cli::vault::load_config(vars)?;
+    let config = crate::cli::load_config(vars)?;
     let backend = backend.open(config.backend.as_ref())?;
     let state = backend
         .read()

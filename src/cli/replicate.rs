@@ -3,11 +3,13 @@
 //! a vault) get one point instant together. With `--watch`, a long-running
 //! service instead (see `cli::watch` and the `watch` module).
 
-use super::vault::{cache_dir, human, load_config, open, parse_addr};
+use super::load_config;
+use super::vault::parse_addr;
+use crate::human::size as human;
 use crate::model::{Address, Kind};
 use crate::replication::{self, Options, Progress};
+use crate::workspace::Workspace;
 use miette::miette;
-use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -50,7 +52,9 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         let batches = replication::batches(&cfg, &chosen).map_err(|e| miette!("{e}"))?;
         return super::watch::run(cfg, batches, &args.watch);
     }
-    let (chosen, doc) = skip_failed_over(&cfg, chosen)?;
+    let ws = Workspace::new(cfg);
+    let cfg = &ws.config;
+    let (chosen, doc) = skip_failed_over(cfg, chosen)?;
     if chosen.is_empty() {
         eprintln!("nothing to replicate");
         return Ok(ExitCode::SUCCESS);
@@ -59,7 +63,7 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         let backend = crate::state::open_backend(std::path::Path::new("."), cfg.backend.as_ref())
             .map_err(miette::Report::new)?;
         let problems = crate::recovery::placement::check_vaults(
-            &cfg,
+            cfg,
             doc.as_ref(),
             backend.orphaned_backup().as_deref(),
             &chosen,
@@ -72,21 +76,18 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
             ));
         }
     }
-    let mut batches = replication::batches(&cfg, &chosen).map_err(|e| miette!("{e}"))?;
+    let mut batches = replication::batches(cfg, &chosen).map_err(|e| miette!("{e}"))?;
     // Reprotected machines: their points come from where they run now.
     if let Some(doc) = &doc {
         crate::recovery::reprotect::redirect(&mut batches, doc);
     }
-    let opts = Options::new(cache_dir(&cfg));
+    let opts = Options::new(ws.cache_dir());
     let mut failed = 0;
-    let mut vaults = BTreeMap::new();
     for batch in batches {
         let (vault_addr, label, prots, targets) =
             (batch.vault, batch.label, batch.protections, batch.targets);
-        if !vaults.contains_key(&vault_addr) {
-            vaults.insert(vault_addr.clone(), open(&cfg, &vault_addr)?);
-        }
-        let vault = &vaults[&vault_addr];
+        let vault = ws.vault(&vault_addr).map_err(|e| miette!("{e}"))?;
+        let vault = vault.as_ref();
         eprintln!("replicating {label} into {vault_addr}");
         let started = Instant::now();
         let progress = Progress::default();

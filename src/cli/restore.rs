@@ -1,11 +1,14 @@
 //! `standby restore POINT --disk NAME --to PATH`: write one disk of a
 //! recovery point to a file (sparse) or block device, byte for byte.
 
-use super::vault::{human, load_config, open, parse_addr};
+use super::load_config;
+use super::vault::parse_addr;
+use crate::human::size as human;
 use crate::model::Kind;
 use crate::replication::{self, Progress};
 use crate::vault::manifest;
 use crate::vault::query::PointQuery;
+use crate::workspace::Workspace;
 use miette::miette;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -39,7 +42,8 @@ pub struct Args {
 
 pub fn run(args: Args) -> miette::Result<ExitCode> {
     let query: PointQuery = args.point.parse().map_err(|e| miette!("{e}"))?;
-    let cfg = load_config(&args.vars)?;
+    let ws = Workspace::new(load_config(&args.vars)?);
+    let cfg = &ws.config;
     let machine = match &args.machine {
         Some(s) => Some(parse_addr(s, Kind::Machine)?.to_string()),
         None => None,
@@ -54,12 +58,12 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
                 args.to.display()
             )
         })?;
-    let in_use = replication::target::in_use_disks(&cfg, state.as_ref());
+    let in_use = replication::target::in_use_disks(cfg, state.as_ref());
     replication::target::check(&args.to, args.force, &in_use).map_err(|e| miette!("{e}"))?;
-    let vaults = super::vault::pick_vaults(&cfg, args.vault.as_deref())?;
+    let vaults = super::vault::pick_vaults(cfg, args.vault.as_deref())?;
     let mut opened = Vec::new();
     for addr in vaults {
-        let vault = open(&cfg, &addr)?;
+        let vault = ws.vault(&addr).map_err(|e| miette!("{e}"))?;
         // A damaged or hostile manifest must not stop the restore of a good
         // point: list tolerantly, and name the bad ones only if the point
         // asked for is not among the good.
