@@ -231,7 +231,7 @@ pub fn run(ws: Arc<Workspace>, opts: &Options, ui: &dyn Ui) -> Result<Outcome, A
     let refreshed = current
         .as_ref()
         .filter(|_| opts.refresh)
-        .map(|s| plan::refresh::refresh(config, s));
+        .map(|s| plan::refresh::refresh(&ws, s));
     if let Some(r) = &refreshed {
         plan::use_refreshed_facts(&mut plan, current.as_ref(), &r.facts);
         plan.drift = r.drift.clone();
@@ -393,7 +393,7 @@ pub fn refresh_only(ws: &Workspace, ask: bool, ui: &dyn Ui) -> Result<RefreshOut
     let Some(mut doc) = backend.read()? else {
         return Ok(RefreshOutcome::NoState);
     };
-    let r = plan::refresh::refresh(&ws.config, &doc);
+    let r = plan::refresh::refresh(ws, &doc);
     ui.event(Event::Refreshed {
         notes: &r.notes,
         drift: &r.drift,

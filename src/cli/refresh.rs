@@ -9,13 +9,13 @@ pub(crate) fn plan_refresh_only(
     backend: &crate::cli::BackendArgs,
     detailed: bool,
 ) -> miette::Result<std::process::ExitCode> {
-    let config = crate::cli::load_config(vars)?;
-    let backend = backend.open(config.backend.as_ref())?;
+    let ws = crate::workspace::Workspace::new(crate::cli::load_config(vars)?);
+    let backend = backend.open(ws.config.backend.as_ref())?;
     let state = backend
         .read()
         .map_err(miette::Report::new)?
         .unwrap_or_default();
-    let r = crate::plan::refresh::refresh(&config, &state);
+    let r = crate::plan::refresh::refresh(&ws, &state);
     print_drift(&r.drift, &r.notes);
     Ok(if detailed && !r.drift.is_empty() {
         std::process::ExitCode::from(2)

@@ -8,36 +8,44 @@
 //! notes.
 
 use super::{Attributes, Drift, attributes::OBSERVED_PREFIX};
-use crate::model::{Address, Config, Kind};
+use crate::model::{Address, Kind};
 use crate::state::StateDoc;
 use crate::vault::{Vault, VaultError, manifest};
+use crate::workspace::{Workspace, WorkspaceError};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::sync::Arc;
 
 /// The facts observed now, per recorded object (only `observed.*` keys), and
 /// notes on what could not be read.
-pub fn observe(config: &Config, state: &StateDoc) -> (BTreeMap<Address, Attributes>, Vec<String>) {
+pub fn observe(ws: &Workspace, state: &StateDoc) -> (BTreeMap<Address, Attributes>, Vec<String>) {
+    let config = &ws.config;
     let mut facts: BTreeMap<Address, Attributes> = BTreeMap::new();
     let mut notes = Vec::new();
-    let mut vaults: HashMap<Address, Option<Vault>> = HashMap::new();
+    let mut vaults: HashMap<Address, Option<Arc<Vault>>> = HashMap::new();
     // Machines whose protection's vault could not be read.
     let mut unjudged: Vec<Address> = Vec::new();
     for (addr, obj) in &state.objects {
         let get = |k: &str| obj.attributes.get(k).and_then(Value::as_str);
         match addr.kind {
             Kind::Vault => {
-                let Some(v) = config.vaults.get(addr) else {
+                if !config.vaults.contains_key(addr) {
                     continue;
-                };
-                let present = match Vault::open(&v.url, &v.key, &config.root) {
+                }
+                let present = match ws.vault(addr) {
                     Ok(vault) => {
                         vaults.insert(addr.clone(), Some(vault));
                         true
                     }
-                    Err(VaultError::NotAVault { .. }) => {
+                    Err(WorkspaceError::Vault { error, .. })
+                        if matches!(*error, VaultError::NotAVault { .. }) =>
+                    {
                         vaults.insert(addr.clone(), None);
                         false
+                    }
+                    Err(WorkspaceError::Vault { error, .. }) => {
+                        notes.push(format!("cannot refresh {addr}: {error}"));
+                        continue;
                     }
                     Err(e) => {
                         notes.push(format!("cannot refresh {addr}: {e}"));
@@ -52,12 +60,7 @@ pub fn observe(config: &Config, state: &StateDoc) -> (BTreeMap<Address, Attribut
             Kind::Machine => {
                 let site_root = get("site")
                     .and_then(|s| s.parse::<Address>().ok())
-                    .and_then(|s| config.sites.get(&s))
-                    .map(|s| {
-                        config
-                            .root
-                            .join(s.root.clone().unwrap_or_else(|| PathBuf::from(".")))
-                    });
+                    .and_then(|s| ws.site_root(&s));
                 let Some(root) = site_root else { continue };
                 let f = facts.entry(addr.clone()).or_default();
                 for (k, v) in &obj.attributes {
@@ -258,8 +261,8 @@ pub struct Refreshed {
 }
 
 /// Observe and compare, before a plan's diff.
-pub fn refresh(config: &Config, state: &StateDoc) -> Refreshed {
-    let (facts, notes) = observe(config, state);
+pub fn refresh(ws: &Workspace, state: &StateDoc) -> Refreshed {
+    let (facts, notes) = observe(ws, state);
     let drift = drift(state, &facts);
     Refreshed {
         facts,
