@@ -158,6 +158,24 @@ impl Workspace {
     }
 }
 
+impl Workspace {
+    /// Every configured vault's points (each vault's oldest first), with
+    /// the vault's address, in address order.
+    pub fn all_points(&self) -> Result<Vec<(Address, manifest::Manifest)>, WorkspaceError> {
+        let mut out = Vec::new();
+        for addr in self.config.vaults.keys() {
+            let vault = self.vault(addr)?;
+            let (points, _) =
+                manifest::list(&vault, false).map_err(|error| WorkspaceError::Vault {
+                    address: addr.clone(),
+                    error: Box::new(error),
+                })?;
+            out.extend(points.into_iter().map(|m| (addr.clone(), m)));
+        }
+        Ok(out)
+    }
+}
+
 /// The recovery points of `protection` in `vault`, oldest first.
 pub fn points_in(
     vault: &Vault,

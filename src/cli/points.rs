@@ -4,7 +4,7 @@ use super::load_config;
 use super::vault::parse_addr;
 use crate::human::size as human;
 use crate::model::Kind;
-use crate::vault::manifest::{self, Manifest};
+use crate::vault::manifest::Manifest;
 use crate::vault::query::{PointQuery, Unmatched};
 use crate::workspace::Workspace;
 use miette::{IntoDiagnostic, miette};
@@ -48,19 +48,15 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
     // Points of a machine or protection removed from the configuration can
     // still be listed; anything else named is a typo.
     let mut matched_any = false;
-    for addr in cfg.vaults.keys() {
-        let vault = ws.vault(addr).map_err(|e| miette!("{e}"))?;
-        let (points, _) = manifest::list(&vault, false).map_err(|e| miette!("{addr}: {e}"))?;
-        for m in points {
-            if filter
-                .as_ref()
-                .is_some_and(|f| *f != m.machine && *f != m.protection)
-            {
-                continue;
-            }
-            matched_any = true;
-            rows.push((addr.to_string(), m));
+    for (addr, m) in ws.all_points().map_err(|e| miette!("{e}"))? {
+        if filter
+            .as_ref()
+            .is_some_and(|f| *f != m.machine && *f != m.protection)
+        {
+            continue;
         }
+        matched_any = true;
+        rows.push((addr.to_string(), m));
     }
     if let Some(f) = filter.as_ref().filter(|_| !matched_any) {
         let mut have: Vec<String> = cfg.machines.keys().map(|a| a.to_string()).collect();
