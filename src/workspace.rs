@@ -216,3 +216,66 @@ pub fn recorded_vault(
     };
     Ok((url.to_string(), key))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Kind;
+    use std::path::Path;
+
+    /// The quickstart's configuration, loaded from a copy under `dir`.
+    fn quickstart(dir: &Path) -> Config {
+        let from = Path::new(env!("CARGO_MANIFEST_DIR")).join("plans/quickstart");
+        for e in std::fs::read_dir(&from).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "hcl") {
+                std::fs::copy(&p, dir.join(p.file_name().unwrap())).unwrap();
+            }
+        }
+        crate::config::load(dir, &Default::default())
+            .unwrap_or_else(|d| panic!("{}", d.render(false)))
+            .config
+    }
+
+    #[test]
+    fn answers_from_the_configuration() {
+        let d = tempfile::tempdir().unwrap();
+        let ws = Workspace::new(quickstart(d.path()));
+        let root = &ws.config.root;
+        assert_eq!(
+            ws.site_root(&Address::new(Kind::Site, "onprem")),
+            Some(root.join("sites/onprem"))
+        );
+        assert_eq!(ws.site_root(&Address::new(Kind::Site, "nowhere")), None);
+        let policy = ws.policy_of(&Address::new(Kind::Protection, "db"));
+        assert_eq!(
+            policy.map(|p| p.addr.clone()),
+            Some(Address::new(Kind::Policy, "standard"))
+        );
+        assert_eq!(ws.cache_dir(), root.join(".standby/cache"));
+        assert!(matches!(ws.backend(), Err(WorkspaceError::NoBackend)));
+    }
+
+    #[test]
+    fn opens_each_vault_once_and_lists_a_protections_points() {
+        let d = tempfile::tempdir().unwrap();
+        let ws = Workspace::new(quickstart(d.path()));
+        let main = Address::new(Kind::Vault, "main");
+        // Not created yet: the vault's own error, naming the vault.
+        let e = ws.vault(&main).err().map(|e| e.to_string());
+        assert!(
+            e.as_deref().is_some_and(|e| e.starts_with("vault.main: ")),
+            "{e:?}"
+        );
+        assert!(matches!(
+            ws.vault(&Address::new(Kind::Vault, "other")),
+            Err(WorkspaceError::NotConfigured(_))
+        ));
+        let v = &ws.config.vaults[&main];
+        crate::vault::Vault::init(&v.url, &v.key, &ws.config.root).unwrap();
+        let (a, b) = (ws.vault(&main).unwrap(), ws.vault(&main).unwrap());
+        assert!(Arc::ptr_eq(&a, &b));
+        let points = ws.points_of(&Address::new(Kind::Protection, "db")).unwrap();
+        assert!(points.is_empty());
+    }
+}
