@@ -7,6 +7,7 @@
 // The library reports through events and values; only `cli` prints.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
+pub mod apply;
 pub mod config;
 pub mod direct_io;
 pub mod exec;
@@ -26,6 +27,7 @@ pub mod status;
 pub mod store;
 pub mod vault;
 pub mod watch;
+pub mod workspace;
 
 // std's printing macros panic when the reader of stdout goes away (`| head
 // -1`); these shadow them in `cli`, the only room that prints (textual macro

@@ -4,7 +4,7 @@
 //! `max_rto`.
 
 use super::failover::{RunOptions, find_plan, recorder, report_err, with_cancel};
-use super::vault::load_config;
+use super::load_config;
 use crate::model::RecoveryPlan;
 use crate::recovery::{self, PointChoice};
 use crate::report::{self, Report};

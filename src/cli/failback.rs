@@ -3,7 +3,8 @@
 //! `recovery::failback`, print, pick an exit code.
 
 use super::failover::{PlanArgs, find_plan, recorder, report_err, with_cancel};
-use super::vault::{human, load_config};
+use super::load_config;
+use crate::human::size as human;
 use crate::recovery;
 use crate::report::Report;
 use std::path::PathBuf;

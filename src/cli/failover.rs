@@ -2,7 +2,8 @@
 //! pieces `drill` and `approve` share: finding the plan, the state
 //! recorder, and running the recovery with Ctrl-C/SIGTERM handling.
 
-use super::vault::{load_config, parse_addr};
+use super::load_config;
+use super::vault::parse_addr;
 use crate::exec::Cancel;
 use crate::model::{Config, Kind, RecoveryPlan};
 use crate::recovery::{self, Approver, Cleaned, PointChoice, Recorder, RecoveryError};
@@ -76,9 +77,7 @@ impl RunOptions {
     pub fn choice(&self, default: PointChoice) -> miette::Result<PointChoice> {
         match &self.point {
             None => Ok(default),
-            Some(s) => s
-                .parse()
-                .map_err(|e: recovery::points::BadPoint| miette!("--point: {e}")),
+            Some(s) => s.parse().map_err(|e| miette!("--point: {e}")),
         }
     }
 

@@ -147,6 +147,14 @@ impl VarArgs {
     }
 }
 
+/// Load the configuration in the current directory (set by -C); its
+/// diagnostics are printed, and a configuration with errors ends the command.
+pub(crate) fn load_config(vars: &VarArgs) -> miette::Result<crate::model::Config> {
+    let color = std::io::IsTerminal::is_terminal(&std::io::stderr()) && color_allowed();
+    vars.load_or_report(color)
+        .ok_or_else(|| closing::Reported.into())
+}
+
 /// Where the state is, for commands that read or write it.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct BackendArgs {

@@ -3,13 +3,17 @@
 //! a vault) get one point instant together. With `--watch`, a long-running
 //! service instead (see `cli::watch` and the `watch` module).
 
-use super::vault::{cache_dir, human, load_config, open, parse_addr};
+use super::load_config;
+use super::vault::parse_addr;
+use crate::human::size as human;
 use crate::model::{Address, Kind};
-use crate::replication::{self, Options, Progress};
+use crate::replication::once::{self, Event, OnceError};
+use crate::replication::{self, Progress, ReplicationError};
+use crate::vault::manifest::Manifest;
+use crate::workspace::Workspace;
 use miette::miette;
-use std::collections::BTreeMap;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -50,54 +54,37 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         let batches = replication::batches(&cfg, &chosen).map_err(|e| miette!("{e}"))?;
         return super::watch::run(cfg, batches, &args.watch);
     }
-    let (chosen, doc) = skip_failed_over(&cfg, chosen)?;
-    if chosen.is_empty() {
-        eprintln!("nothing to replicate");
-        return Ok(ExitCode::SUCCESS);
-    }
-    if !args.trust_state {
-        let backend = crate::state::open_backend(std::path::Path::new("."), cfg.backend.as_ref())
-            .map_err(miette::Report::new)?;
-        let problems = crate::recovery::placement::check_vaults(
-            &cfg,
-            doc.as_ref(),
-            backend.orphaned_backup().as_deref(),
-            &chosen,
-        );
-        if !problems.is_empty() {
-            return Err(miette!(
-                help = "restore the state from its backup, or pass --trust-state if the state is right; nothing was captured",
-                "refusing to guess where the machines run:\n  - {}",
-                problems.join("\n  - ")
-            ));
-        }
-    }
-    let mut batches = replication::batches(&cfg, &chosen).map_err(|e| miette!("{e}"))?;
-    // Reprotected machines: their points come from where they run now.
-    if let Some(doc) = &doc {
-        crate::recovery::reprotect::redirect(&mut batches, doc);
-    }
-    let opts = Options::new(cache_dir(&cfg));
-    let mut failed = 0;
-    let mut vaults = BTreeMap::new();
-    for batch in batches {
-        let (vault_addr, label, prots, targets) =
-            (batch.vault, batch.label, batch.protections, batch.targets);
-        if !vaults.contains_key(&vault_addr) {
-            vaults.insert(vault_addr.clone(), open(&cfg, &vault_addr)?);
-        }
-        let vault = &vaults[&vault_addr];
-        eprintln!("replicating {label} into {vault_addr}");
-        let started = Instant::now();
-        let progress = Progress::default();
-        let result =
-            super::progress::with_progress(&progress, super::progress::Work::Replicate, || {
-                replication::take_points(vault, &targets, &opts, &progress)
-            });
-        let took = started.elapsed();
-        match result {
-            Ok(points) => {
-                for (a, m) in prots.iter().zip(&points) {
+    let ws = Workspace::new(cfg);
+    let failed = once::run(&ws, chosen, args.trust_state, &Terminal).map_err(|e| match e {
+        // Rendered as the state's own errors are everywhere else.
+        OnceError::State(e) => miette::Report::new(e),
+        e => match e.help() {
+            Some(help) => miette!(help = help, "{e}"),
+            None => miette!("{e}"),
+        },
+    })?;
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// Progress on stderr, a line per point taken on stdout.
+struct Terminal;
+
+impl once::Ui for Terminal {
+    fn event(&self, e: Event<'_>) {
+        match e {
+            Event::Skipping { protection, reason } => eprintln!("skipping {protection}: {reason}"),
+            Event::Nothing => eprintln!("nothing to replicate"),
+            Event::Batch { label, vault } => eprintln!("replicating {label} into {vault}"),
+            Event::Taken {
+                protections,
+                points,
+                took,
+            } => {
+                for (a, m) in protections.iter().zip(points) {
                     let frozen = m
                         .freeze_ms
                         .map(|ms| {
@@ -126,44 +113,15 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
                     }
                 }
             }
-            Err(e) => {
-                failed += 1;
-                eprintln!("error: {label}: {e}");
-            }
+            Event::Failed { label, error } => eprintln!("error: {label}: {error}"),
         }
     }
-    Ok(if failed == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
-}
 
-/// Drop protections whose machine is failed over (a failover run in the
-/// state that did not fail) and not reprotected: its source is stopped or
-/// gone, and its points must not move past the failover. Says so for each
-/// one skipped. A reprotected machine stays (its DR disks are captured).
-fn skip_failed_over(
-    cfg: &crate::model::Config,
-    chosen: Vec<Address>,
-) -> miette::Result<(Vec<Address>, Option<crate::state::StateDoc>)> {
-    let backend = crate::state::open_backend(std::path::Path::new("."), cfg.backend.as_ref())
-        .map_err(miette::Report::new)?;
-    let Some(doc) = backend.read().map_err(miette::Report::new)? else {
-        return Ok((chosen, None));
-    };
-    let mut keep = Vec::new();
-    for a in chosen {
-        let machine = cfg.protections.get(&a).map(|p| p.machine.to_string());
-        let capture = machine
-            .as_deref()
-            .map(|m| crate::recovery::placement::capture_of(cfg, Some(&doc), m));
-        match capture {
-            Some(crate::recovery::placement::Capture::Skip { reason, .. }) => {
-                eprintln!("skipping {a}: {reason}");
-            }
-            _ => keep.push(a),
-        }
+    fn capture(
+        &self,
+        progress: &Progress,
+        run: &mut dyn FnMut() -> Result<Vec<Manifest>, ReplicationError>,
+    ) -> Result<Vec<Manifest>, ReplicationError> {
+        super::progress::with_progress(progress, super::progress::Work::Replicate, run)
     }
-    Ok((keep, Some(doc)))
 }

@@ -158,6 +158,18 @@ pub struct ParseAddressError {
     pub reason: &'static str,
 }
 
+impl Address {
+    /// `kind.name` (any kind), or a bare `name` taken as of `kind`
+    /// (`db` -> `machine.db`), as commands accept them.
+    pub fn parse_as(s: &str, kind: Kind) -> Result<Address, ParseAddressError> {
+        if s.contains('.') {
+            s.parse()
+        } else {
+            Ok(Address::new(kind, s))
+        }
+    }
+}
+
 impl FromStr for Address {
     type Err = ParseAddressError;
 

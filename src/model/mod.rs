@@ -253,6 +253,37 @@ pub struct RecoveryPlan {
     pub active_site: Option<Address>,
 }
 
+impl RecoveryPlan {
+    /// The groups in an order that runs each after the groups it depends
+    /// on, ties in declaration order. A cycle (the configuration rejects
+    /// these) keeps the rest in declaration order.
+    pub fn groups_in_order(&self) -> Vec<&Group> {
+        let mut done: Vec<&str> = Vec::new();
+        let mut out = Vec::new();
+        while out.len() < self.groups.len() {
+            let next = self.groups.iter().find(|g| {
+                !done.contains(&g.name.as_str())
+                    && g.depends_on.iter().all(|d| done.contains(&d.as_str()))
+            });
+            match next {
+                Some(g) => {
+                    done.push(&g.name);
+                    out.push(g);
+                }
+                None => {
+                    for g in &self.groups {
+                        if !done.contains(&g.name.as_str()) {
+                            done.push(&g.name);
+                            out.push(g);
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Group {
     pub name: String,

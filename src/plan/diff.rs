@@ -2,21 +2,12 @@
 //! recorded ones (both ordered by address), then the graph and review notes.
 
 use super::attributes::{self, Attributes, OBSERVED_PREFIX, desired_objects, flatten};
-use super::graph::DependencyGraph;
+use super::graph::{DependencyGraph, Entry};
 use super::{Action, AttributeChange, Change, DiffOptions, FORMAT_VERSION, Plan, notes};
 use crate::model::{Address, Config, Kind};
 use crate::state::StateDoc;
 use std::cmp::Ordering;
 use std::iter::Peekable;
-
-/// One object seen by the diff, desired or recorded or both.
-pub(super) struct Entry<'a> {
-    pub address: &'a Address,
-    pub desired: Option<Attributes>,
-    pub recorded: Option<&'a Attributes>,
-    /// Index into the plan's changes, `None` for a no-op.
-    pub change: Option<usize>,
-}
 
 /// Compare the configuration with the state (None: no state yet).
 pub fn diff(config: &Config, state: Option<&StateDoc>, options: &DiffOptions) -> Plan {

@@ -10,6 +10,7 @@ pub mod graph;
 mod keys;
 pub mod moves;
 mod notes;
+pub mod refresh;
 pub use notes::use_refreshed_facts;
 pub mod render;
 pub mod saved;

@@ -1,9 +1,11 @@
 //! Choosing the recovery point each machine of a plan is restored from:
-//! `latest`, `latest-app`, a point id, or a time. Machines of one
+//! `latest`, `latest-app`, a point id, or a time (the grammar is
+//! `vault::query`'s, shared with `restore` and `points`). Machines of one
 //! consistency group always get points of one instant (taken together).
 
 use crate::model::{Address, Config, RecoveryPlan};
 use crate::vault::manifest::{Consistency, Manifest};
+use crate::vault::query::{NotAPoint, PointQuery};
 use std::collections::BTreeMap;
 use time::OffsetDateTime;
 
@@ -26,28 +28,22 @@ pub enum PointChoice {
     PreferApp,
 }
 
-/// A `--point` value that names no point.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "{0:?} is not a point: expected latest, latest-app, a point id (at least 4 hex digits, see `standby points`) or an RFC 3339 time such as 2026-11-26T08:00:00Z"
-)]
-pub struct BadPoint(pub String);
+impl From<PointQuery> for PointChoice {
+    fn from(q: PointQuery) -> PointChoice {
+        match q {
+            PointQuery::Latest => PointChoice::Latest,
+            PointQuery::LatestApp => PointChoice::LatestApp,
+            PointQuery::Id(prefix) => PointChoice::Id(prefix),
+            PointQuery::Time(t) => PointChoice::Time(t),
+        }
+    }
+}
 
+/// `--point`: the one point grammar ([`PointQuery`]).
 impl std::str::FromStr for PointChoice {
-    type Err = BadPoint;
-    fn from_str(s: &str) -> Result<PointChoice, BadPoint> {
-        match s {
-            "latest" => return Ok(PointChoice::Latest),
-            "latest-app" => return Ok(PointChoice::LatestApp),
-            _ => {}
-        }
-        if let Ok(t) = OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339) {
-            return Ok(PointChoice::Time(t));
-        }
-        if s.len() >= 4 && s.chars().all(|c| c.is_ascii_hexdigit()) {
-            return Ok(PointChoice::Id(s.to_ascii_lowercase()));
-        }
-        Err(BadPoint(s.to_string()))
+    type Err = NotAPoint;
+    fn from_str(s: &str) -> Result<PointChoice, NotAPoint> {
+        s.parse::<PointQuery>().map(PointChoice::from)
     }
 }
 

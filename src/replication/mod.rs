@@ -11,6 +11,8 @@ pub mod batch;
 pub mod capture;
 pub mod ctk;
 pub mod disk;
+pub mod named;
+pub mod once;
 pub mod quiesce;
 pub mod restore;
 pub mod resync;

@@ -7,10 +7,9 @@
 use super::{Progress, ReplicationError};
 use crate::direct_io::{AlignedBuf, DirectFile};
 use crate::vault::manifest::{self, BLOCK, Manifest, Resolved, ZERO};
+use crate::vault::read::PackRead;
 use crate::vault::{Id, Index, Location, Vault, VaultError, blob_context, pack_name};
 use bytes::Bytes;
-use futures::StreamExt;
-use object_store::ObjectStoreExt;
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -93,37 +92,6 @@ fn plan(
         .collect())
 }
 
-async fn fetch(
-    vault_store: crate::store::Store,
-    job: &PackJob,
-) -> Result<Vec<Bytes>, object_store::Error> {
-    let path = vault_store.path(&pack_name(&job.pack));
-    if job.whole {
-        let all = vault_store.inner.get(&path).await?.bytes().await?;
-        return Ok(job
-            .wants
-            .iter()
-            .map(|w| {
-                let (a, b) = (
-                    w.loc.offset as usize,
-                    w.loc.offset as usize + w.loc.len as usize,
-                );
-                if b <= all.len() {
-                    all.slice(a..b)
-                } else {
-                    Bytes::new()
-                }
-            })
-            .collect());
-    }
-    let ranges: Vec<_> = job
-        .wants
-        .iter()
-        .map(|w| w.loc.offset..w.loc.offset + w.loc.len as u64)
-        .collect();
-    vault_store.inner.get_ranges(&path, &ranges).await
-}
-
 /// Write every data run of `r` into `sink`.
 pub fn write_resolved(
     vault: &Vault,
@@ -196,38 +164,21 @@ fn write_jobs(
             }));
         }
         // Fetch two packs ahead of the writers.
-        let store = vault.store().clone();
-        let fetched = vault.runtime().block_on(async {
-            let mut stream = futures::stream::iter((0..jobs.len()).map(|i| {
-                let store = store.clone();
-                let jobs = Arc::clone(&jobs);
-                async move {
-                    let name = pack_name(&jobs[i].pack);
-                    let r = fetch(store, &jobs[i]).await.map_err(|e| match e {
-                        object_store::Error::NotFound { .. } => VaultError::Missing {
-                            url: vault.url.clone(),
-                            object: format!("{name} (needed by point {})", point.short()),
-                        },
-                        source => VaultError::Store {
-                            url: vault.url.clone(),
-                            op: "read",
-                            object: name,
-                            source: Box::new(source),
-                        },
-                    });
-                    (i, r)
-                }
-            }))
-            .buffered(2);
-            while let Some(item) = stream.next().await {
-                let tx = tx.clone();
-                // Hand over on a blocking thread: the channel is bounded.
-                let sent = tokio::task::spawn_blocking(move || tx.send(item).is_ok()).await;
-                if !matches!(sent, Ok(true)) {
-                    return false;
-                }
-            }
-            true
+        let reads: Vec<PackRead> = jobs
+            .iter()
+            .map(|j| PackRead {
+                pack: j.pack,
+                ranges: j
+                    .wants
+                    .iter()
+                    .map(|w| w.loc.offset..w.loc.offset + w.loc.len as u64)
+                    .collect(),
+                whole: j.whole,
+            })
+            .collect();
+        let sender = tx.clone();
+        let fetched = vault.read_packs(&reads, 2, point, move |i, item| {
+            sender.send((i, item)).is_ok()
         });
         drop(tx);
         // A writer that panicked wrote only part of its packs: its join

@@ -307,46 +307,28 @@ pub fn list(vault: &Vault, tolerant: bool) -> Result<(Vec<Manifest>, Vec<VaultEr
     Ok((out, bad))
 }
 
-/// Find a point by full id, unique id prefix, or `latest` (optionally of one
-/// machine): the newest point that is not `fuzzy`.
+/// Find a point by the point grammar ([`super::query::PointQuery`]:
+/// `latest`, `latest-app`, an id or unique prefix, an RFC 3339 time),
+/// only points of `machine` when given.
 pub fn find<'a>(
     vault: &Vault,
     points: &'a [Manifest],
     query: &str,
     machine: Option<&str>,
 ) -> Result<&'a Manifest> {
-    let of_machine = |m: &&Manifest| machine.is_none_or(|a| m.machine == a);
+    use super::query::{PointQuery, Unmatched};
     let not_found = || VaultError::PointNotFound {
         url: vault.url.clone(),
         query: query.to_string(),
     };
-    // `latest` is the newest consistent point: a fuzzy one only by its id.
-    if query == "latest" {
-        return points
-            .iter()
-            .rev()
-            .filter(of_machine)
-            .find(|m| m.consistency != Consistency::Fuzzy)
-            .ok_or_else(not_found);
-    }
-    let q = query.to_ascii_lowercase();
-    let hits: Vec<&Manifest> = points
-        .iter()
-        .filter(of_machine)
-        .filter(|m| m.id.hex().starts_with(&q))
-        .collect();
-    match hits.as_slice() {
-        [] => Err(not_found()),
-        [one] => Ok(one),
-        many => Err(VaultError::AmbiguousPoint {
+    let q: PointQuery = query.parse().map_err(|_| not_found())?;
+    q.select(points, machine).map_err(|u| match u {
+        Unmatched::None => not_found(),
+        Unmatched::Ambiguous(ids) => VaultError::AmbiguousPoint {
             query: query.to_string(),
-            candidates: many
-                .iter()
-                .map(|m| m.id.short())
-                .collect::<Vec<_>>()
-                .join(", "),
-        }),
-    }
+            candidates: ids.join(", "),
+        },
+    })
 }
 
 /// A disk as of one point: for each block, which blob holds it.
