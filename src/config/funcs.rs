@@ -3,7 +3,7 @@
 //! `templatefile` need the evaluator and live in `eval.rs`.
 
 use super::number::{Flags, Number, go_format_int};
-use super::value::{Type, Value, set_of};
+use super::value::{Type, Value, same_element, set_of};
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
@@ -618,10 +618,10 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
             if l.is_empty() {
                 return bad("element(): cannot use element() with an empty list");
             }
-            if i < 0 {
-                return bad("element(): the index must not be negative");
-            }
-            Ok(l[(i as u64 % l.len() as u64) as usize].clone())
+            // go-cty 1.16 (what Terraform ships) wraps a negative index
+            // too: -1 is the last item.
+            let n = i64::try_from(l.len()).unwrap_or(i64::MAX);
+            Ok(l[i.rem_euclid(n) as usize].clone())
         }
         "index" => {
             arity(name, a, 2, 2)?;
@@ -864,12 +864,19 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
                 .iter()
                 .map(|v| list(v, "each argument").map(|l| set_of(l.clone())))
                 .collect::<Result<_, _>>()?;
+            let all: Vec<&Value> = sets.iter().flatten().collect();
+            if super::value::unify(&all).is_none() {
+                return bad(format!(
+                    "{name}(): given sets must all have compatible element types"
+                ));
+            }
             let mut out = sets[0].clone();
             for s in &sets[1..] {
                 match name {
                     "setunion" => out.extend(s.iter().cloned()),
-                    "setintersection" => out.retain(|v| s.contains(v)),
-                    _ => out.retain(|v| !s.contains(v)),
+                    // Membership is set identity (`-0` is not `0`).
+                    "setintersection" => out.retain(|v| s.iter().any(|w| same_element(v, w))),
+                    _ => out.retain(|v| !s.iter().any(|w| same_element(v, w))),
                 }
             }
             Ok(Value::Set(set_of(out)))
@@ -885,8 +892,14 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
 fn unified(name: &str, items: Vec<Value>) -> Result<Vec<Value>, FnError> {
     let refs: Vec<&Value> = items.iter().collect();
     let Some(ty) = super::value::unify(&refs) else {
+        // go-cty's words; a number and a bool only unify beside a string.
+        let kind = match name {
+            "toset" => "set",
+            "tomap" => "map",
+            _ => "list",
+        };
         return bad(format!(
-            "{name}(): cannot convert the items to one type (a collection holds items of a single type)"
+            "{name}(): all {kind} elements must have the same type (a collection holds items of one type, and no one type fits them all: a number and a bool convert only to a string, a list never to a number; use tostring() where strings are meant)"
         ));
     };
     items
@@ -1176,6 +1189,7 @@ pub fn format(fmt: &str, args: &[Value]) -> Result<String, String> {
             out.push(c);
             continue;
         }
+        let start = i;
         let mut flags = Flags::default();
         while i < chars.len() {
             match chars[i] {
@@ -1228,6 +1242,14 @@ pub fn format(fmt: &str, args: &[Value]) -> Result<String, String> {
             .ok_or("the format ends with an unfinished % verb")?;
         i += 1;
         if verb == '%' {
+            // go-cty takes `%%` only as written: a flag, width, precision
+            // or index before it makes `%` an unrecognized character.
+            if i - 1 != start {
+                let offset: usize = chars[..i - 1].iter().map(|c| c.len_utf8()).sum();
+                return Err(format!(
+                    "unrecognized format character '%' at offset {offset} (write %% alone for a percent sign)"
+                ));
+            }
             out.push('%');
             continue;
         }
