@@ -307,6 +307,18 @@ pub fn set_of(items: Vec<Value>) -> Vec<Value> {
                 .then_with(|| y.is_neg_zero().cmp(&x.is_neg_zero())),
             _ => std::cmp::Ordering::Equal,
         });
+    } else if items
+        .iter()
+        .all(|v| matches!(v, Value::String(_) | Value::Bool(_)))
+    {
+        // go-cty: strings by their bytes (not their JSON text, whose
+        // escapes would move `"` and `\\` after other characters), false
+        // before true.
+        items.sort_by(|a, b| match (a, b) {
+            (Value::String(x), Value::String(y)) => x.cmp(y),
+            (Value::Bool(x), Value::Bool(y)) => x.cmp(y),
+            _ => std::cmp::Ordering::Equal,
+        });
     } else {
         items.sort_by_key(|v| v.to_json().to_string());
     }
