@@ -693,20 +693,19 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
             Ok(Value::List(l.into_iter().map(Value::String).collect()))
         }
         "coalesce" => {
+            // The arguments unify as in Terraform (go-cty's `Unify`): mixed
+            // primitives become strings, a number and a bool alone fail.
+            let refs: Vec<&Value> = a.iter().collect();
+            let Some(ty) = super::value::unify(&refs) else {
+                return bad("coalesce(): all arguments must have the same type");
+            };
             for v in a {
                 match v {
                     Value::Null => {}
                     Value::String(s) if s.is_empty() => {}
                     v => {
-                        // Arguments unify as in Terraform: mixed primitives are strings.
-                        let mixed = a.iter().any(|o| {
-                            !matches!(o, Value::Null)
-                                && std::mem::discriminant(o) != std::mem::discriminant(v)
-                        });
-                        return Ok(if mixed {
-                            Type::String.convert(v.clone()).unwrap_or(v.clone())
-                        } else {
-                            v.clone()
+                        return ty.convert(v.clone()).or_else(|found| {
+                            bad(format!("coalesce(): cannot convert {found} to {ty}"))
                         });
                     }
                 }
