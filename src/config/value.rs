@@ -207,6 +207,41 @@ impl Type {
     pub fn convert(&self, v: Value) -> Result<Value, String> {
         match (self, v) {
             (Type::Any, v) => Ok(v),
+            // `list(any)`, `set(any)`, `map(any)`: the items take the one
+            // type go-cty unifies them to (`[1, "a"]` is `["1", "a"]`).
+            (Type::List(t) | Type::Set(t) | Type::Map(t), v @ (Value::List(_) | Value::Set(_) | Value::Map(_)))
+                if **t == Type::Any && !matches!((self, &v), (Type::Map(_), Value::List(_) | Value::Set(_)) | (Type::List(_) | Type::Set(_), Value::Map(_))) =>
+            {
+                let items: Vec<&Value> = match &v {
+                    Value::List(l) | Value::Set(l) => l.iter().collect(),
+                    Value::Map(m) => m.values().collect(),
+                    _ => Vec::new(),
+                };
+                let Some(ty) = unify(&items) else {
+                    let kind = match self {
+                        Type::Set(_) => "set",
+                        Type::Map(_) => "map",
+                        _ => "list",
+                    };
+                    return Err(format!(
+                        "items with no common type (all {kind} elements must have the same type)"
+                    ));
+                };
+                if ty == Type::Any {
+                    // Only nulls (or block references): nothing to convert.
+                    return Ok(match (self, v) {
+                        (Type::List(_), Value::List(l) | Value::Set(l)) => Value::List(l),
+                        (Type::Set(_), Value::List(l) | Value::Set(l)) => Value::Set(set_of(l)),
+                        (_, v) => v,
+                    });
+                }
+                let inner = match self {
+                    Type::List(_) => Type::List(Box::new(ty)),
+                    Type::Set(_) => Type::Set(Box::new(ty)),
+                    _ => Type::Map(Box::new(ty)),
+                };
+                inner.convert(v)
+            }
             (_, Value::Null) => Ok(Value::Null),
             (Type::String, Value::String(s)) => Ok(Value::String(s)),
             (Type::String, v @ (Value::Number(_) | Value::Bool(_))) => {
