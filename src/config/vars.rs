@@ -414,8 +414,20 @@ fn from_text_raw(d: &Declared, source: &Arc<Source>, diags: &mut Diagnostics) ->
             return None;
         }
     };
-    let v = eval_const(&e, source, diags)?;
-    convert(d, v, Loc::new(source, Some(0..source.text.len())), diags)
+    let mut scratch = Diagnostics::default();
+    let v = eval_const(&e, source, &mut scratch);
+    for mut x in scratch.items {
+        // A bare word is a reference in HCL: the user most likely meant a string.
+        if x.code == "standby::not_constant" {
+            x.help = Some(format!(
+                "`{n}` has type {t}, so its value is read as an HCL expression (as Terraform reads -var and TF_VAR_*): quote a string, e.g. --var '{n}=\"web\"', or declare the variable with type = string",
+                n = d.name,
+                t = d.ty
+            ));
+        }
+        diags.push(x);
+    }
+    convert(d, v?, Loc::new(source, Some(0..source.text.len())), diags)
 }
 
 /// Give every declared variable its value; report unknown and unset ones.
