@@ -1252,6 +1252,13 @@ pub fn format(fmt: &str, args: &[Value]) -> Result<String, String> {
             out.push('%');
             continue;
         }
+        // A verb is a letter; anything else is not part of a verb at all.
+        if !verb.is_ascii_alphabetic() {
+            let offset: usize = chars[..i - 1].iter().map(|c| c.len_utf8()).sum();
+            return Err(format!(
+                "unrecognized format character '{verb}' at offset {offset} (write %% for a percent sign)"
+            ));
+        }
         let arg = args.get(next).ok_or_else(|| {
             format!(
                 "not enough arguments for the format: %{verb} needs argument {}",
@@ -1307,12 +1314,20 @@ pub fn format(fmt: &str, args: &[Value]) -> Result<String, String> {
                 out.push_str(&go_format_int(&i, verb, &flags, width, prec));
                 continue;
             }
-            'e' | 'E' | 'f' | 'F' | 'g' | 'G' => {
+            // Not `%F`: go-cty does not take it.
+            'e' | 'E' | 'f' | 'g' | 'G' => {
                 let n = number(arg)?;
                 out.push_str(&n.go_format(verb, &flags, width, prec));
                 continue;
             }
-            _ => return Err(format!("unknown format verb %{verb}")),
+            // go-cty's words: the verb as written and the offset of its `%`.
+            _ => {
+                let text: String = chars[start - 1..i].iter().collect();
+                let offset: usize = chars[..start - 1].iter().map(|c| c.len_utf8()).sum();
+                return Err(format!(
+                    "unsupported format verb '{verb}' in {text:?} at offset {offset} (the verbs are %v %t %d %b %o %x %X %e %E %f %g %G %s %q)"
+                ));
+            }
         };
         // go-cty writes %t without padding.
         if verb == 't' {
