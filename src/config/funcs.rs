@@ -200,6 +200,16 @@ fn int(v: &Value, what: &str) -> Result<i64, FnError> {
     }
 }
 
+/// Refuse a set where go-cty needs a list or tuple (elements with indices).
+fn no_set(v: &Value, msg: &str) -> Result<(), FnError> {
+    match v {
+        Value::Set(_) => bad(format!(
+            "{msg} (a set's elements have no indices; use tolist() if the order does not matter)"
+        )),
+        _ => Ok(()),
+    }
+}
+
 fn string(v: &Value, what: &str) -> Result<String, FnError> {
     match Type::String.convert(v.clone()) {
         Ok(Value::String(s)) => Ok(s),
@@ -486,8 +496,9 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
             arity(name, a, 1, usize::MAX)?;
             let f = string(&a[0], "the format")?;
             let mut n: Option<usize> = None;
+            // Sets iterate in their order, as in Terraform.
             for v in &a[1..] {
-                if let Value::List(l) = v {
+                if let Value::List(l) | Value::Set(l) = v {
                     if n.is_some_and(|n| n != l.len()) {
                         return bad("formatlist(): the lists must all have the same length");
                     }
@@ -500,7 +511,7 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
                 let row: Vec<Value> = a[1..]
                     .iter()
                     .map(|v| match v {
-                        Value::List(l) => l[i].clone(),
+                        Value::List(l) | Value::Set(l) => l[i].clone(),
                         v => v.clone(),
                     })
                     .collect();
@@ -579,6 +590,10 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
         }
         "zipmap" => {
             arity(name, a, 2, 2)?;
+            no_set(
+                &a[1],
+                "zipmap(): values argument must be a list or tuple value, not a set",
+            )?;
             let k = list(&a[0], "the keys")?;
             let v = list(&a[1], "the values")?;
             if k.len() != v.len() {
@@ -593,6 +608,10 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
         "concat" => {
             let mut all = Vec::new();
             for l in a {
+                no_set(
+                    l,
+                    "concat(): all arguments must be lists or tuples; got a set",
+                )?;
                 all.extend(list(l, "each argument")?.iter().cloned());
             }
             Ok(Value::List(all))
@@ -613,6 +632,7 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
         }
         "element" => {
             arity(name, a, 2, 2)?;
+            no_set(&a[0], "element(): cannot read elements from a set")?;
             let l = list(&a[0], "the first argument")?;
             let i = int(&a[1], "the index")?;
             if l.is_empty() {
@@ -625,6 +645,10 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
         }
         "index" => {
             arity(name, a, 2, 2)?;
+            no_set(
+                &a[0],
+                "index(): argument must be a list or tuple, not a set",
+            )?;
             let l = list(&a[0], "the first argument")?;
             match l.iter().position(|v| *v == a[1]) {
                 Some(i) => Ok(Value::Number(i.into())),
@@ -673,6 +697,10 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
         }
         "slice" => {
             arity(name, a, 3, 3)?;
+            no_set(
+                &a[0],
+                "slice(): cannot slice a set, because its elements do not have indices",
+            )?;
             let l = list(&a[0], "the first argument")?;
             let (s, e) = (int(&a[1], "the start")?, int(&a[2], "the end")?);
             if s < 0 || e > l.len() as i64 || s > e {
@@ -714,6 +742,7 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
         }
         "coalescelist" => {
             for v in a {
+                no_set(v, "coalescelist(): arguments must be lists or tuples")?;
                 if !list(v, "each argument")?.is_empty() {
                     return Ok(v.clone());
                 }
