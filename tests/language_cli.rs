@@ -932,3 +932,170 @@ recovery_plan "shop" {
         text(&o)
     );
 }
+
+/// Terraform's implied moves (1.1+): adding `count` to a block whose state
+/// holds the no-key instance moves it to `[0]`, and removing `count` moves
+/// `[0]` back; the plan shows moves, no destroy, and the recovery points
+/// stay with the protection.
+#[test]
+fn adding_or_removing_count_moves_the_instance_and_keeps_its_points() {
+    use common::{ok, points, quickstart};
+    let d = tempfile::tempdir().unwrap();
+    let qs = quickstart(d.path(), 8, 8);
+    let edit = |file: &str, from: &str, to: &str| {
+        let p = qs.join(file);
+        let s = std::fs::read_to_string(&p).unwrap();
+        assert!(s.contains(from), "{from:?} not in {file}");
+        std::fs::write(&p, s.replace(from, to)).unwrap();
+    };
+    ok(&qs, &["apply", "--auto-approve"]);
+    ok(&qs, &["replicate"]);
+    let ids = |addr: &str| -> Vec<String> {
+        points(&qs)
+            .iter()
+            .filter(|p| p["protection"] == addr)
+            .map(|p| p["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let before = ids("protection.web");
+    assert!(!before.is_empty(), "{:?}", points(&qs));
+    let plan = |want: &[&str]| {
+        let o = common::standby(&qs)
+            .args(["plan", "-detailed-exitcode"])
+            .output()
+            .unwrap();
+        let out = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{out}");
+        for w in want {
+            assert!(out.contains(w), "{w:?} not in:\n{out}");
+        }
+        assert!(out.contains("0 to destroy"), "{out}");
+    };
+    let settled = || {
+        let o = common::standby(&qs)
+            .args(["plan", "-detailed-exitcode"])
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    };
+
+    // count added: web -> web[0].
+    edit(
+        "machines.hcl",
+        "machine \"web\" {\n",
+        "machine \"web\" {\n  count = 1\n",
+    );
+    edit(
+        "protection.hcl",
+        "protection \"web\" {\n  machine           = machine.web\n",
+        "protection \"web\" {\n  count             = 1\n  machine           = machine.web[count.index]\n",
+    );
+    plan(&[
+        "# machine.web has moved to machine.web[0]",
+        "# protection.web has moved to protection.web[0]",
+    ]);
+    let applied = ok(&qs, &["apply", "--auto-approve"]);
+    assert!(applied.contains(" 0 destroyed."), "{applied}");
+    assert_eq!(ids("protection.web[0]"), before);
+    assert!(ids("protection.web").is_empty());
+    let st = common::state(&qs);
+    assert!(st["objects"].get("protection.web[0]").is_some(), "{st}");
+    assert!(st["objects"].get("protection.web").is_none(), "{st}");
+    settled();
+
+    // count removed: web[0] -> web.
+    edit(
+        "machines.hcl",
+        "machine \"web\" {\n  count = 1\n",
+        "machine \"web\" {\n",
+    );
+    edit(
+        "protection.hcl",
+        "protection \"web\" {\n  count             = 1\n  machine           = machine.web[count.index]\n",
+        "protection \"web\" {\n  machine           = machine.web\n",
+    );
+    plan(&[
+        "# machine.web[0] has moved to machine.web",
+        "# protection.web[0] has moved to protection.web",
+    ]);
+    let applied = ok(&qs, &["apply", "--auto-approve"]);
+    assert!(applied.contains(" 0 destroyed."), "{applied}");
+    assert_eq!(ids("protection.web"), before);
+    let st = common::state(&qs);
+    assert!(st["objects"].get("protection.web").is_some(), "{st}");
+    assert!(st["objects"].get("protection.web[0]").is_none(), "{st}");
+    settled();
+}
+
+/// `type = any` reads a value from the environment as an HCL expression,
+/// as Terraform reads `TF_VAR_*` (a variable without a type takes the text
+/// as it is).
+#[test]
+fn an_environment_value_of_a_type_any_variable_is_parsed_as_hcl() {
+    let dir = config(
+        r#"
+variable "names" {
+  type = any
+}
+variable "raw" {}
+machine "db" {
+  site = site.onprem
+  disk "data" { path = "db/data.img" }
+  check "c" { command = ["echo", jsonencode(var.names), jsonencode(var.raw)] }
+}
+"#,
+    );
+    let o = Command::new(env!("CARGO_BIN_EXE_standby"))
+        .current_dir(dir.path())
+        .args(["plan", "--json"])
+        .env("NO_COLOR", "1")
+        .env("STANDBY_VAR_names", r#"["db", "web"]"#)
+        .env("STANDBY_VAR_raw", r#"["db"]"#)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let plan: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let command = plan["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["address"] == "machine.db")
+        .and_then(|c| {
+            c["attributes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|a| a["name"] == "check.c.command")
+        })
+        .map(|a| a["after"].clone())
+        .unwrap_or_else(|| panic!("no check.c.command in {plan}"));
+    assert_eq!(
+        command,
+        serde_json::json!(["echo", r#"["db","web"]"#, r#""[\"db\"]""#])
+    );
+}
+
+/// go-cty hashes a number by its text, so `-0` and `0` are two set
+/// elements: a dynamic block over `toset([-0, 0])` makes two blocks.
+#[test]
+fn dynamic_over_a_set_holding_minus_zero_and_zero_makes_two_blocks() {
+    let dir = config(
+        r#"
+machine "db" {
+  site = site.onprem
+  disk "data" { path = "db/data.img" }
+  dynamic "check" {
+    for_each = toset([0, -0])
+    labels   = ["c${check.key}"]
+    content { command = ["echo", jsonencode(check.value)] }
+  }
+}
+"#,
+    );
+    let names = plan_attr_names(dir.path(), "machine.db");
+    assert!(
+        names.contains(&"check.c-0.command".to_string()),
+        "{names:?}"
+    );
+    assert!(names.contains(&"check.c0.command".to_string()), "{names:?}");
+}

@@ -236,10 +236,9 @@ impl<'a> Scope<'a> {
             Expression::UnaryOp(u) => {
                 let v = self.eval(&u.expr, out)?;
                 match *u.operator.value() {
-                    UnaryOperator::Neg => match Type::Number.convert(v.clone()) {
-                        Ok(Value::Number(n)) => Ok(Value::Number(n.neg())),
-                        _ => Err(self.type_error(&u.expr, "a number", &v, out)),
-                    },
+                    UnaryOperator::Neg => {
+                        Ok(Value::Number(self.operand_number(&u.expr, v, out)?.neg()))
+                    }
                     UnaryOperator::Not => match Type::Bool.convert(v.clone()) {
                         Ok(Value::Bool(b)) => Ok(Value::Bool(!b)),
                         _ => Err(self.type_error(&u.expr, "a bool", &v, out)),
@@ -260,6 +259,23 @@ impl<'a> Scope<'a> {
             )
             .label(format!("this is {}", found.type_name())),
         )
+    }
+
+    /// An arithmetic operand as a number (`"5"` converts, as in HCL); a
+    /// string that does not says why (`"inf"`: an infinity), never its text.
+    fn operand_number(&self, e: &Expression, v: Value, out: &mut Out) -> Eval<Number> {
+        match Type::Number.convert(v.clone()) {
+            Ok(Value::Number(n)) => Ok(n),
+            Err(why) if matches!(v, Value::String(_)) => Err(out.err(
+                Diagnostic::error(
+                    "standby::wrong_type",
+                    self.loc(e.span()),
+                    format!("expected a number, found {why}"),
+                )
+                .label("this is a string"),
+            )),
+            _ => Err(self.type_error(e, "a number", &v, out)),
+        }
     }
 
     fn key_string(&self, v: Value, span: Option<Range<usize>>, out: &mut Out) -> Eval<String> {
@@ -1001,6 +1017,19 @@ impl<'a> Scope<'a> {
                     .label("a set")
                     .help("elements of a set are identified only by their value; use tolist(...) to index them, or a for expression"),
             )),
+            // HCL's own words for the index kinds that are never valid.
+            (Value::List(_), Value::Number(n)) if !n.is_int() || n.sign() < 0 => {
+                let why = if n.is_int() {
+                    "a negative number is not a valid index for a sequence"
+                } else {
+                    "indexing a sequence requires a whole number, but the given index has a fractional part"
+                };
+                Err(out.err(
+                    Diagnostic::error("standby::wrong_type", self.loc(span), format!("invalid index {n}: {why}"))
+                        .label("not a whole number from 0")
+                        .help("lists are indexed by whole numbers from 0; use floor() or ceil() to make one"),
+                ))
+            }
             (Value::List(l), Value::Number(n)) => match n.as_usize() {
                 Some(i) if i < l.len() => Ok(l[i].clone()),
                 _ => Err(out.err(
@@ -1074,12 +1103,8 @@ impl<'a> Scope<'a> {
             _ => {}
         }
         // Numbers, or strings that are numbers ("5" + 1 is 6), as in HCL.
-        let Ok(Value::Number(x)) = Type::Number.convert(l.clone()) else {
-            return Err(self.type_error(&b.lhs_expr, "a number", &l, out));
-        };
-        let Ok(Value::Number(y)) = Type::Number.convert(r.clone()) else {
-            return Err(self.type_error(&b.rhs_expr, "a number", &r, out));
-        };
+        let x = self.operand_number(&b.lhs_expr, l, out)?;
+        let y = self.operand_number(&b.rhs_expr, r, out)?;
         let n = match op {
             B::Plus => x.add(&y),
             B::Minus => x.sub(&y),

@@ -3,7 +3,7 @@
 //! `templatefile` need the evaluator and live in `eval.rs`.
 
 use super::number::{Flags, Number, go_format_int};
-use super::value::{Type, Value, set_of};
+use super::value::{Type, Value, same_element, set_of};
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
@@ -197,6 +197,16 @@ fn int(v: &Value, what: &str) -> Result<i64, FnError> {
     match n.to_i64() {
         Some(i) => Ok(i),
         None => bad(format!("{what} must be a whole number, found {n}")),
+    }
+}
+
+/// Refuse a set where go-cty needs a list or tuple (elements with indices).
+fn no_set(v: &Value, msg: &str) -> Result<(), FnError> {
+    match v {
+        Value::Set(_) => bad(format!(
+            "{msg} (a set's elements have no indices; use tolist() if the order does not matter)"
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -486,8 +496,9 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
             arity(name, a, 1, usize::MAX)?;
             let f = string(&a[0], "the format")?;
             let mut n: Option<usize> = None;
+            // Sets iterate in their order, as in Terraform.
             for v in &a[1..] {
-                if let Value::List(l) = v {
+                if let Value::List(l) | Value::Set(l) = v {
                     if n.is_some_and(|n| n != l.len()) {
                         return bad("formatlist(): the lists must all have the same length");
                     }
@@ -500,7 +511,7 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
                 let row: Vec<Value> = a[1..]
                     .iter()
                     .map(|v| match v {
-                        Value::List(l) => l[i].clone(),
+                        Value::List(l) | Value::Set(l) => l[i].clone(),
                         v => v.clone(),
                     })
                     .collect();
@@ -579,6 +590,10 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
         }
         "zipmap" => {
             arity(name, a, 2, 2)?;
+            no_set(
+                &a[1],
+                "zipmap(): values argument must be a list or tuple value, not a set",
+            )?;
             let k = list(&a[0], "the keys")?;
             let v = list(&a[1], "the values")?;
             if k.len() != v.len() {
@@ -593,6 +608,10 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
         "concat" => {
             let mut all = Vec::new();
             for l in a {
+                no_set(
+                    l,
+                    "concat(): all arguments must be lists or tuples; got a set",
+                )?;
                 all.extend(list(l, "each argument")?.iter().cloned());
             }
             Ok(Value::List(all))
@@ -613,18 +632,23 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
         }
         "element" => {
             arity(name, a, 2, 2)?;
+            no_set(&a[0], "element(): cannot read elements from a set")?;
             let l = list(&a[0], "the first argument")?;
             let i = int(&a[1], "the index")?;
             if l.is_empty() {
                 return bad("element(): cannot use element() with an empty list");
             }
-            if i < 0 {
-                return bad("element(): the index must not be negative");
-            }
-            Ok(l[(i as u64 % l.len() as u64) as usize].clone())
+            // go-cty 1.16 (what Terraform ships) wraps a negative index
+            // too: -1 is the last item.
+            let n = i64::try_from(l.len()).unwrap_or(i64::MAX);
+            Ok(l[i.rem_euclid(n) as usize].clone())
         }
         "index" => {
             arity(name, a, 2, 2)?;
+            no_set(
+                &a[0],
+                "index(): argument must be a list or tuple, not a set",
+            )?;
             let l = list(&a[0], "the first argument")?;
             match l.iter().position(|v| *v == a[1]) {
                 Some(i) => Ok(Value::Number(i.into())),
@@ -673,6 +697,10 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
         }
         "slice" => {
             arity(name, a, 3, 3)?;
+            no_set(
+                &a[0],
+                "slice(): cannot slice a set, because its elements do not have indices",
+            )?;
             let l = list(&a[0], "the first argument")?;
             let (s, e) = (int(&a[1], "the start")?, int(&a[2], "the end")?);
             if s < 0 || e > l.len() as i64 || s > e {
@@ -693,20 +721,19 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
             Ok(Value::List(l.into_iter().map(Value::String).collect()))
         }
         "coalesce" => {
+            // The arguments unify as in Terraform (go-cty's `Unify`): mixed
+            // primitives become strings, a number and a bool alone fail.
+            let refs: Vec<&Value> = a.iter().collect();
+            let Some(ty) = super::value::unify(&refs) else {
+                return bad("coalesce(): all arguments must have the same type");
+            };
             for v in a {
                 match v {
                     Value::Null => {}
                     Value::String(s) if s.is_empty() => {}
                     v => {
-                        // Arguments unify as in Terraform: mixed primitives are strings.
-                        let mixed = a.iter().any(|o| {
-                            !matches!(o, Value::Null)
-                                && std::mem::discriminant(o) != std::mem::discriminant(v)
-                        });
-                        return Ok(if mixed {
-                            Type::String.convert(v.clone()).unwrap_or(v.clone())
-                        } else {
-                            v.clone()
+                        return ty.convert(v.clone()).or_else(|found| {
+                            bad(format!("coalesce(): cannot convert {found} to {ty}"))
                         });
                     }
                 }
@@ -715,6 +742,7 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
         }
         "coalescelist" => {
             for v in a {
+                no_set(v, "coalescelist(): arguments must be lists or tuples")?;
                 if !list(v, "each argument")?.is_empty() {
                     return Ok(v.clone());
                 }
@@ -864,12 +892,19 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
                 .iter()
                 .map(|v| list(v, "each argument").map(|l| set_of(l.clone())))
                 .collect::<Result<_, _>>()?;
+            let all: Vec<&Value> = sets.iter().flatten().collect();
+            if super::value::unify(&all).is_none() {
+                return bad(format!(
+                    "{name}(): given sets must all have compatible element types"
+                ));
+            }
             let mut out = sets[0].clone();
             for s in &sets[1..] {
                 match name {
                     "setunion" => out.extend(s.iter().cloned()),
-                    "setintersection" => out.retain(|v| s.contains(v)),
-                    _ => out.retain(|v| !s.contains(v)),
+                    // Membership is set identity (`-0` is not `0`).
+                    "setintersection" => out.retain(|v| s.iter().any(|w| same_element(v, w))),
+                    _ => out.retain(|v| !s.iter().any(|w| same_element(v, w))),
                 }
             }
             Ok(Value::Set(set_of(out)))
@@ -885,8 +920,14 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
 fn unified(name: &str, items: Vec<Value>) -> Result<Vec<Value>, FnError> {
     let refs: Vec<&Value> = items.iter().collect();
     let Some(ty) = super::value::unify(&refs) else {
+        // go-cty's words; a number and a bool only unify beside a string.
+        let kind = match name {
+            "toset" => "set",
+            "tomap" => "map",
+            _ => "list",
+        };
         return bad(format!(
-            "{name}(): cannot convert the items to one type (a collection holds items of a single type)"
+            "{name}(): all {kind} elements must have the same type (a collection holds items of one type, and no one type fits them all: a number and a bool convert only to a string, a list never to a number; use tostring() where strings are meant)"
         ));
     };
     items
@@ -1176,6 +1217,7 @@ pub fn format(fmt: &str, args: &[Value]) -> Result<String, String> {
             out.push(c);
             continue;
         }
+        let start = i;
         let mut flags = Flags::default();
         while i < chars.len() {
             match chars[i] {
@@ -1228,8 +1270,23 @@ pub fn format(fmt: &str, args: &[Value]) -> Result<String, String> {
             .ok_or("the format ends with an unfinished % verb")?;
         i += 1;
         if verb == '%' {
+            // go-cty takes `%%` only as written: a flag, width, precision
+            // or index before it makes `%` an unrecognized character.
+            if i - 1 != start {
+                let offset: usize = chars[..i - 1].iter().map(|c| c.len_utf8()).sum();
+                return Err(format!(
+                    "unrecognized format character '%' at offset {offset} (write %% alone for a percent sign)"
+                ));
+            }
             out.push('%');
             continue;
+        }
+        // A verb is a letter; anything else is not part of a verb at all.
+        if !verb.is_ascii_alphabetic() {
+            let offset: usize = chars[..i - 1].iter().map(|c| c.len_utf8()).sum();
+            return Err(format!(
+                "unrecognized format character '{verb}' at offset {offset} (write %% for a percent sign)"
+            ));
         }
         let arg = args.get(next).ok_or_else(|| {
             format!(
@@ -1286,12 +1343,20 @@ pub fn format(fmt: &str, args: &[Value]) -> Result<String, String> {
                 out.push_str(&go_format_int(&i, verb, &flags, width, prec));
                 continue;
             }
-            'e' | 'E' | 'f' | 'F' | 'g' | 'G' => {
+            // Not `%F`: go-cty does not take it.
+            'e' | 'E' | 'f' | 'g' | 'G' => {
                 let n = number(arg)?;
                 out.push_str(&n.go_format(verb, &flags, width, prec));
                 continue;
             }
-            _ => return Err(format!("unknown format verb %{verb}")),
+            // go-cty's words: the verb as written and the offset of its `%`.
+            _ => {
+                let text: String = chars[start - 1..i].iter().collect();
+                let offset: usize = chars[..start - 1].iter().map(|c| c.len_utf8()).sum();
+                return Err(format!(
+                    "unsupported format verb '{verb}' in {text:?} at offset {offset} (the verbs are %v %t %d %b %o %x %X %e %E %f %g %G %s %q)"
+                ));
+            }
         };
         // go-cty writes %t without padding.
         if verb == 't' {

@@ -342,6 +342,13 @@ fn load_into(dir: &Path, inputs: &VarInputs, diags: &mut Diagnostics) -> Option<
             Some(e) => vars::parse_type(e, &t.source, diags).unwrap_or(value::Type::Any),
             None => value::Type::Any,
         };
+        // Terraform's parsing mode: literal without a type or for a
+        // primitive one, HCL for `any` and the rest.
+        let literal = r.expr("type").is_none()
+            || matches!(
+                ty,
+                value::Type::String | value::Type::Number | value::Type::Bool
+            );
         let text = |name: &str, diags: &mut Diagnostics| match r.expr(name) {
             Some(hcl_edit::expr::Expression::String(s)) => Some(s.to_string()),
             Some(e) => {
@@ -382,6 +389,7 @@ fn load_into(dir: &Path, inputs: &VarInputs, diags: &mut Diagnostics) -> Option<
             default: r.expr("default").map(|e| (e.clone(), t.source.clone())),
             description,
             sensitive,
+            literal,
         });
     }
     let (mut var_values, variables) = vars::resolve(&decls, dir, inputs, diags);

@@ -45,6 +45,8 @@ pub enum NumError {
     Range,
     /// Division by zero (Terraform: an infinity, or an error for 0/0).
     DivZero,
+    /// `inf` or `Inf` (Go reads it as an infinity; standby holds none).
+    Infinity,
 }
 
 impl std::fmt::Display for NumError {
@@ -55,6 +57,9 @@ impl std::fmt::Display for NumError {
                 "numbers beyond 1e{MAX_DECIMAL_EXP} (or closer to zero than 1e-{MAX_DECIMAL_EXP}) are not supported by standby"
             ),
             NumError::DivZero => f.write_str("division by zero"),
+            NumError::Infinity => f.write_str(
+                "infinities are not supported by standby (Terraform reads \"inf\" as an infinity, which no DR setting can use)",
+            ),
         }
     }
 }
@@ -241,8 +246,8 @@ impl Number {
     /// Parse as go-cty's `ParseNumberVal` (`big.ParseFloat(s, 10, 512,
     /// ToNearestEven)`): optional sign, digits with an optional point, an
     /// optional `e`/`E` (decimal) or `p`/`P` (binary) exponent. `None` when
-    /// `s` is not such a number (also for `inf`, which standby does not
-    /// hold); `Err` when it is past the supported range.
+    /// `s` is not such a number; `Err` when it is past the supported range
+    /// or an infinity (`inf`, `-Inf`), which standby does not hold.
     pub fn parse(s: &str) -> Option<Result<Number, NumError>> {
         let b = s.as_bytes();
         let mut i = 0;
@@ -257,6 +262,10 @@ impl Number {
             }
             _ => false,
         };
+        // Go's `big.ParseFloat` reads `Inf` and `inf` (with a sign).
+        if matches!(&s[i..], "Inf" | "inf") {
+            return Some(Err(NumError::Infinity));
+        }
         let mut digits = String::new();
         let mut fcount: i64 = 0;
         let mut point = false;
@@ -368,6 +377,11 @@ impl Number {
             exp: self.exp + o.exp,
             prec: self.prec,
         }
+    }
+
+    /// `-0` (go-cty keeps the sign of a zero: `-0` prints as `-0`).
+    pub fn is_neg_zero(&self) -> bool {
+        self.neg && self.mant.is_zero()
     }
 
     pub fn is_zero(&self) -> bool {

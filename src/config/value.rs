@@ -6,7 +6,7 @@ use crate::model::Kind;
 use std::collections::BTreeMap;
 use std::fmt;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum Value {
     Null,
     Bool(bool),
@@ -21,6 +21,26 @@ pub enum Value {
     Set(Vec<Value>),
     Map(BTreeMap<String, Value>),
     Ref(Ref),
+}
+
+/// go-cty's equality: numbers by [`Number::cty_equal`], sets by their
+/// elements' identity (`toset([-0]) == toset([0])` is false).
+impl PartialEq for Value {
+    fn eq(&self, other: &Value) -> bool {
+        match (self, other) {
+            (Value::Null, Value::Null) => true,
+            (Value::Bool(a), Value::Bool(b)) => a == b,
+            (Value::Number(a), Value::Number(b)) => a == b,
+            (Value::String(a), Value::String(b)) => a == b,
+            (Value::List(a), Value::List(b)) => a == b,
+            (Value::Set(a), Value::Set(b)) => {
+                a.len() == b.len() && a.iter().zip(b).all(|(x, y)| same_element(x, y))
+            }
+            (Value::Map(a), Value::Map(b)) => a == b,
+            (Value::Ref(a), Value::Ref(b)) => a == b,
+            _ => false,
+        }
+    }
 }
 
 /// A reference to a declared block, resolved by name.
@@ -187,6 +207,41 @@ impl Type {
     pub fn convert(&self, v: Value) -> Result<Value, String> {
         match (self, v) {
             (Type::Any, v) => Ok(v),
+            // `list(any)`, `set(any)`, `map(any)`: the items take the one
+            // type go-cty unifies them to (`[1, "a"]` is `["1", "a"]`).
+            (Type::List(t) | Type::Set(t) | Type::Map(t), v @ (Value::List(_) | Value::Set(_) | Value::Map(_)))
+                if **t == Type::Any && !matches!((self, &v), (Type::Map(_), Value::List(_) | Value::Set(_)) | (Type::List(_) | Type::Set(_), Value::Map(_))) =>
+            {
+                let items: Vec<&Value> = match &v {
+                    Value::List(l) | Value::Set(l) => l.iter().collect(),
+                    Value::Map(m) => m.values().collect(),
+                    _ => Vec::new(),
+                };
+                let Some(ty) = unify(&items) else {
+                    let kind = match self {
+                        Type::Set(_) => "set",
+                        Type::Map(_) => "map",
+                        _ => "list",
+                    };
+                    return Err(format!(
+                        "items with no common type (all {kind} elements must have the same type)"
+                    ));
+                };
+                if ty == Type::Any {
+                    // Only nulls (or block references): nothing to convert.
+                    return Ok(match (self, v) {
+                        (Type::List(_), Value::List(l) | Value::Set(l)) => Value::List(l),
+                        (Type::Set(_), Value::List(l) | Value::Set(l)) => Value::Set(set_of(l)),
+                        (_, v) => v,
+                    });
+                }
+                let inner = match self {
+                    Type::List(_) => Type::List(Box::new(ty)),
+                    Type::Set(_) => Type::Set(Box::new(ty)),
+                    _ => Type::Map(Box::new(ty)),
+                };
+                inner.convert(v)
+            }
             (_, Value::Null) => Ok(Value::Null),
             (Type::String, Value::String(s)) => Ok(Value::String(s)),
             (Type::String, v @ (Value::Number(_) | Value::Bool(_))) => {
@@ -262,10 +317,15 @@ impl Type {
 /// their text; duplicates removed; mixed primitives become strings.
 pub fn set_of(items: Vec<Value>) -> Vec<Value> {
     let all_num = items.iter().all(|v| matches!(v, Value::Number(_)));
-    let all_prim = items
+    // Mixed primitives become strings, as [`unify`] makes them: only with
+    // a string among them (a set of bools stays bools; a number beside a
+    // bool has no common type, and callers unify first).
+    let mixed = items
         .iter()
-        .all(|v| matches!(v, Value::Number(_) | Value::String(_) | Value::Bool(_)));
-    let mut items: Vec<Value> = if all_prim && !all_num {
+        .all(|v| matches!(v, Value::Number(_) | Value::String(_) | Value::Bool(_)))
+        && items.iter().any(|v| matches!(v, Value::String(_)))
+        && !items.iter().all(|v| matches!(v, Value::String(_)));
+    let mut items: Vec<Value> = if mixed {
         items
             .into_iter()
             .map(|v| Type::String.convert(v).unwrap_or(Value::Null))
@@ -274,15 +334,50 @@ pub fn set_of(items: Vec<Value>) -> Vec<Value> {
         items
     };
     if all_num {
+        // go-cty orders numerically; -0 and 0 compare equal but are two
+        // elements (their hashes differ), and -0's hash sorts first.
         items.sort_by(|a, b| match (a, b) {
-            (Value::Number(x), Value::Number(y)) => x.compare(y),
+            (Value::Number(x), Value::Number(y)) => x
+                .compare(y)
+                .then_with(|| y.is_neg_zero().cmp(&x.is_neg_zero())),
+            _ => std::cmp::Ordering::Equal,
+        });
+    } else if items
+        .iter()
+        .all(|v| matches!(v, Value::String(_) | Value::Bool(_)))
+    {
+        // go-cty: strings by their bytes (not their JSON text, whose
+        // escapes would move `"` and `\\` after other characters), false
+        // before true.
+        items.sort_by(|a, b| match (a, b) {
+            (Value::String(x), Value::String(y)) => x.cmp(y),
+            (Value::Bool(x), Value::Bool(y)) => x.cmp(y),
             _ => std::cmp::Ordering::Equal,
         });
     } else {
         items.sort_by_key(|v| v.to_json().to_string());
     }
-    items.dedup();
+    items.dedup_by(|a, b| same_element(a, b));
     items
+}
+
+/// Whether `a` and `b` are one element of a go-cty set: equal, and hashed
+/// alike. The hash holds a number's `big.Float.String()`, so `-0` and `0`
+/// (equal numbers) are two elements, at any depth.
+pub fn same_element(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x == y && x.is_neg_zero() == y.is_neg_zero(),
+        (Value::List(x), Value::List(y)) | (Value::Set(x), Value::Set(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same_element(a, b))
+        }
+        (Value::Map(x), Value::Map(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .zip(y)
+                    .all(|((k, a), (l, b))| k == l && same_element(a, b))
+        }
+        _ => a == b,
+    }
 }
 
 /// Unicode NFC, which go-cty gives every string (so `"é"` typed as one
@@ -295,7 +390,8 @@ pub fn nfc(s: &str) -> String {
 }
 
 /// The type go-cty unifies values' types to (a conditional's two results):
-/// null fits anything; different primitives become string; lists of one
+/// null fits anything; different primitives become string when a string is
+/// among them (a number and a bool alone have no common type); lists of one
 /// length unify item by item, of different lengths to a list of one item
 /// type; maps with the same keys unify key by key, else to a map of one
 /// value type. None when they cannot be unified.
@@ -317,7 +413,14 @@ pub fn unify(values: &[&Value]) -> Option<Type> {
             .iter()
             .all(|v| std::mem::discriminant(*v) == std::mem::discriminant(*first))
         {
-            return Some(Type::String);
+            // go-cty's `convert.Unify`: the result is one of the given
+            // types that every other converts to. Numbers and bools both
+            // convert to string but not to each other, so without a string
+            // among them there is no common type (`[1, true]`).
+            if known.iter().any(|v| matches!(v, Value::String(_))) {
+                return Some(Type::String);
+            }
+            return None;
         }
         return Some(match first {
             Value::Number(_) => Type::Number,
