@@ -201,15 +201,8 @@ fn run_stage(
             ))
         }
         Op::Failback => outcome(
-            recovery::failback::failback(
-                cfg,
-                plan,
-                approvals,
-                rec,
-                cancel,
-                events,
-            )
-            .map_err(failed)?,
+            recovery::failback::failback(cfg, plan, approvals, rec, cancel, events)
+                .map_err(failed)?,
         ),
     }
 }

@@ -345,7 +345,7 @@ impl Engine<'_> {
         stopped: impl Fn(String, String, String) -> What,
     ) -> bool {
         let mut ok = true;
-        for g in order(self.plan).into_iter().rev() {
+        for g in self.plan.groups_in_order().into_iter().rev() {
             for addr in &g.machines {
                 let Some(m) = self.cfg.machines.get(addr) else {
                     continue;
@@ -480,34 +480,6 @@ fn block_on<T>(fut: impl std::future::Future<Output = T>) -> std::io::Result<T> 
     }
 }
 
-/// The plan's groups in dependency order (declaration order among equals).
-pub fn order(plan: &RecoveryPlan) -> Vec<&Group> {
-    let mut done: Vec<&str> = Vec::new();
-    let mut out = Vec::new();
-    while out.len() < plan.groups.len() {
-        let next = plan.groups.iter().find(|g| {
-            !done.contains(&g.name.as_str())
-                && g.depends_on.iter().all(|d| done.contains(&d.as_str()))
-        });
-        match next {
-            Some(g) => {
-                done.push(&g.name);
-                out.push(g);
-            }
-            // A cycle (config rejects these): keep the rest in declaration order.
-            None => {
-                for g in &plan.groups {
-                    if !done.contains(&g.name.as_str()) {
-                        done.push(&g.name);
-                        out.push(g);
-                    }
-                }
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -536,7 +508,11 @@ mod tests {
             drill: None,
             active_site: None,
         };
-        let names: Vec<&str> = order(&plan).iter().map(|g| g.name.as_str()).collect();
+        let names: Vec<&str> = plan
+            .groups_in_order()
+            .iter()
+            .map(|g| g.name.as_str())
+            .collect();
         assert_eq!(names, ["data", "app", "web", "batch"]);
     }
 }
