@@ -528,6 +528,30 @@ impl<'a> Scope<'a> {
             let f = self.eval(&c.false_expr, out)?;
             (self.speculate(&c.true_expr, out).unwrap_or(Value::Null), f)
         };
+        // A set against a list or tuple of mixed item types: go-cty keeps
+        // the set's element type only when the other side is a tuple, and
+        // standby's values do not tell a tuple from a list, so refuse
+        // rather than answer differently (`true ? toset([1]) : [1, "2"]`).
+        if let (Value::Set(_), Value::List(items)) | (Value::List(items), Value::Set(_)) = (&t, &f)
+        {
+            let mut kinds = items
+                .iter()
+                .filter(|v| !matches!(v, Value::Null))
+                .map(std::mem::discriminant);
+            if let Some(first) = kinds.next()
+                && kinds.any(|k| k != first)
+            {
+                return Err(out.err(
+                    Diagnostic::error(
+                        "standby::unsupported_conversion",
+                        self.loc(c.span()),
+                        "not supported: a conditional whose results are a set and a list or tuple of items of different types",
+                    )
+                    .label("Terraform's answer depends on whether the list is a tuple")
+                    .help("give both results one element type, e.g. tolist([...]) or toset([...]) on both sides"),
+                ));
+            }
+        }
         // go-cty's type unification: both results must share a type, and
         // the chosen one is converted to it (`true ? 1 : "a"` is "1").
         let Some(ty) = super::value::unify(&[&t, &f]) else {
