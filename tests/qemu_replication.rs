@@ -31,6 +31,8 @@
 //! `STANDBY_QEMU_POINTS=N` (CI 3; the issue's long form 20) and
 //! `STANDBY_QEMU_KILLS=N` (CI 3; long form 20).
 
+#[path = "../providers/qemu/tests/common/pki.rs"]
+mod pki;
 mod watch_support;
 
 use standby_provider_qemu::guest::{self, Guest};
@@ -672,41 +674,6 @@ fn quickstart_qemu_runs_the_story_and_its_restored_database_checks_out() {
     }
 }
 
-/// A CA and a server certificate for 127.0.0.1 in `dir` (QEMU's x509
-/// layout: ca-cert.pem, server-cert.pem, server-key.pem), and an unrelated
-/// CA in `dir/other-ca.pem`.
-fn make_pki(dir: &Path) {
-    std::fs::create_dir_all(dir).unwrap();
-    let sh = |script: &str| {
-        let out = Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .current_dir(dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "openssl: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
-    sh(&format!(
-        "openssl req -x509 {ec} -keyout ca-key.pem -out ca-cert.pem -days 2 -subj /CN=standby-test-ca"
-    ));
-    sh(&format!(
-        "openssl req -x509 {ec} -keyout other-key.pem -out other-ca.pem -days 2 -subj /CN=other-ca"
-    ));
-    sh(&format!(
-        "openssl req -new {ec} -keyout server-key.pem -out server.csr -subj /CN=localhost"
-    ));
-    sh(
-        "printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\\nextendedKeyUsage=serverAuth\\n' > ext.cnf && \
-        openssl x509 -req -in server.csr -CA ca-cert.pem -CAkey ca-key.pem -CAcreateserial \
-        -out server-cert.pem -days 2 -extfile ext.cnf",
-    );
-}
-
 #[test]
 fn points_read_over_nbd_with_tls_and_a_wrong_ca_is_refused_by_name() {
     let g = guest();
@@ -715,7 +682,7 @@ fn points_read_over_nbd_with_tls_and_a_wrong_ca_is_refused_by_name() {
         .tempdir_in("/tmp")
         .unwrap();
     let d = dir.path();
-    make_pki(&d.join("hv1/pki"));
+    pki::make_pki(&d.join("hv1/pki"));
     let port = watch_support::free_port();
     let hcl = |ca: &str| {
         config(&g, &[("db", false)], None).replace(
