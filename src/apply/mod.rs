@@ -40,8 +40,6 @@ pub struct Options {
     pub allow_undrilled: bool,
     /// Manual steps of site changes approved in advance (`STEP`, `GROUP.STEP`).
     pub approve: Vec<String>,
-    /// A manual step of a site change may ask on the terminal.
-    pub interactive: bool,
 }
 
 /// What apply tells its user, in order.

@@ -105,7 +105,6 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         allow_failover: args.allow_failover,
         allow_undrilled: args.allow_undrilled,
         approve: args.approve.clone(),
-        interactive: std::io::stdin().is_terminal(),
     };
     Ok(
         match apply::run(Arc::new(ws), &opts, &ui).map_err(report)? {
