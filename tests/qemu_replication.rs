@@ -31,8 +31,8 @@
 //! `STANDBY_QEMU_POINTS=N` (CI 3; the long form 20) and
 //! `STANDBY_QEMU_KILLS=N` (CI 3; long form 20).
 
-#[path = "../providers/qemu/tests/common/pki.rs"]
-mod pki;
+#[path = "../providers/qemu/tests/common/shared.rs"]
+mod shared;
 mod watch_support;
 
 use standby_provider_qemu::guest::{self, Guest};
@@ -185,45 +185,6 @@ fn sha256(path: &Path) -> String {
         .next()
         .unwrap()
         .to_string()
-}
-
-/// A restored data disk: `e2fsck -fn`, `PRAGMA integrity_check`, and the
-/// order count the guest's freeze hook wrote into it. Returns the count.
-fn check_database_image(img: &Path) -> u64 {
-    let fsck = Command::new("e2fsck").arg("-fn").arg(img).output().unwrap();
-    assert!(
-        fsck.status.success(),
-        "e2fsck -fn {}: {}",
-        img.display(),
-        String::from_utf8_lossy(&fsck.stdout)
-    );
-    let dir = tempfile::tempdir().unwrap();
-    for name in ["orders.db", "orders.db-wal", "freezes.log"] {
-        let out = Command::new("debugfs")
-            .args([
-                "-R",
-                &format!("dump /{name} {}", dir.path().join(name).display()),
-            ])
-            .arg(img)
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-    }
-    let db = dir.path().join("orders.db");
-    let q = |sql: &str| {
-        let o = Command::new("sqlite3").arg(&db).arg(sql).output().unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        String::from_utf8_lossy(&o.stdout).trim().to_string()
-    };
-    assert_eq!(q("PRAGMA integrity_check"), "ok");
-    let count: u64 = q("SELECT count(*) FROM orders").parse().unwrap();
-    let log = std::fs::read_to_string(dir.path().join("freezes.log")).unwrap();
-    let recorded: u64 = log.lines().last().unwrap().trim().parse().unwrap();
-    assert_eq!(
-        count, recorded,
-        "the point's order count equals the count at its freeze"
-    );
-    count
 }
 
 fn config(g: &Guest, machines: &[(&str, bool)], group: Option<&str>) -> String {
@@ -468,7 +429,7 @@ fn a_vm_point_chain_survives_kills_and_a_raw_restart() {
                 img.to_str().unwrap(),
             ],
         );
-        assert_eq!(check_database_image(&img), *count, "point {id}");
+        assert_eq!(shared::check_database_image(&img), *count, "point {id}");
         std::fs::remove_file(&img).unwrap();
     }
 
@@ -559,7 +520,7 @@ fn a_vm_point_chain_survives_kills_and_a_raw_restart() {
     );
     // The service may have frozen once more for a point SIGTERM then
     // abandoned: the count must be one the guest recorded at a freeze.
-    let count = check_database_image(&img);
+    let count = shared::check_database_image(&img);
     let log = sh(&mut agent(d, "db"), "cat /data/freezes.log");
     assert!(
         log.lines().any(|l| l.trim() == count.to_string()),
@@ -634,7 +595,7 @@ fn a_consistency_group_of_two_vms_shares_one_instant_and_a_resize_falls_back() {
         ],
     );
     assert_eq!(std::fs::metadata(&img).unwrap().len(), 335544320);
-    let count = check_database_image(&img);
+    let count = shared::check_database_image(&img);
     let log = sh(&mut agent(d, "db"), "cat /data/freezes.log");
     assert!(log.lines().any(|l| l.trim() == count.to_string()), "{log}");
 }
@@ -682,7 +643,7 @@ fn points_read_over_nbd_with_tls_and_a_wrong_ca_is_refused_by_name() {
         .tempdir_in("/tmp")
         .unwrap();
     let d = dir.path();
-    pki::make_pki(&d.join("hv1/pki"));
+    shared::make_pki(&d.join("hv1/pki"));
     let port = watch_support::free_port();
     let hcl = |ca: &str| {
         config(&g, &[("db", false)], None).replace(
@@ -720,7 +681,7 @@ fn points_read_over_nbd_with_tls_and_a_wrong_ca_is_refused_by_name() {
     let count: u64 = sh(&mut agent(d, "db"), "cat /run/last-freeze-count")
         .parse()
         .unwrap();
-    assert_eq!(check_database_image(&img), count);
+    assert_eq!(shared::check_database_image(&img), count);
 
     // Verified against another CA, QEMU's certificate is refused, naming
     // the reason and the CA file; no point is taken and nothing is lost.
@@ -755,5 +716,5 @@ fn points_read_over_nbd_with_tls_and_a_wrong_ca_is_refused_by_name() {
     let count: u64 = sh(&mut agent(d, "db"), "cat /run/last-freeze-count")
         .parse()
         .unwrap();
-    assert_eq!(check_database_image(&img), count);
+    assert_eq!(shared::check_database_image(&img), count);
 }

@@ -204,7 +204,7 @@ fn dirty_extents_points_commit_abort_and_sweep_on_a_running_guest() {
     assert_eq!(cbt::ranges(&mut c, &p1.disks[1], true).unwrap(), vec![]);
     c.disconnect().unwrap();
     cbt::finish(&mut qmp, p1, true).unwrap();
-    let count1 = common::check_database_image(&data_img);
+    let count1 = common::shared::check_database_image(&data_img);
     let names: Vec<String> = cbt::bitmaps(&mut qmp, "data")
         .unwrap()
         .into_iter()
@@ -271,7 +271,7 @@ fn dirty_extents_points_commit_abort_and_sweep_on_a_running_guest() {
     assert!(read2 <= pd.dirty_bytes, "only dirty bytes are read");
     cbt::finish(&mut qmp, p2, true).unwrap();
     drop(data_file);
-    let count2 = common::check_database_image(&data_img);
+    let count2 = common::shared::check_database_image(&data_img);
     assert!(
         count2 > count1,
         "the writer went on between points ({count1} -> {count2})"

@@ -132,7 +132,7 @@ fn two_vms_one_point_freezes_then_snapshots_then_thaws() {
         src.close().unwrap();
         cbt::finish(&mut conns[i].0, p, true).unwrap();
         drop(f);
-        common::check_database_image(&img);
+        common::shared::check_database_image(&img);
         assert_eq!(conns[i].1.fsfreeze_status().unwrap(), "thawed");
     }
 }

@@ -158,7 +158,7 @@ fn app_consistent_points_over_time_and_untrusted_bitmap_after_kill() {
                 "point {i}: read {read} bytes, more than the {dirty} dirty"
             );
         }
-        let count = common::check_database_image(&img_path);
+        let count = common::shared::check_database_image(&img_path);
         assert!(
             count >= last,
             "point {i}: {count} orders, fewer than the {last} seen before it"
@@ -213,7 +213,7 @@ fn app_consistent_points_over_time_and_untrusted_bitmap_after_kill() {
     await_orders(&mut agent, 0);
     let img = fresh_image(&img_path, 4 * GIB);
     point(&mut qmp, &mut agent, &pdir, &img, true);
-    let last = common::check_database_image(&img_path);
+    let last = common::shared::check_database_image(&img_path);
 
     // Tracking across a clean restart: the next point is dirty-only and
     // correct on the image rebuilt so far.
@@ -229,7 +229,7 @@ fn app_consistent_points_over_time_and_untrusted_bitmap_after_kill() {
     let last = await_orders(&mut agent, last);
     let (read, dirty) = point(&mut qmp, &mut agent, &pdir, &img, false);
     assert!(read <= dirty);
-    assert!(common::check_database_image(&img_path) >= last);
+    assert!(common::shared::check_database_image(&img_path) >= last);
 
     // A bitmap generation created after the last clean open lives only in
     // QEMU's memory: a kill now loses it, and the point after says so.

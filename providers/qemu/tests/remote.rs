@@ -32,7 +32,7 @@ fn point_exports_over_tls_and_unknown_ca_refused() {
     let dir = common::tempdir();
     let pki = dir.path().join("pki");
     std::fs::create_dir_all(&pki).unwrap();
-    common::pki::make_pki(&pki);
+    common::shared::make_pki(&pki);
     let root = g
         .root_overlay(&dir.path().join("root.qcow2"), "root")
         .unwrap();
@@ -158,7 +158,7 @@ fn point_exports_over_tls_and_unknown_ca_refused() {
         }
         src.close().unwrap();
         cbt::finish(&mut qmp, p, true).unwrap();
-        let count = common::check_database_image(&img);
+        let count = common::shared::check_database_image(&img);
         assert!(count >= last);
         last = count;
         let start = Instant::now();

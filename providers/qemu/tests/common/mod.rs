@@ -2,7 +2,7 @@
 //! cached test guest, the accelerator.
 #![allow(dead_code)]
 
-pub mod pki;
+pub mod shared;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -72,43 +72,4 @@ impl Drop for KillOnDrop {
     fn drop(&mut self) {
         let _ = self.0.kill();
     }
-}
-
-/// A restored database disk image passes `e2fsck -fn` and
-/// `PRAGMA integrity_check`, and its order count equals the last count the
-/// guest's freeze hook recorded in it (`/freezes.log`). Returns the count.
-pub fn check_database_image(img: &Path) -> u64 {
-    let fsck = Command::new("e2fsck").arg("-fn").arg(img).output().unwrap();
-    assert!(
-        fsck.status.success(),
-        "e2fsck -fn: {}",
-        String::from_utf8_lossy(&fsck.stdout)
-    );
-    let dir = tempdir();
-    for name in ["orders.db", "orders.db-wal", "freezes.log"] {
-        let out = Command::new("debugfs")
-            .args([
-                "-R",
-                &format!("dump /{name} {}", dir.path().join(name).display()),
-            ])
-            .arg(img)
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-    }
-    let db = dir.path().join("orders.db");
-    let q = |sql: &str| {
-        let o = Command::new("sqlite3").arg(&db).arg(sql).output().unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        String::from_utf8_lossy(&o.stdout).trim().to_string()
-    };
-    assert_eq!(q("PRAGMA integrity_check"), "ok");
-    let count: u64 = q("SELECT count(*) FROM orders").parse().unwrap();
-    let log = std::fs::read_to_string(dir.path().join("freezes.log")).unwrap();
-    let recorded: u64 = log.lines().last().unwrap().trim().parse().unwrap();
-    assert_eq!(
-        count, recorded,
-        "the point's order count equals the count at its freeze"
-    );
-    count
 }
