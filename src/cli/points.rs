@@ -2,7 +2,6 @@
 
 use super::vault::{human, load_config, open, parse_addr};
 use crate::model::Kind;
-use crate::vault::manifest;
 use miette::{IntoDiagnostic, miette};
 use std::process::ExitCode;
 
@@ -36,7 +35,10 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
     let mut matched_any = false;
     for addr in cfg.vaults.keys() {
         let vault = open(&cfg, addr)?;
-        let (points, _) = manifest::list(&vault, false).map_err(|e| miette!("{addr}: {e}"))?;
+        // The catalog: the named machine's points only, when it is known.
+        let machine = machine_of(&cfg, filter.as_deref());
+        let points = crate::vault::catalog::list_for(&vault, machine.as_deref())
+            .map_err(|e| miette!("{addr}: {e}"))?;
         for m in points {
             if filter
                 .as_ref()
@@ -101,4 +103,17 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The machine whose catalog holds the points `filter` names, when the
+/// configuration knows it; None: every machine of the vault.
+fn machine_of(cfg: &crate::model::Config, filter: Option<&str>) -> Option<String> {
+    let f = filter?;
+    if f.starts_with("machine.") {
+        return Some(f.to_string());
+    }
+    cfg.protections
+        .iter()
+        .find(|(a, _)| a.to_string() == f)
+        .map(|(_, p)| p.machine.to_string())
 }

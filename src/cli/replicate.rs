@@ -23,6 +23,11 @@ pub struct Args {
     /// old copy over newer data.
     #[arg(long)]
     pub trust_state: bool,
+    /// Print what was taken as JSON on stdout, with the object-store
+    /// requests each point cost (`requests`: get, put, list, delete, head,
+    /// bytes_in, bytes_out).
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     pub watch: super::watch::WatchArgs,
     #[command(flatten)]
@@ -80,6 +85,8 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
     let opts = Options::new(cache_dir(&cfg));
     let mut failed = 0;
     let mut vaults = BTreeMap::new();
+    let mut taken: Vec<serde_json::Value> = Vec::new();
+    let mut errors: Vec<serde_json::Value> = Vec::new();
     for batch in batches {
         let (vault_addr, label, prots, targets) =
             (batch.vault, batch.label, batch.protections, batch.targets);
@@ -90,12 +97,29 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         eprintln!("replicating {label} into {vault_addr}");
         let started = Instant::now();
         let progress = Progress::default();
+        let before = crate::store::counts();
         let result =
             super::progress::with_progress(&progress, super::progress::Work::Replicate, || {
                 replication::take_points(vault, &targets, &opts, &progress)
             });
         let took = started.elapsed();
+        let cost = crate::store::counts().since(&before);
         match result {
+            Ok(points) if args.json => {
+                for (a, m) in prots.iter().zip(&points) {
+                    taken.push(serde_json::json!({
+                        "protection": a.to_string(),
+                        "vault": vault_addr.to_string(),
+                        "id": m.id.hex(),
+                        "consistency": m.consistency,
+                        "group": m.group,
+                        "stats": m.stats,
+                        "seconds": took.as_secs_f64(),
+                        // A group's members share one capture: its cost.
+                        "requests": cost,
+                    }));
+                }
+            }
             Ok(points) => {
                 for (a, m) in prots.iter().zip(&points) {
                     let frozen = m
@@ -126,8 +150,17 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
             Err(e) => {
                 failed += 1;
                 eprintln!("error: {label}: {e}");
+                errors.push(serde_json::json!({"batch": label, "error": e.to_string()}));
             }
         }
+    }
+    if args.json {
+        let doc = serde_json::json!({
+            "points": taken,
+            "errors": errors,
+            "requests": crate::store::counts(),
+        });
+        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
     }
     Ok(if failed == 0 {
         ExitCode::SUCCESS

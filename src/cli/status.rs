@@ -59,8 +59,15 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
             continue;
         }
         let vault = open(&cfg, addr)?;
-        let (list, _) =
-            crate::vault::manifest::list(&vault, false).map_err(|e| miette!("{addr}: {e}"))?;
+        // Only the catalog of the machines this vault protects.
+        let machines = cfg
+            .protections
+            .values()
+            .filter(|p| &p.vault == addr)
+            .map(|p| p.machine.to_string())
+            .collect();
+        let list = crate::vault::catalog::list_machines(&vault, &machines)
+            .map_err(|e| miette!("{addr}: {e}"))?;
         points.insert(addr.clone(), list);
     }
     let mut prots: Vec<ProtectionStatus> = Vec::new();
@@ -99,6 +106,7 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
             "recovery_plans": plans,
             "recoveries": placed,
             "exit_code": code,
+            "requests": crate::store::counts(),
         });
         println!("{}", serde_json::to_string_pretty(&doc).into_diagnostic()?);
     } else {
