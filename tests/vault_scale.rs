@@ -285,6 +285,94 @@ mod catalog {
         assert!(!listed.contains(&phantom.id.hex()));
     }
 
+    /// The local index cache is trusted without listing only until a
+    /// prune: data prune deleted must never be deduplicated against.
+    #[test]
+    fn a_prune_makes_the_local_index_cache_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let (vault, _) = new_vault(&backend_url("file", d), d);
+        let disk = d.join("a.img");
+        let x: Vec<u8> = (0..(1 << 20)).map(|_| rand::random::<u8>()).collect();
+        let y: Vec<u8> = (0..(1 << 20)).map(|_| rand::random::<u8>()).collect();
+        let cache = d.join("cache");
+        let t = || [target("a", &[("root", &disk)])];
+        std::fs::write(&disk, &x).unwrap();
+        take(&vault, &cache, &t());
+        std::fs::write(&disk, &y).unwrap();
+        take(&vault, &cache, &t());
+        // The first point goes, and with it every block of X.
+        let retention = BTreeMap::from([("protection.a".to_string(), std::time::Duration::ZERO)]);
+        let later = time::OffsetDateTime::now_utc() + time::Duration::hours(1);
+        let r = prune::prune(
+            &vault,
+            &retention,
+            later,
+            false,
+            std::time::Duration::from_secs(5),
+        )
+        .unwrap();
+        assert_eq!(r.dropped.len(), 1);
+        assert!(r.packs_deleted >= 1, "{r:?}");
+        // X again: its blobs must be stored anew, not found in the cache.
+        std::fs::write(&disk, &x).unwrap();
+        let p3 = take(&vault, &cache, &t()).remove(0);
+        assert_eq!(p3.stats.new, 1 << 20);
+        let out = d.join("p3.img");
+        restore(&vault, &p3, "root", &out);
+        assert_same(&disk, &out);
+        let r = verify::verify(&vault, true).unwrap();
+        assert!(r.problems.is_empty(), "{:?}", r.problems);
+    }
+
+    /// A format 1 vault (no catalog) is read as it is, and its first
+    /// writer builds every machine's head and marks it format 2.
+    #[test]
+    fn a_format_1_vault_is_read_then_upgraded_by_its_first_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let url = backend_url("file", d);
+        let (vault, key) = new_vault(&url, d);
+        let disk = d.join("a.img");
+        std::fs::write(&disk, vec![5u8; 1 << 20]).unwrap();
+        let other = d.join("b.img");
+        std::fs::write(&other, vec![6u8; 1 << 20]).unwrap();
+        let cache = d.join("cache");
+        let p1 = take(&vault, &cache, &[target("a", &[("root", &disk)])]).remove(0);
+        let q1 = take(&vault, &cache, &[target("b", &[("root", &other)])]).remove(0);
+        // Make it what an older build wrote: config format 1, no catalog.
+        let dir_of = url.trim_start_matches("file://");
+        let config = std::path::Path::new(dir_of).join("config");
+        let text = std::fs::read_to_string(&config).unwrap();
+        let body = text
+            .lines()
+            .next()
+            .unwrap()
+            .replace("\"format\":2", "\"format\":1");
+        assert!(body.contains("\"format\":1"), "{body}");
+        let sum = blake3::hash(body.as_bytes()).to_hex();
+        std::fs::write(&config, format!("{body}\n{sum}\n")).unwrap();
+        std::fs::remove_dir_all(std::path::Path::new(dir_of).join("heads")).unwrap();
+        drop(vault);
+
+        let vault = standby::vault::Vault::open(&url, &key, d).unwrap();
+        assert_eq!(vault.format(), 1);
+        let listed = catalog::list_all(&vault).unwrap();
+        assert_eq!(listed.len(), 2);
+        scribble(&disk, 2);
+        let p2 = take(&vault, &cache, &[target("a", &[("root", &disk)])]).remove(0);
+        assert_eq!(p2.disks["root"].parent, Some(p1.id));
+        assert_eq!(vault.format(), 2);
+        let reopened = standby::vault::Vault::open(&url, &key, d).unwrap();
+        assert_eq!(reopened.format(), 2);
+        // Both machines have their heads, the untouched one too.
+        let b = catalog::points(&reopened, "machine.b").unwrap().unwrap();
+        assert_eq!(b.iter().map(|m| m.id).collect::<Vec<_>>(), vec![q1.id]);
+        assert_eq!(ids(&reopened).len(), 2);
+        let r = verify::verify(&reopened, true).unwrap();
+        assert!(r.problems.is_empty(), "{:?}", r.problems);
+    }
+
     /// Past `FOLD_AT` entries the head moves its older entries into
     /// segments, and merges those; nothing is lost on the way.
     #[test]

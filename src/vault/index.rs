@@ -131,15 +131,79 @@ fn cache_file(dir: &Path, name: &str) -> PathBuf {
     dir.join(name.trim_start_matches("index/"))
 }
 
-/// The index, from one listing of `index/` plus the objects not in the
-/// local cache under `cache` (which is pruned to the listing: an index
-/// object removed from the vault is never trusted again). With `limit`,
-/// at most that many uncached objects are read, newest first: enough to
-/// deduplicate against, not a complete index. Without it, the whole index,
-/// re-listing while a compaction replaces objects under it.
+/// The object prune rewrites (a random token) before it deletes any index
+/// object or pack: a local index cache made under another token may name
+/// data that is gone, and is dropped.
+pub const GENERATION: &str = "generation";
+
+/// The vault's current prune generation ("" before the first prune).
+pub fn generation(vault: &Vault) -> Result<String> {
+    match vault.get(GENERATION) {
+        Ok(b) => Ok(String::from_utf8_lossy(&b).into_owned()),
+        Err(VaultError::Missing { .. }) => Ok(String::new()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Mark every local index cache stale: called by prune before it deletes.
+pub fn bump_generation(vault: &Vault) -> Result<()> {
+    let token = hex::encode(rand::random::<[u8; 16]>());
+    vault.put(GENERATION, token.into_bytes())
+}
+
+const CACHE_GENERATION: &str = "GENERATION";
+
+/// The index objects cached under `dir`, each authenticated on opening;
+/// unreadable ones are left out.
+fn cached(vault: &Vault, dir: &Path) -> Index {
+    let mut index = Index::default();
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return index;
+    };
+    for e in rd.flatten() {
+        let file = e.file_name().to_string_lossy().into_owned();
+        if Id::parse(&file).is_none() {
+            continue;
+        }
+        let name = format!("index/{file}");
+        let packs = std::fs::read(e.path())
+            .ok()
+            .and_then(|b| vault.open_meta(&name, &b).ok())
+            .and_then(|plain| decode(&plain).ok());
+        if let Some(packs) = packs {
+            index.add_file(name, packs);
+        }
+    }
+    index
+}
+
+/// The index to deduplicate against, or the whole index.
+///
+/// With `limit` (replication): the local cache under `cache`, trusted
+/// without listing anything as long as no prune ran since it was made
+/// (one read of the [`GENERATION`] object: prune rewrites it before it
+/// deletes anything; compaction deletes only objects whose entries it has
+/// merged, so their blobs stay where the cache says). After a prune, the
+/// cache is dropped, `index/` listed and at most `limit` objects read,
+/// newest first. Blobs the result does not know of are stored again: a
+/// cost in space until prune, never in correctness.
+///
+/// Without `limit`: one listing of `index/` and every object not cached
+/// (re-listing while a compaction replaces objects under it); the cache is
+/// pruned to the listing.
 pub fn load_cached(vault: &Vault, cache: &Path, limit: Option<usize>) -> Result<Index> {
     let dir = cache_path(cache, vault);
     let _ = std::fs::create_dir_all(&dir);
+    let current = generation(vault)?;
+    let recorded = std::fs::read_to_string(dir.join(CACHE_GENERATION)).ok();
+    if limit.is_some() && recorded.as_deref() == Some(current.as_str()) {
+        return Ok(cached(vault, &dir));
+    }
+    if recorded.as_deref() != Some(current.as_str()) {
+        // Made before a prune: nothing in it is trusted any more.
+        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::create_dir_all(&dir);
+    }
     for _ in 0..5 {
         let listed = vault.list_timed("index")?;
         let names: BTreeSet<&str> = listed.iter().map(|(n, _)| n.as_str()).collect();
@@ -147,7 +211,9 @@ pub fn load_cached(vault: &Vault, cache: &Path, limit: Option<usize>) -> Result<
         if let Ok(rd) = std::fs::read_dir(&dir) {
             for e in rd.flatten() {
                 let n = format!("index/{}", e.file_name().to_string_lossy());
-                if !names.contains(n.as_str()) {
+                if Id::parse(&e.file_name().to_string_lossy()).is_some()
+                    && !names.contains(n.as_str())
+                {
                     let _ = std::fs::remove_file(e.path());
                 }
             }
@@ -188,6 +254,7 @@ pub fn load_cached(vault: &Vault, cache: &Path, limit: Option<usize>) -> Result<
             index.add_file(name.clone(), packs);
         }
         if !gone || limit.is_some() {
+            let _ = std::fs::write(dir.join(CACHE_GENERATION), &current);
             return Ok(index);
         }
     }
@@ -246,8 +313,10 @@ pub fn compact(vault: &Vault, cache: &Path) -> Result<Compacted> {
     let packs: Vec<PackEntry> = index.packs().into_values().cloned().collect();
     let n_packs = packs.len();
     let name = write_cached(vault, cache, packs)?;
+    let dir = cache_path(cache, vault);
     for old in index.files.keys() {
         vault.delete(old)?;
+        let _ = std::fs::remove_file(cache_file(&dir, old));
     }
     Ok(Compacted {
         merged: index.files.len(),

@@ -211,6 +211,11 @@ fn remove_points(
     if dry_run {
         return Ok(report);
     }
+    // Before anything is deleted: local index caches made until now may
+    // name what goes, so they stop being trusted.
+    if !drop.is_empty() || !delete_packs.is_empty() {
+        index::bump_generation(vault)?;
+    }
 
     for m in &rewrites {
         manifest::write(vault, m)?;

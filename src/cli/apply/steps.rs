@@ -312,8 +312,11 @@ impl Context {
             .ok_or_else(|| failed(format!("no {addr} in the configuration")))?;
         let vault = self.vault(&p.vault).map_err(failed)?;
         let name = addr.to_string();
+        let machine = std::collections::BTreeSet::from([p.machine.to_string()]);
         let mine = |vault: &Vault| -> Result<Vec<manifest::Manifest>, String> {
-            let (points, _) = manifest::list(vault, false).map_err(|e| e.to_string())?;
+            // The machine's catalog, not every manifest of the vault.
+            let points =
+                crate::vault::catalog::list_machines(vault, &machine).map_err(|e| e.to_string())?;
             Ok(points
                 .into_iter()
                 .filter(|m| m.protection == name)
