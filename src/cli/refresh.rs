@@ -9,7 +9,7 @@
 use crate::model::{Address, Config, Kind};
 use crate::plan::{Attributes, Drift, attributes::OBSERVED_PREFIX};
 use crate::state::StateDoc;
-use crate::vault::{Vault, VaultError, manifest};
+use crate::vault::{Vault, VaultError};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -107,8 +107,13 @@ pub(crate) fn observe(
             f.insert("observed.recovery_points".into(), json!(0));
             continue;
         };
-        let points = match manifest::list(vault, false) {
-            Ok((p, _)) => p,
+        // The machine's catalog (docs/VAULT.md), not every manifest.
+        let listed = crate::vault::catalog::list_checked(
+            vault,
+            machine.as_ref().map(|m| m.to_string()).as_deref(),
+        );
+        let points = match listed {
+            Ok(p) => p,
             Err(e) => {
                 notes.push(format!("cannot list the points of {addr} in {va}: {e}"));
                 unjudged.extend(machine);

@@ -56,10 +56,22 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
     let mut opened = Vec::new();
     for addr in vaults {
         let vault = open(&cfg, &addr)?;
-        // A damaged or hostile manifest must not stop the restore of a good
-        // point: list tolerantly, and name the bad ones only if the point
-        // asked for is not among the good.
-        let (points, bad) = manifest::list(&vault, true).map_err(|e| miette!("{addr}: {e}"))?;
+        // The catalog of the machine (or the vault's), not every manifest:
+        // only the chosen point's manifest is read, so a damaged or hostile
+        // other one cannot stop the restore of a good point.
+        // A full id is looked up by its manifest, the truth, directly.
+        let (points, bad) = match crate::vault::Id::parse(&args.point) {
+            Some(id) => match manifest::read(&vault, &id) {
+                Ok(m) => (vec![m], Vec::new()),
+                Err(crate::vault::VaultError::Missing { .. }) => (Vec::new(), Vec::new()),
+                Err(e) => (Vec::new(), vec![e]),
+            },
+            None => (
+                crate::vault::catalog::list_for(&vault, machine.as_deref())
+                    .map_err(|e| miette!("{addr}: {e}"))?,
+                Vec::new(),
+            ),
+        };
         opened.push((addr, vault, points, bad));
     }
     if args.point == "latest" && machine.is_none() {
@@ -93,6 +105,8 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
                 continue;
             }
         };
+        // A catalog entry has no extents: the point itself, read whole.
+        let point = &manifest::read(vault, &point.id).map_err(|e| miette!("{addr}: {e}"))?;
         let started = Instant::now();
         let progress = Progress::default();
         let r = super::progress::with_progress(&progress, super::progress::Work::Restore, || {

@@ -154,7 +154,6 @@ pub fn begin(vault: &Vault, points: &[Manifest]) -> Result<()> {
 /// writer that died after its manifest). Folds a full head into a segment.
 pub fn commit(vault: &Vault, points: &[Manifest]) -> Result<()> {
     for m in points {
-        let name = head_name(vault, &m.machine);
         // Other writers' pending entries: done ones are confirmed, the
         // rest left (their writer may still be running).
         let others: Vec<Id> = match read_head(vault, &m.machine)? {
@@ -195,7 +194,6 @@ pub fn commit(vault: &Vault, points: &[Manifest]) -> Result<()> {
                 })
                 .ok();
         }
-        let _ = name;
     }
     Ok(())
 }
@@ -548,5 +546,25 @@ pub fn list_for(vault: &Vault, machine: Option<&str>) -> Result<Vec<Manifest>> {
     match machine {
         Some(m) => list_machines(vault, &BTreeSet::from([m.to_string()])),
         None => list_all(vault),
+    }
+}
+
+/// [`list_for`], with the newest entry checked against its manifest (one
+/// HEAD request): when that manifest is gone (deleted outside standby),
+/// every entry is checked and only points whose manifest exists are kept.
+/// For drift detection (`plan`'s refresh); `vault verify` checks them all.
+pub fn list_checked(vault: &Vault, machine: Option<&str>) -> Result<Vec<Manifest>> {
+    let all = list_for(vault, machine)?;
+    match all.last() {
+        Some(newest) if !vault.exists(&point_name(&newest.id))? => {
+            let mut kept = Vec::new();
+            for m in all {
+                if vault.exists(&point_name(&m.id))? {
+                    kept.push(m);
+                }
+            }
+            Ok(kept)
+        }
+        _ => Ok(all),
     }
 }
