@@ -197,7 +197,17 @@ pub fn load_cached(vault: &Vault, cache: &Path, limit: Option<usize>) -> Result<
     let current = generation(vault)?;
     let recorded = std::fs::read_to_string(dir.join(CACHE_GENERATION)).ok();
     if limit.is_some() && recorded.as_deref() == Some(current.as_str()) {
-        return Ok(cached(vault, &dir));
+        // Kept in memory between points of one process (a round, the
+        // watch service): the cache directory is read once.
+        let mut memo = vault.dedup.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((g, idx)) = memo.as_ref()
+            && *g == current
+        {
+            return Ok(idx.clone());
+        }
+        let idx = cached(vault, &dir);
+        *memo = Some((current, idx.clone()));
+        return Ok(idx);
     }
     if recorded.as_deref() != Some(current.as_str()) {
         // Made before a prune: nothing in it is trusted any more.
@@ -280,6 +290,15 @@ pub fn write_cached(vault: &Vault, cache: &Path, packs: Vec<PackEntry>) -> Resul
     if std::fs::create_dir_all(&dir).is_ok() {
         let _ = write_cache(&dir, &name, &sealed);
     }
+    if let Some((_, idx)) = vault
+        .dedup
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_mut()
+        && let Ok(packs) = decode(&plain)
+    {
+        idx.add_file(name.clone(), packs);
+    }
     Ok(name)
 }
 
@@ -314,9 +333,10 @@ pub fn compact(vault: &Vault, cache: &Path) -> Result<Compacted> {
     let n_packs = packs.len();
     let name = write_cached(vault, cache, packs)?;
     let dir = cache_path(cache, vault);
-    for old in index.files.keys() {
-        vault.delete(old)?;
-        let _ = std::fs::remove_file(cache_file(&dir, old));
+    let old: Vec<String> = index.files.keys().cloned().collect();
+    vault.delete_many(&old)?;
+    for name in &old {
+        let _ = std::fs::remove_file(cache_file(&dir, name));
     }
     Ok(Compacted {
         merged: index.files.len(),

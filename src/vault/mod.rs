@@ -173,6 +173,10 @@ pub struct Vault {
     keys: keys::Subkeys,
     data: Sealer,
     meta: Sealer,
+    /// The index a replication deduplicates against, kept between points
+    /// taken by this process, with the prune generation it is valid for
+    /// (see `index::load_cached`).
+    dedup: std::sync::Mutex<Option<(String, Index)>>,
 }
 
 /// What `init` did.
@@ -325,6 +329,7 @@ impl Vault {
             keys: sub,
             store,
             rt,
+            dedup: std::sync::Mutex::new(None),
         })
     }
 
@@ -463,6 +468,24 @@ impl Vault {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(self.store_err("delete", name, e)),
         }
+    }
+
+    /// Delete many objects, 16 requests in flight; what is not there is
+    /// not an error. Stops at the first failure.
+    pub fn delete_many(&self, names: &[String]) -> Result<()> {
+        self.rt.block_on(async {
+            let mut s = futures::stream::iter(names.iter().map(|n| async move {
+                match self.store.inner.delete(&self.store.path(n)).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                    Err(e) => Err(self.store_err("delete", n, e)),
+                }
+            }))
+            .buffer_unordered(16);
+            while let Some(r) = s.next().await {
+                r?;
+            }
+            Ok(())
+        })
     }
 
     /// Objects under `dir` (`data`, `index`, `points`, `locks`) as
