@@ -28,6 +28,11 @@ pub struct Args {
     /// bytes_in, bytes_out).
     #[arg(long)]
     pub json: bool,
+    /// Capture this many batches (consistency groups or lone protections)
+    /// at once; each still takes one point instant. Points taken in
+    /// parallel report no per-point request count, only the run's.
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    pub parallelism: usize,
     #[command(flatten)]
     pub watch: super::watch::WatchArgs,
     #[command(flatten)]
@@ -87,23 +92,34 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
     let mut vaults = BTreeMap::new();
     let mut taken: Vec<serde_json::Value> = Vec::new();
     let mut errors: Vec<serde_json::Value> = Vec::new();
-    for batch in batches {
-        let (vault_addr, label, prots, targets) =
-            (batch.vault, batch.label, batch.protections, batch.targets);
-        if !vaults.contains_key(&vault_addr) {
-            vaults.insert(vault_addr.clone(), open(&cfg, &vault_addr)?);
+    for b in &batches {
+        if !vaults.contains_key(&b.vault) {
+            vaults.insert(b.vault.clone(), open(&cfg, &b.vault)?);
         }
-        let vault = &vaults[&vault_addr];
+    }
+    // Several batches at once: a round's time is then not the sum of every
+    // point's request latencies. One batch keeps its progress bar.
+    let workers = args.parallelism.clamp(1, batches.len().max(1));
+    let mut done = parallel_points(&batches, &vaults, &opts, workers);
+    for (i, batch) in batches.into_iter().enumerate() {
+        let (vault_addr, label, prots) = (batch.vault, batch.label, batch.protections);
         eprintln!("replicating {label} into {vault_addr}");
-        let started = Instant::now();
-        let progress = Progress::default();
-        let before = crate::store::counts();
-        let result =
-            super::progress::with_progress(&progress, super::progress::Work::Replicate, || {
-                replication::take_points(vault, &targets, &opts, &progress)
-            });
-        let took = started.elapsed();
-        let cost = crate::store::counts().since(&before);
+        let (result, took, cost) = match done.get_mut(i).and_then(Option::take) {
+            Some(r) => r,
+            None => {
+                let vault = &vaults[&vault_addr];
+                let started = Instant::now();
+                let progress = Progress::default();
+                let before = crate::store::counts();
+                let result = super::progress::with_progress(
+                    &progress,
+                    super::progress::Work::Replicate,
+                    || replication::take_points(vault, &batch.targets, &opts, &progress),
+                );
+                let cost = crate::store::counts().since(&before);
+                (result, started.elapsed(), Some(cost))
+            }
+        };
         match result {
             Ok(points) if args.json => {
                 for (a, m) in prots.iter().zip(&points) {
@@ -115,7 +131,8 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
                         "group": m.group,
                         "stats": m.stats,
                         "seconds": took.as_secs_f64(),
-                        // A group's members share one capture: its cost.
+                        // A group's members share one capture: its cost
+                        // (null when batches ran in parallel).
                         "requests": cost,
                     }));
                 }
@@ -167,6 +184,54 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+type Taken = (
+    Result<Vec<crate::vault::Manifest>, replication::ReplicationError>,
+    Duration,
+    Option<crate::store::Counts>,
+);
+
+/// Take the points of `batches` with `workers` threads, when more than one:
+/// results in batch order (None everywhere with one worker: the caller
+/// then takes them one by one, with progress).
+fn parallel_points(
+    batches: &[replication::Batch],
+    vaults: &BTreeMap<Address, crate::vault::Vault>,
+    opts: &Options,
+    workers: usize,
+) -> Vec<Option<Taken>> {
+    let slots: Vec<std::sync::Mutex<Option<Taken>>> = batches
+        .iter()
+        .map(|_| std::sync::Mutex::new(None))
+        .collect();
+    if workers > 1 {
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..workers {
+                s.spawn(|| {
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(b) = batches.get(i) else { return };
+                        let started = Instant::now();
+                        let r = replication::take_points(
+                            &vaults[&b.vault],
+                            &b.targets,
+                            opts,
+                            &Progress::default(),
+                        );
+                        if let Ok(mut slot) = slots[i].lock() {
+                            *slot = Some((r, started.elapsed(), None));
+                        }
+                    }
+                });
+            }
+        });
+    }
+    slots
+        .into_iter()
+        .map(|m| m.into_inner().unwrap_or_else(|p| p.into_inner()))
+        .collect()
 }
 
 /// Drop protections whose machine is failed over (a failover run in the
