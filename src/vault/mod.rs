@@ -470,22 +470,35 @@ impl Vault {
         }
     }
 
-    /// Delete many objects, 16 requests in flight; what is not there is
-    /// not an error. Stops at the first failure.
+    /// Delete many objects, 4 requests in flight; what is not there is
+    /// not an error. A failed delete is tried twice more, one at a time
+    /// (Azurite resets connections under concurrent deletes); then the
+    /// first failure is returned.
     pub fn delete_many(&self, names: &[String]) -> Result<()> {
-        self.rt.block_on(async {
-            let mut s = futures::stream::iter(names.iter().map(|n| async move {
+        let failed: Vec<&String> = self.rt.block_on(async {
+            let s = futures::stream::iter(names.iter().map(|n| async move {
                 match self.store.inner.delete(&self.store.path(n)).await {
-                    Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-                    Err(e) => Err(self.store_err("delete", n, e)),
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => None,
+                    Err(_) => Some(n),
                 }
             }))
-            .buffer_unordered(16);
-            while let Some(r) = s.next().await {
-                r?;
+            .buffer_unordered(4);
+            s.filter_map(|r| async move { r }).collect().await
+        });
+        for name in failed {
+            let mut tries = 0;
+            loop {
+                match self.delete(name) {
+                    Ok(()) => break,
+                    Err(_) if tries < 2 => {
+                        tries += 1;
+                        std::thread::sleep(std::time::Duration::from_millis(200 << tries));
+                    }
+                    Err(e) => return Err(e),
+                }
             }
-            Ok(())
-        })
+        }
+        Ok(())
     }
 
     /// Objects under `dir` (`data`, `index`, `points`, `locks`) as
