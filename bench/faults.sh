@@ -43,6 +43,11 @@ for t in faults_crash faults_corruption faults_network faults_storage faults_pow
     cargo test --release --quiet --test "$1" ${2:+"$2"} -- --nocapture --test-threads 1 > "$log" 2>&1 || rc=$?
     # The summary lines (no match is not an error; the exit code is).
     grep -E 'STANDBY_SEED|kills|kill\(s\)|acknowledged|trials|rounds|faults|power|test result|panicked|FAILED|rerun' "$log" || true
+    # A filter that matches no test (a renamed test) runs nothing: a failure.
+    if [ "$rc" -eq 0 ] && ! grep -qE 'test result: ok\. [1-9]' "$log"; then
+        echo "   no test matched"
+        rc=1
+    fi
     if [ "$rc" -ne 0 ]; then
         failed+=("$*")
         echo "   FAILED (exit $rc); last lines:"

@@ -29,6 +29,7 @@ fn main() -> anyhow::Result<()> {
                 app: false,
                 level: 1,
                 site: None,
+                vm: None,
             };
             let ps = replication::take_points(
                 &vault,

@@ -4,25 +4,10 @@
 //! (diff against `state`) -> `exec` -> `replication` | `recovery` ->
 //! `vault` / providers -> `state`. The binary (`main.rs`, `cli`) is thin.
 
-// std's printing macros panic when the reader of stdout goes away (`| head
-// -1`); these shadow them in every module below (textual macro scope), so
-// a closed stream ends output quietly instead: see `output`.
-macro_rules! println {
-    () => { $crate::output::stdout(format_args!(""), true) };
-    ($($t:tt)*) => { $crate::output::stdout(format_args!($($t)*), true) };
-}
-macro_rules! print {
-    ($($t:tt)*) => { $crate::output::stdout(format_args!($($t)*), false) };
-}
-macro_rules! eprintln {
-    () => { $crate::output::stderr(format_args!(""), true) };
-    ($($t:tt)*) => { $crate::output::stderr(format_args!($($t)*), true) };
-}
-macro_rules! eprint {
-    ($($t:tt)*) => { $crate::output::stderr(format_args!($($t)*), false) };
-}
+// The library reports through events and values; only `cli` prints.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
 
-pub mod cli;
+pub mod apply;
 pub mod config;
 pub mod direct_io;
 pub mod exec;
@@ -42,3 +27,25 @@ pub mod status;
 pub mod store;
 pub mod vault;
 pub mod watch;
+pub mod workspace;
+
+// std's printing macros panic when the reader of stdout goes away (`| head
+// -1`); these shadow them in `cli`, the only room that prints (textual macro
+// scope: modules declared below), so a closed stream ends output quietly
+// instead: see `output`.
+macro_rules! println {
+    () => { $crate::output::stdout(format_args!(""), true) };
+    ($($t:tt)*) => { $crate::output::stdout(format_args!($($t)*), true) };
+}
+macro_rules! print {
+    ($($t:tt)*) => { $crate::output::stdout(format_args!($($t)*), false) };
+}
+macro_rules! eprintln {
+    () => { $crate::output::stderr(format_args!(""), true) };
+    ($($t:tt)*) => { $crate::output::stderr(format_args!($($t)*), true) };
+}
+macro_rules! eprint {
+    ($($t:tt)*) => { $crate::output::stderr(format_args!($($t)*), false) };
+}
+
+pub mod cli;

@@ -1,5 +1,6 @@
 //! Printing that never panics. `println!`/`print!`/`eprintln!`/`eprint!`
-//! in this crate are the macros defined in `lib.rs`, which end here: when
+//! in `cli` (the only room that prints; the crate denies std's printing
+//! everywhere else) are the macros defined in `lib.rs`, which end here: when
 //! the reader of standard output (or error) goes away (`standby drill shop
 //! | head -1`), further output to that stream is dropped quietly and the
 //! command goes on (a recovery run must still finish, clean up and record

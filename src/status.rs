@@ -83,6 +83,49 @@ fn summary(m: &Manifest, now: OffsetDateTime) -> PointSummary {
 }
 
 /// The status of `protection` given every point in its vault (oldest first).
+/// Every configured protection's status at `now`, from the points in the
+/// vaults of `ws` (each vault holding a protection listed once).
+pub fn protections(
+    ws: &crate::workspace::Workspace,
+    now: OffsetDateTime,
+) -> Result<Vec<ProtectionStatus>, crate::workspace::WorkspaceError> {
+    use crate::workspace::WorkspaceError;
+    let cfg = &ws.config;
+    let mut points = std::collections::BTreeMap::new();
+    for addr in cfg.vaults.keys() {
+        if !cfg.protections.values().any(|p| &p.vault == addr) {
+            continue;
+        }
+        let vault = ws.vault(addr)?;
+        // Only the catalog of the machines this vault protects.
+        let machines = cfg
+            .protections
+            .values()
+            .filter(|p| &p.vault == addr)
+            .map(|p| p.machine.to_string())
+            .collect();
+        let list = crate::vault::catalog::list_machines(&vault, &machines).map_err(|e| {
+            WorkspaceError::Vault {
+                address: addr.clone(),
+                error: Box::new(e),
+            }
+        })?;
+        points.insert(addr.clone(), list);
+    }
+    let mut prots = Vec::new();
+    for p in cfg.protections.values() {
+        let policy = ws
+            .policy_of(&p.addr)
+            .ok_or_else(|| WorkspaceError::Missing {
+                of: p.addr.clone(),
+                missing: p.policy.clone(),
+            })?;
+        let list = points.get(&p.vault).map_or(&[][..], |v| v.as_slice());
+        prots.push(protection_status(&p.addr, &p.vault, policy, list, now));
+    }
+    Ok(prots)
+}
+
 pub fn protection_status(
     protection: &Address,
     vault: &Address,
@@ -310,6 +353,7 @@ mod tests {
             stats: Default::default(),
             site: None,
             moves_to: None,
+            cbt: None,
         };
         let policy = crate::model::Policy {
             addr: "policy.standard".parse().unwrap(),

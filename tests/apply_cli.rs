@@ -9,7 +9,7 @@
 //! that already wrote its point is adopted by the next run, never repeated.
 
 mod common;
-use common::{copy_dir, text};
+use common::{Rng, copy_dir, text};
 
 use serde_json::Value;
 use standby::samples;
@@ -278,18 +278,6 @@ fn fleet(d: &Path) -> PathBuf {
     root
 }
 
-/// A small xorshift, seeded from the clock (printed, for replay via
-/// STANDBY_KILL_SEED).
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self, below: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % below.max(1)
-    }
-}
-
 #[test]
 fn kill_9_at_random_moments_then_apply_again_converges() {
     let rounds: usize = if std::env::var_os("STANDBY_LONG").is_some() {
@@ -297,18 +285,7 @@ fn kill_9_at_random_moments_then_apply_again_converges() {
     } else {
         4
     };
-    let seed = std::env::var("STANDBY_KILL_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                | 1
-        });
-    eprintln!("kill seed {seed} (set STANDBY_KILL_SEED to replay)");
-    let mut rng = Rng(seed);
+    let mut rng = Rng::seeded("apply kills");
     let d = tempfile::tempdir().unwrap();
     let template = fleet(d.path());
     // 6 protections + 6 machines + vault + 2 sites + policy = 16 steps,
@@ -327,7 +304,7 @@ fn kill_9_at_random_moments_then_apply_again_converges() {
             .unwrap();
         // Kill after a random number of event lines, plus a random pause
         // of up to 50 ms so the kill also lands inside steps.
-        let after = rng.next(lines_total);
+        let after = rng.below(lines_total);
         let mut seen = 0;
         let mut out = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
@@ -335,7 +312,7 @@ fn kill_9_at_random_moments_then_apply_again_converges() {
             seen += 1;
             line.clear();
         }
-        std::thread::sleep(std::time::Duration::from_millis(rng.next(50)));
+        std::thread::sleep(std::time::Duration::from_millis(rng.below(50)));
         // SIGKILL: no cleanup of any kind runs in the child.
         child.kill().unwrap();
         let status = child.wait().unwrap();

@@ -128,22 +128,51 @@ fn a_script_step_past_its_timeout_is_killed_with_its_children() {
     );
 }
 
+/// A check or script step whose grandchild (`sleep 600`) keeps the output
+/// pipe open ends at its timeout: without the group kill the run would
+/// wait 600 s, so it is given 60 s and killed (a failure) past that.
 #[test]
 fn a_step_whose_grandchild_holds_the_pipe_ends_at_its_timeout() {
-    let d = tempfile::tempdir().unwrap();
-    let qs = applied(d.path(), "recovery.hcl", |s| {
-        s.replacen(
-            "machines = [machine.db]\n",
-            "machines = [machine.db]\n    before {\n      check \"slow\" {\n        command = [\"sh\", \"-c\", \"sleep 600; true\"]\n        timeout = \"1s\"\n      }\n    }\n",
-            1,
-        )
-    });
-    // Without the group kill this run would wait 600 s for `sleep`.
-    let out = fails(&qs, &["failover", "test", "shop", "--approve", "dns"]);
-    assert!(
-        out.contains("timed out after 1s; its process group (2 processes) was killed"),
-        "{out}"
-    );
+    for kind in ["check", "script"] {
+        let d = tempfile::tempdir().unwrap();
+        let qs = applied(d.path(), "recovery.hcl", |s| {
+            s.replacen(
+                "machines = [machine.db]\n",
+                &format!("machines = [machine.db]\n    before {{\n      {kind} \"slow\" {{\n        command = [\"sh\", \"-c\", \"sleep 600; true\"]\n        timeout = \"1s\"\n      }}\n    }}\n"),
+                1,
+            )
+        });
+        let log = d.path().join("out.log");
+        let mut child = standby(&qs)
+            .args(["failover", "test", "shop", "--approve", "dns"])
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::File::create(d.path().join("err.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("the {kind} step's run did not end within 60 s of a 1 s timeout");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        assert!(!status.success(), "the {kind} step passed");
+        let out = std::fs::read_to_string(&log).unwrap()
+            + &std::fs::read_to_string(d.path().join("err.log")).unwrap();
+        let out = out
+            .replace('│', " ")
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(
+            out.contains("timed out after 1s; its process group (2 processes) was killed"),
+            "{kind}: {out}"
+        );
+    }
 }
 
 #[test]

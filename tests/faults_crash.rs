@@ -139,3 +139,65 @@ fn a_failover_killed_while_restoring_can_be_run_again() {
     }
     assert!(orders(&dr.join("db/data.sqlite")) > 0);
 }
+
+/// A failover killed with SIGKILL in the middle of writing a disk (a
+/// `.partial` holds part of its bytes): the rerun removes the leftover and
+/// completes, and the disks equal the point byte for byte.
+#[test]
+fn a_failover_killed_mid_write_leaves_no_partial_after_the_rerun() {
+    let d = tempfile::tempdir().unwrap();
+    let root = quickstart(d.path(), 32, 8);
+    // 20 MiB of incompressible data, so the restore takes a while.
+    let img = root.join("sites/onprem/db/system.img");
+    let mut rng = Rng::seeded("failover mid-write");
+    let src = d.path().join("random.bin");
+    let data: Vec<u8> = (0..20 << 20).map(|_| rng.next() as u8).collect();
+    std::fs::write(&src, data).unwrap();
+    let o = std::process::Command::new("debugfs")
+        .args(["-w", "-R", &format!("write {} random.bin", src.display())])
+        .arg(&img)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    ok(&root, &["apply", "--auto-approve"]);
+    let dr = root.join("sites/dr");
+    let mut child = standby(&root)
+        .args(["failover", "unplanned", "shop", "--approve", "dns"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill as soon as a disk is partly written.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let caught = loop {
+        let part = partials(&dr)
+            .into_iter()
+            .find(|p| std::fs::metadata(p).is_ok_and(|m| m.len() > 0));
+        if let Some(p) = part {
+            child.kill().unwrap();
+            break Some(p);
+        }
+        if child.try_wait().unwrap().is_some() || Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    child.wait().unwrap();
+    let caught = caught.expect("the failover finished before a disk was partly written");
+    assert!(caught.exists(), "the kill left {} behind", caught.display());
+    assert_eq!(state(&root)["runs"][0]["phase"], "running");
+
+    let out = ok(
+        &root,
+        &["failover", "unplanned", "shop", "--approve", "dns"],
+    );
+    assert!(out.contains("complete"), "{out}");
+    assert!(partials(&dr).is_empty(), "{:?}", partials(&dr));
+    for img in ["db/system.img", "web/system.img"] {
+        assert_eq!(
+            std::fs::read(dr.join(img)).unwrap(),
+            std::fs::read(root.join("sites/onprem").join(img)).unwrap(),
+            "{img} differs from the point"
+        );
+    }
+}

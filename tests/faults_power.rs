@@ -4,7 +4,9 @@
 //! the disks change, and at a random moment of a random round it is killed
 //! and the power cut: every write not synced is gone. Then every point a
 //! finished `replicate` listed is still listed, and every listed point
-//! restores exactly (byte-equal to the disk as it was in some round).
+//! restores exactly (byte-equal to the disk as it was in the round that
+//! took it). A first test shows the FUSE layer really drops what was not
+//! synced, so the second cannot pass on a layer that keeps everything.
 //! `STANDBY_SEED` replays a run; `STANDBY_POWER_ROUNDS` sets the rounds.
 
 mod common;
@@ -28,6 +30,40 @@ const DISKS: &[(&str, &str, &str)] = &[
     ("machine.web", "system", "web/system.img"),
 ];
 
+/// The layer itself: an unsynced file is gone after the cut, a synced one
+/// in a synced directory survives, an unsynced overwrite of it is undone.
+#[test]
+fn the_power_cut_drops_exactly_what_was_not_synced() {
+    use std::io::Write;
+    let d = tempfile::tempdir().unwrap();
+    let mnt = d.path().join("flaky");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let flaky = power_support::Flaky::mount(&mnt);
+    let kept = mnt.join("kept");
+    let mut f = std::fs::File::create(&kept).unwrap();
+    f.write_all(b"synced").unwrap();
+    f.sync_all().unwrap();
+    std::fs::File::open(&mnt).unwrap().sync_all().unwrap();
+    drop(f);
+    std::fs::write(mnt.join("lost"), b"never synced").unwrap();
+    let mut f = std::fs::OpenOptions::new().write(true).open(&kept).unwrap();
+    f.write_all(b"SYNCED").unwrap();
+    drop(f);
+    assert_eq!(
+        std::fs::read(&kept).unwrap(),
+        b"SYNCED",
+        "written, not yet cut"
+    );
+    assert!(mnt.join("lost").exists());
+    flaky.power_cut();
+    assert!(
+        !mnt.join("lost").exists(),
+        "an unsynced file survived the cut"
+    );
+    assert_eq!(std::fs::read(&kept).unwrap(), b"synced");
+    assert!(flaky.syncs().0 > 0 && flaky.syncs().1 > 0);
+}
+
 #[test]
 fn every_listed_point_restores_exactly_after_a_power_cut() {
     let d = tempfile::tempdir().unwrap();
@@ -48,21 +84,28 @@ fn every_listed_point_restores_exactly_after_a_power_cut() {
     .unwrap();
     let onprem = qs.join("sites/onprem");
     let mut rng = Rng::seeded("power cut");
-    // Every version each disk had when a replicate started.
-    let mut versions: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
-    let record = |versions: &mut BTreeMap<_, BTreeSet<String>>| {
-        for (m, disk, rel) in DISKS {
-            versions
-                .entry((m.to_string(), disk.to_string()))
-                .or_default()
-                .insert(hash(&onprem.join(rel)));
+    // Each disk's bytes as they are now, and what every point must restore
+    // to: the disks as they were in the round that took it.
+    let now = || -> BTreeMap<(String, String), String> {
+        DISKS
+            .iter()
+            .map(|(m, disk, rel)| ((m.to_string(), disk.to_string()), hash(&onprem.join(rel))))
+            .collect()
+    };
+    let mut expected: BTreeMap<(String, String), BTreeMap<(String, String), String>> =
+        BTreeMap::new();
+    let mut round_disks = now();
+    ok(&qs, &["apply", "--auto-approve"]);
+    let mut acknowledged: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut acknowledge = |acknowledged: &mut BTreeSet<(String, String)>,
+                           disks: &BTreeMap<(String, String), String>| {
+        for p in point_ids(&ok(&qs, &["points", "--json"])) {
+            if acknowledged.insert(p.clone()) {
+                expected.insert(p, disks.clone());
+            }
         }
     };
-    record(&mut versions);
-    ok(&qs, &["apply", "--auto-approve"]);
-    let mut acknowledged: BTreeSet<(String, String)> = point_ids(&ok(&qs, &["points", "--json"]))
-        .into_iter()
-        .collect();
+    acknowledge(&mut acknowledged, &round_disks);
     assert!(!acknowledged.is_empty());
 
     let rounds = count_from_env("STANDBY_POWER_ROUNDS", 4);
@@ -72,10 +115,10 @@ fn every_listed_point_restores_exactly_after_a_power_cut() {
         common::churn(&onprem.join("web/system.img"), &mut rng);
         standby::samples::add_orders(&onprem.join("db/data.sqlite"), 1 + rng.below(50) as u32)
             .unwrap();
-        record(&mut versions);
+        round_disks = now();
         if round < cut_in {
             ok(&qs, &["replicate"]);
-            acknowledged.extend(point_ids(&ok(&qs, &["points", "--json"])));
+            acknowledge(&mut acknowledged, &round_disks);
             continue;
         }
         // The cut: kill the replicate at a random moment, then lose power.
@@ -94,6 +137,11 @@ fn every_listed_point_restores_exactly_after_a_power_cut() {
     println!(
         "{} acknowledged points, cut in round {cut_in}; {file_syncs} file and {dir_syncs} directory syncs",
         acknowledged.len()
+    );
+    // Durability rests on these: a vault that never syncs would lose points.
+    assert!(
+        file_syncs > 0 && dir_syncs > 0,
+        "no fsync reached the vault"
     );
 
     let o = standby(&qs).args(["points", "--json"]).output().unwrap();
@@ -121,10 +169,15 @@ fn every_listed_point_restores_exactly_after_a_power_cut() {
                 "point {id} of {m} (disk {disk}) does not restore after the power cut:\n{}",
                 text(&o)
             );
-            let got = hash(&out);
-            assert!(
-                versions[&(m.to_string(), disk.to_string())].contains(&got),
-                "point {id} of {m} (disk {disk}) restored bytes the disk never held"
+            // A point acknowledged in a round holds that round's bytes; one
+            // the killed run finished, the bytes of the cut round.
+            let want = &expected
+                .get(&(id.clone(), machine.clone()))
+                .unwrap_or(&round_disks)[&(m.to_string(), disk.to_string())];
+            assert_eq!(
+                &hash(&out),
+                want,
+                "point {id} of {m} (disk {disk}) restored other bytes than its round's"
             );
             let mut partial = out.as_os_str().to_owned();
             partial.push(".partial");

@@ -4,6 +4,8 @@
 //! numbers convert where a string is needed; a configuration saved with a
 //! BOM and CRLF line endings validates, plans and formats like its plain twin.
 
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -392,10 +394,45 @@ protection "web" {
     let plan: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let changes = plan["changes"].as_array().unwrap();
     let find = |a: &str| changes.iter().find(|c| c["address"] == a).cloned();
-    let web1 = find(r#"machine.web["1"]"#).unwrap_or_else(|| panic!("{plan}"));
+    // Count instances are addressed as Terraform writes them: web[1].
+    let web1 = find("machine.web[1]").unwrap_or_else(|| panic!("{plan}"));
     assert!(web1.to_string().contains("web1/system.img"), "{web1}");
-    assert!(find(r#"protection.web["0"]"#).is_some(), "{plan}");
-    assert!(find(r#"machine.web["2"]"#).is_none(), "{plan}");
+    let p0 = find("protection.web[0]").unwrap_or_else(|| panic!("{plan}"));
+    assert!(p0.to_string().contains("machine.web[0]"), "{p0}");
+    assert!(find("machine.web[2]").is_none(), "{plan}");
+    assert!(!plan.to_string().contains(r#"web[\"0\"]"#), "{plan}");
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/schema/plan.schema.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let v = jsonschema::draft202012::new(&schema).unwrap();
+    let errors: Vec<String> = v.iter_errors(&plan).map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    let o = standby(dir.path(), &["plan"]);
+    assert!(text(&o).contains("machine.web[0]"), "{}", text(&o));
+    // A moved block names count instances the same way.
+    std::fs::write(
+        dir.path().join("moved.hcl"),
+        "moved {\n  from = machine.old[0]\n  to   = machine.web[0]\n}\n",
+    )
+    .unwrap();
+    let o = standby(dir.path(), &["validate"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    std::fs::remove_file(dir.path().join("moved.hcl")).unwrap();
+    // An unknown instance: the message names count instances as written.
+    let typo = counted.replace("machine.web[count.index]", "machine.web[count.index + 1]");
+    let o = standby(config(&typo).path(), &["validate"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("machine.web has no instance [2]")
+            && text(&o).contains("machine.web has the instances [0], [1]"),
+        "{}",
+        text(&o)
+    );
     // count beside for_each, and count.index without count, are errors.
     let both = counted.replace("count = 2", "count = 2\n  for_each = [\"a\"]");
     let o = standby(config(&both).path(), &["validate"]);
@@ -688,4 +725,377 @@ fn fmt_on_an_unclosed_block_names_one_position_at_its_brace() {
         "{}",
         text(&o)
     );
+}
+
+/// State written before count instances were spelled `machine.web[0]`
+/// holds `machine.web["0"]` (the spelling of a `for_each` key "0"): the plan
+/// moves it to the count instance, and apply keeps every recovery point.
+#[test]
+fn count_instances_recorded_with_a_string_key_move_and_keep_their_points() {
+    use common::{ok, points, quickstart};
+    let d = tempfile::tempdir().unwrap();
+    let qs = quickstart(d.path(), 8, 8);
+    let edit = |file: &str, from: &str, to: &str| {
+        let p = qs.join(file);
+        let s = std::fs::read_to_string(&p).unwrap();
+        assert!(s.contains(from), "{from:?} not in {file}");
+        std::fs::write(&p, s.replace(from, to)).unwrap();
+    };
+    // The old spelling: instances keyed by the string "0".
+    edit(
+        "machines.hcl",
+        "machine \"web\" {\n",
+        "machine \"web\" {\n  for_each = { \"0\" = 1 }\n",
+    );
+    edit(
+        "protection.hcl",
+        "protection \"web\" {\n  machine           = machine.web\n",
+        "protection \"web\" {\n  for_each          = { \"0\" = 1 }\n  machine           = machine.web[\"0\"]\n",
+    );
+    ok(&qs, &["apply", "--auto-approve"]);
+    ok(&qs, &["replicate"]);
+    let old = "protection.web[\"0\"]";
+    let ids = |addr: &str| -> Vec<String> {
+        points(&qs)
+            .iter()
+            .filter(|p| p["protection"] == addr)
+            .map(|p| p["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let before = ids(old);
+    assert!(!before.is_empty(), "{:?}", points(&qs));
+
+    // Now with count: the same instances, spelled web[0].
+    edit("machines.hcl", "for_each = { \"0\" = 1 }", "count = 1");
+    edit(
+        "protection.hcl",
+        "for_each          = { \"0\" = 1 }\n  machine           = machine.web[\"0\"]",
+        "count             = 1\n  machine           = machine.web[count.index]",
+    );
+    let o = common::standby(&qs)
+        .args(["plan", "-detailed-exitcode"])
+        .output()
+        .unwrap();
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{out}");
+    assert!(
+        out.contains("# protection.web[\"0\"] has moved to protection.web[0]"),
+        "{out}"
+    );
+    assert!(
+        out.contains("# machine.web[\"0\"] has moved to machine.web[0]"),
+        "{out}"
+    );
+    assert!(out.contains("0 to destroy"), "{out}");
+    let applied = ok(&qs, &["apply", "--auto-approve"]);
+    assert!(applied.contains(" 0 destroyed."), "{applied}");
+    assert_eq!(ids("protection.web[0]"), before);
+    assert!(ids(old).is_empty());
+    let st = common::state(&qs);
+    assert!(st["objects"].get("protection.web[0]").is_some(), "{st}");
+    assert!(st["objects"].get(old).is_none(), "{st}");
+    // Settled: nothing more to do.
+    let o = common::standby(&qs)
+        .args(["plan", "-detailed-exitcode"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+}
+
+/// Nested `dynamic` blocks work as in Terraform: a `dynamic` inside another
+/// one's `content` (and inside a plain block there) sees the outer
+/// iterator; every level expands per item.
+#[test]
+fn nested_dynamic_blocks_see_the_outer_iterator() {
+    let dir = config(
+        r#"
+locals {
+  tiers = {
+    data = { machines = ["db"], steps = ["check replication", "open the firewall"] }
+    web  = { machines = ["web"], steps = ["point DNS"] }
+    idle = { machines = [], steps = [] }
+  }
+  fleet = {
+    db  = { disks = { system = "db/system.img", data = "db/data.img" } }
+    web = { disks = { system = "web/system.img" } }
+  }
+}
+machine "m" {
+  for_each = local.fleet
+  site     = site.onprem
+  dynamic "disk" {
+    for_each = each.value.disks
+    labels   = [disk.key]
+    content { path = disk.value }
+  }
+}
+protection "m" {
+  for_each = machine.m
+  machine  = machine.m[each.key]
+  target   = site.dr
+  vault    = vault.main
+  policy   = policy.standard
+}
+recovery_plan "shop" {
+  dynamic "group" {
+    for_each = { for k, t in local.tiers : k => t if length(t.machines) > 0 }
+    iterator = tier
+    labels   = [tier.key]
+    content {
+      machines = [for m in tier.value.machines : machine.m[m]]
+      # a dynamic directly in the content, holding another one
+      dynamic "after" {
+        for_each = length(tier.value.steps) > 0 ? [tier.key] : []
+        content {
+          dynamic "manual" {
+            for_each = tier.value.steps
+            iterator = step
+            labels   = ["${after.value}-${step.key}"]
+            content { instructions = "${tier.key}: ${step.value}" }
+          }
+        }
+      }
+      # a dynamic in a plain block of the content
+      before {
+        dynamic "script" {
+          for_each = tier.value.machines
+          labels   = ["warm-${script.value}"]
+          content { command = ["echo", tier.key, script.value] }
+        }
+      }
+    }
+  }
+}
+"#,
+    );
+    let o = standby(dir.path(), &["plan", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let plan: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let rp = plan["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["address"] == "recovery_plan.shop")
+        .cloned()
+        .unwrap_or_else(|| panic!("{plan}"));
+    let attr = |name: &str| {
+        rp["attributes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["name"] == name)
+            .map(|a| a["after"].clone())
+            .unwrap_or_else(|| panic!("no {name} in {rp}"))
+    };
+    assert_eq!(attr("groups"), serde_json::json!(["data", "web"]));
+    let after = attr("group.data.after");
+    let steps: Vec<(&str, &str)> = after
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap(),
+                s["instructions"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            ("data-0", "data: check replication"),
+            ("data-1", "data: open the firewall")
+        ]
+    );
+    assert_eq!(attr("group.web.after")[0]["instructions"], "web: point DNS");
+    let before = attr("group.web.before");
+    assert_eq!(before[0]["name"], "warm-web", "{before}");
+    assert_eq!(
+        before[0]["command"],
+        serde_json::json!(["echo", "web", "web"]),
+        "{before}"
+    );
+    // An error inside a nested content points at the source as written.
+    let bad = std::fs::read_to_string(dir.path().join("main.hcl"))
+        .unwrap()
+        .replace(
+            "instructions = \"${tier.key}: ${step.value}\"",
+            "instructions = step.nope",
+        );
+    std::fs::write(dir.path().join("main.hcl"), &bad).unwrap();
+    let o = standby(dir.path(), &["validate"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let line = bad.lines().position(|l| l.contains("step.nope")).unwrap() + 1;
+    assert!(
+        text(&o).contains(&format!("main.hcl:{line}:")),
+        "{}",
+        text(&o)
+    );
+}
+
+/// Terraform's implied moves (1.1+): adding `count` to a block whose state
+/// holds the no-key instance moves it to `[0]`, and removing `count` moves
+/// `[0]` back; the plan shows moves, no destroy, and the recovery points
+/// stay with the protection.
+#[test]
+fn adding_or_removing_count_moves_the_instance_and_keeps_its_points() {
+    use common::{ok, points, quickstart};
+    let d = tempfile::tempdir().unwrap();
+    let qs = quickstart(d.path(), 8, 8);
+    let edit = |file: &str, from: &str, to: &str| {
+        let p = qs.join(file);
+        let s = std::fs::read_to_string(&p).unwrap();
+        assert!(s.contains(from), "{from:?} not in {file}");
+        std::fs::write(&p, s.replace(from, to)).unwrap();
+    };
+    ok(&qs, &["apply", "--auto-approve"]);
+    ok(&qs, &["replicate"]);
+    let ids = |addr: &str| -> Vec<String> {
+        points(&qs)
+            .iter()
+            .filter(|p| p["protection"] == addr)
+            .map(|p| p["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let before = ids("protection.web");
+    assert!(!before.is_empty(), "{:?}", points(&qs));
+    let plan = |want: &[&str]| {
+        let o = common::standby(&qs)
+            .args(["plan", "-detailed-exitcode"])
+            .output()
+            .unwrap();
+        let out = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{out}");
+        for w in want {
+            assert!(out.contains(w), "{w:?} not in:\n{out}");
+        }
+        assert!(out.contains("0 to destroy"), "{out}");
+    };
+    let settled = || {
+        let o = common::standby(&qs)
+            .args(["plan", "-detailed-exitcode"])
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    };
+
+    // count added: web -> web[0].
+    edit(
+        "machines.hcl",
+        "machine \"web\" {\n",
+        "machine \"web\" {\n  count = 1\n",
+    );
+    edit(
+        "protection.hcl",
+        "protection \"web\" {\n  machine           = machine.web\n",
+        "protection \"web\" {\n  count             = 1\n  machine           = machine.web[count.index]\n",
+    );
+    plan(&[
+        "# machine.web has moved to machine.web[0]",
+        "# protection.web has moved to protection.web[0]",
+    ]);
+    let applied = ok(&qs, &["apply", "--auto-approve"]);
+    assert!(applied.contains(" 0 destroyed."), "{applied}");
+    assert_eq!(ids("protection.web[0]"), before);
+    assert!(ids("protection.web").is_empty());
+    let st = common::state(&qs);
+    assert!(st["objects"].get("protection.web[0]").is_some(), "{st}");
+    assert!(st["objects"].get("protection.web").is_none(), "{st}");
+    settled();
+
+    // count removed: web[0] -> web.
+    edit(
+        "machines.hcl",
+        "machine \"web\" {\n  count = 1\n",
+        "machine \"web\" {\n",
+    );
+    edit(
+        "protection.hcl",
+        "protection \"web\" {\n  count             = 1\n  machine           = machine.web[count.index]\n",
+        "protection \"web\" {\n  machine           = machine.web\n",
+    );
+    plan(&[
+        "# machine.web[0] has moved to machine.web",
+        "# protection.web[0] has moved to protection.web",
+    ]);
+    let applied = ok(&qs, &["apply", "--auto-approve"]);
+    assert!(applied.contains(" 0 destroyed."), "{applied}");
+    assert_eq!(ids("protection.web"), before);
+    let st = common::state(&qs);
+    assert!(st["objects"].get("protection.web").is_some(), "{st}");
+    assert!(st["objects"].get("protection.web[0]").is_none(), "{st}");
+    settled();
+}
+
+/// `type = any` reads a value from the environment as an HCL expression,
+/// as Terraform reads `TF_VAR_*` (a variable without a type takes the text
+/// as it is).
+#[test]
+fn an_environment_value_of_a_type_any_variable_is_parsed_as_hcl() {
+    let dir = config(
+        r#"
+variable "names" {
+  type = any
+}
+variable "raw" {}
+machine "db" {
+  site = site.onprem
+  disk "data" { path = "db/data.img" }
+  check "c" { command = ["echo", jsonencode(var.names), jsonencode(var.raw)] }
+}
+"#,
+    );
+    let o = Command::new(env!("CARGO_BIN_EXE_standby"))
+        .current_dir(dir.path())
+        .args(["plan", "--json"])
+        .env("NO_COLOR", "1")
+        .env("STANDBY_VAR_names", r#"["db", "web"]"#)
+        .env("STANDBY_VAR_raw", r#"["db"]"#)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let plan: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let command = plan["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["address"] == "machine.db")
+        .and_then(|c| {
+            c["attributes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|a| a["name"] == "check.c.command")
+        })
+        .map(|a| a["after"].clone())
+        .unwrap_or_else(|| panic!("no check.c.command in {plan}"));
+    assert_eq!(
+        command,
+        serde_json::json!(["echo", r#"["db","web"]"#, r#""[\"db\"]""#])
+    );
+}
+
+/// go-cty hashes a number by its text, so `-0` and `0` are two set
+/// elements: a dynamic block over `toset([-0, 0])` makes two blocks.
+#[test]
+fn dynamic_over_a_set_holding_minus_zero_and_zero_makes_two_blocks() {
+    let dir = config(
+        r#"
+machine "db" {
+  site = site.onprem
+  disk "data" { path = "db/data.img" }
+  dynamic "check" {
+    for_each = toset([0, -0])
+    labels   = ["c${check.key}"]
+    content { command = ["echo", jsonencode(check.value)] }
+  }
+}
+"#,
+    );
+    let names = plan_attr_names(dir.path(), "machine.db");
+    assert!(
+        names.contains(&"check.c-0.command".to_string()),
+        "{names:?}"
+    );
+    assert!(names.contains(&"check.c0.command".to_string()), "{names:?}");
 }

@@ -44,6 +44,7 @@ fn machine(name: &str, site: &str, disks: &[(&str, &str)]) -> Machine {
             interval: d("5s"),
         }],
         sensitive: Default::default(),
+        vm: None,
     }
 }
 
@@ -605,7 +606,7 @@ fn change_after_reconstructs_the_desired_attributes() {
         .unwrap();
     let want = plan::flatten(
         plan::ObjectRef::Machine(&c.machines[&addr("machine.db")]),
-        &plan::attributes::marker_key(&c, &s.lineage),
+        &plan::attributes::marker_key(&c, &s.lineage).unwrap(),
     );
     assert_eq!(after, want);
 }

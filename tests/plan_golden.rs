@@ -141,6 +141,9 @@ fn golden_plans() {
     .unwrap();
     let state_validator = jsonschema::draft202012::new(&state_schema).unwrap();
     let mut failures = Vec::new();
+    // Secrets searched for, over all cases: a lost `secrets` file must not
+    // make the search vacuous.
+    let mut secrets_checked = 0;
     for case in cases() {
         if let Ok(text) = std::fs::read_to_string(case.join("state.json")) {
             let doc: Value = serde_json::from_str(&text).unwrap();
@@ -164,6 +167,7 @@ fn golden_plans() {
                     .collect()
             })
             .unwrap_or_default();
+        secrets_checked += secrets.len();
 
         let (code, text, err) = run(dir.path(), &case, &["--detailed-exitcode"]);
         let changes = !text.contains("No changes.");
@@ -253,4 +257,5 @@ fn golden_plans() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(secrets_checked > 0, "no case named a secret to search for");
 }

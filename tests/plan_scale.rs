@@ -41,6 +41,7 @@ fn fleet(n: usize) -> Config {
                 shutdown: None,
                 checks: vec![],
                 sensitive: Default::default(),
+                vm: None,
             },
         );
         let p = Address::new(Kind::Protection, &name);

@@ -210,8 +210,9 @@ impl Search {
 
 /// The quickstart with an s3:// vault keyed by an environment variable, state
 /// on Azurite, and machine.web recovered to an exec site whose command is
-/// given a sensitive token. The db's freeze hook, a db check and the exec
-/// provider write their environment to `envdump/*-env`.
+/// given a sensitive token. The db's freeze hook, boot and shutdown
+/// commands, a db check, a script step and the exec provider write their
+/// environment to `envdump/*-env`.
 fn config(d: &Path, vault_url: &str, state_url: &str) -> PathBuf {
     let qs = quickstart(d, POLICY, Some(vault_url));
     std::fs::create_dir_all(qs.join("envdump")).unwrap();
@@ -235,6 +236,21 @@ fn config(d: &Path, vault_url: &str, state_url: &str) -> PathBuf {
         "machines.hcl",
         r#"  check "filesystem" {"#,
         "  check \"env\" {\n    command = [\"sh\", \"-c\", \"env > envdump/check-env\"]\n  }\n  check \"filesystem\" {",
+    );
+    edit(
+        "machines.hcl",
+        r#"boot { command = ["sh", "scripts/db-start.sh"] }"#,
+        r#"boot { command = ["sh", "-c", "env > envdump/boot-env && sh scripts/db-start.sh"] }"#,
+    );
+    edit(
+        "machines.hcl",
+        r#"shutdown { command = ["sh", "scripts/db-stop.sh"] }"#,
+        r#"shutdown { command = ["sh", "-c", "env > envdump/shutdown-env && sh scripts/db-stop.sh"] }"#,
+    );
+    edit(
+        "recovery.hcl",
+        "machines = [machine.db]\n",
+        "machines = [machine.db]\n    before {\n      script \"env\" {\n        command = [\"sh\", \"-c\", \"env > envdump/script-env\"]\n      }\n    }\n",
     );
     edit(
         "protection.hcl",
@@ -267,7 +283,10 @@ fn config(d: &Path, vault_url: &str, state_url: &str) -> PathBuf {
 
 fn cmd(dir: &Path) -> Command {
     let mut c = standby(dir);
+    // A prefix the user passes on purpose that also matches the vault
+    // key's variable: the key must still stay out of every child.
     c.env("SECRETS_TEST_VAULT_KEY", VAULT_KEY)
+        .env("STANDBY_PASS_ENV", "SECRETS_TEST_*")
         .env("STANDBY_VAR_dr_token", TOKEN)
         .env("STANDBY_LOG", "debug")
         .stdin(Stdio::null());
@@ -445,6 +464,9 @@ fn no_secret_appears_in_anything_standby_prints_or_writes() {
         ("freeze-env", Some("machine.db")),
         ("check-env", Some("machine.db")),
         ("provider-env", None),
+        ("boot-env", Some("machine.db")),
+        ("shutdown-env", Some("machine.db")),
+        ("script-env", None),
     ] {
         let env = std::fs::read_to_string(qs.join("envdump").join(file))
             .unwrap_or_else(|e| panic!("{file}: {e}"));

@@ -2,7 +2,7 @@
 //! progress; the waiting run sees it in the state and goes on.
 
 use super::failover::{find_plan, manual_steps, recorder, report_err};
-use super::vault::load_config;
+use super::load_config;
 use crate::recovery;
 use miette::miette;
 use std::process::ExitCode;

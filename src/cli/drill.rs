@@ -4,7 +4,7 @@
 //! `max_rto`.
 
 use super::failover::{RunOptions, find_plan, recorder, report_err, with_cancel};
-use super::vault::load_config;
+use super::load_config;
 use crate::model::RecoveryPlan;
 use crate::recovery::{self, PointChoice};
 use crate::report::{self, Report};
@@ -70,7 +70,8 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         let (cfg2, rec2, choice2) = (cfg.clone(), rec.clone(), choice.clone());
         let plan2 = plan.clone();
         let result = with_cancel(move |cancel| {
-            recovery::run::drill(&cfg2, &plan2, &choice2, approvals, &rec2, &cancel)
+            let sink = super::run_io::Lines::default();
+            recovery::run::drill(&cfg2, &plan2, &choice2, &*approvals, &rec2, &cancel, &sink)
         })?;
         let result = match result {
             Ok(r) => r,

@@ -3,7 +3,8 @@
 //! `recovery::failback`, print, pick an exit code.
 
 use super::failover::{PlanArgs, find_plan, recorder, report_err, with_cancel};
-use super::vault::{human, load_config};
+use super::load_config;
+use crate::human::size as human;
 use crate::recovery;
 use crate::report::Report;
 use std::path::PathBuf;
@@ -82,7 +83,8 @@ pub fn failback(args: FailbackArgs) -> miette::Result<ExitCode> {
     let rec = recorder(&cfg, &args.plan.backend, "standby failback")?;
     let threshold = recovery::run::rpo_threshold(&cfg, &plan);
     let result = with_cancel(move |cancel| {
-        recovery::failback::failback(&cfg, &plan, approvals, &rec, &cancel)
+        let sink = super::run_io::Lines::default();
+        recovery::failback::failback(&cfg, &plan, &*approvals, &rec, &cancel, &sink)
     })?
     .map_err(report_err)?;
     if let Some(dir) = &args.report_dir {

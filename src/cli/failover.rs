@@ -2,14 +2,14 @@
 //! pieces `drill` and `approve` share: finding the plan, the state
 //! recorder, and running the recovery with Ctrl-C/SIGTERM handling.
 
-use super::vault::{load_config, parse_addr};
+use super::load_config;
+use super::vault::parse_addr;
 use crate::exec::Cancel;
 use crate::model::{Config, Kind, RecoveryPlan};
-use crate::recovery::{self, Approvals, Cleaned, PointChoice, Recorder, RecoveryError};
+use crate::recovery::{self, Approver, Cleaned, PointChoice, Recorder, RecoveryError};
 use crate::report::Report;
 use crate::state::RunKind;
 use miette::miette;
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -77,11 +77,11 @@ impl RunOptions {
     pub fn choice(&self, default: PointChoice) -> miette::Result<PointChoice> {
         match &self.point {
             None => Ok(default),
-            Some(s) => s.parse().map_err(|e: String| miette!("--point: {e}")),
+            Some(s) => s.parse().map_err(|e| miette!("--point: {e}")),
         }
     }
 
-    pub fn approvals(&self, plan: &RecoveryPlan) -> miette::Result<Approvals> {
+    pub fn approvals(&self, plan: &RecoveryPlan) -> miette::Result<Box<dyn Approver>> {
         for a in &self.approve {
             let known = plan.groups.iter().any(|g| {
                 g.before.iter().chain(&g.after).any(|s| {
@@ -97,11 +97,10 @@ impl RunOptions {
                 ));
             }
         }
-        Ok(Approvals {
-            interactive: std::io::stdin().is_terminal(),
-            wait: self.wait_for_approval,
-            given: self.approve.clone(),
-        })
+        Ok(super::run_io::approver(
+            self.approve.clone(),
+            self.wait_for_approval,
+        ))
     }
 }
 
@@ -154,9 +153,11 @@ pub(crate) fn recorder(
 
 pub(crate) fn report_err(e: RecoveryError) -> miette::Report {
     match e {
-        RecoveryError::Refused { message, help } => miette!(help = help, "{message}"),
         RecoveryError::State(s) => miette::Report::new(s),
-        other => miette!("{other}"),
+        e => match e.help() {
+            Some(help) => miette!(help = help.to_string(), "{e}"),
+            None => miette!("{e}"),
+        },
     }
 }
 
@@ -219,7 +220,17 @@ fn start(args: RunArgs, kind: RunKind) -> miette::Result<ExitCode> {
     )?;
     let threshold = recovery::run::rpo_threshold(&cfg, &plan);
     let result = with_cancel(move |cancel| {
-        recovery::run::failover(&cfg, &plan, kind, &choice, approvals, &rec, &cancel)
+        let sink = super::run_io::Lines::default();
+        recovery::run::failover(
+            &cfg,
+            &plan,
+            kind,
+            &choice,
+            &*approvals,
+            &rec,
+            &cancel,
+            &sink,
+        )
     })?
     .map_err(report_err)?;
     let report = Report::of_run(&result, threshold);

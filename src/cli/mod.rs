@@ -20,6 +20,7 @@ mod quickstart;
 mod refresh;
 mod replicate;
 mod restore;
+mod run_io;
 mod show;
 mod state;
 mod status;
@@ -146,6 +147,14 @@ impl VarArgs {
     }
 }
 
+/// Load the configuration in the current directory (set by -C); its
+/// diagnostics are printed, and a configuration with errors ends the command.
+pub(crate) fn load_config(vars: &VarArgs) -> miette::Result<crate::model::Config> {
+    let color = std::io::IsTerminal::is_terminal(&std::io::stderr()) && color_allowed();
+    vars.load_or_report(color)
+        .ok_or_else(|| closing::Reported.into())
+}
+
 /// Where the state is, for commands that read or write it.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct BackendArgs {
@@ -223,6 +232,13 @@ impl BackendArgs {
 
 /// Entry point used by `main.rs`.
 pub fn main() -> ExitCode {
+    // The helper a VM point leaves behind while a guest is frozen (see
+    // replication::vm::thaw_guard): not a command users type.
+    if let Some(code) =
+        crate::replication::vm::guard_main(std::env::args_os(), &mut std::io::stdin())
+    {
+        return ExitCode::from(code);
+    }
     let cli = match Cli::try_parse_from(args::normalize(std::env::args())) {
         Ok(cli) => cli,
         Err(e) => return args::usage_exit(e),

@@ -97,20 +97,23 @@ pub(crate) fn make_plan(
     let Some(config) = vars.load_or_report(color) else {
         return Ok(None);
     };
+    let ws = crate::workspace::Workspace::new(config);
+    let config = &ws.config;
     let backend = backend.open(config.backend.as_ref())?;
     let state = backend.read().map_err(miette::Report::new)?;
     if let Some(state) = &state {
         // Show now what apply would refuse: a move of what a run holds.
-        let moves = plan::moves::effective(&config, Some(state));
-        crate::cli::apply::moves::refuse_held(state, &moves)?;
+        let moves = plan::moves::effective(config, Some(state));
+        crate::apply::moves::refuse_held(state, &moves).map_err(miette::Report::new)?;
     }
-    let mut plan = plan::diff(&config, state.as_ref(), &DiffOptions::default());
+    let mut plan = plan::diff(config, state.as_ref(), &DiffOptions::default());
     if let Some(state) = state.as_ref().filter(|_| refresh) {
-        let r = crate::cli::refresh::refresh(&config, state);
+        let r = crate::plan::refresh::refresh(&ws, state);
+        crate::cli::refresh::warn(&r.notes);
         plan::use_refreshed_facts(&mut plan, Some(state), &r.facts);
         plan.drift = r.drift;
     }
-    let prevented = plan.prevented_destroys(&config, state.as_ref());
+    let prevented = plan.prevented_destroys(config, state.as_ref());
     if !prevented.is_empty() {
         for p in &prevented {
             eprintln!("error: {p}");

@@ -1,7 +1,12 @@
 //! `standby points [ADDR] [--json]`: list recovery points, oldest first.
 
-use super::vault::{human, load_config, open, parse_addr};
+use super::load_config;
+use super::vault::parse_addr;
+use crate::human::size as human;
 use crate::model::Kind;
+use crate::vault::manifest::Manifest;
+use crate::vault::query::{PointQuery, Unmatched};
+use crate::workspace::Workspace;
 use miette::{IntoDiagnostic, miette};
 use std::process::ExitCode;
 
@@ -13,12 +18,22 @@ pub struct Args {
     /// Print the points as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Only the point each machine would use for POINT, as `restore`,
+    /// `failover --point` and `drill --point` read it: `latest`,
+    /// `latest-app`, a point id or unique prefix, or an RFC 3339 time.
+    #[arg(long, value_name = "POINT")]
+    pub point: Option<String>,
     #[command(flatten)]
     pub vars: crate::cli::VarArgs,
 }
 
 pub fn run(args: Args) -> miette::Result<ExitCode> {
-    let cfg = load_config(&args.vars)?;
+    let query: Option<PointQuery> = match &args.point {
+        Some(p) => Some(p.parse().map_err(|e| miette!("--point: {e}"))?),
+        None => None,
+    };
+    let ws = Workspace::new(load_config(&args.vars)?);
+    let cfg = &ws.config;
     let filter = match &args.addr {
         None => None,
         Some(s) => {
@@ -33,22 +48,20 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
     // Points of a machine or protection removed from the configuration can
     // still be listed; anything else named is a typo.
     let mut matched_any = false;
-    for addr in cfg.vaults.keys() {
-        let vault = open(&cfg, addr)?;
-        // The catalog: the named machine's points only, when it is known.
-        let machine = machine_of(&cfg, filter.as_deref());
-        let points = crate::vault::catalog::list_for(&vault, machine.as_deref())
-            .map_err(|e| miette!("{addr}: {e}"))?;
-        for m in points {
-            if filter
-                .as_ref()
-                .is_some_and(|f| *f != m.machine && *f != m.protection)
-            {
-                continue;
-            }
-            matched_any = true;
-            rows.push((addr.to_string(), m));
+    // The catalog: the named machine's points only, when it is known.
+    let machine = machine_of(cfg, filter.as_deref());
+    for (addr, m) in ws
+        .machine_points(machine.as_deref())
+        .map_err(|e| miette!("{e}"))?
+    {
+        if filter
+            .as_ref()
+            .is_some_and(|f| *f != m.machine && *f != m.protection)
+        {
+            continue;
         }
+        matched_any = true;
+        rows.push((addr.to_string(), m));
     }
     if let Some(f) = filter.as_ref().filter(|_| !matched_any) {
         let mut have: Vec<String> = cfg.machines.keys().map(|a| a.to_string()).collect();
@@ -56,6 +69,9 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         if !have.contains(f) {
             return Err(super::closing::unknown_addr(f, &have));
         }
+    }
+    if let Some(q) = &query {
+        rows = named(q, rows).map_err(|e| miette!("--point: {e}"))?;
     }
     if args.json {
         let doc: Vec<serde_json::Value> = rows
@@ -77,10 +93,16 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
                         "parent": d.parent.map(|p| p.hex()),
                     }))).collect::<serde_json::Map<_, _>>(),
                     "stats": m.stats,
+                    "cbt": m.cbt,
+                    "cbt_fallbacks": m.cbt.as_ref().map_or(0, |c| c.fallbacks()),
                 })
             })
             .collect();
         println!("{}", serde_json::to_string_pretty(&doc).into_diagnostic()?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if rows.is_empty() && query.is_some() {
+        println!("No point matches {}.", args.point.as_deref().unwrap_or(""));
         return Ok(ExitCode::SUCCESS);
     }
     if rows.is_empty() {
@@ -103,6 +125,39 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Per machine (and vault), the point `q` names among `rows` (each
+/// vault's points, oldest first); an ambiguous id prefix is an error.
+fn named(q: &PointQuery, rows: Vec<(String, Manifest)>) -> Result<Vec<(String, Manifest)>, String> {
+    let mut keys: Vec<(String, String)> = Vec::new();
+    for (v, m) in &rows {
+        let k = (v.clone(), m.machine.clone());
+        if !keys.contains(&k) {
+            keys.push(k);
+        }
+    }
+    let mut out = Vec::new();
+    for (vault, machine) in keys {
+        let mine: Vec<Manifest> = rows
+            .iter()
+            .filter(|(v, m)| *v == vault && m.machine == machine)
+            .map(|(_, m)| m.clone())
+            .collect();
+        match q.select(&mine, None) {
+            Ok(m) => out.push((vault, m.clone())),
+            Err(Unmatched::None) => {}
+            Err(Unmatched::Ambiguous(ids)) => {
+                return Err(format!(
+                    "{q} matches several points of {machine} ({}); give more of the id",
+                    ids.join(", ")
+                ));
+            }
+        }
+    }
+    // Oldest first, as the whole listing.
+    out.sort_by(|a, b| (&a.1.created, a.1.id).cmp(&(&b.1.created, b.1.id)));
+    Ok(out)
 }
 
 /// The machine whose catalog holds the points `filter` names, when the

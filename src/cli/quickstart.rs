@@ -5,6 +5,8 @@
 //! changes), a change, replicate, points, status, restore with filesystem
 //! and database checks, and vault verify.
 
+mod qemu;
+
 use crate::samples;
 use miette::{IntoDiagnostic, miette};
 use std::path::{Path, PathBuf};
@@ -15,6 +17,11 @@ pub struct Args {
     /// Where to set the quickstart up (created; reused when it holds an earlier quickstart).
     #[arg(default_value = "standby-quickstart")]
     pub dir: PathBuf,
+    /// Run the `plans/qemu` story instead: two running QEMU VMs (the test
+    /// guest) replicated through changed-block tracking (default directory
+    /// `standby-quickstart-qemu`).
+    #[arg(long)]
+    pub qemu: bool,
 }
 
 /// The embedded default configuration (`plans/quickstart`), file by file.
@@ -66,6 +73,15 @@ const FILES: [(&str, &str); 11] = [
 const MARKER: &str = ".standby-quickstart";
 
 pub fn run(args: Args) -> miette::Result<ExitCode> {
+    if args.qemu {
+        // Beside, not inside, a plain quickstart's directory.
+        let dir = if args.dir == Path::new("standby-quickstart") {
+            PathBuf::from("standby-quickstart-qemu")
+        } else {
+            args.dir
+        };
+        return qemu::run(&dir);
+    }
     prepare_dir(&args.dir)?;
     // Absolute from here on: the commands below run with `-C DIR`.
     let dir = &args.dir.canonicalize().into_diagnostic()?;
@@ -169,8 +185,7 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         "drill-report",
     ])?;
 
-    // No freeze count found is a failure too: the comparison proves nothing.
-    if integrity != "ok" || !clean || frozen != Some(orders) {
+    if !restored_ok(&integrity, clean, frozen, orders) {
         return Err(miette!("a restored disk failed its check (see above)"));
     }
     say(&format!(
@@ -263,12 +278,13 @@ impl Writer {
     fn start(dir: &Path) -> miette::Result<Writer> {
         let control = dir.join("run/db-writer");
         let _ = std::fs::remove_file(control.join("committed"));
-        let child = Command::new("sh")
-            .args(["scripts/db-writer.sh", "sites/onprem/db/data.sqlite"])
+        let mut cmd = Command::new("sh");
+        cmd.args(["scripts/db-writer.sh", "sites/onprem/db/data.sqlite"])
             .current_dir(dir)
-            .stdin(std::process::Stdio::null())
-            .spawn()
-            .into_diagnostic()?;
+            .stdin(std::process::Stdio::null());
+        // Like every child: none of standby's secrets in its environment.
+        standby_provider_core::command::isolate(&mut cmd);
+        let child = cmd.spawn().into_diagnostic()?;
         Ok(Writer { child, control })
     }
 
@@ -318,6 +334,14 @@ impl Drop for Writer {
 }
 
 /// The row count the writer reported at the newest freeze (scripts/db-freeze.sh).
+/// The restored copies pass: SQLite's integrity check says `ok`, e2fsck
+/// finds the file system clean, and the database holds exactly the orders
+/// the writer had committed at the point's freeze. No freeze count found is
+/// a failure too: the comparison would prove nothing.
+fn restored_ok(integrity: &str, clean: bool, frozen: Option<u64>, orders: u64) -> bool {
+    integrity == "ok" && clean && frozen == Some(orders)
+}
+
 fn last_freeze(dir: &Path) -> Option<u64> {
     let text = std::fs::read_to_string(dir.join("run/db-writer/freezes")).ok()?;
     text.lines().last()?.trim().parse().ok()
@@ -341,5 +365,22 @@ fn step(exe: &Path, dir: &Path, args: &[&str]) -> miette::Result<()> {
         Ok(())
     } else {
         Err(miette!("`standby {}` failed ({status})", args.join(" ")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_restore_without_a_freeze_count_proves_nothing() {
+        assert!(super::restored_ok("ok", true, Some(7), 7));
+        assert!(!super::restored_ok("ok", true, None, 7), "no freeze count");
+        assert!(!super::restored_ok("ok", true, Some(6), 7), "a lost order");
+        assert!(!super::restored_ok("ok", false, Some(7), 7));
+        assert!(!super::restored_ok(
+            "*** in database main ***",
+            true,
+            Some(7),
+            7
+        ));
     }
 }

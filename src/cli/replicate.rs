@@ -3,13 +3,18 @@
 //! a vault) get one point instant together. With `--watch`, a long-running
 //! service instead (see `cli::watch` and the `watch` module).
 
-use super::vault::{cache_dir, human, load_config, open, parse_addr};
+use super::load_config;
+use super::vault::parse_addr;
+use crate::human::size as human;
 use crate::model::{Address, Kind};
-use crate::replication::{self, Options, Progress};
-use miette::miette;
-use std::collections::BTreeMap;
+use crate::replication::once::{self, Event, OnceError};
+use crate::replication::{self, Progress, ReplicationError};
+use crate::vault::manifest::Manifest;
+use crate::workspace::Workspace;
+use miette::{IntoDiagnostic, miette};
+use std::cell::RefCell;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -60,85 +65,79 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         let batches = replication::batches(&cfg, &chosen).map_err(|e| miette!("{e}"))?;
         return super::watch::run(cfg, batches, &args.watch);
     }
-    let (chosen, doc) = skip_failed_over(&cfg, chosen)?;
-    if chosen.is_empty() {
-        eprintln!("nothing to replicate");
-        return Ok(ExitCode::SUCCESS);
+    let ws = Workspace::new(cfg);
+    let ui = Terminal {
+        json: args.json.then(RefCell::default),
+    };
+    let failed =
+        once::run(&ws, chosen, args.trust_state, args.parallelism, &ui).map_err(|e| match e {
+            // Rendered as the state's own errors are everywhere else.
+            OnceError::State(e) => miette::Report::new(e),
+            e => match e.help() {
+                Some(help) => miette!(help = help, "{e}"),
+                None => miette!("{e}"),
+            },
+        })?;
+    if let Some(json) = ui.json {
+        let (taken, errors) = json.into_inner();
+        let doc = serde_json::json!({
+            "points": taken,
+            "errors": errors,
+            "requests": crate::store::counts(),
+        });
+        println!("{}", serde_json::to_string_pretty(&doc).into_diagnostic()?);
     }
-    if !args.trust_state {
-        let backend = crate::state::open_backend(std::path::Path::new("."), cfg.backend.as_ref())
-            .map_err(miette::Report::new)?;
-        let problems = crate::recovery::placement::check_vaults(
-            &cfg,
-            doc.as_ref(),
-            backend.orphaned_backup().as_deref(),
-            &chosen,
-        );
-        if !problems.is_empty() {
-            return Err(miette!(
-                help = "restore the state from its backup, or pass --trust-state if the state is right; nothing was captured",
-                "refusing to guess where the machines run:\n  - {}",
-                problems.join("\n  - ")
-            ));
-        }
-    }
-    let mut batches = replication::batches(&cfg, &chosen).map_err(|e| miette!("{e}"))?;
-    // Reprotected machines: their points come from where they run now.
-    if let Some(doc) = &doc {
-        crate::recovery::reprotect::redirect(&mut batches, doc);
-    }
-    let opts = Options::new(cache_dir(&cfg));
-    let mut failed = 0;
-    let mut vaults = BTreeMap::new();
-    let mut taken: Vec<serde_json::Value> = Vec::new();
-    let mut errors: Vec<serde_json::Value> = Vec::new();
-    for b in &batches {
-        if !vaults.contains_key(&b.vault) {
-            vaults.insert(b.vault.clone(), open(&cfg, &b.vault)?);
-        }
-    }
-    // Several batches at once: a round's time is then not the sum of every
-    // point's request latencies. One batch keeps its progress bar.
-    let workers = args.parallelism.clamp(1, batches.len().max(1));
-    let mut done = parallel_points(&batches, &vaults, &opts, workers);
-    for (i, batch) in batches.into_iter().enumerate() {
-        let (vault_addr, label, prots) = (batch.vault, batch.label, batch.protections);
-        eprintln!("replicating {label} into {vault_addr}");
-        let (result, took, cost) = match done.get_mut(i).and_then(Option::take) {
-            Some(r) => r,
-            None => {
-                let vault = &vaults[&vault_addr];
-                let started = Instant::now();
-                let progress = Progress::default();
-                let before = crate::store::counts();
-                let result = super::progress::with_progress(
-                    &progress,
-                    super::progress::Work::Replicate,
-                    || replication::take_points(vault, &batch.targets, &opts, &progress),
-                );
-                let cost = crate::store::counts().since(&before);
-                (result, started.elapsed(), Some(cost))
-            }
-        };
-        match result {
-            Ok(points) if args.json => {
-                for (a, m) in prots.iter().zip(&points) {
-                    taken.push(serde_json::json!({
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// Progress on stderr, a line per point taken on stdout; with `--json`,
+/// the points taken and the batches failed (kept for one document at the
+/// end) instead of the lines.
+struct Terminal {
+    json: Option<RefCell<(Vec<serde_json::Value>, Vec<serde_json::Value>)>>,
+}
+
+impl once::Ui for Terminal {
+    fn event(&self, e: Event<'_>) {
+        match e {
+            Event::Skipping { protection, reason } => eprintln!("skipping {protection}: {reason}"),
+            Event::Nothing => eprintln!("nothing to replicate"),
+            Event::Batch { label, vault } => eprintln!("replicating {label} into {vault}"),
+            Event::Taken {
+                vault,
+                protections,
+                points,
+                took,
+                requests,
+            } if self.json.is_some() => {
+                let Some(json) = &self.json else { return };
+                for (a, m) in protections.iter().zip(points) {
+                    json.borrow_mut().0.push(serde_json::json!({
                         "protection": a.to_string(),
-                        "vault": vault_addr.to_string(),
+                        "vault": vault.to_string(),
                         "id": m.id.hex(),
                         "consistency": m.consistency,
                         "group": m.group,
                         "stats": m.stats,
+                        "cbt": m.cbt,
                         "seconds": took.as_secs_f64(),
                         // A group's members share one capture: its cost
                         // (null when batches ran in parallel).
-                        "requests": cost,
+                        "requests": requests,
                     }));
                 }
             }
-            Ok(points) => {
-                for (a, m) in prots.iter().zip(&points) {
+            Event::Taken {
+                protections,
+                points,
+                took,
+                ..
+            } => {
+                for (a, m) in protections.iter().zip(points) {
                     let frozen = m
                         .freeze_ms
                         .map(|ms| {
@@ -162,103 +161,27 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
                         human(m.stats.stored),
                         crate::human::duration(took)
                     );
+                    for line in m.cbt.iter().flat_map(crate::replication::vm::describe) {
+                        println!("  {line}");
+                    }
                 }
             }
-            Err(e) => {
-                failed += 1;
-                eprintln!("error: {label}: {e}");
-                errors.push(serde_json::json!({"batch": label, "error": e.to_string()}));
+            Event::Failed { label, error } => {
+                eprintln!("error: {label}: {error}");
+                if let Some(json) = &self.json {
+                    json.borrow_mut()
+                        .1
+                        .push(serde_json::json!({"batch": label, "error": error.to_string()}));
+                }
             }
         }
     }
-    if args.json {
-        let doc = serde_json::json!({
-            "points": taken,
-            "errors": errors,
-            "requests": crate::store::counts(),
-        });
-        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
-    }
-    Ok(if failed == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
-}
 
-type Taken = (
-    Result<Vec<crate::vault::Manifest>, replication::ReplicationError>,
-    Duration,
-    Option<crate::store::Counts>,
-);
-
-/// Take the points of `batches` with `workers` threads, when more than one:
-/// results in batch order (None everywhere with one worker: the caller
-/// then takes them one by one, with progress).
-fn parallel_points(
-    batches: &[replication::Batch],
-    vaults: &BTreeMap<Address, crate::vault::Vault>,
-    opts: &Options,
-    workers: usize,
-) -> Vec<Option<Taken>> {
-    let slots: Vec<std::sync::Mutex<Option<Taken>>> = batches
-        .iter()
-        .map(|_| std::sync::Mutex::new(None))
-        .collect();
-    if workers > 1 {
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        std::thread::scope(|s| {
-            for _ in 0..workers {
-                s.spawn(|| {
-                    loop {
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(b) = batches.get(i) else { return };
-                        let started = Instant::now();
-                        let r = replication::take_points(
-                            &vaults[&b.vault],
-                            &b.targets,
-                            opts,
-                            &Progress::default(),
-                        );
-                        if let Ok(mut slot) = slots[i].lock() {
-                            *slot = Some((r, started.elapsed(), None));
-                        }
-                    }
-                });
-            }
-        });
+    fn capture(
+        &self,
+        progress: &Progress,
+        run: &mut dyn FnMut() -> Result<Vec<Manifest>, ReplicationError>,
+    ) -> Result<Vec<Manifest>, ReplicationError> {
+        super::progress::with_progress(progress, super::progress::Work::Replicate, run)
     }
-    slots
-        .into_iter()
-        .map(|m| m.into_inner().unwrap_or_else(|p| p.into_inner()))
-        .collect()
-}
-
-/// Drop protections whose machine is failed over (a failover run in the
-/// state that did not fail) and not reprotected: its source is stopped or
-/// gone, and its points must not move past the failover. Says so for each
-/// one skipped. A reprotected machine stays (its DR disks are captured).
-fn skip_failed_over(
-    cfg: &crate::model::Config,
-    chosen: Vec<Address>,
-) -> miette::Result<(Vec<Address>, Option<crate::state::StateDoc>)> {
-    let backend = crate::state::open_backend(std::path::Path::new("."), cfg.backend.as_ref())
-        .map_err(miette::Report::new)?;
-    let Some(doc) = backend.read().map_err(miette::Report::new)? else {
-        return Ok((chosen, None));
-    };
-    let mut keep = Vec::new();
-    for a in chosen {
-        let machine = cfg.protections.get(&a).map(|p| p.machine.to_string());
-        let capture = machine
-            .as_deref()
-            .map(|m| crate::recovery::placement::capture_of(cfg, Some(&doc), m));
-        match capture {
-            Some(crate::recovery::placement::Capture::Skip { reason, .. }) => {
-                eprintln!("skipping {a}: {reason}");
-            }
-            _ => keep.push(a),
-        }
-    }
-    Ok((keep, Some(doc)))
 }

@@ -311,16 +311,17 @@ fn mv(backend: &dyn Backend, from_input: &str, to_input: &str) -> miette::Result
             "Rename it {to} in the configuration too, or the next plan proposes to destroy it."
         ),
     };
-    let done = super::apply::moves::carry_out(
+    let done = crate::apply::moves::carry_out(
         None,
         std::path::Path::new("."),
         backend,
         &lock,
         &mut doc,
         &[(from, to)],
-    )?;
+    )
+    .map_err(super::apply::report)?;
     for m in &done {
-        println!("{}", super::apply::moves::line(m));
+        println!("{}", super::apply::moved_line(m));
     }
     println!(
         "Moved 1 object in the state (serial {}). {hint}",

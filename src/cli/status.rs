@@ -3,11 +3,12 @@
 //! Exit 0 when every protection is OK, 2 when any is past its threshold,
 //! 1 when the configuration, a vault or the state cannot be read.
 
-use super::vault::{human, load_config, open};
+use super::load_config;
+use crate::human::size as human;
 use crate::status::{self, DrillState, Level, PlanStatus, ProtectionStatus};
+use crate::workspace::Workspace;
 use miette::{IntoDiagnostic, miette};
 use owo_colors::OwoColorize;
-use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use time::OffsetDateTime;
@@ -51,36 +52,10 @@ fn now() -> miette::Result<OffsetDateTime> {
 }
 
 pub fn run(args: Args) -> miette::Result<ExitCode> {
-    let cfg = load_config(&args.vars)?;
+    let ws = Workspace::new(load_config(&args.vars)?);
+    let cfg = &ws.config;
     let now = now()?;
-    let mut points = BTreeMap::new();
-    for addr in cfg.vaults.keys() {
-        if !cfg.protections.values().any(|p| &p.vault == addr) {
-            continue;
-        }
-        let vault = open(&cfg, addr)?;
-        // Only the catalog of the machines this vault protects.
-        let machines = cfg
-            .protections
-            .values()
-            .filter(|p| &p.vault == addr)
-            .map(|p| p.machine.to_string())
-            .collect();
-        let list = crate::vault::catalog::list_machines(&vault, &machines)
-            .map_err(|e| miette!("{addr}: {e}"))?;
-        points.insert(addr.clone(), list);
-    }
-    let mut prots: Vec<ProtectionStatus> = Vec::new();
-    for p in cfg.protections.values() {
-        let policy = cfg
-            .policies
-            .get(&p.policy)
-            .ok_or_else(|| miette!("{}: no {} in the configuration", p.addr, p.policy))?;
-        let list = points.get(&p.vault).map_or(&[][..], |v| v.as_slice());
-        prots.push(status::protection_status(
-            &p.addr, &p.vault, policy, list, now,
-        ));
-    }
+    let mut prots = status::protections(&ws, now).map_err(|e| miette!("{e}"))?;
     // Drill history: from the state wherever it is kept (local or `backend`).
     let state = args
         .backend
@@ -92,7 +67,7 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         .values()
         .map(|rp| status::plan_status(rp, state.as_ref(), now))
         .collect();
-    status::mark_unprotected(&mut prots, &cfg, state.as_ref());
+    status::mark_unprotected(&mut prots, cfg, state.as_ref());
     let placed = status::placements(state.as_ref());
     let code: u8 = if prots.iter().all(|p| p.level == Level::Ok) {
         0

@@ -1,12 +1,13 @@
-//! `standby vault init|prune|verify`, and the helpers the vault-facing
-//! commands share: load the configuration, pick a vault, open it.
+//! `standby vault init|prune|verify`; `pick_vaults` and `parse_addr` also
+//! serve `restore` and the commands that name an object.
 
+use super::load_config;
+use crate::human::size as human;
 use crate::model::{Address, Config, Kind};
 use crate::vault::{Vault, prune, verify};
+use crate::workspace::Workspace;
 use miette::{IntoDiagnostic, miette};
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -54,20 +55,9 @@ pub enum Command {
     },
 }
 
-/// Load the configuration in the current directory (set by -C).
-pub(crate) fn load_config(vars: &crate::cli::VarArgs) -> miette::Result<Config> {
-    let color = std::io::stderr().is_terminal() && crate::cli::color_allowed();
-    vars.load_or_report(color)
-        .ok_or_else(|| super::closing::Reported.into())
-}
-
 /// Parse `kind.name` or a bare `name` of the given kind.
 pub(crate) fn parse_addr(s: &str, kind: Kind) -> miette::Result<Address> {
-    if s.contains('.') {
-        s.parse::<Address>().map_err(|e| miette!("{e}"))
-    } else {
-        Ok(Address::new(kind, s))
-    }
+    Address::parse_as(s, kind).map_err(|e| miette!("{e}"))
 }
 
 /// The vaults named (or all), each checked to exist.
@@ -90,20 +80,6 @@ pub(crate) fn pick_vaults(cfg: &Config, which: Option<&str>) -> miette::Result<V
     }
 }
 
-/// Open a configured vault.
-pub(crate) fn open(cfg: &Config, addr: &Address) -> miette::Result<Vault> {
-    let v = cfg
-        .vaults
-        .get(addr)
-        .ok_or_else(|| miette!("no {addr} in the configuration"))?;
-    Vault::open(&v.url, &v.key, &cfg.root).map_err(|e| miette!("{addr}: {e}"))
-}
-
-/// The local change-tracking cache and staging area.
-pub(crate) fn cache_dir(cfg: &Config) -> PathBuf {
-    cfg.root.join(".standby").join("cache")
-}
-
 pub fn run(cmd: Command) -> miette::Result<ExitCode> {
     match cmd {
         Command::Init { vault, vars } => init(vault.as_deref(), &vars),
@@ -124,10 +100,10 @@ pub fn run(cmd: Command) -> miette::Result<ExitCode> {
 }
 
 fn compact_cmd(which: Option<&str>, vars: &crate::cli::VarArgs) -> miette::Result<ExitCode> {
-    let cfg = load_config(vars)?;
-    for addr in pick_vaults(&cfg, which)? {
-        let vault = open(&cfg, &addr)?;
-        let r = crate::vault::index::compact(&vault, &super::vault::cache_dir(&cfg))
+    let ws = Workspace::new(load_config(vars)?);
+    for addr in pick_vaults(&ws.config, which)? {
+        let vault = ws.vault(&addr).map_err(|e| miette!("{e}"))?;
+        let r = crate::vault::index::compact(&vault, &ws.cache_dir())
             .map_err(|e| miette!("{addr}: {e}"))?;
         println!(
             "{addr}: merged {} into one ({} packs, {} blobs)",
@@ -165,15 +141,16 @@ fn prune_cmd(
     wait: u64,
     vars: &crate::cli::VarArgs,
 ) -> miette::Result<ExitCode> {
-    let cfg = load_config(vars)?;
-    for addr in pick_vaults(&cfg, which)? {
-        let vault = open(&cfg, &addr)?;
-        let retention: BTreeMap<String, Duration> = cfg
+    let ws = Workspace::new(load_config(vars)?);
+    for addr in pick_vaults(&ws.config, which)? {
+        let vault = ws.vault(&addr).map_err(|e| miette!("{e}"))?;
+        let retention: BTreeMap<String, Duration> = ws
+            .config
             .protections
             .values()
             .filter(|p| p.vault == addr)
             .filter_map(|p| {
-                let pol = cfg.policies.get(&p.policy)?;
+                let pol = ws.policy_of(&p.addr)?;
                 Some((p.addr.to_string(), pol.retention.to_std()))
             })
             .collect();
@@ -225,11 +202,11 @@ fn verify_cmd(
     json: bool,
     vars: &crate::cli::VarArgs,
 ) -> miette::Result<ExitCode> {
-    let cfg = load_config(vars)?;
+    let ws = Workspace::new(load_config(vars)?);
     let mut ok = true;
     let mut docs = Vec::new();
-    for addr in pick_vaults(&cfg, which)? {
-        let vault = open(&cfg, &addr)?;
+    for addr in pick_vaults(&ws.config, which)? {
+        let vault = ws.vault(&addr).map_err(|e| miette!("{e}"))?;
         let r = verify::verify(&vault, read_data).map_err(|e| miette!("{addr}: {e}"))?;
         ok &= r.problems.is_empty();
         if json {
@@ -273,9 +250,4 @@ fn verify_cmd(
     } else {
         ExitCode::from(1)
     })
-}
-
-/// Bytes for people: `1.2 GiB` (see `crate::human::size`).
-pub(crate) fn human(n: u64) -> String {
-    crate::human::size(n)
 }

@@ -1,7 +1,6 @@
 //! `standby replicate --watch`: run the replication service (the `watch`
 //! module) until SIGTERM or SIGINT, serving `/metrics` and `/healthz`.
 
-use super::vault::cache_dir;
 use crate::model::{Config, Duration};
 use crate::replication::Batch;
 use crate::watch::{Service, Settings, http};
@@ -64,7 +63,7 @@ pub fn run(cfg: Config, batches: Vec<Batch>, args: &WatchArgs) -> miette::Result
     }
     crate::store::set_request_retry_timeout(args.store_retry.to_std());
     let settings = Settings {
-        cache_dir: cache_dir(&cfg),
+        cache_dir: crate::workspace::cache_dir(&cfg),
         prune_every: args.prune_every.to_std(),
         retry_max: args.retry_max.to_std(),
         lock_wait: std::time::Duration::from_secs(600),

@@ -22,12 +22,18 @@ use hcl_edit::expr::Expression;
 use hcl_edit::structure::{Block, Body, Structure};
 use std::collections::{BTreeMap, HashMap};
 
-/// A block with its `dynamic` blocks replaced by the blocks they generate.
+/// Where a generated block sits (positions from the root body) and its
+/// iterator binding (name, `{key, value}`).
+type Bound = (Vec<usize>, (String, Value));
+
+/// A block with its `dynamic` blocks replaced by the blocks they generate,
+/// at every depth: inside a generated block's `content` (with the outer
+/// iterator in scope, as in Terraform) and inside plain nested blocks.
 pub struct Expanded {
     pub block: Block,
     /// Iterator binding (name, `{key, value}`) of each generated block, by
-    /// its position in `block.body`.
-    by_index: HashMap<usize, (String, Value)>,
+    /// its path of positions from `block.body`.
+    by_path: Vec<Bound>,
 }
 
 impl Expanded {
@@ -35,56 +41,107 @@ impl Expanded {
     /// `self.block`, for `Reader` (valid while `self` is not moved).
     pub fn bindings(&self) -> HashMap<usize, (String, Value)> {
         let mut map = HashMap::new();
-        for (i, s) in self.block.body.iter().enumerate() {
-            if let (Structure::Block(b), Some(bind)) = (s, self.by_index.get(&i)) {
-                map.insert(b as *const Block as usize, bind.clone());
+        for (path, bind) in &self.by_path {
+            let mut at = &self.block;
+            for &i in path {
+                match at.body.iter().nth(i) {
+                    Some(Structure::Block(b)) => at = b,
+                    _ => break,
+                }
             }
+            map.insert(at as *const Block as usize, bind.clone());
         }
         map
     }
 }
 
 /// Expand the `dynamic` blocks of `block`'s body; `allowed` names the block
-/// types they may generate. None when a `dynamic` block is wrong (reported).
+/// types they may generate directly in it (deeper ones are checked by the
+/// reader of their parent). None when a `dynamic` block is wrong (reported).
 pub fn expand(
     scope: &Scope,
     block: &Block,
     allowed: &[&str],
     diags: &mut Diagnostics,
 ) -> Option<Expanded> {
-    let mut body = Body::new();
-    let mut by_index = HashMap::new();
+    let mut by_path = Vec::new();
+    let body = expand_body(scope, &block.body, Some(allowed), &[], &mut by_path, diags)?;
+    let mut copy = block.clone();
+    copy.body = body;
+    Some(Expanded {
+        block: copy,
+        by_path,
+    })
+}
+
+/// Whether a body holds a `dynamic` block at any depth.
+fn has_dynamic(body: &Body) -> bool {
+    body.blocks()
+        .any(|b| b.ident.as_str() == "dynamic" || has_dynamic(&b.body))
+}
+
+/// `body` with its `dynamic` blocks expanded (see [`expand`]); `path` is
+/// where `body` sits, for the bindings of generated blocks.
+fn expand_body(
+    scope: &Scope,
+    body: &Body,
+    allowed: Option<&[&str]>,
+    path: &[usize],
+    by_path: &mut Vec<Bound>,
+    diags: &mut Diagnostics,
+) -> Option<Body> {
+    let mut out = Body::new();
     let mut ok = true;
-    for s in block.body.iter() {
+    for s in body.iter() {
         match s {
             Structure::Block(d) if d.ident.as_str() == "dynamic" => {
                 match generate(scope, d, allowed, diags) {
                     Some(blocks) => {
-                        for (b, bind) in blocks {
-                            by_index.insert(body.len(), bind);
-                            body.push(b);
+                        for (mut b, content, bind) in blocks {
+                            let mut here = path.to_vec();
+                            here.push(out.len());
+                            // The content's own dynamic blocks see this iterator.
+                            let mut inner = scope.clone();
+                            inner.for_vars.push(bind.clone());
+                            match expand_body(&inner, &content, None, &here, by_path, diags) {
+                                Some(expanded) => b.body = expanded,
+                                None => ok = false,
+                            }
+                            by_path.push((here, bind));
+                            out.push(b);
                         }
                     }
                     None => ok = false,
                 }
             }
-            other => body.push(other.clone()),
+            Structure::Block(b) if has_dynamic(&b.body) => {
+                let mut here = path.to_vec();
+                here.push(out.len());
+                let mut copy = b.clone();
+                match expand_body(scope, &b.body, None, &here, by_path, diags) {
+                    Some(expanded) => copy.body = expanded,
+                    None => ok = false,
+                }
+                out.push(copy);
+            }
+            other => out.push(other.clone()),
         }
     }
-    let mut copy = block.clone();
-    copy.body = body;
-    ok.then_some(Expanded {
-        block: copy,
-        by_index,
-    })
+    ok.then_some(out)
 }
 
+/// A generated block: header, `content` body, iterator binding.
+type Generated = (Block, Body, (String, Value));
+
+/// The blocks one `dynamic` block generates: each with its header (spans
+/// at the `dynamic` block), its `content` body (not yet expanded) and its
+/// iterator binding.
 fn generate(
     scope: &Scope,
     d: &Block,
-    allowed: &[&str],
+    allowed: Option<&[&str]>,
     diags: &mut Diagnostics,
-) -> Option<Vec<(Block, (String, Value))>> {
+) -> Option<Vec<Generated>> {
     let source = scope.source;
     let header = super::reader::header(source, d);
     let err = |diags: &mut Diagnostics, loc: Loc, msg: String, help: String| {
@@ -102,12 +159,14 @@ fn generate(
             "a `dynamic` block needs the type of block it generates".into(),
             format!(
                 "write dynamic \"{}\" {{ ... }}",
-                allowed.first().unwrap_or(&"disk")
+                allowed.and_then(|a| a.first()).unwrap_or(&"disk")
             ),
         );
     };
     let ty = label.as_str();
-    if !allowed.contains(&ty) {
+    if let Some(allowed) = allowed
+        && !allowed.contains(&ty)
+    {
         return err(
             diags,
             Loc::new(source, label.span()),
@@ -148,14 +207,6 @@ fn generate(
             "a dynamic block holds one content { ... } block".into(),
         );
     }
-    if content.body.blocks().any(|b| b.ident.as_str() == "dynamic") {
-        return err(
-            diags,
-            Loc::new(source, content.ident.span()),
-            "nested dynamic blocks are not supported".into(),
-            "generate the inner blocks with a for expression in the outer for_each".into(),
-        );
-    }
     let iterator = match d.body.get_attribute("iterator") {
         None => ty.to_string(),
         Some(a) => match &a.value {
@@ -187,7 +238,7 @@ fn generate(
         Value::List(l) => l
             .into_iter()
             .enumerate()
-            .map(|(i, v)| (Value::Number(i as f64), v))
+            .map(|(i, v)| (Value::Number(i.into()), v))
             .collect(),
         // A set element's key is its value, as in Terraform.
         Value::Set(l) => l.into_iter().map(|v| (v.clone(), v)).collect(),
@@ -266,15 +317,14 @@ fn generate(
             })
             .collect();
         let text = format!("{}{ty} {} {{}}\n", " ".repeat(start), quoted.join(" "));
-        let mut b = match hcl_edit::parser::parse_body(&text)
+        let b = match hcl_edit::parser::parse_body(&text)
             .ok()
             .and_then(|body| body.into_blocks().next())
         {
             Some(b) => b,
             None => Block::new(hcl_edit::Ident::new(ty.to_string())),
         };
-        b.body = content.body.clone();
-        res.push((b, (iterator.clone(), bind)));
+        res.push((b, content.body.clone(), (iterator.clone(), bind)));
     }
     Some(res)
 }

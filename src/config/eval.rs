@@ -4,7 +4,8 @@
 
 use super::diag::{Diagnostic, Diagnostics, Loc, Source, did_you_mean};
 use super::funcs::FnError;
-use super::value::{Ref, Type, Value, format_number, nfc};
+use super::number::{NumError, Number};
+use super::value::{Ref, Type, Value, nfc};
 use crate::model::Kind;
 use hcl_edit::Span;
 use hcl_edit::expr::{BinaryOperator, Expression, ObjectKey, TraversalOperator, UnaryOperator};
@@ -45,6 +46,8 @@ pub struct VarValue {
     pub sensitive: bool,
     /// False when the variable has no usable value (already reported).
     pub known: bool,
+    /// Its declared type (`any` when it declares none): `==` needs it.
+    pub ty: Type,
 }
 
 /// One `locals` entry, evaluated on first use.
@@ -159,28 +162,23 @@ impl<'a> Scope<'a> {
             Expression::Null(_) => Ok(Value::Null),
             Expression::Bool(b) => Ok(Value::Bool(**b)),
             Expression::Number(n) => {
-                let f = n.as_f64().unwrap_or(f64::NAN);
-                // The literal as written: a 64-bit float may not hold it.
+                // The literal as written, parsed as go-cty does (512 bits).
                 let text = n
                     .span()
                     .and_then(|r| self.source.text.get(r))
-                    .map(str::trim);
-                let checked = match text {
-                    Some(t) if t.parse::<f64>().is_ok_and(|p| p == f) => super::value::exact(t),
-                    _ => match n.as_u64() {
-                        Some(u) if u > (1u64 << 53) && (u as f64) as u64 != u => {
-                            Err(super::value::inexact(&u.to_string(), f))
-                        }
-                        _ => Ok(f),
-                    },
-                };
-                checked.map(Value::Number).map_err(|msg| {
-                    out.err(
-                        Diagnostic::error("standby::number_precision", self.loc(n.span()), msg)
-                            .label("this number")
-                            .help("Terraform keeps it exactly; write a smaller number, or a string if it is an identifier"),
-                    )
-                })
+                    .map(str::trim)
+                    .map(str::to_string)
+                    .or_else(|| n.as_f64().map(|f| format!("{f:e}")))
+                    .unwrap_or_default();
+                super::value::parse_literal(&text)
+                    .map(Value::Number)
+                    .map_err(|msg| {
+                        out.err(
+                            Diagnostic::error("standby::number_range", self.loc(n.span()), msg)
+                                .label("this number")
+                                .help("Terraform would keep it; write a number of a sensible size, or a string if it is an identifier"),
+                        )
+                    })
             }
             Expression::String(s) => Ok(Value::String(nfc(s))),
             Expression::Array(a) => a
@@ -238,10 +236,9 @@ impl<'a> Scope<'a> {
             Expression::UnaryOp(u) => {
                 let v = self.eval(&u.expr, out)?;
                 match *u.operator.value() {
-                    UnaryOperator::Neg => match Type::Number.convert(v.clone()) {
-                        Ok(Value::Number(n)) => Ok(Value::Number(-n)),
-                        _ => Err(self.type_error(&u.expr, "a number", &v, out)),
-                    },
+                    UnaryOperator::Neg => {
+                        Ok(Value::Number(self.operand_number(&u.expr, v, out)?.neg()))
+                    }
                     UnaryOperator::Not => match Type::Bool.convert(v.clone()) {
                         Ok(Value::Bool(b)) => Ok(Value::Bool(!b)),
                         _ => Err(self.type_error(&u.expr, "a bool", &v, out)),
@@ -262,6 +259,23 @@ impl<'a> Scope<'a> {
             )
             .label(format!("this is {}", found.type_name())),
         )
+    }
+
+    /// An arithmetic operand as a number (`"5"` converts, as in HCL); a
+    /// string that does not says why (`"inf"`: an infinity), never its text.
+    fn operand_number(&self, e: &Expression, v: Value, out: &mut Out) -> Eval<Number> {
+        match Type::Number.convert(v.clone()) {
+            Ok(Value::Number(n)) => Ok(n),
+            Err(why) if matches!(v, Value::String(_)) => Err(out.err(
+                Diagnostic::error(
+                    "standby::wrong_type",
+                    self.loc(e.span()),
+                    format!("expected a number, found {why}"),
+                )
+                .label("this is a string"),
+            )),
+            _ => Err(self.type_error(e, "a number", &v, out)),
+        }
     }
 
     fn key_string(&self, v: Value, span: Option<Range<usize>>, out: &mut Out) -> Eval<String> {
@@ -451,8 +465,8 @@ impl<'a> Scope<'a> {
             ) || (d.code == "standby::unknown_reference" && d.message.starts_with("unknown reference"))
                 // standby's own limits are not failures Terraform would
                 // have: try() must not turn them into its fallback.
-                || matches!(d.code, "standby::number_precision" | "standby::unsupported_comparison" | "standby::unsupported_path")
-                || ["standby represents numbers exactly", "standby's numbers end", "standby would round"]
+                || matches!(d.code, "standby::number_range" | "standby::unsupported_comparison" | "standby::unsupported_path")
+                || ["are not supported by standby"]
                     .iter()
                     .any(|m| d.message.contains(m))
         };
@@ -487,7 +501,7 @@ impl<'a> Scope<'a> {
             Value::List(l) => Ok(l
                 .into_iter()
                 .enumerate()
-                .map(|(i, v)| (Value::Number(i as f64), v))
+                .map(|(i, v)| (Value::Number(Number::from(i)), v))
                 .collect()),
             // A set element's key is the element itself, as in HCL.
             Value::Set(l) => Ok(l.into_iter().map(|v| (v.clone(), v)).collect()),
@@ -514,6 +528,30 @@ impl<'a> Scope<'a> {
             let f = self.eval(&c.false_expr, out)?;
             (self.speculate(&c.true_expr, out).unwrap_or(Value::Null), f)
         };
+        // A set against a list or tuple of mixed item types: go-cty keeps
+        // the set's element type only when the other side is a tuple, and
+        // standby's values do not tell a tuple from a list, so refuse
+        // rather than answer differently (`true ? toset([1]) : [1, "2"]`).
+        if let (Value::Set(_), Value::List(items)) | (Value::List(items), Value::Set(_)) = (&t, &f)
+        {
+            let mut kinds = items
+                .iter()
+                .filter(|v| !matches!(v, Value::Null))
+                .map(std::mem::discriminant);
+            if let Some(first) = kinds.next()
+                && kinds.any(|k| k != first)
+            {
+                return Err(out.err(
+                    Diagnostic::error(
+                        "standby::unsupported_conversion",
+                        self.loc(c.span()),
+                        "not supported: a conditional whose results are a set and a list or tuple of items of different types",
+                    )
+                    .label("Terraform's answer depends on whether the list is a tuple")
+                    .help("give both results one element type, e.g. tolist([...]) or toset([...]) on both sides"),
+                ));
+            }
+        }
         // go-cty's type unification: both results must share a type, and
         // the chosen one is converted to it (`true ? 1 : "a"` is "1").
         let Some(ty) = super::value::unify(&[&t, &f]) else {
@@ -828,6 +866,14 @@ impl<'a> Scope<'a> {
         )
     }
 
+    /// A local's value if it has been evaluated.
+    pub(super) fn cached_local(&self, name: &str) -> Option<(Value, bool)> {
+        match self.locals.state.borrow().get(name) {
+            Some(LocalState::Done(v, s)) => Some((v.clone(), *s)),
+            _ => None,
+        }
+    }
+
     fn local(&self, name: &str, at: Loc, out: &mut Out) -> Eval<(Value, bool)> {
         match self.locals.state.borrow().get(name) {
             Some(LocalState::Done(v, s)) => return Ok((v.clone(), *s)),
@@ -898,9 +944,12 @@ impl<'a> Scope<'a> {
                     let k = self.eval(ie, out)?;
                     self.index(v, k, ie.span(), out)?
                 }
-                TraversalOperator::LegacyIndex(n) => {
-                    self.index(v, Value::Number(**n as f64), n.span(), out)?
-                }
+                TraversalOperator::LegacyIndex(n) => self.index(
+                    v,
+                    Value::Number(Number::from_i64(i64::try_from(**n).unwrap_or(i64::MAX))),
+                    n.span(),
+                    out,
+                )?,
                 TraversalOperator::AttrSplat(_) | TraversalOperator::FullSplat(_) => {
                     // A splat over null is an empty list, over a single value a
                     // one-item list (HCL). `[*]` applies every later step to
@@ -992,25 +1041,33 @@ impl<'a> Scope<'a> {
                     .label("a set")
                     .help("elements of a set are identified only by their value; use tolist(...) to index them, or a for expression"),
             )),
-            (Value::List(l), Value::Number(n)) => {
-                let i = *n as usize;
-                if n.fract() == 0.0 && *n >= 0.0 && i < l.len() {
-                    Ok(l[i].clone())
+            // HCL's own words for the index kinds that are never valid.
+            (Value::List(_), Value::Number(n)) if !n.is_int() || n.sign() < 0 => {
+                let why = if n.is_int() {
+                    "a negative number is not a valid index for a sequence"
                 } else {
-                    Err(out.err(
-                        Diagnostic::error(
-                            "standby::wrong_type",
-                            self.loc(span),
-                            format!(
-                                "index {} is out of range (the list has {} items)",
-                                format_number(*n),
-                                l.len()
-                            ),
-                        )
-                        .label("out of range"),
-                    ))
-                }
+                    "indexing a sequence requires a whole number, but the given index has a fractional part"
+                };
+                Err(out.err(
+                    Diagnostic::error("standby::wrong_type", self.loc(span), format!("invalid index {n}: {why}"))
+                        .label("not a whole number from 0")
+                        .help("lists are indexed by whole numbers from 0; use floor() or ceil() to make one"),
+                ))
             }
+            (Value::List(l), Value::Number(n)) => match n.as_usize() {
+                Some(i) if i < l.len() => Ok(l[i].clone()),
+                _ => Err(out.err(
+                    Diagnostic::error(
+                        "standby::wrong_type",
+                        self.loc(span),
+                        format!(
+                            "index {n} is out of range (the list has {} items)",
+                            l.len()
+                        ),
+                    )
+                    .label("out of range"),
+                )),
+            },
             _ => Err(out.err(
                 Diagnostic::error(
                     "standby::wrong_type",
@@ -1029,28 +1086,29 @@ impl<'a> Scope<'a> {
         let l = self.eval(&b.lhs_expr, out)?;
         let r = self.eval(&b.rhs_expr, out)?;
         if matches!(op, B::Eq | B::NotEq) {
-            // Terraform's == is false between a list and a tuple (or a map
-            // and an object) even with the same items: `var.names == []` is
-            // always false there. standby does not tell those kinds apart,
-            // so it compares two collections only when both are written
-            // here as constructors (tuples/objects on both sides).
-            let coll = |v: &Value| matches!(v, Value::List(_) | Value::Map(_));
+            // go-cty's == compares types, then values: a list never equals
+            // a tuple (`var.names == []` is false in Terraform). The types
+            // come from the operand expressions (equality.rs); where they
+            // cannot be told, the comparison is refused, not guessed.
             let same_kind = matches!(
                 (&l, &r),
                 (Value::List(_), Value::List(_)) | (Value::Map(_), Value::Map(_))
             );
-            if coll(&l) && same_kind && !(constructor(&b.lhs_expr) && constructor(&b.rhs_expr)) {
-                return Err(out.err(
-                    Diagnostic::error(
-                        "standby::unsupported_comparison",
-                        self.loc(b.span()),
-                        "comparing collections with == or != is not supported here",
-                    )
-                    .label("two collections")
-                    .help(
-                        "in Terraform a list never equals a tuple, nor a map an object, even with the same items (`var.names == []` is always false there); test emptiness with length(x) == 0, or compare the items with jsonencode(x) == jsonencode(y)",
-                    ),
-                ));
+            if same_kind {
+                let Some(eq) = self.collections_equal(&b.lhs_expr, &l, &b.rhs_expr, &r) else {
+                    return Err(out.err(
+                        Diagnostic::error(
+                            "standby::unsupported_comparison",
+                            self.loc(b.span()),
+                            "comparing these collections with == or != is not supported: standby cannot tell their types",
+                        )
+                        .label("two collections")
+                        .help(
+                            "Terraform compares types first (a list never equals a tuple, a map never an object); standby knows the types of [...], {...}, for expressions, typed variables, locals of those, tolist/toset/tomap, split/compact/sort/formatlist/range and jsondecode. Test emptiness with length(x) == 0, or compare items with jsonencode(x) == jsonencode(y)",
+                        ),
+                    ));
+                };
+                return Ok(Value::Bool(if op == B::Eq { eq } else { !eq }));
             }
         }
         match op {
@@ -1069,18 +1127,24 @@ impl<'a> Scope<'a> {
             _ => {}
         }
         // Numbers, or strings that are numbers ("5" + 1 is 6), as in HCL.
-        let Ok(Value::Number(x)) = Type::Number.convert(l.clone()) else {
-            return Err(self.type_error(&b.lhs_expr, "a number", &l, out));
+        let x = self.operand_number(&b.lhs_expr, l, out)?;
+        let y = self.operand_number(&b.rhs_expr, r, out)?;
+        let n = match op {
+            B::Plus => x.add(&y),
+            B::Minus => x.sub(&y),
+            B::Mul => x.mul(&y),
+            B::Div => x.div(&y),
+            // go-cty: the remainder takes the dividend's sign; x % 0 is x.
+            B::Mod => x.rem(&y),
+            B::Less => return Ok(Value::Bool(x.compare(&y).is_lt())),
+            B::LessEq => return Ok(Value::Bool(x.compare(&y).is_le())),
+            B::Greater => return Ok(Value::Bool(x.compare(&y).is_gt())),
+            B::GreaterEq => return Ok(Value::Bool(x.compare(&y).is_ge())),
+            B::Eq | B::NotEq | B::And | B::Or => return Ok(Value::Null),
         };
-        let Ok(Value::Number(y)) = Type::Number.convert(r.clone()) else {
-            return Err(self.type_error(&b.rhs_expr, "a number", &r, out));
-        };
-        if op == B::Mod && y == 0.0 {
-            // go-cty: a remainder by zero is the dividend.
-            return Ok(Value::Number(x));
-        }
-        if op == B::Div && y == 0.0 {
-            return Err(out.err(
+        match n {
+            Ok(n) => Ok(Value::Number(n)),
+            Err(NumError::DivZero) => Err(out.err(
                 Diagnostic::error(
                     "standby::division_by_zero",
                     self.loc(b.rhs_expr.span()),
@@ -1090,32 +1154,11 @@ impl<'a> Scope<'a> {
                 .help(
                     "Terraform gives an infinity here (or an error for 0/0); standby refuses both",
                 ),
-            ));
-        }
-        let dec = |c: char| super::value::decimal(x, c, y);
-        let n = match op {
-            B::Plus => dec('+'),
-            B::Minus => dec('-'),
-            B::Mul => dec('*'),
-            B::Div if (x / y).is_finite() => Ok(x / y),
-            B::Div => Err(super::value::inexact(
-                &format!("{} / {}", format_number(x), format_number(y)),
-                x / y,
             )),
-            // cty: the remainder takes the sign of the dividend, like Go's.
-            B::Mod => dec('%'),
-            B::Less => return Ok(Value::Bool(x < y)),
-            B::LessEq => return Ok(Value::Bool(x <= y)),
-            B::Greater => return Ok(Value::Bool(x > y)),
-            B::GreaterEq => return Ok(Value::Bool(x >= y)),
-            B::Eq | B::NotEq | B::And | B::Or => return Ok(Value::Null),
-        };
-        match n {
-            Ok(n) => Ok(Value::Number(n)),
-            Err(msg) => Err(out.err(
-                Diagnostic::error("standby::number_precision", self.loc(b.span()), msg)
+            Err(e) => Err(out.err(
+                Diagnostic::error("standby::number_range", self.loc(b.span()), e.to_string())
                     .label("this result")
-                    .help("Terraform computes with arbitrary precision here; keep the numbers within 2^53 (or use strings for identifiers)"),
+                    .help("Terraform would compute it; keep numbers to a sensible size"),
             )),
         }
     }
@@ -1453,15 +1496,5 @@ fn dedent_directives(t: &mut Template, n: usize) {
         if let Element::Directive(d) = el {
             nested(d, n);
         }
-    }
-}
-
-/// A tuple or object written in place (`[...]`, `{...}`, a `for`), whose
-/// type is a tuple or object as in Terraform.
-fn constructor(e: &Expression) -> bool {
-    match e {
-        Expression::Array(_) | Expression::Object(_) | Expression::ForExpr(_) => true,
-        Expression::Parenthesis(p) => constructor(p.inner()),
-        _ => false,
     }
 }

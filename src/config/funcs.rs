@@ -2,7 +2,8 @@
 //! results and refusals), over evaluated values. `try`, `can` and
 //! `templatefile` need the evaluator and live in `eval.rs`.
 
-use super::value::{Type, Value, format_number, set_of};
+use super::number::{Flags, Number, go_format_int};
+use super::value::{Type, Value, same_element, set_of};
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
@@ -49,12 +50,15 @@ pub const SUPPORTED: &[&str] = &[
     "jsonencode",
     "keys",
     "length",
+    "log",
     "lookup",
     "lower",
     "max",
     "merge",
     "min",
     "one",
+    "parseint",
+    "pow",
     "range",
     "regex",
     "regexall",
@@ -63,6 +67,7 @@ pub const SUPPORTED: &[&str] = &[
     "setintersection",
     "setsubtract",
     "setunion",
+    "signum",
     "slice",
     "sort",
     "split",
@@ -114,21 +119,17 @@ const TERRAFORM_ONLY: &[&str] = &[
     "filesha256",
     "filesha512",
     "formatdate",
-    "log",
     "matchkeys",
     "md5",
     "nonsensitive",
-    "parseint",
     "pathexpand",
     "plantimestamp",
-    "pow",
     "rsadecrypt",
     "sensitive",
     "setproduct",
     "sha1",
     "sha256",
     "sha512",
-    "signum",
     "textdecodebase64",
     "textencodebase64",
     "timeadd",
@@ -144,10 +145,68 @@ const TERRAFORM_ONLY: &[&str] = &[
     "yamlencode",
 ];
 
-fn num(v: &Value, what: &str) -> Result<f64, FnError> {
+fn num(v: &Value, what: &str) -> Result<Number, FnError> {
     match Type::Number.convert(v.clone()) {
         Ok(Value::Number(n)) => Ok(n),
         _ => bad(format!("{what} must be a number, found {}", v.type_name())),
+    }
+}
+
+/// A number argument as go-cty converts it to a Go float64 (nearest; an
+/// infinity is an error).
+fn float(v: &Value, what: &str) -> Result<f64, FnError> {
+    let f = num(v, what)?.to_f64();
+    if f.is_infinite() {
+        return bad(format!("{what} must be between -1.8e308 and 1.8e308"));
+    }
+    Ok(f)
+}
+
+/// Go's `big.Int.SetString(s, base)`: an optional sign, then digits of
+/// the base (`0-9a-z` case-insensitive up to 36; `A-Z` are 36..61 above).
+fn parse_int(s: &str, base: u32) -> Option<num_bigint::BigInt> {
+    let (neg, digits) = match s.as_bytes().first() {
+        Some(b'-') => (true, &s[1..]),
+        Some(b'+') => (false, &s[1..]),
+        _ => (false, s),
+    };
+    if digits.is_empty() {
+        return None;
+    }
+    let mut v = num_bigint::BigInt::from(0);
+    for c in digits.chars() {
+        let d = match c {
+            '0'..='9' => c as u32 - '0' as u32,
+            'a'..='z' => c as u32 - 'a' as u32 + 10,
+            'A'..='Z' if base <= 36 => c as u32 - 'A' as u32 + 10,
+            'A'..='Z' => c as u32 - 'A' as u32 + 36,
+            _ => return None,
+        };
+        if d >= base {
+            return None;
+        }
+        v = v * base + d;
+    }
+    Some(if neg { -v } else { v })
+}
+
+/// A whole number argument (go-cty converts these to Go ints: a fraction
+/// is an error, not truncated).
+fn int(v: &Value, what: &str) -> Result<i64, FnError> {
+    let n = num(v, what)?;
+    match n.to_i64() {
+        Some(i) => Ok(i),
+        None => bad(format!("{what} must be a whole number, found {n}")),
+    }
+}
+
+/// Refuse a set where go-cty needs a list or tuple (elements with indices).
+fn no_set(v: &Value, msg: &str) -> Result<(), FnError> {
+    match v {
+        Value::Set(_) => bad(format!(
+            "{msg} (a set's elements have no indices; use tolist() if the order does not matter)"
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -233,25 +292,72 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
             arity(name, a, 1, 1)?;
             Ok(Value::Number(num(&a[0], "the argument")?.floor()))
         }
+        // go-cty converts these arguments to float64 (log, pow) or int
+        // (signum) and makes the result from that, as here.
+        "log" | "pow" => {
+            arity(name, a, 2, 2)?;
+            let x = float(&a[0], "the first argument")?;
+            let y = float(&a[1], "the second argument")?;
+            let r = if name == "log" {
+                super::number::go_log(x) / super::number::go_log(y)
+            } else {
+                super::number::go_pow(x, y)
+            };
+            match Number::from_f64(r) {
+                Some(n) => Ok(Value::Number(n)),
+                None if r.is_nan() => bad(format!("{name}(): the result is not a number")),
+                None => bad(format!(
+                    "{name}(): the result is infinite; Terraform would give an infinity, which standby does not support"
+                )),
+            }
+        }
+        "signum" => {
+            arity(name, a, 1, 1)?;
+            let i = int(&a[0], "the argument")?;
+            Ok(Value::Number(Number::from_i64(i.signum())))
+        }
+        "parseint" => {
+            arity(name, a, 2, 2)?;
+            let Value::String(text) = &a[0] else {
+                return bad(format!(
+                    "parseint(): the first argument must be a string, not {}",
+                    a[0].type_name()
+                ));
+            };
+            let base = int(&a[1], "the base")?;
+            if !(2..=62).contains(&base) {
+                return bad(
+                    "parseint(): the base must be a whole number between 2 and 62 inclusive",
+                );
+            }
+            match parse_int(text, base as u32) {
+                Some(i) => Ok(Value::Number(Number::from_bigint(&i))),
+                None => bad(format!("cannot parse {text:?} as a base {base} integer")),
+            }
+        }
         "min" | "max" => {
             arity(name, a, 1, usize::MAX)?;
+            // As go-cty: the first argument strictly beyond all before it.
             let mut best = num(&a[0], "each argument")?;
             for v in &a[1..] {
                 let n = num(v, "each argument")?;
-                best = if name == "min" {
-                    best.min(n)
+                let beyond = if name == "min" {
+                    n.compare(&best).is_lt()
                 } else {
-                    best.max(n)
+                    n.compare(&best).is_gt()
                 };
+                if beyond {
+                    best = n;
+                }
             }
             Ok(Value::Number(best))
         }
         "length" => {
             arity(name, a, 1, 1)?;
             match &a[0] {
-                Value::List(l) | Value::Set(l) => Ok(Value::Number(l.len() as f64)),
-                Value::Map(m) => Ok(Value::Number(m.len() as f64)),
-                Value::String(s) => Ok(Value::Number(graphemes(s) as f64)),
+                Value::List(l) | Value::Set(l) => Ok(Value::Number(l.len().into())),
+                Value::Map(m) => Ok(Value::Number(m.len().into())),
+                Value::String(s) => Ok(Value::Number(graphemes(s).into())),
                 v => bad(format!(
                     "length() takes a string, list or map, found {}",
                     v.type_name()
@@ -294,8 +400,8 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
             let chars: Vec<&str> =
                 unicode_segmentation::UnicodeSegmentation::graphemes(s.as_str(), true).collect();
             let len = chars.len() as i64;
-            let mut off = num(&a[1], "the offset")? as i64;
-            let n = num(&a[2], "the length")? as i64;
+            let mut off = int(&a[1], "the offset")?;
+            let n = int(&a[2], "the length")?;
             // go-cty's rules: a negative offset counts from the end (and
             // clamps at the start); an offset past the end gives "".
             if off < 0 {
@@ -390,8 +496,9 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
             arity(name, a, 1, usize::MAX)?;
             let f = string(&a[0], "the format")?;
             let mut n: Option<usize> = None;
+            // Sets iterate in their order, as in Terraform.
             for v in &a[1..] {
-                if let Value::List(l) = v {
+                if let Value::List(l) | Value::Set(l) = v {
                     if n.is_some_and(|n| n != l.len()) {
                         return bad("formatlist(): the lists must all have the same length");
                     }
@@ -404,7 +511,7 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
                 let row: Vec<Value> = a[1..]
                     .iter()
                     .map(|v| match v {
-                        Value::List(l) => l[i].clone(),
+                        Value::List(l) | Value::Set(l) => l[i].clone(),
                         v => v.clone(),
                     })
                     .collect();
@@ -414,34 +521,37 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
         }
         "range" => {
             arity(name, a, 1, 3)?;
-            let ns: Vec<f64> = a
+            let ns: Vec<Number> = a
                 .iter()
                 .map(|v| num(v, "each argument"))
                 .collect::<Result<_, _>>()?;
+            // go-cty's RangeFunc: the defaults are whole numbers held at
+            // 64 bits, each value is the previous one plus the step.
+            let zero = Number::from_i64(0);
             let (start, limit) = if ns.len() == 1 {
-                (0.0, ns[0])
+                (zero.clone(), ns[0].clone())
             } else {
-                (ns[0], ns[1])
+                (ns[0].clone(), ns[1].clone())
             };
-            let step = ns
-                .get(2)
-                .copied()
-                .unwrap_or(if limit < start { -1.0 } else { 1.0 });
-            if step == 0.0 {
+            let step = ns.get(2).cloned().unwrap_or_else(|| {
+                Number::from_i64(if limit.compare(&start).is_lt() { -1 } else { 1 })
+            });
+            if step.is_zero() {
                 return bad("range(): the step must not be zero");
             }
-            if (limit > start && step < 0.0) || (limit < start && step > 0.0) {
+            let down = step.sign() < 0;
+            if (down && limit.compare(&start).is_gt()) || (!down && limit.compare(&start).is_lt()) {
                 return bad("range(): the step moves away from the limit");
-            }
-            if ((limit - start) / step).abs() > 1024.0 {
-                return bad("range(): more than 1024 values");
             }
             let mut v = Vec::new();
             let mut i = start;
-            while (step > 0.0 && i < limit) || (step < 0.0 && i > limit) {
-                v.push(Value::Number(i));
-                // In decimal, so range(0, 1, 0.1) has 0.3, not 0.30000000000000004.
-                i = super::value::decimal(i, '+', step)
+            while (down && i.compare(&limit).is_gt()) || (!down && i.compare(&limit).is_lt()) {
+                if v.len() >= 1024 {
+                    return bad("range(): more than 1024 values");
+                }
+                v.push(Value::Number(i.clone()));
+                i = i
+                    .add(&step)
                     .map_err(|e| FnError::Bad(format!("range(): {e}")))?;
             }
             Ok(Value::List(v))
@@ -480,6 +590,10 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
         }
         "zipmap" => {
             arity(name, a, 2, 2)?;
+            no_set(
+                &a[1],
+                "zipmap(): values argument must be a list or tuple value, not a set",
+            )?;
             let k = list(&a[0], "the keys")?;
             let v = list(&a[1], "the values")?;
             if k.len() != v.len() {
@@ -494,6 +608,10 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
         "concat" => {
             let mut all = Vec::new();
             for l in a {
+                no_set(
+                    l,
+                    "concat(): all arguments must be lists or tuples; got a set",
+                )?;
                 all.extend(list(l, "each argument")?.iter().cloned());
             }
             Ok(Value::List(all))
@@ -514,21 +632,26 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
         }
         "element" => {
             arity(name, a, 2, 2)?;
+            no_set(&a[0], "element(): cannot read elements from a set")?;
             let l = list(&a[0], "the first argument")?;
-            let i = num(&a[1], "the index")?;
+            let i = int(&a[1], "the index")?;
             if l.is_empty() {
                 return bad("element(): cannot use element() with an empty list");
             }
-            if i < 0.0 {
-                return bad("element(): the index must not be negative");
-            }
-            Ok(l[(i as usize) % l.len()].clone())
+            // go-cty 1.16 (what Terraform ships) wraps a negative index
+            // too: -1 is the last item.
+            let n = i64::try_from(l.len()).unwrap_or(i64::MAX);
+            Ok(l[i.rem_euclid(n) as usize].clone())
         }
         "index" => {
             arity(name, a, 2, 2)?;
+            no_set(
+                &a[0],
+                "index(): argument must be a list or tuple, not a set",
+            )?;
             let l = list(&a[0], "the first argument")?;
             match l.iter().position(|v| *v == a[1]) {
-                Some(i) => Ok(Value::Number(i as f64)),
+                Some(i) => Ok(Value::Number(i.into())),
                 None => bad("index(): the item is not in the list"),
             }
         }
@@ -574,13 +697,15 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
         }
         "slice" => {
             arity(name, a, 3, 3)?;
+            no_set(
+                &a[0],
+                "slice(): cannot slice a set, because its elements do not have indices",
+            )?;
             let l = list(&a[0], "the first argument")?;
-            let (s, e) = (num(&a[1], "the start")?, num(&a[2], "the end")?);
-            if s < 0.0 || e > l.len() as f64 || s > e {
+            let (s, e) = (int(&a[1], "the start")?, int(&a[2], "the end")?);
+            if s < 0 || e > l.len() as i64 || s > e {
                 return bad(format!(
-                    "slice(): indexes {}..{} do not fit a list of {}",
-                    format_number(s),
-                    format_number(e),
+                    "slice(): indexes {s}..{e} do not fit a list of {}",
                     l.len()
                 ));
             }
@@ -596,20 +721,19 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
             Ok(Value::List(l.into_iter().map(Value::String).collect()))
         }
         "coalesce" => {
+            // The arguments unify as in Terraform (go-cty's `Unify`): mixed
+            // primitives become strings, a number and a bool alone fail.
+            let refs: Vec<&Value> = a.iter().collect();
+            let Some(ty) = super::value::unify(&refs) else {
+                return bad("coalesce(): all arguments must have the same type");
+            };
             for v in a {
                 match v {
                     Value::Null => {}
                     Value::String(s) if s.is_empty() => {}
                     v => {
-                        // Arguments unify as in Terraform: mixed primitives are strings.
-                        let mixed = a.iter().any(|o| {
-                            !matches!(o, Value::Null)
-                                && std::mem::discriminant(o) != std::mem::discriminant(v)
-                        });
-                        return Ok(if mixed {
-                            Type::String.convert(v.clone()).unwrap_or(v.clone())
-                        } else {
-                            v.clone()
+                        return ty.convert(v.clone()).or_else(|found| {
+                            bad(format!("coalesce(): cannot convert {found} to {ty}"))
                         });
                     }
                 }
@@ -618,6 +742,7 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
         }
         "coalescelist" => {
             for v in a {
+                no_set(v, "coalescelist(): arguments must be lists or tuples")?;
                 if !list(v, "each argument")?.is_empty() {
                     return Ok(v.clone());
                 }
@@ -699,7 +824,8 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
                     return bad("sum(): the list holds null");
                 }
                 let n = num(v, "each item")?;
-                total = super::value::decimal(total, '+', n)
+                total = total
+                    .add(&n)
                     .map_err(|e| FnError::Bad(format!("sum(): {e}")))?;
             }
             Ok(Value::Number(total))
@@ -731,8 +857,8 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
         }
         "indent" => {
             arity(name, a, 2, 2)?;
-            let n = num(&a[0], "the number of spaces")?;
-            if !(0.0..=1000.0).contains(&n) || n.fract() != 0.0 {
+            let n = int(&a[0], "the number of spaces")?;
+            if !(0..=1000).contains(&n) {
                 return bad("indent(): the number of spaces must be a whole number from 0 to 1000");
             }
             let s = string(&a[1], "the string")?;
@@ -742,11 +868,11 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
         "chunklist" => {
             arity(name, a, 2, 2)?;
             let l = list(&a[0], "the list")?;
-            let n = num(&a[1], "the chunk size")?;
-            if n < 0.0 || n.fract() != 0.0 {
+            let n = int(&a[1], "the chunk size")?;
+            if n < 0 {
                 return bad("chunklist(): the size must be a whole number from 0");
             }
-            if n == 0.0 {
+            if n == 0 {
                 return Ok(Value::List(vec![Value::List(l.clone())]));
             }
             Ok(Value::List(
@@ -766,12 +892,19 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
                 .iter()
                 .map(|v| list(v, "each argument").map(|l| set_of(l.clone())))
                 .collect::<Result<_, _>>()?;
+            let all: Vec<&Value> = sets.iter().flatten().collect();
+            if super::value::unify(&all).is_none() {
+                return bad(format!(
+                    "{name}(): given sets must all have compatible element types"
+                ));
+            }
             let mut out = sets[0].clone();
             for s in &sets[1..] {
                 match name {
                     "setunion" => out.extend(s.iter().cloned()),
-                    "setintersection" => out.retain(|v| s.contains(v)),
-                    _ => out.retain(|v| !s.contains(v)),
+                    // Membership is set identity (`-0` is not `0`).
+                    "setintersection" => out.retain(|v| s.iter().any(|w| same_element(v, w))),
+                    _ => out.retain(|v| !s.iter().any(|w| same_element(v, w))),
                 }
             }
             Ok(Value::Set(set_of(out)))
@@ -787,8 +920,14 @@ pub fn call(name: &str, args: &[Value], dir: &Path) -> Result<Value, FnError> {
 fn unified(name: &str, items: Vec<Value>) -> Result<Vec<Value>, FnError> {
     let refs: Vec<&Value> = items.iter().collect();
     let Some(ty) = super::value::unify(&refs) else {
+        // go-cty's words; a number and a bool only unify beside a string.
+        let kind = match name {
+            "toset" => "set",
+            "tomap" => "map",
+            _ => "list",
+        };
         return bad(format!(
-            "{name}(): cannot convert the items to one type (a collection holds items of a single type)"
+            "{name}(): all {kind} elements must have the same type (a collection holds items of one type, and no one type fits them all: a number and a bool convert only to a string, a list never to a number; use tostring() where strings are meant)"
         ));
     };
     items
@@ -867,7 +1006,7 @@ fn json_write(v: &Value, out: &mut String) {
     match v {
         Value::Null => out.push_str("null"),
         Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::Number(n) => out.push_str(&format_number(*n)),
+        Value::Number(n) => out.push_str(&n.to_text()),
         Value::String(s) => out.push_str(&json_string(s)),
         Value::Ref(r) => out.push_str(&json_string(&r.to_string())),
         Value::List(l) | Value::Set(l) => {
@@ -906,28 +1045,28 @@ fn json_string(s: &str) -> String {
 }
 
 /// Parse JSON as go-cty's jsondecode does: an object with a key twice is
-/// an error (`duplicate "a" property in JSON object`), and so is a number
-/// a 64-bit float would round (go-cty keeps it exactly).
+/// an error (`duplicate "a" property in JSON object`), and numbers are
+/// read from their text at 512 bits (`cty.ParseNumberVal`), not as f64.
 pub fn json_decode(s: &str) -> Result<Value, String> {
     use serde::de::Deserializer;
-    let mut de = serde_json::Deserializer::from_str(s);
+    // serde_json would read numbers as f64: each valid number token is
+    // parsed here and replaced by `0` padded with spaces (so positions in
+    // error messages stay right); the visitor takes them back in order.
+    let (text, numbers) = json_numbers(s)?;
+    let queue = std::cell::RefCell::new(numbers.into_iter());
+    let mut de = serde_json::Deserializer::from_str(&text);
     let parsed = de
-        .deserialize_any(JsonVisitor)
+        .deserialize_any(JsonVisitor(&queue))
         .and_then(|v| de.end().map(|()| v));
-    match parsed {
-        Ok(v) => json_numbers(s).map(|()| v),
-        // serde_json's "number out of range" (1e400): name the number.
-        Err(e) if e.to_string().contains("number out of range") => Err(json_numbers(s)
-            .err()
-            .unwrap_or_else(|| format!("not valid JSON: {e}"))),
-        Err(e) => Err(format!("not valid JSON: {e}")),
-    }
+    parsed.map_err(|e| format!("not valid JSON: {e}"))
 }
 
-/// Every number token of JSON text `s` as written (outside strings), each
-/// checked to be one a 64-bit float holds exactly.
-fn json_numbers(s: &str) -> Result<(), String> {
+/// The JSON text with every valid number token (outside strings) blanked
+/// to `0`, and those numbers in document order.
+fn json_numbers(s: &str) -> Result<(String, Vec<Number>), String> {
     let b = s.as_bytes();
+    let mut out = s.to_string().into_bytes();
+    let mut nums = Vec::new();
     let mut i = 0;
     while i < b.len() {
         match b[i] {
@@ -945,17 +1084,60 @@ fn json_numbers(s: &str) -> Result<(), String> {
                 {
                     i += 1;
                 }
-                super::value::exact(&s[start..i])?;
+                let tok = &s[start..i];
+                if json_number_token(tok) {
+                    nums.push(super::value::parse_literal(tok)?);
+                    out[start] = b'0';
+                    for o in &mut out[start + 1..i] {
+                        *o = b' ';
+                    }
+                }
             }
             _ => i += 1,
         }
     }
-    Ok(())
+    Ok((String::from_utf8(out).unwrap_or_default(), nums))
 }
 
-struct JsonVisitor;
+/// JSON's number grammar: `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`.
+fn json_number_token(t: &str) -> bool {
+    let b = t.as_bytes();
+    let mut i = usize::from(b.first() == Some(&b'-'));
+    let digits = |i: &mut usize| {
+        let s = *i;
+        while *i < b.len() && b[*i].is_ascii_digit() {
+            *i += 1;
+        }
+        *i - s
+    };
+    let start = i;
+    let n = digits(&mut i);
+    if n == 0 || (n > 1 && b[start] == b'0') {
+        return false;
+    }
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        if digits(&mut i) == 0 {
+            return false;
+        }
+    }
+    if matches!(b.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(b.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        if digits(&mut i) == 0 {
+            return false;
+        }
+    }
+    i == b.len()
+}
 
-impl<'de> serde::de::Visitor<'de> for JsonVisitor {
+type Numbers<'q> = std::cell::RefCell<std::vec::IntoIter<Number>>;
+
+struct JsonVisitor<'q>(&'q Numbers<'q>);
+
+impl<'de> serde::de::Visitor<'de> for JsonVisitor<'_> {
     type Value = Value;
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str("a JSON value")
@@ -963,14 +1145,14 @@ impl<'de> serde::de::Visitor<'de> for JsonVisitor {
     fn visit_bool<E>(self, b: bool) -> Result<Value, E> {
         Ok(Value::Bool(b))
     }
-    fn visit_i64<E>(self, n: i64) -> Result<Value, E> {
-        Ok(Value::Number(n as f64))
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Value, E> {
+        self.number()
     }
-    fn visit_u64<E>(self, n: u64) -> Result<Value, E> {
-        Ok(Value::Number(n as f64))
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Value, E> {
+        self.number()
     }
-    fn visit_f64<E>(self, n: f64) -> Result<Value, E> {
-        Ok(Value::Number(n))
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Value, E> {
+        self.number()
     }
     fn visit_str<E>(self, s: &str) -> Result<Value, E> {
         Ok(Value::String(super::value::nfc(s)))
@@ -980,7 +1162,7 @@ impl<'de> serde::de::Visitor<'de> for JsonVisitor {
     }
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
         let mut l = Vec::new();
-        while let Some(v) = seq.next_element_seed(JsonSeed)? {
+        while let Some(v) = seq.next_element_seed(JsonSeed(self.0))? {
             l.push(v);
         }
         Ok(Value::List(l))
@@ -989,7 +1171,7 @@ impl<'de> serde::de::Visitor<'de> for JsonVisitor {
         let mut m = BTreeMap::new();
         while let Some(k) = map.next_key::<String>()? {
             let k = super::value::nfc(&k);
-            let v = map.next_value_seed(JsonSeed)?;
+            let v = map.next_value_seed(JsonSeed(self.0))?;
             if m.contains_key(&k) {
                 return Err(serde::de::Error::custom(format!(
                     "duplicate {k:?} property in JSON object"
@@ -1001,12 +1183,21 @@ impl<'de> serde::de::Visitor<'de> for JsonVisitor {
     }
 }
 
-struct JsonSeed;
+impl JsonVisitor<'_> {
+    fn number<E: serde::de::Error>(&self) -> Result<Value, E> {
+        match self.0.borrow_mut().next() {
+            Some(n) => Ok(Value::Number(n)),
+            None => Err(E::custom("a number could not be read")),
+        }
+    }
+}
 
-impl<'de> serde::de::DeserializeSeed<'de> for JsonSeed {
+struct JsonSeed<'q>(&'q Numbers<'q>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for JsonSeed<'_> {
     type Value = Value;
     fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
-        d.deserialize_any(JsonVisitor)
+        d.deserialize_any(JsonVisitor(self.0))
     }
 }
 
@@ -1026,19 +1217,22 @@ pub fn format(fmt: &str, args: &[Value]) -> Result<String, String> {
             out.push(c);
             continue;
         }
-        let (mut minus, mut plus, mut space, mut zero, mut sharp) =
-            (false, false, false, false, false);
+        let start = i;
+        let mut flags = Flags::default();
         while i < chars.len() {
             match chars[i] {
-                '-' => minus = true,
-                '+' => plus = true,
-                ' ' => space = true,
-                '0' => zero = true,
-                '#' => sharp = true,
+                '-' => flags.minus = true,
+                '+' => flags.plus = true,
+                ' ' => flags.space = true,
+                '0' => flags.zero = true,
+                '#' => flags.sharp = true,
                 _ => break,
             }
             i += 1;
         }
+        let Flags {
+            minus, zero, sharp, ..
+        } = flags;
         let read_num = |i: &mut usize| -> Option<usize> {
             let start = *i;
             while *i < chars.len() && chars[*i].is_ascii_digit() {
@@ -1076,8 +1270,23 @@ pub fn format(fmt: &str, args: &[Value]) -> Result<String, String> {
             .ok_or("the format ends with an unfinished % verb")?;
         i += 1;
         if verb == '%' {
+            // go-cty takes `%%` only as written: a flag, width, precision
+            // or index before it makes `%` an unrecognized character.
+            if i - 1 != start {
+                let offset: usize = chars[..i - 1].iter().map(|c| c.len_utf8()).sum();
+                return Err(format!(
+                    "unrecognized format character '%' at offset {offset} (write %% alone for a percent sign)"
+                ));
+            }
             out.push('%');
             continue;
+        }
+        // A verb is a letter; anything else is not part of a verb at all.
+        if !verb.is_ascii_alphabetic() {
+            let offset: usize = chars[..i - 1].iter().map(|c| c.len_utf8()).sum();
+            return Err(format!(
+                "unrecognized format character '{verb}' at offset {offset} (write %% for a percent sign)"
+            ));
         }
         let arg = args.get(next).ok_or_else(|| {
             format!(
@@ -1094,36 +1303,28 @@ pub fn format(fmt: &str, args: &[Value]) -> Result<String, String> {
             }
             _ => Err(format!("%{verb} needs a number, found {}", v.type_name())),
         };
-        let sign = |n: f64, s: String| -> String {
-            if n >= 0.0 && plus {
-                format!("+{s}")
-            } else if n >= 0.0 && space {
-                format!(" {s}")
-            } else {
-                s
-            }
-        };
         let text = match verb {
             'v' if sharp => super::funcs::json_encode(arg),
             'v' => match arg {
                 Value::Null => "null".into(),
+                Value::Number(n) => n.text('g', -1),
                 Value::List(_) | Value::Map(_) => super::funcs::json_encode(arg),
                 v => v.to_template_string().unwrap_or_default(),
             },
             's' => match Type::String.convert(arg.clone()) {
                 Ok(Value::String(s)) => match prec {
-                    Some(p) => take_graphemes(&s, p),
-                    None => s,
+                    Some(p) if p > 0 => take_graphemes(&s, p),
+                    _ => s,
                 },
                 _ => return Err(format!("%s needs a string, found {}", arg.type_name())),
             },
             'q' => match Type::String.convert(arg.clone()) {
                 Ok(Value::String(s)) => {
                     let s = match prec {
-                        Some(p) => take_graphemes(&s, p),
-                        None => s,
+                        Some(p) if p > 0 => take_graphemes(&s, p),
+                        _ => s,
                     };
-                    serde_json::to_string(&s).unwrap_or_default()
+                    json_string(&s)
                 }
                 _ => return Err(format!("%q needs a string, found {}", arg.type_name())),
             },
@@ -1131,80 +1332,47 @@ pub fn format(fmt: &str, args: &[Value]) -> Result<String, String> {
                 Ok(Value::Bool(b)) => b.to_string(),
                 _ => return Err(format!("%t needs a bool, found {}", arg.type_name())),
             },
+            // Numbers are formatted by Go's big.Int / big.Float Format,
+            // which do their own padding (go-cty hands them the verb).
             'd' | 'b' | 'o' | 'x' | 'X' => {
                 let n = number(arg)?;
-                if n.fract() != 0.0 {
-                    if matches!(verb, 'x' | 'X') {
-                        return Err(format!(
-                            "%{verb} needs a whole number, found {}",
-                            format_number(n)
-                        ));
-                    }
-                    return Err(format!(
-                        "%{verb} needs a whole number, found {}",
-                        format_number(n)
-                    ));
+                let (i, acc) = n.trunc();
+                if acc != std::cmp::Ordering::Equal {
+                    return Err(format!("%{verb} needs a whole number, found {n}"));
                 }
-                let m = n.abs() as u128;
-                // `#` adds Go's prefixes: 0b, 0 (octal, unless it already
-                // starts with 0), 0x, 0X.
-                let digits = match (verb, sharp) {
-                    ('d', _) => m.to_string(),
-                    ('b', false) => format!("{m:b}"),
-                    ('b', true) => format!("{m:#b}"),
-                    ('o', false) => format!("{m:o}"),
-                    ('o', true) if m == 0 => "0".to_string(),
-                    ('o', true) => format!("0{m:o}"),
-                    ('x', false) => format!("{m:x}"),
-                    ('x', true) => format!("{m:#x}"),
-                    (_, false) => format!("{m:X}"),
-                    (_, true) => format!("0X{m:X}"),
-                };
-                let digits = if n < 0.0 {
-                    format!("-{digits}")
-                } else {
-                    digits
-                };
-                sign(n, digits)
+                out.push_str(&go_format_int(&i, verb, &flags, width, prec));
+                continue;
             }
-            'e' | 'E' | 'f' | 'F' | 'g' | 'G' => {
+            // Not `%F`: go-cty does not take it.
+            'e' | 'E' | 'f' | 'g' | 'G' => {
                 let n = number(arg)?;
-                let s = match verb {
-                    'f' | 'F' => format!("{:.*}", prec.unwrap_or(6), n),
-                    'e' | 'E' => {
-                        let s = go_exp(n, prec.unwrap_or(6));
-                        if verb == 'E' { s.to_uppercase() } else { s }
-                    }
-                    _ => {
-                        let s = go_g(n, prec);
-                        if verb == 'G' { s.to_uppercase() } else { s }
-                    }
-                };
-                sign(n, s)
+                out.push_str(&n.go_format(verb, &flags, width, prec));
+                continue;
             }
-            _ => return Err(format!("unknown format verb %{verb}")),
+            // go-cty's words: the verb as written and the offset of its `%`.
+            _ => {
+                let text: String = chars[start - 1..i].iter().collect();
+                let offset: usize = chars[..start - 1].iter().map(|c| c.len_utf8()).sum();
+                return Err(format!(
+                    "unsupported format verb '{verb}' in {text:?} at offset {offset} (the verbs are %v %t %d %b %o %x %X %e %E %f %g %G %s %q)"
+                ));
+            }
         };
-        let w = width.unwrap_or(0);
-        // Width counts grapheme clusters, as go-cty's format does.
+        // go-cty writes %t without padding.
+        if verb == 't' {
+            out.push_str(&text);
+            continue;
+        }
+        // go-cty's formatPadWidth: width counts grapheme clusters; the pad
+        // is zeros with the `0` flag (on either side), else spaces.
         let len = graphemes(&text);
-        if len < w {
-            let pad = w - len;
-            if minus {
-                out.push_str(&text);
-                out.extend(std::iter::repeat_n(' ', pad));
-            } else if zero && !matches!(verb, 's' | 'q' | 'v' | 't') {
-                let (sgn, rest) = match text.strip_prefix(['-', '+', ' ']) {
-                    Some(r) => (&text[..1], r),
-                    None => ("", text.as_str()),
-                };
-                out.push_str(sgn);
-                out.extend(std::iter::repeat_n('0', pad));
-                out.push_str(rest);
-            } else {
-                out.extend(std::iter::repeat_n(' ', pad));
-                out.push_str(&text);
-            }
+        let pad = width.unwrap_or(0).saturating_sub(len);
+        let fill: String = std::iter::repeat_n(if zero { '0' } else { ' ' }, pad).collect();
+        if minus {
+            out.push_str(&text);
+            out.push_str(&fill);
         } else {
+            out.push_str(&fill);
             out.push_str(&text);
         }
     }
@@ -1225,45 +1393,4 @@ fn take_graphemes(s: &str, n: usize) -> String {
     unicode_segmentation::UnicodeSegmentation::graphemes(s, true)
         .take(n)
         .collect()
-}
-
-/// `%g` as Go formats a number: the shortest digits (or `prec`
-/// significant ones), in exponent form when the exponent is below -4 or
-/// at least the precision (6 when shortest).
-fn go_g(n: f64, prec: Option<usize>) -> String {
-    let e = match prec {
-        Some(p) => format!("{:.*e}", p.max(1) - 1, n),
-        None => format!("{n:e}"),
-    };
-    let Some((mant, exp)) = e.split_once('e') else {
-        return e;
-    };
-    let exp: i32 = exp.parse().unwrap_or(0);
-    let mant = if mant.contains('.') {
-        mant.trim_end_matches('0').trim_end_matches('.')
-    } else {
-        mant
-    };
-    let eprec = prec.map_or(6, |p| p.max(1) as i32);
-    if exp < -4 || exp >= eprec {
-        let (sg, d) = if exp < 0 { ('-', -exp) } else { ('+', exp) };
-        return format!("{mant}e{sg}{d:02}");
-    }
-    let v: f64 = format!("{mant}e{exp}").parse().unwrap_or(n);
-    format_number(v)
-}
-
-/// `%e` as Go writes it: `1.234560e+03` (at least two exponent digits).
-fn go_exp(n: f64, prec: usize) -> String {
-    let s = format!("{:.*e}", prec, n);
-    match s.split_once('e') {
-        Some((m, e)) => {
-            let (sg, d) = match e.strip_prefix('-') {
-                Some(d) => ('-', d),
-                None => ('+', e),
-            };
-            format!("{m}e{sg}{d:0>2}")
-        }
-        None => s,
-    }
 }

@@ -120,14 +120,12 @@ pub fn site(ctx: &Ctx, t: &Top, roots: &mut SiteRoots, diags: &mut Diagnostics) 
     let (pv, ploc) = r.required("provider", diags)?;
     let provider = super::reader::want_string(pv, &ploc, "provider", diags)?;
     let (root, command) = match provider.as_str() {
-        "local" => (Some(r.string("root", true, diags)?.into()), None),
+        "local" | "qemu" => (Some(r.string("root", true, diags)?.into()), None),
         "exec" => (None, Some(r.argv("command", true, diags)?)),
         other => {
-            let help = match did_you_mean(other, ["local", "exec"]) {
+            let help = match did_you_mean(other, ["local", "qemu", "exec"]) {
                 Some(s) => format!("did you mean {s:?}?"),
-                None => {
-                    "providers are \"local\" (this host) and \"exec\" (your own scripts)".into()
-                }
+                None => "providers are \"local\" (this host), \"qemu\" (QEMU VMs on this host) and \"exec\" (your own scripts)".into(),
             };
             diags.push(
                 Diagnostic::error(
@@ -141,10 +139,10 @@ pub fn site(ctx: &Ctx, t: &Top, roots: &mut SiteRoots, diags: &mut Diagnostics) 
             return None;
         }
     };
-    let wrong = if provider == "local" {
-        "command"
-    } else {
+    let wrong = if provider == "exec" {
         "root"
+    } else {
+        "command"
     };
     if let Some(loc) = r.key_loc(wrong) {
         diags.push(
@@ -154,7 +152,7 @@ pub fn site(ctx: &Ctx, t: &Top, roots: &mut SiteRoots, diags: &mut Diagnostics) 
                 format!("`{wrong}` does not apply to a site with provider {provider:?}"),
             )
             .label("not used by this provider")
-            .help("a local site takes `root`; an exec site takes `command`"),
+            .help("a local or qemu site takes `root`; an exec site takes `command`"),
         );
         return None;
     }
@@ -212,14 +210,14 @@ pub fn policy(ctx: &Ctx, t: &Top, diags: &mut Diagnostics) -> Option<Policy> {
         None if r.has("compression_level") => None,
         None => Some(1),
         Some((n, loc)) => {
-            if n.fract() != 0.0 || !(1.0..=19.0).contains(&n) {
+            if !n.to_i64().is_some_and(|i| (1..=19).contains(&i)) {
                 diags.push(
                     Diagnostic::error(
                         "standby::out_of_range",
                         loc,
                         format!(
                             "compression_level must be a whole number from 1 to 19, found {}",
-                            super::value::format_number(n)
+                            n
                         ),
                     )
                     .label("out of range")
@@ -227,7 +225,7 @@ pub fn policy(ctx: &Ctx, t: &Top, diags: &mut Diagnostics) -> Option<Policy> {
                 );
                 None
             } else {
-                Some(n as i32)
+                n.to_i64().map(|i| i as i32)
             }
         }
     };
@@ -345,6 +343,7 @@ pub fn instances(
             machine_keys[&name]
                 .iter()
                 .flatten()
+                .filter_map(|a| a.key.as_ref().map(|k| k.text()))
                 .map(|k| {
                     (
                         Some(k.clone()),
@@ -405,9 +404,9 @@ fn count_instances(
     };
     let v = scope.eval(&c.value, &mut out).ok()?;
     match super::value::Type::Number.convert(v.clone()) {
-        Ok(Value::Number(n)) if n.fract() == 0.0 && (0.0..=100_000.0).contains(&n) => Some(
-            (0..n as u64)
-                .map(|i| (Some(i.to_string()), Value::Number(i as f64)))
+        Ok(Value::Number(n)) if n.to_i64().is_some_and(|i| (0..=100_000).contains(&i)) => Some(
+            (0..n.to_i64().unwrap_or(0))
+                .map(|i| (Some(i.to_string()), Value::Number(i.into())))
                 .collect(),
         ),
         _ => {
@@ -418,7 +417,7 @@ fn count_instances(
                     format!(
                         "`count` needs a whole number from 0, found {}",
                         match v {
-                            Value::Number(n) => super::value::format_number(n),
+                            Value::Number(n) => n.to_text(),
                             other => other.type_name(),
                         }
                     ),
@@ -444,10 +443,16 @@ fn instance_scope<'a>(scope: &mut Scope<'a>, t: &Top, key: &'a Option<String>, e
     }
 }
 
-fn addr(kind: Kind, name: &str, key: &Option<String>) -> Address {
-    match key {
-        Some(k) => Address::keyed(kind, name, k),
-        None => Address::new(kind, name),
+/// The address of one instance of `t`: `NAME[N]` for a `count` instance
+/// (as Terraform writes it), `NAME["KEY"]` for a `for_each` one.
+pub fn addr(kind: Kind, t: &Top, key: &Option<String>) -> Address {
+    let index = key.as_deref().and_then(|k| k.parse::<u64>().ok());
+    match (key, index) {
+        (Some(_), Some(i)) if t.block.body.has_attribute("count") => {
+            Address::indexed(kind, &t.name, i)
+        }
+        (Some(k), _) => Address::keyed(kind, &t.name, k),
+        (None, _) => Address::new(kind, &t.name),
     }
 }
 
@@ -508,16 +513,15 @@ fn probe(r: &mut Reader, diags: &mut Diagnostics) -> Option<Probe> {
             let status = match r.number("status", diags) {
                 None if r.has("status") => return None,
                 None => 200,
-                Some((n, _)) if n.fract() == 0.0 && (100.0..=599.0).contains(&n) => n as u16,
+                Some((n, _)) if n.to_i64().is_some_and(|i| (100..=599).contains(&i)) => {
+                    n.to_i64().unwrap_or(200) as u16
+                }
                 Some((n, loc)) => {
                     diags.push(
                         Diagnostic::error(
                             "standby::out_of_range",
                             loc,
-                            format!(
-                                "status {} is not an HTTP status code",
-                                super::value::format_number(n)
-                            ),
+                            format!("status {} is not an HTTP status code", n),
                         )
                         .label("not 100..599")
                         .help("write the status the check expects, e.g. 200"),
@@ -564,16 +568,15 @@ fn check(
     let retries = match c.number("retries", diags) {
         None if c.has("retries") => None,
         None => Some(3),
-        Some((n, _)) if n.fract() == 0.0 && (0.0..=1000.0).contains(&n) => Some(n as u32),
+        Some((n, _)) if n.to_i64().is_some_and(|i| (0..=1000).contains(&i)) => {
+            n.to_i64().map(|i| i as u32)
+        }
         Some((n, l)) => {
             diags.push(
                 Diagnostic::error(
                     "standby::out_of_range",
                     l,
-                    format!(
-                        "retries must be a whole number from 0 to 1000, found {}",
-                        super::value::format_number(n)
-                    ),
+                    format!("retries must be a whole number from 0 to 1000, found {}", n),
                 )
                 .label("out of range")
                 .help("retries counts extra attempts after the first; 3 is the default"),
@@ -625,6 +628,7 @@ pub fn machine(
     t: &Top,
     key: &Option<String>,
     each: &Value,
+    sites: &std::collections::BTreeMap<Address, Site>,
     diags: &mut Diagnostics,
 ) -> Option<Machine> {
     let mut scope = ctx.scope(&t.source);
@@ -634,11 +638,12 @@ pub fn machine(
         scope,
         &expanded,
         &["site", "for_each", "count"],
-        &["disk", "quiesce", "boot", "shutdown", "check"],
+        &["disk", "quiesce", "boot", "shutdown", "check", "vm"],
         diags,
     );
     let site = r.reference("site", Kind::Site, diags);
     let mut disks = Vec::new();
+    let mut qemu_disks = Vec::new();
     let mut ok = true;
     let mut seen = HashMap::new();
     for b in r.blocks("disk") {
@@ -650,12 +655,22 @@ pub fn machine(
             ok = false;
             continue;
         }
-        let mut d = r.nested(b, &format!("disk.{name}"), &["path"], &[], diags);
+        let attrs = [
+            "path",
+            super::qemu::DISK_ATTRS[0],
+            super::qemu::DISK_ATTRS[1],
+        ];
+        let mut d = r.nested(b, &format!("disk.{name}"), &attrs, &[], diags);
         let path_loc = d.value_loc("path");
         let path = d.string("path", true, diags).filter(|p| {
             path_loc
                 .as_ref()
                 .is_none_or(|l| super::checks::disk_path(p, l, diags))
+        });
+        let path = path.and_then(|p| {
+            let q = super::qemu::disk_opts(&mut d, &name, &p, diags)?;
+            qemu_disks.push(q);
+            Some(p)
         });
         match path {
             Some(p) => disks.push(Disk {
@@ -743,12 +758,17 @@ pub fn machine(
             None => ok = false,
         }
     }
+    let provider = site.as_ref().and_then(|(n, _, _)| {
+        let s = sites.get(&Address::new(Kind::Site, n))?;
+        Some(s.provider.as_str())
+    });
+    let vm = super::qemu::machine_vm(&mut r, provider, &qemu_disks, diags);
     let (site, _, _) = site?;
-    if !ok {
+    let (true, Ok(vm)) = (ok, vm) else {
         return None;
-    }
+    };
     Some(Machine {
-        addr: addr(Kind::Machine, &t.name, key),
+        addr: addr(Kind::Machine, t, key),
         site: Address::new(Kind::Site, site),
         disks,
         quiesce,
@@ -756,12 +776,13 @@ pub fn machine(
         shutdown,
         checks,
         sensitive: r.sensitive,
+        vm,
     })
 }
 
-/// Keys of each machine with `for_each`; None when its `for_each` failed
-/// (references to it are then not reported again).
-pub type MachineKeys = HashMap<String, Option<Vec<String>>>;
+/// The instances of each machine with `for_each` or `count`; None when
+/// its `for_each` failed (references to it are then not reported again).
+pub type MachineKeys = HashMap<String, Option<Vec<Address>>>;
 
 /// Resolve a reference to one machine instance against the declared
 /// instances (`machine_keys` lists the keys of machines with `for_each`).
@@ -776,15 +797,29 @@ fn machine_addrs(
     match (machine_keys.get(name), key) {
         (None, _) => Some(vec![Address::new(Kind::Machine, name)]),
         (Some(None), _) => None,
-        (Some(Some(keys)), Some(k)) => {
-            if keys.contains(&k) {
-                Some(vec![Address::keyed(Kind::Machine, name, k)])
+        (Some(Some(instances)), Some(k)) => {
+            // `machine.web[0]` and `machine.web["0"]` find a count instance.
+            let keys: Vec<String> = instances
+                .iter()
+                .filter_map(|a| a.key.as_ref().map(|k| k.text()))
+                .collect();
+            if let Some(i) = keys.iter().position(|x| *x == k) {
+                Some(vec![instances[i].clone()])
             } else {
                 let help = match did_you_mean(&k, keys.iter().map(String::as_str)) {
-                    Some(s) => format!("did you mean machine.{name}[{s:?}]?"),
+                    Some(s) => match keys.iter().position(|x| *x == s) {
+                        Some(i) => format!("did you mean {}?", instances[i]),
+                        None => format!("did you mean machine.{name}[{s:?}]?"),
+                    },
                     None => {
-                        let shown: Vec<String> =
-                            keys.iter().take(5).map(|k| format!("{k:?}")).collect();
+                        let shown: Vec<String> = instances
+                            .iter()
+                            .take(5)
+                            .filter_map(|a| match a.key.as_ref()? {
+                                Key::Name(s) => Some(format!("{s:?}")),
+                                Key::Index(i) => Some(format!("[{i}]")),
+                            })
+                            .collect();
                         let more = if keys.len() > 5 { ", ..." } else { "" };
                         format!(
                             "machine.{name} has the instances {}{more}",
@@ -796,7 +831,11 @@ fn machine_addrs(
                     Diagnostic::error(
                         "standby::unknown_reference",
                         loc.clone(),
-                        format!("machine.{name} has no instance {k:?}"),
+                        // As the instances are written: [2] for count, ["a"] for for_each.
+                        match instances.first().and_then(|a| a.key.as_ref()) {
+                            Some(Key::Index(_)) => format!("machine.{name} has no instance [{k}]"),
+                            _ => format!("machine.{name} has no instance {k:?}"),
+                        },
                     )
                     .label("no such key")
                     .help(help),
@@ -804,11 +843,7 @@ fn machine_addrs(
                 None
             }
         }
-        (Some(Some(keys)), None) if allow_all => Some(
-            keys.iter()
-                .map(|k| Address::keyed(Kind::Machine, name, k))
-                .collect(),
-        ),
+        (Some(Some(instances)), None) if allow_all => Some(instances.clone()),
         (Some(Some(_)), None) => {
             diags.push(
                 Diagnostic::error("standby::wrong_type", loc.clone(), format!("machine.{name} has for_each, so it names many machines; one is needed here"))
@@ -857,7 +892,7 @@ pub fn protection(
         "count",
     ];
     let mut r = Reader::new(scope, t.block, &attrs, &[], diags);
-    let this = addr(Kind::Protection, &t.name, key);
+    let this = addr(Kind::Protection, t, key);
     let machine = match r.reference("machine", Kind::Machine, diags) {
         Some((n, k, loc)) => match machine_addrs(&n, k, &loc, machine_keys, false, diags) {
             Some(mut a) => a.pop().map(|a| (a, loc)),

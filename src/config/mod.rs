@@ -11,11 +11,14 @@ mod backend;
 mod checks;
 mod diag;
 mod dynamic;
+mod equality;
 mod eval;
 mod funcs;
 mod lower;
 mod moved;
+pub mod number;
 pub(crate) mod parse;
+mod qemu;
 mod reader;
 mod value;
 mod vars;
@@ -110,6 +113,12 @@ pub fn load(dir: &Path, vars: &VarInputs) -> Result<Loaded, Diagnostics> {
             d.message.clone(),
         ))
     });
+    // A vault key's variable never reaches a child process.
+    for v in config.iter().flat_map(|c| c.vaults.values()) {
+        if let crate::model::KeySource::Env(name) = &v.key {
+            standby_provider_core::command::withhold_env(name);
+        }
+    }
     match config {
         Some(config) if !diags.has_errors() => Ok(Loaded {
             config,
@@ -333,6 +342,13 @@ fn load_into(dir: &Path, inputs: &VarInputs, diags: &mut Diagnostics) -> Option<
             Some(e) => vars::parse_type(e, &t.source, diags).unwrap_or(value::Type::Any),
             None => value::Type::Any,
         };
+        // Terraform's parsing mode: literal without a type or for a
+        // primitive one, HCL for `any` and the rest.
+        let literal = r.expr("type").is_none()
+            || matches!(
+                ty,
+                value::Type::String | value::Type::Number | value::Type::Bool
+            );
         let text = |name: &str, diags: &mut Diagnostics| match r.expr(name) {
             Some(hcl_edit::expr::Expression::String(s)) => Some(s.to_string()),
             Some(e) => {
@@ -373,6 +389,7 @@ fn load_into(dir: &Path, inputs: &VarInputs, diags: &mut Diagnostics) -> Option<
             default: r.expr("default").map(|e| (e.clone(), t.source.clone())),
             description,
             sensitive,
+            literal,
         });
     }
     let (mut var_values, variables) = vars::resolve(&decls, dir, inputs, diags);
@@ -381,6 +398,7 @@ fn load_into(dir: &Path, inputs: &VarInputs, diags: &mut Diagnostics) -> Option<
             value: value::Value::Null,
             sensitive: false,
             known: false,
+            ty: value::Type::Any,
         });
     }
     for (name, v) in &variables {
@@ -475,16 +493,19 @@ fn load_into(dir: &Path, inputs: &VarInputs, diags: &mut Diagnostics) -> Option<
     for t in of("machine") {
         let inst = lower::instances(&ctx, t, &machine_keys, diags);
         if repeated(t.block) {
-            let keys = inst
-                .as_ref()
-                .map(|i| i.iter().filter_map(|(k, _)| k.clone()).collect());
+            let keys = inst.as_ref().map(|i| {
+                i.iter()
+                    .filter(|(k, _)| k.is_some())
+                    .map(|(k, _)| lower::addr(Kind::Machine, t, k))
+                    .collect()
+            });
             machine_keys.insert(t.name.clone(), keys);
         }
         machine_instances.push((t, inst));
     }
     for (t, inst) in &machine_instances {
         for (key, each) in inst.iter().flatten() {
-            if let Some(m) = lower::machine(&ctx, t, key, each, diags) {
+            if let Some(m) = lower::machine(&ctx, t, key, each, &config.sites, diags) {
                 config.machines.insert(m.addr.clone(), m);
             }
         }

@@ -71,12 +71,12 @@ pub fn parse(source: &Arc<Source>, diags: &mut Diagnostics) -> Option<Body> {
                 if !text.parse::<f64>().is_ok_and(f64::is_finite) {
                     diags.push(
                         Diagnostic::error(
-                            "standby::number_precision",
+                            "standby::number_range",
                             Loc::new(source, Some(start..at + exp_len)),
-                            super::value::inexact(text, f64::INFINITY),
+                            format!("the number literal {text} is past 1.8e308, which standby's HCL parser does not support"),
                         )
                         .label("this number")
-                        .help("Terraform keeps it exactly; standby's numbers are 64-bit floats"),
+                        .help("Terraform would keep it; write it as a string and convert it with tonumber(\"...\") if it is really needed"),
                     );
                     return None;
                 }

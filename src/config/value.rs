@@ -1,15 +1,17 @@
 //! Values of evaluated expressions: plain data plus references to blocks
 //! (`site.onprem`, `machine.web["a"]`, `group.data`).
 
+use super::number::Number;
 use crate::model::Kind;
 use std::collections::BTreeMap;
 use std::fmt;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum Value {
     Null,
     Bool(bool),
-    Number(f64),
+    /// go-cty's number (a big binary float with its precision).
+    Number(Number),
     String(String),
     List(Vec<Value>),
     /// A set (from `toset`, a `set(...)` variable or a set function): items
@@ -19,6 +21,26 @@ pub enum Value {
     Set(Vec<Value>),
     Map(BTreeMap<String, Value>),
     Ref(Ref),
+}
+
+/// go-cty's equality: numbers by [`Number::cty_equal`], sets by their
+/// elements' identity (`toset([-0]) == toset([0])` is false).
+impl PartialEq for Value {
+    fn eq(&self, other: &Value) -> bool {
+        match (self, other) {
+            (Value::Null, Value::Null) => true,
+            (Value::Bool(a), Value::Bool(b)) => a == b,
+            (Value::Number(a), Value::Number(b)) => a == b,
+            (Value::String(a), Value::String(b)) => a == b,
+            (Value::List(a), Value::List(b)) => a == b,
+            (Value::Set(a), Value::Set(b)) => {
+                a.len() == b.len() && a.iter().zip(b).all(|(x, y)| same_element(x, y))
+            }
+            (Value::Map(a), Value::Map(b)) => a == b,
+            (Value::Ref(a), Value::Ref(b)) => a == b,
+            _ => false,
+        }
+    }
 }
 
 /// A reference to a declared block, resolved by name.
@@ -68,7 +90,7 @@ impl Value {
     pub fn to_template_string(&self) -> Option<String> {
         match self {
             Value::String(s) => Some(s.clone()),
-            Value::Number(n) => Some(format_number(*n)),
+            Value::Number(n) => Some(n.to_text()),
             Value::Bool(b) => Some(b.to_string()),
             Value::Ref(r) => Some(r.to_string()),
             _ => None,
@@ -79,17 +101,9 @@ impl Value {
         match self {
             Value::Null => serde_json::Value::Null,
             Value::Bool(b) => serde_json::Value::Bool(*b),
-            Value::Number(n) => {
-                if n.fract() == 0.0 && n.abs() < 9e15 {
-                    serde_json::json!(*n as i64)
-                } else {
-                    // The printed form, so JSON shows 0.3 where Terraform does.
-                    serde_json::from_str::<serde_json::Number>(&format_number(*n))
-                        .ok()
-                        .or_else(|| serde_json::Number::from_f64(*n))
-                        .map_or(serde_json::Value::Null, serde_json::Value::Number)
-                }
-            }
+            // The printed form (serde_json keeps it only as an f64).
+            Value::Number(n) => serde_json::from_str::<serde_json::Number>(&n.to_text())
+                .map_or(serde_json::Value::Null, serde_json::Value::Number),
             Value::String(s) => serde_json::Value::String(s.clone()),
             Value::List(l) | Value::Set(l) => {
                 serde_json::Value::Array(l.iter().map(Value::to_json).collect())
@@ -102,168 +116,14 @@ impl Value {
     }
 }
 
-/// A number as Terraform prints it: whole numbers without a fraction,
-/// others in the shortest form that reads back as the same f64. Sums,
-/// differences, products and remainders are computed in decimal
-/// ([`decimal`]), so `0.1 + 0.2` is `0.3` as in Terraform's big floats.
-pub fn format_number(n: f64) -> String {
-    // Whole numbers print exactly (every f64 from 2^53 up is whole).
-    if n.fract() == 0.0 && n.abs() < 9.2e18 {
-        return format!("{}", n as i64);
+/// The number `text` as go-cty's `ParseNumberVal` reads it, or `Err` with
+/// a message (not a number, or past standby's range).
+pub fn parse_literal(text: &str) -> Result<Number, String> {
+    match Number::parse(text.trim()) {
+        Some(Ok(n)) => Ok(n),
+        Some(Err(e)) => Err(e.to_string()),
+        None => Err(format!("{text:?} is not a number")),
     }
-    format!("{n}")
-}
-
-/// A decimal number's text as (negative, significant digits, exponent):
-/// `-12.50e2` is (true, "125", 1); zero is (false, "", 0). None when the
-/// text is not a decimal number.
-fn normalize(text: &str) -> Option<(bool, String, i64)> {
-    let t = text.trim();
-    let (neg, t) = match t.strip_prefix('-') {
-        Some(r) => (true, r),
-        None => (false, t.strip_prefix('+').unwrap_or(t)),
-    };
-    let (mant, exp) = match t.find(['e', 'E']) {
-        Some(i) => (&t[..i], t[i + 1..].parse::<i64>().ok()?),
-        None => (t, 0),
-    };
-    let (int, frac) = mant.split_once('.').unwrap_or((mant, ""));
-    if (int.is_empty() && frac.is_empty())
-        || !int.chars().chain(frac.chars()).all(|c| c.is_ascii_digit())
-    {
-        return None;
-    }
-    let all = format!("{int}{frac}");
-    let mut exp = exp.checked_sub(frac.len() as i64)?;
-    let digits = all.trim_start_matches('0');
-    let trimmed = digits.trim_end_matches('0');
-    exp = exp.checked_add((digits.len() - trimmed.len()) as i64)?;
-    if trimmed.is_empty() {
-        return Some((false, String::new(), 0));
-    }
-    Some((neg, trimmed.to_string(), exp))
-}
-
-/// Why a number cannot be held: standby's numbers are 64-bit floats, and
-/// a value they would round is refused rather than silently changed.
-pub fn inexact(text: &str, n: f64) -> String {
-    let shown = if text.len() > 60 {
-        format!("{}...", text.chars().take(60).collect::<String>())
-    } else {
-        text.to_string()
-    };
-    if n.is_finite() {
-        format!(
-            "standby represents numbers exactly only up to 2^53 / 17 significant digits: {shown} would be rounded to {}",
-            format_number(n)
-        )
-    } else {
-        format!("the number {shown} is too large: standby's numbers end near 1.8e308")
-    }
-}
-
-/// The number `text` (a decimal, as written) if a 64-bit float holds it
-/// exactly, else `Err` with [`inexact`]'s message.
-pub fn exact(text: &str) -> Result<f64, String> {
-    let n: f64 = text
-        .trim()
-        .parse()
-        .map_err(|_| format!("{text:?} is not a number"))?;
-    if n.is_finite() && normalize(text) == normalize(&format!("{n:e}")) {
-        Ok(n)
-    } else {
-        Err(inexact(text, n))
-    }
-}
-
-/// A number's shortest decimal form as (digits, exponent): 5.1 is (51, -1).
-fn to_decimal(x: f64) -> Option<(i128, i64)> {
-    let (neg, digits, exp) = normalize(&format!("{x:e}"))?;
-    let d: i128 = if digits.is_empty() {
-        0
-    } else {
-        digits.parse().ok()?
-    };
-    Some((if neg { -d } else { d }, exp))
-}
-
-/// `x OP y` for `+ - * %` in exact decimal arithmetic on the numbers'
-/// shortest decimal forms (as Terraform's big floats give for decimal
-/// input). `Err` (a message naming the exact result) when a 64-bit float
-/// cannot hold the result: it would be rounded, or it overflows.
-pub fn decimal(x: f64, op: char, y: f64) -> Result<f64, String> {
-    let too_many = || {
-        let f = match op {
-            '+' => x + y,
-            '-' => x - y,
-            '*' => x * y,
-            _ => x % y,
-        };
-        inexact(
-            &format!("{} {op} {}", format_number(x), format_number(y)),
-            f,
-        )
-    };
-    let ((a, ea), (b, eb)) = match (to_decimal(x), to_decimal(y)) {
-        (Some(a), Some(b)) => (a, b),
-        _ => return Err(too_many()),
-    };
-    let (m, exp) = if op == '*' {
-        (a.checked_mul(b), ea + eb)
-    } else {
-        let e = ea.min(eb);
-        let scale = |d: i128, by: i64| {
-            u32::try_from(by)
-                .ok()
-                .and_then(|by| 10i128.checked_pow(by))
-                .and_then(|p| d.checked_mul(p))
-        };
-        match (scale(a, ea - e), scale(b, eb - e)) {
-            (Some(a), Some(b)) => (
-                match op {
-                    '+' => a.checked_add(b),
-                    '-' => a.checked_sub(b),
-                    // The remainder has the dividend's sign, as in Go and cty.
-                    '%' if b != 0 => a.checked_rem(b),
-                    _ => None,
-                },
-                e,
-            ),
-            _ => (None, e),
-        }
-    };
-    let Some(m) = m else {
-        return Err(too_many());
-    };
-    let text = format!("{m}e{exp}");
-    exact(&text).map_err(|_| {
-        let n: f64 = text.parse().unwrap_or(f64::NAN);
-        inexact(&format_number_exact(m, exp), n)
-    })
-}
-
-/// `m * 10^exp` written out without an exponent (for messages).
-fn format_number_exact(m: i128, exp: i64) -> String {
-    let neg = m < 0;
-    let digits = m.unsigned_abs().to_string();
-    let s = if exp >= 0 {
-        if exp > 40 {
-            return format!("{m}e{exp}");
-        }
-        format!("{digits}{}", "0".repeat(exp as usize))
-    } else {
-        let k = (-exp) as usize;
-        if k > 60 {
-            return format!("{m}e{exp}");
-        }
-        let padded = format!(
-            "{}{digits}",
-            "0".repeat((k + 1).saturating_sub(digits.len()))
-        );
-        let (i, f) = padded.split_at(padded.len() - k);
-        format!("{i}.{f}")
-    };
-    if neg { format!("-{s}") } else { s }
 }
 
 /// A variable's declared type: `string`, `number`, `bool`, `any`,
@@ -347,19 +207,52 @@ impl Type {
     pub fn convert(&self, v: Value) -> Result<Value, String> {
         match (self, v) {
             (Type::Any, v) => Ok(v),
+            // `list(any)`, `set(any)`, `map(any)`: the items take the one
+            // type go-cty unifies them to (`[1, "a"]` is `["1", "a"]`).
+            (Type::List(t) | Type::Set(t) | Type::Map(t), v @ (Value::List(_) | Value::Set(_) | Value::Map(_)))
+                if **t == Type::Any && !matches!((self, &v), (Type::Map(_), Value::List(_) | Value::Set(_)) | (Type::List(_) | Type::Set(_), Value::Map(_))) =>
+            {
+                let items: Vec<&Value> = match &v {
+                    Value::List(l) | Value::Set(l) => l.iter().collect(),
+                    Value::Map(m) => m.values().collect(),
+                    _ => Vec::new(),
+                };
+                let Some(ty) = unify(&items) else {
+                    let kind = match self {
+                        Type::Set(_) => "set",
+                        Type::Map(_) => "map",
+                        _ => "list",
+                    };
+                    return Err(format!(
+                        "items with no common type (all {kind} elements must have the same type)"
+                    ));
+                };
+                if ty == Type::Any {
+                    // Only nulls (or block references): nothing to convert.
+                    return Ok(match (self, v) {
+                        (Type::List(_), Value::List(l) | Value::Set(l)) => Value::List(l),
+                        (Type::Set(_), Value::List(l) | Value::Set(l)) => Value::Set(set_of(l)),
+                        (_, v) => v,
+                    });
+                }
+                let inner = match self {
+                    Type::List(_) => Type::List(Box::new(ty)),
+                    Type::Set(_) => Type::Set(Box::new(ty)),
+                    _ => Type::Map(Box::new(ty)),
+                };
+                inner.convert(v)
+            }
             (_, Value::Null) => Ok(Value::Null),
             (Type::String, Value::String(s)) => Ok(Value::String(s)),
             (Type::String, v @ (Value::Number(_) | Value::Bool(_))) => {
                 Ok(Value::String(v.to_template_string().unwrap_or_default()))
             }
             (Type::Number, Value::Number(n)) => Ok(Value::Number(n)),
-            (Type::Number, Value::String(s)) => match parse_number(&s) {
+            (Type::Number, Value::String(s)) => match Number::parse(&s) {
                 // The text is not shown: it may come from a sensitive variable.
                 None => Err("a string that is not a number".to_string()),
-                Some(_) if exact(&s).is_err() => Err(
-                    "a string holding a number standby would round (it keeps numbers exactly only up to 2^53 / 17 significant digits)".to_string(),
-                ),
-                Some(n) => Ok(Value::Number(n)),
+                Some(Err(e)) => Err(format!("a string holding a number standby refuses: {e}")),
+                Some(Ok(n)) => Ok(Value::Number(n)),
             },
             (Type::Bool, Value::Bool(b)) => Ok(Value::Bool(b)),
             // go-cty's string-to-bool conversion: "true"/"1", "false"/"0".
@@ -420,28 +313,19 @@ impl Type {
     }
 }
 
-/// A number written as HCL and Terraform accept it in a string: decimal,
-/// optionally signed, with a fraction and exponent (no hex, no `inf`).
-pub fn parse_number(s: &str) -> Option<f64> {
-    let t = s.trim();
-    let ok = !t.is_empty()
-        && t.chars()
-            .all(|c| c.is_ascii_digit() || matches!(c, '.' | '-' | '+' | 'e' | 'E'))
-        && t.chars().any(|c| c.is_ascii_digit());
-    if !ok || t != s {
-        return None;
-    }
-    t.parse().ok()
-}
-
 /// A set's items in cty's order: numbers numerically, other values by
 /// their text; duplicates removed; mixed primitives become strings.
 pub fn set_of(items: Vec<Value>) -> Vec<Value> {
     let all_num = items.iter().all(|v| matches!(v, Value::Number(_)));
-    let all_prim = items
+    // Mixed primitives become strings, as [`unify`] makes them: only with
+    // a string among them (a set of bools stays bools; a number beside a
+    // bool has no common type, and callers unify first).
+    let mixed = items
         .iter()
-        .all(|v| matches!(v, Value::Number(_) | Value::String(_) | Value::Bool(_)));
-    let mut items: Vec<Value> = if all_prim && !all_num {
+        .all(|v| matches!(v, Value::Number(_) | Value::String(_) | Value::Bool(_)))
+        && items.iter().any(|v| matches!(v, Value::String(_)))
+        && !items.iter().all(|v| matches!(v, Value::String(_)));
+    let mut items: Vec<Value> = if mixed {
         items
             .into_iter()
             .map(|v| Type::String.convert(v).unwrap_or(Value::Null))
@@ -450,15 +334,50 @@ pub fn set_of(items: Vec<Value>) -> Vec<Value> {
         items
     };
     if all_num {
+        // go-cty orders numerically; -0 and 0 compare equal but are two
+        // elements (their hashes differ), and -0's hash sorts first.
         items.sort_by(|a, b| match (a, b) {
-            (Value::Number(x), Value::Number(y)) => x.total_cmp(y),
+            (Value::Number(x), Value::Number(y)) => x
+                .compare(y)
+                .then_with(|| y.is_neg_zero().cmp(&x.is_neg_zero())),
+            _ => std::cmp::Ordering::Equal,
+        });
+    } else if items
+        .iter()
+        .all(|v| matches!(v, Value::String(_) | Value::Bool(_)))
+    {
+        // go-cty: strings by their bytes (not their JSON text, whose
+        // escapes would move `"` and `\\` after other characters), false
+        // before true.
+        items.sort_by(|a, b| match (a, b) {
+            (Value::String(x), Value::String(y)) => x.cmp(y),
+            (Value::Bool(x), Value::Bool(y)) => x.cmp(y),
             _ => std::cmp::Ordering::Equal,
         });
     } else {
         items.sort_by_key(|v| v.to_json().to_string());
     }
-    items.dedup();
+    items.dedup_by(|a, b| same_element(a, b));
     items
+}
+
+/// Whether `a` and `b` are one element of a go-cty set: equal, and hashed
+/// alike. The hash holds a number's `big.Float.String()`, so `-0` and `0`
+/// (equal numbers) are two elements, at any depth.
+pub fn same_element(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x == y && x.is_neg_zero() == y.is_neg_zero(),
+        (Value::List(x), Value::List(y)) | (Value::Set(x), Value::Set(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same_element(a, b))
+        }
+        (Value::Map(x), Value::Map(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .zip(y)
+                    .all(|((k, a), (l, b))| k == l && same_element(a, b))
+        }
+        _ => a == b,
+    }
 }
 
 /// Unicode NFC, which go-cty gives every string (so `"é"` typed as one
@@ -471,7 +390,8 @@ pub fn nfc(s: &str) -> String {
 }
 
 /// The type go-cty unifies values' types to (a conditional's two results):
-/// null fits anything; different primitives become string; lists of one
+/// null fits anything; different primitives become string when a string is
+/// among them (a number and a bool alone have no common type); lists of one
 /// length unify item by item, of different lengths to a list of one item
 /// type; maps with the same keys unify key by key, else to a map of one
 /// value type. None when they cannot be unified.
@@ -493,7 +413,14 @@ pub fn unify(values: &[&Value]) -> Option<Type> {
             .iter()
             .all(|v| std::mem::discriminant(*v) == std::mem::discriminant(*first))
         {
-            return Some(Type::String);
+            // go-cty's `convert.Unify`: the result is one of the given
+            // types that every other converts to. Numbers and bools both
+            // convert to string but not to each other, so without a string
+            // among them there is no common type (`[1, true]`).
+            if known.iter().any(|v| matches!(v, Value::String(_))) {
+                return Some(Type::String);
+            }
+            return None;
         }
         return Some(match first {
             Value::Number(_) => Type::Number,

@@ -20,6 +20,11 @@ pub struct Declared {
     pub default: Option<(Expression, Arc<Source>)>,
     pub description: Option<String>,
     pub sensitive: bool,
+    /// How a value from `--var` or `STANDBY_VAR_*` is read, as Terraform's
+    /// `VariableParsingMode`: true (no type, or a primitive type) takes the
+    /// text as a literal string; false (`any` and every collection or
+    /// structural type) parses it as an HCL expression.
+    pub literal: bool,
 }
 
 /// Parse a type expression: `string`, `list(string)`, `map(number)`,
@@ -236,8 +241,8 @@ fn read_file(
 }
 
 /// Read a JSON variables file (`{"name": value, ...}`, as Terraform's
-/// `.tfvars.json`) into `values`. Keys twice and numbers a 64-bit float
-/// would round are errors, as in `jsondecode`.
+/// `.tfvars.json`) into `values`. Keys twice are errors and numbers read at
+/// 512 bits, as in `jsondecode`.
 fn read_json_file(
     source: &Arc<Source>,
     declared: &HashMap<&str, &Declared>,
@@ -376,12 +381,16 @@ fn hidden_value_error(d: &Declared, from: &str, diags: &mut Diagnostics) {
     }
 }
 
-/// A string-typed value from the environment or the command line is taken
-/// as is; numbers and bools convert from the text; lists and maps are read
-/// as HCL expressions.
+/// A value from the environment or the command line, read as Terraform
+/// reads it: for a string (or a variable without a type) the text as is;
+/// numbers and bools convert from the text; `any` and collection or
+/// structural types parse it as an HCL expression (`--var 'a="web"'` is
+/// `web`, `--var a=1.50` the number 1.5, `--var 'a=["x"]'` a tuple).
 fn from_text_raw(d: &Declared, source: &Arc<Source>, diags: &mut Diagnostics) -> Option<Value> {
     match d.ty {
-        Type::String | Type::Any => return Some(Value::String(super::value::nfc(&source.text))),
+        Type::String => return Some(Value::String(super::value::nfc(&source.text))),
+        // No type at all: a literal string, as Terraform reads it.
+        Type::Any if d.literal => return Some(Value::String(super::value::nfc(&source.text))),
         // Scalars convert from the text itself, so `--var n=three` is a type error, not a reference.
         Type::Number | Type::Bool => {
             return convert(
@@ -405,8 +414,20 @@ fn from_text_raw(d: &Declared, source: &Arc<Source>, diags: &mut Diagnostics) ->
             return None;
         }
     };
-    let v = eval_const(&e, source, diags)?;
-    convert(d, v, Loc::new(source, Some(0..source.text.len())), diags)
+    let mut scratch = Diagnostics::default();
+    let v = eval_const(&e, source, &mut scratch);
+    for mut x in scratch.items {
+        // A bare word is a reference in HCL: the user most likely meant a string.
+        if x.code == "standby::not_constant" {
+            x.help = Some(format!(
+                "`{n}` has type {t}, so its value is read as an HCL expression (as Terraform reads -var and TF_VAR_*): quote a string, e.g. --var '{n}=\"web\"', or declare the variable with type = string",
+                n = d.name,
+                t = d.ty
+            ));
+        }
+        diags.push(x);
+    }
+    convert(d, v?, Loc::new(source, Some(0..source.text.len())), diags)
 }
 
 /// Give every declared variable its value; report unknown and unset ones.
@@ -507,6 +528,7 @@ pub fn resolve(
                     value: Value::Null,
                     sensitive: d.sensitive,
                     known: false,
+                    ty: d.ty.clone(),
                 },
             );
             continue;
@@ -526,6 +548,7 @@ pub fn resolve(
                 value: v,
                 sensitive: d.sensitive,
                 known: true,
+                ty: d.ty.clone(),
             },
         );
     }

@@ -1,5 +1,6 @@
 //! Addresses name one object of the configuration and of the state:
-//! `machine.db`, `machine.web["a"]`, `recovery_plan.shop`.
+//! `machine.db`, `machine.web["a"]` (a `for_each` instance),
+//! `machine.web[0]` (a `count` instance), `recovery_plan.shop`.
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
@@ -50,12 +51,43 @@ impl fmt::Display for Kind {
     }
 }
 
-/// `KIND.NAME` or `KIND.NAME["KEY"]` for an instance made by `for_each`.
+/// The key of one instance of a repeated block, written as Terraform
+/// writes it: `[0]` for `count`, `["a"]` for `for_each`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Key {
+    /// A `count` instance: `count.index`. Sorts numerically, before names.
+    Index(u64),
+    /// A `for_each` instance: its key.
+    Name(String),
+}
+
+impl Key {
+    /// The key as `each.key` / a map key reads it: `0`, `a`.
+    pub fn text(&self) -> String {
+        match self {
+            Key::Index(i) => i.to_string(),
+            Key::Name(s) => s.clone(),
+        }
+    }
+}
+
+impl fmt::Display for Key {
+    /// `[0]` or `["a"]`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Key::Index(i) => write!(f, "[{i}]"),
+            Key::Name(s) => write!(f, "[{}]", quote(s)),
+        }
+    }
+}
+
+/// `KIND.NAME`, `KIND.NAME["KEY"]` for an instance made by `for_each`, or
+/// `KIND.NAME[N]` for one made by `count`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Address {
     pub kind: Kind,
     pub name: String,
-    pub key: Option<String>,
+    pub key: Option<Key>,
 }
 
 impl Address {
@@ -67,19 +99,42 @@ impl Address {
         }
     }
 
+    /// A `for_each` instance: `KIND.NAME["KEY"]`.
     pub fn keyed(kind: Kind, name: impl Into<String>, key: impl Into<String>) -> Address {
         Address {
             kind,
             name: name.into(),
-            key: Some(key.into()),
+            key: Some(Key::Name(key.into())),
         }
     }
 
-    /// `NAME` or `NAME["KEY"]`, without the kind: used in file names and labels.
+    /// A `count` instance: `KIND.NAME[N]`.
+    pub fn indexed(kind: Kind, name: impl Into<String>, index: u64) -> Address {
+        Address {
+            kind,
+            name: name.into(),
+            key: Some(Key::Index(index)),
+        }
+    }
+
+    /// `NAME`, `NAME["KEY"]` or `NAME[N]`, without the kind: used in file
+    /// names and labels.
     pub fn instance_name(&self) -> String {
         match &self.key {
             None => self.name.clone(),
-            Some(k) => format!("{}[{}]", self.name, quote(k)),
+            Some(k) => format!("{}{k}", self.name),
+        }
+    }
+
+    /// The spelling standby used for a `count` instance before it wrote
+    /// Terraform's (`machine.web["0"]` for `machine.web[0]`), which state
+    /// recorded then may still hold.
+    pub fn old_count_spelling(&self) -> Option<Address> {
+        match &self.key {
+            Some(Key::Index(i)) => {
+                Some(Address::keyed(self.kind, self.name.clone(), i.to_string()))
+            }
+            _ => None,
         }
     }
 }
@@ -96,11 +151,23 @@ impl fmt::Display for Address {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error(
-    "{input:?} is not an address: {reason} (expected KIND.NAME or KIND.NAME[\"KEY\"], e.g. machine.db)"
+    "{input:?} is not an address: {reason} (expected KIND.NAME, KIND.NAME[\"KEY\"] or KIND.NAME[N], e.g. machine.db)"
 )]
 pub struct ParseAddressError {
     pub input: String,
     pub reason: &'static str,
+}
+
+impl Address {
+    /// `kind.name` (any kind), or a bare `name` taken as of `kind`
+    /// (`db` -> `machine.db`), as commands accept them.
+    pub fn parse_as(s: &str, kind: Kind) -> Result<Address, ParseAddressError> {
+        if s.contains('.') {
+            s.parse()
+        } else {
+            Ok(Address::new(kind, s))
+        }
+    }
 }
 
 impl FromStr for Address {
@@ -119,8 +186,18 @@ impl FromStr for Address {
             None => (rest, None),
             Some((name, tail)) => {
                 let inner = tail.strip_suffix(']').ok_or_else(|| err("missing ']'"))?;
-                let key: String = serde_json::from_str(inner)
-                    .map_err(|_| err("the key must be a quoted string"))?;
+                // `[0]`: a count index, digits only (as Terraform writes it).
+                let key =
+                    if !inner.is_empty()
+                        && inner.bytes().all(|b| b.is_ascii_digit())
+                        && (inner == "0" || !inner.starts_with('0'))
+                    {
+                        Key::Index(inner.parse().map_err(|_| err("the index is too large"))?)
+                    } else {
+                        Key::Name(serde_json::from_str(inner).map_err(|_| {
+                            err("the key must be a quoted string or a whole number")
+                        })?)
+                    };
                 (name, Some(key))
             }
         };
@@ -158,12 +235,29 @@ mod tests {
 
     #[test]
     fn round_trips_plain_and_keyed() {
-        for s in ["machine.db", "recovery_plan.shop", "machine.web[\"a b\"]"] {
+        for s in [
+            "machine.db",
+            "recovery_plan.shop",
+            "machine.web[\"a b\"]",
+            "machine.web[0]",
+            "machine.web[\"0\"]",
+            "protection.web[12]",
+        ] {
             let a: Address = s.parse().unwrap();
             assert_eq!(a.to_string(), s);
         }
         let a: Address = "protection.web[\"x\"]".parse().unwrap();
-        assert_eq!(a.key.as_deref(), Some("x"));
+        assert_eq!(a.key, Some(Key::Name("x".into())));
+        let a: Address = "machine.web[3]".parse().unwrap();
+        assert_eq!(a, Address::indexed(Kind::Machine, "web", 3));
+        assert_eq!(
+            a.old_count_spelling(),
+            Some(Address::keyed(Kind::Machine, "web", "3"))
+        );
+        // Count instances sort by number, as Terraform lists them.
+        assert!(
+            Address::indexed(Kind::Machine, "web", 2) < Address::indexed(Kind::Machine, "web", 10)
+        );
     }
 
     #[test]
@@ -171,6 +265,8 @@ mod tests {
         assert!("db".parse::<Address>().is_err());
         assert!("disk.db".parse::<Address>().is_err());
         assert!("machine.web[a]".parse::<Address>().is_err());
+        assert!("machine.web[01]".parse::<Address>().is_err());
+        assert!("machine.web[-1]".parse::<Address>().is_err());
         assert!("machine.".parse::<Address>().is_err());
     }
 }

@@ -9,7 +9,7 @@
 mod address;
 mod duration;
 
-pub use address::{Address, Kind, ParseAddressError};
+pub use address::{Address, Key, Kind, ParseAddressError};
 pub use duration::{Duration, ParseDurationError};
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -80,9 +80,11 @@ pub struct Vault {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Site {
     pub addr: Address,
-    /// `local` or `exec`.
+    /// `local`, `qemu` or `exec`.
     pub provider: String,
-    /// Site root for the local provider (relative to the config root).
+    /// Site root for the local and qemu providers (relative to the config
+    /// root); a qemu site keeps its VMs' run files (sockets, pid files,
+    /// console logs) there.
     pub root: Option<PathBuf>,
     /// Provider command for the exec provider.
     pub command: Option<Vec<String>>,
@@ -113,6 +115,62 @@ pub struct Machine {
     pub shutdown: Option<Shutdown>,
     pub checks: Vec<Check>,
     pub sensitive: BTreeSet<String>,
+    /// The `vm` block of a machine at a `qemu` site (None elsewhere).
+    pub vm: Option<Vm>,
+}
+
+/// A QEMU virtual machine: how standby reaches it (QMP, guest agent) and,
+/// for VMs standby starts itself (tests, examples), how to run it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vm {
+    /// QMP unix socket, relative to the site root or absolute; None: the
+    /// socket of the VM standby runs (`ROOT/NAME.qmp`).
+    pub qmp: Option<PathBuf>,
+    /// Guest-agent unix socket, as `qmp`; None: `ROOT/NAME.qga`.
+    pub agent: Option<PathBuf>,
+    /// Memory in MiB.
+    pub memory_mib: u64,
+    pub cpus: u32,
+    /// Direct kernel boot (relative to the configuration root); None:
+    /// firmware boots the first disk.
+    pub kernel: Option<PathBuf>,
+    pub initrd: Option<PathBuf>,
+    pub append: Option<String>,
+    /// App-consistent points freeze the guest's file systems through the
+    /// guest agent (`guest-fsfreeze-freeze`).
+    pub fsfreeze: bool,
+    /// Per disk of the machine, in the machine's disk order.
+    pub disks: Vec<VmDisk>,
+    /// Points are read over NBD with TLS on TCP instead of a unix socket
+    /// (a hypervisor standby reaches over the network).
+    pub export_tls: Option<ExportTls>,
+}
+
+/// The `export_tls` block of a `vm`: where QEMU's NBD server listens for a
+/// point's exports and how both ends prove themselves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportTls {
+    /// `host:port` QEMU listens on.
+    pub listen: String,
+    /// QEMU's x509 directory (`ca-cert.pem`, `server-cert.pem`,
+    /// `server-key.pem`), relative to the configuration root.
+    pub creds_dir: PathBuf,
+    /// The CA standby verifies the server's certificate with.
+    pub ca: PathBuf,
+    /// The name the server's certificate must carry (default: the host of
+    /// `listen`).
+    pub server_name: String,
+}
+
+/// How QEMU opens one disk of a [`Vm`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmDisk {
+    /// The machine's disk label.
+    pub name: String,
+    /// `qcow2` or `raw`.
+    pub format: String,
+    /// The QEMU node name of the disk's format node.
+    pub node_name: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -193,6 +251,37 @@ pub struct RecoveryPlan {
     /// their protections' target site means "failed over". `plan` compares
     /// it with where the state says they run.
     pub active_site: Option<Address>,
+}
+
+impl RecoveryPlan {
+    /// The groups in an order that runs each after the groups it depends
+    /// on, ties in declaration order. A cycle (the configuration rejects
+    /// these) keeps the rest in declaration order.
+    pub fn groups_in_order(&self) -> Vec<&Group> {
+        let mut done: Vec<&str> = Vec::new();
+        let mut out = Vec::new();
+        while out.len() < self.groups.len() {
+            let next = self.groups.iter().find(|g| {
+                !done.contains(&g.name.as_str())
+                    && g.depends_on.iter().all(|d| done.contains(&d.as_str()))
+            });
+            match next {
+                Some(g) => {
+                    done.push(&g.name);
+                    out.push(g);
+                }
+                None => {
+                    for g in &self.groups {
+                        if !done.contains(&g.name.as_str()) {
+                            done.push(&g.name);
+                            out.push(g);
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

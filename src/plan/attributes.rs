@@ -11,7 +11,7 @@
 //! | vault | `url`, `key_file` or `key_env` |
 //! | site | `provider`, `root`, `command` |
 //! | policy | `rpo_threshold`, `crash_consistent_every`, `app_consistent_every`, `retention`, `compression_level` |
-//! | machine | `site`, `disk.NAME.path`, `quiesce.{freeze,thaw,timeout}`, `boot.{command,timeout}`, `shutdown.{command,timeout}`, `check.NAME.{type,command,expect,url,status,contains,address,timeout,retries,interval}` |
+//! | machine | `site`, `disk.NAME.path`, `disk.NAME.{format,node_name}` and `vm.{qmp,agent,kernel,initrd,append,memory_mib,cpus,fsfreeze}`, `vm.export_tls.{listen,creds_dir,ca,server_name}` (qemu sites), `quiesce.{freeze,thaw,timeout}`, `boot.{command,timeout}`, `shutdown.{command,timeout}`, `check.NAME.{type,command,expect,url,status,contains,address,timeout,retries,interval}` |
 //! | protection | `machine`, `target`, `vault`, `policy`, `consistency_group`, `prevent_destroy` |
 //! | recovery_plan | `groups` (names in order), `group.NAME.{machines,depends_on,before,after}`, `drill.{schedule,max_rto}` |
 //!
@@ -136,50 +136,129 @@ fn is_sensitive(name: &str, set: &BTreeSet<String>) -> bool {
     })
 }
 
+/// Why sensitive markers have no secret key.
+#[derive(Debug, thiserror::Error)]
+pub enum MarkerKeyError {
+    #[error("no vault key can be loaded here, and {path} cannot be {op}: {source}")]
+    KeyFile {
+        path: std::path::PathBuf,
+        op: &'static str,
+        source: std::io::Error,
+    },
+    #[error(
+        "no vault key can be loaded here, and {path} holds {len} bytes, not 32 (delete it and a new one is made)"
+    )]
+    WrongLength {
+        path: std::path::PathBuf,
+        len: usize,
+    },
+}
+
+/// The first object with sensitive attributes (the subject of a note about them).
+pub fn first_sensitive(config: &Config) -> Option<crate::model::Address> {
+    config
+        .vaults
+        .values()
+        .filter(|v| !v.sensitive.is_empty())
+        .map(|v| v.addr.clone())
+        .chain(
+            config
+                .sites
+                .values()
+                .filter(|s| !s.sensitive.is_empty())
+                .map(|s| s.addr.clone()),
+        )
+        .chain(
+            config
+                .machines
+                .values()
+                .filter(|m| !m.sensitive.is_empty())
+                .map(|m| m.addr.clone()),
+        )
+        .next()
+}
+
 /// The key of sensitive markers for `config` and a state of `lineage`: a
 /// secret the state does not hold. Derived from the master key of the first
 /// vault (by address) whose key this host can load — every operator of a
 /// remote state has it — else from `.standby/fingerprint.key` (32 random
-/// bytes, 0600, created on first use). Markers written before this key
-/// existed (keyed by the lineage alone) differ: such an attribute shows as
-/// changed once, and apply records the new marker.
-pub fn marker_key(config: &Config, lineage: &uuid::Uuid) -> [u8; 32] {
+/// bytes, 0600, created on first use, written whole before it is named).
+/// Markers written before this key existed (keyed by the lineage alone)
+/// differ: such an attribute shows as changed once, and apply records the
+/// new marker.
+///
+/// Errors: no vault key loads and the key file cannot be read or made, or
+/// has the wrong length. There is no fallback to a key anyone holding the
+/// state could compute.
+pub fn marker_key(config: &Config, lineage: &uuid::Uuid) -> Result<[u8; 32], MarkerKeyError> {
     const CONTEXT: &str = "standby 2026 sensitive attribute marker v2";
-    let any_sensitive = config.vaults.values().any(|v| !v.sensitive.is_empty())
-        || config.sites.values().any(|s| !s.sensitive.is_empty())
-        || config.machines.values().any(|m| !m.sensitive.is_empty());
-    if !any_sensitive {
-        return blake3::derive_key(CONTEXT, lineage.as_bytes());
+    if first_sensitive(config).is_none() {
+        return Ok(blake3::derive_key(CONTEXT, lineage.as_bytes()));
     }
-    let secret = config
+    let secret = match config
         .vaults
         .values()
         .find_map(|v| crate::vault::keys::load(&v.key, &config.root).ok())
-        .map(|k| k.derive_for(CONTEXT))
-        .or_else(|| fingerprint_file_key(&config.root.join(".standby/fingerprint.key")));
-    let mut material = secret.map(|s| s.to_vec()).unwrap_or_default();
+    {
+        Some(k) => k.derive_for(CONTEXT),
+        None => fingerprint_file_key(&config.root.join(".standby/fingerprint.key"))?,
+    };
+    let mut material = secret.to_vec();
     material.extend_from_slice(lineage.as_bytes());
-    blake3::derive_key(CONTEXT, &material)
+    Ok(blake3::derive_key(CONTEXT, &material))
 }
 
-/// Reads (or creates, 0600) a 32-byte key file; `None` when neither works.
-fn fingerprint_file_key(path: &std::path::Path) -> Option<[u8; 32]> {
+/// Reads (or creates, 0600) a 32-byte key file. A new key is written to a
+/// temporary name, synced, then linked into place without replacing one
+/// another process made meanwhile, so a crash never leaves a short key.
+fn fingerprint_file_key(path: &std::path::Path) -> Result<[u8; 32], MarkerKeyError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    if let Ok(bytes) = std::fs::read(path) {
-        return bytes.try_into().ok();
+    let err = |op, source| MarkerKeyError::KeyFile {
+        path: path.to_path_buf(),
+        op,
+        source,
+    };
+    let read = |path: &std::path::Path| match std::fs::read(path) {
+        Ok(bytes) => {
+            let len = bytes.len();
+            bytes
+                .try_into()
+                .map(Some)
+                .map_err(|_| MarkerKeyError::WrongLength {
+                    path: path.to_path_buf(),
+                    len,
+                })
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(err("read", e)),
+    };
+    if let Some(key) = read(path)? {
+        return Ok(key);
     }
-    std::fs::create_dir_all(path.parent()?).ok()?;
+    let dir = path.parent().unwrap_or(std::path::Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| err("created", e))?;
     let key: [u8; 32] = rand::random();
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .ok()?;
-    f.write_all(&key).ok()?;
-    f.sync_all().ok()?;
-    Some(key)
+    let tmp = dir.join(format!(".fingerprint.key.{}.tmp", std::process::id()));
+    let written = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(&key)?;
+        f.sync_all()?;
+        // A hard link fails if another process named its key first.
+        match std::fs::hard_link(&tmp, path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(e),
+        }
+    })();
+    let _ = std::fs::remove_file(&tmp);
+    written.map_err(|e| err("created", e))?;
+    read(path)?.ok_or_else(|| err("read", std::io::ErrorKind::NotFound.into()))
 }
 
 fn mask(key: &[u8; 32], value: &Value) -> Value {
@@ -294,7 +373,39 @@ fn machine(m: &Machine) -> Attributes {
     for c in &m.checks {
         check(&mut a, c);
     }
+    if let Some(vm) = &m.vm {
+        vm_attributes(&mut a, vm);
+    }
     a
+}
+
+/// A qemu machine's `vm.*` keys and its disks' `format` and `node_name`.
+fn vm_attributes(a: &mut Attributes, vm: &crate::model::Vm) {
+    let path = |p: &Option<std::path::PathBuf>| p.as_ref().map(|p| s(p.display()));
+    for (k, v) in [
+        ("vm.qmp", path(&vm.qmp)),
+        ("vm.agent", path(&vm.agent)),
+        ("vm.kernel", path(&vm.kernel)),
+        ("vm.initrd", path(&vm.initrd)),
+        ("vm.append", vm.append.as_ref().map(s)),
+        ("vm.memory_mib", Some(json!(vm.memory_mib))),
+        ("vm.cpus", Some(json!(vm.cpus))),
+        ("vm.fsfreeze", Some(json!(vm.fsfreeze))),
+    ] {
+        if let Some(v) = v {
+            a.insert(k.into(), v);
+        }
+    }
+    if let Some(e) = &vm.export_tls {
+        a.insert("vm.export_tls.listen".into(), s(&e.listen));
+        a.insert("vm.export_tls.creds_dir".into(), s(e.creds_dir.display()));
+        a.insert("vm.export_tls.ca".into(), s(e.ca.display()));
+        a.insert("vm.export_tls.server_name".into(), s(&e.server_name));
+    }
+    for d in &vm.disks {
+        a.insert(format!("disk.{}.format", d.name), s(&d.format));
+        a.insert(format!("disk.{}.node_name", d.name), s(&d.node_name));
+    }
 }
 
 fn check(a: &mut Attributes, c: &Check) {
@@ -427,13 +538,10 @@ mod tests {
         assert!(!is_sensitive("site", &set));
     }
 
-    #[test]
-    fn the_marker_key_is_a_secret_not_in_the_state() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let lineage = uuid::Uuid::from_u128(7);
+    /// A configuration rooted at `root` whose exec site's command is sensitive.
+    fn with_sensitive_site(root: &std::path::Path) -> Config {
         let mut cfg = Config {
-            root: dir.path().to_path_buf(),
+            root: root.to_path_buf(),
             ..Config::default()
         };
         let site = Site {
@@ -444,19 +552,28 @@ mod tests {
             sensitive: ["command".to_string()].into(),
         };
         cfg.sites.insert(site.addr.clone(), site);
+        cfg
+    }
+
+    #[test]
+    fn the_marker_key_is_a_secret_not_in_the_state() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let lineage = uuid::Uuid::from_u128(7);
+        let mut cfg = with_sensitive_site(dir.path());
         // What the state alone lets anyone compute: the old key.
         let from_state = blake3::derive_key(
             "standby 2026 sensitive attribute marker",
             lineage.as_bytes(),
         );
         // No vault key here: a 0600 key file, stable across calls.
-        let filed = marker_key(&cfg, &lineage);
+        let filed = marker_key(&cfg, &lineage).unwrap();
         let key_file = dir.path().join(".standby/fingerprint.key");
         assert_eq!(
             std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777,
             0o600
         );
-        assert_eq!(filed, marker_key(&cfg, &lineage));
+        assert_eq!(filed, marker_key(&cfg, &lineage).unwrap());
         assert_ne!(filed, from_state);
         // With a vault key (what remote-state operators share): from it.
         let name = "ATTRIBUTES_TEST_MARKER_VAULT_KEY";
@@ -469,12 +586,43 @@ mod tests {
             sensitive: BTreeSet::new(),
         };
         cfg.vaults.insert(vault.addr.clone(), vault);
-        let keyed = marker_key(&cfg, &lineage);
+        let keyed = marker_key(&cfg, &lineage).unwrap();
         assert_ne!(keyed, filed);
         assert_ne!(keyed, from_state);
         std::fs::remove_file(&key_file).unwrap();
-        assert_eq!(keyed, marker_key(&cfg, &lineage), "no key file needed");
+        assert_eq!(
+            keyed,
+            marker_key(&cfg, &lineage).unwrap(),
+            "no key file needed"
+        );
         assert!(!key_file.exists());
+    }
+
+    /// No secret: an error, never the key the lineage alone would give.
+    #[test]
+    fn without_a_secret_the_marker_key_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let lineage = uuid::Uuid::from_u128(7);
+        let cfg = with_sensitive_site(dir.path());
+        // A key file a crash left short.
+        std::fs::create_dir_all(dir.path().join(".standby")).unwrap();
+        std::fs::write(dir.path().join(".standby/fingerprint.key"), b"short").unwrap();
+        let e = marker_key(&cfg, &lineage).unwrap_err().to_string();
+        assert!(e.contains("holds 5 bytes, not 32"), "{e}");
+        // `.standby` is a file: no key file can be made.
+        std::fs::remove_dir_all(dir.path().join(".standby")).unwrap();
+        std::fs::write(dir.path().join(".standby"), b"").unwrap();
+        let e = marker_key(&cfg, &lineage).unwrap_err().to_string();
+        assert!(e.contains("fingerprint.key cannot be"), "{e}");
+        // The plan then notes it and shows the attribute as changed.
+        let plan = crate::plan::diff(&cfg, None, &Default::default());
+        assert!(
+            plan.notes
+                .iter()
+                .any(|n| n.kind == crate::plan::NoteKind::SensitiveUncompared),
+            "{:?}",
+            plan.notes
+        );
     }
 
     #[test]

@@ -2,21 +2,12 @@
 //! recorded ones (both ordered by address), then the graph and review notes.
 
 use super::attributes::{self, Attributes, OBSERVED_PREFIX, desired_objects, flatten};
-use super::graph::DependencyGraph;
+use super::graph::{DependencyGraph, Entry};
 use super::{Action, AttributeChange, Change, DiffOptions, FORMAT_VERSION, Plan, notes};
 use crate::model::{Address, Config, Kind};
 use crate::state::StateDoc;
 use std::cmp::Ordering;
 use std::iter::Peekable;
-
-/// One object seen by the diff, desired or recorded or both.
-pub(super) struct Entry<'a> {
-    pub address: &'a Address,
-    pub desired: Option<Attributes>,
-    pub recorded: Option<&'a Attributes>,
-    /// Index into the plan's changes, `None` for a no-op.
-    pub change: Option<usize>,
-}
 
 /// Compare the configuration with the state (None: no state yet).
 pub fn diff(config: &Config, state: Option<&StateDoc>, options: &DiffOptions) -> Plan {
@@ -27,7 +18,13 @@ pub fn diff(config: &Config, state: Option<&StateDoc>, options: &DiffOptions) ->
         .map(|s| super::moves::remap(&s.objects, &moves))
         .unwrap_or_default();
     let recorded = &remapped;
-    let marker = super::attributes::marker_key(config, &lineage);
+    // Without a secret key, markers are keyed at random for this plan only:
+    // sensitive values then always show as changed (never a guessable
+    // fingerprint in the state, never a silently missed change).
+    let (marker, unkeyed) = match super::attributes::marker_key(config, &lineage) {
+        Ok(k) => (k, None),
+        Err(e) => (rand::random(), Some(e)),
+    };
 
     let mut desired: Peekable<_> = desired_objects(config)
         .map(|(a, o)| (a, flatten(o, &marker)))
@@ -95,6 +92,15 @@ pub fn diff(config: &Config, state: Option<&StateDoc>, options: &DiffOptions) ->
     let graph = DependencyGraph::build(&entries, &changes);
     let mut notes = notes::review(config, state, &changes, options.now);
     notes.extend(super::keys::notes(&changes));
+    if let (Some(e), Some(subject)) = (unkeyed, super::attributes::first_sensitive(config)) {
+        notes.push(super::ReviewNote {
+            subject,
+            kind: super::NoteKind::SensitiveUncompared,
+            message: format!(
+                "sensitive attributes cannot be compared with the state ({e}); they show as changed on every plan until this is fixed"
+            ),
+        });
+    }
     let site_changes = super::site::changes(config, state, options.now);
     notes.extend(super::site::notes(config, state, &site_changes));
     Plan {

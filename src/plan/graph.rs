@@ -4,7 +4,6 @@
 //! covering its machines. Also the order `apply` walks it in, and DOT output.
 
 use super::attributes::{self, Attributes};
-use super::diff::Entry;
 use super::{Action, Change};
 use crate::model::{Address, Kind};
 use petgraph::Direction;
@@ -12,6 +11,16 @@ use petgraph::graph::{DiGraph, NodeIndex};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::HashMap;
 use std::fmt::Write as _;
+
+/// One object seen by the diff, desired or recorded or both: what the
+/// graph is built from (the diff fills these; the graph never calls it).
+pub(super) struct Entry<'a> {
+    pub address: &'a Address,
+    pub desired: Option<Attributes>,
+    pub recorded: Option<&'a Attributes>,
+    /// Index into the plan's changes, `None` for a no-op.
+    pub change: Option<usize>,
+}
 
 /// One object in the graph and what happens to it (`None`: nothing).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

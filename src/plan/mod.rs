@@ -10,6 +10,7 @@ pub mod graph;
 mod keys;
 pub mod moves;
 mod notes;
+pub mod refresh;
 pub use notes::use_refreshed_facts;
 pub mod render;
 pub mod saved;
@@ -211,6 +212,8 @@ pub enum NoteKind {
     DrillRto,
     /// A vault's key source (`key_file`, `key_env`) changes.
     KeyChanged,
+    /// Sensitive attributes cannot be compared: no key for their markers.
+    SensitiveUncompared,
 }
 
 /// Counts for the summary line; a replace counts as one add and one destroy.

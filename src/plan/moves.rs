@@ -5,13 +5,16 @@
 //! records the move in each vault that holds points of the object
 //! ([`crate::vault::moves`]), then renames the object in state.
 
-use crate::model::{Address, Config, Kind};
+use crate::model::{Address, Config, Key, Kind, Move};
 use crate::state::{ObjectState, RunRecord, StateDoc};
 use crate::vault::moves::Rename;
 use serde_json::Value;
 use std::collections::BTreeMap;
 
-/// The configuration's `moved` blocks that apply to `state`: `from` is
+/// The configuration's `moved` blocks that apply to `state` (and the move
+/// of a count instance recorded as `NAME["0"]` to `NAME[0]`, and
+/// Terraform's implied moves between `NAME` and `NAME[0]` when `count` is
+/// added or removed): `from` is
 /// recorded and `to` is not (once applied, a `moved` block is a no-op, as in
 /// Terraform). Chains (`a -> b`, `b -> c`) collapse to `a -> c`, whatever
 /// their order in the files. Pairs of (recorded address, new address).
@@ -25,10 +28,30 @@ pub fn effective(config: &Config, state: Option<&StateDoc>) -> Vec<(Address, Add
         .keys()
         .map(|a| (a.clone(), a.clone()))
         .collect();
+    // Count instances were recorded as `machine.web["0"]` before standby
+    // wrote Terraform's `machine.web[0]`: a recorded old spelling moves to
+    // the count instance the configuration declares (never a destroy).
+    let respelled: Vec<Move> = config
+        .machines
+        .keys()
+        .chain(config.protections.keys())
+        .filter_map(|a| {
+            a.old_count_spelling().map(|from| Move {
+                from,
+                to: a.clone(),
+            })
+        })
+        .collect();
+    let implied = implied_count_moves(config, &config.moves);
+    let all: Vec<&Move> = respelled
+        .iter()
+        .chain(&config.moves)
+        .chain(&implied)
+        .collect();
     // Each pass applies what it can; a cycle (a -> b, b -> a) stops the count.
-    for _ in 0..=config.moves.len() {
+    for _ in 0..=all.len() {
         let mut progressed = false;
-        for m in &config.moves {
+        for m in &all {
             if origin.contains_key(&m.from)
                 && !origin.contains_key(&m.to)
                 && let Some(o) = origin.remove(&m.from)
@@ -46,6 +69,36 @@ pub fn effective(config: &Config, state: Option<&StateDoc>) -> Vec<(Address, Add
         .filter(|(now, was)| now != was)
         .map(|(now, was)| (was, now))
         .collect()
+}
+
+/// Terraform's implied moves for `count` (1.1+): a block that now has
+/// `count` takes the recorded no-key instance as `[0]` (`machine.web` ->
+/// `machine.web[0]`), and a block that no longer has `count` (nor
+/// `for_each`) takes `[0]` as its no-key instance. As in Terraform, a block
+/// that a `moved` block names (as `from` or `to`) gets no implied move.
+/// [`effective`] applies them only where `from` is recorded and `to` is not.
+fn implied_count_moves(config: &Config, explicit: &[Move]) -> Vec<Move> {
+    let named = |a: &Address| {
+        explicit.iter().any(|m| {
+            [&m.from, &m.to]
+                .iter()
+                .any(|x| x.kind == a.kind && x.name == a.name)
+        })
+    };
+    let mut implied: Vec<Move> = Vec::new();
+    for a in config.machines.keys().chain(config.protections.keys()) {
+        let (from, to) = match &a.key {
+            // The first instance of a counted block: `count` is set.
+            Some(Key::Index(0)) => (Address::new(a.kind, a.name.clone()), a.clone()),
+            // A block with neither `count` nor `for_each`.
+            None => (Address::indexed(a.kind, a.name.clone(), 0), a.clone()),
+            _ => continue,
+        };
+        if !named(a) {
+            implied.push(Move { from, to });
+        }
+    }
+    implied
 }
 
 /// `objects` with each `from` renamed `to`, and every recorded attribute

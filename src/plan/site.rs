@@ -38,9 +38,47 @@ pub struct SiteChange {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SiteStep {
-    /// `stop`, `final_point`, `group`, `commit`, `reprotect`, `clear`.
-    pub op: String,
+    pub op: SiteOp,
     pub detail: String,
+}
+
+/// What one step of a site change does; apply carries these out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SiteOp {
+    /// Stop the machines where they run, groups in reverse order.
+    Stop,
+    /// The final point of every machine (consistency groups as one instant).
+    FinalPoint,
+    /// One recovery group brought up at the other site.
+    Group,
+    /// Make the failover final.
+    Commit,
+    /// Protect the machines from where they now run back toward the other site.
+    Reprotect,
+    /// Forget the failover (after a failback).
+    Clear,
+}
+
+impl SiteOp {
+    /// The name plans show and JSON carries (`final_point`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SiteOp::Stop => "stop",
+            SiteOp::FinalPoint => "final_point",
+            SiteOp::Group => "group",
+            SiteOp::Commit => "commit",
+            SiteOp::Reprotect => "reprotect",
+            SiteOp::Clear => "clear",
+        }
+    }
+}
+
+impl std::fmt::Display for SiteOp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // `pad`, so that widths in format strings apply.
+        f.pad(self.as_str())
+    }
 }
 
 /// Where the state says `plan`'s machines run: the failover run's site
@@ -133,11 +171,8 @@ fn steps(
     committed: bool,
     reprotected: bool,
 ) -> Vec<SiteStep> {
-    let step = |op: &str, detail: String| SiteStep {
-        op: op.into(),
-        detail,
-    };
-    let groups = crate::recovery::engine::order(plan);
+    let step = |op: SiteOp, detail: String| SiteStep { op, detail };
+    let groups = plan.groups_in_order();
     let stops: Vec<String> = groups
         .iter()
         .rev()
@@ -153,11 +188,11 @@ fn steps(
         .collect();
     let mut out = Vec::new();
     if direction == Direction::Failback && !committed {
-        out.push(step("commit", "make the failover final first".into()));
+        out.push(step(SiteOp::Commit, "make the failover final first".into()));
     }
     if direction == Direction::Failback && !reprotected {
         out.push(step(
-            "reprotect",
+            SiteOp::Reprotect,
             format!(
                 "first reverse point of {} from {from} (changed blocks only)",
                 machines.join(", ")
@@ -165,14 +200,14 @@ fn steps(
         ));
     }
     out.push(step(
-        "stop",
+        SiteOp::Stop,
         format!(
             "at {from}, groups in reverse order: {}",
             stops.join(", then ")
         ),
     ));
     out.push(step(
-        "final_point",
+        SiteOp::FinalPoint,
         format!(
             "{} point of {} (consistency groups as one instant)",
             if direction == Direction::Failback {
@@ -227,20 +262,20 @@ fn steps(
             parts.push(format!("after: {}", names(&g.after)));
         }
         out.push(step(
-            "group",
+            SiteOp::Group,
             format!("group {}: {}", g.name, parts.join("; ")),
         ));
     }
     match direction {
         Direction::Failover => {
-            out.push(step("commit", "make the failover final".into()));
+            out.push(step(SiteOp::Commit, "make the failover final".into()));
             out.push(step(
-                "reprotect",
+                SiteOp::Reprotect,
                 format!("protect {} from {to} back toward {from} (first reverse point: changed blocks only)", machines.join(", ")),
             ));
         }
         Direction::Failback => out.push(step(
-            "clear",
+            SiteOp::Clear,
             format!("forget the failover: forward protection of {} resumes from {to} without a full resync", machines.join(", ")),
         )),
     }

@@ -56,7 +56,7 @@ pub fn probe_once(
             match command::run(command, cwd, env, timeout, Some(cancel)) {
                 Err(e) => CheckOutcome {
                     passed: false,
-                    detail: e,
+                    detail: e.to_string(),
                 },
                 Ok(f) if !f.success() => CheckOutcome {
                     passed: false,

@@ -48,6 +48,36 @@ pub fn tail(s: &str, max: usize) -> String {
     format!("...{}", &s[start..])
 }
 
+/// Why a command did not finish on its own.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("the command is empty")]
+    Empty,
+    #[error("cannot start {}: {source}", program.display())]
+    CannotStart {
+        program: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    /// Killed at its timeout, or (`cancelled`) by an interrupt: `how` says
+    /// what was killed; `output` is the tail of what it wrote.
+    #[error(
+        "{}{how}{}{output}",
+        // Callers and reports know the word "interrupted".
+        if *cancelled { "interrupted (" } else { "" },
+        match (*cancelled, output.is_empty()) {
+            (true, true) => ")",
+            (true, false) => "); its output ended with: ",
+            (false, true) => "",
+            (false, false) => "; its output ended with: ",
+        }
+    )]
+    Stopped {
+        cancelled: bool,
+        how: String,
+        output: String,
+    },
+}
+
 /// Run `argv` in `cwd` with an explicit environment (the child base of
 /// [`standby_provider_core::command::base_env`] plus `env`) through the one
 /// command runner: its own process group, killed whole when the time is up
@@ -60,9 +90,9 @@ pub fn run(
     env: &[(String, String)],
     timeout: Duration,
     cancel: Option<&Cancel>,
-) -> Result<Finished, String> {
+) -> Result<Finished, CommandError> {
     let Some(argv0) = argv.first() else {
-        return Err("the command is empty".into());
+        return Err(CommandError::Empty);
     };
     let program = runner::program(argv0, cwd);
     let mut cmd = Command::new(&program);
@@ -72,7 +102,10 @@ pub fn run(
     let f = runner::run_until(cmd, None, timeout, &|| {
         cancel.is_some_and(|c| c.is_cancelled())
     })
-    .map_err(|e| format!("cannot start {}: {e}", program.display()))?;
+    .map_err(|source| CommandError::CannotStart {
+        program: program.clone(),
+        source,
+    })?;
     let done = Finished {
         code: f.status.and_then(|s| s.code()),
         stdout: String::from_utf8_lossy(&f.stdout).into_owned(),
@@ -80,16 +113,10 @@ pub fn run(
     };
     if f.status.is_none() {
         let out = tail(&format!("{}{}", done.stdout, done.stderr), 400);
-        let why = if f.cancelled {
-            // Callers and reports know this word.
-            format!("interrupted ({})", f.exit_text())
-        } else {
-            f.exit_text()
-        };
-        return Err(if out.is_empty() {
-            why
-        } else {
-            format!("{why}; its output ended with: {out}")
+        return Err(CommandError::Stopped {
+            cancelled: f.cancelled,
+            how: f.exit_text(),
+            output: out,
         });
     }
     Ok(done)

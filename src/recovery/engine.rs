@@ -1,44 +1,38 @@
-//! The engine of one run: groups in dependency order, one at a time; the
-//! machines of a group in parallel (threads: provider and vault calls
-//! block); `before` steps, then per machine restore -> boot -> checks, then
-//! `after` steps. Every action is timed into the [`Timeline`] and every
-//! machine's placement written to the state as soon as it is known.
+//! The engine of one run, what failover and failback share: groups through
+//! the generic walker (`exec::walk`), each once the groups it depends on are
+//! done, independent groups at the same time; in a group its `before` steps
+//! (`steps.rs`), its machines in parallel threads (provider and vault calls
+//! block; `machine.rs`: disks by the run's [`Way`], boot, checks), then its
+//! `after` steps. Every action is timed into the [`Timeline`], reported to
+//! the run's [`Sink`], and every machine's placement written to the state
+//! as soon as it is known.
 
-use super::checks;
+use super::approval::Approver;
 use super::command;
+use super::events::{Event, Sink, What};
 use super::points::Chosen;
 use super::providers;
-use super::record::Recorder;
+use super::record::{Recorder, Refusal};
 use super::timeline::{EntryKind, Outcome, Subject, Timeline};
-use crate::exec::Cancel;
-use crate::model::{Address, Config, Group, Machine, RecoveryPlan, Step, StepAction};
-use crate::replication::{self, Progress};
-use crate::state::{Approval, MachineRun, MachineStatus, PointUsed, RunKind};
+use crate::exec::{Cancel, StepError};
+use crate::model::{Address, Config, Group, Machine, RecoveryPlan, StepWhen};
+
+use crate::state::{MachineRun, RunKind, RunRecord};
 use crate::vault::Vault;
-use standby_provider_core::{DiskSpec, MachineSpec, Mode, Run, SiteProvider};
+use crate::vault::manifest::Manifest;
+use petgraph::graph::{DiGraph, NodeIndex};
+use standby_provider_core::{MachineSpec, Mode, Run, SiteProvider};
 use std::collections::BTreeMap;
-use std::io::{BufRead, IsTerminal, Write};
+use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 /// Test-only: a shell command run (`sh -c`, with the machine's environment)
 /// after a machine's disks are restored and before it boots. Tests corrupt
 /// a replica through it; never set it in production.
 pub const TEST_HOOK_ENV: &str = "STANDBY_TEST_AFTER_MATERIALIZE";
 
-/// How manual steps get their approval.
-#[derive(Debug, Clone, Default)]
-pub struct Approvals {
-    /// Stdin is a terminal: ask for `yes` there (and accept `standby approve`).
-    pub interactive: bool,
-    /// Not on a terminal: wait for `standby approve` instead of failing.
-    pub wait: bool,
-    /// Steps approved in advance (`--approve STEP` or `GROUP.STEP`).
-    pub given: Vec<String>,
-}
-
-pub struct Engine<'a> {
+pub(crate) struct Engine<'a> {
     pub cfg: &'a Config,
     pub root: PathBuf,
     pub plan: &'a RecoveryPlan,
@@ -47,21 +41,20 @@ pub struct Engine<'a> {
     pub mode: Mode,
     pub recorder: Recorder,
     pub cancel: Cancel,
-    pub approvals: Approvals,
+    pub approver: &'a dyn Approver,
     pub timeline: Timeline,
     pub vaults: BTreeMap<Address, Vault>,
     pub points: BTreeMap<Address, Chosen>,
-    /// A failback (see `failback`): machines go to their own site, whose
-    /// existing disks get only the blocks that differ (`restore_onto`), and
-    /// placements are recorded in the run's `failback` progress.
-    pub failback: bool,
+    /// The direction: [`super::failover::Failover`] or
+    /// [`super::failback::Failback`].
+    pub way: &'a dyn Way,
+    pub sink: &'a dyn Sink,
     providers: BTreeMap<Address, Box<dyn SiteProvider>>,
     failures: Mutex<Vec<String>>,
-    print: Mutex<()>,
 }
 
 /// Run a machine's `shutdown` command with the environment of its disks.
-pub fn run_shutdown(
+fn run_shutdown(
     sd: &crate::model::Shutdown,
     root: &std::path::Path,
     spec: &MachineSpec,
@@ -84,8 +77,10 @@ impl<'a> Engine<'a> {
         kind: RunKind,
         recorder: Recorder,
         cancel: Cancel,
-        approvals: Approvals,
+        approver: &'a dyn Approver,
         timeline: Timeline,
+        sink: &'a dyn Sink,
+        way: &'a dyn Way,
     ) -> Engine<'a> {
         Engine {
             cfg,
@@ -100,26 +95,27 @@ impl<'a> Engine<'a> {
             },
             recorder,
             cancel,
-            approvals,
+            approver,
             timeline,
             vaults: BTreeMap::new(),
             points: BTreeMap::new(),
-            failback: false,
+            way,
+            sink,
             providers: BTreeMap::new(),
             failures: Mutex::new(Vec::new()),
-            print: Mutex::new(()),
         }
     }
 
-    /// A progress line on stdout.
-    pub fn say(&self, line: impl AsRef<str>) {
-        let _g = self.print.lock().unwrap_or_else(|p| p.into_inner());
-        println!("[{:>6.1}s] {}", self.timeline.now(), line.as_ref());
-        let _ = std::io::stdout().flush();
+    /// Report progress to the sink, stamped with the run's clock.
+    pub fn emit(&self, what: What) {
+        self.sink.event(&Event {
+            seconds: self.timeline.now(),
+            what,
+        });
     }
 
     pub fn fail(&self, what: String) {
-        self.say(format!("FAILED {what}"));
+        self.emit(What::Failed { what: what.clone() });
         if let Ok(mut v) = self.failures.lock() {
             v.push(what);
         }
@@ -134,16 +130,24 @@ impl<'a> Engine<'a> {
     }
 
     /// The provider of `site`, created on first use.
-    fn provider(&mut self, site: &Address) -> Result<(), String> {
+    pub(super) fn open_provider(&mut self, site: &Address) -> Result<(), String> {
         if !self.providers.contains_key(site) {
-            let p = providers::for_site(self.cfg, &self.root, site)?;
+            let p = providers::for_site(self.cfg, &self.root, site).map_err(|e| e.to_string())?;
             self.providers.insert(site.clone(), p);
         }
         Ok(())
     }
 
+    /// The provider of `site`, opened before with [`Engine::open_provider`].
+    pub(super) fn site_provider(&self, site: &Address) -> Result<&dyn SiteProvider, String> {
+        self.providers
+            .get(site)
+            .map(|p| p.as_ref())
+            .ok_or_else(|| format!("no provider for {site}"))
+    }
+
     /// Open `vault` once.
-    pub fn vault(&mut self, addr: &Address) -> Result<&Vault, String> {
+    pub(super) fn vault(&mut self, addr: &Address) -> Result<&Vault, String> {
         if !self.vaults.contains_key(addr) {
             let v = self
                 .cfg
@@ -159,155 +163,8 @@ impl<'a> Engine<'a> {
             .ok_or_else(|| format!("{addr} is not open"))
     }
 
-    /// Where `machine` is recovered to: its protection's target site.
-    fn target_site(&self, machine: &Address) -> Option<Address> {
-        if self.failback {
-            return self.cfg.machines.get(machine).map(|m| m.site.clone());
-        }
-        super::points::protection_of(self.cfg, machine).map(|p| p.target.clone())
-    }
-
-    /// Environment of the plan's steps.
-    fn step_env(&self, group: &str) -> Vec<(String, String)> {
-        vec![
-            ("STANDBY_PLAN".into(), self.plan.addr.to_string()),
-            ("STANDBY_GROUP".into(), group.to_string()),
-            ("STANDBY_RUN_ID".into(), self.run_id.clone()),
-            ("STANDBY_MODE".into(), self.mode.as_str().to_string()),
-            ("STANDBY_KIND".into(), self.kind.as_str().to_string()),
-        ]
-    }
-
-    /// Stop the source machines, groups in reverse order: the machine's
-    /// `shutdown` command (if any), then its site provider's `stop`.
-    pub fn stop_sources(&mut self) -> bool {
-        let mut ok = true;
-        for g in order(self.plan).into_iter().rev() {
-            for addr in &g.machines {
-                let Some(m) = self.cfg.machines.get(addr) else {
-                    continue;
-                };
-                if let Err(e) = self.provider(&m.site) {
-                    self.fail(format!("stop {addr}: {e}"));
-                    ok = false;
-                    continue;
-                }
-                let what = Subject::new(EntryKind::Shutdown, addr.to_string())
-                    .group(&g.name)
-                    .machine(&addr.to_string());
-                let r = self
-                    .timeline
-                    .timed(what, || self.stop_source(m), |d| d.clone());
-                match r {
-                    Ok(d) => self.say(format!("{addr}: stopped at {} ({d})", m.site)),
-                    Err(e) => {
-                        self.fail(format!("stop {addr} at {}: {e}", m.site));
-                        ok = false;
-                    }
-                }
-            }
-        }
-        ok
-    }
-
-    fn stop_source(&self, m: &Machine) -> Result<String, String> {
-        let run = providers::run_at(self.cfg, &self.root, &m.site, &self.run_id, Mode::Failover);
-        let mut did = Vec::new();
-        if let Some(sd) = &m.shutdown {
-            let site_root = run.site_root.clone().unwrap_or_else(|| self.root.clone());
-            let spec = MachineSpec {
-                machine: m.addr.to_string(),
-                boot: None,
-                disks: m
-                    .disks
-                    .iter()
-                    .map(|d| (d.name.clone(), site_root.join(&d.path)))
-                    .collect(),
-            };
-            run_shutdown(sd, &self.root, &spec, &run)?;
-            did.push("shutdown command ran");
-        }
-        let p = self
-            .providers
-            .get(&m.site)
-            .ok_or_else(|| format!("no provider for {}", m.site))?;
-        p.stop(&run, &m.addr.to_string())
-            .map_err(|e| e.to_string())?;
-        did.push("provider stopped it");
-        Ok(did.join(", "))
-    }
-
-    /// Take one final point of every protection of the plan (consistency
-    /// groups together, crash-consistent: the machines are stopped).
-    pub fn final_points(&mut self) -> Result<BTreeMap<Address, Chosen>, String> {
-        let mut prots = Vec::new();
-        for g in &self.plan.groups {
-            for m in &g.machines {
-                let p = super::points::protection_of(self.cfg, m)
-                    .ok_or_else(|| format!("{m} has no protection"))?;
-                prots.push(p.addr.clone());
-            }
-        }
-        let batches = replication::batches(self.cfg, &prots).map_err(|e| e.to_string())?;
-        let mut opts = replication::Options::new(self.root.join(".standby").join("cache"));
-        // The machines run at their protection's target from these points on.
-        for b in &batches {
-            for (a, t) in b.protections.iter().zip(&b.targets) {
-                if let Some(p) = self.cfg.protections.get(a) {
-                    opts.moves_to
-                        .insert(t.machine.clone(), p.target.to_string());
-                }
-            }
-        }
-        let mut out = BTreeMap::new();
-        for b in batches {
-            let start = self.timeline.now();
-            let targets: Vec<_> = b
-                .targets
-                .iter()
-                .cloned()
-                .map(|mut t| {
-                    t.app = false;
-                    t
-                })
-                .collect();
-            let vault = self.vault(&b.vault)?;
-            let r = replication::take_points(vault, &targets, &opts, &Progress::default());
-            let what = Subject::new(EntryKind::FinalPoint, b.label.clone());
-            match r {
-                Ok(made) => {
-                    self.timeline.record(
-                        what,
-                        start,
-                        Outcome::Passed,
-                        crate::human::count(made.len(), "point"),
-                    );
-                    for (prot, m) in b.protections.iter().zip(made) {
-                        self.say(format!("{prot}: final point {}", m.id.short()));
-                        let machine = self
-                            .cfg
-                            .protections
-                            .get(prot)
-                            .map(|p| p.machine.clone())
-                            .ok_or_else(|| format!("no {prot}"))?;
-                        out.insert(
-                            machine,
-                            Chosen {
-                                vault: b.vault.clone(),
-                                protection: prot.clone(),
-                                point: m,
-                            },
-                        );
-                    }
-                }
-                Err(e) => {
-                    self.timeline
-                        .record(what, start, Outcome::Failed, e.to_string());
-                    return Err(format!("final point of {}: {e}", b.label));
-                }
-            }
-        }
-        Ok(out)
+    pub(super) fn target_site(&self, machine: &Address) -> Option<Address> {
+        self.way.target_site(self.cfg, machine)
     }
 
     /// Prepare each target site, then run the groups. True when everything passed.
@@ -323,7 +180,7 @@ impl<'a> Engine<'a> {
             }
         }
         for s in &sites {
-            if let Err(e) = self.provider(s) {
+            if let Err(e) = self.open_provider(s) {
                 self.fail(format!("{s}: {e}"));
                 return false;
             }
@@ -341,20 +198,44 @@ impl<'a> Engine<'a> {
                 return false;
             }
         }
-        let mut failed: Option<String> = None;
-        for g in order(self.plan) {
-            if failed.is_none() && self.cancel.is_cancelled() {
-                failed = Some("the run was interrupted".into());
-            }
-            if let Some(why) = &failed {
-                self.skip_group(g, why);
-                continue;
-            }
-            if !self.group(g) {
-                failed = Some(format!("group {} failed", g.name));
+        self.walk_groups()
+    }
+
+    /// Run the groups through the generic walker: a group starts once the
+    /// groups it depends on are done, independent groups at the same time
+    /// (each on its own thread: provider and vault calls block). A failed
+    /// group skips its dependants; after an interrupt no group starts.
+    fn walk_groups(&self) -> bool {
+        let graph = group_graph(self.plan);
+        let skips = SkipGroups { engine: self };
+        let report = std::thread::scope(|scope| {
+            let walk =
+                crate::exec::walk(&graph, graph.node_count(), &self.cancel, &skips, |i, _| {
+                    let g = &self.plan.groups[i.index()];
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    scope.spawn(move || {
+                        // A panic fails the group (a bug), not the whole run.
+                        let ok = std::panic::catch_unwind(AssertUnwindSafe(|| self.group(g)))
+                            .unwrap_or(false);
+                        let _ = tx.send(ok);
+                    });
+                    let name = g.name.clone();
+                    async move {
+                        match rx.await {
+                            Ok(true) => Ok(String::new()),
+                            _ => Err(StepError::Failed(name)),
+                        }
+                    }
+                });
+            block_on(walk)
+        });
+        match report {
+            Ok(r) => r.all_done(),
+            Err(e) => {
+                self.fail(format!("cannot start the async runtime: {e}"));
+                false
             }
         }
-        failed.is_none()
     }
 
     fn skip_group(&self, g: &Group, why: &str) {
@@ -383,12 +264,17 @@ impl<'a> Engine<'a> {
             );
         }
         tl.skipped(Subject::new(EntryKind::Group, &g.name).group(&g.name), why);
-        self.say(format!("group {}: skipped ({why})", g.name));
+        self.emit(What::GroupSkipped {
+            group: g.name.clone(),
+            why: why.to_string(),
+        });
     }
 
     fn group(&self, g: &Group) -> bool {
         let start = self.timeline.now();
-        self.say(format!("group {}: started", g.name));
+        self.emit(What::GroupStarted {
+            group: g.name.clone(),
+        });
         let (before, after) = (self.directed(&g.before), self.directed(&g.after));
         let mut ok = self.steps(g, &before, "before");
         if ok {
@@ -428,520 +314,170 @@ impl<'a> Engine<'a> {
             outcome,
             "",
         );
-        self.say(format!(
-            "group {}: {}",
-            g.name,
-            if ok { "done" } else { "FAILED" }
-        ));
+        self.emit(What::GroupFinished {
+            group: g.name.clone(),
+            passed: ok,
+        });
         ok
     }
+}
 
-    /// Run `steps` in order; stop at the first failure (the rest are skipped).
-    /// The steps this run's direction carries out (`when` on each step):
-    /// a failback skips failover-only steps and the other way round.
-    fn directed(&self, steps: &[Step]) -> Vec<Step> {
-        steps
-            .iter()
-            .filter(|s| s.when.runs_in(self.failback))
-            .cloned()
-            .collect()
-    }
+impl Engine<'_> {}
 
-    fn steps(&self, g: &Group, steps: &[Step], when: &str) -> bool {
-        for (i, s) in steps.iter().enumerate() {
-            let subj = Subject::new(EntryKind::Step, &s.name).group(&g.name);
-            if self.cancel.is_cancelled() {
-                for rest in &steps[i..] {
-                    let subj = Subject::new(EntryKind::Step, &rest.name).group(&g.name);
-                    self.timeline.skipped(subj, "the run was interrupted");
-                }
-                return false;
-            }
-            self.say(format!("group {} {when} step {}: started", g.name, s.name));
-            let r = self.timeline.timed(subj, || self.step(g, s), |d| d.clone());
-            match r {
-                Ok(d) => self.say(format!("group {} step {}: done {d}", g.name, s.name)),
-                Err(e) => {
-                    self.fail(format!("step {}.{}: {e}", g.name, s.name));
-                    for rest in &steps[i + 1..] {
-                        let subj = Subject::new(EntryKind::Step, &rest.name).group(&g.name);
-                        self.timeline
-                            .skipped(subj, format!("step {} failed", s.name));
-                    }
-                    return false;
-                }
-            }
-        }
-        true
-    }
-
-    fn step(&self, g: &Group, s: &Step) -> Result<String, String> {
-        let env = self.step_env(&g.name);
-        match &s.action {
-            StepAction::Script { command: argv } => {
-                let f = command::run(
-                    argv,
-                    &self.root,
-                    &env,
-                    s.timeout.to_std(),
-                    Some(&self.cancel),
-                )?;
-                if f.success() {
-                    Ok(f.describe())
-                } else {
-                    Err(f.describe())
-                }
-            }
-            StepAction::Check(probe) => {
-                let o =
-                    checks::probe_once(probe, s.timeout.to_std(), &self.root, &env, &self.cancel);
-                if o.passed {
-                    Ok(o.detail)
-                } else {
-                    Err(o.detail)
-                }
-            }
-            StepAction::Manual { instructions } => self.manual(g, s, instructions),
-        }
-    }
-
-    /// A manual step: print the instructions, then wait for an approval
-    /// (given in advance, typed on the terminal, or `standby approve`).
-    fn manual(&self, g: &Group, s: &Step, instructions: &str) -> Result<String, String> {
-        let key = format!("{}.{}", g.name, s.name);
-        self.say(format!("MANUAL STEP {key}: {instructions}"));
-        let given = self
-            .approvals
-            .given
-            .iter()
-            .any(|a| a == &s.name || a == &key);
-        if given {
-            self.approve(&key, "--approve")?;
-            return Ok("approved in advance (--approve)".into());
-        }
-        if self.approved(g, s) {
-            return Ok("approved with standby approve".into());
-        }
-        if !self.approvals.interactive && !self.approvals.wait {
-            return Err(format!(
-                "manual step {key} needs an approval and this run cannot ask for one (stdin is not a terminal); run again with --approve {} after doing it, or with --wait-for-approval and approve it from another shell with `standby approve {} {}`",
-                s.name,
-                self.plan.addr.instance_name(),
-                s.name
-            ));
-        }
-        self.set_waiting(Some(key.clone()));
-        let r = self.wait_for_approval(g, s, &key);
-        self.set_waiting(None);
-        r
-    }
-
-    fn wait_for_approval(&self, g: &Group, s: &Step, key: &str) -> Result<String, String> {
-        let answers = if self.approvals.interactive && std::io::stdin().is_terminal() {
-            self.say(format!(
-                "type yes when done (or run `standby approve {} {}` elsewhere):",
-                self.plan.addr.instance_name(),
-                s.name
-            ));
-            let (tx, rx) = std::sync::mpsc::channel();
-            std::thread::spawn(move || {
-                let mut line = String::new();
-                let _ = std::io::stdin().lock().read_line(&mut line);
-                let _ = tx.send(line.trim().to_string());
-            });
-            Some(rx)
-        } else {
-            self.say(format!(
-                "waiting for `standby approve {} {}` (up to {})",
-                self.plan.addr.instance_name(),
-                s.name,
-                s.timeout
-            ));
-            None
-        };
-        let deadline = Instant::now() + s.timeout.to_std();
-        loop {
-            if self.approved(g, s) {
-                return Ok("approved with standby approve".into());
-            }
-            if let Some(rx) = &answers
-                && let Ok(a) = rx.try_recv()
-            {
-                if a == "yes" {
-                    self.approve(key, "terminal")?;
-                    return Ok("approved on the terminal".into());
-                }
-                return Err(format!("not approved (answered {a:?})"));
-            }
-            if self.cancel.is_cancelled() {
-                return Err("interrupted while waiting for approval".into());
-            }
-            if Instant::now() >= deadline {
-                return Err(format!("not approved within {}", s.timeout));
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    fn approved(&self, g: &Group, s: &Step) -> bool {
-        match self.recorder.read() {
-            Ok(Some(doc)) => doc
-                .runs
-                .iter()
-                .any(|r| r.run_id == self.run_id && r.approved(&g.name, &s.name)),
-            _ => false,
-        }
-    }
-
-    fn approve(&self, key: &str, by: &str) -> Result<(), String> {
-        let id = self.run_id.clone();
-        self.recorder
-            .update(|doc| {
-                let r = doc
-                    .run_mut(&id)
-                    .ok_or("the run is no longer in the state")?;
-                r.approvals.push(Approval {
-                    step: key.to_string(),
-                    at: time::OffsetDateTime::now_utc(),
-                    by: by.to_string(),
-                });
-                Ok(())
-            })
-            .map_err(|e| e.to_string())
-    }
-
-    fn set_waiting(&self, step: Option<String>) {
-        let id = self.run_id.clone();
-        let r = self.recorder.update(|doc| {
-            let r = doc
-                .run_mut(&id)
-                .ok_or("the run is no longer in the state")?;
-            r.waiting_for = step;
-            Ok(())
-        });
-        if let Err(e) = r {
-            tracing::warn!("cannot record the wait in the state: {e}");
-        }
-    }
-
-    /// Record where `machine` is now.
-    fn place(&self, machine: &Address, entry: MachineRun) {
-        let id = self.run_id.clone();
-        let failback = self.failback;
-        let r = self.recorder.update(|doc| {
-            let r = doc
-                .run_mut(&id)
-                .ok_or("the run is no longer in the state")?;
-            if failback {
-                let f = r
-                    .failback
-                    .as_mut()
-                    .ok_or("the failback is no longer in the state")?;
-                f.machines.insert(machine.to_string(), entry);
-            } else {
-                r.machines.insert(machine.to_string(), entry);
-            }
-            Ok(())
-        });
-        if let Err(e) = r {
-            self.fail(format!("record {machine} in the state: {e}"));
-        }
-    }
-
-    /// One machine: restore its disks, boot it, run its checks.
-    fn machine(&self, g: &Group, addr: &Address) -> bool {
-        let start = self.timeline.now();
-        let subj = Subject::new(EntryKind::Machine, addr.to_string())
-            .group(&g.name)
-            .machine(&addr.to_string());
-        let r = self.machine_inner(g, addr);
-        match &r {
-            Ok(()) => {
-                self.timeline.record(subj, start, Outcome::Passed, "");
-                self.say(format!("{addr}: up, every check passed"));
-            }
-            Err(e) => {
-                self.timeline
-                    .record(subj, start, Outcome::Failed, e.clone());
-                self.fail(format!("{addr}: {e}"));
-            }
-        }
-        r.is_ok()
-    }
-
-    fn machine_inner(&self, g: &Group, addr: &Address) -> Result<(), String> {
-        let m = self
-            .cfg
-            .machines
-            .get(addr)
-            .ok_or_else(|| format!("no {addr} in the configuration"))?;
-        let chosen = self
-            .points
-            .get(addr)
-            .ok_or_else(|| "no point was chosen for it".to_string())?;
-        let site = self
-            .target_site(addr)
-            .ok_or_else(|| "it has no protection".to_string())?;
-        let provider = self
-            .providers
-            .get(&site)
-            .ok_or_else(|| format!("no provider for {site}"))?;
-        let vault = self
-            .vaults
-            .get(&chosen.vault)
-            .ok_or_else(|| format!("{} is not open", chosen.vault))?;
-        let run = self.run_at(&site);
-        let p = &chosen.point;
-        let from_site = match (self.failback, super::points::protection_of(self.cfg, addr)) {
-            (true, Some(p)) => p.target.to_string(),
-            _ => m.site.to_string(),
-        };
-        let mut placed = MachineRun {
-            from_site,
-            site: site.to_string(),
-            status: MachineStatus::Starting,
-            point: Some(PointUsed {
-                vault: chosen.vault.to_string(),
-                id: p.id.hex(),
-                created: p.created.clone(),
-                consistency: p.consistency.to_string(),
-                group: p.group.clone(),
-            }),
-            disks: BTreeMap::new(),
-            error: None,
-        };
-        self.place(addr, placed.clone());
-        let name = addr.to_string();
-        let result = (|| {
-            let mut disks = BTreeMap::new();
-            for d in &m.disks {
-                if self.cancel.is_cancelled() {
-                    return Err("interrupted".to_string());
-                }
-                let size = p
-                    .disks
-                    .get(&d.name)
-                    .map(|x| x.size)
-                    .ok_or_else(|| format!("point {} has no disk {}", p.id.short(), d.name))?;
-                let spec = DiskSpec {
-                    name: d.name.clone(),
-                    size,
-                    path: d.path.clone(),
-                };
-                let subj = Subject::new(EntryKind::Restore, &d.name)
-                    .group(&g.name)
-                    .machine(&name);
-                if self.failback {
-                    let target = self.home_disk(&run, &d.path);
-                    let r = self.timeline.timed(
-                        subj,
-                        || {
-                            replication::restore_onto(
-                                vault,
-                                p,
-                                &d.name,
-                                &target,
-                                &self.root.join(".standby").join("cache"),
-                                &Progress::default(),
-                            )
-                            .map_err(|e| format!("write changed blocks onto disk {}: {e}", d.name))
-                        },
-                        |r| {
-                            if r.full {
-                                format!("missing: restored in full, {} written", mib(r.written))
-                            } else {
-                                format!(
-                                    "{} compared, {} of changed blocks written",
-                                    mib(r.compared),
-                                    mib(r.written)
-                                )
-                            }
-                        },
-                    )?;
-                    // The exact count too when the size for people rounds.
-                    let exact = if r.written >= 1024 {
-                        format!("{} bytes, ", r.written)
-                    } else {
-                        String::new()
-                    };
-                    self.say(format!(
-                        "{name}: disk {} at {}: {}",
-                        d.name,
-                        target.display(),
-                        if r.full {
-                            format!(
-                                "missing, restored in full: {} written ({exact}the whole disk)",
-                                mib(r.written)
-                            )
-                        } else {
-                            format!(
-                                "{} of {} written ({exact}changed blocks only)",
-                                mib(r.written),
-                                mib(r.size)
-                            )
-                        }
-                    ));
-                    disks.insert(d.name.clone(), target.clone());
-                    placed
-                        .disks
-                        .insert(d.name.clone(), target.display().to_string());
-                    continue;
-                }
-                let target = self.timeline.timed(
-                    subj,
-                    || {
-                        let target = provider
-                            .disk_target(&run, &name, &spec)
-                            .map_err(|e| e.to_string())?;
-                        let r = replication::restore_disk(
-                            vault,
-                            p,
-                            &d.name,
-                            &target,
-                            &Progress::default(),
-                        )
-                        .map_err(|e| format!("restore disk {}: {e}", d.name))?;
-                        Ok((target, r))
-                    },
-                    |(_, r)| format!("{} disk, {} of data written", mib(r.size), mib(r.data)),
-                )?;
-                disks.insert(d.name.clone(), target.0.clone());
-                placed
-                    .disks
-                    .insert(d.name.clone(), target.0.display().to_string());
-            }
-            self.say(format!(
-                "{name}: disks restored from point {} ({}, {})",
-                p.id.short(),
-                crate::human::time_str(&p.created),
-                p.consistency
-            ));
-            self.place(addr, placed.clone());
-            let spec = MachineSpec {
-                machine: name.clone(),
-                boot: m.boot.as_ref().map(|b| b.command.clone()),
-                disks,
-            };
-            if let Ok(hook) = std::env::var(TEST_HOOK_ENV)
-                && !hook.is_empty()
-            {
-                let argv = vec!["sh".to_string(), "-c".to_string(), hook];
-                let f = command::run(
-                    &argv,
-                    &self.root,
-                    &spec.env(&run),
-                    Duration::from_secs(60),
-                    None,
-                )?;
-                if !f.success() {
-                    return Err(format!("{TEST_HOOK_ENV} hook: {}", f.describe()));
-                }
-            }
-            if self.cancel.is_cancelled() {
-                return Err("interrupted".to_string());
-            }
-            let timeout = m
-                .boot
-                .as_ref()
-                .map_or(Duration::from_secs(300), |b| b.timeout.to_std());
-            let subj = Subject::new(EntryKind::Boot, &name)
-                .group(&g.name)
-                .machine(&name);
-            self.timeline.timed(
-                subj,
-                || {
-                    provider
-                        .start(&run, &spec, timeout)
-                        .map_err(|e| e.to_string())
-                },
-                |_| String::new(),
-            )?;
-            self.say(format!("{name}: started at {site}"));
-            let mut failed = Vec::new();
-            for c in &m.checks {
-                let subj = Subject::new(EntryKind::Check, &c.name)
-                    .group(&g.name)
-                    .machine(&name);
-                if self.cancel.is_cancelled() {
-                    self.timeline.skipped(subj, "interrupted");
-                    failed.push(format!("{} (interrupted)", c.name));
-                    continue;
-                }
-                let start = self.timeline.now();
-                let o = checks::machine_check(provider.as_ref(), &run, &spec, c, &self.cancel);
-                let outcome = if o.passed {
-                    Outcome::Passed
-                } else {
-                    Outcome::Failed
-                };
-                self.timeline.record(subj, start, outcome, o.detail.clone());
-                if o.passed {
-                    self.say(format!("{name}: check {} passed", c.name));
-                } else {
-                    self.say(format!("{name}: check {} FAILED: {}", c.name, o.detail));
-                    failed.push(format!("{}: {}", c.name, o.detail));
-                }
-            }
-            if failed.is_empty() {
-                Ok(())
-            } else {
-                Err(format!("check {}", failed.join("; check ")))
-            }
-        })();
-        placed.status = if result.is_ok() {
-            MachineStatus::Running
-        } else {
-            MachineStatus::Failed
-        };
-        placed.error = result.as_ref().err().cloned();
-        self.place(addr, placed);
-        result
-    }
+/// Where a machine to stop runs: its site and its disks there.
+pub(crate) struct Running {
+    pub site: String,
+    pub disks: BTreeMap<String, PathBuf>,
 }
 
 impl Engine<'_> {
-    /// A machine's disk at its own site: the site root (or the configuration
-    /// directory) joined with the disk's path. Not the provider's
-    /// `disk_target`, which makes a fresh, empty file.
-    fn home_disk(&self, run: &Run, path: &std::path::Path) -> PathBuf {
-        run.site_root
-            .clone()
-            .unwrap_or_else(|| self.root.clone())
-            .join(path)
-    }
-}
-
-/// `12.5 MiB`, `412.0 KiB`: the one size style (`crate::human::size`).
-fn mib(bytes: u64) -> String {
-    crate::human::size(bytes)
-}
-
-/// The plan's groups in dependency order (declaration order among equals).
-pub fn order(plan: &RecoveryPlan) -> Vec<&Group> {
-    let mut done: Vec<&str> = Vec::new();
-    let mut out = Vec::new();
-    while out.len() < plan.groups.len() {
-        let next = plan.groups.iter().find(|g| {
-            !done.contains(&g.name.as_str())
-                && g.depends_on.iter().all(|d| done.contains(&d.as_str()))
-        });
-        match next {
-            Some(g) => {
-                done.push(&g.name);
-                out.push(g);
-            }
-            // A cycle (config rejects these): keep the rest in declaration order.
-            None => {
-                for g in &plan.groups {
-                    if !done.contains(&g.name.as_str()) {
-                        done.push(&g.name);
-                        out.push(g);
+    /// Stop machines where they run, groups in reverse order, as planned
+    /// failover (the sources) and failback (the replicas) both do: the
+    /// machine's `shutdown` command with its disks there (if it has one),
+    /// then its site provider's `stop`, timed as its `shutdown`. `locate`
+    /// says where a machine runs (`None`: nowhere, skipped); `stopped`
+    /// makes the event of a stopped one; a failure reads
+    /// `{verb} MACHINE at SITE: why`. True when every one stopped.
+    pub(crate) fn stop_machines(
+        &self,
+        locate: impl Fn(&Machine) -> Option<Running>,
+        verb: &str,
+        stopped: impl Fn(String, String, String) -> What,
+    ) -> bool {
+        let mut ok = true;
+        for g in self.plan.groups_in_order().into_iter().rev() {
+            for addr in &g.machines {
+                let Some(m) = self.cfg.machines.get(addr) else {
+                    continue;
+                };
+                let Some(at) = locate(m) else {
+                    continue;
+                };
+                let what = Subject::new(EntryKind::Shutdown, addr.to_string())
+                    .group(&g.name)
+                    .machine(&addr.to_string());
+                let r = self
+                    .timeline
+                    .timed(what, || self.stop_one(m, &at), |d| d.clone());
+                match r {
+                    Ok(detail) => self.emit(stopped(addr.to_string(), at.site.clone(), detail)),
+                    Err(e) => {
+                        self.fail(format!("{verb} {addr} at {}: {e}", at.site));
+                        ok = false;
                     }
                 }
             }
         }
+        ok
     }
-    out
+
+    /// One machine of [`Engine::stop_machines`]; says what was done.
+    fn stop_one(&self, m: &Machine, at: &Running) -> Result<String, String> {
+        let site: Address = at.site.parse().map_err(|e| format!("{e}"))?;
+        let run = self.run_at(&site);
+        let mut did = Vec::new();
+        if let Some(sd) = &m.shutdown {
+            let spec = MachineSpec {
+                machine: m.addr.to_string(),
+                boot: None,
+                disks: at.disks.clone(),
+            };
+            run_shutdown(sd, &self.root, &spec, &run)?;
+            did.push("shutdown command ran");
+        }
+        let p = providers::for_site(self.cfg, &self.root, &site).map_err(|e| e.to_string())?;
+        p.stop(&run, &m.addr.to_string())
+            .map_err(|e| e.to_string())?;
+        did.push("provider stopped it");
+        Ok(did.join(", "))
+    }
+}
+
+/// What differs between the two directions a run goes: failover (to the
+/// protection's target, fresh disks from the point) and failback (home,
+/// only the blocks that differ written onto the existing disks). The rest
+/// of a run (groups, steps, approvals, boot, checks) is shared.
+pub(crate) trait Way: Sync {
+    /// The steps this direction carries out besides `always` ones.
+    fn steps(&self) -> StepWhen;
+    /// Where `machine` is recovered to.
+    fn target_site(&self, cfg: &Config, machine: &Address) -> Option<Address>;
+    /// Where `m` comes from, as its placement records it.
+    fn origin(&self, cfg: &Config, m: &Machine) -> String;
+    /// Bring the disks of `land`'s machine to its point (through
+    /// [`Engine::each_disk`]); where each disk is now, by name.
+    fn disks(
+        &self,
+        e: &Engine<'_>,
+        land: &Landing<'_>,
+        placed: &mut MachineRun,
+    ) -> Result<BTreeMap<String, PathBuf>, String>;
+    /// Record `machine`'s placement in the run's record.
+    fn place(
+        &self,
+        run: &mut RunRecord,
+        machine: &Address,
+        entry: MachineRun,
+    ) -> Result<(), Refusal>;
+}
+
+/// One machine being recovered: its group, point, vault, and the provider
+/// and run at the site it goes to.
+pub(crate) struct Landing<'r> {
+    pub group: &'r Group,
+    pub machine: &'r Machine,
+    pub point: &'r Manifest,
+    pub vault: &'r Vault,
+    pub provider: &'r dyn SiteProvider,
+    pub run: &'r Run,
+}
+
+/// Turns the walker's skips into skipped groups: dependants of a failed
+/// group, and groups an interrupt kept from starting.
+struct SkipGroups<'e, 'a> {
+    engine: &'e Engine<'a>,
+}
+
+impl crate::exec::Sink for SkipGroups<'_, '_> {
+    fn event(&self, e: &crate::exec::Event) {
+        let (step, why) = match e {
+            crate::exec::Event::Skipped { step, cause } => (step, format!("group {cause} failed")),
+            crate::exec::Event::NotStarted { step } => (step, "the run was interrupted".into()),
+            _ => return,
+        };
+        if let Some(g) = self.engine.plan.groups.iter().find(|g| &g.name == step) {
+            self.engine.skip_group(g, &why);
+        }
+    }
+}
+
+/// The plan's groups as the walker's graph: node `i` is `plan.groups[i]`
+/// (by name), an edge from a group to each group it depends on.
+pub fn group_graph(plan: &RecoveryPlan) -> DiGraph<String, ()> {
+    let mut graph = DiGraph::new();
+    for g in &plan.groups {
+        graph.add_node(g.name.clone());
+    }
+    for (i, g) in plan.groups.iter().enumerate() {
+        for d in &g.depends_on {
+            if let Some(j) = plan.groups.iter().position(|x| &x.name == d) {
+                graph.add_edge(NodeIndex::new(i), NodeIndex::new(j), ());
+            }
+        }
+    }
+    graph
+}
+
+/// Run `fut` to its end from this (blocking) thread: on the runtime the
+/// command runs in, else on a small one of its own.
+fn block_on<T>(fut: impl std::future::Future<Output = T>) -> std::io::Result<T> {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) => Ok(h.block_on(fut)),
+        Err(_) => Ok(tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(fut)),
+    }
 }
 
 #[cfg(test)]
@@ -972,7 +508,11 @@ mod tests {
             drill: None,
             active_site: None,
         };
-        let names: Vec<&str> = order(&plan).iter().map(|g| g.name.as_str()).collect();
+        let names: Vec<&str> = plan
+            .groups_in_order()
+            .iter()
+            .map(|g| g.name.as_str())
+            .collect();
         assert_eq!(names, ["data", "app", "web", "batch"]);
     }
 }

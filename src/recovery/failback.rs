@@ -1,10 +1,11 @@
 //! Failback: a planned failover from the DR site back to the machines' own
 //! site, after reprotect. Stops the replicas (groups in reverse order, the
 //! machine's `shutdown` command with the DR disks, provider `stop`), takes
-//! the final reverse point of each machine, then runs the plan's groups with
-//! the engine in failback mode: each original disk gets only the blocks
-//! that differ from that point (`restore_onto`), machines start at their own
-//! site, checks and steps run as on failover. Done, the failover run leaves
+//! the final reverse point of each machine, then runs the plan's groups on
+//! the failback path ([`Failback`], the engine's other [`Way`]): each
+//! original disk gets only the blocks that differ from that point
+//! (`restore_onto`), machines start at their own site, checks and steps run
+//! as on failover. Done, the failover run leaves
 //! the state: forward protection resumes from the original disks, whose
 //! change-tracking cache already holds the final point's hashes.
 //!
@@ -12,18 +13,23 @@
 //! after a crash goes on: once final points are recorded the replicas stay
 //! stopped and those points are restored again (idempotent).
 
+use super::approval::Approver;
 use super::command;
-use super::engine::{Approvals, Engine, order};
+use super::engine::{Engine, Landing, Running, Way};
+use super::events::{Sink, What};
 use super::points::Chosen;
 use super::providers;
-use super::record::Recorder;
+use super::record::{Recorder, Refusal};
 use super::reprotect::{committed_failover, reverse_batches, take, used};
 use super::run::{RecoveryError, RunResult, plan_arg};
 use super::timeline::{EntryKind, Outcome, Subject, Timeline};
 use crate::exec::Cancel;
-use crate::model::{Address, Config, RecoveryPlan};
-use crate::state::{Failback, Owner, PointUsed, RunKind, RunRecord};
-use standby_provider_core::MachineSpec;
+use crate::human::size;
+use crate::model::{Address, Config, Machine, RecoveryPlan, StepWhen};
+use crate::replication::{self, Progress};
+use crate::state::{
+    Failback as FailbackProgress, MachineRun, Owner, PointUsed, RunKind, RunRecord,
+};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use time::OffsetDateTime;
@@ -37,9 +43,10 @@ pub const TEST_HOOK_ENV: &str = "STANDBY_TEST_FAILBACK_AFTER_FINAL";
 pub fn failback(
     cfg: &Config,
     plan: &RecoveryPlan,
-    approvals: Approvals,
+    approver: &dyn Approver,
     recorder: &Recorder,
     cancel: &Cancel,
+    sink: &dyn Sink,
 ) -> Result<RunResult, RecoveryError> {
     let name = plan_arg(&plan.addr);
     let _run = super::runlock::acquire(cfg, &plan.addr, recorder.command())?;
@@ -84,7 +91,7 @@ pub fn failback(
                 // Approvals given during the failover are not approvals of
                 // the failback's manual steps.
                 r.approvals.clear();
-                r.failback = Some(Failback {
+                r.failback = Some(FailbackProgress {
                     started_at: started,
                     owner: Some(Owner::me()),
                     final_points: BTreeMap::new(),
@@ -95,7 +102,7 @@ pub fn failback(
         r.waiting_for = None;
         Ok(r.clone())
     })?;
-    let progress = run.failback.clone().unwrap_or(Failback {
+    let progress = run.failback.clone().unwrap_or(FailbackProgress {
         started_at: started,
         owner: None,
         final_points: BTreeMap::new(),
@@ -109,11 +116,15 @@ pub fn failback(
         RunKind::Planned,
         recorder.clone(),
         cancel.clone(),
-        approvals,
+        approver,
         timeline,
+        sink,
+        &Failback,
     );
-    engine.failback = true;
-    engine.say(format!("failback of {} (failover run {run_id})", plan.addr));
+    engine.emit(What::FailbackStarted {
+        plan: plan.addr.to_string(),
+        run_id: run_id.clone(),
+    });
 
     let mut passed = true;
     let final_points = if progress.final_points.is_empty() {
@@ -132,9 +143,7 @@ pub fn failback(
             BTreeMap::new()
         }
     } else {
-        engine.say(
-            "an earlier attempt stopped the replicas and took the final points: going on from them",
-        );
+        engine.emit(What::FailbackResumed);
         progress.final_points.clone()
     };
     if passed {
@@ -159,11 +168,11 @@ pub fn failback(
         }
     }
     for (m, c) in &engine.points {
-        engine.say(format!(
-            "{m}: final reverse point {} ({})",
-            c.point.id.short(),
-            crate::human::time_str(&c.point.created)
-        ));
+        engine.emit(What::FinalReversePointChosen {
+            machine: m.to_string(),
+            point: c.point.id.short(),
+            created: c.point.created.clone(),
+        });
     }
     if passed {
         // A machine an earlier attempt started at home starts afresh.
@@ -218,61 +227,119 @@ pub fn failback(
     ))
 }
 
+/// Failback: home to each machine's own site, onto its existing disks.
+pub struct Failback;
+
+impl Way for Failback {
+    fn steps(&self) -> StepWhen {
+        StepWhen::Failback
+    }
+
+    fn target_site(&self, cfg: &Config, machine: &Address) -> Option<Address> {
+        cfg.machines.get(machine).map(|m| m.site.clone())
+    }
+
+    /// The DR site it ran at since the failover.
+    fn origin(&self, cfg: &Config, m: &Machine) -> String {
+        super::points::protection_of(cfg, &m.addr)
+            .map_or_else(|| m.site.to_string(), |p| p.target.to_string())
+    }
+
+    /// Each disk at home gets only the blocks that differ from the point
+    /// (`restore_onto`); a missing one is restored in full.
+    fn disks(
+        &self,
+        e: &Engine<'_>,
+        land: &Landing<'_>,
+        placed: &mut MachineRun,
+    ) -> Result<BTreeMap<String, PathBuf>, String> {
+        let name = land.machine.addr.to_string();
+        let cache = e.root.join(".standby").join("cache");
+        e.each_disk(land, placed, |d, _, subj| {
+            // The disk at its own site: the site root (or the configuration
+            // directory) joined with its path; not the provider's
+            // `disk_target`, which makes a fresh, empty file.
+            let target = land
+                .run
+                .site_root
+                .clone()
+                .unwrap_or_else(|| e.root.clone())
+                .join(&d.path);
+            let r = e.timeline.timed(
+                subj,
+                || {
+                    replication::restore_onto(
+                        land.vault,
+                        land.point,
+                        &d.name,
+                        &target,
+                        &cache,
+                        &Progress::default(),
+                    )
+                    .map_err(|e| format!("write changed blocks onto disk {}: {e}", d.name))
+                },
+                |r| {
+                    if r.full {
+                        format!("missing: restored in full, {} written", size(r.written))
+                    } else {
+                        format!(
+                            "{} compared, {} of changed blocks written",
+                            size(r.compared),
+                            size(r.written)
+                        )
+                    }
+                },
+            )?;
+            e.emit(What::DiskResynced {
+                machine: name.clone(),
+                disk: d.name.clone(),
+                path: target.display().to_string(),
+                written: r.written,
+                size: r.size,
+                full: r.full,
+            });
+            Ok(target)
+        })
+    }
+
+    fn place(
+        &self,
+        run: &mut RunRecord,
+        machine: &Address,
+        entry: MachineRun,
+    ) -> Result<(), Refusal> {
+        let f = run
+            .failback
+            .as_mut()
+            .ok_or("the failback is no longer in the state")?;
+        f.machines.insert(machine.to_string(), entry);
+        Ok(())
+    }
+}
+
 /// Stop the replicas at the site each runs at, groups in reverse order:
 /// the machine's `shutdown` command (with its disks there), then the site
 /// provider's `stop`. Stopping a stopped replica is no error.
 fn stop_replicas(engine: &Engine<'_>, run: &RunRecord) -> bool {
-    let mut ok = true;
-    for g in order(engine.plan).into_iter().rev() {
-        for addr in &g.machines {
-            let Some(m) = engine.cfg.machines.get(addr) else {
-                continue;
-            };
-            let Some(placed) = run.machines.get(&addr.to_string()) else {
-                continue;
-            };
-            let what = Subject::new(EntryKind::Shutdown, addr.to_string())
-                .group(&g.name)
-                .machine(&addr.to_string());
-            let r = engine.timeline.timed(
-                what,
-                || -> Result<String, String> {
-                    let site: Address = placed.site.parse().map_err(|e| format!("{e}"))?;
-                    let at = engine.run_at(&site);
-                    let mut did = Vec::new();
-                    if let Some(sd) = &m.shutdown {
-                        let spec = MachineSpec {
-                            machine: addr.to_string(),
-                            boot: None,
-                            disks: placed
-                                .disks
-                                .iter()
-                                .map(|(n, p)| (n.clone(), PathBuf::from(p)))
-                                .collect(),
-                        };
-                        super::engine::run_shutdown(sd, &engine.root, &spec, &at)?;
-                        did.push("shutdown command ran");
-                    }
-                    let p = providers::for_site(engine.cfg, &engine.root, &site)?;
-                    p.stop(&at, &addr.to_string()).map_err(|e| e.to_string())?;
-                    did.push("provider stopped it");
-                    Ok(did.join(", "))
-                },
-                |d| d.clone(),
-            );
-            match r {
-                Ok(d) => engine.say(format!("{addr}: replica stopped at {} ({d})", placed.site)),
-                Err(e) => {
-                    engine.fail(format!(
-                        "stop the replica of {addr} at {}: {e}",
-                        placed.site
-                    ));
-                    ok = false;
-                }
-            }
-        }
-    }
-    ok
+    engine.stop_machines(
+        |m| {
+            let placed = run.machines.get(&m.addr.to_string())?;
+            Some(Running {
+                site: placed.site.clone(),
+                disks: placed
+                    .disks
+                    .iter()
+                    .map(|(n, p)| (n.clone(), PathBuf::from(p)))
+                    .collect(),
+            })
+        },
+        "stop the replica of",
+        |machine, site, detail| What::ReplicaStopped {
+            machine,
+            site,
+            detail,
+        },
+    )
 }
 
 /// The final reverse point of every machine (crash-consistent: they are
@@ -300,13 +367,12 @@ fn final_points(
         &engine.cancel,
         |b, made| {
             for m in made {
-                engine.say(format!(
-                    "{}: final reverse point {} stored {} (disks {})",
-                    m.machine,
-                    m.id.short(),
-                    crate::human::size(m.stats.stored),
-                    crate::human::size(m.disks.values().map(|d| d.size).sum::<u64>())
-                ));
+                engine.emit(What::FinalReversePoint {
+                    machine: m.machine.clone(),
+                    point: m.id.short(),
+                    stored: m.stats.stored,
+                    disks: m.disks.values().map(|d| d.size).sum::<u64>(),
+                });
             }
             engine.timeline.record(
                 Subject::new(EntryKind::FinalPoint, b.label.clone()),

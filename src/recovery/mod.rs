@@ -1,12 +1,21 @@
 //! Recovery: failover (test, planned, unplanned), cleanup, commit and
 //! drills of a recovery plan, with RTO/RPO measurement. Choosing points
-//! lives in `points`, the run itself in `engine`, state records in `record`;
-//! the way back in `reprotect` and `failback`.
+//! lives in `points`; what both directions share (groups through the
+//! walker in `engine`, steps and approvals in `steps`, restore -> boot ->
+//! checks in `machine`); the two paths in
+//! `failover` and `failback` (each an `engine::Way`); the operations in
+//! `run`; state records in `record`; progress goes out as `events`,
+//! approvals come in through `approval`; the way back starts with
+//! `reprotect`.
 
+pub mod approval;
 pub mod checks;
 pub mod command;
 pub mod engine;
+pub mod events;
 pub mod failback;
+pub mod failover;
+mod machine;
 pub mod placement;
 pub mod points;
 pub mod providers;
@@ -14,9 +23,12 @@ pub mod record;
 pub mod reprotect;
 pub mod run;
 pub mod runlock;
+mod steps;
 pub mod timeline;
 
-pub use engine::{Approvals, TEST_HOOK_ENV};
+pub use approval::{Approved, Approver, InAdvance, Unattended, WaitForApprove};
+pub use engine::TEST_HOOK_ENV;
+pub use events::{Event, Sink, What};
 pub use points::PointChoice;
 pub use record::Recorder;
 pub use run::{Cleaned, DrillResult, RecoveryError, RunResult};

@@ -94,9 +94,19 @@ pub fn capture_of(cfg: &Config, doc: Option<&StateDoc>, machine: &str) -> Captur
     Capture::Home
 }
 
+/// Why a machine's protection captures nothing now (failed over and not
+/// reprotected, ...): the reason, for logs and `status`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct NotCaptured(pub String);
+
 /// `target` as it should be captured now, or why not: disks redirected to
 /// where a reprotected machine runs, and the site recorded.
-pub fn target_now(cfg: &Config, doc: Option<&StateDoc>, target: &Target) -> Result<Target, String> {
+pub fn target_now(
+    cfg: &Config,
+    doc: Option<&StateDoc>,
+    target: &Target,
+) -> Result<Target, NotCaptured> {
     match capture_of(cfg, doc, &target.machine) {
         Capture::Home => Ok(target.clone()),
         Capture::Away {
@@ -115,7 +125,7 @@ pub fn target_now(cfg: &Config, doc: Option<&StateDoc>, target: &Target) -> Resu
             super::reprotect::with_machine_env(&mut t, &run_id);
             Ok(t)
         }
-        Capture::Skip { reason, .. } => Err(reason),
+        Capture::Skip { reason, .. } => Err(NotCaptured(reason)),
     }
 }
 

@@ -1,9 +1,11 @@
 //! Choosing the recovery point each machine of a plan is restored from:
-//! `latest`, `latest-app`, a point id, or a time. Machines of one
+//! `latest`, `latest-app`, a point id, or a time (the grammar is
+//! `vault::query`'s, shared with `restore` and `points`). Machines of one
 //! consistency group always get points of one instant (taken together).
 
 use crate::model::{Address, Config, RecoveryPlan};
 use crate::vault::manifest::{Consistency, Manifest};
+use crate::vault::query::{NotAPoint, PointQuery};
 use std::collections::BTreeMap;
 use time::OffsetDateTime;
 
@@ -26,24 +28,48 @@ pub enum PointChoice {
     PreferApp,
 }
 
-impl std::str::FromStr for PointChoice {
-    type Err = String;
-    fn from_str(s: &str) -> Result<PointChoice, String> {
-        match s {
-            "latest" => return Ok(PointChoice::Latest),
-            "latest-app" => return Ok(PointChoice::LatestApp),
-            _ => {}
+impl From<PointQuery> for PointChoice {
+    fn from(q: PointQuery) -> PointChoice {
+        match q {
+            PointQuery::Latest => PointChoice::Latest,
+            PointQuery::LatestApp => PointChoice::LatestApp,
+            PointQuery::Id(prefix) => PointChoice::Id(prefix),
+            PointQuery::Time(t) => PointChoice::Time(t),
         }
-        if let Ok(t) = OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339) {
-            return Ok(PointChoice::Time(t));
-        }
-        if s.len() >= 4 && s.chars().all(|c| c.is_ascii_hexdigit()) {
-            return Ok(PointChoice::Id(s.to_ascii_lowercase()));
-        }
-        Err(format!(
-            "{s:?} is not a point: expected latest, latest-app, a point id (at least 4 hex digits, see `standby points`) or an RFC 3339 time such as 2026-11-26T08:00:00Z"
-        ))
     }
+}
+
+/// `--point`: the one point grammar ([`PointQuery`]).
+impl std::str::FromStr for PointChoice {
+    type Err = NotAPoint;
+    fn from_str(s: &str) -> Result<PointChoice, NotAPoint> {
+        s.parse::<PointQuery>().map(PointChoice::from)
+    }
+}
+
+/// Why no point could be chosen.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ChooseError {
+    #[error("no point {prefix} of a machine of {plan} (see `standby points`)")]
+    NoSuchPoint { prefix: String, plan: Address },
+    #[error("point {0} has no valid time")]
+    NoTime(String),
+    #[error("point {prefix} is ambiguous: {}; give more digits", ids.join(", "))]
+    Ambiguous { prefix: String, ids: Vec<String> },
+    /// `what` (a machine or consistency group) has no point that fits:
+    /// `why` says which kind was missing.
+    #[error(
+        "{what} has {why}{} in {vault} (fuzzy points, read while their disks were written, are used only when named by id); run `standby replicate` first, or see `standby points`",
+        if *together { " taken for all its machines together" } else { "" }
+    )]
+    NoneFits {
+        what: String,
+        why: &'static str,
+        together: bool,
+        vault: Address,
+    },
+    #[error("{machine} of {plan} has no protection, so it has no recovery points")]
+    Unprotected { machine: Address, plan: Address },
 }
 
 /// A machine's chosen point and the vault it is in.
@@ -75,7 +101,7 @@ pub fn choose(
     plan: &RecoveryPlan,
     points: &BTreeMap<Address, Vec<Manifest>>,
     choice: &PointChoice,
-) -> Result<BTreeMap<Address, Chosen>, String> {
+) -> Result<BTreeMap<Address, Chosen>, ChooseError> {
     let units = units(cfg, plan)?;
     // Fuzzy points (read while written) are used only when named by id.
     let named = matches!(choice, PointChoice::Id(_));
@@ -94,21 +120,21 @@ pub fn choose(
             }
             match hits.as_slice() {
                 [] => {
-                    return Err(format!(
-                        "no point {prefix} of a machine of {} (see `standby points`)",
-                        plan.addr
-                    ));
+                    return Err(ChooseError::NoSuchPoint {
+                        prefix: prefix.clone(),
+                        plan: plan.addr.clone(),
+                    });
                 }
                 [one] => PointChoice::Time(
                     one.created_at()
-                        .ok_or_else(|| format!("point {prefix} has no valid time"))?,
+                        .ok_or_else(|| ChooseError::NoTime(prefix.clone()))?,
                 ),
                 many => {
                     let ids: Vec<String> = many.iter().map(|m| m.id.short()).collect();
-                    return Err(format!(
-                        "point {prefix} is ambiguous: {}; give more digits",
-                        ids.join(", ")
-                    ));
+                    return Err(ChooseError::Ambiguous {
+                        prefix: prefix.clone(),
+                        ids,
+                    });
                 }
             }
         }
@@ -152,15 +178,12 @@ pub fn choose(
                 PointChoice::Time(_) => "no point at or before that time",
                 _ => "no point",
             };
-            let together = if u.group.is_some() && u.machines.len() > 1 {
-                " taken for all its machines together"
-            } else {
-                ""
-            };
-            return Err(format!(
-                "{what} has {why}{together} in {} (fuzzy points, read while their disks were written, are used only when named by id); run `standby replicate` first, or see `standby points`",
-                u.vault
-            ));
+            return Err(ChooseError::NoneFits {
+                what,
+                why,
+                together: u.group.is_some() && u.machines.len() > 1,
+                vault: u.vault.clone(),
+            });
         };
         for ((machine, protection), m) in u.machines.iter().zip(manifests) {
             out.insert(
@@ -184,15 +207,13 @@ pub fn protection_of<'a>(
     cfg.protections.values().find(|p| &p.machine == machine)
 }
 
-fn units(cfg: &Config, plan: &RecoveryPlan) -> Result<Vec<Unit>, String> {
+fn units(cfg: &Config, plan: &RecoveryPlan) -> Result<Vec<Unit>, ChooseError> {
     let mut by_key: BTreeMap<(Address, String), Unit> = BTreeMap::new();
     for g in &plan.groups {
         for m in &g.machines {
-            let p = protection_of(cfg, m).ok_or_else(|| {
-                format!(
-                    "{m} of {} has no protection, so it has no recovery points",
-                    plan.addr
-                )
+            let p = protection_of(cfg, m).ok_or_else(|| ChooseError::Unprotected {
+                machine: m.clone(),
+                plan: plan.addr.clone(),
             })?;
             let app = cfg.machines.get(m).is_some_and(|mm| mm.quiesce.is_some())
                 && cfg

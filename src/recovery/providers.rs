@@ -4,29 +4,39 @@ use crate::model::{Address, Config};
 use standby_provider_core::{Mode, Run, SiteProvider};
 use std::path::{Path, PathBuf};
 
+/// Why a site has no provider.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ProviderError {
+    #[error("no {0} in the configuration")]
+    NoSite(Address),
+    #[error("{0}: provider \"exec\" needs a command (site {{ command = [...] }})")]
+    ExecWithoutCommand(Address),
+    #[error("{site}: provider {provider:?} is not built into this standby")]
+    Unknown { site: Address, provider: String },
+}
+
 /// The provider a site's `provider` attribute names.
 pub fn for_site(
     cfg: &Config,
     root: &Path,
     site: &Address,
-) -> Result<Box<dyn SiteProvider>, String> {
+) -> Result<Box<dyn SiteProvider>, ProviderError> {
     let s = cfg
         .sites
         .get(site)
-        .ok_or_else(|| format!("no {site} in the configuration"))?;
+        .ok_or_else(|| ProviderError::NoSite(site.clone()))?;
     match s.provider.as_str() {
         "local" => Ok(Box::new(standby_provider_local::LocalProvider::new())),
         "exec" => match &s.command {
             Some(command) if !command.is_empty() => Ok(Box::new(
                 standby_provider_exec::ExecProvider::new(command.clone(), root.to_path_buf()),
             )),
-            _ => Err(format!(
-                "{site}: provider \"exec\" needs a command (site {{ command = [...] }})"
-            )),
+            _ => Err(ProviderError::ExecWithoutCommand(site.clone())),
         },
-        other => Err(format!(
-            "{site}: provider {other:?} is not built into this standby"
-        )),
+        other => Err(ProviderError::Unknown {
+            site: site.clone(),
+            provider: other.to_string(),
+        }),
     }
 }
 

@@ -103,7 +103,7 @@ impl Recorder {
     /// `Err` writes nothing.
     pub fn update<T>(
         &self,
-        f: impl FnOnce(&mut StateDoc) -> Result<T, String>,
+        f: impl FnOnce(&mut StateDoc) -> Result<T, Refusal>,
     ) -> Result<T, UpdateError> {
         let _mine = self.mine.lock().unwrap_or_else(|p| p.into_inner());
         let cancel = self.cancel.get();
@@ -150,6 +150,39 @@ impl Recorder {
 pub enum UpdateError {
     #[error(transparent)]
     State(#[from] StateError),
-    #[error("{0}")]
-    Refused(String),
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+}
+
+/// Why an update's change was not made, and what to run instead.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct Refusal {
+    pub message: String,
+    /// What to run instead (shown as the error's help).
+    pub help: Option<String>,
+}
+
+impl Refusal {
+    pub fn new(message: impl Into<String>, help: impl Into<String>) -> Refusal {
+        Refusal {
+            message: message.into(),
+            help: Some(help.into()),
+        }
+    }
+}
+
+impl From<String> for Refusal {
+    fn from(message: String) -> Refusal {
+        Refusal {
+            message,
+            help: None,
+        }
+    }
+}
+
+impl From<&str> for Refusal {
+    fn from(message: &str) -> Refusal {
+        Refusal::from(message.to_string())
+    }
 }

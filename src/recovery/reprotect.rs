@@ -106,29 +106,29 @@ pub fn reverse_batches(
     for g in &plan.groups {
         for m in &g.machines {
             let p = points::protection_of(cfg, m)
-                .ok_or_else(|| RecoveryError::Other(format!("{m} has no protection")))?;
+                .ok_or_else(|| RecoveryError::Unprotected(m.clone()))?;
             prots.push(p.addr.clone());
-            let placed = run.machines.get(&m.to_string()).ok_or_else(|| {
-                RecoveryError::Other(format!(
-                    "the failover run {} has no record of {m}: it did not place it",
-                    run.run_id
-                ))
-            })?;
+            let placed =
+                run.machines
+                    .get(&m.to_string())
+                    .ok_or_else(|| RecoveryError::NotPlaced {
+                        run_id: run.run_id.clone(),
+                        what: format!("record of {m}: it did not place it"),
+                    })?;
             if let Some(machine) = cfg.machines.get(m)
                 && let Some(d) = machine
                     .disks
                     .iter()
                     .find(|d| !placed.disks.contains_key(&d.name))
             {
-                return Err(RecoveryError::Other(format!(
-                    "the failover run {} has no path of {m} disk {:?}",
-                    run.run_id, d.name
-                )));
+                return Err(RecoveryError::NotPlaced {
+                    run_id: run.run_id.clone(),
+                    what: format!("path of {m} disk {:?}", d.name),
+                });
             }
         }
     }
-    let mut batches =
-        replication::batches(cfg, &prots).map_err(|e| RecoveryError::Other(e.to_string()))?;
+    let mut batches = replication::batches(cfg, &prots)?;
     let mut doc = StateDoc::default();
     let mut r = run.clone();
     r.reprotect.get_or_insert(Reprotect {
@@ -213,19 +213,26 @@ pub fn take(
     let mut out = Vec::new();
     for b in batches {
         if cancel.is_cancelled() {
-            return Err(RecoveryError::Other("interrupted".into()));
+            return Err(RecoveryError::Interrupted);
         }
         if !vaults.contains_key(&b.vault) {
-            let v = cfg.vaults.get(&b.vault).ok_or_else(|| {
-                RecoveryError::Other(format!("no {} in the configuration", b.vault))
-            })?;
-            let opened = Vault::open(&v.url, &v.key, &root)
-                .map_err(|e| RecoveryError::Other(format!("{}: {e}", b.vault)))?;
+            let v = cfg
+                .vaults
+                .get(&b.vault)
+                .ok_or_else(|| RecoveryError::NotConfigured(b.vault.clone()))?;
+            let opened =
+                Vault::open(&v.url, &v.key, &root).map_err(|source| RecoveryError::Vault {
+                    vault: b.vault.clone(),
+                    source: Box::new(source),
+                })?;
             vaults.insert(b.vault.clone(), opened);
         }
         let vault = &vaults[&b.vault];
         let made = replication::take_points(vault, &b.targets, &opts, &Progress::default())
-            .map_err(|e| RecoveryError::Other(format!("point of {}: {e}", b.label)))?;
+            .map_err(|source| RecoveryError::TakePoint {
+                label: b.label.clone(),
+                source: Box::new(source),
+            })?;
         each(b, &made);
         out.extend(made.into_iter().map(|m| (b.vault.clone(), m)));
     }

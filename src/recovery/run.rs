@@ -3,10 +3,12 @@
 //! step, and drill (test run, checks, cleanup, RTO/RPO). Each refuses
 //! what the state says cannot be done, with what to run instead.
 
-use super::engine::{Approvals, Engine};
+use super::approval::Approver;
+use super::engine::Engine;
+use super::events::{Event, Sink, What};
 use super::points::{self, Chosen, PointChoice};
 use super::providers;
-use super::record::{Recorder, UpdateError};
+use super::record::{Recorder, Refusal, UpdateError};
 use super::runlock;
 use super::timeline::{EntryKind, Outcome, Subject, Timeline};
 use crate::exec::Cancel;
@@ -18,30 +20,84 @@ use standby_provider_core::Mode;
 use std::collections::BTreeMap;
 use time::OffsetDateTime;
 
+/// Why a recovery operation did nothing (or, for cleanup, not all of it).
+/// [`RecoveryError::help`] says what to do about it; the CLI shows it as
+/// the error's help.
 #[derive(Debug, thiserror::Error)]
 pub enum RecoveryError {
     /// The state says no; `help` says what to run.
     #[error("{message}")]
     Refused { message: String, help: String },
     #[error("cannot choose recovery points: {0}")]
-    Points(String),
+    Points(#[from] points::ChooseError),
     #[error(transparent)]
     State(#[from] crate::state::StateError),
+    #[error("no {0} in the configuration")]
+    NotConfigured(Address),
+    #[error("{0} has no protection")]
+    Unprotected(Address),
+    /// A vault could not be opened or listed.
+    #[error("{vault}: {source}")]
+    Vault {
+        vault: Address,
+        source: Box<crate::vault::VaultError>,
+    },
+    #[error("cannot take the run lock {}: {source}", path.display())]
+    RunLock {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    /// Some replicas or sandboxes could not be removed; the run stays recorded.
+    #[error(
+        "cleanup of test run {run_id} is incomplete: {}; the run stays recorded, run `standby failover cleanup {plan}` again",
+        errors.join("; ")
+    )]
+    CleanupIncomplete {
+        run_id: String,
+        errors: Vec<String>,
+        /// The plan as a command argument.
+        plan: String,
+    },
+    /// A state update refused without advice (the run vanished from it).
     #[error("{0}")]
-    Other(String),
+    Update(String),
+    /// The failover run lacks what reprotect needs (`what`).
+    #[error("the failover run {run_id} has no {what}")]
+    NotPlaced { run_id: String, what: String },
+    #[error(transparent)]
+    Batches(#[from] crate::replication::BatchError),
+    /// Taking a point of a batch (`label`) failed.
+    #[error("point of {label}: {source}")]
+    TakePoint {
+        label: String,
+        source: Box<crate::replication::ReplicationError>,
+    },
+    #[error("interrupted")]
+    Interrupted,
+}
+
+impl RecoveryError {
+    /// What to do about it, when standby knows.
+    pub fn help(&self) -> Option<&str> {
+        match self {
+            RecoveryError::Refused { help, .. } => Some(help),
+            _ => None,
+        }
+    }
 }
 
 impl From<UpdateError> for RecoveryError {
     fn from(e: UpdateError) -> RecoveryError {
         match e {
             UpdateError::State(s) => RecoveryError::State(s),
-            UpdateError::Refused(m) => match m.split_once("\nhelp: ") {
-                Some((message, help)) => RecoveryError::Refused {
-                    message: message.to_string(),
-                    help: help.to_string(),
-                },
-                None => RecoveryError::Other(m),
-            },
+            UpdateError::Refused(Refusal {
+                message,
+                help: Some(help),
+            }) => RecoveryError::Refused { message, help },
+            UpdateError::Refused(Refusal {
+                message,
+                help: None,
+            }) => RecoveryError::Update(message),
         }
     }
 }
@@ -173,21 +229,24 @@ pub fn list_points(
             if out.contains_key(&p.vault) {
                 continue;
             }
-            let v = cfg.vaults.get(&p.vault).ok_or_else(|| {
-                RecoveryError::Other(format!("no {} in the configuration", p.vault))
-            })?;
-            let vault = Vault::open(&v.url, &v.key, &root)
-                .map_err(|e| RecoveryError::Other(format!("{}: {e}", p.vault)))?;
-            let (list, _) = manifest::list(&vault, false)
-                .map_err(|e| RecoveryError::Other(format!("{}: {e}", p.vault)))?;
+            let v = cfg
+                .vaults
+                .get(&p.vault)
+                .ok_or_else(|| RecoveryError::NotConfigured(p.vault.clone()))?;
+            let vault_err = |source| RecoveryError::Vault {
+                vault: p.vault.clone(),
+                source: Box::new(source),
+            };
+            let vault = Vault::open(&v.url, &v.key, &root).map_err(vault_err)?;
+            let (list, _) = manifest::list(&vault, false).map_err(vault_err)?;
             out.insert(p.vault.clone(), list);
         }
     }
     Ok(out)
 }
 
-fn refused(message: String, help: String) -> String {
-    format!("{message}\nhelp: {help}")
+fn refused(message: String, help: String) -> Refusal {
+    Refusal::new(message, help)
 }
 
 /// Refuse when the state is missing while its backup exists, or the vault
@@ -220,7 +279,7 @@ pub(crate) fn refuse_to_guess(
 }
 
 /// Why a new run of `kind` cannot start, given the plan's runs in `doc`.
-fn refusal(doc: &crate::state::StateDoc, plan: &Address, kind: RunKind) -> Option<String> {
+fn refusal(doc: &crate::state::StateDoc, plan: &Address, kind: RunKind) -> Option<Refusal> {
     let name = plan_arg(plan);
     if let Some(t) = doc.run_of(plan, true)
         && kind.is_test()
@@ -275,21 +334,25 @@ fn refusal(doc: &crate::state::StateDoc, plan: &Address, kind: RunKind) -> Optio
 /// Start and finish a run of `plan`: test, planned or unplanned. `Err`
 /// means nothing was done (refused, or no points); a run that started
 /// always returns its result, passed or not.
+#[allow(clippy::too_many_arguments)]
 pub fn failover(
     cfg: &Config,
     plan: &RecoveryPlan,
     kind: RunKind,
     choice: &PointChoice,
-    approvals: Approvals,
+    approver: &dyn Approver,
     recorder: &Recorder,
     cancel: &Cancel,
+    sink: &dyn Sink,
 ) -> Result<RunResult, RecoveryError> {
     let _run = runlock::acquire(cfg, &plan.addr, recorder.command())?;
     recorder.interruptible_by(cancel);
     if kind.is_test() {
-        clean_dead_test_run(cfg, plan, recorder)?;
+        clean_dead_test_run(cfg, plan, recorder, sink)?;
     }
-    failover_locked(cfg, plan, kind, choice, approvals, recorder, cancel, false)
+    failover_locked(
+        cfg, plan, kind, choice, approver, recorder, cancel, sink, false,
+    )
 }
 
 /// [`failover`] under the plan's run lock; `drill` marks a drill's test run.
@@ -299,9 +362,10 @@ fn failover_locked(
     plan: &RecoveryPlan,
     kind: RunKind,
     choice: &PointChoice,
-    approvals: Approvals,
+    approver: &dyn Approver,
     recorder: &Recorder,
     cancel: &Cancel,
+    sink: &dyn Sink,
     drill: bool,
 ) -> Result<RunResult, RecoveryError> {
     // Refuse before anything is read from the vault.
@@ -319,7 +383,7 @@ fn failover_locked(
         BTreeMap::new()
     } else {
         let listed = list_points(cfg, plan)?;
-        points::choose(cfg, plan, &listed, choice).map_err(RecoveryError::Points)?
+        points::choose(cfg, plan, &listed, choice)?
     };
     let run_id = new_run_id(&plan.addr, kind);
     let timeline = Timeline::new();
@@ -361,19 +425,21 @@ fn failover_locked(
         kind,
         recorder.clone(),
         cancel.clone(),
-        approvals,
+        approver,
         timeline,
+        sink,
+        &super::failover::Failover,
     );
-    engine.say(format!(
-        "{} failover of {} (run {run_id})",
-        kind.as_str(),
-        plan.addr
-    ));
+    engine.emit(What::RunStarted {
+        kind: kind.as_str().to_string(),
+        plan: plan.addr.to_string(),
+        run_id: run_id.clone(),
+    });
     let mut passed = true;
     if kind == RunKind::Planned {
-        passed = engine.stop_sources();
+        passed = super::failover::stop_sources(&engine);
         if passed && !cancel.is_cancelled() {
-            match engine.final_points() {
+            match super::failover::final_points(&mut engine) {
                 Ok(p) => engine.points = p,
                 Err(e) => {
                     engine.fail(e);
@@ -387,17 +453,13 @@ fn failover_locked(
         engine.points = chosen;
     }
     for (m, c) in &engine.points {
-        engine.say(format!(
-            "{m}: point {} ({}, {}{})",
-            c.point.id.short(),
-            crate::human::time_str(&c.point.created),
-            c.point.consistency,
-            c.point
-                .group
-                .as_ref()
-                .map(|g| format!(", group {g}"))
-                .unwrap_or_default()
-        ));
+        engine.emit(What::PointChosen {
+            machine: m.to_string(),
+            point: c.point.id.short(),
+            created: c.point.created.clone(),
+            consistency: c.point.consistency.to_string(),
+            group: c.point.group.clone(),
+        });
     }
     if passed {
         passed = engine.run_groups();
@@ -464,6 +526,7 @@ fn clean_dead_test_run(
     cfg: &Config,
     plan: &RecoveryPlan,
     recorder: &Recorder,
+    sink: &dyn Sink,
 ) -> Result<(), RecoveryError> {
     let Some(doc) = recorder.read()? else {
         return Ok(());
@@ -475,18 +538,16 @@ fn clean_dead_test_run(
     if !(dead && (run.drill || run.phase == Phase::Running)) {
         return Ok(());
     }
-    let who = run
-        .owner
-        .as_ref()
-        .map(|o| format!("pid {}", o.pid))
-        .unwrap_or_default();
-    println!(
-        "The test run {} of {} was left by a {} that is gone ({who}, {}): cleaning it up first.",
-        run.run_id,
-        plan.addr,
-        if run.drill { "drill" } else { "test failover" },
-        run.phase.as_str()
-    );
+    sink.event(&Event {
+        seconds: 0.0,
+        what: What::DeadTestRun {
+            run_id: run.run_id.clone(),
+            plan: plan.addr.to_string(),
+            drill: run.drill,
+            pid: run.owner.as_ref().map(|o| o.pid),
+            phase: run.phase.as_str().to_string(),
+        },
+    });
     cleanup_locked(cfg, plan, recorder, None).map(|_| ())
 }
 
@@ -545,7 +606,7 @@ fn cleanup_locked(
             Ok(p) => {
                 provs.insert(s.clone(), (addr, p));
             }
-            Err(e) => errors.push(e),
+            Err(e) => errors.push(e.to_string()),
         }
     }
     for (machine, m) in &run.machines {
@@ -574,12 +635,11 @@ fn cleanup_locked(
                 machines: run.machines.len(),
             })
     } else {
-        Err(RecoveryError::Other(format!(
-            "cleanup of test run {} is incomplete: {}; the run stays recorded, run `standby failover cleanup {}` again",
-            run.run_id,
-            errors.join("; "),
-            plan_arg(&plan.addr)
-        )))
+        Err(RecoveryError::CleanupIncomplete {
+            run_id: run.run_id.clone(),
+            errors,
+            plan: plan_arg(&plan.addr),
+        })
     };
     if let (Some(t), Some(start)) = (timeline, start) {
         let subj = Subject::new(EntryKind::Cleanup, run.run_id.clone());
@@ -697,24 +757,29 @@ pub fn drill(
     cfg: &Config,
     plan: &RecoveryPlan,
     choice: &PointChoice,
-    approvals: Approvals,
+    approver: &dyn Approver,
     recorder: &Recorder,
     cancel: &Cancel,
+    sink: &dyn Sink,
 ) -> Result<DrillResult, RecoveryError> {
     let _run = runlock::acquire(cfg, &plan.addr, recorder.command())?;
     recorder.interruptible_by(cancel);
-    clean_dead_test_run(cfg, plan, recorder)?;
+    clean_dead_test_run(cfg, plan, recorder, sink)?;
     let run = failover_locked(
         cfg,
         plan,
         RunKind::Test,
         choice,
-        approvals,
+        approver,
         recorder,
         cancel,
+        sink,
         true,
     )?;
-    println!("[{:>6.1}s] cleaning up the test run", run.timeline.now());
+    sink.event(&Event {
+        seconds: run.timeline.now(),
+        what: What::CleaningUp,
+    });
     let cleanup_error = match cleanup_locked(cfg, plan, recorder, Some(&run.timeline)) {
         Ok(_) => None,
         Err(e) => Some(e.to_string()),
@@ -782,4 +847,29 @@ pub fn due<'a>(
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Kind;
+    use crate::state::LocalBackend;
+    use std::sync::Arc;
+
+    #[test]
+    fn a_refusal_carries_its_help_as_data_not_glued_to_the_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let rec = Recorder::new(Arc::new(LocalBackend::new(dir.path())), "test");
+        let plan = Address::new(Kind::RecoveryPlan, "shop");
+        let e = commit(&plan, &rec).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "recovery_plan.shop is not failed over: there is nothing to commit"
+        );
+        assert_eq!(
+            e.help(),
+            Some("fail over first with `standby failover planned shop` (or unplanned)")
+        );
+        assert!(matches!(e, RecoveryError::Refused { .. }));
+    }
 }

@@ -53,8 +53,9 @@ pub fn path(cfg: &Config, plan: &Address) -> PathBuf {
 /// run that holds it.
 pub fn acquire(cfg: &Config, plan: &Address, command: &str) -> Result<RunLock, RecoveryError> {
     let path = path(cfg, plan);
-    let io = |e: std::io::Error| {
-        RecoveryError::Other(format!("cannot take the run lock {}: {e}", path.display()))
+    let io = |source| RecoveryError::RunLock {
+        path: path.clone(),
+        source,
     };
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io)?;

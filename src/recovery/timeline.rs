@@ -162,17 +162,17 @@ impl Timeline {
     }
 
     /// Time `f`, record it, and pass its result on.
-    pub fn timed<T>(
+    pub fn timed<T, E: std::fmt::Display>(
         &self,
         what: Subject,
-        f: impl FnOnce() -> Result<T, String>,
+        f: impl FnOnce() -> Result<T, E>,
         detail: impl Fn(&T) -> String,
-    ) -> Result<T, String> {
+    ) -> Result<T, E> {
         let start = self.now();
         let r = f();
         match &r {
             Ok(v) => self.record(what, start, Outcome::Passed, detail(v)),
-            Err(e) => self.record(what, start, Outcome::Failed, e.clone()),
+            Err(e) => self.record(what, start, Outcome::Failed, e.to_string()),
         }
         r
     }

@@ -49,10 +49,60 @@ pub fn block_hash(key: &[u8; 32], block: &[u8]) -> ([u8; 32], [u8; 16]) {
     (full, short)
 }
 
-struct Chunk {
-    idx: u64,
-    /// None: the chunk lies in a hole.
-    data: Option<Vec<u8>>,
+/// One chunk of a disk as a [`ChunkSource`] hands it to the workers.
+pub struct Chunk {
+    pub idx: u64,
+    /// None: the chunk lies in a hole (or, with `keep`, nothing was read).
+    pub data: Option<Vec<u8>>,
+    /// Per 4 KiB block: true when the block is known unchanged since the
+    /// previous point (changed-block tracking); it keeps its previous hash
+    /// and `data` is not looked at there. None: every block is in `data`.
+    pub keep: Option<Vec<bool>>,
+    /// Bytes read from the source for this chunk.
+    pub read: u64,
+}
+
+/// Where the pipeline's chunks come from: a disk file (today's path) or a
+/// VM's point-in-time view ([`super::vm`]).
+pub trait ChunkSource: Send {
+    /// The chunk covering bytes `start..end` (`end - start` <= 4 MiB).
+    /// `buf` is a recycled buffer to fill (resize it to whole blocks).
+    fn chunk(&mut self, idx: u64, start: u64, end: u64, buf: Vec<u8>) -> std::io::Result<Chunk>;
+}
+
+/// Today's source: a disk file, holes skipped.
+struct FileSource<'a> {
+    file: &'a File,
+    ranges: &'a [(u64, u64)],
+}
+
+impl ChunkSource for FileSource<'_> {
+    fn chunk(
+        &mut self,
+        idx: u64,
+        start: u64,
+        end: u64,
+        mut buf: Vec<u8>,
+    ) -> std::io::Result<Chunk> {
+        let has_data = self.ranges.iter().any(|&(a, b)| a < end && b > start);
+        if !has_data {
+            return Ok(Chunk {
+                idx,
+                data: None,
+                keep: None,
+                read: 0,
+            });
+        }
+        let len = ((end - start).div_ceil(BLOCK) * BLOCK) as usize;
+        buf.resize(len, 0);
+        disk::read_full_at(self.file, &mut buf, start)?;
+        Ok(Chunk {
+            idx,
+            data: Some(buf),
+            keep: None,
+            read: end - start,
+        })
+    }
 }
 
 struct Done {
@@ -97,7 +147,6 @@ pub fn capture(
     let mut file = File::open(path).map_err(io("open disk"))?;
     let size = disk::size(&mut file).map_err(io("read the size of disk"))?;
     let ranges = disk::data_ranges(&file, size);
-    let nblocks = size.div_ceil(BLOCK) as usize;
     let nchunks = size.div_ceil(CHUNK);
     // Progress counts what is read: the chunks holding data, not the holes.
     let to_read: u64 = (0..nchunks)
@@ -105,6 +154,56 @@ pub fn capture(
         .filter(|&(s, e)| ranges.iter().any(|&(a, b)| a < e && b > s))
         .map(|(s, e)| e - s)
         .sum();
+    let mut source = FileSource {
+        file: &file,
+        ranges: &ranges,
+    };
+    let sink = Sink {
+        vault,
+        known,
+        claimed,
+        packer,
+        prev,
+        level,
+        progress,
+        tick,
+    };
+    capture_from(sink, &mut source, size, to_read, path)
+}
+
+/// Where captured blocks go and what they are compared with.
+pub struct Sink<'a, 'p> {
+    pub vault: &'a Vault,
+    pub known: &'a HashMap<Id, Location>,
+    pub claimed: &'a Mutex<HashSet<Id>>,
+    pub packer: &'a mut PackWriter<'p>,
+    pub prev: Option<&'a Hashes>,
+    pub level: i32,
+    pub progress: &'a Progress,
+    pub tick: &'a mut dyn FnMut() -> Result<(), crate::vault::VaultError>,
+}
+
+/// The pipeline over any [`ChunkSource`] of `size` bytes; `to_read` is the
+/// progress total; `path` names the disk in errors.
+pub fn capture_from(
+    sink: Sink<'_, '_>,
+    source: &mut dyn ChunkSource,
+    size: u64,
+    to_read: u64,
+    path: &Path,
+) -> Result<Captured, ReplicationError> {
+    let Sink {
+        vault,
+        known,
+        claimed,
+        packer,
+        prev,
+        level,
+        progress,
+        tick,
+    } = sink;
+    let nblocks = size.div_ceil(BLOCK) as usize;
+    let nchunks = size.div_ceil(CHUNK);
     progress.total.fetch_add(to_read, Ordering::Relaxed);
     let ctx = Ctx {
         vault,
@@ -123,24 +222,12 @@ pub fn capture(
         // Chunk buffers go back to the reader instead of being freed and
         // zero-filled again.
         let (pool_tx, pool_rx) = sync_channel::<Vec<u8>>(8);
-        let file = &file;
-        let ranges = &ranges;
         s.spawn(move || {
             for idx in 0..nchunks {
                 let start = idx * CHUNK;
                 let end = (start + CHUNK).min(size);
-                let has_data = ranges.iter().any(|&(a, b)| a < end && b > start);
-                let msg = if has_data {
-                    let len = ((end - start).div_ceil(BLOCK) * BLOCK) as usize;
-                    let mut buf = pool_rx.try_recv().unwrap_or_default();
-                    buf.resize(len, 0);
-                    disk::read_full_at(file, &mut buf, start).map(|()| Chunk {
-                        idx,
-                        data: Some(buf),
-                    })
-                } else {
-                    Ok(Chunk { idx, data: None })
-                };
+                let buf = pool_rx.try_recv().unwrap_or_default();
+                let msg = source.chunk(idx, start, end, buf);
                 let failed = msg.is_err();
                 if chunk_tx.send(msg).is_err() || failed {
                     return;
@@ -232,13 +319,22 @@ fn process(ctx: &Ctx<'_>, chunk: Chunk, size: u64) -> Done {
     let mut short = vec![ZERO_HASH; nb];
     let mut full = vec![[0u8; 32]; nb];
     let key = ctx.vault.id_key();
+    let keep = |i: usize| chunk.keep.as_ref().is_some_and(|k| k[i]);
     if let Some(buf) = &chunk.data {
-        for i in 0..nb {
+        for i in (0..nb).filter(|&i| !keep(i)) {
             let b = &buf[i * BLOCK as usize..(i + 1) * BLOCK as usize];
             if !disk::is_zero(b) {
                 (full[i], short[i]) = block_hash(key, b);
             }
         }
+    }
+    // Blocks tracking says are unchanged keep their previous hashes, so
+    // they compare equal below and are not stored.
+    for i in (0..nb).filter(|&i| keep(i)) {
+        short[i] = ctx
+            .prev
+            .and_then(|p| p.blocks.get(first + i).copied())
+            .unwrap_or(ZERO_HASH);
     }
     let changed = |i: usize| match ctx.prev {
         None => short[i] != ZERO_HASH,
@@ -250,7 +346,7 @@ fn process(ctx: &Ctx<'_>, chunk: Chunk, size: u64) -> Done {
         extents: Vec::new(),
         blobs: Vec::new(),
         buf: None,
-        read: chunk.data.as_ref().map_or(0, |_| end - start),
+        read: chunk.read,
         new: 0,
     };
     let mut i = 0;

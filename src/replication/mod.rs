@@ -11,11 +11,14 @@ pub mod batch;
 pub mod capture;
 pub mod ctk;
 pub mod disk;
+pub mod named;
+pub mod once;
 pub mod quiesce;
 pub mod restore;
 pub mod resync;
 pub mod snapshot;
 pub mod target;
+pub mod vm;
 
 use crate::model;
 use crate::vault::manifest::{self, Consistency, Manifest, Stats};
@@ -48,6 +51,10 @@ pub enum ReplicationError {
     Thaw { machine: String, reason: String },
     #[error("the capture was abandoned on request; no point was taken")]
     Cancelled,
+    #[error(
+        "VM {machine}: {detail}; no point was taken (change tracking keeps every change for the next one)"
+    )]
+    Vm { machine: String, detail: String },
     #[error(transparent)]
     Target(#[from] target::TargetError),
 }
@@ -82,6 +89,9 @@ pub struct Target {
     /// The site whose disks these are (`site.onprem`; the DR site once the
     /// machine is reprotected there); recorded in the point's manifest.
     pub site: Option<String>,
+    /// A QEMU VM read through changed-block tracking instead of its disk
+    /// files (a machine at a `qemu` site); see [`vm`].
+    pub vm: Option<vm::VmTarget>,
 }
 
 impl Target {
@@ -104,9 +114,14 @@ impl Target {
                 .map(|d| (d.name.clone(), site_root.join(&d.path)))
                 .collect(),
             quiesce: machine.quiesce.clone(),
-            app: machine.quiesce.is_some() && policy.app_consistent_every.is_some(),
+            app: (machine.quiesce.is_some() || machine.vm.as_ref().is_some_and(|v| v.fsfreeze))
+                && policy.app_consistent_every.is_some(),
             level: policy.compression_level,
             site: Some(machine.site.to_string()),
+            vm: machine
+                .vm
+                .as_ref()
+                .map(|v| vm::VmTarget::from_model(machine, v, site_root)),
         }
     }
 }
@@ -217,11 +232,17 @@ pub fn take_points(
         std::process::id(),
         hex::encode(rand::random::<[u8; 8]>())
     ));
-    let any_app = targets.iter().any(|t| t.app && t.quiesce.is_some());
+    let any_app = targets
+        .iter()
+        .any(|t| t.app && t.quiesce.is_some() && t.vm.is_none());
     let mut sources: Vec<Vec<PathBuf>> = targets
         .iter()
         .map(|t| t.disks.iter().map(|(_, p)| p.clone()).collect())
         .collect();
+    // VMs: their own freeze, snapshot and thaw (all VMs of the batch
+    // together), before the file targets' instant.
+    tracing::debug!("vault locked; index, points and previous hashes loaded");
+    let mut session = vm::begin(targets, &prevs, &opts.cache_dir, &vault.id)?;
     let started = Instant::now();
     let r = snapshot_all(targets, &staging, &mut sources);
     let freeze_ms = any_app.then(|| started.elapsed().as_millis() as u64);
@@ -229,14 +250,32 @@ pub fn take_points(
         Ok(w) => w,
         Err(e) => {
             let _ = std::fs::remove_dir_all(&staging);
+            let _ = session.finish(targets, None, &opts.cache_dir, &vault.id);
             return Err(e);
         }
     };
     let result = capture_all(
-        vault, &idx, targets, &sources, &prevs, progress, &mut lock, created, freeze_ms, opts,
+        vault,
+        &idx,
+        targets,
+        &sources,
+        &prevs,
+        progress,
+        &mut lock,
+        created,
+        freeze_ms,
+        opts,
         &windows,
+        &mut session,
     );
     let _ = std::fs::remove_dir_all(&staging);
+    // Commit (old bitmap generations deleted) only once the manifests are
+    // in the vault; else merge them back.
+    if let Err(e) = session.finish(targets, result.as_deref().ok(), &opts.cache_dir, &vault.id) {
+        // The points are stored; a generation left behind is merged by the
+        // next point's sweep (a superset of the changes: nothing lost).
+        tracing::warn!("closing the VM point: {e}");
+    }
     result
 }
 
@@ -276,7 +315,7 @@ fn snapshot_all(
     sources: &mut [Vec<PathBuf>],
 ) -> Result<Vec<snapshot::Window>, ReplicationError> {
     let mut frozen = Vec::new();
-    for t in targets {
+    for t in targets.iter().filter(|t| t.vm.is_none()) {
         if let (true, Some(q)) = (t.app, &t.quiesce) {
             // On error, `frozen` drops here and every freeze so far is thawed.
             let f = quiesce::Frozen::freeze(&t.machine, q).map_err(|reason| {
@@ -293,7 +332,7 @@ fn snapshot_all(
         move |source| ReplicationError::Io { op, path, source }
     };
     std::fs::create_dir_all(staging).map_err(io("create staging directory", staging))?;
-    let crash = |t: &Target| !(t.app && t.quiesce.is_some());
+    let crash = |t: &Target| t.vm.is_none() && !(t.app && t.quiesce.is_some());
     // Every window starts before any disk is snapshotted, so all of them
     // share the instants between the last start and the first snapshot.
     let mut windows: Vec<snapshot::Window> = targets
@@ -308,7 +347,7 @@ fn snapshot_all(
         })
         .collect();
     let mut next = windows.iter_mut();
-    for (ti, t) in targets.iter().enumerate() {
+    for (ti, t) in targets.iter().enumerate().filter(|(_, t)| t.vm.is_none()) {
         for (di, (_, path)) in t.disks.iter().enumerate() {
             let dst = staging.join(format!("{ti}-{di}"));
             if !crash(t) {
@@ -348,6 +387,7 @@ fn capture_all(
     freeze_ms: Option<u64>,
     opts: &Options,
     windows: &[snapshot::Window],
+    session: &mut vm::Session,
 ) -> Result<Vec<Manifest>, ReplicationError> {
     let claimed = Mutex::new(HashSet::new());
     let mut packer = PackWriter::new(vault);
@@ -358,24 +398,40 @@ fn capture_all(
         let mut hashes = Vec::new();
         for (di, (name, _)) in t.disks.iter().enumerate() {
             opts.check_cancel()?;
-            let c = capture::capture(
-                vault,
-                &idx.blobs,
-                &claimed,
-                &mut packer,
-                &sources[ti][di],
-                prevs[ti][di].as_ref(),
-                t.level,
-                progress,
-                &mut || lock.refresh(),
-            )?;
+            let c = if session.has(ti) {
+                let sink = capture::Sink {
+                    vault,
+                    known: &idx.blobs,
+                    claimed: &claimed,
+                    packer: &mut packer,
+                    prev: prevs[ti][di].as_ref(),
+                    level: t.level,
+                    progress,
+                    tick: &mut || lock.refresh(),
+                };
+                session.capture(ti, di, sink, &sources[ti][di])?
+            } else {
+                capture::capture(
+                    vault,
+                    &idx.blobs,
+                    &claimed,
+                    &mut packer,
+                    &sources[ti][di],
+                    prevs[ti][di].as_ref(),
+                    t.level,
+                    progress,
+                    &mut || lock.refresh(),
+                )?
+            };
             stats.read += c.read;
             stats.new += c.new;
             stats.stored += c.stored;
             disks.insert(name.clone(), c.map);
             hashes.push((name.clone(), c.size, c.hashes));
         }
-        let app = t.app && t.quiesce.is_some();
+        let vm_freeze = session.freeze_ms(ti);
+        let app = t.app && (t.quiesce.is_some() || vm_freeze.is_some());
+        let freeze_ms = vm_freeze.or(freeze_ms);
         let nonce: [u8; 16] = rand::random();
         let id = vault.id_of(&[b"point", t.machine.as_bytes(), &nonce]);
         let m = Manifest {
@@ -397,13 +453,14 @@ fn capture_all(
             stats,
             site: t.site.clone(),
             moves_to: opts.moves_to.get(&t.machine).cloned(),
+            cbt: session.info(ti, &t.disks),
         };
         made.push((m, hashes));
     }
     // Every disk is read: were the crash-consistent ones one instant?
     if !snapshot::one_instant(windows) {
         for (m, _) in &mut made {
-            if m.consistency == Consistency::Crash {
+            if m.consistency == Consistency::Crash && m.cbt.is_none() {
                 m.consistency = Consistency::Fuzzy;
             }
         }

@@ -7,10 +7,9 @@
 use super::{Progress, ReplicationError};
 use crate::direct_io::{AlignedBuf, DirectFile};
 use crate::vault::manifest::{self, BLOCK, Manifest, Resolved, ZERO};
+use crate::vault::read::PackRead;
 use crate::vault::{Id, Index, Location, Vault, VaultError, blob_context, pack_name};
 use bytes::Bytes;
-use futures::StreamExt;
-use object_store::ObjectStoreExt;
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -93,37 +92,6 @@ fn plan(
         .collect())
 }
 
-async fn fetch(
-    vault_store: crate::store::Store,
-    job: &PackJob,
-) -> Result<Vec<Bytes>, object_store::Error> {
-    let path = vault_store.path(&pack_name(&job.pack));
-    if job.whole {
-        let all = vault_store.inner.get(&path).await?.bytes().await?;
-        return Ok(job
-            .wants
-            .iter()
-            .map(|w| {
-                let (a, b) = (
-                    w.loc.offset as usize,
-                    w.loc.offset as usize + w.loc.len as usize,
-                );
-                if b <= all.len() {
-                    all.slice(a..b)
-                } else {
-                    Bytes::new()
-                }
-            })
-            .collect());
-    }
-    let ranges: Vec<_> = job
-        .wants
-        .iter()
-        .map(|w| w.loc.offset..w.loc.offset + w.loc.len as u64)
-        .collect();
-    vault_store.inner.get_ranges(&path, &ranges).await
-}
-
 /// Write every data run of `r` into `sink`.
 pub fn write_resolved(
     vault: &Vault,
@@ -134,6 +102,20 @@ pub fn write_resolved(
     point: &Id,
 ) -> Result<(), ReplicationError> {
     let jobs = plan(index, r, point, vault)?;
+    write_jobs(vault, jobs, r, sink, progress, point)
+}
+
+/// Fetch and write the packs of `jobs`; fails unless the blocks handed to
+/// `sink` are exactly the data blocks of `r` (counted at the writes, not
+/// from the jobs, so a job that misses a run cannot pass).
+fn write_jobs(
+    vault: &Vault,
+    jobs: Vec<PackJob>,
+    r: &Resolved,
+    sink: &dyn Sink,
+    progress: &Progress,
+    point: &Id,
+) -> Result<(), ReplicationError> {
     let total: u64 = jobs
         .iter()
         .flat_map(|j| &j.wants)
@@ -167,57 +149,36 @@ pub fn write_resolved(
                     let res = got.map_err(ReplicationError::from).and_then(|parts| {
                         write_pack(vault, &jobs[i], &parts, sink, size, progress, &mut buf)
                     });
-                    if res.is_ok() {
-                        let blocks: u64 = jobs[i]
-                            .wants
-                            .iter()
-                            .flat_map(|w| &w.runs)
-                            .map(|r| r.1)
-                            .sum();
-                        written.fetch_add(blocks, Ordering::SeqCst);
-                    }
-                    if let Err(e) = res {
-                        if let Ok(mut v) = errors.lock() {
-                            v.push(e);
+                    match res {
+                        Ok(blocks) => {
+                            written.fetch_add(blocks, Ordering::SeqCst);
                         }
-                        return;
+                        Err(e) => {
+                            if let Ok(mut v) = errors.lock() {
+                                v.push(e);
+                            }
+                            return;
+                        }
                     }
                 }
             }));
         }
         // Fetch two packs ahead of the writers.
-        let store = vault.store().clone();
-        let fetched = vault.runtime().block_on(async {
-            let mut stream = futures::stream::iter((0..jobs.len()).map(|i| {
-                let store = store.clone();
-                let jobs = Arc::clone(&jobs);
-                async move {
-                    let name = pack_name(&jobs[i].pack);
-                    let r = fetch(store, &jobs[i]).await.map_err(|e| match e {
-                        object_store::Error::NotFound { .. } => VaultError::Missing {
-                            url: vault.url.clone(),
-                            object: format!("{name} (needed by point {})", point.short()),
-                        },
-                        source => VaultError::Store {
-                            url: vault.url.clone(),
-                            op: "read",
-                            object: name,
-                            source: Box::new(source),
-                        },
-                    });
-                    (i, r)
-                }
-            }))
-            .buffered(2);
-            while let Some(item) = stream.next().await {
-                let tx = tx.clone();
-                // Hand over on a blocking thread: the channel is bounded.
-                let sent = tokio::task::spawn_blocking(move || tx.send(item).is_ok()).await;
-                if !matches!(sent, Ok(true)) {
-                    return false;
-                }
-            }
-            true
+        let reads: Vec<PackRead> = jobs
+            .iter()
+            .map(|j| PackRead {
+                pack: j.pack,
+                ranges: j
+                    .wants
+                    .iter()
+                    .map(|w| w.loc.offset..w.loc.offset + w.loc.len as u64)
+                    .collect(),
+                whole: j.whole,
+            })
+            .collect();
+        let sender = tx.clone();
+        let fetched = vault.read_packs(&reads, 2, point, move |i, item| {
+            sender.send((i, item)).is_ok()
         });
         drop(tx);
         // A writer that panicked wrote only part of its packs: its join
@@ -278,8 +239,21 @@ fn write_pack(
     size: u64,
     progress: &Progress,
     buf: &mut AlignedBuf,
-) -> Result<(), ReplicationError> {
+) -> Result<u64, ReplicationError> {
     let name = pack_name(&job.pack);
+    if parts.len() != job.wants.len() {
+        return Err(vault
+            .damaged(
+                &name,
+                format!(
+                    "{} blobs read of {} asked for",
+                    parts.len(),
+                    job.wants.len()
+                ),
+            )
+            .into());
+    }
+    let mut blocks = 0;
     for (w, sealed) in job.wants.iter().zip(parts) {
         let plain = vault
             .data_sealer()
@@ -304,13 +278,14 @@ fn write_pack(
                     path: sink.target(),
                     source,
                 })?;
+            blocks += n;
         }
         progress
             .stored
             .fetch_add(w.loc.raw as u64, Ordering::Relaxed);
         progress.read.fetch_add(w.loc.raw as u64, Ordering::Relaxed);
     }
-    Ok(())
+    Ok(blocks)
 }
 
 /// What a restore wrote.
@@ -463,4 +438,66 @@ fn restore_disk_to(
             .map_err(io("sync the directory of", to))?;
     }
     Ok(Restored { size: r.size, data })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::KeySource;
+    use crate::replication::{Options, Target, take_points};
+    use crate::vault::index;
+
+    /// The completeness check counts blocks at the sink: a plan that
+    /// misses a run fails the restore instead of leaving a hole.
+    #[test]
+    fn a_run_missing_from_the_plan_fails_the_restore() {
+        let d = tempfile::tempdir().unwrap();
+        let key = KeySource::File(d.path().join("vault.key"));
+        let url = format!("file://{}", d.path().join("vault").display());
+        let vault = Vault::init(&url, &key, d.path()).unwrap().vault;
+        let disk = d.path().join("disk");
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let data: Vec<u8> = (0..1 << 20)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        std::fs::write(&disk, &data).unwrap();
+        let target = Target {
+            protection: "protection.a".into(),
+            machine: "machine.a".into(),
+            group: None,
+            disks: vec![("root".into(), disk)],
+            quiesce: None,
+            app: false,
+            level: 1,
+            site: None,
+            vm: None,
+        };
+        let opts = Options::new(d.path().join("cache"));
+        let points = take_points(&vault, &[target], &opts, &Progress::default()).unwrap();
+        let point = &points[0];
+        let (idx, _) = index::load(&vault, false).unwrap();
+        let r = manifest::resolve(&vault, point, "root", &mut HashMap::new()).unwrap();
+        let restore = |to: &Path, jobs: Vec<PackJob>| {
+            let f = File::create(to).unwrap();
+            let sink = FileSink(DirectFile::buffered_only(f), to.to_path_buf());
+            write_jobs(&vault, jobs, &r, &sink, &Progress::default(), &point.id)
+        };
+        // Control: the whole plan restores.
+        let jobs = plan(&idx, &r, &point.id, &vault).unwrap();
+        restore(&d.path().join("whole"), jobs).unwrap();
+        assert_eq!(std::fs::read(d.path().join("whole")).unwrap(), data);
+        // One run dropped from the plan: the restore must fail.
+        let mut jobs = plan(&idx, &r, &point.id, &vault).unwrap();
+        let last = jobs.last_mut().and_then(|j| j.wants.last_mut()).unwrap();
+        last.runs.pop().unwrap();
+        let err = restore(&d.path().join("holed"), jobs)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("data blocks were written"), "{err}");
+    }
 }

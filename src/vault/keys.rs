@@ -103,6 +103,7 @@ pub fn key_path(source: &KeySource, base: &Path) -> Option<PathBuf> {
 pub fn load(source: &KeySource, base: &Path) -> Result<MasterKey, KeyError> {
     match source {
         KeySource::Env(name) => {
+            standby_provider_core::command::withhold_env(name);
             let v = std::env::var(name).map_err(|_| KeyError::EnvMissing { name: name.clone() })?;
             MasterKey::from_hex(&v, &format!("environment variable {name}"))
         }

@@ -88,6 +88,55 @@ pub struct Manifest {
     /// from it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub moves_to: Option<String>,
+    /// How a VM point was read through changed-block tracking (qemu
+    /// machines only; see `replication::vm`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cbt: Option<Cbt>,
+}
+
+/// A VM point's changed-block tracking: per disk how it was read, and the
+/// snapshot's timing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cbt {
+    pub disks: BTreeMap<String, CbtDisk>,
+    /// `guest-fsfreeze-freeze` call (hook included), ms; absent when the
+    /// guest was not frozen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub freeze_call_ms: Option<f64>,
+    /// The QMP transaction that opened the point-in-time view, ms.
+    pub transaction_ms: f64,
+    /// Between the first and the last VM's snapshot instant of the point's
+    /// consistency group, ms (0 for one VM).
+    pub spread_ms: f64,
+    /// VMs snapshotted together at this point instant.
+    pub group_vms: u32,
+}
+
+/// One VM disk of a point.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CbtDisk {
+    /// `dirty` (only the extents the bitmap marked), `full` (a first
+    /// point: every allocated extent) or `fallback` (tracking could not be
+    /// trusted: the whole view read and compared by hash).
+    pub mode: String,
+    /// Why tracking was not trusted (mode `fallback`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Dirty bytes QEMU counted in the bitmap generation this point read.
+    pub dirty_bytes: u64,
+    /// Bytes read from the VM over NBD.
+    pub read_bytes: u64,
+    /// NBD read requests those bytes took (one per run of blocks to read
+    /// inside a 4 MiB chunk).
+    #[serde(default)]
+    pub read_requests: u64,
+}
+
+impl Cbt {
+    /// Disks of this point that fell back to a whole read.
+    pub fn fallbacks(&self) -> usize {
+        self.disks.values().filter(|d| d.mode == "fallback").count()
+    }
 }
 
 impl Manifest {
@@ -258,46 +307,28 @@ pub fn list(vault: &Vault, tolerant: bool) -> Result<(Vec<Manifest>, Vec<VaultEr
     Ok((out, bad))
 }
 
-/// Find a point by full id, unique id prefix, or `latest` (optionally of one
-/// machine): the newest point that is not `fuzzy`.
+/// Find a point by the point grammar ([`super::query::PointQuery`]:
+/// `latest`, `latest-app`, an id or unique prefix, an RFC 3339 time),
+/// only points of `machine` when given.
 pub fn find<'a>(
     vault: &Vault,
     points: &'a [Manifest],
     query: &str,
     machine: Option<&str>,
 ) -> Result<&'a Manifest> {
-    let of_machine = |m: &&Manifest| machine.is_none_or(|a| m.machine == a);
+    use super::query::{PointQuery, Unmatched};
     let not_found = || VaultError::PointNotFound {
         url: vault.url.clone(),
         query: query.to_string(),
     };
-    // `latest` is the newest consistent point: a fuzzy one only by its id.
-    if query == "latest" {
-        return points
-            .iter()
-            .rev()
-            .filter(of_machine)
-            .find(|m| m.consistency != Consistency::Fuzzy)
-            .ok_or_else(not_found);
-    }
-    let q = query.to_ascii_lowercase();
-    let hits: Vec<&Manifest> = points
-        .iter()
-        .filter(of_machine)
-        .filter(|m| m.id.hex().starts_with(&q))
-        .collect();
-    match hits.as_slice() {
-        [] => Err(not_found()),
-        [one] => Ok(one),
-        many => Err(VaultError::AmbiguousPoint {
+    let q: PointQuery = query.parse().map_err(|_| not_found())?;
+    q.select(points, machine).map_err(|u| match u {
+        Unmatched::None => not_found(),
+        Unmatched::Ambiguous(ids) => VaultError::AmbiguousPoint {
             query: query.to_string(),
-            candidates: many
-                .iter()
-                .map(|m| m.id.short())
-                .collect::<Vec<_>>()
-                .join(", "),
-        }),
-    }
+            candidates: ids.join(", "),
+        },
+    })
 }
 
 /// A disk as of one point: for each block, which blob holds it.

@@ -16,6 +16,8 @@ pub mod manifest;
 pub mod moves;
 pub mod pack;
 pub mod prune;
+pub mod query;
+pub mod read;
 pub mod seal;
 pub mod verify;
 
@@ -410,11 +412,11 @@ impl Vault {
         &self.data
     }
 
-    pub(crate) fn runtime(&self) -> &tokio::runtime::Runtime {
+    fn runtime(&self) -> &tokio::runtime::Runtime {
         &self.rt
     }
 
-    pub(crate) fn store(&self) -> &Store {
+    fn store(&self) -> &Store {
         &self.store
     }
 

@@ -19,6 +19,9 @@ pub struct ProtectionFigures {
     pub bytes_replicated: u64,
     pub failures: u64,
     pub points_taken: u64,
+    /// VM disks whose point could not trust changed-block tracking and
+    /// read the whole disk (points this process took).
+    pub cbt_fallbacks: u64,
     /// Its machine runs somewhere its protection does not capture (failed
     /// over and not reprotected).
     pub unprotected: bool,
@@ -61,7 +64,7 @@ impl Metrics {
         let figs = self.snapshot();
         let mut out = String::new();
         type Get = fn(&ProtectionFigures, OffsetDateTime) -> Option<f64>;
-        let families: [(&str, &str, &str, Get); 7] = [
+        let families: [(&str, &str, &str, Get); 8] = [
             (
                 "standby_protection_active",
                 "gauge",
@@ -103,6 +106,12 @@ impl Metrics {
                 "counter",
                 "Recovery points this process took.",
                 |f, _| Some(f.points_taken as f64),
+            ),
+            (
+                "standby_cbt_fallbacks_total",
+                "counter",
+                "VM disk points that could not trust changed-block tracking (no or inconsistent bitmap, VM restarted on a raw disk, disk resized, VM moved) and read the whole disk; `points --json` says why.",
+                |f, _| Some(f.cbt_fallbacks as f64),
             ),
         ];
         for (name, kind, help, get) in families {
@@ -156,6 +165,7 @@ mod tests {
             f.newest = Some(now - time::Duration::seconds(30));
             f.points = Some(2);
             f.bytes_replicated = 1234;
+            f.cbt_fallbacks = 2;
         });
         let text = m.render(now);
         assert!(
@@ -168,6 +178,7 @@ mod tests {
         );
         assert!(text.contains("standby_rpo_threshold_seconds{protection=\"protection.db\"} 900"));
         assert!(text.contains("standby_bytes_replicated_total{protection=\"protection.db\"} 1234"));
+        assert!(text.contains("standby_cbt_fallbacks_total{protection=\"protection.db\"} 2"));
         assert!(
             text.contains("standby_replication_failures_total{protection=\"protection.db\"} 0")
         );

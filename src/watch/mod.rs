@@ -374,7 +374,7 @@ fn targets_now(
         metrics.update(&name, |f| f.unprotected = unprotected);
         let now = match stale.into_iter().next() {
             Some(why) => Err(why),
-            None => placement::target_now(world.cfg, doc, t),
+            None => placement::target_now(world.cfg, doc, t).map_err(|e| e.0),
         };
         match now {
             Ok(t) => {
@@ -541,6 +541,7 @@ fn run_job(job: &Job, settings: &Settings, metrics: &Metrics, stop: &Stop, world
                         f.points = Some(f.points.unwrap_or(0) + 1);
                         f.bytes_replicated += m.stats.stored;
                         f.points_taken += 1;
+                        f.cbt_fallbacks += m.cbt.as_ref().map_or(0, |c| c.fallbacks() as u64);
                     });
                 }
                 if failures > 0 {

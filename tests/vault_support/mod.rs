@@ -118,6 +118,7 @@ pub fn target(machine: &str, disks: &[(&str, &Path)]) -> Target {
         app: false,
         level: 1,
         site: None,
+        vm: None,
     }
 }
 

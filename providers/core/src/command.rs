@@ -35,6 +35,21 @@ pub const BASE_ENV: &[&str] = &[
 /// never passed this way (standby sets the `STANDBY_*` a child gets).
 pub const PASS_ENV: &str = "STANDBY_PASS_ENV";
 
+/// Names of variables holding secrets standby itself reads (a vault's
+/// `key_env`): never passed to a child, even when [`PASS_ENV`] names them
+/// or matches them with a prefix.
+static WITHHELD: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Never pass variable `name` to a child (see [`base_env`]). Called for
+/// every `key_env` when a configuration is loaded and when a key is read.
+pub fn withhold_env(name: &str) {
+    if let Ok(mut w) = WITHHELD.lock()
+        && !w.iter().any(|n| n == name)
+    {
+        w.push(name.to_string());
+    }
+}
+
 /// How long a command is waited for between looks at its cancel flag.
 const TICK: Duration = Duration::from_millis(50);
 
@@ -109,8 +124,10 @@ pub fn exit_text(s: ExitStatus) -> String {
 }
 
 /// The environment a child of standby starts from: [`BASE_ENV`], `LC_*`,
-/// and what [`PASS_ENV`] names, taken from standby's own environment.
+/// and what [`PASS_ENV`] names, taken from standby's own environment;
+/// never a name given to [`withhold_env`].
 pub fn base_env() -> Vec<(OsString, OsString)> {
+    let withheld = WITHHELD.lock().map(|w| w.clone()).unwrap_or_default();
     let pass: Vec<String> = std::env::var(PASS_ENV)
         .unwrap_or_default()
         .split([',', ' ', '\n', '\t'])
@@ -119,12 +136,13 @@ pub fn base_env() -> Vec<(OsString, OsString)> {
         .map(str::to_string)
         .collect();
     let wanted = |name: &str| {
-        BASE_ENV.contains(&name)
-            || name.starts_with("LC_")
-            || pass.iter().any(|p| match p.strip_suffix('*') {
-                Some(prefix) => name.starts_with(prefix) && !name.starts_with("STANDBY_"),
-                None => p == name,
-            })
+        !withheld.iter().any(|w| w == name)
+            && (BASE_ENV.contains(&name)
+                || name.starts_with("LC_")
+                || pass.iter().any(|p| match p.strip_suffix('*') {
+                    Some(prefix) => name.starts_with(prefix) && !name.starts_with("STANDBY_"),
+                    None => p == name,
+                }))
     };
     std::env::vars_os()
         .filter(|(k, _)| k.to_str().is_some_and(wanted))

@@ -106,6 +106,32 @@ pub fn enable(qmp: &mut Qmp, node: &str, granularity: u64) -> Result<(String, bo
     Ok((name, true))
 }
 
+/// Starts tracking `node` whatever its format: a qcow2 node gets a
+/// persistent bitmap ([`enable`]); any other node (raw) a bitmap that lives
+/// only while this QEMU process runs, so after a restart the next point
+/// finds no bitmap and reads the whole disk. Returns the recording
+/// bitmap's name, whether it was created now, and whether it persists.
+pub fn enable_any(qmp: &mut Qmp, node: &str, granularity: u64) -> Result<(String, bool, bool)> {
+    let n = qmp.block_node(node)?;
+    if n.drv == "qcow2" {
+        let (name, created) = enable(qmp, node, granularity)?;
+        return Ok((name, created, true));
+    }
+    if let Some((_, b)) = bitmaps(qmp, node)?
+        .into_iter()
+        .rev()
+        .find(|(_, b)| b.recording)
+    {
+        return Ok((b.name, false, b.persistent));
+    }
+    let name = format!("{BITMAP_PREFIX}1");
+    qmp.execute_value(
+        "block-dirty-bitmap-add",
+        json!({ "node": node, "name": name, "persistent": false, "granularity": granularity }),
+    )?;
+    Ok((name, true, false))
+}
+
 /// Starts tracking `node` afresh: deletes every bitmap of ours (also
 /// inconsistent ones, which QEMU leaves after it was killed) and adds
 /// `standby-1`. The next point must read the whole disk (`full`), since
@@ -120,7 +146,7 @@ pub fn reset(qmp: &mut Qmp, node: &str, granularity: u64) -> Result<Vec<String>>
         )?;
         removed.push(b.name);
     }
-    enable(qmp, node, granularity)?;
+    enable_any(qmp, node, granularity)?;
     Ok(removed)
 }
 
@@ -280,6 +306,9 @@ pub struct PointDisk {
     pub dirty_bytes: u64,
     /// The NBD export name of this disk's point-in-time view.
     pub export: String,
+    /// Whether the bitmaps are stored in the image (qcow2) or live only
+    /// while QEMU runs (raw).
+    pub persistent: bool,
     fleece_path: PathBuf,
 }
 
@@ -471,6 +500,7 @@ fn prepare(qmp: &mut Qmp, nodes: &[String], dir: &Path) -> Result<Vec<PointDisk>
             old_bitmap: cur.name.clone(),
             new_bitmap: format!("{BITMAP_PREFIX}{}", gen_ + 1),
             granularity: cur.granularity,
+            persistent: cur.persistent,
             dirty_bytes: 0,
             export: node.to_string(),
             fleece_path,
@@ -496,7 +526,7 @@ fn actions(disks: &[PointDisk]) -> Vec<Value> {
     let mut actions = Vec::new();
     for d in disks {
         actions.push(json!({ "type": "block-dirty-bitmap-add",
-            "data": { "node": d.node, "name": d.new_bitmap, "persistent": true, "granularity": d.granularity } }));
+            "data": { "node": d.node, "name": d.new_bitmap, "persistent": d.persistent, "granularity": d.granularity } }));
         actions.push(json!({ "type": "block-dirty-bitmap-disable",
             "data": { "node": d.node, "name": d.old_bitmap } }));
         actions.push(json!({ "type": "blockdev-backup",

@@ -283,6 +283,9 @@ impl Vm {
                 ));
         }
         cmd.arg("-daemonize").arg("-pidfile").arg(&qemu_pid);
+        // Like every child of standby: none of its secrets (vault keys,
+        // sensitive variables, cloud keys) in QEMU's environment.
+        standby_provider_core::command::isolate(&mut cmd);
         let stderr = fs::File::create(&stderr_path)
             .map_err(Error::io(format!("creating {}", stderr_path.display())))?;
         let status = cmd

@@ -325,7 +325,7 @@ fn qemu_nbd_over_tls_verifies_the_server_certificate() {
     let dir = common::tempdir();
     let pki = dir.path().join("pki");
     std::fs::create_dir_all(&pki).unwrap();
-    common::make_pki(&pki);
+    common::pki::make_pki(&pki);
     let img = dir.path().join("d.qcow2");
     assert!(
         Command::new("qemu-img")

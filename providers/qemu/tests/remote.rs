@@ -32,7 +32,7 @@ fn point_exports_over_tls_and_unknown_ca_refused() {
     let dir = common::tempdir();
     let pki = dir.path().join("pki");
     std::fs::create_dir_all(&pki).unwrap();
-    common::make_pki(&pki);
+    common::pki::make_pki(&pki);
     let root = g
         .root_overlay(&dir.path().join("root.qcow2"), "root")
         .unwrap();

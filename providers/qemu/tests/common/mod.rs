@@ -2,6 +2,8 @@
 //! cached test guest, the accelerator.
 #![allow(dead_code)]
 
+pub mod pki;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -109,38 +111,4 @@ pub fn check_database_image(img: &Path) -> u64 {
         "the point's order count equals the count at its freeze"
     );
     count
-}
-
-/// Makes a CA and a server certificate for 127.0.0.1/localhost in `dir`
-/// (QEMU's tls-creds-x509 layout: ca-cert.pem, server-cert.pem,
-/// server-key.pem), and a second, unrelated CA in `dir/other-ca.pem`.
-pub fn make_pki(dir: &Path) {
-    let sh = |script: &str| {
-        let out = Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .current_dir(dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "openssl: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
-    sh(&format!(
-        "openssl req -x509 {ec} -keyout ca-key.pem -out ca-cert.pem -days 2 -subj /CN=standby-test-ca"
-    ));
-    sh(&format!(
-        "openssl req -x509 {ec} -keyout other-key.pem -out other-ca.pem -days 2 -subj /CN=other-ca"
-    ));
-    sh(&format!(
-        "openssl req -new {ec} -keyout server-key.pem -out server.csr -subj /CN=localhost"
-    ));
-    sh(
-        "printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\\nextendedKeyUsage=serverAuth\\n' > ext.cnf && \
-        openssl x509 -req -in server.csr -CA ca-cert.pem -CAkey ca-key.pem -CAcreateserial \
-        -out server-cert.pem -days 2 -extfile ext.cnf",
-    );
 }

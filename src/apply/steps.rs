@@ -9,13 +9,14 @@
 //! point together (`replication::take_points` on all their targets: all
 //! freezes, one instant, all thaws), as `replicate` does.
 
-use crate::cli::vault::{cache_dir, human};
 use crate::exec::StepError;
-use crate::model::{Address, Config, KeySource, Kind};
+use crate::human::size as human;
+use crate::model::{Address, KeySource, Kind};
 use crate::plan::{Action, Attributes, Change, StepOp, attributes::OBSERVED_PREFIX};
 use crate::replication::{self, Options, Progress, ReplicationError, batch::target_for};
-use crate::state::{Backend, ObjectState, StateDoc, StateLock, Status};
+use crate::state::{ObjectState, StateDoc, StateLock, Status};
 use crate::vault::{Vault, manifest, prune};
+use crate::workspace::{Workspace, points_in};
 use serde_json::json;
 use std::collections::HashMap;
 use std::fmt;
@@ -45,14 +46,12 @@ impl fmt::Display for ApplyStep {
 
 /// Everything the steps share.
 pub struct Context {
-    pub config: Config,
+    /// The configuration, the state backend and the vaults opened so far.
+    pub ws: Arc<Workspace>,
     pub changes: Vec<Change>,
-    pub backend: Box<dyn Backend>,
     pub lock: StateLock,
     /// The state as last written; the mutex also serialises writes.
     pub doc: Mutex<StateDoc>,
-    /// Vaults opened so far, by address (opening derives keys: do it once).
-    vaults: Mutex<HashMap<Address, Arc<Vault>>>,
     /// Attributes as recorded when the run began: the create half of a
     /// replace applies its change to these (its delete half removed them).
     initial: HashMap<Address, Attributes>,
@@ -72,9 +71,8 @@ type GroupGate = Arc<Mutex<()>>;
 
 impl Context {
     pub fn new(
-        config: Config,
+        ws: Arc<Workspace>,
         changes: Vec<Change>,
-        backend: Box<dyn Backend>,
         lock: StateLock,
         doc: StateDoc,
     ) -> Context {
@@ -86,12 +84,10 @@ impl Context {
         Context {
             cancel: Arc::new(AtomicBool::new(false)),
             initial,
-            config,
+            ws,
             changes,
-            backend,
             lock,
             doc: Mutex::new(doc),
-            vaults: Mutex::new(HashMap::new()),
             groups: Mutex::new(HashMap::new()),
             batched: Mutex::new(HashMap::new()),
         }
@@ -118,7 +114,8 @@ impl Context {
             .map_err(|_| "the state lock was poisoned by a failed step".to_string())?;
         let mut next = doc.clone();
         f(&mut next);
-        self.backend
+        let backend = self.ws.backend().map_err(|e| e.to_string())?;
+        backend
             .write(&self.lock, &mut next)
             .map_err(|e| format!("cannot record the step in state: {e}"))?;
         *doc = next;
@@ -181,16 +178,12 @@ impl Context {
 
     /// Record the sizes of a machine's disks as found now (for drift).
     fn disk_sizes(&self, address: &Address, attrs: &mut Attributes) {
-        let Some(m) = self.config.machines.get(address) else {
+        let Some(m) = self.ws.config.machines.get(address) else {
             return;
         };
-        let Some(site) = self.config.sites.get(&m.site) else {
+        let Some(root) = self.ws.site_root(&m.site) else {
             return;
         };
-        let root = self
-            .config
-            .root
-            .join(site.root.clone().unwrap_or_else(|| ".".into()));
         for d in &m.disks {
             if let Ok(meta) = std::fs::metadata(root.join(&d.path)) {
                 attrs.insert(format!("observed.disk.{}.size", d.name), json!(meta.len()));
@@ -200,11 +193,12 @@ impl Context {
 
     fn create_vault(&self, change: &Change) -> Result<String, String> {
         let v = self
+            .ws
             .config
             .vaults
             .get(&change.address)
             .ok_or_else(|| format!("no {} in the configuration", change.address))?;
-        let out = Vault::init(&v.url, &v.key, &self.config.root).map_err(|e| e.to_string())?;
+        let out = Vault::init(&v.url, &v.key, &self.ws.config.root).map_err(|e| e.to_string())?;
         let mut detail = if out.existed {
             format!("vault {} exists already and the key opens it", v.url)
         } else {
@@ -216,9 +210,7 @@ impl Context {
                 p.display()
             ));
         }
-        if let Ok(mut vaults) = self.vaults.lock() {
-            vaults.insert(change.address.clone(), Arc::new(out.vault));
-        }
+        self.ws.keep_vault(&change.address, out.vault);
         let (mut attrs, _) = self.after(change)?;
         attrs.insert("observed.present".into(), json!(true));
         self.store(change, attrs, Status::Ready)?;
@@ -236,6 +228,7 @@ impl Context {
             .any(|a| a.name == "key_file" || a.name == "key_env");
         if rekeyed {
             let v = self
+                .ws
                 .config
                 .vaults
                 .get(&change.address)
@@ -249,16 +242,14 @@ impl Context {
                     "To read the key from {e}, set {e} to the current key first, then apply again"
                 ),
             };
-            let opened = Vault::open(&v.url, &v.key, &self.config.root).map_err(|e| {
+            let opened = Vault::open(&v.url, &v.key, &self.ws.config.root).map_err(|e| {
                 format!(
                     "{}: the new key source does not open the vault, so nothing was recorded: {e}. {}",
                     change.address,
                     todo
                 )
             })?;
-            if let Ok(mut vaults) = self.vaults.lock() {
-                vaults.insert(change.address.clone(), Arc::new(opened));
-            }
+            self.ws.keep_vault(&change.address, opened);
         }
         self.record_as_configured(change)
     }
@@ -266,37 +257,10 @@ impl Context {
     /// Open the vault at `address`: as configured, or as recorded in state
     /// when the configuration no longer has it (a destroy).
     fn vault(&self, address: &Address) -> Result<Arc<Vault>, String> {
-        if let Some(v) = self
-            .vaults
-            .lock()
-            .ok()
-            .and_then(|m| m.get(address).cloned())
-        {
-            return Ok(v);
-        }
-        let (url, key) = match self.config.vaults.get(address) {
-            Some(v) => (v.url.clone(), v.key.clone()),
-            None => {
-                let rec = self
-                    .before(address)
-                    .ok_or_else(|| format!("{address} is neither configured nor recorded"))?;
-                let get = |k: &str| rec.attributes.get(k).and_then(|v| v.as_str());
-                let url = get("url").ok_or_else(|| format!("{address} has no recorded url"))?;
-                let key = match (get("key_file"), get("key_env")) {
-                    (Some(f), _) => KeySource::File(f.into()),
-                    (None, Some(e)) => KeySource::Env(e.to_string()),
-                    _ => return Err(format!("{address} has no recorded key source")),
-                };
-                (url.to_string(), key)
-            }
-        };
-        let v = Arc::new(
-            Vault::open(&url, &key, &self.config.root).map_err(|e| format!("{address}: {e}"))?,
-        );
-        if let Ok(mut vaults) = self.vaults.lock() {
-            vaults.insert(address.clone(), v.clone());
-        }
-        Ok(v)
+        let doc = self.doc.lock().ok().map(|d| d.clone());
+        self.ws
+            .vault_as_recorded(address, doc.as_ref())
+            .map_err(|e| e.to_string())
     }
 
     /// Enable a protection: its first recovery point, then record it as
@@ -306,22 +270,15 @@ impl Context {
         let addr = &change.address;
         let failed = StepError::Failed;
         let p = self
+            .ws
             .config
             .protections
             .get(addr)
             .ok_or_else(|| failed(format!("no {addr} in the configuration")))?;
         let vault = self.vault(&p.vault).map_err(failed)?;
-        let name = addr.to_string();
-        let machine = std::collections::BTreeSet::from([p.machine.to_string()]);
-        let mine = |vault: &Vault| -> Result<Vec<manifest::Manifest>, String> {
-            // The machine's catalog, not every manifest of the vault.
-            let points =
-                crate::vault::catalog::list_machines(vault, &machine).map_err(|e| e.to_string())?;
-            Ok(points
-                .into_iter()
-                .filter(|m| m.protection == name)
-                .collect())
-        };
+        // The machine's catalog, not every manifest of the vault.
+        let machine = p.machine.to_string();
+        let mine = |vault: &Vault| points_in(vault, addr, &machine).map_err(|e| e.to_string());
         // Members of a consistency group take their first point together:
         // hold the group's mutex while looking and taking.
         let group_lock = p.consistency_group.as_ref().map(|g| {
@@ -342,10 +299,10 @@ impl Context {
             let members = self.enabled_with(addr, &vault).map_err(failed)?;
             let targets = members
                 .iter()
-                .map(|a| target_for(&self.config, a))
+                .map(|a| target_for(&self.ws.config, a))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| failed(e.to_string()))?;
-            let mut opts = Options::new(cache_dir(&self.config));
+            let mut opts = Options::new(self.ws.cache_dir());
             opts.cancel = Some(self.cancel.clone());
             let made = replication::take_points(&vault, &targets, &opts, &Progress::default())
                 .map_err(|e| match e {
@@ -403,6 +360,7 @@ impl Context {
     fn enabled_with(&self, addr: &Address, vault: &Vault) -> Result<Vec<Address>, String> {
         let mut out = vec![addr.clone()];
         let Some(group) = self
+            .ws
             .config
             .protections
             .get(addr)
@@ -417,7 +375,7 @@ impl Context {
             if c.kind != Kind::Protection || c.action != Action::Create || c.address == *addr {
                 continue;
             }
-            let same = self.config.protections.get(&c.address).is_some_and(|p| {
+            let same = self.ws.config.protections.get(&c.address).is_some_and(|p| {
                 p.vault == group.0 && p.consistency_group.as_ref() == Some(&group.1)
             });
             let name = c.address.to_string();

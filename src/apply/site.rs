@@ -4,13 +4,13 @@
 //! stages walked by the executor — failover: planned failover, commit,
 //! reprotect; failback: reprotect (when not done), failback.
 
-use crate::exec::{self, Cancel, JsonSink, PlainSink, Sink, StepError};
+use super::ApplyError;
+use crate::exec::{self, Cancel, Sink, StepError};
 use crate::model::{Address, Config};
 use crate::plan::Plan;
-use crate::plan::site::{Direction, SiteChange};
-use crate::recovery::{self, Approvals, PointChoice, Recorder};
+use crate::plan::site::{Direction, SiteChange, SiteOp};
+use crate::recovery::{self, Approver, PointChoice, Recorder};
 use crate::state::RunKind;
-use miette::miette;
 use petgraph::graph::DiGraph;
 use std::fmt;
 use std::sync::Arc;
@@ -21,7 +21,7 @@ pub fn guard(
     allow_failover: bool,
     allow_undrilled: bool,
     saved: bool,
-) -> miette::Result<()> {
+) -> Result<(), ApplyError> {
     if plan.site_changes.is_empty() {
         return Ok(());
     }
@@ -31,11 +31,7 @@ pub fn guard(
         .map(|c| format!("  - {} {} -> {}", c.recovery_plan, c.from, c.to))
         .collect();
     if !(allow_failover || (saved && plan.allow_failover)) {
-        return Err(miette!(
-            help = "review the plan; to carry it out run apply again with --allow-failover (or save it with `standby plan --allow-failover --out FILE` and apply that file)",
-            "refusing to apply: this plan moves recovery plans to another site (active_site); nothing was changed:\n{}",
-            list.join("\n")
-        ));
+        return Err(ApplyError::SiteChangeNotAllowed(list));
     }
     let undrilled: Vec<String> = plan
         .site_changes
@@ -47,12 +43,7 @@ pub fn guard(
         })
         .collect();
     if !undrilled.is_empty() && !allow_undrilled {
-        return Err(miette!(
-            help =
-                "drill it first (`standby drill PLAN`), or accept the risk with --allow-undrilled",
-            "refusing to apply: a recovery plan that moves site is not proven by a recent passing drill; nothing was changed:\n{}",
-            undrilled.join("\n")
-        ));
+        return Err(ApplyError::Undrilled(undrilled));
     }
     Ok(())
 }
@@ -83,34 +74,41 @@ impl fmt::Display for Stage {
     }
 }
 
+/// The stages that carry out a site change's steps, in order: the steps
+/// of one recovery run (stop, final point, groups, and clear after a
+/// failback) are one failover or failback stage; commit and reprotect are
+/// stages of their own.
 fn stages(c: &SiteChange) -> Vec<Op> {
-    match c.direction {
-        Direction::Failover => vec![Op::Failover, Op::Commit, Op::Reprotect],
-        // What the plan says is still to do before the failback itself.
-        Direction::Failback => {
-            let mut ops: Vec<Op> = c
-                .steps
-                .iter()
-                .filter_map(|s| match s.op.as_str() {
-                    "commit" => Some(Op::Commit),
-                    "reprotect" => Some(Op::Reprotect),
-                    _ => None,
-                })
-                .collect();
-            ops.push(Op::Failback);
-            ops
+    let run = match c.direction {
+        Direction::Failover => Op::Failover,
+        Direction::Failback => Op::Failback,
+    };
+    let mut ops: Vec<Op> = Vec::new();
+    for s in &c.steps {
+        let op = match s.op {
+            SiteOp::Commit => Op::Commit,
+            SiteOp::Reprotect => Op::Reprotect,
+            SiteOp::Stop | SiteOp::FinalPoint | SiteOp::Group | SiteOp::Clear => run,
+        };
+        if ops.last() != Some(&op) {
+            ops.push(op);
         }
     }
+    ops
 }
 
-/// Carry out the site changes. True when every stage finished.
+/// Carry out the site changes, stage events to `sink`; manual steps ask
+/// `approver`, the recovery runs report to `events`; `on_second` runs on a
+/// second interrupt. True when every stage finished.
 pub fn run(
     config: Config,
     changes: &[SiteChange],
     recorder: Recorder,
-    approve: Vec<String>,
-    json: bool,
-) -> miette::Result<bool> {
+    approver: Arc<dyn Approver>,
+    events: Arc<dyn recovery::Sink>,
+    sink: &dyn Sink,
+    on_second: Box<dyn Fn() + Send>,
+) -> Result<bool, ApplyError> {
     let mut graph: DiGraph<Stage, ()> = DiGraph::new();
     for c in changes {
         let mut before = None;
@@ -125,32 +123,25 @@ pub fn run(
             before = Some(n);
         }
     }
-    let sink: Box<dyn Sink> = if json {
-        Box::new(JsonSink::new(std::io::stdout()))
-    } else {
-        println!();
-        Box::new(PlainSink::new(std::io::stdout()))
-    };
     let config = Arc::new(config);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| miette!("cannot start the async runtime: {e}"))?;
+        .map_err(ApplyError::Runtime)?;
     let cancel = Cancel::new();
     let report = rt.block_on(async {
-        if let Err(e) = cancel.on_signals(|| {
-            eprintln!("interrupted again: standby finishes what it started and exits");
-        }) {
+        if let Err(e) = cancel.on_signals(on_second) {
             tracing::warn!("cannot watch for interrupts: {e}");
         }
-        exec::walk(&graph, 1, &cancel, sink.as_ref(), |i, cancel| {
+        exec::walk(&graph, 1, &cancel, sink, |i, cancel| {
             let stage = graph[i].clone();
             let config = config.clone();
             let recorder = recorder.clone();
-            let approve = approve.clone();
+            let approver = approver.clone();
+            let events = events.clone();
             async move {
                 tokio::task::spawn_blocking(move || {
-                    run_stage(&config, &stage, &recorder, approve, &cancel)
+                    run_stage(&config, &stage, &recorder, &*approver, &*events, &cancel)
                 })
                 .await
                 .map_err(|e| StepError::Failed(format!("the step crashed: {e}")))?
@@ -166,18 +157,14 @@ fn run_stage(
     cfg: &Config,
     stage: &Stage,
     rec: &Recorder,
-    approve: Vec<String>,
+    approvals: &dyn Approver,
+    events: &dyn recovery::Sink,
     cancel: &Cancel,
 ) -> Result<String, StepError> {
     let plan = cfg
         .recovery_plans
         .get(&stage.plan)
         .ok_or_else(|| StepError::Failed(format!("no {} in the configuration", stage.plan)))?;
-    let approvals = Approvals {
-        interactive: std::io::IsTerminal::is_terminal(&std::io::stdin()),
-        wait: false,
-        given: approve,
-    };
     let failed = |e: recovery::RecoveryError| StepError::Failed(e.to_string());
     let outcome = |r: recovery::RunResult| {
         if r.passed {
@@ -196,6 +183,7 @@ fn run_stage(
                 approvals,
                 rec,
                 cancel,
+                events,
             )
             .map_err(failed)?,
         ),
@@ -213,7 +201,61 @@ fn run_stage(
             ))
         }
         Op::Failback => outcome(
-            recovery::failback::failback(cfg, plan, approvals, rec, cancel).map_err(failed)?,
+            recovery::failback::failback(cfg, plan, approvals, rec, cancel, events)
+                .map_err(failed)?,
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Kind;
+    use crate::plan::site::SiteStep;
+
+    fn change(direction: Direction, ops: &[SiteOp]) -> SiteChange {
+        SiteChange {
+            recovery_plan: Address::new(Kind::RecoveryPlan, "shop"),
+            direction,
+            from: Address::new(Kind::Site, "a"),
+            to: Address::new(Kind::Site, "b"),
+            steps: ops
+                .iter()
+                .map(|&op| SiteStep {
+                    op,
+                    detail: String::new(),
+                })
+                .collect(),
+            undrilled: None,
+        }
+    }
+
+    #[test]
+    fn a_failover_is_run_then_commit_then_reprotect() {
+        use SiteOp::*;
+        let c = change(
+            Direction::Failover,
+            &[Stop, FinalPoint, Group, Group, Commit, Reprotect],
+        );
+        assert_eq!(stages(&c), [Op::Failover, Op::Commit, Op::Reprotect]);
+    }
+
+    #[test]
+    fn a_failback_does_what_is_left_before_it() {
+        use SiteOp::*;
+        let all = change(
+            Direction::Failback,
+            &[Commit, Reprotect, Stop, FinalPoint, Group, Clear],
+        );
+        assert_eq!(stages(&all), [Op::Commit, Op::Reprotect, Op::Failback]);
+        let reprotected = change(Direction::Failback, &[Stop, FinalPoint, Group, Clear]);
+        assert_eq!(stages(&reprotected), [Op::Failback]);
+    }
+
+    #[test]
+    fn site_ops_keep_their_plan_names() {
+        let json = serde_json::to_string(&SiteOp::FinalPoint).unwrap_or_default();
+        assert_eq!(json, "\"final_point\"");
+        assert_eq!(format!("{:<11}|", SiteOp::Stop), "stop       |");
     }
 }

@@ -4,14 +4,16 @@
 //! leaves the state at the old name, so the next plan moves it again (the
 //! vault part finds nothing left to rename).
 
-use crate::model::{Address, Config, KeySource};
+use super::ApplyError;
+use crate::model::{Address, Config};
 use crate::plan::moves;
 use crate::state::{Backend, StateDoc, StateLock};
 use crate::vault::Vault;
-use miette::miette;
+use crate::workspace::{WorkspaceError, recorded_vault};
 
 /// What one move did, for the apply output.
-pub(crate) struct Moved {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Moved {
     pub from: Address,
     pub to: Address,
     /// Recovery points now known by the new name (machine moves count each
@@ -21,20 +23,24 @@ pub(crate) struct Moved {
 
 /// Rename `moves` (recorded address, new address) in the vaults and then in
 /// `doc`, written through `backend` under `lock`.
-pub(crate) fn carry_out(
+pub fn carry_out(
     config: Option<&Config>,
     root: &std::path::Path,
     backend: &dyn Backend,
     lock: &StateLock,
     doc: &mut StateDoc,
     list: &[(Address, Address)],
-) -> miette::Result<Vec<Moved>> {
+) -> Result<Vec<Moved>, ApplyError> {
     refuse_held(doc, list)?;
     let mut counts = vec![0usize; list.len()];
     for (vault_addr, renames) in moves::vault_renames(doc, list) {
         let vault = open_vault(config, root, doc, &vault_addr)?;
-        let moved = crate::vault::moves::record(&vault, &renames)
-            .map_err(|e| miette!("{vault_addr}: cannot record the move of its points: {e}"))?;
+        let moved = crate::vault::moves::record(&vault, &renames).map_err(|error| {
+            ApplyError::MoveRecord {
+                vault: vault_addr.clone(),
+                error: Box::new(error),
+            }
+        })?;
         for (r, n) in renames.iter().zip(moved) {
             if let Some(i) = list.iter().position(|(f, _)| f.to_string() == r.from) {
                 counts[i] += n;
@@ -43,9 +49,7 @@ pub(crate) fn carry_out(
     }
     let mut next = doc.clone();
     moves::apply_to_state(&mut next, list);
-    backend
-        .write(lock, &mut next)
-        .map_err(miette::Report::new)?;
+    backend.write(lock, &mut next)?;
     *doc = next;
     Ok(list
         .iter()
@@ -61,17 +65,13 @@ pub(crate) fn carry_out(
 /// An error when a recovery run holds one of `list`'s recorded objects
 /// (see [`moves::held`]): naming the run and how to finish it. `plan` and
 /// `apply` refuse alike.
-pub(crate) fn refuse_held(doc: &StateDoc, list: &[(Address, Address)]) -> miette::Result<()> {
+pub fn refuse_held(doc: &StateDoc, list: &[(Address, Address)]) -> Result<(), ApplyError> {
     match moves::held(doc, list) {
-        Some((from, r)) => Err(miette!(
-            help = format!(
-                "finish that run first (`standby failover cleanup {}` for a test, failback after a failover), then move",
-                crate::recovery::run::plan_arg(&r.plan)
-            ),
-            "cannot move {from}: run {} of {} holds it",
-            r.run_id,
-            r.plan
-        )),
+        Some((from, r)) => Err(ApplyError::MoveHeld {
+            from: from.to_string(),
+            run_id: r.run_id.clone(),
+            plan: r.plan.clone(),
+        }),
         None => Ok(()),
     }
 }
@@ -82,37 +82,13 @@ fn open_vault(
     root: &std::path::Path,
     doc: &StateDoc,
     address: &Address,
-) -> miette::Result<Vault> {
+) -> Result<Vault, WorkspaceError> {
     let (url, key) = match config.and_then(|c| c.vaults.get(address)) {
         Some(v) => (v.url.clone(), v.key.clone()),
         None => recorded_vault(doc, address)?,
     };
-    Vault::open(&url, &key, root).map_err(|e| miette!("{address}: {e}"))
-}
-
-/// A vault's url and key source as recorded in state.
-fn recorded_vault(doc: &StateDoc, address: &Address) -> miette::Result<(String, KeySource)> {
-    let rec = doc
-        .objects
-        .get(address)
-        .ok_or_else(|| miette!("{address} is neither configured nor recorded"))?;
-    let get = |k: &str| rec.attributes.get(k).and_then(|v| v.as_str());
-    let url = get("url").ok_or_else(|| miette!("{address} has no recorded url"))?;
-    let key = match (get("key_file"), get("key_env")) {
-        (Some(f), _) => KeySource::File(f.into()),
-        (None, Some(e)) => KeySource::Env(e.to_string()),
-        _ => return Err(miette!("{address} has no recorded key source")),
-    };
-    Ok((url.to_string(), key))
-}
-
-/// `protection.web -> protection.webserver: moved, 3 recovery points follow it`.
-pub(crate) fn line(m: &Moved) -> String {
-    format!(
-        "{} -> {}: moved, {} follow{} it",
-        m.from,
-        m.to,
-        crate::human::count(m.points, "recovery point"),
-        if m.points == 1 { "s" } else { "" }
-    )
+    Vault::open(&url, &key, root).map_err(|error| WorkspaceError::Vault {
+        address: address.clone(),
+        error: Box::new(error),
+    })
 }

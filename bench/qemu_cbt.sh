@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# VM changed-block tracking vs today's file path, through `standby
+# replicate`: a 4 GiB qcow2 data disk of a running VM (the test guest) and
+# the same disk as a raw file, 4 MiB of writes into both, a point of each
+# with a cold page cache. Prints times, the ratio, and bytes read against
+# QEMU's dirty count. Not a test: nothing here asserts timings.
+#
+# Environment: WORKDIR (default /var/tmp; needs ~9 GiB free),
+# STANDBY_BENCH_DATA_GIB (GiB of data in the 4 GiB disk, default 4),
+# STANDBY_BENCH_DROP_CACHES=1 (also drop the whole page cache, as root),
+# STANDBY_QEMU_ACCEL=tcg|kvm (skip the KVM probe), CARGO_TARGET_DIR.
+set -euo pipefail
+REPO="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$REPO"
+# Debug build, as the tests: hashing, sealing and compression are
+# optimised in debug builds too (see Cargo.toml's profile).
+cargo build -q --bin standby --example qemu_cbt_bench
+TARGET="${CARGO_TARGET_DIR:-$REPO/target}"
+exec "$TARGET/debug/examples/qemu_cbt_bench" "${WORKDIR:-/var/tmp}" "$TARGET/debug/standby"

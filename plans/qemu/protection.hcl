@@ -1,0 +1,18 @@
+# Both VMs in one consistency group: one freeze of both guests, one
+# snapshot per VM, one thaw; the point reports the spread between them.
+
+protection "app" {
+  machine           = machine.app
+  target            = site.dr
+  vault             = vault.main
+  policy            = policy.vms
+  consistency_group = "shop"
+}
+
+protection "db" {
+  machine           = machine.db
+  target            = site.dr
+  vault             = vault.main
+  policy            = policy.vms
+  consistency_group = "shop"
+}

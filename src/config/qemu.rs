@@ -1,0 +1,530 @@
+//! The parts of a machine that only a `qemu` site reads: the `vm` block and
+//! the `format` / `node_name` attributes of its disks, lowered into
+//! [`crate::model::Vm`] with the usual diagnostics.
+//!
+//! ```hcl
+//! machine "db" {
+//!   site = site.hv1                  # provider = "qemu"
+//!   vm {
+//!     qmp    = "/run/qemu/db.qmp"    # a VM standby reaches; omit both for
+//!     agent  = "/run/qemu/db.qga"    # the VM standby runs (ROOT/NAME.qmp)
+//!     memory = "256M"
+//!     cpus   = 1
+//!     kernel = "guest/vmlinuz"       # omit for firmware boot from disk 1
+//!     initrd = "guest/initrd.img"
+//!     append = "console=ttyS0"
+//!     fsfreeze = true                # app-consistent: guest-fsfreeze
+//!   }
+//!   disk "data" {
+//!     path      = "db/data.qcow2"
+//!     format    = "qcow2"            # default from the extension
+//!     node_name = "data"             # default: the disk's label
+//!   }
+//! }
+//! ```
+
+use super::diag::{Diagnostic, Diagnostics, Loc};
+use super::reader::{Reader, want_string};
+use crate::model::{ExportTls, Vm, VmDisk};
+use hcl_edit::Span;
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+/// Attributes a `disk` block takes besides `path` (read for qemu sites).
+pub const DISK_ATTRS: [&str; 2] = ["format", "node_name"];
+
+/// Attributes of the `vm` block.
+const VM_ATTRS: [&str; 9] = [
+    "qmp", "agent", "memory", "cpus", "kernel", "initrd", "append", "fsfreeze", "network",
+];
+
+/// What a `disk` block said for QEMU, before the site is known.
+pub struct DiskOpts {
+    pub name: String,
+    pub path: String,
+    pub format: Option<(String, Loc)>,
+    pub node_name: Option<(String, Loc)>,
+    pub header: Loc,
+}
+
+/// Reads `format` and `node_name` of one disk block (None when a value was
+/// reported as wrong).
+pub fn disk_opts(
+    d: &mut Reader<'_, '_>,
+    name: &str,
+    path: &str,
+    diags: &mut Diagnostics,
+) -> Option<DiskOpts> {
+    let mut ok = true;
+    let mut get = |d: &mut Reader<'_, '_>, attr: &str, diags: &mut Diagnostics| {
+        let loc = d.value_loc(attr);
+        match (d.string(attr, false, diags), loc) {
+            (Some(v), Some(l)) => Some((v, l)),
+            (None, Some(_)) if d.has(attr) => {
+                ok = false;
+                None
+            }
+            _ => None,
+        }
+    };
+    let format = get(d, "format", diags);
+    let node_name = get(d, "node_name", diags);
+    ok.then(|| DiskOpts {
+        name: name.to_string(),
+        path: path.to_string(),
+        format,
+        node_name,
+        header: d.header.clone(),
+    })
+}
+
+/// A QEMU node name: a letter first, then letters, digits, `-`, `_`, `.`;
+/// at most 31 bytes (QEMU's limit).
+pub fn node_name_ok(s: &str) -> bool {
+    s.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && s.len() <= 31
+}
+
+/// Memory as QEMU's `-m` takes it: a whole number of MiB, or a number with
+/// a binary unit (`K`, `M`, `G`, `T`, optionally followed by `iB` or `B`).
+pub fn parse_memory(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(digits);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} does not start with a whole number"))?;
+    let unit = unit.trim();
+    let unit = unit
+        .strip_suffix("iB")
+        .or_else(|| unit.strip_suffix('B'))
+        .unwrap_or(unit);
+    let kib = match unit {
+        "" | "M" | "m" => n.checked_mul(1024),
+        "K" | "k" => Some(n),
+        "G" | "g" => n.checked_mul(1 << 20),
+        "T" | "t" => n.checked_mul(1 << 30),
+        other => return Err(format!("unknown unit {other:?}")),
+    }
+    .ok_or_else(|| format!("{s:?} is too large"))?;
+    if kib == 0 || kib % 1024 != 0 {
+        return Err(format!("{s:?} is not a whole, non-zero number of MiB"));
+    }
+    Ok(kib / 1024)
+}
+
+fn err(code: &'static str, loc: Loc, msg: String, label: &str, help: String) -> Diagnostic {
+    Diagnostic::error(code, loc, msg).label(label).help(help)
+}
+
+/// Lowers the machine's `vm` block and its disks' QEMU attributes.
+/// `provider` is its site's provider (None when the site is unknown: then
+/// nothing is checked against it). Returns Err(()) after reporting.
+pub fn machine_vm(
+    r: &mut Reader<'_, '_>,
+    provider: Option<&str>,
+    disks: &[DiskOpts],
+    diags: &mut Diagnostics,
+) -> Result<Option<Vm>, ()> {
+    let block = r.single_block("vm", diags);
+    let is_qemu = provider == Some("qemu");
+    if let (Some(p), false) = (provider, is_qemu) {
+        let mut bad = false;
+        if let Some(b) = block {
+            diags.push(err(
+                "standby::provider_mismatch",
+                Loc::new(r.source(), b.ident.span()),
+                format!(
+                    "`vm` applies to machines at a qemu site; {}'s site has provider {p:?}",
+                    r.what
+                ),
+                "not used by this provider",
+                "move the machine to a site with provider = \"qemu\", or remove the vm block"
+                    .into(),
+            ));
+            bad = true;
+        }
+        for d in disks {
+            for (attr, v) in [("format", &d.format), ("node_name", &d.node_name)] {
+                if let Some((_, loc)) = v {
+                    diags.push(err(
+                        "standby::provider_mismatch",
+                        loc.clone(),
+                        format!("`{attr}` of disk {:?} applies to machines at a qemu site; the site has provider {p:?}", d.name),
+                        "not used by this provider",
+                        format!("a {p} site reads disk files directly; remove `{attr}`"),
+                    ));
+                    bad = true;
+                }
+            }
+        }
+        return if bad { Err(()) } else { Ok(None) };
+    }
+    if !is_qemu {
+        return Ok(None);
+    }
+    let Some(block) = block else {
+        diags.push(err(
+            "standby::missing_block",
+            r.header.clone(),
+            format!("{} is at a qemu site and has no vm block", r.what),
+            "needs a vm block",
+            "add vm { memory = \"256M\" kernel = \"...\" } for a VM standby runs, or vm { qmp = \"/run/qemu/NAME.qmp\" agent = \"...\" } for one it reaches".into(),
+        ));
+        return Err(());
+    };
+    let mut ok = true;
+    let mut v = r.nested(block, "vm", &VM_ATTRS, &["export_tls"], diags);
+    let mut socket = |v: &mut Reader<'_, '_>, attr: &str, diags: &mut Diagnostics| {
+        let loc = v.value_loc(attr)?;
+        let s = v.string(attr, false, diags);
+        match s {
+            Some(s) if s.starts_with("tcp://") || s.contains("://") => {
+                diags.push(err(
+                    "standby::unsupported_value",
+                    loc,
+                    format!("`{attr}` must be a unix socket path; {s:?} is a network address"),
+                    "not a unix socket path",
+                    "QEMU 7.2's TLS monitor and agent sockets take the handshake but never read a command (docs/QEMU.md); reach a remote hypervisor's sockets through a tunnel (ssh -L /local.sock:/run/qemu/NAME.qmp)".into(),
+                ));
+                ok = false;
+                None
+            }
+            Some(s) if s.is_empty() => {
+                diags.push(err(
+                    "standby::unsupported_value",
+                    loc,
+                    format!("`{attr}` is empty"),
+                    "empty path",
+                    "give the unix socket's path, or omit it for the VM standby runs".into(),
+                ));
+                ok = false;
+                None
+            }
+            Some(s) => Some(PathBuf::from(s)),
+            None => {
+                ok = false;
+                None
+            }
+        }
+    };
+    let qmp = socket(&mut v, "qmp", diags);
+    let agent = socket(&mut v, "agent", diags);
+    // Numbers are read as their text so that "256M" and 256 both work.
+    let text = |v: &mut Reader<'_, '_>, attr: &str, diags: &mut Diagnostics| {
+        let (val, loc) = v.optional(attr, diags)?;
+        want_string(val, &loc, attr, diags).map(|s| (s, loc))
+    };
+    let memory_mib = match text(&mut v, "memory", diags) {
+        None if v.has("memory") => {
+            ok = false;
+            0
+        }
+        None => 256,
+        Some((s, loc)) => match parse_memory(&s) {
+            Ok(m) => m,
+            Err(why) => {
+                diags.push(err(
+                    "standby::bad_size",
+                    loc,
+                    format!("`memory`: {why}"),
+                    "not a memory size",
+                    "write MiB as a number (256) or a size with a binary unit (\"256M\", \"1G\")"
+                        .into(),
+                ));
+                ok = false;
+                0
+            }
+        },
+    };
+    let cpus = match text(&mut v, "cpus", diags) {
+        None if v.has("cpus") => {
+            ok = false;
+            0
+        }
+        None => 1,
+        Some((s, loc)) => match s.trim().parse::<u32>() {
+            Ok(n @ 1..=255) => n,
+            _ => {
+                diags.push(err(
+                    "standby::out_of_range",
+                    loc,
+                    format!("`cpus` must be a whole number from 1 to 255, not {s}"),
+                    "not a CPU count",
+                    "write e.g. cpus = 2".into(),
+                ));
+                ok = false;
+                0
+            }
+        },
+    };
+    let mut path_attr = |v: &mut Reader<'_, '_>, attr: &str, diags: &mut Diagnostics| {
+        let present = v.has(attr);
+        let s = v.string(attr, false, diags);
+        if present && s.is_none() {
+            ok = false;
+        }
+        s
+    };
+    let kernel = path_attr(&mut v, "kernel", diags).map(PathBuf::from);
+    let initrd = path_attr(&mut v, "initrd", diags).map(PathBuf::from);
+    let append = path_attr(&mut v, "append", diags);
+    if kernel.is_none() {
+        for attr in ["initrd", "append"] {
+            if let (Some(loc), true) = (v.key_loc(attr), v.has(attr)) {
+                diags.push(err(
+                    "standby::requires_attribute",
+                    loc,
+                    format!("`{attr}` needs `kernel` (direct kernel boot)"),
+                    "without a kernel",
+                    "add kernel = \"...\", or remove it to boot the first disk through firmware"
+                        .into(),
+                ));
+                ok = false;
+            }
+        }
+    }
+    let fsfreeze = v.bool_or("fsfreeze", true, diags);
+    if let Some((s, loc)) = text(&mut v, "network", diags)
+        && s != "none"
+    {
+        diags.push(err(
+            "standby::unsupported_value",
+            loc,
+            format!("`network` {s:?} is not supported yet"),
+            "not supported",
+            "VMs standby runs have no network device (\"none\"); forwarded ports come with recovery into VMs (issue 15)".into(),
+        ));
+        ok = false;
+    }
+    let export_tls = match v.single_block("export_tls", diags) {
+        None => None,
+        Some(b) => {
+            let mut e = v.nested(
+                b,
+                "export_tls",
+                &["listen", "creds_dir", "ca", "server_name"],
+                &[],
+                diags,
+            );
+            let listen_loc = e.value_loc("listen");
+            let listen = e.string("listen", true, diags);
+            let creds_dir = e.string("creds_dir", true, diags);
+            let ca = e.string("ca", true, diags);
+            let name = e.string("server_name", false, diags);
+            let host_port = listen.as_deref().and_then(|l| {
+                let (h, p) = l.rsplit_once(':')?;
+                let port: u16 = p.parse().ok().filter(|p| *p > 0)?;
+                Some((h.trim_matches(['[', ']']).to_string(), port))
+            });
+            if let (Some(l), None, Some(loc)) = (&listen, &host_port, listen_loc) {
+                diags.push(err(
+                    "standby::bad_address",
+                    loc,
+                    format!("`listen` {l:?} is not host:port"),
+                    "not host:port",
+                    "write the address QEMU's NBD server listens on, e.g. \"10.0.0.5:10809\""
+                        .into(),
+                ));
+            }
+            match (host_port, creds_dir, ca) {
+                (Some((host, port)), Some(creds_dir), Some(ca)) => Some(ExportTls {
+                    listen: format!("{host}:{port}"),
+                    creds_dir: creds_dir.into(),
+                    ca: ca.into(),
+                    server_name: name.unwrap_or(host),
+                }),
+                _ => {
+                    ok = false;
+                    None
+                }
+            }
+        }
+    };
+    r.sensitive.extend(std::mem::take(&mut v.sensitive));
+
+    let mut vm_disks = Vec::new();
+    let mut seen: HashMap<String, Loc> = HashMap::new();
+    for d in disks {
+        let format = match &d.format {
+            Some((f, loc)) => match f.as_str() {
+                "qcow2" | "raw" => f.clone(),
+                other => {
+                    diags.push(err(
+                        "standby::unsupported_value",
+                        loc.clone(),
+                        format!("disk {:?}: unknown image format {other:?}", d.name),
+                        "not qcow2 or raw",
+                        "format is \"qcow2\" (changes tracked across VM restarts) or \"raw\" (tracked while QEMU runs; a restart means a full read)".into(),
+                    ));
+                    ok = false;
+                    continue;
+                }
+            },
+            None if d.path.ends_with(".qcow2") || d.path.ends_with(".qcow") => "qcow2".into(),
+            None => "raw".into(),
+        };
+        let (node, loc) = match &d.node_name {
+            Some((n, loc)) => (n.clone(), loc.clone()),
+            None => (d.name.clone(), d.header.clone()),
+        };
+        if !node_name_ok(&node) {
+            let (msg, help) = if d.node_name.is_some() {
+                (
+                    format!("{node:?} is not a QEMU node name"),
+                    "node names start with a letter, then letters, digits, '-', '_' or '.', at most 31 bytes".to_string(),
+                )
+            } else {
+                (
+                    format!("disk label {node:?} is not a QEMU node name, and no node_name is set"),
+                    "set node_name = \"...\" (a letter first, then letters, digits, '-', '_' or '.', at most 31 bytes)".to_string(),
+                )
+            };
+            diags.push(err(
+                "standby::invalid_name",
+                loc,
+                msg,
+                "not a node name",
+                help,
+            ));
+            ok = false;
+            continue;
+        }
+        if let Some(first) = seen.get(&node) {
+            diags.push(err(
+                "standby::duplicate_name",
+                loc.clone(),
+                format!("node name {node:?} is used by two disks of {}", r.what),
+                "second disk with this node name",
+                format!(
+                    "the first is at {}; QEMU names each disk's node uniquely",
+                    first.position()
+                ),
+            ));
+            ok = false;
+            continue;
+        }
+        seen.insert(node.clone(), loc);
+        vm_disks.push(VmDisk {
+            name: d.name.clone(),
+            format,
+            node_name: node,
+        });
+    }
+    match (ok, fsfreeze) {
+        (true, Some(fsfreeze)) => Ok(Some(Vm {
+            qmp,
+            agent,
+            memory_mib,
+            cpus,
+            kernel,
+            initrd,
+            append,
+            fsfreeze,
+            disks: vm_disks,
+            export_tls,
+        })),
+        _ => Err(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_sizes_follow_qemu() {
+        assert_eq!(parse_memory("256"), Ok(256));
+        assert_eq!(parse_memory("256M"), Ok(256));
+        assert_eq!(parse_memory("1G"), Ok(1024));
+        assert_eq!(parse_memory("1GiB"), Ok(1024));
+        assert_eq!(parse_memory("2048K"), Ok(2));
+        assert!(parse_memory("1000K").is_err());
+        assert!(parse_memory("0").is_err());
+        assert!(parse_memory("1X").is_err());
+        assert!(parse_memory("M").is_err());
+    }
+
+    #[test]
+    fn a_qemu_machine_lowers_with_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("main.hcl"),
+            r#"
+vault "main" { url = "file://.standby/vault" }
+site "hv1" {
+  provider = "qemu"
+  root     = "hv1"
+}
+site "dr" {
+  provider = "local"
+  root     = "dr"
+}
+policy "p" {
+  rpo_threshold          = "15m"
+  crash_consistent_every = "5m"
+  retention              = "24h"
+}
+machine "db" {
+  site = site.hv1
+  vm {
+    qmp    = "/run/qemu/db.qmp"
+    memory = 512
+    cpus   = "2"
+  }
+  disk "system" { path = "db/system.qcow2" }
+  disk "data" {
+    path      = "db/data.img"
+    node_name = "data0"
+  }
+}
+protection "db" {
+  machine = machine.db
+  target  = site.dr
+  vault   = vault.main
+  policy  = policy.p
+}
+"#,
+        )
+        .unwrap();
+        let cfg = match super::super::load(dir.path(), &Default::default()) {
+            Ok(l) => l.config,
+            Err(d) => panic!("{}", d.render(false)),
+        };
+        let m = cfg.machines.values().next().unwrap();
+        let vm = m.vm.as_ref().expect("a vm");
+        assert_eq!(
+            vm.qmp.as_deref(),
+            Some(std::path::Path::new("/run/qemu/db.qmp"))
+        );
+        assert_eq!(vm.agent, None);
+        assert_eq!((vm.memory_mib, vm.cpus, vm.fsfreeze), (512, 2, true));
+        assert_eq!(vm.kernel, None);
+        let d: Vec<(&str, &str, &str)> = vm
+            .disks
+            .iter()
+            .map(|d| (d.name.as_str(), d.format.as_str(), d.node_name.as_str()))
+            .collect();
+        assert_eq!(d, [("system", "qcow2", "system"), ("data", "raw", "data0")]);
+        assert_eq!(
+            cfg.sites
+                .values()
+                .find(|s| s.provider == "qemu")
+                .unwrap()
+                .root
+                .as_deref(),
+            Some(std::path::Path::new("hv1"))
+        );
+    }
+
+    #[test]
+    fn node_names_follow_qemu() {
+        assert!(node_name_ok("data"));
+        assert!(node_name_ok("d-1.x_y"));
+        assert!(!node_name_ok("1data"));
+        assert!(!node_name_ok("da ta"));
+        assert!(!node_name_ok(&"a".repeat(32)));
+    }
+}

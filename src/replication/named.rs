@@ -1,0 +1,160 @@
+//! `standby restore`'s work: one disk of a point named in the point
+//! grammar (`vault::query`), looked up in the given vaults, restored with
+//! the target checks of [`super::target`] done before anything is read.
+
+use super::{Progress, ReplicationError, Restored, restore_checked};
+use crate::model::Address;
+use crate::state::StateError;
+use crate::vault::manifest::{self, Manifest};
+use crate::vault::query::PointQuery;
+use crate::vault::{Vault, VaultError};
+use crate::workspace::{Workspace, WorkspaceError};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What to restore, and where.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The point as the user wrote it (messages quote it).
+    pub point: String,
+    pub query: PointQuery,
+    /// Disk name, as declared in the machine.
+    pub disk: String,
+    pub to: PathBuf,
+    /// Replace an existing file or write over a block device.
+    pub force: bool,
+    /// Only points of this machine (`machine.db`).
+    pub machine: Option<String>,
+    /// The vaults to look in, in order.
+    pub vaults: Vec<Address>,
+}
+
+/// A finished restore.
+#[derive(Debug, Clone)]
+pub struct Done {
+    pub point: Manifest,
+    pub restored: Restored,
+    /// How long writing the disk took.
+    pub took: Duration,
+}
+
+/// Why a restore did not happen (nothing was written) or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("cannot read the state to check that {} is no machine's disk: {error}", to.display())]
+    State { to: PathBuf, error: Box<StateError> },
+    #[error("{0}")]
+    Workspace(WorkspaceError),
+    #[error("{address}: {error}")]
+    List {
+        address: Address,
+        error: Box<VaultError>,
+    },
+    #[error(
+        "`{point}` is ambiguous: the vaults hold points of {}; say which with --machine (e.g. --machine {})",
+        machines.join(", "),
+        machines.first().map(String::as_str).unwrap_or_default()
+    )]
+    SeveralMachines {
+        point: String,
+        machines: Vec<String>,
+    },
+    /// No vault holds the point; the message says what was looked at.
+    #[error("{0}")]
+    NotFound(String),
+    #[error("no vault to restore from")]
+    NoVault,
+    #[error("{0}")]
+    Restore(Box<ReplicationError>),
+}
+
+/// A vault, its readable points (oldest first) and its refused manifests.
+type Listed = (Address, Arc<Vault>, Vec<Manifest>, Vec<VaultError>);
+
+/// Restore `req` (see [`Request`]), counting into `progress`.
+pub fn restore(ws: &Workspace, req: &Request, progress: &Progress) -> Result<Done, RestoreError> {
+    let cfg = &ws.config;
+    // Disks machines use, from the configuration and the recovery runs the
+    // state records: checked before anything is written.
+    let state = crate::state::open_backend(&cfg.root, cfg.backend.as_ref())
+        .and_then(|b| b.read())
+        .map_err(|e| RestoreError::State {
+            to: req.to.clone(),
+            error: Box::new(e),
+        })?;
+    let in_use = super::target::in_use_disks(cfg, state.as_ref());
+    super::target::check(&req.to, req.force, &in_use)
+        .map_err(|e| RestoreError::Restore(Box::new(e.into())))?;
+    let mut opened: Vec<Listed> = Vec::new();
+    for addr in &req.vaults {
+        let vault = ws.vault(addr).map_err(RestoreError::Workspace)?;
+        // The catalog of the machine (or the vault's), not every manifest:
+        // only the chosen point's manifest is read, so a damaged or hostile
+        // other one cannot stop the restore of a good point. A full id is
+        // looked up by its manifest, the truth, directly.
+        let (points, bad) = match crate::vault::Id::parse(&req.point) {
+            Some(id) => match manifest::read(&vault, &id) {
+                Ok(m) => (vec![m], Vec::new()),
+                Err(VaultError::Missing { .. }) => (Vec::new(), Vec::new()),
+                Err(e) => (Vec::new(), vec![e]),
+            },
+            None => (
+                crate::vault::catalog::list_for(&vault, req.machine.as_deref()).map_err(|e| {
+                    RestoreError::List {
+                        address: addr.clone(),
+                        error: Box::new(e),
+                    }
+                })?,
+                Vec::new(),
+            ),
+        };
+        opened.push((addr.clone(), vault, points, bad));
+    }
+    if !req.query.is_id() && req.machine.is_none() {
+        let machines: std::collections::BTreeSet<&str> = opened
+            .iter()
+            .flat_map(|(_, _, points, _)| points.iter().map(|p| p.machine.as_str()))
+            .collect();
+        if machines.len() > 1 {
+            return Err(RestoreError::SeveralMachines {
+                point: req.point.clone(),
+                machines: machines.into_iter().map(str::to_string).collect(),
+            });
+        }
+    }
+    let mut last_err = None;
+    for (addr, vault, points, bad) in &opened {
+        let point = match manifest::find(vault, points, &req.point, req.machine.as_deref()) {
+            Ok(p) => p,
+            Err(e) if bad.is_empty() => {
+                last_err = Some(RestoreError::NotFound(e.to_string()));
+                continue;
+            }
+            Err(e) => {
+                let refused: Vec<String> = bad.iter().map(|b| format!("  - {b}")).collect();
+                last_err = Some(RestoreError::NotFound(format!(
+                    "{e}; {addr} also holds point manifests that were refused, nothing was restored from them:\n{}",
+                    refused.join("\n")
+                )));
+                continue;
+            }
+        };
+        // A catalog entry has no extents: the point itself, read whole.
+        let point = &manifest::read(vault, &point.id).map_err(|e| RestoreError::List {
+            address: addr.clone(),
+            error: Box::new(e),
+        })?;
+        let started = Instant::now();
+        let restored = restore_checked(
+            vault, point, &req.disk, &req.to, req.force, &in_use, progress,
+        )
+        .map_err(|e| RestoreError::Restore(Box::new(e)))?;
+        return Ok(Done {
+            point: point.clone(),
+            restored,
+            took: started.elapsed(),
+        });
+    }
+    Err(last_err.unwrap_or(RestoreError::NoVault))
+}

@@ -1,0 +1,950 @@
+//! The source kind beside disk files: a running QEMU VM read through
+//! changed-block tracking (`standby_provider_qemu::cbt`).
+//!
+//! Per point, for the VM targets of a batch (a consistency group's VMs
+//! together): tracking is enabled where it is not yet (a first point reads
+//! every allocated extent), leftovers of a killed run are swept (older
+//! bitmap generations merged into the newest: nothing lost), then
+//! `cbt::begin_group` freezes every guest that takes app-consistent points,
+//! runs one QMP transaction per VM (next bitmap generation, current one
+//! disabled, a fleecing point-in-time view), and thaws. Each disk is then
+//! read over NBD: only its dirty extents (blocks outside them keep the
+//! previous point's hashes), or, when tracking cannot be trusted, the whole
+//! view compared by hash as for files (a *fallback*, with its reason). The
+//! pipeline, packs and manifests are those of every other point. Once the
+//! manifests are in the vault the old generation is deleted (commit); on
+//! any error it is merged into the new one (abort).
+//!
+//! What tracking is trusted against is kept per disk next to the block-hash
+//! cache (`CACHE/VAULT/MACHINE/DISK.cbt.json`): the point the bitmap counts
+//! from, the disk's size, its image file and the host. A missing or
+//! different record, an inconsistent or missing bitmap (QEMU killed, VM
+//! restarted on a raw disk), a resized disk or another image/host makes
+//! the point a fallback.
+
+use super::capture::{self, Chunk, ChunkSource, Hashes, Sink};
+use super::{ReplicationError, Target, ctk};
+use crate::vault::manifest::{BLOCK, Cbt, CbtDisk};
+use serde::{Deserialize, Serialize};
+use standby_provider_qemu::cbt::{self, Change, Member, Point};
+use standby_provider_qemu::nbd;
+use standby_provider_qemu::qga::Agent;
+use standby_provider_qemu::qmp::Qmp;
+use standby_provider_qemu::source::DiskSource;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// How standby reaches one VM (a target's `vm`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmTarget {
+    /// QMP unix socket.
+    pub qmp: PathBuf,
+    /// Guest-agent socket: set when points freeze the guest.
+    pub agent: Option<PathBuf>,
+    /// QEMU node names, one per disk of the target, in its disk order.
+    pub nodes: Vec<String>,
+    /// Fleece images and the NBD socket of open points (at the site).
+    pub work: PathBuf,
+    /// Exports over TCP with TLS instead of the unix socket.
+    pub export_tls: Option<TlsExport>,
+}
+
+/// Where QEMU exports a point over TLS and how standby verifies it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsExport {
+    pub host: String,
+    pub port: u16,
+    /// QEMU's x509 directory (absolute: QEMU opens it).
+    pub creds_dir: PathBuf,
+    pub ca: PathBuf,
+    pub server_name: String,
+}
+
+/// The id of the `tls-creds-x509` object standby adds to a VM for exports.
+const EXPORT_CREDS_ID: &str = "sbtls-nbd";
+
+/// Adds the VM's `tls-creds-x509` object for exports unless it exists.
+fn ensure_creds(qmp: &mut Qmp, e: &TlsExport) -> Result<(), standby_provider_qemu::Error> {
+    let have = qmp.execute_value("qom-list", serde_json::json!({ "path": "/objects" }))?;
+    let exists = have
+        .as_array()
+        .is_some_and(|a| a.iter().any(|o| o["name"] == EXPORT_CREDS_ID));
+    if !exists {
+        qmp.execute_value(
+            "object-add",
+            serde_json::json!({
+                "qom-type": "tls-creds-x509",
+                "id": EXPORT_CREDS_ID,
+                "dir": e.creds_dir.to_string_lossy(),
+                "endpoint": "server",
+                "verify-peer": false,
+            }),
+        )?;
+    }
+    Ok(())
+}
+
+/// A file-name-safe name for the VM of `machine` (`machine.db["a b"]` ->
+/// `db-a_b`): its run files are named after it.
+pub fn vm_name(machine: &str) -> String {
+    let m = machine.strip_prefix("machine.").unwrap_or(machine);
+    let mut out: String = m
+        .chars()
+        .map(|c| match c {
+            c if c.is_ascii_alphanumeric() || c == '-' || c == '_' => c,
+            '[' => '-',
+            _ => '_',
+        })
+        .collect();
+    out = out.trim_end_matches('_').to_string();
+    if !out.starts_with(|c: char| c.is_ascii_alphabetic()) {
+        out.insert(0, 'm');
+    }
+    out.truncate(31);
+    out
+}
+
+impl VmTarget {
+    /// From the model: sockets resolve against `site_root`; without them,
+    /// the VM standby runs there (`ROOT/NAME.qmp`, `ROOT/NAME.qga`).
+    pub fn from_model(
+        machine: &crate::model::Machine,
+        vm: &crate::model::Vm,
+        site_root: &Path,
+    ) -> VmTarget {
+        // QEMU resolves paths against its own working directory.
+        let abs = std::path::absolute(site_root);
+        let site_root = abs.as_deref().unwrap_or(site_root);
+        let name = vm_name(&machine.addr.to_string());
+        let qmp = vm
+            .qmp
+            .as_ref()
+            .map(|p| site_root.join(p))
+            .unwrap_or_else(|| site_root.join(format!("{name}.qmp")));
+        let agent = vm.agent.as_ref().map(|p| site_root.join(p)).or_else(|| {
+            vm.qmp
+                .is_none()
+                .then(|| site_root.join(format!("{name}.qga")))
+        });
+        VmTarget {
+            qmp,
+            agent: agent.filter(|_| vm.fsfreeze),
+            nodes: machine
+                .disks
+                .iter()
+                .map(|d| {
+                    vm.disks
+                        .iter()
+                        .find(|v| v.name == d.name)
+                        .map_or_else(|| d.name.clone(), |v| v.node_name.clone())
+                })
+                .collect(),
+            work: site_root.join(".standby-cbt").join(name),
+            export_tls: vm.export_tls.as_ref().and_then(|e| {
+                let (host, port) = e.listen.rsplit_once(':')?;
+                Some(TlsExport {
+                    host: host.to_string(),
+                    port: port.parse().ok()?,
+                    creds_dir: site_root.join(&e.creds_dir),
+                    ca: site_root.join(&e.ca),
+                    server_name: e.server_name.clone(),
+                })
+            }),
+        }
+    }
+}
+
+/// What tracking is trusted against, per disk (see the module doc).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Record {
+    /// The point the bitmap counts changes from (hex id).
+    point: String,
+    size: u64,
+    image: String,
+    host: String,
+}
+
+fn record_path(cache: &Path, vault_id: &str, machine: &str, disk: &str) -> PathBuf {
+    ctk::path(cache, vault_id, machine, disk).with_extension("cbt.json")
+}
+
+fn load_record(p: &Path) -> Option<Record> {
+    serde_json::from_slice(&std::fs::read(p).ok()?).ok()
+}
+
+fn save_record(p: &Path, r: &Record) -> std::io::Result<()> {
+    if let Some(d) = p.parent() {
+        std::fs::create_dir_all(d)?;
+    }
+    let tmp = p.with_extension(format!("tmp{}", std::process::id()));
+    let body = serde_json::to_vec(r).map_err(std::io::Error::other)?;
+    std::fs::write(&tmp, body)?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, p)
+}
+
+fn host() -> String {
+    gethostname::gethostname().to_string_lossy().into_owned()
+}
+
+/// How one disk of this point is read.
+#[derive(Debug, Clone)]
+struct Plan {
+    /// Read the whole view (first point or fallback).
+    full: bool,
+    /// Why tracking is not trusted (a fallback), None otherwise.
+    reason: Option<String>,
+    record: Record,
+}
+
+/// One VM of an open point.
+struct OpenVm {
+    /// Index into the batch's targets.
+    ti: usize,
+    /// Its machine address, for messages.
+    machine: String,
+    qmp: Qmp,
+    point: Option<Point>,
+    plans: Vec<Plan>,
+    read: Vec<u64>,
+    requests: Vec<u64>,
+}
+
+/// The VMs of a batch at one point instant; [`Session::finish`] must end it.
+#[derive(Default)]
+pub struct Session {
+    vms: Vec<OpenVm>,
+    spread: Duration,
+}
+
+fn vm_err(t: &Target, e: impl std::fmt::Display) -> ReplicationError {
+    ReplicationError::Vm {
+        machine: t.machine.clone(),
+        detail: e.to_string(),
+    }
+}
+
+/// Opens the point instant for every VM target of `targets` (none: an
+/// empty session). `prevs` are the previous hashes per target and disk.
+/// On error every guest is thawed and nothing of tracking is lost.
+pub fn begin(
+    targets: &[Target],
+    prevs: &[Vec<Option<Hashes>>],
+    cache_dir: &Path,
+    vault_id: &str,
+) -> Result<Session, ReplicationError> {
+    let mut vms = Vec::new();
+    let mut agents: Vec<Option<Agent>> = Vec::new();
+    for (ti, t) in targets.iter().enumerate() {
+        let Some(v) = &t.vm else { continue };
+        let mut qmp =
+            Qmp::connect_unix(&v.qmp, Duration::from_secs(10)).map_err(|e| vm_err(t, e))?;
+        let agent = match (&v.agent, t.app) {
+            (Some(a), true) => {
+                let mut agent =
+                    Agent::connect_unix(a, Duration::from_secs(30)).map_err(|e| vm_err(t, e))?;
+                // A run killed between freeze and thaw leaves the guest
+                // frozen (its writes held): thaw before freezing again.
+                if agent.fsfreeze_status().map_err(|e| vm_err(t, e))? == "frozen" {
+                    tracing::warn!("{}: the guest was left frozen; thawing it", t.machine);
+                    agent.fsfreeze_thaw().map_err(|e| vm_err(t, e))?;
+                }
+                Some(agent)
+            }
+            _ => None,
+        };
+        let mut plans = Vec::new();
+        for (di, node) in v.nodes.iter().enumerate() {
+            let disk = &t.disks[di].0;
+            let plan = plan_disk(
+                &mut qmp,
+                node,
+                prevs[ti][di].as_ref(),
+                cache_dir,
+                vault_id,
+                t,
+                disk,
+            )
+            .map_err(|e| vm_err(t, e))?;
+            plans.push(plan);
+        }
+        if let Some(e) = &v.export_tls {
+            ensure_creds(&mut qmp, e).map_err(|e| vm_err(t, e))?;
+        }
+        std::fs::create_dir_all(&v.work).map_err(|source| ReplicationError::Io {
+            op: "create the VM point directory",
+            path: v.work.clone(),
+            source,
+        })?;
+        vms.push(OpenVm {
+            ti,
+            machine: t.machine.clone(),
+            qmp,
+            point: None,
+            read: vec![0; plans.len()],
+            requests: vec![0; plans.len()],
+            plans,
+        });
+        agents.push(agent);
+    }
+    if vms.is_empty() {
+        return Ok(Session::default());
+    }
+    // While guests are frozen, a helper process thaws them should this
+    // process die (SIGKILL) before it does: a frozen guest holds every
+    // write of its applications.
+    let guards: Vec<ThawGuard> = targets
+        .iter()
+        .filter(|t| t.app)
+        .filter_map(|t| t.vm.as_ref()?.agent.as_deref())
+        .filter_map(ThawGuard::spawn)
+        .collect();
+    let names = vms
+        .iter()
+        .map(|o| targets[o.ti].machine.clone())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut members: Vec<Member<'_>> = vms
+        .iter_mut()
+        .zip(agents.iter_mut())
+        .map(|(o, a)| {
+            let v = targets[o.ti].vm.as_ref();
+            let at = match v.and_then(|v| v.export_tls.as_ref()) {
+                Some(e) => cbt::ExportAt::Tls {
+                    host: e.host.clone(),
+                    port: e.port,
+                    creds: EXPORT_CREDS_ID.into(),
+                    client: standby_provider_qemu::tls::TlsConfig {
+                        ca: e.ca.clone(),
+                        server_name: e.server_name.clone(),
+                        client: None,
+                    },
+                },
+                None => cbt::ExportAt::Unix,
+            };
+            let (nodes, dir) = v
+                .map(|v| (v.nodes.clone(), v.work.clone()))
+                .unwrap_or_default();
+            Member {
+                qmp: &mut o.qmp,
+                agent: a.as_mut(),
+                nodes,
+                dir,
+                at,
+            }
+        })
+        .collect();
+    let g = cbt::begin_group(&mut members);
+    drop(members);
+    // begin_group thawed every guest it froze, whatever happened.
+    for guard in guards {
+        guard.release();
+    }
+    let g = g.map_err(|e| ReplicationError::Vm {
+        machine: names,
+        detail: e.to_string(),
+    })?;
+    tracing::debug!(
+        vms = vms.len(),
+        "VM point instant open (freeze, transaction, thaw, exports)"
+    );
+    let spread = g.spread;
+    for (o, p) in vms.iter_mut().zip(g.points) {
+        o.point = Some(p);
+    }
+    Ok(Session { vms, spread })
+}
+
+/// The first argument that runs [`guard_main`] instead of the CLI.
+const GUARD_ARG: &str = "__standby-thaw-guard";
+
+/// A helper process, started from this executable before guests are
+/// frozen: it waits for its stdin to close. Told "thawed" first, it exits;
+/// otherwise (this process died inside the freeze) it connects to the
+/// guest agent once this process's connection is gone and thaws the guest
+/// if it is still frozen.
+struct ThawGuard {
+    child: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+}
+
+impl ThawGuard {
+    fn spawn(agent: &Path) -> Option<ThawGuard> {
+        use std::os::unix::process::CommandExt;
+        let exe = std::env::current_exe().ok()?;
+        // Only the standby binary runs the guard (a test binary calling
+        // the library would not).
+        if exe.file_name().is_none_or(|n| n != "standby") {
+            return None;
+        }
+        let mut child = std::process::Command::new(exe)
+            .arg(GUARD_ARG)
+            .arg(agent)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            // Its own process group: a signal to ours does not reach it.
+            .process_group(0)
+            .spawn()
+            .map_err(|e| tracing::warn!("cannot start the thaw guard: {e}"))
+            .ok()?;
+        let stdin = child.stdin.take();
+        Some(ThawGuard { child, stdin })
+    }
+
+    fn release(mut self) {
+        use std::io::Write;
+        if let Some(mut s) = self.stdin.take() {
+            let _ = s.write_all(b"thawed\n");
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the thaw guard when `args` (the process's, program name first)
+/// say this process was started as one, reading its parent's word from
+/// `input` (its stdin); returns its exit code. None: not a guard.
+pub fn guard_main(
+    args: impl IntoIterator<Item = std::ffi::OsString>,
+    input: &mut dyn std::io::Read,
+) -> Option<u8> {
+    let mut args = args.into_iter().skip(1);
+    if args.next()? != GUARD_ARG {
+        return None;
+    }
+    let agent = PathBuf::from(args.next()?);
+    let mut said = String::new();
+    let _ = input.read_to_string(&mut said);
+    if said.trim() == "thawed" {
+        return Some(0);
+    }
+    // The parent is gone; its agent connection closes with it.
+    let Ok(mut a) = Agent::connect_unix(&agent, Duration::from_secs(60)) else {
+        return Some(1);
+    };
+    match a.fsfreeze_status() {
+        Ok(s) if s == "frozen" => Some(u8::from(a.fsfreeze_thaw().is_err())),
+        Ok(_) => Some(0),
+        Err(_) => Some(1),
+    }
+}
+
+/// Decides how `node` is read this point, and gets tracking ready for the
+/// transaction (enabled; reset when its bitmap is inconsistent).
+fn plan_disk(
+    qmp: &mut Qmp,
+    node: &str,
+    prev: Option<&Hashes>,
+    cache_dir: &Path,
+    vault_id: &str,
+    t: &Target,
+    disk: &str,
+) -> Result<Plan, standby_provider_qemu::Error> {
+    let n = qmp.block_node(node)?;
+    let size = n.image.as_ref().map_or(0, |i| i.virtual_size);
+    let record = Record {
+        point: String::new(),
+        size,
+        image: n.file.clone(),
+        host: host(),
+    };
+    let mut reason = cbt::untrusted(qmp, node)?;
+    let had_bitmap = !cbt::bitmaps(qmp, node)?.is_empty();
+    if reason.is_some() {
+        // Inconsistent or missing: start tracking afresh; this point reads
+        // the whole disk.
+        if had_bitmap {
+            cbt::reset(qmp, node, cbt::DEFAULT_GRANULARITY)?;
+        } else {
+            cbt::enable_any(qmp, node, cbt::DEFAULT_GRANULARITY)?;
+        }
+    }
+    let Some(prev) = prev else {
+        // A first point of this disk: every allocated extent, no fallback.
+        return Ok(Plan {
+            full: true,
+            reason: None,
+            record,
+        });
+    };
+    if reason.is_none() {
+        let p = record_path(cache_dir, vault_id, &t.machine, disk);
+        reason = match load_record(&p) {
+            None => Some(
+                "no record of the point this disk's bitmap counts from (first point through tracking, or the cache was cleared)".into(),
+            ),
+            Some(r) if r.point != prev.point.hex() => Some(format!(
+                "the bitmap counts from point {}, not from the newest point {}",
+                short(&r.point),
+                short(&prev.point.hex())
+            )),
+            Some(r) if r.host != record.host => Some(format!(
+                "the VM moved from host {} to {}",
+                r.host, record.host
+            )),
+            Some(r) if r.image != record.image => Some(format!(
+                "the disk's image changed from {} to {} (moved or replaced)",
+                r.image, record.image
+            )),
+            Some(_) => None,
+        };
+    }
+    if reason.is_none() && prev.size != size {
+        reason = Some(format!(
+            "the disk was resized from {} to {} bytes",
+            prev.size, size
+        ));
+    }
+    Ok(Plan {
+        full: reason.is_some(),
+        reason,
+        record,
+    })
+}
+
+fn short(hex: &str) -> &str {
+    &hex[..hex.len().min(12)]
+}
+
+impl Session {
+    /// Whether target `ti` is a VM of this session.
+    pub fn has(&self, ti: usize) -> bool {
+        self.vms.iter().any(|o| o.ti == ti)
+    }
+
+    /// The freeze window of target `ti` in ms (app-consistent VM points).
+    pub fn freeze_ms(&self, ti: usize) -> Option<u64> {
+        let o = self.vms.iter().find(|o| o.ti == ti)?;
+        o.point
+            .as_ref()?
+            .freeze
+            .map(|f| f.window.as_millis() as u64)
+    }
+
+    /// Captures disk `di` of target `ti` through the pipeline.
+    pub fn capture(
+        &mut self,
+        ti: usize,
+        di: usize,
+        sink: Sink<'_, '_>,
+        label: &Path,
+    ) -> Result<capture::Captured, ReplicationError> {
+        let Some(o) = self.vms.iter_mut().find(|o| o.ti == ti) else {
+            return Err(ReplicationError::Vm {
+                machine: label.display().to_string(),
+                detail: "no open point for this VM".into(),
+            });
+        };
+        let machine = || o.machine.clone();
+        let plan = o.plans[di].clone();
+        let (Some(point), Some(disk)) = (
+            o.point.as_ref(),
+            o.point.as_ref().and_then(|p| p.disks.get(di)),
+        ) else {
+            return Err(ReplicationError::Vm {
+                machine: machine(),
+                detail: "the point has no view of this disk".into(),
+            });
+        };
+        let src = DiskSource::open(point, disk, plan.full).map_err(|e| ReplicationError::Vm {
+            machine: machine(),
+            detail: e.to_string(),
+        })?;
+        let size = src.size();
+        let to_read = src.data_bytes();
+        let mut source = NbdSource {
+            src: Some(src),
+            full: plan.full,
+            next: 0,
+            error: None,
+            requests: 0,
+            ahead: None,
+        };
+        let c = capture::capture_from(sink, &mut source, size, to_read, label);
+        if let Some(s) = source.src.take() {
+            let _ = s.close();
+        }
+        let c = c?;
+        tracing::debug!(disk = %label.display(), read = c.read, "VM disk read");
+        o.read[di] = c.read;
+        o.requests[di] = source.requests;
+        Ok(c)
+    }
+
+    /// The tracking facts of target `ti` for its manifest.
+    pub fn info(&self, ti: usize, disks: &[(String, PathBuf)]) -> Option<Cbt> {
+        let o = self.vms.iter().find(|o| o.ti == ti)?;
+        let p = o.point.as_ref()?;
+        let mut out = BTreeMap::new();
+        for (di, (name, _)) in disks.iter().enumerate() {
+            let plan = &o.plans[di];
+            let mode = match (plan.full, &plan.reason) {
+                (true, Some(_)) => "fallback",
+                (true, None) => "full",
+                _ => "dirty",
+            };
+            out.insert(
+                name.clone(),
+                CbtDisk {
+                    mode: mode.into(),
+                    reason: plan.reason.clone(),
+                    dirty_bytes: p.disks.get(di).map_or(0, |d| d.dirty_bytes),
+                    read_bytes: o.read[di],
+                    read_requests: o.requests[di],
+                },
+            );
+        }
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        Some(Cbt {
+            disks: out,
+            freeze_call_ms: p.freeze.map(|f| ms(f.freeze_call)),
+            transaction_ms: p.freeze.map_or(0.0, |f| ms(f.transaction)),
+            spread_ms: ms(self.spread),
+            group_vms: self.vms.len() as u32,
+        })
+    }
+
+    /// Ends the point. `made`: the manifests written, in target order
+    /// (Some: commit — the old generations are deleted and the records
+    /// name these points; None: abort — the old generations are merged
+    /// into the new ones, nothing lost).
+    pub fn finish(
+        self,
+        targets: &[Target],
+        made: Option<&[crate::vault::manifest::Manifest]>,
+        cache_dir: &Path,
+        vault_id: &str,
+    ) -> Result<(), ReplicationError> {
+        let mut first_err = None;
+        for mut o in self.vms {
+            let t = &targets[o.ti];
+            let Some(point) = o.point.take() else {
+                continue;
+            };
+            let m = made.and_then(|m| m.iter().find(|m| m.machine == t.machine));
+            if let Some(m) = m {
+                // The record first: a kill between it and the commit leaves
+                // an older generation, which the next sweep merges (a
+                // superset of the changes since this point).
+                for (di, (name, _)) in t.disks.iter().enumerate() {
+                    let mut r = o.plans[di].record.clone();
+                    r.point = m.id.hex();
+                    let p = record_path(cache_dir, vault_id, &t.machine, name);
+                    if let Err(e) = save_record(&p, &r) {
+                        // Only costs a fallback next time.
+                        tracing::warn!("cannot write {}: {e}", p.display());
+                    }
+                }
+            }
+            if let Err(e) = cbt::finish(&mut o.qmp, point, m.is_some()) {
+                first_err.get_or_insert(vm_err(t, e));
+            }
+            tracing::debug!(machine = %t.machine, commit = m.is_some(), "VM point closed");
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+}
+
+/// Chunks of a VM disk's point-in-time view over NBD.
+struct NbdSource {
+    src: Option<DiskSource>,
+    /// Blocks outside the ranges read as zeros (a whole read); else they
+    /// are unchanged since the previous point.
+    full: bool,
+    /// Index of the first range that may still overlap the next chunk.
+    next: usize,
+    error: Option<String>,
+    /// NBD read requests sent.
+    requests: u64,
+    /// Read ahead inside a long data range: (offset, bytes). A first or
+    /// fallback point reads whole allocated ranges; fetching several
+    /// chunks per call keeps the client's pipeline full.
+    ahead: Option<(u64, Vec<u8>)>,
+}
+
+/// The most read ahead at once: the NBD client's whole pipeline.
+const AHEAD: u64 = nbd::MAX_READ as u64 * nbd::READ_DEPTH as u64;
+
+impl NbdSource {
+    /// Reads `dst.len()` bytes at `off`, from the read-ahead buffer when it
+    /// holds them, else (inside a longer data range) by refilling it.
+    fn read_run(&mut self, dst: &mut [u8], off: u64) -> Result<(), String> {
+        let n = dst.len() as u64;
+        if let Some((a, buf)) = &self.ahead
+            && off >= *a
+            && off + n <= a + buf.len() as u64
+        {
+            let s = (off - a) as usize;
+            dst.copy_from_slice(&buf[s..s + dst.len()]);
+            return Ok(());
+        }
+        let Some(src) = self.src.as_mut() else {
+            return Err("the NBD view is closed".into());
+        };
+        let end = src
+            .ranges()
+            .iter()
+            .find(|r| r.change == Change::Data && r.offset <= off && off < r.offset + r.length)
+            .map(|r| r.offset + r.length);
+        let len = match end {
+            Some(end) if end >= off + n && end - off > n => (end - off).min(AHEAD).max(n),
+            _ => {
+                self.requests += n.div_ceil(u64::from(nbd::MAX_READ));
+                return src.read_at(dst, off).map_err(|e| e.to_string());
+            }
+        };
+        let mut buf = self.ahead.take().map(|(_, b)| b).unwrap_or_default();
+        buf.resize(len as usize, 0);
+        self.requests += len.div_ceil(u64::from(nbd::MAX_READ));
+        src.read_at(&mut buf, off).map_err(|e| e.to_string())?;
+        dst.copy_from_slice(&buf[..dst.len()]);
+        self.ahead = Some((off, buf));
+        Ok(())
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum State {
+    Keep,
+    Zero,
+    Read,
+}
+
+impl ChunkSource for NbdSource {
+    fn chunk(
+        &mut self,
+        idx: u64,
+        start: u64,
+        end: u64,
+        mut buf: Vec<u8>,
+    ) -> std::io::Result<Chunk> {
+        let Some(src) = self.src.as_mut() else {
+            return Err(std::io::Error::other(
+                self.error
+                    .clone()
+                    .unwrap_or_else(|| "the NBD view is closed".into()),
+            ));
+        };
+        let nb = (end - start).div_ceil(BLOCK) as usize;
+        let untouched = if self.full { State::Zero } else { State::Keep };
+        let mut states = vec![untouched; nb];
+        // Bytes of each block covered by Zero ranges: a block wholly inside
+        // them is zero; partly, it is read.
+        let mut zero_cover = vec![0u64; nb];
+        let ranges = src.ranges();
+        while self.next < ranges.len()
+            && ranges[self.next].offset + ranges[self.next].length <= start
+        {
+            self.next += 1;
+        }
+        let mut i = self.next;
+        while i < ranges.len() && ranges[i].offset < end {
+            let r = ranges[i];
+            let s = r.offset.max(start);
+            let e = (r.offset + r.length).min(end);
+            let (b0, b1) = (
+                ((s - start) / BLOCK) as usize,
+                ((e - start).div_ceil(BLOCK)) as usize,
+            );
+            for (b, st) in states.iter_mut().enumerate().take(b1).skip(b0) {
+                match r.change {
+                    Change::Data => *st = State::Read,
+                    Change::Zero => {
+                        let bs = start + b as u64 * BLOCK;
+                        let be = (bs + BLOCK).min(end);
+                        zero_cover[b] += e.min(be) - s.max(bs);
+                    }
+                }
+            }
+            i += 1;
+        }
+        for b in 0..nb {
+            if states[b] != State::Read && zero_cover[b] > 0 {
+                let bs = start + b as u64 * BLOCK;
+                let blen = (bs + BLOCK).min(end) - bs;
+                states[b] = if zero_cover[b] >= blen {
+                    State::Zero
+                } else {
+                    State::Read
+                };
+            }
+        }
+        let keep: Option<Vec<bool>> =
+            (!self.full).then(|| states.iter().map(|s| *s == State::Keep).collect());
+        if !states.contains(&State::Read) {
+            return Ok(Chunk {
+                idx,
+                data: None,
+                keep,
+                read: 0,
+            });
+        }
+        let len = nb * BLOCK as usize;
+        buf.resize(len, 0);
+        let mut read = 0;
+        let mut b = 0;
+        while b < nb {
+            match states[b] {
+                State::Keep => b += 1,
+                State::Zero => {
+                    buf[b * BLOCK as usize..(b + 1) * BLOCK as usize].fill(0);
+                    b += 1;
+                }
+                State::Read => {
+                    let mut e = b + 1;
+                    while e < nb && states[e] == State::Read {
+                        e += 1;
+                    }
+                    let off = start + b as u64 * BLOCK;
+                    let n = ((start + e as u64 * BLOCK).min(end) - off) as usize;
+                    let dst = &mut buf[b * BLOCK as usize..b * BLOCK as usize + n];
+                    if let Err(msg) = self.read_run(dst, off) {
+                        self.error = Some(msg.clone());
+                        return Err(std::io::Error::other(msg));
+                    }
+                    // A disk whose size is not a multiple of 4 KiB: the
+                    // tail of its last block reads as zeros.
+                    buf[b * BLOCK as usize + n..e * BLOCK as usize].fill(0);
+                    read += n as u64;
+                    b = e;
+                }
+            }
+        }
+        Ok(Chunk {
+            idx,
+            data: Some(buf),
+            keep,
+            read,
+        })
+    }
+}
+
+/// The VM standby runs for a qemu machine: where its files are and how
+/// it was started.
+#[derive(Debug, Clone)]
+pub struct Running {
+    pub vm: standby_provider_qemu::vm::Vm,
+    /// The accelerator and why it was chosen (KVM probe, TCG fallback).
+    pub accel: String,
+}
+
+/// Starts the VM of `machine` (a qemu machine) from its `vm` block, with
+/// its run files in the site root (`NAME.qmp`, `NAME.qga`,
+/// `NAME.serial.log`, `NAME.pid`). Kernel and initrd resolve against the
+/// configuration root, disks against the site root. Errors: not a qemu
+/// machine, a VM of that name already running, QEMU's own error.
+pub fn start(
+    cfg: &crate::model::Config,
+    machine: &crate::model::Machine,
+) -> Result<Running, String> {
+    use standby_provider_qemu::{accel, vm};
+    let spec = machine
+        .vm
+        .as_ref()
+        .ok_or_else(|| format!("{} has no vm block (not at a qemu site)", machine.addr))?;
+    let site_root = cfg
+        .sites
+        .get(&machine.site)
+        .and_then(|s| s.root.clone())
+        .map(|r| cfg.root.join(r))
+        .ok_or_else(|| format!("{}: its site has no root", machine.addr))?;
+    let site_root = std::path::absolute(&site_root).unwrap_or(site_root);
+    let cfg_root = std::path::absolute(&cfg.root).unwrap_or_else(|_| cfg.root.clone());
+    let kernel = spec.kernel.as_ref().map(|k| cfg_root.join(k));
+    let choice = match &kernel {
+        Some(k) => accel::probe(k),
+        None => accel::Choice {
+            accel: accel::Accel::Tcg,
+            reason: "firmware boot: no kernel to probe KVM with".into(),
+        },
+    };
+    let boot = match kernel {
+        Some(kernel) => vm::Boot::Kernel {
+            kernel,
+            initrd: spec.initrd.as_ref().map(|i| cfg_root.join(i)),
+            append: spec.append.clone().unwrap_or_default(),
+        },
+        None => vm::Boot::Disk,
+    };
+    let disks = machine
+        .disks
+        .iter()
+        .map(|d| {
+            let v = spec.disks.iter().find(|v| v.name == d.name);
+            vm::DiskSpec {
+                node_name: v.map_or_else(|| d.name.clone(), |v| v.node_name.clone()),
+                path: site_root.join(&d.path),
+                format: if v.is_some_and(|v| v.format == "raw") {
+                    vm::DiskFormat::Raw
+                } else {
+                    vm::DiskFormat::Qcow2
+                },
+                read_only: false,
+            }
+        })
+        .collect();
+    let vs = vm::VmSpec {
+        name: vm_name(&machine.addr.to_string()),
+        memory_mib: spec.memory_mib,
+        cpus: spec.cpus,
+        boot,
+        disks,
+        accel: choice.accel,
+        remote_qmp: None,
+    };
+    let started = vm::Vm::start(&vs, &site_root).map_err(|e| e.to_string())?;
+    Ok(Running {
+        vm: started,
+        accel: format!("{} ({})", choice.accel.as_str(), choice.reason),
+    })
+}
+
+/// One line per disk, then the timing, for `replicate`'s report: how
+/// each disk was read (dirty extents, first full read, or a fallback and
+/// why) and the freeze/transaction/spread figures.
+pub fn describe(c: &Cbt) -> Vec<String> {
+    let mib = |b: u64| format!("{:.1} MiB", b as f64 / (1 << 20) as f64);
+    let mut out: Vec<String> = c
+        .disks
+        .iter()
+        .map(|(name, d)| match (d.mode.as_str(), &d.reason) {
+            ("fallback", Some(r)) => format!(
+                "disk {name}: fallback to a whole read ({r}); read {}",
+                mib(d.read_bytes)
+            ),
+            ("full", _) => format!(
+                "disk {name}: first point, read {} allocated",
+                mib(d.read_bytes)
+            ),
+            _ => format!(
+                "disk {name}: changed-block tracking, read {} in {} requests for {} dirty",
+                mib(d.read_bytes),
+                d.read_requests,
+                mib(d.dirty_bytes)
+            ),
+        })
+        .collect();
+    let freeze = c
+        .freeze_call_ms
+        .map(|f| format!("freeze call {f:.0} ms, "))
+        .unwrap_or_default();
+    out.push(format!(
+        "snapshot: {freeze}transaction {:.1} ms, spread {:.1} ms across {} VM(s)",
+        c.transaction_ms, c.spread_ms, c.group_vms
+    ));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vm_names_are_file_and_node_safe() {
+        assert_eq!(vm_name("machine.db"), "db");
+        assert_eq!(vm_name("machine.web[\"a b\"]"), "web-_a_b");
+        assert_eq!(vm_name("machine.9x"), "m9x");
+        assert!(vm_name(&format!("machine.{}", "a".repeat(50))).len() <= 31);
+    }
+}
