@@ -420,6 +420,76 @@ mod catalog {
     }
 }
 
+/// `replicate --parallelism N --json`: batches captured at once still
+/// report in batch order, each point once, a failed batch among them only
+/// as an error (the others are taken, exit 1); in parallel a point has no
+/// request count of its own (the counters are process-wide), one at a time
+/// it has.
+#[test]
+fn replicate_in_parallel_reports_every_batch_in_order() {
+    let d = tempfile::tempdir().unwrap();
+    let url = vault_support::backend_url("file", d.path());
+    let root = fleet(d.path(), &url, 4);
+    run_ok(&root, &["vault", "init"]);
+    let json = |o: &std::process::Output| -> Value { serde_json::from_slice(&o.stdout).unwrap() };
+    let protections = |doc: &Value| -> Vec<String> {
+        doc["points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["protection"].as_str().unwrap().to_string())
+            .collect()
+    };
+
+    let doc = json(&run_ok(
+        &root,
+        &["replicate", "--json", "--parallelism", "3"],
+    ));
+    let all: Vec<String> = (0..4).map(|i| format!("protection.m{i}")).collect();
+    assert_eq!(protections(&doc), all, "{doc:#}");
+    for p in doc["points"].as_array().unwrap() {
+        assert!(p["requests"].is_null(), "{p:#}");
+        assert_eq!(p["vault"], "vault.main");
+    }
+    assert!(doc["requests"]["put"].as_u64().unwrap() >= 4, "{doc:#}");
+    assert_eq!(doc["errors"], serde_json::json!([]));
+
+    // One at a time: each point's own cost.
+    change(&root, 1);
+    let doc = json(&run_ok(
+        &root,
+        &["replicate", "protection.m1", "--json", "--parallelism", "1"],
+    ));
+    let p = &doc["points"][0];
+    assert_eq!(p["protection"], "protection.m1");
+    assert!(p["requests"]["put"].as_u64().unwrap() >= 1, "{p:#}");
+
+    // A batch that fails (its disk is gone) does not stop the others.
+    std::fs::remove_file(disk(&root, 2)).unwrap();
+    let o = standby(&root)
+        .args(["replicate", "--json", "--parallelism", "4"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let doc = json(&o);
+    assert_eq!(
+        protections(&doc),
+        ["protection.m0", "protection.m1", "protection.m3"],
+        "{doc:#}"
+    );
+    let errors = doc["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "{doc:#}");
+    assert!(
+        errors[0]["batch"].as_str().unwrap().contains("m2"),
+        "{doc:#}"
+    );
+
+    // Every point taken is listed once.
+    let listed: Value =
+        serde_json::from_slice(&run_ok(&root, &["points", "--json"]).stdout).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 4 + 1 + 3, "{listed:#}");
+}
+
 #[test]
 fn compaction_killed_at_random_moments_loses_nothing() {
     let kills = count_from_env("STANDBY_COMPACT_KILLS", 3);
