@@ -97,11 +97,19 @@ pub fn protections(
             continue;
         }
         let vault = ws.vault(addr)?;
-        let (list, _) =
-            crate::vault::manifest::list(&vault, false).map_err(|e| WorkspaceError::Vault {
+        // Only the catalog of the machines this vault protects.
+        let machines = cfg
+            .protections
+            .values()
+            .filter(|p| &p.vault == addr)
+            .map(|p| p.machine.to_string())
+            .collect();
+        let list = crate::vault::catalog::list_machines(&vault, &machines).map_err(|e| {
+            WorkspaceError::Vault {
                 address: addr.clone(),
                 error: Box::new(e),
-            })?;
+            }
+        })?;
         points.insert(addr.clone(), list);
     }
     let mut prots = Vec::new();

@@ -8,7 +8,7 @@
 
 use crate::model::{Address, Config, KeySource, Policy};
 use crate::state::{Backend, StateDoc};
-use crate::vault::{Vault, VaultError, manifest};
+use crate::vault::{Vault, VaultError, catalog, manifest};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -151,22 +151,34 @@ impl Workspace {
             .get(protection)
             .ok_or_else(|| WorkspaceError::NotConfigured(protection.clone()))?;
         let vault = self.vault(&p.vault)?;
-        points_in(&vault, protection).map_err(|error| WorkspaceError::Vault {
-            address: p.vault.clone(),
-            error: Box::new(error),
+        points_in(&vault, protection, &p.machine.to_string()).map_err(|error| {
+            WorkspaceError::Vault {
+                address: p.vault.clone(),
+                error: Box::new(error),
+            }
         })
     }
 }
 
 impl Workspace {
     /// Every configured vault's points (each vault's oldest first), with
-    /// the vault's address, in address order.
+    /// the vault's address, in address order. Catalog entries: the disks'
+    /// extents are left out (read the manifest to resolve a point).
     pub fn all_points(&self) -> Result<Vec<(Address, manifest::Manifest)>, WorkspaceError> {
+        self.machine_points(None)
+    }
+
+    /// [`Workspace::all_points`] of one machine (`machine.NAME`), reading
+    /// only its catalog in each vault; None: every machine.
+    pub fn machine_points(
+        &self,
+        machine: Option<&str>,
+    ) -> Result<Vec<(Address, manifest::Manifest)>, WorkspaceError> {
         let mut out = Vec::new();
         for addr in self.config.vaults.keys() {
             let vault = self.vault(addr)?;
-            let (points, _) =
-                manifest::list(&vault, false).map_err(|error| WorkspaceError::Vault {
+            let points =
+                catalog::list_for(&vault, machine).map_err(|error| WorkspaceError::Vault {
                     address: addr.clone(),
                     error: Box::new(error),
                 })?;
@@ -176,13 +188,16 @@ impl Workspace {
     }
 }
 
-/// The recovery points of `protection` in `vault`, oldest first.
+/// The recovery points of `protection` of `machine` in `vault`, oldest
+/// first: the machine's catalog entries (extents left out), not every
+/// manifest of the vault.
 pub fn points_in(
     vault: &Vault,
     protection: &Address,
+    machine: &str,
 ) -> Result<Vec<manifest::Manifest>, VaultError> {
     let name = protection.to_string();
-    let (points, _) = manifest::list(vault, false)?;
+    let points = catalog::list_for(vault, Some(machine))?;
     Ok(points
         .into_iter()
         .filter(|m| m.protection == name)

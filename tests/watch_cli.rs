@@ -58,6 +58,15 @@ fn watch_takes_points_serves_metrics_prunes_and_stops_on_sigterm() {
         metric(&body, "standby_rpo_threshold_seconds", "protection.db"),
         Some(5.0)
     );
+    // What those points cost the store: puts (packs, manifests) and gets.
+    let counted = |op: &str| -> f64 {
+        let prefix = format!("standby_store_requests_total{{op=\"{op}\"}} ");
+        body.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {prefix}in {body}"))
+    };
+    assert!(counted("put") >= 4.0 && counted("get") >= 1.0, "{body}");
     assert!(metric(&body, "standby_bytes_replicated_total", "protection.db").unwrap() > 0.0);
     assert_eq!(
         metric(&body, "standby_replication_failures_total", "protection.db"),

@@ -276,7 +276,9 @@ impl Context {
             .get(addr)
             .ok_or_else(|| failed(format!("no {addr} in the configuration")))?;
         let vault = self.vault(&p.vault).map_err(failed)?;
-        let mine = |vault: &Vault| points_in(vault, addr).map_err(|e| e.to_string());
+        // The machine's catalog, not every manifest of the vault.
+        let machine = p.machine.to_string();
+        let mine = |vault: &Vault| points_in(vault, addr, &machine).map_err(|e| e.to_string());
         // Members of a consistency group take their first point together:
         // hold the group's mutex while looking and taking.
         let group_lock = p.consistency_group.as_ref().map(|g| {

@@ -280,6 +280,14 @@ pub fn main() -> ExitCode {
         Command::Approve(a) => approve::run(a),
         Command::Quickstart(a) => quickstart::run(a),
     };
+    // Any command's object-store cost, for benchmarks and scripts.
+    if std::env::var_os("STANDBY_REQUESTS").is_some_and(|v| v == "1") {
+        let c = crate::store::counts();
+        eprintln!(
+            "requests: {}",
+            serde_json::to_string(&c).unwrap_or_default()
+        );
+    }
     match outcome {
         Ok(code) => code,
         Err(report) if report.downcast_ref::<closing::Reported>().is_some() => ExitCode::from(1),

@@ -48,7 +48,12 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
     // Points of a machine or protection removed from the configuration can
     // still be listed; anything else named is a typo.
     let mut matched_any = false;
-    for (addr, m) in ws.all_points().map_err(|e| miette!("{e}"))? {
+    // The catalog: the named machine's points only, when it is known.
+    let machine = machine_of(cfg, filter.as_deref());
+    for (addr, m) in ws
+        .machine_points(machine.as_deref())
+        .map_err(|e| miette!("{e}"))?
+    {
         if filter
             .as_ref()
             .is_some_and(|f| *f != m.machine && *f != m.protection)
@@ -153,4 +158,17 @@ fn named(q: &PointQuery, rows: Vec<(String, Manifest)>) -> Result<Vec<(String, M
     // Oldest first, as the whole listing.
     out.sort_by(|a, b| (&a.1.created, a.1.id).cmp(&(&b.1.created, b.1.id)));
     Ok(out)
+}
+
+/// The machine whose catalog holds the points `filter` names, when the
+/// configuration knows it; None: every machine of the vault.
+fn machine_of(cfg: &crate::model::Config, filter: Option<&str>) -> Option<String> {
+    let f = filter?;
+    if f.starts_with("machine.") {
+        return Some(f.to_string());
+    }
+    cfg.protections
+        .iter()
+        .find(|(a, _)| a.to_string() == f)
+        .map(|(_, p)| p.machine.to_string())
 }

@@ -81,6 +81,7 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
             "recovery_plans": plans,
             "recoveries": placed,
             "exit_code": code,
+            "requests": crate::store::counts(),
         });
         println!("{}", serde_json::to_string_pretty(&doc).into_diagnostic()?);
     } else {

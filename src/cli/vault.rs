@@ -33,6 +33,13 @@ pub enum Command {
         #[command(flatten)]
         vars: crate::cli::VarArgs,
     },
+    /// Merge the vault's index objects into one (replications may run meanwhile).
+    Compact {
+        /// The vault to compact; default: every vault.
+        vault: Option<String>,
+        #[command(flatten)]
+        vars: crate::cli::VarArgs,
+    },
     /// Check that every referenced object exists (and with --read-data, authenticates).
     Verify {
         /// The vault to verify; default: every vault.
@@ -88,7 +95,24 @@ pub fn run(cmd: Command) -> miette::Result<ExitCode> {
             json,
             vars,
         } => verify_cmd(vault.as_deref(), read_data, json, &vars),
+        Command::Compact { vault, vars } => compact_cmd(vault.as_deref(), &vars),
     }
+}
+
+fn compact_cmd(which: Option<&str>, vars: &crate::cli::VarArgs) -> miette::Result<ExitCode> {
+    let ws = Workspace::new(load_config(vars)?);
+    for addr in pick_vaults(&ws.config, which)? {
+        let vault = ws.vault(&addr).map_err(|e| miette!("{e}"))?;
+        let r = crate::vault::index::compact(&vault, &ws.cache_dir())
+            .map_err(|e| miette!("{addr}: {e}"))?;
+        println!(
+            "{addr}: merged {} into one ({} packs, {} blobs)",
+            crate::human::count(r.merged, "index object"),
+            r.packs,
+            r.blobs
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn init(which: Option<&str>, vars: &crate::cli::VarArgs) -> miette::Result<ExitCode> {

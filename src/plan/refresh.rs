@@ -10,7 +10,7 @@
 use super::{Attributes, Drift, attributes::OBSERVED_PREFIX};
 use crate::model::{Address, Kind};
 use crate::state::StateDoc;
-use crate::vault::{Vault, VaultError, manifest};
+use crate::vault::{Vault, VaultError};
 use crate::workspace::{Workspace, WorkspaceError};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
@@ -108,8 +108,13 @@ pub fn observe(ws: &Workspace, state: &StateDoc) -> (BTreeMap<Address, Attribute
             f.insert("observed.recovery_points".into(), json!(0));
             continue;
         };
-        let points = match manifest::list(vault, false) {
-            Ok((p, _)) => p,
+        // The machine's catalog (docs/VAULT.md), not every manifest.
+        let listed = crate::vault::catalog::list_checked(
+            vault,
+            machine.as_ref().map(|m| m.to_string()).as_deref(),
+        );
+        let points = match listed {
+            Ok(p) => p,
             Err(e) => {
                 notes.push(format!("cannot list the points of {addr} in {va}: {e}"));
                 unjudged.extend(machine);

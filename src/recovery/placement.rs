@@ -237,8 +237,15 @@ pub fn check_vaults(
         let Some(v) = cfg.vaults.get(va) else {
             continue;
         };
+        // The catalog of the machines concerned, not every manifest.
+        let machines = protections
+            .iter()
+            .filter_map(|a| cfg.protections.get(a))
+            .filter(|p| &p.vault == va)
+            .map(|p| p.machine.to_string())
+            .collect();
         if let Ok(vault) = crate::vault::Vault::open(&v.url, &v.key, &root)
-            && let Ok((list, _)) = crate::vault::manifest::list(&vault, false)
+            && let Ok(list) = crate::vault::catalog::list_machines(&vault, &machines)
         {
             points.extend(list);
         }

@@ -177,18 +177,27 @@ pub fn take_points(
 ) -> Result<Vec<Manifest>, ReplicationError> {
     opts.check_cancel()?;
     let mut lock = Lock::acquire(vault, false, opts.lock_wait)?;
-    let (idx, _) = index::load(vault, false)?;
-    let (points, _) = manifest::list(vault, false)?;
-    let mut cache: HashMap<Id, Manifest> = points.iter().map(|m| (m.id, m.clone())).collect();
+    // Bounded reads (see docs/VAULT.md): the catalog names each machine's
+    // newest point; the index comes from the local cache plus a few new
+    // objects, enough to deduplicate against.
+    crate::vault::catalog::ensure(vault)?;
+    let idx = index::load_cached(vault, &opts.cache_dir, Some(index::FETCH_FOR_DEDUP))?;
+    let mut full_idx: Option<crate::vault::Index> = None;
+    let mut cache: HashMap<Id, Manifest> = HashMap::new();
 
     // Previous hashes per (target, disk), prepared before any freeze so the
     // freeze window does not pay for a rebuilt cache.
     let mut prevs: Vec<Vec<Option<capture::Hashes>>> = Vec::new();
     for t in targets {
         let last = match opts.baseline.get(&t.machine) {
-            Some(id) => points.iter().find(|m| m.id == *id),
-            None => points.iter().rev().find(|m| m.machine == t.machine),
+            Some(id) => match manifest::read(vault, id) {
+                Ok(m) => Some(m),
+                Err(VaultError::Missing { .. }) => None,
+                Err(e) => return Err(e.into()),
+            },
+            None => crate::vault::catalog::newest(vault, &t.machine)?,
         };
+        let last = last.as_ref();
         let mut per_disk = Vec::new();
         for (name, _) in &t.disks {
             let prev = match last.filter(|m| m.disks.contains_key(name)) {
@@ -197,7 +206,14 @@ pub fn take_points(
                     let p = ctk::path(&opts.cache_dir, &vault.id, &t.machine, name);
                     match ctk::load(&p, &m.id) {
                         Some(h) => Some(h),
-                        None => Some(ctk::rebuild(vault, &idx, m, name, &mut cache)?),
+                        None => {
+                            // Reading a point back needs the whole index.
+                            if full_idx.is_none() {
+                                full_idx = Some(index::load_cached(vault, &opts.cache_dir, None)?);
+                            }
+                            let full = full_idx.as_ref().unwrap_or(&idx);
+                            Some(ctk::rebuild(vault, full, m, name, &mut cache)?)
+                        }
                     }
                 }
             };
@@ -452,8 +468,12 @@ fn capture_all(
     opts.check_cancel()?;
     let (packs, _) = packer.finish()?;
     if !packs.is_empty() {
-        index::write(vault, packs)?;
+        index::write_cached(vault, &opts.cache_dir, packs)?;
     }
+    // The catalog lists each point before its manifest exists (a lost
+    // update never hides a point), and confirms it after.
+    let points: Vec<Manifest> = made.iter().map(|(m, _)| m.clone()).collect();
+    crate::vault::catalog::begin(vault, &points)?;
     let mut out = Vec::new();
     for (m, hashes) in made {
         manifest::write(vault, &m)?;
@@ -470,6 +490,10 @@ fn capture_all(
             }
         }
         out.push(m);
+    }
+    // The points exist; an unconfirmed entry is settled by the next writer.
+    if let Err(e) = crate::vault::catalog::commit(vault, &points) {
+        tracing::warn!("cannot confirm the new points in the catalog: {e}");
     }
     Ok(out)
 }

@@ -89,13 +89,26 @@ pub fn restore(ws: &Workspace, req: &Request, progress: &Progress) -> Result<Don
     let mut opened: Vec<Listed> = Vec::new();
     for addr in &req.vaults {
         let vault = ws.vault(addr).map_err(RestoreError::Workspace)?;
-        // A damaged or hostile manifest must not stop the restore of a good
-        // point: list tolerantly, and name the bad ones only if the point
-        // asked for is not among the good.
-        let (points, bad) = manifest::list(&vault, true).map_err(|e| RestoreError::List {
-            address: addr.clone(),
-            error: Box::new(e),
-        })?;
+        // The catalog of the machine (or the vault's), not every manifest:
+        // only the chosen point's manifest is read, so a damaged or hostile
+        // other one cannot stop the restore of a good point. A full id is
+        // looked up by its manifest, the truth, directly.
+        let (points, bad) = match crate::vault::Id::parse(&req.point) {
+            Some(id) => match manifest::read(&vault, &id) {
+                Ok(m) => (vec![m], Vec::new()),
+                Err(VaultError::Missing { .. }) => (Vec::new(), Vec::new()),
+                Err(e) => (Vec::new(), vec![e]),
+            },
+            None => (
+                crate::vault::catalog::list_for(&vault, req.machine.as_deref()).map_err(|e| {
+                    RestoreError::List {
+                        address: addr.clone(),
+                        error: Box::new(e),
+                    }
+                })?,
+                Vec::new(),
+            ),
+        };
         opened.push((addr.clone(), vault, points, bad));
     }
     if !req.query.is_id() && req.machine.is_none() {
@@ -127,6 +140,11 @@ pub fn restore(ws: &Workspace, req: &Request, progress: &Progress) -> Result<Don
                 continue;
             }
         };
+        // A catalog entry has no extents: the point itself, read whole.
+        let point = &manifest::read(vault, &point.id).map_err(|e| RestoreError::List {
+            address: addr.clone(),
+            error: Box::new(e),
+        })?;
         let started = Instant::now();
         let restored = restore_checked(
             vault, point, &req.disk, &req.to, req.force, &in_use, progress,

@@ -9,6 +9,7 @@ use super::{BatchError, Options, Progress, ReplicationError, batches, take_point
 use crate::model::Address;
 use crate::recovery::placement::{self, Capture};
 use crate::state::{StateDoc, StateError};
+use crate::store::Counts;
 use crate::vault::manifest::Manifest;
 use crate::workspace::{Workspace, WorkspaceError};
 use std::time::{Duration, Instant};
@@ -24,11 +25,16 @@ pub enum Event<'a> {
     Nothing,
     /// A batch (consistency group or lone protection) begins.
     Batch { label: &'a str, vault: &'a Address },
-    /// A batch's points, one per protection, in order; `took` is its wall time.
+    /// A batch's points, one per protection, in order; `took` is its wall
+    /// time, `requests` the object-store requests its capture cost (a
+    /// group's members share one capture; None when batches ran in
+    /// parallel, since the counters are process-wide).
     Taken {
+        vault: &'a Address,
         protections: &'a [Address],
         points: &'a [Manifest],
         took: Duration,
+        requests: Option<Counts>,
     },
     /// A batch failed; the others go on.
     Failed {
@@ -73,12 +79,15 @@ impl OnceError {
     }
 }
 
-/// Take one point of each of `chosen` (configured protections). Returns
-/// how many batches failed.
+/// Take one point of each of `chosen` (configured protections), capturing
+/// up to `parallelism` batches at once (each batch still one point
+/// instant; 1: one after the other, with progress). Events come in batch
+/// order either way. Returns how many batches failed.
 pub fn run(
     ws: &Workspace,
     chosen: Vec<Address>,
     trust_state: bool,
+    parallelism: usize,
     ui: &dyn Ui,
 ) -> Result<usize, OnceError> {
     let cfg = &ws.config;
@@ -105,24 +114,40 @@ pub fn run(
         crate::recovery::reprotect::redirect(&mut batches, doc);
     }
     let opts = Options::new(ws.cache_dir());
+    let mut vaults = Vec::new();
+    for b in &batches {
+        vaults.push(ws.vault(&b.vault).map_err(OnceError::Workspace)?);
+    }
+    // Several batches at once: a round's time is then not the sum of every
+    // point's request latencies. One at a time keeps the progress bar.
+    let workers = parallelism.clamp(1, batches.len().max(1));
+    let mut done = in_parallel(&batches, &vaults, &opts, workers);
     let mut failed = 0;
-    for batch in batches {
-        let vault = ws.vault(&batch.vault).map_err(OnceError::Workspace)?;
+    for (i, batch) in batches.iter().enumerate() {
         ui.event(Event::Batch {
             label: &batch.label,
             vault: &batch.vault,
         });
-        let started = Instant::now();
-        let progress = Progress::default();
-        let result = ui.capture(&progress, &mut || {
-            take_points(&vault, &batch.targets, &opts, &progress)
-        });
-        let took = started.elapsed();
+        let (result, took, requests) = match done.get_mut(i).and_then(Option::take) {
+            Some(r) => r,
+            None => {
+                let started = Instant::now();
+                let progress = Progress::default();
+                let before = crate::store::counts();
+                let result = ui.capture(&progress, &mut || {
+                    take_points(&vaults[i], &batch.targets, &opts, &progress)
+                });
+                let cost = crate::store::counts().since(&before);
+                (result, started.elapsed(), Some(cost))
+            }
+        };
         match result {
             Ok(points) => ui.event(Event::Taken {
+                vault: &batch.vault,
                 protections: &batch.protections,
                 points: &points,
                 took,
+                requests,
             }),
             Err(error) => {
                 failed += 1;
@@ -134,6 +159,52 @@ pub fn run(
         }
     }
     Ok(failed)
+}
+
+/// One batch's capture: its points, wall time and request cost.
+type Taken = (
+    Result<Vec<Manifest>, ReplicationError>,
+    Duration,
+    Option<Counts>,
+);
+
+/// Take the points of `batches` with `workers` threads, when more than one:
+/// results in batch order (None everywhere with one worker: the caller
+/// then takes them one by one, with progress).
+fn in_parallel(
+    batches: &[super::Batch],
+    vaults: &[std::sync::Arc<crate::vault::Vault>],
+    opts: &Options,
+    workers: usize,
+) -> Vec<Option<Taken>> {
+    let slots: Vec<std::sync::Mutex<Option<Taken>>> = batches
+        .iter()
+        .map(|_| std::sync::Mutex::new(None))
+        .collect();
+    if workers > 1 {
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..workers {
+                s.spawn(|| {
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let (Some(b), Some(vault)) = (batches.get(i), vaults.get(i)) else {
+                            return;
+                        };
+                        let started = Instant::now();
+                        let r = take_points(vault, &b.targets, opts, &Progress::default());
+                        if let Ok(mut slot) = slots[i].lock() {
+                            *slot = Some((r, started.elapsed(), None));
+                        }
+                    }
+                });
+            }
+        });
+    }
+    slots
+        .into_iter()
+        .map(|m| m.into_inner().unwrap_or_else(|p| p.into_inner()))
+        .collect()
 }
 
 /// Drop protections whose machine is failed over (a failover run in the

@@ -6,6 +6,7 @@
 
 mod azure;
 mod client;
+pub mod counting;
 mod local;
 mod redact;
 mod s3;
@@ -16,6 +17,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload}
 use std::sync::Arc;
 
 pub use client::set_request_retry_timeout;
+pub use counting::{Counts, counts};
 pub use object_store::UpdateVersion;
 pub use redact::redact;
 
@@ -211,10 +213,11 @@ pub fn open(url: &str, base: &std::path::Path) -> Result<Store, StoreError> {
             bucket,
             prefix,
         } => {
+            // Listing pages: Azure Blob returns 5,000 names, S3 1,000.
             let inner = if azure {
-                azure::open(url, bucket)?
+                counting::Counting::wrap(azure::open(url, bucket)?, 5000)
             } else {
-                s3::open(url, bucket)?
+                counting::Counting::wrap(s3::open(url, bucket)?, 1000)
             };
             Ok(Store {
                 url: url.to_string(),
@@ -315,7 +318,7 @@ fn open_file(url: &str, rest: &str, base: &std::path::Path) -> Result<Store, Sto
         .with_fsync(true);
     Ok(Store {
         url: url.to_string(),
-        inner: Arc::new(local::LocalStore::new(fs)),
+        inner: counting::Counting::wrap(Arc::new(local::LocalStore::new(fs)), 0),
         prefix: StorePath::default(),
     })
 }

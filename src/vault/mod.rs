@@ -8,6 +8,7 @@
 //! salt, sealed key check), `data/<2 hex>/<pack id>`, `index/<id>`,
 //! `points/<point id>`, `locks/<id>`. Names are keyed BLAKE3 ids.
 
+pub mod catalog;
 pub mod index;
 pub mod keys;
 pub mod lock;
@@ -143,11 +144,16 @@ impl<'de> Deserialize<'de> for Id {
     }
 }
 
-const FORMAT: u32 = 1;
+/// The format new vaults are created with: 2 keeps a per-machine catalog
+/// (`heads/`, `catalog/`) beside the points. Format 1 vaults are read as
+/// they are and upgraded by their first writer ([`catalog::ensure`]).
+const FORMAT: u32 = 2;
+/// The oldest format this build reads.
+const FORMAT_MIN: u32 = 1;
 const KEY_CHECK: &[u8] = b"standby vault key check v1";
 
 /// The plain `config` object. `checksum` tells damage apart from a wrong key.
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 struct ConfigBody {
     format: u32,
     vault_id: String,
@@ -161,11 +167,18 @@ pub struct Vault {
     pub url: String,
     /// Random id of this vault (hex); names the local change-tracking cache.
     pub id: String,
+    /// The vault's format (1 or 2); see [`catalog`].
+    format: std::sync::atomic::AtomicU32,
+    config: ConfigBody,
     store: Store,
     rt: Arc<tokio::runtime::Runtime>,
     keys: keys::Subkeys,
     data: Sealer,
     meta: Sealer,
+    /// The index a replication deduplicates against, kept between points
+    /// taken by this process, with the prune generation it is valid for
+    /// (see `index::load_cached`).
+    dedup: std::sync::Mutex<Option<(String, Index)>>,
 }
 
 /// What `init` did.
@@ -230,7 +243,7 @@ impl Vault {
             key_check: hex::encode(check),
         })
         .unwrap_or_default();
-        let text = format!("{body}\n{}\n", blake3::hash(body.as_bytes()).to_hex());
+        let text = config_text(&body);
         rt.block_on(
             store
                 .inner
@@ -290,9 +303,9 @@ impl Vault {
         }
         let cfg: ConfigBody =
             serde_json::from_str(body).map_err(|e| damaged(&format!("unreadable: {e}")))?;
-        if cfg.format != FORMAT {
+        if !(FORMAT_MIN..=FORMAT).contains(&cfg.format) {
             return Err(damaged(&format!(
-                "format {} is not supported (this build reads {FORMAT})",
+                "format {} is not supported (this build reads {FORMAT_MIN} to {FORMAT})",
                 cfg.format
             )));
         }
@@ -310,13 +323,75 @@ impl Vault {
         }
         Ok(Vault {
             url: url.to_string(),
-            id: cfg.vault_id,
+            id: cfg.vault_id.clone(),
+            format: std::sync::atomic::AtomicU32::new(cfg.format),
+            config: cfg,
             data: Sealer::new(&sub.data),
             meta,
             keys: sub,
             store,
             rt,
+            dedup: std::sync::Mutex::new(None),
         })
+    }
+
+    /// The vault's format: 1 (points only) or 2 (points and a catalog).
+    pub fn format(&self) -> u32 {
+        self.format.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Rewrite `config` as format 2 (after the catalog is built): from
+    /// then on builds that do not keep the catalog refuse to open the vault,
+    /// so none can write a point the catalog does not know.
+    pub(crate) fn upgrade_format(&self) -> Result<()> {
+        let mut cfg = self.config.clone();
+        cfg.format = FORMAT;
+        let body = serde_json::to_string(&cfg).unwrap_or_default();
+        let text = config_text(&body);
+        self.put("config", text.into_bytes())?;
+        self.format
+            .store(FORMAT, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Read `name` with its version; None when it does not exist.
+    pub(crate) fn get_versioned(
+        &self,
+        name: &str,
+    ) -> Result<Option<(Bytes, crate::store::UpdateVersion)>> {
+        match self.rt.block_on(self.store.get_versioned(name)) {
+            Ok(v) => Ok(Some(v)),
+            Err(StoreError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(VaultError::Open(Box::new(e))),
+        }
+    }
+
+    /// Write `name` only if it is still at `expected` (None: only if it
+    /// does not exist). Ok(false) when someone else wrote it first.
+    pub(crate) fn put_conditional(
+        &self,
+        name: &str,
+        bytes: Vec<u8>,
+        expected: Option<&crate::store::UpdateVersion>,
+    ) -> Result<bool> {
+        let r = match expected {
+            None => self.rt.block_on(self.store.put_if_absent(name, bytes)),
+            Some(v) => self.rt.block_on(self.store.put_if_match(name, bytes, v)),
+        };
+        match r {
+            Ok(_) => Ok(true),
+            Err(StoreError::AlreadyExists { .. } | StoreError::Changed { .. }) => Ok(false),
+            Err(e) => Err(VaultError::Open(Box::new(e))),
+        }
+    }
+
+    /// Whether `name` exists (one HEAD request).
+    pub fn exists(&self, name: &str) -> Result<bool> {
+        match self.rt.block_on(self.store.head(name)) {
+            Ok(_) => Ok(true),
+            Err(StoreError::NotFound { .. }) => Ok(false),
+            Err(e) => Err(VaultError::Open(Box::new(e))),
+        }
     }
 
     /// Keyed BLAKE3 of `parts`, concatenated: ids reveal nothing without the key.
@@ -397,6 +472,37 @@ impl Vault {
         }
     }
 
+    /// Delete many objects, 4 requests in flight; what is not there is
+    /// not an error. A failed delete is tried twice more, one at a time
+    /// (Azurite resets connections under concurrent deletes); then the
+    /// first failure is returned.
+    pub fn delete_many(&self, names: &[String]) -> Result<()> {
+        let failed: Vec<&String> = self.rt.block_on(async {
+            let s = futures::stream::iter(names.iter().map(|n| async move {
+                match self.store.inner.delete(&self.store.path(n)).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => None,
+                    Err(_) => Some(n),
+                }
+            }))
+            .buffer_unordered(4);
+            s.filter_map(|r| async move { r }).collect().await
+        });
+        for name in failed {
+            let mut tries = 0;
+            loop {
+                match self.delete(name) {
+                    Ok(()) => break,
+                    Err(_) if tries < 2 => {
+                        tries += 1;
+                        std::thread::sleep(std::time::Duration::from_millis(200 << tries));
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Objects under `dir` (`data`, `index`, `points`, `locks`) as
     /// (name relative to the prefix, size), sorted by name.
     pub fn list(&self, dir: &str) -> Result<Vec<(String, u64)>> {
@@ -413,6 +519,29 @@ impl Vault {
                     .unwrap_or(full)
                     .trim_start_matches('/');
                 v.push((rel.to_string(), m.size));
+            }
+            Ok::<_, VaultError>(v)
+        })?;
+        out.sort();
+        Ok(out)
+    }
+
+    /// Objects under `dir` as (name relative to the prefix, last
+    /// modified in seconds since the epoch), sorted by name.
+    pub fn list_timed(&self, dir: &str) -> Result<Vec<(String, i64)>> {
+        let prefix = self.store.path(dir);
+        let base = self.store.prefix.as_ref().to_string();
+        let mut out: Vec<(String, i64)> = self.rt.block_on(async {
+            let mut s = self.store.inner.list(Some(&prefix));
+            let mut v = Vec::new();
+            while let Some(m) = s.next().await {
+                let m = m.map_err(|e| self.store_err("list", dir, e))?;
+                let full = m.location.as_ref();
+                let rel = full
+                    .strip_prefix(&base)
+                    .unwrap_or(full)
+                    .trim_start_matches('/');
+                v.push((rel.to_string(), m.last_modified.timestamp()));
             }
             Ok::<_, VaultError>(v)
         })?;
@@ -453,6 +582,11 @@ impl Vault {
         let b = self.get(name)?;
         self.open_meta(name, &b)
     }
+}
+
+/// The `config` object's text: the JSON, then its BLAKE3 hash, a line each.
+fn config_text(body: &str) -> String {
+    format!("{body}\n{}\n", blake3::hash(body.as_bytes()).to_hex())
 }
 
 async fn get_bytes(store: &Store, name: &str) -> std::result::Result<Bytes, object_store::Error> {

@@ -67,9 +67,12 @@ pub fn record(vault: &Vault, renames: &[Rename]) -> Result<Vec<usize>> {
     let mut moves = load(vault)?;
     let (mut points, _) = super::manifest::list(vault, false)?;
     let mut counts = Vec::with_capacity(renames.len());
+    // Machines whose catalog changes: the old names and the new.
+    let mut touched = std::collections::BTreeSet::new();
     for r in renames {
         let mut n = 0;
         for m in points.iter_mut() {
+            let old_machine = m.machine.clone();
             let is_protection = r.from.starts_with("protection.");
             let current = if is_protection {
                 &mut m.protection
@@ -86,6 +89,8 @@ pub fn record(vault: &Vault, renames: &[Rename]) -> Result<Vec<usize>> {
             } else {
                 k.machine = Some(r.to.clone());
             }
+            touched.insert(old_machine);
+            touched.insert(m.machine.clone());
             n += 1;
         }
         counts.push(n);
@@ -94,6 +99,9 @@ pub fn record(vault: &Vault, renames: &[Rename]) -> Result<Vec<usize>> {
         moves.format = 1;
         let plain = serde_json::to_vec(&moves).unwrap_or_default();
         vault.put_meta(NAME, &plain)?;
+        if vault.format() >= 2 {
+            super::catalog::rebuild(vault, &touched, &points)?;
+        }
     }
     Ok(counts)
 }

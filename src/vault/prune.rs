@@ -211,6 +211,11 @@ fn remove_points(
     if dry_run {
         return Ok(report);
     }
+    // Before anything is deleted: local index caches made until now may
+    // name what goes, so they stop being trusted.
+    if !drop.is_empty() || !delete_packs.is_empty() {
+        index::bump_generation(vault)?;
+    }
 
     for m in &rewrites {
         manifest::write(vault, m)?;
@@ -220,6 +225,29 @@ fn remove_points(
     }
     let dropped: Vec<String> = drop.iter().map(|i| i.hex()).collect();
     super::moves::forget(vault, &dropped)?;
+    // The catalog, rebuilt from what is left: no writer runs under the
+    // exclusive lock, so every pending entry is settled here too, and
+    // segments no head names (a fold killed midway) go.
+    if vault.format() >= 2 {
+        let rewritten: HashMap<Id, &Manifest> = rewrites.iter().map(|m| (m.id, m)).collect();
+        let left: Vec<Manifest> = points
+            .iter()
+            .filter(|m| !drop.contains(&m.id))
+            .map(|m| {
+                rewritten
+                    .get(&m.id)
+                    .map_or_else(|| m.clone(), |r| (*r).clone())
+            })
+            .collect();
+        let mut machines: BTreeSet<String> = points.iter().map(|m| m.machine.clone()).collect();
+        machines.extend(super::catalog::machines(vault)?);
+        let kept = super::catalog::rebuild(vault, &machines, &left)?;
+        for (name, _) in vault.list("catalog")? {
+            if !kept.contains(&name) {
+                vault.delete(&name)?;
+            }
+        }
+    }
     if !delete_packs.is_empty() || drop.iter().next().is_some() {
         let old: Vec<String> = idx.files.keys().cloned().collect();
         if !keep_packs.is_empty() {

@@ -70,6 +70,15 @@ pub fn verify(vault: &Vault, read_data: bool) -> Result<Report> {
         problems.add(o, r, id);
     }
 
+    // The catalog against the manifests it describes.
+    let damaged: BTreeSet<Id> = broken_manifests
+        .iter()
+        .filter_map(|o| o.strip_prefix("points/").and_then(Id::parse))
+        .collect();
+    for (object, reason, ids) in super::catalog::check(vault, &points, &damaged) {
+        problems.add(object, reason, ids);
+    }
+
     // Which points use which blob; chains that do not resolve.
     let mut users: HashMap<Id, BTreeSet<Id>> = HashMap::new();
     let mut cache: HashMap<Id, Manifest> = points.iter().map(|m| (m.id, m.clone())).collect();

@@ -123,6 +123,19 @@ impl Metrics {
                 }
             }
         }
+        let c = crate::store::counts();
+        let _ = writeln!(
+            out,
+            "# HELP standby_store_requests_total Object-store requests this process made, by kind.\n# TYPE standby_store_requests_total counter"
+        );
+        for (op, n) in c.by_op() {
+            let _ = writeln!(out, "standby_store_requests_total{{op=\"{op}\"}} {n}");
+        }
+        let _ = writeln!(
+            out,
+            "# HELP standby_store_bytes_total Object bytes this process read (in) and wrote (out).\n# TYPE standby_store_bytes_total counter\nstandby_store_bytes_total{{direction=\"in\"}} {}\nstandby_store_bytes_total{{direction=\"out\"}} {}",
+            c.bytes_in, c.bytes_out
+        );
         let _ = writeln!(
             out,
             "# HELP standby_up 1 while the replication loop runs.\n# TYPE standby_up gauge\nstandby_up {}",
@@ -170,5 +183,14 @@ mod tests {
             text.contains("standby_replication_failures_total{protection=\"protection.db\"} 0")
         );
         assert_eq!(escape("a\"b\\c\n"), "a\\\"b\\\\c\\n");
+        // The process's object-store cost, one sample per kind.
+        assert!(text.contains("# TYPE standby_store_requests_total counter"));
+        for op in crate::store::counting::OPS {
+            assert!(
+                text.contains(&format!("standby_store_requests_total{{op=\"{op}\"}} ")),
+                "{text}"
+            );
+        }
+        assert!(text.contains("standby_store_bytes_total{direction=\"out\"} "));
     }
 }

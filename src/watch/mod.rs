@@ -465,9 +465,16 @@ fn run_job(job: &Job, settings: &Settings, metrics: &Metrics, stop: &Stop, world
                 continue;
             }
         };
-        // What the vault holds now, also points other processes took.
-        let points = match manifest::list(&vault, true) {
-            Ok((p, _)) => p,
+        // What the vault holds now, also points other processes took: the
+        // catalog of this batch's machines (docs/VAULT.md).
+        let machines = job
+            .batch
+            .targets
+            .iter()
+            .map(|t| t.machine.clone())
+            .collect();
+        let points = match crate::vault::catalog::list_machines(&vault, &machines) {
+            Ok(p) => p,
             Err(e) => {
                 failures += 1;
                 retry_at = Some(fail(&e, failures));

@@ -1,0 +1,570 @@
+//! The catalog: per machine, which points exist, so taking a point and
+//! looking at one protection read a few objects whatever the vault holds.
+//!
+//! - `heads/<id>` (id: keyed hash of `"head"` and the machine address), one
+//!   per machine, sealed: `{format, machine, segments, points, pending}`.
+//!   `points` and `pending` hold *entries*: the machine's manifests without
+//!   their extents (what listings show: id, time, consistency, group, disk
+//!   sizes and parents, stats). `segments` names `catalog/<id>` objects,
+//!   immutable, each a sealed `{machine, points}` of older entries.
+//! - A writer adds its entry to `pending` (a compare-and-swap on the head's
+//!   etag) *before* writing the manifest, then moves it to `points` after.
+//!   So every manifest that exists is in its head (a lost head update can
+//!   never hide a point); an entry still pending may name a point whose
+//!   writer died before its manifest: readers check each pending entry
+//!   against its manifest (one HEAD request) and the next writer or a prune
+//!   settles it.
+//! - The manifests stay the truth: the head is a hint checked against the
+//!   manifest it names. Replication reads the newest entry's manifest
+//!   before diffing against it; an older entry than the real newest (a
+//!   stale head) only makes a bigger delta, never a wrong parent, since the
+//!   parent is the point whose hashes were compared.
+//! - When `points` reaches [`FOLD_AT`] entries, all but the newest move to
+//!   a new segment; at [`MERGE_AT`] segments they are merged into one. The
+//!   head is switched to the new segment by compare-and-swap, and only then
+//!   are the replaced segments deleted: a kill at any moment leaves every
+//!   entry reachable (an unreferenced segment is garbage prune removes).
+//!
+//! Prune and `moves` (under the exclusive lock, or when renaming) rebuild the
+//! heads they touch from the manifests themselves.
+
+use super::manifest::{self, Manifest, point_name};
+use super::{Id, Result, Vault, VaultError};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Entries a head holds before the older ones move to a segment.
+pub const FOLD_AT: usize = 128;
+/// Segments a head names before they are merged into one.
+pub const MERGE_AT: usize = 8;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Head {
+    format: u32,
+    machine: String,
+    #[serde(default)]
+    segments: Vec<String>,
+    #[serde(default)]
+    points: Vec<Manifest>,
+    #[serde(default)]
+    pending: Vec<Manifest>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Segment {
+    machine: String,
+    points: Vec<Manifest>,
+}
+
+/// The head object of `machine`.
+pub fn head_name(vault: &Vault, machine: &str) -> String {
+    format!(
+        "heads/{}",
+        vault.id_of(&[b"head", machine.as_bytes()]).hex()
+    )
+}
+
+/// A manifest without its extents: what the catalog keeps of a point.
+/// Never resolve one; read the manifest for that.
+pub fn entry(m: &Manifest) -> Manifest {
+    let mut e = m.clone();
+    for d in e.disks.values_mut() {
+        d.extents.clear();
+    }
+    e
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(vault: &Vault, name: &str, sealed: &[u8]) -> Result<T> {
+    let plain = vault.open_meta(name, sealed)?;
+    serde_json::from_slice(&plain).map_err(|e| vault.damaged(name, format!("unreadable: {e}")))
+}
+
+fn check_entries(vault: &Vault, name: &str, machine: &str, es: &[Manifest]) -> Result<()> {
+    for e in es {
+        e.check().map_err(|r| vault.damaged(name, r))?;
+        if e.machine != machine {
+            return Err(vault.damaged(name, format!("it lists a point of {}", e.machine)));
+        }
+    }
+    Ok(())
+}
+
+fn read_head(vault: &Vault, machine: &str) -> Result<Option<(Head, crate::store::UpdateVersion)>> {
+    let name = head_name(vault, machine);
+    let Some((bytes, version)) = vault.get_versioned(&name)? else {
+        return Ok(None);
+    };
+    let head: Head = decode(vault, &name, &bytes)?;
+    if head.machine != machine {
+        return Err(vault.damaged(&name, "it is the head of another machine"));
+    }
+    check_entries(vault, &name, machine, &head.points)?;
+    check_entries(vault, &name, machine, &head.pending)?;
+    Ok(Some((head, version)))
+}
+
+fn seal_head(vault: &Vault, name: &str, head: &Head) -> Vec<u8> {
+    let plain = serde_json::to_vec(head).unwrap_or_default();
+    vault.meta.seal(&plain, 3, name.as_bytes())
+}
+
+/// Change `machine`'s head with `f`, by compare-and-swap, retrying when
+/// another writer changed it meanwhile. Returns the head as written.
+fn update(vault: &Vault, machine: &str, mut f: impl FnMut(&mut Head)) -> Result<Head> {
+    let name = head_name(vault, machine);
+    for _ in 0..100 {
+        let (mut head, version) = match read_head(vault, machine)? {
+            Some((h, v)) => (h, Some(v)),
+            None => (
+                Head {
+                    format: 1,
+                    machine: machine.to_string(),
+                    ..Default::default()
+                },
+                None,
+            ),
+        };
+        f(&mut head);
+        if vault.put_conditional(&name, seal_head(vault, &name, &head), version.as_ref())? {
+            return Ok(head);
+        }
+        let jitter = std::time::Duration::from_millis(5 + rand::random::<u64>() % 50);
+        std::thread::sleep(jitter);
+    }
+    Err(vault.damaged(&name, "it kept changing under 100 attempts to update it"))
+}
+
+/// Before writing `points`' manifests: add each to its machine's head as
+/// pending. Upgrades a format 1 vault first.
+pub fn begin(vault: &Vault, points: &[Manifest]) -> Result<()> {
+    ensure(vault)?;
+    for m in points {
+        let e = entry(m);
+        update(vault, &m.machine, |h| {
+            if !h.pending.iter().any(|p| p.id == e.id) {
+                h.pending.push(e.clone());
+            }
+        })?;
+    }
+    Ok(())
+}
+
+/// After writing `points`' manifests: move them from pending to points,
+/// and settle other pending entries whose manifest exists by now (a
+/// writer that died after its manifest). Folds a full head into a segment.
+pub fn commit(vault: &Vault, points: &[Manifest]) -> Result<()> {
+    for m in points {
+        // Other writers' pending entries: done ones are confirmed, the
+        // rest left (their writer may still be running).
+        let others: Vec<Id> = match read_head(vault, &m.machine)? {
+            Some((h, _)) => h
+                .pending
+                .iter()
+                .map(|p| p.id)
+                .filter(|i| *i != m.id)
+                .collect(),
+            None => Vec::new(),
+        };
+        let mut done = BTreeSet::from([m.id]);
+        for id in others {
+            if vault.exists(&point_name(&id))? {
+                done.insert(id);
+            }
+        }
+        let e = entry(m);
+        let head = update(vault, &m.machine, |h| {
+            let (moved, left): (Vec<Manifest>, Vec<Manifest>) = std::mem::take(&mut h.pending)
+                .into_iter()
+                .partition(|p| done.contains(&p.id));
+            h.pending = left;
+            for p in moved {
+                if !h.points.iter().any(|q| q.id == p.id) {
+                    h.points.push(p);
+                }
+            }
+            if !h.points.iter().any(|q| q.id == e.id) {
+                h.points.push(e.clone());
+            }
+        })?;
+        if head.points.len() >= FOLD_AT {
+            fold(vault, &m.machine)
+                .map_err(|e| {
+                    tracing::warn!("cannot fold the catalog of {}: {e}", m.machine);
+                    e
+                })
+                .ok();
+        }
+    }
+    Ok(())
+}
+
+fn write_segment(vault: &Vault, machine: &str, points: Vec<Manifest>) -> Result<String> {
+    let nonce: [u8; 16] = rand::random();
+    let name = format!(
+        "catalog/{}",
+        vault.id_of(&[b"catalog", machine.as_bytes(), &nonce]).hex()
+    );
+    let plain = serde_json::to_vec(&Segment {
+        machine: machine.to_string(),
+        points,
+    })
+    .unwrap_or_default();
+    vault.put_meta(&name, &plain)?;
+    Ok(name)
+}
+
+fn read_segment(vault: &Vault, machine: &str, name: &str) -> Result<Vec<Manifest>> {
+    if !name.starts_with("catalog/") {
+        return Err(vault.damaged(name, "a head names it as a segment"));
+    }
+    let seg: Segment = decode(vault, name, &vault.get(name)?)?;
+    if seg.machine != machine {
+        return Err(vault.damaged(name, "it is a segment of another machine"));
+    }
+    check_entries(vault, name, machine, &seg.points)?;
+    Ok(seg.points)
+}
+
+/// Move all but the newest entry of `machine`'s head into a segment
+/// (merging the segments once there are [`MERGE_AT`]). The head switches
+/// by compare-and-swap; replaced segments are deleted only after. If
+/// another writer changed the head meanwhile, the new segment is deleted
+/// and the fold left to a later writer.
+pub fn fold(vault: &Vault, machine: &str) -> Result<()> {
+    let Some((head, version)) = read_head(vault, machine)? else {
+        return Ok(());
+    };
+    if head.points.len() < 2 {
+        return Ok(());
+    }
+    let mut points = head.points.clone();
+    points.sort_by(|a, b| (&a.created, a.id).cmp(&(&b.created, b.id)));
+    let newest = points.pop();
+    let mut moved = Vec::new();
+    let merge = head.segments.len() + 1 >= MERGE_AT;
+    if merge {
+        for s in &head.segments {
+            moved.extend(read_segment(vault, machine, s)?);
+        }
+    }
+    moved.extend(points);
+    let seg = write_segment(vault, machine, moved)?;
+    let mut new = head.clone();
+    new.points = newest.into_iter().collect();
+    let replaced = if merge {
+        std::mem::replace(&mut new.segments, vec![seg.clone()])
+    } else {
+        new.segments.push(seg.clone());
+        Vec::new()
+    };
+    let name = head_name(vault, machine);
+    if !vault.put_conditional(&name, seal_head(vault, &name, &new), Some(&version))? {
+        vault.delete(&seg)?;
+        return Ok(());
+    }
+    for s in replaced {
+        vault.delete(&s)?;
+    }
+    Ok(())
+}
+
+/// Every point of `machine` the catalog knows, oldest first (entries:
+/// extents left out). Pending entries count only when their manifest
+/// exists. None when the machine has no head.
+pub fn points(vault: &Vault, machine: &str) -> Result<Option<Vec<Manifest>>> {
+    let Some((head, _)) = read_head(vault, machine)? else {
+        return Ok(None);
+    };
+    let mut out = Vec::new();
+    for s in &head.segments {
+        out.extend(read_segment(vault, machine, s)?);
+    }
+    out.extend(head.points);
+    let known: BTreeSet<Id> = out.iter().map(|m| m.id).collect();
+    for p in head.pending {
+        if !known.contains(&p.id) && vault.exists(&point_name(&p.id))? {
+            out.push(p);
+        }
+    }
+    out.sort_by(|a, b| (&a.created, a.id).cmp(&(&b.created, b.id)));
+    out.dedup_by_key(|m| m.id);
+    Ok(Some(out))
+}
+
+/// The newest point of `machine`, read whole from its manifest (so it is
+/// verified to exist): the newest entry whose manifest is there. Reads the
+/// head, and the manifest; segments only when the head's own entries are
+/// all gone.
+pub fn newest(vault: &Vault, machine: &str) -> Result<Option<Manifest>> {
+    if vault.format() < 2 {
+        let (all, _) = manifest::list(vault, false)?;
+        return Ok(all.into_iter().rev().find(|m| m.machine == machine));
+    }
+    let Some((head, _)) = read_head(vault, machine)? else {
+        return Ok(None);
+    };
+    let mut candidates: Vec<Manifest> = head.points.into_iter().chain(head.pending).collect();
+    candidates.sort_by(|a, b| (&b.created, b.id).cmp(&(&a.created, a.id)));
+    for c in &candidates {
+        match manifest::read(vault, &c.id) {
+            Ok(m) => return Ok(Some(m)),
+            Err(VaultError::Missing { .. }) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    // Only segments left (or nothing): the long way, still per machine.
+    let all = points(vault, machine)?.unwrap_or_default();
+    for c in all.iter().rev() {
+        match manifest::read(vault, &c.id) {
+            Ok(m) => return Ok(Some(m)),
+            Err(VaultError::Missing { .. }) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(None)
+}
+
+/// The points of the given machines, oldest first, moves applied (the
+/// addresses points are known by now). On a format 1 vault, the full
+/// listing filtered. Entries have no extents.
+pub fn list_machines(vault: &Vault, machines: &BTreeSet<String>) -> Result<Vec<Manifest>> {
+    if vault.format() < 2 {
+        let (all, _) = manifest::list(vault, false)?;
+        return Ok(all
+            .into_iter()
+            .filter(|m| machines.contains(&m.machine))
+            .map(|m| entry(&m))
+            .collect());
+    }
+    let moves = super::moves::load(vault)?;
+    let mut out = Vec::new();
+    for m in machines {
+        for mut e in points(vault, m)?.unwrap_or_default() {
+            super::moves::apply(&moves, &mut e);
+            out.push(e);
+        }
+    }
+    out.sort_by(|a, b| (&a.created, a.id).cmp(&(&b.created, b.id)));
+    Ok(out)
+}
+
+/// Every point of the vault from the catalog (one listing of `heads/`,
+/// then each head), oldest first, moves applied. Entries have no extents.
+pub fn list_all(vault: &Vault) -> Result<Vec<Manifest>> {
+    if vault.format() < 2 {
+        let (all, _) = manifest::list(vault, false)?;
+        return Ok(all.iter().map(entry).collect());
+    }
+    let moves = super::moves::load(vault)?;
+    let machines = machines(vault)?;
+    let mut out = Vec::new();
+    for m in &machines {
+        for mut e in points(vault, m)?.unwrap_or_default() {
+            super::moves::apply(&moves, &mut e);
+            out.push(e);
+        }
+    }
+    out.sort_by(|a, b| (&a.created, a.id).cmp(&(&b.created, b.id)));
+    Ok(out)
+}
+
+/// Write the heads of `machines` afresh from `all` (every manifest of the
+/// vault, as read by the caller): no pending entries, older entries in one
+/// segment. Machines with no point lose their head. For callers that hold
+/// the exclusive lock (prune) or rename points (`moves`); `all` carries
+/// the addresses points are known by now.
+pub fn rebuild(
+    vault: &Vault,
+    machines: &BTreeSet<String>,
+    all: &[Manifest],
+) -> Result<BTreeSet<String>> {
+    let mut written = BTreeSet::new();
+    let mut by: BTreeMap<&str, Vec<Manifest>> = BTreeMap::new();
+    for m in all.iter().filter(|m| machines.contains(&m.machine)) {
+        by.entry(&m.machine).or_default().push(entry(m));
+    }
+    for machine in machines {
+        let name = head_name(vault, machine);
+        let old = read_head(vault, machine).ok().flatten();
+        match by.remove(machine.as_str()) {
+            None => vault.delete(&name)?,
+            Some(mut es) => {
+                es.sort_by(|a, b| (&a.created, a.id).cmp(&(&b.created, b.id)));
+                let mut head = Head {
+                    format: 1,
+                    machine: machine.clone(),
+                    ..Default::default()
+                };
+                if es.len() >= FOLD_AT {
+                    let newest = es.pop();
+                    head.segments = vec![write_segment(vault, machine, es)?];
+                    written.extend(head.segments.iter().cloned());
+                    head.points = newest.into_iter().collect();
+                } else {
+                    head.points = es;
+                }
+                vault.put(&name, seal_head(vault, &name, &head))?;
+            }
+        }
+        // The old segments go only once the new head no longer names them.
+        for s in old.map(|(h, _)| h.segments).unwrap_or_default() {
+            vault.delete(&s)?;
+        }
+    }
+    Ok(written)
+}
+
+/// The machines that have a head (one listing, then each head).
+pub fn machines(vault: &Vault) -> Result<BTreeSet<String>> {
+    let mut out = BTreeSet::new();
+    for (name, _) in vault.list("heads")? {
+        let bytes = match vault.get(&name) {
+            Ok(b) => b,
+            Err(VaultError::Missing { .. }) => continue,
+            Err(e) => return Err(e),
+        };
+        let head: Head = decode(vault, &name, &bytes)?;
+        out.insert(head.machine);
+    }
+    Ok(out)
+}
+
+/// Make sure the vault keeps a catalog: a format 1 vault gets a head for
+/// every machine from the full listing (created only where none exists, so
+/// a concurrent upgrader or writer is never overwritten), then its config
+/// says format 2. Once per vault; costs one full listing.
+pub fn ensure(vault: &Vault) -> Result<()> {
+    if vault.format() >= 2 {
+        return Ok(());
+    }
+    let (all, _) = manifest::list(vault, false)?;
+    let mut by: BTreeMap<&str, Vec<Manifest>> = BTreeMap::new();
+    for m in &all {
+        by.entry(&m.machine).or_default().push(entry(m));
+    }
+    for (machine, points) in by {
+        let name = head_name(vault, machine);
+        let head = Head {
+            format: 1,
+            machine: machine.to_string(),
+            points,
+            ..Default::default()
+        };
+        vault.put_conditional(&name, seal_head(vault, &name, &head), None)?;
+    }
+    vault.upgrade_format()
+}
+
+/// What `vault verify` finds wrong with the catalog, given every manifest:
+/// (object, reason, affected point ids). A manifest missing from its
+/// head, a confirmed entry without a manifest, an entry that says other
+/// than its manifest, a head or segment that cannot be read.
+/// `damaged`: points whose manifest exists but cannot be read (reported
+/// on their own).
+pub fn check(
+    vault: &Vault,
+    all: &[Manifest],
+    damaged: &BTreeSet<Id>,
+) -> Vec<(String, String, Vec<Id>)> {
+    let mut problems = Vec::new();
+    if vault.format() < 2 {
+        return problems;
+    }
+    let mut machines: BTreeSet<String> = all.iter().map(|m| m.machine.clone()).collect();
+    // Heads of machines with no manifest left.
+    if let Ok(names) = vault.list("heads") {
+        for (name, _) in names {
+            match vault
+                .get(&name)
+                .and_then(|b| decode::<Head>(vault, &name, &b))
+            {
+                Ok(h) => {
+                    machines.insert(h.machine);
+                }
+                Err(e) => problems.push((name, e.to_string(), vec![])),
+            }
+        }
+    }
+    // Entries name the machine as written; `all` carries moved names.
+    let moves = super::moves::load(vault).unwrap_or_default();
+    let by_id: BTreeMap<Id, &Manifest> = all.iter().map(|m| (m.id, m)).collect();
+    let mut seen: BTreeSet<Id> = BTreeSet::new();
+    for machine in &machines {
+        let name = head_name(vault, machine);
+        let head = match read_head(vault, machine) {
+            Ok(Some((h, _))) => h,
+            Ok(None) => continue,
+            Err(e) => {
+                problems.push((name, e.to_string(), vec![]));
+                continue;
+            }
+        };
+        let mut confirmed = head.points.clone();
+        for s in &head.segments {
+            match read_segment(vault, machine, s) {
+                Ok(es) => confirmed.extend(es),
+                Err(e) => problems.push((s.clone(), e.to_string(), vec![])),
+            }
+        }
+        for mut e in confirmed {
+            super::moves::apply(&moves, &mut e);
+            seen.insert(e.id);
+            match by_id.get(&e.id) {
+                None if damaged.contains(&e.id) => {}
+                None => problems.push((
+                    name.clone(),
+                    format!("it lists point {} whose manifest is missing", e.id.short()),
+                    vec![e.id],
+                )),
+                Some(m) if entry(m) != e => problems.push((
+                    name.clone(),
+                    format!(
+                        "its entry of point {} differs from the manifest",
+                        e.id.short()
+                    ),
+                    vec![e.id],
+                )),
+                Some(_) => {}
+            }
+        }
+        seen.extend(head.pending.iter().map(|p| p.id));
+    }
+    for m in all {
+        if !seen.contains(&m.id) {
+            problems.push((
+                head_name(vault, &m.machine),
+                format!("it does not list point {}", m.id.short()),
+                vec![m.id],
+            ));
+        }
+    }
+    problems
+}
+
+/// The points of `machine` when given, else of the whole vault.
+pub fn list_for(vault: &Vault, machine: Option<&str>) -> Result<Vec<Manifest>> {
+    match machine {
+        Some(m) => list_machines(vault, &BTreeSet::from([m.to_string()])),
+        None => list_all(vault),
+    }
+}
+
+/// [`list_for`], with the newest entry checked against its manifest (one
+/// HEAD request): when that manifest is gone (deleted outside standby),
+/// every entry is checked and only points whose manifest exists are kept.
+/// For drift detection (`plan`'s refresh); `vault verify` checks them all.
+pub fn list_checked(vault: &Vault, machine: Option<&str>) -> Result<Vec<Manifest>> {
+    let all = list_for(vault, machine)?;
+    match all.last() {
+        Some(newest) if !vault.exists(&point_name(&newest.id))? => {
+            let mut kept = Vec::new();
+            for m in all {
+                if vault.exists(&point_name(&m.id))? {
+                    kept.push(m);
+                }
+            }
+            Ok(kept)
+        }
+        _ => Ok(all),
+    }
+}
