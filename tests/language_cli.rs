@@ -727,6 +727,23 @@ fn fmt_on_an_unclosed_block_names_one_position_at_its_brace() {
     );
 }
 
+/// Replaces `from` (which must be there) with `to` in `file` of `qs`.
+fn edit_file(qs: &std::path::Path, file: &str, from: &str, to: &str) {
+    let p = qs.join(file);
+    let s = std::fs::read_to_string(&p).unwrap();
+    assert!(s.contains(from), "{from:?} not in {file}");
+    std::fs::write(&p, s.replace(from, to)).unwrap();
+}
+
+/// The ids of the recovery points of protection `addr`, as `points` lists them.
+fn point_ids_of(qs: &std::path::Path, addr: &str) -> Vec<String> {
+    common::points(qs)
+        .iter()
+        .filter(|p| p["protection"] == addr)
+        .map(|p| p["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
 /// State written before count instances were spelled `machine.web[0]`
 /// holds `machine.web["0"]` (the spelling of a `for_each` key "0"): the plan
 /// moves it to the count instance, and apply keeps every recovery point.
@@ -735,12 +752,7 @@ fn count_instances_recorded_with_a_string_key_move_and_keep_their_points() {
     use common::{ok, points, quickstart};
     let d = tempfile::tempdir().unwrap();
     let qs = quickstart(d.path(), 8, 8);
-    let edit = |file: &str, from: &str, to: &str| {
-        let p = qs.join(file);
-        let s = std::fs::read_to_string(&p).unwrap();
-        assert!(s.contains(from), "{from:?} not in {file}");
-        std::fs::write(&p, s.replace(from, to)).unwrap();
-    };
+    let edit = |file: &str, from: &str, to: &str| edit_file(&qs, file, from, to);
     // The old spelling: instances keyed by the string "0".
     edit(
         "machines.hcl",
@@ -755,13 +767,7 @@ fn count_instances_recorded_with_a_string_key_move_and_keep_their_points() {
     ok(&qs, &["apply", "--auto-approve"]);
     ok(&qs, &["replicate"]);
     let old = "protection.web[\"0\"]";
-    let ids = |addr: &str| -> Vec<String> {
-        points(&qs)
-            .iter()
-            .filter(|p| p["protection"] == addr)
-            .map(|p| p["id"].as_str().unwrap().to_string())
-            .collect()
-    };
+    let ids = |addr: &str| point_ids_of(&qs, addr);
     let before = ids(old);
     assert!(!before.is_empty(), "{:?}", points(&qs));
 
@@ -942,21 +948,10 @@ fn adding_or_removing_count_moves_the_instance_and_keeps_its_points() {
     use common::{ok, points, quickstart};
     let d = tempfile::tempdir().unwrap();
     let qs = quickstart(d.path(), 8, 8);
-    let edit = |file: &str, from: &str, to: &str| {
-        let p = qs.join(file);
-        let s = std::fs::read_to_string(&p).unwrap();
-        assert!(s.contains(from), "{from:?} not in {file}");
-        std::fs::write(&p, s.replace(from, to)).unwrap();
-    };
+    let edit = |file: &str, from: &str, to: &str| edit_file(&qs, file, from, to);
     ok(&qs, &["apply", "--auto-approve"]);
     ok(&qs, &["replicate"]);
-    let ids = |addr: &str| -> Vec<String> {
-        points(&qs)
-            .iter()
-            .filter(|p| p["protection"] == addr)
-            .map(|p| p["id"].as_str().unwrap().to_string())
-            .collect()
-    };
+    let ids = |addr: &str| point_ids_of(&qs, addr);
     let before = ids("protection.web");
     assert!(!before.is_empty(), "{:?}", points(&qs));
     let plan = |want: &[&str]| {

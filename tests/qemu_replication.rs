@@ -279,6 +279,13 @@ fn bitmap_counts(vm: &Vm, nodes: &[&str]) -> Vec<usize> {
         .collect()
 }
 
+/// `standby restore ID --disk DISK --to TO` (plus `extra`), which must pass.
+fn restore(dir: &Path, id: &str, disk: &str, to: &Path, extra: &[&str]) {
+    let mut args = vec!["restore", id, "--disk", disk, "--to", to.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    ok(dir, &args);
+}
+
 fn last_cbt(dir: &Path, machine: &str) -> serde_json::Value {
     let ps = points(dir);
     ps.iter()
@@ -393,17 +400,7 @@ fn a_vm_point_chain_survives_kills_and_a_raw_restart() {
     let p = record(&mut taken);
     let got = d.join("scratch.after-kills");
     let id = p["id"].as_str().unwrap();
-    ok(
-        d,
-        &[
-            "restore",
-            id,
-            "--disk",
-            "scratch",
-            "--to",
-            got.to_str().unwrap(),
-        ],
-    );
+    restore(d, id, "scratch", &got, &[]);
     assert_eq!(
         sha256(&got),
         expected,
@@ -418,17 +415,7 @@ fn a_vm_point_chain_survives_kills_and_a_raw_restart() {
     // the count at its freeze.
     for (id, count) in &taken {
         let img = d.join(format!("data-{id}.img"));
-        ok(
-            d,
-            &[
-                "restore",
-                id,
-                "--disk",
-                "data",
-                "--to",
-                img.to_str().unwrap(),
-            ],
-        );
+        restore(d, id, "data", &img, &[]);
         assert_eq!(shared::check_database_image(&img), *count, "point {id}");
         std::fs::remove_file(&img).unwrap();
     }
@@ -494,30 +481,10 @@ fn a_vm_point_chain_survives_kills_and_a_raw_restart() {
     let p = last_cbt(d, "machine.db");
     let id = p["id"].as_str().unwrap();
     let got = d.join("scratch.after-restart");
-    ok(
-        d,
-        &[
-            "restore",
-            id,
-            "--disk",
-            "scratch",
-            "--to",
-            got.to_str().unwrap(),
-        ],
-    );
+    restore(d, id, "scratch", &got, &[]);
     assert_eq!(sha256(&got), expected);
     let img = d.join("data.after-restart");
-    ok(
-        d,
-        &[
-            "restore",
-            id,
-            "--disk",
-            "data",
-            "--to",
-            img.to_str().unwrap(),
-        ],
-    );
+    restore(d, id, "data", &img, &[]);
     // The service may have frozen once more for a point SIGTERM then
     // abandoned: the count must be one the guest recorded at a freeze.
     let count = shared::check_database_image(&img);
@@ -583,17 +550,7 @@ fn a_consistency_group_of_two_vms_shares_one_instant_and_a_resize_falls_back() {
     assert_eq!(p["cbt"]["disks"]["data"]["mode"], "fallback", "{p}");
     assert_eq!(p["disks"]["data"]["size"], 335544320u64, "{p}");
     let img = d.join("db-data.img");
-    ok(
-        d,
-        &[
-            "restore",
-            p["id"].as_str().unwrap(),
-            "--disk",
-            "data",
-            "--to",
-            img.to_str().unwrap(),
-        ],
-    );
+    restore(d, p["id"].as_str().unwrap(), "data", &img, &[]);
     assert_eq!(std::fs::metadata(&img).unwrap().len(), 335544320);
     let count = shared::check_database_image(&img);
     let log = sh(&mut agent(d, "db"), "cat /data/freezes.log");
@@ -667,17 +624,7 @@ fn points_read_over_nbd_with_tls_and_a_wrong_ca_is_refused_by_name() {
     assert!(out.contains("disk data: changed-block tracking"), "{out}");
     let p = last_cbt(d, "machine.db");
     let img = d.join("db-data.img");
-    ok(
-        d,
-        &[
-            "restore",
-            p["id"].as_str().unwrap(),
-            "--disk",
-            "data",
-            "--to",
-            img.to_str().unwrap(),
-        ],
-    );
+    restore(d, p["id"].as_str().unwrap(), "data", &img, &[]);
     let count: u64 = sh(&mut agent(d, "db"), "cat /run/last-freeze-count")
         .parse()
         .unwrap();
@@ -701,18 +648,7 @@ fn points_read_over_nbd_with_tls_and_a_wrong_ca_is_refused_by_name() {
     let out = ok(d, &["replicate"]);
     assert!(out.contains("disk data: changed-block tracking"), "{out}");
     let p = last_cbt(d, "machine.db");
-    ok(
-        d,
-        &[
-            "restore",
-            p["id"].as_str().unwrap(),
-            "--disk",
-            "data",
-            "--to",
-            img.to_str().unwrap(),
-            "--force",
-        ],
-    );
+    restore(d, p["id"].as_str().unwrap(), "data", &img, &["--force"]);
     let count: u64 = sh(&mut agent(d, "db"), "cat /run/last-freeze-count")
         .parse()
         .unwrap();
