@@ -7,7 +7,10 @@
 //!   site = site.hv1                  # provider = "qemu"
 //!   vm {
 //!     qmp    = "/run/qemu/db.qmp"    # a VM standby reaches; omit both for
-//!     agent  = "/run/qemu/db.qga"    # the VM standby runs (ROOT/NAME.qmp)
+//!     agent  = "/run/qemu/db.qga"    # the VM standby runs (ROOT/NAME.qmp);
+//!                                    # on another host: "tcp://HOST:PORT"
+//!                                    # with tls { ca = ... }, work_dir and
+//!                                    # export_tls (docs/QEMU.md)
 //!     memory = "256M"
 //!     cpus   = 1
 //!     kernel = "guest/vmlinuz"       # omit for firmware boot from disk 1
@@ -25,7 +28,7 @@
 
 use super::diag::{Diagnostic, Diagnostics, Loc};
 use super::reader::{Reader, want_string};
-use crate::model::{ExportTls, Vm, VmDisk};
+use crate::model::{ExportTls, Vm, VmDisk, VmSocket, VmTls};
 use hcl_edit::Span;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -34,8 +37,9 @@ use std::path::PathBuf;
 pub const DISK_ATTRS: [&str; 2] = ["format", "node_name"];
 
 /// Attributes of the `vm` block.
-const VM_ATTRS: [&str; 9] = [
+const VM_ATTRS: [&str; 10] = [
     "qmp", "agent", "memory", "cpus", "kernel", "initrd", "append", "fsfreeze", "network",
+    "work_dir",
 ];
 
 /// What a `disk` block said for QEMU, before the site is known.
@@ -176,18 +180,32 @@ pub fn machine_vm(
         return Err(());
     };
     let mut ok = true;
-    let mut v = r.nested(block, "vm", &VM_ATTRS, &["export_tls"], diags);
+    let mut v = r.nested(block, "vm", &VM_ATTRS, &["export_tls", "tls"], diags);
     let mut socket = |v: &mut Reader<'_, '_>, attr: &str, diags: &mut Diagnostics| {
         let loc = v.value_loc(attr)?;
         let s = v.string(attr, false, diags);
         match s {
-            Some(s) if s.starts_with("tcp://") || s.contains("://") => {
+            Some(s) if s.starts_with("tcp://") => match host_port(&s["tcp://".len()..]) {
+                Some((host, port)) => Some((VmSocket::Tcp(join_host_port(&host, port)), loc)),
+                None => {
+                    diags.push(err(
+                        "standby::bad_address",
+                        loc,
+                        format!("`{attr}` {s:?} is not tcp://host:port"),
+                        "not tcp://host:port",
+                        "write the address of the VM's TLS chardev, e.g. \"tcp://hv1.example:4444\"".into(),
+                    ));
+                    ok = false;
+                    None
+                }
+            },
+            Some(s) if s.contains("://") => {
                 diags.push(err(
                     "standby::unsupported_value",
                     loc,
-                    format!("`{attr}` must be a unix socket path; {s:?} is a network address"),
-                    "not a unix socket path",
-                    "QEMU 7.2's TLS monitor and agent sockets take the handshake but never read a command (docs/QEMU.md); reach a remote hypervisor's sockets through a tunnel (ssh -L /local.sock:/run/qemu/NAME.qmp)".into(),
+                    format!("`{attr}` {s:?} is neither a unix socket path nor tcp://host:port"),
+                    "unsupported scheme",
+                    "give a unix socket path (\"/run/qemu/db.qmp\") or a TLS chardev on TCP (\"tcp://hv1.example:4444\" with a tls block)".into(),
                 ));
                 ok = false;
                 None
@@ -203,15 +221,127 @@ pub fn machine_vm(
                 ok = false;
                 None
             }
-            Some(s) => Some(PathBuf::from(s)),
+            Some(s) => Some((VmSocket::Path(PathBuf::from(s)), loc)),
             None => {
                 ok = false;
                 None
             }
         }
     };
-    let qmp = socket(&mut v, "qmp", diags);
-    let agent = socket(&mut v, "agent", diags);
+    let qmp_at = socket(&mut v, "qmp", diags);
+    let agent_at = socket(&mut v, "agent", diags);
+    let tls_block = v.single_block("tls", diags);
+    let tls = match tls_block {
+        None => None,
+        Some(b) => {
+            let mut t = v.nested(b, "tls", &["ca", "cert", "key", "server_name"], &[], diags);
+            let ca = t.string("ca", true, diags);
+            let cert = t.string("cert", false, diags);
+            let key = t.string("key", false, diags);
+            let name = t.string("server_name", false, diags);
+            let client = match (cert, key) {
+                (Some(c), Some(k)) => Some((PathBuf::from(c), PathBuf::from(k))),
+                (None, None) => None,
+                (c, _) => {
+                    let (attr, other) = if c.is_some() {
+                        ("cert", "key")
+                    } else {
+                        ("key", "cert")
+                    };
+                    if let Some(loc) = t.key_loc(attr) {
+                        diags.push(err(
+                            "standby::requires_attribute",
+                            loc,
+                            format!("`{attr}` needs `{other}`"),
+                            "half a client identity",
+                            "a client certificate and its key go together (QEMU's verify-peer=on checks them)".into(),
+                        ));
+                    }
+                    ok = false;
+                    None
+                }
+            };
+            // The default name: the host of the first TCP socket.
+            let host = [&qmp_at, &agent_at]
+                .into_iter()
+                .flatten()
+                .find_map(|(s, _)| match s {
+                    VmSocket::Tcp(a) => a
+                        .rsplit_once(':')
+                        .map(|(h, _)| h.trim_matches(['[', ']']).to_string()),
+                    VmSocket::Path(_) => None,
+                });
+            match (ca, name.or(host)) {
+                (Some(ca), Some(server_name)) => Some(VmTls {
+                    ca: ca.into(),
+                    client,
+                    server_name,
+                }),
+                (Some(_), None) => {
+                    if let Some(loc) = v.key_loc("tls") {
+                        diags.push(err(
+                            "standby::requires_attribute",
+                            loc,
+                            "`tls` names no server and no socket is on TCP".into(),
+                            "no server name",
+                            "tls is for qmp/agent = \"tcp://host:port\"; set server_name or remove the block".into(),
+                        ));
+                    }
+                    ok = false;
+                    None
+                }
+                _ => {
+                    ok = false;
+                    None
+                }
+            }
+        }
+    };
+    let work_dir_loc = v.value_loc("work_dir");
+    let work_dir = v.string("work_dir", false, diags).map(PathBuf::from);
+    if let (Some(w), Some(loc)) = (&work_dir, &work_dir_loc)
+        && !w.is_absolute()
+    {
+        diags.push(err(
+            "standby::unsupported_value",
+            loc.clone(),
+            format!("`work_dir` {:?} is not an absolute path", w.display()),
+            "relative path",
+            "work_dir is an existing directory on the hypervisor (QEMU writes a point's fleece images there), e.g. \"/var/lib/standby/db\"".into(),
+        ));
+        ok = false;
+    }
+    let remote = matches!(qmp_at, Some((VmSocket::Tcp(_), _)));
+    for (at, attr) in [(&qmp_at, "qmp"), (&agent_at, "agent")] {
+        if let Some((VmSocket::Tcp(_), loc)) = at
+            && tls_block.is_none()
+        {
+            diags.push(err(
+                "standby::requires_attribute",
+                loc.clone(),
+                format!("`{attr}` on TCP needs a tls block"),
+                "no tls block",
+                "add tls { ca = \"pki/ca-cert.pem\" } (QEMU's tls-creds-x509 on the chardev): standby always verifies a remote hypervisor's certificate".into(),
+            ));
+            ok = false;
+        }
+    }
+    if let (true, Some((_, loc)), None) = (remote, &qmp_at, &work_dir) {
+        diags.push(err(
+            "standby::requires_attribute",
+            loc.clone(),
+            "a VM reached over TCP needs `work_dir`".into(),
+            "no work_dir",
+            "add work_dir = \"/var/lib/standby/NAME\": an existing directory on the hypervisor, one per VM, for its points' fleece images".into(),
+        ));
+        ok = false;
+    }
+    let remote_loc = qmp_at
+        .as_ref()
+        .filter(|_| remote)
+        .map(|(_, loc)| loc.clone());
+    let qmp = qmp_at.map(|(s, _)| s);
+    let agent = agent_at.map(|(s, _)| s);
     // Numbers are read as their text so that "256M" and 256 both work.
     let text = |v: &mut Reader<'_, '_>, attr: &str, diags: &mut Diagnostics| {
         let (val, loc) = v.optional(attr, diags)?;
@@ -314,11 +444,7 @@ pub fn machine_vm(
             let creds_dir = e.string("creds_dir", true, diags);
             let ca = e.string("ca", true, diags);
             let name = e.string("server_name", false, diags);
-            let host_port = listen.as_deref().and_then(|l| {
-                let (h, p) = l.rsplit_once(':')?;
-                let port: u16 = p.parse().ok().filter(|p| *p > 0)?;
-                Some((h.trim_matches(['[', ']']).to_string(), port))
-            });
+            let host_port = listen.as_deref().and_then(host_port);
             if let (Some(l), None, Some(loc)) = (&listen, &host_port, listen_loc) {
                 diags.push(err(
                     "standby::bad_address",
@@ -331,7 +457,7 @@ pub fn machine_vm(
             }
             match (host_port, creds_dir, ca) {
                 (Some((host, port)), Some(creds_dir), Some(ca)) => Some(ExportTls {
-                    listen: format!("{host}:{port}"),
+                    listen: join_host_port(&host, port),
                     creds_dir: creds_dir.into(),
                     ca: ca.into(),
                     server_name: name.unwrap_or(host),
@@ -343,6 +469,16 @@ pub fn machine_vm(
             }
         }
     };
+    if let (Some(loc), None) = (remote_loc, &export_tls) {
+        diags.push(err(
+            "standby::requires_attribute",
+            loc,
+            "a VM reached over TCP needs an export_tls block".into(),
+            "no export_tls",
+            "points are read over NBD from the hypervisor: add export_tls { listen = \"HOST:10809\" creds_dir = ... ca = ... }".into(),
+        ));
+        ok = false;
+    }
     r.sensitive.extend(std::mem::take(&mut v.sensitive));
 
     let mut vm_disks = Vec::new();
@@ -417,6 +553,8 @@ pub fn machine_vm(
         (true, Some(fsfreeze)) => Ok(Some(Vm {
             qmp,
             agent,
+            tls,
+            work_dir,
             memory_mib,
             cpus,
             kernel,
@@ -427,6 +565,24 @@ pub fn machine_vm(
             export_tls,
         })),
         _ => Err(()),
+    }
+}
+
+/// `host:port` with a port from 1 to 65535 (`[v6]:port` too), the host
+/// without brackets.
+fn host_port(s: &str) -> Option<(String, u16)> {
+    let (h, p) = s.rsplit_once(':')?;
+    let port: u16 = p.parse().ok().filter(|p| *p > 0)?;
+    let host = h.trim_matches(['[', ']']);
+    (!host.is_empty()).then(|| (host.to_string(), port))
+}
+
+/// `host:port`, an IPv6 host in brackets.
+fn join_host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
     }
 }
 
@@ -445,6 +601,57 @@ mod tests {
         assert!(parse_memory("0").is_err());
         assert!(parse_memory("1X").is_err());
         assert!(parse_memory("M").is_err());
+    }
+
+    #[test]
+    fn a_remote_vm_lowers_with_tls_and_the_qmp_host_as_server_name() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("main.hcl"),
+            r#"
+vault "main" { url = "file://.standby/vault" }
+site "hv1" {
+  provider = "qemu"
+  root     = "hv1"
+}
+machine "db" {
+  site = site.hv1
+  vm {
+    qmp      = "tcp://hv1.example:4444"
+    agent    = "tcp://[fd00::5]:4445"
+    work_dir = "/var/lib/standby"
+    tls {
+      ca   = "pki/ca.pem"
+      cert = "pki/c.pem"
+      key  = "pki/k.pem"
+    }
+    export_tls {
+      listen    = "hv1.example:10809"
+      creds_dir = "/etc/pki/qemu"
+      ca        = "pki/ca.pem"
+    }
+  }
+  disk "data" { path = "db/data.qcow2" }
+}
+"#,
+        )
+        .unwrap();
+        let cfg = match super::super::load(dir.path(), &Default::default()) {
+            Ok(l) => l.config,
+            Err(d) => panic!("{}", d.render(false)),
+        };
+        let vm = cfg.machines.values().next().unwrap().vm.clone().unwrap();
+        assert_eq!(vm.qmp, Some(VmSocket::Tcp("hv1.example:4444".into())));
+        assert_eq!(vm.agent, Some(VmSocket::Tcp("[fd00::5]:4445".into())));
+        assert_eq!(vm.work_dir, Some(PathBuf::from("/var/lib/standby")));
+        assert_eq!(
+            vm.tls,
+            Some(VmTls {
+                ca: "pki/ca.pem".into(),
+                client: Some(("pki/c.pem".into(), "pki/k.pem".into())),
+                server_name: "hv1.example".into(),
+            })
+        );
     }
 
     #[test]
@@ -495,10 +702,7 @@ protection "db" {
         };
         let m = cfg.machines.values().next().unwrap();
         let vm = m.vm.as_ref().expect("a vm");
-        assert_eq!(
-            vm.qmp.as_deref(),
-            Some(std::path::Path::new("/run/qemu/db.qmp"))
-        );
+        assert_eq!(vm.qmp, Some(VmSocket::Path("/run/qemu/db.qmp".into())));
         assert_eq!(vm.agent, None);
         assert_eq!((vm.memory_mib, vm.cpus, vm.fsfreeze), (512, 2, true));
         assert_eq!(vm.kernel, None);

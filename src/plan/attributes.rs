@@ -383,8 +383,14 @@ fn machine(m: &Machine) -> Attributes {
 fn vm_attributes(a: &mut Attributes, vm: &crate::model::Vm) {
     let path = |p: &Option<std::path::PathBuf>| p.as_ref().map(|p| s(p.display()));
     for (k, v) in [
-        ("vm.qmp", path(&vm.qmp)),
-        ("vm.agent", path(&vm.agent)),
+        ("vm.qmp", vm.qmp.as_ref().map(s)),
+        ("vm.agent", vm.agent.as_ref().map(s)),
+        ("vm.tls.ca", vm.tls.as_ref().map(|t| s(t.ca.display()))),
+        (
+            "vm.tls.server_name",
+            vm.tls.as_ref().map(|t| s(&t.server_name)),
+        ),
+        ("vm.work_dir", path(&vm.work_dir)),
         ("vm.kernel", path(&vm.kernel)),
         ("vm.initrd", path(&vm.initrd)),
         ("vm.append", vm.append.as_ref().map(s)),

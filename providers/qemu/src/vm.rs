@@ -66,14 +66,17 @@ pub enum Boot {
 pub const TLS_CREDS_ID: &str = "sbtls0";
 
 /// A second QMP monitor on TCP with TLS, for a standby on another host
-/// (the local unix socket stays, for this host's own control). QEMU 7.2
-/// sends the greeting on such a monitor but does not read commands after
-/// it (seen with rustls and with Python's ssl), so with 7.2 this port only
-/// proves the certificate; remote control needs a newer QEMU or a tunnel.
+/// (the local unix socket stays, for this host's own control), and
+/// optionally the guest agent's chardev on TCP with TLS instead of its unix
+/// socket. Clients reach both with [`crate::qmp::Qmp::connect_tls`] and
+/// [`crate::qga::Agent::connect_tls`].
 #[derive(Debug, Clone)]
 pub struct RemoteQmp {
     /// Listen address, `host:port`.
     pub listen: String,
+    /// The guest agent's listen address, `host:port`; None: its unix
+    /// socket.
+    pub agent_listen: Option<String>,
     /// QEMU's x509 directory: `ca-cert.pem`, `server-cert.pem`,
     /// `server-key.pem`.
     pub creds_dir: PathBuf,
@@ -227,14 +230,41 @@ impl Vm {
             }
         }
         // ttyS0: the console into the serial log; ttyS1: the guest agent.
+        let host_port = |listen: &str| {
+            listen
+                .rsplit_once(':')
+                .map(|(h, p)| (h.to_string(), p.to_string()))
+                .ok_or_else(|| vm_err(format!("remote address {listen:?} is not host:port")))
+        };
+        let qga_chardev = match spec
+            .remote_qmp
+            .as_ref()
+            .and_then(|r| r.agent_listen.as_ref())
+        {
+            Some(listen) => {
+                let (host, port) = host_port(listen)?;
+                format!(
+                    "socket,id=qga0,host={host},port={port},server=on,wait=off,tls-creds={TLS_CREDS_ID}"
+                )
+            }
+            None => format!(
+                "socket,id=qga0,path={},server=on,wait=off",
+                comma_escape(&qga)
+            ),
+        };
+        if let Some(r) = &spec.remote_qmp {
+            // Before the chardevs that name it.
+            cmd.arg("-object").arg(format!(
+                "tls-creds-x509,id={TLS_CREDS_ID},endpoint=server,dir={},verify-peer={}",
+                comma_escape(&r.creds_dir),
+                if r.verify_peer { "on" } else { "off" }
+            ));
+        }
         cmd.arg("-chardev")
             .arg(format!("file,id=con0,path={}", comma_escape(&serial)))
             .args(["-device", "isa-serial,chardev=con0"])
             .arg("-chardev")
-            .arg(format!(
-                "socket,id=qga0,path={},server=on,wait=off",
-                comma_escape(&qga)
-            ))
+            .arg(qga_chardev)
             .args(["-device", "isa-serial,chardev=qga0"])
             .arg("-chardev")
             .arg(format!(
@@ -243,19 +273,8 @@ impl Vm {
             ))
             .args(["-mon", "chardev=qmp0,mode=control"]);
         if let Some(r) = &spec.remote_qmp {
-            let (host, port) = r.listen.rsplit_once(':').ok_or_else(|| {
-                vm_err(format!(
-                    "remote QMP address {:?} is not host:port",
-                    r.listen
-                ))
-            })?;
-            cmd.arg("-object")
-                .arg(format!(
-                    "tls-creds-x509,id={TLS_CREDS_ID},endpoint=server,dir={},verify-peer={}",
-                    comma_escape(&r.creds_dir),
-                    if r.verify_peer { "on" } else { "off" }
-                ))
-                .arg("-chardev")
+            let (host, port) = host_port(&r.listen)?;
+            cmd.arg("-chardev")
                 .arg(format!(
                     "socket,id=qmp1,host={host},port={port},server=on,wait=off,tls-creds={TLS_CREDS_ID}"
                 ))
