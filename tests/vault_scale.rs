@@ -143,6 +143,10 @@ fn bounded_cost(backend: &str) {
     // The delta wrote one pack, one index, one manifest, the head (twice)
     // and its lock: a handful of puts, not one per point in the vault.
     assert!(after["put"].as_u64().unwrap() <= 8, "{after}");
+    // Reads: `generation`, the head and the previous manifest. The head is
+    // switched (pending, then confirmed) from the version read before the
+    // capture, one conditional write each: nothing written is read back.
+    assert!(after["get"].as_u64().unwrap() <= 3, "{after}");
 
     // Looking costs the same too, for the protection that grew as well.
     let points_after = command_requests(&root, &["points", "protection.m0", "--json"]);
@@ -370,6 +374,47 @@ mod catalog {
         assert_eq!(b.iter().map(|m| m.id).collect::<Vec<_>>(), vec![q1.id]);
         assert_eq!(ids(&reopened).len(), 2);
         let r = verify::verify(&reopened, true).unwrap();
+        assert!(r.problems.is_empty(), "{:?}", r.problems);
+    }
+
+    /// A writer switches its head from the version it read, without
+    /// reading it back; another writer of the same machine in between
+    /// (before its pending write, and again before its confirmation) makes
+    /// that compare-and-swap fail, the head is read afresh, and no entry
+    /// of either is lost.
+    #[test]
+    fn a_head_switched_from_a_stale_version_loses_no_entry() {
+        let d = tempfile::tempdir().unwrap();
+        let d = d.path();
+        let (vault, _) = new_vault(&backend_url("file", d), d);
+        let disk = d.join("a.img");
+        std::fs::write(&disk, vec![5u8; 64 << 10]).unwrap();
+        let first = take(&vault, &d.join("cache"), &[target("a", &[("root", &disk)])]).remove(0);
+        let other = |vault: &standby::vault::Vault| {
+            let m = another(vault, &first);
+            catalog::begin(vault, std::slice::from_ref(&m)).unwrap();
+            manifest::write(vault, &m).unwrap();
+            catalog::commit(vault, std::slice::from_ref(&m)).unwrap();
+            m.id.hex()
+        };
+        let mut seen = catalog::Seen::default();
+        let newest = catalog::newest_seen(&vault, "machine.a", &mut seen)
+            .unwrap()
+            .unwrap();
+        assert_eq!(newest.id, first.id);
+        let b1 = other(&vault);
+        let mine = another(&vault, &first);
+        catalog::begin_seen(&vault, std::slice::from_ref(&mine), &mut seen).unwrap();
+        let b2 = other(&vault);
+        manifest::write(&vault, &mine).unwrap();
+        catalog::commit_seen(&vault, std::slice::from_ref(&mine), &mut seen).unwrap();
+        let mut want = vec![first.id.hex(), b1, b2, mine.id.hex()];
+        want.sort();
+        let mut listed = ids(&vault);
+        listed.sort();
+        assert_eq!(listed, want);
+        // Each entry says what its manifest says.
+        let r = verify::verify(&vault, false).unwrap();
         assert!(r.problems.is_empty(), "{:?}", r.problems);
     }
 
