@@ -396,6 +396,15 @@ impl Vault {
         }
     }
 
+    /// Delete uploads killed writers left unfinished (`file://` only; see
+    /// [`Store::sweep_unfinished`]): for prune, under the exclusive lock.
+    /// Returns the files and bytes removed.
+    pub(crate) fn sweep_unfinished(&self) -> Result<(usize, u64)> {
+        self.store()
+            .sweep_unfinished()
+            .map_err(|e| VaultError::Open(Box::new(e)))
+    }
+
     /// Whether `name` exists (one HEAD request).
     pub fn exists(&self, name: &str) -> Result<bool> {
         match self.rt.block_on(self.store.head(name)) {
