@@ -183,3 +183,37 @@ fn a_drill_reads_the_same_whatever_other_protections_hold() {
     // And they are few: a handful per command, not one per point.
     assert!(small.iter().all(|&n| n < 30), "{small:?}");
 }
+
+/// The catalog is a hint, the manifests are the truth: when the newest
+/// point's manifest is gone (deleted outside standby), a failover takes
+/// the newest point that is still there (and restores its data) instead
+/// of failing on the missing one.
+#[test]
+fn a_failover_skips_a_point_whose_manifest_is_gone() {
+    let d = tempfile::tempdir().unwrap();
+    let root = config(d.path());
+    run_ok(&root, &["apply", "--auto-approve"]);
+    // The machine's check compares the restored disk with the second
+    // point's copy.
+    change(&root, "a");
+    run_ok(&root, &["replicate", "protection.a"]);
+    std::fs::copy(disk(&root, "a"), root.join("ref_a.img")).unwrap();
+    change(&root, "a");
+    run_ok(&root, &["replicate", "protection.a"]);
+    let o = run_ok(&root, &["points", "protection.a", "--json"]);
+    let listed: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let ids: Vec<String> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), 3, "{listed:#}");
+    std::fs::remove_file(d.path().join(format!("vault/points/{}", ids[2]))).unwrap();
+
+    let o = run_ok(&root, &["failover", "test", "only_a"]);
+    let out = text(&o);
+    assert!(out.contains(&ids[1][..12]), "{out}");
+    assert!(!out.contains(&ids[2][..12]), "{out}");
+    run_ok(&root, &["failover", "cleanup", "only_a"]);
+}

@@ -237,7 +237,7 @@ pub fn list_points(
     let mut out = BTreeMap::new();
     for (va, machines) in machines {
         let vault = open_vault(cfg, &root, &va)?;
-        let list = catalog::list_machines(&vault, &machines).map_err(vault_err(&va))?;
+        let list = catalog::list_machines_checked(&vault, &machines).map_err(vault_err(&va))?;
         out.insert(va, list);
     }
     Ok(out)

@@ -421,6 +421,30 @@ pub fn list_machines(vault: &Vault, machines: &BTreeSet<String>) -> Result<Vec<M
     Ok(out)
 }
 
+/// [`list_machines`], with each machine's newest entry checked against
+/// its manifest (one HEAD request each): when that manifest is gone
+/// (deleted outside standby), every entry of the machine is checked and
+/// only points whose manifest exists are kept. For recovery, which must
+/// not pick a point it cannot read when an older one is there.
+pub fn list_machines_checked(vault: &Vault, machines: &BTreeSet<String>) -> Result<Vec<Manifest>> {
+    let all = list_machines(vault, machines)?;
+    let mut gone: BTreeSet<String> = BTreeSet::new();
+    for m in machines {
+        if let Some(newest) = all.iter().rev().find(|e| &e.machine == m)
+            && !vault.exists(&point_name(&newest.id))?
+        {
+            gone.insert(m.clone());
+        }
+    }
+    let mut kept = Vec::with_capacity(all.len());
+    for e in all {
+        if !gone.contains(&e.machine) || vault.exists(&point_name(&e.id))? {
+            kept.push(e);
+        }
+    }
+    Ok(kept)
+}
+
 /// Every point of the vault from the catalog (one listing of `heads/`,
 /// then each head), oldest first, moves applied. Entries have no extents.
 pub fn list_all(vault: &Vault) -> Result<Vec<Manifest>> {
