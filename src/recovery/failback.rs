@@ -441,5 +441,6 @@ fn chosen(
             );
         }
     }
-    Ok(out)
+    // The listing holds catalog entries: read the points restored whole.
+    super::run::read_chosen(cfg, out).map_err(|e| e.to_string())
 }

@@ -14,10 +14,10 @@ use super::timeline::{EntryKind, Outcome, Subject, Timeline};
 use crate::exec::Cancel;
 use crate::model::{Address, Config, RecoveryPlan};
 use crate::state::{Approval, DrillRecord, Phase, RunKind, RunRecord};
-use crate::vault::Vault;
 use crate::vault::manifest::{self, Manifest};
+use crate::vault::{Vault, catalog};
 use standby_provider_core::Mode;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use time::OffsetDateTime;
 
 /// Why a recovery operation did nothing (or, for cleanup, not all of it).
@@ -214,35 +214,68 @@ fn new_run_id(plan: &Address, kind: RunKind) -> String {
     )
 }
 
-/// Every point of the vaults the plan's protections use.
+/// The points of the plan's machines, per vault, oldest first: catalog
+/// entries (no extents; [`read_chosen`] reads the manifests of the points
+/// picked), read from each machine's catalog, not every manifest of the
+/// vault, so a run costs the same whatever else the vault holds.
 pub fn list_points(
     cfg: &Config,
     plan: &RecoveryPlan,
 ) -> Result<BTreeMap<Address, Vec<Manifest>>, RecoveryError> {
     let root = providers::absolute_root(cfg);
-    let mut out = BTreeMap::new();
+    let mut machines: BTreeMap<Address, BTreeSet<String>> = BTreeMap::new();
     for g in &plan.groups {
         for m in &g.machines {
-            let Some(p) = points::protection_of(cfg, m) else {
-                continue;
-            };
-            if out.contains_key(&p.vault) {
-                continue;
+            if let Some(p) = points::protection_of(cfg, m) {
+                machines
+                    .entry(p.vault.clone())
+                    .or_default()
+                    .insert(p.machine.to_string());
             }
-            let v = cfg
-                .vaults
-                .get(&p.vault)
-                .ok_or_else(|| RecoveryError::NotConfigured(p.vault.clone()))?;
-            let vault_err = |source| RecoveryError::Vault {
-                vault: p.vault.clone(),
-                source: Box::new(source),
-            };
-            let vault = Vault::open(&v.url, &v.key, &root).map_err(vault_err)?;
-            let (list, _) = manifest::list(&vault, false).map_err(vault_err)?;
-            out.insert(p.vault.clone(), list);
         }
     }
+    let mut out = BTreeMap::new();
+    for (va, machines) in machines {
+        let vault = open_vault(cfg, &root, &va)?;
+        let list = catalog::list_machines_checked(&vault, &machines).map_err(vault_err(&va))?;
+        out.insert(va, list);
+    }
     Ok(out)
+}
+
+/// `chosen` with each point read whole from its manifest (extents
+/// included, names as moved): one manifest read per machine restored.
+pub fn read_chosen(
+    cfg: &Config,
+    chosen: BTreeMap<Address, Chosen>,
+) -> Result<BTreeMap<Address, Chosen>, RecoveryError> {
+    let root = providers::absolute_root(cfg);
+    let mut vaults: BTreeMap<Address, Vault> = BTreeMap::new();
+    let mut out = BTreeMap::new();
+    for (m, mut c) in chosen {
+        if !vaults.contains_key(&c.vault) {
+            vaults.insert(c.vault.clone(), open_vault(cfg, &root, &c.vault)?);
+        }
+        let vault = &vaults[&c.vault];
+        c.point = manifest::read(vault, &c.point.id).map_err(vault_err(&c.vault))?;
+        out.insert(m, c);
+    }
+    Ok(out)
+}
+
+fn vault_err(va: &Address) -> impl Fn(crate::vault::VaultError) -> RecoveryError + '_ {
+    move |source| RecoveryError::Vault {
+        vault: va.clone(),
+        source: Box::new(source),
+    }
+}
+
+fn open_vault(cfg: &Config, root: &std::path::Path, va: &Address) -> Result<Vault, RecoveryError> {
+    let v = cfg
+        .vaults
+        .get(va)
+        .ok_or_else(|| RecoveryError::NotConfigured(va.clone()))?;
+    Vault::open(&v.url, &v.key, root).map_err(vault_err(va))
 }
 
 fn refused(message: String, help: String) -> Refusal {
@@ -383,7 +416,7 @@ fn failover_locked(
         BTreeMap::new()
     } else {
         let listed = list_points(cfg, plan)?;
-        points::choose(cfg, plan, &listed, choice)?
+        read_chosen(cfg, points::choose(cfg, plan, &listed, choice)?)?
     };
     let run_id = new_run_id(&plan.addr, kind);
     let timeline = Timeline::new();

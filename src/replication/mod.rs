@@ -184,6 +184,8 @@ pub fn take_points(
     let idx = index::load_cached(vault, &opts.cache_dir, Some(index::FETCH_FOR_DEDUP))?;
     let mut full_idx: Option<crate::vault::Index> = None;
     let mut cache: HashMap<Id, Manifest> = HashMap::new();
+    // Each head as read here, so the point switches it with one write.
+    let mut seen = crate::vault::catalog::Seen::default();
 
     // Previous hashes per (target, disk), prepared before any freeze so the
     // freeze window does not pay for a rebuilt cache.
@@ -195,7 +197,7 @@ pub fn take_points(
                 Err(VaultError::Missing { .. }) => None,
                 Err(e) => return Err(e.into()),
             },
-            None => crate::vault::catalog::newest(vault, &t.machine)?,
+            None => crate::vault::catalog::newest_seen(vault, &t.machine, &mut seen)?,
         };
         let last = last.as_ref();
         let mut per_disk = Vec::new();
@@ -267,6 +269,7 @@ pub fn take_points(
         opts,
         &windows,
         &mut session,
+        &mut seen,
     );
     let _ = std::fs::remove_dir_all(&staging);
     // Commit (old bitmap generations deleted) only once the manifests are
@@ -388,6 +391,7 @@ fn capture_all(
     opts: &Options,
     windows: &[snapshot::Window],
     session: &mut vm::Session,
+    seen: &mut crate::vault::catalog::Seen,
 ) -> Result<Vec<Manifest>, ReplicationError> {
     let claimed = Mutex::new(HashSet::new());
     let mut packer = PackWriter::new(vault);
@@ -473,7 +477,7 @@ fn capture_all(
     // The catalog lists each point before its manifest exists (a lost
     // update never hides a point), and confirms it after.
     let points: Vec<Manifest> = made.iter().map(|(m, _)| m.clone()).collect();
-    crate::vault::catalog::begin(vault, &points)?;
+    crate::vault::catalog::begin_seen(vault, &points, seen)?;
     let mut out = Vec::new();
     for (m, hashes) in made {
         manifest::write(vault, &m)?;
@@ -492,7 +496,7 @@ fn capture_all(
         out.push(m);
     }
     // The points exist; an unconfirmed entry is settled by the next writer.
-    if let Err(e) = crate::vault::catalog::commit(vault, &points) {
+    if let Err(e) = crate::vault::catalog::commit_seen(vault, &points, seen) {
         tracing::warn!("cannot confirm the new points in the catalog: {e}");
     }
     Ok(out)

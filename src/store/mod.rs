@@ -50,6 +50,8 @@ pub struct Store {
     pub url: String,
     pub inner: Arc<dyn ObjectStore>,
     pub prefix: StorePath,
+    /// `file://` stores: their directory (see [`Store::sweep_unfinished`]).
+    pub dir: Option<std::path::PathBuf>,
 }
 
 // Not derived: the clients' own Debug output includes their credentials.
@@ -182,6 +184,61 @@ impl Store {
     }
 }
 
+impl Store {
+    /// On `file://`, delete the uploads a killed writer left unfinished:
+    /// `NAME#N` files (N digits) beside where NAME was being written, which
+    /// no listing shows and nothing else removes. Only for a caller that
+    /// knows no writer is running (prune, under the exclusive vault lock).
+    /// Returns the files and bytes removed; other stores have none (an
+    /// object there is written whole or not at all).
+    pub fn sweep_unfinished(&self) -> Result<(usize, u64), StoreError> {
+        let Some(dir) = &self.dir else {
+            return Ok((0, 0));
+        };
+        let failed = |e: std::io::Error, at: &std::path::Path| StoreError::Request {
+            url: self.url.clone(),
+            name: at.display().to_string(),
+            op: "sweep",
+            message: e.to_string(),
+        };
+        let (mut files, mut bytes) = (0, 0);
+        let mut dirs = vec![dir.clone()];
+        while let Some(d) = dirs.pop() {
+            let entries = match std::fs::read_dir(&d) {
+                Ok(e) => e,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(failed(e, &d)),
+            };
+            for e in entries {
+                let e = e.map_err(|e| failed(e, &d))?;
+                let path = e.path();
+                let kind = e.file_type().map_err(|e| failed(e, &path))?;
+                if kind.is_dir() {
+                    dirs.push(path);
+                } else if unfinished(&e.file_name().to_string_lossy()) {
+                    let len = e.metadata().map(|m| m.len()).unwrap_or(0);
+                    match std::fs::remove_file(&path) {
+                        Ok(()) => {
+                            files += 1;
+                            bytes += len;
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(failed(e, &path)),
+                    }
+                }
+            }
+        }
+        Ok((files, bytes))
+    }
+}
+
+/// Whether a file name is an upload in progress (`NAME#N`, N digits), as
+/// the local store stages them and leaves them out of listings.
+fn unfinished(file: &str) -> bool {
+    file.split_once('#')
+        .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// The error and its causes on one line, secrets redacted: object_store's
 /// top-level text alone often hides the reason (e.g. a refused certificate).
 pub fn describe(err: &(dyn std::error::Error + 'static)) -> String {
@@ -223,6 +280,7 @@ pub fn open(url: &str, base: &std::path::Path) -> Result<Store, StoreError> {
                 url: url.to_string(),
                 inner,
                 prefix,
+                dir: None,
             })
         }
     }
@@ -320,6 +378,7 @@ fn open_file(url: &str, rest: &str, base: &std::path::Path) -> Result<Store, Sto
         url: url.to_string(),
         inner: counting::Counting::wrap(Arc::new(local::LocalStore::new(fs)), 0),
         prefix: StorePath::default(),
+        dir: Some(dir),
     })
 }
 

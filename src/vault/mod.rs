@@ -374,15 +374,35 @@ impl Vault {
         bytes: Vec<u8>,
         expected: Option<&crate::store::UpdateVersion>,
     ) -> Result<bool> {
+        Ok(self.put_versioned(name, bytes, expected)?.is_some())
+    }
+
+    /// [`Vault::put_conditional`], returning the version written (the
+    /// base of a later compare-and-swap) instead of true.
+    pub(crate) fn put_versioned(
+        &self,
+        name: &str,
+        bytes: Vec<u8>,
+        expected: Option<&crate::store::UpdateVersion>,
+    ) -> Result<Option<crate::store::UpdateVersion>> {
         let r = match expected {
             None => self.rt.block_on(self.store.put_if_absent(name, bytes)),
             Some(v) => self.rt.block_on(self.store.put_if_match(name, bytes, v)),
         };
         match r {
-            Ok(_) => Ok(true),
-            Err(StoreError::AlreadyExists { .. } | StoreError::Changed { .. }) => Ok(false),
+            Ok(v) => Ok(Some(v)),
+            Err(StoreError::AlreadyExists { .. } | StoreError::Changed { .. }) => Ok(None),
             Err(e) => Err(VaultError::Open(Box::new(e))),
         }
+    }
+
+    /// Delete uploads killed writers left unfinished (`file://` only; see
+    /// [`Store::sweep_unfinished`]): for prune, under the exclusive lock.
+    /// Returns the files and bytes removed.
+    pub(crate) fn sweep_unfinished(&self) -> Result<(usize, u64)> {
+        self.store()
+            .sweep_unfinished()
+            .map_err(|e| VaultError::Open(Box::new(e)))
     }
 
     /// Whether `name` exists (one HEAD request).

@@ -27,9 +27,9 @@ use crate::model::{Address, Config, KeySource};
 use crate::recovery::placement;
 use crate::replication::{self, Batch, Options, Progress, ReplicationError};
 use crate::state::Backend;
-use crate::vault::{Consistency, Manifest, Vault, VaultError, manifest, prune};
+use crate::vault::{Consistency, Manifest, Vault, VaultError, catalog, prune};
 use metrics::Metrics;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -132,6 +132,8 @@ struct Job {
 struct Pruner {
     slot: Arc<VaultSlot>,
     retention: BTreeMap<String, Duration>,
+    /// The machines of those protections: whose catalogs the metrics read.
+    machines: BTreeSet<String>,
 }
 
 /// The service: build it, hand out `metrics()` and `stopper()`, then `run`.
@@ -160,6 +162,7 @@ impl Service {
         let metrics = Arc::new(Metrics::default());
         let mut slots: BTreeMap<Address, Arc<VaultSlot>> = BTreeMap::new();
         let mut retention: BTreeMap<Address, BTreeMap<String, Duration>> = BTreeMap::new();
+        let mut pruned: BTreeMap<Address, BTreeSet<String>> = BTreeMap::new();
         let mut jobs = Vec::new();
         for batch in batches {
             let v = cfg
@@ -201,6 +204,10 @@ impl Service {
                     .entry(batch.vault.clone())
                     .or_default()
                     .insert(a.to_string(), policy.retention.to_std());
+                pruned
+                    .entry(batch.vault.clone())
+                    .or_default()
+                    .insert(t.machine.clone());
                 metrics.update(&a.to_string(), |f| {
                     f.rpo_threshold_seconds = policy.rpo_threshold.as_secs();
                 });
@@ -219,6 +226,7 @@ impl Service {
                 Some(Pruner {
                     slot: slots.get(&addr)?.clone(),
                     retention,
+                    machines: pruned.remove(&addr).unwrap_or_default(),
                 })
             })
             .collect();
@@ -583,7 +591,9 @@ fn run_pruner(p: &Pruner, settings: &Settings, metrics: &Metrics, stop: &Stop) {
                 false,
                 settings.lock_wait,
             )?;
-            let (points, _) = manifest::list(&v, true)?;
+            // Prune reads every manifest (its job); the metrics only
+            // need the catalogs of this service's machines.
+            let points = catalog::list_machines(&v, &p.machines)?;
             Ok((r, points))
         });
         match result {
