@@ -119,6 +119,84 @@ fn err(code: &'static str, loc: Loc, msg: String, label: &str, help: String) -> 
     Diagnostic::error(code, loc, msg).label(label).help(help)
 }
 
+/// A check's `console = "REGEX"` probe: the pattern must compile, and the
+/// attributes of other probe kinds are refused.
+pub fn console_probe(
+    r: &mut Reader<'_, '_>,
+    diags: &mut Diagnostics,
+) -> Option<crate::model::Probe> {
+    let mut ok = true;
+    for attr in ["expect", "status", "contains"] {
+        if let Some(loc) = r.key_loc(attr) {
+            diags.push(err(
+                "standby::unknown_attribute",
+                loc,
+                format!("`{attr}` does not apply to console checks"),
+                "not used by a console check",
+                "a console check passes when a console line matches its pattern; put what you expect in the pattern".into(),
+            ));
+            ok = false;
+        }
+    }
+    let loc = r.value_loc("console")?;
+    let pattern = r.string("console", true, diags)?;
+    if let Err(e) = regex::Regex::new(&pattern) {
+        diags.push(err(
+            "standby::bad_pattern",
+            loc,
+            format!("`console` is not a regular expression: {e}"),
+            "does not compile",
+            "write a Rust regex (https://docs.rs/regex), e.g. console = \"writer: started\"".into(),
+        ));
+        return None;
+    }
+    ok.then_some(crate::model::Probe::Console { pattern })
+}
+
+/// Guest and console checks run inside a VM, so a machine having them
+/// must be recovered to a `qemu` site; reported where the protection names
+/// the machine (`machines`: machine -> that place).
+pub fn guest_checks_target(
+    cfg: &crate::model::Config,
+    machines: &HashMap<crate::model::Address, (crate::model::Address, Loc)>,
+    diags: &mut Diagnostics,
+) {
+    use crate::model::Probe;
+    for p in cfg.protections.values() {
+        let (Some(m), Some(site)) = (cfg.machines.get(&p.machine), cfg.sites.get(&p.target)) else {
+            continue;
+        };
+        if site.provider == "qemu" {
+            continue;
+        }
+        let inside: Vec<&str> = m
+            .checks
+            .iter()
+            .filter(|c| matches!(c.probe, Probe::Guest { .. } | Probe::Console { .. }))
+            .map(|c| c.name.as_str())
+            .collect();
+        let Some((_, loc)) = machines.get(&p.machine) else {
+            continue;
+        };
+        if !inside.is_empty() {
+            diags.push(err(
+                "standby::guest_check_without_vm",
+                loc.clone(),
+                format!(
+                    "{} has guest or console checks ({}) but {} recovers it to {}, a {:?} site where it does not run as a VM",
+                    m.addr,
+                    inside.join(", "),
+                    p.addr,
+                    p.target,
+                    site.provider
+                ),
+                "recovered where no guest runs",
+                "recover it to a site with provider = \"qemu\", or make those checks host-side command checks".into(),
+            ));
+        }
+    }
+}
+
 /// Lowers the machine's `vm` block and its disks' QEMU attributes.
 /// `provider` is its site's provider (None when the site is unknown: then
 /// nothing is checked against it). Returns Err(()) after reporting.

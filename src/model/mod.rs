@@ -228,6 +228,16 @@ pub enum Probe {
     },
     /// Passes when a TCP connection to `address` (host:port) succeeds.
     Tcp { address: String },
+    /// Runs `command` inside the guest through its guest agent (machines
+    /// recovered to a `qemu` site); passes on exit 0 and, if set, a
+    /// trimmed stdout equal to `expect`.
+    Guest {
+        command: Command,
+        expect: Option<String>,
+    },
+    /// Passes when a line of the VM's serial console matches `pattern`
+    /// (a regular expression).
+    Console { pattern: String },
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -441,6 +441,17 @@ fn probe(a: &mut Attributes, prefix: &str, probe: &Probe) {
             a.insert(format!("{prefix}type"), s("tcp"));
             a.insert(format!("{prefix}address"), s(address));
         }
+        Probe::Guest { command, expect } => {
+            a.insert(format!("{prefix}type"), s("guest"));
+            a.insert(format!("{prefix}command"), json!(command));
+            if let Some(e) = expect {
+                a.insert(format!("{prefix}expect"), s(e));
+            }
+        }
+        Probe::Console { pattern } => {
+            a.insert(format!("{prefix}type"), s("console"));
+            a.insert(format!("{prefix}pattern"), s(pattern));
+        }
     }
 }
 

@@ -15,6 +15,8 @@
 //! - [`tls`]: TLS (rustls) for QMP and NBD over TCP, certificates verified.
 //! - [`source`]: one disk of a point as a replication source.
 //! - [`guest`]: the test guest, built from Debian packages and cached.
+//! - [`site`]: the `qemu` site provider at the receiving end (replicas
+//!   are VMs; test runs on throw-away overlays), a `SiteProvider`.
 //!
 //! Everything here is blocking: call it from plain threads or
 //! `spawn_blocking`.
@@ -26,6 +28,7 @@ pub mod guest;
 pub mod nbd;
 pub mod qga;
 pub mod qmp;
+pub mod site;
 pub mod source;
 pub mod tls;
 pub mod vm;
