@@ -3,7 +3,10 @@
 //!
 //! - `a_drill_of_plans_qemu_boots_both_vms_isolated_and_leaves_nothing`:
 //!   `quickstart --qemu` makes points of `plans/qemu` (two VMs, the
-//!   database's writer running); `standby drill shop` then boots both VMs
+//!   database's writer running); `failover test shop` leaves both VMs
+//!   running, tracked by their pid files at the DR site, and `failover
+//!   cleanup shop` (another process) stops them and removes the run;
+//!   `standby drill shop` then boots both VMs
 //!   group by group at `site.dr` from throw-away overlays over the
 //!   restored images: the guest checks pass (integrity, every order of the
 //!   point's freeze, the console line), the isolation check finds no
@@ -18,6 +21,7 @@
 mod shared;
 
 use standby_provider_qemu::guest;
+use standby_provider_qemu::vm::Vm;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -82,6 +86,47 @@ fn a_drill_of_plans_qemu_boots_both_vms_isolated_and_leaves_nothing() {
     // The order count of the newest point, from its restored data disk.
     let count = shared::check_database_image(&d.join("restored/db-data.img"));
     assert!(count > 0, "the writer committed nothing before the point");
+
+    // A test failover leaves both VMs running, tracked at the DR site, and
+    // another standby process (cleanup) stops them and removes the run.
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_standby"))
+            .args(args)
+            .current_dir(&d)
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "standby {args:?}:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&["failover", "test", "shop"]);
+    let sandbox = d.join("sites/dr/.standby-test");
+    let runs: Vec<PathBuf> = std::fs::read_dir(&sandbox)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    for name in ["app", "db"] {
+        let vm = Vm::open(name, &runs[0]).unwrap();
+        assert!(vm.is_some_and(|v| v.running()), "VM {name} is not running");
+    }
+    let running = qemu_under(&d);
+    assert_eq!(running.len(), 2, "{running:?}");
+    // The database VM runs with its protection's target_vm memory.
+    assert!(
+        running
+            .iter()
+            .any(|c| c.contains("-name db ") && c.contains(" -m 384 ")),
+        "{running:?}"
+    );
+    run(&["failover", "cleanup", "shop"]);
+    assert_eq!(qemu_under(&d), Vec::<String>::new(), "cleanup left QEMU");
+    assert!(!sandbox.exists(), "cleanup left {}", sandbox.display());
 
     // Before each VM boots: hash its restored images and hard-link them
     // out of the sandbox, so they can be hashed again after cleanup.
@@ -169,6 +214,11 @@ fn a_drill_of_plans_qemu_boots_both_vms_isolated_and_leaves_nothing() {
             ["tcg", "kvm"].contains(&m["accelerator"].as_str().unwrap()),
             "{m:#}"
         );
+        // The database's protection gives it 384 MiB at site.dr
+        // (target_vm); the application VM runs with its own 256 MiB.
+        let memory = if name == "machine.db" { 384 } else { 256 };
+        assert_eq!(m["memory_mib"], memory, "{m:#}");
+        assert_eq!(m["cpus"], 1, "{m:#}");
         let boot = m["boot_seconds"].as_f64().expect("boot time");
         assert!(boot > 0.0 && boot < rto, "{m:#}");
         let hash = m["console_sha256"].as_str().unwrap();

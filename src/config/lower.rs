@@ -903,8 +903,9 @@ pub fn protection(
         "for_each",
         "count",
     ];
-    let mut r = Reader::new(scope, t.block, &attrs, &[], diags);
+    let mut r = Reader::new(scope, t.block, &attrs, &["target_vm"], diags);
     let this = addr(Kind::Protection, t, key);
+    let target_vm = super::qemu::target_vm(&mut r, diags);
     let machine = match r.reference("machine", Kind::Machine, diags) {
         Some((n, k, loc)) => match machine_addrs(&n, k, &loc, machine_keys, false, diags) {
             Some(mut a) => a.pop().map(|a| (a, loc)),
@@ -1011,6 +1012,7 @@ pub fn protection(
         policy,
         consistency_group: group,
         prevent_destroy: prevent_destroy?,
+        target_vm: target_vm.ok()?,
     })
 }
 

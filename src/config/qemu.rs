@@ -169,6 +169,20 @@ pub fn guest_checks_target(
         if site.provider == "qemu" {
             continue;
         }
+        if p.target_vm.is_some()
+            && let Some((_, loc)) = machines.get(&p.machine)
+        {
+            diags.push(err(
+                "standby::provider_mismatch",
+                loc.clone(),
+                format!(
+                    "{} has a target_vm block but recovers {} to {}, a {:?} site that runs no VMs",
+                    p.addr, p.machine, p.target, site.provider
+                ),
+                "recovered where no VM runs",
+                "remove target_vm, or target a site with provider = \"qemu\"".into(),
+            ));
+        }
         let inside: Vec<&str> = m
             .checks
             .iter()
@@ -195,6 +209,59 @@ pub fn guest_checks_target(
             ));
         }
     }
+}
+
+/// A protection's `target_vm { memory cpus }` block: the VM settings at a
+/// `qemu` target site (checked against the target in
+/// [`guest_checks_target`]). Returns Err(()) after reporting.
+pub fn target_vm(
+    r: &mut Reader<'_, '_>,
+    diags: &mut Diagnostics,
+) -> Result<Option<crate::model::VmOverride>, ()> {
+    let Some(block) = r.single_block("target_vm", diags) else {
+        return Ok(None);
+    };
+    let mut v = r.nested(block, "target_vm", &["memory", "cpus"], &[], diags);
+    let mut ok = true;
+    let mut out = crate::model::VmOverride::default();
+    if let Some((val, loc)) = v.optional("memory", diags) {
+        match want_string(val, &loc, "memory", diags).map(|s| parse_memory(&s)) {
+            Some(Ok(m)) => out.memory_mib = Some(m),
+            Some(Err(why)) => {
+                diags.push(err(
+                    "standby::bad_size",
+                    loc,
+                    format!("`memory`: {why}"),
+                    "not a memory size",
+                    "write MiB as a number (512) or a size with a binary unit (\"512M\", \"2G\")"
+                        .into(),
+                ));
+                ok = false;
+            }
+            None => ok = false,
+        }
+    } else if v.has("memory") {
+        ok = false;
+    }
+    if let Some((val, loc)) = v.optional("cpus", diags) {
+        match want_string(val, &loc, "cpus", diags).map(|s| s.trim().parse::<u32>()) {
+            Some(Ok(n @ 1..=255)) => out.cpus = Some(n),
+            Some(_) => {
+                diags.push(err(
+                    "standby::out_of_range",
+                    loc,
+                    "`cpus` must be a whole number from 1 to 255".into(),
+                    "not a CPU count",
+                    "write e.g. cpus = 2".into(),
+                ));
+                ok = false;
+            }
+            None => ok = false,
+        }
+    } else if v.has("cpus") {
+        ok = false;
+    }
+    if ok { Ok(Some(out)) } else { Err(()) }
 }
 
 /// Lowers the machine's `vm` block and its disks' QEMU attributes.
@@ -595,6 +662,50 @@ protection "db" {
                 .as_deref(),
             Some(std::path::Path::new("hv1"))
         );
+    }
+
+    /// plans/qemu with `dr` edited: the protection's target_vm lowers to
+    /// an override, and guest checks lower to their probes.
+    #[test]
+    fn target_vm_and_guest_checks_lower() {
+        let dir = tempfile::tempdir().unwrap();
+        let plans = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("plans/qemu");
+        for e in std::fs::read_dir(&plans).unwrap().flatten() {
+            std::fs::copy(e.path(), dir.path().join(e.file_name())).unwrap();
+        }
+        let cfg = match super::super::load(dir.path(), &Default::default()) {
+            Ok(l) => l.config,
+            Err(d) => panic!("{}", d.render(false)),
+        };
+        let db = cfg
+            .protections
+            .values()
+            .find(|p| p.machine.to_string() == "machine.db");
+        assert_eq!(
+            db.and_then(|p| p.target_vm.clone()),
+            Some(crate::model::VmOverride {
+                memory_mib: Some(384),
+                cpus: Some(1)
+            })
+        );
+        let m = cfg
+            .machines
+            .values()
+            .find(|m| m.addr.to_string() == "machine.db")
+            .unwrap();
+        assert!(matches!(
+            &m.checks[0].probe,
+            crate::model::Probe::Guest { command, expect: Some(e) } if command[0] == "sqlite3" && e == "ok"
+        ));
+        let app = cfg
+            .machines
+            .values()
+            .find(|m| m.addr.to_string() == "machine.app")
+            .unwrap();
+        assert!(matches!(
+            &app.checks[0].probe,
+            crate::model::Probe::Console { pattern } if pattern == "standby-guest: up"
+        ));
     }
 
     #[test]

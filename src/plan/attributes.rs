@@ -465,6 +465,14 @@ fn protection(p: &Protection) -> Attributes {
         a.insert("consistency_group".into(), s(g));
     }
     a.insert("prevent_destroy".into(), json!(p.prevent_destroy));
+    if let Some(v) = &p.target_vm {
+        if let Some(m) = v.memory_mib {
+            a.insert("target_vm.memory_mib".into(), json!(m));
+        }
+        if let Some(c) = v.cpus {
+            a.insert("target_vm.cpus".into(), json!(c));
+        }
+    }
     a
 }
 

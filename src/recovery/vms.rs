@@ -3,19 +3,26 @@
 //! from its `vm` block (memory, CPUs, kernel/initrd/append or disk boot,
 //! disks and their node names), and the evidence a run collects of them.
 
-use crate::model::Config;
+use crate::model::{Address, Config};
 use standby_provider_qemu::site::{QemuSite, VmSettings};
 use standby_provider_qemu::vm::Boot;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// The `qemu` provider of a site, knowing every machine that has a `vm`
-/// block; `root` is the absolute configuration directory (kernel and
-/// initrd paths resolve against it).
-pub fn qemu_site(cfg: &Config, root: &Path) -> QemuSite {
+/// The `qemu` provider of `site`, knowing every machine that has a `vm`
+/// block, with its protection's `target_vm` settings where the protection
+/// targets `site`; `root` is the absolute configuration directory (kernel
+/// and initrd paths resolve against it).
+pub fn qemu_site(cfg: &Config, root: &Path, site: &Address) -> QemuSite {
     let mut machines = BTreeMap::new();
     for m in cfg.machines.values() {
         let Some(vm) = &m.vm else { continue };
+        let over = cfg
+            .protections
+            .values()
+            .find(|p| p.machine == m.addr && &p.target == site)
+            .and_then(|p| p.target_vm.clone())
+            .unwrap_or_default();
         let boot = match &vm.kernel {
             Some(k) => Boot::Kernel {
                 kernel: root.join(k),
@@ -40,8 +47,8 @@ pub fn qemu_site(cfg: &Config, root: &Path) -> QemuSite {
             m.addr.to_string(),
             VmSettings {
                 vm_name: crate::replication::vm::vm_name(&m.addr.to_string()),
-                memory_mib: vm.memory_mib,
-                cpus: vm.cpus,
+                memory_mib: over.memory_mib.unwrap_or(vm.memory_mib),
+                cpus: over.cpus.unwrap_or(vm.cpus),
                 boot,
                 disks,
                 forwards: Vec::new(),

@@ -14,6 +14,9 @@ pub struct MachineReport {
     pub accelerator: String,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub accelerator_reason: String,
+    /// What the VM ran with (0: unknown).
+    pub memory_mib: u64,
+    pub cpus: u32,
     /// Seconds from starting the VM to the guest agent answering.
     pub boot_seconds: Option<f64>,
     pub checks: Vec<CheckReport>,
@@ -60,6 +63,8 @@ pub fn of_run(run: &RunResult) -> Vec<MachineReport> {
                 machine: machine.clone(),
                 accelerator: ev.accelerator.clone(),
                 accelerator_reason: ev.accelerator_reason.clone(),
+                memory_mib: ev.memory_mib,
+                cpus: ev.cpus,
                 boot_seconds: ev.boot_seconds,
                 checks,
                 console_tail: ev.console_tail.clone(),
@@ -97,13 +102,15 @@ pub fn markdown(machines: &[MachineReport], embed: bool) -> String {
         return String::new();
     }
     let mut o = String::from(
-        "## Machines\n\n| machine | accelerator | boot to guest agent | console SHA-256 |\n|---|---|---|---|\n",
+        "## Machines\n\n| machine | accelerator | memory, CPUs | boot to guest agent | console SHA-256 |\n|---|---|---|---|---|\n",
     );
     for m in machines {
         o.push_str(&format!(
-            "| {} | {} | {} | `{}` |\n",
+            "| {} | {} | {} MiB, {} | {} | `{}` |\n",
             m.machine,
             m.accelerator.to_uppercase(),
+            m.memory_mib,
+            m.cpus,
             m.boot_seconds
                 .map_or("-".to_string(), |s| format!("{s:.1}s")),
             m.console_sha256

@@ -163,6 +163,9 @@ pub struct Evidence {
     /// `kvm` or `tcg`, with why (the KVM probe's finding).
     pub accelerator: String,
     pub accelerator_reason: String,
+    /// What the VM ran with: memory in MiB and virtual CPUs.
+    pub memory_mib: u64,
+    pub cpus: u32,
     /// From starting the VM to the guest agent answering `guest-ping`.
     pub boot_seconds: Option<f64>,
     /// The last lines of the serial console (at most 20).

@@ -66,6 +66,8 @@ struct BootRecord {
     accelerator: String,
     reason: String,
     boot_seconds: f64,
+    memory_mib: u64,
+    cpus: u32,
 }
 
 fn err(action: &'static str, subject: &str, reason: impl std::fmt::Display) -> ProviderError {
@@ -252,6 +254,8 @@ impl SiteProvider for QemuSite {
             accelerator: choice.accel.as_str().to_string(),
             reason: choice.reason,
             boot_seconds: (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+            memory_mib: s.memory_mib,
+            cpus: s.cpus,
         };
         let path = dir.join(format!("{}.boot.json", s.vm_name));
         let json = serde_json::to_vec(&record).map_err(|e| err("start", name, e))?;
@@ -392,6 +396,8 @@ impl SiteProvider for QemuSite {
                 .as_ref()
                 .map_or_else(|| "unknown".to_string(), |b| b.accelerator.clone()),
             accelerator_reason: boot.as_ref().map(|b| b.reason.clone()).unwrap_or_default(),
+            memory_mib: boot.as_ref().map_or(0, |b| b.memory_mib),
+            cpus: boot.as_ref().map_or(0, |b| b.cpus),
             boot_seconds: boot.as_ref().map(|b| b.boot_seconds),
             console_tail: last_lines(&String::from_utf8_lossy(&console), CONSOLE_LINES),
             console_sha256: sha256_hex(&console),
