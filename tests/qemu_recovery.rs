@@ -1,6 +1,13 @@
 //! Recovery into QEMU VMs at a `qemu` DR site, through the real binary, on
 //! the shared test guest (TCG).
 //!
+//! - `a_planned_failover_of_running_vms_loses_no_committed_order`: the
+//!   source VMs of `plans/qemu` run with the writer; `failover planned
+//!   shop` shuts the guests down (QEMU kept, paused, for the final point
+//!   through changed-block tracking), takes the final point, ends the
+//!   source QEMUs and boots both VMs at `site.dr` from their images:
+//!   every order the source committed before its shutdown is in the
+//!   recovered database.
 //! - `a_drill_of_plans_qemu_boots_both_vms_isolated_and_leaves_nothing`:
 //!   `quickstart --qemu` makes points of `plans/qemu` (two VMs, the
 //!   database's writer running); `failover test shop` leaves both VMs
@@ -24,6 +31,9 @@ use standby_provider_qemu::guest;
 use standby_provider_qemu::vm::Vm;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+/// The two tests boot two VMs each; one at a time on a small machine.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn guest_cache() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
@@ -64,6 +74,7 @@ fn qemu_under(dir: &Path) -> Vec<String> {
 
 #[test]
 fn a_drill_of_plans_qemu_boots_both_vms_isolated_and_leaves_nothing() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let cache = guest_cache();
     let tmp = tempfile::Builder::new()
         .prefix("sbqr")
@@ -276,4 +287,164 @@ fn a_drill_of_plans_qemu_boots_both_vms_isolated_and_leaves_nothing() {
     let junit = std::fs::read_to_string(reports.join("junit.xml")).unwrap();
     assert!(junit.contains("failures=\"0\""), "{junit}");
     assert!(junit.contains("<system-out>accelerator "), "{junit}");
+}
+
+/// Kills the VMs found in `dirs` when the test ends, passing or failing.
+struct KillVms(Vec<PathBuf>);
+impl Drop for KillVms {
+    fn drop(&mut self) {
+        for d in &self.0 {
+            for name in ["app", "db"] {
+                if let Ok(Some(v)) = Vm::open(name, d) {
+                    let _ = v.kill();
+                }
+            }
+        }
+    }
+}
+
+/// The order count of a database disk left by a clean guest shutdown
+/// (`e2fsck -fn` clean; the WAL is read with the database).
+fn raw_count(qcow2: &Path, tmp: &Path) -> u64 {
+    let raw = tmp.join("source-data.raw");
+    let out = Command::new("qemu-img")
+        .args(["convert", "-f", "qcow2", "-O", "raw"])
+        .arg(qcow2)
+        .arg(&raw)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let fsck = Command::new("e2fsck")
+        .arg("-fn")
+        .arg(&raw)
+        .output()
+        .unwrap();
+    assert!(
+        fsck.status.success(),
+        "e2fsck -fn: {}",
+        String::from_utf8_lossy(&fsck.stdout)
+    );
+    for name in ["orders.db", "orders.db-wal"] {
+        let out = Command::new("debugfs")
+            .args(["-R", &format!("dump /{name} {}", tmp.join(name).display())])
+            .arg(&raw)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+    }
+    let o = Command::new("sqlite3")
+        .arg(tmp.join("orders.db"))
+        .arg("SELECT count(*) FROM orders")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).trim().parse().unwrap()
+}
+
+#[test]
+fn a_planned_failover_of_running_vms_loses_no_committed_order() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let cache = guest_cache();
+    let tmp = tempfile::Builder::new()
+        .prefix("sbqp")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let d = tmp.path().join("tour");
+    let out = Command::new(env!("CARGO_BIN_EXE_standby"))
+        .args(["quickstart", "--qemu"])
+        .arg(&d)
+        .env("STANDBY_GUEST_CACHE", &cache)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _guard = KillVms(vec![d.join("sites/hv1"), d.join("sites/dr/.standby-vms")]);
+    // The source VMs run again, the writer taking orders.
+    let cfg = standby::config::load(&d, &Default::default())
+        .unwrap_or_else(|e| panic!("{}", e.render(false)))
+        .config;
+    for m in cfg.machines.values() {
+        standby::replication::vm::start(&cfg, m).expect("start the source VM");
+    }
+    let mut agent = standby_provider_qemu::qga::Agent::connect_unix(
+        &d.join("sites/hv1/db.qga"),
+        std::time::Duration::from_secs(120),
+    )
+    .unwrap();
+    let start = std::time::Instant::now();
+    loop {
+        let n: u64 = agent
+            .sh(
+                "sqlite3 -cmd '.timeout 10000' /data/orders.db 'SELECT count(*) FROM orders'",
+                std::time::Duration::from_secs(30),
+            )
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap_or(0);
+        if n > 60 {
+            break;
+        }
+        assert!(
+            start.elapsed().as_secs() < 120,
+            "the writer is stuck at {n}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    drop(agent);
+
+    let out = Command::new(env!("CARGO_BIN_EXE_standby"))
+        .args(["failover", "planned", "shop"])
+        .current_dir(&d)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "planned failover failed:\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The sources are gone: shut down, then QEMU ended after the final point.
+    for name in ["app", "db"] {
+        let v = Vm::open(name, &d.join("sites/hv1")).unwrap();
+        assert!(
+            v.is_none_or(|v| !v.running()),
+            "source VM {name} still runs"
+        );
+    }
+    // Every order the source committed before its shutdown.
+    let committed = raw_count(&d.join("sites/hv1/db/data.qcow2"), tmp.path());
+    assert!(committed > 60, "{committed}");
+    // The recovered database VM runs at site.dr from its image and holds
+    // them all (its own writer goes on adding orders after them).
+    let dr = d.join("sites/dr/.standby-vms");
+    let v = Vm::open("db", &dr)
+        .unwrap()
+        .expect("the DR database VM runs");
+    let mut agent = v.agent(std::time::Duration::from_secs(60)).unwrap();
+    let got = agent
+        .sh(
+            &format!(
+                "sqlite3 -cmd '.timeout 10000' /data/orders.db 'SELECT count(*) FROM orders WHERE id <= {committed}'"
+            ),
+            std::time::Duration::from_secs(30),
+        )
+        .unwrap();
+    assert_eq!(
+        got.trim(),
+        committed.to_string(),
+        "orders lost in the failover"
+    );
+    assert!(d.join("sites/dr/db/data.raw").exists());
+    assert!(text.contains("final point"), "{text}");
 }

@@ -4,7 +4,7 @@
 //! disks and their node names), and the evidence a run collects of them.
 
 use crate::model::{Address, Config};
-use standby_provider_qemu::site::{QemuSite, VmSettings};
+use standby_provider_qemu::site::{Home, QemuSite, VmSettings};
 use standby_provider_qemu::vm::Boot;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -52,8 +52,57 @@ pub fn qemu_site(cfg: &Config, root: &Path, site: &Address) -> QemuSite {
                 boot,
                 disks,
                 forwards: Vec::new(),
+                home: (&m.site == site)
+                    .then(|| home(cfg, root, site, m, vm))
+                    .flatten(),
             },
         );
     }
     QemuSite::new(machines)
+}
+
+/// Where `m`'s running VM is reached at its own site `site`: its `vm`
+/// block's sockets (relative to the site root), else the sockets of the
+/// VM standby runs there (`ROOT/NAME.qmp`, `ROOT/NAME.qga`), as
+/// replication reaches it.
+fn home(
+    cfg: &Config,
+    root: &Path,
+    site: &Address,
+    m: &crate::model::Machine,
+    vm: &crate::model::Vm,
+) -> Option<Home> {
+    let site_root = root.join(cfg.sites.get(site)?.root.as_ref()?);
+    let name = crate::replication::vm::vm_name(&m.addr.to_string());
+    let qmp = vm.qmp.as_ref().map_or_else(
+        || site_root.join(format!("{name}.qmp")),
+        |p| site_root.join(p),
+    );
+    let agent = vm.agent.as_ref().map(|p| site_root.join(p)).or_else(|| {
+        vm.qmp
+            .is_none()
+            .then(|| site_root.join(format!("{name}.qga")))
+    });
+    Some(Home { qmp, agent })
+}
+
+/// After a planned failover's final points: quit the QEMU of every source
+/// VM of the plan that its stop left shut down (`QemuSite::stop` keeps it
+/// so the final point can be read through changed-block tracking).
+pub(crate) fn release_sources(e: &super::engine::Engine<'_>) -> Result<(), String> {
+    for g in &e.plan.groups {
+        for addr in &g.machines {
+            let Some(m) = e.cfg.machines.get(addr) else {
+                continue;
+            };
+            let Some(vm) = &m.vm else { continue };
+            let Some(h) = home(e.cfg, &e.root, &m.site, m, vm) else {
+                continue;
+            };
+            standby_provider_qemu::site::quit_at_home(&h).map_err(|err| {
+                format!("{addr}: ending its source VM after the final point: {err}")
+            })?;
+        }
+    }
+    Ok(())
 }

@@ -51,6 +51,16 @@ pub struct VmSettings {
     pub disks: Vec<(String, String)>,
     /// Forwarded ports (user-mode networking, restricted); empty: no NIC.
     pub forwards: Vec<Forward>,
+    /// Set when this site is the machine's own: where its running VM is
+    /// reached, for a planned failover's stop of the source.
+    pub home: Option<Home>,
+}
+
+/// The sockets of a machine's VM at its own site (absolute paths).
+#[derive(Debug, Clone)]
+pub struct Home {
+    pub qmp: PathBuf,
+    pub agent: Option<PathBuf>,
 }
 
 /// The provider; `machines` by machine address (`machine.db`).
@@ -270,8 +280,14 @@ impl SiteProvider for QemuSite {
         let dir = run_dir(site_root(run, "stop")?, run);
         if let Some(v) = Vm::open(&s.vm_name, &dir).map_err(|e| err("stop", machine, e))? {
             v.stop(self.grace).map_err(|e| err("stop", machine, e))?;
+            return Ok(());
         }
-        Ok(())
+        match &s.home {
+            Some(home) if run.mode == Mode::Failover => {
+                stop_at_home(home, self.grace).map_err(|e| err("stop", machine, e))
+            }
+            _ => Ok(()),
+        }
     }
 
     fn check(
@@ -445,6 +461,78 @@ impl SiteProvider for QemuSite {
         let _ = fs::remove_dir(root.join(TEST_DIR));
         Ok(())
     }
+}
+
+/// Stops the source VM of a planned failover: makes QEMU pause instead of
+/// exiting when the guest powers off (QMP `set-action shutdown=pause`),
+/// asks the guest to shut down (agent, else ACPI) and waits for it. The
+/// guest's file systems are closed cleanly and nothing writes any more,
+/// while QEMU keeps its images open, so the final point is still read
+/// through changed-block tracking; [`quit_at_home`] ends QEMU after it.
+/// No VM answering, or one already shut down: nothing to do.
+fn stop_at_home(home: &Home, grace: Duration) -> crate::error::Result<()> {
+    if !home.qmp.exists() {
+        return Ok(());
+    }
+    let Ok(mut q) = crate::qmp::Qmp::connect_unix(&home.qmp, Duration::from_secs(5)) else {
+        return Ok(());
+    };
+    if q.status()? == "shutdown" {
+        return Ok(());
+    }
+    q.execute_value("set-action", serde_json::json!({ "shutdown": "pause" }))?;
+    // The agent's connection stays open while the guest shuts down: QEMU
+    // may drop a request whose client is gone before the guest read it.
+    let agent = home.agent.as_ref().and_then(|a| {
+        let mut a = crate::qga::Agent::connect_unix(a, Duration::from_secs(5)).ok()?;
+        a.shutdown().ok()?;
+        Some(a)
+    });
+    let by_agent = agent.is_some();
+    if !by_agent {
+        q.system_powerdown()?;
+    }
+    let start = Instant::now();
+    loop {
+        if q.status()? == "shutdown" {
+            return Ok(());
+        }
+        if start.elapsed() > grace {
+            return Err(crate::Error::Timeout {
+                what: format!(
+                    "the guest at {} to shut down (asked through {})",
+                    home.qmp.display(),
+                    if by_agent { "the guest agent" } else { "ACPI" }
+                ),
+                seconds: grace.as_secs_f64(),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Quits the QEMU of a source VM that [`stop_at_home`] left shut down
+/// (after the final point was taken); a VM still running is never quit,
+/// and no VM answering is nothing to do.
+pub fn quit_at_home(home: &Home) -> crate::error::Result<()> {
+    let Ok(mut q) = crate::qmp::Qmp::connect_unix(&home.qmp, Duration::from_secs(5)) else {
+        return Ok(());
+    };
+    if q.status()? != "shutdown" {
+        return Ok(());
+    }
+    q.quit()?;
+    let start = Instant::now();
+    while crate::qmp::Qmp::connect_unix(&home.qmp, Duration::from_millis(200)).is_ok() {
+        if start.elapsed() > Duration::from_secs(10) {
+            return Err(crate::Error::Timeout {
+                what: format!("QEMU at {} to quit", home.qmp.display()),
+                seconds: 10.0,
+            });
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
 }
 
 /// A check's outcome from its exit, stdout, stderr tail and `expect`.
