@@ -12,7 +12,9 @@
 //!   `quickstart --qemu` makes points of `plans/qemu` (two VMs, the
 //!   database's writer running); `failover test shop` leaves both VMs
 //!   running, tracked by their pid files at the DR site, and `failover
-//!   cleanup shop` (another process) stops them and removes the run;
+//!   cleanup shop` (another process) stops them and removes the run; a
+//!   drill killed with SIGKILL once its database VM runs leaves that VM,
+//!   and the next drill removes it before its own run;
 //!   `standby drill shop` then boots both VMs
 //!   group by group at `site.dr` from throw-away overlays over the
 //!   restored images: the guest checks pass (integrity, every order of the
@@ -138,6 +140,37 @@ fn a_drill_of_plans_qemu_boots_both_vms_isolated_and_leaves_nothing() {
     run(&["failover", "cleanup", "shop"]);
     assert_eq!(qemu_under(&d), Vec::<String>::new(), "cleanup left QEMU");
     assert!(!sandbox.exists(), "cleanup left {}", sandbox.display());
+
+    // A drill killed (SIGKILL) once its database VM runs leaves that VM
+    // behind, tracked at the site; the next drill cleans it up first.
+    let mut killed = Command::new(env!("CARGO_BIN_EXE_standby"))
+        .args(["drill", "shop"])
+        .current_dir(&d)
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+    let orphan = loop {
+        let found = std::fs::read_dir(&sandbox)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .find_map(|e| Vm::open("db", &e.path()).ok().flatten());
+        if let Some(v) = found {
+            break v;
+        }
+        assert!(
+            killed.try_wait().unwrap().is_none(),
+            "the drill ended before its VM ran"
+        );
+        assert!(std::time::Instant::now() < deadline, "no VM after 180 s");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+    assert!(orphan.running(), "the VM should outlive its killed drill");
 
     // Before each VM boots: hash its restored images and hard-link them
     // out of the sandbox, so they can be hashed again after cleanup.
