@@ -106,3 +106,60 @@ pub(crate) fn release_sources(e: &super::engine::Engine<'_>) -> Result<(), Strin
     }
     Ok(())
 }
+
+/// Failback writes the point's raw blocks onto each machine's own disk
+/// (`replication::restore_onto`); onto a qcow2 image that would destroy
+/// it. Until failback of VMs through their images exists (issue 15 item
+/// 5), a plan holding a VM with a qcow2 disk is refused before anything
+/// is written.
+pub fn refuse_qcow2_failback(
+    cfg: &Config,
+    plan: &crate::model::RecoveryPlan,
+) -> Result<(), super::RecoveryError> {
+    let mut found = Vec::new();
+    for g in &plan.groups {
+        for addr in &g.machines {
+            let Some(vm) = cfg.machines.get(addr).and_then(|m| m.vm.as_ref()) else {
+                continue;
+            };
+            for d in vm.disks.iter().filter(|d| d.format == "qcow2") {
+                found.push(format!("{addr} disk {}", d.name));
+            }
+        }
+    }
+    if found.is_empty() {
+        return Ok(());
+    }
+    Err(super::RecoveryError::Refused {
+        message: format!(
+            "{} cannot fail back yet: its VMs' home disks are qcow2 images ({}), and failback writes raw blocks onto the disk it brings back",
+            plan.addr,
+            found.join(", ")
+        ),
+        help: "keep the VMs at the DR site, or bring a disk home by hand: `standby restore POINT --disk DISK --to IMAGE.raw`, then `qemu-img convert -O qcow2 IMAGE.raw HOME.qcow2` with the home VM stopped".into(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// plans/qemu as shipped: its VMs' qcow2 disks are named in the
+    /// refusal of a failback.
+    #[test]
+    fn plans_qemu_refuses_a_failback_onto_qcow2_images() {
+        let dir = tempfile::tempdir().unwrap();
+        let plans = Path::new(env!("CARGO_MANIFEST_DIR")).join("plans/qemu");
+        for e in std::fs::read_dir(&plans).unwrap().flatten() {
+            std::fs::copy(e.path(), dir.path().join(e.file_name())).unwrap();
+        }
+        let cfg = match crate::config::load(dir.path(), &Default::default()) {
+            Ok(l) => l.config,
+            Err(d) => panic!("{}", d.render(false)),
+        };
+        let plan = cfg.recovery_plans.values().next().unwrap();
+        let err = refuse_qcow2_failback(&cfg, plan).unwrap_err().to_string();
+        assert!(err.contains("machine.db disk data"), "{err}");
+        assert!(err.contains("machine.app disk system"), "{err}");
+    }
+}
