@@ -57,6 +57,7 @@ fn protection(name: &str, machine: &str, policy: &str) -> Protection {
         policy: addr(policy),
         consistency_group: Some("shop".into()),
         prevent_destroy: false,
+        target_vm: None,
     }
 }
 

@@ -123,6 +123,151 @@ fn err(code: &'static str, loc: Loc, msg: String, label: &str, help: String) -> 
     Diagnostic::error(code, loc, msg).label(label).help(help)
 }
 
+/// A check's `console = "REGEX"` probe: the pattern must compile, and the
+/// attributes of other probe kinds are refused.
+pub fn console_probe(
+    r: &mut Reader<'_, '_>,
+    diags: &mut Diagnostics,
+) -> Option<crate::model::Probe> {
+    let mut ok = true;
+    for attr in ["expect", "status", "contains"] {
+        if let Some(loc) = r.key_loc(attr) {
+            diags.push(err(
+                "standby::unknown_attribute",
+                loc,
+                format!("`{attr}` does not apply to console checks"),
+                "not used by a console check",
+                "a console check passes when a console line matches its pattern; put what you expect in the pattern".into(),
+            ));
+            ok = false;
+        }
+    }
+    let loc = r.value_loc("console")?;
+    let pattern = r.string("console", true, diags)?;
+    if let Err(e) = regex::Regex::new(&pattern) {
+        diags.push(err(
+            "standby::bad_pattern",
+            loc,
+            format!("`console` is not a regular expression: {e}"),
+            "does not compile",
+            "write a Rust regex (https://docs.rs/regex), e.g. console = \"writer: started\"".into(),
+        ));
+        return None;
+    }
+    ok.then_some(crate::model::Probe::Console { pattern })
+}
+
+/// Guest and console checks run inside a VM, so a machine having them
+/// must be recovered to a `qemu` site; reported where the protection names
+/// the machine (`machines`: machine -> that place).
+pub fn guest_checks_target(
+    cfg: &crate::model::Config,
+    machines: &HashMap<crate::model::Address, (crate::model::Address, Loc)>,
+    diags: &mut Diagnostics,
+) {
+    use crate::model::Probe;
+    for p in cfg.protections.values() {
+        let (Some(m), Some(site)) = (cfg.machines.get(&p.machine), cfg.sites.get(&p.target)) else {
+            continue;
+        };
+        if site.provider == "qemu" {
+            continue;
+        }
+        if p.target_vm.is_some()
+            && let Some((_, loc)) = machines.get(&p.machine)
+        {
+            diags.push(err(
+                "standby::provider_mismatch",
+                loc.clone(),
+                format!(
+                    "{} has a target_vm block but recovers {} to {}, a {:?} site that runs no VMs",
+                    p.addr, p.machine, p.target, site.provider
+                ),
+                "recovered where no VM runs",
+                "remove target_vm, or target a site with provider = \"qemu\"".into(),
+            ));
+        }
+        let inside: Vec<&str> = m
+            .checks
+            .iter()
+            .filter(|c| matches!(c.probe, Probe::Guest { .. } | Probe::Console { .. }))
+            .map(|c| c.name.as_str())
+            .collect();
+        let Some((_, loc)) = machines.get(&p.machine) else {
+            continue;
+        };
+        if !inside.is_empty() {
+            diags.push(err(
+                "standby::guest_check_without_vm",
+                loc.clone(),
+                format!(
+                    "{} has guest or console checks ({}) but {} recovers it to {}, a {:?} site where it does not run as a VM",
+                    m.addr,
+                    inside.join(", "),
+                    p.addr,
+                    p.target,
+                    site.provider
+                ),
+                "recovered where no guest runs",
+                "recover it to a site with provider = \"qemu\", or make those checks host-side command checks".into(),
+            ));
+        }
+    }
+}
+
+/// A protection's `target_vm { memory cpus }` block: the VM settings at a
+/// `qemu` target site (checked against the target in
+/// [`guest_checks_target`]). Returns Err(()) after reporting.
+pub fn target_vm(
+    r: &mut Reader<'_, '_>,
+    diags: &mut Diagnostics,
+) -> Result<Option<crate::model::VmOverride>, ()> {
+    let Some(block) = r.single_block("target_vm", diags) else {
+        return Ok(None);
+    };
+    let mut v = r.nested(block, "target_vm", &["memory", "cpus"], &[], diags);
+    let mut ok = true;
+    let mut out = crate::model::VmOverride::default();
+    if let Some((val, loc)) = v.optional("memory", diags) {
+        match want_string(val, &loc, "memory", diags).map(|s| parse_memory(&s)) {
+            Some(Ok(m)) => out.memory_mib = Some(m),
+            Some(Err(why)) => {
+                diags.push(err(
+                    "standby::bad_size",
+                    loc,
+                    format!("`memory`: {why}"),
+                    "not a memory size",
+                    "write MiB as a number (512) or a size with a binary unit (\"512M\", \"2G\")"
+                        .into(),
+                ));
+                ok = false;
+            }
+            None => ok = false,
+        }
+    } else if v.has("memory") {
+        ok = false;
+    }
+    if let Some((val, loc)) = v.optional("cpus", diags) {
+        match want_string(val, &loc, "cpus", diags).map(|s| s.trim().parse::<u32>()) {
+            Some(Ok(n @ 1..=255)) => out.cpus = Some(n),
+            Some(_) => {
+                diags.push(err(
+                    "standby::out_of_range",
+                    loc,
+                    "`cpus` must be a whole number from 1 to 255".into(),
+                    "not a CPU count",
+                    "write e.g. cpus = 2".into(),
+                ));
+                ok = false;
+            }
+            None => ok = false,
+        }
+    } else if v.has("cpus") {
+        ok = false;
+    }
+    if ok { Ok(Some(out)) } else { Err(()) }
+}
+
 /// Lowers the machine's `vm` block and its disks' QEMU attributes.
 /// `provider` is its site's provider (None when the site is unknown: then
 /// nothing is checked against it). Returns Err(()) after reporting.
@@ -721,6 +866,50 @@ protection "db" {
                 .as_deref(),
             Some(std::path::Path::new("hv1"))
         );
+    }
+
+    /// plans/qemu with `dr` edited: the protection's target_vm lowers to
+    /// an override, and guest checks lower to their probes.
+    #[test]
+    fn target_vm_and_guest_checks_lower() {
+        let dir = tempfile::tempdir().unwrap();
+        let plans = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("plans/qemu");
+        for e in std::fs::read_dir(&plans).unwrap().flatten() {
+            std::fs::copy(e.path(), dir.path().join(e.file_name())).unwrap();
+        }
+        let cfg = match super::super::load(dir.path(), &Default::default()) {
+            Ok(l) => l.config,
+            Err(d) => panic!("{}", d.render(false)),
+        };
+        let db = cfg
+            .protections
+            .values()
+            .find(|p| p.machine.to_string() == "machine.db");
+        assert_eq!(
+            db.and_then(|p| p.target_vm.clone()),
+            Some(crate::model::VmOverride {
+                memory_mib: Some(384),
+                cpus: Some(1)
+            })
+        );
+        let m = cfg
+            .machines
+            .values()
+            .find(|m| m.addr.to_string() == "machine.db")
+            .unwrap();
+        assert!(matches!(
+            &m.checks[0].probe,
+            crate::model::Probe::Guest { command, expect: Some(e) } if command[0] == "sqlite3" && e == "ok"
+        ));
+        let app = cfg
+            .machines
+            .values()
+            .find(|m| m.addr.to_string() == "machine.app")
+            .unwrap();
+        assert!(matches!(
+            &app.checks[0].probe,
+            crate::model::Probe::Console { pattern } if pattern == "standby-guest: up"
+        ));
     }
 
     #[test]

@@ -200,6 +200,15 @@ pub struct ExportTls {
     pub server_name: String,
 }
 
+/// A protection's `target_vm` block: VM settings at the target site that
+/// replace the machine's own.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct VmOverride {
+    /// Memory in MiB.
+    pub memory_mib: Option<u64>,
+    pub cpus: Option<u32>,
+}
+
 /// How QEMU opens one disk of a [`Vm`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VmDisk {
@@ -266,6 +275,16 @@ pub enum Probe {
     },
     /// Passes when a TCP connection to `address` (host:port) succeeds.
     Tcp { address: String },
+    /// Runs `command` inside the guest through its guest agent (machines
+    /// recovered to a `qemu` site); passes on exit 0 and, if set, a
+    /// trimmed stdout equal to `expect`.
+    Guest {
+        command: Command,
+        expect: Option<String>,
+    },
+    /// Passes when a line of the VM's serial console matches `pattern`
+    /// (a regular expression).
+    Console { pattern: String },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -276,6 +295,9 @@ pub struct Protection {
     pub vault: Address,
     pub policy: Address,
     pub consistency_group: Option<String>,
+    /// How the machine's VM runs at a `qemu` target site, where it
+    /// differs from its `vm` block (the protection's `target_vm` block).
+    pub target_vm: Option<VmOverride>,
     pub prevent_destroy: bool,
 }
 

@@ -447,6 +447,17 @@ fn probe(a: &mut Attributes, prefix: &str, probe: &Probe) {
             a.insert(format!("{prefix}type"), s("tcp"));
             a.insert(format!("{prefix}address"), s(address));
         }
+        Probe::Guest { command, expect } => {
+            a.insert(format!("{prefix}type"), s("guest"));
+            a.insert(format!("{prefix}command"), json!(command));
+            if let Some(e) = expect {
+                a.insert(format!("{prefix}expect"), s(e));
+            }
+        }
+        Probe::Console { pattern } => {
+            a.insert(format!("{prefix}type"), s("console"));
+            a.insert(format!("{prefix}pattern"), s(pattern));
+        }
     }
 }
 
@@ -460,6 +471,14 @@ fn protection(p: &Protection) -> Attributes {
         a.insert("consistency_group".into(), s(g));
     }
     a.insert("prevent_destroy".into(), json!(p.prevent_destroy));
+    if let Some(v) = &p.target_vm {
+        if let Some(m) = v.memory_mib {
+            a.insert("target_vm.memory_mib".into(), json!(m));
+        }
+        if let Some(c) = v.cpus {
+            a.insert("target_vm.cpus".into(), json!(c));
+        }
+    }
     a
 }
 

@@ -51,6 +51,9 @@ pub(crate) struct Engine<'a> {
     pub sink: &'a dyn Sink,
     providers: BTreeMap<Address, Box<dyn SiteProvider>>,
     failures: Mutex<Vec<String>>,
+    /// What VM providers saw of each machine (accelerator, boot time,
+    /// console, screenshot), by machine address.
+    pub evidence: Mutex<BTreeMap<String, standby_provider_core::Evidence>>,
 }
 
 /// Run a machine's `shutdown` command with the environment of its disks.
@@ -103,6 +106,7 @@ impl<'a> Engine<'a> {
             sink,
             providers: BTreeMap::new(),
             failures: Mutex::new(Vec::new()),
+            evidence: Mutex::new(BTreeMap::new()),
         }
     }
 

@@ -54,6 +54,7 @@ pub fn failback(
     let doc = recorder.read()?;
     super::run::refuse_to_guess(cfg, plan, doc.as_ref(), recorder)?;
     let run = committed_failover(doc.as_ref(), &plan.addr)?;
+    super::vms::refuse_qcow2_failback(cfg, plan)?;
     if run.reprotect.is_none() {
         return Err(RecoveryError::Refused {
             message: format!(

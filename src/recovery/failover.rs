@@ -183,5 +183,7 @@ pub(crate) fn final_points(e: &mut Engine<'_>) -> Result<BTreeMap<Address, Chose
             }
         }
     }
+    // Source VMs stayed up (shut down, paused) for their final point.
+    super::vms::release_sources(e)?;
     Ok(out)
 }

@@ -25,6 +25,7 @@ pub mod run;
 pub mod runlock;
 mod steps;
 pub mod timeline;
+pub mod vms;
 
 pub use approval::{Approved, Approver, InAdvance, Unattended, WaitForApprove};
 pub use engine::TEST_HOOK_ENV;

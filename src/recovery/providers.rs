@@ -33,6 +33,7 @@ pub fn for_site(
             )),
             _ => Err(ProviderError::ExecWithoutCommand(site.clone())),
         },
+        "qemu" => Ok(Box::new(super::vms::qemu_site(cfg, root, site))),
         other => Err(ProviderError::Unknown {
             site: site.clone(),
             provider: other.to_string(),

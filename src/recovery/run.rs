@@ -114,6 +114,8 @@ pub struct RunResult {
     pub finished_at: OffsetDateTime,
     /// Run start to the last machine's checks green; None unless it passed.
     pub rto_seconds: Option<f64>,
+    /// Per machine address, what a VM provider saw (qemu sites only).
+    pub evidence: BTreeMap<String, standby_provider_core::Evidence>,
 }
 
 impl RunResult {
@@ -164,6 +166,9 @@ impl RunResult {
             finished_at,
             rto_seconds,
             timeline,
+            evidence: std::mem::take(
+                &mut *engine.evidence.lock().unwrap_or_else(|p| p.into_inner()),
+            ),
         }
     }
 

@@ -94,7 +94,13 @@ pub fn junit(r: &Report) -> String {
             esc(class),
             esc(name)
         ));
+        // VM evidence: a check's output, a boot's accelerator and console.
+        let out = system_out(r, e);
         match e.outcome {
+            Outcome::Passed if !out.is_empty() => x.push_str(&format!(
+                ">\n      <system-out>{}</system-out>\n    </testcase>\n",
+                esc(&out)
+            )),
             Outcome::Passed => x.push_str("/>\n"),
             Outcome::Failed => x.push_str(&format!(
                 ">\n      <failure message=\"{}\">{}</failure>\n    </testcase>\n",
@@ -134,5 +140,30 @@ fn first_line(s: &str) -> String {
         format!("{}...", &l[..end])
     } else {
         l.to_string()
+    }
+}
+
+/// What a VM's test case carries besides its outcome: a check's output,
+/// a boot's accelerator, boot time and console (only for machines with
+/// VM evidence).
+fn system_out(r: &Report, e: &crate::recovery::timeline::Entry) -> String {
+    let machine = match e.kind {
+        EntryKind::Boot => e.name.as_str(),
+        _ => e.machine.as_deref().unwrap_or(""),
+    };
+    let Some(m) = r.machines.iter().find(|m| m.machine == machine) else {
+        return String::new();
+    };
+    match e.kind {
+        EntryKind::Check => e.detail.clone(),
+        EntryKind::Boot => format!(
+            "accelerator {}; guest agent answered after {}; console SHA-256 {}\n{}",
+            m.accelerator,
+            m.boot_seconds
+                .map_or("-".to_string(), |s| format!("{s:.3}s")),
+            m.console_sha256,
+            m.console_tail.join("\n")
+        ),
+        _ => String::new(),
     }
 }

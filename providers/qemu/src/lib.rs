@@ -17,6 +17,8 @@
 //!   TCP with TLS.
 //! - [`source`]: one disk of a point as a replication source.
 //! - [`guest`]: the test guest, built from Debian packages and cached.
+//! - [`site`]: the `qemu` site provider at the receiving end (replicas
+//!   are VMs; test runs on throw-away overlays), a `SiteProvider`.
 //!
 //! Everything here is blocking: call it from plain threads or
 //! `spawn_blocking`.
@@ -29,6 +31,7 @@ pub mod guest;
 pub mod nbd;
 pub mod qga;
 pub mod qmp;
+pub mod site;
 pub mod source;
 pub mod tls;
 pub mod vm;

@@ -98,6 +98,26 @@ pub struct VmSpec {
     pub remote_qmp: Option<RemoteQmp>,
 }
 
+/// What a recovered VM gets beyond [`VmSpec`] ([`Vm::start_with`]).
+#[derive(Debug, Clone, Default)]
+pub struct Extras {
+    /// A standard VGA display (no window): QMP `screendump` can take a
+    /// screenshot of it.
+    pub display: bool,
+    /// TCP ports forwarded from `127.0.0.1:host` to the guest's `guest`
+    /// port. Non-empty: user-mode networking with `restrict=on` (the guest
+    /// reaches nothing outside, only these ports reach it); empty: no
+    /// network device at all.
+    pub forwards: Vec<Forward>,
+}
+
+/// One forwarded TCP port of [`Extras`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Forward {
+    pub host: u16,
+    pub guest: u16,
+}
+
 /// A VM started by [`Vm::start`] or found by [`Vm::open`].
 #[derive(Debug, Clone)]
 pub struct Vm {
@@ -162,6 +182,11 @@ impl Vm {
     /// refuse, a VM of that name already running, QEMU's own error (its
     /// stderr's tail).
     pub fn start(spec: &VmSpec, dir: &Path) -> Result<Vm> {
+        Vm::start_with(spec, &Extras::default(), dir)
+    }
+
+    /// [`Vm::start`] with a display and forwarded ports.
+    pub fn start_with(spec: &VmSpec, extras: &Extras, dir: &Path) -> Result<Vm> {
         let vm_err = |detail: String| Error::Vm {
             name: spec.name.clone(),
             detail,
@@ -206,7 +231,21 @@ impl Vm {
         let mut cmd = Command::new("qemu-system-x86_64");
         cmd.args(["-name", &spec.name, "-nodefaults", "-no-user-config"])
             .args(["-machine", "pc", "-accel", spec.accel.as_str()])
-            .args(["-display", "none", "-vga", "none", "-nic", "none"])
+            .args(["-display", "none", "-vga"])
+            .arg(if extras.display { "std" } else { "none" })
+            .arg("-nic")
+            .arg(if extras.forwards.is_empty() {
+                "none".to_string()
+            } else {
+                // restrict=on: the guest reaches neither the host nor any
+                // network; only the forwarded ports reach the guest.
+                let fwd: Vec<String> = extras
+                    .forwards
+                    .iter()
+                    .map(|f| format!("hostfwd=tcp:127.0.0.1:{}-:{}", f.host, f.guest))
+                    .collect();
+                format!("user,restrict=on,{}", fwd.join(","))
+            })
             .args([
                 "-m",
                 &spec.memory_mib.to_string(),
