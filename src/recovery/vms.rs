@@ -73,16 +73,7 @@ fn home(
     vm: &crate::model::Vm,
 ) -> Option<Home> {
     let site_root = root.join(cfg.sites.get(site)?.root.as_ref()?);
-    let name = crate::replication::vm::vm_name(&m.addr.to_string());
-    let qmp = vm.qmp.as_ref().map_or_else(
-        || site_root.join(format!("{name}.qmp")),
-        |p| site_root.join(p),
-    );
-    let agent = vm.agent.as_ref().map(|p| site_root.join(p)).or_else(|| {
-        vm.qmp
-            .is_none()
-            .then(|| site_root.join(format!("{name}.qga")))
-    });
+    let (qmp, agent) = crate::replication::vm::endpoints(m, vm, &site_root);
     Some(Home { qmp, agent })
 }
 

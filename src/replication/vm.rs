@@ -109,6 +109,49 @@ pub fn vm_name(machine: &str) -> String {
     out
 }
 
+/// Where `machine`'s VM is reached at its site: its `vm` block's sockets
+/// (unix paths against `site_root`, or TCP with its `tls`), else those of
+/// the VM standby runs there (`ROOT/NAME.qmp`, `ROOT/NAME.qga`); no agent
+/// when QMP is given without one.
+pub fn endpoints(
+    machine: &crate::model::Machine,
+    vm: &crate::model::Vm,
+    site_root: &Path,
+) -> (Endpoint, Option<Endpoint>) {
+    // QEMU resolves paths against its own working directory.
+    let abs = std::path::absolute(site_root);
+    let site_root = abs.as_deref().unwrap_or(site_root);
+    let name = vm_name(&machine.addr.to_string());
+    let tls = vm.tls.as_ref().map(|t| TlsConfig {
+        ca: site_root.join(&t.ca),
+        server_name: t.server_name.clone(),
+        client: t
+            .client
+            .as_ref()
+            .map(|(c, k)| (site_root.join(c), site_root.join(k))),
+    });
+    // Validation makes sure a TCP socket has its tls block.
+    let endpoint = |s: &VmSocket| match (s, &tls) {
+        (VmSocket::Tcp(addr), Some(tls)) => Endpoint::Tls {
+            addr: addr.clone(),
+            tls: tls.clone(),
+        },
+        (VmSocket::Tcp(addr), None) => Endpoint::Unix(PathBuf::from(addr)),
+        (VmSocket::Path(p), _) => Endpoint::Unix(site_root.join(p)),
+    };
+    let qmp = vm
+        .qmp
+        .as_ref()
+        .map(endpoint)
+        .unwrap_or_else(|| Endpoint::Unix(site_root.join(format!("{name}.qmp"))));
+    let agent = vm.agent.as_ref().map(endpoint).or_else(|| {
+        vm.qmp
+            .is_none()
+            .then(|| Endpoint::Unix(site_root.join(format!("{name}.qga"))))
+    });
+    (qmp, agent)
+}
+
 impl VmTarget {
     /// From the model: sockets resolve against `site_root`; without them,
     /// the VM standby runs there (`ROOT/NAME.qmp`, `ROOT/NAME.qga`).
@@ -121,33 +164,7 @@ impl VmTarget {
         let abs = std::path::absolute(site_root);
         let site_root = abs.as_deref().unwrap_or(site_root);
         let name = vm_name(&machine.addr.to_string());
-        let tls = vm.tls.as_ref().map(|t| TlsConfig {
-            ca: site_root.join(&t.ca),
-            server_name: t.server_name.clone(),
-            client: t
-                .client
-                .as_ref()
-                .map(|(c, k)| (site_root.join(c), site_root.join(k))),
-        });
-        // Validation makes sure a TCP socket has its tls block.
-        let endpoint = |s: &VmSocket| match (s, &tls) {
-            (VmSocket::Tcp(addr), Some(tls)) => Endpoint::Tls {
-                addr: addr.clone(),
-                tls: tls.clone(),
-            },
-            (VmSocket::Tcp(addr), None) => Endpoint::Unix(PathBuf::from(addr)),
-            (VmSocket::Path(p), _) => Endpoint::Unix(site_root.join(p)),
-        };
-        let qmp = vm
-            .qmp
-            .as_ref()
-            .map(endpoint)
-            .unwrap_or_else(|| Endpoint::Unix(site_root.join(format!("{name}.qmp"))));
-        let agent = vm.agent.as_ref().map(endpoint).or_else(|| {
-            vm.qmp
-                .is_none()
-                .then(|| Endpoint::Unix(site_root.join(format!("{name}.qga"))))
-        });
+        let (qmp, agent) = endpoints(machine, vm, site_root);
         let work = match (&vm.work_dir, qmp.is_local()) {
             // QEMU cannot make directories: the user's, as given.
             (Some(w), false) => w.clone(),

@@ -56,11 +56,12 @@ pub struct VmSettings {
     pub home: Option<Home>,
 }
 
-/// The sockets of a machine's VM at its own site (absolute paths).
+/// The sockets of a machine's VM at its own site (unix paths absolute, or
+/// TCP with TLS on a remote hypervisor).
 #[derive(Debug, Clone)]
 pub struct Home {
-    pub qmp: PathBuf,
-    pub agent: Option<PathBuf>,
+    pub qmp: crate::endpoint::Endpoint,
+    pub agent: Option<crate::endpoint::Endpoint>,
 }
 
 /// The provider; `machines` by machine address (`machine.db`).
@@ -471,10 +472,12 @@ impl SiteProvider for QemuSite {
 /// through changed-block tracking; [`quit_at_home`] ends QEMU after it.
 /// No VM answering, or one already shut down: nothing to do.
 fn stop_at_home(home: &Home, grace: Duration) -> crate::error::Result<()> {
-    if !home.qmp.exists() {
+    if let crate::endpoint::Endpoint::Unix(p) = &home.qmp
+        && !p.exists()
+    {
         return Ok(());
     }
-    let Ok(mut q) = crate::qmp::Qmp::connect_unix(&home.qmp, Duration::from_secs(5)) else {
+    let Ok(mut q) = home.qmp.qmp(Duration::from_secs(5)) else {
         return Ok(());
     };
     if q.status()? == "shutdown" {
@@ -484,7 +487,7 @@ fn stop_at_home(home: &Home, grace: Duration) -> crate::error::Result<()> {
     // The agent's connection stays open while the guest shuts down: QEMU
     // may drop a request whose client is gone before the guest read it.
     let agent = home.agent.as_ref().and_then(|a| {
-        let mut a = crate::qga::Agent::connect_unix(a, Duration::from_secs(5)).ok()?;
+        let mut a = a.agent(Duration::from_secs(5)).ok()?;
         a.shutdown().ok()?;
         Some(a)
     });
@@ -501,7 +504,7 @@ fn stop_at_home(home: &Home, grace: Duration) -> crate::error::Result<()> {
             return Err(crate::Error::Timeout {
                 what: format!(
                     "the guest at {} to shut down (asked through {})",
-                    home.qmp.display(),
+                    home.qmp,
                     if by_agent { "the guest agent" } else { "ACPI" }
                 ),
                 seconds: grace.as_secs_f64(),
@@ -515,7 +518,7 @@ fn stop_at_home(home: &Home, grace: Duration) -> crate::error::Result<()> {
 /// (after the final point was taken); a VM still running is never quit,
 /// and no VM answering is nothing to do.
 pub fn quit_at_home(home: &Home) -> crate::error::Result<()> {
-    let Ok(mut q) = crate::qmp::Qmp::connect_unix(&home.qmp, Duration::from_secs(5)) else {
+    let Ok(mut q) = home.qmp.qmp(Duration::from_secs(5)) else {
         return Ok(());
     };
     if q.status()? != "shutdown" {
@@ -523,10 +526,10 @@ pub fn quit_at_home(home: &Home) -> crate::error::Result<()> {
     }
     q.quit()?;
     let start = Instant::now();
-    while crate::qmp::Qmp::connect_unix(&home.qmp, Duration::from_millis(200)).is_ok() {
+    while home.qmp.qmp(Duration::from_millis(200)).is_ok() {
         if start.elapsed() > Duration::from_secs(10) {
             return Err(crate::Error::Timeout {
-                what: format!("QEMU at {} to quit", home.qmp.display()),
+                what: format!("QEMU at {} to quit", home.qmp),
                 seconds: 10.0,
             });
         }
