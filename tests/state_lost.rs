@@ -6,7 +6,8 @@
 //! and what to run, and change nothing: no point of the stale source, no
 //! byte written over the DR database. Restoring the backup brings back
 //! normal work; `replicate --trust-state` is the explicit way to adopt the
-//! state's view.
+//! state's view. Every command that writes the state refuses a missing
+//! state whose backup exists, and none touches the backup.
 
 mod common;
 
@@ -86,6 +87,27 @@ fn a_lost_state_is_refused_instead_of_overwriting_newer_data_at_dr() {
         &["replicate", "--watch", "--listen", "127.0.0.1:0"],
         missing,
     );
+    // Every other writer of the state refuses too (issue 11 item 2: a
+    // drill recreated the state and overwrote the backup with it).
+    let backup_bytes = std::fs::read(&backup).unwrap();
+    for args in [
+        &["drill", "shop", "--approve", "dns"][..],
+        &["failover", "test", "shop", "--approve", "dns"],
+        &["failover", "cleanup", "shop"],
+        &["failover", "commit", "shop"],
+        &["approve", "shop", "dns"],
+        &["reprotect", "shop"],
+        &["failback", "shop", "--approve", "dns"],
+        &["state", "rm", "machine.web"],
+    ] {
+        refused(&qs, args, missing);
+        assert!(!state.exists(), "{args:?} started a new state");
+        assert_eq!(
+            std::fs::read(&backup).unwrap(),
+            backup_bytes,
+            "{args:?} changed the backup"
+        );
+    }
     assert!(!state.exists(), "nothing may start a new state");
 
     // 2. The backup lost too: the vault's points say where db runs.

@@ -113,6 +113,9 @@ fn read(backend: &dyn Backend) -> miette::Result<Option<StateDoc>> {
 }
 
 fn no_state_message(backend: &dyn Backend) -> String {
+    if let Some(backup) = backend.orphaned_backup() {
+        return crate::recovery::placement::lost_state(&backup);
+    }
     format!(
         "No state yet: {} does not exist (standby writes it when it first changes something).",
         backend.location()
