@@ -32,11 +32,11 @@ impl Level {
 }
 
 /// The level for a newest point of age `age_secs` (None: no point).
-pub fn rpo_level(age_secs: Option<i64>, threshold_secs: u64) -> Level {
+pub fn rpo_level(age_secs: Option<f64>, threshold_secs: u64) -> Level {
     match age_secs {
         None => Level::Critical,
-        Some(a) if a <= threshold_secs as i64 => Level::Ok,
-        Some(a) if a <= 2 * threshold_secs as i64 => Level::Warning,
+        Some(a) if a <= threshold_secs as f64 => Level::Ok,
+        Some(a) if a <= 2.0 * threshold_secs as f64 => Level::Warning,
         Some(_) => Level::Critical,
     }
 }
@@ -47,9 +47,9 @@ pub struct PointSummary {
     pub id: String,
     /// RFC 3339.
     pub created: String,
-    /// Seconds since it was taken; None when its time cannot be read
-    /// (such a point never counts as fresh).
-    pub age_seconds: Option<i64>,
+    /// Seconds since it was taken, with their fraction; None when its
+    /// time cannot be read (such a point never counts as fresh).
+    pub age_seconds: Option<f64>,
     pub consistency: Consistency,
 }
 
@@ -73,7 +73,7 @@ pub struct ProtectionStatus {
 }
 
 fn summary(m: &Manifest, now: OffsetDateTime) -> PointSummary {
-    let age = m.created_at().map(|t| (now - t).whole_seconds());
+    let age = m.created_at().map(|t| (now - t).as_seconds_f64());
     PointSummary {
         id: m.id.hex(),
         created: m.created.clone(),
@@ -379,11 +379,11 @@ mod tests {
 
     #[test]
     fn levels_follow_the_threshold() {
-        assert_eq!(rpo_level(Some(0), 60), Level::Ok);
-        assert_eq!(rpo_level(Some(60), 60), Level::Ok);
-        assert_eq!(rpo_level(Some(61), 60), Level::Warning);
-        assert_eq!(rpo_level(Some(120), 60), Level::Warning);
-        assert_eq!(rpo_level(Some(121), 60), Level::Critical);
+        assert_eq!(rpo_level(Some(0.0), 60), Level::Ok);
+        assert_eq!(rpo_level(Some(60.0), 60), Level::Ok);
+        assert_eq!(rpo_level(Some(60.5), 60), Level::Warning);
+        assert_eq!(rpo_level(Some(120.0), 60), Level::Warning);
+        assert_eq!(rpo_level(Some(120.1), 60), Level::Critical);
         assert_eq!(rpo_level(None, 60), Level::Critical);
     }
 }

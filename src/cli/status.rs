@@ -129,7 +129,11 @@ fn render_placements(placed: &[status::Placement]) -> String {
 fn point_age(p: Option<&status::PointSummary>) -> String {
     match p {
         None => "-".into(),
-        Some(p) => p.age_seconds.map_or("unknown".into(), |s| age(Some(s))),
+        Some(p) => match p.age_seconds {
+            None => "unknown".into(),
+            Some(s) if s < 0.0 => "in the future".into(),
+            Some(s) => secs_f64(s),
+        },
     }
 }
 
