@@ -89,6 +89,15 @@ pub fn protections(
     ws: &crate::workspace::Workspace,
     now: OffsetDateTime,
 ) -> Result<Vec<ProtectionStatus>, crate::workspace::WorkspaceError> {
+    protections_and_points(ws, now).map(|(prots, _)| prots)
+}
+
+/// [`protections`], with the catalog entries they were computed from (the
+/// points of every vault's protected machines).
+pub fn protections_and_points(
+    ws: &crate::workspace::Workspace,
+    now: OffsetDateTime,
+) -> Result<(Vec<ProtectionStatus>, Vec<Manifest>), crate::workspace::WorkspaceError> {
     use crate::workspace::WorkspaceError;
     let cfg = &ws.config;
     let mut points = std::collections::BTreeMap::new();
@@ -123,7 +132,7 @@ pub fn protections(
         let list = points.get(&p.vault).map_or(&[][..], |v| v.as_slice());
         prots.push(protection_status(&p.addr, &p.vault, policy, list, now));
     }
-    Ok(prots)
+    Ok((prots, points.into_values().flatten().collect()))
 }
 
 pub fn protection_status(
@@ -186,6 +195,31 @@ pub fn mark_unprotected(
         {
             p.level = p.level.max(Level::Warning);
             p.unprotected = Some(reason);
+        }
+    }
+}
+
+/// Mark each protection that `replicate` refuses to capture because the
+/// state is lost (missing with its `backup` left) or stale (the vault's
+/// newest point left its machine elsewhere than the state says): the
+/// refusal, with what to run, goes in `unprotected`, and the level is raised
+/// to WARNING at least. `points`: the catalog entries of the protections.
+pub fn mark_refused(
+    prots: &mut [ProtectionStatus],
+    cfg: &crate::model::Config,
+    state: Option<&StateDoc>,
+    backup: Option<&str>,
+    points: &[Manifest],
+) {
+    for p in prots {
+        let Ok(a) = p.protection.parse::<Address>() else {
+            continue;
+        };
+        let refused = crate::recovery::placement::refuse_to_guess(cfg, state, backup, points, [&a]);
+        if let Some(why) = refused.into_iter().next() {
+            let why = why.strip_prefix(&format!("{a}: ")).unwrap_or(&why);
+            p.level = p.level.max(Level::Warning);
+            p.unprotected = Some(format!("replicate refuses it: {why}"));
         }
     }
 }

@@ -40,6 +40,28 @@ fn refused(qs: &Path, args: &[&str], what: &str) {
     assert_eq!(points(qs), before, "{args:?} changed the vault");
 }
 
+/// `status` reports replicate's refusal: WARNING or worse (exit 2), the
+/// protection marked, `what` in the text.
+fn status_warns(qs: &Path, what: &str) {
+    let o = standby(qs).arg("status").output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "status must warn:\n{}", text(&o));
+    let all = flat(&text(&o));
+    assert!(
+        all.contains("protection.db: unprotected: replicate refuses it"),
+        "{all}"
+    );
+    assert!(all.contains(what), "status must say {what:?}:\n{all}");
+    let o = standby(qs).args(["status", "--json"]).output().unwrap();
+    let doc: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let db = doc["protections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["protection"] == "protection.db")
+        .unwrap();
+    assert_ne!(db["level"], "ok", "{doc:#}");
+}
+
 #[test]
 fn a_lost_state_is_refused_instead_of_overwriting_newer_data_at_dr() {
     let d = tempfile::tempdir().unwrap();
@@ -109,6 +131,7 @@ fn a_lost_state_is_refused_instead_of_overwriting_newer_data_at_dr() {
         );
     }
     assert!(!state.exists(), "nothing may start a new state");
+    status_warns(&qs, missing);
 
     // 2. The backup lost too: the vault's points say where db runs.
     std::fs::remove_file(&backup).unwrap();
@@ -130,6 +153,9 @@ fn a_lost_state_is_refused_instead_of_overwriting_newer_data_at_dr() {
         &["failover", "unplanned", "shop", "--approve", "dns"],
         stale,
     );
+    // status no longer says OK while every replicate is refused (item 7).
+    status_warns(&qs, stale);
+    status_warns(&qs, "--trust-state protection.db");
     assert_eq!(sql(&dr_db, "SELECT count(*) FROM orders"), rows);
     assert_eq!(
         std::fs::read(&dr_db).unwrap(),
