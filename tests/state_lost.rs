@@ -121,6 +121,8 @@ fn a_lost_state_is_refused_instead_of_overwriting_newer_data_at_dr() {
         &["reprotect", "shop"],
         &["failback", "shop", "--approve", "dns"],
         &["state", "rm", "machine.web"],
+        // Read-only, but a plan from nothing would recreate everything.
+        &["plan"],
     ] {
         refused(&qs, args, missing);
         assert!(!state.exists(), "{args:?} started a new state");
@@ -156,6 +158,14 @@ fn a_lost_state_is_refused_instead_of_overwriting_newer_data_at_dr() {
     // status no longer says OK while every replicate is refused (item 7).
     status_warns(&qs, stale);
     status_warns(&qs, "--trust-state protection.db");
+    // plan says so too, instead of a plain "No changes".
+    let o = standby(&qs).arg("plan").output().unwrap();
+    let all = flat(&text(&o));
+    assert!(
+        all.contains("warning: apply and replicate refuse this state: protection.db:"),
+        "{all}"
+    );
+    assert!(all.contains(stale), "{all}");
     assert_eq!(sql(&dr_db, "SELECT count(*) FROM orders"), rows);
     assert_eq!(
         std::fs::read(&dr_db).unwrap(),
