@@ -120,7 +120,7 @@ pub fn writers(files: &[(u64, u64)]) -> Option<HashSet<(u64, u64)>> {
         for line in maps.lines() {
             // address perms offset major:minor inode path
             let mut f = line.split_whitespace();
-            let (Some(_), Some(perms), Some(_), Some(_), Some(ino)) =
+            let (Some(range), Some(perms), Some(_), Some(dev), Some(ino)) =
                 (f.next(), f.next(), f.next(), f.next(), f.next())
             else {
                 continue;
@@ -131,15 +131,36 @@ pub fn writers(files: &[(u64, u64)]) -> Option<HashSet<(u64, u64)>> {
             let Ok(ino) = ino.parse::<u64>() else {
                 continue;
             };
-            // maps names the device of the file system's superblock, which
-            // is not always the st_dev of the file (btrfs subvolumes): the
-            // inode alone decides, erring toward fuzzy.
             for &file in files.iter().filter(|f| f.1 == ino) {
-                found.insert(file);
+                // maps names the device of the file system's superblock,
+                // not always the file's st_dev (btrfs subvolumes): when they
+                // differ, the mapped file itself says (map_files, root
+                // only); if it cannot be looked at, it counts, erring toward
+                // fuzzy.
+                let same = same_dev(dev, file.0)
+                    || std::fs::metadata(proc_dir.join("map_files").join(range))
+                        .map_or(true, |m| (m.dev(), m.ino()) == file);
+                if same {
+                    found.insert(file);
+                }
             }
         }
     }
     Some(found)
+}
+
+/// Whether `major:minor` (hex, as /proc/PID/maps writes it) is `dev`.
+fn same_dev(text: &str, dev: u64) -> bool {
+    let Some((major, minor)) = text.split_once(':') else {
+        return false;
+    };
+    match (
+        u32::from_str_radix(major, 16),
+        u32::from_str_radix(minor, 16),
+    ) {
+        (Ok(major), Ok(minor)) => libc::makedev(major, minor) == dev,
+        _ => false,
+    }
 }
 
 fn coarse_now() -> (i64, i64) {
@@ -273,6 +294,14 @@ mod tests {
         )
         .unwrap();
         assert!(!one_instant(&[w]));
+    }
+
+    #[test]
+    fn maps_devices_compare_with_st_dev() {
+        assert!(same_dev("fd:01", libc::makedev(0xfd, 1)));
+        assert!(same_dev("103:0a", libc::makedev(0x103, 10)));
+        assert!(!same_dev("fd:02", libc::makedev(0xfd, 1)));
+        assert!(!same_dev("nonsense", 0));
     }
 
     /// Issue 11 item 3: writers that stamp no time are found by /proc.
