@@ -32,11 +32,11 @@ impl Level {
 }
 
 /// The level for a newest point of age `age_secs` (None: no point).
-pub fn rpo_level(age_secs: Option<i64>, threshold_secs: u64) -> Level {
+pub fn rpo_level(age_secs: Option<f64>, threshold_secs: u64) -> Level {
     match age_secs {
         None => Level::Critical,
-        Some(a) if a <= threshold_secs as i64 => Level::Ok,
-        Some(a) if a <= 2 * threshold_secs as i64 => Level::Warning,
+        Some(a) if a <= threshold_secs as f64 => Level::Ok,
+        Some(a) if a <= 2.0 * threshold_secs as f64 => Level::Warning,
         Some(_) => Level::Critical,
     }
 }
@@ -47,9 +47,9 @@ pub struct PointSummary {
     pub id: String,
     /// RFC 3339.
     pub created: String,
-    /// Seconds since it was taken; None when its time cannot be read
-    /// (such a point never counts as fresh).
-    pub age_seconds: Option<i64>,
+    /// Seconds since it was taken, with their fraction; None when its
+    /// time cannot be read (such a point never counts as fresh).
+    pub age_seconds: Option<f64>,
     pub consistency: Consistency,
 }
 
@@ -73,7 +73,7 @@ pub struct ProtectionStatus {
 }
 
 fn summary(m: &Manifest, now: OffsetDateTime) -> PointSummary {
-    let age = m.created_at().map(|t| (now - t).whole_seconds());
+    let age = m.created_at().map(|t| (now - t).as_seconds_f64());
     PointSummary {
         id: m.id.hex(),
         created: m.created.clone(),
@@ -89,6 +89,15 @@ pub fn protections(
     ws: &crate::workspace::Workspace,
     now: OffsetDateTime,
 ) -> Result<Vec<ProtectionStatus>, crate::workspace::WorkspaceError> {
+    protections_and_points(ws, now).map(|(prots, _)| prots)
+}
+
+/// [`protections`], with the catalog entries they were computed from (the
+/// points of every vault's protected machines).
+pub fn protections_and_points(
+    ws: &crate::workspace::Workspace,
+    now: OffsetDateTime,
+) -> Result<(Vec<ProtectionStatus>, Vec<Manifest>), crate::workspace::WorkspaceError> {
     use crate::workspace::WorkspaceError;
     let cfg = &ws.config;
     let mut points = std::collections::BTreeMap::new();
@@ -123,7 +132,7 @@ pub fn protections(
         let list = points.get(&p.vault).map_or(&[][..], |v| v.as_slice());
         prots.push(protection_status(&p.addr, &p.vault, policy, list, now));
     }
-    Ok(prots)
+    Ok((prots, points.into_values().flatten().collect()))
 }
 
 pub fn protection_status(
@@ -186,6 +195,31 @@ pub fn mark_unprotected(
         {
             p.level = p.level.max(Level::Warning);
             p.unprotected = Some(reason);
+        }
+    }
+}
+
+/// Mark each protection that `replicate` refuses to capture because the
+/// state is lost (missing with its `backup` left) or stale (the vault's
+/// newest point left its machine elsewhere than the state says): the
+/// refusal, with what to run, goes in `unprotected`, and the level is raised
+/// to WARNING at least. `points`: the catalog entries of the protections.
+pub fn mark_refused(
+    prots: &mut [ProtectionStatus],
+    cfg: &crate::model::Config,
+    state: Option<&StateDoc>,
+    backup: Option<&str>,
+    points: &[Manifest],
+) {
+    for p in prots {
+        let Ok(a) = p.protection.parse::<Address>() else {
+            continue;
+        };
+        let refused = crate::recovery::placement::refuse_to_guess(cfg, state, backup, points, [&a]);
+        if let Some(why) = refused.into_iter().next() {
+            let why = why.strip_prefix(&format!("{a}: ")).unwrap_or(&why);
+            p.level = p.level.max(Level::Warning);
+            p.unprotected = Some(format!("replicate refuses it: {why}"));
         }
     }
 }
@@ -379,11 +413,11 @@ mod tests {
 
     #[test]
     fn levels_follow_the_threshold() {
-        assert_eq!(rpo_level(Some(0), 60), Level::Ok);
-        assert_eq!(rpo_level(Some(60), 60), Level::Ok);
-        assert_eq!(rpo_level(Some(61), 60), Level::Warning);
-        assert_eq!(rpo_level(Some(120), 60), Level::Warning);
-        assert_eq!(rpo_level(Some(121), 60), Level::Critical);
+        assert_eq!(rpo_level(Some(0.0), 60), Level::Ok);
+        assert_eq!(rpo_level(Some(60.0), 60), Level::Ok);
+        assert_eq!(rpo_level(Some(60.5), 60), Level::Warning);
+        assert_eq!(rpo_level(Some(120.0), 60), Level::Warning);
+        assert_eq!(rpo_level(Some(120.1), 60), Level::Critical);
         assert_eq!(rpo_level(None, 60), Level::Critical);
     }
 }

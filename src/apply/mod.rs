@@ -140,8 +140,10 @@ pub enum ApplyError {
     },
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
-    /// Confirmation cannot be asked (stdin is not a terminal).
-    #[error("stdin is not a terminal, so apply cannot ask for confirmation; nothing was changed")]
+    /// Confirmation cannot be asked (stdin is not a terminal, or `-input=false`).
+    #[error(
+        "apply cannot ask for confirmation (stdin is not a terminal, or -input=false); nothing was changed"
+    )]
     CannotAsk,
     #[error("cannot read the answer: {0}")]
     Answer(std::io::Error),

@@ -61,7 +61,12 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
     let done = super::progress::with_progress(&progress, super::progress::Work::Restore, || {
         named::restore(&ws, &req, &progress)
     })
-    .map_err(|e| miette!("{e}"))?;
+    .map_err(|e| match e {
+        named::RestoreError::UnknownMachine { machine, known } => {
+            super::closing::unknown_addr(&machine, &known)
+        }
+        e => miette!("{e}"),
+    })?;
     let (point, r) = (&done.point, &done.restored);
     println!(
         "restored disk {} of point {} ({}, {}) to {}: {} ({} of data) in {}",

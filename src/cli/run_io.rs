@@ -7,7 +7,7 @@ use crate::recovery::approval::{Answer, ApprovalError, Request};
 use crate::recovery::{
     Approved, Approver, Event, InAdvance, Sink, Unattended, WaitForApprove, What,
 };
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{BufRead, Write};
 use std::sync::mpsc::{self, Receiver, TryRecvError};
 use std::sync::{Mutex, OnceLock, TryLockError};
 use std::time::Duration;
@@ -182,7 +182,7 @@ fn line(w: &What) -> String {
 /// process when `wait` (`--wait-for-approval`), else none (the step fails
 /// saying how to approve it).
 pub(crate) fn approver(given: Vec<String>, wait: bool) -> Box<dyn Approver> {
-    let then: Box<dyn Approver> = if std::io::stdin().is_terminal() {
+    let then: Box<dyn Approver> = if super::may_prompt() {
         Box::new(Terminal)
     } else if wait {
         Box::new(WaitForApprove)

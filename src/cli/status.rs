@@ -55,19 +55,19 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
     let ws = Workspace::new(load_config(&args.vars)?);
     let cfg = &ws.config;
     let now = now()?;
-    let mut prots = status::protections(&ws, now).map_err(|e| miette!("{e}"))?;
+    let (mut prots, points) =
+        status::protections_and_points(&ws, now).map_err(|e| miette!("{e}"))?;
     // Drill history: from the state wherever it is kept (local or `backend`).
-    let state = args
-        .backend
-        .open(cfg.backend.as_ref())?
-        .read()
-        .map_err(miette::Report::new)?;
+    let backend = args.backend.open(cfg.backend.as_ref())?;
+    let state = backend.read().map_err(miette::Report::new)?;
     let plans: Vec<PlanStatus> = cfg
         .recovery_plans
         .values()
         .map(|rp| status::plan_status(rp, state.as_ref(), now))
         .collect();
     status::mark_unprotected(&mut prots, cfg, state.as_ref());
+    let backup = backend.orphaned_backup();
+    status::mark_refused(&mut prots, cfg, state.as_ref(), backup.as_deref(), &points);
     let placed = status::placements(state.as_ref());
     let code: u8 = if prots.iter().all(|p| p.level == Level::Ok) {
         0
@@ -129,7 +129,11 @@ fn render_placements(placed: &[status::Placement]) -> String {
 fn point_age(p: Option<&status::PointSummary>) -> String {
     match p {
         None => "-".into(),
-        Some(p) => p.age_seconds.map_or("unknown".into(), |s| age(Some(s))),
+        Some(p) => match p.age_seconds {
+            None => "unknown".into(),
+            Some(s) if s < 0.0 => "in the future".into(),
+            Some(s) => secs_f64(s),
+        },
     }
 }
 

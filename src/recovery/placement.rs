@@ -136,6 +136,18 @@ pub fn site_after(m: &crate::vault::Manifest) -> Option<&str> {
     m.moves_to.as_deref().or(m.site.as_deref())
 }
 
+/// The refusal for a state that is missing while its backup `backup` exists.
+pub fn lost_state(backup: &str) -> String {
+    let how = if backup.contains("://") {
+        "copy it over the state object (state.json next to it) with your storage tools".to_string()
+    } else {
+        format!("`cp {backup} .standby/state.json`")
+    };
+    format!(
+        "the state is missing but its backup {backup} exists: the state was lost or deleted, and without it standby cannot tell where the machines run; restore it ({how}), then run the command again"
+    )
+}
+
 /// Why replication or recovery must not guess from this state: the state
 /// is missing while its backup exists, or the vault's newest point of a
 /// protection came from another site than the state says its machine runs
@@ -150,15 +162,7 @@ pub fn refuse_to_guess<'a>(
     protections: impl IntoIterator<Item = &'a crate::model::Address>,
 ) -> Vec<String> {
     if let (None, Some(backup)) = (doc, backup) {
-        let how = if backup.contains("://") {
-            "copy it over the state object (state.json next to it) with your storage tools"
-                .to_string()
-        } else {
-            format!("`cp {backup} .standby/state.json`")
-        };
-        return vec![format!(
-            "the state is missing but its backup {backup} exists: the state was lost or deleted, and without it standby cannot tell where the machines run; restore it ({how}), then run the command again"
-        )];
+        return vec![lost_state(backup)];
     }
     let mut out = Vec::new();
     for a in protections {

@@ -316,6 +316,26 @@ pub(crate) fn refuse_to_guess(
     })
 }
 
+/// Refuse when the state is missing while its backup exists: whatever the
+/// run would record would start a new state beside the only good copy.
+pub(crate) fn refuse_lost_state(
+    plan: &RecoveryPlan,
+    doc: Option<&crate::state::StateDoc>,
+    recorder: &Recorder,
+) -> Result<(), RecoveryError> {
+    match (doc, recorder.orphaned_backup()) {
+        (None, Some(backup)) => Err(RecoveryError::Refused {
+            message: format!(
+                "refusing to run {} without its state: {}",
+                plan.addr,
+                super::placement::lost_state(&backup)
+            ),
+            help: "restore the state from its backup; nothing was changed".into(),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// Why a new run of `kind` cannot start, given the plan's runs in `doc`.
 fn refusal(doc: &crate::state::StateDoc, plan: &Address, kind: RunKind) -> Option<Refusal> {
     let name = plan_arg(plan);
@@ -413,9 +433,13 @@ fn failover_locked(
     {
         return Err(UpdateError::Refused(r).into());
     }
-    // A lost or stale state must not decide what is restored where.
+    // A lost or stale state must not decide what is restored where; a
+    // test run, which restores nowhere that matters, must still not write
+    // a new state over a lost one.
     if !kind.is_test() {
         refuse_to_guess(cfg, plan, doc.as_ref(), recorder)?;
+    } else {
+        refuse_lost_state(plan, doc.as_ref(), recorder)?;
     }
     let chosen = if kind == RunKind::Planned {
         BTreeMap::new()
@@ -596,6 +620,7 @@ fn cleanup_locked(
     timeline: Option<&Timeline>,
 ) -> Result<Cleaned, RecoveryError> {
     let Some(doc) = recorder.read()? else {
+        refuse_lost_state(plan, None, recorder)?;
         return Ok(Cleaned::Nothing);
     };
     let Some(run) = doc.run_of(&plan.addr, true).cloned() else {

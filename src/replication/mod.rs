@@ -347,8 +347,13 @@ fn snapshot_all(
             cloned: false,
             start: snapshot::settled(path),
             end: None,
+            quiet: false,
         })
         .collect();
+    let quiet = snapshot::quiet_at_start(&windows);
+    for (w, quiet) in windows.iter_mut().zip(quiet) {
+        w.quiet = quiet;
+    }
     let mut next = windows.iter_mut();
     for (ti, t) in targets.iter().enumerate().filter(|(_, t)| t.vm.is_none()) {
         for (di, (_, path)) in t.disks.iter().enumerate() {

@@ -60,6 +60,10 @@ pub enum RestoreError {
         point: String,
         machines: Vec<String>,
     },
+    /// `--machine` names a machine neither the configuration nor the
+    /// vaults know; `known`: the configuration's machines.
+    #[error("no {machine} in the configuration, and the vaults hold no point of it")]
+    UnknownMachine { machine: String, known: Vec<String> },
     /// No vault holds the point; the message says what was looked at.
     #[error("{0}")]
     NotFound(String),
@@ -110,6 +114,19 @@ pub fn restore(ws: &Workspace, req: &Request, progress: &Progress) -> Result<Don
             ),
         };
         opened.push((addr.clone(), vault, points, bad));
+    }
+    // A machine nobody knows is named as such, not as "no point matches"
+    // (a machine removed from the configuration may still have points).
+    if let Some(m) = &req.machine
+        && !cfg.machines.keys().any(|a| &a.to_string() == m)
+        && opened
+            .iter()
+            .all(|(_, _, points, _)| points.iter().all(|p| &p.machine != m))
+    {
+        return Err(RestoreError::UnknownMachine {
+            machine: m.clone(),
+            known: cfg.machines.keys().map(|a| a.to_string()).collect(),
+        });
     }
     if !req.query.is_id() && req.machine.is_none() {
         let machines: std::collections::BTreeSet<&str> = opened

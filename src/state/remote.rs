@@ -356,6 +356,13 @@ impl Backend for ObjectStoreBackend {
             }
         }
         let current = self.fetch(REMOTE_STATE_NAME)?;
+        // A lost state with its backup left: see `LocalBackend::write`.
+        if current.is_none() && self.fetch(REMOTE_BACKUP_NAME)?.is_some() {
+            return Err(StateError::Orphaned {
+                location,
+                backup: self.url_of(REMOTE_BACKUP_NAME),
+            });
+        }
         self.write_over(current, doc)
     }
 

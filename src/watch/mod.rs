@@ -18,7 +18,9 @@
 //! and reported unprotected; a reprotected one is captured from the disks
 //! where it runs; a failed-back one from its own site again. Points taken
 //! by other processes (`replicate`, a planned failover's final point)
-//! count toward the schedule and the newest-point age.
+//! count toward the schedule and the newest-point age: a thread reads the
+//! vault at least every 10 s while nothing is due. An app-consistent point
+//! is due by the members that can take one (quiesce hooks or a VM freeze).
 
 pub mod http;
 pub mod metrics;
@@ -302,6 +304,10 @@ impl Drop for Alive<'_> {
     }
 }
 
+/// How often a scheduler thread reads the state and the vault while no
+/// point is due (a Prometheus scrape interval).
+const REFRESH: Duration = Duration::from_secs(10);
+
 /// How long ago `m` was taken (zero if in the future; the longest
 /// duration if its time cannot be read: such a point is never fresh).
 fn age_of(m: &Manifest) -> Duration {
@@ -437,10 +443,17 @@ fn run_job(job: &Job, settings: &Settings, metrics: &Metrics, stop: &Stop, world
             due = due.max(r);
         }
         if due > now {
-            if stop.wait(due - now) {
+            // Wake at least every REFRESH to read the vault again: points
+            // other processes take show in /metrics and move the schedule.
+            if stop.wait((due - now).min(REFRESH)) {
                 return;
             }
-            continue;
+            if retry_at.is_some() || Instant::now() >= due {
+                continue;
+            }
+            // Not due by this thread's own schedule: look at the vault
+            // anyway (below), so that points other processes took show in
+            // /metrics and move the schedule.
         }
         if stop.is_stopped() {
             return;
@@ -501,9 +514,18 @@ fn run_job(job: &Job, settings: &Settings, metrics: &Metrics, stop: &Stop, world
             continue;
         }
         let due_crash = due_from_points(&names, &points, None, job.crash_every);
+        // An app-consistent point is due by the members that can take one:
+        // a member without quiesce hooks never has one.
+        let app_names: Vec<String> = names
+            .iter()
+            .zip(&targets)
+            .filter(|(_, t)| t.app)
+            .map(|(n, _)| n.clone())
+            .collect();
         let due_app = job
             .app_every
-            .map(|e| due_from_points(&names, &points, Some(Consistency::App), e));
+            .filter(|_| !app_names.is_empty())
+            .map(|e| due_from_points(&app_names, &points, Some(Consistency::App), e));
         let now = Instant::now();
         if due_crash > now && due_app.is_none_or(|a| a > now) {
             // Someone else took a point meanwhile: not due yet.
