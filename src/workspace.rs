@@ -128,6 +128,7 @@ impl Workspace {
     /// Keep a vault opened elsewhere (initialised, or opened with a new key
     /// source) for the rest of the command; returns the shared handle.
     pub fn keep_vault(&self, address: &Address, vault: Vault) -> Arc<Vault> {
+        vault.use_index_cache(self.cache_dir());
         let vault = Arc::new(vault);
         if let Ok(mut vaults) = self.vaults.lock() {
             vaults.insert(address.clone(), vault.clone());

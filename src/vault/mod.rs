@@ -179,6 +179,10 @@ pub struct Vault {
     /// taken by this process, with the prune generation it is valid for
     /// (see `index::load_cached`).
     dedup: std::sync::Mutex<Option<(String, Index)>>,
+    /// The local cache directory (`.standby/cache`) whose index cache a
+    /// restore may use instead of reading every index object; None: read
+    /// them all.
+    index_cache: std::sync::OnceLock<PathBuf>,
 }
 
 /// What `init` did.
@@ -332,6 +336,7 @@ impl Vault {
             store,
             rt,
             dedup: std::sync::Mutex::new(None),
+            index_cache: std::sync::OnceLock::new(),
         })
     }
 
@@ -424,6 +429,23 @@ impl Vault {
     }
 
     /// The id key, for hot loops that hash blocks themselves.
+    /// Lets full-index reads of this handle (restores) go through the
+    /// index cache under `cache` (`.standby/cache`; see
+    /// [`index::load_cached`]): one listing and the objects not cached yet,
+    /// instead of every index object. Set once; later calls are ignored.
+    pub fn use_index_cache(&self, cache: PathBuf) {
+        let _ = self.index_cache.set(cache);
+    }
+
+    /// The whole index: through the index cache when
+    /// [`Vault::use_index_cache`] set one, else every index object.
+    pub fn full_index(&self) -> Result<Index> {
+        match self.index_cache.get() {
+            Some(cache) => index::load_cached(self, cache, None),
+            None => index::load(self, false).map(|(i, _)| i),
+        }
+    }
+
     pub fn id_key(&self) -> &[u8; 32] {
         &self.keys.id
     }
