@@ -47,6 +47,7 @@ pub enum WorkspaceError {
 pub struct Workspace {
     pub config: Config,
     backend: Option<Arc<dyn Backend>>,
+    store: crate::store::Options,
     vaults: Mutex<HashMap<Address, Arc<Vault>>>,
 }
 
@@ -56,8 +57,25 @@ impl Workspace {
         Workspace {
             config,
             backend: None,
+            store: crate::store::Options::default(),
             vaults: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The same, opening its vaults' stores per `opts` (e.g. a shorter
+    /// request retry for `replicate --watch`).
+    pub fn with_store_options(mut self, opts: crate::store::Options) -> Workspace {
+        self.store = opts;
+        self
+    }
+
+    /// The same, retrying each request to a remote store for at most
+    /// `limit` (instead of three minutes).
+    pub fn with_request_retry(self, limit: std::time::Duration) -> Workspace {
+        let opts = crate::store::Options {
+            request_retry: Some(limit),
+        };
+        self.with_store_options(opts)
     }
 
     /// The same, keeping its state in `backend`.
@@ -117,11 +135,12 @@ impl Workspace {
                 None => return Err(WorkspaceError::NotConfigured(address.clone())),
             },
         };
-        let vault =
-            Vault::open(&url, &key, &self.config.root).map_err(|error| WorkspaceError::Vault {
+        let vault = Vault::open_with_options(&url, &key, &self.config.root, &self.store).map_err(
+            |error| WorkspaceError::Vault {
                 address: address.clone(),
                 error: Box::new(error),
-            })?;
+            },
+        )?;
         Ok(self.keep_vault(address, vault))
     }
 

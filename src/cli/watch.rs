@@ -4,6 +4,7 @@
 use crate::model::{Config, Duration};
 use crate::replication::Batch;
 use crate::watch::{Service, Settings, http};
+use crate::workspace::Workspace;
 use miette::miette;
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -61,9 +62,7 @@ pub fn run(cfg: Config, batches: Vec<Batch>, args: &WatchArgs) -> miette::Result
             args.listen
         ));
     }
-    crate::store::set_request_retry_timeout(args.store_retry.to_std());
     let settings = Settings {
-        cache_dir: crate::workspace::cache_dir(&cfg),
         prune_every: args.prune_every.to_std(),
         retry_max: args.retry_max.to_std(),
         lock_wait: std::time::Duration::from_secs(600),
@@ -77,8 +76,11 @@ pub fn run(cfg: Config, batches: Vec<Batch>, args: &WatchArgs) -> miette::Result
             "the state is missing but its backup {backup} exists: without it the service cannot tell where the machines run"
         ));
     }
-    let service = Service::new(&cfg, batches, settings, Some(std::sync::Arc::from(state)))
-        .map_err(|e| miette!("{e}"))?;
+    let ws = Workspace::new(cfg)
+        .with_backend(std::sync::Arc::from(state))
+        .with_request_retry(args.store_retry.to_std());
+    let service =
+        Service::new(std::sync::Arc::new(ws), batches, settings).map_err(|e| miette!("{e}"))?;
     // The HTTP endpoint and signal handling; captures use the vault's own runtime.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)

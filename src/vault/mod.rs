@@ -265,8 +265,19 @@ impl Vault {
 
     /// Open an existing vault with the key from `key`.
     pub fn open(url: &str, key: &KeySource, base: &Path) -> Result<Vault> {
+        Vault::open_with_options(url, key, base, &crate::store::Options::default())
+    }
+
+    /// [`Vault::open`] with the store opened per `opts` (request retries).
+    pub fn open_with_options(
+        url: &str,
+        key: &KeySource,
+        base: &Path,
+        opts: &crate::store::Options,
+    ) -> Result<Vault> {
         let master = keys::load(key, base)?;
-        Vault::open_with_key(url, base, &master)
+        let store = crate::store::open_with(url, base, opts).map_err(Box::new)?;
+        Vault::open_with(url, store, runtime()?, &master)
     }
 
     /// Open an existing vault with a master key in hand.
