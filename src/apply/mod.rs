@@ -312,24 +312,21 @@ pub fn run(ws: Arc<Workspace>, opts: &Options, ui: &dyn Ui) -> Result<Outcome, A
     let ctx = Arc::new(Context::new(ws.clone(), plan.changes.clone(), lock, doc));
     ui.event(Event::StepsStarting { moved: &moved });
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(ApplyError::Runtime)?;
+    let rt = crate::store::runtime().map_err(ApplyError::Runtime)?;
     let cancel = Cancel::new();
     let report = rt.block_on(async {
         // A second interrupt stops at once: every finished step is in state already.
-        if let Err(e) = cancel.on_signals(ui.on_second_interrupt(false)) {
-            tracing::warn!("cannot watch for interrupts: {e}");
-        }
+        let _listening = cancel
+            .on_signals(ui.on_second_interrupt(false))
+            .inspect_err(|e| tracing::warn!("cannot watch for interrupts: {e}"));
         // Running first replications watch this flag and stop before writing.
         let flag = ctx.cancel.clone();
         let watched = cancel.clone();
-        tokio::spawn(async move {
+        let watcher = tokio::spawn(async move {
             watched.cancelled().await;
             flag.store(true, std::sync::atomic::Ordering::Relaxed);
         });
-        exec::walk(
+        let report = exec::walk(
             &graph,
             opts.parallelism,
             &cancel,
@@ -344,9 +341,10 @@ pub fn run(ws: Arc<Workspace>, opts: &Options, ui: &dyn Ui) -> Result<Outcome, A
                 }
             },
         )
-        .await
+        .await;
+        watcher.abort();
+        report
     });
-    drop(rt);
     // Release the state lock: site changes record their runs update by update.
     drop(ctx);
 

@@ -124,15 +124,12 @@ pub fn run(
         }
     }
     let config = Arc::new(config);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(ApplyError::Runtime)?;
+    let rt = crate::store::runtime().map_err(ApplyError::Runtime)?;
     let cancel = Cancel::new();
     let report = rt.block_on(async {
-        if let Err(e) = cancel.on_signals(on_second) {
-            tracing::warn!("cannot watch for interrupts: {e}");
-        }
+        let _listening = cancel
+            .on_signals(on_second)
+            .inspect_err(|e| tracing::warn!("cannot watch for interrupts: {e}"));
         exec::walk(&graph, 1, &cancel, sink, |i, cancel| {
             let stage = graph[i].clone();
             let config = config.clone();
@@ -149,7 +146,6 @@ pub fn run(
         })
         .await
     });
-    drop(rt);
     Ok(report.all_done())
 }
 

@@ -166,25 +166,15 @@ pub(crate) fn report_err(e: RecoveryError) -> miette::Report {
 pub(crate) fn with_cancel<T: Send + 'static>(
     f: impl FnOnce(Cancel) -> T + Send + 'static,
 ) -> miette::Result<T> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .map_err(|e| miette!("cannot start the async runtime: {e}"))?;
-    let cancel = Cancel::new();
-    let out = rt.block_on(async {
-        if let Err(e) = cancel.on_signals(|| {
+    crate::exec::with_cancel(
+        || {
             eprintln!(
                 "interrupted again: standby finishes what it started (cleanup, state) and exits"
-            );
-        }) {
-            tracing::warn!("cannot watch for interrupts: {e}");
-        }
-        let c = cancel.clone();
-        tokio::task::spawn_blocking(move || f(c)).await
-    });
-    drop(rt);
-    out.map_err(|e| miette!("the run crashed: {e}"))
+            )
+        },
+        f,
+    )
+    .map_err(|e| miette!("{e}"))
 }
 
 pub fn run(cmd: Command) -> miette::Result<ExitCode> {

@@ -468,16 +468,10 @@ pub fn group_graph(plan: &RecoveryPlan) -> DiGraph<String, ()> {
     graph
 }
 
-/// Run `fut` to its end from this (blocking) thread: on the runtime the
-/// command runs in, else on a small one of its own.
+/// Run `fut` to its end from this (blocking) thread on the process's
+/// runtime (`store::runtime`).
 fn block_on<T>(fut: impl std::future::Future<Output = T>) -> std::io::Result<T> {
-    match tokio::runtime::Handle::try_current() {
-        Ok(h) => Ok(h.block_on(fut)),
-        Err(_) => Ok(tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?
-            .block_on(fut)),
-    }
+    Ok(crate::store::runtime()?.handle().block_on(fut))
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ mod client;
 pub mod counting;
 mod local;
 mod redact;
+mod runtime;
 mod s3;
 
 use bytes::Bytes;
@@ -20,6 +21,7 @@ pub use client::DEFAULT_REQUEST_RETRY;
 pub use counting::{Counts, counts};
 pub use object_store::UpdateVersion;
 pub use redact::redact;
+pub use runtime::runtime;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -22,6 +22,9 @@
 
 pub mod http;
 pub mod metrics;
+mod serve;
+
+pub use serve::{Start, run, serve};
 
 use crate::model::{Address, Config};
 use crate::recovery::placement;
@@ -53,6 +56,37 @@ pub enum WatchError {
     Missing { from: String, missing: String },
     #[error("nothing to replicate: the configuration has no protection")]
     Nothing,
+    #[error("{0}")]
+    Batches(String),
+    #[error(transparent)]
+    State(Box<crate::state::StateError>),
+    #[error(
+        "the state is missing but its backup {0} exists: without it the service cannot tell where the machines run"
+    )]
+    OrphanedBackup(String),
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        address: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+    #[error("a replication thread panicked")]
+    Panicked,
+}
+
+impl WatchError {
+    /// What to do about it, when there is something to say.
+    pub fn help(&self) -> Option<&'static str> {
+        match self {
+            WatchError::OrphanedBackup(_) => Some(
+                "restore it from the backup (for the local state: `cp .standby/state.json.backup .standby/state.json`), then start the service again",
+            ),
+            _ => None,
+        }
+    }
 }
 
 /// Asks every thread to stop and wakes their waits. `cancel` is handed to
