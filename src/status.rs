@@ -96,21 +96,8 @@ pub fn protections(
         if !cfg.protections.values().any(|p| &p.vault == addr) {
             continue;
         }
-        let vault = ws.vault(addr)?;
         // Only the catalog of the machines this vault protects.
-        let machines = cfg
-            .protections
-            .values()
-            .filter(|p| &p.vault == addr)
-            .map(|p| p.machine.to_string())
-            .collect();
-        let list = crate::vault::catalog::list_machines(&vault, &machines).map_err(|e| {
-            WorkspaceError::Vault {
-                address: addr.clone(),
-                error: Box::new(e),
-            }
-        })?;
-        points.insert(addr.clone(), list);
+        points.insert(addr.clone(), ws.protected_points(addr)?);
     }
     let mut prots = Vec::new();
     for p in cfg.protections.values() {

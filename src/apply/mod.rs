@@ -208,7 +208,7 @@ pub fn run(ws: Arc<Workspace>, opts: &Options, ui: &dyn Ui) -> Result<Outcome, A
     // A lost or stale state must not adopt the vault's points as new.
     let prots: Vec<Address> = config.protections.keys().cloned().collect();
     let problems = crate::recovery::placement::check_vaults(
-        config,
+        &ws,
         current.as_ref(),
         backend.orphaned_backup().as_deref(),
         &prots,
@@ -362,7 +362,7 @@ pub fn run(ws: Arc<Workspace>, opts: &Options, ui: &dyn Ui) -> Result<Outcome, A
     ui.event(Event::SiteChangesStarting);
     let rec = crate::recovery::Recorder::new(backend, "standby apply");
     let done = site::run(
-        config.clone(),
+        ws.clone(),
         &plan.site_changes,
         rec,
         std::sync::Arc::from(ui.approver(opts.approve.clone())),

@@ -9,6 +9,7 @@ use crate::model::{Config, Kind, RecoveryPlan};
 use crate::recovery::{self, Approver, Cleaned, PointChoice, Recorder, RecoveryError};
 use crate::report::Report;
 use crate::state::RunKind;
+use crate::workspace::Workspace;
 use miette::miette;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -188,8 +189,8 @@ pub fn run(cmd: Command) -> miette::Result<ExitCode> {
 }
 
 fn start(args: RunArgs, kind: RunKind) -> miette::Result<ExitCode> {
-    let cfg = load_config(&args.plan.vars)?;
-    let plan = find_plan(&cfg, &args.plan.plan)?.clone();
+    let ws = Workspace::new(load_config(&args.plan.vars)?);
+    let plan = find_plan(&ws.config, &args.plan.plan)?.clone();
     let default = if kind == RunKind::Unplanned {
         PointChoice::PreferApp
     } else {
@@ -204,23 +205,14 @@ fn start(args: RunArgs, kind: RunKind) -> miette::Result<ExitCode> {
     let choice = args.run.choice(default)?;
     let approvals = args.run.approvals(&plan)?;
     let rec = recorder(
-        &cfg,
+        &ws.config,
         &args.plan.backend,
         &format!("standby failover {}", kind.as_str()),
     )?;
-    let threshold = recovery::run::rpo_threshold(&cfg, &plan);
+    let threshold = recovery::run::rpo_threshold(&ws, &plan);
     let result = with_cancel(move |cancel| {
         let sink = super::run_io::Lines::default();
-        recovery::run::failover(
-            &cfg,
-            &plan,
-            kind,
-            &choice,
-            &*approvals,
-            &rec,
-            &cancel,
-            &sink,
-        )
+        recovery::run::failover(&ws, &plan, kind, &choice, &*approvals, &rec, &cancel, &sink)
     })?
     .map_err(report_err)?;
     let report = Report::of_run(&result, threshold);
@@ -269,10 +261,10 @@ fn start(args: RunArgs, kind: RunKind) -> miette::Result<ExitCode> {
 }
 
 fn cleanup(args: PlanArgs) -> miette::Result<ExitCode> {
-    let cfg = load_config(&args.vars)?;
-    let plan = find_plan(&cfg, &args.plan)?;
-    let rec = recorder(&cfg, &args.backend, "standby failover cleanup")?;
-    match recovery::run::cleanup(&cfg, plan, &rec, None).map_err(report_err)? {
+    let ws = Workspace::new(load_config(&args.vars)?);
+    let plan = find_plan(&ws.config, &args.plan)?;
+    let rec = recorder(&ws.config, &args.backend, "standby failover cleanup")?;
+    match recovery::run::cleanup(&ws, plan, &rec, None).map_err(report_err)? {
         Cleaned::Nothing => println!("{} has no test failover to clean up.", plan.addr),
         Cleaned::Done { run_id, machines } => println!(
             "Cleaned up test failover {run_id} of {}: {} stopped, sandbox removed.",

@@ -16,6 +16,7 @@ use crate::model::{Address, Config, RecoveryPlan};
 use crate::state::{Approval, DrillRecord, Phase, RunKind, RunRecord};
 use crate::vault::Vault;
 use crate::vault::manifest::{self, Manifest};
+use crate::workspace::Workspace;
 use standby_provider_core::Mode;
 use std::collections::BTreeMap;
 use time::OffsetDateTime;
@@ -252,7 +253,7 @@ fn refused(message: String, help: String) -> Refusal {
 /// Refuse when the state is missing while its backup exists, or the vault
 /// says a machine of `plan` runs elsewhere than the state believes.
 pub(crate) fn refuse_to_guess(
-    cfg: &Config,
+    ws: &Workspace,
     plan: &RecoveryPlan,
     doc: Option<&crate::state::StateDoc>,
     recorder: &Recorder,
@@ -261,10 +262,10 @@ pub(crate) fn refuse_to_guess(
         .groups
         .iter()
         .flat_map(|g| &g.machines)
-        .filter_map(|m| points::protection_of(cfg, m).map(|p| p.addr.clone()))
+        .filter_map(|m| ws.protection_of(m).map(|p| p.addr.clone()))
         .collect();
     let problems =
-        super::placement::check_vaults(cfg, doc, recorder.orphaned_backup().as_deref(), &prots);
+        super::placement::check_vaults(ws, doc, recorder.orphaned_backup().as_deref(), &prots);
     if problems.is_empty() {
         return Ok(());
     }
@@ -336,7 +337,7 @@ fn refusal(doc: &crate::state::StateDoc, plan: &Address, kind: RunKind) -> Optio
 /// always returns its result, passed or not.
 #[allow(clippy::too_many_arguments)]
 pub fn failover(
-    cfg: &Config,
+    ws: &Workspace,
     plan: &RecoveryPlan,
     kind: RunKind,
     choice: &PointChoice,
@@ -345,20 +346,20 @@ pub fn failover(
     cancel: &Cancel,
     sink: &dyn Sink,
 ) -> Result<RunResult, RecoveryError> {
-    let _run = runlock::acquire(cfg, &plan.addr, recorder.command())?;
+    let _run = runlock::acquire(ws, &plan.addr, recorder.command())?;
     recorder.interruptible_by(cancel);
     if kind.is_test() {
-        clean_dead_test_run(cfg, plan, recorder, sink)?;
+        clean_dead_test_run(ws, plan, recorder, sink)?;
     }
     failover_locked(
-        cfg, plan, kind, choice, approver, recorder, cancel, sink, false,
+        ws, plan, kind, choice, approver, recorder, cancel, sink, false,
     )
 }
 
 /// [`failover`] under the plan's run lock; `drill` marks a drill's test run.
 #[allow(clippy::too_many_arguments)]
 fn failover_locked(
-    cfg: &Config,
+    ws: &Workspace,
     plan: &RecoveryPlan,
     kind: RunKind,
     choice: &PointChoice,
@@ -377,13 +378,13 @@ fn failover_locked(
     }
     // A lost or stale state must not decide what is restored where.
     if !kind.is_test() {
-        refuse_to_guess(cfg, plan, doc.as_ref(), recorder)?;
+        refuse_to_guess(ws, plan, doc.as_ref(), recorder)?;
     }
     let chosen = if kind == RunKind::Planned {
         BTreeMap::new()
     } else {
-        let listed = list_points(cfg, plan)?;
-        points::choose(cfg, plan, &listed, choice)?
+        let listed = list_points(&ws.config, plan)?;
+        points::choose(&ws.config, plan, &listed, choice)?
     };
     let run_id = new_run_id(&plan.addr, kind);
     let timeline = Timeline::new();
@@ -419,7 +420,7 @@ fn failover_locked(
     })?;
 
     let mut engine = Engine::new(
-        cfg,
+        ws,
         plan,
         run_id.clone(),
         kind,
@@ -509,13 +510,13 @@ pub enum Cleaned {
 /// Stop and remove the plan's test replicas (provider `stop` for each
 /// machine, `destroy` per site), then forget the test run.
 pub fn cleanup(
-    cfg: &Config,
+    ws: &Workspace,
     plan: &RecoveryPlan,
     recorder: &Recorder,
     timeline: Option<&Timeline>,
 ) -> Result<Cleaned, RecoveryError> {
-    let _run = runlock::acquire(cfg, &plan.addr, recorder.command())?;
-    cleanup_locked(cfg, plan, recorder, timeline)
+    let _run = runlock::acquire(ws, &plan.addr, recorder.command())?;
+    cleanup_locked(ws, plan, recorder, timeline)
 }
 
 /// Under the plan's run lock: remove a test run left by a dead process
@@ -523,7 +524,7 @@ pub fn cleanup(
 /// finished), so that it does not block the new run. A test run that
 /// completed on its own (`failover test`) is the user's and stays.
 fn clean_dead_test_run(
-    cfg: &Config,
+    ws: &Workspace,
     plan: &RecoveryPlan,
     recorder: &Recorder,
     sink: &dyn Sink,
@@ -548,11 +549,11 @@ fn clean_dead_test_run(
             phase: run.phase.as_str().to_string(),
         },
     });
-    cleanup_locked(cfg, plan, recorder, None).map(|_| ())
+    cleanup_locked(ws, plan, recorder, None).map(|_| ())
 }
 
 fn cleanup_locked(
-    cfg: &Config,
+    ws: &Workspace,
     plan: &RecoveryPlan,
     recorder: &Recorder,
     timeline: Option<&Timeline>,
@@ -579,13 +580,13 @@ fn cleanup_locked(
         });
     }
     let start = timeline.map(|t| t.now());
-    let root = providers::absolute_root(cfg);
+    let (cfg, root) = (&ws.config, ws.root());
     // Sites: where machines were placed, and every target of the plan
     // (a run killed early may have prepared a sandbox before placing any).
     let mut sites: Vec<String> = run.machines.values().map(|m| m.site.clone()).collect();
     for g in &plan.groups {
         for m in &g.machines {
-            if let Some(p) = points::protection_of(cfg, m) {
+            if let Some(p) = ws.protection_of(m) {
                 sites.push(p.target.to_string());
             }
         }
@@ -754,7 +755,7 @@ pub struct DrillResult {
 /// A drill: test failover, every check, then cleanup (also after a failed
 /// check or an interrupt), RTO/RPO measured and recorded in the state.
 pub fn drill(
-    cfg: &Config,
+    ws: &Workspace,
     plan: &RecoveryPlan,
     choice: &PointChoice,
     approver: &dyn Approver,
@@ -762,11 +763,11 @@ pub fn drill(
     cancel: &Cancel,
     sink: &dyn Sink,
 ) -> Result<DrillResult, RecoveryError> {
-    let _run = runlock::acquire(cfg, &plan.addr, recorder.command())?;
+    let _run = runlock::acquire(ws, &plan.addr, recorder.command())?;
     recorder.interruptible_by(cancel);
-    clean_dead_test_run(cfg, plan, recorder, sink)?;
+    clean_dead_test_run(ws, plan, recorder, sink)?;
     let run = failover_locked(
-        cfg,
+        ws,
         plan,
         RunKind::Test,
         choice,
@@ -780,12 +781,12 @@ pub fn drill(
         seconds: run.timeline.now(),
         what: What::CleaningUp,
     });
-    let cleanup_error = match cleanup_locked(cfg, plan, recorder, Some(&run.timeline)) {
+    let cleanup_error = match cleanup_locked(ws, plan, recorder, Some(&run.timeline)) {
         Ok(_) => None,
         Err(e) => Some(e.to_string()),
     };
     let max_rto_seconds = plan.drill.as_ref().map(|d| d.max_rto.as_secs());
-    let rpo_threshold_seconds = rpo_threshold(cfg, plan);
+    let rpo_threshold_seconds = rpo_threshold(ws, plan);
     let rto_ok = match (run.rto_seconds, max_rto_seconds) {
         (Some(rto), Some(max)) => rto <= max as f64,
         (Some(_), None) => true,
@@ -817,12 +818,12 @@ pub fn drill(
 }
 
 /// The smallest RPO threshold of the policies protecting the plan's machines.
-pub fn rpo_threshold(cfg: &Config, plan: &RecoveryPlan) -> Option<u64> {
+pub fn rpo_threshold(ws: &Workspace, plan: &RecoveryPlan) -> Option<u64> {
     plan.groups
         .iter()
         .flat_map(|g| &g.machines)
-        .filter_map(|m| points::protection_of(cfg, m))
-        .filter_map(|p| cfg.policies.get(&p.policy))
+        .filter_map(|m| ws.protection_of(m))
+        .filter_map(|p| ws.policy_of(&p.addr))
         .map(|p| p.rpo_threshold.as_secs())
         .min()
 }
