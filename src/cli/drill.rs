@@ -3,8 +3,9 @@
 //! Markdown summary on stdout. Exit 1 when a check failed or RTO exceeded
 //! `max_rto`.
 
-use super::failover::{RunOptions, find_plan, recorder, report_err, with_cancel};
+use super::failover::RunOptions;
 use super::load_config;
+use super::run_io::{find_plan, recorder, report_err, with_cancel};
 use crate::model::RecoveryPlan;
 use crate::recovery::{self, PointChoice};
 use crate::report::{self, Report};
@@ -42,9 +43,9 @@ pub struct Args {
 pub fn run(args: Args) -> miette::Result<ExitCode> {
     let ws = Arc::new(Workspace::new(load_config(&args.vars)?));
     let cfg = &ws.config;
-    let rec = recorder(cfg, &args.backend, "standby drill")?;
+    let rec = recorder(&ws, &args.backend, "standby drill")?;
     let plans: Vec<RecoveryPlan> = match &args.plan {
-        Some(name) => vec![find_plan(cfg, name)?.clone()],
+        Some(name) => vec![find_plan(&ws, name)?.clone()],
         None => {
             let doc = rec.read().map_err(miette::Report::new)?;
             let now = time::OffsetDateTime::now_utc();

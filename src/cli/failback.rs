@@ -2,8 +2,9 @@
 //! a committed failover. Thin: load, call `recovery::reprotect` /
 //! `recovery::failback`, print, pick an exit code.
 
-use super::failover::{PlanArgs, find_plan, recorder, report_err, with_cancel};
+use super::failover::PlanArgs;
 use super::load_config;
+use super::run_io::{find_plan, recorder, report_err, with_cancel};
 use crate::human::size as human;
 use crate::recovery;
 use crate::report::Report;
@@ -48,8 +49,8 @@ pub struct FailbackArgs {
 
 pub fn reprotect(args: ReprotectArgs) -> miette::Result<ExitCode> {
     let ws = Workspace::new(load_config(&args.plan.vars)?);
-    let plan = find_plan(&ws.config, &args.plan.plan)?.clone();
-    let rec = recorder(&ws.config, &args.plan.backend, "standby reprotect")?;
+    let plan = find_plan(&ws, &args.plan.plan)?.clone();
+    let rec = recorder(&ws, &args.plan.backend, "standby reprotect")?;
     let addr = plan.addr.clone();
     let made =
         with_cancel(move |cancel| recovery::reprotect::reprotect(&ws, &plan, &rec, &cancel))?
@@ -73,7 +74,7 @@ pub fn reprotect(args: ReprotectArgs) -> miette::Result<ExitCode> {
 
 pub fn failback(args: FailbackArgs) -> miette::Result<ExitCode> {
     let ws = Workspace::new(load_config(&args.plan.vars)?);
-    let plan = find_plan(&ws.config, &args.plan.plan)?.clone();
+    let plan = find_plan(&ws, &args.plan.plan)?.clone();
     if args.run.point.is_some() {
         return Err(miette::miette!(
             help = "drop --point: a failback always uses the final reverse point it takes",
@@ -81,7 +82,7 @@ pub fn failback(args: FailbackArgs) -> miette::Result<ExitCode> {
         ));
     }
     let approvals = args.run.approvals(&plan)?;
-    let rec = recorder(&ws.config, &args.plan.backend, "standby failback")?;
+    let rec = recorder(&ws, &args.plan.backend, "standby failback")?;
     let threshold = recovery::run::rpo_threshold(&ws, &plan);
     let result = with_cancel(move |cancel| {
         let sink = super::run_io::Lines::default();

@@ -26,7 +26,10 @@ pub mod runlock;
 mod steps;
 pub mod timeline;
 
-pub use approval::{Approved, Approver, InAdvance, Unattended, WaitForApprove};
+pub use approval::{
+    Approved, Approver, InAdvance, Unattended, UnknownStep, WaitForApprove, check_manual_step,
+    manual_steps,
+};
 pub use engine::TEST_HOOK_ENV;
 pub use events::{Event, Sink, What};
 pub use points::PointChoice;
