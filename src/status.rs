@@ -82,6 +82,48 @@ fn summary(m: &Manifest, now: OffsetDateTime) -> PointSummary {
     }
 }
 
+/// Everything `standby status` shows.
+#[derive(Debug, Clone)]
+pub struct Status {
+    pub protections: Vec<ProtectionStatus>,
+    pub plans: Vec<PlanStatus>,
+    /// Where recovered machines run, per the state's runs.
+    pub placements: Vec<Placement>,
+}
+
+impl Status {
+    /// 0 when every protection is OK, 2 when any is not.
+    pub fn exit_code(&self) -> u8 {
+        if self.protections.iter().all(|p| p.level == Level::Ok) {
+            0
+        } else {
+            2
+        }
+    }
+}
+
+/// The status of every protection and recovery plan of `ws` at `now`:
+/// newest points from the vaults, drills and recovery runs from `state`.
+pub fn status(
+    ws: &crate::workspace::Workspace,
+    state: Option<&StateDoc>,
+    now: OffsetDateTime,
+) -> Result<Status, crate::workspace::WorkspaceError> {
+    let mut protections = protections(ws, now)?;
+    let plans = ws
+        .config
+        .recovery_plans
+        .values()
+        .map(|rp| plan_status(rp, state, now))
+        .collect();
+    mark_unprotected(&mut protections, &ws.config, state);
+    Ok(Status {
+        protections,
+        plans,
+        placements: placements(state),
+    })
+}
+
 /// The status of `protection` given every point in its vault (oldest first).
 /// Every configured protection's status at `now`, from the points in the
 /// vaults of `ws` (each vault holding a protection listed once).
