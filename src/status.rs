@@ -82,6 +82,50 @@ fn summary(m: &Manifest, now: OffsetDateTime) -> PointSummary {
     }
 }
 
+/// Everything `standby status` shows.
+#[derive(Debug, Clone)]
+pub struct Status {
+    pub protections: Vec<ProtectionStatus>,
+    pub plans: Vec<PlanStatus>,
+    /// Where recovered machines run, per the state's runs.
+    pub placements: Vec<Placement>,
+}
+
+impl Status {
+    /// 0 when every protection is OK, 2 when any is not.
+    pub fn exit_code(&self) -> u8 {
+        if self.protections.iter().all(|p| p.level == Level::Ok) {
+            0
+        } else {
+            2
+        }
+    }
+}
+
+/// The status of every protection and recovery plan of `ws` at `now`:
+/// newest points from the vaults, drills and recovery runs from `state`.
+pub fn status(
+    ws: &crate::workspace::Workspace,
+    state: Option<&StateDoc>,
+    backup: Option<&str>,
+    now: OffsetDateTime,
+) -> Result<Status, crate::workspace::WorkspaceError> {
+    let (mut protections, points) = protections_and_points(ws, now)?;
+    let plans = ws
+        .config
+        .recovery_plans
+        .values()
+        .map(|rp| plan_status(rp, state, now))
+        .collect();
+    mark_unprotected(&mut protections, &ws.config, state);
+    mark_refused(&mut protections, &ws.config, state, backup, &points);
+    Ok(Status {
+        protections,
+        plans,
+        placements: placements(state),
+    })
+}
+
 /// The status of `protection` given every point in its vault (oldest first).
 /// Every configured protection's status at `now`, from the points in the
 /// vaults of `ws` (each vault holding a protection listed once).
@@ -105,21 +149,8 @@ pub fn protections_and_points(
         if !cfg.protections.values().any(|p| &p.vault == addr) {
             continue;
         }
-        let vault = ws.vault(addr)?;
         // Only the catalog of the machines this vault protects.
-        let machines = cfg
-            .protections
-            .values()
-            .filter(|p| &p.vault == addr)
-            .map(|p| p.machine.to_string())
-            .collect();
-        let list = crate::vault::catalog::list_machines(&vault, &machines).map_err(|e| {
-            WorkspaceError::Vault {
-                address: addr.clone(),
-                error: Box::new(e),
-            }
-        })?;
-        points.insert(addr.clone(), list);
+        points.insert(addr.clone(), ws.protected_points(addr)?);
     }
     let mut prots = Vec::new();
     for p in cfg.protections.values() {

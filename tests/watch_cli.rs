@@ -73,6 +73,19 @@ fn watch_takes_points_serves_metrics_prunes_and_stops_on_sigterm() {
         Some(0.0)
     );
     assert!(metric(&body, "standby_points", "protection.db").unwrap() >= 2.0);
+    // One tokio runtime in the process (issue 13): its threads are named
+    // `standby-io`; a runtime built anywhere else (per vault, for the
+    // endpoint) would show tokio's default `tokio-runtime-w` names.
+    let threads: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", child.0.id()))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|c| c.trim().to_string())
+        .collect();
+    assert!(threads.iter().any(|t| t == "standby-io"), "{threads:?}");
+    assert!(
+        !threads.iter().any(|t| t.starts_with("tokio-")),
+        "{threads:?}"
+    );
     let age = metric(&body, "standby_newest_point_age_seconds", "protection.db").unwrap();
     assert!(age >= 0.0, "{body}");
     assert_eq!(http_get(port, "/nope").map(|r| r.0), Some(404));

@@ -211,7 +211,7 @@ impl BackendArgs {
                 ));
             }
             let url = value.trim().to_string();
-            crate::store::check_url(&url).map_err(|e| {
+            crate::state::check_backend_url(&url).map_err(|e| {
                 miette::miette!(
                     help = "use az://CONTAINER/PREFIX, s3://BUCKET/PREFIX or file://DIR",
                     "invalid --backend-config url: {e}"

@@ -53,27 +53,15 @@ fn now() -> miette::Result<OffsetDateTime> {
 
 pub fn run(args: Args) -> miette::Result<ExitCode> {
     let ws = Workspace::new(load_config(&args.vars)?);
-    let cfg = &ws.config;
     let now = now()?;
-    let (mut prots, points) =
-        status::protections_and_points(&ws, now).map_err(|e| miette!("{e}"))?;
     // Drill history: from the state wherever it is kept (local or `backend`).
-    let backend = args.backend.open(cfg.backend.as_ref())?;
+    let backend = args.backend.open(ws.config.backend.as_ref())?;
     let state = backend.read().map_err(miette::Report::new)?;
-    let plans: Vec<PlanStatus> = cfg
-        .recovery_plans
-        .values()
-        .map(|rp| status::plan_status(rp, state.as_ref(), now))
-        .collect();
-    status::mark_unprotected(&mut prots, cfg, state.as_ref());
     let backup = backend.orphaned_backup();
-    status::mark_refused(&mut prots, cfg, state.as_ref(), backup.as_deref(), &points);
-    let placed = status::placements(state.as_ref());
-    let code: u8 = if prots.iter().all(|p| p.level == Level::Ok) {
-        0
-    } else {
-        2
-    };
+    let st =
+        status::status(&ws, state.as_ref(), backup.as_deref(), now).map_err(|e| miette!("{e}"))?;
+    let code = st.exit_code();
+    let (prots, plans, placed) = (&st.protections, &st.plans, &st.placements);
     if args.json {
         let doc = serde_json::json!({
             "now": now.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
@@ -86,8 +74,8 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&doc).into_diagnostic()?);
     } else {
         let color = std::io::stdout().is_terminal() && crate::cli::color_allowed();
-        print!("{}", render(&prots, &plans, color));
-        print!("{}", render_placements(&placed));
+        print!("{}", render(prots, plans, color));
+        print!("{}", render_placements(placed));
     }
     Ok(ExitCode::from(code))
 }

@@ -270,7 +270,7 @@ pub struct Refreshed {
 /// stale state). A plan may show no changes then; these say otherwise.
 pub fn refusals(ws: &Workspace, state: Option<&StateDoc>) -> Vec<String> {
     let protections: Vec<Address> = ws.config.protections.keys().cloned().collect();
-    crate::recovery::placement::check_vaults(&ws.config, state, None, &protections)
+    crate::recovery::placement::check_vaults(ws, state, None, &protections)
         .into_iter()
         .map(|p| format!("apply and replicate refuse this state: {p}"))
         .collect()

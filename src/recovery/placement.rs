@@ -224,12 +224,12 @@ pub fn refuse_to_guess<'a>(
 /// vaults. A vault that cannot be opened or listed (not created yet, no
 /// key yet) holds no evidence here: the command reports its own error.
 pub fn check_vaults(
-    cfg: &Config,
+    ws: &crate::workspace::Workspace,
     doc: Option<&StateDoc>,
     backup: Option<&str>,
     protections: &[crate::model::Address],
 ) -> Vec<String> {
-    let root = super::providers::absolute_root(cfg);
+    let cfg = &ws.config;
     let mut vaults: Vec<&crate::model::Address> = protections
         .iter()
         .filter_map(|a| cfg.protections.get(a).map(|p| &p.vault))
@@ -238,9 +238,6 @@ pub fn check_vaults(
     vaults.dedup();
     let mut points = Vec::new();
     for va in vaults {
-        let Some(v) = cfg.vaults.get(va) else {
-            continue;
-        };
         // The catalog of the machines concerned, not every manifest.
         let machines = protections
             .iter()
@@ -248,7 +245,7 @@ pub fn check_vaults(
             .filter(|p| &p.vault == va)
             .map(|p| p.machine.to_string())
             .collect();
-        if let Ok(vault) = crate::vault::Vault::open(&v.url, &v.key, &root)
+        if let Ok(vault) = ws.vault(va)
             && let Ok(list) = crate::vault::catalog::list_machines(&vault, &machines)
         {
             points.extend(list);

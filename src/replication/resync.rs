@@ -10,8 +10,8 @@
 
 use super::restore::{self, Sink};
 use super::{Progress, ReplicationError, ctk};
-use crate::vault::manifest::{self, BLOCK, Manifest, ZERO};
 use crate::vault::Vault;
+use crate::vault::manifest::{self, BLOCK, Manifest, ZERO};
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;

@@ -86,6 +86,12 @@ pub trait Backend: Send + Sync {
     }
 }
 
+/// Check the shape of a state backend URL (`--backend-config url=...`)
+/// without opening anything: no credentials or network needed.
+pub fn check_backend_url(url: &str) -> Result<(), crate::store::StoreError> {
+    crate::store::check_url(url)
+}
+
 /// The backend of the configuration in `config_root`: the local files under
 /// `.standby/` when there is no `backend` block, else the object store its
 /// URL names (`az://`, `s3://`, or `file://DIR`, a directory used like an

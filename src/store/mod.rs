@@ -9,6 +9,7 @@ mod client;
 pub mod counting;
 mod local;
 mod redact;
+mod runtime;
 mod s3;
 
 use bytes::Bytes;
@@ -16,10 +17,11 @@ use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use std::sync::Arc;
 
-pub use client::set_request_retry_timeout;
+pub use client::DEFAULT_REQUEST_RETRY;
 pub use counting::{Counts, counts};
 pub use object_store::UpdateVersion;
 pub use redact::redact;
+pub use runtime::runtime;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -263,6 +265,22 @@ pub fn describe(err: &(dyn std::error::Error + 'static)) -> String {
 /// - `s3://BUCKET/PREFIX`: S3, configured by `AWS_*` (`AWS_ENDPOINT` for
 ///   S3-compatible servers such as moto).
 pub fn open(url: &str, base: &std::path::Path) -> Result<Store, StoreError> {
+    open_with(url, base, &Options::default())
+}
+
+/// How a store is opened (part of a workspace, never process-wide state).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Options {
+    /// The longest one request to a remote store is retried (transient
+    /// failures, backing off exponentially); None: three minutes
+    /// ([`DEFAULT_REQUEST_RETRY`]). `replicate --watch` retries whole
+    /// captures itself and sets it short, so a dead store shows up as a
+    /// failed attempt soon.
+    pub request_retry: Option<std::time::Duration>,
+}
+
+/// [`open`] with `opts`.
+pub fn open_with(url: &str, base: &std::path::Path, opts: &Options) -> Result<Store, StoreError> {
     match parse_url(url)? {
         Parsed::File(rest) => open_file(url, rest, base),
         Parsed::Remote {
@@ -272,9 +290,9 @@ pub fn open(url: &str, base: &std::path::Path) -> Result<Store, StoreError> {
         } => {
             // Listing pages: Azure Blob returns 5,000 names, S3 1,000.
             let inner = if azure {
-                counting::Counting::wrap(azure::open(url, bucket)?, 5000)
+                counting::Counting::wrap(azure::open(url, bucket, opts)?, 5000)
             } else {
-                counting::Counting::wrap(s3::open(url, bucket)?, 1000)
+                counting::Counting::wrap(s3::open(url, bucket, opts)?, 1000)
             };
             Ok(Store {
                 url: url.to_string(),

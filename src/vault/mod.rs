@@ -33,7 +33,6 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use seal::Sealer;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 /// Everything that can go wrong in the vault. Never carries key material.
 #[derive(Debug, thiserror::Error)]
@@ -171,7 +170,8 @@ pub struct Vault {
     format: std::sync::atomic::AtomicU32,
     config: ConfigBody,
     store: Store,
-    rt: Arc<tokio::runtime::Runtime>,
+    /// The process's runtime (`store::runtime`).
+    rt: &'static tokio::runtime::Runtime,
     keys: keys::Subkeys,
     data: Sealer,
     meta: Sealer,
@@ -194,13 +194,8 @@ pub struct InitOutcome {
     pub existed: bool,
 }
 
-fn runtime() -> Result<Arc<tokio::runtime::Runtime>> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map(Arc::new)
-        .map_err(VaultError::Runtime)
+fn runtime() -> Result<&'static tokio::runtime::Runtime> {
+    crate::store::runtime().map_err(VaultError::Runtime)
 }
 
 impl Vault {
@@ -210,7 +205,7 @@ impl Vault {
     pub fn init(url: &str, key: &KeySource, base: &Path) -> Result<InitOutcome> {
         let store = crate::store::open(url, base).map_err(Box::new)?;
         let rt = runtime()?;
-        let existing = get_raw(&rt, &store, url, "config")?;
+        let existing = get_raw(rt, &store, url, "config")?;
         let mut key_created = None;
         let master = match keys::load(key, base) {
             Ok(k) => k,
@@ -269,8 +264,19 @@ impl Vault {
 
     /// Open an existing vault with the key from `key`.
     pub fn open(url: &str, key: &KeySource, base: &Path) -> Result<Vault> {
+        Vault::open_with_options(url, key, base, &crate::store::Options::default())
+    }
+
+    /// [`Vault::open`] with the store opened per `opts` (request retries).
+    pub fn open_with_options(
+        url: &str,
+        key: &KeySource,
+        base: &Path,
+        opts: &crate::store::Options,
+    ) -> Result<Vault> {
         let master = keys::load(key, base)?;
-        Vault::open_with_key(url, base, &master)
+        let store = crate::store::open_with(url, base, opts).map_err(Box::new)?;
+        Vault::open_with(url, store, runtime()?, &master)
     }
 
     /// Open an existing vault with a master key in hand.
@@ -283,10 +289,10 @@ impl Vault {
     fn open_with(
         url: &str,
         store: Store,
-        rt: Arc<tokio::runtime::Runtime>,
+        rt: &'static tokio::runtime::Runtime,
         master: &MasterKey,
     ) -> Result<Vault> {
-        let raw = get_raw(&rt, &store, url, "config")?.ok_or_else(|| VaultError::NotAVault {
+        let raw = get_raw(rt, &store, url, "config")?.ok_or_else(|| VaultError::NotAVault {
             url: url.to_string(),
         })?;
         let damaged = |reason: &str| VaultError::Damaged {
@@ -455,7 +461,7 @@ impl Vault {
     }
 
     fn runtime(&self) -> &tokio::runtime::Runtime {
-        &self.rt
+        self.rt
     }
 
     fn store(&self) -> &Store {

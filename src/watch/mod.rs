@@ -24,15 +24,18 @@
 
 pub mod http;
 pub mod metrics;
+mod serve;
 
-use crate::model::{Address, Config, KeySource};
+pub use serve::{Start, run, serve};
+
+use crate::model::{Address, Config};
 use crate::recovery::placement;
 use crate::replication::{self, Batch, Options, Progress, ReplicationError};
 use crate::state::Backend;
 use crate::vault::{Consistency, Manifest, Vault, VaultError, catalog, prune};
+use crate::workspace::{Workspace, WorkspaceError};
 use metrics::Metrics;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -41,8 +44,6 @@ use time::OffsetDateTime;
 /// How the service runs.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Change-tracking cache and staging area.
-    pub cache_dir: PathBuf,
     /// How often each vault is pruned by retention.
     pub prune_every: Duration,
     /// The longest pause between retries of a failed capture.
@@ -57,6 +58,37 @@ pub enum WatchError {
     Missing { from: String, missing: String },
     #[error("nothing to replicate: the configuration has no protection")]
     Nothing,
+    #[error("{0}")]
+    Batches(String),
+    #[error(transparent)]
+    State(Box<crate::state::StateError>),
+    #[error(
+        "the state is missing but its backup {0} exists: without it the service cannot tell where the machines run"
+    )]
+    OrphanedBackup(String),
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        address: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+    #[error("a replication thread panicked")]
+    Panicked,
+}
+
+impl WatchError {
+    /// What to do about it, when there is something to say.
+    pub fn help(&self) -> Option<&'static str> {
+        match self {
+            WatchError::OrphanedBackup(_) => Some(
+                "restore it from the backup (for the local state: `cp .standby/state.json.backup .standby/state.json`), then start the service again",
+            ),
+            _ => None,
+        }
+    }
 }
 
 /// Asks every thread to stop and wakes their waits. `cancel` is handed to
@@ -100,24 +132,24 @@ pub fn backoff(failures: u32, cap: Duration) -> Duration {
     exp.mul_f64(0.5 + 0.5 * rand::random::<f64>())
 }
 
-/// A vault opened on first use and kept; shared by a vault's threads.
+/// A vault of the workspace, opened on first use (an outage at start is a
+/// failed attempt, not a failed service) and kept; shared by its threads.
 struct VaultSlot {
     addr: Address,
-    url: String,
-    key: KeySource,
-    base: PathBuf,
-    open: Mutex<Option<Arc<Vault>>>,
+    ws: Arc<Workspace>,
 }
 
 impl VaultSlot {
     fn get(&self) -> Result<Arc<Vault>, VaultError> {
-        let mut g = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(v) = &*g {
-            return Ok(Arc::clone(v));
+        match self.ws.vault(&self.addr) {
+            Ok(v) => Ok(v),
+            Err(WorkspaceError::Vault { error, .. }) => Err(*error),
+            // Service::new checked that the vault is configured.
+            Err(e) => Err(VaultError::Missing {
+                url: self.addr.to_string(),
+                object: e.to_string(),
+            }),
         }
-        let v = Arc::new(Vault::open(&self.url, &self.key, &self.base)?);
-        *g = Some(Arc::clone(&v));
-        Ok(v)
     }
 }
 
@@ -145,19 +177,20 @@ pub struct Service {
     metrics: Arc<Metrics>,
     stop: Arc<Stop>,
     settings: Settings,
-    cfg: Arc<Config>,
-    state: Option<Arc<dyn Backend>>,
+    ws: Arc<Workspace>,
 }
 
 impl Service {
-    /// `state`: where recovery runs are recorded, read every round (None:
-    /// every machine is captured at its own site).
+    /// The workspace's configuration, vaults (opened as its store options
+    /// say) and cache; its state backend, when it has one, is where
+    /// recovery runs are recorded, read every round (none: every machine
+    /// is captured at its own site).
     pub fn new(
-        cfg: &Config,
+        ws: Arc<Workspace>,
         batches: Vec<Batch>,
         settings: Settings,
-        state: Option<Arc<dyn Backend>>,
     ) -> Result<Service, WatchError> {
+        let cfg = &ws.config;
         if batches.is_empty() {
             return Err(WatchError::Nothing);
         }
@@ -167,36 +200,31 @@ impl Service {
         let mut pruned: BTreeMap<Address, BTreeSet<String>> = BTreeMap::new();
         let mut jobs = Vec::new();
         for batch in batches {
-            let v = cfg
-                .vaults
-                .get(&batch.vault)
-                .ok_or_else(|| WatchError::Missing {
+            if !cfg.vaults.contains_key(&batch.vault) {
+                return Err(WatchError::Missing {
                     from: batch.label.clone(),
                     missing: batch.vault.to_string(),
-                })?;
+                });
+            }
             let slot = slots
                 .entry(batch.vault.clone())
                 .or_insert_with(|| {
                     Arc::new(VaultSlot {
                         addr: batch.vault.clone(),
-                        url: v.url.clone(),
-                        key: v.key.clone(),
-                        base: cfg.root.clone(),
-                        open: Mutex::new(None),
+                        ws: Arc::clone(&ws),
                     })
                 })
                 .clone();
             let mut crash_every = Duration::MAX;
             let mut app_every: Option<Duration> = None;
             for (a, t) in batch.protections.iter().zip(&batch.targets) {
-                let p = &cfg.protections[a];
-                let policy = cfg
-                    .policies
-                    .get(&p.policy)
-                    .ok_or_else(|| WatchError::Missing {
-                        from: a.to_string(),
-                        missing: p.policy.to_string(),
-                    })?;
+                let policy = ws.policy_of(a).ok_or_else(|| WatchError::Missing {
+                    from: a.to_string(),
+                    missing: cfg
+                        .protections
+                        .get(a)
+                        .map_or_else(|| a.to_string(), |p| p.policy.to_string()),
+                })?;
                 crash_every = crash_every.min(policy.crash_consistent_every.to_std());
                 if let (true, Some(e)) = (t.app, policy.app_consistent_every) {
                     let e = e.to_std();
@@ -238,8 +266,7 @@ impl Service {
             metrics,
             stop: Arc::new(Stop::default()),
             settings,
-            cfg: Arc::new(cfg.clone()),
-            state,
+            ws,
         })
     }
 
@@ -259,12 +286,12 @@ impl Service {
             metrics,
             stop,
             settings,
-            cfg,
-            state,
+            ws,
         } = self;
         let world = World {
-            cfg: &cfg,
-            state: state.as_deref(),
+            cfg: &ws.config,
+            state: ws.backend().ok().map(|b| &**b),
+            cache_dir: ws.cache_dir(),
         };
         metrics
             .expected_workers
@@ -356,6 +383,8 @@ fn due_from_points(
 struct World<'a> {
     cfg: &'a Config,
     state: Option<&'a dyn Backend>,
+    /// Change-tracking cache and staging area.
+    cache_dir: std::path::PathBuf,
 }
 
 /// This round's capture targets of `job` (names and targets), members
@@ -543,7 +572,7 @@ fn run_job(job: &Job, settings: &Settings, metrics: &Metrics, stop: &Stop, world
             })
             .collect();
         let opts = Options {
-            cache_dir: settings.cache_dir.clone(),
+            cache_dir: world.cache_dir.clone(),
             lock_wait: settings.lock_wait,
             cancel: Some(Arc::clone(&stop.cancel)),
             baseline: Default::default(),
