@@ -96,6 +96,18 @@ fn a_drill_of_plans_qemu_boots_both_vms_isolated_and_leaves_nothing() {
         "{text}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The tour replicated through changed-block tracking, one group point
+    // of both VMs, and checked its restored database; no VM outlives it.
+    assert!(text.contains("disk data: changed-block tracking"), "{text}");
+    assert!(text.contains("across 2 VM(s)"), "{text}");
+    assert!(
+        text.contains("e2fsck -fn clean, PRAGMA integrity_check = ok"),
+        "{text}"
+    );
+    for name in ["app", "db"] {
+        let vm = Vm::open(name, &d.join("sites/hv1")).unwrap();
+        assert!(vm.is_none_or(|v| !v.running()), "VM {name} still runs");
+    }
     // The order count of the newest point, from its restored data disk.
     let count = shared::check_database_image(&d.join("restored/db-data.img"));
     assert!(count > 0, "the writer committed nothing before the point");
