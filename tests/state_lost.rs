@@ -109,6 +109,8 @@ fn a_lost_state_is_refused_instead_of_overwriting_newer_data_at_dr() {
         &["replicate", "--watch", "--listen", "127.0.0.1:0"],
         missing,
     );
+    // --trust-state trusts a state that is there, never a missing one.
+    refused(&qs, &["replicate", "--trust-state"], missing);
     // Every other writer of the state refuses too (issue 11 item 2: a
     // drill recreated the state and overwrote the backup with it).
     let backup_bytes = std::fs::read(&backup).unwrap();
@@ -155,6 +157,11 @@ fn a_lost_state_is_refused_instead_of_overwriting_newer_data_at_dr() {
         &["failover", "unplanned", "shop", "--approve", "dns"],
         stale,
     );
+    // Test runs too: their record would start a state from the stale view
+    // (and rotate it into the backup).
+    refused(&qs, &["drill", "shop", "--approve", "dns"], stale);
+    refused(&qs, &["failover", "test", "shop"], stale);
+    assert!(!state.exists(), "a test run started a state");
     // status no longer says OK while every replicate is refused (item 7).
     status_warns(&qs, stale);
     status_warns(&qs, "--trust-state protection.db");

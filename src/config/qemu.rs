@@ -376,8 +376,27 @@ pub fn machine_vm(
     let qmp_at = socket(&mut v, "qmp", diags);
     let agent_at = socket(&mut v, "agent", diags);
     let tls_block = v.single_block("tls", diags);
+    let any_tcp = [&qmp_at, &agent_at]
+        .into_iter()
+        .flatten()
+        .any(|(s, _)| matches!(s, VmSocket::Tcp(_)));
     let tls = match tls_block {
         None => None,
+        Some(b) if !any_tcp => {
+            let header = v
+                .nested(b, "tls", &["ca", "cert", "key", "server_name"], &[], diags)
+                .header
+                .clone();
+            diags.push(err(
+                "standby::unsupported_value",
+                header,
+                "a `tls` block but no socket on TCP".into(),
+                "unused tls block",
+                "tls is for qmp/agent = \"tcp://host:port\" (a hypervisor on another host); remove the block for unix sockets".into(),
+            ));
+            ok = false;
+            None
+        }
         Some(b) => {
             let mut t = v.nested(b, "tls", &["ca", "cert", "key", "server_name"], &[], diags);
             let ca = t.string("ca", true, diags);
@@ -422,19 +441,6 @@ pub fn machine_vm(
                     client,
                     server_name,
                 }),
-                (Some(_), None) => {
-                    if let Some(loc) = v.key_loc("tls") {
-                        diags.push(err(
-                            "standby::requires_attribute",
-                            loc,
-                            "`tls` names no server and no socket is on TCP".into(),
-                            "no server name",
-                            "tls is for qmp/agent = \"tcp://host:port\"; set server_name or remove the block".into(),
-                        ));
-                    }
-                    ok = false;
-                    None
-                }
                 _ => {
                     ok = false;
                     None

@@ -96,14 +96,15 @@ pub fn run(
         ui.event(Event::Nothing);
         return Ok(0);
     }
+    let backend = crate::state::open_backend(std::path::Path::new("."), cfg.backend.as_ref())?;
+    let backup = backend.orphaned_backup();
+    // --trust-state trusts a state that is there; a missing one with its
+    // backup left is never trusted (there is nothing to be right).
+    if let (None, Some(backup)) = (&doc, &backup) {
+        return Err(OnceError::Placement(vec![placement::lost_state(backup)]));
+    }
     if !trust_state {
-        let backend = crate::state::open_backend(std::path::Path::new("."), cfg.backend.as_ref())?;
-        let problems = placement::check_vaults(
-            ws,
-            doc.as_ref(),
-            backend.orphaned_backup().as_deref(),
-            &chosen,
-        );
+        let problems = placement::check_vaults(ws, doc.as_ref(), backup.as_deref(), &chosen);
         if !problems.is_empty() {
             return Err(OnceError::Placement(problems));
         }
