@@ -424,7 +424,8 @@ impl Xfs {
         let img = d.join("xfs.img");
         std::fs::File::create(&img)
             .unwrap()
-            .set_len(512 << 20)
+            // Sparse; four rounds of vaults, clones and restores fit.
+            .set_len(2 << 30)
             .unwrap();
         let mk = Command::new("mkfs.xfs")
             .args(["-q", "-m", "reflink=1"])
@@ -463,6 +464,7 @@ fn on_xfs_points_come_from_reflink_snapshots_and_are_instants() {
             got.iter().all(|(l, w)| l == "crash" && *w == 0),
             "every reflinked point is an instant: {got:?}"
         );
+        let _ = std::fs::remove_dir_all(fs.0.join(name));
     }
     // A group: clones of two disks being written are two instants unless
     // nothing was written between them; labelled so.
