@@ -157,7 +157,7 @@ fn prune_cmd(
         let r = prune::prune(
             &vault,
             &retention,
-            time::OffsetDateTime::now_utc(),
+            crate::vault::clock::now(),
             dry_run,
             Duration::from_secs(wait),
         )

@@ -238,7 +238,7 @@ pub fn fold(vault: &Vault, machine: &str) -> Result<()> {
         return Ok(());
     }
     let mut points = head.points.clone();
-    points.sort_by(|a, b| (&a.created, a.id).cmp(&(&b.created, b.id)));
+    points.sort_by(|a, b| a.order().cmp(&b.order()));
     let newest = points.pop();
     let mut moved = Vec::new();
     let merge = head.segments.len() + 1 >= MERGE_AT;
@@ -298,13 +298,16 @@ pub fn points(vault: &Vault, machine: &str) -> Result<Option<Vec<Manifest>>> {
 pub fn newest(vault: &Vault, machine: &str) -> Result<Option<Manifest>> {
     if vault.format() < 2 {
         let (all, _) = manifest::list(vault, false)?;
-        return Ok(all.into_iter().rev().find(|m| m.machine == machine));
+        return Ok(all
+            .into_iter()
+            .filter(|m| m.machine == machine)
+            .max_by(|a, b| a.order().cmp(&b.order())));
     }
     let Some((head, _)) = read_head(vault, machine)? else {
         return Ok(None);
     };
     let mut candidates: Vec<Manifest> = head.points.into_iter().chain(head.pending).collect();
-    candidates.sort_by(|a, b| (&b.created, b.id).cmp(&(&a.created, a.id)));
+    candidates.sort_by(|a, b| b.order().cmp(&a.order()));
     for c in &candidates {
         match manifest::read(vault, &c.id) {
             Ok(m) => return Ok(Some(m)),
@@ -313,7 +316,8 @@ pub fn newest(vault: &Vault, machine: &str) -> Result<Option<Manifest>> {
         }
     }
     // Only segments left (or nothing): the long way, still per machine.
-    let all = points(vault, machine)?.unwrap_or_default();
+    let mut all = points(vault, machine)?.unwrap_or_default();
+    all.sort_by(|a, b| a.order().cmp(&b.order()));
     for c in all.iter().rev() {
         match manifest::read(vault, &c.id) {
             Ok(m) => return Ok(Some(m)),
@@ -389,7 +393,7 @@ pub fn rebuild(
         match by.remove(machine.as_str()) {
             None => vault.delete(&name)?,
             Some(mut es) => {
-                es.sort_by(|a, b| (&a.created, a.id).cmp(&(&b.created, b.id)));
+                es.sort_by(|a, b| a.order().cmp(&b.order()));
                 let mut head = Head {
                     format: 1,
                     machine: machine.clone(),

@@ -92,6 +92,16 @@ pub struct Manifest {
     /// machines only; see `replication::vm`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cbt: Option<Cbt>,
+    /// The point's place in its machine's chain: its parent's `seq` plus
+    /// one (1 for a first point). What orders a machine's points, never
+    /// the capture time (see [`Manifest::order`]); absent in points
+    /// written before standby recorded it (they count as 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    /// The lineage of the state (the configuration) that wrote the point;
+    /// absent in points written before owners were recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 /// A VM point's changed-block tracking: per disk how it was read, and the
@@ -146,6 +156,22 @@ impl Manifest {
             &time::format_description::well_known::Rfc3339,
         )
         .ok()
+    }
+
+    /// How points of one machine are ordered, oldest first: by sequence
+    /// (the chain), then capture time, then id. A point taken while its
+    /// host's clock ran ahead therefore does not outrank the points taken
+    /// after it.
+    pub fn order(&self) -> (u64, &str, Id) {
+        (self.seq.unwrap_or(0), self.created.as_str(), self.id)
+    }
+
+    /// Whether the point is dated after `now` (past
+    /// [`super::clock::FUTURE_TOLERANCE`]): its writer's clock was ahead.
+    /// Such a point is listed and flagged, never chosen as `latest`.
+    pub fn in_future(&self, now: time::OffsetDateTime) -> bool {
+        self.created_at()
+            .is_some_and(|t| super::clock::in_future(t, now))
     }
 }
 

@@ -9,6 +9,7 @@
 //! `points/<point id>`, `locks/<id>`. Names are keyed BLAKE3 ids.
 
 pub mod catalog;
+pub mod clock;
 pub mod index;
 pub mod keys;
 pub mod lock;
@@ -93,10 +94,14 @@ pub enum VaultError {
         source: std::io::Error,
     },
     #[error(
-        "vault {url} is locked by {holder}; try again later (locks older than {} minutes are ignored)",
+        "vault {url} is locked by {holder}; try again later (a lock this process sees unrenewed for {} minutes is taken as dead)",
         lock::STALE_AFTER.as_secs() / 60
     )]
     Locked { url: String, holder: String },
+    #[error(
+        "vault {url}: this process's lock {name} was removed by another process that took it for dead; nothing more was committed: run again"
+    )]
+    LockLost { url: String, name: String },
 }
 
 pub type Result<T, E = VaultError> = std::result::Result<T, E>;
@@ -179,6 +184,10 @@ pub struct Vault {
     /// taken by this process, with the prune generation it is valid for
     /// (see `index::load_cached`).
     dedup: std::sync::Mutex<Option<(String, Index)>>,
+    /// Other processes' locks as this process saw them: name -> (digest
+    /// of the bytes, when first seen so), on this process's monotonic
+    /// clock (see `lock`).
+    locks_seen: std::sync::Mutex<std::collections::HashMap<String, ([u8; 32], std::time::Instant)>>,
 }
 
 /// What `init` did.
@@ -332,6 +341,7 @@ impl Vault {
             store,
             rt,
             dedup: std::sync::Mutex::new(None),
+            locks_seen: Default::default(),
         })
     }
 

@@ -48,7 +48,9 @@ pub fn select(
         let Some(keep_for) = retention.get(prot) else {
             continue;
         };
-        ms.sort_by(|a, b| (&a.created, a.id).cmp(&(&b.created, b.id)));
+        // Newest by the chain, not the clock: a point dated in the future
+        // is not the one kept, and keeps nothing from being kept.
+        ms.sort_by(|a, b| a.order().cmp(&b.order()));
         let cutoff = now - *keep_for;
         let newest = ms.last().map(|m| m.id);
         let mut dropped: Vec<Id> = ms
@@ -107,7 +109,7 @@ fn remove_points(
     dry_run: bool,
     lock_wait: Duration,
 ) -> Result<PruneReport> {
-    let _lock = Lock::acquire(vault, true, lock_wait)?;
+    let lock = Lock::acquire(vault, true, lock_wait)?;
     let (points, _) = manifest::list(vault, false)?;
     let (idx, _) = index::load(vault, false)?;
     let drop = choose(&points);
@@ -213,6 +215,9 @@ fn remove_points(
     }
     // Before anything is deleted: local index caches made until now may
     // name what goes, so they stop being trusted.
+    // And only while our lock provably holds: had another process taken
+    // it for dead, a writer could be referencing what we delete.
+    lock.confirm()?;
     if !drop.is_empty() || !delete_packs.is_empty() {
         index::bump_generation(vault)?;
     }
@@ -256,6 +261,7 @@ fn remove_points(
         for name in old {
             vault.delete(&name)?;
         }
+        lock.confirm()?;
         for name in &delete_packs {
             vault.delete(name)?;
         }
