@@ -271,7 +271,20 @@ pub fn fold(vault: &Vault, machine: &str) -> Result<()> {
 /// Every point of `machine` the catalog knows, oldest first (entries:
 /// extents left out). Pending entries count only when their manifest
 /// exists. None when the machine has no head.
+///
+/// A segment named by the head and gone when read was replaced by a prune
+/// or a fold (both switch the head first): the head is read again.
 pub fn points(vault: &Vault, machine: &str) -> Result<Option<Vec<Manifest>>> {
+    let mut tries = 0;
+    loop {
+        match points_once(vault, machine) {
+            Err(VaultError::Missing { .. }) if tries < 5 => tries += 1,
+            other => return other,
+        }
+    }
+}
+
+fn points_once(vault: &Vault, machine: &str) -> Result<Option<Vec<Manifest>>> {
     let Some((head, _)) = read_head(vault, machine)? else {
         return Ok(None);
     };

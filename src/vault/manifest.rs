@@ -325,6 +325,9 @@ pub fn list(vault: &Vault, tolerant: bool) -> Result<(Vec<Manifest>, Vec<VaultEr
                 super::moves::apply(&moves, &mut m);
                 out.push(m)
             }
+            // Deleted since the listing: a prune dropped the point, which
+            // no longer exists. Not damage.
+            Err(VaultError::Missing { .. }) => {}
             Err(e) if tolerant => bad.push(e),
             Err(e) => return Err(e),
         }
@@ -478,7 +481,46 @@ fn self_index(blobs: &mut Vec<Id>, seen: &mut HashMap<Id, u32>, b: Id) -> u32 {
 }
 
 /// The chain of maps for `disk` from its full base to `point`, oldest first.
+///
+/// A reader takes no lock, so a prune may run meanwhile: it rewrites kept
+/// points whose ancestors it drops (folding) before deleting those. When an
+/// ancestor is missing, `point`'s manifest is read again: folded, the chain
+/// restarts from it; gone, the point was pruned
+/// ([`VaultError::Pruned`]); unchanged, the ancestor really is missing.
 pub fn chain(
+    vault: &Vault,
+    point: &Manifest,
+    disk: &str,
+    cache: &mut HashMap<Id, Manifest>,
+) -> Result<Vec<(Id, DiskMap)>> {
+    let mut current = point.clone();
+    for _ in 0..5 {
+        match chain_once(vault, &current, disk, cache) {
+            Err(VaultError::Missing { url, object }) => {
+                let fresh = match read(vault, &point.id) {
+                    Ok(m) => m,
+                    Err(VaultError::Missing { .. }) => {
+                        return Err(VaultError::Pruned {
+                            url,
+                            point: point.id.short(),
+                        });
+                    }
+                    Err(e) => return Err(e),
+                };
+                if fresh.disks == current.disks {
+                    return Err(VaultError::Missing { url, object });
+                }
+                // Folded under us: older manifests in the cache may be too.
+                cache.clear();
+                current = fresh;
+            }
+            other => return other,
+        }
+    }
+    Err(vault.damaged(&point_name(&point.id), "it kept changing while being read"))
+}
+
+fn chain_once(
     vault: &Vault,
     point: &Manifest,
     disk: &str,

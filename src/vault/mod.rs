@@ -66,6 +66,10 @@ pub enum VaultError {
     Open(#[from] Box<StoreError>),
     #[error("cannot start the I/O runtime: {0}")]
     Runtime(std::io::Error),
+    #[error(
+        "point {point} was pruned from vault {url} while it was being read (retention dropped it); choose another point (`standby points`)"
+    )]
+    Pruned { url: String, point: String },
     #[error("no point matches {query:?} in vault {url}")]
     PointNotFound { url: String, query: String },
     #[error("{query:?} matches several points ({candidates}); give more of the id")]
