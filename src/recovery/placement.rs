@@ -244,10 +244,11 @@ pub fn check_vaults(
             .filter(|p| &p.vault == va)
             .map(|p| p.machine.to_string())
             .collect();
-        if let Ok(vault) = crate::vault::Vault::open(&v.url, &v.key, &root)
-            && let Ok(list) = crate::vault::catalog::list_machines(&vault, &machines)
-        {
-            points.extend(list);
+        if let Ok(vault) = crate::vault::Vault::open(&v.url, &v.key, &root) {
+            vault.set_owner(crate::workspace::owner_of(cfg));
+            if let Ok(list) = crate::vault::catalog::list_machines(&vault, &machines) {
+                points.extend(list);
+            }
         }
     }
     refuse_to_guess(cfg, doc, backup, &points, protections)

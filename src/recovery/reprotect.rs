@@ -225,6 +225,7 @@ pub fn take(
                     vault: b.vault.clone(),
                     source: Box::new(source),
                 })?;
+            opened.set_owner(crate::workspace::owner_of(cfg));
             vaults.insert(b.vault.clone(), opened);
         }
         let vault = &vaults[&b.vault];

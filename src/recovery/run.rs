@@ -238,6 +238,7 @@ pub fn list_points(
                 source: Box::new(source),
             };
             let vault = Vault::open(&v.url, &v.key, &root).map_err(vault_err)?;
+            vault.set_owner(crate::workspace::owner_of(cfg));
             let (list, _) = manifest::list(&vault, false).map_err(vault_err)?;
             out.insert(p.vault.clone(), list);
         }

@@ -460,7 +460,7 @@ fn capture_all(
             moves_to: opts.moves_to.get(&t.machine).cloned(),
             cbt: session.info(ti, &t.disks),
             seq: seqs.get(ti).copied(),
-            owner: None,
+            owner: vault.owner(),
         };
         made.push((m, hashes));
     }

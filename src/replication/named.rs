@@ -119,6 +119,8 @@ fn restore_once(
         // looked up by its manifest, the truth, directly.
         let (points, bad) = match crate::vault::Id::parse(&req.point) {
             Some(id) => match manifest::read(&vault, &id) {
+                // Another configuration's point is not this one's to use.
+                Ok(m) if !vault.shows(&m) => (Vec::new(), Vec::new()),
                 Ok(m) => (vec![m], Vec::new()),
                 Err(VaultError::Missing { .. }) => (Vec::new(), Vec::new()),
                 Err(e) => (Vec::new(), vec![e]),

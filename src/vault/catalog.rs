@@ -301,6 +301,9 @@ fn points_once(vault: &Vault, machine: &str) -> Result<Option<Vec<Manifest>>> {
     }
     out.sort_by(|a, b| (&a.created, a.id).cmp(&(&b.created, b.id)));
     out.dedup_by_key(|m| m.id);
+    // A head lists every owner's points of its machine name (by CAS, so
+    // none overwrites another's); a handle sees its owner's only.
+    out.retain(|m| vault.shows(m));
     Ok(Some(out))
 }
 
@@ -313,13 +316,20 @@ pub fn newest(vault: &Vault, machine: &str) -> Result<Option<Manifest>> {
         let (all, _) = manifest::list(vault, false)?;
         return Ok(all
             .into_iter()
-            .filter(|m| m.machine == machine)
+            .filter(|m| m.machine == machine && vault.owns(m))
             .max_by(|a, b| a.order().cmp(&b.order())));
     }
     let Some((head, _)) = read_head(vault, machine)? else {
         return Ok(None);
     };
-    let mut candidates: Vec<Manifest> = head.points.into_iter().chain(head.pending).collect();
+    // Only the handle's own points: a writer never builds on another
+    // configuration's point (nor on one written before owners).
+    let mut candidates: Vec<Manifest> = head
+        .points
+        .into_iter()
+        .chain(head.pending)
+        .filter(|m| vault.owns(m))
+        .collect();
     candidates.sort_by(|a, b| b.order().cmp(&a.order()));
     for c in &candidates {
         match manifest::read(vault, &c.id) {
@@ -330,6 +340,7 @@ pub fn newest(vault: &Vault, machine: &str) -> Result<Option<Manifest>> {
     }
     // Only segments left (or nothing): the long way, still per machine.
     let mut all = points(vault, machine)?.unwrap_or_default();
+    all.retain(|m| vault.owns(m));
     all.sort_by(|a, b| a.order().cmp(&b.order()));
     for c in all.iter().rev() {
         match manifest::read(vault, &c.id) {
@@ -454,7 +465,7 @@ pub fn ensure(vault: &Vault) -> Result<()> {
     if vault.format() >= 2 {
         return Ok(());
     }
-    let (all, _) = manifest::list(vault, false)?;
+    let (all, _) = manifest::list_every(vault, false)?;
     let mut by: BTreeMap<&str, Vec<Manifest>> = BTreeMap::new();
     for m in &all {
         by.entry(&m.machine).or_default().push(entry(m));

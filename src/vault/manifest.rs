@@ -303,6 +303,13 @@ pub fn parse(vault: &Vault, name: &str, sealed: &[u8]) -> Result<Manifest> {
     Ok(m)
 }
 
+/// A manifest as stored, without renames applied.
+pub fn read_stored(vault: &Vault, id: &Id) -> Result<Manifest> {
+    let name = point_name(id);
+    let b = vault.get(&name)?;
+    parse(vault, &name, &b)
+}
+
 pub fn read(vault: &Vault, id: &Id) -> Result<Manifest> {
     let name = point_name(id);
     let b = vault.get(&name)?;
@@ -311,9 +318,18 @@ pub fn read(vault: &Vault, id: &Id) -> Result<Manifest> {
     Ok(m)
 }
 
-/// Every point, oldest first. With `tolerant`, unreadable manifests are
-/// returned as errors instead of failing the listing.
+/// Every point this handle shows ([`Vault::shows`]: its owner's), oldest
+/// first. With `tolerant`, unreadable manifests are returned as errors
+/// instead of failing the listing.
 pub fn list(vault: &Vault, tolerant: bool) -> Result<(Vec<Manifest>, Vec<VaultError>)> {
+    let (mut all, bad) = list_every(vault, tolerant)?;
+    all.retain(|m| vault.shows(m));
+    Ok((all, bad))
+}
+
+/// Every point of every owner, oldest first: for what must see the whole
+/// vault (prune's live data, verify, the catalog's upgrade and rebuilds).
+pub fn list_every(vault: &Vault, tolerant: bool) -> Result<(Vec<Manifest>, Vec<VaultError>)> {
     let names: Vec<String> = vault.list("points")?.into_iter().map(|(n, _)| n).collect();
     // Renamed protections and machines: the names points are known by now.
     let moves = super::moves::load(vault)?;

@@ -15,6 +15,7 @@ pub mod keys;
 pub mod lock;
 pub mod manifest;
 pub mod moves;
+pub mod owners;
 pub mod pack;
 pub mod prune;
 pub mod query;
@@ -106,6 +107,10 @@ pub enum VaultError {
         "vault {url}: this process's lock {name} was removed by another process that took it for dead; nothing more was committed: run again"
     )]
     LockLost { url: String, name: String },
+    #[error(
+        "vault {url}: this configuration has no state yet, so no lineage to hand points to; run `standby apply` first"
+    )]
+    NoOwner { url: String },
 }
 
 pub type Result<T, E = VaultError> = std::result::Result<T, E>;
@@ -192,6 +197,8 @@ pub struct Vault {
     /// of the bytes, when first seen so), on this process's monotonic
     /// clock (see `lock`).
     locks_seen: std::sync::Mutex<std::collections::HashMap<String, ([u8; 32], std::time::Instant)>>,
+    /// The lineage (state) this handle acts for; see [`Vault::set_owner`].
+    owner: std::sync::Mutex<Option<String>>,
 }
 
 /// What `init` did.
@@ -346,7 +353,35 @@ impl Vault {
             rt,
             dedup: std::sync::Mutex::new(None),
             locks_seen: Default::default(),
+            owner: std::sync::Mutex::new(None),
         })
+    }
+
+    /// Act for the configuration whose state has lineage `owner`: the
+    /// points this handle writes carry it, and listings, `latest`, the
+    /// catalog's newest point, prune and destroy see only points that carry
+    /// it. A handle without an owner (no state: a restore after the state
+    /// was lost) sees every point and prunes only points without one.
+    pub fn set_owner(&self, owner: Option<String>) {
+        *self.owner.lock().unwrap_or_else(|p| p.into_inner()) = owner;
+    }
+
+    /// The lineage this handle acts for, if any.
+    pub fn owner(&self) -> Option<String> {
+        self.owner.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Whether a listing through this handle shows `m`: every point when
+    /// the handle has no owner, else only the owner's.
+    pub fn shows(&self, m: &Manifest) -> bool {
+        let owner = self.owner();
+        owner.is_none() || m.owner == owner
+    }
+
+    /// Whether this handle may drop, adopt or build on `m`: its owner is
+    /// exactly the handle's (both none for points written before owners).
+    pub fn owns(&self, m: &Manifest) -> bool {
+        m.owner == self.owner()
     }
 
     /// The vault's format: 1 (points only) or 2 (points and a catalog).

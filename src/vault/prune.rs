@@ -110,14 +110,18 @@ fn remove_points(
     lock_wait: Duration,
 ) -> Result<PruneReport> {
     let lock = Lock::acquire(vault, true, lock_wait)?;
-    let (points, _) = manifest::list(vault, false)?;
+    let (points, _) = manifest::list_every(vault, false)?;
     let (idx, _) = index::load(vault, false)?;
-    let drop = choose(&points);
+    // Only this handle's owner's points are dropped (another
+    // configuration's points of the same names are never its to prune);
+    // every owner's count for what data stays live.
+    let owned: Vec<Manifest> = points.iter().filter(|m| vault.owns(m)).cloned().collect();
+    let drop = choose(&owned);
     let mut cache: HashMap<Id, Manifest> = points.iter().map(|m| (m.id, m.clone())).collect();
     let mut report = PruneReport {
         dry_run,
         dropped: drop.iter().map(|i| i.hex()).collect(),
-        kept: points.len() - drop.len(),
+        kept: owned.len() - drop.len(),
         ..Default::default()
     };
 

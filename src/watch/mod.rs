@@ -104,6 +104,8 @@ struct VaultSlot {
     url: String,
     key: KeySource,
     base: PathBuf,
+    /// The state's lineage the service writes points for.
+    owner: Option<String>,
     open: Mutex<Option<Arc<Vault>>>,
 }
 
@@ -114,6 +116,7 @@ impl VaultSlot {
             return Ok(Arc::clone(v));
         }
         let v = Arc::new(Vault::open(&self.url, &self.key, &self.base)?);
+        v.set_owner(self.owner.clone());
         *g = Some(Arc::clone(&v));
         Ok(v)
     }
@@ -177,6 +180,7 @@ impl Service {
                         url: v.url.clone(),
                         key: v.key.clone(),
                         base: cfg.root.clone(),
+                        owner: crate::workspace::owner_of(cfg),
                         open: Mutex::new(None),
                     })
                 })
