@@ -173,9 +173,21 @@ fn points_without_an_owner_are_handed_over_only_by_claim() {
 
     let out = ok(&a, &["apply", "--auto-approve"]);
     assert!(!out.contains("adopted"), "{out}");
-    let own = ids(&a);
+    // Still listed and restorable, ranked below the configuration's own.
+    let own: Vec<String> = ids(&a)
+        .into_iter()
+        .filter(|i| !unowned.contains(i))
+        .collect();
     assert_eq!(own.len(), 1);
-    assert_ne!(own, unowned);
+    assert_eq!(ids(&a).len(), 2);
+    // Not this configuration's to prune until claimed.
+    let o = standby(&a)
+        .args(["vault", "prune"])
+        .env("STANDBY_CLOCK_SKEW", "1d")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(ids(&a).len(), 2, "an unowned point is never pruned");
 
     let out = ok(&a, &["vault", "claim"]);
     assert!(out.contains("claimed 1 point"), "{out}");

@@ -278,7 +278,13 @@ impl Context {
         let vault = self.vault(&p.vault).map_err(failed)?;
         // The machine's catalog, not every manifest of the vault.
         let machine = p.machine.to_string();
-        let mine = |vault: &Vault| points_in(vault, addr, &machine).map_err(|e| e.to_string());
+        // Only this state's own points are adopted, never another
+        // configuration's nor one without an owner (`vault claim`).
+        let mine = |vault: &Vault| {
+            points_in(vault, addr, &machine)
+                .map(|ps| ps.into_iter().filter(|m| vault.owns(m)).collect::<Vec<_>>())
+                .map_err(|e| e.to_string())
+        };
         // Members of a consistency group take their first point together:
         // hold the group's mutex while looking and taking.
         let group_lock = p.consistency_group.as_ref().map(|g| {
@@ -379,7 +385,7 @@ impl Context {
                 p.vault == group.0 && p.consistency_group.as_ref() == Some(&group.1)
             });
             let name = c.address.to_string();
-            if same && !all.iter().any(|m| m.protection == name) {
+            if same && !all.iter().any(|m| m.protection == name && vault.owns(m)) {
                 out.push(c.address.clone());
             }
         }

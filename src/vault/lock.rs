@@ -315,3 +315,75 @@ fn conflicting(vault: &Vault, mine: &str, exclusive: bool, here: &str) -> Result
     }
     Ok(conflict)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::KeySource;
+
+    fn vault(d: &std::path::Path) -> Vault {
+        let key = KeySource::File(d.join("vault.key"));
+        let url = format!("file://{}", d.join("vault").display());
+        Vault::init(&url, &key, d).unwrap().vault
+    }
+
+    #[test]
+    fn a_live_lock_blocks_whatever_its_time_says() {
+        let d = tempfile::tempdir().unwrap();
+        let v = vault(d.path());
+        let shared = Lock::acquire(&v, false, Duration::ZERO).unwrap();
+        // Its recorded time, as a host whose clock is far behind wrote it:
+        // not a reason to ignore it.
+        let name = shared.held.name.clone();
+        let mut body: LockBody = serde_json::from_slice(&v.get(&name).unwrap()).unwrap();
+        body.time = 0;
+        body.kernel = String::new();
+        v.put(&name, serde_json::to_vec(&body).unwrap()).unwrap();
+        let e = Lock::acquire(&v, true, Duration::from_millis(100))
+            .err()
+            .unwrap();
+        assert!(matches!(e, VaultError::Locked { .. }), "{e}");
+        // Shared locks do not conflict.
+        drop(Lock::acquire(&v, false, Duration::ZERO).unwrap());
+        // Rewritten behind its back, the holder's confirm fails.
+        assert!(matches!(shared.confirm(), Err(VaultError::LockLost { .. })));
+    }
+
+    #[test]
+    fn a_confirmed_lock_is_renewed_and_a_removed_one_is_lost() {
+        let d = tempfile::tempdir().unwrap();
+        let v = vault(d.path());
+        let mut l = Lock::acquire(&v, false, Duration::ZERO).unwrap();
+        let before = v.get(&l.held.name).unwrap();
+        l.confirm().unwrap();
+        l.confirm().unwrap();
+        let after: LockBody = serde_json::from_slice(&v.get(&l.held.name).unwrap()).unwrap();
+        assert_eq!(after.renewals, 2);
+        assert_ne!(before, v.get(&l.held.name).unwrap());
+        v.delete(&l.held.name).unwrap();
+        assert!(matches!(l.confirm(), Err(VaultError::LockLost { .. })));
+        assert!(matches!(l.refresh(), Err(VaultError::LockLost { .. })));
+    }
+
+    #[test]
+    fn a_holder_gone_from_this_kernel_is_dead_at_once() {
+        let here = kernel_id();
+        assert!(!here.is_empty());
+        let mut b = LockBody {
+            exclusive: false,
+            host: "h".into(),
+            pid: std::process::id(),
+            time: 0,
+            renewals: 0,
+            kernel: here.clone(),
+        };
+        assert!(!holder_gone_here(&b, &here), "we are alive");
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        b.pid = child.id();
+        child.wait().unwrap();
+        assert!(holder_gone_here(&b, &here));
+        // Another kernel's pid says nothing here.
+        b.kernel = "other-boot/pid:[1]".into();
+        assert!(!holder_gone_here(&b, &here));
+    }
+}

@@ -358,10 +358,12 @@ impl Vault {
     }
 
     /// Act for the configuration whose state has lineage `owner`: the
-    /// points this handle writes carry it, and listings, `latest`, the
-    /// catalog's newest point, prune and destroy see only points that carry
-    /// it. A handle without an owner (no state: a restore after the state
-    /// was lost) sees every point and prunes only points without one.
+    /// points this handle writes carry it; listings and `latest` show only
+    /// its points and those without an owner ([`Vault::shows`]); the
+    /// catalog's newest point, adoption, prune and destroy take only its
+    /// own ([`Vault::owns`]). A handle without an owner (no state: a
+    /// restore after the state was lost) sees every point and prunes only
+    /// points without one.
     pub fn set_owner(&self, owner: Option<String>) {
         *self.owner.lock().unwrap_or_else(|p| p.into_inner()) = owner;
     }
@@ -372,10 +374,13 @@ impl Vault {
     }
 
     /// Whether a listing through this handle shows `m`: every point when
-    /// the handle has no owner, else only the owner's.
+    /// the handle has no owner, else the owner's and those written before
+    /// points had owners (shown, restorable, never built on, adopted,
+    /// pruned or destroyed; they rank below any owned point of their
+    /// machine, see `Manifest::order`).
     pub fn shows(&self, m: &Manifest) -> bool {
         let owner = self.owner();
-        owner.is_none() || m.owner == owner
+        owner.is_none() || m.owner.is_none() || m.owner == owner
     }
 
     /// Whether this handle may drop, adopt or build on `m`: its owner is

@@ -273,6 +273,45 @@ mod tests {
     }
 
     #[test]
+    fn latest_follows_the_chain_and_skips_points_dated_in_the_future() {
+        let now = crate::vault::clock::now();
+        let at = |d: time::Duration| (now + d).format(&Rfc3339).unwrap();
+        let mut all = vec![
+            point(
+                1,
+                &at(time::Duration::hours(-2)),
+                "machine.db",
+                Consistency::App,
+            ),
+            // Its writer's clock ran a day ahead.
+            point(
+                2,
+                &at(time::Duration::days(1)),
+                "machine.db",
+                Consistency::App,
+            ),
+            point(
+                3,
+                &at(time::Duration::hours(-1)),
+                "machine.db",
+                Consistency::Crash,
+            ),
+        ];
+        for (i, m) in all.iter_mut().enumerate() {
+            m.seq = Some(i as u64 + 1);
+        }
+        all.sort_by(|a, b| a.created.cmp(&b.created));
+        let pick = |s: &str| q(s).select(&all, Some("machine.db")).map(|m| m.id.0[0]);
+        assert_eq!(pick("latest"), Ok(3));
+        assert_eq!(pick("latest-app"), Ok(1));
+        assert_eq!(pick("0202"), Ok(2), "named, it is still there");
+        // The chain outranks the clock even among points in the past.
+        all[0].seq = Some(9);
+        let pick = |s: &str| q(s).select(&all, Some("machine.db")).map(|m| m.id.0[0]);
+        assert_eq!(pick("latest"), Ok(1));
+    }
+
+    #[test]
     fn an_id_prefix_must_be_unique_and_may_name_a_fuzzy_point() {
         assert_eq!(pick("b3b3", None), Ok(0xb3));
         assert_eq!(pick("B3B3B3", Some("machine.db")), Ok(0xb3));
