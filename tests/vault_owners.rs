@@ -16,7 +16,7 @@ fn config(d: &Path, name: &str, with_protection: bool) -> PathBuf {
     let shared = d.join("shared");
     std::fs::create_dir_all(&shared).unwrap();
     let protection = if with_protection {
-        "protection \"db\" {\n  machine = machine.db\n  target  = site.dr\n  vault   = vault.main\n  policy  = policy.p\n}\n"
+        "protection \"db\" {\n  machine = machine.db\n  target  = site.dr\n  vault   = vault.main\n  policy  = policy.p\n}\nrecovery_plan \"p\" {\n  group \"g\" {\n    machines = [machine.db]\n  }\n}\n"
     } else {
         ""
     };
@@ -43,10 +43,14 @@ policy "p" {{
 machine "db" {{
   site = site.onprem
   disk "data" {{ path = "db/data.img" }}
+  check "own-disk" {{
+    command = ["sh", "-c", "cmp \"$STANDBY_DISK_DATA\" {expect}"]
+  }}
 }}
 {protection}"#,
             vault = shared.join("vault").display(),
             key = shared.join("main.key").display(),
+            expect = root.join("expect.img").display(),
         ),
     )
     .unwrap();
@@ -58,7 +62,9 @@ fn write_disk(root: &Path, fill: u8) {
     for (i, b) in data.iter_mut().enumerate() {
         *b = fill ^ (i % 251) as u8;
     }
-    std::fs::write(root.join("sites/onprem/db/data.img"), data).unwrap();
+    std::fs::write(root.join("sites/onprem/db/data.img"), &data).unwrap();
+    // What this configuration's drill must find on its disk.
+    std::fs::write(root.join("expect.img"), data).unwrap();
 }
 
 fn ids(root: &Path) -> Vec<String> {
@@ -117,6 +123,15 @@ fn two_configurations_sharing_a_vault_never_touch_each_others_points() {
     ok(&b, &["replicate"]);
     assert_eq!(restore_latest(&a), disk(0xa1));
     assert_eq!(restore_latest(&b), disk(0xb2));
+    // A drill runs on its own configuration's point: the check compares
+    // the DR disk with what this configuration wrote.
+    ok(&a, &["drill", "p"]);
+    ok(&b, &["drill", "p"]);
+    // The check can fail: B's disk is not what A expects.
+    std::fs::write(a.join("expect.img"), disk(0xb2)).unwrap();
+    let o = standby(&a).args(["drill", "p"]).output().unwrap();
+    assert!(!o.status.success(), "{}", text(&o));
+    std::fs::write(a.join("expect.img"), disk(0xa1)).unwrap();
     // Another's point is not found by id either.
     let o = standby(&a)
         .args(["restore", &b_first[0], "--disk", "data", "--to"])
