@@ -4,14 +4,17 @@
 //! cold page cache for both. Not a test: it prints the numbers and the
 //! ratio.
 //!
-//! The disk: 4 GiB, all of it pseudo-random data (`STANDBY_BENCH_DATA_GIB`
-//! writes only the first N GiB), as a qcow2 image the VM runs on
+//! The disk: 4 GiB, all of it data, every 4 KiB block unique
+//! (`STANDBY_BENCH_DATA_GIB` writes only the first N GiB; text with a
+//! random header by default, all random with `STANDBY_BENCH_RANDOM=1`), as
+//! a qcow2 image the VM runs on
 //! (`machine.vmdb` at a `qemu` site) and as a raw copy on a `local` site
 //! (`machine.filedb`). After both protections' first points (`apply`), the
 //! guest writes 4 MiB (64 scattered writes of 64 KiB, direct I/O) and the
 //! same 64 writes go into the raw copy. Cold cache: `posix_fadvise
 //! (DONTNEED)` on both images (other users' caches stay); with
 //! `STANDBY_BENCH_DROP_CACHES=1` also `echo 3 > /proc/sys/vm/drop_caches`.
+//! `STANDBY_BENCH_KEEP=1` leaves the VM running and its directory in place.
 //!
 //! `cargo run --example qemu_cbt_bench -- [WORKDIR] [STANDBY_BINARY]`
 
@@ -104,14 +107,32 @@ fn main() {
         .open(&raw)
         .unwrap();
     f.set_len(4 * GIB).unwrap();
+    // Every 4 KiB block unique (so nothing deduplicates within the disk),
+    // all of it random with STANDBY_BENCH_RANDOM=1; by default only a
+    // 16-byte header is random and the rest text, so the vault of the
+    // first points stays small (the delta point reads the same either way).
+    let random = std::env::var_os("STANDBY_BENCH_RANDOM").is_some();
+    let text: Vec<u8> = b"standby benchmark block: the quick brown fox jumps over the lazy dog. "
+        .iter()
+        .copied()
+        .cycle()
+        .take(4096)
+        .collect();
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
     let mut chunk = vec![0u8; 4 << 20];
     for i in 0..(data_gib * GIB / chunk.len() as u64) {
-        for w in chunk.chunks_mut(8) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            w.copy_from_slice(&x.to_le_bytes());
+        for (b, block) in chunk.chunks_mut(4096).enumerate() {
+            if !random {
+                block.copy_from_slice(&text);
+            }
+            let words = if random { block.len() / 8 } else { 2 };
+            for w in block.chunks_mut(8).take(words) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                w.copy_from_slice(&x.to_le_bytes());
+            }
+            block[8..16].copy_from_slice(&(i * 1024 + b as u64).to_le_bytes());
         }
         f.write_all_at(&chunk, i * chunk.len() as u64).unwrap();
     }
@@ -244,7 +265,13 @@ protection "filedb" {{
     cold(&[&qcow, &raw]);
     let (t_file, out_file) = run(&bin, dir, &["replicate", "filedb"]);
     let q = newest(&bin, dir, "machine.filedb");
-    let _ = vm.stop(Duration::from_secs(30));
+    if std::env::var_os("STANDBY_BENCH_KEEP").is_some() {
+        // Leave the VM and its directory for a closer look.
+        eprintln!("kept: {} (VM still running)", tmp.keep().display());
+        std::mem::forget(vm);
+    } else {
+        let _ = vm.stop(Duration::from_secs(30));
+    }
 
     let d = &p["cbt"]["disks"]["data"];
     let (read, dirty) = (

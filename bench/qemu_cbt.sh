@@ -8,12 +8,17 @@
 # Environment: WORKDIR (default /var/tmp; needs ~9 GiB free),
 # STANDBY_BENCH_DATA_GIB (GiB of data in the 4 GiB disk, default 4),
 # STANDBY_BENCH_DROP_CACHES=1 (also drop the whole page cache, as root),
-# STANDBY_QEMU_ACCEL=tcg|kvm (skip the KVM probe), CARGO_TARGET_DIR.
+# STANDBY_QEMU_ACCEL=tcg|kvm (skip the KVM probe), PROFILE (release or
+# debug; default release), CARGO_TARGET_DIR.
 set -euo pipefail
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$REPO"
-# Debug build, as the tests: hashing, sealing and compression are
-# optimised in debug builds too (see Cargo.toml's profile).
-cargo build -q --bin standby --example qemu_cbt_bench
+# Release build, as users run it (PROFILE=debug for the tests' build).
+PROFILE="${PROFILE:-release}"
+if [ "$PROFILE" = release ]; then
+    cargo build -q --release --bin standby --example qemu_cbt_bench
+else
+    cargo build -q --bin standby --example qemu_cbt_bench
+fi
 TARGET="${CARGO_TARGET_DIR:-$REPO/target}"
-exec "$TARGET/debug/examples/qemu_cbt_bench" "${WORKDIR:-/var/tmp}" "$TARGET/debug/standby"
+exec "$TARGET/$PROFILE/examples/qemu_cbt_bench" "${WORKDIR:-/var/tmp}" "$TARGET/$PROFILE/standby"

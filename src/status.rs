@@ -32,11 +32,11 @@ impl Level {
 }
 
 /// The level for a newest point of age `age_secs` (None: no point).
-pub fn rpo_level(age_secs: Option<i64>, threshold_secs: u64) -> Level {
+pub fn rpo_level(age_secs: Option<f64>, threshold_secs: u64) -> Level {
     match age_secs {
         None => Level::Critical,
-        Some(a) if a <= threshold_secs as i64 => Level::Ok,
-        Some(a) if a <= 2 * threshold_secs as i64 => Level::Warning,
+        Some(a) if a <= threshold_secs as f64 => Level::Ok,
+        Some(a) if a <= 2.0 * threshold_secs as f64 => Level::Warning,
         Some(_) => Level::Critical,
     }
 }
@@ -47,9 +47,9 @@ pub struct PointSummary {
     pub id: String,
     /// RFC 3339.
     pub created: String,
-    /// Seconds since it was taken; None when its time cannot be read
-    /// (such a point never counts as fresh).
-    pub age_seconds: Option<i64>,
+    /// Seconds since it was taken, with their fraction; None when its
+    /// time cannot be read (such a point never counts as fresh).
+    pub age_seconds: Option<f64>,
     pub consistency: Consistency,
 }
 
@@ -77,13 +77,57 @@ pub struct ProtectionStatus {
 }
 
 fn summary(m: &Manifest, now: OffsetDateTime) -> PointSummary {
-    let age = m.created_at().map(|t| (now - t).whole_seconds());
+    let age = m.created_at().map(|t| (now - t).as_seconds_f64());
     PointSummary {
         id: m.id.hex(),
         created: m.created.clone(),
         age_seconds: age,
         consistency: m.consistency,
     }
+}
+
+/// Everything `standby status` shows.
+#[derive(Debug, Clone)]
+pub struct Status {
+    pub protections: Vec<ProtectionStatus>,
+    pub plans: Vec<PlanStatus>,
+    /// Where recovered machines run, per the state's runs.
+    pub placements: Vec<Placement>,
+}
+
+impl Status {
+    /// 0 when every protection is OK, 2 when any is not.
+    pub fn exit_code(&self) -> u8 {
+        if self.protections.iter().all(|p| p.level == Level::Ok) {
+            0
+        } else {
+            2
+        }
+    }
+}
+
+/// The status of every protection and recovery plan of `ws` at `now`:
+/// newest points from the vaults, drills and recovery runs from `state`.
+pub fn status(
+    ws: &crate::workspace::Workspace,
+    state: Option<&StateDoc>,
+    backup: Option<&str>,
+    now: OffsetDateTime,
+) -> Result<Status, crate::workspace::WorkspaceError> {
+    let (mut protections, points) = protections_and_points(ws, now)?;
+    let plans = ws
+        .config
+        .recovery_plans
+        .values()
+        .map(|rp| plan_status(rp, state, now))
+        .collect();
+    mark_unprotected(&mut protections, &ws.config, state);
+    mark_refused(&mut protections, &ws.config, state, backup, &points);
+    Ok(Status {
+        protections,
+        plans,
+        placements: placements(state),
+    })
 }
 
 /// The status of `protection` given every point in its vault (oldest first).
@@ -93,6 +137,15 @@ pub fn protections(
     ws: &crate::workspace::Workspace,
     now: OffsetDateTime,
 ) -> Result<Vec<ProtectionStatus>, crate::workspace::WorkspaceError> {
+    protections_and_points(ws, now).map(|(prots, _)| prots)
+}
+
+/// [`protections`], with the catalog entries they were computed from (the
+/// points of every vault's protected machines).
+pub fn protections_and_points(
+    ws: &crate::workspace::Workspace,
+    now: OffsetDateTime,
+) -> Result<(Vec<ProtectionStatus>, Vec<Manifest>), crate::workspace::WorkspaceError> {
     use crate::workspace::WorkspaceError;
     let cfg = &ws.config;
     let mut points = std::collections::BTreeMap::new();
@@ -100,21 +153,8 @@ pub fn protections(
         if !cfg.protections.values().any(|p| &p.vault == addr) {
             continue;
         }
-        let vault = ws.vault(addr)?;
         // Only the catalog of the machines this vault protects.
-        let machines = cfg
-            .protections
-            .values()
-            .filter(|p| &p.vault == addr)
-            .map(|p| p.machine.to_string())
-            .collect();
-        let list = crate::vault::catalog::list_machines(&vault, &machines).map_err(|e| {
-            WorkspaceError::Vault {
-                address: addr.clone(),
-                error: Box::new(e),
-            }
-        })?;
-        points.insert(addr.clone(), list);
+        points.insert(addr.clone(), ws.protected_points(addr)?);
     }
     let mut prots = Vec::new();
     for p in cfg.protections.values() {
@@ -127,7 +167,7 @@ pub fn protections(
         let list = points.get(&p.vault).map_or(&[][..], |v| v.as_slice());
         prots.push(protection_status(&p.addr, &p.vault, policy, list, now));
     }
-    Ok(prots)
+    Ok((prots, points.into_values().flatten().collect()))
 }
 
 pub fn protection_status(
@@ -205,6 +245,31 @@ pub fn mark_unprotected(
         {
             p.level = p.level.max(Level::Warning);
             p.unprotected = Some(reason);
+        }
+    }
+}
+
+/// Mark each protection that `replicate` refuses to capture because the
+/// state is lost (missing with its `backup` left) or stale (the vault's
+/// newest point left its machine elsewhere than the state says): the
+/// refusal, with what to run, goes in `unprotected`, and the level is raised
+/// to WARNING at least. `points`: the catalog entries of the protections.
+pub fn mark_refused(
+    prots: &mut [ProtectionStatus],
+    cfg: &crate::model::Config,
+    state: Option<&StateDoc>,
+    backup: Option<&str>,
+    points: &[Manifest],
+) {
+    for p in prots {
+        let Ok(a) = p.protection.parse::<Address>() else {
+            continue;
+        };
+        let refused = crate::recovery::placement::refuse_to_guess(cfg, state, backup, points, [&a]);
+        if let Some(why) = refused.into_iter().next() {
+            let why = why.strip_prefix(&format!("{a}: ")).unwrap_or(&why);
+            p.level = p.level.max(Level::Warning);
+            p.unprotected = Some(format!("replicate refuses it: {why}"));
         }
     }
 }
@@ -400,11 +465,11 @@ mod tests {
 
     #[test]
     fn levels_follow_the_threshold() {
-        assert_eq!(rpo_level(Some(0), 60), Level::Ok);
-        assert_eq!(rpo_level(Some(60), 60), Level::Ok);
-        assert_eq!(rpo_level(Some(61), 60), Level::Warning);
-        assert_eq!(rpo_level(Some(120), 60), Level::Warning);
-        assert_eq!(rpo_level(Some(121), 60), Level::Critical);
+        assert_eq!(rpo_level(Some(0.0), 60), Level::Ok);
+        assert_eq!(rpo_level(Some(60.0), 60), Level::Ok);
+        assert_eq!(rpo_level(Some(60.5), 60), Level::Warning);
+        assert_eq!(rpo_level(Some(120.0), 60), Level::Warning);
+        assert_eq!(rpo_level(Some(120.1), 60), Level::Critical);
         assert_eq!(rpo_level(None, 60), Level::Critical);
     }
 }

@@ -6,7 +6,7 @@
 //! Opening a vault derives its keys, so each is opened once, lazily, and
 //! shared (`Arc`) by the threads of the command.
 
-use crate::model::{Address, Config, KeySource, Policy};
+use crate::model::{Address, Config, KeySource, Kind, Policy, Protection, RecoveryPlan};
 use crate::state::{Backend, StateDoc};
 use crate::vault::{Vault, VaultError, catalog, manifest};
 use std::collections::HashMap;
@@ -47,6 +47,7 @@ pub enum WorkspaceError {
 pub struct Workspace {
     pub config: Config,
     backend: Option<Arc<dyn Backend>>,
+    store: crate::store::Options,
     vaults: Mutex<HashMap<Address, Arc<Vault>>>,
     /// The lineage vault handles act for (see `Vault::set_owner`); read
     /// from the state on first use.
@@ -59,9 +60,26 @@ impl Workspace {
         Workspace {
             config,
             backend: None,
+            store: crate::store::Options::default(),
             vaults: Mutex::new(HashMap::new()),
             owner: Mutex::new(None),
         }
+    }
+
+    /// The same, opening its vaults' stores per `opts` (e.g. a shorter
+    /// request retry for `replicate --watch`).
+    pub fn with_store_options(mut self, opts: crate::store::Options) -> Workspace {
+        self.store = opts;
+        self
+    }
+
+    /// The same, retrying each request to a remote store for at most
+    /// `limit` (instead of three minutes).
+    pub fn with_request_retry(self, limit: std::time::Duration) -> Workspace {
+        let opts = crate::store::Options {
+            request_retry: Some(limit),
+        };
+        self.with_store_options(opts)
     }
 
     /// The same, keeping its state in `backend`.
@@ -91,6 +109,35 @@ impl Workspace {
                 .root
                 .join(s.root.clone().unwrap_or_else(|| PathBuf::from("."))),
         )
+    }
+
+    /// The configuration directory as an absolute path (what providers,
+    /// hooks and run locks are given; the configured root may be relative).
+    pub fn root(&self) -> PathBuf {
+        absolute_root(&self.config)
+    }
+
+    /// The protection of `machine` (`machine.NAME`), if it has one.
+    pub fn protection_of(&self, machine: &Address) -> Option<&Protection> {
+        protection_of(&self.config, machine)
+    }
+
+    /// The recovery plan named `name` (`shop` or `recovery_plan.shop`).
+    pub fn recovery_plan(&self, name: &str) -> Result<&RecoveryPlan, PlanError> {
+        let addr = Address::parse_as(name, Kind::RecoveryPlan)
+            .map_err(|e| PlanError::BadName(e.to_string()))?;
+        self.config
+            .recovery_plans
+            .get(&addr)
+            .ok_or_else(|| PlanError::NotFound {
+                have: self
+                    .config
+                    .recovery_plans
+                    .keys()
+                    .map(|a| a.instance_name())
+                    .collect(),
+                addr,
+            })
     }
 
     /// The replication policy of a configured protection.
@@ -148,11 +195,12 @@ impl Workspace {
                 None => return Err(WorkspaceError::NotConfigured(address.clone())),
             },
         };
-        let vault =
-            Vault::open(&url, &key, &self.config.root).map_err(|error| WorkspaceError::Vault {
+        let vault = Vault::open_with_options(&url, &key, &self.config.root, &self.store).map_err(
+            |error| WorkspaceError::Vault {
                 address: address.clone(),
                 error: Box::new(error),
-            })?;
+            },
+        )?;
         vault.set_owner(self.owner(state));
         Ok(self.keep_vault(address, vault))
     }
@@ -161,6 +209,7 @@ impl Workspace {
     /// source) for the rest of the command; returns the shared handle.
     pub fn keep_vault(&self, address: &Address, vault: Vault) -> Arc<Vault> {
         vault.set_owner(self.owner(None));
+        vault.use_index_cache(self.cache_dir());
         let vault = Arc::new(vault);
         if let Ok(mut vaults) = self.vaults.lock() {
             vaults.insert(address.clone(), vault.clone());
@@ -194,6 +243,27 @@ impl Workspace {
 }
 
 impl Workspace {
+    /// The points in `vault` of every machine the configuration protects
+    /// into it (its catalog entries: extents left out), oldest first per
+    /// machine; filter by `Manifest::protection` for one protection.
+    pub fn protected_points(
+        &self,
+        vault: &Address,
+    ) -> Result<Vec<manifest::Manifest>, WorkspaceError> {
+        let machines = self
+            .config
+            .protections
+            .values()
+            .filter(|p| &p.vault == vault)
+            .map(|p| p.machine.to_string())
+            .collect();
+        let opened = self.vault(vault)?;
+        catalog::list_machines(&opened, &machines).map_err(|error| WorkspaceError::Vault {
+            address: vault.clone(),
+            error: Box::new(error),
+        })
+    }
+
     /// Every configured vault's points (each vault's oldest first), with
     /// the vault's address, in address order. Catalog entries: the disks'
     /// extents are left out (read the manifest to resolve a point).
@@ -249,6 +319,42 @@ pub fn owner_of(config: &Config) -> Option<String> {
             None
         }
     }
+}
+
+/// Why [`Workspace::recovery_plan`] found no plan.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    /// Not the name or address of a recovery plan.
+    #[error("{0}")]
+    BadName(String),
+    #[error("no {addr} in the configuration")]
+    NotFound { addr: Address, have: Vec<String> },
+}
+
+impl PlanError {
+    /// The plans there are, for a name that is not one of them.
+    pub fn help(&self) -> Option<String> {
+        match self {
+            PlanError::BadName(_) => None,
+            PlanError::NotFound { have, .. } => {
+                Some(format!("the configuration has: {}", have.join(", ")))
+            }
+        }
+    }
+}
+
+/// The protection of `machine` in `config`, if it has one.
+pub fn protection_of<'a>(config: &'a Config, machine: &Address) -> Option<&'a Protection> {
+    config.protections.values().find(|p| &p.machine == machine)
+}
+
+/// `config`'s directory as an absolute path.
+pub fn absolute_root(config: &Config) -> PathBuf {
+    std::fs::canonicalize(&config.root).unwrap_or_else(|_| {
+        std::env::current_dir()
+            .map(|d| d.join(&config.root))
+            .unwrap_or_else(|_| config.root.clone())
+    })
 }
 
 /// The local change-tracking cache and staging area of `config`.
@@ -319,6 +425,35 @@ mod tests {
     }
 
     #[test]
+    fn finds_plans_protections_and_the_absolute_root() {
+        let d = tempfile::tempdir().unwrap();
+        let ws = Workspace::new(quickstart(d.path()));
+        assert!(ws.root().is_absolute());
+        let shop = ws.recovery_plan("shop").unwrap();
+        assert_eq!(shop.addr, Address::new(Kind::RecoveryPlan, "shop"));
+        assert_eq!(
+            ws.recovery_plan("recovery_plan.shop").unwrap().addr,
+            shop.addr
+        );
+        let e = ws.recovery_plan("shpo").unwrap_err();
+        assert_eq!(e.to_string(), "no recovery_plan.shpo in the configuration");
+        assert_eq!(e.help().as_deref(), Some("the configuration has: shop"));
+        let e = ws.recovery_plan("machine.db").unwrap_err();
+        assert_eq!(e.to_string(), "no machine.db in the configuration");
+        let e = ws.recovery_plan("a.b.c").unwrap_err();
+        assert!(matches!(e, PlanError::BadName(_)), "{e:?}");
+        let db = Address::new(Kind::Machine, "db");
+        assert_eq!(
+            ws.protection_of(&db).map(|p| p.addr.clone()),
+            Some(Address::new(Kind::Protection, "db"))
+        );
+        assert!(
+            ws.protection_of(&Address::new(Kind::Machine, "none"))
+                .is_none()
+        );
+    }
+
+    #[test]
     fn opens_each_vault_once_and_lists_a_protections_points() {
         let d = tempfile::tempdir().unwrap();
         let ws = Workspace::new(quickstart(d.path()));
@@ -339,5 +474,6 @@ mod tests {
         assert!(Arc::ptr_eq(&a, &b));
         let points = ws.points_of(&Address::new(Kind::Protection, "db")).unwrap();
         assert!(points.is_empty());
+        assert!(ws.protected_points(&main).unwrap().is_empty());
     }
 }

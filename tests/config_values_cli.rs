@@ -46,6 +46,21 @@ fn a_disk_path_outside_its_site_root_is_refused_before_anything_runs() {
     assert!(!root.join(".standby/state.json").exists());
 }
 
+/// Issue 11 item 6 (gap): `path = "db/"` passed validate and apply, then
+/// replicate failed: a path naming a directory is refused by all of them.
+#[test]
+fn a_disk_path_naming_a_directory_is_refused_before_anything_runs() {
+    for path in ["\"web/\"", "\"web/.\""] {
+        let d = tempfile::tempdir().unwrap();
+        let root = quickstart(d.path(), 8, 8);
+        set(&root, "machines.hcl", "\"web/system.img\"", path);
+        refused_by_all(&root, "standby::bad_disk_path");
+        let o = standby(&root).arg("validate").output().unwrap();
+        assert!(text(&o).contains("names a directory"), "{}", text(&o));
+        assert!(!root.join(".standby/vault").exists(), "nothing was written");
+    }
+}
+
 #[test]
 fn a_dr_root_linked_to_the_source_root_is_refused_and_the_source_disk_kept() {
     let d = tempfile::tempdir().unwrap();

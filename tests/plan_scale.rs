@@ -55,6 +55,7 @@ fn fleet(n: usize) -> Config {
                 policy: a("policy.standard"),
                 consistency_group: None,
                 prevent_destroy: false,
+                target_vm: None,
             },
         );
     }

@@ -21,12 +21,13 @@
 //!   window each, the spread between their snapshot instants reported. Then
 //!   the database VM's data disk grows online (`block_resize`): its next
 //!   point falls back, says so, and restores at the new size, consistent.
-//! - `quickstart_qemu_runs_the_story_and_its_restored_database_checks_out`.
-//! - `points_read_over_nbd_with_tls_and_a_wrong_ca_is_refused_by_name`: a
-//!   VM whose `export_tls` makes QEMU export points on TCP with its
-//!   `tls-creds-x509` (certificates the test makes); points verify the
-//!   server's certificate, a wrong CA is refused naming it, and the next
-//!   point is complete.
+//! - `a_vm_on_a_remote_hypervisor_replicates_over_tls_and_a_wrong_ca_is_refused_by_name`:
+//!   a VM whose QMP monitor and guest agent listen on TCP with TLS and
+//!   whose points are exported over NBD with TLS (certificates the test
+//!   makes): an app-consistent point restores to the guest's order count;
+//!   a wrong CA for the monitor, then for the NBD server, is refused naming
+//!   it, and the next point is complete. (`quickstart --qemu` is run by
+//!   `tests/qemu_recovery.rs`.)
 //!
 //! `STANDBY_QEMU_POINTS=N` (CI 3; the issue's long form 20) and
 //! `STANDBY_QEMU_KILLS=N` (CI 3; long form 20).
@@ -558,98 +559,167 @@ fn a_consistency_group_of_two_vms_shares_one_instant_and_a_resize_falls_back() {
 }
 
 #[test]
-fn quickstart_qemu_runs_the_story_and_its_restored_database_checks_out() {
-    let g = guest();
-    let cache = g.kernel.parent().unwrap().parent().unwrap().to_path_buf();
-    let dir = tempfile::Builder::new()
-        .prefix("sbqq")
-        .tempdir_in("/tmp")
-        .unwrap();
-    let d = dir.path().join("tour");
-    let out = Command::new(env!("CARGO_BIN_EXE_standby"))
-        .args(["quickstart", "--qemu"])
-        .arg(&d)
-        .env("STANDBY_GUEST_CACHE", &cache)
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(text.contains("disk data: changed-block tracking"), "{text}");
-    assert!(text.contains("across 2 VM(s)"), "{text}");
-    assert!(
-        text.contains("e2fsck -fn clean, PRAGMA integrity_check = ok"),
-        "{text}"
-    );
-    // No VM outlives the tour.
-    for name in ["app", "db"] {
-        let vm = Vm::open(name, &d.join("sites/hv1")).unwrap();
-        assert!(vm.is_none_or(|v| !v.running()), "VM {name} still runs");
-    }
-}
-
-#[test]
-fn points_read_over_nbd_with_tls_and_a_wrong_ca_is_refused_by_name() {
+fn a_vm_on_a_remote_hypervisor_replicates_over_tls_and_a_wrong_ca_is_refused_by_name() {
+    // The VM's QMP monitor and guest agent listen on TCP with TLS (QEMU's
+    // tls-creds-x509), and its points are exported over NBD with TLS: all
+    // that standby needs from a hypervisor on another host, here on
+    // loopback with certificates the test makes.
     let g = guest();
     let dir = tempfile::Builder::new()
         .prefix("sbqt")
         .tempdir_in("/tmp")
         .unwrap();
     let d = dir.path();
-    shared::make_pki(&d.join("hv1/pki"));
-    let port = watch_support::free_port();
-    let hcl = |ca: &str| {
-        config(&g, &[("db", false)], None).replace(
-            "    append = \"console=ttyS0 quiet panic=-1 standby.writer=1\"\n",
-            &format!(
-                "    append = \"console=ttyS0 quiet panic=-1 standby.writer=1\"\n    export_tls {{\n      listen    = \"127.0.0.1:{port}\"\n      creds_dir = \"pki\"\n      ca        = \"pki/{ca}\"\n    }}\n"
-            ),
+    let site = d.join("hv1");
+    shared::make_pki(&site.join("pki"));
+    let (qmp_port, agent_port, nbd_port) = (
+        watch_support::free_port(),
+        watch_support::free_port(),
+        watch_support::free_port(),
+    );
+    let (qmp_addr, agent_addr) = (
+        format!("127.0.0.1:{qmp_port}"),
+        format!("127.0.0.1:{agent_port}"),
+    );
+    let hcl = |tls_ca: &str, export_ca: &str| {
+        format!(
+            r#"vault "main" {{
+  url = "file://.standby/vault"
+}}
+site "hv1" {{
+  provider = "qemu"
+  root     = "hv1"
+}}
+site "dr" {{
+  provider = "local"
+  root     = "dr"
+}}
+policy "app" {{
+  rpo_threshold          = "15m"
+  crash_consistent_every = "5m"
+  app_consistent_every   = "5m"
+  retention              = "30d"
+}}
+machine "db" {{
+  site = site.hv1
+  vm {{
+    qmp      = "tcp://{qmp_addr}"
+    agent    = "tcp://{agent_addr}"
+    work_dir = "{work}"
+    tls {{
+      ca = "pki/{tls_ca}"
+    }}
+    export_tls {{
+      listen    = "127.0.0.1:{nbd_port}"
+      creds_dir = "pki"
+      ca        = "pki/{export_ca}"
+    }}
+  }}
+  disk "system" {{ path = "db/system.qcow2" }}
+  disk "data" {{ path = "db/data.qcow2" }}
+}}
+protection "db" {{
+  machine = machine.db
+  target  = site.dr
+  vault   = vault.main
+  policy  = policy.app
+}}
+"#,
+            work = site.join("work").display()
         )
     };
-    std::fs::write(d.join("main.hcl"), hcl("ca-cert.pem")).unwrap();
-    make_disks(&g, &d.join("hv1"), "db", 256 << 20, false);
-    let _vms = Vms(vec![start(d, "machine.db")]);
-    await_orders(&mut agent(d, "db"), 0);
+    std::fs::write(d.join("main.hcl"), hcl("ca-cert.pem", "ca-cert.pem")).unwrap();
+    // On a real remote host, a directory the hypervisor's admin made.
+    std::fs::create_dir_all(site.join("work")).unwrap();
+    let disks = site.join("db");
+    std::fs::create_dir_all(&disks).unwrap();
+    let system = g
+        .root_overlay(&disks.join("system.qcow2"), "system")
+        .unwrap();
+    guest::make_data_disk(&disks.join("data.qcow2"), 256 << 20, DiskFormat::Qcow2).unwrap();
+    let spec = standby_provider_qemu::vm::VmSpec {
+        name: "db".into(),
+        memory_mib: 256,
+        cpus: 1,
+        boot: g.boot(true),
+        disks: vec![
+            system,
+            standby_provider_qemu::vm::DiskSpec {
+                node_name: "data".into(),
+                path: disks.join("data.qcow2"),
+                format: DiskFormat::Qcow2,
+                read_only: false,
+            },
+        ],
+        accel: standby_provider_qemu::accel::probe(&g.kernel).accel,
+        remote_qmp: Some(standby_provider_qemu::vm::RemoteQmp {
+            listen: qmp_addr.clone(),
+            agent_listen: Some(agent_addr.clone()),
+            creds_dir: site.join("pki"),
+            verify_peer: false,
+        }),
+    };
+    let _vms = Vms(vec![Vm::start(&spec, &site).unwrap()]);
+    let tls = standby_provider_qemu::tls::TlsConfig {
+        ca: site.join("pki/ca-cert.pem"),
+        server_name: "127.0.0.1".into(),
+        client: None,
+    };
+    // The agent's chardev takes one client: the test's is dropped before
+    // standby connects.
+    let remote_agent = || Agent::connect_tls(&agent_addr, &tls, Duration::from_secs(120)).unwrap();
+    await_orders(&mut remote_agent(), 0);
     ok(d, &["apply", "--auto-approve"]);
     {
-        let mut a = agent(d, "db");
+        let mut a = remote_agent();
         let n = orders(&mut a);
         await_orders(&mut a, n + 5);
     }
     let out = ok(d, &["replicate"]);
     assert!(out.contains("disk data: changed-block tracking"), "{out}");
+    assert!(
+        out.contains("(app"),
+        "an app-consistent point through the TLS agent: {out}"
+    );
     let p = last_cbt(d, "machine.db");
     let img = d.join("db-data.img");
     restore(d, p["id"].as_str().unwrap(), "data", &img, &[]);
-    let count: u64 = sh(&mut agent(d, "db"), "cat /run/last-freeze-count")
+    let count: u64 = sh(&mut remote_agent(), "cat /run/last-freeze-count")
         .parse()
         .unwrap();
     assert_eq!(shared::check_database_image(&img), count);
 
-    // Verified against another CA, QEMU's certificate is refused, naming
-    // the reason and the CA file; no point is taken and nothing is lost.
-    std::fs::write(d.join("main.hcl"), hcl("other-ca.pem")).unwrap();
-    let before = points(d).len();
-    let out = standby(d, &["replicate"]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{err}");
-    assert!(
-        err.contains("UnknownIssuer") && err.contains("other-ca.pem"),
-        "{err}"
-    );
-    assert_eq!(points(d).len(), before);
+    // Verified against another CA, the monitor's certificate (then the NBD
+    // server's) is refused, naming the reason and the CA file; no point is
+    // taken and nothing is lost.
+    for (tls_ca, export_ca) in [
+        ("other-ca.pem", "ca-cert.pem"),
+        ("ca-cert.pem", "other-ca.pem"),
+    ] {
+        std::fs::write(d.join("main.hcl"), hcl(tls_ca, export_ca)).unwrap();
+        let before = points(d).len();
+        let out = standby(d, &["replicate"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{err}");
+        assert!(
+            err.contains("UnknownIssuer") && err.contains("other-ca.pem"),
+            "{err}"
+        );
+        assert_eq!(points(d).len(), before);
+    }
     // The refused point merged its bitmap generation back: the next one is
     // dirty-only again and complete.
-    std::fs::write(d.join("main.hcl"), hcl("ca-cert.pem")).unwrap();
+    std::fs::write(d.join("main.hcl"), hcl("ca-cert.pem", "ca-cert.pem")).unwrap();
+    {
+        let mut a = remote_agent();
+        let n = orders(&mut a);
+        await_orders(&mut a, n + 3);
+    }
     let out = ok(d, &["replicate"]);
     assert!(out.contains("disk data: changed-block tracking"), "{out}");
     let p = last_cbt(d, "machine.db");
     restore(d, p["id"].as_str().unwrap(), "data", &img, &["--force"]);
-    let count: u64 = sh(&mut agent(d, "db"), "cat /run/last-freeze-count")
+    let count: u64 = sh(&mut remote_agent(), "cat /run/last-freeze-count")
         .parse()
         .unwrap();
     assert_eq!(shared::check_database_image(&img), count);

@@ -105,8 +105,9 @@ fn marker_rows(db: &std::path::Path) -> u64 {
 }
 
 /// Between two runs: the user takes an order and edits the configuration.
-/// A rerun with the edit refuses before touching anything; without it (and
-/// with a default file deleted) it runs on the user's data.
+/// A rerun with the edit, or with a configuration file added, refuses
+/// before touching anything; without them (and with a default file
+/// deleted) it runs on the user's data.
 fn rerun_keeps_the_users_work(dir: &std::path::Path, db: &std::path::Path) {
     standby::samples::add_orders(db, 1).unwrap();
     let main = dir.join("main.hcl");
@@ -144,5 +145,40 @@ fn rerun_keeps_the_users_work(dir: &std::path::Path, db: &std::path::Path) {
         "the database was touched"
     );
     std::fs::write(&main, default).unwrap();
+    // Files the quickstart did not write are the user's configuration too
+    // (issue 11 item 10): a new `mine.hcl`, a `standby.vars.hcl`.
+    for (name, text) in [
+        (
+            "mine.hcl",
+            "site \"lab\" {\n  provider = \"local\"\n  root     = \"sites/lab\"\n}\n",
+        ),
+        ("standby.vars.hcl", "unused = \"x\"\n"),
+    ] {
+        let added = dir.join(name);
+        std::fs::write(&added, text).unwrap();
+        let out = standby()
+            .arg("quickstart")
+            .arg(dir)
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr)
+            .replace('│', " ")
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert_eq!(out.status.code(), Some(1), "{name}: {err}");
+        assert!(
+            err.contains(&format!("{name} (added)")) && err.contains("changed nothing"),
+            "{name}: {err}"
+        );
+        assert!(std::fs::read(dir.join(".standby/state.json")).unwrap() == state);
+        assert!(
+            std::fs::read(db).unwrap() == db_before,
+            "{name}: db touched"
+        );
+        assert!(!dir.join("sites/lab").exists(), "{name} was applied");
+        std::fs::remove_file(&added).unwrap();
+    }
     std::fs::remove_file(dir.join("README.md")).unwrap();
 }

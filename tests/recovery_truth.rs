@@ -341,6 +341,15 @@ fn an_interrupted_drill_is_recorded_as_interrupted_not_failed() {
     let plan = &s["recovery_plans"][0];
     assert_eq!(plan["state"], "never_drilled", "{s:#}");
     assert_eq!(json_file(&reports.join("report.json"))["interrupted"], true);
+    // Neither passed nor failed in CI either: what the interrupt stopped
+    // is skipped, naming the interrupt, and nothing is a failure.
+    let junit = std::fs::read_to_string(reports.join("junit.xml")).unwrap();
+    assert!(!junit.contains("<failure"), "{junit}");
+    assert!(junit.contains("failures=\"0\""), "{junit}");
+    assert!(
+        junit.contains("<skipped message=\"drill interrupted"),
+        "{junit}"
+    );
 }
 
 #[test]

@@ -273,6 +273,31 @@ fn restore_latest_with_several_machines_needs_machine() {
     assert!(t.contains("--machine"), "{t}");
     assert!(t.contains("machine.db") && t.contains("machine.web"), "{t}");
     assert!(!to.exists());
+    // An unknown machine is named as such, not "no point matches latest"
+    // (issue 12 item 7), with the near name it probably meant.
+    for (given, near) in [("machine.nope", None), ("wep", Some("machine.web"))] {
+        let o = run_cmd(
+            &root,
+            &[
+                "restore",
+                "latest",
+                "--machine",
+                given,
+                "--disk",
+                "system",
+                "--to",
+                to.to_str().unwrap(),
+            ],
+        );
+        let t = refused(&o, "an unknown machine");
+        assert!(t.contains("no machine."), "{t}");
+        assert!(t.contains("in the configuration"), "{t}");
+        assert!(!t.contains("no point matches"), "{t}");
+        if let Some(near) = near {
+            assert!(t.contains(&format!("did you mean `{near}`?")), "{t}");
+        }
+        assert!(!to.exists());
+    }
     ok(
         &root,
         &[

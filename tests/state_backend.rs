@@ -273,6 +273,26 @@ fn a_state_removed_under_a_writer_is_not_silently_recreated() {
     assert!(!backend.state_path().exists());
 }
 
+/// Issue 11 item 2: a new document never replaces a lost state whose
+/// backup remains (the write after it would overwrite the backup).
+#[test]
+fn a_lost_state_with_its_backup_left_is_never_started_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = LocalBackend::new(dir.path());
+    let lock = backend.lock("standby test").unwrap();
+    let mut doc = sample_doc();
+    backend.write(&lock, &mut doc).unwrap();
+    backend.write(&lock, &mut doc).unwrap();
+    let backup = std::fs::read(backend.backup_path()).unwrap();
+    std::fs::remove_file(backend.state_path()).unwrap();
+    let err = backend.write(&lock, &mut StateDoc::default()).unwrap_err();
+    assert!(matches!(err, StateError::Orphaned { .. }), "{err}");
+    let help = miette::Diagnostic::help(&err).unwrap().to_string();
+    assert!(help.contains("cp "), "{help}");
+    assert!(!backend.state_path().exists());
+    assert_eq!(std::fs::read(backend.backup_path()).unwrap(), backup);
+}
+
 #[test]
 fn backends_and_locks_can_be_shared_across_threads() {
     fn shareable<T: Send + Sync>() {}

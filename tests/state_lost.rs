@@ -6,7 +6,8 @@
 //! and what to run, and change nothing: no point of the stale source, no
 //! byte written over the DR database. Restoring the backup brings back
 //! normal work; `replicate --trust-state` is the explicit way to adopt the
-//! state's view.
+//! state's view. Every command that writes the state refuses a missing
+//! state whose backup exists, and none touches the backup.
 
 mod common;
 
@@ -37,6 +38,28 @@ fn refused(qs: &Path, args: &[&str], what: &str) {
     let all = flat(&text(&o));
     assert!(all.contains(what), "{args:?} must say {what:?}:\n{all}");
     assert_eq!(points(qs), before, "{args:?} changed the vault");
+}
+
+/// `status` reports replicate's refusal: WARNING or worse (exit 2), the
+/// protection marked, `what` in the text.
+fn status_warns(qs: &Path, what: &str) {
+    let o = standby(qs).arg("status").output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "status must warn:\n{}", text(&o));
+    let all = flat(&text(&o));
+    assert!(
+        all.contains("protection.db: unprotected: replicate refuses it"),
+        "{all}"
+    );
+    assert!(all.contains(what), "status must say {what:?}:\n{all}");
+    let o = standby(qs).args(["status", "--json"]).output().unwrap();
+    let doc: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let db = doc["protections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["protection"] == "protection.db")
+        .unwrap();
+    assert_ne!(db["level"], "ok", "{doc:#}");
 }
 
 #[test]
@@ -86,7 +109,31 @@ fn a_lost_state_is_refused_instead_of_overwriting_newer_data_at_dr() {
         &["replicate", "--watch", "--listen", "127.0.0.1:0"],
         missing,
     );
+    // Every other writer of the state refuses too (issue 11 item 2: a
+    // drill recreated the state and overwrote the backup with it).
+    let backup_bytes = std::fs::read(&backup).unwrap();
+    for args in [
+        &["drill", "shop", "--approve", "dns"][..],
+        &["failover", "test", "shop", "--approve", "dns"],
+        &["failover", "cleanup", "shop"],
+        &["failover", "commit", "shop"],
+        &["approve", "shop", "dns"],
+        &["reprotect", "shop"],
+        &["failback", "shop", "--approve", "dns"],
+        &["state", "rm", "machine.web"],
+        // Read-only, but a plan from nothing would recreate everything.
+        &["plan"],
+    ] {
+        refused(&qs, args, missing);
+        assert!(!state.exists(), "{args:?} started a new state");
+        assert_eq!(
+            std::fs::read(&backup).unwrap(),
+            backup_bytes,
+            "{args:?} changed the backup"
+        );
+    }
     assert!(!state.exists(), "nothing may start a new state");
+    status_warns(&qs, missing);
 
     // 2. The backup lost too: the vault's points say where db runs.
     std::fs::remove_file(&backup).unwrap();
@@ -108,6 +155,17 @@ fn a_lost_state_is_refused_instead_of_overwriting_newer_data_at_dr() {
         &["failover", "unplanned", "shop", "--approve", "dns"],
         stale,
     );
+    // status no longer says OK while every replicate is refused (item 7).
+    status_warns(&qs, stale);
+    status_warns(&qs, "--trust-state protection.db");
+    // plan says so too, instead of a plain "No changes".
+    let o = standby(&qs).arg("plan").output().unwrap();
+    let all = flat(&text(&o));
+    assert!(
+        all.contains("warning: apply and replicate refuse this state: protection.db:"),
+        "{all}"
+    );
+    assert!(all.contains(stale), "{all}");
     assert_eq!(sql(&dr_db, "SELECT count(*) FROM orders"), rows);
     assert_eq!(
         std::fs::read(&dr_db).unwrap(),

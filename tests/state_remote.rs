@@ -479,7 +479,8 @@ fn backend_block_and_plan_use_the_remote_state(kind: &str) {
 }
 
 /// A state deleted behind standby's back while its backup remains is
-/// named as such (commands refuse to start over from nothing then).
+/// named as such (commands refuse to start over from nothing then), and
+/// no write is accepted.
 fn a_deleted_state_with_its_backup_left_is_found(kind: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let u = url(kind, tmp.path(), "orphan");
@@ -500,6 +501,24 @@ fn a_deleted_state_with_its_backup_left_is_found(kind: &str) {
     });
     let found = b.orphaned_backup().expect("the backup is named");
     assert!(found.ends_with("state.json.backup"), "{found}");
+    // No writer may start a new state beside it: the next write would
+    // replace the backup, the only good copy, with it.
+    let before = get(&store, "state.json.backup");
+    let lock = b.lock("third").unwrap();
+    let err = b.write(&lock, &mut StateDoc::default()).unwrap_err();
+    assert!(
+        matches!(err, standby::state::StateError::Orphaned { .. }),
+        "{err}"
+    );
+    assert!(
+        get(&store, "state.json").is_none(),
+        "a new state was written"
+    );
+    assert_eq!(
+        get(&store, "state.json.backup"),
+        before,
+        "the backup changed"
+    );
 }
 
 /// Generate one test per backend for each suite function.

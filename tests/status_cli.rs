@@ -75,7 +75,15 @@ fn levels_follow_the_newest_point_age_and_exit_codes_alert() {
     let ok = status_json(&root, created + secs(600), 0);
     let db = prot(&ok, "protection.db");
     assert_eq!(db["level"], "ok", "{ok}");
-    assert_eq!(db["newest_point"]["age_seconds"], 600);
+    assert_eq!(db["newest_point"]["age_seconds"].as_f64(), Some(600.0));
+    // JSON keeps the fraction the text's tenths come from (issue 12.5).
+    let frac = status_json(
+        &root,
+        created + secs(30) + time::Duration::milliseconds(250),
+        0,
+    );
+    let age = &prot(&frac, "protection.db")["newest_point"]["age_seconds"];
+    assert_eq!(age.as_f64(), Some(30.25), "{frac}");
     assert_eq!(db["newest_app_point"]["consistency"], "app");
     assert_eq!(db["points"], 1);
     assert!(db["stored_bytes"].as_u64().unwrap() > 0, "{db}");

@@ -108,3 +108,54 @@ fn single_dash_long_options_work_like_double_dash() {
     let o = run(&dir, &["status", "-auto-approve"]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
 }
+
+/// Issue 12 item 2 (gap): Terraform users put `-input=false` and
+/// `-lock=false` in CI. `-input=false` is accepted everywhere and never
+/// prompts, even on a terminal; `-lock=false` is refused, saying why.
+#[test]
+fn input_false_never_prompts_and_lock_false_is_refused_precisely() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = quickstart(d.path(), 8, 8);
+    let plain = run(&dir, &["plan", "-detailed-exitcode"]);
+    for flag in ["-input=false", "--input=false", "-lock=true"] {
+        let o = run(&dir, &["plan", flag, "-detailed-exitcode"]);
+        assert_eq!(o.status.code(), plain.status.code(), "{flag}: {}", text(&o));
+        assert_eq!(o.stdout, plain.stdout, "{flag}");
+    }
+    // On a terminal (a pty from script(1)), apply would ask; with
+    // -input=false it refuses at once instead, changing nothing.
+    let cmd = format!(
+        "{} -C {} apply -input=false",
+        env!("CARGO_BIN_EXE_standby"),
+        dir.display()
+    );
+    let o = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let all = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{all}");
+    assert!(all.contains("-input=false"), "{all}");
+    assert!(
+        !all.contains("Only 'yes' will be accepted"),
+        "it prompted: {all}"
+    );
+    assert!(!dir.join(".standby/state.json").exists());
+    for args in [
+        &["plan", "-lock=false"][..],
+        &["apply", "-lock=false", "-auto-approve"],
+        &["replicate", "--lock=false"],
+    ] {
+        let o = run(&dir, args);
+        let all = text(&o).split_whitespace().collect::<Vec<_>>().join(" ");
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {all}");
+        assert!(
+            all.contains("-lock=false is not supported: standby always takes the state lock"),
+            "{args:?}: {all}"
+        );
+        assert!(all.contains("-lock-timeout"), "{all}");
+    }
+    assert!(!dir.join(".standby/state.json").exists());
+}

@@ -50,6 +50,22 @@ fn times_durations_sizes_and_plurals_read_well() {
 
     let shown = ok(&qs, &["state", "show", "protection.db"]);
     assert!(has_human_time(&shown), "{shown}");
+    // Sizes too, in the one size style (issue 12 item 5): no raw bytes.
+    let stored = shown
+        .lines()
+        .find(|l| l.contains("observed.stored_bytes"))
+        .unwrap_or_else(|| panic!("{shown}"));
+    assert!(stored.ends_with("iB") || stored.ends_with(" B"), "{stored}");
+    let machine = ok(&qs, &["state", "show", "machine.db"]);
+    let sizes: Vec<&str> = machine.lines().filter(|l| l.contains(".size ")).collect();
+    assert!(!sizes.is_empty(), "{machine}");
+    assert!(sizes.iter().all(|l| l.ends_with("iB")), "{sizes:?}");
+    let json: Value =
+        serde_json::from_str(&ok(&qs, &["state", "show", "protection.db", "--json"])).unwrap();
+    assert!(
+        json["attributes"]["observed.stored_bytes"].is_u64(),
+        "{json}"
+    );
 
     let out = ok(
         &qs,

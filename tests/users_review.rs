@@ -198,3 +198,43 @@ fn an_unreadable_vault_brings_no_drift_from_stale_facts() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(text(&o).contains("No drift"), "{}", text(&o));
 }
+
+/// Issue 11 item 9 (gap): removing a machine entirely — the machine, its
+/// protection and its recovery group — noted "machine.web is in
+/// recovery_plan.shop but will have no protection": false, the plan is
+/// updated by the same apply. The plan says what is destroyed and nothing
+/// about a machine left unprotected.
+#[test]
+fn removing_a_machine_with_its_protection_and_group_gives_no_false_note() {
+    let d = tempfile::tempdir().unwrap();
+    let qs = quickstart(d.path(), 8, 8);
+    ok(&qs, &["apply", "--auto-approve"]);
+    let cut = |file: &str, from: &str, to: &str| {
+        let p = qs.join(file);
+        let t = std::fs::read_to_string(&p).unwrap();
+        let a = t.find(from).unwrap_or_else(|| panic!("{from} in {file}"));
+        let b = a + t[a..].find(to).unwrap() + to.len();
+        std::fs::write(&p, format!("{}{}", &t[..a], &t[b..])).unwrap();
+    };
+    cut("machines.hcl", "machine \"web\" {", "\n}\n");
+    cut("protection.hcl", "protection \"web\" {", "\n}\n");
+    cut("recovery.hcl", "group \"web\" {", "\n  }\n");
+    ok(&qs, &["validate"]);
+    let out = ok(&qs, &["plan"]);
+    assert!(out.contains("machine.web"), "{out}");
+    assert!(out.contains("protection.web will be destroyed"), "{out}");
+    assert!(!out.contains("will have no protection"), "{out}");
+    let doc: Value = serde_json::from_slice(&run(&qs, &["plan", "--json"]).stdout).unwrap();
+    let kinds: Vec<&Value> = doc["notes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| &n["kind"])
+        .collect();
+    assert!(
+        !kinds
+            .iter()
+            .any(|k| k.as_str() == Some("machine_unprotected")),
+        "{doc:#}"
+    );
+}

@@ -73,6 +73,19 @@ fn watch_takes_points_serves_metrics_prunes_and_stops_on_sigterm() {
         Some(0.0)
     );
     assert!(metric(&body, "standby_points", "protection.db").unwrap() >= 2.0);
+    // One tokio runtime in the process (issue 13): its threads are named
+    // `standby-io`; a runtime built anywhere else (per vault, for the
+    // endpoint) would show tokio's default `tokio-runtime-w` names.
+    let threads: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", child.0.id()))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|c| c.trim().to_string())
+        .collect();
+    assert!(threads.iter().any(|t| t == "standby-io"), "{threads:?}");
+    assert!(
+        !threads.iter().any(|t| t.starts_with("tokio-")),
+        "{threads:?}"
+    );
     let age = metric(&body, "standby_newest_point_age_seconds", "protection.db").unwrap();
     assert!(age >= 0.0, "{body}");
     assert_eq!(http_get(port, "/nope").map(|r| r.0), Some(404));
@@ -206,4 +219,122 @@ fn sigterm_during_a_freeze_thaws_and_leaves_no_point() {
     let points: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(points.as_array().unwrap().len(), 0, "{points}");
     expect_code(standby(&root).args(["vault", "verify", "--read-data"]), 0);
+}
+
+fn listed(root: &std::path::Path) -> Vec<serde_json::Value> {
+    let out = expect_code(standby(root).args(["points", "--json"]), 0);
+    serde_json::from_str::<serde_json::Value>(&stdout(&out))
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+fn watch(root: &std::path::Path, port: u16, log: &std::path::Path) -> KillOnDrop {
+    let child = standby(root)
+        .args(["replicate", "--watch", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    let child = KillOnDrop(child);
+    wait_for("/healthz", Duration::from_secs(60), || {
+        http_get(port, "/healthz")
+    });
+    child
+}
+
+/// Issue 11 item 1 (gap): in the quickstart's group, web has no quiesce
+/// hooks and so never an app-consistent point; that must not make an
+/// app-consistent point due at every round (the freeze hooks ran every
+/// crash interval). With app-consistent points hourly, the watch's points
+/// are crash-consistent.
+#[test]
+fn a_member_without_quiesce_hooks_does_not_make_every_point_app_consistent() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = r#"  rpo_threshold          = "1h"
+  crash_consistent_every = "2s"
+  app_consistent_every   = "1h"
+  retention              = "24h""#;
+    let root = quickstart(dir.path(), policy, None);
+    expect_code(standby(&root).args(["vault", "init"]), 0);
+    expect_code(standby(&root).args(["replicate"]), 0);
+    let first = listed(&root).len();
+    let log = dir.path().join("watch.log");
+    let mut child = watch(&root, free_port(), &log);
+    let db = |ps: &[serde_json::Value]| {
+        ps.iter()
+            .filter(|p| p["protection"] == "protection.db")
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    wait_for(
+        "three points of the watch",
+        Duration::from_secs(120),
+        || (db(&listed(&root)).len() >= 4).then_some(()),
+    );
+    terminate(&mut child.0, Duration::from_secs(120));
+    let all = listed(&root);
+    assert!(all.len() > first);
+    let db = db(&all);
+    let app: Vec<_> = db.iter().filter(|p| p["consistency"] == "app").collect();
+    assert_eq!(
+        app.len(),
+        1,
+        "only the first point is app-consistent: {db:#?}\n{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+}
+
+/// Issue 11 item 1 (gap): a point another process takes (`standby
+/// replicate` while the watch runs) counts: it moves the watch's schedule
+/// and shows in /metrics without waiting for the watch's next point.
+#[test]
+fn points_of_another_process_count_for_the_watch_schedule_and_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = r#"  rpo_threshold          = "1h"
+  crash_consistent_every = "1h"
+  app_consistent_every   = "1h"
+  retention              = "24h""#;
+    let root = quickstart(dir.path(), policy, None);
+    expect_code(standby(&root).args(["vault", "init"]), 0);
+    expect_code(standby(&root).args(["replicate"]), 0);
+    let port = free_port();
+    let log = dir.path().join("watch.log");
+    let mut child = watch(&root, port, &log);
+    // Every member has a fresh point: nothing is due.
+    let body = wait_for(
+        "the first round in /metrics",
+        Duration::from_secs(60),
+        || {
+            let (_, body) = http_get(port, "/metrics")?;
+            metric(&body, "standby_points", "protection.web").map(|_| body)
+        },
+    );
+    assert_eq!(metric(&body, "standby_points", "protection.db"), Some(1.0));
+    expect_code(standby(&root).args(["replicate"]), 0);
+    let body = wait_for(
+        "the other point in /metrics",
+        Duration::from_secs(60),
+        || {
+            let (_, body) = http_get(port, "/metrics")?;
+            (metric(&body, "standby_points", "protection.db") == Some(2.0)).then_some(body)
+        },
+    );
+    let age = metric(&body, "standby_newest_point_age_seconds", "protection.db").unwrap();
+    assert!(
+        age < 60.0,
+        "the newest point is the other process's: {body}"
+    );
+    for p in ["protection.db", "protection.web"] {
+        assert_eq!(
+            metric(&body, "standby_points_taken_total", p),
+            Some(0.0),
+            "the watch took a point although none was due: {}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+    }
+    terminate(&mut child.0, Duration::from_secs(120));
+    assert_eq!(listed(&root).len(), 4);
 }

@@ -18,6 +18,17 @@ machine "app" {
     format    = "qcow2"
     node_name = "system"
   }
+
+  # Checks of the recovered VM, run by standby at the DR site.
+  check "booted" {
+    console = "standby-guest: up" # a line on the serial console
+  }
+
+  check "isolated" {
+    # A test VM has no network: connecting to the host's address (QEMU's
+    # user-mode gateway) must fail as unreachable, not merely be refused.
+    guest = ["sh", "-c", "ls /sys/class/net; out=$(nc -w 3 10.0.2.2 80 </dev/null 2>&1); echo \"$out\"; case \"$out\" in *'Network is unreachable'*) ;; *) exit 1 ;; esac"]
+  }
 }
 
 machine "db" {
@@ -42,5 +53,16 @@ machine "db" {
     path      = "db/data.qcow2" # ext4 holding /data/orders.db
     format    = "qcow2"
     node_name = "data"
+  }
+
+  # Run inside the recovered guest through its guest agent.
+  check "database" {
+    guest  = ["sqlite3", "-cmd", ".timeout 10000", "/data/orders.db", "PRAGMA integrity_check"]
+    expect = "ok"
+  }
+
+  check "orders" {
+    # Every order the point's freeze recorded is there (ids 1..N); prints N.
+    guest = ["sh", "-c", "n=$(tail -n1 /data/freezes.log) && test \"$(sqlite3 -cmd '.timeout 10000' /data/orders.db \"SELECT count(*) FROM orders WHERE id <= $n\")\" = \"$n\" && echo $n"]
   }
 }

@@ -22,9 +22,11 @@ site "hv1" {
   root     = "sites/hv1"
 }
 
-# Recovered disks land as files on a local DR site.
+# The recovery site is a hypervisor too: recovered machines run as QEMU
+# VMs there. Test failovers and drills boot them from throw-away overlays
+# over the restored images, with no network; checks run inside the guests.
 site "dr" {
-  provider = "local"
+  provider = "qemu"
   root     = "sites/dr"
 }
 

@@ -15,4 +15,10 @@ protection "db" {
   vault             = vault.main
   policy            = policy.vms
   consistency_group = "shop"
+
+  # At site.dr the database VM runs with more memory than at home.
+  target_vm {
+    memory = "384M"
+    cpus   = 1
+  }
 }

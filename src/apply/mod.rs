@@ -140,8 +140,10 @@ pub enum ApplyError {
     },
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
-    /// Confirmation cannot be asked (stdin is not a terminal).
-    #[error("stdin is not a terminal, so apply cannot ask for confirmation; nothing was changed")]
+    /// Confirmation cannot be asked (stdin is not a terminal, or `-input=false`).
+    #[error(
+        "apply cannot ask for confirmation (stdin is not a terminal, or -input=false); nothing was changed"
+    )]
     CannotAsk,
     #[error("cannot read the answer: {0}")]
     Answer(std::io::Error),
@@ -208,7 +210,7 @@ pub fn run(ws: Arc<Workspace>, opts: &Options, ui: &dyn Ui) -> Result<Outcome, A
     // A lost or stale state must not adopt the vault's points as new.
     let prots: Vec<Address> = config.protections.keys().cloned().collect();
     let problems = crate::recovery::placement::check_vaults(
-        config,
+        &ws,
         current.as_ref(),
         backend.orphaned_backup().as_deref(),
         &prots,
@@ -314,24 +316,21 @@ pub fn run(ws: Arc<Workspace>, opts: &Options, ui: &dyn Ui) -> Result<Outcome, A
     let ctx = Arc::new(Context::new(ws.clone(), plan.changes.clone(), lock, doc));
     ui.event(Event::StepsStarting { moved: &moved });
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(ApplyError::Runtime)?;
+    let rt = crate::store::runtime().map_err(ApplyError::Runtime)?;
     let cancel = Cancel::new();
     let report = rt.block_on(async {
         // A second interrupt stops at once: every finished step is in state already.
-        if let Err(e) = cancel.on_signals(ui.on_second_interrupt(false)) {
-            tracing::warn!("cannot watch for interrupts: {e}");
-        }
+        let _listening = cancel
+            .on_signals(ui.on_second_interrupt(false))
+            .inspect_err(|e| tracing::warn!("cannot watch for interrupts: {e}"));
         // Running first replications watch this flag and stop before writing.
         let flag = ctx.cancel.clone();
         let watched = cancel.clone();
-        tokio::spawn(async move {
+        let watcher = tokio::spawn(async move {
             watched.cancelled().await;
             flag.store(true, std::sync::atomic::Ordering::Relaxed);
         });
-        exec::walk(
+        let report = exec::walk(
             &graph,
             opts.parallelism,
             &cancel,
@@ -346,9 +345,10 @@ pub fn run(ws: Arc<Workspace>, opts: &Options, ui: &dyn Ui) -> Result<Outcome, A
                 }
             },
         )
-        .await
+        .await;
+        watcher.abort();
+        report
     });
-    drop(rt);
     // Release the state lock: site changes record their runs update by update.
     drop(ctx);
 
@@ -366,7 +366,7 @@ pub fn run(ws: Arc<Workspace>, opts: &Options, ui: &dyn Ui) -> Result<Outcome, A
     ui.event(Event::SiteChangesStarting);
     let rec = crate::recovery::Recorder::new(backend, "standby apply");
     let done = site::run(
-        config.clone(),
+        ws.clone(),
         &plan.site_changes,
         rec,
         std::sync::Arc::from(ui.approver(opts.approve.clone())),

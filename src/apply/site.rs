@@ -6,11 +6,12 @@
 
 use super::ApplyError;
 use crate::exec::{self, Cancel, Sink, StepError};
-use crate::model::{Address, Config};
+use crate::model::Address;
 use crate::plan::Plan;
 use crate::plan::site::{Direction, SiteChange, SiteOp};
 use crate::recovery::{self, Approver, PointChoice, Recorder};
 use crate::state::RunKind;
+use crate::workspace::Workspace;
 use petgraph::graph::DiGraph;
 use std::fmt;
 use std::sync::Arc;
@@ -101,7 +102,7 @@ fn stages(c: &SiteChange) -> Vec<Op> {
 /// `approver`, the recovery runs report to `events`; `on_second` runs on a
 /// second interrupt. True when every stage finished.
 pub fn run(
-    config: Config,
+    ws: Arc<Workspace>,
     changes: &[SiteChange],
     recorder: Recorder,
     approver: Arc<dyn Approver>,
@@ -123,25 +124,21 @@ pub fn run(
             before = Some(n);
         }
     }
-    let config = Arc::new(config);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(ApplyError::Runtime)?;
+    let rt = crate::store::runtime().map_err(ApplyError::Runtime)?;
     let cancel = Cancel::new();
     let report = rt.block_on(async {
-        if let Err(e) = cancel.on_signals(on_second) {
-            tracing::warn!("cannot watch for interrupts: {e}");
-        }
+        let _listening = cancel
+            .on_signals(on_second)
+            .inspect_err(|e| tracing::warn!("cannot watch for interrupts: {e}"));
         exec::walk(&graph, 1, &cancel, sink, |i, cancel| {
             let stage = graph[i].clone();
-            let config = config.clone();
+            let ws = ws.clone();
             let recorder = recorder.clone();
             let approver = approver.clone();
             let events = events.clone();
             async move {
                 tokio::task::spawn_blocking(move || {
-                    run_stage(&config, &stage, &recorder, &*approver, &*events, &cancel)
+                    run_stage(&ws, &stage, &recorder, &*approver, &*events, &cancel)
                 })
                 .await
                 .map_err(|e| StepError::Failed(format!("the step crashed: {e}")))?
@@ -149,19 +146,19 @@ pub fn run(
         })
         .await
     });
-    drop(rt);
     Ok(report.all_done())
 }
 
 fn run_stage(
-    cfg: &Config,
+    ws: &Workspace,
     stage: &Stage,
     rec: &Recorder,
     approvals: &dyn Approver,
     events: &dyn recovery::Sink,
     cancel: &Cancel,
 ) -> Result<String, StepError> {
-    let plan = cfg
+    let plan = ws
+        .config
         .recovery_plans
         .get(&stage.plan)
         .ok_or_else(|| StepError::Failed(format!("no {} in the configuration", stage.plan)))?;
@@ -176,7 +173,7 @@ fn run_stage(
     match stage.op {
         Op::Failover => outcome(
             recovery::run::failover(
-                cfg,
+                ws,
                 plan,
                 RunKind::Planned,
                 &PointChoice::Latest,
@@ -191,7 +188,7 @@ fn run_stage(
             .map(|r| format!("run {} committed", r.run_id))
             .map_err(failed),
         Op::Reprotect => {
-            let made = recovery::reprotect::reprotect(cfg, plan, rec, cancel).map_err(failed)?;
+            let made = recovery::reprotect::reprotect(ws, plan, rec, cancel).map_err(failed)?;
             let stored: u64 = made.iter().map(|r| r.point.stats.stored).sum();
             let size: u64 = made.iter().map(|r| r.disk_bytes).sum();
             Ok(format!(
@@ -201,7 +198,7 @@ fn run_stage(
             ))
         }
         Op::Failback => outcome(
-            recovery::failback::failback(cfg, plan, approvals, rec, cancel, events)
+            recovery::failback::failback(ws, plan, approvals, rec, cancel, events)
                 .map_err(failed)?,
         ),
     }

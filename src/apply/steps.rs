@@ -374,18 +374,22 @@ impl Context {
         else {
             return Ok(out);
         };
-        let (all, _) = manifest::list(vault, false).map_err(|e| e.to_string())?;
         for c in &self.changes {
             // A replaced member's delete half may not have run yet: it
             // takes its own point, after its old ones are gone.
             if c.kind != Kind::Protection || c.action != Action::Create || c.address == *addr {
                 continue;
             }
-            let same = self.ws.config.protections.get(&c.address).is_some_and(|p| {
-                p.vault == group.0 && p.consistency_group.as_ref() == Some(&group.1)
-            });
-            let name = c.address.to_string();
-            if same && !all.iter().any(|m| m.protection == name && vault.owns(m)) {
+            let Some(p) = self.ws.config.protections.get(&c.address) else {
+                continue;
+            };
+            if p.vault != group.0 || p.consistency_group.as_ref() != Some(&group.1) {
+                continue;
+            }
+            // Only this member's catalog, not every manifest of the vault.
+            let mine =
+                points_in(vault, &c.address, &p.machine.to_string()).map_err(|e| e.to_string())?;
+            if !mine.iter().any(|m| vault.owns(m)) {
                 out.push(c.address.clone());
             }
         }

@@ -12,7 +12,7 @@ use crate::exec::{JsonSink, PlainSink, Sink};
 use crate::plan::render;
 use crate::workspace::Workspace;
 use miette::miette;
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -266,7 +266,7 @@ impl apply::Ui for Terminal {
 
 /// Ask for `yes` on the terminal; refuse when stdin is not one.
 fn confirmed() -> Result<bool, ApplyError> {
-    if !std::io::stdin().is_terminal() {
+    if !super::may_prompt() {
         return Err(ApplyError::CannotAsk);
     }
     print!("\nDo you want to perform these actions? Only 'yes' will be accepted: ");

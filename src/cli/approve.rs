@@ -1,9 +1,10 @@
 //! `standby approve PLAN STEP`: approve a manual step of the plan's run in
 //! progress; the waiting run sees it in the state and goes on.
 
-use super::failover::{find_plan, manual_steps, recorder, report_err};
 use super::load_config;
+use super::run_io::{find_plan, recorder, report_err};
 use crate::recovery;
+use crate::workspace::Workspace;
 use miette::miette;
 use std::process::ExitCode;
 
@@ -22,21 +23,10 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> miette::Result<ExitCode> {
-    let cfg = load_config(&args.vars)?;
-    let plan = find_plan(&cfg, &args.plan)?;
-    let steps = manual_steps(plan);
-    if !steps
-        .iter()
-        .any(|s| s == &args.step || s.ends_with(&format!(".{}", args.step)))
-    {
-        return Err(miette!(
-            help = format!("its manual steps: {}", steps.join(", ")),
-            "{} has no manual step {}",
-            plan.addr,
-            args.step
-        ));
-    }
-    let rec = recorder(&cfg, &args.backend, "standby approve")?;
+    let ws = Workspace::new(load_config(&args.vars)?);
+    let plan = find_plan(&ws, &args.plan)?;
+    recovery::check_manual_step(plan, &args.step).map_err(|e| miette!(help = e.help(), "{e}"))?;
+    let rec = recorder(&ws, &args.backend, "standby approve")?;
     let by = format!(
         "{}@{}",
         std::env::var("USER").unwrap_or_else(|_| "unknown".into()),

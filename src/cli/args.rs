@@ -103,6 +103,14 @@ fn takes_value(path: &[&clap::Command], pred: impl Fn(&clap::Arg) -> bool) -> bo
     find(path, pred).is_some_and(|a| a.get_action().takes_values())
 }
 
+/// `-lock=false`, refused: a DR tool must not run unlocked.
+pub(crate) fn unlocked_refused() -> miette::Report {
+    miette::miette!(
+        help = "drop -lock=false. If another command holds the lock, wait for it with -lock-timeout=5m; a local lock dies with its process, and a stale remote lock is removed with `standby state force-unlock ID`",
+        "-lock=false is not supported: standby always takes the state lock, because two commands writing the state at once (a failover and an apply, two replicates) could record machines at the wrong site or lose recovery points; nothing was run"
+    )
+}
+
 /// Print a parse error or the help/version text it carries and pick the
 /// exit code: 0 for `--help`/`--version`, 1 for every usage error (never 2,
 /// which means "changes" to `plan -detailed-exitcode` and "past RPO" to

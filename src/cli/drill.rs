@@ -3,14 +3,17 @@
 //! Markdown summary on stdout. Exit 1 when a check failed or RTO exceeded
 //! `max_rto`.
 
-use super::failover::{RunOptions, find_plan, recorder, report_err, with_cancel};
+use super::failover::RunOptions;
 use super::load_config;
+use super::run_io::{find_plan, recorder, report_err, with_cancel};
 use crate::model::RecoveryPlan;
 use crate::recovery::{self, PointChoice};
 use crate::report::{self, Report};
+use crate::workspace::Workspace;
 use miette::miette;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -38,14 +41,15 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> miette::Result<ExitCode> {
-    let cfg = load_config(&args.vars)?;
-    let rec = recorder(&cfg, &args.backend, "standby drill")?;
+    let ws = Arc::new(Workspace::new(load_config(&args.vars)?));
+    let cfg = &ws.config;
+    let rec = recorder(&ws, &args.backend, "standby drill")?;
     let plans: Vec<RecoveryPlan> = match &args.plan {
-        Some(name) => vec![find_plan(&cfg, name)?.clone()],
+        Some(name) => vec![find_plan(&ws, name)?.clone()],
         None => {
             let doc = rec.read().map_err(miette::Report::new)?;
             let now = time::OffsetDateTime::now_utc();
-            recovery::run::due(&cfg, doc.as_ref(), now)
+            recovery::run::due(cfg, doc.as_ref(), now)
                 .into_iter()
                 .cloned()
                 .collect()
@@ -67,11 +71,11 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
                 d.clone()
             }
         });
-        let (cfg2, rec2, choice2) = (cfg.clone(), rec.clone(), choice.clone());
+        let (ws2, rec2, choice2) = (ws.clone(), rec.clone(), choice.clone());
         let plan2 = plan.clone();
         let result = with_cancel(move |cancel| {
             let sink = super::run_io::Lines::default();
-            recovery::run::drill(&cfg2, &plan2, &choice2, &*approvals, &rec2, &cancel, &sink)
+            recovery::run::drill(&ws2, &plan2, &choice2, &*approvals, &rec2, &cancel, &sink)
         })?;
         let result = match result {
             Ok(r) => r,

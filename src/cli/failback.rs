@@ -2,11 +2,13 @@
 //! a committed failover. Thin: load, call `recovery::reprotect` /
 //! `recovery::failback`, print, pick an exit code.
 
-use super::failover::{PlanArgs, find_plan, recorder, report_err, with_cancel};
+use super::failover::PlanArgs;
 use super::load_config;
+use super::run_io::{find_plan, recorder, report_err, with_cancel};
 use crate::human::size as human;
 use crate::recovery;
 use crate::report::Report;
+use crate::workspace::Workspace;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -46,12 +48,12 @@ pub struct FailbackArgs {
 }
 
 pub fn reprotect(args: ReprotectArgs) -> miette::Result<ExitCode> {
-    let cfg = load_config(&args.plan.vars)?;
-    let plan = find_plan(&cfg, &args.plan.plan)?.clone();
-    let rec = recorder(&cfg, &args.plan.backend, "standby reprotect")?;
+    let ws = Workspace::new(load_config(&args.plan.vars)?);
+    let plan = find_plan(&ws, &args.plan.plan)?.clone();
+    let rec = recorder(&ws, &args.plan.backend, "standby reprotect")?;
     let addr = plan.addr.clone();
     let made =
-        with_cancel(move |cancel| recovery::reprotect::reprotect(&cfg, &plan, &rec, &cancel))?
+        with_cancel(move |cancel| recovery::reprotect::reprotect(&ws, &plan, &rec, &cancel))?
             .map_err(report_err)?;
     for r in &made {
         println!(
@@ -71,8 +73,8 @@ pub fn reprotect(args: ReprotectArgs) -> miette::Result<ExitCode> {
 }
 
 pub fn failback(args: FailbackArgs) -> miette::Result<ExitCode> {
-    let cfg = load_config(&args.plan.vars)?;
-    let plan = find_plan(&cfg, &args.plan.plan)?.clone();
+    let ws = Workspace::new(load_config(&args.plan.vars)?);
+    let plan = find_plan(&ws, &args.plan.plan)?.clone();
     if args.run.point.is_some() {
         return Err(miette::miette!(
             help = "drop --point: a failback always uses the final reverse point it takes",
@@ -80,11 +82,11 @@ pub fn failback(args: FailbackArgs) -> miette::Result<ExitCode> {
         ));
     }
     let approvals = args.run.approvals(&plan)?;
-    let rec = recorder(&cfg, &args.plan.backend, "standby failback")?;
-    let threshold = recovery::run::rpo_threshold(&cfg, &plan);
+    let rec = recorder(&ws, &args.plan.backend, "standby failback")?;
+    let threshold = recovery::run::rpo_threshold(&ws, &plan);
     let result = with_cancel(move |cancel| {
         let sink = super::run_io::Lines::default();
-        recovery::failback::failback(&cfg, &plan, &*approvals, &rec, &cancel, &sink)
+        recovery::failback::failback(&ws, &plan, &*approvals, &rec, &cancel, &sink)
     })?
     .map_err(report_err)?;
     if let Some(dir) = &args.report_dir {

@@ -1,18 +1,16 @@
-//! `standby failover test|planned|unplanned|cleanup|commit PLAN` and the
-//! pieces `drill` and `approve` share: finding the plan, the state
-//! recorder, and running the recovery with Ctrl-C/SIGTERM handling.
+//! `standby failover test|planned|unplanned|cleanup|commit PLAN`, and the
+//! arguments `drill`, `reprotect` and `failback` share with it.
 
 use super::load_config;
-use super::vault::parse_addr;
-use crate::exec::Cancel;
-use crate::model::{Config, Kind, RecoveryPlan};
-use crate::recovery::{self, Approver, Cleaned, PointChoice, Recorder, RecoveryError};
+use super::run_io::{find_plan, recorder, report_err, with_cancel};
+use crate::model::RecoveryPlan;
+use crate::recovery::{self, Approver, Cleaned, PointChoice};
 use crate::report::Report;
 use crate::state::RunKind;
+use crate::workspace::Workspace;
 use miette::miette;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
@@ -83,108 +81,14 @@ impl RunOptions {
 
     pub fn approvals(&self, plan: &RecoveryPlan) -> miette::Result<Box<dyn Approver>> {
         for a in &self.approve {
-            let known = plan.groups.iter().any(|g| {
-                g.before.iter().chain(&g.after).any(|s| {
-                    matches!(s.action, crate::model::StepAction::Manual { .. })
-                        && (&s.name == a || format!("{}.{}", g.name, s.name) == *a)
-                })
-            });
-            if !known {
-                return Err(miette!(
-                    help = format!("its manual steps: {}", manual_steps(plan).join(", ")),
-                    "--approve {a}: {} has no manual step {a}",
-                    plan.addr
-                ));
-            }
+            recovery::check_manual_step(plan, a)
+                .map_err(|e| miette!(help = e.help(), "--approve {a}: {e}"))?;
         }
         Ok(super::run_io::approver(
             self.approve.clone(),
             self.wait_for_approval,
         ))
     }
-}
-
-/// `GROUP.STEP` of every manual step of `plan`.
-pub(crate) fn manual_steps(plan: &RecoveryPlan) -> Vec<String> {
-    let mut v = Vec::new();
-    for g in &plan.groups {
-        for s in g.before.iter().chain(&g.after) {
-            if matches!(s.action, crate::model::StepAction::Manual { .. }) {
-                v.push(format!("{}.{}", g.name, s.name));
-            }
-        }
-    }
-    if v.is_empty() {
-        v.push("(none)".into());
-    }
-    v
-}
-
-/// The recovery plan named `name`.
-pub(crate) fn find_plan<'a>(cfg: &'a Config, name: &str) -> miette::Result<&'a RecoveryPlan> {
-    let addr = parse_addr(name, Kind::RecoveryPlan)?;
-    cfg.recovery_plans.get(&addr).ok_or_else(|| {
-        let have: Vec<String> = cfg
-            .recovery_plans
-            .keys()
-            .map(|a| a.instance_name())
-            .collect();
-        miette!(
-            help = format!("the configuration has: {}", have.join(", ")),
-            "no {addr} in the configuration"
-        )
-    })
-}
-
-pub(crate) fn recorder(
-    cfg: &Config,
-    backend: &crate::cli::BackendArgs,
-    command: &str,
-) -> miette::Result<Recorder> {
-    let b = backend.open_unwaiting(cfg.backend.as_ref())?;
-    Ok(Recorder::new(Arc::from(b), command)
-        .with_lock_timeout(
-            backend
-                .lock_timeout
-                .unwrap_or(recovery::record::DEFAULT_LOCK_TIMEOUT),
-        )
-        .with_notice(Arc::new(|line| eprintln!("{line}"))))
-}
-
-pub(crate) fn report_err(e: RecoveryError) -> miette::Report {
-    match e {
-        RecoveryError::State(s) => miette::Report::new(s),
-        e => match e.help() {
-            Some(help) => miette!(help = help.to_string(), "{e}"),
-            None => miette!("{e}"),
-        },
-    }
-}
-
-/// Run `f` on a blocking thread with Ctrl-C/SIGTERM setting its [`Cancel`];
-/// a second interrupt does not cut short what runs (cleanup must finish).
-pub(crate) fn with_cancel<T: Send + 'static>(
-    f: impl FnOnce(Cancel) -> T + Send + 'static,
-) -> miette::Result<T> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .map_err(|e| miette!("cannot start the async runtime: {e}"))?;
-    let cancel = Cancel::new();
-    let out = rt.block_on(async {
-        if let Err(e) = cancel.on_signals(|| {
-            eprintln!(
-                "interrupted again: standby finishes what it started (cleanup, state) and exits"
-            );
-        }) {
-            tracing::warn!("cannot watch for interrupts: {e}");
-        }
-        let c = cancel.clone();
-        tokio::task::spawn_blocking(move || f(c)).await
-    });
-    drop(rt);
-    out.map_err(|e| miette!("the run crashed: {e}"))
 }
 
 pub fn run(cmd: Command) -> miette::Result<ExitCode> {
@@ -198,8 +102,8 @@ pub fn run(cmd: Command) -> miette::Result<ExitCode> {
 }
 
 fn start(args: RunArgs, kind: RunKind) -> miette::Result<ExitCode> {
-    let cfg = load_config(&args.plan.vars)?;
-    let plan = find_plan(&cfg, &args.plan.plan)?.clone();
+    let ws = Workspace::new(load_config(&args.plan.vars)?);
+    let plan = find_plan(&ws, &args.plan.plan)?.clone();
     let default = if kind == RunKind::Unplanned {
         PointChoice::PreferApp
     } else {
@@ -214,23 +118,14 @@ fn start(args: RunArgs, kind: RunKind) -> miette::Result<ExitCode> {
     let choice = args.run.choice(default)?;
     let approvals = args.run.approvals(&plan)?;
     let rec = recorder(
-        &cfg,
+        &ws,
         &args.plan.backend,
         &format!("standby failover {}", kind.as_str()),
     )?;
-    let threshold = recovery::run::rpo_threshold(&cfg, &plan);
+    let threshold = recovery::run::rpo_threshold(&ws, &plan);
     let result = with_cancel(move |cancel| {
         let sink = super::run_io::Lines::default();
-        recovery::run::failover(
-            &cfg,
-            &plan,
-            kind,
-            &choice,
-            &*approvals,
-            &rec,
-            &cancel,
-            &sink,
-        )
+        recovery::run::failover(&ws, &plan, kind, &choice, &*approvals, &rec, &cancel, &sink)
     })?
     .map_err(report_err)?;
     let report = Report::of_run(&result, threshold);
@@ -279,10 +174,10 @@ fn start(args: RunArgs, kind: RunKind) -> miette::Result<ExitCode> {
 }
 
 fn cleanup(args: PlanArgs) -> miette::Result<ExitCode> {
-    let cfg = load_config(&args.vars)?;
-    let plan = find_plan(&cfg, &args.plan)?;
-    let rec = recorder(&cfg, &args.backend, "standby failover cleanup")?;
-    match recovery::run::cleanup(&cfg, plan, &rec, None).map_err(report_err)? {
+    let ws = Workspace::new(load_config(&args.vars)?);
+    let plan = find_plan(&ws, &args.plan)?;
+    let rec = recorder(&ws, &args.backend, "standby failover cleanup")?;
+    match recovery::run::cleanup(&ws, plan, &rec, None).map_err(report_err)? {
         Cleaned::Nothing => println!("{} has no test failover to clean up.", plan.addr),
         Cleaned::Done { run_id, machines } => println!(
             "Cleaned up test failover {run_id} of {}: {} stopped, sandbox removed.",
@@ -294,9 +189,9 @@ fn cleanup(args: PlanArgs) -> miette::Result<ExitCode> {
 }
 
 fn commit(args: PlanArgs) -> miette::Result<ExitCode> {
-    let cfg = load_config(&args.vars)?;
-    let plan = find_plan(&cfg, &args.plan)?;
-    let rec = recorder(&cfg, &args.backend, "standby failover commit")?;
+    let ws = Workspace::new(load_config(&args.vars)?);
+    let plan = find_plan(&ws, &args.plan)?;
+    let rec = recorder(&ws, &args.backend, "standby failover commit")?;
     let r = recovery::run::commit(&plan.addr, &rec).map_err(report_err)?;
     println!(
         "Committed the {} failover of {} (run {}): its machines run at {}.",

@@ -46,8 +46,29 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub no_color: bool,
 
+    /// Terraform's `-input`: `false` never prompts (apply then needs
+    /// --auto-approve, a manual step --approve or --wait-for-approval).
+    /// standby never prompts when stdin is not a terminal anyway.
+    #[arg(long, global = true, value_name = "BOOL", hide_possible_values = true)]
+    pub input: Option<bool>,
+
+    /// Terraform's `-lock`: standby always takes the state lock, so only
+    /// `true` is accepted (see the error for `false`).
+    #[arg(long, global = true, value_name = "BOOL", hide_possible_values = true)]
+    pub lock: Option<bool>,
+
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// Set by the global `--input=false` before any command runs.
+static NO_INPUT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether a command may ask on the terminal: stdin is one and no
+/// `--input=false`.
+pub(crate) fn may_prompt() -> bool {
+    use std::io::IsTerminal;
+    !NO_INPUT.load(std::sync::atomic::Ordering::Relaxed) && std::io::stdin().is_terminal()
 }
 
 /// Set by the global `--no-color` before any command runs.
@@ -190,7 +211,7 @@ impl BackendArgs {
                 ));
             }
             let url = value.trim().to_string();
-            crate::store::check_url(&url).map_err(|e| {
+            crate::state::check_backend_url(&url).map_err(|e| {
                 miette::miette!(
                     help = "use az://CONTAINER/PREFIX, s3://BUCKET/PREFIX or file://DIR",
                     "invalid --backend-config url: {e}"
@@ -246,7 +267,14 @@ pub fn main() -> ExitCode {
     if cli.no_color {
         NO_COLOR.store(true, std::sync::atomic::Ordering::Relaxed);
     }
+    if cli.input == Some(false) {
+        NO_INPUT.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
     set_error_style();
+    if cli.lock == Some(false) {
+        eprintln!("{:?}", args::unlocked_refused());
+        return ExitCode::from(1);
+    }
     // The watch service logs every point taken or failed at info level.
     let watching = matches!(&cli.command, Command::Replicate(a) if a.watch.watch);
     init_tracing(if watching {

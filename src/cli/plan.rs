@@ -101,12 +101,25 @@ pub(crate) fn make_plan(
     let config = &ws.config;
     let backend = backend.open(config.backend.as_ref())?;
     let state = backend.read().map_err(miette::Report::new)?;
+    // A lost state: a plan from nothing would propose recreating everything.
+    if state.is_none()
+        && let Some(backup) = backend.orphaned_backup()
+    {
+        return Err(miette::miette!(
+            help = "restore the state from its backup; nothing was planned",
+            "{}",
+            crate::recovery::placement::lost_state(&backup)
+        ));
+    }
     if let Some(state) = &state {
         // Show now what apply would refuse: a move of what a run holds.
         let moves = plan::moves::effective(config, Some(state));
         crate::apply::moves::refuse_held(state, &moves).map_err(miette::Report::new)?;
     }
     let mut plan = plan::diff(config, state.as_ref(), &DiffOptions::default());
+    if refresh {
+        crate::cli::refresh::warn(&crate::plan::refresh::refusals(&ws, state.as_ref()));
+    }
     if let Some(state) = state.as_ref().filter(|_| refresh) {
         let r = crate::plan::refresh::refresh(&ws, state);
         crate::cli::refresh::warn(&r.notes);

@@ -4,8 +4,7 @@ use super::load_config;
 use super::vault::parse_addr;
 use crate::human::size as human;
 use crate::model::Kind;
-use crate::vault::manifest::Manifest;
-use crate::vault::query::{PointQuery, Unmatched};
+use crate::points::{self, PointsError};
 use crate::workspace::Workspace;
 use miette::{IntoDiagnostic, miette};
 use std::process::ExitCode;
@@ -28,51 +27,20 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> miette::Result<ExitCode> {
-    let query: Option<PointQuery> = match &args.point {
-        Some(p) => Some(p.parse().map_err(|e| miette!("--point: {e}"))?),
+    let query = match &args.point {
+        Some(p) => Some(points::query(p).map_err(|e| miette!("--point: {e}"))?),
         None => None,
     };
     let ws = Workspace::new(load_config(&args.vars)?);
-    let cfg = &ws.config;
     let filter = match &args.addr {
         None => None,
-        Some(s) => {
-            let a = parse_addr(s, Kind::Machine)?;
-            if !matches!(a.kind, Kind::Machine | Kind::Protection) {
-                return Err(miette!("{a} is neither a machine nor a protection"));
-            }
-            Some(a.to_string())
-        }
+        Some(s) => Some(parse_addr(s, Kind::Machine)?),
     };
-    let mut rows = Vec::new();
-    // Points of a machine or protection removed from the configuration can
-    // still be listed; anything else named is a typo.
-    let mut matched_any = false;
-    // The catalog: the named machine's points only, when it is known.
-    let machine = machine_of(cfg, filter.as_deref());
-    for (addr, m) in ws
-        .machine_points(machine.as_deref())
-        .map_err(|e| miette!("{e}"))?
-    {
-        if filter
-            .as_ref()
-            .is_some_and(|f| *f != m.machine && *f != m.protection)
-        {
-            continue;
-        }
-        matched_any = true;
-        rows.push((addr.to_string(), m));
-    }
-    if let Some(f) = filter.as_ref().filter(|_| !matched_any) {
-        let mut have: Vec<String> = cfg.machines.keys().map(|a| a.to_string()).collect();
-        have.extend(cfg.protections.keys().map(|a| a.to_string()));
-        if !have.contains(f) {
-            return Err(super::closing::unknown_addr(f, &have));
-        }
-    }
-    if let Some(q) = &query {
-        rows = named(q, rows).map_err(|e| miette!("--point: {e}"))?;
-    }
+    let rows = points::list(&ws, filter.as_ref(), query.as_ref()).map_err(|e| match e {
+        PointsError::Unknown { given, have } => super::closing::unknown_addr(&given, &have),
+        e @ PointsError::Ambiguous { .. } => miette!("--point: {e}"),
+        e => miette!("{e}"),
+    })?;
     let now = crate::vault::clock::now();
     if args.json {
         let doc: Vec<serde_json::Value> = rows
@@ -80,7 +48,7 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
             .map(|(v, m)| {
                 serde_json::json!({
                     "id": m.id.hex(),
-                    "vault": v,
+                    "vault": v.to_string(),
                     "created": m.created,
                     "machine": m.machine,
                     "protection": m.protection,
@@ -139,50 +107,4 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Per machine (and vault), the point `q` names among `rows` (each
-/// vault's points, oldest first); an ambiguous id prefix is an error.
-fn named(q: &PointQuery, rows: Vec<(String, Manifest)>) -> Result<Vec<(String, Manifest)>, String> {
-    let mut keys: Vec<(String, String)> = Vec::new();
-    for (v, m) in &rows {
-        let k = (v.clone(), m.machine.clone());
-        if !keys.contains(&k) {
-            keys.push(k);
-        }
-    }
-    let mut out = Vec::new();
-    for (vault, machine) in keys {
-        let mine: Vec<Manifest> = rows
-            .iter()
-            .filter(|(v, m)| *v == vault && m.machine == machine)
-            .map(|(_, m)| m.clone())
-            .collect();
-        match q.select(&mine, None) {
-            Ok(m) => out.push((vault, m.clone())),
-            Err(Unmatched::None) => {}
-            Err(Unmatched::Ambiguous(ids)) => {
-                return Err(format!(
-                    "{q} matches several points of {machine} ({}); give more of the id",
-                    ids.join(", ")
-                ));
-            }
-        }
-    }
-    // Oldest first, as the whole listing.
-    out.sort_by(|a, b| (&a.1.created, a.1.id).cmp(&(&b.1.created, b.1.id)));
-    Ok(out)
-}
-
-/// The machine whose catalog holds the points `filter` names, when the
-/// configuration knows it; None: every machine of the vault.
-fn machine_of(cfg: &crate::model::Config, filter: Option<&str>) -> Option<String> {
-    let f = filter?;
-    if f.starts_with("machine.") {
-        return Some(f.to_string());
-    }
-    cfg.protections
-        .iter()
-        .find(|(a, _)| a.to_string() == f)
-        .map(|(_, p)| p.machine.to_string())
 }

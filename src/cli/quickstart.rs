@@ -197,31 +197,14 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
 }
 
 /// Before a rerun touches anything: refuse when the user changed a file the
-/// quickstart wrote (running the tour would apply their unreviewed edit with
-/// `--auto-approve`) or when a recovery run is in effect (the tour's drill
+/// quickstart wrote or added a configuration file (running the tour would
+/// apply their unreviewed change with `--auto-approve`) or when a recovery run is in effect (the tour's drill
 /// and restores would fail halfway), saying what to do instead.
 fn rerun_check(dir: &Path) -> miette::Result<()> {
     if !dir.join(MARKER).exists() {
         return Ok(());
     }
-    let edited: Vec<&str> = FILES
-        .iter()
-        .filter(|(name, text)| {
-            std::fs::read(dir.join(name)).is_ok_and(|have| have != text.as_bytes())
-        })
-        .map(|(name, _)| *name)
-        .collect();
-    if !edited.is_empty() {
-        return Err(miette!(
-            help = format!(
-                "review and apply your change with `standby -C {0} plan` and `standby -C {0} apply`, or run the tour in a new directory: `standby quickstart some/new/dir`",
-                dir.display()
-            ),
-            "{} holds your edits of {}; the quickstart changed nothing (it would apply them without review)",
-            dir.display(),
-            edited.join(", ")
-        ));
-    }
+    users_changes(dir, &FILES, "standby quickstart")?;
     let state = crate::state::open_backend(dir, None)
         .and_then(|b| b.read())
         .map_err(|e| miette!("{}: {e}; the quickstart changed nothing", dir.display()))?;
@@ -248,6 +231,41 @@ fn rerun_check(dir: &Path) -> miette::Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Refuse a rerun in `dir` when a file of `files` (the defaults it wrote)
+/// differs from its default, or a configuration file it did not write is
+/// there (`*.hcl`, as the loader reads them, `standby.vars.hcl` included):
+/// the tour would apply the user's change without review.
+fn users_changes(dir: &Path, files: &[(&str, &str)], command: &str) -> miette::Result<()> {
+    let mut changed: Vec<String> = files
+        .iter()
+        .filter(|(name, text)| {
+            std::fs::read(dir.join(name)).is_ok_and(|have| have != text.as_bytes())
+        })
+        .map(|(name, _)| name.to_string())
+        .collect();
+    let mut added: Vec<String> = std::fs::read_dir(dir)
+        .into_diagnostic()?
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".hcl") && !files.iter().any(|(f, _)| f == n))
+        .map(|n| format!("{n} (added)"))
+        .collect();
+    added.sort();
+    changed.extend(added);
+    if changed.is_empty() {
+        return Ok(());
+    }
+    Err(miette!(
+        help = format!(
+            "review and apply your change with `standby -C {0} plan` and `standby -C {0} apply`, or run the tour in a new directory: `{command} some/new/dir`",
+            dir.display()
+        ),
+        "{} holds your changes: {}; the quickstart changed nothing (it would apply them without review)",
+        dir.display(),
+        changed.join(", ")
+    ))
 }
 
 fn prepare_dir(dir: &Path) -> miette::Result<()> {

@@ -8,7 +8,7 @@ use super::vault::parse_addr;
 use crate::human::size as human;
 use crate::model::{Address, Kind};
 use crate::replication::once::{self, Event, OnceError};
-use crate::replication::{self, Progress, ReplicationError};
+use crate::replication::{Progress, ReplicationError};
 use crate::vault::manifest::Manifest;
 use crate::workspace::Workspace;
 use miette::{IntoDiagnostic, miette};
@@ -61,9 +61,7 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         v
     };
     if args.watch.watch {
-        // The service decides every round where each machine runs.
-        let batches = replication::batches(&cfg, &chosen).map_err(|e| miette!("{e}"))?;
-        return super::watch::run(cfg, batches, &args.watch);
+        return super::watch::run(cfg, &chosen, &args.watch);
     }
     let ws = Workspace::new(cfg);
     let ui = Terminal {

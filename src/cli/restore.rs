@@ -7,7 +7,6 @@ use crate::human::size as human;
 use crate::model::Kind;
 use crate::replication::Progress;
 use crate::replication::named::{self, Request};
-use crate::vault::query::PointQuery;
 use crate::workspace::Workspace;
 use miette::miette;
 use std::path::PathBuf;
@@ -40,7 +39,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> miette::Result<ExitCode> {
-    let query: PointQuery = args.point.parse().map_err(|e| miette!("{e}"))?;
+    let query = crate::points::query(&args.point).map_err(|e| miette!("{e}"))?;
     let ws = Workspace::new(load_config(&args.vars)?);
     let cfg = &ws.config;
     let machine = match &args.machine {
@@ -61,7 +60,12 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
     let done = super::progress::with_progress(&progress, super::progress::Work::Restore, || {
         named::restore(&ws, &req, &progress)
     })
-    .map_err(|e| miette!("{e}"))?;
+    .map_err(|e| match e {
+        named::RestoreError::UnknownMachine { machine, known } => {
+            super::closing::unknown_addr(&machine, &known)
+        }
+        e => miette!("{e}"),
+    })?;
     let (point, r) = (&done.point, &done.restored);
     println!(
         "restored disk {} of point {} ({}, {}) to {}: {} ({} of data) in {}",

@@ -1,16 +1,77 @@
-//! How failover, drill and failback meet the person running them: each
-//! [`recovery::Event`] as one line on stdout (`[  12.3s] what happened`),
-//! and the approver of manual steps, whose terminal prompt reads stdin.
+//! How failover, drill, failback and approve meet the person running them:
+//! each [`recovery::Event`] as one line on stdout (`[  12.3s] what
+//! happened`), the approver of manual steps, whose terminal prompt reads
+//! stdin, and their edges: the plan named, the state recorder, errors as
+//! miette reports, Ctrl-C/SIGTERM around the run.
 
 use crate::human::{size, time_str};
 use crate::recovery::approval::{Answer, ApprovalError, Request};
 use crate::recovery::{
     Approved, Approver, Event, InAdvance, Sink, Unattended, WaitForApprove, What,
 };
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{BufRead, Write};
 use std::sync::mpsc::{self, Receiver, TryRecvError};
 use std::sync::{Mutex, OnceLock, TryLockError};
 use std::time::Duration;
+
+use crate::exec::Cancel;
+use crate::model::RecoveryPlan;
+use crate::recovery::{Recorder, RecoveryError};
+use crate::workspace::Workspace;
+use miette::miette;
+use std::sync::Arc;
+
+/// The recovery plan named `name`, or the error with the plans there are.
+pub(crate) fn find_plan<'a>(ws: &'a Workspace, name: &str) -> miette::Result<&'a RecoveryPlan> {
+    ws.recovery_plan(name).map_err(|e| match e.help() {
+        Some(help) => miette!(help = help, "{e}"),
+        None => miette!("{e}"),
+    })
+}
+
+/// The recorder of a run's state updates: the backend the arguments or the
+/// configuration name, waited for up to `--lock-timeout`.
+pub(crate) fn recorder(
+    ws: &Workspace,
+    backend: &crate::cli::BackendArgs,
+    command: &str,
+) -> miette::Result<Recorder> {
+    let b = backend.open_unwaiting(ws.config.backend.as_ref())?;
+    Ok(Recorder::new(Arc::from(b), command)
+        .with_lock_timeout(
+            backend
+                .lock_timeout
+                .unwrap_or(crate::recovery::record::DEFAULT_LOCK_TIMEOUT),
+        )
+        .with_notice(Arc::new(|line| eprintln!("{line}"))))
+}
+
+/// A recovery error with its help, as miette shows it.
+pub(crate) fn report_err(e: RecoveryError) -> miette::Report {
+    match e {
+        RecoveryError::State(s) => miette::Report::new(s),
+        e => match e.help() {
+            Some(help) => miette!(help = help.to_string(), "{e}"),
+            None => miette!("{e}"),
+        },
+    }
+}
+
+/// Run `f` on a blocking thread with Ctrl-C/SIGTERM setting its [`Cancel`];
+/// a second interrupt does not cut short what runs (cleanup must finish).
+pub(crate) fn with_cancel<T: Send + 'static>(
+    f: impl FnOnce(Cancel) -> T + Send + 'static,
+) -> miette::Result<T> {
+    crate::exec::with_cancel(
+        || {
+            eprintln!(
+                "interrupted again: standby finishes what it started (cleanup, state) and exits"
+            )
+        },
+        f,
+    )
+    .map_err(|e| miette!("{e}"))
+}
 
 /// Progress lines on stdout, whole even when machines report at once.
 #[derive(Default)]
@@ -182,7 +243,7 @@ fn line(w: &What) -> String {
 /// process when `wait` (`--wait-for-approval`), else none (the step fails
 /// saying how to approve it).
 pub(crate) fn approver(given: Vec<String>, wait: bool) -> Box<dyn Approver> {
-    let then: Box<dyn Approver> = if std::io::stdin().is_terminal() {
+    let then: Box<dyn Approver> = if super::may_prompt() {
         Box::new(Terminal)
     } else if wait {
         Box::new(WaitForApprove)

@@ -113,6 +113,9 @@ fn read(backend: &dyn Backend) -> miette::Result<Option<StateDoc>> {
 }
 
 fn no_state_message(backend: &dyn Backend) -> String {
+    if let Some(backup) = backend.orphaned_backup() {
+        return crate::recovery::placement::lost_state(&backup);
+    }
     format!(
         "No state yet: {} does not exist (standby writes it when it first changes something).",
         backend.location()
@@ -218,13 +221,17 @@ fn render_object(address: &Address, obj: &ObjectState) -> String {
     out.push_str("\n  attributes:\n");
     let width = obj.attributes.keys().map(|k| k.len()).max().unwrap_or(0);
     for (key, value) in &obj.attributes {
-        // A recorded time (RFC 3339) reads as every time for people does.
+        // A recorded time (RFC 3339) and a size read as every time and
+        // size for people do (`--json` keeps the exact values).
+        let size = (key.ends_with("bytes") || key.ends_with(".size"))
+            .then(|| value.as_u64())
+            .flatten();
         let shown = match value
             .as_str()
             .map(|s| time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339))
         {
             Some(Ok(t)) => crate::human::time(t),
-            _ => value.to_string(),
+            _ => size.map_or_else(|| value.to_string(), crate::human::size),
         };
         out.push_str(&format!("    {key:<width$} = {shown}\n"));
     }

@@ -53,27 +53,15 @@ fn now() -> miette::Result<OffsetDateTime> {
 
 pub fn run(args: Args) -> miette::Result<ExitCode> {
     let ws = Workspace::new(load_config(&args.vars)?);
-    let cfg = &ws.config;
     let now = now()?;
-    let mut prots = status::protections(&ws, now).map_err(|e| miette!("{e}"))?;
     // Drill history: from the state wherever it is kept (local or `backend`).
-    let state = args
-        .backend
-        .open(cfg.backend.as_ref())?
-        .read()
-        .map_err(miette::Report::new)?;
-    let plans: Vec<PlanStatus> = cfg
-        .recovery_plans
-        .values()
-        .map(|rp| status::plan_status(rp, state.as_ref(), now))
-        .collect();
-    status::mark_unprotected(&mut prots, cfg, state.as_ref());
-    let placed = status::placements(state.as_ref());
-    let code: u8 = if prots.iter().all(|p| p.level == Level::Ok) {
-        0
-    } else {
-        2
-    };
+    let backend = args.backend.open(ws.config.backend.as_ref())?;
+    let state = backend.read().map_err(miette::Report::new)?;
+    let backup = backend.orphaned_backup();
+    let st =
+        status::status(&ws, state.as_ref(), backup.as_deref(), now).map_err(|e| miette!("{e}"))?;
+    let code = st.exit_code();
+    let (prots, plans, placed) = (&st.protections, &st.plans, &st.placements);
     if args.json {
         let doc = serde_json::json!({
             "now": now.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
@@ -86,8 +74,8 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&doc).into_diagnostic()?);
     } else {
         let color = std::io::stdout().is_terminal() && crate::cli::color_allowed();
-        print!("{}", render(&prots, &plans, color));
-        print!("{}", render_placements(&placed));
+        print!("{}", render(prots, plans, color));
+        print!("{}", render_placements(placed));
     }
     Ok(ExitCode::from(code))
 }
@@ -129,7 +117,11 @@ fn render_placements(placed: &[status::Placement]) -> String {
 fn point_age(p: Option<&status::PointSummary>) -> String {
     match p {
         None => "-".into(),
-        Some(p) => p.age_seconds.map_or("unknown".into(), |s| age(Some(s))),
+        Some(p) => match p.age_seconds {
+            None => "unknown".into(),
+            Some(s) if s < 0.0 => "in the future".into(),
+            Some(s) => secs_f64(s),
+        },
     }
 }
 

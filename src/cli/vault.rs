@@ -3,11 +3,10 @@
 
 use super::load_config;
 use crate::human::size as human;
+use crate::maintenance;
 use crate::model::{Address, Config, Kind};
-use crate::vault::{Vault, prune, verify};
 use crate::workspace::Workspace;
 use miette::{IntoDiagnostic, miette};
-use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -114,9 +113,7 @@ pub fn run(cmd: Command) -> miette::Result<ExitCode> {
 fn compact_cmd(which: Option<&str>, vars: &crate::cli::VarArgs) -> miette::Result<ExitCode> {
     let ws = Workspace::new(load_config(vars)?);
     for addr in pick_vaults(&ws.config, which)? {
-        let vault = ws.vault(&addr).map_err(|e| miette!("{e}"))?;
-        let r = crate::vault::index::compact(&vault, &ws.cache_dir())
-            .map_err(|e| miette!("{addr}: {e}"))?;
+        let r = maintenance::compact(&ws, &addr).map_err(|e| miette!("{e}"))?;
         println!(
             "{addr}: merged {} into one ({} packs, {} blobs)",
             crate::human::count(r.merged, "index object"),
@@ -128,14 +125,16 @@ fn compact_cmd(which: Option<&str>, vars: &crate::cli::VarArgs) -> miette::Resul
 }
 
 fn init(which: Option<&str>, vars: &crate::cli::VarArgs) -> miette::Result<ExitCode> {
-    let cfg = load_config(vars)?;
-    for addr in pick_vaults(&cfg, which)? {
-        let v = &cfg.vaults[&addr];
-        let out = Vault::init(&v.url, &v.key, &cfg.root).map_err(|e| miette!("{addr}: {e}"))?;
+    let ws = Workspace::new(load_config(vars)?);
+    for addr in pick_vaults(&ws.config, which)? {
+        let out = maintenance::init(&ws, &addr).map_err(|e| miette!("{e}"))?;
         if out.existed {
-            println!("{addr}: vault {} exists already; the key opens it.", v.url);
+            println!(
+                "{addr}: vault {} exists already; the key opens it.",
+                out.url
+            );
         } else {
-            println!("{addr}: created vault {}.", v.url);
+            println!("{addr}: created vault {}.", out.url);
         }
         if let Some(path) = out.key_created {
             println!(
@@ -154,16 +153,8 @@ fn claim_cmd(
 ) -> miette::Result<ExitCode> {
     let ws = Workspace::new(load_config(vars)?);
     for addr in pick_vaults(&ws.config, which)? {
-        let vault = ws.vault(&addr).map_err(|e| miette!("{e}"))?;
-        let machines = ws
-            .config
-            .protections
-            .values()
-            .filter(|p| p.vault == addr)
-            .map(|p| p.machine.to_string())
-            .collect();
-        let r = crate::vault::owners::claim(&vault, &machines, Duration::from_secs(wait))
-            .map_err(|e| miette!("{addr}: {e}"))?;
+        let r = maintenance::claim(&ws, &addr, Duration::from_secs(wait))
+            .map_err(|e| miette!("{e}"))?;
         println!(
             "{addr}: claimed {}; {} without an owner left (other machines)",
             crate::human::count(r.points.len(), "point"),
@@ -181,25 +172,14 @@ fn prune_cmd(
 ) -> miette::Result<ExitCode> {
     let ws = Workspace::new(load_config(vars)?);
     for addr in pick_vaults(&ws.config, which)? {
-        let vault = ws.vault(&addr).map_err(|e| miette!("{e}"))?;
-        let retention: BTreeMap<String, Duration> = ws
-            .config
-            .protections
-            .values()
-            .filter(|p| p.vault == addr)
-            .filter_map(|p| {
-                let pol = ws.policy_of(&p.addr)?;
-                Some((p.addr.to_string(), pol.retention.to_std()))
-            })
-            .collect();
-        let r = prune::prune(
-            &vault,
-            &retention,
+        let r = maintenance::prune(
+            &ws,
+            &addr,
             crate::vault::clock::now(),
             dry_run,
             Duration::from_secs(wait),
         )
-        .map_err(|e| miette!("{addr}: {e}"))?;
+        .map_err(|e| miette!("{e}"))?;
         let verb = if dry_run { "would drop" } else { "dropped" };
         println!(
             "{addr}: {verb} {}, kept {}; {} {}, {} freed",
@@ -244,21 +224,18 @@ fn verify_cmd(
     let mut ok = true;
     let mut docs = Vec::new();
     for addr in pick_vaults(&ws.config, which)? {
-        let vault = ws.vault(&addr).map_err(|e| miette!("{e}"))?;
-        let r = verify::verify(&vault, read_data).map_err(|e| miette!("{addr}: {e}"))?;
+        let (url, r) = maintenance::verify(&ws, &addr, read_data).map_err(|e| miette!("{e}"))?;
         ok &= r.problems.is_empty();
         if json {
-            docs.push(
-                serde_json::json!({ "vault": addr.to_string(), "url": vault.url, "report": r }),
-            );
+            docs.push(serde_json::json!({ "vault": addr.to_string(), "url": url, "report": r }));
             continue;
         }
         if r.problems.is_empty() {
             println!(
                 "{addr}: ok — {}, {}, {}{}",
-                crate::human::count(r.points as usize, "point"),
-                crate::human::count(r.packs as usize, "pack"),
-                crate::human::count(r.blobs as usize, "blob"),
+                crate::human::count(r.points, "point"),
+                crate::human::count(r.packs, "pack"),
+                crate::human::count(r.blobs, "blob"),
                 if read_data {
                     format!(", {} read and authenticated", human(r.bytes_read))
                 } else {

@@ -1,13 +1,11 @@
 //! `standby replicate --watch`: run the replication service (the `watch`
 //! module) until SIGTERM or SIGINT, serving `/metrics` and `/healthz`.
 
-use crate::model::{Config, Duration};
-use crate::replication::Batch;
-use crate::watch::{Service, Settings, http};
+use crate::model::{Address, Config, Duration};
+use crate::watch::{Settings, Start, WatchError};
 use miette::miette;
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use tokio::signal::unix::{SignalKind, signal};
 
 /// Shown after `standby replicate --help`.
 pub const HELP: &str = "\
@@ -53,7 +51,7 @@ pub struct WatchArgs {
     pub store_retry: Duration,
 }
 
-pub fn run(cfg: Config, batches: Vec<Batch>, args: &WatchArgs) -> miette::Result<ExitCode> {
+pub fn run(cfg: Config, chosen: &[Address], args: &WatchArgs) -> miette::Result<ExitCode> {
     if !args.listen.ip().is_loopback() && !args.listen_any {
         return Err(miette!(
             help = "use a loopback address such as 127.0.0.1:9464, or pass --listen-any to expose the endpoints",
@@ -61,65 +59,21 @@ pub fn run(cfg: Config, batches: Vec<Batch>, args: &WatchArgs) -> miette::Result
             args.listen
         ));
     }
-    crate::store::set_request_retry_timeout(args.store_retry.to_std());
-    let settings = Settings {
-        cache_dir: crate::workspace::cache_dir(&cfg),
-        prune_every: args.prune_every.to_std(),
-        retry_max: args.retry_max.to_std(),
-        lock_wait: std::time::Duration::from_secs(600),
+    let start = Start {
+        settings: Settings {
+            prune_every: args.prune_every.to_std(),
+            retry_max: args.retry_max.to_std(),
+            lock_wait: std::time::Duration::from_secs(600),
+        },
+        listen: args.listen,
+        request_retry: args.store_retry.to_std(),
     };
-    // Recovery runs are read from the state every round.
-    let state = crate::state::open_backend(std::path::Path::new("."), cfg.backend.as_ref())
-        .map_err(miette::Report::new)?;
-    if let Some(backup) = state.orphaned_backup() {
-        return Err(miette!(
-            help = "restore it from the backup (for the local state: `cp .standby/state.json.backup .standby/state.json`), then start the service again",
-            "the state is missing but its backup {backup} exists: without it the service cannot tell where the machines run"
-        ));
-    }
-    let service = Service::new(&cfg, batches, settings, Some(std::sync::Arc::from(state)))
-        .map_err(|e| miette!("{e}"))?;
-    // The HTTP endpoint and signal handling; captures use the vault's own runtime.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .map_err(|e| miette!("cannot start the async runtime: {e}"))?;
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind(args.listen))
-        .map_err(|e| miette!("cannot listen on {}: {e}", args.listen))?;
-    let local = listener.local_addr().unwrap_or(args.listen);
-    let metrics = service.metrics();
-    let stop = service.stopper();
-    let (mut term, mut int) = rt
-        .block_on(async {
-            Ok::<_, std::io::Error>((
-                signal(SignalKind::terminate())?,
-                signal(SignalKind::interrupt())?,
-            ))
-        })
-        .map_err(|e| miette!("cannot install signal handlers: {e}"))?;
-    rt.spawn(http::serve(listener, std::sync::Arc::clone(&metrics)));
-    tracing::info!("serving /metrics and /healthz on http://{local}");
-    let worker = std::thread::spawn(move || service.run());
-    let name = rt.block_on(async {
-        tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
-        }
-    });
-    tracing::info!("{name}: stopping; a capture in progress is abandoned before it writes a point");
-    metrics
-        .stopping
-        .store(true, std::sync::atomic::Ordering::Relaxed);
-    stop.stop();
-    let joined = worker.join();
-    rt.shutdown_background();
-    match joined {
-        Ok(()) => {
-            tracing::info!("stopped");
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(_) => Err(miette!("a replication thread panicked")),
-    }
+    crate::watch::run(cfg, chosen, start).map_err(|e| match e {
+        WatchError::State(e) => miette::Report::new(*e),
+        e => match e.help() {
+            Some(help) => miette!(help = help, "{e}"),
+            None => miette!("{e}"),
+        },
+    })?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -457,7 +457,7 @@ pub fn addr(kind: Kind, t: &Top, key: &Option<String>) -> Address {
 }
 
 fn probe(r: &mut Reader, diags: &mut Diagnostics) -> Option<Probe> {
-    let kinds: Vec<&str> = ["command", "http", "tcp"]
+    let kinds: Vec<&str> = ["command", "http", "tcp", "guest", "console"]
         .into_iter()
         .filter(|k| r.has(k))
         .collect();
@@ -477,7 +477,7 @@ fn probe(r: &mut Reader, diags: &mut Diagnostics) -> Option<Probe> {
         diags.push(
             Diagnostic::error("standby::probe_count", loc, msg)
                 .label(if kinds.is_empty() { "needs a probe" } else { "second probe" })
-                .help("a check has exactly one of: command = [argv], http = \"URL\" or tcp = \"HOST:PORT\""),
+                .help("a check has exactly one of: command = [argv], http = \"URL\", tcp = \"HOST:PORT\", guest = [argv] (in a VM's guest) or console = \"REGEX\" (on a VM's serial console)"),
         );
         return None;
     }
@@ -540,6 +540,17 @@ fn probe(r: &mut Reader, diags: &mut Diagnostics) -> Option<Probe> {
                 contains,
             })
         }
+        "guest" => {
+            let ok = only(r, "status", "http", diags) & only(r, "contains", "http", diags);
+            let command = r.argv("guest", true, diags)?;
+            let expect = if r.has("expect") {
+                Some(r.string("expect", false, diags)?)
+            } else {
+                None
+            };
+            ok.then_some(Probe::Guest { command, expect })
+        }
+        "console" => super::qemu::console_probe(r, diags),
         _ => {
             let ok = only(r, "expect", "command", diags)
                 & only(r, "status", "http", diags)
@@ -550,8 +561,9 @@ fn probe(r: &mut Reader, diags: &mut Diagnostics) -> Option<Probe> {
     }
 }
 
-const CHECK_ATTRS: [&str; 9] = [
-    "command", "expect", "http", "status", "contains", "tcp", "timeout", "retries", "interval",
+const CHECK_ATTRS: [&str; 11] = [
+    "command", "expect", "http", "status", "contains", "tcp", "guest", "console", "timeout",
+    "retries", "interval",
 ];
 
 fn check(
@@ -891,8 +903,9 @@ pub fn protection(
         "for_each",
         "count",
     ];
-    let mut r = Reader::new(scope, t.block, &attrs, &[], diags);
+    let mut r = Reader::new(scope, t.block, &attrs, &["target_vm"], diags);
     let this = addr(Kind::Protection, t, key);
+    let target_vm = super::qemu::target_vm(&mut r, diags);
     let machine = match r.reference("machine", Kind::Machine, diags) {
         Some((n, k, loc)) => match machine_addrs(&n, k, &loc, machine_keys, false, diags) {
             Some(mut a) => a.pop().map(|a| (a, loc)),
@@ -999,6 +1012,7 @@ pub fn protection(
         policy,
         consistency_group: group,
         prevent_destroy: prevent_destroy?,
+        target_vm: target_vm.ok()?,
     })
 }
 

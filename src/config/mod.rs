@@ -538,6 +538,7 @@ fn load_into(dir: &Path, inputs: &VarInputs, diags: &mut Diagnostics) -> Option<
     }
 
     checks::failover_targets(dir, &config, &seen.by_machine, diags);
+    qemu::guest_checks_target(&config, &seen.by_machine, diags);
     for t in of("recovery_plan") {
         if let Some(p) = lower::recovery_plan(&ctx, t, &machine_keys, &seen, &config, diags) {
             config.recovery_plans.insert(p.addr.clone(), p);

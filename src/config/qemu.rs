@@ -7,7 +7,10 @@
 //!   site = site.hv1                  # provider = "qemu"
 //!   vm {
 //!     qmp    = "/run/qemu/db.qmp"    # a VM standby reaches; omit both for
-//!     agent  = "/run/qemu/db.qga"    # the VM standby runs (ROOT/NAME.qmp)
+//!     agent  = "/run/qemu/db.qga"    # the VM standby runs (ROOT/NAME.qmp);
+//!                                    # on another host: "tcp://HOST:PORT"
+//!                                    # with tls { ca = ... }, work_dir and
+//!                                    # export_tls (docs/QEMU.md)
 //!     memory = "256M"
 //!     cpus   = 1
 //!     kernel = "guest/vmlinuz"       # omit for firmware boot from disk 1
@@ -25,7 +28,7 @@
 
 use super::diag::{Diagnostic, Diagnostics, Loc};
 use super::reader::{Reader, want_string};
-use crate::model::{ExportTls, Vm, VmDisk};
+use crate::model::{ExportTls, Vm, VmDisk, VmSocket, VmTls};
 use hcl_edit::Span;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -34,8 +37,9 @@ use std::path::PathBuf;
 pub const DISK_ATTRS: [&str; 2] = ["format", "node_name"];
 
 /// Attributes of the `vm` block.
-const VM_ATTRS: [&str; 9] = [
+const VM_ATTRS: [&str; 10] = [
     "qmp", "agent", "memory", "cpus", "kernel", "initrd", "append", "fsfreeze", "network",
+    "work_dir",
 ];
 
 /// What a `disk` block said for QEMU, before the site is known.
@@ -119,6 +123,151 @@ fn err(code: &'static str, loc: Loc, msg: String, label: &str, help: String) -> 
     Diagnostic::error(code, loc, msg).label(label).help(help)
 }
 
+/// A check's `console = "REGEX"` probe: the pattern must compile, and the
+/// attributes of other probe kinds are refused.
+pub fn console_probe(
+    r: &mut Reader<'_, '_>,
+    diags: &mut Diagnostics,
+) -> Option<crate::model::Probe> {
+    let mut ok = true;
+    for attr in ["expect", "status", "contains"] {
+        if let Some(loc) = r.key_loc(attr) {
+            diags.push(err(
+                "standby::unknown_attribute",
+                loc,
+                format!("`{attr}` does not apply to console checks"),
+                "not used by a console check",
+                "a console check passes when a console line matches its pattern; put what you expect in the pattern".into(),
+            ));
+            ok = false;
+        }
+    }
+    let loc = r.value_loc("console")?;
+    let pattern = r.string("console", true, diags)?;
+    if let Err(e) = regex::Regex::new(&pattern) {
+        diags.push(err(
+            "standby::bad_pattern",
+            loc,
+            format!("`console` is not a regular expression: {e}"),
+            "does not compile",
+            "write a Rust regex (https://docs.rs/regex), e.g. console = \"writer: started\"".into(),
+        ));
+        return None;
+    }
+    ok.then_some(crate::model::Probe::Console { pattern })
+}
+
+/// Guest and console checks run inside a VM, so a machine having them
+/// must be recovered to a `qemu` site; reported where the protection names
+/// the machine (`machines`: machine -> that place).
+pub fn guest_checks_target(
+    cfg: &crate::model::Config,
+    machines: &HashMap<crate::model::Address, (crate::model::Address, Loc)>,
+    diags: &mut Diagnostics,
+) {
+    use crate::model::Probe;
+    for p in cfg.protections.values() {
+        let (Some(m), Some(site)) = (cfg.machines.get(&p.machine), cfg.sites.get(&p.target)) else {
+            continue;
+        };
+        if site.provider == "qemu" {
+            continue;
+        }
+        if p.target_vm.is_some()
+            && let Some((_, loc)) = machines.get(&p.machine)
+        {
+            diags.push(err(
+                "standby::provider_mismatch",
+                loc.clone(),
+                format!(
+                    "{} has a target_vm block but recovers {} to {}, a {:?} site that runs no VMs",
+                    p.addr, p.machine, p.target, site.provider
+                ),
+                "recovered where no VM runs",
+                "remove target_vm, or target a site with provider = \"qemu\"".into(),
+            ));
+        }
+        let inside: Vec<&str> = m
+            .checks
+            .iter()
+            .filter(|c| matches!(c.probe, Probe::Guest { .. } | Probe::Console { .. }))
+            .map(|c| c.name.as_str())
+            .collect();
+        let Some((_, loc)) = machines.get(&p.machine) else {
+            continue;
+        };
+        if !inside.is_empty() {
+            diags.push(err(
+                "standby::guest_check_without_vm",
+                loc.clone(),
+                format!(
+                    "{} has guest or console checks ({}) but {} recovers it to {}, a {:?} site where it does not run as a VM",
+                    m.addr,
+                    inside.join(", "),
+                    p.addr,
+                    p.target,
+                    site.provider
+                ),
+                "recovered where no guest runs",
+                "recover it to a site with provider = \"qemu\", or make those checks host-side command checks".into(),
+            ));
+        }
+    }
+}
+
+/// A protection's `target_vm { memory cpus }` block: the VM settings at a
+/// `qemu` target site (checked against the target in
+/// [`guest_checks_target`]). Returns Err(()) after reporting.
+pub fn target_vm(
+    r: &mut Reader<'_, '_>,
+    diags: &mut Diagnostics,
+) -> Result<Option<crate::model::VmOverride>, ()> {
+    let Some(block) = r.single_block("target_vm", diags) else {
+        return Ok(None);
+    };
+    let mut v = r.nested(block, "target_vm", &["memory", "cpus"], &[], diags);
+    let mut ok = true;
+    let mut out = crate::model::VmOverride::default();
+    if let Some((val, loc)) = v.optional("memory", diags) {
+        match want_string(val, &loc, "memory", diags).map(|s| parse_memory(&s)) {
+            Some(Ok(m)) => out.memory_mib = Some(m),
+            Some(Err(why)) => {
+                diags.push(err(
+                    "standby::bad_size",
+                    loc,
+                    format!("`memory`: {why}"),
+                    "not a memory size",
+                    "write MiB as a number (512) or a size with a binary unit (\"512M\", \"2G\")"
+                        .into(),
+                ));
+                ok = false;
+            }
+            None => ok = false,
+        }
+    } else if v.has("memory") {
+        ok = false;
+    }
+    if let Some((val, loc)) = v.optional("cpus", diags) {
+        match want_string(val, &loc, "cpus", diags).map(|s| s.trim().parse::<u32>()) {
+            Some(Ok(n @ 1..=255)) => out.cpus = Some(n),
+            Some(_) => {
+                diags.push(err(
+                    "standby::out_of_range",
+                    loc,
+                    "`cpus` must be a whole number from 1 to 255".into(),
+                    "not a CPU count",
+                    "write e.g. cpus = 2".into(),
+                ));
+                ok = false;
+            }
+            None => ok = false,
+        }
+    } else if v.has("cpus") {
+        ok = false;
+    }
+    if ok { Ok(Some(out)) } else { Err(()) }
+}
+
 /// Lowers the machine's `vm` block and its disks' QEMU attributes.
 /// `provider` is its site's provider (None when the site is unknown: then
 /// nothing is checked against it). Returns Err(()) after reporting.
@@ -176,18 +325,32 @@ pub fn machine_vm(
         return Err(());
     };
     let mut ok = true;
-    let mut v = r.nested(block, "vm", &VM_ATTRS, &["export_tls"], diags);
+    let mut v = r.nested(block, "vm", &VM_ATTRS, &["export_tls", "tls"], diags);
     let mut socket = |v: &mut Reader<'_, '_>, attr: &str, diags: &mut Diagnostics| {
         let loc = v.value_loc(attr)?;
         let s = v.string(attr, false, diags);
         match s {
-            Some(s) if s.starts_with("tcp://") || s.contains("://") => {
+            Some(s) if s.starts_with("tcp://") => match host_port(&s["tcp://".len()..]) {
+                Some((host, port)) => Some((VmSocket::Tcp(join_host_port(&host, port)), loc)),
+                None => {
+                    diags.push(err(
+                        "standby::bad_address",
+                        loc,
+                        format!("`{attr}` {s:?} is not tcp://host:port"),
+                        "not tcp://host:port",
+                        "write the address of the VM's TLS chardev, e.g. \"tcp://hv1.example:4444\"".into(),
+                    ));
+                    ok = false;
+                    None
+                }
+            },
+            Some(s) if s.contains("://") => {
                 diags.push(err(
                     "standby::unsupported_value",
                     loc,
-                    format!("`{attr}` must be a unix socket path; {s:?} is a network address"),
-                    "not a unix socket path",
-                    "QEMU 7.2's TLS monitor and agent sockets take the handshake but never read a command (docs/QEMU.md); reach a remote hypervisor's sockets through a tunnel (ssh -L /local.sock:/run/qemu/NAME.qmp)".into(),
+                    format!("`{attr}` {s:?} is neither a unix socket path nor tcp://host:port"),
+                    "unsupported scheme",
+                    "give a unix socket path (\"/run/qemu/db.qmp\") or a TLS chardev on TCP (\"tcp://hv1.example:4444\" with a tls block)".into(),
                 ));
                 ok = false;
                 None
@@ -203,15 +366,127 @@ pub fn machine_vm(
                 ok = false;
                 None
             }
-            Some(s) => Some(PathBuf::from(s)),
+            Some(s) => Some((VmSocket::Path(PathBuf::from(s)), loc)),
             None => {
                 ok = false;
                 None
             }
         }
     };
-    let qmp = socket(&mut v, "qmp", diags);
-    let agent = socket(&mut v, "agent", diags);
+    let qmp_at = socket(&mut v, "qmp", diags);
+    let agent_at = socket(&mut v, "agent", diags);
+    let tls_block = v.single_block("tls", diags);
+    let tls = match tls_block {
+        None => None,
+        Some(b) => {
+            let mut t = v.nested(b, "tls", &["ca", "cert", "key", "server_name"], &[], diags);
+            let ca = t.string("ca", true, diags);
+            let cert = t.string("cert", false, diags);
+            let key = t.string("key", false, diags);
+            let name = t.string("server_name", false, diags);
+            let client = match (cert, key) {
+                (Some(c), Some(k)) => Some((PathBuf::from(c), PathBuf::from(k))),
+                (None, None) => None,
+                (c, _) => {
+                    let (attr, other) = if c.is_some() {
+                        ("cert", "key")
+                    } else {
+                        ("key", "cert")
+                    };
+                    if let Some(loc) = t.key_loc(attr) {
+                        diags.push(err(
+                            "standby::requires_attribute",
+                            loc,
+                            format!("`{attr}` needs `{other}`"),
+                            "half a client identity",
+                            "a client certificate and its key go together (QEMU's verify-peer=on checks them)".into(),
+                        ));
+                    }
+                    ok = false;
+                    None
+                }
+            };
+            // The default name: the host of the first TCP socket.
+            let host = [&qmp_at, &agent_at]
+                .into_iter()
+                .flatten()
+                .find_map(|(s, _)| match s {
+                    VmSocket::Tcp(a) => a
+                        .rsplit_once(':')
+                        .map(|(h, _)| h.trim_matches(['[', ']']).to_string()),
+                    VmSocket::Path(_) => None,
+                });
+            match (ca, name.or(host)) {
+                (Some(ca), Some(server_name)) => Some(VmTls {
+                    ca: ca.into(),
+                    client,
+                    server_name,
+                }),
+                (Some(_), None) => {
+                    if let Some(loc) = v.key_loc("tls") {
+                        diags.push(err(
+                            "standby::requires_attribute",
+                            loc,
+                            "`tls` names no server and no socket is on TCP".into(),
+                            "no server name",
+                            "tls is for qmp/agent = \"tcp://host:port\"; set server_name or remove the block".into(),
+                        ));
+                    }
+                    ok = false;
+                    None
+                }
+                _ => {
+                    ok = false;
+                    None
+                }
+            }
+        }
+    };
+    let work_dir_loc = v.value_loc("work_dir");
+    let work_dir = v.string("work_dir", false, diags).map(PathBuf::from);
+    if let (Some(w), Some(loc)) = (&work_dir, &work_dir_loc)
+        && !w.is_absolute()
+    {
+        diags.push(err(
+            "standby::unsupported_value",
+            loc.clone(),
+            format!("`work_dir` {:?} is not an absolute path", w.display()),
+            "relative path",
+            "work_dir is an existing directory on the hypervisor (QEMU writes a point's fleece images there), e.g. \"/var/lib/standby/db\"".into(),
+        ));
+        ok = false;
+    }
+    let remote = matches!(qmp_at, Some((VmSocket::Tcp(_), _)));
+    for (at, attr) in [(&qmp_at, "qmp"), (&agent_at, "agent")] {
+        if let Some((VmSocket::Tcp(_), loc)) = at
+            && tls_block.is_none()
+        {
+            diags.push(err(
+                "standby::requires_attribute",
+                loc.clone(),
+                format!("`{attr}` on TCP needs a tls block"),
+                "no tls block",
+                "add tls { ca = \"pki/ca-cert.pem\" } (QEMU's tls-creds-x509 on the chardev): standby always verifies a remote hypervisor's certificate".into(),
+            ));
+            ok = false;
+        }
+    }
+    if let (true, Some((_, loc)), None) = (remote, &qmp_at, &work_dir) {
+        diags.push(err(
+            "standby::requires_attribute",
+            loc.clone(),
+            "a VM reached over TCP needs `work_dir`".into(),
+            "no work_dir",
+            "add work_dir = \"/var/lib/standby/NAME\": an existing directory on the hypervisor, one per VM, for its points' fleece images".into(),
+        ));
+        ok = false;
+    }
+    let remote_loc = qmp_at
+        .as_ref()
+        .filter(|_| remote)
+        .map(|(_, loc)| loc.clone());
+    let qmp = qmp_at.map(|(s, _)| s);
+    let agent = agent_at.map(|(s, _)| s);
     // Numbers are read as their text so that "256M" and 256 both work.
     let text = |v: &mut Reader<'_, '_>, attr: &str, diags: &mut Diagnostics| {
         let (val, loc) = v.optional(attr, diags)?;
@@ -314,11 +589,7 @@ pub fn machine_vm(
             let creds_dir = e.string("creds_dir", true, diags);
             let ca = e.string("ca", true, diags);
             let name = e.string("server_name", false, diags);
-            let host_port = listen.as_deref().and_then(|l| {
-                let (h, p) = l.rsplit_once(':')?;
-                let port: u16 = p.parse().ok().filter(|p| *p > 0)?;
-                Some((h.trim_matches(['[', ']']).to_string(), port))
-            });
+            let host_port = listen.as_deref().and_then(host_port);
             if let (Some(l), None, Some(loc)) = (&listen, &host_port, listen_loc) {
                 diags.push(err(
                     "standby::bad_address",
@@ -331,7 +602,7 @@ pub fn machine_vm(
             }
             match (host_port, creds_dir, ca) {
                 (Some((host, port)), Some(creds_dir), Some(ca)) => Some(ExportTls {
-                    listen: format!("{host}:{port}"),
+                    listen: join_host_port(&host, port),
                     creds_dir: creds_dir.into(),
                     ca: ca.into(),
                     server_name: name.unwrap_or(host),
@@ -343,6 +614,16 @@ pub fn machine_vm(
             }
         }
     };
+    if let (Some(loc), None) = (remote_loc, &export_tls) {
+        diags.push(err(
+            "standby::requires_attribute",
+            loc,
+            "a VM reached over TCP needs an export_tls block".into(),
+            "no export_tls",
+            "points are read over NBD from the hypervisor: add export_tls { listen = \"HOST:10809\" creds_dir = ... ca = ... }".into(),
+        ));
+        ok = false;
+    }
     r.sensitive.extend(std::mem::take(&mut v.sensitive));
 
     let mut vm_disks = Vec::new();
@@ -417,6 +698,8 @@ pub fn machine_vm(
         (true, Some(fsfreeze)) => Ok(Some(Vm {
             qmp,
             agent,
+            tls,
+            work_dir,
             memory_mib,
             cpus,
             kernel,
@@ -427,6 +710,24 @@ pub fn machine_vm(
             export_tls,
         })),
         _ => Err(()),
+    }
+}
+
+/// `host:port` with a port from 1 to 65535 (`[v6]:port` too), the host
+/// without brackets.
+fn host_port(s: &str) -> Option<(String, u16)> {
+    let (h, p) = s.rsplit_once(':')?;
+    let port: u16 = p.parse().ok().filter(|p| *p > 0)?;
+    let host = h.trim_matches(['[', ']']);
+    (!host.is_empty()).then(|| (host.to_string(), port))
+}
+
+/// `host:port`, an IPv6 host in brackets.
+fn join_host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
     }
 }
 
@@ -445,6 +746,57 @@ mod tests {
         assert!(parse_memory("0").is_err());
         assert!(parse_memory("1X").is_err());
         assert!(parse_memory("M").is_err());
+    }
+
+    #[test]
+    fn a_remote_vm_lowers_with_tls_and_the_qmp_host_as_server_name() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("main.hcl"),
+            r#"
+vault "main" { url = "file://.standby/vault" }
+site "hv1" {
+  provider = "qemu"
+  root     = "hv1"
+}
+machine "db" {
+  site = site.hv1
+  vm {
+    qmp      = "tcp://hv1.example:4444"
+    agent    = "tcp://[fd00::5]:4445"
+    work_dir = "/var/lib/standby"
+    tls {
+      ca   = "pki/ca.pem"
+      cert = "pki/c.pem"
+      key  = "pki/k.pem"
+    }
+    export_tls {
+      listen    = "hv1.example:10809"
+      creds_dir = "/etc/pki/qemu"
+      ca        = "pki/ca.pem"
+    }
+  }
+  disk "data" { path = "db/data.qcow2" }
+}
+"#,
+        )
+        .unwrap();
+        let cfg = match super::super::load(dir.path(), &Default::default()) {
+            Ok(l) => l.config,
+            Err(d) => panic!("{}", d.render(false)),
+        };
+        let vm = cfg.machines.values().next().unwrap().vm.clone().unwrap();
+        assert_eq!(vm.qmp, Some(VmSocket::Tcp("hv1.example:4444".into())));
+        assert_eq!(vm.agent, Some(VmSocket::Tcp("[fd00::5]:4445".into())));
+        assert_eq!(vm.work_dir, Some(PathBuf::from("/var/lib/standby")));
+        assert_eq!(
+            vm.tls,
+            Some(VmTls {
+                ca: "pki/ca.pem".into(),
+                client: Some(("pki/c.pem".into(), "pki/k.pem".into())),
+                server_name: "hv1.example".into(),
+            })
+        );
     }
 
     #[test]
@@ -495,10 +847,7 @@ protection "db" {
         };
         let m = cfg.machines.values().next().unwrap();
         let vm = m.vm.as_ref().expect("a vm");
-        assert_eq!(
-            vm.qmp.as_deref(),
-            Some(std::path::Path::new("/run/qemu/db.qmp"))
-        );
+        assert_eq!(vm.qmp, Some(VmSocket::Path("/run/qemu/db.qmp".into())));
         assert_eq!(vm.agent, None);
         assert_eq!((vm.memory_mib, vm.cpus, vm.fsfreeze), (512, 2, true));
         assert_eq!(vm.kernel, None);
@@ -517,6 +866,50 @@ protection "db" {
                 .as_deref(),
             Some(std::path::Path::new("hv1"))
         );
+    }
+
+    /// plans/qemu with `dr` edited: the protection's target_vm lowers to
+    /// an override, and guest checks lower to their probes.
+    #[test]
+    fn target_vm_and_guest_checks_lower() {
+        let dir = tempfile::tempdir().unwrap();
+        let plans = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("plans/qemu");
+        for e in std::fs::read_dir(&plans).unwrap().flatten() {
+            std::fs::copy(e.path(), dir.path().join(e.file_name())).unwrap();
+        }
+        let cfg = match super::super::load(dir.path(), &Default::default()) {
+            Ok(l) => l.config,
+            Err(d) => panic!("{}", d.render(false)),
+        };
+        let db = cfg
+            .protections
+            .values()
+            .find(|p| p.machine.to_string() == "machine.db");
+        assert_eq!(
+            db.and_then(|p| p.target_vm.clone()),
+            Some(crate::model::VmOverride {
+                memory_mib: Some(384),
+                cpus: Some(1)
+            })
+        );
+        let m = cfg
+            .machines
+            .values()
+            .find(|m| m.addr.to_string() == "machine.db")
+            .unwrap();
+        assert!(matches!(
+            &m.checks[0].probe,
+            crate::model::Probe::Guest { command, expect: Some(e) } if command[0] == "sqlite3" && e == "ok"
+        ));
+        let app = cfg
+            .machines
+            .values()
+            .find(|m| m.addr.to_string() == "machine.app")
+            .unwrap();
+        assert!(matches!(
+            &app.checks[0].probe,
+            crate::model::Probe::Console { pattern } if pattern == "standby-guest: up"
+        ));
     }
 
     #[test]

@@ -41,13 +41,15 @@ impl Cancel {
 
     /// Cancel on the first SIGINT or SIGTERM; call `on_second` on the next
     /// one (e.g. to exit at once). Must run inside a tokio runtime; the
-    /// handlers are in place when this returns.
-    pub fn on_signals(&self, on_second: impl Fn() + Send + 'static) -> std::io::Result<()> {
+    /// handlers are in place when this returns, and stay until the
+    /// returned guard is dropped (the runtime outlives any one command
+    /// step, so a finished walk must not go on reacting to interrupts).
+    pub fn on_signals(&self, on_second: impl Fn() + Send + 'static) -> std::io::Result<Listening> {
         use tokio::signal::unix::{SignalKind, signal};
         let mut int = signal(SignalKind::interrupt())?;
         let mut term = signal(SignalKind::terminate())?;
         let me = self.clone();
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let mut seen = 0;
             loop {
                 let got = tokio::select! {
@@ -66,6 +68,47 @@ impl Cancel {
                 }
             }
         });
-        Ok(())
+        Ok(Listening(task))
+    }
+}
+
+/// Run the blocking `f` on a blocking thread of the process's runtime
+/// (`store::runtime`) with Ctrl-C/SIGTERM setting its [`Cancel`]; a second
+/// interrupt calls `on_second` and does not cut short what runs (cleanup
+/// must finish). Errors: the runtime cannot start (`io::Error`), or `f`
+/// panicked (its message).
+pub fn with_cancel<T: Send + 'static>(
+    on_second: impl Fn() + Send + 'static,
+    f: impl FnOnce(Cancel) -> T + Send + 'static,
+) -> Result<T, CancelRunError> {
+    let rt = crate::store::runtime().map_err(CancelRunError::Runtime)?;
+    let cancel = Cancel::new();
+    rt.block_on(async {
+        let _listening = cancel
+            .on_signals(on_second)
+            .inspect_err(|e| tracing::warn!("cannot watch for interrupts: {e}"));
+        let c = cancel.clone();
+        tokio::task::spawn_blocking(move || f(c)).await
+    })
+    .map_err(|e| CancelRunError::Crashed(e.to_string()))
+}
+
+/// Why [`with_cancel`] could not return `f`'s result.
+#[derive(Debug, thiserror::Error)]
+pub enum CancelRunError {
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("the run crashed: {0}")]
+    Crashed(String),
+}
+
+/// Listening for interrupts for a [`Cancel`]; dropping it stops listening.
+#[derive(Debug)]
+#[must_use = "dropping it stops listening for interrupts at once"]
+pub struct Listening(tokio::task::JoinHandle<()>);
+
+impl Drop for Listening {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

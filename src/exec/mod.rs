@@ -14,7 +14,7 @@
 mod cancel;
 mod events;
 
-pub use cancel::Cancel;
+pub use cancel::{Cancel, CancelRunError, Listening, with_cancel};
 pub use events::{Event, JsonSink, PlainSink, Recorded, Sink};
 
 use futures::FutureExt;

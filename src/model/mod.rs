@@ -123,11 +123,18 @@ pub struct Machine {
 /// for VMs standby starts itself (tests, examples), how to run it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Vm {
-    /// QMP unix socket, relative to the site root or absolute; None: the
-    /// socket of the VM standby runs (`ROOT/NAME.qmp`).
-    pub qmp: Option<PathBuf>,
-    /// Guest-agent unix socket, as `qmp`; None: `ROOT/NAME.qga`.
-    pub agent: Option<PathBuf>,
+    /// QMP socket: a unix path (relative to the site root or absolute)
+    /// or `tcp://host:port` with `tls`; None: the socket of the VM standby
+    /// runs (`ROOT/NAME.qmp`).
+    pub qmp: Option<VmSocket>,
+    /// Guest-agent socket, as `qmp`; None: `ROOT/NAME.qga` for the VM
+    /// standby runs, else no agent.
+    pub agent: Option<VmSocket>,
+    /// How TCP sockets (`qmp`, `agent`) prove themselves.
+    pub tls: Option<VmTls>,
+    /// An existing directory on the hypervisor for this VM's fleece
+    /// images (needed when `qmp` is on TCP; else `ROOT/.standby-cbt/NAME`).
+    pub work_dir: Option<PathBuf>,
     /// Memory in MiB.
     pub memory_mib: u64,
     pub cpus: u32,
@@ -146,6 +153,37 @@ pub struct Vm {
     pub export_tls: Option<ExportTls>,
 }
 
+/// A QMP or guest-agent socket of a [`Vm`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VmSocket {
+    /// A unix socket on standby's host.
+    Path(PathBuf),
+    /// `host:port` of a chardev with TLS on the hypervisor.
+    Tcp(String),
+}
+
+impl std::fmt::Display for VmSocket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            VmSocket::Path(p) => write!(f, "{}", p.display()),
+            VmSocket::Tcp(a) => write!(f, "tcp://{a}"),
+        }
+    }
+}
+
+/// The `tls` block of a `vm`: the CA standby verifies the hypervisor's
+/// QMP and agent certificates with, and its own client certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmTls {
+    /// Relative to the site root or absolute.
+    pub ca: PathBuf,
+    /// Client certificate and key (QEMU's `verify-peer=on`).
+    pub client: Option<(PathBuf, PathBuf)>,
+    /// The name the server's certificates must carry (default: the host
+    /// of `qmp`).
+    pub server_name: String,
+}
+
 /// The `export_tls` block of a `vm`: where QEMU's NBD server listens for a
 /// point's exports and how both ends prove themselves.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,6 +198,15 @@ pub struct ExportTls {
     /// The name the server's certificate must carry (default: the host of
     /// `listen`).
     pub server_name: String,
+}
+
+/// A protection's `target_vm` block: VM settings at the target site that
+/// replace the machine's own.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct VmOverride {
+    /// Memory in MiB.
+    pub memory_mib: Option<u64>,
+    pub cpus: Option<u32>,
 }
 
 /// How QEMU opens one disk of a [`Vm`].
@@ -228,6 +275,16 @@ pub enum Probe {
     },
     /// Passes when a TCP connection to `address` (host:port) succeeds.
     Tcp { address: String },
+    /// Runs `command` inside the guest through its guest agent (machines
+    /// recovered to a `qemu` site); passes on exit 0 and, if set, a
+    /// trimmed stdout equal to `expect`.
+    Guest {
+        command: Command,
+        expect: Option<String>,
+    },
+    /// Passes when a line of the VM's serial console matches `pattern`
+    /// (a regular expression).
+    Console { pattern: String },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -238,6 +295,9 @@ pub struct Protection {
     pub vault: Address,
     pub policy: Address,
     pub consistency_group: Option<String>,
+    /// How the machine's VM runs at a `qemu` target site, where it
+    /// differs from its `vm` block (the protection's `target_vm` block).
+    pub target_vm: Option<VmOverride>,
     pub prevent_destroy: bool,
 }
 

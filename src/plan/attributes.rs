@@ -383,8 +383,14 @@ fn machine(m: &Machine) -> Attributes {
 fn vm_attributes(a: &mut Attributes, vm: &crate::model::Vm) {
     let path = |p: &Option<std::path::PathBuf>| p.as_ref().map(|p| s(p.display()));
     for (k, v) in [
-        ("vm.qmp", path(&vm.qmp)),
-        ("vm.agent", path(&vm.agent)),
+        ("vm.qmp", vm.qmp.as_ref().map(s)),
+        ("vm.agent", vm.agent.as_ref().map(s)),
+        ("vm.tls.ca", vm.tls.as_ref().map(|t| s(t.ca.display()))),
+        (
+            "vm.tls.server_name",
+            vm.tls.as_ref().map(|t| s(&t.server_name)),
+        ),
+        ("vm.work_dir", path(&vm.work_dir)),
         ("vm.kernel", path(&vm.kernel)),
         ("vm.initrd", path(&vm.initrd)),
         ("vm.append", vm.append.as_ref().map(s)),
@@ -441,6 +447,17 @@ fn probe(a: &mut Attributes, prefix: &str, probe: &Probe) {
             a.insert(format!("{prefix}type"), s("tcp"));
             a.insert(format!("{prefix}address"), s(address));
         }
+        Probe::Guest { command, expect } => {
+            a.insert(format!("{prefix}type"), s("guest"));
+            a.insert(format!("{prefix}command"), json!(command));
+            if let Some(e) = expect {
+                a.insert(format!("{prefix}expect"), s(e));
+            }
+        }
+        Probe::Console { pattern } => {
+            a.insert(format!("{prefix}type"), s("console"));
+            a.insert(format!("{prefix}pattern"), s(pattern));
+        }
     }
 }
 
@@ -454,6 +471,14 @@ fn protection(p: &Protection) -> Attributes {
         a.insert("consistency_group".into(), s(g));
     }
     a.insert("prevent_destroy".into(), json!(p.prevent_destroy));
+    if let Some(v) = &p.target_vm {
+        if let Some(m) = v.memory_mib {
+            a.insert("target_vm.memory_mib".into(), json!(m));
+        }
+        if let Some(c) = v.cpus {
+            a.insert("target_vm.cpus".into(), json!(c));
+        }
+    }
     a
 }
 

@@ -31,7 +31,7 @@ pub(super) fn review(
                             .map(|p| p.machine.clone())
                             .collect()
                     });
-                    unprotected(&mut notes, config, state, c, before, protected);
+                    unprotected(&mut notes, config, c, before, protected);
                 }
             }
             (Kind::Policy, Action::Update) => {
@@ -176,7 +176,6 @@ fn points_destroyed(c: &Change, before: Option<&Attributes>) -> ReviewNote {
 fn unprotected(
     notes: &mut Vec<ReviewNote>,
     config: &Config,
-    state: Option<&StateDoc>,
     c: &Change,
     before: Option<&Attributes>,
     protected: &HashSet<Address>,
@@ -188,25 +187,15 @@ fn unprotected(
     if protected.contains(&machine) {
         return;
     }
-    // Recovery plans listing the machine, as configured or as recorded.
-    let mut plans: BTreeSet<Address> = config
+    // Recovery plans that will list the machine once applied: the
+    // configured ones. A plan recorded with it is updated or destroyed by
+    // the same apply (a machine removed with its protection and group).
+    let plans: BTreeSet<Address> = config
         .recovery_plans
         .iter()
         .filter(|(_, p)| p.groups.iter().any(|g| g.machines.contains(&machine)))
         .map(|(a, _)| a.clone())
         .collect();
-    if let Some(s) = state {
-        let listed = machine.to_string();
-        for (a, o) in s.objects.range(Address::new(Kind::RecoveryPlan, "")..) {
-            if a.kind == Kind::RecoveryPlan
-                && super::attributes::plan_machines(&o.attributes)
-                    .iter()
-                    .any(|m| m.to_string() == listed)
-            {
-                plans.insert(a.clone());
-            }
-        }
-    }
     for plan in plans {
         notes.push(ReviewNote {
             subject: c.address.clone(),

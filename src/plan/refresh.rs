@@ -265,6 +265,17 @@ pub struct Refreshed {
     pub notes: Vec<String>,
 }
 
+/// Why apply and replicate would refuse `state` (missing or not): the
+/// vaults' newest points left machines elsewhere than it says (a lost or
+/// stale state). A plan may show no changes then; these say otherwise.
+pub fn refusals(ws: &Workspace, state: Option<&StateDoc>) -> Vec<String> {
+    let protections: Vec<Address> = ws.config.protections.keys().cloned().collect();
+    crate::recovery::placement::check_vaults(ws, state, None, &protections)
+        .into_iter()
+        .map(|p| format!("apply and replicate refuse this state: {p}"))
+        .collect()
+}
+
 /// Observe and compare, before a plan's diff.
 pub fn refresh(ws: &Workspace, state: &StateDoc) -> Refreshed {
     let (facts, notes) = observe(ws, state);

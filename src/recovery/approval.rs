@@ -9,8 +9,60 @@
 use super::events::{Event, Sink, What};
 use super::timeline::Timeline;
 use crate::exec::Cancel;
-use crate::model::Address;
+use crate::model::{Address, RecoveryPlan, StepAction};
 use std::time::{Duration, Instant};
+
+/// `GROUP.STEP` of every manual step of `plan`, in plan order.
+pub fn manual_steps(plan: &RecoveryPlan) -> Vec<String> {
+    let mut v = Vec::new();
+    for g in &plan.groups {
+        for s in g.before.iter().chain(&g.after) {
+            if matches!(s.action, StepAction::Manual { .. }) {
+                v.push(format!("{}.{}", g.name, s.name));
+            }
+        }
+    }
+    v
+}
+
+/// Check that `step` (a step's name, or `GROUP.STEP`) names a manual step
+/// of `plan`, as `--approve` and `standby approve` take it.
+pub fn check_manual_step(plan: &RecoveryPlan, step: &str) -> Result<(), UnknownStep> {
+    let steps = manual_steps(plan);
+    if steps
+        .iter()
+        .any(|s| s == step || s.ends_with(&format!(".{step}")))
+    {
+        return Ok(());
+    }
+    Err(UnknownStep {
+        plan: plan.addr.clone(),
+        step: step.to_string(),
+        steps,
+    })
+}
+
+/// A step named for approval that is no manual step of the plan.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{plan} has no manual step {step}")]
+pub struct UnknownStep {
+    pub plan: Address,
+    pub step: String,
+    /// The plan's manual steps (`GROUP.STEP`).
+    pub steps: Vec<String>,
+}
+
+impl UnknownStep {
+    /// The manual steps there are.
+    pub fn help(&self) -> String {
+        let steps = if self.steps.is_empty() {
+            "(none)".to_string()
+        } else {
+            self.steps.join(", ")
+        };
+        format!("its manual steps: {steps}")
+    }
+}
 
 /// Gets the approval of one manual step, or says why not.
 pub trait Approver: Send + Sync {
@@ -209,6 +261,34 @@ mod tests {
     use crate::model::Kind;
     use crate::recovery::events::Recorded;
     use std::sync::Mutex;
+
+    #[test]
+    fn manual_steps_by_name_or_group_dot_name() {
+        let d = tempfile::tempdir().unwrap();
+        let from = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("plans/quickstart");
+        for e in std::fs::read_dir(&from).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "hcl") {
+                std::fs::copy(&p, d.path().join(p.file_name().unwrap())).unwrap();
+            }
+        }
+        let cfg = crate::config::load(d.path(), &Default::default())
+            .unwrap_or_else(|e| panic!("{}", e.render(false)))
+            .config;
+        let plan = &cfg.recovery_plans[&Address::new(Kind::RecoveryPlan, "shop")];
+        assert_eq!(manual_steps(plan), vec!["web.dns".to_string()]);
+        assert_eq!(check_manual_step(plan, "dns"), Ok(()));
+        assert_eq!(check_manual_step(plan, "web.dns"), Ok(()));
+        let e = check_manual_step(plan, "dnz").unwrap_err();
+        assert_eq!(e.to_string(), "recovery_plan.shop has no manual step dnz");
+        assert_eq!(e.help(), "its manual steps: web.dns");
+        let mut none = plan.clone();
+        none.groups.iter_mut().for_each(|g| g.after.clear());
+        assert_eq!(
+            check_manual_step(&none, "dns").unwrap_err().help(),
+            "its manual steps: (none)"
+        );
+    }
 
     /// Ask `approver` for `web.dns`; `elsewhere` stands for `standby approve`.
     fn ask(

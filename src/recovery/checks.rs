@@ -5,7 +5,9 @@
 use super::command;
 use crate::exec::Cancel;
 use crate::model::{Check, Probe};
-use standby_provider_core::{CheckOutcome, CommandCheck, MachineSpec, Run, SiteProvider};
+use standby_provider_core::{
+    CheckOutcome, CommandCheck, GuestCheck, GuestProbe, MachineSpec, Run, SiteProvider,
+};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -37,9 +39,49 @@ pub fn machine_check(
                         detail: e.to_string(),
                     })
             }
+            Probe::Guest { command, expect } => guest(
+                provider,
+                run,
+                spec,
+                check,
+                GuestProbe::Exec {
+                    command: command.clone(),
+                    expect: expect.clone(),
+                },
+            ),
+            Probe::Console { pattern } => guest(
+                provider,
+                run,
+                spec,
+                check,
+                GuestProbe::Console {
+                    pattern: pattern.clone(),
+                },
+            ),
             other => probe_once(other, check.timeout.to_std(), &run.config_root, &[], cancel),
         },
     )
+}
+
+/// One attempt of a check inside the machine's guest, by its provider.
+fn guest(
+    provider: &dyn SiteProvider,
+    run: &Run,
+    spec: &MachineSpec,
+    check: &Check,
+    probe: GuestProbe,
+) -> CheckOutcome {
+    let c = GuestCheck {
+        name: check.name.clone(),
+        probe,
+        timeout: check.timeout.to_std(),
+    };
+    provider
+        .guest_check(run, spec, &c)
+        .unwrap_or_else(|e| CheckOutcome {
+            passed: false,
+            detail: e.to_string(),
+        })
 }
 
 /// One attempt of a probe run by standby (a group's check step, or an
@@ -78,6 +120,10 @@ pub fn probe_once(
             }
         }
         Probe::Tcp { address } => tcp(address, timeout),
+        Probe::Guest { .. } | Probe::Console { .. } => CheckOutcome {
+            passed: false,
+            detail: "guest and console checks run inside a machine's VM: put them in the machine's check blocks".into(),
+        },
         Probe::Http {
             url,
             status,

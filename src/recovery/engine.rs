@@ -20,12 +20,13 @@ use crate::model::{Address, Config, Group, Machine, RecoveryPlan, StepWhen};
 use crate::state::{MachineRun, RunKind, RunRecord};
 use crate::vault::Vault;
 use crate::vault::manifest::Manifest;
+use crate::workspace::Workspace;
 use petgraph::graph::{DiGraph, NodeIndex};
 use standby_provider_core::{MachineSpec, Mode, Run, SiteProvider};
 use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// Test-only: a shell command run (`sh -c`, with the machine's environment)
 /// after a machine's disks are restored and before it boots. Tests corrupt
@@ -33,6 +34,8 @@ use std::sync::Mutex;
 pub const TEST_HOOK_ENV: &str = "STANDBY_TEST_AFTER_MATERIALIZE";
 
 pub(crate) struct Engine<'a> {
+    /// The command's workspace; `cfg` is its configuration.
+    pub ws: &'a Workspace,
     pub cfg: &'a Config,
     pub root: PathBuf,
     pub plan: &'a RecoveryPlan,
@@ -43,7 +46,7 @@ pub(crate) struct Engine<'a> {
     pub cancel: Cancel,
     pub approver: &'a dyn Approver,
     pub timeline: Timeline,
-    pub vaults: BTreeMap<Address, Vault>,
+    pub vaults: BTreeMap<Address, Arc<Vault>>,
     pub points: BTreeMap<Address, Chosen>,
     /// The direction: [`super::failover::Failover`] or
     /// [`super::failback::Failback`].
@@ -51,6 +54,9 @@ pub(crate) struct Engine<'a> {
     pub sink: &'a dyn Sink,
     providers: BTreeMap<Address, Box<dyn SiteProvider>>,
     failures: Mutex<Vec<String>>,
+    /// What VM providers saw of each machine (accelerator, boot time,
+    /// console, screenshot), by machine address.
+    pub evidence: Mutex<BTreeMap<String, standby_provider_core::Evidence>>,
 }
 
 /// Run a machine's `shutdown` command with the environment of its disks.
@@ -71,7 +77,7 @@ fn run_shutdown(
 impl<'a> Engine<'a> {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        cfg: &'a Config,
+        ws: &'a Workspace,
         plan: &'a RecoveryPlan,
         run_id: String,
         kind: RunKind,
@@ -83,8 +89,9 @@ impl<'a> Engine<'a> {
         way: &'a dyn Way,
     ) -> Engine<'a> {
         Engine {
-            cfg,
-            root: providers::absolute_root(cfg),
+            ws,
+            cfg: &ws.config,
+            root: ws.root(),
             plan,
             run_id,
             kind,
@@ -103,6 +110,7 @@ impl<'a> Engine<'a> {
             sink,
             providers: BTreeMap::new(),
             failures: Mutex::new(Vec::new()),
+            evidence: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -149,17 +157,12 @@ impl<'a> Engine<'a> {
     /// Open `vault` once.
     pub(super) fn vault(&mut self, addr: &Address) -> Result<&Vault, String> {
         if !self.vaults.contains_key(addr) {
-            let v = self
-                .cfg
-                .vaults
-                .get(addr)
-                .ok_or_else(|| format!("no {addr} in the configuration"))?;
-            let opened =
-                Vault::open(&v.url, &v.key, &self.root).map_err(|e| format!("{addr}: {e}"))?;
+            let opened = self.ws.vault(addr).map_err(|e| e.to_string())?;
             self.vaults.insert(addr.clone(), opened);
         }
         self.vaults
             .get(addr)
+            .map(|v| &**v)
             .ok_or_else(|| format!("{addr} is not open"))
     }
 
@@ -468,16 +471,10 @@ pub fn group_graph(plan: &RecoveryPlan) -> DiGraph<String, ()> {
     graph
 }
 
-/// Run `fut` to its end from this (blocking) thread: on the runtime the
-/// command runs in, else on a small one of its own.
+/// Run `fut` to its end from this (blocking) thread on the process's
+/// runtime (`store::runtime`).
 fn block_on<T>(fut: impl std::future::Future<Output = T>) -> std::io::Result<T> {
-    match tokio::runtime::Handle::try_current() {
-        Ok(h) => Ok(h.block_on(fut)),
-        Err(_) => Ok(tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?
-            .block_on(fut)),
-    }
+    Ok(crate::store::runtime()?.handle().block_on(fut))
 }
 
 #[cfg(test)]

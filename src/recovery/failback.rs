@@ -30,6 +30,7 @@ use crate::replication::{self, Progress};
 use crate::state::{
     Failback as FailbackProgress, MachineRun, Owner, PointUsed, RunKind, RunRecord,
 };
+use crate::workspace::Workspace;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use time::OffsetDateTime;
@@ -41,7 +42,7 @@ pub const TEST_HOOK_ENV: &str = "STANDBY_TEST_FAILBACK_AFTER_FINAL";
 /// `standby failback PLAN`. `Err` means nothing was done (refused); a
 /// failback that started returns its result, passed or not.
 pub fn failback(
-    cfg: &Config,
+    ws: &Workspace,
     plan: &RecoveryPlan,
     approver: &dyn Approver,
     recorder: &Recorder,
@@ -49,11 +50,13 @@ pub fn failback(
     sink: &dyn Sink,
 ) -> Result<RunResult, RecoveryError> {
     let name = plan_arg(&plan.addr);
-    let _run = super::runlock::acquire(cfg, &plan.addr, recorder.command())?;
+    let cfg = &ws.config;
+    let _run = super::runlock::acquire(ws, &plan.addr, recorder.command())?;
     recorder.interruptible_by(cancel);
     let doc = recorder.read()?;
-    super::run::refuse_to_guess(cfg, plan, doc.as_ref(), recorder)?;
+    super::run::refuse_to_guess(ws, plan, doc.as_ref(), recorder)?;
     let run = committed_failover(doc.as_ref(), &plan.addr)?;
+    super::vms::refuse_qcow2_failback(cfg, plan)?;
     if run.reprotect.is_none() {
         return Err(RecoveryError::Refused {
             message: format!(
@@ -110,7 +113,7 @@ pub fn failback(
     });
 
     let mut engine = Engine::new(
-        cfg,
+        ws,
         plan,
         run_id.clone(),
         RunKind::Planned,
@@ -130,7 +133,7 @@ pub fn failback(
     let final_points = if progress.final_points.is_empty() {
         passed = stop_replicas(&engine, &run);
         if passed && !cancel.is_cancelled() {
-            match final_points(&engine, cfg, plan, &run) {
+            match final_points(&engine, plan, &run) {
                 Ok(p) => p,
                 Err(e) => {
                     engine.fail(e);
@@ -159,7 +162,7 @@ pub fn failback(
                 None,
             );
         }
-        match chosen(cfg, plan, &final_points) {
+        match chosen(ws, plan, &final_points) {
             Ok(c) => engine.points = c,
             Err(e) => {
                 engine.fail(e);
@@ -241,7 +244,7 @@ impl Way for Failback {
 
     /// The DR site it ran at since the failover.
     fn origin(&self, cfg: &Config, m: &Machine) -> String {
-        super::points::protection_of(cfg, &m.addr)
+        crate::workspace::protection_of(cfg, &m.addr)
             .map_or_else(|| m.site.to_string(), |p| p.target.to_string())
     }
 
@@ -254,7 +257,7 @@ impl Way for Failback {
         placed: &mut MachineRun,
     ) -> Result<BTreeMap<String, PathBuf>, String> {
         let name = land.machine.addr.to_string();
-        let cache = e.root.join(".standby").join("cache");
+        let cache = e.ws.cache_dir();
         e.each_disk(land, placed, |d, _, subj| {
             // The disk at its own site: the site root (or the configuration
             // directory) joined with its path; not the provider's
@@ -347,20 +350,20 @@ fn stop_replicas(engine: &Engine<'_>, run: &RunRecord) -> bool {
 /// at the original site.
 fn final_points(
     engine: &Engine<'_>,
-    cfg: &Config,
     plan: &RecoveryPlan,
     run: &RunRecord,
 ) -> Result<BTreeMap<String, PointUsed>, String> {
-    let batches = reverse_batches(cfg, plan, run, true).map_err(|e| e.to_string())?;
+    let batches = reverse_batches(engine.ws, plan, run, true).map_err(|e| e.to_string())?;
     let start = engine.timeline.now();
     // Each machine runs at its own site again from its final point on.
-    let home: std::collections::HashMap<String, String> = cfg
+    let home: std::collections::HashMap<String, String> = engine
+        .cfg
         .machines
         .values()
         .map(|m| (m.addr.to_string(), m.site.to_string()))
         .collect();
     let made = take(
-        cfg,
+        engine.ws,
         &batches,
         Default::default(),
         home,
@@ -408,18 +411,19 @@ fn final_points(
 
 /// The recorded final points as the engine's choice, read back from the vaults.
 fn chosen(
-    cfg: &Config,
+    ws: &Workspace,
     plan: &RecoveryPlan,
     finals: &BTreeMap<String, PointUsed>,
 ) -> Result<BTreeMap<Address, Chosen>, String> {
-    let listed = super::run::list_points(cfg, plan).map_err(|e| e.to_string())?;
+    let listed = super::run::list_points(ws, plan).map_err(|e| e.to_string())?;
     let mut out = BTreeMap::new();
     for g in &plan.groups {
         for m in &g.machines {
             let used = finals
                 .get(&m.to_string())
                 .ok_or_else(|| format!("no final reverse point was recorded for {m}"))?;
-            let prot = super::points::protection_of(cfg, m)
+            let prot = ws
+                .protection_of(m)
                 .ok_or_else(|| format!("{m} has no protection"))?;
             let point = listed
                 .get(&prot.vault)
@@ -441,5 +445,6 @@ fn chosen(
             );
         }
     }
-    Ok(out)
+    // The listing holds catalog entries: read the points restored whole.
+    super::run::read_chosen(ws, out).map_err(|e| e.to_string())
 }

@@ -25,7 +25,7 @@ impl Way for Failover {
     }
 
     fn target_site(&self, cfg: &Config, machine: &Address) -> Option<Address> {
-        super::points::protection_of(cfg, machine).map(|p| p.target.clone())
+        crate::workspace::protection_of(cfg, machine).map(|p| p.target.clone())
     }
 
     fn origin(&self, _: &Config, m: &Machine) -> String {
@@ -116,13 +116,14 @@ pub(crate) fn final_points(e: &mut Engine<'_>) -> Result<BTreeMap<Address, Chose
     let mut prots = Vec::new();
     for g in &e.plan.groups {
         for m in &g.machines {
-            let p = super::points::protection_of(e.cfg, m)
-                .ok_or_else(|| format!("{m} has no protection"))?;
+            let p =
+                e.ws.protection_of(m)
+                    .ok_or_else(|| format!("{m} has no protection"))?;
             prots.push(p.addr.clone());
         }
     }
     let batches = replication::batches(e.cfg, &prots).map_err(|e| e.to_string())?;
-    let mut opts = replication::Options::new(e.root.join(".standby").join("cache"));
+    let mut opts = replication::Options::new(e.ws.cache_dir());
     // The machines run at their protection's target from these points on.
     for b in &batches {
         for (a, t) in b.protections.iter().zip(&b.targets) {
@@ -183,5 +184,7 @@ pub(crate) fn final_points(e: &mut Engine<'_>) -> Result<BTreeMap<Address, Chose
             }
         }
     }
+    // Source VMs stayed up (shut down, paused) for their final point.
+    super::vms::release_sources(e)?;
     Ok(out)
 }

@@ -49,7 +49,25 @@ impl Engine<'_> {
                 self.fail(format!("{addr}: {e}"));
             }
         }
+        self.collect_evidence(addr);
         r.is_ok()
+    }
+
+    /// What the machine's site provider saw of it once its checks ran
+    /// (after its timeline entry, so RTO ends at its last check).
+    fn collect_evidence(&self, addr: &Address) {
+        let Some(site) = self.target_site(addr) else {
+            return;
+        };
+        let Ok(provider) = self.site_provider(&site) else {
+            return;
+        };
+        let run = self.run_at(&site);
+        if let Ok(Some(ev)) = provider.evidence(&run, &addr.to_string())
+            && let Ok(mut all) = self.evidence.lock()
+        {
+            all.insert(addr.to_string(), ev);
+        }
     }
 
     pub(super) fn machine_inner(&self, g: &Group, addr: &Address) -> Result<(), String> {

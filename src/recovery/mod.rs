@@ -25,8 +25,12 @@ pub mod run;
 pub mod runlock;
 mod steps;
 pub mod timeline;
+pub mod vms;
 
-pub use approval::{Approved, Approver, InAdvance, Unattended, WaitForApprove};
+pub use approval::{
+    Approved, Approver, InAdvance, Unattended, UnknownStep, WaitForApprove, check_manual_step,
+    manual_steps,
+};
 pub use engine::TEST_HOOK_ENV;
 pub use events::{Event, Sink, What};
 pub use points::PointChoice;

@@ -136,6 +136,18 @@ pub fn site_after(m: &crate::vault::Manifest) -> Option<&str> {
     m.moves_to.as_deref().or(m.site.as_deref())
 }
 
+/// The refusal for a state that is missing while its backup `backup` exists.
+pub fn lost_state(backup: &str) -> String {
+    let how = if backup.contains("://") {
+        "copy it over the state object (state.json next to it) with your storage tools".to_string()
+    } else {
+        format!("`cp {backup} .standby/state.json`")
+    };
+    format!(
+        "the state is missing but its backup {backup} exists: the state was lost or deleted, and without it standby cannot tell where the machines run; restore it ({how}), then run the command again"
+    )
+}
+
 /// Why replication or recovery must not guess from this state: the state
 /// is missing while its backup exists, or the vault's newest point of a
 /// protection came from another site than the state says its machine runs
@@ -150,15 +162,7 @@ pub fn refuse_to_guess<'a>(
     protections: impl IntoIterator<Item = &'a crate::model::Address>,
 ) -> Vec<String> {
     if let (None, Some(backup)) = (doc, backup) {
-        let how = if backup.contains("://") {
-            "copy it over the state object (state.json next to it) with your storage tools"
-                .to_string()
-        } else {
-            format!("`cp {backup} .standby/state.json`")
-        };
-        return vec![format!(
-            "the state is missing but its backup {backup} exists: the state was lost or deleted, and without it standby cannot tell where the machines run; restore it ({how}), then run the command again"
-        )];
+        return vec![lost_state(backup)];
     }
     let mut out = Vec::new();
     for a in protections {
@@ -220,12 +224,12 @@ pub fn refuse_to_guess<'a>(
 /// vaults. A vault that cannot be opened or listed (not created yet, no
 /// key yet) holds no evidence here: the command reports its own error.
 pub fn check_vaults(
-    cfg: &Config,
+    ws: &crate::workspace::Workspace,
     doc: Option<&StateDoc>,
     backup: Option<&str>,
     protections: &[crate::model::Address],
 ) -> Vec<String> {
-    let root = super::providers::absolute_root(cfg);
+    let cfg = &ws.config;
     let mut vaults: Vec<&crate::model::Address> = protections
         .iter()
         .filter_map(|a| cfg.protections.get(a).map(|p| &p.vault))
@@ -234,9 +238,6 @@ pub fn check_vaults(
     vaults.dedup();
     let mut points = Vec::new();
     for va in vaults {
-        let Some(v) = cfg.vaults.get(va) else {
-            continue;
-        };
         // The catalog of the machines concerned, not every manifest.
         let machines = protections
             .iter()
@@ -244,11 +245,10 @@ pub fn check_vaults(
             .filter(|p| &p.vault == va)
             .map(|p| p.machine.to_string())
             .collect();
-        if let Ok(vault) = crate::vault::Vault::open(&v.url, &v.key, &root) {
-            vault.set_owner(crate::workspace::owner_of(cfg));
-            if let Ok(list) = crate::vault::catalog::list_machines(&vault, &machines) {
-                points.extend(list);
-            }
+        if let Ok(vault) = ws.vault(va)
+            && let Ok(list) = crate::vault::catalog::list_machines(&vault, &machines)
+        {
+            points.extend(list);
         }
     }
     refuse_to_guess(cfg, doc, backup, &points, protections)

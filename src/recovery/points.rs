@@ -6,6 +6,7 @@
 use crate::model::{Address, Config, RecoveryPlan};
 use crate::vault::manifest::{Consistency, Manifest};
 use crate::vault::query::{NotAPoint, PointQuery};
+use crate::workspace::protection_of;
 use std::collections::BTreeMap;
 use time::OffsetDateTime;
 
@@ -197,14 +198,6 @@ pub fn choose(
         }
     }
     Ok(out)
-}
-
-/// The protection of `machine`.
-pub fn protection_of<'a>(
-    cfg: &'a Config,
-    machine: &Address,
-) -> Option<&'a crate::model::Protection> {
-    cfg.protections.values().find(|p| &p.machine == machine)
 }
 
 fn units(cfg: &Config, plan: &RecoveryPlan) -> Result<Vec<Unit>, ChooseError> {

@@ -2,7 +2,7 @@
 
 use crate::model::{Address, Config};
 use standby_provider_core::{Mode, Run, SiteProvider};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Why a site has no provider.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -33,6 +33,7 @@ pub fn for_site(
             )),
             _ => Err(ProviderError::ExecWithoutCommand(site.clone())),
         },
+        "qemu" => Ok(Box::new(super::vms::qemu_site(cfg, root, site))),
         other => Err(ProviderError::Unknown {
             site: site.clone(),
             provider: other.to_string(),
@@ -54,13 +55,4 @@ pub fn run_at(cfg: &Config, root: &Path, site: &Address, run_id: &str, mode: Mod
         site_root,
         config_root: root.to_path_buf(),
     }
-}
-
-/// The configuration directory as an absolute path.
-pub fn absolute_root(cfg: &Config) -> PathBuf {
-    std::fs::canonicalize(&cfg.root).unwrap_or_else(|_| {
-        std::env::current_dir()
-            .map(|d| d.join(&cfg.root))
-            .unwrap_or_else(|_| cfg.root.clone())
-    })
 }

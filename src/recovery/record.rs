@@ -139,7 +139,15 @@ impl Recorder {
             });
         }
         let taken = taken?;
-        let mut doc = self.backend.read()?.unwrap_or_default();
+        let read = self.backend.read()?;
+        // A lost state is refused before `f` decides anything from an
+        // empty document (its backup says otherwise).
+        if read.is_none()
+            && let Some(backup) = self.backend.orphaned_backup()
+        {
+            return Err(StateError::Orphaned { location, backup }.into());
+        }
+        let mut doc = read.unwrap_or_default();
         let out = f(&mut doc).map_err(UpdateError::Refused)?;
         self.backend.write(&taken.lock, &mut doc)?;
         Ok(out)

@@ -5,15 +5,15 @@
 //! (the one the failover restored) and stores only blocks written since.
 //! Also: redirecting `replicate`'s batches to those disks.
 
-use super::points;
 use super::record::Recorder;
 use super::run::{RecoveryError, plan_arg};
 use crate::exec::Cancel;
-use crate::model::{Address, Config, RecoveryPlan};
+use crate::model::{Address, RecoveryPlan};
 use crate::replication::{self, Batch, Options, Progress};
 use crate::state::{Phase, PointUsed, Reprotect, RunRecord, StateDoc};
 use crate::vault::manifest::Manifest;
 use crate::vault::{Id, Vault};
+use crate::workspace::{Workspace, WorkspaceError};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -97,15 +97,17 @@ pub fn reprotected(doc: &StateDoc, machine: &str) -> bool {
 /// The plan's capture batches with every disk at the site its machine runs
 /// at per `run`; `app` as the policy says, or crash-only when `crash_only`.
 pub fn reverse_batches(
-    cfg: &Config,
+    ws: &Workspace,
     plan: &RecoveryPlan,
     run: &RunRecord,
     crash_only: bool,
 ) -> Result<Vec<Batch>, RecoveryError> {
+    let cfg = &ws.config;
     let mut prots = Vec::new();
     for g in &plan.groups {
         for m in &g.machines {
-            let p = points::protection_of(cfg, m)
+            let p = ws
+                .protection_of(m)
                 .ok_or_else(|| RecoveryError::Unprotected(m.clone()))?;
             prots.push(p.addr.clone());
             let placed =
@@ -196,36 +198,32 @@ pub fn used(vault: &Address, m: &Manifest) -> PointUsed {
 /// `baseline`: machine -> point to diff against (default: its newest);
 /// `moves_to`: machine -> the site it moves to from this point (final points).
 pub fn take(
-    cfg: &Config,
+    ws: &Workspace,
     batches: &[Batch],
     baseline: HashMap<String, Id>,
     moves_to: HashMap<String, String>,
     cancel: &Cancel,
     mut each: impl FnMut(&Batch, &[Manifest]),
 ) -> Result<Vec<(Address, Manifest)>, RecoveryError> {
-    let root = super::providers::absolute_root(cfg);
     let stop = Arc::new(AtomicBool::new(false));
-    let mut opts = Options::new(root.join(".standby").join("cache"));
+    let mut opts = Options::new(ws.cache_dir());
     opts.cancel = Some(stop.clone());
     opts.baseline = baseline;
     opts.moves_to = moves_to;
-    let mut vaults: BTreeMap<Address, Vault> = BTreeMap::new();
+    let mut vaults: BTreeMap<Address, Arc<Vault>> = BTreeMap::new();
     let mut out = Vec::new();
     for b in batches {
         if cancel.is_cancelled() {
             return Err(RecoveryError::Interrupted);
         }
         if !vaults.contains_key(&b.vault) {
-            let v = cfg
-                .vaults
-                .get(&b.vault)
-                .ok_or_else(|| RecoveryError::NotConfigured(b.vault.clone()))?;
-            let opened =
-                Vault::open(&v.url, &v.key, &root).map_err(|source| RecoveryError::Vault {
+            let opened = ws.vault(&b.vault).map_err(|e| match e {
+                WorkspaceError::Vault { error, .. } => RecoveryError::Vault {
                     vault: b.vault.clone(),
-                    source: Box::new(source),
-                })?;
-            opened.set_owner(crate::workspace::owner_of(cfg));
+                    source: error,
+                },
+                _ => RecoveryError::NotConfigured(b.vault.clone()),
+            })?;
             vaults.insert(b.vault.clone(), opened);
         }
         let vault = &vaults[&b.vault];
@@ -244,15 +242,15 @@ pub fn take(
 /// the plan (consistency groups at one instant, quiesce hooks run), then the
 /// reverse protection is recorded.
 pub fn reprotect(
-    cfg: &Config,
+    ws: &Workspace,
     plan: &RecoveryPlan,
     recorder: &Recorder,
     cancel: &Cancel,
 ) -> Result<Vec<Reversed>, RecoveryError> {
-    let _run = super::runlock::acquire(cfg, &plan.addr, recorder.command())?;
+    let _run = super::runlock::acquire(ws, &plan.addr, recorder.command())?;
     recorder.interruptible_by(cancel);
     let doc = recorder.read()?;
-    super::run::refuse_to_guess(cfg, plan, doc.as_ref(), recorder)?;
+    super::run::refuse_to_guess(ws, plan, doc.as_ref(), recorder)?;
     let run = committed_failover(doc.as_ref(), &plan.addr)?;
     if let Some(r) = &run.reprotect {
         let at = crate::human::time(r.at);
@@ -264,7 +262,7 @@ pub fn reprotect(
             ),
         });
     }
-    let batches = reverse_batches(cfg, plan, &run, false)?;
+    let batches = reverse_batches(ws, plan, &run, false)?;
     // Diff against the point each replica was restored from: what was
     // written at DR since, even when newer points exist (unplanned).
     let baseline: HashMap<String, Id> = run
@@ -272,7 +270,7 @@ pub fn reprotect(
         .iter()
         .filter_map(|(m, r)| Some((m.clone(), Id::parse(&r.point.as_ref()?.id)?)))
         .collect();
-    let made = take(cfg, &batches, baseline, HashMap::new(), cancel, |_, _| {})?;
+    let made = take(ws, &batches, baseline, HashMap::new(), cancel, |_, _| {})?;
     let mut out = Vec::new();
     let mut points = BTreeMap::new();
     for (vault, m) in made {

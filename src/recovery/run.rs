@@ -14,10 +14,11 @@ use super::timeline::{EntryKind, Outcome, Subject, Timeline};
 use crate::exec::Cancel;
 use crate::model::{Address, Config, RecoveryPlan};
 use crate::state::{Approval, DrillRecord, Phase, RunKind, RunRecord};
-use crate::vault::Vault;
+use crate::vault::catalog;
 use crate::vault::manifest::{self, Manifest};
+use crate::workspace::{Workspace, WorkspaceError};
 use standby_provider_core::Mode;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use time::OffsetDateTime;
 
 /// Why a recovery operation did nothing (or, for cleanup, not all of it).
@@ -114,6 +115,8 @@ pub struct RunResult {
     pub finished_at: OffsetDateTime,
     /// Run start to the last machine's checks green; None unless it passed.
     pub rto_seconds: Option<f64>,
+    /// Per machine address, what a VM provider saw (qemu sites only).
+    pub evidence: BTreeMap<String, standby_provider_core::Evidence>,
 }
 
 impl RunResult {
@@ -164,6 +167,9 @@ impl RunResult {
             finished_at,
             rto_seconds,
             timeline,
+            evidence: std::mem::take(
+                &mut *engine.evidence.lock().unwrap_or_else(|p| p.into_inner()),
+            ),
         }
     }
 
@@ -214,36 +220,68 @@ fn new_run_id(plan: &Address, kind: RunKind) -> String {
     )
 }
 
-/// Every point of the vaults the plan's protections use.
+/// The points of the plan's machines, per vault, oldest first: catalog
+/// entries (no extents; [`read_chosen`] reads the manifests of the points
+/// picked), read from each machine's catalog, not every manifest of the
+/// vault, so a run costs the same whatever else the vault holds.
 pub fn list_points(
-    cfg: &Config,
+    ws: &Workspace,
     plan: &RecoveryPlan,
 ) -> Result<BTreeMap<Address, Vec<Manifest>>, RecoveryError> {
-    let root = providers::absolute_root(cfg);
-    let mut out = BTreeMap::new();
+    let mut machines: BTreeMap<Address, BTreeSet<String>> = BTreeMap::new();
     for g in &plan.groups {
         for m in &g.machines {
-            let Some(p) = points::protection_of(cfg, m) else {
-                continue;
-            };
-            if out.contains_key(&p.vault) {
-                continue;
+            if let Some(p) = ws.protection_of(m) {
+                machines
+                    .entry(p.vault.clone())
+                    .or_default()
+                    .insert(p.machine.to_string());
             }
-            let v = cfg
-                .vaults
-                .get(&p.vault)
-                .ok_or_else(|| RecoveryError::NotConfigured(p.vault.clone()))?;
-            let vault_err = |source| RecoveryError::Vault {
-                vault: p.vault.clone(),
-                source: Box::new(source),
-            };
-            let vault = Vault::open(&v.url, &v.key, &root).map_err(vault_err)?;
-            vault.set_owner(crate::workspace::owner_of(cfg));
-            let (list, _) = manifest::list(&vault, false).map_err(vault_err)?;
-            out.insert(p.vault.clone(), list);
         }
     }
+    let mut out = BTreeMap::new();
+    for (va, machines) in machines {
+        let vault = open_vault(ws, &va)?;
+        let list = catalog::list_machines_checked(&vault, &machines).map_err(vault_err(&va))?;
+        out.insert(va, list);
+    }
     Ok(out)
+}
+
+/// `chosen` with each point read whole from its manifest (extents
+/// included, names as moved): one manifest read per machine restored.
+pub fn read_chosen(
+    ws: &Workspace,
+    chosen: BTreeMap<Address, Chosen>,
+) -> Result<BTreeMap<Address, Chosen>, RecoveryError> {
+    let mut out = BTreeMap::new();
+    for (m, mut c) in chosen {
+        let vault = open_vault(ws, &c.vault)?;
+        c.point = manifest::read(&vault, &c.point.id).map_err(vault_err(&c.vault))?;
+        out.insert(m, c);
+    }
+    Ok(out)
+}
+
+fn vault_err(va: &Address) -> impl Fn(crate::vault::VaultError) -> RecoveryError + '_ {
+    move |source| RecoveryError::Vault {
+        vault: va.clone(),
+        source: Box::new(source),
+    }
+}
+
+/// The workspace's handle of vault `va` (opened once per command).
+fn open_vault(
+    ws: &Workspace,
+    va: &Address,
+) -> Result<std::sync::Arc<crate::vault::Vault>, RecoveryError> {
+    ws.vault(va).map_err(|e| match e {
+        WorkspaceError::Vault { error, .. } => RecoveryError::Vault {
+            vault: va.clone(),
+            source: error,
+        },
+        _ => RecoveryError::NotConfigured(va.clone()),
+    })
 }
 
 fn refused(message: String, help: String) -> Refusal {
@@ -253,7 +291,7 @@ fn refused(message: String, help: String) -> Refusal {
 /// Refuse when the state is missing while its backup exists, or the vault
 /// says a machine of `plan` runs elsewhere than the state believes.
 pub(crate) fn refuse_to_guess(
-    cfg: &Config,
+    ws: &Workspace,
     plan: &RecoveryPlan,
     doc: Option<&crate::state::StateDoc>,
     recorder: &Recorder,
@@ -262,10 +300,10 @@ pub(crate) fn refuse_to_guess(
         .groups
         .iter()
         .flat_map(|g| &g.machines)
-        .filter_map(|m| points::protection_of(cfg, m).map(|p| p.addr.clone()))
+        .filter_map(|m| ws.protection_of(m).map(|p| p.addr.clone()))
         .collect();
     let problems =
-        super::placement::check_vaults(cfg, doc, recorder.orphaned_backup().as_deref(), &prots);
+        super::placement::check_vaults(ws, doc, recorder.orphaned_backup().as_deref(), &prots);
     if problems.is_empty() {
         return Ok(());
     }
@@ -277,6 +315,26 @@ pub(crate) fn refuse_to_guess(
         ),
         help: "restore the state from its backup; nothing was changed".into(),
     })
+}
+
+/// Refuse when the state is missing while its backup exists: whatever the
+/// run would record would start a new state beside the only good copy.
+pub(crate) fn refuse_lost_state(
+    plan: &RecoveryPlan,
+    doc: Option<&crate::state::StateDoc>,
+    recorder: &Recorder,
+) -> Result<(), RecoveryError> {
+    match (doc, recorder.orphaned_backup()) {
+        (None, Some(backup)) => Err(RecoveryError::Refused {
+            message: format!(
+                "refusing to run {} without its state: {}",
+                plan.addr,
+                super::placement::lost_state(&backup)
+            ),
+            help: "restore the state from its backup; nothing was changed".into(),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Why a new run of `kind` cannot start, given the plan's runs in `doc`.
@@ -337,7 +395,7 @@ fn refusal(doc: &crate::state::StateDoc, plan: &Address, kind: RunKind) -> Optio
 /// always returns its result, passed or not.
 #[allow(clippy::too_many_arguments)]
 pub fn failover(
-    cfg: &Config,
+    ws: &Workspace,
     plan: &RecoveryPlan,
     kind: RunKind,
     choice: &PointChoice,
@@ -346,20 +404,20 @@ pub fn failover(
     cancel: &Cancel,
     sink: &dyn Sink,
 ) -> Result<RunResult, RecoveryError> {
-    let _run = runlock::acquire(cfg, &plan.addr, recorder.command())?;
+    let _run = runlock::acquire(ws, &plan.addr, recorder.command())?;
     recorder.interruptible_by(cancel);
     if kind.is_test() {
-        clean_dead_test_run(cfg, plan, recorder, sink)?;
+        clean_dead_test_run(ws, plan, recorder, sink)?;
     }
     failover_locked(
-        cfg, plan, kind, choice, approver, recorder, cancel, sink, false,
+        ws, plan, kind, choice, approver, recorder, cancel, sink, false,
     )
 }
 
 /// [`failover`] under the plan's run lock; `drill` marks a drill's test run.
 #[allow(clippy::too_many_arguments)]
 fn failover_locked(
-    cfg: &Config,
+    ws: &Workspace,
     plan: &RecoveryPlan,
     kind: RunKind,
     choice: &PointChoice,
@@ -376,15 +434,19 @@ fn failover_locked(
     {
         return Err(UpdateError::Refused(r).into());
     }
-    // A lost or stale state must not decide what is restored where.
+    // A lost or stale state must not decide what is restored where; a
+    // test run, which restores nowhere that matters, must still not write
+    // a new state over a lost one.
     if !kind.is_test() {
-        refuse_to_guess(cfg, plan, doc.as_ref(), recorder)?;
+        refuse_to_guess(ws, plan, doc.as_ref(), recorder)?;
+    } else {
+        refuse_lost_state(plan, doc.as_ref(), recorder)?;
     }
     let chosen = if kind == RunKind::Planned {
         BTreeMap::new()
     } else {
-        let listed = list_points(cfg, plan)?;
-        points::choose(cfg, plan, &listed, choice)?
+        let listed = list_points(ws, plan)?;
+        read_chosen(ws, points::choose(&ws.config, plan, &listed, choice)?)?
     };
     let run_id = new_run_id(&plan.addr, kind);
     let timeline = Timeline::new();
@@ -420,7 +482,7 @@ fn failover_locked(
     })?;
 
     let mut engine = Engine::new(
-        cfg,
+        ws,
         plan,
         run_id.clone(),
         kind,
@@ -510,13 +572,13 @@ pub enum Cleaned {
 /// Stop and remove the plan's test replicas (provider `stop` for each
 /// machine, `destroy` per site), then forget the test run.
 pub fn cleanup(
-    cfg: &Config,
+    ws: &Workspace,
     plan: &RecoveryPlan,
     recorder: &Recorder,
     timeline: Option<&Timeline>,
 ) -> Result<Cleaned, RecoveryError> {
-    let _run = runlock::acquire(cfg, &plan.addr, recorder.command())?;
-    cleanup_locked(cfg, plan, recorder, timeline)
+    let _run = runlock::acquire(ws, &plan.addr, recorder.command())?;
+    cleanup_locked(ws, plan, recorder, timeline)
 }
 
 /// Under the plan's run lock: remove a test run left by a dead process
@@ -524,7 +586,7 @@ pub fn cleanup(
 /// finished), so that it does not block the new run. A test run that
 /// completed on its own (`failover test`) is the user's and stays.
 fn clean_dead_test_run(
-    cfg: &Config,
+    ws: &Workspace,
     plan: &RecoveryPlan,
     recorder: &Recorder,
     sink: &dyn Sink,
@@ -549,16 +611,17 @@ fn clean_dead_test_run(
             phase: run.phase.as_str().to_string(),
         },
     });
-    cleanup_locked(cfg, plan, recorder, None).map(|_| ())
+    cleanup_locked(ws, plan, recorder, None).map(|_| ())
 }
 
 fn cleanup_locked(
-    cfg: &Config,
+    ws: &Workspace,
     plan: &RecoveryPlan,
     recorder: &Recorder,
     timeline: Option<&Timeline>,
 ) -> Result<Cleaned, RecoveryError> {
     let Some(doc) = recorder.read()? else {
+        refuse_lost_state(plan, None, recorder)?;
         return Ok(Cleaned::Nothing);
     };
     let Some(run) = doc.run_of(&plan.addr, true).cloned() else {
@@ -580,13 +643,13 @@ fn cleanup_locked(
         });
     }
     let start = timeline.map(|t| t.now());
-    let root = providers::absolute_root(cfg);
+    let (cfg, root) = (&ws.config, ws.root());
     // Sites: where machines were placed, and every target of the plan
     // (a run killed early may have prepared a sandbox before placing any).
     let mut sites: Vec<String> = run.machines.values().map(|m| m.site.clone()).collect();
     for g in &plan.groups {
         for m in &g.machines {
-            if let Some(p) = points::protection_of(cfg, m) {
+            if let Some(p) = ws.protection_of(m) {
                 sites.push(p.target.to_string());
             }
         }
@@ -755,7 +818,7 @@ pub struct DrillResult {
 /// A drill: test failover, every check, then cleanup (also after a failed
 /// check or an interrupt), RTO/RPO measured and recorded in the state.
 pub fn drill(
-    cfg: &Config,
+    ws: &Workspace,
     plan: &RecoveryPlan,
     choice: &PointChoice,
     approver: &dyn Approver,
@@ -763,11 +826,11 @@ pub fn drill(
     cancel: &Cancel,
     sink: &dyn Sink,
 ) -> Result<DrillResult, RecoveryError> {
-    let _run = runlock::acquire(cfg, &plan.addr, recorder.command())?;
+    let _run = runlock::acquire(ws, &plan.addr, recorder.command())?;
     recorder.interruptible_by(cancel);
-    clean_dead_test_run(cfg, plan, recorder, sink)?;
+    clean_dead_test_run(ws, plan, recorder, sink)?;
     let run = failover_locked(
-        cfg,
+        ws,
         plan,
         RunKind::Test,
         choice,
@@ -781,12 +844,12 @@ pub fn drill(
         seconds: run.timeline.now(),
         what: What::CleaningUp,
     });
-    let cleanup_error = match cleanup_locked(cfg, plan, recorder, Some(&run.timeline)) {
+    let cleanup_error = match cleanup_locked(ws, plan, recorder, Some(&run.timeline)) {
         Ok(_) => None,
         Err(e) => Some(e.to_string()),
     };
     let max_rto_seconds = plan.drill.as_ref().map(|d| d.max_rto.as_secs());
-    let rpo_threshold_seconds = rpo_threshold(cfg, plan);
+    let rpo_threshold_seconds = rpo_threshold(ws, plan);
     let rto_ok = match (run.rto_seconds, max_rto_seconds) {
         (Some(rto), Some(max)) => rto <= max as f64,
         (Some(_), None) => true,
@@ -818,12 +881,12 @@ pub fn drill(
 }
 
 /// The smallest RPO threshold of the policies protecting the plan's machines.
-pub fn rpo_threshold(cfg: &Config, plan: &RecoveryPlan) -> Option<u64> {
+pub fn rpo_threshold(ws: &Workspace, plan: &RecoveryPlan) -> Option<u64> {
     plan.groups
         .iter()
         .flat_map(|g| &g.machines)
-        .filter_map(|m| points::protection_of(cfg, m))
-        .filter_map(|p| cfg.policies.get(&p.policy))
+        .filter_map(|m| ws.protection_of(m))
+        .filter_map(|p| ws.policy_of(&p.addr))
         .map(|p| p.rpo_threshold.as_secs())
         .min()
 }

@@ -11,8 +11,9 @@
 //! state (its owner cannot be checked from here, so it counts as alive).
 
 use super::run::{RecoveryError, plan_arg};
-use crate::model::{Address, Config};
+use crate::model::Address;
 use crate::state::LockInfo;
+use crate::workspace::Workspace;
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
 use std::path::PathBuf;
@@ -32,7 +33,7 @@ impl Drop for RunLock {
 }
 
 /// `<config dir>/.standby/runs/<plan>.lock`.
-pub fn path(cfg: &Config, plan: &Address) -> PathBuf {
+pub fn path(ws: &Workspace, plan: &Address) -> PathBuf {
     let safe: String = plan
         .instance_name()
         .chars()
@@ -44,15 +45,13 @@ pub fn path(cfg: &Config, plan: &Address) -> PathBuf {
             }
         })
         .collect();
-    super::providers::absolute_root(cfg)
-        .join(".standby/runs")
-        .join(format!("{safe}.lock"))
+    ws.root().join(".standby/runs").join(format!("{safe}.lock"))
 }
 
 /// Take the plan's run lock for `command`, or refuse at once naming the
 /// run that holds it.
-pub fn acquire(cfg: &Config, plan: &Address, command: &str) -> Result<RunLock, RecoveryError> {
-    let path = path(cfg, plan);
+pub fn acquire(ws: &Workspace, plan: &Address, command: &str) -> Result<RunLock, RecoveryError> {
+    let path = path(ws, plan);
     let io = |source| RecoveryError::RunLock {
         path: path.clone(),
         source,

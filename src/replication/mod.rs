@@ -184,6 +184,8 @@ pub fn take_points(
     let idx = index::load_cached(vault, &opts.cache_dir, Some(index::FETCH_FOR_DEDUP))?;
     let mut full_idx: Option<crate::vault::Index> = None;
     let mut cache: HashMap<Id, Manifest> = HashMap::new();
+    // Each head as read here, so the point switches it with one write.
+    let mut seen = crate::vault::catalog::Seen::default();
 
     // Previous hashes per (target, disk), prepared before any freeze so the
     // freeze window does not pay for a rebuilt cache.
@@ -196,7 +198,7 @@ pub fn take_points(
                 Err(VaultError::Missing { .. }) => None,
                 Err(e) => return Err(e.into()),
             },
-            None => crate::vault::catalog::newest(vault, &t.machine)?,
+            None => crate::vault::catalog::newest_seen(vault, &t.machine, &mut seen)?,
         };
         let last = last.as_ref();
         // The new point's place in the chain: after the point it builds on.
@@ -271,6 +273,7 @@ pub fn take_points(
         &windows,
         &mut session,
         &seqs,
+        &mut seen,
     );
     let _ = std::fs::remove_dir_all(&staging);
     // Commit (old bitmap generations deleted) only once the manifests are
@@ -348,8 +351,13 @@ fn snapshot_all(
             cloned: false,
             start: snapshot::settled(path),
             end: None,
+            quiet: false,
         })
         .collect();
+    let quiet = snapshot::quiet_at_start(&windows);
+    for (w, quiet) in windows.iter_mut().zip(quiet) {
+        w.quiet = quiet;
+    }
     let mut next = windows.iter_mut();
     for (ti, t) in targets.iter().enumerate().filter(|(_, t)| t.vm.is_none()) {
         for (di, (_, path)) in t.disks.iter().enumerate() {
@@ -393,6 +401,7 @@ fn capture_all(
     windows: &[snapshot::Window],
     session: &mut vm::Session,
     seqs: &[u64],
+    seen: &mut crate::vault::catalog::Seen,
 ) -> Result<Vec<Manifest>, ReplicationError> {
     let claimed = Mutex::new(HashSet::new());
     let mut packer = PackWriter::new(vault);
@@ -480,7 +489,7 @@ fn capture_all(
     // The catalog lists each point before its manifest exists (a lost
     // update never hides a point), and confirms it after.
     let points: Vec<Manifest> = made.iter().map(|(m, _)| m.clone()).collect();
-    crate::vault::catalog::begin(vault, &points)?;
+    crate::vault::catalog::begin_seen(vault, &points, seen)?;
     // A prune that took our lock for dead may have deleted what the
     // points reference: commit them only while the lock provably holds.
     lock.confirm()?;
@@ -502,7 +511,7 @@ fn capture_all(
         out.push(m);
     }
     // The points exist; an unconfirmed entry is settled by the next writer.
-    if let Err(e) = crate::vault::catalog::commit(vault, &points) {
+    if let Err(e) = crate::vault::catalog::commit_seen(vault, &points, seen) {
         tracing::warn!("cannot confirm the new points in the catalog: {e}");
     }
     Ok(out)

@@ -60,6 +60,10 @@ pub enum RestoreError {
         point: String,
         machines: Vec<String>,
     },
+    /// `--machine` names a machine neither the configuration nor the
+    /// vaults know; `known`: the configuration's machines.
+    #[error("no {machine} in the configuration, and the vaults hold no point of it")]
+    UnknownMachine { machine: String, known: Vec<String> },
     /// No vault holds the point; the message says what was looked at.
     #[error("{0}")]
     NotFound(String),
@@ -110,6 +114,7 @@ fn restore_once(
     progress: &Progress,
     in_use: &[super::target::InUseDisk],
 ) -> Result<Done, RestoreError> {
+    let cfg = &ws.config;
     let mut opened: Vec<Listed> = Vec::new();
     for addr in &req.vaults {
         let vault = ws.vault(addr).map_err(RestoreError::Workspace)?;
@@ -136,6 +141,19 @@ fn restore_once(
             ),
         };
         opened.push((addr.clone(), vault, points, bad));
+    }
+    // A machine nobody knows is named as such, not as "no point matches"
+    // (a machine removed from the configuration may still have points).
+    if let Some(m) = &req.machine
+        && !cfg.machines.keys().any(|a| &a.to_string() == m)
+        && opened
+            .iter()
+            .all(|(_, _, points, _)| points.iter().all(|p| &p.machine != m))
+    {
+        return Err(RestoreError::UnknownMachine {
+            machine: m.clone(),
+            known: cfg.machines.keys().map(|a| a.to_string()).collect(),
+        });
     }
     if !req.query.is_id() && req.machine.is_none() {
         let machines: std::collections::BTreeSet<&str> = opened

@@ -99,7 +99,7 @@ pub fn run(
     if !trust_state {
         let backend = crate::state::open_backend(std::path::Path::new("."), cfg.backend.as_ref())?;
         let problems = placement::check_vaults(
-            cfg,
+            ws,
             doc.as_ref(),
             backend.orphaned_backup().as_deref(),
             &chosen,

@@ -357,7 +357,7 @@ fn restore_disk_to(
     progress: &Progress,
     exclusive: bool,
 ) -> Result<Restored, ReplicationError> {
-    let (index, _) = crate::vault::index::load(vault, false)?;
+    let index = vault.full_index()?;
     let mut cache = HashMap::new();
     let r = manifest::resolve(vault, point, disk, &mut cache)?;
     let io = |op: &'static str, path: &Path| {

@@ -10,8 +10,8 @@
 
 use super::restore::{self, Sink};
 use super::{Progress, ReplicationError, ctk};
+use crate::vault::Vault;
 use crate::vault::manifest::{self, BLOCK, Manifest, ZERO};
-use crate::vault::{Vault, index};
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -63,7 +63,7 @@ pub fn restore_onto(
         let path = target.to_path_buf();
         move |source| ReplicationError::Io { op, path, source }
     };
-    let (idx, _) = index::load(vault, false)?;
+    let idx = vault.full_index()?;
     let mut cache = HashMap::new();
     let mut r = manifest::resolve(vault, point, disk, &mut cache)?;
     let want = match ctk::load(

@@ -24,13 +24,16 @@
 
 use super::capture::{self, Chunk, ChunkSource, Hashes, Sink};
 use super::{ReplicationError, Target, ctk};
+use crate::model::VmSocket;
 use crate::vault::manifest::{BLOCK, Cbt, CbtDisk};
 use serde::{Deserialize, Serialize};
 use standby_provider_qemu::cbt::{self, Change, Member, Point};
+use standby_provider_qemu::endpoint::Endpoint;
 use standby_provider_qemu::nbd;
 use standby_provider_qemu::qga::Agent;
 use standby_provider_qemu::qmp::Qmp;
 use standby_provider_qemu::source::DiskSource;
+use standby_provider_qemu::tls::TlsConfig;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -38,13 +41,14 @@ use std::time::Duration;
 /// How standby reaches one VM (a target's `vm`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VmTarget {
-    /// QMP unix socket.
-    pub qmp: PathBuf,
+    /// QMP: a unix socket here, or TCP with TLS on the hypervisor.
+    pub qmp: Endpoint,
     /// Guest-agent socket: set when points freeze the guest.
-    pub agent: Option<PathBuf>,
+    pub agent: Option<Endpoint>,
     /// QEMU node names, one per disk of the target, in its disk order.
     pub nodes: Vec<String>,
-    /// Fleece images and the NBD socket of open points (at the site).
+    /// Fleece images and the NBD socket of open points: at the site, or
+    /// the `work_dir` on a hypervisor reached over TCP.
     pub work: PathBuf,
     /// Exports over TCP with TLS instead of the unix socket.
     pub export_tls: Option<TlsExport>,
@@ -105,6 +109,49 @@ pub fn vm_name(machine: &str) -> String {
     out
 }
 
+/// Where `machine`'s VM is reached at its site: its `vm` block's sockets
+/// (unix paths against `site_root`, or TCP with its `tls`), else those of
+/// the VM standby runs there (`ROOT/NAME.qmp`, `ROOT/NAME.qga`); no agent
+/// when QMP is given without one.
+pub fn endpoints(
+    machine: &crate::model::Machine,
+    vm: &crate::model::Vm,
+    site_root: &Path,
+) -> (Endpoint, Option<Endpoint>) {
+    // QEMU resolves paths against its own working directory.
+    let abs = std::path::absolute(site_root);
+    let site_root = abs.as_deref().unwrap_or(site_root);
+    let name = vm_name(&machine.addr.to_string());
+    let tls = vm.tls.as_ref().map(|t| TlsConfig {
+        ca: site_root.join(&t.ca),
+        server_name: t.server_name.clone(),
+        client: t
+            .client
+            .as_ref()
+            .map(|(c, k)| (site_root.join(c), site_root.join(k))),
+    });
+    // Validation makes sure a TCP socket has its tls block.
+    let endpoint = |s: &VmSocket| match (s, &tls) {
+        (VmSocket::Tcp(addr), Some(tls)) => Endpoint::Tls {
+            addr: addr.clone(),
+            tls: tls.clone(),
+        },
+        (VmSocket::Tcp(addr), None) => Endpoint::Unix(PathBuf::from(addr)),
+        (VmSocket::Path(p), _) => Endpoint::Unix(site_root.join(p)),
+    };
+    let qmp = vm
+        .qmp
+        .as_ref()
+        .map(endpoint)
+        .unwrap_or_else(|| Endpoint::Unix(site_root.join(format!("{name}.qmp"))));
+    let agent = vm.agent.as_ref().map(endpoint).or_else(|| {
+        vm.qmp
+            .is_none()
+            .then(|| Endpoint::Unix(site_root.join(format!("{name}.qga"))))
+    });
+    (qmp, agent)
+}
+
 impl VmTarget {
     /// From the model: sockets resolve against `site_root`; without them,
     /// the VM standby runs there (`ROOT/NAME.qmp`, `ROOT/NAME.qga`).
@@ -117,16 +164,12 @@ impl VmTarget {
         let abs = std::path::absolute(site_root);
         let site_root = abs.as_deref().unwrap_or(site_root);
         let name = vm_name(&machine.addr.to_string());
-        let qmp = vm
-            .qmp
-            .as_ref()
-            .map(|p| site_root.join(p))
-            .unwrap_or_else(|| site_root.join(format!("{name}.qmp")));
-        let agent = vm.agent.as_ref().map(|p| site_root.join(p)).or_else(|| {
-            vm.qmp
-                .is_none()
-                .then(|| site_root.join(format!("{name}.qga")))
-        });
+        let (qmp, agent) = endpoints(machine, vm, site_root);
+        let work = match (&vm.work_dir, qmp.is_local()) {
+            // QEMU cannot make directories: the user's, as given.
+            (Some(w), false) => w.clone(),
+            _ => site_root.join(".standby-cbt").join(&name),
+        };
         VmTarget {
             qmp,
             agent: agent.filter(|_| vm.fsfreeze),
@@ -140,7 +183,7 @@ impl VmTarget {
                         .map_or_else(|| d.name.clone(), |v| v.node_name.clone())
                 })
                 .collect(),
-            work: site_root.join(".standby-cbt").join(name),
+            work,
             export_tls: vm.export_tls.as_ref().and_then(|e| {
                 let (host, port) = e.listen.rsplit_once(':')?;
                 Some(TlsExport {
@@ -238,12 +281,13 @@ pub fn begin(
     let mut agents: Vec<Option<Agent>> = Vec::new();
     for (ti, t) in targets.iter().enumerate() {
         let Some(v) = &t.vm else { continue };
-        let mut qmp =
-            Qmp::connect_unix(&v.qmp, Duration::from_secs(10)).map_err(|e| vm_err(t, e))?;
+        let mut qmp = v
+            .qmp
+            .qmp(Duration::from_secs(10))
+            .map_err(|e| vm_err(t, e))?;
         let agent = match (&v.agent, t.app) {
             (Some(a), true) => {
-                let mut agent =
-                    Agent::connect_unix(a, Duration::from_secs(30)).map_err(|e| vm_err(t, e))?;
+                let mut agent = a.agent(Duration::from_secs(30)).map_err(|e| vm_err(t, e))?;
                 // A run killed between freeze and thaw leaves the guest
                 // frozen (its writes held): thaw before freezing again.
                 if agent.fsfreeze_status().map_err(|e| vm_err(t, e))? == "frozen" {
@@ -272,11 +316,14 @@ pub fn begin(
         if let Some(e) = &v.export_tls {
             ensure_creds(&mut qmp, e).map_err(|e| vm_err(t, e))?;
         }
-        std::fs::create_dir_all(&v.work).map_err(|source| ReplicationError::Io {
-            op: "create the VM point directory",
-            path: v.work.clone(),
-            source,
-        })?;
+        // A remote hypervisor's work_dir is QEMU's to fill there.
+        if v.qmp.is_local() {
+            std::fs::create_dir_all(&v.work).map_err(|source| ReplicationError::Io {
+                op: "create the VM point directory",
+                path: v.work.clone(),
+                source,
+            })?;
+        }
         vms.push(OpenVm {
             ti,
             machine: t.machine.clone(),
@@ -297,7 +344,7 @@ pub fn begin(
     let guards: Vec<ThawGuard> = targets
         .iter()
         .filter(|t| t.app)
-        .filter_map(|t| t.vm.as_ref()?.agent.as_deref())
+        .filter_map(|t| t.vm.as_ref()?.agent.as_ref())
         .filter_map(ThawGuard::spawn)
         .collect();
     let names = vms
@@ -370,7 +417,7 @@ struct ThawGuard {
 }
 
 impl ThawGuard {
-    fn spawn(agent: &Path) -> Option<ThawGuard> {
+    fn spawn(agent: &Endpoint) -> Option<ThawGuard> {
         use std::os::unix::process::CommandExt;
         let exe = std::env::current_exe().ok()?;
         // Only the standby binary runs the guard (a test binary calling
@@ -380,7 +427,7 @@ impl ThawGuard {
         }
         let mut child = std::process::Command::new(exe)
             .arg(GUARD_ARG)
-            .arg(agent)
+            .args(agent.to_args())
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -413,14 +460,14 @@ pub fn guard_main(
     if args.next()? != GUARD_ARG {
         return None;
     }
-    let agent = PathBuf::from(args.next()?);
+    let agent = Endpoint::from_args(args)?;
     let mut said = String::new();
     let _ = input.read_to_string(&mut said);
     if said.trim() == "thawed" {
         return Some(0);
     }
     // The parent is gone; its agent connection closes with it.
-    let Ok(mut a) = Agent::connect_unix(&agent, Duration::from_secs(60)) else {
+    let Ok(mut a) = agent.agent(Duration::from_secs(60)) else {
         return Some(1);
     };
     match a.fsfreeze_status() {

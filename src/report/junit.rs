@@ -54,7 +54,15 @@ pub fn junit(r: &Report) -> String {
             EntryKind::Cleanup => (r.plan.clone(), "cleanup".to_string()),
             _ => continue,
         };
-        cases.push((class, name, e));
+        // A run stopped by an interrupt is neither passed nor failed: what
+        // the interrupt cut short is skipped, not a failure.
+        let outcome = match e.outcome {
+            Outcome::Failed if r.interrupted && e.detail.starts_with("interrupted") => {
+                Outcome::Skipped
+            }
+            o => o,
+        };
+        cases.push((class, name, e, outcome));
     }
     // RTO against max_rto is a test case of its own, counted like the rest.
     let rto_case = match (r.rto.within, r.rto.seconds, r.rto.limit_seconds) {
@@ -62,15 +70,9 @@ pub fn junit(r: &Report) -> String {
         _ => None,
     };
     let tests = cases.len() + usize::from(rto_case.is_some());
-    let failures = cases
-        .iter()
-        .filter(|c| c.2.outcome == Outcome::Failed)
-        .count()
+    let failures = cases.iter().filter(|c| c.3 == Outcome::Failed).count()
         + usize::from(rto_case.is_some_and(|c| !c.0));
-    let skipped = cases
-        .iter()
-        .filter(|c| c.2.outcome == Outcome::Skipped)
-        .count();
+    let skipped = cases.iter().filter(|c| c.3 == Outcome::Skipped).count();
     let total: f64 = r.timeline.iter().map(|e| e.end_seconds).fold(0.0, f64::max);
     let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     x.push_str(&format!(
@@ -87,18 +89,29 @@ pub fn junit(r: &Report) -> String {
         esc(&r.run_id),
         esc(&r.kind)
     ));
-    for (class, name, e) in &cases {
+    for (class, name, e, outcome) in &cases {
         let time = (e.end_seconds - e.start_seconds).max(0.0);
         x.push_str(&format!(
             "    <testcase classname=\"{}\" name=\"{}\" time=\"{time:.3}\"",
             esc(class),
             esc(name)
         ));
-        match e.outcome {
+        // VM evidence: a check's output, a boot's accelerator and console.
+        let out = system_out(r, e);
+        match outcome {
+            Outcome::Passed if !out.is_empty() => x.push_str(&format!(
+                ">\n      <system-out>{}</system-out>\n    </testcase>\n",
+                esc(&out)
+            )),
             Outcome::Passed => x.push_str("/>\n"),
             Outcome::Failed => x.push_str(&format!(
                 ">\n      <failure message=\"{}\">{}</failure>\n    </testcase>\n",
                 esc(&first_line(&e.detail)),
+                esc(&e.detail)
+            )),
+            Outcome::Skipped if e.outcome == Outcome::Failed => x.push_str(&format!(
+                ">\n      <skipped message=\"{} {}\"/>\n    </testcase>\n",
+                esc(&r.kind),
                 esc(&e.detail)
             )),
             Outcome::Skipped => x.push_str(&format!(
@@ -134,5 +147,30 @@ fn first_line(s: &str) -> String {
         format!("{}...", &l[..end])
     } else {
         l.to_string()
+    }
+}
+
+/// What a VM's test case carries besides its outcome: a check's output,
+/// a boot's accelerator, boot time and console (only for machines with
+/// VM evidence).
+fn system_out(r: &Report, e: &crate::recovery::timeline::Entry) -> String {
+    let machine = match e.kind {
+        EntryKind::Boot => e.name.as_str(),
+        _ => e.machine.as_deref().unwrap_or(""),
+    };
+    let Some(m) = r.machines.iter().find(|m| m.machine == machine) else {
+        return String::new();
+    };
+    match e.kind {
+        EntryKind::Check => e.detail.clone(),
+        EntryKind::Boot => format!(
+            "accelerator {}; guest agent answered after {}; console SHA-256 {}\n{}",
+            m.accelerator,
+            m.boot_seconds
+                .map_or("-".to_string(), |s| format!("{s:.3}s")),
+            m.console_sha256,
+            m.console_tail.join("\n")
+        ),
+        _ => String::new(),
     }
 }

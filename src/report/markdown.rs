@@ -47,7 +47,19 @@ fn outcome(o: Outcome) -> &'static str {
     }
 }
 
+/// report.md as a terminal shows it: screenshots are links to their files
+/// beside the report.
 pub fn markdown(r: &Report) -> String {
+    render(r, false)
+}
+
+/// report.md as written: screenshots embedded as PNG data, so the file
+/// stands alone.
+pub fn markdown_embedded(r: &Report) -> String {
+    render(r, true)
+}
+
+fn render(r: &Report, embed: bool) -> String {
     let what = if r.kind == "drill" {
         "Drill".to_string()
     } else {
@@ -125,6 +137,8 @@ pub fn markdown(r: &Report) -> String {
         }
         o.push('\n');
     }
+
+    o.push_str(&super::machines::markdown(&r.machines, embed));
 
     o.push_str("## Timeline\n\n| start | end | what | result | detail |\n|---|---|---|---|---|\n");
     for e in &r.timeline {

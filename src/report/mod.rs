@@ -3,10 +3,11 @@
 //! test case per check and step, so CI shows which failed) and Markdown.
 
 mod junit;
+pub mod machines;
 mod markdown;
 
 pub use junit::junit;
-pub use markdown::markdown;
+pub use markdown::{markdown, markdown_embedded};
 
 use crate::recovery::run::{DrillResult, RunResult};
 use crate::recovery::timeline::{Entry, EntryKind, Outcome};
@@ -36,6 +37,10 @@ pub struct Report {
     /// Drills: how the cleanup went.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cleanup: Option<CleanupReport>,
+    /// Machines run as VMs: accelerator, boot time, checks, console,
+    /// screenshot (`machines.rs`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub machines: Vec<machines::MachineReport>,
 }
 
 /// A measured time against its limit.
@@ -122,6 +127,7 @@ impl Report {
             timeline: run.timeline.entries(),
             failures: run.failures.clone(),
             cleanup: None,
+            machines: machines::of_run(run),
         }
     }
 
@@ -167,7 +173,12 @@ impl Report {
         json.push(b'\n');
         write_atomic(&dir.join("report.json"), &json)?;
         write_atomic(&dir.join("junit.xml"), junit(self).as_bytes())?;
-        write_atomic(&dir.join("report.md"), markdown(self).as_bytes())?;
+        for m in &self.machines {
+            if let (Some(png), Some(name)) = (&m.png, &m.screenshot) {
+                write_atomic(&dir.join(name), png)?;
+            }
+        }
+        write_atomic(&dir.join("report.md"), markdown_embedded(self).as_bytes())?;
         Ok(())
     }
 }

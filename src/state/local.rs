@@ -191,6 +191,16 @@ impl Backend for LocalBackend {
         }
         // Refuse to replace anything that does not parse, or that moved.
         let current = self.read_bytes()?;
+        // A state that vanished while its backup remains was lost: a new
+        // document would soon replace the backup, the only good copy.
+        if current.is_none()
+            && let Some(backup) = self.orphaned_backup()
+        {
+            return Err(StateError::Orphaned {
+                location: self.location(),
+                backup,
+            });
+        }
         let (next, text) = next_document(&self.state, current.as_deref(), doc)?;
 
         let dir = self.state_dir();

@@ -86,6 +86,12 @@ pub trait Backend: Send + Sync {
     }
 }
 
+/// Check the shape of a state backend URL (`--backend-config url=...`)
+/// without opening anything: no credentials or network needed.
+pub fn check_backend_url(url: &str) -> Result<(), crate::store::StoreError> {
+    crate::store::check_url(url)
+}
+
 /// The backend of the configuration in `config_root`: the local files under
 /// `.standby/` when there is no `backend` block, else the object store its
 /// URL names (`az://`, `s3://`, or `file://DIR`, a directory used like an
@@ -151,6 +157,10 @@ pub enum StateError {
         "the state file {path} disappeared while this command ran (it was read at serial {expected})"
     )]
     Vanished { path: PathBuf, expected: u64 },
+    #[error(
+        "the state is missing but its backup {backup} exists: the state {location} was lost or deleted, and without it standby cannot tell where the machines run; nothing was written"
+    )]
+    Orphaned { location: String, backup: String },
     #[error("the lock given to write {path} is not held on that state (it belongs to {lock_path})")]
     WrongLock { path: PathBuf, lock_path: String },
     #[error(transparent)]
@@ -256,6 +266,7 @@ impl miette::Diagnostic for StateError {
                 "nothing was written; if the state was removed on purpose, restore it from {} or start over with a new state",
                 backup_of(path).display()
             ),
+            StateError::Orphaned { backup, .. } => orphan_help(backup),
             StateError::WrongLock { .. } => return None,
             StateError::Store(e) => match e {
                 crate::store::StoreError::Config { .. } | crate::store::StoreError::Open { .. } => {
@@ -291,6 +302,20 @@ impl miette::Diagnostic for StateError {
         };
         Some(Box::new(text))
     }
+}
+
+/// What to run when the state is missing but its backup `backup` exists:
+/// restore it. Writing a new state there would replace the backup, the only
+/// good copy, with a document that did not come from it.
+pub fn orphan_help(backup: &str) -> String {
+    let how = if backup.contains("://") {
+        "copy it over the state object (state.json next to it) with your storage tools".to_string()
+    } else {
+        format!("`cp {backup} {}`", backup.trim_end_matches(".backup"))
+    };
+    format!(
+        "restore it ({how}), then run the command again; only to start over from nothing on purpose, move the backup away first"
+    )
 }
 
 /// `state.json` -> `state.json.backup`: where the previous copy is kept.

@@ -14,13 +14,13 @@
 //! concurrent writer therefore makes a write fail, never overwrite.
 //!
 //! The [`Backend`] interface is synchronous while the store is async: each
-//! call runs on a small private tokio runtime with one worker thread, and
+//! call runs as a task on the process's runtime (`store::runtime`), and
 //! the caller waits for the result. This is safe from any thread: outside a
 //! runtime it simply blocks; inside a multi-threaded runtime (the apply
 //! executor's tasks) it waits in `block_in_place` so the caller's other
-//! tasks keep running; inside a current-thread runtime it blocks that
-//! runtime for the length of the call, without deadlock, since the work
-//! runs on the private runtime's own thread.
+//! tasks keep running; inside another, current-thread runtime it blocks
+//! that runtime for the length of the call, without deadlock, since the
+//! work runs on the process runtime's own threads.
 
 use super::{Backend, LockInfo, StateDoc, StateError, StateLock, next_document};
 use crate::state::parse::parse_document;
@@ -53,29 +53,15 @@ impl std::fmt::Debug for ObjectStoreBackend {
     }
 }
 
-/// The private runtime. Shut down in the background on drop, because a
-/// runtime dropped the ordinary way inside an async context panics.
-struct Rt(Option<tokio::runtime::Runtime>);
-
-impl Drop for Rt {
-    fn drop(&mut self) {
-        if let Some(rt) = self.0.take() {
-            rt.shutdown_background();
-        }
-    }
-}
+/// The process's runtime (`store::runtime`), on which every call runs.
+struct Rt(&'static tokio::runtime::Runtime);
 
 impl Rt {
     fn new() -> std::io::Result<Rt> {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("standby-state")
-            .enable_all()
-            .build()?;
-        Ok(Rt(Some(rt)))
+        Ok(Rt(crate::store::runtime()?))
     }
 
-    /// Run `fut` on the private runtime and wait for its result.
+    /// Run `fut` on the runtime and wait for its result.
     fn run<T: Send + 'static>(
         &self,
         url: &str,
@@ -90,10 +76,7 @@ impl Rt {
                 message,
             })
         };
-        let Some(rt) = &self.0 else {
-            return Err(failed("the state runtime is shut down".into()));
-        };
-        let task = rt.spawn(fut);
+        let task = self.0.spawn(fut);
         let wait = || futures::executor::block_on(task);
         let joined = match tokio::runtime::Handle::try_current() {
             Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
@@ -356,6 +339,13 @@ impl Backend for ObjectStoreBackend {
             }
         }
         let current = self.fetch(REMOTE_STATE_NAME)?;
+        // A lost state with its backup left: see `LocalBackend::write`.
+        if current.is_none() && self.fetch(REMOTE_BACKUP_NAME)?.is_some() {
+            return Err(StateError::Orphaned {
+                location,
+                backup: self.url_of(REMOTE_BACKUP_NAME),
+            });
+        }
         self.write_over(current, doc)
     }
 

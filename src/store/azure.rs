@@ -2,8 +2,8 @@
 //! the environment, checked up front so a missing setting is named precisely
 //! and no credential lookup ever wanders off to a metadata service.
 
-use super::StoreError;
 use super::client::{client_settings, plain_http, retry_config};
+use super::{Options, StoreError};
 use object_store::ObjectStore;
 use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
 use std::sync::Arc;
@@ -18,7 +18,11 @@ fn env_true(name: &str) -> bool {
 }
 
 /// Build a client for `container` from the environment.
-pub fn open(url: &str, container: &str) -> Result<Arc<dyn ObjectStore>, StoreError> {
+pub fn open(
+    url: &str,
+    container: &str,
+    opts: &Options,
+) -> Result<Arc<dyn ObjectStore>, StoreError> {
     let config = |message: String| StoreError::Config {
         url: url.to_string(),
         message,
@@ -73,7 +77,7 @@ pub fn open(url: &str, container: &str) -> Result<Arc<dyn ObjectStore>, StoreErr
 
     let mut builder = MicrosoftAzureBuilder::from_env()
         .with_container_name(container)
-        .with_retry(retry_config());
+        .with_retry(retry_config(opts));
     for (key, value) in client_settings(endpoint_http) {
         builder = builder.with_config(AzureConfigKey::Client(key), value);
     }

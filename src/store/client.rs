@@ -1,27 +1,21 @@
 //! HTTP client settings shared by the remote backends: retries with
 //! backoff, timeouts, and TLS always verified.
 
+use super::Options;
 use object_store::{BackoffConfig, ClientConfigKey, RetryConfig};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-/// A process-wide cap on how long one request is retried, in milliseconds
-/// (0: the default three minutes). Set by `replicate --watch`, which retries
-/// whole captures itself and wants a dead store to show up as a failure soon.
-static RETRY_TIMEOUT_MS: AtomicU64 = AtomicU64::new(0);
-
-/// Retry each request for at most `limit` in stores opened from now on.
-pub fn set_request_retry_timeout(limit: Duration) {
-    RETRY_TIMEOUT_MS.store(limit.as_millis().max(1) as u64, Ordering::Relaxed);
-}
+/// How long one request is retried when the options set no limit.
+pub const DEFAULT_REQUEST_RETRY: Duration = Duration::from_secs(180);
 
 /// Retry transient failures (5xx, throttling, dropped connections) with
-/// exponential backoff, for at most three minutes per request.
-pub fn retry_config() -> RetryConfig {
-    let limit = match RETRY_TIMEOUT_MS.load(Ordering::Relaxed) {
-        0 => Duration::from_secs(180),
-        ms => Duration::from_millis(ms),
-    };
+/// exponential backoff, for at most `opts.request_retry` (default three
+/// minutes) per request.
+pub fn retry_config(opts: &Options) -> RetryConfig {
+    let limit = opts
+        .request_retry
+        .unwrap_or(DEFAULT_REQUEST_RETRY)
+        .max(Duration::from_millis(1));
     RetryConfig {
         backoff: BackoffConfig {
             init_backoff: Duration::from_millis(100),
@@ -90,7 +84,22 @@ fn is_loopback(rest: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::plain_http;
+    use super::{DEFAULT_REQUEST_RETRY, Options, plain_http, retry_config};
+    use std::time::Duration;
+
+    #[test]
+    fn request_retry_comes_from_the_options_of_each_store() {
+        let short = Options {
+            request_retry: Some(Duration::from_secs(5)),
+        };
+        assert_eq!(retry_config(&short).retry_timeout, Duration::from_secs(5));
+        assert!(retry_config(&short).backoff.max_backoff <= Duration::from_millis(2500));
+        // Another store opened afterwards with default options is not
+        // affected (the limit was a process-wide static before).
+        let default = retry_config(&Options::default());
+        assert_eq!(default.retry_timeout, DEFAULT_REQUEST_RETRY);
+        assert_eq!(default.backoff.max_backoff, Duration::from_secs(15));
+    }
 
     #[test]
     fn plain_http_only_to_loopback() {

@@ -9,6 +9,7 @@ mod client;
 pub mod counting;
 mod local;
 mod redact;
+mod runtime;
 mod s3;
 
 use bytes::Bytes;
@@ -16,10 +17,11 @@ use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use std::sync::Arc;
 
-pub use client::set_request_retry_timeout;
+pub use client::DEFAULT_REQUEST_RETRY;
 pub use counting::{Counts, counts};
 pub use object_store::UpdateVersion;
 pub use redact::redact;
+pub use runtime::runtime;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -50,6 +52,8 @@ pub struct Store {
     pub url: String,
     pub inner: Arc<dyn ObjectStore>,
     pub prefix: StorePath,
+    /// `file://` stores: their directory (see [`Store::sweep_unfinished`]).
+    pub dir: Option<std::path::PathBuf>,
 }
 
 // Not derived: the clients' own Debug output includes their credentials.
@@ -182,6 +186,61 @@ impl Store {
     }
 }
 
+impl Store {
+    /// On `file://`, delete the uploads a killed writer left unfinished:
+    /// `NAME#N` files (N digits) beside where NAME was being written, which
+    /// no listing shows and nothing else removes. Only for a caller that
+    /// knows no writer is running (prune, under the exclusive vault lock).
+    /// Returns the files and bytes removed; other stores have none (an
+    /// object there is written whole or not at all).
+    pub fn sweep_unfinished(&self) -> Result<(usize, u64), StoreError> {
+        let Some(dir) = &self.dir else {
+            return Ok((0, 0));
+        };
+        let failed = |e: std::io::Error, at: &std::path::Path| StoreError::Request {
+            url: self.url.clone(),
+            name: at.display().to_string(),
+            op: "sweep",
+            message: e.to_string(),
+        };
+        let (mut files, mut bytes) = (0, 0);
+        let mut dirs = vec![dir.clone()];
+        while let Some(d) = dirs.pop() {
+            let entries = match std::fs::read_dir(&d) {
+                Ok(e) => e,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(failed(e, &d)),
+            };
+            for e in entries {
+                let e = e.map_err(|e| failed(e, &d))?;
+                let path = e.path();
+                let kind = e.file_type().map_err(|e| failed(e, &path))?;
+                if kind.is_dir() {
+                    dirs.push(path);
+                } else if unfinished(&e.file_name().to_string_lossy()) {
+                    let len = e.metadata().map(|m| m.len()).unwrap_or(0);
+                    match std::fs::remove_file(&path) {
+                        Ok(()) => {
+                            files += 1;
+                            bytes += len;
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(failed(e, &path)),
+                    }
+                }
+            }
+        }
+        Ok((files, bytes))
+    }
+}
+
+/// Whether a file name is an upload in progress (`NAME#N`, N digits), as
+/// the local store stages them and leaves them out of listings.
+fn unfinished(file: &str) -> bool {
+    file.split_once('#')
+        .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// The error and its causes on one line, secrets redacted: object_store's
 /// top-level text alone often hides the reason (e.g. a refused certificate).
 pub fn describe(err: &(dyn std::error::Error + 'static)) -> String {
@@ -206,6 +265,22 @@ pub fn describe(err: &(dyn std::error::Error + 'static)) -> String {
 /// - `s3://BUCKET/PREFIX`: S3, configured by `AWS_*` (`AWS_ENDPOINT` for
 ///   S3-compatible servers such as moto).
 pub fn open(url: &str, base: &std::path::Path) -> Result<Store, StoreError> {
+    open_with(url, base, &Options::default())
+}
+
+/// How a store is opened (part of a workspace, never process-wide state).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Options {
+    /// The longest one request to a remote store is retried (transient
+    /// failures, backing off exponentially); None: three minutes
+    /// ([`DEFAULT_REQUEST_RETRY`]). `replicate --watch` retries whole
+    /// captures itself and sets it short, so a dead store shows up as a
+    /// failed attempt soon.
+    pub request_retry: Option<std::time::Duration>,
+}
+
+/// [`open`] with `opts`.
+pub fn open_with(url: &str, base: &std::path::Path, opts: &Options) -> Result<Store, StoreError> {
     match parse_url(url)? {
         Parsed::File(rest) => open_file(url, rest, base),
         Parsed::Remote {
@@ -215,14 +290,15 @@ pub fn open(url: &str, base: &std::path::Path) -> Result<Store, StoreError> {
         } => {
             // Listing pages: Azure Blob returns 5,000 names, S3 1,000.
             let inner = if azure {
-                counting::Counting::wrap(azure::open(url, bucket)?, 5000)
+                counting::Counting::wrap(azure::open(url, bucket, opts)?, 5000)
             } else {
-                counting::Counting::wrap(s3::open(url, bucket)?, 1000)
+                counting::Counting::wrap(s3::open(url, bucket, opts)?, 1000)
             };
             Ok(Store {
                 url: url.to_string(),
                 inner,
                 prefix,
+                dir: None,
             })
         }
     }
@@ -320,6 +396,7 @@ fn open_file(url: &str, rest: &str, base: &std::path::Path) -> Result<Store, Sto
         url: url.to_string(),
         inner: counting::Counting::wrap(Arc::new(local::LocalStore::new(fs)), 0),
         prefix: StorePath::default(),
+        dir: Some(dir),
     })
 }
 

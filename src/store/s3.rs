@@ -3,8 +3,8 @@
 //! setting is named precisely and no credential lookup wanders off to the
 //! instance metadata service.
 
-use super::StoreError;
 use super::client::{client_settings, plain_http, retry_config};
+use super::{Options, StoreError};
 use object_store::ObjectStore;
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey, S3ConditionalPut};
 use std::sync::Arc;
@@ -14,7 +14,7 @@ fn env(name: &str) -> Option<String> {
 }
 
 /// Build a client for `bucket` from the environment.
-pub fn open(url: &str, bucket: &str) -> Result<Arc<dyn ObjectStore>, StoreError> {
+pub fn open(url: &str, bucket: &str, opts: &Options) -> Result<Arc<dyn ObjectStore>, StoreError> {
     let config = |message: &str| StoreError::Config {
         url: url.to_string(),
         message: message.to_string(),
@@ -60,7 +60,7 @@ pub fn open(url: &str, bucket: &str) -> Result<Arc<dyn ObjectStore>, StoreError>
 
     let mut builder = AmazonS3Builder::from_env()
         .with_bucket_name(bucket)
-        .with_retry(retry_config())
+        .with_retry(retry_config(opts))
         // If-None-Match / If-Match on PUT: create-if-absent and etag CAS.
         .with_conditional_put(S3ConditionalPut::ETagMatch);
     if let Some(region) = region {

@@ -108,28 +108,65 @@ fn seal_head(vault: &Vault, name: &str, head: &Head) -> Vec<u8> {
     vault.meta.seal(&plain, 3, name.as_bytes())
 }
 
+/// Heads as this process last read or wrote them, with the version each
+/// was at: the base of the next compare-and-swap, so a writer switches a
+/// head with one conditional write instead of reading back what it just
+/// wrote. Never a source of truth for readers: a stale base only fails
+/// its compare-and-swap, and the head is then read afresh.
+#[derive(Debug, Default)]
+pub struct Seen(BTreeMap<String, (Head, crate::store::UpdateVersion)>);
+
+impl Seen {
+    fn keep(&mut self, machine: &str, head: &Head, version: crate::store::UpdateVersion) {
+        // A store that names no version gives nothing to compare against.
+        if version.e_tag.is_some() || version.version.is_some() {
+            self.0.insert(machine.to_string(), (head.clone(), version));
+        } else {
+            self.0.remove(machine);
+        }
+    }
+}
+
 /// Change `machine`'s head with `f`, by compare-and-swap, retrying when
-/// another writer changed it meanwhile. Returns the head as written.
-fn update(vault: &Vault, machine: &str, mut f: impl FnMut(&mut Head)) -> Result<Head> {
+/// another writer changed it meanwhile. The first attempt starts from the
+/// head in `seen` when there is one (no read); later ones read it. Returns
+/// the head as written, and keeps it in `seen`.
+fn update(
+    vault: &Vault,
+    machine: &str,
+    seen: &mut Seen,
+    mut f: impl FnMut(&mut Head),
+) -> Result<Head> {
     let name = head_name(vault, machine);
     for _ in 0..100 {
-        let (mut head, version) = match read_head(vault, machine)? {
+        let known = seen.0.remove(machine);
+        let from_seen = known.is_some();
+        let (mut head, version) = match known {
             Some((h, v)) => (h, Some(v)),
-            None => (
-                Head {
-                    format: 1,
-                    machine: machine.to_string(),
-                    ..Default::default()
-                },
-                None,
-            ),
+            None => match read_head(vault, machine)? {
+                Some((h, v)) => (h, Some(v)),
+                None => (
+                    Head {
+                        format: 1,
+                        machine: machine.to_string(),
+                        ..Default::default()
+                    },
+                    None,
+                ),
+            },
         };
         f(&mut head);
-        if vault.put_conditional(&name, seal_head(vault, &name, &head), version.as_ref())? {
+        let sealed = seal_head(vault, &name, &head);
+        if let Some(v) = vault.put_versioned(&name, sealed, version.as_ref())? {
+            seen.keep(machine, &head, v);
             return Ok(head);
         }
-        let jitter = std::time::Duration::from_millis(5 + rand::random::<u64>() % 50);
-        std::thread::sleep(jitter);
+        // A stale base is retried at once from a fresh read; a lost race
+        // with another writer backs off first.
+        if !from_seen {
+            let jitter = std::time::Duration::from_millis(5 + rand::random::<u64>() % 50);
+            std::thread::sleep(jitter);
+        }
     }
     Err(vault.damaged(&name, "it kept changing under 100 attempts to update it"))
 }
@@ -137,10 +174,16 @@ fn update(vault: &Vault, machine: &str, mut f: impl FnMut(&mut Head)) -> Result<
 /// Before writing `points`' manifests: add each to its machine's head as
 /// pending. Upgrades a format 1 vault first.
 pub fn begin(vault: &Vault, points: &[Manifest]) -> Result<()> {
+    begin_seen(vault, points, &mut Seen::default())
+}
+
+/// [`begin`], switching each head from its version in `seen` (one
+/// conditional write when no one else wrote it since).
+pub fn begin_seen(vault: &Vault, points: &[Manifest], seen: &mut Seen) -> Result<()> {
     ensure(vault)?;
     for m in points {
         let e = entry(m);
-        update(vault, &m.machine, |h| {
+        update(vault, &m.machine, seen, |h| {
             if !h.pending.iter().any(|p| p.id == e.id) {
                 h.pending.push(e.clone());
             }
@@ -153,18 +196,28 @@ pub fn begin(vault: &Vault, points: &[Manifest]) -> Result<()> {
 /// and settle other pending entries whose manifest exists by now (a
 /// writer that died after its manifest). Folds a full head into a segment.
 pub fn commit(vault: &Vault, points: &[Manifest]) -> Result<()> {
+    commit_seen(vault, points, &mut Seen::default())
+}
+
+/// [`commit`], switching each head from its version in `seen` (as
+/// [`begin_seen`] left it: one conditional write, no read, when no one
+/// else wrote the head since).
+pub fn commit_seen(vault: &Vault, points: &[Manifest], seen: &mut Seen) -> Result<()> {
     for m in points {
         // Other writers' pending entries: done ones are confirmed, the
-        // rest left (their writer may still be running).
-        let others: Vec<Id> = match read_head(vault, &m.machine)? {
-            Some((h, _)) => h
-                .pending
-                .iter()
-                .map(|p| p.id)
-                .filter(|i| *i != m.id)
-                .collect(),
-            None => Vec::new(),
+        // rest left (their writer may still be running). From the head as
+        // last seen: one another writer added since stays pending, for
+        // the next writer or prune to settle.
+        let pending = match seen.0.get(&m.machine) {
+            Some((h, _)) => Some(h.pending.clone()),
+            None => read_head(vault, &m.machine)?.map(|(h, _)| h.pending),
         };
+        let others: Vec<Id> = pending
+            .unwrap_or_default()
+            .iter()
+            .map(|p| p.id)
+            .filter(|i| *i != m.id)
+            .collect();
         let mut done = BTreeSet::from([m.id]);
         for id in others {
             if vault.exists(&point_name(&id))? {
@@ -172,7 +225,7 @@ pub fn commit(vault: &Vault, points: &[Manifest]) -> Result<()> {
             }
         }
         let e = entry(m);
-        let head = update(vault, &m.machine, |h| {
+        let head = update(vault, &m.machine, seen, |h| {
             let (moved, left): (Vec<Manifest>, Vec<Manifest>) = std::mem::take(&mut h.pending)
                 .into_iter()
                 .partition(|p| done.contains(&p.id));
@@ -187,6 +240,8 @@ pub fn commit(vault: &Vault, points: &[Manifest]) -> Result<()> {
             }
         })?;
         if head.points.len() >= FOLD_AT {
+            // The fold writes the head: what `seen` holds is stale after.
+            seen.0.remove(&m.machine);
             fold(vault, &m.machine)
                 .map_err(|e| {
                     tracing::warn!("cannot fold the catalog of {}: {e}", m.machine);
@@ -312,6 +367,17 @@ fn points_once(vault: &Vault, machine: &str) -> Result<Option<Vec<Manifest>>> {
 /// head, and the manifest; segments only when the head's own entries are
 /// all gone.
 pub fn newest(vault: &Vault, machine: &str) -> Result<Option<Manifest>> {
+    let mut m = newest_seen(vault, machine, &mut Seen::default())?;
+    if let Some(m) = &mut m {
+        super::moves::apply(&super::moves::load(vault)?, m);
+    }
+    Ok(m)
+}
+
+/// [`newest`] for a writer: the manifest as written (addresses not moved:
+/// a writer needs its id and disk maps, not what it is known by now), and
+/// the head as read kept in `seen` for [`begin_seen`].
+pub fn newest_seen(vault: &Vault, machine: &str, seen: &mut Seen) -> Result<Option<Manifest>> {
     if vault.format() < 2 {
         let (all, _) = manifest::list(vault, false)?;
         return Ok(all
@@ -319,9 +385,10 @@ pub fn newest(vault: &Vault, machine: &str) -> Result<Option<Manifest>> {
             .filter(|m| m.machine == machine && vault.owns(m))
             .max_by(|a, b| a.order().cmp(&b.order())));
     }
-    let Some((head, _)) = read_head(vault, machine)? else {
+    let Some((head, version)) = read_head(vault, machine)? else {
         return Ok(None);
     };
+    seen.keep(machine, &head, version);
     // Only the handle's own points: a writer never builds on another
     // configuration's point (nor on one written before owners).
     let mut candidates: Vec<Manifest> = head
@@ -332,7 +399,7 @@ pub fn newest(vault: &Vault, machine: &str) -> Result<Option<Manifest>> {
         .collect();
     candidates.sort_by(|a, b| b.order().cmp(&a.order()));
     for c in &candidates {
-        match manifest::read(vault, &c.id) {
+        match read_as_written(vault, &c.id) {
             Ok(m) => return Ok(Some(m)),
             Err(VaultError::Missing { .. }) => continue,
             Err(e) => return Err(e),
@@ -343,13 +410,19 @@ pub fn newest(vault: &Vault, machine: &str) -> Result<Option<Manifest>> {
     all.retain(|m| vault.owns(m));
     all.sort_by(|a, b| a.order().cmp(&b.order()));
     for c in all.iter().rev() {
-        match manifest::read(vault, &c.id) {
+        match read_as_written(vault, &c.id) {
             Ok(m) => return Ok(Some(m)),
             Err(VaultError::Missing { .. }) => continue,
             Err(e) => return Err(e),
         }
     }
     Ok(None)
+}
+
+/// A point's manifest without `moves` applied (one request).
+fn read_as_written(vault: &Vault, id: &Id) -> Result<Manifest> {
+    let name = point_name(id);
+    manifest::parse(vault, &name, &vault.get(&name)?)
 }
 
 /// The points of the given machines, oldest first, moves applied (the
@@ -374,6 +447,30 @@ pub fn list_machines(vault: &Vault, machines: &BTreeSet<String>) -> Result<Vec<M
     }
     out.sort_by(|a, b| (&a.created, a.id).cmp(&(&b.created, b.id)));
     Ok(out)
+}
+
+/// [`list_machines`], with each machine's newest entry checked against
+/// its manifest (one HEAD request each): when that manifest is gone
+/// (deleted outside standby), every entry of the machine is checked and
+/// only points whose manifest exists are kept. For recovery, which must
+/// not pick a point it cannot read when an older one is there.
+pub fn list_machines_checked(vault: &Vault, machines: &BTreeSet<String>) -> Result<Vec<Manifest>> {
+    let all = list_machines(vault, machines)?;
+    let mut gone: BTreeSet<String> = BTreeSet::new();
+    for m in machines {
+        if let Some(newest) = all.iter().rev().find(|e| &e.machine == m)
+            && !vault.exists(&point_name(&newest.id))?
+        {
+            gone.insert(m.clone());
+        }
+    }
+    let mut kept = Vec::with_capacity(all.len());
+    for e in all {
+        if !gone.contains(&e.machine) || vault.exists(&point_name(&e.id))? {
+            kept.push(e);
+        }
+    }
+    Ok(kept)
 }
 
 /// Every point of the vault from the catalog (one listing of `heads/`,

@@ -60,7 +60,7 @@ fn clear_leftovers(vault: &Vault) {
 /// What the renewer and [`Lock::confirm`] share.
 struct Held {
     store: crate::store::Store,
-    rt: Arc<tokio::runtime::Runtime>,
+    rt: &'static tokio::runtime::Runtime,
     name: String,
     /// The body and the version last written; held across a renewal so
     /// two renewals never race each other.
@@ -183,7 +183,7 @@ impl<'v> Lock<'v> {
     fn hold(vault: &'v Vault, name: String, body: LockBody, version: UpdateVersion) -> Lock<'v> {
         let held = Arc::new(Held {
             store: vault.store.clone(),
-            rt: Arc::clone(&vault.rt),
+            rt: vault.rt,
             name,
             current: Mutex::new((body, version)),
             lost: AtomicBool::new(false),

@@ -35,7 +35,6 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use seal::Sealer;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 /// Everything that can go wrong in the vault. Never carries key material.
 #[derive(Debug, thiserror::Error)]
@@ -185,7 +184,8 @@ pub struct Vault {
     format: std::sync::atomic::AtomicU32,
     config: ConfigBody,
     store: Store,
-    rt: Arc<tokio::runtime::Runtime>,
+    /// The process's runtime (`store::runtime`).
+    rt: &'static tokio::runtime::Runtime,
     keys: keys::Subkeys,
     data: Sealer,
     meta: Sealer,
@@ -199,6 +199,10 @@ pub struct Vault {
     locks_seen: std::sync::Mutex<std::collections::HashMap<String, ([u8; 32], std::time::Instant)>>,
     /// The lineage (state) this handle acts for; see [`Vault::set_owner`].
     owner: std::sync::Mutex<Option<String>>,
+    /// The local cache directory (`.standby/cache`) whose index cache a
+    /// restore may use instead of reading every index object; None: read
+    /// them all.
+    index_cache: std::sync::OnceLock<PathBuf>,
 }
 
 /// What `init` did.
@@ -210,13 +214,8 @@ pub struct InitOutcome {
     pub existed: bool,
 }
 
-fn runtime() -> Result<Arc<tokio::runtime::Runtime>> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map(Arc::new)
-        .map_err(VaultError::Runtime)
+fn runtime() -> Result<&'static tokio::runtime::Runtime> {
+    crate::store::runtime().map_err(VaultError::Runtime)
 }
 
 impl Vault {
@@ -226,7 +225,7 @@ impl Vault {
     pub fn init(url: &str, key: &KeySource, base: &Path) -> Result<InitOutcome> {
         let store = crate::store::open(url, base).map_err(Box::new)?;
         let rt = runtime()?;
-        let existing = get_raw(&rt, &store, url, "config")?;
+        let existing = get_raw(rt, &store, url, "config")?;
         let mut key_created = None;
         let master = match keys::load(key, base) {
             Ok(k) => k,
@@ -285,8 +284,19 @@ impl Vault {
 
     /// Open an existing vault with the key from `key`.
     pub fn open(url: &str, key: &KeySource, base: &Path) -> Result<Vault> {
+        Vault::open_with_options(url, key, base, &crate::store::Options::default())
+    }
+
+    /// [`Vault::open`] with the store opened per `opts` (request retries).
+    pub fn open_with_options(
+        url: &str,
+        key: &KeySource,
+        base: &Path,
+        opts: &crate::store::Options,
+    ) -> Result<Vault> {
         let master = keys::load(key, base)?;
-        Vault::open_with_key(url, base, &master)
+        let store = crate::store::open_with(url, base, opts).map_err(Box::new)?;
+        Vault::open_with(url, store, runtime()?, &master)
     }
 
     /// Open an existing vault with a master key in hand.
@@ -299,10 +309,10 @@ impl Vault {
     fn open_with(
         url: &str,
         store: Store,
-        rt: Arc<tokio::runtime::Runtime>,
+        rt: &'static tokio::runtime::Runtime,
         master: &MasterKey,
     ) -> Result<Vault> {
-        let raw = get_raw(&rt, &store, url, "config")?.ok_or_else(|| VaultError::NotAVault {
+        let raw = get_raw(rt, &store, url, "config")?.ok_or_else(|| VaultError::NotAVault {
             url: url.to_string(),
         })?;
         let damaged = |reason: &str| VaultError::Damaged {
@@ -354,6 +364,7 @@ impl Vault {
             dedup: std::sync::Mutex::new(None),
             locks_seen: Default::default(),
             owner: std::sync::Mutex::new(None),
+            index_cache: std::sync::OnceLock::new(),
         })
     }
 
@@ -428,15 +439,35 @@ impl Vault {
         bytes: Vec<u8>,
         expected: Option<&crate::store::UpdateVersion>,
     ) -> Result<bool> {
+        Ok(self.put_versioned(name, bytes, expected)?.is_some())
+    }
+
+    /// [`Vault::put_conditional`], returning the version written (the
+    /// base of a later compare-and-swap) instead of true.
+    pub(crate) fn put_versioned(
+        &self,
+        name: &str,
+        bytes: Vec<u8>,
+        expected: Option<&crate::store::UpdateVersion>,
+    ) -> Result<Option<crate::store::UpdateVersion>> {
         let r = match expected {
             None => self.rt.block_on(self.store.put_if_absent(name, bytes)),
             Some(v) => self.rt.block_on(self.store.put_if_match(name, bytes, v)),
         };
         match r {
-            Ok(_) => Ok(true),
-            Err(StoreError::AlreadyExists { .. } | StoreError::Changed { .. }) => Ok(false),
+            Ok(v) => Ok(Some(v)),
+            Err(StoreError::AlreadyExists { .. } | StoreError::Changed { .. }) => Ok(None),
             Err(e) => Err(VaultError::Open(Box::new(e))),
         }
+    }
+
+    /// Delete uploads killed writers left unfinished (`file://` only; see
+    /// [`Store::sweep_unfinished`]): for prune, under the exclusive lock.
+    /// Returns the files and bytes removed.
+    pub(crate) fn sweep_unfinished(&self) -> Result<(usize, u64)> {
+        self.store()
+            .sweep_unfinished()
+            .map_err(|e| VaultError::Open(Box::new(e)))
     }
 
     /// Whether `name` exists (one HEAD request).
@@ -458,6 +489,23 @@ impl Vault {
     }
 
     /// The id key, for hot loops that hash blocks themselves.
+    /// Lets full-index reads of this handle (restores) go through the
+    /// index cache under `cache` (`.standby/cache`; see
+    /// [`index::load_cached`]): one listing and the objects not cached yet,
+    /// instead of every index object. Set once; later calls are ignored.
+    pub fn use_index_cache(&self, cache: PathBuf) {
+        let _ = self.index_cache.set(cache);
+    }
+
+    /// The whole index: through the index cache when
+    /// [`Vault::use_index_cache`] set one, else every index object.
+    pub fn full_index(&self) -> Result<Index> {
+        match self.index_cache.get() {
+            Some(cache) => index::load_cached(self, cache, None),
+            None => index::load(self, false).map(|(i, _)| i),
+        }
+    }
+
     pub fn id_key(&self) -> &[u8; 32] {
         &self.keys.id
     }
@@ -467,7 +515,7 @@ impl Vault {
     }
 
     fn runtime(&self) -> &tokio::runtime::Runtime {
-        &self.rt
+        self.rt
     }
 
     fn store(&self) -> &Store {

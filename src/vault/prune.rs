@@ -270,5 +270,11 @@ fn remove_points(
             vault.delete(name)?;
         }
     }
+    // Uploads a kill cut short (`file://`): no writer runs now.
+    let (files, bytes) = vault.sweep_unfinished()?;
+    if files > 0 {
+        tracing::info!("removed {files} unfinished uploads ({bytes} bytes)");
+        report.bytes_freed += bytes;
+    }
     Ok(report)
 }

@@ -18,19 +18,24 @@
 //! and reported unprotected; a reprotected one is captured from the disks
 //! where it runs; a failed-back one from its own site again. Points taken
 //! by other processes (`replicate`, a planned failover's final point)
-//! count toward the schedule and the newest-point age.
+//! count toward the schedule and the newest-point age: a thread reads the
+//! vault at least every 10 s while nothing is due. An app-consistent point
+//! is due by the members that can take one (quiesce hooks or a VM freeze).
 
 pub mod http;
 pub mod metrics;
+mod serve;
 
-use crate::model::{Address, Config, KeySource};
+pub use serve::{Start, run, serve};
+
+use crate::model::{Address, Config};
 use crate::recovery::placement;
 use crate::replication::{self, Batch, Options, Progress, ReplicationError};
 use crate::state::Backend;
-use crate::vault::{Consistency, Manifest, Vault, VaultError, manifest, prune};
+use crate::vault::{Consistency, Manifest, Vault, VaultError, catalog, prune};
+use crate::workspace::{Workspace, WorkspaceError};
 use metrics::Metrics;
-use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -39,8 +44,6 @@ use time::OffsetDateTime;
 /// How the service runs.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Change-tracking cache and staging area.
-    pub cache_dir: PathBuf,
     /// How often each vault is pruned by retention.
     pub prune_every: Duration,
     /// The longest pause between retries of a failed capture.
@@ -55,6 +58,37 @@ pub enum WatchError {
     Missing { from: String, missing: String },
     #[error("nothing to replicate: the configuration has no protection")]
     Nothing,
+    #[error("{0}")]
+    Batches(String),
+    #[error(transparent)]
+    State(Box<crate::state::StateError>),
+    #[error(
+        "the state is missing but its backup {0} exists: without it the service cannot tell where the machines run"
+    )]
+    OrphanedBackup(String),
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        address: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+    #[error("a replication thread panicked")]
+    Panicked,
+}
+
+impl WatchError {
+    /// What to do about it, when there is something to say.
+    pub fn help(&self) -> Option<&'static str> {
+        match self {
+            WatchError::OrphanedBackup(_) => Some(
+                "restore it from the backup (for the local state: `cp .standby/state.json.backup .standby/state.json`), then start the service again",
+            ),
+            _ => None,
+        }
+    }
 }
 
 /// Asks every thread to stop and wakes their waits. `cancel` is handed to
@@ -98,27 +132,24 @@ pub fn backoff(failures: u32, cap: Duration) -> Duration {
     exp.mul_f64(0.5 + 0.5 * rand::random::<f64>())
 }
 
-/// A vault opened on first use and kept; shared by a vault's threads.
+/// A vault of the workspace, opened on first use (an outage at start is a
+/// failed attempt, not a failed service) and kept; shared by its threads.
 struct VaultSlot {
     addr: Address,
-    url: String,
-    key: KeySource,
-    base: PathBuf,
-    /// The state's lineage the service writes points for.
-    owner: Option<String>,
-    open: Mutex<Option<Arc<Vault>>>,
+    ws: Arc<Workspace>,
 }
 
 impl VaultSlot {
     fn get(&self) -> Result<Arc<Vault>, VaultError> {
-        let mut g = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(v) = &*g {
-            return Ok(Arc::clone(v));
+        match self.ws.vault(&self.addr) {
+            Ok(v) => Ok(v),
+            Err(WorkspaceError::Vault { error, .. }) => Err(*error),
+            // Service::new checked that the vault is configured.
+            Err(e) => Err(VaultError::Missing {
+                url: self.addr.to_string(),
+                object: e.to_string(),
+            }),
         }
-        let v = Arc::new(Vault::open(&self.url, &self.key, &self.base)?);
-        v.set_owner(self.owner.clone());
-        *g = Some(Arc::clone(&v));
-        Ok(v)
     }
 }
 
@@ -135,6 +166,8 @@ struct Job {
 struct Pruner {
     slot: Arc<VaultSlot>,
     retention: BTreeMap<String, Duration>,
+    /// The machines of those protections: whose catalogs the metrics read.
+    machines: BTreeSet<String>,
 }
 
 /// The service: build it, hand out `metrics()` and `stopper()`, then `run`.
@@ -144,58 +177,54 @@ pub struct Service {
     metrics: Arc<Metrics>,
     stop: Arc<Stop>,
     settings: Settings,
-    cfg: Arc<Config>,
-    state: Option<Arc<dyn Backend>>,
+    ws: Arc<Workspace>,
 }
 
 impl Service {
-    /// `state`: where recovery runs are recorded, read every round (None:
-    /// every machine is captured at its own site).
+    /// The workspace's configuration, vaults (opened as its store options
+    /// say) and cache; its state backend, when it has one, is where
+    /// recovery runs are recorded, read every round (none: every machine
+    /// is captured at its own site).
     pub fn new(
-        cfg: &Config,
+        ws: Arc<Workspace>,
         batches: Vec<Batch>,
         settings: Settings,
-        state: Option<Arc<dyn Backend>>,
     ) -> Result<Service, WatchError> {
+        let cfg = &ws.config;
         if batches.is_empty() {
             return Err(WatchError::Nothing);
         }
         let metrics = Arc::new(Metrics::default());
         let mut slots: BTreeMap<Address, Arc<VaultSlot>> = BTreeMap::new();
         let mut retention: BTreeMap<Address, BTreeMap<String, Duration>> = BTreeMap::new();
+        let mut pruned: BTreeMap<Address, BTreeSet<String>> = BTreeMap::new();
         let mut jobs = Vec::new();
         for batch in batches {
-            let v = cfg
-                .vaults
-                .get(&batch.vault)
-                .ok_or_else(|| WatchError::Missing {
+            if !cfg.vaults.contains_key(&batch.vault) {
+                return Err(WatchError::Missing {
                     from: batch.label.clone(),
                     missing: batch.vault.to_string(),
-                })?;
+                });
+            }
             let slot = slots
                 .entry(batch.vault.clone())
                 .or_insert_with(|| {
                     Arc::new(VaultSlot {
                         addr: batch.vault.clone(),
-                        url: v.url.clone(),
-                        key: v.key.clone(),
-                        base: cfg.root.clone(),
-                        owner: crate::workspace::owner_of(cfg),
-                        open: Mutex::new(None),
+                        ws: Arc::clone(&ws),
                     })
                 })
                 .clone();
             let mut crash_every = Duration::MAX;
             let mut app_every: Option<Duration> = None;
             for (a, t) in batch.protections.iter().zip(&batch.targets) {
-                let p = &cfg.protections[a];
-                let policy = cfg
-                    .policies
-                    .get(&p.policy)
-                    .ok_or_else(|| WatchError::Missing {
-                        from: a.to_string(),
-                        missing: p.policy.to_string(),
-                    })?;
+                let policy = ws.policy_of(a).ok_or_else(|| WatchError::Missing {
+                    from: a.to_string(),
+                    missing: cfg
+                        .protections
+                        .get(a)
+                        .map_or_else(|| a.to_string(), |p| p.policy.to_string()),
+                })?;
                 crash_every = crash_every.min(policy.crash_consistent_every.to_std());
                 if let (true, Some(e)) = (t.app, policy.app_consistent_every) {
                     let e = e.to_std();
@@ -205,6 +234,10 @@ impl Service {
                     .entry(batch.vault.clone())
                     .or_default()
                     .insert(a.to_string(), policy.retention.to_std());
+                pruned
+                    .entry(batch.vault.clone())
+                    .or_default()
+                    .insert(t.machine.clone());
                 metrics.update(&a.to_string(), |f| {
                     f.rpo_threshold_seconds = policy.rpo_threshold.as_secs();
                 });
@@ -223,6 +256,7 @@ impl Service {
                 Some(Pruner {
                     slot: slots.get(&addr)?.clone(),
                     retention,
+                    machines: pruned.remove(&addr).unwrap_or_default(),
                 })
             })
             .collect();
@@ -232,8 +266,7 @@ impl Service {
             metrics,
             stop: Arc::new(Stop::default()),
             settings,
-            cfg: Arc::new(cfg.clone()),
-            state,
+            ws,
         })
     }
 
@@ -253,12 +286,12 @@ impl Service {
             metrics,
             stop,
             settings,
-            cfg,
-            state,
+            ws,
         } = self;
         let world = World {
-            cfg: &cfg,
-            state: state.as_deref(),
+            cfg: &ws.config,
+            state: ws.backend().ok().map(|b| &**b),
+            cache_dir: ws.cache_dir(),
         };
         metrics
             .expected_workers
@@ -297,6 +330,10 @@ impl Drop for Alive<'_> {
         self.0.live_workers.fetch_sub(1, Ordering::Relaxed);
     }
 }
+
+/// How often a scheduler thread reads the state and the vault while no
+/// point is due (a Prometheus scrape interval).
+const REFRESH: Duration = Duration::from_secs(10);
 
 /// How long ago `m` was taken (zero if in the future; the longest
 /// duration if its time cannot be read: such a point is never fresh).
@@ -346,6 +383,8 @@ fn due_from_points(
 struct World<'a> {
     cfg: &'a Config,
     state: Option<&'a dyn Backend>,
+    /// Change-tracking cache and staging area.
+    cache_dir: std::path::PathBuf,
 }
 
 /// This round's capture targets of `job` (names and targets), members
@@ -433,10 +472,17 @@ fn run_job(job: &Job, settings: &Settings, metrics: &Metrics, stop: &Stop, world
             due = due.max(r);
         }
         if due > now {
-            if stop.wait(due - now) {
+            // Wake at least every REFRESH to read the vault again: points
+            // other processes take show in /metrics and move the schedule.
+            if stop.wait((due - now).min(REFRESH)) {
                 return;
             }
-            continue;
+            if retry_at.is_some() || Instant::now() >= due {
+                continue;
+            }
+            // Not due by this thread's own schedule: look at the vault
+            // anyway (below), so that points other processes took show in
+            // /metrics and move the schedule.
         }
         if stop.is_stopped() {
             return;
@@ -497,9 +543,18 @@ fn run_job(job: &Job, settings: &Settings, metrics: &Metrics, stop: &Stop, world
             continue;
         }
         let due_crash = due_from_points(&names, &points, None, job.crash_every);
+        // An app-consistent point is due by the members that can take one:
+        // a member without quiesce hooks never has one.
+        let app_names: Vec<String> = names
+            .iter()
+            .zip(&targets)
+            .filter(|(_, t)| t.app)
+            .map(|(n, _)| n.clone())
+            .collect();
         let due_app = job
             .app_every
-            .map(|e| due_from_points(&names, &points, Some(Consistency::App), e));
+            .filter(|_| !app_names.is_empty())
+            .map(|e| due_from_points(&app_names, &points, Some(Consistency::App), e));
         let now = Instant::now();
         if due_crash > now && due_app.is_none_or(|a| a > now) {
             // Someone else took a point meanwhile: not due yet.
@@ -517,7 +572,7 @@ fn run_job(job: &Job, settings: &Settings, metrics: &Metrics, stop: &Stop, world
             })
             .collect();
         let opts = Options {
-            cache_dir: settings.cache_dir.clone(),
+            cache_dir: world.cache_dir.clone(),
             lock_wait: settings.lock_wait,
             cancel: Some(Arc::clone(&stop.cancel)),
             baseline: Default::default(),
@@ -587,7 +642,9 @@ fn run_pruner(p: &Pruner, settings: &Settings, metrics: &Metrics, stop: &Stop) {
                 false,
                 settings.lock_wait,
             )?;
-            let (points, _) = manifest::list(&v, true)?;
+            // Prune reads every manifest (its job); the metrics only
+            // need the catalogs of this service's machines.
+            let points = catalog::list_machines(&v, &p.machines)?;
             Ok((r, points))
         });
         match result {

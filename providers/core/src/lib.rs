@@ -130,6 +130,56 @@ pub struct CheckOutcome {
     pub detail: String,
 }
 
+/// A check run inside the machine's guest by a provider that runs VMs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestCheck {
+    pub name: String,
+    pub probe: GuestProbe,
+    /// How long one attempt may take.
+    #[serde(with = "secs")]
+    pub timeout: Duration,
+}
+
+/// What a [`GuestCheck`] looks at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GuestProbe {
+    /// `command` (argv, no shell) runs in the guest through the guest
+    /// agent; passes when it exits 0 within the timeout and, if set, its
+    /// trimmed stdout equals `expect`.
+    Exec {
+        command: Vec<String>,
+        expect: Option<String>,
+    },
+    /// Passes when the serial console's log so far holds a line matching
+    /// the regular expression `pattern`.
+    Console { pattern: String },
+}
+
+/// What a provider that runs VMs saw of one machine, for the run's
+/// report: taken when its checks finished.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Evidence {
+    /// `kvm` or `tcg`, with why (the KVM probe's finding).
+    pub accelerator: String,
+    pub accelerator_reason: String,
+    /// What the VM ran with: memory in MiB and virtual CPUs.
+    pub memory_mib: u64,
+    pub cpus: u32,
+    /// From starting the VM to the guest agent answering `guest-ping`.
+    pub boot_seconds: Option<f64>,
+    /// The last lines of the serial console (at most 20).
+    pub console_tail: Vec<String>,
+    /// SHA-256 (hex) of the whole serial console log at that moment.
+    pub console_sha256: String,
+    /// The display as a PNG (QMP `screendump`), if one could be taken.
+    #[serde(skip)]
+    pub screenshot_png: Option<Vec<u8>>,
+    /// Why there is no screenshot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub screenshot_error: Option<String>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ProviderError {
     #[error("{action} failed for {subject}: {reason}")]
@@ -192,6 +242,31 @@ pub trait SiteProvider: Send + Sync {
     /// Remove everything the run created (the test sandbox); succeeds when
     /// there is nothing left. Never removes production disks.
     fn destroy(&self, run: &Run) -> Result<(), ProviderError>;
+
+    /// Run one attempt of a check inside the machine's guest. Providers
+    /// that run no VMs refuse it.
+    fn guest_check(
+        &self,
+        run: &Run,
+        machine: &MachineSpec,
+        check: &GuestCheck,
+    ) -> Result<CheckOutcome, ProviderError> {
+        let _ = (run, check);
+        Err(ProviderError::Action {
+            action: "guest check",
+            subject: machine.machine.clone(),
+            reason:
+                "this site's provider runs no VMs; guest and console checks need a \"qemu\" site"
+                    .into(),
+        })
+    }
+
+    /// What the provider saw of a started machine (accelerator, boot
+    /// time, console, screenshot); None from providers that run no VMs.
+    fn evidence(&self, run: &Run, machine: &str) -> Result<Option<Evidence>, ProviderError> {
+        let _ = (run, machine);
+        Ok(None)
+    }
 }
 
 mod secs {

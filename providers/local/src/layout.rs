@@ -93,6 +93,15 @@ pub fn disk_relative(path: &Path) -> Result<PathBuf, String> {
             }
         }
     }
+    // `db/` or `db/.` names a directory: components() would fold the
+    // slash away and make it the file `db`, which replication cannot read.
+    let text = path.as_os_str().as_encoded_bytes();
+    if text.ends_with(b"/") || text.ends_with(b"/.") {
+        return Err(format!(
+            "disk path {:?} ends with `/`: it names a directory, not a disk file",
+            path.display().to_string()
+        ));
+    }
     if out.as_os_str().is_empty() || out == Path::new("devices") {
         return Err(format!(
             "disk path {:?} names no file",

@@ -29,7 +29,6 @@
 //! small. Callers may choose any power of two from 512 B to 2 GiB.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -46,6 +45,14 @@ pub const DEFAULT_GRANULARITY: u64 = 64 << 10;
 
 fn fleece_node(node: &str) -> String {
     format!("sbf-{node}")
+}
+/// The file node under a fleece image.
+fn fleece_file_node(node: &str) -> String {
+    format!("sbg-{node}")
+}
+/// The `blockdev-create` job making a fleece image.
+fn create_job_id(node: &str) -> String {
+    format!("sbc-{node}")
 }
 fn job_id(node: &str) -> String {
     format!("sbj-{node}")
@@ -226,6 +233,17 @@ fn sweep_jobs(qmp: &mut Qmp, node: &str, removed: &mut Vec<String>) -> Result<()
     {
         qmp.execute_value("blockdev-del", json!({ "node-name": fleece_node(node) }))?;
         removed.push(fleece_node(node));
+    }
+    if qmp
+        .block_nodes()?
+        .iter()
+        .any(|n| n.node_name == fleece_file_node(node))
+    {
+        qmp.execute_value(
+            "blockdev-del",
+            json!({ "node-name": fleece_file_node(node) }),
+        )?;
+        removed.push(fleece_file_node(node));
     }
     Ok(())
 }
@@ -479,21 +497,18 @@ fn prepare(qmp: &mut Qmp, nodes: &[String], dir: &Path) -> Result<Vec<PointDisk>
             ));
         }
         let fleece_path = dir.join(format!("{}.fleece.qcow2", fleece_node(node)));
-        let out = Command::new("qemu-img")
-            .args(["create", "-q", "-f", "qcow2"])
-            .arg(&fleece_path)
-            .arg(size.to_string())
-            .output()
-            .map_err(Error::io("running qemu-img create"))?;
-        if !out.status.success() {
-            return Err(cbt_err(
-                node,
-                format!(
-                    "qemu-img create: {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ),
-            ));
-        }
+        // QEMU makes the image itself (`blockdev-create`), so `dir` is a
+        // path on the hypervisor, which need not be this host.
+        let filename = fleece_path.to_string_lossy();
+        create(
+            qmp,
+            node,
+            json!({ "driver": "file", "filename": filename, "size": 0 }),
+        )?;
+        qmp.execute_value(
+            "blockdev-add",
+            json!({ "driver": "file", "node-name": fleece_file_node(node), "filename": filename }),
+        )?;
         let d = PointDisk {
             node: node.to_string(),
             size,
@@ -508,18 +523,57 @@ fn prepare(qmp: &mut Qmp, nodes: &[String], dir: &Path) -> Result<Vec<PointDisk>
         // Pushed before blockdev-add so a failure below is cleaned up.
         disks.push(d);
         let d = &disks[disks.len() - 1];
+        create(
+            qmp,
+            node,
+            json!({ "driver": "qcow2", "file": fleece_file_node(node), "size": size }),
+        )?;
         qmp.execute_value(
             "blockdev-add",
             json!({
                 "driver": "qcow2",
                 "node-name": fleece_node(&d.node),
-                "file": { "driver": "file", "filename": d.fleece_path.to_string_lossy() },
+                "file": fleece_file_node(node),
                 "backing": d.node,
                 "discard": "unmap",
             }),
         )?;
     }
     Ok(disks)
+}
+
+/// Runs `blockdev-create` with `options` for `node`'s fleece image and
+/// waits for the job to conclude (QEMU's block-creation jobs stay until
+/// dismissed, so a killed run's one is dismissed first).
+fn create(qmp: &mut Qmp, node: &str, options: Value) -> Result<()> {
+    let id = create_job_id(node);
+    let _ = qmp.execute_value("job-dismiss", json!({ "id": id }));
+    qmp.execute_value(
+        "blockdev-create",
+        json!({ "job-id": id, "options": options }),
+    )?;
+    let start = Instant::now();
+    loop {
+        let jobs = qmp.execute_value("query-jobs", Value::Null)?;
+        let job = jobs
+            .as_array()
+            .and_then(|a| a.iter().find(|j| j["id"] == id.as_str()).cloned())
+            .ok_or_else(|| cbt_err(node, format!("block-creation job {id} vanished")))?;
+        if job["status"] == "concluded" {
+            qmp.execute_value("job-dismiss", json!({ "id": id }))?;
+            return match job["error"].as_str() {
+                Some(e) => Err(cbt_err(node, format!("creating the fleece image: {e}"))),
+                None => Ok(()),
+            };
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            return Err(Error::Timeout {
+                what: format!("block-creation job {id}"),
+                seconds: 30.0,
+            });
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
 }
 
 fn actions(disks: &[PointDisk]) -> Vec<Value> {
@@ -709,6 +763,10 @@ pub fn finish(qmp: &mut Qmp, point: Point, commit: bool) -> Result<()> {
     for d in &point.disks {
         cancel_job(qmp, &job_id(&d.node))?;
         qmp.execute_value("blockdev-del", json!({ "node-name": fleece_node(&d.node) }))?;
+        qmp.execute_value(
+            "blockdev-del",
+            json!({ "node-name": fleece_file_node(&d.node) }),
+        )?;
         if commit {
             qmp.execute_value(
                 "block-dirty-bitmap-remove",

@@ -12,20 +12,26 @@
 //!   `READ`, `BLOCK_STATUS`) over unix sockets and TCP.
 //! - [`cbt`]: changed-block tracking with persistent dirty bitmaps and a
 //!   fleecing point-in-time view exported over NBD.
-//! - [`tls`]: TLS (rustls) for QMP and NBD over TCP, certificates verified.
+//! - [`tls`]: TLS (rustls) for QMP, the guest agent and NBD over TCP,
+//!   certificates verified; [`endpoint`]: a QMP or agent socket, unix or
+//!   TCP with TLS.
 //! - [`source`]: one disk of a point as a replication source.
 //! - [`guest`]: the test guest, built from Debian packages and cached.
+//! - [`site`]: the `qemu` site provider at the receiving end (replicas
+//!   are VMs; test runs on throw-away overlays), a `SiteProvider`.
 //!
 //! Everything here is blocking: call it from plain threads or
 //! `spawn_blocking`.
 
 pub mod accel;
 pub mod cbt;
+pub mod endpoint;
 pub mod error;
 pub mod guest;
 pub mod nbd;
 pub mod qga;
 pub mod qmp;
+pub mod site;
 pub mod source;
 pub mod tls;
 pub mod vm;

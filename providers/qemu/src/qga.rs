@@ -44,10 +44,36 @@ impl Agent {
     /// `guest-sync` (a random id; replies to earlier requests are skipped),
     /// retrying until `timeout` while the guest's agent is not up yet.
     pub fn connect_unix(path: &Path, timeout: Duration) -> Result<Agent> {
+        let peer = format!("guest agent {}", path.display());
+        Agent::connect_with(&peer, timeout, || {
+            Ok(Sock::Unix(connect_unix(path, timeout)?))
+        })
+    }
+
+    /// Connects to the agent's chardev on `host:port` over TLS (QEMU's
+    /// `tls-creds`), the server's certificate verified per `tls`, then
+    /// synchronises as [`Agent::connect_unix`] does.
+    pub fn connect_tls(
+        addr: &str,
+        tls: &crate::tls::TlsConfig,
+        timeout: Duration,
+    ) -> Result<Agent> {
+        let peer = format!("guest agent {addr}");
+        Agent::connect_with(&peer, timeout, || {
+            let s = std::net::TcpStream::connect(addr)
+                .map_err(Error::io(format!("connecting to the {peer}")))?;
+            tls.wrap(s, &peer)
+        })
+    }
+
+    fn connect_with(
+        peer: &str,
+        timeout: Duration,
+        connect: impl Fn() -> Result<Sock>,
+    ) -> Result<Agent> {
         let start = Instant::now();
         loop {
-            let s = connect_unix(path, timeout)?;
-            let chan = JsonLines::new(format!("guest agent {}", path.display()), Sock::Unix(s))?;
+            let chan = JsonLines::new(peer.to_string(), connect()?)?;
             let mut a = Agent {
                 chan,
                 timeout: Duration::from_secs(30),
@@ -57,9 +83,12 @@ impl Agent {
             match a.sync(left.min(Duration::from_secs(2))) {
                 Ok(()) => return Ok(a),
                 Err(Error::Timeout { .. }) if start.elapsed() < timeout => continue,
+                // A guest still booting may echo our bytes back on its
+                // serial line before the agent owns it: start over.
+                Err(Error::Protocol { .. }) if start.elapsed() < timeout => continue,
                 Err(Error::Timeout { .. }) => {
                     return Err(Error::Timeout {
-                        what: format!("the guest agent at {} to answer", path.display()),
+                        what: format!("the {peer} to answer"),
                         seconds: timeout.as_secs_f64(),
                     });
                 }

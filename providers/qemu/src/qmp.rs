@@ -103,9 +103,9 @@ impl Qmp {
     }
 
     /// Connects to QMP on `host:port` over TLS (QEMU's chardev with
-    /// `tls-creds`), the server's certificate verified per `tls`. Note:
-    /// QEMU 7.2 sends the greeting over TLS but then reads no command, so
-    /// against 7.2 this fails with a timeout in `qmp_capabilities`.
+    /// `tls-creds`), the server's certificate verified per `tls`; fails
+    /// after 30 s when the handshake gets no answer (the chardev serves one
+    /// client at a time).
     pub fn connect_tls(addr: &str, tls: &crate::tls::TlsConfig) -> Result<Qmp> {
         let s = TcpStream::connect(addr).map_err(Error::io(format!("connecting to QMP {addr}")))?;
         let peer = format!("QMP {addr}");

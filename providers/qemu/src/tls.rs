@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::wire::Sock;
 
 /// How to reach a TLS server.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsConfig {
     /// PEM file of the CA(s) that sign the server's certificate.
     pub ca: PathBuf,
@@ -85,6 +85,11 @@ impl TlsConfig {
             )
         })?;
         let conn = ClientConnection::new(config, name).map_err(|e| tls_err(peer, e.to_string()))?;
+        // Small JSON lines, each answered before the next: no Nagle delay.
+        let _ = tcp.set_nodelay(true);
+        // A server that never answers the handshake (a chardev busy with
+        // another client) fails here instead of hanging.
+        let _ = tcp.set_read_timeout(Some(std::time::Duration::from_secs(30)));
         let mut stream = StreamOwned::new(conn, tcp);
         // Finish the handshake now, so a bad certificate fails here, named.
         while stream.conn.is_handshaking() {

@@ -66,14 +66,17 @@ pub enum Boot {
 pub const TLS_CREDS_ID: &str = "sbtls0";
 
 /// A second QMP monitor on TCP with TLS, for a standby on another host
-/// (the local unix socket stays, for this host's own control). QEMU 7.2
-/// sends the greeting on such a monitor but does not read commands after
-/// it (seen with rustls and with Python's ssl), so with 7.2 this port only
-/// proves the certificate; remote control needs a newer QEMU or a tunnel.
+/// (the local unix socket stays, for this host's own control), and
+/// optionally the guest agent's chardev on TCP with TLS instead of its unix
+/// socket. Clients reach both with [`crate::qmp::Qmp::connect_tls`] and
+/// [`crate::qga::Agent::connect_tls`].
 #[derive(Debug, Clone)]
 pub struct RemoteQmp {
     /// Listen address, `host:port`.
     pub listen: String,
+    /// The guest agent's listen address, `host:port`; None: its unix
+    /// socket.
+    pub agent_listen: Option<String>,
     /// QEMU's x509 directory: `ca-cert.pem`, `server-cert.pem`,
     /// `server-key.pem`.
     pub creds_dir: PathBuf,
@@ -93,6 +96,26 @@ pub struct VmSpec {
     pub disks: Vec<DiskSpec>,
     pub accel: Accel,
     pub remote_qmp: Option<RemoteQmp>,
+}
+
+/// What a recovered VM gets beyond [`VmSpec`] ([`Vm::start_with`]).
+#[derive(Debug, Clone, Default)]
+pub struct Extras {
+    /// A standard VGA display (no window): QMP `screendump` can take a
+    /// screenshot of it.
+    pub display: bool,
+    /// TCP ports forwarded from `127.0.0.1:host` to the guest's `guest`
+    /// port. Non-empty: user-mode networking with `restrict=on` (the guest
+    /// reaches nothing outside, only these ports reach it); empty: no
+    /// network device at all.
+    pub forwards: Vec<Forward>,
+}
+
+/// One forwarded TCP port of [`Extras`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Forward {
+    pub host: u16,
+    pub guest: u16,
 }
 
 /// A VM started by [`Vm::start`] or found by [`Vm::open`].
@@ -159,6 +182,11 @@ impl Vm {
     /// refuse, a VM of that name already running, QEMU's own error (its
     /// stderr's tail).
     pub fn start(spec: &VmSpec, dir: &Path) -> Result<Vm> {
+        Vm::start_with(spec, &Extras::default(), dir)
+    }
+
+    /// [`Vm::start`] with a display and forwarded ports.
+    pub fn start_with(spec: &VmSpec, extras: &Extras, dir: &Path) -> Result<Vm> {
         let vm_err = |detail: String| Error::Vm {
             name: spec.name.clone(),
             detail,
@@ -203,7 +231,21 @@ impl Vm {
         let mut cmd = Command::new("qemu-system-x86_64");
         cmd.args(["-name", &spec.name, "-nodefaults", "-no-user-config"])
             .args(["-machine", "pc", "-accel", spec.accel.as_str()])
-            .args(["-display", "none", "-vga", "none", "-nic", "none"])
+            .args(["-display", "none", "-vga"])
+            .arg(if extras.display { "std" } else { "none" })
+            .arg("-nic")
+            .arg(if extras.forwards.is_empty() {
+                "none".to_string()
+            } else {
+                // restrict=on: the guest reaches neither the host nor any
+                // network; only the forwarded ports reach the guest.
+                let fwd: Vec<String> = extras
+                    .forwards
+                    .iter()
+                    .map(|f| format!("hostfwd=tcp:127.0.0.1:{}-:{}", f.host, f.guest))
+                    .collect();
+                format!("user,restrict=on,{}", fwd.join(","))
+            })
             .args([
                 "-m",
                 &spec.memory_mib.to_string(),
@@ -227,14 +269,41 @@ impl Vm {
             }
         }
         // ttyS0: the console into the serial log; ttyS1: the guest agent.
+        let host_port = |listen: &str| {
+            listen
+                .rsplit_once(':')
+                .map(|(h, p)| (h.to_string(), p.to_string()))
+                .ok_or_else(|| vm_err(format!("remote address {listen:?} is not host:port")))
+        };
+        let qga_chardev = match spec
+            .remote_qmp
+            .as_ref()
+            .and_then(|r| r.agent_listen.as_ref())
+        {
+            Some(listen) => {
+                let (host, port) = host_port(listen)?;
+                format!(
+                    "socket,id=qga0,host={host},port={port},server=on,wait=off,tls-creds={TLS_CREDS_ID}"
+                )
+            }
+            None => format!(
+                "socket,id=qga0,path={},server=on,wait=off",
+                comma_escape(&qga)
+            ),
+        };
+        if let Some(r) = &spec.remote_qmp {
+            // Before the chardevs that name it.
+            cmd.arg("-object").arg(format!(
+                "tls-creds-x509,id={TLS_CREDS_ID},endpoint=server,dir={},verify-peer={}",
+                comma_escape(&r.creds_dir),
+                if r.verify_peer { "on" } else { "off" }
+            ));
+        }
         cmd.arg("-chardev")
             .arg(format!("file,id=con0,path={}", comma_escape(&serial)))
             .args(["-device", "isa-serial,chardev=con0"])
             .arg("-chardev")
-            .arg(format!(
-                "socket,id=qga0,path={},server=on,wait=off",
-                comma_escape(&qga)
-            ))
+            .arg(qga_chardev)
             .args(["-device", "isa-serial,chardev=qga0"])
             .arg("-chardev")
             .arg(format!(
@@ -243,19 +312,8 @@ impl Vm {
             ))
             .args(["-mon", "chardev=qmp0,mode=control"]);
         if let Some(r) = &spec.remote_qmp {
-            let (host, port) = r.listen.rsplit_once(':').ok_or_else(|| {
-                vm_err(format!(
-                    "remote QMP address {:?} is not host:port",
-                    r.listen
-                ))
-            })?;
-            cmd.arg("-object")
-                .arg(format!(
-                    "tls-creds-x509,id={TLS_CREDS_ID},endpoint=server,dir={},verify-peer={}",
-                    comma_escape(&r.creds_dir),
-                    if r.verify_peer { "on" } else { "off" }
-                ))
-                .arg("-chardev")
+            let (host, port) = host_port(&r.listen)?;
+            cmd.arg("-chardev")
                 .arg(format!(
                     "socket,id=qmp1,host={host},port={port},server=on,wait=off,tls-creds={TLS_CREDS_ID}"
                 ))

@@ -119,17 +119,28 @@ impl JsonLines {
             detail: e.to_string(),
         })?;
         bytes.push(b'\n');
-        let w = self.reader.get_mut();
-        w.write_all(&bytes)
-            .and_then(|()| w.flush())
-            .map_err(Error::io(format!("writing to {}", self.peer)))
+        self.send_raw(&bytes)
     }
 
-    /// Sends raw bytes (the guest agent's 0xFF resync marker).
+    /// Sends raw bytes (a line, or the guest agent's 0xFF resync marker).
+    ///
+    /// Over TLS a lone newline follows in a record of its own: QEMU 7.2's
+    /// TLS chardevs (monitor and agent alike) act on a record only once
+    /// more bytes arrive after it, so without the newline every reply
+    /// comes one command late (seen with rustls and Python's `ssl`). The
+    /// newline is whitespace to both JSON parsers.
     pub(crate) fn send_raw(&mut self, bytes: &[u8]) -> Result<()> {
-        self.reader
-            .get_mut()
-            .write_all(bytes)
+        let w = self.reader.get_mut();
+        let tls = matches!(w, Sock::Tls(_));
+        w.write_all(bytes)
+            .and_then(|()| w.flush())
+            .and_then(|()| {
+                if tls {
+                    w.write_all(b"\n").and_then(|()| w.flush())
+                } else {
+                    Ok(())
+                }
+            })
             .map_err(Error::io(format!("writing to {}", self.peer)))
     }
 

@@ -306,7 +306,7 @@ fn dirty_extents_points_commit_abort_and_sweep_on_a_running_guest() {
     assert_eq!(swept.merged.len(), 1, "{swept:?}");
     assert_eq!(
         swept.removed,
-        vec!["sbx-scratch", "sbj-scratch", "sbf-scratch"]
+        vec!["sbx-scratch", "sbj-scratch", "sbf-scratch", "sbg-scratch"]
     );
     // Point 5 has every change since point 2: B (aborted), C (killed), D.
     for (tag, off, len) in [

@@ -1,8 +1,9 @@
 //! A VM on a "remote" hypervisor (loopback TCP, certificates the test
 //! makes): the point's view exported by QEMU's own NBD server over TLS, an
 //! app-consistent full point and a dirty-only point read through it and
-//! rebuilt into a database image that checks out; QEMU's TLS QMP port and
-//! its NBD server refuse a client holding another CA, by name.
+//! rebuilt into a database image that checks out, with QMP and the guest
+//! agent on TLS chardevs too; QEMU's TLS QMP port, agent port and NBD
+//! server refuse a client holding another CA, by name.
 
 mod common;
 
@@ -39,6 +40,7 @@ fn point_exports_over_tls_and_unknown_ca_refused() {
     let data = dir.path().join("data.qcow2");
     make_data_disk(&data, 128 << 20, DiskFormat::Qcow2).unwrap();
     let qmp_addr = format!("127.0.0.1:{}", free_port());
+    let agent_addr = format!("127.0.0.1:{}", free_port());
     let spec = VmSpec {
         name: "db".into(),
         memory_mib: 256,
@@ -56,6 +58,7 @@ fn point_exports_over_tls_and_unknown_ca_refused() {
         accel: accel.accel,
         remote_qmp: Some(RemoteQmp {
             listen: qmp_addr.clone(),
+            agent_listen: Some(agent_addr.clone()),
             creds_dir: pki.clone(),
             verify_peer: false,
         }),
@@ -67,12 +70,6 @@ fn point_exports_over_tls_and_unknown_ca_refused() {
         server_name: "127.0.0.1".into(),
         client: None,
     };
-    // QMP on the TLS port: the certificate is verified (a wrong CA is
-    // refused by name below). QEMU 7.2 answers the greeting on a TLS
-    // chardev but never reads the commands after it (reproduced with
-    // Python's ssl module too), so commands go over the local socket here.
-    let mut qmp = vm.qmp().unwrap();
-    assert_eq!(qmp.status().unwrap(), "running");
     let other = TlsConfig {
         ca: pki.join("other-ca.pem"),
         ..good.clone()
@@ -86,7 +83,30 @@ fn point_exports_over_tls_and_unknown_ca_refused() {
         "{err}"
     );
 
-    let mut agent = vm.agent(Duration::from_secs(120)).unwrap();
+    let err = match standby_provider_qemu::qga::Agent::connect_tls(
+        &agent_addr,
+        &other,
+        Duration::from_secs(5),
+    ) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("the guest agent accepted under an unknown CA"),
+    };
+    assert!(
+        err.contains("UnknownIssuer") && err.contains("other-ca.pem"),
+        "{err}"
+    );
+    // A refused client leaves the chardevs free for the right one.
+    // Everything below goes over TLS: QMP on its TCP port, the guest
+    // agent on its, the point's view over NBD.
+    let mut qmp = Qmp::connect_tls(&qmp_addr, &good).unwrap();
+    assert_eq!(qmp.status().unwrap(), "running");
+    let mut agent = standby_provider_qemu::qga::Agent::connect_tls(
+        &agent_addr,
+        &good,
+        Duration::from_secs(120),
+    )
+    .unwrap();
+
     cbt::enable(&mut qmp, "data", cbt::DEFAULT_GRANULARITY).unwrap();
     let orders = |agent: &mut standby_provider_qemu::qga::Agent| -> u64 {
         agent

@@ -75,6 +75,9 @@ pub fn run(dir: &Path) -> miette::Result<ExitCode> {
     }
     std::fs::create_dir_all(dir).into_diagnostic()?;
     let dir = &dir.canonicalize().into_diagnostic()?;
+    if dir.join(MARKER).exists() {
+        super::users_changes(dir, &FILES, "standby quickstart --qemu")?;
+    }
     for (name, text) in FILES {
         let path = dir.join(name);
         if !path.exists() {

@@ -18,12 +18,7 @@ policy "standard" {
 machine "db" {
   site = site.hv1
   vm {
-    qmp    = "tcp://hv1.example:4444"
-    memory = "256M"
-    cpus   = 1
-    kernel = "guest/vmlinuz"
-    initrd = "guest/initrd.img"
-    append = "console=ttyS0 standby.writer=1"
+    qmp    = "ssh://hv1.example/run/qemu/db.qmp"
   }
   disk "system" { path = "db/system.qcow2" }
   disk "data" {
