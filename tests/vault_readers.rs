@@ -28,13 +28,17 @@ fn drills_and_restores_beside_a_prune_loop_never_fail() {
             let mut pruned = 0;
             for round in 0..rounds {
                 // A changed block each round, so each point is a delta.
-                let f = std::fs::OpenOptions::new().write(true).open(&web).unwrap();
-                std::os::unix::fs::FileExt::write_all_at(
-                    &f,
-                    &[round as u8 + 1; 4096],
-                    (round % 64) * 4096 + (1 << 20),
-                )
-                .unwrap();
+                // Closed before replicate: a disk open for writing while
+                // read makes a fuzzy point, which no drill or `latest` picks.
+                {
+                    let f = std::fs::OpenOptions::new().write(true).open(&web).unwrap();
+                    std::os::unix::fs::FileExt::write_all_at(
+                        &f,
+                        &[round as u8 + 1; 4096],
+                        (round % 64) * 4096 + (1 << 20),
+                    )
+                    .unwrap();
+                }
                 ok(&qs, &["replicate"]);
                 let o = standby(&qs)
                     .args(["vault", "prune", "--wait", "600"])
