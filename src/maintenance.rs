@@ -1,15 +1,16 @@
-//! The vault maintenance commands' work (`standby vault init|prune|compact|
-//! verify`), one vault of a workspace at a time, so the command can show
+//! The vault maintenance commands' work (`standby vault init|prune|claim|
+//! compact|verify`), one vault of a workspace at a time, so the command can show
 //! each vault's result as it comes. Errors name the vault
 //! ([`WorkspaceError::Vault`]).
 
 use crate::model::Address;
 use crate::vault::Vault;
 use crate::vault::index::{self, Compacted};
+use crate::vault::owners::{self, Claimed};
 use crate::vault::prune::{self, PruneReport};
 use crate::vault::verify::{self, Report as VerifyReport};
 use crate::workspace::{Workspace, WorkspaceError};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -72,6 +73,26 @@ pub fn prune(
         })
         .collect();
     prune::prune(&vault, &retention, now, dry_run, lock_wait).map_err(vault_error(address))
+}
+
+/// Hand the points without an owner of the machines `address` protects
+/// in this configuration to the workspace's owner (its state's lineage);
+/// waits up to `lock_wait` for running replications. Err when there is
+/// no state yet (no owner to hand them to).
+pub fn claim(
+    ws: &Workspace,
+    address: &Address,
+    lock_wait: Duration,
+) -> Result<Claimed, WorkspaceError> {
+    let vault = ws.vault(address)?;
+    let machines: BTreeSet<String> = ws
+        .config
+        .protections
+        .values()
+        .filter(|p| &p.vault == address)
+        .map(|p| p.machine.to_string())
+        .collect();
+    owners::claim(&vault, &machines, lock_wait).map_err(vault_error(address))
 }
 
 /// Merge the index objects of `address` into one.

@@ -70,6 +70,10 @@ pub struct ProtectionStatus {
     /// WARNING at least, whatever the newest point's age.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unprotected: Option<String>,
+    /// Points dated after `now` (their writer's clock ran ahead): never the
+    /// newest point here; the level is WARNING at least.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub future_points: Vec<String>,
 }
 
 fn summary(m: &Manifest, now: OffsetDateTime) -> PointSummary {
@@ -175,23 +179,38 @@ pub fn protection_status(
 ) -> ProtectionStatus {
     let prot = protection.to_string();
     let mine: Vec<&Manifest> = points.iter().filter(|m| m.protection == prot).collect();
-    // A fuzzy point (read while written) does not meet an RPO.
+    // A fuzzy point (read while written) does not meet an RPO; nor does
+    // one dated in the future (its writer's clock ran ahead): it is
+    // flagged instead.
+    let future: Vec<String> = mine
+        .iter()
+        .filter(|m| m.in_future(now))
+        .map(|m| m.id.hex())
+        .collect();
     let newest = mine
         .iter()
-        .filter(|m| m.consistency != Consistency::Fuzzy)
+        .filter(|m| m.consistency != Consistency::Fuzzy && !m.in_future(now))
         .max_by_key(|m| m.created_at())
         .map(|m| summary(m, now));
     let newest_app = mine
         .iter()
-        .filter(|m| m.consistency == Consistency::App)
+        .filter(|m| m.consistency == Consistency::App && !m.in_future(now))
         .max_by_key(|m| m.created_at())
         .map(|m| summary(m, now));
+    let mut level = rpo_level(
+        newest.as_ref().and_then(|p| p.age_seconds),
+        policy.rpo_threshold.as_secs(),
+    );
+    if !future.is_empty() {
+        level = level.max(Level::Warning);
+    }
     let threshold = policy.rpo_threshold.as_secs();
     ProtectionStatus {
         protection: prot,
         vault: vault.to_string(),
         policy: policy.addr.to_string(),
-        level: rpo_level(newest.as_ref().and_then(|p| p.age_seconds), threshold),
+        level,
+        future_points: future,
         rpo_threshold_seconds: threshold,
         newest_point: newest,
         newest_app_point: newest_app,
@@ -419,6 +438,8 @@ mod tests {
             site: None,
             moves_to: None,
             cbt: None,
+            seq: None,
+            owner: None,
         };
         let policy = crate::model::Policy {
             addr: "policy.standard".parse().unwrap(),

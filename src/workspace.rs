@@ -49,6 +49,9 @@ pub struct Workspace {
     backend: Option<Arc<dyn Backend>>,
     store: crate::store::Options,
     vaults: Mutex<HashMap<Address, Arc<Vault>>>,
+    /// The lineage vault handles act for (see `Vault::set_owner`); read
+    /// from the state on first use.
+    owner: Mutex<Option<Option<String>>>,
 }
 
 impl Workspace {
@@ -59,6 +62,7 @@ impl Workspace {
             backend: None,
             store: crate::store::Options::default(),
             vaults: Mutex::new(HashMap::new()),
+            owner: Mutex::new(None),
         }
     }
 
@@ -142,6 +146,33 @@ impl Workspace {
         self.config.policies.get(&p.policy)
     }
 
+    /// Act for the state of `lineage` (a new state's, before it is
+    /// written): every vault handle, opened or to be, carries it.
+    pub fn set_owner(&self, lineage: uuid::Uuid) {
+        let owner = Some(lineage.to_string());
+        *self.owner.lock().unwrap_or_else(|p| p.into_inner()) = Some(owner.clone());
+        if let Ok(vaults) = self.vaults.lock() {
+            for v in vaults.values() {
+                v.set_owner(owner.clone());
+            }
+        }
+    }
+
+    /// The lineage vault handles act for: the state's (`state` when given,
+    /// else read once), None without a state.
+    fn owner(&self, state: Option<&StateDoc>) -> Option<String> {
+        let mut g = self.owner.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(o) = &*g {
+            return o.clone();
+        }
+        let o = match state {
+            Some(doc) => Some(doc.lineage.to_string()),
+            None => owner_of(&self.config),
+        };
+        *g = Some(o.clone());
+        o
+    }
+
     /// The configured vault at `address`, opened once per workspace.
     pub fn vault(&self, address: &Address) -> Result<Arc<Vault>, WorkspaceError> {
         self.vault_as_recorded(address, None)
@@ -170,12 +201,14 @@ impl Workspace {
                 error: Box::new(error),
             },
         )?;
+        vault.set_owner(self.owner(state));
         Ok(self.keep_vault(address, vault))
     }
 
     /// Keep a vault opened elsewhere (initialised, or opened with a new key
     /// source) for the rest of the command; returns the shared handle.
     pub fn keep_vault(&self, address: &Address, vault: Vault) -> Arc<Vault> {
+        vault.set_owner(self.owner(None));
         vault.use_index_cache(self.cache_dir());
         let vault = Arc::new(vault);
         if let Ok(mut vaults) = self.vaults.lock() {
@@ -272,6 +305,20 @@ pub fn points_in(
         .into_iter()
         .filter(|m| m.protection == name)
         .collect())
+}
+
+/// The lineage of `config`'s state: the owner its vault handles act for.
+/// None when there is no state yet, or it cannot be read (then a handle
+/// sees every point and prunes only points without an owner; a warning
+/// says so).
+pub fn owner_of(config: &Config) -> Option<String> {
+    match crate::state::open_backend(&config.root, config.backend.as_ref()).and_then(|b| b.read()) {
+        Ok(doc) => doc.map(|d| d.lineage.to_string()),
+        Err(e) => {
+            tracing::warn!("cannot read the state to know this configuration's points: {e}");
+            None
+        }
+    }
 }
 
 /// Why [`Workspace::recovery_plan`] found no plan.

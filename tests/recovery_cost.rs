@@ -118,6 +118,11 @@ fn requests(root: &Path, args: &[&str]) -> u64 {
 fn fill(root: &Path, url: &str, m: &str, count: usize) {
     let key = KeySource::File(root.join("keys/vault.key"));
     let vault = Vault::open(url, &key, root).unwrap();
+    // Act for the configuration's state, as its commands do: a handle sees
+    // (and builds on) its owner's points.
+    let state: Value =
+        serde_json::from_slice(&std::fs::read(root.join(".standby/state.json")).unwrap()).unwrap();
+    vault.set_owner(state["lineage"].as_str().map(str::to_string));
     let machine = format!("machine.{m}");
     let newest = catalog::newest(&vault, &machine).unwrap().unwrap();
     let base = time::OffsetDateTime::now_utc();
@@ -126,6 +131,8 @@ fn fill(root: &Path, url: &str, m: &str, count: usize) {
         let mut p = newest.clone();
         let nonce: [u8; 16] = rand::random();
         p.id = vault.id_of(&[b"point", machine.as_bytes(), &nonce]);
+        // Next in the chain: points are ordered by `seq`.
+        p.seq = Some(newest.seq.unwrap_or(0) + i as u64 + 1);
         p.created = (base + time::Duration::milliseconds(i as i64 + 1))
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap();

@@ -283,6 +283,8 @@ pub fn run(ws: Arc<Workspace>, opts: &Options, ui: &dyn Ui) -> Result<Outcome, A
         lineage: plan.lineage,
         ..StateDoc::new()
     });
+    // The points this apply writes, adopts or deletes are this lineage's.
+    ws.set_owner(doc.lineage);
     // Record the refreshed facts first, so the next plan shows only new drift.
     if let Some(r) = &refreshed {
         let mut next = doc.clone();

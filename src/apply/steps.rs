@@ -278,7 +278,13 @@ impl Context {
         let vault = self.vault(&p.vault).map_err(failed)?;
         // The machine's catalog, not every manifest of the vault.
         let machine = p.machine.to_string();
-        let mine = |vault: &Vault| points_in(vault, addr, &machine).map_err(|e| e.to_string());
+        // Only this state's own points are adopted, never another
+        // configuration's nor one without an owner (`vault claim`).
+        let mine = |vault: &Vault| {
+            points_in(vault, addr, &machine)
+                .map(|ps| ps.into_iter().filter(|m| vault.owns(m)).collect::<Vec<_>>())
+                .map_err(|e| e.to_string())
+        };
         // Members of a consistency group take their first point together:
         // hold the group's mutex while looking and taking.
         let group_lock = p.consistency_group.as_ref().map(|g| {
@@ -383,7 +389,7 @@ impl Context {
             // Only this member's catalog, not every manifest of the vault.
             let mine =
                 points_in(vault, &c.address, &p.machine.to_string()).map_err(|e| e.to_string())?;
-            if mine.is_empty() {
+            if !mine.iter().any(|m| vault.owns(m)) {
                 out.push(c.address.clone());
             }
         }

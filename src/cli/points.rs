@@ -41,6 +41,7 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         e @ PointsError::Ambiguous { .. } => miette!("--point: {e}"),
         e => miette!("{e}"),
     })?;
+    let now = crate::vault::clock::now();
     if args.json {
         let doc: Vec<serde_json::Value> = rows
             .iter()
@@ -63,6 +64,8 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
                     "stats": m.stats,
                     "cbt": m.cbt,
                     "cbt_fallbacks": m.cbt.as_ref().map_or(0, |c| c.fallbacks()),
+                    "seq": m.seq,
+                    "in_future": m.in_future(now),
                 })
             })
             .collect();
@@ -90,6 +93,17 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
             m.consistency.to_string(),
             m.group.as_deref().unwrap_or("-"),
             human(m.stats.stored)
+        );
+    }
+    let ahead: Vec<String> = rows
+        .iter()
+        .filter(|(_, m)| m.in_future(now))
+        .map(|(_, m)| m.id.short())
+        .collect();
+    if !ahead.is_empty() {
+        println!(
+            "dated in the future (its writer's clock ran ahead; never `latest`): {}",
+            ahead.join(", ")
         );
     }
     Ok(ExitCode::SUCCESS)

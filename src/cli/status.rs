@@ -47,7 +47,7 @@ fn now() -> miette::Result<OffsetDateTime> {
             OffsetDateTime::parse(&s, &time::format_description::well_known::Rfc3339)
                 .map_err(|e| miette!("STANDBY_NOW={s:?} is not an RFC 3339 instant: {e}"))
         }
-        _ => Ok(OffsetDateTime::now_utc()),
+        _ => Ok(crate::vault::clock::now()),
     }
 }
 
@@ -173,6 +173,13 @@ fn render(prots: &[ProtectionStatus], plans: &[PlanStatus], color: bool) -> Stri
             ));
         }
         for p in prots {
+            if !p.future_points.is_empty() {
+                out.push_str(&format!(
+                    "  {}: {} dated in the future (a writer's clock ran ahead; not counted as newest)\n",
+                    p.protection,
+                    crate::human::count(p.future_points.len(), "point")
+                ));
+            }
             if let Some(why) = &p.unprotected {
                 out.push_str(&format!("  {}: unprotected: {why}\n", p.protection));
             }

@@ -1,4 +1,4 @@
-//! `standby vault init|prune|verify`; `pick_vaults` and `parse_addr` also
+//! `standby vault init|prune|claim|compact|verify`; `pick_vaults` and `parse_addr` also
 //! serve `restore` and the commands that name an object.
 
 use super::load_config;
@@ -26,6 +26,17 @@ pub enum Command {
         /// Show what would be dropped and freed; change nothing.
         #[arg(long)]
         dry_run: bool,
+        /// How long to wait for running replications, in seconds.
+        #[arg(long, default_value_t = 600, value_name = "SECS")]
+        wait: u64,
+        #[command(flatten)]
+        vars: crate::cli::VarArgs,
+    },
+    /// Hand this configuration the points of its machines that carry no owner
+    /// (written before owners were recorded, or without a state).
+    Claim {
+        /// The vault; default: every vault.
+        vault: Option<String>,
         /// How long to wait for running replications, in seconds.
         #[arg(long, default_value_t = 600, value_name = "SECS")]
         wait: u64,
@@ -95,6 +106,7 @@ pub fn run(cmd: Command) -> miette::Result<ExitCode> {
             vars,
         } => verify_cmd(vault.as_deref(), read_data, json, &vars),
         Command::Compact { vault, vars } => compact_cmd(vault.as_deref(), &vars),
+        Command::Claim { vault, wait, vars } => claim_cmd(vault.as_deref(), wait, &vars),
     }
 }
 
@@ -134,6 +146,24 @@ fn init(which: Option<&str>, vars: &crate::cli::VarArgs) -> miette::Result<ExitC
     Ok(ExitCode::SUCCESS)
 }
 
+fn claim_cmd(
+    which: Option<&str>,
+    wait: u64,
+    vars: &crate::cli::VarArgs,
+) -> miette::Result<ExitCode> {
+    let ws = Workspace::new(load_config(vars)?);
+    for addr in pick_vaults(&ws.config, which)? {
+        let r = maintenance::claim(&ws, &addr, Duration::from_secs(wait))
+            .map_err(|e| miette!("{e}"))?;
+        println!(
+            "{addr}: claimed {}; {} without an owner left (other machines)",
+            crate::human::count(r.points.len(), "point"),
+            r.left
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn prune_cmd(
     which: Option<&str>,
     dry_run: bool,
@@ -145,7 +175,7 @@ fn prune_cmd(
         let r = maintenance::prune(
             &ws,
             &addr,
-            time::OffsetDateTime::now_utc(),
+            crate::vault::clock::now(),
             dry_run,
             Duration::from_secs(wait),
         )

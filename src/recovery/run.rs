@@ -263,6 +263,31 @@ pub fn read_chosen(
     Ok(out)
 }
 
+/// The points `choice` picks for `plan`, their manifests read whole.
+/// Runs take no vault lock, so a prune may drop a chosen point between
+/// the listing and the read: the choice is then made again from a fresh
+/// listing (a point named by id is reported as missing).
+fn choose_and_read(
+    ws: &Workspace,
+    plan: &RecoveryPlan,
+    choice: &PointChoice,
+) -> Result<BTreeMap<Address, Chosen>, RecoveryError> {
+    let mut tries = 0;
+    loop {
+        let listed = list_points(ws, plan)?;
+        match read_chosen(ws, points::choose(&ws.config, plan, &listed, choice)?) {
+            Err(RecoveryError::Vault { source, .. })
+                if matches!(*source, crate::vault::VaultError::Missing { .. })
+                    && !matches!(choice, PointChoice::Id(_))
+                    && tries < 5 =>
+            {
+                tries += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
 fn vault_err(va: &Address) -> impl Fn(crate::vault::VaultError) -> RecoveryError + '_ {
     move |source| RecoveryError::Vault {
         vault: va.clone(),
@@ -441,8 +466,7 @@ fn failover_locked(
     let chosen = if kind == RunKind::Planned {
         BTreeMap::new()
     } else {
-        let listed = list_points(ws, plan)?;
-        read_chosen(ws, points::choose(&ws.config, plan, &listed, choice)?)?
+        choose_and_read(ws, plan, choice)?
     };
     let run_id = new_run_id(&plan.addr, kind);
     let timeline = Timeline::new();

@@ -190,6 +190,7 @@ pub fn take_points(
     // Previous hashes per (target, disk), prepared before any freeze so the
     // freeze window does not pay for a rebuilt cache.
     let mut prevs: Vec<Vec<Option<capture::Hashes>>> = Vec::new();
+    let mut seqs: Vec<u64> = Vec::new();
     for t in targets {
         let last = match opts.baseline.get(&t.machine) {
             Some(id) => match manifest::read(vault, id) {
@@ -200,6 +201,8 @@ pub fn take_points(
             None => crate::vault::catalog::newest_seen(vault, &t.machine, &mut seen)?,
         };
         let last = last.as_ref();
+        // The new point's place in the chain: after the point it builds on.
+        seqs.push(last.map_or(0, |m| m.seq.unwrap_or(0)) + 1);
         let mut per_disk = Vec::new();
         for (name, _) in &t.disks {
             let prev = match last.filter(|m| m.disks.contains_key(name)) {
@@ -225,7 +228,7 @@ pub fn take_points(
     }
 
     // The point instant: freeze everything that asks, stage, thaw everything.
-    let created = time::OffsetDateTime::now_utc();
+    let created = crate::vault::clock::now();
     let staging_root = opts.cache_dir.join("staging");
     sweep_staging(&staging_root);
     // Named by our pid, so a later run can tell when we are gone.
@@ -269,6 +272,7 @@ pub fn take_points(
         opts,
         &windows,
         &mut session,
+        &seqs,
         &mut seen,
     );
     let _ = std::fs::remove_dir_all(&staging);
@@ -396,6 +400,7 @@ fn capture_all(
     opts: &Options,
     windows: &[snapshot::Window],
     session: &mut vm::Session,
+    seqs: &[u64],
     seen: &mut crate::vault::catalog::Seen,
 ) -> Result<Vec<Manifest>, ReplicationError> {
     let claimed = Mutex::new(HashSet::new());
@@ -463,6 +468,8 @@ fn capture_all(
             site: t.site.clone(),
             moves_to: opts.moves_to.get(&t.machine).cloned(),
             cbt: session.info(ti, &t.disks),
+            seq: seqs.get(ti).copied(),
+            owner: vault.owner(),
         };
         made.push((m, hashes));
     }
@@ -483,6 +490,9 @@ fn capture_all(
     // update never hides a point), and confirms it after.
     let points: Vec<Manifest> = made.iter().map(|(m, _)| m.clone()).collect();
     crate::vault::catalog::begin_seen(vault, &points, seen)?;
+    // A prune that took our lock for dead may have deleted what the
+    // points reference: commit them only while the lock provably holds.
+    lock.confirm()?;
     let mut out = Vec::new();
     for (m, hashes) in made {
         manifest::write(vault, &m)?;

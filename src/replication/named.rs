@@ -71,6 +71,12 @@ pub enum RestoreError {
     NoVault,
     #[error("{0}")]
     Restore(Box<ReplicationError>),
+    /// The point named by id was dropped by a concurrent prune.
+    #[error("{address}: {error}")]
+    Pruned {
+        address: Address,
+        error: Box<VaultError>,
+    },
 }
 
 /// A vault, its readable points (oldest first) and its refused manifests.
@@ -90,6 +96,25 @@ pub fn restore(ws: &Workspace, req: &Request, progress: &Progress) -> Result<Don
     let in_use = super::target::in_use_disks(cfg, state.as_ref());
     super::target::check(&req.to, req.force, &in_use)
         .map_err(|e| RestoreError::Restore(Box::new(e.into())))?;
+    // Restores take no vault lock: a prune may drop the point chosen. A
+    // point named by id is then reported as pruned; `latest` or a time is
+    // chosen again from a fresh listing.
+    let mut tries = 0;
+    loop {
+        match restore_once(ws, req, progress, &in_use) {
+            Err(RestoreError::Pruned { .. }) if !req.query.is_id() && tries < 5 => tries += 1,
+            other => return other,
+        }
+    }
+}
+
+fn restore_once(
+    ws: &Workspace,
+    req: &Request,
+    progress: &Progress,
+    in_use: &[super::target::InUseDisk],
+) -> Result<Done, RestoreError> {
+    let cfg = &ws.config;
     let mut opened: Vec<Listed> = Vec::new();
     for addr in &req.vaults {
         let vault = ws.vault(addr).map_err(RestoreError::Workspace)?;
@@ -99,6 +124,8 @@ pub fn restore(ws: &Workspace, req: &Request, progress: &Progress) -> Result<Don
         // looked up by its manifest, the truth, directly.
         let (points, bad) = match crate::vault::Id::parse(&req.point) {
             Some(id) => match manifest::read(&vault, &id) {
+                // Another configuration's point is not this one's to use.
+                Ok(m) if !vault.shows(&m) => (Vec::new(), Vec::new()),
                 Ok(m) => (vec![m], Vec::new()),
                 Err(VaultError::Missing { .. }) => (Vec::new(), Vec::new()),
                 Err(e) => (Vec::new(), vec![e]),
@@ -157,16 +184,46 @@ pub fn restore(ws: &Workspace, req: &Request, progress: &Progress) -> Result<Don
                 continue;
             }
         };
-        // A catalog entry has no extents: the point itself, read whole.
-        let point = &manifest::read(vault, &point.id).map_err(|e| RestoreError::List {
+        let pruned = |id: &crate::vault::Id| RestoreError::Pruned {
             address: addr.clone(),
-            error: Box::new(e),
-        })?;
+            error: Box::new(VaultError::Pruned {
+                url: vault.url.clone(),
+                point: id.short(),
+            }),
+        };
+        // A catalog entry has no extents: the point itself, read whole.
+        let point = &match manifest::read(vault, &point.id) {
+            Ok(m) => m,
+            Err(VaultError::Missing { .. }) => return Err(pruned(&point.id)),
+            Err(e) => {
+                return Err(RestoreError::List {
+                    address: addr.clone(),
+                    error: Box::new(e),
+                });
+            }
+        };
         let started = Instant::now();
-        let restored = restore_checked(
-            vault, point, &req.disk, &req.to, req.force, &in_use, progress,
-        )
-        .map_err(|e| RestoreError::Restore(Box::new(e)))?;
+        let restored = match restore_checked(
+            vault, point, &req.disk, &req.to, req.force, in_use, progress,
+        ) {
+            Ok(r) => r,
+            // Whatever failed (a pack or ancestor gone): if the point
+            // itself is gone, a prune dropped it meanwhile.
+            Err(_)
+                if !vault
+                    .exists(&manifest::point_name(&point.id))
+                    .unwrap_or(true) =>
+            {
+                return Err(pruned(&point.id));
+            }
+            Err(ReplicationError::Vault(e @ VaultError::Pruned { .. })) => {
+                return Err(RestoreError::Pruned {
+                    address: addr.clone(),
+                    error: Box::new(e),
+                });
+            }
+            Err(e) => return Err(RestoreError::Restore(Box::new(e))),
+        };
         return Ok(Done {
             point: point.clone(),
             restored,

@@ -293,7 +293,7 @@ pub fn fold(vault: &Vault, machine: &str) -> Result<()> {
         return Ok(());
     }
     let mut points = head.points.clone();
-    points.sort_by(|a, b| (&a.created, a.id).cmp(&(&b.created, b.id)));
+    points.sort_by(|a, b| a.order().cmp(&b.order()));
     let newest = points.pop();
     let mut moved = Vec::new();
     let merge = head.segments.len() + 1 >= MERGE_AT;
@@ -326,7 +326,20 @@ pub fn fold(vault: &Vault, machine: &str) -> Result<()> {
 /// Every point of `machine` the catalog knows, oldest first (entries:
 /// extents left out). Pending entries count only when their manifest
 /// exists. None when the machine has no head.
+///
+/// A segment named by the head and gone when read was replaced by a prune
+/// or a fold (both switch the head first): the head is read again.
 pub fn points(vault: &Vault, machine: &str) -> Result<Option<Vec<Manifest>>> {
+    let mut tries = 0;
+    loop {
+        match points_once(vault, machine) {
+            Err(VaultError::Missing { .. }) if tries < 5 => tries += 1,
+            other => return other,
+        }
+    }
+}
+
+fn points_once(vault: &Vault, machine: &str) -> Result<Option<Vec<Manifest>>> {
     let Some((head, _)) = read_head(vault, machine)? else {
         return Ok(None);
     };
@@ -343,6 +356,9 @@ pub fn points(vault: &Vault, machine: &str) -> Result<Option<Vec<Manifest>>> {
     }
     out.sort_by(|a, b| (&a.created, a.id).cmp(&(&b.created, b.id)));
     out.dedup_by_key(|m| m.id);
+    // A head lists every owner's points of its machine name (by CAS, so
+    // none overwrites another's); a handle sees its owner's only.
+    out.retain(|m| vault.shows(m));
     Ok(Some(out))
 }
 
@@ -364,14 +380,24 @@ pub fn newest(vault: &Vault, machine: &str) -> Result<Option<Manifest>> {
 pub fn newest_seen(vault: &Vault, machine: &str, seen: &mut Seen) -> Result<Option<Manifest>> {
     if vault.format() < 2 {
         let (all, _) = manifest::list(vault, false)?;
-        return Ok(all.into_iter().rev().find(|m| m.machine == machine));
+        return Ok(all
+            .into_iter()
+            .filter(|m| m.machine == machine && vault.owns(m))
+            .max_by(|a, b| a.order().cmp(&b.order())));
     }
     let Some((head, version)) = read_head(vault, machine)? else {
         return Ok(None);
     };
     seen.keep(machine, &head, version);
-    let mut candidates: Vec<Manifest> = head.points.into_iter().chain(head.pending).collect();
-    candidates.sort_by(|a, b| (&b.created, b.id).cmp(&(&a.created, a.id)));
+    // Only the handle's own points: a writer never builds on another
+    // configuration's point (nor on one written before owners).
+    let mut candidates: Vec<Manifest> = head
+        .points
+        .into_iter()
+        .chain(head.pending)
+        .filter(|m| vault.owns(m))
+        .collect();
+    candidates.sort_by(|a, b| b.order().cmp(&a.order()));
     for c in &candidates {
         match read_as_written(vault, &c.id) {
             Ok(m) => return Ok(Some(m)),
@@ -380,7 +406,9 @@ pub fn newest_seen(vault: &Vault, machine: &str, seen: &mut Seen) -> Result<Opti
         }
     }
     // Only segments left (or nothing): the long way, still per machine.
-    let all = points(vault, machine)?.unwrap_or_default();
+    let mut all = points(vault, machine)?.unwrap_or_default();
+    all.retain(|m| vault.owns(m));
+    all.sort_by(|a, b| a.order().cmp(&b.order()));
     for c in all.iter().rev() {
         match read_as_written(vault, &c.id) {
             Ok(m) => return Ok(Some(m)),
@@ -486,7 +514,7 @@ pub fn rebuild(
         match by.remove(machine.as_str()) {
             None => vault.delete(&name)?,
             Some(mut es) => {
-                es.sort_by(|a, b| (&a.created, a.id).cmp(&(&b.created, b.id)));
+                es.sort_by(|a, b| a.order().cmp(&b.order()));
                 let mut head = Head {
                     format: 1,
                     machine: machine.clone(),
@@ -534,7 +562,7 @@ pub fn ensure(vault: &Vault) -> Result<()> {
     if vault.format() >= 2 {
         return Ok(());
     }
-    let (all, _) = manifest::list(vault, false)?;
+    let (all, _) = manifest::list_every(vault, false)?;
     let mut by: BTreeMap<&str, Vec<Manifest>> = BTreeMap::new();
     for m in &all {
         by.entry(&m.machine).or_default().push(entry(m));

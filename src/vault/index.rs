@@ -65,7 +65,21 @@ impl Index {
 
 /// Load every index object. With `tolerant`, damaged or missing index
 /// objects are returned as errors beside the index instead of failing.
+///
+/// An object listed and then gone was replaced by prune or compaction
+/// (both write the replacement before deleting): the listing is taken
+/// again, a few times, rather than reporting it missing.
 pub fn load(vault: &Vault, tolerant: bool) -> Result<(Index, Vec<VaultError>)> {
+    let mut tries = 0;
+    loop {
+        match load_once(vault, tolerant) {
+            Err(VaultError::Missing { .. }) if tries < 5 => tries += 1,
+            other => return other,
+        }
+    }
+}
+
+fn load_once(vault: &Vault, tolerant: bool) -> Result<(Index, Vec<VaultError>)> {
     let names: Vec<String> = vault.list("index")?.into_iter().map(|(n, _)| n).collect();
     let mut index = Index::default();
     let mut bad = Vec::new();
@@ -76,6 +90,7 @@ pub fn load(vault: &Vault, tolerant: bool) -> Result<(Index, Vec<VaultError>)> {
         });
         match parsed {
             Ok(packs) => index.add_file(name.clone(), packs),
+            Err(e @ VaultError::Missing { .. }) => return Err(e),
             Err(e) if tolerant => bad.push(e),
             Err(e) => return Err(e),
         }

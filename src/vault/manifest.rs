@@ -92,6 +92,16 @@ pub struct Manifest {
     /// machines only; see `replication::vm`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cbt: Option<Cbt>,
+    /// The point's place in its machine's chain: its parent's `seq` plus
+    /// one (1 for a first point). What orders a machine's points, never
+    /// the capture time (see [`Manifest::order`]); absent in points
+    /// written before standby recorded it (they count as 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    /// The lineage of the state (the configuration) that wrote the point;
+    /// absent in points written before owners were recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 /// A VM point's changed-block tracking: per disk how it was read, and the
@@ -146,6 +156,22 @@ impl Manifest {
             &time::format_description::well_known::Rfc3339,
         )
         .ok()
+    }
+
+    /// How points of one machine are ordered, oldest first: by sequence
+    /// (the chain), then capture time, then id. A point taken while its
+    /// host's clock ran ahead therefore does not outrank the points taken
+    /// after it.
+    pub fn order(&self) -> (u64, &str, Id) {
+        (self.seq.unwrap_or(0), self.created.as_str(), self.id)
+    }
+
+    /// Whether the point is dated after `now` (past
+    /// [`super::clock::FUTURE_TOLERANCE`]): its writer's clock was ahead.
+    /// Such a point is listed and flagged, never chosen as `latest`.
+    pub fn in_future(&self, now: time::OffsetDateTime) -> bool {
+        self.created_at()
+            .is_some_and(|t| super::clock::in_future(t, now))
     }
 }
 
@@ -277,6 +303,13 @@ pub fn parse(vault: &Vault, name: &str, sealed: &[u8]) -> Result<Manifest> {
     Ok(m)
 }
 
+/// A manifest as stored, without renames applied.
+pub fn read_stored(vault: &Vault, id: &Id) -> Result<Manifest> {
+    let name = point_name(id);
+    let b = vault.get(&name)?;
+    parse(vault, &name, &b)
+}
+
 pub fn read(vault: &Vault, id: &Id) -> Result<Manifest> {
     let name = point_name(id);
     let b = vault.get(&name)?;
@@ -285,9 +318,18 @@ pub fn read(vault: &Vault, id: &Id) -> Result<Manifest> {
     Ok(m)
 }
 
-/// Every point, oldest first. With `tolerant`, unreadable manifests are
-/// returned as errors instead of failing the listing.
+/// Every point this handle shows ([`Vault::shows`]: its owner's), oldest
+/// first. With `tolerant`, unreadable manifests are returned as errors
+/// instead of failing the listing.
 pub fn list(vault: &Vault, tolerant: bool) -> Result<(Vec<Manifest>, Vec<VaultError>)> {
+    let (mut all, bad) = list_every(vault, tolerant)?;
+    all.retain(|m| vault.shows(m));
+    Ok((all, bad))
+}
+
+/// Every point of every owner, oldest first: for what must see the whole
+/// vault (prune's live data, verify, the catalog's upgrade and rebuilds).
+pub fn list_every(vault: &Vault, tolerant: bool) -> Result<(Vec<Manifest>, Vec<VaultError>)> {
     let names: Vec<String> = vault.list("points")?.into_iter().map(|(n, _)| n).collect();
     // Renamed protections and machines: the names points are known by now.
     let moves = super::moves::load(vault)?;
@@ -299,6 +341,9 @@ pub fn list(vault: &Vault, tolerant: bool) -> Result<(Vec<Manifest>, Vec<VaultEr
                 super::moves::apply(&moves, &mut m);
                 out.push(m)
             }
+            // Deleted since the listing: a prune dropped the point, which
+            // no longer exists. Not damage.
+            Err(VaultError::Missing { .. }) => {}
             Err(e) if tolerant => bad.push(e),
             Err(e) => return Err(e),
         }
@@ -452,7 +497,46 @@ fn self_index(blobs: &mut Vec<Id>, seen: &mut HashMap<Id, u32>, b: Id) -> u32 {
 }
 
 /// The chain of maps for `disk` from its full base to `point`, oldest first.
+///
+/// A reader takes no lock, so a prune may run meanwhile: it rewrites kept
+/// points whose ancestors it drops (folding) before deleting those. When an
+/// ancestor is missing, `point`'s manifest is read again: folded, the chain
+/// restarts from it; gone, the point was pruned
+/// ([`VaultError::Pruned`]); unchanged, the ancestor really is missing.
 pub fn chain(
+    vault: &Vault,
+    point: &Manifest,
+    disk: &str,
+    cache: &mut HashMap<Id, Manifest>,
+) -> Result<Vec<(Id, DiskMap)>> {
+    let mut current = point.clone();
+    for _ in 0..5 {
+        match chain_once(vault, &current, disk, cache) {
+            Err(VaultError::Missing { url, object }) => {
+                let fresh = match read(vault, &point.id) {
+                    Ok(m) => m,
+                    Err(VaultError::Missing { .. }) => {
+                        return Err(VaultError::Pruned {
+                            url,
+                            point: point.id.short(),
+                        });
+                    }
+                    Err(e) => return Err(e),
+                };
+                if fresh.disks == current.disks {
+                    return Err(VaultError::Missing { url, object });
+                }
+                // Folded under us: older manifests in the cache may be too.
+                cache.clear();
+                current = fresh;
+            }
+            other => return other,
+        }
+    }
+    Err(vault.damaged(&point_name(&point.id), "it kept changing while being read"))
+}
+
+fn chain_once(
     vault: &Vault,
     point: &Manifest,
     disk: &str,

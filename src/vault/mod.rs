@@ -9,11 +9,13 @@
 //! `points/<point id>`, `locks/<id>`. Names are keyed BLAKE3 ids.
 
 pub mod catalog;
+pub mod clock;
 pub mod index;
 pub mod keys;
 pub mod lock;
 pub mod manifest;
 pub mod moves;
+pub mod owners;
 pub mod pack;
 pub mod prune;
 pub mod query;
@@ -64,6 +66,10 @@ pub enum VaultError {
     Open(#[from] Box<StoreError>),
     #[error("cannot start the I/O runtime: {0}")]
     Runtime(std::io::Error),
+    #[error(
+        "point {point} was pruned from vault {url} while it was being read (retention dropped it); choose another point (`standby points`)"
+    )]
+    Pruned { url: String, point: String },
     #[error("no point matches {query:?} in vault {url}")]
     PointNotFound { url: String, query: String },
     #[error("{query:?} matches several points ({candidates}); give more of the id")]
@@ -92,10 +98,18 @@ pub enum VaultError {
         source: std::io::Error,
     },
     #[error(
-        "vault {url} is locked by {holder}; try again later (locks older than {} minutes are ignored)",
+        "vault {url} is locked by {holder}; try again later (a lock this process sees unrenewed for {} minutes is taken as dead)",
         lock::STALE_AFTER.as_secs() / 60
     )]
     Locked { url: String, holder: String },
+    #[error(
+        "vault {url}: this process's lock {name} was removed by another process that took it for dead; nothing more was committed: run again"
+    )]
+    LockLost { url: String, name: String },
+    #[error(
+        "vault {url}: this configuration has no state yet, so no lineage to hand points to; run `standby apply` first"
+    )]
+    NoOwner { url: String },
 }
 
 pub type Result<T, E = VaultError> = std::result::Result<T, E>;
@@ -179,6 +193,12 @@ pub struct Vault {
     /// taken by this process, with the prune generation it is valid for
     /// (see `index::load_cached`).
     dedup: std::sync::Mutex<Option<(String, Index)>>,
+    /// Other processes' locks as this process saw them: name -> (digest
+    /// of the bytes, when first seen so), on this process's monotonic
+    /// clock (see `lock`).
+    locks_seen: std::sync::Mutex<std::collections::HashMap<String, ([u8; 32], std::time::Instant)>>,
+    /// The lineage (state) this handle acts for; see [`Vault::set_owner`].
+    owner: std::sync::Mutex<Option<String>>,
     /// The local cache directory (`.standby/cache`) whose index cache a
     /// restore may use instead of reading every index object; None: read
     /// them all.
@@ -342,8 +362,42 @@ impl Vault {
             store,
             rt,
             dedup: std::sync::Mutex::new(None),
+            locks_seen: Default::default(),
+            owner: std::sync::Mutex::new(None),
             index_cache: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Act for the configuration whose state has lineage `owner`: the
+    /// points this handle writes carry it; listings and `latest` show only
+    /// its points and those without an owner ([`Vault::shows`]); the
+    /// catalog's newest point, adoption, prune and destroy take only its
+    /// own ([`Vault::owns`]). A handle without an owner (no state: a
+    /// restore after the state was lost) sees every point and prunes only
+    /// points without one.
+    pub fn set_owner(&self, owner: Option<String>) {
+        *self.owner.lock().unwrap_or_else(|p| p.into_inner()) = owner;
+    }
+
+    /// The lineage this handle acts for, if any.
+    pub fn owner(&self) -> Option<String> {
+        self.owner.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Whether a listing through this handle shows `m`: every point when
+    /// the handle has no owner, else the owner's and those written before
+    /// points had owners (shown, restorable, never built on, adopted,
+    /// pruned or destroyed; they rank below any owned point of their
+    /// machine, see `Manifest::order`).
+    pub fn shows(&self, m: &Manifest) -> bool {
+        let owner = self.owner();
+        owner.is_none() || m.owner.is_none() || m.owner == owner
+    }
+
+    /// Whether this handle may drop, adopt or build on `m`: its owner is
+    /// exactly the handle's (both none for points written before owners).
+    pub fn owns(&self, m: &Manifest) -> bool {
+        m.owner == self.owner()
     }
 
     /// The vault's format: 1 (points only) or 2 (points and a catalog).

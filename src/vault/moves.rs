@@ -65,7 +65,7 @@ pub fn apply(moves: &Moves, m: &mut Manifest) {
 /// points each rename moved.
 pub fn record(vault: &Vault, renames: &[Rename]) -> Result<Vec<usize>> {
     let mut moves = load(vault)?;
-    let (mut points, _) = super::manifest::list(vault, false)?;
+    let (mut points, _) = super::manifest::list_every(vault, false)?;
     let mut counts = Vec::with_capacity(renames.len());
     // Machines whose catalog changes: the old names and the new.
     let mut touched = std::collections::BTreeSet::new();

@@ -48,7 +48,9 @@ pub fn select(
         let Some(keep_for) = retention.get(prot) else {
             continue;
         };
-        ms.sort_by(|a, b| (&a.created, a.id).cmp(&(&b.created, b.id)));
+        // Newest by the chain, not the clock: a point dated in the future
+        // is not the one kept, and keeps nothing from being kept.
+        ms.sort_by(|a, b| a.order().cmp(&b.order()));
         let cutoff = now - *keep_for;
         let newest = ms.last().map(|m| m.id);
         let mut dropped: Vec<Id> = ms
@@ -107,15 +109,19 @@ fn remove_points(
     dry_run: bool,
     lock_wait: Duration,
 ) -> Result<PruneReport> {
-    let _lock = Lock::acquire(vault, true, lock_wait)?;
-    let (points, _) = manifest::list(vault, false)?;
+    let lock = Lock::acquire(vault, true, lock_wait)?;
+    let (points, _) = manifest::list_every(vault, false)?;
     let (idx, _) = index::load(vault, false)?;
-    let drop = choose(&points);
+    // Only this handle's owner's points are dropped (another
+    // configuration's points of the same names are never its to prune);
+    // every owner's count for what data stays live.
+    let owned: Vec<Manifest> = points.iter().filter(|m| vault.owns(m)).cloned().collect();
+    let drop = choose(&owned);
     let mut cache: HashMap<Id, Manifest> = points.iter().map(|m| (m.id, m.clone())).collect();
     let mut report = PruneReport {
         dry_run,
         dropped: drop.iter().map(|i| i.hex()).collect(),
-        kept: points.len() - drop.len(),
+        kept: owned.len() - drop.len(),
         ..Default::default()
     };
 
@@ -213,6 +219,9 @@ fn remove_points(
     }
     // Before anything is deleted: local index caches made until now may
     // name what goes, so they stop being trusted.
+    // And only while our lock provably holds: had another process taken
+    // it for dead, a writer could be referencing what we delete.
+    lock.confirm()?;
     if !drop.is_empty() || !delete_packs.is_empty() {
         index::bump_generation(vault)?;
     }
@@ -256,6 +265,7 @@ fn remove_points(
         for name in old {
             vault.delete(&name)?;
         }
+        lock.confirm()?;
         for name in &delete_packs {
             vault.delete(name)?;
         }

@@ -1,8 +1,10 @@
 //! Naming a recovery point: the one grammar of `restore POINT`, `points
 //! --point`, `failover --point` and `drill --point`.
 //!
-//! - `latest`: the newest consistent point (crash or app; never `fuzzy`);
-//! - `latest-app`: the newest app-consistent point;
+//! - `latest`: the newest consistent point (crash or app; never `fuzzy`,
+//!   never one dated in the future); "newest" follows the chain's
+//!   sequence, then the capture time (`Manifest::order`);
+//! - `latest-app`: the newest app-consistent point (same rules);
 //! - a point id or a unique prefix of one (at least 4 hex digits, any
 //!   case; also names a `fuzzy` point);
 //! - an RFC 3339 time with any offset (`2026-11-26T08:00:00Z`,
@@ -103,18 +105,25 @@ impl PointQuery {
     ) -> Result<&'a Manifest, Unmatched> {
         let of_machine = |m: &&Manifest| machine.is_none_or(|a| m.machine == a);
         let consistent = |m: &&Manifest| m.consistency != Consistency::Fuzzy;
+        // The newest by the chain's order, not by capture time (see
+        // `Manifest::order`).
         let newest = |f: &dyn Fn(&&Manifest) -> bool| {
             points
                 .iter()
-                .rev()
                 .filter(of_machine)
                 .filter(consistent)
-                .find(|m| f(m))
+                .filter(|m| f(m))
+                .max_by(|a, b| a.order().cmp(&b.order()))
                 .ok_or(Unmatched::None)
         };
+        // A point dated in the future is never `latest`: its host's clock
+        // was ahead. Name it by id to use it.
+        let now = super::clock::now();
         match self {
-            PointQuery::Latest => newest(&|_| true),
-            PointQuery::LatestApp => newest(&|m| m.consistency == Consistency::App),
+            PointQuery::Latest => newest(&|m| !m.in_future(now)),
+            PointQuery::LatestApp => {
+                newest(&|m| m.consistency == Consistency::App && !m.in_future(now))
+            }
             PointQuery::Time(t) => newest(&|m| m.created_at().is_some_and(|c| c <= *t)),
             PointQuery::Id(_) => {
                 let hits: Vec<&Manifest> = points
@@ -154,6 +163,8 @@ mod tests {
             site: None,
             moves_to: None,
             cbt: None,
+            seq: None,
+            owner: None,
         }
     }
 
@@ -259,6 +270,45 @@ mod tests {
         );
         // The fuzzy point at 10:00 is never chosen by time.
         assert_eq!(pick("2026-11-26T10:15:00Z", Some("machine.db")), Ok(0xa2));
+    }
+
+    #[test]
+    fn latest_follows_the_chain_and_skips_points_dated_in_the_future() {
+        let now = crate::vault::clock::now();
+        let at = |d: time::Duration| (now + d).format(&Rfc3339).unwrap();
+        let mut all = vec![
+            point(
+                1,
+                &at(time::Duration::hours(-2)),
+                "machine.db",
+                Consistency::App,
+            ),
+            // Its writer's clock ran a day ahead.
+            point(
+                2,
+                &at(time::Duration::days(1)),
+                "machine.db",
+                Consistency::App,
+            ),
+            point(
+                3,
+                &at(time::Duration::hours(-1)),
+                "machine.db",
+                Consistency::Crash,
+            ),
+        ];
+        for (i, m) in all.iter_mut().enumerate() {
+            m.seq = Some(i as u64 + 1);
+        }
+        all.sort_by(|a, b| a.created.cmp(&b.created));
+        let pick = |s: &str| q(s).select(&all, Some("machine.db")).map(|m| m.id.0[0]);
+        assert_eq!(pick("latest"), Ok(3));
+        assert_eq!(pick("latest-app"), Ok(1));
+        assert_eq!(pick("0202"), Ok(2), "named, it is still there");
+        // The chain outranks the clock even among points in the past.
+        all[0].seq = Some(9);
+        let pick = |s: &str| q(s).select(&all, Some("machine.db")).map(|m| m.id.0[0]);
+        assert_eq!(pick("latest"), Ok(1));
     }
 
     #[test]

@@ -62,7 +62,7 @@ pub fn verify(vault: &Vault, read_data: bool) -> Result<Report> {
         let (o, r) = describe(e);
         problems.add(o, r, []);
     }
-    let (points, bad_points) = manifest::list(vault, true)?;
+    let (points, bad_points) = manifest::list_every(vault, true)?;
     let broken_manifests: BTreeSet<String> = bad_points.iter().map(|e| describe(e).0).collect();
     for e in &bad_points {
         let (o, r) = describe(e);
