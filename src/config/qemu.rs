@@ -226,46 +226,54 @@ pub fn target_vm(
         return Ok(None);
     };
     let mut v = r.nested(block, "target_vm", &["memory", "cpus"], &[], diags);
-    let mut ok = true;
-    let mut out = crate::model::VmOverride::default();
-    if let Some((val, loc)) = v.optional("memory", diags) {
-        match want_string(val, &loc, "memory", diags).map(|s| parse_memory(&s)) {
-            Some(Ok(m)) => out.memory_mib = Some(m),
-            Some(Err(why)) => {
-                diags.push(err(
-                    "standby::bad_size",
-                    loc,
-                    format!("`memory`: {why}"),
-                    "not a memory size",
-                    "write MiB as a number (512) or a size with a binary unit (\"512M\", \"2G\")"
-                        .into(),
-                ));
-                ok = false;
-            }
-            None => ok = false,
+    let memory_mib = memory_attr(&mut v, diags);
+    let cpus = cpus_attr(&mut v, diags);
+    let out = crate::model::VmOverride {
+        memory_mib: memory_mib?,
+        cpus: cpus?,
+    };
+    Ok(Some(out))
+}
+
+/// A `vm` or `target_vm` block's `memory`: MiB as a number or a size with
+/// a binary unit, read as text so that "256M" and 256 both work. Ok(None)
+/// when absent; Err(()) after reporting.
+fn memory_attr(v: &mut Reader<'_, '_>, diags: &mut Diagnostics) -> Result<Option<u64>, ()> {
+    let Some((val, loc)) = v.optional("memory", diags) else {
+        return if v.has("memory") { Err(()) } else { Ok(None) };
+    };
+    let s = want_string(val, &loc, "memory", diags).ok_or(())?;
+    parse_memory(&s).map(Some).map_err(|why| {
+        diags.push(err(
+            "standby::bad_size",
+            loc,
+            format!("`memory`: {why}"),
+            "not a memory size",
+            "write MiB as a number (256) or a size with a binary unit (\"256M\", \"1G\")".into(),
+        ));
+    })
+}
+
+/// A `vm` or `target_vm` block's `cpus`, 1 to 255. Ok(None) when absent;
+/// Err(()) after reporting.
+fn cpus_attr(v: &mut Reader<'_, '_>, diags: &mut Diagnostics) -> Result<Option<u32>, ()> {
+    let Some((val, loc)) = v.optional("cpus", diags) else {
+        return if v.has("cpus") { Err(()) } else { Ok(None) };
+    };
+    let s = want_string(val, &loc, "cpus", diags).ok_or(())?;
+    match s.trim().parse::<u32>() {
+        Ok(n @ 1..=255) => Ok(Some(n)),
+        _ => {
+            diags.push(err(
+                "standby::out_of_range",
+                loc,
+                format!("`cpus` must be a whole number from 1 to 255, not {s}"),
+                "not a CPU count",
+                "write e.g. cpus = 2".into(),
+            ));
+            Err(())
         }
-    } else if v.has("memory") {
-        ok = false;
     }
-    if let Some((val, loc)) = v.optional("cpus", diags) {
-        match want_string(val, &loc, "cpus", diags).map(|s| s.trim().parse::<u32>()) {
-            Some(Ok(n @ 1..=255)) => out.cpus = Some(n),
-            Some(_) => {
-                diags.push(err(
-                    "standby::out_of_range",
-                    loc,
-                    "`cpus` must be a whole number from 1 to 255".into(),
-                    "not a CPU count",
-                    "write e.g. cpus = 2".into(),
-                ));
-                ok = false;
-            }
-            None => ok = false,
-        }
-    } else if v.has("cpus") {
-        ok = false;
-    }
-    if ok { Ok(Some(out)) } else { Err(()) }
 }
 
 /// Lowers the machine's `vm` block and its disks' QEMU attributes.
@@ -462,7 +470,11 @@ pub fn machine_vm(
         ));
         ok = false;
     }
-    let remote = matches!(qmp_at, Some((VmSocket::Tcp(_), _)));
+    // QMP on TCP: the hypervisor is another host.
+    let remote_loc = match &qmp_at {
+        Some((VmSocket::Tcp(_), loc)) => Some(loc.clone()),
+        _ => None,
+    };
     for (at, attr) in [(&qmp_at, "qmp"), (&agent_at, "agent")] {
         if let Some((VmSocket::Tcp(_), loc)) = at
             && tls_block.is_none()
@@ -477,7 +489,7 @@ pub fn machine_vm(
             ok = false;
         }
     }
-    if let (true, Some((_, loc)), None) = (remote, &qmp_at, &work_dir) {
+    if let (Some(loc), None) = (&remote_loc, &work_dir) {
         diags.push(err(
             "standby::requires_attribute",
             loc.clone(),
@@ -487,60 +499,22 @@ pub fn machine_vm(
         ));
         ok = false;
     }
-    let remote_loc = qmp_at
-        .as_ref()
-        .filter(|_| remote)
-        .map(|(_, loc)| loc.clone());
     let qmp = qmp_at.map(|(s, _)| s);
     let agent = agent_at.map(|(s, _)| s);
-    // Numbers are read as their text so that "256M" and 256 both work.
+    // A string attribute with its location.
     let text = |v: &mut Reader<'_, '_>, attr: &str, diags: &mut Diagnostics| {
         let (val, loc) = v.optional(attr, diags)?;
         want_string(val, &loc, attr, diags).map(|s| (s, loc))
     };
-    let memory_mib = match text(&mut v, "memory", diags) {
-        None if v.has("memory") => {
-            ok = false;
-            0
-        }
-        None => 256,
-        Some((s, loc)) => match parse_memory(&s) {
-            Ok(m) => m,
-            Err(why) => {
-                diags.push(err(
-                    "standby::bad_size",
-                    loc,
-                    format!("`memory`: {why}"),
-                    "not a memory size",
-                    "write MiB as a number (256) or a size with a binary unit (\"256M\", \"1G\")"
-                        .into(),
-                ));
-                ok = false;
-                0
-            }
-        },
-    };
-    let cpus = match text(&mut v, "cpus", diags) {
-        None if v.has("cpus") => {
-            ok = false;
-            0
-        }
-        None => 1,
-        Some((s, loc)) => match s.trim().parse::<u32>() {
-            Ok(n @ 1..=255) => n,
-            _ => {
-                diags.push(err(
-                    "standby::out_of_range",
-                    loc,
-                    format!("`cpus` must be a whole number from 1 to 255, not {s}"),
-                    "not a CPU count",
-                    "write e.g. cpus = 2".into(),
-                ));
-                ok = false;
-                0
-            }
-        },
-    };
+    let memory_mib = memory_attr(&mut v, diags).unwrap_or_else(|()| {
+        ok = false;
+        None
+    });
+    let cpus = cpus_attr(&mut v, diags).unwrap_or_else(|()| {
+        ok = false;
+        None
+    });
+    let (memory_mib, cpus) = (memory_mib.unwrap_or(256), cpus.unwrap_or(1));
     let mut path_attr = |v: &mut Reader<'_, '_>, attr: &str, diags: &mut Diagnostics| {
         let present = v.has(attr);
         let s = v.string(attr, false, diags);

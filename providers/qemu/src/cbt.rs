@@ -226,24 +226,13 @@ fn sweep_jobs(qmp: &mut Qmp, node: &str, removed: &mut Vec<String>) -> Result<()
         cancel_job(qmp, &job_id(node))?;
         removed.push(job_id(node));
     }
-    if qmp
-        .block_nodes()?
-        .iter()
-        .any(|n| n.node_name == fleece_node(node))
-    {
-        qmp.execute_value("blockdev-del", json!({ "node-name": fleece_node(node) }))?;
-        removed.push(fleece_node(node));
-    }
-    if qmp
-        .block_nodes()?
-        .iter()
-        .any(|n| n.node_name == fleece_file_node(node))
-    {
-        qmp.execute_value(
-            "blockdev-del",
-            json!({ "node-name": fleece_file_node(node) }),
-        )?;
-        removed.push(fleece_file_node(node));
+    // The fleece image before the file node under it.
+    let nodes = qmp.block_nodes()?;
+    for name in [fleece_node(node), fleece_file_node(node)] {
+        if nodes.iter().any(|n| n.node_name == name) {
+            qmp.execute_value("blockdev-del", json!({ "node-name": name }))?;
+            removed.push(name);
+        }
     }
     Ok(())
 }
