@@ -11,9 +11,9 @@ use crate::exec::Cancel;
 use crate::model::{Address, RecoveryPlan};
 use crate::replication::{self, Batch, Options, Progress};
 use crate::state::{Phase, PointUsed, Reprotect, RunRecord, StateDoc};
+use crate::vault::Id;
 use crate::vault::manifest::Manifest;
-use crate::vault::{Id, Vault};
-use crate::workspace::{Workspace, WorkspaceError};
+use crate::workspace::Workspace;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -210,24 +210,14 @@ pub fn take(
     opts.cancel = Some(stop.clone());
     opts.baseline = baseline;
     opts.moves_to = moves_to;
-    let mut vaults: BTreeMap<Address, Arc<Vault>> = BTreeMap::new();
     let mut out = Vec::new();
     for b in batches {
         if cancel.is_cancelled() {
             return Err(RecoveryError::Interrupted);
         }
-        if !vaults.contains_key(&b.vault) {
-            let opened = ws.vault(&b.vault).map_err(|e| match e {
-                WorkspaceError::Vault { error, .. } => RecoveryError::Vault {
-                    vault: b.vault.clone(),
-                    source: error,
-                },
-                _ => RecoveryError::NotConfigured(b.vault.clone()),
-            })?;
-            vaults.insert(b.vault.clone(), opened);
-        }
-        let vault = &vaults[&b.vault];
-        let made = replication::take_points(vault, &b.targets, &opts, &Progress::default())
+        // The workspace opens each vault once per command.
+        let vault = super::run::open_vault(ws, &b.vault)?;
+        let made = replication::take_points(&vault, &b.targets, &opts, &Progress::default())
             .map_err(|source| RecoveryError::TakePoint {
                 label: b.label.clone(),
                 source: Box::new(source),

@@ -296,7 +296,7 @@ fn vault_err(va: &Address) -> impl Fn(crate::vault::VaultError) -> RecoveryError
 }
 
 /// The workspace's handle of vault `va` (opened once per command).
-fn open_vault(
+pub(crate) fn open_vault(
     ws: &Workspace,
     va: &Address,
 ) -> Result<std::sync::Arc<crate::vault::Vault>, RecoveryError> {
