@@ -7,8 +7,8 @@
 use crate::human::size;
 use crate::replication::Progress;
 use std::io::IsTerminal;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 /// How often a plain progress line is printed off a terminal.
 pub(crate) const LOG_EVERY: Duration = Duration::from_secs(10);
@@ -43,7 +43,15 @@ pub(crate) fn status(work: Work, total: u64, read: u64, stored: u64) -> Option<S
 /// Run `f` while showing `progress` on stderr (see the module docs).
 pub(crate) fn with_progress<T>(progress: &Progress, work: Work, f: impl FnOnce() -> T) -> T {
     let tty = std::io::stderr().is_terminal();
-    let done = AtomicBool::new(false);
+    // Dropping the sender ends the display at once (a sleeping loop would
+    // add up to its period to every command's run time).
+    let (done, stop) = std::sync::mpsc::channel::<()>();
+    let running = move |pause: Duration| {
+        matches!(
+            stop.recv_timeout(pause),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+        )
+    };
     let now = || {
         status(
             work,
@@ -53,7 +61,7 @@ pub(crate) fn with_progress<T>(progress: &Progress, work: Work, f: impl FnOnce()
         )
     };
     std::thread::scope(|s| {
-        s.spawn(|| {
+        s.spawn(move || {
             if tty {
                 let bar = indicatif::ProgressBar::hidden();
                 bar.set_style(
@@ -61,7 +69,7 @@ pub(crate) fn with_progress<T>(progress: &Progress, work: Work, f: impl FnOnce()
                         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
                 );
                 let mut shown = false;
-                while !done.load(Ordering::Relaxed) {
+                loop {
                     if let Some(msg) = now() {
                         if !shown {
                             bar.set_draw_target(indicatif::ProgressDrawTarget::term_like(
@@ -75,24 +83,21 @@ pub(crate) fn with_progress<T>(progress: &Progress, work: Work, f: impl FnOnce()
                     }
                     // Look often until the total is known, so even a short
                     // run shows its bar; then redraw at 10 Hz.
-                    std::thread::sleep(Duration::from_millis(if shown { 100 } else { 10 }));
+                    if !running(Duration::from_millis(if shown { 100 } else { 10 })) {
+                        break;
+                    }
                 }
                 bar.finish_and_clear();
             } else {
-                let mut last = Instant::now();
-                while !done.load(Ordering::Relaxed) {
-                    if last.elapsed() >= LOG_EVERY {
-                        if let Some(msg) = now() {
-                            eprintln!("  {msg}");
-                        }
-                        last = Instant::now();
+                while running(LOG_EVERY) {
+                    if let Some(msg) = now() {
+                        eprintln!("  {msg}");
                     }
-                    std::thread::sleep(Duration::from_millis(100));
                 }
             }
         });
         let out = f();
-        done.store(true, Ordering::Relaxed);
+        drop(done);
         out
     })
 }

@@ -50,7 +50,7 @@ pub fn disk_path(path: &str, loc: &Loc, diags: &mut Diagnostics) -> bool {
                 Diagnostic::error(
                     "standby::bad_disk_path",
                     loc.clone(),
-                    reason,
+                    reason.to_string(),
                 )
                 .label("not a path inside the site root")
                 .help("give the disk's path relative to its site's root, without `..` (e.g. \"db/data.img\"), or an absolute device path"),

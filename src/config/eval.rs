@@ -174,7 +174,7 @@ impl<'a> Scope<'a> {
                     .map(Value::Number)
                     .map_err(|msg| {
                         out.err(
-                            Diagnostic::error("standby::number_range", self.loc(n.span()), msg)
+                            Diagnostic::error("standby::number_range", self.loc(n.span()), msg.to_string())
                                 .label("this number")
                                 .help("Terraform would keep it; write a number of a sensible size, or a string if it is an identifier"),
                         )

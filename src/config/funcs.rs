@@ -951,7 +951,7 @@ fn regex(p: &str) -> Result<regex::Regex, FnError> {
 /// Read a file named relative to the configuration directory; paths that
 /// leave it (absolute, or through `..`) are refused, so a configuration
 /// cannot read the machine's other files into a plan.
-pub fn read_config_file(dir: &Path, p: &str) -> Result<String, String> {
+pub(crate) fn read_config_file(dir: &Path, p: &str) -> Result<String, String> {
     let dir = if dir.as_os_str().is_empty() {
         Path::new(".")
     } else {
@@ -1047,7 +1047,7 @@ fn json_string(s: &str) -> String {
 /// Parse JSON as go-cty's jsondecode does: an object with a key twice is
 /// an error (`duplicate "a" property in JSON object`), and numbers are
 /// read from their text at 512 bits (`cty.ParseNumberVal`), not as f64.
-pub fn json_decode(s: &str) -> Result<Value, String> {
+pub(crate) fn json_decode(s: &str) -> Result<Value, String> {
     use serde::de::Deserializer;
     // serde_json would read numbers as f64: each valid number token is
     // parsed here and replaced by `0` padded with spaces (so positions in
@@ -1086,7 +1086,7 @@ fn json_numbers(s: &str) -> Result<(String, Vec<Number>), String> {
                 }
                 let tok = &s[start..i];
                 if json_number_token(tok) {
-                    nums.push(super::value::parse_literal(tok)?);
+                    nums.push(super::value::parse_literal(tok).map_err(|e| e.to_string())?);
                     out[start] = b'0';
                     for o in &mut out[start + 1..i] {
                         *o = b' ';
@@ -1204,7 +1204,7 @@ impl<'de> serde::de::DeserializeSeed<'de> for JsonSeed<'_> {
 /// Terraform's `format`: Go-style verbs `%v %#v %t %d %b %o %x %X %e %E %f
 /// %g %G %s %q %%`, flags `-+ 0#`, width, precision and `%[N]` argument
 /// indexes; too many or too few arguments are errors.
-pub fn format(fmt: &str, args: &[Value]) -> Result<String, String> {
+pub(crate) fn format(fmt: &str, args: &[Value]) -> Result<String, String> {
     let mut out = String::new();
     let chars: Vec<char> = fmt.chars().collect();
     let mut i = 0;

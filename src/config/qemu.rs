@@ -93,7 +93,7 @@ pub fn node_name_ok(s: &str) -> bool {
 
 /// Memory as QEMU's `-m` takes it: a whole number of MiB, or a number with
 /// a binary unit (`K`, `M`, `G`, `T`, optionally followed by `iB` or `B`).
-pub fn parse_memory(s: &str) -> Result<u64, String> {
+fn parse_memory(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(digits);

@@ -116,13 +116,14 @@ impl Value {
     }
 }
 
-/// The number `text` as go-cty's `ParseNumberVal` reads it, or `Err` with
-/// a message (not a number, or past standby's range).
-pub fn parse_literal(text: &str) -> Result<Number, String> {
+/// The number `text` as go-cty's `ParseNumberVal` reads it.
+///
+/// Errors: not a number, or past standby's range.
+pub fn parse_literal(text: &str) -> Result<Number, ConvertError> {
     match Number::parse(text.trim()) {
         Some(Ok(n)) => Ok(n),
-        Some(Err(e)) => Err(e.to_string()),
-        None => Err(format!("{text:?} is not a number")),
+        Some(Err(e)) => Err(ConvertError::new(e.to_string())),
+        None => Err(ConvertError::new(format!("{text:?} is not a number"))),
     }
 }
 
@@ -189,13 +190,36 @@ impl fmt::Display for Type {
     }
 }
 
-/// Where inside a value a conversion failed: `["web"].disks[0]`.
-fn at(path: &str, inner: String) -> String {
-    if inner.contains(" at ") {
-        let (what, rest) = inner.split_once(" at ").unwrap_or((&inner, ""));
-        format!("{what} at {path}{rest}")
-    } else {
-        format!("{inner} at {path}")
+/// Why a value does not convert to a type: what was found, and where
+/// inside the value (`["web"].disks[0]`; empty at the top).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub struct ConvertError {
+    pub what: String,
+    pub path: String,
+}
+
+impl ConvertError {
+    fn new(what: impl Into<String>) -> Self {
+        ConvertError {
+            what: what.into(),
+            path: String::new(),
+        }
+    }
+
+    /// The same failure seen from the value holding this one at `step`.
+    fn within(mut self, step: &str) -> Self {
+        self.path.insert_str(0, step);
+        self
+    }
+}
+
+impl std::fmt::Display for ConvertError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.what)
+        } else {
+            write!(f, "{} at {}", self.what, self.path)
+        }
     }
 }
 
@@ -204,13 +228,20 @@ impl Type {
     /// strings and back, objects lose attributes the type does not name,
     /// optional attributes left out become their default or null); `Err`
     /// names what was found and where (`a string at .port`).
-    pub fn convert(&self, v: Value) -> Result<Value, String> {
+    pub fn convert(&self, v: Value) -> Result<Value, ConvertError> {
         match (self, v) {
             (Type::Any, v) => Ok(v),
             // `list(any)`, `set(any)`, `map(any)`: the items take the one
             // type go-cty unifies them to (`[1, "a"]` is `["1", "a"]`).
-            (Type::List(t) | Type::Set(t) | Type::Map(t), v @ (Value::List(_) | Value::Set(_) | Value::Map(_)))
-                if **t == Type::Any && !matches!((self, &v), (Type::Map(_), Value::List(_) | Value::Set(_)) | (Type::List(_) | Type::Set(_), Value::Map(_))) =>
+            (
+                Type::List(t) | Type::Set(t) | Type::Map(t),
+                v @ (Value::List(_) | Value::Set(_) | Value::Map(_)),
+            ) if **t == Type::Any
+                && !matches!(
+                    (self, &v),
+                    (Type::Map(_), Value::List(_) | Value::Set(_))
+                        | (Type::List(_) | Type::Set(_), Value::Map(_))
+                ) =>
             {
                 let items: Vec<&Value> = match &v {
                     Value::List(l) | Value::Set(l) => l.iter().collect(),
@@ -223,9 +254,9 @@ impl Type {
                         Type::Map(_) => "map",
                         _ => "list",
                     };
-                    return Err(format!(
+                    return Err(ConvertError::new(format!(
                         "items with no common type (all {kind} elements must have the same type)"
-                    ));
+                    )));
                 };
                 if ty == Type::Any {
                     // Only nulls (or block references): nothing to convert.
@@ -250,38 +281,50 @@ impl Type {
             (Type::Number, Value::Number(n)) => Ok(Value::Number(n)),
             (Type::Number, Value::String(s)) => match Number::parse(&s) {
                 // The text is not shown: it may come from a sensitive variable.
-                None => Err("a string that is not a number".to_string()),
-                Some(Err(e)) => Err(format!("a string holding a number standby refuses: {e}")),
+                None => Err(ConvertError::new("a string that is not a number")),
+                Some(Err(e)) => Err(ConvertError::new(format!(
+                    "a string holding a number standby refuses: {e}"
+                ))),
                 Some(Ok(n)) => Ok(Value::Number(n)),
             },
             (Type::Bool, Value::Bool(b)) => Ok(Value::Bool(b)),
             // go-cty's string-to-bool conversion: "true"/"1", "false"/"0".
-            (Type::Bool, Value::String(s)) if matches!(s.as_str(), "true" | "1" | "false" | "0") => {
+            (Type::Bool, Value::String(s))
+                if matches!(s.as_str(), "true" | "1" | "false" | "0") =>
+            {
                 Ok(Value::Bool(s == "true" || s == "1"))
             }
-            (Type::Bool, Value::String(s)) if s.eq_ignore_ascii_case("true") || s.eq_ignore_ascii_case("false") => {
-                Err("a string with a capital letter (to convert from a string, use lowercase \"true\" or \"false\")".to_string())
+            (Type::Bool, Value::String(s))
+                if s.eq_ignore_ascii_case("true") || s.eq_ignore_ascii_case("false") =>
+            {
+                Err(ConvertError::new(
+                    "a string with a capital letter (to convert from a string, use lowercase \"true\" or \"false\")",
+                ))
             }
             (Type::List(t), Value::List(items) | Value::Set(items)) => items
                 .into_iter()
                 .enumerate()
-                .map(|(i, v)| t.convert(v).map_err(|e| at(&format!("[{i}]"), e)))
+                .map(|(i, v)| t.convert(v).map_err(|e| e.within(&format!("[{i}]"))))
                 .collect::<Result<_, _>>()
                 .map(Value::List),
             (Type::Set(t), Value::List(items) | Value::Set(items)) => items
                 .into_iter()
                 .enumerate()
-                .map(|(i, v)| t.convert(v).map_err(|e| at(&format!("[{i}]"), e)))
+                .map(|(i, v)| t.convert(v).map_err(|e| e.within(&format!("[{i}]"))))
                 .collect::<Result<Vec<_>, _>>()
                 .map(|l| Value::Set(set_of(l))),
             (Type::Tuple(ts), Value::List(items)) => {
                 if ts.len() != items.len() {
-                    return Err(format!("a list of {} items where {} are needed", items.len(), ts.len()));
+                    return Err(ConvertError::new(format!(
+                        "a list of {} items where {} are needed",
+                        items.len(),
+                        ts.len()
+                    )));
                 }
                 ts.iter()
                     .zip(items)
                     .enumerate()
-                    .map(|(i, (t, v))| t.convert(v).map_err(|e| at(&format!("[{i}]"), e)))
+                    .map(|(i, (t, v))| t.convert(v).map_err(|e| e.within(&format!("[{i}]"))))
                     .collect::<Result<_, _>>()
                     .map(Value::List)
             }
@@ -289,7 +332,7 @@ impl Type {
                 .into_iter()
                 .map(|(k, v)| {
                     let path = format!("[{k:?}]");
-                    t.convert(v).map(|v| (k, v)).map_err(|e| at(&path, e))
+                    t.convert(v).map(|v| (k, v)).map_err(|e| e.within(&path))
                 })
                 .collect::<Result<_, _>>()
                 .map(Value::Map),
@@ -300,15 +343,20 @@ impl Type {
                     let v = match v {
                         Value::Null if a.optional => a.default.clone().unwrap_or(Value::Null),
                         Value::Null => {
-                            return Err(format!("an object without the required attribute {k:?}"));
+                            return Err(ConvertError::new(format!(
+                                "an object without the required attribute {k:?}"
+                            )));
                         }
                         v => v,
                     };
-                    res.insert(k.clone(), a.ty.convert(v).map_err(|e| at(&format!(".{k}"), e))?);
+                    res.insert(
+                        k.clone(),
+                        a.ty.convert(v).map_err(|e| e.within(&format!(".{k}")))?,
+                    );
                 }
                 Ok(Value::Map(res))
             }
-            (_, v) => Err(v.type_name()),
+            (_, v) => Err(ConvertError::new(v.type_name())),
         }
     }
 }

@@ -23,18 +23,85 @@ const MAX_RUN: usize = 256;
 /// The block hash recorded for an all-zero block.
 pub const ZERO_HASH: [u8; 16] = [0; 16];
 
-/// Block hashes of a disk as of one point (the change-tracking state).
-#[derive(Debug, Clone)]
+/// Block hashes of a disk as of one point (the change-tracking state):
+/// `size` bytes, one 16-byte hash per 4 KiB block. Held in memory (rebuilt
+/// from the vault, or hashed from a local disk) or read from the local
+/// change-tracking file on demand, so a point that visits few blocks reads
+/// few hashes (see [`super::ctk`]).
+#[derive(Debug)]
 pub struct Hashes {
     pub point: Id,
     pub size: u64,
-    pub blocks: Vec<[u8; 16]>,
+    pub(super) blocks: Blocks,
+}
+
+#[derive(Debug)]
+pub(super) enum Blocks {
+    Memory(Vec<[u8; 16]>),
+    /// The change-tracking file; hashes start at byte `ctk::HEADER`.
+    File(File),
+}
+
+impl Hashes {
+    /// Hashes held in memory.
+    pub fn in_memory(point: Id, size: u64, blocks: Vec<[u8; 16]>) -> Hashes {
+        Hashes {
+            point,
+            size,
+            blocks: Blocks::Memory(blocks),
+        }
+    }
+
+    /// The hashes of blocks `first..first + n`; blocks past the disk's end
+    /// read as [`ZERO_HASH`]. Errors: reading the change-tracking file.
+    pub fn range(&self, first: usize, n: usize) -> std::io::Result<Vec<[u8; 16]>> {
+        let mut out = vec![ZERO_HASH; n];
+        match &self.blocks {
+            Blocks::Memory(v) => {
+                let have = v.len().saturating_sub(first).min(n);
+                if have > 0 {
+                    out[..have].copy_from_slice(&v[first..first + have]);
+                }
+            }
+            Blocks::File(f) => {
+                let total = self.size.div_ceil(BLOCK) as usize;
+                let have = total.saturating_sub(first).min(n);
+                if have > 0 {
+                    let mut raw = vec![0u8; have * 16];
+                    let at = super::ctk::HEADER + first as u64 * 16;
+                    std::os::unix::fs::FileExt::read_exact_at(f, &mut raw, at)?;
+                    for (o, c) in out.iter_mut().zip(raw.chunks_exact(16)) {
+                        o.copy_from_slice(c);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every block's hash (reads the whole file when file-backed).
+    pub fn all(&self) -> std::io::Result<Vec<[u8; 16]>> {
+        match &self.blocks {
+            Blocks::Memory(v) => Ok(v.clone()),
+            Blocks::File(_) => self.range(0, self.size.div_ceil(BLOCK) as usize),
+        }
+    }
+}
+
+/// New hashes of the blocks a capture visited: `hashes[i]` is block
+/// `first + i`'s.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HashRun {
+    pub first: usize,
+    pub hashes: Vec<[u8; 16]>,
 }
 
 /// What capturing one disk produced.
 pub struct Captured {
     pub map: DiskMap,
-    pub hashes: Vec<[u8; 16]>,
+    /// The hashes of every chunk read, in disk order; blocks in chunks the
+    /// source reported untouched keep their previous hashes.
+    pub hashes: Vec<HashRun>,
     pub size: u64,
     pub read: u64,
     pub new: u64,
@@ -68,6 +135,13 @@ pub trait ChunkSource: Send {
     /// The chunk covering bytes `start..end` (`end - start` <= 4 MiB).
     /// `buf` is a recycled buffer to fill (resize it to whole blocks).
     fn chunk(&mut self, idx: u64, start: u64, end: u64, buf: Vec<u8>) -> std::io::Result<Chunk>;
+
+    /// True when every block of `start..end` is known unchanged since the
+    /// previous point (changed-block tracking): the chunk is not read,
+    /// hashed or even visited, so a point's cost follows what changed.
+    fn untouched(&self, _start: u64, _end: u64) -> bool {
+        false
+    }
 }
 
 /// Today's source: a disk file, holes skipped.
@@ -202,8 +276,10 @@ pub fn capture_from(
         progress,
         tick,
     } = sink;
-    let nblocks = size.div_ceil(BLOCK) as usize;
     let nchunks = size.div_ceil(CHUNK);
+    let visit: Vec<u64> = (0..nchunks)
+        .filter(|&i| !source.untouched(i * CHUNK, ((i + 1) * CHUNK).min(size)))
+        .collect();
     progress.total.fetch_add(to_read, Ordering::Relaxed);
     let ctx = Ctx {
         vault,
@@ -212,7 +288,7 @@ pub fn capture_from(
         prev,
         level,
     };
-    let mut hashes = vec![ZERO_HASH; nblocks];
+    let mut hashes: BTreeMap<u64, HashRun> = BTreeMap::new();
     let mut extents: BTreeMap<u64, Vec<Extent>> = BTreeMap::new();
     let (mut read, mut new, mut stored) = (0u64, 0u64, 0u64);
 
@@ -222,8 +298,9 @@ pub fn capture_from(
         // Chunk buffers go back to the reader instead of being freed and
         // zero-filled again.
         let (pool_tx, pool_rx) = sync_channel::<Vec<u8>>(8);
+        let visit = &visit;
         s.spawn(move || {
-            for idx in 0..nchunks {
+            for &idx in visit {
                 let start = idx * CHUNK;
                 let end = (start + CHUNK).min(size);
                 let buf = pool_rx.try_recv().unwrap_or_default();
@@ -243,10 +320,14 @@ pub fn capture_from(
         }
         drop(done_tx);
         for done in done_rx {
-            let done = done?;
+            let mut done = done?;
             tick()?;
             let first = (done.idx * CHUNK / BLOCK) as usize;
-            hashes[first..first + done.hashes.len()].copy_from_slice(&done.hashes);
+            let run = HashRun {
+                first,
+                hashes: std::mem::take(&mut done.hashes),
+            };
+            hashes.insert(done.idx, run);
             for (id, sealed, raw) in done.blobs {
                 let n = sealed.len() as u64;
                 packer.add(id, sealed, raw)?;
@@ -263,7 +344,7 @@ pub fn capture_from(
         }
         Ok(())
     })?;
-    if extents.len() as u64 != nchunks {
+    if extents.len() != visit.len() {
         return Err(ReplicationError::Io {
             op: "read",
             path: path.to_path_buf(),
@@ -276,7 +357,7 @@ pub fn capture_from(
             parent: prev.map(|p| p.point),
             extents: extents.into_values().flatten().collect(),
         },
-        hashes,
+        hashes: hashes.into_values().collect(),
         size,
         read,
         new,
@@ -298,7 +379,11 @@ fn worker(
         };
         let Ok(chunk) = next else { return };
         let out = match chunk {
-            Ok(c) => Ok(process(ctx, c, size)),
+            Ok(c) => process(ctx, c, size).map_err(|source| ReplicationError::Io {
+                op: "read the change-tracking hashes of",
+                path: path.to_path_buf(),
+                source,
+            }),
             Err(source) => Err(ReplicationError::Io {
                 op: "read disk",
                 path: path.to_path_buf(),
@@ -311,7 +396,7 @@ fn worker(
     }
 }
 
-fn process(ctx: &Ctx<'_>, chunk: Chunk, size: u64) -> Done {
+fn process(ctx: &Ctx<'_>, chunk: Chunk, size: u64) -> std::io::Result<Done> {
     let start = chunk.idx * CHUNK;
     let end = (start + CHUNK).min(size);
     let nb = (end - start).div_ceil(BLOCK) as usize;
@@ -320,6 +405,10 @@ fn process(ctx: &Ctx<'_>, chunk: Chunk, size: u64) -> Done {
     let mut full = vec![[0u8; 32]; nb];
     let key = ctx.vault.id_key();
     let keep = |i: usize| chunk.keep.as_ref().is_some_and(|k| k[i]);
+    let prev = match ctx.prev {
+        Some(p) => Some(p.range(first, nb)?),
+        None => None,
+    };
     if let Some(buf) = &chunk.data {
         for i in (0..nb).filter(|&i| !keep(i)) {
             let b = &buf[i * BLOCK as usize..(i + 1) * BLOCK as usize];
@@ -331,14 +420,11 @@ fn process(ctx: &Ctx<'_>, chunk: Chunk, size: u64) -> Done {
     // Blocks tracking says are unchanged keep their previous hashes, so
     // they compare equal below and are not stored.
     for i in (0..nb).filter(|&i| keep(i)) {
-        short[i] = ctx
-            .prev
-            .and_then(|p| p.blocks.get(first + i).copied())
-            .unwrap_or(ZERO_HASH);
+        short[i] = prev.as_ref().map_or(ZERO_HASH, |p| p[i]);
     }
-    let changed = |i: usize| match ctx.prev {
+    let changed = |i: usize| match &prev {
         None => short[i] != ZERO_HASH,
-        Some(p) => p.blocks.get(first + i).copied().unwrap_or(ZERO_HASH) != short[i],
+        Some(p) => p[i] != short[i],
     };
     let mut done = Done {
         idx: chunk.idx,
@@ -389,5 +475,5 @@ fn process(ctx: &Ctx<'_>, chunk: Chunk, size: u64) -> Done {
     }
     done.hashes = short;
     done.buf = chunk.data;
-    done
+    Ok(done)
 }

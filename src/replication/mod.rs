@@ -46,9 +46,15 @@ pub enum ReplicationError {
         source: std::io::Error,
     },
     #[error("freeze of {machine} failed: {reason}; no point was taken (thaw has run)")]
-    Freeze { machine: String, reason: String },
+    Freeze {
+        machine: String,
+        reason: quiesce::HookError,
+    },
     #[error("thaw of {machine} failed: {reason}; check the machine, no point was taken")]
-    Thaw { machine: String, reason: String },
+    Thaw {
+        machine: String,
+        reason: quiesce::HookError,
+    },
     #[error("the capture was abandoned on request; no point was taken")]
     Cancelled,
     #[error(
@@ -494,17 +500,13 @@ fn capture_all(
     // points reference: commit them only while the lock provably holds.
     lock.confirm()?;
     let mut out = Vec::new();
-    for (m, hashes) in made {
+    for (ti, (m, hashes)) in made.into_iter().enumerate() {
         manifest::write(vault, &m)?;
-        for (disk, size, blocks) in hashes {
+        for (di, (disk, size, runs)) in hashes.into_iter().enumerate() {
             let p = ctk::path(&opts.cache_dir, &vault.id, &m.machine, &disk);
-            let h = capture::Hashes {
-                point: m.id,
-                size,
-                blocks,
-            };
+            let prev = prevs[ti][di].as_ref();
             // A missing cache only costs a rebuild next time.
-            if let Err(e) = ctk::save(&p, &h) {
+            if let Err(e) = ctk::record(&p, prev, m.id, size, &runs) {
                 tracing::warn!("cannot write change-tracking cache {}: {e}", p.display());
             }
         }

@@ -70,9 +70,11 @@ pub fn restore_onto(
         &ctk::path(cache_dir, &vault.id, &point.machine, disk),
         &point.id,
     ) {
-        Some(h) if h.size == r.size => h.blocks,
-        _ => ctk::rebuild(vault, &idx, point, disk, &mut cache)?.blocks,
-    };
+        Some(h) if h.size == r.size => h,
+        _ => ctk::rebuild(vault, &idx, point, disk, &mut cache)?,
+    }
+    .all()
+    .map_err(io("read the change-tracking cache for"))?;
     let (have_size, have) = ctk::hash_local(vault, target).map_err(io("read"))?;
 
     let f = OpenOptions::new()

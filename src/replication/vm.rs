@@ -759,6 +759,18 @@ enum State {
 }
 
 impl ChunkSource for NbdSource {
+    fn untouched(&self, start: u64, end: u64) -> bool {
+        // The ranges are sorted and disjoint (see `chunk`'s cursor).
+        match self.src.as_ref() {
+            Some(src) if !self.full => {
+                let r = src.ranges();
+                let i = r.partition_point(|x| x.offset + x.length <= start);
+                !(i < r.len() && r[i].offset < end)
+            }
+            _ => false,
+        }
+    }
+
     fn chunk(
         &mut self,
         idx: u64,

@@ -75,9 +75,17 @@ pub fn lock_waiting(
     }
 }
 
+/// A `--lock-timeout` value that is not a duration.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{given:?} is not a duration like 30s, 2m or 0s: {why}")]
+pub struct BadDuration {
+    pub given: String,
+    pub why: String,
+}
+
 /// Parse a `--lock-timeout` value: `0`, `30s`, `2m`, `1h` (a bare number
 /// is seconds).
-pub fn parse_lock_timeout(s: &str) -> Result<Duration, String> {
+pub fn parse_lock_timeout(s: &str) -> Result<Duration, BadDuration> {
     let t = s.trim();
     if let Ok(n) = t.parse::<u64>() {
         return Ok(Duration::from_secs(n));
@@ -87,7 +95,10 @@ pub fn parse_lock_timeout(s: &str) -> Result<Duration, String> {
     }
     t.parse::<crate::model::Duration>()
         .map(|d| Duration::from_secs(d.as_secs()))
-        .map_err(|e| format!("{s:?} is not a duration like 30s, 2m or 0s: {e}"))
+        .map_err(|e| BadDuration {
+            given: s.to_string(),
+            why: e.to_string(),
+        })
 }
 
 /// A backend whose `lock` waits (see [`lock_waiting`]) up to `timeout` for

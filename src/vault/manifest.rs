@@ -187,12 +187,18 @@ const MAX_BLOB: u64 = 1 << 32;
 /// hostile or damaged manifest could use to write outside its target, size
 /// a restore absurdly, or point at itself is refused here, before any
 /// reader acts on it.
-pub fn decode(plain: &[u8]) -> std::result::Result<Manifest, String> {
+pub fn decode(plain: &[u8]) -> std::result::Result<Manifest, Invalid> {
     let m: Manifest =
-        serde_json::from_slice(plain).map_err(|e| format!("unreadable manifest: {e}"))?;
+        serde_json::from_slice(plain).map_err(|e| Invalid(format!("unreadable manifest: {e}")))?;
     m.check()?;
     Ok(m)
 }
+
+/// Why a manifest is refused (the text names the field and what is wrong
+/// with it); the reader reports the object as damaged.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct Invalid(pub String);
 
 /// A name a restore may use as one path component: what the configuration
 /// allows for block names (letters, digits, `_`, `-`), never `/` or `..`.
@@ -215,68 +221,68 @@ impl Manifest {
     /// names that are not plain (a disk name is a path component on
     /// restore), disks over [`MAX_DISK`], extents off the 4 KiB grid or past
     /// the disk's end, and a disk that is its own parent.
-    pub fn check(&self) -> std::result::Result<(), String> {
+    pub fn check(&self) -> std::result::Result<(), Invalid> {
         if self.format != 1 {
-            return Err(format!(
+            return Err(Invalid(format!(
                 "manifest format {} is not one this build reads (1)",
                 self.format
-            ));
+            )));
         }
         if !plain_address(&self.protection, crate::model::Kind::Protection) {
-            return Err(format!(
+            return Err(Invalid(format!(
                 "the manifest names protection {:?}, not a protection address",
                 self.protection
-            ));
+            )));
         }
         if !plain_address(&self.machine, crate::model::Kind::Machine) {
-            return Err(format!(
+            return Err(Invalid(format!(
                 "the manifest names machine {:?}, not a machine address",
                 self.machine
-            ));
+            )));
         }
         if let Some(g) = &self.group
             && !plain_name(g)
         {
-            return Err(format!(
+            return Err(Invalid(format!(
                 "the manifest names consistency group {g:?}, not a plain name"
-            ));
+            )));
         }
         if self.created_at().is_none() {
-            return Err(format!(
+            return Err(Invalid(format!(
                 "its capture time {:?} is not RFC 3339",
                 self.created
-            ));
+            )));
         }
         for (disk, map) in &self.disks {
             if !plain_name(disk) {
-                return Err(format!(
+                return Err(Invalid(format!(
                     "it names disk {disk:?}: a disk name must be letters, digits, _ and - (a restore must never write outside its target)"
-                ));
+                )));
             }
             if map.size > MAX_DISK {
-                return Err(format!(
+                return Err(Invalid(format!(
                     "disk {disk} claims {} bytes, more than the 16 TiB limit",
                     map.size
-                ));
+                )));
             }
             if map.parent == Some(self.id) {
-                return Err(format!(
+                return Err(Invalid(format!(
                     "disk {disk} names its own point as parent (a reference cycle)"
-                ));
+                )));
             }
             let end = map.size.div_ceil(BLOCK) * BLOCK;
             for &Extent(off, len, blob, boff) in &map.extents {
                 let past = off.checked_add(len).is_none_or(|e| e > end);
                 if off % BLOCK != 0 || boff % BLOCK != 0 || len == 0 || past {
-                    return Err(format!(
+                    return Err(Invalid(format!(
                         "disk {disk}: extent {off}+{len} is off the 4 KiB grid or runs past the disk's end ({} bytes)",
                         map.size
-                    ));
+                    )));
                 }
                 if blob.is_some() && boff.checked_add(len).is_none_or(|e| e > MAX_BLOB) {
-                    return Err(format!(
+                    return Err(Invalid(format!(
                         "disk {disk}: extent {off}+{len} reads past any blob (at {boff})"
-                    ));
+                    )));
                 }
             }
         }

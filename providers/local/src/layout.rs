@@ -73,10 +73,21 @@ pub fn machine_file_name(machine: &str) -> String {
     s
 }
 
+/// A disk path no site can materialize.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DiskPathError {
+    #[error("disk path {} leaves its directory (`..`); disk paths must stay inside the site root", .0.display())]
+    Leaves(PathBuf),
+    #[error("disk path {:?} ends with `/`: it names a directory, not a disk file", .0.display().to_string())]
+    Directory(PathBuf),
+    #[error("disk path {:?} names no file", .0.display().to_string())]
+    NoFile(PathBuf),
+}
+
 /// A disk's path relative to the place it is materialized: a relative path
 /// as it is; an absolute one (a device on the source) under `devices/`.
 /// `..` is refused so no disk lands outside its site root or sandbox.
-pub fn disk_relative(path: &Path) -> Result<PathBuf, String> {
+pub fn disk_relative(path: &Path) -> Result<PathBuf, DiskPathError> {
     let mut out = PathBuf::new();
     if path.is_absolute() {
         out.push("devices");
@@ -86,10 +97,7 @@ pub fn disk_relative(path: &Path) -> Result<PathBuf, String> {
             Component::Normal(p) => out.push(p),
             Component::RootDir | Component::CurDir => {}
             Component::ParentDir | Component::Prefix(_) => {
-                return Err(format!(
-                    "disk path {} leaves its directory (`..`); disk paths must stay inside the site root",
-                    path.display()
-                ));
+                return Err(DiskPathError::Leaves(path.to_path_buf()));
             }
         }
     }
@@ -97,23 +105,22 @@ pub fn disk_relative(path: &Path) -> Result<PathBuf, String> {
     // slash away and make it the file `db`, which replication cannot read.
     let text = path.as_os_str().as_encoded_bytes();
     if text.ends_with(b"/") || text.ends_with(b"/.") {
-        return Err(format!(
-            "disk path {:?} ends with `/`: it names a directory, not a disk file",
-            path.display().to_string()
-        ));
+        return Err(DiskPathError::Directory(path.to_path_buf()));
     }
     if out.as_os_str().is_empty() || out == Path::new("devices") {
-        return Err(format!(
-            "disk path {:?} names no file",
-            path.display().to_string()
-        ));
+        return Err(DiskPathError::NoFile(path.to_path_buf()));
     }
     Ok(out)
 }
 
 /// Where `machine`'s disk goes: `<sandbox>/<machine>/<disk>` for test runs,
 /// `<site_root>/<disk>` for failover runs.
-pub fn disk_target(root: &Path, run: &Run, machine: &str, disk: &Path) -> Result<PathBuf, String> {
+pub fn disk_target(
+    root: &Path,
+    run: &Run,
+    machine: &str,
+    disk: &Path,
+) -> Result<PathBuf, DiskPathError> {
     let rel = disk_relative(disk)?;
     Ok(match run.mode {
         Mode::Test => sandbox(root, run)
@@ -176,7 +183,7 @@ mod tests {
     #[test]
     fn escaping_disk_paths_are_refused() {
         let e = disk_relative(Path::new("../../etc/passwd")).unwrap_err();
-        assert!(e.contains("leaves its directory"), "{e}");
+        assert!(e.to_string().contains("leaves its directory"), "{e}");
         assert!(disk_relative(Path::new("/")).is_err());
         assert!(disk_relative(Path::new("")).is_err());
     }

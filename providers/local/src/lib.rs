@@ -118,7 +118,7 @@ impl SiteProvider for LocalProvider {
             ProviderError::Action {
                 action: "disk_target",
                 subject: format!("{machine} disk {:?}", disk.name),
-                reason,
+                reason: reason.to_string(),
             }
         })?;
         if let Some(parent) = target.parent() {
