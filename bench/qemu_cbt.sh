@@ -7,7 +7,9 @@
 #
 # Environment: WORKDIR (default /var/tmp; needs ~9 GiB free),
 # STANDBY_BENCH_DATA_GIB (GiB of data in the 4 GiB disk, default 4),
-# STANDBY_BENCH_DROP_CACHES=1 (also drop the whole page cache, as root),
+# STANDBY_BENCH_ROUNDS (rounds of writes + points, default 3; the median
+# ratio is printed), STANDBY_BENCH_DROP_CACHES=1 (also drop the whole page
+# cache, as root),
 # STANDBY_QEMU_ACCEL=tcg|kvm (skip the KVM probe), PROFILE (release or
 # debug; default release), CARGO_TARGET_DIR.
 set -euo pipefail

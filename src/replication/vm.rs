@@ -606,7 +606,7 @@ impl Session {
             next: 0,
             error: None,
             requests: 0,
-            ahead: None,
+            ahead: Vec::new(),
         };
         let c = capture::capture_from(sink, &mut source, size, to_read, label);
         if let Some(s) = source.src.take() {
@@ -704,23 +704,27 @@ struct NbdSource {
     error: Option<String>,
     /// NBD read requests sent.
     requests: u64,
-    /// Read ahead inside a long data range: (offset, bytes). A first or
-    /// fallback point reads whole allocated ranges; fetching several
-    /// chunks per call keeps the client's pipeline full.
-    ahead: Option<(u64, Vec<u8>)>,
+    /// Read ahead: (offset, bytes) segments of the data ranges at and after
+    /// the last read. A first or fallback point reads long allocated
+    /// ranges, a tracked point many short dirty ones; asking for several
+    /// at once keeps the client's pipeline full either way.
+    ahead: Vec<(u64, Vec<u8>)>,
 }
 
 /// The most read ahead at once: the NBD client's whole pipeline.
 const AHEAD: u64 = nbd::MAX_READ as u64 * nbd::READ_DEPTH as u64;
+/// The most separate ranges read ahead at once.
+const AHEAD_RANGES: usize = 256;
 
 impl NbdSource {
     /// Reads `dst.len()` bytes at `off`, from the read-ahead buffer when it
     /// holds them, else (inside a longer data range) by refilling it.
     fn read_run(&mut self, dst: &mut [u8], off: u64) -> Result<(), String> {
         let n = dst.len() as u64;
-        if let Some((a, buf)) = &self.ahead
-            && off >= *a
-            && off + n <= a + buf.len() as u64
+        if let Some((a, buf)) = self
+            .ahead
+            .iter()
+            .find(|(a, buf)| off >= *a && off + n <= a + buf.len() as u64)
         {
             let s = (off - a) as usize;
             dst.copy_from_slice(&buf[s..s + dst.len()]);
@@ -729,24 +733,39 @@ impl NbdSource {
         let Some(src) = self.src.as_mut() else {
             return Err("the NBD view is closed".into());
         };
-        let end = src
-            .ranges()
-            .iter()
-            .find(|r| r.change == Change::Data && r.offset <= off && off < r.offset + r.length)
-            .map(|r| r.offset + r.length);
-        let len = match end {
-            Some(end) if end >= off + n && end - off > n => (end - off).min(AHEAD).max(n),
-            _ => {
-                self.requests += n.div_ceil(u64::from(nbd::MAX_READ));
-                return src.read_at(dst, off).map_err(|e| e.to_string());
-            }
+        // The data ranges from the one holding `off` on, up to AHEAD bytes.
+        let ranges = src.ranges();
+        let j = ranges.partition_point(|r| r.offset + r.length <= off);
+        let first = ranges.get(j).filter(|r| {
+            r.change == Change::Data && r.offset <= off && off + n <= r.offset + r.length
+        });
+        let Some(first) = first else {
+            self.requests += n.div_ceil(u64::from(nbd::MAX_READ));
+            return src.read_at(dst, off).map_err(|e| e.to_string());
         };
-        let mut buf = self.ahead.take().map(|(_, b)| b).unwrap_or_default();
-        buf.resize(len as usize, 0);
-        self.requests += len.div_ceil(u64::from(nbd::MAX_READ));
-        src.read_at(&mut buf, off).map_err(|e| e.to_string())?;
-        dst.copy_from_slice(&buf[..dst.len()]);
-        self.ahead = Some((off, buf));
+        let mut want = vec![(off, (first.offset + first.length - off).min(AHEAD).max(n))];
+        let mut total = want[0].1;
+        for r in ranges[j + 1..].iter().filter(|r| r.change == Change::Data) {
+            if total >= AHEAD || want.len() >= AHEAD_RANGES {
+                break;
+            }
+            let len = r.length.min(AHEAD - total);
+            want.push((r.offset, len));
+            total += len;
+        }
+        let mut bufs: Vec<Vec<u8>> = want.iter().map(|&(_, l)| vec![0u8; l as usize]).collect();
+        let mut parts: Vec<(u64, &mut [u8])> = want
+            .iter()
+            .zip(bufs.iter_mut())
+            .map(|(&(o, _), b)| (o, b.as_mut_slice()))
+            .collect();
+        self.requests += want
+            .iter()
+            .map(|&(_, l)| l.div_ceil(u64::from(nbd::MAX_READ)))
+            .sum::<u64>();
+        src.read_many_at(&mut parts).map_err(|e| e.to_string())?;
+        dst.copy_from_slice(&bufs[0][..dst.len()]);
+        self.ahead = want.into_iter().map(|(o, _)| o).zip(bufs).collect();
         Ok(())
     }
 }

@@ -62,6 +62,12 @@ impl DiskSource {
         self.client.read(offset, buf)
     }
 
+    /// Reads every `(offset, buffer)` part of the view, pipelined across
+    /// parts.
+    pub fn read_many_at(&mut self, parts: &mut [(u64, &mut [u8])]) -> Result<()> {
+        self.client.read_many(parts)
+    }
+
     /// Ends the NBD connection.
     pub fn close(self) -> Result<()> {
         self.client.disconnect()
