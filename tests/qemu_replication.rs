@@ -581,7 +581,7 @@ fn a_vm_on_a_remote_hypervisor_replicates_over_tls_and_a_wrong_ca_is_refused_by_
         format!("127.0.0.1:{qmp_port}"),
         format!("127.0.0.1:{agent_port}"),
     );
-    let hcl = |tls_ca: &str, export_ca: &str| {
+    let hcl = |tls_ca: &str, export_ca: &str, client: &str| {
         format!(
             r#"vault "main" {{
   url = "file://.standby/vault"
@@ -613,6 +613,8 @@ machine "db" {{
       listen    = "127.0.0.1:{nbd_port}"
       creds_dir = "pki"
       ca        = "pki/{export_ca}"
+      cert      = "pki/{client}-cert.pem"
+      key       = "pki/{client}-key.pem"
     }}
   }}
   disk "system" {{ path = "db/system.qcow2" }}
@@ -628,7 +630,11 @@ protection "db" {{
             work = site.join("work").display()
         )
     };
-    std::fs::write(d.join("main.hcl"), hcl("ca-cert.pem", "ca-cert.pem")).unwrap();
+    std::fs::write(
+        d.join("main.hcl"),
+        hcl("ca-cert.pem", "ca-cert.pem", "client"),
+    )
+    .unwrap();
     // On a real remote host, a directory the hypervisor's admin made.
     std::fs::create_dir_all(site.join("work")).unwrap();
     let disks = site.join("db");
@@ -696,7 +702,7 @@ protection "db" {{
         ("other-ca.pem", "ca-cert.pem"),
         ("ca-cert.pem", "other-ca.pem"),
     ] {
-        std::fs::write(d.join("main.hcl"), hcl(tls_ca, export_ca)).unwrap();
+        std::fs::write(d.join("main.hcl"), hcl(tls_ca, export_ca, "client")).unwrap();
         let before = points(d).len();
         let out = standby(d, &["replicate"]);
         let err = String::from_utf8_lossy(&out.stderr);
@@ -707,9 +713,29 @@ protection "db" {{
         );
         assert_eq!(points(d).len(), before);
     }
+    // The export verifies standby too (verify-peer=on): a client
+    // certificate of another CA reads nothing.
+    std::fs::write(
+        d.join("main.hcl"),
+        hcl("ca-cert.pem", "ca-cert.pem", "other-client"),
+    )
+    .unwrap();
+    let before = points(d).len();
+    let out = standby(d, &["replicate"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("refused this client's certificate") && err.contains("other-client-cert.pem"),
+        "{err}"
+    );
+    assert_eq!(points(d).len(), before);
     // The refused point merged its bitmap generation back: the next one is
     // dirty-only again and complete.
-    std::fs::write(d.join("main.hcl"), hcl("ca-cert.pem", "ca-cert.pem")).unwrap();
+    std::fs::write(
+        d.join("main.hcl"),
+        hcl("ca-cert.pem", "ca-cert.pem", "client"),
+    )
+    .unwrap();
     {
         let mut a = remote_agent();
         let n = orders(&mut a);

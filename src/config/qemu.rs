@@ -560,17 +560,20 @@ pub fn machine_vm(
             let mut e = v.nested(
                 b,
                 "export_tls",
-                &["listen", "creds_dir", "ca", "server_name"],
+                &["listen", "creds_dir", "ca", "server_name", "cert", "key"],
                 &[],
                 diags,
             );
             let listen_loc = e.value_loc("listen");
+            let (cert_loc, key_loc) = (e.value_loc("cert"), e.value_loc("key"));
+            let cert = e.string("cert", false, diags);
+            let key = e.string("key", false, diags);
             let listen = e.string("listen", true, diags);
             let creds_dir = e.string("creds_dir", true, diags);
             let ca = e.string("ca", true, diags);
             let name = e.string("server_name", false, diags);
             let host_port = listen.as_deref().and_then(host_port);
-            if let (Some(l), None, Some(loc)) = (&listen, &host_port, listen_loc) {
+            if let (Some(l), None, Some(loc)) = (&listen, &host_port, listen_loc.clone()) {
                 diags.push(err(
                     "standby::bad_address",
                     loc,
@@ -580,12 +583,42 @@ pub fn machine_vm(
                         .into(),
                 ));
             }
+            let client = match (cert, key) {
+                (Some(c), Some(k)) => Some((c.into(), k.into())),
+                (None, None) => None,
+                _ => {
+                    if let Some(loc) = cert_loc.or(key_loc) {
+                        diags.push(err(
+                            "standby::requires_attribute",
+                            loc,
+                            "`cert` and `key` go together".into(),
+                            "half a client identity",
+                            "give both: the certificate standby presents to QEMU's NBD server (verify-peer=on) and its private key".into(),
+                        ));
+                    }
+                    ok = false;
+                    None
+                }
+            };
+            if let (Some((host, _)), None, Some(loc)) = (&host_port, &client, &listen_loc)
+                && !is_loopback(host)
+            {
+                diags.push(err(
+                    "standby::requires_attribute",
+                    loc.clone(),
+                    format!("exports on {host} need a client certificate"),
+                    "not loopback",
+                    "anyone who reaches this port could read the VM's disks: add cert and key (a client certificate of the CA in creds_dir); QEMU then serves standby only (verify-peer=on)".into(),
+                ));
+                ok = false;
+            }
             match (host_port, creds_dir, ca) {
                 (Some((host, port)), Some(creds_dir), Some(ca)) => Some(ExportTls {
                     listen: join_host_port(&host, port),
                     creds_dir: creds_dir.into(),
                     ca: ca.into(),
                     server_name: name.unwrap_or(host),
+                    client,
                 }),
                 _ => {
                     ok = false;
@@ -702,6 +735,14 @@ fn host_port(s: &str) -> Option<(String, u16)> {
     (!host.is_empty()).then(|| (host.to_string(), port))
 }
 
+/// A host only this machine reaches: `localhost` or a loopback address.
+fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// `host:port`, an IPv6 host in brackets.
 fn join_host_port(host: &str, port: u16) -> String {
     if host.contains(':') {
@@ -754,6 +795,8 @@ machine "db" {
       listen    = "hv1.example:10809"
       creds_dir = "/etc/pki/qemu"
       ca        = "pki/ca.pem"
+      cert      = "pki/c.pem"
+      key       = "pki/k.pem"
     }
   }
   disk "data" { path = "db/data.qcow2" }
@@ -777,6 +820,13 @@ machine "db" {
                 server_name: "hv1.example".into(),
             })
         );
+        let e = vm.export_tls.unwrap();
+        assert_eq!(
+            e.client,
+            Some(("pki/c.pem".into(), "pki/k.pem".into())),
+            "the client identity QEMU's verify-peer=on checks"
+        );
+        assert_eq!(e.server_name, "hv1.example");
     }
 
     #[test]

@@ -198,6 +198,10 @@ pub struct ExportTls {
     /// The name the server's certificate must carry (default: the host of
     /// `listen`).
     pub server_name: String,
+    /// Certificate chain and key standby presents (PEM): QEMU's server then
+    /// runs with `verify-peer=on` and serves no one else. Required unless
+    /// `listen` is on loopback.
+    pub client: Option<(PathBuf, PathBuf)>,
 }
 
 /// A protection's `target_vm` block: VM settings at the target site that

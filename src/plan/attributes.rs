@@ -11,7 +11,7 @@
 //! | vault | `url`, `key_file` or `key_env` |
 //! | site | `provider`, `root`, `command` |
 //! | policy | `rpo_threshold`, `crash_consistent_every`, `app_consistent_every`, `retention`, `compression_level` |
-//! | machine | `site`, `disk.NAME.path`, `disk.NAME.{format,node_name}` and `vm.{qmp,agent,kernel,initrd,append,memory_mib,cpus,fsfreeze}`, `vm.export_tls.{listen,creds_dir,ca,server_name}` (qemu sites), `quiesce.{freeze,thaw,timeout}`, `boot.{command,timeout}`, `shutdown.{command,timeout}`, `check.NAME.{type,command,expect,url,status,contains,address,timeout,retries,interval}` |
+//! | machine | `site`, `disk.NAME.path`, `disk.NAME.{format,node_name}` and `vm.{qmp,agent,kernel,initrd,append,memory_mib,cpus,fsfreeze}`, `vm.export_tls.{listen,creds_dir,ca,server_name,cert,key}` (qemu sites), `quiesce.{freeze,thaw,timeout}`, `boot.{command,timeout}`, `shutdown.{command,timeout}`, `check.NAME.{type,command,expect,url,status,contains,address,timeout,retries,interval}` |
 //! | protection | `machine`, `target`, `vault`, `policy`, `consistency_group`, `prevent_destroy` |
 //! | recovery_plan | `groups` (names in order), `group.NAME.{machines,depends_on,before,after}`, `drill.{schedule,max_rto}` |
 //!
@@ -407,6 +407,10 @@ fn vm_attributes(a: &mut Attributes, vm: &crate::model::Vm) {
         a.insert("vm.export_tls.creds_dir".into(), s(e.creds_dir.display()));
         a.insert("vm.export_tls.ca".into(), s(e.ca.display()));
         a.insert("vm.export_tls.server_name".into(), s(&e.server_name));
+        if let Some((cert, key)) = &e.client {
+            a.insert("vm.export_tls.cert".into(), s(cert.display()));
+            a.insert("vm.export_tls.key".into(), s(key.display()));
+        }
     }
     for d in &vm.disks {
         a.insert(format!("disk.{}.format", d.name), s(&d.format));

@@ -63,29 +63,44 @@ pub struct TlsExport {
     pub creds_dir: PathBuf,
     pub ca: PathBuf,
     pub server_name: String,
+    /// The certificate and key standby presents: QEMU's server verifies
+    /// its peers (`verify-peer=on`) when set.
+    pub client: Option<(PathBuf, PathBuf)>,
 }
 
 /// The id of the `tls-creds-x509` object standby adds to a VM for exports.
 const EXPORT_CREDS_ID: &str = "sbtls-nbd";
 
-/// Adds the VM's `tls-creds-x509` object for exports unless it exists.
+/// Adds the VM's `tls-creds-x509` object for exports, or replaces one
+/// whose `verify-peer` differs from what `e` asks (a client certificate
+/// added to the configuration takes effect at the next point).
 fn ensure_creds(qmp: &mut Qmp, e: &TlsExport) -> Result<(), standby_provider_qemu::Error> {
+    let verify = e.client.is_some();
     let have = qmp.execute_value("qom-list", serde_json::json!({ "path": "/objects" }))?;
     let exists = have
         .as_array()
         .is_some_and(|a| a.iter().any(|o| o["name"] == EXPORT_CREDS_ID));
-    if !exists {
-        qmp.execute_value(
-            "object-add",
-            serde_json::json!({
-                "qom-type": "tls-creds-x509",
-                "id": EXPORT_CREDS_ID,
-                "dir": e.creds_dir.to_string_lossy(),
-                "endpoint": "server",
-                "verify-peer": false,
-            }),
+    if exists {
+        let path = format!("/objects/{EXPORT_CREDS_ID}");
+        let now = qmp.execute_value(
+            "qom-get",
+            serde_json::json!({ "path": path, "property": "verify-peer" }),
         )?;
+        if now.as_bool() == Some(verify) {
+            return Ok(());
+        }
+        qmp.execute_value("object-del", serde_json::json!({ "id": EXPORT_CREDS_ID }))?;
     }
+    qmp.execute_value(
+        "object-add",
+        serde_json::json!({
+            "qom-type": "tls-creds-x509",
+            "id": EXPORT_CREDS_ID,
+            "dir": e.creds_dir.to_string_lossy(),
+            "endpoint": "server",
+            "verify-peer": verify,
+        }),
+    )?;
     Ok(())
 }
 
@@ -192,6 +207,10 @@ impl VmTarget {
                     creds_dir: site_root.join(&e.creds_dir),
                     ca: site_root.join(&e.ca),
                     server_name: e.server_name.clone(),
+                    client: e
+                        .client
+                        .as_ref()
+                        .map(|(c, k)| (site_root.join(c), site_root.join(k))),
                 })
             }),
         }
@@ -365,7 +384,7 @@ pub fn begin(
                     client: standby_provider_qemu::tls::TlsConfig {
                         ca: e.ca.clone(),
                         server_name: e.server_name.clone(),
-                        client: None,
+                        client: e.client.clone(),
                     },
                 },
                 None => cbt::ExportAt::Unix,

@@ -249,8 +249,26 @@ impl Client {
         }
 
         // Structured replies: needed for BLOCK_STATUS and sparse reads.
-        self.send_option(OPT_STRUCTURED_REPLY, &[])?;
-        let (t, data) = self.read_option_reply(OPT_STRUCTURED_REPLY)?;
+        let first = self
+            .send_option(OPT_STRUCTURED_REPLY, &[])
+            .and_then(|()| self.read_option_reply(OPT_STRUCTURED_REPLY));
+        let (t, data) = match (first, tls) {
+            // TLS 1.3 tells a client that its certificate was refused only
+            // by the server hanging up after the handshake.
+            (Err(e), Some(t)) => {
+                let who = match &t.client {
+                    Some((cert, _)) => format!("this client's certificate {}", cert.display()),
+                    None => "a client without a certificate (a server with verify-peer=on needs cert and key)".into(),
+                };
+                return Err(Error::Tls {
+                    peer: self.peer.clone(),
+                    detail: format!(
+                        "the server ended the session before its first reply; it refused {who} ({e})"
+                    ),
+                });
+            }
+            (r, _) => r?,
+        };
         if t != REP_ACK {
             return Err(Error::NbdRefused {
                 what: "structured replies".into(),

@@ -412,3 +412,65 @@ fn qemu_nbd_over_tls_verifies_the_server_certificate() {
         "{err}"
     );
 }
+
+#[test]
+fn qemu_nbd_with_verify_peer_reads_only_for_a_client_certificate_of_its_ca() {
+    // What standby's exports do outside loopback: QEMU verifies standby's
+    // client certificate, so reaching the port is not enough to read a disk.
+    common::require_tools();
+    let dir = common::tempdir();
+    let pki = dir.path().join("pki");
+    common::shared::make_pki(&pki);
+    let img = dir.path().join("d.raw");
+    std::fs::write(&img, vec![0x3cu8; 1 << 20]).unwrap();
+    let port = free_port();
+    let _srv = spawn(
+        Command::new("qemu-nbd")
+            .args([
+                "-t",
+                "-r",
+                "-e",
+                "8",
+                "-f",
+                "raw",
+                "-x",
+                "disk0",
+                "-b",
+                "127.0.0.1",
+                "-p",
+            ])
+            .arg(port.to_string())
+            .arg("--object")
+            .arg(format!(
+                "tls-creds-x509,id=tls0,endpoint=server,dir={},verify-peer=on",
+                pki.display()
+            ))
+            .args(["--tls-creds", "tls0"])
+            .arg(&img),
+    );
+    let addr = format!("127.0.0.1:{port}");
+    let with = |client: Option<(&str, &str)>| TlsConfig {
+        ca: pki.join("ca-cert.pem"),
+        server_name: "127.0.0.1".into(),
+        client: client.map(|(c, k)| (pki.join(c), pki.join(k))),
+    };
+    let mut c = connect(
+        Address::Tls(&addr, &with(Some(("client-cert.pem", "client-key.pem")))),
+        "disk0",
+        &[],
+    );
+    let mut buf = vec![0u8; 4096];
+    c.read(0, &mut buf).unwrap();
+    assert!(buf.iter().all(|b| *b == 0x3c));
+    c.disconnect().unwrap();
+    // No certificate, or one of another CA: the server ends the session
+    // before any byte of the disk is read.
+    for client in [
+        None,
+        Some(("other-client-cert.pem", "other-client-key.pem")),
+    ] {
+        let read = Client::connect(Address::Tls(&addr, &with(client)), "disk0", &[])
+            .and_then(|mut c| c.read(0, &mut buf));
+        assert!(read.is_err(), "{client:?} read the disk");
+    }
+}

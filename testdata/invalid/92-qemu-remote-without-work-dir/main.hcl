@@ -29,6 +29,8 @@ machine "db" {
       listen    = "hv1.example:10809"
       creds_dir = "/etc/pki/qemu"
       ca        = "pki/ca-cert.pem"
+      cert      = "/etc/pki/standby/client-cert.pem"
+      key       = "/etc/pki/standby/client-key.pem"
     }
   }
   disk "system" { path = "db/system.qcow2" }

@@ -7,7 +7,10 @@ use std::process::Command;
 
 /// Makes a CA and a server certificate for 127.0.0.1/localhost in `dir`
 /// (QEMU's tls-creds-x509 layout: ca-cert.pem, server-cert.pem,
-/// server-key.pem), and a second, unrelated CA in `dir/other-ca.pem`.
+/// server-key.pem), a client certificate of that CA (client-cert.pem,
+/// client-key.pem: what standby presents to a server with verify-peer=on),
+/// and a second, unrelated CA in `dir/other-ca.pem` with a client
+/// certificate of its own (other-client-cert.pem, other-client-key.pem).
 pub fn make_pki(dir: &Path) {
     std::fs::create_dir_all(dir).unwrap();
     let sh = |script: &str| {
@@ -38,6 +41,19 @@ pub fn make_pki(dir: &Path) {
         openssl x509 -req -in server.csr -CA ca-cert.pem -CAkey ca-key.pem -CAcreateserial \
         -out server-cert.pem -days 2 -extfile ext.cnf",
     );
+    for (name, ca) in [("client", "ca"), ("other-client", "other")] {
+        let ca_cert = if ca == "ca" {
+            "ca-cert.pem"
+        } else {
+            "other-ca.pem"
+        };
+        sh(&format!(
+            "openssl req -new {ec} -keyout {name}-key.pem -out {name}.csr -subj /CN=standby-{name} && \
+            printf 'extendedKeyUsage=clientAuth\\n' > {name}.cnf && \
+            openssl x509 -req -in {name}.csr -CA {ca_cert} -CAkey {ca}-key.pem -CAcreateserial \
+            -out {name}-cert.pem -days 2 -extfile {name}.cnf"
+        ));
+    }
 }
 
 /// A restored database disk image passes `e2fsck -fn` and
