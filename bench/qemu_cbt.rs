@@ -214,7 +214,7 @@ protection "filedb" {{
         .values()
         .find(|m| m.addr.to_string() == "machine.vmdb")
         .unwrap();
-    let r = standby::replication::vm::start(&cfg, m).expect("start the VM");
+    let r = standby::operations::vms::start(&cfg, m).expect("start the VM");
     eprintln!("accelerator: {}", r.accel);
     let vm = r.vm;
     let agent_path = dir.join("hv1/vmdb.qga");

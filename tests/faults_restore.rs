@@ -4,7 +4,7 @@
 
 mod vault_support;
 
-use standby::replication::Progress;
+use standby::progress::Progress;
 use standby::replication::restore::{Sink, write_resolved};
 use standby::vault::{index, manifest};
 use std::collections::HashMap;

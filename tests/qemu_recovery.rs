@@ -422,7 +422,7 @@ fn a_planned_failover_of_running_vms_loses_no_committed_order() {
         .unwrap_or_else(|e| panic!("{}", e.render(false)))
         .config;
     for m in cfg.machines.values() {
-        standby::replication::vm::start(&cfg, m).expect("start the source VM");
+        standby::operations::vms::start(&cfg, m).expect("start the source VM");
     }
     let mut agent = standby_provider_qemu::qga::Agent::connect_unix(
         &d.join("sites/hv1/db.qga"),

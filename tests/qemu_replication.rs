@@ -106,7 +106,7 @@ fn start(dir: &Path, machine: &str) -> Vm {
         .values()
         .find(|m| m.addr.to_string() == machine)
         .expect("machine");
-    let r = standby::replication::vm::start(&cfg, m).expect("start the VM");
+    let r = standby::operations::vms::start(&cfg, m).expect("start the VM");
     eprintln!("{machine}: accelerator {}", r.accel);
     r.vm
 }

@@ -253,13 +253,6 @@ impl BackendArgs {
 
 /// Entry point used by `main.rs`.
 pub fn main() -> ExitCode {
-    // The helper a VM point leaves behind while a guest is frozen (see
-    // replication::vm::thaw_guard): not a command users type.
-    if let Some(code) =
-        crate::replication::vm::guard_main(std::env::args_os(), &mut std::io::stdin())
-    {
-        return ExitCode::from(code);
-    }
     let cli = match Cli::try_parse_from(args::normalize(std::env::args())) {
         Ok(cli) => cli,
         Err(e) => return args::usage_exit(e),
@@ -310,7 +303,7 @@ pub fn main() -> ExitCode {
     };
     // Any command's object-store cost, for benchmarks and scripts.
     if std::env::var_os("STANDBY_REQUESTS").is_some_and(|v| v == "1") {
-        let c = crate::store::counts();
+        let c = crate::operations::requests();
         eprintln!(
             "requests: {}",
             serde_json::to_string(&c).unwrap_or_default()

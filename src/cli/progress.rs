@@ -5,7 +5,7 @@
 //! CI log gets lines, not carriage returns. Sizes in `crate::human` style.
 
 use crate::human::size;
-use crate::replication::Progress;
+use crate::progress::Progress;
 use std::io::IsTerminal;
 use std::sync::atomic::Ordering;
 use std::time::Duration;

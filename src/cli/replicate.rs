@@ -7,9 +7,9 @@ use super::load_config;
 use super::vault::parse_addr;
 use crate::human::size as human;
 use crate::model::{Address, Kind};
-use crate::replication::once::{self, Event, OnceError};
-use crate::replication::{Progress, ReplicationError};
-use crate::vault::manifest::Manifest;
+use crate::operations::replicate::{self as once, Event, OnceError, ReplicationError};
+use crate::progress::Progress;
+use crate::vault::Manifest;
 use crate::workspace::Workspace;
 use miette::{IntoDiagnostic, miette};
 use std::cell::RefCell;
@@ -81,7 +81,7 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         let doc = serde_json::json!({
             "points": taken,
             "errors": errors,
-            "requests": crate::store::counts(),
+            "requests": crate::operations::requests(),
         });
         println!("{}", serde_json::to_string_pretty(&doc).into_diagnostic()?);
     }
@@ -159,7 +159,7 @@ impl once::Ui for Terminal {
                         human(m.stats.stored),
                         crate::human::duration(took)
                     );
-                    for line in m.cbt.iter().flat_map(crate::replication::vm::describe) {
+                    for line in m.cbt.iter().flat_map(describe) {
                         println!("  {line}");
                     }
                 }
@@ -182,4 +182,40 @@ impl once::Ui for Terminal {
     ) -> Result<Vec<Manifest>, ReplicationError> {
         super::progress::with_progress(progress, super::progress::Work::Replicate, run)
     }
+}
+
+/// One line per disk, then the timing, for `replicate`'s report: how
+/// each disk was read (dirty extents, first full read, or a fallback and
+/// why) and the freeze/transaction/spread figures.
+fn describe(c: &crate::vault::manifest::Cbt) -> Vec<String> {
+    let mib = |b: u64| format!("{:.1} MiB", b as f64 / (1 << 20) as f64);
+    let mut out: Vec<String> = c
+        .disks
+        .iter()
+        .map(|(name, d)| match (d.mode.as_str(), &d.reason) {
+            ("fallback", Some(r)) => format!(
+                "disk {name}: fallback to a whole read ({r}); read {}",
+                mib(d.read_bytes)
+            ),
+            ("full", _) => format!(
+                "disk {name}: first point, read {} allocated",
+                mib(d.read_bytes)
+            ),
+            _ => format!(
+                "disk {name}: changed-block tracking, read {} in {} requests for {} dirty",
+                mib(d.read_bytes),
+                d.read_requests,
+                mib(d.dirty_bytes)
+            ),
+        })
+        .collect();
+    let freeze = c
+        .freeze_call_ms
+        .map(|f| format!("freeze call {f:.0} ms, "))
+        .unwrap_or_default();
+    out.push(format!(
+        "snapshot: {freeze}transaction {:.1} ms, spread {:.1} ms across {} VM(s)",
+        c.transaction_ms, c.spread_ms, c.group_vms
+    ));
+    out
 }

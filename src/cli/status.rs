@@ -69,7 +69,7 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
             "recovery_plans": plans,
             "recoveries": placed,
             "exit_code": code,
-            "requests": crate::store::counts(),
+            "requests": crate::operations::requests(),
         });
         println!("{}", serde_json::to_string_pretty(&doc).into_diagnostic()?);
     } else {

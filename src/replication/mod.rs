@@ -11,8 +11,6 @@ pub mod batch;
 pub mod capture;
 pub mod ctk;
 pub mod disk;
-pub mod named;
-pub mod once;
 pub mod quiesce;
 pub mod restore;
 pub mod resync;
@@ -26,7 +24,7 @@ use crate::vault::pack::PackWriter;
 use crate::vault::{Id, Vault, VaultError, index, lock::Lock};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -65,16 +63,7 @@ pub enum ReplicationError {
     Target(#[from] target::TargetError),
 }
 
-/// Live counters for progress bars: the library adds, the CLI reads.
-#[derive(Debug, Default)]
-pub struct Progress {
-    /// Bytes expected in total (disk sizes; restore: plain blob bytes).
-    pub total: AtomicU64,
-    /// Bytes of disk processed.
-    pub read: AtomicU64,
-    /// Sealed bytes written to the vault (restore: bytes written out).
-    pub stored: AtomicU64,
-}
+pub use crate::progress::Progress;
 
 /// One machine to capture.
 #[derive(Debug, Clone)]

@@ -132,7 +132,7 @@ pub fn run(dir: &Path) -> miette::Result<ExitCode> {
             .values()
             .find(|m| m.addr.to_string() == name)
             .ok_or_else(|| miette!("{name} is not in the configuration"))?;
-        let r = crate::replication::vm::start(&cfg, m).map_err(|e| miette!("{name}: {e}"))?;
+        let r = crate::operations::vms::start(&cfg, m).map_err(|e| miette!("{name}: {e}"))?;
         say(&format!(
             "started VM {} for {name} under {}; console in {}",
             r.vm.name,

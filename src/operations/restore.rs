@@ -1,9 +1,10 @@
 //! `standby restore`'s work: one disk of a point named in the point
 //! grammar (`vault::query`), looked up in the given vaults, restored with
-//! the target checks of [`super::target`] done before anything is read.
+//! the target checks of [`crate::replication::target`] done before anything is read.
 
-use super::{Progress, ReplicationError, Restored, restore_checked};
 use crate::model::Address;
+use crate::progress::Progress;
+use crate::replication::{ReplicationError, Restored, restore_checked};
 use crate::state::StateError;
 use crate::vault::manifest::{self, Manifest};
 use crate::vault::query::PointQuery;
@@ -93,8 +94,8 @@ pub fn restore(ws: &Workspace, req: &Request, progress: &Progress) -> Result<Don
             to: req.to.clone(),
             error: Box::new(e),
         })?;
-    let in_use = super::target::in_use_disks(cfg, state.as_ref());
-    super::target::check(&req.to, req.force, &in_use)
+    let in_use = crate::replication::target::in_use_disks(cfg, state.as_ref());
+    crate::replication::target::check(&req.to, req.force, &in_use)
         .map_err(|e| RestoreError::Restore(Box::new(e.into())))?;
     // Restores take no vault lock: a prune may drop the point chosen. A
     // point named by id is then reported as pruned; `latest` or a time is
@@ -112,7 +113,7 @@ fn restore_once(
     ws: &Workspace,
     req: &Request,
     progress: &Progress,
-    in_use: &[super::target::InUseDisk],
+    in_use: &[crate::replication::target::InUseDisk],
 ) -> Result<Done, RestoreError> {
     let cfg = &ws.config;
     let mut opened: Vec<Listed> = Vec::new();

@@ -5,9 +5,12 @@
 //! machines from where they run now. Progress and results go to a [`Ui`];
 //! nothing here prints.
 
-use super::{BatchError, Options, Progress, ReplicationError, batches, take_points};
 use crate::model::Address;
+use crate::progress::Progress;
 use crate::recovery::placement::{self, Capture};
+/// The error a capture reports, inside [`OnceError`].
+pub use crate::replication::ReplicationError;
+use crate::replication::{BatchError, Options, batches, take_points};
 use crate::state::{StateDoc, StateError};
 use crate::store::Counts;
 use crate::vault::manifest::Manifest;
@@ -173,7 +176,7 @@ type Taken = (
 /// results in batch order (None everywhere with one worker: the caller
 /// then takes them one by one, with progress).
 fn in_parallel(
-    batches: &[super::Batch],
+    batches: &[crate::replication::Batch],
     vaults: &[std::sync::Arc<crate::vault::Vault>],
     opts: &Options,
     workers: usize,
