@@ -178,6 +178,15 @@ impl Workspace {
         self.vault_as_recorded(address, None)
     }
 
+    /// The configured vault at `address` opened anew, replacing the one
+    /// kept (a key source that changed must open it before it is recorded).
+    pub fn reopen(&self, address: &Address) -> Result<Arc<Vault>, WorkspaceError> {
+        if let Ok(mut vaults) = self.vaults.lock() {
+            vaults.remove(address);
+        }
+        self.vault_as_recorded(address, None)
+    }
+
     /// The vault at `address` as configured, else as recorded in `state`
     /// (a vault the configuration no longer has, being destroyed).
     pub fn vault_as_recorded(

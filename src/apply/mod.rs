@@ -303,14 +303,7 @@ pub fn run(ws: Arc<Workspace>, opts: &Options, ui: &dyn Ui) -> Result<Outcome, A
     let moved = if renames.is_empty() {
         Vec::new()
     } else {
-        moves::carry_out(
-            Some(config),
-            &config.root,
-            backend.as_ref(),
-            &lock,
-            &mut doc,
-            &renames,
-        )?
+        moves::carry_out(&ws, backend.as_ref(), &lock, &mut doc, &renames)?
     };
     let (graph, _) = step_graph(&plan);
     let ctx = Arc::new(Context::new(ws.clone(), plan.changes.clone(), lock, doc));

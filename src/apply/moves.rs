@@ -5,11 +5,10 @@
 //! vault part finds nothing left to rename).
 
 use super::ApplyError;
-use crate::model::{Address, Config};
+use crate::model::Address;
 use crate::plan::moves;
 use crate::state::{Backend, StateDoc, StateLock};
-use crate::vault::Vault;
-use crate::workspace::{WorkspaceError, recorded_vault};
+use crate::workspace::Workspace;
 
 /// What one move did, for the apply output.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,11 +20,11 @@ pub struct Moved {
     pub points: usize,
 }
 
-/// Rename `moves` (recorded address, new address) in the vaults and then in
+/// Rename `moves` (recorded address, new address) in the vaults (opened
+/// through `ws`: as configured, else as recorded in `doc`) and then in
 /// `doc`, written through `backend` under `lock`.
 pub fn carry_out(
-    config: Option<&Config>,
-    root: &std::path::Path,
+    ws: &Workspace,
     backend: &dyn Backend,
     lock: &StateLock,
     doc: &mut StateDoc,
@@ -34,7 +33,7 @@ pub fn carry_out(
     refuse_held(doc, list)?;
     let mut counts = vec![0usize; list.len()];
     for (vault_addr, renames) in moves::vault_renames(doc, list) {
-        let vault = open_vault(config, root, doc, &vault_addr)?;
+        let vault = ws.vault_as_recorded(&vault_addr, Some(doc))?;
         let moved = crate::vault::moves::record(&vault, &renames).map_err(|error| {
             ApplyError::MoveRecord {
                 vault: vault_addr.clone(),
@@ -74,21 +73,4 @@ pub fn refuse_held(doc: &StateDoc, list: &[(Address, Address)]) -> Result<(), Ap
         }),
         None => Ok(()),
     }
-}
-
-/// The vault as configured, else as recorded in state (paths relative to `root`).
-fn open_vault(
-    config: Option<&Config>,
-    root: &std::path::Path,
-    doc: &StateDoc,
-    address: &Address,
-) -> Result<Vault, WorkspaceError> {
-    let (url, key) = match config.and_then(|c| c.vaults.get(address)) {
-        Some(v) => (v.url.clone(), v.key.clone()),
-        None => recorded_vault(doc, address)?,
-    };
-    Vault::open(&url, &key, root).map_err(|error| WorkspaceError::Vault {
-        address: address.clone(),
-        error: Box::new(error),
-    })
 }

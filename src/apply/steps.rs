@@ -242,14 +242,17 @@ impl Context {
                     "To read the key from {e}, set {e} to the current key first, then apply again"
                 ),
             };
-            let opened = Vault::open(&v.url, &v.key, &self.ws.config.root).map_err(|e| {
+            self.ws.reopen(&change.address).map_err(|e| {
+                let e = match e {
+                    crate::workspace::WorkspaceError::Vault { error, .. } => error.to_string(),
+                    other => other.to_string(),
+                };
                 format!(
                     "{}: the new key source does not open the vault, so nothing was recorded: {e}. {}",
                     change.address,
                     todo
                 )
             })?;
-            self.ws.keep_vault(&change.address, opened);
         }
         self.record_as_configured(change)
     }

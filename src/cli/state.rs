@@ -318,15 +318,13 @@ fn mv(backend: &dyn Backend, from_input: &str, to_input: &str) -> miette::Result
             "Rename it {to} in the configuration too, or the next plan proposes to destroy it."
         ),
     };
-    let done = crate::apply::moves::carry_out(
-        None,
-        std::path::Path::new("."),
-        backend,
-        &lock,
-        &mut doc,
-        &[(from, to)],
-    )
-    .map_err(super::apply::report)?;
+    // No configuration is needed: vaults open as the state records them.
+    let ws = crate::workspace::Workspace::new(crate::model::Config {
+        root: std::path::PathBuf::from("."),
+        ..Default::default()
+    });
+    let done = crate::apply::moves::carry_out(&ws, backend, &lock, &mut doc, &[(from, to)])
+        .map_err(super::apply::report)?;
     for m in &done {
         println!("{}", super::apply::moved_line(m));
     }

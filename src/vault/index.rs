@@ -104,18 +104,18 @@ const MAX_PACK: u64 = 1 << 40;
 /// Parse an opened index object and check every entry: a blob must fit in
 /// a pack of sane size and be at least a sealed object's overhead long, so
 /// a hostile index cannot make a restore read or allocate without bound.
-pub fn decode(plain: &[u8]) -> std::result::Result<Vec<PackEntry>, String> {
-    let f: IndexFile =
-        serde_json::from_slice(plain).map_err(|e| format!("unreadable index: {e}"))?;
+pub fn decode(plain: &[u8]) -> std::result::Result<Vec<PackEntry>, super::Invalid> {
+    let f: IndexFile = serde_json::from_slice(plain)
+        .map_err(|e| super::Invalid(format!("unreadable index: {e}")))?;
     for p in &f.packs {
         for &(blob, offset, len, _) in &p.blobs {
             let end = offset.checked_add(u64::from(len));
             if end.is_none_or(|e| e > MAX_PACK) || (len as usize) < super::seal::OVERHEAD {
-                return Err(format!(
+                return Err(super::Invalid(format!(
                     "pack {} lists blob {} at {offset}+{len}, which no pack can hold",
                     p.id.short(),
                     blob.short()
-                ));
+                )));
             }
         }
     }

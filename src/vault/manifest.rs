@@ -7,6 +7,7 @@
 //! changed (a run without a blob became zeros). The manifest is written last:
 //! a point exists exactly when its manifest does.
 
+use super::Invalid;
 use super::{Id, Result, Vault, VaultError};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -193,12 +194,6 @@ pub fn decode(plain: &[u8]) -> std::result::Result<Manifest, Invalid> {
     m.check()?;
     Ok(m)
 }
-
-/// Why a manifest is refused (the text names the field and what is wrong
-/// with it); the reader reports the object as damaged.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{0}")]
-pub struct Invalid(pub String);
 
 /// A name a restore may use as one path component: what the configuration
 /// allows for block names (letters, digits, `_`, `-`), never `/` or `..`.

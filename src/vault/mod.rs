@@ -24,6 +24,12 @@ pub mod seal;
 pub mod verify;
 
 pub use index::{Index, Location};
+
+/// Why a manifest or index object is refused (the text names the field and
+/// what is wrong with it); the reader reports the object as damaged.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct Invalid(pub String);
 pub use keys::{KeyError, MasterKey};
 pub use manifest::{Consistency, DiskMap, Extent, Manifest};
 
