@@ -261,6 +261,27 @@ pub fn failover_targets(
             let Ok(rel) = standby_provider_local::layout::disk_relative(&d.path) else {
                 continue;
             };
+            // A path that is a directory where the machine runs: nothing a
+            // point could read (replicate would only fail later).
+            let configured = cfg.sites.get(&m.site).and_then(|s| s.root.as_ref());
+            if let Some(shown) = configured.map(|r| r.join(&d.path))
+                && root_of(&m.site).is_some_and(|r| resolved(&r, &d.path).is_dir())
+            {
+                diags.push(
+                    Diagnostic::error(
+                        "standby::bad_disk_path",
+                        loc.clone(),
+                        format!(
+                            "disk {} of {}: {} is a directory, not a disk file",
+                            d.name,
+                            m.addr,
+                            shown.display()
+                        ),
+                    )
+                    .label("its disk is a directory")
+                    .help("give the path of the disk image or device file itself (e.g. \"db/data.img\"), relative to the site's root"),
+                );
+            }
             let lands = resolved(&dr, &rel);
             let clash = sources
                 .iter()

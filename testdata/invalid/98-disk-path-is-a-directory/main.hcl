@@ -1,0 +1,26 @@
+vault "main" {
+  url = "file://.standby/vault"
+}
+site "onprem" {
+  provider = "local"
+  root     = "sites/onprem"
+}
+site "dr" {
+  provider = "local"
+  root     = "sites/dr"
+}
+policy "standard" {
+  rpo_threshold          = "15m"
+  crash_consistent_every = "5m"
+  retention              = "24h"
+}
+machine "db" {
+  site = site.onprem
+  disk "data" { path = "db/data" }
+}
+protection "db" {
+  machine = machine.db
+  target  = site.dr
+  vault   = vault.main
+  policy  = policy.standard
+}
