@@ -221,3 +221,38 @@ fn points_without_an_owner_are_handed_over_only_by_claim() {
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(ids(&a).len(), 1);
 }
+
+/// A rename (`moved` block or `state mv`) in one configuration moves its
+/// own points only: the other configuration's `protection.db` keeps its
+/// name and its points.
+#[test]
+fn a_rename_in_one_configuration_leaves_the_others_points_alone() {
+    let d = tempfile::tempdir().unwrap();
+    let a = config(d.path(), "a", true);
+    let b = config(d.path(), "b", true);
+    write_disk(&a, 0xa1);
+    write_disk(&b, 0xb1);
+    ok(&a, &["apply", "--auto-approve"]);
+    ok(&b, &["apply", "--auto-approve"]);
+    let protections = |root: &Path| -> Vec<String> {
+        let v: Vec<serde_json::Value> =
+            serde_json::from_str(&ok(root, &["points", "--json"])).unwrap();
+        v.iter()
+            .map(|p| p["protection"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let out = ok(&a, &["state", "mv", "protection.db", "protection.main"]);
+    assert!(out.contains("1 recovery point"), "{out}");
+    assert_eq!(protections(&a), vec!["protection.main".to_string()]);
+    assert_eq!(
+        protections(&b),
+        vec!["protection.db".to_string()],
+        "B's point keeps B's name"
+    );
+    // B goes on as before: its next point is a delta of its own chain.
+    write_disk(&b, 0xb2);
+    ok(&b, &["replicate"]);
+    assert_eq!(protections(&b).len(), 2);
+    assert_eq!(restore_latest(&b), disk(0xb2));
+    ok(&b, &["vault", "verify", "--read-data"]);
+}

@@ -60,9 +60,10 @@ pub fn apply(moves: &Moves, m: &mut Manifest) {
     }
 }
 
-/// Record `renames` (in order, so `a -> b` then `b -> c` chains) for every
-/// point of the vault; one write of the `moves` object. Returns how many
-/// points each rename moved.
+/// Record `renames` (in order, so `a -> b` then `b -> c` chains) for the
+/// points this handle owns ([`Vault::owns`]: another configuration sharing
+/// the vault may use the same names for its own points); one write of the
+/// `moves` object. Returns how many points each rename moved.
 pub fn record(vault: &Vault, renames: &[Rename]) -> Result<Vec<usize>> {
     let mut moves = load(vault)?;
     let (mut points, _) = super::manifest::list_every(vault, false)?;
@@ -71,7 +72,7 @@ pub fn record(vault: &Vault, renames: &[Rename]) -> Result<Vec<usize>> {
     let mut touched = std::collections::BTreeSet::new();
     for r in renames {
         let mut n = 0;
-        for m in points.iter_mut() {
+        for m in points.iter_mut().filter(|m| vault.owns(m)) {
             let old_machine = m.machine.clone();
             let is_protection = r.from.starts_with("protection.");
             let current = if is_protection {
