@@ -32,6 +32,23 @@ mod shared;
 use standby_provider_qemu::guest;
 use standby_provider_qemu::vm::Vm;
 use std::path::{Path, PathBuf};
+
+/// Points plans/qemu's forwarded http port (`var.dr_db_http_port`) of the
+/// configuration in `d` at a port free now: its default may be taken on a
+/// shared machine.
+fn free_http_port(d: &Path) -> u16 {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    std::fs::write(
+        d.join("standby.vars.hcl"),
+        format!("dr_db_http_port = {port}\n"),
+    )
+    .unwrap();
+    port
+}
 use std::process::Command;
 
 /// The two tests boot two VMs each; one at a time on a small machine.
@@ -90,6 +107,7 @@ fn a_drill_of_plans_qemu_boots_both_vms_isolated_and_leaves_nothing() {
         .env("NO_COLOR", "1")
         .output()
         .unwrap();
+    free_http_port(&d);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -303,6 +321,8 @@ fn a_drill_of_plans_qemu_boots_both_vms_isolated_and_leaves_nothing() {
         };
         if name == "machine.db" {
             assert!(output("database").contains("stdout:\nok"), "{m:#}");
+            // From the host through the one port its target_vm forwards.
+            assert!(checks.iter().any(|c| c["name"] == "http"), "{m:#}");
             // Every order of the point's freeze is in the recovered guest.
             let orders = output("orders");
             assert!(
@@ -410,6 +430,7 @@ fn a_planned_failover_of_running_vms_loses_no_committed_order() {
         .env("NO_COLOR", "1")
         .output()
         .unwrap();
+    free_http_port(&d);
     assert!(
         out.status.success(),
         "{}\n{}",

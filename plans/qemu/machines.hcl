@@ -65,4 +65,10 @@ machine "db" {
     # Every order the point's freeze recorded is there (ids 1..N); prints N.
     guest = ["sh", "-c", "n=$(tail -n1 /data/freezes.log) && test \"$(sqlite3 -cmd '.timeout 10000' /data/orders.db \"SELECT count(*) FROM orders WHERE id <= $n\")\" = \"$n\" && echo $n"]
   }
+
+  # From the host, through the port the protection's target_vm forwards.
+  check "http" {
+    http     = "http://127.0.0.1:${var.dr_db_http_port}/"
+    contains = "standby-guest"
+  }
 }

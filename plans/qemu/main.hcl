@@ -10,6 +10,11 @@ variable "guest_dir" {
   default     = "guest"
 }
 
+variable "dr_db_http_port" {
+  description = "The port on 127.0.0.1 forwarded to the recovered database VM's port 80, for its http check."
+  default     = 18480
+}
+
 vault "main" {
   url      = "file://.standby/vault"
   key_file = ".standby/keys/main.key"

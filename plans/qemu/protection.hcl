@@ -20,5 +20,13 @@ protection "db" {
   target_vm {
     memory = "384M"
     cpus   = 1
+
+    # The one way into the recovered VM: without a forward it has no
+    # network device; with one, user-mode networking that reaches nothing
+    # and that only this port reaches (for the http check).
+    forward {
+      host_port  = var.dr_db_http_port
+      guest_port = 80
+    }
   }
 }

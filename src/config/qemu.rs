@@ -215,9 +215,9 @@ pub fn guest_checks_target(
     }
 }
 
-/// A protection's `target_vm { memory cpus }` block: the VM settings at a
-/// `qemu` target site (checked against the target in
-/// [`guest_checks_target`]). Returns Err(()) after reporting.
+/// A protection's `target_vm { memory cpus forward { host_port guest_port } }`
+/// block: the VM settings at a `qemu` target site (checked against the
+/// target in [`guest_checks_target`]). Returns Err(()) after reporting.
 pub fn target_vm(
     r: &mut Reader<'_, '_>,
     diags: &mut Diagnostics,
@@ -225,14 +225,66 @@ pub fn target_vm(
     let Some(block) = r.single_block("target_vm", diags) else {
         return Ok(None);
     };
-    let mut v = r.nested(block, "target_vm", &["memory", "cpus"], &[], diags);
+    let mut v = r.nested(block, "target_vm", &["memory", "cpus"], &["forward"], diags);
     let memory_mib = memory_attr(&mut v, diags);
     let cpus = cpus_attr(&mut v, diags);
+    let mut forwards = Vec::new();
+    let mut ok = true;
+    let mut seen: HashMap<u16, Loc> = HashMap::new();
+    for b in v.blocks("forward").collect::<Vec<_>>() {
+        let mut f = v.nested(b, "forward", &["host_port", "guest_port"], &[], diags);
+        let host = port_attr(&mut f, "host_port", diags);
+        let guest = port_attr(&mut f, "guest_port", diags);
+        match (host, guest) {
+            (Some((host_port, loc)), Some((guest_port, _))) => {
+                if seen.contains_key(&host_port) {
+                    diags.push(err(
+                        "standby::duplicate_port",
+                        loc,
+                        format!("host port {host_port} is forwarded twice"),
+                        "forwarded again",
+                        "one host port reaches one guest port: remove one of the two forward blocks".into(),
+                    ));
+                    ok = false;
+                    continue;
+                }
+                seen.insert(host_port, loc);
+                forwards.push(crate::model::PortForward {
+                    host_port,
+                    guest_port,
+                });
+            }
+            _ => ok = false,
+        }
+    }
     let out = crate::model::VmOverride {
         memory_mib: memory_mib?,
         cpus: cpus?,
+        forwards,
     };
+    if !ok {
+        return Err(());
+    }
     Ok(Some(out))
+}
+
+/// A TCP port attribute (1 to 65535), required; None after reporting.
+fn port_attr(v: &mut Reader<'_, '_>, name: &str, diags: &mut Diagnostics) -> Option<(u16, Loc)> {
+    let (val, loc) = v.required(name, diags)?;
+    let s = want_string(val, &loc, name, diags)?;
+    match s.trim().parse::<u16>() {
+        Ok(p) if p > 0 => Some((p, loc)),
+        _ => {
+            diags.push(err(
+                "standby::out_of_range",
+                loc,
+                format!("`{name}` must be a TCP port from 1 to 65535, not {s}"),
+                "not a port",
+                format!("write e.g. {name} = 8080"),
+            ));
+            None
+        }
+    }
 }
 
 /// A `vm` or `target_vm` block's `memory`: MiB as a number or a size with
@@ -919,7 +971,11 @@ protection "db" {
             db.and_then(|p| p.target_vm.clone()),
             Some(crate::model::VmOverride {
                 memory_mib: Some(384),
-                cpus: Some(1)
+                cpus: Some(1),
+                forwards: vec![crate::model::PortForward {
+                    host_port: 18480,
+                    guest_port: 80
+                }],
             })
         );
         let m = cfg

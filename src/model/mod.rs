@@ -211,6 +211,18 @@ pub struct VmOverride {
     /// Memory in MiB.
     pub memory_mib: Option<u64>,
     pub cpus: Option<u32>,
+    /// TCP ports forwarded from `127.0.0.1:host_port` to the guest's
+    /// `guest_port` (the only way into a recovered VM: without any, it has
+    /// no network device; with some, user-mode networking restricted to
+    /// them).
+    pub forwards: Vec<PortForward>,
+}
+
+/// One `forward { host_port guest_port }` of a [`VmOverride`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortForward {
+    pub host_port: u16,
+    pub guest_port: u16,
 }
 
 /// How QEMU opens one disk of a [`Vm`].

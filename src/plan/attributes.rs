@@ -12,7 +12,7 @@
 //! | site | `provider`, `root`, `command` |
 //! | policy | `rpo_threshold`, `crash_consistent_every`, `app_consistent_every`, `retention`, `compression_level` |
 //! | machine | `site`, `disk.NAME.path`, `disk.NAME.{format,node_name}` and `vm.{qmp,agent,kernel,initrd,append,memory_mib,cpus,fsfreeze}`, `vm.export_tls.{listen,creds_dir,ca,server_name,cert,key}` (qemu sites), `quiesce.{freeze,thaw,timeout}`, `boot.{command,timeout}`, `shutdown.{command,timeout}`, `check.NAME.{type,command,expect,url,status,contains,address,timeout,retries,interval}` |
-//! | protection | `machine`, `target`, `vault`, `policy`, `consistency_group`, `prevent_destroy` |
+//! | protection | `machine`, `target`, `vault`, `policy`, `consistency_group`, `prevent_destroy`, `target_vm.{memory_mib,cpus}`, `target_vm.forward.HOST_PORT` (the guest port) |
 //! | recovery_plan | `groups` (names in order), `group.NAME.{machines,depends_on,before,after}`, `drill.{schedule,max_rto}` |
 //!
 //! Keys starting with `observed.` (e.g. `observed.recovery_points`,
@@ -481,6 +481,12 @@ fn protection(p: &Protection) -> Attributes {
         }
         if let Some(c) = v.cpus {
             a.insert("target_vm.cpus".into(), json!(c));
+        }
+        for f in &v.forwards {
+            a.insert(
+                format!("target_vm.forward.{}", f.host_port),
+                json!(f.guest_port),
+            );
         }
     }
     a

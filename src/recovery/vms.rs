@@ -51,7 +51,14 @@ pub fn qemu_site(cfg: &Config, root: &Path, site: &Address) -> QemuSite {
                 cpus: over.cpus.unwrap_or(vm.cpus),
                 boot,
                 disks,
-                forwards: Vec::new(),
+                forwards: over
+                    .forwards
+                    .iter()
+                    .map(|f| standby_provider_qemu::vm::Forward {
+                        host: f.host_port,
+                        guest: f.guest_port,
+                    })
+                    .collect(),
                 home: (&m.site == site)
                     .then(|| home(cfg, root, site, m, vm))
                     .flatten(),

@@ -30,8 +30,9 @@ ird=$work/initrd
 mkdir -p "$ird"/{bin,dev,proc,sys,newroot,lib/modules}
 cp "$busybox" "$ird/bin/busybox"
 ln -s busybox "$ird/bin/sh"
-# virtio modules in dependency order (modinfo -F depends, checked on 6.1).
-order="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk"
+# virtio modules in dependency order (modinfo -F depends, checked on 6.1);
+# virtio_net for VMs started with forwarded ports (else they have no NIC).
+order="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk failover net_failover virtio_net"
 for m in $order; do
     f=$(find "$mods" -name "$m.ko*" | head -n1)
     [ -n "$f" ] || { echo "build.sh: module $m not found under $mods" >&2; exit 2; }
@@ -149,6 +150,16 @@ if [ -b /dev/vdb ] && grep -q 'standby.writer=1' /proc/cmdline; then
     # The schema exists before the agent answers, so a client that sees
     # the agent can query the table at once.
     mount -t ext4 /dev/vdb /data && /usr/bin/writer --schema && { /usr/bin/writer & echo $! >/run/writer.pid; }
+fi
+# A NIC exists only when standby forwards ports to this VM (user-mode
+# networking, restricted): the address QEMU's slirp hands out, and a page
+# on port 80 for http/tcp checks through the forwarded port.
+if [ -e /sys/class/net/eth0 ]; then
+    ip link set lo up
+    ip link set eth0 up
+    ip addr add 10.0.2.15/24 dev eth0
+    mkdir -p /run/www && echo "standby-guest $(hostname) up" >/run/www/index.html
+    httpd -p 80 -h /run/www
 fi
 /usr/sbin/qemu-ga -m isa-serial -p /dev/ttyS1 -F -t /run -d -f /run/qemu-ga.pid
 echo "standby-guest: up" >/dev/console

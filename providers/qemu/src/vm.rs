@@ -244,7 +244,7 @@ impl Vm {
                     .iter()
                     .map(|f| format!("hostfwd=tcp:127.0.0.1:{}-:{}", f.host, f.guest))
                     .collect();
-                format!("user,restrict=on,{}", fwd.join(","))
+                format!("user,model=virtio-net-pci,restrict=on,{}", fwd.join(","))
             })
             .args([
                 "-m",
