@@ -248,3 +248,28 @@ fn prune_racing_replication_never_loses_referenced_data() {
         assert_same(&refs[&p.id], &out);
     }
 }
+
+/// A pack no index lists is a running writer's upload until it is a grace
+/// period old: only then is it marked, and deleted a grace period later.
+#[test]
+fn an_unindexed_pack_is_marked_only_once_older_than_the_grace_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (vault, _) = new_vault(&backend_url("file", d), d);
+    let disk = d.join("disk");
+    write_disk(&disk, 1, 1 << 20);
+    take(&vault, &d.join("cache"), &[target("a", &[("root", &disk)])]);
+    let orphan = standby::vault::pack_name(&standby::vault::Id([7; 32]));
+    vault.put(&orphan, vec![1; 5000]).unwrap();
+    let none = BTreeMap::new();
+    let hour = Duration::from_secs(3600);
+    let rep = prune::prune(&vault, &none, later(), false, W, hour).unwrap();
+    assert_eq!((rep.packs_marked, rep.packs_deleted), (0, 0), "{rep:?}");
+    let rep = prune::prune(&vault, &none, later(), false, W, Duration::ZERO).unwrap();
+    assert_eq!((rep.packs_marked, rep.packs_deleted), (1, 0), "{rep:?}");
+    assert!(vault.exists(&orphan).unwrap());
+    let rep = prune::prune(&vault, &none, later(), false, W, Duration::ZERO).unwrap();
+    assert_eq!(rep.packs_deleted, 1, "{rep:?}");
+    assert!(!vault.exists(&orphan).unwrap());
+    assert!(verify::verify(&vault, true).unwrap().problems.is_empty());
+}

@@ -295,7 +295,10 @@ pub fn take_points(
 /// generation changed) may have marked packs these points reuse, or
 /// dropped a point they build on: then every blob the points reference
 /// must still be listed by an index object proper (not only by a garbage
-/// mark) and every parent must exist, or nothing is committed. Without a
+/// mark), every pack this point wrote must still exist (a point that took
+/// longer than the grace period may have had a pack not yet indexed
+/// marked, then deleted) and every parent must exist, or nothing is
+/// committed. Without a
 /// generation change no prune marked anything since, and any mark made
 /// from now on is deleted only a grace period later, by a prune that
 /// lists these manifests first (docs/VAULT.md, "Prune"). One request
@@ -304,10 +307,33 @@ fn confirm_commit(
     vault: &Vault,
     idx: &crate::vault::Index,
     points: &[Manifest],
+    written: &[Id],
     opts: &Options,
 ) -> Result<(), ReplicationError> {
     if index::generation(vault)? == idx.generation {
         return Ok(());
+    }
+    // One request per pack for a few, else one listing of `data/`.
+    let names: Vec<String> = written.iter().map(crate::vault::pack_name).collect();
+    let gone = if names.len() <= 32 {
+        let mut gone = None;
+        for n in &names {
+            if !vault.exists(n)? {
+                gone = Some(n.clone());
+                break;
+            }
+        }
+        gone
+    } else {
+        let listed: HashSet<String> = vault.list("data")?.into_iter().map(|(n, _)| n).collect();
+        names.iter().find(|n| !listed.contains(*n)).cloned()
+    };
+    if let Some(pack) = gone {
+        return Err(ReplicationError::PrunedMeanwhile {
+            what: format!(
+                "deleted {pack}, which this point wrote (it took longer than the prune's grace period)"
+            ),
+        });
     }
     let live = index::load_cached(vault, &opts.cache_dir, None)?.live_blobs();
     for m in points {
@@ -537,6 +563,7 @@ fn capture_all(
     }
     opts.check_cancel()?;
     let (packs, _) = packer.finish()?;
+    let written: Vec<Id> = packs.iter().map(|p| p.id).collect();
     if !packs.is_empty() {
         index::write_cached(vault, &opts.cache_dir, packs)?;
     }
@@ -544,7 +571,7 @@ fn capture_all(
     // update never hides a point), and confirms it after.
     let points: Vec<Manifest> = made.iter().map(|(m, _)| m.clone()).collect();
     crate::vault::catalog::begin_seen(vault, &points, seen)?;
-    confirm_commit(vault, idx, &points, opts)?;
+    confirm_commit(vault, idx, &points, &written, opts)?;
     let mut out = Vec::new();
     for (m, hashes) in made {
         manifest::write(vault, &m)?;

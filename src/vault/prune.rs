@@ -233,7 +233,26 @@ fn remove_points(
             .map(|(n, _)| n)
             .collect()
     };
-    let plan = classify(&idx, &marks, &live, vault.list("data")?, &young, due);
+    // Likewise packs no index lists yet: a writer uploads them before its
+    // index object; only one a grace period old is marked.
+    let young_data: HashSet<String> = if dry_run {
+        HashSet::new()
+    } else {
+        vault
+            .list_timed("data")?
+            .into_iter()
+            .filter(|(_, t)| !due(*t))
+            .map(|(n, _)| n)
+            .collect()
+    };
+    let plan = classify(
+        &idx,
+        &marks,
+        &live,
+        vault.list("data")?,
+        (&young, &young_data),
+        due,
+    );
     report.packs_deleted = plan.delete.len();
     report.bytes_freed = plan.delete.iter().map(|(_, n)| n).sum();
     report.packs_marked = plan.mark.len();
@@ -344,14 +363,15 @@ struct Plan {
 
 /// Decide each pack's fate. `idx` holds index objects proper and marks
 /// (under `gc/`); `live` every blob a kept point uses; `existing` the
-/// listing of `data/`; `due(t)`: a mark stamped `t` is past the grace
-/// period.
+/// listing of `data/`; `young`: index objects and packs younger than the
+/// grace period (a running writer's); `due(t)`: a mark stamped `t` is past
+/// the grace period.
 fn classify(
     idx: &Index,
     marks: &[gc::Mark],
     live: &HashSet<Id>,
     existing: Vec<(String, u64)>,
-    young: &HashSet<String>,
+    (young, young_data): (&HashSet<String>, &HashSet<String>),
     due: impl Fn(i64) -> bool,
 ) -> Plan {
     let existing: HashMap<String, u64> = existing.into_iter().collect();
@@ -432,7 +452,9 @@ fn classify(
     let mut unlisted: Vec<(&String, &u64)> = existing
         .iter()
         .filter(|(n, _)| {
-            pack_id(n).is_some_and(|id| !indexed.contains_key(&id) && !marked.contains_key(&id))
+            !young_data.contains(*n)
+                && pack_id(n)
+                    .is_some_and(|id| !indexed.contains_key(&id) && !marked.contains_key(&id))
         })
         .collect();
     unlisted.sort();
