@@ -3,6 +3,7 @@
 # figures). The same tests CI runs in a bounded form, with long-form counts:
 #
 #   replicate killed with SIGKILL    STANDBY_REPLICATE_KILLS   (default 100)
+#   prune killed while writing       STANDBY_PRUNE_KILLS       (default 10)
 #   apply killed with SIGKILL        STANDBY_LONG=1            (20 rounds)
 #   vault corruption trials          STANDBY_CORRUPTION_TRIALS (default 1000)
 #   network faults (Azurite, moto)   STANDBY_NETWORK_ROUNDS    (default 12)
@@ -27,6 +28,7 @@ fi
 # shellcheck disable=SC1091
 source .ci/.cache/services.env
 export STANDBY_REPLICATE_KILLS="${STANDBY_REPLICATE_KILLS:-100}"
+export STANDBY_PRUNE_KILLS="${STANDBY_PRUNE_KILLS:-10}"
 export STANDBY_CORRUPTION_TRIALS="${STANDBY_CORRUPTION_TRIALS:-1000}"
 export STANDBY_NETWORK_ROUNDS="${STANDBY_NETWORK_ROUNDS:-12}"
 export STANDBY_POWER_ROUNDS="${STANDBY_POWER_ROUNDS:-20}"
@@ -35,7 +37,7 @@ printf 'load average: %s\n' "$(cut -d' ' -f1-3 /proc/loadavg)"
 started=$(date +%s)
 failed=()
 log=$(mktemp)
-for t in faults_crash faults_corruption faults_network faults_storage faults_power faults_commands faults_restore "apply_cli kill_9" "failback_cli failback_killed" "recovery_cli a_failover_killed"; do
+for t in faults_crash vault_gc faults_corruption faults_network faults_storage faults_power faults_commands faults_restore "apply_cli kill_9" "failback_cli failback_killed" "recovery_cli a_failover_killed"; do
     set -- $t
     echo "== $*"
     t0=$(date +%s)

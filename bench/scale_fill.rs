@@ -66,7 +66,8 @@ fn main() -> anyhow::Result<()> {
     })?;
     let mut all = catalog::points(&vault, &machine)?.unwrap_or_default();
     all.extend(made);
-    catalog::rebuild(&vault, &BTreeSet::from([machine.clone()]), &all)?;
+    let listed = all.iter().map(|m| m.id).collect();
+    catalog::rebuild(&vault, &BTreeSet::from([machine.clone()]), &all, &listed)?;
     println!(
         "{machine}: +{count} points ({} now) in {:.1} s",
         all.len(),

@@ -53,13 +53,15 @@ pub fn init(ws: &Workspace, address: &Address) -> Result<Initialised, WorkspaceE
 
 /// Drop the points of `address` past their protection's retention at
 /// `now` and delete what no point references (`dry_run`: only say what
-/// would go); waits up to `lock_wait` for running replications.
+/// would go); data is marked first and deleted by a prune at least `grace`
+/// later; waits up to `lock_wait` for another prune or compaction.
 pub fn prune(
     ws: &Workspace,
     address: &Address,
     now: time::OffsetDateTime,
     dry_run: bool,
     lock_wait: Duration,
+    grace: Duration,
 ) -> Result<PruneReport, WorkspaceError> {
     let vault = ws.vault(address)?;
     let retention: BTreeMap<String, Duration> = ws
@@ -72,7 +74,7 @@ pub fn prune(
             Some((p.addr.to_string(), pol.retention.to_std()))
         })
         .collect();
-    prune::prune(&vault, &retention, now, dry_run, lock_wait).map_err(vault_error(address))
+    prune::prune(&vault, &retention, now, dry_run, lock_wait, grace).map_err(vault_error(address))
 }
 
 /// Hand the points without an owner of the machines `address` protects

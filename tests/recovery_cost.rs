@@ -140,7 +140,8 @@ fn fill(root: &Path, url: &str, m: &str, count: usize) {
         manifest::write(&vault, &p).unwrap();
         all.push(p);
     }
-    catalog::rebuild(&vault, &BTreeSet::from([machine]), &all).unwrap();
+    let listed = all.iter().map(|m| m.id).collect();
+    catalog::rebuild(&vault, &BTreeSet::from([machine]), &all, &listed).unwrap();
 }
 
 /// What a drill, then a test failover and its cleanup, cost.

@@ -66,7 +66,15 @@ fn renamed_points_keep_their_manifests_and_prune_forgets_dropped_ones() {
     // Prune drops the two older points under the new name and forgets them.
     let retention = BTreeMap::from([("protection.c".to_string(), Duration::from_secs(3600))]);
     let later = time::OffsetDateTime::now_utc() + time::Duration::days(1);
-    let rep = prune::prune(&vault, &retention, later, false, Duration::from_secs(5)).unwrap();
+    let rep = prune::prune(
+        &vault,
+        &retention,
+        later,
+        false,
+        Duration::from_secs(5),
+        Duration::ZERO,
+    )
+    .unwrap();
     assert_eq!(rep.dropped.len(), 2, "{rep:?}");
     let left = moves::load(&vault).unwrap();
     assert_eq!(

@@ -4,6 +4,7 @@
 mod vault_support;
 
 use standby::model::{Duration as Dur, Quiesce};
+use standby::replication;
 use standby::vault::manifest::{self, Consistency};
 use standby::vault::{prune, verify};
 use std::collections::{BTreeMap, HashMap};
@@ -28,6 +29,9 @@ fn write_disk(path: &Path, seed: u8, size: u64) {
     }
 }
 
+/// How long a prune waits for another prune.
+const W: Duration = Duration::from_secs(60);
+
 fn later() -> time::OffsetDateTime {
     time::OffsetDateTime::now_utc() + time::Duration::days(1)
 }
@@ -51,7 +55,8 @@ fn prune_folds_dropped_ancestors_and_frees_their_data() {
     }
     let before = vault.list("data").unwrap().len();
     let retention = BTreeMap::from([("protection.a".to_string(), Duration::from_secs(3600))]);
-    let dry = prune::prune(&vault, &retention, later(), true, Duration::from_secs(5)).unwrap();
+    let hour = Duration::from_secs(3600);
+    let dry = prune::prune(&vault, &retention, later(), true, W, hour).unwrap();
     let mut expect = vec![ids[0].hex(), ids[1].hex()];
     expect.sort();
     assert_eq!(dry.dropped, expect);
@@ -61,7 +66,9 @@ fn prune_folds_dropped_ancestors_and_frees_their_data() {
         "dry run changed nothing"
     );
 
-    let rep = prune::prune(&vault, &retention, later(), false, Duration::from_secs(5)).unwrap();
+    // A zero grace period: index objects are not kept back as a running
+    // writer's, and what is unreferenced is marked at once.
+    let rep = prune::prune(&vault, &retention, later(), false, W, Duration::ZERO).unwrap();
     assert_eq!(rep.folded, vec![ids[2].hex()]);
     let (points, _) = manifest::list(&vault, false).unwrap();
     assert_eq!(points.len(), 1);
@@ -73,9 +80,22 @@ fn prune_folds_dropped_ancestors_and_frees_their_data() {
     let out = d.join("out");
     restore(&vault, &points[0], "root", &out);
     assert_same(&refs[2], &out);
-    // The dropped points' data is gone from the vault, not only unlisted.
+    // The dropped points' data is only marked: a writer may still be
+    // about to reference it.
+    assert!(rep.packs_marked > 0 && rep.bytes_marked > 0, "{rep:?}");
+    assert_eq!((rep.packs_deleted, rep.bytes_freed), (0, 0), "{rep:?}");
+    assert_eq!(vault.list("data").unwrap().len(), before);
+    let v = verify::verify(&vault, true).unwrap();
+    assert!(v.problems.is_empty(), "{:?}", v.problems);
+    // Within its grace period a second prune deletes nothing either...
+    let rep = prune::prune(&vault, &retention, later(), false, W, hour).unwrap();
+    assert_eq!(rep.packs_deleted, 0, "{rep:?}");
+    assert_eq!(rep.packs_marked, 0, "marked once: {rep:?}");
+    // ...once it has passed, the marked data is gone, not only unlisted.
+    let rep = prune::prune(&vault, &retention, later(), false, W, Duration::ZERO).unwrap();
     assert!(rep.packs_deleted > 0 && rep.bytes_freed > 0, "{rep:?}");
     assert!(vault.list("data").unwrap().len() < before);
+    assert!(vault.list("gc").unwrap().is_empty(), "the mark is settled");
     let v = verify::verify(&vault, true).unwrap();
     assert!(v.problems.is_empty(), "{:?}", v.problems);
     // The next point after folding still works as a delta.
@@ -112,7 +132,7 @@ fn prune_keeps_the_last_app_consistent_point_and_folds_the_middle() {
         ids.push(p.id);
     }
     let retention = BTreeMap::from([("protection.a".to_string(), Duration::from_secs(60))]);
-    let rep = prune::prune(&vault, &retention, later(), false, Duration::from_secs(5)).unwrap();
+    let rep = prune::prune(&vault, &retention, later(), false, W, Duration::ZERO).unwrap();
     assert_eq!(rep.dropped, vec![ids[1].hex()]);
     let (points, _) = manifest::list(&vault, false).unwrap();
     assert_eq!(
@@ -157,7 +177,20 @@ fn prune_racing_replication_never_loses_referenced_data() {
                     write_disk(&disk, i, 1 << 20);
                     let reference = d.join(format!("ref-{m}-{i}"));
                     std::fs::copy(&disk, &reference).unwrap();
-                    let p = take(&vault, &cache, &[target(m, &[("root", &disk)])]).remove(0);
+                    // A point whose reused data a prune marked meanwhile
+                    // commits nothing and says so; the next try stores it.
+                    let p = loop {
+                        match replication::take_points(
+                            &vault,
+                            &[target(m, &[("root", &disk)])],
+                            &replication::Options::new(&cache),
+                            &replication::Progress::default(),
+                        ) {
+                            Ok(mut ps) => break ps.remove(0),
+                            Err(replication::ReplicationError::PrunedMeanwhile { .. }) => {}
+                            Err(e) => panic!("{e}"),
+                        }
+                    };
                     refs.lock().unwrap().insert(p.id, reference);
                 }
             }));
@@ -172,8 +205,16 @@ fn prune_racing_replication_never_loses_referenced_data() {
             let (mut runs, mut raced) = (0, 0);
             while !stop.load(std::sync::atomic::Ordering::Relaxed) || runs < 8 {
                 let during = !stop.load(std::sync::atomic::Ordering::Relaxed);
-                let rep = prune::prune(&vault, &retention, later(), false, Duration::from_secs(60))
-                    .unwrap();
+                // A short grace period: data is deleted while writers run.
+                let rep = prune::prune(
+                    &vault,
+                    &retention,
+                    later(),
+                    false,
+                    W,
+                    Duration::from_secs(2),
+                )
+                .unwrap();
                 // A prune that dropped points while replication was still
                 // writing: the race this test is about.
                 if during && !rep.dropped.is_empty() {
@@ -206,4 +247,29 @@ fn prune_racing_replication_never_loses_referenced_data() {
         restore(&vault, p, "root", &out);
         assert_same(&refs[&p.id], &out);
     }
+}
+
+/// A pack no index lists is a running writer's upload until it is a grace
+/// period old: only then is it marked, and deleted a grace period later.
+#[test]
+fn an_unindexed_pack_is_marked_only_once_older_than_the_grace_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (vault, _) = new_vault(&backend_url("file", d), d);
+    let disk = d.join("disk");
+    write_disk(&disk, 1, 1 << 20);
+    take(&vault, &d.join("cache"), &[target("a", &[("root", &disk)])]);
+    let orphan = standby::vault::pack_name(&standby::vault::Id([7; 32]));
+    vault.put(&orphan, vec![1; 5000]).unwrap();
+    let none = BTreeMap::new();
+    let hour = Duration::from_secs(3600);
+    let rep = prune::prune(&vault, &none, later(), false, W, hour).unwrap();
+    assert_eq!((rep.packs_marked, rep.packs_deleted), (0, 0), "{rep:?}");
+    let rep = prune::prune(&vault, &none, later(), false, W, Duration::ZERO).unwrap();
+    assert_eq!((rep.packs_marked, rep.packs_deleted), (1, 0), "{rep:?}");
+    assert!(vault.exists(&orphan).unwrap());
+    let rep = prune::prune(&vault, &none, later(), false, W, Duration::ZERO).unwrap();
+    assert_eq!(rep.packs_deleted, 1, "{rep:?}");
+    assert!(!vault.exists(&orphan).unwrap());
+    assert!(verify::verify(&vault, true).unwrap().problems.is_empty());
 }

@@ -7,6 +7,8 @@ use crate::model::Kind;
 use crate::points::{self, PointsError};
 use crate::workspace::Workspace;
 use miette::{IntoDiagnostic, miette};
+use serde::Serializer;
+use std::io::Write;
 use std::process::ExitCode;
 
 #[derive(Debug, clap::Args)]
@@ -42,34 +44,38 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         e => miette!("{e}"),
     })?;
     let now = crate::vault::clock::now();
+    // Buffered: a vault of 100,000 points is millions of lines.
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if args.json {
-        let doc: Vec<serde_json::Value> = rows
-            .iter()
-            .map(|(v, m)| {
-                serde_json::json!({
-                    "id": m.id.hex(),
-                    "vault": v.to_string(),
-                    "created": m.created,
-                    "machine": m.machine,
-                    "protection": m.protection,
-                    "consistency": m.consistency,
-                    "group": m.group,
-                    "freeze_ms": m.freeze_ms,
-                    "site": m.site,
-                    "moves_to": m.moves_to,
-                    "disks": m.disks.iter().map(|(n, d)| (n.clone(), serde_json::json!({
-                        "size": d.size,
-                        "parent": d.parent.map(|p| p.hex()),
-                    }))).collect::<serde_json::Map<_, _>>(),
-                    "stats": m.stats,
-                    "cbt": m.cbt,
-                    "cbt_fallbacks": m.cbt.as_ref().map_or(0, |c| c.fallbacks()),
-                    "seq": m.seq,
-                    "in_future": m.in_future(now),
-                })
+        // Streamed, one row's value at a time.
+        let rows = rows.iter().map(|(v, m)| {
+            serde_json::json!({
+                "id": m.id.hex(),
+                "vault": v.to_string(),
+                "created": m.created,
+                "machine": m.machine,
+                "protection": m.protection,
+                "consistency": m.consistency,
+                "group": m.group,
+                "freeze_ms": m.freeze_ms,
+                "site": m.site,
+                "moves_to": m.moves_to,
+                "disks": m.disks.iter().map(|(n, d)| (n.clone(), serde_json::json!({
+                    "size": d.size,
+                    "parent": d.parent.map(|p| p.hex()),
+                }))).collect::<serde_json::Map<_, _>>(),
+                "stats": m.stats,
+                "cbt": m.cbt,
+                "cbt_fallbacks": m.cbt.as_ref().map_or(0, |c| c.fallbacks()),
+                "seq": m.seq,
+                "in_future": m.in_future(now),
             })
-            .collect();
-        println!("{}", serde_json::to_string_pretty(&doc).into_diagnostic()?);
+        });
+        serde_json::Serializer::pretty(&mut out)
+            .collect_seq(rows)
+            .into_diagnostic()?;
+        writeln!(out).into_diagnostic()?;
+        out.flush().into_diagnostic()?;
         return Ok(ExitCode::SUCCESS);
     }
     if rows.is_empty() && query.is_some() {
@@ -80,12 +86,15 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         println!("No points yet; `standby replicate` takes one.");
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    writeln!(
+        out,
         "{:<12}  {:<23}  {:<20}  {:<5}  {:<10}  {:>10}",
         "ID", "CREATED", "MACHINE", "CONS.", "GROUP", "ADDED"
-    );
+    )
+    .into_diagnostic()?;
     for (_, m) in &rows {
-        println!(
+        writeln!(
+            out,
             "{:<12}  {:<23}  {:<20}  {:<5}  {:<10}  {:>10}",
             m.id.short(),
             crate::human::time_str(&m.created),
@@ -93,7 +102,8 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
             m.consistency.to_string(),
             m.group.as_deref().unwrap_or("-"),
             human(m.stats.stored)
-        );
+        )
+        .into_diagnostic()?;
     }
     let ahead: Vec<String> = rows
         .iter()
@@ -101,10 +111,13 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         .map(|(_, m)| m.id.short())
         .collect();
     if !ahead.is_empty() {
-        println!(
+        writeln!(
+            out,
             "dated in the future (its writer's clock ran ahead; never `latest`): {}",
             ahead.join(", ")
-        );
+        )
+        .into_diagnostic()?;
     }
+    out.flush().into_diagnostic()?;
     Ok(ExitCode::SUCCESS)
 }

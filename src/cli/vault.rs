@@ -26,9 +26,13 @@ pub enum Command {
         /// Show what would be dropped and freed; change nothing.
         #[arg(long)]
         dry_run: bool,
-        /// How long to wait for running replications, in seconds.
+        /// How long to wait for another prune or compaction, in seconds.
         #[arg(long, default_value_t = 600, value_name = "SECS")]
         wait: u64,
+        /// How long data this prune finds unreferenced stays marked before a later
+        /// prune deletes it (longer than any pause of a writer: writers never wait).
+        #[arg(long, default_value = "1h", value_name = "DURATION")]
+        grace: crate::model::Duration,
         #[command(flatten)]
         vars: crate::cli::VarArgs,
     },
@@ -97,8 +101,9 @@ pub fn run(cmd: Command) -> miette::Result<ExitCode> {
             vault,
             dry_run,
             wait,
+            grace,
             vars,
-        } => prune_cmd(vault.as_deref(), dry_run, wait, &vars),
+        } => prune_cmd(vault.as_deref(), dry_run, wait, grace.to_std(), &vars),
         Command::Verify {
             vault,
             read_data,
@@ -168,6 +173,7 @@ fn prune_cmd(
     which: Option<&str>,
     dry_run: bool,
     wait: u64,
+    grace: Duration,
     vars: &crate::cli::VarArgs,
 ) -> miette::Result<ExitCode> {
     let ws = Workspace::new(load_config(vars)?);
@@ -178,6 +184,7 @@ fn prune_cmd(
             crate::vault::clock::now(),
             dry_run,
             Duration::from_secs(wait),
+            grace,
         )
         .map_err(|e| miette!("{e}"))?;
         let verb = if dry_run { "would drop" } else { "dropped" };
@@ -191,6 +198,14 @@ fn prune_cmd(
         );
         for id in &r.dropped {
             println!("  - {}", &id[..12]);
+        }
+        if r.packs_marked > 0 {
+            println!(
+                "  {} ({}) no point references: marked, deleted by a prune {} from now",
+                crate::human::count(r.packs_marked, "pack"),
+                human(r.bytes_marked),
+                crate::model::Duration::from_secs(grace.as_secs())
+            );
         }
         if !r.folded.is_empty() {
             println!(

@@ -43,6 +43,10 @@ pub struct WatchArgs {
     /// How often to drop points past their policy's retention (with --watch).
     #[arg(long, default_value = "1h", value_name = "DURATION")]
     pub prune_every: Duration,
+    /// How long data a prune marked as garbage is kept before a later prune deletes it
+    /// (longer than any pause of a writer between its last check and its manifest).
+    #[arg(long, default_value = "1h", value_name = "DURATION")]
+    pub prune_grace: Duration,
     /// Longest pause between retries of a failed capture (backoff doubles from 1s, jittered).
     #[arg(long, default_value = "5m", value_name = "DURATION")]
     pub retry_max: Duration,
@@ -64,6 +68,7 @@ pub fn run(cfg: Config, chosen: &[Address], args: &WatchArgs) -> miette::Result<
             prune_every: args.prune_every.to_std(),
             retry_max: args.retry_max.to_std(),
             lock_wait: std::time::Duration::from_secs(600),
+            prune_grace: args.prune_grace.to_std(),
         },
         listen: args.listen,
         request_retry: args.store_retry.to_std(),

@@ -21,12 +21,12 @@ pub mod vm;
 use crate::model;
 use crate::vault::manifest::{self, Consistency, Manifest, Stats};
 use crate::vault::pack::PackWriter;
-use crate::vault::{Id, Vault, VaultError, index, lock::Lock};
+use crate::vault::{Id, Vault, VaultError, index};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 pub use batch::{Batch, BatchError, batches, target_for};
 pub use restore::{Restored, restore_checked, restore_disk};
@@ -61,6 +61,10 @@ pub enum ReplicationError {
     Vm { machine: String, detail: String },
     #[error(transparent)]
     Target(#[from] target::TargetError),
+    #[error(
+        "a prune ran while this point was written and {what}; no point was taken (the next one stores what it needs again)"
+    )]
+    PrunedMeanwhile { what: String },
 }
 
 pub use crate::progress::Progress;
@@ -126,8 +130,6 @@ impl Target {
 pub struct Options {
     /// Change-tracking cache and staging area (`.standby/cache`).
     pub cache_dir: PathBuf,
-    /// How long to wait for a prune to release the vault.
-    pub lock_wait: Duration,
     /// When set (e.g. on SIGTERM), the capture stops before its next disk
     /// and before writing anything that would make a point: no point is
     /// taken. Freeze and thaw are never cut short.
@@ -145,7 +147,6 @@ impl Options {
     pub fn new(cache_dir: impl Into<PathBuf>) -> Options {
         Options {
             cache_dir: cache_dir.into(),
-            lock_wait: Duration::from_secs(600),
             cancel: None,
             baseline: HashMap::new(),
             moves_to: HashMap::new(),
@@ -171,7 +172,9 @@ pub fn take_points(
     progress: &Progress,
 ) -> Result<Vec<Manifest>, ReplicationError> {
     opts.check_cancel()?;
-    let mut lock = Lock::acquire(vault, false, opts.lock_wait)?;
+    // No lock: writers never wait for each other or for prune; what a
+    // prune may have done meanwhile is checked before the manifests
+    // ([`confirm_commit`]).
     // Bounded reads (see docs/VAULT.md): the catalog names each machine's
     // newest point; the index comes from the local cache plus a few new
     // objects, enough to deduplicate against.
@@ -241,7 +244,7 @@ pub fn take_points(
         .collect();
     // VMs: their own freeze, snapshot and thaw (all VMs of the batch
     // together), before the file targets' instant.
-    tracing::debug!("vault locked; index, points and previous hashes loaded");
+    tracing::debug!("index, points and previous hashes loaded");
     let mut session = vm::begin(targets, &prevs, &opts.cache_dir, &vault.id)?;
     let started = Instant::now();
     let r = snapshot_all(targets, &staging, &mut sources);
@@ -261,7 +264,6 @@ pub fn take_points(
         &sources,
         &prevs,
         progress,
-        &mut lock,
         created,
         freeze_ms,
         opts,
@@ -279,6 +281,85 @@ pub fn take_points(
         tracing::warn!("closing the VM point: {e}");
     }
     result
+}
+
+/// The one check between a point's data and its manifests: the last
+/// thing before the manifests are written (a lease check belongs here too).
+///
+/// Writers take no lock. A prune that ran since `idx` was loaded (its
+/// generation changed) may have marked packs these points reuse, or
+/// dropped a point they build on: then every blob the points reference
+/// must still be listed by an index object proper (not only by a garbage
+/// mark), every pack this point wrote must still exist (a point that took
+/// longer than the grace period may have had a pack not yet indexed
+/// marked, then deleted) and every parent must exist, or nothing is
+/// committed. Without a
+/// generation change no prune marked anything since, and any mark made
+/// from now on is deleted only a grace period later, by a prune that
+/// lists these manifests first (docs/VAULT.md, "Prune"). One request
+/// when no prune ran.
+fn confirm_commit(
+    vault: &Vault,
+    idx: &crate::vault::Index,
+    points: &[Manifest],
+    written: &[Id],
+    opts: &Options,
+) -> Result<(), ReplicationError> {
+    if index::generation(vault)? == idx.generation {
+        return Ok(());
+    }
+    // One request per pack for a few, else one listing of `data/`.
+    let names: Vec<String> = written.iter().map(crate::vault::pack_name).collect();
+    let gone = if names.len() <= 32 {
+        let mut gone = None;
+        for n in &names {
+            if !vault.exists(n)? {
+                gone = Some(n.clone());
+                break;
+            }
+        }
+        gone
+    } else {
+        let listed: HashSet<String> = vault.list("data")?.into_iter().map(|(n, _)| n).collect();
+        names.iter().find(|n| !listed.contains(*n)).cloned()
+    };
+    if let Some(pack) = gone {
+        return Err(ReplicationError::PrunedMeanwhile {
+            what: format!(
+                "deleted {pack}, which this point wrote (it took longer than the prune's grace period)"
+            ),
+        });
+    }
+    let live = index::load_cached(vault, &opts.cache_dir, None)?.live_blobs();
+    for m in points {
+        for (disk, map) in &m.disks {
+            if let Some(e) = map
+                .extents
+                .iter()
+                .find(|e| e.2.is_some_and(|b| !live.contains(&b)))
+            {
+                return Err(ReplicationError::PrunedMeanwhile {
+                    what: format!(
+                        "marked as garbage data that {} disk {disk} reuses (blob {})",
+                        m.machine,
+                        e.2.map(|b| b.short()).unwrap_or_default()
+                    ),
+                });
+            }
+            if let Some(parent) = map.parent
+                && !vault.exists(&manifest::point_name(&parent))?
+            {
+                return Err(ReplicationError::PrunedMeanwhile {
+                    what: format!(
+                        "dropped point {}, which {} disk {disk} builds on",
+                        parent.short(),
+                        m.machine
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Remove staging copies left by runs that were killed (their process is
@@ -389,7 +470,6 @@ fn capture_all(
     sources: &[Vec<PathBuf>],
     prevs: &[Vec<Option<capture::Hashes>>],
     progress: &Progress,
-    lock: &mut Lock<'_>,
     created: time::OffsetDateTime,
     freeze_ms: Option<u64>,
     opts: &Options,
@@ -416,7 +496,7 @@ fn capture_all(
                     prev: prevs[ti][di].as_ref(),
                     level: t.level,
                     progress,
-                    tick: &mut || lock.refresh(),
+                    tick: &mut || Ok(()),
                 };
                 session.capture(ti, di, sink, &sources[ti][di])?
             } else {
@@ -429,7 +509,7 @@ fn capture_all(
                     prevs[ti][di].as_ref(),
                     t.level,
                     progress,
-                    &mut || lock.refresh(),
+                    &mut || Ok(()),
                 )?
             };
             stats.read += c.read;
@@ -478,6 +558,7 @@ fn capture_all(
     }
     opts.check_cancel()?;
     let (packs, _) = packer.finish()?;
+    let written: Vec<Id> = packs.iter().map(|p| p.id).collect();
     if !packs.is_empty() {
         index::write_cached(vault, &opts.cache_dir, packs)?;
     }
@@ -485,9 +566,7 @@ fn capture_all(
     // update never hides a point), and confirms it after.
     let points: Vec<Manifest> = made.iter().map(|(m, _)| m.clone()).collect();
     crate::vault::catalog::begin_seen(vault, &points, seen)?;
-    // A prune that took our lock for dead may have deleted what the
-    // points reference: commit them only while the lock provably holds.
-    lock.confirm()?;
+    confirm_commit(vault, idx, &points, &written, opts)?;
     let mut out = Vec::new();
     for (ti, (m, hashes)) in made.into_iter().enumerate() {
         manifest::write(vault, &m)?;

@@ -189,11 +189,12 @@ impl Store {
 impl Store {
     /// On `file://`, delete the uploads a killed writer left unfinished:
     /// `NAME#N` files (N digits) beside where NAME was being written, which
-    /// no listing shows and nothing else removes. Only for a caller that
-    /// knows no writer is running (prune, under the exclusive vault lock).
-    /// Returns the files and bytes removed; other stores have none (an
-    /// object there is written whole or not at all).
-    pub fn sweep_unfinished(&self) -> Result<(usize, u64), StoreError> {
+    /// no listing shows and nothing else removes. Only files last modified
+    /// at or before `cutoff` (seconds since the epoch, the file system's
+    /// clock) go: a writer may still be writing younger ones (prune passes
+    /// a grace period ago). Returns the files and bytes removed; other
+    /// stores have none (an object there is written whole or not at all).
+    pub fn sweep_unfinished(&self, cutoff: i64) -> Result<(usize, u64), StoreError> {
         let Some(dir) = &self.dir else {
             return Ok((0, 0));
         };
@@ -218,7 +219,16 @@ impl Store {
                 if kind.is_dir() {
                     dirs.push(path);
                 } else if unfinished(&e.file_name().to_string_lossy()) {
-                    let len = e.metadata().map(|m| m.len()).unwrap_or(0);
+                    let Ok(meta) = e.metadata() else { continue };
+                    let mtime = meta
+                        .modified()
+                        .ok()
+                        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                        .map_or(i64::MAX, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+                    if mtime > cutoff {
+                        continue;
+                    }
+                    let len = meta.len();
                     match std::fs::remove_file(&path) {
                         Ok(()) => {
                             files += 1;

@@ -481,27 +481,93 @@ pub fn list_all(vault: &Vault) -> Result<Vec<Manifest>> {
         return Ok(all.iter().map(entry).collect());
     }
     let moves = super::moves::load(vault)?;
-    let machines = machines(vault)?;
-    let mut out = Vec::new();
-    for m in &machines {
-        for mut e in points(vault, m)?.unwrap_or_default() {
-            super::moves::apply(&moves, &mut e);
-            out.push(e);
+    // A segment gone under the read was replaced by a prune or a fold
+    // (both switch the head first): read again.
+    let mut tries = 0;
+    let mut out = loop {
+        match list_all_once(vault) {
+            Err(VaultError::Missing { .. }) if tries < 5 => tries += 1,
+            other => break other?,
         }
+    };
+    for e in &mut out {
+        super::moves::apply(&moves, e);
     }
     out.sort_by(|a, b| (&a.created, a.id).cmp(&(&b.created, b.id)));
     Ok(out)
 }
 
+/// Every head read once and every segment they name, a few requests in
+/// flight: one listing plus one read per head and per segment, whatever
+/// the number of points.
+fn list_all_once(vault: &Vault) -> Result<Vec<Manifest>> {
+    let names: Vec<String> = vault.list("heads")?.into_iter().map(|(n, _)| n).collect();
+    let mut heads = Vec::new();
+    for (name, got) in names.iter().zip(vault.get_many(&names)) {
+        let bytes = match got {
+            Ok(b) => b,
+            // Deleted since the listing (its machine has no point left).
+            Err(VaultError::Missing { .. }) => continue,
+            Err(e) => return Err(e),
+        };
+        let head: Head = decode(vault, name, &bytes)?;
+        if head_name(vault, &head.machine) != *name {
+            return Err(vault.damaged(name, "it is the head of another machine"));
+        }
+        check_entries(vault, name, &head.machine, &head.points)?;
+        check_entries(vault, name, &head.machine, &head.pending)?;
+        heads.push(head);
+    }
+    let segments: Vec<String> = heads.iter().flat_map(|h| h.segments.clone()).collect();
+    let mut read = segments.iter().zip(vault.get_many(&segments));
+    let mut out = Vec::new();
+    for head in heads {
+        let mut mine = Vec::new();
+        for _ in &head.segments {
+            let Some((name, got)) = read.next() else {
+                break;
+            };
+            if !name.starts_with("catalog/") {
+                return Err(vault.damaged(name, "a head names it as a segment"));
+            }
+            let seg: Segment = decode(vault, name, &got?)?;
+            if seg.machine != head.machine {
+                return Err(vault.damaged(name, "it is a segment of another machine"));
+            }
+            check_entries(vault, name, &head.machine, &seg.points)?;
+            mine.extend(seg.points);
+        }
+        mine.extend(head.points);
+        let known: BTreeSet<Id> = mine.iter().map(|m| m.id).collect();
+        for p in head.pending {
+            if !known.contains(&p.id) && vault.exists(&point_name(&p.id))? {
+                mine.push(p);
+            }
+        }
+        mine.sort_by(|a, b| (&a.created, a.id).cmp(&(&b.created, b.id)));
+        mine.dedup_by_key(|m| m.id);
+        mine.retain(|m| vault.shows(m));
+        out.extend(mine);
+    }
+    Ok(out)
+}
+
 /// Write the heads of `machines` afresh from `all` (every manifest of the
 /// vault, as read by the caller): no pending entries, older entries in one
-/// segment. Machines with no point lose their head. For callers that hold
-/// the exclusive lock (prune) or rename points (`moves`); `all` carries
-/// the addresses points are known by now.
+/// segment. Machines with no point lose their head. For prune, `vault
+/// claim` and renames (`moves`); `all` carries the addresses points are
+/// known by now.
+///
+/// Writers take no lock, so a head may gain entries after the caller
+/// listed the manifests: each head is switched by compare-and-swap, and
+/// an entry it holds (in `points`, `pending` or a segment) whose id is
+/// not in `listed` (the ids the caller read) stays, as pending, for the
+/// next writer or prune to settle.
 pub fn rebuild(
     vault: &Vault,
     machines: &BTreeSet<String>,
     all: &[Manifest],
+    listed: &std::collections::HashSet<Id>,
 ) -> Result<BTreeSet<String>> {
     let mut written = BTreeSet::new();
     let mut by: BTreeMap<&str, Vec<Manifest>> = BTreeMap::new();
@@ -510,29 +576,75 @@ pub fn rebuild(
     }
     for machine in machines {
         let name = head_name(vault, machine);
-        let old = read_head(vault, machine).ok().flatten();
-        match by.remove(machine.as_str()) {
-            None => vault.delete(&name)?,
-            Some(mut es) => {
-                es.sort_by(|a, b| a.order().cmp(&b.order()));
-                let mut head = Head {
-                    format: 1,
-                    machine: machine.clone(),
-                    ..Default::default()
-                };
-                if es.len() >= FOLD_AT {
-                    let newest = es.pop();
-                    head.segments = vec![write_segment(vault, machine, es)?];
-                    written.extend(head.segments.iter().cloned());
-                    head.points = newest.into_iter().collect();
-                } else {
-                    head.points = es;
+        let es = by.remove(machine.as_str()).unwrap_or_default();
+        let mut old_segments = Vec::new();
+        let mut done = false;
+        for _ in 0..100 {
+            let old = read_head(vault, machine)?;
+            let mut fresh: Vec<Manifest> = Vec::new();
+            if let Some((h, _)) = &old {
+                let mut theirs: Vec<Manifest> =
+                    h.points.iter().chain(&h.pending).cloned().collect();
+                for s in &h.segments {
+                    match read_segment(vault, machine, s) {
+                        Ok(ps) => theirs.extend(ps),
+                        Err(VaultError::Missing { .. }) => {}
+                        Err(e) => return Err(e),
+                    }
                 }
-                vault.put(&name, seal_head(vault, &name, &head))?;
+                for e in theirs {
+                    if !listed.contains(&e.id) && !fresh.iter().any(|f| f.id == e.id) {
+                        fresh.push(e);
+                    }
+                }
+            }
+            let version = old.as_ref().map(|(_, v)| v.clone());
+            if es.is_empty() && fresh.is_empty() {
+                if old.is_some() {
+                    vault.delete(&name)?;
+                }
+                old_segments = old.map(|(h, _)| h.segments).unwrap_or_default();
+                done = true;
+                break;
+            }
+            let mut es = es.clone();
+            es.sort_by(|a, b| a.order().cmp(&b.order()));
+            let mut head = Head {
+                format: 1,
+                machine: machine.clone(),
+                pending: fresh,
+                ..Default::default()
+            };
+            let mut segment = None;
+            if es.len() >= FOLD_AT {
+                let newest = es.pop();
+                let s = write_segment(vault, machine, es)?;
+                head.segments = vec![s.clone()];
+                segment = Some(s);
+                head.points = newest.into_iter().collect();
+            } else {
+                head.points = es;
+            }
+            let sealed = seal_head(vault, &name, &head);
+            if vault
+                .put_versioned(&name, sealed, version.as_ref())?
+                .is_some()
+            {
+                written.extend(segment);
+                old_segments = old.map(|(h, _)| h.segments).unwrap_or_default();
+                done = true;
+                break;
+            }
+            // A writer changed the head meanwhile: our segment is unnamed.
+            if let Some(s) = segment {
+                vault.delete(&s)?;
             }
         }
+        if !done {
+            return Err(vault.damaged(&name, "it kept changing under 100 attempts to rebuild it"));
+        }
         // The old segments go only once the new head no longer names them.
-        for s in old.map(|(h, _)| h.segments).unwrap_or_default() {
+        for s in old_segments {
             vault.delete(&s)?;
         }
     }

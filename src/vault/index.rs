@@ -1,6 +1,8 @@
 //! Indexes: which pack holds each blob, at what offset. Each replication
 //! writes one sealed `index/<id>` object for the packs it wrote; the vault's
-//! index is the union of them.
+//! index is the union of them. Readers also see the entries of packs prune
+//! has marked as garbage (`gc/<id>`, see [`super::gc`]); writers
+//! deduplicate only against `index/` objects.
 
 use super::{Id, Result, Vault, VaultError};
 use serde::{Deserialize, Serialize};
@@ -35,8 +37,12 @@ struct IndexFile {
 #[derive(Debug, Default, Clone)]
 pub struct Index {
     pub blobs: HashMap<Id, Location>,
-    /// Index object name -> the packs it lists.
+    /// Index object name -> the packs it lists. Names under `gc/` are
+    /// garbage marks (see [`Index::is_live`]).
     pub files: BTreeMap<String, Vec<PackEntry>>,
+    /// The prune generation read when the index was loaded ("" when not
+    /// read, or before the first prune).
+    pub generation: String,
 }
 
 impl Index {
@@ -60,6 +66,30 @@ impl Index {
     /// Every pack some index lists.
     pub fn packs(&self) -> BTreeMap<Id, &PackEntry> {
         self.files.values().flatten().map(|p| (p.id, p)).collect()
+    }
+
+    /// Whether the object `name` is an index object proper (not a mark).
+    pub fn is_live(name: &str) -> bool {
+        name.starts_with("index/")
+    }
+
+    /// Blobs listed by index objects proper, not only by garbage marks:
+    /// what a writer may reference without storing it again.
+    pub fn live_blobs(&self) -> std::collections::HashSet<Id> {
+        self.files
+            .iter()
+            .filter(|(n, _)| Index::is_live(n))
+            .flat_map(|(_, ps)| ps.iter().flat_map(|p| p.blobs.iter().map(|b| b.0)))
+            .collect()
+    }
+
+    /// Add the garbage marks' entries (readers may still need them: a
+    /// writer may have referenced a blob before its pack was marked).
+    fn add_marks(&mut self, vault: &Vault) -> Result<()> {
+        for m in super::gc::list(vault)? {
+            self.add_file(m.name, m.packs);
+        }
+        Ok(())
     }
 }
 
@@ -95,6 +125,7 @@ fn load_once(vault: &Vault, tolerant: bool) -> Result<(Index, Vec<VaultError>)> 
             Err(e) => return Err(e),
         }
     }
+    index.add_marks(vault)?;
     Ok((index, bad))
 }
 
@@ -220,7 +251,8 @@ pub fn load_cached(vault: &Vault, cache: &Path, limit: Option<usize>) -> Result<
         {
             return Ok(idx.clone());
         }
-        let idx = cached(vault, &dir);
+        let mut idx = cached(vault, &dir);
+        idx.generation = current.clone();
         *memo = Some((current, idx.clone()));
         return Ok(idx);
     }
@@ -280,6 +312,10 @@ pub fn load_cached(vault: &Vault, cache: &Path, limit: Option<usize>) -> Result<
         }
         if !gone || limit.is_some() {
             let _ = std::fs::write(dir.join(CACHE_GENERATION), &current);
+            if limit.is_none() {
+                index.add_marks(vault)?;
+            }
+            index.generation = current;
             return Ok(index);
         }
     }
@@ -328,20 +364,30 @@ pub struct Compacted {
     pub blobs: usize,
 }
 
-/// Merge every index object into one. Under a shared vault lock, so
-/// replications go on (prune, which rewrites the index, waits). The
-/// merged object is written, and durable, before any old one is deleted;
-/// a reader that sees both gets the same answer, and a kill at any moment
-/// loses no entry (at worst both stay until the next compaction).
+/// Merge every index object into one. Writers take no lock and go on;
+/// the exclusive lock keeps a prune from marking packs this merge would
+/// list again. The merged object is written, and durable, before any old
+/// one is deleted; a reader that sees both gets the same answer, and a
+/// kill at any moment loses no entry (at worst both stay until the next
+/// compaction). Garbage marks are not merged.
 pub fn compact(vault: &Vault, cache: &Path) -> Result<Compacted> {
-    let _lock = super::lock::Lock::acquire(vault, false, std::time::Duration::from_secs(600))?;
-    let index = load_cached(vault, cache, None)?;
+    let _lock = super::lock::Lock::acquire(vault, true, std::time::Duration::from_secs(600))?;
+    let mut index = load_cached(vault, cache, None)?;
+    let marks: Vec<String> = index
+        .files
+        .keys()
+        .filter(|n| !Index::is_live(n))
+        .cloned()
+        .collect();
+    for m in marks {
+        index.files.remove(&m);
+    }
     if index.files.len() < 2 {
         return Ok(Compacted {
             merged: 0,
             into: None,
             packs: index.packs().len(),
-            blobs: index.blobs.len(),
+            blobs: index.packs().values().map(|p| p.blobs.len()).sum(),
         });
     }
     let packs: Vec<PackEntry> = index.packs().into_values().cloned().collect();
@@ -357,6 +403,6 @@ pub fn compact(vault: &Vault, cache: &Path) -> Result<Compacted> {
         merged: index.files.len(),
         into: Some(name),
         packs: n_packs,
-        blobs: index.blobs.len(),
+        blobs: index.packs().values().map(|p| p.blobs.len()).sum(),
     })
 }

@@ -1,8 +1,10 @@
-//! Vault locks: `locks/<id>` objects. Replication holds a shared lock while
-//! it reads the index and writes packs, index and manifest; prune holds an
-//! exclusive one. Each side creates its lock first, then lists the others,
-//! and backs off if it sees a conflicting one, so the two never overlap (two
-//! that see each other both back off and retry after a random pause).
+//! Vault locks: `locks/<id>` objects. Writers (replication) take none:
+//! prune marks before it deletes (see [`super::gc`]). Prune, compaction
+//! and `vault claim` hold an exclusive lock, so two of them never overlap;
+//! `vault verify` a shared one, so it does not see a prune half done.
+//! Each side creates its lock first, then lists the others, and backs off
+//! if it sees a conflicting one (two that see each other both back off and
+//! retry after a random pause).
 //!
 //! No wall clock decides whether a lock is alive. A holder renews its lock
 //! every [`REFRESH_EVERY`] from a background thread, by compare-and-swap on

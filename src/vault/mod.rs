@@ -10,6 +10,7 @@
 
 pub mod catalog;
 pub mod clock;
+pub mod gc;
 pub mod index;
 pub mod keys;
 pub mod lock;
@@ -468,11 +469,13 @@ impl Vault {
     }
 
     /// Delete uploads killed writers left unfinished (`file://` only; see
-    /// [`Store::sweep_unfinished`]): for prune, under the exclusive lock.
+    /// [`Store::sweep_unfinished`]) last modified at or before `cutoff`
+    /// (seconds since the epoch, by the store's clock): for prune, which
+    /// passes a time a grace period ago, since writers may be running.
     /// Returns the files and bytes removed.
-    pub(crate) fn sweep_unfinished(&self) -> Result<(usize, u64)> {
+    pub(crate) fn sweep_unfinished(&self, cutoff: i64) -> Result<(usize, u64)> {
         self.store()
-            .sweep_unfinished()
+            .sweep_unfinished(cutoff)
             .map_err(|e| VaultError::Open(Box::new(e)))
     }
 

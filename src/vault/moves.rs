@@ -101,7 +101,8 @@ pub fn record(vault: &Vault, renames: &[Rename]) -> Result<Vec<usize>> {
         let plain = serde_json::to_vec(&moves).unwrap_or_default();
         vault.put_meta(NAME, &plain)?;
         if vault.format() >= 2 {
-            super::catalog::rebuild(vault, &touched, &points)?;
+            let listed = points.iter().map(|m| m.id).collect();
+            super::catalog::rebuild(vault, &touched, &points, &listed)?;
         }
     }
     Ok(counts)

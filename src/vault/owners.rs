@@ -62,7 +62,8 @@ pub fn claim(vault: &Vault, machines: &BTreeSet<String>, lock_wait: Duration) ->
             .filter(|m| machines.contains(&m.machine))
             .map(|m| m.machine.clone())
             .collect();
-        super::catalog::rebuild(vault, &touched, &now)?;
+        let listed = now.iter().map(|m| m.id).collect();
+        super::catalog::rebuild(vault, &touched, &now, &listed)?;
     }
     Ok(out)
 }

@@ -48,8 +48,11 @@ pub struct Settings {
     pub prune_every: Duration,
     /// The longest pause between retries of a failed capture.
     pub retry_max: Duration,
-    /// How long a capture waits for a prune (and a prune for captures).
+    /// How long a prune waits for another prune or a compaction.
     pub lock_wait: Duration,
+    /// How long data a prune marked as garbage stays before a later prune
+    /// may delete it (see docs/VAULT.md, "Prune").
+    pub prune_grace: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -573,7 +576,6 @@ fn run_job(job: &Job, settings: &Settings, metrics: &Metrics, stop: &Stop, world
             .collect();
         let opts = Options {
             cache_dir: world.cache_dir.clone(),
-            lock_wait: settings.lock_wait,
             cancel: Some(Arc::clone(&stop.cancel)),
             baseline: Default::default(),
             moves_to: Default::default(),
@@ -641,6 +643,7 @@ fn run_pruner(p: &Pruner, settings: &Settings, metrics: &Metrics, stop: &Stop) {
                 OffsetDateTime::now_utc(),
                 false,
                 settings.lock_wait,
+                settings.prune_grace,
             )?;
             // Prune reads every manifest (its job); the metrics only
             // need the catalogs of this service's machines.
