@@ -260,6 +260,16 @@ pub fn main() -> ExitCode {
     {
         return ExitCode::from(code);
     }
+    // An instant recovery's NBD export (recovery::instant::export).
+    if let Some(r) = crate::recovery::instant::export::export_main(std::env::args_os()) {
+        return match r {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     let cli = match Cli::try_parse_from(args::normalize(std::env::args())) {
         Ok(cli) => cli,
         Err(e) => return args::usage_exit(e),
