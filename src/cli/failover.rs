@@ -69,6 +69,12 @@ pub struct RunOptions {
     /// manual step (up to its timeout) instead of failing.
     #[arg(long)]
     pub wait_for_approval: bool,
+    /// Instant recovery (VMs at qemu sites): boot each VM at once from its
+    /// disks served out of the vault over NBD. A failover then copies the
+    /// disks to their final place while the VM runs and finishes when the
+    /// copy has; a test failover or drill never copies them whole.
+    #[arg(long)]
+    pub instant: bool,
 }
 
 impl RunOptions {
@@ -123,9 +129,20 @@ fn start(args: RunArgs, kind: RunKind) -> miette::Result<ExitCode> {
         &format!("standby failover {}", kind.as_str()),
     )?;
     let threshold = recovery::run::rpo_threshold(&ws, &plan);
+    let instant = args.run.instant;
     let result = with_cancel(move |cancel| {
         let sink = super::run_io::Lines::default();
-        recovery::run::failover(&ws, &plan, kind, &choice, &*approvals, &rec, &cancel, &sink)
+        recovery::run::failover_with(
+            &ws,
+            &plan,
+            kind,
+            &choice,
+            instant,
+            &*approvals,
+            &rec,
+            &cancel,
+            &sink,
+        )
     })?
     .map_err(report_err)?;
     let report = Report::of_run(&result, threshold);

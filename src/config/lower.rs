@@ -1280,7 +1280,7 @@ pub fn recovery_plan(
     let drill = match r.single_block("drill", diags) {
         None => None,
         Some(b) => {
-            let mut d = r.nested(b, "drill", &["schedule", "max_rto"], &[], diags);
+            let mut d = r.nested(b, "drill", &["schedule", "max_rto", "instant"], &[], diags);
             let schedule = d.required("schedule", diags).and_then(|(v, loc)| {
                 let s = super::reader::want_string(v.clone(), &loc, "schedule", diags)?;
                 match s.as_str() {
@@ -1301,9 +1301,15 @@ pub fn recovery_plan(
                 }
             });
             let max_rto = d.duration("max_rto", true, diags);
+            // Instant recovery in drills (`drill --instant` does it once).
+            let instant = d.bool_or("instant", false, diags);
             r.sensitive.extend(d.sensitive);
-            match (schedule, max_rto) {
-                (Some(schedule), Some(max_rto)) => Some(Drill { schedule, max_rto }),
+            match (schedule, max_rto, instant) {
+                (Some(schedule), Some(max_rto), Some(instant)) => Some(Drill {
+                    schedule,
+                    max_rto,
+                    instant,
+                }),
                 _ => {
                     ok = false;
                     None
