@@ -187,3 +187,38 @@ fn an_export_of_a_point_reads_like_its_restore_through_qemu_and_libnbd() {
     assert!(gone, "the export outlived its socket");
     drop(h);
 }
+
+/// `--instant` on a plan whose machine is recovered to a local site is
+/// refused before anything is done, naming the machine and the site.
+#[test]
+fn instant_on_a_plan_without_vms_at_a_qemu_site_is_refused_before_anything() {
+    let d = tempfile::tempdir().unwrap();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata/invalid/95-qemu-instant-drill-to-local-site/main.hcl");
+    // The fixture without its drill's `instant`: valid.
+    let hcl = std::fs::read_to_string(fixture)
+        .unwrap()
+        .replace("    instant  = true\n", "");
+    std::fs::write(d.path().join("main.hcl"), hcl).unwrap();
+    for args in [
+        &["failover", "test", "shop", "--instant"][..],
+        &["failover", "unplanned", "shop", "--instant"][..],
+        &["drill", "shop", "--instant"][..],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_standby"))
+            .args(args)
+            .current_dir(d.path())
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains("--instant needs every machine of recovery_plan.shop to be a VM recovered to a qemu site: machine.db recovers to site.dr (provider local)"),
+            "{args:?}: {err}"
+        );
+        assert!(err.contains("drop --instant"), "{err}");
+        assert!(!d.path().join(".standby").exists(), "{args:?} wrote state");
+        assert!(!d.path().join("dr").exists(), "{args:?} touched the site");
+    }
+}
