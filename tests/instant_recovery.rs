@@ -8,7 +8,8 @@
 //!   `failover test shop --instant` boots both VMs from their disks served
 //!   out of the vault (export processes, overlays backed by NBD), the
 //!   checks pass, and each disk was served only in part (bytes counted by
-//!   the exports); cleanup (another process) leaves no QEMU and no export.
+//!   the exports); cleanup (another process) leaves no QEMU and no export,
+//!   and so does `drill shop --instant`.
 //!   Then `failover unplanned shop --instant` boots them the same way and
 //!   copies the disks to their final images in the background: once it
 //!   returns, no export runs and QEMU holds no NBD node, the standby
@@ -292,7 +293,18 @@ fn an_instant_test_failover_serves_a_part_and_a_failover_copies_the_rest() {
     let r: serde_json::Value =
         serde_json::from_slice(&std::fs::read(reports.join("report.json")).unwrap()).unwrap();
     assert_eq!(r["passed"], true, "{r:#}");
+    assert!(
+        text.contains("the disks stay in the vault (test run)"),
+        "{text}"
+    );
     ok(&d, &["failover", "cleanup", "shop"]);
+    assert_eq!(processes(&d, "qemu"), Vec::<String>::new());
+    no_exports_left(&d);
+    assert!(!sandbox.exists());
+
+    // An instant drill: the same, then its cleanup ends VMs and exports.
+    let text = ok(&d, &["drill", "shop", "--instant"]);
+    assert!(text.contains("not copied"), "{text}");
     assert_eq!(processes(&d, "qemu"), Vec::<String>::new());
     no_exports_left(&d);
     assert!(!sandbox.exists());
@@ -313,6 +325,7 @@ fn an_instant_test_failover_serves_a_part_and_a_failover_copies_the_rest() {
         ],
     );
     assert!(text.contains("(background copy)"), "{text}");
+    assert!(text.contains("the background copy ended at"), "{text}");
     // The standby process has exited; the VMs live on their own images.
     assert_failed_over(&d, &point_data);
     let r: serde_json::Value =

@@ -153,6 +153,9 @@ fn start(args: RunArgs, kind: RunKind) -> miette::Result<ExitCode> {
     }
     let name = recovery::run::plan_arg(&result.record.plan);
     if result.passed {
+        if let Some(line) = instant_times(&result) {
+            println!("\n{line}");
+        }
         match kind {
             RunKind::Test => println!(
                 "\nTest failover of {} is up (run {}). Remove it with `standby failover cleanup {name}`.",
@@ -188,6 +191,35 @@ fn start(args: RunArgs, kind: RunKind) -> miette::Result<ExitCode> {
         }
         Ok(ExitCode::from(1))
     }
+}
+
+/// An instant run's two times: RTO (checks passing) and, for a failover,
+/// when the background copy ended. None without `copy` entries.
+fn instant_times(r: &recovery::RunResult) -> Option<String> {
+    use crate::recovery::timeline::EntryKind;
+    let copies: Vec<_> = r
+        .timeline
+        .entries()
+        .into_iter()
+        .filter(|e| e.kind == EntryKind::Copy)
+        .collect();
+    if copies.is_empty() {
+        return None;
+    }
+    let rto = r
+        .rto_seconds
+        .map_or_else(|| "unknown".to_string(), |s| format!("{s:.1}s"));
+    let copied = copies.iter().all(|e| e.name == "disks");
+    let end = copies.iter().map(|e| e.end_seconds).fold(0.0, f64::max);
+    Some(if copied {
+        format!(
+            "Instant recovery: RTO {rto} (checks passing); the background copy ended at {end:.1}s."
+        )
+    } else {
+        format!(
+            "Instant recovery: RTO {rto} (checks passing); the disks stay in the vault (test run)."
+        )
+    })
 }
 
 fn cleanup(args: PlanArgs) -> miette::Result<ExitCode> {
