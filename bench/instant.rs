@@ -14,6 +14,8 @@
 //! `failover test shop`, each followed by `failover cleanup shop`, RTO
 //! from each run's report.json.
 //!
+//! `STANDBY_BENCH_FULL=0` skips the full-restore runs.
+//!
 //! `cargo run --example instant_bench -- [WORKDIR] [STANDBY_BINARY]`
 
 use std::io::{Seek, SeekFrom, Write};
@@ -216,6 +218,20 @@ fn one(bin: &Path, work: &Path, gib: u64, guest_cache: &Path) -> Figures {
     }
     runs.sort_by(|a, b| a.0.total_cmp(&b.0));
     let (instant, wall_i) = runs[runs.len() / 2];
+    // STANDBY_BENCH_FULL=0: the instant runs only.
+    if std::env::var("STANDBY_BENCH_FULL").is_ok_and(|v| v == "0") {
+        if std::env::var_os("STANDBY_BENCH_KEEP").is_none() {
+            let _ = std::fs::remove_dir_all(&d);
+        }
+        return Figures {
+            gib,
+            instant,
+            instant_wall: wall_i,
+            full: f64::NAN,
+            full_wall: f64::NAN,
+            served,
+        };
+    }
     let rep = d.join("report-full");
     let (wall_f, _) = run(
         bin,

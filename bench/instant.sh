@@ -7,9 +7,10 @@
 # within 1.2x between the sizes; the full restore grows). Not a test:
 # nothing here asserts timings.
 #
-# Environment: WORKDIR (default /var/tmp; needs ~12 GiB free for 8 GiB),
+# Environment: WORKDIR (default /var/tmp; needs ~5 GiB free for the 8 GiB case),
 # STANDBY_BENCH_SIZES_GIB (default 1,8), STANDBY_BENCH_KEEP=1 (keep the
-# directories), STANDBY_QEMU_ACCEL=tcg|kvm, PROFILE (debug or release;
+# directories), STANDBY_BENCH_FULL=0 (instant runs only), STANDBY_BENCH_REPEAT
+# (instant runs per size, default 3), STANDBY_QEMU_ACCEL=tcg|kvm, PROFILE (debug or release;
 # default debug: the tests' build, no extra compile), CARGO_TARGET_DIR.
 set -euo pipefail
 REPO="$(cd "$(dirname "$0")/.." && pwd)"

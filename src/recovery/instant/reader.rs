@@ -67,6 +67,8 @@ pub struct PointReader {
     locs: Vec<Location>,
     /// Per 4 KiB block: `blob index << 32 | block in blob`, or [`ZERO`].
     blocks: Vec<u64>,
+    /// Bytes of data (not zero) blocks, counted once.
+    data: u64,
     cache: Mutex<Cache>,
     pub counters: Counters,
 }
@@ -111,7 +113,9 @@ impl PointReader {
                     })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let data = r.blocks.iter().filter(|&&b| b != ZERO).count() as u64 * BLOCK;
         Ok(PointReader {
+            data,
             vault,
             point: point.id,
             size: r.size,
@@ -135,7 +139,7 @@ impl PointReader {
 
     /// Bytes of data (not zero) blocks in the disk.
     pub fn data_bytes(&self) -> u64 {
-        self.blocks.iter().filter(|&&b| b != ZERO).count() as u64 * BLOCK
+        self.data
     }
 
     /// Fills `buf` with the disk's bytes from `offset`; a range past the
