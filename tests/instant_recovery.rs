@@ -157,6 +157,26 @@ fn processes(d: &Path, what: &str) -> Vec<String> {
     found
 }
 
+/// Ends every QEMU and export process under its directory when dropped,
+/// so a failed test leaves no VM behind.
+struct Reap(PathBuf);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        for kind in ["qemu", "export"] {
+            for p in processes(&self.0, kind) {
+                if let Some(pid) = p.split(':').next().and_then(|s| s.parse::<i32>().ok()) {
+                    // SAFETY: kill(2) of a process whose command line
+                    // names this test's own temporary directory.
+                    unsafe {
+                        libc::kill(pid, libc::SIGKILL);
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Waits (at most 10 s) until no export process under `d` is left.
 fn no_exports_left(d: &Path) {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -243,6 +263,7 @@ fn an_instant_test_failover_serves_a_part_and_a_failover_copies_the_rest() {
         .tempdir_in("/tmp")
         .unwrap();
     let d = tmp.path().join("tour");
+    let _reap = Reap(d.clone());
     setup(&d);
     let point_data = tmp.path().join("point-data.raw");
     restore_point_data(&d, &point_data);
@@ -371,6 +392,7 @@ fn a_killed_instant_failover_converges_on_rerun() {
         .tempdir_in("/tmp")
         .unwrap();
     let d = tmp.path().join("tour");
+    let _reap = Reap(d.clone());
     setup(&d);
     let point_data = tmp.path().join("point-data.raw");
     restore_point_data(&d, &point_data);
