@@ -9,5 +9,15 @@ fn main() -> std::process::ExitCode {
     {
         return std::process::ExitCode::from(code);
     }
+    // An instant recovery's NBD export (recovery::instant::export).
+    if let Some(r) = standby::recovery::instant::export::export_main(std::env::args_os()) {
+        return match r {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("{e}");
+                std::process::ExitCode::from(1)
+            }
+        };
+    }
     standby::cli::main()
 }

@@ -145,6 +145,7 @@ fn quickstart() -> Config {
             drill: Some(Drill {
                 schedule: Schedule::Weekly,
                 max_rto: d("10m"),
+                instant: false,
             }),
             active_site: None,
         },

@@ -73,9 +73,19 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
         });
         let (ws2, rec2, choice2) = (ws.clone(), rec.clone(), choice.clone());
         let plan2 = plan.clone();
+        let instant = args.run.instant || plan.drill.as_ref().is_some_and(|d| d.instant);
         let result = with_cancel(move |cancel| {
             let sink = super::run_io::Lines::default();
-            recovery::run::drill(&ws2, &plan2, &choice2, &*approvals, &rec2, &cancel, &sink)
+            recovery::run::drill_with(
+                &ws2,
+                &plan2,
+                &choice2,
+                instant,
+                &*approvals,
+                &rec2,
+                &cancel,
+                &sink,
+            )
         })?;
         let result = match result {
             Ok(r) => r,

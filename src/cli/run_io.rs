@@ -235,6 +235,28 @@ fn line(w: &What) -> String {
         } => format!("{machine}: check {check} FAILED: {detail}"),
         What::MachineUp { machine } => format!("{machine}: up, every check passed"),
         What::CleaningUp => "cleaning up the test run".into(),
+        What::InstantCopy {
+            machine,
+            disk,
+            done,
+            total,
+        } => format!(
+            "{machine}: disk {disk} copied {} of {} (background copy)",
+            crate::human::size(*done),
+            crate::human::size(*total)
+        ),
+        What::InstantServed {
+            machine,
+            disk,
+            served,
+            fetched,
+            size,
+        } => format!(
+            "{machine}: disk {disk} served {} of {} from the vault ({} fetched), not copied",
+            crate::human::size(*served),
+            crate::human::size(*size),
+            crate::human::size(*fetched)
+        ),
     }
 }
 

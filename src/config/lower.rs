@@ -1085,6 +1085,51 @@ fn steps(r: &Reader, b: &Block, prefix: &str, diags: &mut Diagnostics) -> Option
     ok.then_some(out)
 }
 
+/// `drill { instant = true }` boots every machine of the plan from its
+/// disks served out of the vault: each must be a VM (`vm` block) recovered
+/// to a `qemu` site. False when one is not (reported at `loc`).
+fn instant_vms(
+    groups: &[Group],
+    config: &crate::model::Config,
+    loc: &Loc,
+    diags: &mut Diagnostics,
+) -> bool {
+    let bad: Vec<String> = groups
+        .iter()
+        .flat_map(|g| &g.machines)
+        .filter(|m| {
+            let Some(machine) = config.machines.get(m) else {
+                return false; // an unknown machine is reported by its group
+            };
+            let provider = config
+                .protections
+                .values()
+                .find(|p| &p.machine == *m)
+                .and_then(|p| config.sites.get(&p.target))
+                .map(|s| s.provider.as_str());
+            machine.vm.is_none() || provider != Some("qemu")
+        })
+        .map(|m| m.to_string())
+        .collect();
+    if bad.is_empty() {
+        return true;
+    }
+    diags.push(
+        Diagnostic::error(
+            "standby::instant_without_vm",
+            loc.clone(),
+            format!(
+                "instant drills boot VMs from disks served out of the vault, but {} {} not a VM recovered to a qemu site",
+                bad.join(", "),
+                if bad.len() == 1 { "is" } else { "are" }
+            ),
+        )
+        .label("instant recovery needs VMs at a qemu site")
+        .help("remove instant (the drill restores the disks first), or give those machines a vm block and a protection to a site with provider = \"qemu\""),
+    );
+    false
+}
+
 pub fn recovery_plan(
     ctx: &Ctx,
     t: &Top,
@@ -1280,7 +1325,7 @@ pub fn recovery_plan(
     let drill = match r.single_block("drill", diags) {
         None => None,
         Some(b) => {
-            let mut d = r.nested(b, "drill", &["schedule", "max_rto"], &[], diags);
+            let mut d = r.nested(b, "drill", &["schedule", "max_rto", "instant"], &[], diags);
             let schedule = d.required("schedule", diags).and_then(|(v, loc)| {
                 let s = super::reader::want_string(v.clone(), &loc, "schedule", diags)?;
                 match s.as_str() {
@@ -1301,9 +1346,21 @@ pub fn recovery_plan(
                 }
             });
             let max_rto = d.duration("max_rto", true, diags);
+            // Instant recovery in drills (`drill --instant` does it once).
+            let instant = d.bool_or("instant", false, diags);
+            if instant == Some(true)
+                && let Some((_, loc)) = d.optional("instant", &mut Diagnostics::default())
+                && !instant_vms(&groups, config, &loc, diags)
+            {
+                ok = false;
+            }
             r.sensitive.extend(d.sensitive);
-            match (schedule, max_rto) {
-                (Some(schedule), Some(max_rto)) => Some(Drill { schedule, max_rto }),
+            match (schedule, max_rto, instant) {
+                (Some(schedule), Some(max_rto), Some(instant)) => Some(Drill {
+                    schedule,
+                    max_rto,
+                    instant,
+                }),
                 _ => {
                     ok = false;
                     None

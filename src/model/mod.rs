@@ -413,6 +413,9 @@ pub enum StepAction {
 pub struct Drill {
     pub schedule: Schedule,
     pub max_rto: Duration,
+    /// Boot the test VMs from their disks served out of the vault
+    /// (instant recovery; VMs at qemu sites only).
+    pub instant: bool,
 }
 
 /// How often a drill is due: `daily`, `weekly`, `monthly` or a duration.

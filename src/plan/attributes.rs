@@ -13,7 +13,7 @@
 //! | policy | `rpo_threshold`, `crash_consistent_every`, `app_consistent_every`, `retention`, `compression_level` |
 //! | machine | `site`, `disk.NAME.path`, `disk.NAME.{format,node_name}` and `vm.{qmp,agent,kernel,initrd,append,memory_mib,cpus,fsfreeze}`, `vm.export_tls.{listen,creds_dir,ca,server_name,cert,key}` (qemu sites), `quiesce.{freeze,thaw,timeout}`, `boot.{command,timeout}`, `shutdown.{command,timeout}`, `check.NAME.{type,command,expect,url,status,contains,address,timeout,retries,interval}` |
 //! | protection | `machine`, `target`, `vault`, `policy`, `consistency_group`, `prevent_destroy`, `target_vm.{memory_mib,cpus}`, `target_vm.forward.HOST_PORT` (the guest port) |
-//! | recovery_plan | `groups` (names in order), `group.NAME.{machines,depends_on,before,after}`, `drill.{schedule,max_rto}` |
+//! | recovery_plan | `groups` (names in order), `group.NAME.{machines,depends_on,before,after}`, `drill.{schedule,max_rto,instant}` |
 //!
 //! Keys starting with `observed.` (e.g. `observed.recovery_points`,
 //! `observed.stored_bytes`) are recorded by replication, not configuration:
@@ -513,6 +513,10 @@ fn recovery_plan(r: &RecoveryPlan) -> Attributes {
     if let Some(d) = &r.drill {
         a.insert("drill.schedule".into(), s(d.schedule));
         a.insert("drill.max_rto".into(), s(d.max_rto));
+        // Shown only when set, so existing plans' attributes do not change.
+        if d.instant {
+            a.insert("drill.instant".into(), Value::Bool(true));
+        }
     }
     a
 }

@@ -57,6 +57,9 @@ pub(crate) struct Engine<'a> {
     /// What VM providers saw of each machine (accelerator, boot time,
     /// console, screenshot), by machine address.
     pub evidence: Mutex<BTreeMap<String, standby_provider_core::Evidence>>,
+    /// Machines whose checks passed (group name, machine), for
+    /// [`Way::settle`] once every group has run.
+    pub up: Mutex<Vec<(String, Address)>>,
 }
 
 /// Run a machine's `shutdown` command with the environment of its disks.
@@ -111,6 +114,7 @@ impl<'a> Engine<'a> {
             providers: BTreeMap::new(),
             failures: Mutex::new(Vec::new()),
             evidence: Mutex::new(BTreeMap::new()),
+            up: Mutex::new(Vec::new()),
         }
     }
 
@@ -201,7 +205,36 @@ impl<'a> Engine<'a> {
                 return false;
             }
         }
-        self.walk_groups()
+        let walked = self.walk_groups();
+        self.settle() && walked
+    }
+
+    /// [`Way::settle`] of every machine that came up, all at once, after
+    /// the groups (so a machine's background copy delays neither the
+    /// groups that depend on it nor RTO). True when every one settled.
+    fn settle(&self) -> bool {
+        let up = std::mem::take(&mut *self.up.lock().unwrap_or_else(|p| p.into_inner()));
+        std::thread::scope(|s| {
+            let handles: Vec<_> = up
+                .iter()
+                .filter_map(|(group, addr)| {
+                    let g = self.plan.groups.iter().find(|g| &g.name == group)?;
+                    Some(s.spawn(move || match self.way.settle(self, g, addr) {
+                        Ok(()) => true,
+                        Err(e) => {
+                            self.fail(format!("{addr}: {e}"));
+                            false
+                        }
+                    }))
+                })
+                .collect();
+            // Every copy joined, failed or not.
+            let settled: Vec<bool> = handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or(false))
+                .collect();
+            settled.iter().all(|&b| b)
+        })
     }
 
     /// Run the groups through the generic walker: a group starts once the
@@ -422,6 +455,12 @@ pub(crate) trait Way: Sync {
         machine: &Address,
         entry: MachineRun,
     ) -> Result<(), Refusal>;
+    /// After every group ran, for each machine whose checks passed
+    /// (outside RTO): finish what its start left running (instant
+    /// recovery's background copy).
+    fn settle(&self, _e: &Engine<'_>, _g: &Group, _machine: &Address) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// One machine being recovered: its group, point, vault, and the provider

@@ -148,6 +148,23 @@ pub enum What {
     },
     /// A drill removes its test run.
     CleaningUp,
+    /// Instant failover: the background copy of a disk, `done` of `total`
+    /// bytes (sent about every tenth).
+    InstantCopy {
+        machine: String,
+        disk: String,
+        done: u64,
+        total: u64,
+    },
+    /// Instant test run: bytes of a disk the VM read from its export so
+    /// far, and the blob bytes fetched from the vault for them.
+    InstantServed {
+        machine: String,
+        disk: String,
+        served: u64,
+        fetched: u64,
+        size: u64,
+    },
 }
 
 /// Where events go. Called from the run's threads, one event at a time

@@ -50,6 +50,11 @@ impl Engine<'_> {
             }
         }
         self.collect_evidence(addr);
+        if r.is_ok()
+            && let Ok(mut up) = self.up.lock()
+        {
+            up.push((g.name.clone(), addr.clone()));
+        }
         r.is_ok()
     }
 

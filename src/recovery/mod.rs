@@ -15,6 +15,7 @@ pub mod engine;
 pub mod events;
 pub mod failback;
 pub mod failover;
+pub mod instant;
 mod machine;
 pub mod placement;
 pub mod points;

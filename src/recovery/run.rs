@@ -429,13 +429,35 @@ pub fn failover(
     cancel: &Cancel,
     sink: &dyn Sink,
 ) -> Result<RunResult, RecoveryError> {
+    failover_with(
+        ws, plan, kind, choice, false, approver, recorder, cancel, sink,
+    )
+}
+
+/// [`failover`], with `instant` recovery (`failover --instant`): VMs boot
+/// from their disks served out of the vault (see [`super::instant`]).
+#[allow(clippy::too_many_arguments)]
+pub fn failover_with(
+    ws: &Workspace,
+    plan: &RecoveryPlan,
+    kind: RunKind,
+    choice: &PointChoice,
+    instant: bool,
+    approver: &dyn Approver,
+    recorder: &Recorder,
+    cancel: &Cancel,
+    sink: &dyn Sink,
+) -> Result<RunResult, RecoveryError> {
+    if instant {
+        super::instant::check(&ws.config, plan)?;
+    }
     let _run = runlock::acquire(ws, &plan.addr, recorder.command())?;
     recorder.interruptible_by(cancel);
     if kind.is_test() {
         clean_dead_test_run(ws, plan, recorder, sink)?;
     }
     failover_locked(
-        ws, plan, kind, choice, approver, recorder, cancel, sink, false,
+        ws, plan, kind, choice, approver, recorder, cancel, sink, false, instant,
     )
 }
 
@@ -451,6 +473,7 @@ fn failover_locked(
     cancel: &Cancel,
     sink: &dyn Sink,
     drill: bool,
+    instant: bool,
 ) -> Result<RunResult, RecoveryError> {
     // Refuse before anything is read from the vault.
     let doc = recorder.read()?;
@@ -511,7 +534,11 @@ fn failover_locked(
         approver,
         timeline,
         sink,
-        &super::failover::Failover,
+        if instant {
+            &super::instant::InstantFailover
+        } else {
+            &super::failover::Failover
+        },
     );
     engine.emit(What::RunStarted {
         kind: kind.as_str().to_string(),
@@ -846,6 +873,26 @@ pub fn drill(
     cancel: &Cancel,
     sink: &dyn Sink,
 ) -> Result<DrillResult, RecoveryError> {
+    drill_with(ws, plan, choice, false, approver, recorder, cancel, sink)
+}
+
+/// [`drill`], with `instant` recovery (`drill --instant`, or the plan's
+/// `drill { instant = true }`): the test VMs boot from their disks served
+/// out of the vault, which are never copied whole.
+#[allow(clippy::too_many_arguments)]
+pub fn drill_with(
+    ws: &Workspace,
+    plan: &RecoveryPlan,
+    choice: &PointChoice,
+    instant: bool,
+    approver: &dyn Approver,
+    recorder: &Recorder,
+    cancel: &Cancel,
+    sink: &dyn Sink,
+) -> Result<DrillResult, RecoveryError> {
+    if instant {
+        super::instant::check(&ws.config, plan)?;
+    }
     let _run = runlock::acquire(ws, &plan.addr, recorder.command())?;
     recorder.interruptible_by(cancel);
     clean_dead_test_run(ws, plan, recorder, sink)?;
@@ -859,6 +906,7 @@ pub fn drill(
         cancel,
         sink,
         true,
+        instant,
     )?;
     sink.event(&Event {
         seconds: run.timeline.now(),

@@ -28,6 +28,9 @@ pub enum EntryKind {
     Cleanup,
     /// Waiting for another command's state lock (not part of RTO).
     LockWait,
+    /// Instant recovery after the checks (not part of RTO): a failover's
+    /// background copy of a machine's disks, or what a test run served.
+    Copy,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -52,6 +52,15 @@ pub fn junit(r: &Report) -> String {
                 format!("final point {}", e.name),
             ),
             EntryKind::Cleanup => (r.plan.clone(), "cleanup".to_string()),
+            EntryKind::Copy => (
+                format!(
+                    "{}.{}.{}",
+                    r.plan,
+                    e.group.as_deref().unwrap_or("-"),
+                    e.machine.as_deref().unwrap_or("-")
+                ),
+                format!("instant copy {}", e.name),
+            ),
             _ => continue,
         };
         // A run stopped by an interrupt is neither passed nor failed: what

@@ -159,6 +159,11 @@ fn render(r: &Report, embed: bool) -> String {
             EntryKind::FinalPoint => format!("final point of {}", e.name),
             EntryKind::Cleanup => "cleanup".to_string(),
             EntryKind::LockWait => "waiting for the state lock (not counted in RTO)".to_string(),
+            EntryKind::Copy => format!(
+                "{} instant: {} (not counted in RTO)",
+                e.machine.as_deref().unwrap_or(""),
+                e.name
+            ),
         };
         o.push_str(&format!(
             "| {} | {} | {} | {} | {} |\n",

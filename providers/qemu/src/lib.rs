@@ -28,6 +28,7 @@ pub mod cbt;
 pub mod endpoint;
 pub mod error;
 pub mod guest;
+pub mod instant;
 pub mod nbd;
 pub mod qga;
 pub mod qmp;

@@ -109,6 +109,41 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Whether a disk "path" is an NBD export (instant recovery).
+pub fn is_nbd(image: &Path) -> bool {
+    image.to_string_lossy().starts_with("nbd+unix://")
+}
+
+/// Creates (afresh) a qcow2 overlay at `overlay` backed read-only by
+/// `image` (a raw file or an NBD export).
+fn overlay(image: &Path, overlay: &Path, name: &str) -> Result<PathBuf, ProviderError> {
+    if let Some(parent) = overlay.parent() {
+        fs::create_dir_all(parent).map_err(|e| ProviderError::Io {
+            context: format!("creating {}", parent.display()),
+            source: e,
+        })?;
+    }
+    let _ = fs::remove_file(overlay);
+    let out = Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
+        .arg(image)
+        .arg(overlay)
+        .output()
+        .map_err(|e| err("start", name, format!("running qemu-img: {e}")))?;
+    if !out.status.success() {
+        return Err(err(
+            "start",
+            name,
+            format!(
+                "qemu-img create of the overlay over {}: {}",
+                image.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        ));
+    }
+    Ok(overlay.to_path_buf())
+}
+
 impl QemuSite {
     pub fn new(machines: BTreeMap<String, VmSettings>) -> QemuSite {
         QemuSite {
@@ -125,6 +160,81 @@ impl QemuSite {
                 "it has no vm block: only machines with one can run at a qemu site",
             )
         })
+    }
+
+    /// Where the run's VM files (pid, sockets, logs) are at this site.
+    pub fn files_dir(&self, run: &Run) -> Result<PathBuf, ProviderError> {
+        Ok(run_dir(site_root(run, "files_dir")?, run))
+    }
+
+    /// The file-name-safe VM name of `machine`.
+    pub fn vm_name(&self, machine: &str) -> Result<String, ProviderError> {
+        Ok(self.settings(machine, "vm_name")?.vm_name.clone())
+    }
+
+    /// Kills `machine`'s VM in this run if one runs (a killed instant
+    /// failover's, which a rerun replaces); true when one was killed.
+    pub fn kill_vm(&self, run: &Run, machine: &str) -> Result<bool, ProviderError> {
+        let s = self.settings(machine, "kill")?;
+        let dir = run_dir(site_root(run, "kill")?, run);
+        match Vm::open(&s.vm_name, &dir).map_err(|e| err("kill", machine, e))? {
+            Some(v) => {
+                v.kill().map_err(|e| err("kill", machine, e))?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Instant recovery's background copy: mirrors each disk of
+    /// `machine`'s running VM (booted on NBD-backed overlays) into
+    /// `targets` (disk name -> final raw image), switches the VM onto
+    /// them and closes the overlays; then removes the overlay files.
+    /// `progress(disk, done, total)` in bytes; it stops the copy by
+    /// returning false (the VM stays on its overlays). See
+    /// [`crate::instant`].
+    pub fn instant_copy(
+        &self,
+        run: &Run,
+        machine: &str,
+        targets: &BTreeMap<String, PathBuf>,
+        timeout: Duration,
+        progress: &mut dyn FnMut(&str, u64, u64) -> bool,
+    ) -> Result<(), ProviderError> {
+        let s = self.settings(machine, "copy")?;
+        let v = self.vm(run, machine, "copy")?;
+        let mut disks = Vec::new();
+        let mut names = Vec::new();
+        for (disk, node) in &s.disks {
+            let target = targets
+                .get(disk)
+                .ok_or_else(|| err("copy", machine, format!("no target for disk {disk}")))?;
+            disks.push(crate::instant::CopyDisk {
+                node: node.clone(),
+                target: target.clone(),
+            });
+            names.push(disk.clone());
+        }
+        let mut q = v.qmp().map_err(|e| err("copy", machine, e))?;
+        crate::instant::copy(
+            &mut q,
+            &disks,
+            Duration::from_millis(250),
+            timeout,
+            &mut |i, p| progress(&names[i], p.done, p.total),
+        )
+        .map_err(|e| err("copy", machine, e))?;
+        if crate::instant::uses_nbd(&mut q).map_err(|e| err("copy", machine, e))? {
+            return Err(err(
+                "copy",
+                machine,
+                "QEMU still reads from an NBD export after the copy",
+            ));
+        }
+        for disk in &names {
+            let _ = fs::remove_file(v.dir.join(&s.vm_name).join(format!("{disk}.instant.qcow2")));
+        }
+        Ok(())
     }
 
     /// The VM of `machine` in this run, if it runs.
@@ -195,28 +305,25 @@ impl SiteProvider for QemuSite {
             let (path, format) = match run.mode {
                 // A throw-away overlay: the guest's writes land there and
                 // the restored image stays bit-for-bit as restored.
-                Mode::Test => {
-                    let overlay = dir.join(&s.vm_name).join(format!("{disk}.overlay.qcow2"));
-                    let _ = fs::remove_file(&overlay);
-                    let out = Command::new("qemu-img")
-                        .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
-                        .arg(image)
-                        .arg(&overlay)
-                        .output()
-                        .map_err(|e| err("start", name, format!("running qemu-img: {e}")))?;
-                    if !out.status.success() {
-                        return Err(err(
-                            "start",
-                            name,
-                            format!(
-                                "qemu-img create of the overlay over {}: {}",
-                                image.display(),
-                                String::from_utf8_lossy(&out.stderr).trim()
-                            ),
-                        ));
-                    }
-                    (overlay, DiskFormat::Qcow2)
-                }
+                Mode::Test => (
+                    overlay(
+                        image,
+                        &dir.join(&s.vm_name).join(format!("{disk}.overlay.qcow2")),
+                        name,
+                    )?,
+                    DiskFormat::Qcow2,
+                ),
+                // Instant recovery: the disk is still in the vault, served
+                // over NBD; the VM runs on an overlay until
+                // `instant_copy` moves it to its final image.
+                Mode::Failover if is_nbd(image) => (
+                    overlay(
+                        image,
+                        &dir.join(&s.vm_name).join(format!("{disk}.instant.qcow2")),
+                        name,
+                    )?,
+                    DiskFormat::Qcow2,
+                ),
                 Mode::Failover => (image.clone(), DiskFormat::Raw),
             };
             disks.push(vm::DiskSpec {

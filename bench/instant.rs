@@ -1,0 +1,310 @@
+//! Benchmark driver (bench/instant.sh runs it): the time from `failover
+//! test --instant` to checks passing (RTO) for a VM with a 1 GiB and an
+//! 8 GiB data disk (median of `STANDBY_BENCH_REPEAT`, default 3), beside
+//! a full-restore test failover of the same
+//! points, through the real binary on the test guest. Not a test: it
+//! prints the numbers and the ratios (goal: instant differs by at most 20%
+//! between the sizes; the full restore grows).
+//!
+//! Per size: `quickstart --qemu` (the guest, vault and plan `shop`), the
+//! database VM's data disk replaced by a sparse qcow2 of that size with
+//! 1/8 of it random data (64 MiB runs spread over the disk), both VMs
+//! started without the writer (nothing mounts the data disk), one
+//! `replicate`, VMs stopped; then `failover test shop --instant` and
+//! `failover test shop`, each followed by `failover cleanup shop`, RTO
+//! from each run's report.json.
+//!
+//! `STANDBY_BENCH_FULL=0` skips the full-restore runs.
+//!
+//! `cargo run --example instant_bench -- [WORKDIR] [STANDBY_BINARY]`
+
+use std::io::{Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const MIB: u64 = 1 << 20;
+const GIB: u64 = 1 << 30;
+
+const MACHINES: &str = r#"
+machine "app" {
+  site = site.hv1
+  vm {
+    memory = "256M"
+    cpus   = 1
+    kernel = "${var.guest_dir}/vmlinuz"
+    initrd = "${var.guest_dir}/initrd.img"
+    append = "console=ttyS0 quiet panic=-1"
+  }
+  disk "system" {
+    path      = "app/system.qcow2"
+    format    = "qcow2"
+    node_name = "system"
+  }
+  check "booted" {
+    console = "standby-guest: up"
+  }
+}
+
+machine "db" {
+  site = site.hv1
+  vm {
+    memory   = "256M"
+    cpus     = 1
+    kernel   = "${var.guest_dir}/vmlinuz"
+    initrd   = "${var.guest_dir}/initrd.img"
+    append   = "console=ttyS0 quiet panic=-1"
+    fsfreeze = true
+  }
+  disk "system" {
+    path      = "db/system.qcow2"
+    format    = "qcow2"
+    node_name = "system"
+  }
+  disk "data" {
+    path      = "db/data.qcow2"
+    format    = "qcow2"
+    node_name = "data"
+  }
+  check "data" {
+    guest  = ["sh", "-c", "test -b /dev/vdb && head -c 1048576 /dev/vdb | wc -c"]
+    expect = "1048576"
+  }
+}
+"#;
+
+fn run(bin: &Path, dir: &Path, args: &[&str]) -> (Duration, String) {
+    let t = Instant::now();
+    let out = Command::new(bin)
+        .args(args)
+        .current_dir(dir)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run standby");
+    let took = t.elapsed();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "standby {args:?}: {text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (took, text)
+}
+
+fn tool(cmd: &mut Command) {
+    let out = cmd.output().expect("run tool");
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A sparse raw image of `size` with 1/8 random data in 64 MiB runs,
+/// converted to the qcow2 the VM runs on.
+fn data_disk(qcow2: &Path, size: u64) {
+    let raw = qcow2.with_extension("raw");
+    let mut f = std::fs::File::create(&raw).unwrap();
+    f.set_len(size).unwrap();
+    let runs = size / 8 / (64 * MIB);
+    let stride = size / runs;
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let mut buf = vec![0u8; (64 * MIB) as usize];
+    for i in 0..runs {
+        for c in buf.chunks_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            c.copy_from_slice(&x.to_le_bytes());
+        }
+        f.seek(SeekFrom::Start(i * stride)).unwrap();
+        f.write_all(&buf).unwrap();
+    }
+    drop(f);
+    let _ = std::fs::remove_file(qcow2);
+    tool(
+        Command::new("qemu-img")
+            .args(["convert", "-f", "raw", "-O", "qcow2"])
+            .arg(&raw)
+            .arg(qcow2),
+    );
+    std::fs::remove_file(&raw).unwrap();
+}
+
+fn rto(report: &Path) -> f64 {
+    let r: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(report.join("report.json")).unwrap()).unwrap();
+    assert_eq!(r["passed"], true, "{r:#}");
+    r["rto"]["seconds"].as_f64().expect("RTO")
+}
+
+struct Figures {
+    gib: u64,
+    instant: f64,
+    instant_wall: f64,
+    full: f64,
+    full_wall: f64,
+    served: String,
+}
+
+fn one(bin: &Path, work: &Path, gib: u64, guest_cache: &Path) -> Figures {
+    let d = work.join(format!("instant-{gib}g"));
+    let _ = std::fs::remove_dir_all(&d);
+    let out = Command::new(bin)
+        .args(["quickstart", "--qemu"])
+        .arg(&d)
+        .env("STANDBY_GUEST_CACHE", guest_cache)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "quickstart: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(d.join("machines.hcl"), MACHINES).unwrap();
+    data_disk(&d.join("sites/hv1/db/data.qcow2"), gib * GIB);
+    let cfg = standby::config::load(&d, &Default::default())
+        .unwrap_or_else(|e| panic!("{}", e.render(false)))
+        .config;
+    let mut running = Vec::new();
+    for m in cfg.machines.values() {
+        running.push(standby::operations::vms::start(&cfg, m).expect("start VM"));
+    }
+    let (took, _) = run(bin, &d, &["replicate"]);
+    eprintln!("{gib} GiB: replicate {:.1} s", took.as_secs_f64());
+    let site = d.join("sites/hv1");
+    for name in ["app", "db"] {
+        if let Ok(Some(v)) = standby_provider_qemu::vm::Vm::open(name, &site) {
+            let _ = v.stop(Duration::from_secs(30));
+        }
+    }
+    drop(running);
+    // Instant runs are short, so load on the shared machine moves them
+    // most: the median of a few.
+    let repeat: usize = std::env::var("STANDBY_BENCH_REPEAT")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3)
+        .max(1);
+    let mut runs = Vec::new();
+    let mut served = String::new();
+    for _ in 0..repeat {
+        let rep = d.join("report-instant");
+        let (wall, text) = run(
+            bin,
+            &d,
+            &[
+                "failover",
+                "test",
+                "shop",
+                "--instant",
+                "--point",
+                "latest",
+                "--report-dir",
+                &rep.to_string_lossy(),
+            ],
+        );
+        served = text
+            .lines()
+            .filter(|l| l.contains("served"))
+            .map(|l| l.trim().to_string())
+            .collect::<Vec<_>>()
+            .join("\n    ");
+        let r = rto(&rep);
+        eprintln!("{gib} GiB: instant RTO {r:.1} s");
+        runs.push((r, wall.as_secs_f64()));
+        run(bin, &d, &["failover", "cleanup", "shop"]);
+    }
+    runs.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let (instant, wall_i) = runs[runs.len() / 2];
+    // STANDBY_BENCH_FULL=0: the instant runs only.
+    if std::env::var("STANDBY_BENCH_FULL").is_ok_and(|v| v == "0") {
+        if std::env::var_os("STANDBY_BENCH_KEEP").is_none() {
+            let _ = std::fs::remove_dir_all(&d);
+        }
+        return Figures {
+            gib,
+            instant,
+            instant_wall: wall_i,
+            full: f64::NAN,
+            full_wall: f64::NAN,
+            served,
+        };
+    }
+    let rep = d.join("report-full");
+    let (wall_f, _) = run(
+        bin,
+        &d,
+        &[
+            "failover",
+            "test",
+            "shop",
+            "--point",
+            "latest",
+            "--report-dir",
+            &rep.to_string_lossy(),
+        ],
+    );
+    let full = rto(&rep);
+    run(bin, &d, &["failover", "cleanup", "shop"]);
+    if std::env::var_os("STANDBY_BENCH_KEEP").is_none() {
+        let _ = std::fs::remove_dir_all(&d);
+    }
+    Figures {
+        gib,
+        instant,
+        instant_wall: wall_i,
+        full,
+        full_wall: wall_f.as_secs_f64(),
+        served,
+    }
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let work = PathBuf::from(args.next().unwrap_or_else(|| "/var/tmp".into()));
+    let bin = PathBuf::from(args.next().expect("the standby binary"));
+    let bin = std::path::absolute(&bin).unwrap();
+    let target = bin.parent().and_then(Path::parent).unwrap().to_path_buf();
+    let guest_cache = target.join("standby-guest");
+    standby_provider_qemu::guest::ensure(&guest_cache).expect("the test guest");
+    let sizes: Vec<u64> = std::env::var("STANDBY_BENCH_SIZES_GIB")
+        .ok()
+        .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![1, 8]);
+    let figs: Vec<Figures> = sizes
+        .iter()
+        .map(|&g| one(&bin, &work, g, &guest_cache))
+        .collect();
+    println!(
+        "test failover of plans/qemu's two VMs (two groups), RTO = start to the last check passing"
+    );
+    println!("| data disk | instant RTO (median) | instant wall | full-restore RTO | full wall |");
+    println!("|---|---|---|---|---|");
+    for f in &figs {
+        println!(
+            "| {} GiB ({} MiB data) | {:.1} s | {:.1} s | {:.1} s | {:.1} s |",
+            f.gib,
+            f.gib * 128,
+            f.instant,
+            f.instant_wall,
+            f.full,
+            f.full_wall
+        );
+    }
+    for f in &figs {
+        println!("{} GiB, instant, served:\n    {}", f.gib, f.served);
+    }
+    if let (Some(a), Some(b)) = (figs.first(), figs.last())
+        && figs.len() > 1
+    {
+        println!(
+            "instant {} GiB / {} GiB: {:.2}x (goal: within 1.2x); full restore: {:.2}x",
+            b.gib,
+            a.gib,
+            b.instant / a.instant,
+            b.full / a.full
+        );
+    }
+}

@@ -1,0 +1,462 @@
+//! Instant recovery of QEMU VMs (issue 15 item 4), through the real binary
+//! on the shared test guest (TCG), on the points `quickstart --qemu` makes
+//! of `plans/qemu`. The recovered VMs run without the database writer, so
+//! nothing in the guest writes the data disk: after a failover's
+//! background copy it must equal the point byte for byte.
+//!
+//! - `an_instant_test_failover_serves_a_part_and_a_failover_copies_the_rest`:
+//!   `failover test shop --instant` boots both VMs from their disks served
+//!   out of the vault (export processes, overlays backed by NBD), the
+//!   checks pass, and each disk was served only in part (bytes counted by
+//!   the exports); cleanup (another process) leaves no QEMU and no export,
+//!   and so does `drill shop --instant`.
+//!   Then `failover unplanned shop --instant` boots them the same way and
+//!   copies the disks to their final images in the background: once it
+//!   returns, no export runs and QEMU holds no NBD node, the standby
+//!   process is gone, the VMs still answer their guest agents, the data
+//!   disk equals a `standby restore` of the point, and RTO ended at the
+//!   checks, before the copy.
+//! - `a_killed_instant_failover_converges_on_rerun`: `failover unplanned
+//!   --instant` killed (SIGKILL) after a random number of its output lines,
+//!   `STANDBY_INSTANT_KILL_ROUNDS` times (default 5; 20 in the long form),
+//!   then run to the end: the same images, exactly the two VMs, no
+//!   leftover export.
+
+#[path = "../providers/qemu/tests/common/shared.rs"]
+#[allow(dead_code)]
+mod shared;
+
+use standby_provider_qemu::guest;
+use standby_provider_qemu::vm::Vm;
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn guest_cache() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+    let cache = target.join("standby-guest");
+    guest::ensure(&cache).unwrap_or_else(|e| {
+        panic!("building the test guest: {e} (run .ci/run to install its packages)")
+    });
+    cache
+}
+
+/// The recovered VMs: no writer (the data disk is never mounted), checks
+/// that read it as a block device and wait for the console.
+const MACHINES: &str = r#"
+machine "app" {
+  site = site.hv1
+  vm {
+    memory = "256M"
+    cpus   = 1
+    kernel = "${var.guest_dir}/vmlinuz"
+    initrd = "${var.guest_dir}/initrd.img"
+    append = "console=ttyS0 quiet panic=-1"
+  }
+  disk "system" {
+    path      = "app/system.qcow2"
+    format    = "qcow2"
+    node_name = "system"
+  }
+  check "booted" {
+    console = "standby-guest: up"
+  }
+}
+
+machine "db" {
+  site = site.hv1
+  vm {
+    memory   = "256M"
+    cpus     = 1
+    kernel   = "${var.guest_dir}/vmlinuz"
+    initrd   = "${var.guest_dir}/initrd.img"
+    append   = "console=ttyS0 quiet panic=-1"
+    fsfreeze = true
+  }
+  disk "system" {
+    path      = "db/system.qcow2"
+    format    = "qcow2"
+    node_name = "system"
+  }
+  disk "data" {
+    path      = "db/data.qcow2"
+    format    = "qcow2"
+    node_name = "data"
+  }
+  check "data" {
+    guest = ["sh", "-c", "test -b /dev/vdb && head -c 1048576 /dev/vdb | wc -c"]
+    expect = "1048576"
+  }
+}
+"#;
+
+/// `quickstart --qemu` into `d`, then the machines above.
+fn setup(d: &Path) {
+    let cache = guest_cache();
+    let out = Command::new(env!("CARGO_BIN_EXE_standby"))
+        .args(["quickstart", "--qemu"])
+        .arg(d)
+        .env("STANDBY_GUEST_CACHE", &cache)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(d.join("machines.hcl"), MACHINES).unwrap();
+}
+
+fn standby(d: &Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_standby"))
+        .args(args)
+        .current_dir(d)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn ok(d: &Path, args: &[&str]) -> String {
+    let (passed, text) = standby(d, args);
+    assert!(passed, "standby {args:?}:\n{text}");
+    text
+}
+
+/// Command lines of processes under `d`: QEMU and export processes.
+fn processes(d: &Path, what: &str) -> Vec<String> {
+    let needle = d.to_string_lossy().into_owned();
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        let is = match what {
+            "qemu" => cmd.starts_with("qemu-system"),
+            _ => cmd.contains("__standby-nbd-export"),
+        };
+        if is && cmd.contains(&needle) {
+            found.push(format!("{}: {cmd}", e.file_name().to_string_lossy()));
+        }
+    }
+    found
+}
+
+/// Ends every QEMU and export process under its directory when dropped,
+/// so a failed test leaves no VM behind.
+struct Reap(PathBuf);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        for kind in ["qemu", "export"] {
+            for p in processes(&self.0, kind) {
+                if let Some(pid) = p.split(':').next().and_then(|s| s.parse::<i32>().ok()) {
+                    // SAFETY: kill(2) of a process whose command line
+                    // names this test's own temporary directory.
+                    unsafe {
+                        libc::kill(pid, libc::SIGKILL);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Waits (at most 10 s) until no export process under `d` is left.
+fn no_exports_left(d: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = processes(d, "export");
+        if left.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "exports left: {left:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// After a finished instant failover: both VMs run on their final images
+/// (no NBD node, no export), answer their agents, and the data disk is
+/// the point's.
+fn assert_failed_over(d: &Path, point_data: &Path) {
+    no_exports_left(d);
+    let vms = d.join("sites/dr/.standby-vms");
+    let qemu = processes(d, "qemu");
+    assert_eq!(qemu.len(), 2, "{qemu:?}");
+    for name in ["app", "db"] {
+        let vm = Vm::open(name, &vms).unwrap().expect("the VM's pid file");
+        assert!(vm.running(), "VM {name} does not run");
+        let mut q = vm.qmp().unwrap();
+        assert!(
+            !standby_provider_qemu::instant::uses_nbd(&mut q).unwrap(),
+            "VM {name} still reads an NBD export"
+        );
+        vm.agent(Duration::from_secs(30))
+            .and_then(|mut a| a.ping())
+            .unwrap_or_else(|e| panic!("VM {name}'s agent: {e}"));
+        let overlays: Vec<_> = std::fs::read_dir(vms.join(name))
+            .map(|r| r.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        assert!(
+            overlays
+                .iter()
+                .all(|p| !p.to_string_lossy().ends_with(".instant.qcow2")),
+            "{overlays:?}"
+        );
+    }
+    let data = d.join("sites/dr/db/data.raw");
+    let cmp = Command::new("qemu-img")
+        .args(["compare", "-f", "raw", "-F", "raw", "-U"])
+        .arg(point_data)
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        cmp.status.success(),
+        "the copied data disk differs from the point: {}",
+        String::from_utf8_lossy(&cmp.stdout)
+    );
+    // Byte for byte, size included.
+    assert_eq!(
+        std::fs::metadata(&data).unwrap().len(),
+        std::fs::metadata(point_data).unwrap().len()
+    );
+}
+
+/// `standby restore latest` of the database VM's data disk.
+fn restore_point_data(d: &Path, to: &Path) {
+    ok(
+        d,
+        &[
+            "restore",
+            "latest",
+            "--machine",
+            "machine.db",
+            "--disk",
+            "data",
+            "--to",
+            &to.to_string_lossy(),
+        ],
+    );
+}
+
+#[test]
+fn an_instant_test_failover_serves_a_part_and_a_failover_copies_the_rest() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let tmp = tempfile::Builder::new()
+        .prefix("sbir")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let d = tmp.path().join("tour");
+    let _reap = Reap(d.clone());
+    setup(&d);
+    let point_data = tmp.path().join("point-data.raw");
+    restore_point_data(&d, &point_data);
+
+    // A test failover: both VMs boot from their exports.
+    let reports = tmp.path().join("test-report");
+    let text = ok(
+        &d,
+        &[
+            "failover",
+            "test",
+            "shop",
+            "--instant",
+            "--point",
+            "latest",
+            "--report-dir",
+            &reports.to_string_lossy(),
+        ],
+    );
+    assert!(text.contains("not copied"), "{text}");
+    let sandbox = d.join("sites/dr/.standby-test");
+    let run = std::fs::read_dir(&sandbox)
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .path();
+    assert_eq!(processes(&d, "qemu").len(), 2);
+    let exports = processes(&d, "export");
+    assert_eq!(exports.len(), 3, "one per disk: {exports:?}");
+    // Each disk was served in part only, and nothing was restored.
+    for (vm, disk) in [("app", "system"), ("db", "system"), ("db", "data")] {
+        let stats: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(run.join(format!("{vm}.{disk}.nbd.json"))).unwrap(),
+        )
+        .unwrap();
+        let (served, size) = (
+            stats["served"].as_u64().unwrap(),
+            stats["size"].as_u64().unwrap(),
+        );
+        assert!(served > 0, "{vm} {disk}: {stats}");
+        assert!(
+            served < size,
+            "{vm} {disk}: the test run read the whole disk: {stats}"
+        );
+        assert!(!run.join(vm).join(format!("{disk}.raw")).exists());
+    }
+    let r: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(reports.join("report.json")).unwrap()).unwrap();
+    assert_eq!(r["passed"], true, "{r:#}");
+    assert!(
+        text.contains("the disks stay in the vault (test run)"),
+        "{text}"
+    );
+    ok(&d, &["failover", "cleanup", "shop"]);
+    assert_eq!(processes(&d, "qemu"), Vec::<String>::new());
+    no_exports_left(&d);
+    assert!(!sandbox.exists());
+
+    // An instant drill: the same, then its cleanup ends VMs and exports.
+    let text = ok(&d, &["drill", "shop", "--instant"]);
+    assert!(text.contains("not copied"), "{text}");
+    assert_eq!(processes(&d, "qemu"), Vec::<String>::new());
+    no_exports_left(&d);
+    assert!(!sandbox.exists());
+
+    // A failover: booted from the exports, then copied in the background.
+    let reports = tmp.path().join("report");
+    let text = ok(
+        &d,
+        &[
+            "failover",
+            "unplanned",
+            "shop",
+            "--instant",
+            "--point",
+            "latest",
+            "--report-dir",
+            &reports.to_string_lossy(),
+        ],
+    );
+    assert!(text.contains("(background copy)"), "{text}");
+    assert!(text.contains("the background copy ended at"), "{text}");
+    // The standby process has exited; the VMs live on their own images.
+    assert_failed_over(&d, &point_data);
+    let r: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(reports.join("report.json")).unwrap()).unwrap();
+    assert_eq!(r["passed"], true, "{r:#}");
+    let rto = r["rto"]["seconds"].as_f64().expect("RTO");
+    let timeline = r["timeline"].as_array().unwrap();
+    let copies: Vec<&serde_json::Value> = timeline.iter().filter(|e| e["kind"] == "copy").collect();
+    assert_eq!(copies.len(), 2, "one copy per VM: {timeline:#?}");
+    let last_check = timeline
+        .iter()
+        .filter(|e| e["kind"] == "check")
+        .map(|e| e["end_seconds"].as_f64().unwrap())
+        .fold(0.0, f64::max);
+    assert!(
+        rto <= last_check + 1.0,
+        "RTO {rto} should end at the last check ({last_check}), not at the copy"
+    );
+    for c in copies {
+        assert_eq!(c["outcome"], "passed", "{c:#}");
+        assert!(c["start_seconds"].as_f64().unwrap() >= rto - 1.0, "{c:#}");
+    }
+    // The failover's state records the final images.
+    let state = std::fs::read_to_string(d.join(".standby/state.json")).unwrap();
+    assert!(state.contains("db/data.raw"), "{state}");
+    assert!(!state.contains("nbd+unix"), "{state}");
+    for name in ["app", "db"] {
+        if let Some(v) = Vm::open(name, &d.join("sites/dr/.standby-vms")).unwrap() {
+            v.kill().unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_killed_instant_failover_converges_on_rerun() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let rounds: usize = std::env::var("STANDBY_INSTANT_KILL_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
+    let tmp = tempfile::Builder::new()
+        .prefix("sbik")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let d = tmp.path().join("tour");
+    let _reap = Reap(d.clone());
+    setup(&d);
+    let point_data = tmp.path().join("point-data.raw");
+    restore_point_data(&d, &point_data);
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    eprintln!("kill seed {seed}");
+    let args = [
+        "failover",
+        "unplanned",
+        "shop",
+        "--instant",
+        "--point",
+        "latest",
+    ];
+    let mut finished = false;
+    for round in 0..rounds {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        // A run prints ~29 lines (points, groups, starts, checks, copy
+        // progress, the end): kill after 1..=26 of them.
+        let kill_after = 1 + (seed % 26) as usize;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_standby"))
+            .args(args)
+            .current_dir(&d)
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let mut lines = std::io::BufReader::new(out).lines();
+        let mut seen = Vec::new();
+        while seen.len() < kill_after {
+            match lines.next() {
+                Some(Ok(l)) => seen.push(l),
+                _ => break,
+            }
+        }
+        let _ = child.kill();
+        let status = child.wait().unwrap();
+        eprintln!(
+            "round {round}: killed after {} lines ({status}); last: {:?}",
+            seen.len(),
+            seen.last()
+        );
+        if status.success() {
+            // It finished before the kill: nothing left to converge from.
+            finished = true;
+            break;
+        }
+    }
+    if !finished {
+        let text = ok(&d, &args);
+        assert!(text.contains("(background copy)"), "{text}");
+    }
+    assert_failed_over(&d, &point_data);
+    for name in ["app", "db"] {
+        if let Some(v) = Vm::open(name, &d.join("sites/dr/.standby-vms")).unwrap() {
+            v.kill().unwrap();
+        }
+    }
+    assert_eq!(processes(&d, "qemu"), Vec::<String>::new());
+}
