@@ -78,3 +78,48 @@ fn a_group_takes_one_first_point_together_in_parallel() {
 fn a_group_takes_one_first_point_together_one_step_at_a_time() {
     check("1");
 }
+
+/// `replicate protection.db` of a group member takes the whole group's
+/// point (one instant for db, web and app1), never db alone: a lone
+/// member's point is one no recovery of the group would use, yet `points`
+/// and `status` would count it as db's newest. A protection outside the
+/// group stays out.
+#[test]
+fn replicating_one_member_of_a_group_takes_the_whole_group() {
+    let d = tempfile::tempdir().unwrap();
+    let qs = config(d.path());
+    expect_code(standby(&qs).args(["apply", "--auto-approve"]), 0);
+    let out = stdout(&expect_code(
+        standby(&qs).args(["replicate", "protection.db", "--json"]),
+        0,
+    ));
+    let taken: Value = serde_json::from_str(&out).unwrap();
+    let text = taken.to_string();
+    for p in ["protection.db", "protection.web", "protection.app1"] {
+        assert!(
+            text.contains(p),
+            "{p} missing from the group's point: {text}"
+        );
+    }
+    assert!(!text.contains("protection.solo"), "{text}");
+    let points: Vec<Value> = serde_json::from_str(&stdout(&expect_code(
+        standby(&qs).args(["points", "--json"]),
+        0,
+    )))
+    .unwrap();
+    let newest: Vec<&Value> = points
+        .iter()
+        .filter(|p| p["group"] == "shop")
+        .filter(|p| {
+            points
+                .iter()
+                .filter(|q| q["protection"] == p["protection"])
+                .all(|q| q["created"].as_str() <= p["created"].as_str())
+        })
+        .collect();
+    assert_eq!(newest.len(), 3, "{points:#?}");
+    assert!(
+        newest.iter().all(|p| p["created"] == newest[0]["created"]),
+        "one instant: {newest:#?}"
+    );
+}

@@ -19,6 +19,8 @@ use std::time::Duration;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Protections to replicate (`protection.db` or just `db`); default: all.
+    /// A protection in a consistency group brings the whole group (with
+    /// the same vault): its points are one instant or none.
     #[arg(value_name = "ADDR")]
     pub addrs: Vec<String>,
     /// Capture although the state and the vault disagree on where a machine

@@ -91,8 +91,13 @@ pub fn node_name_ok(s: &str) -> bool {
         && s.len() <= 31
 }
 
+/// The most memory a `vm` may ask for (16 TiB, in KiB): past what x86
+/// QEMU guests address on common hosts, so a larger value is a typo.
+const MAX_MEMORY_KIB: u64 = 16 << 30;
+
 /// Memory as QEMU's `-m` takes it: a whole number of MiB, or a number with
-/// a binary unit (`K`, `M`, `G`, `T`, optionally followed by `iB` or `B`).
+/// a binary unit (`K`, `M`, `G`, `T`, optionally followed by `iB` or `B`;
+/// `256MB` is 256 MiB, as QEMU reads it), at most 16 TiB.
 fn parse_memory(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
@@ -100,6 +105,11 @@ fn parse_memory(s: &str) -> Result<u64, String> {
     let n: u64 = num
         .parse()
         .map_err(|_| format!("{s:?} does not start with a whole number"))?;
+    if unit.starts_with(['.', ',']) {
+        return Err(format!(
+            "{s:?} is not a whole number of a unit (write 1536M for 1.5G)"
+        ));
+    }
     let unit = unit.trim();
     let unit = unit
         .strip_suffix("iB")
@@ -115,6 +125,11 @@ fn parse_memory(s: &str) -> Result<u64, String> {
     .ok_or_else(|| format!("{s:?} is too large"))?;
     if kib == 0 || kib % 1024 != 0 {
         return Err(format!("{s:?} is not a whole, non-zero number of MiB"));
+    }
+    if kib > MAX_MEMORY_KIB {
+        return Err(format!(
+            "{s:?} is more than 16T, more than any VM standby runs can be given"
+        ));
     }
     Ok(kib / 1024)
 }
@@ -819,6 +834,10 @@ mod tests {
         assert!(parse_memory("0").is_err());
         assert!(parse_memory("1X").is_err());
         assert!(parse_memory("M").is_err());
+        assert_eq!(parse_memory("16T"), Ok(16 << 20));
+        assert!(parse_memory("9999T").unwrap_err().contains("more than 16T"));
+        assert!(parse_memory("1000000000").is_err(), "MiB past 16T");
+        assert!(parse_memory("1.5G").unwrap_err().contains("1536M"));
     }
 
     #[test]

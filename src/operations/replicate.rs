@@ -82,6 +82,28 @@ impl OnceError {
     }
 }
 
+/// `chosen` and every protection sharing a consistency group and a vault
+/// with one of them: a member replicated alone would make a point no
+/// recovery uses (a group recovers to an instant all members share), while
+/// `points` and `status` would count it as the member's newest.
+fn with_whole_groups(cfg: &crate::model::Config, chosen: Vec<Address>) -> Vec<Address> {
+    let groups: std::collections::BTreeSet<(&Address, &str)> = chosen
+        .iter()
+        .filter_map(|a| cfg.protections.get(a))
+        .filter_map(|p| Some((&p.vault, p.consistency_group.as_deref()?)))
+        .collect();
+    let mut out = chosen.clone();
+    for (a, p) in &cfg.protections {
+        if let Some(g) = p.consistency_group.as_deref()
+            && groups.contains(&(&p.vault, g))
+            && !out.contains(a)
+        {
+            out.push(a.clone());
+        }
+    }
+    out
+}
+
 /// Take one point of each of `chosen` (configured protections), capturing
 /// up to `parallelism` batches at once (each batch still one point
 /// instant; 1: one after the other, with progress). Events come in batch
@@ -94,6 +116,7 @@ pub fn run(
     ui: &dyn Ui,
 ) -> Result<usize, OnceError> {
     let cfg = &ws.config;
+    let chosen = with_whole_groups(cfg, chosen);
     let (chosen, doc) = skip_failed_over(ws, chosen, ui)?;
     if chosen.is_empty() {
         ui.event(Event::Nothing);

@@ -91,12 +91,20 @@ pub fn run(dir: &Path) -> miette::Result<ExitCode> {
         "the test guest (Debian kernel, busybox, qemu-guest-agent, sqlite3), cached in {}",
         cache.display()
     ));
-    let g = guest::ensure(&cache).map_err(|e| miette!("{e}"))?;
+    let mut g = guest::ensure(&cache).map_err(|e| miette!("{e}"))?;
     let gdir = dir.join("guest");
     std::fs::create_dir_all(&gdir).into_diagnostic()?;
     for (from, to) in [(&g.kernel, "vmlinuz"), (&g.initrd, "initrd.img")] {
         std::fs::copy(from, gdir.join(to)).into_diagnostic()?;
     }
+    // The system disks are overlays over the tour's own copy of the root
+    // image, kept as long as they are: a rebuilt guest cache (another
+    // version) must not pull the ground from under them.
+    let root = gdir.join("root.qcow2");
+    if !root.exists() {
+        std::fs::copy(&g.root, &root).into_diagnostic()?;
+    }
+    g.root = root;
     let hv1 = dir.join("sites/hv1");
     for (rel, make) in [
         ("app/system.qcow2", 0u8),
