@@ -440,6 +440,7 @@ mod tests {
             cbt: None,
             seq: None,
             owner: None,
+            writer: None,
         };
         let policy = crate::model::Policy {
             addr: "policy.standard".parse().unwrap(),

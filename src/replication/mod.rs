@@ -57,6 +57,8 @@ pub enum ReplicationError {
     Vm { machine: String, detail: String },
     #[error(transparent)]
     Target(#[from] target::TargetError),
+    #[error(transparent)]
+    Lease(#[from] crate::vault::lease::LeaseError),
 }
 
 /// Live counters for progress bars: the library adds, the CLI reads.
@@ -144,6 +146,85 @@ pub struct Options {
     /// planned failover's or a failback's final point), recorded in its
     /// manifest as `moves_to`.
     pub moves_to: HashMap<String, String>,
+    /// Which lease the capture holds for its batch (docs/VAULT.md, "Leases").
+    pub lease: Lease,
+}
+
+/// The lease a capture holds on its batch (a consistency group, or a
+/// protection alone), so that one service at a time writes its points.
+#[derive(Debug, Clone, Default)]
+pub enum Lease {
+    /// None: recovery runs (a planned failover's final points, reprotect,
+    /// failback), which their run lock serializes and which the services
+    /// stand aside for.
+    #[default]
+    Ignore,
+    /// Take the lease for this call (renewed while it runs, released at
+    /// the end); refused, naming the holder, while a live service holds it.
+    Take,
+    /// A `replicate --watch` service holds it: confirmed right before the
+    /// manifests are written.
+    Held(Arc<crate::vault::lease::Leases>),
+}
+
+/// The lease as a capture holds it, and the writer its manifests record.
+struct Commit<'a> {
+    guard: Option<crate::vault::lease::Guard>,
+    held: Option<(&'a crate::vault::lease::Leases, String)>,
+    writer: String,
+}
+
+impl Commit<'_> {
+    fn confirm(&self) -> Result<(), ReplicationError> {
+        if let Some(g) = &self.guard {
+            g.confirm()?;
+        }
+        if let Some((l, unit)) = &self.held {
+            l.confirm(unit)?;
+        }
+        Ok(())
+    }
+}
+
+fn commit_for<'a>(
+    vault: &Vault,
+    targets: &[Target],
+    lease: &'a Lease,
+) -> Result<Commit<'a>, ReplicationError> {
+    use crate::vault::lease::{Guard, Holder, LeaseError, Leases, Timing, unit};
+    let unit = targets
+        .first()
+        .map(|t| unit(t.group.as_deref(), &t.protection))
+        .unwrap_or_default();
+    let host = gethostname::gethostname().to_string_lossy().into_owned();
+    Ok(match lease {
+        Lease::Ignore => Commit {
+            guard: None,
+            held: None,
+            writer: Holder::this_process("-", &host).tag(),
+        },
+        Lease::Take => {
+            let id = format!("cmd-{}", hex::encode(rand::random::<[u8; 4]>()));
+            let me = Holder::this_process(&id, &host);
+            let writer = me.tag();
+            let leases = Arc::new(Leases::new(vault, me, Timing::default()));
+            Commit {
+                guard: Some(Guard::take(leases, &unit)?),
+                held: None,
+                writer,
+            }
+        }
+        Lease::Held(l) => {
+            if !l.holds(&unit) {
+                return Err(LeaseError::Lost { unit }.into());
+            }
+            Commit {
+                guard: None,
+                writer: l.me().tag(),
+                held: Some((l, unit)),
+            }
+        }
+    })
 }
 
 impl Options {
@@ -154,6 +235,7 @@ impl Options {
             cancel: None,
             baseline: HashMap::new(),
             moves_to: HashMap::new(),
+            lease: Lease::Ignore,
         }
     }
 
@@ -176,6 +258,8 @@ pub fn take_points(
     progress: &Progress,
 ) -> Result<Vec<Manifest>, ReplicationError> {
     opts.check_cancel()?;
+    // Before anything else: a batch another service holds costs nothing.
+    let commit = commit_for(vault, targets, &opts.lease)?;
     let mut lock = Lock::acquire(vault, false, opts.lock_wait)?;
     // Bounded reads (see docs/VAULT.md): the catalog names each machine's
     // newest point; the index comes from the local cache plus a few new
@@ -274,6 +358,7 @@ pub fn take_points(
         &mut session,
         &seqs,
         &mut seen,
+        &commit,
     );
     let _ = std::fs::remove_dir_all(&staging);
     // Commit (old bitmap generations deleted) only once the manifests are
@@ -402,6 +487,7 @@ fn capture_all(
     session: &mut vm::Session,
     seqs: &[u64],
     seen: &mut crate::vault::catalog::Seen,
+    commit: &Commit<'_>,
 ) -> Result<Vec<Manifest>, ReplicationError> {
     let claimed = Mutex::new(HashSet::new());
     let mut packer = PackWriter::new(vault);
@@ -470,6 +556,7 @@ fn capture_all(
             cbt: session.info(ti, &t.disks),
             seq: seqs.get(ti).copied(),
             owner: vault.owner(),
+            writer: Some(commit.writer.clone()),
         };
         made.push((m, hashes));
     }
@@ -493,6 +580,9 @@ fn capture_all(
     // A prune that took our lock for dead may have deleted what the
     // points reference: commit them only while the lock provably holds.
     lock.confirm()?;
+    // And only while this process still holds the batch's lease: a
+    // service that took it over writes the points from now on.
+    commit.confirm()?;
     let mut out = Vec::new();
     for (m, hashes) in made {
         manifest::write(vault, &m)?;

@@ -12,6 +12,7 @@ pub mod catalog;
 pub mod clock;
 pub mod index;
 pub mod keys;
+pub mod lease;
 pub mod lock;
 pub mod manifest;
 pub mod moves;

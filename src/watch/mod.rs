@@ -577,6 +577,7 @@ fn run_job(job: &Job, settings: &Settings, metrics: &Metrics, stop: &Stop, world
             cancel: Some(Arc::clone(&stop.cancel)),
             baseline: Default::default(),
             moves_to: Default::default(),
+            lease: Default::default(),
         };
         let started = Instant::now();
         match replication::take_points(&vault, &targets, &opts, &Progress::default()) {
