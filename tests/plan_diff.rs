@@ -84,6 +84,7 @@ fn quickstart() -> Config {
                 provider: "local".into(),
                 root: Some(format!("sites/{s}").into()),
                 command: None,
+                host: None,
                 sensitive: Default::default(),
             },
         );
@@ -294,6 +295,7 @@ fn changed_case() -> (Config, StateDoc, Plan) {
             provider: "local".into(),
             root: Some("sites/onprem2".into()),
             command: None,
+            host: None,
             sensitive: Default::default(),
         },
     );

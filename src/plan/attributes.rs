@@ -574,6 +574,7 @@ mod tests {
             provider: "exec".into(),
             root: None,
             command: Some(vec!["x".into()]),
+            host: None,
             sensitive: ["command".to_string()].into(),
         };
         cfg.sites.insert(site.addr.clone(), site);
@@ -657,6 +658,7 @@ mod tests {
             provider: "exec".into(),
             root: None,
             command: Some(vec!["deploy".into(), "--token=hunter2".into()]),
+            host: None,
             sensitive: ["command".to_string()].into(),
         };
         let l1 = [1u8; 32];

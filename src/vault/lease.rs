@@ -172,6 +172,10 @@ pub struct Leases {
     /// object name -> (digest of its bytes, since when we see them).
     watched: Mutex<HashMap<String, ([u8; 32], Instant)>>,
     heartbeat: Mutex<Option<(Body, UpdateVersion)>>,
+    /// Services whose heartbeat we saw go silent for the expiry: their
+    /// leases are dead too (the same thread renews both), without
+    /// watching each lease for another expiry.
+    dead_services: Mutex<std::collections::HashSet<String>>,
 }
 
 impl std::fmt::Debug for Leases {
@@ -212,6 +216,7 @@ impl Leases {
             held: Mutex::new(HashMap::new()),
             watched: Mutex::new(HashMap::new()),
             heartbeat: Mutex::new(None),
+            dead_services: Mutex::new(Default::default()),
         }
     }
 
@@ -313,7 +318,14 @@ impl Leases {
     fn dead(&self, body: Option<&Body>, unchanged: Duration) -> bool {
         let theirs = body.map_or(Duration::ZERO, |b| Duration::from_millis(b.expire_after_ms));
         unchanged >= self.timing.expire_after.max(theirs)
-            || body.is_some_and(|b| pid_gone_here(&b.holder.kernel, b.holder.pid, &kernel_id()))
+            || body.is_some_and(|b| {
+                pid_gone_here(&b.holder.kernel, b.holder.pid, &kernel_id())
+                    || self
+                        .dead_services
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .contains(&b.holder.service)
+            })
     }
 
     fn view(&self, unit: &str, body: &Body, unchanged: Duration) -> LeaseView {
@@ -576,6 +588,12 @@ impl Leases {
             }
             let unchanged = self.observe(name, &bytes);
             if self.dead(body.as_ref(), unchanged) {
+                if let Some(b) = &body {
+                    self.dead_services
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(b.holder.service.clone());
+                }
                 // Only the bytes we judged: a heartbeat renewed meanwhile stays.
                 let mut tomb = self.body(0, 0);
                 tomb.holder.service = "(expired)".into();

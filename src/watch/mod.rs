@@ -32,6 +32,7 @@ use crate::model::{Address, Config};
 use crate::recovery::placement;
 use crate::replication::{self, Batch, Options, Progress, ReplicationError};
 use crate::state::Backend;
+use crate::vault::lease::{self, Leases};
 use crate::vault::{Consistency, Manifest, Vault, VaultError, catalog, prune};
 use crate::workspace::{Workspace, WorkspaceError};
 use metrics::Metrics;
@@ -50,6 +51,15 @@ pub struct Settings {
     pub retry_max: Duration,
     /// How long a capture waits for a prune (and a prune for captures).
     pub lock_wait: Duration,
+    /// How often this service renews its leases and when another's are
+    /// dead (docs/VAULT.md, "Leases").
+    pub lease: lease::Timing,
+    /// The most protections this service replicates at once (a
+    /// consistency group counts its members); None: no cap.
+    pub max_protections: Option<usize>,
+    /// This service's host name or label: it takes only batches whose
+    /// sites name no `host` or this one.
+    pub host: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -137,9 +147,33 @@ pub fn backoff(failures: u32, cap: Duration) -> Duration {
 struct VaultSlot {
     addr: Address,
     ws: Arc<Workspace>,
+    /// Who this service is in leases (one id per process run).
+    me: lease::Holder,
+    timing: lease::Timing,
+    leases: std::sync::OnceLock<Arc<Leases>>,
+    /// Batches capturing now: never given back mid-capture.
+    busy: Mutex<BTreeSet<String>>,
 }
 
 impl VaultSlot {
+    /// This service's leases in the vault, made on first use (the vault
+    /// must be open: the lease names are keyed by it).
+    fn leases(&self, v: &Vault) -> Arc<Leases> {
+        Arc::clone(
+            self.leases
+                .get_or_init(|| Arc::new(Leases::new(v, self.me.clone(), self.timing))),
+        )
+    }
+
+    fn set_busy(&self, label: &str, busy: bool) {
+        let mut b = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        if busy {
+            b.insert(label.to_string());
+        } else {
+            b.remove(label);
+        }
+    }
+
     fn get(&self) -> Result<Arc<Vault>, VaultError> {
         match self.ws.vault(&self.addr) {
             Ok(v) => Ok(v),
@@ -157,6 +191,8 @@ struct Job {
     /// The protections as configured; each round redirects or skips
     /// members by where their machines run (`recovery::placement`).
     batch: Batch,
+    /// Its sites name no host or this service's (`--host`).
+    reachable: bool,
     crash_every: Duration,
     /// Set when some member takes app-consistent points.
     app_every: Option<Duration>,
@@ -173,6 +209,8 @@ struct Pruner {
 /// The service: build it, hand out `metrics()` and `stopper()`, then `run`.
 pub struct Service {
     jobs: Vec<Job>,
+    /// One per vault: its leases are managed by one thread.
+    slots: Vec<Arc<VaultSlot>>,
     pruners: Vec<Pruner>,
     metrics: Arc<Metrics>,
     stop: Arc<Stop>,
@@ -195,6 +233,16 @@ impl Service {
             return Err(WatchError::Nothing);
         }
         let metrics = Arc::new(Metrics::default());
+        let me =
+            lease::Holder::this_process(&hex::encode(rand::random::<[u8; 4]>()), &settings.host);
+        tracing::info!(
+            "service {} on {} (pid {}): leases renewed every {}ms, another service's taken over after {}ms without renewal",
+            me.service,
+            me.host,
+            me.pid,
+            settings.lease.renew_every.as_millis(),
+            settings.lease.expire_after.as_millis()
+        );
         let mut slots: BTreeMap<Address, Arc<VaultSlot>> = BTreeMap::new();
         let mut retention: BTreeMap<Address, BTreeMap<String, Duration>> = BTreeMap::new();
         let mut pruned: BTreeMap<Address, BTreeSet<String>> = BTreeMap::new();
@@ -212,6 +260,10 @@ impl Service {
                     Arc::new(VaultSlot {
                         addr: batch.vault.clone(),
                         ws: Arc::clone(&ws),
+                        me: me.clone(),
+                        timing: settings.lease,
+                        leases: Default::default(),
+                        busy: Default::default(),
                     })
                 })
                 .clone();
@@ -243,7 +295,25 @@ impl Service {
                 });
             }
             let floor = Duration::from_secs(1);
+            let reachable = batch.targets.iter().all(|t| {
+                let site = t.site.as_deref().and_then(|s| {
+                    cfg.sites
+                        .iter()
+                        .find(|(a, _)| a.to_string() == s)
+                        .map(|(_, site)| site)
+                });
+                site.and_then(|s| s.host.as_deref())
+                    .is_none_or(|h| h == settings.host)
+            });
+            if !reachable {
+                tracing::info!(
+                    "{}: its site names another host than {}; left to the services there",
+                    batch.label,
+                    settings.host
+                );
+            }
             jobs.push(Job {
+                reachable,
                 batch,
                 crash_every: crash_every.max(floor),
                 app_every: app_every.map(|e| e.max(floor)),
@@ -262,6 +332,7 @@ impl Service {
             .collect();
         Ok(Service {
             jobs,
+            slots: slots.into_values().collect(),
             pruners,
             metrics,
             stop: Arc::new(Stop::default()),
@@ -282,6 +353,7 @@ impl Service {
     pub fn run(self) {
         let Service {
             jobs,
+            slots,
             pruners,
             metrics,
             stop,
@@ -295,7 +367,7 @@ impl Service {
         };
         metrics
             .expected_workers
-            .store(jobs.len() + pruners.len(), Ordering::Relaxed);
+            .store(jobs.len() + pruners.len() + slots.len(), Ordering::Relaxed);
         std::thread::scope(|s| {
             for job in &jobs {
                 let (m, st, se, w) = (&metrics, &stop, &settings, &world);
@@ -309,6 +381,13 @@ impl Service {
                 s.spawn(move || {
                     let _alive = Alive::new(m);
                     run_pruner(p, se, m, st);
+                });
+            }
+            for slot in &slots {
+                let (m, st, se, j) = (&metrics, &stop, &settings, &jobs);
+                s.spawn(move || {
+                    let _alive = Alive::new(m);
+                    run_leases(slot, j, se, m, st);
                 });
             }
         });
@@ -532,6 +611,28 @@ fn run_job(job: &Job, settings: &Settings, metrics: &Metrics, stop: &Stop, world
             }
         };
         record_points(metrics, &all, &points);
+        // Only the service holding the batch's lease captures it; the
+        // others keep its figures (the vault-wide newest point) current.
+        let leases = job.slot.leases(&vault);
+        let held = leases.holds(label);
+        for a in &all {
+            metrics.update(a, |f| f.lease_held = held);
+        }
+        if !held {
+            failures = 0;
+            retry_at = None;
+            // Look again when the lease manager takes the lease (no
+            // request to notice) or after a renewal interval.
+            let until = Instant::now() + settings.lease.renew_every.min(REFRESH);
+            while Instant::now() < until && !leases.holds(label) {
+                if stop.wait(Duration::from_millis(200)) {
+                    return;
+                }
+            }
+            next_crash = Instant::now();
+            next_app = job.app_every.map(|_| Instant::now());
+            continue;
+        }
         let (names, targets) =
             targets_now(job, world, doc.as_ref(), &points, metrics, &mut skipped);
         if targets.is_empty() {
@@ -577,10 +678,13 @@ fn run_job(job: &Job, settings: &Settings, metrics: &Metrics, stop: &Stop, world
             cancel: Some(Arc::clone(&stop.cancel)),
             baseline: Default::default(),
             moves_to: Default::default(),
-            lease: Default::default(),
+            lease: replication::Lease::Held(leases),
         };
         let started = Instant::now();
-        match replication::take_points(&vault, &targets, &opts, &Progress::default()) {
+        job.slot.set_busy(label, true);
+        let taken = replication::take_points(&vault, &targets, &opts, &Progress::default());
+        job.slot.set_busy(label, false);
+        match taken {
             Ok(made) => {
                 for (a, m) in names.iter().zip(&made) {
                     tracing::info!(
@@ -636,6 +740,14 @@ fn run_pruner(p: &Pruner, settings: &Settings, metrics: &Metrics, stop: &Stop) {
     let every = settings.prune_every.max(Duration::from_secs(1));
     while !stop.wait(every) {
         let result = p.slot.get().and_then(|v| {
+            // One service of the fleet prunes a vault at a time: the
+            // holder of its prune lease (kept and renewed like the others).
+            if !matches!(
+                p.slot.leases(&v).take(PRUNE_UNIT)?,
+                lease::Taken::Fresh | lease::Taken::Over(_) | lease::Taken::Ours
+            ) {
+                return Ok(None);
+            }
             let r = prune::prune(
                 &v,
                 &p.retention,
@@ -646,10 +758,11 @@ fn run_pruner(p: &Pruner, settings: &Settings, metrics: &Metrics, stop: &Stop) {
             // Prune reads every manifest (its job); the metrics only
             // need the catalogs of this service's machines.
             let points = catalog::list_machines(&v, &p.machines)?;
-            Ok((r, points))
+            Ok(Some((r, points)))
         });
         match result {
-            Ok((r, points)) => {
+            Ok(None) => tracing::debug!("{addr}: another service prunes this vault"),
+            Ok(Some((r, points))) => {
                 record_points(metrics, &names, &points);
                 tracing::info!(
                     "{addr}: pruned {}, kept {}, deleted {} ({})",
@@ -665,6 +778,146 @@ fn run_pruner(p: &Pruner, settings: &Settings, metrics: &Metrics, stop: &Stop) {
             ),
         }
     }
+}
+
+/// The lease unit whose holder prunes a vault (not a batch label: those
+/// are `group NAME` or an address).
+const PRUNE_UNIT: &str = "(prune)";
+
+/// The lease manager of one vault: every `renew_every` it renews this
+/// service's leases and heartbeat, counts the live services, gives one
+/// lease back when it holds more than its fair share (batches of the
+/// vault over live services, rounded up), and takes free or dead ones
+/// while under it and under `--max-protections`. Every third round it
+/// also takes a free or dead batch beyond its share, so a batch no one
+/// else can reach (or take, capped) is never left behind. Releases
+/// everything on stop.
+fn run_leases(slot: &VaultSlot, jobs: &[Job], settings: &Settings, metrics: &Metrics, stop: &Stop) {
+    let mine: Vec<&Job> = jobs.iter().filter(|j| j.slot.addr == slot.addr).collect();
+    let size = |label: &str| {
+        mine.iter()
+            .find(|j| j.batch.label == label)
+            .map_or(0, |j| j.batch.protections.len())
+    };
+    let every = settings.lease.renew_every.max(Duration::from_millis(50));
+    let mut round = 0u64;
+    // Held since which round: a lease just taken is not given back at once.
+    let mut taken_at: BTreeMap<String, u64> = BTreeMap::new();
+    let mut opened: Option<Arc<Leases>> = None;
+    loop {
+        if let Ok(v) = slot.get() {
+            let l = slot.leases(&v);
+            if opened.is_none() {
+                // Services started together: let their heartbeats show
+                // before sharing, so the first does not take everything.
+                if let Err(e) = l.beat() {
+                    tracing::warn!("{}: heartbeat: {e}", slot.addr);
+                }
+                if stop.wait(every.min(Duration::from_millis(500))) {
+                    break;
+                }
+            }
+            opened = Some(Arc::clone(&l));
+            let r = manage(&v, &l, &mine, &size, settings, slot, round, &mut taken_at);
+            match r {
+                Ok(live) => metrics.services.store(live, Ordering::Relaxed),
+                Err(e) => tracing::warn!("{}: leases: {e}", slot.addr),
+            }
+            let held = l.held();
+            metrics.leases_held.store(
+                held.iter().filter(|u| u.as_str() != PRUNE_UNIT).count(),
+                Ordering::Relaxed,
+            );
+        }
+        round += 1;
+        if stop.wait(every) {
+            break;
+        }
+    }
+    if let Some(l) = opened {
+        // Let a capture in progress end first (it is cancelled).
+        while !slot
+            .busy
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        l.release_all();
+        tracing::info!("{}: leases released", slot.addr);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn manage(
+    v: &Vault,
+    l: &Leases,
+    mine: &[&Job],
+    size: &dyn Fn(&str) -> usize,
+    settings: &Settings,
+    slot: &VaultSlot,
+    round: u64,
+    taken_at: &mut BTreeMap<String, u64>,
+) -> Result<usize, VaultError> {
+    for u in l.held() {
+        l.renew(&u)?;
+    }
+    l.beat()?;
+    let live = l.live_services(v)?;
+    let held: Vec<String> = l.held().into_iter().filter(|u| u != PRUNE_UNIT).collect();
+    taken_at.retain(|u, _| held.contains(u));
+    let share = mine.len().div_ceil(live.max(1));
+    let mut count: usize = held.iter().map(|u| size(u)).sum();
+    let cap = settings.max_protections.unwrap_or(usize::MAX);
+    if held.len() > share || count > cap {
+        let busy = slot.busy.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let spare = held
+            .iter()
+            .rev()
+            .find(|u| !busy.contains(*u) && taken_at.get(*u).is_none_or(|t| round >= t + 3));
+        if let Some(u) = spare {
+            l.release(u)?;
+            tracing::info!(
+                "{u}: lease given back ({} held, fair share {share} of {} over {live} services)",
+                held.len(),
+                mine.len()
+            );
+        }
+        return Ok(live);
+    }
+    let beyond = round.is_multiple_of(3);
+    let mut n = held.len();
+    let mut order: Vec<&&Job> = mine
+        .iter()
+        .filter(|j| j.reachable && !held.contains(&j.batch.label))
+        .collect();
+    // Services start together: different orders keep them from
+    // contending for the same batch.
+    order.sort_by_key(|j| rand::random::<u32>() ^ (j.batch.protections.len() as u32));
+    for j in order {
+        if n >= share && !beyond {
+            break;
+        }
+        let size = j.batch.protections.len();
+        if count + size > cap {
+            continue;
+        }
+        match l.take(&j.batch.label)? {
+            lease::Taken::Fresh | lease::Taken::Over(_) => {
+                tracing::info!("{}: lease taken", j.batch.label);
+                taken_at.insert(j.batch.label.clone(), round);
+                n += 1;
+                count += size;
+                if n > share {
+                    // One beyond the share per round at most.
+                    break;
+                }
+            }
+            lease::Taken::Ours | lease::Taken::Busy(_) => {}
+        }
+    }
+    Ok(live)
 }
 
 #[cfg(test)]
