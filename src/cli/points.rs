@@ -65,6 +65,7 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
                     "cbt": m.cbt,
                     "cbt_fallbacks": m.cbt.as_ref().map_or(0, |c| c.fallbacks()),
                     "seq": m.seq,
+                    "writer": m.writer,
                     "in_future": m.in_future(now),
                 })
             })

@@ -122,6 +122,9 @@ struct Body {
     /// enough.
     renew_every_ms: u64,
     expire_after_ms: u64,
+    /// Heartbeats: the leases the service holds, so services balance.
+    #[serde(default)]
+    held: u64,
 }
 
 /// A lease as read by someone: for `status` and `/metrics`.
@@ -264,6 +267,7 @@ impl Leases {
             renewals,
             renew_every_ms: millis(self.timing.renew_every),
             expire_after_ms: millis(self.timing.expire_after),
+            held: 0,
         }
     }
 
@@ -316,16 +320,20 @@ impl Leases {
     /// Whether a lease (or heartbeat) with `body`, seen unchanged for
     /// `unchanged`, belongs to a holder that stopped renewing.
     fn dead(&self, body: Option<&Body>, unchanged: Duration) -> bool {
+        self.silent(body, unchanged)
+            || body.is_some_and(|b| {
+                self.dead_services
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .contains(&b.holder.service)
+            })
+    }
+
+    /// [`Leases::dead`] by this object's own renewals only.
+    fn silent(&self, body: Option<&Body>, unchanged: Duration) -> bool {
         let theirs = body.map_or(Duration::ZERO, |b| Duration::from_millis(b.expire_after_ms));
         unchanged >= self.timing.expire_after.max(theirs)
-            || body.is_some_and(|b| {
-                pid_gone_here(&b.holder.kernel, b.holder.pid, &kernel_id())
-                    || self
-                        .dead_services
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .contains(&b.holder.service)
-            })
+            || body.is_some_and(|b| pid_gone_here(&b.holder.kernel, b.holder.pid, &kernel_id()))
     }
 
     fn view(&self, unit: &str, body: &Body, unchanged: Duration) -> LeaseView {
@@ -539,7 +547,7 @@ impl Leases {
 
     /// Write this service's heartbeat (created, or renewed by
     /// compare-and-swap; recreated when someone took it for dead).
-    pub fn beat(&self) -> Result<(), VaultError> {
+    pub fn beat(&self, held: usize) -> Result<(), VaultError> {
         let name = format!("{}/{}", self.services_dir(), self.me.service);
         let mut hb = self.heartbeat.lock().unwrap_or_else(|p| p.into_inner());
         let (body, expected) = match hb.take() {
@@ -547,16 +555,22 @@ impl Leases {
                 let mut b = b;
                 b.renewals += 1;
                 b.time = epoch_secs();
+                b.held = held as u64;
                 (b, Some(v))
             }
-            None => (self.body(epoch_secs(), 0), None),
+            None => {
+                let mut b = self.body(epoch_secs(), 0);
+                b.held = held as u64;
+                (b, None)
+            }
         };
         match self.put(&name, &body, expected.as_ref())? {
             Some(v) => *hb = Some((body, v)),
             None => {
                 // Removed as dead, or a leftover of ours: write it afresh.
                 let _ = self.rt.block_on(self.store.delete(&name));
-                let body = self.body(epoch_secs(), 0);
+                let mut body = self.body(epoch_secs(), 0);
+                body.held = held as u64;
                 if let Some(v) = self.put(&name, &body, None)? {
                     *hb = Some((body, v));
                 }
@@ -565,29 +579,27 @@ impl Leases {
         Ok(())
     }
 
-    /// Live services of this owner by their heartbeats (at least 1: us).
-    /// Heartbeats seen unchanged past their expiry are deleted.
-    pub fn live_services(&self, vault: &Vault) -> Result<usize, VaultError> {
+    /// The other live services of this owner by their heartbeats, as
+    /// (service id, leases it holds, as it last said). Heartbeats seen
+    /// unchanged past their expiry are deleted.
+    pub fn others(&self, vault: &Vault) -> Result<Vec<(String, u64)>, VaultError> {
         let dir = self.services_dir();
         let names: Vec<String> = vault.list(&dir)?.into_iter().map(|(n, _)| n).collect();
         {
             let mut w = self.watched.lock().unwrap_or_else(|p| p.into_inner());
             w.retain(|n, _| !n.starts_with(&dir) || names.contains(n));
         }
-        let mut live = 0usize;
-        let mut me_seen = false;
+        let mut live = Vec::new();
         for name in &names {
             let Some((bytes, version)) = self.read(name)? else {
                 continue;
             };
             let body = serde_json::from_slice::<Body>(&bytes).ok();
             if body.as_ref().is_some_and(|b| b.holder == self.me) {
-                me_seen = true;
-                live += 1;
                 continue;
             }
             let unchanged = self.observe(name, &bytes);
-            if self.dead(body.as_ref(), unchanged) {
+            if self.silent(body.as_ref(), unchanged) {
                 if let Some(b) = &body {
                     self.dead_services
                         .lock()
@@ -602,9 +614,16 @@ impl Leases {
                 }
                 continue;
             }
-            live += 1;
+            if let Some(b) = body {
+                // Back (it was only slow): its leases are judged by their own renewals again.
+                self.dead_services
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&b.holder.service);
+                live.push((b.holder.service, b.held));
+            }
         }
-        Ok(live + usize::from(!me_seen))
+        Ok(live)
     }
 }
 
@@ -794,18 +813,18 @@ mod tests {
         drop(g);
         assert!(matches!(b.take("protection.web").unwrap(), Taken::Fresh));
 
-        a.beat().unwrap();
-        b.beat().unwrap();
-        assert_eq!(a.live_services(&v).unwrap(), 2);
+        a.beat(1).unwrap();
+        b.beat(3).unwrap();
+        assert_eq!(a.others(&v).unwrap(), vec![("svc-b".to_string(), 3)]);
         // b stops beating: a counts it out once it has seen it silent.
         for _ in 0..8 {
             std::thread::sleep(Duration::from_millis(60));
-            a.beat().unwrap();
-            a.live_services(&v).unwrap();
+            a.beat(1).unwrap();
+            a.others(&v).unwrap();
         }
-        assert_eq!(a.live_services(&v).unwrap(), 1);
+        assert!(a.others(&v).unwrap().is_empty());
         // b comes back (it was only slow): its heartbeat is written afresh.
-        b.beat().unwrap();
-        assert_eq!(a.live_services(&v).unwrap(), 2);
+        b.beat(0).unwrap();
+        assert_eq!(a.others(&v).unwrap().len(), 1);
     }
 }

@@ -367,7 +367,7 @@ impl Service {
         };
         metrics
             .expected_workers
-            .store(jobs.len() + pruners.len() + slots.len(), Ordering::Relaxed);
+            .store(jobs.len() + pruners.len() + 1, Ordering::Relaxed);
         std::thread::scope(|s| {
             for job in &jobs {
                 let (m, st, se, w) = (&metrics, &stop, &settings, &world);
@@ -383,13 +383,11 @@ impl Service {
                     run_pruner(p, se, m, st);
                 });
             }
-            for slot in &slots {
-                let (m, st, se, j) = (&metrics, &stop, &settings, &jobs);
-                s.spawn(move || {
-                    let _alive = Alive::new(m);
-                    run_leases(slot, j, se, m, st);
-                });
-            }
+            let (m, st, se, j, sl) = (&metrics, &stop, &settings, &jobs, &slots);
+            s.spawn(move || {
+                let _alive = Alive::new(m);
+                run_leases(sl, j, se, m, st);
+            });
         });
     }
 }
@@ -784,121 +782,165 @@ fn run_pruner(p: &Pruner, settings: &Settings, metrics: &Metrics, stop: &Stop) {
 /// are `group NAME` or an address).
 const PRUNE_UNIT: &str = "(prune)";
 
-/// The lease manager of one vault: every `renew_every` it renews this
-/// service's leases and heartbeat, counts the live services, gives one
-/// lease back when it holds more than its fair share (batches of the
-/// vault over live services, rounded up), and takes free or dead ones
-/// while under it and under `--max-protections`. Every third round it
-/// also takes a free or dead batch beyond its share, so a batch no one
-/// else can reach (or take, capped) is never left behind. Releases
-/// everything on stop.
-fn run_leases(slot: &VaultSlot, jobs: &[Job], settings: &Settings, metrics: &Metrics, stop: &Stop) {
-    let mine: Vec<&Job> = jobs.iter().filter(|j| j.slot.addr == slot.addr).collect();
-    let size = |label: &str| {
-        mine.iter()
-            .find(|j| j.batch.label == label)
-            .map_or(0, |j| j.batch.protections.len())
-    };
+/// The lease manager: every `renew_every` it renews this service's
+/// leases and heartbeats in every vault, counts the live services by
+/// their heartbeats (each says how many leases its service holds), and
+/// balances: above its fair share (all batches over the live services,
+/// rounded up) or two more than the least loaded service, it gives one
+/// lease back; below its share, and no more loaded than the least loaded
+/// other service, it takes free or dead batches it can reach, within
+/// `--max-protections`. Every third round it takes a free or dead batch
+/// whatever the loads, so a batch that only some services can reach is
+/// never left behind. Releases everything on stop.
+fn run_leases(
+    slots: &[Arc<VaultSlot>],
+    jobs: &[Job],
+    settings: &Settings,
+    metrics: &Metrics,
+    stop: &Stop,
+) {
     let every = settings.lease.renew_every.max(Duration::from_millis(50));
     let mut round = 0u64;
     // Held since which round: a lease just taken is not given back at once.
-    let mut taken_at: BTreeMap<String, u64> = BTreeMap::new();
-    let mut opened: Option<Arc<Leases>> = None;
+    let mut taken_at: BTreeMap<(Address, String), u64> = BTreeMap::new();
+    let mut opened: BTreeMap<Address, (Arc<Vault>, Arc<Leases>)> = BTreeMap::new();
+    let mut first = true;
     loop {
-        if let Ok(v) = slot.get() {
-            let l = slot.leases(&v);
-            if opened.is_none() {
-                // Services started together: let their heartbeats show
-                // before sharing, so the first does not take everything.
-                if let Err(e) = l.beat() {
-                    tracing::warn!("{}: heartbeat: {e}", slot.addr);
-                }
-                if stop.wait(every.min(Duration::from_millis(500))) {
-                    break;
-                }
+        for slot in slots {
+            if !opened.contains_key(&slot.addr)
+                && let Ok(v) = slot.get()
+            {
+                let l = slot.leases(&v);
+                opened.insert(slot.addr.clone(), (v, l));
             }
-            opened = Some(Arc::clone(&l));
-            let r = manage(&v, &l, &mine, &size, settings, slot, round, &mut taken_at);
-            match r {
-                Ok(live) => metrics.services.store(live, Ordering::Relaxed),
-                Err(e) => tracing::warn!("{}: leases: {e}", slot.addr),
-            }
-            let held = l.held();
-            metrics.leases_held.store(
-                held.iter().filter(|u| u.as_str() != PRUNE_UNIT).count(),
-                Ordering::Relaxed,
-            );
         }
+        if first && !opened.is_empty() {
+            first = false;
+            // Services started together: let their heartbeats show before
+            // sharing, so the first does not take everything.
+            for (addr, (_, l)) in &opened {
+                if let Err(e) = l.beat(0) {
+                    tracing::warn!("{addr}: heartbeat: {e}");
+                }
+            }
+            if stop.wait(every.min(Duration::from_millis(500))) {
+                break;
+            }
+        }
+        match manage(&opened, slots, jobs, settings, round, &mut taken_at) {
+            Ok(live) => metrics.services.store(live, Ordering::Relaxed),
+            Err(e) => tracing::warn!("leases: {e}"),
+        }
+        let held: usize = opened
+            .values()
+            .map(|(_, l)| l.held().iter().filter(|u| u.as_str() != PRUNE_UNIT).count())
+            .sum();
+        metrics.leases_held.store(held, Ordering::Relaxed);
         round += 1;
         if stop.wait(every) {
             break;
         }
     }
-    if let Some(l) = opened {
-        // Let a capture in progress end first (it is cancelled).
-        while !slot
-            .busy
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_empty()
-        {
-            std::thread::sleep(Duration::from_millis(20));
-        }
+    // Let captures in progress end first (they are cancelled).
+    while slots
+        .iter()
+        .any(|s| !s.busy.lock().unwrap_or_else(|p| p.into_inner()).is_empty())
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for (addr, (_, l)) in opened {
         l.release_all();
-        tracing::info!("{}: leases released", slot.addr);
+        tracing::info!("{addr}: leases released");
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// One round of [`run_leases`]; returns the live services (us included).
 fn manage(
-    v: &Vault,
-    l: &Leases,
-    mine: &[&Job],
-    size: &dyn Fn(&str) -> usize,
+    opened: &BTreeMap<Address, (Arc<Vault>, Arc<Leases>)>,
+    slots: &[Arc<VaultSlot>],
+    jobs: &[Job],
     settings: &Settings,
-    slot: &VaultSlot,
     round: u64,
-    taken_at: &mut BTreeMap<String, u64>,
+    taken_at: &mut BTreeMap<(Address, String), u64>,
 ) -> Result<usize, VaultError> {
-    for u in l.held() {
-        l.renew(&u)?;
+    let batches = |l: &Leases| l.held().into_iter().filter(|u| u != PRUNE_UNIT).count();
+    let mut held_total = 0;
+    for (_, l) in opened.values() {
+        for u in l.held() {
+            l.renew(&u)?;
+        }
+        held_total += batches(l);
     }
-    l.beat()?;
-    let live = l.live_services(v)?;
-    let held: Vec<String> = l.held().into_iter().filter(|u| u != PRUNE_UNIT).collect();
-    taken_at.retain(|u, _| held.contains(u));
-    let share = mine.len().div_ceil(live.max(1));
-    let mut count: usize = held.iter().map(|u| size(u)).sum();
+    // Every other live service, by id, with its load (the most any vault says).
+    let mut others: BTreeMap<String, u64> = BTreeMap::new();
+    for (v, l) in opened.values() {
+        l.beat(held_total)?;
+        for (id, held) in l.others(v)? {
+            let e = others.entry(id).or_default();
+            *e = (*e).max(held);
+        }
+    }
+    let live = others.len() + 1;
+    let share = jobs.len().div_ceil(live);
+    let least = others.values().copied().min().map(|m| m as usize);
+    let size = |addr: &Address, label: &str| {
+        jobs.iter()
+            .find(|j| &j.slot.addr == addr && j.batch.label == label)
+            .map_or(0, |j| j.batch.protections.len())
+    };
+    let mut held: Vec<(Address, String)> = Vec::new();
+    for (addr, (_, l)) in opened {
+        for u in l.held().into_iter().filter(|u| u != PRUNE_UNIT) {
+            held.push((addr.clone(), u));
+        }
+    }
+    taken_at.retain(|k, _| held.contains(k));
+    let mut count: usize = held.iter().map(|(a, u)| size(a, u)).sum();
     let cap = settings.max_protections.unwrap_or(usize::MAX);
-    if held.len() > share || count > cap {
-        let busy = slot.busy.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let over = held.len() > share || least.is_some_and(|m| held.len() >= m + 2) || count > cap;
+    if over {
+        let busy = |a: &Address, u: &str| {
+            slots
+                .iter()
+                .find(|s| &s.addr == a)
+                .is_some_and(|s| s.busy.lock().unwrap_or_else(|p| p.into_inner()).contains(u))
+        };
         let spare = held
             .iter()
             .rev()
-            .find(|u| !busy.contains(*u) && taken_at.get(*u).is_none_or(|t| round >= t + 3));
-        if let Some(u) = spare {
+            .find(|k| !busy(&k.0, &k.1) && taken_at.get(*k).is_none_or(|t| round >= t + 3));
+        if let Some((addr, u)) = spare
+            && let Some((_, l)) = opened.get(addr)
+        {
             l.release(u)?;
             tracing::info!(
                 "{u}: lease given back ({} held, fair share {share} of {} over {live} services)",
                 held.len(),
-                mine.len()
+                jobs.len()
             );
         }
         return Ok(live);
     }
     let beyond = round.is_multiple_of(3);
-    let mut n = held.len();
-    let mut order: Vec<&&Job> = mine
+    let eager = held.len() < share && least.is_none_or(|m| held.len() <= m);
+    if !eager && !beyond {
+        return Ok(live);
+    }
+    let mut order: Vec<&Job> = jobs
         .iter()
-        .filter(|j| j.reachable && !held.contains(&j.batch.label))
+        .filter(|j| j.reachable && !held.contains(&(j.slot.addr.clone(), j.batch.label.clone())))
         .collect();
-    // Services start together: different orders keep them from
-    // contending for the same batch.
-    order.sort_by_key(|j| rand::random::<u32>() ^ (j.batch.protections.len() as u32));
+    // Services start together: different orders keep them from contending
+    // for the same batch.
+    order.sort_by_cached_key(|_| rand::random::<u32>());
+    let mut n = held.len();
     for j in order {
         if n >= share && !beyond {
             break;
         }
+        let Some((_, l)) = opened.get(&j.slot.addr) else {
+            continue;
+        };
         let size = j.batch.protections.len();
         if count + size > cap {
             continue;
@@ -906,11 +948,11 @@ fn manage(
         match l.take(&j.batch.label)? {
             lease::Taken::Fresh | lease::Taken::Over(_) => {
                 tracing::info!("{}: lease taken", j.batch.label);
-                taken_at.insert(j.batch.label.clone(), round);
+                taken_at.insert((j.slot.addr.clone(), j.batch.label.clone()), round);
                 n += 1;
                 count += size;
-                if n > share {
-                    // One beyond the share per round at most.
+                if n > share || !eager {
+                    // Beyond the share: one per round at most.
                     break;
                 }
             }
