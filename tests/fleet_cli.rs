@@ -469,6 +469,46 @@ fn services_share_the_work_take_over_after_kills_and_keep_every_rpo() {
     stop.store(true, Ordering::Relaxed);
     churner.join().unwrap();
     let ended = OffsetDateTime::now_utc();
+    // For docs/DEPLOY.md (bench/fleet.sh): what each surviving service
+    // spent, and how much it replicated (not asserted).
+    for s in services.iter().filter(|s| s.child.is_some()) {
+        let pid = s.child.as_ref().unwrap().id();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map_or(vec![], |(_, r)| r.split_whitespace().collect());
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        let cpu = (ticks(11) + ticks(12)) / hz;
+        let body = http_get(s.port, "/metrics")
+            .map(|(_, b)| b)
+            .unwrap_or_default();
+        let held = body
+            .lines()
+            .find_map(|l| l.strip_prefix("standby_leases_held "))
+            .unwrap_or("?")
+            .trim()
+            .to_string();
+        let taken: f64 = (0..f.protections)
+            .filter_map(|i| {
+                metric(
+                    &body,
+                    "standby_points_taken_total",
+                    &format!("protection.m{i}"),
+                )
+            })
+            .sum();
+        eprintln!(
+            "fleet: {} cpu {cpu:.1} s over {:.0} s wall, {held} batches held now, {taken} points taken",
+            s.host,
+            t0.elapsed().as_secs_f64()
+        );
+    }
     let mut stopped = Vec::new();
     for s in services.iter_mut() {
         if let Some(mut c) = s.child.take() {
@@ -708,6 +748,20 @@ protection "mb" {
             .clone()
     };
     assert_eq!(lease("protection.ma")["host"], "here");
+    // The documented shape, lease included.
+    let schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("schema/status.schema.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let v = jsonschema::options()
+        .should_validate_formats(true)
+        .build(&schema)
+        .unwrap();
+    let errors: Vec<String> = v.iter_errors(&doc).map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "{errors:#?}\n{doc:#}");
     assert!(lease("protection.mb").is_null(), "{doc}");
     watch_support::terminate(&mut child.0, Duration::from_secs(60));
     let text = std::fs::read_to_string(&log).unwrap();
