@@ -724,6 +724,14 @@ fn run_job(job: &Job, settings: &Settings, metrics: &Metrics, stop: &Stop, world
                 tracing::info!("{label}: capture abandoned on stop; no point was taken");
                 return;
             }
+            Err(ReplicationError::Lease(lease::LeaseError::Lost { .. })) => {
+                // Another service took the batch over (it saw no renewal):
+                // it replicates the batch from now on; not a failure.
+                tracing::warn!(
+                    "{label}: lease lost to another service during the capture; no point was written"
+                );
+                retry_at = None;
+            }
             Err(e) => {
                 failures += 1;
                 retry_at = Some(fail(&e, failures));
