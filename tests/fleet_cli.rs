@@ -705,6 +705,22 @@ protection "mb" {
     )
     .unwrap();
     expect_code(standby(&root).args(["vault", "init"]), 0);
+    // An expiry that would not outlive two missed renewals is refused.
+    let out = expect_code(
+        standby(&root).args([
+            "replicate",
+            "--watch",
+            "--lease-renew",
+            "10s",
+            "--lease-expiry",
+            "15s",
+        ]),
+        1,
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("less than twice --lease-renew"),
+        "{out:?}"
+    );
     let port = free_port();
     let log = tmp.path().join("svc.log");
     let mut child = watch_support::KillOnDrop(
