@@ -43,8 +43,14 @@ use time::OffsetDateTime;
 use watch_support::{expect_code, free_port, http_get, metric, standby, stdout, wait_for};
 
 const DISK: u64 = 128 * 1024;
-const RENEW_MS: u64 = 1000;
-const EXPIRY_MS: u64 = 3000;
+/// Lease renewal and expiry in seconds (`STANDBY_FLEET_RENEW`, `_EXPIRY`).
+fn renew_s() -> u64 {
+    count_from_env("STANDBY_FLEET_RENEW", 1)
+}
+
+fn expiry_s() -> u64 {
+    count_from_env("STANDBY_FLEET_EXPIRY", 3)
+}
 
 struct Fleet {
     services: usize,
@@ -115,11 +121,17 @@ fn configure(f: &Fleet, d: &Path) -> PathBuf {
     // holder killed while frozen (its pid gone) is broken.
     std::fs::write(
         &freeze,
-        "#!/bin/sh\nwhile ! mkdir \"$1\" 2>/dev/null; do\n  if [ -f \"$1/pid\" ] && ! kill -0 \"$(cat \"$1/pid\" 2>/dev/null)\" 2>/dev/null; then rm -rf \"$1\"; fi\n  sleep 0.01\ndone\necho $PPID > \"$1/pid\"\n",
+        "#!/bin/sh\nwhile ! mkdir \"$1\" 2>/dev/null; do\n  p=$(cat \"$1/pid\" 2>/dev/null)\n  if [ -n \"$p\" ] && ! kill -0 \"$p\" 2>/dev/null; then rm -rf \"$1\"; fi\n  sleep 0.01\ndone\necho $PPID > \"$1.pid.$$\" && mv \"$1.pid.$$\" \"$1/pid\"\n",
     )
     .unwrap();
     let thaw = shared.join("scripts/thaw.sh");
-    std::fs::write(&thaw, "#!/bin/sh\nrm -rf \"$1\"\n").unwrap();
+    // Only its own freeze's lock: a thaw after a freeze that timed out
+    // must not remove a lock someone else holds.
+    std::fs::write(
+        &thaw,
+        "#!/bin/sh\n[ \"$(cat \"$1/pid\" 2>/dev/null)\" = \"$PPID\" ] && rm -rf \"$1\"\nexit 0\n",
+    )
+    .unwrap();
     let mut hcl = format!(
         r#"vault "az" {{
   url      = "{az}"
@@ -211,13 +223,17 @@ fn churn(d: &Path, i: usize, generation: u64) {
         let pid = std::fs::read_to_string(lock.join("pid")).ok();
         let gone = pid
             .and_then(|p| p.trim().parse::<i32>().ok())
+            .filter(|p| *p > 0)
             .is_some_and(|p| unsafe { libc::kill(p, 0) } != 0);
         if gone || started.elapsed() > Duration::from_secs(30) {
             let _ = std::fs::remove_dir_all(&lock);
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    std::fs::write(lock.join("pid"), std::process::id().to_string()).unwrap();
+    // Written whole (renamed into place): a reader never sees it empty.
+    let tmp = lock.with_extension("pid-tmp");
+    std::fs::write(&tmp, std::process::id().to_string()).unwrap();
+    std::fs::rename(&tmp, lock.join("pid")).unwrap();
     let path = disk(d, i);
     let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
     f.write_all_at(&generation.to_le_bytes(), 0).unwrap();
@@ -257,8 +273,8 @@ fn start(f: &Fleet, d: &Path, root: &Path, n: usize) -> Service {
     let host = format!("h{n}");
     let child = standby(&dir)
         .args(["replicate", "--watch", "--host", &host])
-        .args(["--lease-renew", &format!("{}s", RENEW_MS / 1000)])
-        .args(["--lease-expiry", &format!("{}s", EXPIRY_MS / 1000)])
+        .args(["--lease-renew", &format!("{}s", renew_s())])
+        .args(["--lease-expiry", &format!("{}s", expiry_s())])
         .args(["--prune-every", &format!("{}s", f.prune_every)])
         .args(["--retry-max", "2s", "--listen"])
         .arg(format!("127.0.0.1:{port}"))
@@ -289,6 +305,22 @@ fn created(p: &Value) -> OffsetDateTime {
         &time::format_description::well_known::Rfc3339,
     )
     .unwrap()
+}
+
+/// The services' log lines about `what`, about pruning and failures.
+fn about(services: &[Service], what: &str) -> String {
+    let all = logs(services);
+    let lines: Vec<&str> = all
+        .lines()
+        .filter(|l| {
+            l.starts_with("---")
+                || l.contains(what)
+                || l.contains("prune")
+                || l.contains("lease")
+                || l.contains("failed")
+        })
+        .collect();
+    lines[lines.len().saturating_sub(300)..].join("\n")
 }
 
 fn logs(services: &[Service]) -> String {
@@ -417,6 +449,46 @@ fn services_share_the_work_take_over_after_kills_and_keep_every_rpo() {
         std::thread::sleep(Duration::from_millis(100));
     }
 
+    // For docs/DEPLOY.md (bench/fleet.sh): what each surviving service
+    // spent, and how much it replicated (not asserted).
+    for s in services.iter().filter(|s| s.child.is_some()) {
+        let pid = s.child.as_ref().unwrap().id();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map_or(vec![], |(_, r)| r.split_whitespace().collect());
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        let cpu = (ticks(11) + ticks(12)) / hz;
+        let body = http_get(s.port, "/metrics")
+            .map(|(_, b)| b)
+            .unwrap_or_default();
+        let held = body
+            .lines()
+            .find_map(|l| l.strip_prefix("standby_leases_held "))
+            .unwrap_or("?")
+            .trim()
+            .to_string();
+        let taken: f64 = (0..f.protections)
+            .filter_map(|i| {
+                metric(
+                    &body,
+                    "standby_points_taken_total",
+                    &format!("protection.m{i}"),
+                )
+            })
+            .sum();
+        eprintln!(
+            "fleet: {} cpu {cpu:.1} s over {:.0} s wall, {held} batches held now, {taken} points taken",
+            s.host,
+            t0.elapsed().as_secs_f64()
+        );
+    }
     // Before stopping: the fleet view. Every batch has a live holder in
     // `status --json`, and each live service's /metrics has every
     // protection's newest point, not only those it took.
@@ -458,9 +530,10 @@ fn services_share_the_work_take_over_after_kills_and_keep_every_rpo() {
                 &format!("protection.m{i}"),
             );
             assert!(
-                age.is_some_and(|a| a <= (f.rpo + EXPIRY_MS / 1000 + 5) as f64),
-                "{}: protection.m{i} newest point age {age:?} in /metrics:\n{body}",
-                s.host
+                age.is_some_and(|a| a <= (f.rpo + expiry_s() + 5) as f64),
+                "{}: protection.m{i} newest point age {age:?} in /metrics; the services said:\n{}",
+                s.host,
+                about(&services, &format!("protection.m{i}"))
             );
         }
     }
@@ -469,46 +542,6 @@ fn services_share_the_work_take_over_after_kills_and_keep_every_rpo() {
     stop.store(true, Ordering::Relaxed);
     churner.join().unwrap();
     let ended = OffsetDateTime::now_utc();
-    // For docs/DEPLOY.md (bench/fleet.sh): what each surviving service
-    // spent, and how much it replicated (not asserted).
-    for s in services.iter().filter(|s| s.child.is_some()) {
-        let pid = s.child.as_ref().unwrap().id();
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .map_or(vec![], |(_, r)| r.split_whitespace().collect());
-        let ticks = |i: usize| {
-            fields
-                .get(i)
-                .and_then(|v| v.parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-        let cpu = (ticks(11) + ticks(12)) / hz;
-        let body = http_get(s.port, "/metrics")
-            .map(|(_, b)| b)
-            .unwrap_or_default();
-        let held = body
-            .lines()
-            .find_map(|l| l.strip_prefix("standby_leases_held "))
-            .unwrap_or("?")
-            .trim()
-            .to_string();
-        let taken: f64 = (0..f.protections)
-            .filter_map(|i| {
-                metric(
-                    &body,
-                    "standby_points_taken_total",
-                    &format!("protection.m{i}"),
-                )
-            })
-            .sum();
-        eprintln!(
-            "fleet: {} cpu {cpu:.1} s over {:.0} s wall, {held} batches held now, {taken} points taken",
-            s.host,
-            t0.elapsed().as_secs_f64()
-        );
-    }
     let mut stopped = Vec::new();
     for s in services.iter_mut() {
         if let Some(mut c) = s.child.take() {
@@ -532,7 +565,7 @@ fn services_share_the_work_take_over_after_kills_and_keep_every_rpo() {
     assert_eq!(by_machine.len(), f.protections);
     let slack = time::Duration::seconds(3);
     let rpo = time::Duration::seconds(f.rpo as i64);
-    let expiry = time::Duration::milliseconds(EXPIRY_MS as i64);
+    let expiry = time::Duration::seconds(expiry_s() as i64);
     let mut writers = BTreeSet::new();
     for (machine, pts) in &by_machine {
         let mut pts = pts.clone();
@@ -582,7 +615,7 @@ fn services_share_the_work_take_over_after_kills_and_keep_every_rpo() {
                 "{machine}: no point for {gap} (from {} to {}; allowed {allowed}, kills at {kills:?})\n{}",
                 w[0],
                 w[1],
-                logs(&services)
+                about(&services, &machine.replace("machine.", "protection."))
             );
         }
     }
