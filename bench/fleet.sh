@@ -12,8 +12,8 @@
 # them).
 #
 # Environment (defaults in brackets): SERVICES [8], PROTECTIONS [40],
-# SECONDS_ [300], KILLS [3], PRUNE_EVERY [30], POINT_EVERY [10], RPO [30],
-# RENEW [1], EXPIRY [3] (lease seconds), LOG [/tmp/standby-fleet.log].
+# SECONDS_ [300], KILLS [3], PRUNE_EVERY [30], POINT_EVERY [10], RPO [60],
+# RENEW [10], EXPIRY [30] (lease seconds, the service defaults), LOG [/tmp/standby-fleet.log].
 set -euo pipefail
 
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
@@ -28,9 +28,9 @@ export STANDBY_FLEET_SECONDS="${SECONDS_:-300}"
 export STANDBY_FLEET_KILLS="${KILLS:-3}"
 export STANDBY_FLEET_PRUNE_EVERY="${PRUNE_EVERY:-30}"
 export STANDBY_FLEET_POINT_EVERY="${POINT_EVERY:-10}"
-export STANDBY_FLEET_RPO="${RPO:-30}"
-export STANDBY_FLEET_RENEW="${RENEW:-1}"
-export STANDBY_FLEET_EXPIRY="${EXPIRY:-3}"
+export STANDBY_FLEET_RPO="${RPO:-60}"
+export STANDBY_FLEET_RENEW="${RENEW:-10}"
+export STANDBY_FLEET_EXPIRY="${EXPIRY:-30}"
 echo "fleet: $STANDBY_FLEET_SERVICES services, $STANDBY_FLEET_PROTECTIONS protections, ${STANDBY_FLEET_SECONDS}s, $STANDBY_FLEET_KILLS kills; log in $LOG" >&2
 start=$(date +%s)
 rc=0
