@@ -141,6 +141,7 @@ fn main() -> anyhow::Result<()> {
                 cbt: None,
                 seq: Some(k as u64 + 1),
                 owner: None,
+                writer: None,
             };
             manifest::write(&vault, &m)?;
             parent = Some(id);

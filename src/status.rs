@@ -74,6 +74,10 @@ pub struct ProtectionStatus {
     /// newest point here; the level is WARNING at least.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub future_points: Vec<String>,
+    /// The replication service holding the lease of the protection's
+    /// batch, when one does (see [`mark_leases`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease: Option<crate::vault::lease::LeaseView>,
 }
 
 fn summary(m: &Manifest, now: OffsetDateTime) -> PointSummary {
@@ -122,6 +126,7 @@ pub fn status(
         .map(|rp| plan_status(rp, state, now))
         .collect();
     mark_unprotected(&mut protections, &ws.config, state);
+    mark_leases(&mut protections, ws);
     mark_refused(&mut protections, &ws.config, state, backup, &points);
     Ok(Status {
         protections,
@@ -217,6 +222,36 @@ pub fn protection_status(
         points: mine.len(),
         stored_bytes: mine.iter().map(|m| m.stats.stored).sum(),
         unprotected: None,
+        lease: None,
+    }
+}
+
+/// Who replicates each protection: the lease of its batch (a consistency
+/// group, or the protection alone), one read per batch. A vault that
+/// cannot be opened or read leaves `lease` unset (the points already
+/// failed to list there).
+pub fn mark_leases(prots: &mut [ProtectionStatus], ws: &crate::workspace::Workspace) {
+    use crate::vault::lease::{Holder, Leases, Timing, unit};
+    let host = gethostname::gethostname().to_string_lossy().into_owned();
+    let mut read: std::collections::BTreeMap<(Address, String), Option<_>> = Default::default();
+    for p in prots {
+        let Some(c) = ws
+            .config
+            .protections
+            .values()
+            .find(|c| c.addr.to_string() == p.protection)
+        else {
+            continue;
+        };
+        let u = unit(c.consistency_group.as_deref(), &p.protection);
+        p.lease = read
+            .entry((c.vault.clone(), u.clone()))
+            .or_insert_with(|| {
+                let v = ws.vault(&c.vault).ok()?;
+                let me = Holder::this_process("status", &host);
+                Leases::new(&v, me, Timing::default()).look(&u).ok()?
+            })
+            .clone();
     }
 }
 
@@ -440,6 +475,7 @@ mod tests {
             cbt: None,
             seq: None,
             owner: None,
+            writer: None,
         };
         let policy = crate::model::Policy {
             addr: "policy.standard".parse().unwrap(),

@@ -84,6 +84,7 @@ fn quickstart() -> Config {
                 provider: "local".into(),
                 root: Some(format!("sites/{s}").into()),
                 command: None,
+                host: None,
                 sensitive: Default::default(),
             },
         );
@@ -295,6 +296,7 @@ fn changed_case() -> (Config, StateDoc, Plan) {
             provider: "local".into(),
             root: Some("sites/onprem2".into()),
             command: None,
+            host: None,
             sensitive: Default::default(),
         },
     );

@@ -17,6 +17,7 @@ fn config(hash: &str) -> Config {
             provider: "local".into(),
             root: Some("sites/dr".into()),
             command: None,
+            host: None,
             sensitive: Default::default(),
         },
     );

@@ -20,6 +20,7 @@ fn fleet(n: usize) -> Config {
                 provider: "local".into(),
                 root: Some(format!("sites/{s}").into()),
                 command: None,
+                host: None,
                 sensitive: Default::default(),
             },
         );

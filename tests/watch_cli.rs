@@ -231,8 +231,19 @@ fn listed(root: &std::path::Path) -> Vec<serde_json::Value> {
 }
 
 fn watch(root: &std::path::Path, port: u16, log: &std::path::Path) -> KillOnDrop {
+    watch_with(root, port, log, &[])
+}
+
+fn watch_with(
+    root: &std::path::Path,
+    port: u16,
+    log: &std::path::Path,
+    extra: &[&str],
+) -> KillOnDrop {
     let child = standby(root)
-        .args(["replicate", "--watch", "--listen"])
+        .args(["replicate", "--watch"])
+        .args(extra)
+        .arg("--listen")
         .arg(format!("127.0.0.1:{port}"))
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).unwrap())
@@ -288,8 +299,11 @@ fn a_member_without_quiesce_hooks_does_not_make_every_point_app_consistent() {
 }
 
 /// Issue 11 item 1 (gap): a point another process takes (`standby
-/// replicate` while the watch runs) counts: it moves the watch's schedule
-/// and shows in /metrics without waiting for the watch's next point.
+/// replicate` while the watch runs) shows in /metrics without waiting for
+/// the watch's next point. Issue 16: a one-shot `replicate` refuses a
+/// batch a live service holds the lease of, so the watch here holds none
+/// (`--max-protections 0`); its /metrics still report the vault-wide
+/// newest point of every protection.
 #[test]
 fn points_of_another_process_count_for_the_watch_schedule_and_metrics() {
     let dir = tempfile::tempdir().unwrap();
@@ -302,7 +316,7 @@ fn points_of_another_process_count_for_the_watch_schedule_and_metrics() {
     expect_code(standby(&root).args(["replicate"]), 0);
     let port = free_port();
     let log = dir.path().join("watch.log");
-    let mut child = watch(&root, port, &log);
+    let mut child = watch_with(&root, port, &log, &["--max-protections", "0"]);
     // Every member has a fresh point: nothing is due.
     let body = wait_for(
         "the first round in /metrics",
@@ -328,6 +342,7 @@ fn points_of_another_process_count_for_the_watch_schedule_and_metrics() {
         "the newest point is the other process's: {body}"
     );
     for p in ["protection.db", "protection.web"] {
+        assert_eq!(metric(&body, "standby_lease_held", p), Some(0.0));
         assert_eq!(
             metric(&body, "standby_points_taken_total", p),
             Some(0.0),

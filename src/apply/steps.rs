@@ -313,6 +313,8 @@ impl Context {
                 .map_err(|e| failed(e.to_string()))?;
             let mut opts = Options::new(self.ws.cache_dir());
             opts.cancel = Some(self.cancel.clone());
+            // A service that already replicates the batch is not raced.
+            opts.lease = replication::Lease::Take;
             let made = replication::take_points(&vault, &targets, &opts, &Progress::default())
                 .map_err(|e| match e {
                     ReplicationError::Cancelled => StepError::Abandoned(

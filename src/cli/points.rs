@@ -69,6 +69,7 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
                 "cbt_fallbacks": m.cbt.as_ref().map_or(0, |c| c.fallbacks()),
                 "seq": m.seq,
                 "in_future": m.in_future(now),
+                "writer": m.writer,
             })
         });
         serde_json::Serializer::pretty(&mut out)

@@ -183,6 +183,18 @@ fn render(prots: &[ProtectionStatus], plans: &[PlanStatus], color: bool) -> Stri
             if let Some(why) = &p.unprotected {
                 out.push_str(&format!("  {}: unprotected: {why}\n", p.protection));
             }
+            if let Some(l) = &p.lease {
+                out.push_str(&format!(
+                    "  {}: replicated by service {} on {} (pid {}) since {}, renewed {} at {} (the holder's clock)\n",
+                    p.protection,
+                    l.service,
+                    l.host,
+                    l.pid,
+                    crate::human::time_str(&l.since),
+                    crate::human::count(l.renewals as usize, "time"),
+                    crate::human::time_str(&l.renewed),
+                ));
+            }
         }
     }
     if !plans.is_empty() {

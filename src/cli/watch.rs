@@ -26,7 +26,20 @@ where its protection does not capture: failed over, not reprotected); and
 standby_up. Every round re-reads the state: failovers, commits, reprotects and
 failbacks are followed as they happen. GET /healthz answers 200 while the
 loop runs and 503 once it stops; an RPO breach does not fail it (alert on the
-metrics or on `standby status` exiting 2).";
+metrics or on `standby status` exiting 2).
+
+Several services (on several hosts, or several processes on one) may run with
+the same configuration and vault: each replicates only the consistency groups
+and lone protections whose lease it holds (one lease object per batch in the
+vault). A lease is renewed every --lease-renew (default 10s); a service that
+sees another's lease unchanged for --lease-expiry (default 30s, at least 2x the
+renewal, on its own clock; never by comparing clocks) takes it over, so after a
+crash its batches stop for at most about one expiry. Each service takes a fair
+share (batches / live services, rounded up), gives leases back above it, takes
+at most --max-protections, and only batches whose sites name no `host` or its
+--host. /metrics adds standby_lease_held per protection, standby_leases_held
+and standby_fleet_services; `standby status` shows each batch's holder. A
+one-shot `replicate` refuses a batch a live service holds, naming it.";
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct WatchArgs {
@@ -53,6 +66,18 @@ pub struct WatchArgs {
     /// How long one storage request is retried before the attempt counts as failed.
     #[arg(long, default_value = "30s", value_name = "DURATION")]
     pub store_retry: Duration,
+    /// How often this service renews its leases and heartbeat (see below).
+    #[arg(long, default_value = "10s", value_name = "DURATION")]
+    pub lease_renew: Duration,
+    /// Another service's lease seen unchanged this long (on this service's own clock) is taken over; at least 2x --lease-renew.
+    #[arg(long, default_value = "30s", value_name = "DURATION")]
+    pub lease_expiry: Duration,
+    /// The most protections this service replicates at once (a consistency group counts its members).
+    #[arg(long, value_name = "N")]
+    pub max_protections: Option<usize>,
+    /// This service's host name or label, matched against sites' `host` (default: the host name).
+    #[arg(long, value_name = "NAME")]
+    pub host: Option<String>,
 }
 
 pub fn run(cfg: Config, chosen: &[Address], args: &WatchArgs) -> miette::Result<ExitCode> {
@@ -63,12 +88,30 @@ pub fn run(cfg: Config, chosen: &[Address], args: &WatchArgs) -> miette::Result<
             args.listen
         ));
     }
+    let lease = crate::vault::lease::Timing {
+        renew_every: args.lease_renew.to_std(),
+        expire_after: args.lease_expiry.to_std(),
+    };
+    if lease.renew_every.is_zero() || lease.expire_after < lease.renew_every * 2 {
+        return Err(miette!(
+            help = "a lease must outlive at least two missed renewals, e.g. --lease-renew 10s --lease-expiry 30s",
+            "--lease-expiry {} is less than twice --lease-renew {}",
+            args.lease_expiry,
+            args.lease_renew
+        ));
+    }
     let start = Start {
         settings: Settings {
             prune_every: args.prune_every.to_std(),
             retry_max: args.retry_max.to_std(),
             lock_wait: std::time::Duration::from_secs(600),
             prune_grace: args.prune_grace.to_std(),
+            lease,
+            max_protections: args.max_protections,
+            host: args
+                .host
+                .clone()
+                .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned()),
         },
         listen: args.listen,
         request_retry: args.store_retry.to_std(),

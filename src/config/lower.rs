@@ -113,10 +113,11 @@ pub fn site(ctx: &Ctx, t: &Top, roots: &mut SiteRoots, diags: &mut Diagnostics) 
     let mut r = Reader::new(
         ctx.scope(&t.source),
         t.block,
-        &["provider", "root", "command"],
+        &["provider", "root", "command", "host"],
         &[],
         diags,
     );
+    let host = super::site_host::read(&mut r, diags)?;
     let (pv, ploc) = r.required("provider", diags)?;
     let provider = super::reader::want_string(pv, &ploc, "provider", diags)?;
     let (root, command) = match provider.as_str() {
@@ -182,6 +183,7 @@ pub fn site(ctx: &Ctx, t: &Top, roots: &mut SiteRoots, diags: &mut Diagnostics) 
         provider,
         root,
         command,
+        host,
         sensitive: r.sensitive,
     })
 }

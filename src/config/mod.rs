@@ -20,6 +20,7 @@ pub mod number;
 pub(crate) mod parse;
 mod qemu;
 mod reader;
+mod site_host;
 mod value;
 mod vars;
 

@@ -88,6 +88,9 @@ pub struct Site {
     pub root: Option<PathBuf>,
     /// Provider command for the exec provider.
     pub command: Option<Vec<String>>,
+    /// The host (name or label) whose replication services can reach the
+    /// site's disks (`replicate --watch --host`); None: any service.
+    pub host: Option<String>,
     pub sensitive: BTreeSet<String>,
 }
 

@@ -140,7 +140,9 @@ pub fn run(
     if let Some(doc) = &doc {
         crate::recovery::reprotect::redirect(&mut batches, doc);
     }
-    let opts = Options::new(ws.cache_dir());
+    let mut opts = Options::new(ws.cache_dir());
+    // A batch a live `replicate --watch` service holds is refused, naming it.
+    opts.lease = crate::replication::Lease::Take;
     let mut vaults = Vec::new();
     for b in &batches {
         vaults.push(ws.vault(&b.vault).map_err(OnceError::Workspace)?);

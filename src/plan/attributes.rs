@@ -588,6 +588,7 @@ mod tests {
             provider: "exec".into(),
             root: None,
             command: Some(vec!["x".into()]),
+            host: None,
             sensitive: ["command".to_string()].into(),
         };
         cfg.sites.insert(site.addr.clone(), site);
@@ -671,6 +672,7 @@ mod tests {
             provider: "exec".into(),
             root: None,
             command: Some(vec!["deploy".into(), "--token=hunter2".into()]),
+            host: None,
             sensitive: ["command".to_string()].into(),
         };
         let l1 = [1u8; 32];

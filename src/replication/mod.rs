@@ -65,6 +65,8 @@ pub enum ReplicationError {
         "a prune ran while this point was written and {what}; no point was taken (the next one stores what it needs again)"
     )]
     PrunedMeanwhile { what: String },
+    #[error(transparent)]
+    Lease(#[from] crate::vault::lease::LeaseError),
 }
 
 pub use crate::progress::Progress;
@@ -141,6 +143,85 @@ pub struct Options {
     /// planned failover's or a failback's final point), recorded in its
     /// manifest as `moves_to`.
     pub moves_to: HashMap<String, String>,
+    /// Which lease the capture holds for its batch (docs/VAULT.md, "Leases").
+    pub lease: Lease,
+}
+
+/// The lease a capture holds on its batch (a consistency group, or a
+/// protection alone), so that one service at a time writes its points.
+#[derive(Debug, Clone, Default)]
+pub enum Lease {
+    /// None: recovery runs (a planned failover's final points, reprotect,
+    /// failback), which their run lock serializes and which the services
+    /// stand aside for.
+    #[default]
+    Ignore,
+    /// Take the lease for this call (renewed while it runs, released at
+    /// the end); refused, naming the holder, while a live service holds it.
+    Take,
+    /// A `replicate --watch` service holds it: confirmed right before the
+    /// manifests are written.
+    Held(Arc<crate::vault::lease::Leases>),
+}
+
+/// The lease as a capture holds it, and the writer its manifests record.
+struct Commit<'a> {
+    guard: Option<crate::vault::lease::Guard>,
+    held: Option<(&'a crate::vault::lease::Leases, String)>,
+    writer: String,
+}
+
+impl Commit<'_> {
+    fn confirm(&self) -> Result<(), ReplicationError> {
+        if let Some(g) = &self.guard {
+            g.confirm()?;
+        }
+        if let Some((l, unit)) = &self.held {
+            l.confirm(unit)?;
+        }
+        Ok(())
+    }
+}
+
+fn commit_for<'a>(
+    vault: &Vault,
+    targets: &[Target],
+    lease: &'a Lease,
+) -> Result<Commit<'a>, ReplicationError> {
+    use crate::vault::lease::{Guard, Holder, LeaseError, Leases, Timing, unit};
+    let unit = targets
+        .first()
+        .map(|t| unit(t.group.as_deref(), &t.protection))
+        .unwrap_or_default();
+    let host = gethostname::gethostname().to_string_lossy().into_owned();
+    Ok(match lease {
+        Lease::Ignore => Commit {
+            guard: None,
+            held: None,
+            writer: Holder::this_process("-", &host).tag(),
+        },
+        Lease::Take => {
+            let id = format!("cmd-{}", hex::encode(rand::random::<[u8; 4]>()));
+            let me = Holder::this_process(&id, &host);
+            let writer = me.tag();
+            let leases = Arc::new(Leases::new(vault, me, Timing::default()));
+            Commit {
+                guard: Some(Guard::take(leases, &unit)?),
+                held: None,
+                writer,
+            }
+        }
+        Lease::Held(l) => {
+            if !l.holds(&unit) {
+                return Err(LeaseError::Lost { unit }.into());
+            }
+            Commit {
+                guard: None,
+                writer: l.me().tag(),
+                held: Some((l, unit)),
+            }
+        }
+    })
 }
 
 impl Options {
@@ -150,6 +231,7 @@ impl Options {
             cancel: None,
             baseline: HashMap::new(),
             moves_to: HashMap::new(),
+            lease: Lease::Ignore,
         }
     }
 
@@ -175,6 +257,8 @@ pub fn take_points(
     // No lock: writers never wait for each other or for prune; what a
     // prune may have done meanwhile is checked before the manifests
     // ([`confirm_commit`]).
+    // Before anything else: a batch another service holds costs nothing.
+    let commit = commit_for(vault, targets, &opts.lease)?;
     // Bounded reads (see docs/VAULT.md): the catalog names each machine's
     // newest point; the index comes from the local cache plus a few new
     // objects, enough to deduplicate against.
@@ -271,6 +355,7 @@ pub fn take_points(
         &mut session,
         &seqs,
         &mut seen,
+        &commit,
     );
     let _ = std::fs::remove_dir_all(&staging);
     // Commit (old bitmap generations deleted) only once the manifests are
@@ -477,6 +562,7 @@ fn capture_all(
     session: &mut vm::Session,
     seqs: &[u64],
     seen: &mut crate::vault::catalog::Seen,
+    commit: &Commit<'_>,
 ) -> Result<Vec<Manifest>, ReplicationError> {
     let claimed = Mutex::new(HashSet::new());
     let mut packer = PackWriter::new(vault);
@@ -545,6 +631,7 @@ fn capture_all(
             cbt: session.info(ti, &t.disks),
             seq: seqs.get(ti).copied(),
             owner: vault.owner(),
+            writer: Some(commit.writer.clone()),
         };
         made.push((m, hashes));
     }
@@ -567,6 +654,9 @@ fn capture_all(
     let points: Vec<Manifest> = made.iter().map(|(m, _)| m.clone()).collect();
     crate::vault::catalog::begin_seen(vault, &points, seen)?;
     confirm_commit(vault, idx, &points, &written, opts)?;
+    // And only while this process still holds the batch's lease: a
+    // service that took it over writes the points from now on.
+    commit.confirm()?;
     let mut out = Vec::new();
     for (ti, (m, hashes)) in made.into_iter().enumerate() {
         manifest::write(vault, &m)?;

@@ -108,14 +108,14 @@ pub struct Lock<'v> {
     renewer: Option<std::thread::JoinHandle<()>>,
 }
 
-fn epoch_secs() -> u64 {
+pub(super) fn epoch_secs() -> u64 {
     let t = super::clock::now().unix_timestamp();
     u64::try_from(t).unwrap_or(0)
 }
 
 /// This kernel's boot id and this process's pid namespace, or "" when
 /// either cannot be read (then no pid is ever judged directly).
-fn kernel_id() -> String {
+pub(super) fn kernel_id() -> String {
     let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
     let ns = std::fs::read_link("/proc/self/ns/pid")
         .map(|p| p.to_string_lossy().into_owned())
@@ -128,10 +128,16 @@ fn kernel_id() -> String {
 
 /// Whether `body`'s holder ran here and is gone.
 fn holder_gone_here(body: &LockBody, here: &str) -> bool {
-    if here.is_empty() || body.kernel != here || body.pid == 0 {
+    pid_gone_here(&body.kernel, body.pid, here)
+}
+
+/// Whether process `pid`, which recorded kernel id `kernel`, ran on this
+/// kernel (`here`, from [`kernel_id`]) and is gone (also for leases).
+pub(super) fn pid_gone_here(kernel: &str, pid: u32, here: &str) -> bool {
+    if here.is_empty() || kernel != here || pid == 0 {
         return false;
     }
-    let Ok(pid) = i32::try_from(body.pid) else {
+    let Ok(pid) = i32::try_from(pid) else {
         return false;
     };
     // SAFETY: signal 0 only asks whether the process exists.

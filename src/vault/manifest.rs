@@ -103,6 +103,10 @@ pub struct Manifest {
     /// absent in points written before owners were recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    /// Who wrote the point: `host/pid/service` (service: the lease
+    /// holder's id, `-` for a command that holds no lease).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writer: Option<String>,
 }
 
 /// A VM point's changed-block tracking: per disk how it was read, and the

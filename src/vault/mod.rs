@@ -13,6 +13,7 @@ pub mod clock;
 pub mod gc;
 pub mod index;
 pub mod keys;
+pub mod lease;
 pub mod lock;
 pub mod manifest;
 pub mod moves;

@@ -165,6 +165,7 @@ mod tests {
             cbt: None,
             seq: None,
             owner: None,
+            writer: None,
         }
     }
 

@@ -25,6 +25,8 @@ pub struct ProtectionFigures {
     /// Its machine runs somewhere its protection does not capture (failed
     /// over and not reprotected).
     pub unprotected: bool,
+    /// This service holds the lease of the protection's batch.
+    pub lease_held: bool,
 }
 
 /// Shared between the scheduler threads and the HTTP server.
@@ -36,6 +38,10 @@ pub struct Metrics {
     /// Scheduler threads that should be running, and those that are.
     pub expected_workers: AtomicUsize,
     pub live_workers: AtomicUsize,
+    /// Live services sharing the work (by their heartbeats), and the
+    /// batch leases this one holds.
+    pub services: AtomicUsize,
+    pub leases_held: AtomicUsize,
 }
 
 impl Metrics {
@@ -64,7 +70,13 @@ impl Metrics {
         let figs = self.snapshot();
         let mut out = String::new();
         type Get = fn(&ProtectionFigures, OffsetDateTime) -> Option<f64>;
-        let families: [(&str, &str, &str, Get); 8] = [
+        let families: [(&str, &str, &str, Get); 9] = [
+            (
+                "standby_lease_held",
+                "gauge",
+                "1 when this service holds the lease of the protection's batch and so replicates it; 0 when another service does.",
+                |f, _| Some(if f.lease_held { 1.0 } else { 0.0 }),
+            ),
             (
                 "standby_protection_active",
                 "gauge",
@@ -123,6 +135,16 @@ impl Metrics {
                 }
             }
         }
+        let _ = writeln!(
+            out,
+            "# HELP standby_fleet_services Live replication services sharing this configuration's work (by their heartbeats in the vault).\n# TYPE standby_fleet_services gauge\nstandby_fleet_services {}",
+            self.services.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP standby_leases_held Batch leases (consistency groups or lone protections) this service holds.\n# TYPE standby_leases_held gauge\nstandby_leases_held {}",
+            self.leases_held.load(Ordering::Relaxed)
+        );
         let c = crate::store::counts();
         let _ = writeln!(
             out,

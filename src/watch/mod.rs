@@ -32,6 +32,7 @@ use crate::model::{Address, Config};
 use crate::recovery::placement;
 use crate::replication::{self, Batch, Options, Progress, ReplicationError};
 use crate::state::Backend;
+use crate::vault::lease::{self, Leases};
 use crate::vault::{Consistency, Manifest, Vault, VaultError, catalog, prune};
 use crate::workspace::{Workspace, WorkspaceError};
 use metrics::Metrics;
@@ -53,6 +54,15 @@ pub struct Settings {
     /// How long data a prune marked as garbage stays before a later prune
     /// may delete it (see docs/VAULT.md, "Prune").
     pub prune_grace: Duration,
+    /// How often this service renews its leases and when another's are
+    /// dead (docs/VAULT.md, "Leases").
+    pub lease: lease::Timing,
+    /// The most protections this service replicates at once (a
+    /// consistency group counts its members); None: no cap.
+    pub max_protections: Option<usize>,
+    /// This service's host name or label: it takes only batches whose
+    /// sites name no `host` or this one.
+    pub host: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -140,9 +150,33 @@ pub fn backoff(failures: u32, cap: Duration) -> Duration {
 struct VaultSlot {
     addr: Address,
     ws: Arc<Workspace>,
+    /// Who this service is in leases (one id per process run).
+    me: lease::Holder,
+    timing: lease::Timing,
+    leases: std::sync::OnceLock<Arc<Leases>>,
+    /// Batches capturing now: never given back mid-capture.
+    busy: Mutex<BTreeSet<String>>,
 }
 
 impl VaultSlot {
+    /// This service's leases in the vault, made on first use (the vault
+    /// must be open: the lease names are keyed by it).
+    fn leases(&self, v: &Vault) -> Arc<Leases> {
+        Arc::clone(
+            self.leases
+                .get_or_init(|| Arc::new(Leases::new(v, self.me.clone(), self.timing))),
+        )
+    }
+
+    fn set_busy(&self, label: &str, busy: bool) {
+        let mut b = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        if busy {
+            b.insert(label.to_string());
+        } else {
+            b.remove(label);
+        }
+    }
+
     fn get(&self) -> Result<Arc<Vault>, VaultError> {
         match self.ws.vault(&self.addr) {
             Ok(v) => Ok(v),
@@ -160,6 +194,8 @@ struct Job {
     /// The protections as configured; each round redirects or skips
     /// members by where their machines run (`recovery::placement`).
     batch: Batch,
+    /// Its sites name no host or this service's (`--host`).
+    reachable: bool,
     crash_every: Duration,
     /// Set when some member takes app-consistent points.
     app_every: Option<Duration>,
@@ -176,6 +212,8 @@ struct Pruner {
 /// The service: build it, hand out `metrics()` and `stopper()`, then `run`.
 pub struct Service {
     jobs: Vec<Job>,
+    /// One per vault: its leases are managed by one thread.
+    slots: Vec<Arc<VaultSlot>>,
     pruners: Vec<Pruner>,
     metrics: Arc<Metrics>,
     stop: Arc<Stop>,
@@ -198,6 +236,16 @@ impl Service {
             return Err(WatchError::Nothing);
         }
         let metrics = Arc::new(Metrics::default());
+        let me =
+            lease::Holder::this_process(&hex::encode(rand::random::<[u8; 4]>()), &settings.host);
+        tracing::info!(
+            "service {} on {} (pid {}): leases renewed every {}ms, another service's taken over after {}ms without renewal",
+            me.service,
+            me.host,
+            me.pid,
+            settings.lease.renew_every.as_millis(),
+            settings.lease.expire_after.as_millis()
+        );
         let mut slots: BTreeMap<Address, Arc<VaultSlot>> = BTreeMap::new();
         let mut retention: BTreeMap<Address, BTreeMap<String, Duration>> = BTreeMap::new();
         let mut pruned: BTreeMap<Address, BTreeSet<String>> = BTreeMap::new();
@@ -215,6 +263,10 @@ impl Service {
                     Arc::new(VaultSlot {
                         addr: batch.vault.clone(),
                         ws: Arc::clone(&ws),
+                        me: me.clone(),
+                        timing: settings.lease,
+                        leases: Default::default(),
+                        busy: Default::default(),
                     })
                 })
                 .clone();
@@ -246,7 +298,25 @@ impl Service {
                 });
             }
             let floor = Duration::from_secs(1);
+            let reachable = batch.targets.iter().all(|t| {
+                let site = t.site.as_deref().and_then(|s| {
+                    cfg.sites
+                        .iter()
+                        .find(|(a, _)| a.to_string() == s)
+                        .map(|(_, site)| site)
+                });
+                site.and_then(|s| s.host.as_deref())
+                    .is_none_or(|h| h == settings.host)
+            });
+            if !reachable {
+                tracing::info!(
+                    "{}: its site names another host than {}; left to the services there",
+                    batch.label,
+                    settings.host
+                );
+            }
             jobs.push(Job {
+                reachable,
                 batch,
                 crash_every: crash_every.max(floor),
                 app_every: app_every.map(|e| e.max(floor)),
@@ -265,6 +335,7 @@ impl Service {
             .collect();
         Ok(Service {
             jobs,
+            slots: slots.into_values().collect(),
             pruners,
             metrics,
             stop: Arc::new(Stop::default()),
@@ -285,6 +356,7 @@ impl Service {
     pub fn run(self) {
         let Service {
             jobs,
+            slots,
             pruners,
             metrics,
             stop,
@@ -298,7 +370,7 @@ impl Service {
         };
         metrics
             .expected_workers
-            .store(jobs.len() + pruners.len(), Ordering::Relaxed);
+            .store(jobs.len() + pruners.len() + 1, Ordering::Relaxed);
         std::thread::scope(|s| {
             for job in &jobs {
                 let (m, st, se, w) = (&metrics, &stop, &settings, &world);
@@ -314,6 +386,11 @@ impl Service {
                     run_pruner(p, se, m, st);
                 });
             }
+            let (m, st, se, j, sl) = (&metrics, &stop, &settings, &jobs, &slots);
+            s.spawn(move || {
+                let _alive = Alive::new(m);
+                run_leases(sl, j, se, m, st);
+            });
         });
     }
 }
@@ -535,6 +612,28 @@ fn run_job(job: &Job, settings: &Settings, metrics: &Metrics, stop: &Stop, world
             }
         };
         record_points(metrics, &all, &points);
+        // Only the service holding the batch's lease captures it; the
+        // others keep its figures (the vault-wide newest point) current.
+        let leases = job.slot.leases(&vault);
+        let held = leases.holds(label);
+        for a in &all {
+            metrics.update(a, |f| f.lease_held = held);
+        }
+        if !held {
+            failures = 0;
+            retry_at = None;
+            // Look again when the lease manager takes the lease (no
+            // request to notice) or after a renewal interval.
+            let until = Instant::now() + settings.lease.renew_every.min(REFRESH);
+            while Instant::now() < until && !leases.holds(label) {
+                if stop.wait(Duration::from_millis(200)) {
+                    return;
+                }
+            }
+            next_crash = Instant::now();
+            next_app = job.app_every.map(|_| Instant::now());
+            continue;
+        }
         let (names, targets) =
             targets_now(job, world, doc.as_ref(), &points, metrics, &mut skipped);
         if targets.is_empty() {
@@ -579,9 +678,13 @@ fn run_job(job: &Job, settings: &Settings, metrics: &Metrics, stop: &Stop, world
             cancel: Some(Arc::clone(&stop.cancel)),
             baseline: Default::default(),
             moves_to: Default::default(),
+            lease: replication::Lease::Held(leases),
         };
         let started = Instant::now();
-        match replication::take_points(&vault, &targets, &opts, &Progress::default()) {
+        job.slot.set_busy(label, true);
+        let taken = replication::take_points(&vault, &targets, &opts, &Progress::default());
+        job.slot.set_busy(label, false);
+        match taken {
             Ok(made) => {
                 for (a, m) in names.iter().zip(&made) {
                     tracing::info!(
@@ -623,6 +726,14 @@ fn run_job(job: &Job, settings: &Settings, metrics: &Metrics, stop: &Stop, world
                 tracing::info!("{label}: capture abandoned on stop; no point was taken");
                 return;
             }
+            Err(ReplicationError::Lease(lease::LeaseError::Lost { .. })) => {
+                // Another service took the batch over (it saw no renewal):
+                // it replicates the batch from now on; not a failure.
+                tracing::warn!(
+                    "{label}: lease lost to another service during the capture; no point was written"
+                );
+                retry_at = None;
+            }
             Err(e) => {
                 failures += 1;
                 retry_at = Some(fail(&e, failures));
@@ -637,6 +748,14 @@ fn run_pruner(p: &Pruner, settings: &Settings, metrics: &Metrics, stop: &Stop) {
     let every = settings.prune_every.max(Duration::from_secs(1));
     while !stop.wait(every) {
         let result = p.slot.get().and_then(|v| {
+            // One service of the fleet prunes a vault at a time: the
+            // holder of its prune lease (kept and renewed like the others).
+            if !matches!(
+                p.slot.leases(&v).take(PRUNE_UNIT)?,
+                lease::Taken::Fresh | lease::Taken::Over(_) | lease::Taken::Ours
+            ) {
+                return Ok(None);
+            }
             let r = prune::prune(
                 &v,
                 &p.retention,
@@ -648,10 +767,11 @@ fn run_pruner(p: &Pruner, settings: &Settings, metrics: &Metrics, stop: &Stop) {
             // Prune reads every manifest (its job); the metrics only
             // need the catalogs of this service's machines.
             let points = catalog::list_machines(&v, &p.machines)?;
-            Ok((r, points))
+            Ok(Some((r, points)))
         });
         match result {
-            Ok((r, points)) => {
+            Ok(None) => tracing::debug!("{addr}: another service prunes this vault"),
+            Ok(Some((r, points))) => {
                 record_points(metrics, &names, &points);
                 tracing::info!(
                     "{addr}: pruned {}, kept {}, deleted {} ({})",
@@ -667,6 +787,190 @@ fn run_pruner(p: &Pruner, settings: &Settings, metrics: &Metrics, stop: &Stop) {
             ),
         }
     }
+}
+
+/// The lease unit whose holder prunes a vault (not a batch label: those
+/// are `group NAME` or an address).
+const PRUNE_UNIT: &str = "(prune)";
+
+/// The lease manager: every `renew_every` it renews this service's
+/// leases and heartbeats in every vault, counts the live services by
+/// their heartbeats (each says how many leases its service holds), and
+/// balances: above its fair share (all batches over the live services,
+/// rounded up) or two more than the least loaded service, it gives one
+/// lease back; below its share, and no more loaded than the least loaded
+/// other service, it takes free or dead batches it can reach, within
+/// `--max-protections`. Every third round it takes a free or dead batch
+/// whatever the loads, so a batch that only some services can reach is
+/// never left behind. Releases everything on stop.
+fn run_leases(
+    slots: &[Arc<VaultSlot>],
+    jobs: &[Job],
+    settings: &Settings,
+    metrics: &Metrics,
+    stop: &Stop,
+) {
+    let every = settings.lease.renew_every.max(Duration::from_millis(50));
+    let mut round = 0u64;
+    // Held since which round: a lease just taken is not given back at once.
+    let mut taken_at: BTreeMap<(Address, String), u64> = BTreeMap::new();
+    let mut opened: BTreeMap<Address, (Arc<Vault>, Arc<Leases>)> = BTreeMap::new();
+    let mut first = true;
+    loop {
+        for slot in slots {
+            if !opened.contains_key(&slot.addr)
+                && let Ok(v) = slot.get()
+            {
+                let l = slot.leases(&v);
+                opened.insert(slot.addr.clone(), (v, l));
+            }
+        }
+        if first && !opened.is_empty() {
+            first = false;
+            // Services started together: let their heartbeats show before
+            // sharing, so the first does not take everything.
+            for (addr, (_, l)) in &opened {
+                if let Err(e) = l.beat(0) {
+                    tracing::warn!("{addr}: heartbeat: {e}");
+                }
+            }
+            if stop.wait(every.min(Duration::from_millis(500))) {
+                break;
+            }
+        }
+        match manage(&opened, slots, jobs, settings, round, &mut taken_at) {
+            Ok(live) => metrics.services.store(live, Ordering::Relaxed),
+            Err(e) => tracing::warn!("leases: {e}"),
+        }
+        let held: usize = opened
+            .values()
+            .map(|(_, l)| l.held().iter().filter(|u| u.as_str() != PRUNE_UNIT).count())
+            .sum();
+        metrics.leases_held.store(held, Ordering::Relaxed);
+        round += 1;
+        if stop.wait(every) {
+            break;
+        }
+    }
+    // Let captures in progress end first (they are cancelled).
+    while slots
+        .iter()
+        .any(|s| !s.busy.lock().unwrap_or_else(|p| p.into_inner()).is_empty())
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for (addr, (_, l)) in opened {
+        l.release_all();
+        tracing::info!("{addr}: leases released");
+    }
+}
+
+/// One round of [`run_leases`]; returns the live services (us included).
+fn manage(
+    opened: &BTreeMap<Address, (Arc<Vault>, Arc<Leases>)>,
+    slots: &[Arc<VaultSlot>],
+    jobs: &[Job],
+    settings: &Settings,
+    round: u64,
+    taken_at: &mut BTreeMap<(Address, String), u64>,
+) -> Result<usize, VaultError> {
+    let batches = |l: &Leases| l.held().into_iter().filter(|u| u != PRUNE_UNIT).count();
+    let mut held_total = 0;
+    for (_, l) in opened.values() {
+        for u in l.held() {
+            l.renew(&u)?;
+        }
+        held_total += batches(l);
+    }
+    // Every other live service, by id, with its load (the most any vault says).
+    let mut others: BTreeMap<String, u64> = BTreeMap::new();
+    for (v, l) in opened.values() {
+        l.beat(held_total)?;
+        for (id, held) in l.others(v)? {
+            let e = others.entry(id).or_default();
+            *e = (*e).max(held);
+        }
+    }
+    let live = others.len() + 1;
+    let share = jobs.len().div_ceil(live);
+    let least = others.values().copied().min().map(|m| m as usize);
+    let size = |addr: &Address, label: &str| {
+        jobs.iter()
+            .find(|j| &j.slot.addr == addr && j.batch.label == label)
+            .map_or(0, |j| j.batch.protections.len())
+    };
+    let mut held: Vec<(Address, String)> = Vec::new();
+    for (addr, (_, l)) in opened {
+        for u in l.held().into_iter().filter(|u| u != PRUNE_UNIT) {
+            held.push((addr.clone(), u));
+        }
+    }
+    taken_at.retain(|k, _| held.contains(k));
+    let mut count: usize = held.iter().map(|(a, u)| size(a, u)).sum();
+    let cap = settings.max_protections.unwrap_or(usize::MAX);
+    let over = held.len() > share || least.is_some_and(|m| held.len() >= m + 2) || count > cap;
+    if over {
+        let busy = |a: &Address, u: &str| {
+            slots
+                .iter()
+                .find(|s| &s.addr == a)
+                .is_some_and(|s| s.busy.lock().unwrap_or_else(|p| p.into_inner()).contains(u))
+        };
+        let spare = held
+            .iter()
+            .rev()
+            .find(|k| !busy(&k.0, &k.1) && taken_at.get(*k).is_none_or(|t| round >= t + 3));
+        if let Some((addr, u)) = spare
+            && let Some((_, l)) = opened.get(addr)
+        {
+            l.release(u)?;
+            tracing::info!(
+                "{u}: lease given back ({} held, fair share {share} of {} over {live} services)",
+                held.len(),
+                jobs.len()
+            );
+        }
+        return Ok(live);
+    }
+    let beyond = round.is_multiple_of(3);
+    let eager = held.len() < share && least.is_none_or(|m| held.len() <= m);
+    if !eager && !beyond {
+        return Ok(live);
+    }
+    let mut order: Vec<&Job> = jobs
+        .iter()
+        .filter(|j| j.reachable && !held.contains(&(j.slot.addr.clone(), j.batch.label.clone())))
+        .collect();
+    // Services start together: different orders keep them from contending
+    // for the same batch.
+    order.sort_by_cached_key(|_| rand::random::<u32>());
+    let mut n = held.len();
+    for j in order {
+        if n >= share && !beyond {
+            break;
+        }
+        let Some((_, l)) = opened.get(&j.slot.addr) else {
+            continue;
+        };
+        let size = j.batch.protections.len();
+        if count + size > cap {
+            continue;
+        }
+        match l.take(&j.batch.label)? {
+            lease::Taken::Fresh | lease::Taken::Over(_) => {
+                tracing::info!("{}: lease taken", j.batch.label);
+                taken_at.insert((j.slot.addr.clone(), j.batch.label.clone()), round);
+                n += 1;
+                count += size;
+                if n > share || !eager {
+                    // Beyond the share: one per round at most.
+                    break;
+                }
+            }
+            lease::Taken::Ours | lease::Taken::Busy(_) => {}
+        }
+    }
+    Ok(live)
 }
 
 #[cfg(test)]
