@@ -26,52 +26,7 @@ use std::time::{Duration, Instant};
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
 
-const MACHINES: &str = r#"
-machine "app" {
-  site = site.hv1
-  vm {
-    memory = "256M"
-    cpus   = 1
-    kernel = "${var.guest_dir}/vmlinuz"
-    initrd = "${var.guest_dir}/initrd.img"
-    append = "console=ttyS0 quiet panic=-1"
-  }
-  disk "system" {
-    path      = "app/system.qcow2"
-    format    = "qcow2"
-    node_name = "system"
-  }
-  check "booted" {
-    console = "standby-guest: up"
-  }
-}
-
-machine "db" {
-  site = site.hv1
-  vm {
-    memory   = "256M"
-    cpus     = 1
-    kernel   = "${var.guest_dir}/vmlinuz"
-    initrd   = "${var.guest_dir}/initrd.img"
-    append   = "console=ttyS0 quiet panic=-1"
-    fsfreeze = true
-  }
-  disk "system" {
-    path      = "db/system.qcow2"
-    format    = "qcow2"
-    node_name = "system"
-  }
-  disk "data" {
-    path      = "db/data.qcow2"
-    format    = "qcow2"
-    node_name = "data"
-  }
-  check "data" {
-    guest  = ["sh", "-c", "test -b /dev/vdb && head -c 1048576 /dev/vdb | wc -c"]
-    expect = "1048576"
-  }
-}
-"#;
+const MACHINES: &str = include_str!("../testdata/instant/machines.hcl");
 
 fn run(bin: &Path, dir: &Path, args: &[&str]) -> (Duration, String) {
     let t = Instant::now();

@@ -43,3 +43,27 @@ fn write(out: &mut impl Write, closed: &AtomicBool, args: std::fmt::Arguments<'_
 pub fn stdout_closed() -> bool {
     STDOUT_CLOSED.load(Ordering::Relaxed)
 }
+
+/// Standard output as an [`std::io::Write`], for output written in pieces
+/// (`points --json` of a large vault, through a `BufWriter`), with the
+/// macros' rule: after the first write error the rest is dropped quietly
+/// and every write reports success, so the command goes on.
+pub struct Stdout;
+
+impl Write for Stdout {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if !STDOUT_CLOSED.load(Ordering::Relaxed)
+            && std::io::stdout().lock().write_all(buf).is_err()
+        {
+            STDOUT_CLOSED.store(true, Ordering::Relaxed);
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if !STDOUT_CLOSED.load(Ordering::Relaxed) && std::io::stdout().flush().is_err() {
+            STDOUT_CLOSED.store(true, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+}

@@ -45,7 +45,7 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
     })?;
     let now = crate::vault::clock::now();
     // Buffered: a vault of 100,000 points is millions of lines.
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut out = std::io::BufWriter::new(crate::output::Stdout);
     if args.json {
         // Streamed, one row's value at a time.
         let rows = rows.iter().map(|(v, m)| {

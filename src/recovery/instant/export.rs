@@ -268,14 +268,14 @@ fn standby_exe(exe: &Path) -> Option<PathBuf> {
 /// an export.
 pub fn export_main(
     args: impl IntoIterator<Item = std::ffi::OsString>,
-) -> Option<Result<(), String>> {
+) -> Option<Result<(), ServeError>> {
     let mut args = args.into_iter().skip(1);
     if args.next()? != EXPORT_ARG {
         return None;
     }
     let rest: Vec<String> = args.map(|a| a.to_string_lossy().into_owned()).collect();
     let [url, kind, key, base, point, disk, socket] = rest.as_slice() else {
-        return Some(Err(format!("{EXPORT_ARG}: expected 7 arguments")));
+        return Some(Err(ServeError::Usage));
     };
     let key = if kind == "env" {
         KeySource::Env(key.clone())
@@ -283,7 +283,7 @@ pub fn export_main(
         KeySource::File(PathBuf::from(key))
     };
     let Some(point) = Id::parse(point) else {
-        return Some(Err(format!("{EXPORT_ARG}: bad point id {point:?}")));
+        return Some(Err(ServeError::BadPoint(point.clone())));
     };
     let socket = PathBuf::from(socket);
     let files = Files {
@@ -293,7 +293,20 @@ pub fn export_main(
         socket,
     };
     let _ = write_pid(&files.pid, std::process::id());
-    Some(run_export(url, &key, Path::new(base), point, disk, &files))
+    Some(run_export(url, &key, Path::new(base), point, disk, &files).map_err(ServeError::Failed))
+}
+
+/// Why an export process (the helper [`start`] runs) ended with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("{arg}: expected 7 arguments", arg = EXPORT_ARG)]
+    Usage,
+    #[error("{arg}: bad point id {0:?}", arg = EXPORT_ARG)]
+    BadPoint(String),
+    /// Opening the vault or the point, or serving, failed (the text says
+    /// which).
+    #[error("{0}")]
+    Failed(String),
 }
 
 fn run_export(
