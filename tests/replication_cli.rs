@@ -68,8 +68,10 @@ fn quickstart_replicate_points_restore_verify_prune() {
     let points = points.as_array().unwrap();
     assert_eq!(points.len(), 2);
     assert_eq!(points[1]["disks"]["system"]["parent"], points[0]["id"]);
+    // db shares consistency group shop with web: `replicate db` took the
+    // group's point, one for each (two points of each machine in all).
     let text = run(standby(&root).arg("points"));
-    assert_eq!(text.lines().count(), 1 + 3, "{text}");
+    assert_eq!(text.lines().count(), 1 + 4, "{text}");
 
     let first = points[0]["id"].as_str().unwrap()[..10].to_string();
     for (point, disk, reference) in [
