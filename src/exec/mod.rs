@@ -132,8 +132,14 @@ where
                 running: running.len(),
             });
         }
-        // Start everything ready that a permit allows.
-        while let Some(i) = ready.front().copied().filter(|_| !interrupted) {
+        // Start everything ready that a permit allows. The token itself is
+        // asked, not only `interrupted`: a step that saw the interrupt and
+        // ended frees its permit before this loop has noticed it.
+        while let Some(i) = ready
+            .front()
+            .copied()
+            .filter(|_| !interrupted && !cancel.is_cancelled())
+        {
             let Ok(permit) = permits.clone().try_acquire_owned() else {
                 break;
             };
