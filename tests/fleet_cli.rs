@@ -708,6 +708,12 @@ site "b" {
 site "dr" {
   provider = "local"
   root     = "sites/dr"
+  host     = "elsewhere"
+}
+recovery_plan "pa" {
+  group "g" {
+    machines = [machine.ma]
+  }
 }
 policy "p" {
   rpo_threshold          = "1m"
@@ -812,12 +818,39 @@ protection "mb" {
     let errors: Vec<String> = v.iter_errors(&doc).map(|e| e.to_string()).collect();
     assert!(errors.is_empty(), "{errors:#?}\n{doc:#}");
     assert!(lease("protection.mb").is_null(), "{doc}");
+    // ma fails over to site.dr (host "elsewhere") and is reprotected there:
+    // its disks are now on the other host, so this service gives its lease
+    // back and takes no more points of it.
+    expect_code(standby(&root).args(["failover", "unplanned", "pa"]), 0);
+    expect_code(standby(&root).args(["failover", "commit", "pa"]), 0);
+    expect_code(standby(&root).args(["reprotect", "pa"]), 0);
+    let taken = wait_for("ma's lease given back", Duration::from_secs(60), || {
+        let (_, body) = http_get(port, "/metrics")?;
+        (metric(&body, "standby_lease_held", "protection.ma")? == 0.0)
+            .then(|| metric(&body, "standby_points_taken_total", "protection.ma"))
+            .flatten()
+    });
+    // Without its lease the service takes no more points of ma.
+    let (_, body) = http_get(port, "/metrics").unwrap();
+    assert_eq!(
+        metric(&body, "standby_points_taken_total", "protection.ma"),
+        Some(taken)
+    );
     watch_support::terminate(&mut child.0, Duration::from_secs(60));
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(
-        text.contains("protection.mb: its site names another host than here"),
+        text.contains("lease given back (its disks are at another host's site)"),
         "{text}"
     );
+    assert!(
+        text.contains("machine.mb's disks are at site.b, whose host is elsewhere, not here"),
+        "{text}"
+    );
+    assert!(
+        text.contains("machine.ma's disks are at site.dr, whose host is elsewhere, not here"),
+        "{text}"
+    );
+
     // Released on a clean exit: status shows no holder any more.
     let out = standby(&root).args(["status", "--json"]).output().unwrap();
     let doc: Value = serde_json::from_str(&stdout(&out)).unwrap();

@@ -194,8 +194,6 @@ struct Job {
     /// The protections as configured; each round redirects or skips
     /// members by where their machines run (`recovery::placement`).
     batch: Batch,
-    /// Its sites name no host or this service's (`--host`).
-    reachable: bool,
     crash_every: Duration,
     /// Set when some member takes app-consistent points.
     app_every: Option<Duration>,
@@ -298,25 +296,7 @@ impl Service {
                 });
             }
             let floor = Duration::from_secs(1);
-            let reachable = batch.targets.iter().all(|t| {
-                let site = t.site.as_deref().and_then(|s| {
-                    cfg.sites
-                        .iter()
-                        .find(|(a, _)| a.to_string() == s)
-                        .map(|(_, site)| site)
-                });
-                site.and_then(|s| s.host.as_deref())
-                    .is_none_or(|h| h == settings.host)
-            });
-            if !reachable {
-                tracing::info!(
-                    "{}: its site names another host than {}; left to the services there",
-                    batch.label,
-                    settings.host
-                );
-            }
             jobs.push(Job {
-                reachable,
                 batch,
                 crash_every: crash_every.max(floor),
                 app_every: app_every.map(|e| e.max(floor)),
@@ -386,10 +366,10 @@ impl Service {
                     run_pruner(p, se, m, st);
                 });
             }
-            let (m, st, se, j, sl) = (&metrics, &stop, &settings, &jobs, &slots);
+            let (m, st, se, j, sl, w) = (&metrics, &stop, &settings, &jobs, &slots, &world);
             s.spawn(move || {
                 let _alive = Alive::new(m);
-                run_leases(sl, j, se, m, st);
+                run_leases(sl, j, se, m, st, w);
             });
         });
     }
@@ -809,9 +789,13 @@ fn run_leases(
     settings: &Settings,
     metrics: &Metrics,
     stop: &Stop,
+    world: &World<'_>,
 ) {
     let every = settings.lease.renew_every.max(Duration::from_millis(50));
     let mut round = 0u64;
+    // Per job: None while the state was never read (take nothing new),
+    // else why this service cannot reach its disks, if it cannot.
+    let mut reach: Vec<Option<Result<(), String>>> = vec![None; jobs.len()];
     // Held since which round: a lease just taken is not given back at once.
     let mut taken_at: BTreeMap<(Address, String), u64> = BTreeMap::new();
     let mut opened: BTreeMap<Address, (Arc<Vault>, Arc<Leases>)> = BTreeMap::new();
@@ -838,7 +822,34 @@ fn run_leases(
                 break;
             }
         }
-        match manage(&opened, slots, jobs, settings, round, &mut taken_at) {
+        // Where the machines run now (a reprotect moves them to another
+        // site, maybe another host's): read each round.
+        match world.state.map(|b| b.read()).transpose() {
+            Ok(doc) => {
+                for (j, r) in jobs.iter().zip(reach.iter_mut()) {
+                    let doc = doc.as_ref().and_then(|d| d.as_ref());
+                    let now = reachable(j, world.cfg, doc, &settings.host);
+                    if r.as_ref() != Some(&now) {
+                        match &now {
+                            Err(why) => tracing::info!("{}: {why}", j.batch.label),
+                            Ok(()) if r.is_some() => tracing::info!(
+                                "{}: its disks are reachable from {} again",
+                                j.batch.label,
+                                settings.host
+                            ),
+                            Ok(()) => {}
+                        }
+                    }
+                    *r = Some(now);
+                }
+            }
+            Err(e) => tracing::warn!("leases: cannot read the state: {e}"),
+        }
+        let now: Vec<Option<bool>> = reach
+            .iter()
+            .map(|r| r.as_ref().map(Result::is_ok))
+            .collect();
+        match manage(&opened, slots, jobs, &now, settings, round, &mut taken_at) {
             Ok(live) => metrics.services.store(live, Ordering::Relaxed),
             Err(e) => tracing::warn!("leases: {e}"),
         }
@@ -865,11 +876,45 @@ fn run_leases(
     }
 }
 
+/// Whether this service (`host`, its `--host`) reaches every member's
+/// disks now: the site each machine's disks are at (its own, or the one a
+/// reprotect placed it at) names no host or this one. `Err` says which
+/// site names which host.
+fn reachable(
+    job: &Job,
+    cfg: &Config,
+    doc: Option<&crate::state::StateDoc>,
+    host: &str,
+) -> Result<(), String> {
+    for t in &job.batch.targets {
+        let site = match placement::capture_of(cfg, doc, &t.machine) {
+            placement::Capture::Away { site, .. } => Some(site),
+            _ => t.site.clone(),
+        };
+        let named = site
+            .as_deref()
+            .and_then(|s| cfg.sites.iter().find(|(a, _)| a.to_string() == s))
+            .and_then(|(a, s)| Some((a, s.host.as_deref()?)));
+        if let Some((a, h)) = named
+            && h != host
+        {
+            return Err(format!(
+                "{}'s disks are at {a}, whose host is {h}, not {host}; left to the services there",
+                t.machine
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// One round of [`run_leases`]; returns the live services (us included).
+/// `reach[i]`: whether `jobs[i]`'s disks are reachable from here (None:
+/// not known yet, the state unread).
 fn manage(
     opened: &BTreeMap<Address, (Arc<Vault>, Arc<Leases>)>,
     slots: &[Arc<VaultSlot>],
     jobs: &[Job],
+    reach: &[Option<bool>],
     settings: &Settings,
     round: u64,
     taken_at: &mut BTreeMap<(Address, String), u64>,
@@ -899,23 +944,38 @@ fn manage(
             .find(|j| &j.slot.addr == addr && j.batch.label == label)
             .map_or(0, |j| j.batch.protections.len())
     };
+    let busy = |a: &Address, u: &str| {
+        slots
+            .iter()
+            .find(|s| &s.addr == a)
+            .is_some_and(|s| s.busy.lock().unwrap_or_else(|p| p.into_inner()).contains(u))
+    };
     let mut held: Vec<(Address, String)> = Vec::new();
     for (addr, (_, l)) in opened {
         for u in l.held().into_iter().filter(|u| u != PRUNE_UNIT) {
             held.push((addr.clone(), u));
         }
     }
+    // A batch whose machines moved to another host's site is theirs now.
+    for (addr, u) in &held {
+        let gone = jobs
+            .iter()
+            .zip(reach)
+            .any(|(j, r)| *r == Some(false) && &j.slot.addr == addr && &j.batch.label == u);
+        if gone
+            && !busy(addr, u)
+            && let Some((_, l)) = opened.get(addr)
+        {
+            l.release(u)?;
+            tracing::info!("{u}: lease given back (its disks are at another host's site)");
+        }
+    }
+    held.retain(|(a, u)| opened.get(a).is_some_and(|(_, l)| l.held().contains(u)));
     taken_at.retain(|k, _| held.contains(k));
     let mut count: usize = held.iter().map(|(a, u)| size(a, u)).sum();
     let cap = settings.max_protections.unwrap_or(usize::MAX);
     let over = held.len() > share || least.is_some_and(|m| held.len() >= m + 2) || count > cap;
     if over {
-        let busy = |a: &Address, u: &str| {
-            slots
-                .iter()
-                .find(|s| &s.addr == a)
-                .is_some_and(|s| s.busy.lock().unwrap_or_else(|p| p.into_inner()).contains(u))
-        };
         let spare = held
             .iter()
             .rev()
@@ -939,7 +999,11 @@ fn manage(
     }
     let mut order: Vec<&Job> = jobs
         .iter()
-        .filter(|j| j.reachable && !held.contains(&(j.slot.addr.clone(), j.batch.label.clone())))
+        .zip(reach)
+        .filter(|(j, r)| {
+            **r == Some(true) && !held.contains(&(j.slot.addr.clone(), j.batch.label.clone()))
+        })
+        .map(|(j, _)| j)
         .collect();
     // Services start together: different orders keep them from contending
     // for the same batch.
