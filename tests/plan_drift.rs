@@ -177,3 +177,89 @@ fn plan_shows_deleted_point_grown_disk_and_gone_vault_before_the_diff() {
         "{doc}"
     );
 }
+
+/// A qcow2 image's size is the disk its machine sees (the virtual size):
+/// its file grows as the guest writes, which is not drift; a resize is.
+#[test]
+fn a_qcow2_disk_drifts_by_its_virtual_size_not_its_allocation() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    std::fs::create_dir_all(root.join("sites/a/m")).unwrap();
+    std::fs::create_dir_all(root.join("keys")).unwrap();
+    let img = root.join("sites/a/m/d.qcow2");
+    let run = |cmd: &mut std::process::Command| {
+        let o = cmd.output().unwrap();
+        assert!(o.status.success(), "{cmd:?}: {o:?}");
+    };
+    run(std::process::Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(&img)
+        .arg("64M"));
+    std::fs::write(
+        root.join("main.hcl"),
+        r#"vault "main" {
+  url      = "file://.standby/vault"
+  key_file = "keys/vault.key"
+}
+site "a" {
+  provider = "qemu"
+  root     = "sites/a"
+}
+site "dr" {
+  provider = "local"
+  root     = "sites/dr"
+}
+policy "p" {
+  rpo_threshold          = "1h"
+  crash_consistent_every = "10m"
+  retention              = "1d"
+}
+machine "m" {
+  site = site.a
+  vm {
+    memory = "64M"
+  }
+  disk "d" {
+    path   = "m/d.qcow2"
+    format = "qcow2"
+  }
+}
+protection "m" {
+  machine = machine.m
+  target  = site.dr
+  vault   = vault.main
+  policy  = policy.p
+}
+"#,
+    )
+    .unwrap();
+    // No VM runs here: the protection's first point fails, the machine
+    // (and its disk's size) is recorded.
+    expect_code(standby(root).args(["apply", "--auto-approve"]), 1);
+    let state: Value =
+        serde_json::from_slice(&std::fs::read(root.join(".standby/state.json")).unwrap()).unwrap();
+    assert!(
+        state
+            .to_string()
+            .contains(&format!("\"observed.disk.d.size\":{}", 64u64 << 20)),
+        "{state}"
+    );
+    // The guest writes 8 MiB: the file grows, the disk does not.
+    let small = std::fs::metadata(&img).unwrap().len();
+    run(std::process::Command::new("qemu-io")
+        .args(["-f", "qcow2", "-c", "write -P 7 0 8M"])
+        .arg(&img));
+    assert!(std::fs::metadata(&img).unwrap().len() > small + (7 << 20));
+    let out = plan(root, &[]);
+    assert!(!out.contains("Changes outside standby"), "{out}");
+    // Resized outside standby: that is drift, in the disk's own terms.
+    run(std::process::Command::new("qemu-img")
+        .args(["resize", "-q", "-f", "qcow2"])
+        .arg(&img)
+        .arg("96M"));
+    let out = plan(root, &[]);
+    assert!(
+        out.contains("~ machine.m: disk.d.size 64.0 MiB -> 96.0 MiB (the disk grew)"),
+        "{out}"
+    );
+}

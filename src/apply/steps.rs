@@ -185,8 +185,13 @@ impl Context {
             return;
         };
         for d in &m.disks {
-            if let Ok(meta) = std::fs::metadata(root.join(&d.path)) {
-                attrs.insert(format!("observed.disk.{}.size", d.name), json!(meta.len()));
+            let qcow2 = m.vm.as_ref().is_some_and(|vm| {
+                vm.disks
+                    .iter()
+                    .any(|v| v.name == d.name && v.format == "qcow2")
+            });
+            if let Ok(size) = crate::replication::disk::guest_size(&root.join(&d.path), qcow2) {
+                attrs.insert(format!("observed.disk.{}.size", d.name), json!(size));
             }
         }
     }

@@ -71,8 +71,14 @@ pub fn observe(ws: &Workspace, state: &StateDoc) -> (BTreeMap<Address, Attribute
                     ) else {
                         continue;
                     };
-                    if let Ok(meta) = std::fs::metadata(root.join(path)) {
-                        f.insert(format!("observed.disk.{disk}.size"), json!(meta.len()));
+                    let qcow2 = obj
+                        .attributes
+                        .get(&format!("disk.{disk}.format"))
+                        .and_then(Value::as_str)
+                        == Some("qcow2");
+                    let size = crate::replication::disk::guest_size(&root.join(path), qcow2);
+                    if let Ok(size) = size {
+                        f.insert(format!("observed.disk.{disk}.size"), json!(size));
                     }
                 }
             }

@@ -23,6 +23,28 @@ pub fn size(file: &mut File) -> std::io::Result<u64> {
     Ok(meta.len())
 }
 
+/// The size of the disk a machine sees in the file at `path`: for a VM's
+/// qcow2 image (`qcow2`, its `vm` block's format) the virtual size, from
+/// the header's big-endian u64 at offset 24 after the magic `QFI\xfb`
+/// (QEMU's docs/interop/qcow2.txt), since the file's length is its
+/// allocation and grows as the guest writes; else [`size`] (a file's
+/// length, a block device's end).
+pub fn guest_size(path: &Path, qcow2: bool) -> std::io::Result<u64> {
+    let mut file = File::open(path)?;
+    let mut header = [0u8; 32];
+    if qcow2
+        && file
+            .read_at(&mut header, 0)
+            .is_ok_and(|n| n == header.len())
+        && header[..4] == *b"QFI\xfb"
+    {
+        let mut size = [0u8; 8];
+        size.copy_from_slice(&header[24..32]);
+        return Ok(u64::from_be_bytes(size));
+    }
+    self::size(&mut file)
+}
+
 /// The byte ranges holding data, in order. Falls back to the whole disk where
 /// the file system cannot tell (block devices, old file systems).
 pub fn data_ranges(file: &File, size: u64) -> Vec<(u64, u64)> {
