@@ -3,8 +3,10 @@
 //! ahead never breaks a running point; writers take no lock and never
 //! wait for one; a killed writer blocks nothing; a point dated in the
 //! future is flagged, never `latest`, and never keeps newer points from
-//! being kept. Clocks are skewed with the test hook
-//! `STANDBY_CLOCK_SKEW`.
+//! being kept; a prune whose host clock alone runs ahead ages no point
+//! early (retention goes by the store's clock when it is behind). Clocks
+//! are skewed with the test hooks `STANDBY_CLOCK_SKEW` (this host) and
+//! `STANDBY_TEST_STORE_CLOCK_SKEW` (the store, for retention).
 
 mod common;
 
@@ -146,10 +148,14 @@ fn restore(root: &Path, point: &str) -> Vec<u8> {
     std::fs::read(&out).unwrap()
 }
 
+/// A prune `skew` later: this host's clock and, for retention, the store's
+/// (time has passed; the grace period still runs by the store's real
+/// clock). A host alone ahead is `a_prune_host_ahead_of_the_store_ages_nothing_early`.
 fn prune(root: &Path, skew: &str, grace: &str) -> std::process::Output {
     standby(root)
         .args(["vault", "prune", "--wait", "5", "--grace", grace])
         .env("STANDBY_CLOCK_SKEW", skew)
+        .env("STANDBY_TEST_STORE_CLOCK_SKEW", skew)
         .output()
         .unwrap()
 }
@@ -177,9 +183,9 @@ fn a_prune_31_minutes_ahead_never_breaks_a_running_point() {
     std::fs::write(disk(&root), content(1)).unwrap();
     let child = held_replicate(&root);
 
-    // Its clock says both points are 31 minutes old: past retention, the
-    // first one goes, while the writer runs (it holds no lock to wait
-    // for). Its data is young by the store's clock: not even marked.
+    // 31 minutes on, both points are past retention: the first one goes,
+    // while the writer runs (it holds no lock to wait for). Its data is
+    // young by the store's real clock: not even marked.
     let o = prune(&root, "31m", "1h");
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(ids(&root), vec![second.clone()], "first was {first}");
@@ -337,4 +343,46 @@ fn a_point_dated_in_the_future_is_flagged_and_never_latest() {
     want.sort();
     assert_eq!(left, want);
     assert_eq!(restore(&root, "latest"), content(9));
+}
+
+/// Retention by the earlier of the host's clock and the store's: a prune
+/// on a host two days ahead (the store's clock right) drops nothing of a
+/// 30-minute retention and says its clock is off; when the store's clock
+/// agrees that time has passed, the old points go.
+#[test]
+fn a_prune_host_ahead_of_the_store_ages_nothing_early() {
+    let d = tempfile::tempdir().unwrap();
+    let root = config(d.path(), "30m");
+    let mut taken = Vec::new();
+    for i in 1..=3 {
+        std::fs::write(disk(&root), content(i)).unwrap();
+        taken.push(replicate(&root, None));
+    }
+    let mut before = ids(&root);
+    before.sort();
+    for dry in [true, false] {
+        let mut c = standby(&root);
+        c.args(["vault", "prune", "--wait", "5"]);
+        if dry {
+            c.arg("--dry-run");
+        }
+        let o = c.env("STANDBY_CLOCK_SKEW", "2d").output().unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+        let out = text(&o);
+        assert!(
+            out.contains("drop 0 points") || out.contains("dropped 0 points"),
+            "{out}"
+        );
+        assert!(
+            out.contains("this host's clock is 2d ahead of the vault store's"),
+            "{out}"
+        );
+    }
+    let mut after = ids(&root);
+    after.sort();
+    assert_eq!(after, before);
+    let o = prune(&root, "2d", "1h");
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(ids(&root), vec![taken[2].clone()]);
+    assert!(!text(&o).contains("ahead"), "{}", text(&o));
 }

@@ -28,7 +28,8 @@ const ROUNDS: u64 = 120;
 fn prune(root: &Path, grace: &str) -> std::process::Command {
     let mut c = standby(root);
     c.args(["vault", "prune", "--wait", "120", "--grace", grace])
-        .env("STANDBY_CLOCK_SKEW", AHEAD);
+        .env("STANDBY_CLOCK_SKEW", AHEAD)
+        .env("STANDBY_TEST_STORE_CLOCK_SKEW", AHEAD);
     c
 }
 

@@ -152,6 +152,7 @@ fn two_configurations_sharing_a_vault_never_touch_each_others_points() {
     let o = standby(&b)
         .args(["vault", "prune"])
         .env("STANDBY_CLOCK_SKEW", "1d")
+        .env("STANDBY_TEST_STORE_CLOCK_SKEW", "1d")
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", text(&o));
@@ -199,6 +200,7 @@ fn points_without_an_owner_are_handed_over_only_by_claim() {
     let o = standby(&a)
         .args(["vault", "prune"])
         .env("STANDBY_CLOCK_SKEW", "1d")
+        .env("STANDBY_TEST_STORE_CLOCK_SKEW", "1d")
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", text(&o));
@@ -216,6 +218,7 @@ fn points_without_an_owner_are_handed_over_only_by_claim() {
     let o = standby(&a)
         .args(["vault", "prune"])
         .env("STANDBY_CLOCK_SKEW", "1d")
+        .env("STANDBY_TEST_STORE_CLOCK_SKEW", "1d")
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", text(&o));

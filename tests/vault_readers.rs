@@ -43,6 +43,7 @@ fn drills_and_restores_beside_a_prune_loop_never_fail() {
                 let o = standby(&qs)
                     .args(["vault", "prune", "--wait", "600"])
                     .env("STANDBY_CLOCK_SKEW", "25h")
+                    .env("STANDBY_TEST_STORE_CLOCK_SKEW", "25h")
                     .output()
                     .unwrap();
                 assert!(o.status.success(), "prune: {}", text(&o));

@@ -199,6 +199,12 @@ fn prune_cmd(
         for id in &r.dropped {
             println!("  - {}", &id[..12]);
         }
+        if let Some(ahead) = r.host_clock_ahead_seconds {
+            eprintln!(
+                "warning: this host's clock is {} ahead of the vault store's: retention was judged by the store's clock (fix this host's time sync)",
+                crate::model::Duration::from_secs(ahead.unsigned_abs())
+            );
+        }
         if r.packs_marked > 0 {
             println!(
                 "  {} ({}) no point references: marked, deleted by a prune {} from now",

@@ -6,6 +6,8 @@
 //!
 //! `STANDBY_CLOCK_SKEW` (`31m`, `-2h`, `1d`, `90s`) shifts this process's
 //! clock: a test hook for hosts whose clocks disagree, not a setting.
+//! Retention ages points by the earlier of this clock and the store's
+//! (`prune`), so one host whose clock runs ahead cannot age them early.
 
 use time::{Duration, OffsetDateTime};
 
@@ -22,6 +24,16 @@ pub fn now() -> OffsetDateTime {
 /// The test skew from `STANDBY_CLOCK_SKEW`; zero when unset or unreadable.
 pub fn skew() -> Duration {
     std::env::var("STANDBY_CLOCK_SKEW")
+        .ok()
+        .and_then(|s| parse_skew(&s))
+        .unwrap_or(Duration::ZERO)
+}
+
+/// Test hook: `STANDBY_TEST_STORE_CLOCK_SKEW` shifts the store's clock as
+/// prune reads it for retention (tests age points by moving both clocks:
+/// "a day has passed"); never the grace period's clock.
+pub fn store_skew() -> Duration {
+    std::env::var("STANDBY_TEST_STORE_CLOCK_SKEW")
         .ok()
         .and_then(|s| parse_skew(&s))
         .unwrap_or(Duration::ZERO)

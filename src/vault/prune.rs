@@ -42,6 +42,11 @@ pub struct PruneReport {
     pub packs_partly_garbage: usize,
     pub garbage_bytes_left: u64,
     pub dry_run: bool,
+    /// How far (seconds) this host's clock ran ahead of the store's, when
+    /// more than [`super::clock::FUTURE_TOLERANCE`]: retention was judged
+    /// by the store's clock instead.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_clock_ahead_seconds: Option<i64>,
 }
 
 /// Which points to drop, given each protection's retention. Points of a
@@ -95,13 +100,25 @@ pub fn prune(
     lock_wait: Duration,
     grace: Duration,
 ) -> Result<PruneReport> {
-    remove_points(
+    let mut ahead = None;
+    let mut report = remove_points(
         vault,
-        |p| select(p, retention, now),
+        |p, store| {
+            // Ages by whichever clock is behind: a host whose clock runs
+            // ahead must not age every point past retention (the store's
+            // clock is the one all hosts share).
+            let by = (now - store).whole_seconds();
+            if by > super::clock::FUTURE_TOLERANCE.whole_seconds() {
+                ahead = Some(by);
+            }
+            select(p, retention, now.min(store))
+        },
         dry_run,
         lock_wait,
         grace,
-    )
+    )?;
+    report.host_clock_ahead_seconds = ahead;
+    Ok(report)
 }
 
 /// Delete every point of `protection` (e.g. `protection.db`) and the data
@@ -113,7 +130,7 @@ pub fn drop_protection(
     protection: &str,
     lock_wait: Duration,
 ) -> Result<PruneReport> {
-    let choose = |points: &[Manifest]| {
+    let choose = |points: &[Manifest], _: time::OffsetDateTime| {
         points
             .iter()
             .filter(|m| m.protection == protection)
@@ -126,7 +143,7 @@ pub fn drop_protection(
 /// Drop the points `choose` picks, fold, and delete unreferenced data.
 fn remove_points(
     vault: &Vault,
-    choose: impl FnOnce(&[Manifest]) -> BTreeSet<Id>,
+    choose: impl FnOnce(&[Manifest], time::OffsetDateTime) -> BTreeSet<Id>,
     dry_run: bool,
     lock_wait: Duration,
     grace: Duration,
@@ -136,11 +153,9 @@ fn remove_points(
     // a mark at least `grace` older than this was marked before every
     // manifest listed below could have been written by a writer that
     // still saw its packs in the index (docs/VAULT.md).
-    let now_store = if dry_run {
-        None
-    } else {
-        Some(gc::store_now(vault)?)
-    };
+    // A dry run writes only the clock probe: retention needs the time.
+    let store_time = gc::store_now(vault)?;
+    let now_store = (!dry_run).then_some(store_time);
     let grace_secs = i64::try_from(grace.as_secs()).unwrap_or(i64::MAX);
     let due = |t: i64| now_store.is_some_and(|n| n.saturating_sub(t) >= grace_secs);
     let (points, _) = manifest::list_every(vault, false)?;
@@ -150,7 +165,10 @@ fn remove_points(
     // configuration's points of the same names are never its to prune);
     // every owner's count for what data stays live.
     let owned: Vec<Manifest> = points.iter().filter(|m| vault.owns(m)).cloned().collect();
-    let drop = choose(&owned);
+    let store_clock = time::OffsetDateTime::from_unix_timestamp(store_time)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+        + super::clock::store_skew();
+    let drop = choose(&owned, store_clock);
     let mut cache: HashMap<Id, Manifest> = points.iter().map(|m| (m.id, m.clone())).collect();
     let mut report = PruneReport {
         dry_run,

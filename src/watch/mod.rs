@@ -753,6 +753,11 @@ fn run_pruner(p: &Pruner, settings: &Settings, metrics: &Metrics, stop: &Stop) {
             Ok(None) => tracing::debug!("{addr}: another service prunes this vault"),
             Ok(Some((r, points))) => {
                 record_points(metrics, &names, &points);
+                if let Some(ahead) = r.host_clock_ahead_seconds {
+                    tracing::warn!(
+                        "{addr}: this host's clock is {ahead}s ahead of the store's: retention judged by the store's clock"
+                    );
+                }
                 tracing::info!(
                     "{addr}: pruned {}, kept {}, deleted {} ({})",
                     crate::human::count(r.dropped.len(), "point"),
