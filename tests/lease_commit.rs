@@ -79,7 +79,19 @@ fn a_writer_whose_lease_was_taken_over_writes_no_point_and_the_new_holder_does()
     assert_eq!(second[0].writer.as_deref(), Some("host-b/1/b"));
     assert_eq!(second[0].disks["system"].parent, Some(first[0].id));
     assert_eq!(second[0].seq, Some(2));
-    // A one-shot command (Lease::Take) refuses the batch b holds, naming b.
+    // A one-shot command (Lease::Take) refuses the batch b holds while b
+    // renews it, naming b (a holder that stops renewing would be taken
+    // over after its expiry: the unit test of `Guard`).
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let renewer = {
+        let (b, stop) = (Arc::clone(&b), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(20));
+                b.renew("protection.db").unwrap();
+            }
+        })
+    };
     let mut once = Options::new(d.path().join("cache2"));
     once.lease = Lease::Take;
     let e = replication::take_points(
@@ -89,6 +101,9 @@ fn a_writer_whose_lease_was_taken_over_writes_no_point_and_the_new_holder_does()
         &Progress::default(),
     )
     .unwrap_err();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    renewer.join().unwrap();
     let msg = e.to_string();
     assert!(msg.contains("service b on host-b (pid 1"), "{msg}");
+    assert!(msg.contains("renewed while this command watched it"), "{msg}");
 }

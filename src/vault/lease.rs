@@ -146,6 +146,10 @@ pub struct LeaseView {
     pub expire_after_seconds: f64,
     /// Held by the reading process.
     pub mine: bool,
+    /// Its holder is a process that runs on this kernel and in this pid
+    /// namespace now: alive, whatever its renewals say.
+    #[serde(skip)]
+    pub alive_here: bool,
 }
 
 /// What [`Leases::take`] found.
@@ -349,6 +353,13 @@ impl Leases {
             renew_every_seconds: body.renew_every_ms as f64 / 1000.0,
             expire_after_seconds: body.expire_after_ms as f64 / 1000.0,
             mine: body.holder == self.me,
+            alive_here: {
+                let here = kernel_id();
+                !here.is_empty()
+                    && body.holder.kernel == here
+                    && body.holder.pid != 0
+                    && !pid_gone_here(&body.holder.kernel, body.holder.pid, &here)
+            },
         }
     }
 
@@ -639,22 +650,64 @@ pub struct Guard {
 
 impl Guard {
     /// Take `unit`'s lease for this command, or refuse naming its holder.
+    /// A holder on another host may be dead: its lease is watched (on this
+    /// process's monotonic clock) until it is renewed (refused then) or
+    /// stays unchanged for its expiry (taken over), so a one-shot command
+    /// can take over from a service whose host is gone. A holder alive on
+    /// this host is refused at once.
     pub fn take(leases: Arc<Leases>, unit: &str) -> Result<Guard, LeaseError> {
-        match leases.take(unit)? {
-            Taken::Fresh | Taken::Over(_) | Taken::Ours => {}
-            Taken::Busy(v) => {
+        let started = Instant::now();
+        let mut first: Option<(u64, String)> = None;
+        loop {
+            let v = match leases.take(unit)? {
+                Taken::Fresh | Taken::Over(_) | Taken::Ours => break,
+                Taken::Busy(v) => v,
+            };
+            let expire = v
+                .expire_after_seconds
+                .max(leases.timing.expire_after.as_secs_f64());
+            // Past the expiry plus a renewal without a takeover: the store
+            // or the holder behaves oddly; refuse rather than wait on.
+            let waited_out = started.elapsed().as_secs_f64() > expire + v.renew_every_seconds + 5.0;
+            if v.mine && !waited_out {
+                // Released between our create and read: try again.
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+            let renewed = first
+                .as_ref()
+                .is_some_and(|f| *f != (v.renewals, v.renewed.clone()));
+            first.get_or_insert((v.renewals, v.renewed.clone()));
+            if v.alive_here || renewed || waited_out {
                 return Err(LeaseError::Held {
                     unit: unit.to_string(),
                     holder: format!(
-                        "service {} on {} (pid {}, lease taken {}, renewed {} times, unchanged for {:.0}s as seen here)",
-                        v.service, v.host, v.pid, v.since, v.renewals, v.unchanged_seconds
+                        "service {} on {} (pid {}, lease taken {}, renewed {} times{})",
+                        v.service,
+                        v.host,
+                        v.pid,
+                        v.since,
+                        v.renewals,
+                        if renewed {
+                            ", renewed while this command watched it"
+                        } else if v.alive_here {
+                            ", running on this host"
+                        } else {
+                            ""
+                        }
                     ),
-                    expire: v
-                        .expire_after_seconds
-                        .max(leases.timing.expire_after.as_secs_f64())
-                        as u64,
+                    expire: expire as u64,
                 });
             }
+            if first.as_ref().is_some_and(|f| f.1 == v.renewed) && v.unchanged_seconds == 0.0 {
+                tracing::info!(
+                    "{unit}: leased by service {} on {} (pid {}); watching whether it still renews (up to {expire:.0}s)",
+                    v.service,
+                    v.host,
+                    v.pid
+                );
+            }
+            std::thread::sleep(Duration::from_secs(1).min(leases.timing.renew_every));
         }
         let (tx, rx) = mpsc::channel::<()>();
         let l = Arc::clone(&leases);
@@ -826,5 +879,53 @@ mod tests {
         // b comes back (it was only slow): its heartbeat is written afresh.
         b.beat(0).unwrap();
         assert_eq!(a.others(&v).unwrap().len(), 1);
+    }
+
+    /// A one-shot command (`Guard`) watches a remote holder's lease: a dead
+    /// one (never renewed) is taken over after its expiry; a live one
+    /// (renewed while watched) is refused, named; one alive on this host is
+    /// refused at once.
+    #[test]
+    fn a_guard_takes_over_a_dead_remote_lease_and_refuses_a_live_one() {
+        let d = tempfile::tempdir().unwrap();
+        let v = vault(d.path());
+        let dead = Leases::new(&v, other("dead"), fast());
+        assert!(matches!(dead.take("protection.db").unwrap(), Taken::Fresh));
+        let me = Arc::new(Leases::new(&v, other("one-shot"), fast()));
+        let g = Guard::take(Arc::clone(&me), "protection.db").unwrap();
+        assert!(me.holds("protection.db"));
+        drop(g);
+
+        let live = Arc::new(Leases::new(&v, other("live"), fast()));
+        assert!(matches!(live.take("protection.web").unwrap(), Taken::Fresh));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let renewer = {
+            let (live, stop) = (Arc::clone(&live), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(20));
+                    live.renew("protection.web").unwrap();
+                }
+            })
+        };
+        let err = Guard::take(Arc::clone(&me), "protection.web")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("service live on elsewhere"), "{err}");
+        assert!(
+            err.contains("renewed while this command watched it"),
+            "{err}"
+        );
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        renewer.join().unwrap();
+
+        // Alive here (this very process, another service id): refused at once.
+        let here = Leases::new(&v, Holder::this_process("svc", "here"), Timing::default());
+        assert!(matches!(here.take("protection.app").unwrap(), Taken::Fresh));
+        let t = Instant::now();
+        let err = Guard::take(me, "protection.app").err().unwrap().to_string();
+        assert!(err.contains("running on this host"), "{err}");
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
     }
 }
