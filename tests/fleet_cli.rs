@@ -743,7 +743,20 @@ protection "mb" {
 "#,
     )
     .unwrap();
-    expect_code(standby(&root).args(["vault", "init"]), 0);
+    // apply, here (neither "here" nor "elsewhere" by its host name), sets
+    // both protections up and leaves their first points to their hosts.
+    let out = stdout(&expect_code(
+        standby(&root).args(["apply", "--auto-approve"]),
+        0,
+    ));
+    for (m, site, host) in [("ma", "a", "here"), ("mb", "b", "elsewhere")] {
+        assert!(
+            out.contains(&format!(
+                "no first point taken here: machine.{m}'s disks are at site.{site}, whose host is {host}"
+            )),
+            "{out}"
+        );
+    }
     // An expiry that would not outlive two missed renewals is refused.
     let out = expect_code(
         standby(&root).args([
@@ -788,9 +801,31 @@ protection "mb" {
         metric(&body, "standby_points_taken_total", "protection.mb"),
         Some(0.0)
     );
-    // Nobody holds mb: a one-shot replicate takes it (and its lease, then
+    // A one-shot replicate here skips mb (its site names another host);
+    // on that host (`--host elsewhere`) it takes it (and its lease, then
     // gives it back), and status names ma's holder only.
-    expect_code(standby(&root).args(["replicate", "protection.mb"]), 0);
+    let out = expect_code(standby(&root).args(["replicate", "protection.mb"]), 0);
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains("machine.mb's disks are at site.b, whose host is elsewhere"),
+        "{said}"
+    );
+    let of_mb = |root: &Path| {
+        points(root)
+            .iter()
+            .filter(|p| p["protection"] == "protection.mb")
+            .count()
+    };
+    assert_eq!(of_mb(&root), 0);
+    expect_code(
+        standby(&root).args(["replicate", "--host", "elsewhere", "protection.mb"]),
+        0,
+    );
+    assert_eq!(of_mb(&root), 1);
     let out = standby(&root).args(["status", "--json"]).output().unwrap();
     let doc: Value = serde_json::from_str(&stdout(&out)).unwrap();
     let lease = |a: &str| {

@@ -105,5 +105,8 @@ fn a_writer_whose_lease_was_taken_over_writes_no_point_and_the_new_holder_does()
     renewer.join().unwrap();
     let msg = e.to_string();
     assert!(msg.contains("service b on host-b (pid 1"), "{msg}");
-    assert!(msg.contains("renewed while this command watched it"), "{msg}");
+    assert!(
+        msg.contains("renewed while this command watched it"),
+        "{msg}"
+    );
 }

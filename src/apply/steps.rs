@@ -307,8 +307,15 @@ impl Context {
             .map(|m| m.lock().unwrap_or_else(|e| e.into_inner()));
         let mut points = mine(&vault).map_err(failed)?;
         let batched = self.batched.lock().ok().and_then(|b| b.get(addr).cloned());
+        let host = gethostname::gethostname().to_string_lossy().into_owned();
+        let elsewhere =
+            crate::recovery::placement::other_host(&self.ws.config, None, &machine, &host);
         let detail = if let (Some(detail), false) = (batched, points.is_empty()) {
             detail
+        } else if let (Some(why), true) = (elsewhere, points.is_empty()) {
+            format!(
+                "no first point taken here: {why}; the `replicate --watch` service there takes it"
+            )
         } else if points.is_empty() {
             let members = self.enabled_with(addr, &vault).map_err(failed)?;
             let targets = members

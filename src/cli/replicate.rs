@@ -69,15 +69,19 @@ pub fn run(args: Args) -> miette::Result<ExitCode> {
     let ui = Terminal {
         json: args.json.then(RefCell::default),
     };
-    let failed =
-        once::run(&ws, chosen, args.trust_state, args.parallelism, &ui).map_err(|e| match e {
-            // Rendered as the state's own errors are everywhere else.
-            OnceError::State(e) => miette::Report::new(e),
-            e => match e.help() {
-                Some(help) => miette!(help = help, "{e}"),
-                None => miette!("{e}"),
-            },
-        })?;
+    let opts = once::RunOptions {
+        trust_state: args.trust_state,
+        parallelism: args.parallelism,
+        host: super::watch::host(&args.watch),
+    };
+    let failed = once::run(&ws, chosen, &opts, &ui).map_err(|e| match e {
+        // Rendered as the state's own errors are everywhere else.
+        OnceError::State(e) => miette::Report::new(e),
+        e => match e.help() {
+            Some(help) => miette!(help = help, "{e}"),
+            None => miette!("{e}"),
+        },
+    })?;
     if let Some(json) = ui.json {
         let (taken, errors) = json.into_inner();
         let doc = serde_json::json!({

@@ -75,7 +75,7 @@ pub struct WatchArgs {
     /// The most protections this service replicates at once (a consistency group counts its members).
     #[arg(long, value_name = "N")]
     pub max_protections: Option<usize>,
-    /// This service's host name or label, matched against sites' `host` (default: the host name).
+    /// This host's name or label, matched against sites' `host` (default: the host name): a service takes only batches whose disks are at a site naming no host or this one; a one-shot `replicate` skips the others.
     #[arg(long, value_name = "NAME")]
     pub host: Option<String>,
 }
@@ -108,10 +108,7 @@ pub fn run(cfg: Config, chosen: &[Address], args: &WatchArgs) -> miette::Result<
             prune_grace: args.prune_grace.to_std(),
             lease,
             max_protections: args.max_protections,
-            host: args
-                .host
-                .clone()
-                .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned()),
+            host: host(args),
         },
         listen: args.listen,
         request_retry: args.store_retry.to_std(),
@@ -124,4 +121,11 @@ pub fn run(cfg: Config, chosen: &[Address], args: &WatchArgs) -> miette::Result<
         },
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--host`, else this machine's host name: matched against sites' `host`.
+pub fn host(args: &WatchArgs) -> String {
+    args.host
+        .clone()
+        .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned())
 }

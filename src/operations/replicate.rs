@@ -104,6 +104,19 @@ fn with_whole_groups(cfg: &crate::model::Config, chosen: Vec<Address>) -> Vec<Ad
     out
 }
 
+/// How [`run`] runs.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Capture even where the vaults contradict the state.
+    pub trust_state: bool,
+    /// Batches captured at once (1: one after the other, with progress).
+    pub parallelism: usize,
+    /// This host's name or label (`--host`, else the host name): a
+    /// protection whose disks are at a site naming another host is
+    /// skipped.
+    pub host: String,
+}
+
 /// Take one point of each of `chosen` (configured protections), capturing
 /// up to `parallelism` batches at once (each batch still one point
 /// instant; 1: one after the other, with progress). Events come in batch
@@ -111,13 +124,30 @@ fn with_whole_groups(cfg: &crate::model::Config, chosen: Vec<Address>) -> Vec<Ad
 pub fn run(
     ws: &Workspace,
     chosen: Vec<Address>,
-    trust_state: bool,
-    parallelism: usize,
+    opts: &RunOptions,
     ui: &dyn Ui,
 ) -> Result<usize, OnceError> {
+    let (trust_state, parallelism) = (opts.trust_state, opts.parallelism);
     let cfg = &ws.config;
     let chosen = with_whole_groups(cfg, chosen);
     let (chosen, doc) = skip_failed_over(ws, chosen, ui)?;
+    // Disks at a site of another host are that host's to capture.
+    let mut here = Vec::new();
+    for a in chosen {
+        let why = cfg.protections.get(&a).and_then(|p| {
+            placement::other_host(cfg, doc.as_ref(), &p.machine.to_string(), &opts.host)
+        });
+        match why {
+            Some(why) => ui.event(Event::Skipping {
+                protection: &a,
+                reason: &format!(
+                    "{why} (run it on that host, or pass --host with that name if this is it)"
+                ),
+            }),
+            None => here.push(a),
+        }
+    }
+    let chosen = here;
     if chosen.is_empty() {
         ui.event(Event::Nothing);
         return Ok(0);

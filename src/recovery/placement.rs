@@ -129,6 +129,32 @@ pub fn target_now(
     }
 }
 
+/// Why a process on `host` (its `--host`, else the host name) must not
+/// capture `machine` (`machine.db`) now: the site its disks are at (its
+/// own, or the one a reprotect placed it at) names another host. A
+/// `local` site's disk paths on the wrong host are another machine's
+/// files; a point of them would enter the chain as the newest.
+pub fn other_host(
+    cfg: &Config,
+    doc: Option<&StateDoc>,
+    machine: &str,
+    host: &str,
+) -> Option<String> {
+    let site = match capture_of(cfg, doc, machine) {
+        Capture::Away { site, .. } => site,
+        _ => cfg
+            .machines
+            .iter()
+            .find(|(a, _)| a.to_string() == machine)?
+            .1
+            .site
+            .to_string(),
+    };
+    let (a, s) = cfg.sites.iter().find(|(a, _)| a.to_string() == site)?;
+    let h = s.host.as_deref()?;
+    (h != host).then(|| format!("{machine}'s disks are at {a}, whose host is {h}, not {host}"))
+}
+
 /// The site a point leaves its machine at: where the machine moved to
 /// (final points of a move), else the site whose disks it read. None for
 /// points written before standby recorded sites.

@@ -892,21 +892,8 @@ fn reachable(
     host: &str,
 ) -> Result<(), String> {
     for t in &job.batch.targets {
-        let site = match placement::capture_of(cfg, doc, &t.machine) {
-            placement::Capture::Away { site, .. } => Some(site),
-            _ => t.site.clone(),
-        };
-        let named = site
-            .as_deref()
-            .and_then(|s| cfg.sites.iter().find(|(a, _)| a.to_string() == s))
-            .and_then(|(a, s)| Some((a, s.host.as_deref()?)));
-        if let Some((a, h)) = named
-            && h != host
-        {
-            return Err(format!(
-                "{}'s disks are at {a}, whose host is {h}, not {host}; left to the services there",
-                t.machine
-            ));
+        if let Some(why) = placement::other_host(cfg, doc, &t.machine, host) {
+            return Err(format!("{why}; left to the services there"));
         }
     }
     Ok(())
