@@ -898,3 +898,100 @@ protection "mb" {
         "{doc}"
     );
 }
+
+/// A service at its `--max-protections` takes nothing given back, and a
+/// batch only one service reaches is never given back: the service that
+/// must hold more than its fair share keeps it (it gave leases back and
+/// took them again forever, each time leaving a batch without a holder).
+#[test]
+fn leases_are_given_back_only_to_a_service_that_can_take_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("qs");
+    std::fs::create_dir_all(root.join("keys")).unwrap();
+    let mut hcl = String::from(
+        r#"vault "main" {
+  url      = "file://.standby/vault"
+  key_file = "keys/vault.key"
+}
+site "a" {
+  provider = "local"
+  root     = "sites/a"
+  host     = "ha"
+}
+site "any" {
+  provider = "local"
+  root     = "sites/any"
+}
+site "dr" {
+  provider = "local"
+  root     = "sites/dr"
+}
+policy "p" {
+  rpo_threshold          = "1m"
+  crash_consistent_every = "1s"
+  retention              = "1h"
+}
+"#,
+    );
+    for i in 0..5 {
+        let site = if i == 0 { "any" } else { "a" };
+        std::fs::create_dir_all(root.join(format!("sites/{site}/m{i}"))).unwrap();
+        std::fs::write(
+            root.join(format!("sites/{site}/m{i}/d.img")),
+            vec![i as u8; 65536],
+        )
+        .unwrap();
+        hcl.push_str(&format!(
+            "machine \"m{i}\" {{\n  site = site.{site}\n  disk \"d\" {{ path = \"m{i}/d.img\" }}\n}}\nprotection \"m{i}\" {{\n  machine = machine.m{i}\n  target  = site.dr\n  vault   = vault.main\n  policy  = policy.p\n}}\n"
+        ));
+    }
+    std::fs::write(root.join("main.hcl"), hcl).unwrap();
+    expect_code(standby(&root).args(["vault", "init"]), 0);
+    let start = |host: &str, extra: &[&str]| {
+        let port = free_port();
+        let log = tmp.path().join(format!("{host}.log"));
+        let child = watch_support::KillOnDrop(
+            standby(&root)
+                .args(["replicate", "--watch", "--host", host])
+                .args(["--lease-renew", "1s", "--lease-expiry", "3s", "--listen"])
+                .arg(format!("127.0.0.1:{port}"))
+                .args(extra)
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap())
+                .spawn()
+                .unwrap(),
+        );
+        (child, port, log)
+    };
+    // "hb" reaches only m0 and takes at most one protection; "ha" reaches
+    // all five, so it must hold four: more than the fair share of 3.
+    let (_b, b_port, _) = start("hb", &["--max-protections", "1"]);
+    let (_a, a_port, a_log) = start("ha", &[]);
+    let held = |port: u16, i: usize| {
+        http_get(port, "/metrics")
+            .and_then(|(_, body)| metric(&body, "standby_lease_held", &format!("protection.m{i}")))
+    };
+    let taken = |i: usize| {
+        http_get(a_port, "/metrics").and_then(|(_, body)| {
+            metric(
+                &body,
+                "standby_points_taken_total",
+                &format!("protection.m{i}"),
+            )
+        })
+    };
+    wait_for("ha holds m1..m4 and hb m0", Duration::from_secs(90), || {
+        ((1..5).all(|i| held(a_port, i) == Some(1.0)) && held(b_port, 0) == Some(1.0)).then_some(())
+    });
+    // Many lease rounds on: each of ha's batches takes 5 more points (one
+    // a second), and ha never gave one back meanwhile.
+    let before: Vec<f64> = (1..5).map(|i| taken(i).unwrap_or(0.0)).collect();
+    wait_for("5 more points of each", Duration::from_secs(90), || {
+        (1..5)
+            .all(|i| taken(i).is_some_and(|n| n >= before[i - 1] + 5.0))
+            .then_some(())
+    });
+    assert!((1..5).all(|i| held(a_port, i) == Some(1.0)));
+    let text = std::fs::read_to_string(&a_log).unwrap();
+    assert!(!text.contains("lease given back"), "{text}");
+}

@@ -125,6 +125,22 @@ struct Body {
     /// Heartbeats: the leases the service holds, so services balance.
     #[serde(default)]
     held: u64,
+    /// Heartbeats: the service is at its `--max-protections` and takes
+    /// nothing more (nobody gives batches back to it).
+    #[serde(default)]
+    full: bool,
+}
+
+/// Another live service, from its heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    pub service: String,
+    /// Its `--host` (sites naming another host are not its to take).
+    pub host: String,
+    /// Batches it holds.
+    pub held: u64,
+    /// At its `--max-protections`: takes nothing more.
+    pub full: bool,
 }
 
 /// A lease as read by someone: for `status` and `/metrics`.
@@ -272,6 +288,7 @@ impl Leases {
             renew_every_ms: millis(self.timing.renew_every),
             expire_after_ms: millis(self.timing.expire_after),
             held: 0,
+            full: false,
         }
     }
 
@@ -558,7 +575,7 @@ impl Leases {
 
     /// Write this service's heartbeat (created, or renewed by
     /// compare-and-swap; recreated when someone took it for dead).
-    pub fn beat(&self, held: usize) -> Result<(), VaultError> {
+    pub fn beat(&self, held: usize, full: bool) -> Result<(), VaultError> {
         let name = format!("{}/{}", self.services_dir(), self.me.service);
         let mut hb = self.heartbeat.lock().unwrap_or_else(|p| p.into_inner());
         let (body, expected) = match hb.take() {
@@ -567,11 +584,13 @@ impl Leases {
                 b.renewals += 1;
                 b.time = epoch_secs();
                 b.held = held as u64;
+                b.full = full;
                 (b, Some(v))
             }
             None => {
                 let mut b = self.body(epoch_secs(), 0);
                 b.held = held as u64;
+                b.full = full;
                 (b, None)
             }
         };
@@ -582,6 +601,7 @@ impl Leases {
                 let _ = self.rt.block_on(self.store.delete(&name));
                 let mut body = self.body(epoch_secs(), 0);
                 body.held = held as u64;
+                body.full = full;
                 if let Some(v) = self.put(&name, &body, None)? {
                     *hb = Some((body, v));
                 }
@@ -593,7 +613,7 @@ impl Leases {
     /// The other live services of this owner by their heartbeats, as
     /// (service id, leases it holds, as it last said). Heartbeats seen
     /// unchanged past their expiry are deleted.
-    pub fn others(&self, vault: &Vault) -> Result<Vec<(String, u64)>, VaultError> {
+    pub fn others(&self, vault: &Vault) -> Result<Vec<Peer>, VaultError> {
         let dir = self.services_dir();
         let names: Vec<String> = vault.list(&dir)?.into_iter().map(|(n, _)| n).collect();
         {
@@ -631,7 +651,12 @@ impl Leases {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .remove(&b.holder.service);
-                live.push((b.holder.service, b.held));
+                live.push(Peer {
+                    service: b.holder.service,
+                    host: b.holder.host,
+                    held: b.held,
+                    full: b.full,
+                });
             }
         }
         Ok(live)
@@ -866,18 +891,23 @@ mod tests {
         drop(g);
         assert!(matches!(b.take("protection.web").unwrap(), Taken::Fresh));
 
-        a.beat(1).unwrap();
-        b.beat(3).unwrap();
-        assert_eq!(a.others(&v).unwrap(), vec![("svc-b".to_string(), 3)]);
+        a.beat(1, false).unwrap();
+        b.beat(3, true).unwrap();
+        let others = a.others(&v).unwrap();
+        assert_eq!(others.len(), 1);
+        assert_eq!(
+            (others[0].service.as_str(), others[0].held, others[0].full),
+            ("svc-b", 3, true)
+        );
         // b stops beating: a counts it out once it has seen it silent.
         for _ in 0..8 {
             std::thread::sleep(Duration::from_millis(60));
-            a.beat(1).unwrap();
+            a.beat(1, false).unwrap();
             a.others(&v).unwrap();
         }
         assert!(a.others(&v).unwrap().is_empty());
         // b comes back (it was only slow): its heartbeat is written afresh.
-        b.beat(0).unwrap();
+        b.beat(0, false).unwrap();
         assert_eq!(a.others(&v).unwrap().len(), 1);
     }
 

@@ -32,7 +32,7 @@ use crate::model::{Address, Config};
 use crate::recovery::placement;
 use crate::replication::{self, Batch, Options, Progress, ReplicationError};
 use crate::state::Backend;
-use crate::vault::lease::{self, Leases};
+use crate::vault::lease::{self, Leases, Peer};
 use crate::vault::{Consistency, Manifest, Vault, VaultError, catalog, prune};
 use crate::workspace::{Workspace, WorkspaceError};
 use metrics::Metrics;
@@ -801,6 +801,7 @@ fn run_leases(
     // Per job: None while the state was never read (take nothing new),
     // else why this service cannot reach its disks, if it cannot.
     let mut reach: Vec<Option<Result<(), String>>> = vec![None; jobs.len()];
+    let mut doc: Option<crate::state::StateDoc> = None;
     // Held since which round: a lease just taken is not given back at once.
     let mut taken_at: BTreeMap<(Address, String), u64> = BTreeMap::new();
     let mut opened: BTreeMap<Address, (Arc<Vault>, Arc<Leases>)> = BTreeMap::new();
@@ -819,7 +820,7 @@ fn run_leases(
             // Services started together: let their heartbeats show before
             // sharing, so the first does not take everything.
             for (addr, (_, l)) in &opened {
-                if let Err(e) = l.beat(0) {
+                if let Err(e) = l.beat(0, false) {
                     tracing::warn!("{addr}: heartbeat: {e}");
                 }
             }
@@ -830,9 +831,10 @@ fn run_leases(
         // Where the machines run now (a reprotect moves them to another
         // site, maybe another host's): read each round.
         match world.state.map(|b| b.read()).transpose() {
-            Ok(doc) => {
+            Ok(read) => {
+                doc = read.flatten();
                 for (j, r) in jobs.iter().zip(reach.iter_mut()) {
-                    let doc = doc.as_ref().and_then(|d| d.as_ref());
+                    let doc = doc.as_ref();
                     let now = reachable(j, world.cfg, doc, &settings.host);
                     if r.as_ref() != Some(&now) {
                         match &now {
@@ -854,7 +856,12 @@ fn run_leases(
             .iter()
             .map(|r| r.as_ref().map(Result::is_ok))
             .collect();
-        match manage(&opened, slots, jobs, &now, settings, round, &mut taken_at) {
+        let peer = |j: &Job, host: &str| reachable(j, world.cfg, doc.as_ref(), host).is_ok();
+        let r = Reach {
+            here: &now,
+            peer: &peer,
+        };
+        match manage(&opened, slots, jobs, &r, settings, round, &mut taken_at) {
             Ok(live) => metrics.services.store(live, Ordering::Relaxed),
             Err(e) => tracing::warn!("leases: {e}"),
         }
@@ -899,48 +906,73 @@ fn reachable(
     Ok(())
 }
 
+/// Which batches can be captured where, for [`manage`].
+struct Reach<'a> {
+    /// `here[i]`: whether `jobs[i]`'s disks are reachable from this service
+    /// (None: not known yet, the state unread).
+    here: &'a [Option<bool>],
+    /// Whether a service on host `h` reaches a job's disks.
+    peer: &'a dyn Fn(&Job, &str) -> bool,
+}
+
 /// One round of [`run_leases`]; returns the live services (us included).
-/// `reach[i]`: whether `jobs[i]`'s disks are reachable from here (None:
-/// not known yet, the state unread).
 fn manage(
     opened: &BTreeMap<Address, (Arc<Vault>, Arc<Leases>)>,
     slots: &[Arc<VaultSlot>],
     jobs: &[Job],
-    reach: &[Option<bool>],
+    reach: &Reach<'_>,
     settings: &Settings,
     round: u64,
     taken_at: &mut BTreeMap<(Address, String), u64>,
 ) -> Result<usize, VaultError> {
-    let batches = |l: &Leases| l.held().into_iter().filter(|u| u != PRUNE_UNIT).count();
-    let mut held_total = 0;
-    for (_, l) in opened.values() {
-        for u in l.held() {
-            l.renew(&u)?;
-        }
-        held_total += batches(l);
-    }
-    // Every other live service, by id, with its load (the most any vault says).
-    let mut others: BTreeMap<String, u64> = BTreeMap::new();
-    for (v, l) in opened.values() {
-        l.beat(held_total)?;
-        for (id, held) in l.others(v)? {
-            let e = others.entry(id).or_default();
-            *e = (*e).max(held);
-        }
-    }
-    let live = others.len() + 1;
-    let share = jobs.len().div_ceil(live);
-    let least = others.values().copied().min().map(|m| m as usize);
     let size = |addr: &Address, label: &str| {
         jobs.iter()
             .find(|j| &j.slot.addr == addr && j.batch.label == label)
             .map_or(0, |j| j.batch.protections.len())
     };
+    let cap = settings.max_protections.unwrap_or(usize::MAX);
+    let mut held_total = 0;
+    let mut count_total = 0;
+    for (addr, (_, l)) in opened {
+        for u in l.held() {
+            l.renew(&u)?;
+        }
+        for u in l.held().into_iter().filter(|u| u != PRUNE_UNIT) {
+            held_total += 1;
+            count_total += size(addr, &u);
+        }
+    }
+    // Every other live service, by id (the most load any vault says).
+    let mut others: BTreeMap<String, Peer> = BTreeMap::new();
+    for (v, l) in opened.values() {
+        l.beat(held_total, count_total >= cap)?;
+        for p in l.others(v)? {
+            match others.get_mut(&p.service) {
+                Some(e) => {
+                    e.held = e.held.max(p.held);
+                    e.full |= p.full;
+                }
+                None => {
+                    others.insert(p.service.clone(), p);
+                }
+            }
+        }
+    }
+    let live = others.len() + 1;
+    let share = jobs.len().div_ceil(live);
+    // Only services that can take more count for balance: one at its
+    // --max-protections takes nothing given back.
+    let takers: Vec<&Peer> = others.values().filter(|p| !p.full).collect();
+    let least = takers.iter().map(|p| p.held as usize).min();
     let busy = |a: &Address, u: &str| {
         slots
             .iter()
             .find(|s| &s.addr == a)
             .is_some_and(|s| s.busy.lock().unwrap_or_else(|p| p.into_inner()).contains(u))
+    };
+    let job_of = |a: &Address, u: &str| {
+        jobs.iter()
+            .position(|j| &j.slot.addr == a && j.batch.label == u)
     };
     let mut held: Vec<(Address, String)> = Vec::new();
     for (addr, (_, l)) in opened {
@@ -950,10 +982,7 @@ fn manage(
     }
     // A batch whose machines moved to another host's site is theirs now.
     for (addr, u) in &held {
-        let gone = jobs
-            .iter()
-            .zip(reach)
-            .any(|(j, r)| *r == Some(false) && &j.slot.addr == addr && &j.batch.label == u);
+        let gone = job_of(addr, u).is_some_and(|i| reach.here[i] == Some(false));
         if gone
             && !busy(addr, u)
             && let Some((_, l)) = opened.get(addr)
@@ -965,24 +994,45 @@ fn manage(
     held.retain(|(a, u)| opened.get(a).is_some_and(|(_, l)| l.held().contains(u)));
     taken_at.retain(|k, _| held.contains(k));
     let mut count: usize = held.iter().map(|(a, u)| size(a, u)).sum();
-    let cap = settings.max_protections.unwrap_or(usize::MAX);
-    let over = held.len() > share || least.is_some_and(|m| held.len() >= m + 2) || count > cap;
-    if over {
-        let spare = held
-            .iter()
-            .rev()
-            .find(|k| !busy(&k.0, &k.1) && taken_at.get(*k).is_none_or(|t| round >= t + 3));
+    let why = if count > cap {
+        Some(format!(
+            "{count} protections held, above --max-protections {cap}"
+        ))
+    } else if held.len() > share {
+        Some(format!(
+            "{} held, above the fair share {share} of {} over {live} services",
+            held.len(),
+            jobs.len()
+        ))
+    } else {
+        least
+            .filter(|m| held.len() >= m + 2)
+            .map(|m| format!("{} held, another service holds {m}", held.len()))
+    };
+    if let Some(why) = why {
+        // Given back only to be taken: to a service that can take more and
+        // reach its disks (over the cap, given back anyway).
+        let takeable = |k: &(Address, String)| {
+            count > cap
+                || job_of(&k.0, &k.1)
+                    .is_some_and(|i| takers.iter().any(|p| (reach.peer)(&jobs[i], &p.host)))
+        };
+        let spare = held.iter().rev().find(|k| {
+            !busy(&k.0, &k.1) && taken_at.get(*k).is_none_or(|t| round >= t + 3) && takeable(k)
+        });
         if let Some((addr, u)) = spare
             && let Some((_, l)) = opened.get(addr)
         {
             l.release(u)?;
-            tracing::info!(
-                "{u}: lease given back ({} held, fair share {share} of {} over {live} services)",
-                held.len(),
-                jobs.len()
-            );
+            tracing::info!("{u}: lease given back ({why})");
+            return Ok(live);
         }
-        return Ok(live);
+        if count > cap {
+            return Ok(live);
+        }
+        // Nothing another service could take: go on, and take beyond the
+        // share what only this service can (below).
+        tracing::debug!("leases: {why}, but no other service can take a batch of ours");
     }
     let beyond = round.is_multiple_of(3);
     let eager = held.len() < share && least.is_none_or(|m| held.len() <= m);
@@ -991,7 +1041,7 @@ fn manage(
     }
     let mut order: Vec<&Job> = jobs
         .iter()
-        .zip(reach)
+        .zip(reach.here)
         .filter(|(j, r)| {
             **r == Some(true) && !held.contains(&(j.slot.addr.clone(), j.batch.label.clone()))
         })
