@@ -450,3 +450,36 @@ srv.serve_forever()
         "two failures, then success"
     );
 }
+
+/// A write into a container or bucket that does not exist says so, with
+/// how to create it, instead of "object not found" and the service's XML.
+#[test]
+fn a_missing_container_or_bucket_is_named_with_a_hint() {
+    let _g = ENV_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    for (var, want) in [
+        (
+            "STANDBY_TEST_AZ_URL",
+            "the Azure container does not exist: create it",
+        ),
+        (
+            "STANDBY_TEST_S3_URL",
+            "the S3 bucket does not exist: create it",
+        ),
+    ] {
+        let base = common::service_url(var);
+        let scheme = &base[..base.find("://").unwrap()];
+        let url = format!("{scheme}://{}/p", common::unique("nosuch"));
+        let s = store::open(&url, "/".as_ref()).unwrap();
+        let err = runtime()
+            .block_on(
+                s.inner
+                    .put(&s.path("config"), PutPayload::from_static(b"x")),
+            )
+            .expect_err("no such container");
+        let e = s.error("write", "config", err);
+        assert!(matches!(e, StoreError::Request { .. }), "{e:?}");
+        let msg = e.to_string();
+        assert!(msg.contains(want), "{msg}");
+        assert!(!msg.contains("<?xml"), "{msg}");
+    }
+}

@@ -26,8 +26,9 @@ pub enum Command {
         /// Show what would be dropped and freed; change nothing.
         #[arg(long)]
         dry_run: bool,
-        /// How long to wait for another prune or compaction, in seconds.
-        #[arg(long, default_value_t = 600, value_name = "SECS")]
+        /// How long to wait for another prune, compaction or claim: `30s`, `10m`
+        /// (a bare number is seconds). Writers never make it wait.
+        #[arg(long, default_value = "10m", value_name = "DURATION", value_parser = wait_secs)]
         wait: u64,
         /// How long data this prune finds unreferenced stays marked before a later
         /// prune deletes it (longer than any pause of a writer: writers never wait).
@@ -41,8 +42,9 @@ pub enum Command {
     Claim {
         /// The vault; default: every vault.
         vault: Option<String>,
-        /// How long to wait for running replications, in seconds.
-        #[arg(long, default_value_t = 600, value_name = "SECS")]
+        /// How long to wait for a prune or compaction to finish: `30s`, `10m` (a
+        /// bare number is seconds). Replications hold no lock and go on.
+        #[arg(long, default_value = "10m", value_name = "DURATION", value_parser = wait_secs)]
         wait: u64,
         #[command(flatten)]
         vars: crate::cli::VarArgs,
@@ -286,4 +288,14 @@ fn verify_cmd(
     } else {
         ExitCode::from(1)
     })
+}
+
+/// `--wait`: a duration (`30s`, `10m`) or, as before, bare seconds.
+fn wait_secs(s: &str) -> Result<u64, String> {
+    if let Ok(n) = s.parse::<u64>() {
+        return Ok(n);
+    }
+    s.parse::<crate::model::Duration>()
+        .map(|d| d.as_secs())
+        .map_err(|e| format!("{e} (e.g. `30s`, `10m`)"))
 }

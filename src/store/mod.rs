@@ -83,6 +83,15 @@ impl Store {
         let url = self.url.clone();
         let name = name.to_string();
         match err {
+            // The container or bucket is missing, not the object.
+            object_store::Error::NotFound { .. } if missing_container(&describe(&err)) => {
+                StoreError::Request {
+                    url,
+                    name,
+                    op,
+                    message: describe(&err),
+                }
+            }
             object_store::Error::NotFound { .. } => StoreError::NotFound { url, name },
             object_store::Error::AlreadyExists { .. } => StoreError::AlreadyExists { url, name },
             object_store::Error::Precondition { .. } => StoreError::Changed { url, name },
@@ -264,8 +273,33 @@ pub fn describe(err: &(dyn std::error::Error + 'static)) -> String {
         }
         source = cause.source();
     }
+    // The service's XML body says what is wrong in one word; the rest is
+    // noise a user cannot act on.
+    for (code, what) in MISSING_CONTAINER {
+        if text.contains(code) {
+            return what.to_string();
+        }
+    }
     redact(&text)
 }
+
+/// Whether `described` (from [`describe`]) says the container or bucket is
+/// missing.
+fn missing_container(described: &str) -> bool {
+    MISSING_CONTAINER.iter().any(|(_, what)| described == *what)
+}
+
+/// Service error codes for a missing container or bucket, and what to say.
+const MISSING_CONTAINER: [(&str, &str); 2] = [
+    (
+        "ContainerNotFound",
+        "the Azure container does not exist: create it (`az storage container create --name CONTAINER`) or name an existing one in the url (az://CONTAINER/PREFIX)",
+    ),
+    (
+        "NoSuchBucket",
+        "the S3 bucket does not exist: create it (`aws s3 mb s3://BUCKET`) or name an existing one in the url (s3://BUCKET/PREFIX)",
+    ),
+];
 
 /// Open the store named by `url`:
 /// - `file://PATH`: a directory; relative paths resolve against `base` (the
