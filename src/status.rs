@@ -78,6 +78,10 @@ pub struct ProtectionStatus {
     /// batch, when one does (see [`mark_leases`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lease: Option<crate::vault::lease::LeaseView>,
+    /// The host the site its machine's disks are at now names, if any:
+    /// only services of that host replicate it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }
 
 fn summary(m: &Manifest, now: OffsetDateTime) -> PointSummary {
@@ -127,6 +131,7 @@ pub fn status(
         .collect();
     mark_unprotected(&mut protections, &ws.config, state);
     mark_leases(&mut protections, ws);
+    mark_hosts(&mut protections, &ws.config, state);
     mark_refused(&mut protections, &ws.config, state, backup, &points);
     Ok(Status {
         protections,
@@ -223,6 +228,7 @@ pub fn protection_status(
         stored_bytes: mine.iter().map(|m| m.stats.stored).sum(),
         unprotected: None,
         lease: None,
+        host: None,
     }
 }
 
@@ -252,6 +258,32 @@ pub fn mark_leases(prots: &mut [ProtectionStatus], ws: &crate::workspace::Worksp
                 Leases::new(&v, me, Timing::default()).look(&u).ok()?
             })
             .clone();
+    }
+}
+
+/// Set each protection's `host`: the one the site its machine's disks are
+/// at now names (its own site, or where a reprotect placed it).
+fn mark_hosts(
+    prots: &mut [ProtectionStatus],
+    cfg: &crate::model::Config,
+    state: Option<&StateDoc>,
+) {
+    for p in prots {
+        let Some(c) = cfg
+            .protections
+            .values()
+            .find(|c| c.addr.to_string() == p.protection)
+        else {
+            continue;
+        };
+        let site = match crate::recovery::placement::capture_of(cfg, state, &c.machine.to_string())
+        {
+            crate::recovery::placement::Capture::Away { site, .. } => Some(site),
+            _ => cfg.machines.get(&c.machine).map(|m| m.site.to_string()),
+        };
+        p.host = site
+            .and_then(|s| cfg.sites.iter().find(|(a, _)| a.to_string() == s))
+            .and_then(|(_, s)| s.host.clone());
     }
 }
 

@@ -183,6 +183,12 @@ fn render(prots: &[ProtectionStatus], plans: &[PlanStatus], color: bool) -> Stri
             if let Some(why) = &p.unprotected {
                 out.push_str(&format!("  {}: unprotected: {why}\n", p.protection));
             }
+            if let (None, Some(h), false) = (&p.lease, &p.host, p.level == Level::Ok) {
+                out.push_str(&format!(
+                    "  {}: no service holds its lease; its site names host {h}: only a `replicate --watch` service there (or started with --host {h}) replicates it\n",
+                    p.protection
+                ));
+            }
             if let Some(l) = &p.lease {
                 out.push_str(&format!(
                     "  {}: replicated by service {} on {} (pid {}) since {}, renewed {} at {} (the holder's clock)\n",
