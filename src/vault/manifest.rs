@@ -515,6 +515,8 @@ pub fn chain(
     cache: &mut HashMap<Id, Manifest>,
 ) -> Result<Vec<(Id, DiskMap)>> {
     let mut current = point.clone();
+    // Set once a walk read every manifest afresh (nothing from the cache).
+    let mut fresh_walk = false;
     for _ in 0..5 {
         match chain_once(vault, &current, disk, cache) {
             Err(VaultError::Missing { url, object }) => {
@@ -528,10 +530,14 @@ pub fn chain(
                     }
                     Err(e) => return Err(e),
                 };
-                if fresh.disks == current.disks {
+                // A prune may have folded any point of the chain (the
+                // oldest it keeps becomes a full map before its parents go),
+                // not only this one: only a walk read wholly afresh that
+                // still misses an object is damage.
+                if fresh.disks == current.disks && fresh_walk {
                     return Err(VaultError::Missing { url, object });
                 }
-                // Folded under us: older manifests in the cache may be too.
+                fresh_walk = true;
                 cache.clear();
                 current = fresh;
             }
