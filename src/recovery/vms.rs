@@ -327,3 +327,44 @@ pub(crate) fn write_home_disk(
     .map_err(|e| format!("record what disk {disk}'s bitmap counts from: {e}"))?;
     Ok(WrittenHome { resynced, fallback })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(edit: impl Fn(String) -> String) -> Config {
+        let dir = tempfile::tempdir().unwrap();
+        let plans = Path::new(env!("CARGO_MANIFEST_DIR")).join("plans/qemu");
+        for e in std::fs::read_dir(&plans).unwrap().flatten() {
+            let text = std::fs::read_to_string(e.path()).unwrap();
+            std::fs::write(dir.path().join(e.file_name()), edit(text)).unwrap();
+        }
+        match crate::config::load(dir.path(), &Default::default()) {
+            Ok(l) => l.config,
+            Err(d) => panic!("{}", d.render(false)),
+        }
+    }
+
+    /// plans/qemu as shipped fails back (standby runs its VMs at home);
+    /// with the application VM run by another manager (`qmp` given), the
+    /// failback is refused naming it.
+    #[test]
+    fn failback_refuses_only_vms_standby_does_not_run_at_home() {
+        let cfg = load(|t| t);
+        let plan = cfg.recovery_plans.values().next().unwrap();
+        assert!(refuse_unmanaged_failback(&cfg, plan).is_ok());
+        let cfg = load(|t| {
+            t.replacen(
+                "    memory = \"256M\"\n",
+                "    memory = \"256M\"\n    qmp    = \"/run/qemu/app.qmp\"\n",
+                1,
+            )
+        });
+        let plan = cfg.recovery_plans.values().next().unwrap();
+        let err = refuse_unmanaged_failback(&cfg, plan)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("machine.app"), "{err}");
+        assert!(!err.contains("machine.db"), "{err}");
+    }
+}
