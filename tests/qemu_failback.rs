@@ -15,7 +15,8 @@
 //!   after a random number of its output lines, `STANDBY_FAILBACK_KILL_ROUNDS`
 //!   times (5; 20 in the long form), rerun each time until one completes;
 //!   the home images equal the final point byte for byte before the home
-//!   VMs boot, and no QEMU or qemu-storage-daemon is left but the two VMs.
+//!   VMs boot (also one deleted before the first failback: made afresh),
+//!   and no QEMU or qemu-storage-daemon is left but the two VMs.
 
 use standby_provider_qemu::guest;
 use standby_provider_qemu::vm::Vm;
@@ -420,15 +421,14 @@ fn failback_killed_after(
     hook: &str,
     scratch: &Path,
 ) -> (bool, String) {
-    // Copies are of this run only.
-    let _ = std::fs::remove_dir_all(scratch);
+    std::fs::create_dir_all(scratch).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_standby"))
         .args(["failback", "shop"])
         .current_dir(d)
         .env("NO_COLOR", "1")
         .env("STANDBY_TEST_AFTER_MATERIALIZE", hook)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(scratch.with_extension("stderr")).unwrap())
         .spawn()
         .unwrap();
     let mut lines = String::new();
@@ -450,6 +450,7 @@ fn failback_killed_after(
         }
     }
     let status = child.wait().unwrap();
+    lines.push_str(&std::fs::read_to_string(scratch.with_extension("stderr")).unwrap_or_default());
     (!killed && status.success(), lines)
 }
 
@@ -480,13 +481,28 @@ fn a_failback_killed_at_random_moments_converges() {
     let _guard = KillVms(vec![hv1_dir.clone(), dr_dir.clone()]);
     let d = failed_over(tmp.path());
     let scratch = tmp.path().join("images");
-    // The hook copies each home image as failback leaves it, just before
-    // the VM boots on it (the guest writes from then on).
-    let hook = format!(
-        "mkdir -p {s}/$STANDBY_MACHINE && for v in $(env | grep ^STANDBY_DISK_ | cut -d= -f1); do eval p=\\$$v; qemu-img convert -U -O raw \"$p\" {s}/$STANDBY_MACHINE/$v.raw || exit 1; done",
-        s = scratch.display()
-    );
-    // A run prints about 30 lines: kill anywhere in them.
+    // The hook copies each home image as that run leaves it, just before
+    // the VM boots on it (the guest writes from then on), into the run's
+    // own directory (a killed run's hook may still be copying).
+    let hook = |dir: &Path| {
+        format!(
+            "mkdir -p {s}/$STANDBY_MACHINE && for v in $(env | grep ^STANDBY_DISK_ | cut -d= -f1); do eval p=\\$$v; qemu-img convert -U -O raw \"$p\" {s}/$STANDBY_MACHINE/$v.raw || exit 1; done",
+            s = dir.display()
+        )
+    };
+    let mut invocation = 0;
+    let mut next = |after: Option<(u64, u64)>| {
+        invocation += 1;
+        let dir = scratch.join(format!("run-{invocation}"));
+        let (done, out) = failback_killed_after(&d, after, &hook(&dir), &dir);
+        (done, out, dir)
+    };
+    // Whether a run was refused because an earlier, killed one had in fact
+    // finished (the state no longer holds the failover).
+    let finished_before = |out: &str| out.contains("is not failed over");
+    // A run prints about 30 lines, the last few once its work is done:
+    // kill in the first 24 (a kill that lands after the run recorded its
+    // end is found by the next run's refusal).
     let mut round = 0;
     let mut cycles = 0;
     while round < rounds {
@@ -498,27 +514,41 @@ fn a_failback_killed_at_random_moments_converges() {
         cycles += 1;
         wait_orders(&dr_dir, orders(&dr_dir) + 5);
         ok(&d, &["reprotect", "shop"]);
+        if cycles == 1 {
+            // A home image lost meanwhile is made afresh and written whole.
+            std::fs::remove_file(d.join("sites/hv1/app/system.qcow2")).unwrap();
+        }
+        let mut last_dir: Option<PathBuf> = None;
         let finished = loop {
-            let after = 1 + random_below(&mut seed, 30);
+            let after = 1 + random_below(&mut seed, 24);
             let ms = random_below(&mut seed, 400);
-            let (done, out) = failback_killed_after(&d, Some((after, ms)), &hook, &scratch);
+            let (done, out, dir) = next(Some((after, ms)));
             round += 1;
             eprintln!(
                 "round {round}: killed {ms} ms after {after} lines{}; last: {}",
                 if done { " (it had finished)" } else { "" },
                 out.lines().last().unwrap_or("")
             );
+            if finished_before(&out) {
+                round -= 1;
+                break last_dir.clone().map(|d| (out, d));
+            }
+            last_dir = Some(dir.clone());
             if done || round >= rounds {
-                break done.then_some(out);
+                break done.then_some((out, dir));
             }
         };
         // The rerun converges.
-        let out = match finished {
-            Some(out) => out,
+        let (out, copies) = match finished {
+            Some(f) => f,
             None => {
-                let (done, out) = failback_killed_after(&d, None, &hook, &scratch);
-                assert!(done, "the rerun failed:\n{out}");
-                out
+                let (done, out, dir) = next(None);
+                if finished_before(&out) {
+                    (out, last_dir.clone().expect("a run before the rerun"))
+                } else {
+                    assert!(done, "the rerun failed:\n{out}");
+                    (out, dir)
+                }
             }
         };
         // Home images equal the final point byte for byte.
@@ -534,18 +564,19 @@ fn a_failback_killed_at_random_moments_converges() {
             let id = last["id"].as_str().unwrap();
             let want = restored(&d, tmp.path(), m, disk, id);
             let env = format!("STANDBY_DISK_{}", disk.to_uppercase());
-            let got = scratch.join(&machine).join(format!("{env}.raw"));
-            if got.exists() {
-                assert_eq!(
-                    changed_bytes(&want, &got),
-                    0,
-                    "{machine} disk {disk} differs from the final point {id}"
-                );
-                std::fs::remove_file(&want).unwrap();
-            } else {
-                panic!("no copy of {machine} disk {disk} before boot:\n{out}");
-            }
+            let got = copies.join(&machine).join(format!("{env}.raw"));
+            assert!(
+                got.exists(),
+                "no copy of {machine} disk {disk} before boot:\n{out}"
+            );
+            assert_eq!(
+                changed_bytes(&want, &got),
+                0,
+                "{machine} disk {disk} differs from the final point {id}"
+            );
+            std::fs::remove_file(&want).unwrap();
         }
+        let _ = std::fs::remove_dir_all(&scratch);
         // Only the two home VMs run; nothing at DR, no export daemon.
         let left = processes_under(tmp.path());
         assert_eq!(left.len(), 2, "{left:#?}");
@@ -555,5 +586,4 @@ fn a_failback_killed_at_random_moments_converges() {
             "{left:#?}"
         );
     }
-    let _ = std::fs::remove_dir_all(&scratch);
 }

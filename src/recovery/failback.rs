@@ -427,7 +427,7 @@ fn vm_disks(
             path: target.display().to_string(),
             written: w.resynced.written,
             size: w.resynced.size,
-            full: false,
+            full: w.resynced.full,
         });
         Ok(target)
     })

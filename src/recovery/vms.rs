@@ -218,6 +218,7 @@ pub(crate) fn home_vm(cfg: &Config, m: &crate::model::Machine) -> bool {
 
 /// One disk written home by [`write_home_disk`].
 pub(crate) struct WrittenHome {
+    /// `full`: the image was missing and was made afresh.
     pub resynced: crate::replication::Resynced,
     /// Why the home disk was compared block by block instead of trusting
     /// its tracking (None: only the blocks that differ between the point
@@ -254,6 +255,32 @@ pub(crate) fn write_home_disk(
         .map_or_else(|| disk.to_string(), |d| d.node_name.clone());
     let name = format!("{}-{disk}", rvm::vm_name(&addr));
     let dir = site_root.join(".standby-failback");
+    // A home image that is gone: an empty one of the point's size, which
+    // the comparison below fills whole.
+    let missing = !image.exists();
+    if missing {
+        let size = point
+            .disks
+            .get(disk)
+            .map(|m| m.size)
+            .ok_or_else(|| format!("the final point has no disk {disk}"))?;
+        if let Some(p) = image.parent() {
+            std::fs::create_dir_all(p).map_err(|e| format!("create {}: {e}", p.display()))?;
+        }
+        let out = std::process::Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2"])
+            .arg(image)
+            .arg(size.to_string())
+            .output()
+            .map_err(|e| format!("running qemu-img: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "create the missing disk {disk} ({}): {}",
+                image.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+    }
     let export = Export::open(image, &node, &dir, &name)
         .map_err(|e| format!("open disk {disk} ({}) for writing: {e}", image.display()))?;
     let same = |a: &str| {
@@ -261,6 +288,7 @@ pub(crate) fn write_home_disk(
             && std::fs::canonicalize(a).ok() == std::fs::canonicalize(image).ok()
     };
     let fallback = match (from, rvm::record_before(cache, &vault.id, &addr, disk)) {
+        _ if missing => Some("the home image was missing: made empty, then written whole".to_string()),
         (None, _) => Some("no point recorded for the failover of this machine".to_string()),
         (_, None) => Some(
             "no record of the point the home disk's bitmap counts from (the failover did not keep one, or the cache was cleared)"
@@ -325,7 +353,13 @@ pub(crate) fn write_home_disk(
         image,
     )
     .map_err(|e| format!("record what disk {disk}'s bitmap counts from: {e}"))?;
-    Ok(WrittenHome { resynced, fallback })
+    Ok(WrittenHome {
+        resynced: crate::replication::Resynced {
+            full: missing,
+            ..resynced
+        },
+        fallback,
+    })
 }
 
 #[cfg(test)]

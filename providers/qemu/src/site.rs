@@ -398,8 +398,9 @@ impl QemuSite {
                 v.kill().map_err(|e| err("stop", machine, e))?;
             }
             let _ = fs::remove_file(Vm::pid_path(root, &s.vm_name));
+            return Ok(());
         }
-        Ok(())
+        end_orphan(root, &s.vm_name).map_err(|e| err("stop", machine, e))
     }
 
     fn own_sockets(&self, dir: &Path, s: &VmSettings) -> Home {
@@ -768,6 +769,52 @@ impl SiteProvider for QemuSite {
         let _ = fs::remove_dir(root.join(TEST_DIR));
         Ok(())
     }
+}
+
+/// Ends a QEMU of VM `name` in `dir` that has no pid file of ours: one
+/// a killed `start` left between QEMU daemonizing and standby writing
+/// `NAME.pid`. Found by its monitor (`NAME.qmp` answering): QMP `quit`,
+/// else SIGKILL of the pid QEMU wrote (`NAME.qemu-pid`) when its command
+/// line names that monitor. Nothing answering is nothing to do.
+fn end_orphan(dir: &Path, name: &str) -> crate::error::Result<()> {
+    let qmp = Vm::qmp_path(dir, name);
+    let Ok(mut q) = crate::qmp::Qmp::connect_unix(&qmp, Duration::from_secs(2)) else {
+        return Ok(());
+    };
+    let _ = q.quit();
+    drop(q);
+    let pid = fs::read_to_string(dir.join(format!("{name}.qemu-pid")))
+        .ok()
+        .and_then(|p| p.trim().parse::<i32>().ok());
+    let ours = |pid: i32| {
+        fs::read(format!("/proc/{pid}/cmdline"))
+            .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&*qmp.to_string_lossy()))
+    };
+    let answers = || crate::qmp::Qmp::connect_unix(&qmp, Duration::from_millis(200)).is_ok();
+    let start = Instant::now();
+    while pid.is_some_and(ours) || (pid.is_none() && answers()) {
+        if start.elapsed() > Duration::from_secs(10) {
+            if let Some(p) = pid {
+                // SAFETY: a pid whose command line names this VM's monitor.
+                unsafe {
+                    libc::kill(p, libc::SIGKILL);
+                }
+            }
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let start = Instant::now();
+    while pid.is_some_and(ours) {
+        if start.elapsed() > Duration::from_secs(10) {
+            return Err(crate::Error::Vm {
+                name: name.into(),
+                detail: "a QEMU left without its pid file survived QMP quit and SIGKILL".into(),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
 }
 
 /// Stops the source VM of a planned failover: makes QEMU pause instead of
