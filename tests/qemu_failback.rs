@@ -423,7 +423,8 @@ fn failback_killed_after(
 ) -> (bool, String) {
     std::fs::create_dir_all(scratch).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_standby"))
-        .args(["failback", "shop"])
+        .args(["failback", "shop", "--report-dir"])
+        .arg(scratch.join("report"))
         .current_dir(d)
         .env("NO_COLOR", "1")
         .env("STANDBY_TEST_AFTER_MATERIALIZE", hook)
@@ -576,6 +577,16 @@ fn a_failback_killed_at_random_moments_converges() {
             );
             std::fs::remove_file(&want).unwrap();
         }
+        // Every disk went through tracking (after a kill, reading only the
+        // extents written since the failover), but the image deleted in the
+        // first cycle, which has no bitmap until then.
+        let report = std::fs::read_to_string(copies.join("report/report.json")).unwrap();
+        let tracked = report.matches("tracked: ").count();
+        eprintln!(
+            "cycle {cycles}: {tracked} disks through tracking, {} reading dirty extents",
+            report.matches("of dirty extents compared").count()
+        );
+        assert!(tracked >= 2 && (cycles == 1 || tracked == 3), "{report}");
         let _ = std::fs::remove_dir_all(&scratch);
         // Only the two home VMs run; nothing at DR, no export daemon.
         let left = processes_under(tmp.path());

@@ -410,6 +410,11 @@ fn vm_disks(
                 )
             },
             |w| match &w.fallback {
+                None if w.resynced.compared > 0 => format!(
+                    "tracked: {} of dirty extents compared (written since the failover), {} of changed blocks written through NBD",
+                    size(w.resynced.compared),
+                    size(w.resynced.written)
+                ),
                 None => format!(
                     "tracked: {} of changed blocks written through NBD",
                     size(w.resynced.written)

@@ -306,27 +306,47 @@ pub(crate) fn write_home_disk(
         )),
         _ => match export.untrusted() {
             Err(e) => Some(format!("its bitmaps cannot be read: {e}")),
-            Ok(Some(why)) => Some(why),
-            Ok(None) => match export.bitmaps() {
-                Err(e) => Some(format!("its bitmaps cannot be read: {e}")),
-                Ok(b) => {
-                    let dirty: u64 = b.iter().map(|(_, b)| b.count).sum();
-                    (dirty > 0).then(|| format!(
-                        "the home disk was written since the failover ({} dirty: an earlier failback attempt, or the VM ran)",
-                        crate::human::size(dirty)
-                    ))
-                }
-            },
+            Ok(why) => why,
         },
     };
-    let basis = match (&fallback, from) {
-        (None, Some(f)) => Basis::Unchanged(f),
-        _ => Basis::Compare,
+    // Trusted tracking with writes since F (an earlier attempt's, or the
+    // VM ran): only the dirty extents are read and compared.
+    let dirty: u64 = match &fallback {
+        None => export
+            .bitmaps()
+            .map_err(|e| format!("read disk {disk}'s bitmaps: {e}"))?
+            .iter()
+            .map(|(_, b)| b.count)
+            .sum(),
+        Some(_) => 0,
+    };
+    let ctx = export.dirty_context();
+    let fallback = match (&fallback, dirty, &ctx) {
+        (None, d, None) if d > 0 => Some(format!(
+            "the home disk has {} dirty in more than one bitmap",
+            crate::human::size(d)
+        )),
+        _ => fallback,
     };
     let r = export
-        .connect()
+        .connect_with(&ctx.iter().map(String::as_str).collect::<Vec<_>>())
         .map_err(|e| e.to_string())
         .and_then(|mut c| {
+            let extents = match (&ctx, dirty) {
+                (Some(ctx), d) if d > 0 => c
+                    .block_status(ctx, 0, c.size)
+                    .map_err(|e| format!("read disk {disk}'s dirty extents: {e}"))?
+                    .into_iter()
+                    .filter(|x| x.flags & standby_provider_qemu::nbd::STATE_DIRTY != 0)
+                    .map(|x| (x.offset, x.length))
+                    .collect(),
+                _ => Vec::new(),
+            };
+            let basis = match (&fallback, from) {
+                (None, Some(f)) if extents.is_empty() => Basis::Unchanged(f),
+                (None, Some(f)) => Basis::Dirty(f, &extents),
+                _ => Basis::Compare,
+            };
             let r = crate::replication::restore_onto_export(
                 vault,
                 point,

@@ -121,6 +121,11 @@ pub enum Basis<'a> {
     /// since): the blocks whose stored content differs between it and the
     /// target point, from the two manifests alone (nothing read).
     Unchanged(&'a Manifest),
+    /// The disk held this point except in these byte ranges `(offset,
+    /// length)` (its bitmap's dirty extents since): as `Unchanged`, plus
+    /// the blocks in the ranges that differ from the target point, found
+    /// by reading those ranges only.
+    Dirty(&'a Manifest, &'a [(u64, u64)]),
     /// Read the whole disk through the export and compare its block hashes
     /// with the point's.
     Compare,
@@ -179,8 +184,13 @@ pub fn restore_onto_export(
     let nb = r.blocks.len();
     let mut differs = vec![true; nb];
     let mut compared = 0u64;
-    match basis {
-        Basis::Unchanged(base) => {
+    let (base, ranges): (Option<&Manifest>, Vec<(u64, u64)>) = match basis {
+        Basis::Unchanged(b) => (Some(b), Vec::new()),
+        Basis::Dirty(b, r) => (Some(b), r.to_vec()),
+        Basis::Compare => (None, vec![(0, r.size)]),
+    };
+    match base {
+        Some(base) => {
             let b = manifest::resolve(vault, base, disk, &mut cache)?;
             if b.size == r.size {
                 let key = |rs: &manifest::Resolved, v: u64| {
@@ -191,26 +201,33 @@ pub fn restore_onto_export(
                 }
             }
         }
-        Basis::Compare => {
-            let want = match ctk::load(
-                &ctk::path(cache_dir, &vault.id, &point.machine, disk),
-                &point.id,
-            ) {
-                Some(h) if h.size == r.size => h,
-                _ => ctk::rebuild(vault, &idx, point, disk, &mut cache)?,
-            }
-            .all()
-            .map_err(|source| ReplicationError::Io {
-                op: "read the change-tracking cache for",
-                path: PathBuf::from(disk),
-                source,
-            })?;
-            let key = vault.id_key();
-            let step = 4u64 << 20;
-            let mut buf = vec![0u8; step as usize];
-            let mut off = 0u64;
-            while off < r.size {
-                let n = (r.size - off).min(step) as usize;
+        None => differs.fill(false),
+    }
+    if !ranges.is_empty() {
+        let want = match ctk::load(
+            &ctk::path(cache_dir, &vault.id, &point.machine, disk),
+            &point.id,
+        ) {
+            Some(h) if h.size == r.size => h,
+            _ => ctk::rebuild(vault, &idx, point, disk, &mut cache)?,
+        }
+        .all()
+        .map_err(|source| ReplicationError::Io {
+            op: "read the change-tracking cache for",
+            path: PathBuf::from(disk),
+            source,
+        })?;
+        let key = vault.id_key();
+        let step = 4u64 << 20;
+        let mut buf = vec![0u8; step as usize];
+        for &(start, len) in &ranges {
+            // Whole blocks covering the range, inside the disk.
+            let mut off = start / BLOCK * BLOCK;
+            let end = (start + len).min(r.size);
+            while off < end {
+                let n = (end.div_ceil(BLOCK) * BLOCK - off)
+                    .min(step)
+                    .min(r.size - off) as usize;
                 client.read(off, &mut buf[..n]).map_err(nbd)?;
                 compared += n as u64;
                 for (j, b) in buf[..n].chunks(BLOCK as usize).enumerate() {
@@ -222,6 +239,8 @@ pub fn restore_onto_export(
                         padded.resize(BLOCK as usize, 0);
                         super::capture::block_hash(key, &padded).1
                     };
+                    // Outside the ranges the disk holds the base, so a
+                    // block differs from the point exactly as the base.
                     differs[i] = want.get(i) != Some(&h);
                 }
                 off += n as u64;

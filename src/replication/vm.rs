@@ -307,7 +307,10 @@ pub fn record_before(cache: &Path, vault_id: &str, machine: &str, disk: &str) ->
 
 /// After failback wrote `disk` of `machine` (its own `image`) to `point`:
 /// its bitmap counts from there (the writes failback made are marked in
-/// it too, which only costs their re-reading). The kept record is dropped.
+/// it too, which only costs their re-reading). The kept record stays: a
+/// rerun of a failback cut short still knows the image held the point it
+/// left with outside its bitmap's dirty extents (the next failover
+/// replaces it).
 pub fn record_home(
     cache: &Path,
     vault_id: &str,
@@ -325,9 +328,7 @@ pub fn record_home(
             image: image.to_string_lossy().into_owned(),
             host: host(),
         },
-    )?;
-    let _ = std::fs::remove_file(before_path(cache, vault_id, machine, disk));
-    Ok(())
+    )
 }
 
 fn save_record(p: &Path, r: &Record) -> std::io::Result<()> {

@@ -20,6 +20,10 @@ use crate::qmp::{DirtyBitmap, Qmp};
 /// An open export of one image.
 pub struct Export {
     pub node: String,
+    /// The bitmap whose dirty extents the export also serves (meta context
+    /// [`Export::dirty_context`]): the newest of standby's, when it is the
+    /// only one and consistent.
+    pub bitmap: Option<String>,
     sock: PathBuf,
     qmp_path: PathBuf,
     pid_path: PathBuf,
@@ -110,10 +114,6 @@ impl Export {
             .arg(format!("driver=qcow2,node-name={node},file={node}-file"))
             .arg("--nbd-server")
             .arg(format!("addr.type=unix,addr.path={}", esc(&sock)))
-            .arg("--export")
-            .arg(format!(
-                "type=nbd,id=wb-{node},node-name={node},name={node},writable=on"
-            ))
             .arg("--chardev")
             .arg(format!(
                 "socket,id=wbmon,path={},server=on,wait=off",
@@ -145,13 +145,45 @@ impl Export {
                 ),
             });
         }
-        Ok(Export {
+        let mut e = Export {
             node: node.to_string(),
+            bitmap: None,
             pid: read_pid(&pid_path),
             sock,
             qmp_path,
             pid_path,
-        })
+        };
+        // Exported after the daemon is up: which bitmap to serve is known
+        // only then. A daemon that fails here is ended by the next open.
+        let mut q = e.qmp()?;
+        let bms = crate::cbt::bitmaps(&mut q, node)?;
+        if let [(_, b)] = bms.as_slice()
+            && !b.inconsistent
+        {
+            e.bitmap = Some(b.name.clone());
+        }
+        let mut args = serde_json::json!({
+            "type": "nbd", "id": format!("wb-{node}"), "node-name": node,
+            "name": node, "writable": true,
+        });
+        if let Some(b) = &e.bitmap {
+            args["bitmaps"] = serde_json::json!([b]);
+        }
+        q.execute_value("block-export-add", args)?;
+        Ok(e)
+    }
+
+    /// The meta context of the served bitmap's dirty extents, if one is
+    /// served.
+    pub fn dirty_context(&self) -> Option<String> {
+        self.bitmap
+            .as_ref()
+            .map(|b| format!("qemu:dirty-bitmap:{b}"))
+    }
+
+    /// A client of the writable export that also negotiates `contexts`.
+    pub fn connect_with(&self, contexts: &[&str]) -> Result<Client> {
+        Client::connect(Address::Unix(&self.sock), &self.node, contexts)
     }
 
     /// The daemon's monitor.

@@ -47,8 +47,19 @@ fn writes_land_in_the_image_marked_in_its_bitmap_and_leftovers_are_ended() {
     let b = e.bitmaps().unwrap();
     assert_eq!(b.len(), 1);
     assert_eq!(b[0].1.count, 0, "{b:?}");
-    let mut c = e.connect().unwrap();
+    let ctx = e.dirty_context().expect("the bitmap is served");
+    assert_eq!(ctx, "qemu:dirty-bitmap:standby-1");
+    let mut c = e.connect_with(&[&ctx]).unwrap();
     assert_eq!(c.size, 64 << 20);
+    let dirty = |c: &mut standby_provider_qemu::nbd::Client| -> Vec<(u64, u64)> {
+        c.block_status(&ctx, 0, 64 << 20)
+            .unwrap()
+            .into_iter()
+            .filter(|x| x.flags & standby_provider_qemu::nbd::STATE_DIRTY != 0)
+            .map(|x| (x.offset, x.length))
+            .collect()
+    };
+    assert_eq!(dirty(&mut c), vec![]);
     let data: Vec<u8> = (0..12288u32).map(|i| (i % 251) as u8 + 1).collect();
     c.write(1 << 20, &data).unwrap();
     c.flush().unwrap();
@@ -57,6 +68,7 @@ fn writes_land_in_the_image_marked_in_its_bitmap_and_leftovers_are_ended() {
     let mut back = vec![0u8; data.len()];
     c.read(1 << 20, &mut back).unwrap();
     assert_eq!(back, data);
+    assert_eq!(dirty(&mut c), vec![(1 << 20, 64 << 10)]);
     c.disconnect().unwrap();
     let b = e.bitmaps().unwrap();
     assert_eq!(b[0].1.count, 64 << 10, "one 64 KiB chunk dirty: {b:?}");
@@ -93,6 +105,11 @@ fn writes_land_in_the_image_marked_in_its_bitmap_and_leftovers_are_ended() {
         .unwrap()
         .expect("a killed daemon's bitmap");
     assert!(why.contains("inconsistent"), "{why}");
+    assert_eq!(
+        first.dirty_context(),
+        None,
+        "an inconsistent bitmap is not served"
+    );
     let again = Export::open(&img, "disk", &run, "t").unwrap();
     assert!(again.connect().is_ok());
     again.close().unwrap();
