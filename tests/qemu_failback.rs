@@ -580,13 +580,15 @@ fn a_failback_killed_at_random_moments_converges() {
         // Every disk went through tracking (after a kill, reading only the
         // extents written since the failover), but the image deleted in the
         // first cycle, which has no bitmap until then.
-        let report = std::fs::read_to_string(copies.join("report/report.json")).unwrap();
-        let tracked = report.matches("tracked: ").count();
-        eprintln!(
-            "cycle {cycles}: {tracked} disks through tracking, {} reading dirty extents",
-            report.matches("of dirty extents compared").count()
-        );
-        assert!(tracked >= 2 && (cycles == 1 || tracked == 3), "{report}");
+        // (A run killed once its work was done wrote no report.)
+        if let Ok(report) = std::fs::read_to_string(copies.join("report/report.json")) {
+            let tracked = report.matches("tracked: ").count();
+            eprintln!(
+                "cycle {cycles}: {tracked} disks through tracking, {} reading dirty extents",
+                report.matches("of dirty extents compared").count()
+            );
+            assert!(tracked >= 2 && (cycles == 1 || tracked == 3), "{report}");
+        }
         let _ = std::fs::remove_dir_all(&scratch);
         // Only the two home VMs run; nothing at DR, no export daemon.
         let left = processes_under(tmp.path());

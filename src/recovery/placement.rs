@@ -129,7 +129,7 @@ pub fn target_now(
                     &site,
                 )
             {
-                t.vm = Some(v);
+                t.vm = super::reprotect::on_wrappers(&t.disks).then_some(v);
             }
             t.site = Some(site);
             // Its hooks see the disks where it runs, as reprotect's do.

@@ -106,10 +106,20 @@ pub fn redirect_vms(
                 && t.vm.is_some()
                 && let Some(v) = vm_at(cfg, root, &t.machine, &placed.site)
             {
-                t.vm = Some(v);
+                t.vm = on_wrappers(&t.disks).then_some(v);
             }
         }
     }
+}
+
+/// Whether the VM on these DR disks (raw images) runs on the tracked
+/// wrappers a failover makes: one made by `--instant` (or by an older
+/// standby) runs on the raw images themselves, whose reverse points then
+/// read them as files, as any disk.
+pub fn on_wrappers(disks: &[(String, PathBuf)]) -> bool {
+    disks
+        .iter()
+        .all(|(_, p)| standby_provider_qemu::site::wrapper_path(p).exists())
 }
 
 /// How a failed-over VM of `machine` at `site` is reached, when `site` is

@@ -287,7 +287,11 @@ pub(crate) fn write_home_disk(
         std::fs::canonicalize(a).ok().is_some()
             && std::fs::canonicalize(a).ok() == std::fs::canonicalize(image).ok()
     };
-    let fallback = match (from, rvm::record_before(cache, &vault.id, &addr, disk)) {
+    // The record the failover kept; or, when the VM at DR was never
+    // tracked (`--instant`), the home record itself, still in place.
+    let kept = rvm::record_before(cache, &vault.id, &addr, disk)
+        .or_else(|| rvm::record_now(cache, &vault.id, &addr, disk).filter(|r| same(&r.image)));
+    let fallback = match (from, kept) {
         _ if missing => Some("the home image was missing: made empty, then written whole".to_string()),
         (None, _) => Some("no point recorded for the failover of this machine".to_string()),
         (_, None) => Some(

@@ -305,6 +305,11 @@ pub fn record_before(cache: &Path, vault_id: &str, machine: &str, disk: &str) ->
     load_record(&before_path(cache, vault_id, machine, disk))
 }
 
+/// The record tracking counts from now for `disk` of `machine`.
+pub fn record_now(cache: &Path, vault_id: &str, machine: &str, disk: &str) -> Option<Record> {
+    load_record(&record_path(cache, vault_id, machine, disk))
+}
+
 /// After failback wrote `disk` of `machine` (its own `image`) to `point`:
 /// its bitmap counts from there (the writes failback made are marked in
 /// it too, which only costs their re-reading). The kept record stays: a
