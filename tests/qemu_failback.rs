@@ -4,7 +4,8 @@
 //! - `vms_fail_over_write_at_dr_reprotect_and_fail_back_through_tracking`:
 //!   `plans/qemu` with the database's writer running: planned failover,
 //!   commit, writes at the DR site (the writer goes on there), reprotect
-//!   (read through the DR VM's dirty bitmap), more writes, failback (final
+//!   (read through the DR VM's dirty bitmap), more writes and a `replicate`
+//!   (the same), more writes, failback (final
 //!   reverse point through the bitmap, changed blocks written onto the
 //!   home qcow2 images through NBD, VMs booted at home). No committed order
 //!   is lost; the bytes read for the reverse points and the bytes written
@@ -261,8 +262,8 @@ fn vms_fail_over_write_at_dr_reprotect_and_fail_back_through_tracking() {
     wait_orders(&dr_dir, at_dr + 20);
     let text = ok(&d, &["reprotect", "shop"]);
     eprintln!("{text}");
-    let ps = points(&d);
-    let first_reverse = ps
+    let ps0 = points(&d);
+    let first_reverse = ps0
         .iter()
         .rev()
         .find(|p| p["machine"] == "machine.db")
@@ -273,7 +274,24 @@ fn vms_fail_over_write_at_dr_reprotect_and_fail_back_through_tracking() {
             "disk {disk} of the first reverse point: {c}"
         );
     }
-    let more = wait_orders(&dr_dir, orders(&dr_dir) + 20);
+    // `replicate` takes the next reverse points the same way.
+    wait_orders(&dr_dir, orders(&dr_dir) + 10);
+    ok(&d, &["replicate"]);
+    let ps = points(&d);
+    let next_reverse = ps
+        .iter()
+        .rev()
+        .find(|p| p["machine"] == "machine.db")
+        .unwrap();
+    assert_eq!(next_reverse["site"], "site.dr", "{next_reverse}");
+    assert_ne!(next_reverse["id"], first_reverse["id"]);
+    for (disk, c) in next_reverse["cbt"]["disks"].as_object().unwrap() {
+        assert_eq!(
+            c["mode"], "dirty",
+            "disk {disk} of a reverse point of replicate: {c}"
+        );
+    }
+    let more = wait_orders(&dr_dir, orders(&dr_dir) + 10);
 
     let reports = tmp.path().join("reports");
     let out = ok(
