@@ -169,6 +169,7 @@ pub fn run(
     // Reprotected machines: their points come from where they run now.
     if let Some(doc) = &doc {
         crate::recovery::reprotect::redirect(&mut batches, doc);
+        crate::recovery::reprotect::redirect_vms(&mut batches, cfg, &ws.root(), doc);
     }
     let mut opts = Options::new(ws.cache_dir());
     // A batch a live `replicate --watch` service holds is refused, naming it.

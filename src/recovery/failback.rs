@@ -56,7 +56,7 @@ pub fn failback(
     let doc = recorder.read()?;
     super::run::refuse_to_guess(ws, plan, doc.as_ref(), recorder)?;
     let run = committed_failover(doc.as_ref(), &plan.addr)?;
-    super::vms::refuse_qcow2_failback(cfg, plan)?;
+    super::vms::refuse_unmanaged_failback(cfg, plan)?;
     if run.reprotect.is_none() {
         return Err(RecoveryError::Refused {
             message: format!(
@@ -112,6 +112,13 @@ pub fn failback(
         machines: BTreeMap::new(),
     });
 
+    let way = Failback {
+        from: run
+            .machines
+            .iter()
+            .filter_map(|(m, r)| Some((m.clone(), crate::vault::Id::parse(&r.point.as_ref()?.id)?)))
+            .collect(),
+    };
     let mut engine = Engine::new(
         ws,
         plan,
@@ -122,7 +129,7 @@ pub fn failback(
         approver,
         timeline,
         sink,
-        &Failback,
+        &way,
     );
     engine.emit(What::FailbackStarted {
         plan: plan.addr.to_string(),
@@ -131,7 +138,13 @@ pub fn failback(
 
     let mut passed = true;
     let final_points = if progress.final_points.is_empty() {
-        passed = stop_replicas(&engine, &run);
+        // VMs at a qemu DR site: guests shut down, QEMU kept for the final
+        // point through their dirty bitmaps.
+        if let Err(e) = super::vms::pause_replicas(&engine, &run) {
+            engine.fail(e);
+            passed = false;
+        }
+        passed = passed && stop_replicas(&engine, &run);
         if passed && !cancel.is_cancelled() {
             match final_points(&engine, plan, &run) {
                 Ok(p) => p,
@@ -149,6 +162,10 @@ pub fn failback(
         engine.emit(What::FailbackResumed);
         progress.final_points.clone()
     };
+    if passed && let Err(e) = super::vms::quit_replicas(&engine, &run) {
+        engine.fail(e);
+        passed = false;
+    }
     if passed {
         if let Ok(hook) = std::env::var(TEST_HOOK_ENV)
             && !hook.is_empty()
@@ -231,7 +248,11 @@ pub fn failback(
 }
 
 /// Failback: home to each machine's own site, onto its existing disks.
-pub struct Failback;
+pub struct Failback {
+    /// Machine -> the point the failover restored (what its home disks
+    /// held when it left).
+    pub from: BTreeMap<String, crate::vault::Id>,
+}
 
 impl Way for Failback {
     fn steps(&self) -> StepWhen {
@@ -258,6 +279,9 @@ impl Way for Failback {
     ) -> Result<BTreeMap<String, PathBuf>, String> {
         let name = land.machine.addr.to_string();
         let cache = e.ws.cache_dir();
+        if super::vms::home_vm(e.cfg, land.machine) {
+            return vm_disks(e, land, placed, self.from.get(&name));
+        }
         e.each_disk(land, placed, |d, _, subj| {
             // The disk at its own site: the site root (or the configuration
             // directory) joined with its path; not the provider's
@@ -318,6 +342,100 @@ impl Way for Failback {
         f.machines.insert(machine.to_string(), entry);
         Ok(())
     }
+}
+
+/// A VM's disks at home: an earlier attempt's VM there ended, then each
+/// qcow2 image gets only the changed blocks through a writable NBD export
+/// (`vms::write_home_disk`); a raw one as any disk file.
+fn vm_disks(
+    e: &Engine<'_>,
+    land: &Landing<'_>,
+    placed: &mut MachineRun,
+    from: Option<&crate::vault::Id>,
+) -> Result<BTreeMap<String, PathBuf>, String> {
+    let name = land.machine.addr.to_string();
+    let cache = e.ws.cache_dir();
+    let root = land.run.site_root.clone().unwrap_or_else(|| e.root.clone());
+    let qemu = super::vms::qemu_site(e.cfg, &e.root, &land.machine.site);
+    qemu.end_home_vm(land.run, &name)
+        .map_err(|err| format!("end the VM an earlier attempt started: {err}"))?;
+    // The point the machine was failed over from: its home disks held it.
+    let from = from.and_then(|id| crate::vault::manifest::read(land.vault, id).ok());
+    let raw: Vec<String> = land
+        .machine
+        .vm
+        .as_ref()
+        .map(|v| {
+            v.disks
+                .iter()
+                .filter(|d| d.format == "raw")
+                .map(|d| d.name.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    e.each_disk(land, placed, |d, _, subj| {
+        let target = root.join(&d.path);
+        if raw.contains(&d.name) {
+            let r = replication::restore_onto(
+                land.vault,
+                land.point,
+                &d.name,
+                &target,
+                &cache,
+                &Progress::default(),
+            )
+            .map_err(|e| format!("write changed blocks onto disk {}: {e}", d.name))?;
+            e.emit(What::DiskResynced {
+                machine: name.clone(),
+                disk: d.name.clone(),
+                path: target.display().to_string(),
+                written: r.written,
+                size: r.size,
+                full: r.full,
+            });
+            return Ok(target);
+        }
+        let w = e.timeline.timed(
+            subj,
+            || {
+                super::vms::write_home_disk(
+                    land.vault,
+                    land.point,
+                    from.as_ref(),
+                    land.machine,
+                    &d.name,
+                    &target,
+                    &root,
+                    &cache,
+                )
+            },
+            |w| match &w.fallback {
+                None if w.resynced.compared > 0 => format!(
+                    "tracked: {} of dirty extents compared (written since the failover), {} of changed blocks written through NBD",
+                    size(w.resynced.compared),
+                    size(w.resynced.written)
+                ),
+                None => format!(
+                    "tracked: {} of changed blocks written through NBD",
+                    size(w.resynced.written)
+                ),
+                Some(why) => format!(
+                    "compared {} ({why}), {} of changed blocks written through NBD",
+                    size(w.resynced.compared),
+                    size(w.resynced.written)
+                ),
+            },
+        )?;
+        e.emit(What::DiskResynced {
+            machine: name.clone(),
+            disk: d.name.clone(),
+            path: target.display().to_string(),
+            written: w.resynced.written,
+            size: w.resynced.size,
+            full: w.resynced.full,
+        });
+        Ok(target)
+    })
 }
 
 /// Stop the replicas at the site each runs at, groups in reverse order:

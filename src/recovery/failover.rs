@@ -39,6 +39,16 @@ impl Way for Failover {
         placed: &mut MachineRun,
     ) -> Result<BTreeMap<String, PathBuf>, String> {
         let name = land.machine.addr.to_string();
+        // A failover VM at a qemu site runs on a tracked wrapper.
+        let tracked = land.run.mode == standby_provider_core::Mode::Failover
+            && land.machine.vm.is_some()
+            && land
+                .run
+                .site
+                .parse::<Address>()
+                .ok()
+                .and_then(|s| e.cfg.sites.get(&s))
+                .is_some_and(|s| s.provider == "qemu");
         e.each_disk(land, placed, |d, size, subj| {
             let spec = DiskSpec {
                 name: d.name.clone(),
@@ -60,6 +70,21 @@ impl Way for Failover {
                         &Progress::default(),
                     )
                     .map_err(|e| format!("restore disk {}: {e}", d.name))?;
+                    if tracked {
+                        // The VM boots a fresh wrapper of this image whose
+                        // bitmap counts from this point (provider `start`).
+                        let image = standby_provider_qemu::site::wrapper_path(&target);
+                        crate::replication::vm::record_restored(
+                            &e.ws.cache_dir(),
+                            &land.vault.id,
+                            &name,
+                            &d.name,
+                            &land.point.id,
+                            r.size,
+                            &image,
+                        )
+                        .map_err(|e| format!("record disk {}'s tracking: {e}", d.name))?;
+                    }
                     Ok::<_, String>((target, r))
                 },
                 |(_, r)| {

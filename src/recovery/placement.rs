@@ -120,6 +120,17 @@ pub fn target_now(
                     *path = PathBuf::from(p);
                 }
             }
+            // A VM failed over to a qemu site: the VM running there.
+            if t.vm.is_some()
+                && let Some(v) = super::reprotect::vm_at(
+                    cfg,
+                    &std::path::absolute(&cfg.root).unwrap_or_else(|_| cfg.root.clone()),
+                    &t.machine,
+                    &site,
+                )
+            {
+                t.vm = super::reprotect::on_wrappers(&t.disks).then_some(v);
+            }
             t.site = Some(site);
             // Its hooks see the disks where it runs, as reprotect's do.
             super::reprotect::with_machine_env(&mut t, &run_id);

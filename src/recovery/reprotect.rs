@@ -86,6 +86,64 @@ pub fn redirect(batches: &mut [Batch], doc: &StateDoc) {
     }
 }
 
+/// Point `batches`' VM targets of machines under reverse protection at a
+/// qemu site at the VM the failover started there; `root` is the
+/// configuration directory. Call after [`redirect`].
+pub fn redirect_vms(
+    batches: &mut [Batch],
+    cfg: &crate::model::Config,
+    root: &std::path::Path,
+    doc: &StateDoc,
+) {
+    for b in batches {
+        for t in &mut b.targets {
+            let placed = doc
+                .runs
+                .iter()
+                .filter(|r| !r.kind.is_test() && r.reprotect.is_some())
+                .find_map(|r| r.machines.get(&t.machine));
+            if let Some(placed) = placed
+                && t.vm.is_some()
+                && let Some(v) = vm_at(cfg, root, &t.machine, &placed.site)
+            {
+                t.vm = on_wrappers(&t.disks).then_some(v);
+            }
+        }
+    }
+}
+
+/// Whether the VM on these DR disks (raw images) runs on the tracked
+/// wrappers a failover makes: one made by `--instant` (or by an older
+/// standby) runs on the raw images themselves, whose reverse points then
+/// read them as files, as any disk.
+pub fn on_wrappers(disks: &[(String, PathBuf)]) -> bool {
+    disks
+        .iter()
+        .all(|(_, p)| standby_provider_qemu::site::wrapper_path(p).exists())
+}
+
+/// How a failed-over VM of `machine` at `site` is reached, when `site` is
+/// a qemu site: the sockets of the VM the failover started there
+/// (`ROOT/.standby-vms`), read through its dirty bitmaps as at home.
+pub fn vm_at(
+    cfg: &crate::model::Config,
+    root: &std::path::Path,
+    machine: &str,
+    site: &str,
+) -> Option<replication::vm::VmTarget> {
+    let s = cfg
+        .sites
+        .get(&site.parse::<Address>().ok()?)
+        .filter(|s| s.provider == "qemu")?;
+    let m = cfg.machines.get(&machine.parse::<Address>().ok()?)?;
+    let vm = m.vm.as_ref()?;
+    let site_root = root.join(s.root.clone().unwrap_or_default());
+    let vms = site_root.join(standby_provider_qemu::site::VMS_DIR);
+    Some(replication::vm::VmTarget::failed_over(
+        m, vm, &site_root, &vms,
+    ))
+}
+
 /// Whether `machine` is under reverse protection (its points come from
 /// the site it runs at now).
 pub fn reprotected(doc: &StateDoc, machine: &str) -> bool {
@@ -139,6 +197,7 @@ pub fn reverse_batches(
     });
     doc.runs.push(r);
     redirect(&mut batches, &doc);
+    redirect_vms(&mut batches, cfg, &ws.root(), &doc);
     for b in &mut batches {
         for t in &mut b.targets {
             with_machine_env(t, &run.run_id);

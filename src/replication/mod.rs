@@ -30,7 +30,7 @@ use std::time::Instant;
 
 pub use batch::{Batch, BatchError, batches, target_for};
 pub use restore::{Restored, restore_checked, restore_disk};
-pub use resync::{Resynced, restore_onto};
+pub use resync::{Basis, Resynced, restore_onto, restore_onto_export};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplicationError {
@@ -59,6 +59,8 @@ pub enum ReplicationError {
         "VM {machine}: {detail}; no point was taken (change tracking keeps every change for the next one)"
     )]
     Vm { machine: String, detail: String },
+    #[error("disk {disk} through its NBD export: {detail}")]
+    Export { disk: String, detail: String },
     #[error(transparent)]
     Target(#[from] target::TargetError),
     #[error(

@@ -114,3 +114,163 @@ pub fn restore_onto(
         full: false,
     })
 }
+
+/// How [`restore_onto_export`] found the blocks to write.
+pub enum Basis<'a> {
+    /// The disk is known to hold this point (its tracking shows no write
+    /// since): the blocks whose stored content differs between it and the
+    /// target point, from the two manifests alone (nothing read).
+    Unchanged(&'a Manifest),
+    /// The disk held this point except in these byte ranges `(offset,
+    /// length)` (its bitmap's dirty extents since): as `Unchanged`, plus
+    /// the blocks in the ranges that differ from the target point, found
+    /// by reading those ranges only.
+    Dirty(&'a Manifest, &'a [(u64, u64)]),
+    /// Read the whole disk through the export and compare its block hashes
+    /// with the point's.
+    Compare,
+}
+
+struct ExportSink<'c>(
+    std::sync::Mutex<&'c mut standby_provider_qemu::nbd::Client>,
+    String,
+);
+
+impl Sink for ExportSink<'_> {
+    fn write_at(&self, off: u64, data: &[u8]) -> std::io::Result<()> {
+        let mut c = self
+            .0
+            .lock()
+            .map_err(|_| std::io::Error::other("poisoned"))?;
+        c.write(off, data).map_err(std::io::Error::other)
+    }
+    fn target(&self) -> PathBuf {
+        PathBuf::from(&self.1)
+    }
+}
+
+/// Make the disk behind `client` (a writable NBD export, e.g. a VM's qcow2
+/// image served by `qemu-storage-daemon`) hold `disk` of `point`, writing
+/// only the 4 KiB blocks that differ, then flush. `compared` counts the
+/// bytes read back for [`Basis::Compare`] (0 for `Unchanged`). Errors: the
+/// export's size differs from the point's disk, a vault or NBD error. A
+/// run cut short leaves blocks of both; running it again with `Compare`
+/// finishes the job.
+pub fn restore_onto_export(
+    vault: &Vault,
+    point: &Manifest,
+    disk: &str,
+    basis: Basis<'_>,
+    client: &mut standby_provider_qemu::nbd::Client,
+    cache_dir: &Path,
+    progress: &Progress,
+) -> Result<Resynced, ReplicationError> {
+    let nbd = |e: standby_provider_qemu::Error| ReplicationError::Export {
+        disk: disk.to_string(),
+        detail: e.to_string(),
+    };
+    let idx = vault.full_index()?;
+    let mut cache = HashMap::new();
+    let mut r = manifest::resolve(vault, point, disk, &mut cache)?;
+    if client.size != r.size {
+        return Err(ReplicationError::Export {
+            disk: disk.to_string(),
+            detail: format!(
+                "the image holds {} bytes and the point's disk {}: resize it to match first",
+                client.size, r.size
+            ),
+        });
+    }
+    let nb = r.blocks.len();
+    let mut differs = vec![true; nb];
+    let mut compared = 0u64;
+    let (base, ranges): (Option<&Manifest>, Vec<(u64, u64)>) = match basis {
+        Basis::Unchanged(b) => (Some(b), Vec::new()),
+        Basis::Dirty(b, r) => (Some(b), r.to_vec()),
+        Basis::Compare => (None, vec![(0, r.size)]),
+    };
+    match base {
+        Some(base) => {
+            let b = manifest::resolve(vault, base, disk, &mut cache)?;
+            if b.size == r.size {
+                let key = |rs: &manifest::Resolved, v: u64| {
+                    (v != ZERO).then(|| (rs.blobs[(v >> 32) as usize], v & 0xffff_ffff))
+                };
+                for (i, d) in differs.iter_mut().enumerate() {
+                    *d = key(&b, b.blocks[i]) != key(&r, r.blocks[i]);
+                }
+            }
+        }
+        None => differs.fill(false),
+    }
+    if !ranges.is_empty() {
+        let want = match ctk::load(
+            &ctk::path(cache_dir, &vault.id, &point.machine, disk),
+            &point.id,
+        ) {
+            Some(h) if h.size == r.size => h,
+            _ => ctk::rebuild(vault, &idx, point, disk, &mut cache)?,
+        }
+        .all()
+        .map_err(|source| ReplicationError::Io {
+            op: "read the change-tracking cache for",
+            path: PathBuf::from(disk),
+            source,
+        })?;
+        let key = vault.id_key();
+        let step = 4u64 << 20;
+        let mut buf = vec![0u8; step as usize];
+        for &(start, len) in &ranges {
+            // Whole blocks covering the range, inside the disk.
+            let mut off = start / BLOCK * BLOCK;
+            let end = (start + len).min(r.size);
+            while off < end {
+                let n = (end.div_ceil(BLOCK) * BLOCK - off)
+                    .min(step)
+                    .min(r.size - off) as usize;
+                client.read(off, &mut buf[..n]).map_err(nbd)?;
+                compared += n as u64;
+                for (j, b) in buf[..n].chunks(BLOCK as usize).enumerate() {
+                    let i = (off / BLOCK) as usize + j;
+                    let h = if super::disk::is_zero(b) {
+                        super::capture::ZERO_HASH
+                    } else {
+                        let mut padded = b.to_vec();
+                        padded.resize(BLOCK as usize, 0);
+                        super::capture::block_hash(key, &padded).1
+                    };
+                    // Outside the ranges the disk holds the base, so a
+                    // block differs from the point exactly as the base.
+                    differs[i] = want.get(i) != Some(&h);
+                }
+                off += n as u64;
+            }
+        }
+    }
+    let zeros = vec![0u8; BLOCK as usize];
+    let mut written = 0u64;
+    for (i, slot) in r.blocks.iter_mut().enumerate() {
+        if !differs[i] {
+            *slot = ZERO;
+            continue;
+        }
+        if *slot == ZERO {
+            let off = i as u64 * BLOCK;
+            let len = (r.size - off).min(BLOCK) as usize;
+            client.write(off, &zeros[..len]).map_err(nbd)?;
+            written += len as u64;
+        }
+    }
+    written += r.blocks.iter().filter(|&&b| b != ZERO).count() as u64 * BLOCK;
+    {
+        let sink = ExportSink(std::sync::Mutex::new(&mut *client), disk.to_string());
+        restore::write_resolved(vault, &idx, &r, &sink, progress, &point.id)?;
+    }
+    client.flush().map_err(nbd)?;
+    Ok(Resynced {
+        size: r.size,
+        compared,
+        written: written.min(r.size),
+        full: false,
+    })
+}

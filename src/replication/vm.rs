@@ -168,6 +168,31 @@ pub fn endpoints(
 }
 
 impl VmTarget {
+    /// The VM a failover started for `machine` at a qemu site whose run
+    /// files are in `vms_dir` (`ROOT/.standby-vms`): reverse protection
+    /// reads it through its own QMP/agent sockets there, as the source side
+    /// does at home; fleece images under `ROOT/.standby-cbt/NAME`.
+    pub fn failed_over(
+        machine: &crate::model::Machine,
+        vm: &crate::model::Vm,
+        site_root: &Path,
+        vms_dir: &Path,
+    ) -> VmTarget {
+        let abs = std::path::absolute(site_root);
+        let site_root = abs.as_deref().unwrap_or(site_root);
+        let abs = std::path::absolute(vms_dir);
+        let vms_dir = abs.as_deref().unwrap_or(vms_dir);
+        let name = vm_name(&machine.addr.to_string());
+        let mut t = VmTarget::from_model(machine, vm, site_root);
+        t.qmp = Endpoint::Unix(vms_dir.join(format!("{name}.qmp")));
+        t.agent = vm
+            .fsfreeze
+            .then(|| Endpoint::Unix(vms_dir.join(format!("{name}.qga"))));
+        t.work = site_root.join(".standby-cbt").join(&name);
+        t.export_tls = None;
+        t
+    }
+
     /// From the model: sockets resolve against `site_root`; without them,
     /// the VM standby runs there (`ROOT/NAME.qmp`, `ROOT/NAME.qga`).
     pub fn from_model(
@@ -219,20 +244,96 @@ impl VmTarget {
 
 /// What tracking is trusted against, per disk (see the module doc).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct Record {
+pub struct Record {
     /// The point the bitmap counts changes from (hex id).
-    point: String,
-    size: u64,
-    image: String,
-    host: String,
+    pub point: String,
+    /// The disk's size in bytes.
+    pub size: u64,
+    /// The image file as QEMU names it (the path it was opened with).
+    pub image: String,
+    pub host: String,
 }
 
 fn record_path(cache: &Path, vault_id: &str, machine: &str, disk: &str) -> PathBuf {
     ctk::path(cache, vault_id, machine, disk).with_extension("cbt.json")
 }
 
+/// Where a failover keeps the record it replaced (the machine's own
+/// site's: what its home bitmap counts from), for failback.
+fn before_path(cache: &Path, vault_id: &str, machine: &str, disk: &str) -> PathBuf {
+    ctk::path(cache, vault_id, machine, disk).with_extension("cbt.before.json")
+}
+
 fn load_record(p: &Path) -> Option<Record> {
     serde_json::from_slice(&std::fs::read(p).ok()?).ok()
+}
+
+/// A failover booted `machine`'s VM on `image` (a fresh tracked wrapper
+/// over `disk` restored from `point`, `size` bytes): its record says the
+/// bitmap counts from that point. A record of another image (the machine's
+/// own site's) is kept as [`record_before`] says, once.
+pub fn record_restored(
+    cache: &Path,
+    vault_id: &str,
+    machine: &str,
+    disk: &str,
+    point: &crate::vault::Id,
+    size: u64,
+    image: &Path,
+) -> std::io::Result<()> {
+    let p = record_path(cache, vault_id, machine, disk);
+    let image = image.to_string_lossy().into_owned();
+    if let Some(old) = load_record(&p)
+        && old.image != image
+    {
+        save_record(&before_path(cache, vault_id, machine, disk), &old)?;
+    }
+    save_record(
+        &p,
+        &Record {
+            point: point.hex(),
+            size,
+            image,
+            host: host(),
+        },
+    )
+}
+
+/// The record a failover replaced: what the machine's own disk's bitmap
+/// counts from (None: no failover kept one).
+pub fn record_before(cache: &Path, vault_id: &str, machine: &str, disk: &str) -> Option<Record> {
+    load_record(&before_path(cache, vault_id, machine, disk))
+}
+
+/// The record tracking counts from now for `disk` of `machine`.
+pub fn record_now(cache: &Path, vault_id: &str, machine: &str, disk: &str) -> Option<Record> {
+    load_record(&record_path(cache, vault_id, machine, disk))
+}
+
+/// After failback wrote `disk` of `machine` (its own `image`) to `point`:
+/// its bitmap counts from there (the writes failback made are marked in
+/// it too, which only costs their re-reading). The kept record stays: a
+/// rerun of a failback cut short still knows the image held the point it
+/// left with outside its bitmap's dirty extents (the next failover
+/// replaces it).
+pub fn record_home(
+    cache: &Path,
+    vault_id: &str,
+    machine: &str,
+    disk: &str,
+    point: &crate::vault::Id,
+    size: u64,
+    image: &Path,
+) -> std::io::Result<()> {
+    save_record(
+        &record_path(cache, vault_id, machine, disk),
+        &Record {
+            point: point.hex(),
+            size,
+            image: image.to_string_lossy().into_owned(),
+            host: host(),
+        },
+    )
 }
 
 fn save_record(p: &Path, r: &Record) -> std::io::Result<()> {

@@ -19,6 +19,8 @@
 //! - [`guest`]: the test guest, built from Debian packages and cached.
 //! - [`site`]: the `qemu` site provider at the receiving end (replicas
 //!   are VMs; test runs on throw-away overlays), a `SiteProvider`.
+//! - [`writeback`]: a writable NBD export of a stopped VM's qcow2 image
+//!   (`qemu-storage-daemon`), for failback.
 //!
 //! Everything here is blocking: call it from plain threads or
 //! `spawn_blocking`.
@@ -37,5 +39,6 @@ pub mod source;
 pub mod tls;
 pub mod vm;
 mod wire;
+pub mod writeback;
 
 pub use error::Error;

@@ -1,7 +1,9 @@
 //! An NBD client for exactly what changed-block tracking needs: the fixed
 //! newstyle handshake, `NBD_OPT_STRUCTURED_REPLY`, `NBD_OPT_SET_META_CONTEXT`
 //! (`base:allocation`, `qemu:dirty-bitmap:NAME`), `NBD_OPT_GO`,
-//! `NBD_CMD_READ` and `NBD_CMD_BLOCK_STATUS`, over a unix socket or TCP.
+//! `NBD_CMD_READ` and `NBD_CMD_BLOCK_STATUS`, over a unix socket or TCP;
+//! and, for failback onto a writable export, `NBD_CMD_WRITE` and
+//! `NBD_CMD_FLUSH`.
 //!
 //! Why our own: the `nbd` crate speaks neither structured replies nor
 //! `BLOCK_STATUS`, and libnbd's Rust bindings are not published. The
@@ -44,7 +46,9 @@ const INFO_EXPORT: u16 = 0;
 const INFO_BLOCK_SIZE: u16 = 3;
 
 const CMD_READ: u16 = 0;
+const CMD_WRITE: u16 = 1;
 const CMD_DISC: u16 = 2;
+const CMD_FLUSH: u16 = 3;
 const CMD_BLOCK_STATUS: u16 = 7;
 
 const REPLY_FLAG_DONE: u16 = 1;
@@ -701,6 +705,64 @@ impl Client {
             }
         }
         Ok(out)
+    }
+
+    /// Writes `data` at `offset` (`NBD_CMD_WRITE`, at most [`MAX_READ`]
+    /// bytes per request, one request at a time). Errors: a read-only
+    /// export, a range past the end, the server's errno.
+    pub fn write(&mut self, offset: u64, data: &[u8]) -> Result<()> {
+        if self.flags & TFLAG_READ_ONLY != 0 {
+            return Err(Error::NbdCommand {
+                command: "WRITE",
+                offset,
+                errno: 1,
+                detail: "the export is read-only".into(),
+            });
+        }
+        if offset
+            .checked_add(data.len() as u64)
+            .is_none_or(|e| e > self.size)
+        {
+            return Err(Error::NbdCommand {
+                command: "WRITE",
+                offset,
+                errno: 22,
+                detail: format!("past the export's end ({} bytes)", self.size),
+            });
+        }
+        for (i, piece) in data.chunks(MAX_READ as usize).enumerate() {
+            let at = offset + (i * MAX_READ as usize) as u64;
+            let cookie = self.send_request(CMD_WRITE, 0, at, piece.len() as u32)?;
+            self.write_all(piece, "sending NBD write data")?;
+            self.generic_reply("WRITE", at, cookie)?;
+        }
+        Ok(())
+    }
+
+    /// Makes every completed write durable on the server (`NBD_CMD_FLUSH`).
+    pub fn flush(&mut self) -> Result<()> {
+        let cookie = self.send_request(CMD_FLUSH, 0, 0, 0)?;
+        self.generic_reply("FLUSH", 0, cookie)
+    }
+
+    /// The reply to a command that returns no data: QEMU answers those
+    /// with a simple reply even when structured replies were negotiated
+    /// (and with an error chunk on failure); both are accepted.
+    fn generic_reply(&mut self, command: &'static str, offset: u64, cookie: u64) -> Result<()> {
+        let mut payload = Vec::new();
+        let mut error = None;
+        loop {
+            let (c, done, kind) = self.next_chunk(&mut payload)?;
+            if c != cookie {
+                return Err(self.protocol("reply to another request"));
+            }
+            if let Some(e) = Self::chunk_error(command, offset, kind, &payload) {
+                error.get_or_insert(e);
+            }
+            if done {
+                return error.map_or(Ok(()), Err);
+            }
+        }
     }
 
     /// Ends the connection politely (`NBD_CMD_DISC`).

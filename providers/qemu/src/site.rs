@@ -9,9 +9,15 @@
 //!   restored image is never written) and the VM's run files (`VM.pid`,
 //!   `VM.qmp`, `VM.qga`, `VM.serial.log`, `VM.boot.json`, `VM.png`);
 //!   `destroy` ends the VMs and removes the directory.
-//! - failover runs: the image at the disk's path (a `.qcow2` path becomes
-//!   `.raw`: restores write raw images, and reprotect reads them as files),
-//!   run files in `.standby-vms/`; the VM runs on the image itself.
+//! - failover runs: the raw image at the disk's path (a `.qcow2` path
+//!   becomes `.raw`: restores write raw images), run files in
+//!   `.standby-vms/`; the VM runs on a qcow2 wrapper whose data is that
+//!   raw image ([`wrapper_path`]: `data_file`, `data_file_raw=on`), with a
+//!   persistent dirty bitmap `standby-1` added before it first boots, so
+//!   reprotect reads only what the VM wrote since.
+//! - failback: the machine's own disks at its own site, its run files in
+//!   the site root (`NAME.qmp`, ... as the VMs standby runs there), so
+//!   forward protection reaches it as before the failover.
 //!
 //! "Up" means the guest agent answers `guest-ping`; `start` returns then.
 
@@ -62,6 +68,8 @@ pub struct VmSettings {
 pub struct Home {
     pub qmp: crate::endpoint::Endpoint,
     pub agent: Option<crate::endpoint::Endpoint>,
+    /// Disk names whose home image is raw (the others are qcow2).
+    pub raw: Vec<String>,
 }
 
 /// The provider; `machines` by machine address (`machine.db`).
@@ -112,6 +120,103 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// Whether a disk "path" is an NBD export (instant recovery).
 pub fn is_nbd(image: &Path) -> bool {
     image.to_string_lossy().starts_with("nbd+unix://")
+}
+
+/// The qcow2 wrapper a failed-over VM boots for its raw `image`:
+/// `DISK.raw` -> `DISK.qcow2`, any other name gets `.qcow2` appended.
+pub fn wrapper_path(image: &Path) -> PathBuf {
+    if image.extension().is_some_and(|e| e == "raw") {
+        image.with_extension("qcow2")
+    } else {
+        let mut p = image.as_os_str().to_owned();
+        p.push(".qcow2");
+        PathBuf::from(p)
+    }
+}
+
+/// The dirty-bitmap granularity of a failed-over VM's wrapper: the vault's
+/// 4 KiB block, because failback ships per 4 KiB block (a 64 GiB disk's
+/// bitmap is 2 MiB).
+pub const WRAPPER_GRANULARITY: u64 = 4096;
+
+fn qemu_img(args: &[&std::ffi::OsStr], what: &str, name: &str) -> Result<(), ProviderError> {
+    let out = Command::new("qemu-img")
+        .args(args)
+        .output()
+        .map_err(|e| err("start", name, format!("running qemu-img: {e}")))?;
+    if !out.status.success() {
+        return Err(err(
+            "start",
+            name,
+            format!(
+                "qemu-img {what}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Makes (afresh) the qcow2 `wrapper` whose data lives in the raw `image`
+/// (`data_file`, `data_file_raw=on`, `preallocation=metadata`: the raw
+/// image stays a valid raw image) with an empty persistent bitmap
+/// `standby-1`. `qemu-img create` zeroes the data file it is given, so the
+/// restored image is moved aside meanwhile and moved back; a run killed
+/// in between leaves it at `IMAGE.restored`, which the next call moves
+/// back first.
+pub fn make_wrapper(image: &Path, wrapper: &Path, name: &str) -> Result<(), ProviderError> {
+    let aside = {
+        let mut p = image.as_os_str().to_owned();
+        p.push(".restored");
+        PathBuf::from(p)
+    };
+    let io = |what: String| {
+        move |e| ProviderError::Io {
+            context: what,
+            source: e,
+        }
+    };
+    if aside.exists() && !image.exists() {
+        fs::rename(&aside, image).map_err(io(format!("moving back {}", aside.display())))?;
+    }
+    let size = fs::metadata(image)
+        .map_err(io(format!("reading {}", image.display())))?
+        .len();
+    let _ = fs::remove_file(wrapper);
+    fs::rename(image, &aside).map_err(io(format!("moving aside {}", image.display())))?;
+    let opts = format!(
+        "data_file={},data_file_raw=on,preallocation=metadata",
+        image.to_string_lossy().replace(',', ",,")
+    );
+    let made = qemu_img(
+        &[
+            "create".as_ref(),
+            "-q".as_ref(),
+            "-f".as_ref(),
+            "qcow2".as_ref(),
+            "-o".as_ref(),
+            opts.as_ref(),
+            wrapper.as_os_str(),
+            size.to_string().as_ref(),
+        ],
+        "create of the wrapper",
+        name,
+    );
+    // Back in place whatever happened: the restored data is the point.
+    fs::rename(&aside, image).map_err(io(format!("moving back {}", aside.display())))?;
+    made?;
+    qemu_img(
+        &[
+            "bitmap".as_ref(),
+            "--add".as_ref(),
+            "-g".as_ref(),
+            WRAPPER_GRANULARITY.to_string().as_ref(),
+            wrapper.as_os_str(),
+            format!("{}1", crate::cbt::BITMAP_PREFIX).as_ref(),
+        ],
+        "bitmap --add",
+        name,
+    )
 }
 
 /// Creates (afresh) a qcow2 overlay at `overlay` backed read-only by
@@ -237,10 +342,81 @@ impl QemuSite {
         Ok(())
     }
 
+    /// Where `machine`'s VM runs in this run: a failback (a failover-mode
+    /// run at the machine's own site) starts it in the site root, where
+    /// the VMs standby runs at home keep their files; else [`run_dir`].
+    fn vm_dir(&self, root: &Path, run: &Run, s: &VmSettings) -> PathBuf {
+        match (&s.home, run.mode) {
+            (Some(_), Mode::Failover) => root.to_path_buf(),
+            _ => run_dir(root, run),
+        }
+    }
+
+    /// Shuts the guest of `machine`'s failed-over VM at this site down
+    /// while QEMU stays, paused (as a planned failover does at home), so
+    /// the final point of a failback is still read through its dirty
+    /// bitmaps; [`QemuSite::quit_paused`] ends QEMU after it. No VM: false.
+    pub fn pause_for_final(&self, run: &Run, machine: &str) -> Result<bool, ProviderError> {
+        let s = self.settings(machine, "stop")?;
+        let dir = run_dir(site_root(run, "stop")?, run);
+        if Vm::open(&s.vm_name, &dir)
+            .map_err(|e| err("stop", machine, e))?
+            .is_none()
+        {
+            return Ok(false);
+        }
+        stop_at_home(&self.own_sockets(&dir, s), self.grace)
+            .map_err(|e| err("stop", machine, e))?;
+        Ok(true)
+    }
+
+    /// Quits the QEMU of `machine`'s VM at this site that
+    /// [`QemuSite::pause_for_final`] left shut down (bitmaps stored).
+    pub fn quit_paused(&self, run: &Run, machine: &str) -> Result<(), ProviderError> {
+        let s = self.settings(machine, "stop")?;
+        let dir = run_dir(site_root(run, "stop")?, run);
+        let Some(v) = Vm::open(&s.vm_name, &dir).map_err(|e| err("stop", machine, e))? else {
+            return Ok(());
+        };
+        quit_at_home(&self.own_sockets(&dir, s)).map_err(|e| err("stop", machine, e))?;
+        if !v.wait_exit(Duration::from_secs(10)) {
+            v.kill().map_err(|e| err("stop", machine, e))?;
+        }
+        let _ = fs::remove_file(Vm::pid_path(&dir, &s.vm_name));
+        Ok(())
+    }
+
+    /// Ends a VM of `machine` that an earlier failback attempt started at
+    /// its own site (QMP `quit`, else SIGKILL), so its images can be
+    /// written; none running is nothing to do.
+    pub fn end_home_vm(&self, run: &Run, machine: &str) -> Result<(), ProviderError> {
+        let s = self.settings(machine, "stop")?;
+        let root = site_root(run, "stop")?;
+        if let Some(v) = Vm::open(&s.vm_name, root).map_err(|e| err("stop", machine, e))? {
+            let quit = v.qmp().and_then(|mut q| q.quit());
+            if quit.is_err() || !v.wait_exit(Duration::from_secs(10)) {
+                v.kill().map_err(|e| err("stop", machine, e))?;
+            }
+            let _ = fs::remove_file(Vm::pid_path(root, &s.vm_name));
+            return Ok(());
+        }
+        end_orphan(root, &s.vm_name).map_err(|e| err("stop", machine, e))
+    }
+
+    fn own_sockets(&self, dir: &Path, s: &VmSettings) -> Home {
+        Home {
+            qmp: crate::endpoint::Endpoint::Unix(Vm::qmp_path(dir, &s.vm_name)),
+            agent: Some(crate::endpoint::Endpoint::Unix(Vm::agent_path(
+                dir, &s.vm_name,
+            ))),
+            raw: Vec::new(),
+        }
+    }
+
     /// The VM of `machine` in this run, if it runs.
     fn vm(&self, run: &Run, machine: &str, action: &'static str) -> Result<Vm, ProviderError> {
         let s = self.settings(machine, action)?;
-        let dir = run_dir(site_root(run, action)?, run);
+        let dir = self.vm_dir(site_root(run, action)?, run, s);
         Vm::open(&s.vm_name, &dir)
             .map_err(|e| err(action, machine, e))?
             .ok_or_else(|| err(action, machine, "its VM does not run"))
@@ -295,7 +471,7 @@ impl SiteProvider for QemuSite {
     ) -> Result<(), ProviderError> {
         let name = machine.machine.as_str();
         let s = self.settings(name, "start")?;
-        let dir = run_dir(site_root(run, "start")?, run);
+        let dir = self.vm_dir(site_root(run, "start")?, run, s);
         let mut disks = Vec::new();
         for (disk, node) in &s.disks {
             let image = machine
@@ -324,7 +500,22 @@ impl SiteProvider for QemuSite {
                     )?,
                     DiskFormat::Qcow2,
                 ),
-                Mode::Failover => (image.clone(), DiskFormat::Raw),
+                // Failback: the machine's own image at its own site.
+                Mode::Failover if s.home.is_some() => (
+                    image.clone(),
+                    if s.home.as_ref().is_some_and(|h| h.raw.contains(disk)) {
+                        DiskFormat::Raw
+                    } else {
+                        DiskFormat::Qcow2
+                    },
+                ),
+                // A failover: a fresh tracked wrapper over the restored raw
+                // image, so reprotect reads only what the VM writes.
+                Mode::Failover => {
+                    let w = wrapper_path(image);
+                    make_wrapper(image, &w, name)?;
+                    (w, DiskFormat::Qcow2)
+                }
             };
             disks.push(vm::DiskSpec {
                 node_name: node.clone(),
@@ -387,6 +578,15 @@ impl SiteProvider for QemuSite {
         let s = self.settings(machine, "stop")?;
         let dir = run_dir(site_root(run, "stop")?, run);
         if let Some(v) = Vm::open(&s.vm_name, &dir).map_err(|e| err("stop", machine, e))? {
+            // Paused by `pause_for_final`: the guest is down, and QEMU
+            // stays until the final point is read.
+            if run.mode == Mode::Failover
+                && v.qmp()
+                    .and_then(|mut q| q.status())
+                    .is_ok_and(|st| st == "shutdown")
+            {
+                return Ok(());
+            }
             v.stop(self.grace).map_err(|e| err("stop", machine, e))?;
             return Ok(());
         }
@@ -569,6 +769,52 @@ impl SiteProvider for QemuSite {
         let _ = fs::remove_dir(root.join(TEST_DIR));
         Ok(())
     }
+}
+
+/// Ends a QEMU of VM `name` in `dir` that has no pid file of ours: one
+/// a killed `start` left between QEMU daemonizing and standby writing
+/// `NAME.pid`. Found by its monitor (`NAME.qmp` answering): QMP `quit`,
+/// else SIGKILL of the pid QEMU wrote (`NAME.qemu-pid`) when its command
+/// line names that monitor. Nothing answering is nothing to do.
+fn end_orphan(dir: &Path, name: &str) -> crate::error::Result<()> {
+    let qmp = Vm::qmp_path(dir, name);
+    let Ok(mut q) = crate::qmp::Qmp::connect_unix(&qmp, Duration::from_secs(2)) else {
+        return Ok(());
+    };
+    let _ = q.quit();
+    drop(q);
+    let pid = fs::read_to_string(dir.join(format!("{name}.qemu-pid")))
+        .ok()
+        .and_then(|p| p.trim().parse::<i32>().ok());
+    let ours = |pid: i32| {
+        fs::read(format!("/proc/{pid}/cmdline"))
+            .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&*qmp.to_string_lossy()))
+    };
+    let answers = || crate::qmp::Qmp::connect_unix(&qmp, Duration::from_millis(200)).is_ok();
+    let start = Instant::now();
+    while pid.is_some_and(ours) || (pid.is_none() && answers()) {
+        if start.elapsed() > Duration::from_secs(10) {
+            if let Some(p) = pid {
+                // SAFETY: a pid whose command line names this VM's monitor.
+                unsafe {
+                    libc::kill(p, libc::SIGKILL);
+                }
+            }
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let start = Instant::now();
+    while pid.is_some_and(ours) {
+        if start.elapsed() > Duration::from_secs(10) {
+            return Err(crate::Error::Vm {
+                name: name.into(),
+                detail: "a QEMU left without its pid file survived QMP quit and SIGKILL".into(),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
 }
 
 /// Stops the source VM of a planned failover: makes QEMU pause instead of
