@@ -2,7 +2,9 @@
 //! item 4, step 1): served by the standby executable from the vault on
 //! demand, read by QEMU's own NBD client (`qemu-img`, `qemu-io`) and by
 //! libnbd (`nbdinfo`), byte-identical to a normal restore, for a full point
-//! and a delta; writes refused; a small read fetches a blob, not the disk.
+//! and a delta; writes refused; a small read fetches a blob, not the disk;
+//! opening a point reads its own index object, not the vault's (and the
+//! whole index only for blobs deduplicated against other points).
 
 use standby::model::KeySource;
 use standby::recovery::instant::export::{self, Files, Source};
