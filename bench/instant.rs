@@ -102,7 +102,9 @@ struct Figures {
     served: String,
 }
 
-fn one(bin: &Path, work: &Path, gib: u64, guest_cache: &Path) -> Figures {
+/// `quickstart --qemu` with the database VM's data disk at `gib`, one
+/// point of both VMs; returns the directory.
+fn setup(bin: &Path, work: &Path, gib: u64, guest_cache: &Path) -> PathBuf {
     let d = work.join(format!("instant-{gib}g"));
     let _ = std::fs::remove_dir_all(&d);
     let out = Command::new(bin)
@@ -135,62 +137,57 @@ fn one(bin: &Path, work: &Path, gib: u64, guest_cache: &Path) -> Figures {
         }
     }
     drop(running);
-    // Instant runs are short, so load on the shared machine moves them
-    // most: the median of a few.
-    let repeat: usize = std::env::var("STANDBY_BENCH_REPEAT")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3)
-        .max(1);
-    let mut runs = Vec::new();
-    let mut served = String::new();
-    for _ in 0..repeat {
-        let rep = d.join("report-instant");
-        let (wall, text) = run(
-            bin,
-            &d,
-            &[
-                "failover",
-                "test",
-                "shop",
-                "--instant",
-                "--point",
-                "latest",
-                "--report-dir",
-                &rep.to_string_lossy(),
-            ],
-        );
-        served = text
-            .lines()
-            .filter(|l| l.contains("served"))
-            .map(|l| l.trim().to_string())
-            .collect::<Vec<_>>()
-            .join("\n    ");
-        let r = rto(&rep);
-        eprintln!("{gib} GiB: instant RTO {r:.1} s");
-        runs.push((r, wall.as_secs_f64()));
-        run(bin, &d, &["failover", "cleanup", "shop"]);
-    }
-    runs.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let (instant, wall_i) = runs[runs.len() / 2];
-    // STANDBY_BENCH_FULL=0: the instant runs only.
-    if std::env::var("STANDBY_BENCH_FULL").is_ok_and(|v| v == "0") {
-        if std::env::var_os("STANDBY_BENCH_KEEP").is_none() {
-            let _ = std::fs::remove_dir_all(&d);
-        }
-        return Figures {
-            gib,
-            instant,
-            instant_wall: wall_i,
-            full: f64::NAN,
-            full_wall: f64::NAN,
-            served,
-        };
-    }
-    let rep = d.join("report-full");
-    let (wall_f, _) = run(
+    d
+}
+
+/// One instant test failover and its cleanup: RTO, wall time and what
+/// each export served, fetched and asked of the vault (the report's
+/// `copy` entries).
+fn instant_once(bin: &Path, d: &Path, gib: u64) -> (f64, f64, String) {
+    let rep = d.join("report-instant");
+    let (wall, _) = run(
         bin,
-        &d,
+        d,
+        &[
+            "failover",
+            "test",
+            "shop",
+            "--instant",
+            "--point",
+            "latest",
+            "--report-dir",
+            &rep.to_string_lossy(),
+        ],
+    );
+    let r: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(rep.join("report.json")).unwrap()).unwrap();
+    let served = r["timeline"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["kind"] == "copy")
+        .map(|e| {
+            format!(
+                "{} {}: {}",
+                e["machine"].as_str().unwrap_or(""),
+                e["name"].as_str().unwrap_or(""),
+                e["detail"].as_str().unwrap_or("")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n    ");
+    let rto = rto(&rep);
+    eprintln!("{gib} GiB: instant RTO {rto:.1} s");
+    run(bin, d, &["failover", "cleanup", "shop"]);
+    (rto, wall.as_secs_f64(), served)
+}
+
+/// A full-restore test failover and its cleanup: RTO and wall time.
+fn full_once(bin: &Path, d: &Path, gib: u64) -> (f64, f64) {
+    let rep = d.join("report-full");
+    let (wall, _) = run(
+        bin,
+        d,
         &[
             "failover",
             "test",
@@ -202,18 +199,56 @@ fn one(bin: &Path, work: &Path, gib: u64, guest_cache: &Path) -> Figures {
         ],
     );
     let full = rto(&rep);
-    run(bin, &d, &["failover", "cleanup", "shop"]);
-    if std::env::var_os("STANDBY_BENCH_KEEP").is_none() {
-        let _ = std::fs::remove_dir_all(&d);
+    eprintln!("{gib} GiB: full-restore RTO {full:.1} s");
+    run(bin, d, &["failover", "cleanup", "shop"]);
+    (full, wall.as_secs_f64())
+}
+
+/// Every size set up first, then the instant runs taken in turns across
+/// the sizes (1, 8, 1, 8, ...) so the shared machine's load moves both
+/// alike; median per size. Then one full-restore run per size.
+fn measure(bin: &Path, work: &Path, sizes: &[u64], guest_cache: &Path) -> Vec<Figures> {
+    let dirs: Vec<PathBuf> = sizes
+        .iter()
+        .map(|&g| setup(bin, work, g, guest_cache))
+        .collect();
+    let repeat: usize = std::env::var("STANDBY_BENCH_REPEAT")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3)
+        .max(1);
+    let mut runs: Vec<Vec<(f64, f64)>> = vec![Vec::new(); sizes.len()];
+    let mut served = vec![String::new(); sizes.len()];
+    for _ in 0..repeat {
+        for (i, (&g, d)) in sizes.iter().zip(&dirs).enumerate() {
+            let (r, w, s) = instant_once(bin, d, g);
+            runs[i].push((r, w));
+            served[i] = s;
+        }
     }
-    Figures {
-        gib,
-        instant,
-        instant_wall: wall_i,
-        full,
-        full_wall: wall_f.as_secs_f64(),
-        served,
+    let full = !std::env::var("STANDBY_BENCH_FULL").is_ok_and(|v| v == "0");
+    let mut figs = Vec::new();
+    for (i, (&gib, d)) in sizes.iter().zip(&dirs).enumerate() {
+        runs[i].sort_by(|a, b| a.0.total_cmp(&b.0));
+        let (instant, instant_wall) = runs[i][runs[i].len() / 2];
+        let (full, full_wall) = if full {
+            full_once(bin, d, gib)
+        } else {
+            (f64::NAN, f64::NAN)
+        };
+        if std::env::var_os("STANDBY_BENCH_KEEP").is_none() {
+            let _ = std::fs::remove_dir_all(d);
+        }
+        figs.push(Figures {
+            gib,
+            instant,
+            instant_wall,
+            full,
+            full_wall,
+            served: std::mem::take(&mut served[i]),
+        });
     }
+    figs
 }
 
 fn main() {
@@ -228,10 +263,7 @@ fn main() {
         .ok()
         .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect())
         .unwrap_or_else(|| vec![1, 8]);
-    let figs: Vec<Figures> = sizes
-        .iter()
-        .map(|&g| one(&bin, &work, g, &guest_cache))
-        .collect();
+    let figs = measure(&bin, &work, &sizes, &guest_cache);
     println!(
         "test failover of plans/qemu's two VMs (two groups), RTO = start to the last check passing"
     );
@@ -249,7 +281,10 @@ fn main() {
         );
     }
     for f in &figs {
-        println!("{} GiB, instant, served:\n    {}", f.gib, f.served);
+        println!(
+            "{} GiB, instant, per disk (last run):\n    {}",
+            f.gib, f.served
+        );
     }
     if let (Some(a), Some(b)) = (figs.first(), figs.last())
         && figs.len() > 1

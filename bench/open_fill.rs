@@ -142,6 +142,7 @@ fn main() -> anyhow::Result<()> {
                 seq: Some(k as u64 + 1),
                 owner: None,
                 writer: None,
+                index: None,
             };
             manifest::write(&vault, &m)?;
             parent = Some(id);

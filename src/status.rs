@@ -508,6 +508,7 @@ mod tests {
             seq: None,
             owner: None,
             writer: None,
+            index: None,
         };
         let policy = crate::model::Policy {
             addr: "policy.standard".parse().unwrap(),

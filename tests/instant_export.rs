@@ -2,7 +2,9 @@
 //! item 4, step 1): served by the standby executable from the vault on
 //! demand, read by QEMU's own NBD client (`qemu-img`, `qemu-io`) and by
 //! libnbd (`nbdinfo`), byte-identical to a normal restore, for a full point
-//! and a delta; writes refused; a small read fetches a blob, not the disk.
+//! and a delta; writes refused; a small read fetches a blob, not the disk;
+//! opening a point reads its own index object, not the vault's (and the
+//! whole index only for blobs deduplicated against other points).
 
 use standby::model::KeySource;
 use standby::recovery::instant::export::{self, Files, Source};
@@ -221,4 +223,137 @@ fn instant_on_a_plan_without_vms_at_a_qemu_site_is_refused_before_anything() {
         assert!(!d.path().join(".standby").exists(), "{args:?} wrote state");
         assert!(!d.path().join("dr").exists(), "{args:?} touched the site");
     }
+}
+
+/// A point's replication as machine `machine` of disk `disk`.
+fn take_as(vault: &Vault, dir: &Path, machine: &str, disk: &Path) -> standby::vault::Manifest {
+    let target = Target {
+        protection: format!("protection.{machine}"),
+        machine: format!("machine.{machine}"),
+        group: None,
+        disks: vec![("data".into(), disk.to_path_buf())],
+        quiesce: None,
+        app: false,
+        level: 1,
+        site: None,
+        vm: None,
+    };
+    let opts = Options::new(dir.join("cache"));
+    replication::take_points(vault, &[target], &opts, &Progress::default())
+        .unwrap()
+        .remove(0)
+}
+
+/// Starts the export of `point`'s disk, reads it whole through QEMU's
+/// client into `copy`, and returns its counters once it has served it.
+fn export_whole(
+    d: &Path,
+    url: &str,
+    key: &KeySource,
+    point: &standby::vault::Manifest,
+    name: &str,
+    copy: &Path,
+) -> export::Stats {
+    let files = Files::new(d, name, "data");
+    let src = Source {
+        url: url.to_string(),
+        key: key.clone(),
+        base: d.to_path_buf(),
+        point: point.id,
+        disk: "data".into(),
+    };
+    let h = export::start(&src, &files, Duration::from_secs(60)).unwrap();
+    let (ok, out) = run(Command::new("qemu-img")
+        .args(["convert", "-f", "raw", "-O", "raw"])
+        .arg(files.url("data"))
+        .arg(copy));
+    assert!(ok, "qemu-img convert: {out}");
+    let size = point.disks["data"].size;
+    let mut stats = None;
+    for _ in 0..200 {
+        stats = files.stats().filter(|s| s.served >= size);
+        if stats.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    h.stop();
+    files.remove();
+    for p in [&files.socket, &files.pid, &files.stats, &files.log] {
+        assert!(!p.exists(), "{} stays after remove", p.display());
+    }
+    stats.expect("the export's counters")
+}
+
+/// What an export reads to open a point does not grow with the vault or
+/// the disk: with 40 other machines' points (40 index objects) in the
+/// vault and an 8 GiB sparse disk, the export reads the point's own index
+/// object only, and a handful of requests. A point whose blobs were all
+/// deduplicated against another machine's (its replication wrote no index
+/// object) is found through the whole index instead, and reads right.
+#[test]
+fn an_export_reads_its_points_index_not_the_vaults() {
+    let d = tempfile::tempdir().unwrap();
+    let key = KeySource::File(d.path().join("vault.key"));
+    let url = format!("file://{}", d.path().join("vault").display());
+    let vault = Vault::init(&url, &key, d.path()).unwrap().vault;
+    let small = d.path().join("small.img");
+    for i in 0..40u64 {
+        std::fs::write(&small, &disk_bytes(100 + i)[..(1 << 20)]).unwrap();
+        take_as(&vault, d.path(), &format!("m{i}"), &small);
+    }
+    // 8 GiB, sparse: 8 MiB of data at the start, 1 MiB near the end.
+    let big = d.path().join("big.img");
+    let data = disk_bytes(3);
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = std::fs::File::create(&big).unwrap();
+        f.set_len(8 << 30).unwrap();
+        f.write_all(&data[..8 << 20]).unwrap();
+        f.seek(SeekFrom::Start((8 << 30) - (3 << 20))).unwrap();
+        f.write_all(&data[16 << 20..17 << 20]).unwrap();
+    }
+    let point = take_as(&vault, d.path(), "db", &big);
+    assert!(point.index.is_some(), "the point names its index object");
+    let files = Files::new(d.path(), "db", "data");
+    let src = Source {
+        url: url.clone(),
+        key: key.clone(),
+        base: d.path().to_path_buf(),
+        point: point.id,
+        disk: "data".into(),
+    };
+    let h = export::start(&src, &files, Duration::from_secs(60)).unwrap();
+    // A block of the last MiB of data, through QEMU's client.
+    let (ok, out) = run(Command::new("qemu-io")
+        .args(["-r", "-f", "raw", "-c"])
+        .arg(format!("read {} 4096", (8u64 << 30) - (3 << 20)))
+        .arg(files.url("data")));
+    assert!(ok && !out.contains("fail"), "qemu-io: {out}");
+    let mut stats = None;
+    for _ in 0..200 {
+        stats = files.stats().filter(|s| s.served >= 4096);
+        if stats.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    h.stop();
+    files.remove();
+    let s = stats.expect("the export's counters");
+    assert_eq!(s.size, 8 << 30);
+    assert_eq!(s.data, 9 << 20, "{s:?}");
+    assert_eq!(s.index_objects, 1, "{s:?}");
+    // Key, manifest, its index object, a pack range or two: a handful,
+    // never one per index object of the vault (41).
+    assert!(s.requests <= 12, "{s:?}");
+
+    // All deduplicated: the same bytes as machine m0's point.
+    std::fs::write(&small, &disk_bytes(100)[..(1 << 20)]).unwrap();
+    let dup = take_as(&vault, d.path(), "dup", &small);
+    assert_eq!(dup.index, None, "nothing new was stored");
+    let copy = d.path().join("dup.raw");
+    let s = export_whole(d.path(), &url, &key, &dup, "dup", &copy);
+    assert!(std::fs::read(&copy).unwrap() == disk_bytes(100)[..(1 << 20)]);
+    assert!(s.index_objects > 1, "the whole index was read: {s:?}");
 }

@@ -13,14 +13,17 @@
 //!   Then `failover unplanned shop --instant` boots them the same way and
 //!   copies the disks to their final images in the background: once it
 //!   returns, no export runs and QEMU holds no NBD node, the standby
-//!   process is gone, the VMs still answer their guest agents, the data
-//!   disk equals a `standby restore` of the point, and RTO ended at the
-//!   checks, before the copy.
+//!   process is gone, the VMs still answer their guest agents, no export
+//!   file is left, the data disk equals a `standby restore` of the point,
+//!   and RTO ended at the checks, before the copy.
 //! - `a_killed_instant_failover_converges_on_rerun`: `failover unplanned
 //!   --instant` killed (SIGKILL) after a random number of its output lines,
 //!   `STANDBY_INSTANT_KILL_ROUNDS` times (default 5; 20 in the long form),
-//!   then run to the end: the same images, exactly the two VMs, no
-//!   leftover export.
+//!   then run to the end: the same images (the data disk byte for byte
+//!   with the point), exactly the two VMs, no leftover export. A round
+//!   counts only when SIGKILL ended a running failover; a run that ends on
+//!   its own must have succeeded (a refused rerun fails the test), and a
+//!   kill after the run recorded its end stops the rounds.
 
 #[path = "../providers/qemu/tests/common/shared.rs"]
 #[allow(dead_code)]
@@ -174,6 +177,14 @@ fn assert_failed_over(d: &Path, point_data: &Path) {
             "{overlays:?}"
         );
     }
+    // No export file (socket, pid, counters, log) outlives the copy.
+    let left: Vec<_> = std::fs::read_dir(&vms)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".nbd"))
+        .collect();
+    assert!(left.is_empty(), "export files left: {left:?}");
     let data = d.join("sites/dr/db/data.raw");
     let cmp = Command::new("qemu-img")
         .args(["compare", "-f", "raw", "-F", "raw", "-U"])
@@ -191,6 +202,24 @@ fn assert_failed_over(d: &Path, point_data: &Path) {
         std::fs::metadata(&data).unwrap().len(),
         std::fs::metadata(point_data).unwrap().len()
     );
+}
+
+/// Whether the state records a failover run of the plan as completed.
+fn failover_completed(d: &Path) -> bool {
+    fn any_completed(v: &serde_json::Value) -> bool {
+        match v {
+            serde_json::Value::Object(m) => {
+                m.get("phase").and_then(|p| p.as_str()) == Some("completed")
+                    || m.values().any(any_completed)
+            }
+            serde_json::Value::Array(a) => a.iter().any(any_completed),
+            _ => false,
+        }
+    }
+    std::fs::read(d.join(".standby/state.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .is_some_and(|v| any_completed(&v))
 }
 
 /// `standby restore latest` of the database VM's data disk.
@@ -366,19 +395,21 @@ fn a_killed_instant_failover_converges_on_rerun() {
         "latest",
     ];
     let mut finished = false;
+    let mut killed = 0;
     for round in 0..rounds {
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
-        // A run prints ~29 lines (points, groups, starts, checks, copy
-        // progress, the end): kill after 1..=26 of them.
-        let kill_after = 1 + (seed % 26) as usize;
+        // A run prints ~23-29 lines (points, groups, starts, checks, copy
+        // progress, the end): kill after 1..=20 of them.
+        let kill_after = 1 + (seed % 20) as usize;
+        let err_path = tmp.path().join(format!("round-{round}.err"));
         let mut child = Command::new(env!("CARGO_BIN_EXE_standby"))
             .args(args)
             .current_dir(&d)
             .env("NO_COLOR", "1")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&err_path).unwrap())
             .spawn()
             .unwrap();
         let out = child.stdout.take().unwrap();
@@ -397,12 +428,29 @@ fn a_killed_instant_failover_converges_on_rerun() {
             seen.len(),
             seen.last()
         );
-        if status.success() {
-            // It finished before the kill: nothing left to converge from.
+        {
+            use std::os::unix::process::ExitStatusExt;
+            if status.signal() == Some(libc::SIGKILL) {
+                killed += 1;
+            } else {
+                // Ended on its own: it must have finished, never have
+                // refused to go on from the last round's kill.
+                assert!(
+                    status.success(),
+                    "round {round}: the rerun failed ({status}): {}",
+                    std::fs::read_to_string(&err_path).unwrap_or_default()
+                );
+            }
+        }
+        if failover_completed(&d) {
+            // Killed after it recorded its end (or it finished): nothing
+            // is left to converge from.
             finished = true;
             break;
         }
     }
+    eprintln!("{killed} of {rounds} rounds killed a running failover");
+    assert!(killed >= 1, "no round killed the failover");
     if !finished {
         let text = ok(&d, &args);
         assert!(text.contains("(background copy)"), "{text}");

@@ -1,8 +1,9 @@
 //! Hostile manifests and indexes, sealed with the vault's real keys (so
 //! they pass authentication, as if written by someone holding the key): a
 //! disk name that would leave the restore target, a disk over 16 TiB, an
-//! extent past the disk's end, a point that is its own parent, two points
-//! that are each other's parent, and an index naming a blob past any pack.
+//! extent past the disk's end, an index hint naming another object, a
+//! point that is its own parent, two points that are each other's parent,
+//! and an index naming a blob past any pack.
 //! `standby restore` refuses each with a clear error naming the object,
 //! before it writes anything; `vault verify` reports it.
 
@@ -216,6 +217,13 @@ fn hostile_manifests_and_indexes_are_refused_before_anything_is_written() {
         map.extents.push(Extent(map.size, 4096, blob, 0));
     });
     refused(&qs, &out, &bad.id, "system", "runs past the disk's end");
+    remove(&qs, &bad);
+
+    // An index hint that names another kind of object.
+    let bad = craft(&vault, &db, |m| {
+        m.index = Some("points/../keys".into());
+    });
+    refused(&qs, &out, &bad.id, "system", "not index/<64 hex digits>");
     remove(&qs, &bad);
 
     // A point that is its own parent.

@@ -634,6 +634,7 @@ fn capture_all(
             seq: seqs.get(ti).copied(),
             owner: vault.owner(),
             writer: Some(commit.writer.clone()),
+            index: None,
         };
         made.push((m, hashes));
     }
@@ -649,7 +650,11 @@ fn capture_all(
     let (packs, _) = packer.finish()?;
     let written: Vec<Id> = packs.iter().map(|p| p.id).collect();
     if !packs.is_empty() {
-        index::write_cached(vault, &opts.cache_dir, packs)?;
+        let name = index::write_cached(vault, &opts.cache_dir, packs)?;
+        // Readers of a few blobs (instant recovery) start from it.
+        for (m, _) in &mut made {
+            m.index = Some(name.clone());
+        }
     }
     // The catalog lists each point before its manifest exists (a lost
     // update never hides a point), and confirms it after.

@@ -107,6 +107,14 @@ pub struct Manifest {
     /// holder's id, `-` for a command that holds no lease).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub writer: Option<String>,
+    /// The index object (`index/<id>`) written with this point: where the
+    /// blobs its replication stored are listed. A hint for readers that
+    /// want a few blobs' places without loading the whole index (instant
+    /// recovery); absent when the point stored no new blob or was written
+    /// before standby recorded it, and stale after a compaction merged
+    /// the object away (readers then fall back to the whole index).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<String>,
 }
 
 /// A VM point's changed-block tracking: per disk how it was read, and the
@@ -250,6 +258,18 @@ impl Manifest {
             return Err(Invalid(format!(
                 "its capture time {:?} is not RFC 3339",
                 self.created
+            )));
+        }
+        let plain_index = |i: &str| {
+            i.strip_prefix("index/")
+                .and_then(Id::parse)
+                .is_some_and(|id| i.ends_with(&id.hex()))
+        };
+        if let Some(i) = &self.index
+            && !plain_index(i)
+        {
+            return Err(Invalid(format!(
+                "the manifest names index object {i:?}, not index/<64 hex digits>"
             )));
         }
         for (disk, map) in &self.disks {

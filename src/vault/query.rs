@@ -166,6 +166,7 @@ mod tests {
             seq: None,
             owner: None,
             writer: None,
+            index: None,
         }
     }
 

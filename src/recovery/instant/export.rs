@@ -37,6 +37,19 @@ pub struct Stats {
     pub served: u64,
     /// Plain bytes of blobs fetched from the vault.
     pub fetched: u64,
+    /// Requests this export made to the vault's store (opening the point
+    /// and its index included).
+    #[serde(default)]
+    pub requests: u64,
+    /// Bytes those requests read.
+    #[serde(default)]
+    pub request_bytes: u64,
+    /// Index objects read to find the point's blobs.
+    #[serde(default)]
+    pub index_objects: u64,
+    /// From the process's start until it accepted clients, ms.
+    #[serde(default)]
+    pub open_ms: u64,
 }
 
 /// Where an export's files are: `dir/VM.DISK.nbd*`.
@@ -69,6 +82,17 @@ impl Files {
         std::fs::read(&self.stats)
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
+    }
+
+    /// Removes every file of the export (once it has ended): nothing of a
+    /// finished run stays beside the VM's files.
+    pub fn remove(&self) {
+        for p in [&self.socket, &self.pid, &self.stats, &self.log] {
+            let _ = std::fs::remove_file(p);
+        }
+        for p in [&self.socket, &self.stats, &self.pid] {
+            let _ = std::fs::remove_file(format!("{}.tmp", p.display()));
+        }
     }
 }
 
@@ -133,7 +157,7 @@ impl Handle {
     }
 
     /// Ends the export (SIGTERM, then SIGKILL after 5 s) and removes its
-    /// socket and pid file; the counters file stays.
+    /// socket and pid file; the counters and log stay ([`Files::remove`]).
     pub fn stop(&self) {
         let _ = signal(self.pid, libc::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -293,7 +317,11 @@ pub fn export_main(
         socket,
     };
     let _ = write_pid(&files.pid, std::process::id());
-    Some(run_export(url, &key, Path::new(base), point, disk, &files).map_err(ServeError::Failed))
+    let began = Instant::now();
+    Some(
+        run_export(began, url, &key, Path::new(base), point, disk, &files)
+            .map_err(ServeError::Failed),
+    )
 }
 
 /// Why an export process (the helper [`start`] runs) ended with an error.
@@ -310,6 +338,7 @@ pub enum ServeError {
 }
 
 fn run_export(
+    began: Instant,
     url: &str,
     key: &KeySource,
     base: &Path,
@@ -318,6 +347,9 @@ fn run_export(
     files: &Files,
 ) -> Result<(), String> {
     let vault = Arc::new(Vault::open(url, key, base).map_err(|e| e.to_string())?);
+    // The configuration's index cache (`workspace::cache_dir`), for the
+    // blobs the point's own index objects do not list.
+    vault.use_index_cache(base.join(".standby").join("cache"));
     let m = manifest::read(&vault, &point).map_err(|e| e.to_string())?;
     let reader = Arc::new(
         PointReader::open(Arc::clone(&vault), &m, disk, CACHE_BYTES).map_err(|e| e.to_string())?,
@@ -330,18 +362,19 @@ fn run_export(
         .map_err(|e| format!("binding {}: {e}", tmp.display()))?;
     std::fs::rename(&tmp, &files.socket)
         .map_err(|e| format!("renaming {} into place: {e}", tmp.display()))?;
+    let open_ms = began.elapsed().as_millis() as u64;
     let export = Arc::new(nbd::Export {
         name: disk.to_string(),
         reader: Arc::clone(&reader),
     });
     let watch = files.clone();
-    std::thread::spawn(move || watchdog(&watch, &reader));
+    std::thread::spawn(move || watchdog(&watch, &reader, open_ms));
     nbd::serve(listener, export).map_err(|e| format!("serving: {e}"))
 }
 
 /// Writes the counters when they change and ends the process once its
 /// socket file is gone (its run was cleaned up) or stops being ours.
-fn watchdog(files: &Files, reader: &PointReader) {
+fn watchdog(files: &Files, reader: &PointReader, open_ms: u64) {
     let mut last = Stats::default();
     let ino = std::fs::metadata(&files.socket).ok().map(|m| {
         use std::os::unix::fs::MetadataExt;
@@ -354,6 +387,10 @@ fn watchdog(files: &Files, reader: &PointReader) {
             data: reader.data_bytes(),
             served: c.served.load(Ordering::Relaxed),
             fetched: c.fetched.load(Ordering::Relaxed),
+            requests: crate::store::counts().requests(),
+            request_bytes: crate::store::counts().bytes_in,
+            index_objects: reader.index_objects,
+            open_ms,
         };
         if now != last {
             let tmp = PathBuf::from(format!("{}.tmp", files.stats.display()));

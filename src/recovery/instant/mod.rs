@@ -224,10 +224,14 @@ impl Way for InstantFailover {
                     now,
                     Outcome::Passed,
                     format!(
-                        "instant, not copied (test run): {} served of a {} disk, {} fetched from the vault",
+                        "instant, not copied (test run): {} served of a {} disk, {} fetched from the vault; the export made {} requests reading {} ({} index objects) and accepted clients {} ms after it started",
                         crate::human::size(s.served),
                         crate::human::size(s.size),
-                        crate::human::size(s.fetched)
+                        crate::human::size(s.fetched),
+                        s.requests,
+                        crate::human::size(s.request_bytes),
+                        s.index_objects,
+                        s.open_ms
                     ),
                 );
                 e.emit(What::InstantServed {
@@ -298,11 +302,14 @@ impl Way for InstantFailover {
                 )
             },
         )?;
-        // The VM no longer reads the exports: end them.
+        // The VM no longer reads the exports: end them, and leave none of
+        // their files.
         for d in &m.disks {
-            if let Some(h) = export::Handle::find(&export::Files::new(&dir, &vm, &d.name)) {
+            let files = export::Files::new(&dir, &vm, &d.name);
+            if let Some(h) = export::Handle::find(&files) {
                 h.stop();
             }
+            files.remove();
         }
         let run_id = e.run_id.clone();
         e.recorder

@@ -1,13 +1,13 @@
 //! Random access to one disk of a recovery point, straight from the vault:
-//! the point's chain resolved once into a block map (4 KiB block -> blob),
+//! the point's chain resolved once into its data runs (extents -> blob),
 //! each blob fetched on first use (one ranged read of its pack), opened
 //! and kept in a bounded cache. Zero blocks and holes are answered without
 //! fetching anything. What instant recovery's NBD export serves.
 
-use crate::vault::manifest::{self, BLOCK, Manifest, ZERO};
+use crate::vault::manifest::{self, BLOCK, DiskMap, Extent, Manifest};
 use crate::vault::read::PackRead;
-use crate::vault::{Id, Location, Vault, VaultError, blob_context, pack_name};
-use std::collections::HashMap;
+use crate::vault::{Id, Location, Vault, VaultError, blob_context, index, pack_name};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -58,6 +58,10 @@ impl Cache {
     }
 }
 
+/// A run of data blocks: `(length in blocks, blob index, first block in
+/// the blob)`, keyed by its first block on the disk.
+type Runs = BTreeMap<u64, (u64, u32, u64)>;
+
 /// One disk of one point, readable at any offset.
 pub struct PointReader {
     vault: Arc<Vault>,
@@ -65,18 +69,153 @@ pub struct PointReader {
     size: u64,
     blobs: Vec<Id>,
     locs: Vec<Location>,
-    /// Per 4 KiB block: `blob index << 32 | block in blob`, or [`ZERO`].
-    blocks: Vec<u64>,
+    /// The disk's data runs (everything else reads as zeros): built from
+    /// the chain's extents, so its cost follows the extents, never the
+    /// disk's size.
+    runs: Runs,
     /// Bytes of data (not zero) blocks, counted once.
     data: u64,
     cache: Mutex<Cache>,
     pub counters: Counters,
+    /// How the blobs were found: index objects read.
+    pub index_objects: u64,
+}
+
+/// Makes blocks `first..first + count` of `runs` read as `new` (a blob
+/// index and its first block) or zeros: runs overlapping them are cut.
+fn overwrite(runs: &mut Runs, first: u64, count: u64, new: Option<(u32, u64)>) {
+    let end = first + count;
+    if let Some((&s, &(l, b, k))) = runs.range(..first).next_back()
+        && s + l > first
+    {
+        runs.insert(s, (first - s, b, k));
+        if s + l > end {
+            runs.insert(end, (s + l - end, b, k + (end - s)));
+        }
+    }
+    let inside: Vec<u64> = runs.range(first..end).map(|(&s, _)| s).collect();
+    for s in inside {
+        if let Some((l, b, k)) = runs.remove(&s)
+            && s + l > end
+        {
+            runs.insert(end, (s + l - end, b, k + (end - s)));
+        }
+    }
+    if let Some((b, k)) = new {
+        runs.insert(first, (count, b, k));
+    }
+}
+
+/// The data runs of `disk` as of the last map of `chain` (full map first,
+/// then deltas), with the blob table they index.
+fn runs_of(chain: &[(Id, DiskMap)]) -> Result<(u64, Vec<Id>, Runs), (Id, String)> {
+    let mut runs = Runs::new();
+    let mut blobs: Vec<Id> = Vec::new();
+    let mut seen: HashMap<Id, u32> = HashMap::new();
+    let mut size = 0;
+    for (id, map) in chain {
+        if map.parent.is_none() {
+            runs.clear();
+        }
+        size = map.size;
+        let nblocks = map.size.div_ceil(BLOCK);
+        // A delta may shrink the disk: what lies past its end is gone.
+        overwrite(&mut runs, nblocks, u64::MAX / BLOCK - nblocks, None);
+        for &Extent(off, len, blob, boff) in &map.extents {
+            if off % BLOCK != 0 || boff % BLOCK != 0 || off.saturating_add(len) > nblocks * BLOCK {
+                return Err((*id, format!("extent at {off}+{len} is out of line")));
+            }
+            let count = len.div_ceil(BLOCK);
+            if count == 0 {
+                continue;
+            }
+            let new = blob.map(|b| {
+                let n = *seen.entry(b).or_insert_with(|| {
+                    blobs.push(b);
+                    (blobs.len() - 1) as u32
+                });
+                (n, boff / BLOCK)
+            });
+            overwrite(&mut runs, off / BLOCK, count, new);
+        }
+    }
+    Ok((size, blobs, runs))
+}
+
+/// Where each of `blobs` is stored: first from the index objects the
+/// chain's manifests name (`hints`, a few objects whatever the vault
+/// holds), then, for blobs those do not list (deduplicated against other
+/// points, or a compaction merged the object away), from the whole index.
+/// Returns the places and how many index objects were read.
+fn locate(
+    vault: &Vault,
+    point: &Manifest,
+    blobs: &[Id],
+    hints: &[String],
+) -> Result<(Vec<Location>, u64), VaultError> {
+    let wanted: HashSet<Id> = blobs.iter().copied().collect();
+    let mut found: HashMap<Id, Location> = HashMap::new();
+    let mut read = 0u64;
+    for name in hints {
+        if found.len() == wanted.len() {
+            break;
+        }
+        // A stale or unreadable hint only costs the fallback below.
+        let Ok(sealed) = vault.get(name) else {
+            continue;
+        };
+        read += 1;
+        let Ok(packs) = vault
+            .open_meta(name, &sealed)
+            .and_then(|plain| index::decode(&plain).map_err(|e| vault.damaged(name, e)))
+        else {
+            continue;
+        };
+        for p in packs {
+            for (blob, offset, len, raw) in p.blobs {
+                if wanted.contains(&blob) {
+                    found.insert(
+                        blob,
+                        Location {
+                            pack: p.id,
+                            offset,
+                            len,
+                            raw,
+                        },
+                    );
+                }
+            }
+        }
+    }
+    let full = if found.len() < wanted.len() {
+        let idx = vault.full_index()?;
+        read += idx.files.len() as u64;
+        Some(idx)
+    } else {
+        None
+    };
+    let locs = blobs
+        .iter()
+        .map(|b| {
+            found
+                .get(b)
+                .or_else(|| full.as_ref().and_then(|i| i.blobs.get(b)))
+                .copied()
+                .ok_or_else(|| VaultError::Missing {
+                    url: vault.url.clone(),
+                    object: format!("blob {} (needed by point {})", b.short(), point.id.short()),
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((locs, read))
 }
 
 impl PointReader {
-    /// Resolves `disk` of `point` (its chain of deltas) and looks up where
-    /// each of its blobs is stored. `cache_bytes`: how much opened blob
-    /// data to keep (at least one blob is always kept).
+    /// Resolves `disk` of `point` (its chain of deltas) into its data runs
+    /// and looks up where each of its blobs is stored (the index objects
+    /// the chain names, the whole index only for blobs they miss).
+    /// `cache_bytes`: how much opened blob data to keep (at least one blob
+    /// is always kept). Nothing here walks the disk block by block.
     ///
     /// Errors: the disk is not in the point, a manifest of the chain or a
     /// blob's index entry is missing or damaged.
@@ -93,35 +232,32 @@ impl PointReader {
                 have: point.disks.keys().cloned().collect::<Vec<_>>().join(", "),
             });
         }
-        let r = manifest::resolve(&vault, point, disk, &mut HashMap::new())?;
-        let index = vault.full_index()?;
-        let locs = r
-            .blobs
+        let mut manifests = HashMap::new();
+        let chain = manifest::chain(&vault, point, disk, &mut manifests)?;
+        let (size, blobs, runs) =
+            runs_of(&chain).map_err(|(id, e)| vault.damaged(&manifest::point_name(&id), e))?;
+        // Newest first: a point's blobs are likelier in its own index.
+        let hints: Vec<String> = chain
             .iter()
-            .map(|b| {
-                index
-                    .blobs
-                    .get(b)
-                    .copied()
-                    .ok_or_else(|| VaultError::Missing {
-                        url: vault.url.clone(),
-                        object: format!(
-                            "blob {} (needed by point {})",
-                            b.short(),
-                            point.id.short()
-                        ),
-                    })
+            .rev()
+            .filter_map(|(id, _)| {
+                if *id == point.id {
+                    point.index.clone()
+                } else {
+                    manifests.get(id).and_then(|m| m.index.clone())
+                }
             })
-            .collect::<Result<Vec<_>, _>>()?;
-        let data = r.blocks.iter().filter(|&&b| b != ZERO).count() as u64 * BLOCK;
+            .collect();
+        let (locs, index_objects) = locate(&vault, point, &blobs, &hints)?;
+        let data = runs.values().map(|(l, _, _)| l).sum::<u64>() * BLOCK;
         Ok(PointReader {
             data,
             vault,
             point: point.id,
-            size: r.size,
-            blobs: r.blobs,
+            size,
+            blobs,
             locs,
-            blocks: r.blocks,
+            runs,
             cache: Mutex::new(Cache {
                 budget: cache_bytes,
                 bytes: 0,
@@ -129,6 +265,7 @@ impl PointReader {
                 blobs: HashMap::new(),
             }),
             counters: Counters::default(),
+            index_objects,
         })
     }
 
@@ -159,28 +296,43 @@ impl PointReader {
         let mut done = 0usize;
         while done < buf.len() {
             let pos = offset + done as u64;
-            let block = (pos / BLOCK) as usize;
-            let within = (pos % BLOCK) as usize;
-            let n = (BLOCK as usize - within).min(buf.len() - done);
-            let out = &mut buf[done..done + n];
-            let v = self.blocks.get(block).copied().unwrap_or(ZERO);
-            if v == ZERO {
-                out.fill(0);
-            } else {
-                let (b, k) = ((v >> 32) as u32, v & 0xffff_ffff);
-                let plain = self.blob(b)?;
-                let a = (k * BLOCK) as usize + within;
-                let src = plain.get(a..a + n).ok_or_else(|| {
-                    self.vault.damaged(
-                        &pack_name(&self.locs[b as usize].pack),
-                        format!(
-                            "blob {} is shorter than the map says",
-                            self.blobs[b as usize].short()
-                        ),
-                    )
-                })?;
-                out.copy_from_slice(src);
-            }
+            let block = pos / BLOCK;
+            let within = pos % BLOCK;
+            let left = (buf.len() - done) as u64;
+            let run = self
+                .runs
+                .range(..=block)
+                .next_back()
+                .filter(|(s, (l, _, _))| **s + *l > block);
+            let n = match run {
+                None => {
+                    // Zeros up to the next run (or the end).
+                    let next = self
+                        .runs
+                        .range(block + 1..)
+                        .next()
+                        .map_or(u64::MAX, |(s, _)| s * BLOCK);
+                    let n = (next - pos).min(left) as usize;
+                    buf[done..done + n].fill(0);
+                    n
+                }
+                Some((&s, &(l, b, k))) => {
+                    let n = ((s + l) * BLOCK - pos).min(left) as usize;
+                    let plain = self.blob(b)?;
+                    let a = ((k + block - s) * BLOCK + within) as usize;
+                    let src = plain.get(a..a + n).ok_or_else(|| {
+                        self.vault.damaged(
+                            &pack_name(&self.locs[b as usize].pack),
+                            format!(
+                                "blob {} is shorter than the map says",
+                                self.blobs[b as usize].short()
+                            ),
+                        )
+                    })?;
+                    buf[done..done + n].copy_from_slice(src);
+                    n
+                }
+            };
             done += n;
         }
         self.counters
@@ -238,5 +390,78 @@ impl PointReader {
             c.put(b, Arc::clone(&plain));
         }
         Ok(plain)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The per-block map the runs replace, built block by block.
+    fn naive(chain: &[(Id, DiskMap)]) -> Vec<Option<(Id, u64)>> {
+        let mut blocks: Vec<Option<(Id, u64)>> = Vec::new();
+        for (_, map) in chain {
+            if map.parent.is_none() {
+                blocks.clear();
+            }
+            blocks.resize(map.size.div_ceil(BLOCK) as usize, None);
+            for &Extent(off, len, blob, boff) in &map.extents {
+                for i in 0..len / BLOCK {
+                    blocks[(off / BLOCK + i) as usize] = blob.map(|b| (b, boff / BLOCK + i));
+                }
+            }
+        }
+        blocks
+    }
+
+    /// Random chains (a full map, then deltas that overwrite, zero and
+    /// resize) resolve to the same disk as the block-by-block map, and
+    /// the runs number no more than the extents.
+    #[test]
+    fn runs_equal_the_block_map_for_random_chains() {
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        let mut rnd = |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        for _ in 0..300 {
+            let mut chain = Vec::new();
+            let mut extents_total = 0;
+            for depth in 0..1 + rnd(5) {
+                let nblocks = 1 + rnd(200);
+                let mut extents = Vec::new();
+                let mut at = rnd(4);
+                while at < nblocks {
+                    let len = (1 + rnd(20)).min(nblocks - at);
+                    let blob = (rnd(4) != 0).then(|| Id([rnd(6) as u8; 32]));
+                    extents.push(Extent(at * BLOCK, len * BLOCK, blob, rnd(30) * BLOCK));
+                    at += len + rnd(10);
+                }
+                extents_total += extents.len();
+                let parent = (depth > 0).then_some(Id([0xee; 32]));
+                chain.push((
+                    Id([depth as u8; 32]),
+                    DiskMap {
+                        size: nblocks * BLOCK,
+                        parent,
+                        extents,
+                    },
+                ));
+            }
+            let (size, blobs, runs) = runs_of(&chain).unwrap();
+            let want = naive(&chain);
+            assert_eq!(size.div_ceil(BLOCK), want.len() as u64);
+            assert!(runs.len() <= extents_total * 2 + 1);
+            let mut got = vec![None; want.len()];
+            for (&s, &(l, b, k)) in &runs {
+                for i in 0..l {
+                    assert!(got[(s + i) as usize].is_none(), "runs overlap");
+                    got[(s + i) as usize] = Some((blobs[b as usize], k + i));
+                }
+            }
+            assert_eq!(got, want);
+        }
     }
 }
