@@ -48,32 +48,67 @@ pub struct WatchArgs {
     pub watch: bool,
     /// Where to serve /metrics (Prometheus) and /healthz (200 while the loop
     /// runs); a loopback address unless --listen-any.
-    #[arg(long, default_value = "127.0.0.1:9464", value_name = "ADDR")]
+    #[arg(
+        long,
+        requires = "watch",
+        default_value = "127.0.0.1:9464",
+        value_name = "ADDR"
+    )]
     pub listen: SocketAddr,
     /// Allow --listen on a non-loopback address (the endpoints have no authentication).
-    #[arg(long)]
+    #[arg(long, requires = "watch")]
     pub listen_any: bool,
     /// How often to drop points past their policy's retention (with --watch).
-    #[arg(long, default_value = "1h", value_name = "DURATION")]
+    #[arg(
+        long,
+        requires = "watch",
+        default_value = "1h",
+        value_name = "DURATION"
+    )]
     pub prune_every: Duration,
     /// How long data a prune marked as garbage is kept before a later prune deletes it
     /// (longer than any pause of a writer between its last check and its manifest).
-    #[arg(long, default_value = "1h", value_name = "DURATION")]
+    #[arg(
+        long,
+        requires = "watch",
+        default_value = "1h",
+        value_name = "DURATION"
+    )]
     pub prune_grace: Duration,
     /// Longest pause between retries of a failed capture (backoff doubles from 1s, jittered).
-    #[arg(long, default_value = "5m", value_name = "DURATION")]
+    #[arg(
+        long,
+        requires = "watch",
+        default_value = "5m",
+        value_name = "DURATION"
+    )]
     pub retry_max: Duration,
     /// How long one storage request is retried before the attempt counts as failed.
-    #[arg(long, default_value = "30s", value_name = "DURATION")]
+    #[arg(
+        long,
+        requires = "watch",
+        default_value = "30s",
+        value_name = "DURATION"
+    )]
     pub store_retry: Duration,
     /// How often this service renews its leases and heartbeat (see below).
-    #[arg(long, default_value = "10s", value_name = "DURATION")]
+    #[arg(
+        long,
+        requires = "watch",
+        default_value = "10s",
+        value_name = "DURATION"
+    )]
     pub lease_renew: Duration,
     /// Another service's lease seen unchanged this long (on this service's own clock) is taken over; at least 2x --lease-renew.
-    #[arg(long, default_value = "30s", value_name = "DURATION")]
+    #[arg(
+        long,
+        requires = "watch",
+        default_value = "30s",
+        value_name = "DURATION"
+    )]
     pub lease_expiry: Duration,
     /// The most protections this service replicates at once (a consistency group counts its members).
-    #[arg(long, value_name = "N")]
+    #[arg(long, requires = "watch", value_name = "N")]
     pub max_protections: Option<usize>,
     /// This host's name or label, matched against sites' `host` (default: the host name): a service takes only batches whose disks are at a site naming no host or this one; a one-shot `replicate` skips the others.
     #[arg(long, value_name = "NAME")]
