@@ -83,15 +83,6 @@ impl Store {
         let url = self.url.clone();
         let name = name.to_string();
         match err {
-            // The container or bucket is missing, not the object.
-            object_store::Error::NotFound { .. } if missing_container(&describe(&err)) => {
-                StoreError::Request {
-                    url,
-                    name,
-                    op,
-                    message: describe(&err),
-                }
-            }
             object_store::Error::NotFound { .. } => StoreError::NotFound { url, name },
             object_store::Error::AlreadyExists { .. } => StoreError::AlreadyExists { url, name },
             object_store::Error::Precondition { .. } => StoreError::Changed { url, name },
@@ -281,12 +272,6 @@ pub fn describe(err: &(dyn std::error::Error + 'static)) -> String {
         }
     }
     redact(&text)
-}
-
-/// Whether `described` (from [`describe`]) says the container or bucket is
-/// missing.
-fn missing_container(described: &str) -> bool {
-    MISSING_CONTAINER.iter().any(|(_, what)| described == *what)
 }
 
 /// Service error codes for a missing container or bucket, and what to say.
