@@ -32,7 +32,12 @@ fn write_disk(path: &Path, seed: u8, size: u64) {
 /// How long a prune waits for another prune.
 const W: Duration = Duration::from_secs(60);
 
+/// A day on, for this host and (for retention) the store: time passed.
 fn later() -> time::OffsetDateTime {
+    // SAFETY: every test of this binary sets the same value; nothing reads
+    // it concurrently in a way a torn write could affect (set once, same
+    // bytes).
+    unsafe { std::env::set_var("STANDBY_TEST_STORE_CLOCK_SKEW", "1d") };
     time::OffsetDateTime::now_utc() + time::Duration::days(1)
 }
 
