@@ -229,23 +229,13 @@ fn overlay(image: &Path, overlay: &Path, name: &str) -> Result<PathBuf, Provider
         })?;
     }
     let _ = fs::remove_file(overlay);
-    let out = Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
-        .arg(image)
-        .arg(overlay)
-        .output()
-        .map_err(|e| err("start", name, format!("running qemu-img: {e}")))?;
-    if !out.status.success() {
-        return Err(err(
-            "start",
-            name,
-            format!(
-                "qemu-img create of the overlay over {}: {}",
-                image.display(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
-        ));
-    }
+    let mut args: Vec<&std::ffi::OsStr> = ["create", "-q", "-f", "qcow2", "-F", "raw", "-b"]
+        .iter()
+        .map(|a| a.as_ref())
+        .collect();
+    args.extend([image.as_os_str(), overlay.as_os_str()]);
+    let what = format!("create of the overlay over {}", image.display());
+    qemu_img(&args, &what, name)?;
     Ok(overlay.to_path_buf())
 }
 
