@@ -142,6 +142,124 @@ fn a_failover_killed_while_restoring_can_be_run_again() {
     assert!(orders(&dr.join("db/data.sqlite")) > 0);
 }
 
+/// Runs `standby ARGS` in `root` and SIGKILLs it once it waits for an
+/// approval (both groups up); its output so far.
+fn kill_while_waiting(root: &std::path::Path, args: &[&str]) -> String {
+    use std::io::BufRead;
+    let mut child = standby(root)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let mut seen = String::new();
+    for l in std::io::BufReader::new(out).lines() {
+        let Ok(l) = l else { break };
+        seen.push_str(&l);
+        seen.push('\n');
+        if l.contains("waiting for `standby approve") {
+            child.kill().unwrap();
+            break;
+        }
+    }
+    let status = child.wait().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(9), "it ended before waiting:\n{seen}");
+    seen
+}
+
+/// A failover killed after its machines came up (waiting for the DNS
+/// approval), whose DR database then takes orders: a rerun from another
+/// point says it replaces what the interrupted run brought up and
+/// restores that point; a rerun from the same point keeps both machines
+/// as they are (no restore), so the orders taken at DR stay.
+#[test]
+fn a_rerun_keeps_machines_an_interrupted_failover_brought_up() {
+    let d = tempfile::tempdir().unwrap();
+    let root = quickstart(d.path(), 16, 8);
+    let (home, dr) = (
+        root.join("sites/onprem/db/data.sqlite"),
+        root.join("sites/dr/db/data.sqlite"),
+    );
+    ok(&root, &["apply", "--auto-approve"]);
+    ok(&root, &["replicate"]);
+    let first = points(&root)
+        .iter()
+        .find(|p| p["machine"] == "machine.db")
+        .and_then(|p| p["id"].as_str())
+        .unwrap()
+        .to_string();
+    let at_first = orders(&home);
+    standby::samples::add_orders(&home, 7).unwrap();
+    ok(&root, &["replicate"]);
+    let wait = ["failover", "unplanned", "shop", "--wait-for-approval"];
+
+    let out = kill_while_waiting(&root, &wait);
+    assert!(out.contains("machine.db: up"), "{out}");
+    assert_eq!(orders(&dr), at_first + 7);
+    standby::samples::add_orders(&dr, 3).unwrap();
+
+    // Another point: what the interrupted run brought up is replaced, and
+    // said so.
+    let mut older: Vec<&str> = wait.to_vec();
+    older.extend(["--point", &first]);
+    let out = kill_while_waiting(&root, &older);
+    assert!(
+        out.contains("machine.db: WARNING: run") && out.contains("stopped and recovered afresh"),
+        "{out}"
+    );
+    assert!(out.contains("machine.db: disks restored"), "{out}");
+    assert_eq!(orders(&dr), at_first, "the older point was restored");
+    standby::samples::add_orders(&dr, 5).unwrap();
+
+    // The same point again, to the end: both machines kept as they are.
+    let out = ok(
+        &root,
+        &[
+            "failover",
+            "unplanned",
+            "shop",
+            "--point",
+            &first,
+            "--approve",
+            "dns",
+        ],
+    );
+    for m in ["machine.db", "machine.web"] {
+        assert!(out.contains(&format!("{m}: kept running as run")), "{out}");
+        assert!(!out.contains(&format!("{m}: disks restored")), "{out}");
+    }
+    assert_eq!(orders(&dr), at_first + 5, "the orders taken at DR are kept");
+    let st = state(&root);
+    assert_eq!(st["runs"][0]["phase"], "completed", "{st:#}");
+    assert!(!st.to_string().contains("placed_by"), "{st:#}");
+}
+
+/// The same for a planned failover: its rerun takes new final points of
+/// the stopped sources, which hold the same data as the first attempt's,
+/// so the machines it brought up are kept with what they wrote at DR.
+#[test]
+fn a_planned_rerun_keeps_machines_its_interrupted_attempt_brought_up() {
+    let d = tempfile::tempdir().unwrap();
+    let root = quickstart(d.path(), 16, 8);
+    let dr = root.join("sites/dr/db/data.sqlite");
+    ok(&root, &["apply", "--auto-approve"]);
+    ok(&root, &["replicate"]);
+    let out = kill_while_waiting(
+        &root,
+        &["failover", "planned", "shop", "--wait-for-approval"],
+    );
+    assert!(out.contains("machine.db: up"), "{out}");
+    let before = orders(&dr);
+    standby::samples::add_orders(&dr, 4).unwrap();
+    let out = ok(&root, &["failover", "planned", "shop", "--approve", "dns"]);
+    for m in ["machine.db", "machine.web"] {
+        assert!(out.contains(&format!("{m}: kept running as run")), "{out}");
+    }
+    assert_eq!(orders(&dr), before + 4, "the orders taken at DR are kept");
+}
+
 /// A failover killed with SIGKILL in the middle of writing a disk (a
 /// `.partial` holds part of its bytes): the rerun removes the leftover and
 /// completes, and the disks equal the point byte for byte.

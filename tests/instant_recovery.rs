@@ -53,6 +53,29 @@ fn guest_cache() -> PathBuf {
 /// that read it as a block device and wait for the console.
 const MACHINES: &str = include_str!("../testdata/instant/machines.hcl");
 
+/// A fresh tour (`setup`) in a temporary directory under /tmp (short
+/// socket paths): the directory, the tour in it, and the guard that ends
+/// its QEMU and export processes with the test.
+fn tour(prefix: &str) -> (tempfile::TempDir, PathBuf, Reap) {
+    let tmp = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in("/tmp")
+        .unwrap();
+    let d = tmp.path().join("tour");
+    let reap = Reap(d.clone());
+    setup(&d);
+    (tmp, d, reap)
+}
+
+/// Kills the tour's DR VMs (a finished failover leaves them running).
+fn kill_vms(d: &Path) {
+    for name in ["app", "db"] {
+        if let Some(v) = Vm::open(name, &d.join("sites/dr/.standby-vms")).unwrap() {
+            v.kill().unwrap();
+        }
+    }
+}
+
 /// `quickstart --qemu` into `d`, then the machines above.
 fn setup(d: &Path) {
     let cache = guest_cache();
@@ -242,13 +265,7 @@ fn restore_point_data(d: &Path, to: &Path) {
 #[test]
 fn an_instant_test_failover_serves_a_part_and_a_failover_copies_the_rest() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let tmp = tempfile::Builder::new()
-        .prefix("sbir")
-        .tempdir_in("/tmp")
-        .unwrap();
-    let d = tmp.path().join("tour");
-    let _reap = Reap(d.clone());
-    setup(&d);
+    let (tmp, d, _reap) = tour("sbir");
     let point_data = tmp.path().join("point-data.raw");
     restore_point_data(&d, &point_data);
 
@@ -357,11 +374,7 @@ fn an_instant_test_failover_serves_a_part_and_a_failover_copies_the_rest() {
     let state = std::fs::read_to_string(d.join(".standby/state.json")).unwrap();
     assert!(state.contains("db/data.raw"), "{state}");
     assert!(!state.contains("nbd+unix"), "{state}");
-    for name in ["app", "db"] {
-        if let Some(v) = Vm::open(name, &d.join("sites/dr/.standby-vms")).unwrap() {
-            v.kill().unwrap();
-        }
-    }
+    kill_vms(&d);
 }
 
 #[test]
@@ -371,13 +384,7 @@ fn a_killed_instant_failover_converges_on_rerun() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(5);
-    let tmp = tempfile::Builder::new()
-        .prefix("sbik")
-        .tempdir_in("/tmp")
-        .unwrap();
-    let d = tmp.path().join("tour");
-    let _reap = Reap(d.clone());
-    setup(&d);
+    let (tmp, d, _reap) = tour("sbik");
     let point_data = tmp.path().join("point-data.raw");
     restore_point_data(&d, &point_data);
     let mut seed = std::time::SystemTime::now()
@@ -456,10 +463,158 @@ fn a_killed_instant_failover_converges_on_rerun() {
         assert!(text.contains("(background copy)"), "{text}");
     }
     assert_failed_over(&d, &point_data);
-    for name in ["app", "db"] {
-        if let Some(v) = Vm::open(name, &d.join("sites/dr/.standby-vms")).unwrap() {
-            v.kill().unwrap();
+    kill_vms(&d);
+    assert_eq!(processes(&d, "qemu"), Vec::<String>::new());
+}
+
+/// Runs `standby ARGS` in `d` and SIGKILLs it once a line of its output
+/// contains `at`; the lines seen. Fails if it ends before.
+fn kill_at(d: &Path, args: &[&str], at: &str) -> Vec<String> {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_standby"))
+        .args(args)
+        .current_dir(d)
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let mut seen = Vec::new();
+    for l in std::io::BufReader::new(out).lines() {
+        let Ok(l) = l else { break };
+        let hit = l.contains(at);
+        seen.push(l);
+        if hit {
+            child.kill().unwrap();
+            break;
         }
     }
+    let status = child.wait().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGKILL),
+        "it ended before {at:?}: {seen:#?}"
+    );
+    seen
+}
+
+/// Writes `marker` at `offset` of the database VM's data disk from inside
+/// its guest, and into `expected` at the same place.
+fn write_in_guest(d: &Path, marker: &str, offset: u64, expected: &Path) {
+    let vm = Vm::open("db", &d.join("sites/dr/.standby-vms"))
+        .unwrap()
+        .expect("the db VM runs");
+    let mut a = vm.agent(Duration::from_secs(30)).unwrap();
+    let script =
+        format!("printf {marker} | dd of=/dev/vdb bs=1 seek={offset} conv=notrunc && sync");
+    let o = a
+        .exec("/bin/sh", &["-c", &script], Duration::from_secs(60))
+        .unwrap();
+    assert_eq!(o.exit_code, 0, "{o:?}");
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(expected)
+        .unwrap();
+    f.write_all_at(marker.as_bytes(), offset).unwrap();
+}
+
+/// A failover killed after its database VM came up (checks passed, so it
+/// may hold writes), then killed again during the background copy: each
+/// rerun keeps that VM as it runs (never restores or restarts it) and
+/// finishes the copy QEMU carried on with; the data disk ends as the point
+/// plus what the guest wrote at DR in between.
+#[test]
+fn a_rerun_keeps_the_vm_an_interrupted_instant_failover_brought_up() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let (tmp, d, _reap) = tour("sbkp");
+    let expected = tmp.path().join("expected-data.raw");
+    restore_point_data(&d, &expected);
+    let size = std::fs::metadata(&expected).unwrap().len();
+    let args = [
+        "failover",
+        "unplanned",
+        "shop",
+        "--instant",
+        "--point",
+        "latest",
+    ];
+    kill_at(&d, &args, "machine.db: up, every check passed");
+    let pid = |name: &str| {
+        Vm::open(name, &d.join("sites/dr/.standby-vms"))
+            .unwrap()
+            .map(|v| v.pid)
+    };
+    let db = pid("db").expect("the db VM outlives the kill");
+    write_in_guest(&d, "kept-after-up", size / 2, &expected);
+
+    // The rerun keeps db (same pid, no restore) and is killed mid-copy.
+    let seen = kill_at(&d, &args, "(background copy)");
+    let text = seen.join("\n");
+    assert!(text.contains("machine.db: kept running as run"), "{text}");
+    assert!(!text.contains("machine.db: disks restored"), "{text}");
+    assert_eq!(pid("db"), Some(db), "the db VM was restarted");
+    write_in_guest(&d, "kept-during-copy", size / 3, &expected);
+
+    // The last rerun finishes: db is the same VM, its data disk the point
+    // plus both writes.
+    let text = ok(&d, &args);
+    assert!(text.contains("machine.db: kept running as run"), "{text}");
+    assert_eq!(pid("db"), Some(db), "the db VM was restarted");
+    assert_failed_over(&d, &expected);
+    kill_vms(&d);
     assert_eq!(processes(&d, "qemu"), Vec::<String>::new());
+}
+
+/// `failover planned --instant` with the source VMs running: they are
+/// shut down, their final points read through their dirty bitmaps, the
+/// VMs boot at DR from those points served by the exports, and the
+/// background copy leaves the data disk equal to the final point; no
+/// source QEMU is left. Before that, with the sources down, the same
+/// command fails at once saying the VM does not run and how to go on.
+#[test]
+fn a_planned_instant_failover_boots_from_the_final_points() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let (tmp, d, _reap) = tour("sbpi");
+    let (passed, text) = standby(&d, &["failover", "planned", "shop", "--instant"]);
+    assert!(!passed, "{text}");
+    assert!(
+        text.contains("its VM does not run") && text.contains("start the VM"),
+        "{text}"
+    );
+    let cfg = standby::config::load(&d, &Default::default())
+        .unwrap_or_else(|e| panic!("{}", e.render(false)))
+        .config;
+    for m in cfg.machines.values() {
+        standby::operations::vms::start(&cfg, m).expect("start the source VM");
+    }
+    let before = ok(&d, &["points", "machine.db", "--json"]);
+    let text = ok(&d, &["failover", "planned", "shop", "--instant"]);
+    assert!(text.contains("(background copy)"), "{text}");
+    // A new point of each machine, the one the VMs were recovered from.
+    let after: Vec<serde_json::Value> =
+        serde_json::from_str(&ok(&d, &["points", "machine.db", "--json"])).unwrap();
+    let before: Vec<serde_json::Value> = serde_json::from_str(&before).unwrap();
+    assert_eq!(after.len(), before.len() + 1, "{after:#?}");
+    let last = after.last().unwrap();
+    assert_eq!(last["moves_to"], "site.dr", "{last}");
+    let id = last["id"].as_str().unwrap();
+    assert!(text.contains(&id[..12]), "not recovered from {id}:\n{text}");
+    let point_data = tmp.path().join("final-data.raw");
+    ok(
+        &d,
+        &[
+            "restore",
+            id,
+            "--machine",
+            "machine.db",
+            "--disk",
+            "data",
+            "--to",
+            &point_data.to_string_lossy(),
+        ],
+    );
+    assert_failed_over(&d, &point_data);
+    kill_vms(&d);
 }

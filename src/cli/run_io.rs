@@ -221,6 +221,16 @@ fn line(w: &What) -> String {
             format!("{machine}: disk {disk} at {path}: {what}")
         }
         What::MachineStarted { machine, site } => format!("{machine}: started at {site}"),
+        What::MachineReplaced {
+            machine,
+            run_id,
+            why,
+        } => format!(
+            "{machine}: WARNING: run {run_id} brought it up, but {why}: stopped and recovered afresh (what it wrote since is replaced)"
+        ),
+        What::MachineKept { machine, run_id } => format!(
+            "{machine}: kept running as run {run_id} left it (brought up from the same data; its writes since stay)"
+        ),
         What::CheckFinished {
             machine,
             check,

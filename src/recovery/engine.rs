@@ -60,6 +60,18 @@ pub(crate) struct Engine<'a> {
     /// Machines whose checks passed (group name, machine), for
     /// [`Way::settle`] once every group has run.
     pub up: Mutex<Vec<(String, Address)>>,
+    /// The interrupted attempt this run takes over from, if any: its
+    /// machines may still run ([`Engine::take_over`]).
+    pub earlier: Option<Earlier>,
+}
+
+/// An interrupted attempt of a failover or failback (killed, or failed)
+/// that a rerun replaces: its run id (where its machines are tracked) and
+/// what it recorded of each machine, by address.
+#[derive(Debug, Clone)]
+pub(crate) struct Earlier {
+    pub run_id: String,
+    pub machines: BTreeMap<String, MachineRun>,
 }
 
 /// Run a machine's `shutdown` command with the environment of its disks.
@@ -115,6 +127,7 @@ impl<'a> Engine<'a> {
             failures: Mutex::new(Vec::new()),
             evidence: Mutex::new(BTreeMap::new()),
             up: Mutex::new(Vec::new()),
+            earlier: None,
         }
     }
 
@@ -460,6 +473,11 @@ pub(crate) trait Way: Sync {
     /// recovery's background copy).
     fn settle(&self, _e: &Engine<'_>, _g: &Group, _machine: &Address) -> Result<(), String> {
         Ok(())
+    }
+    /// Whether `machine`, which an interrupted attempt brought up and
+    /// which still runs, can go on as it is ([`Engine::take_over`]).
+    fn can_keep(&self, _e: &Engine<'_>, _machine: &Address) -> bool {
+        true
     }
 }
 

@@ -18,7 +18,6 @@ use super::command;
 use super::engine::{Engine, Landing, Running, Way};
 use super::events::{Sink, What};
 use super::points::Chosen;
-use super::providers;
 use super::record::{Recorder, Refusal};
 use super::reprotect::{committed_failover, reverse_batches, take, used};
 use super::run::{RecoveryError, RunResult, plan_arg};
@@ -195,16 +194,13 @@ pub fn failback(
         });
     }
     if passed {
-        // A machine an earlier attempt started at home starts afresh.
-        for (m, placed) in &progress.machines {
-            let Ok(site) = placed.site.parse::<Address>() else {
-                continue;
-            };
-            if let Ok(p) = providers::for_site(cfg, &engine.root, &site) {
-                // Not running is fine: stop only makes sure.
-                let _ = p.stop(&engine.run_at(&site), m);
-            }
-        }
+        // A machine an earlier attempt started at home is kept when it
+        // came up (from these final points), else stopped and started
+        // afresh (`Engine::take_over`).
+        engine.earlier = Some(super::engine::Earlier {
+            run_id: run_id.clone(),
+            machines: progress.machines.clone(),
+        });
         passed = engine.run_groups();
     }
     let interrupted = cancel.is_cancelled();

@@ -108,8 +108,8 @@ impl Engine<'_> {
             }),
             disks: BTreeMap::new(),
             error: None,
+            placed_by: None,
         };
-        self.place(addr, placed.clone());
         let name = addr.to_string();
         let result = (|| {
             let land = Landing {
@@ -120,20 +120,38 @@ impl Engine<'_> {
                 provider,
                 run: &run,
             };
-            let disks = self.way.disks(self, &land, &mut placed)?;
-            self.emit(What::DisksRestored {
-                machine: name.clone(),
-                point: p.id.short(),
-                created: p.created.clone(),
-                consistency: p.consistency.to_string(),
-            });
+            // Recorded only once decided: a kill before then leaves the
+            // earlier attempt's record of the machine for the next rerun.
+            let kept = self.take_over(&land, &site)?;
+            let disks = match &kept {
+                Some(disks) => {
+                    // It is up: recorded so, while its checks run again.
+                    placed.status = MachineStatus::Running;
+                    placed.disks = disks
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.display().to_string()))
+                        .collect();
+                    disks.clone()
+                }
+                None => {
+                    self.place(addr, placed.clone());
+                    let disks = self.way.disks(self, &land, &mut placed)?;
+                    self.emit(What::DisksRestored {
+                        machine: name.clone(),
+                        point: p.id.short(),
+                        created: p.created.clone(),
+                        consistency: p.consistency.to_string(),
+                    });
+                    disks
+                }
+            };
             self.place(addr, placed.clone());
             let spec = MachineSpec {
                 machine: name.clone(),
                 boot: m.boot.as_ref().map(|b| b.command.clone()),
                 disks,
             };
-            self.boot_and_check(&land, &spec, &site)
+            self.boot_and_check(&land, &spec, &site, kept.is_some())
         })();
         placed.status = if result.is_ok() {
             MachineStatus::Running
@@ -145,16 +163,133 @@ impl Engine<'_> {
         result
     }
 
-    /// A machine whose disks are in place: the test hook, boot at `site`,
-    /// then every check (the failures together in the error).
+    /// A machine an interrupted attempt of this run (killed, or failed)
+    /// left running at `site`: kept as it is when that attempt brought it
+    /// up (its checks passed, so it may hold writes made since) from the
+    /// data this run recovers, and its [`Way`](super::engine::Way) agrees;
+    /// its disks then, by name. Otherwise it is stopped before anything
+    /// writes its disks, and None: it starts afresh. Never a disk written
+    /// under a running machine, never a recovered machine's writes
+    /// discarded by a rerun of the same recovery.
+    fn take_over(
+        &self,
+        land: &Landing<'_>,
+        site: &Address,
+    ) -> Result<Option<BTreeMap<String, PathBuf>>, String> {
+        let name = land.machine.addr.to_string();
+        let Some(earlier) = &self.earlier else {
+            return Ok(None);
+        };
+        let Some(before) = earlier.machines.get(&name) else {
+            return Ok(None);
+        };
+        if before.site != site.to_string() {
+            return Ok(None);
+        }
+        let run_id = before.placed_by.as_ref().unwrap_or(&earlier.run_id);
+        let then = super::providers::run_at(self.cfg, &self.root, site, run_id, self.mode);
+        let up = before.status == MachineStatus::Running;
+        let same = up && self.same_data(land, before)?;
+        if same
+            && self.way.can_keep(self, &land.machine.addr)
+            && land
+                .provider
+                .adopt(&then, land.run, &name)
+                .map_err(|e| format!("taking over from run {run_id}: {e}"))?
+        {
+            self.emit(What::MachineKept {
+                machine: name.clone(),
+                run_id: run_id.clone(),
+            });
+            return Ok(Some(
+                before
+                    .disks
+                    .iter()
+                    .map(|(k, v)| (k.clone(), PathBuf::from(v)))
+                    .collect(),
+            ));
+        }
+        if up {
+            // It was up: whatever it wrote since is about to be replaced.
+            let then_point: String = before
+                .point
+                .as_ref()
+                .map_or("?".into(), |p| p.id.chars().take(12).collect());
+            self.emit(What::MachineReplaced {
+                machine: name.clone(),
+                run_id: run_id.clone(),
+                why: if same {
+                    "it no longer runs as that run left it".into()
+                } else {
+                    format!(
+                        "it runs from point {then_point}, this run recovers point {}",
+                        land.point.id.short()
+                    )
+                },
+            });
+        }
+        land.provider
+            .stop(&then, &name)
+            .map_err(|e| format!("stopping what the interrupted run {run_id} left running: {e}"))?;
+        Ok(None)
+    }
+
+    /// Whether the point `before` recorded holds the same data as this
+    /// run's point (the same point, or, as a planned failover's new final
+    /// point of unchanged disks does, the same blocks).
+    fn same_data(&self, land: &Landing<'_>, before: &MachineRun) -> Result<bool, String> {
+        let Some(used) = &before.point else {
+            return Ok(false);
+        };
+        if used.id == land.point.id.hex() {
+            return Ok(true);
+        }
+        let vault = self
+            .points
+            .get(&land.machine.addr)
+            .map(|c| c.vault.to_string());
+        if vault.as_deref() != Some(used.vault.as_str()) {
+            return Ok(false);
+        }
+        let Some(id) = crate::vault::Id::parse(&used.id) else {
+            return Ok(false);
+        };
+        let then = crate::vault::manifest::read(land.vault, &id)
+            .map_err(|e| format!("reading point {}: {e}", used.id))?;
+        crate::vault::manifest::same_data(land.vault, &then, land.point).map_err(|e| {
+            format!(
+                "comparing point {} with {}: {e}",
+                used.id,
+                land.point.id.short()
+            )
+        })
+    }
+
+    /// A machine whose disks are in place: the test hook, boot at `site`
+    /// (unless `kept` running from an interrupted attempt), then every
+    /// check (the failures together in the error).
     pub(super) fn boot_and_check(
         &self,
         land: &Landing<'_>,
         spec: &MachineSpec,
         site: &Address,
+        kept: bool,
     ) -> Result<(), String> {
         let (m, g) = (land.machine, land.group);
         let name = m.addr.to_string();
+        if kept {
+            let now = self.timeline.now();
+            self.timeline.record_span(
+                Subject::new(EntryKind::Boot, &name)
+                    .group(&g.name)
+                    .machine(&name),
+                now,
+                now,
+                Outcome::Passed,
+                "kept: it runs since an interrupted attempt brought it up; not restarted",
+            );
+            return self.checks(land, spec);
+        }
         if let Ok(hook) = std::env::var(TEST_HOOK_ENV)
             && !hook.is_empty()
         {
@@ -194,6 +329,13 @@ impl Engine<'_> {
             machine: name.clone(),
             site: site.to_string(),
         });
+        self.checks(land, spec)
+    }
+
+    /// Every check of `land`'s machine (the failures together in the error).
+    fn checks(&self, land: &Landing<'_>, spec: &MachineSpec) -> Result<(), String> {
+        let (m, g) = (land.machine, land.group);
+        let name = m.addr.to_string();
         let mut failed = Vec::new();
         for c in &m.checks {
             let subj = Subject::new(EntryKind::Check, &c.name)

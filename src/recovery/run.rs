@@ -492,6 +492,25 @@ fn failover_locked(
         choose_and_read(ws, plan, choice)?
     };
     let run_id = new_run_id(&plan.addr, kind);
+    // The attempt this one replaces (refused above unless it failed or its
+    // process is gone): its machines may still run.
+    let earlier = doc.as_ref().and_then(|d| {
+        d.runs
+            .iter()
+            .find(|r| r.plan == plan.addr && !r.kind.is_test() && !kind.is_test())
+            .map(|r| super::engine::Earlier {
+                run_id: r.run_id.clone(),
+                machines: r
+                    .machines
+                    .iter()
+                    .map(|(m, at)| {
+                        let mut at = at.clone();
+                        at.placed_by.get_or_insert_with(|| r.run_id.clone());
+                        (m.clone(), at)
+                    })
+                    .collect(),
+            })
+    });
     let timeline = Timeline::new();
     let record = RunRecord {
         plan: plan.addr.clone(),
@@ -508,7 +527,12 @@ fn failover_locked(
         owner: Some(crate::state::Owner::me()),
         waiting_for: None,
         approvals: Vec::new(),
-        machines: BTreeMap::new(),
+        // Where the earlier attempt left each machine, until this one
+        // places it: a kill before then must not lose it.
+        machines: earlier
+            .as_ref()
+            .map(|e| e.machines.clone())
+            .unwrap_or_default(),
         reprotect: None,
         failback: None,
         drill,
@@ -540,6 +564,7 @@ fn failover_locked(
             &super::failover::Failover
         },
     );
+    engine.earlier = earlier;
     engine.emit(What::RunStarted {
         kind: kind.as_str().to_string(),
         plan: plan.addr.to_string(),

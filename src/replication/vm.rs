@@ -401,10 +401,25 @@ pub fn begin(
     let mut agents: Vec<Option<Agent>> = Vec::new();
     for (ti, t) in targets.iter().enumerate() {
         let Some(v) = &t.vm else { continue };
-        let mut qmp = v
-            .qmp
-            .qmp(Duration::from_secs(10))
-            .map_err(|e| vm_err(t, e))?;
+        let mut qmp = v.qmp.qmp(Duration::from_secs(10)).map_err(|e| match (&v.qmp, &e) {
+            (
+                Endpoint::Unix(path),
+                standby_provider_qemu::Error::Io { source, .. },
+            ) if matches!(
+                source.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            ) =>
+            {
+                vm_err(
+                    t,
+                    format!(
+                        "its VM does not run (nothing listens on its QMP socket {}): standby reads a VM's points through its running QEMU (changed-block tracking); start the VM and run this again (a planned failover shuts the VM down itself after its final point)",
+                        path.display()
+                    ),
+                )
+            }
+            _ => vm_err(t, e),
+        })?;
         let agent = match (&v.agent, t.app) {
             (Some(a), true) => {
                 let mut agent = a.agent(Duration::from_secs(30)).map_err(|e| vm_err(t, e))?;

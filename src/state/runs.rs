@@ -208,6 +208,11 @@ pub struct MachineRun {
     pub disks: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The run id of the interrupted attempt that placed it, when not
+    /// this run: a rerun carries over where earlier attempts left each
+    /// machine until it places the machine itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placed_by: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

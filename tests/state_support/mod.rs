@@ -113,6 +113,7 @@ pub fn sample_doc() -> StateDoc {
                     group: Some("shop".into()),
                 }),
                 disks: [("data".to_string(), "/srv/dr/db/data.sqlite".to_string())].into(),
+                placed_by: None,
                 error: None,
             },
         )]

@@ -231,6 +231,17 @@ pub trait SiteProvider: Send + Sync {
     /// Stop the machine if it runs; succeeds when it does not.
     fn stop(&self, run: &Run, machine: &str) -> Result<(), ProviderError>;
 
+    /// Take over `machine` as `earlier` (an interrupted attempt of the same
+    /// failover or failback) started it, if it still runs: from now on it
+    /// is tracked as `run`'s (so `run`'s `stop` ends it) and true is
+    /// returned. False when it does not run, or when this provider cannot
+    /// take a machine over (the default): the caller then stops it with
+    /// `earlier` and starts it afresh.
+    fn adopt(&self, earlier: &Run, run: &Run, machine: &str) -> Result<bool, ProviderError> {
+        let _ = (earlier, run, machine);
+        Ok(false)
+    }
+
     /// Run one attempt of a command check with the machine's environment.
     fn check(
         &self,

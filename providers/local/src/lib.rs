@@ -154,6 +154,38 @@ impl SiteProvider for LocalProvider {
         process::start(run, machine, argv, &runs_dir(root, run), timeout)
     }
 
+    /// Failover runs only. A machine whose boot left no process (a
+    /// one-shot boot command, or none) is its disk files: taken over as
+    /// they are. One whose boot process still runs: its tracking (pid file
+    /// and boot log) moves from `earlier`'s run directory to `run`'s. One
+    /// whose process died is not taken over.
+    fn adopt(&self, earlier: &Run, run: &Run, machine: &str) -> Result<bool, ProviderError> {
+        if run.mode != Mode::Failover || earlier.mode != Mode::Failover {
+            return Ok(false);
+        }
+        let root = site_root(run, "adopt")?;
+        let (from, to) = (runs_dir(root, earlier), runs_dir(root, run));
+        let file = machine_file_name(machine);
+        let pid = process::pid_file(&from, &file);
+        match process::read_pid_file(&pid)? {
+            None => return Ok(true),
+            Some(t) if t.running() => {}
+            Some(_) => return Ok(false),
+        }
+        if from == to {
+            return Ok(true);
+        }
+        fs::create_dir_all(&to).map_err(io(format!("creating {}", to.display())))?;
+        fs::rename(&pid, process::pid_file(&to, &file))
+            .map_err(io(format!("moving {}", pid.display())))?;
+        let _ = fs::rename(
+            process::log_file(&from, &file),
+            process::log_file(&to, &file),
+        );
+        forget_failover_run(root, &from)?;
+        Ok(true)
+    }
+
     /// SIGTERM to the machine's process group, SIGKILL after the stop grace
     /// (10 s by default).
     fn stop(&self, run: &Run, machine: &str) -> Result<(), ProviderError> {

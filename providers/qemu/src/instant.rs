@@ -47,7 +47,9 @@ fn target_node(i: usize) -> String {
 /// called as the jobs move (about every `every`) and stops the copy by
 /// returning false. Fails with QEMU's error of a job, when stopped, or
 /// after `timeout`. On failure the VM is left on its
-/// overlays (the jobs cancelled), so a rerun can start over.
+/// overlays (the jobs cancelled), so a rerun can start over; after a kill
+/// (the jobs go on inside QEMU), a second call waits for them and finishes
+/// what the first left, disk by disk.
 pub fn copy(
     qmp: &mut Qmp,
     disks: &[CopyDisk],
@@ -73,7 +75,45 @@ fn start_and_wait(
     timeout: Duration,
     progress: &mut dyn FnMut(usize, CopyProgress) -> bool,
 ) -> Result<()> {
+    // A copy a killed run started goes on inside QEMU: its job is waited
+    // for, never restarted (its target is being written). A job that
+    // failed, or a target added without its job, is dropped and the disk
+    // copied afresh.
+    let jobs: Vec<Value> = qmp.execute("query-jobs", Value::Null)?;
+    let nodes: Vec<String> = qmp
+        .block_nodes()?
+        .into_iter()
+        .map(|n| n.node_name)
+        .collect();
+    // Disks a killed run finished (switched, job dismissed, overlay
+    // closed) are left as they are.
+    let mut copying = vec![true; disks.len()];
     for (i, d) in disks.iter().enumerate() {
+        let id = job_id(i);
+        let job = jobs.iter().find(|j| j["id"] == id.as_str());
+        if job.is_none() && !nodes.contains(&d.node) && nodes.contains(&target_node(i)) {
+            copying[i] = false;
+            continue;
+        }
+        if let Some(j) = job {
+            let failed = j.get("error").is_some();
+            match j["status"].as_str().unwrap_or("") {
+                "concluded" if !failed => continue,
+                "concluded" | "null" => {
+                    qmp.execute_value("job-dismiss", json!({ "id": id }))?;
+                }
+                "aborting" => {
+                    return Err(Error::Vm {
+                        name: d.node.clone(),
+                        detail: format!("the copy job {id} is being cancelled; run again"),
+                    });
+                }
+                _ => continue,
+            }
+        }
+        if nodes.contains(&target_node(i)) {
+            qmp.execute_value("blockdev-del", json!({ "node-name": target_node(i) }))?;
+        }
         let size = qmp
             .block_node(&d.node)?
             .image
@@ -99,7 +139,7 @@ fn start_and_wait(
         qmp.execute_value(
             "blockdev-mirror",
             json!({
-                "job-id": job_id(i),
+                "job-id": id,
                 "device": d.node,
                 "target": target_node(i),
                 "sync": "full",
@@ -108,11 +148,16 @@ fn start_and_wait(
         )?;
     }
     let began = Instant::now();
+    // `job-complete` is sent once per job; one a killed run already sent
+    // it to is no longer `ready`.
     let mut completed = vec![false; disks.len()];
     loop {
         let jobs: Vec<Value> = qmp.execute("query-jobs", Value::Null)?;
-        let mut concluded = 0;
+        let mut concluded = copying.iter().filter(|c| !**c).count();
         for (i, done) in completed.iter_mut().enumerate() {
+            if !copying[i] {
+                continue;
+            }
             let id = job_id(i);
             let Some(j) = jobs.iter().find(|j| j["id"] == id.as_str()) else {
                 return Err(Error::Vm {
@@ -158,11 +203,21 @@ fn start_and_wait(
         }
         std::thread::sleep(every);
     }
+    let nodes: Vec<String> = qmp
+        .block_nodes()?
+        .into_iter()
+        .map(|n| n.node_name)
+        .collect();
     for (i, d) in disks.iter().enumerate() {
+        if !copying[i] {
+            continue;
+        }
         qmp.execute_value("job-dismiss", json!({ "id": job_id(i) }))?;
         // The device now runs on the final image; the overlay node (and
         // with it the NBD connection of its backing) is closed.
-        qmp.execute_value("blockdev-del", json!({ "node-name": d.node }))?;
+        if nodes.contains(&d.node) {
+            qmp.execute_value("blockdev-del", json!({ "node-name": d.node }))?;
+        }
     }
     Ok(())
 }

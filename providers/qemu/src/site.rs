@@ -267,18 +267,12 @@ impl QemuSite {
         Ok(self.settings(machine, "vm_name")?.vm_name.clone())
     }
 
-    /// Kills `machine`'s VM in this run if one runs (a killed instant
-    /// failover's, which a rerun replaces); true when one was killed.
-    pub fn kill_vm(&self, run: &Run, machine: &str) -> Result<bool, ProviderError> {
-        let s = self.settings(machine, "kill")?;
-        let dir = run_dir(site_root(run, "kill")?, run);
-        match Vm::open(&s.vm_name, &dir).map_err(|e| err("kill", machine, e))? {
-            Some(v) => {
-                v.kill().map_err(|e| err("kill", machine, e))?;
-                Ok(true)
-            }
-            None => Ok(false),
-        }
+    /// Whether `machine`'s running VM still reads a disk from an NBD
+    /// export (instant recovery before its copy completed).
+    pub fn reads_exports(&self, run: &Run, machine: &str) -> Result<bool, ProviderError> {
+        let v = self.vm(run, machine, "inspect")?;
+        let mut q = v.qmp().map_err(|e| err("inspect", machine, e))?;
+        crate::instant::uses_nbd(&mut q).map_err(|e| err("inspect", machine, e))
     }
 
     /// Instant recovery's background copy: mirrors each disk of
@@ -562,6 +556,19 @@ impl SiteProvider for QemuSite {
             context: format!("writing {}", path.display()),
             source: e,
         })
+    }
+
+    /// A VM runs in the same place for every failover run at a site (its
+    /// files are not per run): taking it over is finding it running.
+    fn adopt(&self, earlier: &Run, run: &Run, machine: &str) -> Result<bool, ProviderError> {
+        if run.mode != Mode::Failover || earlier.mode != Mode::Failover {
+            return Ok(false);
+        }
+        let s = self.settings(machine, "adopt")?;
+        let dir = self.vm_dir(site_root(run, "adopt")?, run, s);
+        Ok(Vm::open(&s.vm_name, &dir)
+            .map_err(|e| err("adopt", machine, e))?
+            .is_some_and(|v| v.running()))
     }
 
     fn stop(&self, run: &Run, machine: &str) -> Result<(), ProviderError> {

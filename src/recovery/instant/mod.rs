@@ -112,17 +112,11 @@ impl Way for InstantFailover {
         placed: &mut MachineRun,
     ) -> Result<BTreeMap<String, PathBuf>, String> {
         let addr = &land.machine.addr;
-        let (q, run, dir, vm) = qemu_at(e, addr)?;
+        // A VM an interrupted attempt left here was kept or stopped
+        // before this (`Engine::take_over`); test runs have their own
+        // sandbox, cleaned before they start.
+        let (_, _, dir, vm) = qemu_at(e, addr)?;
         std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-        if run.mode == Mode::Failover {
-            // A VM of this machine at the failover site belongs to an
-            // attempt that failed or was killed (a completed or running
-            // failover is refused before this): this attempt replaces it
-            // and starts over from its point. Test runs have their own
-            // sandbox, cleaned before they start.
-            q.kill_vm(&run, &addr.to_string())
-                .map_err(|e| e.to_string())?;
-        }
         let chosen = e
             .points
             .get(addr)
@@ -198,6 +192,26 @@ impl Way for InstantFailover {
         entry: MachineRun,
     ) -> Result<(), super::record::Refusal> {
         super::failover::Failover.place(run, machine, entry)
+    }
+
+    /// A VM left on its overlays reads its disks from the exports: kept
+    /// only while every one of them still serves (its copy then goes on);
+    /// one that already runs on its final images needs none.
+    fn can_keep(&self, e: &Engine<'_>, addr: &Address) -> bool {
+        let Ok((q, run, dir, vm)) = qemu_at(e, addr) else {
+            return false;
+        };
+        let Some(m) = e.cfg.machines.get(addr) else {
+            return false;
+        };
+        match q.reads_exports(&run, &addr.to_string()) {
+            Ok(false) => true,
+            Ok(true) => m
+                .disks
+                .iter()
+                .all(|d| export::Handle::find(&export::Files::new(&dir, &vm, &d.name)).is_some()),
+            Err(_) => false,
+        }
     }
 
     fn settle(&self, e: &Engine<'_>, g: &Group, addr: &Address) -> Result<(), String> {
