@@ -21,7 +21,10 @@
 //!   the ones copied before the boot of that run), and no QEMU or
 //!   qemu-storage-daemon is left but the two VMs.
 
-use standby_provider_qemu::guest;
+#[path = "../providers/qemu/tests/common/shared.rs"]
+#[allow(dead_code)]
+mod shared;
+
 use standby_provider_qemu::vm::Vm;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -30,17 +33,6 @@ use std::time::Duration;
 
 /// Both tests boot VMs; one at a time on a small machine.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn guest_cache() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
-    let cache = target.join("standby-guest");
-    guest::ensure(&cache).unwrap_or_else(|e| {
-        panic!("building the test guest: {e} (run .ci/run to install its packages)")
-    });
-    cache
-}
 
 fn run(d: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_standby"))
@@ -105,7 +97,7 @@ fn processes_under(dir: &Path) -> Vec<String> {
 /// A `quickstart --qemu` tour in `tmp`, its source VMs running with the
 /// writer past 40 orders, failed over (planned) to site.dr and committed.
 fn failed_over(tmp: &Path) -> PathBuf {
-    let cache = guest_cache();
+    let cache = shared::guest_cache();
     let d = tmp.join("tour");
     let out = Command::new(env!("CARGO_BIN_EXE_standby"))
         .args(["quickstart", "--qemu"])
@@ -120,16 +112,7 @@ fn failed_over(tmp: &Path) -> PathBuf {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    std::fs::write(
-        d.join("standby.vars.hcl"),
-        format!("dr_db_http_port = {port}\n"),
-    )
-    .unwrap();
+    shared::free_http_port(&d);
     let cfg = standby::config::load(&d, &Default::default())
         .unwrap_or_else(|e| panic!("{}", e.render(false)))
         .config;

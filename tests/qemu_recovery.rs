@@ -29,41 +29,12 @@
 #[allow(dead_code)] // make_pki is for other tests
 mod shared;
 
-use standby_provider_qemu::guest;
 use standby_provider_qemu::vm::Vm;
 use std::path::{Path, PathBuf};
-
-/// Points plans/qemu's forwarded http port (`var.dr_db_http_port`) of the
-/// configuration in `d` at a port free now: its default may be taken on a
-/// shared machine.
-fn free_http_port(d: &Path) -> u16 {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    std::fs::write(
-        d.join("standby.vars.hcl"),
-        format!("dr_db_http_port = {port}\n"),
-    )
-    .unwrap();
-    port
-}
 use std::process::Command;
 
 /// The two tests boot two VMs each; one at a time on a small machine.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn guest_cache() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
-    let cache = target.join("standby-guest");
-    guest::ensure(&cache).unwrap_or_else(|e| {
-        panic!("building the test guest: {e} (run .ci/run to install its packages)")
-    });
-    cache
-}
 
 fn sha256(path: &Path) -> String {
     let out = Command::new("sha256sum").arg(path).output().unwrap();
@@ -94,7 +65,7 @@ fn qemu_under(dir: &Path) -> Vec<String> {
 #[test]
 fn a_drill_of_plans_qemu_boots_both_vms_isolated_and_leaves_nothing() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let cache = guest_cache();
+    let cache = shared::guest_cache();
     let tmp = tempfile::Builder::new()
         .prefix("sbqr")
         .tempdir_in("/tmp")
@@ -107,7 +78,7 @@ fn a_drill_of_plans_qemu_boots_both_vms_isolated_and_leaves_nothing() {
         .env("NO_COLOR", "1")
         .output()
         .unwrap();
-    free_http_port(&d);
+    shared::free_http_port(&d);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -417,7 +388,7 @@ fn raw_count(qcow2: &Path, tmp: &Path) -> u64 {
 #[test]
 fn a_planned_failover_of_running_vms_loses_no_committed_order() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let cache = guest_cache();
+    let cache = shared::guest_cache();
     let tmp = tempfile::Builder::new()
         .prefix("sbqp")
         .tempdir_in("/tmp")
@@ -430,7 +401,7 @@ fn a_planned_failover_of_running_vms_loses_no_committed_order() {
         .env("NO_COLOR", "1")
         .output()
         .unwrap();
-    free_http_port(&d);
+    shared::free_http_port(&d);
     assert!(
         out.status.success(),
         "{}\n{}",

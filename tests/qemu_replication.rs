@@ -33,6 +33,7 @@
 //! `STANDBY_QEMU_KILLS=N` (CI 3; long form 20).
 
 #[path = "../providers/qemu/tests/common/shared.rs"]
+#[allow(dead_code)]
 mod shared;
 mod watch_support;
 
@@ -40,7 +41,7 @@ use standby_provider_qemu::guest::{self, Guest};
 use standby_provider_qemu::qga::Agent;
 use standby_provider_qemu::qmp::Qmp;
 use standby_provider_qemu::vm::{DiskFormat, Vm};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
@@ -54,12 +55,7 @@ fn env_n(name: &str, default: usize) -> usize {
 }
 
 fn guest() -> Guest {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
-    guest::ensure(&target.join("standby-guest")).unwrap_or_else(|e| {
-        panic!("building the test guest: {e} (run .ci/run to install its packages)")
-    })
+    shared::test_guest()
 }
 
 fn standby(dir: &Path, args: &[&str]) -> Output {

@@ -4,12 +4,11 @@
 
 pub mod shared;
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
 use standby_provider_qemu::accel::{self, Choice};
-use standby_provider_qemu::guest::{self, Guest};
+use standby_provider_qemu::guest::Guest;
 
 /// Fails (never skips) with a message naming `.ci/run` when a tool is absent.
 pub fn require_tools() {
@@ -34,19 +33,10 @@ pub fn require_tools() {
     }
 }
 
-/// The workspace's target directory (where the guest is cached).
-pub fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"))
-}
-
 /// The test guest (built once, cached under target/standby-guest/).
 pub fn guest() -> Guest {
     require_tools();
-    guest::ensure(&target_dir().join("standby-guest")).unwrap_or_else(|e| {
-        panic!("building the test guest: {e} (run .ci/run to install its packages)")
-    })
+    shared::test_guest()
 }
 
 /// The accelerator, probed once per test binary; printed so logs say which ran.

@@ -1,9 +1,55 @@
-//! Helpers shared by the provider's tests and standby's
-//! (`tests/qemu_replication.rs` includes this file by path): test
+//! Helpers shared by the provider's tests and standby's (the VM tests
+//! under `tests/` include this file by path): the test guest, test
 //! certificates and the check of a restored database disk.
 
-use std::path::Path;
+use standby_provider_qemu::guest::{self, Guest};
+use std::path::{Path, PathBuf};
 use std::process::Command;
+
+/// The workspace's target directory: `CARGO_TARGET_DIR`, else `target/`
+/// beside the workspace's `Cargo.lock`.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+            here.ancestors()
+                .find(|p| p.join("Cargo.lock").exists())
+                .unwrap_or(here)
+                .join("target")
+        })
+}
+
+/// The test guest, built once and cached under `target/standby-guest/`.
+pub fn test_guest() -> Guest {
+    guest::ensure(&target_dir().join("standby-guest")).unwrap_or_else(|e| {
+        panic!("building the test guest: {e} (run .ci/run to install its packages)")
+    })
+}
+
+/// Where the test guest is cached (built first if needed), for
+/// `STANDBY_GUEST_CACHE`.
+pub fn guest_cache() -> PathBuf {
+    test_guest();
+    target_dir().join("standby-guest")
+}
+
+/// Points plans/qemu's forwarded http port (`var.dr_db_http_port`) of the
+/// configuration in `d` at a port free now: its default may be taken on a
+/// shared machine.
+pub fn free_http_port(d: &Path) -> u16 {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    std::fs::write(
+        d.join("standby.vars.hcl"),
+        format!("dr_db_http_port = {port}\n"),
+    )
+    .unwrap();
+    port
+}
 
 /// Makes a CA and a server certificate for 127.0.0.1/localhost in `dir`
 /// (QEMU's tls-creds-x509 layout: ca-cert.pem, server-cert.pem,
