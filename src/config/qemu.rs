@@ -159,6 +159,18 @@ pub fn console_probe(
     }
     let loc = r.value_loc("console")?;
     let pattern = r.string("console", true, diags)?;
+    // A pattern every line matches (empty, `.*`) proves nothing.
+    if regex::Regex::new(&pattern).is_ok_and(|re| re.is_match("")) {
+        diags.push(err(
+            "standby::bad_pattern",
+            loc,
+            format!("`console` pattern {pattern:?} matches every line, even an empty one"),
+            "a check that cannot fail",
+            "give the line the guest prints once it is up, e.g. console = \"standby-guest: up\""
+                .into(),
+        ));
+        return None;
+    }
     if let Err(e) = regex::Regex::new(&pattern) {
         diags.push(err(
             "standby::bad_pattern",
@@ -617,7 +629,7 @@ pub fn machine_vm(
             loc,
             format!("`network` {s:?} is not supported yet"),
             "not supported",
-            "VMs standby runs have no network device (\"none\"); forwarded ports come with recovery into VMs (issue 15)".into(),
+            "VMs standby runs have no network device (\"none\"); to reach a recovered VM's service, forward a port with a `forward { guest_port = ..., host_port = ... }` block in the protection's `target_vm`".into(),
         ));
         ok = false;
     }
