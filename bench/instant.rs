@@ -8,7 +8,8 @@
 //!
 //! Per size: `quickstart --qemu` (the guest, vault and plan `shop`), the
 //! database VM's data disk replaced by a sparse qcow2 of that size with
-//! 1/8 of it random data (64 MiB runs spread over the disk), both VMs
+//! `STANDBY_BENCH_DATA_EIGHTHS`/8 of it (default 1) random data (64 MiB
+//! runs spread over the disk), both VMs
 //! started without the writer (nothing mounts the data disk), one
 //! `replicate`, VMs stopped; then `failover test shop --instant` and
 //! `failover test shop`, each followed by `failover cleanup shop`, RTO
@@ -55,13 +56,19 @@ fn tool(cmd: &mut Command) {
     );
 }
 
-/// A sparse raw image of `size` with 1/8 random data in 64 MiB runs,
-/// converted to the qcow2 the VM runs on.
+/// A sparse raw image of `size` with `STANDBY_BENCH_DATA_EIGHTHS`/8
+/// (default 1/8) random data in 64 MiB runs, converted to the qcow2 the
+/// VM runs on.
 fn data_disk(qcow2: &Path, size: u64) {
     let raw = qcow2.with_extension("raw");
     let mut f = std::fs::File::create(&raw).unwrap();
     f.set_len(size).unwrap();
-    let runs = size / 8 / (64 * MIB);
+    let eighths: u64 = std::env::var("STANDBY_BENCH_DATA_EIGHTHS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| (1..=8).contains(n))
+        .unwrap_or(1);
+    let runs = size * eighths / 8 / (64 * MIB);
     let stride = size / runs;
     let mut x = 0x9E37_79B9_7F4A_7C15u64;
     let mut buf = vec![0u8; (64 * MIB) as usize];

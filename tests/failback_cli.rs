@@ -455,12 +455,39 @@ fn reprotect_and_failback_refuse_out_of_order() {
     let o = run(&qs, &["reprotect", "shop"]);
     assert!(!o.status.success());
     assert!(text(&o).contains("already reprotected"), "{}", text(&o));
+    // Options of a failover that mean nothing here are refused, not ignored.
+    for (arg, why) in [
+        (&["--instant"][..], "--instant does not apply to a failback"),
+        (
+            &["--point", "latest"][..],
+            "--point does not apply to a failback",
+        ),
+    ] {
+        let mut args = vec!["failback", "shop"];
+        args.extend(arg);
+        let o = run(&qs, &args);
+        assert!(!o.status.success());
+        assert!(text(&o).contains(why), "{}", text(&o));
+    }
 
     // An original disk that is gone is restored in full, and said so.
     let home_web = qs.join("sites/onprem/web/system.img");
     std::fs::remove_file(&home_web).unwrap();
-    let out = ok(&qs, &["failback", "shop", "--approve", "dns"]);
+    let reports = d.path().join("failback-report");
+    let dir = reports.to_string_lossy().into_owned();
+    let out = ok(
+        &qs,
+        &["failback", "shop", "--approve", "dns", "--report-dir", &dir],
+    );
     assert!(out.contains("missing, restored in full"), "{out}");
+    // Its report is a failback's, not the failover's it ends.
+    let r: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(reports.join("report.json")).unwrap()).unwrap();
+    assert_eq!(r["kind"], "failback", "{r:#}");
+    let md = std::fs::read_to_string(reports.join("report.md")).unwrap();
+    assert!(md.starts_with("# Failback of recovery_plan.shop"), "{md}");
+    let junit = std::fs::read_to_string(reports.join("junit.xml")).unwrap();
+    assert!(junit.contains("name=\"standby failback\""), "{junit}");
     assert!(
         std::fs::read(&home_web).unwrap()
             == std::fs::read(qs.join("sites/dr/web/system.img")).unwrap()

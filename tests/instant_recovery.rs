@@ -29,7 +29,6 @@
 #[allow(dead_code)]
 mod shared;
 
-use standby_provider_qemu::guest;
 use standby_provider_qemu::vm::Vm;
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
@@ -37,17 +36,6 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn guest_cache() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
-    let cache = target.join("standby-guest");
-    guest::ensure(&cache).unwrap_or_else(|e| {
-        panic!("building the test guest: {e} (run .ci/run to install its packages)")
-    });
-    cache
-}
 
 /// The recovered VMs: no writer (the data disk is never mounted), checks
 /// that read it as a block device and wait for the console.
@@ -78,7 +66,7 @@ fn kill_vms(d: &Path) {
 
 /// `quickstart --qemu` into `d`, then the machines above.
 fn setup(d: &Path) {
-    let cache = guest_cache();
+    let cache = shared::guest_cache();
     let out = Command::new(env!("CARGO_BIN_EXE_standby"))
         .args(["quickstart", "--qemu"])
         .arg(d)
@@ -93,6 +81,7 @@ fn setup(d: &Path) {
         String::from_utf8_lossy(&out.stderr)
     );
     std::fs::write(d.join("machines.hcl"), MACHINES).unwrap();
+    shared::free_http_port(d);
 }
 
 fn standby(d: &Path, args: &[&str]) -> (bool, String) {
@@ -567,40 +556,69 @@ fn a_rerun_keeps_the_vm_an_interrupted_instant_failover_brought_up() {
     assert_eq!(processes(&d, "qemu"), Vec::<String>::new());
 }
 
-/// `failover planned --instant` with the source VMs running: they are
-/// shut down, their final points read through their dirty bitmaps, the
-/// VMs boot at DR from those points served by the exports, and the
-/// background copy leaves the data disk equal to the final point; no
-/// source QEMU is left. Before that, with the sources down, the same
-/// command fails at once saying the VM does not run and how to go on.
+/// `failover planned --instant` with the source VMs shut down (as
+/// `quickstart --qemu` leaves them): the final points are read from their
+/// images through `qemu-storage-daemon` (crash-consistent, as of their
+/// shutdown), the VMs boot at DR from those points served by the exports.
+/// Killed once the database VM is up and run again: the rerun's new final
+/// points hold the same data, so it keeps that VM (same QEMU pid) and
+/// finishes; the background copy leaves the data disk equal to the final
+/// point, and no daemon is left.
 #[test]
-fn a_planned_instant_failover_boots_from_the_final_points() {
+fn a_planned_instant_failover_of_stopped_vms_reruns_to_the_end() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let (tmp, d, _reap) = tour("sbpi");
-    let (passed, text) = standby(&d, &["failover", "planned", "shop", "--instant"]);
-    assert!(!passed, "{text}");
+    let count = |d: &Path| -> usize {
+        serde_json::from_str::<Vec<serde_json::Value>>(&ok(d, &["points", "machine.db", "--json"]))
+            .unwrap()
+            .len()
+    };
+    let before = count(&d);
+    let args = ["failover", "planned", "shop", "--instant"];
+    let first = Instant::now();
+    kill_at(&d, &args, "machine.db: up, every check passed");
+    let db = Vm::open("db", &d.join("sites/dr/.standby-vms"))
+        .unwrap()
+        .map(|v| v.pid)
+        .expect("the db VM outlives the kill");
+    let reports = tmp.path().join("report");
+    let before_rerun = first.elapsed().as_secs_f64();
+    let mut rerun = args.to_vec();
+    let dir = reports.to_string_lossy().into_owned();
+    rerun.extend(["--report-dir", &dir]);
+    let text = ok(&d, &rerun);
+    // RTO counts from the first attempt's start, which the report shows.
+    let r: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(reports.join("report.json")).unwrap()).unwrap();
+    let rto = r["rto"]["seconds"].as_f64().expect("RTO");
     assert!(
-        text.contains("its VM does not run") && text.contains("start the VM"),
-        "{text}"
+        rto >= before_rerun - 1.0,
+        "RTO {rto} < {before_rerun}: {r:#}"
     );
-    let cfg = standby::config::load(&d, &Default::default())
-        .unwrap_or_else(|e| panic!("{}", e.render(false)))
-        .config;
-    for m in cfg.machines.values() {
-        standby::operations::vms::start(&cfg, m).expect("start the source VM");
-    }
-    let before = ok(&d, &["points", "machine.db", "--json"]);
-    let text = ok(&d, &["failover", "planned", "shop", "--instant"]);
+    assert!(
+        r["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "earlier_attempts" && e["start_seconds"].as_f64().unwrap() < 0.0),
+        "{r:#}"
+    );
+    assert!(text.contains("machine.db: kept running as run"), "{text}");
     assert!(text.contains("(background copy)"), "{text}");
-    // A new point of each machine, the one the VMs were recovered from.
+    assert_eq!(
+        Vm::open("db", &d.join("sites/dr/.standby-vms"))
+            .unwrap()
+            .map(|v| v.pid),
+        Some(db)
+    );
+    // Each attempt took a final point; the VMs run from the last one.
     let after: Vec<serde_json::Value> =
         serde_json::from_str(&ok(&d, &["points", "machine.db", "--json"])).unwrap();
-    let before: Vec<serde_json::Value> = serde_json::from_str(&before).unwrap();
-    assert_eq!(after.len(), before.len() + 1, "{after:#?}");
+    assert_eq!(after.len(), before + 2, "{after:#?}");
     let last = after.last().unwrap();
     assert_eq!(last["moves_to"], "site.dr", "{last}");
+    assert_eq!(last["consistency"], "crash", "{last}");
     let id = last["id"].as_str().unwrap();
-    assert!(text.contains(&id[..12]), "not recovered from {id}:\n{text}");
     let point_data = tmp.path().join("final-data.raw");
     ok(
         &d,
@@ -616,5 +634,13 @@ fn a_planned_instant_failover_boots_from_the_final_points() {
         ],
     );
     assert_failed_over(&d, &point_data);
+    let daemons: Vec<_> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains("qemu-storage-daemon") && c.contains(&*d.to_string_lossy()))
+        .collect();
+    assert!(daemons.is_empty(), "{daemons:?}");
     kill_vms(&d);
 }

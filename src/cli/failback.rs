@@ -81,6 +81,12 @@ pub fn failback(args: FailbackArgs) -> miette::Result<ExitCode> {
             "--point does not apply to a failback"
         ));
     }
+    if args.run.instant {
+        return Err(miette::miette!(
+            help = "drop --instant: a failback writes only the changed blocks onto the machines' own disks and boots them there, so there is nothing to serve from the vault",
+            "--instant does not apply to a failback"
+        ));
+    }
     let approvals = args.run.approvals(&plan)?;
     let rec = recorder(&ws, &args.plan.backend, "standby failback")?;
     let threshold = recovery::run::rpo_threshold(&ws, &plan);
@@ -90,7 +96,7 @@ pub fn failback(args: FailbackArgs) -> miette::Result<ExitCode> {
     })?
     .map_err(report_err)?;
     if let Some(dir) = &args.report_dir {
-        Report::of_run(&result, threshold)
+        Report::of_failback(&result, threshold)
             .write_to(dir)
             .map_err(|e| miette::miette!("cannot write the report into {}: {e}", dir.display()))?;
     }

@@ -226,10 +226,10 @@ fn line(w: &What) -> String {
             run_id,
             why,
         } => format!(
-            "{machine}: WARNING: run {run_id} brought it up, but {why}: stopped and recovered afresh (what it wrote since is replaced)"
+            "{machine}: WARNING: run {run_id} started it, but {why}: stopped and recovered afresh (what it wrote since is replaced)"
         ),
         What::MachineKept { machine, run_id } => format!(
-            "{machine}: kept running as run {run_id} left it (brought up from the same data; its writes since stay)"
+            "{machine}: kept running as run {run_id} left it (started from the same data; its writes since stay)"
         ),
         What::CheckFinished {
             machine,

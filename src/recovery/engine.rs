@@ -63,6 +63,9 @@ pub(crate) struct Engine<'a> {
     /// The interrupted attempt this run takes over from, if any: its
     /// machines may still run ([`Engine::take_over`]).
     pub earlier: Option<Earlier>,
+    /// The first of the interrupted attempts this run continues: RTO
+    /// counts from its start.
+    pub first_attempt: Option<crate::state::Attempt>,
 }
 
 /// An interrupted attempt of a failover or failback (killed, or failed)
@@ -128,6 +131,7 @@ impl<'a> Engine<'a> {
             evidence: Mutex::new(BTreeMap::new()),
             up: Mutex::new(Vec::new()),
             earlier: None,
+            first_attempt: None,
         }
     }
 
@@ -474,7 +478,7 @@ pub(crate) trait Way: Sync {
     fn settle(&self, _e: &Engine<'_>, _g: &Group, _machine: &Address) -> Result<(), String> {
         Ok(())
     }
-    /// Whether `machine`, which an interrupted attempt brought up and
+    /// Whether `machine`, which an interrupted attempt started and
     /// which still runs, can go on as it is ([`Engine::take_over`]).
     fn can_keep(&self, _e: &Engine<'_>, _machine: &Address) -> bool {
         true

@@ -136,14 +136,14 @@ pub enum What {
         machine: String,
         site: String,
     },
-    /// A machine an interrupted attempt brought up still ran from the same
+    /// A machine an interrupted attempt started still ran from the same
     /// data: kept as it is (not restored, not restarted), checked again.
     MachineKept {
         machine: String,
         /// The interrupted attempt's run id.
         run_id: String,
     },
-    /// A machine an interrupted attempt brought up is stopped and
+    /// A machine an interrupted attempt started is stopped and
     /// recovered afresh (`why`: another point, or it no longer runs as
     /// that attempt left it): what it wrote since is replaced.
     MachineReplaced {

@@ -164,9 +164,10 @@ impl Engine<'_> {
     }
 
     /// A machine an interrupted attempt of this run (killed, or failed)
-    /// left running at `site`: kept as it is when that attempt brought it
-    /// up (its checks passed, so it may hold writes made since) from the
-    /// data this run recovers, and its [`Way`](super::engine::Way) agrees;
+    /// left running at `site`: kept as it is when that attempt started it
+    /// (its checks ran, passed or not, so it may hold writes made since)
+    /// from the data this run recovers, and its
+    /// [`Way`](super::engine::Way) agrees;
     /// its disks then, by name. Otherwise it is stopped before anything
     /// writes its disks, and None: it starts afresh. Never a disk written
     /// under a running machine, never a recovered machine's writes
@@ -188,8 +189,18 @@ impl Engine<'_> {
         }
         let run_id = before.placed_by.as_ref().unwrap_or(&earlier.run_id);
         let then = super::providers::run_at(self.cfg, &self.root, site, run_id, self.mode);
-        let up = before.status == MachineStatus::Running;
-        let same = up && self.same_data(land, before)?;
+        // It ran when its checks passed, or failed (a failed boot ends the
+        // machine; a failed restore leaves a disk unrecorded): it may hold
+        // writes made since.
+        let ran = matches!(
+            before.status,
+            MachineStatus::Running | MachineStatus::Failed
+        ) && land
+            .machine
+            .disks
+            .iter()
+            .all(|d| before.disks.contains_key(&d.name));
+        let same = ran && self.same_data(land, before)?;
         if same
             && self.way.can_keep(self, &land.machine.addr)
             && land
@@ -209,8 +220,8 @@ impl Engine<'_> {
                     .collect(),
             ));
         }
-        if up {
-            // It was up: whatever it wrote since is about to be replaced.
+        if ran {
+            // It ran: whatever it wrote since is about to be replaced.
             let then_point: String = before
                 .point
                 .as_ref()
@@ -286,7 +297,7 @@ impl Engine<'_> {
                 now,
                 now,
                 Outcome::Passed,
-                "kept: it runs since an interrupted attempt brought it up; not restarted",
+                "kept: it runs since an interrupted attempt started it; not restarted",
             );
             return self.checks(land, spec);
         }

@@ -113,7 +113,8 @@ pub struct RunResult {
     pub points: BTreeMap<Address, Chosen>,
     pub started_at: OffsetDateTime,
     pub finished_at: OffsetDateTime,
-    /// Run start to the last machine's checks green; None unless it passed.
+    /// Run start (the first attempt's, for a rerun of interrupted ones) to
+    /// the last machine's checks green; None unless it passed.
     pub rto_seconds: Option<f64>,
     /// Per machine address, what a VM provider saw (qemu sites only).
     pub evidence: BTreeMap<String, standby_provider_core::Evidence>,
@@ -147,6 +148,24 @@ impl RunResult {
                 format!("waited for the state lock held by {}", w.holder),
             );
         }
+        // A rerun continues the interrupted attempts before it: the
+        // recovery has been under way since the first one started.
+        let carried = engine.first_attempt.as_ref().map_or(0.0, |a| {
+            let before = (timeline.started_at() - a.started_at)
+                .as_seconds_f64()
+                .max(0.0);
+            timeline.record_span(
+                Subject::new(EntryKind::EarlierAttempts, &a.run_id),
+                -before,
+                0.0,
+                Outcome::Failed,
+                format!(
+                    "interrupted attempts since run {} started (counted in RTO)",
+                    a.run_id
+                ),
+            );
+            before
+        });
         let rto_seconds = passed.then(|| {
             let end = timeline
                 .entries()
@@ -155,7 +174,7 @@ impl RunResult {
                 .map(|e| e.end_seconds)
                 .fold(0.0, f64::max);
             let waited: f64 = waits.iter().map(|(a, b)| (b.min(end) - a).max(0.0)).sum();
-            (end - waited).max(0.0)
+            (end - waited).max(0.0) + carried
         });
         RunResult {
             record,
@@ -494,22 +513,28 @@ fn failover_locked(
     let run_id = new_run_id(&plan.addr, kind);
     // The attempt this one replaces (refused above unless it failed or its
     // process is gone): its machines may still run.
-    let earlier = doc.as_ref().and_then(|d| {
+    let replaced = doc.as_ref().and_then(|d| {
         d.runs
             .iter()
             .find(|r| r.plan == plan.addr && !r.kind.is_test() && !kind.is_test())
-            .map(|r| super::engine::Earlier {
-                run_id: r.run_id.clone(),
-                machines: r
-                    .machines
-                    .iter()
-                    .map(|(m, at)| {
-                        let mut at = at.clone();
-                        at.placed_by.get_or_insert_with(|| r.run_id.clone());
-                        (m.clone(), at)
-                    })
-                    .collect(),
+    });
+    let first_attempt = replaced.map(|r| {
+        r.first_attempt.clone().unwrap_or(crate::state::Attempt {
+            run_id: r.run_id.clone(),
+            started_at: r.started_at,
+        })
+    });
+    let earlier = replaced.map(|r| super::engine::Earlier {
+        run_id: r.run_id.clone(),
+        machines: r
+            .machines
+            .iter()
+            .map(|(m, at)| {
+                let mut at = at.clone();
+                at.placed_by.get_or_insert_with(|| r.run_id.clone());
+                (m.clone(), at)
             })
+            .collect(),
     });
     let timeline = Timeline::new();
     let record = RunRecord {
@@ -536,6 +561,7 @@ fn failover_locked(
         reprotect: None,
         failback: None,
         drill,
+        first_attempt: first_attempt.clone(),
     };
     recorder.update(|doc| {
         if let Some(r) = refusal(doc, &plan.addr, kind) {
@@ -565,6 +591,7 @@ fn failover_locked(
         },
     );
     engine.earlier = earlier;
+    engine.first_attempt = first_attempt;
     engine.emit(What::RunStarted {
         kind: kind.as_str().to_string(),
         plan: plan.addr.to_string(),

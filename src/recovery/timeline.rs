@@ -31,6 +31,9 @@ pub enum EntryKind {
     /// Instant recovery after the checks (not part of RTO): a failover's
     /// background copy of a machine's disks, or what a test run served.
     Copy,
+    /// Before this run (negative seconds): the interrupted attempts it
+    /// continues, since the first one started (part of RTO).
+    EarlierAttempts,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

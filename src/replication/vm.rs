@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use standby_provider_qemu::cbt::{self, Change, Member, Point};
 use standby_provider_qemu::endpoint::Endpoint;
 use standby_provider_qemu::nbd;
+use standby_provider_qemu::offline;
 use standby_provider_qemu::qga::Agent;
 use standby_provider_qemu::qmp::Qmp;
 use standby_provider_qemu::source::DiskSource;
@@ -368,6 +369,9 @@ struct OpenVm {
     /// Its machine address, for messages.
     machine: String,
     qmp: Qmp,
+    /// The daemon `qmp` speaks to when the VM does not run (ended with
+    /// the point, after `qmp`'s last command).
+    _daemon: Option<offline::Daemon>,
     point: Option<Point>,
     plans: Vec<Plan>,
     read: Vec<u64>,
@@ -379,6 +383,55 @@ struct OpenVm {
 pub struct Session {
     vms: Vec<OpenVm>,
     spread: Duration,
+}
+
+/// QMP of `t`'s VM; when the VM does not run (nothing listens on its local
+/// QMP socket), of a `qemu-storage-daemon` opened over its images under
+/// its node names ([`offline`]), which the caller keeps for the point.
+fn connect(t: &Target, v: &VmTarget) -> Result<(Qmp, Option<offline::Daemon>), ReplicationError> {
+    // A VM that runs answers at once; no wait for one that does not.
+    let Endpoint::Unix(socket) = &v.qmp else {
+        return Ok((
+            v.qmp
+                .qmp(Duration::from_secs(10))
+                .map_err(|e| vm_err(t, e))?,
+            None,
+        ));
+    };
+    if v.qmp.listening() {
+        return Ok((
+            v.qmp
+                .qmp(Duration::from_secs(10))
+                .map_err(|e| vm_err(t, e))?,
+            None,
+        ));
+    }
+    let name = socket
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "vm".into());
+    let disks: Vec<(String, PathBuf)> = v
+        .nodes
+        .iter()
+        .cloned()
+        .zip(t.disks.iter().map(|(_, p)| p.clone()))
+        .collect();
+    let daemon = offline::Daemon::start(&disks, &v.work, &name).map_err(|d| {
+        vm_err(
+            t,
+            format!(
+                "its VM does not run (nothing listens on its QMP socket {}), and its images could not be opened without it: {d}",
+                socket.display()
+            ),
+        )
+    })?;
+    let q =
+        Qmp::connect_unix(&daemon.qmp_path, Duration::from_secs(10)).map_err(|e| vm_err(t, e))?;
+    tracing::info!(
+        "{}: its VM does not run; reading its images through qemu-storage-daemon",
+        t.machine
+    );
+    Ok((q, Some(daemon)))
 }
 
 fn vm_err(t: &Target, e: impl std::fmt::Display) -> ReplicationError {
@@ -401,27 +454,9 @@ pub fn begin(
     let mut agents: Vec<Option<Agent>> = Vec::new();
     for (ti, t) in targets.iter().enumerate() {
         let Some(v) = &t.vm else { continue };
-        let mut qmp = v.qmp.qmp(Duration::from_secs(10)).map_err(|e| match (&v.qmp, &e) {
-            (
-                Endpoint::Unix(path),
-                standby_provider_qemu::Error::Io { source, .. },
-            ) if matches!(
-                source.kind(),
-                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
-            ) =>
-            {
-                vm_err(
-                    t,
-                    format!(
-                        "its VM does not run (nothing listens on its QMP socket {}): standby reads a VM's points through its running QEMU (changed-block tracking); start the VM and run this again (a planned failover shuts the VM down itself after its final point)",
-                        path.display()
-                    ),
-                )
-            }
-            _ => vm_err(t, e),
-        })?;
-        let agent = match (&v.agent, t.app) {
-            (Some(a), true) => {
+        let (mut qmp, daemon) = connect(t, v)?;
+        let agent = match (&v.agent, t.app, &daemon) {
+            (Some(a), true, None) => {
                 let mut agent = a.agent(Duration::from_secs(30)).map_err(|e| vm_err(t, e))?;
                 // A run killed between freeze and thaw leaves the guest
                 // frozen (its writes held): thaw before freezing again.
@@ -431,6 +466,8 @@ pub fn begin(
                 }
                 Some(agent)
             }
+            // A VM that does not run has no guest to freeze: its point is
+            // crash-consistent (as of its last shutdown).
             _ => None,
         };
         let mut plans = Vec::new();
@@ -463,6 +500,7 @@ pub fn begin(
             ti,
             machine: t.machine.clone(),
             qmp,
+            _daemon: daemon,
             point: None,
             read: vec![0; plans.len()],
             requests: vec![0; plans.len()],

@@ -60,10 +60,10 @@ pub fn markdown_embedded(r: &Report) -> String {
 }
 
 fn render(r: &Report, embed: bool) -> String {
-    let what = if r.kind == "drill" {
-        "Drill".to_string()
-    } else {
-        format!("{} failover", r.kind)
+    let what = match r.kind.as_str() {
+        "drill" => "Drill".to_string(),
+        "failback" => "Failback".to_string(),
+        kind => format!("{kind} failover"),
     };
     let mut o = format!(
         "# {what} of {}: {}\n\n",
@@ -159,6 +159,9 @@ fn render(r: &Report, embed: bool) -> String {
             EntryKind::FinalPoint => format!("final point of {}", e.name),
             EntryKind::Cleanup => "cleanup".to_string(),
             EntryKind::LockWait => "waiting for the state lock (not counted in RTO)".to_string(),
+            EntryKind::EarlierAttempts => {
+                format!("interrupted attempts since run {} (counted in RTO)", e.name)
+            }
             EntryKind::Copy => format!(
                 "{} instant: {} (not counted in RTO)",
                 e.machine.as_deref().unwrap_or(""),

@@ -131,6 +131,13 @@ impl Report {
         }
     }
 
+    /// The report of a failback (its run is the failover run it ends).
+    pub fn of_failback(run: &RunResult, rpo_threshold: Option<u64>) -> Report {
+        let mut r = Report::of_run(run, rpo_threshold);
+        r.kind = "failback".into();
+        r
+    }
+
     /// The report of a drill.
     pub fn of_drill(d: &DrillResult) -> Report {
         let mut r = Report::of_run(&d.run, d.rpo_threshold_seconds);

@@ -103,6 +103,19 @@ pub struct RunRecord {
     /// dead drill is removed by the next run whatever its phase.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub drill: bool,
+    /// A rerun that continues interrupted (killed or failed) attempts of
+    /// the same failover: the first attempt. RTO counts from its start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_attempt: Option<Attempt>,
+}
+
+/// One attempt of a run: its id and when it started.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Attempt {
+    pub run_id: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub started_at: OffsetDateTime,
 }
 
 /// Reverse protection of a failed-over plan.

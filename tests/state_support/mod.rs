@@ -121,6 +121,7 @@ pub fn sample_doc() -> StateDoc {
         reprotect: None,
         failback: None,
         drill: false,
+        first_attempt: None,
     });
     doc
 }

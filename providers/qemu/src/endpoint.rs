@@ -26,6 +26,16 @@ impl Endpoint {
         matches!(self, Endpoint::Unix(_))
     }
 
+    /// False when nothing listens on this local socket now (no QEMU runs
+    /// there: no file, or a dead QEMU's); true for a remote endpoint (only
+    /// connecting tells).
+    pub fn listening(&self) -> bool {
+        match self {
+            Endpoint::Unix(p) => std::os::unix::net::UnixStream::connect(p).is_ok(),
+            Endpoint::Tls { .. } => true,
+        }
+    }
+
     /// Connects to QMP here (a unix socket is retried while QEMU starts,
     /// up to `timeout`).
     pub fn qmp(&self, timeout: Duration) -> Result<Qmp> {

@@ -47,6 +47,9 @@ pub enum Error {
     GuestBuild { dir: PathBuf, detail: String },
     #[error("changed-block tracking on {node}: {detail}")]
     Cbt { node: String, detail: String },
+    /// Instant recovery's background copy of one disk (QEMU node).
+    #[error("the background copy of disk {node}: {detail}")]
+    Copy { node: String, detail: String },
 }
 
 impl Error {

@@ -103,8 +103,8 @@ fn start_and_wait(
                     qmp.execute_value("job-dismiss", json!({ "id": id }))?;
                 }
                 "aborting" => {
-                    return Err(Error::Vm {
-                        name: d.node.clone(),
+                    return Err(Error::Copy {
+                        node: d.node.clone(),
                         detail: format!("the copy job {id} is being cancelled; run again"),
                     });
                 }
@@ -118,8 +118,8 @@ fn start_and_wait(
             .block_node(&d.node)?
             .image
             .map(|i| i.virtual_size)
-            .ok_or_else(|| Error::Vm {
-                name: d.node.clone(),
+            .ok_or_else(|| Error::Copy {
+                node: d.node.clone(),
                 detail: "QEMU reports no size for the disk".into(),
             })?;
         // A fresh sparse image: what the mirror does not write stays a hole.
@@ -160,8 +160,8 @@ fn start_and_wait(
             }
             let id = job_id(i);
             let Some(j) = jobs.iter().find(|j| j["id"] == id.as_str()) else {
-                return Err(Error::Vm {
-                    name: disks[i].node.clone(),
+                return Err(Error::Copy {
+                    node: disks[i].node.clone(),
                     detail: format!("the copy job {id} vanished"),
                 });
             };
@@ -170,9 +170,9 @@ fn start_and_wait(
                 j["total-progress"].as_u64().unwrap_or(0),
             );
             if !progress(i, CopyProgress { done: cur, total }) {
-                return Err(Error::Vm {
-                    name: disks[i].node.clone(),
-                    detail: "the copy was interrupted".into(),
+                return Err(Error::Copy {
+                    node: disks[i].node.clone(),
+                    detail: "interrupted (the VM runs on, on its overlays: run the failover again to copy)".into(),
                 });
             }
             match j["status"].as_str().unwrap_or("") {
@@ -182,8 +182,8 @@ fn start_and_wait(
                 }
                 "concluded" => {
                     if let Some(e) = j.get("error").and_then(Value::as_str) {
-                        return Err(Error::Vm {
-                            name: disks[i].node.clone(),
+                        return Err(Error::Copy {
+                            node: disks[i].node.clone(),
                             detail: format!("copying to {}: {e}", disks[i].target.display()),
                         });
                     }

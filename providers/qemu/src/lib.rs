@@ -21,6 +21,8 @@
 //!   are VMs; test runs on throw-away overlays), a `SiteProvider`.
 //! - [`writeback`]: a writable NBD export of a stopped VM's qcow2 image
 //!   (`qemu-storage-daemon`), for failback.
+//! - [`offline`]: a stopped VM's images opened by `qemu-storage-daemon`
+//!   under its node names, so its points are read as a running VM's.
 //!
 //! Everything here is blocking: call it from plain threads or
 //! `spawn_blocking`.
@@ -32,6 +34,7 @@ pub mod error;
 pub mod guest;
 pub mod instant;
 pub mod nbd;
+pub mod offline;
 pub mod qga;
 pub mod qmp;
 pub mod site;

@@ -746,11 +746,14 @@ impl SiteProvider for QemuSite {
             }
         };
         // A test VM runs on throw-away overlays: QMP quit (or a kill) is
-        // enough; nothing of it is kept.
+        // enough; nothing of it is kept. An instant run's NBD exports
+        // (`VM.DISK.nbd.pid`) are no VMs: each ends by itself once the
+        // directory, and with it its socket, is removed below.
         for e in entries.flatten() {
             let p = e.path();
             if p.extension().is_some_and(|x| x == "pid")
                 && let Some(name) = p.file_stem().and_then(|s| s.to_str())
+                && !name.ends_with(".nbd")
                 && let Some(v) = Vm::open(name, &dir).map_err(|e| err("destroy", &run.site, e))?
             {
                 let quit = v.qmp().and_then(|mut q| q.quit());
@@ -822,9 +825,7 @@ fn end_orphan(dir: &Path, name: &str) -> crate::error::Result<()> {
 /// through changed-block tracking; [`quit_at_home`] ends QEMU after it.
 /// No VM answering, or one already shut down: nothing to do.
 fn stop_at_home(home: &Home, grace: Duration) -> crate::error::Result<()> {
-    if let crate::endpoint::Endpoint::Unix(p) = &home.qmp
-        && !p.exists()
-    {
+    if !home.qmp.listening() {
         return Ok(());
     }
     let Ok(mut q) = home.qmp.qmp(Duration::from_secs(5)) else {
@@ -868,6 +869,9 @@ fn stop_at_home(home: &Home, grace: Duration) -> crate::error::Result<()> {
 /// (after the final point was taken); a VM still running is never quit,
 /// and no VM answering is nothing to do.
 pub fn quit_at_home(home: &Home) -> crate::error::Result<()> {
+    if !home.qmp.listening() {
+        return Ok(());
+    }
     let Ok(mut q) = home.qmp.qmp(Duration::from_secs(5)) else {
         return Ok(());
     };

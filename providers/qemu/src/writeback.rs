@@ -38,15 +38,15 @@ fn paths(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
     )
 }
 
-fn alive(pid: i32, sock: &Path) -> bool {
-    // The pid is ours only while its command line names our socket.
+pub(crate) fn alive(pid: i32, qmp: &Path) -> bool {
+    // The pid is ours only while its command line names our monitor.
     fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
         let c = String::from_utf8_lossy(&c);
-        c.contains("qemu-storage-daemon") && c.contains(&*sock.to_string_lossy())
+        c.contains("qemu-storage-daemon") && c.contains(&*qmp.to_string_lossy())
     })
 }
 
-fn read_pid(p: &Path) -> Option<i32> {
+pub(crate) fn read_pid(p: &Path) -> Option<i32> {
     fs::read_to_string(p).ok()?.trim().parse().ok()
 }
 
@@ -54,19 +54,26 @@ fn read_pid(p: &Path) -> Option<i32> {
 /// (bitmaps stored), else SIGKILL. Nothing running is nothing to do.
 pub fn end_leftover(dir: &Path, name: &str) -> Result<()> {
     let (sock, qmp_path, pid_path) = paths(dir, name);
-    let Some(pid) = read_pid(&pid_path) else {
-        return Ok(());
-    };
-    if alive(pid, &sock) {
-        if let Ok(mut q) = Qmp::connect_unix(&qmp_path, Duration::from_secs(5)) {
+    end_daemon(name, &qmp_path, &pid_path)?;
+    let _ = fs::remove_file(&sock);
+    Ok(())
+}
+
+/// Ends the `qemu-storage-daemon` whose pid file and monitor these are,
+/// if it runs (QMP `quit`, else SIGKILL), and removes both files.
+pub(crate) fn end_daemon(name: &str, qmp_path: &Path, pid_path: &Path) -> Result<()> {
+    if let Some(pid) = read_pid(pid_path)
+        && alive(pid, qmp_path)
+    {
+        if let Ok(mut q) = Qmp::connect_unix(qmp_path, Duration::from_secs(5)) {
             let _ = q.quit();
         }
-        if !wait_gone(pid, &sock, Duration::from_secs(10)) {
-            // SAFETY: kill(2) on a pid whose command line names our socket.
+        if !wait_gone(pid, qmp_path, Duration::from_secs(10)) {
+            // SAFETY: kill(2) on a pid whose command line names our monitor.
             unsafe {
                 libc::kill(pid, libc::SIGKILL);
             }
-            if !wait_gone(pid, &sock, Duration::from_secs(10)) {
+            if !wait_gone(pid, qmp_path, Duration::from_secs(10)) {
                 return Err(Error::Vm {
                     name: name.into(),
                     detail: format!("qemu-storage-daemon pid {pid} survived SIGKILL for 10 s"),
@@ -74,15 +81,15 @@ pub fn end_leftover(dir: &Path, name: &str) -> Result<()> {
             }
         }
     }
-    for p in [&sock, &qmp_path, &pid_path] {
+    for p in [qmp_path, pid_path] {
         let _ = fs::remove_file(p);
     }
     Ok(())
 }
 
-fn wait_gone(pid: i32, sock: &Path, timeout: Duration) -> bool {
+pub(crate) fn wait_gone(pid: i32, qmp: &Path, timeout: Duration) -> bool {
     let start = Instant::now();
-    while alive(pid, sock) {
+    while alive(pid, qmp) {
         if start.elapsed() > timeout {
             return false;
         }
@@ -91,8 +98,53 @@ fn wait_gone(pid: i32, sock: &Path, timeout: Duration) -> bool {
     true
 }
 
+/// Runs `qemu-storage-daemon ARGS --chardev/--monitor at qmp_path
+/// --pidfile pid_path --daemonize`; returns once it is up. `what` names
+/// the images for QEMU's error.
+pub(crate) fn spawn_daemon(
+    args: &[String],
+    qmp_path: &Path,
+    pid_path: &Path,
+    name: &str,
+    what: &str,
+) -> Result<()> {
+    let out = Command::new("qemu-storage-daemon")
+        .args(args)
+        .arg("--chardev")
+        .arg(format!(
+            "socket,id=sbmon,path={},server=on,wait=off",
+            esc(qmp_path)
+        ))
+        .arg("--monitor")
+        .arg("chardev=sbmon")
+        .arg("--pidfile")
+        .arg(pid_path)
+        .arg("--daemonize")
+        .output()
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::MissingTool {
+                tool: "qemu-storage-daemon".into(),
+                package: "qemu-system-x86 (Debian: qemu-system-common)".into(),
+            },
+            _ => Error::Io {
+                context: "running qemu-storage-daemon".into(),
+                source: e,
+            },
+        })?;
+    if !out.status.success() {
+        return Err(Error::Vm {
+            name: name.into(),
+            detail: format!(
+                "qemu-storage-daemon on {what}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// QEMU's option syntax doubles a comma inside a value.
-fn esc(p: &Path) -> String {
+pub(crate) fn esc(p: &Path) -> String {
     p.to_string_lossy().replace(',', ",,")
 }
 
@@ -104,47 +156,20 @@ impl Export {
         end_leftover(dir, name)?;
         fs::create_dir_all(dir).map_err(Error::io(format!("creating {}", dir.display())))?;
         let (sock, qmp_path, pid_path) = paths(dir, name);
-        let out = Command::new("qemu-storage-daemon")
-            .arg("--blockdev")
-            .arg(format!(
-                "driver=file,node-name={node}-file,filename={}",
-                esc(image)
-            ))
-            .arg("--blockdev")
-            .arg(format!("driver=qcow2,node-name={node},file={node}-file"))
-            .arg("--nbd-server")
-            .arg(format!("addr.type=unix,addr.path={}", esc(&sock)))
-            .arg("--chardev")
-            .arg(format!(
-                "socket,id=wbmon,path={},server=on,wait=off",
-                esc(&qmp_path)
-            ))
-            .arg("--monitor")
-            .arg("chardev=wbmon")
-            .arg("--pidfile")
-            .arg(&pid_path)
-            .arg("--daemonize")
-            .output()
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => Error::MissingTool {
-                    tool: "qemu-storage-daemon".into(),
-                    package: "qemu-system-x86 (Debian: qemu-system-common)".into(),
-                },
-                _ => Error::Io {
-                    context: "running qemu-storage-daemon".into(),
-                    source: e,
-                },
-            })?;
-        if !out.status.success() {
-            return Err(Error::Vm {
-                name: name.into(),
-                detail: format!(
-                    "qemu-storage-daemon on {}: {}",
-                    image.display(),
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ),
-            });
-        }
+        spawn_daemon(
+            &[
+                "--blockdev".into(),
+                format!("driver=file,node-name={node}-file,filename={}", esc(image)),
+                "--blockdev".into(),
+                format!("driver=qcow2,node-name={node},file={node}-file"),
+                "--nbd-server".into(),
+                format!("addr.type=unix,addr.path={}", esc(&sock)),
+            ],
+            &qmp_path,
+            &pid_path,
+            name,
+            &image.display().to_string(),
+        )?;
         let mut e = Export {
             node: node.to_string(),
             bitmap: None,
@@ -213,7 +238,7 @@ impl Export {
         let mut q = self.qmp()?;
         q.quit()?;
         if let Some(pid) = self.pid
-            && !wait_gone(pid, &self.sock, Duration::from_secs(30))
+            && !wait_gone(pid, &self.qmp_path, Duration::from_secs(30))
         {
             return Err(Error::Timeout {
                 what: format!("qemu-storage-daemon (pid {pid}) to quit"),

@@ -209,7 +209,8 @@ pub fn run(dir: &Path) -> miette::Result<ExitCode> {
         ));
     }
     say(&format!(
-        "done. The configuration, vault and VM disks are in {}; start the VMs again with `standby quickstart --qemu {}` (it reuses the disks).",
+        "done. The configuration, vault and VM disks are in {}; `standby -C {} drill shop` or `failover planned shop` go on from here (points of the stopped VMs are read from their images), and `standby quickstart --qemu {}` runs the VMs again (it reuses the disks).",
+        dir.display(),
         dir.display(),
         dir.display()
     ));
