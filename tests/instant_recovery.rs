@@ -41,6 +41,16 @@ static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// that read it as a block device and wait for the console.
 const MACHINES: &str = include_str!("../testdata/instant/machines.hcl");
 
+/// The instant failover the kill tests run.
+const UNPLANNED_INSTANT: [&str; 6] = [
+    "failover",
+    "unplanned",
+    "shop",
+    "--instant",
+    "--point",
+    "latest",
+];
+
 /// A fresh tour (`setup`) in a temporary directory under /tmp (short
 /// socket paths): the directory, the tour in it, and the guard that ends
 /// its QEMU and export processes with the test.
@@ -382,14 +392,7 @@ fn a_killed_instant_failover_converges_on_rerun() {
         .as_nanos() as u64
         | 1;
     eprintln!("kill seed {seed}");
-    let args = [
-        "failover",
-        "unplanned",
-        "shop",
-        "--instant",
-        "--point",
-        "latest",
-    ];
+    let args = UNPLANNED_INSTANT;
     let mut finished = false;
     let mut killed = 0;
     for round in 0..rounds {
@@ -521,14 +524,7 @@ fn a_rerun_keeps_the_vm_an_interrupted_instant_failover_brought_up() {
     let expected = tmp.path().join("expected-data.raw");
     restore_point_data(&d, &expected);
     let size = std::fs::metadata(&expected).unwrap().len();
-    let args = [
-        "failover",
-        "unplanned",
-        "shop",
-        "--instant",
-        "--point",
-        "latest",
-    ];
+    let args = UNPLANNED_INSTANT;
     kill_at(&d, &args, "machine.db: up, every check passed");
     let pid = |name: &str| {
         Vm::open(name, &d.join("sites/dr/.standby-vms"))

@@ -772,3 +772,26 @@ fn a_failover_killed_mid_run_leaves_the_state_true_and_can_be_run_again() {
     assert_ne!(runs[0]["run_id"], killed_run.as_str());
     assert_eq!(runs[0]["phase"], "completed");
 }
+
+/// A planned or unplanned failover while the plan's test failover is still
+/// up (a disaster during a test) removes the test run first and says so:
+/// its throw-away replicas would hold what the real ones need.
+#[test]
+fn a_failover_during_a_test_failover_removes_the_test_run_first() {
+    let d = tempfile::tempdir().unwrap();
+    let qs = quickstart(d.path());
+    ok(&qs, &["failover", "test", "shop", "--approve", "dns"]);
+    let sandbox = qs.join("sites/dr/.standby-test");
+    assert!(sandbox.exists());
+    let out = ok(&qs, &["failover", "unplanned", "shop", "--approve", "dns"]);
+    assert!(
+        out.contains("The test failover shop-test-") && out.contains("is removed first"),
+        "{out}"
+    );
+    assert!(!sandbox.exists(), "the test run's replicas are left");
+    let st = state(&qs);
+    let runs = st["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 1, "{st:#}");
+    assert_eq!(runs[0]["kind"], "unplanned");
+    assert_eq!(runs[0]["phase"], "completed");
+}

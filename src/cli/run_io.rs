@@ -84,7 +84,7 @@ impl Sink for Lines {
         let _g = self.one_at_a_time.lock().unwrap_or_else(|p| p.into_inner());
         match &e.what {
             // Before the run has a clock: no time stamp.
-            What::DeadTestRun { .. } => println!("{}", line(&e.what)),
+            What::DeadTestRun { .. } | What::TestRunEnded { .. } => println!("{}", line(&e.what)),
             what => println!("{}", stamped(e.seconds, &line(what))),
         }
         let _ = std::io::stdout().flush();
@@ -119,6 +119,9 @@ fn line(w: &What) -> String {
             "The test run {run_id} of {plan} was left by a {} that is gone ({}, {phase}): cleaning it up first.",
             if *drill { "drill" } else { "test failover" },
             pid.map(|p| format!("pid {p}")).unwrap_or_default(),
+        ),
+        What::TestRunEnded { run_id, plan } => format!(
+            "The test failover {run_id} of {plan} is removed first: its throw-away replicas would hold what the failover needs (forwarded ports, VM names)."
         ),
         What::PointChosen {
             machine,

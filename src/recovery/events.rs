@@ -39,6 +39,13 @@ pub enum What {
         pid: Option<u32>,
         phase: String,
     },
+    /// A planned or unplanned failover removed the plan's test run first:
+    /// its throw-away replicas hold what the real ones need (forwarded
+    /// ports, VM names).
+    TestRunEnded {
+        run_id: String,
+        plan: String,
+    },
     /// The point a machine is recovered from.
     PointChosen {
         machine: String,

@@ -474,6 +474,8 @@ pub fn failover_with(
     recorder.interruptible_by(cancel);
     if kind.is_test() {
         clean_dead_test_run(ws, plan, recorder, sink)?;
+    } else {
+        end_test_run(ws, plan, recorder, sink)?;
     }
     failover_locked(
         ws, plan, kind, choice, approver, recorder, cancel, sink, false, instant,
@@ -708,6 +710,32 @@ fn clean_dead_test_run(
             drill: run.drill,
             pid: run.owner.as_ref().map(|o| o.pid),
             phase: run.phase.as_str().to_string(),
+        },
+    });
+    cleanup_locked(ws, plan, recorder, None).map(|_| ())
+}
+
+/// Under the plan's run lock, before a planned or unplanned failover:
+/// remove the plan's test run, if any (a disaster during a test failover
+/// or drill left up). Its replicas are throw-away, and they would hold
+/// what the real ones need: a forwarded host port, a VM's name.
+fn end_test_run(
+    ws: &Workspace,
+    plan: &RecoveryPlan,
+    recorder: &Recorder,
+    sink: &dyn Sink,
+) -> Result<(), RecoveryError> {
+    let Some(doc) = recorder.read()? else {
+        return Ok(());
+    };
+    let Some(run) = doc.run_of(&plan.addr, true) else {
+        return Ok(());
+    };
+    sink.event(&Event {
+        seconds: 0.0,
+        what: What::TestRunEnded {
+            run_id: run.run_id.clone(),
+            plan: plan.addr.to_string(),
         },
     });
     cleanup_locked(ws, plan, recorder, None).map(|_| ())
