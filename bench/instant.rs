@@ -56,6 +56,16 @@ fn tool(cmd: &mut Command) {
     );
 }
 
+/// `STANDBY_BENCH_DATA_EIGHTHS` (1-8), else 1: eighths of each data disk
+/// filled with random data.
+fn data_eighths() -> u64 {
+    std::env::var("STANDBY_BENCH_DATA_EIGHTHS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| (1..=8).contains(n))
+        .unwrap_or(1)
+}
+
 /// A sparse raw image of `size` with `STANDBY_BENCH_DATA_EIGHTHS`/8
 /// (default 1/8) random data in 64 MiB runs, converted to the qcow2 the
 /// VM runs on.
@@ -63,12 +73,7 @@ fn data_disk(qcow2: &Path, size: u64) {
     let raw = qcow2.with_extension("raw");
     let mut f = std::fs::File::create(&raw).unwrap();
     f.set_len(size).unwrap();
-    let eighths: u64 = std::env::var("STANDBY_BENCH_DATA_EIGHTHS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|n| (1..=8).contains(n))
-        .unwrap_or(1);
-    let runs = size * eighths / 8 / (64 * MIB);
+    let runs = size * data_eighths() / 8 / (64 * MIB);
     let stride = size / runs;
     let mut x = 0x9E37_79B9_7F4A_7C15u64;
     let mut buf = vec![0u8; (64 * MIB) as usize];
@@ -280,7 +285,7 @@ fn main() {
         println!(
             "| {} GiB ({} MiB data) | {:.1} s | {:.1} s | {:.1} s | {:.1} s |",
             f.gib,
-            f.gib * 128,
+            f.gib * 128 * data_eighths(),
             f.instant,
             f.instant_wall,
             f.full,
