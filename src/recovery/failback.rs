@@ -194,9 +194,9 @@ pub fn failback(
         });
     }
     if passed {
-        // A machine an earlier attempt started at home is kept when it
-        // came up (from these final points), else stopped and started
-        // afresh (`Engine::take_over`).
+        // A machine an earlier attempt started at home from these final
+        // points is kept, any other it left is stopped and started afresh
+        // (`Engine::take_over`).
         engine.earlier = Some(super::engine::Earlier {
             run_id: run_id.clone(),
             machines: progress.machines.clone(),
