@@ -35,6 +35,7 @@ use standby_provider_qemu::qga::Agent;
 use standby_provider_qemu::qmp::Qmp;
 use standby_provider_qemu::source::DiskSource;
 use standby_provider_qemu::tls::TlsConfig;
+use standby_provider_qemu::vm::DiskFormat;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -48,6 +49,10 @@ pub struct VmTarget {
     pub agent: Option<Endpoint>,
     /// QEMU node names, one per disk of the target, in its disk order.
     pub nodes: Vec<String>,
+    /// Each disk's image format as the configuration declares it (never
+    /// probed: a raw guest disk can look like a qcow2 header), for
+    /// opening the images of a VM that does not run.
+    pub formats: Vec<DiskFormat>,
     /// Fleece images and the NBD socket of open points: at the site, or
     /// the `work_dir` on a hypervisor reached over TCP.
     pub work: PathBuf,
@@ -191,6 +196,8 @@ impl VmTarget {
             .then(|| Endpoint::Unix(vms_dir.join(format!("{name}.qga"))));
         t.work = site_root.join(".standby-cbt").join(&name);
         t.export_tls = None;
+        // Its disks are the raw images the failover restored.
+        t.formats = vec![DiskFormat::Raw; t.nodes.len()];
         t
     }
 
@@ -222,6 +229,14 @@ impl VmTarget {
                         .iter()
                         .find(|v| v.name == d.name)
                         .map_or_else(|| d.name.clone(), |v| v.node_name.clone())
+                })
+                .collect(),
+            formats: machine
+                .disks
+                .iter()
+                .map(|d| match vm.disks.iter().find(|v| v.name == d.name) {
+                    Some(v) if v.format == "qcow2" => DiskFormat::Qcow2,
+                    _ => DiskFormat::Raw,
                 })
                 .collect(),
             work,
@@ -389,32 +404,32 @@ pub struct Session {
 /// QMP socket), of a `qemu-storage-daemon` opened over its images under
 /// its node names ([`offline`]), which the caller keeps for the point.
 fn connect(t: &Target, v: &VmTarget) -> Result<(Qmp, Option<offline::Daemon>), ReplicationError> {
-    // A VM that runs answers at once; no wait for one that does not.
-    let Endpoint::Unix(socket) = &v.qmp else {
-        return Ok((
-            v.qmp
+    // A VM that runs answers at once; no wait for one that does not. A
+    // remote one must run (`listening` is true for it).
+    let socket = match &v.qmp {
+        Endpoint::Unix(socket) if !v.qmp.listening() => socket,
+        _ => {
+            let q = v
+                .qmp
                 .qmp(Duration::from_secs(10))
-                .map_err(|e| vm_err(t, e))?,
-            None,
-        ));
+                .map_err(|e| vm_err(t, e))?;
+            return Ok((q, None));
+        }
     };
-    if v.qmp.listening() {
-        return Ok((
-            v.qmp
-                .qmp(Duration::from_secs(10))
-                .map_err(|e| vm_err(t, e))?,
-            None,
-        ));
-    }
     let name = socket
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "vm".into());
-    let disks: Vec<(String, PathBuf)> = v
+    let disks: Vec<offline::Image> = v
         .nodes
         .iter()
-        .cloned()
-        .zip(t.disks.iter().map(|(_, p)| p.clone()))
+        .zip(&v.formats)
+        .zip(&t.disks)
+        .map(|((node, format), (_, path))| offline::Image {
+            node: node.clone(),
+            path: path.clone(),
+            format: *format,
+        })
         .collect();
     let daemon = offline::Daemon::start(&disks, &v.work, &name).map_err(|d| {
         vm_err(

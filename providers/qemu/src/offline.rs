@@ -11,8 +11,20 @@
 //! one starts; [`Daemon`] ends its own when dropped.
 
 use crate::error::Result;
+use crate::vm::DiskFormat;
 use crate::writeback::{end_daemon, esc, read_pid, spawn_daemon};
 use std::path::{Path, PathBuf};
+
+/// One disk image of the VM, as the VM opens it.
+#[derive(Debug, Clone)]
+pub struct Image {
+    /// The QEMU node name of its format node.
+    pub node: String,
+    pub path: PathBuf,
+    /// As the configuration declares it, never probed (a raw guest disk
+    /// can carry a qcow2 header naming a backing file on this host).
+    pub format: DiskFormat,
+}
 
 /// A running daemon over a stopped VM's images; ended when dropped (QMP
 /// `quit`: bitmaps stored; else SIGKILL).
@@ -25,21 +37,11 @@ pub struct Daemon {
     pub pid: Option<i32>,
 }
 
-/// Whether `image` is a qcow2 image (its magic), else raw.
-fn is_qcow2(image: &Path) -> bool {
-    use std::io::Read;
-    let mut magic = [0u8; 4];
-    std::fs::File::open(image)
-        .and_then(|mut f| f.read_exact(&mut magic))
-        .is_ok()
-        && magic == *b"QFI\xfb"
-}
-
 impl Daemon {
-    /// Opens `disks` (QEMU node name, image path), each as the VM would:
-    /// a format node of that name over a file node. Errors: the tool
-    /// missing, an image in use (the VM runs after all), QEMU's error.
-    pub fn start(disks: &[(String, PathBuf)], dir: &Path, name: &str) -> Result<Daemon> {
+    /// Opens `disks`, each as the VM would: a format node of its name over
+    /// a file node. Errors: the tool missing, an image in use (the VM runs
+    /// after all), QEMU's error.
+    pub fn start(disks: &[Image], dir: &Path, name: &str) -> Result<Daemon> {
         let qmp_path = dir.join(format!("{name}.offline.qmp"));
         let pid_path = dir.join(format!("{name}.offline.pid"));
         end_daemon(name, &qmp_path, &pid_path)?;
@@ -48,19 +50,22 @@ impl Daemon {
             dir.display()
         )))?;
         let mut args = Vec::new();
-        for (node, image) in disks {
-            let driver = if is_qcow2(image) { "qcow2" } else { "raw" };
+        for d in disks {
+            let node = &d.node;
             args.push("--blockdev".to_string());
             args.push(format!(
                 "driver=file,node-name={node}-file,filename={}",
-                esc(image)
+                esc(&d.path)
             ));
             args.push("--blockdev".to_string());
-            args.push(format!("driver={driver},node-name={node},file={node}-file"));
+            args.push(format!(
+                "driver={},node-name={node},file={node}-file",
+                d.format.as_str()
+            ));
         }
         let what = disks
             .iter()
-            .map(|(_, p)| p.display().to_string())
+            .map(|d| d.path.display().to_string())
             .collect::<Vec<_>>()
             .join(", ");
         spawn_daemon(&args, &qmp_path, &pid_path, name, &what)?;
