@@ -119,22 +119,10 @@ fn ok(d: &Path, args: &[&str]) -> String {
 
 /// Command lines of processes under `d`: QEMU and export processes.
 fn processes(d: &Path, what: &str) -> Vec<String> {
-    let needle = d.to_string_lossy().into_owned();
-    let mut found = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
-            continue;
-        };
-        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-        let is = match what {
-            "qemu" => cmd.starts_with("qemu-system"),
-            _ => cmd.contains("__standby-nbd-export"),
-        };
-        if is && cmd.contains(&needle) {
-            found.push(format!("{}: {cmd}", e.file_name().to_string_lossy()));
-        }
-    }
-    found
+    shared::processes_under(d, |cmd| match what {
+        "qemu" => cmd.starts_with("qemu-system"),
+        _ => cmd.contains("__standby-nbd-export"),
+    })
 }
 
 /// Ends every QEMU and export process under its directory when dropped,
@@ -630,13 +618,7 @@ fn a_planned_instant_failover_of_stopped_vms_reruns_to_the_end() {
         ],
     );
     assert_failed_over(&d, &point_data);
-    let daemons: Vec<_> = std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
-        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
-        .filter(|c| c.contains("qemu-storage-daemon") && c.contains(&*d.to_string_lossy()))
-        .collect();
+    let daemons = shared::processes_under(&d, |cmd| cmd.starts_with("qemu-storage-daemon"));
     assert!(daemons.is_empty(), "{daemons:?}");
     kill_vms(&d);
 }

@@ -78,20 +78,9 @@ impl Drop for KillVms {
 
 /// QEMU and qemu-storage-daemon processes whose command line names `dir`.
 fn processes_under(dir: &Path) -> Vec<String> {
-    let needle = dir.to_string_lossy().into_owned();
-    let mut found = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
-            continue;
-        };
-        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-        if (cmd.starts_with("qemu-system") || cmd.starts_with("qemu-storage-daemon"))
-            && cmd.contains(&needle)
-        {
-            found.push(format!("{}: {cmd}", e.file_name().to_string_lossy()));
-        }
-    }
-    found
+    shared::processes_under(dir, |cmd| {
+        cmd.starts_with("qemu-system") || cmd.starts_with("qemu-storage-daemon")
+    })
 }
 
 /// A `quickstart --qemu` tour in `tmp`, its source VMs running with the

@@ -48,18 +48,7 @@ fn sha256(path: &Path) -> String {
 
 /// Pids of QEMU processes whose command line mentions `dir`.
 fn qemu_under(dir: &Path) -> Vec<String> {
-    let needle = dir.to_string_lossy().into_owned();
-    let mut found = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
-            continue;
-        };
-        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-        if cmd.starts_with("qemu-system") && cmd.contains(&needle) {
-            found.push(format!("{}: {cmd}", e.file_name().to_string_lossy()));
-        }
-    }
-    found
+    shared::processes_under(dir, |cmd| cmd.starts_with("qemu-system"))
 }
 
 #[test]

@@ -692,10 +692,7 @@ fn clean_dead_test_run(
     recorder: &Recorder,
     sink: &dyn Sink,
 ) -> Result<(), RecoveryError> {
-    let Some(doc) = recorder.read()? else {
-        return Ok(());
-    };
-    let Some(run) = doc.run_of(&plan.addr, true) else {
+    let Some(run) = test_run(plan, recorder)? else {
         return Ok(());
     };
     let dead = run.owner.as_ref().is_some_and(|o| !o.may_be_alive());
@@ -715,6 +712,13 @@ fn clean_dead_test_run(
     cleanup_locked(ws, plan, recorder, None).map(|_| ())
 }
 
+/// The plan's test run the state records, if any.
+fn test_run(plan: &RecoveryPlan, recorder: &Recorder) -> Result<Option<RunRecord>, RecoveryError> {
+    Ok(recorder
+        .read()?
+        .and_then(|doc| doc.run_of(&plan.addr, true).cloned()))
+}
+
 /// Under the plan's run lock, before a planned or unplanned failover:
 /// remove the plan's test run, if any (a disaster during a test failover
 /// or drill left up). Its replicas are throw-away, and they would hold
@@ -725,10 +729,7 @@ fn end_test_run(
     recorder: &Recorder,
     sink: &dyn Sink,
 ) -> Result<(), RecoveryError> {
-    let Some(doc) = recorder.read()? else {
-        return Ok(());
-    };
-    let Some(run) = doc.run_of(&plan.addr, true) else {
+    let Some(run) = test_run(plan, recorder)? else {
         return Ok(());
     };
     sink.event(&Event {

@@ -51,6 +51,23 @@ pub fn free_http_port(d: &Path) -> u16 {
     port
 }
 
+/// Processes whose command line names `dir` and satisfies `kind`, as
+/// `PID: COMMAND LINE` (arguments space-separated).
+pub fn processes_under(dir: &Path, kind: impl Fn(&str) -> bool) -> Vec<String> {
+    let needle = dir.to_string_lossy().into_owned();
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        if kind(&cmd) && cmd.contains(&needle) {
+            found.push(format!("{}: {cmd}", e.file_name().to_string_lossy()));
+        }
+    }
+    found
+}
+
 /// Makes a CA and a server certificate for 127.0.0.1/localhost in `dir`
 /// (QEMU's tls-creds-x509 layout: ca-cert.pem, server-cert.pem,
 /// server-key.pem), a client certificate of that CA (client-cert.pem,
