@@ -273,16 +273,9 @@ impl Backend for ObjectStoreBackend {
                     Err(e) => Err(e),
                 }
             });
-            let created = match created {
-                Ok(c) => c,
-                // The create may have landed with its answer lost on the
-                // way back: then the lock is ours.
-                Err(e) => match self.holder() {
-                    Ok(Some(Ok(h))) if h.id == info.id => Some(true),
-                    _ => return Err(e),
-                },
-            };
-            let Some(created) = created else {
+            // A create whose answer was lost is settled by the store layer
+            // (it reads the lock back: our bytes mean it landed).
+            let Some(created) = created? else {
                 return Err(StateError::NoContainer {
                     url: self.store.url.clone(),
                 });
@@ -370,7 +363,6 @@ impl ObjectStoreBackend {
         let stored = current.as_ref().map(|(bytes, _)| bytes.as_ref());
         let (next, text) = next_document(path, stored, doc)?;
         let text = Bytes::from(text);
-        let mine = text.clone();
 
         let store = self.store.clone();
         let written = self.rt.run(&self.store.url, REMOTE_STATE_NAME, async move {
@@ -402,16 +394,10 @@ impl ObjectStoreBackend {
                 Err(e) => Err(e),
             }
         });
-        // A put whose answer was lost may have landed: failed outright, or
-        // retried and then refused by its own success. Then it is ours.
-        let landed =
-            || matches!(self.fetch(REMOTE_STATE_NAME), Ok(Some((bytes, _))) if bytes == mine);
-        match written {
-            Ok(true) => {}
-            Ok(false) if landed() => {}
-            Ok(false) => return Err(StateError::Changed { location }),
-            Err(_) if landed() => {}
-            Err(e) => return Err(e),
+        // A put whose answer was lost, then refused by its own success, is
+        // settled by the store layer (our bytes stored mean it landed).
+        if !written? {
+            return Err(StateError::Changed { location });
         }
         *doc = next;
         Ok(())

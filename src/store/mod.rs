@@ -9,6 +9,7 @@ mod client;
 pub mod counting;
 mod local;
 mod redact;
+mod retrying;
 mod runtime;
 mod s3;
 
@@ -318,11 +319,15 @@ pub fn open_with(url: &str, base: &std::path::Path, opts: &Options) -> Result<St
             prefix,
         } => {
             // Listing pages: Azure Blob returns 5,000 names, S3 1,000.
-            let inner = if azure {
+            // Every attempt is a billed request, so counting sits below
+            // the retries.
+            let counted = if azure {
                 counting::Counting::wrap(azure::open(url, bucket, opts)?, 5000)
             } else {
                 counting::Counting::wrap(s3::open(url, bucket, opts)?, 1000)
             };
+            let limit = opts.request_retry.unwrap_or(DEFAULT_REQUEST_RETRY);
+            let inner = retrying::Retrying::wrap(counted, limit);
             Ok(Store {
                 url: url.to_string(),
                 inner,

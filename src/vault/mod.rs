@@ -585,34 +585,23 @@ impl Vault {
     }
 
     /// Delete many objects, 4 requests in flight; what is not there is
-    /// not an error. A failed delete is tried twice more, one at a time
-    /// (Azurite resets connections under concurrent deletes); then the
-    /// first failure is returned.
+    /// not an error. Transport failures were retried by the store; the
+    /// first failure left is returned.
     pub fn delete_many(&self, names: &[String]) -> Result<()> {
-        let failed: Vec<&String> = self.rt.block_on(async {
+        let failed: Vec<(&String, object_store::Error)> = self.rt.block_on(async {
             let s = futures::stream::iter(names.iter().map(|n| async move {
                 match self.store.inner.delete(&self.store.path(n)).await {
                     Ok(()) | Err(object_store::Error::NotFound { .. }) => None,
-                    Err(_) => Some(n),
+                    Err(e) => Some((n, e)),
                 }
             }))
             .buffer_unordered(4);
             s.filter_map(|r| async move { r }).collect().await
         });
-        for name in failed {
-            let mut tries = 0;
-            loop {
-                match self.delete(name) {
-                    Ok(()) => break,
-                    Err(_) if tries < 2 => {
-                        tries += 1;
-                        std::thread::sleep(std::time::Duration::from_millis(200 << tries));
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
+        match failed.into_iter().next() {
+            Some((name, e)) => Err(self.store_err("delete", name, e)),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Objects under `dir` (`data`, `index`, `points`, `locks`) as
