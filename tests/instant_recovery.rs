@@ -536,6 +536,50 @@ fn a_rerun_keeps_the_vm_an_interrupted_instant_failover_brought_up() {
     assert!(text.contains("machine.db: kept running as run"), "{text}");
     assert_eq!(pid("db"), Some(db), "the db VM was restarted");
     assert_failed_over(&d, &expected);
+
+    // The VM ended on tracked wrappers whose bitmaps hold what the guest
+    // wrote on its overlays, the copy's own writes left out: reprotect's
+    // first reverse point reads only those blocks and restores to the
+    // point plus both writes.
+    let info = Command::new("qemu-img")
+        .args(["info", "--output=json", "-U"])
+        .arg(d.join("sites/dr/db/data.qcow2"))
+        .output()
+        .unwrap();
+    let info = String::from_utf8_lossy(&info.stdout);
+    assert!(info.contains("\"data-file\""), "{info}");
+    let dirty = {
+        let vm = Vm::open("db", &d.join("sites/dr/.standby-vms"))
+            .unwrap()
+            .unwrap();
+        let mut q = vm.qmp().unwrap();
+        let node = q.block_node("data").unwrap();
+        assert_eq!(node.drv, "qcow2", "{node:?}");
+        node.dirty_bitmaps
+            .iter()
+            .find(|b| b.name == "standby-1")
+            .map(|b| b.count)
+            .unwrap_or_else(|| panic!("no bitmap on the wrapper: {node:?}"))
+    };
+    assert!(
+        dirty > 0 && dirty < size / 4,
+        "the wrapper's bitmap counts {dirty} bytes of a {size}-byte disk: it should hold the guest's two writes, not the copy"
+    );
+    ok(&d, &["failover", "commit", "shop"]);
+    ok(&d, &["reprotect", "shop"]);
+    let points: Vec<serde_json::Value> =
+        serde_json::from_str(&ok(&d, &["points", "machine.db", "--json"])).unwrap();
+    let reverse = points.last().unwrap();
+    assert_eq!(reverse["site"], "site.dr", "{reverse}");
+    for (disk, c) in reverse["cbt"]["disks"].as_object().unwrap() {
+        assert_eq!(c["mode"], "dirty", "disk {disk} of the reverse point: {c}");
+    }
+    let back = tmp.path().join("reverse-data.raw");
+    restore_point_data(&d, &back);
+    assert!(
+        std::fs::read(&back).unwrap() == std::fs::read(&expected).unwrap(),
+        "the reverse point's data disk is not the point plus the guest's writes"
+    );
     kill_vms(&d);
     assert_eq!(processes(&d, "qemu"), Vec::<String>::new());
 }

@@ -478,3 +478,108 @@ fn a_planned_failover_of_running_vms_loses_no_committed_order() {
     assert!(d.join("sites/dr/db/data.raw").exists());
     assert!(text.contains("final point"), "{text}");
 }
+
+/// Ctrl-C while a VM boots ends the wait for its guest agent at once (not
+/// at the boot timeout, five minutes here): the guests below never come up
+/// (no init: the kernel panics and reboots forever). The booting VM is
+/// killed, the command exits as interrupted, and cleanup leaves no QEMU.
+#[test]
+fn ctrl_c_during_a_vm_boot_ends_the_wait() {
+    use std::io::BufRead;
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let cache = shared::guest_cache();
+    let tmp = tempfile::Builder::new()
+        .prefix("sbcc")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let d = tmp.path().join("tour");
+    let out = Command::new(env!("CARGO_BIN_EXE_standby"))
+        .args(["quickstart", "--qemu"])
+        .arg(&d)
+        .env("STANDBY_GUEST_CACHE", &cache)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    shared::free_http_port(&d);
+    let machines = d.join("machines.hcl");
+    let hcl = std::fs::read_to_string(&machines).unwrap();
+    assert!(hcl.contains("panic=-1"), "{hcl}");
+    std::fs::write(
+        &machines,
+        hcl.replace("panic=-1", "panic=-1 rdinit=/nonexistent"),
+    )
+    .unwrap();
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_standby"))
+        .args(["failover", "test", "shop"])
+        .current_dir(&d)
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut seen = Vec::new();
+    // Kept open to the end: a closed pipe would fail the child's output.
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let restored = line.contains("disks restored");
+        seen.push(line);
+        if restored {
+            break;
+        }
+    }
+    assert!(
+        seen.iter().any(|l| l.contains("disks restored")),
+        "{}",
+        seen.join("\n")
+    );
+    // Interrupt once the VM boots (its QEMU runs), not before `start`.
+    let waited = std::time::Instant::now();
+    while qemu_under(&d.join("sites/dr")).is_empty() {
+        assert!(
+            waited.elapsed() < std::time::Duration::from_secs(120),
+            "no VM started:\n{}",
+            seen.join("\n")
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    // A liveness bound, far below the boot timeout: the run must notice
+    // the interrupt while it waits for the agent.
+    let began = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if began.elapsed() > std::time::Duration::from_secs(150) {
+            let _ = child.kill();
+            panic!("failover test still waits for the guest after Ctrl-C");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    seen.extend(lines.map_while(Result::ok));
+    let all = format!("{}\n{err}", seen.join("\n"));
+    assert!(!status.success(), "{all}");
+    assert!(
+        all.contains("interrupted while waiting for the guest agent"),
+        "{all}"
+    );
+    assert!(!all.contains("did not answer: timed out"), "{all}");
+    let o = Command::new(env!("CARGO_BIN_EXE_standby"))
+        .args(["failover", "cleanup", "shop"])
+        .current_dir(&d)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(qemu_under(&d), Vec::<String>::new());
+}

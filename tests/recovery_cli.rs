@@ -795,3 +795,35 @@ fn a_failover_during_a_test_failover_removes_the_test_run_first() {
     assert_eq!(runs[0]["kind"], "unplanned");
     assert_eq!(runs[0]["phase"], "completed");
 }
+
+/// A planned failover whose final points cannot be taken (the vault is
+/// gone) fails before it stops any source machine: the sources keep
+/// running. With the vault back, the same command goes through.
+#[test]
+fn planned_failover_stops_nothing_when_the_vault_cannot_take_final_points() {
+    let d = tempfile::tempdir().unwrap();
+    let qs = quickstart(d.path());
+    let machines = qs.join("machines.hcl");
+    let hcl = std::fs::read_to_string(&machines).unwrap();
+    let hcl = hcl.replacen(
+        r#"shutdown { command = ["sh", "scripts/db-stop.sh"] }"#,
+        r#"shutdown { command = ["sh", "-c", "touch .standby/db-stopped"] }"#,
+        1,
+    );
+    std::fs::write(&machines, hcl).unwrap();
+    let vault = qs.join(".standby/vault");
+    let away = qs.join(".standby/vault-away");
+    std::fs::rename(&vault, &away).unwrap();
+    let o = run(&qs, &["failover", "planned", "shop", "--approve", "dns"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(flat(&o).contains("nothing was stopped"), "{}", text(&o));
+    assert!(
+        !qs.join(".standby/db-stopped").exists(),
+        "the source database was shut down:\n{}",
+        text(&o)
+    );
+    std::fs::rename(&away, &vault).unwrap();
+    let out = ok(&qs, &["failover", "planned", "shop", "--approve", "dns"]);
+    assert!(out.contains("final point"), "{out}");
+    assert!(qs.join(".standby/db-stopped").exists());
+}

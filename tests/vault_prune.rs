@@ -278,3 +278,47 @@ fn an_unindexed_pack_is_marked_only_once_older_than_the_grace_period() {
     assert!(!vault.exists(&orphan).unwrap());
     assert!(verify::verify(&vault, true).unwrap().problems.is_empty());
 }
+
+/// A point a recovery run holds (instant recovery reads it from the
+/// vault) survives retention, and its data stays restorable, until the
+/// run lets go; holding a point a prune already dropped fails, naming it.
+#[test]
+fn a_held_point_outlives_retention_until_released() {
+    use standby::vault::holds;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (vault, _) = new_vault(&backend_url("file", d), d);
+    let disk = d.join("disk");
+    let cache = d.join("cache");
+    let mut refs = Vec::new();
+    let mut ids = Vec::new();
+    for seed in 0..3u8 {
+        write_disk(&disk, seed, 1 << 20);
+        refs.push(snapshot(&disk, &d.join(format!("ref{seed}"))));
+        ids.push(take(&vault, &cache, &[target("a", &[("root", &disk)])])[0].id);
+    }
+    let who = holds::holder(&["plan.shop", "machine.a"]);
+    holds::hold(&vault, &ids[0], &who, W).unwrap();
+    let retention = BTreeMap::from([("protection.a".to_string(), Duration::from_secs(3600))]);
+    let rep = prune::prune(&vault, &retention, later(), false, W, Duration::ZERO).unwrap();
+    assert_eq!(rep.dropped, vec![ids[1].hex()], "{rep:?}");
+    assert_eq!(rep.held, vec![ids[0].hex()], "{rep:?}");
+    // Marked data is deleted by the next prune: the held point keeps its.
+    prune::prune(&vault, &retention, later(), false, W, Duration::ZERO).unwrap();
+    let (points, _) = manifest::list(&vault, false).unwrap();
+    let held = points.iter().find(|m| m.id == ids[0]).expect("held point");
+    let out = d.join("out");
+    restore(&vault, held, "root", &out);
+    assert_same(&refs[0], &out);
+
+    holds::release(&vault, &who).unwrap();
+    let rep = prune::prune(&vault, &retention, later(), false, W, Duration::ZERO).unwrap();
+    assert_eq!(rep.dropped, vec![ids[0].hex()], "{rep:?}");
+    assert!(rep.held.is_empty(), "{rep:?}");
+    // Too late: the point is gone, and the hold is not left behind.
+    let err = holds::hold(&vault, &ids[0], &who, W).unwrap_err();
+    assert!(err.to_string().contains("was pruned"), "{err}");
+    assert!(holds::held(&vault).unwrap().is_empty());
+    let v = verify::verify(&vault, true).unwrap();
+    assert!(v.problems.is_empty(), "{:?}", v.problems);
+}

@@ -215,6 +215,16 @@ fn prune_cmd(
                 crate::model::Duration::from_secs(grace.as_secs())
             );
         }
+        if !r.held.is_empty() {
+            println!(
+                "  {} past retention kept: a recovery run reads {} from the vault (instant recovery); pruned once it lets go",
+                crate::human::count(r.held.len(), "point"),
+                if r.held.len() == 1 { "it" } else { "them" }
+            );
+            for id in &r.held {
+                println!("  = {}", &id[..12]);
+            }
+        }
         if !r.folded.is_empty() {
             println!(
                 "  {} re-based onto kept ancestors",

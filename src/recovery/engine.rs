@@ -154,8 +154,12 @@ impl<'a> Engine<'a> {
         self.failures.lock().map(|v| v.clone()).unwrap_or_default()
     }
 
+    /// The run at `site`, interrupted with this engine's run.
     pub fn run_at(&self, site: &Address) -> Run {
-        providers::run_at(self.cfg, &self.root, site, &self.run_id, self.mode)
+        let mut run = providers::run_at(self.cfg, &self.root, site, &self.run_id, self.mode);
+        let cancel = self.cancel.clone();
+        run.interrupt = standby_provider_core::Interrupt::new(move || cancel.is_cancelled());
+        run
     }
 
     /// The provider of `site`, created on first use.

@@ -73,7 +73,7 @@ impl Way for Failover {
                     if tracked {
                         // The VM boots a fresh wrapper of this image whose
                         // bitmap counts from this point (provider `start`).
-                        let image = standby_provider_qemu::site::wrapper_path(&target);
+                        let image = standby_provider_qemu::wrapper::path(&target);
                         crate::replication::vm::record_restored(
                             &e.ws.cache_dir(),
                             &land.vault.id,
@@ -135,9 +135,8 @@ pub(crate) fn stop_sources(e: &Engine<'_>) -> bool {
     )
 }
 
-/// Take one final point of every protection of the plan (consistency
-/// groups together, crash-consistent: the machines are stopped).
-pub(crate) fn final_points(e: &mut Engine<'_>) -> Result<BTreeMap<Address, Chosen>, String> {
+/// The batches the final points of the plan's protections are taken in.
+fn final_batches(e: &Engine<'_>) -> Result<Vec<replication::Batch>, String> {
     let mut prots = Vec::new();
     for g in &e.plan.groups {
         for m in &g.machines {
@@ -147,7 +146,25 @@ pub(crate) fn final_points(e: &mut Engine<'_>) -> Result<BTreeMap<Address, Chose
             prots.push(p.addr.clone());
         }
     }
-    let batches = replication::batches(e.cfg, &prots).map_err(|e| e.to_string())?;
+    replication::batches(e.cfg, &prots).map_err(|e| e.to_string())
+}
+
+/// Before a planned failover stops anything: the final points' batches
+/// can be formed and every vault they go to opens with its key, so a
+/// vault that is down or a wrong key fails the run while the sources
+/// still run.
+pub(crate) fn check_final_points(e: &mut Engine<'_>) -> Result<(), String> {
+    for b in final_batches(e)? {
+        e.vault(&b.vault)
+            .map_err(|err| format!("{err} (nothing was stopped)"))?;
+    }
+    Ok(())
+}
+
+/// Take one final point of every protection of the plan (consistency
+/// groups together, crash-consistent: the machines are stopped).
+pub(crate) fn final_points(e: &mut Engine<'_>) -> Result<BTreeMap<Address, Chosen>, String> {
+    let batches = final_batches(e)?;
     let mut opts = replication::Options::new(e.ws.cache_dir());
     // The machines run at their protection's target from these points on.
     for b in &batches {

@@ -54,5 +54,6 @@ pub fn run_at(cfg: &Config, root: &Path, site: &Address, run_id: &str, mode: Mod
         site: site.to_string(),
         site_root,
         config_root: root.to_path_buf(),
+        interrupt: Default::default(),
     }
 }

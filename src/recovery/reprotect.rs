@@ -113,13 +113,13 @@ pub fn redirect_vms(
 }
 
 /// Whether the VM on these DR disks (raw images) runs on the tracked
-/// wrappers a failover makes: one made by `--instant` (or by an older
-/// standby) runs on the raw images themselves, whose reverse points then
+/// wrappers a failover (instant or not) makes: one made by an older
+/// standby runs on the raw images themselves, whose reverse points then
 /// read them as files, as any disk.
 pub fn on_wrappers(disks: &[(String, PathBuf)]) -> bool {
     disks
         .iter()
-        .all(|(_, p)| standby_provider_qemu::site::wrapper_path(p).exists())
+        .all(|(_, p)| standby_provider_qemu::wrapper::path(p).exists())
 }
 
 /// How a failed-over VM of `machine` at `site` is reached, when `site` is
@@ -232,6 +232,7 @@ pub fn with_machine_env(t: &mut replication::Target, run_id: &str) {
         site: String::new(),
         site_root: None,
         config_root: PathBuf::new(),
+        interrupt: Default::default(),
     };
     let mut prefix = vec!["env".to_string()];
     prefix.extend(spec.env(&run).into_iter().map(|(k, v)| format!("{k}={v}")));

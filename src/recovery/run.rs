@@ -601,12 +601,20 @@ fn failover_locked(
     });
     let mut passed = true;
     if kind == RunKind::Planned {
-        passed = super::failover::stop_sources(&engine);
+        passed = match super::failover::check_final_points(&mut engine) {
+            Ok(()) => super::failover::stop_sources(&engine),
+            Err(e) => {
+                engine.fail(e);
+                false
+            }
+        };
         if passed && !cancel.is_cancelled() {
             match super::failover::final_points(&mut engine) {
                 Ok(p) => engine.points = p,
                 Err(e) => {
-                    engine.fail(e);
+                    engine.fail(format!(
+                        "{e}; the sources are stopped and no machine was started at the target: fix the cause and run the planned failover again (it takes the final points from the stopped machines), or start the sources again where they ran"
+                    ));
                     passed = false;
                 }
             }
@@ -813,6 +821,27 @@ fn cleanup_locked(
         let r = providers::run_at(cfg, &root, addr, &run.run_id, Mode::Test);
         if let Err(e) = p.destroy(&r) {
             errors.push(format!("remove the test run at {addr}: {e}"));
+        }
+    }
+    // Instant test replicas read their points from the vault until now.
+    if errors.is_empty() {
+        for (machine, m) in &run.machines {
+            let Some(used) = &m.point else { continue };
+            if !m.disks.values().any(|d| d.starts_with("nbd+unix://")) {
+                continue;
+            }
+            let released = used
+                .vault
+                .parse::<Address>()
+                .map_err(|e| e.to_string())
+                .and_then(|a| ws.vault(&a).map_err(|e| e.to_string()))
+                .and_then(|v| {
+                    crate::vault::holds::release(&v, &super::instant::holder(&plan.addr, machine))
+                        .map_err(|e| e.to_string())
+                });
+            if let Err(e) = released {
+                errors.push(format!("release {machine}'s hold on its point: {e}"));
+            }
         }
     }
     let result = if errors.is_empty() {

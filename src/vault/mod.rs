@@ -11,6 +11,7 @@
 pub mod catalog;
 pub mod clock;
 pub mod gc;
+pub mod holds;
 pub mod index;
 pub mod keys;
 pub mod lease;

@@ -27,6 +27,9 @@ pub struct PruneReport {
     /// Full ids of the points dropped (or that would be, with a dry run).
     pub dropped: Vec<String>,
     pub kept: usize,
+    /// Points retention would have dropped, kept because a recovery run
+    /// holds them (instant recovery reads them).
+    pub held: Vec<String>,
     /// Points whose manifest was replaced by an equivalent folded one.
     pub folded: Vec<String>,
     /// Packs deleted: marked by an earlier prune at least the grace period
@@ -168,11 +171,22 @@ fn remove_points(
     let store_clock = time::OffsetDateTime::from_unix_timestamp(store_time)
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
         + super::clock::store_skew();
-    let drop = choose(&owned, store_clock);
+    // A point a recovery run reads from (instant recovery) stays while it
+    // is held, whatever its age (see [`super::holds`]: listed under the
+    // exclusive lock, so a holder either is seen here or waits for us).
+    let held_now = super::holds::held(vault)?;
+    let mut drop = choose(&owned, store_clock);
+    let held: Vec<String> = drop
+        .iter()
+        .filter(|id| held_now.contains(id))
+        .map(|id| id.hex())
+        .collect();
+    drop.retain(|id| !held_now.contains(id));
     let mut cache: HashMap<Id, Manifest> = points.iter().map(|m| (m.id, m.clone())).collect();
     let mut report = PruneReport {
         dry_run,
         dropped: drop.iter().map(|i| i.hex()).collect(),
+        held,
         kept: owned.len() - drop.len(),
         ..Default::default()
     };

@@ -42,6 +42,38 @@ impl Mode {
     }
 }
 
+/// Whether the user interrupted the run (Ctrl-C, SIGTERM): a provider
+/// waiting for a machine to come up gives up early instead of waiting for
+/// its timeout. Never serialized (an exec provider is interrupted by its
+/// process group's signal); equal to any other.
+#[derive(Clone, Default)]
+pub struct Interrupt(Option<std::sync::Arc<dyn Fn() -> bool + Send + Sync>>);
+
+impl Interrupt {
+    /// Interrupted when `f` says so.
+    pub fn new(f: impl Fn() -> bool + Send + Sync + 'static) -> Interrupt {
+        Interrupt(Some(std::sync::Arc::new(f)))
+    }
+
+    pub fn is_set(&self) -> bool {
+        self.0.as_ref().is_some_and(|f| f())
+    }
+}
+
+impl std::fmt::Debug for Interrupt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Interrupt({})", self.is_set())
+    }
+}
+
+impl PartialEq for Interrupt {
+    fn eq(&self, _: &Interrupt) -> bool {
+        true
+    }
+}
+
+impl Eq for Interrupt {}
+
 /// One recovery run (all machines of one recovery plan) at one site.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Run {
@@ -56,6 +88,8 @@ pub struct Run {
     /// in the configuration (boot scripts, check scripts) resolve against it
     /// and commands run with it as their working directory.
     pub config_root: PathBuf,
+    #[serde(skip)]
+    pub interrupt: Interrupt,
 }
 
 /// A disk to materialize: its name, size, and where it lives on the
@@ -312,6 +346,7 @@ mod tests {
             site: "site.dr".into(),
             site_root: None,
             config_root: PathBuf::from("/cfg"),
+            interrupt: Default::default(),
         };
         let m = MachineSpec {
             machine: "machine.db".into(),

@@ -38,6 +38,7 @@ fn run(config: &Path, id: &str, mode: Mode) -> Run {
         site: "site.dr".into(),
         site_root: None,
         config_root: config.to_path_buf(),
+        interrupt: Default::default(),
     }
 }
 

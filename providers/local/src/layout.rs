@@ -141,6 +141,7 @@ mod tests {
             site: "site.dr".into(),
             site_root: Some(PathBuf::from("/dr")),
             config_root: PathBuf::from("/cfg"),
+            interrupt: Default::default(),
         }
     }
 

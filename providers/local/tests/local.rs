@@ -40,6 +40,7 @@ fn run(s: &Sites, id: &str, mode: Mode) -> Run {
         site: "site.dr".into(),
         site_root: Some(s.dr.clone()),
         config_root: s.config.clone(),
+        interrupt: Default::default(),
     }
 }
 
@@ -504,6 +505,7 @@ fn helper_start_a_machine_and_exit() {
         site: "site.dr".into(),
         site_root: Some(PathBuf::from(dr)),
         config_root: PathBuf::from(config),
+        interrupt: Default::default(),
     };
     let p = LocalProvider::new();
     p.prepare(&r).unwrap();

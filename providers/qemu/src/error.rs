@@ -28,6 +28,8 @@ pub enum Error {
     },
     #[error("{peer} sent a reply that does not parse: {detail}")]
     Protocol { peer: String, detail: String },
+    #[error("interrupted while {what}")]
+    Interrupted { what: String },
     #[error("timed out after {seconds:.1} s waiting for {what}")]
     Timeout { what: String, seconds: f64 },
     #[error("NBD server refused {what}: {detail}")]
@@ -47,6 +49,10 @@ pub enum Error {
     GuestBuild { dir: PathBuf, detail: String },
     #[error("changed-block tracking on {node}: {detail}")]
     Cbt { node: String, detail: String },
+    /// `qemu-img` refused (`what`: the step, e.g. "create of the wrapper
+    /// of IMAGE").
+    #[error("qemu-img {what}: {detail}")]
+    Image { what: String, detail: String },
     /// Instant recovery's background copy of one disk (QEMU node).
     #[error("the background copy of disk {node}: {detail}")]
     Copy { node: String, detail: String },

@@ -1,15 +1,24 @@
 //! The background copy of instant recovery: a VM runs on qcow2 overlays
-//! backed by NBD exports of a recovery point; each disk is mirrored
-//! (`blockdev-mirror`, `sync: full`) into its final raw image while the
-//! guest runs, QEMU switches the device over to the image when the mirror
-//! converges (`job-complete`), and the overlay nodes — with their NBD
-//! backing — are closed (`blockdev-del`). From then on the VM reads and
-//! writes the final images only; the exports can stop.
+//! backed by NBD exports of a recovery point (node `NODE-i`, see
+//! [`overlay_node`]); each disk is mirrored (`blockdev-mirror`,
+//! `sync: full`) into its final raw image through the tracked wrapper a
+//! failover runs on ([`crate::wrapper`], node `NODE`) while the guest
+//! runs; when every mirror has converged the guest is paused, QEMU
+//! switches each device over to its wrapper (`job-complete`), the
+//! overlay's dirty bitmap (the guest's writes since boot) is merged into
+//! the wrapper's `standby-1`, the guest resumes, and the overlay nodes —
+//! with their NBD backing — are closed (`blockdev-del`). From then on the
+//! VM reads and writes the final images only; the exports can stop.
 //!
 //! Why a mirror to the final image rather than `block-stream` into the
-//! overlay: the VM ends on exactly what a normal failover gives it (a raw
-//! image at the disk's place, which reprotect reads as a file), and the
-//! overlay, a file that only served the first minutes, is thrown away.
+//! overlay: the VM ends on exactly what a normal failover gives it (a
+//! tracked wrapper over a raw image at the disk's place, under the disk's
+//! node name), so reprotect reads only what the VM wrote since the point;
+//! the overlay, a file that only served the first minutes, is thrown away.
+//! Why the pause: between the switch and the merge the guest's writes
+//! would reach the wrapper with no bitmap counting them (its bitmap stays
+//! off while the mirror writes the whole disk into it). The pause lasts
+//! the mirrors' last flush, milliseconds when they have converged.
 
 use crate::error::{Error, Result};
 use crate::qmp::Qmp;
@@ -17,9 +26,9 @@ use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-/// One disk to copy: the VM's node (the overlay's format node, the
-/// device's root) and the raw image to end on (created, or truncated, by
-/// [`copy`] to the node's size).
+/// One disk to copy: the disk's node name (its overlay runs as
+/// [`overlay_node`] of it; its wrapper takes it) and the raw image to end
+/// on (created, or truncated, by [`copy`] to the disk's size).
 #[derive(Debug, Clone)]
 pub struct CopyDisk {
     pub node: String,
@@ -34,22 +43,29 @@ pub struct CopyProgress {
     pub total: u64,
 }
 
+/// The node name an instant VM's overlay of disk node `node` runs under
+/// (two characters longer: QEMU allows [`crate::vm::NODE_NAME_MAX`]).
+pub fn overlay_node(node: &str) -> String {
+    format!("{node}-i")
+}
+
 fn job_id(i: usize) -> String {
     format!("standby-copy-{i}")
 }
 
-fn target_node(i: usize) -> String {
-    format!("standby-final-{i}")
+fn bitmap() -> String {
+    format!("{}1", crate::cbt::BITMAP_PREFIX)
 }
 
 /// Copies every disk of `disks` to its target while the VM runs and
-/// switches the VM to the targets; `progress(disk index, progress)` is
-/// called as the jobs move (about every `every`) and stops the copy by
-/// returning false. Fails with QEMU's error of a job, when stopped, or
-/// after `timeout`. On failure the VM is left on its
+/// switches the VM to the targets' wrappers; `progress(disk index,
+/// progress)` is called as the jobs move (about every `every`) and stops
+/// the copy by returning false. Fails with QEMU's error of a job, when
+/// stopped, or after `timeout`. On failure the VM is left running on its
 /// overlays (the jobs cancelled), so a rerun can start over; after a kill
-/// (the jobs go on inside QEMU), a second call waits for them and finishes
-/// what the first left, disk by disk.
+/// (the jobs go on inside QEMU), a second call waits for them and
+/// finishes what the first left, disk by disk, and resumes a guest the
+/// first left paused for the switch.
 pub fn copy(
     qmp: &mut Qmp,
     disks: &[CopyDisk],
@@ -59,13 +75,24 @@ pub fn copy(
 ) -> Result<()> {
     let r = start_and_wait(qmp, disks, every, timeout, progress);
     if r.is_err() {
-        for i in 0..disks.len() {
+        for (i, d) in disks.iter().enumerate() {
             let _ = qmp.execute_value("job-cancel", json!({ "id": job_id(i) }));
             let _ = qmp.execute_value("job-dismiss", json!({ "id": job_id(i) }));
-            let _ = qmp.execute_value("blockdev-del", json!({ "node-name": target_node(i) }));
+            // Refused (in use) once the device switched to it.
+            let _ = qmp.execute_value("blockdev-del", json!({ "node-name": d.node }));
         }
     }
-    r
+    // Whatever happened, the guest runs on.
+    let resumed = resume(qmp);
+    r.and(resumed)
+}
+
+/// Resumes the guest if it is paused (by [`copy`], for the switch).
+fn resume(qmp: &mut Qmp) -> Result<()> {
+    if qmp.status()? == "paused" {
+        qmp.execute_value("cont", Value::Null)?;
+    }
+    Ok(())
 }
 
 fn start_and_wait(
@@ -87,12 +114,21 @@ fn start_and_wait(
         .collect();
     // Disks a killed run finished (switched, job dismissed, overlay
     // closed) are left as they are.
+    let roots = qmp.device_roots()?;
     let mut copying = vec![true; disks.len()];
     for (i, d) in disks.iter().enumerate() {
         let id = job_id(i);
+        let overlay = overlay_node(&d.node);
         let job = jobs.iter().find(|j| j["id"] == id.as_str());
-        if job.is_none() && !nodes.contains(&d.node) && nodes.contains(&target_node(i)) {
-            copying[i] = false;
+        // Switched: the rest of its hand-over is done below.
+        if roots.contains(&d.node) {
+            if job.is_none() {
+                // Its job was dismissed after the bitmap merge.
+                copying[i] = false;
+                if nodes.contains(&overlay) {
+                    qmp.execute_value("blockdev-del", json!({ "node-name": overlay }))?;
+                }
+            }
             continue;
         }
         if let Some(j) = job {
@@ -111,57 +147,63 @@ fn start_and_wait(
                 _ => continue,
             }
         }
-        if nodes.contains(&target_node(i)) {
-            qmp.execute_value("blockdev-del", json!({ "node-name": target_node(i) }))?;
+        if nodes.contains(&d.node) {
+            qmp.execute_value("blockdev-del", json!({ "node-name": d.node }))?;
         }
         let size = qmp
-            .block_node(&d.node)?
+            .block_node(&overlay)?
             .image
             .map(|i| i.virtual_size)
             .ok_or_else(|| Error::Copy {
                 node: d.node.clone(),
                 detail: "QEMU reports no size for the disk".into(),
             })?;
-        // A fresh sparse image: what the mirror does not write stays a hole.
+        // A fresh sparse image: what the mirror does not write stays a
+        // hole. Its wrapper gets its bitmap at the switch: the mirror's
+        // own writes are not the guest's.
         let f = std::fs::File::create(&d.target)
             .map_err(Error::io(format!("creating {}", d.target.display())))?;
         f.set_len(size)
             .map_err(Error::io(format!("sizing {}", d.target.display())))?;
         drop(f);
+        let wrapper = crate::wrapper::path(&d.target);
+        crate::wrapper::make(&d.target, &wrapper, false)?;
         qmp.execute_value(
             "blockdev-add",
             json!({
-                "driver": "raw",
-                "node-name": target_node(i),
-                "file": { "driver": "file", "filename": d.target.to_string_lossy() },
+                "driver": "qcow2",
+                "node-name": d.node,
+                "file": { "driver": "file", "filename": wrapper.to_string_lossy() },
             }),
         )?;
         qmp.execute_value(
             "blockdev-mirror",
             json!({
                 "job-id": id,
-                "device": d.node,
-                "target": target_node(i),
+                "device": overlay,
+                "target": d.node,
                 "sync": "full",
                 "auto-dismiss": false,
             }),
         )?;
     }
     let began = Instant::now();
-    // `job-complete` is sent once per job; one a killed run already sent
-    // it to is no longer `ready`.
-    let mut completed = vec![false; disks.len()];
+    // `job-complete` is sent once per job, all in one pause of the guest,
+    // when every mirror has converged; a killed run may have sent it to
+    // some already (they are no longer `ready`).
+    let mut completed = false;
     loop {
         let jobs: Vec<Value> = qmp.execute("query-jobs", Value::Null)?;
-        let mut concluded = copying.iter().filter(|c| !**c).count();
-        for (i, done) in completed.iter_mut().enumerate() {
+        let (mut ready, mut converged, mut concluded) = (Vec::new(), 0, 0);
+        for (i, d) in disks.iter().enumerate() {
             if !copying[i] {
+                (converged, concluded) = (converged + 1, concluded + 1);
                 continue;
             }
             let id = job_id(i);
             let Some(j) = jobs.iter().find(|j| j["id"] == id.as_str()) else {
                 return Err(Error::Copy {
-                    node: disks[i].node.clone(),
+                    node: d.node.clone(),
                     detail: format!("the copy job {id} vanished"),
                 });
             };
@@ -171,29 +213,41 @@ fn start_and_wait(
             );
             if !progress(i, CopyProgress { done: cur, total }) {
                 return Err(Error::Copy {
-                    node: disks[i].node.clone(),
+                    node: d.node.clone(),
                     detail: "interrupted (the VM runs on, on its overlays: run the failover again to copy)".into(),
                 });
             }
             match j["status"].as_str().unwrap_or("") {
-                "ready" if !*done => {
-                    qmp.execute_value("job-complete", json!({ "id": id }))?;
-                    *done = true;
+                "ready" => {
+                    ready.push(id);
+                    converged += 1;
                 }
+                // Completing: a killed run sent job-complete.
+                "waiting" | "pending" => converged += 1,
                 "concluded" => {
                     if let Some(e) = j.get("error").and_then(Value::as_str) {
                         return Err(Error::Copy {
-                            node: disks[i].node.clone(),
-                            detail: format!("copying to {}: {e}", disks[i].target.display()),
+                            node: d.node.clone(),
+                            detail: format!("copying to {}: {e}", d.target.display()),
                         });
                     }
-                    concluded += 1;
+                    (converged, concluded) = (converged + 1, concluded + 1);
                 }
                 _ => {}
             }
         }
         if concluded == disks.len() {
             break;
+        }
+        if !completed && converged == disks.len() {
+            if qmp.status()? == "running" {
+                qmp.execute_value("stop", Value::Null)?;
+            }
+            for id in &ready {
+                qmp.execute_value("job-complete", json!({ "id": id }))?;
+            }
+            completed = true;
+            continue;
         }
         if began.elapsed() > timeout {
             return Err(Error::Timeout {
@@ -203,20 +257,39 @@ fn start_and_wait(
         }
         std::thread::sleep(every);
     }
-    let nodes: Vec<String> = qmp
-        .block_nodes()?
-        .into_iter()
-        .map(|n| n.node_name)
-        .collect();
+    // Every device runs on its wrapper; the guest is paused (or was never
+    // switched by this call). Hand the overlay's count of the guest's
+    // writes to the wrapper, then close the overlay (and with it the NBD
+    // connection of its backing).
+    let nodes = qmp.block_nodes()?;
     for (i, d) in disks.iter().enumerate() {
         if !copying[i] {
             continue;
         }
+        let overlay = overlay_node(&d.node);
+        let counted = nodes
+            .iter()
+            .any(|n| n.node_name == overlay && n.dirty_bitmaps.iter().any(|b| b.name == bitmap()));
+        let has = nodes
+            .iter()
+            .any(|n| n.node_name == d.node && n.dirty_bitmaps.iter().any(|b| b.name == bitmap()));
+        if counted {
+            if !has {
+                qmp.execute_value(
+                    "block-dirty-bitmap-add",
+                    json!({ "node": d.node, "name": bitmap(), "persistent": true,
+                            "granularity": crate::wrapper::GRANULARITY }),
+                )?;
+            }
+            qmp.execute_value(
+                "block-dirty-bitmap-merge",
+                json!({ "node": d.node, "target": bitmap(),
+                        "bitmaps": [{ "node": overlay, "name": bitmap() }] }),
+            )?;
+        }
         qmp.execute_value("job-dismiss", json!({ "id": job_id(i) }))?;
-        // The device now runs on the final image; the overlay node (and
-        // with it the NBD connection of its backing) is closed.
-        if nodes.contains(&d.node) {
-            qmp.execute_value("blockdev-del", json!({ "node-name": d.node }))?;
+        if nodes.iter().any(|n| n.node_name == overlay) {
+            qmp.execute_value("blockdev-del", json!({ "node-name": overlay }))?;
         }
     }
     Ok(())

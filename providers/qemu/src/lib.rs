@@ -21,6 +21,8 @@
 //!   are VMs; test runs on throw-away overlays), a `SiteProvider`.
 //! - [`writeback`]: a writable NBD export of a stopped VM's qcow2 image
 //!   (`qemu-storage-daemon`), for failback.
+//! - [`wrapper`]: the tracked qcow2 wrapper a failed-over VM runs on over
+//!   its restored raw image.
 //! - [`offline`]: a stopped VM's images opened by `qemu-storage-daemon`
 //!   under its node names, so its points are read as a running VM's.
 //!
@@ -42,6 +44,7 @@ pub mod source;
 pub mod tls;
 pub mod vm;
 mod wire;
+pub mod wrapper;
 pub mod writeback;
 
 pub use error::Error;

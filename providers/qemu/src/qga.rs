@@ -44,8 +44,18 @@ impl Agent {
     /// `guest-sync` (a random id; replies to earlier requests are skipped),
     /// retrying until `timeout` while the guest's agent is not up yet.
     pub fn connect_unix(path: &Path, timeout: Duration) -> Result<Agent> {
+        Agent::connect_unix_until(path, timeout, &|| false)
+    }
+
+    /// [`Agent::connect_unix`] that gives up (with [`Error::Interrupted`])
+    /// as soon as `stop` says so, checked every two seconds at most.
+    pub fn connect_unix_until(
+        path: &Path,
+        timeout: Duration,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<Agent> {
         let peer = format!("guest agent {}", path.display());
-        Agent::connect_with(&peer, timeout, || {
+        Agent::connect_with(&peer, timeout, stop, || {
             Ok(Sock::Unix(connect_unix(path, timeout)?))
         })
     }
@@ -59,7 +69,7 @@ impl Agent {
         timeout: Duration,
     ) -> Result<Agent> {
         let peer = format!("guest agent {addr}");
-        Agent::connect_with(&peer, timeout, || {
+        Agent::connect_with(&peer, timeout, &|| false, || {
             let s = std::net::TcpStream::connect(addr)
                 .map_err(Error::io(format!("connecting to the {peer}")))?;
             tls.wrap(s, &peer)
@@ -69,10 +79,16 @@ impl Agent {
     fn connect_with(
         peer: &str,
         timeout: Duration,
+        stop: &dyn Fn() -> bool,
         connect: impl Fn() -> Result<Sock>,
     ) -> Result<Agent> {
         let start = Instant::now();
         loop {
+            if stop() {
+                return Err(Error::Interrupted {
+                    what: format!("waiting for the {peer}"),
+                });
+            }
             let chan = JsonLines::new(peer.to_string(), connect()?)?;
             let mut a = Agent {
                 chan,

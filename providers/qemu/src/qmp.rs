@@ -213,6 +213,17 @@ impl Qmp {
         self.execute("query-named-block-nodes", json!({ "flat": true }))
     }
 
+    /// The root node of every block device (`query-block`'s
+    /// `inserted.node-name`; a block job's filter while one runs).
+    pub fn device_roots(&mut self) -> Result<Vec<String>> {
+        let v = self.execute_value("query-block", Value::Null)?;
+        Ok(v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|d| d["inserted"]["node-name"].as_str().map(str::to_string))
+            .collect())
+    }
+
     /// The node named `node`, or an error naming it.
     pub fn block_node(&mut self, node: &str) -> Result<BlockNode> {
         self.block_nodes()?

@@ -12,9 +12,10 @@
 //! - failover runs: the raw image at the disk's path (a `.qcow2` path
 //!   becomes `.raw`: restores write raw images), run files in
 //!   `.standby-vms/`; the VM runs on a qcow2 wrapper whose data is that
-//!   raw image ([`wrapper_path`]: `data_file`, `data_file_raw=on`), with a
-//!   persistent dirty bitmap `standby-1` added before it first boots, so
-//!   reprotect reads only what the VM wrote since.
+//!   raw image ([`crate::wrapper`]), with a persistent dirty bitmap
+//!   `standby-1` added before it first boots, so reprotect reads only what
+//!   the VM wrote since. An instant failover boots on an overlay over the
+//!   NBD export instead and ends on such a wrapper ([`crate::instant`]).
 //! - failback: the machine's own disks at its own site, its run files in
 //!   the site root (`NAME.qmp`, ... as the VMs standby runs there), so
 //!   forward protection reaches it as before the failover.
@@ -122,101 +123,8 @@ pub fn is_nbd(image: &Path) -> bool {
     image.to_string_lossy().starts_with("nbd+unix://")
 }
 
-/// The qcow2 wrapper a failed-over VM boots for its raw `image`:
-/// `DISK.raw` -> `DISK.qcow2`, any other name gets `.qcow2` appended.
-pub fn wrapper_path(image: &Path) -> PathBuf {
-    if image.extension().is_some_and(|e| e == "raw") {
-        image.with_extension("qcow2")
-    } else {
-        let mut p = image.as_os_str().to_owned();
-        p.push(".qcow2");
-        PathBuf::from(p)
-    }
-}
-
-/// The dirty-bitmap granularity of a failed-over VM's wrapper: the vault's
-/// 4 KiB block, because failback ships per 4 KiB block (a 64 GiB disk's
-/// bitmap is 2 MiB).
-pub const WRAPPER_GRANULARITY: u64 = 4096;
-
 fn qemu_img(args: &[&std::ffi::OsStr], what: &str, name: &str) -> Result<(), ProviderError> {
-    let out = Command::new("qemu-img")
-        .args(args)
-        .output()
-        .map_err(|e| err("start", name, format!("running qemu-img: {e}")))?;
-    if !out.status.success() {
-        return Err(err(
-            "start",
-            name,
-            format!(
-                "qemu-img {what}: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
-        ));
-    }
-    Ok(())
-}
-
-/// Makes (afresh) the qcow2 `wrapper` whose data lives in the raw `image`
-/// (`data_file`, `data_file_raw=on`, `preallocation=metadata`: the raw
-/// image stays a valid raw image) with an empty persistent bitmap
-/// `standby-1`. `qemu-img create` zeroes the data file it is given, so the
-/// restored image is moved aside meanwhile and moved back; a run killed
-/// in between leaves it at `IMAGE.restored`, which the next call moves
-/// back first.
-pub fn make_wrapper(image: &Path, wrapper: &Path, name: &str) -> Result<(), ProviderError> {
-    let aside = {
-        let mut p = image.as_os_str().to_owned();
-        p.push(".restored");
-        PathBuf::from(p)
-    };
-    let io = |what: String| {
-        move |e| ProviderError::Io {
-            context: what,
-            source: e,
-        }
-    };
-    if aside.exists() && !image.exists() {
-        fs::rename(&aside, image).map_err(io(format!("moving back {}", aside.display())))?;
-    }
-    let size = fs::metadata(image)
-        .map_err(io(format!("reading {}", image.display())))?
-        .len();
-    let _ = fs::remove_file(wrapper);
-    fs::rename(image, &aside).map_err(io(format!("moving aside {}", image.display())))?;
-    let opts = format!(
-        "data_file={},data_file_raw=on,preallocation=metadata",
-        image.to_string_lossy().replace(',', ",,")
-    );
-    let made = qemu_img(
-        &[
-            "create".as_ref(),
-            "-q".as_ref(),
-            "-f".as_ref(),
-            "qcow2".as_ref(),
-            "-o".as_ref(),
-            opts.as_ref(),
-            wrapper.as_os_str(),
-            size.to_string().as_ref(),
-        ],
-        "create of the wrapper",
-        name,
-    );
-    // Back in place whatever happened: the restored data is the point.
-    fs::rename(&aside, image).map_err(io(format!("moving back {}", aside.display())))?;
-    made?;
-    qemu_img(
-        &[
-            "bitmap".as_ref(),
-            "--add".as_ref(),
-            "-g".as_ref(),
-            WRAPPER_GRANULARITY.to_string().as_ref(),
-            wrapper.as_os_str(),
-            format!("{}1", crate::cbt::BITMAP_PREFIX).as_ref(),
-        ],
-        "bitmap --add",
-        name,
-    )
+    crate::wrapper::qemu_img(args, what).map_err(|e| err("start", name, e))
 }
 
 /// Creates (afresh) a qcow2 overlay at `overlay` backed read-only by
@@ -277,8 +185,10 @@ impl QemuSite {
 
     /// Instant recovery's background copy: mirrors each disk of
     /// `machine`'s running VM (booted on NBD-backed overlays) into
-    /// `targets` (disk name -> final raw image), switches the VM onto
-    /// them and closes the overlays; then removes the overlay files.
+    /// `targets` (disk name -> final raw image, through its tracked
+    /// wrapper), switches the VM onto the wrappers with the guest's writes
+    /// since boot in their bitmaps, and closes the overlays; then removes
+    /// the overlay files.
     /// `progress(disk, done, total)` in bytes; it stops the copy by
     /// returning false (the VM stays on its overlays). See
     /// [`crate::instant`].
@@ -476,14 +386,17 @@ impl SiteProvider for QemuSite {
                 // Instant recovery: the disk is still in the vault, served
                 // over NBD; the VM runs on an overlay until
                 // `instant_copy` moves it to its final image.
-                Mode::Failover if is_nbd(image) => (
-                    overlay(
+                // Its bitmap counts the guest's writes from boot; the copy
+                // hands them to the wrapper it ends on.
+                Mode::Failover if is_nbd(image) => {
+                    let o = overlay(
                         image,
                         &dir.join(&s.vm_name).join(format!("{disk}.instant.qcow2")),
                         name,
-                    )?,
-                    DiskFormat::Qcow2,
-                ),
+                    )?;
+                    crate::wrapper::add_bitmap(&o).map_err(|e| err("start", name, e))?;
+                    (o, DiskFormat::Qcow2)
+                }
                 // Failback: the machine's own image at its own site.
                 Mode::Failover if s.home.is_some() => (
                     image.clone(),
@@ -496,13 +409,20 @@ impl SiteProvider for QemuSite {
                 // A failover: a fresh tracked wrapper over the restored raw
                 // image, so reprotect reads only what the VM writes.
                 Mode::Failover => {
-                    let w = wrapper_path(image);
-                    make_wrapper(image, &w, name)?;
+                    let w = crate::wrapper::path(image);
+                    crate::wrapper::make(image, &w, true).map_err(|e| err("start", name, e))?;
                     (w, DiskFormat::Qcow2)
                 }
             };
+            // An instant VM's overlay leaves the disk's own node name to
+            // the wrapper it ends on.
+            let node_name = if run.mode == Mode::Failover && is_nbd(image) {
+                crate::instant::overlay_node(node)
+            } else {
+                node.clone()
+            };
             disks.push(vm::DiskSpec {
-                node_name: node.clone(),
+                node_name,
                 path,
                 format,
                 read_only: false,
@@ -530,15 +450,18 @@ impl SiteProvider for QemuSite {
         };
         let started = Instant::now();
         let v = Vm::start_with(&spec, &extras, &dir).map_err(|e| err("start", name, e))?;
-        let answered = v.agent(timeout).and_then(|mut a| a.ping()).map_err(|e| {
-            let console = v.serial();
-            let tail = last_lines(&console, 5).join("\n");
-            err(
-                "start",
-                name,
-                format!("the guest agent did not answer: {e}; console's last lines:\n{tail}"),
-            )
-        });
+        let answered = v
+            .agent_until(timeout, &|| run.interrupt.is_set())
+            .and_then(|mut a| a.ping())
+            .map_err(|e| {
+                let console = v.serial();
+                let tail = last_lines(&console, 5).join("\n");
+                err(
+                    "start",
+                    name,
+                    format!("the guest agent did not answer: {e}; console's last lines:\n{tail}"),
+                )
+            });
         if let Err(e) = answered {
             let _ = v.kill();
             return Err(e);

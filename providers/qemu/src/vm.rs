@@ -144,11 +144,14 @@ pub enum Stopped {
     Killed,
 }
 
+/// The longest node name QEMU takes (its `node_name[32]`, NUL included).
+pub const NODE_NAME_MAX: usize = 31;
+
 fn valid_name(s: &str) -> bool {
     s.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        && s.len() <= 31
+        && s.len() <= NODE_NAME_MAX
 }
 
 /// The state letter and start time of `pid`, or None when it does not exist.
@@ -458,6 +461,12 @@ impl Vm {
     /// answer (a booting guest starts it late).
     pub fn agent(&self, timeout: Duration) -> Result<Agent> {
         Agent::connect_unix(&Vm::agent_path(&self.dir, &self.name), timeout)
+    }
+
+    /// [`Vm::agent`] that gives up as soon as `stop` says so (the user
+    /// interrupted the run).
+    pub fn agent_until(&self, timeout: Duration, stop: &dyn Fn() -> bool) -> Result<Agent> {
+        Agent::connect_unix_until(&Vm::agent_path(&self.dir, &self.name), timeout, stop)
     }
 
     /// The serial console's text so far.

@@ -42,6 +42,19 @@ pub fn check(cfg: &Config, plan: &RecoveryPlan) -> Result<(), super::RecoveryErr
             .map(|s| s.provider.as_str());
         if m.vm.is_none() {
             bad.push(format!("{addr} has no vm block"));
+        } else if let Some(d) = m.vm.iter().flat_map(|v| &v.disks).find(|d| {
+            standby_provider_qemu::instant::overlay_node(&d.node_name).len()
+                > standby_provider_qemu::vm::NODE_NAME_MAX
+        }) {
+            bad.push(format!(
+                "{addr}'s disk {} has node_name {:?}: its instant overlay runs as {:?}, longer than QEMU's {} characters (give it a node_name of at most {})",
+                d.name,
+                d.node_name,
+                standby_provider_qemu::instant::overlay_node(&d.node_name),
+                standby_provider_qemu::vm::NODE_NAME_MAX,
+                standby_provider_qemu::vm::NODE_NAME_MAX
+                    - (standby_provider_qemu::instant::overlay_node("").len())
+            ));
         } else if provider != Some("qemu") {
             bad.push(format!(
                 "{addr} recovers to {} (provider {})",
@@ -62,6 +75,15 @@ pub fn check(cfg: &Config, plan: &RecoveryPlan) -> Result<(), super::RecoveryErr
         help: "drop --instant to restore the disks first, or give the machines a vm block and a protection to a site with provider = \"qemu\"".into(),
     })
 }
+
+/// The hold an instant run of `plan` keeps on `machine`'s point while its
+/// exports serve it (see [`crate::vault::holds`]).
+pub(crate) fn holder(plan: &Address, machine: &str) -> String {
+    crate::vault::holds::holder(&[&plan.to_string(), machine])
+}
+
+/// How long taking a hold waits for a prune that runs.
+const HOLD_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// Instant failover: disks served from the vault, the VM booted on
 /// overlays at once, then (failover) copied to their final images in the
@@ -127,6 +149,14 @@ impl Way for InstantFailover {
             .get(&chosen.vault)
             .map(|v| v.key.clone())
             .ok_or_else(|| format!("no {} in the configuration", chosen.vault))?;
+        // Retention must not drop the point while the VM reads it.
+        crate::vault::holds::hold(
+            land.vault,
+            &land.point.id,
+            &holder(&e.plan.addr, &addr.to_string()),
+            HOLD_WAIT,
+        )
+        .map_err(|e| format!("hold point {} against prune: {e}", land.point.id.short()))?;
         // Every disk's export starts at once (each resolves its point and
         // loads the index before it accepts clients): the boot waits for
         // the slowest, not the sum.
@@ -316,6 +346,26 @@ impl Way for InstantFailover {
                 )
             },
         )?;
+        // The VM runs on tracked wrappers whose bitmaps count its writes
+        // since it booted on the point, as a failover's do.
+        let vault_id = e
+            .vaults
+            .get(&chosen.vault)
+            .map(|v| v.id.clone())
+            .ok_or_else(|| format!("{} was not opened", chosen.vault))?;
+        for (disk, target) in &targets {
+            let size = chosen.point.disks.get(disk).map_or(0, |x| x.size);
+            crate::replication::vm::record_restored(
+                &e.ws.cache_dir(),
+                &vault_id,
+                &name,
+                disk,
+                &chosen.point.id,
+                size,
+                &standby_provider_qemu::wrapper::path(target),
+            )
+            .map_err(|e| format!("record disk {disk}'s tracking: {e}"))?;
+        }
         // The VM no longer reads the exports: end them, and leave none of
         // their files.
         for d in &m.disks {
@@ -324,6 +374,10 @@ impl Way for InstantFailover {
                 h.stop();
             }
             files.remove();
+        }
+        if let Some(v) = e.vaults.get(&chosen.vault) {
+            crate::vault::holds::release(v, &holder(&e.plan.addr, &name))
+                .map_err(|e| format!("release the hold on its point: {e}"))?;
         }
         let run_id = e.run_id.clone();
         e.recorder
