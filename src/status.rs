@@ -133,11 +133,61 @@ pub fn status(
     mark_leases(&mut protections, ws);
     mark_hosts(&mut protections, &ws.config, state);
     mark_refused(&mut protections, &ws.config, state, backup, &points);
+    let mut placed = placements(state);
+    mark_down(&mut placed, &mut protections, ws);
     Ok(Status {
         protections,
         plans,
-        placements: placements(state),
+        placements: placed,
     })
+}
+
+/// Asks each recovered machine's provider whether a machine the state
+/// says runs still does (a VM killed or crashed since): one that does not
+/// is `down`, and the protection of a machine that should run there in
+/// production (not a test run) is CRITICAL, saying so. Providers that
+/// cannot tell leave the state's word.
+pub fn mark_down(
+    placed: &mut [Placement],
+    prots: &mut [ProtectionStatus],
+    ws: &crate::workspace::Workspace,
+) {
+    let (cfg, root) = (&ws.config, ws.root());
+    for p in placed.iter_mut().filter(|p| p.status == "running") {
+        let Ok(site) = p.site.parse::<Address>() else {
+            continue;
+        };
+        let Ok(provider) = crate::recovery::providers::for_site(cfg, &root, &site) else {
+            continue;
+        };
+        let mode = if p.kind == "test" {
+            standby_provider_core::Mode::Test
+        } else {
+            standby_provider_core::Mode::Failover
+        };
+        let run = crate::recovery::providers::run_at(cfg, &root, &site, &p.run_id, mode);
+        if !matches!(provider.runs(&run, &p.machine), Ok(Some(false))) {
+            continue;
+        }
+        p.status = "down".into();
+        if p.kind == "test" {
+            continue;
+        }
+        let machine = p.machine.clone();
+        for s in prots.iter_mut().filter(|s| {
+            s.protection
+                .parse::<Address>()
+                .ok()
+                .and_then(|a| cfg.protections.get(&a))
+                .is_some_and(|x| x.machine.to_string() == machine)
+        }) {
+            s.level = Level::Critical;
+            s.unprotected = Some(format!(
+                "{machine} should run at {} (run {}) but does not: it was killed or crashed there",
+                p.site, p.run_id
+            ));
+        }
+    }
 }
 
 /// The status of `protection` given every point in its vault (oldest first).
@@ -440,7 +490,9 @@ pub struct Placement {
     pub kind: String,
     /// The run's phase: `running`, `completed`, `failed`, `committed`.
     pub phase: String,
-    /// The machine's own status in the run: `starting`, `running`, `failed`, `stopped`.
+    /// The machine's own status in the run: `starting`, `running`, `failed`,
+    /// `stopped`; `down` when the state says running but its provider
+    /// finds it does not (killed or crashed).
     pub status: String,
     pub point: Option<String>,
     /// Which way its protection runs: `forward` (from its own site; test

@@ -76,22 +76,8 @@ fn kill_vms(d: &Path) {
 
 /// `quickstart --qemu` into `d`, then the machines above.
 fn setup(d: &Path) {
-    let cache = shared::guest_cache();
-    let out = Command::new(env!("CARGO_BIN_EXE_standby"))
-        .args(["quickstart", "--qemu"])
-        .arg(d)
-        .env("STANDBY_GUEST_CACHE", &cache)
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    shared::quickstart_qemu(Path::new(env!("CARGO_BIN_EXE_standby")), d);
     std::fs::write(d.join("machines.hcl"), MACHINES).unwrap();
-    shared::free_http_port(d);
 }
 
 fn standby(d: &Path, args: &[&str]) -> (bool, String) {
@@ -361,7 +347,32 @@ fn an_instant_test_failover_serves_a_part_and_a_failover_copies_the_rest() {
     let state = std::fs::read_to_string(d.join(".standby/state.json")).unwrap();
     assert!(state.contains("db/data.raw"), "{state}");
     assert!(!state.contains("nbd+unix"), "{state}");
+    // Killed behind standby's back: status no longer says they run.
     kill_vms(&d);
+    let o = Command::new(env!("CARGO_BIN_EXE_standby"))
+        .args(["status", "--json"])
+        .current_dir(&d)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "a recovered machine is down");
+    let st: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    for p in st["recoveries"].as_array().unwrap() {
+        assert_eq!(p["status"], "down", "{p:#}");
+    }
+    let db = st["protections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["protection"] == "protection.db")
+        .unwrap();
+    assert_eq!(db["level"], "critical", "{db:#}");
+    assert!(
+        db["unprotected"]
+            .as_str()
+            .unwrap()
+            .contains("should run at site.dr"),
+        "{db:#}"
+    );
 }
 
 #[test]
@@ -580,6 +591,21 @@ fn a_rerun_keeps_the_vm_an_interrupted_instant_failover_brought_up() {
         std::fs::read(&back).unwrap() == std::fs::read(&expected).unwrap(),
         "the reverse point's data disk is not the point plus the guest's writes"
     );
+    // Shut down cleanly, the DR VM is read through its wrappers (their
+    // stored bitmaps), not whole: the next reverse point is dirty-only.
+    Vm::open("db", &d.join("sites/dr/.standby-vms"))
+        .unwrap()
+        .unwrap()
+        .stop(Duration::from_secs(60))
+        .unwrap();
+    ok(&d, &["replicate"]);
+    let points: Vec<serde_json::Value> =
+        serde_json::from_str(&ok(&d, &["points", "machine.db", "--json"])).unwrap();
+    let offline = points.last().unwrap();
+    assert_ne!(offline["id"], reverse["id"], "no new reverse point");
+    for (disk, c) in offline["cbt"]["disks"].as_object().unwrap() {
+        assert_eq!(c["mode"], "dirty", "disk {disk} read offline: {c}");
+    }
     kill_vms(&d);
     assert_eq!(processes(&d, "qemu"), Vec::<String>::new());
 }

@@ -86,22 +86,8 @@ fn processes_under(dir: &Path) -> Vec<String> {
 /// A `quickstart --qemu` tour in `tmp`, its source VMs running with the
 /// writer past 40 orders, failed over (planned) to site.dr and committed.
 fn failed_over(tmp: &Path) -> PathBuf {
-    let cache = shared::guest_cache();
     let d = tmp.join("tour");
-    let out = Command::new(env!("CARGO_BIN_EXE_standby"))
-        .args(["quickstart", "--qemu"])
-        .arg(&d)
-        .env("STANDBY_GUEST_CACHE", &cache)
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    shared::free_http_port(&d);
+    shared::quickstart_qemu(Path::new(env!("CARGO_BIN_EXE_standby")), &d);
     let cfg = standby::config::load(&d, &Default::default())
         .unwrap_or_else(|e| panic!("{}", e.render(false)))
         .config;

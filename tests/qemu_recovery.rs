@@ -54,26 +54,12 @@ fn qemu_under(dir: &Path) -> Vec<String> {
 #[test]
 fn a_drill_of_plans_qemu_boots_both_vms_isolated_and_leaves_nothing() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let cache = shared::guest_cache();
     let tmp = tempfile::Builder::new()
         .prefix("sbqr")
         .tempdir_in("/tmp")
         .unwrap();
     let d = tmp.path().join("tour");
-    let out = Command::new(env!("CARGO_BIN_EXE_standby"))
-        .args(["quickstart", "--qemu"])
-        .arg(&d)
-        .env("STANDBY_GUEST_CACHE", &cache)
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap();
-    shared::free_http_port(&d);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = shared::quickstart_qemu(Path::new(env!("CARGO_BIN_EXE_standby")), &d);
     // The tour replicated through changed-block tracking, one group point
     // of both VMs, and checked its restored database; no VM outlives it.
     assert!(text.contains("disk data: changed-block tracking"), "{text}");
@@ -377,26 +363,12 @@ fn raw_count(qcow2: &Path, tmp: &Path) -> u64 {
 #[test]
 fn a_planned_failover_of_running_vms_loses_no_committed_order() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let cache = shared::guest_cache();
     let tmp = tempfile::Builder::new()
         .prefix("sbqp")
         .tempdir_in("/tmp")
         .unwrap();
     let d = tmp.path().join("tour");
-    let out = Command::new(env!("CARGO_BIN_EXE_standby"))
-        .args(["quickstart", "--qemu"])
-        .arg(&d)
-        .env("STANDBY_GUEST_CACHE", &cache)
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap();
-    shared::free_http_port(&d);
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    shared::quickstart_qemu(Path::new(env!("CARGO_BIN_EXE_standby")), &d);
     let _guard = KillVms(vec![d.join("sites/hv1"), d.join("sites/dr/.standby-vms")]);
     // The source VMs run again, the writer taking orders.
     let cfg = standby::config::load(&d, &Default::default())
@@ -487,25 +459,12 @@ fn a_planned_failover_of_running_vms_loses_no_committed_order() {
 fn ctrl_c_during_a_vm_boot_ends_the_wait() {
     use std::io::BufRead;
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let cache = shared::guest_cache();
     let tmp = tempfile::Builder::new()
         .prefix("sbcc")
         .tempdir_in("/tmp")
         .unwrap();
     let d = tmp.path().join("tour");
-    let out = Command::new(env!("CARGO_BIN_EXE_standby"))
-        .args(["quickstart", "--qemu"])
-        .arg(&d)
-        .env("STANDBY_GUEST_CACHE", &cache)
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    shared::free_http_port(&d);
+    shared::quickstart_qemu(Path::new(env!("CARGO_BIN_EXE_standby")), &d);
     let machines = d.join("machines.hcl");
     let hcl = std::fs::read_to_string(&machines).unwrap();
     assert!(hcl.contains("panic=-1"), "{hcl}");

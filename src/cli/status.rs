@@ -17,7 +17,9 @@ use time::OffsetDateTime;
 pub const HELP: &str = "\
 Levels: OK when the newest point is no older than the policy's rpo_threshold;
 WARNING when older, up to twice the threshold; CRITICAL beyond that, or when
-the protection has no point. A recovery plan is OVERDUE when its last drill is
+the protection has no point, or when its machine was recovered to a site
+where it should run but its VM no longer does (status `down`: killed or
+crashed there). A recovery plan is OVERDUE when its last drill is
 older than its drill schedule's interval (\"never drilled\" when none is
 recorded in the state).
 

@@ -53,6 +53,10 @@ pub struct VmTarget {
     /// probed: a raw guest disk can look like a qcow2 header), for
     /// opening the images of a VM that does not run.
     pub formats: Vec<DiskFormat>,
+    /// A VM a failover started: each (raw) disk runs under its tracked
+    /// qcow2 wrapper (`standby_provider_qemu::wrapper`), through which a VM
+    /// that does not run is read, so its bitmap still says what changed.
+    pub wrapped: bool,
     /// Fleece images and the NBD socket of open points: at the site, or
     /// the `work_dir` on a hypervisor reached over TCP.
     pub work: PathBuf,
@@ -196,8 +200,10 @@ impl VmTarget {
             .then(|| Endpoint::Unix(vms_dir.join(format!("{name}.qga"))));
         t.work = site_root.join(".standby-cbt").join(&name);
         t.export_tls = None;
-        // Its disks are the raw images the failover restored.
+        // Its disks are the raw images the failover restored, each under
+        // its tracked wrapper.
         t.formats = vec![DiskFormat::Raw; t.nodes.len()];
+        t.wrapped = true;
         t
     }
 
@@ -240,6 +246,7 @@ impl VmTarget {
                 })
                 .collect(),
             work,
+            wrapped: false,
             export_tls: vm.export_tls.as_ref().and_then(|e| {
                 let (host, port) = e.listen.rsplit_once(':')?;
                 Some(TlsExport {
@@ -425,10 +432,21 @@ fn connect(t: &Target, v: &VmTarget) -> Result<(Qmp, Option<offline::Daemon>), R
         .iter()
         .zip(&v.formats)
         .zip(&t.disks)
-        .map(|((node, format), (_, path))| offline::Image {
-            node: node.clone(),
-            path: path.clone(),
-            format: *format,
+        .map(|((node, format), (_, path))| {
+            let wrapper = standby_provider_qemu::wrapper::path(path);
+            if v.wrapped && wrapper.exists() {
+                offline::Image {
+                    node: node.clone(),
+                    path: wrapper,
+                    format: DiskFormat::Qcow2,
+                }
+            } else {
+                offline::Image {
+                    node: node.clone(),
+                    path: path.clone(),
+                    format: *format,
+                }
+            }
         })
         .collect();
     let daemon = offline::Daemon::start(&disks, &v.work, &name).map_err(|d| {

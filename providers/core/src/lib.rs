@@ -276,6 +276,15 @@ pub trait SiteProvider: Send + Sync {
         Ok(false)
     }
 
+    /// Whether `machine`, started by `run`, still runs: Some when this
+    /// provider can tell (a VM's process), None when it cannot (the
+    /// default). `status` uses it so a recovered machine that died is not
+    /// reported as running.
+    fn runs(&self, run: &Run, machine: &str) -> Result<Option<bool>, ProviderError> {
+        let _ = (run, machine);
+        Ok(None)
+    }
+
     /// Run one attempt of a command check with the machine's environment.
     fn check(
         &self,

@@ -494,6 +494,16 @@ impl SiteProvider for QemuSite {
             .is_some_and(|v| v.running()))
     }
 
+    fn runs(&self, run: &Run, machine: &str) -> Result<Option<bool>, ProviderError> {
+        let s = self.settings(machine, "inspect")?;
+        let dir = self.vm_dir(site_root(run, "inspect")?, run, s);
+        Ok(Some(
+            Vm::open(&s.vm_name, &dir)
+                .map_err(|e| err("inspect", machine, e))?
+                .is_some_and(|v| v.running()),
+        ))
+    }
+
     fn stop(&self, run: &Run, machine: &str) -> Result<(), ProviderError> {
         let s = self.settings(machine, "stop")?;
         let dir = run_dir(site_root(run, "stop")?, run);

@@ -34,6 +34,27 @@ pub fn guest_cache() -> PathBuf {
     target_dir().join("standby-guest")
 }
 
+/// `standby quickstart --qemu D` with `standby` (the binary under test:
+/// its tests' `env!("CARGO_BIN_EXE_standby")`, unknown to this file) on the
+/// shared guest, asserted to succeed, with a free http port; its stdout.
+pub fn quickstart_qemu(standby: &Path, d: &Path) -> String {
+    let out = std::process::Command::new(standby)
+        .args(["quickstart", "--qemu"])
+        .arg(d)
+        .env("STANDBY_GUEST_CACHE", guest_cache())
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    free_http_port(d);
+    text
+}
+
 /// Points plans/qemu's forwarded http port (`var.dr_db_http_port`) of the
 /// configuration in `d` at a port free now: its default may be taken on a
 /// shared machine.
