@@ -193,10 +193,16 @@ fn assert_failed_over(d: &Path, point_data: &Path) {
         "the copied data disk differs from the point: {}",
         String::from_utf8_lossy(&cmp.stdout)
     );
-    // Byte for byte, size included.
-    assert_eq!(
-        std::fs::metadata(&data).unwrap().len(),
-        std::fs::metadata(point_data).unwrap().len()
+    // Byte for byte, size included; and as sparse as a restore leaves it
+    // (the copy's zeroes are holes): the data disk holds a few MiB.
+    let meta = std::fs::metadata(&data).unwrap();
+    assert_eq!(meta.len(), std::fs::metadata(point_data).unwrap().len());
+    use std::os::unix::fs::MetadataExt;
+    assert!(
+        meta.blocks() * 512 < meta.len() / 8,
+        "the copy allocated {} of a {}-byte disk",
+        meta.blocks() * 512,
+        meta.len()
     );
 }
 
@@ -292,10 +298,55 @@ fn an_instant_test_failover_serves_a_part_and_a_failover_copies_the_rest() {
         text.contains("the disks stay in the vault (test run)"),
         "{text}"
     );
+    let holds = d.join(".standby/vault/holds");
+    let held = |holds: &Path| -> Vec<PathBuf> {
+        std::fs::read_dir(holds)
+            .map(|r| {
+                r.flatten()
+                    .flat_map(|p| std::fs::read_dir(p.path()).unwrap().flatten())
+                    .map(|e| e.path())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let names: Vec<std::ffi::OsString> = held(&holds)
+        .iter()
+        .map(|p| p.file_name().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        names.len(),
+        2,
+        "one hold per machine while it runs: {names:?}"
+    );
     ok(&d, &["failover", "cleanup", "shop"]);
     assert_eq!(processes(&d, "qemu"), Vec::<String>::new());
     no_exports_left(&d);
     assert!(!sandbox.exists());
+    assert_eq!(held(&holds), Vec::<PathBuf>::new(), "cleanup lets go");
+
+    // A test run killed before it recorded its machines may already hold
+    // their points (planted here as such a run leaves them): its cleanup
+    // lets go of every machine's hold all the same.
+    kill_at(
+        &d,
+        &["failover", "test", "shop", "--instant"],
+        "test failover of",
+    );
+    let point = ok(&d, &["points", "machine.db", "--json"]);
+    let point: Vec<serde_json::Value> = serde_json::from_str(&point).unwrap();
+    let dir = holds.join(point.last().unwrap()["id"].as_str().unwrap());
+    std::fs::create_dir_all(&dir).unwrap();
+    for n in &names {
+        std::fs::write(dir.join(n), "{}").unwrap();
+    }
+    ok(&d, &["failover", "cleanup", "shop"]);
+    assert_eq!(
+        held(&holds),
+        Vec::<PathBuf>::new(),
+        "a killed run's holds stay"
+    );
+    assert_eq!(processes(&d, "qemu"), Vec::<String>::new());
+    no_exports_left(&d);
 
     // An instant drill: the same, then its cleanup ends VMs and exports.
     let text = ok(&d, &["drill", "shop", "--instant"]);
@@ -540,8 +591,51 @@ fn a_rerun_keeps_the_vm_an_interrupted_instant_failover_brought_up() {
     assert!(!text.contains("machine.db: disks restored"), "{text}");
     assert_eq!(pid("db"), Some(db), "the db VM was restarted");
     write_in_guest(&d, "kept-during-copy", size / 3, &expected);
+    // A plain rerun would leave db on the exports (or restore over its
+    // writes): refused, pointing at --instant.
+    let (passed, text) = standby(&d, &["failover", "unplanned", "shop", "--point", "latest"]);
+    assert!(!passed, "{text}");
+    assert!(text.contains("again with --instant"), "{text}");
+    assert_eq!(pid("db"), Some(db), "{text}");
 
-    // The last rerun finishes: db is the same VM, its data disk the point
+    // What a kill between the switch and the hand-over of the guest's
+    // writes leaves: every mirror ready, the guest paused, each device
+    // switched to its wrapper (job-complete), no bitmap merged yet.
+    {
+        let vm = Vm::open("db", &d.join("sites/dr/.standby-vms"))
+            .unwrap()
+            .unwrap();
+        let mut q = vm.qmp().unwrap();
+        let jobs = |q: &mut standby_provider_qemu::qmp::Qmp| -> Vec<serde_json::Value> {
+            q.execute("query-jobs", serde_json::Value::Null).unwrap()
+        };
+        let began = Instant::now();
+        while !jobs(&mut q).iter().all(|j| j["status"] == "ready") {
+            assert!(
+                began.elapsed() < Duration::from_secs(300),
+                "{:?}",
+                jobs(&mut q)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        q.execute_value("stop", serde_json::Value::Null).unwrap();
+        for j in jobs(&mut q) {
+            q.execute_value("job-complete", serde_json::json!({ "id": j["id"] }))
+                .unwrap();
+        }
+        while !jobs(&mut q).iter().all(|j| j["status"] == "concluded") {
+            assert!(
+                began.elapsed() < Duration::from_secs(300),
+                "{:?}",
+                jobs(&mut q)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(q.status().unwrap(), "paused");
+    }
+
+    // The last rerun resumes the guest before its checks, finishes the
+    // hand-over and the copy: db is the same VM, its data disk the point
     // plus both writes.
     let text = ok(&d, &args);
     assert!(text.contains("machine.db: kept running as run"), "{text}");

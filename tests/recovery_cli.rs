@@ -823,6 +823,25 @@ fn planned_failover_stops_nothing_when_the_vault_cannot_take_final_points() {
         text(&o)
     );
     std::fs::rename(&away, &vault).unwrap();
+    // A vault that opens but takes no write (read-only, full): the same.
+    let chattr = |flag: &str| {
+        let o = Command::new("chattr")
+            .arg(flag)
+            .arg(&vault)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "chattr {flag}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    chattr("+i");
+    let o = run(&qs, &["failover", "planned", "shop", "--approve", "dns"]);
+    chattr("-i");
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(flat(&o).contains("nothing was stopped"), "{}", text(&o));
+    assert!(!qs.join(".standby/db-stopped").exists(), "{}", text(&o));
     let out = ok(&qs, &["failover", "planned", "shop", "--approve", "dns"]);
     assert!(out.contains("final point"), "{out}");
     assert!(qs.join(".standby/db-stopped").exists());

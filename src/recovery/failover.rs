@@ -150,12 +150,13 @@ fn final_batches(e: &Engine<'_>) -> Result<Vec<replication::Batch>, String> {
 }
 
 /// Before a planned failover stops anything: the final points' batches
-/// can be formed and every vault they go to opens with its key, so a
-/// vault that is down or a wrong key fails the run while the sources
-/// still run.
+/// can be formed and every vault they go to opens with its key and takes
+/// a write, so a vault that is down, full, read-only or opened with a
+/// wrong key fails the run while the sources still run.
 pub(crate) fn check_final_points(e: &mut Engine<'_>) -> Result<(), String> {
     for b in final_batches(e)? {
         e.vault(&b.vault)
+            .and_then(|v| v.probe_write().map_err(|err| err.to_string()))
             .map_err(|err| format!("{err} (nothing was stopped)"))?;
     }
     Ok(())

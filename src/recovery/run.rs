@@ -538,6 +538,26 @@ fn failover_locked(
             })
             .collect(),
     });
+    // A VM an interrupted instant failover left still reads its disks
+    // from the vault: only an instant rerun finishes its copy (a plain one
+    // would keep it on the exports, or restore over its writes).
+    if !instant
+        && let Some(m) = earlier.as_ref().and_then(|e| {
+            e.machines
+                .iter()
+                .find(|(_, at)| at.disks.values().any(|d| d.starts_with("nbd+unix://")))
+        })
+    {
+        return Err(RecoveryError::Refused {
+            message: format!(
+                "the interrupted instant failover of {} left {} running from the vault (its disks are not copied yet)",
+                plan.addr, m.0
+            ),
+            help:
+                "run the same failover again with --instant: it keeps the VM and finishes the copy"
+                    .into(),
+        });
+    }
     let timeline = Timeline::new();
     let record = RunRecord {
         plan: plan.addr.clone(),
@@ -824,23 +844,40 @@ fn cleanup_locked(
         }
     }
     // Instant test replicas read their points from the vault until now.
+    // Every machine of the plan's hold goes, recorded or not: a run killed
+    // after it took a hold may not have recorded the disks yet. A vault
+    // that cannot be opened fails the cleanup only where a machine is
+    // known to have run from an export.
     if errors.is_empty() {
-        for (machine, m) in &run.machines {
-            let Some(used) = &m.point else { continue };
-            if !m.disks.values().any(|d| d.starts_with("nbd+unix://")) {
-                continue;
+        let mut by_vault: BTreeMap<Address, (Vec<String>, bool)> = BTreeMap::new();
+        for g in &plan.groups {
+            for m in &g.machines {
+                let Some(p) = ws.protection_of(m) else {
+                    continue;
+                };
+                let instant = run
+                    .machines
+                    .get(&m.to_string())
+                    .is_some_and(|r| r.disks.values().any(|d| d.starts_with("nbd+unix://")));
+                let e = by_vault.entry(p.vault.clone()).or_default();
+                e.0.push(m.to_string());
+                e.1 |= instant;
             }
-            let released = used
-                .vault
-                .parse::<Address>()
-                .map_err(|e| e.to_string())
-                .and_then(|a| ws.vault(&a).map_err(|e| e.to_string()))
-                .and_then(|v| {
-                    crate::vault::holds::release(&v, &super::instant::holder(&plan.addr, machine))
-                        .map_err(|e| e.to_string())
-                });
-            if let Err(e) = released {
-                errors.push(format!("release {machine}'s hold on its point: {e}"));
+        }
+        for (vault, (machines, instant)) in by_vault {
+            let released = ws.vault(&vault).map_err(|e| e.to_string()).and_then(|v| {
+                machines.iter().try_for_each(|m| {
+                    crate::vault::holds::release(
+                        &v,
+                        &super::instant::holder(v.owner().as_deref(), &plan.addr, m, Mode::Test),
+                    )
+                    .map_err(|e| e.to_string())
+                })
+            });
+            match released {
+                Err(e) if instant => errors.push(format!("release the holds on {vault}: {e}")),
+                Err(e) => tracing::debug!("holds on {vault} not released: {e}"),
+                Ok(()) => {}
             }
         }
     }

@@ -481,6 +481,15 @@ impl Vault {
             .map_err(|e| VaultError::Open(Box::new(e)))
     }
 
+    /// Proves the vault takes writes now (a full disk, a read-only mount,
+    /// a token without write access fail here): writes a small
+    /// `probes/<random>` object and deletes it. Two requests.
+    pub fn probe_write(&self) -> Result<()> {
+        let name = format!("probes/{}", hex::encode(rand::random::<[u8; 8]>()));
+        self.put(&name, b"standby write probe\n".to_vec())?;
+        self.delete(&name)
+    }
+
     /// Whether `name` exists (one HEAD request).
     pub fn exists(&self, name: &str) -> Result<bool> {
         match self.rt.block_on(self.store.head(name)) {

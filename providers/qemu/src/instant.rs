@@ -73,6 +73,9 @@ pub fn copy(
     timeout: Duration,
     progress: &mut dyn FnMut(usize, CopyProgress) -> bool,
 ) -> Result<()> {
+    let nodes: Vec<String> = disks.iter().map(|d| d.node.clone()).collect();
+    // A killed run may have left the guest paused mid-switch.
+    settle_switch(qmp, &nodes)?;
     let r = start_and_wait(qmp, disks, every, timeout, progress);
     if r.is_err() {
         for (i, d) in disks.iter().enumerate() {
@@ -81,10 +84,12 @@ pub fn copy(
             // Refused (in use) once the device switched to it.
             let _ = qmp.execute_value("blockdev-del", json!({ "node-name": d.node }));
         }
+        // Whatever happened, the guest runs on, with the count of its
+        // writes handed to any wrapper it was switched to.
+        let settled = settle_switch(qmp, &nodes);
+        return r.and(settled);
     }
-    // Whatever happened, the guest runs on.
-    let resumed = resume(qmp);
-    r.and(resumed)
+    resume(qmp)
 }
 
 /// Resumes the guest if it is paused (by [`copy`], for the switch).
@@ -92,6 +97,76 @@ fn resume(qmp: &mut Qmp) -> Result<()> {
     if qmp.status()? == "paused" {
         qmp.execute_value("cont", Value::Null)?;
     }
+    Ok(())
+}
+
+fn has_bitmap(nodes: &[crate::qmp::BlockNode], node: &str) -> bool {
+    nodes
+        .iter()
+        .any(|n| n.node_name == node && n.dirty_bitmaps.iter().any(|b| b.name == bitmap()))
+}
+
+/// Finishes what a copy cut short (killed, interrupted) left while the
+/// guest was paused for the switch, then resumes the guest: waits for
+/// switches under way, and hands the overlay's count of the guest's
+/// writes to each wrapper a device was switched to (so no write the guest
+/// makes after it resumes goes uncounted). Does nothing to a VM that is
+/// not an instant VM mid-copy (no overlay node `NODE-i` of `nodes`) or
+/// not paused. Call before the guest is used: a rerun taking the VM over
+/// (provider `adopt`), and [`copy`].
+pub fn settle_switch(qmp: &mut Qmp, nodes: &[String]) -> Result<()> {
+    let names: Vec<String> = qmp
+        .block_nodes()?
+        .into_iter()
+        .map(|n| n.node_name)
+        .collect();
+    if !nodes.iter().any(|n| names.contains(&overlay_node(n))) || qmp.status()? != "paused" {
+        return Ok(());
+    }
+    // Switches sent before the kill finish first (a job past `ready`).
+    let began = Instant::now();
+    while qmp
+        .execute::<Vec<Value>>("query-jobs", Value::Null)?
+        .iter()
+        .any(|j| matches!(j["status"].as_str(), Some("waiting" | "pending")))
+    {
+        if began.elapsed() > Duration::from_secs(60) {
+            return Err(Error::Timeout {
+                what: "the disks' switch to their wrappers".into(),
+                seconds: 60.0,
+            });
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let roots = qmp.device_roots()?;
+    for node in nodes.iter().filter(|n| roots.contains(n)) {
+        hand_over(qmp, node)?;
+    }
+    resume(qmp)
+}
+
+/// Merges the overlay's bitmap (the guest's writes since boot) into a new
+/// persistent `standby-1` on the wrapper `node` the device now runs on.
+/// Only while the guest is paused since the switch: afterwards the wrapper
+/// holds writes no bitmap counted.
+fn hand_over(qmp: &mut Qmp, node: &str) -> Result<()> {
+    let overlay = overlay_node(node);
+    let nodes = qmp.block_nodes()?;
+    if !has_bitmap(&nodes, &overlay) {
+        return Ok(());
+    }
+    if !has_bitmap(&nodes, node) {
+        qmp.execute_value(
+            "block-dirty-bitmap-add",
+            json!({ "node": node, "name": bitmap(), "persistent": true,
+                    "granularity": crate::wrapper::GRANULARITY }),
+        )?;
+    }
+    qmp.execute_value(
+        "block-dirty-bitmap-merge",
+        json!({ "node": node, "target": bitmap(),
+                "bitmaps": [{ "node": overlay, "name": bitmap() }] }),
+    )?;
     Ok(())
 }
 
@@ -115,13 +190,21 @@ fn start_and_wait(
     // Disks a killed run finished (switched, job dismissed, overlay
     // closed) are left as they are.
     let roots = qmp.device_roots()?;
+    let block = qmp.block_nodes()?;
     let mut copying = vec![true; disks.len()];
+    // A disk switched before this call whose wrapper has no bitmap ran
+    // (the guest resumed) with no count of its writes: it gets none now,
+    // so reverse points read it whole rather than miss those writes.
+    let mut untracked = vec![false; disks.len()];
     for (i, d) in disks.iter().enumerate() {
         let id = job_id(i);
         let overlay = overlay_node(&d.node);
         let job = jobs.iter().find(|j| j["id"] == id.as_str());
         // Switched: the rest of its hand-over is done below.
         if roots.contains(&d.node) {
+            if !has_bitmap(&block, &d.node) {
+                untracked[i] = true;
+            }
             if job.is_none() {
                 // Its job was dismissed after the bitmap merge.
                 copying[i] = false;
@@ -170,10 +253,17 @@ fn start_and_wait(
         crate::wrapper::make(&d.target, &wrapper, false)?;
         qmp.execute_value(
             "blockdev-add",
+            // Zeroes the mirror writes become holes (unmap; the export
+            // reports no holes, so zero blocks arrive as data: detected),
+            // so the image stays as sparse as a restore leaves it.
             json!({
                 "driver": "qcow2",
                 "node-name": d.node,
+                "discard": "unmap",
+                "detect-zeroes": "unmap",
                 "file": { "driver": "file", "filename": wrapper.to_string_lossy() },
+                "data-file": { "driver": "file", "filename": d.target.to_string_lossy(),
+                               "discard": "unmap" },
             }),
         )?;
         qmp.execute_value(
@@ -214,7 +304,9 @@ fn start_and_wait(
             if !progress(i, CopyProgress { done: cur, total }) {
                 return Err(Error::Copy {
                     node: d.node.clone(),
-                    detail: "interrupted (the VM runs on, on its overlays: run the failover again to copy)".into(),
+                    detail:
+                        "interrupted (the VM runs on: run the failover again to finish the copy)"
+                            .into(),
                 });
             }
             match j["status"].as_str().unwrap_or("") {
@@ -266,28 +358,11 @@ fn start_and_wait(
         if !copying[i] {
             continue;
         }
-        let overlay = overlay_node(&d.node);
-        let counted = nodes
-            .iter()
-            .any(|n| n.node_name == overlay && n.dirty_bitmaps.iter().any(|b| b.name == bitmap()));
-        let has = nodes
-            .iter()
-            .any(|n| n.node_name == d.node && n.dirty_bitmaps.iter().any(|b| b.name == bitmap()));
-        if counted {
-            if !has {
-                qmp.execute_value(
-                    "block-dirty-bitmap-add",
-                    json!({ "node": d.node, "name": bitmap(), "persistent": true,
-                            "granularity": crate::wrapper::GRANULARITY }),
-                )?;
-            }
-            qmp.execute_value(
-                "block-dirty-bitmap-merge",
-                json!({ "node": d.node, "target": bitmap(),
-                        "bitmaps": [{ "node": overlay, "name": bitmap() }] }),
-            )?;
+        if !untracked[i] {
+            hand_over(qmp, &d.node)?;
         }
         qmp.execute_value("job-dismiss", json!({ "id": job_id(i) }))?;
+        let overlay = overlay_node(&d.node);
         if nodes.iter().any(|n| n.node_name == overlay) {
             qmp.execute_value("blockdev-del", json!({ "node-name": overlay }))?;
         }

@@ -489,9 +489,20 @@ impl SiteProvider for QemuSite {
         }
         let s = self.settings(machine, "adopt")?;
         let dir = self.vm_dir(site_root(run, "adopt")?, run, s);
-        Ok(Vm::open(&s.vm_name, &dir)
+        let Some(v) = Vm::open(&s.vm_name, &dir)
             .map_err(|e| err("adopt", machine, e))?
-            .is_some_and(|v| v.running()))
+            .filter(|v| v.running())
+        else {
+            return Ok(false);
+        };
+        // An instant copy killed mid-switch left the guest paused: finish
+        // the hand-over of its writes' count and resume it before its
+        // checks run again.
+        let nodes: Vec<String> = s.disks.iter().map(|(_, n)| n.clone()).collect();
+        v.qmp()
+            .and_then(|mut q| crate::instant::settle_switch(&mut q, &nodes))
+            .map_err(|e| err("adopt", machine, e))?;
+        Ok(true)
     }
 
     fn runs(&self, run: &Run, machine: &str) -> Result<Option<bool>, ProviderError> {
