@@ -61,11 +61,12 @@ fn bitmap() -> String {
 /// switches the VM to the targets' wrappers; `progress(disk index,
 /// progress)` is called as the jobs move (about every `every`) and stops
 /// the copy by returning false. Fails with QEMU's error of a job, when
-/// stopped, or after `timeout`. On failure the VM is left running on its
-/// overlays (the jobs cancelled), so a rerun can start over; after a kill
-/// (the jobs go on inside QEMU), a second call waits for them and
-/// finishes what the first left, disk by disk, and resumes a guest the
-/// first left paused for the switch.
+/// stopped, or after `timeout`. On failure the VM is left running (the
+/// jobs cancelled; a disk already switched stays on its wrapper, its
+/// writes' count handed over), so a rerun can finish; after a kill (the
+/// jobs go on inside QEMU), a second call waits for them and finishes
+/// what the first left, disk by disk, and resumes a guest the first left
+/// paused for the switch ([`settle_switch`]).
 pub fn copy(
     qmp: &mut Qmp,
     disks: &[CopyDisk],
