@@ -641,6 +641,22 @@ fn a_rerun_keeps_the_vm_an_interrupted_instant_failover_brought_up() {
     assert!(text.contains("machine.db: kept running as run"), "{text}");
     assert_eq!(pid("db"), Some(db), "the db VM was restarted");
     assert_failed_over(&d, &expected);
+    // RTO and the copy's end on one time base: the first attempt's start.
+    let secs = |after: &str| -> f64 {
+        let rest = &text[text
+            .find(after)
+            .unwrap_or_else(|| panic!("{after}: {text}"))
+            + after.len()..];
+        rest[..rest.find('s').unwrap()].parse().unwrap()
+    };
+    assert!(
+        text.contains("(both from the first attempt's start)"),
+        "{text}"
+    );
+    assert!(
+        secs("the background copy ended at ") >= secs("Instant recovery: RTO "),
+        "{text}"
+    );
 
     // The VM ended on tracked wrappers whose bitmaps hold what the guest
     // wrote on its overlays, the copy's own writes left out: reprotect's

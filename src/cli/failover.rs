@@ -210,10 +210,25 @@ fn instant_times(r: &recovery::RunResult) -> Option<String> {
         .rto_seconds
         .map_or_else(|| "unknown".to_string(), |s| format!("{s:.1}s"));
     let copied = copies.iter().all(|e| e.name == "disks");
-    let end = copies.iter().map(|e| e.end_seconds).fold(0.0, f64::max);
+    // A rerun's RTO counts from the first interrupted attempt's start (its
+    // `earlier_attempts` entry starts that long before this run): the copy's
+    // end is told from there too.
+    let carried = r
+        .timeline
+        .entries()
+        .iter()
+        .filter(|e| e.kind == EntryKind::EarlierAttempts)
+        .map(|e| -e.start_seconds)
+        .fold(0.0, f64::max);
+    let end = copies.iter().map(|e| e.end_seconds).fold(0.0, f64::max) + carried;
+    let since = if carried > 0.0 {
+        " (both from the first attempt's start)"
+    } else {
+        ""
+    };
     Some(if copied {
         format!(
-            "Instant recovery: RTO {rto} (checks passing); the background copy ended at {end:.1}s."
+            "Instant recovery: RTO {rto} (checks passing); the background copy ended at {end:.1}s{since}."
         )
     } else {
         format!(
