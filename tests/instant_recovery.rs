@@ -610,27 +610,23 @@ fn a_rerun_keeps_the_vm_an_interrupted_instant_failover_brought_up() {
             q.execute("query-jobs", serde_json::Value::Null).unwrap()
         };
         let began = Instant::now();
-        while !jobs(&mut q).iter().all(|j| j["status"] == "ready") {
-            assert!(
-                began.elapsed() < Duration::from_secs(300),
-                "{:?}",
-                jobs(&mut q)
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let wait_all = |q: &mut standby_provider_qemu::qmp::Qmp, status: &str| {
+            while !jobs(q).iter().all(|j| j["status"] == status) {
+                assert!(
+                    began.elapsed() < Duration::from_secs(300),
+                    "{status}: {:?}",
+                    jobs(q)
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        };
+        wait_all(&mut q, "ready");
         q.execute_value("stop", serde_json::Value::Null).unwrap();
         for j in jobs(&mut q) {
             q.execute_value("job-complete", serde_json::json!({ "id": j["id"] }))
                 .unwrap();
         }
-        while !jobs(&mut q).iter().all(|j| j["status"] == "concluded") {
-            assert!(
-                began.elapsed() < Duration::from_secs(300),
-                "{:?}",
-                jobs(&mut q)
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_all(&mut q, "concluded");
         assert_eq!(q.status().unwrap(), "paused");
     }
 

@@ -545,7 +545,7 @@ fn failover_locked(
         && let Some(m) = earlier.as_ref().and_then(|e| {
             e.machines
                 .iter()
-                .find(|(_, at)| at.disks.values().any(|d| d.starts_with("nbd+unix://")))
+                .find(|(_, at)| super::instant::reads_exports(at))
         })
     {
         return Err(RecoveryError::Refused {
@@ -858,7 +858,7 @@ fn cleanup_locked(
                 let instant = run
                     .machines
                     .get(&m.to_string())
-                    .is_some_and(|r| r.disks.values().any(|d| d.starts_with("nbd+unix://")));
+                    .is_some_and(super::instant::reads_exports);
                 let e = by_vault.entry(p.vault.clone()).or_default();
                 e.0.push(m.to_string());
                 e.1 |= instant;

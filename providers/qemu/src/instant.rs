@@ -183,15 +183,11 @@ fn start_and_wait(
     // failed, or a target added without its job, is dropped and the disk
     // copied afresh.
     let jobs: Vec<Value> = qmp.execute("query-jobs", Value::Null)?;
-    let nodes: Vec<String> = qmp
-        .block_nodes()?
-        .into_iter()
-        .map(|n| n.node_name)
-        .collect();
+    let block = qmp.block_nodes()?;
+    let nodes: Vec<&str> = block.iter().map(|n| n.node_name.as_str()).collect();
     // Disks a killed run finished (switched, job dismissed, overlay
     // closed) are left as they are.
     let roots = qmp.device_roots()?;
-    let block = qmp.block_nodes()?;
     let mut copying = vec![true; disks.len()];
     // A disk switched before this call whose wrapper has no bitmap ran
     // (the guest resumed) with no count of its writes: it gets none now,
@@ -209,7 +205,7 @@ fn start_and_wait(
             if job.is_none() {
                 // Its job was dismissed after the bitmap merge.
                 copying[i] = false;
-                if nodes.contains(&overlay) {
+                if nodes.contains(&overlay.as_str()) {
                     qmp.execute_value("blockdev-del", json!({ "node-name": overlay }))?;
                 }
             }
@@ -231,7 +227,7 @@ fn start_and_wait(
                 _ => continue,
             }
         }
-        if nodes.contains(&d.node) {
+        if nodes.contains(&d.node.as_str()) {
             qmp.execute_value("blockdev-del", json!({ "node-name": d.node }))?;
         }
         let size = qmp

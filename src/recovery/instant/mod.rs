@@ -91,6 +91,14 @@ pub(crate) fn holder(owner: Option<&str>, plan: &Address, machine: &str, mode: M
     crate::vault::holds::holder(&parts)
 }
 
+/// Whether a machine a run placed reads a disk from an export (booted
+/// by instant recovery, its copy not done).
+pub(crate) fn reads_exports(m: &crate::state::MachineRun) -> bool {
+    m.disks
+        .values()
+        .any(|d| standby_provider_qemu::site::is_nbd(std::path::Path::new(d)))
+}
+
 /// How long taking a hold waits for a prune that runs.
 const HOLD_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
 
@@ -362,16 +370,15 @@ impl Way for InstantFailover {
         )?;
         // The VM runs on tracked wrappers whose bitmaps count its writes
         // since it booted on the point, as a failover's do.
-        let vault_id = e
+        let vault = e
             .vaults
             .get(&chosen.vault)
-            .map(|v| v.id.clone())
             .ok_or_else(|| format!("{} was not opened", chosen.vault))?;
         for (disk, target) in &targets {
             let size = chosen.point.disks.get(disk).map_or(0, |x| x.size);
             crate::replication::vm::record_restored(
                 &e.ws.cache_dir(),
-                &vault_id,
+                &vault.id,
                 &name,
                 disk,
                 &chosen.point.id,
@@ -391,11 +398,9 @@ impl Way for InstantFailover {
         }
         // The VM no longer needs the vault: a hold left behind only keeps
         // the point longer, so failing to let go is not the run's failure.
-        if let Some(v) = e.vaults.get(&chosen.vault) {
-            let who = holder(v.owner().as_deref(), &e.plan.addr, &name, e.mode);
-            if let Err(err) = crate::vault::holds::release(v, &who) {
-                tracing::warn!("{name}: the hold {who} on its point stays: {err}");
-            }
+        let who = holder(vault.owner().as_deref(), &e.plan.addr, &name, e.mode);
+        if let Err(err) = crate::vault::holds::release(vault, &who) {
+            tracing::warn!("{name}: the hold {who} on its point stays: {err}");
         }
         let run_id = e.run_id.clone();
         e.recorder
